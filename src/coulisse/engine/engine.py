@@ -1,0 +1,80 @@
+"""The forward stage for many inputs at once: the only code that touches the model and its device.
+
+Inputs are sorted by length and cut into batches by a token budget rather than a fixed count, so a
+batch of short reviews holds many and a batch of long ones few. Each batch runs packed (no padding
+in the linear layers, see `coulisse.models.bert`), and results come back in the caller's order.
+Since no token ever sees another sequence, results do not depend on how inputs were grouped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from coulisse.models import EncoderModel, Packed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Item:
+    """One tokenized input: ids (special tokens included) and, for BERT, token types."""
+
+    ids: list[int]
+    type_ids: list[int] | None = None
+
+
+class Engine:
+    def __init__(self, model: EncoderModel, *, max_batch_tokens: int = 4096, max_batch_size: int = 256,
+                 device: str | torch.device = "cpu", uses_token_types: bool = False):
+        self.model = model
+        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_size = max_batch_size
+        self.device = torch.device(device)
+        self.uses_token_types = uses_token_types
+        self.offset = model.config.position_offset
+
+    def plan(self, lengths: Sequence[int]) -> list[list[int]]:
+        """Indices of each batch: longest first, closed when the token budget or the count is reached."""
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        batches: list[list[int]] = []
+        current: list[int] = []
+        tokens = 0
+        for i in order:
+            if current and (tokens + lengths[i] > self.max_batch_tokens or len(current) >= self.max_batch_size):
+                batches.append(current)
+                current, tokens = [], 0
+            current.append(i)
+            tokens += lengths[i]
+        if current:
+            batches.append(current)
+        return batches
+
+    def forward(self, items: Sequence[Item]) -> torch.Tensor:
+        """One packed batch: logits `(B, labels)` or packed hidden states `(T, H)`, on the CPU in fp32."""
+        types = [it.type_ids or [0] * len(it.ids) for it in items] if self.uses_token_types else None
+        p = Packed.from_lists([it.ids for it in items], types, self.offset, self.device)
+        with torch.inference_mode():
+            out = self.model.forward_packed(p)
+        return out.float().cpu()
+
+    def run(self, items: Sequence[Item], progress: Callable[[int], None] | None = None) -> list[np.ndarray]:
+        """Per input, in input order: a logits row `(labels,)` or hidden states `(length, H)`."""
+        lengths = [len(it.ids) for it in items]
+        results: list[np.ndarray | None] = [None] * len(items)
+        for batch in self.plan(lengths):
+            out = self.forward([items[i] for i in batch]).numpy()
+            if self.model.head is not None:
+                for row, i in zip(out, batch):
+                    results[i] = row
+            else:
+                splits = np.cumsum([lengths[i] for i in batch])[:-1]
+                for hidden, i in zip(np.split(out, splits), batch):
+                    results[i] = hidden
+            if progress is not None:
+                progress(len(batch))
+        return results  # type: ignore[return-value]

@@ -1,0 +1,201 @@
+"""The BERT-family encoder (BERT, RoBERTa, CamemBERT, XLM-R; DistilBERT reuses it), inference only.
+
+Tokens travel *packed*: the linear layers and layer norms see a `(T, hidden)` tensor holding every
+real token of the batch and no padding, `T` being the sum of the sequence lengths. Only attention,
+which must not mix sequences, lays tokens out per sequence. Family differences are config fields:
+RoBERTa-family models number positions from `pad_token_id + 1` and have one token type.
+
+Module names follow transformers' checkpoint keys, so the weight table (`checkpoint_keys`) is the
+identity except for the fused query/key/value projection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from coulisse.config import EncoderConfig
+
+ACTIVATIONS = {
+    "gelu": lambda x: F.gelu(x),
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+}
+
+
+@dataclass
+class Packed:
+    """A batch of sequences laid end to end, with what attention needs to separate them again."""
+
+    input_ids: Tensor  # (T,)
+    position_ids: Tensor  # (T,)
+    token_type_ids: Tensor | None  # (T,)
+    lengths: list[int]  # per sequence, sum = T
+    starts: Tensor  # (B,) index of each sequence's first token in the packed tensor
+    scatter: Tensor | None  # (T,) flat index into a (B * L) padded layout; None when B == 1
+    key_mask: Tensor | None  # (B, 1, 1, L) True for real keys; None when no padding is needed
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def max_len(self) -> int:
+        return max(self.lengths)
+
+    @classmethod
+    def from_lists(cls, ids: list[list[int]], type_ids: list[list[int]] | None, offset: int,
+                   device: torch.device | str = "cpu") -> Packed:
+        lengths = [len(s) for s in ids]
+        flat = torch.tensor([t for s in ids for t in s], dtype=torch.long)
+        positions = torch.cat([torch.arange(n) for n in lengths]) + offset
+        types = torch.tensor([t for s in type_ids for t in s], dtype=torch.long) if type_ids else None
+        return cls.build(flat, positions, types, lengths, device)
+
+    @classmethod
+    def from_padded(cls, input_ids: Tensor, attention_mask: Tensor | None, token_type_ids: Tensor | None,
+                    offset: int) -> Packed:
+        """Drop the padding of a (B, L) batch. Positions count real tokens, as transformers does."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        keep = attention_mask.bool()
+        positions = (attention_mask.long().cumsum(1) - 1).clamp(min=0) + offset
+        lengths = keep.sum(1).tolist()
+        types = token_type_ids[keep] if token_type_ids is not None else None
+        return cls.build(input_ids[keep], positions[keep], types, lengths, input_ids.device)
+
+    @classmethod
+    def build(cls, flat: Tensor, positions: Tensor, types: Tensor | None, lengths: list[int],
+              device) -> Packed:
+        starts = torch.tensor([0] + lengths[:-1]).cumsum(0)
+        scatter = key_mask = None
+        if len(lengths) > 1:
+            width = max(lengths)
+            rows = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+            cols = torch.arange(len(flat)) - starts[rows]
+            scatter = (rows * width + cols).to(device)
+            if min(lengths) != width:
+                key_mask = (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None])[:, None, None, :]
+                key_mask = key_mask.to(device)
+        to = (lambda t: t.to(device)) if device != "cpu" else (lambda t: t)
+        return cls(to(flat), to(positions), to(types) if types is not None else None, lengths,
+                   to(starts), scatter, key_mask)
+
+
+class Embeddings(nn.Module):
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        if config.type_vocab_size > 0:
+            self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, p: Packed) -> Tensor:
+        x = self.word_embeddings(p.input_ids) + self.position_embeddings(p.position_ids)  # (T, H)
+        if hasattr(self, "token_type_embeddings"):
+            types = p.token_type_ids if p.token_type_ids is not None else torch.zeros_like(p.input_ids)
+            x = x + self.token_type_embeddings(types)
+        return self.LayerNorm(x)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.heads, self.head_dim = config.num_attention_heads, config.head_dim
+        # query, key and value in one GEMM: (T, H) @ (H, 3H)
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
+
+    def forward(self, x: Tensor, p: Packed) -> Tensor:
+        T, H = x.shape
+        qkv = self.qkv(x)  # (T, 3H)
+        if p.scatter is None:  # one sequence: no layout change needed
+            q, k, v = qkv.view(1, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (1, h, T, d)
+            return F.scaled_dot_product_attention(q, k, v).permute(0, 2, 1, 3).reshape(T, H)
+        B, L = p.batch_size, p.max_len
+        padded = qkv.new_zeros(B * L, 3 * H)
+        padded[p.scatter] = qkv
+        q, k, v = padded.view(B, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, h, L, d)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=p.key_mask)  # (B, h, L, d)
+        return out.permute(0, 2, 1, 3).reshape(B * L, H)[p.scatter]  # back to (T, H)
+
+
+class DenseNorm(nn.Module):
+    """Projection, residual, LayerNorm: BERT's `*Output` blocks."""
+
+    def __init__(self, d_in: int, d_out: int, eps: float):
+        super().__init__()
+        self.dense = nn.Linear(d_in, d_out)
+        self.LayerNorm = nn.LayerNorm(d_out, eps=eps)
+
+    def forward(self, x: Tensor, residual: Tensor) -> Tensor:
+        return self.LayerNorm(self.dense(x) + residual)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.self = SelfAttention(config)
+        self.output = DenseNorm(config.hidden_size, config.hidden_size, config.layer_norm_eps)
+
+    def forward(self, x: Tensor, p: Packed) -> Tensor:
+        return self.output(self.self(x, p), x)
+
+
+class Intermediate(nn.Module):
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.act = ACTIVATIONS[config.hidden_act]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.dense(x))
+
+
+class Layer(nn.Module):
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.attention = Attention(config)
+        self.intermediate = Intermediate(config)
+        self.output = DenseNorm(config.intermediate_size, config.hidden_size, config.layer_norm_eps)
+
+    def forward(self, x: Tensor, p: Packed) -> Tensor:
+        x = self.attention(x, p)
+        return self.output(self.intermediate(x), x)
+
+
+class Encoder(nn.Module):
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.layer = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
+
+    def forward(self, x: Tensor, p: Packed) -> Tensor:
+        for layer in self.layer:
+            x = layer(x, p)
+        return x
+
+
+class BertModel(nn.Module):
+    """Embeddings + encoder: packed token ids in, packed hidden states `(T, H)` out."""
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.config = config
+        self.embeddings = Embeddings(config)
+        self.encoder = Encoder(config)
+
+    def forward(self, p: Packed) -> Tensor:
+        return self.encoder(self.embeddings(p), p)
+
+
+def checkpoint_keys(name: str) -> list[str]:
+    """Checkpoint keys (base-model prefix removed) that make up our parameter `name`."""
+    if ".attention.self.qkv." in name:
+        return [name.replace(".qkv.", f".{part}.") for part in ("query", "key", "value")]
+    return [name]

@@ -1,0 +1,104 @@
+"""An encoder with an optional task head, its padded (transformers-style) and packed entry points,
+and `load_model`, which builds it from a checkpoint folder."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from coulisse.config import EncoderConfig
+from coulisse.errors import ModelLoadError
+from coulisse.models import bert, distilbert
+from coulisse.models.bert import BertModel, Packed
+from coulisse.models.heads import classification_head
+from coulisse.weights import check_unused, gather_weights, normalize_keys, read_weights
+
+log = logging.getLogger(__name__)
+
+BASE_PREFIXES = {
+    "bert": ("bert",),
+    "roberta": ("roberta",),
+    "camembert": ("roberta", "camembert"),
+    "xlm-roberta": ("roberta",),
+    "distilbert": ("distilbert",),
+}
+HEADS = {"sequence-classification": classification_head}
+
+
+@dataclass
+class ModelOutput:
+    """What `model(**inputs)` returns: hidden states `(B, L, H)` for a base model, logits for a head."""
+
+    last_hidden_state: Tensor | None = None
+    logits: Tensor | None = None
+
+    def __getitem__(self, i: int) -> Tensor:
+        return [v for v in (self.logits, self.last_hidden_state) if v is not None][i]
+
+
+class EncoderModel(nn.Module):
+    def __init__(self, config: EncoderConfig, head: str | None = None):
+        super().__init__()
+        self.config = config
+        self.task_head = head
+        self.base = BertModel(config)
+        self.head = HEADS[head](config) if head else None
+
+    def forward_packed(self, p: Packed) -> Tensor:
+        """Packed ids in; logits `(B, labels)` with a head, else packed hidden states `(T, H)`."""
+        hidden = self.base(p)
+        if self.head is None:
+            return hidden
+        return self.head(hidden[p.starts])  # first token (<s> / [CLS]) of each sequence
+
+    @torch.inference_mode()
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
+                token_type_ids: Tensor | None = None) -> ModelOutput:
+        """The notebook's `model(**inputs)`: padded `(B, L)` tensors in, padding dropped inside."""
+        p = Packed.from_padded(input_ids, attention_mask, token_type_ids, self.config.position_offset)
+        out = self.forward_packed(p)
+        if self.head is not None:
+            return ModelOutput(logits=out)
+        keep = attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=bool)
+        hidden = out.new_zeros(*input_ids.shape, out.shape[-1])  # (B, L, H), zeros at padding
+        hidden[keep] = out
+        return ModelOutput(last_hidden_state=hidden)
+
+
+def _sources(config: EncoderConfig, head: nn.Module | None):
+    family_keys = distilbert.checkpoint_keys if config.family == "distilbert" else bert.checkpoint_keys
+
+    def sources(name: str) -> list[str]:
+        scope, _, rest = name.partition(".")
+        if scope == "base":
+            return ["{base}." + key for key in family_keys(rest)]
+        module, _, param = rest.rpartition(".")
+        return [f"{head.KEYS[module]}.{param}"]
+
+    return sources
+
+
+def load_model(directory: Path, config: EncoderConfig, head: str | None = None) -> EncoderModel:
+    """Build the model on the meta device, then adopt the checkpoint's tensors without extra copies."""
+    start = time.perf_counter()
+    tensors, path = read_weights(directory)
+    tensors = normalize_keys(tensors, BASE_PREFIXES[config.model_type])
+    with torch.device("meta"):
+        model = EncoderModel(config, head)
+    if head and not any(k.startswith(("classifier", "pre_classifier")) for k in tensors):
+        raise ModelLoadError(
+            f"{path.name} in {directory} has no classification head (architectures: "
+            f"{config.architectures or 'unknown'}); use task 'feature-extraction', or a fine-tuned checkpoint."
+        )
+    state, used = gather_weights(model, tensors, _sources(config, model.head), path.name)
+    check_unused(tensors, used, path.name)
+    model.load_state_dict(state, strict=True, assign=True)
+    model.eval().requires_grad_(False)
+    log.info("loaded %s (%s, %d layers) from %s in %.2fs", config.model_type, head or "base",
+             config.num_hidden_layers, path.name, time.perf_counter() - start)
+    return model

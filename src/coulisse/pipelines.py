@@ -1,0 +1,110 @@
+"""`coulisse.pipeline(task, model=...)`: the three stages behind one call, as in transformers.
+
+    preprocess  (Tokenizer: text -> ids; no torch)
+    forward     (Engine: packed batches through EncoderModel; the only place that touches torch)
+    postprocess (tasks/*: numpy -> labels, scores, vectors)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from coulisse.config import EncoderConfig
+from coulisse.engine import Engine, Item
+from coulisse.errors import InputError
+from coulisse.hub import resolve_model
+from coulisse.models import EncoderModel, load_model
+from coulisse.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODELS = {"sentiment-analysis": "tblard/tf-allocine"}
+ALIASES = {"sentiment-analysis": "text-classification"}
+
+
+@dataclass
+class Checkpoint:
+    """Everything loaded from one model folder."""
+
+    name: str
+    directory: Path
+    config: EncoderConfig
+    tokenizer: Tokenizer
+    model: EncoderModel
+
+
+def load_checkpoint(model: str | Path, head: str | None, revision: str | None = None) -> Checkpoint:
+    directory = resolve_model(model, revision)
+    config = EncoderConfig.from_file(directory / "config.json")
+    tokenizer = Tokenizer.from_dir(directory, model_type=config.model_type, max_positions=config.max_positions)
+    # Never let truncation exceed what the position table can embed.
+    tokenizer.model_max_length = min(tokenizer.model_max_length, config.max_positions)
+    encoder = load_model(directory, config, head)
+    return Checkpoint(str(model), directory, config, tokenizer, encoder)
+
+
+class Pipeline:
+    """Base class: tokenizer + engine + a task's post-processing."""
+
+    task = ""
+    head: str | None = None
+
+    def __init__(self, checkpoint: Checkpoint, *, device: str = "cpu", max_batch_tokens: int = 4096,
+                 **defaults: Any):
+        self.checkpoint = checkpoint
+        self.tokenizer = checkpoint.tokenizer
+        self.model = checkpoint.model
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        self.engine = Engine(self.model, max_batch_tokens=max_batch_tokens, device=self.device,
+                             uses_token_types="token_type_ids" in self.tokenizer.model_input_names)
+        self.defaults = defaults
+
+    @property
+    def config(self) -> EncoderConfig:
+        return self.checkpoint.config
+
+    def preprocess(self, texts: list[str], pairs: list[str] | None = None, truncation: bool = True) -> list[Item]:
+        encodings = self.tokenizer.encode_batch(texts, pairs, truncation=truncation)
+        return [Item(e.ids, e.type_ids) for e in encodings]
+
+    def forward(self, items: list[Item], progress=None) -> list:
+        return self.engine.run(items, progress)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(task={self.task!r}, model={self.checkpoint.name!r})"
+
+
+def _task_class(task: str) -> type[Pipeline]:
+    from coulisse.tasks import TASKS
+
+    name = ALIASES.get(task, task)
+    if name not in TASKS:
+        raise InputError(
+            f"unknown task {task!r}; coulisse supports {', '.join(sorted(set(TASKS) | set(ALIASES)))}."
+        )
+    return TASKS[name]
+
+
+def pipeline(task: str = "sentiment-analysis", model: str | Path | None = None, *,
+             revision: str | None = None, device: str = "cpu", threads: int | None = None,
+             max_batch_tokens: int = 4096, **kwargs: Any) -> Pipeline:
+    """Build a pipeline, transformers-style: `pipeline("sentiment-analysis", model="tblard/tf-allocine")`.
+
+    Extra keyword arguments become the task's defaults (e.g. `top_k=None`, `function_to_apply="sigmoid"`).
+    """
+    cls = _task_class(task)
+    if model is None:
+        model = DEFAULT_MODELS.get(task) or DEFAULT_MODELS["sentiment-analysis"]
+    if threads is not None:
+        if threads < 1:
+            raise InputError(f"threads={threads}; pass a positive number of threads.")
+        torch.set_num_threads(threads)
+    log.info("torch runs on %d threads", torch.get_num_threads())
+    checkpoint = load_checkpoint(model, cls.head, revision)
+    return cls(checkpoint, device=device, max_batch_tokens=max_batch_tokens, **kwargs)

@@ -1,0 +1,191 @@
+"""Build a fast `tokenizers.Tokenizer` from whatever tokenizer files a checkpoint ships.
+
+Each builder reproduces, piece for piece, what transformers 5 constructs for that file format, so
+that ids, offsets and special tokens are identical: SentencePiece (CamemBERT and XLM-R layouts),
+WordPiece `vocab.txt`, byte-level BPE `vocab.json` + `merges.txt`, or a ready `tokenizer.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+from coulisse.errors import TokenizerLoadError
+from coulisse.tokenizer.sentencepiece_model import BPE, load_sentencepiece
+
+SPM_FILES = ("sentencepiece.bpe.model", "spiece.model", "tokenizer.model")
+
+# Special tokens each layout uses when the checkpoint's files say nothing.
+DEFAULT_SPECIALS = {
+    "sentencepiece": dict(bos="<s>", eos="</s>", unk="<unk>", sep="</s>", pad="<pad>", cls="<s>", mask="<mask>"),
+    "bpe": dict(bos="<s>", eos="</s>", unk="<unk>", sep="</s>", pad="<pad>", cls="<s>", mask="<mask>"),
+    "wordpiece": dict(unk="[UNK]", sep="[SEP]", pad="[PAD]", cls="[CLS]", mask="[MASK]"),
+}
+
+
+@dataclass
+class TokenizerFiles:
+    """What was found in a checkpoint directory, and the settings its configs carry."""
+
+    directory: Path
+    settings: dict  # tokenizer_config.json merged over special_tokens_map.json
+    model_type: str | None
+
+    def special(self, name: str, layout: str) -> str | None:
+        value = self.settings.get(f"{name}_token", DEFAULT_SPECIALS[layout].get(name))
+        if isinstance(value, dict):
+            value = value.get("content")
+        return value
+
+
+def read_settings(directory: Path) -> dict:
+    settings: dict = {}
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        path = directory / name
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8") or "{}")
+        except json.JSONDecodeError as e:
+            raise TokenizerLoadError(f"{path} is not valid JSON ({e}); fix or delete it.") from e
+        if isinstance(data, dict):
+            settings.update(data)
+    return settings
+
+
+def _special_tokens(files: TokenizerFiles, layout: str) -> list[AddedToken]:
+    """The special tokens transformers registers as added tokens, in its order."""
+    seen: dict[str, AddedToken] = {}
+    for name in ("pad", "unk", "bos", "eos", "sep", "cls", "mask"):
+        content = files.special(name, layout)
+        if content and content not in seen:
+            # transformers gives every mask token lstrip=True except for WordPiece vocabularies.
+            lstrip = name == "mask" and layout != "wordpiece"
+            seen[content] = AddedToken(content, lstrip=lstrip, normalized=False, special=True)
+    return list(seen.values())
+
+
+def _template(files: TokenizerFiles, layout: str, tok: Tokenizer) -> processors.PostProcessor:
+    cls, sep = files.special("cls", layout), files.special("sep", layout)
+    cls_id, sep_id = tok.token_to_id(cls), tok.token_to_id(sep)
+    if cls_id is None or sep_id is None:
+        raise TokenizerLoadError(
+            f"special tokens {cls!r}/{sep!r} are not in the vocabulary of {files.directory}; "
+            "set cls_token/sep_token in tokenizer_config.json."
+        )
+    if layout == "wordpiece":
+        return processors.TemplateProcessing(
+            single=f"{cls}:0 $A:0 {sep}:0",
+            pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+            special_tokens=[(cls, cls_id), (sep, sep_id)],
+        )
+    return processors.TemplateProcessing(
+        single=f"{cls} $A {sep}",
+        pair=f"{cls} $A {sep} {sep} $B {sep}",
+        special_tokens=[(cls, cls_id), (sep, sep_id)],
+    )
+
+
+def build_sentencepiece(files: TokenizerFiles, path: Path) -> Tokenizer:
+    spm = load_sentencepiece(path)
+    if spm.model_type == BPE:
+        raise TokenizerLoadError(
+            f"{path} is a SentencePiece BPE model; coulisse reads Unigram models (CamemBERT, XLM-R). "
+            "Save a tokenizer.json next to it with transformers' `tokenizer.save_pretrained(dir)`."
+        )
+    kind = (files.settings.get("tokenizer_class") or files.model_type or "").lower()
+    pad, unk, mask = (files.special(n, "sentencepiece") for n in ("pad", "unk", "mask"))
+    if "camembert" in kind:
+        # fairseq's CamemBERT dictionary: four specials in front, the spm <unk> demoted.
+        vocab = [("<s>NOTUSED", 0.0), (pad, 0.0), ("</s>NOTUSED", 0.0), (unk, 0.0), ("<unk>NOTUSED", -100.0)]
+        vocab += spm.pieces[1:]
+    else:
+        # XLM-R layout: <s> <pad> </s> <unk>, then the spm pieces shifted by one.
+        bos, eos = files.special("bos", "sentencepiece"), files.special("eos", "sentencepiece")
+        vocab = [(bos, 0.0), (pad, 0.0), (eos, 0.0), (unk, 0.0)] + spm.pieces[3:]
+    vocab.append((mask, 0.0))
+    tok = Tokenizer(models.Unigram(vocab, unk_id=3, byte_fallback=False))
+    if spm.precompiled_charsmap:
+        tok.normalizer = normalizers.Precompiled(spm.precompiled_charsmap)
+    prepend = "always" if files.settings.get("add_prefix_space", True) else "never"
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace("▁", prepend_scheme=prepend, split=True)]
+    )
+    tok.decoder = decoders.Metaspace("▁", prepend_scheme=prepend)
+    tok.add_special_tokens(_special_tokens(files, "sentencepiece"))
+    tok.post_processor = _template(files, "sentencepiece", tok)
+    return tok
+
+
+def build_wordpiece(files: TokenizerFiles, path: Path) -> Tokenizer:
+    vocab: dict[str, int] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        token = line.rstrip("\n")
+        if token not in vocab:
+            vocab[token] = len(vocab)
+    unk = files.special("unk", "wordpiece")
+    tok = Tokenizer(models.WordPiece(vocab, unk_token=unk))
+    tok.normalizer = normalizers.BertNormalizer(
+        clean_text=True,
+        handle_chinese_chars=files.settings.get("tokenize_chinese_chars", True),
+        strip_accents=files.settings.get("strip_accents"),
+        lowercase=files.settings.get("do_lower_case", True),
+    )
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    tok.add_special_tokens(_special_tokens(files, "wordpiece"))
+    tok.post_processor = _template(files, "wordpiece", tok)
+    return tok
+
+
+def build_bytelevel_bpe(files: TokenizerFiles, vocab_path: Path, merges_path: Path) -> Tokenizer:
+    vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
+    merges = []
+    for line in merges_path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#version") or not line.strip():
+            continue
+        a, b = line.split(" ")
+        merges.append((a, b))
+    tok = Tokenizer(
+        models.BPE(vocab, merges, dropout=None, continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False)
+    )
+    add_prefix_space = bool(files.settings.get("add_prefix_space", False))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(_special_tokens(files, "bpe"))
+    sep, cls = files.special("sep", "bpe"), files.special("cls", "bpe")
+    tok.post_processor = processors.RobertaProcessing(
+        (sep, tok.token_to_id(sep)),
+        (cls, tok.token_to_id(cls)),
+        trim_offsets=files.settings.get("trim_offsets", True),
+        add_prefix_space=add_prefix_space,
+    )
+    return tok
+
+
+def build_backend(directory: Path, model_type: str | None) -> tuple[Tokenizer, str, dict]:
+    """Return (backend tokenizer, a description of the source file, merged settings)."""
+    files = TokenizerFiles(directory, read_settings(directory), model_type)
+    found = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+    try:
+        if (directory / "tokenizer.json").is_file():
+            return Tokenizer.from_file(str(directory / "tokenizer.json")), "tokenizer.json", files.settings
+        for name in SPM_FILES:
+            if (directory / name).is_file():
+                return build_sentencepiece(files, directory / name), name, files.settings
+        if (directory / "vocab.txt").is_file():
+            return build_wordpiece(files, directory / "vocab.txt"), "vocab.txt", files.settings
+        if (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
+            tok = build_bytelevel_bpe(files, directory / "vocab.json", directory / "merges.txt")
+            return tok, "vocab.json + merges.txt", files.settings
+    except TokenizerLoadError:
+        raise
+    except Exception as e:  # tokenizers raises plain Exceptions on corrupt files
+        raise TokenizerLoadError(f"could not read the tokenizer files in {directory}: {e}") from e
+    raise TokenizerLoadError(
+        f"no tokenizer files in {directory} (found: {', '.join(found) or 'nothing'}); coulisse reads "
+        f"tokenizer.json, {' / '.join(SPM_FILES)}, vocab.txt, or vocab.json + merges.txt."
+    )

@@ -1,0 +1,201 @@
+"""The preprocessing stage: text in, `input_ids` / `attention_mask` (/ `token_type_ids`) out.
+
+A thin, thread-safe wrapper over a fast `tokenizers.Tokenizer` that answers with transformers'
+habits (`tokenizer(texts, padding=True, truncation=True, return_tensors="pt")`). It never imports
+torch unless tensors of torch are asked for.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tokenizers import Encoding
+from tokenizers import Tokenizer as Backend
+
+from coulisse.errors import InputError
+from coulisse.tokenizer.build import build_backend
+
+# Configs that say "no limit" store a huge sentinel (int(1e30)).
+UNBOUNDED = 10**9
+TOKEN_TYPE_CLASSES = ("bert",)
+
+
+class BatchEncoding(dict):
+    """A dict of model inputs that also answers attribute access (`inputs.input_ids`)."""
+
+    def __init__(self, data: dict[str, Any], encodings: list[Encoding] | None = None):
+        super().__init__(data)
+        self.encodings = encodings
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError as e:
+            raise AttributeError(name) from e
+
+
+def check_texts(texts: Any, what: str = "text") -> tuple[list[str], bool]:
+    """Validate user input; return (list of texts, whether a single string was given)."""
+    if isinstance(texts, str):
+        return [texts], True
+    if texts is None:
+        raise InputError(f"{what} is None; pass a string or a list of strings.")
+    if not isinstance(texts, (list, tuple)):
+        raise InputError(f"{what} must be a string or a list of strings, got {type(texts).__name__}.")
+    if not texts:
+        raise InputError(f"{what} is an empty list; pass at least one string.")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise InputError(f"{what}[{i}] is a {type(t).__name__} ({t!r:.40}), not a string.")
+    return list(texts), False
+
+
+class Tokenizer:
+    def __init__(self, backend: Backend, *, model_max_length: int, settings: dict, source: str,
+                 model_type: str | None = None):
+        self.backend = backend
+        self.model_max_length = model_max_length
+        self.source = source
+        self.settings = settings
+        kind = (settings.get("tokenizer_class") or model_type or "").lower()
+        uses_types = any(kind.startswith(c) for c in TOKEN_TYPE_CLASSES) and "roberta" not in kind
+        self.model_input_names = ["input_ids", "token_type_ids", "attention_mask"] if uses_types else [
+            "input_ids", "attention_mask"]
+        self._lock = threading.Lock()
+        self._truncation: int | None = None
+        backend.no_padding()
+        backend.no_truncation()
+        self.special_tokens = {
+            name: self._special(settings, name) for name in ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
+        }
+        self.pad_token_id = self.convert_tokens_to_ids(self.special_tokens["pad"]) or 0
+
+    def _special(self, settings: dict, name: str) -> str | None:
+        value = settings.get(f"{name}_token")
+        if isinstance(value, dict):
+            value = value.get("content")
+        if value is None:
+            defaults = {"bos": ["<s>", "[CLS]"], "eos": ["</s>", "[SEP]"], "unk": ["<unk>", "[UNK]"],
+                        "sep": ["</s>", "[SEP]"], "pad": ["<pad>", "[PAD]"], "cls": ["<s>", "[CLS]"],
+                        "mask": ["<mask>", "[MASK]"]}[name]
+            value = next((v for v in defaults if self.backend.token_to_id(v) is not None), None)
+        return value
+
+    @classmethod
+    def from_dir(cls, directory: str | Path, *, model_type: str | None = None,
+                 max_positions: int | None = None) -> Tokenizer:
+        """Load from a checkpoint folder. `max_positions` bounds truncation when the config has no limit."""
+        directory = Path(directory)
+        backend, source, settings = build_backend(directory, model_type)
+        limit = settings.get("model_max_length")
+        if not isinstance(limit, (int, float)) or limit >= UNBOUNDED:
+            limit = max_positions if max_positions else UNBOUNDED
+        return cls(backend, model_max_length=int(limit), settings=settings, source=source, model_type=model_type)
+
+    # -- encoding ---------------------------------------------------------------------------------
+
+    def encode_batch(self, texts: Sequence[str], pairs: Sequence[str] | None = None, *,
+                     truncation: bool = True, max_length: int | None = None,
+                     add_special_tokens: bool = True) -> list[Encoding]:
+        """Tokenize without padding. Truncation keeps the first `max_length` tokens, specials included."""
+        limit = (max_length or self.model_max_length) if truncation else None
+        if limit is not None and limit >= UNBOUNDED:
+            limit = None
+        inputs = list(zip(texts, pairs)) if pairs is not None else list(texts)
+        with self._lock:  # truncation is backend state; set it and encode atomically
+            if limit != self._truncation:
+                if limit is None:
+                    self.backend.no_truncation()
+                else:
+                    self.backend.enable_truncation(limit, strategy="longest_first")
+                self._truncation = limit
+            return self.backend.encode_batch(inputs, add_special_tokens=add_special_tokens)
+
+    def __call__(self, text: str | Sequence[str], text_pair: str | Sequence[str] | None = None, *,
+                 padding: bool | str = False, truncation: bool | None = None, max_length: int | None = None,
+                 return_tensors: str | None = None, add_special_tokens: bool = True,
+                 return_offsets_mapping: bool = False) -> BatchEncoding:
+        texts, single = check_texts(text)
+        pairs = None
+        if text_pair is not None:
+            pairs, _ = check_texts(text_pair, "text_pair")
+            if len(pairs) != len(texts):
+                raise InputError(f"got {len(texts)} texts but {len(pairs)} text pairs; pass as many of each.")
+        if truncation is None:
+            truncation = max_length is not None
+        encodings = self.encode_batch(texts, pairs, truncation=bool(truncation), max_length=max_length,
+                                      add_special_tokens=add_special_tokens)
+        data = self._collate(encodings, padding, max_length, return_offsets_mapping)
+        if single and return_tensors is None:
+            data = {k: v[0] for k, v in data.items()}
+        return BatchEncoding(self._convert(data, return_tensors), encodings)
+
+    def _collate(self, encodings: list[Encoding], padding: bool | str, max_length: int | None,
+                 offsets: bool) -> dict[str, list]:
+        lengths = [len(e.ids) for e in encodings]
+        if padding in (True, "longest"):
+            width = max(lengths)
+        elif padding == "max_length":
+            width = max_length or self.model_max_length
+        elif padding in (False, "do_not_pad", None):
+            width = None
+        else:
+            raise InputError(f"padding={padding!r} is not one of True, False, 'longest', 'max_length'.")
+
+        def pad(seq: list, value) -> list:
+            return list(seq) + [value] * (width - len(seq)) if width else list(seq)
+
+        data: dict[str, list] = {"input_ids": [pad(e.ids, self.pad_token_id) for e in encodings]}
+        if "token_type_ids" in self.model_input_names:
+            data["token_type_ids"] = [pad(e.type_ids, 0) for e in encodings]
+        data["attention_mask"] = [pad(e.attention_mask, 0) for e in encodings]
+        if offsets:
+            data["offset_mapping"] = [pad(e.offsets, (0, 0)) for e in encodings]
+        return data
+
+    @staticmethod
+    def _convert(data: dict[str, list], return_tensors: str | None) -> dict[str, Any]:
+        if return_tensors is None:
+            return data
+        if return_tensors not in ("np", "pt"):
+            raise InputError(f"return_tensors={return_tensors!r}; use 'pt', 'np' or None.")
+        try:
+            arrays = {k: np.asarray(v, dtype=np.int64) for k, v in data.items()}
+        except ValueError as e:
+            raise InputError("sequences have different lengths; pass padding=True to get tensors.") from e
+        if return_tensors == "pt":
+            import torch
+
+            return {k: torch.from_numpy(v) for k, v in arrays.items()}
+        return arrays
+
+    # -- vocabulary -------------------------------------------------------------------------------
+
+    def tokenize(self, text: str) -> list[str]:
+        return self.backend.encode(text, add_special_tokens=False).tokens
+
+    def convert_ids_to_tokens(self, ids: int | Sequence[int]) -> str | list[str]:
+        if isinstance(ids, int):
+            return self.backend.id_to_token(ids)
+        return [self.backend.id_to_token(int(i)) for i in ids]
+
+    def convert_tokens_to_ids(self, tokens: str | Sequence[str] | None):
+        if tokens is None:
+            return None
+        if isinstance(tokens, str):
+            return self.backend.token_to_id(tokens)
+        return [self.backend.token_to_id(t) for t in tokens]
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    def __len__(self) -> int:
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
+    def __repr__(self) -> str:
+        return (f"Tokenizer(source={self.source!r}, vocab_size={len(self)}, "
+                f"model_max_length={self.model_max_length})")

@@ -1,0 +1,90 @@
+"""Copy checkpoint tensors into a module through a declarative name table, checking everything.
+
+`sources(param_name)` gives the checkpoint keys that make up one of our parameters (several are
+concatenated on dim 0: the fused query/key/value projection). A missing key, a wrong shape or a
+checkpoint tensor that belongs to the encoder but is used by nothing is an error naming the key.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from coulisse.errors import ModelLoadError, WeightShapeError
+
+log = logging.getLogger(__name__)
+
+# Buffers some checkpoints carry that hold no learned value.
+IGNORED_SUFFIXES = ("position_ids", "token_type_ids")
+
+
+def normalize_keys(tensors: dict[str, torch.Tensor], prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Strip a base-model prefix (`roberta.`, `bert.`...) and rename old `gamma`/`beta` LayerNorm keys."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in tensors.items():
+        for prefix in prefixes:
+            if key.startswith(prefix + "."):
+                key = "{base}." + key[len(prefix) + 1 :]
+                break
+        if key.endswith("LayerNorm.gamma"):
+            key = key[: -len("gamma")] + "weight"
+        elif key.endswith("LayerNorm.beta"):
+            key = key[: -len("beta")] + "bias"
+        out[key] = value
+    return out
+
+
+def _lookup(tensors: dict[str, torch.Tensor], key: str) -> str | None:
+    """A base-model key may be stored with or without the prefix (base checkpoints have none)."""
+    if key in tensors:
+        return key
+    bare = key.removeprefix("{base}.")
+    if key.startswith("{base}.") and bare in tensors:
+        return bare
+    return None
+
+
+def gather_weights(module: nn.Module, tensors: dict[str, torch.Tensor],
+                   sources: Callable[[str], list[str]], source_name: str) -> tuple[dict[str, torch.Tensor], set[str]]:
+    """Build the state dict of `module` (fp32) from the checkpoint; also return the keys used."""
+    used: set[str] = set()
+    state: dict[str, torch.Tensor] = {}
+    for name, param in module.named_parameters():
+        parts = []
+        for key in sources(name):
+            found = _lookup(tensors, key)
+            if found is None:
+                raise ModelLoadError(
+                    f"{source_name} has no tensor {key.replace('{base}.', '')!r} (needed for {name}, "
+                    f"shape {tuple(param.shape)}); the checkpoint does not match its config.json."
+                )
+            used.add(found)
+            parts.append(tensors[found])
+        value = parts[0] if len(parts) == 1 else torch.cat(parts, 0)
+        if tuple(value.shape) != tuple(param.shape):
+            raise WeightShapeError(
+                f"tensor {', '.join(k.replace('{base}.', '') for k in sources(name))} in {source_name} "
+                f"has shape {tuple(value.shape)}, but the config implies {tuple(param.shape)}; "
+                "check config.json (hidden_size, vocab_size, num_labels...)."
+            )
+        state[name] = value.to(torch.float32)
+    return state, used
+
+
+def check_unused(tensors: dict[str, torch.Tensor], used: set[str], source_name: str) -> None:
+    """Encoder tensors nobody used mean a layout we misread; other heads' tensors are fine."""
+    unused = [k for k in tensors if k not in used and not k.endswith(IGNORED_SUFFIXES)]
+    encoder = [k for k in unused if k.startswith(("{base}.embeddings", "{base}.encoder", "{base}.transformer",
+                                                    "embeddings.", "encoder.", "transformer."))]
+    if encoder:
+        key = encoder[0].replace("{base}.", "")
+        raise ModelLoadError(
+            f"{source_name} has {len(encoder)} encoder tensor(s) that coulisse does not use, e.g. {key!r} "
+            f"{tuple(tensors[encoder[0]].shape)}; num_hidden_layers in config.json may be wrong."
+        )
+    if unused:
+        log.info("ignored %d tensors not needed for this task (e.g. %s)", len(unused),
+                 unused[0].replace("{base}.", ""))
