@@ -93,10 +93,11 @@ def _task_class(task: str) -> type[Pipeline]:
 
 def pipeline(task: str = "sentiment-analysis", model: str | Path | None = None, *,
              revision: str | None = None, device: str = "cpu", threads: int | None = None,
-             max_batch_tokens: int = 4096, **kwargs: Any) -> Pipeline:
+             max_batch_tokens: int = 4096, quantize: str | None = None, **kwargs: Any) -> Pipeline:
     """Build a pipeline, transformers-style: `pipeline("sentiment-analysis", model="tblard/tf-allocine")`.
 
-    Extra keyword arguments become the task's defaults (e.g. `top_k=None`, `function_to_apply="sigmoid"`).
+    `quantize="int8"` runs the encoder's linear layers in int8 (CPU). Extra keyword arguments become
+    the task's defaults (e.g. `top_k=None`, `function_to_apply="sigmoid"`).
     """
     cls = _task_class(task)
     if model is None:
@@ -107,4 +108,8 @@ def pipeline(task: str = "sentiment-analysis", model: str | Path | None = None, 
         torch.set_num_threads(threads)
     log.info("torch runs on %d threads", torch.get_num_threads())
     checkpoint = load_checkpoint(model, cls.head, revision)
+    if quantize not in (None, "none"):
+        from coulisse.models.quantize import quantize_model
+
+        quantize_model(checkpoint.model, quantize)
     return cls(checkpoint, device=device, max_batch_tokens=max_batch_tokens, **kwargs)
