@@ -55,7 +55,7 @@ class Engine:
         return batches
 
     def forward(self, items: Sequence[Item]) -> torch.Tensor:
-        """One packed batch: logits `(B, labels)` or packed hidden states `(T, H)`, on the CPU in fp32."""
+        """One packed batch: `(B, labels)` for a sequence head, else `(T, ...)`; on the CPU in fp32."""
         types = [it.type_ids or [0] * len(it.ids) for it in items] if self.uses_token_types else None
         p = Packed.from_lists([it.ids for it in items], types, self.offset, self.device)
         with torch.inference_mode():
@@ -63,18 +63,19 @@ class Engine:
         return out.float().cpu()
 
     def run(self, items: Sequence[Item], progress: Callable[[int], None] | None = None) -> list[np.ndarray]:
-        """Per input, in input order: a logits row `(labels,)` or hidden states `(length, H)`."""
+        """Per input, in input order: a logits row `(labels,)` for a sequence head, else one row per
+        token `(length, ...)` (hidden states, or token logits)."""
         lengths = [len(it.ids) for it in items]
         results: list[np.ndarray | None] = [None] * len(items)
         for batch in self.plan(lengths):
             out = self.forward([items[i] for i in batch]).numpy()
-            if self.model.head is not None:
+            if self.model.per_token:
+                splits = np.cumsum([lengths[i] for i in batch])[:-1]
+                for rows, i in zip(np.split(out, splits), batch):
+                    results[i] = rows
+            else:
                 for row, i in zip(out, batch):
                     results[i] = row
-            else:
-                splits = np.cumsum([lengths[i] for i in batch])[:-1]
-                for hidden, i in zip(np.split(out, splits), batch):
-                    results[i] = hidden
             if progress is not None:
                 progress(len(batch))
         return results  # type: ignore[return-value]

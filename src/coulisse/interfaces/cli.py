@@ -77,19 +77,56 @@ def cli(verbose: int) -> None:
 @click.option("-k", "--top-k", type=int, default=1, show_default=True, help="Labels shown per text.")
 @click.option("-j", "--json", "as_json", is_flag=True, help="One JSON object per input (text, label, score).")
 @engine_options
-def classify(texts, model, top_k, as_json, threads, quantize):
-    """Classify TEXTS (or lines of stdin) with a sequence classifier.
+@click.option("-i", "--input", "input_path", default=None, envvar="COULISSE_INPUT",
+              help="Corpus job: read FILE (.csv .tsv .jsonl .parquet .txt, or - for stdin) instead of TEXTS.")
+@click.option("-o", "--output", default=None, envvar="COULISSE_OUTPUT",
+              help="Corpus job output (.csv .tsv .jsonl .parquet; default: JSONL on stdout).")
+@click.option("-c", "--column", default=None, envvar="COULISSE_COLUMN",
+              help="Text column (default: 'text', else the only string column).")
+@click.option("-a", "--all-scores", is_flag=True, envvar="COULISSE_ALL_SCORES",
+              help="Add a score_<LABEL> column per label.")
+@click.option("--long-text", type=click.Choice(["truncate", "chunk"]), default="truncate", show_default=True,
+              envvar="COULISSE_LONG_TEXT", help="Texts over the model's limit: keep the start, or average "
+              "the logits of overlapping windows that cover the whole text.")
+@click.option("--stride", type=int, default=None, envvar="COULISSE_STRIDE",
+              help="With --long-text chunk: tokens shared by consecutive windows (default: a quarter).")
+@click.option("--resume", is_flag=True, envvar="COULISSE_RESUME",
+              help="Continue an interrupted job where its output ends.")
+@click.option("--overwrite", is_flag=True, envvar="COULISSE_OVERWRITE", help="Replace a non-empty output.")
+@click.option("--quiet", is_flag=True, envvar="COULISSE_QUIET", help="No progress bar, no summary.")
+@click.option("--progress/--no-progress", default=None, envvar="COULISSE_PROGRESS",
+              help="Show the progress bar even when stderr is not a terminal (or never).")
+@click.option("-b", "--batch-rows", type=int, default=1024, show_default=True, envvar="COULISSE_BATCH_ROWS",
+              help="Rows read, classified and committed at a time.")
+def classify(texts, model, top_k, as_json, threads, quantize, input_path, output, column, all_scores,
+             long_text, stride, resume, overwrite, quiet, progress, batch_rows):
+    """Classify TEXTS (or lines of stdin) with a sequence classifier; or a whole file with --input.
 
     \b
     Examples:
       coulisse classify "J'ai adoré ce film." "Quel ennui..."
       cat reviews.txt | coulisse classify --json
       coulisse classify -m ./my-model -k 2 "Pas mal du tout"
+      coulisse classify -i reviews.csv -o labelled.csv --all-scores
+      coulisse classify -i reviews.parquet -o labelled.parquet --resume
+      coulisse classify -i long_reviews.jsonl -o out.jsonl --long-text chunk --stride 64
+
+    With --input, rows are committed to --output chunk by chunk: after an interruption, --resume
+    continues where the output ends, and the result equals an uninterrupted run's.
     """
+    if input_path is not None or output is not None:
+        from coulisse.interfaces.jobs.command import run_job
+
+        def load():
+            return load_pipeline("text-classification", model, threads, quantize)
+
+        return run_job(texts, input_path, load, output=output, column=column, all_scores=all_scores,
+                       long_text=long_text, stride=stride, resume=resume, overwrite=overwrite, quiet=quiet,
+                       progress=progress, batch_rows=batch_rows, model=model)
     lines = read_texts(texts)
     pipe = load_pipeline("text-classification", model, threads, quantize)
     results = pipe(lines, top_k=top_k)
-    for text, result in zip(lines, results):
+    for text, result in zip(lines, results, strict=True):
         best = result[0]
         if as_json:
             record = {"text": text, "label": best["label"], "score": best["score"]}
@@ -118,6 +155,10 @@ def explain(text, model, task):
 
     pipe = load_pipeline(task, model)
     click.echo(explain_text(pipe, text))
+
+cli.add_command(__import__("coulisse.interfaces.bench_command", fromlist=["bench"]).bench)
+cli.add_command(__import__("coulisse.interfaces.server.command", fromlist=["serve"]).serve)
+cli.add_command(__import__("coulisse.interfaces.jobs.command", fromlist=["evaluate"]).evaluate)
 
 
 def main() -> None:

@@ -49,11 +49,19 @@ class EncoderModel(nn.Module):
         self.base = BertModel(config)
         self.head = HEADS[head](config) if head else None
 
+    @property
+    def per_token(self) -> bool:
+        """Whether outputs are one row per token (`(T, ...)`) rather than one per sequence (`(B, ...)`)."""
+        return self.head is None or getattr(self.head, "per_token", False)
+
     def forward_packed(self, p: Packed) -> Tensor:
-        """Packed ids in; logits `(B, labels)` with a head, else packed hidden states `(T, H)`."""
+        """Packed ids in; per-sequence logits `(B, labels)` for a sequence head, else one row per
+        token `(T, ...)`: hidden states for a base model, token logits for a token-level head."""
         hidden = self.base(p)
         if self.head is None:
             return hidden
+        if self.per_token:
+            return self.head(hidden)
         return self.head(hidden[p.starts])  # first token (<s> / [CLS]) of each sequence
 
     @torch.inference_mode()
@@ -62,12 +70,14 @@ class EncoderModel(nn.Module):
         """The notebook's `model(**inputs)`: padded `(B, L)` tensors in, padding dropped inside."""
         p = Packed.from_padded(input_ids, attention_mask, token_type_ids, self.config.position_offset)
         out = self.forward_packed(p)
-        if self.head is not None:
+        if not self.per_token:
             return ModelOutput(logits=out)
         keep = attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=bool)
-        hidden = out.new_zeros(*input_ids.shape, out.shape[-1])  # (B, L, H), zeros at padding
-        hidden[keep] = out
-        return ModelOutput(last_hidden_state=hidden)
+        padded = out.new_zeros(*input_ids.shape, out.shape[-1])  # (B, L, ...), zeros at padding
+        padded[keep] = out
+        if self.head is None:
+            return ModelOutput(last_hidden_state=padded)
+        return ModelOutput(logits=padded)
 
 
 def _sources(config: EncoderConfig, head: nn.Module | None):

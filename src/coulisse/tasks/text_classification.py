@@ -111,5 +111,6 @@ class TextClassificationPipeline(Pipeline):
         logits = self.forward(self.preprocess(texts, pairs, truncation=truncation), progress)
         results = [label_scores(row, self.config.id2label, function, top_k, legacy) for row in logits]
         if single:
-            return [results[0]] if legacy else results[0]
+            # transformers wraps a lone string's legacy result in a list, but not a lone {"text", ...} dict.
+            return [results[0]] if legacy and isinstance(inputs, str) else results[0]
         return results

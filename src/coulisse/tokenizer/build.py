@@ -56,15 +56,22 @@ def read_settings(directory: Path) -> dict:
     return settings
 
 
-def _special_tokens(files: TokenizerFiles, layout: str) -> list[AddedToken]:
-    """The special tokens transformers registers as added tokens, in its order."""
+def _special_tokens(files: TokenizerFiles, layout: str, mask_lstrip: bool = False) -> list[AddedToken]:
+    """The special tokens transformers registers as added tokens, in its order.
+
+    A token given as a dict in tokenizer_config.json keeps its own lstrip/rstrip. Otherwise only
+    CamemBERT's mask token strips the space before it (`mask_lstrip`): transformers 5's RoBERTa,
+    XLM-R and BERT tokenizers register a plain `<mask>`.
+    """
     seen: dict[str, AddedToken] = {}
     for name in ("pad", "unk", "bos", "eos", "sep", "cls", "mask"):
         content = files.special(name, layout)
         if content and content not in seen:
-            # transformers gives every mask token lstrip=True except for WordPiece vocabularies.
-            lstrip = name == "mask" and layout != "wordpiece"
-            seen[content] = AddedToken(content, lstrip=lstrip, normalized=False, special=True)
+            spec = files.settings.get(f"{name}_token")
+            spec = spec if isinstance(spec, dict) else {}
+            lstrip = bool(spec.get("lstrip", name == "mask" and mask_lstrip))
+            seen[content] = AddedToken(content, lstrip=lstrip, rstrip=bool(spec.get("rstrip", False)),
+                                       normalized=False, special=True)
     return list(seen.values())
 
 
@@ -115,7 +122,7 @@ def build_sentencepiece(files: TokenizerFiles, path: Path) -> Tokenizer:
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace("▁", prepend_scheme=prepend, split=True)]
     )
     tok.decoder = decoders.Metaspace("▁", prepend_scheme=prepend)
-    tok.add_special_tokens(_special_tokens(files, "sentencepiece"))
+    tok.add_special_tokens(_special_tokens(files, "sentencepiece", mask_lstrip="camembert" in kind))
     tok.post_processor = _template(files, "sentencepiece", tok)
     return tok
 

@@ -61,7 +61,9 @@ class Tokenizer:
         self.model_max_length = model_max_length
         self.source = source
         self.settings = settings
-        kind = (settings.get("tokenizer_class") or model_type or "").lower()
+        # The model decides whether token types are inputs: transformers 5 saves DistilBERT tokenizers
+        # as "BertTokenizer", but DistilBERT has no token-type embedding.
+        kind = (model_type or settings.get("tokenizer_class") or "").lower()
         uses_types = any(kind.startswith(c) for c in TOKEN_TYPE_CLASSES) and "roberta" not in kind
         self.model_input_names = ["input_ids", "token_type_ids", "attention_mask"] if uses_types else [
             "input_ids", "attention_mask"]

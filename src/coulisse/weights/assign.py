@@ -38,12 +38,14 @@ def normalize_keys(tensors: dict[str, torch.Tensor], prefixes: tuple[str, ...]) 
 
 
 def _lookup(tensors: dict[str, torch.Tensor], key: str) -> str | None:
-    """A base-model key may be stored with or without the prefix (base checkpoints have none)."""
-    if key in tensors:
-        return key
-    bare = key.removeprefix("{base}.")
-    if key.startswith("{base}.") and bare in tensors:
-        return bare
+    """Find `key` in the checkpoint. A base-model key may be stored with or without the prefix (base
+    checkpoints have none); `a|b` names alternatives tried in order (e.g. a decoder tied to embeddings)."""
+    for option in key.split("|"):
+        if option in tensors:
+            return option
+        bare = option.removeprefix("{base}.")
+        if option.startswith("{base}.") and bare in tensors:
+            return bare
     return None
 
 

@@ -1,0 +1,184 @@
+"""Turns the benchmark's raw runs into ratios, checks and the issue's targets, as text or Markdown."""
+
+from __future__ import annotations
+
+import numpy as np
+
+NAMES = {"transformers": "transformers", "ort-fp32": "ONNX Runtime fp32", "ort-int8": "ONNX Runtime int8",
+         "coulisse-exact": "coulisse exact", "coulisse-int8": "coulisse int8"}
+# Which ONNX Runtime precision each system is compared with.
+ORT_PEER = {"transformers": "ort-fp32", "ort-fp32": "ort-fp32", "coulisse-exact": "ort-fp32",
+            "ort-int8": "ort-int8", "coulisse-int8": "ort-int8"}
+# (description, numerator system, denominator system, metric, target, higher is better)
+SPEED, LATENCY, RSS = "reviews_per_s", "latency_p50_ms", "peak_rss_mb"
+TARGETS = [
+    ("coulisse exact speed / transformers best", "coulisse-exact", "transformers", SPEED, 1.4, True),
+    ("coulisse exact speed / ONNX Runtime fp32", "coulisse-exact", "ort-fp32", SPEED, 1.25, True),
+    ("coulisse int8 speed / transformers best", "coulisse-int8", "transformers", SPEED, 4.0, True),
+    ("coulisse int8 speed / ONNX Runtime int8", "coulisse-int8", "ort-int8", SPEED, 1.6, True),
+    ("coulisse exact short-sentence p50 / transformers", "coulisse-exact", "transformers", LATENCY, 1.0,
+     False),
+    ("coulisse int8 short-sentence p50 / transformers", "coulisse-int8", "transformers", LATENCY, 1.0, False),
+    ("coulisse exact peak RSS / transformers", "coulisse-exact", "transformers", RSS, 1.0, False),
+    ("coulisse int8 peak RSS / transformers", "coulisse-int8", "transformers", RSS, 1.0, False),
+]
+
+
+def batch_name(system: str, batch: int) -> str:
+    if batch == 0:
+        return "token budget"
+    # ONNX Runtime's batches are length-sorted by the harness; transformers' pipeline batches in input order.
+    return f"{batch} sorted" if system.startswith("ort-") and batch > 1 else str(batch)
+
+
+def best_runs(runs: list[dict]) -> dict[str, dict]:
+    """Per system, its fastest successful run (transformers and ONNX Runtime try batch 1 and 8)."""
+    best: dict[str, dict] = {}
+    for run in runs:
+        if "error" in run:
+            continue
+        current = best.get(run["system"])
+        if current is None or run["reviews_per_s"] > current["reviews_per_s"]:
+            best[run["system"]] = run
+    return best
+
+
+def ratio(a: dict | None, b: dict | None, metric: str) -> float | None:
+    if not a or not b or not b.get(metric):
+        return None
+    return a[metric] / b[metric]
+
+
+def agreement(a: dict | None, b: dict | None) -> dict | None:
+    if not a or not b:
+        return None
+    same = sum(x == y for x, y in zip(a["labels"], b["labels"], strict=True))
+    return {"agree": same, "total": len(a["labels"]), "rate": same / len(a["labels"])}
+
+
+def max_delta(a: dict | None, b: dict | None) -> float | None:
+    if not a or not b:
+        return None
+    return float(np.abs(np.asarray(a["verify_logits"]) - np.asarray(b["verify_logits"])).max())
+
+
+def summarize(results: dict) -> dict:
+    best = best_runs(results["runs"])
+    # transformers' logits are compared at batch 1, where it does not pad.
+    tf_b1 = next((r for r in results["runs"] if r["system"] == "transformers" and r["batch"] == 1
+                  and "error" not in r), best.get("transformers"))
+    exact, int8 = best.get("coulisse-exact"), best.get("coulisse-int8")
+    ort_fp32, ort_int8 = best.get("ort-fp32"), best.get("ort-int8")
+    checks = {
+        "coulisse_exact_vs_transformers_max_abs_dlogit": max_delta(exact, tf_b1),
+        "ort_fp32_vs_transformers_max_abs_dlogit": max_delta(ort_fp32, tf_b1),
+        "coulisse_int8_vs_exact_max_abs_dlogit": max_delta(int8, exact),
+        "ort_int8_vs_fp32_max_abs_dlogit": max_delta(ort_int8, ort_fp32),
+        "coulisse_exact_vs_transformers_top1": agreement(exact, tf_b1),
+        "coulisse_int8_vs_exact_top1": agreement(int8, exact),
+        "ort_int8_vs_fp32_top1": agreement(ort_int8, ort_fp32),
+    }
+    targets = []
+    for text, num, den, metric, goal, higher in TARGETS:
+        value = ratio(best.get(num), best.get(den), metric)
+        met = None if value is None else (value >= goal if higher else value <= goal)
+        targets.append({"target": text, "value": value, "goal": goal, "higher_is_better": higher, "met": met})
+    return {"best": {s: r["batch"] for s, r in best.items()}, "checks": checks, "targets": targets}
+
+
+def rows(results: dict) -> list[list[str]]:
+    best = best_runs(results["runs"])
+    tf, cold = best.get("transformers"), results.get("cold_start", {})
+    table = []
+    for run in results["runs"]:
+        system = run["system"]
+        label = NAMES[system] + (" *" if best.get(system) is run and len(
+            [r for r in results["runs"] if r["system"] == system]) > 1 else "")
+        if "error" in run:
+            table.append([label, batch_name(system, run["batch"]), "FAILED"])
+            continue
+        seconds = cold.get(system, {}).get("cold_start_s")
+        vs_tf = ratio(run, tf, "reviews_per_s")
+        vs_ort = ratio(run, best.get(ORT_PEER[system]), "reviews_per_s")
+        table.append([
+            label, batch_name(system, run["batch"]), f"{run['reviews_per_s']:.2f}",
+            f"{run['tokens_per_s']:.0f}",
+            f"{run['latency_p50_ms']:.1f}", f"{run['peak_rss_mb']:.0f}",
+            "—" if seconds is None else f"{seconds:.2f}",
+            "—" if vs_tf is None else f"{vs_tf:.2f}×", "—" if vs_ort is None else f"{vs_ort:.2f}×",
+        ])
+    return table
+
+
+HEADER = ["system", "batch", "reviews/s", "tokens/s", "p50 ms", "peak RSS MB", "cold start s",
+          "× transformers", "× ORT"]
+
+
+def fmt_check(value) -> str:
+    if value is None:
+        return "not measured"
+    if isinstance(value, dict):
+        return f"{value['agree']}/{value['total']} ({100 * value['rate']:.1f} %)"
+    return f"{value:.2e}"
+
+
+def context_lines(results: dict) -> list[str]:
+    m, t, s = results["machine"], results["texts"], results["settings"]
+    busy = max(results["load_average_before"][0], results["load_average_after"][0])
+    lines = [
+        f"machine: {m['cpu']}, {m['physical_cores']} physical cores ({m['logical_cpus']} logical); "
+        f"{s['threads']} threads; load average {results['load_average_before'][0]:.2f} before, "
+        f"{results['load_average_after'][0]:.2f} after",
+        f"texts: {t['n']} from {t['source']}; {t['total_tokens']} tokens "
+        f"(mean {t['total_tokens'] / max(t['n'], 1):.0f}, max {t['max_tokens']}); seed {t['seed']}",
+        f"short sentence: {s['short_sentence']!r} × {s['latency_repeats']} (p50); best of {s['repeats']} "
+        f"pass(es); coulisse max_batch_tokens {s['max_batch_tokens']}; "
+        f"cold start = min of {s['cold_repeats']}",
+        "versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items() if v),
+    ]
+    if busy > 0.5 * m["physical_cores"]:
+        lines.append("WARNING: the machine was busy (load average above half the cores): timings are noisy.")
+    return lines
+
+
+def render_text(results: dict) -> str:
+    table = [HEADER, *rows(results)]
+    widths = [max(len(r[i]) for r in table if i < len(r)) for i in range(len(HEADER))]
+    out = [*context_lines(results), ""]
+    for row in table:
+        out.append("  ".join(cell.ljust(widths[i]) if i < 2 else cell.rjust(widths[i])
+                             for i, cell in enumerate(row)).rstrip())
+    out.append("* = the system's best batch size; ratios use each system's best. × ORT: vs ONNX Runtime of "
+               "the same precision (fp32 for transformers and coulisse exact, int8 for coulisse int8).")
+    out += [f"{NAMES[r['system']]} (batch {r['batch']}) FAILED: {r['error']}"
+            for r in results["runs"] if "error" in r]
+    out += ["", "checks:"]
+    out += [f"  {name}: {fmt_check(value)}" for name, value in results["summary"]["checks"].items()]
+    out += ["", "targets (issue 3):"]
+    for t in results["summary"]["targets"]:
+        sign = "≥" if t["higher_is_better"] else "≤"
+        value = "—" if t["value"] is None else f"{t['value']:.2f}×"
+        verdict = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
+        out.append(f"  {t['target']}: {value} (target {sign} {t['goal']:.2f}×) {verdict}")
+    return "\n".join(out)
+
+
+def render_markdown(results: dict) -> str:
+    table = rows(results)
+    lines = ["## Benchmark results", ""]
+    lines += [f"- {line}" for line in context_lines(results)]
+    lines += ["", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(row + [""] * (len(HEADER) - len(row))) + " |" for row in table]
+    lines += ["", "\\* = the system's best batch size; × ORT compares with ONNX Runtime of the same "
+              "precision.", ""]
+    lines += [f"- {NAMES[r['system']]} (batch {r['batch']}) failed: `{r['error']}`"
+              for r in results["runs"] if "error" in r]
+    lines += ["", "Checks:", ""]
+    lines += [f"- {name}: {fmt_check(value)}" for name, value in results["summary"]["checks"].items()]
+    lines += ["", "Targets (issue 3):", ""]
+    for t in results["summary"]["targets"]:
+        sign = "≥" if t["higher_is_better"] else "≤"
+        value = "—" if t["value"] is None else f"{t['value']:.2f}×"
+        verdict = {True: "met", False: "**not met**", None: "not measured"}[t["met"]]
+        lines.append(f"- {t['target']}: {value} (target {sign} {t['goal']:.2f}×) — {verdict}")
+    return "\n".join(lines) + "\n"

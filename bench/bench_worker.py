@@ -1,0 +1,199 @@
+"""One system of the benchmark, measured alone in its own process (so its peak RSS is its own).
+
+    python bench/bench_worker.py --spec SPEC.json --system coulisse-int8 --batch 0 --out RESULT.json
+
+Systems: transformers, ort-fp32, ort-int8 (with --batch 1 or 8), coulisse-exact, coulisse-int8 (they
+batch by token budget; --batch is ignored). The spec (written by run_bench.py) holds the texts, the
+short sentence, the texts whose logits are compared, the model paths, threads and repeat counts.
+
+Every system runs the same steps: load, warm up, `repeats` timed passes over all texts (the best one
+counts; tokenization and post-processing are inside the timing, as a user calls them), `latency_repeats`
+calls on the short sentence (p50), raw logits on the verification texts, then peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+
+class System:
+    """What the harness needs from a system: labels for many texts, one answer, raw logits."""
+
+    def __init__(self, spec: dict, batch: int):
+        self.spec = spec
+        self.batch = batch
+        self.labels = [v for _, v in sorted((int(k), v) for k, v in spec["id2label"].items())]
+
+    def classify(self, texts: list[str]) -> list[str]:
+        raise NotImplementedError
+
+    def classify_one(self, text: str) -> str:
+        return self.classify([text])[0]
+
+    def logits(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def rows_to_logits(self, results: list[list[dict]]) -> np.ndarray:
+        """Pipeline output with top_k=None, function_to_apply="none" -> `(N, labels)` in label-id order."""
+        order = {label: i for i, label in enumerate(self.labels)}
+        out = np.zeros((len(results), len(self.labels)), dtype=np.float64)
+        for row, scores in zip(out, results, strict=True):
+            for entry in scores:
+                row[order[entry["label"]]] = entry["score"]
+        return out
+
+
+class Transformers(System):
+    def __init__(self, spec: dict, batch: int):
+        super().__init__(spec, batch)
+        import torch
+        from transformers import pipeline
+
+        torch.set_num_threads(spec["threads"])
+        self.pipe = pipeline("sentiment-analysis", model=spec["model_dir"], device="cpu")
+
+    def classify(self, texts):
+        return [r["label"] for r in self.pipe(texts, batch_size=self.batch, truncation=True)]
+
+    def classify_one(self, text):
+        return self.pipe(text, truncation=True)[0]["label"]
+
+    def logits(self, texts):
+        return self.rows_to_logits(self.pipe(texts, batch_size=1, truncation=True, top_k=None,
+                                             function_to_apply="none"))
+
+
+class Coulisse(System):
+    def __init__(self, spec: dict, batch: int, quantize: str | None):
+        super().__init__(spec, batch)
+        import coulisse
+
+        self.pipe = coulisse.pipeline("sentiment-analysis", model=spec["model_dir"], quantize=quantize,
+                                      threads=spec["threads"], max_batch_tokens=spec["max_batch_tokens"])
+
+    def classify(self, texts):
+        return [r["label"] for r in self.pipe(texts)]
+
+    def classify_one(self, text):
+        result = self.pipe(text)
+        # transformers answers one string with a one-item list; accept either shape.
+        return (result[0] if isinstance(result, list) else result)["label"]
+
+    def logits(self, texts):
+        return self.rows_to_logits(self.pipe(texts, top_k=None, function_to_apply="none"))
+
+
+class OnnxRuntime(System):
+    """An ONNX Runtime session on all cores, graph optimizations ALL, fed by the `tokenizers` library.
+
+    batch 1 runs each text alone (no padding); batch 8 sorts the texts by length first, so each batch
+    pads little, then restores the input order.
+    """
+
+    def __init__(self, spec: dict, batch: int, path: str):
+        super().__init__(spec, batch)
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = spec["threads"]
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.tokenizer = Tokenizer.from_file(spec["onnx_tokenizer"])
+        self.tokenizer.enable_truncation(spec["max_length"])
+        self.tokenizer.no_padding()
+        self.pad_id = spec["pad_token_id"]
+
+    def _run(self, encodings) -> np.ndarray:
+        width = max(len(e.ids) for e in encodings)
+        ids = np.full((len(encodings), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(encodings), width), dtype=np.int64)
+        for row, e in enumerate(encodings):
+            ids[row, :len(e.ids)] = e.ids
+            mask[row, :len(e.ids)] = 1
+        return self.session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
+
+    def logits(self, texts):
+        encodings = self.tokenizer.encode_batch(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float64)
+        for start in range(0, len(order), self.batch):
+            chunk = order[start:start + self.batch]
+            out[chunk] = self._run([encodings[i] for i in chunk])
+        return out
+
+    def classify(self, texts):
+        return [self.labels[i] for i in self.logits(texts).argmax(axis=1)]
+
+
+def build(spec: dict, system: str, batch: int) -> System:
+    if system == "transformers":
+        return Transformers(spec, batch)
+    if system in ("ort-fp32", "ort-int8"):
+        return OnnxRuntime(spec, batch, spec["onnx_fp32" if system == "ort-fp32" else "onnx_int8"])
+    if system in ("coulisse-exact", "coulisse-int8"):
+        return Coulisse(spec, batch, "int8" if system == "coulisse-int8" else None)
+    raise SystemExit(f"unknown system {system!r}; this is a bug in run_bench.py")
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def measure(spec: dict, system: str, batch: int) -> dict:
+    load_s, runner = timed(lambda: build(spec, system, batch))
+    texts, short = spec["texts"], spec["short_sentence"]
+    runner.classify(texts[: spec["warmup_texts"]])
+    for _ in range(3):
+        runner.classify_one(short)
+
+    passes = []
+    labels: list[str] = []
+    for _ in range(spec["repeats"]):
+        seconds, labels = timed(lambda: runner.classify(texts))
+        passes.append(seconds)
+    latencies = []
+    for _ in range(spec["latency_repeats"]):
+        seconds, _ = timed(lambda: runner.classify_one(short))
+        latencies.append(seconds)
+    verify = runner.logits(spec["verify_texts"])
+    best = min(passes)
+    return {
+        "system": system, "batch": batch, "load_s": load_s, "pass_s": passes, "best_pass_s": best,
+        "reviews_per_s": len(texts) / best, "tokens_per_s": spec["total_tokens"] / best,
+        "latency_p50_ms": 1000 * statistics.median(latencies),
+        "latency_p90_ms": 1000 * float(np.percentile(latencies, 90)),
+        # Linux reports ru_maxrss in KiB.
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "labels": labels, "verify_logits": verify.tolist(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--spec", type=Path, required=True)
+    parser.add_argument("--system", required=True)
+    parser.add_argument("--batch", type=int, default=0)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    spec = json.loads(args.spec.read_text(encoding="utf-8"))
+    result = measure(spec, args.system, args.batch)
+    args.out.write_text(json.dumps(result), encoding="utf-8")
+    print(f"{args.system} batch {args.batch}: {result['reviews_per_s']:.2f} reviews/s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

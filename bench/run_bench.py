@@ -1,0 +1,251 @@
+"""Issue 3's benchmark: transformers, ONNX Runtime fp32/int8, coulisse exact/int8, in one run on one model.
+
+    coulisse bench                       # 160 Allociné reviews, every system (or: python bench/run_bench.py)
+    coulisse bench --n 20 --systems coulisse-exact,coulisse-int8 --json out.json
+
+Each (system, batch size) runs in its own process (bench_worker.py), so its peak RSS is its own; cold
+start is timed on a fresh process from launch to the first answer on stdout (`coulisse classify` for
+coulisse). The model is a random camembert-base-sized classifier with the real CamemBERT tokenizer,
+built once into a cache folder (bench_model.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+import bench_model  # noqa: E402
+import bench_report  # noqa: E402
+import bench_texts  # noqa: E402
+
+SYSTEMS = ("transformers", "ort-fp32", "ort-int8", "coulisse-exact", "coulisse-int8")
+# Batch sizes tried per system; 0 = coulisse's own token-budgeted batches.
+BATCHES = {"transformers": (1, 8), "ort-fp32": (1, 8), "ort-int8": (1, 8), "coulisse-exact": (0,),
+           "coulisse-int8": (0,)}
+VERIFY_TEXTS = 4
+
+
+@dataclass
+class Options:
+    n: int = 160
+    seed: int = 0
+    systems: tuple[str, ...] = SYSTEMS
+    threads: int | None = None
+    max_batch_tokens: int = 4096
+    repeats: int = 1
+    latency_repeats: int = 50
+    cold_repeats: int = 2
+    timeout: float = 900.0
+    model_dir: Path = bench_model.DEFAULT_DIR
+    json_path: Path | None = None
+    markdown_path: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def physical_cores() -> int:
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    except ImportError:
+        return os.cpu_count() or 1
+
+
+def machine() -> dict:
+    model = platform.processor() or platform.machine()
+    if shutil.which("lscpu"):
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    return {"cpu": model, "physical_cores": physical_cores(), "logical_cpus": os.cpu_count(),
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("coulisse", "torch", "transformers", "onnxruntime", "onnx", "tokenizers"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def make_spec(opts: Options, paths: dict, texts: list[str]) -> dict:
+    from tokenizers import Tokenizer
+
+    config = json.loads((Path(paths["model_dir"]) / "config.json").read_text(encoding="utf-8"))
+    max_length = config["max_position_embeddings"] - config["pad_token_id"] - 1
+    tokenizer = Tokenizer.from_file(paths["onnx_tokenizer"])
+    tokenizer.enable_truncation(max_length)
+    lengths = [len(e.ids) for e in tokenizer.encode_batch(texts)]
+    return {
+        **paths, "texts": texts, "short_sentence": bench_texts.SHORT_SENTENCE,
+        "verify_texts": texts[:VERIFY_TEXTS] + [bench_texts.SHORT_SENTENCE],
+        "total_tokens": sum(lengths), "max_tokens": max(lengths), "id2label": config["id2label"],
+        "pad_token_id": config["pad_token_id"], "max_length": max_length, "threads": opts.threads,
+        "max_batch_tokens": opts.max_batch_tokens, "repeats": opts.repeats,
+        "latency_repeats": opts.latency_repeats, "warmup_texts": min(8, len(texts)),
+    }
+
+
+def child_env() -> dict:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error",
+               TRANSFORMERS_NO_ADVISORY_WARNINGS="1")
+    env.pop("COULISSE_QUANTIZE", None)
+    env.pop("COULISSE_THREADS", None)
+    return env
+
+
+def run_worker(spec_path: Path, system: str, batch: int, timeout: float, tmp: Path) -> dict:
+    out = tmp / f"{system}-{batch}.json"
+    cmd = [sys.executable, str(BENCH / "bench_worker.py"), "--spec", str(spec_path), "--system", system,
+           "--batch", str(batch), "--out", str(out)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=child_env())
+    except subprocess.TimeoutExpired:
+        return {"system": system, "batch": batch, "error": f"timed out after {timeout:.0f} s"}
+    if proc.returncode != 0 or not out.is_file():
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-20:]
+        return {"system": system, "batch": batch, "error": tail[-1] if tail else f"exit {proc.returncode}",
+                "stderr_tail": tail}
+    return json.loads(out.read_text(encoding="utf-8"))
+
+
+TRANSFORMERS_COLD = (
+    "import sys\n"
+    "from transformers import pipeline\n"
+    "p = pipeline('sentiment-analysis', model=sys.argv[1])\n"
+    "print(p(sys.argv[2]), flush=True)\n"
+)
+ORT_COLD = (
+    "import sys\n"
+    "import numpy as np, onnxruntime as ort\n"
+    "from tokenizers import Tokenizer\n"
+    "tok = Tokenizer.from_file(sys.argv[1]); tok.enable_truncation(512)\n"
+    "so = ort.SessionOptions(); so.intra_op_num_threads = int(sys.argv[3])\n"
+    "so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL\n"
+    "s = ort.InferenceSession(sys.argv[2], so, providers=['CPUExecutionProvider'])\n"
+    "ids = np.array([tok.encode(sys.argv[4]).ids], dtype=np.int64)\n"
+    "print(s.run(['logits'], {'input_ids': ids, 'attention_mask': np.ones_like(ids)})[0], flush=True)\n"
+)
+
+
+def coulisse_command() -> list[str]:
+    script = Path(sys.executable).parent / "coulisse"
+    if script.is_file():
+        return [str(script)]
+    found = shutil.which("coulisse")
+    if found:
+        return [found]
+    return [sys.executable, "-c", "from coulisse.interfaces.cli import main; main()"]
+
+
+def cold_command(system: str, spec: dict) -> list[str]:
+    short = spec["short_sentence"]
+    if system == "transformers":
+        return [sys.executable, "-c", TRANSFORMERS_COLD, spec["model_dir"], short]
+    if system.startswith("ort-"):
+        path = spec["onnx_fp32" if system == "ort-fp32" else "onnx_int8"]
+        return [sys.executable, "-c", ORT_COLD, spec["onnx_tokenizer"], path, str(spec["threads"]), short]
+    quantize = ["--quantize", "int8"] if system == "coulisse-int8" else []
+    return [*coulisse_command(), "classify", "--model", spec["model_dir"], "--threads", str(spec["threads"]),
+            *quantize, short]
+
+
+def cold_start(cmd: list[str], timeout: float) -> float | str:
+    """Seconds from launching the process to its first line on stdout (the answer)."""
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=child_env())
+        try:
+            line = proc.stdout.readline()
+            seconds = time.perf_counter() - start
+            proc.stdout.read()
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return "timed out"
+        if code != 0 or not line.strip():
+            err.seek(0)
+            tail = err.read().decode(errors="replace").strip().splitlines()[-3:]
+            return f"failed: {' | '.join(tail)}"
+    return seconds
+
+
+def measure_cold(systems: tuple[str, ...], spec: dict, repeats: int, timeout: float) -> dict:
+    results = {}
+    for system in systems:
+        times = [cold_start(cold_command(system, spec), timeout) for _ in range(repeats)]
+        ok = [t for t in times if isinstance(t, float)]
+        results[system] = {"cold_start_s": min(ok) if ok else None, "tries": times}
+        print(f"  cold start {system}: {times}", file=sys.stderr)
+    return results
+
+
+def check_systems(systems: tuple[str, ...]) -> None:
+    unknown = [s for s in systems if s not in SYSTEMS]
+    if unknown:
+        raise ValueError(f"unknown system(s) {', '.join(unknown)}; choose among {', '.join(SYSTEMS)}.")
+
+
+def run(opts: Options) -> dict:
+    check_systems(opts.systems)
+    opts.threads = opts.threads or physical_cores()
+    load_before = os.getloadavg()
+    print("preparing the model and its ONNX exports (cached after the first run)...", file=sys.stderr)
+    paths = bench_model.ensure(opts.model_dir)
+    texts, source = bench_texts.load_texts(opts.n, opts.seed)
+    spec = make_spec(opts, paths, texts)
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="coulisse-bench-") as tmp:
+        spec_path = Path(tmp) / "spec.json"
+        spec_path.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+        for system in opts.systems:
+            for batch in BATCHES[system]:
+                print(f"running {system} (batch {batch or 'token budget'})...", file=sys.stderr)
+                runs.append(run_worker(spec_path, system, batch, opts.timeout, Path(tmp)))
+    cold = measure_cold(opts.systems, spec, opts.cold_repeats, opts.timeout) if opts.cold_repeats else {}
+    results = {
+        "machine": machine(), "versions": versions(), "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "texts": {"source": source, "n": len(texts), "seed": opts.seed, "total_tokens": spec["total_tokens"],
+                  "max_tokens": spec["max_tokens"]},
+        "settings": {"threads": opts.threads, "max_batch_tokens": opts.max_batch_tokens,
+                     "repeats": opts.repeats, "latency_repeats": opts.latency_repeats,
+                     "cold_repeats": opts.cold_repeats, "short_sentence": spec["short_sentence"],
+                     "model_dir": paths["model_dir"]},
+        "runs": runs, "cold_start": cold,
+    }
+    results["summary"] = bench_report.summarize(results)
+    return results
+
+
+def report(results: dict, opts: Options) -> None:
+    print(bench_report.render_text(results))
+    if opts.json_path:
+        opts.json_path.write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
+        print(f"raw results: {opts.json_path}", file=sys.stderr)
+    if opts.markdown_path:
+        opts.markdown_path.write_text(bench_report.render_markdown(results), encoding="utf-8")
+        print(f"markdown: {opts.markdown_path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    from coulisse.interfaces.bench_command import bench
+
+    bench(prog_name="python bench/run_bench.py")

@@ -1,0 +1,92 @@
+"""`coulisse bench`: issue 3's benchmark, run from a source checkout (the harness lives in bench/)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import click
+
+SYSTEMS = ("transformers", "ort-fp32", "ort-int8", "coulisse-exact", "coulisse-int8")
+
+
+def bench_dir() -> Path:
+    # src/coulisse/interfaces/bench_command.py -> the repository root is three folders above the package.
+    return Path(__file__).resolve().parents[3] / "bench"
+
+
+def load_harness():
+    folder = bench_dir()
+    if not (folder / "run_bench.py").is_file():
+        raise click.ClickException(
+            f"the benchmark harness is not at {folder}; `coulisse bench` runs from a source checkout "
+            "(git clone, then pip install -e '.[bench]')."
+        )
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    try:
+        return importlib.import_module("run_bench")
+    except ImportError as e:
+        hint = "install the benchmark's extras: pip install -e '.[bench]'"
+        raise click.ClickException(f"{e}; {hint}") from None
+
+
+def parse_systems(value: str) -> tuple[str, ...]:
+    names = tuple(s.strip() for s in value.split(",") if s.strip())
+    unknown = [s for s in names if s not in SYSTEMS]
+    if unknown or not names:
+        raise click.BadParameter(f"{value!r}; give a comma-separated subset of {', '.join(SYSTEMS)}.")
+    return names
+
+
+def option(*flags: str, env: str, **kwargs):
+    return click.option(*flags, envvar=f"COULISSE_BENCH_{env}", **kwargs)
+
+
+@click.command()
+@option("-n", "--n", "n", env="N", type=click.IntRange(min=1), default=160, show_default=True,
+        help="Number of texts (a fixed seeded sample of the Allociné reviews).")
+@option("--seed", env="SEED", type=int, default=0, show_default=True, help="Seed of the text sample.")
+@option("-s", "--systems", env="SYSTEMS", default=",".join(SYSTEMS), show_default=True,
+        help="Comma-separated systems to run.")
+@option("-t", "--threads", env="THREADS", type=click.IntRange(min=1), default=None,
+        help="Threads for every system (default: all physical cores).")
+@option("-b", "--max-batch-tokens", env="MAX_BATCH_TOKENS", type=click.IntRange(min=1), default=4096,
+        show_default=True, help="coulisse's token budget per batch.")
+@option("-r", "--repeats", env="REPEATS", type=click.IntRange(min=1), default=1, show_default=True,
+        help="Timed passes over the texts per system (the best counts).")
+@option("-l", "--latency-repeats", env="LATENCY_REPEATS", type=click.IntRange(min=1), default=50,
+        show_default=True, help="Calls on the short sentence (p50 reported).")
+@option("-c", "--cold-repeats", env="COLD_REPEATS", type=click.IntRange(min=0), default=2, show_default=True,
+        help="Cold starts per system (the fastest counts; 0: skip).")
+@option("--timeout", env="TIMEOUT", type=float, default=900.0, show_default=True,
+        help="Seconds allowed to each measured process.")
+@option("-d", "--model-dir", env="MODEL_DIR", type=click.Path(path_type=Path), default=None,
+        help="Cache folder of the random camembert-base-sized model [~/.cache/coulisse-bench/...].")
+@option("-j", "--json", "json_path", env="JSON", type=click.Path(dir_okay=False, path_type=Path),
+        default=None, help="Also write the raw results to this JSON file.")
+@option("--markdown", "markdown_path", env="MARKDOWN", type=click.Path(dir_okay=False, path_type=Path),
+        default=None, help="Also write the machine, table, checks and targets as Markdown.")
+def bench(n, seed, systems, threads, max_batch_tokens, repeats, latency_repeats, cold_repeats, timeout,
+          model_dir, json_path, markdown_path):
+    """Benchmark transformers, ONNX Runtime fp32/int8, coulisse exact/int8: one run, same model, same texts.
+
+    Reports reviews/s, tokens/s, p50 latency of one short sentence, peak RSS and cold start per system,
+    each measured in its own process, with ratios, logit checks and issue 3's targets. Needs
+    pip install -e '.[bench]'. The first run builds and exports the model (a minute or two).
+
+    \b
+    Examples:
+      coulisse bench
+      coulisse bench --n 20 --cold-repeats 1 --json bench.json
+      coulisse bench -s coulisse-exact,coulisse-int8 -b 2048
+    """
+    harness = load_harness()
+    opts = harness.Options(n=n, seed=seed, systems=parse_systems(systems), threads=threads,
+                           max_batch_tokens=max_batch_tokens, repeats=repeats,
+                           latency_repeats=latency_repeats, cold_repeats=cold_repeats, timeout=timeout,
+                           json_path=json_path, markdown_path=markdown_path)
+    if model_dir is not None:
+        opts.model_dir = model_dir
+    harness.report(harness.run(opts), opts)

@@ -1,0 +1,188 @@
+"""`coulisse evaluate`: run the classifier over a labelled file, then metrics, plots and a report folder.
+
+Labels may be the model's names (`POSITIVE`; case does not matter when unambiguous) or its ids (`1`).
+When none of the first chunk's labels matches, the job stops before the model has run, naming the
+values found and the model's labels; a later unknown label excludes its row and is listed in the report.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from coulisse.errors import InputError
+from coulisse.interfaces.jobs.formats import EXTENSIONS, STDIO, Prediction, Row, input_format
+from coulisse.interfaces.jobs.runner import JobOptions, Summary, classify_file
+
+MISSING, UNKNOWN = -1, -2
+
+
+class LabelMap:
+    """A label value -> the model's label id, MISSING (null or blank) or UNKNOWN."""
+
+    def __init__(self, id2label: dict[int, str]):
+        self.id2label = id2label
+        self.by_name = {name: i for i, name in id2label.items()}
+        folded = Counter(name.casefold() for name in id2label.values())
+        self.by_folded = {name.casefold(): i for i, name in id2label.items() if folded[name.casefold()] == 1}
+
+    def __call__(self, value) -> int:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return MISSING
+        if isinstance(value, str):
+            text = value.strip()
+            found = self.by_name.get(text, self.by_folded.get(text.casefold()))
+            if found is not None:
+                return found
+            try:
+                value = float(text)
+            except ValueError:
+                return UNKNOWN
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer():
+            return int(value) if int(value) in self.id2label else UNKNOWN
+        return UNKNOWN
+
+    def describe(self) -> str:
+        return ", ".join(f"{name} (id {i})" for i, name in sorted(self.id2label.items()))
+
+
+@dataclass
+class EvalOptions:
+    input: str
+    label_column: str = "label"
+    report_dir: str = "coulisse-evaluation"
+    limit: int | None = None
+    sample: int | None = None
+    seed: int = 0
+    bins: int = 10
+    job: JobOptions = field(default_factory=lambda: JobOptions(input=STDIO))
+
+
+@dataclass
+class Collected:
+    """What the metrics need, gathered chunk by chunk while predictions are written."""
+
+    y_true: list[int] = field(default_factory=list)
+    y_pred: list[int] = field(default_factory=list)
+    probs: list[list[float]] = field(default_factory=list)
+    missing: int = 0
+    unknown: Counter = field(default_factory=Counter)
+
+
+@dataclass
+class Evaluation:
+    options: EvalOptions
+    summary: Summary
+    collected: Collected
+    labels: list[str]
+    model: str
+
+
+def limit_and_sample(rows: Iterator[Row], limit: int | None, sample: int | None, seed: int) -> Iterator[Row]:
+    """The first `limit` rows, then a uniform sample of `sample` of them (seeded reservoir), in file order."""
+    if limit is not None:
+        rows = itertools.islice(rows, limit)
+    if sample is None:
+        yield from rows
+        return
+    rng = random.Random(seed)
+    kept: list[tuple[int, Row]] = []
+    for i, row in enumerate(rows):
+        if i < sample:
+            kept.append((i, row))
+        elif (j := rng.randrange(i + 1)) < sample:
+            kept[j] = (i, row)
+    yield from (row for _, row in sorted(kept, key=lambda pair: pair[0]))
+
+
+def check_labels(rows: Iterator[Row], labels: LabelMap, column: str, window: int) -> Iterator[Row]:
+    """Stop before the first chunk is classified when none of its labels is one of the model's."""
+    matched, unknown = 0, Counter()
+    for i, row in enumerate(rows):
+        value = row.values.get(column)
+        kind = labels(value)
+        matched += kind >= 0
+        if kind == UNKNOWN:
+            unknown[str(value)] += 1
+        if i + 1 == window and unknown and not matched:
+            raise mismatch(unknown, labels, column)
+        yield row
+    if unknown and not matched:
+        raise mismatch(unknown, labels, column)
+
+
+def mismatch(unknown: Counter, labels: LabelMap, column: str) -> InputError:
+    found = ", ".join(f"{v!r} ({n})" for v, n in unknown.most_common(8))
+    return InputError(f"the labels in column {column!r} do not match the model's: found {found}; the model "
+                      f"knows {labels.describe()}. Write them as the model's names or ids.")
+
+
+def _check_dir(options: EvalOptions) -> Path:
+    """A finished report is never replaced silently; what a failed run left is."""
+    directory = Path(options.report_dir)
+    if (directory / "report.md").exists() and not options.job.overwrite:
+        raise InputError(f"{directory} holds a report; pass --overwrite to replace it, or choose another "
+                         "--output-dir.")
+    return directory
+
+
+def evaluate_file(options: EvalOptions, load_pipe: Callable[[], object]) -> Evaluation:
+    if options.limit is not None and options.limit < 1 or options.sample is not None and options.sample < 1:
+        raise InputError("--limit and --sample take a positive number of rows.")
+    fmt = input_format(options.input)
+    if fmt == "txt":
+        raise InputError(f"{options.input} holds texts without labels; evaluate needs CSV, TSV, JSONL or "
+                         "Parquet with a label column.")
+    directory = _check_dir(options)
+    ext = EXTENSIONS["jsonl" if fmt == "stdin" else fmt]
+    job = options.job
+    job.input, job.output = options.input, str(directory / f"predictions{ext}")
+    job.overwrite, job.resume = True, False  # the folder was checked above
+    pipes: list = []
+    collected = Collected()
+
+    def load():
+        pipes.append(load_pipe())
+        return pipes[0]
+
+    def opened(reader) -> None:
+        if reader.columns and options.label_column not in reader.columns:
+            raise InputError(f"{options.input} has no label column {options.label_column!r}; its columns are "
+                             f"{', '.join(reader.columns)}. Pass --label-column NAME.")
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def rows_filter(rows: Iterator[Row]) -> Iterator[Row]:
+        labels = LabelMap(pipes[0].config.id2label)
+        picked = limit_and_sample(rows, options.limit, options.sample, options.seed)
+        return check_labels(picked, labels, options.label_column, job.batch_rows)
+
+    def on_chunk(rows: list[Row], preds: list[Prediction]) -> None:
+        _collect(collected, rows, preds, LabelMap(pipes[0].config.id2label), options.label_column)
+
+    summary = classify_file(job, load, on_chunk=on_chunk, rows_filter=rows_filter, on_open=opened)
+    config = pipes[0].config
+    labels = [config.id2label[i] for i in sorted(config.id2label)]
+    return Evaluation(options, summary, collected, labels, job.model)
+
+
+def _collect(collected: Collected, rows: list[Row], preds: list[Prediction], labels: LabelMap,
+             column: str) -> None:
+    for row, pred in zip(rows, preds, strict=True):
+        if pred.error is not None:
+            continue
+        value = row.values.get(column)
+        kind = labels(value)
+        if kind == MISSING:
+            collected.missing += 1
+        elif kind == UNKNOWN:
+            collected.unknown[str(value)] += 1
+        else:
+            collected.y_true.append(kind)
+            collected.y_pred.append(int(np.argmax(pred.scores)))
+            collected.probs.append(pred.scores)

@@ -1,0 +1,96 @@
+"""What a corpus job reads and writes: formats by file extension, rows, and the added columns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from coulisse.errors import InputError
+
+STDIO = "-"
+INPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet",
+                 ".txt": "txt"}
+OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+EXTENSIONS = {"csv": ".csv", "tsv": ".tsv", "jsonl": ".jsonl", "parquet": ".parquet", "txt": ".txt"}
+
+
+@dataclass
+class Row:
+    """One input record: its columns in file order, the text to classify, or why it cannot be."""
+
+    values: dict[str, Any]
+    where: str = ""  # "line 12", "lines 12-14", "row 7": for messages
+    text: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class Added:
+    """Names of the columns a job appends. When the input already has a `label`, `score` or `score_*`
+    column, all prediction columns get a `predicted_` prefix (an `error` column: `coulisse_error`)."""
+
+    label: str = "label"
+    score: str = "score"
+    error: str = "error"
+    scores: dict[str, str] = field(default_factory=dict)  # model label -> column, with --all-scores
+
+    @classmethod
+    def for_columns(cls, columns: list[str], labels: list[str], all_scores: bool) -> Added:
+        taken = set(columns)
+        names = ["label", "score"] + ([f"score_{label}" for label in labels] if all_scores else [])
+        prefix = "predicted_" if taken & set(names) else ""
+        scores = {label: f"{prefix}score_{label}" for label in labels} if all_scores else {}
+        error = "coulisse_error" if "error" in taken else "error"
+        return cls(f"{prefix}label", f"{prefix}score", error, scores)
+
+    @property
+    def names(self) -> list[str]:
+        return [self.label, self.score, *self.scores.values(), self.error]
+
+
+def input_format(path: str) -> str:
+    if path == STDIO:
+        return "stdin"
+    suffix = Path(path).suffix.lower()
+    if suffix not in INPUT_FORMATS:
+        raise InputError(f"cannot tell the format of {path!r} from its extension {suffix or '(none)'}; "
+                         f"use one of {', '.join(sorted(INPUT_FORMATS))}, or '-' for stdin.")
+    return INPUT_FORMATS[suffix]
+
+
+def output_format(path: str) -> str:
+    if path == STDIO:
+        return "jsonl"
+    suffix = Path(path).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise InputError(f"cannot write {path!r}: unknown extension {suffix or '(none)'}; "
+                         f"use one of {', '.join(sorted(OUTPUT_FORMATS))}, or '-' for JSONL on stdout.")
+    return OUTPUT_FORMATS[suffix]
+
+
+def require(module: str, what: str):
+    """Import an optional dependency of the `jobs` extra, or say how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise InputError(f"{what} needs {module.split('.')[0]}: pip install 'coulisse[jobs]'") from None
+
+
+@dataclass
+class Prediction:
+    """What a job adds to one row: the top label and its score, every label's score, or an error."""
+
+    label: str | None = None
+    score: float | None = None
+    scores: list[float] | None = None  # in id order
+    error: str | None = None
+
+    def values(self, added: Added) -> dict[str, Any]:
+        out: dict[str, Any] = {added.label: self.label, added.score: self.score}
+        for i, column in enumerate(added.scores.values()):
+            out[column] = self.scores[i] if self.scores is not None else None
+        out[added.error] = self.error
+        return out

@@ -1,0 +1,296 @@
+"""Streaming readers: one Row at a time, in file order, whatever the file holds.
+
+A bad record never stops a job: invalid UTF-8, a malformed CSV or JSON line, a missing, null or blank
+text all become rows with an `error` that names the line. Files are read as bytes and decoded line by
+line so that an encoding error can be reported where it is; memory stays bounded by one record.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import itertools
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from typing import Any, BinaryIO
+
+from coulisse.errors import InputError
+from coulisse.interfaces.jobs.formats import STDIO, Row, input_format, require
+
+PEEK_ROWS = 1000  # rows read ahead, at most, to find the columns of a JSONL file
+
+
+class Lines:
+    """Decoded lines of a byte stream, counted; invalid UTF-8 is replaced and remembered by line number."""
+
+    def __init__(self, raw: Iterable[bytes]):
+        self.raw = iter(raw)
+        self.line = 0
+        self.position = 0
+        self.bad: dict[int, str] = {}
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        raw = next(self.raw)
+        self.line += 1
+        self.position += len(raw)
+        if self.line == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[len(codecs.BOM_UTF8):]
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            self.bad[self.line] = (f"line {self.line}: invalid UTF-8 (byte 0x{raw[e.start]:02x} at byte "
+                                   f"{e.start + 1} of the line); re-encode the file as UTF-8")
+            return raw.decode("utf-8", errors="replace")
+
+    def take_bad(self, first: int, last: int) -> str | None:
+        """The first decoding error in lines first..last, forgetting those lines (memory stays bounded)."""
+        found = [self.bad.pop(n) for n in sorted(self.bad) if n <= last]
+        return next((m for m in found if m), None)
+
+
+def _numeric(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _where(first: int, last: int) -> str:
+    return f"line {first}" if first >= last else f"lines {first}-{last}"
+
+
+class CsvSource:
+    """CSV or TSV with a header line. A record whose field count differs from the header's is an error."""
+
+    def __init__(self, lines: Lines, delimiter: str, name: str):
+        self.lines = lines
+        self.reader = csv.reader(lines, delimiter=delimiter, strict=True)
+        try:
+            self.columns = next(self.reader)
+        except StopIteration:
+            self.columns = []
+        except csv.Error as e:
+            raise InputError(f"{name}: the header line is not valid CSV ({e}).") from None
+        duplicated = sorted({c for c in self.columns if self.columns.count(c) > 1})
+        if duplicated:
+            raise InputError(f"{name}: the header names {', '.join(map(repr, duplicated))} more than once; "
+                             "give every column a distinct name.")
+        self.string_columns = list(self.columns)
+
+    def learn_columns(self, row: Row) -> None:
+        """Every CSV value is a string; those of the first row that read as numbers do not count."""
+        self.string_columns = [c for c, v in row.values.items() if v is not None and not _numeric(v)]
+
+    def __iter__(self) -> Iterator[Row]:
+        first = self.reader.line_num + 1
+        while True:
+            try:
+                fields, error = next(self.reader), None
+            except StopIteration:
+                return
+            except csv.Error as e:
+                fields, error = [], f"malformed CSV ({e})"
+            last = self.reader.line_num
+            if fields or error:
+                yield self._row(fields, error, first, last)
+            first = last + 1
+
+    def _row(self, fields: list[str], error: str | None, first: int, last: int) -> Row:
+        where = _where(first, last)
+        if error is None and len(fields) != len(self.columns):
+            error = f"malformed CSV: {len(fields)} fields where the header has {len(self.columns)}"
+        bad = self.lines.take_bad(first, last)
+        values: dict[str, Any] = dict(itertools.zip_longest(self.columns, fields[:len(self.columns)]))
+        if bad:
+            return Row(values, where, error=bad)
+        return Row(values, where, error=f"{where}: {error}" if error else None)
+
+
+class JsonlSource:
+    """One JSON object per line (a bare JSON string is taken as {"text": ...}); blank lines are skipped."""
+
+    def __init__(self, lines: Lines):
+        self.lines = lines
+        self.columns: list[str] = []
+        self.string_columns: list[str] = []
+
+    def __iter__(self) -> Iterator[Row]:
+        for text in self.lines:
+            n = self.lines.line
+            if not text.strip():
+                continue
+            where = f"line {n}"
+            bad = self.lines.take_bad(n, n)
+            try:
+                value = json.loads(text.rstrip("\r\n"))
+            except json.JSONDecodeError as e:
+                yield Row({}, where, error=bad or f"{where}: invalid JSON ({e.msg} at column {e.colno})")
+                continue
+            if isinstance(value, str):
+                value = {"text": value}
+            if not isinstance(value, dict):
+                yield Row({}, where, error=f"{where}: a JSON {type(value).__name__}, not an object")
+                continue
+            yield Row(value, where, error=bad)
+
+    def learn_columns(self, row: Row) -> None:
+        self.columns = list(row.values)
+        self.string_columns = [k for k, v in row.values.items() if isinstance(v, str)]
+
+
+class TxtSource:
+    """One text per line; every line is a row (an empty line is an error row), so row i is line i."""
+
+    columns = ["text"]
+    string_columns = ["text"]
+
+    def __init__(self, lines: Lines):
+        self.lines = lines
+
+    def __iter__(self) -> Iterator[Row]:
+        for text in self.lines:
+            n = self.lines.line
+            where = f"line {n}"
+            yield Row({"text": text.rstrip("\r\n")}, where, error=self.lines.take_bad(n, n))
+
+
+class ParquetSource:
+    """Record batches of a Parquet file; columns keep their Arrow types."""
+
+    def __init__(self, path: str, batch_rows: int):
+        pq = require("pyarrow.parquet", "reading .parquet")
+        try:
+            self.file = pq.ParquetFile(path)
+        except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ... for a corrupt file
+            raise InputError(f"{path}: not a readable Parquet file ({e}).") from None
+        self.schema = self.file.schema_arrow
+        self.columns = list(self.schema.names)
+        self.string_columns = [f.name for f in self.schema if str(f.type) in ("string", "large_string")]
+        self.batch_rows = batch_rows
+        self.total = self.file.metadata.num_rows
+        self.position = 0
+
+    def __iter__(self) -> Iterator[Row]:
+        for batch in self.file.iter_batches(batch_size=self.batch_rows):
+            for values in batch.to_pylist():
+                self.position += 1
+                yield Row(values, f"row {self.position}")
+
+
+def _stdin_source(stream: BinaryIO):
+    """stdin holds JSONL when its first non-blank line is a JSON object, else one text per line."""
+    peeked: list[bytes] = []
+    for raw in stream:
+        peeked.append(raw)
+        if raw.strip():
+            break
+    lines = Lines(itertools.chain(peeked, stream))
+    if peeked and peeked[-1].lstrip().startswith(b"{"):
+        return JsonlSource(lines)
+    return TxtSource(lines)
+
+
+class Reader:
+    """Rows of one input file with the text to classify picked out and checked."""
+
+    def __init__(self, path: str, column: str | None = None, batch_rows: int = 1024,
+                 stdin: BinaryIO | None = None):
+        self.path = path
+        self.format = input_format(path)
+        self._stream: BinaryIO | None = None
+        self.source = self._open(batch_rows, stdin)
+        self._rows = iter(self.source)
+        self._peeked = self._peek() if isinstance(self.source, (JsonlSource, CsvSource)) else []
+        self.columns: list[str] = list(self.source.columns)
+        self.schema = getattr(self.source, "schema", None)
+        self.text_column = pick_column(column, self.columns, self.source.string_columns, path)
+
+    def _open(self, batch_rows: int, stdin: BinaryIO | None):
+        if self.format == "parquet":
+            return ParquetSource(self.path, batch_rows)
+        if self.format == "stdin":
+            return _stdin_source(stdin or sys.stdin.buffer)
+        try:
+            self._stream = open(self.path, "rb")  # noqa: SIM115 (closed by close())
+        except OSError as e:
+            raise InputError(f"cannot read {self.path!r}: {e.strerror}.") from None
+        lines = Lines(self._stream)
+        if self.format in ("csv", "tsv"):
+            return CsvSource(lines, "," if self.format == "csv" else "\t", self.path)
+        return JsonlSource(lines) if self.format == "jsonl" else TxtSource(lines)
+
+    def _peek(self) -> list[Row]:
+        """Read ahead to the first valid record: JSONL takes its columns from it, CSV its string columns."""
+        peeked = []
+        for row in itertools.islice(self._rows, PEEK_ROWS):
+            peeked.append(row)
+            if row.error is None:
+                self.source.learn_columns(row)
+                break
+        return peeked
+
+    @property
+    def total(self) -> int | None:
+        """Progress total: rows for Parquet, bytes for a file, None for stdin."""
+        if isinstance(self.source, ParquetSource):
+            return self.source.total
+        return os.path.getsize(self.path) if self._stream is not None else None
+
+    @property
+    def position(self) -> int:
+        return self.source.position if isinstance(self.source, ParquetSource) else self.source.lines.position
+
+    def rows(self) -> Iterator[Row]:
+        for row in itertools.chain(self._peeked, self._rows):
+            yield self._check_text(row)
+
+    def _check_text(self, row: Row) -> Row:
+        if row.error is not None:
+            return row
+        column = self.text_column
+        value = row.values.get(column)
+        if column not in row.values:
+            row.error = f"{row.where}: no {column!r} value"
+        elif value is None:
+            row.error = f"{row.where}: {column!r} is null"
+        elif not isinstance(value, str):
+            row.error = f"{row.where}: {column!r} is a {type(value).__name__}, not a string"
+        elif not value.strip():
+            row.error = f"{row.where}: {column!r} is {'empty' if not value else 'only whitespace'}"
+        else:
+            row.text = value
+        return row
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def pick_column(requested: str | None, columns: list[str], string_columns: list[str], name: str) -> str:
+    """--column, else `text`, else the only string column."""
+    if requested is not None:
+        if columns and requested not in columns:
+            raise InputError(f"{name} has no column {requested!r}; its columns are {', '.join(columns)}.")
+        return requested
+    if "text" in columns or not columns:
+        return "text"
+    if len(string_columns) == 1:
+        return string_columns[0]
+    raise InputError(f"{name} has no 'text' column and {len(string_columns)} string columns "
+                     f"({', '.join(string_columns) or 'none'}); pass --column NAME.")
+
+
+def is_empty(path: str) -> bool:
+    return path != STDIO and (not os.path.exists(path) or os.path.getsize(path) == 0)

@@ -1,0 +1,97 @@
+"""The report folder of `coulisse evaluate`: report.md, three PNG plots, and the predictions file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from coulisse.errors import InputError
+from coulisse.interfaces.jobs import plots
+from coulisse.interfaces.jobs.evaluate import Evaluation
+from coulisse.interfaces.jobs.metrics import Metrics, compute
+
+PLOTS = {"confusion": "confusion_matrix.png", "reliability": "reliability.png",
+         "histogram": "score_histogram.png"}
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |"
+                                                                           for r in rows]
+
+
+def _selection(ev: Evaluation) -> str:
+    o = ev.options
+    parts = []
+    if o.limit is not None:
+        parts.append(f"the first {o.limit:,} rows")
+    if o.sample is not None:
+        parts.append(f"a random sample of {o.sample:,} (seed {o.seed})")
+    return ", then ".join(parts) if parts else "every row"
+
+
+def _counts(ev: Evaluation, metrics: Metrics) -> list[str]:
+    c, s = ev.collected, ev.summary
+    lines = [f"- Rows read: {s.rows:,} ({_selection(ev)}); evaluated: **{metrics.total:,}**",
+             f"- Rows whose text could not be classified: {s.errored:,} (see `error` in the predictions)",
+             f"- Rows without a label: {c.missing:,}"]
+    if c.unknown:
+        found = ", ".join(f"`{v}` ({n:,})" for v, n in c.unknown.most_common(10))
+        lines.append(f"- Rows left out, their label unknown to the model: {c.unknown.total():,}: {found}")
+    job = ev.options.job
+    long_text = job.long_text + (f", stride {job.stride}" if job.stride is not None else "")
+    lines.append(f"- Long texts: {long_text}; {s.truncated:,} texts reached the model's token limit")
+    return lines
+
+
+def _confusion(metrics: Metrics) -> list[str]:
+    rows = [[f"**{t}**"] + [f"{metrics.confusion[i, j]:,}" for j in range(len(metrics.labels))]
+            for i, t in enumerate(metrics.labels)]
+    return _table(["true \\ predicted", *metrics.labels], rows)
+
+
+def _calibration(metrics: Metrics) -> list[str]:
+    rows = []
+    for i, b in enumerate(metrics.bins):
+        if not b.count:
+            continue
+        bounds = f"{'[' if i == 0 else '('}{b.low:.1f}, {b.high:.1f}]"
+        rows.append([bounds, f"{b.count:,}", f"{b.accuracy:.3f}", f"{b.confidence:.3f}",
+                     f"{b.accuracy - b.confidence:+.3f}"])
+    return _table(["top-1 score", "rows", "accuracy", "mean score", "accuracy - score"], rows)
+
+
+def render(ev: Evaluation, metrics: Metrics, predictions: str) -> str:
+    per_class = [[label, f"{metrics.precision[k]:.4f}", f"{metrics.recall[k]:.4f}", f"{metrics.f1[k]:.4f}",
+                  f"{int(metrics.support[k]):,}"] for k, label in enumerate(metrics.labels)]
+    lines = [f"# Evaluation of `{ev.model}` on `{ev.options.input}`", "", *_counts(ev, metrics), "",
+             "## Scores", "",
+             *_table(["accuracy", "macro-F1", f"ECE ({len(metrics.bins)} bins)"],
+                     [[f"{metrics.accuracy:.4f}", f"{metrics.macro_f1:.4f}", f"{metrics.ece:.4f}"]]), "",
+             "## Per label", "", *_table(["label", "precision", "recall", "F1", "support"], per_class), "",
+             "## Confusion matrix", "", "Rows are true labels, columns predicted ones.", "",
+             *_confusion(metrics), "", f"![confusion matrix]({PLOTS['confusion']})", "",
+             "## Calibration", "",
+             "Rows binned by their top-1 score: a calibrated model is right as often as its score says.", "",
+             *_calibration(metrics), "", f"![reliability diagram]({PLOTS['reliability']})", "",
+             "## Scores by true label", "", f"![score histogram]({PLOTS['histogram']})", "",
+             "## Predictions", "", f"Every row, with its prediction: [{predictions}]({predictions}).", ""]
+    return "\n".join(lines)
+
+
+def write_report(ev: Evaluation) -> Metrics:
+    directory = Path(ev.options.report_dir)
+    c = ev.collected
+    y_true = np.asarray(c.y_true, dtype=np.int64)
+    probs = np.asarray(c.probs, dtype=np.float64).reshape(len(c.y_true), len(ev.labels))
+    confidence = probs.max(axis=1) if len(probs) else np.zeros(0)
+    metrics = compute(y_true, c.y_pred, confidence, ev.labels, ev.options.bins)
+    if not metrics.total:
+        raise InputError(f"no row of {ev.options.input} has both a classifiable text and a known label: "
+                         f"nothing to evaluate (predictions are in {ev.options.job.output}).")
+    plots.confusion_plot(metrics, directory / PLOTS["confusion"])
+    plots.reliability_plot(metrics, directory / PLOTS["reliability"])
+    plots.score_histogram(metrics, y_true, probs, directory / PLOTS["histogram"])
+    predictions = Path(ev.options.job.output).name
+    (directory / "report.md").write_text(render(ev, metrics, predictions), encoding="utf-8")
+    return metrics

@@ -1,0 +1,228 @@
+"""Output sinks. Each commit makes one chunk of rows durable and returns the new committed position.
+
+CSV, TSV and JSONL are appended to the output file (position: bytes). Parquet cannot be appended to (its
+footer comes last), so each chunk is a durable part file in `<output>.parts/` (position: parts), and
+`finish` streams the parts into the output, one row group each, and renames it into place.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from coulisse.errors import InputError
+from coulisse.interfaces.jobs.formats import Added, Prediction, Row, require
+from coulisse.interfaces.jobs.state import fsync_dir
+
+
+def cell(value: Any) -> str:
+    """A value in a CSV cell: strings unchanged, null empty, other JSON values as JSON."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, (bool, int, float, list, dict)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+class Encoder:
+    """Rows and predictions -> bytes of one text format."""
+
+    def __init__(self, fmt: str, columns: list[str], added: Added):
+        self.fmt = fmt
+        self.columns = columns
+        self.added = added
+
+    def header(self) -> bytes:
+        if self.fmt == "jsonl":
+            return b""
+        return self._csv([self.columns + self.added.names])
+
+    def encode(self, rows: list[Row], preds: list[Prediction]) -> bytes:
+        if self.fmt == "jsonl":
+            # Each record keeps its own keys, in order: JSONL has no fixed columns.
+            lines = [json.dumps({**r.values, **p.values(self.added)}, ensure_ascii=False, default=str)
+                     for r, p in zip(rows, preds, strict=True)]
+            return ("\n".join(lines) + "\n").encode() if lines else b""
+        table = []
+        for r, p in zip(rows, preds, strict=True):
+            added = p.values(self.added)
+            table.append([cell(r.values.get(c)) for c in self.columns] + [cell(v) for v in added.values()])
+        return self._csv(table)
+
+    def _csv(self, table: list[list[str]]) -> bytes:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, delimiter="," if self.fmt == "csv" else "\t", lineterminator="\n")
+        writer.writerows(table)
+        return buffer.getvalue().encode()
+
+
+class FileSink:
+    """CSV/TSV/JSONL output file: position = bytes committed."""
+
+    def __init__(self, path: str, encoder: Encoder):
+        self.path = Path(path)
+        self.encoder = encoder
+        self.file: Any = None
+
+    def open(self, position: int) -> int:
+        """Cut the file back to the committed `position` (0: start it, header included)."""
+        if position == 0:
+            self.file = open(self.path, "wb")  # noqa: SIM115 (closed by finish())
+            fsync_dir(self.path.absolute().parent)
+            header = self.encoder.header()
+            self.file.write(header)
+            return self._sync(len(header))
+        size = self.path.stat().st_size if self.path.exists() else -1
+        if size < position:
+            raise InputError(f"cannot resume {self.path}: it holds {max(size, 0)} bytes but {position} were "
+                             "committed; it was changed since. Pass --overwrite to start over.")
+        os.truncate(self.path, position)  # drop the uncommitted tail, maybe half a line
+        self.file = open(self.path, "ab")  # noqa: SIM115
+        return position
+
+    def commit(self, rows: list[Row], preds: list[Prediction]) -> int:
+        self.file.write(self.encoder.encode(rows, preds))
+        return self._sync(self.file.tell())
+
+    def _sync(self, position: int) -> int:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        return position
+
+    def finish(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+    def exists(self) -> bool:
+        return self.path.exists() and self.path.stat().st_size > 0
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+class StdoutSink(FileSink):
+    """JSONL on stdout: nothing to resume."""
+
+    def __init__(self, encoder: Encoder):
+        super().__init__("-", encoder)
+        self.written = 0
+
+    def open(self, position: int) -> int:
+        self.file = sys.stdout.buffer
+        self.file.write(self.encoder.header())
+        return 0
+
+    def commit(self, rows: list[Row], preds: list[Prediction]) -> int:
+        self.file.write(self.encoder.encode(rows, preds))
+        self.file.flush()
+        return 0
+
+    def finish(self) -> None:
+        self.file.flush()
+
+    def exists(self) -> bool:
+        return False
+
+
+class ParquetSink:
+    """Parquet output built from durable parts: position = parts committed."""
+
+    def __init__(self, path: str, columns: list[str], added: Added, schema=None):
+        self.pa = require("pyarrow", "writing .parquet")
+        self.pq = require("pyarrow.parquet", "writing .parquet")
+        self.path = Path(path)
+        self.parts = self.path.with_name(self.path.name + ".parts")
+        self.columns = columns
+        self.added = added
+        self.input_schema = schema
+        self.schema = None
+        self.count = 0
+
+    def _part(self, i: int) -> Path:
+        return self.parts / f"part-{i:06d}.parquet"
+
+    def open(self, position: int) -> int:
+        if position == 0 and self.parts.exists():
+            shutil.rmtree(self.parts)
+        self.parts.mkdir(parents=True, exist_ok=True)
+        for p in self.parts.iterdir():  # uncommitted parts and temporary files
+            if not (p.name.startswith("part-") and p.suffix == ".parquet" and int(p.stem[5:]) < position):
+                p.unlink()
+        if position and not self._part(position - 1).exists():
+            raise InputError(f"cannot resume {self.path}: part {position - 1} of {self.parts} is missing; "
+                             "pass --overwrite to start over.")
+        if position:
+            self.schema = self.pq.read_schema(self._part(0))
+        self.count = position
+        return position
+
+    def _schema(self, records: list[dict]):
+        """Carried columns keep the input's Arrow types (else the first chunk's); added ones are fixed."""
+        pa = self.pa
+        if self.input_schema is not None:
+            carried = [self.input_schema.field(c) for c in self.columns]
+        else:
+            inferred = pa.Table.from_pylist(records).schema if records else None
+            carried = []
+            for c in self.columns:
+                kind = inferred.field(c).type if inferred is not None else pa.null()
+                carried.append(pa.field(c, pa.string() if pa.types.is_null(kind) else kind))
+        added = [pa.field(self.added.label, pa.string()), pa.field(self.added.score, pa.float64())]
+        added += [pa.field(c, pa.float64()) for c in self.added.scores.values()]
+        added.append(pa.field(self.added.error, pa.string()))
+        return pa.schema(carried + added)
+
+    def commit(self, rows: list[Row], preds: list[Prediction]) -> int:
+        records = [{**{c: r.values.get(c) for c in self.columns}, **p.values(self.added)}
+                   for r, p in zip(rows, preds, strict=True)]
+        if self.schema is None:
+            self.schema = self._schema(records)
+        try:
+            table = self.pa.Table.from_pylist(records, schema=self.schema)
+        except (self.pa.ArrowInvalid, self.pa.ArrowTypeError) as e:
+            raise InputError(f"cannot write {self.path}: a column changed type ({e}); write .jsonl to keep "
+                             "mixed types.") from None
+        tmp = self.parts / f"tmp-{self.count:06d}.parquet"
+        self.pq.write_table(table, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, self._part(self.count))
+        fsync_dir(self.parts)
+        self.count += 1
+        return self.count
+
+    def finish(self) -> None:
+        schema = self.schema or self._schema([])
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with self.pq.ParquetWriter(tmp, schema) as writer:
+            for i in range(self.count):
+                writer.write_table(self.pq.read_table(self._part(i), schema=schema))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        fsync_dir(self.path.absolute().parent)
+        shutil.rmtree(self.parts)
+
+    def exists(self) -> bool:
+        return self.parts.exists() or (self.path.exists() and self.path.stat().st_size > 0)
+
+    def remove(self) -> None:
+        if self.parts.exists():
+            shutil.rmtree(self.parts)
+        self.path.unlink(missing_ok=True)
+
+
+def make_sink(path: str, fmt: str, columns: list[str], added: Added, schema=None):
+    if path == "-":
+        return StdoutSink(Encoder("jsonl", columns, added))
+    if fmt == "parquet":
+        return ParquetSink(path, columns, added, schema)
+    return FileSink(path, Encoder(fmt, columns, added))

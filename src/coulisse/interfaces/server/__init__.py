@@ -1,0 +1,27 @@
+"""`coulisse serve`: text-embeddings-inference's HTTP API over a coulisse pipeline, with dynamic batching.
+
+Layers, as in TEI: `app` (HTTP routes, auth, limits) -> `service` (tokenize, queue, post-process)
+-> `batching` (one task owns the queue; one worker thread runs the engine). `errors` maps every
+failure to a status in one table; `metrics` renders Prometheus text; `command` is the CLI.
+
+    from coulisse import pipeline
+    from coulisse.interfaces.server import ServerSettings, create_app
+    app = create_app(pipeline("sentiment-analysis", model="tblard/tf-allocine"), ServerSettings())
+"""
+
+from __future__ import annotations
+
+__all__ = ["ServerSettings", "create_app"]
+
+
+def __getattr__(name: str):
+    # The CLI imports `command` at start-up: keep fastapi and torch out of that import.
+    if name == "create_app":
+        from coulisse.interfaces.server.app import create_app
+
+        return create_app
+    if name == "ServerSettings":
+        from coulisse.interfaces.server.service import ServerSettings
+
+        return ServerSettings
+    raise AttributeError(f"module 'coulisse.interfaces.server' has no attribute {name!r}")

@@ -1,0 +1,237 @@
+"""The HTTP layer: text-embeddings-inference's routes over one loaded pipeline.
+
+    POST /predict   classifiers: labels and scores      GET /health   200 once the batcher runs
+    POST /embed     feature extraction: pooled vectors  GET /info     model and limits
+    GET /metrics    Prometheus text                     GET /docs     OpenAPI UI (/openapi.json)
+
+`create_app(pipe, settings)` builds it; `coulisse serve` runs it on uvicorn.
+"""
+
+import asyncio
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from coulisse import __version__
+from coulisse.interfaces.server.errors import ServerError, error_response, install_handlers, openapi_responses
+from coulisse.interfaces.server.metrics import ServerMetrics
+from coulisse.interfaces.server.schemas import (
+    EmbedRequest,
+    EmbedResponse,
+    Info,
+    PredictRequest,
+    PredictResponse,
+)
+from coulisse.interfaces.server.service import ServerSettings, Service, Timings
+from coulisse.pipelines import Pipeline
+
+log = logging.getLogger(__name__)
+TAG = "Text Embeddings Inference"
+
+
+class PayloadLimit:
+    """ASGI middleware: read the whole body first and answer 413 past `limit` bytes, chunked or not."""
+
+    def __init__(self, app, limit: int, metrics: ServerMetrics):
+        self.app, self.limit, self.metrics = app, limit, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
+            return await self.app(scope, receive, send)
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            more = message.get("more_body", False)
+            if size > self.limit:
+                self.metrics.request_failure.inc(err="payload_size")
+                response = error_response("payload_size", f"the body is larger than {self.limit} bytes "
+                                          "(--payload-limit); send fewer or shorter inputs per request")
+                return await response(scope, receive, send)
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: waits for the client to disconnect
+
+        await self.app(scope, replay, send)
+
+
+async def client_gone(request: Request) -> None:
+    """Returns when the client disconnects (ASGI `http.disconnect` after the body was read)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def auth_dependency(api_key: str | None) -> list:
+    if not api_key:
+        return []
+    bearer = HTTPBearer(auto_error=False, description="The server's --api-key (env COULISSE_API_KEY).")
+    expected = api_key.encode()
+    # No `from __future__ import annotations` in this module: FastAPI must see `bearer` itself here.
+
+    async def check(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        # Constant-time, and the header never reaches a log line.
+        given = credentials.credentials.encode() if credentials is not None else b""
+        if not hmac.compare_digest(given, expected):
+            raise ServerError("unauthorized", "missing or wrong API key: send `Authorization: Bearer <key>`")
+
+    return [Depends(check)]
+
+
+def document_limits(schema: dict, settings: ServerSettings) -> dict:
+    """Write the server's batch limit into the OpenAPI schema, so generated clients (and schemathesis)
+    know it; the check itself stays in the route, which answers TEI's 400/413 rather than a 422."""
+    for name in ("PredictRequest", "EmbedRequest"):
+        inputs = schema.get("components", {}).get("schemas", {}).get(name, {}).get("properties", {}).get("inputs")
+        for form in (inputs or {}).get("anyOf", []):
+            if form.get("type") == "array":
+                form.update(minItems=1, maxItems=settings.max_client_batch_size)
+    return schema
+
+
+def create_app(pipe: Pipeline, settings: ServerSettings | None = None) -> FastAPI:
+    settings = settings or ServerSettings()
+    metrics = ServerMetrics()
+    service = Service(pipe, settings, metrics)
+    # A semaphore that answers 429 instead of queueing: waiting requests would pile up without bound.
+    permits = asyncio.Semaphore(settings.max_concurrent_requests)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await service.start()
+        log.info("serving %s (%s); limits %s", pipe.checkpoint.name, pipe.task, service.batcher.limits)
+        try:
+            yield
+        finally:
+            await service.stop()
+            log.info("stopped: every queued input was answered")
+
+    app = FastAPI(title="coulisse", version=__version__, lifespan=lifespan,
+                  description="Text-embeddings-inference's HTTP API over a coulisse pipeline.")
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_limits(get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes), settings)
+        return app.openapi_schema
+
+    app.openapi = openapi
+    app.state.service = service
+    app.state.metrics = metrics
+    app.add_middleware(PayloadLimit, limit=settings.payload_limit, metrics=metrics)
+    install_handlers(app, metrics)
+    protected = auth_dependency(settings.api_key)
+    common = ("validation", "payload_size", *(("unauthorized",) if settings.api_key else ()))
+
+    async def answer(request: Request, route: str, method: str,
+                     work: Callable[[Timings], Awaitable[list]], single: bool) -> Response:
+        request.state.request_id = request_id = uuid.uuid4().hex
+        start = time.perf_counter()
+        metrics.request_count.inc(route=route, method=method)
+        if permits.locked():
+            raise ServerError("overloaded", f"Model is overloaded: {settings.max_concurrent_requests} "
+                              "requests in flight (--max-concurrent-requests); retry later")
+        await permits.acquire()
+        metrics.in_flight.inc()
+        timings = Timings()
+        try:
+            results = await work(timings)
+        except ServerError as e:
+            if e.kind == "backend":
+                log.error("request %s: %s", request_id, e.message, exc_info=e.__cause__)
+                e.message = f"{e.message} (request id {request_id})"
+            raise
+        finally:
+            permits.release()
+            metrics.in_flight.inc(-1)
+        total = time.perf_counter() - start
+        metrics.request_success.inc(route=route, method=method)
+        metrics.request_duration.observe(total, route=route)
+        ms = {"total": total, "tokenization": timings.tokenization_s, "queue": timings.queue_s,
+              "inference": timings.inference_s}
+        headers = {"x-request-id": request_id, "x-compute-type": "cpu",
+                   "x-compute-tokens": str(timings.tokens),
+                   **{f"x-{name}-time": str(int(seconds * 1000)) for name, seconds in ms.items()}}
+        return JSONResponse(results[0] if single else results, headers=headers)
+
+    def check_batch(n: int) -> None:
+        if n == 0:
+            raise ServerError("empty", "`inputs` cannot be empty")
+        if n > settings.max_client_batch_size:
+            raise ServerError("batch_size", f"batch size {n} > maximum allowed batch size "
+                              f"{settings.max_client_batch_size} (--max-client-batch-size)")
+
+    # Both task routes answer (the other model type gets TEI's 424); the schema shows the one served.
+    @app.post("/predict", tags=[TAG], dependencies=protected, response_model=None,
+              include_in_schema=service.classifier,
+              responses={200: {"model": PredictResponse, "description": "Labels sorted by score"},
+                         **openapi_responses(*common, "empty", "batch_size", "input_length", "model_type",
+                                             "overloaded", "backend", "unhealthy")})
+    async def predict(body: PredictRequest, request: Request) -> Response:
+        """Classify one text (a sorted list of labels) or a batch (one sorted list per input)."""
+        single = not isinstance(body.inputs, list)
+        raw = [body.inputs] if single else body.inputs
+        check_batch(len(raw))
+        sequences = [(s, None) if isinstance(s, str) else (s[0], s[1] if len(s) == 2 else None) for s in raw]
+        truncate = settings.auto_truncate if body.truncate is None else body.truncate
+        return await answer(request, "predict", "single" if single else "batch", lambda t: service.predict(
+            sequences, truncate, body.raw_scores, partial(client_gone, request), t), single)
+
+    @app.post("/embed", tags=[TAG], dependencies=protected, response_model=None,
+              include_in_schema=not service.classifier,
+              responses={200: {"model": EmbedResponse, "description": "One vector per input"},
+                         **openapi_responses(*common, "empty", "batch_size", "input_length", "model_type",
+                                             "overloaded", "backend", "unhealthy")})
+    async def embed(body: EmbedRequest, request: Request) -> Response:
+        """Pooled (mean, or CLS per 1_Pooling/config.json) and by default L2-normalized embeddings."""
+        texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
+        check_batch(len(texts))
+        truncate = settings.auto_truncate if body.truncate is None else body.truncate
+        method = "batch" if isinstance(body.inputs, list) else "single"
+        return await answer(request, "embed", method, lambda t: service.embed(
+            texts, truncate, body.normalize, partial(client_gone, request), t), False)
+
+    @app.get("/health", tags=[TAG], response_class=Response,
+             responses={200: {"description": "Ready", "content": None}, **openapi_responses("unhealthy")})
+    async def health() -> Response:
+        """200 once the model is loaded and the batching loop runs; 503 while starting or stopping."""
+        if not service.batcher.alive:
+            raise ServerError("unhealthy", "unhealthy: the batching loop is not running")
+        return Response(status_code=200)
+
+    @app.get("/info", tags=[TAG], dependencies=protected, response_model=None,
+             responses={200: {"model": Info, "description": "Served model info"},
+                        **openapi_responses(*(("unauthorized",) if settings.api_key else ()))})
+    async def info() -> JSONResponse:
+        """The served model, its labels and the server's limits."""
+        return JSONResponse(service.info())  # TEI's tagged model_type: only the key that applies
+
+    @app.get("/metrics", tags=[TAG], response_class=PlainTextResponse,
+             responses={200: {"description": "Prometheus text format",
+                              "content": {"text/plain": {"schema": {"type": "string"}}}}})
+    async def prometheus() -> PlainTextResponse:
+        """Request counts and latencies, queue size, batch sizes and tokens, errors by kind."""
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/api-doc/openapi.json", include_in_schema=False)
+    async def tei_openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())  # where TEI serves its schema
+
+    return app

@@ -1,0 +1,120 @@
+"""Every error the server answers, in one table: kind -> HTTP status and TEI's `error_type`.
+
+The body is always text-embeddings-inference's `{"error": "...", "error_type": "..."}`
+(router/src/lib.rs `ErrorResponse`), so TEI clients parse our errors unchanged. TEI's own kinds
+keep TEI's `error_type` spelling; the few that TEI answers without a body (401, 404, 405) get one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from coulisse.interfaces.server.metrics import ServerMetrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ErrorKind:
+    status: int
+    error_type: str
+    description: str
+
+
+ERRORS: dict[str, ErrorKind] = {
+    "validation": ErrorKind(422, "validation", "malformed JSON or a field of the wrong type (named)"),
+    "empty": ErrorKind(400, "empty", "`inputs` is an empty list"),
+    "unauthorized": ErrorKind(401, "unauthorized", "missing or wrong `Authorization: Bearer` key"),
+    "not_found": ErrorKind(404, "not_found", "no such route"),
+    "method_not_allowed": ErrorKind(405, "method_not_allowed", "the route exists for another method"),
+    "batch_size": ErrorKind(413, "validation", "more inputs than --max-client-batch-size"),
+    "input_length": ErrorKind(413, "validation", "an input longer than the model takes, with truncate=false"),
+    "payload_size": ErrorKind(413, "validation", "a body larger than --payload-limit bytes"),
+    "model_type": ErrorKind(424, "backend", "the served model does not do this route's task"),
+    "overloaded": ErrorKind(429, "overloaded", "more than --max-concurrent-requests requests in flight"),
+    "cancelled": ErrorKind(499, "cancelled", "the client disconnected before its answer was ready"),
+    "backend": ErrorKind(500, "backend", "the model failed; the request id is in the server log"),
+    "unhealthy": ErrorKind(503, "unhealthy", "the batching loop is not running"),
+}
+STARLETTE_KINDS = {404: "not_found", 405: "method_not_allowed", 413: "payload_size"}
+
+
+class ServerError(Exception):
+    """An answer other than 200: `kind` is a key of ERRORS, `message` says what and how to fix it."""
+
+    def __init__(self, kind: str, message: str):
+        if kind not in ERRORS:
+            raise KeyError(f"unknown error kind {kind!r}: this is a bug")
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+def error_response(kind: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    spec = ERRORS[kind]
+    return JSONResponse({"error": message, "error_type": spec.error_type}, status_code=spec.status,
+                        headers=headers)
+
+
+def openapi_responses(*kinds: str) -> dict[int | str, dict]:
+    """The `responses=` of a route: one entry per status, describing every kind that maps to it."""
+    from coulisse.interfaces.server.schemas import ErrorResponse
+
+    by_status: dict[int, list[str]] = {}
+    for kind in kinds:
+        by_status.setdefault(ERRORS[kind].status, []).append(ERRORS[kind].description)
+    return {status: {"model": ErrorResponse, "description": "; ".join(texts)}
+            for status, texts in sorted(by_status.items())}
+
+
+def describe_validation(exc: RequestValidationError) -> str:
+    """Pydantic's errors as one line that names each bad field: `raw_scores: Input should be ...`."""
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        if err.get("type") == "json_invalid":
+            parts.append(f"the body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')})")
+        elif not loc:
+            parts.append('the body must be a JSON object such as {"inputs": "some text"}')
+        else:
+            parts.append(f"{'.'.join(loc)}: {err.get('msg', 'invalid value')}")
+    return "; ".join(parts)
+
+
+def install_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
+    """Route every failure, including the framework's own 404/405/422, through ERRORS."""
+
+    def respond(request: Request, kind: str, message: str) -> JSONResponse:
+        metrics.request_failure.inc(err=kind)
+        request_id = getattr(request.state, "request_id", None)
+        return error_response(kind, message, {"x-request-id": request_id} if request_id else None)
+
+    async def on_server_error(request: Request, exc: ServerError) -> JSONResponse:
+        return respond(request, exc.kind, exc.message)
+
+    async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return respond(request, "validation", describe_validation(exc))
+
+    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = STARLETTE_KINDS.get(exc.status_code, "validation" if exc.status_code < 500 else "backend")
+        return respond(request, kind, str(exc.detail))
+
+    async def on_bug(request: Request, exc: Exception) -> JSONResponse:
+        request_id = getattr(request.state, "request_id", "-")
+        log.error("request %s: unexpected %s: this is a bug", request_id, type(exc).__name__, exc_info=exc)
+        return respond(request, "backend", f"internal error (request id {request_id}): this is a bug")
+
+    app.add_exception_handler(ServerError, on_server_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_bug)

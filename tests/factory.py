@@ -1,0 +1,287 @@
+"""Tiny random checkpoints and trained tokenizers, built once per session, with transformers as the oracle.
+
+Every checkpoint is written by transformers or torch themselves (never by coulisse), in the layouts
+users hold: `model.safetensors`, sharded safetensors (`save_pretrained(max_shard_size=...)`),
+`pytorch_model.bin` from `torch.save(state_dict)`, and a sharded `.bin` with a hand-written index.
+The transformers model that wrote the weights stays in memory as the reference.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ARCHS = ("bert", "roberta", "camembert", "xlm-roberta", "distilbert")
+WEIGHT_FORMATS = ("safetensors", "sharded-safetensors", "bin", "sharded-bin")
+TOKENIZER_FORMATS = ("tokenizer.json", "sentencepiece", "vocab.txt", "vocab.json+merges")
+# The slow-file format each architecture ships with in the wild.
+NATIVE_TOKENIZER = {
+    "bert": "vocab.txt",
+    "distilbert": "vocab.txt",
+    "roberta": "vocab.json+merges",
+    "camembert": "sentencepiece",
+    "xlm-roberta": "sentencepiece",
+}
+ROBERTA_FAMILY = ("roberta", "camembert", "xlm-roberta")
+LABELS = {0: "négatif", 1: "neutre", 2: "positif"}
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+            initializer_range=0.2)
+
+# French text written for these tests: training material for the BPE and Unigram tokenizers.
+CORPUS = [
+    "J'ai attendu un cours d'HuggingFace toute ma vie.",
+    "Je déteste tellement ça !",
+    "Le scénario est prévisible, mais « Amélie » reste un chef-d'œuvre 😍",
+    "Quelle déception…\tJe m'attendais à mieux de la part de ce réalisateur.",
+    "Première partie : ennuyeuse.\nDeuxième partie : sublime, émouvante et drôle.",
+    "Çà et là, des dialogues ratés ; l'ensemble demeure néanmoins très agréable.",
+    "NUL. Vraiment nul !!! À éviter à tout prix.",
+    "Les acteurs sont excellents, la musique est magnifique et la photographie soignée.",
+    "Un film long, lent, bavard : on s'ennuie ferme pendant deux heures et quart.",
+    "\"Incroyable\", disait l'affiche ; crédible, tout au plus.",
+    "Où est passé le réalisateur de mes films préférés ? Mystère et boule de gomme.",
+    "Ce n'est pas un navet, c'est une citrouille entière : énorme, creuse et orange.",
+    "Une bande originale géniale, des décors somptueux, une héroïne attachante.",
+    "Je recommande vivement ce petit bijou à toute la famille, même aux plus jeunes.",
+    "L'histoire se perd en route ; la fin, bâclée, gâche tout le reste.",
+    "Bœuf, cœur, sœur, œil : l'œuvre est pleine de ligatures et d'accents aigus, graves, circonflexes.",
+    "Les effets spéciaux datent un peu, mais le charme opère toujours en 2024.",
+    "À 20 h 30, la salle était comble ; à 22 h, elle était à moitié vide.",
+]
+
+# Inputs for logits comparisons: short, medium, accents, emoji, whitespace, and one past 512 tokens.
+TEXTS = [
+    "J'ai attendu un cours d'HuggingFace toute ma vie.",
+    "Je déteste tellement ça !",
+    "Le scénario est prévisible, mais « Amélie » reste un chef-d'œuvre 😍",
+    "Quelle déception…\tJe m'attendais à mieux.\nVraiment.",
+    "Bof.",
+    "Les acteurs sont excellents, la musique est magnifique. " * 3,
+    "Un film long, lent, bavard : on s'ennuie ferme. " * 90,
+]
+
+
+@dataclass
+class Reference:
+    """A transformers classifier and its label config, the oracle of one architecture."""
+
+    arch: str
+    model: torch.nn.Module  # *ForSequenceClassification, eval mode
+    max_length: int  # truncation limit the issue prescribes: positions minus the RoBERTa offset
+
+    @property
+    def base(self) -> torch.nn.Module:
+        return self.model.base_model
+
+
+@dataclass
+class Factory:
+    root: Path
+    camembert_spm: Path
+    minilm_dir: Path
+    _cache: dict = field(default_factory=dict)
+
+    def _once(self, key, build):
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
+
+    # -- tokenizer files ----------------------------------------------------------------------------
+
+    def tokenizer_files(self, arch: str) -> Path:
+        """A folder holding only the native slow tokenizer files of `arch` (and config.json)."""
+        return self._once(("tokfiles", arch), lambda: self._tokenizer_files(arch))
+
+    def _tokenizer_files(self, arch: str) -> Path:
+        d = self.root / f"tokenizer-{arch}"
+        d.mkdir(parents=True)
+        kind = NATIVE_TOKENIZER[arch]
+        if kind == "vocab.txt":
+            shutil.copy(self.minilm_dir / "vocab.txt", d / "vocab.txt")
+        elif arch == "camembert":
+            copy_camembert_layout(self.camembert_spm, d)
+        elif arch == "xlm-roberta":
+            train_unigram(d)
+        else:
+            train_bytelevel_bpe(d)
+        (d / "config.json").write_text(json.dumps({"model_type": arch}), encoding="utf-8")
+        return d
+
+    def hf_tokenizer(self, arch: str, tokenizer_format: str | None = None):
+        """transformers' tokenizer for the files a checkpoint of `arch` carries (the id oracle)."""
+        fmt = tokenizer_format or NATIVE_TOKENIZER[arch]
+        return self._once(("hftok", arch, fmt), lambda: _auto_tokenizer(self.checkpoint(arch, tokenizer=fmt)))
+
+    # -- models -------------------------------------------------------------------------------------
+
+    def reference(self, arch: str, num_labels: int = 3, problem_type: str | None = None) -> Reference:
+        key = ("ref", arch, num_labels, problem_type)
+        return self._once(key, lambda: self._reference(arch, num_labels, problem_type))
+
+    def _reference(self, arch: str, num_labels: int, problem_type: str | None) -> Reference:
+        import transformers as tf
+
+        tok = _auto_tokenizer(self.tokenizer_files(arch))
+        labels = LABELS if num_labels == 3 else {i: f"étiquette {i}" for i in range(num_labels)}
+        common = dict(vocab_size=len(tok), pad_token_id=tok.pad_token_id, id2label=dict(labels),
+                      label2id={v: k for k, v in labels.items()}, problem_type=problem_type)
+        if arch == "distilbert":
+            config = tf.DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=37, initializer_range=0.2,
+                                         max_position_embeddings=512, **common)
+        elif arch == "bert":
+            config = tf.BertConfig(max_position_embeddings=512, **TINY, **common)
+        else:
+            cls = {"roberta": tf.RobertaConfig, "camembert": tf.CamembertConfig,
+                   "xlm-roberta": tf.XLMRobertaConfig}[arch]
+            config = cls(max_position_embeddings=514, type_vocab_size=1, bos_token_id=tok.bos_token_id,
+                         eos_token_id=tok.eos_token_id, layer_norm_eps=1e-5, **TINY, **common)
+        torch.manual_seed(ARCHS.index(arch) + 1)
+        model = tf.AutoModelForSequenceClassification.from_config(config).eval()
+        offset = config.pad_token_id + 1 if arch in ROBERTA_FAMILY else 0
+        return Reference(arch, model, config.max_position_embeddings - offset)
+
+    def checkpoint(self, arch: str, weights: str = "safetensors", tokenizer: str | None = None,
+                   base: bool = False, num_labels: int = 3, problem_type: str | None = None) -> Path:
+        """A checkpoint folder of the reference model of `arch`, written in the given formats."""
+        tokenizer = tokenizer or NATIVE_TOKENIZER[arch]
+        key = ("ckpt", arch, weights, tokenizer, base, num_labels, problem_type)
+        return self._once(key, lambda: self._checkpoint(*key[1:]))
+
+    def _checkpoint(self, arch, weights, tokenizer, base, num_labels, problem_type) -> Path:
+        tag = "-".join([arch, weights, tokenizer.replace("+", "-"), "base" if base else "cls",
+                        str(num_labels), str(problem_type)])
+        d = self.root / tag
+        d.mkdir(parents=True)
+        ref = self.reference(arch, num_labels, problem_type)
+        model = copy.deepcopy(ref.base) if base else ref.model
+        write_weights(model, d, weights)
+        src = self.tokenizer_files(arch)
+        if tokenizer == "tokenizer.json":
+            _auto_tokenizer(src).save_pretrained(d)
+            for name in ("sentencepiece.bpe.model", "vocab.txt", "vocab.json", "merges.txt"):
+                (d / name).unlink(missing_ok=True)
+        else:
+            for f in src.iterdir():
+                if f.name != "config.json":
+                    shutil.copy(f, d / f.name)
+        return d
+
+
+def _auto_tokenizer(directory: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(directory))
+
+
+# -- writers (transformers / torch write every file; coulisse only reads) ------------------------------
+
+def write_weights(model, directory: Path, fmt: str) -> None:
+    if fmt == "safetensors":
+        model.save_pretrained(directory)
+    elif fmt == "sharded-safetensors":
+        model.save_pretrained(directory, max_shard_size="60KB")
+        shards = list(directory.glob("model-*.safetensors"))
+        assert len(shards) > 1 and (directory / "model.safetensors.index.json").is_file(), shards
+    elif fmt == "bin":
+        model.config.save_pretrained(directory)
+        torch.save(model.state_dict(), directory / "pytorch_model.bin")
+    elif fmt == "sharded-bin":
+        model.config.save_pretrained(directory)
+        write_sharded_bin(model.state_dict(), directory, parts=3)
+    else:
+        raise ValueError(fmt)
+
+
+def write_sharded_bin(state: dict, directory: Path, parts: int) -> None:
+    keys = list(state)
+    groups = [keys[i::parts] for i in range(parts)]
+    weight_map = {}
+    for i, group in enumerate(groups, 1):
+        name = f"pytorch_model-{i:05d}-of-{parts:05d}.bin"
+        torch.save({k: state[k] for k in group}, directory / name)
+        weight_map.update(dict.fromkeys(group, name))
+    total = sum(t.numel() * t.element_size() for t in state.values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (directory / "pytorch_model.bin.index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
+
+
+def copy_camembert_layout(spm: Path, directory: Path) -> None:
+    """The tokenizer files of tblard/tf-allocine: the real spm model and a 2-byte `{}` tokenizer_config."""
+    shutil.copy(spm, directory / "sentencepiece.bpe.model")
+    (directory / "tokenizer_config.json").write_bytes(b"{}")
+    (directory / "config.json").write_text(
+        json.dumps({"model_type": "camembert", "max_position_embeddings": 514, "pad_token_id": 1,
+                    "vocab_size": 32005}), encoding="utf-8")
+
+
+def train_bytelevel_bpe(directory: Path) -> None:
+    from tokenizers import ByteLevelBPETokenizer
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(CORPUS * 4, vocab_size=600, min_frequency=2, show_progress=False,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.save_model(str(directory))
+
+
+def train_unigram(directory: Path) -> None:
+    """An XLM-R-style SentencePiece Unigram model (<unk>=0, <s>=1, </s>=2), as `sentencepiece.bpe.model`."""
+    import sentencepiece as spm
+
+    prefix = directory / "trained"
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(CORPUS * 4), model_prefix=str(prefix), vocab_size=180, model_type="unigram",
+        character_coverage=1.0, hard_vocab_limit=False, minloglevel=2, num_threads=1,
+    )
+    prefix.with_suffix(".model").rename(directory / "sentencepiece.bpe.model")
+    prefix.with_suffix(".vocab").unlink()
+
+
+# -- comparisons ---------------------------------------------------------------------------------------
+
+# Largest |Δ| observed per comparison kind, printed at the end of the session (see conftest.py).
+DELTAS: dict[str, float] = {}
+
+
+def max_delta(kind: str, ours, theirs) -> float:
+    a = ours.detach().numpy() if hasattr(ours, "detach") else np.asarray(ours)
+    b = theirs.detach().numpy() if hasattr(theirs, "detach") else np.asarray(theirs)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    delta = float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max()) if a.size else 0.0
+    DELTAS[kind] = max(DELTAS.get(kind, 0.0), delta)
+    return delta
+
+
+def assert_close(kind: str, ours, theirs, tol: float = 1e-4) -> None:
+    delta = max_delta(kind, ours, theirs)
+    assert delta <= tol, f"{kind}: max |Δ| = {delta:.3g} > {tol}"
+
+
+def assert_distinct_rows(values, min_spread: float = 1e-2) -> None:
+    """The oracle must tell inputs apart, or equal logits would prove nothing."""
+    rows = np.asarray(values.detach() if hasattr(values, "detach") else values, dtype=np.float64)
+    spread = np.abs(rows[:, None, :] - rows[None, :, :]).max(-1)
+    off_diagonal = spread[~np.eye(len(rows), dtype=bool)]
+    assert off_diagonal.min() > min_spread, f"two inputs give near-identical outputs ({off_diagonal.min():.3g})"
+
+
+def as_lists(encoding) -> dict:
+    """An encoding (ours or transformers', lists or tensors) as plain nested lists, per key."""
+    return {k: (v.tolist() if hasattr(v, "tolist") else list(v)) for k, v in dict(encoding).items()}
+
+
+def assert_same_encoding(ours, theirs) -> None:
+    """Same keys (token_type_ids only where the reference uses them) and identical values."""
+    a, b = as_lists(ours), as_lists(theirs)
+    assert sorted(a) == sorted(b), f"keys differ: ours {sorted(a)}, transformers {sorted(b)}"
+    for key in b:
+        if a[key] != b[key]:
+            rows = range(len(b[key])) if b[key] and isinstance(b[key][0], list) else [None]
+            for i in rows:
+                x, y = (a[key], b[key]) if i is None else (a[key][i], b[key][i])
+                assert x == y, f"{key}[{i}] differs:\nours         {x}\ntransformers {y}"

@@ -1,0 +1,138 @@
+"""coulisse evaluate: metrics equal scikit-learn's on the same predictions; labels; the report folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from coulisse.interfaces.cli import cli
+from coulisse.interfaces.jobs.evaluate import MISSING, UNKNOWN, LabelMap, limit_and_sample
+from coulisse.interfaces.jobs.formats import Row
+from coulisse.interfaces.jobs.metrics import compute
+
+sklearn_metrics = pytest.importorskip("sklearn.metrics")
+calibration_curve = pytest.importorskip("sklearn.calibration").calibration_curve
+
+TEXTS = ["J'ai adoré ce film.", "Quel ennui.", "Une fin bâclée.", "Superbe photographie.", "Bof.",
+         "Un chef-d'œuvre !", "À éviter.", "Les acteurs sont justes."]
+
+
+@pytest.mark.parametrize(("classes", "seed"), [(2, 0), (3, 1), (5, 2)])
+def test_metrics_equal_scikit_learn(classes, seed):
+    rng = np.random.default_rng(seed)
+    n = 500
+    y_true = rng.integers(0, classes, n)
+    y_pred = np.where(rng.random(n) < 0.7, y_true, rng.integers(0, classes, n))
+    if classes > 2:
+        y_pred[y_pred == classes - 1] = 0  # a label never predicted: zero_division matters
+    confidence = rng.uniform(1 / classes, 1.0, n)
+    confidence[:3] = [0.5, 0.7, 1.0]  # scores on bin edges
+    labels = [f"L{k}" for k in range(classes)]
+    m = compute(y_true, y_pred, confidence, labels, n_bins=10)
+    ids = list(range(classes))
+    assert m.accuracy == pytest.approx(sklearn_metrics.accuracy_score(y_true, y_pred))
+    assert m.macro_f1 == pytest.approx(sklearn_metrics.f1_score(y_true, y_pred, labels=ids, average="macro",
+                                                                zero_division=0))
+    p, r, f, s = sklearn_metrics.precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
+    np.testing.assert_allclose(m.precision, p)
+    np.testing.assert_allclose(m.recall, r)
+    np.testing.assert_allclose(m.f1, f)
+    np.testing.assert_array_equal(m.support, s)
+    np.testing.assert_array_equal(m.confusion, sklearn_metrics.confusion_matrix(y_true, y_pred, labels=ids))
+    correct = (y_true == y_pred).astype(int)
+    prob_true, prob_pred = calibration_curve(correct, confidence, n_bins=10, strategy="uniform")
+    full = [b for b in m.bins if b.count]
+    np.testing.assert_allclose([b.accuracy for b in full], prob_true)
+    np.testing.assert_allclose([b.confidence for b in full], prob_pred)
+    assert sum(b.count for b in m.bins) == n
+
+
+def test_label_map():
+    labels = LabelMap({0: "NEGATIVE", 1: "POSITIVE"})
+    assert [labels(v) for v in ["NEGATIVE", "positive", " POSITIVE ", "1", "0", 1, 0, 1.0, "1.0"]] == \
+        [0, 1, 1, 1, 0, 1, 0, 1, 1]
+    assert [labels(v) for v in [None, "", "  "]] == [MISSING] * 3
+    assert [labels(v) for v in ["pos", 2, "-1", True, 0.5, [1]]] == [UNKNOWN] * 6
+
+
+def test_limit_and_sample():
+    rows = [Row({"i": i}) for i in range(100)]
+    assert [r.values["i"] for r in limit_and_sample(iter(rows), 7, None, 0)] == list(range(7))
+    picked = [r.values["i"] for r in limit_and_sample(iter(rows), None, 10, 3)]
+    assert len(picked) == 10 == len(set(picked)) and picked == sorted(picked)
+    assert picked == [r.values["i"] for r in limit_and_sample(iter(rows), None, 10, 3)]  # seeded
+    assert picked != [r.values["i"] for r in limit_and_sample(iter(rows), None, 10, 4)]
+    assert all(i < 50 for i in (r.values["i"] for r in limit_and_sample(iter(rows), 50, 10, 3)))
+
+
+def _labelled_csv(path, n=40, label=lambda i: str(i % 2)):
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label", "source"])
+        for i in range(n):
+            w.writerow([TEXTS[i % len(TEXTS)] if i != 5 else "", label(i), f"s{i}"])
+
+
+def test_evaluate_writes_a_report_that_matches_scikit_learn(tf_camembert_dir, tmp_path):
+    source, report = tmp_path / "in.csv", tmp_path / "report"
+    names = ["NEGATIVE", "POSITIVE", "1", "0"]
+    _labelled_csv(source, label=lambda i: names[i % 4] if i != 7 else "")  # names and ids; one missing
+    args = ["evaluate", "-m", str(tf_camembert_dir), "-i", str(source), "-o", str(report), "-b", "16"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in report.iterdir()) == [
+        "confusion_matrix.png", "predictions.csv", "reliability.png", "report.md", "score_histogram.png"]
+    for png in report.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    with open(report / "predictions.csv", encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["source"] for r in rows] == [f"s{i}" for i in range(40)]  # every row, in order
+    assert list(rows[0]) == ["text", "label", "source", "predicted_label", "predicted_score", "error"]
+    labels = LabelMap({0: "NEGATIVE", 1: "POSITIVE"})
+    kept = [r for r in rows if not r["error"] and labels(r["label"]) >= 0]
+    assert len(kept) == 38  # one empty text, one missing label
+    y_true = [labels(r["label"]) for r in kept]
+    y_pred = [labels(r["predicted_label"]) for r in kept]
+    accuracy = sklearn_metrics.accuracy_score(y_true, y_pred)
+    macro = sklearn_metrics.f1_score(y_true, y_pred, average="macro", labels=[0, 1], zero_division=0)
+    text = (report / "report.md").read_text()
+    assert f"| {accuracy:.4f} | {macro:.4f} |" in text
+    assert "evaluated: **38**" in text and "Rows without a label: 1" in text
+    assert f"accuracy {accuracy:.4f}  macro-F1 {macro:.4f}" in result.stdout
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 1 and "--overwrite" in again.output
+
+
+def test_labels_that_do_not_match_stop_before_the_model_runs(tf_camembert_dir, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"text": t, "sentiment": random.choice(["pos", "neg"])}) + "\n"
+                              for t in TEXTS))
+    args = ["evaluate", "-m", str(tf_camembert_dir), "-i", str(source), "-o", str(tmp_path / "r")]
+    result = CliRunner().invoke(cli, [*args, "--label-column", "sentiment"])
+    assert result.exit_code == 1
+    assert "do not match the model's: found 'pos'" in result.output or "found 'neg'" in result.output
+    assert "NEGATIVE (id 0), POSITIVE (id 1)" in result.output
+    assert not (tmp_path / "r" / "report.md").exists()
+    result = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "s")])
+    assert result.exit_code == 1 and "no label column 'label'" in result.output
+    assert not (tmp_path / "s").exists()
+
+
+def test_evaluate_limit_and_sample(tf_camembert_dir, tmp_path):
+    source = tmp_path / "in.csv"
+    _labelled_csv(source, n=60)
+    base = ["evaluate", "-m", str(tf_camembert_dir), "-i", str(source), "--quiet"]
+    result = CliRunner().invoke(cli, [*base, "-o", str(tmp_path / "a"), "--limit", "10"])
+    assert result.exit_code == 0, result.output
+    assert len((tmp_path / "a" / "predictions.csv").read_text().splitlines()) == 11
+    result = CliRunner().invoke(cli, [*base, "-o", str(tmp_path / "b"), "--sample", "12", "--seed", "7"])
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "b" / "predictions.csv", encoding="utf-8", newline="") as f:
+        picked = [int(r["source"][1:]) for r in csv.DictReader(f)]
+    assert len(picked) == 12 and picked == sorted(picked)
+    assert "a random sample of 12 (seed 7)" in (tmp_path / "b" / "report.md").read_text()

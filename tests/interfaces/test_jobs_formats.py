@@ -1,0 +1,212 @@
+"""Corpus jobs: every input format round-trips, rows keep their order and columns, bad rows are flagged."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from coulisse.errors import InputError
+from coulisse.interfaces.cli import cli
+from coulisse.interfaces.jobs.runner import JobOptions, classify_file
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+TEXTS = [
+    "J'ai adoré ce film, du début à la fin.",
+    "Quel ennui... je me suis endormi avant la moitié.",
+    "Un scénario sans queue ni tête, des dialogues creux et une fin bâclée.",
+    "La photographie est superbe, mais le rythme est trop lent.",
+    "Bof.",
+    "Un chef-d'œuvre ! Je suis sorti de la salle bouleversé.",
+    'Elle a dit "jamais", puis, tabulation:\tvirgule, fin.',
+    "Une ligne\navec un retour à la ligne au milieu.",
+] * 5  # 40 rows: several chunks with batch_rows=16
+
+
+@pytest.fixture(scope="module")
+def pipe(tf_camembert_dir):
+    import coulisse
+
+    return coulisse.pipeline("sentiment-analysis", model=str(tf_camembert_dir))
+
+
+@pytest.fixture(scope="module")
+def expected(pipe):
+    return pipe(TEXTS)
+
+
+def records(n: int = len(TEXTS)) -> list[dict]:
+    return [{"id": i, "text": TEXTS[i], "note": f"n{i}"} for i in range(n)]
+
+
+def write_input(path, fmt: str, rows: list[dict]) -> None:
+    if fmt in ("csv", "tsv"):
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            w = csv.DictWriter(f, list(rows[0]), delimiter="," if fmt == "csv" else "\t")
+            w.writeheader()
+            w.writerows(rows)
+    elif fmt == "jsonl":
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    elif fmt == "parquet":
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    else:
+        path.write_text("".join(r["text"].replace("\n", " ") + "\n" for r in rows), encoding="utf-8")
+
+
+def read_output(path) -> list[dict]:
+    suffix = path.suffix
+    if suffix in (".csv", ".tsv"):
+        with open(path, encoding="utf-8", newline="") as f:
+            return list(csv.DictReader(f, delimiter="," if suffix == ".csv" else "\t"))
+    if suffix == ".jsonl":
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return pq.read_table(path).to_pylist()
+
+
+def run(pipe, input_path, output_path, **options):
+    options.setdefault("batch_rows", 16)
+    return classify_file(JobOptions(input=str(input_path), output=str(output_path), **options), lambda: pipe)
+
+
+@pytest.mark.parametrize("out_fmt", ["csv", "tsv", "jsonl", "parquet"])
+@pytest.mark.parametrize("in_fmt", ["csv", "tsv", "jsonl", "parquet", "txt"])
+def test_round_trip(pipe, expected, tmp_path, in_fmt, out_fmt):
+    rows = records()
+    source = tmp_path / f"in.{in_fmt}"
+    write_input(source, in_fmt, rows)
+    summary = run(pipe, source, tmp_path / f"out.{out_fmt}")
+    assert (summary.rows, summary.classified, summary.errored) == (len(rows), len(rows), 0)
+    out = read_output(tmp_path / f"out.{out_fmt}")
+    assert len(out) == len(rows)
+    carried = ["text"] if in_fmt == "txt" else ["id", "text", "note"]
+    assert list(out[0]) == carried + ["label", "score", "error"]  # carried columns first, in order
+    text_only = in_fmt == "txt"
+    pipe_expected = pipe([t.replace("\n", " ") for t in TEXTS]) if text_only else expected
+    for i, (got, want) in enumerate(zip(out, pipe_expected, strict=True)):
+        if not text_only:
+            typed = in_fmt in ("jsonl", "parquet") and out_fmt in ("jsonl", "parquet")
+            assert got["id"] == (i if typed else str(i)) and got["note"] == f"n{i}"
+        assert got["text"] == rows[i]["text"].replace("\n", " ") if text_only else got["text"] == rows[i]["text"]
+        assert got["label"] == want["label"]
+        assert float(got["score"]) == pytest.approx(want["score"], abs=1e-6)
+        assert got["error"] in (None, "")
+
+
+def test_stdin_jsonl_and_lines(pipe, expected, tmp_path):
+    stream = io.BytesIO("".join(json.dumps({"text": t}) + "\n" for t in TEXTS[:6]).encode())
+    classify_file(JobOptions(input="-", output=str(tmp_path / "a.jsonl")), lambda: pipe, stdin=stream)
+    assert [r["label"] for r in read_output(tmp_path / "a.jsonl")] == [e["label"] for e in expected[:6]]
+    stream = io.BytesIO("\n".join(TEXTS[:6]).encode())  # not JSON: one text per line
+    classify_file(JobOptions(input="-", output=str(tmp_path / "b.csv")), lambda: pipe, stdin=stream)
+    out = read_output(tmp_path / "b.csv")
+    assert [r["text"] for r in out] == "\n".join(TEXTS[:6]).split("\n")
+
+
+def test_bad_csv_rows_are_flagged_not_fatal(pipe, tmp_path):
+    source = tmp_path / "bad.csv"
+    source.write_bytes(b"text,id\n"
+                       b"Super film,1\n"
+                       b",2\n"                     # empty text
+                       b"   ,3\n"                  # whitespace only
+                       b"un,deux,trois\n"          # too many fields
+                       b"seul\n"                   # too few fields
+                       b"\"ferme\"mal,6\n"         # malformed quoting
+                       b"caf\xe9 latin-1,7\n"      # invalid UTF-8
+                       b"\n"                       # blank line: not a record
+                       b"\"sur deux\nlignes\",9\n"
+                       b"Nul,10\n")
+    summary = run(pipe, source, tmp_path / "out.csv")
+    out = read_output(tmp_path / "out.csv")
+    errors = [r["error"] for r in out]
+    assert [r["label"] != "" for r in out] == [True, False, False, False, False, False, False, True, True]
+    assert errors[1] == "line 3: 'text' is empty"
+    assert errors[2] == "line 4: 'text' is only whitespace"
+    assert errors[3] == "line 5: malformed CSV: 3 fields where the header has 2"
+    assert errors[4] == "line 6: malformed CSV: 1 fields where the header has 2"
+    assert errors[5].startswith("line 7: malformed CSV")
+    assert errors[6].startswith("line 8: invalid UTF-8 (byte 0xe9")
+    assert out[7]["text"] == "sur deux\nlignes" and out[8]["id"] == "10"
+    assert (summary.classified, summary.errored) == (3, 6)
+
+
+def test_bad_jsonl_rows_are_flagged_not_fatal(pipe, tmp_path):
+    source = tmp_path / "bad.jsonl"
+    source.write_bytes(b'{"text": "Super film", "k": 1}\n'
+                       b'{"text": null, "k": 2}\n'
+                       b'{"k": 3}\n'
+                       b'{"text": 42, "k": 4}\n'
+                       b'{"text": "oops", \n'
+                       b'[1, 2]\n'
+                       b'{"text": "caf\xe9", "k": 7}\n'
+                       b'"juste un texte"\n')
+    run(pipe, source, tmp_path / "out.jsonl")
+    out = read_output(tmp_path / "out.jsonl")
+    assert [r["error"] for r in out] == [
+        None, "line 2: 'text' is null", "line 3: no 'text' value", "line 4: 'text' is a int, not a string",
+        "line 5: invalid JSON (Expecting property name enclosed in double quotes at column 18)",
+        "line 6: a JSON list, not an object",
+        "line 7: invalid UTF-8 (byte 0xe9 at byte 14 of the line); re-encode the file as UTF-8", None]
+    assert [r.get("k") for r in out] == [1, 2, 3, 4, None, None, 7, None]
+    assert out[0]["label"] and out[-1]["text"] == "juste un texte" and out[-1]["label"]
+    assert all(r["label"] is None and r["score"] is None for r in out[1:-1])
+
+
+def test_column_choice(pipe, tmp_path):
+    source = tmp_path / "in.csv"
+    source.write_text("review,stars\nTrès bon,5\nMauvais,1\n", encoding="utf-8")
+    run(pipe, source, tmp_path / "a.csv")  # the only non-numeric column
+    assert [r["review"] for r in read_output(tmp_path / "a.csv")] == ["Très bon", "Mauvais"]
+    source.write_text("review,title\nTrès bon,A\nMauvais,B\n", encoding="utf-8")
+    with pytest.raises(InputError, match="no 'text' column and 2 string columns"):
+        run(pipe, source, tmp_path / "b.csv")
+    with pytest.raises(InputError, match="has no column 'body'"):
+        run(pipe, source, tmp_path / "c.csv", column="body")
+    run(pipe, source, tmp_path / "d.csv", column="title")
+    assert [r["title"] for r in read_output(tmp_path / "d.csv")] == ["A", "B"]
+
+
+def test_all_scores_and_clashing_names(pipe, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"text": t, "label": "x", "error": 0}) + "\n" for t in TEXTS[:4]))
+    run(pipe, source, tmp_path / "out.jsonl", all_scores=True)
+    out = read_output(tmp_path / "out.jsonl")
+    assert list(out[0]) == ["text", "label", "error", "predicted_label", "predicted_score",
+                            "predicted_score_NEGATIVE", "predicted_score_POSITIVE", "coulisse_error"]
+    for r in out:
+        assert r["label"] == "x" and r["error"] == 0
+        assert r["predicted_score_NEGATIVE"] + r["predicted_score_POSITIVE"] == pytest.approx(1.0, abs=1e-6)
+        assert r["predicted_score"] == max(r["predicted_score_NEGATIVE"], r["predicted_score_POSITIVE"])
+
+
+def test_parquet_keeps_arrow_types(pipe, tmp_path):
+    table = pa.table({"when": pa.array([1, 2], pa.int16()), "text": ["Super", "Nul"],
+                      "tags": [["a"], []], "w": pa.array([0.5, None], pa.float32())})
+    pq.write_table(table, tmp_path / "in.parquet")
+    run(pipe, tmp_path / "in.parquet", tmp_path / "out.parquet")
+    out = pq.read_table(tmp_path / "out.parquet")
+    assert out.schema.names[:4] == table.schema.names
+    assert [out.schema.field(n).type for n in table.schema.names] == list(table.schema.types)
+    assert out.select(table.schema.names).equals(table)
+
+
+def test_cli_keeps_text_mode_and_runs_files(tf_camembert_dir, tmp_path):
+    runner = CliRunner()
+    model = ["-m", str(tf_camembert_dir)]
+    result = runner.invoke(cli, ["classify", *model, "--json", "Super film"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["text"] == "Super film"
+    write_input(tmp_path / "in.csv", "csv", records(5))
+    result = runner.invoke(cli, ["classify", *model, "-i", str(tmp_path / "in.csv"), "-o",
+                                 str(tmp_path / "out.jsonl"), "--progress"])
+    assert result.exit_code == 0, result.output
+    assert "5 rows classified, 0 errored" in result.stderr and "rows/s" in result.stderr
+    assert len(read_output(tmp_path / "out.jsonl")) == 5
+    result = runner.invoke(cli, ["classify", *model, "-i", str(tmp_path / "in.csv"), "--quiet"])
+    assert result.exit_code == 0 and len(result.stdout.splitlines()) == 5 and not result.stderr
+    result = runner.invoke(cli, ["classify", *model, "-i", str(tmp_path / "in.csv"), "Super"])
+    assert result.exit_code == 2 and "not both" in result.output

@@ -1,0 +1,156 @@
+"""Nothing lost, nothing twice: an interrupted job resumed with --resume equals an uninterrupted run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from coulisse.errors import InputError
+from coulisse.interfaces.cli import cli
+from coulisse.interfaces.jobs.runner import JobInterrupted, JobOptions, classify_file
+from coulisse.interfaces.jobs.state import state_path
+
+WORDS = ("film acteur scénario génial nul ennuyeux magnifique histoire musique fin début drôle triste long "
+         "court lent émouvant raté").split()
+
+
+def make_csv(path, n: int, seed: int = 0) -> None:
+    import random
+
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "text"])
+        for i in range(n):
+            text = " ".join(rng.choices(WORDS, k=rng.randint(2, 14))) if i % 97 else ""  # some error rows
+            w.writerow([i, text])
+
+
+@pytest.fixture(scope="module")
+def pipe(tf_camembert_dir):
+    import coulisse
+
+    return coulisse.pipeline("sentiment-analysis", model=str(tf_camembert_dir))
+
+
+def run(pipe, source, output, stop_after: int | None = None, **options):
+    chunks = []
+
+    def on_chunk(rows, preds):
+        chunks.append(len(rows))
+        if stop_after is not None and len(chunks) == stop_after:
+            raise KeyboardInterrupt  # what Ctrl-C (or SIGTERM, in the CLI) does mid-job
+
+    job = JobOptions(input=str(source), output=str(output), batch_rows=8, **options)
+    return classify_file(job, lambda: pipe, on_chunk=on_chunk)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "tsv", "parquet"])
+def test_interrupted_resume_equals_uninterrupted(pipe, tmp_path, fmt):
+    source = tmp_path / "in.csv"
+    make_csv(source, 100)
+    reference, output = tmp_path / f"ref.{fmt}", tmp_path / f"out.{fmt}"
+    run(pipe, source, reference)
+    with pytest.raises(JobInterrupted, match="40 rows are safely in"):
+        run(pipe, source, output, stop_after=5)
+    assert json.loads(state_path(output).read_text())["rows"] == 40
+    if fmt == "parquet":  # an uncommitted part, as a kill during its write would leave
+        (output.with_name(output.name + ".parts") / "tmp-000005.parquet").write_bytes(b"PAR1 torn")
+    else:  # a torn last line, as power loss during a write would leave
+        with open(output, "ab") as f:
+            f.write(b'41,"half a li')
+    summary = run(pipe, source, output, resume=True)
+    assert summary.resumed_from == 40 and summary.rows == 100
+    assert (summary.classified, summary.errored) == (98, 2)
+    assert output.read_bytes() == reference.read_bytes()
+    assert not state_path(output).exists()
+
+
+def test_refuses_to_overwrite_and_checks_resume(pipe, tmp_path):
+    source = tmp_path / "in.csv"
+    make_csv(source, 30)
+    output = tmp_path / "out.csv"
+    output.write_text("precious\n")
+    with pytest.raises(InputError, match="exists and is not empty; pass --resume .* or --overwrite"):
+        run(pipe, source, output)
+    assert output.read_text() == "precious\n"
+    with pytest.raises(InputError, match="has no resume state"):
+        run(pipe, source, output, resume=True)
+    run(pipe, source, output, overwrite=True)
+    assert output.read_text().startswith("id,text,label,score,error\n")
+    with pytest.raises(JobInterrupted):
+        run(pipe, source, output, stop_after=1, overwrite=True)
+    with pytest.raises(InputError, match="holds an interrupted job"):
+        run(pipe, source, output)
+    with pytest.raises(InputError, match="all_scores: was False, now True"):
+        run(pipe, source, output, resume=True, all_scores=True)
+    os.utime(source, ns=(1, 1))
+    with pytest.raises(InputError, match="input_mtime_ns"):
+        run(pipe, source, output, resume=True)
+    run(pipe, source, output, overwrite=True)
+    run(pipe, source, tmp_path / "fresh.csv", resume=True)  # nothing to resume: a plain run
+
+
+def test_cli_refuses_to_overwrite(tf_camembert_dir, tmp_path):
+    source, output = tmp_path / "in.csv", tmp_path / "out.csv"
+    make_csv(source, 3)
+    output.write_text("x\n")
+    result = CliRunner().invoke(cli, ["classify", "-m", str(tf_camembert_dir), "-i", str(source), "-o", str(output)])
+    assert result.exit_code == 1
+    assert "--overwrite" in result.output and output.read_text() == "x\n"
+
+
+def _start(model, source, output, *extra):
+    cmd = [sys.executable, "-m", "coulisse.interfaces.cli", "classify", "-m", str(model), "-i", str(source),
+           "-o", str(output), "-b", "8", "-t", "1", "--quiet", *extra]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COULISSE_")}
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_rows(proc, output, rows: int, timeout: float = 300) -> int:
+    """Poll the state record until `rows` are committed; the process must still be running."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            done = json.loads(state_path(output).read_text())["rows"]
+        except (FileNotFoundError, ValueError, KeyError):
+            done = 0
+        if done >= rows:
+            return done
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError(f"{rows} rows were not committed in {timeout} s")
+
+
+def test_sigkill_then_resume_is_byte_identical(tf_camembert_dir, tmp_path):
+    """A real process killed with SIGKILL, then one stopped by SIGTERM, then --resume to the end."""
+    source = tmp_path / "in.csv"
+    make_csv(source, 1500)
+    reference, output = tmp_path / "ref.csv", tmp_path / "out.csv"
+    uninterrupted = _start(tf_camembert_dir, source, reference)
+    victim = _start(tf_camembert_dir, source, output)
+    first = _wait_rows(victim, output, 200)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    with open(output, "ab") as f:
+        f.write(b'999,"a torn wri')  # what a kill in the middle of write() can leave
+    stopped = _start(tf_camembert_dir, source, output, "--resume")
+    _wait_rows(stopped, output, first + 200)
+    stopped.send_signal(signal.SIGTERM)
+    _, err = stopped.communicate(timeout=120)
+    assert stopped.returncode == 1 and b"rerun with --resume" in err, err
+    final = _start(tf_camembert_dir, source, output, "--resume")
+    assert final.wait(timeout=600) == 0, final.communicate()
+    assert uninterrupted.wait(timeout=600) == 0, uninterrupted.communicate()
+    assert output.read_bytes() == reference.read_bytes()
+    assert not state_path(output).exists()
+    with open(output, encoding="utf-8", newline="") as f:
+        assert [int(r["id"]) for r in csv.DictReader(f)] == list(range(1500))

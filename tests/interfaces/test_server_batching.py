@@ -1,0 +1,238 @@
+"""The batching queue: when batches close, what gets dropped, and that batching never changes a result."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+import httpx  # noqa: E402
+
+import coulisse  # noqa: E402
+from coulisse.engine import Item  # noqa: E402
+from coulisse.interfaces.server import ServerSettings, create_app  # noqa: E402
+from coulisse.interfaces.server.batching import Batcher, BatchLimits, ForwardError  # noqa: E402
+
+
+class FakeForward:
+    """Records each batch (the ids of its items); can hold the worker until released."""
+
+    def __init__(self, hold_first: bool = False, fail: bool = False):
+        self.batches: list[list[int]] = []
+        self.release = threading.Event()
+        self.running = threading.Event()
+        self.hold_first, self.fail = hold_first, fail
+
+    def __call__(self, items: list[Item]) -> list[np.ndarray]:
+        self.running.set()
+        if self.hold_first and not self.batches:
+            self.release.wait(10)
+        self.batches.append([it.ids[0] for it in items])
+        if self.fail:
+            raise ValueError("boom")
+        return [np.array([it.ids[0], len(it.ids)], dtype=np.float32) for it in items]
+
+
+def items(n: int, length: int = 10, start: int = 0) -> list[Item]:
+    return [Item([start + i] * length) for i in range(n)]
+
+
+def run(limits: BatchLimits, forward: FakeForward, scenario):
+    async def main():
+        batcher = Batcher(forward, limits)
+        await batcher.start()
+        try:
+            return await scenario(batcher)
+        finally:
+            await batcher.stop()
+
+    return asyncio.run(main())
+
+
+def test_batches_close_on_the_token_budget():
+    forward = FakeForward()
+
+    async def scenario(b):
+        return await asyncio.gather(*b.submit(items(6, length=10)))
+
+    results = run(BatchLimits(max_batch_tokens=25, max_batch_requests=100, max_wait_ms=50), forward, scenario)
+    assert forward.batches == [[0, 1], [2, 3], [4, 5]]
+    assert [int(r.row[0]) for r in results] == list(range(6))  # each future gets its own row
+
+
+def test_batches_close_on_the_request_count():
+    forward = FakeForward()
+
+    async def scenario(b):
+        await asyncio.gather(*b.submit(items(7)))
+
+    run(BatchLimits(max_batch_tokens=10_000, max_batch_requests=3, max_wait_ms=50), forward, scenario)
+    assert [len(b) for b in forward.batches] == [3, 3, 1]
+
+
+def test_an_input_longer_than_the_budget_still_runs_alone():
+    forward = FakeForward()
+
+    async def scenario(b):
+        await asyncio.gather(*b.submit([Item([0] * 50), Item([1] * 5)]))
+
+    run(BatchLimits(max_batch_tokens=20, max_batch_requests=10, max_wait_ms=0), forward, scenario)
+    assert forward.batches == [[0], [1]]
+
+
+def test_an_idle_worker_waits_at_most_the_deadline():
+    forward = FakeForward()
+
+    async def scenario(b):
+        start = time.monotonic()
+        first = b.submit(items(1))
+        await asyncio.sleep(0.02)
+        second = b.submit(items(1, start=1))
+        await asyncio.gather(*first, *second)
+        return time.monotonic() - start
+
+    elapsed = run(BatchLimits(max_batch_tokens=10_000, max_batch_requests=100, max_wait_ms=150), forward, scenario)
+    assert forward.batches == [[0, 1]]  # the second arrived within the first one's deadline
+    assert 0.14 <= elapsed < 5
+
+
+def test_the_next_batch_fills_while_the_current_one_runs():
+    """With no deadline, the first input runs at once; everything that arrives meanwhile forms the next batch."""
+    forward = FakeForward(hold_first=True)
+
+    async def scenario(b):
+        first = b.submit(items(1))
+        while not forward.running.is_set():
+            await asyncio.sleep(0.001)
+        later = [f for i in range(5) for f in b.submit(items(1, start=1 + i))]
+        await asyncio.sleep(0.05)  # the worker is busy: no reason to close the next batch yet
+        forward.release.set()
+        await asyncio.gather(*first, *later)
+
+    run(BatchLimits(max_batch_tokens=10_000, max_batch_requests=100, max_wait_ms=0), forward, scenario)
+    assert forward.batches == [[0], [1, 2, 3, 4, 5]]
+
+
+def test_cancelled_inputs_are_dropped_before_compute():
+    forward = FakeForward(hold_first=True)
+
+    async def scenario(b):
+        first = b.submit(items(1))
+        while not forward.running.is_set():
+            await asyncio.sleep(0.001)
+        gone, kept = b.submit(items(3, start=1)), b.submit(items(1, start=4))
+        for f in gone:
+            f.cancel()  # what a disconnected client's request does
+        forward.release.set()
+        await asyncio.gather(*first, *kept)
+        return b.metrics.batch_dropped.value()
+
+    dropped = run(BatchLimits(max_batch_tokens=10_000, max_batch_requests=100, max_wait_ms=0), forward, scenario)
+    assert forward.batches == [[0], [4]] and dropped == 3
+
+
+def test_a_failed_forward_fails_its_batch_only():
+    forward = FakeForward(fail=True)
+
+    async def scenario(b):
+        with pytest.raises(ForwardError, match="boom"):
+            await asyncio.gather(*b.submit(items(2)))
+        forward.fail = False
+        return await asyncio.gather(*b.submit(items(1, start=7)))
+
+    (result,) = run(BatchLimits(max_wait_ms=0), forward, scenario)
+    assert int(result.row[0]) == 7
+
+
+def test_stop_finishes_what_is_queued():
+    forward = FakeForward()
+
+    async def main():
+        b = Batcher(forward, BatchLimits(max_batch_requests=2, max_wait_ms=500))
+        await b.start()
+        futures = b.submit(items(5))
+        await b.stop()
+        return [f.done() and not f.cancelled() for f in futures], b.alive
+
+    done, alive = asyncio.run(main())
+    assert all(done) and not alive
+    assert sorted(i for batch in forward.batches for i in batch) == list(range(5))
+
+
+# -- through the HTTP app --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def classifier(tf_camembert_dir):
+    return coulisse.pipeline("sentiment-analysis", model=str(tf_camembert_dir))
+
+
+TEXTS = [f"Critique n°{i} : " + " ".join(["bon"] * (i % 7) + ["mauvais"] * (i % 5)) + " film." for i in range(24)]
+
+
+async def serve(app, scenario):
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            return await scenario(client)
+
+
+def test_results_do_not_depend_on_batch_neighbours(classifier):
+    """Concurrent clients share batches; each answer matches the same text sent alone."""
+    app = create_app(classifier, ServerSettings(max_wait_ms=20, max_batch_requests=64))
+
+    batches = app.state.metrics.batch_size.count
+
+    async def scenario(client):
+        alone = [(await client.post("/predict", json={"inputs": t})).json() for t in TEXTS]
+        assert batches() == len(TEXTS)
+        together = await asyncio.gather(*(client.post("/predict", json={"inputs": t}) for t in TEXTS))
+        assert batches() < 2 * len(TEXTS), "concurrent requests should have shared batches"
+        mixed = await asyncio.gather(*(client.post("/predict", json={"inputs": TEXTS[i:i + 3]})
+                                       for i in range(0, len(TEXTS), 3)))
+        return alone, [r.json() for r in together], [x for r in mixed for x in r.json()]
+
+    alone, together, mixed = asyncio.run(serve(app, scenario))
+    for a, t, m in zip(alone, together, mixed, strict=True):
+        for other in (t, m):
+            assert [r["label"] for r in other] == [r["label"] for r in a]
+            # Packed attention keeps sequences apart; the matmul over a taller batch may round the last bit.
+            assert [r["score"] for r in other] == pytest.approx([r["score"] for r in a], abs=1e-6)
+
+
+def test_a_client_that_leaves_costs_no_compute(classifier, monkeypatch):
+    seen: list[int] = []
+    forward = classifier.forward
+
+    def counting(items, progress=None):
+        seen.append(len(items))
+        return forward(items)
+
+    monkeypatch.setattr(classifier, "forward", counting)
+    app = create_app(classifier, ServerSettings(max_wait_ms=300))
+    sent = []
+
+    async def receive():
+        if not sent:
+            sent.append(1)
+            return {"type": "http.request", "body": b'{"inputs": ["a", "b", "c"]}', "more_body": False}
+        return {"type": "http.disconnect"}  # the client hangs up while its inputs wait in the queue
+
+    async def send(message):
+        pass
+
+    async def main():
+        async with app.router.lifespan_context(app):
+            scope = {"type": "http", "method": "POST", "path": "/predict", "raw_path": b"/predict",
+                     "query_string": b"", "headers": [(b"content-type", b"application/json")],
+                     "http_version": "1.1", "scheme": "http", "server": ("t", 80), "client": ("c", 1),
+                     "root_path": "", "app": app, "state": {}}
+            await app(scope, receive, send)
+            await asyncio.sleep(0.4)  # past the deadline: the batch would have run by now
+
+    asyncio.run(main())
+    assert seen == [] and app.state.metrics.batch_dropped.value() == 3
+    assert app.state.metrics.request_failure.value(err="cancelled") == 1

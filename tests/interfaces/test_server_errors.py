@@ -1,0 +1,148 @@
+"""Each error status of the table, always in TEI's `{"error", "error_type"}` body; and the API key."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import threading
+
+import pytest
+
+pytest.importorskip("fastapi")
+import httpx  # noqa: E402
+from starlette.testclient import TestClient  # noqa: E402
+
+import coulisse  # noqa: E402
+from coulisse.interfaces.server import ServerSettings, create_app  # noqa: E402
+from coulisse.interfaces.server.errors import ERRORS  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def classifier(tf_camembert_dir):
+    return coulisse.pipeline("sentiment-analysis", model=str(tf_camembert_dir))
+
+
+@pytest.fixture(scope="module")
+def client(classifier):
+    settings = ServerSettings(max_client_batch_size=4, payload_limit=10_000)
+    with TestClient(create_app(classifier, settings), raise_server_exceptions=False) as c:
+        yield c
+
+
+def error(r, status: int, error_type: str) -> str:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    body = r.json()
+    assert set(body) == {"error", "error_type"} and body["error_type"] == error_type
+    return body["error"]
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"inputs": 5}, "inputs"),
+    ({"inputs": [["a", "b", "c"]]}, "inputs"),
+    ({"inputs": ["a", 3]}, "inputs"),
+    ({"inputs": "a", "raw_scores": "yes"}, "raw_scores"),
+    ({"inputs": "a", "truncate": 1}, "truncate"),
+    ({"inputs": "a", "truncation_direction": "Left"}, "truncation_direction"),
+    ({"text": "a"}, "inputs"),
+])
+def test_wrong_types_are_422_naming_the_field(client, body, field):
+    assert error(client.post("/predict", json=body), 422, "validation").startswith(f"{field}:")
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"", b"[1, 2]", b'"text"'])
+def test_malformed_json_is_422(client, content):
+    r = client.post("/predict", content=content, headers={"content-type": "application/json"})
+    assert error(r, 422, "validation")
+
+
+def test_empty_batch_is_400(client):
+    assert error(client.post("/predict", json={"inputs": []}), 400, "empty") == "`inputs` cannot be empty"
+
+
+def test_too_many_inputs_is_413(client):
+    message = error(client.post("/predict", json={"inputs": ["a"] * 5}), 413, "validation")
+    assert message.startswith("batch size 5 > maximum allowed batch size 4")
+
+
+def test_too_large_a_body_is_413(client):
+    assert "--payload-limit" in error(client.post("/predict", json={"inputs": "a" * 20_000}), 413, "validation")
+
+
+def test_unknown_route_and_method(client):
+    error(client.get("/nope"), 404, "not_found")
+    error(client.get("/predict"), 405, "method_not_allowed")
+
+
+def test_model_failure_is_500_with_a_logged_request_id(classifier, caplog, monkeypatch):
+    def broken(items, progress=None):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(classifier, "forward", broken)
+    app = create_app(classifier)
+    with caplog.at_level(logging.ERROR), TestClient(app, raise_server_exceptions=False) as c:
+        r = c.post("/predict", json={"inputs": ["a", "b"]})
+        message = error(r, 500, "backend")
+        assert c.get("/health").status_code == 200  # one failed batch does not make the server unhealthy
+        assert 'te_request_failure{err="backend"} 1' in c.get("/metrics").text
+    request_id = r.headers["x-request-id"]
+    assert request_id in message and "out of memory" not in message  # internals stay in the log
+    logged = [rec for rec in caplog.records if request_id in rec.getMessage()]
+    assert logged and logged[0].exc_info is not None and "out of memory" in str(logged[0].exc_info[1])
+
+
+def test_overload_is_429_never_a_queue(classifier, monkeypatch):
+    """Two permits: two requests hold them inside a blocked forward pass, the third is refused at once."""
+    release = threading.Event()
+    forward = classifier.forward
+
+    def slow(items, progress=None):
+        release.wait(10)
+        return forward(items)
+
+    monkeypatch.setattr(classifier, "forward", slow)
+    app = create_app(classifier, ServerSettings(max_concurrent_requests=2, max_wait_ms=0))
+
+    async def scenario():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+                held = [asyncio.create_task(c.post("/predict", json={"inputs": t})) for t in ("a", "b")]
+                while app.state.metrics.in_flight.value() < 2:
+                    await asyncio.sleep(0.005)
+                refused = await c.post("/predict", json={"inputs": "c"})
+                release.set()
+                return refused, await asyncio.gather(*held)
+
+    refused, held = asyncio.run(scenario())
+    assert "--max-concurrent-requests" in error(refused, 429, "overloaded")
+    assert [r.status_code for r in held] == [200, 200]
+
+
+def test_api_key(classifier, monkeypatch, caplog):
+    compared = []
+    real = hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: compared.append(1) or real(a, b))
+    with caplog.at_level(logging.DEBUG), TestClient(create_app(classifier, ServerSettings(api_key="s3cret"))) as c:
+        error(c.post("/predict", json={"inputs": "a"}), 401, "unauthorized")
+        error(c.post("/predict", json={"inputs": "a"}, headers={"Authorization": "Bearer wrong"}), 401,
+              "unauthorized")
+        error(c.post("/predict", json={"inputs": "a"}, headers={"Authorization": "Basic s3cret"}), 401,
+              "unauthorized")
+        error(c.get("/info"), 401, "unauthorized")
+        error(c.post("/predict", json={"bad": 1}), 401, "unauthorized")  # auth before validation
+        ok = c.post("/predict", json={"inputs": "a"}, headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
+        assert c.get("/info", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.get("/health").status_code == 200 and c.get("/metrics").status_code == 200  # public, as in TEI
+        assert "bearer" in str(c.get("/openapi.json").json()["components"]["securitySchemes"]).lower()
+    assert compared, "the key must be compared with hmac.compare_digest"
+    assert all("s3cret" not in rec.getMessage() for rec in caplog.records)
+
+
+def test_every_error_kind_has_a_distinct_meaning():
+    assert all(400 <= spec.status < 600 and spec.error_type and spec.description for spec in ERRORS.values())
+    assert ERRORS["validation"].status == 422 and ERRORS["batch_size"].status == 413
+    assert ERRORS["overloaded"].status == 429 and ERRORS["unauthorized"].status == 401
+    assert ERRORS["backend"].status == 500

@@ -1,0 +1,146 @@
+"""`coulisse serve` routes: TEI's shapes, and the same numbers as the pipeline called in-process."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+from starlette.testclient import TestClient  # noqa: E402
+
+import coulisse  # noqa: E402
+from coulisse.interfaces.server import ServerSettings, create_app  # noqa: E402
+
+TEXTS = ["J'ai adoré ce film, les acteurs sont formidables.", "Quel ennui...", "Bof.",
+         "Le scénario est prévisible, mais « Amélie » reste un chef-d'œuvre 😍"]
+
+
+@pytest.fixture(scope="module")
+def classifier(tf_camembert_dir):
+    return coulisse.pipeline("sentiment-analysis", model=str(tf_camembert_dir))
+
+
+@pytest.fixture(scope="module")
+def client(classifier):
+    with TestClient(create_app(classifier, ServerSettings(model_id="tiny-camembert"))) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def embedder(minilm_dir):
+    return coulisse.pipeline("feature-extraction", model=str(minilm_dir))
+
+
+def assert_sorted_labels(result, labels):
+    assert [set(r) for r in result] == [{"label", "score"}] * len(labels)
+    assert sorted(r["label"] for r in result) == sorted(labels)
+    scores = [r["score"] for r in result]
+    assert scores == sorted(scores, reverse=True)
+
+
+def assert_same_scores(served, expected, tol=1e-6):
+    """Across different batch compositions packed matmuls may differ in the last bit (~1e-7)."""
+    assert [r["label"] for r in served] == [r["label"] for r in expected]
+    assert [r["score"] for r in served] == pytest.approx([r["score"] for r in expected], abs=tol)
+
+
+def test_predict_single_is_a_sorted_list(client):
+    r = client.post("/predict", json={"inputs": TEXTS[0]})
+    assert r.status_code == 200, r.text
+    assert_sorted_labels(r.json(), ["NEGATIVE", "POSITIVE"])
+    assert r.headers["x-request-id"] and int(r.headers["x-compute-tokens"]) > 2
+
+
+def test_predict_batch_is_a_list_of_lists(client):
+    r = client.post("/predict", json={"inputs": TEXTS})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body) == len(TEXTS)
+    for result in body:
+        assert_sorted_labels(result, ["NEGATIVE", "POSITIVE"])
+
+
+def test_predict_equals_the_pipeline(client, classifier):
+    served = client.post("/predict", json={"inputs": TEXTS}).json()
+    assert served == classifier(TEXTS, top_k=None)  # same batch, same bits
+    assert client.post("/predict", json={"inputs": TEXTS[1]}).json() == classifier(TEXTS[1], top_k=None)
+
+
+def test_raw_scores_are_the_logits(client, classifier):
+    served = client.post("/predict", json={"inputs": TEXTS[:2], "raw_scores": True}).json()
+    logits = classifier.forward(classifier.preprocess(TEXTS[:2]))
+    for result, row in zip(served, logits, strict=True):
+        by_label = {r["label"]: r["score"] for r in result}
+        assert by_label == pytest.approx({classifier.config.id2label[i]: float(v) for i, v in enumerate(row)},
+                                         abs=1e-6)
+
+
+def test_tei_batch_form_with_pairs(client, classifier):
+    """TEI's [[text], [text, text_pair]] form: a pair is tokenized as one sequence pair."""
+    served = client.post("/predict", json={"inputs": [[TEXTS[0]], [TEXTS[1], TEXTS[2]]]}).json()
+    assert_same_scores(served[0], classifier(TEXTS[0], top_k=None))
+    assert_same_scores(served[1], classifier({"text": TEXTS[1], "text_pair": TEXTS[2]}, top_k=None))
+
+
+def test_truncate_flag(client, classifier):
+    long = "Un film long, très long. " * 300
+    assert client.post("/predict", json={"inputs": long}).json() == classifier(long, top_k=None)
+    r = client.post("/predict", json={"inputs": long, "truncate": False})
+    assert r.status_code == 413 and r.json()["error_type"] == "validation"
+    assert "512" in r.json()["error"]
+
+
+def test_health_info_metrics(client):
+    assert client.get("/health").status_code == 200
+    info = client.get("/info").json()
+    assert info["model_id"] == "tiny-camembert"
+    assert info["labels"] == ["NEGATIVE", "POSITIVE"]
+    assert info["model_type"] == {"classifier": {"id2label": {"0": "NEGATIVE", "1": "POSITIVE"},
+                                                 "label2id": {"NEGATIVE": 0, "POSITIVE": 1}}}
+    assert info["max_input_length"] == 512 and info["max_client_batch_size"] == 32
+    client.post("/predict", json={"inputs": "x"})
+    client.post("/predict", json={"inputs": []})
+    text = client.get("/metrics").text
+    for name in ("te_request_count", "te_request_duration_bucket", "te_queue_size", "te_batch_next_size_bucket",
+                 "te_batch_next_tokens_bucket", "te_request_failure", "te_batch_inference_duration_count"):
+        assert name in text, name
+    assert 'te_request_failure{err="empty"}' in text
+    assert 'te_request_count{route="predict",method="single"}' in text
+
+
+def test_openapi_and_docs(client):
+    schema = client.get("/openapi.json").json()
+    assert "/predict" in schema["paths"] and "/embed" not in schema["paths"]  # the served task only
+    inputs = schema["components"]["schemas"]["PredictRequest"]["properties"]["inputs"]
+    assert any(f.get("maxItems") == 32 for f in inputs["anyOf"])
+    assert client.get("/api-doc/openapi.json").json() == schema
+    assert "swagger" in client.get("/docs").text.lower()
+
+
+def test_embed_is_pooled_and_normalized(embedder):
+    with TestClient(create_app(embedder)) as c:
+        r = c.post("/embed", json={"inputs": TEXTS[:3]})
+        assert r.status_code == 200, r.text
+        vectors = np.array(r.json())
+        raw = np.array(c.post("/embed", json={"inputs": TEXTS[0], "normalize": False}).json())
+        assert c.get("/info").json()["model_type"] == {"embedding": {"pooling": "mean"}}
+        assert c.post("/predict", json={"inputs": "x"}).status_code == 424
+    hidden = [np.asarray(embedder(t)[0]).mean(axis=0) for t in TEXTS[:3]]
+    expected = np.stack([h / np.linalg.norm(h) for h in hidden])
+    assert vectors.shape == (3, 384)
+    np.testing.assert_allclose(vectors, expected, atol=1e-5)
+    np.testing.assert_allclose(raw, hidden[0][None], atol=1e-5)
+
+
+def test_embed_matches_sentence_transformers(embedder, minilm_dir):
+    st = pytest.importorskip("sentence_transformers")
+    reference = st.SentenceTransformer(str(minilm_dir), device="cpu").encode(TEXTS, normalize_embeddings=True)
+    with TestClient(create_app(embedder)) as c:
+        served = np.array(c.post("/embed", json={"inputs": TEXTS}).json())
+    np.testing.assert_allclose(served, reference, atol=1e-5)
+
+
+def test_embed_on_a_classifier_is_teis_424(client):
+    r = client.post("/embed", json={"inputs": "x"})
+    assert r.status_code == 424
+    assert r.json()["error_type"] == "backend" and "not an embedding model" in r.json()["error"]

@@ -1,0 +1,87 @@
+"""A real `coulisse serve` process on 127.0.0.1: SIGTERM with requests in flight answers them all, exits 0."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("uvicorn")
+
+IN_FLIGHT = 8
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def metric(base: str, name: str) -> float:
+    for line in httpx.get(f"{base}/metrics", timeout=5).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+@pytest.fixture
+def server(tf_camembert_dir):
+    port = free_port()
+    # A long deadline and no count limit: the requests wait in the queue when SIGTERM arrives.
+    env = {**os.environ, "COULISSE_MAX_WAIT_MS": "1500", "COULISSE_MAX_BATCH_REQUESTS": "1000"}
+    env.pop("COULISSE_API_KEY", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "coulisse.interfaces.cli", "serve", "--model", str(tf_camembert_dir),
+         "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the server exited with {proc.returncode}:\n{proc.stdout.read()}")
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail("the server did not answer /health within 120 s")
+    yield proc, base
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def test_sigterm_finishes_in_flight_requests_and_exits_0(server):
+    proc, base = server
+    texts = [f"Film numéro {i}, plutôt réussi." for i in range(IN_FLIGHT)]
+    with ThreadPoolExecutor(IN_FLIGHT) as pool:
+        pending = [pool.submit(httpx.post, f"{base}/predict", json={"inputs": t}, timeout=60) for t in texts]
+        deadline = time.monotonic() + 20
+        while metric(base, "te_requests_in_flight") < IN_FLIGHT:
+            assert time.monotonic() < deadline, "the requests never reached the queue"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        refused = False
+        for _ in range(50):  # the listening socket closes at once; in-flight requests go on
+            try:
+                httpx.get(f"{base}/health", timeout=0.5)
+            except httpx.TransportError:
+                refused = True
+                break
+            time.sleep(0.02)
+        responses = [f.result() for f in pending]
+    code = proc.wait(timeout=60)
+    output = proc.stdout.read()
+    assert [r.status_code for r in responses] == [200] * IN_FLIGHT, output
+    assert all(r.json()[0]["label"] in ("POSITIVE", "NEGATIVE") for r in responses)
+    assert refused, "new connections should be refused once SIGTERM arrived"
+    assert code == 0, output

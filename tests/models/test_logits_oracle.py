@@ -1,0 +1,113 @@
+"""Logits and hidden states equal transformers' (fp32, max |Δ| ≤ 1e-4) for every architecture × weight format,
+and for every tokenizer format, on tiny random checkpoints that transformers itself wrote (tests/factory.py).
+
+Coverage:
+- classifier: 5 architectures × 4 weight formats (safetensors, sharded safetensors, torch.save .bin,
+  sharded .bin + index), each with its native slow tokenizer files (vocab.txt for BERT and DistilBERT,
+  sentencepiece for CamemBERT and XLM-R, vocab.json + merges.txt for RoBERTa);
+- tokenizer.json: the 5 architectures (safetensors);
+- base model: the 5 architectures × (base checkpoint as safetensors and .bin, classifier checkpoint read
+  as a base model), compared on real tokens;
+each batched (padded `model(**inputs)`, and the packed engine) and one text at a time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from factory import (
+    ARCHS,
+    LABELS,
+    NATIVE_TOKENIZER,
+    TEXTS,
+    WEIGHT_FORMATS,
+    assert_close,
+    assert_distinct_rows,
+    assert_same_encoding,
+)
+
+from coulisse import pipeline
+
+_REFERENCE: dict = {}
+
+
+def reference(factory, arch: str, tokenizer_format: str, base: bool):
+    """transformers' inputs and outputs for TEXTS, batched and one by one (computed once per session)."""
+    key = (arch, tokenizer_format, base)
+    if key not in _REFERENCE:
+        ref = factory.reference(arch)
+        tok = factory.hf_tokenizer(arch, tokenizer_format)
+        model = ref.base if base else ref.model
+
+        def run(texts):
+            inputs = tok(texts, padding=True, truncation=True, max_length=ref.max_length, return_tensors="pt")
+            if arch == "distilbert":
+                # transformers 5 maps distilbert to BertTokenizer, whose token_type_ids DistilBERT ignores;
+                # coulisse, like DistilBertTokenizer, returns only what the model takes.
+                assert not inputs.pop("token_type_ids").any()
+            with torch.no_grad():
+                out = model(**inputs)
+            return inputs, out.last_hidden_state if base else out.logits
+
+        _REFERENCE[key] = run(TEXTS), [run([t]) for t in TEXTS]
+    return _REFERENCE[key]
+
+
+def check_classifier(factory, arch: str, directory, tokenizer_format: str) -> None:
+    pipe = pipeline("text-classification", model=directory)
+    (inputs, logits), singles = reference(factory, arch, tokenizer_format, base=False)
+    assert_distinct_rows(logits)
+    assert pipe.config.id2label == LABELS
+
+    ours_inputs = pipe.tokenizer(TEXTS, padding=True, truncation=True, return_tensors="pt")
+    assert_same_encoding(ours_inputs, inputs)
+    assert_close(f"logits batched [{arch}]", pipe.model(**ours_inputs).logits, logits)
+    # The packed, length-sorted engine behind pipe(...).
+    assert_close(f"logits engine [{arch}]", np.stack(pipe.forward(pipe.preprocess(TEXTS))), logits)
+
+    for text, (single_inputs, single_logits) in zip(TEXTS, singles):
+        ours_single = pipe.tokenizer([text], truncation=True, return_tensors="pt")
+        assert_same_encoding(ours_single, single_inputs)
+        assert_close(f"logits one by one [{arch}]", pipe.model(**ours_single).logits, single_logits)
+
+
+@pytest.mark.parametrize("weights", WEIGHT_FORMATS)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_classifier_logits_equal_transformers(factory, arch, weights):
+    directory = factory.checkpoint(arch, weights)
+    check_classifier(factory, arch, directory, NATIVE_TOKENIZER[arch])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_tokenizer_json_checkpoints_equal_transformers(factory, arch):
+    directory = factory.checkpoint(arch, "safetensors", tokenizer="tokenizer.json")
+    assert (directory / "tokenizer.json").is_file()
+    assert not any((directory / n).exists() for n in ("vocab.txt", "vocab.json", "sentencepiece.bpe.model"))
+    check_classifier(factory, arch, directory, "tokenizer.json")
+
+
+@pytest.mark.parametrize("source", ["base-safetensors", "base-bin", "classifier"])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_hidden_states_equal_transformers(factory, arch, source):
+    weights = "bin" if source == "base-bin" else "safetensors"
+    directory = factory.checkpoint(arch, weights, base=source != "classifier")
+    pipe = pipeline("feature-extraction", model=directory)
+    (inputs, hidden), singles = reference(factory, arch, NATIVE_TOKENIZER[arch], base=True)
+    real = inputs["attention_mask"].bool()
+    assert_distinct_rows(hidden[:, 0])
+
+    ours_inputs = pipe.tokenizer(TEXTS, padding=True, truncation=True, return_tensors="pt")
+    assert_same_encoding(ours_inputs, inputs)
+    ours = pipe.model(**ours_inputs).last_hidden_state
+    assert ours.shape == hidden.shape
+    assert_close(f"hidden states batched [{arch}]", ours[real], hidden[real])
+
+    # pipe(texts) returns, per text, [1][tokens][hidden] as transformers' feature-extraction pipeline does.
+    features = pipe(TEXTS)
+    for i, feature in enumerate(features):
+        assert_close(f"hidden states pipeline [{arch}]", np.asarray(feature)[0], hidden[i][real[i]])
+
+    for text, (single_inputs, single_hidden) in zip(TEXTS, singles):
+        out = pipe.model(**pipe.tokenizer([text], truncation=True, return_tensors="pt")).last_hidden_state
+        assert_close(f"hidden states one by one [{arch}]", out, single_hidden)

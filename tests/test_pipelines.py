@@ -1,0 +1,192 @@
+"""`coulisse.pipeline`: the three public stages of the notebook, batching that does not change results, and
+post-processing with transformers' output shapes and default rule. Oracles: transformers 5's
+`pipeline("text-classification")` on the same tiny checkpoint, and the TF fixture's logits."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from factory import TEXTS, assert_close
+
+from coulisse import pipeline
+from coulisse.errors import InputError
+from coulisse.tasks.text_classification import default_function, label_scores
+
+SHORT = ["Un film magnifique, des acteurs excellents.", "Quel ennui… deux heures perdues !", "Bof.",
+         "« Amélie » 😍", "À\tvoir\nabsolument"]
+
+# (num_labels, problem_type) -> the function transformers applies by default
+LABEL_CONFIGS = {
+    "3-labels": (3, None),
+    "3-labels-single": (3, "single_label_classification"),
+    "1-label": (1, None),
+    "multi-label": (3, "multi_label_classification"),
+    "regression": (1, "regression"),
+}
+OPTIONS = [{}, {"top_k": 1}, {"top_k": None}, {"top_k": 2}, {"function_to_apply": "softmax"},
+           {"function_to_apply": "sigmoid", "top_k": None}, {"function_to_apply": "none", "top_k": 2}]
+
+
+def assert_same_results(ours, theirs, tol: float = 1e-4) -> None:
+    """Same nesting, same labels in the same order, scores within `tol`."""
+    assert type(ours) is type(theirs), (ours, theirs)
+    if isinstance(theirs, list):
+        assert len(ours) == len(theirs), (ours, theirs)
+        for a, b in zip(ours, theirs):
+            assert_same_results(a, b, tol)
+    else:
+        assert set(ours) == set(theirs) == {"label", "score"}
+        assert ours["label"] == theirs["label"], (ours, theirs)
+        assert isinstance(ours["score"], float)
+        assert abs(ours["score"] - theirs["score"]) <= tol, (ours, theirs)
+
+
+@pytest.fixture(scope="module", params=list(LABEL_CONFIGS))
+def pipes(request, factory):
+    import transformers
+
+    num_labels, problem_type = LABEL_CONFIGS[request.param]
+    directory = factory.checkpoint("bert", num_labels=num_labels, problem_type=problem_type)
+    theirs = transformers.pipeline("text-classification", model=str(directory), device="cpu")
+    return pipeline("text-classification", model=directory), theirs
+
+
+# -- post-processing --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+def test_outputs_equal_transformers_pipeline(pipes, options):
+    ours, theirs = pipes
+    assert_same_results(ours(SHORT[0], **options), theirs(SHORT[0], **options))
+    assert_same_results(ours(SHORT, **options), theirs(SHORT, **options))
+
+
+def test_legacy_shapes(pipes):
+    ours, _ = pipes
+    single = ours(SHORT[0])
+    assert isinstance(single, list) and len(single) == 1 and set(single[0]) == {"label", "score"}
+    many = ours(SHORT[:2])
+    assert isinstance(many, list) and all(isinstance(r, dict) for r in many)
+    every = ours(SHORT[0], top_k=None)
+    assert [r["label"] for r in every] != [] and len(every) == ours.config.num_labels
+    assert [r["score"] for r in every] == sorted((r["score"] for r in every), reverse=True)
+
+
+def test_postprocess_without_weights_equals_transformers(pipes):
+    """label_scores / default_function are plain numpy: feed both implementations the same logits."""
+    from transformers.pipelines.text_classification import ClassificationFunction
+
+    ours, theirs = pipes
+    cfg = ours.config
+    rng = np.random.default_rng(0)
+    function = default_function(cfg.problem_type, cfg.num_labels)
+    for _ in range(5):
+        logits = rng.normal(scale=3, size=cfg.num_labels).astype(np.float32)
+        outputs = {"logits": torch.from_numpy(logits[None])}
+        for top_k, legacy in [(1, True), (1, False), (None, False), (2, False)]:
+            assert_same_results(label_scores(logits, cfg.id2label, function, top_k, legacy),
+                                theirs.postprocess(outputs, top_k=top_k, _legacy=legacy), tol=1e-6)
+            for name in ("softmax", "sigmoid", "none"):
+                assert_same_results(
+                    label_scores(logits, cfg.id2label, name, top_k, legacy),
+                    theirs.postprocess(outputs, function_to_apply=ClassificationFunction[name.upper()],
+                                       top_k=top_k, _legacy=legacy), tol=1e-6)
+
+
+@pytest.mark.parametrize(("problem_type", "num_labels", "function"), [
+    ("regression", 1, "none"), ("regression", 3, "none"), ("multi_label_classification", 3, "sigmoid"),
+    (None, 1, "sigmoid"), ("single_label_classification", 1, "sigmoid"), (None, 2, "softmax"),
+    ("single_label_classification", 5, "softmax"),
+])
+def test_default_function_rule(problem_type, num_labels, function):
+    """transformers' rule, as written in TextClassificationPipeline.postprocess."""
+    assert default_function(problem_type, num_labels) == function
+
+
+def test_pipeline_keyword_defaults_and_bad_options(pipes):
+    ours, _ = pipes
+    directory = ours.checkpoint.directory
+    every = pipeline("text-classification", model=directory, top_k=None)
+    assert_same_results(every(SHORT[0]), ours(SHORT[0], top_k=None))
+    with pytest.raises(InputError, match="top_k"):
+        ours(SHORT[0], top_k=0)
+    with pytest.raises(InputError, match="function_to_apply"):
+        ours(SHORT[0], function_to_apply="tanh")
+    with pytest.raises(InputError, match="unknown option"):
+        ours(SHORT[0], top_n=2)
+
+
+def test_text_pairs_equal_transformers(factory):
+    import transformers
+
+    directory = factory.checkpoint("bert")
+    ours = pipeline("text-classification", model=directory)
+    theirs = transformers.pipeline("text-classification", model=str(directory), device="cpu")
+    pair = {"text": "Le film est-il bon ?", "text_pair": "Oui, excellent."}
+    assert_same_results(ours(pair), theirs(pair))
+    assert_same_results(ours([pair, {"text": "Bof.", "text_pair": "Nul."}], top_k=None),
+                        theirs([pair, {"text": "Bof.", "text_pair": "Nul."}], top_k=None))
+
+
+# -- batching never changes results -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ["camembert", "bert", "distilbert"])
+@pytest.mark.parametrize("max_batch_tokens", [4096, 40])
+def test_batched_equals_one_by_one(factory, arch, max_batch_tokens):
+    pipe = pipeline("text-classification", model=factory.checkpoint(arch), max_batch_tokens=max_batch_tokens)
+    texts = TEXTS + SHORT
+    batched = pipe(texts, top_k=None, function_to_apply="none")
+    for text, result in zip(texts, batched):
+        single = pipe(text, top_k=None, function_to_apply="none")
+        assert [r["label"] for r in single] == [r["label"] for r in result]
+        assert_close("pipeline batched vs one by one", [r["score"] for r in result],
+                     [r["score"] for r in single], tol=1e-5)
+
+    features = pipeline("feature-extraction", model=factory.checkpoint(arch, base=True),
+                        max_batch_tokens=max_batch_tokens)
+    batched = features(texts)
+    for text, result in zip(texts, batched):
+        assert_close("feature-extraction batched vs one by one", np.asarray(result),
+                     np.asarray(features(text)), tol=1e-5)
+
+
+def test_feature_extraction_shape_and_tensors(factory):
+    pipe = pipeline("feature-extraction", model=factory.checkpoint("roberta", base=True))
+    ids = pipe.tokenizer(SHORT[0])["input_ids"]
+    out = pipe(SHORT[0])
+    assert len(out) == 1 and len(out[0]) == len(ids) and len(out[0][0]) == 32
+    tensor = pipe(SHORT[0], return_tensors=True)
+    assert isinstance(tensor, torch.Tensor) and tensor.shape == (1, len(ids), 32)
+    assert np.allclose(tensor.numpy(), np.asarray(out))
+
+
+# -- the notebook's three stages, on the TensorFlow oracle ----------------------------------------------
+
+
+def test_three_stages_like_the_notebook(tf_camembert_dir):
+    expected = json.loads((tf_camembert_dir / "expected.json").read_text(encoding="utf-8"))
+    classifier = pipeline("sentiment-analysis", model=tf_camembert_dir)
+    raw_inputs = expected["texts"][:2]
+
+    inputs = classifier.tokenizer(raw_inputs, padding=True, truncation=True, return_tensors="pt")
+    assert inputs["input_ids"][0].tolist() == expected["input_ids"][0]
+    outputs = classifier.model(**inputs)
+    assert outputs.logits.shape == torch.Size([2, 2])
+    assert_close("notebook stages vs TF", outputs.logits, np.float32(expected["logits"][:2]))
+    assert classifier.model.config.id2label == {0: "NEGATIVE", 1: "POSITIVE"}
+
+    logits = np.asarray(expected["logits"][:2], dtype=np.float64)
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    want = [{"label": ["NEGATIVE", "POSITIVE"][int(p.argmax())], "score": float(p.max())} for p in probs]
+    assert_same_results(classifier.postprocess(outputs.logits), want)
+    assert_same_results(classifier(raw_inputs), want)
+    assert_same_results(classifier(raw_inputs[0]), want[:1])
+
+
+def test_unknown_task_is_refused(tf_camembert_dir):
+    with pytest.raises(InputError, match="summarization"):
+        pipeline("summarization", model=tf_camembert_dir)

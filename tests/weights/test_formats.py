@@ -1,0 +1,91 @@
+"""Weight files: each format that transformers or torch writes reads back to exactly the tensors that were
+saved; the preferred file wins; pickles are loaded with weights_only; half-precision checkpoints run in fp32."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from factory import WEIGHT_FORMATS, assert_close
+
+from coulisse import pipeline
+from coulisse.errors import ModelLoadError
+from coulisse.weights import WEIGHT_FILES, read_weights
+
+INDEX = {"sharded-safetensors": "model.safetensors.index.json", "sharded-bin": "pytorch_model.bin.index.json",
+         "safetensors": "model.safetensors", "bin": "pytorch_model.bin"}
+
+
+@pytest.mark.parametrize("weights", WEIGHT_FORMATS)
+def test_every_format_reads_back_the_saved_state_dict(factory, weights):
+    directory = factory.checkpoint("bert", weights)
+    tensors, path = read_weights(directory)
+    assert path.name == INDEX[weights]
+    saved = factory.reference("bert").model.state_dict()
+    assert sorted(tensors) == sorted(saved)
+    for key, value in saved.items():
+        assert torch.equal(tensors[key], value), key
+
+
+def test_sharded_checkpoints_really_have_several_shards(factory):
+    for weights in ("sharded-safetensors", "sharded-bin"):
+        index = json.loads((factory.checkpoint("bert", weights) / INDEX[weights]).read_text())
+        assert len(set(index["weight_map"].values())) > 1
+
+
+def test_safetensors_is_preferred_over_bin_and_h5(factory, tf_camembert_dir, tmp_path):
+    """A folder with every format: the safe, mmap-able one is read (transformers' order too)."""
+    shutil.copytree(factory.checkpoint("camembert", "safetensors"), tmp_path, dirs_exist_ok=True)
+    shutil.copy(factory.checkpoint("camembert", "bin") / "pytorch_model.bin", tmp_path)
+    shutil.copy(tf_camembert_dir / "tf_model.h5", tmp_path)  # another model: must not be read
+    _, path = read_weights(tmp_path)
+    assert path.name == "model.safetensors" == WEIGHT_FILES[0]
+    (tmp_path / "model.safetensors").unlink()
+    _, path = read_weights(tmp_path)
+    assert path.name == "pytorch_model.bin"
+
+
+def test_bin_is_loaded_with_weights_only(tmp_path, factory):
+    """A .bin is a pickle: one that would run code on load must be refused, and the code never run."""
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (marker.touch, ())
+
+    shutil.copy(factory.checkpoint("bert", "bin") / "config.json", tmp_path)
+    torch.save({"bert.embeddings.word_embeddings.weight": torch.zeros(2, 2), "evil": Payload()},
+               tmp_path / "pytorch_model.bin")
+    with pytest.raises(ModelLoadError, match="pytorch_model.bin"):
+        read_weights(tmp_path)
+    assert not marker.exists()
+
+
+def test_bin_holding_something_else_than_a_state_dict(tmp_path):
+    torch.save([torch.zeros(3)], tmp_path / "pytorch_model.bin")
+    with pytest.raises(ModelLoadError, match="state dict"):
+        read_weights(tmp_path)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_checkpoint_runs_in_fp32(factory, tmp_path, dtype):
+    """fp16/bf16 weights are upcast: logits equal transformers' fp32 model holding the same rounded weights."""
+    import copy
+
+    ref = copy.deepcopy(factory.reference("roberta").model).to(dtype)
+    ref.save_pretrained(tmp_path)
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(factory.tokenizer_files("roberta") / name, tmp_path)
+    ref = ref.float()
+    texts = ["Un film magnifique.", "Quel ennui, vraiment…"]
+    tok = factory.hf_tokenizer("roberta")
+    with torch.no_grad():
+        want = ref(**tok(texts, padding=True, return_tensors="pt")).logits
+    pipe = pipeline("text-classification", model=tmp_path)
+    got = pipe.model(**pipe.tokenizer(texts, padding=True, return_tensors="pt")).logits
+    assert got.dtype == torch.float32
+    assert_close(f"logits from {str(dtype).removeprefix('torch.')} weights", got, want)
+    assert np.abs(want[0].numpy() - want[1].numpy()).max() > 1e-2
