@@ -54,13 +54,14 @@ class Pipeline:
     task = ""
     head: str | None = None
 
-    def __init__(self, checkpoint: Checkpoint, *, device: str = "cpu", max_batch_tokens: int = 4096,
-                 **defaults: Any):
+    def __init__(self, checkpoint: Checkpoint, *, device: str = "cpu", dtype: str | torch.dtype | None = None,
+                 max_batch_tokens: int = 4096, **defaults: Any):
         self.checkpoint = checkpoint
         self.tokenizer = checkpoint.tokenizer
         self.model = checkpoint.model
         self.device = torch.device(device)
-        self.model.to(self.device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.model.to(self.device, self.dtype)
         self.engine = Engine(self.model, max_batch_tokens=max_batch_tokens, device=self.device,
                              uses_token_types="token_type_ids" in self.tokenizer.model_input_names)
         self.defaults = defaults
@@ -80,6 +81,21 @@ class Pipeline:
         return f"{type(self).__name__}(task={self.task!r}, model={self.checkpoint.name!r})"
 
 
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """fp32 on CPU (exact), fp16 on GPUs unless told otherwise."""
+    if dtype is None:
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise InputError(f"dtype={dtype!r}; use one of {', '.join(DTYPES)}.")
+    return DTYPES[dtype]
+
+
 def _task_class(task: str) -> type[Pipeline]:
     from coulisse.tasks import TASKS
 
@@ -92,11 +108,13 @@ def _task_class(task: str) -> type[Pipeline]:
 
 
 def pipeline(task: str = "sentiment-analysis", model: str | Path | None = None, *,
-             revision: str | None = None, device: str = "cpu", threads: int | None = None,
-             max_batch_tokens: int = 4096, quantize: str | None = None, **kwargs: Any) -> Pipeline:
+             revision: str | None = None, device: str = "cpu", dtype: str | torch.dtype | None = None,
+             threads: int | None = None, max_batch_tokens: int = 4096, quantize: str | None = None,
+             **kwargs: Any) -> Pipeline:
     """Build a pipeline, transformers-style: `pipeline("sentiment-analysis", model="tblard/tf-allocine")`.
 
-    `quantize="int8"` runs the encoder's linear layers in int8 (CPU). Extra keyword arguments become
+    `quantize="int8"` runs the encoder's linear layers in int8 (CPU only); `device="cuda"` runs in fp16
+    unless `dtype` says otherwise (`"bfloat16"`, `"float32"`). Extra keyword arguments become
     the task's defaults (e.g. `top_k=None`, `function_to_apply="sigmoid"`).
     """
     cls = _task_class(task)
@@ -109,7 +127,9 @@ def pipeline(task: str = "sentiment-analysis", model: str | Path | None = None, 
     log.info("torch runs on %d threads", torch.get_num_threads())
     checkpoint = load_checkpoint(model, cls.head, revision)
     if quantize not in (None, "none"):
+        if torch.device(device).type != "cpu":
+            raise InputError(f"quantize={quantize!r} runs on the CPU; on {device}, use dtype='float16' instead.")
         from coulisse.models.quantize import quantize_model
 
         quantize_model(checkpoint.model, quantize)
-    return cls(checkpoint, device=device, max_batch_tokens=max_batch_tokens, **kwargs)
+    return cls(checkpoint, device=device, dtype=dtype, max_batch_tokens=max_batch_tokens, **kwargs)

@@ -112,17 +112,25 @@ class SelfAttention(nn.Module):
         # query, key and value in one GEMM: (T, H) @ (H, 3H)
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
 
-    def forward(self, x: Tensor, p: Packed) -> Tensor:
+    def forward(self, x: Tensor, p: Packed, first_only: bool = False) -> Tensor:
+        """`(T, H)` -> `(T, H)`; with `first_only`, only each sequence's first query: `(B, H)`."""
         T, H = x.shape
         qkv = self.qkv(x)  # (T, 3H)
-        if p.scatter is None:  # one sequence: no layout change needed
+        if p.scatter is None and not first_only:  # one sequence: no layout change needed
             q, k, v = qkv.view(1, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (1, h, T, d)
             return F.scaled_dot_product_attention(q, k, v).permute(0, 2, 1, 3).reshape(T, H)
         B, L = p.batch_size, p.max_len
-        padded = qkv.new_zeros(B * L, 3 * H)
-        padded[p.scatter] = qkv
+        if p.scatter is None:
+            padded = qkv
+        else:
+            padded = qkv.new_zeros(B * L, 3 * H)
+            padded[p.scatter] = qkv
         q, k, v = padded.view(B, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, h, L, d)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=p.key_mask)  # (B, h, L, d)
+        if first_only:
+            q = q[:, :, :1]  # (B, h, 1, d)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=p.key_mask)  # (B, h, L or 1, d)
+        if first_only:
+            return out.reshape(B, H)
         return out.permute(0, 2, 1, 3).reshape(B * L, H)[p.scatter]  # back to (T, H)
 
 
@@ -144,8 +152,9 @@ class Attention(nn.Module):
         self.self = SelfAttention(config)
         self.output = DenseNorm(config.hidden_size, config.hidden_size, config.layer_norm_eps)
 
-    def forward(self, x: Tensor, p: Packed) -> Tensor:
-        return self.output(self.self(x, p), x)
+    def forward(self, x: Tensor, p: Packed, first_only: bool = False) -> Tensor:
+        residual = x[p.starts] if first_only else x
+        return self.output(self.self(x, p, first_only), residual)
 
 
 class Intermediate(nn.Module):
@@ -165,8 +174,8 @@ class Layer(nn.Module):
         self.intermediate = Intermediate(config)
         self.output = DenseNorm(config.intermediate_size, config.hidden_size, config.layer_norm_eps)
 
-    def forward(self, x: Tensor, p: Packed) -> Tensor:
-        x = self.attention(x, p)
+    def forward(self, x: Tensor, p: Packed, first_only: bool = False) -> Tensor:
+        x = self.attention(x, p, first_only)
         return self.output(self.intermediate(x), x)
 
 
@@ -175,9 +184,12 @@ class Encoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
 
-    def forward(self, x: Tensor, p: Packed) -> Tensor:
-        for layer in self.layer:
-            x = layer(x, p)
+    def forward(self, x: Tensor, p: Packed, first_only: bool = False) -> Tensor:
+        last = len(self.layer) - 1
+        for i, layer in enumerate(self.layer):
+            # A sequence head reads only the first token: in the last layer, the other tokens are
+            # still needed as keys and values, but their queries and feed-forward are not.
+            x = layer(x, p, first_only and i == last)
         return x
 
 
@@ -190,8 +202,9 @@ class BertModel(nn.Module):
         self.embeddings = Embeddings(config)
         self.encoder = Encoder(config)
 
-    def forward(self, p: Packed) -> Tensor:
-        return self.encoder(self.embeddings(p), p)
+    def forward(self, p: Packed, first_only: bool = False) -> Tensor:
+        """Packed hidden states `(T, H)`, or only each sequence's first token `(B, H)`."""
+        return self.encoder(self.embeddings(p), p, first_only)
 
 
 def checkpoint_keys(name: str) -> list[str]:

@@ -57,12 +57,10 @@ class EncoderModel(nn.Module):
     def forward_packed(self, p: Packed) -> Tensor:
         """Packed ids in; per-sequence logits `(B, labels)` for a sequence head, else one row per
         token `(T, ...)`: hidden states for a base model, token logits for a token-level head."""
-        hidden = self.base(p)
-        if self.head is None:
-            return hidden
         if self.per_token:
-            return self.head(hidden)
-        return self.head(hidden[p.starts])  # first token (<s> / [CLS]) of each sequence
+            hidden = self.base(p)
+            return hidden if self.head is None else self.head(hidden)
+        return self.head(self.base(p, first_only=True))  # first token (<s> / [CLS]) of each sequence
 
     @torch.inference_mode()
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
