@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from coulisse.config import EncoderConfig
 from coulisse.errors import ModelLoadError
 from coulisse.models import bert, distilbert
 from coulisse.models.bert import BertModel, Packed
-from coulisse.models.heads import classification_head
+from coulisse.models.heads import QuestionAnsweringHead, classification_head
 from coulisse.weights import check_unused, gather_weights, normalize_keys, read_weights
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ BASE_PREFIXES = {
     "distilbert": ("distilbert",),
 }
 HEADS = {"sequence-classification": classification_head}
+HEADS["question-answering"] = QuestionAnsweringHead
 
 
 @dataclass
@@ -91,16 +93,35 @@ def _sources(config: EncoderConfig, head: nn.Module | None):
     return sources
 
 
+@contextmanager
+def skip_init():
+    """Build modules without random initialisation: the checkpoint overwrites every parameter anyway,
+    and initialising (even meta tensors, whose first use imports torch's decompositions) costs seconds."""
+    names = ("normal_", "uniform_", "kaiming_uniform_", "zeros_", "ones_", "trunc_normal_")
+    saved = {n: getattr(nn.init, n) for n in names}
+    for n in names:
+        setattr(nn.init, n, lambda tensor, *args, **kwargs: tensor)
+    try:
+        with torch.device("meta"):
+            yield
+    finally:
+        for n, f in saved.items():
+            setattr(nn.init, n, f)
+
+
 def load_model(directory: Path, config: EncoderConfig, head: str | None = None) -> EncoderModel:
     """Build the model on the meta device, then adopt the checkpoint's tensors without extra copies."""
     start = time.perf_counter()
     tensors, path = read_weights(directory)
     tensors = normalize_keys(tensors, BASE_PREFIXES[config.model_type])
-    with torch.device("meta"):
+    with skip_init():
         model = EncoderModel(config, head)
-    if head and not any(k.startswith(("classifier", "pre_classifier")) for k in tensors):
+    # A head's own tensors (outside the base model) must be there, or the checkpoint is not fine-tuned for it.
+    own = tuple(k for key in getattr(model.head, "KEYS", {}).values() for k in key.split("|")
+                if not k.startswith("{base}."))
+    if head and own and not any(k.startswith(own) for k in tensors):
         raise ModelLoadError(
-            f"{path.name} in {directory} has no classification head (architectures: "
+            f"{path.name} in {directory} has no {head} head (no {own[0]}.* tensor; architectures: "
             f"{config.architectures or 'unknown'}); use task 'feature-extraction', or a fine-tuned checkpoint."
         )
     state, used = gather_weights(model, tensors, _sources(config, model.head), path.name)

@@ -63,6 +63,10 @@ def _fields(buf: bytes):
 
 
 def _piece(buf: bytes) -> tuple[str, float]:
+    # Fast path for the usual layout: field 1 (piece, length < 128), then field 2 (score, fixed32).
+    n = buf[1] if len(buf) > 1 else 0x80
+    if buf[0] == 0x0A and n < 0x80 and len(buf) >= n + 7 and buf[n + 2] == 0x15:
+        return buf[2 : 2 + n].decode("utf-8"), struct.unpack_from("<f", buf, n + 3)[0]
     text, score = "", 0.0
     for number, _, value in _fields(buf):
         if number == 1:
