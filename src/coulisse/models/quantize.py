@@ -33,7 +33,7 @@ def quantize_model(model: nn.Module, mode: str | None) -> nn.Module:
     qconfig = torch.ao.quantization.per_channel_dynamic_qconfig
     with warnings.catch_warnings():
         # torch deprecates its quantized tensor types in favour of torchao; the fbgemm kernels remain.
-        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore")
         model.base.encoder = torch.ao.quantization.quantize_dynamic(model.base.encoder, {nn.Linear: qconfig})
     log.info("int8: encoder linear layers quantized (fbgemm dynamic, %s, per-channel weights)",
              torch.backends.cpu.get_cpu_capability())
