@@ -90,3 +90,11 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def task_factory(factory, tmp_path_factory):
+    """Tiny random checkpoints with token-classification, masked-LM, multiple-choice heads (tests/task_factory.py)."""
+    from task_factory import TaskFactory
+
+    return TaskFactory(factory, tmp_path_factory.mktemp("task-checkpoints"))

@@ -9,6 +9,7 @@ The transformers model that wrote the weights stays in memory as the reference.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -220,6 +221,27 @@ def copy_camembert_layout(spm: Path, directory: Path) -> None:
                     "vocab_size": 32005}), encoding="utf-8")
 
 
+COMMIT = "4b0d7d1d4c5a1d1e2f3a4b5c6d7e8f9a0b1c2d3e"
+ALLOCINE_FILES = ("config.json", "tokenizer_config.json", "sentencepiece.bpe.model",
+                  "special_tokens_map.json", "tf_model.h5")
+
+
+def make_hf_cache(cache: Path, source: Path, repo: str = "tblard/tf-allocine", files=ALLOCINE_FILES) -> Path:
+    """huggingface_hub's layout: content-addressed blobs, a ref to the commit, a snapshot of symlinks."""
+    root = cache / ("models--" + repo.replace("/", "--"))
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(COMMIT)
+    snapshot = root / "snapshots" / COMMIT
+    snapshot.mkdir(parents=True)
+    (root / "blobs").mkdir()
+    for name in files:
+        data = (source / name).read_bytes()
+        blob = root / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        (snapshot / name).symlink_to(Path("../../blobs") / blob.name)
+    return snapshot
+
+
 def train_bytelevel_bpe(directory: Path) -> None:
     from tokenizers import ByteLevelBPETokenizer
 
@@ -267,7 +289,8 @@ def assert_distinct_rows(values, min_spread: float = 1e-2) -> None:
     rows = np.asarray(values.detach() if hasattr(values, "detach") else values, dtype=np.float64)
     spread = np.abs(rows[:, None, :] - rows[None, :, :]).max(-1)
     off_diagonal = spread[~np.eye(len(rows), dtype=bool)]
-    assert off_diagonal.min() > min_spread, f"two inputs give near-identical outputs ({off_diagonal.min():.3g})"
+    closest = off_diagonal.min()
+    assert closest > min_spread, f"two inputs give near-identical outputs ({closest:.3g})"
 
 
 def as_lists(encoding) -> dict:

@@ -35,7 +35,7 @@ def assert_same_results(ours, theirs, tol: float = 1e-4) -> None:
     assert type(ours) is type(theirs), (ours, theirs)
     if isinstance(theirs, list):
         assert len(ours) == len(theirs), (ours, theirs)
-        for a, b in zip(ours, theirs):
+        for a, b in zip(ours, theirs, strict=True):
             assert_same_results(a, b, tol)
     else:
         assert set(ours) == set(theirs) == {"label", "score"}
@@ -57,7 +57,8 @@ def pipes(request, factory):
 # -- post-processing --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+@pytest.mark.parametrize("options", OPTIONS,
+                         ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
 def test_outputs_equal_transformers_pipeline(pipes, options):
     ours, theirs = pipes
     assert_same_results(ours(SHORT[0], **options), theirs(SHORT[0], **options))
@@ -140,7 +141,7 @@ def test_batched_equals_one_by_one(factory, arch, max_batch_tokens):
     pipe = pipeline("text-classification", model=factory.checkpoint(arch), max_batch_tokens=max_batch_tokens)
     texts = TEXTS + SHORT
     batched = pipe(texts, top_k=None, function_to_apply="none")
-    for text, result in zip(texts, batched):
+    for text, result in zip(texts, batched, strict=True):
         single = pipe(text, top_k=None, function_to_apply="none")
         assert [r["label"] for r in single] == [r["label"] for r in result]
         assert_close("pipeline batched vs one by one", [r["score"] for r in result],
@@ -149,7 +150,7 @@ def test_batched_equals_one_by_one(factory, arch, max_batch_tokens):
     features = pipeline("feature-extraction", model=factory.checkpoint(arch, base=True),
                         max_batch_tokens=max_batch_tokens)
     batched = features(texts)
-    for text, result in zip(texts, batched):
+    for text, result in zip(texts, batched, strict=True):
         assert_close("feature-extraction batched vs one by one", np.asarray(result),
                      np.asarray(features(text)), tol=1e-5)
 

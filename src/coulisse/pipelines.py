@@ -24,7 +24,7 @@ from coulisse.tokenizer import Tokenizer
 log = logging.getLogger(__name__)
 
 DEFAULT_MODELS = {"sentiment-analysis": "tblard/tf-allocine"}
-ALIASES = {"sentiment-analysis": "text-classification"}
+ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
 
 
 @dataclass

@@ -91,7 +91,7 @@ def test_round_trip(pipe, expected, tmp_path, in_fmt, out_fmt):
         if not text_only:
             typed = in_fmt in ("jsonl", "parquet") and out_fmt in ("jsonl", "parquet")
             assert got["id"] == (i if typed else str(i)) and got["note"] == f"n{i}"
-        assert got["text"] == rows[i]["text"].replace("\n", " ") if text_only else got["text"] == rows[i]["text"]
+        assert got["text"] == (rows[i]["text"].replace("\n", " ") if text_only else rows[i]["text"])
         assert got["label"] == want["label"]
         assert float(got["score"]) == pytest.approx(want["score"], abs=1e-6)
         assert got["error"] in (None, "")
@@ -202,11 +202,15 @@ def test_cli_keeps_text_mode_and_runs_files(tf_camembert_dir, tmp_path):
     assert json.loads(result.stdout)["text"] == "Super film"
     write_input(tmp_path / "in.csv", "csv", records(5))
     result = runner.invoke(cli, ["classify", *model, "-i", str(tmp_path / "in.csv"), "-o",
-                                 str(tmp_path / "out.jsonl"), "--progress"])
+                                 str(tmp_path / "out.jsonl"), "--progress"], env={"COULISSE_BATCH_ROWS": "2"})
     assert result.exit_code == 0, result.output
+    assert "classify 100%|" in result.stderr and "5 rows, " in result.stderr  # the bar, though not a TTY
     assert "5 rows classified, 0 errored" in result.stderr and "rows/s" in result.stderr
     assert len(read_output(tmp_path / "out.jsonl")) == 5
     result = runner.invoke(cli, ["classify", *model, "-i", str(tmp_path / "in.csv"), "--quiet"])
     assert result.exit_code == 0 and len(result.stdout.splitlines()) == 5 and not result.stderr
+    result = runner.invoke(cli, ["classify", *model, "-i", str(tmp_path / "in.csv")],
+                           env={"COULISSE_BATCH_ROWS": "0"})
+    assert result.exit_code == 1 and "--batch-rows 0" in result.output  # the env fallback is read
     result = runner.invoke(cli, ["classify", *model, "-i", str(tmp_path / "in.csv"), "Super"])
     assert result.exit_code == 2 and "not both" in result.output

@@ -18,8 +18,10 @@ from coulisse.interfaces.cli import cli
 from coulisse.interfaces.jobs.runner import JobInterrupted, JobOptions, classify_file
 from coulisse.interfaces.jobs.state import state_path
 
-WORDS = ("film acteur scénario génial nul ennuyeux magnifique histoire musique fin début drôle triste long "
-         "court lent émouvant raté").split()
+# The console script's entry point (`python -m coulisse.interfaces.cli` would import the CLI module twice).
+MAIN = "from coulisse.interfaces.cli import main; main()"
+WORDS = ["film", "acteur", "scénario", "génial", "nul", "ennuyeux", "magnifique", "histoire", "musique",
+         "fin", "début", "drôle", "triste", "long", "court", "lent", "émouvant", "raté"]
 
 
 def make_csv(path, n: int, seed: int = 0) -> None:
@@ -103,13 +105,14 @@ def test_cli_refuses_to_overwrite(tf_camembert_dir, tmp_path):
     source, output = tmp_path / "in.csv", tmp_path / "out.csv"
     make_csv(source, 3)
     output.write_text("x\n")
-    result = CliRunner().invoke(cli, ["classify", "-m", str(tf_camembert_dir), "-i", str(source), "-o", str(output)])
+    args = ["classify", "-m", str(tf_camembert_dir), "-i", str(source), "-o", str(output)]
+    result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1
     assert "--overwrite" in result.output and output.read_text() == "x\n"
 
 
 def _start(model, source, output, *extra):
-    cmd = [sys.executable, "-m", "coulisse.interfaces.cli", "classify", "-m", str(model), "-i", str(source),
+    cmd = [sys.executable, "-c", MAIN, "classify", "-m", str(model), "-i", str(source),
            "-o", str(output), "-b", "8", "-t", "1", "--quiet", *extra]
     env = {k: v for k, v in os.environ.items() if not k.startswith("COULISSE_")}
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -95,13 +95,13 @@ def test_an_idle_worker_waits_at_most_the_deadline():
         await asyncio.gather(*first, *second)
         return time.monotonic() - start
 
-    elapsed = run(BatchLimits(max_batch_tokens=10_000, max_batch_requests=100, max_wait_ms=150), forward, scenario)
+    elapsed = run(BatchLimits(max_batch_requests=100, max_wait_ms=150), forward, scenario)
     assert forward.batches == [[0, 1]]  # the second arrived within the first one's deadline
     assert 0.14 <= elapsed < 5
 
 
 def test_the_next_batch_fills_while_the_current_one_runs():
-    """With no deadline, the first input runs at once; everything that arrives meanwhile forms the next batch."""
+    """With no deadline the first input runs at once; all that arrives meanwhile forms the next batch."""
     forward = FakeForward(hold_first=True)
 
     async def scenario(b):
@@ -131,7 +131,7 @@ def test_cancelled_inputs_are_dropped_before_compute():
         await asyncio.gather(*first, *kept)
         return b.metrics.batch_dropped.value()
 
-    dropped = run(BatchLimits(max_batch_tokens=10_000, max_batch_requests=100, max_wait_ms=0), forward, scenario)
+    dropped = run(BatchLimits(max_batch_requests=100, max_wait_ms=0), forward, scenario)
     assert forward.batches == [[0], [4]] and dropped == 3
 
 
@@ -171,13 +171,14 @@ def classifier(tf_camembert_dir):
     return coulisse.pipeline("sentiment-analysis", model=str(tf_camembert_dir))
 
 
-TEXTS = [f"Critique n°{i} : " + " ".join(["bon"] * (i % 7) + ["mauvais"] * (i % 5)) + " film." for i in range(24)]
+TEXTS = [f"Critique n°{i} : " + " ".join(["bon"] * (i % 7) + ["mauvais"] * (i % 5)) + " film."
+         for i in range(24)]
 
 
 async def serve(app, scenario):
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            return await scenario(client)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+    async with app.router.lifespan_context(app), client:
+        return await scenario(client)
 
 
 def test_results_do_not_depend_on_batch_neighbours(classifier):

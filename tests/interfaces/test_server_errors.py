@@ -67,7 +67,8 @@ def test_too_many_inputs_is_413(client):
 
 
 def test_too_large_a_body_is_413(client):
-    assert "--payload-limit" in error(client.post("/predict", json={"inputs": "a" * 20_000}), 413, "validation")
+    r = client.post("/predict", json={"inputs": "a" * 20_000})
+    assert "--payload-limit" in error(r, 413, "validation")
 
 
 def test_unknown_route_and_method(client):
@@ -124,8 +125,11 @@ def test_api_key(classifier, monkeypatch, caplog):
     compared = []
     real = hmac.compare_digest
     monkeypatch.setattr(hmac, "compare_digest", lambda a, b: compared.append(1) or real(a, b))
-    with caplog.at_level(logging.DEBUG), TestClient(create_app(classifier, ServerSettings(api_key="s3cret"))) as c:
-        error(c.post("/predict", json={"inputs": "a"}), 401, "unauthorized")
+    app = create_app(classifier, ServerSettings(api_key="s3cret"))
+    with caplog.at_level(logging.DEBUG), TestClient(app) as c:
+        missing = c.post("/predict", json={"inputs": "a"})
+        error(missing, 401, "unauthorized")
+        assert missing.headers["www-authenticate"] == "Bearer"
         error(c.post("/predict", json={"inputs": "a"}, headers={"Authorization": "Bearer wrong"}), 401,
               "unauthorized")
         error(c.post("/predict", json={"inputs": "a"}, headers={"Authorization": "Basic s3cret"}), 401,
@@ -135,7 +139,8 @@ def test_api_key(classifier, monkeypatch, caplog):
         ok = c.post("/predict", json={"inputs": "a"}, headers={"Authorization": "Bearer s3cret"})
         assert ok.status_code == 200
         assert c.get("/info", headers={"Authorization": "Bearer s3cret"}).status_code == 200
-        assert c.get("/health").status_code == 200 and c.get("/metrics").status_code == 200  # public, as in TEI
+        # public, as in TEI
+        assert c.get("/health").status_code == 200 and c.get("/metrics").status_code == 200
         assert "bearer" in str(c.get("/openapi.json").json()["components"]["securitySchemes"]).lower()
     assert compared, "the key must be compared with hmac.compare_digest"
     assert all("s3cret" not in rec.getMessage() for rec in caplog.records)

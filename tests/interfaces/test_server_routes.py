@@ -101,8 +101,9 @@ def test_health_info_metrics(client):
     client.post("/predict", json={"inputs": "x"})
     client.post("/predict", json={"inputs": []})
     text = client.get("/metrics").text
-    for name in ("te_request_count", "te_request_duration_bucket", "te_queue_size", "te_batch_next_size_bucket",
-                 "te_batch_next_tokens_bucket", "te_request_failure", "te_batch_inference_duration_count"):
+    for name in ("te_request_count", "te_request_duration_bucket", "te_queue_size",
+                 "te_batch_next_size_bucket", "te_batch_next_tokens_bucket", "te_request_failure",
+                 "te_batch_inference_duration_count"):
         assert name in text, name
     assert 'te_request_failure{err="empty"}' in text
     assert 'te_request_count{route="predict",method="single"}' in text

@@ -19,7 +19,8 @@ from coulisse.interfaces.server import ServerSettings, create_app  # noqa: E402
 def api_schema(request, tf_camembert_dir, minilm_dir):
     model = tf_camembert_dir if request.param == "sentiment-analysis" else minilm_dir
     pipe = coulisse.pipeline(request.param, model=str(model))
-    return schemathesis.openapi.from_asgi("/openapi.json", create_app(pipe, ServerSettings(max_client_batch_size=8)))
+    app = create_app(pipe, ServerSettings(max_client_batch_size=8))
+    return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
 # schemathesis' own pytest plugin (`@schema.parametrize()`) does not run under pytest 9: drive its

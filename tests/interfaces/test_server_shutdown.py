@@ -16,6 +16,8 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 
 IN_FLIGHT = 8
+# What the `coulisse` script runs (`python -m coulisse.interfaces.cli` would import cli.py twice).
+SERVE = [sys.executable, "-c", "from coulisse.interfaces.cli import main; main()", "serve"]
 
 
 def free_port() -> int:
@@ -38,7 +40,7 @@ def server(tf_camembert_dir):
     env = {**os.environ, "COULISSE_MAX_WAIT_MS": "1500", "COULISSE_MAX_BATCH_REQUESTS": "1000"}
     env.pop("COULISSE_API_KEY", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "coulisse.interfaces.cli", "serve", "--model", str(tf_camembert_dir),
+        [*SERVE, "--model", str(tf_camembert_dir),
          "--host", "127.0.0.1", "--port", str(port)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"

@@ -66,7 +66,7 @@ def check_classifier(factory, arch: str, directory, tokenizer_format: str) -> No
     # The packed, length-sorted engine behind pipe(...).
     assert_close(f"logits engine [{arch}]", np.stack(pipe.forward(pipe.preprocess(TEXTS))), logits)
 
-    for text, (single_inputs, single_logits) in zip(TEXTS, singles):
+    for text, (single_inputs, single_logits) in zip(TEXTS, singles, strict=True):
         ours_single = pipe.tokenizer([text], truncation=True, return_tensors="pt")
         assert_same_encoding(ours_single, single_inputs)
         assert_close(f"logits one by one [{arch}]", pipe.model(**ours_single).logits, single_logits)
@@ -108,6 +108,6 @@ def test_hidden_states_equal_transformers(factory, arch, source):
     for i, feature in enumerate(features):
         assert_close(f"hidden states pipeline [{arch}]", np.asarray(feature)[0], hidden[i][real[i]])
 
-    for text, (single_inputs, single_hidden) in zip(TEXTS, singles):
+    for text, (_, single_hidden) in zip(TEXTS, singles, strict=True):
         out = pipe.model(**pipe.tokenizer([text], truncation=True, return_tensors="pt")).last_hidden_state
         assert_close(f"hidden states one by one [{arch}]", out, single_hidden)

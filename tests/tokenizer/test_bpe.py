@@ -68,5 +68,6 @@ def test_tokenizer_config_settings_are_honoured(tmp_path, bpe_dir, settings):
     for name in ("vocab.json", "merges.txt"):
         (tmp_path / name).write_bytes((bpe_dir / name).read_bytes())
     (tmp_path / "tokenizer_config.json").write_text(json.dumps(settings))
-    ours, theirs = Tokenizer.from_dir(tmp_path, model_type="roberta"), RobertaTokenizer.from_pretrained(str(tmp_path))
+    ours = Tokenizer.from_dir(tmp_path, model_type="roberta")
+    theirs = RobertaTokenizer.from_pretrained(str(tmp_path))
     assert_same_encoding(ours(TEXTS, padding=True), theirs(TEXTS, padding=True))

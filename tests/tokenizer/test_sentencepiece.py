@@ -40,7 +40,7 @@ def transformers_tokenizer(directory):
 
 
 def coulisse_tokenizer(directory) -> Tokenizer:
-    """As the pipeline builds it: the truncation limit comes from config.json when tokenizer_config has none."""
+    """As the pipeline builds it: truncation falls back to config.json when tokenizer_config has no limit."""
     config = EncoderConfig.from_file(directory / "config.json")
     return Tokenizer.from_dir(directory, model_type=config.model_type, max_positions=config.max_positions)
 
@@ -56,7 +56,8 @@ def test_seed_sentences_give_the_notebook_ids(camembert):
     assert batch["input_ids"][0].tolist() == SEED_IDS[0]
     short = SEED_IDS[1] + [PAD_ID] * (len(SEED_IDS[0]) - len(SEED_IDS[1]))
     assert batch["input_ids"][1].tolist() == short
-    assert batch["attention_mask"][1].tolist() == [1] * len(SEED_IDS[1]) + [0] * (len(short) - len(SEED_IDS[1]))
+    n = len(SEED_IDS[1])
+    assert batch["attention_mask"][1].tolist() == [1] * n + [0] * (len(short) - n)
     assert "token_type_ids" not in batch  # CamemBERT takes none, like transformers' tokenizer
     assert_same_encoding(batch, theirs(SEED, padding=True, truncation=True, return_tensors="pt"))
 
@@ -125,7 +126,8 @@ def unigram(tmp_path_factory):
     directory = tmp_path_factory.mktemp("xlmr-unigram")
     train_unigram(directory)
     (directory / "config.json").write_text(json.dumps({"model_type": "xlm-roberta"}))
-    return Tokenizer.from_dir(directory, model_type="xlm-roberta"), XLMRobertaTokenizer.from_pretrained(str(directory))
+    ours = Tokenizer.from_dir(directory, model_type="xlm-roberta")
+    return ours, XLMRobertaTokenizer.from_pretrained(str(directory))
 
 
 def test_trained_unigram_is_xlmr_style(unigram):

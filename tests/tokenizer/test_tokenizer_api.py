@@ -20,8 +20,8 @@ def pair(request, camembert_dir, minilm_dir):
 
     directory = camembert_dir if request.param == "camembert" else minilm_dir
     model_type = "camembert" if request.param == "camembert" else "bert"
-    return Tokenizer.from_dir(directory, model_type=model_type, max_positions=512), AutoTokenizer.from_pretrained(
-        str(directory))
+    ours = Tokenizer.from_dir(directory, model_type=model_type, max_positions=512)
+    return ours, AutoTokenizer.from_pretrained(str(directory))
 
 
 @pytest.mark.parametrize("return_tensors", ["pt", "np"])
@@ -59,7 +59,8 @@ def test_truncation_is_off_unless_asked_as_in_transformers(pair):
     long = "Un film très long et très lent. " * 120
     assert_same_encoding(ours(long), theirs(long))
     assert len(ours(long)["input_ids"]) > 512
-    assert_same_encoding(ours(long, max_length=40, truncation=True), theirs(long, max_length=40, truncation=True))
+    assert_same_encoding(ours(long, max_length=40, truncation=True),
+                         theirs(long, max_length=40, truncation=True))
     assert_same_encoding(ours(long, truncation=True), theirs(long, truncation=True, max_length=512))
 
 
@@ -91,13 +92,15 @@ def test_tokenizer_is_thread_safe_across_truncation_settings(pair):
     expected = {n: theirs([long] * 4, truncation=True, max_length=n)["input_ids"] for n in (16, 64, 256)}
     jobs = [n for n in (16, 64, 256) for _ in range(20)]
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda n: (n, ours([long] * 4, truncation=True, max_length=n)["input_ids"]), jobs))
+        results = list(pool.map(
+            lambda n: (n, ours([long] * 4, truncation=True, max_length=n)["input_ids"]), jobs))
     assert all(ids == expected[n] for n, ids in results)
 
 
 def test_pytorch_tensors_feed_the_notebook_model_call(pair):
     ours, _ = pair
     inputs = ours(TEXTS, padding=True, truncation=True, return_tensors="pt")
-    assert inputs["input_ids"].dtype == torch.int64 and inputs["attention_mask"].shape == inputs["input_ids"].shape
+    assert inputs["input_ids"].dtype == torch.int64
+    assert inputs["attention_mask"].shape == inputs["input_ids"].shape
     assert np.array_equal(inputs["attention_mask"].sum(1).numpy(),
                           [len(e.ids) for e in ours.encode_batch(TEXTS)])

@@ -88,5 +88,6 @@ def test_cased_vocab_settings_follow_tokenizer_config(tmp_path, minilm_dir, do_l
 
     shutil.copy(minilm_dir / "vocab.txt", tmp_path / "vocab.txt")
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": do_lower_case}))
-    ours, theirs = Tokenizer.from_dir(tmp_path, model_type="bert"), BertTokenizer.from_pretrained(str(tmp_path))
+    ours = Tokenizer.from_dir(tmp_path, model_type="bert")
+    theirs = BertTokenizer.from_pretrained(str(tmp_path))
     assert_same_encoding(ours(TEXTS, padding=True), theirs(TEXTS, padding=True))

@@ -63,5 +63,5 @@ def test_prefixed_and_bare_base_keys_load_alike(factory):
     """A base checkpoint (no `roberta.` prefix) and a classifier (prefixed) share one encoder."""
     bare = pipeline("feature-extraction", model=factory.checkpoint("xlm-roberta", base=True))
     prefixed = pipeline("feature-extraction", model=factory.checkpoint("xlm-roberta"))
-    for a, b in zip(bare.model.state_dict().items(), prefixed.model.state_dict().items()):
+    for a, b in zip(bare.model.state_dict().items(), prefixed.model.state_dict().items(), strict=True):
         assert a[0] == b[0] and torch.equal(a[1], b[1])

@@ -1,5 +1,6 @@
 """Weight files: each format that transformers or torch writes reads back to exactly the tensors that were
-saved; the preferred file wins; pickles are loaded with weights_only; half-precision checkpoints run in fp32."""
+saved; the preferred file wins; pickles are loaded with weights_only; half-precision checkpoints run in
+fp32."""
 
 from __future__ import annotations
 
@@ -72,7 +73,7 @@ def test_bin_holding_something_else_than_a_state_dict(tmp_path):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_checkpoint_runs_in_fp32(factory, tmp_path, dtype):
-    """fp16/bf16 weights are upcast: logits equal transformers' fp32 model holding the same rounded weights."""
+    """fp16/bf16 weights are upcast: logits equal transformers' fp32 model with the same rounded weights."""
     import copy
 
     ref = copy.deepcopy(factory.reference("roberta").model).to(dtype)
@@ -89,3 +90,19 @@ def test_half_precision_checkpoint_runs_in_fp32(factory, tmp_path, dtype):
     assert got.dtype == torch.float32
     assert_close(f"logits from {str(dtype).removeprefix('torch.')} weights", got, want)
     assert np.abs(want[0].numpy() - want[1].numpy()).max() > 1e-2
+
+
+def test_legacy_non_zip_bin_from_old_torch(factory, tmp_path):
+    """Checkpoints saved before torch 1.6 are not zip files (no mmap); transformers reads them, so must we."""
+    ref = factory.reference("distilbert").model
+    ref.config.save_pretrained(tmp_path)
+    torch.save(ref.state_dict(), tmp_path / "pytorch_model.bin", _use_new_zipfile_serialization=False)
+    shutil.copy(factory.tokenizer_files("distilbert") / "vocab.txt", tmp_path)
+    texts = ["Un film magnifique.", "Quel ennui, vraiment…"]
+    inputs = factory.hf_tokenizer("distilbert")(texts, padding=True, return_tensors="pt")
+    inputs.pop("token_type_ids")
+    with torch.no_grad():
+        want = ref(**inputs).logits
+    pipe = pipeline("text-classification", model=tmp_path)
+    got = pipe.model(**pipe.tokenizer(texts, padding=True, return_tensors="pt")).logits
+    assert_close("logits legacy .bin", got, want)

@@ -51,7 +51,7 @@ def test_logits_equal_tensorflow_batched(classifier, expected):
 
 
 def test_logits_equal_tensorflow_one_by_one(classifier, expected):
-    for text, want in zip(expected["texts"], expected["logits_one_by_one"]):
+    for text, want in zip(expected["texts"], expected["logits_one_by_one"], strict=True):
         inputs = classifier.tokenizer(text, truncation=True, return_tensors="pt")
         assert_close("TF logits one by one", classifier.model(**inputs).logits[0], np.float32(want))
 
@@ -60,7 +60,7 @@ def test_scores_are_tensorflow_softmax(classifier, expected):
     logits = np.asarray(expected["logits"], dtype=np.float64)
     probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
     results = classifier(expected["texts"])
-    for result, p in zip(results, probs):
+    for result, p in zip(results, probs, strict=True):
         assert result["label"] == ["NEGATIVE", "POSITIVE"][int(p.argmax())]
         assert abs(result["score"] - p.max()) <= 1e-4
 

@@ -159,6 +159,7 @@ def explain(text, model, task):
 cli.add_command(__import__("coulisse.interfaces.bench_command", fromlist=["bench"]).bench)
 cli.add_command(__import__("coulisse.interfaces.server.command", fromlist=["serve"]).serve)
 cli.add_command(__import__("coulisse.interfaces.jobs.command", fromlist=["evaluate"]).evaluate)
+__import__("coulisse.interfaces.qa_commands", fromlist=["register"]).register(cli)
 
 
 def main() -> None:

@@ -7,21 +7,23 @@ base-model prefix (`classifier.*`), except BERT's pooler which lives inside it.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from coulisse.config import EncoderConfig
+from coulisse.models.bert import ACTIVATIONS
 
 
 class BertClassificationHead(nn.Module):
-    """BERT: tanh pooler on [CLS], then one linear layer."""
+    """BERT: tanh pooler on [CLS], then one linear layer (`outputs=1`: one score per choice)."""
 
     KEYS = {"pooler.dense": "{base}.pooler.dense", "classifier": "classifier"}
 
-    def __init__(self, config: EncoderConfig):
+    def __init__(self, config: EncoderConfig, outputs: int | None = None):
         super().__init__()
         self.pooler = nn.Module()
         self.pooler.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.classifier = nn.Linear(config.hidden_size, outputs or config.num_labels)
 
     def forward(self, first: Tensor) -> Tensor:
         return self.classifier(torch.tanh(self.pooler.dense(first)))
@@ -42,14 +44,14 @@ class RobertaClassificationHead(nn.Module):
 
 
 class DistilBertClassificationHead(nn.Module):
-    """DistilBERT: pre_classifier + ReLU on [CLS], then classifier."""
+    """DistilBERT: pre_classifier + ReLU on [CLS], then classifier (`outputs=1`: one score per choice)."""
 
     KEYS = {"pre_classifier": "pre_classifier", "classifier": "classifier"}
 
-    def __init__(self, config: EncoderConfig):
+    def __init__(self, config: EncoderConfig, outputs: int | None = None):
         super().__init__()
         self.pre_classifier = nn.Linear(config.hidden_size, config.hidden_size)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.classifier = nn.Linear(config.hidden_size, outputs or config.num_labels)
 
     def forward(self, first: Tensor) -> Tensor:
         return self.classifier(torch.relu(self.pre_classifier(first)))
@@ -61,3 +63,122 @@ def classification_head(config: EncoderConfig) -> nn.Module:
     if config.position_offset:  # RoBERTa family
         return RobertaClassificationHead(config)
     return BertClassificationHead(config)
+
+
+class QuestionAnsweringHead(nn.Module):
+    """`*ForQuestionAnswering` (all five families): a linear layer on every token -> start, end logits."""
+
+    KEYS = {"qa_outputs": "qa_outputs"}
+    per_token = True
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.qa_outputs = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return self.qa_outputs(hidden)  # (T, 2): start logit, end logit
+
+
+def multiple_choice_head(config: EncoderConfig) -> nn.Module:
+    """`*ForMultipleChoice`: one score per (prompt, choice) sequence. BERT and the RoBERTa family both
+    read the base model's tanh pooler (`{base}.pooler.dense`) then `classifier`; DistilBERT its own
+    pre_classifier + ReLU."""
+    if config.family == "distilbert":
+        return DistilBertClassificationHead(config, outputs=1)
+    return BertClassificationHead(config, outputs=1)
+
+
+class TokenClassificationHead(nn.Module):
+    """`*ForTokenClassification` (all five families): one linear layer on every token."""
+
+    KEYS = {"classifier": "classifier"}
+    per_token = True
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return self.classifier(hidden)  # (T, labels)
+
+
+# Masked-LM heads: transform the rows they are given (the model hands them only the masked positions in the
+# fill-mask pipeline), then project onto the vocabulary with the word-embedding matrix, which checkpoints
+# usually store once, under the embeddings (`a|b`: the decoder's own key, else the embeddings').
+
+
+class BertMaskedLMHead(nn.Module):
+    """BERT `cls.predictions`: dense + the config's activation + LayerNorm, then the tied decoder."""
+
+    KEYS = {
+        "transform.dense": "cls.predictions.transform.dense",
+        "transform.LayerNorm": "cls.predictions.transform.LayerNorm",
+        "decoder.weight": "cls.predictions.decoder.weight|{base}.embeddings.word_embeddings.weight",
+        "decoder.bias": "cls.predictions.bias|cls.predictions.decoder.bias",
+    }
+    per_token = True
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.transform = nn.Module()
+        self.transform.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.transform.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+        self.act = ACTIVATIONS[config.hidden_act]
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        x = self.transform.LayerNorm(self.act(self.transform.dense(hidden)))
+        return self.decoder(x)  # (rows, vocab)
+
+
+class RobertaMaskedLMHead(nn.Module):
+    """RoBERTa family `lm_head`: dense + GELU (always, whatever the config says) + layer_norm, then
+    the tied decoder."""
+
+    KEYS = {
+        "dense": "lm_head.dense",
+        "layer_norm": "lm_head.layer_norm",
+        "decoder.weight": "lm_head.decoder.weight|{base}.embeddings.word_embeddings.weight",
+        "decoder.bias": "lm_head.bias|lm_head.decoder.bias",
+    }
+    per_token = True
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return self.decoder(self.layer_norm(F.gelu(self.dense(hidden))))  # (rows, vocab)
+
+
+class DistilBertMaskedLMHead(nn.Module):
+    """DistilBERT: vocab_transform + the config's activation + vocab_layer_norm (eps fixed at 1e-12),
+    then the tied vocab_projector."""
+
+    KEYS = {
+        "vocab_transform": "vocab_transform",
+        "vocab_layer_norm": "vocab_layer_norm",
+        "vocab_projector.weight": "vocab_projector.weight|{base}.embeddings.word_embeddings.weight",
+        "vocab_projector.bias": "vocab_projector.bias",
+    }
+    per_token = True
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.vocab_transform = nn.Linear(config.hidden_size, config.hidden_size)
+        self.vocab_layer_norm = nn.LayerNorm(config.hidden_size, eps=1e-12)
+        self.vocab_projector = nn.Linear(config.hidden_size, config.vocab_size)
+        self.act = ACTIVATIONS[config.hidden_act]
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return self.vocab_projector(self.vocab_layer_norm(self.act(self.vocab_transform(hidden))))
+
+
+def masked_lm_head(config: EncoderConfig) -> nn.Module:
+    if config.family == "distilbert":
+        return DistilBertMaskedLMHead(config)
+    if config.position_offset:  # RoBERTa family
+        return RobertaMaskedLMHead(config)
+    return BertMaskedLMHead(config)

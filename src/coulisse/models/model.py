@@ -13,10 +13,16 @@ import torch
 from torch import Tensor, nn
 
 from coulisse.config import EncoderConfig
-from coulisse.errors import ModelLoadError
+from coulisse.errors import InputError, ModelLoadError
 from coulisse.models import bert, distilbert
 from coulisse.models.bert import BertModel, Packed
-from coulisse.models.heads import QuestionAnsweringHead, classification_head
+from coulisse.models.heads import (
+    QuestionAnsweringHead,
+    TokenClassificationHead,
+    classification_head,
+    masked_lm_head,
+    multiple_choice_head,
+)
 from coulisse.weights import check_unused, gather_weights, normalize_keys, read_weights
 
 log = logging.getLogger(__name__)
@@ -30,6 +36,9 @@ BASE_PREFIXES = {
 }
 HEADS = {"sequence-classification": classification_head}
 HEADS["question-answering"] = QuestionAnsweringHead
+HEADS["token-classification"] = TokenClassificationHead
+HEADS["masked-lm"] = masked_lm_head
+HEADS["multiple-choice"] = multiple_choice_head
 
 
 @dataclass
@@ -50,26 +59,38 @@ class EncoderModel(nn.Module):
         self.task_head = head
         self.base = BertModel(config)
         self.head = HEADS[head](config) if head else None
+        # Set by the fill-mask pipeline to the mask token's id: the packed path then gives a per-token head
+        # only the rows of that token, so a masked-LM head projects M masked positions, not T tokens, onto
+        # the vocabulary (output `(M, V)`, in packed order).
+        self.select_token_id: int | None = None
 
     @property
     def per_token(self) -> bool:
         """Whether outputs are one row per token (`(T, ...)`) rather than one per sequence (`(B, ...)`)."""
         return self.head is None or getattr(self.head, "per_token", False)
 
-    def forward_packed(self, p: Packed) -> Tensor:
+    def forward_packed(self, p: Packed, every_token: bool = False) -> Tensor:
         """Packed ids in; per-sequence logits `(B, labels)` for a sequence head, else one row per
-        token `(T, ...)`: hidden states for a base model, token logits for a token-level head."""
+        token `(T, ...)`: hidden states for a base model, token logits for a token-level head (only the
+        `select_token_id` rows, unless `every_token`)."""
         if self.per_token:
             hidden = self.base(p)
-            return hidden if self.head is None else self.head(hidden)
+            if self.head is None:
+                return hidden
+            if self.select_token_id is not None and not every_token:
+                hidden = hidden[p.input_ids == self.select_token_id]  # (M, H)
+            return self.head(hidden)
         return self.head(self.base(p, first_only=True))  # first token (<s> / [CLS]) of each sequence
 
     @torch.inference_mode()
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None) -> ModelOutput:
-        """The notebook's `model(**inputs)`: padded `(B, L)` tensors in, padding dropped inside."""
+        """The notebook's `model(**inputs)`: padded `(B, L)` tensors in, padding dropped inside.
+        A multiple-choice head takes `(B, choices, L)` and returns logits `(B, choices)`."""
+        if input_ids.dim() == 3:
+            return self._forward_choices(input_ids, attention_mask, token_type_ids)
         p = Packed.from_padded(input_ids, attention_mask, token_type_ids, self.config.position_offset)
-        out = self.forward_packed(p)
+        out = self.forward_packed(p, every_token=True)
         if not self.per_token:
             return ModelOutput(logits=out)
         keep = attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=bool)
@@ -79,6 +100,21 @@ class EncoderModel(nn.Module):
             return ModelOutput(last_hidden_state=padded)
         return ModelOutput(logits=padded)
 
+    def _forward_choices(self, input_ids: Tensor, attention_mask: Tensor | None,
+                         token_type_ids: Tensor | None) -> ModelOutput:
+        if self.task_head != "multiple-choice":
+            raise InputError(f"input_ids of shape {tuple(input_ids.shape)} (batch, choices, length) need a "
+                             f"multiple-choice model; this one has head {self.task_head!r}. "
+                             "Pass (batch, length).")
+        B, C, L = input_ids.shape
+
+        def flat(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.reshape(B * C, L)
+
+        # Every (prompt, choice) pair is one sequence; their scores line up as one row per question.
+        logits = self.forward(flat(input_ids), flat(attention_mask), flat(token_type_ids)).logits  # (B*C, 1)
+        return ModelOutput(logits=logits.view(B, C))
+
 
 def _sources(config: EncoderConfig, head: nn.Module | None):
     family_keys = distilbert.checkpoint_keys if config.family == "distilbert" else bert.checkpoint_keys
@@ -87,6 +123,8 @@ def _sources(config: EncoderConfig, head: nn.Module | None):
         scope, _, rest = name.partition(".")
         if scope == "base":
             return ["{base}." + key for key in family_keys(rest)]
+        if rest in head.KEYS:  # a parameter with keys of its own (a decoder tied to the embeddings)
+            return [head.KEYS[rest]]
         module, _, param = rest.rpartition(".")
         return [f"{head.KEYS[module]}.{param}"]
 
@@ -122,7 +160,8 @@ def load_model(directory: Path, config: EncoderConfig, head: str | None = None) 
     if head and own and not any(k.startswith(own) for k in tensors):
         raise ModelLoadError(
             f"{path.name} in {directory} has no {head} head (no {own[0]}.* tensor; architectures: "
-            f"{config.architectures or 'unknown'}); use task 'feature-extraction', or a fine-tuned checkpoint."
+            f"{config.architectures or 'unknown'}); use task 'feature-extraction', or a fine-tuned "
+            "checkpoint."
         )
     state, used = gather_weights(model, tensors, _sources(config, model.head), path.name)
     check_unused(tensors, used, path.name)

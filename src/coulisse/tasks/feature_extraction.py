@@ -1,36 +1,147 @@
-"""Stage 3 for feature extraction: the last hidden states of each input, as transformers returns them."""
+"""Stage 3 for feature extraction: the last hidden states of each input, as transformers returns them,
+or one sentence embedding per input (`pooling="cls" | "mean" | "auto"`, `normalize=True`).
+
+`pooling="auto"` follows the folder's sentence-transformers configuration when it has one (`modules.json`:
+the Pooling module's mode, a Normalize module, `sentence_bert_config.json`'s `max_seq_length` and
+`do_lower_case`), so `all-MiniLM-L6-v2` gives sentence-transformers' embeddings; folders without one get
+mean pooling. Pooling runs on the unpadded hidden states, so the mean is over real tokens only.
+"""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from coulisse.errors import InputError
+from coulisse.engine import Item
+from coulisse.errors import InputError, ModelLoadError, UnsupportedModelError
 from coulisse.pipelines import Pipeline
 from coulisse.tokenizer import check_texts
+
+POOLINGS = ("cls", "mean", "auto")
+# sentence-transformers' older Pooling config: one boolean per mode.
+LEGACY_MODES = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean",
+                "pooling_mode_max_tokens": "max", "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+                "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
+
+
+@dataclass(frozen=True)
+class SentenceConfig:
+    """What a sentence-transformers folder says about turning hidden states into one vector."""
+
+    pooling: str = "mean"
+    normalize: bool = False
+    max_seq_length: int | None = None
+    lowercase: bool = False
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"cannot read {path}: {e}; fix the file, or delete the folder's modules.json."
+                             ) from e
+
+
+def _pooling_mode(path: Path) -> str:
+    config = _read_json(path)
+    mode = config.get("pooling_mode") or [m for key, m in LEGACY_MODES.items() if config.get(key)]
+    modes = [mode] if isinstance(mode, str) else list(mode)
+    if len(modes) != 1 or modes[0] not in ("cls", "mean"):
+        raise UnsupportedModelError(f"{path} asks for pooling {modes or 'none'}; coulisse pools with 'cls' "
+                                    "or 'mean'. Pass pooling='cls' or pooling='mean' to choose one.")
+    return modes[0]
+
+
+def sentence_config(directory: Path) -> SentenceConfig | None:
+    """The sentence-transformers modules of a folder (Transformer, Pooling, Normalize), or None."""
+    path = directory / "modules.json"
+    if not path.is_file():
+        return None
+    pooling, normalize, settings = "mean", False, {}
+    for module in _read_json(path):
+        kind = str(module.get("type", "")).rsplit(".", 1)[-1]
+        folder = directory / module.get("path", "")
+        if kind == "Transformer":
+            if (folder / "sentence_bert_config.json").is_file():
+                settings = _read_json(folder / "sentence_bert_config.json")
+        elif kind == "Pooling":
+            pooling = _pooling_mode(folder / "config.json")
+        elif kind == "Normalize":
+            normalize = True
+        else:
+            raise UnsupportedModelError(
+                f"{path} lists a {module.get('type')!r} module; coulisse runs Transformer, Pooling and "
+                "Normalize modules only. Use sentence-transformers for this model.")
+    return SentenceConfig(pooling, normalize, settings.get("max_seq_length"),
+                          bool(settings.get("do_lower_case")))
+
+
+def pool(hidden: np.ndarray, pooling: str, normalize: bool = False) -> np.ndarray:
+    """Hidden states `(length, H)` of one unpadded input -> one vector `(H,)`."""
+    hidden = np.asarray(hidden, dtype=np.float32)
+    vector = hidden[0] if pooling == "cls" else hidden.mean(axis=0)
+    if normalize:  # torch.nn.functional.normalize: divide by max(norm, 1e-12)
+        vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
+    return vector.astype(np.float32)
 
 
 class FeatureExtractionPipeline(Pipeline):
     task = "feature-extraction"
     head = None
+    OPTIONS = ("return_tensors", "truncation", "pooling", "normalize")
 
-    def postprocess(self, hidden: np.ndarray, *, return_tensors: bool = False):
-        """Hidden states `(length, H)` -> `[1][length][H]` lists (or a `(1, length, H)` tensor)."""
-        batch = np.asarray(hidden, dtype=np.float32)[None]
+    def sentence_config(self, pooling: str, normalize: bool | None) -> SentenceConfig:
+        """The pooling to apply: the folder's sentence-transformers settings, with explicit options on top."""
+        found = sentence_config(self.checkpoint.directory) or SentenceConfig()
+        mode = found.pooling if pooling == "auto" else pooling
+        if normalize is None:
+            normalize = found.normalize if pooling == "auto" else False
+        return SentenceConfig(mode, bool(normalize), found.max_seq_length, found.lowercase)
+
+    def postprocess(self, hidden: np.ndarray, *, return_tensors: bool = False,
+                    pooling: SentenceConfig | None = None):
+        """Hidden states `(length, H)` -> `[1][length][H]` lists (or a `(1, length, H)` tensor); with
+        pooling, one `[H]` vector (or an `(H,)` tensor)."""
+        array = np.asarray(hidden, dtype=np.float32)[None] if pooling is None else pool(
+            hidden, pooling.pooling, pooling.normalize)
         if return_tensors:
             import torch
 
-            return torch.from_numpy(batch)
-        return batch.tolist()
+            return torch.from_numpy(array)
+        return array.tolist()
+
+    def _options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        options = {**self.defaults, **kwargs}
+        unknown = set(options) - set(self.OPTIONS)
+        if unknown:
+            raise InputError(f"unknown option(s) {sorted(unknown)}; feature-extraction takes "
+                             f"{', '.join(self.OPTIONS)}.")
+        pooling = options.get("pooling")
+        if pooling is not None and pooling not in POOLINGS:
+            raise InputError(f"pooling={pooling!r}; use one of {', '.join(POOLINGS)}, or None for the "
+                             "hidden states.")
+        if pooling is None and options.get("normalize"):
+            raise InputError("normalize=True needs a sentence embedding; pass pooling='auto', 'mean' or "
+                             "'cls'.")
+        return options
 
     def __call__(self, inputs: Any, progress=None, **kwargs: Any):
-        options = {**self.defaults, **kwargs}
-        unknown = set(options) - {"return_tensors", "truncation"}
-        if unknown:
-            raise InputError(f"unknown option(s) {sorted(unknown)}; feature-extraction takes return_tensors, "
-                             "truncation.")
+        options = self._options(kwargs)
         texts, single = check_texts(inputs)
-        hidden = self.forward(self.preprocess(texts, truncation=options.get("truncation", True)), progress)
-        results = [self.postprocess(h, return_tensors=options.get("return_tensors", False)) for h in hidden]
+        pooling = None
+        truncation = options.get("truncation", True)
+        max_length = None
+        if options.get("pooling") is not None:
+            pooling = self.sentence_config(options["pooling"], options.get("normalize"))
+            if pooling.max_seq_length:  # sentence-transformers' own limit (256 for all-MiniLM-L6-v2)
+                max_length = min(pooling.max_seq_length, self.tokenizer.model_max_length)
+            texts = [t.lower() for t in texts] if pooling.lowercase else texts
+        encodings = self.tokenizer.encode_batch(texts, truncation=truncation, max_length=max_length)
+        hidden = self.forward([Item(e.ids, e.type_ids) for e in encodings], progress)
+        results = [self.postprocess(h, return_tensors=options.get("return_tensors", False), pooling=pooling)
+                   for h in hidden]
         return results[0] if single else results

@@ -7,21 +7,25 @@ torch unless tensors of torch are asked for.
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tokenizers import Encoding
+from tokenizers import Encoding, Regex, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as Backend
 
 from coulisse.errors import InputError
-from coulisse.tokenizer.build import build_backend
+from coulisse.tokenizer.build import SPM_FILES, build_backend
 
 # Configs that say "no limit" store a huge sentinel (int(1e30)).
 UNBOUNDED = 10**9
 TOKEN_TYPE_CLASSES = ("bert",)
+# transformers' `clean_up_tokenization`, in its order.
+CLEAN_UP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
+            (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
 
 
 class BatchEncoding(dict):
@@ -68,7 +72,7 @@ class Tokenizer:
         self.model_input_names = ["input_ids", "token_type_ids", "attention_mask"] if uses_types else [
             "input_ids", "attention_mask"]
         self._lock = threading.Lock()
-        self._truncation: int | None = None
+        self._truncation: tuple[int, int, str] | None = None
         backend.no_padding()
         backend.no_truncation()
         self.special_tokens = {
@@ -96,26 +100,77 @@ class Tokenizer:
         limit = settings.get("model_max_length")
         if not isinstance(limit, (int, float)) or limit >= UNBOUNDED:
             limit = max_positions if max_positions else UNBOUNDED
-        return cls(backend, model_max_length=int(limit), settings=settings, source=source, model_type=model_type)
+        return cls(backend, model_max_length=int(limit), settings=settings, source=source,
+                   model_type=model_type)
 
     # -- encoding ---------------------------------------------------------------------------------
 
     def encode_batch(self, texts: Sequence[str], pairs: Sequence[str] | None = None, *,
                      truncation: bool = True, max_length: int | None = None,
-                     add_special_tokens: bool = True) -> list[Encoding]:
-        """Tokenize without padding. Truncation keeps the first `max_length` tokens, specials included."""
+                     add_special_tokens: bool = True, strategy: str = "longest_first",
+                     stride: int = 0) -> list[Encoding]:
+        """Tokenize without padding. Truncation keeps the first `max_length` tokens, specials included;
+        `strategy` says which member of a pair gives them up ("longest_first", "only_first", "only_second").
+        What truncation cuts off is in each encoding's `overflowing`, as windows that share `stride` tokens
+        with the previous one (transformers' `return_overflowing_tokens=True, stride=...`)."""
         limit = (max_length or self.model_max_length) if truncation else None
         if limit is not None and limit >= UNBOUNDED:
             limit = None
-        inputs = list(zip(texts, pairs)) if pairs is not None else list(texts)
+        inputs = list(zip(texts, pairs, strict=True)) if pairs is not None else list(texts)
         with self._lock:  # truncation is backend state; set it and encode atomically
-            if limit != self._truncation:
-                if limit is None:
-                    self.backend.no_truncation()
-                else:
-                    self.backend.enable_truncation(limit, strategy="longest_first")
-                self._truncation = limit
+            self._set_truncation(limit, stride, strategy)
             return self.backend.encode_batch(inputs, add_special_tokens=add_special_tokens)
+
+    def encode_windows(self, texts: Sequence[str], pairs: Sequence[str], *, max_length: int, stride: int,
+                       strategy: str = "only_second") -> list[list[Encoding]]:
+        """Pairs whose truncated member is cut into overlapping windows, as transformers' fast tokenizers do
+        with `return_overflowing_tokens=True, stride=...`: per input, the first window then its overflow.
+        Consecutive windows share `stride` tokens of the truncated member."""
+        with self._lock:
+            try:
+                self._set_truncation(max_length, stride, strategy)
+                inputs = list(zip(texts, pairs, strict=True))
+                encodings = self.backend.encode_batch(inputs, add_special_tokens=True)
+            except Exception as e:  # tokenizers raises a plain Exception when the other member is too long
+                raise InputError(
+                    f"cannot cut windows of {max_length} tokens with a stride of {stride} ({e}); the part "
+                    "that is not cut (e.g. the question) leaves too little room: raise max_seq_len, lower "
+                    "doc_stride, or shorten it."
+                ) from e
+        return [[e, *e.overflowing] for e in encodings]
+
+    def _set_truncation(self, limit: int | None, stride: int, strategy: str) -> None:
+        """Configure the backend's truncation; call with the lock held."""
+        state = None if limit is None else (limit, stride, strategy)
+        if state == self._truncation:
+            return
+        if limit is None:
+            self.backend.no_truncation()
+        else:
+            self.backend.enable_truncation(limit, stride=stride, strategy=strategy)
+        self._truncation = state
+
+    @property
+    def padding_side(self) -> str:
+        """Where transformers would pad: question-answering puts the question on the other side."""
+        return str(self.settings.get("padding_side") or "right")
+
+    def as_transformers4(self) -> Tokenizer:
+        """This tokenizer as transformers 4 converted its files, for what reproduces transformers 4 (question
+        answering). Only SentencePiece files differ: transformers 4 kept the whitespace before a word inside
+        the word's first token ("▁mot" spans " mot"): character offsets and word spans move, ids do not."""
+        if self.source not in SPM_FILES:
+            return self
+        backend = Backend.from_str(self.backend.to_str())
+        steps = [backend.normalizer] if backend.normalizer is not None else []
+        backend.normalizer = normalizers.Sequence(
+            [*steps, normalizers.Strip(left=False, right=True), normalizers.Replace(Regex(" {2,}"), "▁")])
+        prepend = "always" if self.settings.get("add_prefix_space", True) else "never"
+        backend.pre_tokenizer = pre_tokenizers.Metaspace("▁", prepend_scheme=prepend, split=True)
+        twin = copy.copy(self)
+        twin.backend, twin._lock, twin._truncation = backend, threading.Lock(), None
+        backend.no_truncation()
+        return twin
 
     def __call__(self, text: str | Sequence[str], text_pair: str | Sequence[str] | None = None, *,
                  padding: bool | str = False, truncation: bool | None = None, max_length: int | None = None,
@@ -192,8 +247,33 @@ class Tokenizer:
             return self.backend.token_to_id(tokens)
         return [self.backend.token_to_id(t) for t in tokens]
 
-    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
-        return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+    @property
+    def mask_token_id(self) -> int | None:
+        return self.convert_tokens_to_ids(self.special_tokens["mask"])
+
+    @property
+    def unk_token_id(self) -> int | None:
+        return self.convert_tokens_to_ids(self.special_tokens["unk"])
+
+    def get_vocab(self) -> dict[str, int]:
+        return self.backend.get_vocab(with_added_tokens=True)
+
+    def convert_tokens_to_string(self, tokens: Sequence[str]) -> str:
+        """Tokens back to text through the backend's decoder (how transformers rebuilds NER words)."""
+        decoder = self.backend.decoder
+        return decoder.decode(list(tokens)) if decoder is not None else " ".join(tokens)
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False,
+               clean_up_tokenization_spaces: bool | None = None) -> str:
+        """transformers 5's decode: the backend's, then its space clean-up when the tokenizer config asks
+        for it (`clean_up_tokenization_spaces`), except on BPE models, where it would corrupt the text."""
+        text = self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+        if clean_up_tokenization_spaces is None:
+            clean_up_tokenization_spaces = bool(self.settings.get("clean_up_tokenization_spaces", False))
+        if clean_up_tokenization_spaces and type(self.backend.model).__name__ != "BPE":
+            for before, after in CLEAN_UP:
+                text = text.replace(before, after)
+        return text
 
     def __len__(self) -> int:
         return self.backend.get_vocab_size(with_added_tokens=True)

@@ -55,23 +55,27 @@ def gather_weights(module: nn.Module, tensors: dict[str, torch.Tensor],
     used: set[str] = set()
     state: dict[str, torch.Tensor] = {}
     for name, param in module.named_parameters():
+        keys = sources(name)
+        # Fused parameters (query/key/value) stack equal parts on dim 0: check each part on its own,
+        # so the message names the checkpoint key and its own shape.
+        expected = (param.shape[0] // len(keys), *param.shape[1:])
         parts = []
-        for key in sources(name):
+        for key in keys:
             found = _lookup(tensors, key)
             if found is None:
                 raise ModelLoadError(
                     f"{source_name} has no tensor {key.replace('{base}.', '')!r} (needed for {name}, "
                     f"shape {tuple(param.shape)}); the checkpoint does not match its config.json."
                 )
+            if tuple(tensors[found].shape) != expected:
+                raise WeightShapeError(
+                    f"tensor {found.replace('{base}.', '')} in {source_name} has shape "
+                    f"{tuple(tensors[found].shape)}, but the config implies {expected}; "
+                    "check config.json (hidden_size, vocab_size, num_labels...)."
+                )
             used.add(found)
             parts.append(tensors[found])
         value = parts[0] if len(parts) == 1 else torch.cat(parts, 0)
-        if tuple(value.shape) != tuple(param.shape):
-            raise WeightShapeError(
-                f"tensor {', '.join(k.replace('{base}.', '') for k in sources(name))} in {source_name} "
-                f"has shape {tuple(value.shape)}, but the config implies {tuple(param.shape)}; "
-                "check config.json (hidden_size, vocab_size, num_labels...)."
-            )
         state[name] = value.to(torch.float32)
     return state, used
 

@@ -29,8 +29,11 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _read_bin(path: Path) -> dict[str, torch.Tensor]:
-    # weights_only: a .bin is a pickle, and a pickle can run code.
-    state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    import zipfile
+
+    # weights_only: a .bin is a pickle, and a pickle can run code. mmap needs the zip format of
+    # torch >= 1.6; older checkpoints use the legacy format and are read into memory.
+    state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     if not isinstance(state, dict):
         raise ValueError(f"expected a state dict, found a {type(state).__name__}")
     return state
@@ -85,8 +88,11 @@ def read_weights(directory: Path) -> tuple[dict[str, torch.Tensor], Path]:
     except ModelLoadError:
         raise
     except Exception as e:  # each format fails in its own way on a corrupt file
+        # torch's messages run over several lines; the CLI prints one, and the cause stays chained.
+        cause = " ".join(str(e).split())
+        cause = cause if len(cause) <= 200 else cause[:197] + "..."
         raise ModelLoadError(
-            f"could not read {path} ({type(e).__name__}: {e}); the file is corrupt or truncated — "
+            f"could not read {path} ({type(e).__name__}: {cause}); the file is corrupt or truncated — "
             "download it again."
         ) from e
     log.info("read %d tensors from %s", len(tensors), path)

@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Callable
 from contextlib import contextmanager
+from pathlib import Path
 
 import click
 
@@ -41,6 +42,9 @@ def run_job(texts: tuple[str, ...], input_path: str | None, load: Callable[[], o
     if texts:
         raise click.UsageError("give TEXT arguments or --input FILE, not both.")
     job = JobOptions(input=input_path, output=options.pop("output") or "-", **options)
+    folder = Path(job.output).absolute().parent
+    if job.output != "-" and not folder.is_dir():
+        raise click.BadParameter(f"{job.output}: the folder {folder} does not exist.", param_hint="--output")
     with stop_on_sigterm():
         summary = classify_file(job, load)
     if not job.quiet:
@@ -107,7 +111,7 @@ def evaluate(input_path, label_column, output_dir, limit, sample, seed, bins, ov
     from coulisse.interfaces.cli import load_pipeline
     from coulisse.interfaces.jobs.evaluate import EvalOptions, evaluate_file
     from coulisse.interfaces.jobs.report import write_report
-    from coulisse.interfaces.jobs.runner import JobOptions
+    from coulisse.interfaces.jobs.runner import JobInterrupted, JobOptions
 
     if bins < 1:
         raise click.BadParameter(f"{bins}; pass a positive number of bins.", param_hint="--bins")
@@ -118,7 +122,10 @@ def evaluate(input_path, label_column, output_dir, limit, sample, seed, bins, ov
         return load_pipeline("text-classification", model, threads, quantize)
 
     with stop_on_sigterm():
-        result = evaluate_file(options, load)
+        try:
+            result = evaluate_file(options, load)
+        except JobInterrupted:
+            raise click.ClickException("interrupted; run the evaluation again (--overwrite).") from None
     metrics = write_report(result)
     if not quiet:
         click.echo(result.summary.describe(), err=True)

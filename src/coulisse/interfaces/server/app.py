@@ -99,57 +99,40 @@ def auth_dependency(api_key: str | None) -> list:
 def document_limits(schema: dict, settings: ServerSettings) -> dict:
     """Write the server's batch limit into the OpenAPI schema, so generated clients (and schemathesis)
     know it; the check itself stays in the route, which answers TEI's 400/413 rather than a 422."""
+    models = schema.get("components", {}).get("schemas", {})
     for name in ("PredictRequest", "EmbedRequest"):
-        inputs = schema.get("components", {}).get("schemas", {}).get(name, {}).get("properties", {}).get("inputs")
-        for form in (inputs or {}).get("anyOf", []):
+        inputs = models.get(name, {}).get("properties", {}).get("inputs", {})
+        for form in inputs.get("anyOf", []):
             if form.get("type") == "array":
                 form.update(minItems=1, maxItems=settings.max_client_batch_size)
     return schema
 
 
-def create_app(pipe: Pipeline, settings: ServerSettings | None = None) -> FastAPI:
-    settings = settings or ServerSettings()
-    metrics = ServerMetrics()
-    service = Service(pipe, settings, metrics)
-    # A semaphore that answers 429 instead of queueing: waiting requests would pile up without bound.
-    permits = asyncio.Semaphore(settings.max_concurrent_requests)
+class Gate:
+    """What every task request passes: the batch limits, a concurrency permit, timings and metrics."""
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        await service.start()
-        log.info("serving %s (%s); limits %s", pipe.checkpoint.name, pipe.task, service.batcher.limits)
-        try:
-            yield
-        finally:
-            await service.stop()
-            log.info("stopped: every queued input was answered")
+    def __init__(self, settings: ServerSettings, metrics: ServerMetrics):
+        self.settings, self.metrics = settings, metrics
+        # A semaphore that answers 429 instead of queueing: waiting requests would pile up without bound.
+        self.permits = asyncio.Semaphore(settings.max_concurrent_requests)
 
-    app = FastAPI(title="coulisse", version=__version__, lifespan=lifespan,
-                  description="Text-embeddings-inference's HTTP API over a coulisse pipeline.")
-    def openapi() -> dict:
-        if app.openapi_schema is None:
-            app.openapi_schema = document_limits(get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=app.routes), settings)
-        return app.openapi_schema
+    def check_batch(self, n: int) -> None:
+        if n == 0:
+            raise ServerError("empty", "`inputs` cannot be empty")
+        if n > self.settings.max_client_batch_size:
+            raise ServerError("batch_size", f"batch size {n} > maximum allowed batch size "
+                              f"{self.settings.max_client_batch_size} (--max-client-batch-size)")
 
-    app.openapi = openapi
-    app.state.service = service
-    app.state.metrics = metrics
-    app.add_middleware(PayloadLimit, limit=settings.payload_limit, metrics=metrics)
-    install_handlers(app, metrics)
-    protected = auth_dependency(settings.api_key)
-    common = ("validation", "payload_size", *(("unauthorized",) if settings.api_key else ()))
-
-    async def answer(request: Request, route: str, method: str,
-                     work: Callable[[Timings], Awaitable[list]], single: bool) -> Response:
+    async def run(self, request: Request, route: str, method: str,
+                  work: Callable[[Timings], Awaitable[list]], single: bool) -> Response:
         request.state.request_id = request_id = uuid.uuid4().hex
         start = time.perf_counter()
-        metrics.request_count.inc(route=route, method=method)
-        if permits.locked():
-            raise ServerError("overloaded", f"Model is overloaded: {settings.max_concurrent_requests} "
+        self.metrics.request_count.inc(route=route, method=method)
+        if self.permits.locked():
+            raise ServerError("overloaded", f"Model is overloaded: {self.settings.max_concurrent_requests} "
                               "requests in flight (--max-concurrent-requests); retry later")
-        await permits.acquire()
-        metrics.in_flight.inc()
+        await self.permits.acquire()
+        self.metrics.in_flight.inc()
         timings = Timings()
         try:
             results = await work(timings)
@@ -159,11 +142,12 @@ def create_app(pipe: Pipeline, settings: ServerSettings | None = None) -> FastAP
                 e.message = f"{e.message} (request id {request_id})"
             raise
         finally:
-            permits.release()
-            metrics.in_flight.inc(-1)
+            self.permits.release()
+            self.metrics.in_flight.inc(-1)
         total = time.perf_counter() - start
-        metrics.request_success.inc(route=route, method=method)
-        metrics.request_duration.observe(total, route=route)
+        self.metrics.request_success.inc(route=route, method=method)
+        self.metrics.request_duration.observe(total, route=route)
+        # TEI's response headers, in milliseconds.
         ms = {"total": total, "tokenization": timings.tokenization_s, "queue": timings.queue_s,
               "inference": timings.inference_s}
         headers = {"x-request-id": request_id, "x-compute-type": "cpu",
@@ -171,43 +155,41 @@ def create_app(pipe: Pipeline, settings: ServerSettings | None = None) -> FastAP
                    **{f"x-{name}-time": str(int(seconds * 1000)) for name, seconds in ms.items()}}
         return JSONResponse(results[0] if single else results, headers=headers)
 
-    def check_batch(n: int) -> None:
-        if n == 0:
-            raise ServerError("empty", "`inputs` cannot be empty")
-        if n > settings.max_client_batch_size:
-            raise ServerError("batch_size", f"batch size {n} > maximum allowed batch size "
-                              f"{settings.max_client_batch_size} (--max-client-batch-size)")
+
+def add_task_routes(app: FastAPI, service: Service, gate: Gate, protected: list) -> None:
+    settings = service.settings
+    errors = openapi_responses("validation", "payload_size", *(("unauthorized",) if settings.api_key else ()),
+                               "empty", "batch_size", "input_length", "model_type", "overloaded", "backend",
+                               "unhealthy")
 
     # Both task routes answer (the other model type gets TEI's 424); the schema shows the one served.
     @app.post("/predict", tags=[TAG], dependencies=protected, response_model=None,
               include_in_schema=service.classifier,
-              responses={200: {"model": PredictResponse, "description": "Labels sorted by score"},
-                         **openapi_responses(*common, "empty", "batch_size", "input_length", "model_type",
-                                             "overloaded", "backend", "unhealthy")})
+              responses={200: {"model": PredictResponse, "description": "Labels sorted by score"}, **errors})
     async def predict(body: PredictRequest, request: Request) -> Response:
         """Classify one text (a sorted list of labels) or a batch (one sorted list per input)."""
         single = not isinstance(body.inputs, list)
         raw = [body.inputs] if single else body.inputs
-        check_batch(len(raw))
+        gate.check_batch(len(raw))
         sequences = [(s, None) if isinstance(s, str) else (s[0], s[1] if len(s) == 2 else None) for s in raw]
         truncate = settings.auto_truncate if body.truncate is None else body.truncate
-        return await answer(request, "predict", "single" if single else "batch", lambda t: service.predict(
+        return await gate.run(request, "predict", "single" if single else "batch", lambda t: service.predict(
             sequences, truncate, body.raw_scores, partial(client_gone, request), t), single)
 
     @app.post("/embed", tags=[TAG], dependencies=protected, response_model=None,
               include_in_schema=not service.classifier,
-              responses={200: {"model": EmbedResponse, "description": "One vector per input"},
-                         **openapi_responses(*common, "empty", "batch_size", "input_length", "model_type",
-                                             "overloaded", "backend", "unhealthy")})
+              responses={200: {"model": EmbedResponse, "description": "One vector per input"}, **errors})
     async def embed(body: EmbedRequest, request: Request) -> Response:
         """Pooled (mean, or CLS per 1_Pooling/config.json) and by default L2-normalized embeddings."""
         texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
-        check_batch(len(texts))
+        gate.check_batch(len(texts))
         truncate = settings.auto_truncate if body.truncate is None else body.truncate
         method = "batch" if isinstance(body.inputs, list) else "single"
-        return await answer(request, "embed", method, lambda t: service.embed(
+        return await gate.run(request, "embed", method, lambda t: service.embed(
             texts, truncate, body.normalize, partial(client_gone, request), t), False)
 
+
+def add_status_routes(app: FastAPI, service: Service, metrics: ServerMetrics, protected: list) -> None:
     @app.get("/health", tags=[TAG], response_class=Response,
              responses={200: {"description": "Ready", "content": None}, **openapi_responses("unhealthy")})
     async def health() -> Response:
@@ -218,7 +200,7 @@ def create_app(pipe: Pipeline, settings: ServerSettings | None = None) -> FastAP
 
     @app.get("/info", tags=[TAG], dependencies=protected, response_model=None,
              responses={200: {"model": Info, "description": "Served model info"},
-                        **openapi_responses(*(("unauthorized",) if settings.api_key else ()))})
+                        **openapi_responses(*(("unauthorized",) if protected else ()))})
     async def info() -> JSONResponse:
         """The served model, its labels and the server's limits."""
         return JSONResponse(service.info())  # TEI's tagged model_type: only the key that applies
@@ -234,4 +216,38 @@ def create_app(pipe: Pipeline, settings: ServerSettings | None = None) -> FastAP
     async def tei_openapi() -> JSONResponse:
         return JSONResponse(app.openapi())  # where TEI serves its schema
 
+
+def create_app(pipe: Pipeline, settings: ServerSettings | None = None) -> FastAPI:
+    """The ASGI app over a loaded pipeline; its lifespan starts and drains the batcher."""
+    settings = settings or ServerSettings()
+    metrics = ServerMetrics()
+    service = Service(pipe, settings, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await service.start()
+        log.info("serving %s (%s); limits %s", pipe.checkpoint.name, pipe.task, service.batcher.limits)
+        try:
+            yield
+        finally:
+            await service.stop()
+            log.info("stopped: every queued input was answered")
+
+    app = FastAPI(title="coulisse", version=__version__, lifespan=lifespan,
+                  description="Text-embeddings-inference's HTTP API over a coulisse pipeline.")
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                 routes=app.routes)
+            app.openapi_schema = document_limits(schema, settings)
+        return app.openapi_schema
+
+    app.openapi = openapi
+    app.state.service, app.state.metrics = service, metrics
+    app.add_middleware(PayloadLimit, limit=settings.payload_limit, metrics=metrics)
+    install_handlers(app, metrics)
+    protected = auth_dependency(settings.api_key)
+    add_task_routes(app, service, Gate(settings, metrics), protected)
+    add_status_routes(app, service, metrics, protected)
     return app

@@ -96,8 +96,10 @@ def install_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
 
     def respond(request: Request, kind: str, message: str) -> JSONResponse:
         metrics.request_failure.inc(err=kind)
-        request_id = getattr(request.state, "request_id", None)
-        return error_response(kind, message, {"x-request-id": request_id} if request_id else None)
+        headers = {"www-authenticate": "Bearer"} if kind == "unauthorized" else {}
+        if getattr(request.state, "request_id", None):
+            headers["x-request-id"] = request.state.request_id
+        return error_response(kind, message, headers)
 
     async def on_server_error(request: Request, exc: ServerError) -> JSONResponse:
         return respond(request, exc.kind, exc.message)

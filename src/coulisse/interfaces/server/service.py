@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -42,12 +42,9 @@ class ServerSettings:
     max_concurrent_requests: int = 512
     auto_truncate: bool = True
     payload_limit: int = 2_000_000
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # never in a log line, not even a debug one
     pooling: str | None = None
     dtype: str = "float32"
-
-    def __repr__(self) -> str:  # never show the key, not even in a debug log
-        return f"ServerSettings(model_id={self.model_id!r}, api_key={'***' if self.api_key else None}, ...)"
 
 
 @dataclass
@@ -92,7 +89,8 @@ class Service:
 
     async def stop(self) -> None:
         await self.batcher.stop()
-        self._tokenizer_pool.shutdown(wait=True)
+        if self._tokenizer_pool is not None:
+            self._tokenizer_pool.shutdown(wait=True)
 
     # -- stage 1 ----------------------------------------------------------------------------------
 

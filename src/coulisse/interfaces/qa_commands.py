@@ -1,0 +1,135 @@
+"""`coulisse qa` and `coulisse zero-shot`: extractive question answering and NLI zero-shot classification."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from coulisse.interfaces.cli import engine_options, load_pipeline, model_option, read_texts
+
+
+def read_context(value: str) -> str:
+    """`-` reads stdin, an existing file is read, anything else is the context itself."""
+    if value == "-":
+        return sys.stdin.read()
+    path = Path(value)
+    try:
+        is_file = path.is_file()
+    except (OSError, ValueError):  # not a possible path (too long, NUL...): the text itself
+        is_file = False
+    if not is_file:
+        return value
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise click.BadParameter(f"cannot read {value}: {e}", param_hint="--context") from None
+
+
+def _shown(text: str, width: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+@click.command()
+@click.argument("questions", nargs=-1, required=True)
+@click.option("-c", "--context", required=True, envvar="COULISSE_CONTEXT",
+              help="The context: a FILE to read, - for stdin, or the text itself.")
+@model_option(default=None)
+@click.option("-k", "--top-k", type=int, default=1, show_default=True, help="Answers shown per question.")
+@click.option("-l", "--max-answer-len", type=int, default=15, show_default=True,
+              envvar="COULISSE_MAX_ANSWER_LEN", help="Longest answer, in tokens.")
+@click.option("-s", "--max-seq-len", type=int, default=None, envvar="COULISSE_MAX_SEQ_LEN",
+              help="Tokens per window (question + context part); default min(384, the model's limit).")
+@click.option("-d", "--doc-stride", type=int, default=None, envvar="COULISSE_DOC_STRIDE",
+              help="Tokens shared by consecutive windows of a long context (default: min(128, half one)).")
+@click.option("-n", "--impossible", "handle_impossible_answer", is_flag=True, envvar="COULISSE_IMPOSSIBLE",
+              help="Allow the empty answer (the context does not say).")
+@click.option("-j", "--json", "as_json", is_flag=True, help="One JSON object per question.")
+@engine_options
+def qa(questions, context, model, top_k, max_answer_len, max_seq_len, doc_stride, handle_impossible_answer,
+       as_json, threads, quantize):
+    """Answer QUESTIONS from a context with an extractive question-answering model (SQuAD, FQuAD, PIAF...).
+
+    Answers are spans of the context, found as transformers 4's question-answering pipeline found them;
+    long contexts are read in overlapping windows.
+
+    \b
+    Examples:
+      coulisse qa -m etalab-ia/camembert-base-squadFR-fquad-piaf --context article.txt "Qui l'a fondée ?"
+      coulisse qa -m ./my-qa-model -c "Le camembert vient de Normandie." "D'où vient le camembert ?"
+      coulisse qa -m ./my-qa-model -c notes.txt -k 3 --json "Quand ?" "Où ?"
+    """
+    if model is None:
+        raise click.UsageError("give --model: a question-answering checkpoint (Hub id or folder), or set "
+                               "COULISSE_MODEL.")
+    text = read_context(context)
+    pipe = load_pipeline("question-answering", model, threads, quantize)
+    options = {"top_k": top_k, "max_answer_len": max_answer_len, "max_seq_len": max_seq_len,
+               "doc_stride": doc_stride, "handle_impossible_answer": handle_impossible_answer}
+    options = {k: v for k, v in options.items() if v is not None}
+    results = pipe(question=list(questions), context=text, **options)
+    if len(questions) == 1:
+        results = [results]
+    for question, result in zip(questions, results, strict=True):
+        answers = result if isinstance(result, list) else [result]
+        if as_json:
+            record = {"question": question, **(answers[0] if answers else {"answer": None})}
+            if top_k > 1:
+                record["answers"] = answers
+            click.echo(json.dumps(record, ensure_ascii=False))
+            continue
+        click.echo(f"{question}")
+        if not answers:
+            click.echo("  (no answer)")
+        for a in answers:
+            shown = repr(a["answer"]) if a["answer"] else "(no answer in the context)"
+            click.echo(f"  {a['score']:.4f}  [{a['start']}:{a['end']}]  {shown}")
+
+
+@click.command("zero-shot")
+@click.argument("texts", nargs=-1)
+@click.option("-l", "--labels", required=True, envvar="COULISSE_LABELS",
+              help="Candidate labels, comma-separated: 'sport,politique,cinéma'.")
+@model_option(default=None)
+@click.option("-H", "--hypothesis-template", default=None, envvar="COULISSE_HYPOTHESIS_TEMPLATE",
+              help="Hypothesis with {} for the label; default in the model's language: "
+              "'Ce texte parle de {}.' for French models, else 'This example is {}.'.")
+@click.option("-M", "--multi-label", is_flag=True, envvar="COULISSE_MULTI_LABEL",
+              help="Score each label on its own (entailment vs contradiction) instead of sharing 1.")
+@click.option("-k", "--top-k", type=int, default=None, help="Labels shown per text (default: all).")
+@click.option("-j", "--json", "as_json", is_flag=True,
+              help="One JSON object per text (sequence, labels, scores).")
+@engine_options
+def zero_shot(texts, labels, model, hypothesis_template, multi_label, top_k, as_json, threads, quantize):
+    """Classify TEXTS (or lines of stdin) into labels chosen now, with an NLI model (zero-shot).
+
+    \b
+    Examples:
+      coulisse zero-shot -m ./camembert-xnli --labels sport,politique,cinéma "Le PSG a gagné hier soir."
+      coulisse zero-shot -m ./nli-model -l "urgent,pas urgent" -H "Ce message est {}." --json "Au secours !"
+      cat titres.txt | coulisse zero-shot -m ./nli-model -l économie,santé,culture -M
+    """
+    if model is None:
+        raise click.UsageError("give --model: an NLI sequence classifier (Hub id or folder), or set "
+                               "COULISSE_MODEL.")
+    lines = read_texts(texts)
+    pipe = load_pipeline("zero-shot-classification", model, threads, quantize)
+    options = {"candidate_labels": labels, "multi_label": multi_label}
+    if hypothesis_template:
+        options["hypothesis_template"] = hypothesis_template
+    for result in pipe(lines, **options):
+        pairs = list(zip(result["labels"], result["scores"], strict=True))[:top_k]
+        if as_json:
+            shown = {**result, "labels": [p[0] for p in pairs], "scores": [p[1] for p in pairs]}
+            click.echo(json.dumps(shown, ensure_ascii=False))
+        else:
+            shown = "  ".join(f"{label} {score:.4f}" for label, score in pairs)
+            click.echo(f"{shown}  {_shown(result['sequence'])}")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(qa)
+    cli.add_command(zero_shot)

@@ -1,0 +1,236 @@
+"""Stage 3 for token classification (NER): token logits -> entities with character offsets (numpy only).
+
+A faithful port of transformers 5's `TokenClassificationPipeline` post-processing: softmax per token,
+special tokens dropped, `word` rebuilt by the tokenizer's decoder, subwords detected from the offsets,
+then the `aggregation_strategy` (none / simple / first / average / max) and `ignore_labels`. A text
+longer than the model is cut into windows that share `stride` tokens (the tokenizer's overflowing
+tokens); entities found twice in the overlap are resolved as transformers does.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from tokenizers import Encoding
+
+from coulisse.engine import Item
+from coulisse.errors import InputError
+from coulisse.pipelines import Pipeline
+from coulisse.tasks.text_classification import softmax
+from coulisse.tokenizer import Tokenizer, check_texts
+
+log = logging.getLogger(__name__)
+
+AGGREGATIONS = ("none", "simple", "first", "average", "max")
+WORD_AGGREGATIONS = ("first", "average", "max")
+
+
+def word_aware(tokenizer: Tokenizer) -> bool:
+    """A WordPiece model marks word continuations ("##"), so a token longer than its text is a subword;
+    other models (BPE, Unigram) only have transformers' heuristic: no space just before the token."""
+    return bool(getattr(tokenizer.backend.model, "continuing_subword_prefix", None))
+
+
+def gather_pre_entities(sentence: str, encoding: Encoding, scores: np.ndarray,
+                        tokenizer: Tokenizer) -> list[dict]:
+    """One dict per real token: its token string, scores, offsets, index, and whether it continues a word."""
+    words = word_aware(tokenizer)
+    unk = tokenizer.unk_token_id
+    pre_entities = []
+    for idx, (token_id, special, (start, end)) in enumerate(
+            zip(encoding.ids, encoding.special_tokens_mask, encoding.offsets, strict=True)):
+        if special:
+            continue
+        word = tokenizer.convert_ids_to_tokens(token_id)
+        word_ref = sentence[start:end]
+        if words:
+            is_subword = len(word) != len(word_ref)
+        else:
+            is_subword = start > 0 and " " not in sentence[start - 1 : start + 1]
+        if token_id == unk:
+            word, is_subword = word_ref, False
+        pre_entities.append({"word": word, "scores": scores[idx], "start": start, "end": end, "index": idx,
+                             "is_subword": is_subword})
+    return pre_entities
+
+
+def aggregate(pre_entities: list[dict], aggregation: str, id2label: dict[int, str],
+              tokenizer: Tokenizer) -> list[dict]:
+    if aggregation in ("none", "simple"):
+        entities = []
+        for pre in pre_entities:
+            best = int(pre["scores"].argmax())
+            entities.append({"entity": id2label[best], "score": pre["scores"][best], "index": pre["index"],
+                             "word": pre["word"], "start": pre["start"], "end": pre["end"]})
+    else:
+        entities = aggregate_words(pre_entities, aggregation, id2label, tokenizer)
+    if aggregation == "none":
+        return entities
+    return group_entities(entities, tokenizer)
+
+
+def aggregate_word(entities: list[dict], aggregation: str, id2label: dict[int, str],
+                   tokenizer: Tokenizer) -> dict:
+    """The tokens of one word -> one entity whose label the strategy picks."""
+    if aggregation == "first":
+        scores = entities[0]["scores"]
+    elif aggregation == "max":
+        scores = max(entities, key=lambda e: e["scores"].max())["scores"]
+    else:  # average
+        scores = np.nanmean(np.stack([e["scores"] for e in entities]), axis=0)
+    best = int(scores.argmax())
+    return {"entity": id2label[best], "score": scores[best],
+            "word": tokenizer.convert_tokens_to_string([e["word"] for e in entities]),
+            "start": entities[0]["start"], "end": entities[-1]["end"]}
+
+
+def aggregate_words(entities: list[dict], aggregation: str, id2label: dict[int, str],
+                    tokenizer: Tokenizer) -> list[dict]:
+    """Force the tokens of a word to agree: micro|soft| com|pany| -> microsoft| company|."""
+    words: list[dict] = []
+    group: list[dict] = []
+    for entity in entities:
+        if group and not entity["is_subword"]:
+            words.append(aggregate_word(group, aggregation, id2label, tokenizer))
+            group = []
+        group.append(entity)
+    if group:
+        words.append(aggregate_word(group, aggregation, id2label, tokenizer))
+    return words
+
+
+def get_tag(entity_name: str) -> tuple[str, str]:
+    """("B" or "I", tag); a label without a B-/I- prefix continues (I) its own tag."""
+    if entity_name.startswith(("B-", "I-")):
+        return entity_name[0], entity_name[2:]
+    return "I", entity_name
+
+
+def group_sub_entities(entities: list[dict], tokenizer: Tokenizer) -> dict:
+    return {"entity_group": entities[0]["entity"].split("-", 1)[-1],
+            "score": np.mean(np.nanmean([e["score"] for e in entities])),
+            "word": tokenizer.convert_tokens_to_string([e["word"] for e in entities]),
+            "start": entities[0]["start"], "end": entities[-1]["end"]}
+
+
+def group_entities(entities: list[dict], tokenizer: Tokenizer) -> list[dict]:
+    """Adjacent entities of one tag become one group; a B- tag always opens a new group."""
+    groups: list[dict] = []
+    current: list[dict] = []
+    for entity in entities:
+        if current:
+            bi, tag = get_tag(entity["entity"])
+            _, last_tag = get_tag(current[-1]["entity"])
+            if tag != last_tag or bi == "B":
+                groups.append(group_sub_entities(current, tokenizer))
+                current = []
+        current.append(entity)
+    if current:
+        groups.append(group_sub_entities(current, tokenizer))
+    return groups
+
+
+def aggregate_overlapping_entities(entities: list[dict]) -> list[dict]:
+    """Entities of consecutive windows that overlap: keep the longer, or on a tie the higher score."""
+    if not entities:
+        return entities
+    entities = sorted(entities, key=lambda e: e["start"])
+    kept = []
+    previous = entities[0]
+    for entity in entities:
+        if previous["start"] <= entity["start"] < previous["end"]:
+            length, before = entity["end"] - entity["start"], previous["end"] - previous["start"]
+            if length > before or (length == before and entity["score"] > previous["score"]):
+                previous = entity
+        else:
+            kept.append(previous)
+            previous = entity
+    kept.append(previous)
+    return kept
+
+
+def text_entities(sentence: str, windows: list[Encoding], logits: list[np.ndarray], tokenizer: Tokenizer,
+                  id2label: dict[int, str], aggregation: str = "none",
+                  ignore_labels: list[str] | None = None) -> list[dict]:
+    """One text's windows and their token logits `(length, labels)` -> its entities, transformers' shape."""
+    ignore = ["O"] if ignore_labels is None else list(ignore_labels)
+    entities = []
+    for encoding, window_logits in zip(windows, logits, strict=True):
+        scores = softmax(np.asarray(window_logits, dtype=np.float32))
+        pre_entities = gather_pre_entities(sentence, encoding, scores, tokenizer)
+        entities += [e for e in aggregate(pre_entities, aggregation, id2label, tokenizer)
+                     if e.get("entity") not in ignore and e.get("entity_group") not in ignore]
+    if len(windows) > 1:
+        entities = aggregate_overlapping_entities(entities)
+    return [{**e, "score": float(e["score"])} for e in entities]
+
+
+class TokenClassificationPipeline(Pipeline):
+    task = "token-classification"
+    head = "token-classification"
+
+    def _options(self, kwargs: dict[str, Any]) -> tuple[str, list[str] | None, int | None]:
+        options = {**self.defaults, **kwargs}
+        unknown = set(options) - {"aggregation_strategy", "ignore_labels", "stride"}
+        if unknown:
+            raise InputError(f"unknown option(s) {sorted(unknown)}; token-classification takes "
+                             "aggregation_strategy, ignore_labels, stride.")
+        aggregation = str(getattr(options.get("aggregation_strategy"), "value", None)
+                          or options.get("aggregation_strategy") or "none").lower()
+        if aggregation not in AGGREGATIONS:
+            raise InputError(f"aggregation_strategy={aggregation!r}; use one of {', '.join(AGGREGATIONS)}.")
+        ignore_labels = options.get("ignore_labels")
+        if isinstance(ignore_labels, str):
+            raise InputError(f"ignore_labels={ignore_labels!r}; pass a list of labels, e.g. ['O'].")
+        stride = options.get("stride")
+        if stride is not None:
+            # As in transformers, only an explicit "none" is refused: by default, windows' token-level
+            # entities are merged like groups.
+            self._check_stride(stride, explicit_none=options.get("aggregation_strategy") is not None
+                               and aggregation == "none")
+        return aggregation, ignore_labels, stride
+
+    def _check_stride(self, stride: Any, explicit_none: bool) -> None:
+        room = self.tokenizer.model_max_length - self.tokenizer.backend.num_special_tokens_to_add(False)
+        if not isinstance(stride, int) or isinstance(stride, bool) or not 0 <= stride < room:
+            raise InputError(f"stride={stride!r}; pass a number of tokens from 0 to {room - 1} (windows hold "
+                             f"{room} tokens of text besides the special tokens).")
+        if explicit_none:
+            raise InputError('stride splits long texts into windows, whose entities can only be merged '
+                             'with an aggregation_strategy other than "none"; pass e.g. '
+                             'aggregation_strategy="simple".')
+
+    def preprocess(self, texts: list[str], stride: int | None = None) -> list[list[Encoding]]:
+        """Per text, its windows: one (truncated) encoding, or, with a stride, every window of the text."""
+        encodings = self.tokenizer.encode_batch(texts, truncation=True, stride=stride or 0)
+        if stride is None:
+            cut = sum(1 for e in encodings if e.overflowing)
+            if cut:
+                log.warning("%d text(s) longer than %d tokens were truncated; pass stride=N to cover them "
+                            "whole", cut, self.tokenizer.model_max_length)
+            return [[e] for e in encodings]
+        return [[e, *e.overflowing] for e in encodings]
+
+    def postprocess(self, text: str, windows: list[Encoding], logits: list[np.ndarray],
+                    aggregation_strategy: str = "none", ignore_labels: list[str] | None = None) -> list[dict]:
+        """One text's windows and their token logits -> entities (see `text_entities`)."""
+        return text_entities(text, windows, logits, self.tokenizer, self.config.id2label,
+                             aggregation_strategy, ignore_labels)
+
+    def __call__(self, inputs: Any, progress=None, **kwargs: Any) -> list:
+        aggregation, ignore_labels, stride = self._options(kwargs)
+        if aggregation in WORD_AGGREGATIONS and not word_aware(self.tokenizer):
+            log.warning("the tokenizer does not mark subwords: aggregation_strategy=%r finds words with "
+                        "transformers' fallback heuristic (a token not preceded by a space continues a word)",
+                        aggregation)
+        texts, single = check_texts(inputs)
+        windows = self.preprocess(texts, stride)
+        logits = self.forward([Item(e.ids, e.type_ids) for w in windows for e in w], progress)
+        results, at = [], 0
+        for text, text_windows in zip(texts, windows, strict=True):
+            results.append(self.postprocess(text, text_windows, logits[at : at + len(text_windows)],
+                                            aggregation, ignore_labels))
+            at += len(text_windows)
+        return results[0] if single else results

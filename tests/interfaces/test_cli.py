@@ -1,0 +1,185 @@
+"""The `coulisse` command: classify and explain from a Hugging Face cache laid out like tblard/tf-allocine
+(offline), as a real subprocess and through click's CliRunner; and one-line errors, exit code 1, no
+traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from broken import BROKEN, build
+from click.testing import CliRunner
+from factory import make_hf_cache
+
+from coulisse.interfaces.cli import cli
+
+REPO = "tblard/tf-allocine"
+TEXTS = ["J'ai attendu un cours d'HuggingFace toute ma vie.", "Je déteste tellement ça !"]
+
+
+@pytest.fixture(scope="module")
+def expected(tf_camembert_dir):
+    """TensorFlow's answers for the fixture texts: label and softmax score."""
+    data = json.loads((tf_camembert_dir / "expected.json").read_text(encoding="utf-8"))
+    logits = np.asarray(data["logits"], dtype=np.float64)
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    return {t: (["NEGATIVE", "POSITIVE"][int(p.argmax())], float(p.max()), p)
+            for t, p in zip(data["texts"], probs, strict=True)}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory, tf_camembert_dir):
+    root = tmp_path_factory.mktemp("hf") / "hub"
+    make_hf_cache(root, tf_camembert_dir)
+    return root
+
+
+@pytest.fixture
+def offline_env(monkeypatch, cache):
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("COULISSE_MODEL", raising=False)
+    return {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+
+
+def coulisse_command() -> list[str]:
+    script = Path(sys.executable).parent / "coulisse"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "coulisse.interfaces.cli"]
+
+
+def run_cli(args, env, stdin=None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in env.items() if k != "COULISSE_MODEL"}
+    return subprocess.run([*coulisse_command(), *args], capture_output=True, text=True, env=env, input=stdin,
+                          timeout=300)
+
+
+def check_table(stdout: str, texts, expected) -> None:
+    lines = stdout.strip().splitlines()
+    assert len(lines) == len(texts)
+    for line, text in zip(lines, texts, strict=True):
+        label, score, _ = expected[text]
+        got_label, got_score, shown = line.split(maxsplit=2)
+        assert got_label == label and abs(float(got_score) - score) <= 1e-4
+        assert text.startswith(shown.removesuffix("...")[:40])
+
+
+@pytest.mark.slow
+def test_classify_in_a_subprocess_reads_the_offline_cache(offline_env, expected):
+    done = run_cli(["classify", *TEXTS], offline_env)
+    assert done.returncode == 0, done.stderr
+    check_table(done.stdout, TEXTS, expected)
+    assert "Traceback" not in done.stderr
+
+    done = run_cli(["classify", "--json"], offline_env, stdin="\n".join(TEXTS) + "\n\n")
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["text"] for r in records] == TEXTS
+    for r in records:
+        assert r["label"] == expected[r["text"]][0] and abs(r["score"] - expected[r["text"]][1]) <= 1e-4
+
+
+@pytest.mark.slow
+def test_cli_error_in_a_subprocess_is_one_line(tmp_path, offline_env):
+    env = {**offline_env, "HF_HUB_CACHE": str(tmp_path / "empty")}
+    done = run_cli(["classify", "Bof."], env)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and REPO in lines[0], done.stderr
+
+
+def test_classify_with_cli_runner(offline_env, expected):
+    result = CliRunner().invoke(cli, ["classify", *TEXTS])
+    assert result.exit_code == 0, result.output
+    check_table(result.stdout, TEXTS, expected)
+
+
+def test_classify_json_top_k_and_stdin(offline_env, expected):
+    result = CliRunner().invoke(cli, ["classify", "--json", "--top-k", "2"], input="\n".join(TEXTS) + "\n")
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["text"] for r in records] == TEXTS
+    for r in records:
+        label, score, probs = expected[r["text"]]
+        assert r["label"] == label and abs(r["score"] - score) <= 1e-4
+        assert [s["label"] for s in r["scores"]] == [["NEGATIVE", "POSITIVE"][i] for i in np.argsort(-probs)]
+        assert abs(sum(s["score"] for s in r["scores"]) - 1) <= 1e-5
+
+
+def test_model_option_and_environment_fallback(monkeypatch, tf_camembert_dir, expected):
+    result = CliRunner().invoke(cli, ["classify", "-m", str(tf_camembert_dir), TEXTS[1]])
+    assert result.exit_code == 0, result.output
+    check_table(result.stdout, TEXTS[1:], expected)
+    monkeypatch.setenv("COULISSE_MODEL", str(tf_camembert_dir))
+    result = CliRunner().invoke(cli, ["classify", TEXTS[0]])
+    assert result.exit_code == 0, result.output
+    check_table(result.stdout, TEXTS[:1], expected)
+
+
+def test_explain_shows_every_stage(offline_env, expected, tf_camembert_dir):
+    data = json.loads((tf_camembert_dir / "expected.json").read_text(encoding="utf-8"))
+    result = CliRunner().invoke(cli, ["explain", TEXTS[0]])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    for title in ("1. Tokenizer", "2. Encoder", "3. Head", "4. Post-processing"):
+        assert title in out
+    assert str(data["input_ids"][0]) in out
+    assert "attention_mask" in out and "▁cours" in out
+    assert "{0: 'NEGATIVE', 1: 'POSITIVE'}" in out
+    label, score, _ = expected[TEXTS[0]]
+    assert f"Answer: {label} ({score:.4f})" in out
+
+
+def test_help_carries_examples_and_version():
+    runner = CliRunner()
+    assert "Examples:" in runner.invoke(cli, ["classify", "--help"]).stdout
+    assert "Example:" in runner.invoke(cli, ["explain", "--help"]).stdout
+    version = runner.invoke(cli, ["--version"])
+    assert version.exit_code == 0 and "0.1.0" in version.stdout
+
+
+def assert_one_line_error(result, *words) -> None:
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ")
+    assert "Traceback" not in result.output
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+@pytest.mark.parametrize("name", list(BROKEN))
+def test_broken_checkpoints_print_one_line_errors(name, factory, tf_camembert_dir, tmp_path):
+    directory = build(name, factory, tf_camembert_dir, tmp_path / name)
+    result = CliRunner().invoke(cli, ["classify", "-m", str(directory), "Bof."])
+    assert_one_line_error(result, BROKEN[name].error.__name__)
+
+
+def test_bad_model_and_inputs_print_one_line_errors(tmp_path, monkeypatch, tf_camembert_dir):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    runner = CliRunner()
+    assert_one_line_error(runner.invoke(cli, ["classify", "-m", str(tmp_path / "nope"), "x"]), "nope")
+    assert_one_line_error(runner.invoke(cli, ["classify", "x"]), REPO, str(tmp_path / "empty"))
+    missing = "tblard/nothing-here"
+    assert_one_line_error(runner.invoke(cli, ["explain", "-m", missing, "x"]), missing)
+    model = ["-m", str(tf_camembert_dir)]
+    assert_one_line_error(runner.invoke(cli, ["classify", *model, "-k", "0", "x"]), "top_k")
+    assert_one_line_error(runner.invoke(cli, ["classify", *model], input="\n  \n"), "empty list")
+
+
+def test_explain_a_base_model_stops_after_the_encoder(factory):
+    directory = factory.checkpoint("bert", base=True)
+    args = ["explain", "--task", "feature-extraction", "-m", str(directory), "Bof."]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    ids = factory.hf_tokenizer("bert")("Bof.")["input_ids"]
+    assert f"input_ids      {ids}" in result.stdout
+    assert "last_hidden_state shape: (batch=1, sequence=" + str(len(ids)) in result.stdout
+    assert "3. Head" not in result.stdout

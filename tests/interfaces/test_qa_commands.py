@@ -1,0 +1,126 @@
+"""`coulisse qa` and `coulisse zero-shot` through click's CliRunner: the answers of the pipelines (and so of
+transformers 4 / 5, see tests/tasks), --json records, contexts from files and stdin, one-line errors."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from coulisse import pipeline
+from coulisse.interfaces.cli import cli
+
+QUESTION = "Quelle est la hauteur de la tour Eiffel ?"
+QA_FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "qa" / "bert"
+
+
+@pytest.fixture(autouse=True)
+def _no_model_env(monkeypatch):
+    for name in ("COULISSE_MODEL", "COULISSE_CONTEXT", "COULISSE_LABELS"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="module")
+def qa_case(tmp_path_factory, minilm_dir):
+    """The committed BERT QA checkpoint (plus MiniLM's vocab.txt), and transformers 4's answers for it."""
+    d = tmp_path_factory.mktemp("qa-cli") / "bert"
+    shutil.copytree(QA_FIXTURE, d)
+    shutil.copy(minilm_dir / "vocab.txt", d / "vocab.txt")
+    cases = {c["name"]: c for c in json.loads((d / "expected.json").read_text(encoding="utf-8"))["cases"]}
+    return d, cases
+
+
+@pytest.fixture(scope="module")
+def nli_dir(factory, tmp_path_factory):
+    import transformers
+
+    config = copy.deepcopy(factory.reference("camembert").model.config)
+    labels = {0: "entailment", 1: "neutral", 2: "contradiction"}
+    config.id2label, config.label2id = labels, {v: k for k, v in labels.items()}
+    torch.manual_seed(400)
+    d = tmp_path_factory.mktemp("nli-cli")
+    transformers.AutoModelForSequenceClassification.from_config(config).save_pretrained(d)
+    for f in factory.tokenizer_files("camembert").iterdir():
+        if f.name != "config.json":
+            shutil.copy(f, d / f.name)
+    return d
+
+
+def invoke(args, stdin=None):
+    return CliRunner().invoke(cli, args, input=stdin, catch_exceptions=False)
+
+
+def test_qa_json_equals_transformers4(qa_case, tmp_path):
+    d, cases = qa_case
+    context = cases["keywords"]["kwargs"]["context"]
+    result = invoke(["qa", "-m", str(d), "-c", context, "--json", QUESTION])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    expected = cases["keywords"]["expected"]
+    assert record["question"] == QUESTION
+    assert (record["answer"], record["start"], record["end"]) == (expected["answer"], expected["start"],
+                                                                  expected["end"])
+    # The same from a file, with top-k answers.
+    path = tmp_path / "context.txt"
+    path.write_text(context, encoding="utf-8")
+    question = cases["top_k"]["kwargs"]["question"]
+    result = invoke(["qa", "--model", str(d), "--context", str(path), "-k", "3", "-j", question])
+    assert result.exit_code == 0, result.output
+    answers = json.loads(result.output)["answers"]
+    assert [a["answer"] for a in answers] == [a["answer"] for a in cases["top_k"]["expected"]]
+
+
+def test_qa_text_output_and_stdin_context(qa_case):
+    d, cases = qa_case
+    context = cases["keywords"]["kwargs"]["context"]
+    args = ["qa", "-m", str(d), "-c", "-", "-n", QUESTION, "Qui a construit la tour ?"]
+    result = invoke(args, stdin=context)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == QUESTION and "Qui a construit la tour ?" in lines
+    assert repr(cases["keywords"]["expected"]["answer"]) in lines[1]
+
+
+def test_qa_errors_are_one_line(qa_case):
+    d, _ = qa_case
+    result = CliRunner().invoke(cli, ["qa", "-c", "Un texte.", "Quoi ?"])
+    assert result.exit_code == 2 and "give --model" in result.output
+    args = ["qa", "-m", str(d), "-c", "Un texte.", "-s", "100", "-d", "500", "Quoi ?"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    assert "InputError: doc_stride (500) is larger than max_seq_len (100)" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_zero_shot_json_equals_the_pipeline(nli_dir):
+    texts = ["Le PSG a gagné hier soir.", "La réforme des retraites arrive au Parlement."]
+    result = invoke(["zero-shot", "-m", str(nli_dir), "--labels", "sport,politique,cinéma", "--json", *texts])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.output.splitlines()]
+    zero_shot = pipeline("zero-shot-classification", model=nli_dir)
+    expected = zero_shot(texts, candidate_labels="sport,politique,cinéma")
+    assert records == expected
+    assert abs(sum(records[0]["scores"]) - 1) < 1e-5
+
+
+def test_zero_shot_stdin_multi_label_template_top_k(nli_dir):
+    result = invoke(["zero-shot", "-m", str(nli_dir), "-l", "sport,politique,cinéma", "-M", "-k", "2",
+                     "-H", "Ce message parle de {}."], stdin="Le PSG a gagné.\n\nUn film magnifique.\n")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 2 and lines[1].endswith("Un film magnifique.")
+    assert len(lines[0].split("  ")) == 3  # two labels, then the text
+    args = ["zero-shot", "-m", str(nli_dir), "-l", "a,b", "-H", "Sans label.", "Texte."]
+    bad = CliRunner().invoke(cli, args)
+    assert bad.exit_code == 1 and "InputError" in bad.output and "Traceback" not in bad.output
+
+
+def test_help_carries_examples():
+    for verb in ("qa", "zero-shot"):
+        result = invoke([verb, "--help"])
+        assert result.exit_code == 0 and "Examples:" in result.output and f"coulisse {verb}" in result.output

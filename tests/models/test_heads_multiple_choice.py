@@ -1,0 +1,43 @@
+"""`*ForMultipleChoice` through the Python API: `model(input_ids (B, C, L), attention_mask)` gives logits
+`(B, C)` equal to transformers' (pooled first token -> one score per choice: BERT and the RoBERTa family
+through the base model's pooler, DistilBERT through pre_classifier + ReLU), for the five families."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from factory import ARCHS, assert_close, assert_distinct_rows
+
+from coulisse.errors import InputError
+from coulisse.pipelines import load_checkpoint
+
+PROMPTS = ["À Paris, la pizza se mange", "Le film commence"]
+CHOICES = [["avec une fourchette et un couteau.", "à la main, pliée en deux.", "froide."],
+           ["à vingt heures.", "quand la salle est pleine, après une demi-heure de publicités.", "jamais."]]
+
+
+def choice_inputs(tokenizer) -> dict[str, torch.Tensor]:
+    """Every (prompt, choice) pair padded to one length, then laid out `(questions, choices, length)`."""
+    firsts = [p for p, choices in zip(PROMPTS, CHOICES, strict=True) for _ in choices]
+    seconds = [c for choices in CHOICES for c in choices]
+    flat = tokenizer(firsts, seconds, padding=True, return_tensors="pt")
+    return {k: v.view(len(PROMPTS), len(CHOICES[0]), -1) for k, v in flat.items()}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_choice_logits_equal_transformers(task_factory, arch):
+    checkpoint = load_checkpoint(task_factory.checkpoint(arch, "multiple-choice"), "multiple-choice")
+    inputs = choice_inputs(checkpoint.tokenizer)
+    assert int(inputs["attention_mask"].sum(-1).min()) < inputs["input_ids"].shape[-1]  # padding inside
+    logits = checkpoint.model(**inputs).logits
+    with torch.no_grad():
+        expected = task_factory.model(arch, "multiple-choice")(**inputs).logits
+    assert logits.shape == expected.shape == (len(PROMPTS), len(CHOICES[0]))
+    assert_distinct_rows(expected.T)  # choices score apart
+    assert_close("multiple-choice logits", logits, expected)
+
+
+def test_choices_need_a_multiple_choice_head(task_factory):
+    checkpoint = load_checkpoint(task_factory.checkpoint("bert", "token-classification"), "token-classification")
+    with pytest.raises(InputError, match="multiple-choice"):
+        checkpoint.model(**choice_inputs(checkpoint.tokenizer))

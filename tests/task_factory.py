@@ -1,0 +1,91 @@
+"""Tiny random checkpoints with task heads — token classification, masked LM, multiple choice, base model —
+for every family, written by transformers with the real tokenizers of tests/factory.py (MiniLM's vocab.txt,
+CamemBERT's SentencePiece model, a trained byte-level BPE and Unigram). The transformers model that wrote
+each checkpoint stays in memory as the oracle.
+
+The configs are tests/factory.py's (hidden 32, 2 layers, 4 heads, initializer_range 0.2, vocab sizes of
+the real tokenizers); only the head and, for NER, the B-/I- labels differ.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from factory import ARCHS, CORPUS, Factory, write_weights
+
+NER_LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
+AUTO_CLASSES = {
+    "token-classification": "AutoModelForTokenClassification",
+    "masked-lm": "AutoModelForMaskedLM",
+    "multiple-choice": "AutoModelForMultipleChoice",
+    "base": "AutoModel",
+}
+
+
+@dataclass
+class TaskFactory:
+    factory: Factory
+    root: Path
+    _cache: dict = field(default_factory=dict)
+
+    def model(self, arch: str, head: str):
+        """The transformers model of `arch` with `head` (eval mode), seeded per (arch, head)."""
+        key = ("model", arch, head)
+        if key not in self._cache:
+            import transformers
+
+            config = copy.deepcopy(self.factory.reference(arch).model.config)
+            if head == "token-classification":
+                config.id2label, config.label2id = dict(NER_LABELS), {v: k for k, v in NER_LABELS.items()}
+            torch.manual_seed(100 + 10 * ARCHS.index(arch) + list(AUTO_CLASSES).index(head))
+            auto = getattr(transformers, AUTO_CLASSES[head])
+            model = auto.from_config(config).eval()
+            if head == "token-classification":
+                self._favour_outside(arch, model)
+            self._cache[key] = model
+        return self._cache[key]
+
+    def _favour_outside(self, arch: str, model) -> None:
+        """Shift the "O" bias so that about 40% of tokens are "O", so `ignore_labels` has work to do and
+        entities come in runs of several tokens separated by "O"s (a random classifier rarely picks it)."""
+        tok = self.factory.hf_tokenizer(arch)
+        inputs = tok(CORPUS, padding=True, return_tensors="pt")
+        if arch == "distilbert":
+            inputs.pop("token_type_ids", None)
+        with torch.no_grad():
+            logits = model(**inputs).logits[inputs["attention_mask"].bool()]  # (tokens, labels)
+        margin = logits[:, 1:].max(-1).values - logits[:, 0]
+        with torch.no_grad():
+            model.classifier.bias[0] += torch.quantile(margin, 0.4)
+
+    def checkpoint(self, arch: str, head: str, weights: str = "safetensors",
+                   model_max_length: int | None = None) -> Path:
+        """A folder with the model's weights, config.json and the tokenizer files of `arch`;
+        `model_max_length` goes into tokenizer_config.json (transformers and coulisse both truncate there)."""
+        key = ("ckpt", arch, head, weights, model_max_length)
+        if key not in self._cache:
+            d = self.root / "-".join([arch, head, weights, str(model_max_length)])
+            d.mkdir(parents=True)
+            write_weights(self.model(arch, head), d, weights)
+            for f in self.factory.tokenizer_files(arch).iterdir():
+                if f.name != "config.json":
+                    shutil.copy(f, d / f.name)
+            if model_max_length is not None:
+                (d / "tokenizer_config.json").write_text(json.dumps({"model_max_length": model_max_length}),
+                                                         encoding="utf-8")
+            self._cache[key] = d
+        return self._cache[key]
+
+    def hf_pipeline(self, task: str, directory: Path):
+        """transformers 5's own pipeline on a checkpoint folder (the output oracle)."""
+        key = ("pipe", task, directory)
+        if key not in self._cache:
+            import transformers
+
+            self._cache[key] = transformers.pipeline(task, model=str(directory), device="cpu")
+        return self._cache[key]

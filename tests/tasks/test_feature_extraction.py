@@ -1,0 +1,139 @@
+"""`pipeline("feature-extraction")`: last hidden states as transformers returns them by default; sentence
+embeddings with `pooling="cls" | "mean" | "auto"` and `normalize`, equal to pooling transformers' hidden
+states over real tokens (five families) and, on the real all-MiniLM-L6-v2, to sentence-transformers'
+`encode` (cosine ≥ 0.99999), read from the folder's `modules.json` / `1_Pooling/config.json`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from factory import ARCHS, assert_close
+
+from coulisse import pipeline
+from coulisse.errors import InputError, UnsupportedModelError
+from coulisse.tasks.feature_extraction import SentenceConfig, sentence_config
+
+TEXTS = ["J'ai attendu un cours d'HuggingFace toute ma vie.", "Bof.", "« Amélie » reste un chef-d'œuvre 😍",
+         "Les acteurs sont excellents, la musique est magnifique. " * 3]
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def tiny(request, task_factory):
+    arch = request.param
+    return arch, pipeline("feature-extraction", model=task_factory.checkpoint(arch, "base")), task_factory
+
+
+def reference_hidden(task_factory, arch: str, text: str) -> torch.Tensor:
+    """transformers' last hidden state of one unpadded text `(length, H)`."""
+    model, tok = task_factory.model(arch, "base"), task_factory.factory.hf_tokenizer(arch)
+    inputs = tok(text, return_tensors="pt")
+    if arch == "distilbert":
+        inputs.pop("token_type_ids", None)
+    with torch.no_grad():
+        return model(**inputs).last_hidden_state[0]
+
+
+def test_default_is_transformers_hidden_states(tiny):
+    arch, ours, task_factory = tiny
+    theirs = task_factory.hf_pipeline("feature-extraction", task_factory.checkpoint(arch, "base"))
+    for text in TEXTS:
+        got, expected = ours(text), theirs(text)
+        assert np.asarray(got).shape == np.asarray(expected).shape == (1, len(got[0]), 32)
+        assert_close("feature-extraction hidden states", got, expected)
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+@pytest.mark.parametrize("normalize", [False, True])
+def test_pooled_embeddings_equal_pooled_transformers_states(tiny, pooling, normalize):
+    arch, ours, task_factory = tiny
+    got = ours(TEXTS, pooling=pooling, normalize=normalize)
+    for text, vector in zip(TEXTS, got, strict=True):
+        hidden = reference_hidden(task_factory, arch, text)
+        expected = hidden[0] if pooling == "cls" else hidden.mean(0)
+        if normalize:
+            expected = torch.nn.functional.normalize(expected, dim=0)
+        assert isinstance(vector, list) and len(vector) == 32
+        assert_close(f"sentence embedding ({pooling})", vector, expected)
+    assert np.asarray(got).std(0).max() > 1e-2  # inputs tell apart
+
+
+def test_auto_without_sentence_transformers_config_is_mean(tiny):
+    _, ours, _ = tiny
+    assert ours(TEXTS[0], pooling="auto") == ours(TEXTS[0], pooling="mean")
+    tensor = ours(TEXTS[0], pooling="auto", normalize=True, return_tensors=True)
+    assert tensor.shape == (32,) and abs(float(tensor.norm()) - 1) < 1e-6
+
+
+def test_option_errors(tiny):
+    _, ours, _ = tiny
+    with pytest.raises(InputError, match="pooling='max'"):
+        ours(TEXTS[0], pooling="max")
+    with pytest.raises(InputError, match="normalize=True"):
+        ours(TEXTS[0], normalize=True)
+
+
+# -- sentence-transformers folders ------------------------------------------------------------------
+
+
+def test_minilm_folder_config(minilm_dir):
+    assert sentence_config(minilm_dir) == SentenceConfig("mean", True, 256, False)
+
+
+def write_modules(directory, *modules: str, pooling: dict | None = None) -> None:
+    listing = [{"idx": i, "name": str(i), "path": "1_Pooling" if m == "Pooling" else "",
+                "type": f"sentence_transformers.models.{m}"} for i, m in enumerate(modules)]
+    (directory / "modules.json").write_text(json.dumps(listing), encoding="utf-8")
+    if pooling is not None:
+        (directory / "1_Pooling").mkdir(exist_ok=True)
+        (directory / "1_Pooling" / "config.json").write_text(json.dumps(pooling), encoding="utf-8")
+
+
+def test_sentence_config_formats(tmp_path):
+    assert sentence_config(tmp_path) is None
+    write_modules(tmp_path, "Transformer", "Pooling", pooling={"pooling_mode_cls_token": True})
+    assert sentence_config(tmp_path) == SentenceConfig("cls", False, None, False)
+    write_modules(tmp_path, "Transformer", "Pooling", "Normalize", pooling={"pooling_mode": "mean"})
+    (tmp_path / "sentence_bert_config.json").write_text('{"max_seq_length": 128, "do_lower_case": true}')
+    assert sentence_config(tmp_path) == SentenceConfig("mean", True, 128, True)
+    write_modules(tmp_path, "Transformer", "Pooling", pooling={"pooling_mode": "max"})
+    with pytest.raises(UnsupportedModelError, match="max"):
+        sentence_config(tmp_path)
+    write_modules(tmp_path, "Transformer", "Pooling", "Dense", pooling={"pooling_mode": "mean"})
+    with pytest.raises(UnsupportedModelError, match="Dense"):
+        sentence_config(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def minilm(minilm_dir):
+    return pipeline("feature-extraction", model=minilm_dir)
+
+
+@pytest.mark.slow
+def test_minilm_equals_sentence_transformers(minilm, minilm_dir):
+    """Real weights: the folder's own pooling (mean, Normalize, 256 tokens) gives sentence-transformers'
+    embeddings; the long text checks the truncation at max_seq_length."""
+    from sentence_transformers import SentenceTransformer
+
+    texts = TEXTS + ["A review that goes on and on. " * 80]
+    expected = SentenceTransformer(str(minilm_dir), device="cpu").encode(texts)
+    got = np.asarray(minilm(texts, pooling="auto"), dtype=np.float64)
+    cosine = (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
+    assert cosine.min() >= 0.99999, cosine
+    assert_close("all-MiniLM-L6-v2 vs sentence-transformers", got, expected)
+    assert np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_minilm_french_paraphrases_score_closer_than_unrelated(minilm):
+    cat, cat_again, stocks = minilm(["Le chat dort sur le canapé du salon.", "Un chat fait la sieste sur le sofa.",
+                                     "La Bourse de Paris a chuté de trois pour cent ce matin."], pooling="auto")
+    film, film_again, train = minilm(["J'ai adoré ce film, les acteurs sont formidables.",
+                                      "Ce film m'a beaucoup plu, les comédiens sont excellents.",
+                                      "Le train pour Lyon part à huit heures."], pooling="auto")
+    for a, b, unrelated in ((cat, cat_again, stocks), (film, film_again, train)):
+        a, b, unrelated = map(np.asarray, (a, b, unrelated))
+        assert a @ b > max(a @ unrelated, b @ unrelated) + 0.1

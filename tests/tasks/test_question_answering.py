@@ -1,0 +1,217 @@
+"""`pipeline("question-answering")` against transformers 4.x, whose pipeline transformers 5 removed.
+
+The oracle ran once in a transformers 4.57 venv (tests/fixtures/qa/make_fixture.py) on tiny random CamemBERT
+and BERT checkpoints with the real tokenizers; its answers are committed in expected.json. Answers, start
+and end must be equal, scores within 1e-4. The heads of all five families are checked against transformers
+5's `*ForQuestionAnswering` logits, and the numpy span decoding and the argument handling run without weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from factory import ARCHS, assert_close, max_delta
+
+from coulisse import pipeline
+from coulisse.errors import InputError, ModelLoadError
+from coulisse.tasks.question_answering import decode_spans, parse_inputs, select_starts_ends
+
+QA_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "qa"
+
+
+def fixture_checkpoint(family: str, tmp: Path, camembert_spm: Path, minilm_dir: Path) -> Path:
+    """The committed checkpoint plus the vocabulary file the tests' packages ship (not committed twice)."""
+    d = tmp / family
+    shutil.copytree(QA_FIXTURES / family, d)
+    if family == "camembert":
+        shutil.copy(camembert_spm, d / "sentencepiece.bpe.model")
+    else:
+        shutil.copy(minilm_dir / "vocab.txt", d / "vocab.txt")
+    return d
+
+
+@pytest.fixture(scope="module", params=["camembert", "bert"])
+def oracle(request, tmp_path_factory, camembert_spm, minilm_dir):
+    d = fixture_checkpoint(request.param, tmp_path_factory.mktemp("qa"), camembert_spm, minilm_dir)
+    record = json.loads((d / "expected.json").read_text(encoding="utf-8"))
+    return pipeline("question-answering", model=d), record
+
+
+def assert_same_answers(kind: str, ours, theirs, tol: float = 1e-4) -> None:
+    """Same nesting; per answer the same text and offsets, and a score within `tol`."""
+    assert type(ours) is type(theirs), (ours, theirs)
+    if isinstance(theirs, list):
+        assert len(ours) == len(theirs), (ours, theirs)
+        for a, b in zip(ours, theirs, strict=True):
+            assert_same_answers(kind, a, b, tol)
+        return
+    assert set(ours) == {"score", "start", "end", "answer"}, ours
+    span = (ours["answer"], ours["start"], ours["end"])
+    assert span == (theirs["answer"], theirs["start"], theirs["end"]), (ours, theirs)
+    assert isinstance(ours["score"], float) and isinstance(ours["start"], int)
+    delta = max_delta(kind, ours["score"], theirs["score"])
+    assert delta <= tol, (ours, theirs)
+
+
+def test_every_call_and_option_equals_transformers4(oracle):
+    qa, record = oracle
+    assert record["transformers"].startswith("4.")
+    for case in record["cases"]:
+        ours = qa(*case["args"], **case["kwargs"])
+        assert_same_answers(f"qa score vs transformers 4 ({record['family']})", ours, case["expected"])
+
+
+def test_long_contexts_are_cut_into_transformers4_windows(oracle):
+    qa, record = oracle
+    cases = [c for c in record["cases"] if "windows" in c]
+    assert cases and all(len(c["windows"]) > 2 for c in cases)
+    for case in cases:
+        kw = case["kwargs"]
+        max_seq_len = kw.get("max_seq_len", 384)
+        stride = kw.get("doc_stride", min(max_seq_len // 2, 128))
+        windows = qa.windows(parse_inputs((), kw["question"], kw["context"]), max_seq_len, stride)
+        assert [w.encoding.ids for w in windows] == case["windows"], case["name"]
+        assert all(len(w.encoding.ids) <= max_seq_len for w in windows)
+
+
+def test_the_oracle_answers_are_not_trivial(oracle):
+    """Random weights must still rank spans differently per question, or equal answers would prove little."""
+    _, record = oracle
+    answers = {json.dumps(c["expected"], sort_keys=True) for c in record["cases"]}
+    assert len(answers) >= 12
+
+    def flat(x):
+        return [a for y in x for a in flat(y)] if isinstance(x, list) else [x]
+
+    scores = {a["score"] for c in record["cases"] for a in flat(c["expected"])}
+    assert len(scores) > 20
+
+
+# -- heads: every family's *ForQuestionAnswering against transformers 5 ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def qa_checkpoints(factory, tmp_path_factory):
+    import transformers
+
+    root = tmp_path_factory.mktemp("qa-heads")
+    made = {}
+    for i, arch in enumerate(ARCHS):
+        config = copy.deepcopy(factory.reference(arch).model.config)
+        config.num_labels = 2
+        torch.manual_seed(200 + i)
+        model = transformers.AutoModelForQuestionAnswering.from_config(config).eval()
+        d = root / arch
+        model.save_pretrained(d)
+        for f in factory.tokenizer_files(arch).iterdir():
+            if f.name != "config.json":
+                shutil.copy(f, d / f.name)
+        made[arch] = (d, model)
+    return made
+
+
+@pytest.fixture(scope="module")
+def bert_qa(qa_checkpoints):
+    return pipeline("question-answering", model=qa_checkpoints["bert"][0])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_head_logits_equal_transformers(arch, qa_checkpoints):
+    directory, reference = qa_checkpoints[arch]
+    qa = pipeline("question-answering", model=directory)
+    inputs = qa.tokenizer(["Qui a construit la tour ?", "Quand ?"],
+                          ["Gustave Eiffel l'a construite en deux ans.", "En 1889, pour l'Exposition."],
+                          padding=True, return_tensors="pt")
+    ours = qa.model(**inputs).logits  # (B, L, 2), zeros at padding
+    with torch.inference_mode():
+        theirs = reference(**inputs)
+    mask = inputs["attention_mask"].bool()
+    assert_close(f"qa start/end logits ({arch})", ours[..., 0][mask], theirs.start_logits[mask])
+    assert_close(f"qa start/end logits ({arch})", ours[..., 1][mask], theirs.end_logits[mask])
+    answer = qa(question="Qui a construit la tour ?", context="Gustave Eiffel l'a construite en deux ans.")
+    assert set(answer) == {"score", "start", "end", "answer"} and 0 < answer["score"] <= 1
+
+
+def test_a_checkpoint_without_a_qa_head_is_refused(factory):
+    with pytest.raises(ModelLoadError, match="no question-answering head"):
+        pipeline("question-answering", model=factory.checkpoint("bert"))
+
+
+# -- without weights: span decoding and argument handling -------------------------------------------------
+
+
+def test_decode_spans_keeps_ordered_short_context_spans():
+    start = np.array([[0.0, 0.1, 0.6, 0.3]], dtype=np.float32)
+    end = np.array([[0.0, 0.5, 0.2, 0.3]], dtype=np.float32)
+    allowed = np.array([[1, 0, 1, 1]])  # token 1 is the question
+    starts, ends, scores = decode_spans(start, end, 3, 2, allowed)
+    assert list(zip(starts.tolist(), ends.tolist(), strict=True)) == [(2, 3), (2, 2), (3, 3)]
+    np.testing.assert_allclose(scores, [0.18, 0.12, 0.09], rtol=1e-6)
+
+
+def test_null_score_is_the_lowest_cls_product():
+    logits = np.array([3.0, 0.0, 1.0, 2.0], dtype=np.float32)
+    p_mask = np.array([0, 1, 0, 0])
+    _, _, _, null = select_starts_ends(logits, logits, p_mask, 1e6, 1, True, 15)
+    p = np.exp([3.0, 1.0, 2.0]) / np.exp([3.0, 1.0, 2.0]).sum()
+    assert null == pytest.approx(p[0] ** 2, rel=1e-6)
+
+
+@pytest.mark.parametrize("args, kwargs, n", [
+    ((), {"question": "Q ?", "context": "C."}, 1),
+    (("Q ?", "C."), {}, 1),
+    (({"question": "Q ?", "context": "C."},), {}, 1),
+    (([{"question": "Q ?", "context": "C."}] * 3,), {}, 3),
+    ((), {"question": ["Q ?", "R ?"], "context": "C."}, 2),
+    ((), {"question": ["Q ?", "R ?"], "context": ["C.", "D."]}, 2),
+])
+def test_call_signatures_of_transformers4(args, kwargs, n):
+    assert len(parse_inputs(args, **kwargs)) == n
+
+
+@pytest.mark.parametrize("args, kwargs, message", [
+    ((), {"question": ["Q ?", "R ?"], "context": ["C."]}, "2 questions but 1 contexts"),
+    ((), {"question": "Q ?", "context": ""}, "context is empty"),
+    ((), {"question": "Q ?"}, "pass question= and context="),
+    (({"question": "Q ?"},), {}, "'question' and 'context' keys"),
+    (("Q ?",), {}, "is not a question"),
+    ((), {"question": "Q ?", "context": 3}, "must be strings"),
+])
+def test_bad_calls_raise_input_errors(args, kwargs, message):
+    with pytest.raises(InputError, match=message):
+        parse_inputs(args, **kwargs)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"top_k": 0}, "top_k=0"),
+    ({"max_answer_len": -1}, "max_answer_len=-1"),
+    ({"doc_stride": 50, "max_seq_len": 40}, "doc_stride \\(50\\) is larger"),
+    ({"max_seq_len": 5000}, "exceeds the"),
+    ({"topk": 2}, "unknown option"),
+    ({"max_seq_len": 12, "doc_stride": 4}, "cannot cut windows"),
+])
+def test_bad_options_raise_input_errors(options, message, bert_qa):
+    qa = bert_qa
+    with pytest.raises(InputError, match=message):
+        qa(question="Quelle est la hauteur de la tour Eiffel aujourd'hui ?", context="Elle mesure 330 m.",
+           **options)
+
+
+def test_windows_use_transformers4_sentencepiece_offsets(oracle):
+    """transformers 4 kept the space before a word in its first SentencePiece token; ids do not change."""
+    qa, record = oracle
+    text = "Le camembert  vient\tde Normandie."
+    plain, legacy = qa.tokenizer.encode_batch([text])[0], qa.window_tokenizer.encode_batch([text])[0]
+    assert plain.ids == legacy.ids
+    if record["family"] == "bert":
+        assert qa.window_tokenizer is qa.tokenizer
+        return
+    starts = [s for s, _ in legacy.offsets[1:-1]]
+    assert [text[s] for s in starts[1:] if text[s].isspace()] == [" ", " ", "\t", " "]
+    assert [s for s, _ in plain.offsets[1:-1]] != starts

@@ -1,0 +1,88 @@
+"""Bad inputs and broken checkpoints: each one a typed error from coulisse.errors whose message says what
+failed, the value and the fix; never a crash from deeper down. Long inputs are not errors: they are
+truncated."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from broken import BROKEN, build, expected_words
+from factory import assert_close
+
+from coulisse import pipeline
+from coulisse.errors import CoulisseError, InputError
+
+BAD_INPUTS = {
+    "None": (None, "None"),
+    "int": (42, "int"),
+    "bytes": (b"un film", "bytes"),
+    "empty-list": ([], "empty list"),
+    "list-with-int": (["un film", 3], "[1] is a int"),
+    "list-with-None": (["un film", None], "[1] is a NoneType"),
+    "nested-list": ([["un film"]], "[0] is a list"),
+}
+
+
+@pytest.fixture(scope="module")
+def classifier(factory):
+    return pipeline("sentiment-analysis", model=factory.checkpoint("camembert"))
+
+
+@pytest.mark.parametrize("name", list(BAD_INPUTS))
+def test_bad_inputs_are_input_errors(classifier, name):
+    value, words = BAD_INPUTS[name]
+    for call in (classifier, classifier.tokenizer):
+        with pytest.raises(InputError) as info:
+            call(value)
+        assert words in str(info.value)
+        assert "string" in str(info.value)  # says what to pass instead
+
+
+@pytest.mark.parametrize("name", ["None", "empty-list", "list-with-int"])
+def test_bad_inputs_for_feature_extraction(factory, name):
+    features = pipeline("feature-extraction", model=factory.checkpoint("bert", base=True))
+    with pytest.raises(InputError, match=BAD_INPUTS[name][1].replace("[", r"\[")):
+        features(BAD_INPUTS[name][0])
+
+
+def test_input_error_is_a_value_error():
+    assert issubclass(InputError, ValueError) and issubclass(InputError, CoulisseError)
+
+
+def test_a_100000_character_review_is_truncated_and_classified(classifier, factory):
+    """Truncated at 512 tokens (514 positions - 2), scored as transformers scores those 512 tokens."""
+    review = ("Ce film est une véritable merveille, les acteurs sont bouleversants ! " * 1500)[:100_000]
+    assert len(review) == 100_000
+    results = classifier([review, "Court."], top_k=None, function_to_apply="none")
+    assert len(results) == 2 and len(results[0]) == 3
+
+    ref = factory.reference("camembert")
+    tok = factory.hf_tokenizer("camembert")
+    inputs = tok([review], truncation=True, max_length=512, return_tensors="pt")
+    assert inputs["input_ids"].shape == (1, 512)
+    with torch.no_grad():
+        want = ref.model(**inputs).logits[0].numpy()
+    got = {r["label"]: r["score"] for r in results[0]}
+    assert_close("logits 100k-character review", [got[ref.model.config.id2label[i]] for i in range(3)], want)
+    assert len(classifier.preprocess([review])[0].ids) == 512
+
+
+@pytest.mark.parametrize("name", list(BROKEN))
+def test_broken_checkpoints_raise_typed_errors(name, factory, tf_camembert_dir, tmp_path):
+    directory = build(name, factory, tf_camembert_dir, tmp_path / name)
+    with pytest.raises(BROKEN[name].error) as info:
+        pipeline("sentiment-analysis", model=directory)
+    message = str(info.value)
+    for word in expected_words(name, directory):
+        assert word in message, f"{word!r} missing from: {message}"
+    assert "\n" not in message  # one line, ready for the CLI
+
+
+def test_broken_checkpoint_leaves_the_loader_usable(factory, tf_camembert_dir, tmp_path):
+    """A failed load must not poison later ones (no half-built global state)."""
+    with pytest.raises(CoulisseError):
+        broken = build("corrupt-safetensors", factory, tf_camembert_dir, tmp_path / "x")
+        pipeline("sentiment-analysis", model=broken)
+    pipe = pipeline("sentiment-analysis", model=factory.checkpoint("bert"))
+    assert np.isfinite(pipe("Bof.")[0]["score"])

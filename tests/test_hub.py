@@ -1,0 +1,191 @@
+"""Where models come from: the standard Hugging Face cache, laid out here as huggingface_hub lays out
+`tblard/tf-allocine` (blobs, refs/main, snapshots/<commit>/ with TF weights only and a `{}` tokenizer
+config), offline; and the Hub download, simulated without network."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from factory import ALLOCINE_FILES, COMMIT, make_hf_cache
+
+from coulisse import pipeline
+from coulisse.errors import ModelNotFoundError
+from coulisse.hub import hub_cache_dir, resolve_model
+
+REPO = "tblard/tf-allocine"
+
+
+def tf_scores(tf_camembert_dir: Path) -> tuple[list[str], list[dict]]:
+    """The fixture's texts and the results TensorFlow's logits imply (softmax, argmax)."""
+    expected = json.loads((tf_camembert_dir / "expected.json").read_text(encoding="utf-8"))
+    logits = np.asarray(expected["logits"], dtype=np.float64)
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    return expected["texts"], [{"label": ["NEGATIVE", "POSITIVE"][int(p.argmax())], "score": float(p.max())}
+                               for p in probs]
+
+
+def assert_results(got: list[dict], want: list[dict]) -> None:
+    assert [g["label"] for g in got] == [w["label"] for w in want]
+    assert max(abs(g["score"] - w["score"]) for g, w in zip(got, want, strict=True)) <= 1e-4
+
+
+@pytest.fixture
+def allocine_cache(tmp_path, monkeypatch, tf_camembert_dir):
+    cache = tmp_path / "hf" / "hub"
+    snapshot = make_hf_cache(cache, tf_camembert_dir)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_HOME", raising=False)
+    return cache, snapshot
+
+
+def test_hub_id_resolves_to_the_cached_snapshot(allocine_cache):
+    cache, snapshot = allocine_cache
+    assert hub_cache_dir() == cache
+    assert resolve_model(REPO) == snapshot
+    assert resolve_model(REPO, revision=COMMIT) == snapshot
+
+
+def test_sentiment_pipeline_from_the_cache_equals_tensorflow(allocine_cache, tf_camembert_dir):
+    texts, want = tf_scores(tf_camembert_dir)
+    classifier = pipeline("sentiment-analysis", model=REPO)
+    assert classifier.checkpoint.directory == allocine_cache[1]
+    assert_results(classifier(texts), want)
+
+
+def test_default_sentiment_model_is_tf_allocine(allocine_cache, tf_camembert_dir):
+    texts, want = tf_scores(tf_camembert_dir)
+    classifier = pipeline("sentiment-analysis")
+    assert classifier.checkpoint.name == REPO
+    assert_results(classifier(texts[:3]), want[:3])
+
+
+def test_hf_home_is_honoured(tmp_path, monkeypatch, tf_camembert_dir):
+    make_hf_cache(tmp_path / "home" / "hub", tf_camembert_dir)
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hub_cache_dir() == tmp_path / "home" / "hub"
+    assert resolve_model(REPO).parent.name == "snapshots"
+
+
+def test_default_cache_location_follows_huggingface_hub(tmp_path, monkeypatch):
+    """huggingface_hub's rule: HF_HUB_CACHE, else $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub."""
+    for name in ("HF_HUB_CACHE", "HF_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert hub_cache_dir() == tmp_path / "xdg" / "huggingface" / "hub"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert hub_cache_dir() == Path("~/.cache/huggingface/hub").expanduser()
+
+
+def test_offline_with_an_empty_cache_says_what_to_do(tmp_path, monkeypatch):
+    cache = tmp_path / "empty-cache"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError) as info:
+        pipeline("sentiment-analysis", model=REPO)
+    message = str(info.value)
+    assert REPO in message
+    assert str(cache) in message
+    assert "HF_HUB_OFFLINE" in message
+    assert "download" in message and REPO in message.split("download", 1)[1]  # fix 1: fetch it once online
+    assert "local folder" in message  # fix 2: point at a folder
+
+
+@pytest.mark.parametrize("model", ["./no-such-folder", "/no/such/folder", "not a hub id!"])
+def test_missing_local_paths_are_named(model, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError, match="neither a folder nor a Hub id") as info:
+        resolve_model(model)
+    assert repr(model) in str(info.value)
+
+
+# -- downloading, with huggingface_hub's two entry points replaced (no network in tests) ----------------
+
+
+class FakeHub:
+    """A Hub holding one repo: `model_info` lists its files, `hf_hub_download` copies them into the cache."""
+
+    def __init__(self, source: Path, repo: str, files: list[str]):
+        self.source, self.repo, self.files, self.downloaded = source, repo, files, []
+
+    def install(self, monkeypatch) -> None:
+        import huggingface_hub
+
+        hub = self
+
+        class Api:
+            def model_info(self, repo_id, revision=None):
+                import httpx
+                from huggingface_hub.errors import RepositoryNotFoundError
+
+                if repo_id != hub.repo:
+                    url = f"https://huggingface.co/api/models/{repo_id}"
+                    response = httpx.Response(404, request=httpx.Request("GET", url))
+                    raise RepositoryNotFoundError(f"404 {repo_id}", response=response)
+                return type("Info", (), {"siblings": [type("S", (), {"rfilename": f}) for f in hub.files]})
+
+        def download(repo_id, filename, revision=None, cache_dir=None):
+            hub.downloaded.append(filename)
+            snapshot = Path(cache_dir) / ("models--" + repo_id.replace("/", "--")) / "snapshots" / COMMIT
+            (snapshot / filename).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(hub.source / filename, snapshot / filename)
+            return str(snapshot / filename)
+
+        monkeypatch.setattr(huggingface_hub, "HfApi", Api)
+        monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+
+
+@pytest.fixture
+def online(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    return tmp_path / "cache"
+
+
+def test_download_fetches_only_what_inference_needs(online, monkeypatch, factory, tf_camembert_dir, tmp_path):
+    """A repo with every format: config, tokenizer files and the single best weight file are fetched."""
+    source = tmp_path / "repo"
+    shutil.copytree(factory.checkpoint("camembert"), source)
+    shutil.copy(factory.checkpoint("camembert", "bin") / "pytorch_model.bin", source)
+    shutil.copy(tf_camembert_dir / "tf_model.h5", source)
+    (source / "README.md").write_text("# big repo")
+    hub = FakeHub(source, "someone/camembert-tiny", sorted(p.name for p in source.iterdir()))
+    hub.install(monkeypatch)
+    directory = resolve_model("someone/camembert-tiny")
+    assert "model.safetensors" in hub.downloaded and "config.json" in hub.downloaded
+    assert not {"pytorch_model.bin", "tf_model.h5", "README.md"} & set(hub.downloaded)
+    assert pipeline("sentiment-analysis", model="someone/camembert-tiny").checkpoint.directory == directory
+
+
+def test_download_of_a_sharded_repo_fetches_every_shard(online, monkeypatch, factory):
+    source = factory.checkpoint("bert", "sharded-safetensors")
+    hub = FakeHub(source, "someone/sharded", sorted(p.name for p in source.iterdir()))
+    hub.install(monkeypatch)
+    resolve_model("someone/sharded")
+    shards = {p.name for p in source.glob("model-*.safetensors")}
+    assert shards <= set(hub.downloaded) and "model.safetensors.index.json" in hub.downloaded
+
+
+def test_repo_without_weights_lists_its_files(online, monkeypatch, tf_camembert_dir):
+    """The seed's philschmid/pt-tblard-tf-allocine: config and tokenizer, but no weight file at all."""
+    files = ["config.json", "sentencepiece.bpe.model", "special_tokens_map.json", "tokenizer_config.json"]
+    FakeHub(tf_camembert_dir, "philschmid/pt-tblard-tf-allocine", files).install(monkeypatch)
+    with pytest.raises(ModelNotFoundError) as info:
+        pipeline("sentiment-analysis", model="philschmid/pt-tblard-tf-allocine")
+    message = str(info.value)
+    assert "philschmid/pt-tblard-tf-allocine" in message
+    assert all(f in message for f in files)
+    assert all(f in message for f in ("model.safetensors", "pytorch_model.bin", "tf_model.h5"))
+
+
+def test_unknown_repo_is_named(online, monkeypatch, tf_camembert_dir):
+    FakeHub(tf_camembert_dir, REPO, list(ALLOCINE_FILES)).install(monkeypatch)
+    with pytest.raises(ModelNotFoundError, match="no model 'tblard/tf-allocyne'"):
+        resolve_model("tblard/tf-allocyne")
