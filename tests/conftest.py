@@ -94,7 +94,8 @@ def _one_torch_thread():
 
 @pytest.fixture(scope="session")
 def task_factory(factory, tmp_path_factory):
-    """Tiny random checkpoints with token-classification, masked-LM, multiple-choice heads (tests/task_factory.py)."""
+    """Tiny random checkpoints with token-classification, masked-LM and multiple-choice heads
+    (tests/task_factory.py)."""
     from task_factory import TaskFactory
 
     return TaskFactory(factory, tmp_path_factory.mktemp("task-checkpoints"))

@@ -134,10 +134,13 @@ def test_embed_is_pooled_and_normalized(embedder):
 
 
 def test_embed_matches_sentence_transformers(embedder, minilm_dir):
+    """Including a text past sentence-transformers' max_seq_length (256), cut there as TEI cuts it."""
     st = pytest.importorskip("sentence_transformers")
-    reference = st.SentenceTransformer(str(minilm_dir), device="cpu").encode(TEXTS, normalize_embeddings=True)
+    texts = [*TEXTS, "Une critique très longue, qui n'en finit pas. " * 60]
+    reference = st.SentenceTransformer(str(minilm_dir), device="cpu").encode(texts, normalize_embeddings=True)
     with TestClient(create_app(embedder)) as c:
-        served = np.array(c.post("/embed", json={"inputs": TEXTS}).json())
+        served = np.array(c.post("/embed", json={"inputs": texts}).json())
+        assert c.get("/info").json()["max_input_length"] == 256
     np.testing.assert_allclose(served, reference, atol=1e-5)
 
 

@@ -33,7 +33,7 @@ def metric(base: str, name: str) -> float:
     return 0.0
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def server(tf_camembert_dir):
     port = free_port()
     # A long deadline and no count limit: the requests wait in the queue when SIGTERM arrives.
@@ -62,7 +62,28 @@ def server(tf_camembert_dir):
         proc.wait()
 
 
+def test_a_client_that_hangs_up_costs_no_compute(server):
+    """Over a real socket: the request waits for its batch's deadline; the client leaves before it."""
+    _, base = server
+    port = int(base.rsplit(":", 1)[1])
+    body = b'{"inputs": ["un", "deux", "trois"]}'
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        deadline = time.monotonic() + 20
+        while metric(base, "te_queue_size") < 3:
+            assert time.monotonic() < deadline, "the inputs never reached the queue"
+            time.sleep(0.02)
+    deadline = time.monotonic() + 20
+    while metric(base, "te_batch_dropped_inputs") < 3:
+        assert time.monotonic() < deadline, "the inputs of a gone client were not dropped"
+        time.sleep(0.05)
+    assert metric(base, "te_batch_next_size_count") == 0  # no batch ever ran
+    assert metric(base, 'te_request_failure{err="cancelled"}') == 1
+
+
 def test_sigterm_finishes_in_flight_requests_and_exits_0(server):
+    """Last in this module: it stops the server."""
     proc, base = server
     texts = [f"Film numéro {i}, plutôt réussi." for i in range(IN_FLIGHT)]
     with ThreadPoolExecutor(IN_FLIGHT) as pool:

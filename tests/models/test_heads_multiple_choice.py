@@ -38,6 +38,7 @@ def test_choice_logits_equal_transformers(task_factory, arch):
 
 
 def test_choices_need_a_multiple_choice_head(task_factory):
-    checkpoint = load_checkpoint(task_factory.checkpoint("bert", "token-classification"), "token-classification")
+    directory = task_factory.checkpoint("bert", "token-classification")
+    checkpoint = load_checkpoint(directory, "token-classification")
     with pytest.raises(InputError, match="multiple-choice"):
         checkpoint.model(**choice_inputs(checkpoint.tokenizer))

@@ -129,8 +129,10 @@ def test_minilm_equals_sentence_transformers(minilm, minilm_dir):
 
 @pytest.mark.slow
 def test_minilm_french_paraphrases_score_closer_than_unrelated(minilm):
-    cat, cat_again, stocks = minilm(["Le chat dort sur le canapé du salon.", "Un chat fait la sieste sur le sofa.",
-                                     "La Bourse de Paris a chuté de trois pour cent ce matin."], pooling="auto")
+    cat, cat_again, stocks = minilm(["Le chat dort sur le canapé du salon.",
+                                     "Un chat fait la sieste sur le sofa.",
+                                     "La Bourse de Paris a chuté de trois pour cent ce matin."],
+                                    pooling="auto")
     film, film_again, train = minilm(["J'ai adoré ce film, les acteurs sont formidables.",
                                       "Ce film m'a beaucoup plu, les comédiens sont excellents.",
                                       "Le train pour Lyon part à huit heures."], pooling="auto")

@@ -73,7 +73,8 @@ def test_only_masked_positions_reach_the_vocabulary(pipes):
 
 
 def test_model_api_gives_every_token_logits(pipes):
-    """`model(**inputs)` is transformers' `*ForMaskedLM`: logits `(B, L, vocab)`, even in a fill-mask pipeline."""
+    """`model(**inputs)` is transformers' `*ForMaskedLM`: logits `(B, L, vocab)` for every token, even in a
+    fill-mask pipeline."""
     ours, theirs = pipes
     inputs = ours.tokenizer(texts(ours.tokenizer.special_tokens["mask"]), padding=True, return_tensors="pt")
     logits = ours.model(**inputs).logits

@@ -160,6 +160,7 @@ cli.add_command(__import__("coulisse.interfaces.bench_command", fromlist=["bench
 cli.add_command(__import__("coulisse.interfaces.server.command", fromlist=["serve"]).serve)
 cli.add_command(__import__("coulisse.interfaces.jobs.command", fromlist=["evaluate"]).evaluate)
 __import__("coulisse.interfaces.qa_commands", fromlist=["register"]).register(cli)
+__import__("coulisse.interfaces.task_commands", fromlist=["register"]).register(cli)
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ import numpy as np
 
 from coulisse import __version__
 from coulisse.engine import Item
+from coulisse.errors import InputError
 from coulisse.interfaces.server.batching import Batcher, BatchLimits, ForwardError, Result
 from coulisse.interfaces.server.errors import ServerError
 from coulisse.interfaces.server.metrics import ServerMetrics
@@ -28,6 +29,7 @@ from coulisse.tasks.text_classification import default_function, label_scores
 log = logging.getLogger(__name__)
 
 POOLINGS = ("mean", "cls")
+TASKS = ("text-classification", "feature-extraction")  # /predict and /embed
 # Returns when the client goes away; None where no client can (tests, in-process calls).
 Disconnected = Callable[[], Awaitable[None]] | None
 
@@ -59,7 +61,7 @@ def pooling_of(pipe: Pipeline, override: str | None) -> str:
     """sentence-transformers' choice (1_Pooling/config.json) unless overridden; mean when absent."""
     if override:
         if override not in POOLINGS:
-            raise ValueError(f"pooling={override!r}; use one of {', '.join(POOLINGS)}.")
+            raise InputError(f"pooling={override!r}; use one of {', '.join(POOLINGS)}.")
         return override
     path = pipe.checkpoint.directory / "1_Pooling" / "config.json"
     if path.is_file():
@@ -69,13 +71,24 @@ def pooling_of(pipe: Pipeline, override: str | None) -> str:
     return "mean"
 
 
+def max_input_length(pipe: Pipeline) -> int:
+    """TEI's rule: sentence-transformers' max_seq_length when the checkpoint has one, else the model's."""
+    limit = pipe.tokenizer.model_max_length
+    path = pipe.checkpoint.directory / "sentence_bert_config.json"
+    if path.is_file():
+        limit = min(limit, int(json.loads(path.read_text(encoding="utf-8")).get("max_seq_length", limit)))
+    return limit
+
+
 class Service:
     def __init__(self, pipe: Pipeline, settings: ServerSettings, metrics: ServerMetrics):
+        if pipe.task not in TASKS:
+            raise InputError(f"coulisse serve runs {' or '.join(TASKS)} pipelines, not {pipe.task!r}.")
         self.pipe = pipe
         self.settings = settings
         self.metrics = metrics
-        self.classifier = pipe.model.head is not None
-        self.max_input_length = pipe.tokenizer.model_max_length
+        self.classifier = pipe.task == "text-classification"
+        self.max_input_length = max_input_length(pipe)
         self.function = default_function(pipe.config.problem_type, pipe.config.num_labels)
         self.pooling = None if self.classifier else pooling_of(pipe, settings.pooling)
         limits = BatchLimits(settings.max_batch_tokens, settings.max_batch_requests, settings.max_wait_ms)
@@ -94,19 +107,22 @@ class Service:
 
     # -- stage 1 ----------------------------------------------------------------------------------
 
+    def _encode(self, texts: list[str], pairs: list[str] | None, truncate: bool) -> list[Item]:
+        # `pipe.preprocess`, with TEI's length limit (it can be shorter than the tokenizer's).
+        encodings = self.pipe.tokenizer.encode_batch(texts, pairs, truncation=truncate,
+                                                     max_length=self.max_input_length)
+        return [Item(e.ids, e.type_ids) for e in encodings]
+
     def _tokenize(self, sequences: list[tuple[str, str | None]], truncate: bool) -> list[Item]:
-        singles = [i for i, (_, pair) in enumerate(sequences) if pair is None]
-        pairs = [i for i, (_, pair) in enumerate(sequences) if pair is not None]
+        """Single texts and text pairs may share a request; each kind is one tokenizer call."""
         items: list[Item | None] = [None] * len(sequences)
-        if singles:
-            encoded = self.pipe.preprocess([sequences[i][0] for i in singles], truncation=truncate)
-            for i, item in zip(singles, encoded, strict=True):
-                items[i] = item
-        if pairs:
-            encoded = self.pipe.preprocess([sequences[i][0] for i in pairs], [sequences[i][1] for i in pairs],
-                                           truncation=truncate)
-            for i, item in zip(pairs, encoded, strict=True):
-                items[i] = item
+        for paired in (False, True):
+            where = [i for i, (_, pair) in enumerate(sequences) if (pair is not None) == paired]
+            if where:
+                encoded = self._encode([sequences[i][0] for i in where],
+                                       [sequences[i][1] for i in where] if paired else None, truncate)
+                for i, item in zip(where, encoded, strict=True):
+                    items[i] = item
         return items  # type: ignore[return-value]
 
     async def tokenize(self, sequences: list[tuple[str, str | None]], truncate: bool,

@@ -1,0 +1,114 @@
+"""`coulisse ner`, `coulisse fill-mask`, `coulisse embed` (`--json` prints what the Python pipeline returns)
+and `coulisse explain --task` for the token-classification, fill-mask and feature-extraction stages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from coulisse import pipeline
+from coulisse.interfaces.cli import cli
+
+TEXT = "Emmanuel Macron a rencontré Angela Merkel à Berlin, puis Jean-Baptiste est rentré à Montréal."
+
+
+def run(*args: str, stdin: str | None = None) -> str:
+    result = CliRunner().invoke(cli, list(args), input=stdin)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def json_lines(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines()]
+
+
+@pytest.mark.parametrize("arch", ["bert", "camembert"])
+def test_ner_json_is_the_pipeline_output(task_factory, arch):
+    directory = task_factory.checkpoint(arch, "token-classification", model_max_length=40)
+    pipe = pipeline("ner", model=directory)
+    texts = [TEXT, "Bof.", TEXT * 3]
+    records = json_lines(run("ner", "-m", str(directory), "--json", *texts))
+    # the CLI groups entities and covers long texts in windows (a quarter of one shared) by default
+    expected = pipe(texts, aggregation_strategy="simple", stride=pipe.tokenizer.model_max_length // 4)
+    assert [r["text"] for r in records] == texts
+    assert [r["entities"] for r in records] == json.loads(json.dumps(expected))
+    records = json_lines(run("ner", "-m", str(directory), "-j", "-a", "none", "-i", "", TEXT))
+    assert records[0]["entities"] == json.loads(json.dumps(pipe(TEXT, ignore_labels=[])))
+
+
+def test_ner_table(task_factory):
+    directory = task_factory.checkpoint("bert", "token-classification", model_max_length=40)
+    out = run("ner", "-m", str(directory), stdin=TEXT + "\n")
+    first = pipeline("ner", model=directory)(TEXT, aggregation_strategy="simple", stride=10)[0]
+    assert out.splitlines()[0] == TEXT[:57] + "..."
+    assert f"{first['entity_group']:<14} {first['score']:.4f}  [{first['start']}:{first['end']}]" in out
+
+
+def test_fill_mask_json_accepts_either_mask_spelling(task_factory):
+    directory = task_factory.checkpoint("camembert", "masked-lm")
+    pipe = pipeline("fill-mask", model=directory)
+    texts = ["Le film est <mask>.", "J'ai <mask> ce film, il est <mask> !"]
+    records = json_lines(run("fill-mask", "-m", str(directory), "--json", "Le film est [MASK].", texts[1]))
+    assert [r["text"] for r in records] == texts
+    assert [r["proposals"] for r in records] == json.loads(json.dumps(pipe(texts)))
+    assert len(records[1]["proposals"]) == 2  # one list per mask
+    records = json_lines(run("fill-mask", "-m", str(directory), "-j", "-k", "1", "-w", "bon,film",
+                             "Le film est <mask>."))
+    assert records[0]["proposals"] == json.loads(json.dumps(pipe("Le film est <mask>.", top_k=1,
+                                                                 targets=["bon", "film"])))
+    out = run("fill-mask", "-m", str(directory), "-k", "2", "Le film est <mask>.")
+    assert len(out.splitlines()) == 3
+
+
+def test_embed_json_is_the_pooled_pipeline_output(task_factory):
+    directory = task_factory.checkpoint("roberta", "base")
+    pipe = pipeline("feature-extraction", model=directory)
+    records = json_lines(run("embed", "-m", str(directory), "--json", "--pooling", "cls", "--normalize", TEXT,
+                             "Bof."))
+    assert [r["embedding"] for r in records] == json.loads(json.dumps(
+        pipe([TEXT, "Bof."], pooling="cls", normalize=True)))
+    out = run("embed", "-m", str(directory), TEXT)
+    assert out.startswith("dim 32  norm ")
+
+
+def test_commands_need_a_model():
+    for command in ("ner", "fill-mask", "embed"):
+        result = CliRunner().invoke(cli, [command, "x"], env={"COULISSE_MODEL": None})
+        assert result.exit_code == 2 and "--model" in result.output
+
+
+@pytest.mark.parametrize("command", ["ner", "fill-mask", "embed"])
+def test_help_carries_examples(command):
+    assert "Examples:" in run(command, "--help")
+
+
+def test_explain_offers_every_task():
+    out = run("explain", "--help")
+    for task in ("text-classification", "feature-extraction", "token-classification", "fill-mask"):
+        assert task in out
+
+
+def test_explain_token_classification(task_factory):
+    directory = task_factory.checkpoint("bert", "token-classification")
+    out = run("explain", "--task", "token-classification", "-m", str(directory), TEXT)
+    for title in ("1. Tokenizer", "2. Encoder", "3. Head: every token -> logits", "4. Post-processing"):
+        assert title in out
+    entities = pipeline("ner", model=directory)(TEXT, aggregation_strategy="simple")
+    assert f"[{entities[0]['start']}:{entities[0]['end']}]  {entities[0]['word']!r}" in out
+
+
+def test_explain_fill_mask(task_factory):
+    directory = task_factory.checkpoint("roberta", "masked-lm")
+    out = run("explain", "--task", "fill-mask", "-m", str(directory), "Le film est <mask>.")
+    assert "(1 masked of" in out and "only masked positions are projected" in out
+    best = pipeline("fill-mask", model=directory)("Le film est <mask>.")[0]
+    assert f"{best['score']:.4f}  {best['token_str']!r:<16} {best['sequence']}" in out
+    result = CliRunner().invoke(cli, ["explain", "--task", "fill-mask", "-m", str(directory), "Pas de trou."])
+    assert result.exit_code == 1 and "no mask token" in result.stderr
+
+
+def test_explain_feature_extraction_pools(minilm_dir):
+    out = run("explain", "--task", "feature-extraction", "-m", str(minilm_dir), "Le chat dort.")
+    assert "3. Pooling" in out and "sentence-transformers modules" in out and "norm 1.0000" in out
