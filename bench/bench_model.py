@@ -58,22 +58,19 @@ def build_model(directory: Path) -> None:
     log.info("saved a random camembert-base-sized classifier to %s", directory)
 
 
-class _LogitsOnly:
-    """Wraps the transformers model so the exported graph has one output, `logits`."""
+def logits_only(model):
+    """The transformers model behind a module whose one output is `logits`, for the exporter."""
+    import torch
 
-    @staticmethod
-    def wrap(model):
-        import torch
+    class LogitsOnly(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
 
-        class Wrapper(torch.nn.Module):
-            def __init__(self, inner):
-                super().__init__()
-                self.inner = inner
+        def forward(self, input_ids, attention_mask):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask).logits
 
-            def forward(self, input_ids, attention_mask):
-                return self.inner(input_ids=input_ids, attention_mask=attention_mask).logits
-
-        return Wrapper(model).eval()
+    return LogitsOnly(model).eval()
 
 
 def export_onnx(directory: Path, onnx_dir: Path) -> None:
@@ -91,7 +88,7 @@ def export_onnx(directory: Path, onnx_dir: Path) -> None:
     path = onnx_dir / "model.onnx"
     with torch.inference_mode():
         torch.onnx.export(
-            _LogitsOnly.wrap(model), (example["input_ids"], example["attention_mask"]), str(path),
+            logits_only(model), (example["input_ids"], example["attention_mask"]), str(path),
             input_names=["input_ids", "attention_mask"], output_names=["logits"],
             dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
             opset_version=ONNX_OPSET, dynamo=True, external_data=False,

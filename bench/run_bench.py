@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -50,7 +50,6 @@ class Options:
     model_dir: Path = bench_model.DEFAULT_DIR
     json_path: Path | None = None
     markdown_path: Path | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def physical_cores() -> int:
