@@ -71,10 +71,10 @@ class Engine:
             out = self.forward([items[i] for i in batch]).numpy()
             if self.model.per_token:
                 splits = np.cumsum([lengths[i] for i in batch])[:-1]
-                for rows, i in zip(np.split(out, splits), batch):
+                for rows, i in zip(np.split(out, splits), batch, strict=True):
                     results[i] = rows
             else:
-                for row, i in zip(out, batch):
+                for row, i in zip(out, batch, strict=True):
                     results[i] = row
             if progress is not None:
                 progress(len(batch))

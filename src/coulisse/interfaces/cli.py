@@ -156,16 +156,21 @@ def explain(text, model, task):
     pipe = load_pipeline(task, model)
     click.echo(explain_text(pipe, text))
 
-cli.add_command(__import__("coulisse.interfaces.bench_command", fromlist=["bench"]).bench)
-cli.add_command(__import__("coulisse.interfaces.server.command", fromlist=["serve"]).serve)
-cli.add_command(__import__("coulisse.interfaces.jobs.command", fromlist=["evaluate"]).evaluate)
-__import__("coulisse.interfaces.qa_commands", fromlist=["register"]).register(cli)
-__import__("coulisse.interfaces.task_commands", fromlist=["register"]).register(cli)
+def _register_commands() -> None:
+    """Commands that live beside the interface they drive: corpus jobs, server, task verbs, bench."""
+    from coulisse.interfaces import bench_command, qa_commands, task_commands
+    from coulisse.interfaces.jobs.command import evaluate
+    from coulisse.interfaces.server.command import serve
+
+    cli.add_command(bench_command.bench)
+    cli.add_command(serve)
+    cli.add_command(evaluate)
+    qa_commands.register(cli)
+    task_commands.register(cli)
+
+
+_register_commands()
 
 
 def main() -> None:
     cli(prog_name="coulisse")
-
-
-if __name__ == "__main__":
-    main()

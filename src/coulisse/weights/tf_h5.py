@@ -47,8 +47,9 @@ def read_tf_h5(path: Path) -> dict[str, torch.Tensor]:
             group = f[layer]
             weight_names = _decode(group.attrs.get("weight_names", []))
             if not weight_names:  # no attribute: walk the datasets
-                weight_names = []
-                group.visititems(lambda n, o: weight_names.append(n) if isinstance(o, h5py.Dataset) else None)
+                found: list[str] = []
+                group.visititems(lambda n, o, found=found: found.append(n) if isinstance(o, h5py.Dataset) else None)
+                weight_names = found
             for weight_name in weight_names:
                 array = np.asarray(group[weight_name])
                 key, transpose = pytorch_name(weight_name)

@@ -1,0 +1,5 @@
+"""`python -m coulisse ...` runs the command line."""
+
+from coulisse.interfaces.cli import main
+
+main()
