@@ -23,7 +23,8 @@ from coulisse.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODELS = {"sentiment-analysis": "tblard/tf-allocine"}
+# The course's model; other tasks have no default worth downloading blind: the caller names one.
+DEFAULT_MODELS = {"sentiment-analysis": "tblard/tf-allocine", "text-classification": "tblard/tf-allocine"}
 ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
 
 
@@ -119,7 +120,9 @@ def pipeline(task: str = "sentiment-analysis", model: str | Path | None = None, 
     """
     cls = _task_class(task)
     if model is None:
-        model = DEFAULT_MODELS.get(task) or DEFAULT_MODELS["sentiment-analysis"]
+        if task not in DEFAULT_MODELS:
+            raise InputError(f"task {task!r} has no default model; pass model= (a Hub id or a local folder).")
+        model = DEFAULT_MODELS[task]
     if threads is not None:
         if threads < 1:
             raise InputError(f"threads={threads}; pass a positive number of threads.")
