@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from coulisse.config import EncoderConfig
-from coulisse.engine import Engine, Item
+from coulisse.engine import DEFAULT_BATCH_TOKENS, Engine, Item
 from coulisse.errors import InputError
 from coulisse.hub import resolve_model
 from coulisse.models import EncoderModel, load_model
@@ -56,7 +56,7 @@ class Pipeline:
     head: str | None = None
 
     def __init__(self, checkpoint: Checkpoint, *, device: str = "cpu", dtype: str | torch.dtype | None = None,
-                 max_batch_tokens: int = 4096, **defaults: Any):
+                 max_batch_tokens: int = DEFAULT_BATCH_TOKENS, **defaults: Any):
         self.checkpoint = checkpoint
         self.tokenizer = checkpoint.tokenizer
         self.model = checkpoint.model
@@ -110,7 +110,7 @@ def _task_class(task: str) -> type[Pipeline]:
 
 def pipeline(task: str = "sentiment-analysis", model: str | Path | None = None, *,
              revision: str | None = None, device: str = "cpu", dtype: str | torch.dtype | None = None,
-             threads: int | None = None, max_batch_tokens: int = 4096, quantize: str | None = None,
+             threads: int | None = None, max_batch_tokens: int = DEFAULT_BATCH_TOKENS, quantize: str | None = None,
              **kwargs: Any) -> Pipeline:
     """Build a pipeline, transformers-style: `pipeline("sentiment-analysis", model="tblard/tf-allocine")`.
 

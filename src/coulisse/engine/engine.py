@@ -19,6 +19,10 @@ from coulisse.models import EncoderModel, Packed
 
 log = logging.getLogger(__name__)
 
+# Measured on base-size models over real reviews (docs/benchmarks.md): 1-2k tokens per batch keep the GEMMs
+# efficient; larger batches lose more to attention's padding and cache misses than they gain.
+DEFAULT_BATCH_TOKENS = 2048
+
 
 @dataclass
 class Item:
@@ -29,7 +33,7 @@ class Item:
 
 
 class Engine:
-    def __init__(self, model: EncoderModel, *, max_batch_tokens: int = 4096, max_batch_size: int = 256,
+    def __init__(self, model: EncoderModel, *, max_batch_tokens: int = DEFAULT_BATCH_TOKENS, max_batch_size: int = 256,
                  device: str | torch.device = "cpu", uses_token_types: bool = False):
         self.model = model
         self.max_batch_tokens = max_batch_tokens

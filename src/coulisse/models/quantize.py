@@ -62,8 +62,9 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, self.in_features).float()  # (T, in)
-        x_scale = rows.abs().amax(1, keepdim=True).clamp(min=1e-12) / 127  # (T, 1)
-        xq = torch.round(rows / x_scale).add_(ZERO_POINT).to(torch.uint8)
+        # One pass for the scales, then in-place ops: this quantization costs ~10-40 % of the GEMM.
+        x_scale = torch.linalg.vector_norm(rows, float("inf"), dim=1, keepdim=True).clamp_(min=1e-12).div_(127)
+        xq = (rows / x_scale).round_().add_(ZERO_POINT).to(torch.uint8)  # (T, 1) scales, u8 codes
         acc = torch.ops.onednn.qlinear_pointwise(
             xq, 1.0, ZERO_POINT, self.packed, self.w_scale, self.w_zero, None, 1.0, 0, torch.float32,
             "none", [], "")  # (T, out) = sum(xq · wq) · w_scale

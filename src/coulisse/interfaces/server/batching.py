@@ -31,7 +31,7 @@ Forward = Callable[[list[Item]], Sequence[np.ndarray]]
 
 @dataclass(frozen=True)
 class BatchLimits:
-    max_batch_tokens: int = 4096
+    max_batch_tokens: int = 2048
     max_batch_requests: int = 64
     max_wait_ms: float = 2.0
 

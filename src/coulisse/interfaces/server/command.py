@@ -29,7 +29,7 @@ def _positive(ctx, param, value):
               help="CPU threads for the forward pass (default: torch's choice).")
 @click.option("-q", "--quantize", type=click.Choice(["none", "int8"]), default="none", show_default=True,
               envvar="COULISSE_QUANTIZE", help="int8: dynamic int8 linear layers.")
-@click.option("-T", "--max-batch-tokens", type=int, default=4096, show_default=True, callback=_positive,
+@click.option("-T", "--max-batch-tokens", type=int, default=2048, show_default=True, callback=_positive,
               envvar="COULISSE_MAX_BATCH_TOKENS", help="A batch closes when it holds this many tokens.")
 @click.option("-B", "--max-batch-requests", type=int, default=64, show_default=True, callback=_positive,
               envvar="COULISSE_MAX_BATCH_REQUESTS", help="... or when it holds this many inputs.")

@@ -37,7 +37,7 @@ Disconnected = Callable[[], Awaitable[None]] | None
 @dataclass(frozen=True)
 class ServerSettings:
     model_id: str = ""
-    max_batch_tokens: int = 4096
+    max_batch_tokens: int = 2048
     max_batch_requests: int = 64
     max_wait_ms: float = 2.0
     max_client_batch_size: int = 32
