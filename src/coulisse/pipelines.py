@@ -63,9 +63,19 @@ class Pipeline:
         self.device = torch.device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.model.to(self.device, self.dtype)
+        self._choose_fast_path()
         self.engine = Engine(self.model, max_batch_tokens=max_batch_tokens, device=self.device,
                              uses_token_types="token_type_ids" in self.tokenizer.model_input_names)
         self.defaults = defaults
+
+    def _choose_fast_path(self) -> None:
+        """Once, at load: fp32 on the CPU runs its linear layers on oneDNN with prepacked weights."""
+        from coulisse.models.fastpath import onednn_fp32_available, pack_linears
+
+        if self.device.type == "cpu" and self.dtype == torch.float32 and onednn_fp32_available():
+            count = pack_linears(self.model.base.encoder)  # int8 layers are no nn.Linear: left alone
+            if count:
+                log.info("fp32 fast path: %d encoder linear layers on oneDNN, weights prepacked", count)
 
     @property
     def config(self) -> EncoderConfig:

@@ -138,7 +138,7 @@ def test_explain_shows_every_stage(offline_env, expected, tf_camembert_dir):
 def test_help_carries_examples_and_version():
     runner = CliRunner()
     assert "Examples:" in runner.invoke(cli, ["classify", "--help"]).stdout
-    assert "Example:" in runner.invoke(cli, ["explain", "--help"]).stdout
+    assert "Examples:" in runner.invoke(cli, ["explain", "--help"]).stdout
     version = runner.invoke(cli, ["--version"])
     assert version.exit_code == 0 and "0.1.0" in version.stdout
 

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 # Measured on base-size models over real reviews (docs/benchmarks.md): 1-2k tokens per batch keep the GEMMs
 # efficient; larger batches lose more to attention's padding and cache misses than they gain.
-DEFAULT_BATCH_TOKENS = 2048
+DEFAULT_BATCH_TOKENS = 1024
 
 
 @dataclass

@@ -52,7 +52,7 @@ def option(*flags: str, env: str, **kwargs):
         help="Comma-separated systems to run.")
 @option("-t", "--threads", env="THREADS", type=click.IntRange(min=1), default=None,
         help="Threads for every system (default: all physical cores).")
-@option("-b", "--max-batch-tokens", env="MAX_BATCH_TOKENS", type=click.IntRange(min=1), default=2048,
+@option("-b", "--max-batch-tokens", env="MAX_BATCH_TOKENS", type=click.IntRange(min=1), default=1024,
         show_default=True, help="coulisse's token budget per batch.")
 @option("-r", "--repeats", env="REPEATS", type=click.IntRange(min=1), default=1, show_default=True,
         help="Timed passes over the texts per system (the best counts).")

@@ -144,17 +144,24 @@ def classify(texts, model, top_k, as_json, threads, quantize, input_path, output
 @model_option()
 @click.option("--task", type=click.Choice(["text-classification", "feature-extraction"]),
               default="text-classification", show_default=True)
-def explain(text, model, task):
+@click.option("--question", default=None, help="question-answering: the question; TEXT is the context.")
+@click.option("--labels", default=None, help="zero-shot-classification: candidate labels, comma-separated.")
+@click.option("--template", default=None,
+              help="zero-shot-classification: hypothesis with {} for the label (default: the model's language).")
+def explain(text, model, task, question, labels, template):
     """Show every stage behind the pipeline for TEXT: tokens, ids, mask, hidden states, logits, labels.
 
     \b
-    Example:
+    Examples:
       coulisse explain "J'ai attendu un cours d'HuggingFace toute ma vie."
+      coulisse explain --task question-answering -m ./qa --question "Où ?" "Le camembert vient de Normandie."
+      coulisse explain --task zero-shot-classification -m ./nli --labels sport,cinéma "Le PSG a gagné."
     """
-    from coulisse.interfaces.explain import explain_text
+    from coulisse.interfaces.explain import check_request, explain_text
 
+    check_request(task, question, labels, template)  # before loading a model
     pipe = load_pipeline(task, model)
-    click.echo(explain_text(pipe, text))
+    click.echo(explain_text(pipe, text, question=question, labels=labels, template=template))
 
 def _register_commands() -> None:
     """Commands that live beside the interface they drive: corpus jobs, server, task verbs, bench."""

@@ -3,11 +3,14 @@
 Stages 1 (tokenizer) and 2 (encoder) are the same for every task; what follows the encoder is one
 renderer per task in `STAGES`, the table `explain --task` offers. The CLI reads that table at start-up,
 so this module imports numpy and torch only inside the renderers: `coulisse --help` stays light.
+
+Pair tasks tokenize a text pair in stage 1: question-answering the question and the context (TEXT), in the
+pipeline's order; zero-shot-classification TEXT and the first label's hypothesis (every pair follows).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from coulisse.errors import InputError
@@ -15,13 +18,14 @@ from coulisse.errors import InputError
 
 @dataclass
 class Encoded:
-    """One text through stages 1 and 2."""
+    """One text (or text pair) through stages 1 and 2."""
 
     text: str
     ids: list[int]
     tokens: list[str]
     packed: Any  # coulisse.models.Packed
     hidden: Any  # torch.Tensor (T, H)
+    options: dict[str, Any] = field(default_factory=dict)  # what a pair task was asked (question, labels...)
 
 
 def _title(n: int, name: str) -> str:
@@ -34,31 +38,67 @@ def _vector(values, n: int = 6) -> str:
     return np.array2string(np.asarray(values)[:n], precision=4)
 
 
-def explain_text(pipe, text: str) -> str:
+def check_request(task: str, question: str | None = None, labels: Any = None,
+                  template: str | None = None) -> None:
+    """What a pair task needs, and nothing a task cannot use: one-line InputErrors, before any loading."""
+    if task == "question-answering" and not question:
+        raise InputError("explain --task question-answering needs --question: TEXT is the context, the "
+                         "question is asked about it.")
+    if task == "zero-shot-classification" and not labels:
+        raise InputError("explain --task zero-shot-classification needs --labels a,b,c: the candidate labels "
+                         "(and --template 'This example is {}.' to word the hypotheses).")
+    if question and task != "question-answering":
+        raise InputError(f"--question is for --task question-answering, not {task}.")
+    if (labels or template) and task != "zero-shot-classification":
+        raise InputError(f"--labels and --template are for --task zero-shot-classification, not {task}.")
+
+
+def explain_text(pipe, text: str, *, question: str | None = None, labels: Any = None,
+                 template: str | None = None) -> str:
     render = STAGES.get(pipe.task)
     if render is None:
         raise InputError(f"coulisse explain has no stages for task {pipe.task!r}; it shows "
                          f"{', '.join(STAGES)}.")
-    out, encoded = _tokenizer_and_encoder(pipe, text)
+    check_request(pipe.task, question, labels, template)
+    first, second, options = text, None, {}
+    if pipe.task == "question-answering":  # in the order the pipeline pairs them
+        first, second = (question, text) if pipe.question_first else (text, question)
+        options = {"question": question, "context": text}
+    elif pipe.task == "zero-shot-classification":
+        asked = {"candidate_labels": labels, "hypothesis_template": template}
+        candidates, template, multi_label = pipe._options(asked)
+        first, second = text, template.format(candidates[0])
+        options = {"text": text, "labels": candidates, "template": template, "multi_label": multi_label}
+    out, encoded = _tokenizer_and_encoder(pipe, first, second)
+    encoded.options = options
     return "\n".join(out + render(pipe, encoded))
 
 
-def _tokenizer_and_encoder(pipe, text: str) -> tuple[list[str], Encoded]:
+def _tokenizer_and_encoder(pipe, text: str, pair: str | None = None) -> tuple[list[str], Encoded]:
     import torch
 
     from coulisse.models import Packed
 
     cfg, tok, model = pipe.config, pipe.tokenizer, pipe.model
-    inputs = tok([text], truncation=True, return_tensors="pt")
+    inputs = tok([text], None if pair is None else [pair], truncation=True, return_tensors="pt")
     ids = inputs["input_ids"][0].tolist()
     tokens = tok.convert_ids_to_tokens(ids)
     out = [f"Model: {pipe.checkpoint.name}  ({cfg.model_type}, folder {pipe.checkpoint.directory})"]
 
-    out.append(_title(1, "Tokenizer: text -> tokens -> ids"))
+    out.append(_title(1, "Tokenizer: text -> tokens -> ids" if pair is None else
+                      "Tokenizer: text pair -> tokens -> ids"))
     out.append(f"source: {tok.source}, vocabulary {len(tok)}, truncation at {tok.model_max_length} tokens")
     width = max(len(t) for t in tokens)
-    out += [f"  {i:>3}  {t:<{width}}  {n:>6}" for i, (t, n) in enumerate(zip(tokens, ids, strict=True))]
+    if pair is None:
+        out += [f"  {i:>3}  {t:<{width}}  {n:>6}" for i, (t, n) in enumerate(zip(tokens, ids, strict=True))]
+    else:
+        out.append(f"sequence A {text!r:.70}\nsequence B {pair!r:.70}\n(seq: A, B, or - for special tokens)")
+        seqs = ["-" if s is None else "AB"[s] for s in inputs.encodings[0].sequence_ids]
+        out += [f"  {i:>3}  {s}  {t:<{width}}  {n:>6}"
+                for i, (s, t, n) in enumerate(zip(seqs, tokens, ids, strict=True))]
     out.append(f"input_ids      {ids}")
+    if pair is not None and "token_type_ids" in inputs:
+        out.append(f"token_type_ids {inputs['token_type_ids'][0].tolist()}")
     out.append(f"attention_mask {inputs['attention_mask'][0].tolist()}")
 
     p = Packed.from_padded(inputs["input_ids"], inputs["attention_mask"], inputs.get("token_type_ids"),
@@ -156,10 +196,103 @@ def _fill_mask(pipe, e: Encoded) -> list[str]:
     return out
 
 
+def _question_answering(pipe, e: Encoded) -> list[str]:
+    import numpy as np
+    import torch
+
+    from coulisse.engine import Item
+    from coulisse.tasks.question_answering import NULL_SCORE, Example, char_span, check_options, select_starts_ends
+
+    example = Example(e.options["question"], e.options["context"])
+    options = check_options(dict(pipe.defaults))
+    max_seq_len, doc_stride = pipe.window_sizes(options["max_seq_len"], options["doc_stride"])
+    windows = pipe.windows([example], max_seq_len, doc_stride)
+    out = [_title(3, "Head: every token -> start and end logits")]
+    if [w.encoding.ids for w in windows] == [e.ids]:
+        with torch.inference_mode():
+            logits = [pipe.model.head(e.hidden).float().numpy()]  # (T, 2)
+    else:  # a long context: the pipeline reads it in windows, and so does what follows
+        logits = pipe.forward([Item(w.encoding.ids, w.encoding.type_ids) for w in windows])
+        out.append(f"the pipeline cuts this context into {len(windows)} window(s) of at most {max_seq_len} "
+                   f"tokens sharing {doc_stride}: what follows reads each of them (stages 1-2 showed the pair "
+                   f"truncated at {pipe.tokenizer.model_max_length} tokens)")
+    post = {k: options[k] for k in ("top_k", "handle_impossible_answer", "max_answer_len", "align_to_words")}
+    spans = []
+    for n, (window, lg) in enumerate(zip(windows, logits, strict=True), 1):
+        tokens, allowed = window.encoding.tokens, np.flatnonzero(window.p_mask == 0)
+        if len(windows) > 1:
+            out.append(f"window {n}:")
+        out.append(f"logits shape ({lg.shape[0]} tokens, 2): a start and an end logit per token; "
+                   f"{len(allowed)} may bound the answer (the context's tokens, and the first for 'no answer')")
+        for name, col in (("start", 0), ("end", 1)):
+            top = allowed[np.argsort(-lg[allowed, col], kind="stable")][:5]
+            out.append(f"  top {name:<5} " + "  ".join(f"{i}:{tokens[i]!r} {lg[i, col]:.4f}" for i in top))
+        starts, ends, scores, _ = select_starts_ends(lg[:, 0], lg[:, 1], window.p_mask, NULL_SCORE, 1,
+                                                     post["handle_impossible_answer"], post["max_answer_len"])
+        spans.append((n, window, starts, ends, scores))
+
+    out.append(_title(4, "Post-processing: softmax of starts and ends -> best span -> answer"))
+    out.append(f"span score = p(start) x p(end), end >= start, at most {post['max_answer_len']} tokens; "
+               "the span is widened to whole words of the context")
+    sequence_index = 1 if pipe.question_first else 0
+    for n, window, starts, ends, scores in spans:
+        where = f"window {n}: " if len(windows) > 1 else ""
+        if not len(starts):
+            out.append(f"{where}no span")
+            continue
+        s, t = int(starts[0]), int(ends[0])
+        start, end = char_span(window.encoding, s, t, sequence_index, post["align_to_words"])
+        out.append(f"{where}best span tokens {s}..{t} {window.encoding.tokens[s:t + 1]}, score "
+                   f"{float(scores[0]):.4f}, characters [{start}:{end}] {example.context[start:end]!r}")
+    answer = pipe.postprocess(example, windows, logits, **post)
+    answer = answer[0] if isinstance(answer, list) and answer else answer
+    if not answer:
+        return [*out, "\nAnswer: (none)"]
+    return [*out, f"\nAnswer: {answer['answer']!r} ({answer['score']:.4f}, characters "
+                  f"[{answer['start']}:{answer['end']}])"]
+
+
+def _zero_shot(pipe, e: Encoded) -> list[str]:
+    import numpy as np
+
+    from coulisse.engine import Item
+    from coulisse.tasks.zero_shot import zero_shot_scores
+
+    text, labels, template = e.options["text"], e.options["labels"], e.options["template"]
+    multi_label = e.options["multi_label"]
+    encodings = pipe.encode_pairs([text], labels, template)
+    logits = np.stack(pipe.forward([Item(x.ids, x.type_ids) for x in encodings]))  # (labels, NLI classes)
+    ent, con = pipe.entailment_id, pipe.contradiction_id
+    id2label = pipe.config.id2label
+    width = max(len(label) for label in labels)
+    out = [_title(3, "Hypotheses: one (text, hypothesis) pair per label")]
+    out.append(f"template {template!r}; stages 1-2 showed the first pair")
+    out += [f"  {label:<{width}}  {template.format(label)!r}  ({len(x.ids)} tokens)"
+            for label, x in zip(labels, encodings, strict=True)]
+    out.append(_title(4, "Head: each pair -> NLI logits"))
+    out.append(f"id2label {id2label}: entailment is id {ent}, contradiction id {con}")
+    entail, contra = f"entail[{ent}]", f"contra[{con}]"
+    out.append(f"  {'label':<{width}}  {entail:>10}  {contra:>10}  all logits")
+    out += [f"  {label:<{width}}  {row[ent]:>10.4f}  {row[con]:>10.4f}  {np.array2string(row, precision=4)}"
+            for label, row in zip(labels, logits, strict=True)]
+    how = ("softmax of (contradiction, entailment) per label" if multi_label or len(labels) == 1 else
+           "softmax of the entailment logits across labels")
+    out.append(_title(5, f"Post-processing: {how} -> ranking"))
+    scores = zero_shot_scores(logits, ent, con, multi_label)
+    out += [f"  {label:<{width}}  {s:.4f}" for label, s in zip(labels, scores, strict=True)]
+    result = pipe.postprocess(text, labels, logits, multi_label)
+    out.append("ranking: " + "  ".join(f"{label} {s:.4f}" for label, s in
+                                       zip(result["labels"], result["scores"], strict=True)))
+    out.append(f"\nAnswer: {result['labels'][0]} ({result['scores'][0]:.4f})")
+    return out
+
+
 # task -> what follows the encoder
 STAGES = {
     "text-classification": _classification,
     "feature-extraction": _embedding,
     "token-classification": _entities,
     "fill-mask": _fill_mask,
+    "question-answering": _question_answering,
+    "zero-shot-classification": _zero_shot,
 }

@@ -191,6 +191,20 @@ class QuestionAnsweringPipeline(Pipeline):
     def question_first(self) -> bool:
         return self.tokenizer.padding_side == "right"
 
+    def window_sizes(self, max_seq_len: int | None = None, doc_stride: int | None = None) -> tuple[int, int]:
+        """(max_seq_len, doc_stride) as transformers 4 defaults them: min(384, the model's limit), and
+        min(128, half a window)."""
+        max_seq_len = max_seq_len or min(self.tokenizer.model_max_length, 384)
+        if doc_stride is None:
+            doc_stride = min(max_seq_len // 2, 128)
+        if doc_stride > max_seq_len:
+            raise InputError(f"doc_stride ({doc_stride}) is larger than max_seq_len ({max_seq_len}); "
+                             "lower it.")
+        if max_seq_len > self.config.max_positions:
+            raise InputError(f"max_seq_len={max_seq_len} exceeds the {self.config.max_positions} positions "
+                             f"of {self.checkpoint.name}; pass at most {self.config.max_positions}.")
+        return max_seq_len, doc_stride
+
     def windows(self, examples: list[Example], max_seq_len: int, doc_stride: int) -> list[Window]:
         """Preprocess: every example's windows, in order, with their p_mask."""
         first = self.question_first
@@ -239,16 +253,7 @@ class QuestionAnsweringPipeline(Pipeline):
         of such dicts. One answer is a dict; `top_k` > 1 gives a list; several questions, a list of those."""
         options = check_options({**self.defaults, **kwargs})
         examples = parse_inputs(args, question, context)
-        max_seq_len = options["max_seq_len"] or min(self.tokenizer.model_max_length, 384)
-        doc_stride = options["doc_stride"]
-        if doc_stride is None:
-            doc_stride = min(max_seq_len // 2, 128)
-        if doc_stride > max_seq_len:
-            raise InputError(f"doc_stride ({doc_stride}) is larger than max_seq_len ({max_seq_len}); "
-                             "lower it.")
-        if max_seq_len > self.config.max_positions:
-            raise InputError(f"max_seq_len={max_seq_len} exceeds the {self.config.max_positions} positions "
-                             f"of {self.checkpoint.name}; pass at most {self.config.max_positions}.")
+        max_seq_len, doc_stride = self.window_sizes(options["max_seq_len"], options["doc_stride"])
         windows = self.windows(examples, max_seq_len, doc_stride)
         logits = self.forward([Item(w.encoding.ids, w.encoding.type_ids) for w in windows], progress)
         post = {k: options[k] for k in ("top_k", "handle_impossible_answer", "max_answer_len",

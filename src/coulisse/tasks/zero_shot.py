@@ -130,6 +130,16 @@ class ZeroShotClassificationPipeline(Pipeline):
                              "write e.g. 'Ce texte parle de {}.'.")
         return labels, template, bool(options.get("multi_label", False))
 
+    def encode_pairs(self, texts: list[str], labels: list[str], template: str) -> list:
+        """Per text, per label: the (text, hypothesis) pair's encoding, truncated on the text's side only."""
+        premises = [t for t in texts for _ in labels]
+        hypotheses = [template.format(label) for _ in texts for label in labels]
+        try:
+            return self.tokenizer.encode_batch(premises, hypotheses, strategy="only_first")
+        except Exception as e:  # tokenizers: the hypothesis alone is longer than the model's limit
+            raise InputError(f"cannot fit a hypothesis into {self.tokenizer.model_max_length} tokens ({e}); "
+                             "shorten hypothesis_template or the labels.") from e
+
     def postprocess(self, sequence: str, labels: list[str], logits: np.ndarray,
                     multi_label: bool = False) -> dict:
         """One text's logits `(labels, nli_classes)` -> labels sorted by score, as transformers gives them."""
@@ -146,13 +156,7 @@ class ZeroShotClassificationPipeline(Pipeline):
             raise InputError(f"unexpected positional arguments {args!r:.80}; pass candidate_labels=.")
         labels, template, multi_label = self._options(kwargs)
         texts, single = check_texts(sequences, "sequences")
-        premises = [t for t in texts for _ in labels]
-        hypotheses = [template.format(label) for _ in texts for label in labels]
-        try:
-            encodings = self.tokenizer.encode_batch(premises, hypotheses, strategy="only_first")
-        except Exception as e:  # tokenizers: the hypothesis alone is longer than the model's limit
-            raise InputError(f"cannot fit a hypothesis into {self.tokenizer.model_max_length} tokens ({e}); "
-                             "shorten hypothesis_template or the labels.") from e
+        encodings = self.encode_pairs(texts, labels, template)
         logits = self.forward([Item(e.ids, e.type_ids) for e in encodings], progress)
         n = len(labels)
         results = [self.postprocess(text, labels, np.stack(logits[i * n:(i + 1) * n]), multi_label)

@@ -1,0 +1,146 @@
+"""`coulisse explain --task question-answering` and `--task zero-shot-classification`: every stage titled, and
+the answer printed is the pipeline's own, on the tiny QA checkpoints of tests/fixtures/qa and a tiny NLI model."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from coulisse import pipeline
+from coulisse.errors import InputError
+from coulisse.interfaces.cli import cli
+from coulisse.interfaces.explain import explain_text
+
+QA_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "qa"
+PAIR = "1. Tokenizer: text pair -> tokens -> ids"
+QA_TITLES = (PAIR, "2. Encoder", "3. Head: every token -> start and end logits",
+             "4. Post-processing: softmax of starts and ends -> best span -> answer")
+ZS_TITLES = (PAIR, "2. Encoder", "3. Hypotheses", "4. Head: each pair -> NLI logits", "5. Post-processing")
+
+
+def run(*args: str) -> str:
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def answer_line(a: dict) -> str:
+    return f"Answer: {a['answer']!r} ({a['score']:.4f}, characters [{a['start']}:{a['end']}])"
+
+
+def assert_one_line_error(result, *words: str) -> None:
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: InputError: "), result.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+@pytest.fixture(scope="module", params=["camembert", "bert"])
+def qa_model(request, tmp_path_factory, camembert_spm, minilm_dir):
+    """A committed QA checkpoint plus the vocabulary file the tests' packages ship, and its first case."""
+    d = tmp_path_factory.mktemp("qa") / request.param
+    shutil.copytree(QA_FIXTURES / request.param, d)
+    if request.param == "camembert":
+        shutil.copy(camembert_spm, d / "sentencepiece.bpe.model")
+    else:
+        shutil.copy(minilm_dir / "vocab.txt", d / "vocab.txt")
+    case = next(c for c in json.loads((d / "expected.json").read_text(encoding="utf-8"))["cases"]
+                if set(c["kwargs"]) == {"question", "context"} and not c["args"])
+    return d, case["kwargs"]["question"], case["kwargs"]["context"]
+
+
+def test_explain_question_answering(qa_model):
+    directory, question, context = qa_model
+    out = run("explain", "--task", "question-answering", "-m", str(directory), "--question", question, context)
+    for title in QA_TITLES:
+        assert title in out
+    answer = pipeline("question-answering", model=directory)(question=question, context=context)
+    assert answer_line(answer) in out
+    assert "sequence A" in out and "sequence B" in out and "top start" in out and "top end" in out
+    assert "best span tokens" in out
+
+
+def test_explain_question_answering_reads_every_window(qa_model):
+    directory, question, context = qa_model
+    pipe = pipeline("question-answering", model=directory, max_seq_len=40, doc_stride=10)
+    out = explain_text(pipe, context, question=question)
+    assert "window(s) of at most 40 tokens" in out and "window 2:" in out
+    answer = pipe(question=question, context=context)
+    assert answer_line(answer) in out
+
+
+@pytest.fixture(scope="module")
+def nli_dir(factory, tmp_path_factory):
+    """A tiny random NLI classifier (entailment / neutral / contradiction) with the real CamemBERT tokenizer."""
+    import transformers
+
+    labels = {0: "entailment", 1: "neutral", 2: "contradiction"}
+    config = copy.deepcopy(factory.reference("camembert").model.config)
+    config.id2label, config.label2id = dict(labels), {v: k for k, v in labels.items()}
+    torch.manual_seed(301)
+    d = tmp_path_factory.mktemp("nli") / "camembert"
+    transformers.AutoModelForSequenceClassification.from_config(config).eval().save_pretrained(d)
+    for f in factory.tokenizer_files("camembert").iterdir():
+        if f.name != "config.json":
+            shutil.copy(f, d / f.name)
+    return d
+
+
+TEXT = "Le PSG a battu l'OM trois buts à zéro hier soir au Parc des Princes."
+
+
+@pytest.mark.parametrize("labels", ["sport,politique,cinéma", "sport"])
+def test_explain_zero_shot(nli_dir, labels):
+    template = "Ce texte parle de {}."
+    out = run("explain", "--task", "zero-shot-classification", "-m", str(nli_dir), "--labels", labels,
+              "--template", template, TEXT)
+    for title in ZS_TITLES:
+        assert title in out
+    result = pipeline("zero-shot-classification", model=nli_dir)(TEXT, candidate_labels=labels,
+                                                                  hypothesis_template=template)
+    assert f"Answer: {result['labels'][0]} ({result['scores'][0]:.4f})" in out
+    assert "ranking: " + "  ".join(f"{label} {s:.4f}" for label, s in
+                                   zip(result["labels"], result["scores"], strict=True)) in out
+    for label in result["labels"]:
+        assert repr(template.format(label)) in out
+    assert "entailment is id 0, contradiction id 2" in out and "entail[0]" in out and "contra[2]" in out
+
+
+def test_explain_zero_shot_default_template(nli_dir):
+    out = run("explain", "--task", "zero-shot-classification", "-m", str(nli_dir), "--labels", "sport,cuisine", TEXT)
+    pipe = pipeline("zero-shot-classification", model=nli_dir)
+    assert f"template {pipe.default_template!r}" in out
+    result = pipe(TEXT, candidate_labels="sport,cuisine")
+    assert f"Answer: {result['labels'][0]} ({result['scores'][0]:.4f})" in out
+
+
+def test_explain_pair_options_are_checked_before_loading(tmp_path):
+    missing = str(tmp_path / "no-model")  # never loaded: the options fail first
+    runner = CliRunner()
+    assert_one_line_error(runner.invoke(cli, ["explain", "--task", "question-answering", "-m", missing, "ctx"]),
+                          "--question")
+    assert_one_line_error(runner.invoke(cli, ["explain", "--task", "zero-shot-classification", "-m", missing, "x"]),
+                          "--labels")
+    assert_one_line_error(runner.invoke(cli, ["explain", "-m", missing, "--question", "Où ?", "x"]),
+                          "--question", "text-classification")
+    assert_one_line_error(runner.invoke(cli, ["explain", "-m", missing, "--labels", "a,b", "x"]), "--labels")
+
+
+def test_explain_text_checks_pair_options(qa_model, nli_dir):
+    with pytest.raises(InputError, match="--question"):
+        explain_text(pipeline("question-answering", model=qa_model[0]), "context")
+    with pytest.raises(InputError, match="no {}"):
+        explain_text(pipeline("zero-shot-classification", model=nli_dir), TEXT, labels="a,b", template="Sans trou.")
+
+
+def test_explain_help_offers_pair_tasks():
+    out = run("explain", "--help")
+    for word in ("question-answering", "zero-shot-classification", "--question", "--labels", "--template"):
+        assert word in out
