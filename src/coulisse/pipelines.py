@@ -70,10 +70,11 @@ class Pipeline:
 
     def _choose_fast_path(self) -> None:
         """Once, at load: fp32 on the CPU runs its linear layers on oneDNN with prepacked weights."""
-        from coulisse.models.fastpath import onednn_fp32_available, pack_linears
+        from coulisse.models.fastpath import onednn_fp32_available, pack_linears, release_freed_memory
 
         if self.device.type == "cpu" and self.dtype == torch.float32 and onednn_fp32_available():
             count = pack_linears(self.model.base.encoder)  # int8 layers are no nn.Linear: left alone
+            release_freed_memory()
             if count:
                 log.info("fp32 fast path: %d encoder linear layers on oneDNN, weights prepacked", count)
 

@@ -41,6 +41,17 @@ class PackedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, oneDNN prepacked"
 
 
+def release_freed_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them otherwise): after weights are repacked or
+    quantized, the fp32 originals are garbage, and peak RSS should not keep counting them."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
 def pack_linears(module: nn.Module) -> int:
     """Swap every fp32 `nn.Linear` under `module` for a `PackedLinear`; return how many."""
     count = 0

@@ -100,8 +100,11 @@ def quantize_model(model: nn.Module, mode: str | None) -> nn.Module:
     if mode != "int8":
         raise InputError(f"quantize={mode!r}; use one of {', '.join(MODES)}.")
     if onednn_available():
+        from coulisse.models.fastpath import release_freed_memory
+
         vnni = has_vnni()
         count = _swap_linears(model.base.encoder, 127 if vnni else 63)
+        release_freed_memory()
         log.info("int8: %d encoder linear layers, oneDNN u8×s8 per-token, %s, %s-bit weights", count,
                  "VNNI" if vnni else torch.backends.cpu.get_cpu_capability(), 8 if vnni else 7)
     elif "fbgemm" in torch.backends.quantized.supported_engines:
