@@ -20,6 +20,7 @@ from coulisse.errors import InputError
 from coulisse.hub import resolve_model
 from coulisse.models import EncoderModel, load_model
 from coulisse.tokenizer import Tokenizer
+from coulisse.weights.mapped import release_file_pages
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ class Pipeline:
         self.dtype = resolve_dtype(dtype, self.device)
         self.model.to(self.device, self.dtype)
         self._choose_fast_path()
+        # Repacked, quantized or moved weights leave their mapped originals unread: drop those pages.
+        release_file_pages(p for p in checkpoint.directory.iterdir() if p.is_file())
         self.engine = Engine(self.model, max_batch_tokens=max_batch_tokens, device=self.device,
                              uses_token_types="token_type_ids" in self.tokenizer.model_input_names)
         self.defaults = defaults

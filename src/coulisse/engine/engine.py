@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from coulisse.models import EncoderModel, Packed
+from coulisse.models.fastpath import release_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,13 @@ class Engine:
         types = [it.type_ids or [0] * len(it.ids) for it in items] if self.uses_token_types else None
         p = Packed.from_lists([it.ids for it in items], types, self.offset, self.device)
         with torch.inference_mode():
-            out = self.model.forward_packed(p)
-        return out.float().cpu()
+            out = self.model.forward_packed(p).float().cpu()
+        if self.device.type == "cpu":
+            # Activations of every shape come and go; glibc keeps the freed heap, fragmented, and RSS
+            # creeps up batch after batch (measured +185 MB over 160 reviews, base-size model).
+            # Handing it back costs no measurable time per batch (docs/benchmarks.md).
+            release_freed_memory()
+        return out
 
     def run(self, items: Sequence[Item], progress: Callable[[int], None] | None = None) -> list[np.ndarray]:
         """Per input, in input order: a logits row `(labels,)` for a sequence head, else one row per

@@ -8,11 +8,14 @@ when a pipeline is built on the CPU in fp32; `COULISSE_ONEDNN=0` turns it off.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 
 import torch
 from torch import Tensor, nn
+
+from coulisse.weights.mapped import release_tensor_pages
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +44,23 @@ class PackedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, oneDNN prepacked"
 
 
-def release_freed_memory() -> None:
-    """Hand freed heap pages back to the OS (glibc keeps them otherwise): after weights are repacked or
-    quantized, the fp32 originals are garbage, and peak RSS should not keep counting them."""
+@functools.cache
+def _malloc_trim():
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        return ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
+        return None
+
+
+def release_freed_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them otherwise): after weights are repacked or
+    quantized the fp32 originals are garbage, and after a batch its activations are; peak RSS should
+    not keep counting them."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def pack_linears(module: nn.Module) -> int:
@@ -58,6 +69,7 @@ def pack_linears(module: nn.Module) -> int:
     for name, child in module.named_children():
         if isinstance(child, nn.Linear) and child.weight.dtype == torch.float32:
             setattr(module, name, PackedLinear(child))
+            release_tensor_pages([child.weight])  # the mapped original is no longer read
             count += 1
         else:
             count += pack_linears(child)

@@ -13,22 +13,34 @@ weights can overflow, so there the weights keep 7 bits (|q| ≤ 63), which bound
 scale is applied after the GEMM (`y = acc · w_scale · x_scale + bias`), which keeps the kernel's own
 activation scale constant (1.0), so oneDNN reuses one primitive for every call. When oneDNN is missing,
 fbgemm's dynamic linear is the fallback. Embeddings, LayerNorms, attention and the task head stay fp32.
+
+Around the GEMM, the per-token quantization and the dequantization (`· x_scale + bias`, and the
+feed-forward's GELU, fused into the same pass) run in small C kernels (`_int8.c`, built at install by
+setup.py; AVX2 chosen at run time): one pass each where PyTorch's ops take five. Without a compiler
+the install skips them and the same arithmetic runs as PyTorch ops (same codes; measured ~7× slower
+for the quantization, see docs/benchmarks.md). `COULISSE_INT8_KERNELS=0` forces that fallback.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from coulisse.errors import InputError
+from coulisse.weights.mapped import release_tensor_pages
 
 log = logging.getLogger(__name__)
 
 MODES = ("none", "int8")
 ZERO_POINT = 128  # symmetric int8 activations, shifted into u8 for the u8 × s8 kernel
+# Up to this many rows (tokens) a linear layer runs on fbgemm, above on oneDNN: measured crossover
+# between 64 and 128 rows for 768 x 3072 on AVX2 (docs/benchmarks.md).
+SMALL_BATCH_ROWS = 64
 
 
 def has_vnni() -> bool:
@@ -46,43 +58,123 @@ def onednn_available() -> bool:
 
 
 class Int8Linear(nn.Module):
-    """A frozen `nn.Linear` with int8 weights (per channel) and int8 activations (per token)."""
+    """A frozen `nn.Linear` with int8 weights (per channel) and int8 activations (per token).
 
-    def __init__(self, linear: nn.Linear, weight_max: int = 127):
+    `gelu=True` applies the exact (erf) GELU to the output, fused into the dequantization pass when
+    the C kernels are built (the layer then stands for `gelu(linear(x))`).
+    """
+
+    def __init__(self, linear: nn.Linear, weight_max: int = 127, gelu: bool = False):
         super().__init__()
         weight = linear.weight.detach().float()
         scale = weight.abs().amax(1).clamp(min=1e-12) / weight_max  # (out,)
         q = torch.round(weight / scale[:, None]).clamp(-weight_max, weight_max).to(torch.int8)
-        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.in_features, self.out_features, self.gelu = linear.in_features, linear.out_features, gelu
         self.register_buffer("packed", torch.ops.onednn.qlinear_prepack(q, None))
         self.register_buffer("w_scale", scale)
         self.register_buffer("w_zero", torch.zeros(self.out_features, dtype=torch.long))
         bias = linear.bias.detach().float() if linear.bias is not None else torch.zeros(self.out_features)
         self.register_buffer("bias", bias)
+        # The same int8 weights for fbgemm, whose kernel is 2-4x faster than oneDNN's for a few rows.
+        self.packed_small = _fbgemm_pack(q, scale)
 
     def forward(self, x: Tensor) -> Tensor:
-        rows = x.reshape(-1, self.in_features).float()  # (T, in)
-        # One pass for the scales, then in-place ops: this quantization costs ~10-40 % of the GEMM.
-        x_scale = torch.linalg.vector_norm(rows, float("inf"), dim=1, keepdim=True).clamp_(min=1e-12).div_(127)
-        xq = (rows / x_scale).round_().add_(ZERO_POINT).to(torch.uint8)  # (T, 1) scales, u8 codes
-        acc = torch.ops.onednn.qlinear_pointwise(
-            xq, 1.0, ZERO_POINT, self.packed, self.w_scale, self.w_zero, None, 1.0, 0, torch.float32,
-            "none", [], "")  # (T, out) = sum(xq · wq) · w_scale
-        return torch.addcmul(self.bias, acc, x_scale).reshape(*x.shape[:-1], self.out_features)
+        rows = x.reshape(-1, self.in_features).float().contiguous()  # (T, in)
+        if self.packed_small is not None and rows.shape[0] <= SMALL_BATCH_ROWS:
+            # fbgemm quantizes its input per tensor: fed x / x_scale with scale 1 and zero point 128, it
+            # makes exactly our per-token codes, and its fp32 output equals oneDNN's (tested).
+            x_scale = row_scales(rows)
+            out = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
+                rows / x_scale, 1.0, ZERO_POINT, self.packed_small)
+        else:
+            xq, x_scale = quantize_rows(rows)  # u8 codes (T, in), fp32 scales (T, 1)
+            out = torch.ops.onednn.qlinear_pointwise(
+                xq, 1.0, ZERO_POINT, self.packed, self.w_scale, self.w_zero, None, 1.0, 0, torch.float32,
+                "none", [], "")  # (T, out) = sum(xq · wq) · w_scale
+        out = dequantize_rows(out, x_scale, self.bias, self.gelu)  # · x_scale + bias (, GELU)
+        return out.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-token"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, int8 per-token"
+                + (", GELU" if self.gelu else ""))
+
+
+def kernels():
+    """The fused C kernels (`coulisse.models._int8`), or None where they were not built."""
+    global _KERNELS
+    if _KERNELS is None:
+        try:
+            from coulisse.models import _int8
+
+            _KERNELS = _int8
+        except ImportError:
+            _KERNELS = False
+            log.info("int8: the C kernels are not built (no compiler at install?); using PyTorch ops")
+    return _KERNELS or None
+
+
+_KERNELS = None if os.environ.get("COULISSE_INT8_KERNELS", "1") != "0" else False
+
+
+def _fbgemm_pack(q: Tensor, scale: Tensor):
+    if "fbgemm" not in torch.backends.quantized.supported_engines or os.environ.get("COULISSE_INT8_SMALL") == "0":
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch deprecates quantized tensor types; the fbgemm kernels remain
+        weight = torch._make_per_channel_quantized_tensor(q, scale.double(), torch.zeros(len(q), dtype=torch.long), 0)
+        return torch.ops.quantized.linear_prepack(weight, None)
+
+
+def row_scales(rows: Tensor) -> Tensor:
+    """Per-row scales `max(max|x|, 1e-12) / 127`, `(T, 1)`."""
+    return rows.abs().amax(1, keepdim=True).clamp_(min=1e-12).div_(127)
+
+
+def quantize_rows(rows: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-row symmetric int8, shifted into u8: `round(x / s) + 128`, `s = max|x| / 127` (T, 1)."""
+    k = kernels()
+    if k is not None and rows.dtype == torch.float32 and rows.is_contiguous() and rows.device.type == "cpu":
+        q = torch.empty(rows.shape, dtype=torch.uint8)
+        scale = torch.empty(rows.shape[0], 1)
+        k.quantize_rows(rows.data_ptr(), rows.shape[0], rows.shape[1], q.data_ptr(), scale.data_ptr(),
+                        torch.get_num_threads())
+        return q, scale
+    # The same arithmetic as separate PyTorch ops: several passes over the activations.
+    scale = row_scales(rows)
+    return (rows / scale).round_().add_(ZERO_POINT).to(torch.uint8), scale
+
+
+def dequantize_rows(out: Tensor, scale: Tensor, bias: Tensor, gelu: bool) -> Tensor:
+    """`out · scale + bias` (then GELU), in place when the C kernels are built."""
+    k = kernels()
+    if k is not None and out.dtype == torch.float32 and out.is_contiguous() and bias.is_contiguous():
+        k.dequantize_rows(out.data_ptr(), out.shape[0], out.shape[1], scale.data_ptr(), bias.data_ptr(),
+                          torch.get_num_threads(), gelu)
+        return out
+    out = torch.addcmul(bias, out, scale)
+    return F.gelu(out) if gelu else out
 
 
 def _swap_linears(module: nn.Module, weight_max: int) -> int:
+    from coulisse.models.bert import ACTIVATIONS, Intermediate
+
     count = 0
     for name, child in module.named_children():
         if isinstance(child, nn.Linear):
-            setattr(module, name, Int8Linear(child, weight_max))
+            # BERT's feed-forward `gelu(dense(x))`: the GELU runs inside the int8 layer's last pass.
+            gelu = isinstance(module, Intermediate) and name == "dense" and module.act is ACTIVATIONS["gelu"]
+            setattr(module, name, Int8Linear(child, weight_max, gelu=gelu))
+            if gelu:
+                module.act = _identity
+            release_tensor_pages([child.weight])  # the mapped fp32 original is no longer read
             count += 1
         else:
             count += _swap_linears(child, weight_max)
     return count
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
 
 
 def _fbgemm(model: nn.Module) -> None:

@@ -1,0 +1,255 @@
+/*
+ * Fused per-token quantization kernels for coulisse's int8 linear layers (models/quantize.py).
+ *
+ * The int8 GEMM itself is oneDNN's. Around it, per-token dynamic quantization needs two passes over
+ * the activations that PyTorch runs as a chain of separate ops (a row max, a division, a rounding, a
+ * shift, a cast; after the GEMM a scale and a bias), each reading and writing the whole tensor. Here
+ * each is one pass:
+ *
+ *   quantize_rows:   q[r, c] = round(x[r, c] / s[r]) + 128   (u8),  s[r] = max(max_c |x[r, c]|, 1e-12) / 127
+ *   dequantize_rows: y[r, c] = y[r, c] * s[r] + bias[c], then optionally GELU (erf form), in place
+ *
+ * quantize_rows computes exactly what the PyTorch fallback computes (same IEEE division and
+ * round-half-to-even), so both paths give the same codes. The functions take raw pointers from
+ * `tensor.data_ptr()` (the Python side checks dtypes, shapes and contiguity), release the GIL, and
+ * split rows over `threads` POSIX threads. AVX2 code is chosen at run time when the CPU has it;
+ * a portable scalar loop runs elsewhere. No dependency beyond libc and libm.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define HAVE_X86 1
+#else
+#define HAVE_X86 0
+#endif
+
+#define ZERO_POINT 128.0f
+#define QMAX 127.0f
+#define MIN_SCALE_NUMERATOR 1e-12f
+
+/* ---------------------------------------------------------------- GELU (erf form) */
+
+static inline float gelu_scalar(float v) { return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)); }
+
+/* ---------------------------------------------------------------- scalar kernels */
+
+static void quantize_scalar(const float *x, int64_t cols, uint8_t *q, float *scale) {
+    float m = 0.0f;
+    for (int64_t c = 0; c < cols; c++) {
+        float a = fabsf(x[c]);
+        m = a > m ? a : m;
+    }
+    float s = (m > MIN_SCALE_NUMERATOR ? m : MIN_SCALE_NUMERATOR) / QMAX;
+    *scale = s;
+    for (int64_t c = 0; c < cols; c++) q[c] = (uint8_t)(nearbyintf(x[c] / s) + ZERO_POINT);
+}
+
+static void dequantize_scalar(float *y, int64_t cols, float s, const float *bias, int gelu) {
+    for (int64_t c = 0; c < cols; c++) {
+        float v = fmaf(y[c], s, bias ? bias[c] : 0.0f);
+        y[c] = gelu ? gelu_scalar(v) : v;
+    }
+}
+
+/* ---------------------------------------------------------------- AVX2 kernels */
+
+#if HAVE_X86
+__attribute__((target("avx2,fma"))) static void quantize_avx2(const float *x, int64_t cols, uint8_t *q,
+                                                              float *scale) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 m8 = _mm256_setzero_ps();
+    int64_t c = 0;
+    for (; c + 8 <= cols; c += 8) m8 = _mm256_max_ps(m8, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + c)));
+    float lanes[8];
+    _mm256_storeu_ps(lanes, m8);
+    float m = 0.0f;
+    for (int i = 0; i < 8; i++) m = lanes[i] > m ? lanes[i] : m;
+    for (; c < cols; c++) {
+        float a = fabsf(x[c]);
+        m = a > m ? a : m;
+    }
+    const float s = (m > MIN_SCALE_NUMERATOR ? m : MIN_SCALE_NUMERATOR) / QMAX;
+    *scale = s;
+    const __m256 vs = _mm256_set1_ps(s), zp = _mm256_set1_ps(ZERO_POINT);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    c = 0;
+    for (; c + 32 <= cols; c += 32) {
+        __m256i i[4];
+        for (int k = 0; k < 4; k++) {
+            __m256 v = _mm256_div_ps(_mm256_loadu_ps(x + c + 8 * k), vs);
+            v = _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            i[k] = _mm256_cvtps_epi32(_mm256_add_ps(v, zp));
+        }
+        __m256i w01 = _mm256_packs_epi32(i[0], i[1]), w23 = _mm256_packs_epi32(i[2], i[3]);
+        __m256i b = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(w01, w23), order);
+        _mm256_storeu_si256((__m256i *)(q + c), b);
+    }
+    for (; c < cols; c++) q[c] = (uint8_t)(nearbyintf(x[c] / s) + ZERO_POINT);
+}
+
+/* exp(x) for x <= 0 (Cephes' expf: 2^n * p(r), relative error ~1e-7), enough for erf's tail. */
+__attribute__((target("avx2,fma"))) static inline __m256 exp_avx2(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+/* GELU(v) = v/2 (1 + erf(v/sqrt 2)); erf by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7), the
+ * approximation PyTorch's own vectorized erf uses. */
+__attribute__((target("avx2,fma"))) static inline __m256 gelu_avx2(__m256 v) {
+    const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
+    __m256 z = _mm256_mul_ps(v, _mm256_set1_ps(0.70710678118654752f));
+    __m256 az = _mm256_andnot_ps(sign, z);
+    __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), az, one));
+    __m256 r = _mm256_set1_ps(1.061405429f);
+    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(-1.453152027f));
+    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(1.421413741f));
+    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(-0.284496736f));
+    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(0.254829592f));
+    r = _mm256_mul_ps(r, t);
+    __m256 erf_abs = _mm256_fnmadd_ps(r, exp_avx2(_mm256_mul_ps(_mm256_xor_ps(az, sign), az)), one);
+    __m256 erf = _mm256_or_ps(erf_abs, _mm256_and_ps(z, sign));
+    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), v), _mm256_add_ps(one, erf));
+}
+
+__attribute__((target("avx2,fma"))) static void dequantize_avx2(float *y, int64_t cols, float s,
+                                                                const float *bias, int gelu) {
+    const __m256 vs = _mm256_set1_ps(s);
+    int64_t c = 0;
+    for (; c + 8 <= cols; c += 8) {
+        __m256 b = bias ? _mm256_loadu_ps(bias + c) : _mm256_setzero_ps();
+        __m256 v = _mm256_fmadd_ps(_mm256_loadu_ps(y + c), vs, b);
+        _mm256_storeu_ps(y + c, gelu ? gelu_avx2(v) : v);
+    }
+    if (c < cols) dequantize_scalar(y + c, cols - c, s, bias ? bias + c : NULL, gelu);
+}
+#endif
+
+static int use_avx2(void) {
+#if HAVE_X86
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    }
+    return cached;
+#else
+    return 0;
+#endif
+}
+
+/* ---------------------------------------------------------------- rows over threads */
+
+typedef struct {
+    int op; /* 0: quantize, 1: dequantize */
+    int64_t r0, r1, cols;
+    const float *x;
+    float *y;
+    uint8_t *q;
+    float *scale;
+    const float *bias;
+    int gelu, avx2;
+} Task;
+
+static void *run_task(void *arg) {
+    Task *t = (Task *)arg;
+    for (int64_t r = t->r0; r < t->r1; r++) {
+        if (t->op == 0) {
+#if HAVE_X86
+            if (t->avx2) {
+                quantize_avx2(t->x + r * t->cols, t->cols, t->q + r * t->cols, t->scale + r);
+                continue;
+            }
+#endif
+            quantize_scalar(t->x + r * t->cols, t->cols, t->q + r * t->cols, t->scale + r);
+        } else {
+#if HAVE_X86
+            if (t->avx2) {
+                dequantize_avx2(t->y + r * t->cols, t->cols, t->scale[r], t->bias, t->gelu);
+                continue;
+            }
+#endif
+            dequantize_scalar(t->y + r * t->cols, t->cols, t->scale[r], t->bias, t->gelu);
+        }
+    }
+    return NULL;
+}
+
+#define MAX_THREADS 64
+
+static void run_rows(Task base, int64_t rows, int threads) {
+    /* Small tensors are not worth a thread start (~20 us). */
+    int64_t work = rows * base.cols;
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    if (threads > 1 && work < (int64_t)1 << 15) threads = 1;
+    if (threads > rows) threads = (int)rows;
+    if (threads < 1) threads = 1;
+    Task tasks[MAX_THREADS];
+    pthread_t ids[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    for (int i = 0; i < threads; i++) {
+        tasks[i] = base;
+        tasks[i].r0 = rows * i / threads;
+        tasks[i].r1 = rows * (i + 1) / threads;
+    }
+    for (int i = 1; i < threads; i++) started[i] = pthread_create(&ids[i], NULL, run_task, &tasks[i]) == 0;
+    run_task(&tasks[0]);
+    for (int i = 1; i < threads; i++) {
+        if (started[i])
+            pthread_join(ids[i], NULL);
+        else
+            run_task(&tasks[i]); /* could not start a thread: do its share here */
+    }
+}
+
+/* ---------------------------------------------------------------- Python bindings */
+
+static PyObject *py_quantize_rows(PyObject *self, PyObject *args) {
+    Py_ssize_t x, rows, cols, q, scale;
+    int threads;
+    if (!PyArg_ParseTuple(args, "nnnnni", &x, &rows, &cols, &q, &scale, &threads)) return NULL;
+    Task t = {0, 0, 0, cols, (const float *)x, NULL, (uint8_t *)q, (float *)scale, NULL, 0, use_avx2()};
+    Py_BEGIN_ALLOW_THREADS run_rows(t, rows, threads);
+    Py_END_ALLOW_THREADS Py_RETURN_NONE;
+}
+
+static PyObject *py_dequantize_rows(PyObject *self, PyObject *args) {
+    Py_ssize_t y, rows, cols, scale, bias;
+    int threads, gelu;
+    if (!PyArg_ParseTuple(args, "nnnnnip", &y, &rows, &cols, &scale, &bias, &threads, &gelu)) return NULL;
+    Task t = {1, 0, 0, cols, NULL, (float *)y, NULL, (float *)scale, (const float *)bias, gelu, use_avx2()};
+    Py_BEGIN_ALLOW_THREADS run_rows(t, rows, threads);
+    Py_END_ALLOW_THREADS Py_RETURN_NONE;
+}
+
+static PyObject *py_isa(PyObject *self, PyObject *unused) { return PyUnicode_FromString(use_avx2() ? "avx2" : "scalar"); }
+
+static PyMethodDef methods[] = {
+    {"quantize_rows", py_quantize_rows, METH_VARARGS,
+     "quantize_rows(x_ptr, rows, cols, q_ptr, scale_ptr, threads): fp32 rows -> u8 codes + per-row scales."},
+    {"dequantize_rows", py_dequantize_rows, METH_VARARGS,
+     "dequantize_rows(y_ptr, rows, cols, scale_ptr, bias_ptr, threads, gelu): y = y*s[r] + bias, in place."},
+    {"isa", py_isa, METH_NOARGS, "Which code path runs on this CPU: 'avx2' or 'scalar'."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_int8", "Fused per-token quantization kernels.", -1,
+                                    methods};
+
+PyMODINIT_FUNC PyInit__int8(void) { return PyModule_Create(&module); }

@@ -1,0 +1,146 @@
+"""The fused C kernels around the int8 GEMM (src/coulisse/models/_int8.c) against the PyTorch ops they replace."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from coulisse import pipeline
+from coulisse.models import quantize as Q
+
+
+@pytest.fixture
+def no_kernels(monkeypatch):
+    """Run the PyTorch fallback, as on an install built without a C compiler."""
+    monkeypatch.setattr(Q, "_KERNELS", False)
+
+
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def threads(request):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(previous)
+
+
+def fallback(fn, *args):
+    saved, Q._KERNELS = Q._KERNELS, False
+    try:
+        return fn(*args)
+    finally:
+        Q._KERNELS = saved
+
+
+def test_kernels_are_built_where_a_compiler_exists():
+    """The install compiles them (setup.py); without this, the tests below would silently skip."""
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler on this machine")
+    assert Q.kernels() is not None, "coulisse.models._int8 was not built: run `pip install -e .` again"
+
+
+def activations(rows: int, cols: int) -> torch.Tensor:
+    torch.manual_seed(cols)
+    x = torch.randn(rows, cols) * 2
+    x[1] = 0.0  # an all-zero token: scale clamps, codes are the zero point
+    x[2, 0] = 300.0  # an outlier token
+    # Exact halves after scaling (row max 127 -> scale 1): round half to even, as torch.round does.
+    x[3] = torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 127.0] * cols)[:cols]
+    return x
+
+
+@pytest.mark.parametrize("cols", [5, 8, 33, 768, 771])  # tails shorter than a vector, and not
+def test_quantize_rows_equals_torch_ops(cols, threads):
+    kernels = Q.kernels()
+    if kernels is None:
+        pytest.skip("C kernels not built")
+    x = activations(70, cols)
+    q, scale = Q.quantize_rows(x)
+    q_ref, scale_ref = fallback(Q.quantize_rows, x)
+    assert q.dtype == torch.uint8 and q.shape == x.shape and scale.shape == (70, 1)
+    assert torch.equal(scale, scale_ref)
+    assert torch.equal(q, q_ref)
+    assert (q[1] == 128).all()
+    if cols >= 7:
+        assert q[3, :6].tolist() == [128, 130, 130, 128, 126, 126]  # half to even, then + 128
+
+
+@pytest.mark.parametrize("cols", [3, 8, 37, 3072])
+@pytest.mark.parametrize("gelu", [False, True])
+def test_dequantize_rows_matches_torch_ops(cols, gelu, threads):
+    if Q.kernels() is None:
+        pytest.skip("C kernels not built")
+    torch.manual_seed(cols)
+    acc = torch.randn(50, cols) * 40
+    acc[0, : min(cols, 3)] = torch.tensor([1e4, -1e4, 0.0])[: min(cols, 3)]  # GELU's saturated tails
+    scale = torch.rand(50, 1) * 0.2
+    bias = torch.randn(cols)
+    expected = fallback(Q.dequantize_rows, acc.clone(), scale, bias, gelu)
+    out = Q.dequantize_rows(acc.clone(), scale, bias, gelu)
+    # FMA rounding, and for GELU an erf approximation within 1.5e-7 (Abramowitz & Stegun 7.1.26).
+    err = (out - expected).abs() / expected.abs().clamp(min=1)
+    assert err.max() < 1e-6, err.max()
+
+
+def test_dequantize_works_in_place():
+    if Q.kernels() is None:
+        pytest.skip("C kernels not built")
+    acc = torch.ones(4, 16)
+    out = Q.dequantize_rows(acc, torch.full((4, 1), 2.0), torch.arange(16.0), False)
+    assert out.data_ptr() == acc.data_ptr()
+    assert torch.equal(out, (2 + torch.arange(16.0)).expand(4, 16))
+
+
+def test_int8_linear_with_fused_gelu_matches_unfused():
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 96)
+    x = torch.randn(40, 64)
+    fused, plain = Q.Int8Linear(linear, 63, gelu=True), Q.Int8Linear(linear, 63)
+    with torch.inference_mode():
+        assert (fused(x) - F.gelu(plain(x))).abs().max() < 1e-5
+        assert (fused(x) - F.gelu(linear(x))).abs().max() < 0.05 * F.gelu(linear(x)).abs().max()
+
+
+def test_quantized_model_fuses_the_feed_forward_gelu(tf_camembert_dir):
+    pipe = pipeline("sentiment-analysis", model=str(tf_camembert_dir), quantize="int8")
+    for layer in pipe.model.base.encoder.layer:
+        assert layer.intermediate.dense.gelu
+        assert layer.intermediate.act is Q._identity
+        assert not layer.output.dense.gelu and not layer.attention.self.qkv.gelu
+
+
+def test_pipeline_same_answers_with_and_without_kernels(tf_camembert_dir, no_kernels):
+    """End to end, the C path and the PyTorch path compute the same int8 arithmetic."""
+    if importlib.util.find_spec("coulisse.models._int8") is None:
+        pytest.skip("C kernels not built")
+    texts = ["Un film magnifique.", "Je déteste tellement ça !", "Bof.",
+             "Le scénario est creux et la mise en scène paresseuse, on s'ennuie ferme pendant deux heures. " * 3]
+    pipe = pipeline("sentiment-analysis", model=str(tf_camembert_dir), quantize="int8")
+    items = pipe.preprocess(texts)
+    slow = np.array(pipe.forward(items))  # no_kernels: PyTorch ops
+    Q._KERNELS = None  # look the kernels up again
+    assert Q.kernels() is not None
+    fast = np.array(pipe.forward(items))
+    assert np.abs(fast - slow).max() < 1e-4 * max(1.0, np.abs(slow).max())
+
+
+@pytest.mark.parametrize("gelu", [False, True])
+def test_few_rows_on_fbgemm_equal_many_rows_on_onednn(gelu, monkeypatch):
+    """A short input runs on fbgemm, a batch on oneDNN: same codes, same int32 sums, same answers."""
+    torch.manual_seed(1)
+    layer = Q.Int8Linear(nn.Linear(96, 200), 63, gelu=gelu)
+    if layer.packed_small is None:
+        pytest.skip("no fbgemm in this PyTorch build")
+    x = torch.randn(Q.SMALL_BATCH_ROWS, 96) * 4
+    with torch.inference_mode():
+        small = layer(x)  # fbgemm
+        one_by_one = torch.cat([layer(row[None]) for row in x[:5]])  # fbgemm, one row at a time
+        monkeypatch.setattr(Q, "SMALL_BATCH_ROWS", 0)
+        large = layer(x)  # oneDNN
+    assert torch.allclose(small, large, rtol=1e-6, atol=1e-6)
+    assert torch.allclose(one_by_one, large[:5], rtol=1e-6, atol=1e-6)
