@@ -134,11 +134,13 @@ def test_few_rows_on_fbgemm_equal_many_rows_on_onednn(gelu, monkeypatch):
     """A short input runs on fbgemm, a batch on oneDNN: same codes, same int32 sums, same answers."""
     torch.manual_seed(1)
     layer = Q.Int8Linear(nn.Linear(96, 200), 63, gelu=gelu)
-    if layer.packed_small is None:
+    if not Q.fbgemm_available():
         pytest.skip("no fbgemm in this PyTorch build")
+    assert layer.packed_small is None, "fbgemm weights are packed on first use"
     x = torch.randn(Q.SMALL_BATCH_ROWS, 96) * 4
     with torch.inference_mode():
         small = layer(x)  # fbgemm
+        assert layer.packed_small is not None
         one_by_one = torch.cat([layer(row[None]) for row in x[:5]])  # fbgemm, one row at a time
         monkeypatch.setattr(Q, "SMALL_BATCH_ROWS", 0)
         large = layer(x)  # oneDNN

@@ -76,11 +76,20 @@ class Int8Linear(nn.Module):
         bias = linear.bias.detach().float() if linear.bias is not None else torch.zeros(self.out_features)
         self.register_buffer("bias", bias)
         # The same int8 weights for fbgemm, whose kernel is 2-4x faster than oneDNN's for a few rows.
-        self.packed_small = _fbgemm_pack(q, scale)
+        # Packed on first use (fbgemm packs slowly: ~0.7 s for a base-size model, which corpus jobs,
+        # all large batches but the last layer's, would pay at load for little use).
+        self._unpacked_small: tuple[Tensor, Tensor] | None = (q, scale) if fbgemm_available() else None
+        self.packed_small = None
+
+    def _small(self):
+        if self.packed_small is None and self._unpacked_small is not None:
+            self.packed_small = _fbgemm_pack(*self._unpacked_small)
+            self._unpacked_small = None
+        return self.packed_small
 
     def forward(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, self.in_features).float().contiguous()  # (T, in)
-        if self.packed_small is not None and rows.shape[0] <= SMALL_BATCH_ROWS:
+        if rows.shape[0] <= SMALL_BATCH_ROWS and self._small() is not None:
             # fbgemm quantizes its input per tensor: fed x / x_scale with scale 1 and zero point 128, it
             # makes exactly our per-token codes, and its fp32 output equals oneDNN's (tested).
             x_scale = row_scales(rows)
@@ -116,9 +125,11 @@ def kernels():
 _KERNELS = None if os.environ.get("COULISSE_INT8_KERNELS", "1") != "0" else False
 
 
+def fbgemm_available() -> bool:
+    return "fbgemm" in torch.backends.quantized.supported_engines and os.environ.get("COULISSE_INT8_SMALL") != "0"
+
+
 def _fbgemm_pack(q: Tensor, scale: Tensor):
-    if "fbgemm" not in torch.backends.quantized.supported_engines or os.environ.get("COULISSE_INT8_SMALL") == "0":
-        return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch deprecates quantized tensor types; the fbgemm kernels remain
         weight = torch._make_per_channel_quantized_tensor(q, scale.double(), torch.zeros(len(q), dtype=torch.long), 0)
