@@ -136,11 +136,13 @@ def test_few_rows_on_fbgemm_equal_many_rows_on_onednn(gelu, monkeypatch):
     layer = Q.Int8Linear(nn.Linear(96, 200), 63, gelu=gelu)
     if not Q.fbgemm_available():
         pytest.skip("no fbgemm in this PyTorch build")
-    assert layer.packed_small is None, "fbgemm weights are packed on first use"
     x = torch.randn(Q.SMALL_BATCH_ROWS, 96) * 4
     with torch.inference_mode():
+        first = [layer(x) for _ in range(Q.PACK_SMALL_AFTER - 1)]  # oneDNN until small batches recur
+        assert layer.packed_small is None
         small = layer(x)  # fbgemm
         assert layer.packed_small is not None
+        assert all(torch.allclose(small, f, rtol=1e-6, atol=1e-6) for f in first)
         one_by_one = torch.cat([layer(row[None]) for row in x[:5]])  # fbgemm, one row at a time
         monkeypatch.setattr(Q, "SMALL_BATCH_ROWS", 0)
         large = layer(x)  # oneDNN

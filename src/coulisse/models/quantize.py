@@ -41,6 +41,7 @@ ZERO_POINT = 128  # symmetric int8 activations, shifted into u8 for the u8 × s8
 # Up to this many rows (tokens) a linear layer runs on fbgemm, above on oneDNN: measured crossover
 # between 64 and 128 rows for 768 x 3072 on AVX2 (docs/benchmarks.md).
 SMALL_BATCH_ROWS = 64
+PACK_SMALL_AFTER = 3  # small batches a layer sees on oneDNN before it packs its fbgemm weights
 
 
 def has_vnni() -> bool:
@@ -76,15 +77,18 @@ class Int8Linear(nn.Module):
         bias = linear.bias.detach().float() if linear.bias is not None else torch.zeros(self.out_features)
         self.register_buffer("bias", bias)
         # The same int8 weights for fbgemm, whose kernel is 2-4x faster than oneDNN's for a few rows.
-        # Packed on first use (fbgemm packs slowly: ~0.7 s for a base-size model, which corpus jobs,
-        # all large batches but the last layer's, would pay at load for little use).
+        # Packed only once small batches recur (fbgemm packs slowly: ~0.7 s for a base-size model,
+        # which a one-shot CLI call or a corpus job of large batches would pay for nothing).
         self._unpacked_small: tuple[Tensor, Tensor] | None = (q, scale) if fbgemm_available() else None
+        self._small_calls = 0
         self.packed_small = None
 
     def _small(self):
         if self.packed_small is None and self._unpacked_small is not None:
-            self.packed_small = _fbgemm_pack(*self._unpacked_small)
-            self._unpacked_small = None
+            self._small_calls += 1
+            if self._small_calls >= PACK_SMALL_AFTER:
+                self.packed_small = _fbgemm_pack(*self._unpacked_small)
+                self._unpacked_small = None
         return self.packed_small
 
     def forward(self, x: Tensor) -> Tensor:
