@@ -121,3 +121,17 @@ def test_progress_callback_counts_every_input(classifier):
 def test_items_accept_token_types():
     item = Item([1, 2, 3], [0, 0, 1])
     assert item.type_ids == [0, 0, 1]
+
+
+def test_freed_heap_is_handed_back_after_every_cpu_batch(classifier, monkeypatch):
+    """Without it, fragmented activations kept ~185 MB resident over 160 reviews (docs/benchmarks.md)."""
+    import coulisse.engine.engine as engine_module
+
+    calls = []
+    monkeypatch.setattr(engine_module, "release_freed_memory", lambda: calls.append(1))
+    items = classifier.preprocess(TEXTS)
+    monkeypatch.setattr(classifier.engine, "max_batch_tokens", max(len(it.ids) for it in items))
+    batches = classifier.engine.plan([len(it.ids) for it in items])
+    assert len(batches) > 1
+    classifier.forward(items)
+    assert len(calls) == len(batches)
