@@ -18,7 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+# Families with every head of the course's list (tests/task_factory.py builds them all).
 ARCHS = ("bert", "roberta", "camembert", "xlm-roberta", "distilbert")
+# Families coulisse runs as classifiers, token classifiers and base models.
+CLASSIFIER_ARCHS = ("electra", "flaubert")
+ALL_ARCHS = ARCHS + CLASSIFIER_ARCHS
+# transformers 5 has only a Python tokenizer for FlauBERT: nothing to save as tokenizer.json.
+FAST_TOKENIZER_ARCHS = tuple(a for a in ALL_ARCHS if a != "flaubert")
 WEIGHT_FORMATS = ("safetensors", "sharded-safetensors", "bin", "sharded-bin")
 TOKENIZER_FORMATS = ("tokenizer.json", "sentencepiece", "vocab.txt", "vocab.json+merges")
 # The slow-file format each architecture ships with in the wild.
@@ -28,6 +34,8 @@ NATIVE_TOKENIZER = {
     "roberta": "vocab.json+merges",
     "camembert": "sentencepiece",
     "xlm-roberta": "sentencepiece",
+    "electra": "vocab.txt",
+    "flaubert": "vocab.json+merges",  # XLM's layout: Moses words, `</w>` merges
 }
 ROBERTA_FAMILY = ("roberta", "camembert", "xlm-roberta")
 LABELS = {0: "négatif", 1: "neutre", 2: "positif"}
@@ -109,6 +117,8 @@ class Factory:
             copy_camembert_layout(self.camembert_spm, d)
         elif arch == "xlm-roberta":
             train_unigram(d)
+        elif arch == "flaubert":
+            train_moses_bpe(d)
         else:
             train_bytelevel_bpe(d)
         (d / "config.json").write_text(json.dumps({"model_type": arch}), encoding="utf-8")
@@ -137,12 +147,17 @@ class Factory:
                                          max_position_embeddings=512, **common)
         elif arch == "bert":
             config = tf.BertConfig(max_position_embeddings=512, **TINY, **common)
+        elif arch == "electra":  # word vectors narrower than the encoder: embeddings_project
+            config = tf.ElectraConfig(embedding_size=24, max_position_embeddings=512, **TINY, **common)
+        elif arch == "flaubert":
+            config = tf.FlaubertConfig(emb_dim=32, n_layers=2, n_heads=4, max_position_embeddings=512,
+                                       init_std=0.2, embed_init_std=0.2, pad_index=tok.pad_token_id, **common)
         else:
             cls = {"roberta": tf.RobertaConfig, "camembert": tf.CamembertConfig,
                    "xlm-roberta": tf.XLMRobertaConfig}[arch]
             config = cls(max_position_embeddings=514, type_vocab_size=1, bos_token_id=tok.bos_token_id,
                          eos_token_id=tok.eos_token_id, layer_norm_eps=1e-5, **TINY, **common)
-        torch.manual_seed(ARCHS.index(arch) + 1)
+        torch.manual_seed(ALL_ARCHS.index(arch) + 1)
         model = tf.AutoModelForSequenceClassification.from_config(config).eval()
         offset = config.pad_token_id + 1 if arch in ROBERTA_FAMILY else 0
         return Reference(arch, model, config.max_position_embeddings - offset)
@@ -262,6 +277,48 @@ def train_unigram(directory: Path) -> None:
     )
     prefix.with_suffix(".model").rename(directory / "sentencepiece.bpe.model")
     prefix.with_suffix(".vocab").unlink()
+
+
+def train_deberta_spm(directory: Path, **options) -> Path:
+    """A DeBERTa-v3-style SentencePiece Unigram model as `spm.model`: [PAD]=0, [CLS]=1, [SEP]=2, [UNK]=3
+    (transformers appends [MASK] after the pieces). `options` go to the trainer (e.g. user_defined_symbols)."""
+    import sentencepiece as spm
+
+    directory.mkdir(parents=True, exist_ok=True)
+    prefix = directory / "trained"
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(CORPUS * 4), model_prefix=str(prefix), vocab_size=180, model_type="unigram",
+        character_coverage=1.0, hard_vocab_limit=False, minloglevel=2, num_threads=1,
+        pad_id=0, bos_id=1, eos_id=2, unk_id=3, pad_piece="[PAD]", bos_piece="[CLS]", eos_piece="[SEP]",
+        unk_piece="[UNK]", **options,
+    )
+    prefix.with_suffix(".model").rename(directory / "spm.model")
+    prefix.with_suffix(".vocab").unlink()
+    return directory / "spm.model"
+
+
+def train_moses_bpe(directory: Path, vocab_size: int = 400) -> None:
+    """FlauBERT's tokenizer files: vocab.json (<s> </s> <pad> <unk> <special0>... first, as in
+    flaubert/flaubert_base_cased) and XLM's merges.txt ("a b</w>" lines, no header), learnt by the
+    `tokenizers` BPE trainer on the Moses words of CORPUS."""
+    import pytest
+
+    pytest.importorskip("sacremoses", reason="FlauBERT's tokenizer needs sacremoses (pip install -e '.[test]')")
+    from sacremoses import MosesPunctNormalizer, MosesTokenizer
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    normalizer, splitter = MosesPunctNormalizer(lang="fr"), MosesTokenizer(lang="fr")
+    lines = [" ".join(splitter.tokenize(normalizer.normalize(t), escape=False)) for t in CORPUS]
+    bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
+    bpe.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    specials = ["<s>", "</s>", "<pad>", "<unk>"] + [f"<special{i}>" for i in range(10)]
+    bpe.train_from_iterator(lines * 4, trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=2, special_tokens=specials, end_of_word_suffix="</w>",
+        show_progress=False))
+    bpe.model.save(str(directory))
+    merges = directory / "merges.txt"
+    merges.write_text("".join(line + "\n" for line in merges.read_text(encoding="utf-8").splitlines()
+                              if line and not line.startswith("#version")), encoding="utf-8")
 
 
 # -- comparisons ---------------------------------------------------------------------------------------

@@ -121,7 +121,7 @@ class FakeHub:
         hub = self
 
         class Api:
-            def model_info(self, repo_id, revision=None):
+            def model_info(self, repo_id, revision=None, timeout=None):
                 import httpx
                 from huggingface_hub.errors import RepositoryNotFoundError
 

@@ -191,3 +191,13 @@ def test_three_stages_like_the_notebook(tf_camembert_dir):
 def test_unknown_task_is_refused(tf_camembert_dir):
     with pytest.raises(InputError, match="summarization"):
         pipeline("summarization", model=tf_camembert_dir)
+
+
+def test_max_batch_size_reaches_the_engine(factory):
+    """A caller that already cut its batches (the server's batcher) passes its count; nothing is set on the
+    engine from outside."""
+    pipe = pipeline("text-classification", model=factory.checkpoint("camembert"), max_batch_size=2)
+    assert [len(batch) for batch in pipe.engine.plan([5] * 5)] == [2, 2, 1]
+    for text, result in zip(SHORT * 3, pipe(SHORT * 3, top_k=None), strict=True):
+        assert_close("pipeline max_batch_size=2 vs one by one", [r["score"] for r in result],
+                     [r["score"] for r in pipe(text, top_k=None)], tol=1e-5)

@@ -7,8 +7,6 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 __all__ = ["__version__", "pipeline"]
 
 
@@ -18,4 +16,11 @@ def __getattr__(name: str):
         from coulisse.pipelines import pipeline
 
         return pipeline
+    if name == "__version__":  # one source of truth: pyproject.toml, as installed
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("coulisse")
+        except PackageNotFoundError:  # imported from a source tree that was never installed
+            return "0+unknown"
     raise AttributeError(f"module 'coulisse' has no attribute {name!r}")

@@ -8,16 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from coulisse.errors import ModelLoadError, UnsupportedModelError
-
-# model_type -> family module in coulisse.models
-FAMILIES = {
-    "bert": "bert",
-    "roberta": "bert",
-    "camembert": "bert",
-    "xlm-roberta": "bert",
-    "distilbert": "distilbert",
-}
-ROBERTA_LIKE = {"roberta", "camembert", "xlm-roberta"}
+from coulisse.families import FAMILIES, Family
 
 
 @dataclass
@@ -33,8 +24,14 @@ class EncoderConfig:
     type_vocab_size: int = 2
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
-    # DistilBERT spells some of these differently; from_dict maps them.
-    sinusoidal_pos_embds: bool = False
+    # Word vectors narrower than the encoder (ELECTRA) are projected up to hidden_size; None: hidden_size.
+    embedding_size: int | None = None
+    pre_norm: bool = False  # LayerNorm before attention and feed-forward (an XLM / FlauBERT option)
+    # transformers' "sequence summary" classifier (XLM, FlauBERT): which token, projection, activation.
+    summary_type: str = "first"
+    summary_use_proj: bool = True
+    summary_proj_to_labels: bool = True
+    summary_activation: str | None = None
     architectures: list[str] = field(default_factory=list)
     id2label: dict[int, str] = field(default_factory=dict)
     label2id: dict[str, int] = field(default_factory=dict)
@@ -43,13 +40,14 @@ class EncoderConfig:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
-    def family(self) -> str:
+    def family(self) -> Family:
+        """This model type's row of the family table (`coulisse.families`)."""
         return FAMILIES[self.model_type]
 
     @property
     def position_offset(self) -> int:
         """RoBERTa-family models number positions from pad_token_id + 1."""
-        return self.pad_token_id + 1 if self.model_type in ROBERTA_LIKE else 0
+        return self.pad_token_id + 1 if self.family.positions_from_pad else 0
 
     @property
     def max_positions(self) -> int:
@@ -72,15 +70,7 @@ class EncoderConfig:
                 f"unsupported model_type {model_type!r} in config.json; coulisse runs "
                 f"{', '.join(sorted(FAMILIES))}. Use a checkpoint of one of these families."
             )
-        d = dict(data)
-        if model_type == "distilbert":
-            d.setdefault("hidden_size", d.get("dim", 768))
-            d.setdefault("num_hidden_layers", d.get("n_layers", 6))
-            d.setdefault("num_attention_heads", d.get("n_heads", 12))
-            d.setdefault("intermediate_size", d.get("hidden_dim", 3072))
-            d.setdefault("hidden_act", d.get("activation", "gelu"))
-            d["type_vocab_size"] = 0
-            d.setdefault("layer_norm_eps", 1e-12)
+        d = _family_fields(FAMILIES[model_type], data)
         id2label = {int(k): str(v) for k, v in (d.get("id2label") or {}).items()}
         if not id2label:
             n = int(d.get("num_labels", 2))
@@ -109,3 +99,18 @@ class EncoderConfig:
         if not isinstance(data, dict):
             raise ModelLoadError(f"config.json at {path} must hold a JSON object, got {type(data).__name__}")
         return cls.from_dict(data)
+
+
+def _family_fields(family: Family, data: dict[str, Any]) -> dict[str, Any]:
+    """config.json with the family's spellings mapped onto our field names, then its defaults: a field
+    named ours wins over the family's key for it, which wins over the default."""
+    d = dict(data)
+    for ours, theirs in family.config_keys.items():
+        if ours not in d and theirs in d:
+            d[ours] = d[theirs]
+    for key, value in family.config_defaults.items():
+        d.setdefault(key, value)
+    if family.config_fields is not None:
+        for key, value in family.config_fields(d).items():
+            d.setdefault(key, value)
+    return d

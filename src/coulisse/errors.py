@@ -11,6 +11,12 @@ class ModelNotFoundError(CoulisseError):
     """A model id or path could not be resolved to files on disk."""
 
 
+class HubUnreachableError(ModelNotFoundError):
+    """A Hub id is not in the cache and the Hub could not be asked for it: offline mode, DNS failure, refused
+    connection, timeout, TLS error, HTTP 5xx or a malformed answer. Unlike its parent ("no such model"), it
+    says nothing about whether the model exists."""
+
+
 class ModelLoadError(CoulisseError):
     """Model files exist but cannot be loaded (missing, corrupt or mismatched weights)."""
 
@@ -29,3 +35,8 @@ class TokenizerLoadError(ModelLoadError):
 
 class InputError(CoulisseError, ValueError):
     """The caller passed something the pipeline cannot process."""
+
+
+class DeviceError(InputError):
+    """The requested device is not usable here: torch built without CUDA, no visible GPU, or an index past
+    the last GPU."""

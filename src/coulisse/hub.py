@@ -3,6 +3,10 @@
 The cache location and offline switch are read at call time from `HF_HUB_CACHE`, `HF_HOME` and
 `HF_HUB_OFFLINE`, as huggingface_hub does. Online, only the files inference needs are downloaded:
 config, tokenizer files, and the single best weight file (safetensors, then .bin, then TF .h5).
+
+What huggingface_hub raises is sorted in two: "no such model" (ModelNotFoundError) and "the Hub could not
+be reached or understood" (HubUnreachableError: offline, DNS, refused, timeout, TLS, HTTP 5xx, garbage),
+each one line naming the model, the cache searched and the fixes.
 """
 
 from __future__ import annotations
@@ -10,9 +14,13 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from coulisse.errors import ModelNotFoundError
+from coulisse.defaults import bundled_dir
+from coulisse.errors import HubUnreachableError, ModelNotFoundError
 from coulisse.weights import WEIGHT_FILES
 
 log = logging.getLogger(__name__)
@@ -24,6 +32,10 @@ TOKENIZER_FILES = (
 )
 EXTRA_FILES = ("modules.json", "sentence_bert_config.json", "1_Pooling/config.json")
 TRUE = {"1", "true", "yes", "on"}
+# The HTTP client each huggingface_hub generation talks through (requests before 1.0, httpx or httpx2
+# since) and its base errors; InvalidURL sits outside httpx's HTTPError tree.
+TRANSPORT_ERRORS = (("requests", ("RequestException",)), ("httpx", ("HTTPError", "InvalidURL")),
+                    ("httpx2", ("HTTPError", "InvalidURL")))
 
 
 def hub_cache_dir() -> Path:
@@ -37,12 +49,34 @@ def is_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in TRUE
 
 
+def download_hint(repo_id: str, revision: str | None = None) -> str:
+    """The command that downloads `repo_id` with the installed huggingface_hub: `hf` where it installs that
+    command (0.34 and later), `huggingface-cli` before (1.x and later no longer install it)."""
+    command = "hf" if "hf" in _hub_commands() else "huggingface-cli"
+    option = f" --revision {revision}" if revision else ""
+    return f"`{command} download {repo_id}{option}` while online"
+
+
+def _hub_commands() -> set[str]:
+    """The console scripts of the installed huggingface_hub: an `hf` found on PATH may belong to another one."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        scripts = distribution("huggingface_hub").entry_points
+    except PackageNotFoundError:
+        return set()
+    return {script.name for script in scripts if script.group == "console_scripts"}
+
+
 def resolve_model(model: str | os.PathLike, revision: str | None = None) -> Path:
     """Return a local folder holding the checkpoint `model` (a path or a Hub id)."""
     path = Path(model).expanduser()
     if path.is_dir():
         return path
     text = str(model)
+    bundled = bundled_dir(text)
+    if bundled is not None:  # shipped inside the package: no cache, no network
+        return bundled
     if path.exists() or text.startswith((".", "/", "~")) or not REPO_ID.match(text):
         raise ModelNotFoundError(
             f"model {text!r} is neither a folder nor a Hub id (like 'tblard/tf-allocine'); check the path."
@@ -51,9 +85,9 @@ def resolve_model(model: str | os.PathLike, revision: str | None = None) -> Path
     if cached is not None:
         return cached
     if is_offline():
-        raise ModelNotFoundError(
+        raise HubUnreachableError(
             f"model {text!r} is not in the Hugging Face cache ({hub_cache_dir()}) and HF_HUB_OFFLINE is set. "
-            f"Either download it once online (`huggingface-cli download {text}`) or pass a local folder "
+            f"Either download it once with {download_hint(text, revision)} or pass a local folder "
             "with --model / model=."
         )
     return _download(text, revision)
@@ -61,46 +95,127 @@ def resolve_model(model: str | os.PathLike, revision: str | None = None) -> Path
 
 def _from_cache(repo_id: str, revision: str | None) -> Path | None:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub.utils import HFValidationError
 
+    # local_files_only: no request leaves here, so nothing from the network can surface.
     try:
         folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=hub_cache_dir(),
                                         local_files_only=True))
-    except (LocalEntryNotFoundError, FileNotFoundError, OSError):
+    except HFValidationError as e:  # "--" or ".." in the id, too long, ...
+        raise ModelNotFoundError(f"{repo_id!r} is not a valid Hub id ({_one_line(e)}); check the id.") from e
+    except OSError:  # LocalEntryNotFoundError: not cached (or an unreadable cache); ask the Hub
         return None
     return folder if (folder / "config.json").is_file() else None
 
 
 def _download(repo_id: str, revision: str | None) -> Path:
-    from huggingface_hub import HfApi, hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+    files = _list_files(repo_id, revision)
+    if "config.json" not in files:
+        raise ModelNotFoundError(f"the Hub repo {repo_id!r} has no config.json; it is not a transformers model.")
+    wanted = [f for f in ("config.json", *TOKENIZER_FILES, *EXTRA_FILES) if f in files]
+    weights = next((w for w in WEIGHT_FILES if w in files), None)
+    if weights is None:
+        raise ModelNotFoundError(
+            f"the Hub repo {repo_id!r} has no usable weight file (files: {', '.join(sorted(files))}); "
+            f"coulisse reads {', '.join(WEIGHT_FILES)}."
+        )
+    wanted.append(weights)
+    if weights.endswith(".index.json"):
+        import json
+
+        index = json.loads(_fetch(repo_id, weights, revision).read_text())
+        wanted += sorted(set(index["weight_map"].values()))
+    paths = [_fetch(repo_id, name, revision) for name in wanted]
+    return paths[0].parent  # config.json sits at the snapshot's root
+
+
+def _list_files(repo_id: str, revision: str | None) -> set[str]:
+    from huggingface_hub import HfApi, constants
+
+    # huggingface_hub 2.x sends this request with no timeout at all: a server that accepts the connection
+    # and never answers would hang us forever. Its own default for requests without one is this constant.
+    timeout = getattr(constants, "HF_HUB_DOWNLOAD_TIMEOUT", 10)
+    with _hub_errors(repo_id, revision):
+        info = HfApi().model_info(repo_id, revision=revision, timeout=timeout)
+        return {sibling.rfilename for sibling in info.siblings or []}
+
+
+def _fetch(repo_id: str, filename: str, revision: str | None) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    with _hub_errors(repo_id, revision):
+        return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=hub_cache_dir()))
+
+
+@contextmanager
+def _hub_errors(repo_id: str, revision: str | None) -> Iterator[None]:
+    """Around one huggingface_hub call: what says the model does not exist stays a ModelNotFoundError;
+    what says the Hub could not be reached or understood becomes a HubUnreachableError."""
+    from huggingface_hub import utils as hub  # huggingface_hub.errors lacks most of them in 0.24
 
     try:
-        files = {s.rfilename for s in HfApi().model_info(repo_id, revision=revision).siblings or []}
-        if "config.json" not in files:
-            raise ModelNotFoundError(f"the Hub repo {repo_id!r} has no config.json; it is not a transformers model.")
-        wanted = [f for f in ("config.json", *TOKENIZER_FILES, *EXTRA_FILES) if f in files]
-        weights = next((w for w in WEIGHT_FILES if w in files), None)
-        if weights is None:
-            raise ModelNotFoundError(
-                f"the Hub repo {repo_id!r} has no usable weight file (files: {', '.join(sorted(files))}); "
-                f"coulisse reads {', '.join(WEIGHT_FILES)}."
-            )
-        wanted.append(weights)
-        if weights.endswith(".index.json"):
-            import json
-
-            index = json.loads(Path(hf_hub_download(repo_id, weights, revision=revision,
-                                                    cache_dir=hub_cache_dir())).read_text())
-            wanted += sorted(set(index["weight_map"].values()))
-        paths = [Path(hf_hub_download(repo_id, name, revision=revision, cache_dir=hub_cache_dir()))
-                 for name in wanted]
-        folder = paths[0].parent  # config.json sits at the snapshot's root
-        return folder
-    except RepositoryNotFoundError as e:
-        raise ModelNotFoundError(f"no model {repo_id!r} on the Hugging Face Hub; check the id.") from e
-    except (HfHubHTTPError, OSError) as e:
+        yield
+    except hub.HFValidationError as e:
+        raise ModelNotFoundError(f"{repo_id!r} is not a valid Hub id ({_one_line(e)}); check the id.") from e
+    except hub.GatedRepoError as e:
         raise ModelNotFoundError(
-            f"could not download {repo_id!r} ({type(e).__name__}: {e}); check your connection, or set "
-            f"HF_HUB_OFFLINE=1 and use a copy in {hub_cache_dir()} or a local folder."
+            f"the Hub repo {repo_id!r} is gated: accept its conditions on its Hub page, then set HF_TOKEN."
         ) from e
+    except hub.RepositoryNotFoundError as e:
+        raise ModelNotFoundError(
+            f"no model {repo_id!r} on the Hugging Face Hub; check the id (a private repo also needs HF_TOKEN)."
+        ) from e
+    except hub.RevisionNotFoundError as e:
+        raise ModelNotFoundError(f"the Hub repo {repo_id!r} has no revision {revision!r}; check it.") from e
+    except hub.LocalEntryNotFoundError as e:  # hf_hub_download: the Hub failed and the file is not cached
+        raise HubUnreachableError(unreachable_message(repo_id, revision, e.__cause__ or e)) from e
+    except hub.EntryNotFoundError as e:
+        raise ModelNotFoundError(f"a file the Hub lists for {repo_id!r} is missing ({_one_line(e)}).") from e
+    except _unreachable_errors() as e:
+        raise HubUnreachableError(unreachable_message(repo_id, revision, e)) from e
+    except OSError as e:  # left after the network errors above: the disk
+        raise ModelNotFoundError(
+            f"could not save {repo_id!r} in the Hugging Face cache {hub_cache_dir()} ({_one_line(e)}); "
+            "check that folder's permissions and free space, or set HF_HUB_CACHE to another one."
+        ) from e
+
+
+def _unreachable_errors() -> tuple[type[BaseException], ...]:
+    """huggingface_hub's offline and HTTP errors, its HTTP client's base errors, and what parsing a malformed
+    answer raises (ValueError, KeyError, TypeError: caught only around the Hub calls)."""
+    from huggingface_hub import utils as hub
+
+    transport = []
+    for module, names in TRANSPORT_ERRORS:
+        # A client that was never imported raised nothing: no need to import it (or have it installed).
+        loaded = sys.modules.get(module)
+        transport += [getattr(loaded, name) for name in names if hasattr(loaded, name)]
+    return (hub.OfflineModeIsEnabled, hub.HfHubHTTPError, *transport, ValueError, KeyError, TypeError)
+
+
+def unreachable_message(repo_id: str, revision: str | None, error: BaseException) -> str:
+    """One line: the model, the Hub asked, what went wrong, the cache searched, and the fixes."""
+    from huggingface_hub import constants
+
+    return (
+        f"could not get {repo_id!r} from the Hugging Face Hub at {constants.ENDPOINT} ({_reason(error)}), and it "
+        f"is not in the cache {hub_cache_dir()}. Fixes: download it with {download_hint(repo_id, revision)}, "
+        "then set HF_HUB_OFFLINE=1 to use the cache without network; or pass a local folder with --model / model=."
+    )
+
+
+def _reason(error: BaseException) -> str:
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    if status is not None:  # HfHubHTTPError, requests' HTTPError, httpx's HTTPStatusError
+        return f"it answered HTTP {status}"
+    text = f"{type(error).__name__}: {_one_line(error)}"
+    if "Timeout" in type(error).__name__ or isinstance(error, TimeoutError):
+        return f"{text}; a slow link needs a larger HF_HUB_DOWNLOAD_TIMEOUT / HF_HUB_ETAG_TIMEOUT (seconds)"
+    if isinstance(error, (ValueError, KeyError, TypeError)):
+        return f"malformed answer, {text}"
+    return text
+
+
+def _one_line(error: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(error).split()) or "no details"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

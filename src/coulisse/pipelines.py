@@ -1,4 +1,6 @@
-"""`coulisse.pipeline(task, model=...)`: the three stages behind one call, as in transformers.
+"""`coulisse.pipeline(task, model=...)`: the task registry and the factory, above the tasks.
+
+A pipeline is the three stages behind one call, as in transformers (see `coulisse.tasks.base`):
 
     preprocess  (Tokenizer: text -> ids; no torch)
     forward     (Engine: packed batches through EncoderModel; the only place that touches torch)
@@ -8,112 +10,26 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from coulisse.config import EncoderConfig
-from coulisse.engine import DEFAULT_BATCH_TOKENS, Engine, Item
+from coulisse.checkpoint import Checkpoint, default_model, load_checkpoint
+from coulisse.defaults import DEFAULT_MODELS
+from coulisse.engine import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TOKENS
+from coulisse.engine.device import resolve_device
 from coulisse.errors import InputError
-from coulisse.hub import resolve_model
-from coulisse.models import EncoderModel, load_model
-from coulisse.tokenizer import Tokenizer
-from coulisse.weights.mapped import release_file_pages
+from coulisse.tasks import TASKS
+from coulisse.tasks.base import DTYPES, Pipeline, resolve_dtype
 
 log = logging.getLogger(__name__)
 
-# The course's model; other tasks have no default worth downloading blind: the caller names one.
-DEFAULT_MODELS = {"sentiment-analysis": "tblard/tf-allocine", "text-classification": "tblard/tf-allocine"}
 ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
-
-
-@dataclass
-class Checkpoint:
-    """Everything loaded from one model folder."""
-
-    name: str
-    directory: Path
-    config: EncoderConfig
-    tokenizer: Tokenizer
-    model: EncoderModel
-
-
-def load_checkpoint(model: str | Path, head: str | None, revision: str | None = None) -> Checkpoint:
-    directory = resolve_model(model, revision)
-    config = EncoderConfig.from_file(directory / "config.json")
-    tokenizer = Tokenizer.from_dir(directory, model_type=config.model_type, max_positions=config.max_positions)
-    # Never let truncation exceed what the position table can embed.
-    tokenizer.model_max_length = min(tokenizer.model_max_length, config.max_positions)
-    encoder = load_model(directory, config, head)
-    return Checkpoint(str(model), directory, config, tokenizer, encoder)
-
-
-class Pipeline:
-    """Base class: tokenizer + engine + a task's post-processing."""
-
-    task = ""
-    head: str | None = None
-
-    def __init__(self, checkpoint: Checkpoint, *, device: str = "cpu", dtype: str | torch.dtype | None = None,
-                 max_batch_tokens: int = DEFAULT_BATCH_TOKENS, **defaults: Any):
-        self.checkpoint = checkpoint
-        self.tokenizer = checkpoint.tokenizer
-        self.model = checkpoint.model
-        self.device = torch.device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
-        self.model.to(self.device, self.dtype)
-        self._choose_fast_path()
-        # Repacked, quantized or moved weights leave their mapped originals unread: drop those pages.
-        release_file_pages(p for p in checkpoint.directory.iterdir() if p.is_file())
-        self.engine = Engine(self.model, max_batch_tokens=max_batch_tokens, device=self.device,
-                             uses_token_types="token_type_ids" in self.tokenizer.model_input_names)
-        self.defaults = defaults
-
-    def _choose_fast_path(self) -> None:
-        """Once, at load: fp32 on the CPU runs its linear layers on oneDNN with prepacked weights."""
-        from coulisse.models.fastpath import onednn_fp32_available, pack_linears, release_freed_memory
-
-        if self.device.type == "cpu" and self.dtype == torch.float32 and onednn_fp32_available():
-            count = pack_linears(self.model.base.encoder)  # int8 layers are no nn.Linear: left alone
-            release_freed_memory()
-            if count:
-                log.info("fp32 fast path: %d encoder linear layers on oneDNN, weights prepacked", count)
-
-    @property
-    def config(self) -> EncoderConfig:
-        return self.checkpoint.config
-
-    def preprocess(self, texts: list[str], pairs: list[str] | None = None, truncation: bool = True) -> list[Item]:
-        encodings = self.tokenizer.encode_batch(texts, pairs, truncation=truncation)
-        return [Item(e.ids, e.type_ids) for e in encodings]
-
-    def forward(self, items: list[Item], progress=None) -> list:
-        return self.engine.run(items, progress)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(task={self.task!r}, model={self.checkpoint.name!r})"
-
-
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-
-
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """fp32 on CPU (exact), fp16 on GPUs unless told otherwise."""
-    if dtype is None:
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in DTYPES:
-        raise InputError(f"dtype={dtype!r}; use one of {', '.join(DTYPES)}.")
-    return DTYPES[dtype]
+__all__ = ["ALIASES", "DTYPES", "TASKS", "Checkpoint", "Pipeline", "load_checkpoint", "pipeline", "resolve_dtype"]
 
 
 def _task_class(task: str) -> type[Pipeline]:
-    from coulisse.tasks import TASKS
-
     name = ALIASES.get(task, task)
     if name not in TASKS:
         raise InputError(
@@ -123,20 +39,26 @@ def _task_class(task: str) -> type[Pipeline]:
 
 
 def pipeline(task: str = "sentiment-analysis", model: str | Path | None = None, *,
-             revision: str | None = None, device: str = "cpu", dtype: str | torch.dtype | None = None,
-             threads: int | None = None, max_batch_tokens: int = DEFAULT_BATCH_TOKENS, quantize: str | None = None,
-             **kwargs: Any) -> Pipeline:
+             revision: str | None = None, device: str | int | torch.device = "cpu",
+             dtype: str | torch.dtype | None = None,
+             threads: int | None = None, max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
+             max_batch_size: int = DEFAULT_BATCH_SIZE, quantize: str | None = None, **kwargs: Any) -> Pipeline:
     """Build a pipeline, transformers-style: `pipeline("sentiment-analysis", model="tblard/tf-allocine")`.
 
     `quantize="int8"` runs the encoder's linear layers in int8 (CPU only); `device="cuda"` runs in fp16
-    unless `dtype` says otherwise (`"bfloat16"`, `"float32"`). Extra keyword arguments become
-    the task's defaults (e.g. `top_k=None`, `function_to_apply="sigmoid"`).
+    unless `dtype` says otherwise (`"bfloat16"`, `"float32"`). The engine closes a batch at
+    `max_batch_tokens` tokens or `max_batch_size` inputs. Extra keyword arguments become
+    the task's defaults (e.g. `top_k=None`, `function_to_apply="sigmoid"`). Without `model`,
+    sentiment analysis runs `tblard/tf-allocine`, or the bundled `coulisse/mini-allocine` (logging one
+    warning) when that cannot be had; a named model never falls back.
     """
     cls = _task_class(task)
+    cls.check_options(kwargs)  # a misspelt or invalid option fails here, before any loading
+    device = resolve_device(device)  # a GPU this torch cannot use fails here, before any loading
     if model is None:
         if task not in DEFAULT_MODELS:
             raise InputError(f"task {task!r} has no default model; pass model= (a Hub id or a local folder).")
-        model = DEFAULT_MODELS[task]
+        model = default_model(task, revision)
     if threads is not None:
         if threads < 1:
             raise InputError(f"threads={threads}; pass a positive number of threads.")
@@ -149,4 +71,5 @@ def pipeline(task: str = "sentiment-analysis", model: str | Path | None = None, 
         from coulisse.models.quantize import quantize_model
 
         quantize_model(checkpoint.model, quantize)
-    return cls(checkpoint, device=device, dtype=dtype, max_batch_tokens=max_batch_tokens, **kwargs)
+    return cls(checkpoint, device=device, dtype=dtype, max_batch_tokens=max_batch_tokens,
+               max_batch_size=max_batch_size, **kwargs)

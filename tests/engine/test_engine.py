@@ -57,13 +57,32 @@ def test_logits_do_not_depend_on_grouping(classifier, budget):
     assert len({round(float(r[0]), 4) for r in alone}) > 3, "logits should differ between inputs"
 
 
-def test_hidden_states_do_not_depend_on_grouping(extractor):
+@pytest.mark.parametrize("budget", [1, 64, 100_000])
+def test_hidden_states_do_not_depend_on_grouping(extractor, budget, monkeypatch):
     items = extractor.preprocess(TEXTS)
+    monkeypatch.setattr(extractor.engine, "max_batch_tokens", budget)
     batched = extractor.forward(items)
     for item, hidden in zip(items, batched, strict=True):
         alone = extractor.engine.forward([item]).numpy()
         assert hidden.shape == (len(item.ids), extractor.config.hidden_size)
         assert np.abs(hidden - alone).max() <= 1e-5
+
+
+@pytest.mark.parametrize("budget", [1, 64, 100_000])
+def test_selected_rows_split_by_each_inputs_own_count(extractor, budget, monkeypatch):
+    """`select_token_id` (fill-mask's masked rows) travels as an argument: each input gets the rows of its
+    own occurrences of the token, in order, whatever the batching; nothing is left set on the model."""
+    items = extractor.preprocess(TEXTS)
+    token = items[0].ids[3]  # a piece that occurs a different number of times in each text
+    full = extractor.forward(items)
+    monkeypatch.setattr(extractor.engine, "max_batch_tokens", budget)
+    selected = extractor.engine.run(items, select_token_id=token)
+    counts = [it.ids.count(token) for it in items]
+    assert len(set(counts)) > 1
+    for item, rows, hidden in zip(items, selected, full, strict=True):
+        assert rows.shape == (item.ids.count(token), extractor.config.hidden_size)
+        assert np.abs(rows - hidden[np.array(item.ids) == token]).max(initial=0) <= 1e-5
+    assert all(h.shape[0] == len(it.ids) for it, h in zip(items, extractor.forward(items), strict=True))
 
 
 def test_first_token_shortcut_equals_full_encoder(classifier):

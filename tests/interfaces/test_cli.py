@@ -86,7 +86,7 @@ def test_classify_in_a_subprocess_reads_the_offline_cache(offline_env, expected)
 @pytest.mark.slow
 def test_cli_error_in_a_subprocess_is_one_line(tmp_path, offline_env):
     env = {**offline_env, "HF_HUB_CACHE": str(tmp_path / "empty")}
-    done = run_cli(["classify", "Bof."], env)
+    done = run_cli(["classify", "-m", REPO, "Bof."], env)  # named: no fallback to the bundled model
     assert done.returncode == 1
     assert done.stdout == ""
     lines = done.stderr.strip().splitlines()
@@ -166,7 +166,7 @@ def test_bad_model_and_inputs_print_one_line_errors(tmp_path, monkeypatch, tf_ca
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     runner = CliRunner()
     assert_one_line_error(runner.invoke(cli, ["classify", "-m", str(tmp_path / "nope"), "x"]), "nope")
-    assert_one_line_error(runner.invoke(cli, ["classify", "x"]), REPO, str(tmp_path / "empty"))
+    assert_one_line_error(runner.invoke(cli, ["classify", "-m", REPO, "x"]), REPO, str(tmp_path / "empty"))
     missing = "tblard/nothing-here"
     assert_one_line_error(runner.invoke(cli, ["explain", "-m", missing, "x"]), missing)
     model = ["-m", str(tf_camembert_dir)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import sys
 
 import numpy as np
 import pytest
@@ -136,3 +137,38 @@ def test_evaluate_limit_and_sample(tf_camembert_dir, tmp_path):
         picked = [int(r["source"][1:]) for r in csv.DictReader(f)]
     assert len(picked) == 12 and picked == sorted(picked)
     assert "a random sample of 12 (seed 7)" in (tmp_path / "b" / "report.md").read_text()
+
+
+def test_report_path_with_a_trailing_slash(tf_camembert_dir, tmp_path):
+    source = tmp_path / "in.csv"
+    _labelled_csv(source, n=12)
+    args = ["evaluate", "-m", str(tf_camembert_dir), "-i", str(source), "-o", f"{tmp_path / 'report'}/",
+            "--quiet"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.rstrip().endswith(f"on 11 rows -> {tmp_path / 'report' / 'report.md'}"), result.stdout
+
+
+def test_missing_matplotlib_stops_before_the_model_loads(tmp_path, monkeypatch):
+    """Plots asked for and matplotlib absent: one line with the fix, before any model is looked for."""
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now fails
+    source = tmp_path / "in.csv"
+    _labelled_csv(source, n=4)
+    args = ["evaluate", "-m", str(tmp_path / "no-such-model"), "-i", str(source), "-o", str(tmp_path / "r")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    assert 'pip install "coulisse[jobs]"' in result.output and "--no-plots" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "no-such-model" not in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_no_plots_writes_the_report_without_matplotlib(tf_camembert_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    source, report = tmp_path / "in.csv", tmp_path / "r"
+    _labelled_csv(source, n=10)
+    args = ["evaluate", "-m", str(tf_camembert_dir), "-i", str(source), "-o", str(report), "--no-plots"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in report.iterdir()) == ["predictions.csv", "report.md"]
+    text = (report / "report.md").read_text()
+    assert "## Calibration" in text and ".png" not in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def test_explain_question_answering_reads_every_window(qa_model):
     directory, question, context = qa_model
     pipe = pipeline("question-answering", model=directory, max_seq_len=40, doc_stride=10)
     out = explain_text(pipe, context, question=question)
-    assert "window(s) of at most 40 tokens" in out and "window 2:" in out
+    assert re.search(r"into \d+ windows of at most 40 tokens", out) and "window 2:" in out
     answer = pipe(question=question, context=context)
     assert answer_line(answer) in out
 

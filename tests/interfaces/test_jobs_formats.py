@@ -204,7 +204,7 @@ def test_cli_keeps_text_mode_and_runs_files(tf_camembert_dir, tmp_path):
     result = runner.invoke(cli, ["classify", *model, "-i", str(tmp_path / "in.csv"), "-o",
                                  str(tmp_path / "out.jsonl"), "--progress"], env={"COULISSE_BATCH_ROWS": "2"})
     assert result.exit_code == 0, result.output
-    assert "classify 100%|" in result.stderr and "5 rows, " in result.stderr  # the bar, though not a TTY
+    assert "classify: 100%|" in result.stderr and "5 rows, " in result.stderr  # the bar, though not a TTY
     assert "5 rows classified, 0 errored" in result.stderr and "rows/s" in result.stderr
     assert len(read_output(tmp_path / "out.jsonl")) == 5
     result = runner.invoke(cli, ["classify", *model, "-i", str(tmp_path / "in.csv"), "--quiet"])

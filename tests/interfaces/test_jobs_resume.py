@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from coulisse.errors import InputError
 from coulisse.interfaces.cli import cli
+from coulisse.interfaces.jobs import state as job_state
 from coulisse.interfaces.jobs.runner import JobInterrupted, JobOptions, classify_file
 from coulisse.interfaces.jobs.state import state_path
 
@@ -101,6 +102,62 @@ def test_refuses_to_overwrite_and_checks_resume(pipe, tmp_path):
     run(pipe, source, tmp_path / "fresh.csv", resume=True)  # nothing to resume: a plain run
 
 
+def test_a_stop_reports_the_rows_the_record_holds(pipe, tmp_path, monkeypatch):
+    """Ctrl-C after a chunk was counted but before its record was written: the message says what
+    --resume will find (24 rows), not what was counted (32)."""
+    source, output = tmp_path / "in.csv", tmp_path / "out.csv"
+    make_csv(source, 100)
+    save, calls = job_state.save, []
+
+    def interrupted_save(path, state):
+        calls.append(state.rows)
+        if len(calls) == 5:  # the fresh record, then chunks 1-3; Ctrl-C lands in chunk 4's
+            raise KeyboardInterrupt
+        save(path, state)
+
+    monkeypatch.setattr(job_state, "save", interrupted_save)
+    with pytest.raises(JobInterrupted) as stopped:
+        run(pipe, source, output)
+    assert json.loads(state_path(output).read_text())["rows"] == 24
+    assert "interrupted: 24 rows are safely in" in str(stopped.value)
+    assert stopped.value.exit_code == 130
+
+
+def test_resume_reads_the_first_runs_options(pipe, tf_camembert_dir, tmp_path):
+    """`-o FILE --resume` alone: input, model, --all-scores and --batch-rows come from the record; a value
+    given that differs from the recorded one is refused in one line that names both."""
+    source, reference, output = tmp_path / "in.csv", tmp_path / "ref.csv", tmp_path / "out.csv"
+    again = tmp_path / "again.csv"
+    make_csv(source, 60)
+    model = str(tf_camembert_dir)
+    run(pipe, source, reference, all_scores=True, model=model)
+    for stopped in (output, again):
+        with pytest.raises(JobInterrupted):
+            run(pipe, source, stopped, stop_after=2, all_scores=True, model=model)
+    env = {k: None for k in os.environ if k.startswith("COULISSE_")}
+    runner = CliRunner(env=env)
+    resume = ["classify", "-o", str(output), "--resume", "--quiet"]
+    for extra, given, recorded in [(["-b", "16"], "--batch-rows 16", "--batch-rows 8"),
+                                   (["-m", str(tmp_path)], f"--model {tmp_path}", f"--model {model}"),
+                                   (["--long-text", "chunk"], "--long-text chunk", "--long-text truncate"),
+                                   (["-i", str(reference)], f"--input {reference}", f"--input {source}")]:
+        result = runner.invoke(cli, [*resume, *extra])
+        assert result.exit_code == 1, result.output
+        assert given in result.output and recorded in result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
+    result = CliRunner(env={**env, "COULISSE_BATCH_ROWS": "16"}).invoke(cli, resume)
+    assert result.exit_code == 1 and "--batch-rows 16" in result.output
+    assert json.loads(state_path(output).read_text())["rows"] == 16  # nothing ran
+    result = runner.invoke(cli, resume)
+    assert result.exit_code == 0, result.output
+    assert output.read_bytes() == reference.read_bytes()
+    assert output.read_text().splitlines()[0].endswith("score_POSITIVE,error")
+    same = ["-i", str(source), "-m", model, "-b", "8", "--all-scores", "--long-text", "truncate"]
+    result = runner.invoke(cli, ["classify", "-o", str(again), "--resume", "--quiet", *same])
+    assert result.exit_code == 0, result.output  # the recorded values, given again: fine
+    assert again.read_bytes() == reference.read_bytes()
+
+
 def test_cli_refuses_to_overwrite(tf_camembert_dir, tmp_path):
     source, output = tmp_path / "in.csv", tmp_path / "out.csv"
     make_csv(source, 3)
@@ -115,7 +172,9 @@ def _start(model, source, output, *extra):
     cmd = [sys.executable, "-c", MAIN, "classify", "-m", str(model), "-i", str(source),
            "-o", str(output), "-b", "8", "-t", "1", "--quiet", *extra]
     env = {k: v for k, v in os.environ.items() if not k.startswith("COULISSE_")}
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # A shell starts background jobs with SIGINT ignored, and Python keeps an ignored SIGINT ignored.
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_rows(proc, output, rows: int, timeout: float = 300) -> int:
@@ -134,7 +193,8 @@ def _wait_rows(proc, output, rows: int, timeout: float = 300) -> int:
 
 
 def test_sigkill_then_resume_is_byte_identical(tf_camembert_dir, tmp_path):
-    """A real process killed with SIGKILL, then one stopped by SIGTERM, then --resume to the end."""
+    """A real process killed with SIGKILL, then one stopped by SIGTERM (exit 143), one by Ctrl-C's SIGINT
+    (exit 130, no click "Aborted!"), then --resume with the output alone to the end."""
     source = tmp_path / "in.csv"
     make_csv(source, 1500)
     reference, output = tmp_path / "ref.csv", tmp_path / "out.csv"
@@ -149,8 +209,18 @@ def test_sigkill_then_resume_is_byte_identical(tf_camembert_dir, tmp_path):
     _wait_rows(stopped, output, first + 200)
     stopped.send_signal(signal.SIGTERM)
     _, err = stopped.communicate(timeout=120)
-    assert stopped.returncode == 1 and b"rerun with --resume" in err, err
-    final = _start(tf_camembert_dir, source, output, "--resume")
+    assert stopped.returncode == 143 and b"rerun with --resume" in err, err
+    second = json.loads(state_path(output).read_text())["rows"]
+    interrupted = _start(tf_camembert_dir, source, output, "--resume")
+    _wait_rows(interrupted, output, second + 200)
+    interrupted.send_signal(signal.SIGINT)
+    _, err = interrupted.communicate(timeout=120)
+    recorded = json.loads(state_path(output).read_text())["rows"]
+    assert interrupted.returncode == 130, err
+    assert f"interrupted: {recorded:,} rows are safely in".encode() in err and b"Aborted" not in err, err
+    final = subprocess.Popen([sys.executable, "-c", MAIN, "classify", "-o", str(output), "--resume", "-t", "1"],
+                             env={k: v for k, v in os.environ.items() if not k.startswith("COULISSE_")},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert final.wait(timeout=600) == 0, final.communicate()
     assert uninterrupted.wait(timeout=600) == 0, uninterrupted.communicate()
     assert output.read_bytes() == reference.read_bytes()

@@ -148,3 +148,46 @@ def test_embed_on_a_classifier_is_teis_424(client):
     r = client.post("/embed", json={"inputs": "x"})
     assert r.status_code == 424
     assert r.json()["error_type"] == "backend" and "not an embedding model" in r.json()["error"]
+
+
+def served_and_pipeline(directory, texts, normalize):
+    served_pipe = coulisse.pipeline("feature-extraction", model=str(directory))
+    with TestClient(create_app(served_pipe)) as c:
+        served = np.array(c.post("/embed", json={"inputs": texts, "normalize": normalize}).json())
+    expected = np.array(coulisse.pipeline("feature-extraction", model=str(directory), pooling="auto",
+                                          normalize=normalize)(texts))
+    return served, expected
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_embed_equals_the_pipeline_on_minilm(minilm_dir, normalize):
+    """One source of truth for pooling: the server calls the pipeline's stages, so /embed is
+    `pipeline("feature-extraction", pooling="auto", normalize=...)`, long inputs cut at 256 tokens too."""
+    texts = [*TEXTS, "Une critique très longue, qui n'en finit pas. " * 60]
+    served, expected = served_and_pipeline(minilm_dir, texts, normalize)
+    np.testing.assert_allclose(served, expected, atol=1e-6)
+    assert (np.abs(np.linalg.norm(served, axis=1) - 1) < 1e-5).all() == normalize
+
+
+def test_embed_follows_normalize_module_and_lowercasing(tmp_path, tf_camembert_dir):
+    """A sentence-transformers folder (a cased CamemBERT) with CLS pooling, a Normalize module and
+    do_lower_case: /embed lowercases and pools as the pipeline does (the server used to ignore both)."""
+    import json
+    import shutil
+
+    folder = tmp_path / "st"
+    shutil.copytree(tf_camembert_dir, folder)
+    (folder / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]))
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode": "cls"}))
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 64, "do_lower_case": True}))
+    texts = ["BONJOUR À TOUS", "bonjour à tous", "Un Film MAGNIFIQUE. " * 20]
+    for normalize in (True, False):
+        served, expected = served_and_pipeline(folder, texts, normalize)
+        np.testing.assert_allclose(served, expected, atol=1e-6)
+        np.testing.assert_allclose(served[0], served[1], atol=1e-6)  # lowercased before tokenizing
+    plain = np.array(coulisse.pipeline("feature-extraction", model=str(tf_camembert_dir), pooling="cls")(texts[:2]))
+    assert np.abs(plain[0] - plain[1]).max() > 1e-3  # the cased tokenizer alone tells them apart

@@ -1,4 +1,5 @@
-"""A real `coulisse serve` process on 127.0.0.1: SIGTERM with requests in flight answers them all, exits 0."""
+"""A real `coulisse serve` process on 127.0.0.1: SIGTERM with requests in flight answers them all, exits 0;
+Ctrl-C (SIGINT) stops it cleanly with exit status 130."""
 
 from __future__ import annotations
 
@@ -33,16 +34,16 @@ def metric(base: str, name: str) -> float:
     return 0.0
 
 
-@pytest.fixture(scope="module")
-def server(tf_camembert_dir):
+def start_server(model, **env_vars) -> tuple[subprocess.Popen, str]:
+    """A `coulisse serve` process, once /health answers 200."""
     port = free_port()
-    # A long deadline and no count limit: the requests wait in the queue when SIGTERM arrives.
-    env = {**os.environ, "COULISSE_MAX_WAIT_MS": "1500", "COULISSE_MAX_BATCH_REQUESTS": "1000"}
+    env = {**os.environ, **env_vars}
     env.pop("COULISSE_API_KEY", None)
     proc = subprocess.Popen(
-        [*SERVE, "--model", str(tf_camembert_dir),
-         "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [*SERVE, "--model", str(model), "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # A shell starts background jobs with SIGINT ignored, and Python keeps an ignored SIGINT ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -56,6 +57,13 @@ def server(tf_camembert_dir):
     else:
         proc.kill()
         pytest.fail("the server did not answer /health within 120 s")
+    return proc, base
+
+
+@pytest.fixture(scope="module")
+def server(tf_camembert_dir):
+    # A long deadline and no count limit: the requests wait in the queue when SIGTERM arrives.
+    proc, base = start_server(tf_camembert_dir, COULISSE_MAX_WAIT_MS="1500", COULISSE_MAX_BATCH_REQUESTS="1000")
     yield proc, base
     if proc.poll() is None:
         proc.kill()
@@ -108,3 +116,19 @@ def test_sigterm_finishes_in_flight_requests_and_exits_0(server):
     assert all(r.json()[0]["label"] in ("POSITIVE", "NEGATIVE") for r in responses)
     assert refused, "new connections should be refused once SIGTERM arrived"
     assert code == 0, output
+
+
+def test_ctrl_c_stops_cleanly_with_130(tf_camembert_dir):
+    proc, base = start_server(tf_camembert_dir)
+    try:
+        assert httpx.post(f"{base}/predict", json={"inputs": "Super film !"}, timeout=30).status_code == 200
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = proc.stdout.read()
+    assert code == 130, output
+    assert "Aborted" not in output and "Traceback" not in output, output
+    assert "Finished server process" in output, output  # uvicorn's graceful shutdown ran

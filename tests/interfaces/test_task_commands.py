@@ -112,3 +112,15 @@ def test_explain_fill_mask(task_factory):
 def test_explain_feature_extraction_pools(minilm_dir):
     out = run("explain", "--task", "feature-extraction", "-m", str(minilm_dir), "Le chat dort.")
     assert "3. Pooling" in out and "sentence-transformers modules" in out and "norm 1.0000" in out
+
+
+def test_fill_mask_table_keeps_small_scores_readable(task_factory):
+    """Scores spread over a 32,000-token vocabulary are small: four significant digits, not four decimals
+    (which print 0.0000 below 0.00005)."""
+    directory = task_factory.checkpoint("camembert", "masked-lm")
+    text = "Le film est <mask>."
+    proposals = pipeline("fill-mask", model=directory)(text, top_k=3)
+    out = run("fill-mask", "-m", str(directory), "-k", "3", text)
+    shown = [line.split()[0] for line in out.splitlines()[1:]]
+    assert shown == [f"{p['score']:.4g}" for p in proposals], out
+    assert all(float(s) > 0 for s in shown), out

@@ -2,11 +2,12 @@
 and for every tokenizer format, on tiny random checkpoints that transformers itself wrote (tests/factory.py).
 
 Coverage:
-- classifier: 5 architectures × 4 weight formats (safetensors, sharded safetensors, torch.save .bin,
-  sharded .bin + index), each with its native slow tokenizer files (vocab.txt for BERT and DistilBERT,
-  sentencepiece for CamemBERT and XLM-R, vocab.json + merges.txt for RoBERTa);
-- tokenizer.json: the 5 architectures (safetensors);
-- base model: the 5 architectures × (base checkpoint as safetensors and .bin, classifier checkpoint read
+- classifier: 7 architectures × 4 weight formats (safetensors, sharded safetensors, torch.save .bin,
+  sharded .bin + index), each with its native slow tokenizer files (vocab.txt for BERT, DistilBERT and
+  ELECTRA, sentencepiece for CamemBERT and XLM-R, byte-level vocab.json + merges.txt for RoBERTa, Moses
+  vocab.json + merges.txt for FlauBERT, whose only transformers tokenizer is that Python one);
+- tokenizer.json: the 6 architectures transformers has a fast tokenizer for (safetensors);
+- base model: the 7 architectures × (base checkpoint as safetensors and .bin, classifier checkpoint read
   as a base model), compared on real tokens;
 each batched (padded `model(**inputs)`, and the packed engine) and one text at a time.
 """
@@ -17,7 +18,8 @@ import numpy as np
 import pytest
 import torch
 from factory import (
-    ARCHS,
+    ALL_ARCHS,
+    FAST_TOKENIZER_ARCHS,
     LABELS,
     NATIVE_TOKENIZER,
     TEXTS,
@@ -73,13 +75,13 @@ def check_classifier(factory, arch: str, directory, tokenizer_format: str) -> No
 
 
 @pytest.mark.parametrize("weights", WEIGHT_FORMATS)
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", ALL_ARCHS)
 def test_classifier_logits_equal_transformers(factory, arch, weights):
     directory = factory.checkpoint(arch, weights)
     check_classifier(factory, arch, directory, NATIVE_TOKENIZER[arch])
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", FAST_TOKENIZER_ARCHS)
 def test_tokenizer_json_checkpoints_equal_transformers(factory, arch):
     directory = factory.checkpoint(arch, "safetensors", tokenizer="tokenizer.json")
     assert (directory / "tokenizer.json").is_file()
@@ -88,7 +90,7 @@ def test_tokenizer_json_checkpoints_equal_transformers(factory, arch):
 
 
 @pytest.mark.parametrize("source", ["base-safetensors", "base-bin", "classifier"])
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", ALL_ARCHS)
 def test_hidden_states_equal_transformers(factory, arch, source):
     weights = "bin" if source == "base-bin" else "safetensors"
     directory = factory.checkpoint(arch, weights, base=source != "classifier")

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 # Measured on base-size models over real reviews (docs/benchmarks.md): 1-2k tokens per batch keep the GEMMs
 # efficient; larger batches lose more to attention's padding and cache misses than they gain.
 DEFAULT_BATCH_TOKENS = 1024
+DEFAULT_BATCH_SIZE = 256  # inputs per batch, whatever their length
 
 
 @dataclass
@@ -34,7 +35,8 @@ class Item:
 
 
 class Engine:
-    def __init__(self, model: EncoderModel, *, max_batch_tokens: int = DEFAULT_BATCH_TOKENS, max_batch_size: int = 256,
+    def __init__(self, model: EncoderModel, *, max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
+                 max_batch_size: int = DEFAULT_BATCH_SIZE,
                  device: str | torch.device = "cpu", uses_token_types: bool = False):
         self.model = model
         self.max_batch_tokens = max_batch_tokens
@@ -59,12 +61,13 @@ class Engine:
             batches.append(current)
         return batches
 
-    def forward(self, items: Sequence[Item]) -> torch.Tensor:
-        """One packed batch: `(B, labels)` for a sequence head, else `(T, ...)`; on the CPU in fp32."""
+    def forward(self, items: Sequence[Item], select_token_id: int | None = None) -> torch.Tensor:
+        """One packed batch: `(B, labels)` for a sequence head, else `(T, ...)` (only the rows of
+        `select_token_id` when given); on the CPU in fp32."""
         types = [it.type_ids or [0] * len(it.ids) for it in items] if self.uses_token_types else None
         p = Packed.from_lists([it.ids for it in items], types, self.offset, self.device)
         with torch.inference_mode():
-            out = self.model.forward_packed(p).float().cpu()
+            out = self.model.forward_packed(p, select_token_id).float().cpu()
         if self.device.type == "cpu":
             # Activations of every shape come and go; glibc keeps the freed heap, fragmented, and RSS
             # creeps up batch after batch (measured +185 MB over 160 reviews, base-size model).
@@ -72,15 +75,18 @@ class Engine:
             release_freed_memory()
         return out
 
-    def run(self, items: Sequence[Item], progress: Callable[[int], None] | None = None) -> list[np.ndarray]:
+    def run(self, items: Sequence[Item], progress: Callable[[int], None] | None = None,
+            select_token_id: int | None = None) -> list[np.ndarray]:
         """Per input, in input order: a logits row `(labels,)` for a sequence head, else one row per
-        token `(length, ...)` (hidden states, or token logits)."""
+        token `(length, ...)` (hidden states, or token logits) — or, with `select_token_id`, one row per
+        occurrence of that token `(count, ...)` (fill-mask's masked positions)."""
         lengths = [len(it.ids) for it in items]
+        counts = lengths if select_token_id is None else [it.ids.count(select_token_id) for it in items]
         results: list[np.ndarray | None] = [None] * len(items)
         for batch in self.plan(lengths):
-            out = self.forward([items[i] for i in batch]).numpy()
+            out = self.forward([items[i] for i in batch], select_token_id).numpy()
             if self.model.per_token:
-                splits = np.cumsum([lengths[i] for i in batch])[:-1]
+                splits = np.cumsum([counts[i] for i in batch])[:-1]
                 for rows, i in zip(np.split(out, splits), batch, strict=True):
                     results[i] = rows
             else:

@@ -1,4 +1,5 @@
-"""`coulisse bench`: issue 3's benchmark, run from a source checkout (the harness lives in bench/)."""
+"""`coulisse bench`: coulisse against transformers and ONNX Runtime, run from a source checkout (the
+harness lives in bench/)."""
 
 from __future__ import annotations
 
@@ -17,11 +18,15 @@ def bench_dir() -> Path:
 
 
 def load_harness():
+    """bench/run_bench.py of the source checkout this coulisse runs from. The harness stays out of the
+    package (it drives transformers and ONNX Runtime in worker processes): from an installed wheel, the
+    command says in one line where to get it."""
     folder = bench_dir()
     if not (folder / "run_bench.py").is_file():
         raise click.ClickException(
-            f"the benchmark harness is not at {folder}; `coulisse bench` runs from a source checkout "
-            "(git clone, then pip install -e '.[bench]')."
+            f"`coulisse bench` runs from a source checkout: its harness, bench/run_bench.py, does not ship "
+            f"in the package (not found in {folder}). git clone the coulisse repository, then in it: "
+            "pip install -e '.[bench]' and run coulisse bench there."
         )
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
@@ -73,8 +78,10 @@ def bench(n, seed, systems, threads, max_batch_tokens, repeats, latency_repeats,
     """Benchmark transformers, ONNX Runtime fp32/int8, coulisse exact/int8: one run, same model, same texts.
 
     Reports reviews/s, tokens/s, p50 latency of one short sentence, peak RSS and cold start per system,
-    each measured in its own process, with ratios, logit checks and issue 3's targets. Needs
-    pip install -e '.[bench]'. The first run builds and exports the model (a minute or two).
+    each measured in its own process; then the ratios between systems, a check that their logits agree,
+    and whether coulisse meets its speed, latency and memory targets against each peer. Runs from a
+    source checkout with pip install -e '.[bench]'. The first run builds and exports a random
+    camembert-base-sized model (a minute or two).
 
     \b
     Examples:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coulisse.errors import InputError
+from coulisse.interfaces.formatting import count
 
 
 @dataclass
@@ -23,8 +24,8 @@ class Encoded:
     text: str
     ids: list[int]
     tokens: list[str]
-    packed: Any  # coulisse.models.Packed
     hidden: Any  # torch.Tensor (T, H)
+    logits: Any  # torch.Tensor: (labels,) for a sequence head, (T, ...) for a per-token head; None for a base
     options: dict[str, Any] = field(default_factory=dict)  # what a pair task was asked (question, labels...)
 
 
@@ -66,7 +67,9 @@ def explain_text(pipe, text: str, *, question: str | None = None, labels: Any = 
         options = {"question": question, "context": text}
     elif pipe.task == "zero-shot-classification":
         asked = {"candidate_labels": labels, "hypothesis_template": template}
-        candidates, template, multi_label = pipe._options(asked)
+        chosen = pipe.options(asked)
+        candidates, template = chosen["candidate_labels"], chosen["hypothesis_template"]
+        multi_label = chosen["multi_label"]
         first, second = text, template.format(candidates[0])
         options = {"text": text, "labels": candidates, "template": template, "multi_label": multi_label}
     out, encoded = _tokenizer_and_encoder(pipe, first, second)
@@ -75,10 +78,6 @@ def explain_text(pipe, text: str, *, question: str | None = None, labels: Any = 
 
 
 def _tokenizer_and_encoder(pipe, text: str, pair: str | None = None) -> tuple[list[str], Encoded]:
-    import torch
-
-    from coulisse.models import Packed
-
     cfg, tok, model = pipe.config, pipe.tokenizer, pipe.model
     inputs = tok([text], None if pair is None else [pair], truncation=True, return_tensors="pt")
     ids = inputs["input_ids"][0].tolist()
@@ -101,46 +100,43 @@ def _tokenizer_and_encoder(pipe, text: str, pair: str | None = None) -> tuple[li
         out.append(f"token_type_ids {inputs['token_type_ids'][0].tolist()}")
     out.append(f"attention_mask {inputs['attention_mask'][0].tolist()}")
 
-    p = Packed.from_padded(inputs["input_ids"], inputs["attention_mask"], inputs.get("token_type_ids"),
-                           cfg.position_offset)
-    with torch.inference_mode():
-        hidden = model.base(p)  # (T, H)
+    # The notebook's call; stage 2 (the encoder's hidden states) and the head's logits apart.
+    output = model(**inputs, output_hidden_states=True)
+    hidden = output.last_hidden_state[0]  # (T, H): one text, no padding
+    logits = None if output.logits is None else output.logits[0]
     out.append(_title(2, "Encoder: ids -> hidden states"))
     out.append(f"{cfg.num_hidden_layers} layers, hidden size {cfg.hidden_size}, "
                f"{cfg.num_attention_heads} attention heads")
     out.append(f"last_hidden_state shape: (batch=1, sequence={hidden.shape[0]}, hidden={hidden.shape[1]})")
     out.append(f"first token's vector starts {_vector(hidden[0].numpy())}")
-    return out, Encoded(text, ids, tokens, p, hidden)
+    return out, Encoded(text, ids, tokens, hidden, logits)
 
 
 def _classification(pipe, e: Encoded) -> list[str]:
     import numpy as np
-    import torch
 
-    from coulisse.tasks.text_classification import apply_function, default_function
+    from coulisse.tasks.text_classification import apply_function
 
     cfg = pipe.config
-    with torch.inference_mode():
-        logits = pipe.model.head(e.hidden[e.packed.starts]).float().numpy()[0]
-    function = default_function(cfg.problem_type, cfg.num_labels)
+    logits = e.logits.float().numpy()
+    function = pipe.options({})["function_to_apply"]
     scores = apply_function(logits, function)
     out = [_title(3, "Head: first token -> logits")]
     out.append(f"logits {np.array2string(logits, precision=4)}  (raw scores, one per label)")
     out.append(_title(4, f"Post-processing: {function} -> probabilities -> label"))
     out.append(f"id2label {cfg.id2label}")
     out += [f"  {cfg.id2label[i]:<12} {s:.4f}" for i, s in enumerate(scores)]
-    best = int(np.argmax(scores))
-    out.append(f"\nAnswer: {cfg.id2label[best]} ({scores[best]:.4f})")
+    answer = pipe.postprocess(logits, function_to_apply=function)
+    out.append(f"\nAnswer: {answer['label']} ({answer['score']:.4f})")
     return out
 
 
 def _embedding(pipe, e: Encoded) -> list[str]:
     import numpy as np
 
-    from coulisse.tasks.feature_extraction import pool
-
-    config = pipe.sentence_config("auto", None)
-    vector = pool(e.hidden.numpy(), config.pooling, config.normalize)
+    batch = pipe.preprocess(e.text, pooling="auto")
+    config = batch.context  # the folder's sentence-transformers settings (pooling, Normalize, length, case)
+    vector = np.asarray(pipe.postprocess(pipe.forward(batch), batch))
     found = (pipe.checkpoint.directory / "modules.json").is_file()
     how = "the folder's sentence-transformers modules" if found else "no sentence-transformers config: mean"
     what = f"the mean of the {len(e.ids)} token vectors" if config.pooling == "mean" else "the first token's"
@@ -153,22 +149,19 @@ def _embedding(pipe, e: Encoded) -> list[str]:
 
 
 def _entities(pipe, e: Encoded) -> list[str]:
-    import torch
-
-    from coulisse.tasks.text_classification import softmax
+    from coulisse.tasks.functional import softmax
 
     cfg = pipe.config
-    with torch.inference_mode():
-        logits = pipe.model.head(e.hidden).float().numpy()  # (T, labels)
+    logits = e.logits.float().numpy()  # (T, labels)
     scores = softmax(logits)
     out = [_title(3, "Head: every token -> logits")]
-    out.append(f"logits shape ({logits.shape[0]} tokens, {logits.shape[1]} labels), id2label {cfg.id2label}")
+    out.append(f"logits shape ({count(logits.shape[0], 'token')}, {count(logits.shape[1], 'label')}), "
+               f"id2label {cfg.id2label}")
     out.append(_title(4, "Post-processing: softmax per token -> label -> entities"))
     width = max(len(t) for t in e.tokens)
     out += [f"  {i:>3}  {t:<{width}}  {cfg.id2label[int(s.argmax())]:<10} {s.max():.4f}"
             for i, (t, s) in enumerate(zip(e.tokens, scores, strict=True))]
-    encoding = pipe.tokenizer.encode_batch([e.text])[0]
-    entities = pipe.postprocess(e.text, [encoding], [logits], aggregation_strategy="simple")
+    entities = pipe.postprocess([logits], pipe.preprocess(e.text), aggregation_strategy="simple")
     out.append("\nEntities (aggregation_strategy='simple', special tokens and 'O' dropped):")
     out += [f"  {x['entity_group']:<10} {x['score']:.4f}  [{x['start']}:{x['end']}]  {x['word']!r}"
             for x in entities] or ["  (none)"]
@@ -176,20 +169,18 @@ def _entities(pipe, e: Encoded) -> list[str]:
 
 
 def _fill_mask(pipe, e: Encoded) -> list[str]:
-    import torch
+    import numpy as np
 
-    mask = pipe.tokenizer.mask_token_id
-    rows = e.packed.input_ids == mask
-    if not bool(rows.any()):
+    rows = np.asarray(e.ids) == pipe.tokenizer.mask_token_id
+    if not rows.any():
         raise InputError(f"{e.text!r} has no mask token ({pipe.tokenizer.special_tokens['mask']}); put one "
                          "where a word is missing.")
-    with torch.inference_mode():
-        logits = pipe.model.head(e.hidden[rows]).float().numpy()  # (masks, vocab)
+    logits = e.logits.float().numpy()[rows]  # (masks, vocab)
     out = [_title(3, "Head: masked positions -> vocabulary logits")]
     out.append(f"logits shape ({logits.shape[0]} masked of {len(e.ids)} tokens, vocabulary "
                f"{logits.shape[1]}): only masked positions are projected")
     out.append(_title(4, "Post-processing: softmax over the vocabulary -> top 5 tokens"))
-    results = pipe.postprocess(e.ids, logits, top_k=5)
+    results = pipe.postprocess([logits], pipe.preprocess(e.text, truncation=True), top_k=5)
     for n, proposals in enumerate([results] if isinstance(results[0], dict) else results, 1):
         out.append(f"mask {n}:")
         out += [f"  {p['score']:.4f}  {p['token_str']!r:<16} {p['sequence']}" for p in proposals]
@@ -198,25 +189,24 @@ def _fill_mask(pipe, e: Encoded) -> list[str]:
 
 def _question_answering(pipe, e: Encoded) -> list[str]:
     import numpy as np
-    import torch
 
-    from coulisse.engine import Item
-    from coulisse.tasks.question_answering import NULL_SCORE, Example, char_span, check_options, select_starts_ends
+    from coulisse.tasks.base import POST, PRE
+    from coulisse.tasks.question_answering import NULL_SCORE, Example, char_span, select_starts_ends
 
     example = Example(e.options["question"], e.options["context"])
-    options = check_options(dict(pipe.defaults))
+    options = pipe.options({})
+    batch = pipe.preprocess([example], **pipe.stage_options(options, PRE))
+    windows = batch.context
     max_seq_len, doc_stride = pipe.window_sizes(options["max_seq_len"], options["doc_stride"])
-    windows = pipe.windows([example], max_seq_len, doc_stride)
     out = [_title(3, "Head: every token -> start and end logits")]
     if [w.encoding.ids for w in windows] == [e.ids]:
-        with torch.inference_mode():
-            logits = [pipe.model.head(e.hidden).float().numpy()]  # (T, 2)
+        logits = [e.logits.float().numpy()]  # (T, 2)
     else:  # a long context: the pipeline reads it in windows, and so does what follows
-        logits = pipe.forward([Item(w.encoding.ids, w.encoding.type_ids) for w in windows])
-        out.append(f"the pipeline cuts this context into {len(windows)} window(s) of at most {max_seq_len} "
+        logits = pipe.forward(batch)
+        out.append(f"the pipeline cuts this context into {count(len(windows), 'window')} of at most {max_seq_len} "
                    f"tokens sharing {doc_stride}: what follows reads each of them (stages 1-2 showed the pair "
                    f"truncated at {pipe.tokenizer.model_max_length} tokens)")
-    post = {k: options[k] for k in ("top_k", "handle_impossible_answer", "max_answer_len", "align_to_words")}
+    post = pipe.stage_options(options, POST)
     spans = []
     for n, (window, lg) in enumerate(zip(windows, logits, strict=True), 1):
         tokens, allowed = window.encoding.tokens, np.flatnonzero(window.p_mask == 0)
@@ -244,7 +234,7 @@ def _question_answering(pipe, e: Encoded) -> list[str]:
         start, end = char_span(window.encoding, s, t, sequence_index, post["align_to_words"])
         out.append(f"{where}best span tokens {s}..{t} {window.encoding.tokens[s:t + 1]}, score "
                    f"{float(scores[0]):.4f}, characters [{start}:{end}] {example.context[start:end]!r}")
-    answer = pipe.postprocess(example, windows, logits, **post)
+    answer = pipe.postprocess(logits, batch, **post)
     answer = answer[0] if isinstance(answer, list) and answer else answer
     if not answer:
         return [*out, "\nAnswer: (none)"]
@@ -255,13 +245,14 @@ def _question_answering(pipe, e: Encoded) -> list[str]:
 def _zero_shot(pipe, e: Encoded) -> list[str]:
     import numpy as np
 
-    from coulisse.engine import Item
     from coulisse.tasks.zero_shot import zero_shot_scores
 
     text, labels, template = e.options["text"], e.options["labels"], e.options["template"]
     multi_label = e.options["multi_label"]
-    encodings = pipe.encode_pairs([text], labels, template)
-    logits = np.stack(pipe.forward([Item(x.ids, x.type_ids) for x in encodings]))  # (labels, NLI classes)
+    batch = pipe.preprocess(text, candidate_labels=labels, hypothesis_template=template)
+    encodings = batch.items
+    outputs = pipe.forward(batch)
+    logits = np.stack(outputs)  # (labels, NLI classes)
     ent, con = pipe.entailment_id, pipe.contradiction_id
     id2label = pipe.config.id2label
     width = max(len(label) for label in labels)
@@ -280,7 +271,7 @@ def _zero_shot(pipe, e: Encoded) -> list[str]:
     out.append(_title(5, f"Post-processing: {how} -> ranking"))
     scores = zero_shot_scores(logits, ent, con, multi_label)
     out += [f"  {label:<{width}}  {s:.4f}" for label, s in zip(labels, scores, strict=True)]
-    result = pipe.postprocess(text, labels, logits, multi_label)
+    result = pipe.postprocess(outputs, batch, multi_label=multi_label)
     out.append("ranking: " + "  ".join(f"{label} {s:.4f}" for label, s in
                                        zip(result["labels"], result["scores"], strict=True)))
     out.append(f"\nAnswer: {result['labels'][0]} ({result['scores'][0]:.4f})")

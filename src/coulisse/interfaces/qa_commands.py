@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from coulisse.interfaces.cli import engine_options, load_pipeline, model_option, read_texts
+from coulisse.interfaces.options import engine_options, load_pipeline, model_option, read_texts, require_model
 
 
 def read_context(value: str) -> str:
@@ -37,7 +37,7 @@ def _shown(text: str, width: int = 60) -> str:
 @click.argument("questions", nargs=-1, required=True)
 @click.option("-c", "--context", required=True, envvar="COULISSE_CONTEXT",
               help="The context: a FILE to read, - for stdin, or the text itself.")
-@model_option(default=None)
+@model_option(default_help=None)
 @click.option("-k", "--top-k", type=int, default=1, show_default=True, help="Answers shown per question.")
 @click.option("-l", "--max-answer-len", type=int, default=15, show_default=True,
               envvar="COULISSE_MAX_ANSWER_LEN", help="Longest answer, in tokens.")
@@ -62,9 +62,7 @@ def qa(questions, context, model, top_k, max_answer_len, max_seq_len, doc_stride
       coulisse qa -m ./my-qa-model -c "Le camembert vient de Normandie." "D'où vient le camembert ?"
       coulisse qa -m ./my-qa-model -c notes.txt -k 3 --json "Quand ?" "Où ?"
     """
-    if model is None:
-        raise click.UsageError("give --model: a question-answering checkpoint (Hub id or folder), or set "
-                               "COULISSE_MODEL.")
+    model = require_model(model, "a question-answering checkpoint")
     text = read_context(context)
     pipe = load_pipeline("question-answering", model, threads, quantize)
     options = {"top_k": top_k, "max_answer_len": max_answer_len, "max_seq_len": max_seq_len,
@@ -93,7 +91,7 @@ def qa(questions, context, model, top_k, max_answer_len, max_seq_len, doc_stride
 @click.argument("texts", nargs=-1)
 @click.option("-l", "--labels", required=True, envvar="COULISSE_LABELS",
               help="Candidate labels, comma-separated: 'sport,politique,cinéma'.")
-@model_option(default=None)
+@model_option(default_help=None)
 @click.option("-H", "--hypothesis-template", default=None, envvar="COULISSE_HYPOTHESIS_TEMPLATE",
               help="Hypothesis with {} for the label; default in the model's language: "
               "'Ce texte parle de {}.' for French models, else 'This example is {}.'.")
@@ -112,9 +110,7 @@ def zero_shot(texts, labels, model, hypothesis_template, multi_label, top_k, as_
       coulisse zero-shot -m ./nli-model -l "urgent,pas urgent" -H "Ce message est {}." --json "Au secours !"
       cat titres.txt | coulisse zero-shot -m ./nli-model -l économie,santé,culture -M
     """
-    if model is None:
-        raise click.UsageError("give --model: an NLI sequence classifier (Hub id or folder), or set "
-                               "COULISSE_MODEL.")
+    model = require_model(model, "an NLI sequence classifier")
     lines = read_texts(texts)
     pipe = load_pipeline("zero-shot-classification", model, threads, quantize)
     options = {"candidate_labels": labels, "multi_label": multi_label}
@@ -128,8 +124,3 @@ def zero_shot(texts, labels, model, hypothesis_template, multi_label, top_k, as_
         else:
             shown = "  ".join(f"{label} {score:.4f}" for label, score in pairs)
             click.echo(f"{shown}  {_shown(result['sequence'])}")
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(qa)
-    cli.add_command(zero_shot)

@@ -1,5 +1,8 @@
-"""`coulisse ner`, `coulisse fill-mask` and `coulisse embed`; and `explain --task` for every task that
-`coulisse.interfaces.explain.STAGES` renders."""
+"""The task verbs: `coulisse classify`, `explain`, `ner`, `fill-mask` and `embed`.
+
+`explain --task` offers every task that `coulisse.interfaces.explain.STAGES` renders; that module
+imports numpy and torch only inside its renderers, so reading the table here keeps `--help` light.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,10 @@ import json
 
 import click
 
-from coulisse.interfaces.cli import engine_options, load_pipeline, model_option, read_texts
+from coulisse.interfaces.explain import STAGES, check_request, explain_text
+from coulisse.interfaces.formatting import probability
+from coulisse.interfaces.jobs.command import run_job
+from coulisse.interfaces.options import engine_options, load_pipeline, model_option, read_texts, require_model
 
 AGGREGATIONS = ("none", "simple", "first", "average", "max")
 MASKS = ("<mask>", "[MASK]")
@@ -18,15 +24,95 @@ def _shown(text: str, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def _require(model: str | None, what: str) -> str:
-    if model is None:
-        raise click.UsageError(f"give --model: {what} (Hub id or folder), or set COULISSE_MODEL.")
-    return model
+@click.command()
+@click.argument("texts", nargs=-1)
+@model_option()
+@click.option("-k", "--top-k", type=int, default=1, show_default=True, help="Labels shown per text.")
+@click.option("-j", "--json", "as_json", is_flag=True, help="One JSON object per input (text, label, score).")
+@engine_options
+@click.option("-i", "--input", "input_path", default=None, envvar="COULISSE_INPUT",
+              help="Corpus job: read FILE (.csv .tsv .jsonl .parquet .txt, or - for stdin) instead of TEXTS.")
+@click.option("-o", "--output", default=None, envvar="COULISSE_OUTPUT",
+              help="Corpus job output (.csv .tsv .jsonl .parquet; default: JSONL on stdout).")
+@click.option("-c", "--column", default=None, envvar="COULISSE_COLUMN",
+              help="Text column (default: 'text', else the only string column).")
+@click.option("-a", "--all-scores", is_flag=True, envvar="COULISSE_ALL_SCORES",
+              help="Add a score_<LABEL> column per label.")
+@click.option("--long-text", type=click.Choice(["truncate", "chunk"]), default="truncate", show_default=True,
+              envvar="COULISSE_LONG_TEXT", help="Texts over the model's limit: keep the start, or average "
+              "the logits of overlapping windows that cover the whole text.")
+@click.option("--stride", type=int, default=None, envvar="COULISSE_STRIDE",
+              help="With --long-text chunk: tokens shared by consecutive windows (default: a quarter).")
+@click.option("--resume", is_flag=True, envvar="COULISSE_RESUME",
+              help="Continue an interrupted job where its output ends, with the input and options "
+              "recorded next to it.")
+@click.option("--overwrite", is_flag=True, envvar="COULISSE_OVERWRITE", help="Replace a non-empty output.")
+@click.option("--quiet", is_flag=True, envvar="COULISSE_QUIET", help="No progress bar, no summary.")
+@click.option("--progress/--no-progress", default=None, envvar="COULISSE_PROGRESS",
+              help="Show the progress bar even when stderr is not a terminal (or never).")
+@click.option("-b", "--batch-rows", type=int, default=1024, show_default=True, envvar="COULISSE_BATCH_ROWS",
+              help="Rows read, classified and committed at a time.")
+def classify(texts, model, top_k, as_json, threads, quantize, input_path, output, column, all_scores,
+             long_text, stride, resume, overwrite, quiet, progress, batch_rows):
+    """Classify TEXTS (or lines of stdin) with a sequence classifier; or a whole file with --input.
+
+    \b
+    Examples:
+      coulisse classify "J'ai adoré ce film." "Quel ennui..."
+      cat reviews.txt | coulisse classify --json
+      coulisse classify -m ./my-model -k 2 "Pas mal du tout"
+      coulisse classify -i reviews.csv -o labelled.csv --all-scores
+      coulisse classify -o labelled.parquet --resume
+      coulisse classify -i long_reviews.jsonl -o out.jsonl --long-text chunk --stride 64
+
+    With --input, rows are committed to --output chunk by chunk: after an interruption, --resume
+    continues where the output ends, and the result equals an uninterrupted run's. A resume reads
+    the first run's input and options (model, column, --all-scores, --long-text, --stride,
+    --batch-rows, --quantize) from the state file next to the output: `-o FILE --resume` is enough.
+    """
+    if input_path is not None or output is not None:
+        return run_job(click.get_current_context())
+    lines = read_texts(texts)
+    pipe = load_pipeline("text-classification", model, threads, quantize)
+    results = pipe(lines, top_k=top_k)
+    for text, result in zip(lines, results, strict=True):
+        best = result[0]
+        if as_json:
+            record = {"text": text, "label": best["label"], "score": best["score"]}
+            if top_k > 1:
+                record["scores"] = result
+            click.echo(json.dumps(record, ensure_ascii=False))
+        else:
+            shown = text if len(text) <= 60 else text[:57] + "..."
+            labels = "  ".join(f"{r['label']} {r['score']:.4f}" for r in result)
+            click.echo(f"{labels}  {shown}")
+
+
+@click.command()
+@click.argument("text")
+@model_option()
+@click.option("--task", type=click.Choice(list(STAGES)), default="text-classification", show_default=True)
+@click.option("--question", default=None, help="question-answering: the question; TEXT is the context.")
+@click.option("--labels", default=None, help="zero-shot-classification: candidate labels, comma-separated.")
+@click.option("--template", default=None,
+              help="zero-shot-classification: hypothesis with {} for the label (default: the model's language).")
+def explain(text, model, task, question, labels, template):
+    """Show every stage behind the pipeline for TEXT: tokens, ids, mask, hidden states, logits, labels.
+
+    \b
+    Examples:
+      coulisse explain "J'ai attendu un cours d'HuggingFace toute ma vie."
+      coulisse explain --task question-answering -m ./qa --question "Où ?" "Le camembert vient de Normandie."
+      coulisse explain --task zero-shot-classification -m ./nli --labels sport,cinéma "Le PSG a gagné."
+    """
+    check_request(task, question, labels, template)  # before loading a model
+    pipe = load_pipeline(task, model)
+    click.echo(explain_text(pipe, text, question=question, labels=labels, template=template))
 
 
 @click.command()
 @click.argument("texts", nargs=-1)
-@model_option(default=None)
+@model_option(default_help=None)
 @click.option("-a", "--aggregation", type=click.Choice(AGGREGATIONS), default="simple", show_default=True,
               envvar="COULISSE_AGGREGATION",
               help="none: one row per token; simple: adjacent tokens of one entity grouped; first / average "
@@ -50,7 +136,7 @@ def ner(texts, model, aggregation, stride, ignore_labels, as_json, threads, quan
       coulisse ner -m ./my-ner --aggregation first --json "Emmanuel Macron est à Berlin."
       cat article.txt | coulisse ner -m ./my-ner --stride 64 -i O,MISC
     """
-    pipe = load_pipeline("token-classification", _require(model, "a token-classification checkpoint"),
+    pipe = load_pipeline("token-classification", require_model(model, "a token-classification checkpoint"),
                          threads, quantize)
     lines = read_texts(texts)
     if stride is None and aggregation != "none":
@@ -72,7 +158,7 @@ def ner(texts, model, aggregation, stride, ignore_labels, as_json, threads, quan
 
 @click.command("fill-mask")
 @click.argument("texts", nargs=-1)
-@model_option(default=None)
+@model_option(default_help=None)
 @click.option("-k", "--top-k", type=int, default=5, show_default=True, help="Proposals per mask.")
 @click.option("-w", "--targets", default=None, envvar="COULISSE_TARGETS",
               help="Only score these words, comma-separated: 'bon,mauvais'.")
@@ -90,7 +176,7 @@ def fill_mask(texts, model, top_k, targets, as_json, threads, quantize):
       coulisse fill-mask -m ./my-mlm -k 3 --targets bon,mauvais "Ce film est vraiment <mask>."
       coulisse fill-mask -m bert-base-uncased --json "Paris is the [MASK] of France."
     """
-    pipe = load_pipeline("fill-mask", _require(model, "a masked-language-model checkpoint"), threads,
+    pipe = load_pipeline("fill-mask", require_model(model, "a masked-language-model checkpoint"), threads,
                          quantize)
     mask = pipe.tokenizer.special_tokens["mask"]
     lines = [_with_mask(text, mask) for text in read_texts(texts)]
@@ -110,7 +196,8 @@ def fill_mask(texts, model, top_k, targets, as_json, threads, quantize):
             if len(per_mask) > 1:
                 click.echo(f"  mask {n}:")
             for p in proposals:
-                click.echo(f"  {p['score']:.4f}  {p['token_str']!r:<18} {_shown(p['sequence'], 70)}")
+                score = probability(p["score"])
+                click.echo(f"  {score:<9}  {p['token_str']!r:<18} {_shown(p['sequence'], 70)}")
 
 
 def _with_mask(text: str, mask: str) -> str:
@@ -122,7 +209,7 @@ def _with_mask(text: str, mask: str) -> str:
 
 @click.command()
 @click.argument("texts", nargs=-1)
-@model_option(default=None)
+@model_option(default_help=None)
 @click.option("-p", "--pooling", type=click.Choice(["auto", "mean", "cls"]), default="auto",
               show_default=True, envvar="COULISSE_POOLING",
               help="auto: the folder's sentence-transformers settings (pooling, Normalize, max length), "
@@ -139,7 +226,7 @@ def embed(texts, model, pooling, normalize, as_json, threads, quantize):
       coulisse embed -m sentence-transformers/all-MiniLM-L6-v2 "Le chat dort." "Un chat fait la sieste."
       cat phrases.txt | coulisse embed -m ./my-encoder --pooling cls --normalize --json > vectors.jsonl
     """
-    pipe = load_pipeline("feature-extraction", _require(model, "an encoder"), threads, quantize)
+    pipe = load_pipeline("feature-extraction", require_model(model, "an encoder"), threads, quantize)
     lines = read_texts(texts)
     vectors = pipe(lines, pooling=pooling, **({} if normalize is None else {"normalize": normalize}))
     for text, vector in zip(lines, vectors, strict=True):
@@ -149,13 +236,3 @@ def embed(texts, model, pooling, normalize, as_json, threads, quantize):
             norm = sum(v * v for v in vector) ** 0.5
             start = ", ".join(f"{v:.4f}" for v in vector[:4])
             click.echo(f"dim {len(vector)}  norm {norm:.4f}  [{start}, ...]  {_shown(text, 40)}")
-
-
-def register(cli: click.Group) -> None:
-    from coulisse.interfaces.explain import STAGES
-
-    for command in (ner, fill_mask, embed):
-        cli.add_command(command)
-    # `explain --task` offers every task explain.py renders; the table lives there, not in cli.py.
-    task = next(p for p in cli.commands["explain"].params if p.name == "task")
-    task.type = click.Choice(list(STAGES))

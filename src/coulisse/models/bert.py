@@ -1,9 +1,10 @@
-"""The BERT-family encoder (BERT, RoBERTa, CamemBERT, XLM-R; DistilBERT reuses it), inference only.
+"""The BERT-family encoder (BERT, RoBERTa, CamemBERT, XLM-R, ELECTRA; DistilBERT reuses it), inference only.
 
 Tokens travel *packed*: the linear layers and layer norms see a `(T, hidden)` tensor holding every
 real token of the batch and no padding, `T` being the sum of the sequence lengths. Only attention,
 which must not mix sequences, lays tokens out per sequence. Family differences are config fields:
-RoBERTa-family models number positions from `pad_token_id + 1` and have one token type.
+RoBERTa-family models number positions from `pad_token_id + 1` and have one token type; ELECTRA's word
+vectors may be narrower than the encoder (`embedding_size`), and a linear layer projects them up.
 
 Module names follow transformers' checkpoint keys, so the weight table (`checkpoint_keys`) is the
 identity except for the fused query/key/value projection.
@@ -91,11 +92,12 @@ class Packed:
 class Embeddings(nn.Module):
     def __init__(self, config: EncoderConfig):
         super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        width = config.embedding_size or config.hidden_size
+        self.word_embeddings = nn.Embedding(config.vocab_size, width)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, width)
         if config.type_vocab_size > 0:
-            self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+            self.token_type_embeddings = nn.Embedding(config.type_vocab_size, width)
+        self.LayerNorm = nn.LayerNorm(width, eps=config.layer_norm_eps)
 
     def forward(self, p: Packed) -> Tensor:
         x = self.word_embeddings(p.input_ids) + self.position_embeddings(p.position_ids)  # (T, H)
@@ -158,6 +160,8 @@ class Attention(nn.Module):
 
 
 class Intermediate(nn.Module):
+    act_input = "dense"  # `act` applies to this child's output: int8 fuses the two (models/quantize.py)
+
     def __init__(self, config: EncoderConfig):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
@@ -200,11 +204,17 @@ class BertModel(nn.Module):
         super().__init__()
         self.config = config
         self.embeddings = Embeddings(config)
+        width = config.embedding_size or config.hidden_size
+        if width != config.hidden_size:
+            self.embeddings_project = nn.Linear(width, config.hidden_size)
         self.encoder = Encoder(config)
 
     def forward(self, p: Packed, first_only: bool = False) -> Tensor:
         """Packed hidden states `(T, H)`, or only each sequence's first token `(B, H)`."""
-        return self.encoder(self.embeddings(p), p, first_only)
+        x = self.embeddings(p)  # (T, E)
+        if hasattr(self, "embeddings_project"):
+            x = self.embeddings_project(x)  # (T, H)
+        return self.encoder(x, p, first_only)
 
 
 def checkpoint_keys(name: str) -> list[str]:

@@ -1,7 +1,8 @@
 """Task heads: a few layers on top of the encoder's hidden states, one class per checkpoint layout.
 
 Each head names the checkpoint keys of its parameters (`KEYS`), since heads live outside the
-base-model prefix (`classifier.*`), except BERT's pooler which lives inside it.
+base-model prefix (`classifier.*`), except BERT's pooler which lives inside it. Which family uses
+which head for which task is the family table's business (`coulisse.families`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from coulisse.config import EncoderConfig
+from coulisse.errors import UnsupportedModelError
 from coulisse.models.bert import ACTIVATIONS
 
 
@@ -33,6 +35,7 @@ class RobertaClassificationHead(nn.Module):
     """RoBERTa family: dense + tanh on <s>, then out_proj."""
 
     KEYS = {"dense": "classifier.dense", "out_proj": "classifier.out_proj"}
+    act = staticmethod(torch.tanh)
 
     def __init__(self, config: EncoderConfig):
         super().__init__()
@@ -40,7 +43,7 @@ class RobertaClassificationHead(nn.Module):
         self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
 
     def forward(self, first: Tensor) -> Tensor:
-        return self.out_proj(torch.tanh(self.dense(first)))
+        return self.out_proj(self.act(self.dense(first)))
 
 
 class DistilBertClassificationHead(nn.Module):
@@ -57,16 +60,43 @@ class DistilBertClassificationHead(nn.Module):
         return self.classifier(torch.relu(self.pre_classifier(first)))
 
 
-def classification_head(config: EncoderConfig) -> nn.Module:
-    if config.family == "distilbert":
-        return DistilBertClassificationHead(config)
-    if config.position_offset:  # RoBERTa family
-        return RobertaClassificationHead(config)
-    return BertClassificationHead(config)
+class ElectraClassificationHead(RobertaClassificationHead):
+    """ELECTRA: RoBERTa's layout with GELU (whatever the config says) in place of tanh."""
+
+    act = staticmethod(F.gelu)
+
+
+SUMMARY_ACTIVATIONS = {**ACTIVATIONS, "tanh": torch.tanh, "linear": lambda x: x}
+
+
+class SequenceSummaryHead(nn.Module):
+    """XLM / FlauBERT `sequence_summary`: the first token projected onto the labels (`summary`), then the
+    config's `summary_activation` (none by default)."""
+
+    KEYS = {"summary": "sequence_summary.summary"}
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        # transformers' other summaries ("last", "mean") read padding positions, so a text's logits would
+        # depend on its batch; a summary that is not projected onto the labels gives no logits.
+        if config.summary_type != "first" or not (config.summary_use_proj and config.summary_proj_to_labels):
+            raise UnsupportedModelError(
+                f"summary_type={config.summary_type!r}, summary_use_proj={config.summary_use_proj}, "
+                f"summary_proj_to_labels={config.summary_proj_to_labels} in config.json; coulisse runs sequence "
+                "summaries of the first token projected onto the labels ('first', true, true).")
+        activation = config.summary_activation or "linear"
+        if activation not in SUMMARY_ACTIVATIONS:
+            raise UnsupportedModelError(f"summary_activation={activation!r} in config.json; coulisse runs "
+                                        f"{', '.join(sorted(SUMMARY_ACTIVATIONS))}.")
+        self.summary = nn.Linear(config.hidden_size, config.num_labels)
+        self.act = SUMMARY_ACTIVATIONS[activation]
+
+    def forward(self, first: Tensor) -> Tensor:
+        return self.act(self.summary(first))
 
 
 class QuestionAnsweringHead(nn.Module):
-    """`*ForQuestionAnswering` (all five families): a linear layer on every token -> start, end logits."""
+    """`*ForQuestionAnswering`: a linear layer on every token -> start, end logits."""
 
     KEYS = {"qa_outputs": "qa_outputs"}
     per_token = True
@@ -79,17 +109,23 @@ class QuestionAnsweringHead(nn.Module):
         return self.qa_outputs(hidden)  # (T, 2): start logit, end logit
 
 
-def multiple_choice_head(config: EncoderConfig) -> nn.Module:
-    """`*ForMultipleChoice`: one score per (prompt, choice) sequence. BERT and the RoBERTa family both
-    read the base model's tanh pooler (`{base}.pooler.dense`) then `classifier`; DistilBERT its own
-    pre_classifier + ReLU."""
-    if config.family == "distilbert":
-        return DistilBertClassificationHead(config, outputs=1)
-    return BertClassificationHead(config, outputs=1)
+# `*ForMultipleChoice`: one score per (prompt, choice) sequence, with the classification layout of the
+# family: BERT and the RoBERTa family read the base model's tanh pooler (`{base}.pooler.dense`) then
+# `classifier`; DistilBERT its own pre_classifier + ReLU.
+
+
+class BertMultipleChoiceHead(BertClassificationHead):
+    def __init__(self, config: EncoderConfig):
+        super().__init__(config, outputs=1)
+
+
+class DistilBertMultipleChoiceHead(DistilBertClassificationHead):
+    def __init__(self, config: EncoderConfig):
+        super().__init__(config, outputs=1)
 
 
 class TokenClassificationHead(nn.Module):
-    """`*ForTokenClassification` (all five families): one linear layer on every token."""
+    """`*ForTokenClassification`: one linear layer on every token."""
 
     KEYS = {"classifier": "classifier"}
     per_token = True
@@ -175,10 +211,3 @@ class DistilBertMaskedLMHead(nn.Module):
     def forward(self, hidden: Tensor) -> Tensor:
         return self.vocab_projector(self.vocab_layer_norm(self.act(self.vocab_transform(hidden))))
 
-
-def masked_lm_head(config: EncoderConfig) -> nn.Module:
-    if config.family == "distilbert":
-        return DistilBertMaskedLMHead(config)
-    if config.position_offset:  # RoBERTa family
-        return RobertaMaskedLMHead(config)
-    return BertMaskedLMHead(config)

@@ -3,6 +3,7 @@ and `load_model`, which builds it from a checkpoint folder."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from contextlib import contextmanager
@@ -13,32 +14,31 @@ import torch
 from torch import Tensor, nn
 
 from coulisse.config import EncoderConfig
-from coulisse.errors import InputError, ModelLoadError
-from coulisse.models import bert, distilbert
-from coulisse.models.bert import BertModel, Packed
-from coulisse.models.heads import (
-    QuestionAnsweringHead,
-    TokenClassificationHead,
-    classification_head,
-    masked_lm_head,
-    multiple_choice_head,
-)
+from coulisse.errors import InputError, ModelLoadError, UnsupportedModelError
+from coulisse.families import Family
+from coulisse.models.bert import Packed
 from coulisse.weights import check_unused, gather_weights, normalize_keys, read_weights
 
 log = logging.getLogger(__name__)
 
-BASE_PREFIXES = {
-    "bert": ("bert",),
-    "roberta": ("roberta",),
-    "camembert": ("roberta", "camembert"),
-    "xlm-roberta": ("roberta",),
-    "distilbert": ("distilbert",),
-}
-HEADS = {"sequence-classification": classification_head}
-HEADS["question-answering"] = QuestionAnsweringHead
-HEADS["token-classification"] = TokenClassificationHead
-HEADS["masked-lm"] = masked_lm_head
-HEADS["multiple-choice"] = multiple_choice_head
+
+def resolve(name: str):
+    """A family table entry ("module.name" under coulisse.models) -> the object it names."""
+    module, _, attr = name.rpartition(".")
+    return getattr(importlib.import_module(f"coulisse.models.{module}"), attr)
+
+
+def build_head(config: EncoderConfig, task: str) -> nn.Module:
+    """The head of `task` in the checkpoint layout of the config's family."""
+    family = config.family
+    heads = resolve(family.heads) if isinstance(family.heads, str) else family.heads
+    if task not in heads:
+        raise UnsupportedModelError(
+            f"coulisse runs {config.model_type} checkpoints with the heads {', '.join(heads)} (and as base "
+            f"models, for feature-extraction), not {task}; use one of those tasks or another family."
+        )
+    builder = heads[task]
+    return (resolve(builder) if isinstance(builder, str) else builder)(config)
 
 
 @dataclass
@@ -57,48 +57,52 @@ class EncoderModel(nn.Module):
         super().__init__()
         self.config = config
         self.task_head = head
-        self.base = BertModel(config)
-        self.head = HEADS[head](config) if head else None
-        # Set by the fill-mask pipeline to the mask token's id: the packed path then gives a per-token head
-        # only the rows of that token, so a masked-LM head projects M masked positions, not T tokens, onto
-        # the vocabulary (output `(M, V)`, in packed order).
-        self.select_token_id: int | None = None
+        self.base = resolve(config.family.model)(config)
+        self.head = build_head(config, head) if head else None
 
     @property
     def per_token(self) -> bool:
         """Whether outputs are one row per token (`(T, ...)`) rather than one per sequence (`(B, ...)`)."""
         return self.head is None or getattr(self.head, "per_token", False)
 
-    def forward_packed(self, p: Packed, every_token: bool = False) -> Tensor:
+    def forward_packed(self, p: Packed, select_token_id: int | None = None) -> Tensor:
         """Packed ids in; per-sequence logits `(B, labels)` for a sequence head, else one row per
-        token `(T, ...)`: hidden states for a base model, token logits for a token-level head (only the
-        `select_token_id` rows, unless `every_token`)."""
+        token `(T, ...)`: hidden states for a base model, token logits for a token-level head.
+        `select_token_id` gives a per-token head only the rows of that token, in packed order: fill-mask
+        projects its M masked positions onto the vocabulary (`(M, V)`), not all T tokens."""
         if self.per_token:
             hidden = self.base(p)
-            if self.head is None:
-                return hidden
-            if self.select_token_id is not None and not every_token:
-                hidden = hidden[p.input_ids == self.select_token_id]  # (M, H)
-            return self.head(hidden)
+            if select_token_id is not None:
+                hidden = hidden[p.input_ids == select_token_id]  # (M, H)
+            return hidden if self.head is None else self.head(hidden)
         return self.head(self.base(p, first_only=True))  # first token (<s> / [CLS]) of each sequence
 
     @torch.inference_mode()
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-                token_type_ids: Tensor | None = None) -> ModelOutput:
+                token_type_ids: Tensor | None = None, output_hidden_states: bool = False) -> ModelOutput:
         """The notebook's `model(**inputs)`: padded `(B, L)` tensors in, padding dropped inside.
-        A multiple-choice head takes `(B, choices, L)` and returns logits `(B, choices)`."""
+        A multiple-choice head takes `(B, choices, L)` and returns logits `(B, choices)`.
+        `output_hidden_states=True` also returns the encoder's `last_hidden_state` `(B, L, H)` beside a
+        head's logits: stage 2 and the head apart, as `coulisse explain` shows them."""
         if input_ids.dim() == 3:
             return self._forward_choices(input_ids, attention_mask, token_type_ids)
         p = Packed.from_padded(input_ids, attention_mask, token_type_ids, self.config.position_offset)
-        out = self.forward_packed(p, every_token=True)
-        if not self.per_token:
-            return ModelOutput(logits=out)
         keep = attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=bool)
-        padded = out.new_zeros(*input_ids.shape, out.shape[-1])  # (B, L, ...), zeros at padding
-        padded[keep] = out
-        if self.head is None:
-            return ModelOutput(last_hidden_state=padded)
-        return ModelOutput(logits=padded)
+
+        def padded(rows: Tensor) -> Tensor:  # (T, ...) -> (B, L, ...), zeros at padding
+            out = rows.new_zeros(*input_ids.shape, rows.shape[-1])
+            out[keep] = rows
+            return out
+
+        if self.head is None or output_hidden_states:
+            hidden = self.base(p)  # (T, H)
+            if self.head is None:
+                return ModelOutput(last_hidden_state=padded(hidden))
+            logits = self.head(hidden) if self.per_token else self.head(hidden[p.starts])
+            return ModelOutput(last_hidden_state=padded(hidden),
+                               logits=padded(logits) if self.per_token else logits)
+        out = self.forward_packed(p)
+        return ModelOutput(logits=padded(out) if self.per_token else out)
 
     def _forward_choices(self, input_ids: Tensor, attention_mask: Tensor | None,
                          token_type_ids: Tensor | None) -> ModelOutput:
@@ -116,8 +120,8 @@ class EncoderModel(nn.Module):
         return ModelOutput(logits=logits.view(B, C))
 
 
-def _sources(config: EncoderConfig, head: nn.Module | None):
-    family_keys = distilbert.checkpoint_keys if config.family == "distilbert" else bert.checkpoint_keys
+def _sources(family: Family, head: nn.Module | None):
+    family_keys = resolve(family.checkpoint_keys)
 
     def sources(name: str) -> list[str]:
         scope, _, rest = name.partition(".")
@@ -151,7 +155,8 @@ def load_model(directory: Path, config: EncoderConfig, head: str | None = None) 
     """Build the model on the meta device, then adopt the checkpoint's tensors without extra copies."""
     start = time.perf_counter()
     tensors, path = read_weights(directory)
-    tensors = normalize_keys(tensors, BASE_PREFIXES[config.model_type])
+    family = config.family
+    tensors = normalize_keys(tensors, family.prefixes)
     with skip_init():
         model = EncoderModel(config, head)
     # A head's own tensors (outside the base model) must be there, or the checkpoint is not fine-tuned for it.
@@ -163,8 +168,15 @@ def load_model(directory: Path, config: EncoderConfig, head: str | None = None) 
             f"{config.architectures or 'unknown'}); use task 'feature-extraction', or a fine-tuned "
             "checkpoint."
         )
-    state, used = gather_weights(model, tensors, _sources(config, model.head), path.name)
-    check_unused(tensors, used, path.name)
+    sources = _sources(family, model.head)
+    state, used = gather_weights(model, tensors, sources, path.name)
+    if family.unused_ok:
+        used |= {k for k in tensors if k.removeprefix("{base}.").startswith(family.unused_ok)}
+    # The encoder's own tensors sit under the top-level names its parameters are read from; every one of
+    # those must be used, while tensors outside them (a pooler, another task's head) may be left.
+    roots = {key.removeprefix("{base}.").split(".")[0] for name, _ in model.base.named_parameters()
+             for key in sources(f"base.{name}")}
+    check_unused(tensors, used, path.name, tuple(sorted(roots)))
     model.load_state_dict(state, strict=True, assign=True)
     model.eval().requires_grad_(False)
     log.info("loaded %s (%s, %d layers) from %s in %.2fs", config.model_type, head or "base",

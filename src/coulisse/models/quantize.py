@@ -171,13 +171,14 @@ def dequantize_rows(out: Tensor, scale: Tensor, bias: Tensor, gelu: bool) -> Ten
 
 
 def _swap_linears(module: nn.Module, weight_max: int) -> int:
-    from coulisse.models.bert import ACTIVATIONS, Intermediate
+    from coulisse.models.bert import ACTIVATIONS
 
     count = 0
     for name, child in module.named_children():
         if isinstance(child, nn.Linear):
-            # BERT's feed-forward `gelu(dense(x))`: the GELU runs inside the int8 layer's last pass.
-            gelu = isinstance(module, Intermediate) and name == "dense" and module.act is ACTIVATIONS["gelu"]
+            # A feed-forward `gelu(dense(x))` (a module whose `act` reads child `act_input`): the GELU runs
+            # inside the int8 layer's last pass.
+            gelu = getattr(module, "act_input", None) == name and module.act is ACTIVATIONS["gelu"]
             setattr(module, name, Int8Linear(child, weight_max, gelu=gelu))
             if gelu:
                 module.act = _identity
@@ -198,7 +199,8 @@ def _fbgemm(model: nn.Module) -> None:
     with warnings.catch_warnings():
         # torch deprecates its quantized tensor types in favour of torchao; the fbgemm kernels remain.
         warnings.simplefilter("ignore")
-        model.base.encoder = torch.ao.quantization.quantize_dynamic(model.base.encoder, {nn.Linear: qconfig})
+        # In place: the encoder may be the base model itself (FlauBERT), which cannot be reassigned.
+        torch.ao.quantization.quantize_dynamic(model.base.encoder, {nn.Linear: qconfig}, inplace=True)
 
 
 def quantize_model(model: nn.Module, mode: str | None) -> nn.Module:

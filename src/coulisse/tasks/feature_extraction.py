@@ -18,7 +18,7 @@ import numpy as np
 
 from coulisse.engine import Item
 from coulisse.errors import InputError, ModelLoadError, UnsupportedModelError
-from coulisse.pipelines import Pipeline
+from coulisse.tasks.base import PRE, Batch, Option, Pipeline, boolean, one_of
 from coulisse.tokenizer import check_texts
 
 POOLINGS = ("cls", "mean", "auto")
@@ -92,7 +92,13 @@ def pool(hidden: np.ndarray, pooling: str, normalize: bool = False) -> np.ndarra
 class FeatureExtractionPipeline(Pipeline):
     task = "feature-extraction"
     head = None
-    OPTIONS = ("return_tensors", "truncation", "pooling", "normalize")
+    OPTIONS = {
+        "return_tensors": Option(False),
+        "truncation": Option(True, PRE),
+        # None: the hidden states, as transformers returns them; else one sentence embedding per input
+        "pooling": Option(None, PRE, check=one_of(*POOLINGS)),
+        "normalize": Option(None, PRE, check=boolean),
+    }
 
     def sentence_config(self, pooling: str, normalize: bool | None) -> SentenceConfig:
         """The pooling to apply: the folder's sentence-transformers settings, with explicit options on top."""
@@ -102,10 +108,38 @@ class FeatureExtractionPipeline(Pipeline):
             normalize = found.normalize if pooling == "auto" else False
         return SentenceConfig(mode, bool(normalize), found.max_seq_length, found.lowercase)
 
-    def postprocess(self, hidden: np.ndarray, *, return_tensors: bool = False,
+    def resolve_options(self, options: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+        if options["pooling"] is None and options["normalize"]:
+            raise InputError("normalize=True needs a sentence embedding; pass pooling='auto', 'mean' or "
+                             "'cls'.")
+        return options
+
+    def preprocess(self, inputs: Any, truncation: bool = True, pooling: str | None = None,
+                   normalize: bool | None = None) -> Batch:
+        """Texts -> ids. With pooling, the sentence-transformers settings apply here (lowercasing, their
+        `max_seq_length`: 256 for all-MiniLM-L6-v2) and travel in the batch to postprocess."""
+        texts, single = check_texts(inputs)
+        sentence, max_length = None, None
+        if pooling is not None:
+            sentence = self.sentence_config(pooling, normalize)
+            if sentence.max_seq_length:
+                max_length = min(sentence.max_seq_length, self.tokenizer.model_max_length)
+            texts = [t.lower() for t in texts] if sentence.lowercase else texts
+        encodings = self.tokenizer.encode_batch(texts, truncation=truncation, max_length=max_length)
+        return Batch([Item(e.ids, e.type_ids) for e in encodings], texts, single, context=sentence)
+
+    def postprocess(self, outputs: Any, batch: Batch | None = None, *, return_tensors: bool = False,
                     pooling: SentenceConfig | None = None):
-        """Hidden states `(length, H)` -> `[1][length][H]` lists (or a `(1, length, H)` tensor); with
-        pooling, one `[H]` vector (or an `(H,)` tensor)."""
+        """Hidden states `(length, H)` per input -> `[1][length][H]` lists (or `(1, length, H)` tensors);
+        with the batch's pooling, one `[H]` vector (or an `(H,)` tensor) per input. One array alone (no
+        batch) gives that input's result."""
+        if batch is None:
+            return self._result(outputs, return_tensors, pooling)
+        results = [self._result(hidden, return_tensors, batch.context) for hidden in outputs]
+        return results[0] if batch.single else results
+
+    @staticmethod
+    def _result(hidden: np.ndarray, return_tensors: bool, pooling: SentenceConfig | None):
         array = np.asarray(hidden, dtype=np.float32)[None] if pooling is None else pool(
             hidden, pooling.pooling, pooling.normalize)
         if return_tensors:
@@ -113,35 +147,3 @@ class FeatureExtractionPipeline(Pipeline):
 
             return torch.from_numpy(array)
         return array.tolist()
-
-    def _options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        options = {**self.defaults, **kwargs}
-        unknown = set(options) - set(self.OPTIONS)
-        if unknown:
-            raise InputError(f"unknown option(s) {sorted(unknown)}; feature-extraction takes "
-                             f"{', '.join(self.OPTIONS)}.")
-        pooling = options.get("pooling")
-        if pooling is not None and pooling not in POOLINGS:
-            raise InputError(f"pooling={pooling!r}; use one of {', '.join(POOLINGS)}, or None for the "
-                             "hidden states.")
-        if pooling is None and options.get("normalize"):
-            raise InputError("normalize=True needs a sentence embedding; pass pooling='auto', 'mean' or "
-                             "'cls'.")
-        return options
-
-    def __call__(self, inputs: Any, progress=None, **kwargs: Any):
-        options = self._options(kwargs)
-        texts, single = check_texts(inputs)
-        pooling = None
-        truncation = options.get("truncation", True)
-        max_length = None
-        if options.get("pooling") is not None:
-            pooling = self.sentence_config(options["pooling"], options.get("normalize"))
-            if pooling.max_seq_length:  # sentence-transformers' own limit (256 for all-MiniLM-L6-v2)
-                max_length = min(pooling.max_seq_length, self.tokenizer.model_max_length)
-            texts = [t.lower() for t in texts] if pooling.lowercase else texts
-        encodings = self.tokenizer.encode_batch(texts, truncation=truncation, max_length=max_length)
-        hidden = self.forward([Item(e.ids, e.type_ids) for e in encodings], progress)
-        results = [self.postprocess(h, return_tensors=options.get("return_tensors", False), pooling=pooling)
-                   for h in hidden]
-        return results[0] if single else results

@@ -2,7 +2,7 @@
 `targets`) and the sentences they make, as transformers' FillMaskPipeline returns them (numpy only).
 
 The forward stage returns logits for the masked positions only, `(masks, vocab)` per input: the model
-projects those rows alone onto the vocabulary (see `EncoderModel.select_token_id`), not every token.
+projects those rows alone onto the vocabulary (`Engine.run(..., select_token_id=mask)`), not every token.
 """
 
 from __future__ import annotations
@@ -14,20 +14,20 @@ import numpy as np
 
 from coulisse.engine import Item
 from coulisse.errors import InputError, ModelLoadError
-from coulisse.pipelines import Pipeline
-from coulisse.tasks.text_classification import softmax
+from coulisse.tasks.base import PRE, Batch, Option, Pipeline, positive_int
+from coulisse.tasks.functional import softmax, top_k
 from coulisse.tokenizer import Tokenizer, check_texts
 
 log = logging.getLogger(__name__)
 
 
-def fill_mask_results(ids: list[int], logits: np.ndarray, tokenizer: Tokenizer, top_k: int = 5,
+def fill_mask_results(ids: list[int], logits: np.ndarray, tokenizer: Tokenizer, k: int = 5,
                       target_ids: np.ndarray | None = None) -> list:
     """One input's ids and its masked rows' logits `(masks, vocab)` -> a list of proposals (one mask), or
     one such list per mask. Each proposal: {"score", "token", "token_str", "sequence"}."""
     ids = np.asarray(ids)
-    if target_ids is not None and len(target_ids) < top_k:
-        top_k = len(target_ids)
+    if target_ids is not None and len(target_ids) < k:
+        k = len(target_ids)
     positions = np.flatnonzero(ids == tokenizer.mask_token_id)
     probs = softmax(np.asarray(logits, dtype=np.float32))  # (masks, vocab)
     if target_ids is not None:
@@ -37,7 +37,7 @@ def fill_mask_results(ids: list[int], logits: np.ndarray, tokenizer: Tokenizer, 
     results = []
     for position, row in zip(positions, probs, strict=True):
         proposals = []
-        for j in np.argsort(-row, kind="stable")[:top_k]:
+        for j in top_k(row, k):
             token = int(target_ids[j]) if target_ids is not None else int(j)
             filled = ids.copy()
             filled[position] = token
@@ -70,35 +70,42 @@ def target_ids(tokenizer: Tokenizer, targets: str | list[str]) -> np.ndarray:
     return np.array(ids)
 
 
+def _tokenizer_kwargs(name: str, value: Any) -> dict:
+    value = dict(value)
+    if set(value) - {"truncation"}:
+        raise InputError(f"{name}={value!r}; fill-mask passes on 'truncation' only.")
+    return value
+
+
 class FillMaskPipeline(Pipeline):
     task = "fill-mask"
     head = "masked-lm"
+    OPTIONS = {
+        "top_k": Option(5, check=positive_int),
+        "targets": Option(None),
+        "tokenizer_kwargs": Option(None, PRE, check=_tokenizer_kwargs),
+    }
 
     def __init__(self, checkpoint, **kwargs: Any):
         super().__init__(checkpoint, **kwargs)
         if self.tokenizer.mask_token_id is None:
             raise ModelLoadError(f"the tokenizer of {checkpoint.name} defines no mask token; set mask_token "
                                  "in its tokenizer_config.json.")
-        self.model.select_token_id = self.tokenizer.mask_token_id
 
-    def _options(self, kwargs: dict[str, Any]) -> tuple[int, np.ndarray | None, bool]:
-        options = {**self.defaults, **kwargs}
-        unknown = set(options) - {"top_k", "targets", "tokenizer_kwargs"}
-        if unknown:
-            raise InputError(f"unknown option(s) {sorted(unknown)}; fill-mask takes top_k, targets, "
-                             "tokenizer_kwargs.")
-        top_k = options.get("top_k", 5)
-        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
-            raise InputError(f"top_k={top_k!r}; pass a positive number of proposals.")
-        targets = options.get("targets")
-        ids = target_ids(self.tokenizer, targets) if targets is not None else None
-        tokenizer_kwargs = dict(options.get("tokenizer_kwargs") or {})
-        if set(tokenizer_kwargs) - {"truncation"}:
-            raise InputError(f"tokenizer_kwargs={tokenizer_kwargs!r}; fill-mask passes on 'truncation' only.")
-        return top_k, ids, bool(tokenizer_kwargs.get("truncation", False))
+    def resolve_options(self, options: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+        targets = options.pop("targets")
+        options["target_ids"] = target_ids(self.tokenizer, targets) if targets is not None else None
+        options["truncation"] = bool((options.pop("tokenizer_kwargs") or {}).get("truncation", False))
+        return options
 
-    def preprocess(self, texts: list[str], truncation: bool = False) -> list[Item]:
+    def stage_options(self, options: dict[str, Any], stage: str) -> dict[str, Any]:
+        if stage == PRE:
+            return {"truncation": options["truncation"]}
+        return {"top_k": options["top_k"], "target_ids": options["target_ids"]}
+
+    def preprocess(self, inputs: Any, truncation: bool = False) -> Batch:
         """Ids of each text; every text needs a mask token, and must fit the model unless truncated."""
+        texts, single = check_texts(inputs)
         encodings = self.tokenizer.encode_batch(texts, truncation=truncation)
         mask, limit = self.tokenizer.mask_token_id, self.config.max_positions
         for i, e in enumerate(encodings):
@@ -109,31 +116,16 @@ class FillMaskPipeline(Pipeline):
             if len(e.ids) > limit:
                 raise InputError(f"text {i} has {len(e.ids)} tokens, more than the {limit} the model reads; "
                                  "shorten it, or pass tokenizer_kwargs={'truncation': True}.")
-        return [Item(e.ids, e.type_ids) for e in encodings]
+        # transformers unwraps a one-text list too
+        return Batch([Item(e.ids, e.type_ids) for e in encodings], texts, single or len(texts) == 1)
 
     def forward(self, items: list[Item], progress=None) -> list[np.ndarray]:
-        """Per input, the logits of its masked positions `(masks, vocab)`: the engine's batches, whose
-        output holds only masked rows, split by each input's number of masks."""
-        mask = self.tokenizer.mask_token_id
-        counts = [it.ids.count(mask) for it in items]
-        results: list[np.ndarray | None] = [None] * len(items)
-        for batch in self.engine.plan([len(it.ids) for it in items]):
-            out = self.engine.forward([items[i] for i in batch]).numpy()  # (masks in the batch, vocab)
-            for rows, i in zip(np.split(out, np.cumsum([counts[i] for i in batch])[:-1]), batch, strict=True):
-                results[i] = rows
-            if progress is not None:
-                progress(len(batch))
-        return results  # type: ignore[return-value]
+        """Per input, the logits of its masked positions `(masks, vocab)`."""
+        return self.engine.run(items, progress, select_token_id=self.tokenizer.mask_token_id)
 
-    def postprocess(self, ids: list[int], logits: np.ndarray, top_k: int = 5,
+    def postprocess(self, outputs: list[np.ndarray], batch: Batch, *, top_k: int = 5,
                     target_ids: np.ndarray | None = None) -> list:
-        return fill_mask_results(ids, logits, self.tokenizer, top_k, target_ids)
-
-    def __call__(self, inputs: Any, progress=None, **kwargs: Any) -> list:
-        top_k, ids, truncation = self._options(kwargs)
-        texts, single = check_texts(inputs)
-        items = self.preprocess(texts, truncation)
-        logits = self.forward(items, progress)
-        results = [self.postprocess(it.ids, rows, top_k, ids) for it, rows in zip(items, logits, strict=True)]
-        # transformers unwraps a one-text list too
-        return results[0] if single or len(results) == 1 else results
+        """Per input, its masked rows' logits `(masks, vocab)` -> proposals (see `fill_mask_results`)."""
+        results = [fill_mask_results(item.ids, rows, self.tokenizer, top_k, target_ids)
+                   for item, rows in zip(batch.items, outputs, strict=True)]
+        return results[0] if batch.single else results

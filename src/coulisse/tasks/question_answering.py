@@ -30,10 +30,23 @@ from tokenizers import Encoding
 
 from coulisse.engine import Item
 from coulisse.errors import InputError
-from coulisse.pipelines import Pipeline
+from coulisse.tasks.base import PRE, Batch, Option, Pipeline, boolean, positive_int
+from coulisse.tasks.functional import softmax
 
-OPTIONS = {"top_k": 1, "doc_stride": None, "max_answer_len": 15, "max_seq_len": None, "max_question_len": 64,
-           "handle_impossible_answer": False, "align_to_words": True}
+
+def _positive(name: str, value: Any) -> int:
+    return positive_int(name, value, allow_zero=name == "doc_stride")
+
+
+OPTIONS = {
+    "top_k": Option(1, check=_positive),
+    "doc_stride": Option(None, PRE, check=_positive),
+    "max_answer_len": Option(15, check=_positive),
+    "max_seq_len": Option(None, PRE, check=_positive),
+    "max_question_len": Option(64, PRE, check=_positive),  # accepted as in transformers 4, unused there too
+    "handle_impossible_answer": Option(False, check=boolean),
+    "align_to_words": Option(True, check=boolean),
+}
 NULL_SCORE = 1000000.0  # transformers' "large and positive" start for the lowest null score
 
 
@@ -106,21 +119,6 @@ def parse_inputs(args: tuple, question: Any = None, context: Any = None) -> list
     return [_example(item) for item in inputs]
 
 
-def check_options(options: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(options) - set(OPTIONS)
-    if unknown:
-        raise InputError(f"unknown option(s) {sorted(unknown)}; question-answering takes "
-                         f"{', '.join(OPTIONS)}.")
-    options = {**OPTIONS, **options}
-    for name in ("top_k", "max_answer_len", "max_seq_len", "doc_stride", "max_question_len"):
-        value = options[name]
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            if name == "doc_stride" and value == 0:
-                continue
-            raise InputError(f"{name}={value!r}; pass a positive integer.")
-    return options
-
-
 # -- the numpy core: transformers 4.57's decode_spans and select_starts_ends ---------------------------------
 
 
@@ -152,10 +150,7 @@ def select_starts_ends(start: np.ndarray, end: np.ndarray, p_mask: np.ndarray, m
     masked = allowed == 0.0
     start = np.where(masked, -10000.0, start[None]).astype(np.float32)
     end = np.where(masked, -10000.0, end[None]).astype(np.float32)
-    start = np.exp(start - start.max(axis=-1, keepdims=True))
-    start = start / start.sum()
-    end = np.exp(end - end.max(axis=-1, keepdims=True))
-    end = end / end.sum()
+    start, end = softmax(start), softmax(end)
     if handle_impossible_answer:
         min_null_score = min(min_null_score, (start[0, 0] * end[0, 0]).item())
     start[0, 0] = end[0, 0] = 0.0  # the null answer is not a span
@@ -181,6 +176,7 @@ def char_span(enc: Encoding, s: int, e: int, sequence_index: int, align_to_words
 class QuestionAnsweringPipeline(Pipeline):
     task = "question-answering"
     head = "question-answering"
+    OPTIONS = OPTIONS
 
     def __init__(self, checkpoint, **kwargs: Any):
         super().__init__(checkpoint, **kwargs)
@@ -223,9 +219,36 @@ class QuestionAnsweringPipeline(Pipeline):
                 windows.append(Window(i, enc, p_mask))
         return windows
 
-    def postprocess(self, example: Example, windows: list[Window], logits: list[np.ndarray], *,
-                    top_k: int = 1, handle_impossible_answer: bool = False, max_answer_len: int = 15,
-                    align_to_words: bool = True) -> dict | list[dict]:
+    def parse_call(self, args: tuple, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """`qa(question=..., context=...)`, lists of both, `qa({"question": ..., "context": ...})` or a list
+        of such dicts."""
+        kwargs = dict(kwargs)
+        return parse_inputs(args, kwargs.pop("question", None), kwargs.pop("context", None)), kwargs
+
+    def preprocess(self, inputs: Any, doc_stride: int | None = None, max_seq_len: int | None = None,
+                   max_question_len: int = 64) -> Batch:
+        """Examples (or what `qa(...)` accepts as one argument) -> every window of every example, in order
+        (the batch's context)."""
+        examples = inputs if isinstance(inputs, list) and inputs and all(isinstance(x, Example) for x in inputs) \
+            else parse_inputs((inputs,))
+        max_seq_len, doc_stride = self.window_sizes(max_seq_len, doc_stride)
+        windows = self.windows(examples, max_seq_len, doc_stride)
+        items = [Item(w.encoding.ids, w.encoding.type_ids) for w in windows]
+        return Batch(items, examples, len(examples) == 1, context=windows)
+
+    def postprocess(self, outputs: list[np.ndarray], batch: Batch, **options: Any) -> dict | list:
+        """Windows' `(L, 2)` logits -> answers per example. One answer is a dict; `top_k` > 1 gives a
+        list; several questions, a list of those."""
+        grouped: list[tuple[list[Window], list[np.ndarray]]] = [([], []) for _ in batch.inputs]
+        for window, out in zip(batch.context, outputs, strict=True):
+            grouped[window.example][0].append(window)
+            grouped[window.example][1].append(out)
+        results = [self.example_answers(x, *grouped[i], **options) for i, x in enumerate(batch.inputs)]
+        return results[0] if batch.single else results
+
+    def example_answers(self, example: Example, windows: list[Window], logits: list[np.ndarray], *,
+                        top_k: int = 1, handle_impossible_answer: bool = False, max_answer_len: int = 15,
+                        align_to_words: bool = True) -> dict | list[dict]:
         """One example's windows and their `(L, 2)` logits -> answers, as transformers 4 returns them."""
         min_null_score = NULL_SCORE
         answers: list[dict] = []
@@ -247,20 +270,3 @@ class QuestionAnsweringPipeline(Pipeline):
             answers.append({"score": min_null_score, "start": 0, "end": 0, "answer": ""})
         answers = sorted(answers, key=lambda a: a["score"], reverse=True)[:top_k]
         return answers[0] if len(answers) == 1 else answers
-
-    def __call__(self, *args: Any, question: Any = None, context: Any = None, progress=None, **kwargs: Any):
-        """`qa(question=..., context=...)`, lists of both, `qa({"question": ..., "context": ...})` or a list
-        of such dicts. One answer is a dict; `top_k` > 1 gives a list; several questions, a list of those."""
-        options = check_options({**self.defaults, **kwargs})
-        examples = parse_inputs(args, question, context)
-        max_seq_len, doc_stride = self.window_sizes(options["max_seq_len"], options["doc_stride"])
-        windows = self.windows(examples, max_seq_len, doc_stride)
-        logits = self.forward([Item(w.encoding.ids, w.encoding.type_ids) for w in windows], progress)
-        post = {k: options[k] for k in ("top_k", "handle_impossible_answer", "max_answer_len",
-                                        "align_to_words")}
-        grouped: list[tuple[list[Window], list[np.ndarray]]] = [([], []) for _ in examples]
-        for window, out in zip(windows, logits, strict=True):
-            grouped[window.example][0].append(window)
-            grouped[window.example][1].append(out)
-        results = [self.postprocess(x, *grouped[i], **post) for i, x in enumerate(examples)]
-        return results[0] if len(results) == 1 else results

@@ -6,20 +6,13 @@ from typing import Any
 
 import numpy as np
 
+from coulisse.engine import Item
 from coulisse.errors import InputError
-from coulisse.pipelines import Pipeline
+from coulisse.tasks.base import PRE, Batch, Option, Pipeline, one_of, positive_int
+from coulisse.tasks.functional import sigmoid, softmax
 from coulisse.tokenizer import check_texts
 
 FUNCTIONS = ("softmax", "sigmoid", "none")
-
-
-def softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
 
 
 def default_function(problem_type: str | None, num_labels: int) -> str:
@@ -36,9 +29,7 @@ def apply_function(logits: np.ndarray, function: str) -> np.ndarray:
         return softmax(logits)
     if function == "sigmoid":
         return sigmoid(logits)
-    if function == "none":
-        return logits
-    raise InputError(f"function_to_apply={function!r}; use one of {', '.join(FUNCTIONS)}.")
+    return logits  # "none", the table's third choice
 
 
 def label_scores(logits: np.ndarray, id2label: dict[int, str], function: str,
@@ -59,34 +50,44 @@ def label_scores(logits: np.ndarray, id2label: dict[int, str], function: str,
 class TextClassificationPipeline(Pipeline):
     task = "text-classification"
     head = "sequence-classification"
+    OPTIONS = {
+        # transformers' legacy shape (a dict per input) holds while top_k is not passed at all
+        "top_k": Option(1, check=lambda name, v: positive_int(name, v, allow_none=True)),
+        "function_to_apply": Option(None, check=one_of(*FUNCTIONS)),
+        "truncation": Option(True, PRE),
+    }
 
-    def _options(self, kwargs: dict[str, Any]) -> tuple[str, int | None, bool]:
-        options = {**self.defaults, **kwargs}
-        unknown = set(options) - {"top_k", "function_to_apply", "truncation"}
-        if unknown:
-            raise InputError(f"unknown option(s) {sorted(unknown)}; text-classification takes top_k, "
-                             "function_to_apply, truncation.")
-        legacy = "top_k" not in options
-        top_k = options.get("top_k", 1)
-        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-            raise InputError(f"top_k={top_k!r}; pass a positive integer, or None for every label.")
-        function = options.get("function_to_apply") or default_function(
+    def resolve_options(self, options: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+        options["function_to_apply"] = options["function_to_apply"] or default_function(
             self.config.problem_type, self.config.num_labels)
-        function = str(getattr(function, "value", function)).lower()
-        if function not in FUNCTIONS:
-            raise InputError(f"function_to_apply={function!r}; use one of {', '.join(FUNCTIONS)}.")
-        return function, top_k, legacy
+        options["_legacy"] = "top_k" not in given
+        return options
 
-    def postprocess(self, logits, *, function_to_apply: str | None = None, top_k: int | None = 1,
-                    _legacy: bool = True) -> dict | list:
-        """Logits `(labels,)` or `(batch, labels)` (numpy or torch) -> labels and scores."""
-        array = logits.detach().float().cpu().numpy() if hasattr(logits, "detach") else np.asarray(logits)
-        if hasattr(logits, "logits"):
-            array = logits.logits.float().numpy()
+    def stage_options(self, options: dict[str, Any], stage: str) -> dict[str, Any]:
+        chosen = super().stage_options(options, stage)
+        return {**chosen, "_legacy": options["_legacy"]} if stage != PRE else chosen
+
+    def preprocess(self, inputs: Any, truncation: bool = True) -> Batch:
+        """Plain texts, or {"text", "text_pair"} dicts for sentence-pair classifiers -> ids."""
+        texts, pairs, single = self._split_inputs(inputs)
+        encodings = self.tokenizer.encode_batch(texts, pairs, truncation=truncation)
+        # transformers wraps a lone string's legacy result in a list, but not a lone {"text", ...} dict.
+        return Batch([Item(e.ids, e.type_ids) for e in encodings], texts, single, context=isinstance(inputs, str))
+
+    def postprocess(self, outputs: Any, batch: Batch | None = None, *, function_to_apply: str | None = None,
+                    top_k: int | None = 1, _legacy: bool = True) -> dict | list:
+        """Logits `(labels,)` or `(batch, labels)` (numpy, torch, or the forward stage's rows) -> labels and
+        scores; with the batch, shaped as the call was (one result for one bare input)."""
+        if hasattr(outputs, "logits"):
+            outputs = outputs.logits
+        array = outputs.detach().float().cpu().numpy() if hasattr(outputs, "detach") else np.asarray(outputs)
         function = function_to_apply or default_function(self.config.problem_type, self.config.num_labels)
         if array.ndim == 1:
             return label_scores(array, self.config.id2label, function, top_k, _legacy)
-        return [label_scores(row, self.config.id2label, function, top_k, _legacy) for row in array]
+        results = [label_scores(row, self.config.id2label, function, top_k, _legacy) for row in array]
+        if batch is not None and batch.single:
+            return [results[0]] if _legacy and batch.context else results[0]
+        return results
 
     def _split_inputs(self, inputs: Any) -> tuple[list[str], list[str] | None, bool]:
         """Plain texts, or {"text", "text_pair"} dicts for sentence-pair classifiers."""
@@ -103,14 +104,3 @@ class TextClassificationPipeline(Pipeline):
             return texts, pairs, isinstance(inputs, dict)
         texts, single = check_texts(inputs)
         return texts, None, single
-
-    def __call__(self, inputs: Any, progress=None, **kwargs: Any) -> list:
-        function, top_k, legacy = self._options(kwargs)
-        texts, pairs, single = self._split_inputs(inputs)
-        truncation = {**self.defaults, **kwargs}.get("truncation", True)
-        logits = self.forward(self.preprocess(texts, pairs, truncation=truncation), progress)
-        results = [label_scores(row, self.config.id2label, function, top_k, legacy) for row in logits]
-        if single:
-            # transformers wraps a lone string's legacy result in a list, but not a lone {"text", ...} dict.
-            return [results[0]] if legacy and isinstance(inputs, str) else results[0]
-        return results

@@ -17,8 +17,8 @@ from tokenizers import Encoding
 
 from coulisse.engine import Item
 from coulisse.errors import InputError
-from coulisse.pipelines import Pipeline
-from coulisse.tasks.text_classification import softmax
+from coulisse.tasks.base import PRE, Batch, Option, Pipeline, one_of
+from coulisse.tasks.functional import softmax
 from coulisse.tokenizer import Tokenizer, check_texts
 
 log = logging.getLogger(__name__)
@@ -170,27 +170,21 @@ def text_entities(sentence: str, windows: list[Encoding], logits: list[np.ndarra
 class TokenClassificationPipeline(Pipeline):
     task = "token-classification"
     head = "token-classification"
+    OPTIONS = {
+        "aggregation_strategy": Option("none", check=one_of(*AGGREGATIONS)),
+        "ignore_labels": Option(None),
+        "stride": Option(None, PRE),
+    }
 
-    def _options(self, kwargs: dict[str, Any]) -> tuple[str, list[str] | None, int | None]:
-        options = {**self.defaults, **kwargs}
-        unknown = set(options) - {"aggregation_strategy", "ignore_labels", "stride"}
-        if unknown:
-            raise InputError(f"unknown option(s) {sorted(unknown)}; token-classification takes "
-                             "aggregation_strategy, ignore_labels, stride.")
-        aggregation = str(getattr(options.get("aggregation_strategy"), "value", None)
-                          or options.get("aggregation_strategy") or "none").lower()
-        if aggregation not in AGGREGATIONS:
-            raise InputError(f"aggregation_strategy={aggregation!r}; use one of {', '.join(AGGREGATIONS)}.")
-        ignore_labels = options.get("ignore_labels")
-        if isinstance(ignore_labels, str):
-            raise InputError(f"ignore_labels={ignore_labels!r}; pass a list of labels, e.g. ['O'].")
-        stride = options.get("stride")
-        if stride is not None:
+    def resolve_options(self, options: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+        options["aggregation_strategy"] = options["aggregation_strategy"] or "none"
+        if isinstance(options["ignore_labels"], str):
+            raise InputError(f"ignore_labels={options['ignore_labels']!r}; pass a list of labels, e.g. ['O'].")
+        if options["stride"] is not None:
             # As in transformers, only an explicit "none" is refused: by default, windows' token-level
             # entities are merged like groups.
-            self._check_stride(stride, explicit_none=options.get("aggregation_strategy") is not None
-                               and aggregation == "none")
-        return aggregation, ignore_labels, stride
+            self._check_stride(options["stride"], explicit_none=given.get("aggregation_strategy") == "none")
+        return options
 
     def _check_stride(self, stride: Any, explicit_none: bool) -> None:
         room = self.tokenizer.model_max_length - self.tokenizer.backend.num_special_tokens_to_add(False)
@@ -202,35 +196,32 @@ class TokenClassificationPipeline(Pipeline):
                              'with an aggregation_strategy other than "none"; pass e.g. '
                              'aggregation_strategy="simple".')
 
-    def preprocess(self, texts: list[str], stride: int | None = None) -> list[list[Encoding]]:
-        """Per text, its windows: one (truncated) encoding, or, with a stride, every window of the text."""
+    def preprocess(self, inputs: Any, stride: int | None = None) -> Batch:
+        """Per text, its windows: one (truncated) encoding, or, with a stride, every window of the text.
+        The batch's items are every window of every text, in order; its context, the windows per text."""
+        texts, single = check_texts(inputs)
         encodings = self.tokenizer.encode_batch(texts, truncation=True, stride=stride or 0)
         if stride is None:
             cut = sum(1 for e in encodings if e.overflowing)
             if cut:
                 log.warning("%d text(s) longer than %d tokens were truncated; pass stride=N to cover them "
                             "whole", cut, self.tokenizer.model_max_length)
-            return [[e] for e in encodings]
-        return [[e, *e.overflowing] for e in encodings]
+            windows = [[e] for e in encodings]
+        else:
+            windows = [[e, *e.overflowing] for e in encodings]
+        items = [Item(e.ids, e.type_ids) for w in windows for e in w]
+        return Batch(items, texts, single, context=windows)
 
-    def postprocess(self, text: str, windows: list[Encoding], logits: list[np.ndarray],
-                    aggregation_strategy: str = "none", ignore_labels: list[str] | None = None) -> list[dict]:
-        """One text's windows and their token logits -> entities (see `text_entities`)."""
-        return text_entities(text, windows, logits, self.tokenizer, self.config.id2label,
-                             aggregation_strategy, ignore_labels)
-
-    def __call__(self, inputs: Any, progress=None, **kwargs: Any) -> list:
-        aggregation, ignore_labels, stride = self._options(kwargs)
-        if aggregation in WORD_AGGREGATIONS and not word_aware(self.tokenizer):
+    def postprocess(self, outputs: list[np.ndarray], batch: Batch, *, aggregation_strategy: str = "none",
+                    ignore_labels: list[str] | None = None) -> list:
+        """Each text's windows and their token logits -> entities (see `text_entities`)."""
+        if aggregation_strategy in WORD_AGGREGATIONS and not word_aware(self.tokenizer):
             log.warning("the tokenizer does not mark subwords: aggregation_strategy=%r finds words with "
                         "transformers' fallback heuristic (a token not preceded by a space continues a word)",
-                        aggregation)
-        texts, single = check_texts(inputs)
-        windows = self.preprocess(texts, stride)
-        logits = self.forward([Item(e.ids, e.type_ids) for w in windows for e in w], progress)
+                        aggregation_strategy)
         results, at = [], 0
-        for text, text_windows in zip(texts, windows, strict=True):
-            results.append(self.postprocess(text, text_windows, logits[at : at + len(text_windows)],
-                                            aggregation, ignore_labels))
-            at += len(text_windows)
-        return results[0] if single else results
+        for text, windows in zip(batch.inputs, batch.context, strict=True):
+            results.append(text_entities(text, windows, outputs[at : at + len(windows)], self.tokenizer,
+                                         self.config.id2label, aggregation_strategy, ignore_labels))
+            at += len(windows)
+        return results[0] if batch.single else results

@@ -28,7 +28,8 @@ import numpy as np
 
 from coulisse.engine import Item
 from coulisse.errors import InputError, UnsupportedModelError
-from coulisse.pipelines import Pipeline
+from coulisse.tasks.base import PRE, Batch, Option, Pipeline
+from coulisse.tasks.functional import softmax
 from coulisse.tokenizer import check_texts
 
 log = logging.getLogger(__name__)
@@ -96,17 +97,28 @@ def zero_shot_scores(logits: np.ndarray, entailment: int, contradiction: int,
     """Logits `(labels, nli_classes)` of one text -> one score per candidate label."""
     logits = np.asarray(logits, dtype=np.float32)
     if multi_label or len(logits) == 1:
-        pair = logits[:, [contradiction, entailment]]
-        e = np.exp(pair - pair.max(-1, keepdims=True))
-        return (e / e.sum(-1, keepdims=True))[:, 1]
-    entail = logits[:, entailment]
-    e = np.exp(entail - entail.max())
-    return e / e.sum()
+        return softmax(logits[:, [contradiction, entailment]])[:, 1]
+    return softmax(logits[:, entailment])
+
+
+def _template(name: str, value: Any) -> str:
+    try:
+        fills = isinstance(value, str) and value.format("x") != value
+    except (IndexError, KeyError, ValueError):  # "{0} {1}", "{label}", "{": not one plain {}
+        fills = False
+    if not fills:
+        raise InputError(f"{name}={value!r} has no {{}} where the label goes; write e.g. 'Ce texte parle de {{}}.'.")
+    return value
 
 
 class ZeroShotClassificationPipeline(Pipeline):
     task = "zero-shot-classification"
     head = "sequence-classification"
+    OPTIONS = {
+        "candidate_labels": Option(None, PRE, check=lambda name, v: parse_labels(v)),
+        "hypothesis_template": Option(None, PRE, check=_template),
+        "multi_label": Option(False),
+    }
 
     def __init__(self, checkpoint, **kwargs: Any):
         super().__init__(checkpoint, **kwargs)
@@ -117,18 +129,19 @@ class ZeroShotClassificationPipeline(Pipeline):
         log.info("zero-shot: entailment id %d, contradiction id %d, default template %r (language %s)",
                  self.entailment_id, self.contradiction_id, self.default_template, self.language or "unknown")
 
-    def _options(self, kwargs: dict[str, Any]) -> tuple[list[str], str, bool]:
-        options = {**self.defaults, **kwargs}
-        unknown = set(options) - {"candidate_labels", "hypothesis_template", "multi_label"}
-        if unknown:
-            raise InputError(f"unknown option(s) {sorted(unknown)}; zero-shot-classification takes "
-                             "candidate_labels, hypothesis_template, multi_label.")
-        labels = parse_labels(options.get("candidate_labels"))
-        template = options.get("hypothesis_template") or self.default_template
-        if not isinstance(template, str) or template.format(labels[0]) == template:
-            raise InputError(f"hypothesis_template={template!r} has no {{}} where the label goes; "
-                             "write e.g. 'Ce texte parle de {}.'.")
-        return labels, template, bool(options.get("multi_label", False))
+    def resolve_options(self, options: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+        options["candidate_labels"] = parse_labels(options["candidate_labels"])  # None: no labels given
+        options["hypothesis_template"] = options["hypothesis_template"] or self.default_template
+        options["multi_label"] = bool(options["multi_label"])
+        return options
+
+    def parse_call(self, args: tuple, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """`zs(texts, candidate_labels=[...], ...)`; the labels may also come second, positionally."""
+        if len(args) == 2 and "candidate_labels" not in kwargs:
+            return args[0], {**kwargs, "candidate_labels": args[1]}
+        if len(args) != 1:
+            raise InputError(f"unexpected positional arguments {args[1:]!r:.80}; pass candidate_labels=.")
+        return args[0], kwargs
 
     def encode_pairs(self, texts: list[str], labels: list[str], template: str) -> list:
         """Per text, per label: the (text, hypothesis) pair's encoding, truncated on the text's side only."""
@@ -140,25 +153,24 @@ class ZeroShotClassificationPipeline(Pipeline):
             raise InputError(f"cannot fit a hypothesis into {self.tokenizer.model_max_length} tokens ({e}); "
                              "shorten hypothesis_template or the labels.") from e
 
-    def postprocess(self, sequence: str, labels: list[str], logits: np.ndarray,
-                    multi_label: bool = False) -> dict:
-        """One text's logits `(labels, nli_classes)` -> labels sorted by score, as transformers gives them."""
-        scores = zero_shot_scores(logits, self.entailment_id, self.contradiction_id, multi_label)
-        order = list(reversed(scores.argsort()))
-        return {"sequence": sequence, "labels": [labels[i] for i in order], "scores": scores[order].tolist()}
+    def preprocess(self, inputs: Any, candidate_labels: list[str] | None = None,
+                   hypothesis_template: str = TEMPLATES["en"]) -> Batch:
+        """Per text, per label, one (text, hypothesis) pair; the labels travel in the batch."""
+        texts, single = check_texts(inputs, "sequences")
+        labels = parse_labels(candidate_labels)
+        encodings = self.encode_pairs(texts, labels, hypothesis_template)
+        return Batch([Item(e.ids, e.type_ids) for e in encodings], texts, single, context=labels)
 
-    def __call__(self, sequences: Any, *args: Any, progress=None, **kwargs: Any):
-        """`zs(texts, candidate_labels=[...], hypothesis_template=..., multi_label=...)`; labels may also come
-        second positionally. A string gives one dict, a list gives a list."""
-        if len(args) == 1 and "candidate_labels" not in kwargs:
-            kwargs["candidate_labels"] = args[0]
-        elif args:
-            raise InputError(f"unexpected positional arguments {args!r:.80}; pass candidate_labels=.")
-        labels, template, multi_label = self._options(kwargs)
-        texts, single = check_texts(sequences, "sequences")
-        encodings = self.encode_pairs(texts, labels, template)
-        logits = self.forward([Item(e.ids, e.type_ids) for e in encodings], progress)
-        n = len(labels)
-        results = [self.postprocess(text, labels, np.stack(logits[i * n:(i + 1) * n]), multi_label)
-                   for i, text in enumerate(texts)]
-        return results[0] if single else results
+    def postprocess(self, outputs: list[np.ndarray], batch: Batch, *, multi_label: bool = False):
+        """Each text's logits `(labels, nli_classes)` -> labels sorted by score, as transformers gives them
+        (a string gives one dict, a list a list)."""
+        labels, n = batch.context, len(batch.context)
+        results = [self.text_result(text, labels, np.stack(outputs[i * n:(i + 1) * n]), multi_label)
+                   for i, text in enumerate(batch.inputs)]
+        return results[0] if batch.single else results
+
+    def text_result(self, sequence: str, labels: list[str], logits: np.ndarray, multi_label: bool = False) -> dict:
+        """One text's logits `(labels, nli_classes)` -> {"sequence", "labels", "scores"}, best first."""
+        scores = zero_shot_scores(logits, self.entailment_id, self.contradiction_id, multi_label)
+        order = list(reversed(scores.argsort()))  # transformers' order, which decides between equal scores
+        return {"sequence": sequence, "labels": [labels[i] for i in order], "scores": scores[order].tolist()}

@@ -1,7 +1,7 @@
 """Build a fast `tokenizers.Tokenizer` from whatever tokenizer files a checkpoint ships.
 
 Each builder reproduces, piece for piece, what transformers 5 constructs for that file format, so
-that ids, offsets and special tokens are identical: SentencePiece (CamemBERT and XLM-R layouts),
+that ids, offsets and special tokens are identical: SentencePiece (CamemBERT, XLM-R and DeBERTa-v2 layouts),
 WordPiece `vocab.txt`, byte-level BPE `vocab.json` + `merges.txt`, or a ready `tokenizer.json`.
 """
 
@@ -11,18 +11,22 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from coulisse.errors import TokenizerLoadError
-from coulisse.tokenizer.sentencepiece_model import BPE, load_sentencepiece
+from coulisse.families import Family, family_of
+from coulisse.tokenizer import moses
+from coulisse.tokenizer.sentencepiece_model import BPE, CONTROL, USER_DEFINED, SentencePieceModel, load_sentencepiece
 
-SPM_FILES = ("sentencepiece.bpe.model", "spiece.model", "tokenizer.model")
+SPM_FILES = ("sentencepiece.bpe.model", "spiece.model", "tokenizer.model", "spm.model")
 
 # Special tokens each layout uses when the checkpoint's files say nothing.
 DEFAULT_SPECIALS = {
     "sentencepiece": dict(bos="<s>", eos="</s>", unk="<unk>", sep="</s>", pad="<pad>", cls="<s>", mask="<mask>"),
     "bpe": dict(bos="<s>", eos="</s>", unk="<unk>", sep="</s>", pad="<pad>", cls="<s>", mask="<mask>"),
     "wordpiece": dict(unk="[UNK]", sep="[SEP]", pad="[PAD]", cls="[CLS]", mask="[MASK]"),
+    "moses": moses.SPECIALS,
+    "deberta": dict(bos="[CLS]", eos="[SEP]", unk="[UNK]", sep="[SEP]", pad="[PAD]", cls="[CLS]", mask="[MASK]"),
 }
 
 
@@ -33,6 +37,12 @@ class TokenizerFiles:
     directory: Path
     settings: dict  # tokenizer_config.json merged over special_tokens_map.json
     model_type: str | None
+
+    @property
+    def family(self) -> Family | None:
+        """The family whose slow-tokenizer layout these files follow: tokenizer_config.json's class, else
+        the model's type."""
+        return family_of(self.settings.get("tokenizer_class"), self.model_type)
 
     def special(self, name: str, layout: str) -> str | None:
         value = self.settings.get(f"{name}_token", DEFAULT_SPECIALS[layout].get(name))
@@ -83,7 +93,7 @@ def _template(files: TokenizerFiles, layout: str, tok: Tokenizer) -> processors.
             f"special tokens {cls!r}/{sep!r} are not in the vocabulary of {files.directory}; "
             "set cls_token/sep_token in tokenizer_config.json."
         )
-    if layout == "wordpiece":
+    if layout in ("wordpiece", "deberta"):  # [CLS] A [SEP] B [SEP], B with token type 1
         return processors.TemplateProcessing(
             single=f"{cls}:0 $A:0 {sep}:0",
             pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
@@ -103,9 +113,11 @@ def build_sentencepiece(files: TokenizerFiles, path: Path) -> Tokenizer:
             f"{path} is a SentencePiece BPE model; coulisse reads Unigram models (CamemBERT, XLM-R). "
             "Save a tokenizer.json next to it with transformers' `tokenizer.save_pretrained(dir)`."
         )
-    kind = (files.settings.get("tokenizer_class") or files.model_type or "").lower()
+    layout = files.family.spm_layout if files.family else "xlm-roberta"
+    if layout == "deberta" or path.name == "spm.model":
+        return build_deberta_sentencepiece(files, spm)
     pad, unk, mask = (files.special(n, "sentencepiece") for n in ("pad", "unk", "mask"))
-    if "camembert" in kind:
+    if layout == "camembert":
         # fairseq's CamemBERT dictionary: four specials in front, the spm <unk> demoted.
         vocab = [("<s>NOTUSED", 0.0), (pad, 0.0), ("</s>NOTUSED", 0.0), (unk, 0.0), ("<unk>NOTUSED", -100.0)]
         vocab += spm.pieces[1:]
@@ -122,8 +134,36 @@ def build_sentencepiece(files: TokenizerFiles, path: Path) -> Tokenizer:
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace("▁", prepend_scheme=prepend, split=True)]
     )
     tok.decoder = decoders.Metaspace("▁", prepend_scheme=prepend)
-    tok.add_special_tokens(_special_tokens(files, "sentencepiece", mask_lstrip="camembert" in kind))
+    tok.add_special_tokens(_special_tokens(files, "sentencepiece", mask_lstrip=layout == "camembert"))
     tok.post_processor = _template(files, "sentencepiece", tok)
+    return tok
+
+
+def build_deberta_sentencepiece(files: TokenizerFiles, spm: SentencePieceModel) -> Tokenizer:
+    """DeBERTa-v2/v3 `spm.model` as transformers 5's `DebertaV2Tokenizer` builds it: the pieces in their own
+    order ([PAD] [CLS] [SEP] [UNK] first), [MASK] appended after them; the spm's control pieces become special
+    tokens and its user-defined pieces plain added tokens. Its normalizer is not the spm's character map but
+    whitespace runs to one space, NFC and a right strip (lowercased first with `do_lower_case`); words split
+    on punctuation first with `split_by_punct`."""
+    settings = files.settings
+    unk = files.special("unk", "deberta")
+    ids = {piece: i for i, (piece, score) in enumerate(spm.pieces) if score == 0.0}
+    tok = Tokenizer(models.Unigram(spm.pieces, unk_id=ids.get(unk, spm.unk_id), byte_fallback=False))
+    steps = [normalizers.Lowercase()] if settings.get("do_lower_case", False) else []
+    tok.normalizer = normalizers.Sequence(
+        [*steps, normalizers.Replace(Regex(r"\s{2,}|[\n\r\t]"), " "), normalizers.NFC(),
+         normalizers.Strip(left=False, right=True)])
+    prepend = "always" if settings.get("add_prefix_space", True) else "first"
+    words = [pre_tokenizers.Punctuation(behavior="isolated")] if settings.get("split_by_punct", False) else []
+    tok.pre_tokenizer = pre_tokenizers.Sequence([*words, pre_tokenizers.Metaspace("▁", prepend_scheme=prepend)])
+    tok.decoder = decoders.Metaspace("▁", prepend_scheme=prepend)
+    tok.add_special_tokens(_special_tokens(files, "deberta"))
+    typed = sorted(spm.piece_types.items())
+    tok.add_special_tokens([AddedToken(spm.pieces[i][0], normalized=False, special=True)
+                            for i, kind in typed if kind == CONTROL])
+    tok.add_tokens([AddedToken(spm.pieces[i][0], normalized=False, special=False)
+                    for i, kind in typed if kind == USER_DEFINED])
+    tok.post_processor = _template(files, "deberta", tok)
     return tok
 
 
@@ -173,6 +213,22 @@ def build_bytelevel_bpe(files: TokenizerFiles, vocab_path: Path, merges_path: Pa
     return tok
 
 
+def build_moses_bpe(files: TokenizerFiles, vocab_path: Path, merges_path: Path) -> tuple[Tokenizer, dict]:
+    """FlauBERT's files (`coulisse.tokenizer.moses`); the settings gain FlauBERT's special tokens where its
+    tokenizer_config.json is silent, so that `Tokenizer.special_tokens` names them too."""
+    specials = _special_tokens(files, "moses")
+    extra = files.settings.get("additional_special_tokens") or files.settings.get("extra_special_tokens")
+    for token in extra or moses.EXTRA_SPECIALS:
+        content = token.get("content") if isinstance(token, dict) else token
+        if content not in {t.content for t in specials}:
+            specials.append(AddedToken(content, normalized=False, special=True))
+    named = {f"{name}_token": files.special(name, "moses") for name in moses.SPECIALS}
+    tok = moses.build_moses_bpe(vocab_path, merges_path, unk=named["unk_token"], bos=named["bos_token"],
+                                sep=named["sep_token"], specials=specials,
+                                lowercase=bool(files.settings.get("do_lowercase", False)))
+    return tok, {**named, **files.settings}
+
+
 def build_backend(directory: Path, model_type: str | None) -> tuple[Tokenizer, str, dict]:
     """Return (backend tokenizer, a description of the source file, merged settings)."""
     files = TokenizerFiles(directory, read_settings(directory), model_type)
@@ -186,6 +242,9 @@ def build_backend(directory: Path, model_type: str | None) -> tuple[Tokenizer, s
         if (directory / "vocab.txt").is_file():
             return build_wordpiece(files, directory / "vocab.txt"), "vocab.txt", files.settings
         if (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
+            if files.family is not None and files.family.bpe == "moses":
+                tok, settings = build_moses_bpe(files, directory / "vocab.json", directory / "merges.txt")
+                return tok, "vocab.json + merges.txt (Moses)", settings
             tok = build_bytelevel_bpe(files, directory / "vocab.json", directory / "merges.txt")
             return tok, "vocab.json + merges.txt", files.settings
     except TokenizerLoadError:

@@ -1,7 +1,8 @@
 """Read a SentencePiece `.model` file without protobuf or sentencepiece installed.
 
-The file is a serialized `ModelProto`; inference needs three of its fields: the pieces with their
-scores, the model type, and the normalizer's precompiled character map. A 60-line wire-format reader
+The file is a serialized `ModelProto`; inference needs a few of its fields: the pieces with their
+scores (and types, for control and user-defined pieces), the model type, and the normalizer's
+precompiled character map. A 60-line wire-format reader
 is lighter than two runtime dependencies.
 """
 
@@ -14,6 +15,8 @@ from pathlib import Path
 from coulisse.errors import TokenizerLoadError
 
 UNIGRAM, BPE = 1, 2
+# SentencePiece piece types (ModelProto.SentencePiece.Type); NORMAL pieces are not recorded.
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED = 1, 2, 3, 4
 
 
 @dataclass
@@ -25,6 +28,7 @@ class SentencePieceModel:
     byte_fallback: bool = False
     unk_id: int = 0
     extra: dict[str, int] = field(default_factory=dict)
+    piece_types: dict[int, int] = field(default_factory=dict)  # piece id -> type, for non-NORMAL pieces
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -62,25 +66,34 @@ def _fields(buf: bytes):
         yield number, wire, value
 
 
-def _piece(buf: bytes) -> tuple[str, float]:
-    # Fast path for the usual layout: field 1 (piece, length < 128), then field 2 (score, fixed32).
+def _piece(buf: bytes) -> tuple[str, float, int]:
+    # Fast path for the usual layout: field 1 (piece, length < 128), field 2 (score, fixed32), and
+    # nothing else (a NORMAL piece) or field 3 (type, one byte).
     n = buf[1] if len(buf) > 1 else 0x80
-    if buf[0] == 0x0A and n < 0x80 and len(buf) >= n + 7 and buf[n + 2] == 0x15:
-        return buf[2 : 2 + n].decode("utf-8"), struct.unpack_from("<f", buf, n + 3)[0]
-    text, score = "", 0.0
+    if buf[0] == 0x0A and n < 0x80 and buf[n + 2 : n + 3] == b"\x15":
+        if len(buf) == n + 7:
+            return buf[2 : 2 + n].decode("utf-8"), struct.unpack_from("<f", buf, n + 3)[0], NORMAL
+        if len(buf) == n + 9 and buf[n + 7] == 0x18 and buf[n + 8] < 0x80:
+            return buf[2 : 2 + n].decode("utf-8"), struct.unpack_from("<f", buf, n + 3)[0], buf[n + 8]
+    text, score, kind = "", 0.0, NORMAL
     for number, _, value in _fields(buf):
         if number == 1:
             text = value.decode("utf-8")
         elif number == 2:
             (score,) = struct.unpack("<f", value)
-    return text, score
+        elif number == 3:
+            kind = value
+    return text, score, kind
 
 
 def parse_sentencepiece(data: bytes) -> SentencePieceModel:
     model = SentencePieceModel(pieces=[])
     for number, _, value in _fields(data):
         if number == 1:
-            model.pieces.append(_piece(value))
+            text, score, kind = _piece(value)
+            if kind != NORMAL:
+                model.piece_types[len(model.pieces)] = kind
+            model.pieces.append((text, score))
         elif number == 2:  # TrainerSpec
             for n, _, v in _fields(value):
                 if n == 3:

@@ -80,11 +80,14 @@ def gather_weights(module: nn.Module, tensors: dict[str, torch.Tensor],
     return state, used
 
 
-def check_unused(tensors: dict[str, torch.Tensor], used: set[str], source_name: str) -> None:
-    """Encoder tensors nobody used mean a layout we misread; other heads' tensors are fine."""
+def check_unused(tensors: dict[str, torch.Tensor], used: set[str], source_name: str,
+                 encoder_roots: tuple[str, ...] = ("embeddings", "encoder", "transformer")) -> None:
+    """Encoder tensors nobody used mean a layout we misread; other heads' tensors are fine. Encoder
+    tensors are those under `encoder_roots`, the top-level names of the base model's checkpoint keys,
+    with or without the base-model prefix."""
     unused = [k for k in tensors if k not in used and not k.endswith(IGNORED_SUFFIXES)]
-    encoder = [k for k in unused if k.startswith(("{base}.embeddings", "{base}.encoder", "{base}.transformer",
-                                                    "embeddings.", "encoder.", "transformer."))]
+    roots = tuple(f"{root}." for root in encoder_roots)
+    encoder = [k for k in unused if k.removeprefix("{base}.").startswith(roots)]
     if encoder:
         key = encoder[0].replace("{base}.", "")
         raise ModelLoadError(

@@ -8,20 +8,27 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
-DEFAULT_MODEL = "tblard/tf-allocine"  # as the `coulisse` group's; kept here to avoid a circular import
+from coulisse.errors import InputError
+from coulisse.interfaces.options import load_pipeline, model_option, quantize_option, threads_option
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt; the exit status tells them apart (143, 130)."""
+
+    signum = signal.SIGTERM
 
 
 @contextmanager
 def stop_on_sigterm():
     """SIGTERM stops a job like Ctrl-C: the committed chunks stay and the message says how to resume."""
     def interrupt(signum, frame):
-        raise KeyboardInterrupt
+        raise Terminated
 
     try:
         previous = signal.signal(signal.SIGTERM, interrupt)
@@ -42,23 +49,81 @@ def bound_kernel_cache() -> None:
         os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")
 
 
-def run_job(texts: tuple[str, ...], input_path: str | None, load: Callable[[], object], **options) -> None:
-    """`coulisse classify --input FILE [--output FILE]`: a resumable corpus job."""
+# What a resumed job reads from its state record: the record's key -> the `classify` parameter.
+RESUMED = {"input": "input_path", "model": "model", "quantize": "quantize", "column": "column",
+           "all_scores": "all_scores", "long_text": "long_text", "stride": "stride", "batch_rows": "batch_rows"}
+
+
+def run_job(ctx: click.Context) -> None:
+    """`coulisse classify --input FILE [--output FILE]`: a resumable corpus job, from the command's
+    parameters (`ctx.params`); with --resume, the first run's options come from its state record."""
     bound_kernel_cache()
     from coulisse.interfaces.jobs.runner import JobOptions, classify_file
 
-    if input_path is None:
+    params = dict(ctx.params)
+    if params["resume"] and params["output"]:
+        params.update(resumed_options(ctx, params))
+    if params["model"] is None:
+        from coulisse.checkpoint import default_model
+
+        # Recorded as resolved: a resume must not switch between tf-allocine and the bundled model.
+        params["model"] = default_model("text-classification")
+    if params["input_path"] is None:
         raise click.UsageError("--output needs --input FILE (TEXT arguments are printed on stdout).")
-    if texts:
+    if params["texts"]:
         raise click.UsageError("give TEXT arguments or --input FILE, not both.")
-    job = JobOptions(input=input_path, output=options.pop("output") or "-", **options)
+    names = ("column", "all_scores", "long_text", "stride", "resume", "overwrite", "quiet", "progress",
+             "batch_rows", "model", "quantize")
+    job = JobOptions(input=params["input_path"], output=params["output"] or "-",
+                     **{name: params[name] for name in names})
     folder = Path(job.output).absolute().parent
     if job.output != "-" and not folder.is_dir():
         raise click.BadParameter(f"{job.output}: the folder {folder} does not exist.", param_hint="--output")
+
+    def load():
+        return load_pipeline("text-classification", job.model, params["threads"], job.quantize)
+
     with stop_on_sigterm():
         summary = classify_file(job, load)
     if not job.quiet:
         click.echo(summary.describe(), err=True)
+
+
+def resumed_options(ctx: click.Context, params: dict) -> dict:
+    """The options of the run that --resume continues, read from `<output>.coulisse-state.json`.
+
+    A value the user set (argument or COULISSE_* variable) that differs from the recorded one is refused
+    rather than ignored: the rows already written were computed with the recorded one. No record: {}.
+    """
+    from coulisse.interfaces.jobs import state as job_state
+
+    path = job_state.state_path(params["output"])
+    saved = job_state.load(path)
+    if saved is None:
+        return {}
+    resumed = {}
+    for key, name in RESUMED.items():
+        if key not in saved.key:
+            continue
+        recorded, given = saved.key[key], params[name]
+        explicit = ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+        if explicit and not _same(key, given, recorded):
+            flag = max(next(p for p in ctx.command.params if p.name == name).opts, key=len)
+            raise InputError(f"cannot resume {params['output']} with {flag} {_shown(given)}: the first run had "
+                             f"{flag} {_shown(recorded)} (recorded in {path.name}). Leave {flag} out to go on "
+                             "with the recorded value, or pass --overwrite to start over.")
+        resumed[name] = recorded
+    return resumed
+
+
+def _same(key: str, given, recorded) -> bool:
+    if key == "input" and given not in (None, "-"):
+        return str(Path(given).absolute()) == recorded  # the record holds the absolute path
+    return given == recorded
+
+
+def _shown(value) -> str:
+    return "(default)" if value is None else str(value)
 
 
 def job_options(f):
@@ -78,12 +143,9 @@ def job_options(f):
         click.option("--quiet", is_flag=True, envvar="COULISSE_QUIET", help="No progress bar, no summary."),
         click.option("--progress/--no-progress", default=None, envvar="COULISSE_PROGRESS",
                      help="Show the progress bar even when stderr is not a terminal (or never)."),
-        click.option("-m", "--model", default=DEFAULT_MODEL, show_default=True, envvar="COULISSE_MODEL",
-                     help="Hub id or local folder of the checkpoint."),
-        click.option("-t", "--threads", type=int, default=None, envvar="COULISSE_THREADS",
-                     help="CPU threads (default: all physical cores)."),
-        click.option("-q", "--quantize", type=click.Choice(["none", "int8"]), default="none",
-                     envvar="COULISSE_QUANTIZE", show_default=True, help="int8: dynamic int8 linear layers."),
+        model_option(default_help=None),
+        threads_option(),
+        quantize_option(help_text="int8: dynamic int8 linear layers."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -106,9 +168,11 @@ def job_options(f):
               help="Score bins of the calibration table.")
 @click.option("--overwrite", is_flag=True, envvar="COULISSE_OVERWRITE",
               help="Replace a report already there.")
+@click.option("--plots/--no-plots", default=True, show_default=True, envvar="COULISSE_PLOTS",
+              help="Draw the PNG plots (needs matplotlib: pip install \"coulisse[jobs]\").")
 @job_options
-def evaluate(input_path, label_column, output_dir, limit, sample, seed, bins, overwrite, column, long_text,
-             stride, batch_rows, quiet, progress, model, threads, quantize):
+def evaluate(input_path, label_column, output_dir, limit, sample, seed, bins, overwrite, plots, column,
+             long_text, stride, batch_rows, quiet, progress, model, threads, quantize):
     """Evaluate a classifier on a labelled file: accuracy, macro-F1, per-label precision and recall,
     confusion matrix, calibration; writes report.md, PNG plots and every prediction to a folder.
 
@@ -116,18 +180,23 @@ def evaluate(input_path, label_column, output_dir, limit, sample, seed, bins, ov
     Examples:
       coulisse evaluate -i reviews.csv --label-column label -o report/
       coulisse evaluate -i reviews.parquet -m ./my-model --sample 500 --seed 1
-      coulisse evaluate -i reviews.jsonl --long-text chunk --limit 1000
+      coulisse evaluate -i reviews.jsonl --long-text chunk --limit 1000 --no-plots
     """
-    from coulisse.interfaces.cli import load_pipeline
+    from coulisse.interfaces.formatting import count
     from coulisse.interfaces.jobs.evaluate import EvalOptions, evaluate_file
     from coulisse.interfaces.jobs.report import write_report
     from coulisse.interfaces.jobs.runner import JobInterrupted, JobOptions
 
     if bins < 1:
         raise click.BadParameter(f"{bins}; pass a positive number of bins.", param_hint="--bins")
+    if model is None:
+        from coulisse.checkpoint import default_model
+
+        model = default_model("text-classification")  # the report names the model that ran
     job = JobOptions(input=input_path, column=column, long_text=long_text, stride=stride,
-                     batch_rows=batch_rows, quiet=quiet, progress=progress, overwrite=overwrite, model=model)
-    options = EvalOptions(input_path, label_column, output_dir, limit, sample, seed, bins, job)
+                     batch_rows=batch_rows, quiet=quiet, progress=progress, overwrite=overwrite, model=model,
+                     quantize=quantize)
+    options = EvalOptions(input_path, label_column, output_dir, limit, sample, seed, bins, job, plots)
     bound_kernel_cache()
 
     def load():
@@ -136,10 +205,12 @@ def evaluate(input_path, label_column, output_dir, limit, sample, seed, bins, ov
     with stop_on_sigterm():
         try:
             result = evaluate_file(options, load)
-        except JobInterrupted:
-            raise click.ClickException("interrupted; run the evaluation again (--overwrite).") from None
+        except JobInterrupted as e:
+            error = click.ClickException("interrupted; run the evaluation again (--overwrite).")
+            error.exit_code = e.exit_code
+            raise error from None
     metrics = write_report(result)
     if not quiet:
         click.echo(result.summary.describe(), err=True)
     click.echo(f"accuracy {metrics.accuracy:.4f}  macro-F1 {metrics.macro_f1:.4f}  ECE {metrics.ece:.4f}  "
-               f"on {metrics.total:,} rows -> {output_dir}/report.md", file=sys.stdout)
+               f"on {count(metrics.total, 'row')} -> {Path(output_dir) / 'report.md'}", file=sys.stdout)

@@ -7,6 +7,7 @@ values found and the model's labels; a later unknown label excludes its row and 
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import random
 from collections import Counter
@@ -62,6 +63,7 @@ class EvalOptions:
     seed: int = 0
     bins: int = 10
     job: JobOptions = field(default_factory=lambda: JobOptions(input=STDIO))
+    plots: bool = True
 
 
 @dataclass
@@ -140,6 +142,10 @@ def evaluate_file(options: EvalOptions, load_pipe: Callable[[], object]) -> Eval
         raise InputError(f"{options.input} holds texts without labels; evaluate needs CSV, TSV, JSONL or "
                          "Parquet with a label column.")
     directory = _check_dir(options)
+    if options.plots and importlib.util.find_spec("matplotlib") is None:
+        # Known before the model loads, not after every row is classified.
+        raise InputError('the plots need matplotlib, which is not installed: pip install "coulisse[jobs]", '
+                         "or pass --no-plots.")
     ext = EXTENSIONS["jsonl" if fmt == "stdin" else fmt]
     job = options.job
     job.input, job.output = options.input, str(directory / f"predictions{ext}")

@@ -1,4 +1,4 @@
-"""A chunk of rows -> predictions, through the pipeline's own stages (preprocess, engine, label_scores).
+"""A chunk of rows -> predictions, through the pipeline's public stages (preprocess, forward, postprocess).
 
 Long texts: `truncate` keeps the first `model_max_length` tokens, as the pipeline does. `chunk` reads a
 text whole: its tokens (special tokens aside) are cut into windows that fill the model's limit, each
@@ -17,7 +17,6 @@ import numpy as np
 from coulisse.engine import Item
 from coulisse.errors import InputError
 from coulisse.interfaces.jobs.formats import Prediction, Row
-from coulisse.tasks.text_classification import default_function, label_scores
 
 LONG_TEXT = ("truncate", "chunk")
 
@@ -81,15 +80,13 @@ class Predictor:
     def __init__(self, pipe, long_text: str = "truncate", stride: int | None = None):
         if long_text not in LONG_TEXT:
             raise InputError(f"--long-text {long_text!r}; use one of {', '.join(LONG_TEXT)}.")
-        if not hasattr(pipe, "postprocess") or getattr(pipe.model, "head", None) is None:
-            raise InputError(f"{pipe!r} has no classification head; corpus jobs need a text classifier.")
+        if pipe.task != "text-classification":
+            raise InputError(f"{pipe!r} is not a text classifier; corpus jobs classify texts.")
         self.pipe = pipe
         self.long_text = long_text
         self.stride = stride
         config = pipe.config
-        self.id2label = config.id2label
         self.labels = [config.id2label[i] for i in sorted(config.id2label)]
-        self.function = default_function(config.problem_type, config.num_labels)
         self.truncated = 0  # texts that reached the model's limit (truncate mode)
 
     def logits(self, texts: list[str]) -> list[np.ndarray]:
@@ -107,9 +104,9 @@ class Predictor:
         todo = [i for i, r in enumerate(rows) if r.error is None]
         preds = [Prediction(error=r.error) for r in rows]
         if todo:
-            for i, row in zip(todo, self.logits([rows[i].text for i in todo]), strict=True):
-                scores = label_scores(row, self.id2label, self.function, top_k=None)
-                values = [s["score"] for s in scores]
+            logits = np.stack(self.logits([rows[i].text for i in todo]))
+            for i, scores in zip(todo, self.pipe.postprocess(logits, top_k=None), strict=True):
+                values = [s["score"] for s in scores]  # every label, in id order
                 best = int(np.argmax(values))
                 preds[i] = Prediction(scores[best]["label"], values[best], values)
         return preds

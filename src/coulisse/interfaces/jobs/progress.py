@@ -9,6 +9,8 @@ from __future__ import annotations
 import sys
 import time
 
+from coulisse.interfaces.formatting import count
+
 
 def wanted(quiet: bool, force: bool | None) -> bool:
     """--progress always shows the bar; otherwise only on a terminal, and never with --quiet."""
@@ -28,12 +30,15 @@ class Progress:
         from tqdm import tqdm
 
         self.by_rows = reader.format == "parquet" or reader.total is None
-        self.last = reader.position
-        fmt = "{desc}{percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]"
+        # The first frame reads `classify:   0%|          | [00:00<?, 0 rows]`: nothing done yet (a
+        # header already read is not progress), and tqdm puts its ", " before the postfix, so the
+        # postfix goes where tqdm's own statistics end.
+        self.last = 0
+        fmt = "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]"
         if reader.total is None:
-            fmt = "{desc}{postfix} [{elapsed}]"
-        self.bar = tqdm(total=reader.total, initial=self.last, file=sys.stderr, desc="classify ",
-                        bar_format=fmt, mininterval=0.5, dynamic_ncols=True, postfix="0 rows")
+            fmt = "{desc}: [{elapsed}{postfix}]"
+        self.bar = tqdm(total=reader.total, file=sys.stderr, desc="classify", bar_format=fmt,
+                        mininterval=0.5, dynamic_ncols=True, postfix=count(0, "row"))
 
     def update(self, rows: int) -> None:
         self.rows += rows
@@ -41,7 +46,7 @@ class Progress:
             return
         position = self.reader.position
         rate = self.rows / max(time.perf_counter() - self.start, 1e-9)
-        self.bar.set_postfix_str(f"{self.rows:,} rows, {rate:,.1f} rows/s", refresh=False)
+        self.bar.set_postfix_str(f"{count(self.rows, 'row')}, {rate:,.1f} rows/s", refresh=False)
         self.bar.update(position - self.last)
         self.last = position
 

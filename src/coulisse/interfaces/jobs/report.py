@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from coulisse.errors import InputError
+from coulisse.interfaces.formatting import count
 from coulisse.interfaces.jobs import plots
 from coulisse.interfaces.jobs.evaluate import Evaluation
 from coulisse.interfaces.jobs.metrics import Metrics, compute
@@ -24,7 +25,7 @@ def _selection(ev: Evaluation) -> str:
     o = ev.options
     parts = []
     if o.limit is not None:
-        parts.append(f"the first {o.limit:,} rows")
+        parts.append(f"the first {count(o.limit, 'row')}")
     if o.sample is not None:
         parts.append(f"a random sample of {o.sample:,} (seed {o.seed})")
     return ", then ".join(parts) if parts else "every row"
@@ -40,7 +41,7 @@ def _counts(ev: Evaluation, metrics: Metrics) -> list[str]:
         lines.append(f"- Rows left out, their label unknown to the model: {c.unknown.total():,}: {found}")
     job = ev.options.job
     long_text = job.long_text + (f", stride {job.stride}" if job.stride is not None else "")
-    lines.append(f"- Long texts: {long_text}; {s.truncated:,} texts reached the model's token limit")
+    lines.append(f"- Long texts: {long_text}; {count(s.truncated, 'text')} reached the model's token limit")
     return lines
 
 
@@ -62,6 +63,10 @@ def _calibration(metrics: Metrics) -> list[str]:
 
 
 def render(ev: Evaluation, metrics: Metrics, predictions: str) -> str:
+    def image(alt: str, name: str) -> list[str]:
+        return [f"![{alt}]({PLOTS[name]})", ""] if ev.options.plots else []  # --no-plots: none drawn
+
+    histogram = ["## Scores by true label", "", *image("score histogram", "histogram")] if ev.options.plots else []
     per_class = [[label, f"{metrics.precision[k]:.4f}", f"{metrics.recall[k]:.4f}", f"{metrics.f1[k]:.4f}",
                   f"{int(metrics.support[k]):,}"] for k, label in enumerate(metrics.labels)]
     lines = [f"# Evaluation of `{ev.model}` on `{ev.options.input}`", "", *_counts(ev, metrics), "",
@@ -70,11 +75,11 @@ def render(ev: Evaluation, metrics: Metrics, predictions: str) -> str:
                      [[f"{metrics.accuracy:.4f}", f"{metrics.macro_f1:.4f}", f"{metrics.ece:.4f}"]]), "",
              "## Per label", "", *_table(["label", "precision", "recall", "F1", "support"], per_class), "",
              "## Confusion matrix", "", "Rows are true labels, columns predicted ones.", "",
-             *_confusion(metrics), "", f"![confusion matrix]({PLOTS['confusion']})", "",
+             *_confusion(metrics), "", *image("confusion matrix", "confusion"),
              "## Calibration", "",
              "Rows binned by their top-1 score: a calibrated model is right as often as its score says.", "",
-             *_calibration(metrics), "", f"![reliability diagram]({PLOTS['reliability']})", "",
-             "## Scores by true label", "", f"![score histogram]({PLOTS['histogram']})", "",
+             *_calibration(metrics), "", *image("reliability diagram", "reliability"),
+             *histogram,
              "## Predictions", "", f"Every row, with its prediction: [{predictions}]({predictions}).", ""]
     return "\n".join(lines)
 
@@ -89,9 +94,10 @@ def write_report(ev: Evaluation) -> Metrics:
     if not metrics.total:
         raise InputError(f"no row of {ev.options.input} has both a classifiable text and a known label: "
                          f"nothing to evaluate (predictions are in {ev.options.job.output}).")
-    plots.confusion_plot(metrics, directory / PLOTS["confusion"])
-    plots.reliability_plot(metrics, directory / PLOTS["reliability"])
-    plots.score_histogram(metrics, y_true, probs, directory / PLOTS["histogram"])
+    if ev.options.plots:
+        plots.confusion_plot(metrics, directory / PLOTS["confusion"])
+        plots.reliability_plot(metrics, directory / PLOTS["reliability"])
+        plots.score_histogram(metrics, y_true, probs, directory / PLOTS["histogram"])
     predictions = Path(ev.options.job.output).name
     (directory / "report.md").write_text(render(ev, metrics, predictions), encoding="utf-8")
     return metrics

@@ -13,12 +13,14 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from coulisse.errors import CoulisseError, InputError
+from coulisse.interfaces.formatting import count, duration
 from coulisse.interfaces.jobs import state as job_state
 from coulisse.interfaces.jobs.formats import STDIO, Added, Prediction, Row, output_format
 from coulisse.interfaces.jobs.predict import Predictor
@@ -32,7 +34,14 @@ DEFAULT_BATCH_ROWS = 1024
 
 
 class JobInterrupted(CoulisseError):
-    """The job was stopped by a signal; what was committed stays, and --resume continues."""
+    """The job was stopped by a signal; what was committed stays, and --resume continues.
+
+    `exit_code` is what a shell reports for a process killed by that signal: 128 + its number.
+    """
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.exit_code = 128 + signum
 
 
 @dataclass
@@ -49,6 +58,7 @@ class JobOptions:
     progress: bool | None = None  # None: when stderr is a terminal
     batch_rows: int = DEFAULT_BATCH_ROWS
     model: str = ""  # recorded in the resume key
+    quantize: str = "none"  # recorded in the resume key: int8 changes the scores
 
 
 @dataclass
@@ -59,7 +69,8 @@ class Summary:
     errored: int = 0
     truncated: int = 0
     resumed_from: int = 0
-    seconds: float = 0.0  # this run's chunk loop (read, classify, write), model loading excluded
+    seconds: float = 0.0  # this run's chunk loop (read, classify, commit, finish): what the rate divides
+    load_seconds: float = 0.0  # loading the model, before the loop
 
     @property
     def rows_per_second(self) -> float:
@@ -67,16 +78,18 @@ class Summary:
         return done / self.seconds if self.seconds > 0 else 0.0
 
     def describe(self) -> str:
-        text = f"{self.classified:,} rows classified, {self.errored:,} errored"
+        text = f"{count(self.classified, 'row')} classified, {self.errored:,} errored"
         if self.errored:
             text += " (see the error column)"
         if self.resumed_from:
-            text += f"; resumed after {self.resumed_from:,} rows"
+            text += f"; resumed after {count(self.resumed_from, 'row')}"
         done = self.rows - self.resumed_from
-        text += f"; {done:,} rows in {self.seconds:.1f} s ({self.rows_per_second:,.1f} rows/s)"
+        text += f"; {count(done, 'row')} in {duration(self.seconds)} ({self.rows_per_second:,.1f} rows/s"
+        text += f", after {duration(self.load_seconds)} loading the model)" if self.load_seconds else ")"
         if self.truncated:
-            text += (f". {self.truncated:,} texts reached the model's token limit and were truncated "
-                     "(--long-text chunk reads them whole)")
+            text += (f". {count(self.truncated, 'text')} reached the model's token limit and "
+                     f"{'was' if self.truncated == 1 else 'were'} truncated (--long-text chunk reads "
+                     f"{'it' if self.truncated == 1 else 'them'} whole)")
         return text + (f" -> {self.output}" if self.output != STDIO else "")
 
 
@@ -126,7 +139,7 @@ def input_identity(path: str) -> dict:
 def job_key(options: JobOptions, reader: Reader, out_format: str) -> dict:
     return {**input_identity(options.input), "column": reader.text_column, "format": out_format,
             "all_scores": options.all_scores, "long_text": options.long_text, "stride": options.stride,
-            "batch_rows": options.batch_rows, "model": options.model}
+            "batch_rows": options.batch_rows, "model": options.model, "quantize": options.quantize}
 
 
 def chunks(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
@@ -152,7 +165,9 @@ def classify_file(options: JobOptions, load_pipe: Callable[[], object], *, on_ch
     with Reader(options.input, options.column, options.batch_rows, stdin) as reader:
         if on_open is not None:
             on_open(reader)
+        loading = time.perf_counter()
         pipe = load_pipe()
+        loaded = time.perf_counter() - loading
         predictor = Predictor(pipe, options.long_text, options.stride)
         added = Added.for_columns(reader.columns, predictor.labels, options.all_scores)
         sink = make_sink(options.output, out_format, reader.columns, added, reader.schema)
@@ -164,8 +179,10 @@ def classify_file(options: JobOptions, load_pipe: Callable[[], object], *, on_ch
             sink.remove()
             job_state.save(job_state.state_path(options.output), current)
         rows = itertools.islice(reader.rows(), current.rows, None)
-        return _loop(options, reader, sink, predictor, current,
-                     rows_filter(rows) if rows_filter else rows, on_chunk)
+        summary = _loop(options, reader, sink, predictor, current,
+                        rows_filter(rows) if rows_filter else rows, on_chunk)
+    summary.load_seconds = loaded
+    return summary
 
 
 def _loop(options, reader, sink, predictor, current, rows, on_chunk) -> Summary:
@@ -173,6 +190,7 @@ def _loop(options, reader, sink, predictor, current, rows, on_chunk) -> Summary:
     path = job_state.state_path(options.output) if options.output != STDIO else None
     progress = Progress(reader, options.quiet, options.progress)
     start = time.perf_counter()
+    written = current.rows  # rows on stdout, which has no record
     try:
         sink.open(current.position)
         for chunk in chunks(rows, options.batch_rows):
@@ -181,13 +199,13 @@ def _loop(options, reader, sink, predictor, current, rows, on_chunk) -> Summary:
             _count(current, preds, predictor)
             if path is not None:
                 job_state.save(path, current)
+            written = current.rows
             if on_chunk is not None:
                 on_chunk(chunk, preds)
             progress.update(len(chunk))
         sink.finish()
-    except KeyboardInterrupt:
-        raise JobInterrupted(f"interrupted: {current.rows:,} rows are safely in {options.output}; "
-                             "rerun with --resume to go on.") from None
+    except KeyboardInterrupt as stop:
+        raise _interrupted(options.output, path, written, getattr(stop, "signum", signal.SIGINT)) from None
     finally:
         progress.close()
     if path is not None:
@@ -196,6 +214,17 @@ def _loop(options, reader, sink, predictor, current, rows, on_chunk) -> Summary:
     summary.rows, summary.classified, summary.errored = current.rows, current.classified, current.errored
     summary.truncated = current.truncated
     return summary
+
+
+def _interrupted(output: str, path: Path | None, written: int, signum: int) -> JobInterrupted:
+    """The count a stop reports is the record's, read back from disk: a signal between a chunk's count
+    and its record, or inside the record's write, leaves `current.rows` a chunk ahead of it."""
+    if path is None:
+        return JobInterrupted(f"interrupted after {count(written, 'row')} written to stdout.", signum)
+    recorded = job_state.load(path)
+    rows = recorded.rows if recorded is not None else 0
+    return JobInterrupted(f"interrupted: {count(rows, 'row')} {'is' if rows == 1 else 'are'} safely in "
+                          f"{output}; rerun with --resume to go on.", signum)
 
 
 def _count(current: job_state.JobState, preds: list[Prediction], predictor: Predictor) -> None:

@@ -22,18 +22,12 @@ from functools import partial
 import numpy as np
 
 from coulisse.engine import Item
+from coulisse.interfaces.server.limits import BATCH, BatchLimits
 from coulisse.interfaces.server.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
 
 Forward = Callable[[list[Item]], Sequence[np.ndarray]]
-
-
-@dataclass(frozen=True)
-class BatchLimits:
-    max_batch_tokens: int = 2048
-    max_batch_requests: int = 64
-    max_wait_ms: float = 2.0
 
 
 @dataclass
@@ -61,7 +55,7 @@ class Entry:
 
 
 class Batcher:
-    def __init__(self, forward: Forward, limits: BatchLimits = BatchLimits(),
+    def __init__(self, forward: Forward, limits: BatchLimits = BATCH,
                  metrics: ServerMetrics | None = None):
         self.forward = forward
         self.limits = limits

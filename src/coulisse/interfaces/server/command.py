@@ -7,42 +7,45 @@ import signal
 
 import click
 
+from coulisse.interfaces.options import (
+    DEFAULT_HELP,
+    load_pipeline,
+    model_option,
+    positive,
+    quantize_option,
+    threads_option,
+)
+from coulisse.interfaces.server.limits import BATCH, REQUEST
+
 log = logging.getLogger(__name__)
 
 
-def _positive(ctx, param, value):
-    if value is not None and value <= 0:
-        raise click.BadParameter(f"{value} is not positive; pass a number above 0.", ctx, param)
-    return value
-
-
 @click.command()
-@click.option("-m", "--model", default="tblard/tf-allocine", show_default=True, envvar="COULISSE_MODEL",
-              help="Hub id or local folder of the checkpoint.")
+@model_option(default_help=f"text-classification's {DEFAULT_HELP}")
 @click.option("--task", type=click.Choice(["text-classification", "feature-extraction"]),
               default="text-classification", show_default=True, envvar="COULISSE_TASK",
               help="text-classification serves /predict; feature-extraction serves /embed.")
 @click.option("-H", "--host", default="127.0.0.1", show_default=True, envvar="COULISSE_HOST",
               help="Address to listen on (0.0.0.0: every interface).")
 @click.option("-p", "--port", type=int, default=8080, show_default=True, envvar="COULISSE_PORT")
-@click.option("-t", "--threads", type=int, default=None, envvar="COULISSE_THREADS", callback=_positive,
-              help="CPU threads for the forward pass (default: torch's choice).")
-@click.option("-q", "--quantize", type=click.Choice(["none", "int8"]), default="none", show_default=True,
-              envvar="COULISSE_QUANTIZE", help="int8: dynamic int8 linear layers.")
-@click.option("-T", "--max-batch-tokens", type=int, default=2048, show_default=True, callback=_positive,
-              envvar="COULISSE_MAX_BATCH_TOKENS", help="A batch closes when it holds this many tokens.")
-@click.option("-B", "--max-batch-requests", type=int, default=64, show_default=True, callback=_positive,
-              envvar="COULISSE_MAX_BATCH_REQUESTS", help="... or when it holds this many inputs.")
-@click.option("-w", "--max-wait-ms", type=float, default=2.0, show_default=True,
+@threads_option(help_text="CPU threads for the forward pass (default: torch's choice).", callback=positive)
+@quantize_option(help_text="int8: dynamic int8 linear layers.")
+@click.option("-T", "--max-batch-tokens", type=int, default=BATCH.max_batch_tokens, show_default=True,
+              callback=positive, envvar="COULISSE_MAX_BATCH_TOKENS",
+              help="A batch closes when it holds this many tokens.")
+@click.option("-B", "--max-batch-requests", type=int, default=BATCH.max_batch_requests, show_default=True,
+              callback=positive, envvar="COULISSE_MAX_BATCH_REQUESTS", help="... or when it holds this many inputs.")
+@click.option("-w", "--max-wait-ms", type=float, default=BATCH.max_wait_ms, show_default=True,
               envvar="COULISSE_MAX_WAIT_MS",
               help="... or when its oldest input waited this long and the model is idle.")
-@click.option("-b", "--max-client-batch-size", type=int, default=32, show_default=True, callback=_positive,
-              envvar="COULISSE_MAX_CLIENT_BATCH_SIZE", help="Most inputs in one request (else 413).")
-@click.option("-c", "--max-concurrent-requests", type=int, default=512, show_default=True, callback=_positive,
-              envvar="COULISSE_MAX_CONCURRENT_REQUESTS", help="Most requests in flight (else 429).")
+@click.option("-b", "--max-client-batch-size", type=int, default=REQUEST.max_client_batch_size, show_default=True,
+              callback=positive, envvar="COULISSE_MAX_CLIENT_BATCH_SIZE", help="Most inputs in one request (else 413).")
+@click.option("-c", "--max-concurrent-requests", type=int, default=REQUEST.max_concurrent_requests,
+              show_default=True, callback=positive, envvar="COULISSE_MAX_CONCURRENT_REQUESTS",
+              help="Most requests in flight (else 429).")
 @click.option("--auto-truncate/--no-auto-truncate", default=True, show_default=True,
               envvar="COULISSE_AUTO_TRUNCATE", help="Truncate long inputs when a request does not say.")
-@click.option("--payload-limit", type=int, default=2_000_000, show_default=True, callback=_positive,
+@click.option("--payload-limit", type=int, default=REQUEST.payload_limit, show_default=True, callback=positive,
               envvar="COULISSE_PAYLOAD_LIMIT", help="Largest request body in bytes (else 413).")
 @click.option("--pooling", type=click.Choice(["mean", "cls"]), default=None, envvar="COULISSE_POOLING",
               help="/embed pooling (default: 1_Pooling/config.json, else mean).")
@@ -58,7 +61,7 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
     """Serve MODEL over HTTP with text-embeddings-inference's API and dynamic batching.
 
     Ready when `GET /health` answers 200; `/docs` shows the API. SIGTERM stops accepting,
-    finishes the requests in flight, and exits 0.
+    finishes the requests in flight, and exits 0; Ctrl-C does the same and exits 130.
 
     \b
     Examples:
@@ -75,13 +78,12 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
         from coulisse.interfaces.server.service import ServerSettings
     except ImportError as e:
         raise click.ClickException(f"{e.name} is missing: pip install 'coulisse[serve]'") from None
-    from coulisse.interfaces.cli import load_pipeline
 
     if max_wait_ms < 0:
         raise click.BadParameter(f"{max_wait_ms} is negative; pass 0 or more.", param_hint="--max-wait-ms")
-    pipe = load_pipeline(task, model, threads, quantize, max_batch_tokens=max_batch_tokens)
-    # The server already cut the batch; the engine must not cut it again by count.
-    pipe.engine.max_batch_size = max(pipe.engine.max_batch_size, max_batch_requests)
+    # The batcher already cut the batch on these limits; the engine must not cut it again.
+    pipe = load_pipeline(task, model, threads, quantize, max_batch_tokens=max_batch_tokens,
+                         max_batch_size=max_batch_requests)
     pipe.forward(pipe.preprocess(["warm-up"]))  # the first forward pays one-off costs; not a client
     settings = ServerSettings(
         model_id=model, max_batch_tokens=max_batch_tokens, max_batch_requests=max_batch_requests,

@@ -1,14 +1,15 @@
 """The model behind the routes: tokenize, queue, post-process. Knows nothing of HTTP.
 
-Stage 1 is the pipeline's own `preprocess` (its tokenizer), stage 2 its engine (`pipe.forward`
-over `Item`s, called by the batcher's worker thread), stage 3 the task's numpy post-processing
-(`label_scores` for classifiers; mean or CLS pooling then L2 norm for embeddings).
+An adapter over the pipeline's public stages: `pipe.preprocess` (stage 1, on a tokenizer thread),
+`pipe.forward` over the batch's items (stage 2, the batcher's worker thread, batched across requests),
+`pipe.postprocess` (stage 3: labels and scores; for /embed the pipeline's pooling, so `/embed` equals
+`pipeline("feature-extraction", pooling="auto", normalize=...)` — sentence-transformers' Pooling,
+Normalize, `max_seq_length` and `do_lower_case` included).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -22,9 +23,9 @@ from coulisse.engine import Item
 from coulisse.errors import InputError
 from coulisse.interfaces.server.batching import Batcher, BatchLimits, ForwardError, Result
 from coulisse.interfaces.server.errors import ServerError
+from coulisse.interfaces.server.limits import BATCH, REQUEST
 from coulisse.interfaces.server.metrics import ServerMetrics
-from coulisse.pipelines import Pipeline
-from coulisse.tasks.text_classification import default_function, label_scores
+from coulisse.tasks.base import Batch, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +38,13 @@ Disconnected = Callable[[], Awaitable[None]] | None
 @dataclass(frozen=True)
 class ServerSettings:
     model_id: str = ""
-    max_batch_tokens: int = 2048
-    max_batch_requests: int = 64
-    max_wait_ms: float = 2.0
-    max_client_batch_size: int = 32
-    max_concurrent_requests: int = 512
+    max_batch_tokens: int = BATCH.max_batch_tokens
+    max_batch_requests: int = BATCH.max_batch_requests
+    max_wait_ms: float = BATCH.max_wait_ms
+    max_client_batch_size: int = REQUEST.max_client_batch_size
+    max_concurrent_requests: int = REQUEST.max_concurrent_requests
     auto_truncate: bool = True
-    payload_limit: int = 2_000_000
+    payload_limit: int = REQUEST.payload_limit
     api_key: str | None = field(default=None, repr=False)  # never in a log line, not even a debug one
     pooling: str | None = None
     dtype: str = "float32"
@@ -57,27 +58,12 @@ class Timings:
     inference_s: float = 0.0
 
 
-def pooling_of(pipe: Pipeline, override: str | None) -> str:
-    """sentence-transformers' choice (1_Pooling/config.json) unless overridden; mean when absent."""
-    if override:
-        if override not in POOLINGS:
-            raise InputError(f"pooling={override!r}; use one of {', '.join(POOLINGS)}.")
-        return override
-    path = pipe.checkpoint.directory / "1_Pooling" / "config.json"
-    if path.is_file():
-        config = json.loads(path.read_text(encoding="utf-8"))
-        if config.get("pooling_mode_cls_token"):
-            return "cls"
-    return "mean"
-
-
-def max_input_length(pipe: Pipeline) -> int:
-    """TEI's rule: sentence-transformers' max_seq_length when the checkpoint has one, else the model's."""
-    limit = pipe.tokenizer.model_max_length
-    path = pipe.checkpoint.directory / "sentence_bert_config.json"
-    if path.is_file():
-        limit = min(limit, int(json.loads(path.read_text(encoding="utf-8")).get("max_seq_length", limit)))
-    return limit
+def pooling_of(override: str | None) -> str:
+    """The pipeline's pooling option for /embed: the folder's sentence-transformers choice ("auto")
+    unless the server was started with --pooling."""
+    if override and override not in POOLINGS:
+        raise InputError(f"pooling={override!r}; use one of {', '.join(POOLINGS)}.")
+    return override or "auto"
 
 
 class Service:
@@ -88,9 +74,14 @@ class Service:
         self.settings = settings
         self.metrics = metrics
         self.classifier = pipe.task == "text-classification"
-        self.max_input_length = max_input_length(pipe)
-        self.function = default_function(pipe.config.problem_type, pipe.config.num_labels)
-        self.pooling = None if self.classifier else pooling_of(pipe, settings.pooling)
+        self.pooling = None if self.classifier else pooling_of(settings.pooling)
+        # TEI's rule, the pipeline's too: sentence-transformers' max_seq_length when the folder has one.
+        self.max_input_length = pipe.tokenizer.model_max_length
+        if not self.classifier:
+            found = pipe.sentence_config(self.pooling, None)
+            self.pooling_mode = found.pooling  # what "auto" chose, for /info
+            self.max_input_length = min(self.max_input_length, found.max_seq_length or self.max_input_length)
+        self.function = pipe.options({})["function_to_apply"] if self.classifier else None
         limits = BatchLimits(settings.max_batch_tokens, settings.max_batch_requests, settings.max_wait_ms)
         self.batcher = Batcher(pipe.forward, limits, metrics)
         # The tokenizer serializes calls with a lock; one thread keeps long inputs off the event loop.
@@ -107,29 +98,30 @@ class Service:
 
     # -- stage 1 ----------------------------------------------------------------------------------
 
-    def _encode(self, texts: list[str], pairs: list[str] | None, truncate: bool) -> list[Item]:
-        # `pipe.preprocess`, with TEI's length limit (it can be shorter than the tokenizer's).
-        encodings = self.pipe.tokenizer.encode_batch(texts, pairs, truncation=truncate,
-                                                     max_length=self.max_input_length)
-        return [Item(e.ids, e.type_ids) for e in encodings]
-
-    def _tokenize(self, sequences: list[tuple[str, str | None]], truncate: bool) -> list[Item]:
-        """Single texts and text pairs may share a request; each kind is one tokenizer call."""
+    def _preprocess(self, sequences: list[tuple[str, str | None]], truncate: bool,
+                    normalize: bool | None) -> tuple[list[Item], Batch | None]:
+        """`pipe.preprocess`: texts for /embed (one batch, its pooling inside); for /predict, single texts
+        and text pairs may share a request, each kind one call."""
+        if not self.classifier:
+            batch = self.pipe.preprocess([text for text, _ in sequences], truncation=truncate,
+                                         pooling=self.pooling, normalize=normalize)
+            return batch.items, batch
         items: list[Item | None] = [None] * len(sequences)
         for paired in (False, True):
             where = [i for i, (_, pair) in enumerate(sequences) if (pair is not None) == paired]
             if where:
-                encoded = self._encode([sequences[i][0] for i in where],
-                                       [sequences[i][1] for i in where] if paired else None, truncate)
-                for i, item in zip(where, encoded, strict=True):
+                inputs = [{"text": sequences[i][0], "text_pair": sequences[i][1]} if paired else sequences[i][0]
+                          for i in where]
+                for i, item in zip(where, self.pipe.preprocess(inputs, truncation=truncate), strict=True):
                     items[i] = item
-        return items  # type: ignore[return-value]
+        return items, None  # type: ignore[return-value]
 
     async def tokenize(self, sequences: list[tuple[str, str | None]], truncate: bool,
-                       timings: Timings) -> list[Item]:
+                       timings: Timings, normalize: bool | None = None) -> tuple[list[Item], Batch | None]:
         start = time.perf_counter()
         loop = asyncio.get_running_loop()
-        items = await loop.run_in_executor(self._tokenizer_pool, self._tokenize, sequences, truncate)
+        items, batch = await loop.run_in_executor(self._tokenizer_pool, self._preprocess, sequences, truncate,
+                                                  normalize)
         timings.tokenization_s = time.perf_counter() - start
         self.metrics.tokenization_duration.observe(timings.tokenization_s)
         for item in items:
@@ -139,7 +131,7 @@ class Service:
                                   f"{self.max_input_length} tokens. Given: {n}. Pass \"truncate\": true.")
             self.metrics.input_length.observe(n)
             timings.tokens += n
-        return items
+        return items, batch
 
     # -- stage 2 ----------------------------------------------------------------------------------
 
@@ -180,30 +172,21 @@ class Service:
         if not self.classifier:
             raise ServerError("model_type", "model is not a classifier model: this server was started with "
                               "--task feature-extraction; use /embed")
-        rows = await self.infer(await self.tokenize(sequences, truncate, timings), disconnected, timings)
-        function = "none" if raw_scores else self.function
-        out = []
-        for row in rows:
-            if not np.isfinite(row).all():
-                raise ServerError("backend", "score is NaN or infinite")
-            out.append(label_scores(row, self.pipe.config.id2label, function, top_k=None, legacy=False))
-        return out
+        items, _ = await self.tokenize(sequences, truncate, timings)
+        rows = await self.infer(items, disconnected, timings)
+        if not all(np.isfinite(row).all() for row in rows):
+            raise ServerError("backend", "score is NaN or infinite")
+        return self.pipe.postprocess(np.stack(rows), function_to_apply="none" if raw_scores else self.function,
+                                     top_k=None, _legacy=False)
 
     async def embed(self, texts: list[str], truncate: bool, normalize: bool,
                     disconnected: Disconnected, timings: Timings) -> list[list[float]]:
         if self.classifier:
             raise ServerError("model_type", "model is not an embedding model: this server runs a sequence "
                               "classifier; use /predict, or start it with --task feature-extraction")
-        items = await self.tokenize([(t, None) for t in texts], truncate, timings)
+        items, batch = await self.tokenize([(t, None) for t in texts], truncate, timings, normalize)
         rows = await self.infer(items, disconnected, timings)
-        return [self.pool(hidden, normalize).tolist() for hidden in rows]
-
-    def pool(self, hidden: np.ndarray, normalize: bool) -> np.ndarray:
-        """Hidden states `(length, H)` -> one vector `(H,)`: sentence-transformers' pooling, no padding."""
-        vector = hidden[0] if self.pooling == "cls" else hidden.mean(axis=0)
-        if normalize:
-            vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
-        return vector.astype(np.float32)
+        return self.pipe.postprocess(rows, batch)
 
     # -- /info ------------------------------------------------------------------------------------
 
@@ -212,7 +195,7 @@ class Service:
         id2label = sorted(config.id2label.items()) if self.classifier else []
         model_type = ({"classifier": {"id2label": {str(i): label for i, label in id2label},
                                       "label2id": {label: i for i, label in id2label}}}
-                      if self.classifier else {"embedding": {"pooling": self.pooling}})
+                      if self.classifier else {"embedding": {"pooling": self.pooling_mode}})
         s = self.settings
         return {
             "model_id": s.model_id or self.pipe.checkpoint.name, "model_sha": None, "model_dtype": s.dtype,

@@ -1,0 +1,25 @@
+"""How the CLI writes numbers for people: counts with their noun, durations, probabilities."""
+
+from __future__ import annotations
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """`1 row`, `0 rows`, `1,024 rows`; `plural` for nouns that do not take an s."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
+def duration(seconds: float) -> str:
+    """Three significant digits under a minute (`0.0423 s` would read as zero at one decimal), then
+    minutes and seconds."""
+    if seconds < 60:
+        return f"{seconds:.3g} s"
+    minutes, rest = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {rest:02d} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def probability(p: float) -> str:
+    """Four significant digits: a fill-mask proposal over a 32,000-word vocabulary often scores below
+    0.0001, which four decimals would print as 0.0000."""
+    return f"{p:.4g}"

@@ -1,0 +1,72 @@
+"""What every `coulisse` command shares: the `--model`, `--threads` and `--quantize` options, and the
+helpers that turn them into a pipeline or read TEXT arguments.
+
+The command modules import this module; it imports none of them (nor `cli.py`, which only assembles
+the group). Nothing heavy at module level: `coulisse --help` imports every command module.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from coulisse.defaults import BUNDLED_MODEL, DEFAULT_MODEL
+
+DEFAULT_HELP = f"default: {DEFAULT_MODEL}, or the bundled {BUNDLED_MODEL} when that cannot be had"
+THREADS_HELP = "CPU threads (default: all physical cores)."
+QUANTIZE_HELP = "int8: dynamic int8 linear layers (faster on CPU, near-identical scores)."
+
+
+def positive(ctx: click.Context, param: click.Parameter, value):
+    """A click callback: None passes, anything at or below 0 is refused with the value."""
+    if value is not None and value <= 0:
+        raise click.BadParameter(f"{value} is not positive; pass a number above 0.", ctx, param)
+    return value
+
+
+def model_option(default_help: str | None = DEFAULT_HELP):
+    """`--model`. Without one the command passes None: the pipeline picks the task's default model
+    (`coulisse.defaults`), and a task without one asks for `--model` (`require_model`)."""
+    help_text = "Hub id or local folder of the checkpoint" + (f" ({default_help})." if default_help else ".")
+    return click.option("-m", "--model", default=None, envvar="COULISSE_MODEL", help=help_text)
+
+
+def threads_option(help_text: str = THREADS_HELP, callback=None):
+    return click.option("-t", "--threads", type=int, default=None, envvar="COULISSE_THREADS", callback=callback,
+                        help=help_text)
+
+
+def quantize_option(help_text: str = QUANTIZE_HELP):
+    return click.option("-q", "--quantize", type=click.Choice(["none", "int8"]), default="none",
+                        envvar="COULISSE_QUANTIZE", show_default=True, help=help_text)
+
+
+def engine_options(f):
+    """`--quantize` and `--threads`, in that order in the help."""
+    return quantize_option()(threads_option()(f))
+
+
+def require_model(model: str | None, what: str) -> str:
+    """The model of a task without a default; none given is a usage error that names what to give."""
+    if model is None:
+        raise click.UsageError(f"give --model: {what} (Hub id or folder), or set COULISSE_MODEL.")
+    return model
+
+
+def load_pipeline(task: str, model: str | None, threads: int | None = None, quantize: str = "none", **kwargs):
+    from coulisse.pipelines import pipeline
+
+    if quantize != "none":
+        kwargs["quantize"] = quantize
+    return pipeline(task, model=model, threads=threads, **kwargs)
+
+
+def read_texts(texts: tuple[str, ...]) -> list[str]:
+    """TEXT arguments, else the non-blank lines of stdin (a terminal on stdin is a usage error)."""
+    if texts:
+        return list(texts)
+    if sys.stdin.isatty():
+        raise click.UsageError("give TEXT arguments, or pipe lines on stdin.")
+    lines = [line.rstrip("\n") for line in sys.stdin]
+    return [line for line in lines if line.strip()]

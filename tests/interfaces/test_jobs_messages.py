@@ -1,0 +1,66 @@
+"""What a corpus job tells the user: the summary line and the progress bar's frames."""
+
+from __future__ import annotations
+
+import re
+import time
+from types import SimpleNamespace
+
+import pytest
+from click.testing import CliRunner
+
+from coulisse.interfaces.cli import cli
+from coulisse.interfaces.jobs.progress import Progress
+from coulisse.interfaces.jobs.runner import JobOptions, Summary, classify_file
+
+
+def test_summary_counts_in_words_and_times_to_significant_digits():
+    one = Summary("out.csv", rows=1, classified=1, truncated=1, seconds=0.0423).describe()
+    assert one.startswith("1 row classified, 0 errored; 1 row in 0.0423 s (23.6 rows/s). 1 text reached "
+                          "the model's token limit and was truncated"), one
+    many = Summary("out.csv", rows=300, classified=299, errored=1, resumed_from=100, truncated=2,
+                   seconds=12.345).describe()
+    assert "299 rows classified, 1 errored" in many and "resumed after 100 rows" in many
+    assert "200 rows in 12.3 s (16.2 rows/s)" in many and "2 texts reached" in many and "were truncated" in many
+    assert "0.0 s" not in Summary("-", rows=300, classified=300, seconds=0.004).describe()
+    loaded = Summary("-", rows=300, classified=300, seconds=0.004, load_seconds=2.314).describe()
+    assert "300 rows in 0.004 s (75,000.0 rows/s, after 2.31 s loading the model)" in loaded, loaded
+
+
+def test_the_summary_times_the_loop_and_the_loading_apart(tf_camembert_dir, tmp_path):
+    """The rate divides by the chunk loop alone; the model's loading is measured and shown beside it."""
+    import coulisse
+
+    source = tmp_path / "in.txt"
+    source.write_text("Un film superbe.\nQuel ennui.\n", encoding="utf-8")
+    pipe = coulisse.pipeline("sentiment-analysis", model=str(tf_camembert_dir))
+
+    def load():
+        time.sleep(0.2)  # a slow load, which must not count in the rows/s
+        return pipe
+
+    summary = classify_file(JobOptions(input=str(source), output=str(tmp_path / "out.jsonl")), load)
+    assert summary.load_seconds >= 0.2 and summary.seconds > 0
+    assert summary.rows_per_second == pytest.approx(2 / summary.seconds)
+    assert "loading the model)" in summary.describe()
+
+
+def test_the_first_progress_frame_shows_nothing_done(capsys):
+    reader = SimpleNamespace(format="csv", total=1000, position=8)  # the header is read
+    progress = Progress(reader, force=True)
+    reader.position = 400
+    progress.update(1)
+    progress.close()
+    frames = [f.strip() for f in capsys.readouterr().err.split("\r") if f.strip()]
+    assert re.fullmatch(r"classify:\s+0%\|\s*\| \[00:00<\?, 0 rows\]", frames[0]), frames
+    assert re.fullmatch(r"classify:\s+40%\|.*\| \[00:\d\d<.*, 1 row, [\d,.]+ rows/s\]", frames[-1]), frames
+
+
+def test_the_cli_summary_of_a_one_row_file(tf_camembert_dir, tmp_path):
+    source = tmp_path / "one.txt"
+    source.write_text("Un film superbe.\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["classify", "-m", str(tf_camembert_dir), "-i", str(source),
+                                      "-o", str(tmp_path / "out.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^1 row classified, 0 errored; 1 row in [\d.]+(e-\d+)? s ", result.stderr, re.M), \
+        result.stderr

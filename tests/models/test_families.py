@@ -1,0 +1,259 @@
+"""The family table (`coulisse.families`) is the one place families differ: a family whose blocks are BERT's
+is one row (here data2vec-text, added by a test), and the two families added through it — ELECTRA (BERT's
+blocks, one row and its head) and FlauBERT (its own blocks, `coulisse.models.flaubert`) — equal
+transformers 5 beyond the classifier oracle of test_logits_oracle.py: token classification, config
+variants, int8 close to fp32, typed errors for what they lack. Oracle: transformers' own models, ≤ 1e-4.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from factory import (
+    CLASSIFIER_ARCHS,
+    CORPUS,
+    LABELS,
+    TEXTS,
+    assert_close,
+    assert_distinct_rows,
+    assert_same_encoding,
+    write_weights,
+)
+
+from coulisse import pipeline
+from coulisse.config import EncoderConfig
+from coulisse.engine import Item
+from coulisse.errors import UnsupportedModelError
+from coulisse.families import FAMILIES, ROBERTA_HEADS, Family
+
+NER_LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
+
+
+def transformers_model(factory, arch: str, auto: str = "AutoModelForSequenceClassification", seed: int = 0,
+                       config=None, **changes):
+    """A transformers model of `arch` (the factory's config, with `changes`), LayerNorms moved off 1 and 0."""
+    import transformers
+
+    config = copy.deepcopy(config or factory.reference(arch).model.config)
+    for key, value in changes.items():
+        setattr(config, key, value)
+    torch.manual_seed(seed)
+    model = getattr(transformers, auto).from_config(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name.lower():
+                p.add_(torch.randn_like(p) * 0.2)
+    return model
+
+
+def save(factory, model, directory, tokenizer_arch: str, weights: str = "safetensors"):
+    directory.mkdir(parents=True, exist_ok=True)
+    write_weights(model, directory, weights)
+    for f in factory.tokenizer_files(tokenizer_arch).iterdir():
+        if f.name != "config.json":
+            shutil.copy(f, directory / f.name)
+    return directory
+
+
+def oracle(model, tok, texts, **kwargs):
+    inputs = tok(texts, padding=True, truncation=True, max_length=512, return_tensors="pt")
+    with torch.no_grad():
+        return inputs, model(**inputs, **kwargs)
+
+
+def check_sequence_classifier(kind: str, pipe, inputs, logits) -> None:
+    assert_distinct_rows(logits)
+    ours = pipe.tokenizer(TEXTS, padding=True, truncation=True, return_tensors="pt")
+    assert_same_encoding(ours, inputs)
+    assert_close(f"logits batched [{kind}]", pipe.model(**ours).logits, logits)
+    assert_close(f"logits engine [{kind}]", np.stack(pipe.forward(pipe.preprocess(TEXTS))), logits)
+
+
+# -- the table ---------------------------------------------------------------------------------------------
+
+
+def test_a_family_with_berts_blocks_is_one_row(factory, tmp_path, monkeypatch):
+    """data2vec-text is RoBERTa under another model_type and checkpoint prefix: one `Family` row (no code, no
+    head class) and it loads, tokenizes and computes as its transformers twin does."""
+    import transformers
+
+    monkeypatch.setitem(FAMILIES, "data2vec-text", Family(
+        "data2vec-text", ("data2vec_text",), ROBERTA_HEADS, positions_from_pad=True,
+        tokenizer_class="RobertaTokenizer"))
+    roberta = factory.reference("roberta").model.config
+    fields = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+              "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "pad_token_id", "bos_token_id",
+              "eos_token_id", "id2label", "label2id", "initializer_range")
+    config = transformers.Data2VecTextConfig(**{f: getattr(roberta, f) for f in fields})
+    classifier = transformers_model(factory, "roberta", config=config)
+    assert type(classifier).__name__ == "Data2VecTextForSequenceClassification"
+    directory = save(factory, classifier, tmp_path / "classifier", "roberta", weights="sharded-safetensors")
+    tok = transformers.AutoTokenizer.from_pretrained(str(directory))
+    inputs, out = oracle(classifier, tok, TEXTS)
+    pipe = pipeline("text-classification", model=directory)
+    assert pipe.config.id2label == LABELS and pipe.config.position_offset == roberta.pad_token_id + 1
+    check_sequence_classifier("data2vec-text", pipe, inputs, out.logits)
+
+    base = save(factory, classifier.base_model, tmp_path / "base", "roberta")
+    real = inputs["attention_mask"].bool()
+    with torch.no_grad():
+        hidden = classifier.base_model(**inputs).last_hidden_state
+    ours = pipeline("feature-extraction", model=base)
+    got = ours.model(**ours.tokenizer(TEXTS, padding=True, truncation=True, return_tensors="pt")).last_hidden_state
+    assert_close("hidden states [data2vec-text]", got[real], hidden[real])
+
+
+def test_every_row_names_what_exists():
+    from coulisse.models.model import resolve
+
+    for family in FAMILIES.values():
+        assert callable(resolve(family.model)) and callable(resolve(family.checkpoint_keys)), family.model_type
+        heads = resolve(family.heads) if isinstance(family.heads, str) else family.heads
+        for task, builder in heads.items():
+            assert callable(resolve(builder) if isinstance(builder, str) else builder), (family.model_type, task)
+
+
+def test_a_head_the_family_lacks_is_a_typed_error(factory):
+    with pytest.raises(UnsupportedModelError, match=r"electra checkpoints with the heads sequence-classification, "
+                                                    r"token-classification .* not masked-lm"):
+        pipeline("fill-mask", model=factory.checkpoint("electra"))
+
+
+def test_config_defaults_and_spellings_follow_transformers():
+    """A config.json leaving fields out gets transformers' defaults; FlauBERT's XLM spellings map onto ours."""
+    import transformers
+
+    for ours, theirs in [(EncoderConfig.from_dict({"model_type": "electra"}), transformers.ElectraConfig()),
+                         (EncoderConfig.from_dict({"model_type": "flaubert"}), transformers.FlaubertConfig())]:
+        assert (ours.vocab_size, ours.hidden_size, ours.num_hidden_layers, ours.num_attention_heads,
+                ours.pad_token_id) == (theirs.vocab_size, theirs.hidden_size, theirs.num_hidden_layers,
+                                       theirs.num_attention_heads, theirs.pad_token_id)
+    assert EncoderConfig.from_dict({"model_type": "electra"}).embedding_size == 128
+    assert EncoderConfig.from_dict({"model_type": "electra"}).intermediate_size == 1024
+    relu = transformers.FlaubertConfig(emb_dim=64, n_layers=3, n_heads=8, gelu_activation=False, pre_norm=True)
+    ours = EncoderConfig.from_dict(relu.to_dict())
+    assert (ours.hidden_size, ours.num_hidden_layers, ours.num_attention_heads, ours.intermediate_size,
+            ours.hidden_act, ours.pre_norm) == (64, 3, 8, 256, "relu", True)
+
+
+# -- ELECTRA and FlauBERT beyond the classifier oracle -----------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", CLASSIFIER_ARCHS)
+def test_token_classification_equals_transformers(factory, tmp_path, arch):
+    config = copy.deepcopy(factory.reference(arch).model.config)
+    config.id2label, config.label2id = dict(NER_LABELS), {v: k for k, v in NER_LABELS.items()}
+    model = transformers_model(factory, arch, "AutoModelForTokenClassification", seed=5, config=config)
+    directory = save(factory, model, tmp_path / arch, arch, weights="bin")
+    inputs, out = oracle(model, factory.hf_tokenizer(arch), TEXTS)
+    real = inputs["attention_mask"].bool()
+    pipe = pipeline("token-classification", model=directory)
+    ours = pipe.tokenizer(TEXTS, padding=True, truncation=True, return_tensors="pt")
+    assert_same_encoding(ours, inputs)
+    assert_close(f"token logits batched [{arch}]", pipe.model(**ours).logits[real], out.logits[real])
+    items = [Item(e.ids, e.type_ids) for e in pipe.tokenizer.encode_batch(TEXTS)]
+    for i, rows in enumerate(pipe.forward(items)):
+        assert_close(f"token logits engine [{arch}]", rows, out.logits[i][real[i]])
+    for text, entities in zip(TEXTS[:4], pipe(TEXTS[:4], aggregation_strategy="simple"), strict=True):
+        assert all(0 <= e["start"] <= e["end"] <= len(text) for e in entities)
+
+
+def test_electra_tokenizer_equals_transformers_on_the_corpus(factory):
+    """ELECTRA ships WordPiece vocab.txt files (transformers 5 reads them with BertTokenizer): token types too."""
+    from coulisse.tokenizer import Tokenizer
+
+    ours = Tokenizer.from_dir(factory.checkpoint("electra"), model_type="electra")
+    theirs = factory.hf_tokenizer("electra")
+    assert_same_encoding(ours(CORPUS, padding=True), theirs(CORPUS, padding=True))
+    assert_same_encoding(ours(CORPUS[:9], CORPUS[9:], padding=True), theirs(CORPUS[:9], CORPUS[9:], padding=True))
+
+
+def test_electra_without_projection_and_with_token_types(factory, tmp_path):
+    """embedding_size = hidden_size: no embeddings_project; text pairs carry token types 0 and 1."""
+    model = transformers_model(factory, "electra", seed=3, embedding_size=32)
+    directory = save(factory, model, tmp_path / "electra", "electra")
+    pipe = pipeline("text-classification", model=directory)
+    assert not hasattr(pipe.model.base, "embeddings_project")
+    inputs, out = oracle(model, factory.hf_tokenizer("electra"), TEXTS)
+    check_sequence_classifier("electra embedding_size=hidden", pipe, inputs, out.logits)
+    tok = factory.hf_tokenizer("electra")
+    pairs = tok(TEXTS[:4], TEXTS[2:6], padding=True, truncation=True, max_length=40, return_tensors="pt")
+    assert pairs["token_type_ids"].any()
+    ours = pipe.tokenizer(TEXTS[:4], TEXTS[2:6], padding=True, truncation=True, max_length=40, return_tensors="pt")
+    assert_same_encoding(ours, pairs)
+    with torch.no_grad():
+        want = model(**pairs).logits
+    assert_close("logits pairs [electra]", pipe.model(**ours).logits, want)
+
+
+def _pre_norm_cache(config):
+    """transformers 5 fails on pre-norm FlauBERT models: that branch indexes its cache per layer (`cache[i]`),
+    which EncoderDecoderCache does not support. Handing each layer the whole (empty) cache back runs the
+    branch's arithmetic unchanged."""
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+    class PerLayer(EncoderDecoderCache):
+        def __getitem__(self, layer: int):
+            return self
+
+    return PerLayer(DynamicCache(config=config), DynamicCache(config=config))
+
+
+VARIANTS = {
+    "pre_norm": dict(pre_norm=True),
+    "relu, tanh summary": dict(gelu_activation=False, summary_activation="tanh"),
+    "languages, sinusoidal positions": dict(n_langs=2, use_lang_emb=True, sinusoidal_embeddings=True),
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_flaubert_variants_equal_transformers(factory, tmp_path, variant):
+    model = transformers_model(factory, "flaubert", seed=11, **VARIANTS[variant])
+    directory = save(factory, model, tmp_path / "flaubert", "flaubert")
+    tok = factory.hf_tokenizer("flaubert")
+    extra = {"cache": _pre_norm_cache(model.config)} if variant == "pre_norm" else {}
+    inputs, out = oracle(model, tok, TEXTS, **extra)
+    pipe = pipeline("text-classification", model=directory)
+    check_sequence_classifier(f"flaubert {variant}", pipe, inputs, out.logits)
+    for text, row in zip(TEXTS, pipe.forward(pipe.preprocess(TEXTS)), strict=True):
+        extra = {"cache": _pre_norm_cache(model.config)} if variant == "pre_norm" else {}
+        _, single = oracle(model, tok, [text], **extra)
+        assert_close(f"logits one by one [flaubert {variant}]", row[None], single.logits)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(summary_type="last"), "summary_type='last'"),
+    (dict(summary_proj_to_labels=False), "summary_proj_to_labels=False"),
+    (dict(summary_activation="softmax"), "summary_activation='softmax'"),
+])
+def test_unsupported_flaubert_summaries_say_which_field(factory, tmp_path, change, message):
+    model = factory.reference("flaubert").model
+    save(factory, model, tmp_path, "flaubert")
+    config = json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))
+    (tmp_path / "config.json").write_text(json.dumps({**config, **change}), encoding="utf-8")
+    with pytest.raises(UnsupportedModelError, match=message):
+        pipeline("text-classification", model=tmp_path)
+
+
+@pytest.mark.parametrize("arch", CLASSIFIER_ARCHS)
+def test_int8_stays_close_to_fp32(factory, arch):
+    from coulisse.models.quantize import Int8Linear, onednn_available
+
+    directory = factory.checkpoint(arch)
+    fp32 = pipeline("text-classification", model=directory)
+    int8 = pipeline("text-classification", model=directory, quantize="int8")
+    if onednn_available():
+        layers = [m for m in int8.model.base.encoder.modules() if isinstance(m, Int8Linear)]
+        assert len(layers) == 4 * 2  # qkv, attention output, feed-forward in and out, per layer
+        assert sum(m.gelu for m in layers) == 2, "the feed-forward GELU runs inside the int8 layer"
+    a = np.array(int8.forward(int8.preprocess(TEXTS)))
+    b = np.array(fp32.forward(fp32.preprocess(TEXTS)))
+    # A tiny random model with large weights is int8's worst case: tests/engine/test_engine.py bounds its
+    # CamemBERT's logits (|logit| ≲ 1) by 0.1; these reach 2, hence the bound relative to the largest.
+    assert 0 < np.abs(a - b).max() < 0.1 * max(1.0, np.abs(b).max())
+    assert (a.argmax(1) == b.argmax(1)).mean() >= 0.8

@@ -1,0 +1,70 @@
+"""The one contract: every task declares its options and implements the stages; the base class owns the call."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from coulisse import pipeline
+from coulisse.errors import InputError
+from coulisse.tasks import TASKS
+from coulisse.tasks.base import Batch, Pipeline
+from coulisse.tasks.functional import sigmoid, softmax, top_k
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_every_task_follows_the_contract(name):
+    cls = TASKS[name]
+    assert issubclass(cls, Pipeline)
+    assert "__call__" not in vars(cls), f"{name} writes its own __call__"
+    for stage in ("preprocess", "postprocess"):
+        assert stage in vars(cls), f"{name} does not implement {stage}"
+    assert cls.OPTIONS, f"{name} declares no options"
+    assert not [m for m in vars(cls) if m in ("_options", "check_options")], "options are checked in one place"
+
+
+@pytest.mark.parametrize("task, options, word", [
+    ("sentiment-analysis", {"top_kk": 1}, "top_kk"),
+    ("sentiment-analysis", {"top_k": 0}, "top_k"),
+    ("sentiment-analysis", {"function_to_apply": "softplus"}, "softplus"),
+    ("feature-extraction", {"pooling": "max"}, "pooling"),
+    ("fill-mask", {"tokenizer_kwargs": {"padding": True}}, "truncation"),
+    ("question-answering", {"doc_stride": -1}, "doc_stride"),
+    ("zero-shot-classification", {"hypothesis_template": "no braces"}, "{}"),
+    ("token-classification", {"aggregation_strategy": "loudest"}, "aggregation_strategy"),
+])
+def test_constructor_options_are_checked_before_the_model_loads(tmp_path, task, options, word):
+    """The folder does not exist: an option error that wins over the loading error was checked first."""
+    with pytest.raises(InputError, match=word.replace("{", r"\{").replace("}", r"\}")):
+        pipeline(task, model=str(tmp_path / "no-such-model"), **options)
+
+
+def test_call_options_merge_table_pipeline_and_call(tf_camembert_dir):
+    classifier = pipeline("sentiment-analysis", model=str(tf_camembert_dir), top_k=None)
+    texts = ["Un film magnifique.", "Bof."]
+    every = classifier(texts)
+    assert [len(r) for r in every] == [2, 2]  # the pipeline's default: every label
+    assert [set(r) for r in classifier(texts, top_k=1)[0]] == [{"label", "score"}]  # the call's wins
+    with pytest.raises(InputError, match="unknown option"):
+        classifier(texts, topk=1)
+
+
+def test_stages_compose_to_the_call(tf_camembert_dir):
+    """preprocess -> forward -> postprocess is exactly what `__call__` returns, for a bare string too."""
+    classifier = pipeline("sentiment-analysis", model=str(tf_camembert_dir))
+    for inputs in ("Je déteste tellement ça !", ["Un film magnifique.", "Bof."]):
+        batch = classifier.preprocess(inputs)
+        assert isinstance(batch, Batch) and len(batch) == (1 if isinstance(inputs, str) else 2)
+        options = classifier.options({})
+        staged = classifier.postprocess(classifier.forward(batch), batch, **classifier.stage_options(options, "post"))
+        assert staged == classifier(inputs)
+
+
+def test_shared_numpy_helpers():
+    x = np.array([[1.0, 2.0, 3.0], [1000.0, 1000.0, 0.0]])
+    p = softmax(x)
+    np.testing.assert_allclose(p.sum(-1), 1.0)
+    np.testing.assert_allclose(p[1, :2], 0.5)  # no overflow on large logits
+    np.testing.assert_allclose(sigmoid(np.array([0.0])), 0.5)
+    assert top_k(np.array([0.1, 0.5, 0.5, 0.2]), 3).tolist() == [1, 2, 3]  # ties keep index order
+    assert top_k(np.array([0.3, 0.1]), None).tolist() == [0, 1]

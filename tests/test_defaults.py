@@ -1,0 +1,132 @@
+"""No model named: tf-allocine when it can be had, else the bundled model with one warning; a named model
+never falls back. The last test is the README's first command on a machine without the Hub."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from factory import make_hf_cache
+
+from coulisse import defaults, pipeline
+from coulisse.errors import ModelNotFoundError
+
+COURSE = ["J'ai attendu un cours d'HuggingFace toute ma vie.", "Je déteste tellement ça !"]
+
+
+def closed_port() -> int:
+    """A local port nobody listens on: bound, then closed, so connections are refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def no_hub(tmp_path, monkeypatch):
+    """An empty cache and a Hub endpoint that refuses connections."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("HF_HOME", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    return tmp_path / "empty-cache"
+
+
+@pytest.fixture
+def stand_in_bundle(monkeypatch, tf_camembert_dir):
+    """The TF fixture in place of the shipped model, so the selection logic is tested on its own."""
+    monkeypatch.setattr(defaults, "BUNDLED_DIR", tf_camembert_dir)
+    return tf_camembert_dir
+
+
+def test_bundled_name_resolves_to_the_package_folder():
+    from coulisse.hub import resolve_model
+
+    assert resolve_model(defaults.BUNDLED_MODEL) == defaults.BUNDLED_DIR
+    assert defaults.BUNDLED_DIR.is_relative_to(Path(defaults.__file__).parent)
+
+
+def test_no_model_and_no_hub_falls_back_with_one_warning(no_hub, stand_in_bundle, caplog):
+    with caplog.at_level(logging.WARNING, logger="coulisse"):
+        classifier = pipeline("sentiment-analysis")
+    assert classifier.checkpoint.name == defaults.BUNDLED_MODEL
+    assert classifier.checkpoint.directory == stand_in_bundle
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1
+    line = warnings[0].getMessage()
+    assert "\n" not in line
+    for part in ("tblard/tf-allocine", defaults.BUNDLED_MODEL, "97.4 %", "download"):
+        assert part in line, (part, line)
+    assert [r["label"] for r in classifier(COURSE)] == [r["label"] for r in
+                                                         pipeline("sentiment-analysis", model=stand_in_bundle)(COURSE)]
+
+
+def test_no_model_offline_falls_back(tmp_path, monkeypatch, stand_in_bundle):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert pipeline("text-classification").checkpoint.name == defaults.BUNDLED_MODEL
+
+
+def test_cached_tf_allocine_wins_without_warning(tmp_path, monkeypatch, tf_camembert_dir, stand_in_bundle, caplog):
+    cache = tmp_path / "hf" / "hub"
+    snapshot = make_hf_cache(cache, tf_camembert_dir)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    with caplog.at_level(logging.WARNING, logger="coulisse"):
+        classifier = pipeline("sentiment-analysis")
+    assert classifier.checkpoint.name == defaults.DEFAULT_MODEL
+    assert classifier.checkpoint.directory == snapshot
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_named_model_never_falls_back(no_hub, stand_in_bundle):
+    with pytest.raises(ModelNotFoundError, match="tblard/tf-allocine"):
+        pipeline("sentiment-analysis", model="tblard/tf-allocine")
+
+
+def test_tasks_without_a_default_still_ask_for_a_model(no_hub):
+    from coulisse.errors import InputError
+
+    with pytest.raises(InputError, match="no default model"):
+        pipeline("feature-extraction")
+
+
+def coulisse_script() -> str:
+    script = Path(sys.executable).parent / "coulisse"
+    if not script.is_file():
+        pytest.skip(f"no installed console script beside {sys.executable} (pip install -e .)")
+    return str(script)
+
+
+def test_readme_first_command_runs_offline_on_the_bundled_model(tmp_path):
+    """The README's first command, as a newcomer without the Hub runs it: the installed console script,
+    an empty cache, the Hub endpoint on a closed port. Two labels, one notice line, exit 0."""
+    assert (defaults.BUNDLED_DIR / "model.safetensors").is_file(), "the bundled model is not in the package"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_ENDPOINT=f"http://127.0.0.1:{closed_port()}")
+    run = subprocess.run([coulisse_script(), "classify", *COURSE], capture_output=True, text=True, env=env,
+                         timeout=120, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    stderr = run.stderr.strip().splitlines()
+    assert len(stderr) == 1 and "Traceback" not in run.stderr, run.stderr
+    assert defaults.BUNDLED_MODEL in stderr[0] and "tblard/tf-allocine" in stderr[0]
+    lines = run.stdout.strip().splitlines()
+    assert len(lines) == 2
+    labels = [line.split()[0] for line in lines]
+    expected = [r["label"] for r in pipeline("sentiment-analysis", model=defaults.BUNDLED_MODEL)(COURSE)]
+    assert labels == expected
+    assert set(labels) <= {"POSITIVE", "NEGATIVE"}
+
+
+def test_the_notice_quotes_the_cards_accuracy():
+    """The fallback notice states the bundled model's held-out accuracy: the figure of its model card."""
+    import re
+
+    card = (defaults.BUNDLED_DIR / "README.md").read_text(encoding="utf-8")
+    found = re.search(r"\| this model \(through coulisse\) \| [\d.]+ % \((\d+)/(\d+)\)", card)
+    assert found, "the model card states no held-out accuracy"
+    assert round(int(found.group(1)) / int(found.group(2)), 3) == defaults.BUNDLED_ACCURACY

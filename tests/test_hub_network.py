@@ -1,0 +1,262 @@
+"""When the Hub cannot be reached or understood: DNS failure, refused connection, timeout, HTTP 5xx, a
+malformed answer. The real huggingface_hub code path runs against local servers (127.0.0.1 only); the
+installed `coulisse` command must print one line naming the model, the cache searched and the fixes, and
+exit 1. "No such model" stays a plain ModelNotFoundError, so a caller can tell the two apart."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import socket
+import socketserver
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from importlib.metadata import distribution
+from pathlib import Path
+
+import pytest
+
+from coulisse import hub
+from coulisse.errors import HubUnreachableError, ModelNotFoundError
+from coulisse.hub import download_hint, resolve_model
+
+MODEL = "some-org/some-model"
+Answer = Callable[[http.server.BaseHTTPRequestHandler, threading.Event], None]
+
+
+def reply(status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> Answer:
+    def answer(handler, release):
+        handler.send_response(status)
+        for name, value in (headers or {}).items():
+            handler.send_header(name, value)
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        if handler.command != "HEAD":
+            handler.wfile.write(body)
+
+    return answer
+
+
+def hang(handler, release) -> None:
+    release.wait(60)  # accept, then never answer; released when the test ends
+
+
+def model_api_then(file_answer: Answer) -> Answer:
+    """The model API answers (config + weights listed); every file request gets `file_answer`."""
+    listing = {"id": MODEL, "sha": "0" * 40, "siblings": [{"rfilename": "config.json"},
+                                                          {"rfilename": "model.safetensors"}]}
+    api = reply(200, json.dumps(listing).encode(), {"Content-Type": "application/json"})
+
+    def answer(handler, release):
+        (api if handler.path.startswith("/api/models/") else file_answer)(handler, release)
+
+    return answer
+
+
+@contextmanager
+def serving(server: socketserver.BaseServer, release: threading.Event | None = None) -> Iterator[str]:
+    """Run `server` (bound to 127.0.0.1, a free port) in a thread; on exit, release hanging handlers and stop."""
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        if release is not None:
+            release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@contextmanager
+def local_hub(answer: Answer) -> Iterator[str]:
+    """An HTTP server that answers every request with `answer`."""
+    release = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            answer(self, release)
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    with serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler), release) as address:
+        yield f"http://{address}"
+
+
+@contextmanager
+def not_tls() -> Iterator[str]:
+    """An https:// endpoint whose server answers the TLS handshake in plain text: the handshake fails at once."""
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self):
+            self.request.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    with serving(socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)) as address:
+        yield f"https://{address}"
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens once the socket closes
+
+
+# -- the installed command, one process per failure ---------------------------------------------------------
+
+
+def coulisse_command() -> list[str]:
+    script = Path(sys.executable).parent / "coulisse"
+    if not script.is_file():
+        pytest.skip(f"no installed console script beside {sys.executable} (pip install -e .)")
+    return [str(script)]
+
+
+def classify(endpoint: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess, Path]:
+    cache = tmp_path / "hf" / "hub"
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "COULISSE_MODEL", "HF_TOKEN"}}
+    # huggingface_hub reads both timeouts (whole seconds) when it is imported.
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_CACHE=str(cache), HF_ENDPOINT=endpoint,
+               HF_HUB_ETAG_TIMEOUT="1", HF_HUB_DOWNLOAD_TIMEOUT="1")
+    result = subprocess.run([*coulisse_command(), "classify", "--model", MODEL, "Bonjour"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    return result, cache
+
+
+def assert_one_line_unreachable(result: subprocess.CompletedProcess, cache: Path, endpoint: str,
+                                reason: str) -> None:
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    line = lines[0]
+    assert line.startswith("Error: HubUnreachableError: "), line
+    for word in (repr(MODEL), str(cache), endpoint, reason, download_hint(MODEL), "HF_HUB_OFFLINE=1",
+                 "local folder"):
+        assert word in line, (word, line)
+
+
+FAILURES = {
+    # name: (how the server answers, or None for no server; a word the reason must carry)
+    "refused": (None, "Connect"),
+    "timeout": (hang, "Timeout"),
+    "http-500": (reply(500, b"oops"), "HTTP 500"),
+    "garbage": (reply(200, b"<html>not json at all"), "malformed answer"),
+    "files-404": (model_api_then(reply(404, b"no")), "HTTP 404"),  # a mirror serving the API, not the files
+}
+
+
+@pytest.mark.parametrize("name", list(FAILURES))
+def test_an_unreachable_hub_is_one_line(name, tmp_path):
+    answer, reason = FAILURES[name]
+    if answer is None:
+        endpoint = f"http://127.0.0.1:{closed_port()}"
+        result, cache = classify(endpoint, tmp_path)
+    else:
+        with local_hub(answer) as endpoint:
+            result, cache = classify(endpoint, tmp_path)
+    assert_one_line_unreachable(result, cache, endpoint, reason)
+
+
+def test_a_tls_failure_is_one_line(tmp_path):
+    with not_tls() as endpoint:
+        result, cache = classify(endpoint, tmp_path)
+    assert_one_line_unreachable(result, cache, endpoint, "SSL")
+
+
+def test_a_dns_failure_is_one_line(tmp_path):
+    endpoint = "http://nonexistent.invalid"  # .invalid never resolves (RFC 6761)
+    result, cache = classify(endpoint, tmp_path)
+    assert_one_line_unreachable(result, cache, endpoint, "Connect")
+
+
+@pytest.mark.slow
+def test_retried_file_errors_end_in_one_line(tmp_path):
+    """huggingface_hub retries a 5xx file request five times (about 25 s) and logs each retry: the
+    notices must not precede the error line at the default verbosity."""
+    with local_hub(model_api_then(reply(503, b"busy"))) as endpoint:
+        result, cache = classify(endpoint, tmp_path)
+    assert_one_line_unreachable(result, cache, endpoint, "HTTP 503")
+
+
+# -- the same code path in this process: "no such model" versus "Hub unreachable" -------------------------
+
+
+@pytest.fixture
+def online(tmp_path, monkeypatch):
+    """The Hub at `point(url)`, an empty cache, 1 s timeouts."""
+    from huggingface_hub import constants, file_download, hf_api
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    # huggingface_hub read HF_HUB_OFFLINE when first imported, maybe during a test that set it.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_DOWNLOAD_TIMEOUT", 1)
+    monkeypatch.setattr(constants, "HF_HUB_ETAG_TIMEOUT", 1)
+
+    def point(url: str) -> None:
+        # huggingface_hub 0.x copies ENDPOINT into the modules that use it when they are imported.
+        for module in (constants, hf_api, file_download):
+            if hasattr(module, "ENDPOINT"):
+                monkeypatch.setattr(module, "ENDPOINT", url)
+
+    return point
+
+
+def test_no_such_model_is_not_an_unreachable_hub(online):
+    body = json.dumps({"error": "Repository not found"}).encode()
+    with local_hub(reply(404, body, {"X-Error-Code": "RepoNotFound"})) as endpoint:
+        online(endpoint)
+        with pytest.raises(ModelNotFoundError, match=f"no model '{MODEL}'") as info:
+            resolve_model(MODEL)
+    assert not isinstance(info.value, HubUnreachableError)
+
+
+@pytest.mark.parametrize("body", [b"[]", b"{}", b'{"id": "x", "siblings": "abc"}', b"\xff\xfe"])
+def test_json_that_is_not_a_model_listing_is_a_malformed_answer(online, body):
+    with local_hub(reply(200, body, {"Content-Type": "application/json"})) as endpoint:
+        online(endpoint)
+        with pytest.raises(HubUnreachableError, match="malformed answer") as info:
+            resolve_model(MODEL)
+    assert "\n" not in str(info.value)
+
+
+def test_unreachable_is_a_model_not_found_error():
+    assert issubclass(HubUnreachableError, ModelNotFoundError)
+
+
+# -- the fix the message suggests --------------------------------------------------------------------------
+
+
+def test_the_hint_names_the_command_the_installed_huggingface_hub_provides():
+    scripts = {e.name for e in distribution("huggingface_hub").entry_points if e.group == "console_scripts"}
+    command = "hf" if "hf" in scripts else "huggingface-cli"
+    assert download_hint(MODEL) == f"`{command} download {MODEL}` while online"
+
+
+@pytest.mark.parametrize(("scripts", "command"), [({"hf", "tiny-agents"}, "hf"), ({"huggingface-cli"},
+                                                   "huggingface-cli"), (set(), "huggingface-cli")])
+def test_the_hint_follows_the_console_scripts(monkeypatch, scripts, command):
+    monkeypatch.setattr(hub, "_hub_commands", lambda: scripts)
+    assert download_hint(MODEL) == f"`{command} download {MODEL}` while online"
+    assert download_hint(MODEL, "v2") == f"`{command} download {MODEL} --revision v2` while online"
+
+
+def test_offline_with_an_empty_cache_suggests_the_installed_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubUnreachableError) as info:
+        resolve_model(MODEL)
+    message = str(info.value)
+    assert download_hint(MODEL) in message and str(tmp_path / "empty") in message
+    if "hf" in hub._hub_commands():
+        assert "huggingface-cli" not in message
