@@ -19,9 +19,10 @@ from coulisse.checkpoint import Checkpoint, default_model, load_checkpoint
 from coulisse.defaults import DEFAULT_MODELS
 from coulisse.engine import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TOKENS
 from coulisse.engine.device import resolve_device
+from coulisse.engine.prepare import DTYPES, check_request, resolve_dtype
 from coulisse.errors import InputError
 from coulisse.tasks import TASKS
-from coulisse.tasks.base import DTYPES, Pipeline, resolve_dtype
+from coulisse.tasks.base import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -55,21 +56,12 @@ def pipeline(task: str = "sentiment-analysis", model: str | Path | None = None, 
     cls = _task_class(task)
     cls.check_options(kwargs)  # a misspelt or invalid option fails here, before any loading
     device = resolve_device(device)  # a GPU this torch cannot use fails here, before any loading
+    check_request(device, dtype, quantize, threads)  # so do bad threads, dtype and quantize values
     if model is None:
         if task not in DEFAULT_MODELS:
             raise InputError(f"task {task!r} has no default model; pass model= (a Hub id or a local folder).")
         model = default_model(task, revision)
-    if threads is not None:
-        if threads < 1:
-            raise InputError(f"threads={threads}; pass a positive number of threads.")
-        torch.set_num_threads(threads)
-    log.info("torch runs on %d threads", torch.get_num_threads())
     checkpoint = load_checkpoint(model, cls.head, revision)
-    if quantize not in (None, "none"):
-        if torch.device(device).type != "cpu":
-            raise InputError(f"quantize={quantize!r} runs on the CPU; on {device}, use dtype='float16' instead.")
-        from coulisse.models.quantize import quantize_model
-
-        quantize_model(checkpoint.model, quantize)
-    return cls(checkpoint, device=device, dtype=dtype, max_batch_tokens=max_batch_tokens,
-               max_batch_size=max_batch_size, **kwargs)
+    # Threads, quantization, dtype and the fast path are chosen in one place: `engine.prepare.prepare_model`.
+    return cls(checkpoint, device=device, dtype=dtype, quantize=quantize, threads=threads,
+               max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size, **kwargs)

@@ -21,27 +21,14 @@ import torch
 
 from coulisse.checkpoint import Checkpoint
 from coulisse.engine import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TOKENS, Engine, Item
+from coulisse.engine.prepare import DTYPES, prepare_model, resolve_dtype
 from coulisse.errors import InputError
-from coulisse.weights.mapped import release_file_pages
+
+__all__ = ["DTYPES", "POST", "PRE", "Batch", "Option", "Pipeline", "resolve_dtype"]
 
 log = logging.getLogger(__name__)
 
 PRE, POST = "pre", "post"
-
-
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-
-
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """fp32 on CPU (exact), fp16 on GPUs unless told otherwise."""
-    if dtype is None:
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in DTYPES:
-        raise InputError(f"dtype={dtype!r}; use one of {', '.join(DTYPES)}.")
-    return DTYPES[dtype]
 
 
 @dataclass(frozen=True)
@@ -110,31 +97,20 @@ class Pipeline:
     OPTIONS: ClassVar[dict[str, Option]] = {}
 
     def __init__(self, checkpoint: Checkpoint, *, device: str | torch.device = "cpu",
-                 dtype: str | torch.dtype | None = None, max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
-                 max_batch_size: int = DEFAULT_BATCH_SIZE, **defaults: Any):
+                 dtype: str | torch.dtype | None = None, quantize: str | None = None, threads: int | None = None,
+                 max_batch_tokens: int = DEFAULT_BATCH_TOKENS, max_batch_size: int = DEFAULT_BATCH_SIZE,
+                 **defaults: Any):
         self.defaults = self.check_options(defaults)
         self.checkpoint = checkpoint
         self.tokenizer = checkpoint.tokenizer
         self.model = checkpoint.model
         self.device = torch.device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
-        self.model.to(self.device, self.dtype)
-        self._choose_fast_path()
-        # Repacked, quantized or moved weights leave their mapped originals unread: drop those pages.
-        release_file_pages(p for p in checkpoint.directory.iterdir() if p.is_file())
+        self.preparation = prepare_model(self.model, checkpoint.directory.iterdir(), device=self.device,
+                                         dtype=dtype, quantize=quantize, threads=threads, name=checkpoint.name)
+        self.dtype = self.preparation.dtype
         self.engine = Engine(self.model, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
                              device=self.device,
                              uses_token_types="token_type_ids" in self.tokenizer.model_input_names)
-
-    def _choose_fast_path(self) -> None:
-        """Once, at load: fp32 on the CPU runs its linear layers on oneDNN with prepacked weights."""
-        from coulisse.models.fastpath import onednn_fp32_available, pack_linears, release_freed_memory
-
-        if self.device.type == "cpu" and self.dtype == torch.float32 and onednn_fp32_available():
-            count = pack_linears(self.model.base.encoder)  # int8 layers are no nn.Linear: left alone
-            release_freed_memory()
-            if count:
-                log.info("fp32 fast path: %d encoder linear layers on oneDNN, weights prepacked", count)
 
     @property
     def config(self):
