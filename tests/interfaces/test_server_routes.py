@@ -191,3 +191,19 @@ def test_embed_follows_normalize_module_and_lowercasing(tmp_path, tf_camembert_d
         np.testing.assert_allclose(served[0], served[1], atol=1e-6)  # lowercased before tokenizing
     plain = np.array(coulisse.pipeline("feature-extraction", model=str(tf_camembert_dir), pooling="cls")(texts[:2]))
     assert np.abs(plain[0] - plain[1]).max() > 1e-3  # the cased tokenizer alone tells them apart
+
+
+def test_one_token_budget_for_the_batcher_and_the_engine(tf_camembert_dir):
+    """The server batches on the pipeline's own budget (`pipeline(max_batch_tokens=, max_batch_size=)`),
+    so the engine never cuts a server batch again; a larger server limit is refused, not silently re-cut."""
+    from coulisse.errors import InputError
+
+    pipe = coulisse.pipeline("sentiment-analysis", model=str(tf_camembert_dir), max_batch_tokens=64,
+                             max_batch_size=8)
+    with TestClient(create_app(pipe)) as c:
+        info = c.get("/info").json()
+        assert (info["max_batch_tokens"], info["max_batch_requests"]) == (64, 8)
+        assert c.post("/predict", json={"inputs": TEXTS}).status_code == 200
+    with pytest.raises(InputError, match="max_batch_tokens=64"):
+        with TestClient(create_app(pipe, ServerSettings(max_batch_tokens=128))):
+            pass

@@ -81,13 +81,12 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
 
     if max_wait_ms < 0:
         raise click.BadParameter(f"{max_wait_ms} is negative; pass 0 or more.", param_hint="--max-wait-ms")
-    # The batcher already cut the batch on these limits; the engine must not cut it again.
+    # One budget: the pipeline's engine runs the batches the server's batcher closes on the same limits.
     pipe = load_pipeline(task, model, threads, quantize, max_batch_tokens=max_batch_tokens,
                          max_batch_size=max_batch_requests)
     pipe.forward(pipe.preprocess(["warm-up"]))  # the first forward pays one-off costs; not a client
     settings = ServerSettings(
-        model_id=model, max_batch_tokens=max_batch_tokens, max_batch_requests=max_batch_requests,
-        max_wait_ms=max_wait_ms, max_client_batch_size=max_client_batch_size,
+        model_id=model or pipe.checkpoint.name, max_wait_ms=max_wait_ms, max_client_batch_size=max_client_batch_size,
         max_concurrent_requests=max_concurrent_requests, auto_truncate=auto_truncate,
         payload_limit=payload_limit, api_key=api_key or None, pooling=pooling,
         dtype="int8" if quantize == "int8" else "float32")

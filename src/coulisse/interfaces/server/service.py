@@ -38,8 +38,10 @@ Disconnected = Callable[[], Awaitable[None]] | None
 @dataclass(frozen=True)
 class ServerSettings:
     model_id: str = ""
-    max_batch_tokens: int = BATCH.max_batch_tokens
-    max_batch_requests: int = BATCH.max_batch_requests
+    # None: the pipeline's own budget (`pipeline(max_batch_tokens=, max_batch_size=)`), the one the engine
+    # runs. A batch is cut once, by the batcher; a larger server budget would make the engine cut it again.
+    max_batch_tokens: int | None = None
+    max_batch_requests: int | None = None
     max_wait_ms: float = BATCH.max_wait_ms
     max_client_batch_size: int = REQUEST.max_client_batch_size
     max_concurrent_requests: int = REQUEST.max_concurrent_requests
@@ -66,6 +68,16 @@ def pooling_of(override: str | None) -> str:
     return override or "auto"
 
 
+def budget(asked: int | None, engine: int, name: str) -> int:
+    """The server's batch limit: the engine's unless a smaller one is asked for."""
+    if asked is None:
+        return engine
+    if asked > engine:
+        raise InputError(f"the server's batch limit {asked} exceeds the pipeline's {name}={engine}, which would "
+                         f"cut every batch again; build it with pipeline(..., {name}={asked}).")
+    return asked
+
+
 class Service:
     def __init__(self, pipe: Pipeline, settings: ServerSettings, metrics: ServerMetrics):
         if pipe.task not in TASKS:
@@ -82,7 +94,10 @@ class Service:
             self.pooling_mode = found.pooling  # what "auto" chose, for /info
             self.max_input_length = min(self.max_input_length, found.max_seq_length or self.max_input_length)
         self.function = pipe.options({})["function_to_apply"] if self.classifier else None
-        limits = BatchLimits(settings.max_batch_tokens, settings.max_batch_requests, settings.max_wait_ms)
+        limits = BatchLimits(budget(settings.max_batch_tokens, pipe.engine.max_batch_tokens, "max_batch_tokens"),
+                             budget(settings.max_batch_requests, pipe.engine.max_batch_size, "max_batch_size"),
+                             settings.max_wait_ms)
+        self.limits = limits
         self.batcher = Batcher(pipe.forward, limits, metrics)
         # The tokenizer serializes calls with a lock; one thread keeps long inputs off the event loop.
         self._tokenizer_pool: ThreadPoolExecutor | None = None
@@ -201,7 +216,7 @@ class Service:
             "model_id": s.model_id or self.pipe.checkpoint.name, "model_sha": None, "model_dtype": s.dtype,
             "model_type": model_type, "task": self.pipe.task, "labels": [label for _, label in id2label],
             "max_concurrent_requests": s.max_concurrent_requests, "max_input_length": self.max_input_length,
-            "max_batch_tokens": s.max_batch_tokens, "max_batch_requests": s.max_batch_requests,
+            "max_batch_tokens": self.limits.max_batch_tokens, "max_batch_requests": self.limits.max_batch_requests,
             "max_client_batch_size": s.max_client_batch_size, "auto_truncate": s.auto_truncate,
             "tokenization_workers": 1, "version": __version__, "sha": None, "docker_label": None,
         }
