@@ -29,6 +29,7 @@ def test_every_task_follows_the_contract(name):
     ("sentiment-analysis", {"function_to_apply": "softplus"}, "softplus"),
     ("feature-extraction", {"pooling": "max"}, "pooling"),
     ("fill-mask", {"tokenizer_kwargs": {"padding": True}}, "truncation"),
+    ("fill-mask", {"top_k": None}, "top_k"),
     ("question-answering", {"doc_stride": -1}, "doc_stride"),
     ("zero-shot-classification", {"hypothesis_template": "no braces"}, "{}"),
     ("token-classification", {"aggregation_strategy": "loudest"}, "aggregation_strategy"),

@@ -127,8 +127,10 @@ class Pipeline:
             raise InputError(f"unknown option(s) {unknown}; {cls.task} takes {', '.join(cls.OPTIONS) or 'none'}.")
         checked = {}
         for name, value in options.items():
-            check = cls.OPTIONS[name].check
-            checked[name] = check(name, value) if check is not None and value is not None else value
+            option = cls.OPTIONS[name]
+            # None passes where None is the default ("not set"); elsewhere the check decides.
+            skip = option.check is None or (value is None and option.default is None)
+            checked[name] = value if skip else option.check(name, value)
         return checked
 
     def options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
