@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coulisse.errors import ModelLoadError, UnsupportedModelError
+from coulisse.errors import ModelLoadError, UnsafeCheckpointError, UnsupportedModelError
 from coulisse.families import FAMILIES, Family
 
 
@@ -71,13 +71,11 @@ class EncoderConfig:
                 f"{', '.join(sorted(FAMILIES))}. Use a checkpoint of one of these families."
             )
         d = _family_fields(FAMILIES[model_type], data)
-        id2label = {int(k): str(v) for k, v in (d.get("id2label") or {}).items()}
+        check_config_ranges(d)
+        id2label = _labels(d.get("id2label"), "id2label", int, str)
         if not id2label:
-            n = int(d.get("num_labels", 2))
-            id2label = {i: f"LABEL_{i}" for i in range(n)}
-        label2id = {str(k): int(v) for k, v in (d.get("label2id") or {}).items()} or {
-            v: k for k, v in id2label.items()
-        }
+            id2label = {i: f"LABEL_{i}" for i in range(2 if d.get("num_labels") is None else d["num_labels"])}
+        label2id = _labels(d.get("label2id"), "label2id", str, int) or {v: k for k, v in id2label.items()}
         known = {f for f in cls.__dataclass_fields__ if f not in {"raw", "id2label", "label2id"}}
         kwargs = {k: v for k, v in d.items() if k in known and v is not None}
         try:
@@ -96,6 +94,11 @@ class EncoderConfig:
             ) from e
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ModelLoadError(f"config.json at {path} is not valid JSON: {e}") from e
+        except ValueError as e:  # an integer past Python's digit limit
+            raise UnsafeCheckpointError(f"config.json at {path} is refused: {e}") from e
+        except RecursionError as e:
+            raise UnsafeCheckpointError(
+                f"config.json at {path} is refused: its JSON nests too deeply to parse") from e
         if not isinstance(data, dict):
             raise ModelLoadError(f"config.json at {path} must hold a JSON object, got {type(data).__name__}")
         return cls.from_dict(data)
@@ -114,3 +117,61 @@ def _family_fields(family: Family, data: dict[str, Any]) -> dict[str, Any]:
         for key, value in family.config_fields(d).items():
             d.setdefault(key, value)
     return d
+
+
+# The activations the model code implements (models/bert.py's ACTIVATIONS, plus DeBERTa's tanh).
+ACTIVATION_NAMES = frozenset({"gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish", "tanh"})
+
+# Generous bounds covering every released encoder, checked before anything is allocated: a config.json
+# declaring 10^9 labels or 10^7 layers must fail at once instead of exhausting memory.
+INT_RANGES = {
+    "num_labels": (0, 100_000),
+    "num_hidden_layers": (1, 1_000),
+    "num_attention_heads": (1, 1_024),
+    "hidden_size": (1, 65_536),
+    "intermediate_size": (1, 262_144),
+    "embedding_size": (1, 65_536),
+    "vocab_size": (1, 4_000_000),
+    "max_position_embeddings": (1, 131_072),
+    "type_vocab_size": (0, 65_536),
+}
+
+
+def _config_error(key: str, value: Any, wanted: str) -> UnsafeCheckpointError:
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    return UnsafeCheckpointError(f"config.json has {key} = {shown}; expected {wanted}. Fix config.json or "
+                                 "download the checkpoint again.")
+
+
+def check_config_ranges(d: dict[str, Any]) -> None:
+    """Refuse out-of-range sizes, in place turning integral floats (`2.0`) into ints."""
+    for key, (low, high) in INT_RANGES.items():
+        value = d.get(key)
+        if value is None:
+            continue
+        if isinstance(value, float) and value.is_integer() and low <= value <= high:
+            value = d[key] = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise _config_error(key, value, f"an integer from {low:,} to {high:,}")
+    hidden, heads = d.get("hidden_size"), d.get("num_attention_heads")
+    if hidden is not None and heads is not None and hidden % heads:
+        raise _config_error("num_attention_heads", heads, f"a divisor of hidden_size ({hidden})")
+    act = d.get("hidden_act")
+    if act is not None and (not isinstance(act, str) or act not in ACTIVATION_NAMES):
+        raise UnsupportedModelError(f"config.json has hidden_act = {str(act)[:60]!r}, which coulisse does not "
+                                    f"implement; supported: {', '.join(sorted(ACTIVATION_NAMES))}.")
+
+
+def _labels(table: Any, name: str, key_type: type, value_type: type) -> dict:
+    """id2label or label2id, keys and values converted; a key or value that does not convert is refused."""
+    if not table:
+        return {}
+    if not isinstance(table, dict) or len(table) > INT_RANGES["num_labels"][1]:
+        raise _config_error(name, table, f"an object of at most {INT_RANGES['num_labels'][1]:,} labels")
+    out = {}
+    for k, v in table.items():
+        try:
+            out[key_type(k)] = value_type(v)
+        except (TypeError, ValueError) as e:
+            raise _config_error(name, {k: v}, f"{key_type.__name__} keys and {value_type.__name__} values") from e
+    return out

@@ -25,6 +25,11 @@ class UnsupportedModelError(ModelLoadError):
     """The checkpoint's architecture or tokenizer is not one coulisse implements."""
 
 
+class UnsafeCheckpointError(ModelLoadError):
+    """A checkpoint asks to read outside its folder or file, or to allocate far more than it holds: an HDF5
+    external link or storage, a shard path escaping the model folder, an out-of-range config value."""
+
+
 class WeightShapeError(ModelLoadError):
     """A tensor in the checkpoint does not have the shape the config implies."""
 

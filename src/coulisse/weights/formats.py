@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from coulisse.errors import ModelLoadError
+from coulisse.errors import ModelLoadError, UnsafeCheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +39,35 @@ def _read_bin(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def _shard_path(index_path: Path, shard: object) -> Path:
+    """The shard's path, which must stay inside the model folder, symlinks resolved: a `weight_map` naming
+    `/etc/...` or `../x` would otherwise load files from anywhere. In the Hub cache, `snapshots/<rev>/`
+    holds symlinks into the repository's `blobs/`, which is allowed too."""
+    folder = index_path.parent.resolve()
+    if not isinstance(shard, str) or not shard or Path(shard).is_absolute() or ".." in Path(shard).parts:
+        raise UnsafeCheckpointError(
+            f"shard path {shard!r} in {index_path} is refused: shards are file names inside the model "
+            "folder. Fix the index's weight_map or download the checkpoint again."
+        )
+    shard_path = index_path.parent / shard
+    roots = [folder]
+    if folder.parent.name == "snapshots":
+        roots.append(folder.parent.parent / "blobs")
+    resolved = shard_path.resolve()
+    if not any(resolved.is_relative_to(root) for root in roots):
+        raise UnsafeCheckpointError(
+            f"shard path {shard!r} in {index_path} is refused: it resolves to {resolved}, outside the model "
+            f"folder {folder}. Fix the index's weight_map or download the checkpoint again."
+        )
+    return shard_path
+
+
 def _read_sharded(index_path: Path, reader) -> dict[str, torch.Tensor]:
     index = json.loads(index_path.read_text(encoding="utf-8"))
     shards = sorted(set(index["weight_map"].values()))
     tensors: dict[str, torch.Tensor] = {}
     for shard in shards:
-        shard_path = index_path.parent / shard
+        shard_path = _shard_path(index_path, shard)
         if not shard_path.is_file():
             raise ModelLoadError(
                 f"shard {shard} listed in {index_path.name} is missing from {index_path.parent}; "
