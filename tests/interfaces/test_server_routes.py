@@ -204,6 +204,6 @@ def test_one_token_budget_for_the_batcher_and_the_engine(tf_camembert_dir):
         info = c.get("/info").json()
         assert (info["max_batch_tokens"], info["max_batch_requests"]) == (64, 8)
         assert c.post("/predict", json={"inputs": TEXTS}).status_code == 200
-    with pytest.raises(InputError, match="max_batch_tokens=64"):
-        with TestClient(create_app(pipe, ServerSettings(max_batch_tokens=128))):
-            pass
+    with pytest.raises(InputError, match="max_batch_tokens=64"), \
+            TestClient(create_app(pipe, ServerSettings(max_batch_tokens=128))):
+        pass

@@ -58,6 +58,18 @@ def check_texts(texts: Any, what: str = "text") -> tuple[list[str], bool]:
     return list(texts), False
 
 
+def unicode_problem(text: str) -> str | None:
+    """Why `text` cannot be tokenized (to follow "... is"), or None. A Python string can hold a lone
+    surrogate (JSON's "\\ud800" decodes to one) that UTF-8, hence the Rust tokenizer, cannot carry."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"not valid Unicode (lone surrogate at position {e.start})"
+    return None
+
+
 class Tokenizer:
     def __init__(self, backend: Backend, *, model_max_length: int, settings: dict, source: str,
                  model_type: str | None = None):
@@ -119,6 +131,10 @@ class Tokenizer:
         if limit is not None and limit >= UNBOUNDED:
             limit = None
         inputs = list(zip(texts, pairs, strict=True)) if pairs is not None else list(texts)
+        for what, sequence in (("text", texts), ("text_pair", pairs or ())):
+            for i, text in enumerate(sequence):
+                if isinstance(text, str) and (problem := unicode_problem(text)):
+                    raise InputError(f"{what} {i} is {problem}; remove or replace it.")
         with self._lock:  # truncation is backend state; set it and encode atomically
             if self._python and pairs is not None and limit is not None and strategy == "longest_first":
                 return self._truncate_pairs_one_by_one(texts, pairs, limit, add_special_tokens)

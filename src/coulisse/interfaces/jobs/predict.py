@@ -10,6 +10,7 @@ exactly the ids that `truncate` gives it.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,8 @@ import numpy as np
 from coulisse.engine import Item
 from coulisse.errors import InputError
 from coulisse.interfaces.jobs.formats import Prediction, Row
+
+log = logging.getLogger(__name__)
 
 LONG_TEXT = ("truncate", "chunk")
 
@@ -101,12 +104,45 @@ class Predictor:
         return average_logits(self.pipe.forward(windows.items), windows.owners, len(texts))
 
     def __call__(self, rows: list[Row]) -> list[Prediction]:
+        """One prediction per row. A chunk the tokenizer or engine fails on is retried row by row, so that
+        only the rows that fail themselves become error rows: one poison row never takes down its chunk."""
         todo = [i for i, r in enumerate(rows) if r.error is None]
         preds = [Prediction(error=r.error) for r in rows]
-        if todo:
-            logits = np.stack(self.logits([rows[i].text for i in todo]))
-            for i, scores in zip(todo, self.pipe.postprocess(logits, top_k=None), strict=True):
-                values = [s["score"] for s in scores]  # every label, in id order
-                best = int(np.argmax(values))
-                preds[i] = Prediction(scores[best]["label"], values[best], values)
+        if not todo:
+            return preds
+        try:
+            done = self._predict([rows[i].text for i in todo])
+        except InputError:
+            raise  # a wrong option (window size, stride): every row would fail alike
+        except Exception as e:  # noqa: BLE001 (isolated below, one row at a time)
+            if len(todo) == 1:
+                done = [_failed(rows[todo[0]], e)]
+            else:
+                log.warning("a chunk of %d rows failed (%s: %s); retrying it row by row", len(todo),
+                            type(e).__name__, e)
+                done = [self._one(rows[i]) for i in todo]
+        for i, pred in zip(todo, done, strict=True):
+            preds[i] = pred
         return preds
+
+    def _one(self, row: Row) -> Prediction:
+        try:
+            return self._predict([row.text])[0]
+        except InputError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            return _failed(row, e)
+
+    def _predict(self, texts: list[str]) -> list[Prediction]:
+        logits = np.stack(self.logits(texts))
+        preds = []
+        for scores in self.pipe.postprocess(logits, top_k=None):
+            values = [s["score"] for s in scores]  # every label, in id order
+            best = int(np.argmax(values))
+            preds.append(Prediction(scores[best]["label"], values[best], values))
+        return preds
+
+
+def _failed(row: Row, error: Exception) -> Prediction:
+    log.warning("%s: the model failed on this row (%s: %s)", row.where, type(error).__name__, error)
+    return Prediction(error=f"{row.where}: the model failed on this row ({type(error).__name__}: {error})")

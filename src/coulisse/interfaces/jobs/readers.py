@@ -18,8 +18,11 @@ from typing import Any, BinaryIO
 
 from coulisse.errors import InputError
 from coulisse.interfaces.jobs.formats import STDIO, Row, input_format, require
+from coulisse.tokenizer import unicode_problem
 
 PEEK_ROWS = 1000  # rows read ahead, at most, to find the columns of a JSONL file
+# Python's csv refuses fields over 128 KiB; a long review is a row to classify (truncated), not a bad record.
+CSV_FIELD_LIMIT = 64 * 1024 * 1024
 
 
 class Lines:
@@ -70,6 +73,7 @@ class CsvSource:
 
     def __init__(self, lines: Lines, delimiter: str, name: str):
         self.lines = lines
+        csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))  # process-wide: only ever raised
         self.reader = csv.reader(lines, delimiter=delimiter, strict=True)
         try:
             self.columns = next(self.reader)
@@ -131,6 +135,9 @@ class JsonlSource:
                 value = json.loads(text.rstrip("\r\n"))
             except json.JSONDecodeError as e:
                 yield Row({}, where, error=bad or f"{where}: invalid JSON ({e.msg} at column {e.colno})")
+                continue
+            except RecursionError:
+                yield Row({}, where, error=bad or f"{where}: JSON nested too deeply to read")
                 continue
             if isinstance(value, str):
                 value = {"text": value}
@@ -263,6 +270,8 @@ class Reader:
             row.error = f"{row.where}: {column!r} is a {type(value).__name__}, not a string"
         elif not value.strip():
             row.error = f"{row.where}: {column!r} is {'empty' if not value else 'only whitespace'}"
+        elif problem := unicode_problem(value):
+            row.error = f"{row.where}: {column!r} is {problem}"
         else:
             row.text = value
         return row

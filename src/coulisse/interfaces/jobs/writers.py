@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -19,6 +20,30 @@ from typing import Any
 from coulisse.errors import InputError
 from coulisse.interfaces.jobs.formats import Added, Prediction, Row, require
 from coulisse.interfaces.jobs.state import fsync_dir
+
+SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def utf8(text: str, escape: bool = False) -> bytes:
+    """UTF-8 bytes of `text`. A lone surrogate (a JSONL input may carry "\\ud800" in any column) has no
+    UTF-8 form: JSONL writes it back as the same `\\ud800` escape (`escape`, lossless: it only occurs inside
+    JSON strings), CSV/TSV, which have no escapes, as U+FFFD, as the readers do with invalid UTF-8.
+    Never `surrogatepass`: its bytes are not UTF-8, and the output must be readable by any reader."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", errors="backslashreplace") if escape else _replace_surrogates(text).encode()
+
+
+def _replace_surrogates(value: Any) -> Any:
+    """Strings (also inside lists and dicts) with each lone surrogate replaced by U+FFFD."""
+    if isinstance(value, str):
+        return SURROGATES.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_replace_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_replace_surrogates(k): _replace_surrogates(v) for k, v in value.items()}
+    return value
 
 
 def cell(value: Any) -> str:
@@ -50,7 +75,7 @@ class Encoder:
             # Each record keeps its own keys, in order: JSONL has no fixed columns.
             lines = [json.dumps({**r.values, **p.values(self.added)}, ensure_ascii=False, default=str)
                      for r, p in zip(rows, preds, strict=True)]
-            return ("\n".join(lines) + "\n").encode() if lines else b""
+            return utf8("\n".join(lines) + "\n", escape=True) if lines else b""
         table = []
         for r, p in zip(rows, preds, strict=True):
             added = p.values(self.added)
@@ -61,7 +86,7 @@ class Encoder:
         buffer = io.StringIO()
         writer = csv.writer(buffer, delimiter="," if self.fmt == "csv" else "\t", lineterminator="\n")
         writer.writerows(table)
-        return buffer.getvalue().encode()
+        return utf8(buffer.getvalue())
 
 
 class FileSink:
@@ -141,6 +166,7 @@ class ParquetSink:
         self.path = Path(path)
         self.parts = self.path.with_name(self.path.name + ".parts")
         self.columns = columns
+        self.names = _replace_surrogates(columns)  # Arrow field names are UTF-8 too
         self.added = added
         self.input_schema = schema
         self.schema = None
@@ -170,9 +196,9 @@ class ParquetSink:
         if self.input_schema is not None:
             carried = [self.input_schema.field(c) for c in self.columns]
         else:
-            inferred = pa.Table.from_pylist(records).schema if records else None
+            inferred = pa.Table.from_pylist(_replace_surrogates(records)).schema if records else None
             carried = []
-            for c in self.columns:
+            for c in self.names:
                 kind = inferred.field(c).type if inferred is not None else pa.null()
                 carried.append(pa.field(c, pa.string() if pa.types.is_null(kind) else kind))
         added = [pa.field(self.added.label, pa.string()), pa.field(self.added.score, pa.float64())]
@@ -181,12 +207,16 @@ class ParquetSink:
         return pa.schema(carried + added)
 
     def commit(self, rows: list[Row], preds: list[Prediction]) -> int:
-        records = [{**{c: r.values.get(c) for c in self.columns}, **p.values(self.added)}
+        records = [{**{n: r.values.get(c) for c, n in zip(self.columns, self.names, strict=True)},
+                    **p.values(self.added)}
                    for r, p in zip(rows, preds, strict=True)]
         if self.schema is None:
             self.schema = self._schema(records)
         try:
-            table = self.pa.Table.from_pylist(records, schema=self.schema)
+            try:
+                table = self.pa.Table.from_pylist(records, schema=self.schema)
+            except UnicodeEncodeError:  # Arrow strings are UTF-8 without escapes: U+FFFD, as in CSV
+                table = self.pa.Table.from_pylist(_replace_surrogates(records), schema=self.schema)
         except (self.pa.ArrowInvalid, self.pa.ArrowTypeError) as e:
             raise InputError(f"cannot write {self.path}: a column changed type ({e}); write .jsonl to keep "
                              "mixed types.") from None

@@ -32,7 +32,8 @@ class ErrorKind:
 
 
 ERRORS: dict[str, ErrorKind] = {
-    "validation": ErrorKind(422, "validation", "malformed JSON or a field of the wrong type (named)"),
+    "validation": ErrorKind(422, "validation",
+                            "malformed JSON, a field of the wrong type, or a text that is not valid Unicode (named)"),
     "empty": ErrorKind(400, "empty", "`inputs` is an empty list"),
     "unauthorized": ErrorKind(401, "unauthorized", "missing or wrong `Authorization: Bearer` key"),
     "not_found": ErrorKind(404, "not_found", "no such route"),

@@ -26,6 +26,7 @@ from coulisse.interfaces.server.errors import ServerError
 from coulisse.interfaces.server.limits import BATCH, REQUEST
 from coulisse.interfaces.server.metrics import ServerMetrics
 from coulisse.tasks.base import Batch, Pipeline
+from coulisse.tokenizer import unicode_problem
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,17 @@ class Timings:
     tokenization_s: float = 0.0
     queue_s: float = 0.0
     inference_s: float = 0.0
+
+
+def check_unicode(sequences: list[tuple[str, str | None]]) -> None:
+    """422 naming the input that holds a lone surrogate: JSON carries "\\ud800", UTF-8 and the tokenizer
+    cannot; without this check the tokenizer's TypeError would answer 500."""
+    for i, (text, pair) in enumerate(sequences):
+        for j, member in enumerate((text, pair)):
+            if member is not None and (problem := unicode_problem(member)):
+                name = "inputs" if len(sequences) == 1 else f"inputs[{i}]"
+                name += f"[{j}]" if pair is not None else ""
+                raise ServerError("validation", f"Input validation error: {name} is {problem}")
 
 
 def pooling_of(override: str | None) -> str:
@@ -133,6 +145,7 @@ class Service:
 
     async def tokenize(self, sequences: list[tuple[str, str | None]], truncate: bool,
                        timings: Timings, normalize: bool | None = None) -> tuple[list[Item], Batch | None]:
+        check_unicode(sequences)
         start = time.perf_counter()
         loop = asyncio.get_running_loop()
         items, batch = await loop.run_in_executor(self._tokenizer_pool, self._preprocess, sequences, truncate,
