@@ -131,15 +131,20 @@ class Tokenizer:
         if limit is not None and limit >= UNBOUNDED:
             limit = None
         inputs = list(zip(texts, pairs, strict=True)) if pairs is not None else list(texts)
-        for what, sequence in (("text", texts), ("text_pair", pairs or ())):
-            for i, text in enumerate(sequence):
-                if isinstance(text, str) and (problem := unicode_problem(text)):
-                    raise InputError(f"{what} {i} is {problem}; remove or replace it.")
-        with self._lock:  # truncation is backend state; set it and encode atomically
-            if self._python and pairs is not None and limit is not None and strategy == "longest_first":
-                return self._truncate_pairs_one_by_one(texts, pairs, limit, add_special_tokens)
-            self._set_truncation(limit, stride, strategy)
-            return self._encode(inputs, add_special_tokens)
+        try:
+            with self._lock:  # truncation is backend state; set it and encode atomically
+                if self._python and pairs is not None and limit is not None and strategy == "longest_first":
+                    return self._truncate_pairs_one_by_one(texts, pairs, limit, add_special_tokens)
+                self._set_truncation(limit, stride, strategy)
+                return self._encode(inputs, add_special_tokens)
+        except (TypeError, ValueError):
+            # The Rust binding refuses a string UTF-8 cannot carry with a bare TypeError; say which and why
+            # (looked for only then: nothing is spent on the texts that encode).
+            for what, sequence in (("text", texts), ("text_pair", pairs or ())):
+                for i, text in enumerate(sequence):
+                    if isinstance(text, str) and (problem := unicode_problem(text)):
+                        raise InputError(f"{what} {i} is {problem}; remove or replace it.") from None
+            raise
 
     def _encode(self, inputs: list, add_special_tokens: bool) -> list[Encoding]:
         """The backend's encodings; call with the lock held. A tokenizer running Python code encodes one input
