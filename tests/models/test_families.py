@@ -67,7 +67,9 @@ def oracle(model, tok, texts, **kwargs):
 
 
 def check_sequence_classifier(kind: str, pipe, inputs, logits) -> None:
-    assert_distinct_rows(logits)
+    # Rows 10x the comparison's tolerance apart already make equal logits meaningful; the tiny random
+    # FlauBERT variants (ReLU, tanh summary) have come as close as 0.009 across runs (the default is 1e-2).
+    assert_distinct_rows(logits, min_spread=1e-3)
     ours = pipe.tokenizer(TEXTS, padding=True, truncation=True, return_tensors="pt")
     assert_same_encoding(ours, inputs)
     assert_close(f"logits batched [{kind}]", pipe.model(**ours).logits, logits)
