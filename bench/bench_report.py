@@ -5,10 +5,17 @@ from __future__ import annotations
 import numpy as np
 
 NAMES = {"transformers": "transformers", "ort-fp32": "ONNX Runtime fp32", "ort-int8": "ONNX Runtime int8",
-         "coulisse-exact": "coulisse exact", "coulisse-int8": "coulisse int8"}
+         "coulisse-exact": "coulisse exact", "coulisse-int8": "coulisse int8", "coulisse-bf16": "coulisse bf16",
+         "coulisse-fast": "coulisse --fast"}
 # Which ONNX Runtime precision each system is compared with.
 ORT_PEER = {"transformers": "ort-fp32", "ort-fp32": "ort-fp32", "coulisse-exact": "ort-fp32",
-            "ort-int8": "ort-int8", "coulisse-int8": "ort-int8"}
+            "ort-int8": "ort-int8", "coulisse-int8": "ort-int8", "coulisse-bf16": "ort-fp32",
+            "coulisse-fast": "ort-int8"}
+# The GEMM precision each system's linear layers run in (coulisse-fast: the plan's mode, see precision()).
+PRECISION = {"transformers": "fp32", "ort-fp32": "fp32", "ort-int8": "int8", "coulisse-exact": "fp32",
+             "coulisse-int8": "int8", "coulisse-bf16": "bf16"}
+# Issue 15's per-machine target for the fastest int8 mode against transformers' best.
+INT8_GOAL = {"amx": ("coulisse-fast", 8.0), "vnni": ("coulisse-int8", 4.0), "avx2": ("coulisse-int8", 2.5)}
 # (description, numerator system, denominator system, metric, target, higher is better)
 SPEED, LATENCY, RSS = "reviews_per_s", "latency_p50_ms", "peak_rss_mb"
 TARGETS = [
@@ -74,6 +81,45 @@ def max_delta(a: dict | None, b: dict | None) -> float | None:
     return float(np.abs(np.asarray(a["verify_logits"]) - np.asarray(b["verify_logits"])).max())
 
 
+def precision(results: dict, system: str) -> str:
+    if system == "coulisse-fast":
+        return {"bfloat16": "bf16", "int8": "int8"}.get(results.get("cpu", {}).get("fast"), "fp32")
+    return PRECISION[system]
+
+
+def peak_fraction(results: dict, run: dict) -> float | None:
+    """End-to-end encoder FLOP/s (linear layers only) ÷ this machine's GEMM peak for the run's precision."""
+    peaks = results.get("kernels", {}).get("peaks")
+    flops = results.get("flops_per_token")
+    if not peaks or not flops or "error" in run:
+        return None
+    return run["tokens_per_s"] * flops / 1e9 / peaks[precision(results, run["system"])]
+
+
+def issue15_targets(results: dict, best: dict) -> list[dict]:
+    """Issue 15: ratios to peers that depend on the machine, and fractions of the machine's GEMM peaks."""
+    runs, kind = results["runs"], results.get("cpu", {}).get("kind")
+    out = []
+
+    def add(text, value, goal):
+        out.append({"target": text, "value": value, "goal": goal, "higher_is_better": True,
+                    "met": None if value is None else value >= goal})
+
+    def speed(a, b):
+        x, y = system_value(runs, a, SPEED, True), system_value(runs, b, SPEED, True)
+        return None if x is None or not y else x / y
+
+    add("coulisse --fast speed / ONNX Runtime int8", speed("coulisse-fast", "ort-int8"), 1.6)
+    if kind in INT8_GOAL:
+        system, goal = INT8_GOAL[kind]
+        add(f"{NAMES[system]} speed / transformers best ({kind})", speed(system, "transformers"), goal)
+    for system, goal in (("coulisse-exact", 0.75), ("coulisse-fast", 0.5)):
+        run = best.get(system)
+        frac = peak_fraction(results, run) if run else None
+        add(f"{NAMES[system]} share of the {precision(results, system)} GEMM peak", frac, goal)
+    return out
+
+
 def summarize(results: dict) -> dict:
     best = best_runs(results["runs"])
     # transformers' logits are compared at batch 1, where it does not pad.
@@ -86,8 +132,12 @@ def summarize(results: dict) -> dict:
         "ort_fp32_vs_transformers_max_abs_dlogit": max_delta(ort_fp32, tf_b1),
         "coulisse_int8_vs_exact_max_abs_dlogit": max_delta(int8, exact),
         "ort_int8_vs_fp32_max_abs_dlogit": max_delta(ort_int8, ort_fp32),
+        "coulisse_bf16_vs_exact_max_abs_dlogit": max_delta(best.get("coulisse-bf16"), exact),
+        "coulisse_fast_vs_exact_max_abs_dlogit": max_delta(best.get("coulisse-fast"), exact),
         "coulisse_exact_vs_transformers_top1": agreement(exact, tf_b1),
         "coulisse_int8_vs_exact_top1": agreement(int8, exact),
+        "coulisse_bf16_vs_exact_top1": agreement(best.get("coulisse-bf16"), exact),
+        "coulisse_fast_vs_exact_top1": agreement(best.get("coulisse-fast"), exact),
         "ort_int8_vs_fp32_top1": agreement(ort_int8, ort_fp32),
     }
     targets = []
@@ -97,6 +147,7 @@ def summarize(results: dict) -> dict:
         value = None if a is None or not b else a / b
         met = None if value is None else (value >= goal if higher else value <= goal)
         targets.append({"target": text, "value": value, "goal": goal, "higher_is_better": higher, "met": met})
+    targets += issue15_targets(results, best)
     return {"best": {s: r["batch"] for s, r in best.items()}, "checks": checks, "targets": targets}
 
 
@@ -120,12 +171,42 @@ def rows(results: dict) -> list[list[str]]:
             f"{run['latency_p50_ms']:.1f}", f"{run['peak_rss_mb']:.0f}",
             "—" if seconds is None else f"{seconds:.2f}",
             "—" if vs_tf is None else f"{vs_tf:.2f}×", "—" if vs_ort is None else f"{vs_ort:.2f}×",
+            fmt_fraction(results, run),
         ])
     return table
 
 
 HEADER = ["system", "batch", "reviews/s", "tokens/s", "p50 ms", "peak RSS MB", "cold start s",
-          "× transformers", "× ORT"]
+          "× transformers", "× ORT", "GEMM peak share"]
+
+
+def fmt_fraction(results: dict, run: dict) -> str:
+    frac = peak_fraction(results, run)
+    return "—" if frac is None else f"{100 * frac:.0f} % of {precision(results, run['system'])}"
+
+
+def fmt_target(t: dict) -> tuple[str, str]:
+    """(value, goal) as text: shares of a peak in %, ratios with ×."""
+    if "share" in t["target"]:
+        return ("—" if t["value"] is None else f"{100 * t['value']:.0f} %"), f"{100 * t['goal']:.0f} %"
+    return ("—" if t["value"] is None else f"{t['value']:.2f}×"), f"{t['goal']:.2f}×"
+
+
+def kernel_lines(results: dict) -> list[str]:
+    """The CPU's features, the kernels chosen, and the GEMM peaks measured in this run."""
+    lines = list(results.get("cpu", {}).get("lines", []))
+    k = results.get("kernels", {})
+    if "peaks" in k:
+        p = k["peaks"]
+        lines.append(f"GEMM peaks at the model's shapes, {k['threads']} threads (GFLOP/s; int8: GOP/s): "
+                     f"fp32 oneDNN {p['fp32']:.1f} (MKL {p['fp32_mkl']:.1f}), bf16 {p['bf16']:.1f} "
+                     f"({p['bf16_kernel']}), int8 oneDNN {p['int8']:.1f} (fbgemm {p['int8_fbgemm']:.1f}"
+                     + (f", torch._int_mm {p['int8_int_mm']:.1f}" if "int8_int_mm" in p else "") + ")")
+        lines.append(f"GEMM peak share = tokens/s × {results['flops_per_token'] / 1e6:.0f} MFLOP per token "
+                     "(the encoder's linear layers) ÷ the peak of the system's precision")
+    elif "error" in k:
+        lines.append(f"GEMM peaks: FAILED ({k['error']})")
+    return lines
 
 
 def fmt_check(value) -> str:
@@ -150,6 +231,7 @@ def context_lines(results: dict) -> list[str]:
         f"cold start = min of {s['cold_repeats']}",
         "versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items() if v),
     ]
+    lines += kernel_lines(results)
     if busy > 0.5 * m["physical_cores"]:
         lines.append("WARNING: the machine was busy (load average above half the cores): timings are noisy.")
     return lines
@@ -168,12 +250,12 @@ def render_text(results: dict) -> str:
             for r in results["runs"] if "error" in r]
     out += ["", "checks:"]
     out += [f"  {name}: {fmt_check(value)}" for name, value in results["summary"]["checks"].items()]
-    out += ["", "targets (issue 3):"]
+    out += ["", "targets (issues 3 and 15):"]
     for t in results["summary"]["targets"]:
         sign = "≥" if t["higher_is_better"] else "≤"
-        value = "—" if t["value"] is None else f"{t['value']:.2f}×"
+        value, goal = fmt_target(t)
         verdict = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
-        out.append(f"  {t['target']}: {value} (target {sign} {t['goal']:.2f}×) {verdict}")
+        out.append(f"  {t['target']}: {value} (target {sign} {goal}) {verdict}")
     return "\n".join(out)
 
 
@@ -189,10 +271,10 @@ def render_markdown(results: dict) -> str:
               for r in results["runs"] if "error" in r]
     lines += ["", "Checks:", ""]
     lines += [f"- {name}: {fmt_check(value)}" for name, value in results["summary"]["checks"].items()]
-    lines += ["", "Targets (issue 3):", ""]
+    lines += ["", "Targets (issues 3 and 15):", ""]
     for t in results["summary"]["targets"]:
         sign = "≥" if t["higher_is_better"] else "≤"
-        value = "—" if t["value"] is None else f"{t['value']:.2f}×"
+        value, goal = fmt_target(t)
         verdict = {True: "met", False: "**not met**", None: "not measured"}[t["met"]]
-        lines.append(f"- {t['target']}: {value} (target {sign} {t['goal']:.2f}×) — {verdict}")
+        lines.append(f"- {t['target']}: {value} (target {sign} {goal}) — {verdict}")
     return "\n".join(lines) + "\n"

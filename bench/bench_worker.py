@@ -2,9 +2,10 @@
 
     python bench/bench_worker.py --spec SPEC.json --system coulisse-int8 --batch 0 --out RESULT.json
 
-Systems: transformers, ort-fp32, ort-int8 (with --batch 1 or 8), coulisse-exact, coulisse-int8 (they
-batch by token budget; --batch is ignored). The spec (written by run_bench.py) holds the texts, the
-short sentence, the texts whose logits are compared, the model paths, threads and repeat counts.
+Systems: transformers, ort-fp32, ort-int8 (with --batch 1 or 8), coulisse-exact, coulisse-int8,
+coulisse-bf16, coulisse-fast (they batch by token budget; --batch is ignored). The spec (written by
+run_bench.py) holds the texts, the short sentence, the texts whose logits are compared, the model paths,
+threads and repeat counts.
 
 Every system runs the same steps: load, warm up, `repeats` timed passes over all texts (the best one
 counts; tokenization and post-processing are inside the timing, as a user calls them), `latency_repeats`
@@ -72,12 +73,17 @@ class Transformers(System):
                                              function_to_apply="none"))
 
 
+# The pipeline options of each coulisse system.
+COULISSE = {"coulisse-exact": {}, "coulisse-int8": {"quantize": "int8"}, "coulisse-bf16": {"dtype": "bfloat16"},
+            "coulisse-fast": {"fast": True}}
+
+
 class Coulisse(System):
-    def __init__(self, spec: dict, batch: int, quantize: str | None):
+    def __init__(self, spec: dict, batch: int, options: dict):
         super().__init__(spec, batch)
         import coulisse
 
-        self.pipe = coulisse.pipeline("sentiment-analysis", model=spec["model_dir"], quantize=quantize,
+        self.pipe = coulisse.pipeline("sentiment-analysis", model=spec["model_dir"], **options,
                                       threads=spec["threads"], max_batch_tokens=spec["max_batch_tokens"])
 
     def classify(self, texts):
@@ -141,8 +147,8 @@ def build(spec: dict, system: str, batch: int) -> System:
         return Transformers(spec, batch)
     if system in ("ort-fp32", "ort-int8"):
         return OnnxRuntime(spec, batch, spec["onnx_fp32" if system == "ort-fp32" else "onnx_int8"])
-    if system in ("coulisse-exact", "coulisse-int8"):
-        return Coulisse(spec, batch, "int8" if system == "coulisse-int8" else None)
+    if system in COULISSE:
+        return Coulisse(spec, batch, COULISSE[system])
     raise SystemExit(f"unknown system {system!r}; this is a bug in run_bench.py")
 
 

@@ -61,12 +61,12 @@ def minilm_dir() -> Path:
 
 
 class Embedder:
-    """Sentence embeddings from coulisse's feature-extraction pipeline (fp32 or int8)."""
+    """Sentence embeddings from coulisse's feature-extraction pipeline (fp32, int8, or any `options`)."""
 
-    def __init__(self, directory: Path, quantize: str | None, threads: int | None):
+    def __init__(self, directory: Path, quantize: str | None, threads: int | None, **options):
         from coulisse import pipeline
 
-        self.pipe = pipeline("feature-extraction", model=directory, quantize=quantize, threads=threads)
+        self.pipe = pipeline("feature-extraction", model=directory, quantize=quantize, threads=threads, **options)
         self.pipe.tokenizer.model_max_length = MAX_TOKENS
 
     def __call__(self, texts: list[str]) -> np.ndarray:

@@ -29,10 +29,13 @@ import bench_model  # noqa: E402
 import bench_report  # noqa: E402
 import bench_texts  # noqa: E402
 
-SYSTEMS = ("transformers", "ort-fp32", "ort-int8", "coulisse-exact", "coulisse-int8")
+SYSTEMS = ("transformers", "ort-fp32", "ort-int8", "coulisse-exact", "coulisse-int8", "coulisse-bf16",
+           "coulisse-fast")
 # Batch sizes tried per system; 0 = coulisse's own token-budgeted batches.
 BATCHES = {"transformers": (1, 8), "ort-fp32": (1, 8), "ort-int8": (1, 8), "coulisse-exact": (0,),
-           "coulisse-int8": (0,)}
+           "coulisse-int8": (0,), "coulisse-bf16": (0,), "coulisse-fast": (0,)}
+COLD_FLAGS = {"coulisse-exact": [], "coulisse-int8": ["--quantize", "int8"], "coulisse-bf16": None,
+              "coulisse-fast": ["--fast"]}  # None: no CLI flag (bf16 is a library option)
 VERIFY_TEXTS = 4
 
 
@@ -50,6 +53,7 @@ class Options:
     model_dir: Path = bench_model.DEFAULT_DIR
     json_path: Path | None = None
     markdown_path: Path | None = None
+    kernels: bool = True  # measure the GEMM peaks (bench/kernels.py) in the same run
 
 
 def physical_cores() -> int:
@@ -72,6 +76,16 @@ def machine() -> dict:
             "python": platform.python_version(), "platform": platform.platform()}
 
 
+def cpu_plan() -> dict:
+    """The CPU's features and the kernels coulisse picks for them (what `coulisse info` prints)."""
+    from coulisse.engine.cpu import this_machine
+
+    plan = this_machine()
+    f = plan.features
+    kind = "amx" if f.has("amx_tile") else "vnni" if f.vnni else "avx2" if f.has("avx2") else "other"
+    return {"lines": plan.lines(), "fast": plan.fast, "kind": kind}
+
+
 def versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -88,6 +102,7 @@ def make_spec(opts: Options, paths: dict, texts: list[str]) -> dict:
     from tokenizers import Tokenizer
 
     config = json.loads((Path(paths["model_dir"]) / "config.json").read_text(encoding="utf-8"))
+    hidden, inner, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
     max_length = config["max_position_embeddings"] - config["pad_token_id"] - 1
     tokenizer = Tokenizer.from_file(paths["onnx_tokenizer"])
     tokenizer.enable_truncation(max_length)
@@ -99,6 +114,8 @@ def make_spec(opts: Options, paths: dict, texts: list[str]) -> dict:
         "pad_token_id": config["pad_token_id"], "max_length": max_length, "threads": opts.threads,
         "max_batch_tokens": opts.max_batch_tokens, "repeats": opts.repeats,
         "latency_repeats": opts.latency_repeats, "warmup_texts": min(8, len(texts)),
+        # The encoder's linear layers, per token: 2 ops per multiply-add (attention's own products excluded).
+        "flops_per_token": 2 * layers * (4 * hidden * hidden + 2 * hidden * inner),
     }
 
 
@@ -161,9 +178,8 @@ def cold_command(system: str, spec: dict) -> list[str]:
     if system.startswith("ort-"):
         path = spec["onnx_fp32" if system == "ort-fp32" else "onnx_int8"]
         return [sys.executable, "-c", ORT_COLD, spec["onnx_tokenizer"], path, str(spec["threads"]), short]
-    quantize = ["--quantize", "int8"] if system == "coulisse-int8" else []
     return [*coulisse_command(), "classify", "--model", spec["model_dir"], "--threads", str(spec["threads"]),
-            *quantize, short]
+            *COLD_FLAGS[system], short]
 
 
 def cold_start(cmd: list[str], timeout: float) -> float | str:
@@ -189,11 +205,27 @@ def cold_start(cmd: list[str], timeout: float) -> float | str:
 def measure_cold(systems: tuple[str, ...], spec: dict, repeats: int, timeout: float) -> dict:
     results = {}
     for system in systems:
+        if COLD_FLAGS.get(system, []) is None:
+            continue
         times = [cold_start(cold_command(system, spec), timeout) for _ in range(repeats)]
         ok = [t for t in times if isinstance(t, float)]
         results[system] = {"cold_start_s": min(ok) if ok else None, "tries": times}
         print(f"  cold start {system}: {times}", file=sys.stderr)
     return results
+
+
+def measure_kernels(threads: int, timeout: float, tmp: Path) -> dict:
+    """The GEMM peaks of this machine (bench/kernels.py --peaks-only), in its own process."""
+    out = tmp / "kernels.json"
+    cmd = [sys.executable, str(BENCH / "kernels.py"), "--peaks-only", "--threads", str(threads), "--repeats", "5",
+           "--json", str(out)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=child_env())
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    if proc.returncode != 0 or not out.is_file():
+        return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1:]}
+    return json.loads(out.read_text(encoding="utf-8"))
 
 
 def check_systems(systems: tuple[str, ...]) -> None:
@@ -218,6 +250,11 @@ def run(opts: Options) -> dict:
             for batch in BATCHES[system]:
                 print(f"running {system} (batch {batch or 'token budget'})...", file=sys.stderr)
                 runs.append(run_worker(spec_path, system, batch, opts.timeout, Path(tmp)))
+        if opts.kernels:
+            print("measuring the GEMM peaks (bench/kernels.py)...", file=sys.stderr)
+            kernels = measure_kernels(opts.threads, opts.timeout, Path(tmp))
+        else:
+            kernels = {}
     cold = measure_cold(opts.systems, spec, opts.cold_repeats, opts.timeout) if opts.cold_repeats else {}
     results = {
         "machine": machine(), "versions": versions(), "load_average_before": load_before,
@@ -228,7 +265,8 @@ def run(opts: Options) -> dict:
                      "repeats": opts.repeats, "latency_repeats": opts.latency_repeats,
                      "cold_repeats": opts.cold_repeats, "short_sentence": spec["short_sentence"],
                      "model_dir": paths["model_dir"]},
-        "runs": runs, "cold_start": cold,
+        "runs": runs, "cold_start": cold, "kernels": kernels, "cpu": cpu_plan(),
+        "flops_per_token": spec["flops_per_token"],
     }
     results["summary"] = bench_report.summarize(results)
     return results

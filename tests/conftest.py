@@ -99,3 +99,12 @@ def task_factory(factory, tmp_path_factory):
     from task_factory import TaskFactory
 
     return TaskFactory(factory, tmp_path_factory.mktemp("task-checkpoints"))
+
+
+def pytest_configure(config):
+    """The int8 weight cache (coulisse.engine.cache) goes to a folder of this run, not the user's ~/.cache;
+    tests of the cache itself point COULISSE_CACHE elsewhere."""
+    import os
+    import tempfile
+
+    os.environ.setdefault("COULISSE_CACHE", tempfile.mkdtemp(prefix="coulisse-test-cache-"))

@@ -189,3 +189,83 @@ def test_unknown_repo_is_named(online, monkeypatch, tf_camembert_dir):
     FakeHub(tf_camembert_dir, REPO, list(ALLOCINE_FILES)).install(monkeypatch)
     with pytest.raises(ModelNotFoundError, match="no model 'tblard/tf-allocyne'"):
         resolve_model("tblard/tf-allocyne")
+
+
+# -- ids that are neither a folder nor a Hub id: refused before the cache is asked ----------------------------
+
+INVALID_IDS = {
+    "foo/..": "'..' is a path component, not a name",
+    "../no-such-x": "no folder exists at that path, and a Hub id does not start with '/', '~' or '.'",
+    "/no/such/folder": "no folder exists at that path, and a Hub id does not start with '/', '~' or '.'",
+    "a/b/c": "it has 3 parts separated by '/'; a Hub id has at most two, owner and name",
+    "foo/../bar": "it has 3 parts separated by '/'",
+    "owner\\name": "it contains a backslash; Hub ids separate owner and name with '/'",
+    "foo--bar/x": "'foo--bar' contains '--' or '..', which Hub ids may not",
+    "x/a..b": "'a..b' contains '--' or '..', which Hub ids may not",
+    "x/.git": "'.git' starts or ends with '-' or '.', which Hub ids may not",
+    "owner/": "it has an empty part",
+    "not a hub id!": "it contains ' '; Hub ids use letters, digits, '-', '_' and '.'",
+    "owner/naïve": "it contains 'ï'",
+    "a" * 97: "it is 97 characters long; Hub ids have at most 96",
+    "": "it is empty",
+}
+
+
+@pytest.mark.parametrize("model", list(INVALID_IDS))
+def test_invalid_ids_are_one_typed_error_before_the_cache(model, tmp_path, monkeypatch):
+    from coulisse import hub
+    from coulisse.errors import InvalidModelIdError
+
+    monkeypatch.chdir(tmp_path)  # no folder named like the id
+    monkeypatch.setattr(hub, "_from_cache", lambda *a: pytest.fail("the cache was asked"))
+    monkeypatch.setattr(hub, "_download", lambda *a: pytest.fail("the Hub was asked"))
+    with pytest.raises(InvalidModelIdError) as info:
+        resolve_model(model)
+    message = str(info.value)
+    assert message.startswith(f"model {model!r} is neither a folder nor a Hub id: {INVALID_IDS[model]}")
+    assert message.endswith("Pass an existing folder holding config.json and the weights, or a Hub id 'name' or "
+                            "'owner/name' (like 'tblard/tf-allocine').")
+    assert "\n" not in message and isinstance(info.value, ModelNotFoundError)
+
+
+def test_a_file_is_not_a_model_folder(tmp_path):
+    from coulisse.errors import InvalidModelIdError
+
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(InvalidModelIdError, match="is neither a folder nor a Hub id: it is a file, not a folder"):
+        resolve_model(tmp_path / "config.json")
+
+
+@pytest.mark.parametrize("model", ["bert-base-uncased", "owner/name", "Owner_1/name.v2-x"])
+def test_well_formed_ids_go_to_the_cache(model, tmp_path, monkeypatch):
+    from coulisse import hub
+
+    monkeypatch.chdir(tmp_path)
+    asked = []
+    monkeypatch.setattr(hub, "_from_cache", lambda repo_id, revision: asked.append(repo_id) or tmp_path)
+    assert resolve_model(model) == tmp_path and asked == [model]
+
+
+def test_a_path_that_exists_is_a_folder_even_when_it_looks_odd(tmp_path, monkeypatch):
+    (tmp_path / "foo").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model("foo/..").resolve() == tmp_path.resolve()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["foo/..", "a/b/c", "a\\b"])
+def test_cli_says_the_id_is_invalid_in_one_line(model, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    script = Path(sys.executable).parent / "coulisse"
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "coulisse.interfaces.cli"]
+    env = {**{k: v for k, v in os.environ.items() if k != "COULISSE_MODEL"}, "HF_HUB_OFFLINE": "1",
+           "HF_HUB_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run([*command, "classify", "--model", model, "texte"], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=300)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"Error: InvalidModelIdError: model {model!r} is neither a folder nor a Hub id: ")
+    assert not (tmp_path / "cache").exists()

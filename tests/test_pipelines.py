@@ -108,15 +108,23 @@ def test_default_function_rule(problem_type, num_labels, function):
 
 
 def test_pipeline_keyword_defaults_and_bad_options(pipes):
+    """top_k given to pipeline(): transformers still wraps a bare string's result in a list (only a call's
+    own top_k unwraps it)."""
+    import transformers
+
     ours, _ = pipes
     directory = ours.checkpoint.directory
-    every = pipeline("text-classification", model=directory, top_k=None)
-    assert_same_results(every(SHORT[0]), ours(SHORT[0], top_k=None))
+    for top_k in (None, 1, 2):
+        every = pipeline("text-classification", model=directory, top_k=top_k)
+        theirs = transformers.pipeline("text-classification", model=str(directory), device="cpu", top_k=top_k)
+        assert_same_results(every(SHORT[0]), theirs(SHORT[0]))
+        assert_same_results(every(SHORT[:2]), theirs(SHORT[:2]))
+        assert_same_results(every(SHORT[0], top_k=top_k), theirs(SHORT[0], top_k=top_k))
     with pytest.raises(InputError, match="top_k"):
         ours(SHORT[0], top_k=0)
     with pytest.raises(InputError, match="function_to_apply"):
         ours(SHORT[0], function_to_apply="tanh")
-    with pytest.raises(InputError, match="unknown option"):
+    with pytest.raises(InputError, match="unknown option 'top_n' \\(did you mean 'top_k'\\?\\)"):
         ours(SHORT[0], top_n=2)
 
 

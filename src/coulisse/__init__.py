@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-__all__ = ["__version__", "pipeline"]
+__all__ = ["SentenceEncoder", "__version__", "pipeline"]
 
 
 def __getattr__(name: str):
@@ -16,6 +16,10 @@ def __getattr__(name: str):
         from coulisse.pipelines import pipeline
 
         return pipeline
+    if name == "SentenceEncoder":  # sentence-transformers' encode() over the feature-extraction pipeline
+        from coulisse.sentence import SentenceEncoder
+
+        return SentenceEncoder
     if name == "__version__":  # one source of truth: pyproject.toml, as installed
         from importlib.metadata import PackageNotFoundError, version
 

@@ -38,6 +38,29 @@ def load_checkpoint(model: str | Path, head: str | None, revision: str | None = 
     return Checkpoint(str(model), directory, config, tokenizer, encoder)
 
 
+def model_files(directory: Path) -> list[Path]:
+    """The files a load reads from `directory`: config.json, the tokenizer files there, and the weight file
+    `read_weights` picks (with its shards, each checked to stay inside the folder). What a resumed corpus
+    job hashes to know that the model is the one its first run loaded, whatever the path says."""
+    import json
+
+    from coulisse.hub import EXTRA_FILES, TOKENIZER_FILES
+    from coulisse.tokenizer.build import SPM_FILES
+    from coulisse.weights.formats import _shard_path, find_weight_file
+
+    names = dict.fromkeys(("config.json", *TOKENIZER_FILES, *SPM_FILES, *EXTRA_FILES))
+    files = [directory / name for name in names if (directory / name).is_file()]
+    weights = find_weight_file(directory)
+    files.append(weights)
+    if weights.name.endswith(".index.json"):
+        try:
+            shards = sorted(set(json.loads(weights.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            shards = []  # the load names what is wrong with the index; its bytes are hashed all the same
+        files += [p for p in (_shard_path(weights, s) for s in shards) if p.is_file()]
+    return files
+
+
 def default_model(task: str, revision: str | None = None) -> str | None:
     """The model to load for `task` when the caller named none: the default if it can be had, else the
     bundled one (for the tasks it serves). None when the task has no default."""

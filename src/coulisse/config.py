@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import reprlib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,13 +68,12 @@ class EncoderConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EncoderConfig:
         model_type = data.get("model_type")
-        if model_type not in FAMILIES:
+        if not isinstance(model_type, str) or model_type not in FAMILIES:
             raise UnsupportedModelError(
-                f"unsupported model_type {model_type!r} in config.json; coulisse runs "
+                f"unsupported model_type {_shown(model_type)} in config.json; coulisse runs "
                 f"{', '.join(sorted(FAMILIES))}. Use a checkpoint of one of these families."
             )
         d = _family_fields(FAMILIES[model_type], data)
-        check_config_ranges(d)
         id2label = _labels(d.get("id2label"), "id2label", int, str)
         if not id2label:
             id2label = {i: f"LABEL_{i}" for i in range(2 if d.get("num_labels") is None else d["num_labels"])}
@@ -79,14 +81,28 @@ class EncoderConfig:
         known = {f for f in cls.__dataclass_fields__ if f not in {"raw", "id2label", "label2id"}}
         kwargs = {k: v for k, v in d.items() if k in known and v is not None}
         try:
-            return cls(**kwargs, id2label=id2label, label2id=label2id, raw=data)
+            config = cls(**kwargs, id2label=id2label, label2id=label2id, raw=data)
         except TypeError as e:  # pragma: no cover - dataclass field errors
             raise ModelLoadError(f"config.json has an invalid field: {e}") from e
+        if config.max_positions < 1:  # RoBERTa's positions start past the padding id
+            raise _config_error("max_position_embeddings", config.max_position_embeddings,
+                                f"more than pad_token_id + 1 = {config.position_offset} ({model_type} numbers "
+                                "positions from there)")
+        return config
 
     @classmethod
     def from_file(cls, path: Path) -> EncoderConfig:
+        path = Path(path)
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            size = path.stat().st_size
+            if size > MAX_CONFIG_BYTES:
+                raise UnsafeCheckpointError(
+                    f"config.json at {path} is refused: it holds {size:,} bytes, more than the "
+                    f"{MAX_CONFIG_BYTES:,} a config needs even with {INT_RANGES['num_labels'][1]:,} labels; fix it "
+                    "or download the checkpoint again."
+                )
+            text = path.read_text(encoding="utf-8")
+            data = json.loads(text)
         except FileNotFoundError as e:
             raise ModelLoadError(
                 f"no config.json in {path.parent}; a checkpoint directory needs one "
@@ -94,11 +110,24 @@ class EncoderConfig:
             ) from e
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ModelLoadError(f"config.json at {path} is not valid JSON: {e}") from e
-        except ValueError as e:  # an integer past Python's digit limit
-            raise UnsafeCheckpointError(f"config.json at {path} is refused: {e}") from e
+        except OSError as e:  # a folder named config.json, no permission...
+            raise ModelLoadError(f"could not read config.json at {path} ({e.strerror or e}); check that it is a "
+                                 "readable file.") from e
+        except ValueError as e:  # an integer past Python's digit limit (4,300 by default)
+            found = re.search(r'"((?:[^"\\]|\\.){0,60})"\s*:\s*-?(\d{1000,})', text)
+            what = f"{found.group(1)} = {found.group(2)[:12]}... ({len(found.group(2)):,} digits)" if found \
+                else "an integer of thousands of digits"
+            limit = getattr(sys, "get_int_max_str_digits", lambda: 4300)()
+            raise UnsafeCheckpointError(
+                f"config.json at {path} is refused: it has {what}, past Python's limit of {limit:,} digits; no "
+                "config value needs more than 10. Fix config.json or download the checkpoint again."
+            ) from e
         except RecursionError as e:
             raise UnsafeCheckpointError(
-                f"config.json at {path} is refused: its JSON nests too deeply to parse") from e
+                f"config.json at {path} is refused: its JSON nests deeper than the parser allows (about "
+                f"{sys.getrecursionlimit():,} levels), where a config is 3 levels deep. Fix config.json or "
+                "download the checkpoint again."
+            ) from e
         if not isinstance(data, dict):
             raise ModelLoadError(f"config.json at {path} must hold a JSON object, got {type(data).__name__}")
         return cls.from_dict(data)
@@ -113,9 +142,11 @@ def _family_fields(family: Family, data: dict[str, Any]) -> dict[str, Any]:
             d[ours] = d[theirs]
     for key, value in family.config_defaults.items():
         d.setdefault(key, value)
+    check_config_ranges(d)  # before config_fields computes from them (4 * a 10^6-element list...)
     if family.config_fields is not None:
         for key, value in family.config_fields(d).items():
             d.setdefault(key, value)
+        check_config_ranges(d)
     return d
 
 
@@ -123,7 +154,8 @@ def _family_fields(family: Family, data: dict[str, Any]) -> dict[str, Any]:
 ACTIVATION_NAMES = frozenset({"gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish", "tanh"})
 
 # Generous bounds covering every released encoder, checked before anything is allocated: a config.json
-# declaring 10^9 labels or 10^7 layers must fail at once instead of exhausting memory.
+# declaring 10^9 labels or 10^7 layers must fail at once instead of exhausting memory. The last five are
+# DeBERTa-v2's (read from the raw config; -1 or 0 means "unset" for the first two).
 INT_RANGES = {
     "num_labels": (0, 100_000),
     "num_hidden_layers": (1, 1_000),
@@ -134,17 +166,42 @@ INT_RANGES = {
     "vocab_size": (1, 4_000_000),
     "max_position_embeddings": (1, 131_072),
     "type_vocab_size": (0, 65_536),
+    "pad_token_id": (-1, 4_000_000),
+    "max_relative_positions": (-1, 131_072),
+    "position_buckets": (-1, 131_072),
+    "conv_kernel_size": (0, 1_024),
+    "conv_groups": (1, 65_536),
+    "pooler_hidden_size": (1, 65_536),
 }
+BOOL_FIELDS = ("pre_norm", "summary_use_proj", "summary_proj_to_labels", "position_biased_input",
+               "relative_attention", "share_att_key", "legacy")
+TEXT_FIELDS = ("summary_type", "summary_activation", "problem_type", "tokenizer_class", "pos_att_type",
+               "norm_rel_ebd", "conv_act", "pooler_hidden_act")
+# The largest released encoders hold 10 to 15 B parameters (XLM-RoBERTa-XXL 10.7 B; ESM-2, a protein model,
+# 15 B): 20 B admits every real one, and refuses sizes that each pass their own range but multiply out to more.
+MAX_PARAMETERS = 20_000_000_000
+# 100,000 labels with names of ~60 characters, in both id2label and label2id, take about 14 MB.
+MAX_CONFIG_BYTES = 32 << 20
+
+
+# Shows a config value in a message: depth and length capped (a value may be 900 levels deep or hold 10^5 items).
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxstring, _REPR.maxlong, _REPR.maxother = 3, 4, 4, 40, 24, 40
+
+
+def _shown(value: Any) -> str:
+    text = _REPR.repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _config_error(key: str, value: Any, wanted: str) -> UnsafeCheckpointError:
-    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-    return UnsafeCheckpointError(f"config.json has {key} = {shown}; expected {wanted}. Fix config.json or "
+    return UnsafeCheckpointError(f"config.json has {key} = {_shown(value)}; expected {wanted}. Fix config.json or "
                                  "download the checkpoint again.")
 
 
 def check_config_ranges(d: dict[str, Any]) -> None:
-    """Refuse out-of-range sizes, in place turning integral floats (`2.0`) into ints."""
+    """Refuse wrong types and out-of-range sizes, in place turning integral floats (`2.0`) into ints; then
+    the parameter count the sizes multiply out to."""
     for key, (low, high) in INT_RANGES.items():
         value = d.get(key)
         if value is None:
@@ -158,12 +215,61 @@ def check_config_ranges(d: dict[str, Any]) -> None:
         raise _config_error("num_attention_heads", heads, f"a divisor of hidden_size ({hidden})")
     act = d.get("hidden_act")
     if act is not None and (not isinstance(act, str) or act not in ACTIVATION_NAMES):
-        raise UnsupportedModelError(f"config.json has hidden_act = {str(act)[:60]!r}, which coulisse does not "
-                                    f"implement; supported: {', '.join(sorted(ACTIVATION_NAMES))}.")
+        raise UnsupportedModelError(f"config.json has hidden_act = {_shown(act)}, which coulisse does not "
+                                    f"implement; supported: {', '.join(sorted(ACTIVATION_NAMES))}. Use a "
+                                    "checkpoint with one of these.")
+    _check_types(d)
+    parameters = parameter_floor(d)
+    if parameters > MAX_PARAMETERS:
+        sizes = ", ".join(f"{k} = {_field(d, k):,}" for k in ("vocab_size", "hidden_size", "num_hidden_layers",
+                                                              "intermediate_size"))
+        raise UnsafeCheckpointError(
+            f"config.json describes an encoder of at least {parameters:,} parameters ({sizes}); expected at most "
+            f"{MAX_PARAMETERS:,}, more than any released encoder. Fix config.json or download the "
+            "checkpoint again."
+        )
+
+
+def _check_types(d: dict[str, Any]) -> None:
+    eps = d.get("layer_norm_eps")
+    if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1):
+        raise _config_error("layer_norm_eps", eps, "a number between 0 and 1 (real ones: 1e-12 to 1e-5)")
+    for key in BOOL_FIELDS:
+        value = d.get(key)
+        if value is not None and not isinstance(value, bool) and value not in (0, 1):
+            raise _config_error(key, value, "true or false")
+    for key in TEXT_FIELDS:
+        value = d.get(key)
+        if value is not None and not isinstance(value, str) and not (
+                key == "pos_att_type" and isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise _config_error(key, value, "a string" + (" or a list of strings" if key == "pos_att_type" else ""))
+    archs = d.get("architectures")
+    if archs is not None and not (isinstance(archs, list) and all(isinstance(a, str) for a in archs)):
+        raise _config_error("architectures", archs, "a list of class names")
+
+
+def _field(d: dict[str, Any], key: str) -> int:
+    """A size as the model will see it: config.json's value, else EncoderConfig's default."""
+    value = d.get(key)
+    if value is None:
+        default = EncoderConfig.__dataclass_fields__[key].default
+        return default if isinstance(default, int) else 0
+    return value
+
+
+def parameter_floor(d: dict[str, Any]) -> int:
+    """A lower bound on the parameters these sizes make in any family: the embedding tables (word, position,
+    token type), then per layer the four attention projections and the two feed-forward matrices."""
+    hidden, vocab = _field(d, "hidden_size"), _field(d, "vocab_size")
+    width = d.get("embedding_size") or hidden
+    layers, ffn = _field(d, "num_hidden_layers"), _field(d, "intermediate_size")
+    positions, types = _field(d, "max_position_embeddings"), _field(d, "type_vocab_size")
+    return vocab * width + (positions + types) * hidden + layers * (4 * hidden * hidden + 2 * hidden * ffn)
 
 
 def _labels(table: Any, name: str, key_type: type, value_type: type) -> dict:
-    """id2label or label2id, keys and values converted; a key or value that does not convert is refused."""
+    """id2label or label2id, keys and values converted; a key or value that does not convert is refused, and
+    id2label's ids must be 0 to n - 1 (the head's output rows)."""
     if not table:
         return {}
     if not isinstance(table, dict) or len(table) > INT_RANGES["num_labels"][1]:
@@ -171,7 +277,11 @@ def _labels(table: Any, name: str, key_type: type, value_type: type) -> dict:
     out = {}
     for k, v in table.items():
         try:
+            if isinstance(v, (dict, list, bool)) or v is None or (value_type is int and v != int(v)):
+                raise TypeError(v)
             out[key_type(k)] = value_type(v)
         except (TypeError, ValueError) as e:
             raise _config_error(name, {k: v}, f"{key_type.__name__} keys and {value_type.__name__} values") from e
+    if key_type is int and sorted(out) != list(range(len(out))):
+        raise _config_error(name, table, f"ids 0 to {len(out) - 1}, one per output of the classifier")
     return out

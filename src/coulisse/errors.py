@@ -17,6 +17,11 @@ class HubUnreachableError(ModelNotFoundError):
     says nothing about whether the model exists."""
 
 
+class InvalidModelIdError(ModelNotFoundError):
+    """The model is neither an existing folder nor a well-formed Hub id (`..` parts, three parts, a
+    backslash, a path that does not exist): refused before the cache or the Hub is asked."""
+
+
 class ModelLoadError(CoulisseError):
     """Model files exist but cannot be loaded (missing, corrupt or mismatched weights)."""
 

@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from coulisse.defaults import bundled_dir
-from coulisse.errors import HubUnreachableError, ModelNotFoundError
+from coulisse.errors import HubUnreachableError, InvalidModelIdError, ModelNotFoundError
 from coulisse.weights import WEIGHT_FILES
 
 log = logging.getLogger(__name__)
 
-REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "sentencepiece.bpe.model",
     "spiece.model", "vocab.txt", "vocab.json", "merges.txt", "added_tokens.json",
@@ -70,16 +68,18 @@ def _hub_commands() -> set[str]:
 
 def resolve_model(model: str | os.PathLike, revision: str | None = None) -> Path:
     """Return a local folder holding the checkpoint `model` (a path or a Hub id)."""
-    path = Path(model).expanduser()
-    if path.is_dir():
-        return path
     text = str(model)
+    path = Path(model).expanduser()
+    if text and path.is_dir():  # Path("") is the current folder; an empty name is a mistake
+        return path
     bundled = bundled_dir(text)
     if bundled is not None:  # shipped inside the package: no cache, no network
         return bundled
-    if path.exists() or text.startswith((".", "/", "~")) or not REPO_ID.match(text):
-        raise ModelNotFoundError(
-            f"model {text!r} is neither a folder nor a Hub id (like 'tblard/tf-allocine'); check the path."
+    reason = "it is a file, not a folder" if text and path.exists() else invalid_hub_id(text)
+    if reason is not None:
+        raise InvalidModelIdError(
+            f"model {text!r} is neither a folder nor a Hub id: {reason}. Pass an existing folder holding "
+            "config.json and the weights, or a Hub id 'name' or 'owner/name' (like 'tblard/tf-allocine')."
         )
     cached = _from_cache(text, revision)
     if cached is not None:
@@ -91,6 +91,33 @@ def resolve_model(model: str | os.PathLike, revision: str | None = None) -> Path
             "with --model / model=."
         )
     return _download(text, revision)
+
+
+def invalid_hub_id(text: str) -> str | None:
+    """Why `text` cannot be a Hub id (huggingface_hub's rules, said in our words), or None if it can be. What
+    passes holds no path syntax, so the cache folder built from it stays inside the cache."""
+    if not text:
+        return "it is empty"
+    if "\\" in text:
+        return "it contains a backslash; Hub ids separate owner and name with '/'"
+    if text.startswith(("/", "~", "./", "../")) or text in (".", ".."):
+        return "no folder exists at that path, and a Hub id does not start with '/', '~' or '.'"
+    parts = text.split("/")
+    if len(parts) > 2:
+        return f"it has {len(parts)} parts separated by '/'; a Hub id has at most two, owner and name"
+    if len(text) > 96:
+        return f"it is {len(text)} characters long; Hub ids have at most 96"
+    for part in parts:
+        if part in ("", ".", ".."):
+            return f"{part!r} is a path component, not a name" if part else "it has an empty part"
+        bad = next((c for c in part if not (c.isascii() and (c.isalnum() or c in "-_."))), None)
+        if bad is not None:
+            return f"it contains {bad!r}; Hub ids use letters, digits, '-', '_' and '.'"
+        if "--" in part or ".." in part:
+            return f"{part!r} contains '--' or '..', which Hub ids may not"
+        if part[0] in "-." or part[-1] in "-.":
+            return f"{part!r} starts or ends with '-' or '.', which Hub ids may not"
+    return None
 
 
 def _from_cache(repo_id: str, revision: str | None) -> Path | None:

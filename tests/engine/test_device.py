@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from coulisse import pipeline
-from coulisse.engine.device import resolve_device
+from coulisse.engine.device import resolve_device, resolve_device_map
 from coulisse.errors import DeviceError, InputError
 
 MISSING_MODEL = "./no-such-model-folder"
@@ -76,9 +76,20 @@ def test_cpu_spellings(device):
     assert resolve_device(device) == torch.device("cpu")
 
 
-@pytest.mark.parametrize("device", ["gpu", "cuda:x", -2, True, None])
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", -2, True])
 def test_unknown_devices_are_named(device):
     assert repr(device) in device_error(device) or str(device) in device_error(device)
+
+
+@pytest.mark.parametrize("device_map", [None, "cpu", {"": "cpu"}, {"encoder": -1, "classifier": "cpu"}], ids=str)
+def test_device_maps_on_one_device(device_map):
+    """transformers' device_map for a model that runs whole on the CPU; None (device unset) is the CPU."""
+    assert resolve_device_map(device_map) == torch.device("cpu")
+
+
+def test_a_split_device_map_is_refused():
+    with pytest.raises(DeviceError, match="splits the model"):
+        resolve_device_map({"encoder": "cpu", "classifier": "cuda:0"})
 
 
 def test_device_error_is_an_input_error():

@@ -34,3 +34,23 @@ def test_preparation_is_chosen_once_and_logged_once(tf_camembert_dir, caplog, qu
     assert chosen.describe() in lines[0]
     if quantize:
         assert "int8" in lines[0]
+
+
+def test_fast_preset_is_the_plans_mode(tf_camembert_dir):
+    from coulisse.engine.cpu import this_machine
+
+    pipe = pipeline("sentiment-analysis", model=str(tf_camembert_dir), fast=True)
+    mode = this_machine().fast
+    chosen = pipe.preparation
+    assert (chosen.quantize, chosen.dtype) == {"int8": ("int8", torch.float32), "bfloat16": (None, torch.bfloat16),
+                                               "float32": (None, torch.float32)}[mode]
+    exact = pipeline("sentiment-analysis", model=str(tf_camembert_dir))
+    assert (exact.preparation.quantize, exact.preparation.dtype) == (None, torch.float32)  # exact stays the default
+
+
+@pytest.mark.parametrize("options, word", [({"fast": True, "quantize": "int8"}, "fast=True"),
+                                           ({"fast": True, "dtype": "bfloat16"}, "fast=True"),
+                                           ({"fast": "yes"}, "fast=")])
+def test_fast_conflicts_fail_before_loading(tmp_path, options, word):
+    with pytest.raises(InputError, match=word):
+        pipeline("sentiment-analysis", model=str(tmp_path / "absent"), **options)

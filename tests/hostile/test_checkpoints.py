@@ -4,8 +4,14 @@ built here by a small generator and must fail fast with a typed one-line error, 
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import shutil
+import subprocess
+import sys
 import time
+import uuid
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -14,7 +20,7 @@ import torch
 from safetensors.torch import save_file
 
 from coulisse.config import EncoderConfig
-from coulisse.errors import ModelLoadError, UnsafeCheckpointError, UnsupportedModelError
+from coulisse.errors import ModelLoadError, UnsafeCheckpointError, UnsupportedModelError, WeightShapeError
 from coulisse.weights import read_weights
 
 SECRET = b"root:x:0:0:root:/root:/bin/bash\n" * 4  # stands for /etc/passwd: 128 bytes = 32 float32
@@ -203,3 +209,222 @@ def test_hub_cache_blob_symlinks_are_allowed(tmp_path):
     tensors, _ = read_weights(snapshot)
     assert tensors["w"].tolist() == [1.0, 1.0]
     shutil.rmtree(tmp_path / "models--x--y")
+
+
+# --- tf_model.h5 against the model's name table: shapes and types checked before a byte is read ------------
+
+PREFIX = "tf_camembert_for_sequence_classification/roberta/"
+WORDS = PREFIX + "embeddings/word_embeddings/weight:0"
+GAMMA = PREFIX + "embeddings/LayerNorm/gamma:0"
+
+
+def _tf_copy(tf_camembert_dir, target, edit):
+    """The TF fixture (config, tokenizer, tf_model.h5) with its h5 edited in place by `edit(roberta_group)`."""
+    shutil.copytree(tf_camembert_dir, target)
+    with h5py.File(target / "tf_model.h5", "a") as f:
+        edit(f["roberta"])
+    return target
+
+
+def _replace(group, name, **dataset):
+    del group[name]
+    group.create_dataset(name, **dataset)
+
+
+def _list(group, *names):
+    listed = [n if isinstance(n, bytes) else n.encode() for n in group.attrs["weight_names"]]
+    group.attrs["weight_names"] = [*listed, *(n.encode() for n in names)]
+
+
+def _load(directory):
+    from coulisse.models import load_model
+
+    return load_model(directory, EncoderConfig.from_file(directory / "config.json"), "sequence-classification")
+
+
+@pytest.fixture
+def reads(monkeypatch):
+    """The names of the h5 datasets read during the test."""
+    names: list[str] = []
+    read = h5py.Dataset.__getitem__
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", lambda self, key: names.append(self.name) or read(self, key))
+    return names
+
+
+def test_h5_shape_is_checked_against_the_table_before_reading(tf_camembert_dir, tmp_path, reads):
+    directory = _tf_copy(tf_camembert_dir, tmp_path / "model",
+                         lambda g: _replace(g, WORDS, data=np.ones((32005, 33), np.float32)))
+    with pytest.raises(WeightShapeError) as info:
+        _load(directory)
+    assert str(info.value) == (
+        "tensor roberta.embeddings.word_embeddings.weight in tf_model.h5 has shape (32005, 33), but the config "
+        "implies (32005, 32); check config.json (hidden_size, vocab_size, num_labels...).")
+    assert reads == []
+
+
+def test_h5_type_is_checked_against_the_table_before_reading(tf_camembert_dir, tmp_path, reads):
+    directory = _tf_copy(tf_camembert_dir, tmp_path / "model",
+                         lambda g: _replace(g, GAMMA, data=np.ones(32, np.int32)))
+    with pytest.raises(UnsafeCheckpointError, match="has type int32, but roberta.embeddings.LayerNorm.weight is "
+                                                    "a float parameter"):
+        _load(directory)
+    assert reads == []
+
+
+def test_h5_dataset_of_fill_values_is_refused(tf_camembert_dir, tmp_path, reads):
+    # Right shape, but no data written: h5py would hand back 4 MB of fill values the file does not hold.
+    directory = _tf_copy(tf_camembert_dir, tmp_path / "model",
+                         lambda g: _replace(g, WORDS, shape=(32005, 32), dtype="<f4"))
+    with pytest.raises(UnsafeCheckpointError, match="declares 4,096,640 bytes but the file stores only 0 of them"):
+        _load(directory)
+    assert reads == []
+
+
+def test_h5_datasets_the_model_does_not_use_are_never_read(tf_camembert_dir, tmp_path, reads):
+    pooler = PREFIX + "pooler/dense/kernel:0"
+
+    def add_pooler(group):
+        group.create_dataset(pooler, data=np.full((32, 32), 7, np.float32))
+        _list(group, pooler)
+
+    directory = _tf_copy(tf_camembert_dir, tmp_path / "model", add_pooler)
+    model = _load(directory)
+    assert f"/roberta/{pooler}" not in reads and f"/roberta/{WORDS}" in reads
+    pristine = _load(tf_camembert_dir)
+    for (name, ours), (_, theirs) in zip(model.state_dict().items(), pristine.state_dict().items(), strict=True):
+        assert torch.equal(ours, theirs), name
+
+
+def test_h5_unused_encoder_tensor_is_named_without_being_read(tf_camembert_dir, tmp_path, reads):
+    extra = PREFIX + "encoder/layer_._2/output/dense/bias:0"
+
+    def add_layer(group):
+        group.create_dataset(extra, data=np.ones(32, np.float32))
+        _list(group, extra)
+
+    with pytest.raises(ModelLoadError, match=r"'encoder.layer.2.output.dense.bias' \(32,\); num_hidden_layers"):
+        _load(_tf_copy(tf_camembert_dir, tmp_path / "model", add_layer))
+    assert f"/roberta/{extra}" not in reads
+
+
+def _bomb(directory, pieces):
+    """A real 256 KB dataset, then `pieces` gzip datasets of zeros declaring 256 KB each (a few hundred bytes
+    stored): each is smaller than the file, all together many times larger."""
+    directory.mkdir()
+    with h5py.File(directory / "tf_model.h5", "w") as f:
+        group = f.create_group("m")
+        group.create_dataset("m/LayerNorm/gamma:0", data=np.random.default_rng(0).random(65536, np.float32))
+        names = ["m/LayerNorm/gamma:0"]
+        for i in range(pieces):
+            names.append(f"m/layer_._{i}/output/dense/bias:0")
+            group.create_dataset(names[-1], shape=(65536,), dtype="<f4", data=np.zeros(65536, np.float32),
+                                 compression="gzip", chunks=(65536,))
+        f.attrs["layer_names"] = [b"m"]
+        group.attrs["weight_names"] = [n.encode() for n in names]
+    return directory
+
+
+def test_h5_decompression_bomb_is_refused_before_reading(tmp_path, reads):
+    directory = _bomb(tmp_path / "model", 40)
+    size = (directory / "tf_model.h5").stat().st_size
+    assert size < 512 * 1024
+    message = _assert_refused(directory, "more than 10 times the file's size", f"({size:,} bytes, some compressed)")
+    assert f"would take {41 * 65536 * 4:,} bytes" in message
+    assert reads == []
+
+
+def test_h5_compressed_within_the_ratio_is_read(tmp_path):
+    tensors, _ = read_weights(_bomb(tmp_path / "model", 3))
+    assert len(tensors) == 4 and tensors["layer.2.output.dense.bias"].abs().sum() == 0
+
+
+# --- pickles ----------------------------------------------------------------------------------------------
+
+
+class _RunsCommand:
+    """Unpickled, it would run a shell command: what a hostile pytorch_model.bin holds."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+@pytest.mark.parametrize("layout", ["zip", "legacy", "plain pickle"])
+def test_pickle_that_calls_os_system_is_refused_and_never_runs(layout, tmp_path):
+    marker = tmp_path / "ran"
+    directory = tmp_path / "model"
+    directory.mkdir()
+    path = directory / "pytorch_model.bin"
+    state = {"w": torch.ones(2), "x": _RunsCommand(f"touch {marker}")}
+    if layout == "plain pickle":
+        path.write_bytes(pickle.dumps(state, protocol=2))
+    else:
+        torch.save(state, path, _use_new_zipfile_serialization=layout == "zip")
+    with pytest.raises(UnsafeCheckpointError) as info:
+        read_weights(directory)
+    assert str(info.value) == (
+        f"{path} is refused: its pickle asks to import and call {os.system.__module__}.system, which a weights "
+        "file never needs; coulisse reads .bin files with torch.load(weights_only=True), which runs no code from "
+        "the file. Use the checkpoint's model.safetensors, or, only if you trust its source, convert it with "
+        "transformers' save_pretrained(dir, safe_serialization=True).")
+    assert not marker.exists()
+
+
+def test_truncated_pickle_is_corrupt_not_hostile(tmp_path):
+    directory = tmp_path / "model"
+    directory.mkdir()
+    path = directory / "pytorch_model.bin"
+    torch.save({"w": torch.ones(1000)}, path, _use_new_zipfile_serialization=False)
+    path.write_bytes(path.read_bytes()[:300])  # cut inside the state dict's pickle
+    with pytest.raises(ModelLoadError) as info:
+        read_weights(directory)
+    assert type(info.value) is ModelLoadError
+    message = str(info.value)
+    assert message.startswith(f"could not read {path} (UnpicklingError: ") and "corrupt or truncated" in message
+    assert "\n" not in message and "weights_only` set to `False`" not in message  # not torch's advice
+
+
+# --- through the CLI: one line, exit 1, not a byte of the foreign file in any output ----------------------
+
+
+def _coulisse(*args, env=None):
+    script = Path(sys.executable).parent / "coulisse"
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "coulisse.interfaces.cli"]
+    return subprocess.run([*command, *args], capture_output=True, env=env, timeout=300)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["external-storage", "external-link", "virtual-dataset"])
+def test_cli_refuses_an_h5_reading_a_file_outside_and_shows_none_of_it(name, tf_camembert_dir, tmp_path):
+    marker = f"marker-{uuid.uuid4().hex}".encode()
+    secret = tmp_path / "elsewhere" / "notes.txt"
+    secret.parent.mkdir()
+    secret.write_bytes((marker * 10)[:128])  # 32 float32, the size of the bias it would replace
+    beta = PREFIX + "embeddings/LayerNorm/beta:0"
+
+    def point_outside(group):
+        del group[beta]
+        if name == "external-storage":
+            group.create_dataset(beta, shape=(32,), dtype="<f4", external=[(str(secret), 0, 128)])
+            return
+        with h5py.File(tmp_path / "elsewhere" / "other.h5", "w") as other:
+            other["beta"] = np.frombuffer(secret.read_bytes(), np.float32)
+        if name == "external-link":
+            group[beta] = h5py.ExternalLink(str(tmp_path / "elsewhere" / "other.h5"), "/beta")
+        else:
+            layout = h5py.VirtualLayout(shape=(32,), dtype="<f4")
+            layout[:] = h5py.VirtualSource(str(tmp_path / "elsewhere" / "other.h5"), "beta", shape=(32,))
+            group.create_virtual_dataset(beta, layout)
+
+    directory = _tf_copy(tf_camembert_dir, tmp_path / "model", point_outside)
+    done = _coulisse("classify", "--model", str(directory), "texte")
+    assert done.returncode == 1 and done.stdout == b""
+    lines = done.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: UnsafeCheckpointError: "), done.stderr
+    assert H5_CASES[name][1] in lines[0]
+    as_floats = np.frombuffer(secret.read_bytes(), np.float32)
+    for output in (done.stdout, done.stderr):
+        assert marker not in output and marker[:16] not in output
+        assert not any(f"{v:.4g}" in output.decode() for v in as_floats if np.isfinite(v) and v != 0)

@@ -1,9 +1,9 @@
 """Poison rows: every row is data, never a crash.
 
 A lone surrogate (JSON's "\\ud800"), a NUL, a JSONL line nested 100,000 deep, an empty text and a 1 MB text,
-inside a job of a few hundred rows in every input format that can carry them: the job ends (exit 0), the bad
-rows are error rows with a reason, every other row equals a run without them, and `--resume` works. A row the
-engine fails on is isolated. The server answers a lone surrogate with 422 naming the input.
+inside a job of a few hundred rows (and of 5,000, marked slow) in every input format that can carry them: the
+job ends (exit 0), the bad rows are error rows with a reason, every other row equals a run without them, and
+`--resume` works. A row the engine fails on is isolated. The server answers a lone surrogate with 422 naming the input.
 """
 
 from __future__ import annotations
@@ -40,23 +40,22 @@ POISONS = {
 SURROGATE_BYTES = "\ud800".encode("utf-8", "surrogatepass")
 
 
-def clean_rows() -> list[dict]:
+def clean_rows(n: int = CLEAN) -> list[dict]:
     rng = random.Random(7)
-    return [{"id": i, "text": " ".join(rng.choices(WORDS, k=rng.randint(2, 12)))} for i in range(CLEAN)]
+    return [{"id": i, "text": " ".join(rng.choices(WORDS, k=rng.randint(2, 12)))} for i in range(n)]
 
 
-def poisoned_rows(fmt: str) -> tuple[list[dict], dict[int, str | None]]:
+def poisoned_rows(fmt: str, n: int = CLEAN) -> tuple[list[dict], dict[int, str | None]]:
     """Clean rows with the poisons spread among them; returns the rows and, per poison row, its expected error."""
-    rows = clean_rows()
+    rows = clean_rows(n)
     expected: dict[int, str | None] = {}
     cases = dict(POISONS)
     if fmt == "parquet":
         del cases["surrogate"]  # Arrow strings are UTF-8: a Parquet file cannot hold one
     if fmt == "jsonl":
         cases["deep"] = (None, "nested too deeply")  # the whole line is nested, not the text
-    for n, (name, (text, _)) in enumerate(cases.items()):
-        at = 5 + n * 61
-        rows.insert(at, {"id": f"poison-{name}", "text": text})
+    for k, (name, (text, _)) in enumerate(cases.items()):
+        rows.insert(5 + k * (n // 5 + 1), {"id": f"poison-{name}", "text": text})
     for i, r in enumerate(rows):
         if str(r["id"]).startswith("poison-"):
             expected[i] = cases[r["id"][len("poison-"):]][1]
@@ -110,7 +109,7 @@ def run(pipe, source, output, stop_after: int | None = None, **options):
         if stop_after is not None and len(seen) == stop_after:
             raise KeyboardInterrupt
 
-    job = JobOptions(input=str(source), output=str(output), batch_rows=BATCH, **options)
+    job = JobOptions(input=str(source), output=str(output), **{"batch_rows": BATCH, **options})
     return classify_file(job, lambda: pipe, on_chunk=on_chunk)
 
 
@@ -137,7 +136,7 @@ def baseline(pipe, tmp_path_factory):
 
 def check(rows: list[dict], expected: dict[int, str | None], clean: list) -> None:
     """Rows are placed by position: txt has no id column, and JSONL's deep line has no values."""
-    assert len(rows) == CLEAN + len(expected)
+    assert len(rows) == len(clean) + len(expected)
     good = []
     for i, row in enumerate(rows):
         if i in expected:
@@ -174,6 +173,25 @@ def test_poison_rows_are_error_rows_and_the_job_ends(pipe, baseline, tmp_path, f
         run(pipe, source, resumed, stop_after=2)
     run(pipe, source, resumed, resume=True)
     assert read_output(resumed) == read_output(output)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet", "txt"])
+def test_poison_rows_inside_a_5000_row_job(pipe, tmp_path, fmt):
+    """The issue's size: the poisons spread over a 5,000-row job; it ends, and every other row equals a run of
+    the same job without them."""
+    rows, expected = poisoned_rows(fmt, n=5000)
+    if fmt in ("csv", "tsv", "txt"):
+        expected = {i: ("invalid UTF-8" if r and "Unicode" in r else r) for i, r in expected.items()}
+    write_input(tmp_path / f"clean.{fmt}", fmt, clean_rows(5000))
+    run(pipe, tmp_path / f"clean.{fmt}", tmp_path / f"clean-out.{out_format(fmt)}", batch_rows=500)
+    clean = [(r["label"], score(r["score"])) for r in read_output(tmp_path / f"clean-out.{out_format(fmt)}")]
+    write_input(tmp_path / f"in.{fmt}", fmt, rows)
+    output = tmp_path / f"out.{out_format(fmt)}"
+    summary = run(pipe, tmp_path / f"in.{fmt}", output, batch_rows=500)
+    assert summary.rows == len(rows) and len(clean) == 5000
+    assert summary.errored == sum(r is not None for r in expected.values())
+    check(read_output(output), expected, clean)
 
 
 def test_surrogates_in_carried_columns_are_written(pipe, tmp_path):
@@ -243,8 +261,11 @@ def test_server_answers_a_lone_surrogate_with_422(tf_camembert_dir, task, route)
         body = r.json()
         assert body == {"error": "Input validation error: inputs is not valid Unicode (lone surrogate at position 2)",
                         "error_type": "validation"}
-        r = post(client, route, '{"inputs": ["ok", "bien", "\\udfff"]}')
-        assert r.status_code == 422 and "inputs[2] is not valid Unicode" in r.json()["error"]
+        # A batch: TEI's /predict reads a flat list as one text or one pair, a batch as a list of lists.
+        batch = '[["ok"], ["bien"], ["\\udfff"]]' if route == "/predict" else '["ok", "bien", "\\udfff"]'
+        r = post(client, route, '{"inputs": ' + batch + "}")
+        assert r.status_code == 422 and "inputs[2]" in r.json()["error"], r.text
+        assert "not valid Unicode" in r.json()["error"], r.text
         r = post(client, route, '{"inputs": "bon\\u0000film"}')  # a NUL is text: answered
         assert r.status_code == 200, r.text
         assert post(client, route, '{"inputs": "super film"}').status_code == 200

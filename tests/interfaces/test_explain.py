@@ -4,6 +4,7 @@ the answer printed is the pipeline's own, on the tiny QA checkpoints of tests/fi
 from __future__ import annotations
 
 import copy
+import io
 import json
 import re
 import shutil
@@ -145,3 +146,92 @@ def test_explain_help_offers_pair_tasks():
     out = run("explain", "--help")
     for word in ("question-answering", "zero-shot-classification", "--question", "--labels", "--template"):
         assert word in out
+
+
+# -- attributions in the terminal and the HTML report (text-classification) -------------------------------
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+REVIEW = "Les acteurs sont excellents, la musique est magnifique."
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(factory):
+    return factory.checkpoint("camembert")
+
+
+def test_explain_attributions_lists_the_pipelines_top_words(classifier_dir):
+    out = run("explain", "-m", str(classifier_dir), "--attributions", "--target", "positif", REVIEW)
+    a = pipeline("text-classification", model=classifier_dir).explain(REVIEW, target="positif")
+    assert "5. Attributions: which words pushed towards positif" in out and "Answer: " in out
+    assert f"completeness gap {a.gap:+.2e}" in out
+    towards = out[out.index("top words towards positif:"):out.index("top words against positif:")]
+    assert [line.split(None, 1) for line in towards.strip().splitlines()[1:]] == [
+        [f"{w.attribution:+.4f}", w.text] for w in a.top_words(5)]
+    assert not ANSI.search(out)  # not a terminal: no colour
+
+
+def test_explain_attributions_target_by_id_and_occlusion(classifier_dir):
+    out = run("explain", "-m", str(classifier_dir), "-a", "--method", "occlusion", "--target", "2", REVIEW)
+    a = pipeline("text-classification", model=classifier_dir).explain(REVIEW, target=2, method="occlusion")
+    assert "occlusion (leave one token out)" in out and f"{a.top_words(1)[0].attribution:+.4f}" in out
+
+
+def test_coloured_words_read_as_the_text(classifier_dir):
+    from coulisse.interfaces.explain import attribution_lines
+
+    a = pipeline("text-classification", model=classifier_dir).explain(REVIEW)
+    coloured = next(line for line in attribution_lines(a, color=True) if "\x1b[" in line)
+    assert ANSI.sub("", coloured) == REVIEW + "   (blue: towards, red: against)"
+    assert len(re.findall(r"\x1b\[48;5;\d+m", coloured)) == len(a.words)
+    assert not any("\x1b[" in line for line in attribution_lines(a, color=False))
+
+
+def test_colour_only_on_a_terminal_without_no_color(monkeypatch):
+    from coulisse.interfaces.explain import use_color
+
+    class Terminal:
+        def isatty(self):
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert use_color(Terminal()) and not use_color(io.StringIO())
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not use_color(Terminal())
+
+
+def test_explain_html_writes_one_page_for_every_text(classifier_dir, tmp_path):
+    page = tmp_path / "report.html"
+    texts = [REVIEW, "Quel navet, je déteste ce film."]
+    result = CliRunner().invoke(cli, ["explain", "-m", str(classifier_dir), "--html", str(page), *texts])
+    assert result.exit_code == 0, result.output
+    answers = pipeline("text-classification", model=classifier_dir)(texts)
+    assert result.stdout.splitlines() == [f"{a['label']} {a['score']:.4f}  {t}" for a, t in
+                                          zip(answers, texts, strict=True)]
+    assert f"wrote {page} (2 texts)" in result.stderr
+    html = page.read_text(encoding="utf-8")
+    assert html.count('<section class="input"') == 2 and 'class="summary"' in html
+
+
+def test_explain_several_texts_without_html(classifier_dir):
+    out = run("explain", "-m", str(classifier_dir), REVIEW, "Bof.")
+    assert out.count("1. Tokenizer") == 2 and "=" * 72 in out
+
+
+def test_attribution_options_are_checked_before_loading(tmp_path):
+    missing = str(tmp_path / "no-model")
+    runner = CliRunner()
+    assert_one_line_error(runner.invoke(cli, ["explain", "--task", "fill-mask", "-m", missing, "-a", "x"]),
+                          "text-classification", "fill-mask")
+    assert_one_line_error(runner.invoke(cli, ["explain", "-m", missing, "--method", "occlusion", "x"]),
+                          "--attributions", "--html")
+    assert_one_line_error(runner.invoke(cli, ["explain", "-m", missing, "-a", "--method", "occlusion",
+                                              "--steps", "8", "x"]), "--steps 8")
+    result = runner.invoke(cli, ["explain", "-m", missing, "-a", "--steps", "0", "x"])
+    assert result.exit_code == 2 and "0 is not positive" in result.stderr
+
+
+def test_cli_methods_are_the_librarys():
+    from coulisse.interfaces.explain import ATTRIBUTION_METHODS
+    from coulisse.tasks.attributions import METHODS
+
+    assert ATTRIBUTION_METHODS == METHODS

@@ -93,11 +93,10 @@ def test_refuses_to_overwrite_and_checks_resume(pipe, tmp_path):
         run(pipe, source, output, stop_after=1, overwrite=True)
     with pytest.raises(InputError, match="holds an interrupted job"):
         run(pipe, source, output)
-    with pytest.raises(InputError, match="all_scores: was False, now True"):
+    with pytest.raises(InputError, match=r"--all-scores changed \(was False, now True\)"):
         run(pipe, source, output, resume=True, all_scores=True)
-    os.utime(source, ns=(1, 1))
-    with pytest.raises(InputError, match="input_mtime_ns"):
-        run(pipe, source, output, resume=True)
+    os.utime(source, ns=(1, 1))  # the same bytes: the input is compared by content (tests/hostile)
+    run(pipe, source, output, resume=True)
     run(pipe, source, output, overwrite=True)
     run(pipe, source, tmp_path / "fresh.csv", resume=True)  # nothing to resume: a plain run
 

@@ -192,7 +192,7 @@ def test_results_do_not_depend_on_batch_neighbours(classifier):
         assert batches() == len(TEXTS)
         together = await asyncio.gather(*(client.post("/predict", json={"inputs": t}) for t in TEXTS))
         assert batches() < 2 * len(TEXTS), "concurrent requests should have shared batches"
-        mixed = await asyncio.gather(*(client.post("/predict", json={"inputs": TEXTS[i:i + 3]})
+        mixed = await asyncio.gather(*(client.post("/predict", json={"inputs": [[t] for t in TEXTS[i:i + 3]]})
                                        for i in range(0, len(TEXTS), 3)))
         return alone, [r.json() for r in together], [x for r in mixed for x in r.json()]
 
@@ -219,7 +219,7 @@ def test_a_client_that_leaves_costs_no_compute(classifier, monkeypatch):
     async def receive():
         if not sent:
             sent.append(1)
-            return {"type": "http.request", "body": b'{"inputs": ["a", "b", "c"]}', "more_body": False}
+            return {"type": "http.request", "body": b'{"inputs": [["a"], ["b"], ["c"]]}', "more_body": False}
         return {"type": "http.disconnect"}  # the client hangs up while its inputs wait in the queue
 
     async def send(message):

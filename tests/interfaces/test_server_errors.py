@@ -44,7 +44,7 @@ def error(r, status: int, error_type: str) -> str:
     ({"inputs": ["a", 3]}, "inputs"),
     ({"inputs": "a", "raw_scores": "yes"}, "raw_scores"),
     ({"inputs": "a", "truncate": 1}, "truncate"),
-    ({"inputs": "a", "truncation_direction": "Left"}, "truncation_direction"),
+    ({"inputs": "a", "truncation_direction": "Middle"}, "truncation_direction"),
     ({"text": "a"}, "inputs"),
 ])
 def test_wrong_types_are_422_naming_the_field(client, body, field):
@@ -62,7 +62,7 @@ def test_empty_batch_is_400(client):
 
 
 def test_too_many_inputs_is_413(client):
-    message = error(client.post("/predict", json={"inputs": ["a"] * 5}), 413, "validation")
+    message = error(client.post("/predict", json={"inputs": [["a"]] * 5}), 413, "validation")
     assert message.startswith("batch size 5 > maximum allowed batch size 4")
 
 

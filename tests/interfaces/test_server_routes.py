@@ -15,6 +15,11 @@ TEXTS = ["J'ai adoré ce film, les acteurs sont formidables.", "Quel ennui...", 
          "Le scénario est prévisible, mais « Amélie » reste un chef-d'œuvre 😍"]
 
 
+def batch(texts):
+    """TEI's batch form: one [text] list per input (a flat ["a", "b"] is one text pair)."""
+    return [[t] for t in texts]
+
+
 @pytest.fixture(scope="module")
 def classifier(tf_camembert_dir):
     return coulisse.pipeline("sentiment-analysis", model=str(tf_camembert_dir))
@@ -52,7 +57,7 @@ def test_predict_single_is_a_sorted_list(client):
 
 
 def test_predict_batch_is_a_list_of_lists(client):
-    r = client.post("/predict", json={"inputs": TEXTS})
+    r = client.post("/predict", json={"inputs": batch(TEXTS)})
     assert r.status_code == 200, r.text
     body = r.json()
     assert len(body) == len(TEXTS)
@@ -61,13 +66,13 @@ def test_predict_batch_is_a_list_of_lists(client):
 
 
 def test_predict_equals_the_pipeline(client, classifier):
-    served = client.post("/predict", json={"inputs": TEXTS}).json()
+    served = client.post("/predict", json={"inputs": batch(TEXTS)}).json()
     assert served == classifier(TEXTS, top_k=None)  # same batch, same bits
     assert client.post("/predict", json={"inputs": TEXTS[1]}).json() == classifier(TEXTS[1], top_k=None)
 
 
 def test_raw_scores_are_the_logits(client, classifier):
-    served = client.post("/predict", json={"inputs": TEXTS[:2], "raw_scores": True}).json()
+    served = client.post("/predict", json={"inputs": batch(TEXTS[:2]), "raw_scores": True}).json()
     logits = classifier.forward(classifier.preprocess(TEXTS[:2]))
     for result, row in zip(served, logits, strict=True):
         by_label = {r["label"]: r["score"] for r in result}
@@ -203,7 +208,7 @@ def test_one_token_budget_for_the_batcher_and_the_engine(tf_camembert_dir):
     with TestClient(create_app(pipe)) as c:
         info = c.get("/info").json()
         assert (info["max_batch_tokens"], info["max_batch_requests"]) == (64, 8)
-        assert c.post("/predict", json={"inputs": TEXTS}).status_code == 200
+        assert c.post("/predict", json={"inputs": batch(TEXTS)}).status_code == 200
     with pytest.raises(InputError, match="max_batch_tokens=64"), \
             TestClient(create_app(pipe, ServerSettings(max_batch_tokens=128))):
         pass

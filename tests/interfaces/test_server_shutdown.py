@@ -74,7 +74,7 @@ def test_a_client_that_hangs_up_costs_no_compute(server):
     """Over a real socket: the request waits for its batch's deadline; the client leaves before it."""
     _, base = server
     port = int(base.rsplit(":", 1)[1])
-    body = b'{"inputs": ["un", "deux", "trois"]}'
+    body = b'{"inputs": [["un"], ["deux"], ["trois"]]}'
     with socket.create_connection(("127.0.0.1", port)) as s:
         s.sendall(b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
                   b"Content-Length: %d\r\n\r\n%s" % (len(body), body))

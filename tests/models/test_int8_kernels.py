@@ -187,7 +187,7 @@ def test_pipeline_same_answers_with_and_without_kernels(tf_camembert_dir, no_ker
 
 
 @pytest.mark.parametrize("gelu", [False, True])
-def test_few_rows_on_fbgemm_equal_many_rows_on_onednn(gelu, monkeypatch):
+def test_few_rows_on_fbgemm_equal_many_rows_on_onednn(gelu):
     """A short input runs on fbgemm, a batch on oneDNN: same codes, same int32 sums, same answers."""
     torch.manual_seed(1)
     layer = Q.Int8Linear(nn.Linear(96, 200), 63, gelu=gelu)
@@ -201,7 +201,7 @@ def test_few_rows_on_fbgemm_equal_many_rows_on_onednn(gelu, monkeypatch):
         assert layer.packed_small is not None
         assert all(torch.allclose(small, f, rtol=1e-6, atol=1e-6) for f in first)
         one_by_one = torch.cat([layer(row[None]) for row in x[:5]])  # fbgemm, one row at a time
-        monkeypatch.setattr(Q, "SMALL_BATCH_ROWS", 0)
+        layer.small_rows = 0
         large = layer(x)  # oneDNN
     assert torch.allclose(small, large, rtol=1e-6, atol=1e-6)
     assert torch.allclose(one_by_one, large[:5], rtol=1e-6, atol=1e-6)

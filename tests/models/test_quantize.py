@@ -8,7 +8,13 @@ import torch
 from torch import nn
 
 from coulisse import pipeline
-from coulisse.models.quantize import Int8Linear, has_vnni, quantize_model
+from coulisse.engine.cpu import this_machine
+from coulisse.models.quantize import Int8Linear, quantize_model
+
+
+def plan_weight_max() -> int:
+    """The largest weight code the kernel plan allows on this CPU: 127 with VNNI or AMX, 63 on AVX2."""
+    return 2 ** (this_machine().int8.options.get("weight_bits", 7) - 1) - 1
 
 SENTENCES = [
     "J'ai attendu un cours d'HuggingFace toute ma vie.",
@@ -41,7 +47,7 @@ def test_int8_linear_close_to_fp32_with_this_cpus_weight_range():
     would saturate: 2·255·127 > 32767, while 2·255·63 = 32130 fits). On each kind, the int8 arithmetic
     itself is exact (test_int8_linear_is_exact_integer_arithmetic); only the quantization step differs,
     halved with 8 bits, hence the two thresholds (measured ≈ 0.5 % and ≈ 1 % relative error)."""
-    weight_max = 127 if has_vnni() else 63
+    weight_max = plan_weight_max()
     torch.manual_seed(0)
     linear = nn.Linear(64, 48)
     x = torch.randn(33, 64) * 3
@@ -69,7 +75,7 @@ def test_int8_linear_is_exact_integer_arithmetic(weight_max):
     equals that formula in float64 up to float32 rounding (the int32 sum's conversion, the products by
     the two scales and the bias add: 4u relative, u = 2^-24). A saturating 16-bit pair sum would be
     off by thousands of codes."""
-    weight_max = weight_max or (127 if has_vnni() else 63)
+    weight_max = weight_max or plan_weight_max()
     torch.manual_seed(1)
     linear = nn.Linear(96, 40)
     x = torch.randn(70, 96) * 3
@@ -87,3 +93,15 @@ def test_int8_linear_is_exact_integer_arithmetic(weight_max):
     expected = product + linear.bias.detach().double()
     bound = 4 * 2.0**-24 * (product.abs() + linear.bias.detach().double().abs()) + 1e-30
     assert ((out - expected).abs() / bound).max() <= 1
+
+
+def test_pipeline_quantizes_with_the_plans_weight_width(tf_camembert_dir):
+    """The weight codes of every layer stay within the plan's width (7 bits without VNNI, where 8 would
+    saturate AVX2's 16-bit pair sums), and reach it: the largest weight of each channel maps to ±max."""
+    pipe = pipeline("sentiment-analysis", model=str(tf_camembert_dir), quantize="int8")
+    layers = [m for m in pipe.model.base.encoder.modules() if isinstance(m, Int8Linear)]
+    assert layers
+    codes = [layer._unpacked_small[0] for layer in layers if layer._unpacked_small is not None]
+    if not codes:
+        pytest.skip("no fbgemm in this PyTorch: the codes are only held in oneDNN's opaque layout")
+    assert all(q.abs().amax(1).eq(plan_weight_max()).all() for q in codes)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 from coulisse import pipeline
-from coulisse.errors import InputError
+from coulisse.errors import DeviceError, InputError
 from coulisse.tasks import TASKS
 from coulisse.tasks.base import Batch, Pipeline
 from coulisse.tasks.functional import sigmoid, softmax, top_k
@@ -28,7 +30,16 @@ def test_every_task_follows_the_contract(name):
     ("sentiment-analysis", {"top_k": 0}, "top_k"),
     ("sentiment-analysis", {"function_to_apply": "softplus"}, "softplus"),
     ("feature-extraction", {"pooling": "max"}, "pooling"),
-    ("fill-mask", {"tokenizer_kwargs": {"padding": True}}, "truncation"),
+    ("fill-mask", {"tokenizer_kwargs": {"truncate": True}}, "'truncate' (did you mean 'truncation'?)"),
+    ("fill-mask", {"tokenizer_kwargs": {"max_length": 0}}, "max_length"),
+    ("feature-extraction", {"tokenize_kwargs": {"truncation": "longest"}}, "truncation"),
+    ("token-classification", {"is_split_into_words": True}, "is_split_into_words"),
+    ("text-classification", {"batchsize": 8}, "'batchsize' (did you mean 'batch_size'?)"),
+    ("text-classification", {"batch_size": 0}, "batch_size"),
+    ("text-classification", {"truncation": "sometimes"}, "truncation"),
+    ("text-classification", {"padding": "maximum"}, "padding"),
+    ("text-classification", {"model_kwargs": {"dtyp": "auto"}}, "'dtyp' (did you mean 'dtype'?)"),
+    ("text-classification", {"device_map": {"a": "cpu", "b": "meta"}}, "splits the model"),
     ("fill-mask", {"top_k": None}, "top_k"),
     ("question-answering", {"doc_stride": -1}, "doc_stride"),
     ("zero-shot-classification", {"hypothesis_template": "no braces"}, "{}"),
@@ -36,7 +47,7 @@ def test_every_task_follows_the_contract(name):
 ])
 def test_constructor_options_are_checked_before_the_model_loads(tmp_path, task, options, word):
     """The folder does not exist: an option error that wins over the loading error was checked first."""
-    with pytest.raises(InputError, match=word.replace("{", r"\{").replace("}", r"\}")):
+    with pytest.raises((InputError, DeviceError), match=re.escape(word)):
         pipeline(task, model=str(tmp_path / "no-such-model"), **options)
 
 

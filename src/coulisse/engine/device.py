@@ -26,6 +26,24 @@ def resolve_device(device: str | int | torch.device) -> torch.device:
     return parsed
 
 
+def resolve_device_map(device_map: str | dict | None) -> torch.device:
+    """transformers' `device_map`, for a model that runs whole on one device: None (the CPU, coulisse's
+    default), a device ("cpu", "cuda:0", 0), "auto" / "balanced" / "sequential" (the first GPU torch
+    sees, else the CPU, where accelerate would put a model this small), or a dict that maps every
+    module to one device. A map that splits the model across devices is refused."""
+    if device_map is None:
+        return torch.device("cpu")
+    if isinstance(device_map, dict):
+        targets = {str(_parse(d)) for d in device_map.values()}
+        if len(targets) != 1:
+            raise DeviceError(f"device_map={device_map!r} splits the model across {sorted(targets)}; coulisse "
+                              "runs a model on one device: pass device='cpu' or device='cuda:0'.")
+        return resolve_device(next(iter(device_map.values())))
+    if device_map in ("auto", "balanced", "balanced_low_0", "sequential"):
+        return resolve_device("cuda:0" if torch.cuda.is_available() else "cpu")
+    return resolve_device(device_map)
+
+
 def _parse(device: str | int | torch.device) -> torch.device:
     if isinstance(device, torch.device):
         return device

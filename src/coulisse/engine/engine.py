@@ -45,14 +45,16 @@ class Engine:
         self.uses_token_types = uses_token_types
         self.offset = model.config.position_offset
 
-    def plan(self, lengths: Sequence[int]) -> list[list[int]]:
-        """Indices of each batch: longest first, closed when the token budget or the count is reached."""
+    def plan(self, lengths: Sequence[int], max_batch_size: int | None = None) -> list[list[int]]:
+        """Indices of each batch: longest first, closed when the token budget or the count is reached
+        (`max_batch_size`, when given, lowers the count for this plan only)."""
+        count = min(self.max_batch_size, max_batch_size or self.max_batch_size)
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
         batches: list[list[int]] = []
         current: list[int] = []
         tokens = 0
         for i in order:
-            if current and (tokens + lengths[i] > self.max_batch_tokens or len(current) >= self.max_batch_size):
+            if current and (tokens + lengths[i] > self.max_batch_tokens or len(current) >= count):
                 batches.append(current)
                 current, tokens = [], 0
             current.append(i)
@@ -76,14 +78,14 @@ class Engine:
         return out
 
     def run(self, items: Sequence[Item], progress: Callable[[int], None] | None = None,
-            select_token_id: int | None = None) -> list[np.ndarray]:
+            select_token_id: int | None = None, max_batch_size: int | None = None) -> list[np.ndarray]:
         """Per input, in input order: a logits row `(labels,)` for a sequence head, else one row per
         token `(length, ...)` (hidden states, or token logits) — or, with `select_token_id`, one row per
         occurrence of that token `(count, ...)` (fill-mask's masked positions)."""
         lengths = [len(it.ids) for it in items]
         counts = lengths if select_token_id is None else [it.ids.count(select_token_id) for it in items]
         results: list[np.ndarray | None] = [None] * len(items)
-        for batch in self.plan(lengths):
+        for batch in self.plan(lengths, max_batch_size):
             out = self.forward([items[i] for i in batch], select_token_id).numpy()
             if self.model.per_token:
                 splits = np.cumsum([counts[i] for i in batch])[:-1]

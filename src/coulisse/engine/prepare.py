@@ -1,8 +1,10 @@
 """Model preparation, in one place: chosen once at load, logged once.
 
-Threads, device and dtype, int8 quantization, the fp32 oneDNN fast path (weights prepacked) and handing
-back the pages of mapped weights that the prepared model no longer reads. Every pipeline is built through
-`prepare_model`; nothing rewrites the model afterwards.
+Threads, device and dtype, int8 quantization (its codes read from the weight cache when there), bf16
+linear layers, the fp32 oneDNN fast path (weights prepacked) and handing back the pages of mapped
+weights that the prepared model no longer reads. On the CPU, which kernel each precision runs is the
+kernel plan's decision (`coulisse.engine.cpu`, a function of the CPU's features); this module only
+applies it. Every pipeline is built through `prepare_model`; nothing rewrites the model afterwards.
 """
 
 from __future__ import annotations
@@ -43,11 +45,29 @@ class Preparation:
     dtype: torch.dtype
     quantize: str | None
     threads: int
-    fast_path: str
+    fast_path: str  # the kernels chosen, in words
 
     def describe(self) -> str:
         dtype = "int8 linear layers" if self.quantize else str(self.dtype).removeprefix("torch.")
         return f"{self.device}, {dtype}, {self.fast_path}, {self.threads} threads"
+
+
+def resolve_fast(device: torch.device, dtype=None, quantize: str | None = None, fast: bool = False):
+    """`fast=True`: the `(dtype, quantize)` of the fastest mode this machine runs within its quality gate
+    (the kernel plan's `fast`); exact fp32 stays the default. A GPU's fast mode is its default, fp16."""
+    if not isinstance(fast, bool):
+        raise InputError(f"fast={fast!r}; pass True or False.")
+    if not fast:
+        return dtype, quantize
+    if dtype is not None or quantize not in (None, "none"):
+        raise InputError(f"fast=True chooses dtype and quantize itself; drop dtype={dtype!r} / "
+                         f"quantize={quantize!r}, or drop fast=True.")
+    if device.type != "cpu":
+        return None, None
+    from coulisse.engine.cpu import this_machine
+
+    mode = this_machine().fast
+    return ("bfloat16", None) if mode == "bfloat16" else (None, "int8" if mode == "int8" else None)
 
 
 def check_request(device: torch.device, dtype=None, quantize: str | None = None, threads: int | None = None) -> None:
@@ -66,30 +86,80 @@ def check_request(device: torch.device, dtype=None, quantize: str | None = None,
 
 def prepare_model(model: EncoderModel, files: Iterable[Path], *, device: torch.device, dtype=None,
                   quantize: str | None = None, threads: int | None = None, name: str = "") -> Preparation:
-    """Make `model` ready to run, once: threads, quantization (CPU only), device and dtype, the fp32 fast
-    path; then drop the mapped pages of `files` the prepared model no longer reads."""
+    """Make `model` ready to run, once: threads, then on the CPU the kernel plan's choice for the
+    precision asked (int8, bf16 or fp32), elsewhere the device and dtype; then drop the mapped pages of
+    `files` the prepared model no longer reads."""
     check_request(device, dtype, quantize, threads)
     if threads is not None:
         torch.set_num_threads(threads)
     dtype = resolve_dtype(dtype, device)
     quantize = None if quantize in (None, "none") else quantize
-    fast_path = "PyTorch ops"
-    if quantize is not None:
-        from coulisse.models.quantize import quantize_model
-
-        quantize_model(model, quantize)
-        fast_path = "int8 GEMMs"
-    model.to(device, dtype)
-    if device.type == "cpu" and dtype == torch.float32:
-        from coulisse.models.fastpath import onednn_fp32_available, pack_linears, release_freed_memory
-
-        if onednn_fp32_available():
-            count = pack_linears(model.base.encoder)  # int8 layers are no nn.Linear: left alone
-            release_freed_memory()
-            if count:
-                fast_path = f"oneDNN, {count} linear layers prepacked"
+    files = [p for p in files if p.is_file()]
+    if device.type == "cpu":
+        fast_path = _prepare_cpu(model, files, dtype, quantize)
+    else:
+        model.to(device, dtype)
+        fast_path = "PyTorch ops"
     # Repacked, quantized or moved weights leave their mapped originals unread: drop those pages.
-    release_file_pages(p for p in files if p.is_file())
+    release_file_pages(files)
     chosen = Preparation(device, dtype, quantize, torch.get_num_threads(), fast_path)
     log.info("prepared %s: %s", name or "the model", chosen.describe())
     return chosen
+
+
+def _prepare_cpu(model: EncoderModel, files: list[Path], dtype: torch.dtype, quantize: str | None) -> str:
+    """Apply the kernel plan of this CPU to `model`; return what runs, in words."""
+    from coulisse.engine.cpu import this_machine
+    from coulisse.models.fastpath import bf16_linears, pack_linears, release_freed_memory
+
+    plan = this_machine()
+    if quantize is not None:
+        choice = plan.int8
+        bits = choice.options.get("weight_bits", 7)
+        source = _quantize_cached(model, files, plan.features.key, bits, choice.options.get("small_rows", 0))
+        model.to(dtype=dtype)
+        return f"int8 GEMMs: {choice.detail}; weights {source}"
+    if dtype == torch.bfloat16:
+        choice = plan.bf16
+        if not choice.fast:
+            log.warning("dtype=bfloat16: this CPU has no AMX or AVX512-BF16 (%s), so bf16 runs %s, slower than "
+                        "float32; for speed use quantize='int8' or fast=True (`coulisse info` shows the plan).",
+                        plan.features.capability, choice.detail)
+        # Mixed precision: only the encoder's linear layers turn bf16 (models/fastpath.py says why).
+        count = bf16_linears(model.base.encoder, packed=choice.kernel == "onednn")
+        release_freed_memory()
+        return f"bf16: {choice.detail}, {count} linear layers"
+    model.to(dtype=dtype)
+    if dtype == torch.float32 and plan.fp32.kernel == "onednn":
+        count = pack_linears(model.base.encoder)
+        release_freed_memory()
+        if count:
+            return f"oneDNN, {count} linear layers prepacked"
+    return "PyTorch ops"
+
+
+def _quantize_cached(model: EncoderModel, files: list[Path], features_key: str, bits: int, small_rows: int) -> str:
+    """int8 with the codes from the weight cache when they are there; computed (and stored) when not."""
+    from coulisse.engine import cache
+    from coulisse.models.quantize import quantize_model
+
+    folder = cache.cache_dir()
+    if folder is None or not files:
+        quantize_model(model, "int8", weight_bits=bits, small_rows=small_rows)
+        return "quantized at load (cache off)"
+    key = cache.make_key(files, features_key, bits)
+    path = cache.key_path(folder, key)
+    expected = {n: (m.out_features, m.in_features) for n, m in model.base.encoder.named_modules()
+                if isinstance(m, torch.nn.Linear)}
+    codes = cache.load_codes(path, key)
+    if codes is not None and not cache.valid_for(codes, expected):
+        log.warning("weight cache %s does not match this model's layers: rebuilding it", path)
+        codes = None
+    hit = codes is not None
+    codes = codes if hit else {}
+    quantize_model(model, "int8", weight_bits=bits, small_rows=small_rows, codes=codes)
+    if hit:
+        return f"read from the cache {path}"
+    if codes and cache.save_codes(path, key, codes):
+        return f"quantized at load, cached in {path}"
+    return "quantized at load (the cache could not be written)"

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-SYSTEMS = ("transformers", "ort-fp32", "ort-int8", "coulisse-exact", "coulisse-int8")
+SYSTEMS = ("transformers", "ort-fp32", "ort-int8", "coulisse-exact", "coulisse-int8", "coulisse-bf16",
+           "coulisse-fast")
 
 
 def bench_dir() -> Path:
@@ -73,13 +74,16 @@ def option(*flags: str, env: str, **kwargs):
         default=None, help="Also write the raw results to this JSON file.")
 @option("--markdown", "markdown_path", env="MARKDOWN", type=click.Path(dir_okay=False, path_type=Path),
         default=None, help="Also write the machine, table, checks and targets as Markdown.")
+@option("--kernels/--no-kernels", env="KERNELS", default=True, show_default=True,
+        help="Measure the machine's GEMM peaks (fp32, bf16, int8) in the same run; figures become fractions of them.")
 def bench(n, seed, systems, threads, max_batch_tokens, repeats, latency_repeats, cold_repeats, timeout,
-          model_dir, json_path, markdown_path):
-    """Benchmark transformers, ONNX Runtime fp32/int8, coulisse exact/int8: one run, same model, same texts.
+          model_dir, json_path, markdown_path, kernels):
+    """Benchmark transformers, ONNX Runtime fp32/int8, coulisse exact/int8/bf16/fast: one run, same model, same texts.
 
     Reports reviews/s, tokens/s, p50 latency of one short sentence, peak RSS and cold start per system,
-    each measured in its own process; then the ratios between systems, a check that their logits agree,
-    and whether coulisse meets its speed, latency and memory targets against each peer. Runs from a
+    each measured in its own process, and the CPU's features, the kernels chosen and its GEMM peaks, so
+    each speed is also a fraction of the peak of its precision; then the ratios between systems, a check
+    that their logits agree, and whether coulisse meets its targets against each peer. Runs from a
     source checkout with pip install -e '.[bench]'. The first run builds and exports a random
     camembert-base-sized model (a minute or two).
 
@@ -93,7 +97,7 @@ def bench(n, seed, systems, threads, max_batch_tokens, repeats, latency_repeats,
     opts = harness.Options(n=n, seed=seed, systems=parse_systems(systems), threads=threads,
                            max_batch_tokens=max_batch_tokens, repeats=repeats,
                            latency_repeats=latency_repeats, cold_repeats=cold_repeats, timeout=timeout,
-                           json_path=json_path, markdown_path=markdown_path)
+                           json_path=json_path, markdown_path=markdown_path, kernels=kernels)
     if model_dir is not None:
         opts.model_dir = model_dir
     harness.report(harness.run(opts), opts)

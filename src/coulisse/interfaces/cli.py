@@ -9,7 +9,9 @@ The commands live beside the interface they drive and share their options throug
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import signal
 import sys
 
@@ -17,9 +19,12 @@ import click
 
 from coulisse.errors import CoulisseError
 from coulisse.interfaces.bench_command import bench
+from coulisse.interfaces.convert_command import convert
+from coulisse.interfaces.info_command import info
 from coulisse.interfaces.jobs.command import evaluate
 from coulisse.interfaces.qa_commands import qa, zero_shot
 from coulisse.interfaces.server.command import serve
+from coulisse.interfaces.studio.command import studio
 from coulisse.interfaces.task_commands import classify, embed, explain, fill_mask, ner
 
 
@@ -35,6 +40,23 @@ class Group(click.Group):
             # Exit as a shell reports a process stopped by the signal (130 for Ctrl-C), without
             # click's "Aborted!": a stop asked for is not an error to report.
             raise click.exceptions.Exit(128 + getattr(e, "signum", signal.SIGINT)) from None
+        except OSError as e:
+            if e.errno == errno.EPIPE:
+                raise  # stdout closed by its reader (`| head`): click exits 1, quietly
+            raise click.ClickException(_os_error(e)) from None
+
+
+def _os_error(e: OSError) -> str:
+    """One line for an operating-system failure (a full disk under stdout...). When stdout is what failed,
+    its unwritten bytes are dropped, or Python's exit would print the same error again."""
+    name = errno.errorcode.get(e.errno or 0, "")
+    what = f"{e.strerror} ({name})" if e.strerror and name else " ".join(str(e).split())
+    try:
+        sys.stdout.flush()
+    except OSError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return f"cannot write to stdout: {what}."
+    return f"{type(e).__name__}: {what}" + (f": {e.filename}" if e.filename else "") + "."
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -55,7 +77,8 @@ def cli(verbose: int) -> None:
         logging.getLogger("huggingface_hub.utils._http").setLevel(logging.ERROR)
 
 
-for command in (classify, explain, ner, fill_mask, embed, qa, zero_shot, evaluate, serve, bench):
+for command in (classify, explain, ner, fill_mask, embed, qa, zero_shot, evaluate, serve, studio, bench, convert,
+                info):
     cli.add_command(command)
 
 

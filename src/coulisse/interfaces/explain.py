@@ -287,3 +287,118 @@ STAGES = {
     "question-answering": _question_answering,
     "zero-shot-classification": _zero_shot,
 }
+
+
+# -- attributions: the terminal and the HTML report (text-classification) ---------------------------------
+
+ATTRIBUTION_METHODS = ("integrated_gradients", "occlusion")  # coulisse.tasks.attributions.METHODS, without torch
+
+
+def check_attribution_request(task: str, method: str, steps: int | None, wanted: bool) -> None:
+    """--html / --attributions and their options, before any loading."""
+    if not wanted:
+        if method != "integrated_gradients" or steps is not None:
+            raise InputError("--method and --steps choose how --attributions or --html score words; add one of them.")
+        return
+    if task != "text-classification":
+        raise InputError(f"--attributions and --html explain text-classification models, not {task}; drop them, "
+                         "or use --task text-classification.")
+    if method == "occlusion" and steps is not None:
+        raise InputError(f"--steps {steps} is for --method integrated_gradients; occlusion runs one forward per "
+                         "token. Drop --steps.")
+
+
+def cli_target(pipe, target: str | None) -> int | str | None:
+    """--target: a label name, else a label id written as a number."""
+    if target is None or target in pipe.config.id2label.values():
+        return target
+    return int(target) if target.isdigit() else target
+
+
+def use_color(stream) -> bool:
+    """ANSI colours only on a terminal, and never when NO_COLOR is set (https://no-color.org)."""
+    import os
+
+    return not os.environ.get("NO_COLOR") and hasattr(stream, "isatty") and stream.isatty()
+
+
+def _ansi(word: str, value: float, scale: float) -> str:
+    from coulisse.interfaces.report import diverging_rgb
+
+    r, g, b = (round(c / 255 * 5) for c in diverging_rgb(value, scale))  # the xterm 6x6x6 colour cube
+    ink = 231 if scale and abs(value) > 0.55 * scale else 16
+    return f"\x1b[48;5;{16 + 36 * r + 6 * g + b}m\x1b[38;5;{ink}m{word}\x1b[0m"
+
+
+def attribution_lines(a, color: bool, k: int = 5) -> list[str]:
+    """One text's attributions for the terminal: the words coloured (blue towards the label, red against),
+    then the top words each way; without colour, the top words only."""
+    scale = max((abs(w.attribution) for w in a.words), default=0.0)
+    how = (f"Integrated Gradients, {a.steps} gradient evaluations, completeness gap {a.gap:+.2e}"
+           if a.method == "integrated_gradients" else "occlusion (leave one token out)")
+    out = [_title(5, f"Attributions: which words pushed towards {a.label}"),
+           f"{how}; baseline: {a.baseline} token; F(x) - F(baseline) = {a.delta:+.4f}"]
+    if color:
+        text, at, parts = a.text, 0, []
+        for w in a.words:
+            parts += [text[at:w.start], _ansi(w.text, w.attribution, scale)]
+            at = w.end
+        parts.append(text[at:])
+        out.append("".join(parts) + "   (blue: towards, red: against)")
+    for sign, name in ((1, "towards"), (-1, "against")):
+        out.append(f"top words {name} {a.label}:")
+        out += [f"  {w.attribution:+.4f}  {w.text}" for w in a.top_words(k, sign)] or ["  (none)"]
+    return out
+
+
+def inspect_text(pipe, text: str, *, method: str = "integrated_gradients", steps: int | None = None,
+                 target: int | str | None = None):
+    """What the HTML report shows for one text: tokens (and the truncated tail), hidden-state norms and
+    attention probabilities from the pipeline's own model, its answer, and the attributions."""
+    import numpy as np
+    import torch
+
+    from coulisse.interfaces.report import Inspection, TokenRow
+    from coulisse.models import Packed, Trace
+    from coulisse.tasks.attributions import attention_rollout
+    from coulisse.tasks.text_classification import apply_function
+
+    tok = pipe.tokenizer
+    kept = tok.encode_batch([text], truncation=True)[0]
+    whole = tok.encode_batch([text], truncation=False)[0]
+    attribution = pipe.explain(text, target=target, method=method, steps=steps)
+    rows = [TokenRow(t, i, bool(s), 1, o[0], o[1], score=score) for t, i, s, o, score in
+            zip(kept.tokens, kept.ids, kept.special_tokens_mask, kept.offsets, attribution.scores, strict=True)]
+    if len(whole.ids) > len(kept.ids):
+        end = max((o[1] for o, s in zip(kept.offsets, kept.special_tokens_mask, strict=True) if not s), default=0)
+        rows += [TokenRow(t, i, False, 0, o[0], o[1], truncated=True) for t, i, s, o in
+                 zip(whole.tokens, whole.ids, whole.special_tokens_mask, whole.offsets, strict=True)
+                 if not s and o[0] >= end]
+    types = [list(kept.type_ids)] if pipe.engine.uses_token_types else None
+    trace = Trace()
+    with torch.inference_mode():  # the pipeline's own (prepared) model: what it attends to, int8 included
+        pipe.model.forward_packed(Packed.from_lists([kept.ids], types, pipe.config.position_offset, pipe.device),
+                                  trace=trace)
+    attentions = np.stack([a[0].float().cpu().numpy() for a in trace.attentions])  # (layers, heads, T, T)
+    norms = [float(h.float().norm(dim=-1).mean()) for h in trace.hidden_states]
+    function = pipe.options({})["function_to_apply"]
+    logits = np.asarray(pipe.forward(pipe.preprocess([text]).items)[0], dtype=np.float32)
+    notes = []
+    if pipe.preparation.quantize and method == "integrated_gradients":
+        notes.append("The answer and the attention come from the int8 model; Integrated Gradients need gradients, "
+                     "taken on the fp32 weights of the same checkpoint.")
+    return Inspection(text, pipe.checkpoint.name, rows, pipe.config.hidden_size, norms, attentions,
+                      attention_rollout(attentions), logits.tolist(), apply_function(logits, function).tolist(),
+                      function, dict(pipe.config.id2label), pipe.postprocess(logits, function_to_apply=function),
+                      attribution, notes)
+
+
+def write_report(pipe, texts: list[str], path, **options) -> list:
+    """Inspect every text and write the self-contained HTML page to `path`; return the inspections."""
+    from pathlib import Path
+
+    from coulisse.interfaces.report import render_page
+
+    inspections = [inspect_text(pipe, text, **options) for text in texts]
+    Path(path).write_text(render_page(inspections, f"coulisse explain — {pipe.checkpoint.name}"), encoding="utf-8")
+    return inspections

@@ -16,6 +16,9 @@ from coulisse.defaults import BUNDLED_MODEL, DEFAULT_MODEL
 DEFAULT_HELP = f"default: {DEFAULT_MODEL}, or the bundled {BUNDLED_MODEL} when that cannot be had"
 THREADS_HELP = "CPU threads (default: all physical cores)."
 QUANTIZE_HELP = "int8: dynamic int8 linear layers (faster on CPU, near-identical scores)."
+FAST_HELP = ("The fastest mode this CPU runs within its quality gates (int8, or bf16 with AMX; "
+             "`coulisse info` shows which); without it, exact fp32.")
+FAST_KEY = "coulisse.fast"
 
 
 def positive(ctx: click.Context, param: click.Parameter, value):
@@ -42,9 +45,21 @@ def quantize_option(help_text: str = QUANTIZE_HELP):
                         envvar="COULISSE_QUANTIZE", show_default=True, help=help_text)
 
 
+def fast_option():
+    """`--fast`, kept in the context's meta (not passed to the command): `load_pipeline` reads it, so
+    every command with the engine options gets it without a parameter of its own."""
+
+    def remember(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+        ctx.meta[FAST_KEY] = value
+        return value
+
+    return click.option("--fast", is_flag=True, default=False, envvar="COULISSE_FAST", expose_value=False,
+                        callback=remember, help=FAST_HELP)
+
+
 def engine_options(f):
-    """`--quantize` and `--threads`, in that order in the help."""
-    return quantize_option()(threads_option()(f))
+    """`--quantize`, `--fast` and `--threads`, in that order in the help."""
+    return quantize_option()(fast_option()(threads_option()(f)))
 
 
 def require_model(model: str | None, what: str) -> str:
@@ -59,6 +74,9 @@ def load_pipeline(task: str, model: str | None, threads: int | None = None, quan
 
     if quantize != "none":
         kwargs["quantize"] = quantize
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.meta.get(FAST_KEY):
+        kwargs["fast"] = True  # pipeline() refuses it next to an explicit --quantize, in one line
     return pipeline(task, model=model, threads=threads, **kwargs)
 
 

@@ -7,13 +7,31 @@ imports numpy and torch only inside its renderers, so reading the table here kee
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
-from coulisse.interfaces.explain import STAGES, check_request, explain_text
+from coulisse.interfaces.explain import (
+    ATTRIBUTION_METHODS,
+    STAGES,
+    attribution_lines,
+    check_attribution_request,
+    check_request,
+    cli_target,
+    explain_text,
+    use_color,
+    write_report,
+)
 from coulisse.interfaces.formatting import probability
-from coulisse.interfaces.jobs.command import run_job
-from coulisse.interfaces.options import engine_options, load_pipeline, model_option, read_texts, require_model
+from coulisse.interfaces.jobs.command import run_embed_job, run_job
+from coulisse.interfaces.options import (
+    engine_options,
+    load_pipeline,
+    model_option,
+    positive,
+    read_texts,
+    require_model,
+)
 
 AGGREGATIONS = ("none", "simple", "first", "average", "max")
 MASKS = ("<mask>", "[MASK]")
@@ -52,8 +70,19 @@ def _shown(text: str, width: int = 60) -> str:
               help="Show the progress bar even when stderr is not a terminal (or never).")
 @click.option("-b", "--batch-rows", type=int, default=1024, show_default=True, envvar="COULISSE_BATCH_ROWS",
               help="Rows read, classified and committed at a time.")
+@click.option("--ray", "on_ray", is_flag=True, envvar="COULISSE_RAY",
+              help="Run the --input job on a Ray cluster: --input may be a glob, --output is a folder of "
+              "shards; a rerun skips the shards committed (pip install \"coulisse[ray]\").")
+@click.option("--address", default=None, envvar="COULISSE_ADDRESS",
+              help="With --ray: the cluster (auto, HOST:PORT, ray://HOST:10001; default: $RAY_ADDRESS, else "
+              "a local Ray).")
+@click.option("--actors", type=int, default=None, envvar="COULISSE_ACTORS",
+              help="With --ray: pipelines loaded at once (default: the cluster's CPUs / --threads).")
+@click.option("--shard-format", type=click.Choice(["parquet", "jsonl"]), default="parquet", show_default=True,
+              envvar="COULISSE_SHARD_FORMAT", help="With --ray: the format of the output's shards.")
 def classify(texts, model, top_k, as_json, threads, quantize, input_path, output, column, all_scores,
-             long_text, stride, resume, overwrite, quiet, progress, batch_rows):
+             long_text, stride, resume, overwrite, quiet, progress, batch_rows, on_ray, address, actors,
+             shard_format):
     """Classify TEXTS (or lines of stdin) with a sequence classifier; or a whole file with --input.
 
     \b
@@ -64,12 +93,17 @@ def classify(texts, model, top_k, as_json, threads, quantize, input_path, output
       coulisse classify -i reviews.csv -o labelled.csv --all-scores
       coulisse classify -o labelled.parquet --resume
       coulisse classify -i long_reviews.jsonl -o out.jsonl --long-text chunk --stride 64
+      coulisse classify -i 'data/*.parquet' -o labelled/ --ray --address auto
 
     With --input, rows are committed to --output chunk by chunk: after an interruption, --resume
     continues where the output ends, and the result equals an uninterrupted run's. A resume reads
     the first run's input and options (model, column, --all-scores, --long-text, --stride,
     --batch-rows, --quantize) from the state file next to the output: `-o FILE --resume` is enough.
     """
+    if on_ray:
+        from coulisse.interfaces.jobs.distributed import run_cli
+
+        return run_cli(click.get_current_context())
     if input_path is not None or output is not None:
         return run_job(click.get_current_context())
     lines = read_texts(texts)
@@ -89,25 +123,55 @@ def classify(texts, model, top_k, as_json, threads, quantize, input_path, output
 
 
 @click.command()
-@click.argument("text")
+@click.argument("texts", nargs=-1)
 @model_option()
 @click.option("--task", type=click.Choice(list(STAGES)), default="text-classification", show_default=True)
 @click.option("--question", default=None, help="question-answering: the question; TEXT is the context.")
 @click.option("--labels", default=None, help="zero-shot-classification: candidate labels, comma-separated.")
 @click.option("--template", default=None,
               help="zero-shot-classification: hypothesis with {} for the label (default: the model's language).")
-def explain(text, model, task, question, labels, template):
+@click.option("-a", "--attributions", is_flag=True,
+              help="Also score every word's push towards the label: coloured on a terminal, top words listed.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
+              help="Write every TEXT's stages, attributions and attention to one offline HTML page.")
+@click.option("--method", type=click.Choice(ATTRIBUTION_METHODS), default="integrated_gradients", show_default=True,
+              help="Attributions: Integrated Gradients (fp32 gradients) or occlusion (leave one token out).")
+@click.option("--steps", type=int, default=None, callback=positive,
+              help="Integrated Gradients: gradient evaluations of the first pass (default 32).")
+@click.option("--target", default=None, help="Label to explain, name or id (default: the predicted one).")
+def explain(texts, model, task, question, labels, template, attributions, html_path, method, steps, target):
     """Show every stage behind the pipeline for TEXT: tokens, ids, mask, hidden states, logits, labels.
 
     \b
     Examples:
       coulisse explain "J'ai attendu un cours d'HuggingFace toute ma vie."
+      coulisse explain --attributions "Un film excellent, mais trop long."
+      coulisse explain --html report.html "Un film excellent." "Quel navet !"
       coulisse explain --task question-answering -m ./qa --question "Où ?" "Le camembert vient de Normandie."
       coulisse explain --task zero-shot-classification -m ./nli --labels sport,cinéma "Le PSG a gagné."
+
+    --attributions and --html (text-classification) score each word: Integrated Gradients over the word
+    vectors, from the pad token's to the text's, or occlusion; NO_COLOR or a pipe turns colours off.
     """
+    lines = read_texts(texts)
     check_request(task, question, labels, template)  # before loading a model
+    check_attribution_request(task, method, steps, attributions or html_path is not None)
     pipe = load_pipeline(task, model)
-    click.echo(explain_text(pipe, text, question=question, labels=labels, template=template))
+    options = {"method": method, "steps": steps, "target": cli_target(pipe, target)}
+    if html_path is not None:
+        for x in write_report(pipe, lines, html_path, **options):
+            click.echo(f"{x.answer['label']} {x.answer['score']:.4f}  {_shown(x.text)}")
+        click.echo(f"wrote {html_path} ({len(lines)} text{'s' if len(lines) > 1 else ''})", err=True)
+        if not attributions:
+            return
+    color = use_color(sys.stdout)
+    for n, text in enumerate(lines):
+        if n:
+            click.echo("\n" + "=" * 72)
+        out = explain_text(pipe, text, question=question, labels=labels, template=template)
+        if attributions:
+            out += "\n" + "\n".join(attribution_lines(pipe.explain(text, **options), color))
+        click.echo(out, color=color)
 
 
 @click.command()
@@ -218,14 +282,40 @@ def _with_mask(text: str, mask: str) -> str:
               help="Divide each embedding by its L2 norm (default: as the folder says; no without one).")
 @click.option("-j", "--json", "as_json", is_flag=True, help="One JSON object per text (text, embedding).")
 @engine_options
-def embed(texts, model, pooling, normalize, as_json, threads, quantize):
-    """Turn TEXTS, or lines of stdin, into sentence embeddings (one vector per text).
+@click.option("-i", "--input", "input_path", default=None, envvar="COULISSE_INPUT",
+              help="Corpus job: read FILE (.csv .tsv .jsonl .parquet .txt, or - for stdin) instead of TEXTS.")
+@click.option("-o", "--output", default=None, envvar="COULISSE_OUTPUT",
+              help="Corpus job output: .parquet, .jsonl or .npy (default: JSONL on stdout).")
+@click.option("-c", "--column", default=None, envvar="COULISSE_COLUMN",
+              help="Text column (default: 'text', else the only string column).")
+@click.option("--resume", is_flag=True, envvar="COULISSE_RESUME",
+              help="Continue an interrupted job where its output ends, with the input and options "
+              "recorded next to it.")
+@click.option("--overwrite", is_flag=True, envvar="COULISSE_OVERWRITE", help="Replace a non-empty output.")
+@click.option("--quiet", is_flag=True, envvar="COULISSE_QUIET", help="No progress bar, no summary.")
+@click.option("--progress/--no-progress", default=None, envvar="COULISSE_PROGRESS",
+              help="Show the progress bar even when stderr is not a terminal (or never).")
+@click.option("-b", "--batch-rows", type=int, default=1024, show_default=True, envvar="COULISSE_BATCH_ROWS",
+              help="Rows read, embedded and committed at a time.")
+def embed(texts, model, pooling, normalize, as_json, threads, quantize, input_path, output, column, resume,
+          overwrite, quiet, progress, batch_rows):
+    """Turn TEXTS, or lines of stdin, into sentence embeddings (one vector per text); or a whole file
+    with --input.
 
     \b
     Examples:
       coulisse embed -m sentence-transformers/all-MiniLM-L6-v2 "Le chat dort." "Un chat fait la sieste."
       cat phrases.txt | coulisse embed -m ./my-encoder --pooling cls --normalize --json > vectors.jsonl
+      coulisse embed -m sentence-transformers/all-MiniLM-L6-v2 -i reviews.csv -o vectors.parquet
+      coulisse embed -o vectors.npy --resume
+
+    With --input, rows are committed chunk by chunk as for `classify --input`: --resume continues an
+    interrupted job with the recorded input and options. Parquet gets an `embedding` column (float32
+    list) and `error`; JSONL the same keys; .npy a (rows, dim) float32 array with error rows as NaN,
+    listed in <output>.errors.jsonl.
     """
+    if input_path is not None or output is not None:
+        return run_embed_job(click.get_current_context())
     pipe = load_pipeline("feature-extraction", require_model(model, "an encoder"), threads, quantize)
     lines = read_texts(texts)
     vectors = pipe(lines, pooling=pooling, **({} if normalize is None else {"normalize": normalize}))

@@ -8,11 +8,16 @@ vectors may be narrower than the encoder (`embedding_size`), and a linear layer 
 
 Module names follow transformers' checkpoint keys, so the weight table (`checkpoint_keys`) is the
 identity except for the fused query/key/value projection.
+
+Explaining a prediction needs two things the fast path never computes: a forward from word vectors given
+by the caller (`inputs_embeds`, to take gradients with respect to them) and what each layer did (`Trace`:
+attention probabilities, which SDPA does not return, and hidden states). Both are arguments that default
+to None; with None, the code run is the fast path's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -89,6 +94,30 @@ class Packed:
                    to(starts), scatter, key_mask)
 
 
+@dataclass
+class Trace:
+    """What an explaining forward keeps besides its output: the hidden states entering the first layer and
+    leaving each layer (`(T, H)` each, layers + 1 of them) and each layer's attention probabilities
+    `(B, heads, queries, keys)`. Passed down as an argument; the fast path gets None and keeps nothing."""
+
+    hidden_states: list[Tensor] = field(default_factory=list)
+    attentions: list[Tensor] = field(default_factory=list)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, scale: float | None = None,
+           trace: Trace | None = None) -> Tensor:
+    """Scaled dot-product attention `(B, h, Lq, d)`. `mask` is SDPA's: boolean (True = attend) or added to
+    the scores. With a trace, the same arithmetic is spelled out so that the probabilities can be kept."""
+    if trace is None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5 if scale is None else scale)  # (B, h, Lq, L)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    probs = scores.softmax(-1)
+    trace.attentions.append(probs)
+    return probs @ v
+
+
 class Embeddings(nn.Module):
     def __init__(self, config: EncoderConfig):
         super().__init__()
@@ -99,8 +128,10 @@ class Embeddings(nn.Module):
             self.token_type_embeddings = nn.Embedding(config.type_vocab_size, width)
         self.LayerNorm = nn.LayerNorm(width, eps=config.layer_norm_eps)
 
-    def forward(self, p: Packed) -> Tensor:
-        x = self.word_embeddings(p.input_ids) + self.position_embeddings(p.position_ids)  # (T, H)
+    def forward(self, p: Packed, inputs_embeds: Tensor | None = None) -> Tensor:
+        """`inputs_embeds` `(T, E)` stands for the word vectors of `p.input_ids` (positions and types stay)."""
+        words = self.word_embeddings(p.input_ids) if inputs_embeds is None else inputs_embeds
+        x = words + self.position_embeddings(p.position_ids)  # (T, H)
         if hasattr(self, "token_type_embeddings"):
             types = p.token_type_ids if p.token_type_ids is not None else torch.zeros_like(p.input_ids)
             x = x + self.token_type_embeddings(types)
@@ -114,13 +145,13 @@ class SelfAttention(nn.Module):
         # query, key and value in one GEMM: (T, H) @ (H, 3H)
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
 
-    def forward(self, x: Tensor, p: Packed, first_only: bool = False) -> Tensor:
+    def forward(self, x: Tensor, p: Packed, first_only: bool = False, trace: Trace | None = None) -> Tensor:
         """`(T, H)` -> `(T, H)`; with `first_only`, only each sequence's first query: `(B, H)`."""
         T, H = x.shape
         qkv = self.qkv(x)  # (T, 3H)
         if p.scatter is None and not first_only:  # one sequence: no layout change needed
             q, k, v = qkv.view(1, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (1, h, T, d)
-            return F.scaled_dot_product_attention(q, k, v).permute(0, 2, 1, 3).reshape(T, H)
+            return attend(q, k, v, trace=trace).permute(0, 2, 1, 3).reshape(T, H)
         B, L = p.batch_size, p.max_len
         if p.scatter is None:
             padded = qkv
@@ -130,7 +161,7 @@ class SelfAttention(nn.Module):
         q, k, v = padded.view(B, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, h, L, d)
         if first_only:
             q = q[:, :, :1]  # (B, h, 1, d)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=p.key_mask)  # (B, h, L or 1, d)
+        out = attend(q, k, v, p.key_mask, trace=trace)  # (B, h, L or 1, d)
         if first_only:
             return out.reshape(B, H)
         return out.permute(0, 2, 1, 3).reshape(B * L, H)[p.scatter]  # back to (T, H)
@@ -154,9 +185,9 @@ class Attention(nn.Module):
         self.self = SelfAttention(config)
         self.output = DenseNorm(config.hidden_size, config.hidden_size, config.layer_norm_eps)
 
-    def forward(self, x: Tensor, p: Packed, first_only: bool = False) -> Tensor:
+    def forward(self, x: Tensor, p: Packed, first_only: bool = False, trace: Trace | None = None) -> Tensor:
         residual = x[p.starts] if first_only else x
-        return self.output(self.self(x, p, first_only), residual)
+        return self.output(self.self(x, p, first_only, trace), residual)
 
 
 class Intermediate(nn.Module):
@@ -178,8 +209,8 @@ class Layer(nn.Module):
         self.intermediate = Intermediate(config)
         self.output = DenseNorm(config.intermediate_size, config.hidden_size, config.layer_norm_eps)
 
-    def forward(self, x: Tensor, p: Packed, first_only: bool = False) -> Tensor:
-        x = self.attention(x, p, first_only)
+    def forward(self, x: Tensor, p: Packed, first_only: bool = False, trace: Trace | None = None) -> Tensor:
+        x = self.attention(x, p, first_only, trace)
         return self.output(self.intermediate(x), x)
 
 
@@ -188,12 +219,16 @@ class Encoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
 
-    def forward(self, x: Tensor, p: Packed, first_only: bool = False) -> Tensor:
+    def forward(self, x: Tensor, p: Packed, first_only: bool = False, trace: Trace | None = None) -> Tensor:
         last = len(self.layer) - 1
+        if trace is not None:
+            trace.hidden_states.append(x)
         for i, layer in enumerate(self.layer):
             # A sequence head reads only the first token: in the last layer, the other tokens are
             # still needed as keys and values, but their queries and feed-forward are not.
-            x = layer(x, p, first_only and i == last)
+            x = layer(x, p, first_only and i == last, trace)
+            if trace is not None:
+                trace.hidden_states.append(x)
         return x
 
 
@@ -209,12 +244,18 @@ class BertModel(nn.Module):
             self.embeddings_project = nn.Linear(width, config.hidden_size)
         self.encoder = Encoder(config)
 
-    def forward(self, p: Packed, first_only: bool = False) -> Tensor:
+    @property
+    def input_embeddings(self) -> nn.Embedding:
+        """The word-vector table that `inputs_embeds` stands in for."""
+        return self.embeddings.word_embeddings
+
+    def forward(self, p: Packed, first_only: bool = False, inputs_embeds: Tensor | None = None,
+                trace: Trace | None = None) -> Tensor:
         """Packed hidden states `(T, H)`, or only each sequence's first token `(B, H)`."""
-        x = self.embeddings(p)  # (T, E)
+        x = self.embeddings(p, inputs_embeds)  # (T, E)
         if hasattr(self, "embeddings_project"):
             x = self.embeddings_project(x)  # (T, H)
-        return self.encoder(x, p, first_only)
+        return self.encoder(x, p, first_only, trace)
 
 
 def checkpoint_keys(name: str) -> list[str]:

@@ -24,12 +24,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from coulisse.config import EncoderConfig
 from coulisse.errors import UnsupportedModelError
-from coulisse.models.bert import ACTIVATIONS, DenseNorm, Intermediate, Packed
+from coulisse.models.bert import ACTIVATIONS, DenseNorm, Intermediate, Packed, Trace, attend
 from coulisse.models.heads import QuestionAnsweringHead, TokenClassificationHead
 
 # DeBERTa's conv layer defaults to tanh, which BERT's table does not need.
@@ -155,8 +154,9 @@ class Embeddings(nn.Module):
             self.embed_proj = nn.Linear(width, config.hidden_size, bias=False)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, p: Packed) -> Tensor:
-        x = self.word_embeddings(p.input_ids)  # (T, E)
+    def forward(self, p: Packed, inputs_embeds: Tensor | None = None) -> Tensor:
+        """`inputs_embeds` `(T, E)` stands for the word vectors of `p.input_ids` (positions and types stay)."""
+        x = self.word_embeddings(p.input_ids) if inputs_embeds is None else inputs_embeds  # (T, E)
         if hasattr(self, "position_embeddings"):
             x = x + self.position_embeddings(p.position_ids)
         if hasattr(self, "token_type_embeddings"):
@@ -208,7 +208,8 @@ class DisentangledSelfAttention(nn.Module):
             scores = scores + p2c.gather(-1, rel.p2c[:, :Lq].expand(B, h, L, Lq)).transpose(-1, -2)
         return scores * self.scale
 
-    def forward(self, x: Tensor, p: Packed, rel: RelativePositions | None, first_only: bool = False) -> Tensor:
+    def forward(self, x: Tensor, p: Packed, rel: RelativePositions | None, first_only: bool = False,
+                trace: Trace | None = None) -> Tensor:
         """`(T, H)` -> `(T, H)`; with `first_only`, only each sequence's first query: `(B, H)`."""
         B, L = p.batch_size, p.max_len
         qkv = padded_view(self.qkv(x), p)  # (B, L, 3H)
@@ -219,7 +220,7 @@ class DisentangledSelfAttention(nn.Module):
         if self.relative and (self.c2p or self.p2c):
             bias = self.position_scores(q, k, rel)  # (B, h, Lq, L)
             mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)  # (B, h, Lq, d)
+        out = attend(q, k, v, mask, self.scale, trace)  # (B, h, Lq, d)
         return packed_rows(out.permute(0, 2, 1, 3).flatten(2), p, first_only)  # (T, H) or (B, H)
 
 
@@ -229,9 +230,10 @@ class Attention(nn.Module):
         self.self = DisentangledSelfAttention(config, opts)
         self.output = DenseNorm(config.hidden_size, config.hidden_size, config.layer_norm_eps)
 
-    def forward(self, x: Tensor, p: Packed, rel: RelativePositions | None, first_only: bool) -> Tensor:
+    def forward(self, x: Tensor, p: Packed, rel: RelativePositions | None, first_only: bool,
+                trace: Trace | None = None) -> Tensor:
         residual = x[p.starts] if first_only else x
-        return self.output(self.self(x, p, rel, first_only), residual)
+        return self.output(self.self(x, p, rel, first_only, trace), residual)
 
 
 class Layer(nn.Module):
@@ -241,8 +243,9 @@ class Layer(nn.Module):
         self.intermediate = Intermediate(config)
         self.output = DenseNorm(config.intermediate_size, config.hidden_size, config.layer_norm_eps)
 
-    def forward(self, x: Tensor, p: Packed, rel: RelativePositions | None, first_only: bool) -> Tensor:
-        x = self.attention(x, p, rel, first_only)
+    def forward(self, x: Tensor, p: Packed, rel: RelativePositions | None, first_only: bool,
+                trace: Trace | None = None) -> Tensor:
+        x = self.attention(x, p, rel, first_only, trace)
         return self.output(self.intermediate(x), x)
 
 
@@ -290,14 +293,18 @@ class Encoder(nn.Module):
             table = self.LayerNorm(table)  # per row: normalising the window equals windowing the normalised
         return RelativePositions(table, c2p - lo, p2c - lo)
 
-    def forward(self, x: Tensor, p: Packed, first_only: bool = False) -> Tensor:
+    def forward(self, x: Tensor, p: Packed, first_only: bool = False, trace: Trace | None = None) -> Tensor:
         rel = self.relative_positions(p.max_len, x.device) if self.opts.relative_attention else None
         embedded, last = x, len(self.layer) - 1
+        if trace is not None:
+            trace.hidden_states.append(x)
         for i, layer in enumerate(self.layer):
             # A sequence head reads only the first token: its last layer computes only those queries.
-            x = layer(x, p, rel, first_only and i == last)
+            x = layer(x, p, rel, first_only and i == last, trace)
             if i == 0 and self.conv is not None:
                 x = self.conv(embedded, x, p, first_only and i == last)
+            if trace is not None:
+                trace.hidden_states.append(x)
         return x
 
 
@@ -312,9 +319,16 @@ class DebertaV2Model(nn.Module):
         self.embeddings = Embeddings(config, opts)
         self.encoder = Encoder(config, opts)
 
-    def forward(self, p: Packed, first_only: bool = False) -> Tensor:
-        """Packed hidden states `(T, H)`, or only each sequence's first token `(B, H)`."""
-        return self.encoder(self.embeddings(p), p, first_only)
+    @property
+    def input_embeddings(self) -> nn.Embedding:
+        """The word-vector table that `inputs_embeds` stands in for."""
+        return self.embeddings.word_embeddings
+
+    def forward(self, p: Packed, first_only: bool = False, inputs_embeds: Tensor | None = None,
+                trace: Trace | None = None) -> Tensor:
+        """Packed hidden states `(T, H)`, or only each sequence's first token `(B, H)`; `inputs_embeds` and
+        `trace` as in `coulisse.models.bert.BertModel`."""
+        return self.encoder(self.embeddings(p, inputs_embeds), p, first_only, trace)
 
 
 def checkpoint_keys(name: str) -> list[str]:

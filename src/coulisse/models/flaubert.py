@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from coulisse.config import EncoderConfig
 from coulisse.errors import UnsupportedModelError
-from coulisse.models.bert import ACTIVATIONS, Packed, SelfAttention
+from coulisse.models.bert import ACTIVATIONS, Packed, SelfAttention, Trace
 
 
 class MultiHeadAttention(SelfAttention):
@@ -29,8 +29,8 @@ class MultiHeadAttention(SelfAttention):
         super().__init__(config)
         self.out_lin = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def forward(self, x: Tensor, p: Packed, first_only: bool = False) -> Tensor:
-        return self.out_lin(super().forward(x, p, first_only))
+    def forward(self, x: Tensor, p: Packed, first_only: bool = False, trace: Trace | None = None) -> Tensor:
+        return self.out_lin(super().forward(x, p, first_only, trace))
 
 
 class TransformerFFN(nn.Module):
@@ -72,12 +72,22 @@ class FlaubertModel(nn.Module):
         here the base model itself, since the layers hang off it."""
         return self
 
-    def forward(self, p: Packed, first_only: bool = False) -> Tensor:
-        """Packed hidden states `(T, H)`, or only each sequence's first token `(B, H)`."""
-        x = self.embeddings(p.input_ids) + self.position_embeddings(p.position_ids)  # (T, H)
+    @property
+    def input_embeddings(self) -> nn.Embedding:
+        """The word-vector table that `inputs_embeds` stands in for (token types, when given, still read it)."""
+        return self.embeddings
+
+    def forward(self, p: Packed, first_only: bool = False, inputs_embeds: Tensor | None = None,
+                trace: Trace | None = None) -> Tensor:
+        """Packed hidden states `(T, H)`, or only each sequence's first token `(B, H)`; `inputs_embeds` and
+        `trace` as in `coulisse.models.bert.BertModel`."""
+        words = self.embeddings(p.input_ids) if inputs_embeds is None else inputs_embeds
+        x = words + self.position_embeddings(p.position_ids)  # (T, H)
         if p.token_type_ids is not None:
             x = x + self.embeddings(p.token_type_ids)
         x = self.layer_norm_emb(x)
+        if trace is not None:
+            trace.hidden_states.append(x)
         last = len(self.attentions) - 1
         for i, (attention, norm1, ffn, norm2) in enumerate(
                 zip(self.attentions, self.layer_norm1, self.ffns, self.layer_norm2, strict=True)):
@@ -85,11 +95,13 @@ class FlaubertModel(nn.Module):
             first = first_only and i == last
             residual = x[p.starts] if first else x  # (T or B, H)
             if self.pre_norm:
-                x = residual + attention(norm1(x), p, first)
+                x = residual + attention(norm1(x), p, first, trace)
                 x = x + ffn(norm2(x))
             else:
-                x = norm1(residual + attention(x, p, first))
+                x = norm1(residual + attention(x, p, first, trace))
                 x = norm2(x + ffn(x))
+            if trace is not None:
+                trace.hidden_states.append(x)
         return x
 
 

@@ -16,8 +16,8 @@ from torch import Tensor, nn
 from coulisse.config import EncoderConfig
 from coulisse.errors import InputError, ModelLoadError, UnsupportedModelError
 from coulisse.families import Family
-from coulisse.models.bert import Packed
-from coulisse.weights import check_unused, gather_weights, normalize_keys, read_weights
+from coulisse.models.bert import Packed, Trace
+from coulisse.weights import check_unused, expected_shapes, gather_weights, normalize_keys, read_weights
 
 log = logging.getLogger(__name__)
 
@@ -65,17 +65,24 @@ class EncoderModel(nn.Module):
         """Whether outputs are one row per token (`(T, ...)`) rather than one per sequence (`(B, ...)`)."""
         return self.head is None or getattr(self.head, "per_token", False)
 
-    def forward_packed(self, p: Packed, select_token_id: int | None = None) -> Tensor:
+    def forward_packed(self, p: Packed, select_token_id: int | None = None, *, inputs_embeds: Tensor | None = None,
+                       trace: Trace | None = None) -> Tensor:
         """Packed ids in; per-sequence logits `(B, labels)` for a sequence head, else one row per
         token `(T, ...)`: hidden states for a base model, token logits for a token-level head.
         `select_token_id` gives a per-token head only the rows of that token, in packed order: fill-mask
-        projects its M masked positions onto the vocabulary (`(M, V)`), not all T tokens."""
+        projects its M masked positions onto the vocabulary (`(M, V)`), not all T tokens.
+        `inputs_embeds` `(T, E)` replaces the word vectors of `p.input_ids` (attributions differentiate
+        with respect to them); a `trace` collects hidden states and attention probabilities (see
+        `coulisse.models.bert.Trace`), every query of every layer included."""
         if self.per_token:
-            hidden = self.base(p)
+            hidden = self.base(p, inputs_embeds=inputs_embeds, trace=trace)
             if select_token_id is not None:
                 hidden = hidden[p.input_ids == select_token_id]  # (M, H)
             return hidden if self.head is None else self.head(hidden)
-        return self.head(self.base(p, first_only=True))  # first token (<s> / [CLS]) of each sequence
+        if trace is not None:  # the last layer's whole attention map, not only the first token's row
+            return self.head(self.base(p, inputs_embeds=inputs_embeds, trace=trace)[p.starts])
+        # first token (<s> / [CLS]) of each sequence
+        return self.head(self.base(p, first_only=True, inputs_embeds=inputs_embeds))
 
     @torch.inference_mode()
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
@@ -154,11 +161,13 @@ def skip_init():
 def load_model(directory: Path, config: EncoderConfig, head: str | None = None) -> EncoderModel:
     """Build the model on the meta device, then adopt the checkpoint's tensors without extra copies."""
     start = time.perf_counter()
-    tensors, path = read_weights(directory)
     family = config.family
-    tensors = normalize_keys(tensors, family.prefixes)
     with skip_init():
         model = EncoderModel(config, head)
+    sources = _sources(family, model.head)
+    # The table goes to the reader: a tf_model.h5 dataset's shape is checked before it is read.
+    tensors, path = read_weights(directory, expected_shapes(model, sources, family.prefixes))
+    tensors = normalize_keys(tensors, family.prefixes)
     # A head's own tensors (outside the base model) must be there, or the checkpoint is not fine-tuned for it.
     own = tuple(k for key in getattr(model.head, "KEYS", {}).values() for k in key.split("|")
                 if not k.startswith("{base}."))
@@ -168,7 +177,6 @@ def load_model(directory: Path, config: EncoderConfig, head: str | None = None) 
             f"{config.architectures or 'unknown'}); use task 'feature-extraction', or a fine-tuned "
             "checkpoint."
         )
-    sources = _sources(family, model.head)
     state, used = gather_weights(model, tensors, sources, path.name)
     if family.unused_ok:
         used |= {k for k in tensors if k.removeprefix("{base}.").startswith(family.unused_ok)}

@@ -6,7 +6,8 @@ others — the scheme that keeps all-MiniLM-L6-v2 embeddings at cosine ≥ 0.99 
 docs/benchmarks.md), where per-tensor activations (fbgemm's dynamic linear, 7-bit on AVX2) reach 0.97.
 
 Kernel: oneDNN's `onednn::qlinear_pointwise` (u8 × s8 → fp32), the int8 GEMM PyTorch's x86 inductor
-backend uses; it picks AVX-512 VNNI / AMX where the CPU has them and AVX2 elsewhere. Without VNNI the
+backend uses; it picks AVX-512 VNNI / AMX where the CPU has them and AVX2 elsewhere. Which weight width
+and small-batch policy a CPU gets is `coulisse.engine.cpu.plan`'s choice, passed in. Without VNNI the
 kernel multiplies with `vpmaddubsw`, whose pairwise sums saturate at 16 bits: u8 activations times s8
 weights can overflow, so there the weights keep 7 bits (|q| ≤ 63), which bounds every pair sum by
 2 · 255 · 63 < 32767 (the same trade oneDNN makes itself when it quantizes). The per-token
@@ -39,19 +40,10 @@ log = logging.getLogger(__name__)
 MODES = ("none", "int8")
 ZERO_POINT = 128  # symmetric int8 activations, shifted into u8 for the u8 × s8 kernel
 # Up to this many rows (tokens) a linear layer runs on fbgemm, above on oneDNN: measured crossover
-# between 64 and 128 rows for 768 x 3072 on AVX2 (docs/benchmarks.md).
+# between 64 and 128 rows for 768 x 3072 on AVX2 (docs/benchmarks.md); not measured on VNNI or AMX.
 SMALL_BATCH_ROWS = 64
+SAFE_WEIGHT_BITS = 7  # exact on every CPU, VNNI or not (see above); 8 only where the plan says VNNI
 PACK_SMALL_AFTER = 3  # small batches a layer sees on oneDNN before it packs its fbgemm weights
-
-
-def has_vnni() -> bool:
-    """Whether the CPU multiplies int8 pairs straight into 32 bits (AVX-512 VNNI, AVX-VNNI or AMX)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return any(flag in flags for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
 def onednn_available() -> bool:
@@ -62,15 +54,17 @@ class Int8Linear(nn.Module):
     """A frozen `nn.Linear` with int8 weights (per channel) and int8 activations (per token).
 
     `gelu=True` applies the exact (erf) GELU to the output, fused into the dequantization pass when
-    the C kernels are built (the layer then stands for `gelu(linear(x))`).
+    the C kernels are built (the layer then stands for `gelu(linear(x))`). `codes` are the weight's
+    `(q, scale)` when they were already computed (the cache, `coulisse.engine.cache`); batches of at most
+    `small_rows` tokens run on fbgemm.
     """
 
-    def __init__(self, linear: nn.Linear, weight_max: int = 127, gelu: bool = False):
+    def __init__(self, linear: nn.Linear, weight_max: int = 127, gelu: bool = False,
+                 codes: tuple[Tensor, Tensor] | None = None, small_rows: int = SMALL_BATCH_ROWS):
         super().__init__()
-        weight = linear.weight.detach().float()
-        scale = weight.abs().amax(1).clamp(min=1e-12) / weight_max  # (out,)
-        q = torch.round(weight / scale[:, None]).clamp(-weight_max, weight_max).to(torch.int8)
+        q, scale = codes if codes is not None else quantize_weight(linear.weight, weight_max)
         self.in_features, self.out_features, self.gelu = linear.in_features, linear.out_features, gelu
+        self.small_rows = small_rows
         self.register_buffer("packed", torch.ops.onednn.qlinear_prepack(q, None))
         self.register_buffer("w_scale", scale)
         self.register_buffer("w_zero", torch.zeros(self.out_features, dtype=torch.long))
@@ -93,7 +87,7 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, self.in_features).float().contiguous()  # (T, in)
-        if rows.shape[0] <= SMALL_BATCH_ROWS and self._small() is not None:
+        if rows.shape[0] <= self.small_rows and self._small() is not None:
             # fbgemm quantizes its input per tensor: fed x / x_scale with scale 1 and zero point 128, it
             # makes exactly our per-token codes, and its fp32 output equals oneDNN's (tested).
             x_scale = row_scales(rows)
@@ -110,6 +104,13 @@ class Int8Linear(nn.Module):
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, int8 per-token"
                 + (", GELU" if self.gelu else ""))
+
+
+def quantize_weight(weight: Tensor, weight_max: int) -> tuple[Tensor, Tensor]:
+    """Symmetric per-output-channel codes: `(q (out, in) int8, scale (out,) fp32)`, |q| ≤ weight_max."""
+    weight = weight.detach().float()
+    scale = weight.abs().amax(1).clamp(min=1e-12) / weight_max  # (out,)
+    return torch.round(weight / scale[:, None]).clamp_(-weight_max, weight_max).to(torch.int8), scale
 
 
 def kernels():
@@ -170,22 +171,28 @@ def dequantize_rows(out: Tensor, scale: Tensor, bias: Tensor, gelu: bool) -> Ten
     return F.gelu(out) if gelu else out
 
 
-def _swap_linears(module: nn.Module, weight_max: int) -> int:
+def _swap_linears(module: nn.Module, weight_max: int, small_rows: int, codes: dict | None, prefix: str = "") -> int:
     from coulisse.models.bert import ACTIVATIONS
 
     count = 0
     for name, child in module.named_children():
+        path = f"{prefix}{name}"
         if isinstance(child, nn.Linear):
             # A feed-forward `gelu(dense(x))` (a module whose `act` reads child `act_input`): the GELU runs
             # inside the int8 layer's last pass.
             gelu = getattr(module, "act_input", None) == name and module.act is ACTIVATIONS["gelu"]
-            setattr(module, name, Int8Linear(child, weight_max, gelu=gelu))
+            known = codes.get(path) if codes is not None else None
+            if known is None:
+                known = quantize_weight(child.weight, weight_max)
+                if codes is not None:
+                    codes[path] = known
+            setattr(module, name, Int8Linear(child, weight_max, gelu=gelu, codes=known, small_rows=small_rows))
             if gelu:
                 module.act = _identity
             release_tensor_pages([child.weight])  # the mapped fp32 original is no longer read
             count += 1
         else:
-            count += _swap_linears(child, weight_max)
+            count += _swap_linears(child, weight_max, small_rows, codes, f"{path}.")
     return count
 
 
@@ -203,7 +210,11 @@ def _fbgemm(model: nn.Module) -> None:
         torch.ao.quantization.quantize_dynamic(model.base.encoder, {nn.Linear: qconfig}, inplace=True)
 
 
-def quantize_model(model: nn.Module, mode: str | None) -> nn.Module:
+def quantize_model(model: nn.Module, mode: str | None, *, weight_bits: int = SAFE_WEIGHT_BITS,
+                   small_rows: int = SMALL_BATCH_ROWS, codes: dict | None = None) -> nn.Module:
+    """Swap the encoder's linear layers for int8 ones. `weight_bits` (8 only where the CPU has VNNI) and
+    `small_rows` come from the kernel plan. `codes` maps layer paths to `(q, scale)`: entries present are
+    used as they are, missing ones are computed and added (that is how the cache fills)."""
     if mode in (None, "none"):
         return model
     if mode != "int8":
@@ -211,11 +222,9 @@ def quantize_model(model: nn.Module, mode: str | None) -> nn.Module:
     if onednn_available():
         from coulisse.models.fastpath import release_freed_memory
 
-        vnni = has_vnni()
-        count = _swap_linears(model.base.encoder, 127 if vnni else 63)
+        count = _swap_linears(model.base.encoder, 2 ** (weight_bits - 1) - 1, small_rows, codes)
         release_freed_memory()
-        log.info("int8: %d encoder linear layers, oneDNN u8×s8 per-token, %s, %s-bit weights", count,
-                 "VNNI" if vnni else torch.backends.cpu.get_cpu_capability(), 8 if vnni else 7)
+        log.info("int8: %d encoder linear layers, oneDNN u8×s8 per-token, %d-bit weights", count, weight_bits)
     elif "fbgemm" in torch.backends.quantized.supported_engines:
         _fbgemm(model)
         log.info("int8: encoder linear layers, fbgemm dynamic (per-tensor activations)")

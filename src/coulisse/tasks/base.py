@@ -8,13 +8,18 @@
 
 `Pipeline.__call__` runs those four steps and nothing else; a task declares its options and implements
 the stages. Interfaces (CLI, jobs, server, explain) call the same public stages.
+
+Every task also takes `COMMON_OPTIONS`, transformers' per-call `batch_size` and `num_workers`. A generator,
+an iterator or a dataset as inputs gives a lazy iterator of results, read in windows (`tasks/streams.py`).
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -23,12 +28,16 @@ from coulisse.checkpoint import Checkpoint
 from coulisse.engine import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TOKENS, Engine, Item
 from coulisse.engine.prepare import DTYPES, prepare_model, resolve_dtype
 from coulisse.errors import InputError
+from coulisse.export import save_pretrained as save_checkpoint
+from coulisse.tasks.streams import Results, as_stream
 
-__all__ = ["DTYPES", "POST", "PRE", "Batch", "Option", "Pipeline", "resolve_dtype"]
+__all__ = ["COMMON_OPTIONS", "DTYPES", "FORWARD", "POST", "PRE", "Batch", "Option", "Pipeline",
+           "resolve_dtype", "unknown_options"]
 
 log = logging.getLogger(__name__)
 
-PRE, POST = "pre", "post"
+PRE, FORWARD, POST = "pre", "forward", "post"
+UNUSED = "unused"  # accepted for compatibility, read by no stage
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,17 @@ def boolean(name: str, value: Any) -> bool:
     return value
 
 
+def unknown_options(unknown: Iterable[str], valid: Iterable[str], where: str) -> InputError:
+    """One line naming each unknown option and the closest valid one."""
+    valid = list(valid)
+    parts = []
+    for name in sorted(unknown):
+        close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+        parts.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return InputError(f"unknown option{'s' if len(parts) > 1 else ''} {', '.join(parts)} for {where}; "
+                      f"valid options: {', '.join(sorted(valid))}.")
+
+
 def one_of(*choices: str) -> Callable[[str, Any], str]:
     """A string among `choices` (an enum's `.value` counts, case-insensitive)."""
 
@@ -67,6 +87,49 @@ def one_of(*choices: str) -> Callable[[str, Any], str]:
         return text
 
     return check
+
+
+# transformers' TruncationStrategy values; a single text is cut the same way by all three cutting ones.
+TRUNCATIONS = ("longest_first", "only_first", "only_second", "do_not_truncate")
+PADDINGS = ("longest", "max_length", "do_not_pad")
+TOKENIZER_KEYWORDS = ("truncation", "max_length", "add_special_tokens", "padding")
+
+
+def truncation_option(name: str, value: Any) -> bool | str:
+    """True / False, or one of transformers' strategies (a string or its enum): the strategy for pairs.
+    None, as in transformers, leaves the default (which truncates at the model's limit)."""
+    if value is None:
+        return True
+    if isinstance(value, bool):
+        return value
+    strategy = one_of(*TRUNCATIONS)(name, value)
+    return False if strategy == "do_not_truncate" else strategy
+
+
+def padding_option(name: str, value: Any) -> Any:
+    """Accepted as transformers takes it; coulisse never pads (packed batches), which changes no result."""
+    return value if isinstance(value, bool) else one_of(*PADDINGS)(name, value)
+
+
+def tokenizer_keywords(name: str, value: Any) -> dict[str, Any]:
+    """transformers' `tokenizer_kwargs` / `tokenize_kwargs` dict: the keywords that change ids, checked."""
+    if not isinstance(value, dict):
+        raise InputError(f"{name}={value!r}; pass a dict such as {{'truncation': True, 'max_length': 128}}.")
+    unknown = set(value) - set(TOKENIZER_KEYWORDS)
+    if unknown:
+        raise unknown_options(unknown, TOKENIZER_KEYWORDS, name)
+    checks = {"truncation": truncation_option, "max_length": positive_int, "add_special_tokens": boolean,
+              "padding": padding_option}
+    return {key: checks[key](f"{name}[{key!r}]", v) for key, v in value.items()}
+
+
+COMMON_OPTIONS = {
+    # transformers' DataLoader batch size; here an upper bound on the inputs of one engine batch (which
+    # also closes on its token budget). Batching never changes results.
+    "batch_size": Option(None, FORWARD, check=lambda name, v: positive_int(name, v, allow_none=True)),
+    # transformers' DataLoader workers; tokenization here is one batched call, so it has no effect.
+    "num_workers": Option(None, UNUSED, check=lambda name, v: positive_int(name, v, allow_zero=True)),
+}
 
 
 @dataclass
@@ -119,15 +182,21 @@ class Pipeline:
     # -- options ---------------------------------------------------------------------------------------
 
     @classmethod
+    def option_table(cls) -> dict[str, Option]:
+        """Every option a call takes: the task's table and the common ones."""
+        return {**COMMON_OPTIONS, **cls.OPTIONS}
+
+    @classmethod
     def check_options(cls, options: dict[str, Any]) -> dict[str, Any]:
         """Names and values of `options` against the task's table; needs no model, so `pipeline()` runs
         it before loading one. Returns them normalized."""
-        unknown = sorted(set(options) - set(cls.OPTIONS))
+        table = cls.option_table()
+        unknown = set(options) - set(table)
         if unknown:
-            raise InputError(f"unknown option(s) {unknown}; {cls.task} takes {', '.join(cls.OPTIONS) or 'none'}.")
+            raise unknown_options(unknown, table, f"{cls.task} calls")
         checked = {}
         for name, value in options.items():
-            option = cls.OPTIONS[name]
+            option = table[name]
             # None passes where None is the default ("not set"); elsewhere the check decides.
             skip = option.check is None or (value is None and option.default is None)
             checked[name] = value if skip else option.check(name, value)
@@ -137,7 +206,7 @@ class Pipeline:
         """Every option of one call: the table's defaults, under the pipeline's, under the call's; then
         resolved against the model."""
         given = {**self.defaults, **self.check_options(kwargs)}
-        merged = {name: option.default for name, option in self.OPTIONS.items()} | given
+        merged = {name: option.default for name, option in self.option_table().items()} | given
         return self.resolve_options(merged, given)
 
     def resolve_options(self, options: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
@@ -146,8 +215,8 @@ class Pipeline:
         return options
 
     def stage_options(self, options: dict[str, Any], stage: str) -> dict[str, Any]:
-        return {name: value for name, value in options.items()
-                if name in self.OPTIONS and self.OPTIONS[name].stage == stage}
+        table = self.option_table()
+        return {name: value for name, value in options.items() if name in table and table[name].stage == stage}
 
     # -- the stages ------------------------------------------------------------------------------------
 
@@ -160,19 +229,50 @@ class Pipeline:
     def preprocess(self, inputs: Any, **options: Any) -> Batch:
         raise NotImplementedError
 
-    def forward(self, items: Sequence[Item], progress: Callable[[int], None] | None = None) -> list:
-        """One array per item, in order (see `Engine.run`)."""
-        return self.engine.run(list(items), progress)
+    def forward(self, items: Sequence[Item], progress: Callable[[int], None] | None = None,
+                batch_size: int | None = None) -> list:
+        """One array per item, in order (see `Engine.run`); `batch_size` caps the inputs of one batch."""
+        return self.engine.run(list(items), progress, max_batch_size=batch_size)
 
     def postprocess(self, outputs: Any, batch: Batch | None = None, **options: Any) -> Any:
         raise NotImplementedError
 
     def __call__(self, *args: Any, progress: Callable[[int], None] | None = None, **kwargs: Any) -> Any:
         inputs, kwargs = self.parse_call(args, kwargs)
-        options = self.options(kwargs)
+        options = self.options(kwargs)  # checked now, also for a stream whose results come later
+        stream = as_stream(inputs)
+        if stream is not None:
+            return Results(inputs, stream, lambda window: self.run_window(window, options, progress))
+        return self.run(list(inputs) if isinstance(inputs, tuple) else inputs, options, progress)[1]
+
+    def run(self, inputs: Any, options: dict[str, Any],
+            progress: Callable[[int], None] | None = None) -> tuple[Batch, Any]:
+        """The three stages on one call's inputs, with its resolved options: the batch and the results."""
         batch = self.preprocess(inputs, **self.stage_options(options, PRE))
-        outputs = self.forward(batch.items, progress)
-        return self.postprocess(outputs, batch, **self.stage_options(options, POST))
+        outputs = self.forward(batch.items, progress, **self.stage_options(options, FORWARD))
+        return batch, self.postprocess(outputs, batch, **self.stage_options(options, POST))
+
+    def run_window(self, window: list, options: dict[str, Any],
+                   progress: Callable[[int], None] | None = None) -> list:
+        """One result per input of a stream's window (a task that unwraps a one-input list gets it back
+        wrapped)."""
+        batch, results = self.run(window, options, progress)
+        return [results] if batch.single else results
+
+    def save_pretrained(self, directory: str | Path, *, dtype: str | torch.dtype | None = None,
+                        overwrite: bool = False) -> Path:
+        """Write this pipeline's checkpoint for transformers: config.json naming the PyTorch class of its head
+        (`CamembertForSequenceClassification`), model.safetensors, the tokenizer files (`coulisse.export`).
+        `transformers.AutoModelFor...from_pretrained(directory)` then gives the same ids and logits.
+
+        The weights are the checkpoint's, read again in fp32 (whatever this pipeline runs: int8 saves the
+        weights it was quantized from) and written in `dtype` (default float32; "float16", "bfloat16"). A
+        folder that holds files is refused unless `overwrite`."""
+        if self.preparation.quantize:
+            log.warning("%s runs int8 linear layers, which transformers cannot load: saving the fp32 weights "
+                        "they were quantized from", self.checkpoint.name)
+        return save_checkpoint(self.checkpoint.directory, self.config, self.tokenizer, self.model.task_head,
+                               Path(directory), dtype=dtype, overwrite=overwrite)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(task={self.task!r}, model={self.checkpoint.name!r})"

@@ -18,7 +18,7 @@ import numpy as np
 
 from coulisse.engine import Item
 from coulisse.errors import InputError, ModelLoadError, UnsupportedModelError
-from coulisse.tasks.base import PRE, Batch, Option, Pipeline, boolean, one_of
+from coulisse.tasks.base import PRE, Batch, Option, Pipeline, boolean, one_of, tokenizer_keywords, truncation_option
 from coulisse.tokenizer import check_texts
 
 POOLINGS = ("cls", "mean", "auto")
@@ -36,6 +36,7 @@ class SentenceConfig:
     normalize: bool = False
     max_seq_length: int | None = None
     lowercase: bool = False
+    include_prompt: bool = True  # the Pooling module's: False pools without a prompt's tokens (SentenceEncoder)
 
 
 def _read_json(path: Path) -> Any:
@@ -46,8 +47,7 @@ def _read_json(path: Path) -> Any:
                              ) from e
 
 
-def _pooling_mode(path: Path) -> str:
-    config = _read_json(path)
+def _pooling_mode(config: dict, path: Path) -> str:
     mode = config.get("pooling_mode") or [m for key, m in LEGACY_MODES.items() if config.get(key)]
     modes = [mode] if isinstance(mode, str) else list(mode)
     if len(modes) != 1 or modes[0] not in ("cls", "mean"):
@@ -61,7 +61,7 @@ def sentence_config(directory: Path) -> SentenceConfig | None:
     path = directory / "modules.json"
     if not path.is_file():
         return None
-    pooling, normalize, settings = "mean", False, {}
+    pooling, normalize, settings, include_prompt = "mean", False, {}, True
     for module in _read_json(path):
         kind = str(module.get("type", "")).rsplit(".", 1)[-1]
         folder = directory / module.get("path", "")
@@ -69,7 +69,9 @@ def sentence_config(directory: Path) -> SentenceConfig | None:
             if (folder / "sentence_bert_config.json").is_file():
                 settings = _read_json(folder / "sentence_bert_config.json")
         elif kind == "Pooling":
-            pooling = _pooling_mode(folder / "config.json")
+            config = _read_json(folder / "config.json")
+            pooling = _pooling_mode(config, folder / "config.json")
+            include_prompt = config.get("include_prompt") is not False
         elif kind == "Normalize":
             normalize = True
         else:
@@ -77,7 +79,7 @@ def sentence_config(directory: Path) -> SentenceConfig | None:
                 f"{path} lists a {module.get('type')!r} module; coulisse runs Transformer, Pooling and "
                 "Normalize modules only. Use sentence-transformers for this model.")
     return SentenceConfig(pooling, normalize, settings.get("max_seq_length"),
-                          bool(settings.get("do_lower_case")))
+                          bool(settings.get("do_lower_case")), include_prompt)
 
 
 def pool(hidden: np.ndarray, pooling: str, normalize: bool = False) -> np.ndarray:
@@ -94,10 +96,13 @@ class FeatureExtractionPipeline(Pipeline):
     head = None
     OPTIONS = {
         "return_tensors": Option(False),
-        "truncation": Option(True, PRE),
+        "truncation": Option(True, PRE, check=truncation_option),
+        "tokenize_kwargs": Option(None, PRE, check=tokenizer_keywords),  # transformers' name for them
         # None: the hidden states, as transformers returns them; else one sentence embedding per input
         "pooling": Option(None, PRE, check=one_of(*POOLINGS)),
         "normalize": Option(None, PRE, check=boolean),
+        # transformers sets it on the tokenizer (`tokenizer.truncation_side = "left"`): keep the end
+        "truncation_side": Option("right", PRE, check=one_of("right", "left")),
     }
 
     def sentence_config(self, pooling: str, normalize: bool | None) -> SentenceConfig:
@@ -106,26 +111,36 @@ class FeatureExtractionPipeline(Pipeline):
         mode = found.pooling if pooling == "auto" else pooling
         if normalize is None:
             normalize = found.normalize if pooling == "auto" else False
-        return SentenceConfig(mode, bool(normalize), found.max_seq_length, found.lowercase)
+        return SentenceConfig(mode, bool(normalize), found.max_seq_length, found.lowercase, found.include_prompt)
 
     def resolve_options(self, options: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+        if "truncation" in given and "truncation" in (options["tokenize_kwargs"] or {}):
+            raise InputError("truncation is given twice, as a keyword and in tokenize_kwargs; pass it once.")
         if options["pooling"] is None and options["normalize"]:
             raise InputError("normalize=True needs a sentence embedding; pass pooling='auto', 'mean' or "
                              "'cls'.")
         return options
 
-    def preprocess(self, inputs: Any, truncation: bool = True, pooling: str | None = None,
-                   normalize: bool | None = None) -> Batch:
+    def preprocess(self, inputs: Any, truncation: bool | str = True, pooling: str | None = None,
+                   normalize: bool | None = None, tokenize_kwargs: dict | None = None,
+                   truncation_side: str = "right") -> Batch:
         """Texts -> ids. With pooling, the sentence-transformers settings apply here (lowercasing, their
         `max_seq_length`: 256 for all-MiniLM-L6-v2) and travel in the batch to postprocess."""
         texts, single = check_texts(inputs)
-        sentence, max_length = None, None
+        kwargs = tokenize_kwargs or {}
+        truncation = kwargs.get("truncation", truncation)
+        sentence, max_length = None, kwargs.get("max_length")
         if pooling is not None:
             sentence = self.sentence_config(pooling, normalize)
             if sentence.max_seq_length:
-                max_length = min(sentence.max_seq_length, self.tokenizer.model_max_length)
+                max_length = min(max_length or sentence.max_seq_length, sentence.max_seq_length)
             texts = [t.lower() for t in texts] if sentence.lowercase else texts
-        encodings = self.tokenizer.encode_batch(texts, truncation=truncation, max_length=max_length)
+        if max_length is not None:  # never past what the position table embeds
+            max_length = min(max_length, self.tokenizer.model_max_length)
+        encodings = self.tokenizer.encode_batch(
+            texts, truncation=bool(truncation), max_length=max_length,
+            add_special_tokens=kwargs.get("add_special_tokens", True),
+            strategy=truncation if isinstance(truncation, str) else "longest_first", direction=truncation_side)
         return Batch([Item(e.ids, e.type_ids) for e in encodings], texts, single, context=sentence)
 
     def postprocess(self, outputs: Any, batch: Batch | None = None, *, return_tensors: bool = False,

@@ -14,7 +14,7 @@ import numpy as np
 
 from coulisse.engine import Item
 from coulisse.errors import InputError, ModelLoadError
-from coulisse.tasks.base import PRE, Batch, Option, Pipeline, positive_int
+from coulisse.tasks.base import FORWARD, PRE, Batch, Option, Pipeline, positive_int, tokenizer_keywords
 from coulisse.tasks.functional import softmax, top_k
 from coulisse.tokenizer import Tokenizer, check_texts
 
@@ -70,20 +70,13 @@ def target_ids(tokenizer: Tokenizer, targets: str | list[str]) -> np.ndarray:
     return np.array(ids)
 
 
-def _tokenizer_kwargs(name: str, value: Any) -> dict:
-    value = dict(value)
-    if set(value) - {"truncation"}:
-        raise InputError(f"{name}={value!r}; fill-mask passes on 'truncation' only.")
-    return value
-
-
 class FillMaskPipeline(Pipeline):
     task = "fill-mask"
     head = "masked-lm"
     OPTIONS = {
         "top_k": Option(5, check=positive_int),
         "targets": Option(None),
-        "tokenizer_kwargs": Option(None, PRE, check=_tokenizer_kwargs),
+        "tokenizer_kwargs": Option(None, PRE, check=tokenizer_keywords),
     }
 
     def __init__(self, checkpoint, **kwargs: Any):
@@ -95,18 +88,28 @@ class FillMaskPipeline(Pipeline):
     def resolve_options(self, options: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
         targets = options.pop("targets")
         options["target_ids"] = target_ids(self.tokenizer, targets) if targets is not None else None
-        options["truncation"] = bool((options.pop("tokenizer_kwargs") or {}).get("truncation", False))
         return options
 
     def stage_options(self, options: dict[str, Any], stage: str) -> dict[str, Any]:
         if stage == PRE:
-            return {"truncation": options["truncation"]}
+            return {"tokenizer_kwargs": options["tokenizer_kwargs"]}
+        if stage == FORWARD:
+            return {"batch_size": options["batch_size"]}
         return {"top_k": options["top_k"], "target_ids": options["target_ids"]}
 
-    def preprocess(self, inputs: Any, truncation: bool = False) -> Batch:
-        """Ids of each text; every text needs a mask token, and must fit the model unless truncated."""
+    def preprocess(self, inputs: Any, tokenizer_kwargs: dict | None = None, truncation: bool | None = None) -> Batch:
+        """Ids of each text; every text needs a mask token, and must fit the model unless truncated (as
+        transformers, no truncation unless `tokenizer_kwargs` asks for it)."""
         texts, single = check_texts(inputs)
-        encodings = self.tokenizer.encode_batch(texts, truncation=truncation)
+        kwargs = tokenizer_kwargs or {}
+        if truncation is not None:
+            kwargs = {**kwargs, "truncation": truncation}
+        max_length = kwargs.get("max_length")
+        encodings = self.tokenizer.encode_batch(
+            texts, truncation=bool(kwargs.get("truncation", False)),
+            max_length=None if max_length is None else min(max_length, self.tokenizer.model_max_length),
+            add_special_tokens=kwargs.get("add_special_tokens", True),
+            strategy=kwargs["truncation"] if isinstance(kwargs.get("truncation"), str) else "longest_first")
         mask, limit = self.tokenizer.mask_token_id, self.config.max_positions
         for i, e in enumerate(encodings):
             if mask not in e.ids:
@@ -119,9 +122,10 @@ class FillMaskPipeline(Pipeline):
         # transformers unwraps a one-text list too
         return Batch([Item(e.ids, e.type_ids) for e in encodings], texts, single or len(texts) == 1)
 
-    def forward(self, items: list[Item], progress=None) -> list[np.ndarray]:
+    def forward(self, items: list[Item], progress=None, batch_size: int | None = None) -> list[np.ndarray]:
         """Per input, the logits of its masked positions `(masks, vocab)`."""
-        return self.engine.run(items, progress, select_token_id=self.tokenizer.mask_token_id)
+        return self.engine.run(list(items), progress, select_token_id=self.tokenizer.mask_token_id,
+                               max_batch_size=batch_size)
 
     def postprocess(self, outputs: list[np.ndarray], batch: Batch, *, top_k: int = 5,
                     target_ids: np.ndarray | None = None) -> list:

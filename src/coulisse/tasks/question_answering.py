@@ -32,6 +32,7 @@ from coulisse.engine import Item
 from coulisse.errors import InputError
 from coulisse.tasks.base import PRE, Batch, Option, Pipeline, boolean, positive_int
 from coulisse.tasks.functional import softmax
+from coulisse.tasks.streams import as_stream
 
 
 def _positive(name: str, value: Any) -> int:
@@ -223,6 +224,8 @@ class QuestionAnsweringPipeline(Pipeline):
         """`qa(question=..., context=...)`, lists of both, `qa({"question": ..., "context": ...})` or a list
         of such dicts."""
         kwargs = dict(kwargs)
+        if len(args) == 1 and as_stream(args[0]) is not None:  # a generator or dataset of question dicts
+            return args[0], kwargs
         return parse_inputs(args, kwargs.pop("question", None), kwargs.pop("context", None)), kwargs
 
     def preprocess(self, inputs: Any, doc_stride: int | None = None, max_seq_len: int | None = None,

@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 from typing import Any
 
 import numpy as np
+import torch
 
 from coulisse.engine import Item
 from coulisse.errors import InputError
-from coulisse.tasks.base import PRE, Batch, Option, Pipeline, one_of, positive_int
+from coulisse.models import EncoderModel, load_model
+from coulisse.tasks import attributions
+from coulisse.tasks.attributions import Attribution
+from coulisse.tasks.base import (
+    POST,
+    PRE,
+    UNUSED,
+    Batch,
+    Option,
+    Pipeline,
+    boolean,
+    one_of,
+    padding_option,
+    positive_int,
+    truncation_option,
+)
 from coulisse.tasks.functional import sigmoid, softmax
 from coulisse.tokenizer import check_texts
+
+log = logging.getLogger(__name__)
 
 FUNCTIONS = ("softmax", "sigmoid", "none")
 
@@ -54,28 +74,52 @@ class TextClassificationPipeline(Pipeline):
         # transformers' legacy shape (a dict per input) holds while top_k is not passed at all
         "top_k": Option(1, check=lambda name, v: positive_int(name, v, allow_none=True)),
         "function_to_apply": Option(None, check=one_of(*FUNCTIONS)),
-        "truncation": Option(True, PRE),
+        # the tokenizer keywords transformers passes on (its remaining call keywords)
+        "truncation": Option(True, PRE, check=truncation_option),
+        "max_length": Option(None, PRE, check=positive_int),
+        "add_special_tokens": Option(True, PRE, check=boolean),
+        # transformers sets it on the tokenizer (`tokenizer.truncation_side = "left"`): keep the end
+        "truncation_side": Option("right", PRE, check=one_of("right", "left")),
+        "padding": Option(False, UNUSED, check=padding_option),
+        # removed in transformers 5, which ignores it; so does coulisse, with a warning
+        "return_all_scores": Option(None, UNUSED, check=boolean),
     }
+
+    def options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        # As in transformers, a bare string's result is wrapped in a list unless this call passes top_k.
+        return {**super().options(kwargs), "_wrap": "top_k" not in kwargs}
 
     def resolve_options(self, options: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
         options["function_to_apply"] = options["function_to_apply"] or default_function(
             self.config.problem_type, self.config.num_labels)
         options["_legacy"] = "top_k" not in given
+        if given.get("return_all_scores") is not None:
+            log.warning("return_all_scores was removed in transformers 5, which ignores it, as coulisse does; "
+                        "pass top_k=None for every label's score")
         return options
 
     def stage_options(self, options: dict[str, Any], stage: str) -> dict[str, Any]:
         chosen = super().stage_options(options, stage)
-        return {**chosen, "_legacy": options["_legacy"]} if stage != PRE else chosen
+        if stage != POST:
+            return chosen
+        return {**chosen, "_legacy": options["_legacy"], "_wrap": options.get("_wrap", True)}
 
-    def preprocess(self, inputs: Any, truncation: bool = True) -> Batch:
-        """Plain texts, or {"text", "text_pair"} dicts for sentence-pair classifiers -> ids."""
+    def preprocess(self, inputs: Any, truncation: bool | str = True, max_length: int | None = None,
+                   add_special_tokens: bool = True, truncation_side: str = "right") -> Batch:
+        """Plain texts, or {"text", "text_pair"} dicts for sentence-pair classifiers -> ids; truncation as
+        transformers' tokenizer takes it (a strategy says which member of a pair gives up tokens)."""
         texts, pairs, single = self._split_inputs(inputs)
-        encodings = self.tokenizer.encode_batch(texts, pairs, truncation=truncation)
+        strategy = truncation if isinstance(truncation, str) else "longest_first"
+        if max_length is not None:  # never past what the position table embeds
+            max_length = min(max_length, self.tokenizer.model_max_length)
+        encodings = self.tokenizer.encode_batch(texts, pairs, truncation=bool(truncation), max_length=max_length,
+                                                add_special_tokens=add_special_tokens, strategy=strategy,
+                                                direction=truncation_side)
         # transformers wraps a lone string's legacy result in a list, but not a lone {"text", ...} dict.
         return Batch([Item(e.ids, e.type_ids) for e in encodings], texts, single, context=isinstance(inputs, str))
 
     def postprocess(self, outputs: Any, batch: Batch | None = None, *, function_to_apply: str | None = None,
-                    top_k: int | None = 1, _legacy: bool = True) -> dict | list:
+                    top_k: int | None = 1, _legacy: bool = True, _wrap: bool = True) -> dict | list:
         """Logits `(labels,)` or `(batch, labels)` (numpy, torch, or the forward stage's rows) -> labels and
         scores; with the batch, shaped as the call was (one result for one bare input)."""
         if hasattr(outputs, "logits"):
@@ -86,8 +130,43 @@ class TextClassificationPipeline(Pipeline):
             return label_scores(array, self.config.id2label, function, top_k, _legacy)
         results = [label_scores(row, self.config.id2label, function, top_k, _legacy) for row in array]
         if batch is not None and batch.single:
-            return [results[0]] if _legacy and batch.context else results[0]
+            return [results[0]] if _wrap and batch.context else results[0]
         return results
+
+    # -- explanations (coulisse.tasks.attributions) --------------------------------------------------------
+
+    @functools.cached_property
+    def gradient_model(self) -> EncoderModel:
+        """The model with plain fp32 linear layers, for gradients: the prepared one itself when it is that,
+        else a copy loaded from the checkpoint on first use (prepacked oneDNN and int8 layers have no
+        backward) and kept."""
+        prep = self.preparation
+        if prep.quantize is None and prep.fast_path == "PyTorch ops" and prep.dtype == torch.float32 \
+                and prep.device.type == "cpu":
+            return self.model
+        return load_model(self.checkpoint.directory, self.config, self.head)
+
+    def explain(self, inputs: str | list[str], target: int | str | None = None,
+                method: str = "integrated_gradients", steps: int | None = None,
+                baseline: str = "pad") -> Attribution | list[Attribution]:
+        """Which tokens and words pushed each text towards `target` (a label name or id; default: the
+        predicted label). `method`: "integrated_gradients" (on the fp32 weights, `steps` Gauss-Legendre
+        nodes, default 32) or "occlusion" (leave one token out, through this pipeline's own forward, int8
+        included). `baseline`: the token standing for "no word", "pad" or "mask". One `Attribution` per text
+        (see `coulisse.tasks.attributions`); `.to_dict()` gives plain values."""
+        method, steps = attributions.check_request(method, steps, baseline)
+        target = attributions.check_target(target, self.config.id2label)
+        baseline_id = attributions.baseline_token(self.tokenizer, baseline)
+        texts, single = check_texts(inputs)
+        kept = self.tokenizer.encode_batch(texts, truncation=True)
+        whole = self.tokenizer.encode_batch(texts, truncation=False)
+        weights = "int8" if self.preparation.quantize else "fp32"
+        results = [attributions.attribute(
+            text, encoding, method=method, steps=steps, target=target, baseline=baseline, baseline_id=baseline_id,
+            id2label=self.config.id2label, gradient_model=lambda: self.gradient_model, forward=self.forward,
+            uses_token_types=self.engine.uses_token_types, truncated=len(full.ids) > len(encoding.ids),
+            weights=weights) for text, encoding, full in zip(texts, kept, whole, strict=True)]
+        return results[0] if single else results
 
     def _split_inputs(self, inputs: Any) -> tuple[list[str], list[str] | None, bool]:
         """Plain texts, or {"text", "text_pair"} dicts for sentence-pair classifiers."""

@@ -17,7 +17,7 @@ from tokenizers import Encoding
 
 from coulisse.engine import Item
 from coulisse.errors import InputError
-from coulisse.tasks.base import PRE, Batch, Option, Pipeline, one_of
+from coulisse.tasks.base import PRE, UNUSED, Batch, Option, Pipeline, one_of
 from coulisse.tasks.functional import softmax
 from coulisse.tokenizer import Tokenizer, check_texts
 
@@ -167,6 +167,13 @@ def text_entities(sentence: str, windows: list[Encoding], logits: list[np.ndarra
     return [{**e, "score": float(e["score"])} for e in entities]
 
 
+def _refused(name: str, value: Any, accepted: Any) -> Any:
+    if value != accepted:
+        raise InputError(f"{name}={value!r} is not supported by coulisse's token classification; pass the "
+                         "text as one string (offsets then come from the tokenizer).")
+    return value
+
+
 class TokenClassificationPipeline(Pipeline):
     task = "token-classification"
     head = "token-classification"
@@ -174,6 +181,10 @@ class TokenClassificationPipeline(Pipeline):
         "aggregation_strategy": Option("none", check=one_of(*AGGREGATIONS)),
         "ignore_labels": Option(None),
         "stride": Option(None, PRE),
+        # transformers' pre-split words and slow-tokenizer offsets: not supported, refused by name
+        "is_split_into_words": Option(False, UNUSED, check=lambda name, v: _refused(name, v, False)),
+        "delimiter": Option(None, UNUSED, check=lambda name, v: _refused(name, v, None)),
+        "offset_mapping": Option(None, UNUSED, check=lambda name, v: _refused(name, v, None)),
     }
 
     def resolve_options(self, options: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:

@@ -86,7 +86,7 @@ class Tokenizer:
         # FlauBERT's tokenizer runs Python code (Moses), as transformers' only tokenizer for it does.
         self._python = family is not None and family.python_tokenizer
         self._lock = threading.Lock()
-        self._truncation: tuple[int, int, str] | None = None
+        self._truncation: tuple[int, int, str, str] | None = None
         backend.no_padding()
         backend.no_truncation()
         self.special_tokens = {
@@ -122,9 +122,10 @@ class Tokenizer:
     def encode_batch(self, texts: Sequence[str], pairs: Sequence[str] | None = None, *,
                      truncation: bool = True, max_length: int | None = None,
                      add_special_tokens: bool = True, strategy: str = "longest_first",
-                     stride: int = 0) -> list[Encoding]:
-        """Tokenize without padding. Truncation keeps the first `max_length` tokens, specials included;
-        `strategy` says which member of a pair gives them up ("longest_first", "only_first", "only_second").
+                     stride: int = 0, direction: str = "right") -> list[Encoding]:
+        """Tokenize without padding. Truncation keeps the first `max_length` tokens, specials included
+        (`direction="left"`: the last ones, transformers' `truncation_side="left"`); `strategy` says which
+        member of a pair gives them up ("longest_first", "only_first", "only_second").
         What truncation cuts off is in each encoding's `overflowing`, as windows that share `stride` tokens
         with the previous one (transformers' `return_overflowing_tokens=True, stride=...`)."""
         limit = (max_length or self.model_max_length) if truncation else None
@@ -134,8 +135,8 @@ class Tokenizer:
         try:
             with self._lock:  # truncation is backend state; set it and encode atomically
                 if self._python and pairs is not None and limit is not None and strategy == "longest_first":
-                    return self._truncate_pairs_one_by_one(texts, pairs, limit, add_special_tokens)
-                self._set_truncation(limit, stride, strategy)
+                    return self._truncate_pairs_one_by_one(texts, pairs, limit, add_special_tokens, direction)
+                self._set_truncation(limit, stride, strategy, direction)
                 return self._encode(inputs, add_special_tokens)
         except (TypeError, ValueError):
             # The Rust binding refuses a string UTF-8 cannot carry with a bare TypeError; say which and why
@@ -156,7 +157,7 @@ class Tokenizer:
                 for x in inputs]
 
     def _truncate_pairs_one_by_one(self, texts: Sequence[str], pairs: Sequence[str], limit: int,
-                                   add_special_tokens: bool) -> list[Encoding]:
+                                   add_special_tokens: bool, direction: str = "right") -> list[Encoding]:
         """transformers' Python tokenizers (the only ones some families have) cut a pair one token at a time
         from its longer member, the second on ties; the Rust one gives an odd budget's extra token to the
         second member instead. Call with the lock held."""
@@ -173,8 +174,8 @@ class Tokenizer:
                 else:  # both meet in the middle, the first keeping an odd budget's extra token
                     n1 = (budget + 1) // 2
                     n2 = budget - n1
-                a.truncate(max(n1, 0))
-                b.truncate(max(n2, 0))
+                a.truncate(max(n1, 0), direction=direction)
+                b.truncate(max(n2, 0), direction=direction)
             out.append(self.backend.post_process(a, b, add_special_tokens=add_special_tokens))
         return out
 
@@ -195,15 +196,15 @@ class Tokenizer:
                 ) from e
         return [[e, *e.overflowing] for e in encodings]
 
-    def _set_truncation(self, limit: int | None, stride: int, strategy: str) -> None:
+    def _set_truncation(self, limit: int | None, stride: int, strategy: str, direction: str = "right") -> None:
         """Configure the backend's truncation; call with the lock held."""
-        state = None if limit is None else (limit, stride, strategy)
+        state = None if limit is None else (limit, stride, strategy, direction)
         if state == self._truncation:
             return
         if limit is None:
             self.backend.no_truncation()
         else:
-            self.backend.enable_truncation(limit, stride=stride, strategy=strategy)
+            self.backend.enable_truncation(limit, stride=stride, strategy=strategy, direction=direction)
         self._truncation = state
 
     @property

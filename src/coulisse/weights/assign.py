@@ -80,6 +80,28 @@ def gather_weights(module: nn.Module, tensors: dict[str, torch.Tensor],
     return state, used
 
 
+def expected_shapes(module: nn.Module, sources: Callable[[str], list[str]],
+                    prefixes: tuple[str, ...]) -> Callable[[str], tuple[int, ...] | None]:
+    """The model's name table as a lookup: a checkpoint key, as stored (`roberta.encoder...` or bare), ->
+    the shape gather_weights will want for it, or None when no parameter reads it. Built from the module on
+    the meta device, so a reader can check a tensor's declared shape before reading a byte of it."""
+    table: dict[str, tuple[int, ...]] = {}
+    for name, param in module.named_parameters():
+        keys = sources(name)
+        shape = (param.shape[0] // len(keys), *param.shape[1:])
+        for key in keys:
+            for option in key.split("|"):
+                table[option] = shape
+                if option.startswith("{base}."):  # base checkpoints store it without the prefix
+                    table[option.removeprefix("{base}.")] = shape
+
+    def lookup(checkpoint_key: str) -> tuple[int, ...] | None:
+        (key,) = normalize_keys({checkpoint_key: None}, prefixes)
+        return table.get(key)
+
+    return lookup
+
+
 def check_unused(tensors: dict[str, torch.Tensor], used: set[str], source_name: str,
                  encoder_roots: tuple[str, ...] = ("embeddings", "encoder", "transformer")) -> None:
     """Encoder tensors nobody used mean a layout we misread; other heads' tensors are fine. Encoder

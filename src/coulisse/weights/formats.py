@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import pickle
+import pickletools
+import re
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -11,6 +17,8 @@ import torch
 from coulisse.errors import ModelLoadError, UnsafeCheckpointError
 
 log = logging.getLogger(__name__)
+
+Expected = Callable[[str], "tuple[int, ...] | None"]
 
 # In order of preference: safe and mmap-able first.
 WEIGHT_FILES = (
@@ -29,8 +37,6 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _read_bin(path: Path) -> dict[str, torch.Tensor]:
-    import zipfile
-
     # weights_only: a .bin is a pickle, and a pickle can run code. mmap needs the zip format of
     # torch >= 1.6; older checkpoints use the legacy format and are read into memory.
     state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
@@ -77,17 +83,20 @@ def _read_sharded(index_path: Path, reader) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _read_h5(path: Path) -> dict[str, torch.Tensor]:
+def _read_h5(path: Path, expected: Expected | None) -> dict[str, torch.Tensor]:
     from coulisse.weights.tf_h5 import read_tf_h5
 
-    return read_tf_h5(path)
+    return read_tf_h5(path, expected)
 
 
+# Only the h5 reader needs the model's table up front: safetensors and zip `.bin` files are mapped (a tensor
+# costs memory only once read, after gather_weights has compared its shape), their readers check each
+# tensor against the bytes the file holds, and legacy `.bin` storages are read at their stored size.
 READERS = {
-    "model.safetensors": _read_safetensors,
-    "model.safetensors.index.json": lambda p: _read_sharded(p, _read_safetensors),
-    "pytorch_model.bin": _read_bin,
-    "pytorch_model.bin.index.json": lambda p: _read_sharded(p, _read_bin),
+    "model.safetensors": lambda p, e: _read_safetensors(p),
+    "model.safetensors.index.json": lambda p, e: _read_sharded(p, _read_safetensors),
+    "pytorch_model.bin": lambda p, e: _read_bin(p),
+    "pytorch_model.bin.index.json": lambda p, e: _read_sharded(p, _read_bin),
     "tf_model.h5": _read_h5,
 }
 
@@ -103,20 +112,103 @@ def find_weight_file(directory: Path) -> Path:
     )
 
 
-def read_weights(directory: Path) -> tuple[dict[str, torch.Tensor], Path]:
-    """Return every tensor of the checkpoint in `directory` and the file they came from."""
+def read_weights(directory: Path, expected: Expected | None = None) -> tuple[dict[str, torch.Tensor], Path]:
+    """Return every tensor of the checkpoint in `directory` and the file they came from. `expected` (a
+    checkpoint key -> the shape the model's table wants, or None for a key it does not use; see
+    `assign.expected_shapes`) lets a reader that must copy data check shapes first and skip unused tensors."""
     path = find_weight_file(directory)
     try:
-        tensors = READERS[path.name](path)
+        tensors = READERS[path.name](path, expected)
     except ModelLoadError:
         raise
     except Exception as e:  # each format fails in its own way on a corrupt file
+        wanted = _unsafe_global(path) if isinstance(e, pickle.UnpicklingError) else None
+        if wanted is not None:  # weights_only refused to import what the pickle asks for
+            raise UnsafeCheckpointError(
+                f"{path} is refused: its pickle asks to import and call {wanted}, which a weights file never "
+                "needs; coulisse reads .bin files with torch.load(weights_only=True), which runs no code from "
+                "the file. Use the checkpoint's model.safetensors, or, only if you trust its source, convert it "
+                "with transformers' save_pretrained(dir, safe_serialization=True)."
+            ) from e
         # torch's messages run over several lines; the CLI prints one, and the cause stays chained.
-        cause = " ".join(str(e).split())
-        cause = cause if len(cause) <= 200 else cause[:197] + "..."
+        cause = _shorten(_torch_reason(e), 200)
         raise ModelLoadError(
             f"could not read {path} ({type(e).__name__}: {cause}); the file is corrupt or truncated — "
             "download it again."
         ) from e
     log.info("read %d tensors from %s", len(tensors), path)
     return tensors, path
+
+
+def _shorten(text: str, limit: int) -> str:
+    """`text` cut at a word boundary to at most `limit` characters."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 3].rsplit(" ", 1)[0] + "..."
+
+
+# What torch's weights_only unpickler accepts to import: tensor rebuilding and plain containers (its own list
+# is read too where this torch has one).
+SAFE_GLOBAL = re.compile(r"^(torch\.|_codecs\.encode$|collections\.(OrderedDict|Counter)$|"
+                         r"builtins\.(set|frozenset|bytearray|complex)$)")
+
+
+def _is_safe_global(name: str) -> bool:
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        allowed = _get_allowed_globals()
+    except (ImportError, AttributeError):  # a private function: gone in some torch, then the pattern alone
+        allowed = {}
+    return bool(SAFE_GLOBAL.match(name)) or name in allowed
+
+
+def _unsafe_global(path: Path) -> str | None:
+    """The first `module.name` the pickle imports that torch's weights_only unpickler refuses, or None (then
+    the pickle is damaged, not hostile)."""
+    # Not the name in torch's message: torch also names a GLOBAL cut short by a truncated file.
+    return next((g for g in _pickle_globals(path) if not _is_safe_global(g)), None)
+
+
+def _torch_reason(error: Exception) -> str:
+    """The error's reason on one line; for torch's weights_only loader, its reason without the advice around
+    it (re-run with weights_only=False, allowlist globals...)."""
+    text = str(error)
+    if "WeightsUnpickler error:" in text:
+        paragraphs = [p for p in re.split(r"\n\s*\n", text.split("WeightsUnpickler error:", 1)[1]) if p.strip()]
+        text = paragraphs[0].split(". ")[0] if paragraphs else text
+    return " ".join(text.split()) or type(error).__name__
+
+
+def _pickle_globals(path: Path, limit: int = 16 << 20) -> list[str]:
+    """The `module.name`s a pickle imports, read with pickletools (which runs nothing). A zip `.bin` holds its
+    pickle as `<archive>/data.pkl`; a legacy one is several pickles in a row, the state dict's among them."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+                data = archive.read(name)[:limit] if name else b""
+        else:
+            with open(path, "rb") as f:
+                data = f.read(limit)
+    except (OSError, zipfile.BadZipFile):
+        return []
+    found: list[str] = []
+    stream = io.BytesIO(data)
+    for _ in range(8):  # a legacy file: magic number, protocol, system info, then the state dict
+        names: list[str] = []
+        strings: list[str] = []
+        try:
+            for op, arg, _ in pickletools.genops(stream):
+                if op.name in ("GLOBAL", "INST"):
+                    names.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    names.append(f"{strings[-2]}.{strings[-1]}")
+                elif isinstance(arg, str):
+                    strings.append(arg)
+        except Exception:  # noqa: BLE001 - a damaged or truncated pickle: its names cannot be trusted
+            break
+        found += names  # only from a pickle read through to its STOP
+        if stream.tell() >= len(data):
+            break
+    return found

@@ -1,13 +1,14 @@
-"""Corpus jobs: `coulisse classify --input FILE --output FILE` and `coulisse evaluate`.
+"""Corpus jobs: `coulisse classify --input FILE --output FILE`, `coulisse embed --input` and `evaluate`.
 
     formats.py   extensions -> formats, rows, predictions, added column names
     readers.py   CSV/TSV/JSONL/TXT/Parquet/stdin, one row at a time; bad records become error rows
     writers.py   appended CSV/TSV/JSONL, Parquet from durable parts, stdout
     state.py     the commit record that makes --resume exact
     predict.py   chunks through pipe.preprocess / pipe.forward / label_scores; long-text windows
+    embed.py     `embed --input`: chunks through the feature-extraction stages; the .npy output
     runner.py    the resumable loop
     metrics.py, plots.py, report.py, evaluate.py   `coulisse evaluate`
-    command.py   the click side: `classify --input` and the `evaluate` command
+    command.py   the click side: `classify --input`, `embed --input` and the `evaluate` command
 
 Importing this package is cheap: torch, pyarrow and matplotlib load only when a job runs.
 """

@@ -52,6 +52,9 @@ def bound_kernel_cache() -> None:
 # What a resumed job reads from its state record: the record's key -> the `classify` parameter.
 RESUMED = {"input": "input_path", "model": "model", "quantize": "quantize", "column": "column",
            "all_scores": "all_scores", "long_text": "long_text", "stride": "stride", "batch_rows": "batch_rows"}
+# The same for `embed --input`.
+EMBED_RESUMED = {"input": "input_path", "model": "model", "quantize": "quantize", "column": "column",
+                 "batch_rows": "batch_rows", "pooling": "pooling", "normalize": "normalize"}
 
 
 def run_job(ctx: click.Context) -> None:
@@ -61,6 +64,14 @@ def run_job(ctx: click.Context) -> None:
     from coulisse.interfaces.jobs.runner import JobOptions, classify_file
 
     params = dict(ctx.params)
+    if params["output"] not in (None, "-"):
+        from coulisse.interfaces.jobs.lock import OutputLock, check_output_path
+
+        # A folder that is missing or read-only, or another job writing the output, is said first, before
+        # the state record is read and the model resolved; the job takes the lock again for its run.
+        check_output_path(params["output"])
+        with OutputLock(params["output"]):
+            pass
     if params["resume"] and params["output"]:
         params.update(resumed_options(ctx, params))
     if params["model"] is None:
@@ -76,9 +87,6 @@ def run_job(ctx: click.Context) -> None:
              "batch_rows", "model", "quantize")
     job = JobOptions(input=params["input_path"], output=params["output"] or "-",
                      **{name: params[name] for name in names})
-    folder = Path(job.output).absolute().parent
-    if job.output != "-" and not folder.is_dir():
-        raise click.BadParameter(f"{job.output}: the folder {folder} does not exist.", param_hint="--output")
 
     def load():
         return load_pipeline("text-classification", job.model, params["threads"], job.quantize)
@@ -89,7 +97,42 @@ def run_job(ctx: click.Context) -> None:
         click.echo(summary.describe(), err=True)
 
 
-def resumed_options(ctx: click.Context, params: dict) -> dict:
+def run_embed_job(ctx: click.Context) -> None:
+    """`coulisse embed --input FILE [--output FILE]`: the same resumable job (`runner.embed_file`), with a
+    sentence embedding per row; with --resume, the first run's options come from its state record."""
+    bound_kernel_cache()
+    from coulisse.interfaces.jobs.runner import JobOptions, embed_file
+
+    params = dict(ctx.params)
+    if params["output"] not in (None, "-"):
+        from coulisse.interfaces.jobs.lock import OutputLock, check_output_path
+
+        check_output_path(params["output"])  # said before the record is read, as for classify
+        with OutputLock(params["output"]):
+            pass
+    if params["resume"] and params["output"]:
+        params.update(resumed_options(ctx, params, EMBED_RESUMED))
+    if params["input_path"] is None:
+        raise click.UsageError("--output needs --input FILE (TEXT arguments are printed on stdout).")
+    if params["texts"]:
+        raise click.UsageError("give TEXT arguments or --input FILE, not both.")
+    if params["model"] is None:
+        raise click.UsageError("give --model: an encoder (Hub id or folder), or set COULISSE_MODEL.")
+    names = ("column", "resume", "overwrite", "quiet", "progress", "batch_rows", "model", "quantize",
+             "pooling", "normalize")
+    job = JobOptions(input=params["input_path"], output=params["output"] or "-", task="embed",
+                     **{name: params[name] for name in names})
+
+    def load():
+        return load_pipeline("feature-extraction", job.model, params["threads"], job.quantize)
+
+    with stop_on_sigterm():
+        summary = embed_file(job, load)
+    if not job.quiet:
+        click.echo(summary.describe(), err=True)
+
+
+def resumed_options(ctx: click.Context, params: dict, keys: dict[str, str] = RESUMED) -> dict:
     """The options of the run that --resume continues, read from `<output>.coulisse-state.json`.
 
     A value the user set (argument or COULISSE_* variable) that differs from the recorded one is refused
@@ -102,7 +145,7 @@ def resumed_options(ctx: click.Context, params: dict) -> dict:
     if saved is None:
         return {}
     resumed = {}
-    for key, name in RESUMED.items():
+    for key, name in keys.items():
         if key not in saved.key:
             continue
         recorded, given = saved.key[key], params[name]

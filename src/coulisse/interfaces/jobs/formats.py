@@ -12,6 +12,8 @@ STDIO = "-"
 INPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet",
                  ".txt": "txt"}
 OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
+# `embed -i`: vectors need a list column or an array, which CSV and TSV lack.
+EMBED_OUTPUT_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".npy": "npy"}
 EXTENSIONS = {"csv": ".csv", "tsv": ".tsv", "jsonl": ".jsonl", "parquet": ".parquet", "txt": ".txt"}
 
 
@@ -48,6 +50,12 @@ class Added:
     def names(self) -> list[str]:
         return [self.label, self.score, *self.scores.values(), self.error]
 
+    def arrow_fields(self, pa) -> list:
+        """The added columns' Arrow fields, for a Parquet output."""
+        fields = [pa.field(self.label, pa.string()), pa.field(self.score, pa.float64())]
+        fields += [pa.field(c, pa.float64()) for c in self.scores.values()]
+        return [*fields, pa.field(self.error, pa.string())]
+
 
 def input_format(path: str) -> str:
     if path == STDIO:
@@ -59,14 +67,16 @@ def input_format(path: str) -> str:
     return INPUT_FORMATS[suffix]
 
 
-def output_format(path: str) -> str:
+def output_format(path: str, task: str = "classify") -> str:
     if path == STDIO:
         return "jsonl"
     suffix = Path(path).suffix.lower()
-    if suffix not in OUTPUT_FORMATS:
-        raise InputError(f"cannot write {path!r}: unknown extension {suffix or '(none)'}; "
-                         f"use one of {', '.join(sorted(OUTPUT_FORMATS))}, or '-' for JSONL on stdout.")
-    return OUTPUT_FORMATS[suffix]
+    formats = EMBED_OUTPUT_FORMATS if task == "embed" else OUTPUT_FORMATS
+    if suffix not in formats:
+        raise InputError(f"cannot write {path!r}: unknown extension {suffix or '(none)'}"
+                         f"{' for embeddings' if task == 'embed' else ''}; use one of "
+                         f"{', '.join(sorted(formats))}, or '-' for JSONL on stdout.")
+    return formats[suffix]
 
 
 def require(module: str, what: str):

@@ -79,7 +79,47 @@ def average_logits(logits: list[np.ndarray], owners: list[int], count: int) -> l
     return [(s / c).astype(np.float32) for s, c in zip(sums, counts, strict=True)]  # type: ignore[operator]
 
 
-class Predictor:
+class RowModel:
+    """Rows -> one result per row, through `_predict(texts)`; `result` is the result type, which takes `error=`.
+    Shared by the classifier (`Predictor`) and the embedder (`jobs/embed.py`)."""
+
+    result: type = Prediction
+
+    def __call__(self, rows: list[Row]) -> list:
+        """One result per row. A chunk the tokenizer or engine fails on is retried row by row, so that
+        only the rows that fail themselves become error rows: one poison row never takes down its chunk."""
+        todo = [i for i, r in enumerate(rows) if r.error is None]
+        preds = [self.result(error=r.error) for r in rows]
+        if not todo:
+            return preds
+        try:
+            done = self._predict([rows[i].text for i in todo])
+        except InputError:
+            raise  # a wrong option (window size, stride): every row would fail alike
+        except Exception as e:  # noqa: BLE001 (isolated below, one row at a time)
+            if len(todo) == 1:
+                done = [_failed(rows[todo[0]], e, self.result)]
+            else:
+                log.warning("a chunk of %d rows failed (%s: %s); retrying it row by row", len(todo),
+                            type(e).__name__, e)
+                done = [self._one(rows[i]) for i in todo]
+        for i, pred in zip(todo, done, strict=True):
+            preds[i] = pred
+        return preds
+
+    def _one(self, row: Row):
+        try:
+            return self._predict([row.text])[0]
+        except InputError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            return _failed(row, e, self.result)
+
+    def _predict(self, texts: list[str]) -> list:
+        raise NotImplementedError
+
+
+class Predictor(RowModel):
     def __init__(self, pipe, long_text: str = "truncate", stride: int | None = None):
         if long_text not in LONG_TEXT:
             raise InputError(f"--long-text {long_text!r}; use one of {', '.join(LONG_TEXT)}.")
@@ -103,36 +143,6 @@ class Predictor:
                                 self.stride)
         return average_logits(self.pipe.forward(windows.items), windows.owners, len(texts))
 
-    def __call__(self, rows: list[Row]) -> list[Prediction]:
-        """One prediction per row. A chunk the tokenizer or engine fails on is retried row by row, so that
-        only the rows that fail themselves become error rows: one poison row never takes down its chunk."""
-        todo = [i for i, r in enumerate(rows) if r.error is None]
-        preds = [Prediction(error=r.error) for r in rows]
-        if not todo:
-            return preds
-        try:
-            done = self._predict([rows[i].text for i in todo])
-        except InputError:
-            raise  # a wrong option (window size, stride): every row would fail alike
-        except Exception as e:  # noqa: BLE001 (isolated below, one row at a time)
-            if len(todo) == 1:
-                done = [_failed(rows[todo[0]], e)]
-            else:
-                log.warning("a chunk of %d rows failed (%s: %s); retrying it row by row", len(todo),
-                            type(e).__name__, e)
-                done = [self._one(rows[i]) for i in todo]
-        for i, pred in zip(todo, done, strict=True):
-            preds[i] = pred
-        return preds
-
-    def _one(self, row: Row) -> Prediction:
-        try:
-            return self._predict([row.text])[0]
-        except InputError:
-            raise
-        except Exception as e:  # noqa: BLE001
-            return _failed(row, e)
-
     def _predict(self, texts: list[str]) -> list[Prediction]:
         logits = np.stack(self.logits(texts))
         preds = []
@@ -143,6 +153,6 @@ class Predictor:
         return preds
 
 
-def _failed(row: Row, error: Exception) -> Prediction:
+def _failed(row: Row, error: Exception, result: type = Prediction):
     log.warning("%s: the model failed on this row (%s: %s)", row.where, type(error).__name__, error)
-    return Prediction(error=f"{row.where}: the model failed on this row ({type(error).__name__}: {error})")
+    return result(error=f"{row.where}: the model failed on this row ({type(error).__name__}: {error})")

@@ -20,7 +20,7 @@ def wanted(quiet: bool, force: bool | None) -> bool:
 
 
 class Progress:
-    def __init__(self, reader, quiet: bool = False, force: bool | None = None):
+    def __init__(self, reader, quiet: bool = False, force: bool | None = None, desc: str = "classify"):
         self.reader = reader
         self.bar = None
         self.rows = 0
@@ -37,7 +37,7 @@ class Progress:
         fmt = "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]"
         if reader.total is None:
             fmt = "{desc}: [{elapsed}{postfix}]"
-        self.bar = tqdm(total=reader.total, file=sys.stderr, desc="classify", bar_format=fmt,
+        self.bar = tqdm(total=reader.total, file=sys.stderr, desc=desc, bar_format=fmt,
                         mininterval=0.5, dynamic_ncols=True, postfix=count(0, "row"))
 
     def update(self, rows: int) -> None:

@@ -3,12 +3,17 @@
 A bad record never stops a job: invalid UTF-8, a malformed CSV or JSON line, a missing, null or blank
 text all become rows with an `error` that names the line. Files are read as bytes and decoded line by
 line so that an encoding error can be reported where it is; memory stays bounded by one record.
+
+The bytes read are hashed as they are read (`Reader.fingerprint`: what a resume compares, see `state.py`),
+and `Reader.check_unchanged` tells whether the file was rewritten, truncated, appended to or replaced
+since it was opened: the job calls it after reading each chunk, before committing it.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import itertools
 import json
 import os
@@ -18,6 +23,7 @@ from typing import Any, BinaryIO
 
 from coulisse.errors import InputError
 from coulisse.interfaces.jobs.formats import STDIO, Row, input_format, require
+from coulisse.interfaces.jobs.state import sha256_file
 from coulisse.tokenizer import unicode_problem
 
 PEEK_ROWS = 1000  # rows read ahead, at most, to find the columns of a JSONL file
@@ -25,13 +31,19 @@ PEEK_ROWS = 1000  # rows read ahead, at most, to find the columns of a JSONL fil
 CSV_FIELD_LIMIT = 64 * 1024 * 1024
 
 
+class InputChangedError(InputError):
+    """The input file changed while a job was reading it."""
+
+
 class Lines:
-    """Decoded lines of a byte stream, counted; invalid UTF-8 is replaced and remembered by line number."""
+    """Decoded lines of a byte stream, counted and hashed; invalid UTF-8 is replaced and remembered by line
+    number."""
 
     def __init__(self, raw: Iterable[bytes]):
         self.raw = iter(raw)
         self.line = 0
         self.position = 0
+        self.sha256 = hashlib.sha256()  # of the `position` bytes read so far
         self.bad: dict[int, str] = {}
 
     def __iter__(self) -> Iterator[str]:
@@ -41,6 +53,7 @@ class Lines:
         raw = next(self.raw)
         self.line += 1
         self.position += len(raw)
+        self.sha256.update(raw)
         if self.line == 1 and raw.startswith(codecs.BOM_UTF8):
             raw = raw[len(codecs.BOM_UTF8):]
         try:
@@ -211,6 +224,8 @@ class Reader:
         self.path = path
         self.format = input_format(path)
         self._stream: BinaryIO | None = None
+        self._opened: os.stat_result | None = None  # the file as opened: what check_unchanged compares
+        self._whole: dict | None = None
         self.source = self._open(batch_rows, stdin)
         self._rows = iter(self.source)
         self._peeked = self._peek() if isinstance(self.source, (JsonlSource, CsvSource)) else []
@@ -219,14 +234,19 @@ class Reader:
         self.text_column = pick_column(column, self.columns, self.source.string_columns, path)
 
     def _open(self, batch_rows: int, stdin: BinaryIO | None):
-        if self.format == "parquet":
-            return ParquetSource(self.path, batch_rows)
         if self.format == "stdin":
             return _stdin_source(stdin or sys.stdin.buffer)
+        if self.format == "parquet":
+            try:
+                self._opened = os.stat(self.path)
+            except OSError as e:
+                raise InputError(f"cannot read {self.path!r}: {e.strerror}.") from None
+            return ParquetSource(self.path, batch_rows)
         try:
             self._stream = open(self.path, "rb")  # noqa: SIM115 (closed by close())
         except OSError as e:
             raise InputError(f"cannot read {self.path!r}: {e.strerror}.") from None
+        self._opened = os.fstat(self._stream.fileno())
         lines = Lines(self._stream)
         if self.format in ("csv", "tsv"):
             return CsvSource(lines, "," if self.format == "csv" else "\t", self.path)
@@ -256,6 +276,38 @@ class Reader:
     def rows(self) -> Iterator[Row]:
         for row in itertools.chain(self._peeked, self._rows):
             yield self._check_text(row)
+
+    def fingerprint(self) -> dict:
+        """The input read so far: {"bytes": n, "sha256": hex of those n bytes}. A Parquet file, read by row
+        groups rather than in order, is hashed whole, once ("whole": true)."""
+        if isinstance(self.source, ParquetSource):
+            if self._whole is None:
+                self._whole = {"bytes": self._opened.st_size, "sha256": sha256_file(self.path), "whole": True}
+                self.check_unchanged()  # the bytes hashed are the bytes opened
+            return self._whole
+        lines = self.source.lines
+        return {"bytes": lines.position, "sha256": lines.sha256.hexdigest()}
+
+    def check_unchanged(self) -> None:
+        """Raise InputChangedError if the file at the input's path is not the one opened, unchanged: same
+        device, inode, size, mtime and ctime (which no user can set back). stdin is not checked."""
+        if self._opened is None:
+            return
+        try:
+            now = os.stat(self.path)
+        except OSError as e:
+            raise InputChangedError(f"the input {self.path} changed while the job read it: it is gone "
+                                    f"({e.strerror}).") from None
+        was = self._opened
+        if (now.st_dev, now.st_ino) != (was.st_dev, was.st_ino):
+            what = "it was replaced by another file"
+        elif now.st_size != was.st_size:
+            what = f"its size went from {was.st_size:,} to {now.st_size:,} bytes"
+        elif (now.st_mtime_ns, now.st_ctime_ns) != (was.st_mtime_ns, was.st_ctime_ns):
+            what = "it was modified (its mtime or ctime moved)"
+        else:
+            return
+        raise InputChangedError(f"the input {self.path} changed while the job read it: {what}.")
 
     def _check_text(self, row: Row) -> Row:
         if row.error is not None:

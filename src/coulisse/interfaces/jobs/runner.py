@@ -4,28 +4,35 @@ Exactness of `--resume`: the state record (see `state.py`) holds the number of i
 is durable and the output position that ends them. A resumed run cuts the output back to that position,
 skips that many input rows, and goes on with the same chunk size, so every chunk is the same set of rows
 as in an uninterrupted run; the engine's results depend only on a chunk's rows, hence the same bytes.
-The input's size and mtime, the text column and every option that changes the output are part of the
-record and must match.
+The record also fingerprints the job (the input's bytes read, the model's files, every option that
+changes results; see `state.py`): a resume that differs in any of them is refused before the model loads
+where it can be. The output is locked for the whole job (`lock.py`), and the input is checked after each
+chunk is read: a file rewritten, truncated or appended to under the job stops it before that chunk is
+committed. A write that fails (a full disk) stops it too, with what was committed kept for --resume.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import itertools
+import json
 import logging
-import os
 import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from coulisse.errors import CoulisseError, InputError
 from coulisse.interfaces.formatting import count, duration
 from coulisse.interfaces.jobs import state as job_state
 from coulisse.interfaces.jobs.formats import STDIO, Added, Prediction, Row, output_format
+from coulisse.interfaces.jobs.lock import OutputError, OutputLock, check_output_path
 from coulisse.interfaces.jobs.predict import Predictor
 from coulisse.interfaces.jobs.progress import Progress
-from coulisse.interfaces.jobs.readers import Reader
+from coulisse.interfaces.jobs.readers import InputChangedError, Reader
 from coulisse.interfaces.jobs.writers import make_sink
 
 log = logging.getLogger(__name__)
@@ -59,6 +66,9 @@ class JobOptions:
     batch_rows: int = DEFAULT_BATCH_ROWS
     model: str = ""  # recorded in the resume key
     quantize: str = "none"  # recorded in the resume key: int8 changes the scores
+    task: str = "classify"  # or "embed" (`embed_file`): a sentence embedding per row instead of labels
+    pooling: str = "auto"  # embed: the feature-extraction pipeline's pooling and normalize options
+    normalize: bool | None = None
 
 
 @dataclass
@@ -69,6 +79,7 @@ class Summary:
     errored: int = 0
     truncated: int = 0
     resumed_from: int = 0
+    verb: str = "classified"
     seconds: float = 0.0  # this run's chunk loop (read, classify, commit, finish): what the rate divides
     load_seconds: float = 0.0  # loading the model, before the loop
 
@@ -78,9 +89,10 @@ class Summary:
         return done / self.seconds if self.seconds > 0 else 0.0
 
     def describe(self) -> str:
-        text = f"{count(self.classified, 'row')} classified, {self.errored:,} errored"
+        text = f"{count(self.classified, 'row')} {self.verb}, {self.errored:,} errored"
         if self.errored:
-            text += " (see the error column)"
+            npy = self.output.lower().endswith(".npy")  # no columns: the errors file beside it lists them
+            text += f" (see {Path(self.output).name}.errors.jsonl)" if npy else " (see the error column)"
         if self.resumed_from:
             text += f"; resumed after {count(self.resumed_from, 'row')}"
         done = self.rows - self.resumed_from
@@ -88,8 +100,9 @@ class Summary:
         text += f", after {duration(self.load_seconds)} loading the model)" if self.load_seconds else ")"
         if self.truncated:
             text += (f". {count(self.truncated, 'text')} reached the model's token limit and "
-                     f"{'was' if self.truncated == 1 else 'were'} truncated (--long-text chunk reads "
-                     f"{'it' if self.truncated == 1 else 'them'} whole)")
+                     f"{'was' if self.truncated == 1 else 'were'} truncated")
+            if self.verb == "classified":
+                text += f" (--long-text chunk reads {'it' if self.truncated == 1 else 'them'} whole)"
         return text + (f" -> {self.output}" if self.output != STDIO else "")
 
 
@@ -128,18 +141,24 @@ def prepare_output(options: JobOptions) -> job_state.JobState | None:
     return None
 
 
-def input_identity(path: str) -> dict:
-    if path == STDIO:
-        return {"input": STDIO}
-    stat = os.stat(path)
-    return {"input": str(Path(path).absolute()), "input_size": stat.st_size,
-            "input_mtime_ns": stat.st_mtime_ns}
-
-
 def job_key(options: JobOptions, reader: Reader, out_format: str) -> dict:
-    return {**input_identity(options.input), "column": reader.text_column, "format": out_format,
-            "all_scores": options.all_scores, "long_text": options.long_text, "stride": options.stride,
-            "batch_rows": options.batch_rows, "model": options.model, "quantize": options.quantize}
+    """The options as given (the input's content is compared apart, by hash)."""
+    source = options.input if options.input == STDIO else str(Path(options.input).absolute())
+    key = {"input": source, "column": reader.text_column, "format": out_format,
+           "all_scores": options.all_scores, "long_text": options.long_text, "stride": options.stride,
+           "batch_rows": options.batch_rows, "model": options.model, "quantize": options.quantize}
+    if options.task == "embed":
+        key.update(task="embed", pooling=options.pooling, normalize=options.normalize)
+    return key
+
+
+def engine_key(pipe) -> dict:
+    """What the loaded pipeline chose that changes results, whoever built it (the CLI or a caller)."""
+    preparation = getattr(pipe, "preparation", None)
+    options = json.loads(json.dumps(getattr(pipe, "defaults", {}), sort_keys=True, default=repr))
+    return {"dtype": str(pipe.dtype).removeprefix("torch."), "device": str(pipe.device),
+            "quantization": getattr(preparation, "quantize", None),
+            "max_length": pipe.tokenizer.model_max_length, "task_options": options}
 
 
 def chunks(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
@@ -157,57 +176,166 @@ def classify_file(options: JobOptions, load_pipe: Callable[[], object], *, on_ch
                   stdin=None) -> Summary:
     """Run one corpus job; see the module's docstring for what `--resume` guarantees.
 
-    Everything that can be checked without the model (options, the output, the input's columns) is
+    Everything that can be checked without the model (options, the output and its lock, the input's
+    columns; on a resume, the recorded options, the input's committed bytes and the model's files) is
     checked before `load_pipe` is called.
     """
-    saved = prepare_output(options)
-    out_format = output_format(options.output)
+    check_options(options)
+    out_format = output_format(options.output, options.task)
     with Reader(options.input, options.column, options.batch_rows, stdin) as reader:
         if on_open is not None:
-            on_open(reader)
-        loading = time.perf_counter()
-        pipe = load_pipe()
-        loaded = time.perf_counter() - loading
-        predictor = Predictor(pipe, options.long_text, options.stride)
-        added = Added.for_columns(reader.columns, predictor.labels, options.all_scores)
-        sink = make_sink(options.output, out_format, reader.columns, added, reader.schema)
-        current = job_state.JobState(key=job_key(options, reader, out_format))
-        if saved is not None:
-            job_state.check_key(saved.key, current.key, options.output)
-            current = saved
-        elif options.output != STDIO:
-            sink.remove()
-            job_state.save(job_state.state_path(options.output), current)
-        rows = itertools.islice(reader.rows(), current.rows, None)
-        summary = _loop(options, reader, sink, predictor, current,
-                        rows_filter(rows) if rows_filter else rows, on_chunk)
+            on_open(reader)  # evaluate creates the output's folder here, once the input is known good
+        if options.output != STDIO:
+            check_output_path(options.output)
+        with OutputLock(options.output):
+            return _run(options, reader, out_format, load_pipe, on_chunk, rows_filter)
+
+
+def _run(options, reader, out_format, load_pipe, on_chunk, rows_filter) -> Summary:
+    saved = prepare_output(options)
+    key = job_key(options, reader, out_format)
+    rows = reader.rows()
+    model = None
+    if saved is not None:
+        job_state.check_key(saved.key, key, options.output)
+        for _ in itertools.islice(rows, saved.rows):  # read again through the hash
+            pass
+        job_state.check_input(saved.input, reader.fingerprint(), saved.rows, options.output)
+        if options.model:
+            model = _model_fingerprint(_resolve(options.model))
+            job_state.check_model(saved.model, model[1], options.output)
+    loading = time.perf_counter()
+    pipe = load_pipe()
+    loaded = time.perf_counter() - loading
+    predictor, added = _row_model(pipe, options, reader)
+    sink = make_sink(options.output, out_format, reader.columns, added, reader.schema)
+    current = job_state.JobState(key=key)
+    if options.output != STDIO:
+        current = _fingerprinted(options, saved, current, pipe, model, reader, sink, predictor)
+    summary = _loop(options, reader, sink, predictor, current, rows_filter(rows) if rows_filter else rows,
+                    on_chunk)
     summary.load_seconds = loaded
     return summary
 
 
+def _row_model(pipe, options: JobOptions, reader: Reader):
+    """What turns a chunk of rows into results, and the names of the columns it adds."""
+    if options.task == "embed":
+        from coulisse.interfaces.jobs.embed import EmbedColumns, Embedder
+
+        embedder = Embedder(pipe, options.pooling, options.normalize)
+        return embedder, EmbedColumns.for_columns(reader.columns, embedder.dim)
+    predictor = Predictor(pipe, options.long_text, options.stride)
+    return predictor, Added.for_columns(reader.columns, predictor.labels, options.all_scores)
+
+
+def embed_file(options: JobOptions, load_pipe: Callable[[], object], **kwargs) -> Summary:
+    """`coulisse embed -i`: the same resumable job, with a sentence embedding per row (`jobs/embed.py`);
+    `load_pipe` gives a feature-extraction pipeline. Keywords as `classify_file`'s."""
+    return classify_file(replace(options, task="embed"), load_pipe, **kwargs)
+
+
+def _resolve(model: str) -> Path:
+    from coulisse.hub import resolve_model
+
+    return resolve_model(model)
+
+
+def _model_fingerprint(directory: Path) -> tuple[Path, dict[str, str]]:
+    started = time.perf_counter()
+    files = job_state.model_fingerprint(directory)
+    log.info("hashed the model's %d files in %.2f s", len(files), time.perf_counter() - started)
+    return directory, files
+
+
+def _fingerprinted(options, saved, current, pipe, model, reader, sink, predictor) -> job_state.JobState:
+    """The loaded pipeline's side of the fingerprint: checked against a resumed record, or recorded."""
+    directory = Path(pipe.checkpoint.directory)
+    if model is None or model[0] != directory:
+        model = _model_fingerprint(directory)
+    current.model, current.engine = model[1], engine_key(pipe)
+    if hasattr(predictor, "fingerprint"):
+        current.engine.update(predictor.fingerprint())
+    if saved is not None:
+        job_state.check_model(saved.model, current.model, options.output)
+        job_state.check_key(saved.engine, current.engine, options.output)
+        return saved
+    current.input = reader.fingerprint()
+    with _writing(options.output, 0):
+        sink.remove()
+        job_state.save(job_state.state_path(options.output), current)
+    return current
+
+
+@contextmanager
+def _writing(output: str, committed: int):
+    """A failed write (ENOSPC, EIO, EFBIG...) stops the job in one line; what was committed stays."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno == errno.EPIPE:
+            raise  # stdout closed by its reader (`| head`): click exits quietly
+        name = errno.errorcode.get(e.errno, "") if e.errno else ""
+        cause = f"{e.strerror} ({name})" if e.strerror and name else " ".join(str(e).split())
+        if output == STDIO:
+            raise OutputError(f"cannot write to stdout: {cause}; {count(committed, 'row')} were written.") \
+                from None
+        with contextlib.suppress(CoulisseError):  # the record on disk is what --resume will find
+            recorded = job_state.load(job_state.state_path(output))
+            committed = recorded.rows if recorded is not None else 0
+        kept = (f"the {count(committed, 'row')} committed before are kept: free some space (or fix the cause) "
+                "and rerun with --resume" if committed else "no row was committed: fix the cause and rerun")
+        raise OutputError(f"cannot write {output}: {cause}; {kept}.") from None
+
+
+def checked_chunks(reader: Reader, rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
+    """Chunks of rows, each read from an input that has not changed since it was opened."""
+    it = chunks(rows, size)
+    while True:
+        try:
+            chunk = next(it)
+        except StopIteration:
+            return
+        except Exception:
+            reader.check_unchanged()  # a reader failing on a file rewritten under it: say that instead
+            raise
+        reader.check_unchanged()
+        yield chunk
+
+
 def _loop(options, reader, sink, predictor, current, rows, on_chunk) -> Summary:
-    summary = Summary(options.output, resumed_from=current.rows)
+    embed = options.task == "embed"
+    summary = Summary(options.output, resumed_from=current.rows, verb="embedded" if embed else "classified")
     path = job_state.state_path(options.output) if options.output != STDIO else None
-    progress = Progress(reader, options.quiet, options.progress)
+    progress = Progress(reader, options.quiet, options.progress, "embed" if embed else "classify")
     start = time.perf_counter()
     written = current.rows  # rows on stdout, which has no record
     try:
-        sink.open(current.position)
-        for chunk in chunks(rows, options.batch_rows):
+        with _writing(options.output, current.rows):
+            sink.open(current.position)
+        for chunk in checked_chunks(reader, rows, options.batch_rows):
             preds = predictor(chunk)
-            current.position = sink.commit(chunk, preds)
-            _count(current, preds, predictor)
-            if path is not None:
-                job_state.save(path, current)
+            with _writing(options.output, written):
+                current.position = sink.commit(chunk, preds)
+                _count(current, preds, predictor)
+                if path is not None:
+                    current.input = reader.fingerprint()
+                    job_state.save(path, current)
             written = current.rows
             if on_chunk is not None:
                 on_chunk(chunk, preds)
             progress.update(len(chunk))
-        sink.finish()
+        with _writing(options.output, written):
+            sink.finish()
     except KeyboardInterrupt as stop:
         raise _interrupted(options.output, path, written, getattr(stop, "signum", signal.SIGINT)) from None
+    except InputChangedError as e:
+        where = f"committed to {options.output} are kept: --resume goes on after them if the bytes they came " \
+                "from are unchanged, --overwrite starts over" if path is not None else "written to stdout"
+        raise InputChangedError(f"{e} The job stopped; the {count(written, 'row')} {where}.") from None
     finally:
         progress.close()
+        sink.close()
     if path is not None:
         job_state.remove(path)
     summary.seconds = time.perf_counter() - start

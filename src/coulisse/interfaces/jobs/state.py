@@ -5,10 +5,29 @@ A chunk is committed in two steps: its bytes are appended to the output and fsyn
 fsync of the folder). Whatever kills the process, the record therefore never points past durable
 output; anything in the output beyond it is an uncommitted tail (possibly a half-written line) that
 `--resume` cuts before going on. The record is removed once the job has finished.
+
+The record is also the job's fingerprint, so that a resume is the same job; any difference refuses the
+resume in one line that names it:
+
+- the **input by content**: the number of input bytes read when the chunk was committed and the sha256 of
+  exactly those bytes, hashed as the reader reads them (no second read). A resume skips the committed rows
+  before the model loads, which reads the same prefix again through the same hash, and compares. Chosen
+  over size + mtime + a hash of head and tail because those accept a different file with the same size,
+  mtime and ends (a same-size rewrite whose mtime was restored, a middle row changed), while a prefix
+  hash accepts exactly the inputs whose committed rows are the same bytes: a file that only grew (a log
+  appended to) resumes, and works from stdin too. Parquet, read by row groups rather than bytes, is
+  hashed whole when the job starts (one extra read of a compressed file).
+- the **model by content**: the sha256 of config.json, the tokenizer files and the weight files a load
+  reads (`coulisse.checkpoint.model_files`), not the path. About 0.4 s for a 440 MB model.
+- every **option that changes results**: the text column, output format, `--all-scores`, `--long-text`,
+  `--stride`, `--batch-rows` (chunks), `--model` and `--quantize` as given (`key`, which the CLI reads back;
+  for `embed --input` also `--pooling` and `--normalize`), and what the loaded pipeline chose: dtype, device,
+  quantization, token limit, task options, the pooling `auto` resolved to (`engine`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -17,17 +36,26 @@ from typing import Any
 
 from coulisse.errors import InputError
 
-VERSION = 1
+VERSION = 2
+HASH_BLOCK = 1 << 20
+SHOWN = 12  # hex digits of a hash shown in a message
+
+
+class ResumeMismatchError(InputError):
+    """A resume would mix rows of two different jobs: the input, the model or an option changed."""
 
 
 @dataclass
 class JobState:
     rows: int = 0  # input rows committed (error rows included)
-    position: int = 0  # output bytes committed (CSV/TSV/JSONL) or Parquet parts committed
+    position: int | list[int] = 0  # output bytes (CSV/TSV/JSONL), Parquet parts, or [.npy, errors] bytes
     classified: int = 0
     errored: int = 0
     truncated: int = 0
-    key: dict[str, Any] = field(default_factory=dict)  # what must not change between a run and its resume
+    key: dict[str, Any] = field(default_factory=dict)  # options as given: what --resume reads back
+    input: dict[str, Any] = field(default_factory=dict)  # {"bytes": n, "sha256": hex} of the input read
+    model: dict[str, str] = field(default_factory=dict)  # model file (relative to its folder) -> sha256
+    engine: dict[str, Any] = field(default_factory=dict)  # what the loaded pipeline chose
     version: int = VERSION
 
 
@@ -70,20 +98,88 @@ def load(path: Path) -> JobState | None:
     except (OSError, ValueError) as e:
         raise InputError(f"cannot read the resume state {path}: {e}; pass --overwrite to start over.") \
             from None
-    if data.get("version") != VERSION:
+    if not isinstance(data, dict) or data.get("version") != VERSION:
         raise InputError(f"{path} was written by another coulisse version; pass --overwrite to start over.")
-    return JobState(**data)
-
-
-def check_key(saved: dict[str, Any], current: dict[str, Any], output: str) -> None:
-    """A resume must see the same input and options, or its rows would not line up with the first run's."""
-    changed = [k for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
-    if changed:
-        details = "; ".join(f"{k}: was {saved.get(k)!r}, now {current.get(k)!r}" for k in changed)
-        raise InputError(f"cannot resume {output}: {details}. Rerun with the first run's input and options, "
-                         "or pass --overwrite to start over.")
+    try:
+        return JobState(**data)
+    except TypeError:
+        raise InputError(f"{path} is not a coulisse resume state; pass --overwrite to start over.") from None
 
 
 def remove(path: Path) -> None:
     for p in (path, path.with_name(path.name + ".tmp")):
         p.unlink(missing_ok=True)
+
+
+# -- fingerprints ----------------------------------------------------------------------------------------
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_fingerprint(directory: Path) -> dict[str, str]:
+    """sha256 of every file a load reads from the model folder, by name relative to it."""
+    from coulisse.checkpoint import model_files
+
+    return {p.relative_to(directory).as_posix(): sha256_file(p) for p in model_files(directory)}
+
+
+# -- comparisons: each refusal is one line that names what changed ----------------------------------------
+
+OPTION_NAMES = {"input": "--input", "column": "the text column (--column)", "format": "the output format",
+                "all_scores": "--all-scores", "long_text": "--long-text", "stride": "--stride",
+                "batch_rows": "--batch-rows", "model": "--model", "quantize": "--quantize",
+                "dtype": "the dtype", "device": "the device", "quantization": "the quantization",
+                "max_length": "the token limit (model_max_length)", "task_options": "the pipeline's task options",
+                "task": "the command (classify or embed)", "pooling": "--pooling", "normalize": "--normalize",
+                "sentence": "the pooling the model folder sets (modules.json, 1_Pooling)"}
+
+
+def refuse(output: str, what: str) -> ResumeMismatchError:
+    return ResumeMismatchError(f"cannot resume {output}: {what}; the rows already written were computed "
+                               "with the first run's. Rerun with the first run's input, model and options, "
+                               "or pass --overwrite to start over.")
+
+
+def check_key(saved: dict[str, Any], current: dict[str, Any], output: str) -> None:
+    """Options (`key`) or pipeline choices (`engine`): a resume must see the same, or its rows would not
+    line up with the first run's."""
+    changed = [k for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
+    if changed:
+        raise refuse(output, "; ".join(f"{OPTION_NAMES.get(k, k)} changed (was {saved.get(k)!r}, now "
+                                       f"{current.get(k)!r})" for k in changed))
+
+
+def check_input(saved: dict[str, Any], current: dict[str, Any], rows: int, output: str) -> None:
+    if saved == current:
+        return
+    if saved.get("whole"):
+        what = (f"the input changed (the first run's file had {saved['bytes']:,} bytes with sha256 "
+                f"{saved['sha256'][:SHOWN]}…, this one {current['bytes']:,} bytes with sha256 "
+                f"{current['sha256'][:SHOWN]}…)")
+    else:
+        what = (f"the input changed under the {rows:,} rows already written (the first run read them from "
+                f"{saved['bytes']:,} bytes with sha256 {saved['sha256'][:SHOWN]}…, this input gives "
+                f"{current['bytes']:,} bytes with sha256 {current['sha256'][:SHOWN]}…)")
+    raise refuse(output, what)
+
+
+def check_model(saved: dict[str, str], current: dict[str, str], output: str) -> None:
+    changes = []
+    for name in sorted(set(saved) | set(current)):
+        was, now = saved.get(name), current.get(name)
+        if was == now:
+            continue
+        if was is None:
+            changes.append(f"{name}: added")
+        elif now is None:
+            changes.append(f"{name}: gone")
+        else:
+            changes.append(f"{name}: sha256 {was[:SHOWN]}… → {now[:SHOWN]}…")
+    if changes:
+        raise refuse(output, f"the model's files changed ({', '.join(changes)})")

@@ -7,6 +7,7 @@ footer comes last), so each chunk is a durable part file in `<output>.parts/` (p
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -126,6 +127,14 @@ class FileSink:
         if self.file is not None:
             self.file.close()
 
+    def close(self) -> None:
+        """Whatever happened: close without raising. After a failed write (a full disk), the bytes still
+        buffered are an uncommitted tail that --resume cuts; flushing them again at garbage collection
+        would only print the same error a second time."""
+        if self.file is not None:
+            with contextlib.suppress(OSError):
+                self.file.close()
+
     def exists(self) -> bool:
         return self.path.exists() and self.path.stat().st_size > 0
 
@@ -152,6 +161,9 @@ class StdoutSink(FileSink):
 
     def finish(self) -> None:
         self.file.flush()
+
+    def close(self) -> None:
+        pass  # stdout is not ours to close
 
     def exists(self) -> bool:
         return False
@@ -201,10 +213,7 @@ class ParquetSink:
             for c in self.names:
                 kind = inferred.field(c).type if inferred is not None else pa.null()
                 carried.append(pa.field(c, pa.string() if pa.types.is_null(kind) else kind))
-        added = [pa.field(self.added.label, pa.string()), pa.field(self.added.score, pa.float64())]
-        added += [pa.field(c, pa.float64()) for c in self.added.scores.values()]
-        added.append(pa.field(self.added.error, pa.string()))
-        return pa.schema(carried + added)
+        return pa.schema(carried + self.added.arrow_fields(pa))
 
     def commit(self, rows: list[Row], preds: list[Prediction]) -> int:
         records = [{**{n: r.values.get(c) for c, n in zip(self.columns, self.names, strict=True)},
@@ -241,6 +250,9 @@ class ParquetSink:
         fsync_dir(self.path.absolute().parent)
         shutil.rmtree(self.parts)
 
+    def close(self) -> None:
+        pass  # parts are written whole, each in its own call
+
     def exists(self) -> bool:
         return self.parts.exists() or (self.path.exists() and self.path.stat().st_size > 0)
 
@@ -255,4 +267,8 @@ def make_sink(path: str, fmt: str, columns: list[str], added: Added, schema=None
         return StdoutSink(Encoder("jsonl", columns, added))
     if fmt == "parquet":
         return ParquetSink(path, columns, added, schema)
+    if fmt == "npy":
+        from coulisse.interfaces.jobs.embed import NpySink
+
+        return NpySink(path, added)
     return FileSink(path, Encoder(fmt, columns, added))

@@ -1,8 +1,11 @@
 """`coulisse serve`: text-embeddings-inference's HTTP API over a coulisse pipeline, with dynamic batching.
 
-Layers, as in TEI: `app` (HTTP routes, auth, limits) -> `service` (tokenize, queue, post-process)
--> `batching` (one task owns the queue; one worker thread runs the engine). `errors` maps every
-failure to a status in one table; `metrics` renders Prometheus text; `command` is the CLI.
+Layers, as in TEI: `app` (HTTP routes, limits) -> `service` (tokenize, queue, post-process)
+-> `batching` (one task owns the queue; one worker thread runs the engine). Below the routes,
+against hostile clients: `protocol` (uvicorn's h11 with head deadlines, a connection cap, JSON parser
+errors) and `guard` (ASGI: the key before the body, body size and deadline, HEAD, shutdown answers).
+`errors` maps every failure to a status in one table; `metrics` renders Prometheus text; `routing` serves
+several models in one process (a route prefix, X-Model or OpenAI's `model` picks one); `command` is the CLI.
 
     from coulisse import pipeline
     from coulisse.interfaces.server import ServerSettings, create_app

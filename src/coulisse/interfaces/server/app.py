@@ -2,7 +2,12 @@
 
     POST /predict   classifiers: labels and scores      GET /health   200 once the batcher runs
     POST /embed     feature extraction: pooled vectors  GET /info     model and limits
-    GET /metrics    Prometheus text                     GET /docs     OpenAPI UI (/openapi.json)
+    GET /metrics    Prometheus text                     GET /docs     OpenAPI UI (/openapi.json), offline
+
+TEI's other routes are tei_routes.py's, OpenAI's /v1/embeddings openai_routes.py's, `POST /` (TEI's and
+the Inference API's) inference_api.py's.
+
+Every GET route answers HEAD too; the key, body limits and shutdown answers are `guard.Guard`'s.
 
 `create_app(pipe, settings)` builds it; `coulisse serve` runs it on uvicorn.
 """
@@ -23,55 +28,26 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from coulisse import __version__
-from coulisse.interfaces.server.errors import ServerError, error_response, install_handlers, openapi_responses
+from coulisse.interfaces.server.docs import add_offline_docs, document_request_limits
+from coulisse.interfaces.server.errors import ServerError, install_handlers, openapi_responses
+from coulisse.interfaces.server.guard import Drain, Guard, GuardLimits
+from coulisse.interfaces.server.inference_api import add_root_routes
 from coulisse.interfaces.server.metrics import ServerMetrics
+from coulisse.interfaces.server.openai_routes import OpenAIErrors, add_openai_routes
 from coulisse.interfaces.server.schemas import (
     EmbedRequest,
     EmbedResponse,
     Info,
     PredictRequest,
     PredictResponse,
+    side,
 )
 from coulisse.interfaces.server.service import ServerSettings, Service, Timings
+from coulisse.interfaces.server.tei_routes import add_tei_routes, batch_of
 from coulisse.pipelines import Pipeline
 
 log = logging.getLogger(__name__)
 TAG = "Text Embeddings Inference"
-
-
-class PayloadLimit:
-    """ASGI middleware: read the whole body first and answer 413 past `limit` bytes, chunked or not."""
-
-    def __init__(self, app, limit: int, metrics: ServerMetrics):
-        self.app, self.limit, self.metrics = app, limit, metrics
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
-            return await self.app(scope, receive, send)
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            more = message.get("more_body", False)
-            if size > self.limit:
-                self.metrics.request_failure.inc(err="payload_size")
-                response = error_response("payload_size", f"the body is larger than {self.limit} bytes "
-                                          "(--payload-limit); send fewer or shorter inputs per request")
-                return await response(scope, receive, send)
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()  # after the body: waits for the client to disconnect
-
-        await self.app(scope, replay, send)
 
 
 async def client_gone(request: Request) -> None:
@@ -88,7 +64,8 @@ def auth_dependency(api_key: str | None) -> list:
     # No `from __future__ import annotations` in this module: FastAPI must see `bearer` itself here.
 
     async def check(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-        # Constant-time, and the header never reaches a log line.
+        # Guard already refused a wrong key before reading the body; this dependency documents the
+        # scheme in OpenAPI and stays as a second check. Constant-time; the header never reaches a log.
         given = credentials.credentials.encode() if credentials is not None else b""
         if not hmac.compare_digest(given, expected):
             raise ServerError("unauthorized", "missing or wrong API key: send `Authorization: Bearer <key>`")
@@ -103,7 +80,8 @@ def document_limits(schema: dict, settings: ServerSettings) -> dict:
     for name in ("PredictRequest", "EmbedRequest"):
         inputs = models.get(name, {}).get("properties", {}).get("inputs", {})
         for form in inputs.get("anyOf", []):
-            if form.get("type") == "array":
+            # The batch forms only: a [text, text_pair] pair and a token id list are one input.
+            if form.get("type") == "array" and form.get("items", {}).get("type") not in ("string", "integer"):
                 form.update(minItems=1, maxItems=settings.max_client_batch_size)
     return schema
 
@@ -111,10 +89,11 @@ def document_limits(schema: dict, settings: ServerSettings) -> dict:
 class Gate:
     """What every task request passes: the batch limits, a concurrency permit, timings and metrics."""
 
-    def __init__(self, settings: ServerSettings, metrics: ServerMetrics):
+    def __init__(self, settings: ServerSettings, metrics: ServerMetrics, permits: asyncio.Semaphore | None = None):
         self.settings, self.metrics = settings, metrics
         # A semaphore that answers 429 instead of queueing: waiting requests would pile up without bound.
-        self.permits = asyncio.Semaphore(settings.max_concurrent_requests)
+        # Several models in one server share one: they share the CPU.
+        self.permits = permits or asyncio.Semaphore(settings.max_concurrent_requests)
 
     def check_batch(self, n: int) -> None:
         if n == 0:
@@ -156,7 +135,7 @@ class Gate:
         return JSONResponse(results[0] if single else results, headers=headers)
 
 
-def add_task_routes(app: FastAPI, service: Service, gate: Gate, protected: list) -> None:
+def add_task_routes(app: FastAPI, service: Service, gate: Gate, protected: list) -> dict:
     settings = service.settings
     errors = openapi_responses("validation", "payload_size", *(("unauthorized",) if settings.api_key else ()),
                                "empty", "batch_size", "input_length", "model_type", "overloaded", "backend",
@@ -168,25 +147,30 @@ def add_task_routes(app: FastAPI, service: Service, gate: Gate, protected: list)
               responses={200: {"model": PredictResponse, "description": "Labels sorted by score"}, **errors})
     async def predict(body: PredictRequest, request: Request) -> Response:
         """Classify one text (a sorted list of labels) or a batch (one sorted list per input)."""
-        single = not isinstance(body.inputs, list)
-        raw = [body.inputs] if single else body.inputs
+        # TEI's reading: "a" and ["a"] are one text, ["a", "b"] one pair, [["a"], ["b", "c"]] a batch.
+        inputs = [body.inputs] if isinstance(body.inputs, str) else body.inputs
+        single = bool(inputs) and all(isinstance(s, str) for s in inputs)
+        raw = [inputs] if single else inputs
         gate.check_batch(len(raw))
-        sequences = [(s, None) if isinstance(s, str) else (s[0], s[1] if len(s) == 2 else None) for s in raw]
+        sequences = [(s[0], s[1] if len(s) == 2 else None) for s in raw]
         truncate = settings.auto_truncate if body.truncate is None else body.truncate
         return await gate.run(request, "predict", "single" if single else "batch", lambda t: service.predict(
-            sequences, truncate, body.raw_scores, partial(client_gone, request), t), single)
+            sequences, truncate, body.raw_scores, partial(client_gone, request), t, side(body.truncation_direction)),
+            single)
 
     @app.post("/embed", tags=[TAG], dependencies=protected, response_model=None,
               include_in_schema=not service.classifier,
               responses={200: {"model": EmbedResponse, "description": "One vector per input"}, **errors})
     async def embed(body: EmbedRequest, request: Request) -> Response:
         """Pooled (mean, or CLS per 1_Pooling/config.json) and by default L2-normalized embeddings."""
-        texts = [body.inputs] if isinstance(body.inputs, str) else body.inputs
+        texts, single = batch_of(body.inputs)
         gate.check_batch(len(texts))
         truncate = settings.auto_truncate if body.truncate is None else body.truncate
-        method = "batch" if isinstance(body.inputs, list) else "single"
-        return await gate.run(request, "embed", method, lambda t: service.embed(
-            texts, truncate, body.normalize, partial(client_gone, request), t), False)
+        return await gate.run(request, "embed", "single" if single else "batch", lambda t: service.embed(
+            texts, truncate, body.normalize, partial(client_gone, request), t, prompt_name=body.prompt_name,
+            dimensions=body.dimensions, side=side(body.truncation_direction)), False)
+
+    return {"predict": predict, "embed": embed}
 
 
 def add_status_routes(app: FastAPI, service: Service, metrics: ServerMetrics, protected: list) -> None:
@@ -217,22 +201,29 @@ def add_status_routes(app: FastAPI, service: Service, metrics: ServerMetrics, pr
         return JSONResponse(app.openapi())  # where TEI serves its schema
 
 
-def create_app(pipe: Pipeline, settings: ServerSettings | None = None) -> FastAPI:
-    """The ASGI app over a loaded pipeline; its lifespan starts and drains the batcher."""
-    settings = settings or ServerSettings()
-    metrics = ServerMetrics()
-    service = Service(pipe, settings, metrics)
+def serving(services: list[Service]):
+    """The lifespan: start every model's batcher, and drain them all on the way out."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        await service.start()
-        log.info("serving %s (%s); limits %s", pipe.checkpoint.name, pipe.task, service.batcher.limits)
+        for service in services:
+            await service.start()
+            log.info("serving %s as %r (%s); limits %s", service.pipe.checkpoint.name, service.served_model_name,
+                     service.pipe.task, service.batcher.limits)
         try:
             yield
         finally:
-            await service.stop()
+            for service in services:
+                await service.stop()
             log.info("stopped: every queued input was answered")
 
+    return lifespan
+
+
+def model_app(service: Service, gate: Gate, lifespan=None) -> FastAPI:
+    """Every route of one model: TEI's, OpenAI's, the Inference API's, /health, /info, /metrics and /docs.
+    The HTTP layer around it (the key, body limits, CORS) is `guarded`'s."""
+    settings, metrics = service.settings, service.metrics
     app = FastAPI(title="coulisse", version=__version__, lifespan=lifespan,
                   description="Text-embeddings-inference's HTTP API over a coulisse pipeline.")
 
@@ -240,14 +231,44 @@ def create_app(pipe: Pipeline, settings: ServerSettings | None = None) -> FastAP
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description,
                                  routes=app.routes)
-            app.openapi_schema = document_limits(schema, settings)
+            app.openapi_schema = document_request_limits(document_limits(schema, settings), service)
         return app.openapi_schema
 
     app.openapi = openapi
     app.state.service, app.state.metrics = service, metrics
-    app.add_middleware(PayloadLimit, limit=settings.payload_limit, metrics=metrics)
     install_handlers(app, metrics)
     protected = auth_dependency(settings.api_key)
-    add_task_routes(app, service, Gate(settings, metrics), protected)
+    handlers = add_task_routes(app, service, gate, protected)
+    handlers.update(add_tei_routes(app, service, gate, protected))
+    add_openai_routes(app, service, gate, protected)
+    add_root_routes(app, service, gate, protected, handlers)
     add_status_routes(app, service, metrics, protected)
+    add_offline_docs(app)
     return app
+
+
+def guarded(app: FastAPI, settings: ServerSettings, metrics: ServerMetrics, prefixes: tuple[str, ...] = ()) -> FastAPI:
+    """The HTTP layer every request crosses first, outermost last: the key and the body limits (before any
+    route or body parsing), OpenAI's error shape on its paths, CORS."""
+    app.state.drain = Drain()
+    app.add_middleware(Guard, limits=GuardLimits(settings.api_key, settings.payload_limit, settings.body_timeout,
+                                                 prefixes), metrics=metrics, drain=app.state.drain)
+    app.add_middleware(OpenAIErrors, prefixes=prefixes)
+    if settings.cors_allow_origin:  # TEI allows every origin by default; coulisse only those it is told
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_allow_origin, allow_methods=["GET", "POST"],
+                           allow_headers=["content-type", "authorization", "x-model"])
+    return app
+
+
+def create_app(pipe: Pipeline, settings: ServerSettings | None = None) -> FastAPI:
+    """The ASGI app over a loaded pipeline; its lifespan starts and drains the batcher. Several models in one
+    process: `routing.several_models_app([(pipeline, settings), ...])`, built on this module's parts."""
+    if not isinstance(pipe, Pipeline):
+        raise TypeError(f"create_app takes one pipeline, not {type(pipe).__name__}; for several models use "
+                        "coulisse.interfaces.server.routing.several_models_app([(pipeline, settings), ...])")
+    settings = settings or ServerSettings()
+    metrics = ServerMetrics()
+    service = Service(pipe, settings, metrics)
+    return guarded(model_app(service, Gate(settings, metrics), serving([service])), settings, metrics)

@@ -10,22 +10,27 @@ import click
 from coulisse.interfaces.options import (
     DEFAULT_HELP,
     load_pipeline,
-    model_option,
     positive,
     quantize_option,
     threads_option,
 )
-from coulisse.interfaces.server.limits import BATCH, REQUEST
+from coulisse.interfaces.server.limits import BATCH, CONNECTION, REQUEST
+
+SERVED_TASKS = ("text-classification", "feature-extraction", "token-classification", "question-answering",
+                "fill-mask", "zero-shot-classification")
 
 log = logging.getLogger(__name__)
 
 
 @click.command()
-@model_option(default_help=f"text-classification's {DEFAULT_HELP}")
-@click.option("--task", type=click.Choice(["text-classification", "feature-extraction"]),
-              default="text-classification", show_default=True, envvar="COULISSE_TASK",
-              help="text-classification serves /predict; feature-extraction serves /embed.")
-@click.option("-H", "--host", default="127.0.0.1", show_default=True, envvar="COULISSE_HOST",
+@click.option("-m", "--model", multiple=True, default=None, envvar="COULISSE_MODEL",
+              help=f"Hub id or local folder of the checkpoint (text-classification's {DEFAULT_HELP}); repeat it "
+                   "to serve several models in one process (routes: /NAME/..., X-Model, OpenAI's `model`).")
+@click.option("--task", type=click.Choice(list(SERVED_TASKS)), multiple=True, default=None, envvar="COULISSE_TASK",
+              help="Override the task read from the checkpoint (modules.json: feature-extraction, else "
+                   "config.json's architectures); text-classification serves /predict, feature-extraction /embed, "
+                   "every task `POST /`. Several models: once per --model, in order.")
+@click.option("-H", "--host", "--hostname", default="127.0.0.1", show_default=True, envvar="COULISSE_HOST",
               help="Address to listen on (0.0.0.0: every interface).")
 @click.option("-p", "--port", type=int, default=8080, show_default=True, envvar="COULISSE_PORT")
 @threads_option(help_text="CPU threads for the forward pass (default: torch's choice).", callback=positive)
@@ -52,49 +57,150 @@ log = logging.getLogger(__name__)
 @click.option("-k", "--api-key", default=None, envvar="COULISSE_API_KEY", show_default=False,
               help="Require `Authorization: Bearer KEY` (prefer the env var: argv is visible to `ps`).")
 @click.option("--shutdown-timeout", type=float, default=30.0, show_default=True,
-              envvar="COULISSE_SHUTDOWN_TIMEOUT", help="On SIGTERM, seconds to finish in-flight requests.")
+              envvar="COULISSE_SHUTDOWN_TIMEOUT",
+              help="On SIGTERM, seconds to finish in-flight requests; those still running then get 503.")
+@click.option("--max-connections", type=int, default=CONNECTION.max_connections, show_default=True,
+              callback=positive, envvar="COULISSE_MAX_CONNECTIONS",
+              help="Most open connections; a request on one more gets 503 with Retry-After.")
+@click.option("--header-timeout", type=float, default=CONNECTION.header_timeout, show_default=True,
+              envvar="COULISSE_HEADER_TIMEOUT",
+              help="Seconds for a request line and headers to arrive (else 408, closed).")
+@click.option("--body-timeout", type=float, default=CONNECTION.body_timeout, show_default=True,
+              envvar="COULISSE_BODY_TIMEOUT", help="Seconds for a whole request body to arrive (else 408, closed).")
+@click.option("--keep-alive-timeout", type=float, default=CONNECTION.keep_alive_timeout, show_default=True,
+              envvar="COULISSE_KEEP_ALIVE_TIMEOUT", help="Seconds an idle connection stays open.")
 @click.option("--access-log/--no-access-log", default=False, show_default=True, envvar="COULISSE_ACCESS_LOG",
               help="One log line per request (method, path, status; never headers).")
+# text-embeddings-inference's launcher flags (its environment names: tei_env.py).
+@click.option("--model-id", multiple=True, default=None, help="TEI's name for --model (repeatable too).")
+@click.option("--served-model-name", multiple=True, default=None, envvar="COULISSE_SERVED_MODEL_NAME",
+              help="The model's name in /info, /v1/models, OpenAI's `model` field and, with several models, its "
+                   "route prefix /NAME/ (default: --model). Several models: once per --model, in order.")
+@click.option("--revision", default=None, envvar="COULISSE_REVISION", help="Hub revision (branch, tag or commit).")
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None,
+              envvar="COULISSE_DTYPE", help="Weights' dtype (default: float32 on the CPU).")
+@click.option("--cors-allow-origin", default=None, envvar="COULISSE_CORS_ALLOW_ORIGIN",
+              help="Origins allowed to call the API from a browser, comma-separated, or * (default: none).")
 def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batch_requests, max_wait_ms,
           max_client_batch_size, max_concurrent_requests, auto_truncate, payload_limit, pooling, api_key,
-          shutdown_timeout, access_log):
+          shutdown_timeout, max_connections, header_timeout, body_timeout, keep_alive_timeout, access_log, **tei):
     """Serve MODEL over HTTP with text-embeddings-inference's API and dynamic batching.
 
     Ready when `GET /health` answers 200; `/docs` shows the API. SIGTERM stops accepting,
-    finishes the requests in flight, and exits 0; Ctrl-C does the same and exits 130.
+    finishes the requests in flight (those still running after --shutdown-timeout get 503),
+    and exits 0; Ctrl-C does the same and exits 130. Every error is JSON.
 
     \b
     Examples:
       coulisse serve --model tblard/tf-allocine --port 8080
       curl -s localhost:8080/predict -H 'Content-Type: application/json' \\
-           -d '{"inputs": ["Super film !", "Quel ennui..."]}'
+           -d '{"inputs": [["Super film !"], ["Quel ennui..."]]}'
       COULISSE_API_KEY=secret coulisse serve -q int8 --max-batch-tokens 8192
       coulisse serve --task feature-extraction -m sentence-transformers/all-MiniLM-L6-v2
+      coulisse serve -m tblard/tf-allocine -m sentence-transformers/all-MiniLM-L6-v2 \\
+           --served-model-name allocine --served-model-name minilm
+      curl -s localhost:8080/minilm/embed -d '{"inputs": "Le chat dort."}' -H 'Content-Type: application/json'
     """
     try:
         import uvicorn
 
+        from coulisse.engine import Item
         from coulisse.interfaces.server.app import create_app
+        from coulisse.interfaces.server.protocol import DrainingServer, ProtocolLimits, guarded_protocol
         from coulisse.interfaces.server.service import ServerSettings
     except ImportError as e:
         raise click.ClickException(f"{e.name} is missing: pip install 'coulisse[serve]'") from None
 
-    if max_wait_ms < 0:
-        raise click.BadParameter(f"{max_wait_ms} is negative; pass 0 or more.", param_hint="--max-wait-ms")
-    # One budget: the pipeline's engine runs the batches the server's batcher closes on the same limits.
-    pipe = load_pipeline(task, model, threads, quantize, max_batch_tokens=max_batch_tokens,
-                         max_batch_size=max_batch_requests)
-    pipe.forward(pipe.preprocess(["warm-up"]))  # the first forward pays one-off costs; not a client
-    settings = ServerSettings(
-        model_id=model or pipe.checkpoint.name, max_wait_ms=max_wait_ms, max_client_batch_size=max_client_batch_size,
-        max_concurrent_requests=max_concurrent_requests, auto_truncate=auto_truncate,
-        payload_limit=payload_limit, api_key=api_key or None, pooling=pooling,
-        dtype="int8" if quantize == "int8" else "float32")
-    app = create_app(pipe, settings)
-    config = uvicorn.Config(app, host=host, port=port, timeout_graceful_shutdown=shutdown_timeout,
+    for name, value in (("--max-wait-ms", max_wait_ms), ("--shutdown-timeout", shutdown_timeout)):
+        if value < 0:
+            raise click.BadParameter(f"{value} is negative; pass 0 or more.", param_hint=name)
+    for name, value in (("--header-timeout", header_timeout), ("--body-timeout", body_timeout),
+                        ("--keep-alive-timeout", keep_alive_timeout)):
+        if not value > 0:
+            raise click.BadParameter(f"{value} is not a positive number of seconds.", param_hint=name)
+    from coulisse.interfaces.server.detect import served_task
+    from coulisse.interfaces.server.tei_env import cors_origins, with_tei_environment
+
+    # TEI's environment (MODEL_ID, PORT, API_KEY...) for what neither the command line nor COULISSE_* set.
+    given = with_tei_environment(click.get_current_context(), {**tei, "model": model, "port": port,
+                                 "max_batch_tokens": max_batch_tokens, "api_key": api_key,
+                                 "max_client_batch_size": max_client_batch_size,
+                                 "max_concurrent_requests": max_concurrent_requests, "payload_limit": payload_limit})
+    model, port, max_batch_tokens, api_key = given["model"], given["port"], given["max_batch_tokens"], given["api_key"]
+    max_client_batch_size, max_concurrent_requests = given["max_client_batch_size"], given["max_concurrent_requests"]
+    payload_limit = given["payload_limit"]
+    models, tasks, names = served_models(list(model), list(given["model_id"]), list(task),
+                                         list(given["served_model_name"]))
+    served = []
+    for model, task, name in zip(models, tasks, names, strict=True):
+        task = served_task(task, model, given["revision"])
+        # One budget: the pipeline's engine runs the batches the server's batcher closes on the same limits.
+        # Several models share torch's threads: one process.
+        pipe = load_pipeline(task, model, threads, quantize, revision=given["revision"],
+                             dtype=given["dtype"] or "auto", max_batch_tokens=max_batch_tokens,
+                             max_batch_size=max_batch_requests)
+        # The first forward pays one-off costs; not a client. The engine itself: every task's inputs differ.
+        pipe.engine.run([Item(e.ids, e.type_ids) for e in pipe.tokenizer.encode_batch(["warm-up"])])
+        settings = ServerSettings(
+            model_id=model or pipe.checkpoint.name, max_wait_ms=max_wait_ms,
+            max_client_batch_size=max_client_batch_size, max_concurrent_requests=max_concurrent_requests,
+            auto_truncate=auto_truncate, payload_limit=payload_limit, body_timeout=body_timeout,
+            api_key=api_key or None, pooling=pooling,
+            dtype="int8" if quantize == "int8" else str(pipe.dtype).removeprefix("torch."),
+            served_model_name=name, cors_allow_origin=cors_origins(given["cors_allow_origin"]))
+        served.append((pipe, settings))
+    if len(served) == 1:
+        app = create_app(*served[0])
+    else:
+        from coulisse.interfaces.server.routing import several_models_app
+
+        app = several_models_app(served)
+    allow_open_files(max_connections)
+    protocol = guarded_protocol(ProtocolLimits(header_timeout, max_connections, CONNECTION.max_head_bytes),
+                                app.state.metrics)
+    config = uvicorn.Config(app, host=host, port=port, http=protocol, loop="asyncio",
+                            timeout_graceful_shutdown=shutdown_timeout,
+                            timeout_keep_alive=keep_alive_timeout,
+                            h11_max_incomplete_event_size=CONNECTION.max_head_bytes,
                             access_log=access_log, log_level="info", server_header=False)
     # uvicorn handles SIGTERM: close the socket, wait for in-flight requests, run the lifespan
     # shutdown (which drains the batch queue). It then re-raises the signal under the handler that
-    # was there before it; a no-op one lets the command return, so a graceful stop exits 0.
+    # was there before it; a no-op one lets the command return, so a graceful stop exits 0. Requests
+    # still running past --shutdown-timeout are answered 503 by the app (DrainingServer tells it when).
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    uvicorn.Server(config).run()
+    DrainingServer(config, app.state.drain).run()
+
+
+def served_models(models: list[str], model_ids: list[str], tasks: list[str],
+                  names: list[str]) -> tuple[list[str | None], list[str | None], list[str | None]]:
+    """--model (or TEI's --model-id), with --task and --served-model-name paired to it by position."""
+    if models and model_ids and models != model_ids:
+        raise click.UsageError(f"--model {models} and --model-id {model_ids} differ; pass one of them.")
+    chosen: list[str | None] = list(models or model_ids) or [None]
+    paired = []
+    for flag, values in (("--task", tasks), ("--served-model-name", names)):
+        if values and len(values) != len(chosen):
+            raise click.UsageError(f"{len(values)} {flag} for {len(chosen)} --model; give one per --model, "
+                                   "in the same order, or none.")
+        paired.append(list(values) or [None] * len(chosen))
+    return chosen, paired[0], paired[1]
+
+
+def allow_open_files(max_connections: int) -> None:
+    """Raise the soft limit on open files to fit --max-connections (plus the model's files and logs):
+    past it, accept() fails and the connections beyond never reach the cap's 503."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return
+    needed = max_connections + 128
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            target = soft
+        if target < needed:
+            log.warning("open files are limited to %d (ulimit -n): fewer than --max-connections %d needs",
+                        target, max_connections)

@@ -2,13 +2,18 @@
 
 The body is always text-embeddings-inference's `{"error": "...", "error_type": "..."}`
 (router/src/lib.rs `ErrorResponse`), so TEI clients parse our errors unchanged. TEI's own kinds
-keep TEI's `error_type` spelling; the few that TEI answers without a body (401, 404, 405) get one.
+keep TEI's `error_type` spelling; the few that TEI answers without a body (401, 404, 405) get one,
+and so do the HTTP layer's own (400, 408, 431, 503: `raw_error_response`, written by `protocol.py`).
+Kinds a client may retry carry `Retry-After`; those answered before the body was read close the
+connection.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from fastapi import Request
@@ -29,23 +34,35 @@ class ErrorKind:
     status: int
     error_type: str
     description: str
+    retry_after: int | None = None  # seconds, sent as `Retry-After`: the client may try again
+    close: bool = False  # `Connection: close`: the body was not read, or the connection is the problem
 
 
 ERRORS: dict[str, ErrorKind] = {
     "validation": ErrorKind(422, "validation",
                             "malformed JSON, a field of the wrong type, or a text that is not valid Unicode (named)"),
     "empty": ErrorKind(400, "empty", "`inputs` is an empty list"),
-    "unauthorized": ErrorKind(401, "unauthorized", "missing or wrong `Authorization: Bearer` key"),
+    "bad_request": ErrorKind(400, "bad_request", "the request line or a header is not valid HTTP/1.1", close=True),
+    "unauthorized": ErrorKind(401, "unauthorized", "missing or wrong `Authorization: Bearer` key", close=True),
     "not_found": ErrorKind(404, "not_found", "no such route"),
     "method_not_allowed": ErrorKind(405, "method_not_allowed", "the route exists for another method"),
+    "head_timeout": ErrorKind(408, "timeout", "the request line and headers took longer than --header-timeout",
+                              close=True),
+    "body_timeout": ErrorKind(408, "timeout", "the body took longer than --body-timeout to arrive", close=True),
     "batch_size": ErrorKind(413, "validation", "more inputs than --max-client-batch-size"),
     "input_length": ErrorKind(413, "validation", "an input longer than the model takes, with truncate=false"),
-    "payload_size": ErrorKind(413, "validation", "a body larger than --payload-limit bytes"),
+    "payload_size": ErrorKind(413, "validation", "a body larger than --payload-limit bytes", close=True),
     "model_type": ErrorKind(424, "backend", "the served model does not do this route's task"),
-    "overloaded": ErrorKind(429, "overloaded", "more than --max-concurrent-requests requests in flight"),
+    "overloaded": ErrorKind(429, "overloaded", "more than --max-concurrent-requests requests in flight",
+                            retry_after=1),
+    "head_size": ErrorKind(431, "bad_request", "the request line and headers are larger than 16 KiB", close=True),
     "cancelled": ErrorKind(499, "cancelled", "the client disconnected before its answer was ready"),
     "backend": ErrorKind(500, "backend", "the model failed; the request id is in the server log"),
-    "unhealthy": ErrorKind(503, "unhealthy", "the batching loop is not running"),
+    "unhealthy": ErrorKind(503, "unhealthy", "the batching loop is not running", retry_after=5),
+    "connections": ErrorKind(503, "overloaded", "more than --max-connections connections open", retry_after=1,
+                             close=True),
+    "shutting_down": ErrorKind(503, "unhealthy", "the server stopped before the answer was ready "
+                               "(--shutdown-timeout)", retry_after=5, close=True),
 }
 STARLETTE_KINDS = {404: "not_found", 405: "method_not_allowed", 413: "payload_size"}
 
@@ -61,10 +78,36 @@ class ServerError(Exception):
         self.message = message
 
 
+def error_headers(kind: str) -> dict[str, str]:
+    spec = ERRORS[kind]
+    headers = {"retry-after": str(spec.retry_after)} if spec.retry_after is not None else {}
+    if spec.close:
+        headers["connection"] = "close"
+    if kind == "unauthorized":
+        headers["www-authenticate"] = "Bearer"
+    return headers
+
+
+def error_body(kind: str, message: str) -> bytes:
+    return json.dumps({"error": message, "error_type": ERRORS[kind].error_type}).encode()
+
+
 def error_response(kind: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     spec = ERRORS[kind]
     return JSONResponse({"error": message, "error_type": spec.error_type}, status_code=spec.status,
-                        headers=headers)
+                        headers={**error_headers(kind), **(headers or {})})
+
+
+def raw_error_response(kind: str, message: str) -> bytes:
+    """The same answer as bytes on the wire, for the HTTP layer below the app (uvicorn's parser,
+    header timeouts), where no ASGI `send` exists. Always closes the connection."""
+    spec = ERRORS[kind]
+    body = error_body(kind, message)
+    headers = {"content-type": "application/json", "content-length": str(len(body)),
+               **error_headers(kind), "connection": "close"}
+    head = f"HTTP/1.1 {spec.status} {HTTPStatus(spec.status).phrase}\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    return head.encode("latin-1") + b"\r\n" + body
 
 
 def openapi_responses(*kinds: str) -> dict[int | str, dict]:
@@ -97,7 +140,7 @@ def install_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
 
     def respond(request: Request, kind: str, message: str) -> JSONResponse:
         metrics.request_failure.inc(err=kind)
-        headers = {"www-authenticate": "Bearer"} if kind == "unauthorized" else {}
+        headers = {}
         if getattr(request.state, "request_id", None):
             headers["x-request-id"] = request.state.request_id
         return error_response(kind, message, headers)

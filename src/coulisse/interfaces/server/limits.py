@@ -26,5 +26,19 @@ class RequestLimits:
     payload_limit: int = 2_000_000  # bytes of request body
 
 
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What one client may hold: a connection slot, and the server's time while it sends (else 408)."""
+
+    # A connection carries one request at a time: at least max_concurrent_requests, so that the 429 of a
+    # busy model stays reachable; below the usual 1024 open files a process may hold.
+    max_connections: int = 768
+    header_timeout: float = 10.0  # seconds from the connection (or the last answer) to a complete head
+    body_timeout: float = 30.0  # seconds for the whole body: 2 MB at 67 kB/s
+    keep_alive_timeout: float = 5.0  # an idle connection between requests closes after this long
+    max_head_bytes: int = 16_384  # request line and headers (h11's default), else 431
+
+
 BATCH = BatchLimits()
 REQUEST = RequestLimits()
+CONNECTION = ConnectionLimits()

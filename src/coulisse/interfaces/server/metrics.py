@@ -16,8 +16,9 @@ SIZE_BUCKETS = tuple(float(2**i) for i in range(13))
 TOKEN_BUCKETS = tuple(float(2**i) for i in range(21))
 
 
-def _labels(names: Sequence[str], values: Sequence[str], extra: str = "") -> str:
-    pairs = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
+def _labels(names: Sequence[str], values: Sequence[str], extra: str = "", const: str = "") -> str:
+    pairs = [const] if const else []
+    pairs += [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
     if extra:
         pairs.append(extra)
     return "{" + ",".join(pairs) + "}" if pairs else ""
@@ -62,9 +63,12 @@ class Counter(Metric):
     def value(self, **labels: str) -> float:
         return self.values.get(self._key(labels), 0.0)
 
+    def series(self, const: str = "") -> list[str]:
+        return [f"{self.name}{_labels(self.label_names, k, const=const)} {_number(v)}"
+                for k, v in sorted(self.values.items())]
+
     def render(self) -> list[str]:
-        return self.header() + [f"{self.name}{_labels(self.label_names, k)} {_number(v)}"
-                                for k, v in sorted(self.values.items())]
+        return self.header() + self.series()
 
 
 class Gauge(Counter):
@@ -81,28 +85,31 @@ class Histogram(Metric):
         super().__init__(name, help, labels)
         self.buckets = tuple(sorted(buckets))
         # per label set: counts per bucket (non-cumulative, last = +Inf), sum
-        self.series: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
+        self.observed: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
 
     def observe(self, value: float, **labels: str) -> None:
-        counts, total = self.series.setdefault(self._key(labels), ([0] * (len(self.buckets) + 1), [0.0]))
+        counts, total = self.observed.setdefault(self._key(labels), ([0] * (len(self.buckets) + 1), [0.0]))
         counts[next((i for i, b in enumerate(self.buckets) if value <= b), len(self.buckets))] += 1
         total[0] += value
 
     def count(self, **labels: str) -> int:
-        series = self.series.get(self._key(labels))
+        series = self.observed.get(self._key(labels))
         return sum(series[0]) if series else 0
 
-    def render(self) -> list[str]:
-        lines = self.header()
-        for key, (counts, total) in sorted(self.series.items()):
+    def series(self, const: str = "") -> list[str]:
+        lines = []
+        for key, (counts, total) in sorted(self.observed.items()):
             running = 0
             for bound, n in zip((*self.buckets, math.inf), counts, strict=True):
                 running += n
                 le = 'le="' + _number(bound) + '"'
-                lines.append(f"{self.name}_bucket{_labels(self.label_names, key, le)} {running}")
-            lines.append(f"{self.name}_sum{_labels(self.label_names, key)} {_number(total[0])}")
-            lines.append(f"{self.name}_count{_labels(self.label_names, key)} {running}")
+                lines.append(f"{self.name}_bucket{_labels(self.label_names, key, le, const)} {running}")
+            lines.append(f"{self.name}_sum{_labels(self.label_names, key, const=const)} {_number(total[0])}")
+            lines.append(f"{self.name}_count{_labels(self.label_names, key, const=const)} {running}")
         return lines
+
+    def render(self) -> list[str]:
+        return self.header() + self.series()
 
 
 class ServerMetrics:
@@ -139,3 +146,16 @@ class ServerMetrics:
 
     def render(self) -> str:
         return "\n".join(line for metric in self.all() for line in metric.render()) + "\n"
+
+
+def render_by_model(server: ServerMetrics, models: dict[str, ServerMetrics]) -> str:
+    """Several models in one server: each family once, every model's series labelled `model="NAME"`,
+    then the server's own (the HTTP layer's refusals, which no model answered; its idle gauges left out)."""
+    lines = []
+    for family, *per_model in zip(server.all(), *(m.all() for m in models.values()), strict=True):
+        lines += family.header()
+        for name, metric in zip(models, per_model, strict=True):
+            lines += metric.series(f'model="{_escape(name)}"')
+        if not isinstance(family, Gauge):
+            lines += family.series()
+    return "\n".join(lines) + "\n"

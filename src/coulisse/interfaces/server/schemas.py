@@ -1,21 +1,38 @@
 """Request and response bodies in text-embeddings-inference's shapes (router/src/http/types.rs).
 
-Types are strict (`"true"` is not a boolean, `1` is not a text), as TEI's serde parsing is.
-One difference, on purpose: a flat list of strings is a batch of single texts, as in the
-transformers pipeline; a text pair is written `[text, text_pair]` inside the batch list.
+Types are strict (`"true"` is not a boolean, `1` is not a text), as TEI's serde parsing is. /predict's
+inputs read as TEI reads them: `"text"` and `["text"]` are one text, `["text", "text_pair"]` is one pair, a
+batch is a list of lists (`[["a"], ["b", "b2"]]`). Unknown fields are refused (422 naming them), where TEI
+would drop them silently.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, field_validator
 from pydantic_core import PydanticCustomError
+
+# TEI's `truncation_direction`: which end of a long input is cut (Right keeps the start, Left the end).
+Direction = Literal["Right", "right", "Left", "left"]
+DIRECTION_HELP = ("Right: keep the start of a long input; Left: keep its end (special tokens stay), "
+                  "transformers' truncation_side.")
 
 # [text] or [text, text_pair], as in TEI's batch form.
 Sequence = Annotated[list[str], Field(min_length=1, max_length=2)]
-INPUTS_HELP = ("a text, a list of texts, or a list of [text] / [text, text_pair] lists, "
-               'e.g. "Super film !" or ["Super film !", "Quel ennui..."] or [["premise", "hypothesis"]]')
+INPUTS_HELP = ("a text, a [text, text_pair] pair, or a batch of [text] / [text, text_pair] lists, "
+               'e.g. "Super film !" or ["premise", "hypothesis"] or [["Super film !"], ["Quel ennui..."]]')
+
+
+def _integral(value: Any) -> Any:
+    # JSON Schema's "integer" includes 2.0; strict pydantic would refuse it. 2.5 and "2" stay refused.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# An integer as JSON Schema defines one.
+Int = Annotated[int, BeforeValidator(_integral)]
+# A token id list: TEI's `InputType::Ids`, the model's own ids (special tokens included), as given.
+Ids = Annotated[list[Annotated[Int, Field(ge=0)]], Field(min_length=1)]
 
 
 def _inputs_error(value: Any) -> PydanticCustomError:
@@ -24,15 +41,27 @@ def _inputs_error(value: Any) -> PydanticCustomError:
                                {"expected": INPUTS_HELP, "got": got})
 
 
+def _embed_inputs(cls, value: Any, handler):
+    try:
+        return handler(value)
+    except ValueError:
+        raise PydanticCustomError("inputs_type", "must be a text, a list of token ids, or a list of those; "
+                                  "got {got}", {"got": type(value).__name__}) from None
+
+
+def side(direction: str) -> str:
+    """TEI's direction -> the tokenizer's `truncation_side`."""
+    return direction.lower()
+
+
 class PredictRequest(BaseModel):
-    model_config = ConfigDict(strict=True, json_schema_extra={
+    model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra={
         "examples": [{"inputs": "J'ai adoré ce film.", "raw_scores": False, "truncate": True}]})
 
-    inputs: str | list[str | Sequence] = Field(description=INPUTS_HELP)
+    inputs: str | Sequence | list[Sequence] = Field(description=INPUTS_HELP)
     truncate: bool | None = Field(None, description="Cut inputs longer than the model takes; "
                                                     "null: the server's --auto-truncate.")
-    truncation_direction: Literal["Right", "right"] = Field(
-        "Right", description="Only right truncation (keep the start of the text) is supported.")
+    truncation_direction: Direction = Field("Right", description=DIRECTION_HELP)
     raw_scores: bool = Field(False, description="Return logits instead of probabilities.")
 
     @field_validator("inputs", mode="wrap")
@@ -46,22 +75,33 @@ class PredictRequest(BaseModel):
 
 
 class EmbedRequest(BaseModel):
-    model_config = ConfigDict(strict=True,
+    model_config = ConfigDict(strict=True, extra="forbid",
                               json_schema_extra={"examples": [{"inputs": "J'ai adoré ce film."}]})
 
-    inputs: str | list[str] = Field(description="a text or a list of texts")
+    inputs: str | Ids | list[str | Ids] = Field(
+        description="a text, a list of token ids, or a list of texts and token id lists")
     truncate: bool | None = Field(None, description="null: the server's --auto-truncate.")
-    truncation_direction: Literal["Right", "right"] = Field("Right", description="Only right truncation.")
-    normalize: bool = Field(True, description="L2-normalize each embedding.")
+    truncation_direction: Direction = Field("Right", description=DIRECTION_HELP)
+    normalize: bool = Field(True, description="L2-normalize each embedding (after `dimensions`).")
+    prompt_name: str | None = Field(None, description="A key of config_sentence_transformers.json's `prompts`; "
+                                                      "null: its default_prompt_name, if any.")
+    dimensions: Int | None = Field(None, ge=1, description="Keep the first N dimensions (Matryoshka), then "
+                                                           "normalize if `normalize`.")
 
-    @field_validator("inputs", mode="wrap")
-    @classmethod
-    def _one_clear_error(cls, value: Any, handler):
-        try:
-            return handler(value)
-        except ValueError:
-            raise PydanticCustomError("inputs_type", "must be a text or a list of texts; got {got}",
-                                      {"got": type(value).__name__}) from None
+    _inputs = field_validator("inputs", mode="wrap")(_embed_inputs)
+
+
+class EmbedAllRequest(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid",
+                              json_schema_extra={"examples": [{"inputs": "J'ai adoré ce film."}]})
+
+    inputs: str | Ids | list[str | Ids] = Field(
+        description="a text, a list of token ids, or a list of texts and token id lists")
+    truncate: bool | None = Field(None, description="null: the server's --auto-truncate.")
+    truncation_direction: Direction = Field("Right", description=DIRECTION_HELP)
+    prompt_name: str | None = Field(None, description="As /embed's.")
+
+    _inputs = field_validator("inputs", mode="wrap")(_embed_inputs)
 
 
 class Prediction(BaseModel):
@@ -96,12 +136,14 @@ class ModelType(BaseModel):
 
     classifier: ClassifierModel | None = None
     embedding: EmbeddingModel | None = None
+    reranker: ClassifierModel | None = None
 
 
 class Info(BaseModel):
     model_id: str
     model_sha: str | None = None
     model_dtype: str
+    served_model_name: str
     model_type: ModelType
     task: str
     labels: list[str]

@@ -22,16 +22,20 @@ from coulisse import __version__
 from coulisse.engine import Item
 from coulisse.errors import InputError
 from coulisse.interfaces.server.batching import Batcher, BatchLimits, ForwardError, Result
+from coulisse.interfaces.server.embedding import Prompts, cut_dimensions, id_item, library_error
 from coulisse.interfaces.server.errors import ServerError
-from coulisse.interfaces.server.limits import BATCH, REQUEST
+from coulisse.interfaces.server.limits import BATCH, CONNECTION, REQUEST
 from coulisse.interfaces.server.metrics import ServerMetrics
-from coulisse.tasks.base import Batch, Pipeline
+from coulisse.tasks.base import POST, PRE, Batch, Pipeline
 from coulisse.tokenizer import unicode_problem
 
 log = logging.getLogger(__name__)
 
 POOLINGS = ("mean", "cls")
-TASKS = ("text-classification", "feature-extraction")  # /predict and /embed
+# Every task of the registry: /predict and /rerank serve text-classification, /embed and its kin
+# feature-extraction, `POST /` in the Inference API's shape every one of them (inference_api.py).
+TASKS = ("text-classification", "feature-extraction", "token-classification", "question-answering",
+         "fill-mask", "zero-shot-classification")
 # Returns when the client goes away; None where no client can (tests, in-process calls).
 Disconnected = Callable[[], Awaitable[None]] | None
 
@@ -48,9 +52,12 @@ class ServerSettings:
     max_concurrent_requests: int = REQUEST.max_concurrent_requests
     auto_truncate: bool = True
     payload_limit: int = REQUEST.payload_limit
+    body_timeout: float = CONNECTION.body_timeout  # seconds for a whole request body to arrive, else 408
     api_key: str | None = field(default=None, repr=False)  # never in a log line, not even a debug one
     pooling: str | None = None
     dtype: str = "float32"
+    served_model_name: str | None = None  # TEI's: the name /info, OpenAI's `model` and /v1/models use
+    cors_allow_origin: list[str] | None = None  # browsers' origins allowed; None: no CORS headers
 
 
 @dataclass
@@ -98,12 +105,17 @@ class Service:
         self.settings = settings
         self.metrics = metrics
         self.classifier = pipe.task == "text-classification"
-        self.pooling = None if self.classifier else pooling_of(settings.pooling)
+        self.embedding = pipe.task == "feature-extraction"
+        # TEI's reranker: a cross-encoder, a sequence classifier with one output.
+        self.reranker = self.classifier and pipe.config.num_labels == 1
+        self.pooling = pooling_of(settings.pooling) if self.embedding else None
         # TEI's rule, the pipeline's too: sentence-transformers' max_seq_length when the folder has one.
         self.max_input_length = pipe.tokenizer.model_max_length
-        if not self.classifier:
+        self.prompts = Prompts(pipe.checkpoint.directory)
+        if self.embedding:
             found = pipe.sentence_config(self.pooling, None)
             self.pooling_mode = found.pooling  # what "auto" chose, for /info
+            self.include_prompt = found.include_prompt
             self.max_input_length = min(self.max_input_length, found.max_seq_length or self.max_input_length)
         self.function = pipe.options({})["function_to_apply"] if self.classifier else None
         limits = BatchLimits(budget(settings.max_batch_tokens, pipe.engine.max_batch_tokens, "max_batch_tokens"),
@@ -125,31 +137,50 @@ class Service:
 
     # -- stage 1 ----------------------------------------------------------------------------------
 
-    def _preprocess(self, sequences: list[tuple[str, str | None]], truncate: bool,
-                    normalize: bool | None) -> tuple[list[Item], Batch | None]:
-        """`pipe.preprocess`: texts for /embed (one batch, its pooling inside); for /predict, single texts
-        and text pairs may share a request, each kind one call."""
-        if not self.classifier:
-            batch = self.pipe.preprocess([text for text, _ in sequences], truncation=truncate,
-                                         pooling=self.pooling, normalize=normalize)
-            return batch.items, batch
+    def _preprocess(self, sequences: list[tuple[str | list[int], str | None]], truncate: bool,
+                    normalize: bool | None, side: str = "right") -> tuple[list[Item], Batch | None]:
+        """`pipe.preprocess`: texts for /embed (one batch, its pooling inside; token ids as given); for
+        /predict, single texts and text pairs may share a request, each kind one call."""
+        if self.embedding:
+            return self._preprocess_embed([text for text, _ in sequences], truncate, normalize, side)
         items: list[Item | None] = [None] * len(sequences)
         for paired in (False, True):
             where = [i for i, (_, pair) in enumerate(sequences) if (pair is not None) == paired]
             if where:
                 inputs = [{"text": sequences[i][0], "text_pair": sequences[i][1]} if paired else sequences[i][0]
                           for i in where]
-                for i, item in zip(where, self.pipe.preprocess(inputs, truncation=truncate), strict=True):
+                batch = self.pipe.preprocess(inputs, truncation=truncate, truncation_side=side)
+                for i, item in zip(where, batch, strict=True):
                     items[i] = item
         return items, None  # type: ignore[return-value]
 
-    async def tokenize(self, sequences: list[tuple[str, str | None]], truncate: bool,
-                       timings: Timings, normalize: bool | None = None) -> tuple[list[Item], Batch | None]:
-        check_unicode(sequences)
+    def _preprocess_embed(self, inputs: list[str | list[int]], truncate: bool,
+                          normalize: bool | None, side: str = "right") -> tuple[list[Item], Batch]:
+        where = [i for i, x in enumerate(inputs) if isinstance(x, str)]
+        items: list[Item | None] = [None] * len(inputs)
+        context = self.pipe.sentence_config(self.pooling, normalize)
+        if where:
+            batch = self.pipe.preprocess([inputs[i] for i in where], truncation=truncate, pooling=self.pooling,
+                                         normalize=normalize, truncation_side=side)
+            context = batch.context
+            for i, item in zip(where, batch.items, strict=True):
+                items[i] = item
+        vocab = len(self.pipe.tokenizer)
+        for i, x in enumerate(inputs):
+            if items[i] is None:
+                field = "inputs" if len(inputs) == 1 else f"inputs[{i}]"
+                items[i] = id_item(x, vocab, self.max_input_length, truncate, field, side)  # type: ignore[arg-type]
+        return items, Batch(items, list(inputs), False, context=context)  # type: ignore[arg-type]
+
+    async def tokenize(self, sequences: list[tuple[str | list[int], str | None]], truncate: bool,
+                       timings: Timings, normalize: bool | None = None,
+                       side: str = "right") -> tuple[list[Item], Batch | None]:
+        """Stage 1 off the event loop. `side`: which end truncation cuts ("left" keeps the end)."""
+        check_unicode([(t, p) for t, p in sequences if isinstance(t, str)])
         start = time.perf_counter()
         loop = asyncio.get_running_loop()
         items, batch = await loop.run_in_executor(self._tokenizer_pool, self._preprocess, sequences, truncate,
-                                                  normalize)
+                                                  normalize, side)
         timings.tokenization_s = time.perf_counter() - start
         self.metrics.tokenization_duration.observe(timings.tokenization_s)
         for item in items:
@@ -196,37 +227,98 @@ class Service:
     # -- stage 3 ----------------------------------------------------------------------------------
 
     async def predict(self, sequences: list[tuple[str, str | None]], truncate: bool, raw_scores: bool,
-                      disconnected: Disconnected, timings: Timings) -> list[list[dict]]:
+                      disconnected: Disconnected, timings: Timings, side: str = "right") -> list[list[dict]]:
         if not self.classifier:
-            raise ServerError("model_type", "model is not a classifier model: this server was started with "
-                              "--task feature-extraction; use /embed")
-        items, _ = await self.tokenize(sequences, truncate, timings)
+            raise ServerError("model_type", f"model is not a classifier model: this server runs "
+                              f"{self.pipe.task}; {self.route_hint()}")
+        items, _ = await self.tokenize(sequences, truncate, timings, side=side)
         rows = await self.infer(items, disconnected, timings)
         if not all(np.isfinite(row).all() for row in rows):
             raise ServerError("backend", "score is NaN or infinite")
         return self.pipe.postprocess(np.stack(rows), function_to_apply="none" if raw_scores else self.function,
                                      top_k=None, _legacy=False)
 
-    async def embed(self, texts: list[str], truncate: bool, normalize: bool,
-                    disconnected: Disconnected, timings: Timings) -> list[list[float]]:
-        if self.classifier:
-            raise ServerError("model_type", "model is not an embedding model: this server runs a sequence "
-                              "classifier; use /predict, or start it with --task feature-extraction")
-        items, batch = await self.tokenize([(t, None) for t in texts], truncate, timings, normalize)
+    async def embed(self, texts: list[str | list[int]], truncate: bool, normalize: bool,
+                    disconnected: Disconnected, timings: Timings, *, prompt_name: str | None = None,
+                    dimensions: int | None = None, pooled: bool = True, side: str = "right") -> list:
+        """Pooled vectors (or, `pooled=False`, every token's hidden state: /embed_all). The prompt goes before
+        each text (not before token ids); `dimensions` cuts each vector, then renormalizes when `normalize`."""
+        if not self.embedding:
+            raise ServerError("model_type", f"model is not an embedding model: this server runs "
+                              f"{self.pipe.task}; {self.route_hint()}")
+        prompt = self.prompts.text(prompt_name)
+        if prompt and not self.include_prompt and pooled:
+            raise ServerError("validation", "Input validation error: prompt_name: this model's Pooling leaves "
+                              "the prompt's tokens out (include_prompt=false), which the server does not do; "
+                              "use coulisse.SentenceEncoder")
+        texts = [prompt + t if isinstance(t, str) else t for t in texts]
+        items, batch = await self.tokenize([(t, None) for t in texts], truncate, timings, normalize, side)
         rows = await self.infer(items, disconnected, timings)
-        return self.pipe.postprocess(rows, batch)
+        if not pooled:  # the token embeddings, `(length, H)` per input
+            return [np.asarray(row, dtype=np.float32).tolist() for row in rows]
+        return cut_dimensions(self.pipe.postprocess(rows, batch), dimensions, normalize)
+
+    async def run_task(self, inputs, parameters: dict, disconnected: Disconnected, timings: Timings):
+        """Any task, through the pipeline's own contract: options checked (a bad one is a 422 naming it),
+        `preprocess` on the tokenizer thread, `forward` in the batcher, `postprocess`."""
+        pipe = self.pipe
+        try:
+            options = pipe.options(parameters)
+        except InputError as e:
+            raise library_error(e, "parameters") from None
+        loop = asyncio.get_running_loop()
+        start = time.perf_counter()
+        try:
+            batch = await loop.run_in_executor(self._tokenizer_pool, lambda: pipe.preprocess(
+                inputs, **pipe.stage_options(options, PRE)))
+        except InputError as e:
+            raise library_error(e, "inputs") from None
+        timings.tokenization_s = time.perf_counter() - start
+        self.metrics.tokenization_duration.observe(timings.tokenization_s)
+        timings.tokens = sum(len(item.ids) for item in batch.items)
+        for item in batch.items:
+            self.metrics.input_length.observe(len(item.ids))
+        rows = await self.infer(batch.items, disconnected, timings)
+        return pipe.postprocess(rows, batch, **pipe.stage_options(options, POST))
+
+    async def rerank(self, query: str, texts: list[str], truncate: bool, raw_scores: bool,
+                     disconnected: Disconnected, timings: Timings, side: str = "right") -> list[float]:
+        """The cross-encoder's score of each (query, text) pair: its one logit, or its sigmoid."""
+        if not self.reranker:
+            what = f"{self.pipe.config.num_labels} labels" if self.classifier else self.pipe.task
+            raise ServerError("model_type", f"model is not a re-ranker model (a sequence classifier with one "
+                              f"output; this one runs {what}); {self.route_hint()}")
+        results = await self.predict([(query, text) for text in texts], truncate, raw_scores, disconnected, timings,
+                                     side)
+        return [result[0]["score"] for result in results]
+
+    async def off_loop(self, work: Callable[[], object]):
+        """Tokenizer work (/tokenize, /decode) on the tokenizer thread, off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._tokenizer_pool, work)
+
+    @property
+    def served_model_name(self) -> str:
+        return self.settings.served_model_name or self.settings.model_id or self.pipe.checkpoint.name
+
+    def route_hint(self) -> str:
+        """Where this server's task is served, for a 424 on another task's route."""
+        routes = {"text-classification": "use /predict or POST /", "feature-extraction": "use /embed or POST /"}
+        return routes.get(self.pipe.task, "use POST / with the Inference API's {\"inputs\", \"parameters\"}")
 
     # -- /info ------------------------------------------------------------------------------------
 
     def info(self) -> dict:
         config = self.pipe.config
-        id2label = sorted(config.id2label.items()) if self.classifier else []
-        model_type = ({"classifier": {"id2label": {str(i): label for i, label in id2label},
-                                      "label2id": {label: i for i, label in id2label}}}
-                      if self.classifier else {"embedding": {"pooling": self.pooling_mode}})
+        id2label = sorted(config.id2label.items()) if not self.embedding else []
+        labels = {"id2label": {str(i): label for i, label in id2label},
+                  "label2id": {label: i for i, label in id2label}}
+        # TEI's tagged model type; the heads TEI lacks are tagged by their labels, `task` says which.
+        model_type = ({"embedding": {"pooling": self.pooling_mode}} if self.embedding
+                      else {"reranker": labels} if self.reranker else {"classifier": labels})
         s = self.settings
         return {
             "model_id": s.model_id or self.pipe.checkpoint.name, "model_sha": None, "model_dtype": s.dtype,
+            "served_model_name": self.served_model_name,
             "model_type": model_type, "task": self.pipe.task, "labels": [label for _, label in id2label],
             "max_concurrent_requests": s.max_concurrent_requests, "max_input_length": self.max_input_length,
             "max_batch_tokens": self.limits.max_batch_tokens, "max_batch_requests": self.limits.max_batch_requests,

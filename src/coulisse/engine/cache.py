@@ -1,0 +1,143 @@
+"""The weight cache: int8 codes computed once per checkpoint, CPU and coulisse version, then read back.
+
+Quantizing a base-size encoder's weights (per-channel max, divide, round, clamp: five passes over
+340 MB of fp32) takes ~2 s on a 2-core AVX2 machine, most of an int8 cold start; reading the codes
+back (85 MB of int8, memory-mapped) takes a fraction of that. What is cached are the codes and
+scales, not oneDNN's prepacked layout: that is an opaque tensor torch cannot save, and its reorder
+(~0.5 s there) runs at every load.
+
+Where: `$COULISSE_CACHE` (a folder; `0` or `off` turns the cache off), else `$XDG_CACHE_HOME/coulisse`,
+else `~/.cache/coulisse`. One safetensors file per key under `int8/`. Safe to delete at any time: a
+missing, unreadable or mismatched file is rebuilt (logged), never an error.
+
+The key, hashed into the file name and stored whole in the file's metadata (checked on read):
+
+- each file of the checkpoint folder: its resolved path, size, mtime, inode and ctime, plus a
+  sampled content fingerprint (16 blocks of 4 KiB at fixed offsets). A full content hash would cost
+  as much as the quantization it saves (~1 s per 400 MB). The stat fields change on any write
+  through the file system: ctime cannot be set back by `touch` or `cp -p`, so a checkpoint rewritten
+  in place with the same size and mtime still changes it; the sampled blocks catch a file system that
+  keeps no reliable times. Hub checkpoints are content-addressed blobs, so their resolved path names
+  their hash too.
+- the CPU features that choose the codes (`Features.key`) and the weight width,
+- the coulisse version and the cache format, so an upgrade never reads an older layout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+SAMPLES, BLOCK = 16, 4096
+
+
+def cache_dir() -> Path | None:
+    """The cache folder, or None when `COULISSE_CACHE` turns the cache off."""
+    value = os.environ.get("COULISSE_CACHE")
+    if value is not None and value.strip().lower() in ("0", "off", "false", "no", ""):
+        return None
+    if value:
+        return Path(value).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "coulisse"
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
+    try:
+        return package_version("coulisse")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def fingerprint(path: Path) -> dict:
+    """What identifies one file's content without reading it all (see the module's docstring)."""
+    real = path.resolve()
+    st = real.stat()
+    digest = hashlib.sha256()
+    with open(real, "rb") as f:
+        for i in range(SAMPLES):
+            f.seek(st.st_size * i // SAMPLES)
+            digest.update(f.read(BLOCK))
+        f.seek(max(st.st_size - BLOCK, 0))
+        digest.update(f.read(BLOCK))
+    return {"path": str(real), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
+            "inode": st.st_ino, "device": st.st_dev, "sample_sha256": digest.hexdigest()}
+
+
+def make_key(files: Iterable[Path], features_key: str, weight_bits: int) -> dict:
+    files = sorted(p for p in files if p.is_file())
+    return {"format": FORMAT, "coulisse": version(), "torch": torch.__version__, "cpu": features_key,
+            "weight_bits": weight_bits, "files": [fingerprint(p) for p in files]}
+
+
+def key_path(folder: Path, key: dict) -> Path:
+    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+    return folder / "int8" / f"{name}.safetensors"
+
+
+def load_codes(path: Path, key: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]] | None:
+    """The codes stored under `key`, or None (absent, unreadable, or for another key: logged)."""
+    if not path.is_file():
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            stored = json.loads((f.metadata() or {}).get("coulisse_key", "null"))
+            if stored != key:
+                log.info("weight cache %s was written for another checkpoint, CPU or version: rebuilding", path)
+                return None
+            names = {n.rsplit(".", 1)[0] for n in f.keys()}  # noqa: SIM118 (safe_open is no mapping)
+            codes = {n: (f.get_tensor(f"{n}.q"), f.get_tensor(f"{n}.scale")) for n in names}
+    except Exception as e:  # a truncated or garbled file: rebuild it, never fail the load for a cache
+        log.warning("weight cache %s is unreadable (%s): rebuilding it", path, e.__class__.__name__)
+        return None
+    bound = 2 ** (key["weight_bits"] - 1) - 1
+    for name, (q, scale) in codes.items():
+        if (q.dtype != torch.int8 or q.dim() != 2 or scale.shape != (q.shape[0],) or q.min() < -bound or q.max() > bound
+                or not bool((scale > 0).all() and scale.isfinite().all())):
+            log.warning("weight cache %s holds invalid codes for %s: rebuilding it", path, name)
+            return None
+    return codes
+
+
+def save_codes(path: Path, key: dict, codes: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> bool:
+    """Write atomically (a temporary file renamed): a crash leaves the old file or none, never half of one.
+    Returns whether the file was written."""
+    from safetensors.torch import save_file
+
+    tensors = {}
+    for name, (q, scale) in codes.items():
+        tensors[f"{name}.q"], tensors[f"{name}.scale"] = q.contiguous(), scale.contiguous()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(tmp), metadata={"coulisse_key": json.dumps(key, sort_keys=True)})
+        os.replace(tmp, path)
+    except Exception as e:  # a read-only or full disk (OSError, or safetensors' own error type): the next
+        # start quantizes again, nothing worse; a cache never fails the load
+        log.warning("could not write the weight cache %s (%s); set COULISSE_CACHE to a writable folder "
+                    "or to 0", path, e)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        return False
+    log.info("weight cache written: %s", path)
+    return True
+
+
+def valid_for(codes: dict, expected: dict[str, tuple[int, int]]) -> bool:
+    """Whether `codes` has exactly the layers `expected` names, with their `(out, in)` shapes."""
+    return codes.keys() == expected.keys() and all(tuple(codes[n][0].shape) == s for n, s in expected.items())

@@ -1,0 +1,187 @@
+"""What this CPU has, and which kernels each precision runs on it: chosen once, a pure function of the two.
+
+`detect()` reads the instruction sets from `/proc/cpuinfo` (and torch's own dispatch level); `plan(features)`
+turns them into a `KernelPlan` with no other input, so every choice can be tested by feeding it the flags
+of a machine we do not have (tests/engine/test_cpu_plan.py). `engine/prepare.py` consults the plan and
+`coulisse info` prints it.
+
+What decides, measured with torch 2.13 (docs/benchmarks.md):
+
+- int8: oneDNN's u8×s8 GEMM (`onednn::qlinear_pointwise`) on every x86 CPU: oneDNN itself dispatches to
+  AMX-INT8 tiles, AVX-512 VNNI or AVX2. `torch._int_mm` (s8×s8) is no alternative without VNNI: 1 GOP/s
+  on AVX2 (a reference loop), against ~40 for fp32. Without VNNI the AVX2 kernel multiplies with
+  `vpmaddubsw`, whose 16-bit pair sums saturate, so weights keep 7 bits there (2·255·63 < 32767).
+- bf16: fast only where the hardware multiplies bf16 (AMX-BF16: ~8× fp32; AVX512-BF16: ~2×). oneDNN
+  also runs bf16 on plain AVX-512 (converting to fp32: no gain) and torch refuses to prepack bf16
+  weights without AVX-512 BW/VL/DQ or AVX-NE-CONVERT; on AVX2 bf16 linear layers fall back on PyTorch's
+  reference GEMM, ~5× slower than fp32. Those machines still run bf16 (same numerics) with a warning.
+- fast preset: the fastest mode whose quality passes its gate. With AMX-BF16, bf16 (its GEMM runs as
+  fast as int8's, with no per-token quantization pass, and it passes the stricter embedding gate,
+  cosine ≥ 0.999); elsewhere int8 (gate: cosine ≥ 0.99 and top-1 agreement on the real reviews).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+from coulisse.models.quantize import SMALL_BATCH_ROWS
+
+# The flags that matter here, as /proc/cpuinfo spells them.
+FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx_vnni",
+         "avx512_bf16", "avx_ne_convert", "amx_tile", "amx_bf16", "amx_int8")
+
+
+@dataclass(frozen=True)
+class Features:
+    """The CPU's instruction sets (`flags`) and torch's dispatch level for them (`capability`)."""
+
+    flags: frozenset[str] = frozenset()
+    capability: str = "DEFAULT"  # torch.backends.cpu.get_cpu_capability(): DEFAULT, AVX2, AVX512, ...
+
+    def has(self, *names: str) -> bool:
+        return all(n in self.flags for n in names)
+
+    @property
+    def vnni(self) -> bool:
+        """int8 pairs multiplied straight into 32 bits: AVX-512 VNNI, AVX-VNNI or AMX."""
+        return any(f in self.flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+    @property
+    def key(self) -> str:
+        """A stable text for cache keys: the flags that change a kernel's choice or its numbers."""
+        return ",".join(sorted(self.flags & set(FLAGS)))
+
+    def describe(self) -> str:
+        shown = [f for f in FLAGS if f in self.flags]
+        return f"{' '.join(shown) or 'none of ' + ' '.join(FLAGS)} (torch dispatch: {self.capability})"
+
+
+@dataclass(frozen=True)
+class Backends:
+    """What this torch build offers, independent of the CPU (tests pass their own)."""
+
+    onednn_fp32: bool = True  # torch.ops.mkldnn._linear_pointwise and COULISSE_ONEDNN != 0
+    onednn_int8: bool = True  # torch.ops.onednn.qlinear_pointwise
+    fbgemm: bool = True  # quantized engine "fbgemm" and COULISSE_INT8_SMALL != 0
+    c_kernels: bool = True  # coulisse.models._int8 built at install
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One precision's kernel on this machine, and why."""
+
+    kernel: str  # a short name the code dispatches on
+    detail: str  # what runs, for people
+    why: str
+    fast: bool = True  # whether this precision is faster than fp32 here
+    options: dict = field(default_factory=dict)  # kernel parameters (weight bits, small-batch rows)
+
+
+@dataclass(frozen=True)
+class KernelPlan:
+    features: Features
+    fp32: Choice
+    int8: Choice
+    bf16: Choice
+    fast: str  # the preset's mode: "int8", "bfloat16" or "float32"
+    fast_why: str
+
+    def lines(self) -> list[str]:
+        return [f"CPU features: {self.features.describe()}",
+                *(f"{name}: {c.detail} — {c.why}" for name, c in
+                  (("fp32", self.fp32), ("int8", self.int8), ("bf16", self.bf16))),
+                f"fast preset (--fast): {self.fast} — {self.fast_why}"]
+
+
+def _fp32(f: Features, b: Backends) -> Choice:
+    if b.onednn_fp32:
+        return Choice("onednn", "oneDNN matmul, weights prepacked at load",
+                      "1.2-2x MKL's sgemm, which repacks the weight on every call (docs/benchmarks.md)")
+    return Choice("torch", "PyTorch F.linear (MKL)", "oneDNN is unavailable or COULISSE_ONEDNN=0")
+
+
+def _int8(f: Features, b: Backends) -> Choice:
+    fused = "fused C quantize/dequantize" if b.c_kernels else "PyTorch ops around the GEMM (C kernels not built)"
+    small = SMALL_BATCH_ROWS if b.fbgemm else 0
+    if not b.onednn_int8:
+        if b.fbgemm:
+            return Choice("fbgemm", "fbgemm dynamic linear (per-tensor activations)",
+                          "this torch has no oneDNN int8 GEMM", options={"weight_bits": 8, "small_rows": 0})
+        return Choice("none", "unavailable", "this torch has neither oneDNN's nor fbgemm's int8 GEMM", fast=False)
+    if f.has("amx_int8", "amx_tile"):
+        isa, why = "AMX-INT8 tiles", "AMX multiplies int8 tiles into int32: ~8x the fp32 GEMM"
+    elif f.has("avx512_vnni"):
+        isa, why = "AVX-512 VNNI", "vpdpbusd sums int8 pairs into int32 without saturation"
+    elif f.has("avx_vnni"):
+        isa, why = "AVX-VNNI", "vpdpbusd (256-bit) sums int8 pairs into int32 without saturation"
+    elif f.has("avx2"):
+        isa, why = ("AVX2 vpmaddubsw", "no VNNI: 16-bit pair sums saturate, so weights keep 7 bits "
+                    "(2·255·63 < 32767); torch._int_mm is a reference loop here")
+    else:
+        isa, why = "generic", "no AVX2: oneDNN's reference int8 path, likely slower than fp32"
+    bits = 8 if f.vnni else 7
+    detail = (f"oneDNN u8×s8 per-token ({isa}), {bits}-bit weights, {fused}"
+              + (f", fbgemm for ≤ {small} rows" if small else ""))
+    return Choice("onednn", detail, why, fast=f.has("avx2") or f.vnni,
+                  options={"weight_bits": bits, "small_rows": small, "isa": isa})
+
+
+def _bf16(f: Features, b: Backends) -> Choice:
+    packs = f.has("avx512bw", "avx512vl", "avx512dq") or f.has("avx_ne_convert")
+    if f.has("amx_bf16", "amx_tile"):
+        return Choice("onednn", "oneDNN bf16 matmul, weights prepacked in bf16 (AMX-BF16 tiles)",
+                      "AMX multiplies bf16 tiles: ~8x the fp32 GEMM")
+    if f.has("avx512_bf16"):
+        return Choice("onednn", "oneDNN bf16 matmul, weights prepacked in bf16 (AVX512-BF16)",
+                      "vdpbf16ps: ~2x the fp32 GEMM")
+    if packs:
+        return Choice("onednn", "oneDNN bf16 matmul, weights prepacked in bf16 (converted to fp32 in registers)",
+                      "no AMX or AVX512-BF16: no faster than fp32 (slow-path warning)", fast=False)
+    return Choice("torch", "PyTorch's reference bf16 GEMM (weights in bf16)",
+                  "no AMX, AVX512-BF16 nor AVX-512 BW/VL/DQ: ~5x slower than fp32 (slow-path warning)",
+                  fast=False)
+
+
+def plan(features: Features, backends: Backends = Backends()) -> KernelPlan:
+    """The kernels each precision runs on a CPU with `features`; no other input."""
+    fp32, int8, bf16 = _fp32(features, backends), _int8(features, backends), _bf16(features, backends)
+    if bf16.fast and features.has("amx_bf16"):
+        fast, why = "bfloat16", ("AMX-BF16 GEMMs match int8's rate with no per-token quantization pass, "
+                                 "and bf16 passes the stricter quality gate (embedding cosine ≥ 0.999)")
+    elif int8.fast:
+        on = int8.options.get("isa", int8.kernel)
+        fast, why = "int8", (f"int8 ({on}) is the fastest mode here that passes its quality gate "
+                             "(embedding cosine ≥ 0.99, top-1 agreement with exact)")
+    else:
+        fast, why = "float32", "no int8 or bf16 kernel here beats fp32"
+    return KernelPlan(features, fp32, int8, bf16, fast, why)
+
+
+def read_flags(path: str = "/proc/cpuinfo") -> frozenset[str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            line = next((line for line in f if line.startswith("flags")), "")
+    except OSError:  # not Linux: no flags, every fast path is then judged unknown
+        return frozenset()
+    return frozenset(line.partition(":")[2].split())
+
+
+@functools.cache
+def detect() -> Features:
+    import torch
+
+    return Features(read_flags(), torch.backends.cpu.get_cpu_capability())
+
+
+def backends() -> Backends:
+    from coulisse.models.fastpath import onednn_fp32_available
+    from coulisse.models.quantize import fbgemm_available, kernels, onednn_available
+
+    return Backends(onednn_fp32=onednn_fp32_available(), onednn_int8=onednn_available(),
+                    fbgemm=fbgemm_available(), c_kernels=kernels() is not None)
+
+
+def this_machine() -> KernelPlan:
+    """The plan for the CPU this process runs on."""
+    return plan(detect(), backends())

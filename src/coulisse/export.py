@@ -1,0 +1,215 @@
+"""Save a checkpoint that transformers loads as it is: `pipe.save_pretrained(dir)` and `coulisse convert`.
+
+From any checkpoint coulisse reads (safetensors, `.bin`, sharded, TensorFlow's `tf_model.h5`), write
+`config.json` (naming transformers' PyTorch class, e.g. `CamembertForSequenceClassification`),
+`model.safetensors` under transformers' parameter names (`coulisse.weights.export`: the inverse of the name
+tables coulisse loads with) and the tokenizer files (`coulisse.tokenizer.export`).
+
+The weights are read again from the checkpoint's files, in fp32, and not taken from a running pipeline:
+its linear layers may be repacked for oneDNN or quantized to int8, and neither is a transformers format. So
+an int8 pipeline saves the fp32 weights it was quantized from (and says so in the log); `dtype` casts them
+to float16 or bfloat16.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from coulisse.config import EncoderConfig
+from coulisse.engine.prepare import resolve_dtype
+from coulisse.errors import InputError, WeightShapeError
+from coulisse.hub import resolve_model
+from coulisse.models import load_model
+from coulisse.models.model import _sources  # the name table loading uses: exporting is its inverse
+from coulisse.tokenizer import Tokenizer
+from coulisse.tokenizer.export import TOKENIZER_FILES, save_tokenizer
+from coulisse.weights import normalize_keys, read_weights
+from coulisse.weights.export import checkpoint_tensors, save_safetensors
+from coulisse.weights.formats import WEIGHT_FILES
+
+log = logging.getLogger(__name__)
+
+# transformers' class name of each head: "<family prefix><suffix>". None: the base model.
+HEAD_SUFFIXES = {
+    "sequence-classification": "ForSequenceClassification",
+    "token-classification": "ForTokenClassification",
+    "question-answering": "ForQuestionAnswering",
+    "masked-lm": "ForMaskedLM",
+    "multiple-choice": "ForMultipleChoice",
+    None: "Model",
+}
+HEADS = tuple(h or "base" for h in HEAD_SUFFIXES)
+# Weight files a folder being overwritten may hold besides ours: left there, they would be read first.
+STALE_WEIGHTS = (*WEIGHT_FILES, "model-*.safetensors", "pytorch_model-*.bin")
+
+
+@dataclass(frozen=True)
+class Export:
+    """How transformers' PyTorch classes of one family look from outside: their name prefix, and what they
+    hold beyond what coulisse reads."""
+
+    prefix: str  # "Camembert": CamembertForSequenceClassification, CamembertModel
+    pooler: bool = False  # its `*Model` has a pooler (add_pooling_layer=True): copied for base exports
+    kept: tuple[str, ...] = ()  # base-model tensors coulisse leaves unread, copied when present
+
+
+# One row per `coulisse.families` row (tests/weights/test_export.py checks that none is missing).
+EXPORTS = {
+    "bert": Export("Bert", pooler=True),
+    "roberta": Export("Roberta", pooler=True),
+    "camembert": Export("Camembert", pooler=True),
+    "xlm-roberta": Export("XLMRoberta", pooler=True),
+    "distilbert": Export("DistilBert"),
+    "electra": Export("Electra"),
+    # Language embeddings (n_langs > 1): transformers' FlaubertModel holds them; no tokenizer input reads them.
+    "flaubert": Export("Flaubert", kept=("lang_embeddings.",)),
+    "deberta-v2": Export("DebertaV2"),
+}
+
+
+def architecture(config: EncoderConfig, head: str | None) -> str:
+    """transformers' PyTorch class for `head` on this family: "CamembertForSequenceClassification"."""
+    return EXPORTS[config.model_type].prefix + HEAD_SUFFIXES[head]
+
+
+def head_of(config: EncoderConfig) -> str | None:
+    """The head config.json's `architectures` names (a TensorFlow class name counts: "TFBertModel")."""
+    prefix = EXPORTS[config.model_type].prefix
+    for name in config.architectures:
+        bare = name.removeprefix("TF")
+        for head, suffix in HEAD_SUFFIXES.items():
+            if bare.endswith(suffix) and (head is not None or bare == prefix + suffix):
+                return head
+    raise InputError(f"config.json names the architectures {config.architectures or 'none'}, none of which says "
+                     f"which head to save; pass the head (one of {', '.join(HEADS)}).")
+
+
+def parse_head(head: str | None) -> str | None:
+    """A head name as users write it ("base" for the bare encoder) -> the model's (None)."""
+    if head not in HEADS:
+        raise InputError(f"head={head!r}; use one of {', '.join(HEADS)}.")
+    return None if head == "base" else head
+
+
+def export_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    """The dtype to write: float32 unless told float16 or bfloat16 (spelt as `pipeline(dtype=...)` takes them)."""
+    resolved = torch.float32 if dtype is None else resolve_dtype(dtype, torch.device("cpu"))
+    if resolved not in (torch.float32, torch.float16, torch.bfloat16):
+        raise InputError(f"dtype={dtype!r}; a checkpoint is written in float32, float16 or bfloat16.")
+    return resolved
+
+
+def transformers_config(config: EncoderConfig, head: str | None, dtype: torch.dtype, tied: bool | None) -> dict:
+    """config.json: the checkpoint's own, naming the PyTorch class, the labels and the dtype written."""
+    data = {k: v for k, v in config.raw.items() if k not in ("transformers_version", "_name_or_path", "num_labels")}
+    name = str(dtype).removeprefix("torch.")
+    data.update(architectures=[architecture(config, head)], model_type=config.model_type,
+                id2label={str(i): label for i, label in sorted(config.id2label.items())},
+                label2id=dict(config.label2id), dtype=name, torch_dtype=name)  # torch_dtype: transformers 4
+    if tied is not None:
+        data["tie_word_embeddings"] = tied
+    return data
+
+
+def check_out_dir(out: Path, source: Path | None, overwrite: bool) -> Path:
+    """Refuse, before anything is read, a folder that holds files (unless `overwrite`), a path that is a
+    file, and the checkpoint's own folder `source` (its weights would be replaced while they are read)."""
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file; give a folder to write the checkpoint into.")
+    if source is not None and out.resolve() == Path(source).resolve():
+        raise InputError(f"{out} is the checkpoint's own folder; write the converted checkpoint to another one.")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise InputError(f"{out} is not empty; pass overwrite=True (--overwrite) to replace the checkpoint files "
+                         "in it, or choose an empty folder.")
+    return out
+
+
+def _kept_tensors(directory: Path, config: EncoderConfig, head: str | None, prefix: str) -> dict:
+    """Base-model tensors transformers' class holds and coulisse's model does not: the pooler of a base
+    model, a family's `kept` tensors. Read from the checkpoint again, only when there is such a thing."""
+    row = EXPORTS[config.model_type]
+    wanted = (*row.kept, *(("pooler.",) if row.pooler and head is None else ()))
+    if not wanted:
+        return {}
+    tensors = normalize_keys(read_weights(directory)[0], config.family.prefixes)
+    kept = {prefix + k.removeprefix("{base}."): t for k, t in tensors.items()
+            if k.removeprefix("{base}.").startswith(wanted)}
+    pooler = {k: t for k, t in kept.items() if ".pooler." in f".{k}"}
+    H = config.hidden_size
+    for key, t in pooler.items():
+        if tuple(t.shape) not in ((H, H), (H,)):
+            raise WeightShapeError(f"tensor {key} has shape {tuple(t.shape)}, but hidden_size {H} implies "
+                                   f"{(H, H) if key.endswith('weight') else (H,)}; check config.json.")
+    if row.pooler and head is None and not pooler:
+        log.warning("%s has no pooler tensors: transformers' %s will initialise its pooler at random "
+                    "(pooler_output only; last_hidden_state is exact)", directory, architecture(config, None))
+    return kept
+
+
+def save_pretrained(directory: Path, config: EncoderConfig, tokenizer: Tokenizer, head: str | None, out: Path, *,
+                    dtype: str | torch.dtype | None = None, overwrite: bool = False) -> Path:
+    """Write the checkpoint in `directory` (config, tokenizer, `head`) into `out` for transformers."""
+    out = check_out_dir(out, directory, overwrite)
+    dtype = export_dtype(dtype)
+    model = load_model(directory, config, head)  # fp32, as read: no fast path, no quantization
+    prefix = config.family.prefixes[0] + "." if head is not None else ""
+    tensors, tied = checkpoint_tensors(model.named_parameters(), _sources(config.family, model.head), prefix)
+    tensors.update(_kept_tensors(directory, config, head, prefix))
+    # Written beside `out` first (same file system, so moves are renames), with the umask's permissions:
+    # `tempfile.mkdtemp` would make a new `out` private to its owner.
+    staging = out.parent / f".{out.name}.coulisse-{secrets.token_hex(4)}"
+    staging.mkdir(parents=True)
+    try:
+        save_safetensors(tensors, staging / "model.safetensors", dtype)
+        config_data = transformers_config(config, head, dtype, tied)
+        (staging / "config.json").write_text(json.dumps(config_data, indent=2, ensure_ascii=False) + "\n",
+                                             encoding="utf-8")
+        save_tokenizer(tokenizer, directory, staging, config.family)
+        _move_into(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("saved %s (%s, %d tensors, %s) to %s", architecture(config, head), config.model_type, len(tensors),
+             str(dtype).removeprefix("torch."), out)
+    return out
+
+
+def _move_into(staging: Path, out: Path) -> None:
+    """Everything written at once where it can be (a new folder is one rename); into an existing folder, file
+    by file, after removing the checkpoint files of a previous one that ours would not replace."""
+    if not out.exists():
+        os.replace(staging, out)
+        return
+    ours = {p.name for p in staging.iterdir()}
+    stale = {p for pattern in (*STALE_WEIGHTS, *TOKENIZER_FILES) for p in out.glob(pattern) if p.name not in ours}
+    for path in sorted(stale):
+        log.info("removing %s, left by a previous checkpoint", path)
+        path.unlink()
+    for name in sorted(ours):
+        os.replace(staging / name, out / name)
+
+
+def convert(model: str | Path, out: str | Path, *, head: str | None = None, dtype: str | torch.dtype | None = None,
+            overwrite: bool = False, revision: str | None = None) -> Path:
+    """`coulisse convert`: a Hub id or folder -> a transformers checkpoint in `out`. `head` ("base" for the
+    bare encoder) defaults to the one config.json's `architectures` names."""
+    # What can be refused without the checkpoint is refused before it is looked for (or downloaded).
+    export_dtype(dtype)
+    if head is not None:
+        parse_head(head)
+    check_out_dir(Path(out), None, overwrite)
+    directory = resolve_model(model, revision)
+    check_out_dir(Path(out), directory, overwrite)
+    config = EncoderConfig.from_file(directory / "config.json")
+    chosen = head_of(config) if head is None else parse_head(head)
+    tokenizer = Tokenizer.from_dir(directory, model_type=config.model_type, max_positions=config.max_positions)
+    tokenizer.model_max_length = min(tokenizer.model_max_length, config.max_positions)
+    return save_pretrained(directory, config, tokenizer, chosen, Path(out), dtype=dtype, overwrite=overwrite)

@@ -1,0 +1,62 @@
+"""`coulisse convert`: any checkpoint coulisse reads -> one transformers loads (`coulisse.export`).
+
+`coulisse.export` imports torch: it is imported when the command runs, so that `coulisse --help` stays light.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+HEAD_HELP = ("What to save: sequence-classification, token-classification, question-answering, masked-lm, "
+             "multiple-choice or base (the encoder alone), or a pipeline task that implies one "
+             "(text-classification, ner, fill-mask, feature-extraction...). Default: the head config.json's "
+             "architectures name.")
+
+
+def _head(value: str | None) -> str | None:
+    """A head name, or the head of the pipeline task `value` names ("feature-extraction" -> "base")."""
+    from coulisse.export import HEADS
+    from coulisse.pipelines import ALIASES, TASKS
+
+    if value is None or value in HEADS:
+        return value
+    task = TASKS.get(ALIASES.get(value, value))
+    if task is None:
+        raise click.BadParameter(f"{value!r} is neither a head ({', '.join(HEADS)}) nor a task "
+                                 f"({', '.join(sorted(TASKS))}).", param_hint="--head")
+    return task.head or "base"
+
+
+@click.command()
+@click.argument("model")
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("-d", "--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32",
+              show_default=True, envvar="COULISSE_DTYPE", help="Precision of the weights written.")
+@click.option("-H", "--head", "--task", "head", default=None, envvar="COULISSE_HEAD", help=HEAD_HELP)
+@click.option("--overwrite", is_flag=True, envvar="COULISSE_OVERWRITE",
+              help="Write into a folder that holds files, replacing the checkpoint files in it.")
+def convert(model, out_dir, dtype, head, overwrite):
+    """Write MODEL (a Hub id or folder, in any format coulisse reads: safetensors, .bin, sharded, TensorFlow
+    tf_model.h5) as a checkpoint transformers loads: config.json naming the PyTorch class,
+    model.safetensors, and the tokenizer (tokenizer.json, the original slow files, tokenizer_config.json,
+    special_tokens_map.json). No TensorFlow needed.
+
+    \b
+    Examples:
+      coulisse convert tblard/tf-allocine ./tf-allocine-pt
+      coulisse convert ./my-checkpoint ./out --dtype bfloat16 --head base
+      coulisse convert ./ner-model ./out --task ner --overwrite
+
+    \b
+    Then, in Python:
+      AutoModelForSequenceClassification.from_pretrained("./tf-allocine-pt")
+      AutoTokenizer.from_pretrained("./tf-allocine-pt")
+    """
+    from coulisse.export import convert as convert_checkpoint
+
+    out = convert_checkpoint(model, out_dir, head=_head(head), dtype=dtype, overwrite=overwrite)
+    architecture = json.loads((out / "config.json").read_text(encoding="utf-8"))["architectures"][0]
+    click.echo(f"wrote {out}: {architecture}, {dtype}, {len(list(out.iterdir()))} files")

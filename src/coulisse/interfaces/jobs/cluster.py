@@ -1,0 +1,205 @@
+"""The Ray side of `classify --ray`: connecting to a cluster, and a pool of actors that each hold one pipeline.
+
+Imported only when a `--ray` job runs (it imports ray). Rows travel to the actors as (text, error, where)
+triples and predictions come back as tuples; the actors never see the carried columns, and the driver
+writes every shard (distributed.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import ray
+from ray.exceptions import RayActorError, RayError
+
+from coulisse.errors import CoulisseError, InputError
+from coulisse.interfaces.jobs.formats import Prediction, Row
+
+if TYPE_CHECKING:
+    from coulisse.interfaces.jobs.distributed import RayOptions, Shard
+
+log = logging.getLogger(__name__)
+
+QUEUED = 2  # shards sent to an actor at a time: one running, one waiting, so it never waits for the driver
+READY_WAIT_S = 60  # between warnings while actors wait for CPUs
+
+
+class ClusterError(CoulisseError):
+    """The Ray cluster could not run the job: an actor that died too often, a model that failed to load."""
+
+
+def digest(files: dict[str, str]) -> str:
+    """One hex digest of a model folder's file hashes (name -> sha256)."""
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+@contextmanager
+def connect(address: str | None):
+    """Use the Ray already initialized in this process (a Python caller's, a test's), else connect to
+    `address` (None: $RAY_ADDRESS, else a local Ray started for this job and stopped after it)."""
+    if ray.is_initialized():
+        yield
+        return
+    local = address is None and not os.environ.get("RAY_ADDRESS")
+    kwargs = {"include_dashboard": False} if local else {}
+    try:
+        ray.init(address=address, logging_level=logging.WARNING, **kwargs)
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        raise ClusterError(f"cannot connect to the Ray cluster at {address or os.environ.get('RAY_ADDRESS')} "
+                           f"({_first_line(e)}); start one with `ray start --head` or fix --address.") from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def plan(actors: int | None, threads: int | None, cpus: int) -> tuple[int, int]:
+    """Actors and threads per actor so that actors x threads = the cluster's CPUs, where not given."""
+    cpus = max(cpus, 1)
+    if threads is None:
+        threads = max(1, cpus // actors) if actors else 1
+    if actors is None:
+        actors = max(1, cpus // threads)
+    return actors, threads
+
+
+class ShardWorker:
+    """One pipeline, loaded once on the actor's node from the model found there."""
+
+    def __init__(self, model: str, quantize: str, threads: int, long_text: str, stride: int | None):
+        # oneDNN keeps one kernel per batch shape; read when torch loads (see command.bound_kernel_cache).
+        os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")
+        self.error = None
+        self.labels: list[str] = []
+        self.digest = ""
+        try:
+            from coulisse.interfaces.jobs.predict import Predictor
+            from coulisse.interfaces.jobs.state import model_fingerprint
+            from coulisse.pipelines import pipeline
+
+            options = {"quantize": quantize} if quantize != "none" else {}
+            pipe = pipeline("text-classification", model=model, threads=threads, **options)
+            self.predictor = Predictor(pipe, long_text, stride)
+            self.labels = self.predictor.labels
+            self.digest = digest(model_fingerprint(pipe.checkpoint.directory))
+        except Exception as e:  # noqa: BLE001 (reported by ready(), in one line)
+            self.error = f"{type(e).__name__}: {_first_line(e)}"
+
+    def ready(self) -> dict:
+        return {"error": self.error, "labels": self.labels, "digest": self.digest, "pid": os.getpid(),
+                "node": ray.util.get_node_ip_address()}
+
+    def predict(self, rows: list[tuple]) -> dict:
+        batch = [Row({}, where, text, error) for text, error, where in rows]
+        try:
+            preds = self.predictor(batch)
+        except InputError as e:  # an option that fails every row alike (a --stride too long)
+            return {"input_error": str(e)}
+        truncated, self.predictor.truncated = self.predictor.truncated, 0
+        return {"preds": [(p.label, p.score, p.scores, p.error) for p in preds], "truncated": truncated,
+                "digest": self.digest}
+
+
+class Pool:
+    """`with Pool(options) as pool:` actors started, their models loaded and checked alike; killed on exit."""
+
+    def __init__(self, options: RayOptions):
+        self.options = options
+        cpus = int(ray.cluster_resources().get("CPU", 0))
+        self.size, self.threads = plan(options.actors, options.threads, cpus)
+        if self.size * self.threads > cpus:
+            log.warning("%d actors x %d threads need %d CPUs and the cluster has %d: some actors wait for CPUs "
+                        "(an autoscaler may add them)", self.size, self.threads, self.size * self.threads, cpus)
+        remote = ray.remote(ShardWorker).options(num_cpus=self.threads, max_restarts=options.max_restarts,
+                                                 max_task_retries=options.max_restarts)
+        self.actors = [remote.remote(options.model, options.quantize, self.threads, options.long_text,
+                                     options.stride) for _ in range(self.size)]
+        self.pending: dict = {}  # ObjectRef -> (actor index, Shard)
+        self.queued = [0] * self.size
+
+    def __enter__(self) -> Pool:
+        try:
+            reports = self._ready()
+        except BaseException:
+            self.close()
+            raise
+        failed = [r for r in reports if r["error"]]
+        if failed:
+            self.close()
+            raise ClusterError(f"the model {self.options.model} failed to load on node {failed[0]['node']}: "
+                               f"{failed[0]['error']}")
+        digests = {r["digest"] for r in reports}
+        if len(digests) > 1:
+            self.close()
+            nodes = sorted({r["node"] for r in reports})
+            raise ClusterError(f"the actors on nodes {', '.join(nodes)} loaded different files for "
+                               f"{self.options.model}; stage the same model on every node (docs/scale-out.md).")
+        self.digest, self.labels = digests.pop(), reports[0]["labels"]
+        self.pids = [r["pid"] for r in reports]
+        log.info("%d actors x %d threads ready on %s", self.size, self.threads,
+                 ", ".join(sorted({r["node"] for r in reports})))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _ready(self) -> list[dict]:
+        refs = [a.ready.remote() for a in self.actors]
+        while True:
+            done, waiting = ray.wait(refs, num_returns=len(refs), timeout=READY_WAIT_S)
+            if not waiting:
+                break
+            log.warning("%d of %d actors still starting (waiting for CPUs, or loading the model)", len(waiting),
+                        len(refs))
+        try:
+            return ray.get(refs)
+        except RayError as e:  # the worker process itself failed: coulisse missing on a node, out of memory
+            raise ClusterError(f"an actor could not start ({_first_line(e)}); install coulisse on every node "
+                               "of the cluster.") from None
+
+    def close(self) -> None:
+        for actor in self.actors:
+            with contextlib.suppress(RayError, ValueError):  # already dead
+                ray.kill(actor)
+
+    def full(self) -> bool:
+        return len(self.pending) >= QUEUED * self.size
+
+    def busy(self) -> bool:
+        return bool(self.pending)
+
+    def submit(self, shard: Shard) -> None:
+        i = min(range(self.size), key=self.queued.__getitem__)
+        rows = [(r.text, r.error, r.where) for r in shard.rows]
+        self.pending[self.actors[i].predict.remote(rows)] = (i, shard)
+        self.queued[i] += 1
+
+    def next_done(self) -> tuple[Shard, list[Prediction], int]:
+        [ref], _ = ray.wait(list(self.pending), num_returns=1)
+        i, shard = self.pending.pop(ref)
+        self.queued[i] -= 1
+        try:
+            result = ray.get(ref)
+        except RayActorError as e:
+            raise ClusterError(f"an actor died more than {self.options.max_restarts} times "
+                               f"({_first_line(e)}); the shards committed in {self.options.output} stay: rerun "
+                               "the same command to go on.") from None
+        if "input_error" in result:
+            raise InputError(result["input_error"])
+        if result["digest"] != self.digest:
+            raise ClusterError(f"an actor restarted with other files for {self.options.model}; stage the same "
+                               "model on every node and rerun the same command.")
+        return shard, [Prediction(*p) for p in result["preds"]], result["truncated"]
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+

@@ -1,0 +1,294 @@
+"""`coulisse classify -i 'data/*.parquet' -o out/ --ray`: a corpus job on a Ray cluster, resumable by shard.
+
+The driver reads every input file with the single-machine readers (so the rows, the error rows and the
+text column are the single-machine job's), cuts each file into shards of --batch-rows rows, and sends the
+texts of each shard not yet committed to a pool of actors, each holding one pipeline. The predictions come
+back to the driver, which writes the shard's rows and predictions to `out/<file>-<shard><ext>` through a
+temporary file and a rename: a shard file exists whole or not at all.
+
+A rerun of the same command skips the shard files already there, so the folder ends with every shard
+exactly once, each equal to what an uninterrupted run writes: shard names sort in input order, and a
+shard's rows are in input order. `out/_coulisse-job.json` records the inputs (paths, sizes, mtimes), the
+options that change results and a digest of the model's files as the actors loaded them; a rerun that
+differs is refused. Ray restarts an actor whose process dies and retries its shards (`max_restarts`,
+`max_task_retries`); past that the job stops and a rerun goes on. Why not Ray Data's `write_parquet`:
+its files are named per write task and its blocks are cut by size, neither tied to input rows, so a rerun
+could not tell which rows are done; and its CSV/JSON readers fail a whole file on one bad line.
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coulisse.errors import InputError
+from coulisse.interfaces.formatting import count, duration
+from coulisse.interfaces.jobs.formats import Added, Prediction, Row, input_format
+from coulisse.interfaces.jobs.lock import OutputLock
+from coulisse.interfaces.jobs.readers import Reader
+from coulisse.interfaces.jobs.state import fsync_dir, write_atomic
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "_coulisse-job.json"
+TMP = ".tmp-"
+FORMATS = {"parquet": ".parquet", "jsonl": ".jsonl"}
+VERSION = 1
+
+
+@dataclass
+class RayOptions:
+    input: str
+    output: str
+    column: str | None = None
+    all_scores: bool = False
+    long_text: str = "truncate"
+    stride: int | None = None
+    batch_rows: int = 1024  # rows per shard
+    model: str = ""
+    quantize: str = "none"
+    threads: int | None = None  # per actor
+    actors: int | None = None
+    address: str | None = None
+    shard_format: str = "parquet"
+    overwrite: bool = False
+    quiet: bool = False
+    max_restarts: int = 3  # per actor; its shards are retried as often
+
+
+@dataclass
+class RaySummary:
+    output: str
+    actors: int = 0
+    threads: int = 0
+    shards: int = 0
+    skipped: int = 0  # shards committed by an earlier run
+    rows: int = 0  # rows classified in this run
+    errored: int = 0
+    truncated: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+    def describe(self) -> str:
+        text = (f"{count(self.rows, 'row')} in {count(self.shards, 'shard')} ({self.errored:,} errored) on "
+                f"{count(self.actors, 'actor')} x {count(self.threads, 'thread')}")
+        if self.skipped:
+            text += f"; {count(self.skipped, 'shard')} already committed, skipped"
+        text += f"; {duration(self.seconds)} ({self.rows_per_second:,.1f} rows/s)"
+        if self.truncated:
+            text += f"; {count(self.truncated, 'text')} truncated to the model's limit (--long-text chunk)"
+        return f"{text} -> {self.output}"
+
+
+@dataclass
+class Shard:
+    name: str
+    rows: list[Row]
+    columns: list[str]
+    added: Added
+    schema: object = None
+    started: float = field(default_factory=time.perf_counter)
+
+
+def input_files(pattern: str) -> list[str]:
+    """The files of --input: a path or a glob, sorted (their order is the shards' order)."""
+    if pattern == "-":
+        raise InputError("--ray reads files, not stdin; pass --input FILE or a glob such as 'data/*.parquet'.")
+    files = sorted(p for p in glob.glob(os.path.expanduser(pattern), recursive=True) if os.path.isfile(p))
+    if not files:
+        raise InputError(f"--input {pattern!r}: no file matches; pass a file or a glob such as 'data/*.parquet'.")
+    for f in files:
+        input_format(f)  # an unknown extension is refused before anything starts
+    return files
+
+
+def shard_name(index: int, path: str, shard: int, fmt: str) -> str:
+    """`00003-reviews-000012.parquet`: the file's place in the sorted inputs, its name, the shard."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(path).stem)[:60]
+    return f"{index:05d}-{stem}-{shard:06d}{FORMATS[fmt]}"
+
+
+def job_key(options: RayOptions, files: list[str]) -> dict:
+    inputs = []
+    for f in files:
+        st = os.stat(f)
+        inputs.append({"path": str(Path(f).absolute()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns})
+    return {"version": VERSION, "inputs": inputs, "column": options.column, "all_scores": options.all_scores,
+            "long_text": options.long_text, "stride": options.stride, "batch_rows": options.batch_rows,
+            "model": options.model, "quantize": options.quantize, "format": options.shard_format}
+
+
+def check_options(options: RayOptions) -> None:
+    if options.batch_rows < 1:
+        raise InputError(f"--batch-rows {options.batch_rows}; pass a positive number of rows.")
+    if options.stride is not None and options.long_text != "chunk":
+        raise InputError("--stride only applies with --long-text chunk.")
+    if options.shard_format not in FORMATS:
+        raise InputError(f"--shard-format {options.shard_format!r}; use one of {', '.join(FORMATS)}.")
+    for name in ("actors", "threads"):
+        value = getattr(options, name)
+        if value is not None and value < 1:
+            raise InputError(f"--{name} {value}; pass a positive number.")
+
+
+def open_output(out: Path, key: dict, overwrite: bool) -> dict:
+    """The manifest to go on with (the key, and the model digest once known); a different job's folder is
+    refused, or emptied with --overwrite."""
+    path = out / MANIFEST
+    saved = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    ours = [p for p in out.iterdir() if p.name != MANIFEST and not p.name.startswith("_coulisse")]
+    if overwrite:
+        for p in ours:
+            if _is_shard(p.name):
+                _remove(p)
+        saved = None
+    elif saved is None and any(not p.name.startswith(TMP) for p in ours):
+        raise InputError(f"--output {out} is not empty and holds no {MANIFEST}: write to a new folder, or pass "
+                         "--overwrite to remove its shards.")
+    elif saved is not None and saved.get("key") != key:
+        what = next((k for k in key if saved.get("key", {}).get(k) != key[k]), "version")
+        raise InputError(f"--output {out} holds a job with another {what} ({saved['key'].get(what)!r}, now "
+                         f"{key[what]!r}); rerun the same command to go on, or pass --overwrite to start over.")
+    for p in out.iterdir():
+        if p.name.startswith(TMP):  # a shard a killed driver was writing: not committed
+            _remove(p)
+    manifest = saved or {"key": key, "model_files": None, "complete": False}
+    write_atomic(path, json.dumps(manifest, sort_keys=True).encode())
+    return manifest
+
+
+def _is_shard(name: str) -> bool:
+    return name.startswith(TMP) or bool(re.fullmatch(r"\d{5}-.*-\d{6}\.(parquet|jsonl)", name))
+
+
+def _remove(p: Path) -> None:
+    import shutil
+
+    shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def commit_shard(out: Path, shard: Shard, preds: list[Prediction], fmt: str) -> None:
+    """Write the shard whole under a temporary name, then rename it: it is committed or absent."""
+    from coulisse.interfaces.jobs.writers import make_sink
+
+    tmp = out / (TMP + shard.name)
+    sink = make_sink(str(tmp), fmt, shard.columns, shard.added, shard.schema)
+    try:
+        sink.open(0)
+        sink.commit(shard.rows, preds)
+        sink.finish()
+    finally:
+        sink.close()
+    os.replace(tmp, out / shard.name)
+    fsync_dir(out)
+
+
+def run(options: RayOptions, on_shard: Callable[[str, object], None] | None = None) -> RaySummary:
+    """Run the job; `on_shard(name, pool)` is called after each commit (tests kill actors from it)."""
+    from coulisse.interfaces.jobs.cluster import Pool, connect
+
+    check_options(options)
+    files = input_files(options.input)
+    out = Path(options.output)
+    if not out.parent.absolute().is_dir():
+        raise InputError(f"--output {out}: the folder {out.parent.absolute()} does not exist; create it first.")
+    out.mkdir(exist_ok=True)
+    with OutputLock(str(out / "_coulisse")):
+        manifest = open_output(out, job_key(options, files), options.overwrite)
+        with connect(options.address), Pool(options) as pool:
+            if manifest["model_files"] not in (None, pool.digest):
+                raise InputError(f"--output {out} was written with other model files than the actors loaded "
+                                 f"({options.model}); pass --overwrite to start over with these.")
+            manifest["model_files"] = pool.digest
+            write_atomic(out / MANIFEST, json.dumps(manifest, sort_keys=True).encode())
+            summary = RaySummary(str(out), pool.size, pool.threads)
+            start = time.perf_counter()
+            _loop(options, files, out, pool, summary, on_shard)
+            summary.seconds = time.perf_counter() - start
+        manifest["complete"] = True
+        write_atomic(out / MANIFEST, json.dumps(manifest, sort_keys=True).encode())
+    return summary
+
+
+def _loop(options, files, out, pool, summary, on_shard) -> None:
+    def commit(done) -> None:
+        shard, preds, truncated = done
+        commit_shard(out, shard, preds, options.shard_format)
+        summary.shards += 1
+        summary.rows += len(preds)
+        summary.errored += sum(p.error is not None for p in preds)
+        summary.truncated += truncated
+        if on_shard is not None:
+            on_shard(shard.name, pool)
+
+    for index, path in enumerate(files):
+        with Reader(path, options.column, options.batch_rows) as reader:
+            added = Added.for_columns(reader.columns, pool.labels, options.all_scores)
+            rows = reader.rows()
+            for number in itertools.count():
+                chunk = list(itertools.islice(rows, options.batch_rows))
+                if not chunk:
+                    break
+                reader.check_unchanged()
+                name = shard_name(index, path, number, options.shard_format)
+                if (out / name).exists():
+                    summary.skipped += 1
+                    continue
+                while pool.full():
+                    commit(pool.next_done())
+                pool.submit(Shard(name, chunk, reader.columns, added, reader.schema))
+    while pool.busy():
+        commit(pool.next_done())
+
+
+def run_cli(ctx) -> None:
+    """`coulisse classify --ray`: the job from the command's parameters (`ctx.params`)."""
+    import click
+
+    from coulisse.interfaces.jobs.command import bound_kernel_cache, stop_on_sigterm
+
+    params = ctx.params
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise click.ClickException('--ray needs Ray, which is not installed: pip install "coulisse[ray]"') \
+            from None
+    if params["input_path"] is None or params["output"] in (None, "-"):
+        raise click.UsageError("--ray needs --input FILE|GLOB and --output FOLDER.")
+    if params["texts"]:
+        raise click.UsageError("give TEXT arguments or --input FILE, not both.")
+    if params["resume"] and params["overwrite"]:
+        raise click.UsageError("--resume and --overwrite contradict each other; pass one.")
+    model = params["model"]
+    if model is None:
+        from coulisse.checkpoint import default_model
+
+        model = default_model("text-classification")  # resolved here: every node loads the same one
+    options = RayOptions(input=params["input_path"], output=params["output"], column=params["column"],
+                         all_scores=params["all_scores"], long_text=params["long_text"], stride=params["stride"],
+                         batch_rows=params["batch_rows"], model=model, quantize=params["quantize"],
+                         threads=params["threads"], actors=params["actors"], address=params["address"],
+                         shard_format=params["shard_format"], overwrite=params["overwrite"],
+                         quiet=params["quiet"])
+    bound_kernel_cache()
+    with stop_on_sigterm():
+        try:
+            summary = run(options)
+        except KeyboardInterrupt as stop:
+            error = click.ClickException(f"interrupted; the shards committed in {options.output} stay: rerun "
+                                         "the same command to go on.")
+            error.exit_code = 128 + getattr(stop, "signum", 2)
+            raise error from None
+    if not options.quiet:
+        click.echo(summary.describe(), err=True)

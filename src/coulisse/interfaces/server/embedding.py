@@ -1,0 +1,86 @@
+"""What the embedding routes add around the feature-extraction pipeline's stages, as TEI does it:
+sentence-transformers prompts (`prompt_name`, config_sentence_transformers.json), token-id inputs,
+Matryoshka `dimensions` (cut, then renormalize), cosine similarity and OpenAI's base64 vectors.
+Plain Python and numpy: no HTTP, no torch.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import numpy as np
+
+from coulisse.engine import Item
+from coulisse.errors import CoulisseError
+from coulisse.interfaces.server.errors import ServerError
+
+
+class Prompts:
+    """The folder's prompts (`config_sentence_transformers.json`), read once at start-up."""
+
+    def __init__(self, directory: Path):
+        from coulisse.sentence import read_settings
+
+        settings = read_settings(directory)
+        self.prompts: dict[str, str] = {str(k): str(v or "") for k, v in settings.get("prompts", {}).items()}
+        default = settings.get("default_prompt_name")
+        self.default = default if default in self.prompts else None
+
+    def text(self, prompt_name: str | None, field: str = "prompt_name") -> str:
+        """The prompt to put before each text: `prompt_name`'s, else the default one (TEI's rule), else ""."""
+        if prompt_name is None:
+            return self.prompts.get(self.default, "") if self.default else ""
+        if prompt_name not in self.prompts:
+            known = ", ".join(repr(p) for p in sorted(self.prompts)) or "none"
+            raise ServerError("validation", f"Input validation error: {field}={prompt_name!r} is not a prompt of "
+                              f"this model (config_sentence_transformers.json has {known})")
+        return self.prompts[prompt_name]
+
+
+def id_item(ids: list[int], vocab_size: int, max_length: int, truncate: bool, field: str,
+            side: str = "right") -> Item:
+    """Token ids given by the client: the model's own ids, special tokens included, as TEI takes them; a
+    list too long is cut as given, at its end (`side="left"`: at its start, special tokens included)."""
+    bad = next((i for i in ids if i >= vocab_size), None)
+    if bad is not None:
+        raise ServerError("validation", f"Input validation error: {field} holds token id {bad}, outside this "
+                          f"model's vocabulary (0..{vocab_size - 1})")
+    if truncate and len(ids) > max_length:
+        ids = ids[-max_length:] if side == "left" else ids[:max_length]
+    return Item(list(ids), [0] * len(ids))
+
+
+def cut_dimensions(vectors: list[list[float]], dimensions: int | None, normalize: bool,
+                   field: str = "dimensions") -> list[list[float]]:
+    """Matryoshka truncation: the first `dimensions` values, renormalized to unit length when `normalize`
+    (normalizing the cut of a unit vector equals normalizing the cut of the raw one)."""
+    if dimensions is None:
+        return vectors
+    size = len(vectors[0]) if vectors else 0
+    if dimensions > size:
+        raise ServerError("validation", f"Input validation error: {field}={dimensions} is larger than this "
+                          f"model's {size} dimensions; pass {size} or fewer")
+    cut = np.asarray(vectors, dtype=np.float32)[:, :dimensions]
+    if normalize:  # as sentence-transformers' Normalize: divide by max(norm, 1e-12)
+        cut = cut / np.maximum(np.linalg.norm(cut, axis=1, keepdims=True), 1e-12)
+    return cut.astype(np.float32).tolist()
+
+
+def cosine(source: list[float], others: list[list[float]]) -> list[float]:
+    """Cosine similarity of `source` with each of `others` (TEI's /similarity, float64 sums)."""
+    a = np.asarray(source, dtype=np.float64)
+    b = np.asarray(others, dtype=np.float64)
+    norms = np.maximum(np.linalg.norm(b, axis=1) * np.linalg.norm(a), 1e-12)
+    return (b @ a / norms).astype(np.float32).tolist()
+
+
+def as_base64(vector: list[float]) -> str:
+    """OpenAI's `encoding_format="base64"`: the little-endian float32 bytes (what the SDK decodes with
+    `np.frombuffer(base64.b64decode(s), dtype="float32")`)."""
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+
+
+def library_error(e: CoulisseError, field: str) -> ServerError:
+    """A pipeline's refusal of a request value, as a 422 naming the field."""
+    return ServerError("validation", f"Input validation error: {field}: {e}")

@@ -1,0 +1,185 @@
+"""The ASGI middleware every request crosses before a route, in this order:
+
+0. A head larger than 16 KiB is answered 431 (uvicorn's parser only bounds one that arrives in pieces).
+1. `HEAD` is answered as the `GET` of the same path, without the body (every GET route gets HEAD).
+2. The API key, from the `Authorization` header alone: a request without it is answered 401 before one
+   byte of its body is read. Every route needs the key except GET on `PUBLIC` paths (TEI's: health,
+   metrics, the OpenAPI pages), so a route added later is protected without a word.
+3. The body: a `Content-Length` above `--payload-limit` is refused before reading; a chunked body is
+   counted as it arrives and refused once past the limit; a body slower than `--body-timeout` is
+   answered 408. All three close the connection, so the rest of the body is never read.
+4. A request still running when the server stops past `--shutdown-timeout` (uvicorn cancels its
+   task) is answered the JSON 503 `shutting_down` instead of uvicorn's plain-text 500 and a traceback.
+
+The layer below (the socket, the request head, connection counts) is `protocol.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from dataclasses import dataclass
+
+from coulisse.interfaces.server.errors import error_response
+from coulisse.interfaces.server.limits import CONNECTION
+from coulisse.interfaces.server.metrics import ServerMetrics
+
+# GET (and HEAD) on these needs no key, as in TEI: health (also SageMaker's /ping and the Inference API's
+# GET /), metrics, and the API's documentation with its assets.
+PUBLIC = frozenset({"/", "/ping", "/health", "/metrics", "/docs", "/redoc", "/openapi.json", "/api-doc/openapi.json"})
+PUBLIC_PREFIXES = ("/docs/",)
+
+
+class Drain:
+    """Set by `coulisse serve` when uvicorn starts its graceful shutdown: from then on, a cancelled
+    request is the shutdown timeout's doing, not a bug."""
+
+    stopping: bool = False
+
+
+@dataclass(frozen=True)
+class GuardLimits:
+    api_key: str | None
+    payload_limit: int
+    body_timeout: float
+    # Several models in one server: `/{name}/health` is as public as `/health` (routing.py).
+    model_prefixes: tuple[str, ...] = ()
+
+
+def header(scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value
+    return None
+
+
+def without_prefix(path: str, prefixes: tuple[str, ...]) -> str:
+    """The path a model's own app routes: `/{name}/health` -> `/health` (longest prefix first)."""
+    for prefix in prefixes:
+        if path == prefix or path.startswith(prefix + "/"):
+            return path[len(prefix):] or "/"
+    return path
+
+
+def public(scope, prefixes: tuple[str, ...] = ()) -> bool:
+    path = without_prefix(scope["path"], prefixes)
+    return scope["method"] == "GET" and (path in PUBLIC or path.startswith(PUBLIC_PREFIXES))
+
+
+def authorized(scope, expected: bytes) -> bool:
+    """`Authorization: Bearer KEY`, as FastAPI's HTTPBearer parses it, compared in constant time."""
+    scheme, _, given = (header(scope, b"authorization") or b"").partition(b" ")
+    if scheme.lower() != b"bearer":
+        given = b""
+    return hmac.compare_digest(given.strip(), expected)
+
+
+def head_size(scope) -> int:
+    """The request head's size on the wire, to within a few bytes (request line, `name: value\\r\\n`)."""
+    line = len(scope["method"]) + len(scope.get("raw_path") or b"") + len(scope.get("query_string", b"")) + 12
+    return line + sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+
+
+def declared_length(scope) -> int | None:
+    """The Content-Length, or None for a chunked body (uvicorn's parser already refused a malformed one)."""
+    value = header(scope, b"content-length")
+    return int(value) if value is not None and value.strip().isdigit() else None
+
+
+def without_body(send):
+    async def send_head(message):
+        if message["type"] == "http.response.body":
+            message = {**message, "body": b""}
+        await send(message)
+
+    return send_head
+
+
+class Guard:
+    def __init__(self, app, limits: GuardLimits, metrics: ServerMetrics, drain: Drain):
+        self.app, self.limits, self.metrics, self.drain = app, limits, metrics, drain
+        self.key = limits.api_key.encode() if limits.api_key else None
+
+    async def refuse(self, kind: str, message: str, scope, receive, send) -> None:
+        self.metrics.request_failure.inc(err=kind)
+        await error_response(kind, message)(scope, receive, send)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracked_send(message):
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self.guarded(scope, receive, tracked_send)
+        except asyncio.CancelledError:
+            if not self.drain.stopping:
+                raise
+            # uvicorn cancelled the request past --shutdown-timeout and does not wait for it: answer it
+            # and end quietly, as the JSON 503 of the table. A response already begun is cut as it is.
+            if not started:
+                await self.refuse("shutting_down", "the server stopped before the answer was ready "
+                                  "(--shutdown-timeout); retry on another instance", scope, receive, send)
+
+    async def guarded(self, scope, receive, send) -> None:
+        if head_size(scope) > CONNECTION.max_head_bytes:  # uvicorn's parser bounds only a head read in pieces
+            return await self.refuse("head_size", f"the request line and headers are larger than "
+                                     f"{CONNECTION.max_head_bytes} bytes", scope, receive, send)
+        if scope["method"] == "HEAD":
+            scope, send = {**scope, "method": "GET"}, without_body(send)
+        if self.key is not None and not public(scope, self.limits.model_prefixes) and not authorized(scope, self.key):
+            return await self.refuse("unauthorized", "missing or wrong API key: send `Authorization: Bearer "
+                                     "<key>`", scope, receive, send)
+        length = declared_length(scope)
+        if length is not None and length > self.limits.payload_limit:
+            return await self.refuse("payload_size", self.too_large(f"{length} bytes"), scope, receive, send)
+        if length or header(scope, b"transfer-encoding") is not None:
+            body = await self.read_body(scope, receive, send)
+            if body is None:
+                return
+            receive = replay(body, receive)
+        await self.app(scope, receive, send)
+
+    def too_large(self, size: str) -> str:
+        return (f"the body ({size}) is larger than {self.limits.payload_limit} bytes (--payload-limit); "
+                "send fewer or shorter inputs per request")
+
+    async def read_body(self, scope, receive, send) -> bytes | None:
+        """The whole body within the deadline and the size limit; None when already answered."""
+        chunks, size = [], 0
+        deadline = time.monotonic() + self.limits.body_timeout
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0))
+            except asyncio.TimeoutError:
+                await self.refuse("body_timeout", f"{size} bytes of the body arrived in "
+                                  f"{self.limits.body_timeout:g} s (--body-timeout); send it faster",
+                                  scope, receive, send)
+                return None
+            if message["type"] == "http.disconnect":
+                return None
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limits.payload_limit:
+                await self.refuse("payload_size", self.too_large(f"over {size} bytes"), scope, receive, send)
+                return None
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def replay(body: bytes, receive):
+    replayed = False
+
+    async def receive_again():
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # after the body: waits for the client to disconnect
+
+    return receive_again

@@ -1,0 +1,112 @@
+"""OpenAI's embeddings API over the feature-extraction pipeline: `POST /v1/embeddings` (and TEI's
+`/embeddings` alias) and `GET /v1/models`, for the `openai` SDK, LangChain, LlamaIndex, Open WebUI.
+
+As TEI does it: vectors normalized to unit length, `dimensions` cuts them and renormalizes, `base64` is
+the little-endian float32 bytes, `usage` counts the tokens the model read. One difference: a `model` other
+than the served one gets 404 (TEI logs a warning and answers anyway), so a client never gets another
+model's vectors without knowing. Errors keep TEI's `{"error", "error_type"}` body on the TEI routes; here
+they take OpenAI's `{"error": {"message", "type", "code"}}`, which the SDK reads.
+"""
+
+import json
+import time
+from functools import partial
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from coulisse.interfaces.server.compat_schemas import (
+    OpenAIEmbeddingRequest,
+    OpenAIEmbeddingResponse,
+    OpenAIErrorResponse,
+    OpenAIModelList,
+)
+from coulisse.interfaces.server.embedding import as_base64
+from coulisse.interfaces.server.errors import ERRORS, ServerError
+from coulisse.interfaces.server.guard import without_prefix
+from coulisse.interfaces.server.schemas import side
+from coulisse.interfaces.server.service import Service, Timings
+from coulisse.interfaces.server.tei_routes import batch_of, client_gone
+
+TAG = "OpenAI"
+OPENAI_PATHS = ("/v1/embeddings", "/embeddings", "/v1/models")
+STARTED = int(time.time())
+
+
+def add_openai_routes(app: FastAPI, service: Service, gate, protected: list) -> None:
+    errors = {status: {"model": OpenAIErrorResponse, "description": ERRORS[kind].description}
+              for kind, status in (("validation", 422), ("not_found", 404), ("empty", 400),
+                                   ("batch_size", 413), ("overloaded", 429), ("backend", 500))}
+
+    @app.post("/v1/embeddings", tags=[TAG], dependencies=protected, response_model=None,
+              include_in_schema=service.embedding,
+              responses={200: {"model": OpenAIEmbeddingResponse, "description": "One vector per input"}, **errors})
+    async def embeddings(body: OpenAIEmbeddingRequest, request: Request) -> Response:
+        """OpenAI's embeddings: unit vectors, `dimensions` cut and renormalized, float or base64."""
+        if body.model is not None and body.model != service.served_model_name:
+            raise ServerError("not_found", f"model {body.model!r} is not served here; this server serves "
+                              f"{service.served_model_name!r} (GET /v1/models)")
+        inputs, _ = batch_of(body.input)
+        gate.check_batch(len(inputs))
+
+        async def work(t: Timings) -> list:
+            vectors = await service.embed(inputs, service.settings.auto_truncate, True,
+                                          partial(client_gone, request), t, dimensions=body.dimensions,
+                                          side=side(body.truncation_direction))
+            encode = as_base64 if body.encoding_format == "base64" else (lambda v: v)
+            data = [{"object": "embedding", "embedding": encode(v), "index": i} for i, v in enumerate(vectors)]
+            usage = {"prompt_tokens": t.tokens, "total_tokens": t.tokens}
+            return [{"object": "list", "data": data, "model": service.served_model_name, "usage": usage}]
+
+        return await gate.run(request, "openai_embeddings", "batch", work, True)
+
+    app.add_api_route("/embeddings", embeddings, methods=["POST"], include_in_schema=False,
+                      dependencies=protected)
+
+    @app.get("/v1/models", tags=[TAG], dependencies=protected, response_model=OpenAIModelList)
+    async def models() -> dict:
+        """The served model, as OpenAI lists models."""
+        return {"object": "list", "data": [{"id": service.served_model_name, "object": "model",
+                                            "created": STARTED, "owned_by": "coulisse"}]}
+
+
+class OpenAIErrors:
+    """ASGI middleware: on the OpenAI paths, rewrite TEI's error body into OpenAI's."""
+
+    def __init__(self, app, prefixes: tuple[str, ...] = ()):
+        self.app, self.prefixes = app, prefixes  # several models: /{name}/v1/embeddings too
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or without_prefix(scope.get("path", ""), self.prefixes) not in OPENAI_PATHS:
+            return await self.app(scope, receive, send)
+        start: dict | None = None
+        chunks: list[bytes] = []
+
+        async def capture(message):
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+                if message["status"] < 400:
+                    await send(message)
+                return
+            if start is None or start["status"] < 400:
+                return await send(message)
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                await self._send_openai(start, b"".join(chunks), send)
+
+        await self.app(scope, receive, capture)
+
+    @staticmethod
+    async def _send_openai(start: dict, body: bytes, send) -> None:
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in start["headers"]}
+        try:
+            tei = json.loads(body)
+        except ValueError:
+            tei = None
+        if isinstance(tei, dict) and "error_type" in tei:
+            body = json.dumps({"error": {"message": tei.get("error", ""), "type": tei["error_type"],
+                                         "param": None, "code": start["status"]}}).encode()
+            headers["content-length"] = str(len(body))
+        await send({**start, "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]})
+        await send({"type": "http.response.body", "body": body, "more_body": False})

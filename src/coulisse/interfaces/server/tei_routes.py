@@ -1,0 +1,188 @@
+"""The rest of text-embeddings-inference's routes, with TEI's shapes (router/src/http/server.rs):
+
+    POST /embed_all   token embeddings            POST /tokenize   tokens, ids, byte offsets
+    POST /rerank      cross-encoder ranks         POST /decode     ids -> text
+    POST /similarity  cosine of sentence pairs    GET  / , /ping   health (Inference API, SageMaker)
+    POST / , /invocations   the served task: TEI's route for it, or the Inference API's shape (inference_api.py)
+
+Each route is an adapter: the numbers come from the pipeline's stages through `Service`.
+"""
+
+from functools import partial
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from coulisse.interfaces.server.compat_schemas import (
+    DecodeRequest,
+    Label,
+    Rank,
+    RerankRequest,
+    SimilarityParameters,
+    SimilarityRequest,
+    SimpleToken,
+    TokenizeRequest,
+)
+from coulisse.interfaces.server.embedding import cosine
+from coulisse.interfaces.server.errors import ServerError, openapi_responses
+from coulisse.interfaces.server.schemas import EmbedAllRequest, side
+from coulisse.interfaces.server.service import Service, Timings
+
+TAG = "Text Embeddings Inference"
+# No `from __future__ import annotations` here: FastAPI reads the body types of the handlers below.
+
+
+async def client_gone(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def batch_of(inputs, single_types: tuple = (str,)) -> tuple[list, bool]:
+    """TEI's `Input`: one input (a text, or one token-id list) or a batch of them."""
+    single = isinstance(inputs, single_types) or (bool(inputs) and all(isinstance(i, int) for i in inputs))
+    return ([inputs] if single else list(inputs)), single
+
+
+def tokens_of(encoding, text: str) -> list[dict]:
+    """TEI's `SimpleToken`s: byte offsets into the text (UTF-8, as TEI's Rust tokenizer gives them); special
+    tokens carry their own text and no offsets."""
+    tokens = []
+    for token_id, token, special, (start, stop) in zip(encoding.ids, encoding.tokens,
+                                                        encoding.special_tokens_mask, encoding.offsets,
+                                                        strict=True):
+        if special:
+            tokens.append({"id": token_id, "text": token, "special": True, "start": None, "stop": None})
+        else:
+            tokens.append({"id": token_id, "text": text[start:stop], "special": False,
+                           "start": len(text[:start].encode()), "stop": len(text[:stop].encode())})
+    return tokens
+
+
+def add_tei_routes(app: FastAPI, service: Service, gate, protected: list) -> dict:
+    """Register the routes; returns the handlers `POST /` dispatches to."""
+    settings = service.settings
+    auth = ("unauthorized",) if settings.api_key else ()
+    errors = openapi_responses("validation", "payload_size", *auth, "empty", "batch_size", "input_length",
+                               "model_type", "overloaded", "backend", "unhealthy")
+
+    def truncate_of(value):
+        return settings.auto_truncate if value is None else value
+
+    @app.post("/embed_all", tags=[TAG], dependencies=protected, response_model=None,
+              include_in_schema=service.embedding,
+              responses={200: {"model": list[list[list[float]]], "description": "Per input, per token"}, **errors})
+    async def embed_all(body: EmbedAllRequest, request: Request) -> Response:
+        """Every token's last hidden state (no pooling), per input."""
+        inputs, single = batch_of(body.inputs)
+        gate.check_batch(len(inputs))
+        return await gate.run(request, "embed_all", "single" if single else "batch", lambda t: service.embed(
+            inputs, truncate_of(body.truncate), False, partial(client_gone, request), t,
+            prompt_name=body.prompt_name, pooled=False, side=side(body.truncation_direction)), False)
+
+    @app.post("/rerank", tags=[TAG], dependencies=protected, response_model=None,
+              include_in_schema=service.reranker,
+              responses={200: {"model": list[Rank], "description": "Ranks, best first"}, **errors})
+    async def rerank(body: RerankRequest, request: Request) -> Response:
+        """Score each (query, text) pair with the cross-encoder; ranks sorted by score, best first."""
+        if not body.texts:
+            raise ServerError("empty", "`texts` cannot be empty")
+        gate.check_batch(len(body.texts))
+
+        async def work(t: Timings) -> list:
+            scores = await service.rerank(body.query, body.texts, truncate_of(body.truncate), body.raw_scores,
+                                          partial(client_gone, request), t, side(body.truncation_direction))
+            ranks = [{"index": i, **({"text": body.texts[i]} if body.return_text else {}), "score": s}
+                     for i, s in enumerate(scores)]
+            return sorted(ranks, key=lambda r: r["score"])[::-1]  # TEI: ascending sort, reversed
+
+        return await gate.run(request, "rerank", "batch", work, False)
+
+    @app.post("/similarity", tags=[TAG], dependencies=protected, response_model=None,
+              include_in_schema=service.embedding,
+              responses={200: {"model": list[float], "description": "Cosine similarity per sentence"}, **errors})
+    async def similarity(body: SimilarityRequest, request: Request) -> Response:
+        """Cosine similarity of `source_sentence` with each of `sentences` (the Inference API's
+        sentence-similarity task)."""
+        if not body.inputs.sentences:
+            raise ServerError("empty", "`inputs.sentences` cannot be empty")
+        gate.check_batch(len(body.inputs.sentences) + 1)  # +1: the source sentence
+        parameters = body.parameters or SimilarityParameters()
+
+        async def work(t: Timings) -> list:
+            vectors = await service.embed([body.inputs.source_sentence, *body.inputs.sentences],
+                                          truncate_of(parameters.truncate), False, partial(client_gone, request),
+                                          t, prompt_name=parameters.prompt_name,
+                                          side=side(parameters.truncation_direction))
+            return cosine(vectors[0], vectors[1:])
+
+        return await gate.run(request, "similarity", "batch", work, False)
+
+    @app.post("/tokenize", tags=[TAG], dependencies=protected, response_model=None,
+              responses={200: {"model": list[list[SimpleToken]], "description": "Tokens per input"},
+                         **openapi_responses("validation", *auth, "empty", "batch_size")})
+    async def tokenize(body: TokenizeRequest, request: Request) -> Response:
+        """The tokenizer's tokens of each text (after the prompt, if any): id, text, special, byte offsets."""
+        texts, _ = batch_of(body.inputs)
+        gate.check_batch(len(texts))
+        prompt = service.prompts.text(body.prompt_name)
+        texts = [prompt + t for t in texts]
+
+        async def work(t: Timings) -> list:
+            encodings = await service.off_loop(lambda: service.pipe.tokenizer.encode_batch(
+                texts, truncation=False, add_special_tokens=body.add_special_tokens))
+            return [tokens_of(e, text) for e, text in zip(encodings, texts, strict=True)]
+
+        return await gate.run(request, "tokenize", "batch", work, False)
+
+    @app.post("/decode", tags=[TAG], dependencies=protected, response_model=None,
+              responses={200: {"model": list[str], "description": "One text per id list"},
+                         **openapi_responses("validation", *auth, "empty", "batch_size")})
+    async def decode(body: DecodeRequest, request: Request) -> Response:
+        """Token ids back to text, through the tokenizer's decoder."""
+        batch, _ = batch_of(body.ids, ())
+        gate.check_batch(len(batch))
+        vocab = len(service.pipe.tokenizer)
+        for i, ids in enumerate(batch):
+            if (bad := next((x for x in ids if x >= vocab), None)) is not None:
+                raise ServerError("validation", f"Input validation error: ids{'' if len(batch) == 1 else [i]} "
+                                  f"holds token id {bad}, outside this model's vocabulary (0..{vocab - 1})")
+
+        async def work(t: Timings) -> list:
+            return await service.off_loop(lambda: [service.pipe.tokenizer.decode(
+                ids, skip_special_tokens=body.skip_special_tokens) for ids in batch])
+
+        return await gate.run(request, "decode", "batch", work, False)
+
+    @app.get("/ping", tags=[TAG], response_class=Response,
+             responses={200: {"description": "Ready", "content": None}, **openapi_responses("unhealthy")})
+    async def ping() -> Response:
+        """/health under SageMaker's name (and the Inference API's `GET /`)."""
+        if not service.batcher.alive:
+            raise ServerError("unhealthy", "unhealthy: the batching loop is not running")
+        return Response(status_code=200)
+
+    app.add_api_route("/", ping, methods=["GET"], include_in_schema=False)
+    return {"embed_all": embed_all, "rerank": rerank, "similarity": similarity}
+
+
+def labels_of(zero_shot: dict) -> list[dict]:
+    """transformers' zero-shot result -> the Inference API's `[{"label", "score"}]`, best first."""
+    return [Label(label=label, score=score).model_dump()
+            for label, score in zip(zero_shot["labels"], zero_shot["scores"], strict=True)]
+
+
+def plain(value):
+    """numpy scalars and arrays in a task's result -> JSON's numbers and lists."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+__all__ = ["add_tei_routes", "labels_of", "plain", "tokens_of"]

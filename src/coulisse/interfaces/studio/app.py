@@ -1,0 +1,121 @@
+"""The studio's HTTP side: three GET routes over a `Studio`, on the server's uvicorn stack.
+
+    GET /              the page (studio/views.py); ?text=... adds the results; a bad query: the page, 400
+    GET /api/explain   the same query -> JSON (`Exploration.to_dict`); a bad query: {"error", "error_type"}, 400
+    GET /health        200 "ok" (the exact pipeline loaded before the socket opened)
+
+It listens on the loopback interface unless told otherwise, and answers only requests whose `Host` names
+that interface: a web page elsewhere that rebinds its domain to 127.0.0.1 (DNS rebinding) gets 400, not the
+studio. The connection layer is `coulisse serve`'s (server/protocol.py: a head deadline, a connection cap,
+JSON 400/431), with room in the head for a text in the query string.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from urllib.parse import urlsplit
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+
+from coulisse.errors import CoulisseError
+from coulisse.interfaces.server.metrics import ServerMetrics
+from coulisse.interfaces.server.protocol import ProtocolLimits, guarded_protocol
+from coulisse.interfaces.studio.explore import MAX_TEXT_CHARS, Query, Studio, parse_query
+from coulisse.interfaces.studio.views import render_studio
+
+log = logging.getLogger(__name__)
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+MAX_HEAD_BYTES = 1 << 20  # a text travels in the query string: ~100,000 characters, percent-encoded
+HEADER_TIMEOUT = 10.0
+MAX_CONNECTIONS = 64
+
+
+def host_name(value: str) -> str:
+    """The host of a `Host` header, without its port (`[::1]:8765` -> `::1`)."""
+    return (urlsplit(f"//{value}").hostname or "").lower()
+
+
+class HostCheck:
+    """ASGI middleware: a request whose Host header is not one of `allowed` is answered 400."""
+
+    def __init__(self, app, allowed: frozenset[str] | None):
+        self.app, self.allowed = app, allowed
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and self.allowed is not None:
+            given = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            if host_name(given) not in self.allowed:
+                response = PlainTextResponse(f"Host {given!r} is not this studio's address; open "
+                                             "http://127.0.0.1:<port>/ (or pass --allow-remote).", status_code=400)
+                return await response(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+def params(request: Request) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, value in request.query_params.multi_items():
+        out.setdefault(name, []).append(value)
+    return out
+
+
+def create_app(studio: Studio, allowed_hosts: frozenset[str] | None = frozenset(LOOPBACK_NAMES)) -> FastAPI:
+    """The app; `allowed_hosts=None` answers any Host (--allow-remote)."""
+    app = FastAPI(title="coulisse studio", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page(request: Request) -> HTMLResponse:
+        given = params(request)
+        query = Query(text=(given.get("text") or [""])[-1][:MAX_TEXT_CHARS])  # kept in the box on an error
+        try:
+            query = parse_query(given)
+            if not query.text.strip():
+                return HTMLResponse(render_studio(studio.model, query))
+            exploration = await run_in_threadpool(studio.explore, query)
+        except CoulisseError as error:
+            return HTMLResponse(render_studio(studio.model, query, error=f"{type(error).__name__}: {error}"), 400)
+        return HTMLResponse(render_studio(studio.model, query, exploration))
+
+    @app.get("/api/explain")
+    async def explain(request: Request) -> JSONResponse:
+        try:
+            exploration = await run_in_threadpool(studio.explore, parse_query(params(request)))
+        except CoulisseError as error:
+            return JSONResponse({"error": str(error), "error_type": type(error).__name__}, 400)
+        return JSONResponse(exploration.to_dict())
+
+    @app.get("/health")
+    async def health() -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    app.add_middleware(HostCheck, allowed=allowed_hosts)
+    return app
+
+
+class StudioServer(uvicorn.Server):
+    """uvicorn, saying where to point the browser once the socket listens (the port too, when it was 0)."""
+
+    async def startup(self, sockets=None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host
+            print(f"coulisse studio: http://{shown}:{port}/  (Ctrl-C stops it)", flush=True)
+
+
+def run(studio: Studio, host: str, port: int, allow_remote: bool) -> None:
+    allowed = None if allow_remote else frozenset({*LOOPBACK_NAMES, host_name(host)})
+    app = create_app(studio, allowed)
+    protocol = guarded_protocol(ProtocolLimits(HEADER_TIMEOUT, MAX_CONNECTIONS, MAX_HEAD_BYTES), ServerMetrics())
+    config = uvicorn.Config(app, host=host, port=port, http=protocol, loop="asyncio", timeout_keep_alive=5,
+                            timeout_graceful_shutdown=5,
+                            h11_max_incomplete_event_size=MAX_HEAD_BYTES, access_log=False, log_level="warning",
+                            server_header=False)
+    # uvicorn stops on SIGTERM and re-raises it under the previous handler: a no-op one lets the command
+    # return 0 (Ctrl-C still exits 130, as the CLI reports a stop asked for).
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    StudioServer(config).run()

@@ -1,0 +1,215 @@
+"""What the studio computes for one query, through the pipeline's public stages; no HTTP here.
+
+Two pipelines of the same checkpoint: the exact one (fp32, loaded at start) and the int8 one (loaded on
+first use). A query names the one whose views the page details (`quantize`) and whether both answer side by
+side (`compare`). Long texts follow `coulisse classify --long-text`: `truncate` answers on the first
+`model_max_length` tokens (the page shows where the cut falls), `chunk` on the mean of the windows' logits
+(`interfaces/jobs/predict.py`'s windows; the page shows each window's span and answer).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from coulisse.errors import InputError
+from coulisse.interfaces.explain import ATTRIBUTION_METHODS, inspect_text
+from coulisse.interfaces.jobs.predict import LONG_TEXT, average_logits, default_stride, split_windows, window_starts
+from coulisse.interfaces.report import Inspection
+from coulisse.tasks.text_classification import apply_function
+
+log = logging.getLogger(__name__)
+
+QUANTIZE = ("none", "int8")
+WEIGHTS = {"none": "fp32", "int8": "int8"}  # the query's value -> what the page calls those weights
+MAX_TEXT_CHARS = 100_000  # a chunked text of this size is ~60 windows of 512 tokens: seconds, not minutes
+YES, NO = ("1", "on", "true", "yes"), ("0", "off", "false", "no")
+
+
+@dataclass(frozen=True)
+class Query:
+    text: str = ""
+    quantize: str = "none"  # the weights whose views are detailed
+    long_text: str = "truncate"
+    stride: int | None = None  # chunk mode: tokens shared by consecutive windows (default: a quarter)
+    method: str = "integrated_gradients"
+    compare: bool = True  # exact and int8 side by side
+
+
+def _last(params: dict[str, list[str]], name: str, default: str) -> str:
+    values = params.get(name) or [default]
+    return values[-1].strip()
+
+
+def _choice(value: str, name: str, choices: Iterable[str]) -> str:
+    if value not in choices:
+        raise InputError(f"{name}={value!r} is not one of {', '.join(choices)}; pick one of those.")
+    return value
+
+
+def parse_query(params: dict[str, list[str]]) -> Query:
+    """A query string's values (every value of each name; a repeated name's last wins, so that a form's
+    hidden `compare=0` before its checkbox's `compare=1` reads as the box says) -> a checked Query."""
+    text = (params.get("text") or [""])[-1]
+    if len(text) > MAX_TEXT_CHARS:
+        raise InputError(f"the text has {len(text)} characters, more than the studio's {MAX_TEXT_CHARS}; "
+                         "explain a part of it, or classify the file with `coulisse classify --input`.")
+    long_text = _choice(_last(params, "long_text", "truncate"), "long_text", LONG_TEXT)
+    stride_text = _last(params, "stride", "")
+    stride = None
+    if stride_text:
+        if not stride_text.isdigit():
+            raise InputError(f"stride={stride_text!r} is not a whole number of tokens; give one, e.g. 64.")
+        if long_text != "chunk":
+            raise InputError("stride applies with long_text=chunk only; drop it or choose chunk.")
+        stride = int(stride_text)
+    compare = _last(params, "compare", "1").lower()
+    if compare not in YES + NO:
+        raise InputError(f"compare={compare!r}; use 1 (exact and int8 side by side) or 0.")
+    return Query(text=text, quantize=_choice(_last(params, "quantize", "none"), "quantize", QUANTIZE),
+                 long_text=long_text, stride=stride,
+                 method=_choice(_last(params, "method", "integrated_gradients"), "method", ATTRIBUTION_METHODS),
+                 compare=compare in YES)
+
+
+@dataclass
+class Answer:
+    """One pipeline's answer to the whole text (truncated, or the mean of its windows' logits)."""
+
+    weights: str  # fp32 or int8
+    labels: list[str]  # id order
+    logits: list[float]
+    scores: list[float]
+    label: str
+    score: float
+
+
+@dataclass
+class Window:
+    """A window of `--long-text chunk`: tokens [start, end) of the untruncated encoding (special tokens
+    included in its indexing, added around each window), the characters they cover, the window's answer."""
+
+    start: int
+    end: int
+    chars: tuple[int, int]
+    answer: Answer
+
+
+@dataclass
+class Exploration:
+    query: Query
+    model: str
+    answers: dict[str, Answer]  # fp32 / int8: those the query needs
+    tokens: int  # the whole text's tokens, special tokens included
+    limit: int  # the model's model_max_length
+    windows: list[Window]  # chunk mode, for the detailed weights
+    inspection: Inspection
+
+    @property
+    def detailed(self) -> Answer:
+        return self.answers[WEIGHTS[self.query.quantize]]
+
+    def to_dict(self) -> dict[str, Any]:
+        x = self.inspection
+        return {
+            "model": self.model, "query": asdict(self.query),
+            "answers": {k: asdict(a) for k, a in self.answers.items()},
+            "delta": delta(self.answers),
+            "length": {"tokens": self.tokens, "limit": self.limit, "truncated_at": x.truncated_at},
+            "windows": [asdict(w) for w in self.windows],
+            "tokens": [asdict(t) for t in x.tokens],
+            "attribution": x.attribution.to_dict(),
+        }
+
+
+def delta(answers: dict[str, Answer]) -> dict[str, float] | None:
+    """int8 − fp32, per label, when both answered."""
+    if set(answers) != {"fp32", "int8"}:
+        return None
+    return {name: b - a for name, a, b in zip(answers["fp32"].labels, answers["fp32"].scores,
+                                             answers["int8"].scores, strict=True)}
+
+
+def answer_of(pipe, weights: str, logits: np.ndarray) -> Answer:
+    """Logits -> every label's score and the answer, through the pipeline's post-processing."""
+    function = pipe.options({})["function_to_apply"]
+    labels = [pipe.config.id2label[i] for i in range(len(logits))]
+    top = pipe.postprocess(logits, function_to_apply=function)
+    return Answer(weights, labels, [float(v) for v in logits], apply_function(logits, function).tolist(),
+                  top["label"], float(top["score"]))
+
+
+def window_spans(encoding, max_length: int, stride: int | None) -> list[tuple[int, int]]:
+    """[start, end) in `encoding`'s token indices of each window `split_windows` cuts (same sizes, same
+    starts), so that the page can say which characters each window read."""
+    mask = encoding.special_tokens_mask
+    head = next((i for i, m in enumerate(mask) if not m), len(mask))
+    tail = next((i for i, m in enumerate(reversed(mask)) if not m), 0) if head < len(mask) else 0
+    size = max_length - head - tail
+    body = len(mask) - head - tail
+    step = default_stride(size) if stride is None else stride
+    return [(head + s, head + min(s + size, body)) for s in window_starts(body, size, step)]
+
+
+def answer_text(pipe, weights: str, query: Query) -> tuple[Answer, list[Window]]:
+    """The answer of `coulisse classify --long-text <mode>` for the query's text, and its windows."""
+    if query.long_text == "truncate":
+        logits = np.asarray(pipe.forward(pipe.preprocess([query.text]).items)[0], dtype=np.float32)
+        return answer_of(pipe, weights, logits), []
+    tok = pipe.tokenizer
+    whole = tok.encode_batch([query.text], truncation=False)[0]
+    windows = split_windows([whole], tok.model_max_length, query.stride)
+    rows = [np.asarray(r, dtype=np.float32) for r in pipe.forward(windows.items)]
+    spans = window_spans(whole, tok.model_max_length, query.stride)
+    offsets = whole.offsets
+    shown = [Window(a, b, (offsets[a][0], offsets[b - 1][1]) if b > a else (0, 0), answer_of(pipe, weights, r))
+             for (a, b), r in zip(spans, rows, strict=True)]
+    return answer_of(pipe, weights, average_logits(rows, windows.owners, 1)[0]), shown
+
+
+class Studio:
+    """The pipelines and the lock that serialises their use: one query at a time runs on the CPU's threads
+    (the studio is one person's; two explanations at once would only share the cores)."""
+
+    def __init__(self, exact, load_int8: Callable[[], Any]):
+        self.exact = exact
+        self.load_int8 = load_int8
+        self.int8 = None
+        self.lock = threading.Lock()
+
+    @property
+    def model(self) -> str:
+        return self.exact.checkpoint.name
+
+    def pipeline(self, weights: str):
+        if weights == "fp32":
+            return self.exact
+        if self.int8 is None:
+            log.info("loading the int8 pipeline of %s (first query that needs it)", self.model)
+            self.int8 = self.load_int8()
+        return self.int8
+
+    def explore(self, query: Query) -> Exploration:
+        if not query.text.strip():
+            raise InputError("the text is empty; type or paste one in the box.")
+        wanted = WEIGHTS[query.quantize]
+        with self.lock:
+            chosen = self.pipeline(wanted)
+            answers, windows = {}, []
+            for weights in ("fp32", "int8") if query.compare else (wanted,):
+                answers[weights], shown = answer_text(self.pipeline(weights), weights, query)
+                if weights == wanted:
+                    windows = shown
+            inspection = inspect_text(chosen, query.text, method=query.method)
+            tokens = len(chosen.tokenizer.encode_batch([query.text], truncation=False)[0].ids)
+        limit = chosen.tokenizer.model_max_length
+        if len(windows) > 1:
+            inspection.notes.append(f"Long text, chunk mode: the views below show the first window (the tokens "
+                                    f"truncation keeps); the answer above is the mean of the {len(windows)} "
+                                    "windows' logits.")
+        return Exploration(query, self.model, answers, tokens, limit, windows, inspection)

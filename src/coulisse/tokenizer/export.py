@@ -1,0 +1,64 @@
+"""Write a tokenizer the way transformers saves one: `tokenizer.json`, the original slow files beside it,
+`tokenizer_config.json` and `special_tokens_map.json`.
+
+`tokenizer.json` is coulisse's own backend, which gives transformers 5's ids for these files
+(`coulisse.tokenizer.build`); the slow files (SentencePiece model, vocab.txt, vocab.json + merges.txt) are
+copied unchanged, so that libraries that rebuild a tokenizer from them (transformers 4, sentencepiece) still
+can. The settings are the checkpoint's own, so transformers builds the same tokenizer class with the same
+options, plus what the folder alone must now say: the tokenizer class (a checkpoint may have relied on its
+config.json's model_type) and the truncation limit coulisse applies (`model_max_length`: tblard/tf-allocine's
+`{}` tokenizer_config.json gives transformers none, and a review past 512 tokens would then overflow the
+position table).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from tokenizers import Tokenizer as Backend
+
+from coulisse.families import Family
+from coulisse.tokenizer.build import SPM_FILES
+from coulisse.tokenizer.tokenizer import Tokenizer
+
+SLOW_FILES = (*SPM_FILES, "vocab.txt", "vocab.json", "merges.txt")
+# Every file `save_tokenizer` may write: what a previous export may have left in a folder being overwritten.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", *SLOW_FILES)
+# Settings that name files of the machine that saved the checkpoint, not of the folder written here.
+MACHINE_KEYS = ("tokenizer_file", "vocab_file", "merges_file", "name_or_path", "special_tokens_map_file")
+SPECIAL_NAMES = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
+EXTRA_KEYS = ("additional_special_tokens", "extra_special_tokens")
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def save_tokenizer(tokenizer: Tokenizer, source: Path, out: Path, family: Family) -> list[str]:
+    """Write the tokenizer files into `out` (an existing folder); return their names.
+
+    `source` is the checkpoint folder the tokenizer was read from (its slow files are copied). A family whose
+    transformers tokenizer runs Python code only (FlauBERT's Moses BPE) gets no tokenizer.json:
+    transformers would not read one, and coulisse's backend for it holds a Python pre-tokenizer."""
+    written = []
+    for name in SLOW_FILES:
+        if (source / name).is_file():
+            shutil.copyfile(source / name, out / name)
+            written.append(name)
+    if not family.python_tokenizer:
+        # A copy, so that the backend in use keeps its state; saved without truncation or padding, which
+        # transformers would otherwise apply to every call.
+        backend = Backend.from_str(tokenizer.backend.to_str())
+        backend.no_truncation()
+        backend.no_padding()
+        backend.save(str(out / "tokenizer.json"))
+        written.append("tokenizer.json")
+    settings = {k: v for k, v in tokenizer.settings.items() if k not in MACHINE_KEYS}
+    settings.setdefault("tokenizer_class", family.tokenizer_class)
+    settings["model_max_length"] = tokenizer.model_max_length
+    specials = {k: settings[k] for k in (*(f"{n}_token" for n in SPECIAL_NAMES), *EXTRA_KEYS) if k in settings}
+    _write_json(out / "tokenizer_config.json", settings)
+    _write_json(out / "special_tokens_map.json", specials)
+    return [*written, "tokenizer_config.json", "special_tokens_map.json"]

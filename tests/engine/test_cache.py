@@ -1,0 +1,151 @@
+"""The int8 weight cache: reused only for the same checkpoint, CPU features and coulisse version; a bad
+file is rebuilt, never fatal; and the codes read back give exactly the answers of codes computed fresh."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from factory import TEXTS
+from safetensors.torch import load_file, save_file
+
+from coulisse import pipeline
+from coulisse.engine import cache, cpu
+from coulisse.models import quantize as Q
+
+
+@pytest.fixture
+def folder(factory, tmp_path):
+    """A private copy of a random BERT classifier (the tests rewrite its weights)."""
+    directory = tmp_path / "model"
+    shutil.copytree(factory.checkpoint("bert"), directory)
+    return directory
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    path = tmp_path / "cache"
+    monkeypatch.setenv("COULISSE_CACHE", str(path))
+    return path
+
+
+def files(store):
+    return sorted((store / "int8").glob("*.safetensors")) if (store / "int8").is_dir() else []
+
+
+def logits(directory, **options):
+    pipe = pipeline("text-classification", model=directory, quantize="int8", **options)
+    return pipe, np.array(pipe.forward(pipe.preprocess(TEXTS)))
+
+
+def test_second_load_reads_the_codes_and_answers_the_same(folder, store, monkeypatch):
+    first, a = logits(folder)
+    assert "cached in" in first.preparation.fast_path and len(files(store)) == 1
+
+    def refuse(*args):
+        raise AssertionError("the weights were quantized again despite the cache")
+
+    monkeypatch.setattr(Q, "quantize_weight", refuse)
+    second, b = logits(folder)
+    assert "read from the cache" in second.preparation.fast_path
+    assert np.array_equal(a, b)
+
+
+def test_cache_off(folder, monkeypatch, tmp_path):
+    monkeypatch.setenv("COULISSE_CACHE", "0")
+    pipe, _ = logits(folder)
+    assert "cache off" in pipe.preparation.fast_path
+    assert cache.cache_dir() is None
+
+
+def rewrite_weights(folder):
+    """New weights in the same file, same size, with the old mtime put back (as `cp -p` would)."""
+    path = folder / "model.safetensors"
+    before = path.stat()
+    tensors = load_file(path)
+    torch.manual_seed(7)
+    tensors = {k: (torch.randn_like(v) * v.std() if v.is_floating_point() and v.dim() == 2 else v)
+               for k, v in tensors.items()}
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size and path.stat().st_mtime_ns == before.st_mtime_ns
+
+
+def test_a_changed_checkpoint_never_reads_the_old_codes(folder, store, monkeypatch):
+    logits(folder)
+    rewrite_weights(folder)
+    pipe, cached = logits(folder)
+    assert "read from the cache" not in pipe.preparation.fast_path and len(files(store)) == 2
+    monkeypatch.setenv("COULISSE_CACHE", "0")
+    _, fresh = logits(folder)  # the oracle: the new weights quantized with no cache at all
+    assert np.array_equal(cached, fresh)
+
+
+def test_the_key_sees_a_rewrite_that_keeps_size_and_mtime(folder):
+    key = cache.make_key(folder.iterdir(), "avx2", 7)
+    rewrite_weights(folder)
+    assert cache.make_key(folder.iterdir(), "avx2", 7) != key
+
+
+def test_other_cpu_features_never_read_the_codes(folder, store, monkeypatch):
+    logits(folder)
+    here = cpu.detect()
+    # A flag in the key that changes no int8 choice here: the codes are the same, the key is not.
+    extra = "avx_ne_convert"
+    flags = here.flags - {extra} if extra in here.flags else here.flags | {extra}
+    monkeypatch.setattr(cpu, "detect", lambda: cpu.Features(flags, here.capability))
+    pipe, _ = logits(folder)
+    assert "read from the cache" not in pipe.preparation.fast_path and len(files(store)) == 2
+
+
+def test_another_version_never_reads_the_codes(folder, store, monkeypatch):
+    logits(folder)
+    monkeypatch.setattr(cache, "version", lambda: "999.0.0")
+    pipe, _ = logits(folder)
+    assert "read from the cache" not in pipe.preparation.fast_path and len(files(store)) == 2
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garble", "empty", "out-of-range", "other-key"])
+def test_a_bad_file_is_rebuilt_not_fatal(folder, store, caplog, damage):
+    _, a = logits(folder)
+    (path,) = files(store)
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "garble":
+        path.write_bytes(b"\xff" * 64 + data[64:])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    else:
+        tensors = load_file(path)
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata()
+        name = next(k for k in tensors if k.endswith(".q"))
+        if damage == "out-of-range":
+            tensors[name] = torch.full_like(tensors[name], -128)  # beyond ±127, and ±63 on AVX2
+        else:
+            metadata["coulisse_key"] = metadata["coulisse_key"].replace('"format": 1', '"format": 0')
+        save_file(tensors, str(path), metadata=metadata)
+    with caplog.at_level(logging.INFO, logger="coulisse.engine.cache"):
+        pipe, b = logits(folder)
+    assert "read from the cache" not in pipe.preparation.fast_path
+    assert any("rebuilding" in r.getMessage() for r in caplog.records)
+    assert np.array_equal(a, b)
+    assert cache.load_codes(path, cache.make_key(
+        [p for p in folder.iterdir()], cpu.detect().key, cpu.this_machine().int8.options["weight_bits"])) is not None
+
+
+def test_an_unwritable_cache_only_warns(folder, tmp_path, monkeypatch, caplog):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x", encoding="utf-8")
+    monkeypatch.setenv("COULISSE_CACHE", str(blocker))
+    with caplog.at_level(logging.WARNING, logger="coulisse.engine.cache"):
+        pipe, _ = logits(folder)
+    assert "could not be written" in pipe.preparation.fast_path
+    assert any("could not write" in r.getMessage() for r in caplog.records)

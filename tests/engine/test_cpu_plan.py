@@ -1,0 +1,93 @@
+"""The kernel plan is a pure function of the CPU's features: fed the flags of machines we may not have,
+it picks what docs/benchmarks.md and coulisse.engine.cpu argue for each."""
+
+from __future__ import annotations
+
+import pytest
+
+from coulisse.engine import cpu
+from coulisse.engine.cpu import Backends, Features, plan
+
+# /proc/cpuinfo flags of three kinds of machine (abridged to what matters, plus noise that must not).
+ZEN3 = "fpu sse sse2 ssse3 sse4_1 sse4_2 avx avx2 fma f16c bmi2 sha_ni vaes"
+CASCADE_LAKE = ZEN3 + " avx512f avx512dq avx512cd avx512bw avx512vl avx512_vnni"
+SAPPHIRE_RAPIDS = CASCADE_LAKE + " avx512_bf16 avx_vnni amx_bf16 amx_tile amx_int8 avx512_fp16"
+COOPER_LAKE = CASCADE_LAKE + " avx512_bf16"
+SKYLAKE_X = ZEN3 + " avx512f avx512dq avx512cd avx512bw avx512vl"
+ALDER_LAKE = ZEN3 + " avx_vnni"
+
+
+def features(flags: str, capability: str = "AVX2") -> Features:
+    return Features(frozenset(flags.split()), capability)
+
+
+def test_avx2_only():
+    p = plan(features(ZEN3))
+    assert (p.int8.kernel, p.int8.options["weight_bits"], p.int8.options["small_rows"]) == ("onednn", 7, 64)
+    assert p.int8.fast and "vpmaddubsw" in p.int8.detail
+    assert (p.bf16.kernel, p.bf16.fast) == ("torch", False)  # torch cannot prepack bf16 here
+    assert p.fp32.kernel == "onednn"
+    assert p.fast == "int8"
+
+
+def test_avx512_vnni():
+    p = plan(features(CASCADE_LAKE, "AVX512"))
+    assert (p.int8.kernel, p.int8.options["weight_bits"]) == ("onednn", 8)
+    assert "VNNI" in p.int8.detail
+    # oneDNN prepacks bf16 on AVX-512 BW/VL/DQ, but without bf16 arithmetic it is no faster than fp32.
+    assert (p.bf16.kernel, p.bf16.fast) == ("onednn", False)
+    assert p.fast == "int8"
+
+
+def test_amx():
+    p = plan(features(SAPPHIRE_RAPIDS, "AVX512"))
+    assert (p.int8.kernel, p.int8.options["weight_bits"]) == ("onednn", 8)
+    assert "AMX" in p.int8.detail and "AMX" in p.bf16.detail
+    assert (p.bf16.kernel, p.bf16.fast) == ("onednn", True)
+    assert p.fast == "bfloat16"
+
+
+def test_avx512_bf16_without_amx_prefers_int8():
+    """AVX512-BF16 doubles fp32's rate; VNNI int8 quadruples it: the preset stays int8."""
+    p = plan(features(COOPER_LAKE, "AVX512"))
+    assert (p.bf16.kernel, p.bf16.fast) == ("onednn", True)
+    assert p.fast == "int8"
+
+
+@pytest.mark.parametrize("flags, bits", [(SKYLAKE_X, 7), (ALDER_LAKE, 8), ("", 7)])
+def test_weight_width_follows_vnni(flags, bits):
+    """8-bit weights only where int8 pairs are summed straight into 32 bits (no 16-bit saturation)."""
+    assert plan(features(flags)).int8.options["weight_bits"] == bits
+
+
+def test_the_build_decides_what_the_cpu_cannot():
+    f = features(SAPPHIRE_RAPIDS, "AVX512")
+    no_onednn = plan(f, Backends(onednn_fp32=False, onednn_int8=False, fbgemm=True, c_kernels=False))
+    assert (no_onednn.fp32.kernel, no_onednn.int8.kernel) == ("torch", "fbgemm")
+    nothing = plan(features(ZEN3), Backends(False, False, False, False))
+    assert nothing.int8.kernel == "none" and nothing.fast == "float32"
+    assert plan(features(ZEN3), Backends(fbgemm=False)).int8.options["small_rows"] == 0
+
+
+def test_plan_is_pure():
+    """Same features, same plan; the flags' order and unrelated flags change nothing."""
+    a = plan(features(SAPPHIRE_RAPIDS))
+    b = plan(features(" ".join(reversed(SAPPHIRE_RAPIDS.split())) + " hypervisor pku"))
+    assert a.int8 == b.int8 and a.bf16 == b.bf16 and a.fast == b.fast
+    assert features(ZEN3 + " pku").key == features(ZEN3).key
+
+
+def test_read_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: X\nflags\t\t: {SAPPHIRE_RAPIDS}\n\nprocessor\t: 1\n"
+                       f"flags\t\t: {SAPPHIRE_RAPIDS}\n", encoding="utf-8")
+    assert cpu.read_flags(str(cpuinfo)) == frozenset(SAPPHIRE_RAPIDS.split())
+    assert cpu.read_flags(str(tmp_path / "absent")) == frozenset()
+
+
+def test_this_machine_matches_its_own_flags():
+    """What runs here is the plan of this machine's flags (the detection adds nothing else)."""
+    here = cpu.detect()
+    assert here.flags == cpu.read_flags()
+    assert cpu.this_machine() == plan(here, cpu.backends())
+    assert all(line for line in cpu.this_machine().lines())

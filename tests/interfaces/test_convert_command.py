@@ -1,0 +1,168 @@
+"""`coulisse convert`: tblard/tf-allocine's layout (the TensorFlow fixture, from an offline Hugging Face cache)
+into a folder transformers 5 loads with no missing or unexpected key and whose logits equal TensorFlow's own;
+`--dtype`, `--head`/`--task`, `--overwrite`; errors in one line, exit 1, no traceback, and a refused output
+folder refused before any weight is read."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from factory import TEXTS, assert_close, make_hf_cache
+from safetensors import safe_open
+
+from coulisse.checkpoint import load_checkpoint
+from coulisse.interfaces.cli import cli
+
+transformers = pytest.importorskip("transformers")
+REPO = "tblard/tf-allocine"
+
+
+@pytest.fixture(scope="module")
+def expected(tf_camembert_dir):
+    return json.loads((tf_camembert_dir / "expected.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+def offline_hub(monkeypatch, tmp_path_factory, tf_camembert_dir):
+    cache = tmp_path_factory.mktemp("hf") / "hub"
+    make_hf_cache(cache, tf_camembert_dir)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name in ("COULISSE_DTYPE", "COULISSE_HEAD", "COULISSE_OVERWRITE"):
+        monkeypatch.delenv(name, raising=False)
+    return cache
+
+
+def convert(*args):
+    return CliRunner().invoke(cli, ["convert", *map(str, args)])
+
+
+def assert_one_line_error(result, code: int, *words) -> None:
+    assert result.exit_code == code, result.output
+    assert result.stdout == ""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("Error: "), result.stderr
+    assert len(lines) == (1 if code == 1 else 3), result.stderr  # usage errors: click's usage and hint first
+    assert "Traceback" not in result.output
+    for word in words:
+        assert word in lines[-1], (word, lines[-1])
+
+
+def logits(out, texts) -> torch.Tensor:
+    model, info = transformers.AutoModelForSequenceClassification.from_pretrained(str(out), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    tok = transformers.AutoTokenizer.from_pretrained(str(out))
+    with torch.no_grad():
+        return model.eval()(**tok(texts, padding=True, truncation=True, return_tensors="pt")).logits
+
+
+# Run in a fresh interpreter where importing TensorFlow (or Keras) fails, wherever it is installed.
+WITHOUT_TENSORFLOW = """
+import sys
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("tensorflow", "keras", "tf_keras"):
+            raise ImportError("TensorFlow is refused in this test")
+sys.meta_path.insert(0, Refuse())
+from coulisse.interfaces.cli import main
+sys.argv = ["coulisse", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.slow
+def test_tf_allocine_from_the_hub_cache_without_tensorflow(offline_hub, tmp_path, expected):
+    """The course's model by its Hub id, offline, in a process that cannot import TensorFlow: transformers'
+    logits on the output equal TensorFlow's own (expected.json)."""
+    out = tmp_path / "tf-allocine-pt"
+    done = subprocess.run([sys.executable, "-c", WITHOUT_TENSORFLOW, "convert", REPO, str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"wrote {out}: CamembertForSequenceClassification, float32, 6 files\n"
+    assert "Traceback" not in done.stderr
+    assert_close("convert CLI: logits vs TensorFlow", logits(out, expected["texts"]), np.float32(expected["logits"]))
+
+
+def test_convert_then_transformers(offline_hub, tmp_path, expected):
+    out = tmp_path / "out"
+    result = convert(REPO, out)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"wrote {out}: CamembertForSequenceClassification, float32, 6 files\n"
+    assert_close("convert CLI: logits vs TensorFlow", logits(out, expected["texts"]), np.float32(expected["logits"]))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_dtype_option(tf_camembert_dir, tmp_path, dtype, monkeypatch):
+    result = convert(tf_camembert_dir, tmp_path / "fp32")
+    assert result.exit_code == 0, result.output
+    monkeypatch.setenv("COULISSE_DTYPE", dtype)  # the option's environment fallback
+    result = convert(tf_camembert_dir, tmp_path / dtype)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.endswith(f", {dtype}, 6 files\n")
+    want = getattr(torch, dtype)
+    with safe_open(str(tmp_path / dtype / "model.safetensors"), "pt") as low, \
+            safe_open(str(tmp_path / "fp32" / "model.safetensors"), "pt") as full:
+        for key in full.keys():  # noqa: SIM118 - safe_open is no dict
+            assert low.get_tensor(key).dtype == want
+            assert torch.equal(low.get_tensor(key), full.get_tensor(key).to(want)), key
+    assert json.loads((tmp_path / dtype / "config.json").read_text())["dtype"] == dtype
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(tmp_path / dtype))
+    assert model.dtype == want
+
+
+def test_task_names_a_head(tf_camembert_dir, tmp_path, caplog):
+    """`--task feature-extraction` saves the encoder alone. tf-allocine's classifier has no pooler (RoBERTa's
+    classification head reads none): transformers' CamembertModel will draw one, and the log says so."""
+    with caplog.at_level(logging.WARNING, logger="coulisse.export"):
+        result = convert(tf_camembert_dir, tmp_path / "base", "--task", "feature-extraction")
+    assert result.exit_code == 0, result.output
+    assert "CamembertModel" in result.stdout
+    assert any("no pooler tensors" in r.getMessage() for r in caplog.records)
+    model, info = transformers.AutoModel.from_pretrained(str(tmp_path / "base"), output_loading_info=True)
+    assert info["missing_keys"] == {"pooler.dense.weight", "pooler.dense.bias"} and not info["unexpected_keys"]
+    tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "base"))
+    inputs = tok(TEXTS[:3], padding=True, return_tensors="pt")
+    ours = load_checkpoint(tf_camembert_dir, None)  # transformers cannot read the .h5 without TensorFlow
+    with torch.no_grad():
+        hidden = model.eval()(**inputs).last_hidden_state
+    real = inputs["attention_mask"].bool()
+    mine = ours.model(**ours.tokenizer(TEXTS[:3], padding=True, return_tensors="pt")).last_hidden_state
+    assert_close("convert CLI: base hidden states", mine[real], hidden[real])
+
+
+def test_non_empty_output_is_refused_before_any_weight_is_read(tf_camembert_dir, tmp_path):
+    source = tmp_path / "corrupt"
+    shutil.copytree(tf_camembert_dir, source)
+    (source / "tf_model.h5").write_bytes(b"not an HDF5 file")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert_one_line_error(convert(source, out), 1, "InputError", str(out), "not empty", "--overwrite")
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    # With --overwrite the weights are read: the corrupt file is reported, and nothing is written.
+    assert_one_line_error(convert(source, out, "--overwrite"), 1, "ModelLoadError", "tf_model.h5")
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt", "out"]  # no staging folder left behind
+    result = convert(tf_camembert_dir, out, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_errors_are_one_line(tf_camembert_dir, tmp_path):
+    out = tmp_path / "out"
+    assert_one_line_error(convert(tmp_path / "nope", out), 1, str(tmp_path / "nope"))
+    assert_one_line_error(convert(tf_camembert_dir, out, "--head", "masked-lm"), 1, "ModelLoadError", "masked-lm")
+    assert not out.exists()
+    assert_one_line_error(convert(tf_camembert_dir, tf_camembert_dir, "--overwrite"), 1, "own folder")
+    assert_one_line_error(convert(tf_camembert_dir, out, "--head", "classifier"), 2, "'classifier'",
+                          "sequence-classification", "text-classification")
+    assert_one_line_error(convert(tf_camembert_dir, out, "--dtype", "int8"), 2, "'int8'", "float16")
+    assert not out.exists()

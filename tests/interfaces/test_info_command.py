@@ -1,0 +1,43 @@
+"""`coulisse info` prints this machine's kernel plan; `--fast` reaches the pipeline as `fast=True`."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from coulisse import pipeline
+from coulisse.engine.cpu import FLAGS, this_machine
+from coulisse.interfaces.cli import cli
+
+
+def test_info_prints_the_plan():
+    result = CliRunner().invoke(cli, ["info"])
+    assert result.exit_code == 0, result.output
+    for line in this_machine().lines():
+        assert line in result.output
+
+
+def test_info_json():
+    result = CliRunner().invoke(cli, ["info", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    plan = this_machine()
+    assert set(data["flags"]) == plan.features.flags & set(FLAGS)
+    assert data["kernels"]["int8"]["kernel"] == plan.int8.kernel and data["fast"]["mode"] == plan.fast
+
+
+def test_fast_flag_gives_the_fast_pipelines_answers(tf_camembert_dir):
+    text = "Je déteste tellement ça !"
+    result = CliRunner().invoke(cli, ["classify", "--model", str(tf_camembert_dir), "--fast", "--json", text])
+    assert result.exit_code == 0, result.output
+    expected = pipeline("sentiment-analysis", model=str(tf_camembert_dir), fast=True)(text)
+    got = json.loads(result.output)
+    got = got[0] if isinstance(got, list) else got
+    expected = expected[0] if isinstance(expected, list) else expected
+    assert got["label"] == expected["label"] and abs(got["score"] - expected["score"]) < 1e-6
+
+
+def test_fast_next_to_quantize_is_one_line_error(tf_camembert_dir):
+    result = CliRunner().invoke(cli, ["classify", "--model", str(tf_camembert_dir), "--fast", "-q", "int8", "x"])
+    assert result.exit_code == 1 and "fast=True" in result.output and "Traceback" not in result.output

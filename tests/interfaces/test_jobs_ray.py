@@ -1,0 +1,310 @@
+"""Corpus jobs on a Ray cluster: `classify --ray` writes the single-machine job's rows, shard by shard, and a
+rerun after a killed actor or a killed driver ends with every row exactly once; `coulisse.ray.Predictor`
+labels a `ray.data.Dataset` the same way.
+
+One local cluster (`ray start --head`, 2 CPUs, a 100 MiB object store) serves the module; this process
+joins it as a driver, and the CLI runs in subprocesses against its address.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from coulisse.errors import InputError
+from coulisse.interfaces.cli import cli
+from coulisse.interfaces.jobs import distributed
+from coulisse.interfaces.jobs.distributed import RayOptions
+
+ray = pytest.importorskip("ray")
+from coulisse.interfaces.jobs.cluster import ClusterError  # noqa: E402  (imports ray)
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+MODEL = str(Path(__file__).parents[1] / "fixtures" / "tf_camembert")
+MAIN = "from coulisse.interfaces.cli import main; main()"
+WORDS = ["film", "acteur", "scénario", "génial", "nul", "ennuyeux", "magnifique", "histoire", "musique", "fin"]
+# Same chunks, same code, one thread on both sides: any difference is the order of float32 sums, a few ulps
+# of a logit (~1e-7), which moves a probability in [0, 1] by less than 1e-6.
+SCORE_TOLERANCE = 1e-6
+# Ray 2.60 turns token authentication on once a token file exists; a throwaway local cluster needs none.
+ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A `ray start --head` cluster in its own process group (killed whole at teardown), and this process
+    connected to it as a driver."""
+    temp = tempfile.mkdtemp(prefix="cr", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
+    port = free_port()
+    ports = [f"--{name}={free_port()}" for name in ("node-manager-port", "object-manager-port",
+                                                   "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                   "metrics-export-port", "runtime-env-agent-port")]
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    log = open(Path(temp) / "head.log", "wb")  # noqa: SIM115 (closed at teardown)
+    head = subprocess.Popen([ray_bin, "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+                             f"--object-store-memory={100 * 1024**2}", "--include-dashboard=false",
+                             f"--temp-dir={temp}", "--disable-usage-stats", *ports],
+                            env=ENV, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+    address = f"127.0.0.1:{port}"
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    try:
+        deadline = time.monotonic() + 180
+        while b"Ray runtime started" not in (Path(temp) / "head.log").read_bytes():
+            if head.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"ray start failed: {(Path(temp) / 'head.log').read_text(errors='replace')[-2000:]}")
+            time.sleep(0.5)
+        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+        yield address
+    finally:
+        ray.shutdown()
+        os.environ.pop("RAY_AUTH_MODE", None)
+        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(head.pid, sig)
+                head.wait(wait)
+                break
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                continue
+        log.close()
+        subprocess.run(["rm", "-rf", temp], check=False)
+
+
+def texts(n: int, seed: int) -> list[str | None]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choices(WORDS, k=rng.randint(1, 12))) if i % 97 else (None if i % 2 else "  ")
+            for i in range(n)]
+
+
+def write_corpus(folder: Path, n: int, seed: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "reviews.parquet"
+    pq.write_table(pa.table({"id": list(range(n)), "text": texts(n, seed)}), path)
+    return path
+
+
+def write_poison(path: Path, mixed: bool = True) -> None:
+    """JSONL with every kind of bad row the readers know, and a huge text (truncated, not an error).
+    `mixed`: a number where a text should be (JSONL keeps it; a Parquet output refuses mixed types)."""
+    lines = [json.dumps({"id": i, "text": t}) for i, t in enumerate(texts(40, 7))]
+    lines[3] = '{"id": 3, "text": "un \\ud800 seul"}'  # a lone surrogate, as JSON may escape it
+    lines[5] = json.dumps({"id": 5, "text": "énorme " * 200_000})
+    lines[8] = '{"id": 8, "text": "not closed'
+    lines[11] = json.dumps({"id": 11, "text": 42 if mixed else None})
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def single(source: Path, output: Path, batch_rows: int) -> Path:
+    """The single-machine job (`classify -i`), one thread like each actor."""
+    from coulisse.interfaces.jobs.runner import JobOptions, classify_file
+    from coulisse.pipelines import pipeline
+
+    job = JobOptions(input=str(source), output=str(output), batch_rows=batch_rows, model=MODEL, quiet=True)
+    classify_file(job, lambda: pipeline("text-classification", model=MODEL, threads=1))
+    return output
+
+
+def shards(out: Path, prefix: str = "", ext: str = "parquet") -> list[str]:
+    return sorted(glob.glob(str(out / f"{prefix}*-[0-9][0-9][0-9][0-9][0-9][0-9].{ext}")))
+
+
+def assert_same(files: list[str], reference: Path) -> None:
+    """The shards, in name order, hold the reference's rows in order: same columns and types, same values,
+    scores within SCORE_TOLERANCE."""
+    got = pa.concat_tables([pq.read_table(f) for f in files])
+    want = pq.read_table(reference)
+    assert got.schema == want.schema
+    assert got.num_rows == want.num_rows
+    assert got.drop(["score"]).equals(want.drop(["score"]))
+    for a, b in zip(got.column("score").to_pylist(), want.column("score").to_pylist(), strict=True):
+        assert (a is None) == (b is None)
+        assert a is None or abs(a - b) <= SCORE_TOLERANCE
+    ids = got.column("id").to_pylist()
+    assert len(ids) == len(set(ids))  # no row twice
+
+
+def options(source: str, out: Path, **kw) -> RayOptions:
+    return RayOptions(input=source, output=str(out), model=MODEL, actors=2, threads=1, quiet=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """1,500 rows in shards of 100, and the single-machine output: the fault tests' input."""
+    folder = tmp_path_factory.mktemp("small")
+    source = write_corpus(folder / "in", 1500, seed=1)
+    return source, single(source, folder / "reference.parquet", 100)
+
+
+@pytest.mark.slow
+def test_equals_the_single_machine_job(cluster, tmp_path):
+    source = write_corpus(tmp_path / "data", 5000, seed=0)
+    write_poison(tmp_path / "data" / "poison.jsonl", mixed=False)
+    seen = {}
+    summary = distributed.run(options(str(tmp_path / "data" / "*"), tmp_path / "out", batch_rows=500),
+                              on_shard=lambda name, pool: seen.setdefault("pids", pool.pids))
+    assert (summary.actors, summary.threads, len(set(seen["pids"]))) == (2, 1, 2)
+    assert summary.shards == 1 + 10 and summary.rows == 5040 and summary.skipped == 0
+    # inputs sort as poison.jsonl, reviews.parquet: file 0 then file 1
+    assert_same(shards(tmp_path / "out", "00001-reviews"), single(source, tmp_path / "ref.parquet", 500))
+    poison = single(tmp_path / "data" / "poison.jsonl", tmp_path / "poison.parquet", 500)
+    assert_same(shards(tmp_path / "out", "00000-poison"), poison)
+    errors = dict(zip(*pq.read_table(poison, columns=["id", "error"]).to_pydict().values(), strict=True))
+    assert "surrogate" in errors[3] and "invalid JSON" in errors[None] and "null" in errors[11]
+    assert errors[5] is None  # the huge text is classified (truncated), like any long one
+
+
+@pytest.mark.slow
+def test_jsonl_shards_hold_the_single_machine_records(cluster, tmp_path):
+    source = tmp_path / "poison.jsonl"
+    write_poison(source)
+    summary = distributed.run(options(str(source), tmp_path / "out", batch_rows=16, shard_format="jsonl"))
+    assert summary.shards == 3 and summary.errored == 4
+    got = [json.loads(line) for f in shards(tmp_path / "out", ext="jsonl")
+           for line in Path(f).read_text(encoding="utf-8").splitlines()]
+    reference = single(source, tmp_path / "ref.jsonl", 16)
+    want = [json.loads(line) for line in reference.read_text(encoding="utf-8").splitlines()]
+    assert [list(r) for r in got] == [list(r) for r in want]  # same keys, same order
+    for a, b in zip(got, want, strict=True):
+        assert {k: v for k, v in a.items() if k != "score"} == {k: v for k, v in b.items() if k != "score"}
+        assert (a["score"] is None) == (b["score"] is None)
+        assert a["score"] is None or abs(a["score"] - b["score"]) <= SCORE_TOLERANCE
+
+
+@pytest.mark.slow
+def test_a_killed_actor_is_restarted_and_its_shards_retried(cluster, small, tmp_path):
+    source, reference = small
+    killed = []
+
+    def kill_one(name, pool):
+        if len(killed) == 0 and name.endswith("000001.parquet"):
+            os.kill(pool.pids[0], signal.SIGKILL)
+            killed.append(pool.pids[0])
+
+    summary = distributed.run(options(str(source), tmp_path / "out", batch_rows=100), on_shard=kill_one)
+    assert killed and summary.shards == 15
+    assert_same(shards(tmp_path / "out"), reference)
+
+
+@pytest.mark.slow
+def test_past_its_restarts_the_job_stops_and_a_rerun_completes(cluster, small, tmp_path):
+    source, reference = small
+    out = tmp_path / "out"
+
+    def kill_one(name, pool):
+        if name.endswith("000001.parquet"):
+            os.kill(pool.pids[0], signal.SIGKILL)
+
+    with pytest.raises(ClusterError, match="rerun the same command"):
+        distributed.run(options(str(source), out, batch_rows=100, max_restarts=0), on_shard=kill_one)
+    committed = len(shards(out))
+    assert 2 <= committed < 15
+    summary = distributed.run(options(str(source), out, batch_rows=100))
+    assert (summary.skipped, summary.shards) == (committed, 15 - committed)
+    assert_same(shards(out), reference)
+
+
+@pytest.mark.slow
+def test_a_killed_driver_reruns_to_the_uninterrupted_output(cluster, small, tmp_path):
+    source, reference = small
+    out = tmp_path / "out"
+    command = [sys.executable, "-c", MAIN, "classify", "-i", str(source), "-o", str(out), "--ray", "--address",
+               cluster, "--actors", "2", "--threads", "1", "-b", "100", "-m", MODEL]
+    driver = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while len(shards(out)) < 3 and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    driver.kill()
+    driver.wait()
+    committed = len(shards(out))
+    assert 3 <= committed < 15, driver.stderr.read().decode()
+    rerun = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{committed} shards already committed, skipped" in rerun.stderr
+    assert_same(shards(out), reference)
+    assert not [p for p in os.listdir(out) if p.startswith(distributed.TMP)]
+
+
+@pytest.mark.slow
+def test_python_entry_point_labels_a_dataset(cluster, tmp_path):
+    import pandas as pd
+
+    import coulisse.ray
+
+    rows = texts(300, seed=3)
+    rows[10] = "énorme " * 100_000
+    df = pd.DataFrame({"id": range(300), "text": rows})
+    # Six blocks already in the object store: both actors get work, and no read task needs a CPU the
+    # actors hold (a Dataset read from files needs one free, docs/scale-out.md).
+    blocks = [df.iloc[i * 50:(i + 1) * 50] for i in range(6)]
+    labelled = coulisse.ray.classify(ray.data.from_pandas(blocks), model=MODEL, concurrency=2, batch_size=64,
+                                     threads=1, key="id").to_pandas().sort_values("id").reset_index(drop=True)
+    assert list(labelled.columns) == ["id", "text", "label", "score", "error"]
+    # The oracle: the single-machine job on the same rows, read from JSONL.
+    source = tmp_path / "rows.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(rows)), encoding="utf-8")
+    want = pq.read_table(single(source, tmp_path / "ref.parquet", 64)).to_pandas()
+    assert labelled["label"].isna().tolist() == want["label"].isna().tolist()
+    assert labelled["label"].dropna().tolist() == want["label"].dropna().tolist()
+    assert (labelled["score"].fillna(-1) - want["score"].fillna(-1)).abs().max() <= SCORE_TOLERANCE
+    for got, expected, i in zip(labelled["error"], want["error"], range(300), strict=True):
+        if pd.isna(expected):
+            assert pd.isna(got)
+        else:  # the single job names the line, the Dataset the key
+            assert got == f"id {i}: " + expected.split(": ", 1)[1]
+
+
+@pytest.mark.slow
+def test_a_model_that_fails_to_load_stops_the_job_in_one_line(cluster, small, tmp_path):
+    source, _ = small
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["classify", "-i", str(source), "-o", str(tmp_path / "out"), "--ray",
+                                      "--actors", "2", "-m", str(broken)])
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1
+    assert result.output.startswith(f"Error: ClusterError: the model {broken} failed to load on node ")
+    assert "config.json" in result.output
+
+
+def test_without_ray_the_option_says_how_to_install_it(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    result = CliRunner().invoke(cli, ["classify", "-i", "x.parquet", "-o", str(tmp_path), "--ray"])
+    assert result.exit_code == 1
+    assert result.output == 'Error: --ray needs Ray, which is not installed: pip install "coulisse[ray]"\n'
+
+
+def test_a_folder_of_another_job_is_refused_before_ray_starts(tmp_path):
+    source = write_corpus(tmp_path / "in", 10, seed=0)
+    out = tmp_path / "out"
+    out.mkdir()
+    key = distributed.job_key(options(str(source), out), [str(source)])
+    distributed.open_output(out, key, overwrite=False)
+    other = distributed.job_key(options(str(source), out, batch_rows=7), [str(source)])
+    with pytest.raises(InputError, match="another batch_rows .1024, now 7.; rerun the same command"):
+        distributed.open_output(out, other, overwrite=False)
+    (out / "notes.txt").write_text("mine")
+    (out / distributed.MANIFEST).unlink()
+    with pytest.raises(InputError, match="is not empty and holds no _coulisse-job.json"):
+        distributed.open_output(out, key, overwrite=False)
+    with pytest.raises(InputError, match="no file matches"):
+        distributed.input_files(str(tmp_path / "nothing" / "*.parquet"))

@@ -1,0 +1,223 @@
+"""`coulisse explain --html`: the report's HTML (`coulisse.interfaces.report`), read as a string and rendered by
+headless Chromium (Debian's `chromium`; .ci/run installs it) with name resolution off: the DOM after the
+page's script ran, console errors, every request the page made (Chromium's net log), and a screenshot kept
+under tests/artifacts/ (ignored by git).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from factory import LABELS, TEXTS
+
+from coulisse import pipeline
+from coulisse.interfaces.explain import write_report
+from coulisse.interfaces.report import AGAINST, MAX_ATTENTION_TOKENS, TOWARDS, diverging_rgb, render_page
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+HOSTILE = '<script>alert("x")</script> Un <b>film</b> & « Amélie » </p>'
+REPORT_TEXTS = [TEXTS[0], HOSTILE, TEXTS[-1]]  # the last is cut at 512 tokens
+
+
+class Tree(HTMLParser):
+    """Elements as (tag, attributes, text inside) in document order; enough to assert on a page."""
+
+    def __init__(self):
+        super().__init__()
+        self.elements: list[list] = []
+        self.open: list[list] = []
+
+    def handle_starttag(self, tag, attrs):
+        element = [tag, dict(attrs), ""]
+        self.elements.append(element)
+        if tag not in ("meta", "br", "img", "input", "link"):
+            self.open.append(element)
+
+    def handle_endtag(self, tag):
+        while self.open:
+            if self.open.pop()[0] == tag:
+                break
+
+    def handle_data(self, data):
+        for element in self.open:
+            element[2] += data
+
+    def find(self, tag: str, css: str | None = None) -> list[list]:
+        return [e for e in self.elements if e[0] == tag and (css is None or css in e[1].get("class", "").split())]
+
+
+def parse(html: str) -> Tree:
+    tree = Tree()
+    tree.feed(html)
+    return tree
+
+
+@pytest.fixture(scope="module")
+def report(factory, tmp_path_factory):
+    pipe = pipeline("text-classification", model=factory.checkpoint("camembert"))
+    path = tmp_path_factory.mktemp("report") / "report.html"
+    inspections = write_report(pipe, REPORT_TEXTS, path)
+    return path, inspections, pipe
+
+
+# -- the HTML as written ------------------------------------------------------------------------------------
+
+
+def test_the_page_holds_every_view_of_every_text(report):
+    path, inspections, pipe = report
+    html = path.read_text(encoding="utf-8")
+    tree = parse(html)
+    assert len(tree.find("section", "input")) == 3
+    assert len(tree.find("tr")) >= 4 and tree.find("table", "summary")  # several texts: a summary table
+    words = tree.find("span", "word")
+    assert len(words) == sum(len(x.attribution.words) for x in inspections)
+    for span, word in zip(words, [w for x in inspections for w in x.attribution.words], strict=True):
+        assert span[2] == word.text and float(span[1]["data-score"]) == pytest.approx(word.attribution, rel=1e-5)
+        assert "background:rgb(" in span[1]["style"] and f"{word.attribution:+.4f}" in span[1]["title"]
+    answers = pipe(REPORT_TEXTS)
+    assert [e[2] for e in tree.find("strong", "label")] == [a["label"] for a in answers]
+    charts = re.findall(r'<svg class="scores".*?</svg>', html)
+    assert len(charts) == 3 and all(chart.count("<rect") == len(LABELS) for chart in charts)
+    for chart, x in zip(charts, inspections, strict=True):
+        assert [float(w) for w in re.findall(r'<rect [^>]*width="([0-9.]+)"', chart)] == pytest.approx(
+            [max(1.0, s * (420 - 200)) for s in x.scores], abs=0.06)  # bar length ∝ probability
+
+
+def test_user_text_is_escaped_and_the_page_is_self_contained(report):
+    path, _, _ = report
+    html = path.read_text(encoding="utf-8")
+    assert html.count("<script>") == 1  # the page's own; the text's is shown, not run
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
+    # Nothing to fetch: no URL in src, href, CSS url() or @import; links only to anchors in the page.
+    links = re.findall(r"""\b(?:src|href)\s*=\s*(["']?)([^"' >]*)""", html)
+    assert links and all(quote == '"' and url.startswith("#input-") for quote, url in links)
+    assert not re.search(r"url\(|@import|https?://", html)
+
+
+def test_truncated_tail_and_cropped_attention(report):
+    path, inspections, pipe = report
+    long = inspections[2]
+    assert long.truncated_at is not None and long.attribution.truncated
+    seen, tail = long.seen, [t for t in long.tokens if t.truncated]
+    assert len(seen) == pipe.tokenizer.model_max_length and tail and all(t.mask == 0 for t in tail)
+    tree = parse(path.read_text(encoding="utf-8"))
+    assert TEXTS[-1][long.truncated_at:].strip() in tree.find("span", "truncated")[0][2]
+    assert tree.find("tr", "truncated")
+    data = json.loads(tree.find("script", "attention-data")[2][2])
+    n = data["n"]
+    assert n == MAX_ATTENTION_TOKENS and data["tokens"] == [t.piece for t in seen[:n]]
+    probs = np.frombuffer(base64.b64decode(data["probs"]), dtype=np.uint8).reshape(data["layers"], data["heads"], n, n)
+    # 8-bit codes: within half a step of the probabilities they stand for.
+    assert np.abs(probs / 255 - long.attentions[:, :, :n, :n]).max() <= 0.5 / 255 + 1e-6
+
+
+def test_attention_and_norms_come_from_the_model(report):
+    _, inspections, pipe = report
+    x = inspections[0]
+    layers, heads = pipe.config.num_hidden_layers, pipe.config.num_attention_heads
+    assert x.attentions.shape == (layers, heads, len(x.seen), len(x.seen))
+    assert np.allclose(x.attentions.sum(-1), 1, atol=1e-5)
+    inputs = pipe.tokenizer([x.text], return_tensors="pt")
+    hidden = pipe.model(**inputs, output_hidden_states=True).last_hidden_state[0]
+    assert x.layer_norms[-1] == pytest.approx(float(hidden.norm(dim=-1).mean()), rel=1e-5)
+    assert len(x.layer_norms) == layers + 1
+
+
+def test_render_is_pure_and_reusable(report):
+    _, inspections, _ = report
+    page = render_page(inspections[:1])
+    assert page == render_page(inspections[:1])  # a function of its input alone
+    assert "summary" not in page  # one text: no summary table
+
+
+def test_an_int8_report_says_where_the_gradients_come_from(factory, tmp_path):
+    pipe = pipeline("text-classification", model=factory.checkpoint("camembert"), quantize="int8")
+    (x,) = write_report(pipe, [TEXTS[0]], tmp_path / "int8.html")
+    assert x.attribution.weights == "fp32" and any("fp32 weights" in note for note in x.notes)
+    assert "fp32 weights of the same checkpoint" in (tmp_path / "int8.html").read_text(encoding="utf-8")
+    (y,) = write_report(pipe, [TEXTS[0]], tmp_path / "occlusion.html", method="occlusion")
+    assert y.attribution.weights == "int8" and not y.notes
+
+
+# -- the page in a browser ----------------------------------------------------------------------------------
+
+
+def chromium(tmp_path: Path, page: Path, *extra: str) -> tuple[str, str, list[str]]:
+    """Headless Chromium on `page`: (DOM after scripts, console lines, URLs the page requested)."""
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium; .ci/run installs it)")
+    net = tmp_path / "net.json"
+    command = [binary, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}",
+               "--host-resolver-rules=MAP * ~NOTFOUND", "--disable-background-networking", "--disable-sync",
+               "--disable-component-update", "--disable-extensions", "--no-first-run", "--enable-logging=stderr",
+               "--v=0", f"--log-net-log={net}", *extra, page.as_uri()]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
+    return done.stdout, console, page_requests(net)
+
+
+def page_requests(net_log: Path) -> list[str]:
+    """URLs that the page's frame asked for (Chromium's own background requests have other isolation keys)."""
+    log = json.loads(net_log.read_text(encoding="utf-8"))
+    start = log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
+    return [e["params"]["url"] for e in log["events"] if e["type"] == start
+            and "file://" in e["params"].get("network_isolation_key", "")
+            and not e["params"]["url"].startswith("file:")]
+
+
+@pytest.mark.slow
+def test_the_checks_see_console_errors_and_requests(tmp_path):
+    """The browser checks below can fail: a page that logs an error and fetches an image is caught."""
+    bad = tmp_path / "bad.html"
+    bad.write_text('<p>x</p><img src="http://example.com/a.png"><script>missing();</script>', encoding="utf-8")
+    _, console, requests = chromium(tmp_path, bad, "--dump-dom")
+    assert any("Uncaught ReferenceError" in line for line in console)
+    assert requests == ["http://example.com/a.png"]
+
+
+@pytest.mark.slow
+def test_chromium_renders_the_report_offline(report, tmp_path):
+    path, inspections, pipe = report
+    dom, console, requests = chromium(tmp_path, path, "--dump-dom")
+    assert console == [] and requests == []
+    tree = parse(dom)
+    assert len(tree.find("span", "word")) == sum(len(x.attribution.words) for x in inspections)
+    canvases = tree.find("canvas", "heatmap")
+    assert len(canvases) == 3
+    for canvas, x in zip(canvases, inspections, strict=True):  # sized by the script: one cell per token
+        n = min(len(x.seen), MAX_ATTENTION_TOKENS)
+        width, height = int(canvas[1]["width"]), int(canvas[1]["height"])
+        assert width == height and width >= 96 + 6 * n
+    layers, heads = pipe.config.num_hidden_layers, pipe.config.num_attention_heads
+    assert len(tree.find("option")) == 3 * (1 + layers + 1 + heads)  # rollout + layers, mean + heads
+
+
+@pytest.mark.slow
+def test_screenshot_shows_the_coloured_words(report, tmp_path):
+    pil = pytest.importorskip("PIL.Image")
+    path, inspections, _ = report
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / ".gitignore").write_text("*\n", encoding="utf-8")
+    shot = ARTIFACTS / "report.png"
+    shot.unlink(missing_ok=True)
+    _, console, requests = chromium(tmp_path, path, "--hide-scrollbars", "--window-size=1100,1400",
+                                    f"--screenshot={shot}")
+    assert console == [] and requests == []
+    image = pil.open(shot).convert("RGB")
+    assert image.size == (1100, 1400)
+    pixels = np.asarray(image).reshape(-1, 3).astype(int)
+    # The first text's strongest word wears the palette's end colour (nothing else on the page is that colour).
+    words = inspections[0].attribution.words
+    strongest = max(words, key=lambda w: abs(w.attribution))
+    colour = diverging_rgb(strongest.attribution, abs(strongest.attribution))
+    assert colour in (TOWARDS, AGAINST)
+    assert (np.abs(pixels - np.array(colour)).sum(1) <= 6).sum() > 50

@@ -1,0 +1,87 @@
+"""`coulisse serve`'s launcher: the task read from the checkpoint's files, and TEI's environment names as a
+fallback below the command line and COULISSE_* (no model is loaded here)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from coulisse.interfaces.server.detect import detect_task
+from coulisse.interfaces.server.tei_env import with_tei_environment
+
+
+@pytest.mark.parametrize(("config", "task"), [
+    ({"architectures": ["TFCamembertForSequenceClassification"]}, "text-classification"),
+    ({"architectures": ["BertForTokenClassification"]}, "token-classification"),
+    ({"architectures": ["DebertaV2ForQuestionAnswering"]}, "question-answering"),
+    ({"architectures": ["XLMRobertaForMaskedLM"]}, "fill-mask"),
+    ({"architectures": ["BertModel"]}, "feature-extraction"),
+    ({"architectures": ["CamembertForSequenceClassification"],
+      "id2label": {"0": "ENTAILMENT", "1": "neutral", "2": "contradiction"}}, "zero-shot-classification"),
+    ({}, "text-classification"),
+])
+def test_task_from_architectures(tmp_path, config, task):
+    (tmp_path / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    assert detect_task(tmp_path) == task
+
+
+def test_sentence_transformers_folder_is_feature_extraction(minilm_dir, tf_camembert_dir):
+    assert detect_task(minilm_dir) == "feature-extraction"
+    assert detect_task(tf_camembert_dir) == "text-classification"
+
+
+@click.command()
+@click.option("--port", type=int, default=8080, envvar="COULISSE_PORT")
+@click.option("--api-key", default=None, envvar="COULISSE_API_KEY")
+def probe(port, api_key):
+    click.echo(json.dumps(with_tei_environment(click.get_current_context(), {"port": port, "api_key": api_key})))
+
+
+@pytest.mark.parametrize(("args", "env", "expected"), [
+    ([], {}, {"port": 8080, "api_key": None}),
+    ([], {"PORT": "3000", "API_KEY": "k"}, {"port": 3000, "api_key": "k"}),
+    ([], {"PORT": "3000", "COULISSE_PORT": "4000"}, {"port": 4000, "api_key": None}),  # COULISSE_* wins
+    (["--port", "5000"], {"PORT": "3000"}, {"port": 5000, "api_key": None}),  # the command line wins
+])
+def test_tei_environment_is_the_last_fallback(monkeypatch, args, env, expected):
+    for name in ("PORT", "API_KEY", "COULISSE_PORT", "COULISSE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(probe, args, env=env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == expected
+
+
+def test_a_bad_tei_value_names_the_variable(monkeypatch):
+    monkeypatch.delenv("COULISSE_PORT", raising=False)
+    result = CliRunner().invoke(probe, [], env={"PORT": "eighty"})
+    assert result.exit_code == 2 and "from TEI's PORT" in result.output
+
+
+def test_several_models_pair_their_options_by_position():
+    from coulisse.interfaces.server.command import served_models
+
+    assert served_models(["a", "b"], [], [], ["x", "y"]) == (["a", "b"], [None, None], ["x", "y"])
+    assert served_models([], ["a"], ["fill-mask"], []) == (["a"], ["fill-mask"], [None])  # TEI's --model-id
+    assert served_models([], [], [], []) == ([None], [None], [None])  # the task's default model
+    with pytest.raises(click.UsageError, match="1 --served-model-name for 2 --model"):
+        served_models(["a", "b"], [], [], ["x"])
+    with pytest.raises(click.UsageError, match="differ"):
+        served_models(["a"], ["b"], [], [])
+
+
+@pytest.mark.parametrize(("names", "message"), [
+    (["a", "embed"], "starts like the server's route /embed"),
+    (["v1/x", "b"], "starts like the server's route /v1"),
+    (["a", "a/"], "two models are served as 'a'"),
+    (["a", "/"], "is empty"),
+])
+def test_served_names_must_not_shadow_a_route(names, message):
+    from coulisse.errors import InputError
+    from coulisse.interfaces.server.routing import check_names
+
+    with pytest.raises(InputError, match=message):
+        check_names(names, {"embed", "v1", "predict"})
+    check_names(["org/model", "other"], {"embed", "v1"})

@@ -1,0 +1,128 @@
+"""Several models in one `coulisse serve` process (`--model a --model b --model c`): every route reaches the
+model its prefix, X-Model header or OpenAI `model` names, and answers what that model's own pipeline
+answers. Clients nobody here wrote drive it: the openai SDK and huggingface_hub's InferenceClient.
+
+Three tiny random checkpoints: a BERT classifier, a BERT encoder served under a name with a slash, a
+CamemBERT encoder (another tokenizer: /tokenize tells the models apart by their ids).
+Tolerance 1e-5, as in test_server_compat.py: the same kernels, batched differently.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+httpx = pytest.importorskip("httpx")
+openai = pytest.importorskip("openai")
+pytest.importorskip("huggingface_hub")
+
+from test_server_compat import TEXTS, Server, close, same_labels  # noqa: E402
+
+from coulisse import pipeline  # noqa: E402
+
+pytestmark = pytest.mark.slow
+NAMES = ("clf", "enc/bert", "camembert-enc")
+
+
+@pytest.fixture(scope="module")
+def folders(factory):
+    return {"clf": factory.checkpoint("bert"), "enc/bert": factory.checkpoint("bert", base=True),
+            "camembert-enc": factory.checkpoint("camembert", base=True)}
+
+
+@pytest.fixture(scope="module")
+def server(folders):
+    args = []
+    for name in NAMES[1:]:
+        args += ["--model", str(folders[name])]
+    for name in NAMES:
+        args += ["--served-model-name", name]
+    started = Server(folders["clf"], *args)  # Server puts the first --model first
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="module")
+def pipes(folders):
+    return {"clf": pipeline("text-classification", model=str(folders["clf"])),
+            **{name: pipeline("feature-extraction", model=str(folders[name]), pooling="auto", normalize=True)
+               for name in NAMES[1:]}}
+
+
+def post(server, path, body, **headers):
+    r = httpx.post(f"{server.base}{path}", json=body, headers=headers, timeout=60)
+    assert r.status_code == 200, (path, r.text)
+    return r.json()
+
+
+def test_each_route_reaches_its_model(server, pipes, folders):
+    expected = pipes["clf"](TEXTS, top_k=None)
+    for path in ("/clf/predict", "/predict"):  # unprefixed: the first model
+        for served, exp in zip(post(server, path, {"inputs": [[t] for t in TEXTS]}), expected, strict=True):
+            same_labels(served, exp)
+    same_labels(post(server, "/clf/", {"inputs": TEXTS[0], "parameters": {"top_k": None}})[0], expected[0])
+    for name in NAMES[1:]:
+        vectors = np.asarray(pipes[name](TEXTS))
+        close(post(server, f"/{name}/embed", {"inputs": TEXTS}), vectors)
+        close(post(server, "/embed", {"inputs": TEXTS}, **{"X-Model": name}), vectors)
+        close(post(server, f"/{name}/", {"inputs": TEXTS[:2]}), vectors[:2])  # TEI's `POST /` on a prefix
+        hidden = pipeline("feature-extraction", model=str(folders[name]))(TEXTS[0])
+        close(post(server, f"/{name}/embed_all", {"inputs": TEXTS[0]})[0], hidden[0])
+        ids = [t["id"] for t in post(server, f"/{name}/tokenize", {"inputs": TEXTS[3]})[0]]
+        assert ids == list(pipes[name].preprocess([TEXTS[3]], pooling="auto").items[0].ids)
+    # The slash of "enc/bert" is a path separator, written or percent-encoded.
+    encoded = httpx.post(f"{server.base}/enc%2Fbert/embed", json={"inputs": TEXTS[0]}, timeout=60)
+    close(encoded.json()[0], pipes["enc/bert"](TEXTS[0]))
+    # A classifier route on an encoder: TEI's 424, from that model.
+    r = httpx.post(f"{server.base}/camembert-enc/predict", json={"inputs": "x"})
+    assert r.status_code == 424 and "feature-extraction" in r.json()["error"]
+
+
+def test_server_routes_answer_for_every_model(server):
+    info = httpx.get(f"{server.base}/info").json()
+    assert info["served_model_name"] == "clf" and info["task"] == "text-classification"  # TEI's shape: the first
+    assert [(m["served_model_name"], m["task"]) for m in info["models"]] == [
+        ("clf", "text-classification"), ("enc/bert", "feature-extraction"), ("camembert-enc", "feature-extraction")]
+    assert httpx.get(f"{server.base}/enc/bert/info").json()["served_model_name"] == "enc/bert"
+    assert [m["id"] for m in httpx.get(f"{server.base}/v1/models").json()["data"]] == list(NAMES)
+    for path in ("/health", "/clf/health", "/enc/bert/health", "/camembert-enc/ping"):
+        assert httpx.get(f"{server.base}{path}").status_code == 200, path
+    post(server, "/camembert-enc/embed", {"inputs": ["a", "b"]})
+    metrics = httpx.get(f"{server.base}/metrics").text
+    assert 'te_request_count{model="camembert-enc",route="embed",method="batch"}' in metrics
+    assert 'te_batch_next_size_count{model="camembert-enc"}' in metrics
+
+
+def test_an_unknown_model_is_404_naming_the_served_ones(server):
+    served = "'clf', 'enc/bert', 'camembert-enc'"
+    for r in (httpx.post(f"{server.base}/nope/embed", json={"inputs": "x"}),
+              httpx.post(f"{server.base}/embed", json={"inputs": "x"}, headers={"X-Model": "nope"})):
+        assert r.status_code == 404 and served in r.json()["error"] and "'nope'" in r.json()["error"], r.text
+    sdk = openai.OpenAI(base_url=f"{server.base}/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.NotFoundError, match="'nope'.*'camembert-enc'"):
+        sdk.embeddings.create(model="nope", input="x")
+
+
+def test_openai_sdk_picks_the_model_by_name(server, pipes):
+    sdk = openai.OpenAI(base_url=f"{server.base}/v1", api_key="unused", max_retries=0)
+    for name in NAMES[1:]:
+        answer = sdk.embeddings.create(model=name, input=TEXTS, encoding_format="float")
+        assert answer.model == name
+        close([d.embedding for d in answer.data], np.asarray(pipes[name](TEXTS)))
+    # a prefixed base URL, as a client configured for one model sends it
+    prefixed = openai.OpenAI(base_url=f"{server.base}/camembert-enc/v1", api_key="unused", max_retries=0)
+    answer = prefixed.embeddings.create(model="camembert-enc", input=TEXTS[:2])
+    close([d.embedding for d in answer.data], np.asarray(pipes["camembert-enc"](TEXTS[:2])))
+    assert [m.id for m in prefixed.models.list().data] == ["camembert-enc"]
+
+
+def test_inference_client_on_a_prefixed_model(server, pipes):
+    from huggingface_hub import InferenceClient
+
+    encoder = InferenceClient(base_url=f"{server.base}/enc/bert", timeout=60)
+    close(encoder.feature_extraction(TEXTS[1])[0], pipes["enc/bert"](TEXTS[1]))
+    scores = encoder.sentence_similarity(TEXTS[0], TEXTS[1:])
+    vectors = np.asarray(pipes["enc/bert"](TEXTS), dtype=np.float64)
+    close(scores, vectors[1:] @ vectors[0])
+    classifier = InferenceClient(base_url=f"{server.base}/clf", timeout=60)
+    same_labels([r.__dict__ for r in classifier.text_classification(TEXTS[3])], pipes["clf"](TEXTS[3], top_k=None))

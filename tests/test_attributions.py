@@ -1,0 +1,460 @@
+"""Token attributions (`coulisse.tasks.attributions`, `pipe.explain`) on tiny random classifiers of every
+family (tests/factory.py, plus a DeBERTa-v3 built here), with transformers as the oracle:
+
+- the explaining forward (`inputs_embeds`, `Trace`) gives the fast path's logits, and transformers' attention
+  probabilities and hidden states;
+- Integrated Gradients: completeness within 1 % at the default step count, the same scores as Integrated
+  Gradients computed independently on the transformers model, gradients equal to finite differences on a
+  float64 copy;
+- occlusion equals leave-one-out logits computed one by one (≤ 1e-5), int8 included;
+- a classifier trained here to key on « excellent » gives that word the largest attribution in ≥ 95 % of
+  held-out sentences, where the untrained one does not.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import shutil
+import string
+import time
+
+import numpy as np
+import pytest
+import torch
+from factory import ALL_ARCHS, LABELS, TEXTS, max_delta, train_deberta_spm
+
+from coulisse import pipeline
+from coulisse.engine import Item
+from coulisse.errors import InputError
+from coulisse.models import Packed, Trace
+from coulisse.models.fastpath import PackedLinear
+from coulisse.tasks.attributions import (
+    DEFAULT_STEPS,
+    PANEL_NODES,
+    attention_rollout,
+    embedding_gradients,
+    gauss_legendre,
+    integrated_gradients,
+)
+
+FAMILIES = (*ALL_ARCHS, "deberta-v2")
+SHORT = TEXTS[:5]
+DEBERTA_V3 = dict(relative_attention=True, position_buckets=16, max_relative_positions=-1, pos_att_type="p2c|c2p",
+                  share_att_key=True, norm_rel_ebd="layer_norm", position_biased_input=False)
+
+
+@pytest.fixture(scope="module")
+def deberta_dir(tmp_path_factory):
+    """A tiny DeBERTa-v3 classifier written by transformers, with a DeBERTa-style SentencePiece model."""
+    import transformers
+
+    d = tmp_path_factory.mktemp("deberta-attr")
+    train_deberta_spm(d)
+    (d / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": False, "vocab_type": "spm"}),
+                                             encoding="utf-8")
+    (d / "config.json").write_text(json.dumps({"model_type": "deberta-v2"}), encoding="utf-8")
+    tok = transformers.AutoTokenizer.from_pretrained(str(d))
+    config = transformers.DebertaV2Config(
+        vocab_size=len(tok), pad_token_id=tok.pad_token_id, id2label=dict(LABELS),
+        label2id={v: k for k, v in LABELS.items()}, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=37, initializer_range=0.2, max_position_embeddings=512, **DEBERTA_V3)
+    torch.manual_seed(11)
+    model = transformers.AutoModelForSequenceClassification.from_config(config).eval()
+    with torch.no_grad():  # LayerNorms start at 1 and 0, biases at 0: make every tensor count
+        for name, p in model.named_parameters():
+            if "LayerNorm" in name or name.endswith("bias"):
+                p.add_(torch.randn_like(p) * 0.2)
+    model.save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def family(request, factory, deberta_dir):
+    """(arch, coulisse pipeline, transformers model with eager attention) for one family."""
+    import transformers
+
+    directory = deberta_dir if request.param == "deberta-v2" else factory.checkpoint(request.param)
+    reference = transformers.AutoModelForSequenceClassification.from_pretrained(
+        str(directory), attn_implementation="eager").eval()
+    return request.param, pipeline("text-classification", model=directory), reference
+
+
+def encode(pipe, text):
+    return pipe.tokenizer.encode_batch([text], truncation=True)[0]
+
+
+def hf_inputs(pipe, encoding) -> dict:
+    inputs = {"input_ids": torch.tensor([encoding.ids])}
+    if pipe.engine.uses_token_types:
+        inputs["token_type_ids"] = torch.tensor([encoding.type_ids])
+    return inputs
+
+
+def types(pipe, encoding):
+    return list(encoding.type_ids) if pipe.engine.uses_token_types else None
+
+
+# -- the explaining forward ---------------------------------------------------------------------------------
+
+
+def test_inputs_embeds_and_trace_give_the_fast_paths_logits(family):
+    arch, pipe, _ = family
+    model = pipe.gradient_model
+    encodings = pipe.tokenizer.encode_batch(SHORT, truncation=True)
+    p = Packed.from_lists([e.ids for e in encodings], [list(e.type_ids) for e in encodings]
+                          if pipe.engine.uses_token_types else None, model.config.position_offset)
+    with torch.inference_mode():
+        fast = model.forward_packed(p)
+        embeds = model.base.input_embeddings(p.input_ids)
+        from_embeds = model.forward_packed(p, inputs_embeds=embeds)
+        trace = Trace()
+        traced = model.forward_packed(p, inputs_embeds=embeds, trace=trace)
+    assert torch.equal(from_embeds, fast)  # the same operations, word vectors looked up outside
+    # Spelled-out softmax(QK^T)V against SDPA's fused kernel: fp32 rounding of a 2-layer model (≤ 1e-6 seen).
+    assert max_delta(f"traced vs fast logits [{arch}]", traced, fast) <= 1e-5
+    layers = model.config.num_hidden_layers
+    assert len(trace.attentions) == layers and len(trace.hidden_states) == layers + 1
+    assert trace.attentions[0].shape == (len(SHORT), model.config.num_attention_heads, p.max_len, p.max_len)
+
+
+def test_trace_equals_transformers_attentions_and_hidden_states(family):
+    arch, pipe, reference = family
+    for text in SHORT:
+        encoding = encode(pipe, text)
+        p = Packed.from_lists([encoding.ids], [types(pipe, encoding)] if types(pipe, encoding) else None,
+                              pipe.config.position_offset)
+        trace = Trace()
+        with torch.inference_mode():
+            pipe.model.forward_packed(p, trace=trace)  # the pipeline's own (prepared) model
+            theirs = reference(**hf_inputs(pipe, encoding), output_attentions=True, output_hidden_states=True)
+        assert len(trace.attentions) == len(theirs.attentions)
+        for ours, want in zip(trace.attentions, theirs.attentions, strict=True):
+            assert max_delta(f"attention probabilities [{arch}]", ours, want) <= 1e-5
+        assert len(trace.hidden_states) == len(theirs.hidden_states)
+        for ours, want in zip(trace.hidden_states, theirs.hidden_states, strict=True):
+            assert max_delta(f"traced hidden states [{arch}]", ours, want[0]) <= 1e-4
+
+
+# -- Integrated Gradients -----------------------------------------------------------------------------------
+
+
+def test_completeness_within_one_percent_at_the_default_steps(family):
+    arch, pipe, _ = family
+    small = 0
+    for text in TEXTS:  # the last one is truncated at 512 tokens
+        for target in LABELS:
+            a = pipe.explain(text, target=target)
+            assert DEFAULT_STEPS <= a.steps <= 8 * DEFAULT_STEPS and a.method == "integrated_gradients"
+            if abs(a.delta) < 0.01:  # input and baseline score alike for this label: 1 % of it is noise
+                small += 1
+                assert abs(a.gap) <= 1e-4, (arch, text[:30], target, a.gap, a.delta)
+                continue
+            relative = abs(a.gap) / abs(a.delta)
+            max_delta(f"IG completeness |gap| / |delta| [{arch}]", relative, 0.0)
+            assert relative <= 0.01, (arch, text[:30], target, a.gap, a.delta)
+    assert small <= 2, "too few cases with something to attribute"
+    assert a.truncated and len(a.ids) == pipe.tokenizer.model_max_length
+
+
+def reference_ig(reference, pipe, text: str, target: int, steps: int = DEFAULT_STEPS) -> np.ndarray:
+    """Integrated Gradients on the transformers model, one node at a time: numpy's Gauss-Legendre nodes on
+    equal panels of PANEL_NODES, the baseline built from transformers' own embedding table."""
+    encoding = encode(pipe, text)
+    inputs = hf_inputs(pipe, encoding)
+    ids = inputs.pop("input_ids")[0]
+    table = reference.get_input_embeddings().weight.detach()
+    x = table[ids]
+    special = torch.tensor(encoding.special_tokens_mask, dtype=torch.bool)
+    x0 = torch.where(special[:, None], x, table[pipe.tokenizer.pad_token_id])
+    t, w = np.polynomial.legendre.leggauss(PANEL_NODES)
+    panels = steps // PANEL_NODES
+    total = torch.zeros_like(x)
+    for k in range(panels):
+        for node, weight in zip((k + (t + 1) / 2) / panels, w / 2 / panels, strict=True):
+            point = (x0 + node * (x - x0)).requires_grad_(True)
+            logit = reference(inputs_embeds=point[None], **inputs).logits[0, target]
+            (grad,) = torch.autograd.grad(logit, point)
+            total += weight * grad
+    return ((x - x0) * total).sum(-1).numpy()
+
+
+def test_integrated_gradients_equal_transformers(family):
+    arch, pipe, reference = family
+    for text in SHORT[:3]:
+        encoding = encode(pipe, text)
+        special = [bool(s) for s in encoding.special_tokens_mask]
+        for target in LABELS:
+            # No refinement (max_steps = steps): the oracle integrates on the same fixed panels.
+            ours = integrated_gradients(pipe.gradient_model, list(encoding.ids), types(pipe, encoding), special,
+                                        target, pipe.tokenizer.pad_token_id, max_steps=DEFAULT_STEPS)[0]
+            theirs = reference_ig(reference, pipe, text, target)
+            # Both sum 32 fp32 gradients of models that agree within ~1e-6 per logit.
+            assert max_delta(f"IG scores vs transformers [{arch}]", ours, theirs) <= 1e-4
+            assert np.abs(theirs).max() > 1e-2  # the oracle is not trivially zero
+            if arch not in ("distilbert", "deberta-v2"):  # smooth enough: the adaptive rule never refines
+                a = pipe.explain(text, target=target)
+                assert a.steps == DEFAULT_STEPS and a.scores == pytest.approx(ours.tolist(), abs=1e-9)
+
+
+@pytest.mark.parametrize("arch", ["bert", "deberta-v2", "flaubert"])
+def test_gradients_equal_finite_differences(arch, factory, deberta_dir):
+    directory = deberta_dir if arch == "deberta-v2" else factory.checkpoint(arch)
+    pipe = pipeline("text-classification", model=directory)
+    model = copy.deepcopy(pipe.gradient_model).double()
+    encoding = encode(pipe, SHORT[2])
+    p = Packed.from_lists([encoding.ids], [types(pipe, encoding)] if types(pipe, encoding) else None,
+                          model.config.position_offset)
+    generator = torch.Generator().manual_seed(3)
+    x = model.base.input_embeddings.weight[torch.tensor(encoding.ids)].detach()
+    x = x + 0.1 * torch.randn(x.shape, generator=generator, dtype=x.dtype)  # a point off the vocabulary
+    _, grad = embedding_gradients(model, p, x, target=2)
+
+    def f(point):
+        with torch.inference_mode():
+            return float(model.forward_packed(p, inputs_embeds=point)[0, 2])
+
+    # Central differences in float64: truncation h²·f'''/6 ~ 1e-10·f''', rounding 1e-16/h ~ 1e-11.
+    h = 1e-5
+    for _ in range(4):
+        v = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        numeric = (f(x + h * v) - f(x - h * v)) / (2 * h)
+        assert abs(float((grad * v).sum()) - numeric) <= 1e-6 * max(1.0, abs(numeric)), arch
+    for i, j in [(1, 0), (2, 5), (len(encoding.ids) - 2, 7)]:
+        e = torch.zeros_like(x)
+        e[i, j] = 1
+        numeric = (f(x + h * e) - f(x - h * e)) / (2 * h)
+        assert abs(float(grad[i, j]) - numeric) <= 1e-6 * max(1.0, abs(numeric)), (arch, i, j)
+
+
+def test_steps_are_batched_whatever_the_budget(factory):
+    pipe = pipeline("text-classification", model=factory.checkpoint("camembert"))
+    encoding = encode(pipe, SHORT[0])
+    special = [bool(s) for s in encoding.special_tokens_mask]
+    args = (pipe.gradient_model, list(encoding.ids), None, special, 1, pipe.tokenizer.pad_token_id, 16)
+    one_by_one = integrated_gradients(*args, step_tokens=1)[0]
+    together = integrated_gradients(*args, step_tokens=10_000)[0]
+    assert max_delta("IG one node per pass vs all nodes", one_by_one, together) <= 1e-5
+
+
+def test_gauss_legendre_integrates_polynomials_up_to_degree_2n_minus_1():
+    alphas, weights = gauss_legendre(4, 0.25, 0.75)
+    assert np.isclose(weights.sum(), 0.5) and alphas.min() > 0.25 and alphas.max() < 0.75
+    assert np.isclose((weights * alphas**7).sum(), (0.75**8 - 0.25**8) / 8, rtol=1e-14)
+    # Degree 8 on [0, 1]: the rule's error term f⁽⁸⁾ · (n!)⁴ / ((2n + 1) · ((2n)!)³), n = 4, f⁽⁸⁾ = 8!.
+    alphas, weights = gauss_legendre(4)
+    error = math.factorial(8) * math.factorial(4) ** 4 / (9 * math.factorial(8) ** 3)
+    assert 1 / 9 - (weights * alphas**8).sum() == pytest.approx(error, rel=1e-9)
+
+
+def test_kinks_are_refined_until_complete(factory):
+    """DistilBERT's head has a ReLU: the path crosses kinks, where the fixed rule misses completeness."""
+    pipe = pipeline("text-classification", model=factory.checkpoint("distilbert"))
+    encoding = encode(pipe, TEXTS[0])
+    args = (pipe.gradient_model, list(encoding.ids), None, [bool(s) for s in encoding.special_tokens_mask], 1,
+            pipe.tokenizer.pad_token_id)
+    fixed, logits, base, _, spent = integrated_gradients(*args, max_steps=DEFAULT_STEPS)
+    delta = logits[1] - base[1]
+    assert spent == DEFAULT_STEPS and abs(fixed.sum() - delta) > 0.01 * abs(delta)  # the case needs refining
+    adaptive, _, _, _, spent = integrated_gradients(*args)
+    assert DEFAULT_STEPS < spent <= 8 * DEFAULT_STEPS and abs(adaptive.sum() - delta) <= 0.005 * abs(delta)
+
+
+# -- occlusion ----------------------------------------------------------------------------------------------
+
+
+def test_occlusion_equals_leave_one_out_logits(family):
+    arch, pipe, reference = family
+    for text in SHORT:
+        a = pipe.explain(text, method="occlusion", target=0)
+        encoding = encode(pipe, text)
+        assert a.ids == list(encoding.ids) and a.steps is None and a.weights == "fp32"
+        variants = [list(encoding.ids)]
+        for i, special in enumerate(encoding.special_tokens_mask):
+            if not special:
+                variants.append([pipe.tokenizer.pad_token_id if j == i else t for j, t in enumerate(encoding.ids)])
+        ours, theirs = [], []
+        for ids in variants:  # one by one: the notebook's model(**inputs), and transformers
+            inputs = hf_inputs(pipe, encoding) | {"input_ids": torch.tensor([ids])}
+            ours.append(float(pipe.model(**inputs).logits[0, 0]))
+            # transformers reads a pad id as padding (RoBERTa skips its position, XLM masks it): say it is not.
+            n = len(ids)
+            explicit = {"attention_mask": torch.ones(1, n, dtype=torch.long)}
+            if arch not in ("distilbert", "deberta-v2"):
+                explicit["position_ids"] = torch.arange(n)[None] + pipe.config.position_offset
+            with torch.no_grad():
+                theirs.append(float(reference(**inputs, **explicit).logits[0, 0]))
+        words = [i for i, s in enumerate(encoding.special_tokens_mask) if not s]
+        scores = np.asarray(a.scores)
+        assert max_delta(f"occlusion vs leave-one-out [{arch}]", scores[words], ours[0] - np.asarray(ours[1:])) <= 1e-5
+        assert max_delta(f"occlusion vs transformers [{arch}]", scores[words],
+                         theirs[0] - np.asarray(theirs[1:])) <= 1e-4
+        assert not scores[[i for i, s in enumerate(encoding.special_tokens_mask) if s]].any()
+
+
+def test_int8_pipeline_occludes_on_int8_and_integrates_on_fp32(factory):
+    directory = factory.checkpoint("camembert")
+    exact = pipeline("text-classification", model=directory)
+    int8 = pipeline("text-classification", model=directory, quantize="int8")
+    assert not any(isinstance(m, PackedLinear) for m in int8.gradient_model.modules())
+    ig8, ig32 = int8.explain(SHORT[2], target=1), exact.explain(SHORT[2], target=1)
+    assert ig8.weights == "fp32" and ig8.scores == ig32.scores  # the same fp32 weights, the same arithmetic
+    occluded = int8.explain(SHORT[2], method="occlusion", target=1)
+    assert occluded.weights == "int8"
+    encoding = encode(int8, SHORT[2])
+    for i in (1, 3):
+        ids = [int8.tokenizer.pad_token_id if j == i else t for j, t in enumerate(encoding.ids)]
+        full, cut = (float(int8.forward([Item(x)])[0][1]) for x in (encoding.ids, ids))
+        assert abs(occluded.scores[i] - (full - cut)) <= 1e-5
+
+
+def test_gradient_model_is_the_pipelines_only_when_it_runs_plain_pytorch(factory, monkeypatch):
+    from coulisse.models.fastpath import onednn_fp32_available
+
+    if onednn_fp32_available():
+        packed = pipeline("text-classification", model=factory.checkpoint("bert"))
+        assert packed.gradient_model is not packed.model
+        assert any(isinstance(m, PackedLinear) for m in packed.model.modules())
+    monkeypatch.setenv("COULISSE_ONEDNN", "0")
+    plain = pipeline("text-classification", model=factory.checkpoint("bert"))
+    assert plain.gradient_model is plain.model
+
+
+# -- words, results, errors ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ["camembert", "bert", "roberta", "flaubert"])
+def test_words_cover_the_tokens(arch, factory):
+    pipe = pipeline("text-classification", model=factory.checkpoint(arch))
+    for text in SHORT:
+        a = pipe.explain(text, method="occlusion")
+        words = [i for w in a.words for i in w.tokens]
+        assert sorted(words) == [i for i, s in enumerate(a.special) if not s]  # each non-special token once
+        for w in a.words:
+            assert w.text == text[w.start:w.end] and w.text.strip() == w.text and w.text
+            assert w.attribution == pytest.approx(sum(a.scores[i] for i in w.tokens), abs=1e-9)
+        assert [w.start for w in a.words] == sorted(w.start for w in a.words)
+        assert a.label == LABELS[a.target] and a.to_dict()["gap"] == a.gap
+
+
+def test_results_shape_and_defaults(factory):
+    pipe = pipeline("text-classification", model=factory.checkpoint("camembert"))
+    one = pipe.explain(SHORT[0])
+    assert one.target == int(np.argmax(one.logits)) and one.baseline == "pad"
+    assert np.allclose(one.logits, pipe.model(**pipe.tokenizer([SHORT[0]], return_tensors="pt")).logits[0], atol=1e-5)
+    many = pipe.explain(SHORT[:2], target=LABELS[2])
+    assert [a.target for a in many] == [2, 2] and [a.text for a in many] == SHORT[:2]
+    masked = pipe.explain(SHORT[0], baseline="mask", method="occlusion")
+    assert masked.baseline_id == pipe.tokenizer.mask_token_id
+    top = one.top_words(3)
+    assert all(w.attribution > 0 for w in top) and top == sorted(top, key=lambda w: -w.attribution)
+    assert all(w.attribution < 0 for w in one.top_words(3, sign=-1))
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"method": "shap"}, "integrated_gradients, occlusion"),
+    ({"steps": 0}, "positive number"),
+    ({"steps": True}, "positive number"),
+    ({"method": "occlusion", "steps": 8}, "Drop steps"),
+    ({"target": "joyeux"}, "négatif, neutre, positif"),
+    ({"target": 3}, "from 0 to 2"),
+    ({"baseline": "zero"}, "pad, mask"),
+])
+def test_bad_requests_are_one_line_input_errors(factory, kwargs, words):
+    pipe = pipeline("text-classification", model=factory.checkpoint("camembert"))
+    with pytest.raises(InputError, match=words) as caught:
+        pipe.explain(SHORT[0], **kwargs)
+    assert "\n" not in str(caught.value)
+
+
+def test_rollout_multiplies_residual_mixed_head_means():
+    rng = np.random.default_rng(0)
+    attentions = rng.random((3, 2, 5, 5))
+    attentions /= attentions.sum(-1, keepdims=True)
+    expected = np.eye(5)
+    for layer in attentions:  # the definition, written out
+        a = (layer[0] + layer[1]) / 2 * 0.5 + np.eye(5) * 0.5
+        expected = (a / a.sum(1)[:, None]) @ expected
+    rollout = attention_rollout(attentions)
+    assert np.allclose(rollout, expected) and np.allclose(rollout.sum(-1), 1)
+    assert np.allclose(attention_rollout(np.broadcast_to(np.eye(4), (2, 3, 4, 4))), np.eye(4))
+
+
+# -- a classifier that keys on one word ---------------------------------------------------------------------
+
+SUBJECTS = ["Ce film", "Le scénario", "La musique", "Cette série", "Le jeu des acteurs", "La mise en scène",
+            "Ce roman", "Le décor", "La fin", "Ce spectacle", "Le montage", "Cette comédie"]
+VERBS = ["est", "était", "semble", "reste", "paraît", "devient"]
+FILLERS = ["vraiment", "plutôt", "assez", "franchement", "long", "français", "récent", "ancien", "populaire",
+           "sérieux", "ce soir", "à mon avis", "pour tout le monde", "selon la critique", "dans l'ensemble",
+           "encore", "toujours", "parfois", "aussi", "surtout"]
+
+
+def sentences(rng: random.Random, n: int) -> list[tuple[str, int]]:
+    """Half with « excellent » at a random place (positive), half without; every other word is drawn from
+    the same pools for both classes, so the one word is the only signal."""
+    out = []
+    for i in range(n):
+        words = [rng.choice(SUBJECTS), rng.choice(VERBS)] + rng.sample(FILLERS, rng.randint(2, 4))
+        positive = i % 2
+        if positive:
+            words.insert(rng.randint(1, len(words)), "excellent")
+        out.append((" ".join(words) + rng.choice([".", " !", ""]), positive))
+    return out
+
+
+@pytest.mark.slow
+def test_the_word_a_trained_classifier_keys_on_gets_the_largest_attribution(factory, tmp_path):
+    import transformers
+
+    start = time.perf_counter()
+    tokenizer_dir = factory.tokenizer_files("camembert")
+    hf_tok = factory.hf_tokenizer("camembert")
+    labels = {0: "NEGATIVE", 1: "POSITIVE"}
+    config = copy.deepcopy(factory.reference("camembert").model.config)
+    config.id2label, config.label2id = labels, {v: k for k, v in labels.items()}
+    config.initializer_range, config.num_labels = 0.02, 2
+    torch.manual_seed(0)
+    model = transformers.AutoModelForSequenceClassification.from_config(config)
+    untrained = tmp_path / "untrained"
+    model.save_pretrained(untrained)
+
+    rng = random.Random(0)
+    train, held_out = sentences(rng, 300), [s for s in sentences(rng, 200) if s[1]]
+    inputs = hf_tok([t for t, _ in train], padding=True, return_tensors="pt")
+    targets = torch.tensor([y for _, y in train])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(4):
+        for batch in torch.randperm(len(train)).split(32):
+            loss = model(input_ids=inputs["input_ids"][batch], attention_mask=inputs["attention_mask"][batch],
+                         labels=targets[batch]).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    trained = tmp_path / "trained"
+    model.save_pretrained(trained)
+    for d in (untrained, trained):
+        for f in tokenizer_dir.iterdir():
+            if f.name != "config.json":
+                shutil.copy(f, d / f.name)
+    train_seconds = time.perf_counter() - start
+
+    def hit_rate(directory) -> tuple[float, float]:
+        pipe = pipeline("text-classification", model=directory)
+        texts = [t for t, _ in held_out]
+        accuracy = np.mean([r["label"] == "POSITIVE" for r in pipe(texts)])
+        hits = [max(a.words, key=lambda w: w.attribution).text.strip(string.punctuation) == "excellent"
+                for a in pipe.explain(texts, target="POSITIVE")]
+        return float(np.mean(hits)), float(accuracy)
+
+    rate, accuracy = hit_rate(trained)
+    chance, _ = hit_rate(untrained)
+    print(f"trained in {train_seconds:.1f} s: accuracy {accuracy:.3f}, « excellent » on top in {rate:.3f} "
+          f"(untrained: {chance:.3f}) of {len(held_out)} held-out sentences")
+    assert accuracy >= 0.95  # the model does key on the word
+    assert rate >= 0.95
+    assert chance < 0.5  # the test can fail: an untrained model does not single the word out
