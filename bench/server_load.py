@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import os
 import re
 import signal
 import statistics
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--docs", type=Path, default=None, help=f"write the table under '{SECTION}' there")
     args = parser.parse_args(argv)
     args.model = args.model or bundled_model()
+    load = os.getloadavg()[0]
     texts, source = load_texts(args.csv)
     print(f"model {args.model}; texts: {source}; {machine()}", file=sys.stderr)
     (sequential, concurrent), code = measure(args, texts)
@@ -115,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                f"{'met' if ratio >= GOAL else 'NOT met'}); {failed} request(s) failed or lost.")
     lengths = f"median {statistics.median(len(t) for t in texts):.0f} characters"
     command = "python bench/server_load.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    body = (f"{SECTION}\n\nMeasured with `{command}` on {machine()}, a machine shared with other helpers' test "
-            f"runs at the time (figures as measured, noisy). Model: `{Path(args.model).name}`; texts: {source} "
+    body = (f"{SECTION}\n\nMeasured with `{command}` on {machine()}; 1-minute load average before the run "
+            f"{load:.2f} (anything else running shares these CPUs). Model: `{Path(args.model).name}`; texts: {source} "
             f"({lengths}); one text per request; --max-wait-ms {args.max_wait_ms}, --max-batch-requests "
             f"{args.max_batch_requests}, server threads: {args.threads or 'torch default'}. Server exit code "
             f"after SIGTERM: {code}.\n\n{table([concurrent], sequential)}\n\n{verdict}\n")

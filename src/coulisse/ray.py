@@ -41,19 +41,12 @@ def assigned_threads() -> int:
 def checked_row(value: Any, column: str, where: str) -> Row:
     """A row whose text is `value`, or an error row saying why it cannot be classified (the readers'
     checks: missing, null, not a string, blank, or text the tokenizer refuses such as a lone surrogate)."""
-    from coulisse.tokenizer import unicode_problem
+    from coulisse.interfaces.jobs.readers import check_text
 
+    if isinstance(value, float) and math.isnan(value):  # pandas' null
+        value = None
     row = Row({}, where)
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        row.error = f"{where}: {column!r} is null"
-    elif not isinstance(value, str):
-        row.error = f"{where}: {column!r} is a {type(value).__name__}, not a string"
-    elif not value.strip():
-        row.error = f"{where}: {column!r} is {'empty' if not value else 'only whitespace'}"
-    elif problem := unicode_problem(value):
-        row.error = f"{where}: {column!r} is {problem}"
-    else:
-        row.text = value
+    row.text, row.error = check_text(value, column, where)
     return row
 
 

@@ -308,3 +308,90 @@ def test_a_folder_of_another_job_is_refused_before_ray_starts(tmp_path):
         distributed.open_output(out, key, overwrite=False)
     with pytest.raises(InputError, match="no file matches"):
         distributed.input_files(str(tmp_path / "nothing" / "*.parquet"))
+
+
+# --- embed --ray: the same driver and actors, with the embedding job's row model ---------------------------------
+
+# Same chunks, same code, one thread on both sides, vectors divided by their norm (--normalize: |v_i| <= 1):
+# any difference is the order of float32 sums, a few ulps of a value below 1 (ulp 6e-8 there).
+EMBED_TOLERANCE = 1e-6
+
+
+@pytest.fixture(scope="module")
+def encoder(factory):
+    return str(factory.checkpoint("bert", base=True))
+
+
+def embed_cli(*args: str):
+    result = CliRunner(env={k: None for k in os.environ if k.startswith("COULISSE_")}).invoke(cli, list(args))
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def assert_same_vectors(files: list[str], reference: Path) -> None:
+    """The shards, in name order, hold the single-machine embed output's rows: same schema, same carried
+    columns and errors, embeddings within EMBED_TOLERANCE."""
+    import numpy as np
+
+    got = pa.concat_tables([pq.read_table(f) for f in files])
+    want = pq.read_table(reference)
+    assert got.schema == want.schema
+    assert got.drop(["embedding"]).equals(want.drop(["embedding"]))  # ids, texts, errors identical
+    a, b = got.column("embedding").to_pylist(), want.column("embedding").to_pylist()
+    assert [v is None for v in a] == [v is None for v in b]
+    vectors = [(x, y) for x, y in zip(a, b, strict=True) if x is not None]
+    assert vectors
+    diff = np.abs(np.array([x for x, _ in vectors], np.float32) - np.array([y for _, y in vectors], np.float32))
+    assert diff.max() <= EMBED_TOLERANCE
+
+
+@pytest.mark.slow
+def test_embed_equals_the_single_machine_job_and_a_rerun_skips_committed_shards(cluster, encoder, tmp_path):
+    source = write_corpus(tmp_path / "data", 600, seed=4)
+    write_poison(tmp_path / "data" / "poison.jsonl", mixed=False)
+    out = tmp_path / "out"
+    command = ["embed", "-i", str(tmp_path / "data" / "*"), "-o", str(out), "--ray", "--address", cluster,
+               "--actors", "2", "--threads", "1", "-b", "100", "-m", encoder, "--normalize"]
+    result = embed_cli(*command)
+    assert "640 rows in 7 shards (" in result.output and "errored) on 2 actors x 1 thread" in result.output
+    references = {}
+    for name, path in (("00000-poison", tmp_path / "data" / "poison.jsonl"), ("00001-reviews", source)):
+        references[name] = tmp_path / f"{name}.parquet"
+        embed_cli("embed", "-i", str(path), "-o", str(references[name]), "--threads", "1", "-b", "100",
+                  "-m", encoder, "--normalize", "--quiet")
+        assert_same_vectors(shards(out, name), references[name])
+    errors = dict(zip(*pq.read_table(references["00000-poison"], columns=["id", "error"]).to_pydict().values(),
+                      strict=True))
+    assert "surrogate" in errors[3] and "invalid JSON" in errors[None] and "null" in errors[11]
+    assert errors[5] is None  # the huge text is embedded (truncated)
+
+    # The record holds the options that change the vectors, as the single-machine record does.
+    from coulisse.interfaces.jobs.embed import Embedder
+    from coulisse.pipelines import pipeline
+
+    manifest = json.loads((out / distributed.MANIFEST).read_text())
+    assert {k: manifest["key"][k] for k in ("task", "pooling", "normalize")} == \
+        {"task": "embed", "pooling": "auto", "normalize": True}
+    fingerprint = Embedder(pipeline("feature-extraction", model=encoder), "auto", True).fingerprint()
+    assert manifest["engine"] == json.loads(json.dumps(fingerprint)) and manifest["complete"]
+
+    # A rerun skips every committed shard; one removed is written again, equal to the first.
+    first = Path(shards(out, "00001-reviews")[2])
+    before = pq.read_table(first)
+    first.unlink()
+    rerun = embed_cli(*command)
+    assert "100 rows in 1 shard (" in rerun.output and "6 shards already committed, skipped" in rerun.output
+    assert pq.read_table(first).equals(before)
+    assert_same_vectors(shards(out, "00001-reviews"), references["00001-reviews"])
+    # Other options are another job: refused, not mixed into these shards.
+    other = CliRunner().invoke(cli, [*command[:-1], "--no-normalize"])
+    assert other.exit_code == 1 and "another normalize (True, now False)" in other.output
+
+
+def test_embed_ray_refuses_a_npy_output_in_one_line(tmp_path):
+    source = write_corpus(tmp_path / "in", 10, seed=0)
+    result = CliRunner().invoke(cli, ["embed", "-i", str(source), "-o", str(tmp_path / "v.npy"), "--ray",
+                                      "-m", "unused"])
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert "--ray writes a folder of Parquet or JSONL shards (--shard-format), not one .npy file" in result.output
+    assert not (tmp_path / "v.npy").exists()

@@ -42,6 +42,26 @@ def _shown(text: str, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
+def ray_options(f):
+    """`--ray` and its options, the same on every corpus job (classify, embed)."""
+    options = [
+        click.option("--ray", "on_ray", is_flag=True, envvar="COULISSE_RAY",
+                     help="Run the --input job on a Ray cluster: --input may be a glob, --output is a folder "
+                     "of shards; a rerun skips the shards committed (pip install \"coulisse[ray]\")."),
+        click.option("--address", default=None, envvar="COULISSE_ADDRESS",
+                     help="With --ray: the cluster (auto, HOST:PORT, ray://HOST:10001; default: $RAY_ADDRESS, "
+                     "else a local Ray)."),
+        click.option("--actors", type=int, default=None, envvar="COULISSE_ACTORS",
+                     help="With --ray: pipelines loaded at once (default: the cluster's CPUs / --threads)."),
+        click.option("--shard-format", type=click.Choice(["parquet", "jsonl"]), default="parquet",
+                     show_default=True, envvar="COULISSE_SHARD_FORMAT",
+                     help="With --ray: the format of the output's shards."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 @click.command()
 @click.argument("texts", nargs=-1)
 @model_option()
@@ -70,16 +90,7 @@ def _shown(text: str, width: int = 60) -> str:
               help="Show the progress bar even when stderr is not a terminal (or never).")
 @click.option("-b", "--batch-rows", type=int, default=1024, show_default=True, envvar="COULISSE_BATCH_ROWS",
               help="Rows read, classified and committed at a time.")
-@click.option("--ray", "on_ray", is_flag=True, envvar="COULISSE_RAY",
-              help="Run the --input job on a Ray cluster: --input may be a glob, --output is a folder of "
-              "shards; a rerun skips the shards committed (pip install \"coulisse[ray]\").")
-@click.option("--address", default=None, envvar="COULISSE_ADDRESS",
-              help="With --ray: the cluster (auto, HOST:PORT, ray://HOST:10001; default: $RAY_ADDRESS, else "
-              "a local Ray).")
-@click.option("--actors", type=int, default=None, envvar="COULISSE_ACTORS",
-              help="With --ray: pipelines loaded at once (default: the cluster's CPUs / --threads).")
-@click.option("--shard-format", type=click.Choice(["parquet", "jsonl"]), default="parquet", show_default=True,
-              envvar="COULISSE_SHARD_FORMAT", help="With --ray: the format of the output's shards.")
+@ray_options
 def classify(texts, model, top_k, as_json, threads, quantize, input_path, output, column, all_scores,
              long_text, stride, resume, overwrite, quiet, progress, batch_rows, on_ray, address, actors,
              shard_format):
@@ -297,8 +308,9 @@ def _with_mask(text: str, mask: str) -> str:
               help="Show the progress bar even when stderr is not a terminal (or never).")
 @click.option("-b", "--batch-rows", type=int, default=1024, show_default=True, envvar="COULISSE_BATCH_ROWS",
               help="Rows read, embedded and committed at a time.")
+@ray_options
 def embed(texts, model, pooling, normalize, as_json, threads, quantize, input_path, output, column, resume,
-          overwrite, quiet, progress, batch_rows):
+          overwrite, quiet, progress, batch_rows, on_ray, address, actors, shard_format):
     """Turn TEXTS, or lines of stdin, into sentence embeddings (one vector per text); or a whole file
     with --input.
 
@@ -308,12 +320,18 @@ def embed(texts, model, pooling, normalize, as_json, threads, quantize, input_pa
       cat phrases.txt | coulisse embed -m ./my-encoder --pooling cls --normalize --json > vectors.jsonl
       coulisse embed -m sentence-transformers/all-MiniLM-L6-v2 -i reviews.csv -o vectors.parquet
       coulisse embed -o vectors.npy --resume
+      coulisse embed -m ./my-encoder -i 'data/*.parquet' -o vectors/ --ray --address auto
 
     With --input, rows are committed chunk by chunk as for `classify --input`: --resume continues an
     interrupted job with the recorded input and options. Parquet gets an `embedding` column (float32
     list) and `error`; JSONL the same keys; .npy a (rows, dim) float32 array with error rows as NaN,
-    listed in <output>.errors.jsonl.
+    listed in <output>.errors.jsonl. With --ray, --output is a folder of Parquet or JSONL shards with
+    those columns (not .npy), and a rerun skips the shards committed.
     """
+    if on_ray:
+        from coulisse.interfaces.jobs.distributed import run_cli
+
+        return run_cli(click.get_current_context(), task="embed")
     if input_path is not None or output is not None:
         return run_embed_job(click.get_current_context())
     pipe = load_pipeline("feature-extraction", require_model(model, "an encoder"), threads, quantize)

@@ -1,8 +1,9 @@
-"""The Ray side of `classify --ray`: connecting to a cluster, and a pool of actors that each hold one pipeline.
+"""The Ray side of `classify|embed --ray`: connecting to a cluster, and a pool of actors that each hold one
+pipeline and the job's row model (`distributed.row_model`: a `Predictor` or an `Embedder`).
 
 Imported only when a `--ray` job runs (it imports ray). Rows travel to the actors as (text, error, where)
-triples and predictions come back as tuples; the actors never see the carried columns, and the driver
-writes every shard (distributed.py).
+triples and the row model's results (`Prediction`, `Embedding`) come back; the actors never see the carried
+columns, and the driver writes every shard (distributed.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import ray
 from ray.exceptions import RayActorError, RayError
 
 from coulisse.errors import CoulisseError, InputError
-from coulisse.interfaces.jobs.formats import Prediction, Row
+from coulisse.interfaces.jobs.formats import Row
 
 if TYPE_CHECKING:
     from coulisse.interfaces.jobs.distributed import RayOptions, Shard
@@ -72,27 +73,24 @@ def plan(actors: int | None, threads: int | None, cpus: int) -> tuple[int, int]:
 class ShardWorker:
     """One pipeline, loaded once on the actor's node from the model found there."""
 
-    def __init__(self, model: str, quantize: str, threads: int, long_text: str, stride: int | None):
+    def __init__(self, options: RayOptions, threads: int):
         # oneDNN keeps one kernel per batch shape; read when torch loads (see command.bound_kernel_cache).
         os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")
         self.error = None
-        self.labels: list[str] = []
+        self.info: dict = {}
         self.digest = ""
         try:
-            from coulisse.interfaces.jobs.predict import Predictor
+            from coulisse.interfaces.jobs.row_models import describe_model, row_model
             from coulisse.interfaces.jobs.state import model_fingerprint
-            from coulisse.pipelines import pipeline
 
-            options = {"quantize": quantize} if quantize != "none" else {}
-            pipe = pipeline("text-classification", model=model, threads=threads, **options)
-            self.predictor = Predictor(pipe, long_text, stride)
-            self.labels = self.predictor.labels
+            pipe, self.predictor = row_model(options, threads)
+            self.info = describe_model(self.predictor)
             self.digest = digest(model_fingerprint(pipe.checkpoint.directory))
         except Exception as e:  # noqa: BLE001 (reported by ready(), in one line)
             self.error = f"{type(e).__name__}: {_first_line(e)}"
 
     def ready(self) -> dict:
-        return {"error": self.error, "labels": self.labels, "digest": self.digest, "pid": os.getpid(),
+        return {"error": self.error, "info": self.info, "digest": self.digest, "pid": os.getpid(),
                 "node": ray.util.get_node_ip_address()}
 
     def predict(self, rows: list[tuple]) -> dict:
@@ -102,8 +100,7 @@ class ShardWorker:
         except InputError as e:  # an option that fails every row alike (a --stride too long)
             return {"input_error": str(e)}
         truncated, self.predictor.truncated = self.predictor.truncated, 0
-        return {"preds": [(p.label, p.score, p.scores, p.error) for p in preds], "truncated": truncated,
-                "digest": self.digest}
+        return {"preds": preds, "truncated": truncated, "digest": self.digest}
 
 
 class Pool:
@@ -118,8 +115,7 @@ class Pool:
                         "(an autoscaler may add them)", self.size, self.threads, self.size * self.threads, cpus)
         remote = ray.remote(ShardWorker).options(num_cpus=self.threads, max_restarts=options.max_restarts,
                                                  max_task_retries=options.max_restarts)
-        self.actors = [remote.remote(options.model, options.quantize, self.threads, options.long_text,
-                                     options.stride) for _ in range(self.size)]
+        self.actors = [remote.remote(options, self.threads) for _ in range(self.size)]
         self.pending: dict = {}  # ObjectRef -> (actor index, Shard)
         self.queued = [0] * self.size
 
@@ -140,7 +136,7 @@ class Pool:
             nodes = sorted({r["node"] for r in reports})
             raise ClusterError(f"the actors on nodes {', '.join(nodes)} loaded different files for "
                                f"{self.options.model}; stage the same model on every node (docs/scale-out.md).")
-        self.digest, self.labels = digests.pop(), reports[0]["labels"]
+        self.digest, self.info = digests.pop(), reports[0]["info"]
         self.pids = [r["pid"] for r in reports]
         log.info("%d actors x %d threads ready on %s", self.size, self.threads,
                  ", ".join(sorted({r["node"] for r in reports})))
@@ -180,7 +176,7 @@ class Pool:
         self.pending[self.actors[i].predict.remote(rows)] = (i, shard)
         self.queued[i] += 1
 
-    def next_done(self) -> tuple[Shard, list[Prediction], int]:
+    def next_done(self) -> tuple[Shard, list, int]:
         [ref], _ = ray.wait(list(self.pending), num_returns=1)
         i, shard = self.pending.pop(ref)
         self.queued[i] -= 1
@@ -195,7 +191,7 @@ class Pool:
         if result["digest"] != self.digest:
             raise ClusterError(f"an actor restarted with other files for {self.options.model}; stage the same "
                                "model on every node and rerun the same command.")
-        return shard, [Prediction(*p) for p in result["preds"]], result["truncated"]
+        return shard, result["preds"], result["truncated"]
 
 
 def _first_line(error: BaseException) -> str:

@@ -1,10 +1,12 @@
-"""`coulisse classify -i 'data/*.parquet' -o out/ --ray`: a corpus job on a Ray cluster, resumable by shard.
+"""`coulisse classify|embed -i 'data/*.parquet' -o out/ --ray`: a corpus job on a Ray cluster, resumable by shard.
 
 The driver reads every input file with the single-machine readers (so the rows, the error rows and the
 text column are the single-machine job's), cuts each file into shards of --batch-rows rows, and sends the
-texts of each shard not yet committed to a pool of actors, each holding one pipeline. The predictions come
-back to the driver, which writes the shard's rows and predictions to `out/<file>-<shard><ext>` through a
-temporary file and a rename: a shard file exists whole or not at all.
+texts of each shard not yet committed to a pool of actors, each holding one pipeline and the job's row
+model (`Predictor` for classify, `Embedder` for embed: jobs/row_models.py). The results come back to the driver,
+which writes the shard's rows and results to `out/<file>-<shard><ext>` through a temporary file and a
+rename: a shard file exists whole or not at all. Embeddings: the columns of `embed -i FILE.parquet|.jsonl`;
+a `.npy` output is refused (one array cannot be written by shards).
 
 A rerun of the same command skips the shard files already there, so the folder ends with every shard
 exactly once, each equal to what an uninterrupted run writes: shard names sort in input order, and a
@@ -31,9 +33,10 @@ from pathlib import Path
 
 from coulisse.errors import InputError
 from coulisse.interfaces.formatting import count, duration
-from coulisse.interfaces.jobs.formats import Added, Prediction, Row, input_format
+from coulisse.interfaces.jobs.formats import Added, Row, input_format
 from coulisse.interfaces.jobs.lock import OutputLock
 from coulisse.interfaces.jobs.readers import Reader
+from coulisse.interfaces.jobs.row_models import added_columns
 from coulisse.interfaces.jobs.state import fsync_dir, write_atomic
 
 log = logging.getLogger(__name__)
@@ -62,6 +65,9 @@ class RayOptions:
     overwrite: bool = False
     quiet: bool = False
     max_restarts: int = 3  # per actor; its shards are retried as often
+    task: str = "classify"  # or "embed": a sentence embedding per row (jobs/embed.py)
+    pooling: str = "auto"  # embed: the feature-extraction pipeline's options
+    normalize: bool | None = None
 
 
 @dataclass
@@ -75,6 +81,7 @@ class RaySummary:
     errored: int = 0
     truncated: int = 0
     seconds: float = 0.0
+    task: str = "classify"
 
     @property
     def rows_per_second(self) -> float:
@@ -87,7 +94,8 @@ class RaySummary:
             text += f"; {count(self.skipped, 'shard')} already committed, skipped"
         text += f"; {duration(self.seconds)} ({self.rows_per_second:,.1f} rows/s)"
         if self.truncated:
-            text += f"; {count(self.truncated, 'text')} truncated to the model's limit (--long-text chunk)"
+            text += f"; {count(self.truncated, 'text')} truncated to the model's limit"
+            text += " (--long-text chunk)" if self.task == "classify" else ""
         return f"{text} -> {self.output}"
 
 
@@ -96,7 +104,7 @@ class Shard:
     name: str
     rows: list[Row]
     columns: list[str]
-    added: Added
+    added: Added  # or embed.EmbedColumns
     schema: object = None
     started: float = field(default_factory=time.perf_counter)
 
@@ -124,9 +132,12 @@ def job_key(options: RayOptions, files: list[str]) -> dict:
     for f in files:
         st = os.stat(f)
         inputs.append({"path": str(Path(f).absolute()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns})
-    return {"version": VERSION, "inputs": inputs, "column": options.column, "all_scores": options.all_scores,
-            "long_text": options.long_text, "stride": options.stride, "batch_rows": options.batch_rows,
-            "model": options.model, "quantize": options.quantize, "format": options.shard_format}
+    key = {"version": VERSION, "inputs": inputs, "column": options.column, "all_scores": options.all_scores,
+           "long_text": options.long_text, "stride": options.stride, "batch_rows": options.batch_rows,
+           "model": options.model, "quantize": options.quantize, "format": options.shard_format}
+    if options.task == "embed":  # as the single-machine record has them (runner.job_key)
+        key.update(task="embed", pooling=options.pooling, normalize=options.normalize)
+    return key
 
 
 def check_options(options: RayOptions) -> None:
@@ -134,6 +145,9 @@ def check_options(options: RayOptions) -> None:
         raise InputError(f"--batch-rows {options.batch_rows}; pass a positive number of rows.")
     if options.stride is not None and options.long_text != "chunk":
         raise InputError("--stride only applies with --long-text chunk.")
+    if Path(options.output).suffix == ".npy":
+        raise InputError(f"--output {options.output}: --ray writes a folder of Parquet or JSONL shards "
+                         "(--shard-format), not one .npy file; pass a folder.")
     if options.shard_format not in FORMATS:
         raise InputError(f"--shard-format {options.shard_format!r}; use one of {', '.join(FORMATS)}.")
     for name in ("actors", "threads"):
@@ -178,7 +192,7 @@ def _remove(p: Path) -> None:
     shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
 
 
-def commit_shard(out: Path, shard: Shard, preds: list[Prediction], fmt: str) -> None:
+def commit_shard(out: Path, shard: Shard, preds: list, fmt: str) -> None:
     """Write the shard whole under a temporary name, then rename it: it is committed or absent."""
     from coulisse.interfaces.jobs.writers import make_sink
 
@@ -207,12 +221,14 @@ def run(options: RayOptions, on_shard: Callable[[str, object], None] | None = No
     with OutputLock(str(out / "_coulisse")):
         manifest = open_output(out, job_key(options, files), options.overwrite)
         with connect(options.address), Pool(options) as pool:
-            if manifest["model_files"] not in (None, pool.digest):
+            engine = json.loads(json.dumps(pool.info["engine"], sort_keys=True))  # as read back
+            if manifest["model_files"] not in (None, pool.digest) or manifest.get("engine") not in (None, engine):
                 raise InputError(f"--output {out} was written with other model files than the actors loaded "
                                  f"({options.model}); pass --overwrite to start over with these.")
             manifest["model_files"] = pool.digest
+            manifest["engine"] = engine  # embed: the pooling "auto" resolved to (runner's record has it too)
             write_atomic(out / MANIFEST, json.dumps(manifest, sort_keys=True).encode())
-            summary = RaySummary(str(out), pool.size, pool.threads)
+            summary = RaySummary(str(out), pool.size, pool.threads, task=options.task)
             start = time.perf_counter()
             _loop(options, files, out, pool, summary, on_shard)
             summary.seconds = time.perf_counter() - start
@@ -234,7 +250,7 @@ def _loop(options, files, out, pool, summary, on_shard) -> None:
 
     for index, path in enumerate(files):
         with Reader(path, options.column, options.batch_rows) as reader:
-            added = Added.for_columns(reader.columns, pool.labels, options.all_scores)
+            added = added_columns(options, reader.columns, pool.info)
             rows = reader.rows()
             for number in itertools.count():
                 chunk = list(itertools.islice(rows, options.batch_rows))
@@ -252,8 +268,8 @@ def _loop(options, files, out, pool, summary, on_shard) -> None:
         commit(pool.next_done())
 
 
-def run_cli(ctx) -> None:
-    """`coulisse classify --ray`: the job from the command's parameters (`ctx.params`)."""
+def run_cli(ctx, task: str = "classify") -> None:
+    """`coulisse classify --ray` / `coulisse embed --ray`: the job from the command's parameters."""
     import click
 
     from coulisse.interfaces.jobs.command import bound_kernel_cache, stop_on_sigterm
@@ -271,16 +287,16 @@ def run_cli(ctx) -> None:
     if params["resume"] and params["overwrite"]:
         raise click.UsageError("--resume and --overwrite contradict each other; pass one.")
     model = params["model"]
+    if model is None and task == "embed":
+        raise click.UsageError("give --model: an encoder (Hub id or folder), or set COULISSE_MODEL.")
     if model is None:
         from coulisse.checkpoint import default_model
 
         model = default_model("text-classification")  # resolved here: every node loads the same one
-    options = RayOptions(input=params["input_path"], output=params["output"], column=params["column"],
-                         all_scores=params["all_scores"], long_text=params["long_text"], stride=params["stride"],
-                         batch_rows=params["batch_rows"], model=model, quantize=params["quantize"],
-                         threads=params["threads"], actors=params["actors"], address=params["address"],
-                         shard_format=params["shard_format"], overwrite=params["overwrite"],
-                         quiet=params["quiet"])
+    names = ("column", "all_scores", "long_text", "stride", "batch_rows", "quantize", "threads", "actors",
+             "address", "shard_format", "overwrite", "quiet", "pooling", "normalize")
+    options = RayOptions(input=params["input_path"], output=params["output"], model=model, task=task,
+                         **{name: params[name] for name in names if name in params})
     bound_kernel_cache()
     with stop_on_sigterm():
         try:

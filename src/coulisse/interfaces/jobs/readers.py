@@ -313,19 +313,10 @@ class Reader:
         if row.error is not None:
             return row
         column = self.text_column
-        value = row.values.get(column)
         if column not in row.values:
             row.error = f"{row.where}: no {column!r} value"
-        elif value is None:
-            row.error = f"{row.where}: {column!r} is null"
-        elif not isinstance(value, str):
-            row.error = f"{row.where}: {column!r} is a {type(value).__name__}, not a string"
-        elif not value.strip():
-            row.error = f"{row.where}: {column!r} is {'empty' if not value else 'only whitespace'}"
-        elif problem := unicode_problem(value):
-            row.error = f"{row.where}: {column!r} is {problem}"
         else:
-            row.text = value
+            row.text, row.error = check_text(row.values[column], column, row.where)
         return row
 
     def close(self) -> None:
@@ -355,3 +346,17 @@ def pick_column(requested: str | None, columns: list[str], string_columns: list[
 
 def is_empty(path: str) -> bool:
     return path != STDIO and (not os.path.exists(path) or os.path.getsize(path) == 0)
+
+
+def check_text(value, column: str, where: str) -> tuple[str | None, str | None]:
+    """(value, None) for a text the model can read; else (None, why not): null, not a string, blank, or
+    text the tokenizer refuses (a lone surrogate). Shared by the readers and `coulisse.ray`."""
+    if value is None:
+        return None, f"{where}: {column!r} is null"
+    if not isinstance(value, str):
+        return None, f"{where}: {column!r} is a {type(value).__name__}, not a string"
+    if not value.strip():
+        return None, f"{where}: {column!r} is {'empty' if not value else 'only whitespace'}"
+    if problem := unicode_problem(value):
+        return None, f"{where}: {column!r} is {problem}"
+    return value, None

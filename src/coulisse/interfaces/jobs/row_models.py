@@ -1,0 +1,45 @@
+"""Which row model a `--ray` job's actors run, and the columns it adds: the one place the driver
+(distributed.py) and the actors (cluster.py) read the job's task from, below both.
+
+classify: `predict.Predictor` (label, score, ..., error); embed: `embed.Embedder` (embedding, error).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from coulisse.interfaces.jobs.formats import Added
+
+if TYPE_CHECKING:
+    from coulisse.interfaces.jobs.distributed import RayOptions
+
+
+def row_model(options: RayOptions, threads: int):
+    """The actor's side: the job's pipeline, loaded once, and what turns a shard's rows into results."""
+    from coulisse.pipelines import pipeline
+
+    engine = {"quantize": options.quantize} if options.quantize != "none" else {}
+    if options.task == "embed":
+        from coulisse.interfaces.jobs.embed import Embedder
+
+        pipe = pipeline("feature-extraction", model=options.model, threads=threads, **engine)
+        return pipe, Embedder(pipe, options.pooling, options.normalize)
+    from coulisse.interfaces.jobs.predict import Predictor
+
+    pipe = pipeline("text-classification", model=options.model, threads=threads, **engine)
+    return pipe, Predictor(pipe, options.long_text, options.stride)
+
+
+def describe_model(model) -> dict:
+    """What the driver needs of an actor's row model to name the columns, and what it records."""
+    return {"labels": getattr(model, "labels", []), "dim": getattr(model, "dim", 0),
+            "engine": model.fingerprint() if hasattr(model, "fingerprint") else {}}
+
+
+def added_columns(options: RayOptions, columns: list[str], info: dict):
+    """The columns the job appends to a file's columns, as the single-machine job names them."""
+    if options.task == "embed":
+        from coulisse.interfaces.jobs.embed import EmbedColumns
+
+        return EmbedColumns.for_columns(columns, info["dim"])
+    return Added.for_columns(columns, info["labels"], options.all_scores)
