@@ -12,10 +12,10 @@ import random
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from click.testing import CliRunner
+from job_process import start_job, wait_rows
 
 from coulisse.interfaces.cli import cli
 from coulisse.interfaces.jobs.lock import OutputLock, OutputLockedError, lock_path
@@ -126,23 +126,11 @@ def test_a_lock_file_removed_between_open_and_lock_is_not_trusted(tmp_path, monk
 
 
 def _start(model, source, output, *extra):
-    cmd = [sys.executable, "-c", MAIN, "classify", "-m", str(model), "-i", str(source), "-o", str(output),
-           "-b", "8", "-t", "1", "--quiet", *extra]
-    return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return start_job('classify', model, source, output, *extra)
 
 
 def _wait_rows(proc, output, rows: int, timeout: float = 300) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            done = json.loads(state_path(output).read_text())["rows"]
-        except (FileNotFoundError, ValueError, KeyError):
-            done = 0
-        if done >= rows:
-            return done
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.05)
-    raise AssertionError(f"{rows} rows were not committed in {timeout} s")
+    return wait_rows(proc, output, rows, timeout)
 
 
 @pytest.mark.slow

@@ -19,13 +19,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from factory import CORPUS, TEXTS
+from job_process import start_job, wait_rows
 
 from coulisse.interfaces.cli import cli
 from coulisse.interfaces.jobs.embed import errors_path
@@ -301,23 +301,11 @@ def test_output_formats_and_usage(st_folder, tmp_path):
 
 
 def _start(model, source, output, *extra):
-    cmd = [sys.executable, "-c", MAIN, "embed", "-m", str(model), "-i", str(source), "-o", str(output),
-           "-b", "8", "-t", "1", "--quiet", *extra]
-    return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return start_job('embed', model, source, output, *extra)
 
 
 def _wait_rows(proc, output, rows: int, timeout: float = 300) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            done = json.loads(state_path(output).read_text())["rows"]
-        except (FileNotFoundError, ValueError, KeyError):
-            done = 0
-        if done >= rows:
-            return done
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.02)
-    raise AssertionError(f"{rows} rows were not committed in {timeout} s")
+    return wait_rows(proc, output, rows, timeout, poll=0.02)
 
 
 @pytest.mark.slow

@@ -8,10 +8,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from click.testing import CliRunner
+from job_process import start_job, wait_rows
 
 from coulisse.errors import InputError
 from coulisse.interfaces.cli import cli
@@ -168,27 +168,11 @@ def test_cli_refuses_to_overwrite(tf_camembert_dir, tmp_path):
 
 
 def _start(model, source, output, *extra):
-    cmd = [sys.executable, "-c", MAIN, "classify", "-m", str(model), "-i", str(source),
-           "-o", str(output), "-b", "8", "-t", "1", "--quiet", *extra]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COULISSE_")}
-    # A shell starts background jobs with SIGINT ignored, and Python keeps an ignored SIGINT ignored.
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return start_job('classify', model, source, output, *extra)
 
 
 def _wait_rows(proc, output, rows: int, timeout: float = 300) -> int:
-    """Poll the state record until `rows` are committed; the process must still be running."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            done = json.loads(state_path(output).read_text())["rows"]
-        except (FileNotFoundError, ValueError, KeyError):
-            done = 0
-        if done >= rows:
-            return done
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.05)
-    raise AssertionError(f"{rows} rows were not committed in {timeout} s")
+    return wait_rows(proc, output, rows, timeout)
 
 
 def test_sigkill_then_resume_is_byte_identical(tf_camembert_dir, tmp_path):
