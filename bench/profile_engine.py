@@ -1,42 +1,147 @@
-"""Where does the engine's time go? torch.profiler over real reviews, fp32 and int8 (not a test).
+"""Where does the engine's time go? Shares of the forward by category, per precision (not a test).
 
-    python bench/profile_engine.py [--model DIR] [--n 48]
+    python bench/profile_engine.py [--model DIR] [--n 48] [--modes exact,int8,bf16,fast] [--ops]
+    python bench/profile_engine.py --ab 5 [--modes exact,int8]   # fusions off vs on, interleaved
 
-DIR defaults to the camembert-base-sized random model `coulisse bench` builds.
+DIR defaults to the camembert-base-sized random model `coulisse bench` builds. Each mode's forward over
+the same real reviews runs once under torch.profiler; every op's self time goes to the category of the
+innermost op (itself or an enclosing one) that names one: GEMM, attention, GELU/activation, residual
+add + LayerNorm, padding/scatter copies, embeddings. The int8 path's C kernels (quantize, dequantize,
+the fused dequantize + residual + LayerNorm) are no torch ops: this script wraps them in
+`record_function` ranges, here only, so the library pays nothing for it. "other/Python" is the
+forward's wall time minus all of that. `--ops` also prints torch's table of the top ops.
+
+`--ab K` measures the fusions instead: per mode, one pipeline built with `COULISSE_FUSE=0` and one
+without, run alternately K times each over the same batch (no profiler), best of K each.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
+from collections import defaultdict
 from pathlib import Path
 
 from bench_texts import load_texts  # noqa: E402  (bench/ is run as a script folder)
-from torch.profiler import ProfilerActivity, profile
+from torch.profiler import ProfilerActivity, profile, record_function
 
 from coulisse import pipeline
+from coulisse.models import quantize
 
 DEFAULT_MODEL = Path.home() / ".cache" / "coulisse-bench" / "camembert-base-random"
+MODES = {"exact": {}, "int8": {"quantize": "int8"}, "bf16": {"dtype": "bfloat16"}, "fast": {"fast": True}}
+
+CATEGORIES = {  # op name -> category; the innermost named op of a call stack decides
+    "GEMM": ("aten::linear", "aten::addmm", "aten::mm", "aten::matmul", "mkldnn::_linear_pointwise",
+             "onednn::qlinear_pointwise", "quantized::linear_with_input_q_dq_qweight_dq_output_fp32",
+             "quantized::linear_dynamic"),
+    "attention": ("aten::scaled_dot_product_attention", "aten::_scaled_dot_product_flash_attention_for_cpu",
+                  "aten::_softmax", "aten::softmax", "aten::bmm", "aten::baddbmm", "aten::masked_fill"),
+    "GELU/act": ("aten::gelu", "aten::relu", "aten::silu", "aten::tanh"),
+    "add+LayerNorm": ("aten::add", "aten::add_", "aten::layer_norm", "aten::native_layer_norm"),
+    "copies": ("aten::index_put_", "aten::index", "aten::fill_", "aten::zero_", "aten::new_zeros",
+               "aten::zeros", "aten::copy_", "aten::_to_copy", "aten::to", "aten::clone", "aten::contiguous",
+               "aten::cat"),
+    "int8 C kernels": ("coulisse::quantize_rows", "coulisse::dequantize_rows", "coulisse::add_norm_rows"),
+    "embeddings": ("aten::embedding", "aten::index_select"),
+}
+CATEGORY_OF = {op: cat for cat, ops in CATEGORIES.items() for op in ops}
+COLUMNS = [*CATEGORIES, "other/Python"]
+
+
+def _instrument_int8() -> None:
+    """Wrap the int8 path's C-kernel calls in profiler ranges (module attributes, looked up per call)."""
+    for name in ("quantize_rows", "dequantize_rows", "add_norm_rows"):
+        original = getattr(quantize, name, None)
+        if original is None:
+            continue
+
+        def timed(*args, _f=original, _label=f"coulisse::{name}", **kwargs):
+            with record_function(_label):
+                return _f(*args, **kwargs)
+
+        setattr(quantize, name, timed)
+
+
+def shares(prof, wall_us: float) -> dict[str, float]:
+    """Seconds per category: each event's self time to its innermost categorised ancestor (or itself)."""
+    seconds: dict[str, float] = defaultdict(float)
+    for event in prof.events():
+        node, category = event, None
+        while node is not None and category is None:
+            category = CATEGORY_OF.get(node.name)
+            node = node.cpu_parent
+        if category is not None:
+            seconds[category] += event.self_cpu_time_total / 1e6
+    seconds["other/Python"] = max(0.0, wall_us / 1e6 - sum(seconds.values()))
+    return seconds
+
+
+def profile_mode(mode: str, model: str, texts: list[str], show_ops: bool) -> tuple[float, float, dict]:
+    pipe = pipeline("sentiment-analysis", model=model, **MODES[mode])
+    items = pipe.preprocess(texts)
+    pipe.engine.run(items[:4])  # warm-up (and fbgemm's lazy packing of small batches)
+    pipe.engine.run(items[:4])
+    pipe.engine.run(items[:4])
+    start = time.perf_counter()
+    pipe.engine.run(items)
+    plain = time.perf_counter() - start
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        pipe.engine.run(items)
+        profiled = time.perf_counter() - start
+    print(f"== {mode} ({pipe.preparation.describe()}): forward {plain * 1000:.0f} ms "
+          f"({profiled * 1000:.0f} ms under the profiler)")
+    if show_ops:
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14, max_name_column_width=48))
+    return plain, profiled, shares(prof, profiled * 1e6)
+
+
+def ab_mode(mode: str, model: str, texts: list[str], repeats: int) -> tuple[float, float]:
+    """Best forward seconds with the fusions off and on, runs interleaved (load changes hit both)."""
+    pipes = {}
+    for fused in (False, True):
+        os.environ["COULISSE_FUSE"] = "1" if fused else "0"  # read when the layers are built
+        pipes[fused] = pipeline("sentiment-analysis", model=model, **MODES[mode])
+    os.environ.pop("COULISSE_FUSE")
+    items = pipes[True].preprocess(texts)
+    best = {False: float("inf"), True: float("inf")}
+    for _ in range(3):  # warm-up, and fbgemm's lazy packing of small batches
+        for pipe in pipes.values():
+            pipe.engine.run(items[:4])
+    for _ in range(repeats):
+        for fused, pipe in pipes.items():
+            start = time.perf_counter()
+            pipe.engine.run(items)
+            best[fused] = min(best[fused], time.perf_counter() - start)
+    print(f"== {mode}: fusions off {best[False]:.3f} s, on {best[True]:.3f} s (best of {repeats}): "
+          f"{best[False] / best[True]:.3f}× (load {os.getloadavg()[0]:.2f})")
+    return best[False], best[True]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(DEFAULT_MODEL))
     parser.add_argument("--n", type=int, default=48)
+    parser.add_argument("--modes", default="exact,int8,bf16,fast", help="comma-separated: " + ", ".join(MODES))
+    parser.add_argument("--ops", action="store_true", help="also print torch's table of the top ops")
+    parser.add_argument("--ab", type=int, default=0, metavar="K", help="fusions off vs on, best of K each")
     args = parser.parse_args()
     texts, _ = load_texts(args.n)
-    for quantize in (None, "int8"):
-        pipe = pipeline("sentiment-analysis", model=args.model, quantize=quantize)
-        start = time.perf_counter()
-        items = pipe.preprocess(texts)
-        tokenize = time.perf_counter() - start
-        pipe.engine.run(items[:4])  # warm-up
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            start = time.perf_counter()
-            pipe.engine.run(items)
-            forward = time.perf_counter() - start
-        print(f"== quantize={quantize}: tokenize {tokenize * 1000:.0f} ms, forward {forward * 1000:.0f} ms")
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=40))
+    if args.ab:
+        for mode in args.modes.split(","):
+            ab_mode(mode, args.model, texts, args.ab)
+        return
+    _instrument_int8()
+    rows = []
+    for mode in args.modes.split(","):
+        rows.append((mode, *profile_mode(mode, args.model, texts, args.ops)))
+    print(f"\nShares of the forward's wall time under the profiler, n={args.n}, load {os.getloadavg()[0]:.2f}:")
+    print(f"{'mode':<6} {'wall s':>7} " + " ".join(f"{c:>14}" for c in COLUMNS))
+    for mode, plain, profiled, seconds in rows:
+        cells = " ".join(f"{100 * seconds.get(c, 0.0) / profiled:>13.1f}%" for c in COLUMNS)
+        print(f"{mode:<6} {plain:>7.2f} {cells}")
 
 
 if __name__ == "__main__":

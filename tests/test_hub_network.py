@@ -181,11 +181,20 @@ def test_a_dns_failure_is_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_retried_file_errors_end_in_one_line(tmp_path):
-    """huggingface_hub retries a 5xx file request five times (about 25 s) and logs each retry: the
-    notices must not precede the error line at the default verbosity."""
-    with local_hub(model_api_then(reply(503, b"busy"))) as endpoint:
+    """huggingface_hub retries a 5xx file request five times and logs each retry: the notices must not
+    precede the error line at the default verbosity. `Retry-After: 0` makes huggingface_hub wait 1 s between
+    tries instead of its 1+2+4+8+8 s back-off: the same five retries, each logged (the 503, then the wait),
+    in 5 s instead of 23 s; the server counts them."""
+    busy, tries = reply(503, b"busy", {"Retry-After": "0"}), []
+
+    def counted(handler, release):
+        tries.append(handler.path)
+        busy(handler, release)
+
+    with local_hub(model_api_then(counted)) as endpoint:
         result, cache = classify(endpoint, tmp_path)
     assert_one_line_unreachable(result, cache, endpoint, "HTTP 503")
+    assert len(tries) >= 6, tries  # the first try and five retries
 
 
 # -- the same code path in this process: "no such model" versus "Hub unreachable" -------------------------

@@ -383,8 +383,8 @@ def test_max_seq_length_setter(minilm_dir):
     tokens = ours.encode(TEXTS, output_value="token_embeddings")
     assert_same(tokens, theirs.encode(TEXTS, output_value="token_embeddings"))
     assert max(len(t) for t in tokens) == 16
-    with pytest.raises(InputError, match="max_seq_length=300"):
-        ours.max_seq_length = 300
+    with pytest.raises(InputError, match="max_seq_length=513"):  # past the 512 positions
+        ours.max_seq_length = 513
 
 
 def test_bad_settings_file(minilm_dir, tmp_path):

@@ -319,8 +319,9 @@ def test_another_input_path_with_the_same_bytes_is_refused(pipe, tmp_path):
 
 # What the pipeline a caller built chose: checked once it is loaded.
 ENGINE = {
-    "dtype": ({"dtype": "bfloat16"}, "the dtype changed (was 'float32', now 'bfloat16')"),
-    "quantization": ({"quantize": "int8"}, "the quantization changed (was None, now 'int8')"),
+    # dtype and quantization are one precision, named once
+    "dtype": ({"dtype": "bfloat16"}, "the precision changed (was 'float32', now 'bfloat16')"),
+    "quantization": ({"quantize": "int8"}, "the precision changed (was 'float32', now 'int8')"),
     "task_options": ({"function_to_apply": "sigmoid"},
                      "the pipeline's task options changed (was {}, now {'function_to_apply': 'sigmoid'})"),
 }

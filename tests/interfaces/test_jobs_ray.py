@@ -395,3 +395,20 @@ def test_embed_ray_refuses_a_npy_output_in_one_line(tmp_path):
     assert result.exit_code == 1 and result.output.count("\n") == 1
     assert "--ray writes a folder of Parquet or JSONL shards (--shard-format), not one .npy file" in result.output
     assert not (tmp_path / "v.npy").exists()
+
+
+@pytest.mark.slow
+def test_a_job_whose_every_row_failed_exits_1_in_one_line(cluster, tmp_path):
+    """Every text empty or blank: every row is an error row on the actors, as in the single-machine job
+    (tests/interfaces/test_jobs_failed.py), and the driver exits 1 with one line instead of its summary."""
+    source = tmp_path / "blank.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "text": " " * i}) + "\n" for i in range(5)), encoding="utf-8")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["classify", "-i", str(source), "-o", str(out), "--ray", "--actors", "1",
+                                      "--threads", "1", "-m", MODEL, "--shard-format", "jsonl"])
+    assert result.exit_code == 1, result.output
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+    first = json.loads(Path(shards(out, ext="jsonl")[0]).read_text(encoding="utf-8").splitlines()[0])["error"]
+    assert result.output == (f"Error: JobFailedError: every row failed (5 of 5 rows errored; the first: {first}); "
+                             f"the reasons are in the error column of the shards in {out}.\n")
+    assert first.startswith("line 1: ")

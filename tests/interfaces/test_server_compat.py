@@ -239,8 +239,17 @@ def test_prompt_name_from_config_sentence_transformers(tmp_path, minilm_dir, ser
 # -- classifiers, reranker and the other heads: small random checkpoints ------------------------------------
 
 
-def test_text_classification_and_tei_pairs(tf_camembert_dir, serve):
-    server = serve(tf_camembert_dir)  # the task from config.json's architectures
+@pytest.fixture(scope="module")
+def camembert_server(tf_camembert_dir):
+    """`coulisse serve` on the TF CamemBERT classifier, the task read from config.json's architectures; shared
+    by the classification and /docs tests (each only reads from it)."""
+    server = Server(tf_camembert_dir)
+    yield server
+    server.stop()
+
+
+def test_text_classification_and_tei_pairs(tf_camembert_dir, camembert_server):
+    server = camembert_server
     classifier = pipeline("text-classification", model=str(tf_camembert_dir))
     hf = client(server)
     same_labels([r.__dict__ for r in hf.text_classification(TEXTS[3])], classifier(TEXTS[3], top_k=None))
@@ -347,11 +356,11 @@ def test_zero_shot(factory, tmp_path, serve):
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 
-def test_docs_render_offline_in_chromium(tf_camembert_dir, serve):
+def test_docs_render_offline_in_chromium(camembert_server):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         pytest.skip("Debian's chromium is not installed")
-    server = serve(tf_camembert_dir)
+    server = camembert_server
     page = httpx.get(f"{server.base}/docs").text
     assert "cdn" not in page.lower() and "/docs-assets/swagger-ui-bundle.js" in page
     ARTIFACTS.mkdir(exist_ok=True)

@@ -7,7 +7,8 @@ types, a relative span shorter than the long text), p2c alone with an embedding 
 size, and transformers' defaults (no relative attention). Weight formats: safetensors for each, and
 sharded safetensors, `torch.save` .bin and sharded .bin for v3. Logits and hidden states within 1e-4,
 ids identical, batched equal to one by one within 1e-5; token classification, masked LM (legacy and
-`legacy: false` heads), multiple choice, fill-mask and zero-shot pipelines; int8 close to fp32.
+`legacy: false` heads), multiple choice, question answering, fill-mask and zero-shot pipelines; int8 close
+to fp32.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermed
 NLI = {0: "entailment", 1: "neutral", 2: "contradiction"}
 AUTO = {"sequence-classification": "AutoModelForSequenceClassification", "base": "AutoModel",
         "token-classification": "AutoModelForTokenClassification", "masked-lm": "AutoModelForMaskedLM",
-        "multiple-choice": "AutoModelForMultipleChoice"}
+        "multiple-choice": "AutoModelForMultipleChoice", "question-answering": "AutoModelForQuestionAnswering"}
 
 
 class DebertaFactory:
@@ -244,6 +245,25 @@ def test_multiple_choice_equals_transformers(deberta):
     with torch.no_grad():
         logits = ref(**inputs).logits
     assert_close("deberta multiple-choice logits", model(**inputs).logits, logits)
+
+
+def test_question_answering_equals_transformers(deberta):
+    """Start/end logits of DeBERTa-v2's QA head on question/context pairs, then the pipeline's answer is a
+    span of the context whose score is the product of the softmaxed start and end logits transformers gives."""
+    labels = {0: "LABEL_0", 1: "LABEL_1"}  # a QA head has two outputs: start and end
+    directory = deberta.checkpoint("v3", "question-answering", labels=labels)
+    ref = deberta.model("v3", "question-answering", labels=labels)
+    qa = pipeline("question-answering", model=directory)
+    questions, contexts = ["Qui a construit la tour ?", "Quand ?"], ["Gustave Eiffel l'a construite.", "En 1889."]
+    inputs = deberta.hf_tokenizer(questions, contexts, padding=True, return_tensors="pt")
+    real = inputs["attention_mask"].bool()
+    with torch.no_grad():
+        theirs = ref(**inputs)
+    ours = qa.model(**inputs).logits  # (B, L, 2)
+    assert_close("deberta qa start logits", ours[..., 0][real], theirs.start_logits[real])
+    assert_close("deberta qa end logits", ours[..., 1][real], theirs.end_logits[real])
+    answer = qa(question=questions[0], context=contexts[0])
+    assert contexts[0][answer["start"]:answer["end"]] == answer["answer"] and 0 < answer["score"] <= 1
 
 
 def test_zero_shot_equals_transformers(deberta):

@@ -7,6 +7,7 @@ the group). Nothing heavy at module level: `coulisse --help` imports every comma
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -19,6 +20,9 @@ QUANTIZE_HELP = "int8: dynamic int8 linear layers (faster on CPU, near-identical
 FAST_HELP = ("The fastest mode this CPU runs within its quality gates (int8, or bf16 with AMX; "
              "`coulisse info` shows which); without it, exact fp32.")
 FAST_KEY = "coulisse.fast"
+# How idle OpenMP threads wait: the user's choice when one of these is set (libgomp, Intel's OpenMP).
+WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+WAIT_POLICY = "PASSIVE"
 
 
 def positive(ctx: click.Context, param: click.Parameter, value):
@@ -88,3 +92,22 @@ def read_texts(texts: tuple[str, ...]) -> list[str]:
         raise click.UsageError("give TEXT arguments, or pipe lines on stdin.")
     lines = [line.rstrip("\n") for line in sys.stdin]
     return [line for line in lines if line.strip()]
+
+
+def wait_policy_in_effect() -> str:
+    """How idle OpenMP threads wait, in words, for logs and `/info`: the user's variables, or the runtime's."""
+    given = [f"{name}={os.environ[name]}" for name in WAIT_VARIABLES if name in os.environ]
+    return f"{', '.join(given)} (yours)" if given else "the OpenMP runtime's default"
+
+
+def set_wait_policy() -> str:
+    """OMP_WAIT_POLICY=PASSIVE for a corpus job, unless the user set a wait variable: idle OpenMP threads
+    then sleep at once instead of spinning for a few ms, time that a descheduled teammate needs when another
+    process shares the cores (docs/jobs.md, "Threads and contention"). The OpenMP runtime reads it once,
+    when torch loads: call this before. Returns what applies, in words."""
+    if any(name in os.environ for name in WAIT_VARIABLES):
+        return wait_policy_in_effect()
+    if "torch" in sys.modules:  # too late to take effect: say so rather than set what will not apply
+        return "the OpenMP runtime's default (torch was loaded before coulisse could set it)"
+    os.environ["OMP_WAIT_POLICY"] = WAIT_POLICY
+    return f"OMP_WAIT_POLICY={WAIT_POLICY} (coulisse's; set OMP_WAIT_POLICY or GOMP_SPINCOUNT to choose)"

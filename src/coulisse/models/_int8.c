@@ -8,6 +8,9 @@
  *
  *   quantize_rows:   q[r, c] = round(x[r, c] / s[r]) + 128   (u8),  s[r] = max(max_c |x[r, c]|, 1e-12) / 127
  *   dequantize_rows: y[r, c] = y[r, c] * s[r] + bias[c], then optionally GELU (erf form), in place
+ *   add_norm_rows:   v[r, c] = y[r, c] * s[r] + bias[c] + res[r, c];  y[r] = LayerNorm(v[r]) (gamma, beta,
+ *                    eps), in place: the `*Output` blocks' dequantize, residual add and LayerNorm in one
+ *                    pass over a row that stays in L1 (mean and variance summed in fp32, two passes)
  *
  * quantize_rows computes exactly what the PyTorch fallback computes (same IEEE division and
  * round-half-to-even), so both paths give the same codes. The functions take raw pointers from
@@ -54,6 +57,28 @@ static void dequantize_scalar(float *y, int64_t cols, float s, const float *bias
         float v = fmaf(y[c], s, bias ? bias[c] : 0.0f);
         y[c] = gelu ? gelu_scalar(v) : v;
     }
+}
+
+/* Row statistics of v in fp32 like torch's layer_norm: mean first, then the mean of squared deviations
+ * (two passes: no cancellation). Returns rstd = 1 / sqrt(var + eps); writes the mean. */
+static float norm_stats_scalar(const float *v, int64_t cols, float eps, float *mean_out) {
+    float sum = 0.0f, sq = 0.0f;
+    for (int64_t c = 0; c < cols; c++) sum += v[c];
+    const float mean = sum / (float)cols;
+    for (int64_t c = 0; c < cols; c++) {
+        float d = v[c] - mean;
+        sq = fmaf(d, d, sq);
+    }
+    *mean_out = mean;
+    return 1.0f / sqrtf(sq / (float)cols + eps);
+}
+
+static void add_norm_scalar(float *y, int64_t cols, float s, const float *bias, const float *res,
+                            const float *gamma, const float *beta, float eps) {
+    for (int64_t c = 0; c < cols; c++) y[c] = fmaf(y[c], s, bias[c]) + res[c];
+    float mean;
+    const float rstd = norm_stats_scalar(y, cols, eps, &mean);
+    for (int64_t c = 0; c < cols; c++) y[c] = fmaf((y[c] - mean) * rstd, gamma[c], beta[c]);
 }
 
 /* ---------------------------------------------------------------- AVX2 kernels */
@@ -139,6 +164,48 @@ __attribute__((target("avx2,fma"))) static void dequantize_avx2(float *y, int64_
     }
     if (c < cols) dequantize_scalar(y + c, cols - c, s, bias ? bias + c : NULL, gelu);
 }
+
+__attribute__((target("avx2,fma"))) static inline float hsum_avx2(__m256 v) {
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+
+__attribute__((target("avx2,fma"))) static void add_norm_avx2(float *y, int64_t cols, float s, const float *bias,
+                                                              const float *res, const float *gamma,
+                                                              const float *beta, float eps) {
+    const __m256 vs = _mm256_set1_ps(s);
+    __m256 acc = _mm256_setzero_ps();
+    int64_t c = 0;
+    for (; c + 8 <= cols; c += 8) {
+        __m256 v = _mm256_add_ps(_mm256_fmadd_ps(_mm256_loadu_ps(y + c), vs, _mm256_loadu_ps(bias + c)),
+                                 _mm256_loadu_ps(res + c));
+        _mm256_storeu_ps(y + c, v);
+        acc = _mm256_add_ps(acc, v);
+    }
+    float sum = hsum_avx2(acc);
+    for (int64_t t = c; t < cols; t++) {
+        y[t] = fmaf(y[t], s, bias[t]) + res[t];
+        sum += y[t];
+    }
+    const float mean = sum / (float)cols;
+    const __m256 vm = _mm256_set1_ps(mean);
+    acc = _mm256_setzero_ps();
+    for (c = 0; c + 8 <= cols; c += 8) {
+        __m256 d = _mm256_sub_ps(_mm256_loadu_ps(y + c), vm);
+        acc = _mm256_fmadd_ps(d, d, acc);
+    }
+    float sq = hsum_avx2(acc);
+    for (int64_t t = c; t < cols; t++) sq = fmaf(y[t] - mean, y[t] - mean, sq);
+    const float rstd = 1.0f / sqrtf(sq / (float)cols + eps);
+    const __m256 vr = _mm256_set1_ps(rstd);
+    for (c = 0; c + 8 <= cols; c += 8) {
+        __m256 z = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(y + c), vm), vr);
+        _mm256_storeu_ps(y + c, _mm256_fmadd_ps(z, _mm256_loadu_ps(gamma + c), _mm256_loadu_ps(beta + c)));
+    }
+    for (; c < cols; c++) y[c] = fmaf((y[c] - mean) * rstd, gamma[c], beta[c]);
+}
 #endif
 
 static int use_avx2(void) {
@@ -157,20 +224,32 @@ static int use_avx2(void) {
 /* ---------------------------------------------------------------- rows over threads */
 
 typedef struct {
-    int op; /* 0: quantize, 1: dequantize */
+    int op; /* 0: quantize, 1: dequantize, 2: dequantize + residual + LayerNorm */
     int64_t r0, r1, cols;
-    const float *x;
+    const float *x; /* quantize: input rows; add_norm: the residual rows */
     float *y;
     uint8_t *q;
     float *scale;
     const float *bias;
     int gelu, avx2;
+    const float *gamma, *beta;
+    float eps;
 } Task;
 
 static void *run_task(void *arg) {
     Task *t = (Task *)arg;
     for (int64_t r = t->r0; r < t->r1; r++) {
-        if (t->op == 0) {
+        if (t->op == 2) {
+            float *y = t->y + r * t->cols;
+            const float *res = t->x + r * t->cols;
+#if HAVE_X86
+            if (t->avx2) {
+                add_norm_avx2(y, t->cols, t->scale[r], t->bias, res, t->gamma, t->beta, t->eps);
+                continue;
+            }
+#endif
+            add_norm_scalar(y, t->cols, t->scale[r], t->bias, res, t->gamma, t->beta, t->eps);
+        } else if (t->op == 0) {
 #if HAVE_X86
             if (t->avx2) {
                 quantize_avx2(t->x + r * t->cols, t->cols, t->q + r * t->cols, t->scale + r);
@@ -224,7 +303,7 @@ static PyObject *py_quantize_rows(PyObject *self, PyObject *args) {
     Py_ssize_t x, rows, cols, q, scale;
     int threads;
     if (!PyArg_ParseTuple(args, "nnnnni", &x, &rows, &cols, &q, &scale, &threads)) return NULL;
-    Task t = {0, 0, 0, cols, (const float *)x, NULL, (uint8_t *)q, (float *)scale, NULL, 0, use_avx2()};
+    Task t = {0, 0, 0, cols, (const float *)x, NULL, (uint8_t *)q, (float *)scale, NULL, 0, use_avx2(), NULL, NULL, 0.0f};
     Py_BEGIN_ALLOW_THREADS run_rows(t, rows, threads);
     Py_END_ALLOW_THREADS Py_RETURN_NONE;
 }
@@ -233,7 +312,20 @@ static PyObject *py_dequantize_rows(PyObject *self, PyObject *args) {
     Py_ssize_t y, rows, cols, scale, bias;
     int threads, gelu;
     if (!PyArg_ParseTuple(args, "nnnnnip", &y, &rows, &cols, &scale, &bias, &threads, &gelu)) return NULL;
-    Task t = {1, 0, 0, cols, NULL, (float *)y, NULL, (float *)scale, (const float *)bias, gelu, use_avx2()};
+    Task t = {1, 0, 0, cols, NULL, (float *)y, NULL, (float *)scale, (const float *)bias, gelu, use_avx2(),
+              NULL, NULL, 0.0f};
+    Py_BEGIN_ALLOW_THREADS run_rows(t, rows, threads);
+    Py_END_ALLOW_THREADS Py_RETURN_NONE;
+}
+
+static PyObject *py_add_norm_rows(PyObject *self, PyObject *args) {
+    Py_ssize_t y, rows, cols, scale, bias, res, gamma, beta;
+    double eps;
+    int threads;
+    if (!PyArg_ParseTuple(args, "nnnnnnnndi", &y, &rows, &cols, &scale, &bias, &res, &gamma, &beta, &eps, &threads))
+        return NULL;
+    Task t = {2, 0, 0, cols, (const float *)res, (float *)y, NULL, (float *)scale, (const float *)bias, 0,
+              use_avx2(), (const float *)gamma, (const float *)beta, (float)eps};
     Py_BEGIN_ALLOW_THREADS run_rows(t, rows, threads);
     Py_END_ALLOW_THREADS Py_RETURN_NONE;
 }
@@ -245,6 +337,9 @@ static PyMethodDef methods[] = {
      "quantize_rows(x_ptr, rows, cols, q_ptr, scale_ptr, threads): fp32 rows -> u8 codes + per-row scales."},
     {"dequantize_rows", py_dequantize_rows, METH_VARARGS,
      "dequantize_rows(y_ptr, rows, cols, scale_ptr, bias_ptr, threads, gelu): y = y*s[r] + bias, in place."},
+    {"add_norm_rows", py_add_norm_rows, METH_VARARGS,
+     "add_norm_rows(y_ptr, rows, cols, scale_ptr, bias_ptr, res_ptr, gamma_ptr, beta_ptr, eps, threads): "
+     "y = LayerNorm(y*s[r] + bias + res), in place."},
     {"isa", py_isa, METH_NOARGS, "Which code path runs on this CPU: 'avx2' or 'scalar'."},
     {NULL, NULL, 0, NULL},
 };

@@ -118,6 +118,68 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, scale: f
     return probs @ v
 
 
+# Mean tokens per sequence from which one SDPA call per sequence beats one call on a padded copy (fp32, base
+# size, bench/attention_layouts.py --sweep): below, the calls' fixed cost outweighs the copies and padded
+# scores it saves; above, the loop wins 1.1-2.5x (docs/benchmarks.md).
+PER_SEQUENCE_MIN_MEAN_LENGTH = 16
+
+
+def per_sequence(lengths: list[int]) -> bool:
+    """Whether attention runs one SDPA per sequence on views of the packed tensor (True) or one SDPA on the
+    padded layout (False): a pure function of the batch's lengths. Sequences of one length (one sequence
+    included) are already in the padded layout, a view: nothing to save there."""
+    return min(lengths) < max(lengths) and sum(lengths) >= PER_SEQUENCE_MIN_MEAN_LENGTH * len(lengths)
+
+
+def packed_attention(qkv: Tensor, p: Packed, heads: int, first_only: bool = False,
+                     trace: Trace | None = None) -> Tensor:
+    """Packed `(T, 3H)` query/key/value -> packed `(T, H)` attention output; with `first_only`, only each
+    sequence's first query: `(B, H)`. A trace keeps `(B, h, L, L)` probabilities: the padded layout."""
+    if trace is None and per_sequence(p.lengths):
+        return attend_sequences(qkv, p, heads, first_only)
+    return attend_padded(qkv, p, heads, first_only, trace)
+
+
+def padded_rows(x: Tensor, p: Packed) -> Tensor:
+    """Packed rows `(T, C)` -> `(B, L, C)`, each sequence from column 0, zeros after its end. Sequences of
+    one length are already laid out so: a view, no copy."""
+    if p.key_mask is None:
+        return x.reshape(p.batch_size, p.max_len, -1)
+    out = x.new_empty(p.batch_size, p.max_len, x.shape[-1])
+    for b, n in enumerate(p.lengths):
+        if n < p.max_len:
+            out[b, n:].zero_()  # finite padding: a masked key gets probability 0, but 0 * NaN is NaN
+    out.view(-1, x.shape[-1])[p.scatter] = x
+    return out
+
+
+def attend_padded(qkv: Tensor, p: Packed, heads: int, first_only: bool = False,
+                  trace: Trace | None = None) -> Tensor:
+    """One SDPA over a padded copy `(B, L, 3H)` of the batch, padded keys masked."""
+    B, L, H = p.batch_size, p.max_len, qkv.shape[1] // 3
+    q, k, v = padded_rows(qkv, p).view(B, L, 3, heads, H // heads).permute(2, 0, 3, 1, 4)  # (B, h, L, d)
+    if first_only:
+        return attend(q[:, :, :1], k, v, p.key_mask, trace=trace).reshape(B, H)  # (B, H)
+    out = attend(q, k, v, p.key_mask, trace=trace).permute(0, 2, 1, 3).reshape(B * L, H)  # (B * L, H)
+    return out if p.key_mask is None else out[p.scatter]  # (T, H)
+
+
+def attend_sequences(qkv: Tensor, p: Packed, heads: int, first_only: bool) -> Tensor:
+    """One SDPA per sequence, on views of the packed `(T, 3H)` tensor: no copy, no mask, no padded rows."""
+    T, H3 = qkv.shape
+    H, d = H3 // 3, H3 // (3 * heads)
+    out = qkv.new_empty(p.batch_size if first_only else T, H)
+    start = 0
+    for b, n in enumerate(p.lengths):
+        q, k, v = qkv[start:start + n].view(1, n, 3, heads, d).permute(2, 0, 3, 1, 4)  # (1, h, n, d)
+        if first_only:
+            out[b] = F.scaled_dot_product_attention(q[:, :, :1], k, v).view(H)
+        else:
+            out[start:start + n] = F.scaled_dot_product_attention(q, k, v)[0].transpose(0, 1).reshape(n, H)
+        start += n
+    return out
+
+
 class Embeddings(nn.Module):
     def __init__(self, config: EncoderConfig):
         super().__init__()
@@ -147,28 +209,12 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: Tensor, p: Packed, first_only: bool = False, trace: Trace | None = None) -> Tensor:
         """`(T, H)` -> `(T, H)`; with `first_only`, only each sequence's first query: `(B, H)`."""
-        T, H = x.shape
-        qkv = self.qkv(x)  # (T, 3H)
-        if p.scatter is None and not first_only:  # one sequence: no layout change needed
-            q, k, v = qkv.view(1, T, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (1, h, T, d)
-            return attend(q, k, v, trace=trace).permute(0, 2, 1, 3).reshape(T, H)
-        B, L = p.batch_size, p.max_len
-        if p.scatter is None:
-            padded = qkv
-        else:
-            padded = qkv.new_zeros(B * L, 3 * H)
-            padded[p.scatter] = qkv
-        q, k, v = padded.view(B, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, h, L, d)
-        if first_only:
-            q = q[:, :, :1]  # (B, h, 1, d)
-        out = attend(q, k, v, p.key_mask, trace=trace)  # (B, h, L or 1, d)
-        if first_only:
-            return out.reshape(B, H)
-        return out.permute(0, 2, 1, 3).reshape(B * L, H)[p.scatter]  # back to (T, H)
+        return packed_attention(self.qkv(x), p, self.heads, first_only, trace)
 
 
 class DenseNorm(nn.Module):
-    """Projection, residual, LayerNorm: BERT's `*Output` blocks."""
+    """Projection, residual, LayerNorm: BERT's `*Output` blocks. A fast linear layer (int8, oneDNN) that
+    can fuse the three offers `forward_add_norm` (models/quantize.py, models/fastpath.py)."""
 
     def __init__(self, d_in: int, d_out: int, eps: float):
         super().__init__()
@@ -176,6 +222,9 @@ class DenseNorm(nn.Module):
         self.LayerNorm = nn.LayerNorm(d_out, eps=eps)
 
     def forward(self, x: Tensor, residual: Tensor) -> Tensor:
+        fused = getattr(self.dense, "forward_add_norm", None)
+        if fused is not None:
+            return fused(x, residual, self.LayerNorm)
         return self.LayerNorm(self.dense(x) + residual)
 
 
@@ -191,7 +240,9 @@ class Attention(nn.Module):
 
 
 class Intermediate(nn.Module):
-    act_input = "dense"  # `act` applies to this child's output: int8 fuses the two (models/quantize.py)
+    # `act` applies to this child's output: the int8 and oneDNN layers fuse the two (models/quantize.py,
+    # models/fastpath.py), `act` then being the identity
+    act_input = "dense"
 
     def __init__(self, config: EncoderConfig):
         super().__init__()

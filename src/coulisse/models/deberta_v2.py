@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from coulisse.config import EncoderConfig
 from coulisse.errors import UnsupportedModelError
-from coulisse.models.bert import ACTIVATIONS, DenseNorm, Intermediate, Packed, Trace, attend
+from coulisse.models.bert import ACTIVATIONS, DenseNorm, Intermediate, Packed, Trace, attend, padded_rows
 from coulisse.models.heads import QuestionAnsweringHead, TokenClassificationHead
 
 # DeBERTa's conv layer defaults to tanh, which BERT's table does not need.
@@ -124,21 +124,12 @@ class RelativePositions:
 # -- blocks ------------------------------------------------------------------------------------------------
 
 
-def padded_view(x: Tensor, p: Packed) -> Tensor:
-    """Packed rows `(T, C)` -> `(B, L, C)`, each sequence from column 0, zeros after its end."""
-    if p.scatter is None:
-        return x[None]
-    out = x.new_zeros(p.batch_size * p.max_len, x.shape[-1])
-    out[p.scatter] = x
-    return out.view(p.batch_size, p.max_len, -1)
-
-
 def packed_rows(x: Tensor, p: Packed, first_only: bool) -> Tensor:
     """`(B, L, C)` -> packed `(T, C)`, or each sequence's first row `(B, C)`."""
     if first_only:
         return x[:, 0]
     flat = x.reshape(-1, x.shape[-1])
-    return flat if p.scatter is None else flat[p.scatter]
+    return flat if p.key_mask is None else flat[p.scatter]  # no key mask: no padding to drop
 
 
 class Embeddings(nn.Module):
@@ -212,7 +203,7 @@ class DisentangledSelfAttention(nn.Module):
                 trace: Trace | None = None) -> Tensor:
         """`(T, H)` -> `(T, H)`; with `first_only`, only each sequence's first query: `(B, H)`."""
         B, L = p.batch_size, p.max_len
-        qkv = padded_view(self.qkv(x), p)  # (B, L, 3H)
+        qkv = padded_rows(self.qkv(x), p)  # (B, L, 3H), zeros after each sequence's end
         q, k, v = qkv.view(B, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, h, L, d)
         if first_only:
             q = q[:, :, :1]  # (B, h, 1, d)
@@ -262,7 +253,7 @@ class ConvLayer(nn.Module):
         self.act = _activation(opts.conv_act, "conv_act")
 
     def forward(self, embedded: Tensor, residual: Tensor, p: Packed, first_only: bool) -> Tensor:
-        x = padded_view(embedded, p).transpose(1, 2)  # (B, H, L)
+        x = padded_rows(embedded, p).transpose(1, 2)  # (B, H, L)
         out = packed_rows(self.conv(x).transpose(1, 2), p, first_only)  # (T, H) or (B, H)
         return self.LayerNorm(residual + self.act(out))
 
@@ -367,7 +358,7 @@ class LegacyMaskedLMHead(nn.Module):
         "transform.dense": "cls.predictions.transform.dense",
         "transform.LayerNorm": "cls.predictions.transform.LayerNorm",
         "decoder.weight": "cls.predictions.decoder.weight|{base}.embeddings.word_embeddings.weight",
-        "decoder.bias": "cls.predictions.bias|cls.predictions.decoder.bias",
+        "decoder.bias": "cls.predictions.decoder.bias|cls.predictions.bias",
     }
     per_token = True
 

@@ -11,6 +11,8 @@ rounded to bf16); embeddings, the residual stream, LayerNorm, the task head stay
 plus the fp32 residual promotes to fp32, so every LayerNorm reads and writes fp32); attention's
 softmax runs inside SDPA, which accumulates bf16 inputs in fp32. Each GEMM thus adds relative errors
 of about 2^-9 (rounding its input, weight and output), never compounding in the residual stream.
+Packed bf16 layers apply the feed-forward's activation as a oneDNN post-op, on the fp32 sums before the
+output's one rounding; fp32 layers can too (`fuse_activation`), off because it measured slower on AVX2.
 """
 
 from __future__ import annotations
@@ -27,17 +29,30 @@ from coulisse.weights.mapped import release_tensor_pages
 log = logging.getLogger(__name__)
 
 
+def fusions_enabled() -> bool:
+    """Whether layers built now fuse their neighbours (the feed-forward activation as a oneDNN post-op,
+    int8's dequantize + residual + LayerNorm pass). `COULISSE_FUSE=0` at load keeps them apart: the
+    benchmarks' A/B switch (bench/profile_engine.py --ab), read when each layer is built."""
+    return os.environ.get("COULISSE_FUSE", "1") != "0"
+
+
 def onednn_fp32_available() -> bool:
     return (os.environ.get("COULISSE_ONEDNN", "1") != "0" and torch.backends.mkldnn.is_available()
             and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 
 class PackedLinear(nn.Module):
-    """A frozen fp32 `nn.Linear` whose weight lives in oneDNN's blocked layout."""
+    """A frozen fp32 `nn.Linear` whose weight lives in oneDNN's blocked layout.
 
-    def __init__(self, linear: nn.Linear):
+    `activation` ("gelu", "gelu_tanh" or "relu") is applied to the output as a oneDNN post-op, on each
+    output tile while it is still in cache (the layer then stands for `act(linear(x))`).
+    """
+
+    def __init__(self, linear: nn.Linear, activation: str | None = None):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.activation = activation
+        self.attr, self.algorithm = POST_OPS[activation]
         # An opaque oneDNN tensor: kept as a plain attribute, not a buffer, so that module utilities
         # (state_dict, .to) never try to read it as a dense tensor.
         self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach().float(), None)
@@ -45,10 +60,27 @@ class PackedLinear(nn.Module):
         self.register_buffer("bias", bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, self.attr, [], self.algorithm)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, oneDNN prepacked"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, oneDNN prepacked"
+                + (f", {self.activation} post-op" if self.activation else ""))
+
+
+# Our activation name -> oneDNN post-op `(attr, algorithm)` of `mkldnn::_linear_pointwise`.
+POST_OPS = {None: ("none", ""), "gelu": ("gelu", "none"), "gelu_tanh": ("gelu", "tanh"), "relu": ("relu", "")}
+
+
+def fused_activation(module: nn.Module, child_name: str) -> str | None:
+    """The post-op name of `module.act` when it applies to child `child_name`'s output (a feed-forward
+    `act(dense(x))` declares it with `act_input`, as models/quantize.py reads it too); None otherwise."""
+    if getattr(module, "act_input", None) != child_name or not fusions_enabled():
+        return None
+    from coulisse.models.bert import ACTIVATIONS
+
+    names = {id(ACTIVATIONS["gelu"]): "gelu", id(ACTIVATIONS["gelu_new"]): "gelu_tanh",
+             id(ACTIVATIONS["gelu_pytorch_tanh"]): "gelu_tanh", id(ACTIVATIONS["relu"]): "relu"}
+    return names.get(id(module.act))
 
 
 class BF16Linear(nn.Module):
@@ -56,11 +88,17 @@ class BF16Linear(nn.Module):
 
     `packed=True` prepacks the weight for oneDNN (needs AMX, AVX512-BF16 or AVX-512 BW/VL/DQ: the
     kernel plan says); otherwise the bf16 weight goes to `F.linear`, PyTorch's reference bf16 GEMM.
+    A packed layer may apply `activation` as a oneDNN post-op (on the fp32 accumulator, before the
+    output is rounded to bf16), as `PackedLinear` does.
     """
 
-    def __init__(self, linear: nn.Linear, packed: bool):
+    def __init__(self, linear: nn.Linear, packed: bool, activation: str | None = None):
         super().__init__()
         self.in_features, self.out_features, self.packed = linear.in_features, linear.out_features, packed
+        if activation is not None and not packed:
+            raise ValueError("BF16Linear: a fused activation needs the oneDNN (packed) path; this is a bug")
+        self.activation = activation
+        self.attr, self.algorithm = POST_OPS[activation]
         weight = linear.weight.detach().to(torch.bfloat16)
         bias = linear.bias.detach().to(torch.bfloat16) if linear.bias is not None else None
         if packed:
@@ -72,12 +110,14 @@ class BF16Linear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = x.to(torch.bfloat16)  # a no-op when the previous layer already gave bf16
         if self.packed:
-            return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
+            return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, self.attr, [],
+                                                      self.algorithm)
         return torch.nn.functional.linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bf16, "
-                + ("oneDNN prepacked" if self.packed else "PyTorch reference GEMM"))
+                + ("oneDNN prepacked" if self.packed else "PyTorch reference GEMM")
+                + (f", {self.activation} post-op" if self.activation else ""))
 
 
 @functools.cache
@@ -99,27 +139,41 @@ def release_freed_memory() -> None:
         trim(0)
 
 
-def pack_linears(module: nn.Module) -> int:
-    """Swap every fp32 `nn.Linear` under `module` for a `PackedLinear`; return how many."""
+def pack_linears(module: nn.Module, fuse_activation: bool = False) -> int:
+    """Swap every fp32 `nn.Linear` under `module` for a `PackedLinear`; return how many. With
+    `fuse_activation`, a feed-forward's activation becomes the layer's post-op (its `act` then the
+    identity). Off by default: on AVX2 (Zen 3) the post-op measured slower than PyTorch's separate GELU
+    (docs/benchmarks.md, "The rest of the layer"); not measured on AVX-512 or AMX."""
     count = 0
     for name, child in module.named_children():
         if isinstance(child, nn.Linear) and child.weight.dtype == torch.float32:
-            setattr(module, name, PackedLinear(child))
+            activation = fused_activation(module, name) if fuse_activation else None
+            setattr(module, name, PackedLinear(child, activation))
+            if activation is not None:
+                module.act = _identity
             release_tensor_pages([child.weight])  # the mapped original is no longer read
             count += 1
         else:
-            count += pack_linears(child)
+            count += pack_linears(child, fuse_activation)
     return count
 
 
 def bf16_linears(module: nn.Module, packed: bool) -> int:
-    """Swap every fp32 `nn.Linear` under `module` for a `BF16Linear`; return how many."""
+    """Swap every fp32 `nn.Linear` under `module` for a `BF16Linear`; return how many. Packed layers
+    take a feed-forward's activation as a post-op, like `pack_linears`."""
     count = 0
     for name, child in module.named_children():
         if isinstance(child, nn.Linear) and child.weight.dtype == torch.float32:
-            setattr(module, name, BF16Linear(child, packed))
+            activation = fused_activation(module, name) if packed else None
+            setattr(module, name, BF16Linear(child, packed, activation))
+            if activation is not None:
+                module.act = _identity
             release_tensor_pages([child.weight])
             count += 1
         else:
             count += bf16_linears(child, packed)
     return count
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x

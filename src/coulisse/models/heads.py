@@ -150,7 +150,7 @@ class BertMaskedLMHead(nn.Module):
         "transform.dense": "cls.predictions.transform.dense",
         "transform.LayerNorm": "cls.predictions.transform.LayerNorm",
         "decoder.weight": "cls.predictions.decoder.weight|{base}.embeddings.word_embeddings.weight",
-        "decoder.bias": "cls.predictions.bias|cls.predictions.decoder.bias",
+        "decoder.bias": "cls.predictions.decoder.bias|cls.predictions.bias",
     }
     per_token = True
 
@@ -175,7 +175,7 @@ class RobertaMaskedLMHead(nn.Module):
         "dense": "lm_head.dense",
         "layer_norm": "lm_head.layer_norm",
         "decoder.weight": "lm_head.decoder.weight|{base}.embeddings.word_embeddings.weight",
-        "decoder.bias": "lm_head.bias|lm_head.decoder.bias",
+        "decoder.bias": "lm_head.decoder.bias|lm_head.bias",
     }
     per_token = True
 

@@ -19,7 +19,9 @@ Around the GEMM, the per-token quantization and the dequantization (`· x_scale 
 feed-forward's GELU, fused into the same pass) run in small C kernels (`_int8.c`, built at install by
 setup.py; AVX2 chosen at run time): one pass each where PyTorch's ops take five. Without a compiler
 the install skips them and the same arithmetic runs as PyTorch ops (same codes; measured ~7× slower
-for the quantization, see docs/benchmarks.md). `COULISSE_INT8_KERNELS=0` forces that fallback.
+for the quantization, see docs/benchmarks.md). `COULISSE_INT8_KERNELS=0` forces that fallback. The
+`*Output` blocks' dequantization, residual add and LayerNorm run as one C pass too (`forward_add_norm`,
+asked for by `models/bert.py`'s DenseNorm); `COULISSE_FUSE=0` keeps them apart (for A/B benchmarks).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from coulisse.errors import InputError
+from coulisse.models.fastpath import fusions_enabled
 from coulisse.weights.mapped import release_tensor_pages
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,7 @@ class Int8Linear(nn.Module):
         q, scale = codes if codes is not None else quantize_weight(linear.weight, weight_max)
         self.in_features, self.out_features, self.gelu = linear.in_features, linear.out_features, gelu
         self.small_rows = small_rows
+        self.fuse_norm = fusions_enabled()  # the `*Output` pass in C (`forward_add_norm`), chosen at load
         self.register_buffer("packed", torch.ops.onednn.qlinear_prepack(q, None))
         self.register_buffer("w_scale", scale)
         self.register_buffer("w_zero", torch.zeros(self.out_features, dtype=torch.long))
@@ -85,7 +89,8 @@ class Int8Linear(nn.Module):
                 self._unpacked_small = None
         return self.packed_small
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _accumulate(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The int8 GEMM: `(sum(xq · wq) · w_scale (T, out), x_scale (T, 1))`, not yet dequantized."""
         rows = x.reshape(-1, self.in_features).float().contiguous()  # (T, in)
         if rows.shape[0] <= self.small_rows and self._small() is not None:
             # fbgemm quantizes its input per tensor: fed x / x_scale with scale 1 and zero point 128, it
@@ -98,7 +103,18 @@ class Int8Linear(nn.Module):
             out = torch.ops.onednn.qlinear_pointwise(
                 xq, 1.0, ZERO_POINT, self.packed, self.w_scale, self.w_zero, None, 1.0, 0, torch.float32,
                 "none", [], "")  # (T, out) = sum(xq · wq) · w_scale
+        return out, x_scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        out, x_scale = self._accumulate(x)
         out = dequantize_rows(out, x_scale, self.bias, self.gelu)  # · x_scale + bias (, GELU)
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+    def forward_add_norm(self, x: Tensor, residual: Tensor, norm: nn.LayerNorm) -> Tensor:
+        """`norm(self(x) + residual)` (BERT's `*Output` blocks, `models/bert.py` DenseNorm): dequantization,
+        residual add and LayerNorm in one C pass over each row when the kernels are built."""
+        out, x_scale = self._accumulate(x)
+        out = add_norm_rows(out, x_scale, self.bias, residual.reshape(out.shape), norm, self.fuse_norm)
         return out.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
@@ -169,6 +185,24 @@ def dequantize_rows(out: Tensor, scale: Tensor, bias: Tensor, gelu: bool) -> Ten
         return out
     out = torch.addcmul(bias, out, scale)
     return F.gelu(out) if gelu else out
+
+
+def add_norm_rows(out: Tensor, scale: Tensor, bias: Tensor, residual: Tensor, norm: nn.LayerNorm,
+                  fused: bool = True) -> Tensor:
+    """`norm(out · scale + bias + residual)`, in place in `out` when the C kernels are built. The sum
+    before the norm is the unfused path's to the bit (the same fma, then the same add); the norm's mean
+    and variance are summed in fp32 in another order than torch's (tests/models/test_fusions.py)."""
+    k = kernels()
+    fusable = (k is not None and out.dtype == residual.dtype == torch.float32 and out.is_contiguous()
+               and residual.is_contiguous() and fused and not (norm.weight is None or norm.bias is None)
+               and norm.weight.dtype == torch.float32 and norm.bias.dtype == torch.float32
+               and tuple(norm.normalized_shape) == (out.shape[1],) and out.device.type == "cpu")
+    if fusable:
+        k.add_norm_rows(out.data_ptr(), out.shape[0], out.shape[1], scale.data_ptr(), bias.data_ptr(),
+                        residual.data_ptr(), norm.weight.data_ptr(), norm.bias.data_ptr(), float(norm.eps),
+                        torch.get_num_threads())
+        return out
+    return norm(dequantize_rows(out, scale, bias, False) + residual)
 
 
 def _swap_linears(module: nn.Module, weight_max: int, small_rows: int, codes: dict | None, prefix: str = "") -> int:

@@ -132,8 +132,8 @@ class FeatureExtractionPipeline(Pipeline):
         sentence, max_length = None, kwargs.get("max_length")
         if pooling is not None:
             sentence = self.sentence_config(pooling, normalize)
-            if sentence.max_seq_length:
-                max_length = min(max_length or sentence.max_seq_length, sentence.max_seq_length)
+            if sentence.max_seq_length and max_length is None:  # a given max_length overrides the folder's
+                max_length = sentence.max_seq_length
             texts = [t.lower() for t in texts] if sentence.lowercase else texts
         if max_length is not None:  # never past what the position table embeds
             max_length = min(max_length, self.tokenizer.model_max_length)

@@ -6,8 +6,8 @@ alternatives `a|b` the first is the head's own key and the second the tensor it 
 tied to the word embeddings). A head tensor equal to the tensor it is tied to is left out, as transformers'
 `save_pretrained` leaves it out: loading ties it again. An untied one is written, and the caller must say
 `tie_word_embeddings: false` in config.json, or transformers would overwrite it with the embeddings; its bias
-is then written under both of its names too (`cls.predictions.bias|cls.predictions.decoder.bias`), since with
-that flag transformers 5 ties neither and its decoder reads the second.
+is then written under both of its names too (`cls.predictions.decoder.bias|cls.predictions.bias`: the decoder's
+own first), since with that flag transformers 5 ties neither and its decoder reads its own.
 """
 
 from __future__ import annotations
@@ -43,6 +43,10 @@ def checkpoint_tensors(params: Iterable[tuple[str, Tensor]], sources: Callable[[
         parts = value.chunk(len(keys), 0) if len(keys) > 1 else (value,)
         for key, part in zip(keys, parts, strict=True):
             own, _, fallback = key.partition("|")
+            if fallback and not fallback.startswith(BASE) and own.endswith(name.removeprefix("head.")):
+                # The decoder's bias under its own name first (what loading reads when both are there), and
+                # the head's bias it is tied to, which is what transformers writes: that one always.
+                own, fallback = fallback, own
             own = _checkpoint_key(own, prefix)
             if fallback.startswith(BASE):
                 tied_heads.append((own, _checkpoint_key(fallback, prefix), part))

@@ -15,7 +15,14 @@ import click
 from click.core import ParameterSource
 
 from coulisse.errors import InputError
-from coulisse.interfaces.options import load_pipeline, model_option, quantize_option, threads_option
+from coulisse.interfaces.options import (
+    FAST_KEY,
+    load_pipeline,
+    model_option,
+    quantize_option,
+    set_wait_policy,
+    threads_option,
+)
 
 
 class Terminated(KeyboardInterrupt):
@@ -61,6 +68,7 @@ def run_job(ctx: click.Context) -> None:
     """`coulisse classify --input FILE [--output FILE]`: a resumable corpus job, from the command's
     parameters (`ctx.params`); with --resume, the first run's options come from its state record."""
     bound_kernel_cache()
+    set_wait_policy()  # before torch loads, as the kernel cache's bound
     from coulisse.interfaces.jobs.runner import JobOptions, classify_file
 
     params = dict(ctx.params)
@@ -85,7 +93,7 @@ def run_job(ctx: click.Context) -> None:
         raise click.UsageError("give TEXT arguments or --input FILE, not both.")
     names = ("column", "all_scores", "long_text", "stride", "resume", "overwrite", "quiet", "progress",
              "batch_rows", "model", "quantize")
-    job = JobOptions(input=params["input_path"], output=params["output"] or "-",
+    job = JobOptions(input=params["input_path"], output=params["output"] or "-", fast=bool(ctx.meta.get(FAST_KEY)),
                      **{name: params[name] for name in names})
 
     def load():
@@ -93,14 +101,14 @@ def run_job(ctx: click.Context) -> None:
 
     with stop_on_sigterm():
         summary = classify_file(job, load)
-    if not job.quiet:
-        click.echo(summary.describe(), err=True)
+    finish(summary, job.quiet)
 
 
 def run_embed_job(ctx: click.Context) -> None:
     """`coulisse embed --input FILE [--output FILE]`: the same resumable job (`runner.embed_file`), with a
     sentence embedding per row; with --resume, the first run's options come from its state record."""
     bound_kernel_cache()
+    set_wait_policy()
     from coulisse.interfaces.jobs.runner import JobOptions, embed_file
 
     params = dict(ctx.params)
@@ -121,14 +129,25 @@ def run_embed_job(ctx: click.Context) -> None:
     names = ("column", "resume", "overwrite", "quiet", "progress", "batch_rows", "model", "quantize",
              "pooling", "normalize")
     job = JobOptions(input=params["input_path"], output=params["output"] or "-", task="embed",
-                     **{name: params[name] for name in names})
+                     fast=bool(ctx.meta.get(FAST_KEY)), **{name: params[name] for name in names})
 
     def load():
         return load_pipeline("feature-extraction", job.model, params["threads"], job.quantize)
 
     with stop_on_sigterm():
         summary = embed_file(job, load)
-    if not job.quiet:
+    finish(summary, job.quiet)
+
+
+def finish(summary, quiet: bool) -> None:
+    """The summary line; a job in which every row failed exits 1 with one line instead (it says how many,
+    the first reason and where the rest are), so that `coulisse classify ... && next-step` stops there."""
+    from coulisse.interfaces.jobs.runner import JobFailedError
+
+    failure = summary.failure()
+    if failure is not None:
+        raise JobFailedError(failure)
+    if not quiet:
         click.echo(summary.describe(), err=True)
 
 
@@ -241,6 +260,7 @@ def evaluate(input_path, label_column, output_dir, limit, sample, seed, bins, ov
                      quantize=quantize)
     options = EvalOptions(input_path, label_column, output_dir, limit, sample, seed, bins, job, plots)
     bound_kernel_cache()
+    set_wait_policy()
 
     def load():
         return load_pipeline("text-classification", model, threads, quantize)

@@ -82,6 +82,8 @@ class RaySummary:
     truncated: int = 0
     seconds: float = 0.0
     task: str = "classify"
+    first_error: str | None = None  # this run's first error row's reason
+    error_column: str = "error"
 
     @property
     def rows_per_second(self) -> float:
@@ -97,6 +99,16 @@ class RaySummary:
             text += f"; {count(self.truncated, 'text')} truncated to the model's limit"
             text += " (--long-text chunk)" if self.task == "classify" else ""
         return f"{text} -> {self.output}"
+
+    def failure(self) -> str | None:
+        """The one line a job exits 1 with when every row of this run failed, as the single-machine job's
+        (runner.Summary.failure). A rerun that skipped committed shards does not know their rows' errors
+        (it would have to read the shards back), so only a run that skipped none can tell."""
+        if self.rows == 0 or self.errored < self.rows or self.skipped:
+            return None
+        first = f"; the first: {self.first_error}" if self.first_error else ""
+        return (f"every row failed ({self.errored:,} of {count(self.rows, 'row')} errored{first}); the reasons are "
+                f"in the {self.error_column} column of the shards in {self.output}.")
 
 
 @dataclass
@@ -244,6 +256,9 @@ def _loop(options, files, out, pool, summary, on_shard) -> None:
         summary.shards += 1
         summary.rows += len(preds)
         summary.errored += sum(p.error is not None for p in preds)
+        if summary.first_error is None:
+            summary.first_error = next((p.error for p in preds if p.error is not None), None)
+            summary.error_column = shard.added.error
         summary.truncated += truncated
         if on_shard is not None:
             on_shard(shard.name, pool)
@@ -306,5 +321,9 @@ def run_cli(ctx, task: str = "classify") -> None:
                                          "the same command to go on.")
             error.exit_code = 128 + getattr(stop, "signum", 2)
             raise error from None
+    if (failure := summary.failure()) is not None:
+        from coulisse.interfaces.jobs.runner import JobFailedError
+
+        raise JobFailedError(failure)
     if not options.quiet:
         click.echo(summary.describe(), err=True)

@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH_ROWS = 1024
 
 
+class JobFailedError(CoulisseError):
+    """The job ran to its end but no row got a result: every row is an error row (exit 1)."""
+
+
 class JobInterrupted(CoulisseError):
     """The job was stopped by a signal; what was committed stays, and --resume continues.
 
@@ -66,6 +70,7 @@ class JobOptions:
     batch_rows: int = DEFAULT_BATCH_ROWS
     model: str = ""  # recorded in the resume key
     quantize: str = "none"  # recorded in the resume key: int8 changes the scores
+    fast: bool = False  # --fast: recorded in the key when given; what it resolved to, in `engine`
     task: str = "classify"  # or "embed" (`embed_file`): a sentence embedding per row instead of labels
     pooling: str = "auto"  # embed: the feature-extraction pipeline's pooling and normalize options
     normalize: bool | None = None
@@ -82,6 +87,8 @@ class Summary:
     verb: str = "classified"
     seconds: float = 0.0  # this run's chunk loop (read, classify, commit, finish): what the rate divides
     load_seconds: float = 0.0  # loading the model, before the loop
+    error_column: str = "error"  # where the error rows say why (`coulisse_error` when the input has `error`)
+    first_error: str | None = None  # this run's first error row's reason
 
     @property
     def rows_per_second(self) -> float:
@@ -91,8 +98,7 @@ class Summary:
     def describe(self) -> str:
         text = f"{count(self.classified, 'row')} {self.verb}, {self.errored:,} errored"
         if self.errored:
-            npy = self.output.lower().endswith(".npy")  # no columns: the errors file beside it lists them
-            text += f" (see {Path(self.output).name}.errors.jsonl)" if npy else " (see the error column)"
+            text += f" (see {self.errors_at(named=False)})"
         if self.resumed_from:
             text += f"; resumed after {count(self.resumed_from, 'row')}"
         done = self.rows - self.resumed_from
@@ -104,6 +110,22 @@ class Summary:
             if self.verb == "classified":
                 text += f" (--long-text chunk reads {'it' if self.truncated == 1 else 'them'} whole)"
         return text + (f" -> {self.output}" if self.output != STDIO else "")
+
+    def errors_at(self, named: bool = True) -> str:
+        """Where the error rows' reasons are; `named`: with the output they are in."""
+        if self.output.lower().endswith(".npy"):  # no columns: the errors file beside it lists them
+            return f"{self.output if named else Path(self.output).name}.errors.jsonl"
+        where = "" if not named else " on stdout" if self.output == STDIO else f" of {self.output}"
+        return f"the {self.error_column} column{where}"
+
+    def failure(self) -> str | None:
+        """None when some row got a result (or there was no row); else the one line a failed job exits
+        with: every row is an error row, so the output holds nothing but reasons."""
+        if self.rows == 0 or self.classified > 0:
+            return None
+        first = f"; the first: {self.first_error}" if self.first_error else ""
+        return (f"every row failed ({self.errored:,} of {count(self.rows, 'row')} errored{first}); the reasons are "
+                f"in {self.errors_at()}.")
 
 
 def check_options(options: JobOptions) -> None:
@@ -149,6 +171,8 @@ def job_key(options: JobOptions, reader: Reader, out_format: str) -> dict:
            "batch_rows": options.batch_rows, "model": options.model, "quantize": options.quantize}
     if options.task == "embed":
         key.update(task="embed", pooling=options.pooling, normalize=options.normalize)
+    if options.fast:  # only when given: a record without it is a run without it
+        key["fast"] = True
     return key
 
 
@@ -156,6 +180,7 @@ def engine_key(pipe) -> dict:
     """What the loaded pipeline chose that changes results, whoever built it (the CLI or a caller)."""
     preparation = getattr(pipe, "preparation", None)
     options = json.loads(json.dumps(getattr(pipe, "defaults", {}), sort_keys=True, default=repr))
+    # dtype and quantization as resolved: under --fast, this CPU's fast mode (`state.precision`).
     return {"dtype": str(pipe.dtype).removeprefix("torch."), "device": str(pipe.device),
             "quantization": getattr(preparation, "quantize", None),
             "max_length": pipe.tokenizer.model_max_length, "task_options": options}
@@ -215,6 +240,7 @@ def _run(options, reader, out_format, load_pipe, on_chunk, rows_filter) -> Summa
     summary = _loop(options, reader, sink, predictor, current, rows_filter(rows) if rows_filter else rows,
                     on_chunk)
     summary.load_seconds = loaded
+    summary.error_column = added.error
     return summary
 
 
@@ -258,6 +284,7 @@ def _fingerprinted(options, saved, current, pipe, model, reader, sink, predictor
         current.engine.update(predictor.fingerprint())
     if saved is not None:
         job_state.check_model(saved.model, current.model, options.output)
+        job_state.check_precision(saved.engine, current.engine, options.fast, options.output)
         job_state.check_key(saved.engine, current.engine, options.output)
         return saved
     current.input = reader.fingerprint()
@@ -322,6 +349,8 @@ def _loop(options, reader, sink, predictor, current, rows, on_chunk) -> Summary:
                     current.input = reader.fingerprint()
                     job_state.save(path, current)
             written = current.rows
+            if summary.first_error is None:
+                summary.first_error = next((p.error for p in preds if p.error is not None), None)
             if on_chunk is not None:
                 on_chunk(chunk, preds)
             progress.update(len(chunk))

@@ -21,8 +21,9 @@ resume in one line that names it:
   reads (`coulisse.checkpoint.model_files`), not the path. About 0.4 s for a 440 MB model.
 - every **option that changes results**: the text column, output format, `--all-scores`, `--long-text`,
   `--stride`, `--batch-rows` (chunks), `--model` and `--quantize` as given (`key`, which the CLI reads back;
-  for `embed --input` also `--pooling` and `--normalize`), and what the loaded pipeline chose: dtype, device,
-  quantization, token limit, task options, the pooling `auto` resolved to (`engine`).
+  for `embed --input` also `--pooling` and `--normalize`; `--fast` when given), and what the loaded pipeline
+  chose: dtype and quantization (the precision, which under `--fast` is this CPU's fast mode), device,
+  token limit, task options, the pooling `auto` resolved to (`engine`).
 """
 
 from __future__ import annotations
@@ -136,7 +137,8 @@ OPTION_NAMES = {"input": "--input", "column": "the text column (--column)", "for
                 "batch_rows": "--batch-rows", "model": "--model", "quantize": "--quantize",
                 "dtype": "the dtype", "device": "the device", "quantization": "the quantization",
                 "max_length": "the token limit (model_max_length)", "task_options": "the pipeline's task options",
-                "task": "the command (classify or embed)", "pooling": "--pooling", "normalize": "--normalize",
+                "task": "the command (classify or embed)", "fast": "--fast", "pooling": "--pooling",
+                "normalize": "--normalize",
                 "sentence": "the pooling the model folder sets (modules.json, 1_Pooling)"}
 
 
@@ -153,6 +155,22 @@ def check_key(saved: dict[str, Any], current: dict[str, Any], output: str) -> No
     if changed:
         raise refuse(output, "; ".join(f"{OPTION_NAMES.get(k, k)} changed (was {saved.get(k)!r}, now "
                                        f"{current.get(k)!r})" for k in changed))
+
+
+def precision(engine: dict[str, Any]) -> str:
+    """The precision the weights run in, from a record's `engine`: "int8", else the dtype."""
+    return "int8" if engine.get("quantization") else str(engine.get("dtype"))
+
+
+def check_precision(saved: dict[str, Any], current: dict[str, Any], fast: bool, output: str) -> None:
+    """The precision the weights ran in, said alone (its dtype and quantization would say it twice);
+    under --fast, the fast mode this CPU resolves to (another CPU may resolve to another)."""
+    was, now = precision(saved), precision(current)
+    if was == now:
+        return
+    why = (f"--fast resolves to {now} on this CPU (`coulisse info`), the first run's to {was}" if fast
+           else f"was {was!r}, now {now!r}")
+    raise refuse(output, f"the precision changed ({why})")
 
 
 def check_input(saved: dict[str, Any], current: dict[str, Any], rows: int, output: str) -> None:

@@ -9,10 +9,13 @@ import click
 
 from coulisse.interfaces.options import (
     DEFAULT_HELP,
+    FAST_KEY,
+    fast_option,
     load_pipeline,
     positive,
     quantize_option,
     threads_option,
+    wait_policy_in_effect,
 )
 from coulisse.interfaces.server.limits import BATCH, CONNECTION, REQUEST
 
@@ -33,8 +36,10 @@ log = logging.getLogger(__name__)
 @click.option("-H", "--host", "--hostname", default="127.0.0.1", show_default=True, envvar="COULISSE_HOST",
               help="Address to listen on (0.0.0.0: every interface).")
 @click.option("-p", "--port", type=int, default=8080, show_default=True, envvar="COULISSE_PORT")
-@threads_option(help_text="CPU threads for the forward pass (default: torch's choice).", callback=positive)
+@threads_option(help_text="CPU threads for every batch (default: all physical cores; docs/server.md, \"Threads "
+                           "and contention\").", callback=positive)
 @quantize_option(help_text="int8: dynamic int8 linear layers.")
+@fast_option()
 @click.option("-T", "--max-batch-tokens", type=int, default=BATCH.max_batch_tokens, show_default=True,
               callback=positive, envvar="COULISSE_MAX_BATCH_TOKENS",
               help="A batch closes when it holds this many tokens.")
@@ -96,11 +101,14 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
       curl -s localhost:8080/predict -H 'Content-Type: application/json' \\
            -d '{"inputs": [["Super film !"], ["Quel ennui..."]]}'
       COULISSE_API_KEY=secret coulisse serve -q int8 --max-batch-tokens 8192
+      coulisse serve --fast          # int8, or bf16 with AMX: GET /info says which ("model_dtype")
       coulisse serve --task feature-extraction -m sentence-transformers/all-MiniLM-L6-v2
       coulisse serve -m tblard/tf-allocine -m sentence-transformers/all-MiniLM-L6-v2 \\
            --served-model-name allocine --served-model-name minilm
       curl -s localhost:8080/minilm/embed -d '{"inputs": "Le chat dort."}' -H 'Content-Type: application/json'
     """
+    # Left to the runtime (docs/server.md, "Threads and contention": PASSIVE measured no better here).
+    wait_policy = wait_policy_in_effect()
     try:
         import uvicorn
 
@@ -146,8 +154,10 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
             max_client_batch_size=max_client_batch_size, max_concurrent_requests=max_concurrent_requests,
             auto_truncate=auto_truncate, payload_limit=payload_limit, body_timeout=body_timeout,
             api_key=api_key or None, pooling=pooling,
-            dtype="int8" if quantize == "int8" else str(pipe.dtype).removeprefix("torch."),
-            served_model_name=name, cors_allow_origin=cors_origins(given["cors_allow_origin"]))
+            dtype=precision(pipe), served_model_name=name, cors_allow_origin=cors_origins(given["cors_allow_origin"]),
+            threads=threads, fast=bool(click.get_current_context().meta.get(FAST_KEY)), wait_policy=wait_policy)
+        log.info("%s: %s%s; OpenMP wait: %s", name or settings.model_id, pipe.preparation.describe(),
+                 " (--fast)" if settings.fast else "", wait_policy)
         served.append((pipe, settings))
     if len(served) == 1:
         app = create_app(*served[0])
@@ -169,6 +179,11 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
     # still running past --shutdown-timeout are answered 503 by the app (DrainingServer tells it when).
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     DrainingServer(config, app.state.drain).run()
+
+
+def precision(pipe) -> str:
+    """What the weights run in, as /info's model_dtype says it: "int8", or the dtype ("--fast" resolved)."""
+    return "int8" if pipe.preparation.quantize else str(pipe.dtype).removeprefix("torch.")
 
 
 def served_models(models: list[str], model_ids: list[str], tasks: list[str],

@@ -20,6 +20,7 @@ import numpy as np
 
 from coulisse import __version__
 from coulisse.engine import Item
+from coulisse.engine.threads import thread_policy
 from coulisse.errors import InputError
 from coulisse.interfaces.server.batching import Batcher, BatchLimits, ForwardError, Result
 from coulisse.interfaces.server.embedding import Prompts, cut_dimensions, id_item, library_error
@@ -58,6 +59,9 @@ class ServerSettings:
     dtype: str = "float32"
     served_model_name: str | None = None  # TEI's: the name /info, OpenAI's `model` and /v1/models use
     cors_allow_origin: list[str] | None = None  # browsers' origins allowed; None: no CORS headers
+    threads: int | None = None  # --threads: the count for every batch; None: the engine's thread policy
+    fast: bool = False  # --fast: `dtype` is then what it resolved to on this CPU
+    wait_policy: str = ""  # how idle OpenMP threads wait, in words (`options.wait_policy_in_effect`)
 
 
 @dataclass
@@ -122,7 +126,8 @@ class Service:
                              budget(settings.max_batch_requests, pipe.engine.max_batch_size, "max_batch_size"),
                              settings.max_wait_ms)
         self.limits = limits
-        self.batcher = Batcher(pipe.forward, limits, metrics)
+        self.threads = thread_policy(settings.threads)
+        self.batcher = Batcher(self._forward, limits, metrics)
         # The tokenizer serializes calls with a lock; one thread keeps long inputs off the event loop.
         self._tokenizer_pool: ThreadPoolExecutor | None = None
 
@@ -193,6 +198,10 @@ class Service:
         return items, batch
 
     # -- stage 2 ----------------------------------------------------------------------------------
+
+    def _forward(self, items: list[Item]) -> list[np.ndarray]:
+        """`pipe.forward` on the batcher's worker thread, on the thread policy's count (set in that thread)."""
+        return self.threads.run(lambda: self.pipe.forward(items))
 
     async def infer(self, items: list[Item], disconnected: Disconnected,
                     timings: Timings) -> list[np.ndarray]:
@@ -324,4 +333,7 @@ class Service:
             "max_batch_tokens": self.limits.max_batch_tokens, "max_batch_requests": self.limits.max_batch_requests,
             "max_client_batch_size": s.max_client_batch_size, "auto_truncate": s.auto_truncate,
             "tokenization_workers": 1, "version": __version__, "sha": None, "docker_label": None,
+            # coulisse's own: what --fast resolved to and how the engine runs (TEI clients ignore these).
+            "fast": s.fast, "engine": self.pipe.preparation.describe(), "threads": self.threads.as_dict(),
+            "omp_wait_policy": s.wait_policy or None,
         }

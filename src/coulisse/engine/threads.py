@@ -1,0 +1,69 @@
+"""How many threads a batch runs on: chosen once for a server, applied in the thread that runs each batch.
+
+Why it needs choosing: on a machine with few cores and another busy process, torch's OpenMP team waits at
+every barrier for a thread the kernel has descheduled, and a short request is hundreds of small parallel
+regions. libgomp's default wait spins ~300,000 times (a few ms) before sleeping, burning the time slice the
+late thread needs: measured on 2 cores shared with busy processes (bench/contention.py; docs/benchmarks.md,
+"Under contention"), one short sentence through a camembert-base pipeline took 1.5-3.8 s p50 on 2 spinning
+threads. Corpus jobs therefore set OMP_WAIT_POLICY=PASSIVE before torch loads (`interfaces/options.py`,
+`set_wait_policy`: the runtime reads it once, at load, which this module, loaded with torch, cannot do):
+240-330 ms there, and twice the reviews per second. The server leaves the wait to the runtime: its
+forwards run on a worker thread whose OpenMP team is a second one, so libgomp already spins only ~100 times
+there, and PASSIVE measured no better.
+
+Every batch runs on every thread, a short request included: with threads that sleep (or barely spin) a
+second thread costs little and gets more of a shared CPU; one thread for short batches was measured and
+lost (camembert-base through the server: 278-511 ms p50 vs 184-293 ms). So the count is the user's
+`--threads` (COULISSE_THREADS), else all physical cores (torch's default).
+
+OpenMP's thread count belongs to the calling thread, so `run` sets it in the thread that runs the batch:
+the server's forward thread runs the policy's count whatever another thread set.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ThreadPolicy:
+    threads: int
+    chosen_by: str  # "--threads" (the user's count) or "coulisse" (all physical cores)
+    spin: bool  # whether idle OpenMP threads spin (the wait variables the runtime read), for /info
+
+    def run(self, forward: Callable[[], T]) -> T:
+        """`forward()` on the policy's count, set in the calling thread (well under a microsecond)."""
+        torch.set_num_threads(self.threads)
+        return forward()
+
+    def describe(self) -> str:
+        wait = "spin" if self.spin else "sleep"
+        return f"{self.threads} thread{'s' if self.threads > 1 else ''} ({self.chosen_by}); idle threads {wait}"
+
+    def as_dict(self) -> dict:
+        return {"threads": self.threads, "chosen_by": self.chosen_by, "idle_threads_spin": self.spin}
+
+
+def threads_spin(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether idle OpenMP threads spin, from the variables the runtime read at load (libgomp spins ~300,000
+    times by default; Intel's OpenMP 200 ms): only a passive policy or a zero spin count or block time
+    makes them sleep at once."""
+    if environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE":
+        return environ.get("GOMP_SPINCOUNT", "0").strip() not in ("0", "")
+    return not (environ.get("GOMP_SPINCOUNT", "").strip() == "0" or environ.get("KMP_BLOCKTIME", "").strip() == "0")
+
+
+def thread_policy(threads: int | None, available: int | None = None, spin: bool | None = None) -> ThreadPolicy:
+    """`threads`: the user's count (`--threads`); None: `available` (default: torch's count now, all physical
+    cores unless set). `spin` (default: `threads_spin()` of this process's environment) is reported only."""
+    spin = threads_spin() if spin is None else spin
+    if threads is not None:
+        return ThreadPolicy(threads, "--threads", spin)
+    return ThreadPolicy(available or torch.get_num_threads(), "coulisse", spin)

@@ -1,0 +1,54 @@
+"""The engine's thread policy: the user's count or every core, applied in the thread that runs the batch."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from coulisse.engine.threads import ThreadPolicy, thread_policy, threads_spin
+
+
+@pytest.fixture
+def restore_threads():
+    previous = torch.get_num_threads()
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_the_users_count_wins_else_every_core():
+    assert thread_policy(None, available=4, spin=False) == ThreadPolicy(4, "coulisse", False)
+    assert thread_policy(3, available=4, spin=True) == ThreadPolicy(3, "--threads", True)
+    assert thread_policy(None, available=4, spin=False).describe() == "4 threads (coulisse); idle threads sleep"
+    assert thread_policy(1, available=4, spin=True).describe() == "1 thread (--threads); idle threads spin"
+    assert thread_policy(3, available=4, spin=True).as_dict() == {"threads": 3, "chosen_by": "--threads",
+                                                                  "idle_threads_spin": True}
+
+
+@pytest.mark.parametrize(("environ", "spin"), [
+    ({}, True),  # libgomp's default: ~300,000 spins
+    ({"OMP_WAIT_POLICY": "PASSIVE"}, False), ({"OMP_WAIT_POLICY": "passive"}, False),
+    ({"OMP_WAIT_POLICY": "ACTIVE"}, True),
+    ({"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "1000"}, True),  # libgomp: the count wins
+    ({"GOMP_SPINCOUNT": "0"}, False), ({"GOMP_SPINCOUNT": "300000"}, True),
+    ({"KMP_BLOCKTIME": "0"}, False),  # Intel's OpenMP
+])
+def test_whether_threads_spin_follows_the_runtimes_variables(environ, spin):
+    assert threads_spin(environ) is spin
+
+
+def test_run_sets_the_count_in_the_calling_thread(restore_threads):
+    """OpenMP's count is per thread: what the forward sees inside is the policy's, on a worker thread too
+    (the server's batcher runs its forwards on one), whatever the process's count was."""
+    torch.set_num_threads(2)
+    seen = []
+
+    def work():
+        for threads in (1, 2, 1):
+            seen.append(ThreadPolicy(threads, "--threads", False).run(torch.get_num_threads))
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join()
+    assert seen == [1, 2, 1]

@@ -1,0 +1,107 @@
+"""Corpus jobs with --fast: the resume record holds the precision --fast resolved to on this CPU. Resumed
+with --fast on the same machine, the job goes on to the bytes an uninterrupted run writes; without --fast,
+or where --fast resolves to another mode (another CPU), the resume is refused in one line naming it. Jobs
+also start torch with the OpenMP wait policy (libgomp's own report is the oracle), the user's winning."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import coulisse
+from coulisse.engine import cpu
+from coulisse.interfaces.cli import cli
+from coulisse.interfaces.jobs.runner import JobInterrupted, JobOptions, classify_file
+from coulisse.interfaces.jobs.state import state_path
+
+MAIN = "from coulisse.interfaces.cli import main; main()"
+
+
+def make_csv(path, n: int) -> None:
+    words = ["film", "acteur", "génial", "nul", "ennuyeux", "magnifique", "histoire", "fin"]
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "text"])
+        for i in range(n):
+            w.writerow([i, " ".join(words[(i + k) % len(words)] for k in range(2 + i % 9))])
+
+
+@pytest.fixture(scope="module")
+def fast_pipe(tf_camembert_dir):
+    return coulisse.pipeline("sentiment-analysis", model=str(tf_camembert_dir), fast=True)
+
+
+def run(pipe, source, output, model, stop_after=None, **options):
+    chunks = []
+
+    def on_chunk(rows, preds):
+        chunks.append(len(rows))
+        if stop_after is not None and len(chunks) == stop_after:
+            raise KeyboardInterrupt
+
+    job = JobOptions(input=str(source), output=str(output), batch_rows=8, model=model, **options)
+    return classify_file(job, lambda: pipe, on_chunk=on_chunk)
+
+
+def test_resume_with_fast_goes_on_and_a_different_mode_is_refused(fast_pipe, tf_camembert_dir, tmp_path,
+                                                                  monkeypatch):
+    source, reference, output = tmp_path / "in.csv", tmp_path / "ref.csv", tmp_path / "out.csv"
+    make_csv(source, 40)
+    model = str(tf_camembert_dir)
+    run(fast_pipe, source, reference, model, fast=True)
+    with pytest.raises(JobInterrupted):
+        run(fast_pipe, source, output, model, stop_after=2, fast=True)
+    record = json.loads(state_path(output).read_text())
+    mode = cpu.this_machine().fast
+    assert record["key"]["fast"] is True
+    expected = ("int8" if fast_pipe.preparation.quantize else str(fast_pipe.dtype).removeprefix("torch."))
+    assert (record["engine"]["quantization"] or record["engine"]["dtype"]) == expected
+    env = {k: None for k in os.environ if k.startswith("COULISSE_")}
+    resume = ["classify", "-o", str(output), "--resume", "--quiet"]
+
+    result = CliRunner(env=env).invoke(cli, resume)  # --fast left out: the key says it was given
+    assert result.exit_code == 1 and "--fast changed" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+
+    # Another CPU, whose plan's fast mode differs: the same command resolves to another precision.
+    other = "float32" if mode != "float32" else "int8"
+    real = cpu.this_machine
+    monkeypatch.setattr(cpu, "this_machine", lambda: dataclasses.replace(real(), fast=other))
+    result = CliRunner(env=env).invoke(cli, [*resume, "--fast"])
+    assert result.exit_code == 1, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert f"--fast resolves to {other} on this CPU" in result.output and f"the first run's to {expected}" \
+        in result.output
+    assert json.loads(state_path(output).read_text())["rows"] == 16  # nothing ran
+    monkeypatch.undo()
+
+    result = CliRunner(env=env).invoke(cli, [*resume, "--fast"])
+    assert result.exit_code == 0, result.output
+    assert output.read_bytes() == reference.read_bytes()
+    assert not state_path(output).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif("OpenMP" not in torch.__config__.parallel_info(), reason="torch is not built with OpenMP")
+@pytest.mark.parametrize(("given", "spin"), [({}, "0"), ({"GOMP_SPINCOUNT": "4321"}, "4321")])
+def test_a_job_starts_torch_with_the_wait_policy(tf_camembert_dir, tmp_path, given, spin):
+    source = tmp_path / "in.csv"
+    make_csv(source, 4)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("COULISSE_") and k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
+    env.update(OMP_DISPLAY_ENV="VERBOSE", **given)
+    done = subprocess.run([sys.executable, "-c", MAIN, "classify", "-m", str(tf_camembert_dir), "-i", str(source),
+                           "-o", str(tmp_path / "out.csv"), "--quiet"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    read = re.findall(r"^\s*GOMP_SPINCOUNT = '([^']*)'", done.stderr, re.M)
+    assert read == [spin], done.stderr[-2000:]

@@ -1,0 +1,167 @@
+"""`coulisse serve` under contention and `--fast`: the thread count each batch runs on, the OpenMP wait
+policy the runtime actually read (libgomp prints it with OMP_DISPLAY_ENV; the server leaves it to the user),
+user overrides winning, and /info naming the precision --fast resolved to."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("uvicorn")
+from click.testing import CliRunner  # noqa: E402
+from starlette.testclient import TestClient  # noqa: E402
+
+import coulisse  # noqa: E402
+from coulisse.interfaces.cli import cli  # noqa: E402
+from coulisse.interfaces.server import ServerSettings, create_app  # noqa: E402
+
+SERVE = [sys.executable, "-c", "from coulisse.interfaces.cli import main; main()", "serve"]
+OPENMP = "OpenMP" in torch.__config__.parallel_info()
+needs_openmp = pytest.mark.skipif(not OPENMP, reason="torch is not built with OpenMP here (parallel_info)")
+
+
+@pytest.fixture(scope="module")
+def classifier(tf_camembert_dir):
+    return coulisse.pipeline("sentiment-analysis", model=str(tf_camembert_dir))
+
+
+@pytest.fixture
+def two_threads():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(previous)
+
+
+def observe_threads(monkeypatch, pipe) -> list[tuple[int, int]]:
+    """(tokens, torch's thread count) inside each forward the server runs."""
+    seen = []
+    forward = pipe.forward
+
+    def spy(items, *args, **kwargs):
+        seen.append((sum(len(i.ids) for i in items), torch.get_num_threads()))
+        return forward(items, *args, **kwargs)
+
+    monkeypatch.setattr(pipe, "forward", spy)
+    return seen
+
+
+@pytest.mark.parametrize(("threads", "expected"), [(None, 2), (1, 1)])
+def test_each_batch_runs_on_the_policys_threads(classifier, monkeypatch, two_threads, threads, expected):
+    """Every core (torch's count when the server starts, 2 here) or --threads, in the forward thread itself,
+    for a short request and a long one alike."""
+    seen = observe_threads(monkeypatch, classifier)
+    with TestClient(create_app(classifier, ServerSettings(threads=threads))) as c:
+        for text in ("Bof.", " ".join(["film"] * 300)):
+            assert c.post("/predict", json={"inputs": text}).status_code == 200
+        info = c.get("/info").json()
+    assert [count for _, count in seen] == [expected, expected]
+    assert info["threads"]["threads"] == expected
+    assert info["threads"]["chosen_by"] == ("coulisse" if threads is None else "--threads")
+
+
+def test_fast_next_to_quantize_is_one_line(tf_camembert_dir):
+    result = CliRunner().invoke(cli, ["serve", "-m", str(tf_camembert_dir), "--fast", "--quantize", "int8"])
+    assert result.exit_code == 1
+    assert len(result.output.strip().splitlines()) == 1 and "fast" in result.output and "int8" in result.output
+
+
+# -- real processes ---------------------------------------------------------------------------------------
+
+
+def start(model, *args, **env_vars) -> tuple[subprocess.Popen, str]:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("COULISSE_") and k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
+    env.update(OMP_DISPLAY_ENV="VERBOSE", **env_vars)
+    proc = subprocess.Popen([*SERVE, "--model", str(model), "--port", str(port), *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the server exited with {proc.returncode}:\n{proc.stderr.read()}")
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            time.sleep(0.2)
+    proc.kill()
+    pytest.fail("the server did not answer /health within 180 s")
+
+
+def stop(proc) -> str:
+    """Its stderr, which holds what libgomp read from the environment when torch loaded."""
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    return err
+
+
+def openmp_read(stderr: str, name: str) -> str:
+    found = re.findall(rf"^\s*{name} = '([^']*)'", stderr, re.M)
+    assert found, f"no {name} in OMP_DISPLAY_ENV's output:\n{stderr[-2000:]}"
+    return found[0]
+
+
+def fresh_thread_count() -> int:
+    """torch's own default in a new process (this one runs tests on one thread)."""
+    out = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                         capture_output=True, text=True, check=True)
+    return int(out.stdout)
+
+
+@pytest.mark.slow
+@needs_openmp
+def test_fast_server_says_its_precision_and_leaves_the_wait_to_the_runtime(tf_camembert_dir):
+    """--fast (as COULISSE_FAST) with nothing set: /info says what --fast resolved to, as pipeline(fast=True)
+    resolves it in this process; the server sets no wait policy (libgomp read its default spin count,
+    300,000), says so, and every batch runs on torch's own count."""
+    proc, base = start(tf_camembert_dir, COULISSE_FAST="1")
+    try:
+        info = httpx.get(f"{base}/info").json()
+        assert httpx.post(f"{base}/predict", json={"inputs": "Bof."}).status_code == 200
+    finally:
+        err = stop(proc)
+    oracle = coulisse.pipeline("sentiment-analysis", model=str(tf_camembert_dir), fast=True).preparation
+    assert info["fast"] is True
+    assert info["model_dtype"] == ("int8" if oracle.quantize else str(oracle.dtype).removeprefix("torch."))
+    assert openmp_read(err, "GOMP_SPINCOUNT") == "300000"
+    assert info["omp_wait_policy"] == "the OpenMP runtime's default"
+    n = fresh_thread_count()
+    assert info["threads"] == {"threads": n, "chosen_by": "coulisse", "idle_threads_spin": True}
+
+
+@pytest.mark.slow
+@needs_openmp
+def test_the_users_settings_win(tf_camembert_dir):
+    """The user's spin count: libgomp read it and /info says threads spin; the user's wait policy and
+    --threads: libgomp read it, every batch runs on that count. Without --fast, /info says exact fp32."""
+    proc, base = start(tf_camembert_dir, GOMP_SPINCOUNT="1234")
+    try:
+        info = httpx.get(f"{base}/info").json()
+    finally:
+        err = stop(proc)
+    assert openmp_read(err, "GOMP_SPINCOUNT") == "1234"
+    assert info["omp_wait_policy"] == "GOMP_SPINCOUNT=1234 (yours)"
+    n = fresh_thread_count()
+    assert info["threads"] == {"threads": n, "chosen_by": "coulisse", "idle_threads_spin": True}
+    assert (info["fast"], info["model_dtype"]) == (False, "float32")
+    proc, base = start(tf_camembert_dir, "--threads", "1", OMP_WAIT_POLICY="ACTIVE")
+    try:
+        info = httpx.get(f"{base}/info").json()
+    finally:
+        err = stop(proc)
+    assert openmp_read(err, "OMP_WAIT_POLICY") == "ACTIVE"
+    assert info["threads"] == {"threads": 1, "chosen_by": "--threads", "idle_threads_spin": True}
