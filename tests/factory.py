@@ -12,6 +12,7 @@ import copy
 import hashlib
 import json
 import shutil
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -299,26 +300,51 @@ def train_deberta_spm(directory: Path, **options) -> Path:
 
 def train_moses_bpe(directory: Path, vocab_size: int = 400) -> None:
     """FlauBERT's tokenizer files: vocab.json (<s> </s> <pad> <unk> <special0>... first, as in
-    flaubert/flaubert_base_cased) and XLM's merges.txt ("a b</w>" lines, no header), learnt by the
-    `tokenizers` BPE trainer on the Moses words of CORPUS."""
+    flaubert/flaubert_base_cased) and XLM's merges.txt ("a b</w>" lines, no header), learnt on the Moses
+    words of CORPUS by `learn_bpe`: the same files on every run (the `tokenizers` trainer breaks ties
+    between equally frequent pairs in hash order, so its vocabulary, hence every tiny FlauBERT's
+    token ids and logits, changed from one run to the next)."""
     import pytest
 
     pytest.importorskip("sacremoses", reason="FlauBERT's tokenizer needs sacremoses (pip install -e '.[test]')")
     from sacremoses import MosesPunctNormalizer, MosesTokenizer
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
     normalizer, splitter = MosesPunctNormalizer(lang="fr"), MosesTokenizer(lang="fr")
-    lines = [" ".join(splitter.tokenize(normalizer.normalize(t), escape=False)) for t in CORPUS]
-    bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
-    bpe.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    words = Counter(w for t in CORPUS for w in splitter.tokenize(normalizer.normalize(t), escape=False))
     specials = ["<s>", "</s>", "<pad>", "<unk>"] + [f"<special{i}>" for i in range(10)]
-    bpe.train_from_iterator(lines * 4, trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=2, special_tokens=specials, end_of_word_suffix="</w>",
-        show_progress=False))
-    bpe.model.save(str(directory))
-    merges = directory / "merges.txt"
-    merges.write_text("".join(line + "\n" for line in merges.read_text(encoding="utf-8").splitlines()
-                              if line and not line.startswith("#version")), encoding="utf-8")
+    vocab, merges = learn_bpe(words, vocab_size - len(specials))
+    (directory / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(specials + vocab)},
+                                                     ensure_ascii=False), encoding="utf-8")
+    (directory / "merges.txt").write_text("".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
+
+
+def learn_bpe(words: Counter, size: int, min_frequency: int = 2) -> tuple[list[str], list[tuple[str, str]]]:
+    """Byte-pair merges with XLM's `</w>` end-of-word marker, learnt as Sennrich et al. do, ties broken by
+    the smaller pair: the alphabet (each character bare and, where it ends a word, with `</w>`), then
+    the most frequent adjacent pair merged until `size` units or no pair occurs `min_frequency` times."""
+    splits = {w: [*w[:-1], w[-1] + "</w>"] for w in words if w}
+    vocab = sorted({c for w in splits for c in w} | {s for parts in splits.values() for s in parts})
+    known, merges = set(vocab), []
+    while len(vocab) < size:
+        pairs: Counter = Counter()
+        for w, parts in splits.items():
+            for pair in zip(parts, parts[1:], strict=False):
+                pairs[pair] += words[w]
+        top = max(pairs.values(), default=0)
+        if top < min_frequency:
+            break
+        a, b = min(pair for pair, n in pairs.items() if n == top)
+        merges.append((a, b))
+        if a + b not in known:
+            known.add(a + b)
+            vocab.append(a + b)
+        for parts in splits.values():
+            i = 0
+            while i < len(parts) - 1:
+                if parts[i] == a and parts[i + 1] == b:
+                    parts[i:i + 2] = [a + b]
+                i += 1
+    return vocab, merges
 
 
 # -- comparisons ---------------------------------------------------------------------------------------
