@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,6 +47,44 @@ def test_kernels_are_built_where_a_compiler_exists():
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler on this machine")
     assert Q.kernels() is not None, "coulisse.models._int8 was not built: run `pip install -e .` again"
+
+
+def test_rows_run_on_torchs_own_openmp_runtime():
+    """Built with OpenMP (setup.py, where the compiler has it), the kernels split rows over the OpenMP team
+    that runs PyTorch's GEMMs: one `libgomp.so.1` in the process, PyTorch's (the module links that soname;
+    wheels such as sentencepiece's carry renamed copies, `libgomp-<hash>.so.1`, which nothing else binds to).
+    A second runtime would bring a second team of threads spinning against the first on a 2-core machine."""
+    k = Q.kernels()
+    if k is None or k.threading() != "openmp":
+        pytest.skip("the kernels were built without OpenMP (POSIX threads)")
+    with open("/proc/self/maps", encoding="utf-8") as maps:
+        runtimes = {line.split()[-1] for line in maps if line.rstrip().rsplit("/", 1)[-1].startswith("libgomp.so")}
+    assert len(runtimes) == 1, runtimes
+    assert runtimes.pop().startswith(str(Path(torch.__file__).parent)), "libgomp should be PyTorch's copy"
+
+
+def test_posix_threads_give_the_same_bits(tmp_path):
+    """COULISSE_INT8_THREADS=posix (the build without OpenMP, and the A/B switch) splits the rows the same
+    way: codes, scales and outputs equal to the bit, in a process of its own (the choice is read once)."""
+    k = Q.kernels()
+    if k is None:
+        pytest.skip("no C kernels")
+    script = """
+import sys, torch
+from coulisse.models.quantize import kernels, quantize_rows, dequantize_rows
+torch.set_num_threads(2); torch.manual_seed(0)
+x = torch.randn(300, 768) * 3; y = torch.randn(300, 3072) * 50
+q, s = quantize_rows(x); d = dequantize_rows(y.clone(), s, torch.randn(3072), True)
+torch.save({"q": q, "s": s, "d": d, "threading": kernels().threading()}, sys.argv[1])
+"""
+    results = {}
+    for choice in ("default", "posix"):
+        env = {**os.environ, "COULISSE_INT8_THREADS": choice}
+        subprocess.run([sys.executable, "-c", script, str(tmp_path / choice)], env=env, check=True)
+        results[choice] = torch.load(tmp_path / choice)
+    assert results["posix"]["threading"] == "posix"
+    for key in ("q", "s", "d"):
+        assert torch.equal(results["default"][key], results["posix"][key]), key
 
 
 def activations(rows: int, cols: int) -> torch.Tensor:

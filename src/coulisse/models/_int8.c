@@ -15,14 +15,17 @@
  * quantize_rows computes exactly what the PyTorch fallback computes (same IEEE division and
  * round-half-to-even), so both paths give the same codes. The functions take raw pointers from
  * `tensor.data_ptr()` (the Python side checks dtypes, shapes and contiguity), release the GIL, and
- * split rows over `threads` POSIX threads. AVX2 code is chosen at run time when the CPU has it;
- * a portable scalar loop runs elsewhere. No dependency beyond libc and libm.
+ * split rows over `threads` threads: PyTorch's OpenMP team where built with OpenMP, else POSIX
+ * threads (run_rows). AVX2 code is chosen at run time when the CPU has it; a portable scalar loop
+ * runs elsewhere. No dependency beyond libc, libm and (optionally) the libgomp PyTorch already loads.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -272,6 +275,25 @@ static void *run_task(void *arg) {
 
 #define MAX_THREADS 64
 
+/* Which threads split the rows. Built with OpenMP (setup.py tries -fopenmp first), the rows go to the
+ * OpenMP team of the calling thread: libgomp is PyTorch's own (torch loads libgomp.so.1 first and the
+ * loader reuses it by soname), so the workers that just ran the GEMM take the rows at once. POSIX threads
+ * started per call instead have to share the second core with those workers, which libgomp keeps
+ * spinning for a while after each region: on 2 cores that made the kernels ~3x slower inside the model
+ * than alone. COULISSE_INT8_THREADS=posix picks the POSIX threads in an OpenMP build (A/B, tests). */
+static int use_openmp(void) {
+#ifdef _OPENMP
+    static int cached = -1;
+    if (cached < 0) {
+        const char *choice = getenv("COULISSE_INT8_THREADS");
+        cached = !(choice && strcmp(choice, "posix") == 0);
+    }
+    return cached;
+#else
+    return 0;
+#endif
+}
+
 static void run_rows(Task base, int64_t rows, int threads) {
     /* Small tensors are not worth a thread start (~20 us). */
     int64_t work = rows * base.cols;
@@ -280,13 +302,24 @@ static void run_rows(Task base, int64_t rows, int threads) {
     if (threads > rows) threads = (int)rows;
     if (threads < 1) threads = 1;
     Task tasks[MAX_THREADS];
-    pthread_t ids[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
     for (int i = 0; i < threads; i++) {
         tasks[i] = base;
         tasks[i].r0 = rows * i / threads;
         tasks[i].r1 = rows * (i + 1) / threads;
     }
+    if (threads == 1) {
+        run_task(&tasks[0]);
+        return;
+    }
+#ifdef _OPENMP
+    if (use_openmp()) {
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+        for (int i = 0; i < threads; i++) run_task(&tasks[i]);
+        return;
+    }
+#endif
+    pthread_t ids[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
     for (int i = 1; i < threads; i++) started[i] = pthread_create(&ids[i], NULL, run_task, &tasks[i]) == 0;
     run_task(&tasks[0]);
     for (int i = 1; i < threads; i++) {
@@ -332,6 +365,10 @@ static PyObject *py_add_norm_rows(PyObject *self, PyObject *args) {
 
 static PyObject *py_isa(PyObject *self, PyObject *unused) { return PyUnicode_FromString(use_avx2() ? "avx2" : "scalar"); }
 
+static PyObject *py_threading(PyObject *self, PyObject *unused) {
+    return PyUnicode_FromString(use_openmp() ? "openmp" : "posix");
+}
+
 static PyMethodDef methods[] = {
     {"quantize_rows", py_quantize_rows, METH_VARARGS,
      "quantize_rows(x_ptr, rows, cols, q_ptr, scale_ptr, threads): fp32 rows -> u8 codes + per-row scales."},
@@ -341,6 +378,7 @@ static PyMethodDef methods[] = {
      "add_norm_rows(y_ptr, rows, cols, scale_ptr, bias_ptr, res_ptr, gamma_ptr, beta_ptr, eps, threads): "
      "y = LayerNorm(y*s[r] + bias + res), in place."},
     {"isa", py_isa, METH_NOARGS, "Which code path runs on this CPU: 'avx2' or 'scalar'."},
+    {"threading", py_threading, METH_NOARGS, "Which threads split the rows: 'openmp' (PyTorch's team) or 'posix'."},
     {NULL, NULL, 0, NULL},
 };
 
