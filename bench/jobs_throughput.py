@@ -66,7 +66,7 @@ def run_cli(model: str, source: Path, output: Path, threads: int | None, batch_r
     wall = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     wall = time.perf_counter() - wall
-    loop = float(re.search(r"\(([\d,.]+) rows/s\)", done.stderr).group(1).replace(",", ""))
+    loop = float(re.search(r"\(([\d,.]+) rows/s", done.stderr).group(1).replace(",", ""))
     return wall, loop
 
 

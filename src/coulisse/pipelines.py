@@ -79,7 +79,7 @@ def pipeline(task: str | None = "sentiment-analysis", model: str | Path | None =
              trust_remote_code: bool | None = None, model_kwargs: dict[str, Any] | None = None,
              pipeline_class: type[Pipeline] | None = None, *, threads: int | None = None,
              max_batch_tokens: int = DEFAULT_BATCH_TOKENS, max_batch_size: int = DEFAULT_BATCH_SIZE,
-             quantize: str | None = None, fast: bool = False, **kwargs: Any) -> Pipeline:
+             quantize: str | None = None, fast: bool = False, throughput: bool = False, **kwargs: Any) -> Pipeline:
     """Build a pipeline, transformers-style: `pipeline("sentiment-analysis", model="tblard/tf-allocine")`.
 
     Takes transformers 5's arguments (docs/dropin.md says what each does here). `quantize="int8"` runs the
@@ -87,10 +87,12 @@ def pipeline(task: str | None = "sentiment-analysis", model: str | Path | None =
     gates (int8, or bf16 with AMX: `coulisse info`), where exact fp32 is the default. `device` (-1 or "cpu", 0
     or "cuda:0", a torch.device) is the CPU by default; on a GPU the model runs in fp16 unless `dtype` says
     otherwise. The engine closes a batch at `max_batch_tokens` tokens or `max_batch_size` inputs (`batch_size`
-    lowers the latter). Extra keyword arguments become the task's defaults (e.g. `top_k=None`,
-    `function_to_apply="sigmoid"`). Without `model`, sentiment analysis runs `tblard/tf-allocine`, or the
-    bundled `coulisse/mini-allocine` (logging one warning) when that cannot be had; a named model never falls
-    back.
+    lowers the latter). `throughput=True` picks fp32 kernels for full batches (corpus jobs use it): where
+    MKL's sgemm measures clearly faster than oneDNN at the batch budget on this machine, it runs instead,
+    and short single requests run slower (coulisse/engine/gemm_choice.py). Extra keyword arguments become
+    the task's defaults (e.g. `top_k=None`, `function_to_apply="sigmoid"`). Without `model`, sentiment
+    analysis runs `tblard/tf-allocine`, or the bundled `coulisse/mini-allocine` (logging one warning) when
+    that cannot be had; a named model never falls back.
     """
     if task is None:
         raise InputError("task=None: coulisse does not guess the task from the Hub; pass one, e.g. "
@@ -135,7 +137,7 @@ def pipeline(task: str | None = "sentiment-analysis", model: str | Path | None =
         checkpoint = _with_tokenizer(checkpoint, tokenizer_dir)
     # Threads, quantization, dtype and the fast path are chosen in one place: `engine.prepare.prepare_model`.
     pipe = cls(checkpoint, device=device, dtype=dtype, quantize=quantize, threads=threads,
-               max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size, **kwargs)
+               max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size, throughput=throughput, **kwargs)
     pipe.binary_output = bool(loading["binary_output"])
     return pipe
 

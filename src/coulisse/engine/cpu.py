@@ -96,8 +96,10 @@ class KernelPlan:
 
 def _fp32(f: Features, b: Backends) -> Choice:
     if b.onednn_fp32:
-        return Choice("onednn", "oneDNN matmul, weights prepacked at load",
-                      "1.2-2x MKL's sgemm, which repacks the weight on every call (docs/benchmarks.md)")
+        return Choice("onednn", "oneDNN matmul, weights prepacked at load (or MKL where measured faster)",
+                      "2x MKL's sgemm at a few rows (MKL repacks the weight on every call); at 1,024 rows either "
+                      "may win on the same CPU model, so the model's shapes are timed once per machine "
+                      "(coulisse/engine/gemm_choice.py)")
     return Choice("torch", "PyTorch F.linear (MKL)", "oneDNN is unavailable or COULISSE_ONEDNN=0")
 
 

@@ -85,10 +85,12 @@ def check_request(device: torch.device, dtype=None, quantize: str | None = None,
 
 
 def prepare_model(model: EncoderModel, files: Iterable[Path], *, device: torch.device, dtype=None,
-                  quantize: str | None = None, threads: int | None = None, name: str = "") -> Preparation:
+                  quantize: str | None = None, threads: int | None = None, name: str = "",
+                  throughput: bool = False) -> Preparation:
     """Make `model` ready to run, once: threads, then on the CPU the kernel plan's choice for the
     precision asked (int8, bf16 or fp32), elsewhere the device and dtype; then drop the mapped pages of
-    `files` the prepared model no longer reads."""
+    `files` the prepared model no longer reads. `throughput`: fp32 kernels for full batches, measured per
+    machine (`coulisse.engine.gemm_choice`); otherwise the plan's, best for short requests too."""
     check_request(device, dtype, quantize, threads)
     if threads is not None:
         torch.set_num_threads(threads)
@@ -96,7 +98,7 @@ def prepare_model(model: EncoderModel, files: Iterable[Path], *, device: torch.d
     quantize = None if quantize in (None, "none") else quantize
     files = [p for p in files if p.is_file()]
     if device.type == "cpu":
-        fast_path = _prepare_cpu(model, files, dtype, quantize)
+        fast_path = _prepare_cpu(model, files, dtype, quantize, throughput)
     else:
         model.to(device, dtype)
         fast_path = "PyTorch ops"
@@ -107,7 +109,8 @@ def prepare_model(model: EncoderModel, files: Iterable[Path], *, device: torch.d
     return chosen
 
 
-def _prepare_cpu(model: EncoderModel, files: list[Path], dtype: torch.dtype, quantize: str | None) -> str:
+def _prepare_cpu(model: EncoderModel, files: list[Path], dtype: torch.dtype, quantize: str | None,
+                 throughput: bool = False) -> str:
     """Apply the kernel plan of this CPU to `model`; return what runs, in words."""
     from coulisse.engine.cpu import this_machine
     from coulisse.models.fastpath import bf16_linears, pack_linears, release_freed_memory
@@ -131,10 +134,16 @@ def _prepare_cpu(model: EncoderModel, files: list[Path], dtype: torch.dtype, qua
         return f"bf16: {choice.detail}, {count} linear layers"
     model.to(dtype=dtype)
     if dtype == torch.float32 and plan.fp32.kernel == "onednn":
+        from coulisse.engine.gemm_choice import fp32_gemm
+
+        gemm = fp32_gemm(model.config.hidden_size, model.config.intermediate_size, plan.features.key) \
+            if throughput else None
+        if gemm is not None and gemm.kernel == "mkl":
+            return f"PyTorch ops: MKL's sgemm measured faster at full batches here ({gemm.why})"
         count = pack_linears(model.base.encoder)
         release_freed_memory()
         if count:
-            return f"oneDNN, {count} linear layers prepacked"
+            return f"oneDNN, {count} linear layers prepacked" + (f" ({gemm.why})" if gemm is not None else "")
     return "PyTorch ops"
 
 

@@ -162,14 +162,15 @@ class Pipeline:
     def __init__(self, checkpoint: Checkpoint, *, device: str | torch.device = "cpu",
                  dtype: str | torch.dtype | None = None, quantize: str | None = None, threads: int | None = None,
                  max_batch_tokens: int = DEFAULT_BATCH_TOKENS, max_batch_size: int = DEFAULT_BATCH_SIZE,
-                 **defaults: Any):
+                 throughput: bool = False, **defaults: Any):
         self.defaults = self.check_options(defaults)
         self.checkpoint = checkpoint
         self.tokenizer = checkpoint.tokenizer
         self.model = checkpoint.model
         self.device = torch.device(device)
         self.preparation = prepare_model(self.model, checkpoint.directory.iterdir(), device=self.device,
-                                         dtype=dtype, quantize=quantize, threads=threads, name=checkpoint.name)
+                                         dtype=dtype, quantize=quantize, threads=threads, name=checkpoint.name,
+                                         throughput=throughput)
         self.dtype = self.preparation.dtype
         self.engine = Engine(self.model, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
                              device=self.device,

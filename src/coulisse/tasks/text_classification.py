@@ -141,7 +141,7 @@ class TextClassificationPipeline(Pipeline):
         else a copy loaded from the checkpoint on first use (prepacked oneDNN and int8 layers have no
         backward) and kept."""
         prep = self.preparation
-        if prep.quantize is None and prep.fast_path == "PyTorch ops" and prep.dtype == torch.float32 \
+        if prep.quantize is None and prep.fast_path.startswith("PyTorch ops") and prep.dtype == torch.float32 \
                 and prep.device.type == "cpu":
             return self.model
         return load_model(self.checkpoint.directory, self.config, self.head)

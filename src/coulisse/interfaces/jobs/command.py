@@ -97,7 +97,7 @@ def run_job(ctx: click.Context) -> None:
                      **{name: params[name] for name in names})
 
     def load():
-        return load_pipeline("text-classification", job.model, params["threads"], job.quantize)
+        return load_pipeline("text-classification", job.model, params["threads"], job.quantize, throughput=True)
 
     with stop_on_sigterm():
         summary = classify_file(job, load)
@@ -132,7 +132,7 @@ def run_embed_job(ctx: click.Context) -> None:
                      fast=bool(ctx.meta.get(FAST_KEY)), **{name: params[name] for name in names})
 
     def load():
-        return load_pipeline("feature-extraction", job.model, params["threads"], job.quantize)
+        return load_pipeline("feature-extraction", job.model, params["threads"], job.quantize, throughput=True)
 
     with stop_on_sigterm():
         summary = embed_file(job, load)
@@ -263,7 +263,7 @@ def evaluate(input_path, label_column, output_dir, limit, sample, seed, bins, ov
     set_wait_policy()
 
     def load():
-        return load_pipeline("text-classification", model, threads, quantize)
+        return load_pipeline("text-classification", model, threads, quantize, throughput=True)
 
     with stop_on_sigterm():
         try:

@@ -19,6 +19,7 @@ def row_model(options: RayOptions, threads: int):
     from coulisse.pipelines import pipeline
 
     engine = {"quantize": options.quantize} if options.quantize != "none" else {}
+    engine["throughput"] = True  # full batches: fp32 kernels measured for them (coulisse.engine.gemm_choice)
     if options.task == "embed":
         from coulisse.interfaces.jobs.embed import Embedder
 
