@@ -80,21 +80,13 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(f"{kind:<48} {delta:.3g}")
     # The machine these figures (and any CPU-dependent path: VNNI, AMX, bf16) came from: CI runs on several.
     try:
-        from coulisse.engine.cpu import this_machine
+        from coulisse.engine.cpu import cpu_name, this_machine
     except ImportError:
         return
     terminalreporter.section("this machine's kernel plan")
-    terminalreporter.write_line(f"CPU: {_cpu_model()}")
+    terminalreporter.write_line(f"CPU: {cpu_name() or 'unknown'}")
     for line in this_machine().lines():
         terminalreporter.write_line(line)
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown")
-    except OSError:
-        return "unknown"
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -77,12 +77,14 @@ def test_plan_is_pure():
     assert features(ZEN3 + " pku").key == features(ZEN3).key
 
 
-def test_read_flags(tmp_path):
+def test_read_flags_and_name(tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: X\nflags\t\t: {SAPPHIRE_RAPIDS}\n\nprocessor\t: 1\n"
-                       f"flags\t\t: {SAPPHIRE_RAPIDS}\n", encoding="utf-8")
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: {SAPPHIRE_RAPIDS}\n"
+                       f"\nprocessor\t: 1\nflags\t\t: {SAPPHIRE_RAPIDS}\n", encoding="utf-8")
     assert cpu.read_flags(str(cpuinfo)) == frozenset(SAPPHIRE_RAPIDS.split())
     assert cpu.read_flags(str(tmp_path / "absent")) == frozenset()
+    assert cpu.cpu_name(str(cpuinfo)) == "Intel(R) Xeon(R) Platinum 8480+"
+    assert cpu.cpu_name(str(tmp_path / "absent")) == ""
 
 
 def test_this_machine_matches_its_own_flags():

@@ -169,6 +169,15 @@ def read_flags(path: str = "/proc/cpuinfo") -> frozenset[str]:
     return frozenset(line.partition(":")[2].split())
 
 
+def cpu_name(path: str = "/proc/cpuinfo") -> str:
+    """The CPU's model name ("AMD EPYC", "Intel(R) Xeon(R) ..."), or "" where /proc/cpuinfo has none."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return next((line.partition(":")[2].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        return ""
+
+
 @functools.cache
 def detect() -> Features:
     import torch

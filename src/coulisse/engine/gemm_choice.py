@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from coulisse.engine.cpu import cpu_name
+
 log = logging.getLogger(__name__)
 
 ROWS = 1024  # the engine's default token budget per batch (coulisse.engine.engine.DEFAULT_BATCH_TOKENS)
@@ -80,7 +82,7 @@ def fp32_gemm(hidden: int, intermediate: int, features_key: str) -> Fp32Gemm:
     if hidden < MIN_HIDDEN:
         return Fp32Gemm("onednn", f"hidden size {hidden} < {MIN_HIDDEN}: not measured")
     threads = torch.get_num_threads()
-    fields = {"cpu": _cpu_name(), "features": features_key, "torch": torch.__version__, "threads": threads,
+    fields = {"cpu": cpu_name(), "features": features_key, "torch": torch.__version__, "threads": threads,
               "hidden": hidden, "intermediate": intermediate, "rows": ROWS}
     path = _cache_path(fields)
     times = _read(path, fields) if path is not None else None
@@ -95,14 +97,6 @@ def fp32_gemm(hidden: int, intermediate: int, features_key: str) -> Fp32Gemm:
            f"MKL {mkl_s * 1e3:.1f} ms ({source})")
     log.info("fp32 GEMMs: %s (%s)", kernel, why)
     return Fp32Gemm(kernel, why)
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        return ""
 
 
 def _cache_path(fields: dict) -> Path | None:
