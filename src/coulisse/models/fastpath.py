@@ -1,9 +1,10 @@
 """The CPU fast paths of the linear layers: fp32 and bf16 weights prepacked once at load time.
 
-PyTorch's `F.linear` calls MKL's sgemm, which repacks the weight on every call and is slower on AMD
-CPUs; oneDNN's matmul with a prepacked (blocked) weight measured 1.2–2× faster on this project's
-machine (docs/benchmarks.md), with fp32 results equal to within rounding (≤ 2e-6 here). Chosen once
-when a pipeline is built on the CPU in fp32; `COULISSE_ONEDNN=0` turns it off.
+PyTorch's `F.linear` calls MKL's sgemm, which repacks the weight on every call: oneDNN's matmul with a
+prepacked (blocked) weight runs 2× faster at a few rows, and 1.0–1.2× at 1,024 rows on some machines
+while MKL wins there by up to 1.2× on others (docs/benchmarks.md), with fp32 results equal to within
+rounding (≤ 2e-6 here). Chosen once when a pipeline is built on the CPU in fp32; corpus jobs time both
+first (coulisse/engine/gemm_choice.py); `COULISSE_ONEDNN=0` turns it off.
 
 bf16 (`dtype="bfloat16"` on the CPU) is mixed precision, decided per op: only the encoder's linear
 layers run in bf16 (`BF16Linear`: input rounded to bf16, products summed in fp32 by the GEMM, output
