@@ -141,6 +141,7 @@ def test_trace_equals_transformers_attentions_and_hidden_states(family):
 # -- Integrated Gradients -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # DeBERTa-v2 alone takes ~13 s (32 nodes through its disentangled attention)
 def test_completeness_within_one_percent_at_the_default_steps(family):
     arch, pipe, _ = family
     small = 0

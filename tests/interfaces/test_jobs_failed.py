@@ -103,6 +103,37 @@ def test_an_input_of_only_bad_rows_exits_1(tf_camembert_dir, tmp_path):
     assert line.endswith(f"the reasons are in the error column of {output}.")
 
 
+def test_evaluate_exits_1_without_a_report_when_every_row_failed(tf_camembert_dir, tmp_path, broken_forward):
+    """No prediction to score: one line naming where the reasons are, no report.md over zero rows."""
+    source, report = tmp_path / "in.csv", tmp_path / "report"
+    with open(source, "w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows([["text", "label"], *[[t, "POSITIVE"] for t in texts()]])
+    result = invoke("evaluate", "-m", str(tf_camembert_dir), "-i", str(source), "-o", str(report), "--no-plots")
+    line = one_error_line(result)
+    assert line.startswith(f"Error: JobFailedError: every row failed ({ROWS} of {ROWS} rows errored; the first: "
+                           f"line 2: {REASON});"), line
+    assert not (report / "report.md").exists()
+
+
+def test_evaluate_takes_fast(tf_camembert_dir, tmp_path, monkeypatch):
+    """`coulisse evaluate --fast` builds its pipeline as `classify --fast` does (the CPU's fast mode)."""
+    import coulisse.pipelines
+
+    asked = []
+
+    def pipeline(task, **kwargs):
+        asked.append(kwargs)
+        raise SystemExit(3)  # stop before any file is read
+
+    monkeypatch.setattr(coulisse.pipelines, "pipeline", pipeline)
+    source = tmp_path / "in.csv"
+    with open(source, "w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows([["text", "label"], ["un bon film", "POSITIVE"]])
+    invoke("evaluate", "-m", str(tf_camembert_dir), "-i", str(source), "-o", str(tmp_path / "r"), "--fast")
+    invoke("evaluate", "-m", str(tf_camembert_dir), "-i", str(source), "-o", str(tmp_path / "r2"))
+    assert [a.get("fast", False) for a in asked] == [True, False]
+
+
 def test_some_failed_rows_exit_0_and_the_summary_counts_them(tf_camembert_dir, tmp_path, monkeypatch):
     """The model fails on the rows that hold BOOM only: the job succeeds, and its summary says how many
     rows failed and where their reasons are."""

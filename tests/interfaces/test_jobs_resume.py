@@ -175,6 +175,7 @@ def _wait_rows(proc, output, rows: int, timeout: float = 300) -> int:
     return wait_rows(proc, output, rows, timeout)
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_is_byte_identical(tf_camembert_dir, tmp_path):
     """A real process killed with SIGKILL, then one stopped by SIGTERM (exit 143), one by Ctrl-C's SIGINT
     (exit 130, no click "Aborted!"), then --resume with the output alone to the end."""

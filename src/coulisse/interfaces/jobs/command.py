@@ -17,6 +17,7 @@ from click.core import ParameterSource
 from coulisse.errors import InputError
 from coulisse.interfaces.options import (
     FAST_KEY,
+    fast_option,
     load_pipeline,
     model_option,
     quantize_option,
@@ -208,6 +209,7 @@ def job_options(f):
         model_option(default_help=None),
         threads_option(),
         quantize_option(help_text="int8: dynamic int8 linear layers."),
+        fast_option(),
     ]
     for option in reversed(options):
         f = option(f)
@@ -272,6 +274,11 @@ def evaluate(input_path, label_column, output_dir, limit, sample, seed, bins, ov
             error = click.ClickException("interrupted; run the evaluation again (--overwrite).")
             error.exit_code = e.exit_code
             raise error from None
+    failure = result.summary.failure()
+    if failure is not None:  # no prediction to score: one line, exit 1, no report over zero rows
+        from coulisse.interfaces.jobs.runner import JobFailedError
+
+        raise JobFailedError(failure)
     metrics = write_report(result)
     if not quiet:
         click.echo(result.summary.describe(), err=True)
