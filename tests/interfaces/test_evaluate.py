@@ -104,6 +104,7 @@ def test_evaluate_writes_a_report_that_matches_scikit_learn(tf_camembert_dir, tm
     text = (report / "report.md").read_text()
     assert f"| {accuracy:.4f} | {macro:.4f} |" in text
     assert "evaluated: **38**" in text and "Rows without a label: 1" in text
+    assert "- Precision: exact (float32)\n" in text
     assert f"accuracy {accuracy:.4f}  macro-F1 {macro:.4f}" in result.stdout
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 1 and "--overwrite" in again.output
@@ -137,6 +138,10 @@ def test_evaluate_limit_and_sample(tf_camembert_dir, tmp_path):
         picked = [int(r["source"][1:]) for r in csv.DictReader(f)]
     assert len(picked) == 12 and picked == sorted(picked)
     assert "a random sample of 12 (seed 7)" in (tmp_path / "b" / "report.md").read_text()
+    result = CliRunner().invoke(cli, [*base, "-o", str(tmp_path / "c"), "--limit", "10", "--quantize", "int8"])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "c" / "report.md").read_text()
+    assert "- Precision: int8 (the encoder's linear layers; float32 elsewhere)\n" in text
 
 
 def test_report_path_with_a_trailing_slash(tf_camembert_dir, tmp_path):

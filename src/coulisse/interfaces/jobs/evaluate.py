@@ -84,6 +84,7 @@ class Evaluation:
     collected: Collected
     labels: list[str]
     model: str
+    precision: str = "exact (float32)"  # what ran: the report says it, since --quantize and --fast change scores
 
 
 def limit_and_sample(rows: Iterator[Row], limit: int | None, sample: int | None, seed: int) -> Iterator[Row]:
@@ -174,7 +175,13 @@ def evaluate_file(options: EvalOptions, load_pipe: Callable[[], object]) -> Eval
     summary = classify_file(job, load, on_chunk=on_chunk, rows_filter=rows_filter, on_open=opened)
     config = pipes[0].config
     labels = [config.id2label[i] for i in sorted(config.id2label)]
-    return Evaluation(options, summary, collected, labels, job.model)
+    return Evaluation(options, summary, collected, labels, job.model, precision(pipes[0].preparation))
+
+
+def precision(preparation) -> str:
+    """The precision a pipeline runs at, in the report's words."""
+    name = preparation.quantize or str(preparation.dtype).removeprefix("torch.")
+    return "exact (float32)" if name == "float32" else f"{name} (the encoder's linear layers; float32 elsewhere)"
 
 
 def _collect(collected: Collected, rows: list[Row], preds: list[Prediction], labels: LabelMap,
