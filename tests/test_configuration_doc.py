@@ -58,7 +58,8 @@ def test_generated_section_matches_the_commands():
 
 
 def names_in_source() -> set[str]:
-    return {name for path in (ROOT / "src" / "coulisse").rglob("*.py")
+    """Names in the Python sources and in the C kernels (`_int8.c` reads COULISSE_INT8_THREADS itself)."""
+    return {name for pattern in ("*.py", "*.c") for path in (ROOT / "src" / "coulisse").rglob(pattern)
             for name in NAME.findall(path.read_text(encoding="utf-8"))}
 
 

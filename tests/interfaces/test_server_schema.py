@@ -38,3 +38,26 @@ def test_api_conforms_to_its_schema(api_schema, mode):
         case.call_and_validate()
 
     check()
+
+
+def _keys(node, path="#"):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield path, key
+            yield from _keys(value, f"{path}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _keys(value, f"{path}/{i}")
+
+
+@pytest.mark.parametrize("task", ["sentiment-analysis", "feature-extraction"])
+def test_bounds_are_json_schema_keywords(task, tf_camembert_dir, minilm_dir):
+    """Numeric bounds reach the schema as `minimum` / `maximum`: pydantic's own `ge`, `gt`, `le`, `lt` keys
+    (what a bound placed after a validator becomes) are read by no client, so a fuzzer sent negative
+    token ids as valid data and the API's 422 looked like a contract break."""
+    model = tf_camembert_dir if task == "sentiment-analysis" else minilm_dir
+    schema = create_app(coulisse.pipeline(task, model=str(model))).openapi()
+    stray = [f"{path}/{key}" for path, key in _keys(schema) if key in ("ge", "gt", "le", "lt")]
+    assert stray == []
+    ids = [path for path, key in _keys(schema) if key == "minimum"]
+    assert ids, "token ids and dimensions should carry their lower bounds"

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from coulisse.interfaces.server.schemas import DIRECTION_HELP, Direction, Ids, Int
+from coulisse.interfaces.server.schemas import DIRECTION_HELP, Direction, Ids, integer
 
 STRICT = ConfigDict(strict=True, extra="forbid")
 
@@ -92,7 +92,7 @@ class OpenAIEmbeddingRequest(BaseModel):
     model: str | None = Field(None, description="The served model's name (see /v1/models); others get 404.")
     encoding_format: Literal["float", "base64"] = Field(
         "float", description="base64: each vector's little-endian float32 bytes, base64-encoded.")
-    dimensions: Int | None = Field(None, ge=1, description="Keep the first N dimensions, then renormalize.")
+    dimensions: integer(ge=1) | None = Field(None, description="Keep the first N dimensions, then renormalize.")
     user: str | None = Field(None, description="Accepted; not stored.")
     truncation_direction: Direction = Field("Right", description="A coulisse extension (the SDK's `extra_body`): "
                                             + DIRECTION_HELP)
@@ -146,7 +146,7 @@ class TextClassificationParameters(BaseModel):
     model_config = STRICT
 
     function_to_apply: Literal["sigmoid", "softmax", "none"] | None = None
-    top_k: Annotated[Int, Field(ge=1)] | None = None
+    top_k: integer(ge=1) | None = None
 
 
 class TokenClassificationParameters(BaseModel):
@@ -154,7 +154,7 @@ class TokenClassificationParameters(BaseModel):
 
     aggregation_strategy: Literal["none", "simple", "first", "average", "max"] | None = None
     ignore_labels: list[str] | None = None
-    stride: Annotated[Int, Field(ge=0)] | None = None
+    stride: integer(ge=0) | None = None
 
 
 class QuestionAnsweringInputs(BaseModel):
@@ -168,19 +168,19 @@ class QuestionAnsweringParameters(BaseModel):
     model_config = STRICT
 
     align_to_words: bool | None = None
-    doc_stride: Annotated[Int, Field(ge=1)] | None = None
+    doc_stride: integer(ge=1) | None = None
     handle_impossible_answer: bool | None = None
-    max_answer_len: Annotated[Int, Field(ge=1)] | None = None
-    max_question_len: Annotated[Int, Field(ge=1)] | None = None
-    max_seq_len: Annotated[Int, Field(ge=1)] | None = None
-    top_k: Annotated[Int, Field(ge=1)] | None = None
+    max_answer_len: integer(ge=1) | None = None
+    max_question_len: integer(ge=1) | None = None
+    max_seq_len: integer(ge=1) | None = None
+    top_k: integer(ge=1) | None = None
 
 
 class FillMaskParameters(BaseModel):
     model_config = STRICT
 
     targets: list[str] | None = None
-    top_k: Annotated[Int, Field(ge=1)] | None = None
+    top_k: integer(ge=1) | None = None
 
 
 class ZeroShotParameters(BaseModel):

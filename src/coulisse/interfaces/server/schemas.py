@@ -31,8 +31,16 @@ def _integral(value: Any) -> Any:
 
 # An integer as JSON Schema defines one.
 Int = Annotated[int, BeforeValidator(_integral)]
+
+
+def integer(ge: int) -> Any:
+    """An integer ≥ `ge`, the bound written into the JSON schema as `minimum` (a bound put on `Int` after its
+    validator reaches pydantic's schema as a bare `ge` key, which no JSON Schema client reads)."""
+    return Annotated[int, Field(ge=ge), BeforeValidator(_integral)]
+
+
 # A token id list: TEI's `InputType::Ids`, the model's own ids (special tokens included), as given.
-Ids = Annotated[list[Annotated[Int, Field(ge=0)]], Field(min_length=1)]
+Ids = Annotated[list[integer(ge=0)], Field(min_length=1)]
 
 
 def _inputs_error(value: Any) -> PydanticCustomError:
@@ -85,8 +93,8 @@ class EmbedRequest(BaseModel):
     normalize: bool = Field(True, description="L2-normalize each embedding (after `dimensions`).")
     prompt_name: str | None = Field(None, description="A key of config_sentence_transformers.json's `prompts`; "
                                                       "null: its default_prompt_name, if any.")
-    dimensions: Int | None = Field(None, ge=1, description="Keep the first N dimensions (Matryoshka), then "
-                                                           "normalize if `normalize`.")
+    dimensions: integer(ge=1) | None = Field(None, description="Keep the first N dimensions (Matryoshka), then "
+                                                                "normalize if `normalize`.")
 
     _inputs = field_validator("inputs", mode="wrap")(_embed_inputs)
 
