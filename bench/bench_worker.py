@@ -3,7 +3,8 @@
     python bench/bench_worker.py --spec SPEC.json --system coulisse-int8 --batch 0 --out RESULT.json
 
 Systems: transformers, ort-fp32, ort-int8 (with --batch 1 or 8), coulisse-exact, coulisse-int8,
-coulisse-bf16, coulisse-fast (they batch by token budget; --batch is ignored). The spec (written by
+coulisse-bf16, coulisse-fast (they batch by token budget; --batch -1 builds the pipeline with the corpus
+jobs' fp32 kernels, `throughput=True`; other values are ignored). The spec (written by
 run_bench.py) holds the texts, the short sentence, the texts whose logits are compared, the model paths,
 threads and repeat counts.
 
@@ -148,7 +149,8 @@ def build(spec: dict, system: str, batch: int) -> System:
     if system in ("ort-fp32", "ort-int8"):
         return OnnxRuntime(spec, batch, spec["onnx_fp32" if system == "ort-fp32" else "onnx_int8"])
     if system in COULISSE:
-        return Coulisse(spec, batch, COULISSE[system])
+        # batch -1: the kernels a corpus job picks (bench_report.JOB_KERNELS); 0: pipeline()'s default.
+        return Coulisse(spec, batch, {**COULISSE[system], **({"throughput": True} if batch == -1 else {})})
     raise SystemExit(f"unknown system {system!r}; this is a bug in run_bench.py")
 
 

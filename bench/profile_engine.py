@@ -30,7 +30,8 @@ from coulisse import pipeline
 from coulisse.models import quantize
 
 DEFAULT_MODEL = Path.home() / ".cache" / "coulisse-bench" / "camembert-base-random"
-MODES = {"exact": {}, "int8": {"quantize": "int8"}, "bf16": {"dtype": "bfloat16"}, "fast": {"fast": True}}
+MODES = {"exact": {}, "exact-job": {"throughput": True}, "int8": {"quantize": "int8"}, "bf16": {"dtype": "bfloat16"},
+         "fast": {"fast": True}}  # exact-job: the fp32 kernels corpus jobs choose (throughput=True)
 
 CATEGORIES = {  # op name -> category; the innermost named op of a call stack decides
     "GEMM": ("aten::linear", "aten::addmm", "aten::mm", "aten::matmul", "mkldnn::_linear_pointwise",

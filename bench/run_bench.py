@@ -31,8 +31,10 @@ import bench_texts  # noqa: E402
 
 SYSTEMS = ("transformers", "ort-fp32", "ort-int8", "coulisse-exact", "coulisse-int8", "coulisse-bf16",
            "coulisse-fast")
-# Batch sizes tried per system; 0 = coulisse's own token-budgeted batches.
-BATCHES = {"transformers": (1, 8), "ort-fp32": (1, 8), "ort-int8": (1, 8), "coulisse-exact": (0,),
+# Batch sizes tried per system; 0 = coulisse's own token-budgeted batches, JOB_KERNELS the same batches with
+# the fp32 kernels a corpus job chooses (`pipeline(throughput=True)`, as `coulisse classify -i` builds it).
+BATCHES = {"transformers": (1, 8), "ort-fp32": (1, 8), "ort-int8": (1, 8),
+           "coulisse-exact": (0, bench_report.JOB_KERNELS),
            "coulisse-int8": (0,), "coulisse-bf16": (0,), "coulisse-fast": (0,)}
 COLD_FLAGS = {"coulisse-exact": [], "coulisse-int8": ["--quantize", "int8"], "coulisse-bf16": None,
               "coulisse-fast": ["--fast"]}  # None: no CLI flag (bf16 is a library option)
@@ -248,7 +250,7 @@ def run(opts: Options) -> dict:
         spec_path.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
         for system in opts.systems:
             for batch in BATCHES[system]:
-                print(f"running {system} (batch {batch or 'token budget'})...", file=sys.stderr)
+                print(f"running {system} ({bench_report.batch_name(system, batch)})...", file=sys.stderr)
                 runs.append(run_worker(spec_path, system, batch, opts.timeout, Path(tmp)))
         if opts.kernels:
             print("measuring the GEMM peaks (bench/kernels.py)...", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Ray Data adapter: classify a `ray.data.Dataset` with a pool of actors, one pipeline each.
+"""Ray Data adapter: classify or embed a `ray.data.Dataset` with a pool of actors, one pipeline each.
 
     import ray, coulisse.ray
 
@@ -7,12 +7,14 @@
                               concurrency=4, num_cpus=2, batch_size=1024, batch_format="pandas")
     labelled.write_parquet("out/")
     # or: coulisse.ray.classify(ds, model="tblard/tf-allocine", concurrency=4, num_cpus=2).write_parquet(...)
+    # vectors: coulisse.ray.embed(ds, model="sentence-transformers/all-MiniLM-L6-v2", concurrency=4, num_cpus=2)
 
 Each actor loads the pipeline once, with as many threads as Ray gives it CPUs (`num_cpus`), and resolves
 the model on its own node (its HF cache or a path there): no weights travel through the object store.
 A batch comes back with its columns and the columns the corpus job adds (`label`, `score`, `score_<LABEL>`
-with `all_scores=True`, `error`), computed by the job's own `Predictor`: a null, blank or non-string text
-and a row the model fails on are error rows, never a failed task. Resuming after a crash is the CLI's
+with `all_scores=True`, `error`; `embedding`, `error` for `Embedder`), computed by the job's own row models
+(`interfaces/jobs/predict.py`, `interfaces/jobs/embed.py`): a null, blank or non-string text and a row the
+model fails on are error rows, never a failed task. Resuming after a crash is the CLI's
 (`coulisse classify -i ... -o out/ --ray`, interfaces/jobs/distributed.py), not Ray Data's.
 """
 
@@ -22,9 +24,9 @@ import math
 from typing import Any
 
 from coulisse.errors import InputError
-from coulisse.interfaces.jobs.formats import Added, Prediction, Row
+from coulisse.interfaces.jobs.formats import Added, Row
 
-__all__ = ["Predictor", "classify", "assigned_threads"]
+__all__ = ["Predictor", "Embedder", "classify", "embed", "assigned_threads"]
 
 
 def assigned_threads() -> int:
@@ -50,30 +52,20 @@ def checked_row(value: Any, column: str, where: str) -> Row:
     return row
 
 
-class Predictor:
-    """A callable class for `Dataset.map_batches`: pandas, pyarrow or numpy batches in, the same batch with
-    the corpus job's columns added out.
+class _BatchMapper:
+    """What `Predictor` and `Embedder` share: a Ray Data batch (pandas, pyarrow or a numpy dict) -> the job's
+    rows (a missing, null, blank or non-string text is an error row) -> the same batch with the job's columns
+    appended. Subclasses set `self.rows` (the job's row model), `self.column` and `self.key`, and say which
+    columns they add (`added`) and how each is typed in each format."""
 
-    `key`: a column that names each row in error messages (`id 42: 'text' is null`); without it a row is
-    named by its place in its batch, which Ray chooses.
-    """
+    rows: Any
+    column: str
+    key: str | None
 
-    def __init__(self, model: str | None = None, *, column: str = "text", all_scores: bool = False,
-                 long_text: str = "truncate", stride: int | None = None, quantize: str = "none",
-                 threads: int | None = None, key: str | None = None):
-        from coulisse.interfaces.jobs.predict import Predictor as RowPredictor
-        from coulisse.pipelines import pipeline
+    def added(self, columns: list[str]):
+        raise NotImplementedError
 
-        if stride is not None and long_text != "chunk":
-            raise InputError("stride only applies with long_text='chunk'.")
-        self.threads = threads or assigned_threads()
-        options = {"quantize": quantize} if quantize != "none" else {}
-        pipe = pipeline("text-classification", model=model, threads=self.threads, **options)
-        self.rows = RowPredictor(pipe, long_text, stride)
-        self.labels = self.rows.labels
-        self.column, self.all_scores, self.key = column, all_scores, key
-
-    def predict(self, columns: list[str], texts: list, keys: list | None) -> tuple[Added, list[Prediction]]:
+    def predict(self, columns: list[str], texts: list, keys: list | None) -> tuple[Any, list]:
         if self.column not in columns:
             raise InputError(f"the dataset has no column {self.column!r}; its columns are {', '.join(columns)}. "
                              "Pass column=NAME.")
@@ -82,8 +74,7 @@ class Predictor:
         where = [f"{self.key} {k}" for k in keys] if keys is not None else \
             [f"row {i + 1} of its batch" for i in range(len(texts))]
         rows = [checked_row(t, self.column, w) for t, w in zip(texts, where, strict=True)]
-        added = Added.for_columns(columns, self.labels, self.all_scores)
-        return added, self.rows(rows)
+        return self.added(columns), self.rows(rows)
 
     def __call__(self, batch):
         if isinstance(batch, dict):  # numpy batches (Ray Data's default format)
@@ -93,46 +84,149 @@ class Predictor:
         return self._arrow(batch)
 
     def _pandas(self, df):
-        import pandas as pd
-
         columns = [str(c) for c in df.columns]
         keys = df[self.key].tolist() if self.key in df.columns else None
         texts = df[self.column].tolist() if self.column in df.columns else []
         added, preds = self.predict(columns, texts, keys)
         out = df.copy()
         for name, values in _added_columns(added, preds).items():
-            kind = "float64" if name != added.label and name != added.error else "string"
-            out[name] = pd.Series(values, index=df.index, dtype=kind)
+            out[name] = self._pandas_column(added, name, values, df.index)
         return out
 
     def _arrow(self, table):
-        import pyarrow as pa
-
         columns = list(table.column_names)
         keys = table.column(self.key).to_pylist() if self.key in columns else None
         texts = table.column(self.column).to_pylist() if self.column in columns else []
         added, preds = self.predict(columns, texts, keys)
         for name, values in _added_columns(added, preds).items():
-            kind = pa.string() if name in (added.label, added.error) else pa.float64()
-            table = table.append_column(name, pa.array(values, type=kind))
+            table = table.append_column(name, self._arrow_column(added, name, values))
         return table
 
     def _numpy(self, batch: dict):
-        import numpy as np
-
         columns = list(batch)
         keys = batch[self.key].tolist() if self.key in batch else None
         texts = batch[self.column].tolist() if self.column in batch else []
         added, preds = self.predict(columns, texts, keys)
         out = dict(batch)
         for name, values in _added_columns(added, preds).items():
-            floats = name not in (added.label, added.error)
-            out[name] = np.array([math.nan if v is None else v for v in values]) if floats else \
-                np.array(values, dtype=object)
+            out[name] = self._numpy_column(added, name, values)
         return out
 
 
-def _added_columns(added: Added, preds: list[Prediction]) -> dict[str, list]:
+def _engine_options(quantize: str, fast: bool) -> dict[str, Any]:
+    """The pipeline options of an actor: the precision asked, and the fp32 kernels measured for full batches
+    (`throughput=True`, as the corpus jobs build theirs: coulisse.engine.gemm_choice)."""
+    options: dict[str, Any] = {"throughput": True}
+    if quantize != "none":
+        options["quantize"] = quantize
+    if fast:
+        options["fast"] = True
+    return options
+
+
+class Predictor(_BatchMapper):
+    """A callable class for `Dataset.map_batches`: pandas, pyarrow or numpy batches in, the same batch with
+    the corpus job's columns added out (`label`, `score`, `score_<LABEL>` with `all_scores=True`, `error`).
+
+    `key`: a column that names each row in error messages (`id 42: 'text' is null`); without it a row is
+    named by its place in its batch, which Ray chooses. `quantize="int8"` or `fast=True` as in `pipeline()`.
+    """
+
+    def __init__(self, model: str | None = None, *, column: str = "text", all_scores: bool = False,
+                 long_text: str = "truncate", stride: int | None = None, quantize: str = "none",
+                 fast: bool = False, threads: int | None = None, key: str | None = None):
+        from coulisse.interfaces.jobs.predict import Predictor as RowPredictor
+        from coulisse.pipelines import pipeline
+
+        if stride is not None and long_text != "chunk":
+            raise InputError("stride only applies with long_text='chunk'.")
+        self.threads = threads or assigned_threads()
+        pipe = pipeline("text-classification", model=model, threads=self.threads, **_engine_options(quantize, fast))
+        self.rows = RowPredictor(pipe, long_text, stride)
+        self.labels = self.rows.labels
+        self.column, self.all_scores, self.key = column, all_scores, key
+
+    def added(self, columns: list[str]) -> Added:
+        return Added.for_columns(columns, self.labels, self.all_scores)
+
+    @staticmethod
+    def _text(added: Added, name: str) -> bool:
+        return name in (added.label, added.error)
+
+    def _pandas_column(self, added: Added, name: str, values: list, index):
+        import pandas as pd
+
+        return pd.Series(values, index=index, dtype="string" if self._text(added, name) else "float64")
+
+    def _arrow_column(self, added: Added, name: str, values: list):
+        import pyarrow as pa
+
+        return pa.array(values, type=pa.string() if self._text(added, name) else pa.float64())
+
+    def _numpy_column(self, added: Added, name: str, values: list):
+        import numpy as np
+
+        if self._text(added, name):
+            return np.array(values, dtype=object)
+        return np.array([math.nan if v is None else v for v in values])
+
+
+class Embedder(_BatchMapper):
+    """`Dataset.map_batches`'s callable for embeddings, as `coulisse embed -i` computes them: the batch with
+    `embedding` and `error` appended (`coulisse_embedding` / `coulisse_error` where those names are taken).
+
+    The vector column is float32 in every format: a fixed-size list of `dim` floats with pyarrow (the
+    schema `coulisse embed -o out.parquet` writes; null for an error row), a float32 array per row with
+    pandas (None for an error row), a `(rows, dim)` float32 array with numpy batches (NaN rows for errors).
+    `pooling` ("auto" reads the folder's sentence-transformers files, "mean", "cls") and `normalize` as in
+    `coulisse embed`; `key`, `quantize`, `fast`, `threads` as in `Predictor`.
+    """
+
+    def __init__(self, model: str | None = None, *, column: str = "text", pooling: str = "auto",
+                 normalize: bool | None = None, quantize: str = "none", fast: bool = False,
+                 threads: int | None = None, key: str | None = None):
+        from coulisse.interfaces.jobs.embed import Embedder as RowEmbedder
+        from coulisse.pipelines import pipeline
+
+        self.threads = threads or assigned_threads()
+        pipe = pipeline("feature-extraction", model=model, threads=self.threads, **_engine_options(quantize, fast))
+        self.rows = RowEmbedder(pipe, pooling, normalize)
+        self.dim = self.rows.dim
+        self.column, self.key = column, key
+
+    def added(self, columns: list[str]):
+        from coulisse.interfaces.jobs.embed import EmbedColumns
+
+        return EmbedColumns.for_columns(columns, self.dim)
+
+    def _pandas_column(self, added, name: str, values: list, index):
+        import numpy as np
+        import pandas as pd
+
+        if name == added.error:
+            return pd.Series(values, index=index, dtype="string")
+        return pd.Series([None if v is None else np.asarray(v, dtype=np.float32) for v in values], index=index,
+                         dtype=object)
+
+    def _arrow_column(self, added, name: str, values: list):
+        import pyarrow as pa
+
+        field = {f.name: f for f in added.arrow_fields(pa)}[name]
+        return pa.array(values, type=field.type)
+
+    def _numpy_column(self, added, name: str, values: list):
+        import numpy as np
+
+        if name == added.error:
+            return np.array(values, dtype=object)
+        out = np.full((len(values), self.dim), np.nan, dtype=np.float32)
+        for i, v in enumerate(values):
+            if v is not None:
+                out[i] = v
+        return out
+
+
+def _added_columns(added, preds: list) -> dict[str, list]:
     records = [p.values(added) for p in preds]
     return {name: [r[name] for r in records] for name in added.names}
 
@@ -140,14 +234,26 @@ def _added_columns(added: Added, preds: list[Prediction]) -> dict[str, list]:
 def classify(ds, model: str | None = None, *, concurrency: int | tuple[int, int] | None = None,
              num_cpus: float = 1, batch_size: int = 1024, batch_format: str = "pandas", **options):
     """`ds.map_batches(Predictor, ...)` with one pipeline per actor; `options` are Predictor's
-    (column, all_scores, long_text, stride, quantize, threads, key). Returns the lazy labelled Dataset.
+    (column, all_scores, long_text, stride, quantize, fast, threads, key). Returns the lazy labelled Dataset.
 
     Default `concurrency`: as many actors as the cluster's CPUs allow, less one CPU left to Ray Data's read
     and write tasks (actors holding every CPU leave a `read_parquet` waiting for one, forever)."""
+    return _map(ds, Predictor, model, concurrency, num_cpus, batch_size, batch_format, options)
+
+
+def embed(ds, model: str | None = None, *, concurrency: int | tuple[int, int] | None = None,
+          num_cpus: float = 1, batch_size: int = 1024, batch_format: str = "pyarrow", **options):
+    """`ds.map_batches(Embedder, ...)`, as `classify` does for labels; `options` are Embedder's (column,
+    pooling, normalize, quantize, fast, threads, key). pyarrow batches by default: the vectors stay
+    fixed-size float32 lists from the actor to the written file."""
+    return _map(ds, Embedder, model, concurrency, num_cpus, batch_size, batch_format, options)
+
+
+def _map(ds, mapper: type, model, concurrency, num_cpus, batch_size, batch_format, options):
     import ray
 
     if concurrency is None:
         cpus = ray.cluster_resources().get("CPU", 1)
         concurrency = max(1, int((cpus - 1) // num_cpus))
-    return ds.map_batches(Predictor, fn_constructor_kwargs={"model": model, **options}, concurrency=concurrency,
+    return ds.map_batches(mapper, fn_constructor_kwargs={"model": model, **options}, concurrency=concurrency,
                           num_cpus=num_cpus, batch_size=batch_size, batch_format=batch_format)

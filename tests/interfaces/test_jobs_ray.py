@@ -1,6 +1,6 @@
 """Corpus jobs on a Ray cluster: `classify --ray` writes the single-machine job's rows, shard by shard, and a
 rerun after a killed actor or a killed driver ends with every row exactly once; `coulisse.ray.Predictor`
-labels a `ray.data.Dataset` the same way.
+labels a `ray.data.Dataset` the same way, and `coulisse.ray.embed` gives `coulisse embed -i`'s vectors.
 
 One local cluster (`ray start --head`, 2 CPUs, a 100 MiB object store) serves the module; this process
 joins it as a driver, and the CLI runs in subprocesses against its address.
@@ -386,6 +386,39 @@ def test_embed_equals_the_single_machine_job_and_a_rerun_skips_committed_shards(
     # Other options are another job: refused, not mixed into these shards.
     other = CliRunner().invoke(cli, [*command[:-1], "--no-normalize"])
     assert other.exit_code == 1 and "another normalize (True, now False)" in other.output
+
+
+@pytest.mark.slow
+def test_python_entry_point_embeds_a_dataset(cluster, encoder, tmp_path):
+    """`coulisse.ray.embed` on a Dataset read from Parquet, written back with `write_parquet`: the rows of
+    `coulisse embed -i` on the same file (same schema for the added columns, vectors within EMBED_TOLERANCE)."""
+    import coulisse.ray
+
+    source = write_corpus(tmp_path / "data", 200, seed=5)
+    reference = tmp_path / "ref.parquet"
+    embed_cli("embed", "-i", str(source), "-o", str(reference), "--threads", "1", "-b", "64", "-m", encoder,
+              "--normalize", "--quiet")
+    # concurrency 1 on the 2-CPU cluster: the read task keeps a CPU (docs/scale-out.md).
+    vectors = coulisse.ray.embed(ray.data.read_parquet(str(source)), model=encoder, concurrency=1,
+                                 batch_size=64, threads=1, normalize=True, key="id")
+    out = tmp_path / "out"
+    vectors.write_parquet(str(out))
+    got = pa.concat_tables([pq.read_table(f) for f in sorted(glob.glob(str(out / "*.parquet")))]).sort_by("id")
+    want = pq.read_table(reference)
+    assert got.column_names == want.column_names == ["id", "text", "embedding", "error"]
+    assert got.schema.field("embedding").type == want.schema.field("embedding").type
+    assert got.column("id").to_pylist() == list(range(200))
+    errors = got.column("error").to_pylist()
+    assert [e is None for e in errors] == [e is None for e in want.column("error").to_pylist()]
+    assert errors[0] == "id 0: 'text' is only whitespace" and errors[97] == "id 97: 'text' is null"
+    import numpy as np
+
+    a, b = got.column("embedding").to_pylist(), want.column("embedding").to_pylist()
+    assert [v is None for v in a] == [v is None for v in b]
+    pairs = [(x, y) for x, y in zip(a, b, strict=True) if x is not None]
+    assert len(pairs) == 197  # rows 0, 97 and 194 are blank or null
+    diff = np.abs(np.array([x for x, _ in pairs], np.float32) - np.array([y for _, y in pairs], np.float32))
+    assert diff.max() <= EMBED_TOLERANCE
 
 
 def test_embed_ray_refuses_a_npy_output_in_one_line(tmp_path):

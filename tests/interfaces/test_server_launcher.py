@@ -85,3 +85,29 @@ def test_served_names_must_not_shadow_a_route(names, message):
     with pytest.raises(InputError, match=message):
         check_names(names, {"embed", "v1", "predict"})
     check_names(["org/model", "other"], {"embed", "v1"})
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    # A folder with a space is one model (click would split the variable on whitespace)...
+    ({"COULISSE_MODEL": "/models/Mon modèle", "COULISSE_SERVED_MODEL_NAME": "a, b"},
+     "2 --served-model-name for 1 --model"),
+    # ... and commas separate several, blanks around them dropped.
+    ({"COULISSE_MODEL": "/models/a , /models/b", "COULISSE_SERVED_MODEL_NAME": "x"},
+     "1 --served-model-name for 2 --model"),
+    ({"COULISSE_MODEL": "/models/a,/models/b", "COULISSE_TASK": "fill-mask"}, "1 --task for 2 --model"),
+])
+def test_model_variables_are_comma_separated(monkeypatch, env, message):
+    from coulisse.interfaces.cli import cli
+
+    for name in ("COULISSE_MODEL", "COULISSE_TASK", "COULISSE_SERVED_MODEL_NAME", "MODEL_ID"):
+        monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(cli, ["serve"], env=env)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_variable_lists_drop_blank_items():
+    from coulisse.interfaces.options import EnvChoice
+
+    choice = EnvChoice(["fill-mask", "feature-extraction"])
+    assert choice.split_envvar_value(" fill-mask,feature-extraction ,") == ["fill-mask", "feature-extraction"]

@@ -25,6 +25,30 @@ WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 WAIT_POLICY = "PASSIVE"
 
 
+class EnvList(click.types.StringParamType):
+    """The text of a repeatable option whose environment variable holds several values: comma-separated, so
+    that a folder with spaces in its name (`COULISSE_MODEL="/models/Mon modèle"`) stays one value (click
+    splits on whitespace otherwise). Blanks around a comma are dropped."""
+
+    name = "text"
+    envvar_list_splitter = ","
+
+    def split_envvar_value(self, rv: str) -> list[str]:
+        return [part.strip() for part in (rv or "").split(",") if part.strip()]
+
+
+ENV_LIST = EnvList()
+
+
+class EnvChoice(click.Choice):
+    """`click.Choice` for a repeatable option whose environment variable is comma-separated, as `EnvList`."""
+
+    envvar_list_splitter = ","
+
+    def split_envvar_value(self, rv: str) -> list[str]:
+        return EnvList.split_envvar_value(self, rv)
+
+
 def positive(ctx: click.Context, param: click.Parameter, value):
     """A click callback: None passes, anything at or below 0 is refused with the value."""
     if value is not None and value <= 0:

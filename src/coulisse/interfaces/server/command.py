@@ -9,7 +9,9 @@ import click
 
 from coulisse.interfaces.options import (
     DEFAULT_HELP,
+    ENV_LIST,
     FAST_KEY,
+    EnvChoice,
     fast_option,
     load_pipeline,
     positive,
@@ -26,13 +28,14 @@ log = logging.getLogger(__name__)
 
 
 @click.command()
-@click.option("-m", "--model", multiple=True, default=None, envvar="COULISSE_MODEL",
+@click.option("-m", "--model", multiple=True, default=None, envvar="COULISSE_MODEL", type=ENV_LIST,
               help=f"Hub id or local folder of the checkpoint (text-classification's {DEFAULT_HELP}); repeat it "
-                   "to serve several models in one process (routes: /NAME/..., X-Model, OpenAI's `model`).")
-@click.option("--task", type=click.Choice(list(SERVED_TASKS)), multiple=True, default=None, envvar="COULISSE_TASK",
+                   "to serve several models in one process (routes: /NAME/..., X-Model, OpenAI's `model`; in "
+                   "COULISSE_MODEL: comma-separated).")
+@click.option("--task", type=EnvChoice(list(SERVED_TASKS)), multiple=True, default=None, envvar="COULISSE_TASK",
               help="Override the task read from the checkpoint (modules.json: feature-extraction, else "
                    "config.json's architectures); text-classification serves /predict, feature-extraction /embed, "
-                   "every task `POST /`. Several models: once per --model, in order.")
+                   "every task `POST /`. Several models: once per --model, in order (COULISSE_TASK: comma-separated).")
 @click.option("-H", "--host", "--hostname", default="127.0.0.1", show_default=True, envvar="COULISSE_HOST",
               help="Address to listen on (0.0.0.0: every interface).")
 @click.option("-p", "--port", type=int, default=8080, show_default=True, envvar="COULISSE_PORT")
@@ -78,7 +81,7 @@ log = logging.getLogger(__name__)
               help="One log line per request (method, path, status; never headers).")
 # text-embeddings-inference's launcher flags (its environment names: tei_env.py).
 @click.option("--model-id", multiple=True, default=None, help="TEI's name for --model (repeatable too).")
-@click.option("--served-model-name", multiple=True, default=None, envvar="COULISSE_SERVED_MODEL_NAME",
+@click.option("--served-model-name", multiple=True, default=None, envvar="COULISSE_SERVED_MODEL_NAME", type=ENV_LIST,
               help="The model's name in /info, /v1/models, OpenAI's `model` field and, with several models, its "
                    "route prefix /NAME/ (default: --model). Several models: once per --model, in order.")
 @click.option("--revision", default=None, envvar="COULISSE_REVISION", help="Hub revision (branch, tag or commit).")
