@@ -82,8 +82,10 @@ def bench(n, seed, systems, threads, max_batch_tokens, repeats, latency_repeats,
 
     Reports reviews/s, tokens/s, p50 latency of one short sentence, peak RSS and cold start per system,
     each measured in its own process, and the CPU's features, the kernels chosen and its GEMM peaks, so
-    each speed is also a fraction of the peak of its precision; then the ratios between systems, a check
-    that their logits agree, and whether coulisse meets its targets against each peer. Runs from a
+    each speed is also a fraction of the peak of its precision (its fastest kernel). coulisse exact runs
+    twice: pipeline()'s default kernels, and the ones a corpus job picks (throughput=True); then the
+    ratios between systems, a check that their logits agree, and whether coulisse meets its targets
+    against each peer. Runs from a
     source checkout with pip install -e '.[bench]'. The first run builds and exports a random
     camembert-base-sized model (a minute or two).
 
