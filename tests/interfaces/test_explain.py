@@ -235,3 +235,31 @@ def test_cli_methods_are_the_librarys():
     from coulisse.tasks.attributions import METHODS
 
     assert ATTRIBUTION_METHODS == METHODS
+
+
+# -- attributions for zero-shot-classification --------------------------------------------------------------
+
+
+def test_explain_zero_shot_attributions_for_the_top_and_a_chosen_label(nli_dir):
+    labels, template = "sport,politique,cinéma", "Ce texte parle de {}."
+    pipe = pipeline("zero-shot-classification", model=nli_dir)
+    top = pipe(TEXT, candidate_labels=labels, hypothesis_template=template)["labels"][0]
+    for target, label in ((None, top), ("cinéma", "cinéma"), ("1", "politique")):
+        args = ["--target", target] if target else []
+        out = run("explain", "--task", "zero-shot-classification", "-m", str(nli_dir), "--labels", labels,
+                  "--template", template, "-a", "--method", "occlusion", *args, TEXT)
+        a = pipe.explain(TEXT, candidate_labels=labels, hypothesis_template=template, target=target and (
+            int(target) if target.isdigit() else target), method="occlusion")
+        assert a.label == label
+        assert f"Attributions: which words pushed towards {label}" in out
+        towards = out[out.index(f"top words towards {label}:"):out.index(f"top words against {label}:")]
+        expected = [[f"{w.attribution:+.4f}", w.text] for w in a.top_words(5)] or [["(none)"]]
+        assert [line.split(None, 1) for line in towards.strip().splitlines()[1:]] == expected
+        assert a.words and all(TEXT[w.start:w.end] == w.text for w in a.words)  # words of the text only
+
+
+def test_zero_shot_html_is_refused_before_loading(tmp_path):
+    missing = str(tmp_path / "no-model")
+    result = CliRunner().invoke(cli, ["explain", "--task", "zero-shot-classification", "-m", missing,
+                                      "--labels", "a,b", "--html", str(tmp_path / "r.html"), "x"])
+    assert_one_line_error(result, "--html explains text-classification models", "--attributions")

@@ -1,6 +1,8 @@
 """`pipeline("zero-shot-classification")` against transformers 5's pipeline, on tiny random NLI classifiers
 (labels entailment / neutral / contradiction, and other layouts) with the real CamemBERT and BERT tokenizers:
-same labels in the same order, scores within 1e-4; and how the default hypothesis template is chosen."""
+same labels in the same order, scores within 1e-4; and how the default hypothesis template is chosen. Then
+`explain`: a candidate label's attributions against Integrated Gradients and leave-one-out logits computed on
+the transformers model for the same pair."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import copy
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from factory import max_delta
@@ -148,3 +151,111 @@ def test_bad_calls_raise_input_errors(nli, options, message):
     ours, _ = nli("bert")
     with pytest.raises(InputError, match=message):
         ours("Un texte.", **options)
+
+
+# -- explanations: which words pushed a text towards a candidate label ---------------------------------------
+# The oracle is Integrated Gradients computed on the transformers model, one node at a time, for the pair its
+# own tokenizer builds: the text's tokens go from the pad token's vector to their own, the hypothesis and the
+# special tokens stay, and the gradient is the entailment logit's.
+
+
+def pair_ig(theirs, text: str, hypothesis: str, entailment: int, steps: int = 32) -> tuple[list[int], np.ndarray]:
+    from coulisse.tasks.attributions import PANEL_NODES
+
+    model, tok = theirs.model, theirs.tokenizer
+    enc = tok(text, hypothesis, truncation="only_first", return_tensors="pt")
+    ids = enc.pop("input_ids")[0]
+    moved = torch.tensor([s == 0 for s in enc.sequence_ids(0)])
+    table = model.get_input_embeddings().weight.detach()
+    x = table[ids]
+    x0 = torch.where(moved[:, None], table[tok.pad_token_id], x)
+    t, w = np.polynomial.legendre.leggauss(PANEL_NODES)
+    panels = steps // PANEL_NODES
+    total = torch.zeros_like(x)
+    for k in range(panels):
+        for node, weight in zip((k + (t + 1) / 2) / panels, w / 2 / panels, strict=True):
+            point = (x0 + node * (x - x0)).requires_grad_(True)
+            logit = model(inputs_embeds=point[None], **enc).logits[0, entailment]
+            (grad,) = torch.autograd.grad(logit, point)
+            total += weight * grad
+    return ids.tolist(), ((x - x0) * total).sum(-1).numpy()
+
+
+@pytest.mark.parametrize("arch", ["camembert", "bert"])
+def test_integrated_gradients_of_a_label_equal_transformers(nli, arch):
+    ours, theirs = nli(arch)
+    text = TEXTS[0]
+    for label in ("sport", "cuisine"):
+        a = ours.explain(text, candidate_labels=LABELS, target=label, hypothesis_template=FR)
+        ids, want = pair_ig(theirs, text, FR.format(label), ours.entailment_id)
+        assert a.ids == ids and a.label == label and a.target == ours.entailment_id
+        assert a.extra == {"hypothesis": FR.format(label), "nli_label": "entailment"}
+        # Both sum 32 fp32 gradients of models that agree within ~1e-6 per logit (a smooth model: no refinement).
+        assert a.steps == 32
+        assert max_delta(f"zero-shot IG vs transformers [{arch}]", a.scores, want) <= 1e-4
+        assert np.abs(want).max() > 1e-2  # the oracle is not trivially zero
+        # Completeness: the text's scores add up to F(x) - F(x') of the entailment logit.
+        assert abs(a.gap) <= 0.01 * abs(a.delta)
+        # Only the text is scored: the hypothesis is held, scored 0, and no word comes from it.
+        hypothesis_tokens = [i for i, s in enumerate(a.special) if s and a.scores[i] == 0.0]
+        assert len(hypothesis_tokens) > 3 and not a.truncated
+        assert all(text[w.start:w.end] == w.text for w in a.words)
+        assert sum(w.attribution for w in a.words) == pytest.approx(sum(a.scores), abs=1e-9)
+
+
+def test_the_default_target_is_the_top_label_and_its_logit_is_transformers(nli):
+    ours, theirs = nli("bert")
+    texts = TEXTS[:2]
+    explained = ours.explain(texts, candidate_labels=LABELS, method="occlusion")
+    answers = theirs(texts, candidate_labels=LABELS)
+    assert [a.label for a in explained] == [r["labels"][0] for r in answers]
+    for a, text in zip(explained, texts, strict=True):
+        enc = theirs.tokenizer(text, a.extra["hypothesis"], truncation="only_first", return_tensors="pt")
+        with torch.no_grad():
+            logits = theirs.model(**enc).logits[0].numpy()
+        assert max_delta("zero-shot F(x) vs transformers", a.logits, logits) <= 1e-4
+    multi = ours.explain(texts[0], candidate_labels=LABELS, multi_label=True, method="occlusion")
+    assert multi.label == theirs(texts[0], candidate_labels=LABELS, multi_label=True)["labels"][0]
+
+
+def test_occlusion_of_a_label_equals_leave_one_out_entailment_logits(nli):
+    ours, theirs = nli("camembert")
+    text = "Le PSG a battu l'OM hier soir."
+    a = ours.explain(text, candidate_labels=LABELS, target=1, hypothesis_template=FR, method="occlusion")
+    assert a.label == "politique"
+    enc = theirs.tokenizer(text, FR.format("politique"), truncation="only_first", return_tensors="pt")
+    ids = enc.pop("input_ids")[0]
+    table = theirs.model.get_input_embeddings().weight.detach()
+
+    def entailment(token_ids):
+        # Through inputs_embeds: every token keeps its position (with input_ids, RoBERTa-style models would
+        # renumber the positions after a pad token, which is not "this token replaced").
+        return theirs.model(inputs_embeds=table[token_ids][None], **enc).logits[0, ours.entailment_id]
+
+    with torch.no_grad():
+        full = entailment(ids)
+        for i, s in enumerate(enc.sequence_ids(0)):
+            if s != 0:
+                assert a.scores[i] == 0.0
+                continue
+            variant = ids.clone()
+            variant[i] = theirs.tokenizer.pad_token_id
+            assert abs(a.scores[i] - float(full - entailment(variant))) <= 1e-5
+
+
+def test_a_long_text_is_cut_and_says_so(nli):
+    ours, _ = nli("bert")  # the checkpoint truncates at 64 tokens; TEXTS[2] is longer
+    a = ours.explain(TEXTS[2], candidate_labels=LABELS, target="cinéma", method="occlusion")
+    assert a.truncated and len(a.ids) <= 64
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"candidate_labels": LABELS, "target": "tennis"}, "not one of the candidate labels"),
+    ({"candidate_labels": LABELS, "target": 5}, "index, 0 to 4"),
+    ({"candidate_labels": LABELS, "method": "shap"}, "method='shap'"),
+    ({}, "candidate_labels=None"),
+])
+def test_bad_explain_requests_raise_input_errors(nli, options, message):
+    ours, _ = nli("bert")
+    with pytest.raises(InputError, match=message):
+        ours.explain("Un texte.", **options)

@@ -294,25 +294,41 @@ STAGES = {
 ATTRIBUTION_METHODS = ("integrated_gradients", "occlusion")  # coulisse.tasks.attributions.METHODS, without torch
 
 
-def check_attribution_request(task: str, method: str, steps: int | None, wanted: bool) -> None:
+ATTRIBUTION_TASKS = ("text-classification", "zero-shot-classification")
+
+
+def check_attribution_request(task: str, method: str, steps: int | None, wanted: bool, html: bool = False) -> None:
     """--html / --attributions and their options, before any loading."""
     if not wanted:
         if method != "integrated_gradients" or steps is not None:
             raise InputError("--method and --steps choose how --attributions or --html score words; add one of them.")
         return
-    if task != "text-classification":
-        raise InputError(f"--attributions and --html explain text-classification models, not {task}; drop them, "
+    if task not in ATTRIBUTION_TASKS:
+        raise InputError(f"--attributions explains {' and '.join(ATTRIBUTION_TASKS)} models, not {task}; drop it, "
                          "or use --task text-classification.")
+    if html and task != "text-classification":
+        raise InputError(f"--html explains text-classification models, not {task}; drop it, or use --attributions "
+                         "for the words' scores in the terminal.")
     if method == "occlusion" and steps is not None:
         raise InputError(f"--steps {steps} is for --method integrated_gradients; occlusion runs one forward per "
                          "token. Drop --steps.")
 
 
-def cli_target(pipe, target: str | None) -> int | str | None:
-    """--target: a label name, else a label id written as a number."""
-    if target is None or target in pipe.config.id2label.values():
+def cli_target(pipe, target: str | None, labels: Any = None) -> int | str | None:
+    """--target: a label name, else a label id written as a number (zero-shot: a candidate label, or its
+    index in --labels)."""
+    names = pipe.config.id2label.values() if pipe.task != "zero-shot-classification" else \
+        [label.strip() for label in (labels or "").split(",")]
+    if target is None or target in names:
         return target
     return int(target) if target.isdigit() else target
+
+
+def explain_options(pipe, labels: Any = None, template: str | None = None) -> dict[str, Any]:
+    """What `pipe.explain` needs beyond the method: zero-shot's candidate labels and template."""
+    if pipe.task != "zero-shot-classification":
+        return {}
+    return {"candidate_labels": labels, "hypothesis_template": template}
 
 
 def use_color(stream) -> bool:

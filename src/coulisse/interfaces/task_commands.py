@@ -18,6 +18,7 @@ from coulisse.interfaces.explain import (
     check_attribution_request,
     check_request,
     cli_target,
+    explain_options,
     explain_text,
     use_color,
     write_report,
@@ -149,7 +150,8 @@ def classify(texts, model, top_k, as_json, threads, quantize, input_path, output
               help="Attributions: Integrated Gradients (fp32 gradients) or occlusion (leave one token out).")
 @click.option("--steps", type=int, default=None, callback=positive,
               help="Integrated Gradients: gradient evaluations of the first pass (default 32).")
-@click.option("--target", default=None, help="Label to explain, name or id (default: the predicted one).")
+@click.option("--target", default=None,
+              help="Label to explain, name or id (default: the predicted one; zero-shot: one of --labels).")
 def explain(texts, model, task, question, labels, template, attributions, html_path, method, steps, target):
     """Show every stage behind the pipeline for TEXT: tokens, ids, mask, hidden states, logits, labels.
 
@@ -163,12 +165,14 @@ def explain(texts, model, task, question, labels, template, attributions, html_p
 
     --attributions and --html (text-classification) score each word: Integrated Gradients over the word
     vectors, from the pad token's to the text's, or occlusion; NO_COLOR or a pipe turns colours off.
+    --attributions also explains zero-shot-classification: the words that pushed the text towards a
+    candidate label (--target, default the top one), for the entailment logit of its hypothesis.
     """
     lines = read_texts(texts)
     check_request(task, question, labels, template)  # before loading a model
-    check_attribution_request(task, method, steps, attributions or html_path is not None)
+    check_attribution_request(task, method, steps, attributions or html_path is not None, html_path is not None)
     pipe = load_pipeline(task, model)
-    options = {"method": method, "steps": steps, "target": cli_target(pipe, target)}
+    options = {"method": method, "steps": steps, "target": cli_target(pipe, target, labels)}
     if html_path is not None:
         for x in write_report(pipe, lines, html_path, **options):
             click.echo(f"{x.answer['label']} {x.answer['score']:.4f}  {_shown(x.text)}")
@@ -181,7 +185,8 @@ def explain(texts, model, task, question, labels, template, attributions, html_p
             click.echo("\n" + "=" * 72)
         out = explain_text(pipe, text, question=question, labels=labels, template=template)
         if attributions:
-            out += "\n" + "\n".join(attribution_lines(pipe.explain(text, **options), color))
+            explained = pipe.explain(text, **options, **explain_options(pipe, labels, template))
+            out += "\n" + "\n".join(attribution_lines(explained, color))
         click.echo(out, color=color)
 
 

@@ -24,7 +24,7 @@ result. The steps run through the model in batches of copies of the sequence (`S
 most per backward pass).
 
 Gradients need the fp32 model with plain linear layers: the prepared model (oneDNN-prepacked or int8)
-has no backward, so the pipeline loads an fp32 copy for them (`TextClassificationPipeline.gradient_model`).
+has no backward, so the pipeline loads an fp32 copy for them (`Pipeline.gradient_model`).
 
 **Occlusion** (leave one token out) is the model-agnostic check: token i receives F(x) − F(x with token i
 replaced by the baseline token). Replacing, not removing, keeps every other token at its position, and uses
@@ -331,10 +331,13 @@ def attention_rollout(attentions: np.ndarray) -> np.ndarray:
 def attribute(text: str, encoding, *, method: str, steps: int | None, target: int | None, baseline: str,
               baseline_id: int, id2label: dict[int, str], gradient_model: Callable[[], EncoderModel],
               forward: Callable[[list[Item]], list[np.ndarray]], uses_token_types: bool, truncated: bool,
-              weights: str) -> Attribution:
+              weights: str, fixed: Sequence[bool] | None = None, extra: dict[str, Any] | None = None) -> Attribution:
     """One tokenized text (`encoding`, a tokenizers `Encoding`) -> its `Attribution`. `gradient_model` is
-    called only for Integrated Gradients; `forward` (the pipeline's stage) only for occlusion."""
-    ids, special = list(encoding.ids), [bool(s) for s in encoding.special_tokens_mask]
+    called only for Integrated Gradients; `forward` (the pipeline's stage) only for occlusion. `fixed`: the
+    tokens held as they are in the baseline and given no score (default: the special tokens; a zero-shot
+    pair adds its hypothesis), reported as special tokens with offsets (0, 0): only `text` is scored."""
+    ids = list(encoding.ids)
+    special = [bool(s) for s in (encoding.special_tokens_mask if fixed is None else fixed)]
     type_ids = list(encoding.type_ids) if uses_token_types else None
     if method == "integrated_gradients":
         scores, logits, base, target, steps = integrated_gradients(gradient_model(), ids, type_ids, special, target,
@@ -342,8 +345,8 @@ def attribute(text: str, encoding, *, method: str, steps: int | None, target: in
         weights = "fp32"
     else:
         scores, logits, base, target = occlusion(forward, ids, type_ids, special, target, baseline_id)
-    offsets = [tuple(o) for o in encoding.offsets]
+    offsets = [(0, 0) if s else tuple(o) for o, s in zip(encoding.offsets, special, strict=True)]
     words = group_words(text, offsets, list(encoding.word_ids), special, scores)
     return Attribution(text, list(encoding.tokens), ids, offsets, special, [float(s) for s in scores], words,
                        target, id2label[target], logits.tolist(), base.tolist(), method, steps, baseline,
-                       baseline_id, truncated, weights)
+                       baseline_id, truncated, weights, dict(extra or {}))

@@ -16,6 +16,7 @@ an iterator or a dataset as inputs gives a lazy iterator of results, read in win
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -179,6 +180,19 @@ class Pipeline:
     @property
     def config(self):
         return self.checkpoint.config
+
+    @functools.cached_property
+    def gradient_model(self):
+        """The model with plain fp32 linear layers, for gradients (attributions): the prepared one itself when
+        it is that, else a copy loaded from the checkpoint on first use (prepacked oneDNN and int8 layers have
+        no backward) and kept."""
+        from coulisse.models import load_model
+
+        prep = self.preparation
+        if prep.quantize is None and prep.fast_path.startswith("PyTorch ops") and prep.dtype == torch.float32 \
+                and prep.device.type == "cpu":
+            return self.model
+        return load_model(self.checkpoint.directory, self.config, self.head)
 
     # -- options ---------------------------------------------------------------------------------------
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from typing import Any
 
 import numpy as np
-import torch
 
 from coulisse.engine import Item
 from coulisse.errors import InputError
-from coulisse.models import EncoderModel, load_model
 from coulisse.tasks import attributions
 from coulisse.tasks.attributions import Attribution
 from coulisse.tasks.base import (
@@ -134,17 +131,6 @@ class TextClassificationPipeline(Pipeline):
         return results
 
     # -- explanations (coulisse.tasks.attributions) --------------------------------------------------------
-
-    @functools.cached_property
-    def gradient_model(self) -> EncoderModel:
-        """The model with plain fp32 linear layers, for gradients: the prepared one itself when it is that,
-        else a copy loaded from the checkpoint on first use (prepacked oneDNN and int8 layers have no
-        backward) and kept."""
-        prep = self.preparation
-        if prep.quantize is None and prep.fast_path.startswith("PyTorch ops") and prep.dtype == torch.float32 \
-                and prep.device.type == "cpu":
-            return self.model
-        return load_model(self.checkpoint.directory, self.config, self.head)
 
     def explain(self, inputs: str | list[str], target: int | str | None = None,
                 method: str = "integrated_gradients", steps: int | None = None,

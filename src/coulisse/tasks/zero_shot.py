@@ -28,6 +28,8 @@ import numpy as np
 
 from coulisse.engine import Item
 from coulisse.errors import InputError, UnsupportedModelError
+from coulisse.tasks import attributions
+from coulisse.tasks.attributions import Attribution
 from coulisse.tasks.base import PRE, Batch, Option, Pipeline
 from coulisse.tasks.functional import softmax
 from coulisse.tokenizer import check_texts
@@ -174,3 +176,64 @@ class ZeroShotClassificationPipeline(Pipeline):
         scores = zero_shot_scores(logits, self.entailment_id, self.contradiction_id, multi_label)
         order = list(reversed(scores.argsort()))  # transformers' order, which decides between equal scores
         return {"sequence": sequence, "labels": [labels[i] for i in order], "scores": scores[order].tolist()}
+
+    # -- explanations (coulisse.tasks.attributions) --------------------------------------------------------
+
+    def explain(self, inputs: str | list[str], candidate_labels: Any = None, target: int | str | None = None,
+                hypothesis_template: str | None = None, multi_label: bool | None = None,
+                method: str = "integrated_gradients", steps: int | None = None,
+                baseline: str = "pad") -> Attribution | list[Attribution]:
+        """Which words of each text pushed it towards one candidate label: `target`, a label of
+        `candidate_labels` or its index (default: the label this pipeline ranks first for that text, with
+        `multi_label` as in a call).
+
+        A label's score is a softmax of the entailment logit of the pair (text, hypothesis of that label), so
+        that logit is what is explained: the hypothesis and the special tokens stay as they are, only the
+        text's tokens move to the baseline and get a score. The scores add up to F(x) − F(x') of that logit
+        (`Attribution.delta`; Integrated Gradients' completeness, as for text classification). `label` is the
+        candidate label; `extra` holds the hypothesis and the NLI class explained. `method`, `steps` and
+        `baseline` as in `TextClassificationPipeline.explain`."""
+        method, steps = attributions.check_request(method, steps, baseline)
+        given = {"candidate_labels": candidate_labels, "hypothesis_template": hypothesis_template,
+                 "multi_label": multi_label}
+        options = self.options({k: v for k, v in given.items() if v is not None})
+        labels, template = options["candidate_labels"], options["hypothesis_template"]
+        chosen = _check_label(target, labels)
+        baseline_id = attributions.baseline_token(self.tokenizer, baseline)
+        texts, single = check_texts(inputs, "sequences")
+        if chosen is None:  # the top label of each text, as a call ranks them
+            answers = self(texts, candidate_labels=labels, hypothesis_template=template,
+                           multi_label=options["multi_label"])
+            targets = [answer["labels"][0] for answer in answers]
+        else:
+            targets = [chosen] * len(texts)
+        nli = self.config.id2label[self.entailment_id]
+        results = []
+        for text, label in zip(texts, targets, strict=True):
+            encoding, = self.encode_pairs([text], [label], template)
+            whole, = self.tokenizer.encode_batch([text], truncation=False)
+            premise = sum(1 for s in encoding.sequence_ids if s == 0)
+            fixed = [bool(special) or sequence != 0
+                     for special, sequence in zip(encoding.special_tokens_mask, encoding.sequence_ids, strict=True)]
+            results.append(attributions.attribute(
+                text, encoding, method=method, steps=steps, target=self.entailment_id, baseline=baseline,
+                baseline_id=baseline_id, id2label={**self.config.id2label, self.entailment_id: label},
+                gradient_model=lambda: self.gradient_model, forward=self.forward,
+                uses_token_types=self.engine.uses_token_types,
+                truncated=premise < sum(1 for s in whole.special_tokens_mask if not s),
+                weights="int8" if self.preparation.quantize else "fp32", fixed=fixed,
+                extra={"hypothesis": template.format(label), "nli_label": nli}))
+        return results[0] if single else results
+
+
+def _check_label(target: int | str | None, labels: list[str]) -> str | None:
+    """`target` as one of the candidate labels: a label, or its index; None stays None."""
+    if target is None:
+        return None
+    if isinstance(target, str):
+        if target not in labels:
+            raise InputError(f"target={target!r} is not one of the candidate labels ({', '.join(labels)}).")
+        return target
+    if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or not 0 <= target < len(labels):
+        raise InputError(f"target={target!r}; pass a candidate label or its index, 0 to {len(labels) - 1}.")
+    return labels[int(target)]
