@@ -63,12 +63,13 @@ def test_embedder_pandas_batch(embedder, oracle):
     assert list(out.columns) == ["id", "text", "embedding", "error"]
     assert out["id"].tolist() == list(range(100, 100 + len(TEXTS)))  # the batch's rows, in its order
     check_errors(out["error"].tolist(), oracle)
+    # Arrow-backed, as the embed job's Parquet column: fixed-size float32 lists, null for an error row.
+    assert out["embedding"].dtype == pd.ArrowDtype(pa.list_(pa.field("element", pa.float32()), embedder.dim))
     for row, vector in enumerate(out["embedding"]):
         if row in oracle:
-            assert vector.dtype == np.float32 and vector.shape == (embedder.dim,)
-            assert np.abs(vector - oracle[row]).max() <= TOLERANCE
+            assert np.abs(np.asarray(vector, np.float32) - oracle[row]).max() <= TOLERANCE
         else:
-            assert vector is None
+            assert vector is None or vector is pd.NA
 
 
 def test_embedder_arrow_batch_has_the_embed_jobs_schema(embedder, oracle):
@@ -136,3 +137,17 @@ def test_actor_pipelines_are_built_as_the_corpus_jobs_build_theirs(monkeypatch, 
 def test_embedder_refuses_an_unknown_pooling(encoder):
     with pytest.raises(InputError, match="pooling 'max'"):
         coulisse.ray.Embedder(encoder, pooling="max")
+
+
+def test_pandas_nulls_of_a_string_column_are_null_rows(embedder, factory):
+    """Ray Data gives a Parquet string column with nulls to pandas batches as dtype "string", nulls as pd.NA:
+    those rows are null, as None and NaN are in an object column."""
+    df = pd.DataFrame({"id": [1, 2, 3, 4], "text": pd.Series(["bien", pd.NA, None, "mal"], dtype="string")})
+    errors = embedder(df)["error"].tolist()
+    assert errors[1] == "id 2: 'text' is null" and errors[2] == "id 3: 'text' is null"
+    assert errors[0] is pd.NA and errors[3] is pd.NA
+    nan = pd.DataFrame({"id": [1, 2], "text": ["bien", float("nan")]})
+    assert embedder(nan)["error"].tolist()[1] == "id 2: 'text' is null"
+    labelled = coulisse.ray.Predictor(str(factory.checkpoint("bert")), key="id", threads=1)(df)
+    assert labelled["error"].tolist()[1:3] == ["id 2: 'text' is null", "id 3: 'text' is null"]
+    assert labelled["label"].isna().tolist() == [False, True, True, False]

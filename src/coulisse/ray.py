@@ -21,6 +21,7 @@ model fails on are error rows, never a failed task. Resuming after a crash is th
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 from coulisse.errors import InputError
@@ -45,11 +46,20 @@ def checked_row(value: Any, column: str, where: str) -> Row:
     checks: missing, null, not a string, blank, or text the tokenizer refuses such as a lone surrogate)."""
     from coulisse.interfaces.jobs.readers import check_text
 
-    if isinstance(value, float) and math.isnan(value):  # pandas' null
+    if _is_null(value):
         value = None
     row = Row({}, where)
     row.text, row.error = check_text(value, column, where)
     return row
+
+
+def _is_null(value: Any) -> bool:
+    """pandas' nulls as None: NaN in an object column, `pd.NA` in a "string" column (what Ray Data gives
+    for a Parquet or Arrow string column with nulls)."""
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and value is pandas.NA
 
 
 class _BatchMapper:
@@ -176,8 +186,9 @@ class Embedder(_BatchMapper):
     `embedding` and `error` appended (`coulisse_embedding` / `coulisse_error` where those names are taken).
 
     The vector column is float32 in every format: a fixed-size list of `dim` floats with pyarrow (the
-    schema `coulisse embed -o out.parquet` writes; null for an error row), a float32 array per row with
-    pandas (None for an error row), a `(rows, dim)` float32 array with numpy batches (NaN rows for errors).
+    schema `coulisse embed -o out.parquet` writes; null for an error row), the same list type Arrow-backed
+    with pandas (`pd.ArrowDtype`; null for an error row), a `(rows, dim)` float32 array with numpy batches
+    (NaN rows for errors).
     `pooling` ("auto" reads the folder's sentence-transformers files, "mean", "cls") and `normalize` as in
     `coulisse embed`; `key`, `quantize`, `fast`, `threads` as in `Predictor`.
     """
@@ -200,13 +211,13 @@ class Embedder(_BatchMapper):
         return EmbedColumns.for_columns(columns, self.dim)
 
     def _pandas_column(self, added, name: str, values: list, index):
-        import numpy as np
         import pandas as pd
 
         if name == added.error:
             return pd.Series(values, index=index, dtype="string")
-        return pd.Series([None if v is None else np.asarray(v, dtype=np.float32) for v in values], index=index,
-                         dtype=object)
+        # Arrow-backed: the embed job's fixed-size float32 lists, nulls included, which Ray turns into its
+        # blocks as they are (a column of NumPy arrays with None among them fails its tensor conversion).
+        return pd.Series(pd.arrays.ArrowExtensionArray(self._arrow_column(added, name, values)), index=index)
 
     def _arrow_column(self, added, name: str, values: list):
         import pyarrow as pa

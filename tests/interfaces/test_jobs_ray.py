@@ -389,9 +389,11 @@ def test_embed_equals_the_single_machine_job_and_a_rerun_skips_committed_shards(
 
 
 @pytest.mark.slow
-def test_python_entry_point_embeds_a_dataset(cluster, encoder, tmp_path):
+@pytest.mark.parametrize("batch_format", ["pyarrow", "pandas"])
+def test_python_entry_point_embeds_a_dataset(cluster, encoder, tmp_path, batch_format):
     """`coulisse.ray.embed` on a Dataset read from Parquet, written back with `write_parquet`: the rows of
-    `coulisse embed -i` on the same file (same schema for the added columns, vectors within EMBED_TOLERANCE)."""
+    `coulisse embed -i` on the same file (same schema for the added columns, vectors within EMBED_TOLERANCE),
+    whichever batch format the actors get (pandas once failed Ray's conversion of a column with nulls)."""
     import coulisse.ray
 
     source = write_corpus(tmp_path / "data", 200, seed=5)
@@ -400,7 +402,7 @@ def test_python_entry_point_embeds_a_dataset(cluster, encoder, tmp_path):
               "--normalize", "--quiet")
     # concurrency 1 on the 2-CPU cluster: the read task keeps a CPU (docs/scale-out.md).
     vectors = coulisse.ray.embed(ray.data.read_parquet(str(source)), model=encoder, concurrency=1,
-                                 batch_size=64, threads=1, normalize=True, key="id")
+                                 batch_size=64, threads=1, normalize=True, key="id", batch_format=batch_format)
     out = tmp_path / "out"
     vectors.write_parquet(str(out))
     got = pa.concat_tables([pq.read_table(f) for f in sorted(glob.glob(str(out / "*.parquet")))]).sort_by("id")
