@@ -353,6 +353,28 @@ def learn_bpe(words: Counter, size: int, min_frequency: int = 2) -> tuple[list[s
 DELTAS: dict[str, float] = {}
 
 
+def reference_integrated_gradients(model, ids, moved, baseline_id: int, target: int, steps: int,
+                                   **inputs) -> np.ndarray:
+    """Integrated Gradients on a transformers model, one node at a time: numpy's Gauss-Legendre nodes on equal
+    panels of `PANEL_NODES` (coulisse.tasks.attributions), the `moved` tokens going from `baseline_id`'s vector
+    (transformers' own embedding table) to their own, the others held; the gradient of logit `target`."""
+    from coulisse.tasks.attributions import PANEL_NODES
+
+    table = model.get_input_embeddings().weight.detach()
+    x = table[ids]
+    x0 = torch.where(moved[:, None], table[baseline_id], x)
+    t, w = np.polynomial.legendre.leggauss(PANEL_NODES)
+    panels = steps // PANEL_NODES
+    total = torch.zeros_like(x)
+    for k in range(panels):
+        for node, weight in zip((k + (t + 1) / 2) / panels, w / 2 / panels, strict=True):
+            point = (x0 + node * (x - x0)).requires_grad_(True)
+            logit = model(inputs_embeds=point[None], **inputs).logits[0, target]
+            (grad,) = torch.autograd.grad(logit, point)
+            total += weight * grad
+    return ((x - x0) * total).sum(-1).numpy()
+
+
 def max_delta(kind: str, ours, theirs) -> float:
     a = ours.detach().numpy() if hasattr(ours, "detach") else np.asarray(ours)
     b = theirs.detach().numpy() if hasattr(theirs, "detach") else np.asarray(theirs)

@@ -24,7 +24,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from factory import ALL_ARCHS, LABELS, TEXTS, max_delta, train_deberta_spm
+from factory import ALL_ARCHS, LABELS, TEXTS, max_delta, reference_integrated_gradients, train_deberta_spm
 
 from coulisse import pipeline
 from coulisse.engine import Item
@@ -33,7 +33,6 @@ from coulisse.models import Packed, Trace
 from coulisse.models.fastpath import PackedLinear
 from coulisse.tasks.attributions import (
     DEFAULT_STEPS,
-    PANEL_NODES,
     attention_rollout,
     embedding_gradients,
     gauss_legendre,
@@ -161,25 +160,13 @@ def test_completeness_within_one_percent_at_the_default_steps(family):
 
 
 def reference_ig(reference, pipe, text: str, target: int, steps: int = DEFAULT_STEPS) -> np.ndarray:
-    """Integrated Gradients on the transformers model, one node at a time: numpy's Gauss-Legendre nodes on
-    equal panels of PANEL_NODES, the baseline built from transformers' own embedding table."""
+    """Integrated Gradients on the transformers model (tests/factory.py), non-special tokens moved."""
     encoding = encode(pipe, text)
     inputs = hf_inputs(pipe, encoding)
     ids = inputs.pop("input_ids")[0]
-    table = reference.get_input_embeddings().weight.detach()
-    x = table[ids]
-    special = torch.tensor(encoding.special_tokens_mask, dtype=torch.bool)
-    x0 = torch.where(special[:, None], x, table[pipe.tokenizer.pad_token_id])
-    t, w = np.polynomial.legendre.leggauss(PANEL_NODES)
-    panels = steps // PANEL_NODES
-    total = torch.zeros_like(x)
-    for k in range(panels):
-        for node, weight in zip((k + (t + 1) / 2) / panels, w / 2 / panels, strict=True):
-            point = (x0 + node * (x - x0)).requires_grad_(True)
-            logit = reference(inputs_embeds=point[None], **inputs).logits[0, target]
-            (grad,) = torch.autograd.grad(logit, point)
-            total += weight * grad
-    return ((x - x0) * total).sum(-1).numpy()
+    moved = ~torch.tensor(encoding.special_tokens_mask, dtype=torch.bool)
+    return reference_integrated_gradients(reference, ids, moved, pipe.tokenizer.pad_token_id, target, steps,
+                                          **inputs)
 
 
 def test_integrated_gradients_equal_transformers(family):

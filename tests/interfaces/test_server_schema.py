@@ -6,6 +6,10 @@ schema (TEI's error shape included), and never a 5xx. Valid data must be accepte
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import pkgutil
+
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
@@ -13,6 +17,24 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 
 import coulisse  # noqa: E402
 from coulisse.interfaces.server import ServerSettings, create_app  # noqa: E402
+
+# schemathesis and hypothesis are pytest plugins, so pytest rewrites their modules with `ast.parse` when they
+# are first imported, and schemathesis imports most of its OpenAPI machinery lazily, inside the first test.
+# On CPython 3.11 the AST converter's recursion counter is shared by threads; a thread left running by an
+# earlier test that parses at the same moment made that parse fail once in CI ("SystemError: AST
+# constructor recursion depth mismatch", both tests of the first schema). Importing those packages here, at
+# collection, when no test has started a thread, leaves nothing for the tests to rewrite.
+for _package in ("schemathesis.specs.openapi", "schemathesis.openapi", "schemathesis.generation",
+                 "schemathesis.core", "schemathesis.engine", "schemathesis.transport", "schemathesis.wfc",
+                 "hypothesis.strategies._internal", "hypothesis.internal.conjecture"):
+    try:
+        _module = importlib.import_module(_package)
+    except ImportError:
+        continue
+    for _info in pkgutil.walk_packages(getattr(_module, "__path__", []), _package + "."):
+        # An optional dependency of that part missing: not used here either.
+        with contextlib.suppress(ImportError):
+            importlib.import_module(_info.name)
 
 
 @pytest.fixture(scope="module", params=["sentiment-analysis", "feature-extraction"])

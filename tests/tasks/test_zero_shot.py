@@ -13,7 +13,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from factory import max_delta
+from factory import max_delta, reference_integrated_gradients
 
 from coulisse import pipeline
 from coulisse.errors import InputError, UnsupportedModelError
@@ -160,25 +160,11 @@ def test_bad_calls_raise_input_errors(nli, options, message):
 
 
 def pair_ig(theirs, text: str, hypothesis: str, entailment: int, steps: int = 32) -> tuple[list[int], np.ndarray]:
-    from coulisse.tasks.attributions import PANEL_NODES
-
-    model, tok = theirs.model, theirs.tokenizer
-    enc = tok(text, hypothesis, truncation="only_first", return_tensors="pt")
+    enc = theirs.tokenizer(text, hypothesis, truncation="only_first", return_tensors="pt")
     ids = enc.pop("input_ids")[0]
     moved = torch.tensor([s == 0 for s in enc.sequence_ids(0)])
-    table = model.get_input_embeddings().weight.detach()
-    x = table[ids]
-    x0 = torch.where(moved[:, None], table[tok.pad_token_id], x)
-    t, w = np.polynomial.legendre.leggauss(PANEL_NODES)
-    panels = steps // PANEL_NODES
-    total = torch.zeros_like(x)
-    for k in range(panels):
-        for node, weight in zip((k + (t + 1) / 2) / panels, w / 2 / panels, strict=True):
-            point = (x0 + node * (x - x0)).requires_grad_(True)
-            logit = model(inputs_embeds=point[None], **enc).logits[0, entailment]
-            (grad,) = torch.autograd.grad(logit, point)
-            total += weight * grad
-    return ids.tolist(), ((x - x0) * total).sum(-1).numpy()
+    return ids.tolist(), reference_integrated_gradients(theirs.model, ids, moved, theirs.tokenizer.pad_token_id,
+                                                        entailment, steps, **enc)
 
 
 @pytest.mark.parametrize("arch", ["camembert", "bert"])
