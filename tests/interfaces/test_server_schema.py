@@ -20,10 +20,11 @@ from coulisse.interfaces.server import ServerSettings, create_app  # noqa: E402
 
 # schemathesis and hypothesis are pytest plugins, so pytest rewrites their modules with `ast.parse` when they
 # are first imported, and schemathesis imports most of its OpenAPI machinery lazily, inside the first test.
-# On CPython 3.11 the AST converter's recursion counter is shared by threads; a thread left running by an
-# earlier test that parses at the same moment made that parse fail once in CI ("SystemError: AST
-# constructor recursion depth mismatch", both tests of the first schema). Importing those packages here, at
-# collection, when no test has started a thread, leaves nothing for the tests to rewrite.
+# On CPython 3.11 the AST converter keeps its recursion counter in interpreter-wide state, and a parse can
+# fail spuriously ("SystemError: AST constructor recursion depth mismatch", CPython gh-106905, seen with
+# threads); it did, once in CI, on both tests of the first schema, after earlier tests had left threads
+# running (Ray's, tqdm's). Importing those packages here, at collection, before any test has started a
+# thread, leaves nothing for the tests to rewrite.
 for _package in ("schemathesis.specs.openapi", "schemathesis.openapi", "schemathesis.generation",
                  "schemathesis.core", "schemathesis.engine", "schemathesis.transport", "schemathesis.wfc",
                  "hypothesis.strategies._internal", "hypothesis.internal.conjecture"):
