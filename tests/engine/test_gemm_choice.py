@@ -56,6 +56,47 @@ def test_measured_once_per_machine_shape_and_threads(timings):
     assert len(calls) == 4 and len(list(folder.glob("fp32-*.json"))) == 4
 
 
+def test_cached_choices_are_this_machines_only(timings, monkeypatch):
+    """What `coulisse info` lists: the sizes measured for this CPU, torch, threads and coulisse version."""
+    from click.testing import CliRunner
+
+    from coulisse.engine import cache
+    from coulisse.interfaces.cli import cli
+
+    calls, result, folder = timings
+    assert gemm_choice.cached_choices("avx2,fma") == []
+    gemm_choice.fp32_gemm(768, 3072, "avx2,fma")
+    result["times"] = (0.004, 0.005)
+    gemm_choice.fp32_gemm(384, 1536, "avx2,fma")
+    gemm_choice.fp32_gemm(768, 3072, "avx2,fma,avx512f")  # another CPU: not this one's
+    result["times"] = (0.010, 0.008)
+    found = gemm_choice.cached_choices("avx2,fma")
+    assert {(c.hidden, c.intermediate, c.kernel, c.onednn_s, c.mkl_s) for c in found} == \
+        {(768, 3072, "mkl", 0.010, 0.008), (384, 1536, "onednn", 0.004, 0.005)}
+    assert len(found) == 2 and all(c.path.parent == folder for c in found)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(previous + 1)
+    try:
+        assert gemm_choice.cached_choices("avx2,fma") == []  # measured at other thread counts
+    finally:
+        torch.set_num_threads(previous)
+    with monkeypatch.context() as m:
+        m.setattr(cache, "version", lambda: "0.0.0-another")
+        assert gemm_choice.cached_choices("avx2,fma") == []  # another coulisse version wrote them
+
+    monkeypatch.setenv("COULISSE_CACHE", str(folder.parent.parent / "fresh-cache"))
+    from coulisse.engine.cpu import this_machine
+
+    key = this_machine().features.key
+    out = CliRunner().invoke(cli, ["info"]).output
+    if this_machine().fp32.kernel == "onednn":
+        assert "fp32 in corpus jobs, measured here: no model size yet" in out
+        gemm_choice.fp32_gemm(768, 3072, key)  # `measure` is the fixture's: (10 ms, 8 ms)
+        out = CliRunner().invoke(cli, ["info"]).output
+        assert ("fp32 in corpus jobs, measured here: 768->3072->768: MKL's sgemm (oneDNN 10.0 ms, MKL 8.0 ms "
+                "at 1024 rows)") in out
+
+
 @pytest.mark.parametrize("content", ["", "{not json", '{"fields": {}, "onednn_s": 1, "mkl_s": 1}', "[1, 2]",
                                      '{"onednn_s": -1}'])
 def test_a_damaged_cache_file_is_measured_again(timings, content):

@@ -99,6 +99,51 @@ def fp32_gemm(hidden: int, intermediate: int, features_key: str) -> Fp32Gemm:
     return Fp32Gemm(kernel, why)
 
 
+@dataclass(frozen=True)
+class CachedChoice:
+    """One measurement the cache holds for this machine, torch, coulisse and thread count."""
+
+    hidden: int
+    intermediate: int
+    onednn_s: float
+    mkl_s: float
+    path: Path
+
+    @property
+    def kernel(self) -> str:
+        return decide(self.onednn_s, self.mkl_s)
+
+    def describe(self) -> str:
+        name = "MKL's sgemm" if self.kernel == "mkl" else "oneDNN (prepacked)"
+        return (f"{self.hidden}->{self.intermediate}->{self.hidden}: {name} (oneDNN {self.onednn_s * 1e3:.1f} ms, "
+                f"MKL {self.mkl_s * 1e3:.1f} ms at {ROWS} rows)")
+
+
+def cached_choices(features_key: str) -> list[CachedChoice]:
+    """The model sizes already measured on this machine (same CPU, features, torch, coulisse version and
+    threads as now), from the cache folder: what corpus jobs will run without measuring again."""
+    from coulisse.engine import cache
+
+    folder = cache.cache_dir()
+    if folder is None:
+        return []
+    here = {"cpu": cpu_name(), "features": features_key, "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "rows": ROWS}
+    found = []
+    for path in sorted((folder / "kernels").glob("fp32-*.json")):
+        try:
+            fields = json.loads(path.read_text(encoding="utf-8")).get("fields")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if not isinstance(fields, dict) or any(fields.get(k) != v for k, v in here.items()):
+            continue
+        # The file name carries the coulisse version: a file another version wrote is not this one's.
+        times = _read(path, fields) if _cache_path(fields) == path else None
+        if times is not None:
+            found.append(CachedChoice(int(fields["hidden"]), int(fields["intermediate"]), *times, path))
+    return found
+
+
 def _cache_path(fields: dict) -> Path | None:
     from coulisse.engine import cache
 

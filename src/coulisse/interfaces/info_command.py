@@ -22,21 +22,28 @@ def info(as_json: bool) -> None:
 
     from coulisse.engine import cache
     from coulisse.engine.cpu import FLAGS, this_machine
+    from coulisse.engine.gemm_choice import cached_choices
 
     plan = this_machine()
     folder = cache.cache_dir()
     where = str(folder) if folder is not None else "off (COULISSE_CACHE=0)"
+    jobs = cached_choices(plan.features.key) if plan.fp32.kernel == "onednn" else []
     if as_json:
         choices = {name: {"kernel": c.kernel, "detail": c.detail, "why": c.why, "faster_than_fp32": c.fast,
                           **c.options} for name, c in (("fp32", plan.fp32), ("int8", plan.int8), ("bf16", plan.bf16))}
+        measured = [{"hidden": c.hidden, "intermediate": c.intermediate, "kernel": c.kernel, "onednn_s": c.onednn_s,
+                     "mkl_s": c.mkl_s, "cached_in": str(c.path)} for c in jobs]
         click.echo(json.dumps({"flags": sorted(plan.features.flags & set(FLAGS)),
                                "torch_capability": plan.features.capability, "torch": torch.__version__,
-                               "threads": torch.get_num_threads(), "kernels": choices,
+                               "threads": torch.get_num_threads(), "kernels": choices, "fp32_corpus_jobs": measured,
                                "fast": {"mode": plan.fast, "why": plan.fast_why}, "weight_cache": where},
                               ensure_ascii=False))
         return
     click.echo(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for line in plan.lines():
         click.echo(line)
+    if plan.fp32.kernel == "onednn":
+        click.echo("fp32 in corpus jobs, measured here: " + ("; ".join(c.describe() for c in jobs) if jobs else
+                   "no model size yet (the first fp32 corpus job times oneDNN against MKL and caches the answer)"))
     click.echo(f"int8 weight cache: {where}")
 
