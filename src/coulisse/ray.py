@@ -73,6 +73,16 @@ class _BatchMapper:
     key: str | None
 
     def added(self, columns: list[str]):
+        """The names of the columns this job appends to a batch with these `columns`."""
+        raise NotImplementedError
+
+    def _pandas_column(self, added, name: str, values: list, index):
+        raise NotImplementedError
+
+    def _arrow_column(self, added, name: str, values: list):
+        raise NotImplementedError
+
+    def _numpy_column(self, added, name: str, values: list):
         raise NotImplementedError
 
     def predict(self, columns: list[str], texts: list, keys: list | None) -> tuple[Any, list]:
