@@ -149,8 +149,10 @@ def build(spec: dict, system: str, batch: int) -> System:
     if system in ("ort-fp32", "ort-int8"):
         return OnnxRuntime(spec, batch, spec["onnx_fp32" if system == "ort-fp32" else "onnx_int8"])
     if system in COULISSE:
-        # batch -1: the kernels a corpus job picks (bench_report.JOB_KERNELS); 0: pipeline()'s default.
-        return Coulisse(spec, batch, {**COULISSE[system], **({"throughput": True} if batch == -1 else {})})
+        from bench_report import JOB_KERNELS  # bench/ is run as a script folder
+
+        # JOB_KERNELS: the kernels a corpus job picks; 0: pipeline()'s default.
+        return Coulisse(spec, batch, {**COULISSE[system], **({"throughput": True} if batch == JOB_KERNELS else {})})
     raise SystemExit(f"unknown system {system!r}; this is a bug in run_bench.py")
 
 

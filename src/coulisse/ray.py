@@ -26,6 +26,7 @@ from typing import Any
 
 from coulisse.errors import InputError
 from coulisse.interfaces.jobs.formats import Added, Row
+from coulisse.interfaces.jobs.row_models import engine_options
 
 __all__ = ["Predictor", "Embedder", "classify", "embed", "assigned_threads"]
 
@@ -133,17 +134,6 @@ class _BatchMapper:
         return out
 
 
-def _engine_options(quantize: str, fast: bool) -> dict[str, Any]:
-    """The pipeline options of an actor: the precision asked, and the fp32 kernels measured for full batches
-    (`throughput=True`, as the corpus jobs build theirs: coulisse.engine.gemm_choice)."""
-    options: dict[str, Any] = {"throughput": True}
-    if quantize != "none":
-        options["quantize"] = quantize
-    if fast:
-        options["fast"] = True
-    return options
-
-
 class Predictor(_BatchMapper):
     """A callable class for `Dataset.map_batches`: pandas, pyarrow or numpy batches in, the same batch with
     the corpus job's columns added out (`label`, `score`, `score_<LABEL>` with `all_scores=True`, `error`).
@@ -161,7 +151,7 @@ class Predictor(_BatchMapper):
         if stride is not None and long_text != "chunk":
             raise InputError("stride only applies with long_text='chunk'.")
         self.threads = threads or assigned_threads()
-        pipe = pipeline("text-classification", model=model, threads=self.threads, **_engine_options(quantize, fast))
+        pipe = pipeline("text-classification", model=model, threads=self.threads, **engine_options(quantize, fast))
         self.rows = RowPredictor(pipe, long_text, stride)
         self.labels = self.rows.labels
         self.column, self.all_scores, self.key = column, all_scores, key
@@ -210,7 +200,7 @@ class Embedder(_BatchMapper):
         from coulisse.pipelines import pipeline
 
         self.threads = threads or assigned_threads()
-        pipe = pipeline("feature-extraction", model=model, threads=self.threads, **_engine_options(quantize, fast))
+        pipe = pipeline("feature-extraction", model=model, threads=self.threads, **engine_options(quantize, fast))
         self.rows = RowEmbedder(pipe, pooling, normalize)
         self.dim = self.rows.dim
         self.column, self.key = column, key

@@ -317,8 +317,12 @@ def check_attribution_request(task: str, method: str, steps: int | None, wanted:
 def cli_target(pipe, target: str | None, labels: Any = None) -> int | str | None:
     """--target: a label name, else a label id written as a number (zero-shot: a candidate label, or its
     index in --labels)."""
-    names = pipe.config.id2label.values() if pipe.task != "zero-shot-classification" else \
-        [label.strip() for label in (labels or "").split(",")]
+    if pipe.task == "zero-shot-classification":
+        from coulisse.tasks.zero_shot import parse_labels
+
+        names = parse_labels(labels)
+    else:
+        names = pipe.config.id2label.values()
     if target is None or target in names:
         return target
     return int(target) if target.isdigit() else target

@@ -25,28 +25,30 @@ WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 WAIT_POLICY = "PASSIVE"
 
 
+def split_env_list(rv: str | None) -> list[str]:
+    """A repeatable option's environment variable, comma-separated, so that a folder with spaces in its name
+    (`COULISSE_MODEL="/models/Mon modèle"`) stays one value (click splits on whitespace otherwise). Blanks
+    around a comma are dropped."""
+    return [part.strip() for part in (rv or "").split(",") if part.strip()]
+
+
 class EnvList(click.types.StringParamType):
-    """The text of a repeatable option whose environment variable holds several values: comma-separated, so
-    that a folder with spaces in its name (`COULISSE_MODEL="/models/Mon modèle"`) stays one value (click
-    splits on whitespace otherwise). Blanks around a comma are dropped."""
+    """Text, several values in the environment variable (`split_env_list`)."""
 
     name = "text"
-    envvar_list_splitter = ","
 
     def split_envvar_value(self, rv: str) -> list[str]:
-        return [part.strip() for part in (rv or "").split(",") if part.strip()]
+        return split_env_list(rv)
 
 
 ENV_LIST = EnvList()
 
 
 class EnvChoice(click.Choice):
-    """`click.Choice` for a repeatable option whose environment variable is comma-separated, as `EnvList`."""
-
-    envvar_list_splitter = ","
+    """`click.Choice`, several values in the environment variable (`split_env_list`)."""
 
     def split_envvar_value(self, rv: str) -> list[str]:
-        return EnvList.split_envvar_value(self, rv)
+        return split_env_list(rv)
 
 
 def positive(ctx: click.Context, param: click.Parameter, value):

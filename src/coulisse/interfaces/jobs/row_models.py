@@ -6,7 +6,7 @@ classify: `predict.Predictor` (label, score, ..., error); embed: `embed.Embedder
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from coulisse.interfaces.jobs.formats import Added
 
@@ -14,12 +14,22 @@ if TYPE_CHECKING:
     from coulisse.interfaces.jobs.distributed import RayOptions
 
 
+def engine_options(quantize: str = "none", fast: bool = False) -> dict[str, Any]:
+    """The pipeline options of an actor: the precision asked, and the fp32 kernels measured for full batches
+    (`throughput=True`, as every corpus job builds its pipeline: coulisse.engine.gemm_choice)."""
+    options: dict[str, Any] = {"throughput": True}
+    if quantize != "none":
+        options["quantize"] = quantize
+    if fast:
+        options["fast"] = True
+    return options
+
+
 def row_model(options: RayOptions, threads: int):
     """The actor's side: the job's pipeline, loaded once, and what turns a shard's rows into results."""
     from coulisse.pipelines import pipeline
 
-    engine = {"quantize": options.quantize} if options.quantize != "none" else {}
-    engine["throughput"] = True  # full batches: fp32 kernels measured for them (coulisse.engine.gemm_choice)
+    engine = engine_options(options.quantize)
     if options.task == "embed":
         from coulisse.interfaces.jobs.embed import Embedder
 
