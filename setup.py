@@ -1,7 +1,7 @@
 """Only the optional C kernels live here; everything else is in pyproject.toml.
 
 `coulisse.models._int8` fuses the per-token activation quantization around the int8 GEMM
-(src/coulisse/models/_int8.c). It is optional: without a C compiler the install still succeeds and
+(src/coulisse/models/_int8.c), and what follows the fp32 GEMMs (bias, GELU, residual + LayerNorm). It is optional: without a C compiler the install still succeeds and
 coulisse runs the same arithmetic with PyTorch ops, more slowly. It is built with OpenMP where the
 compiler has it (its rows then run on PyTorch's own OpenMP threads), else with POSIX threads.
 """

@@ -11,7 +11,7 @@ from factory import TEXTS
 
 from coulisse import pipeline
 from coulisse.engine import gemm_choice
-from coulisse.models.fastpath import PackedLinear, onednn_fp32_available
+from coulisse.models.fastpath import Fp32Linear, MklLinear, PackedLinear, onednn_fp32_available
 
 
 @pytest.fixture
@@ -147,7 +147,11 @@ def test_only_throughput_pipelines_measure_and_mkl_equals_onednn(factory, monkey
     plain = pipeline("text-classification", model=directory, throughput=True)
     assert len(asked) == 1 and asked[0][0] == plain.config.hidden_size
     assert not any(isinstance(m, PackedLinear) for m in plain.model.modules())
-    assert "MKL" in plain.preparation.fast_path and plain.gradient_model is plain.model
+    assert any(isinstance(m, MklLinear) for m in plain.model.modules()) and "MKL" in plain.preparation.fast_path
+    # Its layers fuse their bias, GELU and LayerNorm in C passes that have no backward: gradients take a
+    # plain copy.
+    assert plain.gradient_model is not plain.model
+    assert not any(isinstance(m, Fp32Linear) for m in plain.gradient_model.modules())
     a, b = (np.stack(p.forward(p.preprocess(TEXTS))) for p in (packed, plain))
     # Both fp32 with the same products, summed in other orders: a few float32 ulps of the logits.
     assert np.abs(a - b).max() <= 1e-5

@@ -32,7 +32,7 @@ from coulisse.engine.cpu import this_machine
 from coulisse.models import fastpath
 from coulisse.models import quantize as Q
 from coulisse.models.bert import DenseNorm, Intermediate
-from coulisse.models.fastpath import BF16Linear, PackedLinear
+from coulisse.models.fastpath import BF16Linear, MklLinear, PackedLinear
 
 U = 2.0**-24
 U_BF16 = 2.0**-8
@@ -185,6 +185,97 @@ def test_int8_pipeline_with_and_without_kernels_agree(factory, monkeypatch):
     exact = pipeline("text-classification", model=directory)
     e = np.array(exact.forward(exact.preprocess(TEXTS)))
     assert np.abs(a - b).max() <= 0.25 * np.abs(a - e).max() + 1e-5
+
+
+def fp32_layer(kernel: str, linear: nn.Linear, c_gelu: bool):
+    if Q.kernels() is None:
+        pytest.skip("the C kernels are not built (no compiler at install)")
+    if kernel == "onednn" and not fastpath.onednn_fp32_available():
+        pytest.skip("this torch has no oneDNN linear")
+    return PackedLinear(linear, c_gelu=c_gelu) if kernel == "onednn" else MklLinear(linear, c_gelu=c_gelu)
+
+
+@pytest.mark.parametrize("kernel", ["onednn", "mkl"])
+@pytest.mark.parametrize("gelu", [False, True], ids=["bias", "bias+gelu"])
+def test_fp32_linear_c_pass_within_the_gemm_bound(kernel, gelu, threads):
+    """The fp32 layers' GEMM runs without its bias, which the C pass adds (then GELU): one more rounding
+    after the GEMM's n-term sums, so n + 1 terms in the bound; GELU as in the post-op test above."""
+    torch.manual_seed(0)
+    linear = nn.Linear(96, 200)
+    x = torch.randn(257, 96) * 3
+    layer = fp32_layer(kernel, linear, gelu)
+    assert layer.c_pass and layer.c_gelu == gelu
+    with torch.inference_mode():
+        out = layer(x).double()
+    y, gemm_bound = gemm64(linear, x)
+    gemm_bound = gemm_bound * (x.shape[1] + 1) / x.shape[1]
+    if gelu:
+        exact = reference_activation("gelu", y)
+        bound = 1.13 * gemm_bound + 2**-22 * (y.abs() + exact.abs())
+    else:
+        exact, bound = y, gemm_bound
+    assert ((out - exact).abs() / bound).max() <= 1
+    assert (out < 0).any() and (out.min() > -0.2 if gelu else out.min() < -1)  # GELU ran only when asked
+
+
+@pytest.mark.parametrize("kernel", ["onednn", "mkl"])
+def test_fp32_dense_norm_uses_the_c_pass(kernel, monkeypatch):
+    """DenseNorm over an fp32 fast layer asks it for the bias + residual + LayerNorm pass: within the
+    LayerNorm bound of the row the unfused block would normalize (the same bits: GEMM, + bias, + residual)."""
+    torch.manual_seed(1)
+    block = DenseNorm(64, 48, 1e-12)
+    with torch.no_grad():
+        block.LayerNorm.weight.normal_()
+        block.LayerNorm.bias.normal_()
+    x, residual = torch.randn(200, 64), torch.randn(200, 48) * 3
+    block.dense = fp32_layer(kernel, block.dense, False)
+    calls, real = [], Q.add_norm_rows
+    monkeypatch.setattr(Q, "add_norm_rows", lambda *args: calls.append(len(args)) or real(*args))
+    with torch.inference_mode():
+        fused = block(x, residual)
+        v = block.dense(x) + residual
+    assert calls, "DenseNorm did not ask the fp32 layer for its C pass"
+    exact = norm64(v.double(), block.LayerNorm)
+    assert ((fused.double() - exact).abs() / layer_norm_bound(v.double(), block.LayerNorm, exact)).max() <= 1
+
+
+@pytest.mark.parametrize("kernel", ["onednn", "mkl"])
+def test_pack_linears_runs_the_erf_gelu_in_the_c_pass(kernel, monkeypatch):
+    from coulisse.config import EncoderConfig
+
+    if kernel == "onednn" and not fastpath.onednn_fp32_available():
+        pytest.skip("this torch has no oneDNN linear")
+    if Q.kernels() is None:
+        pytest.skip("the C kernels are not built (no compiler at install)")
+    config = dict(model_type="bert", vocab_size=30, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                  intermediate_size=64)
+    block = Intermediate(EncoderConfig.from_dict({**config, "hidden_act": "gelu"}))
+    x = torch.randn(5, 32)
+    with torch.inference_mode():
+        expected = F.gelu(block.dense(x))
+        assert fastpath.pack_linears(block, kernel=kernel) == 1
+        out = block(x)
+    assert block.dense.c_gelu and block.act(x) is x
+    assert (out - expected).abs().max() <= 1e-5  # the bound above, for 32 terms of |x·w| ≲ 1
+    tanh = Intermediate(EncoderConfig.from_dict({**config, "hidden_act": "gelu_new"}))
+    fastpath.pack_linears(tanh, kernel=kernel)  # the C pass has the erf form only: tanh stays in PyTorch
+    assert not tanh.dense.c_gelu and tanh.act(x) is not x
+    monkeypatch.setenv("COULISSE_FUSE", "0")  # the benchmarks' A/B switch: GEMM with its bias, GELU apart
+    block = Intermediate(EncoderConfig.from_dict({**config, "hidden_act": "gelu"}))
+    fastpath.pack_linears(block, kernel=kernel)
+    assert not block.dense.c_pass and block.act(x) is not x
+
+
+def test_fp32_layers_without_the_c_kernels_are_plain_linears(monkeypatch):
+    monkeypatch.setattr(Q, "_KERNELS", False)
+    torch.manual_seed(2)
+    linear, norm = nn.Linear(40, 24), nn.LayerNorm(24)
+    x, residual = torch.randn(9, 40), torch.randn(9, 24)
+    layer = MklLinear(linear, c_gelu=True)
+    assert not layer.c_pass and not layer.c_gelu
+    with torch.inference_mode():
+        assert torch.equal(layer(x), F.linear(x, linear.weight, linear.bias))
+        assert torch.equal(layer.forward_add_norm(x, residual, norm), norm(linear(x) + residual))
 
 
 @pytest.mark.parametrize("activation", ["gelu", "gelu_tanh"])

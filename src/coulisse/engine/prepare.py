@@ -139,12 +139,22 @@ def _prepare_cpu(model: EncoderModel, files: list[Path], dtype: torch.dtype, qua
         gemm = fp32_gemm(model.config.hidden_size, model.config.intermediate_size, plan.features.key) \
             if throughput else None
         if gemm is not None and gemm.kernel == "mkl":
-            return f"PyTorch ops: MKL's sgemm measured faster at full batches here ({gemm.why})"
+            count = pack_linears(model.base.encoder, kernel="mkl")
+            return f"MKL's sgemm, {count} linear layers{_epilogue(model)}: measured faster at full batches " \
+                   f"here ({gemm.why})"
         count = pack_linears(model.base.encoder)
         release_freed_memory()
         if count:
-            return f"oneDNN, {count} linear layers prepacked" + (f" ({gemm.why})" if gemm is not None else "")
+            return f"oneDNN, {count} linear layers prepacked{_epilogue(model)}" \
+                   + (f" ({gemm.why})" if gemm is not None else "")
     return "PyTorch ops"
+
+
+def _epilogue(model: EncoderModel) -> str:
+    from coulisse.models.fastpath import Fp32Linear
+
+    fused = any(isinstance(m, Fp32Linear) and m.c_pass for m in model.modules())
+    return ", bias, GELU and residual + LayerNorm in C passes" if fused else ""
 
 
 def _quantize_cached(model: EncoderModel, files: list[Path], features_key: str, bits: int, small_rows: int) -> str:

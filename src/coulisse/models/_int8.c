@@ -1,5 +1,6 @@
 /*
- * Fused per-token quantization kernels for coulisse's int8 linear layers (models/quantize.py).
+ * Fused per-token quantization kernels for coulisse's int8 linear layers (models/quantize.py), whose
+ * dequantize passes also finish the fp32 layers (models/fastpath.py; the name stayed from the first use).
  *
  * The int8 GEMM itself is oneDNN's. Around it, per-token dynamic quantization needs two passes over
  * the activations that PyTorch runs as a chain of separate ops (a row max, a division, a rounding, a
@@ -11,6 +12,9 @@
  *   add_norm_rows:   v[r, c] = y[r, c] * s[r] + bias[c] + res[r, c];  y[r] = LayerNorm(v[r]) (gamma, beta,
  *                    eps), in place: the `*Output` blocks' dequantize, residual add and LayerNorm in one
  *                    pass over a row that stays in L1 (mean and variance summed in fp32, two passes)
+ *
+ * The last two also finish the fp32 layers (models/fastpath.py): given no scales (a NULL pointer) they
+ * take s[r] = 1, so that y * s + bias is y + bias to the bit, the bias the GEMM was not asked to add.
  *
  * quantize_rows computes exactly what the PyTorch fallback computes (same IEEE division and
  * round-half-to-even), so both paths give the same codes. The functions take raw pointers from
@@ -242,16 +246,17 @@ typedef struct {
 static void *run_task(void *arg) {
     Task *t = (Task *)arg;
     for (int64_t r = t->r0; r < t->r1; r++) {
+        const float s = t->scale ? t->scale[r] : 1.0f; /* no scales: an fp32 GEMM's output, y * 1 + b == y + b */
         if (t->op == 2) {
             float *y = t->y + r * t->cols;
             const float *res = t->x + r * t->cols;
 #if HAVE_X86
             if (t->avx2) {
-                add_norm_avx2(y, t->cols, t->scale[r], t->bias, res, t->gamma, t->beta, t->eps);
+                add_norm_avx2(y, t->cols, s, t->bias, res, t->gamma, t->beta, t->eps);
                 continue;
             }
 #endif
-            add_norm_scalar(y, t->cols, t->scale[r], t->bias, res, t->gamma, t->beta, t->eps);
+            add_norm_scalar(y, t->cols, s, t->bias, res, t->gamma, t->beta, t->eps);
         } else if (t->op == 0) {
 #if HAVE_X86
             if (t->avx2) {
@@ -263,11 +268,11 @@ static void *run_task(void *arg) {
         } else {
 #if HAVE_X86
             if (t->avx2) {
-                dequantize_avx2(t->y + r * t->cols, t->cols, t->scale[r], t->bias, t->gelu);
+                dequantize_avx2(t->y + r * t->cols, t->cols, s, t->bias, t->gelu);
                 continue;
             }
 #endif
-            dequantize_scalar(t->y + r * t->cols, t->cols, t->scale[r], t->bias, t->gelu);
+            dequantize_scalar(t->y + r * t->cols, t->cols, s, t->bias, t->gelu);
         }
     }
     return NULL;
@@ -373,10 +378,11 @@ static PyMethodDef methods[] = {
     {"quantize_rows", py_quantize_rows, METH_VARARGS,
      "quantize_rows(x_ptr, rows, cols, q_ptr, scale_ptr, threads): fp32 rows -> u8 codes + per-row scales."},
     {"dequantize_rows", py_dequantize_rows, METH_VARARGS,
-     "dequantize_rows(y_ptr, rows, cols, scale_ptr, bias_ptr, threads, gelu): y = y*s[r] + bias, in place."},
+     "dequantize_rows(y_ptr, rows, cols, scale_ptr, bias_ptr, threads, gelu): y = y*s[r] + bias, in place "
+     "(scale_ptr 0: s[r] = 1)."},
     {"add_norm_rows", py_add_norm_rows, METH_VARARGS,
      "add_norm_rows(y_ptr, rows, cols, scale_ptr, bias_ptr, res_ptr, gamma_ptr, beta_ptr, eps, threads): "
-     "y = LayerNorm(y*s[r] + bias + res), in place."},
+     "y = LayerNorm(y*s[r] + bias + res), in place (scale_ptr 0: s[r] = 1)."},
     {"isa", py_isa, METH_NOARGS, "Which code path runs on this CPU: 'avx2' or 'scalar'."},
     {"threading", py_threading, METH_NOARGS, "Which threads split the rows: 'openmp' (PyTorch's team) or 'posix'."},
     {NULL, NULL, 0, NULL},

@@ -4,7 +4,11 @@ PyTorch's `F.linear` calls MKL's sgemm, which repacks the weight on every call: 
 prepacked (blocked) weight runs 2× faster at a few rows, and 1.0–1.2× at 1,024 rows on some machines
 while MKL wins there by up to 1.2× on others (docs/benchmarks.md), with fp32 results equal to within
 rounding (≤ 2e-6 here). Chosen once when a pipeline is built on the CPU in fp32; corpus jobs time both
-first (coulisse/engine/gemm_choice.py); `COULISSE_ONEDNN=0` turns it off.
+first (coulisse/engine/gemm_choice.py) and may take MKL (`MklLinear`); `COULISSE_ONEDNN=0` turns it
+off. Either way the fp32 layers finish in the C kernels built at install (`Fp32Linear`): the GEMM runs
+without its bias, then one pass over each row adds it and applies a feed-forward's erf GELU, or, in the
+`*Output` blocks, adds the bias and the residual and normalizes. PyTorch's ops make three to four passes
+over the same rows there (addmm's bias copy, GELU, the add, LayerNorm).
 
 bf16 (`dtype="bfloat16"` on the CPU) is mixed precision, decided per op: only the encoder's linear
 layers run in bf16 (`BF16Linear`: input rounded to bf16, products summed in fp32 by the GEMM, output
@@ -42,30 +46,100 @@ def onednn_fp32_available() -> bool:
             and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 
-class PackedLinear(nn.Module):
-    """A frozen fp32 `nn.Linear` whose weight lives in oneDNN's blocked layout.
+class Fp32Linear(nn.Module):
+    """A frozen fp32 `nn.Linear` for the CPU fast path; subclasses say which GEMM (`_gemm`).
 
-    `activation` ("gelu", "gelu_tanh" or "relu") is applied to the output as a oneDNN post-op, on each
-    output tile while it is still in cache (the layer then stands for `act(linear(x))`).
+    With the C kernels built (`coulisse.models._int8`) and fusions on, what follows the GEMM runs as one
+    pass over each output row while it is in cache: the bias, and the erf GELU of a feed-forward
+    (`c_gelu`, the layer then standing for `gelu(linear(x))`); `forward_add_norm` does the `*Output`
+    blocks' bias + residual + LayerNorm (models/bert.py DenseNorm). Without them, the bias goes to the
+    GEMM and PyTorch runs the rest, as an `nn.Linear` would. On a 2-core Zen 3 the pass made a base-size
+    feed-forward block 1.12x faster at 1,024 rows (docs/benchmarks.md, session 8).
     """
 
-    def __init__(self, linear: nn.Linear, activation: str | None = None):
+    def __init__(self, linear: nn.Linear, c_gelu: bool = False):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
+        from coulisse.models.quantize import kernels
+
+        self.c_pass = kernels() is not None and fusions_enabled()
+        self.c_gelu = c_gelu and self.c_pass
+        bias = linear.bias.detach().float() if linear.bias is not None else None
+        if bias is None and self.c_gelu:
+            bias = torch.zeros(self.out_features)
+        self.register_buffer("bias", bias)
+
+    def _gemm(self, x: Tensor, bias: Tensor | None) -> Tensor:
+        """`x @ W.T (+ bias)` for `(T, in)` rows; a fresh contiguous `(T, out)` tensor."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = x.reshape(-1, self.in_features)
+        if not self.c_pass or self.bias is None:
+            return self._gemm(rows, self.bias).reshape(*x.shape[:-1], self.out_features)
+        from coulisse.models.quantize import dequantize_rows
+
+        out = dequantize_rows(self._gemm(rows, None), None, self.bias, self.c_gelu)  # + bias (, GELU) in place
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+    def forward_add_norm(self, x: Tensor, residual: Tensor, norm: nn.LayerNorm) -> Tensor:
+        """`norm(self(x) + residual)` with the bias, the residual add and the LayerNorm in one C pass."""
+        if not self.c_pass or self.bias is None or self.c_gelu:
+            return norm(self(x) + residual)
+        from coulisse.models.quantize import add_norm_rows
+
+        out = self._gemm(x.reshape(-1, self.in_features), None)
+        out = add_norm_rows(out, None, self.bias, residual.reshape(out.shape), norm)
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+    def _epilogue_repr(self) -> str:
+        return ", bias + GELU in C" if self.c_gelu else (", bias in C" if self.c_pass and self.bias is not None
+                                                          else "")
+
+
+class PackedLinear(Fp32Linear):
+    """oneDNN's matmul on a weight in its blocked layout, prepacked once.
+
+    `activation` ("gelu", "gelu_tanh" or "relu") is applied to the output as a oneDNN post-op, on each
+    output tile while it is still in cache (the layer then stands for `act(linear(x))`); `c_gelu` runs the
+    erf GELU in the C pass instead (see `Fp32Linear`). One of the two at most.
+    """
+
+    def __init__(self, linear: nn.Linear, activation: str | None = None, c_gelu: bool = False):
+        if activation is not None and c_gelu:
+            raise ValueError("PackedLinear: a oneDNN post-op or the C GELU, not both; this is a bug")
+        super().__init__(linear, c_gelu)
+        if activation is not None:
+            self.c_pass = False  # the post-op needs the bias inside the GEMM
         self.activation = activation
         self.attr, self.algorithm = POST_OPS[activation]
         # An opaque oneDNN tensor: kept as a plain attribute, not a buffer, so that module utilities
         # (state_dict, .to) never try to read it as a dense tensor.
         self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach().float(), None)
-        bias = linear.bias.detach().float() if linear.bias is not None else None
-        self.register_buffer("bias", bias)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, self.attr, [], self.algorithm)
+    def _gemm(self, x: Tensor, bias: Tensor | None) -> Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, bias, self.attr, [], self.algorithm)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, oneDNN prepacked"
-                + (f", {self.activation} post-op" if self.activation else ""))
+                + (f", {self.activation} post-op" if self.activation else "") + self._epilogue_repr())
+
+
+class MklLinear(Fp32Linear):
+    """MKL's sgemm (PyTorch's `mm` / `addmm`) on the plain weight: the corpus jobs' kernel where it measured
+    faster at full batches (coulisse/engine/gemm_choice.py). It repacks the weight on every call, which
+    only large batches amortize."""
+
+    def __init__(self, linear: nn.Linear, c_gelu: bool = False):
+        super().__init__(linear, c_gelu)
+        self.register_buffer("weight", linear.weight.detach().float())
+
+    def _gemm(self, x: Tensor, bias: Tensor | None) -> Tensor:
+        return torch.nn.functional.linear(x, self.weight, bias)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, MKL sgemm"
+                + self._epilogue_repr())
 
 
 # Our activation name -> oneDNN post-op `(attr, algorithm)` of `mkldnn::_linear_pointwise`.
@@ -140,22 +214,30 @@ def release_freed_memory() -> None:
         trim(0)
 
 
-def pack_linears(module: nn.Module, fuse_activation: bool = False) -> int:
-    """Swap every fp32 `nn.Linear` under `module` for a `PackedLinear`; return how many. With
-    `fuse_activation`, a feed-forward's activation becomes the layer's post-op (its `act` then the
-    identity). Off by default: on AVX2 (Zen 3) the post-op measured slower than PyTorch's separate GELU
-    (docs/benchmarks.md, "The rest of the layer"); not measured on AVX-512 or AMX."""
+def pack_linears(module: nn.Module, fuse_activation: bool = False, kernel: str = "onednn") -> int:
+    """Swap every fp32 `nn.Linear` under `module` for a `PackedLinear` (`kernel="onednn"`) or an
+    `MklLinear` (`"mkl"`); return how many. A feed-forward's erf GELU runs in the layers' C pass (its
+    `act` then the identity). With `fuse_activation`, a oneDNN layer takes the activation as a post-op
+    instead: off by default, as on AVX2 (Zen 3) the post-op measured slower than PyTorch's separate
+    GELU (docs/benchmarks.md, "The rest of the layer"); not measured on AVX-512 or AMX."""
     count = 0
     for name, child in module.named_children():
         if isinstance(child, nn.Linear) and child.weight.dtype == torch.float32:
-            activation = fused_activation(module, name) if fuse_activation else None
-            setattr(module, name, PackedLinear(child, activation))
-            if activation is not None:
+            activation = fused_activation(module, name)
+            post_op = activation if fuse_activation and kernel == "onednn" else None
+            c_gelu = activation == "gelu" and post_op is None
+            if kernel == "onednn":
+                layer = PackedLinear(child, post_op, c_gelu)
+            else:
+                layer = MklLinear(child, c_gelu)
+            setattr(module, name, layer)
+            if post_op is not None or layer.c_gelu:
                 module.act = _identity
-            release_tensor_pages([child.weight])  # the mapped original is no longer read
+            if kernel == "onednn":
+                release_tensor_pages([child.weight])  # the mapped original is no longer read
             count += 1
         else:
-            count += pack_linears(child, fuse_activation)
+            count += pack_linears(child, fuse_activation, kernel)
     return count
 
 

@@ -176,31 +176,35 @@ def quantize_rows(rows: Tensor) -> tuple[Tensor, Tensor]:
     return (rows / scale).round_().add_(ZERO_POINT).to(torch.uint8), scale
 
 
-def dequantize_rows(out: Tensor, scale: Tensor, bias: Tensor, gelu: bool) -> Tensor:
-    """`out · scale + bias` (then GELU), in place when the C kernels are built."""
+def dequantize_rows(out: Tensor, scale: Tensor | None, bias: Tensor, gelu: bool) -> Tensor:
+    """`out · scale + bias` (then GELU), in place when the C kernels are built. `scale` None: `out + bias`
+    (an fp32 GEMM's output, models/fastpath.py)."""
     k = kernels()
-    if k is not None and out.dtype == torch.float32 and out.is_contiguous() and bias.is_contiguous():
-        k.dequantize_rows(out.data_ptr(), out.shape[0], out.shape[1], scale.data_ptr(), bias.data_ptr(),
-                          torch.get_num_threads(), gelu)
+    if (k is not None and out.dtype == bias.dtype == torch.float32 and out.is_contiguous()
+            and bias.is_contiguous() and out.device.type == "cpu"):
+        k.dequantize_rows(out.data_ptr(), out.shape[0], out.shape[1], 0 if scale is None else scale.data_ptr(),
+                          bias.data_ptr(), torch.get_num_threads(), gelu)
         return out
-    out = torch.addcmul(bias, out, scale)
+    out = out + bias if scale is None else torch.addcmul(bias, out, scale)
     return F.gelu(out) if gelu else out
 
 
-def add_norm_rows(out: Tensor, scale: Tensor, bias: Tensor, residual: Tensor, norm: nn.LayerNorm,
+def add_norm_rows(out: Tensor, scale: Tensor | None, bias: Tensor, residual: Tensor, norm: nn.LayerNorm,
                   fused: bool = True) -> Tensor:
-    """`norm(out · scale + bias + residual)`, in place in `out` when the C kernels are built. The sum
-    before the norm is the unfused path's to the bit (the same fma, then the same add); the norm's mean
-    and variance are summed in fp32 in another order than torch's (tests/models/test_fusions.py)."""
+    """`norm(out · scale + bias + residual)`, in place in `out` when the C kernels are built (`scale` None:
+    `norm(out + bias + residual)`). The sum before the norm is the unfused path's to the bit (the same
+    fma, then the same add); the norm's mean and variance are summed in fp32 in another order than
+    torch's (tests/models/test_fusions.py)."""
     k = kernels()
-    fusable = (k is not None and out.dtype == residual.dtype == torch.float32 and out.is_contiguous()
-               and residual.is_contiguous() and fused and not (norm.weight is None or norm.bias is None)
+    fusable = (k is not None and out.dtype == residual.dtype == bias.dtype == torch.float32
+               and out.is_contiguous() and residual.is_contiguous() and bias.is_contiguous() and fused
+               and not (norm.weight is None or norm.bias is None)
                and norm.weight.dtype == torch.float32 and norm.bias.dtype == torch.float32
                and tuple(norm.normalized_shape) == (out.shape[1],) and out.device.type == "cpu")
     if fusable:
-        k.add_norm_rows(out.data_ptr(), out.shape[0], out.shape[1], scale.data_ptr(), bias.data_ptr(),
-                        residual.data_ptr(), norm.weight.data_ptr(), norm.bias.data_ptr(), float(norm.eps),
-                        torch.get_num_threads())
+        k.add_norm_rows(out.data_ptr(), out.shape[0], out.shape[1], 0 if scale is None else scale.data_ptr(),
+                        bias.data_ptr(), residual.data_ptr(), norm.weight.data_ptr(), norm.bias.data_ptr(),
+                        float(norm.eps), torch.get_num_threads())
         return out
     return norm(dequantize_rows(out, scale, bias, False) + residual)
 
