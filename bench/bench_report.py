@@ -243,7 +243,8 @@ def context_lines(results: dict) -> list[str]:
         f"texts: {t['n']} from {t['source']}; {t['total_tokens']} tokens "
         f"(mean {t['total_tokens'] / max(t['n'], 1):.0f}, max {t['max_tokens']}); seed {t['seed']}",
         f"short sentence: {s['short_sentence']!r} × {s['latency_repeats']} (p50); best of {s['repeats']} "
-        f"pass(es); coulisse max_batch_tokens {s['max_batch_tokens']}; "
+        f"pass(es){', systems in turn' if s.get('interleaved') else ', one system after another'}; "
+        f"coulisse max_batch_tokens {s['max_batch_tokens']}; "
         f"cold start = min of {s['cold_repeats']}",
         "versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items() if v),
     ]

@@ -1,6 +1,10 @@
-"""One system of the benchmark, measured alone in its own process (so its peak RSS is its own).
+"""One system of the benchmark, measured in its own process (so its peak RSS is its own).
 
     python bench/bench_worker.py --spec SPEC.json --system coulisse-int8 --batch 0 --out RESULT.json
+
+With `--interleaved` it loads, then runs one timed pass per `pass` line on stdin and writes its result
+on `finish`: run_bench.py holds every system loaded at once and runs their passes in turn, so a change
+of machine speed during the run (other tenants of a VM) falls on all of them alike.
 
 Systems: transformers, ort-fp32, ort-int8 (with --batch 1 or 8), coulisse-exact, coulisse-int8,
 coulisse-bf16, coulisse-fast (they batch by token budget; --batch -1 builds the pipeline with the corpus
@@ -162,33 +166,65 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
-def measure(spec: dict, system: str, batch: int) -> dict:
-    load_s, runner = timed(lambda: build(spec, system, batch))
-    texts, short = spec["texts"], spec["short_sentence"]
-    runner.classify(texts[: spec["warmup_texts"]])
-    for _ in range(3):
-        runner.classify_one(short)
+class Measurement:
+    """One system's steps, callable one at a time: the interleaved harness asks for one pass at a time."""
 
-    passes = []
-    labels: list[str] = []
+    def __init__(self, spec: dict, system: str, batch: int):
+        self.spec, self.system, self.batch = spec, system, batch
+        self.load_s, self.runner = timed(lambda: build(spec, system, batch))
+        self.runner.classify(spec["texts"][: spec["warmup_texts"]])
+        for _ in range(3):
+            self.runner.classify_one(spec["short_sentence"])
+        self.passes: list[float] = []
+        self.labels: list[str] = []
+
+    def one_pass(self) -> float:
+        seconds, self.labels = timed(lambda: self.runner.classify(self.spec["texts"]))
+        self.passes.append(seconds)
+        return seconds
+
+    def finish(self) -> dict:
+        spec, short = self.spec, self.spec["short_sentence"]
+        latencies = []
+        for _ in range(spec["latency_repeats"]):
+            seconds, _ = timed(lambda: self.runner.classify_one(short))
+            latencies.append(seconds)
+        verify = self.runner.logits(spec["verify_texts"])
+        best = min(self.passes)
+        return {
+            "system": self.system, "batch": self.batch, "load_s": self.load_s, "pass_s": self.passes,
+            "best_pass_s": best, "reviews_per_s": len(spec["texts"]) / best,
+            "tokens_per_s": spec["total_tokens"] / best,
+            "latency_p50_ms": 1000 * statistics.median(latencies),
+            "latency_p90_ms": 1000 * float(np.percentile(latencies, 90)),
+            # Linux reports ru_maxrss in KiB.
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "labels": self.labels, "verify_logits": verify.tolist(),
+        }
+
+
+def measure(spec: dict, system: str, batch: int) -> dict:
+    m = Measurement(spec, system, batch)
     for _ in range(spec["repeats"]):
-        seconds, labels = timed(lambda: runner.classify(texts))
-        passes.append(seconds)
-    latencies = []
-    for _ in range(spec["latency_repeats"]):
-        seconds, _ = timed(lambda: runner.classify_one(short))
-        latencies.append(seconds)
-    verify = runner.logits(spec["verify_texts"])
-    best = min(passes)
-    return {
-        "system": system, "batch": batch, "load_s": load_s, "pass_s": passes, "best_pass_s": best,
-        "reviews_per_s": len(texts) / best, "tokens_per_s": spec["total_tokens"] / best,
-        "latency_p50_ms": 1000 * statistics.median(latencies),
-        "latency_p90_ms": 1000 * float(np.percentile(latencies, 90)),
-        # Linux reports ru_maxrss in KiB.
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "labels": labels, "verify_logits": verify.tolist(),
-    }
+        m.one_pass()
+    return m.finish()
+
+
+def serve(spec: dict, system: str, batch: int, out: Path) -> None:
+    """The interleaved protocol (run_bench.py): load and warm up, say `ready`; then on stdin, `pass` runs
+    one timed pass and answers its seconds, `finish` writes the result to `out` and ends."""
+    m = Measurement(spec, system, batch)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "pass":
+            print(f"{m.one_pass():.9f}", flush=True)
+        elif command == "finish":
+            out.write_text(json.dumps(m.finish()), encoding="utf-8")
+            print("done", flush=True)
+            return
+        else:
+            raise SystemExit(f"bench_worker: unknown command {command!r}")
 
 
 def main() -> None:
@@ -198,8 +234,13 @@ def main() -> None:
     parser.add_argument("--system", required=True)
     parser.add_argument("--batch", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--interleaved", action="store_true",
+                        help="take `pass` / `finish` commands on stdin (run_bench.py drives several at once)")
     args = parser.parse_args()
     spec = json.loads(args.spec.read_text(encoding="utf-8"))
+    if args.interleaved:
+        serve(spec, args.system, args.batch, args.out)
+        return
     result = measure(spec, args.system, args.batch)
     args.out.write_text(json.dumps(result), encoding="utf-8")
     print(f"{args.system} batch {args.batch}: {result['reviews_per_s']:.2f} reviews/s", file=sys.stderr)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import select
 import shutil
 import subprocess
 import sys
@@ -56,6 +57,7 @@ class Options:
     json_path: Path | None = None
     markdown_path: Path | None = None
     kernels: bool = True  # measure the GEMM peaks (bench/kernels.py) in the same run
+    interleave: bool = True  # every system loaded at once, their timed passes in turn (else one after another)
 
 
 def physical_cores() -> int:
@@ -142,6 +144,76 @@ def run_worker(spec_path: Path, system: str, batch: int, timeout: float, tmp: Pa
         return {"system": system, "batch": batch, "error": tail[-1] if tail else f"exit {proc.returncode}",
                 "stderr_tail": tail}
     return json.loads(out.read_text(encoding="utf-8"))
+
+
+class Worker:
+    """A bench_worker.py process in its interleaved mode: loaded once, then one timed pass per call."""
+
+    def __init__(self, spec_path: Path, system: str, batch: int, timeout: float, tmp: Path):
+        self.system, self.batch, self.timeout = system, batch, timeout
+        self.out, self.log = tmp / f"{system}-{batch}.json", tmp / f"{system}-{batch}.log"
+        cmd = [sys.executable, str(BENCH / "bench_worker.py"), "--spec", str(spec_path), "--system", system,
+               "--batch", str(batch), "--out", str(self.out), "--interleaved"]
+        with self.log.open("w") as err:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                                         text=True, env=child_env())
+        self.error: str | None = None
+        self._expect("ready")
+
+    def _answer(self) -> str | None:
+        ready, _, _ = select.select([self.proc.stdout], [], [], self.timeout)
+        line = self.proc.stdout.readline() if ready else None
+        if not line:
+            self.proc.kill()
+            self.proc.wait()
+            tail = self.log.read_text(errors="replace").strip().splitlines()[-20:]
+            self.error = (f"timed out after {self.timeout:.0f} s" if ready == [] else
+                          (tail[-1] if tail else f"exit {self.proc.returncode}"))
+            return None
+        return line.strip()
+
+    def _expect(self, word: str) -> None:
+        answer = self._answer()
+        if answer is not None and answer != word:
+            self.error = f"the worker said {answer!r} where {word!r} was expected"
+
+    def one_pass(self) -> None:
+        if self.error is None:
+            self.proc.stdin.write("pass\n")
+            self.proc.stdin.flush()
+            answer = self._answer()
+            if answer is not None:
+                print(f"  {self.system} ({bench_report.batch_name(self.system, self.batch)}): "
+                      f"{float(answer):.2f} s", file=sys.stderr)
+
+    def finish(self) -> dict:
+        if self.error is None:
+            self.proc.stdin.write("finish\n")
+            self.proc.stdin.flush()
+            self._expect("done")
+        self.proc.wait()
+        if self.error is not None or not self.out.is_file():
+            tail = self.log.read_text(errors="replace").strip().splitlines()[-20:]
+            return {"system": self.system, "batch": self.batch, "error": self.error or "no result written",
+                    "stderr_tail": tail}
+        return json.loads(self.out.read_text(encoding="utf-8"))
+
+
+def run_interleaved(spec_path: Path, pairs: list[tuple[str, int]], repeats: int, timeout: float,
+                    tmp: Path) -> list[dict]:
+    """Load every system, then `repeats` rounds of one pass each, the order rotated every round; each
+    worker then measures its latency, logits and peak RSS alone. Ratios thus compare passes that ran
+    minutes apart at most, not a whole run apart."""
+    workers = []
+    for system, batch in pairs:
+        print(f"loading {system} ({bench_report.batch_name(system, batch)})...", file=sys.stderr)
+        workers.append(Worker(spec_path, system, batch, timeout, tmp))
+    for round_ in range(repeats):
+        print(f"round {round_ + 1} of {repeats}:", file=sys.stderr)
+        shift = round_ % len(workers)
+        for worker in workers[shift:] + workers[:shift]:
+            worker.one_pass()
+    return [worker.finish() for worker in workers]
 
 
 TRANSFORMERS_COLD = (
@@ -248,8 +320,11 @@ def run(opts: Options) -> dict:
     with tempfile.TemporaryDirectory(prefix="coulisse-bench-") as tmp:
         spec_path = Path(tmp) / "spec.json"
         spec_path.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
-        for system in opts.systems:
-            for batch in BATCHES[system]:
+        pairs = [(system, batch) for system in opts.systems for batch in BATCHES[system]]
+        if opts.interleave:
+            runs = run_interleaved(spec_path, pairs, opts.repeats, opts.timeout, Path(tmp))
+        else:
+            for system, batch in pairs:
                 print(f"running {system} ({bench_report.batch_name(system, batch)})...", file=sys.stderr)
                 runs.append(run_worker(spec_path, system, batch, opts.timeout, Path(tmp)))
         if opts.kernels:
@@ -264,7 +339,7 @@ def run(opts: Options) -> dict:
         "texts": {"source": source, "n": len(texts), "seed": opts.seed, "total_tokens": spec["total_tokens"],
                   "max_tokens": spec["max_tokens"]},
         "settings": {"threads": opts.threads, "max_batch_tokens": opts.max_batch_tokens,
-                     "repeats": opts.repeats, "latency_repeats": opts.latency_repeats,
+                     "repeats": opts.repeats, "interleaved": opts.interleave, "latency_repeats": opts.latency_repeats,
                      "cold_repeats": opts.cold_repeats, "short_sentence": spec["short_sentence"],
                      "model_dir": paths["model_dir"]},
         "runs": runs, "cold_start": cold, "kernels": kernels, "cpu": cpu_plan(),

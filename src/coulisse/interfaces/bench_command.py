@@ -76,8 +76,11 @@ def option(*flags: str, env: str, **kwargs):
         default=None, help="Also write the machine, table, checks and targets as Markdown.")
 @option("--kernels/--no-kernels", env="KERNELS", default=True, show_default=True,
         help="Measure the machine's GEMM peaks (fp32, bf16, int8) in the same run; figures become fractions of them.")
+@option("--interleave/--one-after-another", env="INTERLEAVE", default=True, show_default=True,
+        help="Hold every system loaded and run their timed passes in turn (a VM whose speed drifts during the "
+             "run then slows them alike; needs memory for all at once), or run each system to the end alone.")
 def bench(n, seed, systems, threads, max_batch_tokens, repeats, latency_repeats, cold_repeats, timeout,
-          model_dir, json_path, markdown_path, kernels):
+          model_dir, json_path, markdown_path, kernels, interleave):
     """Benchmark transformers, ONNX Runtime fp32/int8, coulisse exact/int8/bf16/fast: one run, same model, same texts.
 
     Reports reviews/s, tokens/s, p50 latency of one short sentence, peak RSS and cold start per system,
@@ -99,7 +102,8 @@ def bench(n, seed, systems, threads, max_batch_tokens, repeats, latency_repeats,
     opts = harness.Options(n=n, seed=seed, systems=parse_systems(systems), threads=threads,
                            max_batch_tokens=max_batch_tokens, repeats=repeats,
                            latency_repeats=latency_repeats, cold_repeats=cold_repeats, timeout=timeout,
-                           json_path=json_path, markdown_path=markdown_path, kernels=kernels)
+                           json_path=json_path, markdown_path=markdown_path, kernels=kernels,
+                           interleave=interleave)
     if model_dir is not None:
         opts.model_dir = model_dir
     harness.report(harness.run(opts), opts)
