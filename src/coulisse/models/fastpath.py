@@ -53,8 +53,8 @@ class Fp32Linear(nn.Module):
     pass over each output row while it is in cache: the bias, and the erf GELU of a feed-forward
     (`c_gelu`, the layer then standing for `gelu(linear(x))`); `forward_add_norm` does the `*Output`
     blocks' bias + residual + LayerNorm (models/bert.py DenseNorm). Without them, the bias goes to the
-    GEMM and PyTorch runs the rest, as an `nn.Linear` would. On a 2-core Zen 3 the pass made a base-size
-    feed-forward block 1.12x faster at 1,024 rows (docs/benchmarks.md, session 8).
+    GEMM and PyTorch runs the rest, as an `nn.Linear` would. On a 2-core Zen 3 the pass made the exact
+    forward 1.04-1.08x faster with oneDNN, 1.01-1.07x with MKL (docs/benchmarks.md, "Session 8").
     """
 
     def __init__(self, linear: nn.Linear, c_gelu: bool = False):
