@@ -51,3 +51,26 @@ def test_interleaved_passes_take_turns_and_a_broken_system_is_reported(factory, 
     assert good["system"] == "coulisse-exact" and len(good["pass_s"]) == 3 and good["best_pass_s"] > 0
     assert good["reviews_per_s"] == len(texts) / good["best_pass_s"] and len(good["verify_logits"]) == 2
     assert broken["system"] == "nope" and "unknown system 'nope'" in broken["error"]
+
+
+def test_interleaved_targets_show_the_ratio_of_each_round():
+    """With passes in turn, a speed target also gives each round's ratio (the other system's pass time over
+    this one's, same round) and their median; a run of systems one after another has no rounds."""
+    from coulisse.interfaces.bench_command import load_harness
+
+    bench_report = load_harness().bench_report
+
+    def run(system, passes):
+        return {"system": system, "batch": 1, "pass_s": passes, "reviews_per_s": 8 / min(passes),
+                "tokens_per_s": 80 / min(passes), "latency_p50_ms": 10.0, "peak_rss_mb": 100.0,
+                "labels": ["a"] * 8, "verify_logits": [[0.0, 1.0]]}
+
+    results = {"runs": [run("transformers", [4.0, 2.0, 3.0]), run("coulisse-exact", [2.0, 2.0, 1.0])],
+               "settings": {"interleaved": True}, "cpu": {}}
+    target = next(t for t in bench_report.summarize(results)["targets"]
+                  if t["target"] == "coulisse exact speed / transformers best")
+    assert target["value"] == 2.0 and target["rounds"] == [2.0, 1.0, 3.0]  # 4/2, 2/2, 3/1
+    assert bench_report.fmt_rounds(target) == "; per round 2.00 / 1.00 / 3.00× (median 2.00×)"
+    results["settings"]["interleaved"] = False
+    target = next(t for t in bench_report.summarize(results)["targets"] if t["target"] == target["target"])
+    assert target["rounds"] is None and bench_report.fmt_rounds(target) == ""
