@@ -67,6 +67,9 @@ def test_the_build_decides_what_the_cpu_cannot():
     nothing = plan(features(ZEN3), Backends(False, False, False, False))
     assert nothing.int8.kernel == "none" and nothing.fast == "float32"
     assert plan(features(ZEN3), Backends(fbgemm=False)).int8.options["small_rows"] == 0
+    # what finishes the fp32 layers is said only where the C kernels were built
+    assert "C pass" in plan(features(ZEN3)).fp32.detail
+    assert "C pass" not in plan(features(ZEN3), Backends(c_kernels=False)).fp32.detail
 
 
 def test_plan_is_pure():

@@ -96,7 +96,8 @@ class KernelPlan:
 
 def _fp32(f: Features, b: Backends) -> Choice:
     if b.onednn_fp32:
-        return Choice("onednn", "oneDNN matmul, weights prepacked at load (or MKL where measured faster)",
+        finish = "; bias, GELU and residual + LayerNorm in one C pass per row" if b.c_kernels else ""
+        return Choice("onednn", f"oneDNN matmul, weights prepacked at load (or MKL where measured faster){finish}",
                       "2x MKL's sgemm at a few rows (MKL repacks the weight on every call); at 1,024 rows either "
                       "may win on the same CPU model, so the model's shapes are timed once per machine "
                       "(coulisse/engine/gemm_choice.py)")
