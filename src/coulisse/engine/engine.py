@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from coulisse.models import EncoderModel, Packed
-from coulisse.models.fastpath import release_freed_memory
+from coulisse.weights.mapped import release_freed_memory
 
 log = logging.getLogger(__name__)
 

@@ -113,7 +113,8 @@ def _prepare_cpu(model: EncoderModel, files: list[Path], dtype: torch.dtype, qua
                  throughput: bool = False) -> str:
     """Apply the kernel plan of this CPU to `model`; return what runs, in words."""
     from coulisse.engine.cpu import this_machine
-    from coulisse.models.fastpath import bf16_linears, pack_linears, release_freed_memory
+    from coulisse.models.fastpath import bf16_linears, pack_linears
+    from coulisse.weights.mapped import release_freed_memory
 
     plan = this_machine()
     if quantize is not None:

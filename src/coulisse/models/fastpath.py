@@ -22,23 +22,17 @@ output's one rounding; fp32 layers can too (`fuse_activation`), off because it m
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 
 import torch
 from torch import Tensor, nn
 
+from coulisse.models import quantize
+from coulisse.models.quantize import fusions_enabled
 from coulisse.weights.mapped import release_tensor_pages
 
 log = logging.getLogger(__name__)
-
-
-def fusions_enabled() -> bool:
-    """Whether layers built now fuse their neighbours (the feed-forward activation as a oneDNN post-op,
-    int8's dequantize + residual + LayerNorm pass). `COULISSE_FUSE=0` at load keeps them apart: the
-    benchmarks' A/B switch (bench/profile_engine.py --ab), read when each layer is built."""
-    return os.environ.get("COULISSE_FUSE", "1") != "0"
 
 
 def onednn_fp32_available() -> bool:
@@ -60,9 +54,7 @@ class Fp32Linear(nn.Module):
     def __init__(self, linear: nn.Linear, c_gelu: bool = False):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        from coulisse.models.quantize import kernels
-
-        self.c_pass = kernels() is not None and fusions_enabled()
+        self.c_pass = quantize.kernels() is not None and fusions_enabled()
         self.c_gelu = c_gelu and self.c_pass
         bias = linear.bias.detach().float() if linear.bias is not None else None
         if bias is None and self.c_gelu:
@@ -77,19 +69,16 @@ class Fp32Linear(nn.Module):
         rows = x.reshape(-1, self.in_features)
         if not self.c_pass or self.bias is None:
             return self._gemm(rows, self.bias).reshape(*x.shape[:-1], self.out_features)
-        from coulisse.models.quantize import dequantize_rows
-
-        out = dequantize_rows(self._gemm(rows, None), None, self.bias, self.c_gelu)  # + bias (, GELU) in place
+        # + bias (, GELU), in place
+        out = quantize.dequantize_rows(self._gemm(rows, None), None, self.bias, self.c_gelu)
         return out.reshape(*x.shape[:-1], self.out_features)
 
     def forward_add_norm(self, x: Tensor, residual: Tensor, norm: nn.LayerNorm) -> Tensor:
         """`norm(self(x) + residual)` with the bias, the residual add and the LayerNorm in one C pass."""
         if not self.c_pass or self.bias is None or self.c_gelu:
             return norm(self(x) + residual)
-        from coulisse.models.quantize import add_norm_rows
-
         out = self._gemm(x.reshape(-1, self.in_features), None)
-        out = add_norm_rows(out, None, self.bias, residual.reshape(out.shape), norm)
+        out = quantize.add_norm_rows(out, None, self.bias, residual.reshape(out.shape), norm)
         return out.reshape(*x.shape[:-1], self.out_features)
 
     def _epilogue_repr(self) -> str:
@@ -193,25 +182,6 @@ class BF16Linear(nn.Module):
         return (f"in_features={self.in_features}, out_features={self.out_features}, bf16, "
                 + ("oneDNN prepacked" if self.packed else "PyTorch reference GEMM")
                 + (f", {self.activation} post-op" if self.activation else ""))
-
-
-@functools.cache
-def _malloc_trim():
-    try:
-        import ctypes
-
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        return None
-
-
-def release_freed_memory() -> None:
-    """Hand freed heap pages back to the OS (glibc keeps them otherwise): after weights are repacked or
-    quantized the fp32 originals are garbage, and after a batch its activations are; peak RSS should
-    not keep counting them."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 def pack_linears(module: nn.Module, fuse_activation: bool = False, kernel: str = "onednn") -> int:

@@ -35,8 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from coulisse.errors import InputError
-from coulisse.models.fastpath import fusions_enabled
-from coulisse.weights.mapped import release_tensor_pages
+from coulisse.weights.mapped import release_freed_memory, release_tensor_pages
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +126,14 @@ def quantize_weight(weight: Tensor, weight_max: int) -> tuple[Tensor, Tensor]:
     weight = weight.detach().float()
     scale = weight.abs().amax(1).clamp(min=1e-12) / weight_max  # (out,)
     return torch.round(weight / scale[:, None]).clamp_(-weight_max, weight_max).to(torch.int8), scale
+
+
+def fusions_enabled() -> bool:
+    """Whether layers built now fuse their neighbours (the feed-forward activation as a oneDNN post-op,
+    int8's dequantize + residual + LayerNorm pass, the fp32 layers' C passes in models/fastpath.py).
+    `COULISSE_FUSE=0` at load keeps them apart: the benchmarks' A/B switch (bench/profile_engine.py
+    --ab), read when each layer is built."""
+    return os.environ.get("COULISSE_FUSE", "1") != "0"
 
 
 def kernels():
@@ -258,8 +265,6 @@ def quantize_model(model: nn.Module, mode: str | None, *, weight_bits: int = SAF
     if mode != "int8":
         raise InputError(f"quantize={mode!r}; use one of {', '.join(MODES)}.")
     if onednn_available():
-        from coulisse.models.fastpath import release_freed_memory
-
         count = _swap_linears(model.base.encoder, 2 ** (weight_bits - 1) - 1, small_rows, codes)
         release_freed_memory()
         log.info("int8: %d encoder linear layers, oneDNN u8×s8 per-token, %d-bit weights", count, weight_bits)

@@ -15,6 +15,7 @@ in again on demand. Only ranges inside file-backed mappings are touched, never a
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import mmap
 import os
@@ -107,3 +108,20 @@ def release_file_pages(paths: Iterable[Path]) -> int:
     if released:
         log.debug("released %.0f MB of mapped checkpoint pages", released / 2**20)
     return released
+
+
+@functools.cache
+def _malloc_trim():
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        return None
+
+
+def release_freed_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them otherwise): after weights are repacked or
+    quantized the fp32 originals are garbage, and after a batch its activations are; peak RSS should
+    not keep counting them."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
