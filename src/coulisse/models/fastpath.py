@@ -29,7 +29,6 @@ import torch
 from torch import Tensor, nn
 
 from coulisse.models import quantize
-from coulisse.models.quantize import fusions_enabled
 from coulisse.weights.mapped import release_tensor_pages
 
 log = logging.getLogger(__name__)
@@ -54,7 +53,7 @@ class Fp32Linear(nn.Module):
     def __init__(self, linear: nn.Linear, c_gelu: bool = False):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.c_pass = quantize.kernels() is not None and fusions_enabled()
+        self.c_pass = quantize.kernels() is not None and quantize.fusions_enabled()
         self.c_gelu = c_gelu and self.c_pass
         bias = linear.bias.detach().float() if linear.bias is not None else None
         if bias is None and self.c_gelu:
@@ -138,7 +137,7 @@ POST_OPS = {None: ("none", ""), "gelu": ("gelu", "none"), "gelu_tanh": ("gelu", 
 def fused_activation(module: nn.Module, child_name: str) -> str | None:
     """The post-op name of `module.act` when it applies to child `child_name`'s output (a feed-forward
     `act(dense(x))` declares it with `act_input`, as models/quantize.py reads it too); None otherwise."""
-    if getattr(module, "act_input", None) != child_name or not fusions_enabled():
+    if getattr(module, "act_input", None) != child_name or not quantize.fusions_enabled():
         return None
     from coulisse.models.bert import ACTIVATIONS
 
@@ -198,13 +197,12 @@ def pack_linears(module: nn.Module, fuse_activation: bool = False, kernel: str =
             c_gelu = activation == "gelu" and post_op is None
             if kernel == "onednn":
                 layer = PackedLinear(child, post_op, c_gelu)
+                release_tensor_pages([child.weight])  # repacked: the mapped original is no longer read
             else:
-                layer = MklLinear(child, c_gelu)
+                layer = MklLinear(child, c_gelu)  # reads the mapped weight itself
             setattr(module, name, layer)
             if post_op is not None or layer.c_gelu:
                 module.act = _identity
-            if kernel == "onednn":
-                release_tensor_pages([child.weight])  # the mapped original is no longer read
             count += 1
         else:
             count += pack_linears(child, fuse_activation, kernel)

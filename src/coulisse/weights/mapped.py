@@ -10,6 +10,9 @@ range we never wrote to: a later read faults the page back in from the page cach
 weights are read-only, so tensors still in use (embeddings, LayerNorms) lose nothing, they are paged
 in again on demand. Only ranges inside file-backed mappings are touched, never anonymous memory
 (where DONTNEED would zero the data). Linux only; elsewhere these functions do nothing.
+
+The freed heap is the other half of the same bookkeeping: `release_freed_memory` hands the pages of
+garbage (fp32 originals after repacking, a batch's activations) back with glibc's `malloc_trim`.
 """
 
 from __future__ import annotations
