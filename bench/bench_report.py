@@ -258,7 +258,9 @@ def fmt_check(value) -> str:
 
 def context_lines(results: dict) -> list[str]:
     m, t, s = results["machine"], results["texts"], results["settings"]
-    busy = max(results["load_average_before"][0], results["load_average_after"][0])
+    # The 1-minute load average after the run counts the bench's own threads (it just ran them for
+    # minutes): only what exceeds them is someone else's work.
+    foreign = max(results["load_average_before"][0], results["load_average_after"][0] - s["threads"])
     lines = [
         f"machine: {m['cpu']}, {m['physical_cores']} physical cores ({m['logical_cpus']} logical); "
         f"{s['threads']} threads; load average {results['load_average_before'][0]:.2f} before, "
@@ -272,8 +274,9 @@ def context_lines(results: dict) -> list[str]:
         "versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items() if v),
     ]
     lines += kernel_lines(results)
-    if busy > 0.5 * m["physical_cores"]:
-        lines.append("WARNING: the machine was busy (load average above half the cores): timings are noisy.")
+    if foreign > 0.5 * m["physical_cores"]:
+        lines.append("WARNING: the machine was busy (load average, beyond the bench's own threads, above half "
+                     "the cores): timings are noisy.")
     return lines
 
 

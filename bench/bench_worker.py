@@ -147,6 +147,19 @@ class OnnxRuntime(System):
         return [self.labels[i] for i in self.logits(texts).argmax(axis=1)]
 
 
+def peak_rss_mb() -> float:
+    """This process's own peak RSS. Linux carries ru_maxrss across fork and exec, so a worker started by a
+    parent that grew (the ONNX export runs in the parent) would report the parent's peak: VmHWM, the
+    high-water mark of this program's own address space, starts afresh at exec."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux, bytes on macOS
+
 def build(spec: dict, system: str, batch: int) -> System:
     if system == "transformers":
         return Transformers(spec, batch)
@@ -197,8 +210,7 @@ class Measurement:
             "tokens_per_s": spec["total_tokens"] / best,
             "latency_p50_ms": 1000 * statistics.median(latencies),
             "latency_p90_ms": 1000 * float(np.percentile(latencies, 90)),
-            # Linux reports ru_maxrss in KiB.
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mb": peak_rss_mb(),
             "labels": self.labels, "verify_logits": verify.tolist(),
         }
 

@@ -15,6 +15,9 @@ SAPPHIRE_RAPIDS = CASCADE_LAKE + " avx512_bf16 avx_vnni amx_bf16 amx_tile amx_in
 COOPER_LAKE = CASCADE_LAKE + " avx512_bf16"
 SKYLAKE_X = ZEN3 + " avx512f avx512dq avx512cd avx512bw avx512vl"
 ALDER_LAKE = ZEN3 + " avx_vnni"
+# AMD EPYC Zen 4 (family 25 model 17), as /proc/cpuinfo listed it in session 9
+ZEN4 = ZEN3 + (" avx512f avx512dq avx512ifma avx512cd avx512bw avx512vl avx512_bf16 avx512vbmi avx512_vbmi2"
+               " avx512_vnni avx512_bitalg avx512_vpopcntdq")
 
 
 def features(flags: str, capability: str = "AVX2") -> Features:
@@ -52,6 +55,18 @@ def test_avx512_bf16_without_amx_prefers_int8():
     p = plan(features(COOPER_LAKE, "AVX512"))
     assert (p.bf16.kernel, p.bf16.fast) == ("onednn", True)
     assert p.fast == "int8"
+
+
+def test_zen4_runs_vnni_int8_and_avx512_bf16_with_avx512_c_kernels():
+    """Zen 4 multiplies int8 with VNNI and bf16 with vdpbf16ps; int8 was the faster of the two there
+    (docs/benchmarks.md, session 9), so the preset stays int8. The C kernels run their AVX-512 code."""
+    p = plan(features(ZEN4, "AVX512"))
+    assert (p.int8.options["weight_bits"], p.int8.options["isa"]) == (8, "AVX-512 VNNI")
+    assert (p.bf16.kernel, p.bf16.fast) == ("onednn", True) and "AVX512-BF16" in p.bf16.detail
+    assert p.fast == "int8"
+    assert "(AVX-512)" in p.int8.detail and "(AVX-512)" in p.fp32.detail
+    assert "(AVX2)" in plan(features(ZEN3)).int8.detail and "(AVX2)" in plan(features(ZEN3)).fp32.detail
+    assert "(portable C)" in plan(features("")).int8.detail
 
 
 @pytest.mark.parametrize("flags, bits", [(SKYLAKE_X, 7), (ALDER_LAKE, 8), ("", 7)])

@@ -74,3 +74,45 @@ def test_interleaved_targets_show_the_ratio_of_each_round():
     results["settings"]["interleaved"] = False
     target = next(t for t in bench_report.summarize(results)["targets"] if t["target"] == target["target"])
     assert target["rounds"] is None and bench_report.fmt_rounds(target) == ""
+
+
+def test_a_worker_reports_its_own_peak_rss_not_its_parents():
+    """Linux carries ru_maxrss across fork and exec: workers started by a bench that grew (it exports the
+    ONNX models itself) all reported the parent's peak. A worker started from a process holding 600 MB
+    must report its own, far smaller, peak."""
+    import subprocess
+    import sys
+
+    import pytest
+
+    from coulisse.interfaces.bench_command import bench_dir
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the carried-over peak is Linux's behaviour")
+    ballast = bytearray(600 * 2**20)
+    ballast[::4096] = b"x" * len(ballast[::4096])  # touch every page: resident, not just reserved
+    script = (f"import sys; sys.path.insert(0, {str(bench_dir())!r}); import bench_worker; "
+              "print(bench_worker.peak_rss_mb())")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert 5 < float(out) < 400, out  # the worker module imports numpy and torch: ~100-300 MB, never 600+
+    del ballast
+
+
+def test_the_busy_warning_discounts_the_bench_s_own_threads():
+    """The load average after a run counts the bench's own threads; only load beyond them, or load already
+    there before the run, makes the report call the machine busy."""
+    from coulisse.interfaces.bench_command import load_harness
+
+    bench_report = load_harness().bench_report
+
+    def warned(before, after):
+        results = {"machine": {"cpu": "x", "physical_cores": 2, "logical_cpus": 2},
+                   "texts": {"n": 1, "source": "s", "total_tokens": 1, "max_tokens": 1, "seed": 0},
+                   "settings": {"threads": 2, "short_sentence": "s", "latency_repeats": 1, "repeats": 1,
+                                "max_batch_tokens": 1, "cold_repeats": 0},
+                   "versions": {}, "load_average_before": [before], "load_average_after": [after]}
+        return any(line.startswith("WARNING") for line in bench_report.context_lines(results))
+
+    assert not warned(0.2, 1.9)  # the bench's own two threads
+    assert warned(0.2, 3.5)  # someone else's work during the run
+    assert warned(1.5, 1.9)  # already busy before

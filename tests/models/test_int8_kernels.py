@@ -87,6 +87,58 @@ torch.save({"q": q, "s": s, "d": d, "threading": kernels().threading()}, sys.arg
         assert torch.equal(results["default"][key], results["posix"][key]), key
 
 
+ISA_SCRIPT = """
+import sys, torch
+from coulisse.models.quantize import add_norm_rows, dequantize_rows, kernels, quantize_rows
+torch.set_num_threads(2); torch.manual_seed(0)
+x = torch.randn(300, 771) * 3; x[1] = 0; x[3, :7] = torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 127.0])
+y = torch.randn(300, 3077) * 4; s = torch.rand(300) + 0.5; b = torch.randn(3077)
+r = torch.randn(300, 771); n = torch.randn(300, 771) * 30; norm = torch.nn.LayerNorm(771)
+with torch.no_grad():
+    norm.weight.normal_(); norm.bias.normal_()
+q, qs = quantize_rows(x)
+torch.save({"isa": kernels().isa(), "q": q, "s": qs, "d": dequantize_rows(y.clone(), s[:, None], b, False),
+            "gelu": dequantize_rows(y.clone(), s[:, None], b, True),
+            "norm": add_norm_rows(n.clone(), s[:, None], torch.randn(771), r, norm)}, sys.argv[1])
+"""
+
+
+def test_each_instruction_set_gives_the_same_bits(tmp_path):
+    """COULISSE_INT8_ISA caps the kernels' instruction set (scalar, AVX2, AVX-512: whatever this CPU has),
+    each in a process of its own (read once). Quantize and the plain dequantize are elementwise IEEE
+    arithmetic (division, FMA, round half to even): the same bits on every path. GELU's vector paths share
+    one erf approximation, so AVX-512 must give AVX2's bits (the scalar loop uses libm's erff instead; its
+    bound is tested above). add_norm sums a row in 8 or 16 partial sums: the outputs then differ by the
+    rounding of the mean and variance only, a few ulp of the normalized values (|z| <= sqrt(771) here)."""
+    k = Q.kernels()
+    if k is None:
+        pytest.skip("no C kernels")
+    results = {}
+    for isa in ("scalar", "avx2", "avx512"):
+        env = {**os.environ, "COULISSE_INT8_ISA": isa}
+        subprocess.run([sys.executable, "-c", ISA_SCRIPT, str(tmp_path / isa)], env=env, check=True)
+        results[isa] = torch.load(tmp_path / isa)
+    ran = {isa: r["isa"] for isa, r in results.items()}
+    best = k.isa()
+    assert ran["scalar"] == "scalar"
+    assert ran[best] == best, "a cap at the CPU's own level must run that level"
+    if best == "avx512":
+        assert ran["avx2"] == "avx2"
+    paths = {results[isa]["isa"]: results[isa] for isa in results}  # distinct paths this CPU ran
+    assert len(paths) == {"scalar": 1, "avx2": 2, "avx512": 3}[best]
+    first = paths["scalar"]
+    for name, r in paths.items():
+        for key in ("q", "s", "d"):
+            assert torch.equal(r[key], first[key]), (name, key)
+    if "avx512" in paths:
+        assert torch.equal(paths["avx512"]["gelu"], paths["avx2"]["gelu"])
+        a, b = paths["avx512"]["norm"], paths["avx2"]["norm"]
+        assert not torch.equal(a, torch.zeros_like(a))
+        # |Δz| <= |z| · few ulp from rstd plus rstd · few ulp·|mean| from the mean: 1e-5 absolute on z and
+        # beta of order 1, with |gamma| of order 1 here, is ~100 ulp of margin, far below a wrong sum.
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-4), (a - b).abs().max()
+
+
 def activations(rows: int, cols: int) -> torch.Tensor:
     torch.manual_seed(cols)
     x = torch.randn(rows, cols) * 2

@@ -94,9 +94,17 @@ class KernelPlan:
                 f"fast preset (--fast): {self.fast} — {self.fast_why}"]
 
 
+def c_isa(f: Features) -> str:
+    """The instruction set the C kernels (`_int8.c`, `isa_level`) pick on these features."""
+    if f.has("avx512f", "avx512dq", "avx512bw", "avx512vl"):
+        return "AVX-512"
+    return "AVX2" if f.has("avx2", "fma") else "portable C"
+
+
 def _fp32(f: Features, b: Backends) -> Choice:
     if b.onednn_fp32:
-        finish = "; bias, GELU and residual + LayerNorm in one C pass per row" if b.c_kernels else ""
+        finish = (f"; bias, GELU and residual + LayerNorm in one C pass per row ({c_isa(f)})"
+                  if b.c_kernels else "")
         return Choice("onednn", f"oneDNN matmul, weights prepacked at load (or MKL where measured faster){finish}",
                       "2x MKL's sgemm at a few rows (MKL repacks the weight on every call); at 1,024 rows either "
                       "may win on the same CPU model, so the model's shapes are timed once per machine "
@@ -105,7 +113,8 @@ def _fp32(f: Features, b: Backends) -> Choice:
 
 
 def _int8(f: Features, b: Backends) -> Choice:
-    fused = "fused C quantize/dequantize" if b.c_kernels else "PyTorch ops around the GEMM (C kernels not built)"
+    fused = (f"fused C quantize/dequantize ({c_isa(f)})" if b.c_kernels
+             else "PyTorch ops around the GEMM (C kernels not built)")
     small = SMALL_BATCH_ROWS if b.fbgemm else 0
     if not b.onednn_int8:
         if b.fbgemm:

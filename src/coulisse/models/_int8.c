@@ -20,8 +20,8 @@
  * round-half-to-even), so both paths give the same codes. The functions take raw pointers from
  * `tensor.data_ptr()` (the Python side checks dtypes, shapes and contiguity), release the GIL, and
  * split rows over `threads` threads: PyTorch's OpenMP team where built with OpenMP, else POSIX
- * threads (run_rows). AVX2 code is chosen at run time when the CPU has it; a portable scalar loop
- * runs elsewhere. No dependency beyond libc, libm and (optionally) the libgomp PyTorch already loads.
+ * threads (run_rows). AVX-512 or AVX2 code is chosen at run time by what the CPU has (isa_level); a
+ * portable scalar loop runs elsewhere. No dependency beyond libc, libm and (optionally) the libgomp PyTorch already loads.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -215,17 +215,139 @@ __attribute__((target("avx2,fma"))) static void add_norm_avx2(float *y, int64_t 
 }
 #endif
 
-static int use_avx2(void) {
 #if HAVE_X86
-    static int cached = -1;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+/* ---------------------------------------------------------------- AVX-512 kernels
+ * The same arithmetic on 16 lanes: every op is elementwise IEEE (division, FMA, rounding), so quantize and
+ * dequantize (+GELU) give the AVX2 kernels' bits; add_norm sums its row in 16 partial sums instead of 8,
+ * which moves the mean and variance by a rounding. Half the instructions per row: on Zen 4 (512-bit ops
+ * issued as two 256-bit halves) the gain is in the front end and the GELU's dependency chains. */
+#define AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
+
+AVX512 static void quantize_avx512(const float *x, int64_t cols, uint8_t *q, float *scale) {
+    __m512 m16 = _mm512_setzero_ps();
+    int64_t c = 0;
+    for (; c + 16 <= cols; c += 16) m16 = _mm512_max_ps(m16, _mm512_abs_ps(_mm512_loadu_ps(x + c)));
+    float m = _mm512_reduce_max_ps(m16);
+    for (; c < cols; c++) {
+        float a = fabsf(x[c]);
+        m = a > m ? a : m;
     }
-    return cached;
-#else
-    return 0;
+    const float s = (m > MIN_SCALE_NUMERATOR ? m : MIN_SCALE_NUMERATOR) / QMAX;
+    *scale = s;
+    const __m512 vs = _mm512_set1_ps(s), zp = _mm512_set1_ps(ZERO_POINT);
+    for (c = 0; c + 16 <= cols; c += 16) {
+        __m512 v = _mm512_roundscale_ps(_mm512_div_ps(_mm512_loadu_ps(x + c), vs),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        /* codes are 1..255 here: the unsigned saturating narrowing never saturates */
+        _mm_storeu_si128((__m128i *)(q + c), _mm512_cvtusepi32_epi8(_mm512_cvtps_epi32(_mm512_add_ps(v, zp))));
+    }
+    for (; c < cols; c++) q[c] = (uint8_t)(nearbyintf(x[c] / s) + ZERO_POINT);
+}
+
+AVX512 static inline __m512 exp_avx512(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+}
+
+AVX512 static inline __m512 gelu_avx512(__m512 v) {
+    const __m512 sign = _mm512_set1_ps(-0.0f), one = _mm512_set1_ps(1.0f);
+    __m512 z = _mm512_mul_ps(v, _mm512_set1_ps(0.70710678118654752f));
+    __m512 az = _mm512_andnot_ps(sign, z);
+    __m512 t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(0.3275911f), az, one));
+    __m512 r = _mm512_set1_ps(1.061405429f);
+    r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(-1.453152027f));
+    r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(1.421413741f));
+    r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(-0.284496736f));
+    r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(0.254829592f));
+    r = _mm512_mul_ps(r, t);
+    __m512 erf_abs = _mm512_fnmadd_ps(r, exp_avx512(_mm512_mul_ps(_mm512_xor_ps(az, sign), az)), one);
+    __m512 erf = _mm512_or_ps(erf_abs, _mm512_and_ps(z, sign));
+    return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v), _mm512_add_ps(one, erf));
+}
+
+AVX512 static void dequantize_avx512(float *y, int64_t cols, float s, const float *bias, int gelu) {
+    const __m512 vs = _mm512_set1_ps(s);
+    int64_t c = 0;
+    for (; c + 16 <= cols; c += 16) {
+        __m512 b = bias ? _mm512_loadu_ps(bias + c) : _mm512_setzero_ps();
+        __m512 v = _mm512_fmadd_ps(_mm512_loadu_ps(y + c), vs, b);
+        _mm512_storeu_ps(y + c, gelu ? gelu_avx512(v) : v);
+    }
+    if (c < cols) dequantize_scalar(y + c, cols - c, s, bias ? bias + c : NULL, gelu);
+}
+
+AVX512 static void add_norm_avx512(float *y, int64_t cols, float s, const float *bias, const float *res,
+                                   const float *gamma, const float *beta, float eps) {
+    const __m512 vs = _mm512_set1_ps(s);
+    __m512 acc = _mm512_setzero_ps();
+    int64_t c = 0;
+    for (; c + 16 <= cols; c += 16) {
+        __m512 v = _mm512_add_ps(_mm512_fmadd_ps(_mm512_loadu_ps(y + c), vs, _mm512_loadu_ps(bias + c)),
+                                 _mm512_loadu_ps(res + c));
+        _mm512_storeu_ps(y + c, v);
+        acc = _mm512_add_ps(acc, v);
+    }
+    float sum = _mm512_reduce_add_ps(acc);
+    for (int64_t t = c; t < cols; t++) {
+        y[t] = fmaf(y[t], s, bias[t]) + res[t];
+        sum += y[t];
+    }
+    const float mean = sum / (float)cols;
+    const __m512 vm = _mm512_set1_ps(mean);
+    acc = _mm512_setzero_ps();
+    for (c = 0; c + 16 <= cols; c += 16) {
+        __m512 d = _mm512_sub_ps(_mm512_loadu_ps(y + c), vm);
+        acc = _mm512_fmadd_ps(d, d, acc);
+    }
+    float sq = _mm512_reduce_add_ps(acc);
+    for (int64_t t = c; t < cols; t++) sq = fmaf(y[t] - mean, y[t] - mean, sq);
+    const float rstd = 1.0f / sqrtf(sq / (float)cols + eps);
+    const __m512 vr = _mm512_set1_ps(rstd);
+    for (c = 0; c + 16 <= cols; c += 16) {
+        __m512 z = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(y + c), vm), vr);
+        _mm512_storeu_ps(y + c, _mm512_fmadd_ps(z, _mm512_loadu_ps(gamma + c), _mm512_loadu_ps(beta + c)));
+    }
+    for (; c < cols; c++) y[c] = fmaf((y[c] - mean) * rstd, gamma[c], beta[c]);
+}
 #endif
+
+/* Which code runs: 2 = AVX-512 (F, DQ, BW, VL), 1 = AVX2 + FMA, 0 = scalar; the best this CPU has, read
+ * once. COULISSE_INT8_ISA=avx2|scalar caps it (A/B runs, tests); a level the CPU lacks is never taken. */
+enum { ISA_SCALAR = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
+static const char *const ISA_NAMES[] = {"scalar", "avx2", "avx512"};
+
+static int isa_level(void) {
+    static int cached = -1;
+    if (cached >= 0) return cached;
+    int level = ISA_SCALAR;
+#if HAVE_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        level = ISA_AVX2;
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+            __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+            level = ISA_AVX512;
+    }
+#endif
+    const char *cap = getenv("COULISSE_INT8_ISA");
+    if (cap) {
+        for (int i = ISA_SCALAR; i < level; i++)
+            if (strcmp(cap, ISA_NAMES[i]) == 0) level = i;
+    }
+    cached = level;
+    return cached;
 }
 
 /* ---------------------------------------------------------------- rows over threads */
@@ -238,7 +360,7 @@ typedef struct {
     uint8_t *q;
     float *scale;
     const float *bias;
-    int gelu, avx2;
+    int gelu, isa;
     const float *gamma, *beta;
     float eps;
 } Task;
@@ -251,7 +373,11 @@ static void *run_task(void *arg) {
             float *y = t->y + r * t->cols;
             const float *res = t->x + r * t->cols;
 #if HAVE_X86
-            if (t->avx2) {
+            if (t->isa == ISA_AVX512) {
+                add_norm_avx512(y, t->cols, s, t->bias, res, t->gamma, t->beta, t->eps);
+                continue;
+            }
+            if (t->isa == ISA_AVX2) {
                 add_norm_avx2(y, t->cols, s, t->bias, res, t->gamma, t->beta, t->eps);
                 continue;
             }
@@ -259,7 +385,11 @@ static void *run_task(void *arg) {
             add_norm_scalar(y, t->cols, s, t->bias, res, t->gamma, t->beta, t->eps);
         } else if (t->op == 0) {
 #if HAVE_X86
-            if (t->avx2) {
+            if (t->isa == ISA_AVX512) {
+                quantize_avx512(t->x + r * t->cols, t->cols, t->q + r * t->cols, t->scale + r);
+                continue;
+            }
+            if (t->isa == ISA_AVX2) {
                 quantize_avx2(t->x + r * t->cols, t->cols, t->q + r * t->cols, t->scale + r);
                 continue;
             }
@@ -267,7 +397,11 @@ static void *run_task(void *arg) {
             quantize_scalar(t->x + r * t->cols, t->cols, t->q + r * t->cols, t->scale + r);
         } else {
 #if HAVE_X86
-            if (t->avx2) {
+            if (t->isa == ISA_AVX512) {
+                dequantize_avx512(t->y + r * t->cols, t->cols, s, t->bias, t->gelu);
+                continue;
+            }
+            if (t->isa == ISA_AVX2) {
                 dequantize_avx2(t->y + r * t->cols, t->cols, s, t->bias, t->gelu);
                 continue;
             }
@@ -341,7 +475,7 @@ static PyObject *py_quantize_rows(PyObject *self, PyObject *args) {
     Py_ssize_t x, rows, cols, q, scale;
     int threads;
     if (!PyArg_ParseTuple(args, "nnnnni", &x, &rows, &cols, &q, &scale, &threads)) return NULL;
-    Task t = {0, 0, 0, cols, (const float *)x, NULL, (uint8_t *)q, (float *)scale, NULL, 0, use_avx2(), NULL, NULL, 0.0f};
+    Task t = {0, 0, 0, cols, (const float *)x, NULL, (uint8_t *)q, (float *)scale, NULL, 0, isa_level(), NULL, NULL, 0.0f};
     Py_BEGIN_ALLOW_THREADS run_rows(t, rows, threads);
     Py_END_ALLOW_THREADS Py_RETURN_NONE;
 }
@@ -350,7 +484,7 @@ static PyObject *py_dequantize_rows(PyObject *self, PyObject *args) {
     Py_ssize_t y, rows, cols, scale, bias;
     int threads, gelu;
     if (!PyArg_ParseTuple(args, "nnnnnip", &y, &rows, &cols, &scale, &bias, &threads, &gelu)) return NULL;
-    Task t = {1, 0, 0, cols, NULL, (float *)y, NULL, (float *)scale, (const float *)bias, gelu, use_avx2(),
+    Task t = {1, 0, 0, cols, NULL, (float *)y, NULL, (float *)scale, (const float *)bias, gelu, isa_level(),
               NULL, NULL, 0.0f};
     Py_BEGIN_ALLOW_THREADS run_rows(t, rows, threads);
     Py_END_ALLOW_THREADS Py_RETURN_NONE;
@@ -363,12 +497,12 @@ static PyObject *py_add_norm_rows(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "nnnnnnnndi", &y, &rows, &cols, &scale, &bias, &res, &gamma, &beta, &eps, &threads))
         return NULL;
     Task t = {2, 0, 0, cols, (const float *)res, (float *)y, NULL, (float *)scale, (const float *)bias, 0,
-              use_avx2(), (const float *)gamma, (const float *)beta, (float)eps};
+              isa_level(), (const float *)gamma, (const float *)beta, (float)eps};
     Py_BEGIN_ALLOW_THREADS run_rows(t, rows, threads);
     Py_END_ALLOW_THREADS Py_RETURN_NONE;
 }
 
-static PyObject *py_isa(PyObject *self, PyObject *unused) { return PyUnicode_FromString(use_avx2() ? "avx2" : "scalar"); }
+static PyObject *py_isa(PyObject *self, PyObject *unused) { return PyUnicode_FromString(ISA_NAMES[isa_level()]); }
 
 static PyObject *py_threading(PyObject *self, PyObject *unused) {
     return PyUnicode_FromString(use_openmp() ? "openmp" : "posix");
@@ -383,7 +517,7 @@ static PyMethodDef methods[] = {
     {"add_norm_rows", py_add_norm_rows, METH_VARARGS,
      "add_norm_rows(y_ptr, rows, cols, scale_ptr, bias_ptr, res_ptr, gamma_ptr, beta_ptr, eps, threads): "
      "y = LayerNorm(y*s[r] + bias + res), in place (scale_ptr 0: s[r] = 1)."},
-    {"isa", py_isa, METH_NOARGS, "Which code path runs on this CPU: 'avx2' or 'scalar'."},
+    {"isa", py_isa, METH_NOARGS, "Which code path runs on this CPU: 'avx512', 'avx2' or 'scalar'."},
     {"threading", py_threading, METH_NOARGS, "Which threads split the rows: 'openmp' (PyTorch's team) or 'posix'."},
     {NULL, NULL, 0, NULL},
 };
