@@ -8,6 +8,7 @@
  * each is one pass:
  *
  *   quantize_rows:   q[r, c] = round(x[r, c] / s[r]) + 128   (u8),  s[r] = max(max_c |x[r, c]|, 1e-12) / 127
+ *                    (NaN where the row holds a NaN, as in PyTorch: it reaches the row's outputs)
  *   dequantize_rows: y[r, c] = y[r, c] * s[r] + bias[c], then optionally GELU (erf form), in place
  *   add_norm_rows:   v[r, c] = y[r, c] * s[r] + bias[c] + res[r, c];  y[r] = LayerNorm(v[r]) (gamma, beta,
  *                    eps), in place: the `*Output` blocks' dequantize, residual add and LayerNorm in one
@@ -48,13 +49,23 @@ static inline float gelu_scalar(float v) { return 0.5f * v * (1.0f + erff(v * 0.
 
 /* ---------------------------------------------------------------- scalar kernels */
 
+/* The row's scale from its largest |x|. A NaN anywhere in the row makes the scale NaN, as PyTorch's
+ * amax and clamp do in the fallback: the row's outputs then come out NaN (the server and the jobs refuse
+ * non-finite results) instead of a finite value computed from a row that lost an element. */
+static inline float row_scale(float m, int has_nan) {
+    if (has_nan) return NAN;
+    return (m > MIN_SCALE_NUMERATOR ? m : MIN_SCALE_NUMERATOR) / QMAX;
+}
+
 static void quantize_scalar(const float *x, int64_t cols, uint8_t *q, float *scale) {
     float m = 0.0f;
+    int has_nan = 0;
     for (int64_t c = 0; c < cols; c++) {
         float a = fabsf(x[c]);
         m = a > m ? a : m;
+        has_nan |= a != a;
     }
-    float s = (m > MIN_SCALE_NUMERATOR ? m : MIN_SCALE_NUMERATOR) / QMAX;
+    float s = row_scale(m, has_nan);
     *scale = s;
     for (int64_t c = 0; c < cols; c++) q[c] = (uint8_t)(nearbyintf(x[c] / s) + ZERO_POINT);
 }
@@ -94,18 +105,24 @@ static void add_norm_scalar(float *y, int64_t cols, float s, const float *bias, 
 __attribute__((target("avx2,fma"))) static void quantize_avx2(const float *x, int64_t cols, uint8_t *q,
                                                               float *scale) {
     const __m256 sign = _mm256_set1_ps(-0.0f);
-    __m256 m8 = _mm256_setzero_ps();
+    __m256 m8 = _mm256_setzero_ps(), nan8 = _mm256_setzero_ps();
     int64_t c = 0;
-    for (; c + 8 <= cols; c += 8) m8 = _mm256_max_ps(m8, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + c)));
+    for (; c + 8 <= cols; c += 8) {
+        __m256 a = _mm256_andnot_ps(sign, _mm256_loadu_ps(x + c));
+        m8 = _mm256_max_ps(m8, a);
+        nan8 = _mm256_or_ps(nan8, _mm256_cmp_ps(a, a, _CMP_UNORD_Q));
+    }
     float lanes[8];
     _mm256_storeu_ps(lanes, m8);
     float m = 0.0f;
+    int has_nan = _mm256_movemask_ps(nan8) != 0;
     for (int i = 0; i < 8; i++) m = lanes[i] > m ? lanes[i] : m;
     for (; c < cols; c++) {
         float a = fabsf(x[c]);
         m = a > m ? a : m;
+        has_nan |= a != a;
     }
-    const float s = (m > MIN_SCALE_NUMERATOR ? m : MIN_SCALE_NUMERATOR) / QMAX;
+    const float s = row_scale(m, has_nan);
     *scale = s;
     const __m256 vs = _mm256_set1_ps(s), zp = _mm256_set1_ps(ZERO_POINT);
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
@@ -225,14 +242,21 @@ __attribute__((target("avx2,fma"))) static void add_norm_avx2(float *y, int64_t 
 
 AVX512 static void quantize_avx512(const float *x, int64_t cols, uint8_t *q, float *scale) {
     __m512 m16 = _mm512_setzero_ps();
+    __mmask16 nan16 = 0;
     int64_t c = 0;
-    for (; c + 16 <= cols; c += 16) m16 = _mm512_max_ps(m16, _mm512_abs_ps(_mm512_loadu_ps(x + c)));
+    for (; c + 16 <= cols; c += 16) {
+        __m512 a = _mm512_abs_ps(_mm512_loadu_ps(x + c));
+        m16 = _mm512_max_ps(m16, a);
+        nan16 |= _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q);
+    }
     float m = _mm512_reduce_max_ps(m16);
+    int has_nan = nan16 != 0;
     for (; c < cols; c++) {
         float a = fabsf(x[c]);
         m = a > m ? a : m;
+        has_nan |= a != a;
     }
-    const float s = (m > MIN_SCALE_NUMERATOR ? m : MIN_SCALE_NUMERATOR) / QMAX;
+    const float s = row_scale(m, has_nan);
     *scale = s;
     const __m512 vs = _mm512_set1_ps(s), zp = _mm512_set1_ps(ZERO_POINT);
     for (c = 0; c + 16 <= cols; c += 16) {
