@@ -90,9 +90,10 @@ torch.save({"q": q, "s": s, "d": d, "threading": kernels().threading()}, sys.arg
 @pytest.mark.parametrize("rows", [3, 100], ids=["fbgemm-rows", "onednn-rows"])
 def test_a_nan_in_a_row_reaches_that_row_only(rows):
     """A NaN in a token's activations (a broken checkpoint, an fp16 overflow upstream) makes that token's
-    scale NaN, as the PyTorch fallback's amax does, so its outputs come out NaN — which the server and the
-    jobs refuse — rather than finite values computed as if the element were not there. The other tokens
-    are untouched: per-token scales and exact int32 sums make their outputs the same bits as without it."""
+    scale NaN, as the PyTorch fallback's amax does, so its outputs come out NaN, as fp32's would (the
+    server's /predict and the embedding jobs refuse non-finite results), rather than finite values
+    computed as if the element were not there. The other tokens are untouched: per-token scales and
+    exact int32 sums make their outputs the same bits as without it."""
     if Q.kernels() is None:
         pytest.skip("no C kernels")
     torch.manual_seed(rows)

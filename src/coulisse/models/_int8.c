@@ -50,8 +50,9 @@ static inline float gelu_scalar(float v) { return 0.5f * v * (1.0f + erff(v * 0.
 /* ---------------------------------------------------------------- scalar kernels */
 
 /* The row's scale from its largest |x|. A NaN anywhere in the row makes the scale NaN, as PyTorch's
- * amax and clamp do in the fallback: the row's outputs then come out NaN (the server and the jobs refuse
- * non-finite results) instead of a finite value computed from a row that lost an element. */
+ * amax and clamp do in the fallback: the row's outputs then come out NaN, as fp32's would (the server's
+ * /predict and the embedding jobs refuse non-finite results), not finite values from a row that lost an
+ * element. */
 static inline float row_scale(float m, int has_nan) {
     if (has_nan) return NAN;
     return (m > MIN_SCALE_NUMERATOR ? m : MIN_SCALE_NUMERATOR) / QMAX;
