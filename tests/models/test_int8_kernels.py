@@ -122,7 +122,7 @@ from coulisse.models.quantize import add_norm_rows, dequantize_rows, kernels, qu
 torch.set_num_threads(2); torch.manual_seed(0)
 x = torch.randn(300, 771) * 3; x[1] = 0; x[3, :7] = torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 127.0])
 x[4, 9] = x[5, 770] = float("nan")
-y = torch.randn(300, 3077) * 4; s = torch.rand(300) + 0.5; b = torch.randn(3077)
+y = torch.randn(300, 3093) * 4; s = torch.rand(300) + 0.5; b = torch.randn(3093)  # 96 x 32 + 16 + 5 columns
 r = torch.randn(300, 771); n = torch.randn(300, 771) * 30; norm = torch.nn.LayerNorm(771)
 with torch.no_grad():
     norm.weight.normal_(); norm.bias.normal_()

@@ -305,6 +305,16 @@ AVX512 static inline __m512 gelu_avx512(__m512 v) {
 AVX512 static void dequantize_avx512(float *y, int64_t cols, float s, const float *bias, int gelu) {
     const __m512 vs = _mm512_set1_ps(s);
     int64_t c = 0;
+    if (gelu) {
+        for (; c + 32 <= cols; c += 32) {
+            __m512 b0 = bias ? _mm512_loadu_ps(bias + c) : _mm512_setzero_ps();
+            __m512 b1 = bias ? _mm512_loadu_ps(bias + c + 16) : _mm512_setzero_ps();
+            __m512 v0 = gelu_avx512(_mm512_fmadd_ps(_mm512_loadu_ps(y + c), vs, b0));
+            __m512 v1 = gelu_avx512(_mm512_fmadd_ps(_mm512_loadu_ps(y + c + 16), vs, b1));
+            _mm512_storeu_ps(y + c, v0);
+            _mm512_storeu_ps(y + c + 16, v1);
+        }
+    }
     for (; c + 16 <= cols; c += 16) {
         __m512 b = bias ? _mm512_loadu_ps(bias + c) : _mm512_setzero_ps();
         __m512 v = _mm512_fmadd_ps(_mm512_loadu_ps(y + c), vs, b);
