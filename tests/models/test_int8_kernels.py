@@ -122,7 +122,7 @@ from coulisse.models.quantize import add_norm_rows, dequantize_rows, kernels, qu
 torch.set_num_threads(2); torch.manual_seed(0)
 x = torch.randn(300, 771) * 3; x[1] = 0; x[3, :7] = torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 127.0])
 x[4, 9] = x[5, 770] = float("nan")
-y = torch.randn(300, 3093) * 4; s = torch.rand(300) + 0.5; b = torch.randn(3093)  # 96 x 32 + 16 + 5 columns
+y = torch.randn(300, 3101) * 4; s = torch.rand(300) + 0.5; b = torch.randn(3101)  # 96 x 32 + 16 + 8 + 5 columns
 r = torch.randn(300, 771); n = torch.randn(300, 771) * 30; norm = torch.nn.LayerNorm(771)
 with torch.no_grad():
     norm.weight.normal_(); norm.bias.normal_()
@@ -137,9 +137,10 @@ def test_each_instruction_set_gives_the_same_bits(tmp_path):
     """COULISSE_INT8_ISA caps the kernels' instruction set (scalar, AVX2, AVX-512: whatever this CPU has),
     each in a process of its own (read once). Quantize and the plain dequantize are elementwise IEEE
     arithmetic (division, FMA, round half to even): the same bits on every path. GELU's vector paths share
-    one erf approximation, so AVX-512 must give AVX2's bits (the scalar loop uses libm's erff instead; its
-    bound is tested above). add_norm sums a row in 8 or 16 partial sums: the outputs then differ by the
-    rounding of the mean and variance only, a few ulp of the normalized values (|z| <= sqrt(771) here).
+    one erf approximation, so AVX-512 must give AVX2's bits wherever both run vectors (the scalar tail
+    uses libm's erff instead; its bound is tested above). add_norm sums a row in 8 or 16 partial sums: the
+    outputs then differ by the rounding of the mean and variance only, a few ulp of the normalized values
+    (|z| <= sqrt(771) here).
     Every path gives a row holding a NaN a NaN scale."""
     k = Q.kernels()
     if k is None:
@@ -150,7 +151,7 @@ def test_each_instruction_set_gives_the_same_bits(tmp_path):
         subprocess.run([sys.executable, "-c", ISA_SCRIPT, str(tmp_path / isa)], env=env, check=True)
         results[isa] = torch.load(tmp_path / isa)
     ran = {isa: r["isa"] for isa, r in results.items()}
-    best = k.isa()
+    best = ran["avx512"]  # the highest cap is no cap: the CPU's own level (this process may run capped)
     assert ran["scalar"] == "scalar"
     assert ran[best] == best, "a cap at the CPU's own level must run that level"
     if best == "avx512":
@@ -165,7 +166,12 @@ def test_each_instruction_set_gives_the_same_bits(tmp_path):
         assert torch.equal(r["s"][keep], first["s"][keep]), name
         assert torch.equal(r["d"], first["d"]), name
     if "avx512" in paths:
-        assert torch.equal(paths["avx512"]["gelu"], paths["avx2"]["gelu"])
+        a, b = paths["avx512"]["gelu"], paths["avx2"]["gelu"]
+        vector = 3088  # columns both compute 16 or 8 lanes at a time; AVX2 takes 8 more, AVX-512 leaves 13
+        assert torch.equal(a[:, :vector], b[:, :vector])
+        # past them, one side's libm erff against the other's A&S 7.1.26 (|Δerf| <= 1.5e-7, times |v|/2)
+        assert torch.allclose(a[:, vector:], b[:, vector:], rtol=1e-6, atol=1e-5)
+        assert not torch.equal(a[:, vector:], b[:, vector:]), "the test should cover both tails"
         a, b = paths["avx512"]["norm"], paths["avx2"]["norm"]
         assert not torch.equal(a, torch.zeros_like(a))
         # |Δz| <= |z| · few ulp from rstd plus rstd · few ulp·|mean| from the mean: 1e-5 absolute on z and

@@ -182,6 +182,16 @@ __attribute__((target("avx2,fma"))) static void dequantize_avx2(float *y, int64_
                                                                 const float *bias, int gelu) {
     const __m256 vs = _mm256_set1_ps(s);
     int64_t c = 0;
+    if (gelu) {
+        for (; c + 16 <= cols; c += 16) {
+            __m256 b0 = bias ? _mm256_loadu_ps(bias + c) : _mm256_setzero_ps();
+            __m256 b1 = bias ? _mm256_loadu_ps(bias + c + 8) : _mm256_setzero_ps();
+            __m256 v0 = gelu_avx2(_mm256_fmadd_ps(_mm256_loadu_ps(y + c), vs, b0));
+            __m256 v1 = gelu_avx2(_mm256_fmadd_ps(_mm256_loadu_ps(y + c + 8), vs, b1));
+            _mm256_storeu_ps(y + c, v0);
+            _mm256_storeu_ps(y + c + 8, v1);
+        }
+    }
     for (; c + 8 <= cols; c += 8) {
         __m256 b = bias ? _mm256_loadu_ps(bias + c) : _mm256_setzero_ps();
         __m256 v = _mm256_fmadd_ps(_mm256_loadu_ps(y + c), vs, b);
