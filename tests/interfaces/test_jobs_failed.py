@@ -180,3 +180,40 @@ def test_a_ray_rerun_that_skipped_shards_does_not_judge():
     assert RaySummary("out", rows=3, errored=3, skipped=1).failure() is None
     assert RaySummary("out", rows=3, errored=2).failure() is None
     assert RaySummary("out").failure() is None
+
+
+class NonFiniteOn:
+    """The pipeline, except that `marker`'s logits come back NaN (a broken checkpoint, an fp16 overflow)."""
+
+    def __init__(self, pipe, marker: str):
+        self.pipe, self.marker, self.texts = pipe, marker, []
+
+    def __getattr__(self, name):
+        return getattr(self.pipe, name)
+
+    def preprocess(self, texts):
+        self.texts = list(texts)
+        return self.pipe.preprocess(texts)
+
+    def forward(self, items):
+        logits = self.pipe.forward(items)
+        return [row * float("nan") if text == self.marker else row
+                for text, row in zip(self.texts, logits, strict=True)]
+
+
+def test_non_finite_logits_are_an_error_row_not_a_label(tf_camembert_dir):
+    """NaN logits would still give a label (the argmax of NaN is the first one) with a NaN score: the row
+    becomes an error row instead, its chunk retried row by row, and the other rows keep their results."""
+    from coulisse import pipeline
+    from coulisse.interfaces.jobs.formats import Row
+    from coulisse.interfaces.jobs.predict import Predictor
+
+    pipe = pipeline("sentiment-analysis", model=str(tf_camembert_dir))
+    rows = [Row({}, text=t) for t in texts(5)]
+    clean = Predictor(pipe)(rows)
+    got = Predictor(NonFiniteOn(pipe, texts(5)[2]))(rows)
+    assert got[2].label is None and "FloatingPointError: the logits are not finite" in got[2].error
+    others = [i for i in range(5) if i != 2]
+    assert all(got[i].error is None and got[i].label == clean[i].label for i in others)
+    # retried one row at a time, not in the batch: the same scores up to the GEMM's rounding
+    assert np.allclose([got[i].scores for i in others], [clean[i].scores for i in others], rtol=0, atol=1e-6)

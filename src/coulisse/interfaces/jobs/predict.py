@@ -145,6 +145,8 @@ class Predictor(RowModel):
 
     def _predict(self, texts: list[str]) -> list[Prediction]:
         logits = np.stack(self.logits(texts))
+        if not np.isfinite(logits).all():  # a broken checkpoint, an fp16 overflow: never a silent NaN score
+            raise FloatingPointError("the logits are not finite (NaN or infinity)")
         preds = []
         for scores in self.pipe.postprocess(logits, top_k=None):
             values = [s["score"] for s in scores]  # every label, in id order
