@@ -22,7 +22,8 @@
  * `tensor.data_ptr()` (the Python side checks dtypes, shapes and contiguity), release the GIL, and
  * split rows over `threads` threads: PyTorch's OpenMP team where built with OpenMP, else POSIX
  * threads (run_rows). AVX-512 or AVX2 code is chosen at run time by what the CPU has (isa_level); a
- * portable scalar loop runs elsewhere. No dependency beyond libc, libm and (optionally) the libgomp PyTorch already loads.
+ * portable scalar loop runs elsewhere. No dependency beyond libc, libm and (optionally) the libgomp
+ * PyTorch already loads.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -246,7 +247,8 @@ __attribute__((target("avx2,fma"))) static void add_norm_avx2(float *y, int64_t 
 #if HAVE_X86
 /* ---------------------------------------------------------------- AVX-512 kernels
  * The same arithmetic on 16 lanes: every op is elementwise IEEE (division, FMA, rounding), so quantize and
- * dequantize (+GELU) give the AVX2 kernels' bits; add_norm sums its row in 16 partial sums instead of 8,
+ * dequantize (+GELU) give the AVX2 kernels' bits wherever both run vectors (a row's last columns may fall
+ * in one side's scalar tail, libm's erff); add_norm sums its row in 16 partial sums instead of 8,
  * which moves the mean and variance by a rounding. Half the instructions per row: on Zen 4 (512-bit ops
  * issued as two 256-bit halves) the gain is in the front end and the GELU's dependency chains. */
 #define AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
