@@ -215,5 +215,7 @@ def test_non_finite_logits_are_an_error_row_not_a_label(tf_camembert_dir):
     assert got[2].label is None and "FloatingPointError: the logits are not finite" in got[2].error
     others = [i for i in range(5) if i != 2]
     assert all(got[i].error is None and got[i].label == clean[i].label for i in others)
-    # retried one row at a time, not in the batch: the same scores up to the GEMM's rounding
-    assert np.allclose([got[i].scores for i in others], [clean[i].scores for i in others], rtol=0, atol=1e-6)
+    # retried one row at a time, not in the batch: the same scores up to the GEMM's rounding, which another
+    # CPU may block differently; the bound tests/engine/test_engine.py argues for batched vs alone logits
+    # (a probability moves by at most 1/4 of its logit's change)
+    assert np.allclose([got[i].scores for i in others], [clean[i].scores for i in others], rtol=0, atol=1e-5)

@@ -522,7 +522,8 @@ static PyObject *py_quantize_rows(PyObject *self, PyObject *args) {
     Py_ssize_t x, rows, cols, q, scale;
     int threads;
     if (!PyArg_ParseTuple(args, "nnnnni", &x, &rows, &cols, &q, &scale, &threads)) return NULL;
-    Task t = {0, 0, 0, cols, (const float *)x, NULL, (uint8_t *)q, (float *)scale, NULL, 0, isa_level(), NULL, NULL, 0.0f};
+    Task t = {0, 0, 0, cols, (const float *)x, NULL, (uint8_t *)q, (float *)scale, NULL, 0, isa_level(),
+              NULL, NULL, 0.0f};
     Py_BEGIN_ALLOW_THREADS run_rows(t, rows, threads);
     Py_END_ALLOW_THREADS Py_RETURN_NONE;
 }
