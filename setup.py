@@ -1,9 +1,10 @@
 """Only the optional C kernels live here; everything else is in pyproject.toml.
 
-`coulisse.models._int8` fuses the per-token activation quantization around the int8 GEMM
-(src/coulisse/models/_int8.c), and what follows the fp32 GEMMs (bias, GELU, residual + LayerNorm). It is optional: without a C compiler the install still succeeds and
+`coulisse.models._int8` fuses the per-token activation quantization around the int8 GEMM and what follows
+the fp32 GEMMs (bias, GELU, residual + LayerNorm) (src/coulisse/models/_int8.c), and runs the self-attention
+of packed sequences (_attention.c). It is optional: without a C compiler the install still succeeds and
 coulisse runs the same arithmetic with PyTorch ops, more slowly. It is built with OpenMP where the
-compiler has it (its rows then run on PyTorch's own OpenMP threads), else with POSIX threads.
+compiler has it (its work then runs on PyTorch's own OpenMP threads), else with POSIX threads.
 """
 
 from setuptools import Extension, setup
@@ -32,7 +33,8 @@ setup(
     ext_modules=[
         Extension(
             "coulisse.models._int8",
-            ["src/coulisse/models/_int8.c"],
+            ["src/coulisse/models/_int8.c", "src/coulisse/models/_attention.c"],
+            depends=["src/coulisse/models/_kernels.h"],
             extra_compile_args=["-O3", "-pthread", "-std=c11", *OPENMP],
             extra_link_args=["-pthread", *OPENMP],
             libraries=["m"],

@@ -27,7 +27,7 @@ from bench_texts import load_texts  # noqa: E402  (bench/ is run as a script fol
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from coulisse import pipeline
-from coulisse.models import quantize
+from coulisse.models import fastpath, quantize
 
 DEFAULT_MODEL = Path.home() / ".cache" / "coulisse-bench" / "camembert-base-random"
 MODES = {"exact": {}, "exact-job": {"throughput": True}, "int8": {"quantize": "int8"}, "bf16": {"dtype": "bfloat16"},
@@ -38,7 +38,8 @@ CATEGORIES = {  # op name -> category; the innermost named op of a call stack de
              "onednn::qlinear_pointwise", "quantized::linear_with_input_q_dq_qweight_dq_output_fp32",
              "quantized::linear_dynamic"),
     "attention": ("aten::scaled_dot_product_attention", "aten::_scaled_dot_product_flash_attention_for_cpu",
-                  "aten::_softmax", "aten::softmax", "aten::bmm", "aten::baddbmm", "aten::masked_fill"),
+                  "aten::_softmax", "aten::softmax", "aten::bmm", "aten::baddbmm", "aten::masked_fill",
+                  "coulisse::attention"),
     "GELU/act": ("aten::gelu", "aten::relu", "aten::silu", "aten::tanh"),
     "add+LayerNorm": ("aten::add", "aten::add_", "aten::layer_norm", "aten::native_layer_norm"),
     "copies": ("aten::index_put_", "aten::index", "aten::fill_", "aten::zero_", "aten::new_zeros",
@@ -52,7 +53,15 @@ COLUMNS = [*CATEGORIES, "other/Python"]
 
 
 def _instrument_int8() -> None:
-    """Wrap the int8 path's C-kernel calls in profiler ranges (module attributes, looked up per call)."""
+    """Wrap the C-kernel calls in profiler ranges: the int8 path's (module attributes, looked up per call)
+    and the C attention (installed on each model at load: wrapped before the pipelines are built)."""
+    original_attention = fastpath.c_packed_attention
+
+    def timed_attention(*args, **kwargs):
+        with record_function("coulisse::attention"):
+            return original_attention(*args, **kwargs)
+
+    fastpath.c_packed_attention = timed_attention
     for name in ("quantize_rows", "dequantize_rows", "add_norm_rows"):
         original = getattr(quantize, name, None)
         if original is None:

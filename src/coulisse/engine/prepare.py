@@ -122,7 +122,7 @@ def _prepare_cpu(model: EncoderModel, files: list[Path], dtype: torch.dtype, qua
         bits = choice.options.get("weight_bits", 7)
         source = _quantize_cached(model, files, plan.features.key, bits, choice.options.get("small_rows", 0))
         model.to(dtype=dtype)
-        return f"int8 GEMMs: {choice.detail}; weights {source}"
+        return f"int8 GEMMs: {choice.detail}; weights {source}{_attention(model, dtype)}"
     if dtype == torch.bfloat16:
         choice = plan.bf16
         if not choice.fast:
@@ -134,6 +134,7 @@ def _prepare_cpu(model: EncoderModel, files: list[Path], dtype: torch.dtype, qua
         release_freed_memory()
         return f"bf16: {choice.detail}, {count} linear layers"
     model.to(dtype=dtype)
+    attention = _attention(model, dtype)
     if dtype == torch.float32 and plan.fp32.kernel == "onednn":
         from coulisse.engine.gemm_choice import fp32_gemm
 
@@ -141,14 +142,23 @@ def _prepare_cpu(model: EncoderModel, files: list[Path], dtype: torch.dtype, qua
             if throughput else None
         if gemm is not None and gemm.kernel == "mkl":
             count = pack_linears(model.base.encoder, kernel="mkl")
-            return f"MKL's sgemm, {count} linear layers{_epilogue(model)}: measured faster at full batches " \
-                   f"here ({gemm.why})"
+            return f"MKL's sgemm, {count} linear layers{_epilogue(model)}{attention}: measured faster at full " \
+                   f"batches here ({gemm.why})"
         count = pack_linears(model.base.encoder)
         release_freed_memory()
         if count:
-            return f"oneDNN, {count} linear layers prepacked{_epilogue(model)}" \
+            return f"oneDNN, {count} linear layers prepacked{_epilogue(model)}{attention}" \
                    + (f" ({gemm.why})" if gemm is not None else "")
-    return "PyTorch ops"
+    return "PyTorch ops" + attention
+
+
+def _attention(model: EncoderModel, dtype: torch.dtype) -> str:
+    """Install the C attention kernel on an fp32 model where it is built (models/fastpath.py); in words."""
+    from coulisse.models.fastpath import c_attention_enabled, install_c_attention
+
+    if dtype != torch.float32 or not c_attention_enabled() or not install_c_attention(model):
+        return ""
+    return ", attention in C over packed sequences"
 
 
 def _epilogue(model: EncoderModel) -> str:

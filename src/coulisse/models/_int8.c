@@ -24,21 +24,11 @@
  * threads (run_rows). AVX-512 or AVX2 code is chosen at run time by what the CPU has (isa_level); a
  * portable scalar loop runs elsewhere. No dependency beyond libc, libm and (optionally) the libgomp
  * PyTorch already loads.
+ *
+ * The module also exports `attention` (self-attention over packed sequences, _attention.c); what both
+ * files share (instruction-set level, threads, exp) is declared in _kernels.h.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <math.h>
-#include <pthread.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define HAVE_X86 1
-#else
-#define HAVE_X86 0
-#endif
+#include "_kernels.h"
 
 #define ZERO_POINT 128.0f
 #define QMAX 127.0f
@@ -143,24 +133,6 @@ __attribute__((target("avx2,fma"))) static void quantize_avx2(const float *x, in
     for (; c < cols; c++) q[c] = (uint8_t)(nearbyintf(x[c] / s) + ZERO_POINT);
 }
 
-/* exp(x) for x <= 0 (Cephes' expf: 2^n * p(r), relative error ~1e-7), enough for erf's tail. */
-__attribute__((target("avx2,fma"))) static inline __m256 exp_avx2(__m256 x) {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
-
 /* GELU(v) = v/2 (1 + erf(v/sqrt 2)); erf by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7), the
  * approximation PyTorch's own vectorized erf uses. */
 __attribute__((target("avx2,fma"))) static inline __m256 gelu_avx2(__m256 v) {
@@ -199,13 +171,6 @@ __attribute__((target("avx2,fma"))) static void dequantize_avx2(float *y, int64_
         _mm256_storeu_ps(y + c, gelu ? gelu_avx2(v) : v);
     }
     if (c < cols) dequantize_scalar(y + c, cols - c, s, bias ? bias + c : NULL, gelu);
-}
-
-__attribute__((target("avx2,fma"))) static inline float hsum_avx2(__m256 v) {
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_movehdup_ps(h));
-    return _mm_cvtss_f32(h);
 }
 
 __attribute__((target("avx2,fma"))) static void add_norm_avx2(float *y, int64_t cols, float s, const float *bias,
@@ -251,7 +216,6 @@ __attribute__((target("avx2,fma"))) static void add_norm_avx2(float *y, int64_t 
  * in one side's scalar tail, libm's erff); add_norm sums its row in 16 partial sums instead of 8,
  * which moves the mean and variance by a rounding. Half the instructions per row: on Zen 4 (512-bit ops
  * issued as two 256-bit halves) the gain is in the front end and the GELU's dependency chains. */
-#define AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
 
 AVX512 static void quantize_avx512(const float *x, int64_t cols, uint8_t *q, float *scale) {
     __m512 m16 = _mm512_setzero_ps();
@@ -279,23 +243,6 @@ AVX512 static void quantize_avx512(const float *x, int64_t cols, uint8_t *q, flo
         _mm_storeu_si128((__m128i *)(q + c), _mm512_cvtusepi32_epi8(_mm512_cvtps_epi32(_mm512_add_ps(v, zp))));
     }
     for (; c < cols; c++) q[c] = (uint8_t)(nearbyintf(x[c] / s) + ZERO_POINT);
-}
-
-AVX512 static inline __m512 exp_avx512(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-    return _mm512_mul_ps(p, _mm512_castsi512_ps(e));
 }
 
 AVX512 static inline __m512 gelu_avx512(__m512 v) {
@@ -370,12 +317,12 @@ AVX512 static void add_norm_avx512(float *y, int64_t cols, float s, const float 
 }
 #endif
 
+
 /* Which code runs: 2 = AVX-512 (F, DQ, BW, VL), 1 = AVX2 + FMA, 0 = scalar; the best this CPU has, read
  * once. COULISSE_INT8_ISA=avx2|scalar caps it (A/B runs, tests); a level the CPU lacks is never taken. */
-enum { ISA_SCALAR = 0, ISA_AVX2 = 1, ISA_AVX512 = 2 };
 static const char *const ISA_NAMES[] = {"scalar", "avx2", "avx512"};
 
-static int isa_level(void) {
+int coulisse_isa_level(void) {
     static int cached = -1;
     if (cached >= 0) return cached;
     int level = ISA_SCALAR;
@@ -516,13 +463,35 @@ static void run_rows(Task base, int64_t rows, int threads) {
     }
 }
 
+int coulisse_run_workers(void *(*fn)(void *), void *arg, int threads) {
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    if (threads <= 1) return fn(arg) != NULL;
+    int failed = 0;
+#ifdef _OPENMP
+    if (use_openmp()) {
+#pragma omp parallel num_threads(threads) reduction(| : failed)
+        failed |= fn(arg) != NULL;
+        return failed;
+    }
+#endif
+    pthread_t ids[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    for (int i = 1; i < threads; i++) started[i] = pthread_create(&ids[i], NULL, fn, arg) == 0;
+    failed |= fn(arg) != NULL; /* a thread that did not start leaves its share to the others */
+    for (int i = 1; i < threads; i++) {
+        void *result = NULL;
+        if (started[i] && pthread_join(ids[i], &result) == 0) failed |= result != NULL;
+    }
+    return failed;
+}
+
 /* ---------------------------------------------------------------- Python bindings */
 
 static PyObject *py_quantize_rows(PyObject *self, PyObject *args) {
     Py_ssize_t x, rows, cols, q, scale;
     int threads;
     if (!PyArg_ParseTuple(args, "nnnnni", &x, &rows, &cols, &q, &scale, &threads)) return NULL;
-    Task t = {0, 0, 0, cols, (const float *)x, NULL, (uint8_t *)q, (float *)scale, NULL, 0, isa_level(),
+    Task t = {0, 0, 0, cols, (const float *)x, NULL, (uint8_t *)q, (float *)scale, NULL, 0, coulisse_isa_level(),
               NULL, NULL, 0.0f};
     Py_BEGIN_ALLOW_THREADS run_rows(t, rows, threads);
     Py_END_ALLOW_THREADS Py_RETURN_NONE;
@@ -532,7 +501,7 @@ static PyObject *py_dequantize_rows(PyObject *self, PyObject *args) {
     Py_ssize_t y, rows, cols, scale, bias;
     int threads, gelu;
     if (!PyArg_ParseTuple(args, "nnnnnip", &y, &rows, &cols, &scale, &bias, &threads, &gelu)) return NULL;
-    Task t = {1, 0, 0, cols, NULL, (float *)y, NULL, (float *)scale, (const float *)bias, gelu, isa_level(),
+    Task t = {1, 0, 0, cols, NULL, (float *)y, NULL, (float *)scale, (const float *)bias, gelu, coulisse_isa_level(),
               NULL, NULL, 0.0f};
     Py_BEGIN_ALLOW_THREADS run_rows(t, rows, threads);
     Py_END_ALLOW_THREADS Py_RETURN_NONE;
@@ -545,12 +514,12 @@ static PyObject *py_add_norm_rows(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "nnnnnnnndi", &y, &rows, &cols, &scale, &bias, &res, &gamma, &beta, &eps, &threads))
         return NULL;
     Task t = {2, 0, 0, cols, (const float *)res, (float *)y, NULL, (float *)scale, (const float *)bias, 0,
-              isa_level(), (const float *)gamma, (const float *)beta, (float)eps};
+              coulisse_isa_level(), (const float *)gamma, (const float *)beta, (float)eps};
     Py_BEGIN_ALLOW_THREADS run_rows(t, rows, threads);
     Py_END_ALLOW_THREADS Py_RETURN_NONE;
 }
 
-static PyObject *py_isa(PyObject *self, PyObject *unused) { return PyUnicode_FromString(ISA_NAMES[isa_level()]); }
+static PyObject *py_isa(PyObject *self, PyObject *unused) { return PyUnicode_FromString(ISA_NAMES[coulisse_isa_level()]); }
 
 static PyObject *py_threading(PyObject *self, PyObject *unused) {
     return PyUnicode_FromString(use_openmp() ? "openmp" : "posix");
@@ -565,6 +534,10 @@ static PyMethodDef methods[] = {
     {"add_norm_rows", py_add_norm_rows, METH_VARARGS,
      "add_norm_rows(y_ptr, rows, cols, scale_ptr, bias_ptr, res_ptr, gamma_ptr, beta_ptr, eps, threads): "
      "y = LayerNorm(y*s[r] + bias + res), in place (scale_ptr 0: s[r] = 1)."},
+    {"attention", coulisse_py_attention, METH_VARARGS,
+     "attention(qkv_ptr, out_ptr, starts_ptr, lengths_ptr, batch, hidden, heads, scale, first_only, threads): "
+     "softmax(scale q k^T) v per sequence and head of a packed (T, 3*hidden) fp32 tensor, into (T or batch, "
+     "hidden); starts and lengths are int64 arrays of batch entries."},
     {"isa", py_isa, METH_NOARGS, "Which code path runs on this CPU: 'avx512', 'avx2' or 'scalar'."},
     {"threading", py_threading, METH_NOARGS, "Which threads split the rows: 'openmp' (PyTorch's team) or 'posix'."},
     {NULL, NULL, 0, NULL},

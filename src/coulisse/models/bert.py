@@ -2,7 +2,8 @@
 
 Tokens travel *packed*: the linear layers and layer norms see a `(T, hidden)` tensor holding every
 real token of the batch and no padding, `T` being the sum of the sequence lengths. Only attention,
-which must not mix sequences, lays tokens out per sequence. Family differences are config fields:
+which must not mix sequences, lays tokens out per sequence (on the CPU in fp32, a C kernel installed at
+load does that in place: `SelfAttention.kernel`, models/fastpath.py). Family differences are config fields:
 RoBERTa-family models number positions from `pad_token_id + 1` and have one token type; ELECTRA's word
 vectors may be narrower than the encoder (`embedding_size`), and a linear layer projects them up.
 
@@ -18,6 +19,7 @@ to None; with None, the code run is the fast path's.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -54,6 +56,11 @@ class Packed:
     @property
     def max_len(self) -> int:
         return max(self.lengths)
+
+    @cached_property
+    def length_tensor(self) -> Tensor:
+        """`lengths` as an int64 CPU tensor (for the C attention kernel), built once per batch."""
+        return torch.tensor(self.lengths, dtype=torch.int64)
 
     @classmethod
     def from_lists(cls, ids: list[list[int]], type_ids: list[list[int]] | None, offset: int,
@@ -132,9 +139,15 @@ def per_sequence(lengths: list[int]) -> bool:
 
 
 def packed_attention(qkv: Tensor, p: Packed, heads: int, first_only: bool = False,
-                     trace: Trace | None = None) -> Tensor:
+                     trace: Trace | None = None, kernel=None) -> Tensor:
     """Packed `(T, 3H)` query/key/value -> packed `(T, H)` attention output; with `first_only`, only each
-    sequence's first query: `(B, H)`. A trace keeps `(B, h, L, L)` probabilities: the padded layout."""
+    sequence's first query: `(B, H)`. A trace keeps `(B, h, L, L)` probabilities: the padded layout.
+    `kernel(qkv, p, heads, first_only)`, where the CPU fast path installed one (`SelfAttention.kernel`),
+    does the whole batch in one call on the packed tensor, or returns None to leave it to SDPA."""
+    if trace is None and kernel is not None:
+        out = kernel(qkv, p, heads, first_only)
+        if out is not None:
+            return out
     if trace is None and per_sequence(p.lengths):
         return attend_sequences(qkv, p, heads, first_only)
     return attend_padded(qkv, p, heads, first_only, trace)
@@ -201,6 +214,10 @@ class Embeddings(nn.Module):
 
 
 class SelfAttention(nn.Module):
+    # Packed attention for the whole batch in one call (`packed_attention`'s `kernel`): set at load by the
+    # CPU fast path (models/fastpath.py, C kernels); None runs PyTorch's SDPA.
+    kernel = None
+
     def __init__(self, config: EncoderConfig):
         super().__init__()
         self.heads, self.head_dim = config.num_attention_heads, config.head_dim
@@ -209,7 +226,7 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: Tensor, p: Packed, first_only: bool = False, trace: Trace | None = None) -> Tensor:
         """`(T, H)` -> `(T, H)`; with `first_only`, only each sequence's first query: `(B, H)`."""
-        return packed_attention(self.qkv(x), p, self.heads, first_only, trace)
+        return packed_attention(self.qkv(x), p, self.heads, first_only, trace, self.kernel)
 
 
 class DenseNorm(nn.Module):

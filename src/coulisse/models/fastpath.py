@@ -18,6 +18,12 @@ softmax runs inside SDPA, which accumulates bf16 inputs in fp32. Each GEMM thus 
 of about 2^-9 (rounding its input, weight and output), never compounding in the residual stream.
 Packed bf16 layers apply the feed-forward's activation as a oneDNN post-op, on the fp32 sums before the
 output's one rounding; fp32 layers can too (`fuse_activation`), off because it measured slower on AVX2.
+
+Attention in fp32 (exact and int8 pipelines) runs in one C call per layer over the whole packed batch
+(`c_packed_attention`, coulisse/models/_attention.c) instead of one SDPA call per sequence: every
+(sequence, head) pair is a unit that PyTorch's OpenMP threads take in turn, longest first, reading the
+packed query/key/value rows in place. The per-call dispatch and thread wake-ups of SDPA were most of its
+cost on reviews of ~130 tokens (docs/benchmarks.md, "C attention"). `COULISSE_C_ATTENTION=0` keeps SDPA.
 """
 
 from __future__ import annotations
@@ -228,3 +234,42 @@ def bf16_linears(module: nn.Module, packed: bool) -> int:
 
 def _identity(x: Tensor) -> Tensor:
     return x
+
+
+def c_attention_enabled() -> bool:
+    """Whether fp32 models prepared now run attention in the C kernel (`install_c_attention`):
+    built, fusions on, and not turned off with `COULISSE_C_ATTENTION=0` (A/B runs)."""
+    return (quantize.kernels() is not None and quantize.fusions_enabled()
+            and os.environ.get("COULISSE_C_ATTENTION", "1") != "0")
+
+
+def install_c_attention(module: nn.Module) -> int:
+    """Give every BERT-style self-attention under `module` the C kernel (`SelfAttention.kernel`); return
+    how many. The model must compute in fp32 on the CPU; other inputs fall back on SDPA per call."""
+    from coulisse.models.bert import SelfAttention
+
+    count = 0
+    for child in module.modules():
+        if isinstance(child, SelfAttention):
+            child.kernel = c_packed_attention
+            count += 1
+    return count
+
+
+def c_packed_attention(qkv: Tensor, p, heads: int, first_only: bool) -> Tensor | None:
+    """softmax(q k^T / sqrt(d)) v for every sequence and head of a packed `(T, 3H)` fp32 tensor in one C
+    call (coulisse/models/_attention.c): no per-sequence SDPA calls, no padded copy. `(T, H)`, or `(B, H)`
+    with `first_only`; None when the C kernels cannot take `qkv` (dtype, device, layout)."""
+    k = quantize.kernels()
+    if (k is None or qkv.dtype != torch.float32 or qkv.device.type != "cpu" or not qkv.is_contiguous()
+            or qkv.shape[1] % (3 * heads) != 0):
+        return None
+    hidden = qkv.shape[1] // 3
+    starts, lengths = p.starts, p.length_tensor
+    if starts.dtype != torch.int64 or starts.device.type != "cpu":
+        return None
+    out = qkv.new_empty(p.batch_size if first_only else qkv.shape[0], hidden)
+    k.attention(qkv.data_ptr(), out.data_ptr(), starts.data_ptr(), lengths.data_ptr(), p.batch_size, hidden, heads,
+                (hidden // heads) ** -0.5, first_only, torch.get_num_threads())
+    return out
+

@@ -1,0 +1,507 @@
+/*
+ * Self-attention over packed sequences, for the fp32 encoders on the CPU (models/bert.py).
+ *
+ * The linear layers see every token of a batch as one (T, 3H) query/key/value tensor without padding.
+ * Attention must not mix sequences: PyTorch's SDPA then runs once per sequence (one call per sequence
+ * and layer, each with its own dispatch and thread fork) or on a padded copy. Here one call does the
+ * whole batch: every (sequence, head) pair, or a range of its queries, is a unit of work that threads
+ * take in turn, longest sequences first, reading the sequence's rows in place.
+ *
+ * Per unit, for a head h of width d and a sequence of n tokens:
+ *   K^T is copied once into a (d, n') block (n' = n rounded up to 16, zeros after n), by register
+ *   transposes of 16 x 16 (8 x 8) blocks;
+ *   for each block of 8 (AVX2: 6) queries, S = Q_blk K^T (8 x n'), on 8 x 2 vector accumulators, the
+ *   scores multiplied by scale * log2(e) as they are stored;
+ *   each row of S becomes p_j = 2^(s_j - max_j s_j) for j < n, with their sum l; the output rows are
+ *   (sum_j p_j v_j) / l, accumulated over the keys for 4 (AVX2: 6) queries at a time in registers.
+ * This is the arithmetic of softmax(scale Q K^T) V; it differs from SDPA's by the order of the fp32
+ * sums and by exp's rounding (2^r by its degree-6 Taylor polynomial, relative error ~1.3e-7), within
+ * the fp32 error bound of the exact result (tests/models/test_attention_kernel.py). A row whose scores
+ * hold a NaN, a +inf, or only -inf has NaN outputs, as SDPA gives; never a finite value.
+ *
+ * AVX-512 (16 lanes) or AVX2 (8 lanes) where the head width is a multiple of the vector width, else
+ * scalar C; chosen per call by the same level as the other kernels (coulisse_isa_level).
+ */
+#include "_kernels.h"
+
+#define MQ 8  /* queries per block of S, AVX-512 and scalar */
+#define QB2 6 /* AVX2: 12 accumulators of its 16 registers */
+
+typedef struct {
+    int64_t seq, q0, q1;
+    int head;
+} Unit;
+
+typedef struct {
+    const float *qkv;
+    float *out;
+    const int64_t *starts, *lengths;
+    int64_t row;     /* floats between two tokens' rows in qkv: 3H */
+    int64_t out_row; /* H */
+    int64_t hidden;  /* H */
+    int d;
+    float scale;
+    int first_only, isa;
+    int64_t width; /* n' of the longest sequence */
+    const Unit *units;
+    int64_t n_units;
+    int64_t next; /* the next unit to take (atomic) */
+} Job;
+
+/* ---------------------------------------------------------------- scalar */
+
+/* K^T of one head into kt (d rows of np floats, zeros from n on): each key row is read once, in order
+ * (reading a column at a time would touch a new cache line per element, and n key rows of a head span
+ * more lines than L1 holds from n ~ 128 on). */
+static void transpose_keys(const float *k, int64_t row, int64_t n, int64_t np, int64_t d, float *kt) {
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t c = 0; c < d; c++) kt[c * np + j] = k[j * row + c];
+    for (int64_t c = 0; c < d; c++)
+        for (int64_t j = n; j < np; j++) kt[c * np + j] = 0.0f;
+}
+
+static void unit_scalar(const Job *job, const Unit *u, float *kt, float *s) {
+    const int64_t n = job->lengths[u->seq], np = job->width, d = job->d;
+    const float *base = job->qkv + job->starts[u->seq] * job->row + (int64_t)u->head * d;
+    transpose_keys(base + job->hidden, job->row, n, np, d, kt);
+    for (int64_t i = u->q0; i < u->q1; i++) {
+        const float *q = base + i * job->row;
+        float m = -INFINITY;
+        int bad = 0;
+        for (int64_t j = 0; j < n; j++) {
+            float acc = 0.0f;
+            for (int64_t c = 0; c < d; c++) acc = fmaf(q[c], kt[c * np + j], acc);
+            s[j] = acc;
+            bad |= acc != acc;
+            m = acc > m ? acc : m;
+        }
+        float l = 0.0f;
+        for (int64_t j = 0; j < n; j++) {
+            s[j] = expf((s[j] - m) * job->scale);
+            l += s[j];
+        }
+        const float inv = (bad || !isfinite(m)) ? NAN : 1.0f / l;
+        float *o = job->out + (job->first_only ? u->seq : job->starts[u->seq] + i) * job->out_row +
+                   (int64_t)u->head * d;
+        for (int64_t c = 0; c < d; c++) {
+            float acc = 0.0f;
+            for (int64_t j = 0; j < n; j++) acc = fmaf(s[j], base[j * job->row + 2 * job->hidden + c], acc);
+            o[c] = acc * inv;
+        }
+    }
+}
+
+#if HAVE_X86
+/* ---------------------------------------------------------------- AVX2 (8 lanes) */
+
+/* K^T by 8 x 8 blocks transposed in registers (rows past n read as zeros: the padding). */
+__attribute__((target("avx2,fma"))) static void transpose_keys_avx2(const float *k, int64_t row, int64_t n,
+                                                                    int64_t np, int64_t d, float *kt) {
+    for (int64_t j = 0; j < np; j += 8) {
+        for (int64_t c = 0; c < d; c += 8) {
+            __m256 r[8], t[8];
+            for (int i = 0; i < 8; i++) r[i] = j + i < n ? _mm256_loadu_ps(k + (j + i) * row + c) : _mm256_setzero_ps();
+            for (int i = 0; i < 8; i += 2) {
+                t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+                t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+            }
+            for (int i = 0; i < 8; i += 4) {
+                r[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+                r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+                r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+                r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+            }
+            for (int i = 0; i < 4; i++) {
+                t[i] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x20);
+                t[i + 4] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x31);
+            }
+            for (int i = 0; i < 8; i++) _mm256_storeu_ps(kt + (c + i) * np + j, t[i]);
+        }
+    }
+}
+
+/* 2^x for x <= 0, as exp2_avx512: 2^n * p(x - n), the exponent built in the integer lanes. */
+__attribute__((target("avx2,fma"))) static inline __m256 exp2_avx2(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-126.0f));
+    __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_sub_ps(x, n);
+    __m256 p = _mm256_set1_ps(1.5403530393381606e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3333558146428443e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(9.618129107628477e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.550410866482158e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(2.402265069591007e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(6.931471805599453e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+/* softmax_row_avx512 on 8 lanes: scores in base 2, returns 1 / sum or NaN. */
+__attribute__((target("avx2,fma"))) static float softmax_row_avx2(float *s, int64_t n) {
+    __m256 m8 = _mm256_set1_ps(-INFINITY), bad8 = _mm256_setzero_ps();
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 v = _mm256_loadu_ps(s + j);
+        m8 = _mm256_max_ps(m8, v);
+        bad8 = _mm256_or_ps(bad8, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    }
+    float lanes[8];
+    _mm256_storeu_ps(lanes, m8);
+    float m = -INFINITY;
+    int bad = _mm256_movemask_ps(bad8) != 0;
+    for (int i = 0; i < 8; i++) m = lanes[i] > m ? lanes[i] : m;
+    for (; j < n; j++) {
+        m = s[j] > m ? s[j] : m;
+        bad |= s[j] != s[j];
+    }
+    if (bad || !isfinite(m)) return NAN; /* +inf: exp(inf - inf); all -inf: 0 / 0, as SDPA */
+    const __m256 vm = _mm256_set1_ps(m);
+    __m256 acc = _mm256_setzero_ps();
+    for (j = 0; j + 8 <= n; j += 8) {
+        __m256 e = exp2_avx2(_mm256_sub_ps(_mm256_loadu_ps(s + j), vm));
+        _mm256_storeu_ps(s + j, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    float l = hsum_avx2(acc);
+    for (; j < n; j++) {
+        s[j] = exp2f(s[j] - m);
+        l += s[j];
+    }
+    return 1.0f / l;
+}
+
+__attribute__((target("avx2,fma"))) static void unit_avx2(const Job *job, const Unit *u, float *kt, float *s) {
+    const int64_t n = job->lengths[u->seq], np = (n + 15) & ~(int64_t)15, d = job->d;
+    const float *base = job->qkv + job->starts[u->seq] * job->row + (int64_t)u->head * d;
+    const float *vbase = base + 2 * job->hidden;
+    const int64_t row = job->row;
+    transpose_keys_avx2(base + job->hidden, job->row, n, np, d, kt);
+    const __m256 vc = _mm256_set1_ps(job->scale * 1.44269504088896341f); /* scores in base 2 */
+    float inv[QB2];
+    for (int64_t i0 = u->q0; i0 < u->q1; i0 += QB2) {
+        const int64_t m = u->q1 - i0 < QB2 ? u->q1 - i0 : QB2;
+        const float *qr[QB2];
+        for (int r = 0; r < QB2; r++) qr[r] = base + (i0 + (r < m ? r : m - 1)) * job->row;
+        /* S = Q K^T: 6 queries x 16 keys per step (12 accumulators of the 16 registers) */
+        for (int64_t j = 0; j < np; j += 16) {
+            __m256 a[QB2][2];
+            for (int r = 0; r < QB2; r++) a[r][0] = a[r][1] = _mm256_setzero_ps();
+            for (int64_t c = 0; c < d; c++) {
+                __m256 k0 = _mm256_loadu_ps(kt + c * np + j), k1 = _mm256_loadu_ps(kt + c * np + j + 8);
+                for (int r = 0; r < QB2; r++) {
+                    __m256 b = _mm256_broadcast_ss(qr[r] + c);
+                    a[r][0] = _mm256_fmadd_ps(b, k0, a[r][0]);
+                    a[r][1] = _mm256_fmadd_ps(b, k1, a[r][1]);
+                }
+            }
+            for (int r = 0; r < QB2; r++) {
+                _mm256_storeu_ps(s + r * np + j, _mm256_mul_ps(a[r][0], vc));
+                _mm256_storeu_ps(s + r * np + j + 8, _mm256_mul_ps(a[r][1], vc));
+            }
+        }
+        for (int r = 0; r < m; r++) inv[r] = softmax_row_avx2(s + r * np, n);
+        /* O = P V: 6 queries x 16 columns per step; padded query rows repeat the last real one */
+        const float *p[QB2];
+        for (int r = 0; r < QB2; r++) p[r] = s + (r < m ? r : m - 1) * np;
+        for (int64_t c = 0; c < d; c += 16) {
+            __m256 o[QB2][2];
+            for (int r = 0; r < QB2; r++) o[r][0] = o[r][1] = _mm256_setzero_ps();
+            if (d - c >= 16) {
+                for (int64_t j = 0; j < n; j++) {
+                    const float *v = vbase + j * row + c;
+                    __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8);
+                    for (int r = 0; r < QB2; r++) {
+                        __m256 b = _mm256_broadcast_ss(p[r] + j);
+                        o[r][0] = _mm256_fmadd_ps(b, v0, o[r][0]);
+                        o[r][1] = _mm256_fmadd_ps(b, v1, o[r][1]);
+                    }
+                }
+            } else { /* a last 8 columns */
+                for (int64_t j = 0; j < n; j++) {
+                    __m256 v0 = _mm256_loadu_ps(vbase + j * row + c);
+                    for (int r = 0; r < QB2; r++) o[r][0] = _mm256_fmadd_ps(_mm256_broadcast_ss(p[r] + j), v0, o[r][0]);
+                }
+            }
+            for (int r = 0; r < QB2; r++) { /* constant bounds: the accumulators stay in registers */
+                if (r >= m) break;
+                int64_t ti = job->first_only ? u->seq : job->starts[u->seq] + i0 + r;
+                float *out = job->out + ti * job->out_row + (int64_t)u->head * d + c;
+                __m256 sc = _mm256_set1_ps(inv[r]);
+                _mm256_storeu_ps(out, _mm256_mul_ps(o[r][0], sc));
+                if (d - c >= 16) _mm256_storeu_ps(out + 8, _mm256_mul_ps(o[r][1], sc));
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- AVX-512 (16 lanes) */
+
+/* K^T by 16 x 16 blocks transposed in registers (rows past n read as zeros: the padding). */
+AVX512 static void transpose_keys_avx512(const float *k, int64_t row, int64_t n, int64_t np, int64_t d, float *kt) {
+    for (int64_t j = 0; j < np; j += 16) {
+        for (int64_t c = 0; c < d; c += 16) {
+            __m512 r[16], t[16];
+            for (int i = 0; i < 16; i++) r[i] = j + i < n ? _mm512_loadu_ps(k + (j + i) * row + c) : _mm512_setzero_ps();
+            for (int i = 0; i < 16; i += 2) {
+                t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+                t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+            }
+            for (int i = 0; i < 16; i += 4) {
+                r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+                r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+                r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+                r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+            }
+            for (int h = 0; h < 16; h += 8)
+                for (int i = 0; i < 4; i++) {
+                    t[h + i] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0x88);
+                    t[h + i + 4] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0xdd);
+                }
+            for (int i = 0; i < 8; i++) {
+                r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+                r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+            }
+            for (int i = 0; i < 16; i++) _mm512_storeu_ps(kt + (c + i) * np + j, r[i]);
+        }
+    }
+}
+
+/* 2^x for x <= 0: 2^n * p(x - n), n = round(x), p the degree-6 Taylor polynomial of 2^r on |r| <= 1/2
+ * (truncation error <= 1.3e-7 relative); below -126 the result is 2^-126 * p, nothing a sum of
+ * probabilities can see. */
+AVX512 static inline __m512 exp2_avx512(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-126.0f));
+    __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_sub_ps(x, n);
+    __m512 p = _mm512_set1_ps(1.5403530393381606e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3333558146428443e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(9.618129107628477e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.550410866482158e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(2.402265069591007e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(6.931471805599453e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* A row of scores already multiplied by scale * log2(e): s_j -> 2^(s_j - max) for j < n; returns 1 / sum
+ * (NaN when the row holds a NaN or +inf). */
+AVX512 static float softmax_row_avx512(float *s, int64_t n) {
+    __m512 m16 = _mm512_set1_ps(-INFINITY);
+    __mmask16 bad16 = 0;
+    int64_t j = 0;
+    for (; j + 16 <= n; j += 16) {
+        __m512 v = _mm512_loadu_ps(s + j);
+        m16 = _mm512_max_ps(m16, v);
+        bad16 |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    }
+    if (j < n) {
+        __mmask16 tail = (__mmask16)((1u << (n - j)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(tail, s + j);
+        m16 = _mm512_mask_max_ps(m16, tail, m16, v);
+        bad16 |= _mm512_mask_cmp_ps_mask(tail, v, v, _CMP_UNORD_Q);
+    }
+    const float m = _mm512_reduce_max_ps(m16);
+    if (bad16 || !isfinite(m)) return NAN; /* +inf: exp(inf - inf); all -inf: 0 / 0, as SDPA */
+    const __m512 vm = _mm512_set1_ps(m);
+    __m512 acc = _mm512_setzero_ps();
+    for (j = 0; j + 16 <= n; j += 16) {
+        __m512 e = exp2_avx512(_mm512_sub_ps(_mm512_loadu_ps(s + j), vm));
+        _mm512_storeu_ps(s + j, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    if (j < n) {
+        __mmask16 tail = (__mmask16)((1u << (n - j)) - 1);
+        __m512 e = exp2_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, s + j), vm));
+        _mm512_mask_storeu_ps(s + j, tail, e);
+        acc = _mm512_mask_add_ps(acc, tail, acc, e);
+    }
+    return 1.0f / _mm512_reduce_add_ps(acc);
+}
+
+AVX512 static void unit_avx512(const Job *job, const Unit *u, float *kt, float *s) {
+    const int64_t n = job->lengths[u->seq], np = (n + 15) & ~(int64_t)15, d = job->d;
+    const float *base = job->qkv + job->starts[u->seq] * job->row + (int64_t)u->head * d;
+    const float *vbase = base + 2 * job->hidden;
+    const int64_t row = job->row;
+    transpose_keys_avx512(base + job->hidden, job->row, n, np, d, kt);
+    const __m512 vc = _mm512_set1_ps(job->scale * 1.44269504088896341f); /* scores in base 2 */
+    float inv[MQ];
+    for (int64_t i0 = u->q0; i0 < u->q1; i0 += MQ) {
+        const int64_t m = u->q1 - i0 < MQ ? u->q1 - i0 : MQ;
+        const float *qr[MQ];
+        for (int r = 0; r < MQ; r++) qr[r] = base + (i0 + (r < m ? r : m - 1)) * job->row;
+        /* S = Q K^T: 8 queries x 32 keys per step (16 accumulators), then 8 x 16 for a last 16 keys */
+        int64_t j = 0;
+        for (; j + 32 <= np; j += 32) {
+            __m512 a[MQ][2];
+            for (int r = 0; r < MQ; r++) a[r][0] = a[r][1] = _mm512_setzero_ps();
+            for (int64_t c = 0; c < d; c++) {
+                __m512 k0 = _mm512_loadu_ps(kt + c * np + j), k1 = _mm512_loadu_ps(kt + c * np + j + 16);
+                for (int r = 0; r < MQ; r++) {
+                    __m512 b = _mm512_set1_ps(qr[r][c]);
+                    a[r][0] = _mm512_fmadd_ps(b, k0, a[r][0]);
+                    a[r][1] = _mm512_fmadd_ps(b, k1, a[r][1]);
+                }
+            }
+            for (int r = 0; r < MQ; r++) {
+                _mm512_storeu_ps(s + r * np + j, _mm512_mul_ps(a[r][0], vc));
+                _mm512_storeu_ps(s + r * np + j + 16, _mm512_mul_ps(a[r][1], vc));
+            }
+        }
+        if (j < np) {
+            __m512 a[MQ];
+            for (int r = 0; r < MQ; r++) a[r] = _mm512_setzero_ps();
+            for (int64_t c = 0; c < d; c++) {
+                __m512 k0 = _mm512_loadu_ps(kt + c * np + j);
+                for (int r = 0; r < MQ; r++) a[r] = _mm512_fmadd_ps(_mm512_set1_ps(qr[r][c]), k0, a[r]);
+            }
+            for (int r = 0; r < MQ; r++) _mm512_storeu_ps(s + r * np + j, _mm512_mul_ps(a[r], vc));
+        }
+        for (int r = 0; r < m; r++) inv[r] = softmax_row_avx512(s + r * np, n);
+        /* O = P V: 4 queries x 64 columns per step (16 accumulators) */
+        for (int r0 = 0; r0 < m; r0 += 4) {
+            const float *p[4];
+            for (int r = 0; r < 4; r++) p[r] = s + (r0 + r < m ? r0 + r : r0) * np;
+            for (int64_t c = 0; c < d; c += 64) {
+                const int w = d - c >= 64 ? 4 : (int)((d - c) / 16);
+                __m512 o[4][4];
+                for (int r = 0; r < 4; r++)
+                    for (int k = 0; k < 4; k++) o[r][k] = _mm512_setzero_ps();
+                if (w == 4) {
+                    for (int64_t j = 0; j < n; j++) {
+                        const float *v = vbase + j * row + c;
+                        __m512 v0 = _mm512_loadu_ps(v), v1 = _mm512_loadu_ps(v + 16), v2 = _mm512_loadu_ps(v + 32),
+                               v3 = _mm512_loadu_ps(v + 48);
+                        for (int r = 0; r < 4; r++) {
+                            __m512 b = _mm512_set1_ps(p[r][j]);
+                            o[r][0] = _mm512_fmadd_ps(b, v0, o[r][0]);
+                            o[r][1] = _mm512_fmadd_ps(b, v1, o[r][1]);
+                            o[r][2] = _mm512_fmadd_ps(b, v2, o[r][2]);
+                            o[r][3] = _mm512_fmadd_ps(b, v3, o[r][3]);
+                        }
+                    }
+                } else {
+                    for (int64_t j = 0; j < n; j++) {
+                        const float *v = vbase + j * row + c;
+                        for (int k = 0; k < w; k++) {
+                            __m512 vk = _mm512_loadu_ps(v + 16 * k);
+                            for (int r = 0; r < 4; r++) o[r][k] = _mm512_fmadd_ps(_mm512_set1_ps(p[r][j]), vk, o[r][k]);
+                        }
+                    }
+                }
+                for (int r = 0; r < 4 && r0 + r < m; r++) {
+                    int64_t ti = job->first_only ? u->seq : job->starts[u->seq] + i0 + r0 + r;
+                    float *out = job->out + ti * job->out_row + (int64_t)u->head * d + c;
+                    __m512 sc = _mm512_set1_ps(inv[r0 + r]);
+                    for (int k = 0; k < w; k++) _mm512_storeu_ps(out + 16 * k, _mm512_mul_ps(o[r][k], sc));
+                }
+            }
+        }
+    }
+}
+#endif
+
+/* ---------------------------------------------------------------- units over threads
+ * Each thread allocates its K^T and S blocks once, then takes units from a shared counter; an output row
+ * is always computed by one thread in the same order, so the thread count never changes a bit. */
+
+static void *attention_worker(void *arg) {
+    Job *job = (Job *)arg;
+    const int64_t np = job->width + 32;
+    float *kt = (float *)malloc(sizeof(float) * (size_t)(job->d * np + MQ * np));
+    if (!kt) return (void *)1;
+    float *s = kt + job->d * np;
+    for (;;) {
+        int64_t i = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
+        if (i >= job->n_units) break;
+        const Unit *u = &job->units[i];
+#if HAVE_X86
+        if (job->isa == ISA_AVX512 && job->d % 16 == 0) {
+            unit_avx512(job, u, kt, s);
+            continue;
+        }
+        if (job->isa >= ISA_AVX2 && job->d % 8 == 0) {
+            unit_avx2(job, u, kt, s);
+            continue;
+        }
+#endif
+        unit_scalar(job, u, kt, s);
+    }
+    free(kt);
+    return NULL;
+}
+
+typedef struct {
+    int64_t length, seq;
+} ByLength;
+
+static int longer_first(const void *a, const void *b) {
+    const ByLength *x = (const ByLength *)a, *y = (const ByLength *)b;
+    if (x->length != y->length) return x->length < y->length ? 1 : -1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* The units: every (sequence, head), longest sequences first; a sequence's queries are split in ranges
+ * when there are too few pairs to keep every thread busy. Returns 0 on success. */
+static int attention_run(Job *job, int64_t batch, int heads, int threads) {
+    ByLength *order = (ByLength *)malloc(sizeof(ByLength) * (size_t)batch);
+    if (!order) return -1;
+    int64_t width = 0, total = 0;
+    for (int64_t b = 0; b < batch; b++) {
+        order[b] = (ByLength){job->lengths[b], b};
+        width = job->lengths[b] > width ? job->lengths[b] : width;
+    }
+    qsort(order, (size_t)batch, sizeof(ByLength), longer_first);
+    /* query ranges of at least 32: below, copying K^T again costs more than what sharing gains */
+    int64_t span = INT64_MAX;
+    if (threads > 1 && batch * heads < 4 * (int64_t)threads && !job->first_only) {
+        span = (width * batch * heads + 4 * (int64_t)threads - 1) / (4 * (int64_t)threads);
+        span = span < 32 ? 32 : span;
+    }
+    for (int64_t b = 0; b < batch; b++) {
+        const int64_t nq = job->lengths[b] < 1 ? 0 : job->first_only ? 1 : job->lengths[b];
+        const int64_t step = span < nq ? span : nq;
+        if (nq) total += heads * ((nq + step - 1) / step);
+    }
+    Unit *units = (Unit *)malloc(sizeof(Unit) * (size_t)(total ? total : 1));
+    if (!units) {
+        free(order);
+        return -1;
+    }
+    int64_t k = 0;
+    for (int64_t o = 0; o < batch; o++) {
+        const int64_t b = order[o].seq, nq = job->lengths[b] < 1 ? 0 : job->first_only ? 1 : job->lengths[b];
+        const int64_t step = span < nq ? span : nq;
+        for (int h = 0; h < heads; h++)
+            for (int64_t q0 = 0; q0 < nq; q0 += step) units[k++] = (Unit){b, q0, q0 + step < nq ? q0 + step : nq, h};
+    }
+    free(order);
+    job->units = units;
+    job->n_units = total;
+    job->width = width;
+    job->next = 0;
+    if (threads > total) threads = (int)total;
+    int failed = coulisse_run_workers(attention_worker, job, threads);
+    free(units);
+    return failed;
+}
+
+PyObject *coulisse_py_attention(PyObject *self, PyObject *args) {
+    Py_ssize_t qkv, out, starts, lengths, batch, hidden;
+    int heads, threads, first_only;
+    double scale;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "nnnnnnidpi", &qkv, &out, &starts, &lengths, &batch, &hidden, &heads, &scale,
+                          &first_only, &threads))
+        return NULL;
+    if (batch < 1 || heads < 1 || hidden % heads != 0) {
+        PyErr_Format(PyExc_ValueError, "attention: batch %zd, hidden %zd, heads %d", batch, hidden, heads);
+        return NULL;
+    }
+    Job job = {(const float *)qkv, (float *)out, (const int64_t *)starts, (const int64_t *)lengths, 3 * hidden,
+               hidden, hidden, (int)(hidden / heads), (float)scale, first_only, coulisse_isa_level(), 0, NULL, 0, 0};
+    int failed;
+    Py_BEGIN_ALLOW_THREADS failed = attention_run(&job, batch, heads, threads);
+    Py_END_ALLOW_THREADS if (failed) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}

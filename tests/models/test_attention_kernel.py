@@ -1,0 +1,211 @@
+"""The C attention over packed sequences (src/coulisse/models/_attention.c) against float64 arithmetic, SDPA,
+and itself under other thread counts and instruction sets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from coulisse import pipeline
+from coulisse.models import fastpath
+from coulisse.models import quantize as Q
+from coulisse.models.bert import Packed
+
+pytestmark = pytest.mark.skipif(Q.kernels() is None, reason="the C kernels are not built")
+
+U = 2.0**-24  # fp32 unit roundoff
+
+
+def packed(lengths: list[int], hidden: int, seed: int = 0, spread: float = 2.0) -> tuple[torch.Tensor, Packed]:
+    torch.manual_seed(seed)
+    qkv = torch.randn(sum(lengths), 3 * hidden) * spread
+    ids = [[0] * n for n in lengths]
+    return qkv, Packed.from_lists(ids, None, 0)
+
+
+def c_attention(qkv: torch.Tensor, p: Packed, heads: int, first_only: bool = False) -> torch.Tensor:
+    out = fastpath.c_packed_attention(qkv, p, heads, first_only)
+    assert out is not None
+    return out
+
+
+def reference(qkv: torch.Tensor, p: Packed, heads: int, first_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q k^T / sqrt(d)) v in float64, and an error bound per output element for fp32 arithmetic:
+    a score is a d-term dot product, off by at most gamma_d * sum_c |q_c k_c| (gamma_k = k u / (1 - k u)),
+    times the scale; an error delta in the scores moves each probability by a factor within exp(+-2 delta),
+    exp's polynomial and the fp32 roundings of p_j, the sum and the output add a few u plus gamma_n each,
+    and an output is a convex combination of the v_j: so |error| <= (2 delta + gamma_n * 2 + 8 u) * max|v|."""
+    H = qkv.shape[1] // 3
+    d = H // heads
+    outs, bounds, start = [], [], 0
+    gamma = lambda k: k * U / (1 - k * U)  # noqa: E731
+    for n in p.lengths:
+        q, k, v = qkv[start:start + n].double().view(n, 3, heads, d).permute(1, 2, 0, 3)  # (h, n, d) each
+        scale = d**-0.5
+        out = F.scaled_dot_product_attention(q, k, v)  # float64
+        delta = scale * gamma(d) * (q.abs() @ k.abs().transpose(1, 2)).amax(-1)  # (h, n)
+        vmax = v.abs().amax(1)  # (h, d)
+        bound = (2 * delta + 2 * gamma(n) + 8 * U)[:, :, None] * vmax[:, None, :]  # (h, n, d)
+        out, bound = out.transpose(0, 1).reshape(n, H), bound.transpose(0, 1).reshape(n, H)
+        outs.append(out[:1] if first_only else out)
+        bounds.append(bound[:1] if first_only else bound)
+        start += n
+    return torch.cat(outs), torch.cat(bounds)
+
+
+SHAPES = [(768, 12), (384, 12), (96, 4), (60, 5)]  # head widths 64, 32, 24 (AVX2 only), 12 (scalar only)
+
+
+@pytest.mark.parametrize("hidden,heads", SHAPES, ids=[f"d{h // n}" for h, n in SHAPES])
+@pytest.mark.parametrize("first_only", [False, True], ids=["all", "first-only"])
+def test_matches_float64_within_the_fp32_bound(hidden, heads, first_only):
+    """Sequence lengths around every vector and block boundary (1, 7, 8, 15, 16, 17, 33, 130, 200)."""
+    qkv, p = packed([1, 7, 8, 15, 16, 17, 33, 130, 200], hidden)
+    out = c_attention(qkv, p, heads, first_only)
+    expected, bound = reference(qkv, p, heads, first_only)
+    err = (out.double() - expected).abs()
+    assert out.shape == expected.shape
+    assert (err <= bound).all(), f"max error {err.max():.2e}, where the bound was {bound[err > bound].min():.2e}"
+
+
+def sdpa_per_sequence(qkv: torch.Tensor, p: Packed, heads: int) -> torch.Tensor:
+    H, start, rows = qkv.shape[1] // 3, 0, []
+    for n in p.lengths:
+        q, k, v = qkv[start:start + n].view(1, n, 3, heads, H // heads).permute(2, 0, 3, 1, 4)
+        rows.append(F.scaled_dot_product_attention(q, k, v)[0].transpose(0, 1).reshape(n, H))
+        start += n
+    return torch.cat(rows)
+
+
+def test_agrees_with_sdpa_per_sequence():
+    """What the engine ran before: SDPA per sequence, in fp32. Both are within the bound of the exact result."""
+    qkv, p = packed([5, 64, 129, 300], 768, seed=1)
+    out = c_attention(qkv, p, 12)
+    sdpa = sdpa_per_sequence(qkv, p, 12)
+    _, bound = reference(qkv, p, 12)
+    assert ((out - sdpa).abs().double() <= 2 * bound).all()
+
+
+def test_first_only_gives_the_full_runs_first_rows_to_the_bit():
+    qkv, p = packed([3, 40, 17, 90], 384, seed=2)
+    assert torch.equal(c_attention(qkv, p, 12, first_only=True), c_attention(qkv, p, 12)[p.starts])
+
+
+@pytest.mark.parametrize("batch", [[300], [7, 300, 12, 64, 64]], ids=["one-sequence", "five"])
+def test_thread_count_does_not_change_a_bit(batch):
+    """Each output row is computed by one thread in a fixed order, whoever takes its unit; one long
+    sequence is split into query ranges over the threads (the split must not show either)."""
+    qkv, p = packed(batch, 768, seed=3)
+    previous = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            results.append(c_attention(qkv, p, 12))
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2])
+
+
+@pytest.mark.parametrize("where", ["key", "query"])
+@pytest.mark.parametrize("poison", [float("nan"), float("inf")])
+def test_a_poisoned_value_stays_in_its_sequence_and_head(poison, where):
+    """A NaN or inf in a key or query of one head of one sequence: the outputs that SDPA makes NaN are NaN
+    here too (a NaN score, or exp(inf - inf)), never a finite value; the other heads and sequences keep
+    the bits of a clean run."""
+    qkv, p = packed([20, 37, 9], 768, seed=4)
+    clean = c_attention(qkv, p, 12)
+    poisoned = qkv.clone()
+    poisoned[20 + 5, (768 if where == "key" else 0) + 64 * 3 + 10] = poison  # sequence 1, head 3
+    out = c_attention(poisoned, p, 12)
+    sdpa = sdpa_per_sequence(poisoned, p, 12)
+    head3 = slice(64 * 3, 64 * 4)
+    assert sdpa[20:57, head3].isnan().any()
+    assert torch.equal(out.isnan(), sdpa.isnan())
+    mask = torch.ones_like(out, dtype=torch.bool)
+    mask[20:57, head3] = False
+    assert torch.equal(out[mask], clean[mask])
+
+
+def test_a_query_whose_scores_are_all_minus_inf_gets_nan():
+    """An inf in a query against keys all negative on that dimension: every score is -inf. The softmax of
+    such a row is 0 / 0, NaN (as `torch.softmax` and transformers' eager attention give); SDPA's flash
+    kernel writes zeros there instead, a finite output from a poisoned input, which coulisse does not copy.
+    The other queries keep their bits."""
+    qkv, p = packed([20], 128, seed=5)
+    qkv[:, 128 + 5] = -qkv[:, 128 + 5].abs() - 0.1  # head 0's keys, dimension 5
+    clean = c_attention(qkv, p, 2)
+    qkv[3, 5] = float("inf")  # head 0's query 3
+    out = c_attention(qkv, p, 2)
+    q, k = qkv[:, :64], qkv[:, 128:192]
+    assert ((q @ k.T)[3] == float("-inf")).all() and (q @ k.T)[3].softmax(-1).isnan().all()
+    assert out[3, :64].isnan().all()
+    mask = torch.ones_like(out, dtype=torch.bool)
+    mask[3, :64] = False
+    assert torch.equal(out[mask], clean[mask])
+
+
+ISA_SCRIPT = """
+import sys, torch
+from coulisse.models import fastpath
+from coulisse.models.quantize import kernels
+from coulisse.models.bert import Packed
+torch.manual_seed(0)
+lengths = [1, 9, 16, 31, 77, 128]
+p = Packed.from_lists([[0] * n for n in lengths], None, 0)
+out = {}
+for hidden, heads in ((768, 12), (96, 4)):
+    qkv = torch.randn(sum(lengths), 3 * hidden) * 2
+    out[hidden] = (qkv, fastpath.c_packed_attention(qkv, p, heads, False))
+torch.save({"isa": kernels().isa(), "out": out}, sys.argv[1])
+"""
+
+
+def test_each_instruction_set_is_within_the_bound(tmp_path):
+    """COULISSE_INT8_ISA caps the kernels' instruction set (read once per process): the scalar, AVX2 and
+    AVX-512 paths that this CPU has each meet the float64 bound."""
+    isas = {}
+    for isa in ("scalar", "avx2", "avx512"):
+        path = tmp_path / f"{isa}.pt"
+        env = {**os.environ, "COULISSE_INT8_ISA": isa}
+        subprocess.run([sys.executable, "-c", ISA_SCRIPT, str(path)], env=env, check=True)
+        result = torch.load(path)
+        isas[isa] = result["isa"]
+        lengths = [1, 9, 16, 31, 77, 128]
+        p = Packed.from_lists([[0] * n for n in lengths], None, 0)
+        for hidden, heads in ((768, 12), (96, 4)):
+            qkv, out = result["out"][hidden]
+            expected, bound = reference(qkv, p, heads)
+            assert ((out.double() - expected).abs() <= bound).all(), (isa, hidden)
+    assert isas["scalar"] == "scalar"
+
+
+def test_inputs_it_cannot_take_fall_back_on_sdpa():
+    """bf16, a strided view, another device: None, and `packed_attention` runs SDPA instead."""
+    qkv, p = packed([4, 9], 96)
+    assert fastpath.c_packed_attention(qkv.bfloat16(), p, 4, False) is None
+    assert fastpath.c_packed_attention(torch.randn(13, 600)[:, :288], p, 4, False) is None
+
+
+def test_pipelines_install_it_and_agree_with_sdpa(monkeypatch, tf_camembert_dir):
+    """An fp32 pipeline runs attention in C (its preparation says so); with COULISSE_C_ATTENTION=0 it runs
+    SDPA. Logits agree within float rounding; explaining (attention probabilities) still runs SDPA."""
+    texts = ["un", "deux trois quatre cinq six sept huit neuf dix onze douze", "treize quatorze"]
+    monkeypatch.setenv("COULISSE_C_ATTENTION", "0")
+    plain = pipeline("sentiment-analysis", model=str(tf_camembert_dir))
+    monkeypatch.delenv("COULISSE_C_ATTENTION")
+    fast = pipeline("sentiment-analysis", model=str(tf_camembert_dir))
+    assert "attention in C" in fast.preparation.fast_path
+    assert "attention in C" not in plain.preparation.fast_path
+    attentions = [m for m in fast.model.modules() if hasattr(type(m), "kernel")]
+    assert attentions and all(m.kernel is not None for m in attentions)
+    a = plain(texts, top_k=None)
+    b = fast(texts, top_k=None)
+    for x, y in zip(a, b, strict=True):
+        assert [r["label"] for r in x] == [r["label"] for r in y]
+        assert max(abs(r["score"] - s["score"]) for r, s in zip(x, y, strict=True)) < 1e-5
