@@ -16,12 +16,15 @@ of short sentences. Layouts:
 - nested: a jagged nested tensor over the packed tensor, one SDPA call;
 - compiled (`--compile`): torch.compile of padded-zeros with dynamic shapes (compiled once for every
   shape), its compile time printed;
-- coulisse: what `coulisse.models.bert.packed_attention` does (its rule picks one of the above).
+- coulisse: what `coulisse.models.bert.packed_attention` does with SDPA (its rule picks one of the above);
+- c-kernel: the C kernel the CPU fp32 pipelines install (`models/fastpath.py`, `_attention.c`): the whole
+  batch in one call, reading the packed tensor in place (fp32 only).
 
 Timings: each batch's best of `--repeats` interleaved rounds, in ms, summed over the batches of a group;
 `--clock cpu` (the process's CPU time, with `--threads 1`) is the measure a busy shared machine does not
 distort. `--sweep`: padded vs per-sequence over batch size x length (where the rule's threshold comes from).
-`--engine`: the whole forward (`Engine.run`, fp32 and int8) under the layout of before, padded-empty, and the rule.
+`--engine`: the whole forward (`Engine.run`, fp32 and int8) under the layout of before, padded-empty, the
+rule, and the C kernel.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from torch import Tensor
 
 from coulisse import pipeline
 from coulisse.models.bert import Packed, packed_attention
+from coulisse.models.fastpath import c_packed_attention
 
 BENCH_MODEL = Path.home() / ".cache" / "coulisse-bench" / "camembert-base-random"  # built by `coulisse bench`
 HEADS, HEAD_DIM = 12, 64
@@ -119,6 +123,10 @@ def coulisse(qkv: Tensor, p: Packed, first_only: bool) -> Tensor:
     return packed_attention(qkv, p, HEADS, first_only)
 
 
+def c_kernel(qkv: Tensor, p: Packed, first_only: bool) -> Tensor:
+    return c_packed_attention(qkv, p, HEADS, first_only)
+
+
 def batches(n: int) -> dict[str, list[list[int]]]:
     """Token lengths per batch, per group, as the engine cuts them."""
     pipe = pipeline("sentiment-analysis", model="coulisse/mini-allocine")
@@ -162,7 +170,8 @@ def run(groups: dict[str, list[list[int]]], fns: dict[str, Callable], dtype: tor
                        Packed.build(torch.zeros(sum(ls), dtype=torch.long), torch.zeros(sum(ls)), None, ls, "cpu"))
                       for ls in lens] for group, lens in groups.items()}
     for first_only in (False, True):
-        usable = {k: f for k, f in fns.items() if not (first_only and k == "nested")}
+        usable = {k: f for k, f in fns.items() if not (first_only and k == "nested")
+                  and not (dtype != torch.float32 and k == "c-kernel")}
         print(f"\n{dtype}, first_only={first_only}: ms per group (each batch's best of {repeats}), "
               "and speed-up over padded-zeros")
         print(f"  {'group':30s} {'batches':>7s} {'T':>6s}" + "".join(f"{k:>19s}" for k in usable))
@@ -207,9 +216,10 @@ def sweep(repeats: int, clock: Callable[[], float]) -> None:
 
 def engine_ab(n: int, repeats: int, clock: Callable[[], float]) -> None:
     """The whole forward (`Engine.run` over n reviews, the bench's camembert-base-sized model, fp32 and int8)
-    under three attention layouts, interleaved in one process: before (padded copy of a zeroed buffer),
-    padded-empty for every batch, and coulisse's rule. The layouts are swapped by patching the module's
-    functions, which only this benchmark does."""
+    under four attention layouts, interleaved in one process: before (padded copy of a zeroed buffer),
+    padded-empty for every batch, coulisse's SDPA rule (these three in a pipeline built with
+    COULISSE_C_ATTENTION=0, swapped by patching the module's functions, which only this benchmark does),
+    and the C kernel (a pipeline built as users get it)."""
     from coulisse.models import bert
 
     rule, padded_rows = bert.per_sequence, bert.padded_rows
@@ -223,19 +233,24 @@ def engine_ab(n: int, repeats: int, clock: Callable[[], float]) -> None:
 
     variants = {"before (zeroed padded copy)": (lambda ls: len(ls) == 1, zeroed),
                 "padded-empty always": (lambda ls: len(ls) == 1, padded_rows),
-                "coulisse (rule)": (rule, padded_rows)}
+                "coulisse (rule)": (rule, padded_rows),
+                "C kernel": (rule, padded_rows)}
     texts, _ = load_texts(n)
     for quantize in (None, "int8"):
-        pipe = pipeline("sentiment-analysis", model=str(BENCH_MODEL), quantize=quantize)
-        items = pipe.preprocess(texts)
-        pipe.engine.run(items[:4])  # warm-up
+        os.environ["COULISSE_C_ATTENTION"] = "0"  # SDPA, its layouts patched in below
+        sdpa = pipeline("sentiment-analysis", model=str(BENCH_MODEL), quantize=quantize)
+        del os.environ["COULISSE_C_ATTENTION"]
+        c = pipeline("sentiment-analysis", model=str(BENCH_MODEL), quantize=quantize)
+        items = sdpa.preprocess(texts)
+        sdpa.engine.run(items[:4])  # warm-up
+        c.engine.run(items[:4])
         best = {k: float("inf") for k in variants}
         outs = {}
         for _ in range(repeats):
             for k, (per_sequence, rows) in variants.items():
                 bert.per_sequence, bert.padded_rows = per_sequence, rows
                 start = clock()
-                outs[k] = pipe.engine.run(items)
+                outs[k] = (c if k == "C kernel" else sdpa).engine.run(items)
                 best[k] = min(best[k], clock() - start)
         bert.per_sequence, bert.padded_rows = rule, padded_rows
         before = "before (zeroed padded copy)"
@@ -255,9 +270,9 @@ def main() -> None:
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="cpu: the process's CPU time, immune to a busy machine's preemptions (use with 1 thread)")
-    parser.add_argument("--engine", action="store_true", help="only the whole forward, three layouts")
+    parser.add_argument("--engine", action="store_true", help="only the whole forward, four layouts")
     parser.add_argument("--sweep", action="store_true", help="only the batch size x length grid")
-    parser.add_argument("--layouts", default="padded-zeros,padded-empty,per-sequence,coulisse")
+    parser.add_argument("--layouts", default="padded-zeros,padded-empty,per-sequence,coulisse,c-kernel")
     parser.add_argument("--compile", action="store_true", help="add torch.compile(dynamic=True) of padded-zeros")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -278,7 +293,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.threads} threads, {args.clock} clock, "
           f"load average {os.getloadavg()[0]:.2f}")
     fns: dict[str, Callable] = {"padded-zeros": padded_zeros, "padded-empty": padded_empty,
-                                "per-sequence": per_sequence, "nested": nested, "coulisse": coulisse}
+                                "per-sequence": per_sequence, "nested": nested, "coulisse": coulisse,
+                                "c-kernel": c_kernel}
     fns = {k: f for k, f in fns.items() if k in args.layouts.split(",")}
     if args.compile:
         # Tensors only: a Packed argument (a list of lengths) would make dynamo recompile per batch shape.
