@@ -87,6 +87,17 @@ def test_the_build_decides_what_the_cpu_cannot():
     assert "C pass" not in plan(features(ZEN3), Backends(c_kernels=False)).fp32.detail
 
 
+def test_attention_runs_in_c_where_the_kernels_are_built():
+    """fp32 and int8 attention: the C kernel at the C kernels' level, or SDPA, and `coulisse info` says which."""
+    zen4, zen3 = plan(features(ZEN4, "AVX512")), plan(features(ZEN3))
+    assert zen4.attention.kernel == "c" and "(AVX-512" in zen4.attention.detail
+    assert zen3.attention.kernel == "c" and "(AVX2" in zen3.attention.detail
+    assert plan(features(ZEN3), Backends(c_kernels=False)).attention.kernel == "sdpa"
+    off = plan(features(ZEN3), Backends(c_attention=False))
+    assert off.attention.kernel == "sdpa" and "COULISSE_C_ATTENTION=0" in off.attention.why
+    assert any(line.startswith("attention (fp32, int8): one C call") for line in zen4.lines())
+
+
 def test_plan_is_pure():
     """Same features, same plan; the flags' order and unrelated flags change nothing."""
     a = plan(features(SAPPHIRE_RAPIDS))

@@ -193,8 +193,8 @@ def test_inputs_it_cannot_take_fall_back_on_sdpa():
 
 
 def test_pipelines_install_it_and_agree_with_sdpa(monkeypatch, tf_camembert_dir):
-    """An fp32 pipeline runs attention in C (its preparation says so); with COULISSE_C_ATTENTION=0 it runs
-    SDPA. Logits agree within float rounding; explaining (attention probabilities) still runs SDPA."""
+    """fp32 and int8 pipelines run attention in C (their preparation says so), bf16 ones SDPA; with
+    COULISSE_C_ATTENTION=0, SDPA. fp32 results agree within float rounding."""
     texts = ["un", "deux trois quatre cinq six sept huit neuf dix onze douze", "treize quatorze"]
     monkeypatch.setenv("COULISSE_C_ATTENTION", "0")
     plain = pipeline("sentiment-analysis", model=str(tf_camembert_dir))
@@ -204,6 +204,10 @@ def test_pipelines_install_it_and_agree_with_sdpa(monkeypatch, tf_camembert_dir)
     assert "attention in C" not in plain.preparation.fast_path
     attentions = [m for m in fast.model.modules() if hasattr(type(m), "kernel")]
     assert attentions and all(m.kernel is not None for m in attentions)
+    int8 = pipeline("sentiment-analysis", model=str(tf_camembert_dir), quantize="int8")
+    bf16 = pipeline("sentiment-analysis", model=str(tf_camembert_dir), dtype="bfloat16")
+    assert "attention in C" in int8.preparation.fast_path  # int8's activations are fp32
+    assert "attention in C" not in bf16.preparation.fast_path  # bf16 q/k/v: SDPA
     a = plain(texts, top_k=None)
     b = fast(texts, top_k=None)
     for x, y in zip(a, b, strict=True):

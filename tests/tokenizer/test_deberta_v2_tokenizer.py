@@ -102,7 +102,8 @@ def test_tokenizer_json_saved_by_transformers_reads_alike(pair, tmp_path):
 
 
 def test_control_and_user_defined_pieces_equal_transformers(tmp_path):
-    """Control pieces become special tokens, user-defined pieces plain added tokens, as in transformers."""
+    """Control pieces become special tokens; user-defined pieces stay pieces of the model, as in transformers
+    from 5.25 on (and in SentencePiece: the test below)."""
     ours, theirs = folder(tmp_path, "typed", {}, user_defined_symbols=["<br>", "œ"], control_symbols=["[XTRA]"])
     model = load_sentencepiece(tmp_path / "typed" / "spm.model")
     assert model.piece_types == {0: CONTROL, 1: CONTROL, 2: CONTROL, 3: UNKNOWN, 4: CONTROL,
@@ -111,3 +112,16 @@ def test_control_and_user_defined_pieces_equal_transformers(tmp_path):
         assert_same_encoding(ours(text), theirs(text))
         ids = theirs(text)["input_ids"]
         assert ours.decode(ids, skip_special_tokens=True) == theirs.decode(ids, skip_special_tokens=True)
+
+
+def test_pieces_equal_sentencepiece_itself(tmp_path):
+    """A second oracle: the SentencePiece library on the same spm.model. Its NFKC character map ("…" to
+    "...", "ﬁ" to "fi", "①" to "1") and its user-defined pieces give the ids coulisse gives between [CLS]
+    and [SEP] (DeBERTa keeps the spm's own piece order)."""
+    import sentencepiece
+
+    ours, _ = folder(tmp_path, "typed", {}, user_defined_symbols=["<br>", "œ"])
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(tmp_path / "typed" / "spm.model"))
+    for text in ["Un film… sans intérêt", "Bœuf<br>Le œil, ﬁn ① ｆｕｌｌ", "un<br><br>deux"]:
+        assert ours(text)["input_ids"][1:-1] == sp.encode(text), text
+

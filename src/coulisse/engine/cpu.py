@@ -65,6 +65,7 @@ class Backends:
     onednn_int8: bool = True  # torch.ops.onednn.qlinear_pointwise
     fbgemm: bool = True  # quantized engine "fbgemm" and COULISSE_INT8_SMALL != 0
     c_kernels: bool = True  # coulisse.models._int8 built at install
+    c_attention: bool = True  # its attention kernel on (COULISSE_C_ATTENTION != 0, fusions on)
 
 
 @dataclass(frozen=True)
@@ -86,11 +87,14 @@ class KernelPlan:
     bf16: Choice
     fast: str  # the preset's mode: "int8", "bfloat16" or "float32"
     fast_why: str
+    attention: Choice | None = None  # fp32 and int8 pipelines' attention
 
     def lines(self) -> list[str]:
+        rows = [("fp32", self.fp32), ("int8", self.int8), ("bf16", self.bf16)]
+        if self.attention is not None:
+            rows.append(("attention (fp32, int8)", self.attention))
         return [f"CPU features: {self.features.describe()}",
-                *(f"{name}: {c.detail} — {c.why}" for name, c in
-                  (("fp32", self.fp32), ("int8", self.int8), ("bf16", self.bf16))),
+                *(f"{name}: {c.detail} — {c.why}" for name, c in rows),
                 f"fast preset (--fast): {self.fast} — {self.fast_why}"]
 
 
@@ -155,6 +159,15 @@ def _bf16(f: Features, b: Backends) -> Choice:
                   fast=False)
 
 
+def _attention(f: Features, b: Backends) -> Choice:
+    if b.c_kernels and b.c_attention:
+        return Choice("c", f"one C call per layer over the packed batch ({c_isa(f)} where the head width allows)",
+                      "one SDPA call per sequence pays a dispatch and a thread wake-up each: 1.7x faster over real "
+                      "reviews on a Zen 4 (docs/benchmarks.md)")
+    why = "COULISSE_C_ATTENTION=0 or COULISSE_FUSE=0" if b.c_kernels else "the C kernels are not built"
+    return Choice("sdpa", "PyTorch SDPA, one call per sequence", why)
+
+
 def plan(features: Features, backends: Backends = Backends()) -> KernelPlan:
     """The kernels each precision runs on a CPU with `features`; no other input."""
     fp32, int8, bf16 = _fp32(features, backends), _int8(features, backends), _bf16(features, backends)
@@ -167,7 +180,7 @@ def plan(features: Features, backends: Backends = Backends()) -> KernelPlan:
                              "(embedding cosine ≥ 0.99, top-1 agreement with exact)")
     else:
         fast, why = "float32", "no int8 or bf16 kernel here beats fp32"
-    return KernelPlan(features, fp32, int8, bf16, fast, why)
+    return KernelPlan(features, fp32, int8, bf16, fast, why, _attention(features, backends))
 
 
 def read_flags(path: str = "/proc/cpuinfo") -> frozenset[str]:
@@ -196,11 +209,11 @@ def detect() -> Features:
 
 
 def backends() -> Backends:
-    from coulisse.models.fastpath import onednn_fp32_available
+    from coulisse.models.fastpath import c_attention_enabled, onednn_fp32_available
     from coulisse.models.quantize import fbgemm_available, kernels, onednn_available
 
     return Backends(onednn_fp32=onednn_fp32_available(), onednn_int8=onednn_available(),
-                    fbgemm=fbgemm_available(), c_kernels=kernels() is not None)
+                    fbgemm=fbgemm_available(), c_kernels=kernels() is not None, c_attention=c_attention_enabled())
 
 
 def this_machine() -> KernelPlan:

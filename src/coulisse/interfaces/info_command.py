@@ -30,7 +30,8 @@ def info(as_json: bool) -> None:
     jobs = cached_choices(plan.features.key) if plan.fp32.kernel == "onednn" else []
     if as_json:
         choices = {name: {"kernel": c.kernel, "detail": c.detail, "why": c.why, "faster_than_fp32": c.fast,
-                          **c.options} for name, c in (("fp32", plan.fp32), ("int8", plan.int8), ("bf16", plan.bf16))}
+                          **c.options} for name, c in (("fp32", plan.fp32), ("int8", plan.int8), ("bf16", plan.bf16),
+                                                       ("attention", plan.attention)) if c is not None}
         measured = [{"hidden": c.hidden, "intermediate": c.intermediate, "kernel": c.kernel, "onednn_s": c.onednn_s,
                      "mkl_s": c.mkl_s, "cached_in": str(c.path)} for c in jobs]
         click.echo(json.dumps({"flags": sorted(plan.features.flags & set(FLAGS)),

@@ -16,7 +16,7 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalize
 from coulisse.errors import TokenizerLoadError
 from coulisse.families import Family, family_of
 from coulisse.tokenizer import moses
-from coulisse.tokenizer.sentencepiece_model import BPE, CONTROL, USER_DEFINED, SentencePieceModel, load_sentencepiece
+from coulisse.tokenizer.sentencepiece_model import BPE, CONTROL, SentencePieceModel, load_sentencepiece
 
 SPM_FILES = ("sentencepiece.bpe.model", "spiece.model", "tokenizer.model", "spm.model")
 
@@ -142,17 +142,24 @@ def build_sentencepiece(files: TokenizerFiles, path: Path) -> Tokenizer:
 def build_deberta_sentencepiece(files: TokenizerFiles, spm: SentencePieceModel) -> Tokenizer:
     """DeBERTa-v2/v3 `spm.model` as transformers 5's `DebertaV2Tokenizer` builds it: the pieces in their own
     order ([PAD] [CLS] [SEP] [UNK] first), [MASK] appended after them; the spm's control pieces become special
-    tokens and its user-defined pieces plain added tokens. Its normalizer is not the spm's character map but
-    whitespace runs to one space, NFC and a right strip (lowercased first with `do_lower_case`); words split
-    on punctuation first with `split_by_punct`."""
+    tokens, its user-defined pieces stay pieces of the Unigram model (SentencePiece's own reading; until
+    5.25 transformers split the text on them as added tokens). Its normalizer is the spm's own character map
+    (SentencePiece's NFKC: "…" becomes "..."), then a right strip and space runs to one space, as
+    transformers builds it from 5.25 on (5.0–5.24 used whitespace runs to one space, NFC and a right strip,
+    which left such characters unknown; that is still the rule for an spm without a character map).
+    Lowercased first with `do_lower_case`; words split on punctuation first with `split_by_punct`."""
     settings = files.settings
     unk = files.special("unk", "deberta")
     ids = {piece: i for i, (piece, score) in enumerate(spm.pieces) if score == 0.0}
     tok = Tokenizer(models.Unigram(spm.pieces, unk_id=ids.get(unk, spm.unk_id), byte_fallback=False))
     steps = [normalizers.Lowercase()] if settings.get("do_lower_case", False) else []
-    tok.normalizer = normalizers.Sequence(
-        [*steps, normalizers.Replace(Regex(r"\s{2,}|[\n\r\t]"), " "), normalizers.NFC(),
-         normalizers.Strip(left=False, right=True)])
+    if spm.precompiled_charsmap:
+        steps += [normalizers.Precompiled(spm.precompiled_charsmap), normalizers.Strip(left=False, right=True),
+                  normalizers.Replace(Regex(r" {2,}"), " ")]
+    else:
+        steps += [normalizers.Replace(Regex(r"\s{2,}|[\n\r\t]"), " "), normalizers.NFC(),
+                  normalizers.Strip(left=False, right=True)]
+    tok.normalizer = normalizers.Sequence(steps)
     prepend = "always" if settings.get("add_prefix_space", True) else "first"
     words = [pre_tokenizers.Punctuation(behavior="isolated")] if settings.get("split_by_punct", False) else []
     tok.pre_tokenizer = pre_tokenizers.Sequence([*words, pre_tokenizers.Metaspace("▁", prepend_scheme=prepend)])
@@ -161,8 +168,6 @@ def build_deberta_sentencepiece(files: TokenizerFiles, spm: SentencePieceModel) 
     typed = sorted(spm.piece_types.items())
     tok.add_special_tokens([AddedToken(spm.pieces[i][0], normalized=False, special=True)
                             for i, kind in typed if kind == CONTROL])
-    tok.add_tokens([AddedToken(spm.pieces[i][0], normalized=False, special=False)
-                    for i, kind in typed if kind == USER_DEFINED])
     tok.post_processor = _template(files, "deberta", tok)
     return tok
 
