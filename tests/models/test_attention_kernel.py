@@ -186,10 +186,32 @@ def test_each_instruction_set_is_within_the_bound(tmp_path):
 
 
 def test_inputs_it_cannot_take_fall_back_on_sdpa():
-    """bf16, a strided view, another device: None, and `packed_attention` runs SDPA instead."""
+    """bf16, a strided view, a forward autograd records: None, and `packed_attention` runs SDPA instead."""
     qkv, p = packed([4, 9], 96)
     assert fastpath.c_packed_attention(qkv.bfloat16(), p, 4, False) is None
     assert fastpath.c_packed_attention(torch.randn(13, 600)[:, :288], p, 4, False) is None
+    assert fastpath.c_packed_attention(qkv.clone().requires_grad_(), p, 4, False) is None
+    with torch.no_grad():
+        assert fastpath.c_packed_attention(qkv.clone().requires_grad_(), p, 4, False) is not None
+
+
+def test_gradients_flow_through_a_model_with_the_kernel_installed(tf_camembert_dir):
+    """Attributions take gradients with respect to the word vectors. On a model with plain fp32 layers and
+    the kernel installed, they must be SDPA's gradients (the kernel has no backward: it steps aside while
+    autograd records), not the residual path's alone."""
+    model = pipeline("sentiment-analysis", model=str(tf_camembert_dir)).gradient_model  # plain fp32 layers
+    assert fastpath.install_c_attention(model) > 0
+    p = Packed.from_lists([[5, 17, 42, 8, 6], [5, 99, 6]], None, model.config.position_offset)
+    table = model.base.input_embeddings.weight
+    grads = []
+    for kernel in (fastpath.c_packed_attention, None):
+        for m in model.modules():
+            if hasattr(type(m), "kernel"):
+                m.kernel = kernel
+        embeds = table[p.input_ids].detach().clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(model.forward_packed(p, inputs_embeds=embeds).sum(), embeds)
+        grads.append(grad)
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
 
 
 def test_pipelines_install_it_and_agree_with_sdpa(monkeypatch, tf_camembert_dir):

@@ -259,10 +259,11 @@ def install_c_attention(module: nn.Module) -> int:
 def c_packed_attention(qkv: Tensor, p, heads: int, first_only: bool) -> Tensor | None:
     """softmax(q k^T / sqrt(d)) v for every sequence and head of a packed `(T, 3H)` fp32 tensor in one C
     call (coulisse/models/_attention.c): no per-sequence SDPA calls, no padded copy. `(T, H)`, or `(B, H)`
-    with `first_only`; None when the C kernels cannot take `qkv` (dtype, device, layout)."""
+    with `first_only`; None when the C kernels cannot take `qkv` (dtype, device, layout) or when autograd
+    records the forward (the kernel has no backward: gradients, as attributions take them, go through SDPA)."""
     k = quantize.kernels()
     if (k is None or qkv.dtype != torch.float32 or qkv.device.type != "cpu" or not qkv.is_contiguous()
-            or qkv.shape[1] % (3 * heads) != 0):
+            or qkv.shape[1] % (3 * heads) != 0 or (qkv.requires_grad and torch.is_grad_enabled())):
         return None
     hidden = qkv.shape[1] // 3
     starts, lengths = p.starts, p.length_tensor
