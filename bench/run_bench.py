@@ -56,7 +56,7 @@ class Options:
     model_dir: Path = bench_model.DEFAULT_DIR
     json_path: Path | None = None
     markdown_path: Path | None = None
-    kernels: bool = True  # measure the GEMM peaks (bench/kernels.py) in the same run
+    kernels: bool = True  # measure the GEMM peaks (bench/gemm_peaks.py) in the same run
     interleave: bool = True  # every system loaded at once, their timed passes in turn (else one after another)
 
 
@@ -289,9 +289,9 @@ def measure_cold(systems: tuple[str, ...], spec: dict, repeats: int, timeout: fl
 
 
 def measure_kernels(threads: int, timeout: float, tmp: Path) -> dict:
-    """The GEMM peaks of this machine (bench/kernels.py --peaks-only), in its own process."""
+    """The GEMM peaks of this machine (bench/gemm_peaks.py --peaks-only), in its own process."""
     out = tmp / "kernels.json"
-    cmd = [sys.executable, str(BENCH / "kernels.py"), "--peaks-only", "--threads", str(threads), "--repeats", "5",
+    cmd = [sys.executable, str(BENCH / "gemm_peaks.py"), "--peaks-only", "--threads", str(threads), "--repeats", "5",
            "--json", str(out)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=child_env())
@@ -328,7 +328,7 @@ def run(opts: Options) -> dict:
                 print(f"running {system} ({bench_report.batch_name(system, batch)})...", file=sys.stderr)
                 runs.append(run_worker(spec_path, system, batch, opts.timeout, Path(tmp)))
         if opts.kernels:
-            print("measuring the GEMM peaks (bench/kernels.py)...", file=sys.stderr)
+            print("measuring the GEMM peaks (bench/gemm_peaks.py)...", file=sys.stderr)
             kernels = measure_kernels(opts.threads, opts.timeout, Path(tmp))
         else:
             kernels = {}

@@ -116,3 +116,20 @@ def test_the_busy_warning_discounts_the_bench_s_own_threads():
     assert not warned(0.2, 1.9)  # the bench's own two threads
     assert warned(0.2, 3.5)  # someone else's work during the run
     assert warned(1.5, 1.9)  # already busy before
+
+
+def test_no_bench_script_shadows_an_installed_package():
+    """bench/ runs its scripts with bench/ first on sys.path, so a script named like a package that a library
+    imports replaces that package in the benchmark's processes. transformers 5.25 imports the `kernels`
+    package (Hugging Face's hub kernels), and `bench/kernels.py` broke the transformers rows of `coulisse
+    bench` ("cannot import name 'CUDAProperties' from 'kernels'"); it is now `bench/gemm_peaks.py`."""
+    import importlib.machinery
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[2] / "bench"
+    elsewhere = [p for p in sys.path if Path(p or ".").resolve() != bench]
+    # PathFinder searches the folders themselves, not sys.modules (where a test may have put bench's scripts)
+    clashes = [f.stem for f in bench.glob("*.py")
+               if importlib.machinery.PathFinder.find_spec(f.stem, elsewhere) is not None]
+    assert clashes == [], f"bench scripts named like installed packages: {clashes}"

@@ -1,7 +1,7 @@
 """The kernels under the engine, alone (not a test): what this CPU's GEMMs reach, where fbgemm beats
 oneDNN for int8, and what the fused C kernels save over PyTorch ops.
 
-    python bench/kernels.py [--threads 2] [--peaks-only --json peaks.json]
+    python bench/gemm_peaks.py [--threads 2] [--peaks-only --json peaks.json]
 
 Shapes are a base-size encoder's (hidden 768, feed-forward 3072) on ~1,000 packed tokens, the engine's
 default batch. Prints GFLOP/s (fp32, bf16) and GOP/s (int8: a multiply-add counts 2), each with the kernel
