@@ -37,8 +37,7 @@ typedef struct {
     float *out;
     const int64_t *starts, *lengths;
     int64_t row;     /* floats between two tokens' rows in qkv: 3H */
-    int64_t out_row; /* H */
-    int64_t hidden;  /* H */
+    int64_t hidden;  /* H: also the floats between two rows of out */
     int d;
     float scale;
     int first_only, isa;
@@ -81,7 +80,7 @@ static void unit_scalar(const Job *job, const Unit *u, float *kt, float *s) {
             l += s[j];
         }
         const float inv = (bad || !isfinite(m)) ? NAN : 1.0f / l;
-        float *o = job->out + (job->first_only ? u->seq : job->starts[u->seq] + i) * job->out_row +
+        float *o = job->out + (job->first_only ? u->seq : job->starts[u->seq] + i) * job->hidden +
                    (int64_t)u->head * d;
         for (int64_t c = 0; c < d; c++) {
             float acc = 0.0f;
@@ -225,7 +224,7 @@ __attribute__((target("avx2,fma"))) static void unit_avx2(const Job *job, const 
             for (int r = 0; r < QB2; r++) { /* constant bounds: the accumulators stay in registers */
                 if (r >= m) break;
                 int64_t ti = job->first_only ? u->seq : job->starts[u->seq] + i0 + r;
-                float *out = job->out + ti * job->out_row + (int64_t)u->head * d + c;
+                float *out = job->out + ti * job->hidden + (int64_t)u->head * d + c;
                 __m256 sc = _mm256_set1_ps(inv[r]);
                 _mm256_storeu_ps(out, _mm256_mul_ps(o[r][0], sc));
                 if (d - c >= 16) _mm256_storeu_ps(out + 8, _mm256_mul_ps(o[r][1], sc));
@@ -391,7 +390,7 @@ AVX512 static void unit_avx512(const Job *job, const Unit *u, float *kt, float *
                 }
                 for (int r = 0; r < 4 && r0 + r < m; r++) {
                     int64_t ti = job->first_only ? u->seq : job->starts[u->seq] + i0 + r0 + r;
-                    float *out = job->out + ti * job->out_row + (int64_t)u->head * d + c;
+                    float *out = job->out + ti * job->hidden + (int64_t)u->head * d + c;
                     __m512 sc = _mm512_set1_ps(inv[r0 + r]);
                     for (int k = 0; k < w; k++) _mm512_storeu_ps(out + 16 * k, _mm512_mul_ps(o[r][k], sc));
                 }
@@ -499,7 +498,7 @@ PyObject *coulisse_py_attention(PyObject *self, PyObject *args) {
         return NULL;
     }
     Job job = {(const float *)qkv, (float *)out, (const int64_t *)starts, (const int64_t *)lengths, 3 * hidden,
-               hidden, hidden, (int)(hidden / heads), (float)scale, first_only, coulisse_isa_level(), 0, NULL, 0, 0};
+               hidden, (int)(hidden / heads), (float)scale, first_only, coulisse_isa_level(), 0, NULL, 0, 0};
     int failed;
     Py_BEGIN_ALLOW_THREADS failed = attention_run(&job, batch, heads, threads);
     Py_END_ALLOW_THREADS if (failed) return PyErr_NoMemory();
