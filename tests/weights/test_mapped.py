@@ -80,3 +80,54 @@ def test_pipeline_leaves_no_checkpoint_pages_resident(factory, quantize):
                                                         attention_mask=enc["attention_mask"]).logits.numpy()
     # Embeddings and LayerNorms page back in from the file: fp32 stays exact, int8 stays close.
     assert np.abs(out - expected).max() < (1e-4 if quantize is None else 0.05)
+
+
+def test_resident_bytes_reads_this_process():
+    from coulisse.weights.mapped import resident_bytes
+
+    before = resident_bytes()
+    block = torch.ones(64 << 18)  # 64 MB, touched
+    after = resident_bytes()
+    assert before is not None and after - before >= 60 << 20
+    del block
+
+
+def test_heap_trimmer_trims_only_past_its_budget(monkeypatch):
+    """The batch after a trim sets the mark (its RSS holds a batch's working set); trims come only once RSS
+    passes mark + growth, never for the working set itself."""
+    from coulisse.weights import mapped
+
+    trims, rss = [], iter([500, 540, 580, 601, 480, 530, 620, 631, 640])
+    monkeypatch.setattr(mapped, "resident_bytes", lambda: next(rss))
+    monkeypatch.setattr(mapped, "release_freed_memory", lambda: trims.append(1))
+    trimmer = mapped.HeapTrimmer(growth=100)
+    decisions = [trimmer.after_batch() for _ in range(9)]
+    # 500 marks (limit 600); 540, 580 stay; 601 trims; 480 marks (limit 580); 530 stays; 620 trims;
+    # 631 marks (limit 731); 640 stays.
+    assert decisions == [False, False, False, True, False, False, True, False, False]
+    assert len(trims) == trimmer.trims == 2
+
+
+def test_heap_trimmer_trims_every_batch_where_rss_is_unknown(monkeypatch):
+    from coulisse.weights import mapped
+
+    trims = []
+    monkeypatch.setattr(mapped, "resident_bytes", lambda: None)
+    monkeypatch.setattr(mapped, "release_freed_memory", lambda: trims.append(1))
+    trimmer = mapped.HeapTrimmer()
+    assert all(trimmer.after_batch() for _ in range(3)) and len(trims) == 3
+
+
+def test_a_trim_hands_freed_heap_back():
+    """The real thing: freed, fragmented heap (kept by glibc) leaves the resident set at a trim."""
+    from coulisse.weights.mapped import HeapTrimmer, resident_bytes
+
+    blocks = [torch.ones(1 << 16) for _ in range(512)]  # 512 × 256 kB, touched
+    keep = blocks[::8]  # every 8th stays: the freed ones cannot all merge into the heap's top
+    del blocks
+    trimmer = HeapTrimmer()
+    trimmer.limit = 0  # as if the budget were spent
+    before = resident_bytes()
+    assert trimmer.after_batch() and trimmer.trims == 1 and trimmer.limit is None
+    assert resident_bytes() < before - (32 << 20), "at most a quarter of the 112 MB freed came back"
+    assert all(float(b[0]) == 1.0 for b in keep)

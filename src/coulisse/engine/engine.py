@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from coulisse.models import EncoderModel, Packed
-from coulisse.weights.mapped import release_freed_memory
+from coulisse.weights.mapped import heap_trimmer
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +72,9 @@ class Engine:
             out = self.model.forward_packed(p, select_token_id).float().cpu()
         if self.device.type == "cpu":
             # Activations of every shape come and go; glibc keeps the freed heap, fragmented, and RSS
-            # creeps up batch after batch (measured +185 MB over 160 reviews, base-size model).
-            # Handing it back costs no measurable time per batch (docs/benchmarks.md).
-            release_freed_memory()
+            # creeps up batch after batch. Handed back once it has grown by a budget, not after every
+            # batch: each trim makes the next batch fault its activations back in (weights/mapped.py).
+            heap_trimmer.after_batch()
         return out
 
     def run(self, items: Sequence[Item], progress: Callable[[int], None] | None = None,
