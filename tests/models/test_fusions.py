@@ -164,7 +164,7 @@ def test_int8_dense_norm_uses_the_fused_pass(rows, monkeypatch):
     x, residual = torch.randn(rows, 64), torch.randn(rows, 48)
     block.dense = Q.Int8Linear(block.dense, small_rows=64)
     calls, real = [], Q.add_norm_rows
-    monkeypatch.setattr(Q, "add_norm_rows", lambda *args: calls.append(len(args)) or real(*args))
+    monkeypatch.setattr(Q, "add_norm_rows", lambda *args, **kw: calls.append(len(args)) or real(*args, **kw))
     with torch.inference_mode():
         fused = block(x, residual)
         v = block.dense(x) + residual  # the unfused block's row before the norm
@@ -185,6 +185,30 @@ def test_int8_pipeline_with_and_without_kernels_agree(factory, monkeypatch):
     exact = pipeline("text-classification", model=directory)
     e = np.array(exact.forward(exact.preprocess(TEXTS)))
     assert np.abs(a - b).max() <= 0.25 * np.abs(a - e).max() + 1e-5
+
+
+def test_int8_layers_take_the_codes_their_inputs_carry(factory, monkeypatch):
+    """The GELU and add + LayerNorm passes hand the next int8 layer its input already quantized
+    (models/quantize.py, "codes"): per encoder layer only the attention output (and, in the first layer,
+    the embeddings) is quantized on its own; the logits are those of quantizing every input separately,
+    to the bit (the same codes)."""
+    if Q.kernels() is None or not Q.onednn_available():
+        pytest.skip("needs the C kernels and oneDNN's int8 GEMM")
+    monkeypatch.setenv("COULISSE_INT8_SMALL", "0")  # every batch on oneDNN, the path that reads codes
+    directory = factory.checkpoint("bert")
+    pipe = pipeline("text-classification", model=directory, quantize="int8")
+    layers = len(pipe.model.base.encoder.layer)
+    items = pipe.preprocess(TEXTS).items
+    calls, real_quantize = [], Q.quantize_rows
+    monkeypatch.setattr(Q, "quantize_rows", lambda rows: calls.append(rows.shape) or real_quantize(rows))
+    pipe.engine.max_batch_tokens = 10**6  # one batch
+    with_codes = np.array(pipe.forward(items))
+    assert len(calls) == layers + 1, calls  # each attention output, and the embeddings once
+    calls.clear()
+    monkeypatch.setattr(Q, "codes_of", lambda x, rows: None)
+    separate = np.array(pipe.forward(items))
+    assert len(calls) == 4 * layers, calls  # q/k/v input, attention output, both feed-forward inputs
+    assert np.array_equal(with_codes, separate)
 
 
 def fp32_layer(kernel: str, linear: nn.Linear, c_gelu: bool):

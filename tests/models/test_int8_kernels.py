@@ -179,6 +179,43 @@ def test_each_instruction_set_gives_the_same_bits(tmp_path):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-4), (a - b).abs().max()
 
 
+CODES_SCRIPT = """
+import sys, torch
+from coulisse.models.quantize import CODES, add_norm_rows, dequantize_rows, kernels, quantize_rows
+torch.set_num_threads(2); torch.manual_seed(1)
+y = torch.randn(300, 3101) * 4; s = torch.rand(300, 1) + 0.5; b = torch.randn(3101)
+y[7, 12] = float("nan")
+n = torch.randn(300, 771) * 30; r = torch.randn(300, 771); nb = torch.randn(771); norm = torch.nn.LayerNorm(771)
+with torch.no_grad():
+    norm.weight.normal_(); norm.bias.normal_()
+out = {"isa": kernels().isa()}
+for name, result in (("gelu", dequantize_rows(y.clone(), s, b, True, codes=True)),
+                     ("plain", dequantize_rows(y.clone(), s, b, False, codes=True)),
+                     ("norm", add_norm_rows(n.clone(), s, nb, r, norm, codes=True))):
+    out[name] = (getattr(result, CODES), quantize_rows(result))  # made in the pass; made again from its floats
+torch.save(out, sys.argv[1])
+"""
+
+
+def test_codes_made_in_a_pass_equal_quantizing_its_output(tmp_path):
+    """The GELU and add + LayerNorm passes can quantize their finished rows for the next int8 layer
+    (models/quantize.py, "codes"): on every instruction-set level, those codes and scales are the ones
+    quantize_rows gives for the pass's output floats, to the bit — the next layer computes exactly what it
+    would have. A row holding a NaN gets a NaN scale either way."""
+    if Q.kernels() is None:
+        pytest.skip("no C kernels")
+    for isa in ("scalar", "avx2", "avx512"):
+        env = {**os.environ, "COULISSE_INT8_ISA": isa}
+        subprocess.run([sys.executable, "-c", CODES_SCRIPT, str(tmp_path / isa)], env=env, check=True)
+        result = torch.load(tmp_path / isa)
+        for name in ("gelu", "plain", "norm"):
+            (q, scale), (q_again, scale_again) = result[name]
+            torch.testing.assert_close(scale, scale_again, rtol=0, atol=0, equal_nan=True)
+            clean = ~scale[:, 0].isnan()
+            assert torch.equal(q[clean], q_again[clean]), (isa, name)
+            assert clean.sum() == (299 if name != "norm" else 300), (isa, name)
+
+
 def activations(rows: int, cols: int) -> torch.Tensor:
     torch.manual_seed(cols)
     x = torch.randn(rows, cols) * 2

@@ -16,6 +16,9 @@
  *
  * The last two also finish the fp32 layers (models/fastpath.py): given no scales (a NULL pointer) they
  * take s[r] = 1, so that y * s + bias is y + bias to the bit, the bias the GEMM was not asked to add.
+ * Given an output for codes, they also quantize each finished row while it is still in L1 (the same
+ * quantize function, so the codes are quantize_rows' to the bit): the next int8 layer, which reads
+ * these rows, then skips its own pass over them (models/quantize.py, "codes").
  *
  * quantize_rows computes exactly what the PyTorch fallback computes (same IEEE division and
  * round-half-to-even), so both paths give the same codes. The functions take raw pointers from
@@ -357,51 +360,54 @@ typedef struct {
     int gelu, isa;
     const float *gamma, *beta;
     float eps;
+    uint8_t *codes; /* dequantize, add_norm: when not NULL, each finished row's u8 codes ... */
+    float *code_scale; /* ... and its scale, as quantize_rows computes them */
 } Task;
+
+static void quantize_row(int isa, const float *x, int64_t cols, uint8_t *q, float *scale) {
+#if HAVE_X86
+    if (isa == ISA_AVX512) {
+        quantize_avx512(x, cols, q, scale);
+        return;
+    }
+    if (isa == ISA_AVX2) {
+        quantize_avx2(x, cols, q, scale);
+        return;
+    }
+#endif
+    quantize_scalar(x, cols, q, scale);
+}
 
 static void *run_task(void *arg) {
     Task *t = (Task *)arg;
     for (int64_t r = t->r0; r < t->r1; r++) {
         const float s = t->scale ? t->scale[r] : 1.0f; /* no scales: an fp32 GEMM's output, y * 1 + b == y + b */
+        if (t->op == 0) {
+            quantize_row(t->isa, t->x + r * t->cols, t->cols, t->q + r * t->cols, t->scale + r);
+            continue;
+        }
+        float *y = t->y + r * t->cols;
         if (t->op == 2) {
-            float *y = t->y + r * t->cols;
             const float *res = t->x + r * t->cols;
 #if HAVE_X86
-            if (t->isa == ISA_AVX512) {
+            if (t->isa == ISA_AVX512)
                 add_norm_avx512(y, t->cols, s, t->bias, res, t->gamma, t->beta, t->eps);
-                continue;
-            }
-            if (t->isa == ISA_AVX2) {
+            else if (t->isa == ISA_AVX2)
                 add_norm_avx2(y, t->cols, s, t->bias, res, t->gamma, t->beta, t->eps);
-                continue;
-            }
+            else
 #endif
-            add_norm_scalar(y, t->cols, s, t->bias, res, t->gamma, t->beta, t->eps);
-        } else if (t->op == 0) {
-#if HAVE_X86
-            if (t->isa == ISA_AVX512) {
-                quantize_avx512(t->x + r * t->cols, t->cols, t->q + r * t->cols, t->scale + r);
-                continue;
-            }
-            if (t->isa == ISA_AVX2) {
-                quantize_avx2(t->x + r * t->cols, t->cols, t->q + r * t->cols, t->scale + r);
-                continue;
-            }
-#endif
-            quantize_scalar(t->x + r * t->cols, t->cols, t->q + r * t->cols, t->scale + r);
+                add_norm_scalar(y, t->cols, s, t->bias, res, t->gamma, t->beta, t->eps);
         } else {
 #if HAVE_X86
-            if (t->isa == ISA_AVX512) {
-                dequantize_avx512(t->y + r * t->cols, t->cols, s, t->bias, t->gelu);
-                continue;
-            }
-            if (t->isa == ISA_AVX2) {
-                dequantize_avx2(t->y + r * t->cols, t->cols, s, t->bias, t->gelu);
-                continue;
-            }
+            if (t->isa == ISA_AVX512)
+                dequantize_avx512(y, t->cols, s, t->bias, t->gelu);
+            else if (t->isa == ISA_AVX2)
+                dequantize_avx2(y, t->cols, s, t->bias, t->gelu);
+            else
 #endif
-            dequantize_scalar(t->y + r * t->cols, t->cols, s, t->bias, t->gelu);
+                dequantize_scalar(y, t->cols, s, t->bias, t->gelu);
         }
+        if (t->codes) quantize_row(t->isa, y, t->cols, t->codes + r * t->cols, t->code_scale + r);
     }
     return NULL;
 }
@@ -492,29 +498,40 @@ static PyObject *py_quantize_rows(PyObject *self, PyObject *args) {
     int threads;
     if (!PyArg_ParseTuple(args, "nnnnni", &x, &rows, &cols, &q, &scale, &threads)) return NULL;
     Task t = {0, 0, 0, cols, (const float *)x, NULL, (uint8_t *)q, (float *)scale, NULL, 0, coulisse_isa_level(),
-              NULL, NULL, 0.0f};
+              NULL, NULL, 0.0f, NULL, NULL};
     Py_BEGIN_ALLOW_THREADS run_rows(t, rows, threads);
     Py_END_ALLOW_THREADS Py_RETURN_NONE;
 }
 
 static PyObject *py_dequantize_rows(PyObject *self, PyObject *args) {
-    Py_ssize_t y, rows, cols, scale, bias;
+    Py_ssize_t y, rows, cols, scale, bias, codes = 0, code_scale = 0;
     int threads, gelu;
-    if (!PyArg_ParseTuple(args, "nnnnnip", &y, &rows, &cols, &scale, &bias, &threads, &gelu)) return NULL;
+    if (!PyArg_ParseTuple(args, "nnnnnip|nn", &y, &rows, &cols, &scale, &bias, &threads, &gelu, &codes, &code_scale))
+        return NULL;
+    if ((codes == 0) != (code_scale == 0)) {
+        PyErr_SetString(PyExc_ValueError, "dequantize_rows: codes and code_scale go together");
+        return NULL;
+    }
     Task t = {1, 0, 0, cols, NULL, (float *)y, NULL, (float *)scale, (const float *)bias, gelu, coulisse_isa_level(),
-              NULL, NULL, 0.0f};
+              NULL, NULL, 0.0f, (uint8_t *)codes, (float *)code_scale};
     Py_BEGIN_ALLOW_THREADS run_rows(t, rows, threads);
     Py_END_ALLOW_THREADS Py_RETURN_NONE;
 }
 
 static PyObject *py_add_norm_rows(PyObject *self, PyObject *args) {
-    Py_ssize_t y, rows, cols, scale, bias, res, gamma, beta;
+    Py_ssize_t y, rows, cols, scale, bias, res, gamma, beta, codes = 0, code_scale = 0;
     double eps;
     int threads;
-    if (!PyArg_ParseTuple(args, "nnnnnnnndi", &y, &rows, &cols, &scale, &bias, &res, &gamma, &beta, &eps, &threads))
+    if (!PyArg_ParseTuple(args, "nnnnnnnndi|nn", &y, &rows, &cols, &scale, &bias, &res, &gamma, &beta, &eps, &threads,
+                          &codes, &code_scale))
         return NULL;
+    if ((codes == 0) != (code_scale == 0)) {
+        PyErr_SetString(PyExc_ValueError, "add_norm_rows: codes and code_scale go together");
+        return NULL;
+    }
     Task t = {2, 0, 0, cols, (const float *)res, (float *)y, NULL, (float *)scale, (const float *)bias, 0,
-              coulisse_isa_level(), (const float *)gamma, (const float *)beta, (float)eps};
+              coulisse_isa_level(), (const float *)gamma, (const float *)beta, (float)eps, (uint8_t *)codes,
+              (float *)code_scale};
     Py_BEGIN_ALLOW_THREADS run_rows(t, rows, threads);
     Py_END_ALLOW_THREADS Py_RETURN_NONE;
 }
@@ -529,11 +546,12 @@ static PyMethodDef methods[] = {
     {"quantize_rows", py_quantize_rows, METH_VARARGS,
      "quantize_rows(x_ptr, rows, cols, q_ptr, scale_ptr, threads): fp32 rows -> u8 codes + per-row scales."},
     {"dequantize_rows", py_dequantize_rows, METH_VARARGS,
-     "dequantize_rows(y_ptr, rows, cols, scale_ptr, bias_ptr, threads, gelu): y = y*s[r] + bias, in place "
-     "(scale_ptr 0: s[r] = 1)."},
+     "dequantize_rows(y_ptr, rows, cols, scale_ptr, bias_ptr, threads, gelu[, codes_ptr, code_scale_ptr]): "
+     "y = y*s[r] + bias, in place (scale_ptr 0: s[r] = 1); with codes, also quantize_rows(y) into them."},
     {"add_norm_rows", py_add_norm_rows, METH_VARARGS,
-     "add_norm_rows(y_ptr, rows, cols, scale_ptr, bias_ptr, res_ptr, gamma_ptr, beta_ptr, eps, threads): "
-     "y = LayerNorm(y*s[r] + bias + res), in place (scale_ptr 0: s[r] = 1)."},
+     "add_norm_rows(y_ptr, rows, cols, scale_ptr, bias_ptr, res_ptr, gamma_ptr, beta_ptr, eps, threads"
+     "[, codes_ptr, code_scale_ptr]): y = LayerNorm(y*s[r] + bias + res), in place (scale_ptr 0: s[r] = 1); "
+     "with codes, also quantize_rows(y) into them."},
     {"attention", coulisse_py_attention, METH_VARARGS,
      "attention(qkv_ptr, out_ptr, starts_ptr, lengths_ptr, batch, hidden, heads, scale, first_only, threads): "
      "softmax(scale q k^T) v per sequence and head of a packed (T, 3*hidden) fp32 tensor, into (T or batch, "

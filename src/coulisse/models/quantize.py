@@ -22,6 +22,14 @@ the install skips them and the same arithmetic runs as PyTorch ops (same codes; 
 for the quantization, see docs/benchmarks.md). `COULISSE_INT8_KERNELS=0` forces that fallback. The
 `*Output` blocks' dequantization, residual add and LayerNorm run as one C pass too (`forward_add_norm`,
 asked for by `models/bert.py`'s DenseNorm); `COULISSE_FUSE=0` keeps them apart (for A/B benchmarks).
+
+Codes travel with the rows: the passes that finish a layer whose output the next int8 layer reads (the
+feed-forward's GELU, the `*Output` blocks' LayerNorm) also quantize each finished row while it is in L1,
+and attach `(codes, scales)` to the output tensor (`CODES`). The next layer takes them instead of
+quantizing the rows again — the same function on the same floats, so the same bits — which saves a pass
+over the activations and a wake-up of the threads, three times per encoder layer. Only tensors our
+layers return carry codes, and nothing writes to them afterwards; a tensor without codes (or of another
+shape) is quantized as before.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ ZERO_POINT = 128  # symmetric int8 activations, shifted into u8 for the u8 × s8
 # between 64 and 128 rows for 768 x 3072 on AVX2 (docs/benchmarks.md); not measured on VNNI or AMX.
 SMALL_BATCH_ROWS = 64
 SAFE_WEIGHT_BITS = 7  # exact on every CPU, VNNI or not (see above); 8 only where the plan says VNNI
+CODES = "_coulisse_int8_codes"  # attribute of an output tensor: its rows' `(u8 codes, scales)` (see above)
 PACK_SMALL_AFTER = 3  # small batches a layer sees on oneDNN before it packs its fbgemm weights
 
 
@@ -98,7 +107,7 @@ class Int8Linear(nn.Module):
             out = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
                 rows / x_scale, 1.0, ZERO_POINT, self.packed_small)
         else:
-            xq, x_scale = quantize_rows(rows)  # u8 codes (T, in), fp32 scales (T, 1)
+            xq, x_scale = codes_of(x, rows) or quantize_rows(rows)  # u8 codes (T, in), fp32 scales (T, 1)
             out = torch.ops.onednn.qlinear_pointwise(
                 xq, 1.0, ZERO_POINT, self.packed, self.w_scale, self.w_zero, None, 1.0, 0, torch.float32,
                 "none", [], "")  # (T, out) = sum(xq · wq) · w_scale
@@ -106,15 +115,18 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out, x_scale = self._accumulate(x)
-        out = dequantize_rows(out, x_scale, self.bias, self.gelu)  # · x_scale + bias (, GELU)
-        return out.reshape(*x.shape[:-1], self.out_features)
+        # A feed-forward's GELU output goes to the next int8 layer only: its codes come with it.
+        out = dequantize_rows(out, x_scale, self.bias, self.gelu, codes=self.gelu and self.fuse_norm)
+        return reshaped(out, (*x.shape[:-1], self.out_features))  # · x_scale + bias (, GELU)
 
     def forward_add_norm(self, x: Tensor, residual: Tensor, norm: nn.LayerNorm) -> Tensor:
         """`norm(self(x) + residual)` (BERT's `*Output` blocks, `models/bert.py` DenseNorm): dequantization,
-        residual add and LayerNorm in one C pass over each row when the kernels are built."""
+        residual add and LayerNorm in one C pass over each row when the kernels are built, which also
+        quantizes the result for the int8 layer that reads it next."""
         out, x_scale = self._accumulate(x)
-        out = add_norm_rows(out, x_scale, self.bias, residual.reshape(out.shape), norm, self.fuse_norm)
-        return out.reshape(*x.shape[:-1], self.out_features)
+        out = add_norm_rows(out, x_scale, self.bias, residual.reshape(out.shape), norm, self.fuse_norm,
+                            codes=self.fuse_norm)
+        return reshaped(out, (*x.shape[:-1], self.out_features))
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, int8 per-token"
@@ -183,25 +195,54 @@ def quantize_rows(rows: Tensor) -> tuple[Tensor, Tensor]:
     return (rows / scale).round_().add_(ZERO_POINT).to(torch.uint8), scale
 
 
-def dequantize_rows(out: Tensor, scale: Tensor | None, bias: Tensor, gelu: bool) -> Tensor:
+def codes_of(x: Tensor, rows: Tensor) -> tuple[Tensor, Tensor] | None:
+    """The `(codes, scales)` an int8 layer attached to its output `x` (`with_codes`), when they describe
+    `rows` (x's rows, `(T, in)`); None otherwise."""
+    codes = getattr(x, CODES, None)
+    if codes is None or codes[0].shape != rows.shape:
+        return None
+    return codes
+
+
+def reshaped(out: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """`out.reshape(shape)`, keeping the codes attached to `out` (the rows are the same)."""
+    result = out.reshape(shape)
+    codes = getattr(out, CODES, None)
+    if codes is not None and result is not out:
+        setattr(result, CODES, codes)
+    return result
+
+
+def _code_buffers(out: Tensor, codes: bool) -> tuple[int, int]:
+    """Attach empty `(codes, scales)` for `out`'s rows to `out` when asked; their pointers (0, 0 if not)."""
+    if not codes:
+        return 0, 0
+    q, scale = torch.empty(out.shape, dtype=torch.uint8), torch.empty(out.shape[0], 1)
+    setattr(out, CODES, (q, scale))
+    return q.data_ptr(), scale.data_ptr()
+
+
+def dequantize_rows(out: Tensor, scale: Tensor | None, bias: Tensor, gelu: bool, codes: bool = False) -> Tensor:
     """`out · scale + bias` (then GELU), in place when the C kernels are built. `scale` None: `out + bias`
-    (an fp32 GEMM's output, models/fastpath.py)."""
+    (an fp32 GEMM's output, models/fastpath.py). With `codes`, where the C kernels run, the result also
+    carries its rows quantized as `quantize_rows` would (`codes_of`), made in the same pass."""
     k = kernels()
     if (k is not None and out.dtype == bias.dtype == torch.float32 and out.is_contiguous()
             and bias.is_contiguous() and out.device.type == "cpu"):
+        q_ptr, s_ptr = _code_buffers(out, codes)
         k.dequantize_rows(out.data_ptr(), out.shape[0], out.shape[1], 0 if scale is None else scale.data_ptr(),
-                          bias.data_ptr(), torch.get_num_threads(), gelu)
+                          bias.data_ptr(), torch.get_num_threads(), gelu, q_ptr, s_ptr)
         return out
     out = out + bias if scale is None else torch.addcmul(bias, out, scale)
     return F.gelu(out) if gelu else out
 
 
 def add_norm_rows(out: Tensor, scale: Tensor | None, bias: Tensor, residual: Tensor, norm: nn.LayerNorm,
-                  fused: bool = True) -> Tensor:
+                  fused: bool = True, codes: bool = False) -> Tensor:
     """`norm(out · scale + bias + residual)`, in place in `out` when the C kernels are built (`scale` None:
     `norm(out + bias + residual)`). The sum before the norm is the unfused path's to the bit (the same
     fma, then the same add); the norm's mean and variance are summed in fp32 in another order than
-    torch's (tests/models/test_fusions.py)."""
+    torch's (tests/models/test_fusions.py). `codes` as for `dequantize_rows`."""
     k = kernels()
     fusable = (k is not None and out.dtype == residual.dtype == bias.dtype == torch.float32
                and out.is_contiguous() and residual.is_contiguous() and bias.is_contiguous() and fused
@@ -209,9 +250,10 @@ def add_norm_rows(out: Tensor, scale: Tensor | None, bias: Tensor, residual: Ten
                and norm.weight.dtype == torch.float32 and norm.bias.dtype == torch.float32
                and tuple(norm.normalized_shape) == (out.shape[1],) and out.device.type == "cpu")
     if fusable:
+        q_ptr, s_ptr = _code_buffers(out, codes)
         k.add_norm_rows(out.data_ptr(), out.shape[0], out.shape[1], 0 if scale is None else scale.data_ptr(),
                         bias.data_ptr(), residual.data_ptr(), norm.weight.data_ptr(), norm.bias.data_ptr(),
-                        float(norm.eps), torch.get_num_threads())
+                        float(norm.eps), torch.get_num_threads(), q_ptr, s_ptr)
         return out
     return norm(dequantize_rows(out, scale, bias, False) + residual)
 
