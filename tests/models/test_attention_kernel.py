@@ -235,3 +235,120 @@ def test_pipelines_install_it_and_agree_with_sdpa(monkeypatch, tf_camembert_dir)
     for x, y in zip(a, b, strict=True):
         assert [r["label"] for r in x] == [r["label"] for r in y]
         assert max(abs(r["score"] - s["score"]) for r, s in zip(x, y, strict=True)) < 1e-5
+
+
+# ---------------------------------------------------------------- bf16 products (int8 pipelines, AVX512-BF16)
+
+UB = 2.0**-9  # bf16 unit roundoff (8 significant bits, rounding to nearest even)
+needs_bf16_dot = pytest.mark.skipif(not getattr(Q.kernels(), "has_bf16_dot", lambda: False)(),
+                                    reason="this CPU does not multiply bf16 pairs (no AVX512-BF16)")
+
+
+def bf16_attention(qkv: torch.Tensor, p: Packed, heads: int, first_only: bool = False) -> torch.Tensor:
+    out = fastpath.c_packed_attention(qkv, p, heads, first_only, bf16=True)
+    assert out is not None
+    return out
+
+
+def reference_bf16(qkv: torch.Tensor, p: Packed, heads: int, first_only: bool = False):
+    """What the bf16 kernel computes, in float64: q, k and v rounded to bf16 (as its conversions round, to
+    nearest even), exact products. Its own error against that: the fp32 bound of `reference` for the sums,
+    the softmax and the output, times one more rounding, the probabilities' to bf16 (relative UB each; the
+    normalizing sum stays the fp32 one). So |error| <= ((1 + 2 delta)(1 + UB)(1 + 2 gamma_n + 8 u) - 1)
+    max|v|, with delta the fp32 score bound of the rounded q and k — about UB * max|v|: a pairing or layout
+    mistake moves outputs by the order of max|v| itself."""
+    rounded = qkv.bfloat16().float()
+    expected, bound = reference(rounded, p, heads, first_only)
+    H = qkv.shape[1] // 3
+    d, vmaxes, start = H // heads, [], 0
+    for n in p.lengths:
+        v = rounded[start:start + n, 2 * H:].double().view(n, heads, d).abs().amax(0).reshape(H)  # per head column
+        vmaxes.append(v.expand(1 if first_only else n, H))
+        start += n
+    vmax = torch.cat(vmaxes)
+    return expected, bound + (1 + bound / vmax) * UB * vmax + 1e-30
+
+
+@needs_bf16_dot
+@pytest.mark.parametrize("hidden,heads", [(768, 12), (384, 12), (128, 2)], ids=["d64", "d32", "d64-two-heads"])
+@pytest.mark.parametrize("first_only", [False, True], ids=["all", "first-only"])
+def test_bf16_products_match_rounded_inputs_in_float64(hidden, heads, first_only):
+    """Odd and even lengths around every block of 16 and 32 keys (pairs of keys in P V: an odd last key
+    pairs with a zero one)."""
+    qkv, p = packed([1, 2, 7, 15, 16, 17, 31, 32, 33, 63, 130, 201], hidden, seed=11)
+    out = bf16_attention(qkv, p, heads, first_only)
+    expected, bound = reference_bf16(qkv, p, heads, first_only)
+    err = (out.double() - expected).abs()
+    assert (err <= bound).all(), f"max error {err.max():.2e}, bound there {bound[err > bound].min():.2e}"
+    fp32 = c_attention(qkv, p, heads, first_only)
+    assert not torch.equal(out, fp32), "bf16 products were asked for and this CPU has them"
+
+
+@needs_bf16_dot
+def test_bf16_products_thread_count_and_first_only_do_not_change_a_bit():
+    qkv, p = packed([7, 300, 12, 65], 768, seed=12)
+    previous = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            results.append(bf16_attention(qkv, p, 12))
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2])
+    assert torch.equal(bf16_attention(qkv, p, 12, first_only=True), results[0][p.starts])
+
+
+@needs_bf16_dot
+@pytest.mark.parametrize("where", ["key", "query", "value"])
+def test_bf16_products_keep_a_nan_in_its_sequence_and_head(where):
+    """As in fp32 (and SDPA): a NaN key poisons its head's rows of that sequence, a NaN query its own row of
+    that head, a NaN value its column of that head in that sequence. Everything else keeps the bits of a
+    clean run."""
+    qkv, p = packed([20, 37, 9], 768, seed=13)
+    clean = bf16_attention(qkv, p, 12)
+    poisoned = qkv.clone()
+    column = {"query": 0, "key": 768, "value": 1536}[where] + 64 * 3 + 10
+    poisoned[20 + 5, column] = float("nan")
+    out = bf16_attention(poisoned, p, 12)
+    hit = torch.zeros_like(out, dtype=torch.bool)
+    if where == "value":
+        hit[20:57, 64 * 3 + 10] = True
+    elif where == "key":
+        hit[20:57, 64 * 3:64 * 4] = True
+    else:
+        hit[25, 64 * 3:64 * 4] = True
+    assert out[hit].isnan().all()
+    assert torch.equal(out[~hit], clean[~hit])
+
+
+def test_bf16_products_step_aside_where_pairs_do_not_fill_vectors():
+    """Head widths that 32 does not divide (24 here), or a CPU without AVX512-BF16: the fp32 kernel's
+    bits, whatever was asked."""
+    qkv, p = packed([5, 40, 17], 96, seed=14)
+    assert torch.equal(bf16_attention(qkv, p, 4), c_attention(qkv, p, 4))
+    if not Q.kernels().has_bf16_dot():
+        qkv, p = packed([5, 40, 17], 768, seed=14)
+        assert torch.equal(bf16_attention(qkv, p, 12), c_attention(qkv, p, 12))
+
+
+def test_int8_pipelines_take_bf16_products_where_the_cpu_has_them(monkeypatch, tf_camembert_dir):
+    """int8 pipelines install the bf16-product kernel exactly where the CPU multiplies bf16 pairs, and say
+    so; COULISSE_ATTENTION_BF16=0 keeps fp32 products; exact pipelines never take them."""
+    from coulisse.engine.cpu import this_machine
+
+    has = Q.kernels().has_bf16_dot()
+    assert this_machine().attention.options["int8_bf16_products"] == has  # /proc/cpuinfo and cpuid agree
+    int8 = pipeline("sentiment-analysis", model=str(tf_camembert_dir), quantize="int8")
+    monkeypatch.setenv("COULISSE_ATTENTION_BF16", "0")
+    int8_fp32 = pipeline("sentiment-analysis", model=str(tf_camembert_dir), quantize="int8")
+    monkeypatch.delenv("COULISSE_ATTENTION_BF16")
+    exact = pipeline("sentiment-analysis", model=str(tf_camembert_dir))
+
+    def kernels(pipe):
+        return {m.kernel for m in pipe.model.modules() if hasattr(type(m), "kernel")}
+
+    assert kernels(int8) == ({fastpath.c_packed_attention_bf16} if has else {fastpath.c_packed_attention})
+    assert ("bf16 products" in int8.preparation.fast_path) == has
+    assert kernels(int8_fp32) == kernels(exact) == {fastpath.c_packed_attention}
+    assert "bf16 products" not in exact.preparation.fast_path + int8_fp32.preparation.fast_path

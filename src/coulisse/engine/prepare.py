@@ -122,7 +122,8 @@ def _prepare_cpu(model: EncoderModel, files: list[Path], dtype: torch.dtype, qua
         bits = choice.options.get("weight_bits", 7)
         source = _quantize_cached(model, files, plan.features.key, bits, choice.options.get("small_rows", 0))
         model.to(dtype=dtype)
-        return f"int8 GEMMs: {choice.detail}; weights {source}{_attention(model, dtype)}"
+        products = plan.attention.options.get("int8_bf16_products", False)
+        return f"int8 GEMMs: {choice.detail}; weights {source}{_attention(model, dtype, products)}"
     if dtype == torch.bfloat16:
         choice = plan.bf16
         if not choice.fast:
@@ -152,13 +153,16 @@ def _prepare_cpu(model: EncoderModel, files: list[Path], dtype: torch.dtype, qua
     return "PyTorch ops" + attention
 
 
-def _attention(model: EncoderModel, dtype: torch.dtype) -> str:
-    """Install the C attention kernel on an fp32 model where it is built (models/fastpath.py); in words."""
-    from coulisse.models.fastpath import c_attention_enabled, install_c_attention
+def _attention(model: EncoderModel, dtype: torch.dtype, bf16_products: bool = False) -> str:
+    """Install the C attention kernel on an fp32 model where it is built (models/fastpath.py); in words.
+    `bf16_products` (int8 pipelines, where the plan says so): its products in bf16, if the built kernel
+    agrees that this CPU multiplies bf16 pairs."""
+    from coulisse.models.fastpath import attention_bf16_products, c_attention_enabled, install_c_attention
 
-    if dtype != torch.float32 or not c_attention_enabled() or not install_c_attention(model):
+    bf16 = bf16_products and attention_bf16_products()
+    if dtype != torch.float32 or not c_attention_enabled() or not install_c_attention(model, bf16=bf16):
         return ""
-    return ", attention in C over packed sequences"
+    return ", attention in C over packed sequences" + (" (bf16 products, AVX512-BF16)" if bf16 else "")
 
 
 def _epilogue(model: EncoderModel) -> str:

@@ -41,6 +41,7 @@ typedef struct {
     int d;
     float scale;
     int first_only, isa;
+    int bf16;      /* products in bf16 (vdpbf16ps) where the CPU has AVX512-BF16 and 32 divides d */
     int64_t width; /* n' of the longest sequence */
     const Unit *units;
     int64_t n_units;
@@ -400,6 +401,164 @@ AVX512 static void unit_avx512(const Job *job, const Unit *u, float *kt, float *
 }
 #endif
 
+#if HAVE_X86
+/* ---------------------------------------------------------------- AVX-512 with bf16 products
+ * For the int8 pipelines on CPUs with AVX512-BF16: the same unit, with Q K^T and P V as vdpbf16ps,
+ * which multiplies pairs of bf16 and adds both products to an fp32 lane: half the instructions of the
+ * fp32 FMAs, and twice the products per cycle where the CPU has the unit (Zen 4, Cooper Lake, Sapphire
+ * Rapids). q, k, p and v are rounded to bf16 (to nearest even; relative error <= 2^-9 each); sums, the
+ * softmax and its normalization stay fp32. Layouts, with a "word" a pair of bf16 in 32 bits:
+ *   K: kt2[w][j] = (k_j[2w], k_j[2w+1]), d/2 rows of np2 words (np2: n rounded up to 32, zero keys after n)
+ *   Q: q2[r][w] = (q_r[2w], q_r[2w+1]), broadcast one word at a time
+ *   V: v2[w][c] = (v_2w[c], v_2w+1[c]), np2/2 rows of d words; P likewise in pairs of keys.
+ * The error this adds is bounded in tests/models/test_attention_kernel.py; what it does to the int8
+ * pipelines' quality is in docs/benchmarks.md ("Session 11"). */
+
+#define BF16_TARGET __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma,avx512bf16")))
+
+/* 32 floats -> 16 words of bf16 pairs, in order. */
+BF16_TARGET static inline __m512i pairs_bf16(const float *x) {
+    return (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + 16), _mm512_loadu_ps(x));
+}
+
+/* 16 x 16 transpose of 32-bit lanes, in place (the shuffles of transpose_keys_avx512). */
+BF16_TARGET static inline void transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    }
+    for (int h = 0; h < 16; h += 8)
+        for (int i = 0; i < 4; i++) {
+            t[h + i] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0x88);
+            t[h + i + 4] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0xdd);
+        }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+    }
+}
+
+BF16_TARGET static void unit_avx512bf16(const Job *job, const Unit *u, uint32_t *kt2, float *s, uint32_t *v2,
+                                        uint32_t *q2, uint32_t *p2) {
+    const int64_t n = job->lengths[u->seq], np = (n + 31) & ~(int64_t)31, d = job->d, dw = d / 2, nw = np / 2;
+    const float *base = job->qkv + job->starts[u->seq] * job->row + (int64_t)u->head * d;
+    const float *kbase = base + job->hidden, *vbase = base + 2 * job->hidden;
+    const int64_t row = job->row;
+    /* K^T in words: 16 keys x 16 words (32 dims) per register transpose */
+    for (int64_t j = 0; j < np; j += 16)
+        for (int64_t w = 0; w < dw; w += 16) {
+            __m512 r[16];
+            for (int i = 0; i < 16; i++)
+                r[i] = j + i < n ? _mm512_castsi512_ps(pairs_bf16(kbase + (j + i) * row + 2 * w)) : _mm512_setzero_ps();
+            transpose16(r);
+            for (int i = 0; i < 16; i++) _mm512_storeu_ps((float *)kt2 + (w + i) * np + j, r[i]);
+        }
+    /* V in pairs of keys: v2[w][c] = (v_2w[c], v_2w+1[c]), zero rows after n */
+    const __m512i lo_idx = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+    const __m512i hi_idx = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+    const int64_t vw = (n + 1) / 2; /* word rows P V reads */
+    for (int64_t w = 0; w < vw; w++)
+        for (int64_t c = 0; c < d; c += 32) {
+            __m512i a = pairs_bf16(vbase + 2 * w * row + c);
+            __m512i b = 2 * w + 1 < n ? pairs_bf16(vbase + (2 * w + 1) * row + c) : _mm512_setzero_si512();
+            __m512i lo = _mm512_unpacklo_epi16(a, b), hi = _mm512_unpackhi_epi16(a, b);
+            _mm512_storeu_si512(v2 + w * d + c, _mm512_permutex2var_epi32(lo, lo_idx, hi));
+            _mm512_storeu_si512(v2 + w * d + c + 16, _mm512_permutex2var_epi32(lo, hi_idx, hi));
+        }
+    const __m512 vc = _mm512_set1_ps(job->scale * 1.44269504088896341f); /* scores in base 2 */
+    float inv[MQ];
+    for (int64_t i0 = u->q0; i0 < u->q1; i0 += MQ) {
+        const int64_t m = u->q1 - i0 < MQ ? u->q1 - i0 : MQ;
+        for (int r = 0; r < MQ; r++) {
+            const float *q = base + (i0 + (r < m ? r : m - 1)) * row;
+            for (int64_t w = 0; w < dw; w += 16) _mm512_storeu_si512(q2 + r * dw + w, pairs_bf16(q + 2 * w));
+        }
+        /* S = Q K^T: 8 queries x 32 keys per step, a word (two dims) per vdpbf16ps */
+        for (int64_t j = 0; j < np; j += 32) {
+            __m512 a[MQ][2];
+            for (int r = 0; r < MQ; r++) a[r][0] = a[r][1] = _mm512_setzero_ps();
+            for (int64_t w = 0; w < dw; w++) {
+                __m512bh k0 = (__m512bh)_mm512_loadu_si512(kt2 + w * np + j);
+                __m512bh k1 = (__m512bh)_mm512_loadu_si512(kt2 + w * np + j + 16);
+                for (int r = 0; r < MQ; r++) {
+                    __m512bh b = (__m512bh)_mm512_set1_epi32((int)q2[r * dw + w]);
+                    a[r][0] = _mm512_dpbf16_ps(a[r][0], b, k0);
+                    a[r][1] = _mm512_dpbf16_ps(a[r][1], b, k1);
+                }
+            }
+            for (int r = 0; r < MQ; r++) {
+                _mm512_storeu_ps(s + r * np + j, _mm512_mul_ps(a[r][0], vc));
+                _mm512_storeu_ps(s + r * np + j + 16, _mm512_mul_ps(a[r][1], vc));
+            }
+        }
+        for (int r = 0; r < m; r++) {
+            float *sr = s + r * np;
+            inv[r] = softmax_row_avx512(sr, n);
+            for (int64_t j = n; j < np; j++) sr[j] = 0.0f; /* the keys after n weigh nothing */
+            for (int64_t j = 0; j < np; j += 32) _mm512_storeu_si512(p2 + r * nw + j / 2, pairs_bf16(sr + j));
+        }
+        /* O = P V: 4 queries x 64 columns per step, two keys per vdpbf16ps */
+        for (int r0 = 0; r0 < m; r0 += 4) {
+            const uint32_t *p[4];
+            for (int r = 0; r < 4; r++) p[r] = p2 + (r0 + r < m ? r0 + r : r0) * nw;
+            for (int64_t c = 0; c < d; c += 64) {
+                const int cw = d - c >= 64 ? 4 : 2; /* vectors of 16 columns: d is a multiple of 32 */
+                __m512 o[4][4];
+                for (int r = 0; r < 4; r++)
+                    for (int k = 0; k < 4; k++) o[r][k] = _mm512_setzero_ps();
+                if (cw == 4) {
+                    for (int64_t w = 0; w < vw; w++) {
+                        const uint32_t *v = v2 + w * d + c;
+                        __m512bh v0 = (__m512bh)_mm512_loadu_si512(v), v1 = (__m512bh)_mm512_loadu_si512(v + 16),
+                                 vv2 = (__m512bh)_mm512_loadu_si512(v + 32), v3 = (__m512bh)_mm512_loadu_si512(v + 48);
+                        for (int r = 0; r < 4; r++) {
+                            __m512bh b = (__m512bh)_mm512_set1_epi32((int)p[r][w]);
+                            o[r][0] = _mm512_dpbf16_ps(o[r][0], b, v0);
+                            o[r][1] = _mm512_dpbf16_ps(o[r][1], b, v1);
+                            o[r][2] = _mm512_dpbf16_ps(o[r][2], b, vv2);
+                            o[r][3] = _mm512_dpbf16_ps(o[r][3], b, v3);
+                        }
+                    }
+                } else {
+                    for (int64_t w = 0; w < vw; w++) {
+                        const uint32_t *v = v2 + w * d + c;
+                        __m512bh v0 = (__m512bh)_mm512_loadu_si512(v), v1 = (__m512bh)_mm512_loadu_si512(v + 16);
+                        for (int r = 0; r < 4; r++) {
+                            __m512bh b = (__m512bh)_mm512_set1_epi32((int)p[r][w]);
+                            o[r][0] = _mm512_dpbf16_ps(o[r][0], b, v0);
+                            o[r][1] = _mm512_dpbf16_ps(o[r][1], b, v1);
+                        }
+                    }
+                }
+                for (int r = 0; r < 4 && r0 + r < m; r++) {
+                    int64_t ti = job->first_only ? u->seq : job->starts[u->seq] + i0 + r0 + r;
+                    float *out = job->out + ti * job->hidden + (int64_t)u->head * d + c;
+                    __m512 sc = _mm512_set1_ps(inv[r0 + r]);
+                    for (int k = 0; k < cw; k++) _mm512_storeu_ps(out + 16 * k, _mm512_mul_ps(o[r][k], sc));
+                }
+            }
+        }
+    }
+}
+
+/* Whether this CPU multiplies bf16 pairs (AVX512-BF16), read once. */
+int coulisse_has_bf16_dot(void) {
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = coulisse_isa_level() == ISA_AVX512 && __builtin_cpu_supports("avx512bf16");
+    }
+    return cached;
+}
+#endif
+
 /* ---------------------------------------------------------------- units over threads
  * Each thread allocates its K^T and S blocks once, then takes units from a shared counter; an output row
  * is always computed by one thread in the same order, so the thread count never changes a bit. */
@@ -407,14 +566,21 @@ AVX512 static void unit_avx512(const Job *job, const Unit *u, float *kt, float *
 static void *attention_worker(void *arg) {
     Job *job = (Job *)arg;
     const int64_t np = job->width + 32;
-    float *kt = (float *)malloc(sizeof(float) * (size_t)(job->d * np + MQ * np));
+    /* K^T (d x np), S (MQ x np); with bf16 products also V in pairs (np/2 x d words), Q and P in pairs */
+    const size_t extra = job->bf16 ? (size_t)(np / 2 * job->d + MQ * job->d / 2 + MQ * np / 2) : 0;
+    float *kt = (float *)malloc(sizeof(float) * ((size_t)(job->d * np + MQ * np) + extra));
     if (!kt) return (void *)1;
     float *s = kt + job->d * np;
+    uint32_t *v2 = (uint32_t *)(s + MQ * np), *q2 = v2 + np / 2 * job->d, *p2 = q2 + MQ * job->d / 2;
     for (;;) {
         int64_t i = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
         if (i >= job->n_units) break;
         const Unit *u = &job->units[i];
 #if HAVE_X86
+        if (job->bf16) {
+            unit_avx512bf16(job, u, (uint32_t *)kt, s, v2, q2, p2);
+            continue;
+        }
         if (job->isa == ISA_AVX512 && job->d % 16 == 0) {
             unit_avx512(job, u, kt, s);
             continue;
@@ -485,20 +651,34 @@ static int attention_run(Job *job, int64_t batch, int heads, int threads) {
     return failed;
 }
 
+PyObject *coulisse_py_has_bf16_dot(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+#if HAVE_X86
+    return PyBool_FromLong(coulisse_has_bf16_dot());
+#else
+    return PyBool_FromLong(0);
+#endif
+}
+
 PyObject *coulisse_py_attention(PyObject *self, PyObject *args) {
     Py_ssize_t qkv, out, starts, lengths, batch, hidden;
-    int heads, threads, first_only;
+    int heads, threads, first_only, bf16 = 0;
     double scale;
     (void)self;
-    if (!PyArg_ParseTuple(args, "nnnnnnidpi", &qkv, &out, &starts, &lengths, &batch, &hidden, &heads, &scale,
-                          &first_only, &threads))
+    if (!PyArg_ParseTuple(args, "nnnnnnidpi|p", &qkv, &out, &starts, &lengths, &batch, &hidden, &heads, &scale,
+                          &first_only, &threads, &bf16))
         return NULL;
     if (batch < 1 || heads < 1 || hidden % heads != 0) {
         PyErr_Format(PyExc_ValueError, "attention: batch %zd, hidden %zd, heads %d", batch, hidden, heads);
         return NULL;
     }
     Job job = {(const float *)qkv, (float *)out, (const int64_t *)starts, (const int64_t *)lengths, 3 * hidden,
-               hidden, (int)(hidden / heads), (float)scale, first_only, coulisse_isa_level(), 0, NULL, 0, 0};
+               hidden, (int)(hidden / heads), (float)scale, first_only, coulisse_isa_level(), 0, 0, NULL, 0, 0};
+#if HAVE_X86
+    /* bf16 products where asked, the CPU has them and pairs of dims fill whole vectors; else fp32 */
+    job.bf16 = bf16 && coulisse_has_bf16_dot() && job.d % 32 == 0;
+#endif
     int failed;
     Py_BEGIN_ALLOW_THREADS failed = attention_run(&job, batch, heads, threads);
     Py_END_ALLOW_THREADS if (failed) return PyErr_NoMemory();

@@ -30,6 +30,7 @@ int coulisse_isa_level(void);
 int coulisse_run_workers(void *(*fn)(void *), void *arg, int threads);
 
 PyObject *coulisse_py_attention(PyObject *self, PyObject *args);
+PyObject *coulisse_py_has_bf16_dot(PyObject *self, PyObject *unused);
 
 #if HAVE_X86
 /* exp(x) for x <= 0 (Cephes' expf: 2^n * p(r), relative error ~1e-7), enough for erf's tail. */

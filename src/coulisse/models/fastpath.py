@@ -24,6 +24,10 @@ Attention in fp32 (exact and int8 pipelines) runs in one C call per layer over t
 (sequence, head) pair is a unit that PyTorch's OpenMP threads take in turn, longest first, reading the
 packed query/key/value rows in place. The per-call dispatch and thread wake-ups of SDPA were most of its
 cost on reviews of ~130 tokens (docs/benchmarks.md, "C attention"). `COULISSE_C_ATTENTION=0` keeps SDPA.
+In int8 pipelines, on CPUs that multiply bf16 pairs (AVX512-BF16: Zen 4, Cooper Lake, Sapphire Rapids),
+the kernel's two products (Q K^T, P V) run in bf16 with fp32 sums (`bf16=True`): 1.4-1.5x faster on a
+Zen 4, and an error far below int8's own (docs/benchmarks.md, "Session 11");
+`COULISSE_ATTENTION_BF16=0` keeps fp32 products there. Exact (fp32) pipelines always keep fp32.
 """
 
 from __future__ import annotations
@@ -243,24 +247,44 @@ def c_attention_enabled() -> bool:
             and os.environ.get("COULISSE_C_ATTENTION", "1") != "0")
 
 
-def install_c_attention(module: nn.Module) -> int:
+def attention_bf16_allowed() -> bool:
+    """`COULISSE_ATTENTION_BF16=0` keeps int8 attention's products in fp32 (A/B runs, quality checks)."""
+    return os.environ.get("COULISSE_ATTENTION_BF16", "1") != "0"
+
+
+def attention_bf16_products() -> bool:
+    """Whether int8 pipelines built now run attention's products in bf16: the CPU multiplies bf16 pairs
+    and `COULISSE_ATTENTION_BF16=0` does not say otherwise."""
+    k = quantize.kernels()
+    return k is not None and hasattr(k, "has_bf16_dot") and k.has_bf16_dot() and attention_bf16_allowed()
+
+
+def install_c_attention(module: nn.Module, bf16: bool = False) -> int:
     """Give every BERT-style self-attention under `module` the C kernel (`SelfAttention.kernel`); return
-    how many. The model must compute in fp32 on the CPU; other inputs fall back on SDPA per call."""
+    how many. The model must compute in fp32 on the CPU; other inputs fall back on SDPA per call.
+    `bf16`: the kernel's products in bf16 (int8 pipelines, `attention_bf16_products`)."""
     from coulisse.models.bert import SelfAttention
 
+    kernel = c_packed_attention_bf16 if bf16 else c_packed_attention
     count = 0
     for child in module.modules():
         if isinstance(child, SelfAttention):
-            child.kernel = c_packed_attention
+            child.kernel = kernel
             count += 1
     return count
 
 
-def c_packed_attention(qkv: Tensor, p, heads: int, first_only: bool) -> Tensor | None:
+def c_packed_attention_bf16(qkv: Tensor, p, heads: int, first_only: bool) -> Tensor | None:
+    """`c_packed_attention` with Q K^T and P V in bf16 products, fp32 sums (where the CPU has them)."""
+    return c_packed_attention(qkv, p, heads, first_only, bf16=True)
+
+
+def c_packed_attention(qkv: Tensor, p, heads: int, first_only: bool, bf16: bool = False) -> Tensor | None:
     """softmax(q k^T / sqrt(d)) v for every sequence and head of a packed `(T, 3H)` fp32 tensor in one C
     call (coulisse/models/_attention.c): no per-sequence SDPA calls, no padded copy. `(T, H)`, or `(B, H)`
     with `first_only`; None when the C kernels cannot take `qkv` (dtype, device, layout) or when autograd
-    records the forward (the kernel has no backward: gradients, as attributions take them, go through SDPA)."""
+    records the forward (the kernel has no backward: gradients, as attributions take them, go through SDPA).
+    `bf16`: products in bf16 where the CPU multiplies bf16 pairs and 32 divides the head width, else fp32."""
     k = quantize.kernels()
     if (k is None or qkv.dtype != torch.float32 or qkv.device.type != "cpu" or not qkv.is_contiguous()
             or qkv.shape[1] % (3 * heads) != 0 or (qkv.requires_grad and torch.is_grad_enabled())):
@@ -271,6 +295,6 @@ def c_packed_attention(qkv: Tensor, p, heads: int, first_only: bool) -> Tensor |
         return None
     out = qkv.new_empty(p.batch_size if first_only else qkv.shape[0], hidden)
     k.attention(qkv.data_ptr(), out.data_ptr(), starts.data_ptr(), lengths.data_ptr(), p.batch_size, hidden, heads,
-                (hidden // heads) ** -0.5, first_only, torch.get_num_threads())
+                (hidden // heads) ** -0.5, first_only, torch.get_num_threads(), bf16)
     return out
 
