@@ -215,8 +215,9 @@ def test_gradients_flow_through_a_model_with_the_kernel_installed(tf_camembert_d
 
 
 def test_pipelines_install_it_and_agree_with_sdpa(monkeypatch, tf_camembert_dir):
-    """fp32 and int8 pipelines run attention in C (their preparation says so), bf16 ones SDPA; with
-    COULISSE_C_ATTENTION=0, SDPA. fp32 results agree within float rounding."""
+    """fp32 and int8 pipelines run attention in C (their preparation says so), bf16 ones too where the CPU
+    multiplies bf16 pairs (else SDPA); with COULISSE_C_ATTENTION=0, SDPA. fp32 results agree within float
+    rounding."""
     texts = ["un", "deux trois quatre cinq six sept huit neuf dix onze douze", "treize quatorze"]
     monkeypatch.setenv("COULISSE_C_ATTENTION", "0")
     plain = pipeline("sentiment-analysis", model=str(tf_camembert_dir))
@@ -229,7 +230,8 @@ def test_pipelines_install_it_and_agree_with_sdpa(monkeypatch, tf_camembert_dir)
     int8 = pipeline("sentiment-analysis", model=str(tf_camembert_dir), quantize="int8")
     bf16 = pipeline("sentiment-analysis", model=str(tf_camembert_dir), dtype="bfloat16")
     assert "attention in C" in int8.preparation.fast_path  # int8's activations are fp32
-    assert "attention in C" not in bf16.preparation.fast_path  # bf16 q/k/v: SDPA
+    has = Q.kernels().has_bf16_dot()
+    assert ("attention in C" in bf16.preparation.fast_path) == has  # bf16 q/k/v: the kernel reads them, or SDPA
     a = plain(texts, top_k=None)
     b = fast(texts, top_k=None)
     for x, y in zip(a, b, strict=True):
@@ -352,3 +354,44 @@ def test_int8_pipelines_take_bf16_products_where_the_cpu_has_them(monkeypatch, t
     assert ("bf16 products" in int8.preparation.fast_path) == has
     assert kernels(int8_fp32) == kernels(exact) == {fastpath.c_packed_attention}
     assert "bf16 products" not in exact.preparation.fast_path + int8_fp32.preparation.fast_path
+
+
+def test_bf16_inputs_give_the_bits_of_their_fp32_values():
+    """bf16 q/k/v (bf16 pipelines) are read as they are: the same words the kernel makes from fp32 inputs
+    holding the same values (a bf16 value converts to itself), so the same outputs to the bit; fp32 out."""
+    qkv, p = packed([1, 6, 33, 64, 130], 768, seed=15)
+    rounded = qkv.bfloat16()
+    out = fastpath.c_packed_attention(rounded, p, 12, False)
+    if not Q.kernels().has_bf16_dot():
+        assert out is None  # SDPA then
+        return
+    assert out.dtype == torch.float32
+    assert torch.equal(out, bf16_attention(rounded.float(), p, 12))
+    assert torch.equal(fastpath.c_packed_attention(rounded, p, 12, True), out[p.starts])
+    # a head width 32 does not divide: not taken (SDPA)
+    small, p2 = packed([4, 9], 96)
+    assert fastpath.c_packed_attention(small.bfloat16(), p2, 4, False) is None
+
+
+@needs_bf16_dot
+def test_bf16_pipelines_with_the_kernel_agree_with_sdpa(monkeypatch, minilm_dir):
+    """all-MiniLM-L6-v2 (head width 32) in bf16, with the kernel reading its bf16 q/k/v (fp32 softmax and
+    output) and on SDPA (bf16 throughout): both within bf16's budget of the fp32 embeddings (cosine
+    >= 0.9999, what bench/quality_bf16.py measures at 0.99998), and the kernel really ran."""
+    texts = ["Un film magnifique, je le reverrai.", "Ennuyeux du début à la fin.", "court"]
+    exact = pipeline("feature-extraction", model=str(minilm_dir))
+    monkeypatch.setenv("COULISSE_C_ATTENTION", "0")
+    sdpa = pipeline("feature-extraction", model=str(minilm_dir), dtype="bfloat16")
+    monkeypatch.delenv("COULISSE_C_ATTENTION")
+    fast = pipeline("feature-extraction", model=str(minilm_dir), dtype="bfloat16")
+    assert "bf16 q/k/v" in fast.preparation.fast_path and "attention in C" not in sdpa.preparation.fast_path
+    ran, real = [], fastpath.c_packed_attention
+    monkeypatch.setattr(fastpath, "c_packed_attention", lambda *a, **k: ran.append(real(*a, **k)) or ran[-1])
+
+    def pooled(pipe):
+        return [torch.tensor(x).float().reshape(-1, 384).mean(0) for x in pipe(texts)]
+
+    reference, with_sdpa, with_kernel = pooled(exact), pooled(sdpa), pooled(fast)
+    assert ran and all(out is not None for out in ran)
+    for r, a, b in zip(reference, with_sdpa, with_kernel, strict=True):
+        assert F.cosine_similarity(r, a, 0) >= 0.9999 and F.cosine_similarity(r, b, 0) >= 0.9999

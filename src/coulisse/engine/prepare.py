@@ -133,7 +133,7 @@ def _prepare_cpu(model: EncoderModel, files: list[Path], dtype: torch.dtype, qua
         # Mixed precision: only the encoder's linear layers turn bf16 (models/fastpath.py says why).
         count = bf16_linears(model.base.encoder, packed=choice.kernel == "onednn")
         release_freed_memory()
-        return f"bf16: {choice.detail}, {count} linear layers"
+        return f"bf16: {choice.detail}, {count} linear layers{_bf16_attention(model)}"
     model.to(dtype=dtype)
     attention = _attention(model, dtype)
     if dtype == torch.float32 and plan.fp32.kernel == "onednn":
@@ -163,6 +163,20 @@ def _attention(model: EncoderModel, dtype: torch.dtype, bf16_products: bool = Fa
     if dtype != torch.float32 or not c_attention_enabled() or not install_c_attention(model, bf16=bf16):
         return ""
     return ", attention in C over packed sequences" + (" (bf16 products, AVX512-BF16)" if bf16 else "")
+
+
+def _bf16_attention(model: EncoderModel) -> str:
+    """bf16 pipelines: the C attention reads their bf16 q/k/v where the CPU multiplies bf16 pairs (else
+    SDPA, per sequence); in words."""
+    from coulisse.models import quantize
+    from coulisse.models.fastpath import c_attention_enabled, install_c_attention
+
+    k = quantize.kernels()
+    if not (c_attention_enabled() and hasattr(k, "has_bf16_dot") and k.has_bf16_dot()):
+        return ""
+    if not install_c_attention(model, bf16=True):
+        return ""
+    return ", attention in C over packed sequences (bf16 q/k/v, AVX512-BF16)"
 
 
 def _epilogue(model: EncoderModel) -> str:

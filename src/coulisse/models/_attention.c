@@ -34,6 +34,7 @@ typedef struct {
 
 typedef struct {
     const float *qkv;
+    const uint16_t *qkv16; /* bf16 inputs instead (bf16 pipelines), for the bf16-product unit only */
     float *out;
     const int64_t *starts, *lengths;
     int64_t row;     /* floats between two tokens' rows in qkv: 3H */
@@ -421,6 +422,12 @@ BF16_TARGET static inline __m512i pairs_bf16(const float *x) {
     return (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + 16), _mm512_loadu_ps(x));
 }
 
+/* The 32 inputs from element `at` of the qkv tensor as 16 words: converted from fp32, or read as they are
+ * from bf16 inputs (the conversion of a bf16 value is exact: both give the same words). */
+BF16_TARGET static inline __m512i input_pairs(const Job *job, int64_t at) {
+    return job->qkv16 ? _mm512_loadu_si512(job->qkv16 + at) : pairs_bf16(job->qkv + at);
+}
+
 /* 16 x 16 transpose of 32-bit lanes, in place (the shuffles of transpose_keys_avx512). */
 BF16_TARGET static inline void transpose16(__m512 r[16]) {
     __m512 t[16];
@@ -448,15 +455,16 @@ BF16_TARGET static inline void transpose16(__m512 r[16]) {
 BF16_TARGET static void unit_avx512bf16(const Job *job, const Unit *u, uint32_t *kt2, float *s, uint32_t *v2,
                                         uint32_t *q2, uint32_t *p2) {
     const int64_t n = job->lengths[u->seq], np = (n + 31) & ~(int64_t)31, d = job->d, dw = d / 2, nw = np / 2;
-    const float *base = job->qkv + job->starts[u->seq] * job->row + (int64_t)u->head * d;
-    const float *kbase = base + job->hidden, *vbase = base + 2 * job->hidden;
-    const int64_t row = job->row;
+    const int64_t row = job->row; /* element offsets into qkv from here on */
+    const int64_t base = job->starts[u->seq] * row + (int64_t)u->head * d, kbase = base + job->hidden,
+                  vbase = base + 2 * job->hidden;
     /* K^T in words: 16 keys x 16 words (32 dims) per register transpose */
     for (int64_t j = 0; j < np; j += 16)
         for (int64_t w = 0; w < dw; w += 16) {
             __m512 r[16];
             for (int i = 0; i < 16; i++)
-                r[i] = j + i < n ? _mm512_castsi512_ps(pairs_bf16(kbase + (j + i) * row + 2 * w)) : _mm512_setzero_ps();
+                r[i] = j + i < n ? _mm512_castsi512_ps(input_pairs(job, kbase + (j + i) * row + 2 * w))
+                                 : _mm512_setzero_ps();
             transpose16(r);
             for (int i = 0; i < 16; i++) _mm512_storeu_ps((float *)kt2 + (w + i) * np + j, r[i]);
         }
@@ -466,8 +474,8 @@ BF16_TARGET static void unit_avx512bf16(const Job *job, const Unit *u, uint32_t 
     const int64_t vw = (n + 1) / 2; /* word rows P V reads */
     for (int64_t w = 0; w < vw; w++)
         for (int64_t c = 0; c < d; c += 32) {
-            __m512i a = pairs_bf16(vbase + 2 * w * row + c);
-            __m512i b = 2 * w + 1 < n ? pairs_bf16(vbase + (2 * w + 1) * row + c) : _mm512_setzero_si512();
+            __m512i a = input_pairs(job, vbase + 2 * w * row + c);
+            __m512i b = 2 * w + 1 < n ? input_pairs(job, vbase + (2 * w + 1) * row + c) : _mm512_setzero_si512();
             __m512i lo = _mm512_unpacklo_epi16(a, b), hi = _mm512_unpackhi_epi16(a, b);
             _mm512_storeu_si512(v2 + w * d + c, _mm512_permutex2var_epi32(lo, lo_idx, hi));
             _mm512_storeu_si512(v2 + w * d + c + 16, _mm512_permutex2var_epi32(lo, hi_idx, hi));
@@ -477,8 +485,8 @@ BF16_TARGET static void unit_avx512bf16(const Job *job, const Unit *u, uint32_t 
     for (int64_t i0 = u->q0; i0 < u->q1; i0 += MQ) {
         const int64_t m = u->q1 - i0 < MQ ? u->q1 - i0 : MQ;
         for (int r = 0; r < MQ; r++) {
-            const float *q = base + (i0 + (r < m ? r : m - 1)) * row;
-            for (int64_t w = 0; w < dw; w += 16) _mm512_storeu_si512(q2 + r * dw + w, pairs_bf16(q + 2 * w));
+            const int64_t q = base + (i0 + (r < m ? r : m - 1)) * row;
+            for (int64_t w = 0; w < dw; w += 16) _mm512_storeu_si512(q2 + r * dw + w, input_pairs(job, q + 2 * w));
         }
         /* S = Q K^T: 8 queries x 32 keys per step, a word (two dims) per vdpbf16ps */
         for (int64_t j = 0; j < np; j += 32) {
@@ -663,22 +671,31 @@ PyObject *coulisse_py_has_bf16_dot(PyObject *self, PyObject *unused) {
 
 PyObject *coulisse_py_attention(PyObject *self, PyObject *args) {
     Py_ssize_t qkv, out, starts, lengths, batch, hidden;
-    int heads, threads, first_only, bf16 = 0;
+    int heads, threads, first_only, bf16 = 0, bf16_inputs = 0;
     double scale;
     (void)self;
-    if (!PyArg_ParseTuple(args, "nnnnnnidpi|p", &qkv, &out, &starts, &lengths, &batch, &hidden, &heads, &scale,
-                          &first_only, &threads, &bf16))
+    if (!PyArg_ParseTuple(args, "nnnnnnidpi|pp", &qkv, &out, &starts, &lengths, &batch, &hidden, &heads, &scale,
+                          &first_only, &threads, &bf16, &bf16_inputs))
         return NULL;
     if (batch < 1 || heads < 1 || hidden % heads != 0) {
         PyErr_Format(PyExc_ValueError, "attention: batch %zd, hidden %zd, heads %d", batch, hidden, heads);
         return NULL;
     }
-    Job job = {(const float *)qkv, (float *)out, (const int64_t *)starts, (const int64_t *)lengths, 3 * hidden,
+    Job job = {(const float *)qkv, NULL, (float *)out, (const int64_t *)starts, (const int64_t *)lengths, 3 * hidden,
                hidden, (int)(hidden / heads), (float)scale, first_only, coulisse_isa_level(), 0, 0, NULL, 0, 0};
 #if HAVE_X86
     /* bf16 products where asked, the CPU has them and pairs of dims fill whole vectors; else fp32 */
-    job.bf16 = bf16 && coulisse_has_bf16_dot() && job.d % 32 == 0;
+    job.bf16 = (bf16 || bf16_inputs) && coulisse_has_bf16_dot() && job.d % 32 == 0;
 #endif
+    if (bf16_inputs) { /* only the bf16-product unit reads bf16 */
+        if (!job.bf16) {
+            PyErr_Format(PyExc_ValueError, "attention: bf16 inputs need AVX512-BF16 and a head width that 32 "
+                                           "divides (here %d); the caller should have used SDPA", job.d);
+            return NULL;
+        }
+        job.qkv16 = (const uint16_t *)qkv;
+        job.qkv = NULL;
+    }
     int failed;
     Py_BEGIN_ALLOW_THREADS failed = attention_run(&job, batch, heads, threads);
     Py_END_ALLOW_THREADS if (failed) return PyErr_NoMemory();

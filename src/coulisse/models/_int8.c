@@ -553,10 +553,12 @@ static PyMethodDef methods[] = {
      "[, codes_ptr, code_scale_ptr]): y = LayerNorm(y*s[r] + bias + res), in place (scale_ptr 0: s[r] = 1); "
      "with codes, also quantize_rows(y) into them."},
     {"attention", coulisse_py_attention, METH_VARARGS,
-     "attention(qkv_ptr, out_ptr, starts_ptr, lengths_ptr, batch, hidden, heads, scale, first_only, threads[, bf16]): "
+     "attention(qkv_ptr, out_ptr, starts_ptr, lengths_ptr, batch, hidden, heads, scale, first_only, threads"
+     "[, bf16, bf16_inputs]): "
      "softmax(scale q k^T) v per sequence and head of a packed (T, 3*hidden) fp32 tensor, into (T or batch, "
      "hidden); starts and lengths are int64 arrays of batch entries. A last argument bf16=True multiplies in "
-     "bf16 pairs (fp32 sums) where the CPU has AVX512-BF16 and 32 divides the head width."},
+     "bf16 pairs (fp32 sums) where the CPU has AVX512-BF16 and 32 divides the head width; bf16_inputs=True reads a "
+     "bf16 qkv tensor (then both are required; the output stays fp32)."},
     {"has_bf16_dot", coulisse_py_has_bf16_dot, METH_NOARGS,
      "Whether this CPU multiplies bf16 pairs (AVX512-BF16), which attention(..., bf16=True) then uses."},
     {"isa", py_isa, METH_NOARGS, "Which code path runs on this CPU: 'avx512', 'avx2' or 'scalar'."},

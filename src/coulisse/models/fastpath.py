@@ -27,7 +27,9 @@ cost on reviews of ~130 tokens (docs/benchmarks.md, "C attention"). `COULISSE_C_
 In int8 pipelines, on CPUs that multiply bf16 pairs (AVX512-BF16: Zen 4, Cooper Lake, Sapphire Rapids),
 the kernel's two products (Q K^T, P V) run in bf16 with fp32 sums (`bf16=True`): 1.4-1.5x faster on a
 Zen 4, and an error far below int8's own (docs/benchmarks.md, "Session 11");
-`COULISSE_ATTENTION_BF16=0` keeps fp32 products there. Exact (fp32) pipelines always keep fp32.
+`COULISSE_ATTENTION_BF16=0` keeps fp32 products there. Exact (fp32) pipelines always keep fp32. bf16
+pipelines on those CPUs hand their bf16 q/k/v to the same kernel (read as they are; fp32 output), where
+they otherwise call SDPA once per sequence; elsewhere they keep SDPA.
 """
 
 from __future__ import annotations
@@ -261,8 +263,9 @@ def attention_bf16_products() -> bool:
 
 def install_c_attention(module: nn.Module, bf16: bool = False) -> int:
     """Give every BERT-style self-attention under `module` the C kernel (`SelfAttention.kernel`); return
-    how many. The model must compute in fp32 on the CPU; other inputs fall back on SDPA per call.
-    `bf16`: the kernel's products in bf16 (int8 pipelines, `attention_bf16_products`)."""
+    how many. The model must compute in fp32 on the CPU (or bf16 where the CPU multiplies bf16 pairs);
+    other inputs fall back on SDPA per call. `bf16`: the kernel's products in bf16 (int8 pipelines,
+    `attention_bf16_products`); bf16 inputs always take them."""
     from coulisse.models.bert import SelfAttention
 
     kernel = c_packed_attention_bf16 if bf16 else c_packed_attention
@@ -284,17 +287,23 @@ def c_packed_attention(qkv: Tensor, p, heads: int, first_only: bool, bf16: bool 
     call (coulisse/models/_attention.c): no per-sequence SDPA calls, no padded copy. `(T, H)`, or `(B, H)`
     with `first_only`; None when the C kernels cannot take `qkv` (dtype, device, layout) or when autograd
     records the forward (the kernel has no backward: gradients, as attributions take them, go through SDPA).
-    `bf16`: products in bf16 where the CPU multiplies bf16 pairs and 32 divides the head width, else fp32."""
+    `bf16`: products in bf16 where the CPU multiplies bf16 pairs and 32 divides the head width, else fp32.
+    A bf16 `qkv` (bf16 pipelines) is read as it is, with bf16 products, where those hold (else None); the
+    output is fp32 either way."""
     k = quantize.kernels()
-    if (k is None or qkv.dtype != torch.float32 or qkv.device.type != "cpu" or not qkv.is_contiguous()
-            or qkv.shape[1] % (3 * heads) != 0 or (qkv.requires_grad and torch.is_grad_enabled())):
+    bf16_inputs = qkv.dtype == torch.bfloat16
+    if (k is None or qkv.dtype not in (torch.float32, torch.bfloat16) or qkv.device.type != "cpu"
+            or not qkv.is_contiguous() or qkv.shape[1] % (3 * heads) != 0
+            or (qkv.requires_grad and torch.is_grad_enabled())):
         return None
     hidden = qkv.shape[1] // 3
+    if bf16_inputs and not (hasattr(k, "has_bf16_dot") and k.has_bf16_dot() and (hidden // heads) % 32 == 0):
+        return None
     starts, lengths = p.starts, p.length_tensor
     if starts.dtype != torch.int64 or starts.device.type != "cpu":
         return None
-    out = qkv.new_empty(p.batch_size if first_only else qkv.shape[0], hidden)
+    out = qkv.new_empty(p.batch_size if first_only else qkv.shape[0], hidden, dtype=torch.float32)
     k.attention(qkv.data_ptr(), out.data_ptr(), starts.data_ptr(), lengths.data_ptr(), p.batch_size, hidden, heads,
-                (hidden // heads) ** -0.5, first_only, torch.get_num_threads(), bf16)
+                (hidden // heads) ** -0.5, first_only, torch.get_num_threads(), bf16, bf16_inputs)
     return out
 
