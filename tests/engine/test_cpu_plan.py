@@ -95,13 +95,16 @@ def test_attention_runs_in_c_where_the_kernels_are_built():
     assert plan(features(ZEN3), Backends(c_kernels=False)).attention.kernel == "sdpa"
     off = plan(features(ZEN3), Backends(c_attention=False))
     assert off.attention.kernel == "sdpa" and "COULISSE_C_ATTENTION=0" in off.attention.why
-    assert any(line.startswith("attention (fp32, int8): one C call") for line in zen4.lines())
+    assert any(line.startswith("attention (fp32, int8): one C call") for line in zen3.lines())
+    assert any(line.startswith("attention (fp32, int8, bf16): one C call") for line in zen4.lines())
     # bf16 products for int8 exactly where AVX-512 comes with AVX512-BF16, unless turned off
     assert zen4.attention.options["int8_bf16_products"] and "bf16 pairs" in zen4.attention.detail
     assert not zen3.attention.options["int8_bf16_products"] and "bf16" not in zen3.attention.detail
     no_bf16 = features(ZEN4.replace(" avx512_bf16", ""), "AVX512")
     assert not plan(no_bf16).attention.options["int8_bf16_products"]
-    assert not plan(features(ZEN4, "AVX512"), Backends(attention_bf16=False)).attention.options["int8_bf16_products"]
+    off = plan(features(ZEN4, "AVX512"), Backends(attention_bf16=False)).attention
+    assert not off.options["int8_bf16_products"] and off.options["bf16_inputs"]  # the switch is int8's only
+    assert "int8" not in off.detail.partition(";")[2] and "bf16 pipelines" in off.detail
 
 
 def test_plan_is_pure():

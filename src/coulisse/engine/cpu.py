@@ -93,7 +93,8 @@ class KernelPlan:
     def lines(self) -> list[str]:
         rows = [("fp32", self.fp32), ("int8", self.int8), ("bf16", self.bf16)]
         if self.attention is not None:
-            rows.append(("attention (fp32, int8)", self.attention))
+            bf16 = self.attention.options.get("bf16_inputs", False)
+            rows.append((f"attention (fp32, int8{', bf16' if bf16 else ''})", self.attention))
         return [f"CPU features: {self.features.describe()}",
                 *(f"{name}: {c.detail} — {c.why}" for name, c in rows),
                 f"fast preset (--fast): {self.fast} — {self.fast_why}"]
@@ -164,12 +165,15 @@ def _attention(f: Features, b: Backends) -> Choice:
     if b.c_kernels and b.c_attention:
         why = ("one SDPA call per sequence pays a dispatch and a thread wake-up each: 1.7x faster over real "
                "reviews on a Zen 4 (docs/benchmarks.md)")
-        products = c_isa(f) == "AVX-512" and f.has("avx512_bf16") and b.attention_bf16
+        bf16_dot = c_isa(f) == "AVX-512" and f.has("avx512_bf16")
+        products = bf16_dot and b.attention_bf16
         detail = f"one C call per layer over the packed batch ({c_isa(f)} where the head width allows)"
-        if products:
-            detail += "; int8 pipelines multiply in bf16 pairs with fp32 sums (AVX512-BF16, head widths of 32k)"
-            why += "; bf16 products: 1.4-1.5x faster attention on a Zen 4, at an error far below int8's own"
-        return Choice("c", detail, why, options={"int8_bf16_products": products})
+        if bf16_dot:
+            takers = "int8 pipelines and bf16 ones (their bf16 q/k/v)" if products else "bf16 pipelines (their bf16 q/k/v)"
+            detail += f"; {takers} multiply in bf16 pairs with fp32 sums (AVX512-BF16, head widths of 32k)"
+            why += ("; bf16 products: 1.4-1.5x faster attention on a Zen 4, at an error far below int8's own; "
+                    "bf16 pipelines otherwise call SDPA once per sequence")
+        return Choice("c", detail, why, options={"int8_bf16_products": products, "bf16_inputs": bf16_dot})
     why = "COULISSE_C_ATTENTION=0 or COULISSE_FUSE=0" if b.c_kernels else "the C kernels are not built"
     return Choice("sdpa", "PyTorch SDPA, one call per sequence", why)
 
