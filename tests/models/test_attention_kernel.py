@@ -101,15 +101,21 @@ def test_thread_count_does_not_change_a_bit(batch):
     """Each output row is computed by one thread in a fixed order, whoever takes its unit; one long
     sequence is split into query ranges over the threads (the split must not show either)."""
     qkv, p = packed(batch, 768, seed=3)
+    results = at_thread_counts(lambda: c_attention(qkv, p, 12))
+    assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2])
+
+
+def at_thread_counts(run, counts=(1, 2, 3)) -> list[torch.Tensor]:
+    """`run()` under each thread count, torch's own restored after."""
     previous = torch.get_num_threads()
     try:
         results = []
-        for threads in (1, 2, 3):
+        for threads in counts:
             torch.set_num_threads(threads)
-            results.append(c_attention(qkv, p, 12))
+            results.append(run())
+        return results
     finally:
         torch.set_num_threads(previous)
-    assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2])
 
 
 @pytest.mark.parametrize("where", ["key", "query"])
@@ -289,14 +295,7 @@ def test_bf16_products_match_rounded_inputs_in_float64(hidden, heads, first_only
 @needs_bf16_dot
 def test_bf16_products_thread_count_and_first_only_do_not_change_a_bit():
     qkv, p = packed([7, 300, 12, 65], 768, seed=12)
-    previous = torch.get_num_threads()
-    try:
-        results = []
-        for threads in (1, 2, 3):
-            torch.set_num_threads(threads)
-            results.append(bf16_attention(qkv, p, 12))
-    finally:
-        torch.set_num_threads(previous)
+    results = at_thread_counts(lambda: bf16_attention(qkv, p, 12))
     assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2])
     assert torch.equal(bf16_attention(qkv, p, 12, first_only=True), results[0][p.starts])
 

@@ -169,7 +169,8 @@ def _attention(f: Features, b: Backends) -> Choice:
         products = bf16_dot and b.attention_bf16
         detail = f"one C call per layer over the packed batch ({c_isa(f)} where the head width allows)"
         if bf16_dot:
-            takers = "int8 pipelines and bf16 ones (their bf16 q/k/v)" if products else "bf16 pipelines (their bf16 q/k/v)"
+            takers = ("int8 pipelines and bf16 ones (their bf16 q/k/v)" if products
+                      else "bf16 pipelines (their bf16 q/k/v)")
             detail += f"; {takers} multiply in bf16 pairs with fp32 sums (AVX512-BF16, head widths of 32k)"
             why += ("; bf16 products: 1.4-1.5x faster attention on a Zen 4, at an error far below int8's own; "
                     "bf16 pipelines otherwise call SDPA once per sequence")

@@ -237,31 +237,37 @@ __attribute__((target("avx2,fma"))) static void unit_avx2(const Job *job, const 
 
 /* ---------------------------------------------------------------- AVX-512 (16 lanes) */
 
+/* 16 x 16 transpose of 32-bit lanes, in place: unpacks of pairs, of quads, then 128-bit lane shuffles. */
+AVX512 static inline void transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    }
+    for (int h = 0; h < 16; h += 8)
+        for (int i = 0; i < 4; i++) {
+            t[h + i] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0x88);
+            t[h + i + 4] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0xdd);
+        }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+    }
+}
+
 /* K^T by 16 x 16 blocks transposed in registers (rows past n read as zeros: the padding). */
 AVX512 static void transpose_keys_avx512(const float *k, int64_t row, int64_t n, int64_t np, int64_t d, float *kt) {
     for (int64_t j = 0; j < np; j += 16) {
         for (int64_t c = 0; c < d; c += 16) {
-            __m512 r[16], t[16];
+            __m512 r[16];
             for (int i = 0; i < 16; i++) r[i] = j + i < n ? _mm512_loadu_ps(k + (j + i) * row + c) : _mm512_setzero_ps();
-            for (int i = 0; i < 16; i += 2) {
-                t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-                t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-            }
-            for (int i = 0; i < 16; i += 4) {
-                r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
-                r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
-                r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
-                r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
-            }
-            for (int h = 0; h < 16; h += 8)
-                for (int i = 0; i < 4; i++) {
-                    t[h + i] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0x88);
-                    t[h + i + 4] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0xdd);
-                }
-            for (int i = 0; i < 8; i++) {
-                r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
-                r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
-            }
+            transpose16(r);
             for (int i = 0; i < 16; i++) _mm512_storeu_ps(kt + (c + i) * np + j, r[i]);
         }
     }
@@ -426,30 +432,6 @@ BF16_TARGET static inline __m512i pairs_bf16(const float *x) {
  * from bf16 inputs (the conversion of a bf16 value is exact: both give the same words). */
 BF16_TARGET static inline __m512i input_pairs(const Job *job, int64_t at) {
     return job->qkv16 ? _mm512_loadu_si512(job->qkv16 + at) : pairs_bf16(job->qkv + at);
-}
-
-/* 16 x 16 transpose of 32-bit lanes, in place (the shuffles of transpose_keys_avx512). */
-BF16_TARGET static inline void transpose16(__m512 r[16]) {
-    __m512 t[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
-        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
-        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
-        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
-    }
-    for (int h = 0; h < 16; h += 8)
-        for (int i = 0; i < 4; i++) {
-            t[h + i] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0x88);
-            t[h + i + 4] = _mm512_shuffle_f32x4(r[h + i], r[h + i + 4], 0xdd);
-        }
-    for (int i = 0; i < 8; i++) {
-        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
-        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
-    }
 }
 
 BF16_TARGET static void unit_avx512bf16(const Job *job, const Unit *u, uint32_t *kt2, float *s, uint32_t *v2,
