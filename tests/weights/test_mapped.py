@@ -122,7 +122,8 @@ def test_a_trim_hands_freed_heap_back():
     """The real thing: freed, fragmented heap (kept by glibc) leaves the resident set at a trim."""
     from coulisse.weights.mapped import HeapTrimmer, resident_bytes
 
-    blocks = [torch.ones(1 << 16) for _ in range(512)]  # 512 × 256 kB, touched
+    # 2,048 × 64 kB, touched: below glibc's smallest mmap threshold (128 kB), so on the heap in any process
+    blocks = [torch.ones(1 << 14) for _ in range(2048)]
     keep = blocks[::8]  # every 8th stays: the freed ones cannot all merge into the heap's top
     del blocks
     trimmer = HeapTrimmer()

@@ -133,7 +133,7 @@ def _prepare_cpu(model: EncoderModel, files: list[Path], dtype: torch.dtype, qua
         # Mixed precision: only the encoder's linear layers turn bf16 (models/fastpath.py says why).
         count = bf16_linears(model.base.encoder, packed=choice.kernel == "onednn")
         release_freed_memory()
-        return f"bf16: {choice.detail}, {count} linear layers{_bf16_attention(model)}"
+        return f"bf16: {choice.detail}, {count} linear layers{_attention(model, dtype)}"
     model.to(dtype=dtype)
     attention = _attention(model, dtype)
     if dtype == torch.float32 and plan.fp32.kernel == "onednn":
@@ -154,29 +154,22 @@ def _prepare_cpu(model: EncoderModel, files: list[Path], dtype: torch.dtype, qua
 
 
 def _attention(model: EncoderModel, dtype: torch.dtype, bf16_products: bool = False) -> str:
-    """Install the C attention kernel on an fp32 model where it is built (models/fastpath.py); in words.
-    `bf16_products` (int8 pipelines, where the plan says so): its products in bf16, if the built kernel
-    agrees that this CPU multiplies bf16 pairs."""
-    from coulisse.models.fastpath import attention_bf16_products, c_attention_enabled, install_c_attention
+    """Install the C attention kernel where it is built (models/fastpath.py); in words. fp32 models: with
+    `bf16_products` (int8 pipelines, where the plan says so) its products in bf16, if the built kernel agrees
+    that this CPU multiplies bf16 pairs. bf16 models: only where it does (it reads their bf16 q/k/v; else
+    SDPA, per sequence)."""
+    from coulisse.models.fastpath import attention_bf16_products, bf16_dot, c_attention_enabled, install_c_attention
 
+    if not c_attention_enabled():
+        return ""
+    if dtype == torch.bfloat16:
+        if not bf16_dot() or not install_c_attention(model, bf16=True):
+            return ""
+        return ", attention in C over packed sequences (bf16 q/k/v, AVX512-BF16)"
     bf16 = bf16_products and attention_bf16_products()
-    if dtype != torch.float32 or not c_attention_enabled() or not install_c_attention(model, bf16=bf16):
+    if dtype != torch.float32 or not install_c_attention(model, bf16=bf16):
         return ""
     return ", attention in C over packed sequences" + (" (bf16 products, AVX512-BF16)" if bf16 else "")
-
-
-def _bf16_attention(model: EncoderModel) -> str:
-    """bf16 pipelines: the C attention reads their bf16 q/k/v where the CPU multiplies bf16 pairs (else
-    SDPA, per sequence); in words."""
-    from coulisse.models import quantize
-    from coulisse.models.fastpath import c_attention_enabled, install_c_attention
-
-    k = quantize.kernels()
-    if not (c_attention_enabled() and hasattr(k, "has_bf16_dot") and k.has_bf16_dot()):
-        return ""
-    if not install_c_attention(model, bf16=True):
-        return ""
-    return ", attention in C over packed sequences (bf16 q/k/v, AVX512-BF16)"
 
 
 def _epilogue(model: EncoderModel) -> str:

@@ -381,11 +381,11 @@ static void quantize_row(int isa, const float *x, int64_t cols, uint8_t *q, floa
 static void *run_task(void *arg) {
     Task *t = (Task *)arg;
     for (int64_t r = t->r0; r < t->r1; r++) {
-        const float s = t->scale ? t->scale[r] : 1.0f; /* no scales: an fp32 GEMM's output, y * 1 + b == y + b */
-        if (t->op == 0) {
+        if (t->op == 0) { /* scale is its output here */
             quantize_row(t->isa, t->x + r * t->cols, t->cols, t->q + r * t->cols, t->scale + r);
             continue;
         }
+        const float s = t->scale ? t->scale[r] : 1.0f; /* no scales: an fp32 GEMM's output, y * 1 + b == y + b */
         float *y = t->y + r * t->cols;
         if (t->op == 2) {
             const float *res = t->x + r * t->cols;

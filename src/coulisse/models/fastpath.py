@@ -254,11 +254,16 @@ def attention_bf16_allowed() -> bool:
     return os.environ.get("COULISSE_ATTENTION_BF16", "1") != "0"
 
 
+def bf16_dot() -> bool:
+    """Whether the built attention kernel multiplies bf16 pairs on this CPU (AVX512-BF16)."""
+    k = quantize.kernels()
+    return k is not None and hasattr(k, "has_bf16_dot") and k.has_bf16_dot()
+
+
 def attention_bf16_products() -> bool:
     """Whether int8 pipelines built now run attention's products in bf16: the CPU multiplies bf16 pairs
     and `COULISSE_ATTENTION_BF16=0` does not say otherwise."""
-    k = quantize.kernels()
-    return k is not None and hasattr(k, "has_bf16_dot") and k.has_bf16_dot() and attention_bf16_allowed()
+    return bf16_dot() and attention_bf16_allowed()
 
 
 def install_c_attention(module: nn.Module, bf16: bool = False) -> int:
@@ -297,7 +302,7 @@ def c_packed_attention(qkv: Tensor, p, heads: int, first_only: bool, bf16: bool 
             or (qkv.requires_grad and torch.is_grad_enabled())):
         return None
     hidden = qkv.shape[1] // 3
-    if bf16_inputs and not (hasattr(k, "has_bf16_dot") and k.has_bf16_dot() and (hidden // heads) % 32 == 0):
+    if bf16_inputs and not (bf16_dot() and (hidden // heads) % 32 == 0):
         return None
     starts, lengths = p.starts, p.length_tensor
     if starts.dtype != torch.int64 or starts.device.type != "cpu":
