@@ -54,3 +54,59 @@ def test_fast_preset_is_the_plans_mode(tf_camembert_dir):
 def test_fast_conflicts_fail_before_loading(tmp_path, options, word):
     with pytest.raises(InputError, match=word):
         pipeline("sentiment-analysis", model=str(tmp_path / "absent"), **options)
+
+
+def test_onednn_cache_bound_is_set_unless_the_user_chose():
+    from coulisse.engine.prepare import ONEDNN_CACHE_ENTRIES, ONEDNN_CACHE_VARIABLE, bound_onednn_cache
+
+    environ: dict[str, str] = {}
+    assert "coulisse's" in bound_onednn_cache(environ)
+    assert environ == {ONEDNN_CACHE_VARIABLE: str(ONEDNN_CACHE_ENTRIES)}
+    environ = {ONEDNN_CACHE_VARIABLE: "4096"}
+    assert "yours" in bound_onednn_cache(environ)
+    assert environ == {ONEDNN_CACHE_VARIABLE: "4096"}
+
+
+# Prepares a pipeline, then runs oneDNN GEMMs of more row counts than the bound allows, twice over, with
+# oneDNN's creation log on: a bounded (LRU) cache has evicted each shape before it comes back.
+SWEEP_SCRIPT = """
+import sys, torch
+from coulisse import pipeline
+from coulisse.engine.prepare import ONEDNN_CACHE_ENTRIES
+pipeline("sentiment-analysis", model=sys.argv[1], threads=1)
+weight = torch.ops.mkldnn._reorder_linear_weight(torch.randn(16, 16), None)
+x = torch.randn(ONEDNN_CACHE_ENTRIES + 16, 16)
+for sweep in range(2):
+    for rows in range(1, ONEDNN_CACHE_ENTRIES + 16):
+        torch.ops.mkldnn._linear_pointwise(x[:rows], weight, None, "none", [], "")
+"""
+
+
+def _matmul_cache_hits(model_dir, environ: dict) -> int:
+    import os
+    import subprocess
+    import sys
+
+    from coulisse.engine.prepare import ONEDNN_CACHE_ENTRIES
+
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    env.update(environ, ONEDNN_VERBOSE="profile_create")
+    done = subprocess.run([sys.executable, "-c", SWEEP_SCRIPT, str(model_dir)], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # The sweep's GEMMs (an inner product or a matmul, as oneDNN names them), not the model's reorders
+    created = [line for line in done.stdout.splitlines()
+               if "create:cache_" in line and (",inner_product," in line or ",matmul," in line)]
+    assert len(created) >= 2 * ONEDNN_CACHE_ENTRIES, f"oneDNN logged too few creations: {done.stdout[-1000:]}"
+    return sum("create:cache_hit" in line for line in created)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="no oneDNN in this torch")
+def test_pipelines_bound_onednns_primitive_cache(tf_camembert_dir):
+    """Varied token counts make new oneDNN primitives; a pipeline's preparation bounds how many stay (the
+    resident memory otherwise grows by ~0.5 MB per primitive, up to 1,024). With the user's own capacity,
+    which coulisse keeps, the second sweep finds every shape again."""
+    from coulisse.engine.prepare import ONEDNN_CACHE_ENTRIES
+
+    assert _matmul_cache_hits(tf_camembert_dir, {}) == 0
+    assert _matmul_cache_hits(tf_camembert_dir, {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024"}) >= ONEDNN_CACHE_ENTRIES

@@ -41,3 +41,19 @@ def test_fast_flag_gives_the_fast_pipelines_answers(tf_camembert_dir):
 def test_fast_next_to_quantize_is_one_line_error(tf_camembert_dir):
     result = CliRunner().invoke(cli, ["classify", "--model", str(tf_camembert_dir), "--fast", "-q", "int8", "x"])
     assert result.exit_code == 1 and "fast=True" in result.output and "Traceback" not in result.output
+
+
+def test_info_says_which_onednn_cache_bound_applies(monkeypatch):
+    import os
+
+    from coulisse.engine.prepare import ONEDNN_CACHE_ENTRIES, ONEDNN_CACHE_VARIABLE
+
+    monkeypatch.setenv(ONEDNN_CACHE_VARIABLE, "77")
+    result = CliRunner().invoke(cli, ["info"])
+    assert result.exit_code == 0, result.output
+    assert f"{ONEDNN_CACHE_VARIABLE}=77 (yours)" in result.output
+    monkeypatch.delenv(ONEDNN_CACHE_VARIABLE)
+    result = CliRunner().invoke(cli, ["info", "--json"])
+    expected = f"{ONEDNN_CACHE_VARIABLE}={ONEDNN_CACHE_ENTRIES} (coulisse's)"
+    assert json.loads(result.output)["onednn_primitive_cache"] == expected
+    assert ONEDNN_CACHE_VARIABLE not in os.environ  # info describes; only preparing a pipeline sets it

@@ -10,7 +10,8 @@ applies it. Every pipeline is built through `prepare_model`; nothing rewrites th
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,11 @@ from coulisse.models import EncoderModel
 from coulisse.weights.mapped import release_file_pages
 
 log = logging.getLogger(__name__)
+
+# oneDNN's primitive cache: at most this many entries (see `bound_onednn_cache`).
+ONEDNN_CACHE_VARIABLE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
+ONEDNN_CACHE_ENTRIES = 256
+_bound_here = False  # whether this process's environment holds coulisse's bound
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
@@ -109,6 +115,32 @@ def prepare_model(model: EncoderModel, files: Iterable[Path], *, device: torch.d
     return chosen
 
 
+def bound_onednn_cache(environ: MutableMapping[str, str] = os.environ) -> str:
+    """Bound oneDNN's primitive cache at `ONEDNN_CACHE_ENTRIES` unless the user chose a capacity; return
+    what applies, in words.
+
+    oneDNN builds one primitive per GEMM shape, and the row count is part of the shape: the engine packs
+    each batch without padding, so every new token count makes new primitives (four per forward: the
+    query/key/value, output and two feed-forward shapes), and oneDNN keeps up to 1,024 of them, each with
+    its own buffers (~0.5 MB at a base-size model's full batches). Over batches of varied lengths (a server,
+    a corpus job) an int8 camembert-base pipeline grew from 472 to 1,067 MB in 250 batches and kept growing;
+    at 256 entries it levelled off at 770-830 MB (bench/rss_over_batches.py; docs/benchmarks.md, "Session
+    12"). 256 still holds every shape of a pass over the bench's 160 reviews (fp32 and int8: no primitive
+    made again on the next pass; at 128, exact made 116 of 1,056 again); a new token count costs a few
+    primitive creations, ~0.7 ms each. oneDNN reads the variable when it creates its first primitive: set
+    here before the first pipeline prepares its model; in a process that ran oneDNN before, the variable's
+    earlier value (or oneDNN's default) applies."""
+    global _bound_here
+    ours = f"{ONEDNN_CACHE_VARIABLE}={ONEDNN_CACHE_ENTRIES} (coulisse's)"
+    if ONEDNN_CACHE_VARIABLE not in environ:
+        environ[ONEDNN_CACHE_VARIABLE] = str(ONEDNN_CACHE_ENTRIES)
+        _bound_here = _bound_here or environ is os.environ
+        return ours
+    if _bound_here and environ[ONEDNN_CACHE_VARIABLE] == str(ONEDNN_CACHE_ENTRIES):
+        return ours  # set by an earlier pipeline of this process
+    return f"{ONEDNN_CACHE_VARIABLE}={environ[ONEDNN_CACHE_VARIABLE]} (yours)"
+
+
 def _prepare_cpu(model: EncoderModel, files: list[Path], dtype: torch.dtype, quantize: str | None,
                  throughput: bool = False) -> str:
     """Apply the kernel plan of this CPU to `model`; return what runs, in words."""
@@ -116,6 +148,7 @@ def _prepare_cpu(model: EncoderModel, files: list[Path], dtype: torch.dtype, qua
     from coulisse.models.fastpath import bf16_linears, pack_linears
     from coulisse.weights.mapped import release_freed_memory
 
+    log.debug("oneDNN primitive cache: %s", bound_onednn_cache())
     plan = this_machine()
     if quantize is not None:
         choice = plan.int8

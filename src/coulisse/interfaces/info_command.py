@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
@@ -23,8 +24,10 @@ def info(as_json: bool) -> None:
     from coulisse.engine import cache
     from coulisse.engine.cpu import FLAGS, this_machine
     from coulisse.engine.gemm_choice import cached_choices
+    from coulisse.engine.prepare import bound_onednn_cache
 
     plan = this_machine()
+    primitives = bound_onednn_cache(dict(os.environ))  # what a pipeline would apply; this process keeps its own
     folder = cache.cache_dir()
     where = str(folder) if folder is not None else "off (COULISSE_CACHE=0)"
     jobs = cached_choices(plan.features.key) if plan.fp32.kernel == "onednn" else []
@@ -37,7 +40,8 @@ def info(as_json: bool) -> None:
         click.echo(json.dumps({"flags": sorted(plan.features.flags & set(FLAGS)),
                                "torch_capability": plan.features.capability, "torch": torch.__version__,
                                "threads": torch.get_num_threads(), "kernels": choices, "fp32_corpus_jobs": measured,
-                               "fast": {"mode": plan.fast, "why": plan.fast_why}, "weight_cache": where},
+                               "fast": {"mode": plan.fast, "why": plan.fast_why}, "weight_cache": where,
+                               "onednn_primitive_cache": primitives},
                               ensure_ascii=False))
         return
     click.echo(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -47,4 +51,5 @@ def info(as_json: bool) -> None:
         click.echo("fp32 in corpus jobs, measured here: " + ("; ".join(c.describe() for c in jobs) if jobs else
                    "no model size yet (the first fp32 corpus job times oneDNN against MKL and caches the answer)"))
     click.echo(f"int8 weight cache: {where}")
+    click.echo(f"oneDNN primitive cache (entries, one per GEMM shape and token count): {primitives}")
 
