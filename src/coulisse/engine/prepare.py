@@ -120,7 +120,7 @@ def bound_onednn_cache(environ: MutableMapping[str, str] = os.environ) -> str:
     what applies, in words.
 
     oneDNN builds one primitive per GEMM shape, and the row count is part of the shape: the engine packs
-    each batch without padding, so every new token count makes new primitives (four per forward: the
+    each batch without padding, so every new token count makes new primitives (four or more per forward: the
     query/key/value, output and two feed-forward shapes), and oneDNN keeps up to 1,024 of them, each with
     its own buffers (~0.5 MB at a base-size model's full batches). Over batches of varied lengths (a server,
     a corpus job) an int8 camembert-base pipeline grew from 472 to 1,067 MB in 250 batches and kept growing;
