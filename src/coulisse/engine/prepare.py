@@ -127,7 +127,9 @@ def bound_onednn_cache(environ: MutableMapping[str, str] = os.environ) -> str:
     at 256 entries it levelled off at 770-830 MB (bench/rss_over_batches.py; docs/benchmarks.md, "Session
     12"). 256 still holds every shape of a pass over the bench's 160 reviews (fp32 and int8: no primitive
     made again on the next pass; at 128, exact made 116 of 1,056 again); a new token count costs a few
-    primitive creations, ~0.7 ms each. oneDNN reads the variable when it creates its first primitive: set
+    primitive creations, ~0.7 ms each: varied single requests of more than 64 tokens, whose shapes
+    outnumber 256, ran 4-9 % slower at the median (`ONEDNN_PRIMITIVE_CACHE_CAPACITY=1024` restores
+    oneDNN's default). oneDNN reads the variable when it creates its first primitive: set
     here before the first pipeline prepares its model; in a process that ran oneDNN before, the variable's
     earlier value (or oneDNN's default) applies."""
     global _bound_here
