@@ -123,15 +123,16 @@ def bound_onednn_cache(environ: MutableMapping[str, str] = os.environ) -> str:
     each batch without padding, so every new token count makes new primitives (four or more per forward: the
     query/key/value, output and two feed-forward shapes), and oneDNN keeps up to 1,024 of them, each with
     its own buffers (~0.5 MB at a base-size model's full batches). Over batches of varied lengths (a server,
-    a corpus job) an int8 camembert-base pipeline grew from 472 to 1,067 MB in 250 batches and kept growing;
+    a Python loop) an int8 camembert-base pipeline grew from 472 to 1,067 MB in 250 batches and kept growing;
     at 256 entries it levelled off at 770-830 MB (bench/rss_over_batches.py; docs/benchmarks.md, "Session
     12"). 256 still holds every shape of a pass over the bench's 160 reviews (fp32 and int8: no primitive
     made again on the next pass; at 128, exact made 116 of 1,056 again); a new token count costs a few
     primitive creations, ~0.7 ms each: varied single requests of more than 64 tokens, whose shapes
     outnumber 256, ran 4-9 % slower at the median (`ONEDNN_PRIMITIVE_CACHE_CAPACITY=1024` restores
-    oneDNN's default). oneDNN reads the variable when it creates its first primitive: set
-    here before the first pipeline prepares its model; in a process that ran oneDNN before, the variable's
-    earlier value (or oneDNN's default) applies."""
+    oneDNN's default). Corpus jobs set 16 before torch loads (`interfaces/jobs/command.py`,
+    `bound_kernel_cache`: full batches need only a forward's shapes), which this then leaves alone.
+    oneDNN reads the variable when it creates its first primitive: set here before the first pipeline
+    prepares its model; in a process that ran oneDNN before, the value then in effect stays."""
     global _bound_here
     ours = f"{ONEDNN_CACHE_VARIABLE}={ONEDNN_CACHE_ENTRIES} (coulisse's)"
     if ONEDNN_CACHE_VARIABLE not in environ:
