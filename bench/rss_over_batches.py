@@ -1,4 +1,4 @@
-"""Resident memory over many batches of varied lengths, as a server or a corpus job sees them (not a test).
+"""Resident memory over many batches of varied lengths, as a server or a Python loop sees them (not a test).
 
     python bench/rss_over_batches.py [--model DIR] [--mode fast|int8|exact] [--calls 200] [--per-call 8]
     python bench/rss_over_batches.py --calls 600 --per-call 1 --min-tokens 65   # a server's single requests

@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 # oneDNN's primitive cache: at most this many entries (see `bound_onednn_cache`).
 ONEDNN_CACHE_VARIABLE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
 ONEDNN_CACHE_ENTRIES = 256
-_bound_here = False  # whether this process's environment holds coulisse's bound
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
@@ -133,15 +132,10 @@ def bound_onednn_cache(environ: MutableMapping[str, str] = os.environ) -> str:
     `bound_kernel_cache`: full batches need only a forward's shapes), which this then leaves alone.
     oneDNN reads the variable when it creates its first primitive: set here before the first pipeline
     prepares its model; in a process that ran oneDNN before, the value then in effect stays."""
-    global _bound_here
-    ours = f"{ONEDNN_CACHE_VARIABLE}={ONEDNN_CACHE_ENTRIES} (coulisse's)"
-    if ONEDNN_CACHE_VARIABLE not in environ:
-        environ[ONEDNN_CACHE_VARIABLE] = str(ONEDNN_CACHE_ENTRIES)
-        _bound_here = _bound_here or environ is os.environ
-        return ours
-    if _bound_here and environ[ONEDNN_CACHE_VARIABLE] == str(ONEDNN_CACHE_ENTRIES):
-        return ours  # set by an earlier pipeline of this process
-    return f"{ONEDNN_CACHE_VARIABLE}={environ[ONEDNN_CACHE_VARIABLE]} (yours)"
+    value = environ.setdefault(ONEDNN_CACHE_VARIABLE, str(ONEDNN_CACHE_ENTRIES))
+    # coulisse's value reads as coulisse's, whoever set it (an earlier pipeline of this process, or you)
+    owner = "coulisse's" if value == str(ONEDNN_CACHE_ENTRIES) else "yours"
+    return f"{ONEDNN_CACHE_VARIABLE}={value} ({owner})"
 
 
 def _prepare_cpu(model: EncoderModel, files: list[Path], dtype: torch.dtype, quantize: str | None,
