@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -53,6 +54,48 @@ def test_second_load_reads_the_codes_and_answers_the_same(folder, store, monkeyp
     second, b = logits(folder)
     assert "read from the cache" in second.preparation.fast_path
     assert np.array_equal(a, b)
+
+
+def resident_kb(path) -> int:
+    """Resident kB of every mapping of `path` in this process (/proc/self/smaps)."""
+    target, total, inside = os.path.realpath(path), 0, False
+    with open("/proc/self/smaps", encoding="utf-8") as f:
+        for line in f:
+            head = line.split()
+            if "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):  # a mapping's header line
+                inside = len(head) >= 6 and head[5] == target
+            elif inside and head[0] == "Rss:":
+                total += int(head[1])
+    return total
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise and /proc are Linux's")
+def test_codes_read_from_the_cache_leave_the_resident_set_once_packed(folder, store, tmp_path):
+    """oneDNN packs its own copy of the codes at load, so the cache file's mapped codes leave the resident
+    set (81 MB for a base-size model); fbgemm's packing for small batches pages them back in from the file,
+    unchanged: the single-text answers equal those of codes computed fresh, to the bit."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    wide = tmp_path / "wide"  # the tiny model's codes fill 3 pages: too few to tell resident from not
+    config = BertConfig.from_pretrained(folder)
+    config.update(dict(hidden_size=256, intermediate_size=1024, num_attention_heads=4))
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(wide)
+    for f in folder.iterdir():
+        if f.name not in ("config.json", "model.safetensors"):
+            shutil.copy(f, wide / f.name)
+    first, _ = logits(wide)
+    second, _ = logits(wide)
+    (path,) = files(store)
+    codes = sum(t.numel() for t in load_file(str(path)).values() if t.dtype == torch.int8)
+    assert codes >= 64 * 1024, "the test needs codes spanning many pages"
+    assert resident_kb(path) * 1024 < codes / 4, f"{resident_kb(path)} kB of {codes // 1024} kB still resident"
+    for _ in range(Q.PACK_SMALL_AFTER + 1):
+        one = [np.array(pipe.forward(pipe.preprocess(TEXTS[:1]))) for pipe in (first, second)]
+    assert any(m.packed_small is not None for m in second.model.modules() if isinstance(m, Q.Int8Linear)) \
+        or not Q.fbgemm_available()
+    assert np.array_equal(one[0], one[1])
+    assert resident_kb(path) * 1024 < codes / 4, "fbgemm has packed its copy: the codes leave again"
 
 
 def test_cache_off(folder, monkeypatch, tmp_path):

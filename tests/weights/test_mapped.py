@@ -50,6 +50,15 @@ def test_release_tensor_pages_drops_only_that_tensor_and_keeps_its_values(weight
     assert {k: v.double().sum().item() for k, v in tensors.items()} == expected
 
 
+def test_release_tensor_pages_of_the_whole_mapping_drops_its_neighbours_too(weight_file):
+    tensors = load_file(str(weight_file))
+    expected = {k: v.double().sum().item() for k, v in tensors.items()}
+    assert resident_kb(weight_file) >= 6000
+    assert release_tensor_pages([tensors["a"]], whole_mapping=True) >= 6 * 2**20 - 8192
+    assert resident_kb(weight_file) < 64  # "b" left with "a"
+    assert {k: v.double().sum().item() for k, v in tensors.items()} == expected
+
+
 def test_release_file_pages_drops_every_mapping_of_the_file(weight_file):
     tensors = load_file(str(weight_file))
     total = sum(v.sum().item() for v in tensors.values())

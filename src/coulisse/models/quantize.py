@@ -94,6 +94,9 @@ class Int8Linear(nn.Module):
             self._small_calls += 1
             if self._small_calls >= PACK_SMALL_AFTER:
                 self.packed_small = _fbgemm_pack(*self._unpacked_small)
+                # Codes mapped from the weight cache are read for the last time (and the neighbours that
+                # their page faults mapped again with them go too).
+                release_tensor_pages([self._unpacked_small[0]], whole_mapping=True)
                 self._unpacked_small = None
         return self.packed_small
 
@@ -276,7 +279,9 @@ def _swap_linears(module: nn.Module, weight_max: int, small_rows: int, codes: di
             setattr(module, name, Int8Linear(child, weight_max, gelu=gelu, codes=known, small_rows=small_rows))
             if gelu:
                 module.act = _identity
-            release_tensor_pages([child.weight])  # the mapped fp32 original is no longer read
+            # The mapped fp32 original is no longer read; nor are codes mapped from the weight cache, now
+            # that oneDNN has packed its copy (fbgemm's packing, if small batches come, pages them back in).
+            release_tensor_pages([child.weight, known[0]])
             count += 1
         else:
             count += _swap_linears(child, weight_max, small_rows, codes, f"{path}.")

@@ -83,11 +83,13 @@ def _extent(t: torch.Tensor) -> int:
     return (1 + sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride(), strict=True))) * t.element_size()
 
 
-def release_tensor_pages(tensors: Iterable[torch.Tensor]) -> int:
+def release_tensor_pages(tensors: Iterable[torch.Tensor], whole_mapping: bool = False) -> int:
     """Drop the resident pages of tensors that view a mapped file; return the bytes released.
 
     Call it only on tensors that are no longer read (or are read-only: they come back on demand).
-    Tensors in ordinary (anonymous) memory are skipped.
+    Tensors in ordinary (anonymous) memory are skipped. `whole_mapping`: drop every page of the file
+    mappings that hold them, not only theirs (a page fault maps the file's cached neighbours too, up to
+    64 kB around it, so tensors released before may have come back while these were read).
     """
     madvise = _madvise()
     if madvise is None:
@@ -100,7 +102,7 @@ def release_tensor_pages(tensors: Iterable[torch.Tensor]) -> int:
     for start, end in spans:
         for lo, hi in maps:
             if lo <= start < hi:
-                released += _drop(madvise, start, min(end, hi))
+                released += _drop(madvise, lo, hi) if whole_mapping else _drop(madvise, start, min(end, hi))
                 break
     return released
 
