@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from factory import TEXTS
+from resident import resident_kb
 from safetensors.torch import load_file, save_file
 
 from coulisse import pipeline
@@ -54,19 +55,6 @@ def test_second_load_reads_the_codes_and_answers_the_same(folder, store, monkeyp
     second, b = logits(folder)
     assert "read from the cache" in second.preparation.fast_path
     assert np.array_equal(a, b)
-
-
-def resident_kb(path) -> int:
-    """Resident kB of every mapping of `path` in this process (/proc/self/smaps)."""
-    target, total, inside = os.path.realpath(path), 0, False
-    with open("/proc/self/smaps", encoding="utf-8") as f:
-        for line in f:
-            head = line.split()
-            if "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):  # a mapping's header line
-                inside = len(head) >= 6 and head[5] == target
-            elif inside and head[0] == "Rss:":
-                total += int(head[1])
-    return total
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise and /proc are Linux's")

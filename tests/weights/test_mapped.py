@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import numpy as np
 import pytest
 import torch
+from resident import resident_kb
 from safetensors.torch import load_file, save_file
 
 from coulisse import pipeline
 from coulisse.weights.mapped import release_file_pages, release_tensor_pages
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise and /proc are Linux's")
-
-
-def resident_kb(path) -> int:
-    """Resident kB of every mapping of `path` in this process (/proc/self/smaps)."""
-    target, total, inside = os.path.realpath(path), 0, False
-    with open("/proc/self/smaps", encoding="utf-8") as f:
-        for line in f:
-            head = line.split()
-            if "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):  # a mapping's header line
-                inside = len(head) >= 6 and head[5] == target
-            elif inside and head[0] == "Rss:":
-                total += int(head[1])
-    return total
 
 
 @pytest.fixture
