@@ -357,6 +357,27 @@ def test_pipeline_same_answers_with_and_without_kernels(tf_camembert_dir, no_ker
     assert np.abs(fast - slow).max() < 1e-4 * max(1.0, np.abs(slow).max())
 
 
+def test_fbgemm_takes_our_codes_even_where_its_own_rounding_would_differ():
+    """fbgemm quantizes its fp32 input itself, adding the zero point before it rounds: 35.49999237 + 128 is
+    a tie in fp32 (163.5), so fed x / s it would take the code 36 where ours is round(35.49999237) = 35. It
+    is fed our codes instead (as integers): a few rows on fbgemm and a batch on oneDNN then agree."""
+    if not Q.fbgemm_available():
+        pytest.skip("no fbgemm in this PyTorch build")
+    torch.manual_seed(2)
+    layer = Q.Int8Linear(nn.Linear(96, 200), 63)
+    x = torch.rand(4, 96)
+    x[:, 0] = 127.0  # the row scale max|x| / 127 is then exactly 1: x / s = x
+    x[:, 1] = 35.49999237060547  # float32, two steps below 35.5
+    assert torch.round(x[0, 1]) == 35 and (x[0, 1] + 128).item() == 163.5
+    with torch.inference_mode():
+        for _ in range(Q.PACK_SMALL_AFTER):
+            small = layer(x)
+        assert layer.packed_small is not None
+        layer.small_rows = 0
+        large = layer(x)  # oneDNN
+    assert torch.allclose(small, large, rtol=1e-6, atol=1e-6), (small - large).abs().max()
+
+
 @pytest.mark.parametrize("gelu", [False, True])
 def test_few_rows_on_fbgemm_equal_many_rows_on_onednn(gelu):
     """A short input runs on fbgemm, a batch on oneDNN: same codes, same int32 sums, same answers."""
