@@ -263,3 +263,9 @@ def test_zero_shot_html_is_refused_before_loading(tmp_path):
     result = CliRunner().invoke(cli, ["explain", "--task", "zero-shot-classification", "-m", missing,
                                       "--labels", "a,b", "--html", str(tmp_path / "r.html"), "x"])
     assert_one_line_error(result, "--html explains text-classification models", "--attributions")
+
+
+def test_explain_counts_layers_and_heads_in_words():
+    """The bundled model has one layer and two heads: "1 layer", not "1 layers"."""
+    out = run("explain", "--model", "coulisse/mini-allocine", "Un film magnifique.")
+    assert "1 layer, hidden size 64, 2 attention heads" in out

@@ -105,8 +105,9 @@ def _tokenizer_and_encoder(pipe, text: str, pair: str | None = None) -> tuple[li
     hidden = output.last_hidden_state[0]  # (T, H): one text, no padding
     logits = None if output.logits is None else output.logits[0]
     out.append(_title(2, "Encoder: ids -> hidden states"))
-    out.append(f"{cfg.num_hidden_layers} layers, hidden size {cfg.hidden_size}, "
-               f"{cfg.num_attention_heads} attention heads")
+    layers, heads = cfg.num_hidden_layers, cfg.num_attention_heads
+    out.append(f"{layers} layer{'s' * (layers != 1)}, hidden size {cfg.hidden_size}, "
+               f"{heads} attention head{'s' * (heads != 1)}")
     out.append(f"last_hidden_state shape: (batch=1, sequence={hidden.shape[0]}, hidden={hidden.shape[1]})")
     out.append(f"first token's vector starts {_vector(hidden[0].numpy())}")
     return out, Encoded(text, ids, tokens, hidden, logits)
