@@ -131,3 +131,21 @@ def test_this_machine_matches_its_own_flags():
     assert here.flags == cpu.read_flags()
     assert cpu.this_machine() == plan(here, cpu.backends())
     assert all(line for line in cpu.this_machine().lines())
+
+
+@pytest.mark.parametrize("flags, capability, rows, kernel", [
+    (CASCADE_LAKE, "AVX512", 32, "coulisse's VNNI kernel"), (ZEN4, "AVX512", 32, "coulisse's VNNI kernel"),
+    (SAPPHIRE_RAPIDS, "AVX512", 32, "coulisse's VNNI kernel"), (ZEN3, "AVX2", 64, "fbgemm"),
+    (ALDER_LAKE, "AVX2", 64, "fbgemm"), (SKYLAKE_X, "AVX512", 64, "fbgemm")])
+def test_few_rows_run_on_coulisse_kernel_where_avx512_vnni(flags, capability, rows, kernel):
+    """Up to 32 rows, where AVX512-VNNI and the C kernels are there, coulisse's own int8 kernel (the weights
+    streamed once); elsewhere fbgemm up to 64 rows."""
+    p = plan(features(flags, capability))
+    assert p.int8.options["small_rows"] == rows and kernel in p.int8.detail
+
+
+def test_few_rows_kernel_needs_the_build_and_can_be_turned_off():
+    f = features(ZEN4, "AVX512")
+    assert plan(f, Backends(c_kernels=False)).int8.options["small_rows"] == 64  # fbgemm then
+    off = plan(f, Backends(fbgemm=False, int8_small=False)).int8  # COULISSE_INT8_SMALL=0 turns both off
+    assert off.options["small_rows"] == 0 and "rows" not in off.detail

@@ -357,6 +357,60 @@ def test_pipeline_same_answers_with_and_without_kernels(tf_camembert_dir, no_ker
     assert np.abs(fast - slow).max() < 1e-4 * max(1.0, np.abs(slow).max())
 
 
+needs_int8_dot = pytest.mark.skipif(not getattr(Q.kernels(), "has_int8_dot", lambda: False)(),
+                                    reason="this CPU does not multiply bytes into int32 (no AVX512-VNNI)")
+
+
+def onednn_gemm(xq: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    packed = torch.ops.onednn.qlinear_prepack(q, None)
+    zeros = torch.zeros(len(q), dtype=torch.long)
+    return torch.ops.onednn.qlinear_pointwise(xq, 1.0, Q.ZERO_POINT, packed, scale, zeros, None, 1.0, 0, torch.float32,
+                                              "none", [], "")
+
+
+@needs_int8_dot
+@pytest.mark.parametrize("k, n", [(4, 16), (96, 48), (768, 2304), (3072, 768)])
+def test_few_row_kernel_gives_onednns_bits(k, n):
+    """sum(x8 · w) · w_scale with exact int32 sums: oneDNN's output to the bit, for every row count around
+    its groups of 8 rows, an odd number of 16-column blocks (48: a pair and a single), and the extreme codes
+    (activations 0 and 255, weights ±127) that would overflow 16-bit sums."""
+    torch.manual_seed(3)
+    q = torch.randint(-127, 128, (n, k), dtype=torch.int8)
+    q[0], q[-1] = 127, -127
+    scale = torch.rand(n) * 0.01 + 1e-4
+    w, colsum, s = Q._small_pack(q, scale)
+    for m in (1, 2, 7, 8, 9, 16, 17, 31, 32):
+        xq = torch.randint(0, 256, (m, k), dtype=torch.uint8)
+        xq[0], xq[-1] = 255, 0
+        out = torch.empty(m, n)
+        Q.kernels().small_gemm(xq.data_ptr(), w.data_ptr(), colsum.data_ptr(), s.data_ptr(), out.data_ptr(), m, k, n,
+                               2)
+        assert torch.equal(out, onednn_gemm(xq, q, scale)), (m, k, n)
+
+
+@needs_int8_dot
+def test_few_row_kernel_runs_in_the_layer_and_refuses_what_it_cannot_take():
+    """Layers whose shapes fit take it for batches of up to `small_rows` once small batches recur (a few rows
+    then give the bits of the same rows in a batch on oneDNN); others keep fbgemm; the C call checks shapes."""
+    from coulisse.engine.cpu import this_machine
+
+    assert this_machine().int8.options["small_rows"] == Q.SMALL_GEMM_ROWS  # the plan says what runs
+    torch.manual_seed(4)
+    layer = Q.Int8Linear(nn.Linear(96, 208), 127, small_rows=Q.SMALL_GEMM_ROWS)
+    assert layer.small_kernel == "coulisse"
+    assert Q.Int8Linear(nn.Linear(96, 200), 127).small_kernel == ("fbgemm" if Q.fbgemm_available() else None)
+    x = torch.randn(5, 96) * 3
+    with torch.inference_mode():
+        for _ in range(Q.PACK_SMALL_AFTER):
+            small = layer(x)
+        assert isinstance(layer.packed_small, tuple)
+        layer.small_rows = 0
+        large = layer(x)
+    assert torch.equal(small, large)
+    with pytest.raises(ValueError, match="multiple"):
+        Q.kernels().small_gemm(0, 0, 0, 0, 0, 1, 6, 16, 1)
+
+
 def test_fbgemm_takes_our_codes_even_where_its_own_rounding_would_differ():
     """fbgemm quantizes its fp32 input itself, adding the zero point before it rounds: 35.49999237 + 128 is
     a tie in fp32 (163.5), so fed x / s it would take the code 36 where ours is round(35.49999237) = 35. It

@@ -23,9 +23,10 @@ What decides, measured with torch 2.13 (docs/benchmarks.md):
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, field
 
-from coulisse.models.quantize import SMALL_BATCH_ROWS
+from coulisse.models.quantize import SMALL_BATCH_ROWS, SMALL_GEMM_ROWS
 
 # The flags that matter here, as /proc/cpuinfo spells them.
 FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx_vnni",
@@ -65,6 +66,7 @@ class Backends:
     onednn_int8: bool = True  # torch.ops.onednn.qlinear_pointwise
     fbgemm: bool = True  # quantized engine "fbgemm" and COULISSE_INT8_SMALL != 0
     c_kernels: bool = True  # coulisse.models._int8 built at install
+    int8_small: bool = True  # small batches on a few-row kernel (COULISSE_INT8_SMALL != 0)
     c_attention: bool = True  # its attention kernel on (COULISSE_C_ATTENTION != 0, fusions on)
     attention_bf16: bool = True  # int8 attention may multiply in bf16 (COULISSE_ATTENTION_BF16 != 0)
 
@@ -121,7 +123,8 @@ def _fp32(f: Features, b: Backends) -> Choice:
 def _int8(f: Features, b: Backends) -> Choice:
     fused = (f"fused C quantize/dequantize ({c_isa(f)})" if b.c_kernels
              else "PyTorch ops around the GEMM (C kernels not built)")
-    small = SMALL_BATCH_ROWS if b.fbgemm else 0
+    own = b.c_kernels and b.int8_small and c_isa(f) == "AVX-512" and f.has("avx512_vnni")
+    small = SMALL_GEMM_ROWS if own else SMALL_BATCH_ROWS if b.fbgemm else 0
     if not b.onednn_int8:
         if b.fbgemm:
             return Choice("fbgemm", "fbgemm dynamic linear (per-tensor activations)",
@@ -140,7 +143,8 @@ def _int8(f: Features, b: Backends) -> Choice:
         isa, why = "generic", "no AVX2: oneDNN's reference int8 path, likely slower than fp32"
     bits = 8 if f.vnni else 7
     detail = (f"oneDNN u8×s8 per-token ({isa}), {bits}-bit weights, {fused}"
-              + (f", fbgemm for ≤ {small} rows" if small else ""))
+              + (f", coulisse's VNNI kernel for ≤ {small} rows (weights streamed once)" if own
+                 else f", fbgemm for ≤ {small} rows" if small else ""))
     return Choice("onednn", detail, why, fast=f.has("avx2") or f.vnni,
                   options={"weight_bits": bits, "small_rows": small, "isa": isa})
 
@@ -224,7 +228,8 @@ def backends() -> Backends:
     from coulisse.models.quantize import fbgemm_available, kernels, onednn_available
 
     return Backends(onednn_fp32=onednn_fp32_available(), onednn_int8=onednn_available(),
-                    fbgemm=fbgemm_available(), c_kernels=kernels() is not None, c_attention=c_attention_enabled(),
+                    fbgemm=fbgemm_available(), c_kernels=kernels() is not None,
+                    int8_small=os.environ.get("COULISSE_INT8_SMALL") != "0", c_attention=c_attention_enabled(),
                     attention_bf16=attention_bf16_allowed())
 
 

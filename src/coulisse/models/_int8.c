@@ -28,8 +28,8 @@
  * portable scalar loop runs elsewhere. No dependency beyond libc, libm and (optionally) the libgomp
  * PyTorch already loads.
  *
- * The module also exports `attention` (self-attention over packed sequences, _attention.c); what both
- * files share (instruction-set level, threads, exp) is declared in _kernels.h.
+ * The module also exports `attention` (self-attention over packed sequences, _attention.c) and
+ * `small_gemm` (the int8 GEMM of a few rows on AVX512-VNNI, _small_gemm.c); what the files share (instruction-set level, threads, exp) is declared in _kernels.h.
  */
 #include "_kernels.h"
 
@@ -559,6 +559,12 @@ static PyMethodDef methods[] = {
      "hidden); starts and lengths are int64 arrays of batch entries. A last argument bf16=True multiplies in "
      "bf16 pairs (fp32 sums) where the CPU has AVX512-BF16 and 32 divides the head width; bf16_inputs=True reads a "
      "bf16 qkv tensor (then both are required; the output stays fp32)."},
+    {"small_gemm", coulisse_py_small_gemm, METH_VARARGS,
+     "small_gemm(x_ptr, w_ptr, colsum_ptr, scale_ptr, out_ptr, m, k, n, threads): out (m, n) fp32 = (sum_k x w - "
+     "128 colsum) * scale for u8 codes x (m, k) and weights packed by blocks of 16 columns (_small_gemm.c); "
+     "AVX512-VNNI only (has_int8_dot)."},
+    {"has_int8_dot", coulisse_py_has_int8_dot, METH_NOARGS,
+     "Whether this CPU multiplies bytes into int32 lanes (AVX512-VNNI), which small_gemm needs."},
     {"has_bf16_dot", coulisse_py_has_bf16_dot, METH_NOARGS,
      "Whether this CPU multiplies bf16 pairs (AVX512-BF16), which attention(..., bf16=True) then uses."},
     {"isa", py_isa, METH_NOARGS, "Which code path runs on this CPU: 'avx512', 'avx2' or 'scalar'."},

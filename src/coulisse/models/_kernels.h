@@ -31,6 +31,9 @@ int coulisse_run_workers(void *(*fn)(void *), void *arg, int threads);
 
 PyObject *coulisse_py_attention(PyObject *self, PyObject *args);
 PyObject *coulisse_py_has_bf16_dot(PyObject *self, PyObject *unused);
+PyObject *coulisse_py_has_int8_dot(PyObject *self, PyObject *unused);
+PyObject *coulisse_py_small_gemm(PyObject *self, PyObject *args);
+int coulisse_has_int8_dot(void);
 
 #if HAVE_X86
 /* exp(x) for x <= 0 (Cephes' expf: 2^n * p(r), relative error ~1e-7), enough for erf's tail. */

@@ -52,9 +52,13 @@ ZERO_POINT = 128  # symmetric int8 activations, shifted into u8 for the u8 × s8
 # Up to this many rows (tokens) a linear layer runs on fbgemm, above on oneDNN: measured crossover
 # between 64 and 128 rows for 768 x 3072 on AVX2 (docs/benchmarks.md); not measured on VNNI or AMX.
 SMALL_BATCH_ROWS = 64
+# Where the CPU has AVX512-VNNI, coulisse's own kernel (_small_gemm.c) takes up to this many rows instead:
+# it streams the weights once, 1.3-1.6x faster than fbgemm and oneDNN at 1-16 rows, ~1.1x at 32, even with
+# oneDNN at 48 (a Zen 4, 48 GEMMs of a base model; docs/benchmarks.md, session 13).
+SMALL_GEMM_ROWS = 32
 SAFE_WEIGHT_BITS = 7  # exact on every CPU, VNNI or not (see above); 8 only where the plan says VNNI
 CODES = "_coulisse_int8_codes"  # attribute of an output tensor: its rows' `(u8 codes, scales)` (see above)
-PACK_SMALL_AFTER = 3  # small batches a layer sees on oneDNN before it packs its fbgemm weights
+PACK_SMALL_AFTER = 3  # small batches a layer sees on oneDNN before it packs its small-batch weights
 
 
 def onednn_available() -> bool:
@@ -82,10 +86,13 @@ class Int8Linear(nn.Module):
         self.register_buffer("w_zero", torch.zeros(self.out_features, dtype=torch.long))
         bias = linear.bias.detach().float() if linear.bias is not None else torch.zeros(self.out_features)
         self.register_buffer("bias", bias)
-        # The same int8 weights for fbgemm, whose kernel is 2-4x faster than oneDNN's for a few rows.
+        # The same int8 weights for a kernel made for a few rows: coulisse's own where the CPU has
+        # AVX512-VNNI (`small_gemm_available`), else fbgemm, 2-4x faster than oneDNN at a few rows on AVX2.
         # Packed only once small batches recur (fbgemm packs slowly: ~0.7 s for a base-size model,
         # which a one-shot CLI call or a corpus job of large batches would pay for nothing).
-        self._unpacked_small: tuple[Tensor, Tensor] | None = (q, scale) if fbgemm_available() else None
+        self.small_kernel = ("coulisse" if small_gemm_available(self.in_features, self.out_features)
+                             else "fbgemm" if fbgemm_available() else None)
+        self._unpacked_small: tuple[Tensor, Tensor] | None = (q, scale) if self.small_kernel else None
         self._small_calls = 0
         self.packed_small = None
 
@@ -93,7 +100,9 @@ class Int8Linear(nn.Module):
         if self.packed_small is None and self._unpacked_small is not None:
             self._small_calls += 1
             if self._small_calls >= PACK_SMALL_AFTER:
-                self.packed_small = _fbgemm_pack(*self._unpacked_small)
+                q, scale = self._unpacked_small
+                self.packed_small = (_small_pack(q, scale) if self.small_kernel == "coulisse"
+                                     else _fbgemm_pack(q, scale))
                 # Codes mapped from the weight cache are read for the last time (and the neighbours that
                 # their page faults mapped again with them go too).
                 release_tensor_pages([self._unpacked_small[0]], whole_mapping=True)
@@ -105,6 +114,13 @@ class Int8Linear(nn.Module):
         rows = x.reshape(-1, self.in_features).float().contiguous()  # (T, in)
         xq, x_scale = codes_of(x, rows) or quantize_rows(rows)  # u8 codes (T, in), fp32 scales (T, 1)
         if rows.shape[0] <= self.small_rows and self._small() is not None:
+            if self.small_kernel == "coulisse":
+                w, colsum, scale = self.packed_small
+                out = torch.empty(rows.shape[0], self.out_features)
+                kernels().small_gemm(xq.data_ptr(), w.data_ptr(), colsum.data_ptr(), scale.data_ptr(),
+                                     out.data_ptr(), rows.shape[0], self.in_features, self.out_features,
+                                     torch.get_num_threads())
+                return out, x_scale  # sum(xq · wq) · w_scale, as oneDNN's (the int32 sums are exact)
             # fbgemm quantizes its fp32 input per tensor: fed the codes minus 128 (integers, so exact) with
             # scale 1 and zero point 128, it takes back exactly these codes, and its fp32 output equals
             # oneDNN's (tested). Two small ops where x / row_scales(x) took five, per layer of a short request.
@@ -170,6 +186,23 @@ _KERNELS = None if os.environ.get("COULISSE_INT8_KERNELS", "1") != "0" else Fals
 
 def fbgemm_available() -> bool:
     return "fbgemm" in torch.backends.quantized.supported_engines and os.environ.get("COULISSE_INT8_SMALL") != "0"
+
+
+def small_gemm_available(in_features: int, out_features: int) -> bool:
+    """Whether coulisse's few-row kernel takes this layer: built, the CPU has AVX512-VNNI, the shapes fit its
+    blocks (in a multiple of 4, out of 16), and `COULISSE_INT8_SMALL=0` does not keep small batches on oneDNN."""
+    k = kernels()
+    return (k is not None and hasattr(k, "small_gemm") and k.has_int8_dot() and in_features % 4 == 0
+            and out_features % 16 == 0 and os.environ.get("COULISSE_INT8_SMALL") != "0")
+
+
+def _small_pack(q: Tensor, scale: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Weights for `small_gemm`: blocks of 16 output columns, each `in/4` words of 16 x 4 bytes (w[n][4j..4j+3]
+    at word j, lane n), so that every 64-byte load feeds one vpdpbusd; the columns' code sums (for the
+    activations' +128) and scales."""
+    out_features, in_features = q.shape
+    packed = q.reshape(out_features // 16, 16, in_features // 4, 4).permute(0, 2, 1, 3).contiguous()
+    return packed, q.sum(1, dtype=torch.int32), scale.float().clone()  # the clone: not a view of mapped codes
 
 
 def _fbgemm_pack(q: Tensor, scale: Tensor):
