@@ -116,6 +116,7 @@ class Int8Linear(nn.Module):
         if rows.shape[0] <= self.small_rows and self._small() is not None:
             if self.small_kernel == "coulisse":
                 w, colsum, scale = self.packed_small
+                xq = xq.contiguous()  # the kernel reads raw rows (codes from the C passes already are)
                 out = torch.empty(rows.shape[0], self.out_features)
                 kernels().small_gemm(xq.data_ptr(), w.data_ptr(), colsum.data_ptr(), scale.data_ptr(),
                                      out.data_ptr(), rows.shape[0], self.in_features, self.out_features,
