@@ -23,7 +23,6 @@ What decides, measured with torch 2.13 (docs/benchmarks.md):
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass, field
 
 from coulisse.models.quantize import SMALL_BATCH_ROWS, SMALL_GEMM_ROWS
@@ -225,11 +224,11 @@ def detect() -> Features:
 
 def backends() -> Backends:
     from coulisse.models.fastpath import attention_bf16_allowed, c_attention_enabled, onednn_fp32_available
-    from coulisse.models.quantize import fbgemm_available, kernels, onednn_available
+    from coulisse.models.quantize import fbgemm_available, kernels, onednn_available, small_batches_enabled
 
     return Backends(onednn_fp32=onednn_fp32_available(), onednn_int8=onednn_available(),
                     fbgemm=fbgemm_available(), c_kernels=kernels() is not None,
-                    int8_small=os.environ.get("COULISSE_INT8_SMALL") != "0", c_attention=c_attention_enabled(),
+                    int8_small=small_batches_enabled(), c_attention=c_attention_enabled(),
                     attention_bf16=attention_bf16_allowed())
 
 

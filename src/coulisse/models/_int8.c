@@ -29,7 +29,8 @@
  * PyTorch already loads.
  *
  * The module also exports `attention` (self-attention over packed sequences, _attention.c) and
- * `small_gemm` (the int8 GEMM of a few rows on AVX512-VNNI, _small_gemm.c); what the files share (instruction-set level, threads, exp) is declared in _kernels.h.
+ * `small_gemm` (the int8 GEMM of a few rows on AVX512-VNNI, _small_gemm.c); what the files share
+ * (instruction-set level, threads, exp) is declared in _kernels.h.
  */
 #include "_kernels.h"
 

@@ -1,10 +1,10 @@
 /*
  * The int8 GEMM of a few rows (a short request: one sentence of a few to a few dozen tokens), for CPUs with
  * AVX512-VNNI. With so few rows the GEMM is a stream over the weights: 85 MB of int8 codes per forward of
- * a base-size model, which fbgemm and oneDNN read at ~14 GB/s on a Zen 4 whose cores read ~32 GB/s
+ * a base-size model, which fbgemm and oneDNN read at 11-18 GB/s on a Zen 4 whose cores read ~32 GB/s
  * (docs/benchmarks.md, session 13). Here each weight is read once, in the order it is stored:
  *
- *   packed weights (models/quantize.py, `pack_small`): blocks of 16 output columns, each K/4 words of
+ *   packed weights (models/quantize.py, `_small_pack`): blocks of 16 output columns, each K/4 words of
  *   16 x 4 bytes, w[n0 + i][4q .. 4q + 3] at word q, lane i, so that one 64-byte load feeds one vpdpbusd
  *   for every row of activations (codes u8, broadcast four at a time);
  *   out[m][n] = (sum_k x[m][k] w[n][k] - 128 colsum[n]) w_scale[n], with x the u8 codes (signed code + 128):

@@ -105,7 +105,7 @@ class Int8Linear(nn.Module):
                                      else _fbgemm_pack(q, scale))
                 # Codes mapped from the weight cache are read for the last time (and the neighbours that
                 # their page faults mapped again with them go too).
-                release_tensor_pages([self._unpacked_small[0]], whole_mapping=True)
+                release_tensor_pages([q], whole_mapping=True)
                 self._unpacked_small = None
         return self.packed_small
 
@@ -185,16 +185,21 @@ def kernels():
 _KERNELS = None if os.environ.get("COULISSE_INT8_KERNELS", "1") != "0" else False
 
 
+def small_batches_enabled() -> bool:
+    """`COULISSE_INT8_SMALL=0` keeps small batches on oneDNN: no few-row kernel, ours or fbgemm's."""
+    return os.environ.get("COULISSE_INT8_SMALL") != "0"
+
+
 def fbgemm_available() -> bool:
-    return "fbgemm" in torch.backends.quantized.supported_engines and os.environ.get("COULISSE_INT8_SMALL") != "0"
+    return "fbgemm" in torch.backends.quantized.supported_engines and small_batches_enabled()
 
 
 def small_gemm_available(in_features: int, out_features: int) -> bool:
     """Whether coulisse's few-row kernel takes this layer: built, the CPU has AVX512-VNNI, the shapes fit its
-    blocks (in a multiple of 4, out of 16), and `COULISSE_INT8_SMALL=0` does not keep small batches on oneDNN."""
+    blocks (in a multiple of 4, out of 16), and small batches are not kept on oneDNN."""
     k = kernels()
     return (k is not None and hasattr(k, "small_gemm") and k.has_int8_dot() and in_features % 4 == 0
-            and out_features % 16 == 0 and os.environ.get("COULISSE_INT8_SMALL") != "0")
+            and out_features % 16 == 0 and small_batches_enabled())
 
 
 def _small_pack(q: Tensor, scale: Tensor) -> tuple[Tensor, Tensor, Tensor]:
