@@ -34,7 +34,7 @@ setup(
         Extension(
             "coulisse.models._int8",
             ["src/coulisse/models/_int8.c", "src/coulisse/models/_attention.c",
-             "src/coulisse/models/_small_gemm.c"],
+             "src/coulisse/models/_int8_gemm.c"],
             depends=["src/coulisse/models/_kernels.h"],
             extra_compile_args=["-O3", "-pthread", "-std=c11", *OPENMP],
             extra_link_args=["-pthread", *OPENMP],

@@ -105,7 +105,7 @@ def peak_fraction(results: dict, run: dict) -> float | None:
 
 def machine_peak(peaks: dict, precision: str) -> float:
     """The machine's GEMM peak for a precision: its fastest kernel measured (fp32: oneDNN or MKL; int8:
-    oneDNN, fbgemm or torch._int_mm), whichever coulisse runs: a share against a slower kernel than the
+    oneDNN, fbgemm, torch._int_mm or coulisse's own), whichever coulisse runs: a share against a slower kernel than the
     machine has would flatter the share."""
     return max(v for k, v in peaks.items() if k == precision or (k.startswith(precision + "_")
                                                                    and isinstance(v, (int, float))))
@@ -230,7 +230,8 @@ def kernel_lines(results: dict) -> list[str]:
         lines.append(f"GEMM peaks at the model's shapes, {k['threads']} threads (GFLOP/s; int8: GOP/s): "
                      f"fp32 oneDNN {p['fp32']:.1f} (MKL {p['fp32_mkl']:.1f}), bf16 {p['bf16']:.1f} "
                      f"({p['bf16_kernel']}), int8 oneDNN {p['int8']:.1f} (fbgemm {p['int8_fbgemm']:.1f}"
-                     + (f", torch._int_mm {p['int8_int_mm']:.1f}" if "int8_int_mm" in p else "") + ")")
+                     + (f", torch._int_mm {p['int8_int_mm']:.1f}" if "int8_int_mm" in p else "")
+                     + (f", coulisse's {p['int8_coulisse']:.1f}" if "int8_coulisse" in p else "") + ")")
         lines.append(f"GEMM peak share = tokens/s × {results['flops_per_token'] / 1e6:.0f} MFLOP per token "
                      "(the encoder's linear layers) ÷ the fastest kernel's peak for the system's precision "
                      f"(fp32 {machine_peak(p, 'fp32'):.1f}, int8 {machine_peak(p, 'int8'):.1f})")

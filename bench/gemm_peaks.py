@@ -79,6 +79,11 @@ def measure_peaks(repeats: int = 10, int_mm: bool = True) -> list[dict]:
             "int8_fbgemm": ops / timeit(lambda: torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(  # noqa: B023
                 x, 1.0, 128, fb), repeats),  # noqa: B023
         }
+        if hasattr(Q.kernels(), "int8_gemm") and Q.small_gemm_available(k, n, True):
+            own, out = Q._small_pack(q, scale), torch.empty(m, n)  # coulisse's GEMM (AVX512-VNNI), its product
+            row["int8_coulisse"] = ops / timeit(lambda: Q.kernels().int8_gemm(  # noqa: B023
+                xq.data_ptr(), *(t.data_ptr() for t in own), out.data_ptr(), m, k, n,  # noqa: B023
+                torch.get_num_threads(), 0, 0, 0, False, 0, 0, 0, 0.0, 0, 0), repeats)
         if int_mm:  # s8 x s8 -> s32: a reference loop without VNNI (~1 GOP/s), so timed on 64 rows there
             rows_mm = m if vnni else 64
             xs, ws = torch.randint(-127, 128, (rows_mm, k), dtype=torch.int8), q.T.contiguous()

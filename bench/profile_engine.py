@@ -1,7 +1,7 @@
 """Where does the engine's time go? Shares of the forward by category, per precision (not a test).
 
     python bench/profile_engine.py [--model DIR] [--n 48] [--modes exact,int8,bf16,fast] [--ops]
-    python bench/profile_engine.py --ab 5 [--modes exact,int8]   # fusions off vs on, interleaved
+    python bench/profile_engine.py --ab 5 [--modes exact,int8] [--switch COULISSE_INT8_GEMM=onednn]
 
 DIR defaults to the camembert-base-sized random model `coulisse bench` builds. Each mode's forward over
 the same real reviews runs once under torch.profiler; every op's self time goes to the category of the
@@ -11,14 +11,16 @@ the fused dequantize + residual + LayerNorm) are no torch ops: this script wraps
 `record_function` ranges, here only, so the library pays nothing for it. "other/Python" is the
 forward's wall time minus all of that. `--ops` also prints torch's table of the top ops.
 
-`--ab K` measures the fusions instead: per mode, one pipeline built with `COULISSE_FUSE=0` and one
-without, run alternately K times each over the same batch (no profiler), best of K each.
+`--ab K` measures a switch instead: per mode, one pipeline built with `--switch` set (default
+`COULISSE_FUSE=0`, the fusions off; `COULISSE_INT8_GEMM=onednn` keeps oneDNN's int8 GEMM) and one without,
+run alternately K times each over the same batch (no profiler), best and median of K each.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -46,6 +48,8 @@ CATEGORIES = {  # op name -> category; the innermost named op of a call stack de
                "aten::zeros", "aten::copy_", "aten::_to_copy", "aten::to", "aten::clone", "aten::contiguous",
                "aten::cat"),
     "int8 C kernels": ("coulisse::quantize_rows", "coulisse::dequantize_rows", "coulisse::add_norm_rows"),
+    # coulisse's int8 GEMM (VNNI without AMX): its product and the row passes it runs inside the same call
+    "own int8 GEMM + row passes": ("coulisse::int8_gemm",),
     "embeddings": ("aten::embedding", "aten::index_select"),
 }
 CATEGORY_OF = {op: cat for cat, ops in CATEGORIES.items() for op in ops}
@@ -72,6 +76,13 @@ def _instrument_int8() -> None:
                 return _f(*args, **kwargs)
 
         setattr(quantize, name, timed)
+    original_own = quantize.Int8Linear._own
+
+    def timed_own(*args, **kwargs):
+        with record_function("coulisse::int8_gemm"):
+            return original_own(*args, **kwargs)
+
+    quantize.Int8Linear._own = timed_own
 
 
 def shares(prof, wall_us: float) -> dict[str, float]:
@@ -108,26 +119,32 @@ def profile_mode(mode: str, model: str, texts: list[str], show_ops: bool) -> tup
     return plain, profiled, shares(prof, profiled * 1e6)
 
 
-def ab_mode(mode: str, model: str, texts: list[str], repeats: int) -> tuple[float, float]:
-    """Best forward seconds with the fusions off and on, runs interleaved (load changes hit both)."""
+def ab_mode(mode: str, model: str, texts: list[str], repeats: int,
+            switch: str = "COULISSE_FUSE=0") -> tuple[float, float]:
+    """Best forward seconds with `switch` (an environment variable, read when the layers are built) set and
+    not set, runs interleaved (load changes hit both)."""
+    name, _, value = switch.partition("=")
     pipes = {}
-    for fused in (False, True):
-        os.environ["COULISSE_FUSE"] = "1" if fused else "0"  # read when the layers are built
-        pipes[fused] = pipeline("sentiment-analysis", model=model, **MODES[mode])
-    os.environ.pop("COULISSE_FUSE")
-    items = pipes[True].preprocess(texts)
-    best = {False: float("inf"), True: float("inf")}
+    for switched in (True, False):
+        if switched:
+            os.environ[name] = value
+        pipes[switched] = pipeline("sentiment-analysis", model=model, **MODES[mode])
+        os.environ.pop(name, None)
+    items = pipes[False].preprocess(texts)
+    times: dict[bool, list[float]] = {True: [], False: []}
     for _ in range(3):  # warm-up, and fbgemm's lazy packing of small batches
         for pipe in pipes.values():
             pipe.engine.run(items[:4])
     for _ in range(repeats):
-        for fused, pipe in pipes.items():
+        for switched, pipe in pipes.items():
             start = time.perf_counter()
             pipe.engine.run(items)
-            best[fused] = min(best[fused], time.perf_counter() - start)
-    print(f"== {mode}: fusions off {best[False]:.3f} s, on {best[True]:.3f} s (best of {repeats}): "
-          f"{best[False] / best[True]:.3f}× (load {os.getloadavg()[0]:.2f})")
-    return best[False], best[True]
+            times[switched].append(time.perf_counter() - start)
+    (a, b), (ma, mb) = ((min(times[True]), min(times[False])),
+                        (statistics.median(times[True]), statistics.median(times[False])))
+    print(f"== {mode}: {switch} {a:.3f} s, default {b:.3f} s (best of {repeats}): {a / b:.3f}×; "
+          f"medians {ma:.3f} / {mb:.3f} s: {ma / mb:.3f}× (load {os.getloadavg()[0]:.2f})")
+    return a, b
 
 
 def main() -> None:
@@ -136,12 +153,15 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=48)
     parser.add_argument("--modes", default="exact,int8,bf16,fast", help="comma-separated: " + ", ".join(MODES))
     parser.add_argument("--ops", action="store_true", help="also print torch's table of the top ops")
-    parser.add_argument("--ab", type=int, default=0, metavar="K", help="fusions off vs on, best of K each")
+    parser.add_argument("--ab", type=int, default=0, metavar="K", help="switch on vs off, K runs each")
+    parser.add_argument("--switch", default="COULISSE_FUSE=0", metavar="NAME=VALUE",
+                        help="the environment variable --ab sets for its A side (default COULISSE_FUSE=0: fusions "
+                             "off; e.g. COULISSE_INT8_GEMM=onednn)")
     args = parser.parse_args()
     texts, _ = load_texts(args.n)
     if args.ab:
         for mode in args.modes.split(","):
-            ab_mode(mode, args.model, texts, args.ab)
+            ab_mode(mode, args.model, texts, args.ab, args.switch)
         return
     _instrument_int8()
     rows = []

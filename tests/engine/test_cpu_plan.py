@@ -35,7 +35,7 @@ def test_avx2_only():
 
 def test_avx512_vnni():
     p = plan(features(CASCADE_LAKE, "AVX512"))
-    assert (p.int8.kernel, p.int8.options["weight_bits"]) == ("onednn", 8)
+    assert (p.int8.kernel, p.int8.options["weight_bits"], p.int8.options["gemm"]) == ("coulisse", 8, "coulisse")
     assert "VNNI" in p.int8.detail
     # oneDNN prepacks bf16 on AVX-512 BW/VL/DQ, but without bf16 arithmetic it is no faster than fp32.
     assert (p.bf16.kernel, p.bf16.fast) == ("onednn", False)
@@ -148,4 +148,33 @@ def test_few_rows_kernel_needs_the_build_and_can_be_turned_off():
     f = features(ZEN4, "AVX512")
     assert plan(f, Backends(c_kernels=False)).int8.options["small_rows"] == 64  # fbgemm then
     off = plan(f, Backends(fbgemm=False, int8_small=False)).int8  # COULISSE_INT8_SMALL=0 turns both off
-    assert off.options["small_rows"] == 0 and "rows" not in off.detail
+    assert off.options["small_rows"] == 0 and "≤" not in off.detail
+
+
+@pytest.mark.parametrize("flags, capability, kernel", [
+    (CASCADE_LAKE, "AVX512", "coulisse"), (ZEN4, "AVX512", "coulisse"), (COOPER_LAKE, "AVX512", "coulisse"),
+    (SAPPHIRE_RAPIDS, "AVX512", "onednn"), (SKYLAKE_X, "AVX512", "onednn"), (ALDER_LAKE, "AVX2", "onednn"),
+    (ZEN3, "AVX2", "onednn"), ("", "DEFAULT", "onednn")])
+def test_own_gemm_where_avx512_vnni_is_the_best_int8(flags, capability, kernel):
+    """Every int8 GEMM on coulisse's kernel where AVX512-VNNI is the CPU's best int8 arithmetic; AMX CPUs keep
+    oneDNN (its tiles), CPUs without AVX512-VNNI keep oneDNN; `coulisse info` says which."""
+    p = plan(features(flags, capability))
+    assert p.int8.kernel == kernel and p.int8.options.get("gemm", "onednn") == kernel
+    assert ("coulisse's u8×s8" in p.int8.detail) == (kernel == "coulisse")
+    assert p.fast == ("bfloat16" if "amx_bf16" in flags else "int8" if flags else "float32")
+
+
+def test_own_gemm_needs_the_build_and_can_be_turned_off():
+    f = features(ZEN4, "AVX512")
+    for backends in (Backends(c_kernels=False), Backends(int8_gemm=False), Backends(onednn_int8=False)):
+        assert plan(f, backends).int8.options.get("gemm", "onednn") == "onednn"
+    # COULISSE_INT8_SMALL=0 moves a few rows to the many-row kernel, not off coulisse's GEMM
+    assert plan(f, Backends(int8_small=False, fbgemm=False)).int8.options == \
+        {"weight_bits": 8, "small_rows": 0, "isa": "AVX-512 VNNI", "gemm": "coulisse"}
+
+
+def test_backends_read_the_switch(monkeypatch):
+    monkeypatch.setenv("COULISSE_INT8_GEMM", "onednn")
+    assert not cpu.backends().int8_gemm
+    monkeypatch.setenv("COULISSE_INT8_GEMM", "coulisse")
+    assert cpu.backends().int8_gemm

@@ -187,6 +187,33 @@ def test_int8_pipeline_with_and_without_kernels_agree(factory, monkeypatch):
     assert np.abs(a - b).max() <= 0.25 * np.abs(a - e).max() + 1e-5
 
 
+def test_int8_pipeline_on_coulisse_gemm_answers_as_on_onednn(factory, monkeypatch):
+    """Where the plan puts int8 on coulisse's GEMM (AVX512-VNNI without AMX), every encoder layer it fits runs on it,
+    one text at a time (its few-row kernel) and in a batch (the many-row one, rows finished in the call), and
+    the logits are oneDNN's (`COULISSE_INT8_GEMM=onednn`) up to what a flipped int8 code can move (equal to
+    the bit on a Zen 4): far below int8's own error against fp32."""
+    if this_machine().int8.options.get("gemm") != "coulisse":
+        pytest.skip("the plan keeps oneDNN's int8 GEMM on this CPU")
+    directory = factory.checkpoint("bert")
+    own = pipeline("text-classification", model=directory, quantize="int8")
+    monkeypatch.setenv("COULISSE_INT8_GEMM", "onednn")
+    ref = pipeline("text-classification", model=directory, quantize="int8")
+    for pipe, gemm in ((own, "coulisse"), (ref, "onednn")):
+        layers = [m for m in pipe.model.modules() if isinstance(m, Q.Int8Linear)]
+        # the tiny model's odd feed-forward width (37) does not fit the kernel's blocks: those stay on oneDNN
+        fits = [m.in_features % 4 == 0 and m.out_features % 16 == 0 for m in layers]
+        assert any(fits) and not all(fits)
+        assert [m.gemm for m in layers] == [gemm if fit else "onednn" for fit in fits]
+    items = own.preprocess(TEXTS).items
+    batch = [np.array(p.forward(items)) for p in (own, ref)]
+    single = [np.concatenate([np.array(p.forward([item])) for item in items]) for p in (own, ref)]
+    exact = pipeline("text-classification", model=directory)
+    e = np.array(exact.forward(exact.preprocess(TEXTS)))
+    budget = 0.25 * np.abs(batch[1] - e).max() + 1e-5
+    assert np.abs(batch[0] - batch[1]).max() <= budget and np.abs(single[0] - single[1]).max() <= budget
+    assert np.abs(single[0] - batch[0]).max() <= budget
+
+
 def test_int8_layers_take_the_codes_their_inputs_carry(factory, monkeypatch):
     """The GELU and add + LayerNorm passes hand the next int8 layer its input already quantized
     (models/quantize.py, "codes"): per encoder layer only the attention output (and, in the first layer,

@@ -457,3 +457,106 @@ def test_few_rows_on_fbgemm_equal_many_rows_on_onednn(gelu):
         large = layer(x)  # oneDNN
     assert torch.allclose(small, large, rtol=1e-6, atol=1e-6)
     assert torch.allclose(one_by_one, large[:5], rtol=1e-6, atol=1e-6)
+
+
+def own_gemm(xq, packed, m, k, n, threads, op=0, x_scale=None, bias=None, gelu=False, residual=None, norm=None,
+             codes=None):
+    """`int8_gemm` on tensors; `codes`: a `(u8 (m, n), scales (m, 1))` pair to fill, or None."""
+    w, colsum, s = packed
+    out = torch.empty(m, n)
+    ptr = lambda t: 0 if t is None else t.data_ptr()  # noqa: E731
+    Q.kernels().int8_gemm(xq.data_ptr(), w.data_ptr(), colsum.data_ptr(), s.data_ptr(), out.data_ptr(), m, k, n,
+                          threads, op, ptr(x_scale), ptr(bias), gelu, ptr(residual),
+                          ptr(norm.weight if norm else None), ptr(norm.bias if norm else None),
+                          norm.eps if norm else 0.0, ptr(codes[0] if codes else None), ptr(codes[1] if codes else None))
+    return out
+
+
+@needs_int8_dot
+@pytest.mark.parametrize("k, n", [(4, 16), (96, 48), (96, 80), (768, 2304), (3072, 768)])
+def test_gemm_gives_the_exact_sums_rounded_once(k, n, threads):
+    """coulisse's GEMM for any row count: the exact int32 sums rounded to fp32 once, times the scale, to the
+    bit, for row counts around its 8-row tiles and 32-row blocks, column blocks by threes and the rest (80: a
+    group of 3 and a pair; 16: one), extreme codes; and oneDNN's output within 1e-6 (equal on a Zen 4)."""
+    torch.manual_seed(5)
+    q = torch.randint(-127, 128, (n, k), dtype=torch.int8)
+    q[0], q[-1] = 127, -127
+    scale = torch.rand(n) * 0.01 + 1e-4
+    packed = Q._small_pack(q, scale)
+    for m in (1, 7, 8, 9, 33, 40, 100, 257):
+        xq = torch.randint(0, 256, (m, k), dtype=torch.uint8)
+        xq[0], xq[-1] = 255, 0
+        out = own_gemm(xq, packed, m, k, n, threads)
+        exact = ((xq.long() - Q.ZERO_POINT) @ q.long().T).to(torch.int32).float() * scale
+        assert torch.equal(out, exact), (m, k, n)
+        assert torch.allclose(out, onednn_gemm(xq, q, scale), rtol=1e-6, atol=0), (m, k, n)
+
+
+@needs_int8_dot
+@pytest.mark.parametrize("m", [1, 31, 100, 300])
+def test_gemm_finishes_its_rows_as_the_separate_passes_do(m, threads):
+    """Each block of rows finished inside the GEMM call (dequantize + bias [+ GELU], or + residual + LayerNorm,
+    with or without the next layer's codes) gives the bits of the same passes run after the GEMM."""
+    torch.manual_seed(6)
+    k, n = 96, 208
+    q, scale = Q.quantize_weight(torch.randn(n, k), 127)
+    packed = Q._small_pack(q, scale)
+    xq, x_scale = Q.quantize_rows(torch.randn(m, k) * 3)
+    bias, residual = torch.randn(n), torch.randn(m, n)
+    norm = nn.LayerNorm(n)
+    nn.init.normal_(norm.weight)
+    nn.init.normal_(norm.bias)
+    product = own_gemm(xq, packed, m, k, n, threads)
+    for gelu in (False, True):
+        codes = (torch.empty(m, n, dtype=torch.uint8), torch.empty(m, 1))
+        out = own_gemm(xq, packed, m, k, n, threads, 1, x_scale, bias, gelu, codes=codes)
+        expected = Q.dequantize_rows(product.clone(), x_scale, bias, gelu, codes=True)
+        assert torch.equal(out, expected)
+        assert all(torch.equal(a, b) for a, b in zip(codes, getattr(expected, Q.CODES), strict=True))
+        assert torch.equal(own_gemm(xq, packed, m, k, n, threads, 1, x_scale, bias, gelu), expected)
+    codes = (torch.empty(m, n, dtype=torch.uint8), torch.empty(m, 1))
+    out = own_gemm(xq, packed, m, k, n, threads, 2, x_scale, bias, residual=residual, norm=norm, codes=codes)
+    expected = Q.add_norm_rows(product.clone(), x_scale, bias, residual, norm, codes=True)
+    assert torch.equal(out, expected)
+    assert all(torch.equal(a, b) for a, b in zip(codes, getattr(expected, Q.CODES), strict=True))
+
+
+@needs_int8_dot
+def test_gemm_refuses_what_it_cannot_take():
+    k = Q.kernels()
+    with pytest.raises(ValueError, match="multiple of 4"):
+        k.int8_gemm(0, 0, 0, 0, 0, 1, 6, 16, 1, 0, 0, 0, False, 0, 0, 0, 0.0, 0, 0)
+    with pytest.raises(ValueError, match="op"):  # a finishing pass without its scales
+        k.int8_gemm(0, 0, 0, 0, 0, 1, 8, 16, 1, 1, 0, 0, False, 0, 0, 0, 0.0, 0, 0)
+    with pytest.raises(ValueError, match="op"):
+        k.int8_gemm(0, 0, 0, 0, 0, 1, 8, 16, 1, 3, 1, 1, False, 0, 0, 0, 0.0, 0, 0)
+
+
+@needs_int8_dot
+@pytest.mark.parametrize("rows", [1, 5, 32, 33, 100, 700])
+def test_layer_on_own_gemm_answers_as_on_onednn(rows):
+    """An `Int8Linear` on coulisse's GEMM (`gemm="coulisse"`: the plan's choice on AVX512-VNNI without AMX)
+    against the same codes on oneDNN: forward with and without GELU, and the `*Output` block's fused residual
+    + LayerNorm, with the codes handed to the next layer; a few rows go through its few-row kernel. Within
+    1e-6 (oneDNN's products equal ours to the bit on a Zen 4; another CPU's oneDNN may round its sums in
+    another order), 1e-5 after the LayerNorm (which scales a difference by gamma / std, std ~0.5 here). The
+    layer keeps one packed copy of its weights, none for oneDNN."""
+    torch.manual_seed(7)
+    linear = nn.Linear(96, 208)
+    codes = Q.quantize_weight(linear.weight, 127)
+    norm = nn.LayerNorm(208)
+    x, residual = torch.randn(rows, 96) * 3, torch.randn(rows, 208)
+    for gelu in (False, True):
+        own = Q.Int8Linear(linear, 127, gelu=gelu, codes=codes, small_rows=Q.SMALL_GEMM_ROWS, gemm="coulisse")
+        ref = Q.Int8Linear(linear, 127, gelu=gelu, codes=codes, small_rows=0, gemm="onednn")
+        assert own.gemm == "coulisse" and own.packed is None and "coulisse's GEMM" in repr(own)
+        with torch.inference_mode():
+            a, b = own(x), ref(x)
+            assert torch.allclose(a, b, rtol=1e-6, atol=1e-6), (a - b).abs().max()
+            if gelu:  # the codes travel, equal to quantizing the output
+                assert torch.equal(getattr(a, Q.CODES)[0], Q.quantize_rows(a)[0])
+            a, b = own.forward_add_norm(x, residual, norm), ref.forward_add_norm(x, residual, norm)
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-5), (a - b).abs().max()
+        assert torch.equal(getattr(a, Q.CODES)[0], Q.quantize_rows(a)[0])
+    # a layer whose shapes do not fit the kernel's blocks stays on oneDNN
+    assert Q.Int8Linear(nn.Linear(96, 200), 127, gemm="coulisse").gemm == "onednn"

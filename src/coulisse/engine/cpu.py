@@ -7,9 +7,10 @@ of a machine we do not have (tests/engine/test_cpu_plan.py). `engine/prepare.py`
 
 What decides, measured with torch 2.13 (docs/benchmarks.md):
 
-- int8: oneDNN's u8×s8 GEMM (`onednn::qlinear_pointwise`) on every x86 CPU: oneDNN itself dispatches to
-  AMX-INT8 tiles, AVX-512 VNNI or AVX2. `torch._int_mm` (s8×s8) is no alternative without VNNI: 1 GOP/s
-  on AVX2 (a reference loop), against ~40 for fp32. Without VNNI the AVX2 kernel multiplies with
+- int8: oneDNN's u8×s8 GEMM (`onednn::qlinear_pointwise`) on x86 CPUs: oneDNN itself dispatches to
+  AMX-INT8 tiles, AVX-512 VNNI or AVX2; where AVX512-VNNI is the best the CPU has, coulisse's own GEMM
+  (`_int8_gemm.c`), which finishes its rows in the same call. `torch._int_mm` (s8×s8) is no alternative
+  without VNNI: 1 GOP/s on AVX2 (a reference loop), against ~40 for fp32. Without VNNI the AVX2 kernel multiplies with
   `vpmaddubsw`, whose 16-bit pair sums saturate, so weights keep 7 bits there (2·255·63 < 32767).
 - bf16: fast only where the hardware multiplies bf16 (AMX-BF16: ~8× fp32; AVX512-BF16: ~2×). oneDNN
   also runs bf16 on plain AVX-512 (converting to fp32: no gain) and torch refuses to prepack bf16
@@ -66,6 +67,7 @@ class Backends:
     fbgemm: bool = True  # quantized engine "fbgemm" and COULISSE_INT8_SMALL != 0
     c_kernels: bool = True  # coulisse.models._int8 built at install
     int8_small: bool = True  # small batches on a few-row kernel (COULISSE_INT8_SMALL != 0)
+    int8_gemm: bool = True  # coulisse's own int8 GEMM where the CPU suits it (COULISSE_INT8_GEMM != onednn)
     c_attention: bool = True  # its attention kernel on (COULISSE_C_ATTENTION != 0, fusions on)
     attention_bf16: bool = True  # int8 attention may multiply in bf16 (COULISSE_ATTENTION_BF16 != 0)
 
@@ -119,6 +121,13 @@ def _fp32(f: Features, b: Backends) -> Choice:
     return Choice("torch", "PyTorch F.linear (MKL)", "oneDNN is unavailable or COULISSE_ONEDNN=0")
 
 
+def own_gemm(f: Features, b: Backends) -> bool:
+    """Whether int8 GEMMs of every size run on coulisse's kernel (`_int8_gemm.c`): built, AVX-512 with VNNI,
+    and no AMX-INT8 (whose tiles oneDNN drives, ~2x VNNI's rate: not measured against ours, so oneDNN stays)."""
+    return (b.c_kernels and b.int8_gemm and b.onednn_int8 and c_isa(f) == "AVX-512" and f.has("avx512_vnni")
+            and not f.has("amx_int8"))
+
+
 def _int8(f: Features, b: Backends) -> Choice:
     fused = (f"fused C quantize/dequantize ({c_isa(f)})" if b.c_kernels
              else "PyTorch ops around the GEMM (C kernels not built)")
@@ -141,6 +150,16 @@ def _int8(f: Features, b: Backends) -> Choice:
     else:
         isa, why = "generic", "no AVX2: oneDNN's reference int8 path, likely slower than fp32"
     bits = 8 if f.vnni else 7
+    if own_gemm(f, b):
+        detail = (f"coulisse's u8×s8 per-token GEMM ({isa}), {bits}-bit weights, {fused} inside the same call "
+                  "(each block of rows dequantized, with its GELU or residual + LayerNorm, and quantized for the "
+                  "next layer while in cache)"
+                  + (f", coulisse's VNNI kernel for ≤ {small} rows (weights streamed once)" if small else ""))
+        why = ("24 vpdpbusd accumulators in registers: ~5 % ahead of oneDNN's GEMM at 1,024 rows on a Zen 4, "
+               "to the same bits, and the row passes after it no longer wait for a second wake-up of the "
+               "threads (docs/benchmarks.md, session 14); AMX CPUs keep oneDNN's tiles")
+        return Choice("coulisse", detail, why, options={"weight_bits": bits, "small_rows": small, "isa": isa,
+                                                        "gemm": "coulisse"})
     detail = (f"oneDNN u8×s8 per-token ({isa}), {bits}-bit weights, {fused}"
               + (f", coulisse's VNNI kernel for ≤ {small} rows (weights streamed once)" if own
                  else f", fbgemm for ≤ {small} rows" if small else ""))
@@ -224,11 +243,17 @@ def detect() -> Features:
 
 def backends() -> Backends:
     from coulisse.models.fastpath import attention_bf16_allowed, c_attention_enabled, onednn_fp32_available
-    from coulisse.models.quantize import fbgemm_available, kernels, onednn_available, small_batches_enabled
+    from coulisse.models.quantize import (
+        fbgemm_available,
+        kernels,
+        onednn_available,
+        own_gemm_enabled,
+        small_batches_enabled,
+    )
 
     return Backends(onednn_fp32=onednn_fp32_available(), onednn_int8=onednn_available(),
                     fbgemm=fbgemm_available(), c_kernels=kernels() is not None,
-                    int8_small=small_batches_enabled(), c_attention=c_attention_enabled(),
+                    int8_small=small_batches_enabled(), int8_gemm=own_gemm_enabled(), c_attention=c_attention_enabled(),
                     attention_bf16=attention_bf16_allowed())
 
 

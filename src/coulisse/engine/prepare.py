@@ -150,7 +150,8 @@ def _prepare_cpu(model: EncoderModel, files: list[Path], dtype: torch.dtype, qua
     if quantize is not None:
         choice = plan.int8
         bits = choice.options.get("weight_bits", 7)
-        source = _quantize_cached(model, files, plan.features.key, bits, choice.options.get("small_rows", 0))
+        source = _quantize_cached(model, files, plan.features.key, bits, choice.options.get("small_rows", 0),
+                                  choice.options.get("gemm", "onednn"))
         model.to(dtype=dtype)
         products = plan.attention.options.get("int8_bf16_products", False)
         return f"int8 GEMMs: {choice.detail}; weights {source}{_attention(model, dtype, products)}"
@@ -209,14 +210,15 @@ def _epilogue(model: EncoderModel) -> str:
     return ", bias, GELU and residual + LayerNorm in C passes" if fused else ""
 
 
-def _quantize_cached(model: EncoderModel, files: list[Path], features_key: str, bits: int, small_rows: int) -> str:
+def _quantize_cached(model: EncoderModel, files: list[Path], features_key: str, bits: int, small_rows: int,
+                     gemm: str = "onednn") -> str:
     """int8 with the codes from the weight cache when they are there; computed (and stored) when not."""
     from coulisse.engine import cache
     from coulisse.models.quantize import quantize_model
 
     folder = cache.cache_dir()
     if folder is None or not files:
-        quantize_model(model, "int8", weight_bits=bits, small_rows=small_rows)
+        quantize_model(model, "int8", weight_bits=bits, small_rows=small_rows, gemm=gemm)
         return "quantized at load (cache off)"
     key = cache.make_key(files, features_key, bits)
     path = cache.key_path(folder, key)
@@ -228,7 +230,7 @@ def _quantize_cached(model: EncoderModel, files: list[Path], features_key: str, 
         codes = None
     hit = codes is not None
     codes = codes if hit else {}
-    quantize_model(model, "int8", weight_bits=bits, small_rows=small_rows, codes=codes)
+    quantize_model(model, "int8", weight_bits=bits, small_rows=small_rows, codes=codes, gemm=gemm)
     if hit:
         return f"read from the cache {path}"
     if codes and cache.save_codes(path, key, codes):

@@ -28,9 +28,10 @@
  * portable scalar loop runs elsewhere. No dependency beyond libc, libm and (optionally) the libgomp
  * PyTorch already loads.
  *
- * The module also exports `attention` (self-attention over packed sequences, _attention.c) and
- * `small_gemm` (the int8 GEMM of a few rows on AVX512-VNNI, _small_gemm.c); what the files share
- * (instruction-set level, threads, exp) is declared in _kernels.h.
+ * The module also exports `attention` (self-attention over packed sequences, _attention.c), and
+ * `small_gemm` and `int8_gemm` (coulisse's own int8 GEMMs on AVX512-VNNI, _int8_gemm.c; the second finishes
+ * its rows with these passes, `coulisse_row_task`); what the files share (instruction-set level, threads,
+ * exp, the row pass) is declared in _kernels.h.
  */
 #include "_kernels.h"
 
@@ -350,20 +351,6 @@ int coulisse_isa_level(void) {
 
 /* ---------------------------------------------------------------- rows over threads */
 
-typedef struct {
-    int op; /* 0: quantize, 1: dequantize, 2: dequantize + residual + LayerNorm */
-    int64_t r0, r1, cols;
-    const float *x; /* quantize: input rows; add_norm: the residual rows */
-    float *y;
-    uint8_t *q;
-    float *scale;
-    const float *bias;
-    int gelu, isa;
-    const float *gamma, *beta;
-    float eps;
-    uint8_t *codes; /* dequantize, add_norm: when not NULL, each finished row's u8 codes ... */
-    float *code_scale; /* ... and its scale, as quantize_rows computes them */
-} Task;
 
 static void quantize_row(int isa, const float *x, int64_t cols, uint8_t *q, float *scale) {
 #if HAVE_X86
@@ -379,8 +366,8 @@ static void quantize_row(int isa, const float *x, int64_t cols, uint8_t *q, floa
     quantize_scalar(x, cols, q, scale);
 }
 
-static void *run_task(void *arg) {
-    Task *t = (Task *)arg;
+void *coulisse_row_task(void *arg) {
+    RowTask *t = (RowTask *)arg;
     for (int64_t r = t->r0; r < t->r1; r++) {
         if (t->op == 0) { /* scale is its output here */
             quantize_row(t->isa, t->x + r * t->cols, t->cols, t->q + r * t->cols, t->scale + r);
@@ -434,39 +421,39 @@ static int use_openmp(void) {
 #endif
 }
 
-static void run_rows(Task base, int64_t rows, int threads) {
+static void run_rows(RowTask base, int64_t rows, int threads) {
     /* Small tensors are not worth a thread start (~20 us). */
     int64_t work = rows * base.cols;
     if (threads > MAX_THREADS) threads = MAX_THREADS;
     if (threads > 1 && work < (int64_t)1 << 15) threads = 1;
     if (threads > rows) threads = (int)rows;
     if (threads < 1) threads = 1;
-    Task tasks[MAX_THREADS];
+    RowTask tasks[MAX_THREADS];
     for (int i = 0; i < threads; i++) {
         tasks[i] = base;
         tasks[i].r0 = rows * i / threads;
         tasks[i].r1 = rows * (i + 1) / threads;
     }
     if (threads == 1) {
-        run_task(&tasks[0]);
+        coulisse_row_task(&tasks[0]);
         return;
     }
 #ifdef _OPENMP
     if (use_openmp()) {
 #pragma omp parallel for num_threads(threads) schedule(static, 1)
-        for (int i = 0; i < threads; i++) run_task(&tasks[i]);
+        for (int i = 0; i < threads; i++) coulisse_row_task(&tasks[i]);
         return;
     }
 #endif
     pthread_t ids[MAX_THREADS];
     int started[MAX_THREADS] = {0};
-    for (int i = 1; i < threads; i++) started[i] = pthread_create(&ids[i], NULL, run_task, &tasks[i]) == 0;
-    run_task(&tasks[0]);
+    for (int i = 1; i < threads; i++) started[i] = pthread_create(&ids[i], NULL, coulisse_row_task, &tasks[i]) == 0;
+    coulisse_row_task(&tasks[0]);
     for (int i = 1; i < threads; i++) {
         if (started[i])
             pthread_join(ids[i], NULL);
         else
-            run_task(&tasks[i]); /* could not start a thread: do its share here */
+            coulisse_row_task(&tasks[i]); /* could not start a thread: do its share here */
     }
 }
 
@@ -498,8 +485,8 @@ static PyObject *py_quantize_rows(PyObject *self, PyObject *args) {
     Py_ssize_t x, rows, cols, q, scale;
     int threads;
     if (!PyArg_ParseTuple(args, "nnnnni", &x, &rows, &cols, &q, &scale, &threads)) return NULL;
-    Task t = {0, 0, 0, cols, (const float *)x, NULL, (uint8_t *)q, (float *)scale, NULL, 0, coulisse_isa_level(),
-              NULL, NULL, 0.0f, NULL, NULL};
+    RowTask t = {0, 0, 0, cols, (const float *)x, NULL, (uint8_t *)q, (float *)scale, NULL, 0, coulisse_isa_level(),
+                 NULL, NULL, 0.0f, NULL, NULL};
     Py_BEGIN_ALLOW_THREADS run_rows(t, rows, threads);
     Py_END_ALLOW_THREADS Py_RETURN_NONE;
 }
@@ -513,8 +500,8 @@ static PyObject *py_dequantize_rows(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "dequantize_rows: codes and code_scale go together");
         return NULL;
     }
-    Task t = {1, 0, 0, cols, NULL, (float *)y, NULL, (float *)scale, (const float *)bias, gelu, coulisse_isa_level(),
-              NULL, NULL, 0.0f, (uint8_t *)codes, (float *)code_scale};
+    RowTask t = {1, 0, 0, cols, NULL, (float *)y, NULL, (float *)scale, (const float *)bias, gelu, coulisse_isa_level(),
+                 NULL, NULL, 0.0f, (uint8_t *)codes, (float *)code_scale};
     Py_BEGIN_ALLOW_THREADS run_rows(t, rows, threads);
     Py_END_ALLOW_THREADS Py_RETURN_NONE;
 }
@@ -530,9 +517,9 @@ static PyObject *py_add_norm_rows(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "add_norm_rows: codes and code_scale go together");
         return NULL;
     }
-    Task t = {2, 0, 0, cols, (const float *)res, (float *)y, NULL, (float *)scale, (const float *)bias, 0,
-              coulisse_isa_level(), (const float *)gamma, (const float *)beta, (float)eps, (uint8_t *)codes,
-              (float *)code_scale};
+    RowTask t = {2, 0, 0, cols, (const float *)res, (float *)y, NULL, (float *)scale, (const float *)bias, 0,
+                 coulisse_isa_level(), (const float *)gamma, (const float *)beta, (float)eps, (uint8_t *)codes,
+                 (float *)code_scale};
     Py_BEGIN_ALLOW_THREADS run_rows(t, rows, threads);
     Py_END_ALLOW_THREADS Py_RETURN_NONE;
 }
@@ -562,8 +549,13 @@ static PyMethodDef methods[] = {
      "bf16 qkv tensor (then both are required; the output stays fp32)."},
     {"small_gemm", coulisse_py_small_gemm, METH_VARARGS,
      "small_gemm(x_ptr, w_ptr, colsum_ptr, scale_ptr, out_ptr, m, k, n, threads): out (m, n) fp32 = (sum_k x w - "
-     "128 colsum) * scale for u8 codes x (m, k) and weights packed by blocks of 16 columns (_small_gemm.c); "
+     "128 colsum) * scale for u8 codes x (m, k) and weights packed by blocks of 16 columns (_int8_gemm.c); "
      "AVX512-VNNI only (has_int8_dot)."},
+    {"int8_gemm", coulisse_py_int8_gemm, METH_VARARGS,
+     "int8_gemm(x_ptr, w_ptr, colsum_ptr, scale_ptr, out_ptr, m, k, n, threads, op, x_scale_ptr, bias_ptr, gelu, "
+     "res_ptr, gamma_ptr, beta_ptr, eps, codes_ptr, code_scale_ptr): small_gemm's product for any row count, by "
+     "blocks of rows, each block then finished while in cache: op 0 nothing, 1 dequantize_rows, 2 "
+     "add_norm_rows (their arguments; codes_ptr 0 for no codes). AVX512-VNNI only (has_int8_dot)."},
     {"has_int8_dot", coulisse_py_has_int8_dot, METH_NOARGS,
      "Whether this CPU multiplies bytes into int32 lanes (AVX512-VNNI), which small_gemm needs."},
     {"has_bf16_dot", coulisse_py_has_bf16_dot, METH_NOARGS,

@@ -1,7 +1,8 @@
 /*
  * What the C kernels of coulisse.models._int8 share: the instruction-set level chosen at run time, the
  * threads that split work, and the vector helpers (exp, horizontal sums). _int8.c holds the per-row
- * kernels around the GEMMs and the module's Python bindings; _attention.c the packed self-attention.
+ * kernels around the GEMMs and the module's Python bindings; _attention.c the packed self-attention;
+ * _int8_gemm.c coulisse's own int8 GEMMs (AVX512-VNNI).
  */
 #ifndef COULISSE_KERNELS_H
 #define COULISSE_KERNELS_H
@@ -29,10 +30,30 @@ int coulisse_isa_level(void);
  * threads) and returns when all are done; nonzero when a call returned non-NULL. */
 int coulisse_run_workers(void *(*fn)(void *), void *arg, int threads);
 
+/* One pass over rows r0 .. r1 - 1 of a layer's output (_int8.c, `coulisse_row_task`): quantize them, or
+ * finish a GEMM's rows (dequantize + bias [+ GELU], or dequantize + bias + residual + LayerNorm), then
+ * optionally quantize each finished row for the next int8 layer. */
+typedef struct {
+    int op; /* 0: quantize, 1: dequantize, 2: dequantize + residual + LayerNorm */
+    int64_t r0, r1, cols;
+    const float *x; /* quantize: input rows; add_norm: the residual rows */
+    float *y;
+    uint8_t *q;
+    float *scale;
+    const float *bias;
+    int gelu, isa;
+    const float *gamma, *beta;
+    float eps;
+    uint8_t *codes;    /* dequantize, add_norm: when not NULL, each finished row's u8 codes ... */
+    float *code_scale; /* ... and its scale, as quantize_rows computes them */
+} RowTask;
+void *coulisse_row_task(void *task);
+
 PyObject *coulisse_py_attention(PyObject *self, PyObject *args);
 PyObject *coulisse_py_has_bf16_dot(PyObject *self, PyObject *unused);
 PyObject *coulisse_py_has_int8_dot(PyObject *self, PyObject *unused);
 PyObject *coulisse_py_small_gemm(PyObject *self, PyObject *args);
+PyObject *coulisse_py_int8_gemm(PyObject *self, PyObject *args);
 int coulisse_has_int8_dot(void);
 
 #if HAVE_X86

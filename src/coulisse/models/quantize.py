@@ -15,6 +15,13 @@ scale is applied after the GEMM (`y = acc · w_scale · x_scale + bias`), which 
 activation scale constant (1.0), so oneDNN reuses one primitive for every call. When oneDNN is missing,
 fbgemm's dynamic linear is the fallback. Embeddings, LayerNorms, attention and the task head stay fp32.
 
+Where AVX512-VNNI is the best int8 arithmetic the CPU has (no AMX), the plan takes coulisse's own GEMM
+instead (`gemm="coulisse"`, `_int8_gemm.c`): the same products to the bit (exact int32 sums, one
+rounding), a little faster than oneDNN's at the model's shapes, and it finishes each block of rows
+(dequantize, GELU or residual + LayerNorm, the next layer's codes) inside the same call, while the rows are
+in cache: no second pass over the layer's output and no second wake-up of the threads per layer. Its
+weights are packed once at load, in the layout its few-row kernel reads too: oneDNN keeps no copy.
+
 Around the GEMM, the per-token quantization and the dequantization (`· x_scale + bias`, and the
 feed-forward's GELU, fused into the same pass) run in small C kernels (`_int8.c`, built at install by
 setup.py; AVX2 chosen at run time): one pass each where PyTorch's ops take five. Without a compiler
@@ -59,6 +66,9 @@ SMALL_GEMM_ROWS = 32
 SAFE_WEIGHT_BITS = 7  # exact on every CPU, VNNI or not (see above); 8 only where the plan says VNNI
 CODES = "_coulisse_int8_codes"  # attribute of an output tensor: its rows' `(u8 codes, scales)` (see above)
 PACK_SMALL_AFTER = 3  # small batches a layer sees on oneDNN before it packs its small-batch weights
+# coulisse's kernels sum u8 codes times s8 weights in int32 lanes, modulo 2^32; the result
+# sum((x - 128) w), |.| <= 128 * 127 * in_features, is exact below this width (2^31 / 16,256 = 132,104).
+MAX_OWN_GEMM_IN = 131072
 
 
 def onednn_available() -> bool:
@@ -71,21 +81,35 @@ class Int8Linear(nn.Module):
     `gelu=True` applies the exact (erf) GELU to the output, fused into the dequantization pass when
     the C kernels are built (the layer then stands for `gelu(linear(x))`). `codes` are the weight's
     `(q, scale)` when they were already computed (the cache, `coulisse.engine.cache`); batches of at most
-    `small_rows` tokens run on fbgemm.
+    `small_rows` tokens run on a few-row kernel (coulisse's where the CPU has AVX512-VNNI, else fbgemm).
+    `gemm="coulisse"` (the plan's choice where AVX512-VNNI is the CPU's best) runs every batch on coulisse's
+    GEMM where the layer's shapes fit its blocks (in a multiple of 4, out of 16); other layers keep oneDNN.
     """
 
     def __init__(self, linear: nn.Linear, weight_max: int = 127, gelu: bool = False,
-                 codes: tuple[Tensor, Tensor] | None = None, small_rows: int = SMALL_BATCH_ROWS):
+                 codes: tuple[Tensor, Tensor] | None = None, small_rows: int = SMALL_BATCH_ROWS,
+                 gemm: str = "onednn"):
         super().__init__()
         q, scale = codes if codes is not None else quantize_weight(linear.weight, weight_max)
         self.in_features, self.out_features, self.gelu = linear.in_features, linear.out_features, gelu
         self.small_rows = small_rows
         self.fuse_norm = fusions_enabled()  # the `*Output` pass in C (`forward_add_norm`), chosen at load
+        # coulisse's own GEMM (AVX512-VNNI, the kernel plan's choice) for every batch, where this layer's
+        # shapes fit its blocks: one packed copy of the weights, read by the few-row kernel too.
+        self.gemm = "coulisse" if gemm == "coulisse" and small_gemm_available(*q.shape[::-1], True) else "onednn"
+        bias = linear.bias.detach().float() if linear.bias is not None else torch.zeros(self.out_features)
+        self.register_buffer("bias", bias)
+        self._small_calls = 0
+        if self.gemm == "coulisse":
+            self._kernels = kernels()  # the layer's own reference: its weights exist only in this kernel's layout
+            self.packed = None
+            self.packed_small = _small_pack(q, scale)
+            self.small_kernel = "coulisse" if small_batches_enabled() else None
+            self._unpacked_small = None
+            return
         self.register_buffer("packed", torch.ops.onednn.qlinear_prepack(q, None))
         self.register_buffer("w_scale", scale)
         self.register_buffer("w_zero", torch.zeros(self.out_features, dtype=torch.long))
-        bias = linear.bias.detach().float() if linear.bias is not None else torch.zeros(self.out_features)
-        self.register_buffer("bias", bias)
         # The same int8 weights for a kernel made for a few rows: coulisse's own where the CPU has
         # AVX512-VNNI (`small_gemm_available`), else fbgemm, 2-4x faster than oneDNN at a few rows on AVX2.
         # Packed only once small batches recur (fbgemm packs slowly: ~0.7 s for a base-size model,
@@ -93,7 +117,6 @@ class Int8Linear(nn.Module):
         self.small_kernel = ("coulisse" if small_gemm_available(self.in_features, self.out_features)
                              else "fbgemm" if fbgemm_available() else None)
         self._unpacked_small: tuple[Tensor, Tensor] | None = (q, scale) if self.small_kernel else None
-        self._small_calls = 0
         self.packed_small = None
 
     def _small(self):
@@ -113,6 +136,8 @@ class Int8Linear(nn.Module):
         """The int8 GEMM: `(sum(xq · wq) · w_scale (T, out), x_scale (T, 1))`, not yet dequantized."""
         rows = x.reshape(-1, self.in_features).float().contiguous()  # (T, in)
         xq, x_scale = codes_of(x, rows) or quantize_rows(rows)  # u8 codes (T, in), fp32 scales (T, 1)
+        if self.gemm == "coulisse":
+            return self._own(xq.contiguous(), x_scale, 0), x_scale  # the kernel reads raw rows
         if rows.shape[0] <= self.small_rows and self._small() is not None:
             if self.small_kernel == "coulisse":
                 w, colsum, scale = self.packed_small
@@ -133,16 +158,53 @@ class Int8Linear(nn.Module):
                 "none", [], "")  # (T, out) = sum(xq · wq) · w_scale
         return out, x_scale
 
+    def _own(self, xq: Tensor, x_scale: Tensor, op: int, residual: Tensor | None = None,
+             norm: nn.LayerNorm | None = None, codes: bool = False) -> Tensor:
+        """coulisse's GEMM (`gemm == "coulisse"`) on contiguous codes `xq (T, in)`: `(T, out)` fp32. `op` 0: the
+        product only (`_accumulate`'s); 1: dequantized (+ bias, GELU if the layer has it); 2: dequantized,
+        + bias + `residual`, `norm`ed. A few rows go to the few-row kernel, then to the row pass; more go to
+        `int8_gemm`, which finishes each block of rows in the same call. With `codes` (ops 1 and 2), the
+        result carries its rows' codes for the next int8 layer, as `dequantize_rows` attaches them."""
+        k, (rows, width), (w, colsum, scale) = self._kernels, xq.shape, self.packed_small
+        out = torch.empty(rows, self.out_features)
+        if rows <= self.small_rows and self.small_kernel == "coulisse":
+            k.small_gemm(xq.data_ptr(), w.data_ptr(), colsum.data_ptr(), scale.data_ptr(), out.data_ptr(), rows,
+                         width, self.out_features, torch.get_num_threads())
+            if op == 1:
+                return dequantize_rows(out, x_scale, self.bias, self.gelu, codes=codes)
+            if op == 2:
+                return add_norm_rows(out, x_scale, self.bias, residual, norm, self.fuse_norm, codes=codes)
+            return out
+        q_ptr, s_ptr = _code_buffers(out, codes and op != 0)
+        norm_ptrs = (residual.data_ptr(), norm.weight.data_ptr(), norm.bias.data_ptr()) if op == 2 else (0, 0, 0)
+        k.int8_gemm(xq.data_ptr(), w.data_ptr(), colsum.data_ptr(), scale.data_ptr(), out.data_ptr(), rows, width,
+                    self.out_features, torch.get_num_threads(), op, x_scale.data_ptr() if op else 0,
+                    self.bias.data_ptr() if op else 0, self.gelu and op == 1, *norm_ptrs,
+                    float(norm.eps) if op == 2 else 0.0, q_ptr, s_ptr)
+        return out
+
     def forward(self, x: Tensor) -> Tensor:
+        codes = self.gelu and self.fuse_norm  # a feed-forward's GELU output goes to the next int8 layer only
+        if self.gemm == "coulisse" and x.dtype == torch.float32:
+            rows = x.reshape(-1, self.in_features).contiguous()
+            xq, x_scale = codes_of(x, rows) or quantize_rows(rows)
+            out = self._own(xq.contiguous(), x_scale.contiguous(), 1, codes=codes)
+            return reshaped(out, (*x.shape[:-1], self.out_features))  # · x_scale + bias (, GELU)
         out, x_scale = self._accumulate(x)
-        # A feed-forward's GELU output goes to the next int8 layer only: its codes come with it.
-        out = dequantize_rows(out, x_scale, self.bias, self.gelu, codes=self.gelu and self.fuse_norm)
+        out = dequantize_rows(out, x_scale, self.bias, self.gelu, codes=codes)
         return reshaped(out, (*x.shape[:-1], self.out_features))  # · x_scale + bias (, GELU)
 
     def forward_add_norm(self, x: Tensor, residual: Tensor, norm: nn.LayerNorm) -> Tensor:
         """`norm(self(x) + residual)` (BERT's `*Output` blocks, `models/bert.py` DenseNorm): dequantization,
         residual add and LayerNorm in one C pass over each row when the kernels are built, which also
         quantizes the result for the int8 layer that reads it next."""
+        if (self.gemm == "coulisse" and x.dtype == residual.dtype == torch.float32 and self.fuse_norm
+                and _norm_fusable(norm, self.out_features)):
+            rows = x.reshape(-1, self.in_features).contiguous()
+            xq, x_scale = codes_of(x, rows) or quantize_rows(rows)
+            out = self._own(xq.contiguous(), x_scale.contiguous(), 2,
+                            residual.reshape(-1, self.out_features).contiguous(), norm, codes=True)
+            return reshaped(out, (*x.shape[:-1], self.out_features))
         out, x_scale = self._accumulate(x)
         out = add_norm_rows(out, x_scale, self.bias, residual.reshape(out.shape), norm, self.fuse_norm,
                             codes=self.fuse_norm)
@@ -150,7 +212,7 @@ class Int8Linear(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, int8 per-token"
-                + (", GELU" if self.gelu else ""))
+                + (", GELU" if self.gelu else "") + (", coulisse's GEMM" if self.gemm == "coulisse" else ""))
 
 
 def quantize_weight(weight: Tensor, weight_max: int) -> tuple[Tensor, Tensor]:
@@ -190,16 +252,28 @@ def small_batches_enabled() -> bool:
     return os.environ.get("COULISSE_INT8_SMALL") != "0"
 
 
+def own_gemm_enabled() -> bool:
+    """`COULISSE_INT8_GEMM=onednn` keeps oneDNN's int8 GEMM where the plan would take coulisse's (A/B runs)."""
+    return os.environ.get("COULISSE_INT8_GEMM", "").lower() != "onednn"
+
+
 def fbgemm_available() -> bool:
     return "fbgemm" in torch.backends.quantized.supported_engines and small_batches_enabled()
 
 
-def small_gemm_available(in_features: int, out_features: int) -> bool:
+def small_gemm_available(in_features: int, out_features: int, any_rows: bool = False) -> bool:
     """Whether coulisse's few-row kernel takes this layer: built, the CPU has AVX512-VNNI, the shapes fit its
-    blocks (in a multiple of 4, out of 16), and small batches are not kept on oneDNN."""
+    blocks (in a multiple of 4, out of 16), and small batches are not kept on oneDNN. With `any_rows`, whether
+    its GEMM for every row count (`int8_gemm`) can, whatever COULISSE_INT8_SMALL says of a few rows."""
     k = kernels()
-    return (k is not None and hasattr(k, "small_gemm") and k.has_int8_dot() and in_features % 4 == 0
-            and out_features % 16 == 0 and small_batches_enabled())
+    return (k is not None and hasattr(k, "int8_gemm") and k.has_int8_dot() and in_features % 4 == 0
+            and in_features <= MAX_OWN_GEMM_IN and out_features % 16 == 0 and (any_rows or small_batches_enabled()))
+
+
+def _norm_fusable(norm: nn.LayerNorm, width: int) -> bool:
+    """Whether `add_norm_rows`' C pass can apply `norm` to rows of `width` (fp32 weight and bias, that width)."""
+    return (norm.weight is not None and norm.bias is not None and norm.weight.dtype == torch.float32
+            and norm.bias.dtype == torch.float32 and tuple(norm.normalized_shape) == (width,))
 
 
 def _small_pack(q: Tensor, scale: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -300,7 +374,8 @@ def add_norm_rows(out: Tensor, scale: Tensor | None, bias: Tensor, residual: Ten
     return norm(dequantize_rows(out, scale, bias, False) + residual)
 
 
-def _swap_linears(module: nn.Module, weight_max: int, small_rows: int, codes: dict | None, prefix: str = "") -> int:
+def _swap_linears(module: nn.Module, weight_max: int, small_rows: int, codes: dict | None, prefix: str = "",
+                  gemm: str = "onednn") -> int:
     from coulisse.models.bert import ACTIVATIONS
 
     count = 0
@@ -315,7 +390,8 @@ def _swap_linears(module: nn.Module, weight_max: int, small_rows: int, codes: di
                 known = quantize_weight(child.weight, weight_max)
                 if codes is not None:
                     codes[path] = known
-            setattr(module, name, Int8Linear(child, weight_max, gelu=gelu, codes=known, small_rows=small_rows))
+            setattr(module, name, Int8Linear(child, weight_max, gelu=gelu, codes=known, small_rows=small_rows,
+                                             gemm=gemm))
             if gelu:
                 module.act = _identity
             # The mapped fp32 original is no longer read; nor are codes mapped from the weight cache, now
@@ -323,7 +399,7 @@ def _swap_linears(module: nn.Module, weight_max: int, small_rows: int, codes: di
             release_tensor_pages([child.weight, known[0]])
             count += 1
         else:
-            count += _swap_linears(child, weight_max, small_rows, codes, f"{path}.")
+            count += _swap_linears(child, weight_max, small_rows, codes, f"{path}.", gemm)
     return count
 
 
@@ -342,18 +418,20 @@ def _fbgemm(model: nn.Module) -> None:
 
 
 def quantize_model(model: nn.Module, mode: str | None, *, weight_bits: int = SAFE_WEIGHT_BITS,
-                   small_rows: int = SMALL_BATCH_ROWS, codes: dict | None = None) -> nn.Module:
-    """Swap the encoder's linear layers for int8 ones. `weight_bits` (8 only where the CPU has VNNI) and
-    `small_rows` come from the kernel plan. `codes` maps layer paths to `(q, scale)`: entries present are
-    used as they are, missing ones are computed and added (that is how the cache fills)."""
+                   small_rows: int = SMALL_BATCH_ROWS, codes: dict | None = None, gemm: str = "onednn") -> nn.Module:
+    """Swap the encoder's linear layers for int8 ones. `weight_bits` (8 only where the CPU has VNNI),
+    `small_rows` and `gemm` ("onednn", or "coulisse" where AVX512-VNNI is the CPU's best) come from the
+    kernel plan. `codes` maps layer paths to `(q, scale)`: entries present are used as they are, missing
+    ones are computed and added (that is how the cache fills)."""
     if mode in (None, "none"):
         return model
     if mode != "int8":
         raise InputError(f"quantize={mode!r}; use one of {', '.join(MODES)}.")
     if onednn_available():
-        count = _swap_linears(model.base.encoder, 2 ** (weight_bits - 1) - 1, small_rows, codes)
+        count = _swap_linears(model.base.encoder, 2 ** (weight_bits - 1) - 1, small_rows, codes, gemm=gemm)
         release_freed_memory()
-        log.info("int8: %d encoder linear layers, oneDNN u8×s8 per-token, %d-bit weights", count, weight_bits)
+        log.info("int8: %d encoder linear layers, %s u8×s8 per-token, %d-bit weights", count,
+                 "coulisse's GEMM" if gemm == "coulisse" else "oneDNN", weight_bits)
     elif "fbgemm" in torch.backends.quantized.supported_engines:
         _fbgemm(model)
         log.info("int8: encoder linear layers, fbgemm dynamic (per-tensor activations)")

@@ -1,0 +1,279 @@
+/*
+ * coulisse's own int8 GEMMs, for CPUs with AVX512-VNNI (and no AMX, where oneDNN's tiles win: the kernel
+ * plan, coulisse/engine/cpu.py, decides). Both compute
+ *
+ *   out[m][n] = (sum_k x[m][k] w[n][k] - 128 colsum[n]) w_scale[n],  x the u8 codes (signed code + 128),
+ *
+ * the int32 sum exact, so the result is oneDNN's and fbgemm's (sum(x8 w) w_scale, one rounding), from
+ * weights packed once (models/quantize.py, `_small_pack`): blocks of 16 output columns, each K/4 words of
+ * 16 x 4 bytes, w[n0 + i][4q .. 4q + 3] at word q, lane i, so that one 64-byte load feeds one vpdpbusd
+ * for a row of activations (codes u8, broadcast four at a time).
+ *
+ * small_gemm, a few rows (a short request): the GEMM is a stream over the weights (85 MB of int8 codes
+ * per forward of a base-size model, which fbgemm and oneDNN read at 11-18 GB/s on a Zen 4 whose cores read
+ * ~32 GB/s; docs/benchmarks.md, session 13). Threads take pairs of column blocks in turn; rows go by groups
+ * of up to 8, so each weight is read from memory once whatever the row count.
+ *
+ * int8_gemm, any row count: threads take blocks of rows in turn (32 at most; `rows_per_task`) and run
+ * each against every column block, 8 rows x 3 column blocks at a time (24 accumulators in registers);
+ * a block's weights (K x 48 bytes) stay in L2 while the block's rows pass. A block of rows is then
+ * finished while it is in cache by the row pass the caller asked for (`coulisse_row_task`, _int8.c:
+ * dequantize + bias [+ GELU], or + residual + LayerNorm, and the codes of the next int8 layer), on the
+ * same thread: no second pass over the layer's output, no second wake-up of the threads. On a Zen 4 the
+ * product alone ran ~5 % faster than oneDNN's at 1,024 rows, to the same bits (docs/benchmarks.md,
+ * session 14).
+ */
+#include "_kernels.h"
+
+/* The int32 lanes sum u8 x s8 products modulo 2^32; sum((x - 128) w), |.| <= 128 * 127 * k, is exact up to
+ * this k (models/quantize.py, MAX_OWN_GEMM_IN). */
+#define MAX_K 131072
+
+typedef struct {
+    const uint8_t *x;  /* (m, k) codes */
+    const int32_t *w;  /* packed: n/16 blocks of k/4 x 16 words */
+    const int32_t *colsum;
+    const float *scale;
+    float *out;        /* (m, n) */
+    int64_t m, k, n;
+    int64_t next;      /* the next column block (small_gemm) or row (int8_gemm) to take (atomic) */
+    int64_t rows_per_task;   /* int8_gemm */
+    const RowTask *finish;   /* int8_gemm: the pass over each block of rows once computed, or NULL */
+} Gemm;
+
+#if HAVE_X86
+#define VNNI __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma,avx512vnni")))
+#define INLINE static inline __attribute__((always_inline))
+
+/* acc += a (u8) . b (s8), four byte pairs per 32-bit lane, in place. gcc 12's intrinsic made it copy every
+ * accumulator through another register and the stack on each step: half the speed in a register-blocked
+ * loop. */
+VNNI INLINE __m512i dpbusd(__m512i acc, __m512i a, __m512i b) {
+    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+    return acc;
+}
+
+/* Rows m0 .. m0 + R - 1 against column blocks b .. b + NB - 1 (R <= 8, NB <= 3 constants where inlined). */
+VNNI INLINE void tile(const Gemm *g, int64_t m0, int64_t b, const int R, const int NB) {
+    const int64_t kw = g->k / 4;
+    const int32_t *w = g->w + b * kw * 16;
+    const int32_t *xr[8];
+    for (int r = 0; r < R; r++) xr[r] = (const int32_t *)(g->x + (m0 + r) * g->k);
+    __m512i acc[8][3];
+    for (int r = 0; r < R; r++)
+        for (int h = 0; h < NB; h++) acc[r][h] = _mm512_setzero_si512();
+    for (int64_t q = 0; q < kw; q++) {
+        __m512i wq[3];
+        for (int h = 0; h < NB; h++) wq[h] = _mm512_loadu_si512(w + (h * kw + q) * 16);
+        for (int r = 0; r < R; r++) {
+            const __m512i v = _mm512_set1_epi32(xr[r][q]);
+            for (int h = 0; h < NB; h++) acc[r][h] = dpbusd(acc[r][h], v, wq[h]);
+        }
+    }
+    for (int h = 0; h < NB; h++) {
+        const int64_t n0 = (b + h) * 16;
+        const __m512i comp = _mm512_slli_epi32(_mm512_loadu_si512(g->colsum + n0), 7); /* 128 colsum */
+        const __m512 s = _mm512_loadu_ps(g->scale + n0);
+        for (int r = 0; r < R; r++)
+            _mm512_storeu_ps(g->out + (m0 + r) * g->n + n0,
+                             _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][h], comp)), s));
+    }
+}
+
+/* The full tile, 8 rows x 3 column blocks, with its 24 accumulators named: the loop above, given arrays,
+ * kept two of them moving between registers on every step (~8 % slower at 1,024 rows on a Zen 4). */
+VNNI static void tile_8x3(const Gemm *g, int64_t m0, int64_t b) {
+    const int64_t kw = g->k / 4;
+    const int32_t *w0 = g->w + b * kw * 16, *w1 = w0 + kw * 16, *w2 = w1 + kw * 16;
+    const int32_t *x = (const int32_t *)(g->x + m0 * g->k);
+#define Z _mm512_setzero_si512()
+    __m512i c00 = Z, c01 = Z, c02 = Z, c10 = Z, c11 = Z, c12 = Z, c20 = Z, c21 = Z, c22 = Z, c30 = Z, c31 = Z,
+            c32 = Z, c40 = Z, c41 = Z, c42 = Z, c50 = Z, c51 = Z, c52 = Z, c60 = Z, c61 = Z, c62 = Z, c70 = Z,
+            c71 = Z, c72 = Z;
+#undef Z
+#define ROW(r)                                                                                                     \
+    do {                                                                                                           \
+        const __m512i v = _mm512_set1_epi32(x[(r) * kw + q]);                                                      \
+        c##r##0 = dpbusd(c##r##0, v, w0q);                                                                         \
+        c##r##1 = dpbusd(c##r##1, v, w1q);                                                                         \
+        c##r##2 = dpbusd(c##r##2, v, w2q);                                                                         \
+    } while (0)
+    for (int64_t q = 0; q < kw; q++) {
+        const __m512i w0q = _mm512_loadu_si512(w0 + q * 16), w1q = _mm512_loadu_si512(w1 + q * 16),
+                      w2q = _mm512_loadu_si512(w2 + q * 16);
+        ROW(0);
+        ROW(1);
+        ROW(2);
+        ROW(3);
+        ROW(4);
+        ROW(5);
+        ROW(6);
+        ROW(7);
+    }
+#undef ROW
+    for (int h = 0; h < 3; h++) {
+        const int64_t n0 = (b + h) * 16;
+        const __m512i comp = _mm512_slli_epi32(_mm512_loadu_si512(g->colsum + n0), 7); /* 128 colsum */
+        const __m512 s = _mm512_loadu_ps(g->scale + n0);
+#define STORE(r, acc)                                                                                              \
+    _mm512_storeu_ps(g->out + (m0 + (r)) * g->n + n0,                                                              \
+                     _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc, comp)), s))
+        const __m512i a0 = h == 0 ? c00 : h == 1 ? c01 : c02, a1 = h == 0 ? c10 : h == 1 ? c11 : c12,
+                      a2 = h == 0 ? c20 : h == 1 ? c21 : c22, a3 = h == 0 ? c30 : h == 1 ? c31 : c32,
+                      a4 = h == 0 ? c40 : h == 1 ? c41 : c42, a5 = h == 0 ? c50 : h == 1 ? c51 : c52,
+                      a6 = h == 0 ? c60 : h == 1 ? c61 : c62, a7 = h == 0 ? c70 : h == 1 ? c71 : c72;
+        STORE(0, a0);
+        STORE(1, a1);
+        STORE(2, a2);
+        STORE(3, a3);
+        STORE(4, a4);
+        STORE(5, a5);
+        STORE(6, a6);
+        STORE(7, a7);
+#undef STORE
+    }
+}
+
+#define TILES(NB)                                                                                                  \
+    switch (rows) {                                                                                                \
+    case 1: tile(g, m0, b, 1, NB); break;                                                                          \
+    case 2: tile(g, m0, b, 2, NB); break;                                                                          \
+    case 3: tile(g, m0, b, 3, NB); break;                                                                          \
+    case 4: tile(g, m0, b, 4, NB); break;                                                                          \
+    case 5: tile(g, m0, b, 5, NB); break;                                                                          \
+    case 6: tile(g, m0, b, 6, NB); break;                                                                          \
+    case 7: tile(g, m0, b, 7, NB); break;                                                                          \
+    default: tile(g, m0, b, 8, NB); break;                                                                         \
+    }
+
+/* `rows` (1 to 8) rows from m0 against `nb` (1 to 3) column blocks from b. */
+VNNI static void tiles(const Gemm *g, int64_t m0, int64_t b, int64_t rows, int nb) {
+    if (nb == 3 && rows == 8) {
+        tile_8x3(g, m0, b);
+    } else if (nb == 3) {
+        TILES(3)
+    } else if (nb == 2) {
+        TILES(2)
+    } else {
+        TILES(1)
+    }
+}
+#undef TILES
+
+VNNI static void *small_gemm_worker(void *arg) {
+    Gemm *g = (Gemm *)arg;
+    const int64_t blocks = g->n / 16;
+    for (;;) {
+        const int64_t b = __atomic_fetch_add(&g->next, 2, __ATOMIC_RELAXED);
+        if (b >= blocks) break;
+        const int nb = blocks - b >= 2 ? 2 : 1;
+        for (int64_t m0 = 0; m0 < g->m; m0 += 8) tiles(g, m0, b, g->m - m0 >= 8 ? 8 : g->m - m0, nb);
+    }
+    return NULL;
+}
+
+VNNI static void *int8_gemm_worker(void *arg) {
+    Gemm *g = (Gemm *)arg;
+    const int64_t blocks = g->n / 16;
+    RowTask finish;
+    if (g->finish) finish = *g->finish;
+    for (;;) {
+        const int64_t r0 = __atomic_fetch_add(&g->next, g->rows_per_task, __ATOMIC_RELAXED);
+        if (r0 >= g->m) break;
+        const int64_t r1 = r0 + g->rows_per_task < g->m ? r0 + g->rows_per_task : g->m;
+        for (int64_t b = 0; b < blocks; b += 3) {
+            const int nb = blocks - b >= 3 ? 3 : (int)(blocks - b);
+            for (int64_t m0 = r0; m0 < r1; m0 += 8) tiles(g, m0, b, r1 - m0 >= 8 ? 8 : r1 - m0, nb);
+        }
+        if (g->finish) {
+            finish.r0 = r0;
+            finish.r1 = r1;
+            coulisse_row_task(&finish);
+        }
+    }
+    return NULL;
+}
+#endif
+
+/* Rows per block for int8_gemm: at most 32 (the block's outputs stay in L2 for its row pass: 32 x 3,072
+ * floats = 384 kB), as many blocks per thread as that takes, in multiples of 8 rows (the tile's) where
+ * there are at least 8; the last block takes the rest, and the threads take blocks in turn. */
+static int64_t rows_per_task(int64_t m, int threads) {
+    const int64_t most = 32, per_thread = (m + threads * most - 1) / (threads * most);
+    int64_t rows = (m + threads * per_thread - 1) / (threads * per_thread);
+    if (rows > 8) rows -= rows % 8;
+    return rows;
+}
+
+/* Whether this CPU multiplies bytes into int32 lanes (AVX512-VNNI), read once. */
+int coulisse_has_int8_dot(void) {
+#if HAVE_X86
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = coulisse_isa_level() == ISA_AVX512 && __builtin_cpu_supports("avx512vnni");
+    }
+    return cached;
+#else
+    return 0;
+#endif
+}
+
+PyObject *coulisse_py_has_int8_dot(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    return PyBool_FromLong(coulisse_has_int8_dot());
+}
+
+PyObject *coulisse_py_small_gemm(PyObject *self, PyObject *args) {
+    Py_ssize_t x, w, colsum, scale, out, m, k, n;
+    int threads;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "nnnnnnnni", &x, &w, &colsum, &scale, &out, &m, &k, &n, &threads)) return NULL;
+    if (!coulisse_has_int8_dot() || m < 1 || k < 4 || k % 4 || k > MAX_K || n < 16 || n % 16) {
+        PyErr_Format(PyExc_ValueError,
+                     "small_gemm: needs AVX512-VNNI, k a multiple of 4 up to 131072 and n of 16 (m %zd, k %zd, n %zd)",
+                     m, k, n);
+        return NULL;
+    }
+#if HAVE_X86
+    Gemm g = {(const uint8_t *)x, (const int32_t *)w, (const int32_t *)colsum, (const float *)scale,
+              (float *)out, m, k, n, 0, 0, NULL};
+    const int64_t pairs = (n / 16 + 1) / 2;
+    if (threads > pairs) threads = (int)pairs;
+    Py_BEGIN_ALLOW_THREADS coulisse_run_workers(small_gemm_worker, &g, threads);
+    Py_END_ALLOW_THREADS
+#endif
+    Py_RETURN_NONE;
+}
+
+PyObject *coulisse_py_int8_gemm(PyObject *self, PyObject *args) {
+    Py_ssize_t x, w, colsum, scale, out, m, k, n, x_scale, bias, res, gamma, beta, codes, code_scale;
+    int threads, op, gelu;
+    double eps;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "nnnnnnnniinnpnnndnn", &x, &w, &colsum, &scale, &out, &m, &k, &n, &threads, &op,
+                          &x_scale, &bias, &gelu, &res, &gamma, &beta, &eps, &codes, &code_scale))
+        return NULL;
+    if (!coulisse_has_int8_dot() || m < 1 || k < 4 || k % 4 || k > MAX_K || n < 16 || n % 16 || op < 0 || op > 2 ||
+        (op && (!x_scale || !bias)) || (op == 2 && (!res || !gamma || !beta)) || (codes == 0) != (code_scale == 0)) {
+        PyErr_Format(PyExc_ValueError,
+                     "int8_gemm: needs AVX512-VNNI, k a multiple of 4 up to 131072 and n of 16 (m %zd, k %zd, n %zd), "
+                     "op 0-2 (%d) with its pointers", m, k, n, op);
+        return NULL;
+    }
+#if HAVE_X86
+    RowTask finish = {op, 0, 0, n, (const float *)res, (float *)out, NULL, (float *)x_scale, (const float *)bias,
+                      gelu, coulisse_isa_level(), (const float *)gamma, (const float *)beta, (float)eps,
+                      (uint8_t *)codes, (float *)code_scale};
+    if (threads < 1) threads = 1;
+    const int64_t per = rows_per_task(m, threads);
+    Gemm g = {(const uint8_t *)x, (const int32_t *)w, (const int32_t *)colsum, (const float *)scale,
+              (float *)out, m, k, n, 0, per, op ? &finish : NULL};
+    const int64_t blocks = (m + per - 1) / per;
+    if (threads > blocks) threads = (int)blocks;
+    Py_BEGIN_ALLOW_THREADS coulisse_run_workers(int8_gemm_worker, &g, threads);
+    Py_END_ALLOW_THREADS
+#endif
+    Py_RETURN_NONE;
+}
