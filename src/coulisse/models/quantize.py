@@ -101,7 +101,6 @@ class Int8Linear(nn.Module):
         self.register_buffer("bias", bias)
         self._small_calls = 0
         if self.gemm == "coulisse":
-            self._kernels = kernels()  # the layer's own reference: its weights exist only in this kernel's layout
             self.packed = None
             self.packed_small = _small_pack(q, scale)
             self.small_kernel = "coulisse" if small_batches_enabled() else None
@@ -165,7 +164,7 @@ class Int8Linear(nn.Module):
         + bias + `residual`, `norm`ed. A few rows go to the few-row kernel, then to the row pass; more go to
         `int8_gemm`, which finishes each block of rows in the same call. With `codes` (ops 1 and 2), the
         result carries its rows' codes for the next int8 layer, as `dequantize_rows` attaches them."""
-        k, (rows, width), (w, colsum, scale) = self._kernels, xq.shape, self.packed_small
+        k, (rows, width), (w, colsum, scale) = _gemm_kernels(), xq.shape, self.packed_small
         out = torch.empty(rows, self.out_features)
         if rows <= self.small_rows and self.small_kernel == "coulisse":
             k.small_gemm(xq.data_ptr(), w.data_ptr(), colsum.data_ptr(), scale.data_ptr(), out.data_ptr(), rows,
@@ -245,6 +244,14 @@ def kernels():
 
 
 _KERNELS = None if os.environ.get("COULISSE_INT8_KERNELS", "1") != "0" else False
+
+
+def _gemm_kernels():
+    """The C module, for layers built on coulisse's GEMM: their weights exist only in its layout, so they call
+    it even where `kernels()` was switched off after they were built (tests do)."""
+    from coulisse.models import _int8
+
+    return _int8
 
 
 def small_batches_enabled() -> bool:
