@@ -560,3 +560,23 @@ def test_layer_on_own_gemm_answers_as_on_onednn(rows):
         assert torch.equal(getattr(a, Q.CODES)[0], Q.quantize_rows(a)[0])
     # a layer whose shapes do not fit the kernel's blocks stays on oneDNN
     assert Q.Int8Linear(nn.Linear(96, 200), 127, gemm="coulisse").gemm == "onednn"
+
+
+@needs_int8_dot
+@pytest.mark.parametrize("rows", [5, 100])
+def test_a_nan_row_stays_in_its_row_on_own_gemm(rows):
+    """A poison row (a NaN in its input) gives NaN outputs in that row only, through the few-row kernel and the
+    many-row one with its fused passes: the other rows are those of the batch without it, to the bit."""
+    torch.manual_seed(8)
+    linear, norm = nn.Linear(96, 208), nn.LayerNorm(208)
+    layer = Q.Int8Linear(linear, 127, gelu=True, small_rows=Q.SMALL_GEMM_ROWS, gemm="coulisse")
+    dense = Q.Int8Linear(linear, 127, small_rows=Q.SMALL_GEMM_ROWS, gemm="coulisse")
+    x, residual = torch.randn(rows, 96), torch.randn(rows, 208)
+    poisoned = x.clone()
+    poisoned[3, 7] = float("nan")
+    with torch.inference_mode():
+        for run in (layer, lambda t: dense.forward_add_norm(t, residual, norm)):
+            clean, bad = run(x), run(poisoned)
+            assert bad[3].isnan().all()
+            keep = torch.arange(rows) != 3
+            assert torch.equal(bad[keep], clean[keep])
