@@ -221,18 +221,20 @@ def test_int8_layers_take_the_codes_their_inputs_carry(factory, monkeypatch):
     to the bit (the same codes)."""
     if Q.kernels() is None or not Q.onednn_available():
         pytest.skip("needs the C kernels and oneDNN's int8 GEMM")
-    monkeypatch.setenv("COULISSE_INT8_SMALL", "0")  # every batch on oneDNN, the path that reads codes
+    monkeypatch.setenv("COULISSE_INT8_SMALL", "0")  # no few-row kernel: every batch on the many-row GEMM
     directory = factory.checkpoint("bert")
     pipe = pipeline("text-classification", model=directory, quantize="int8")
     layers = len(pipe.model.base.encoder.layer)
     items = pipe.preprocess(TEXTS).items
-    calls, real_quantize = [], Q.quantize_rows
-    monkeypatch.setattr(Q, "quantize_rows", lambda rows: calls.append(rows.shape) or real_quantize(rows))
+    # an input without codes is quantized on its own (by quantize_rows, or inside coulisse's GEMM call)
+    calls, real_codes_of = [], Q.codes_of
+    monkeypatch.setattr(Q, "codes_of",
+                        lambda x, rows: real_codes_of(x, rows) or calls.append(tuple(rows.shape)))
     pipe.engine.max_batch_tokens = 10**6  # one batch
     with_codes = np.array(pipe.forward(items))
     assert len(calls) == layers + 1, calls  # each attention output, and the embeddings once
     calls.clear()
-    monkeypatch.setattr(Q, "codes_of", lambda x, rows: None)
+    monkeypatch.setattr(Q, "codes_of", lambda x, rows: calls.append(tuple(rows.shape)))
     separate = np.array(pipe.forward(items))
     assert len(calls) == 4 * layers, calls  # q/k/v input, attention output, both feed-forward inputs
     assert np.array_equal(with_codes, separate)

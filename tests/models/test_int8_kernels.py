@@ -460,15 +460,17 @@ def test_few_rows_on_fbgemm_equal_many_rows_on_onednn(gelu):
 
 
 def own_gemm(xq, packed, m, k, n, threads, op=0, x_scale=None, bias=None, gelu=False, residual=None, norm=None,
-             codes=None):
-    """`int8_gemm` on tensors; `codes`: a `(u8 (m, n), scales (m, 1))` pair to fill, or None."""
+             codes=None, rows=None):
+    """`int8_gemm` on tensors; `codes`: a `(u8 (m, n), scales (m, 1))` pair to fill, or None; `rows`: fp32 rows
+    that the kernel quantizes into `xq` and `x_scale` first, or None."""
     w, colsum, s = packed
     out = torch.empty(m, n)
     ptr = lambda t: 0 if t is None else t.data_ptr()  # noqa: E731
     Q.kernels().int8_gemm(xq.data_ptr(), w.data_ptr(), colsum.data_ptr(), s.data_ptr(), out.data_ptr(), m, k, n,
                           threads, op, ptr(x_scale), ptr(bias), gelu, ptr(residual),
                           ptr(norm.weight if norm else None), ptr(norm.bias if norm else None),
-                          norm.eps if norm else 0.0, ptr(codes[0] if codes else None), ptr(codes[1] if codes else None))
+                          norm.eps if norm else 0.0, ptr(codes[0] if codes else None), ptr(codes[1] if codes else None),
+                          ptr(rows))
     return out
 
 
@@ -496,12 +498,14 @@ def test_gemm_gives_the_exact_sums_rounded_once(k, n, threads):
 @pytest.mark.parametrize("m", [1, 31, 100, 300])
 def test_gemm_finishes_its_rows_as_the_separate_passes_do(m, threads):
     """Each block of rows finished inside the GEMM call (dequantize + bias [+ GELU], or + residual + LayerNorm,
-    with or without the next layer's codes) gives the bits of the same passes run after the GEMM."""
+    with or without the next layer's codes) gives the bits of the same passes run after the GEMM; and so does
+    each block quantizing its fp32 rows first, inside the call."""
     torch.manual_seed(6)
     k, n = 96, 208
     q, scale = Q.quantize_weight(torch.randn(n, k), 127)
     packed = Q._small_pack(q, scale)
-    xq, x_scale = Q.quantize_rows(torch.randn(m, k) * 3)
+    x = torch.randn(m, k) * 3
+    xq, x_scale = Q.quantize_rows(x)
     bias, residual = torch.randn(n), torch.randn(m, n)
     norm = nn.LayerNorm(n)
     nn.init.normal_(norm.weight)
@@ -519,6 +523,10 @@ def test_gemm_finishes_its_rows_as_the_separate_passes_do(m, threads):
     expected = Q.add_norm_rows(product.clone(), x_scale, bias, residual, norm, codes=True)
     assert torch.equal(out, expected)
     assert all(torch.equal(a, b) for a, b in zip(codes, getattr(expected, Q.CODES), strict=True))
+    # given the fp32 rows instead of codes, each block quantizes its own first: quantize_rows' codes, same output
+    made = (torch.full((m, k), 7, dtype=torch.uint8), torch.zeros(m, 1))
+    out = own_gemm(made[0], packed, m, k, n, threads, 2, made[1], bias, residual=residual, norm=norm, rows=x)
+    assert torch.equal(made[0], xq) and torch.equal(made[1], x_scale) and torch.equal(out, expected)
 
 
 @needs_int8_dot
@@ -530,6 +538,8 @@ def test_gemm_refuses_what_it_cannot_take():
         k.int8_gemm(0, 0, 0, 0, 0, 1, 8, 16, 1, 1, 0, 0, False, 0, 0, 0, 0.0, 0, 0)
     with pytest.raises(ValueError, match="op"):
         k.int8_gemm(0, 0, 0, 0, 0, 1, 8, 16, 1, 3, 1, 1, False, 0, 0, 0, 0.0, 0, 0)
+    with pytest.raises(ValueError, match="op"):  # rows to quantize, and nowhere to put their scales
+        k.int8_gemm(0, 0, 0, 0, 0, 1, 8, 16, 1, 0, 0, 0, False, 0, 0, 0, 0.0, 0, 0, 1)
 
 
 @needs_int8_dot

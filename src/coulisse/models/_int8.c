@@ -553,9 +553,11 @@ static PyMethodDef methods[] = {
      "AVX512-VNNI only (has_int8_dot)."},
     {"int8_gemm", coulisse_py_int8_gemm, METH_VARARGS,
      "int8_gemm(x_ptr, w_ptr, colsum_ptr, scale_ptr, out_ptr, m, k, n, threads, op, x_scale_ptr, bias_ptr, gelu, "
-     "res_ptr, gamma_ptr, beta_ptr, eps, codes_ptr, code_scale_ptr): small_gemm's product for any row count, by "
+     "res_ptr, gamma_ptr, beta_ptr, eps, codes_ptr, code_scale_ptr[, rows_ptr]): small_gemm's product for any row count, by "
      "blocks of rows, each block then finished while in cache: op 0 nothing, 1 dequantize_rows, 2 "
-     "add_norm_rows (their arguments; codes_ptr 0 for no codes). AVX512-VNNI only (has_int8_dot)."},
+     "add_norm_rows (their arguments; codes_ptr 0 for no codes). Given rows_ptr (an optional last argument: fp32 "
+     "rows, m x k), each block first quantizes its rows into x_ptr and x_scale_ptr (quantize_rows' codes). "
+     "AVX512-VNNI only (has_int8_dot)."},
     {"has_int8_dot", coulisse_py_has_int8_dot, METH_NOARGS,
      "Whether this CPU multiplies bytes into int32 lanes (AVX512-VNNI), which small_gemm needs."},
     {"has_bf16_dot", coulisse_py_has_bf16_dot, METH_NOARGS,

@@ -14,7 +14,8 @@
  * ~32 GB/s; docs/benchmarks.md, session 13). Threads take pairs of column blocks in turn; rows go by groups
  * of up to 8, so each weight is read from memory once whatever the row count.
  *
- * int8_gemm, any row count: threads take blocks of rows in turn (32 at most; `rows_per_task`) and run
+ * int8_gemm, any row count: threads take blocks of rows in turn (32 at most; `rows_per_task`), quantize
+ * them first where given fp32 rows (the row pass of quantize_rows, in the same thread), and run
  * each against every column block, 8 rows x 3 column blocks at a time (24 accumulators in registers);
  * a block's weights (K x 48 bytes) stay in L2 while the block's rows pass. A block of rows is then
  * finished while it is in cache by the row pass the caller asked for (`coulisse_row_task`, _int8.c:
@@ -38,6 +39,7 @@ typedef struct {
     int64_t m, k, n;
     int64_t next;      /* the next column block (small_gemm) or row (int8_gemm) to take (atomic) */
     int64_t rows_per_task;   /* int8_gemm */
+    const RowTask *quantize; /* int8_gemm: the pass that makes each block's codes from its fp32 rows first, or NULL */
     const RowTask *finish;   /* int8_gemm: the pass over each block of rows once computed, or NULL */
 } Gemm;
 
@@ -175,12 +177,18 @@ VNNI static void *small_gemm_worker(void *arg) {
 VNNI static void *int8_gemm_worker(void *arg) {
     Gemm *g = (Gemm *)arg;
     const int64_t blocks = g->n / 16;
-    RowTask finish;
+    RowTask finish, quantize;
     if (g->finish) finish = *g->finish;
+    if (g->quantize) quantize = *g->quantize;
     for (;;) {
         const int64_t r0 = __atomic_fetch_add(&g->next, g->rows_per_task, __ATOMIC_RELAXED);
         if (r0 >= g->m) break;
         const int64_t r1 = r0 + g->rows_per_task < g->m ? r0 + g->rows_per_task : g->m;
+        if (g->quantize) {
+            quantize.r0 = r0;
+            quantize.r1 = r1;
+            coulisse_row_task(&quantize);
+        }
         for (int64_t b = 0; b < blocks; b += 3) {
             const int nb = blocks - b >= 3 ? 3 : (int)(blocks - b);
             for (int64_t m0 = r0; m0 < r1; m0 += 8) tiles(g, m0, b, r1 - m0 >= 8 ? 8 : r1 - m0, nb);
@@ -238,7 +246,7 @@ PyObject *coulisse_py_small_gemm(PyObject *self, PyObject *args) {
     }
 #if HAVE_X86
     Gemm g = {(const uint8_t *)x, (const int32_t *)w, (const int32_t *)colsum, (const float *)scale,
-              (float *)out, m, k, n, 0, 0, NULL};
+              (float *)out, m, k, n, 0, 0, NULL, NULL};
     const int64_t pairs = (n / 16 + 1) / 2;
     if (threads > pairs) threads = (int)pairs;
     Py_BEGIN_ALLOW_THREADS coulisse_run_workers(small_gemm_worker, &g, threads);
@@ -248,15 +256,16 @@ PyObject *coulisse_py_small_gemm(PyObject *self, PyObject *args) {
 }
 
 PyObject *coulisse_py_int8_gemm(PyObject *self, PyObject *args) {
-    Py_ssize_t x, w, colsum, scale, out, m, k, n, x_scale, bias, res, gamma, beta, codes, code_scale;
+    Py_ssize_t x, w, colsum, scale, out, m, k, n, x_scale, bias, res, gamma, beta, codes, code_scale, rows = 0;
     int threads, op, gelu;
     double eps;
     (void)self;
-    if (!PyArg_ParseTuple(args, "nnnnnnnniinnpnnndnn", &x, &w, &colsum, &scale, &out, &m, &k, &n, &threads, &op,
-                          &x_scale, &bias, &gelu, &res, &gamma, &beta, &eps, &codes, &code_scale))
+    if (!PyArg_ParseTuple(args, "nnnnnnnniinnpnnndnn|n", &x, &w, &colsum, &scale, &out, &m, &k, &n, &threads, &op,
+                          &x_scale, &bias, &gelu, &res, &gamma, &beta, &eps, &codes, &code_scale, &rows))
         return NULL;
     if (!coulisse_has_int8_dot() || m < 1 || k < 4 || k % 4 || k > MAX_K || n < 16 || n % 16 || op < 0 || op > 2 ||
-        (op && (!x_scale || !bias)) || (op == 2 && (!res || !gamma || !beta)) || (codes == 0) != (code_scale == 0)) {
+        (op && (!x_scale || !bias)) || (op == 2 && (!res || !gamma || !beta)) || (codes == 0) != (code_scale == 0) ||
+        (rows && !x_scale)) {
         PyErr_Format(PyExc_ValueError,
                      "int8_gemm: needs AVX512-VNNI, k a multiple of 4 up to 131072 and n of 16 (m %zd, k %zd, n %zd), "
                      "op 0-2 (%d) with its pointers", m, k, n, op);
@@ -267,9 +276,12 @@ PyObject *coulisse_py_int8_gemm(PyObject *self, PyObject *args) {
                       gelu, coulisse_isa_level(), (const float *)gamma, (const float *)beta, (float)eps,
                       (uint8_t *)codes, (float *)code_scale};
     if (threads < 1) threads = 1;
+    /* fp32 rows given: each block quantizes its own into x and x_scale first (quantize_rows' codes) */
+    RowTask quantize = {0, 0, 0, k, (const float *)rows, NULL, (uint8_t *)x, (float *)x_scale, NULL, 0,
+                        coulisse_isa_level(), NULL, NULL, 0.0f, NULL, NULL};
     const int64_t per = rows_per_task(m, threads);
     Gemm g = {(const uint8_t *)x, (const int32_t *)w, (const int32_t *)colsum, (const float *)scale,
-              (float *)out, m, k, n, 0, per, op ? &finish : NULL};
+              (float *)out, m, k, n, 0, per, rows ? &quantize : NULL, op ? &finish : NULL};
     const int64_t blocks = (m + per - 1) / per;
     if (threads > blocks) threads = (int)blocks;
     Py_BEGIN_ALLOW_THREADS coulisse_run_workers(int8_gemm_worker, &g, threads);

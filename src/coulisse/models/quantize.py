@@ -136,7 +136,7 @@ class Int8Linear(nn.Module):
         rows = x.reshape(-1, self.in_features).float().contiguous()  # (T, in)
         xq, x_scale = codes_of(x, rows) or quantize_rows(rows)  # u8 codes (T, in), fp32 scales (T, 1)
         if self.gemm == "coulisse":
-            return self._own(xq.contiguous(), x_scale, 0), x_scale  # the kernel reads raw rows
+            return self._own(rows, (xq, x_scale), 0), x_scale
         if rows.shape[0] <= self.small_rows and self._small() is not None:
             if self.small_kernel == "coulisse":
                 w, colsum, scale = self.packed_small
@@ -157,37 +157,44 @@ class Int8Linear(nn.Module):
                 "none", [], "")  # (T, out) = sum(xq · wq) · w_scale
         return out, x_scale
 
-    def _own(self, xq: Tensor, x_scale: Tensor, op: int, residual: Tensor | None = None,
+    def _own(self, rows: Tensor, known: tuple[Tensor, Tensor] | None, op: int, residual: Tensor | None = None,
              norm: nn.LayerNorm | None = None, codes: bool = False) -> Tensor:
-        """coulisse's GEMM (`gemm == "coulisse"`) on contiguous codes `xq (T, in)`: `(T, out)` fp32. `op` 0: the
-        product only (`_accumulate`'s); 1: dequantized (+ bias, GELU if the layer has it); 2: dequantized,
-        + bias + `residual`, `norm`ed. A few rows go to the few-row kernel, then to the row pass; more go to
-        `int8_gemm`, which finishes each block of rows in the same call. With `codes` (ops 1 and 2), the
-        result carries its rows' codes for the next int8 layer, as `dequantize_rows` attaches them."""
-        k, (rows, width), (w, colsum, scale) = _gemm_kernels(), xq.shape, self.packed_small
-        out = torch.empty(rows, self.out_features)
-        if rows <= self.small_rows and self.small_kernel == "coulisse":
-            k.small_gemm(xq.data_ptr(), w.data_ptr(), colsum.data_ptr(), scale.data_ptr(), out.data_ptr(), rows,
+        """coulisse's GEMM (`gemm == "coulisse"`) on contiguous fp32 `rows (T, in)`, or on their codes `known`
+        (`(u8 codes, scales)`, from the previous layer's pass): `(T, out)` fp32. `op` 0: the product only
+        (`_accumulate`'s); 1: dequantized (+ bias, GELU if the layer has it); 2: dequantized, + bias +
+        `residual`, `norm`ed. A few rows go to the few-row kernel, then to the row pass; more go to
+        `int8_gemm`, which quantizes each block of rows (where no codes are known) and finishes it in the
+        same call. With `codes` (ops 1 and 2), the result carries its rows' codes for the next int8 layer, as
+        `dequantize_rows` attaches them."""
+        k, (count, width), (w, colsum, scale) = _gemm_kernels(), rows.shape, self.packed_small
+        out = torch.empty(count, self.out_features)
+        if count <= self.small_rows and self.small_kernel == "coulisse":
+            xq, x_scale = known or quantize_rows(rows)
+            xq = xq.contiguous()  # the kernel reads raw rows (codes from the C passes already are)
+            k.small_gemm(xq.data_ptr(), w.data_ptr(), colsum.data_ptr(), scale.data_ptr(), out.data_ptr(), count,
                          width, self.out_features, torch.get_num_threads())
             if op == 1:
                 return dequantize_rows(out, x_scale, self.bias, self.gelu, codes=codes)
             if op == 2:
                 return add_norm_rows(out, x_scale, self.bias, residual, norm, self.fuse_norm, codes=codes)
             return out
+        if known is None:  # the kernel quantizes each block's rows into these first, as quantize_rows would
+            xq, x_scale, source = torch.empty(count, width, dtype=torch.uint8), torch.empty(count, 1), rows.data_ptr()
+        else:
+            (xq, x_scale), source = (t.contiguous() for t in known), 0
         q_ptr, s_ptr = _code_buffers(out, codes and op != 0)
         norm_ptrs = (residual.data_ptr(), norm.weight.data_ptr(), norm.bias.data_ptr()) if op == 2 else (0, 0, 0)
-        k.int8_gemm(xq.data_ptr(), w.data_ptr(), colsum.data_ptr(), scale.data_ptr(), out.data_ptr(), rows, width,
-                    self.out_features, torch.get_num_threads(), op, x_scale.data_ptr() if op else 0,
+        k.int8_gemm(xq.data_ptr(), w.data_ptr(), colsum.data_ptr(), scale.data_ptr(), out.data_ptr(), count, width,
+                    self.out_features, torch.get_num_threads(), op, x_scale.data_ptr(),
                     self.bias.data_ptr() if op else 0, self.gelu and op == 1, *norm_ptrs,
-                    float(norm.eps) if op == 2 else 0.0, q_ptr, s_ptr)
+                    float(norm.eps) if op == 2 else 0.0, q_ptr, s_ptr, source)
         return out
 
     def forward(self, x: Tensor) -> Tensor:
         codes = self.gelu and self.fuse_norm  # a feed-forward's GELU output goes to the next int8 layer only
         if self.gemm == "coulisse" and x.dtype == torch.float32:
             rows = x.reshape(-1, self.in_features).contiguous()
-            xq, x_scale = codes_of(x, rows) or quantize_rows(rows)
-            out = self._own(xq.contiguous(), x_scale.contiguous(), 1, codes=codes)
+            out = self._own(rows, codes_of(x, rows), 1, codes=codes)
             return reshaped(out, (*x.shape[:-1], self.out_features))  # · x_scale + bias (, GELU)
         out, x_scale = self._accumulate(x)
         out = dequantize_rows(out, x_scale, self.bias, self.gelu, codes=codes)
@@ -200,9 +207,8 @@ class Int8Linear(nn.Module):
         if (self.gemm == "coulisse" and x.dtype == residual.dtype == torch.float32 and self.fuse_norm
                 and _norm_fusable(norm, self.out_features)):
             rows = x.reshape(-1, self.in_features).contiguous()
-            xq, x_scale = codes_of(x, rows) or quantize_rows(rows)
-            out = self._own(xq.contiguous(), x_scale.contiguous(), 2,
-                            residual.reshape(-1, self.out_features).contiguous(), norm, codes=True)
+            out = self._own(rows, codes_of(x, rows), 2, residual.reshape(-1, self.out_features).contiguous(), norm,
+                            codes=True)
             return reshaped(out, (*x.shape[:-1], self.out_features))
         out, x_scale = self._accumulate(x)
         out = add_norm_rows(out, x_scale, self.bias, residual.reshape(out.shape), norm, self.fuse_norm,
