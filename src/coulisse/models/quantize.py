@@ -19,7 +19,8 @@ Where AVX512-VNNI is the best int8 arithmetic the CPU has (no AMX), the plan tak
 instead (`gemm="coulisse"`, `_int8_gemm.c`): the same products to the bit (exact int32 sums, one
 rounding), a little faster than oneDNN's at the model's shapes, and it finishes each block of rows
 (dequantize, GELU or residual + LayerNorm, the next layer's codes) inside the same call, while the rows are
-in cache: no second pass over the layer's output and no second wake-up of the threads per layer. Its
+in cache: no second pass over the layer's output and no second wake-up of the threads per layer. An input
+that comes without codes is quantized there too, block by block, before its product. Its
 weights are packed once at load, in the layout its few-row kernel reads too: oneDNN keeps no copy.
 
 Around the GEMM, the per-token quantization and the dequantization (`· x_scale + bias`, and the
