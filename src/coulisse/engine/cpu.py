@@ -155,9 +155,9 @@ def _int8(f: Features, b: Backends) -> Choice:
                   "(each block of rows dequantized, with its GELU or residual + LayerNorm, and quantized for the "
                   "next layer while in cache)"
                   + (f", coulisse's VNNI kernel for ≤ {small} rows (weights streamed once)" if small else ""))
-        why = ("24 vpdpbusd accumulators in registers: ~5 % ahead of oneDNN's GEMM at 1,024 rows on a Zen 4, "
-               "to the same bits, and the row passes after it no longer wait for a second wake-up of the "
-               "threads (docs/benchmarks.md, session 14); AMX CPUs keep oneDNN's tiles")
+        why = ("24 vpdpbusd accumulators in registers: 3-6 % ahead of oneDNN's GEMM at 1,024 rows on a Zen 4, "
+               "to the same bits, and the row passes around it no longer wait for another wake-up of the "
+               "threads: a --fast forward 1.08-1.10x (docs/benchmarks.md, session 14); AMX CPUs keep oneDNN's tiles")
         return Choice("coulisse", detail, why, options={"weight_bits": bits, "small_rows": small, "isa": isa,
                                                         "gemm": "coulisse"})
     detail = (f"oneDNN u8×s8 per-token ({isa}), {bits}-bit weights, {fused}"

@@ -1,6 +1,6 @@
 /*
- * coulisse's own int8 GEMMs, for CPUs with AVX512-VNNI (and no AMX, where oneDNN's tiles win: the kernel
- * plan, coulisse/engine/cpu.py, decides). Both compute
+ * coulisse's own int8 GEMMs, for CPUs with AVX512-VNNI (and no AMX, whose tiles oneDNN drives at about twice
+ * VNNI's rate, not measured against these: the kernel plan, coulisse/engine/cpu.py, decides). Both compute
  *
  *   out[m][n] = (sum_k x[m][k] w[n][k] - 128 colsum[n]) w_scale[n],  x the u8 codes (signed code + 128),
  *
@@ -17,12 +17,12 @@
  * int8_gemm, any row count: threads take blocks of rows in turn (32 at most; `rows_per_task`), quantize
  * them first where given fp32 rows (the row pass of quantize_rows, in the same thread), and run
  * each against every column block, 8 rows x 3 column blocks at a time (24 accumulators in registers);
- * a block's weights (K x 48 bytes) stay in L2 while the block's rows pass. A block of rows is then
+ * the weights of three column blocks (K x 48 bytes) stay in L2 while the block's rows pass. A block of rows is then
  * finished while it is in cache by the row pass the caller asked for (`coulisse_row_task`, _int8.c:
  * dequantize + bias [+ GELU], or + residual + LayerNorm, and the codes of the next int8 layer), on the
  * same thread: no second pass over the layer's output, no second wake-up of the threads. On a Zen 4 the
- * product alone ran ~5 % faster than oneDNN's at 1,024 rows, to the same bits (docs/benchmarks.md,
- * session 14).
+ * product alone ran 3-6 % faster than oneDNN's at 1,024 rows (90-97 % of one vpdpbusd a cycle), to the
+ * same bits (docs/benchmarks.md, session 14).
  */
 #include "_kernels.h"
 
