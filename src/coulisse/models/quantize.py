@@ -97,7 +97,8 @@ class Int8Linear(nn.Module):
         self.fuse_norm = fusions_enabled()  # the `*Output` pass in C (`forward_add_norm`), chosen at load
         # coulisse's own GEMM (AVX512-VNNI, the kernel plan's choice) for every batch, where this layer's
         # shapes fit its blocks: one packed copy of the weights, read by the few-row kernel too.
-        self.gemm = "coulisse" if gemm == "coulisse" and small_gemm_available(*q.shape[::-1], True) else "onednn"
+        self.gemm = "coulisse" if gemm == "coulisse" and small_gemm_available(self.in_features, self.out_features,
+                                                                                any_rows=True) else "onednn"
         bias = linear.bias.detach().float() if linear.bias is not None else torch.zeros(self.out_features)
         self.register_buffer("bias", bias)
         self._small_calls = 0
@@ -140,13 +141,7 @@ class Int8Linear(nn.Module):
             return self._own(rows, (xq, x_scale), 0), x_scale
         if rows.shape[0] <= self.small_rows and self._small() is not None:
             if self.small_kernel == "coulisse":
-                w, colsum, scale = self.packed_small
-                xq = xq.contiguous()  # the kernel reads raw rows (codes from the C passes already are)
-                out = torch.empty(rows.shape[0], self.out_features)
-                kernels().small_gemm(xq.data_ptr(), w.data_ptr(), colsum.data_ptr(), scale.data_ptr(),
-                                     out.data_ptr(), rows.shape[0], self.in_features, self.out_features,
-                                     torch.get_num_threads())
-                return out, x_scale  # sum(xq · wq) · w_scale, as oneDNN's (the int32 sums are exact)
+                return self._few_rows(xq), x_scale
             # fbgemm quantizes its fp32 input per tensor: fed the codes minus 128 (integers, so exact) with
             # scale 1 and zero point 128, it takes back exactly these codes, and its fp32 output equals
             # oneDNN's (tested). Two small ops where x / row_scales(x) took five, per layer of a short request.
@@ -158,6 +153,15 @@ class Int8Linear(nn.Module):
                 "none", [], "")  # (T, out) = sum(xq · wq) · w_scale
         return out, x_scale
 
+    def _few_rows(self, xq: Tensor) -> Tensor:
+        """coulisse's few-row kernel on codes `xq (T, in)`: `sum(xq · wq) · w_scale (T, out)`, as oneDNN's (the
+        int32 sums are exact). Its weights are `packed_small`."""
+        xq, (w, colsum, scale) = xq.contiguous(), self.packed_small  # the kernel reads raw rows
+        out = torch.empty(xq.shape[0], self.out_features)
+        _gemm_kernels().small_gemm(xq.data_ptr(), w.data_ptr(), colsum.data_ptr(), scale.data_ptr(), out.data_ptr(),
+                                   xq.shape[0], self.in_features, self.out_features, torch.get_num_threads())
+        return out
+
     def _own(self, rows: Tensor, known: tuple[Tensor, Tensor] | None, op: int, residual: Tensor | None = None,
              norm: nn.LayerNorm | None = None, codes: bool = False) -> Tensor:
         """coulisse's GEMM (`gemm == "coulisse"`) on contiguous fp32 `rows (T, in)`, or on their codes `known`
@@ -167,13 +171,10 @@ class Int8Linear(nn.Module):
         `int8_gemm`, which quantizes each block of rows (where no codes are known) and finishes it in the
         same call. With `codes` (ops 1 and 2), the result carries its rows' codes for the next int8 layer, as
         `dequantize_rows` attaches them."""
-        k, (count, width), (w, colsum, scale) = _gemm_kernels(), rows.shape, self.packed_small
-        out = torch.empty(count, self.out_features)
+        (count, width), (w, colsum, scale) = rows.shape, self.packed_small
         if count <= self.small_rows and self.small_kernel == "coulisse":
             xq, x_scale = known or quantize_rows(rows)
-            xq = xq.contiguous()  # the kernel reads raw rows (codes from the C passes already are)
-            k.small_gemm(xq.data_ptr(), w.data_ptr(), colsum.data_ptr(), scale.data_ptr(), out.data_ptr(), count,
-                         width, self.out_features, torch.get_num_threads())
+            out = self._few_rows(xq)
             if op == 1:
                 return dequantize_rows(out, x_scale, self.bias, self.gelu, codes=codes)
             if op == 2:
@@ -183,12 +184,13 @@ class Int8Linear(nn.Module):
             xq, x_scale, source = torch.empty(count, width, dtype=torch.uint8), torch.empty(count, 1), rows.data_ptr()
         else:
             (xq, x_scale), source = (t.contiguous() for t in known), 0
+        out = torch.empty(count, self.out_features)
         q_ptr, s_ptr = _code_buffers(out, codes and op != 0)
         norm_ptrs = (residual.data_ptr(), norm.weight.data_ptr(), norm.bias.data_ptr()) if op == 2 else (0, 0, 0)
-        k.int8_gemm(xq.data_ptr(), w.data_ptr(), colsum.data_ptr(), scale.data_ptr(), out.data_ptr(), count, width,
-                    self.out_features, torch.get_num_threads(), op, x_scale.data_ptr(),
-                    self.bias.data_ptr() if op else 0, self.gelu and op == 1, *norm_ptrs,
-                    float(norm.eps) if op == 2 else 0.0, q_ptr, s_ptr, source)
+        _gemm_kernels().int8_gemm(xq.data_ptr(), w.data_ptr(), colsum.data_ptr(), scale.data_ptr(), out.data_ptr(),
+                                  count, width, self.out_features, torch.get_num_threads(), op, x_scale.data_ptr(),
+                                  self.bias.data_ptr() if op else 0, self.gelu and op == 1, *norm_ptrs,
+                                  float(norm.eps) if op == 2 else 0.0, q_ptr, s_ptr, source)
         return out
 
     def forward(self, x: Tensor) -> Tensor:
@@ -376,9 +378,7 @@ def add_norm_rows(out: Tensor, scale: Tensor | None, bias: Tensor, residual: Ten
     k = kernels()
     fusable = (k is not None and out.dtype == residual.dtype == bias.dtype == torch.float32
                and out.is_contiguous() and residual.is_contiguous() and bias.is_contiguous() and fused
-               and not (norm.weight is None or norm.bias is None)
-               and norm.weight.dtype == torch.float32 and norm.bias.dtype == torch.float32
-               and tuple(norm.normalized_shape) == (out.shape[1],) and out.device.type == "cpu")
+               and _norm_fusable(norm, out.shape[1]) and out.device.type == "cpu")
     if fusable:
         q_ptr, s_ptr = _code_buffers(out, codes)
         k.add_norm_rows(out.data_ptr(), out.shape[0], out.shape[1], 0 if scale is None else scale.data_ptr(),
