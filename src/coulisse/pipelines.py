@@ -84,7 +84,7 @@ def pipeline(task: str | None = "sentiment-analysis", model: str | Path | None =
 
     Takes transformers 5's arguments (docs/dropin.md says what each does here). `quantize="int8"` runs the
     encoder's linear layers in int8 (CPU only); `fast=True` the fastest mode this CPU runs within its quality
-    gates (int8, or bf16 with AMX: `coulisse info`), where exact fp32 is the default. `device` (-1 or "cpu", 0
+    gates (int8, else bf16: `coulisse info`), where exact fp32 is the default. `device` (-1 or "cpu", 0
     or "cuda:0", a torch.device) is the CPU by default; on a GPU the model runs in fp16 unless `dtype` says
     otherwise. The engine closes a batch at `max_batch_tokens` tokens or `max_batch_size` inputs (`batch_size`
     lowers the latter). `throughput=True` picks fp32 kernels for full batches (corpus jobs use it): where

@@ -204,13 +204,15 @@ def _attention(f: Features, b: Backends) -> Choice:
 def plan(features: Features, backends: Backends = Backends()) -> KernelPlan:
     """The kernels each precision runs on a CPU with `features`; no other input."""
     fp32, int8, bf16 = _fp32(features, backends), _int8(features, backends), _bf16(features, backends)
-    if bf16.fast and features.has("amx_bf16"):
-        fast, why = "bfloat16", ("AMX-BF16 GEMMs match int8's rate with no per-token quantization pass, "
-                                 "and bf16 passes the stricter quality gate (embedding cosine ≥ 0.999)")
-    elif int8.fast:
+    if int8.fast:
         on = int8.options.get("isa", int8.kernel)
         fast, why = "int8", (f"int8 ({on}) is the fastest mode here that passes its quality gate "
                              "(embedding cosine ≥ 0.99, top-1 agreement with exact)")
+        if features.has("amx_bf16", "amx_int8"):
+            why += ("; with AMX, bf16 ran 0.69x int8's speed on a Sapphire Rapids-class Xeon (AMX-INT8's peak "
+                    "is 1.75x AMX-BF16's there; docs/benchmarks.md, session 15)")
+    elif bf16.fast:
+        fast, why = "bfloat16", "no int8 kernel here beats fp32; bf16 arithmetic does (AMX-BF16 or AVX512-BF16)"
     else:
         fast, why = "float32", "no int8 or bf16 kernel here beats fp32"
     return KernelPlan(features, fp32, int8, bf16, fast, why, _attention(features, backends))

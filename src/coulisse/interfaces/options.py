@@ -17,7 +17,7 @@ from coulisse.defaults import BUNDLED_MODEL, DEFAULT_MODEL
 DEFAULT_HELP = f"default: {DEFAULT_MODEL}, or the bundled {BUNDLED_MODEL} when that cannot be had"
 THREADS_HELP = "CPU threads (default: all physical cores)."
 QUANTIZE_HELP = "int8: dynamic int8 linear layers (faster on CPU, near-identical scores)."
-FAST_HELP = ("The fastest mode this CPU runs within its quality gates (int8, or bf16 with AMX; "
+FAST_HELP = ("The fastest mode this CPU runs within its quality gates (int8 where the CPU has an int8 GEMM, else bf16; "
              "`coulisse info` shows which); without it, exact fp32.")
 FAST_KEY = "coulisse.fast"
 # How idle OpenMP threads wait: the user's choice when one of these is set (libgomp, Intel's OpenMP).

@@ -104,7 +104,7 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
       curl -s localhost:8080/predict -H 'Content-Type: application/json' \\
            -d '{"inputs": [["Super film !"], ["Quel ennui..."]]}'
       COULISSE_API_KEY=secret coulisse serve -q int8 --max-batch-tokens 8192
-      coulisse serve --fast          # int8, or bf16 with AMX: GET /info says which ("model_dtype")
+      coulisse serve --fast          # int8 (bf16 without an int8 GEMM): GET /info says which ("model_dtype")
       coulisse serve --task feature-extraction -m sentence-transformers/all-MiniLM-L6-v2
       coulisse serve -m tblard/tf-allocine -m sentence-transformers/all-MiniLM-L6-v2 \\
            --served-model-name allocine --served-model-name minilm
