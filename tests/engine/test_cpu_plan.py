@@ -110,6 +110,17 @@ def test_attention_runs_in_c_where_the_kernels_are_built():
     assert "int8" not in off.detail.partition(";")[2] and "bf16 pipelines" in off.detail
 
 
+def test_attention_products_on_amx_tiles_where_the_cpu_has_them():
+    """bf16 attention products on AMX-BF16 tiles with AMX, on AVX512-BF16 without it or with
+    COULISSE_ATTENTION_AMX=0; `coulisse info` says which."""
+    spr = plan(features(SAPPHIRE_RAPIDS, "AVX512")).attention
+    assert spr.options["amx"] and "AMX-BF16 tiles" in spr.detail and "2.0x" in spr.why
+    for other in (plan(features(ZEN4, "AVX512")).attention, plan(features(COOPER_LAKE, "AVX512")).attention,
+                  plan(features(SAPPHIRE_RAPIDS, "AVX512"), Backends(attention_amx=False)).attention):
+        assert not other.options["amx"] and "AMX" not in other.detail and "(AVX512-BF16" in other.detail
+    assert not plan(features(ZEN3)).attention.options["amx"]
+
+
 def test_plan_is_pure():
     """Same features, same plan; the flags' order and unrelated flags change nothing."""
     a = plan(features(SAPPHIRE_RAPIDS))

@@ -292,6 +292,42 @@ def test_bf16_products_match_rounded_inputs_in_float64(hidden, heads, first_only
     assert not torch.equal(out, fp32), "bf16 products were asked for and this CPU has them"
 
 
+AMX_SCRIPT = """
+import sys, torch
+sys.path.insert(0, sys.argv[2])
+from test_attention_kernel import packed
+from coulisse.models import fastpath
+from coulisse.models.quantize import kernels
+out = {}
+for hidden, heads in ((768, 12), (384, 12)):
+    qkv, p = packed([1, 2, 15, 16, 17, 31, 32, 33, 63, 130, 201], hidden, seed=13)
+    out[hidden] = fastpath.c_packed_attention(qkv, p, heads, False, bf16=True)
+torch.save({"amx": kernels().has_amx_attention(), "out": out}, sys.argv[1])
+"""
+
+
+@needs_bf16_dot
+@pytest.mark.skipif(not getattr(Q.kernels(), "has_amx_attention", lambda: False)(),
+                    reason="no AMX-BF16 here (or COULISSE_ATTENTION_AMX=0): the bf16 tests run the AVX512-BF16 unit")
+def test_amx_tiles_and_the_avx512_bf16_unit_each_meet_the_bound(tmp_path):
+    """Where AMX-BF16 runs the bf16 products (every bf16 test here then tests the tiles), the AVX512-BF16 unit
+    that COULISSE_ATTENTION_AMX=0 keeps (read once per process: a child process) still meets the same float64
+    bound; both sum in other orders, so their outputs differ somewhere (the tiles did run)."""
+    path = tmp_path / "avx512bf16.pt"
+    env = {**os.environ, "COULISSE_ATTENTION_AMX": "0"}
+    subprocess.run([sys.executable, "-c", AMX_SCRIPT, str(path), os.path.dirname(__file__)], env=env, check=True)
+    other = torch.load(path)
+    assert other["amx"] is False
+    for hidden, heads in ((768, 12), (384, 12)):
+        qkv, p = packed([1, 2, 15, 16, 17, 31, 32, 33, 63, 130, 201], hidden, seed=13)
+        tiles = bf16_attention(qkv, p, heads)
+        expected, bound = reference_bf16(qkv, p, heads)
+        for out in (tiles, other["out"][hidden]):
+            err = (out.double() - expected).abs()
+            assert (err <= bound).all(), (hidden, f"max error {err.max():.2e}")
+        assert not torch.equal(tiles, other["out"][hidden])
+
+
 @needs_bf16_dot
 def test_bf16_products_thread_count_and_first_only_do_not_change_a_bit():
     qkv, p = packed([7, 300, 12, 65], 768, seed=12)

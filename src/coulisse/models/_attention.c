@@ -24,6 +24,11 @@
  */
 #include "_kernels.h"
 
+#ifdef __linux__
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 #define MQ 8  /* queries per block of S, AVX-512 and scalar */
 #define QB2 6 /* AVX2: 12 accumulators of its 16 registers */
 
@@ -43,6 +48,7 @@ typedef struct {
     float scale;
     int first_only, isa;
     int bf16;      /* products in bf16 (vdpbf16ps) where the CPU has AVX512-BF16 and 32 divides d */
+    int amx;       /* with bf16: the products on AMX-BF16 tiles (16 queries per block) where the CPU has them */
     int64_t width; /* n' of the longest sequence */
     const Unit *units;
     int64_t n_units;
@@ -434,9 +440,10 @@ BF16_TARGET static inline __m512i input_pairs(const Job *job, int64_t at) {
     return job->qkv16 ? _mm512_loadu_si512(job->qkv16 + at) : pairs_bf16(job->qkv + at);
 }
 
-BF16_TARGET static void unit_avx512bf16(const Job *job, const Unit *u, uint32_t *kt2, float *s, uint32_t *v2,
-                                        uint32_t *q2, uint32_t *p2) {
-    const int64_t n = job->lengths[u->seq], np = (n + 31) & ~(int64_t)31, d = job->d, dw = d / 2, nw = np / 2;
+/* A unit's keys and values in words of bf16 pairs (layouts above): K^T into kt2 (dw rows of np words, zero keys
+ * from n on) and V into v2 (word rows 0 .. vrows - 1, zero from (n + 1) / 2 on). */
+BF16_TARGET static void pairs_kv(const Job *job, const Unit *u, uint32_t *kt2, uint32_t *v2, int64_t vrows) {
+    const int64_t n = job->lengths[u->seq], np = (n + 31) & ~(int64_t)31, d = job->d, dw = d / 2;
     const int64_t row = job->row; /* element offsets into qkv from here on */
     const int64_t base = job->starts[u->seq] * row + (int64_t)u->head * d, kbase = base + job->hidden,
                   vbase = base + 2 * job->hidden;
@@ -453,7 +460,7 @@ BF16_TARGET static void unit_avx512bf16(const Job *job, const Unit *u, uint32_t 
     /* V in pairs of keys: v2[w][c] = (v_2w[c], v_2w+1[c]), zero rows after n */
     const __m512i lo_idx = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
     const __m512i hi_idx = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
-    const int64_t vw = (n + 1) / 2; /* word rows P V reads */
+    const int64_t vw = (n + 1) / 2; /* word rows holding keys */
     for (int64_t w = 0; w < vw; w++)
         for (int64_t c = 0; c < d; c += 32) {
             __m512i a = input_pairs(job, vbase + 2 * w * row + c);
@@ -462,6 +469,16 @@ BF16_TARGET static void unit_avx512bf16(const Job *job, const Unit *u, uint32_t 
             _mm512_storeu_si512(v2 + w * d + c, _mm512_permutex2var_epi32(lo, lo_idx, hi));
             _mm512_storeu_si512(v2 + w * d + c + 16, _mm512_permutex2var_epi32(lo, hi_idx, hi));
         }
+    if (vrows > vw) memset(v2 + vw * d, 0, sizeof(uint32_t) * (size_t)((vrows - vw) * d));
+}
+
+BF16_TARGET static void unit_avx512bf16(const Job *job, const Unit *u, uint32_t *kt2, float *s, uint32_t *v2,
+                                        uint32_t *q2, uint32_t *p2) {
+    const int64_t n = job->lengths[u->seq], np = (n + 31) & ~(int64_t)31, d = job->d, dw = d / 2, nw = np / 2;
+    const int64_t row = job->row;
+    const int64_t base = job->starts[u->seq] * row + (int64_t)u->head * d;
+    const int64_t vw = (n + 1) / 2; /* word rows P V reads */
+    pairs_kv(job, u, kt2, v2, vw);
     const __m512 vc = _mm512_set1_ps(job->scale * 1.44269504088896341f); /* scores in base 2 */
     float inv[MQ];
     for (int64_t i0 = u->q0; i0 < u->q1; i0 += MQ) {
@@ -547,6 +564,135 @@ int coulisse_has_bf16_dot(void) {
     }
     return cached;
 }
+
+/* ---------------------------------------------------------------- AMX-BF16 tiles
+ * The same unit with its two products on AMX tiles (Sapphire Rapids and later): 16 queries per block, tiles of
+ * 16 rows x 64 bytes. In TDPBF16PS C += A B, A is 16 rows of 16 words and B 16 rows of 16 words in pairs along
+ * the sum: the layouts above are these already. S = Q K^T: A = q2 (16 queries, 32 dims a tile), B = kt2 (16
+ * words of dims, 16 keys), C = 16 queries x 16 keys. O = P V: A = p2 (16 queries, 32 keys), B = v2 (16 word
+ * rows of key pairs, 16 columns), C = 16 queries x 16 columns. The rounding is the vdpbf16ps unit's (bf16
+ * inputs, exact products, fp32 sums; sums in another order, inside the same bound): an output row depends on
+ * its own query only, so thread counts and first_only change no bit here either. Tiles 0-3 accumulate,
+ * 4 holds A, 6 holds B. */
+#define AMX_TARGET __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma,avx512bf16,amx-tile,amx-bf16")))
+#define AMX_Q 16
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} TileConfig;
+
+/* Palette 1, tiles 0-7 of 16 rows x 64 bytes. A constant in memory: gcc 12's _tile_loadconfig tells the compiler it
+ * reads 8 bytes only, so a config built on the stack just before could lose its other stores. */
+static const TileConfig amx_tiles = {1, 0, {0}, {64, 64, 64, 64, 64, 64, 64, 64}, {16, 16, 16, 16, 16, 16, 16, 16}};
+
+AMX_TARGET static void amx_configure(void) { _tile_loadconfig(&amx_tiles); }
+
+AMX_TARGET static void amx_release(void) { _tile_release(); }
+
+/* Tile t of C += A (tile 4) x B (tile 6, loaded from b with `stride` bytes between rows); t a constant. */
+#define AMX_STEP(t, b, stride)       \
+    do {                             \
+        _tile_loadd(6, (b), (stride)); \
+        _tile_dpbf16ps(t, 4, 6);     \
+    } while (0)
+
+/* C tiles 0 .. count-1 += A x B for `count` consecutive B tiles, `step` bytes apart. */
+AMX_TARGET static inline void amx_row_of_tiles(const char *b, int64_t step, int64_t stride, int count) {
+    AMX_STEP(0, b, stride);
+    if (count > 1) AMX_STEP(1, b + step, stride);
+    if (count > 2) AMX_STEP(2, b + 2 * step, stride);
+    if (count > 3) AMX_STEP(3, b + 3 * step, stride);
+}
+
+AMX_TARGET static inline void amx_store_tiles(char *c, int64_t step, int64_t stride, int count) {
+    _tile_stored(0, c, stride);
+    if (count > 1) _tile_stored(1, c + step, stride);
+    if (count > 2) _tile_stored(2, c + 2 * step, stride);
+    if (count > 3) _tile_stored(3, c + 3 * step, stride);
+}
+
+AMX_TARGET static void amx_zero_tiles(void) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+}
+
+AMX_TARGET static void unit_amx_bf16(const Job *job, const Unit *u, uint32_t *kt2, float *s, uint32_t *v2,
+                                     uint32_t *q2, uint32_t *p2, float *o) {
+    const int64_t n = job->lengths[u->seq], np = (n + 31) & ~(int64_t)31, d = job->d, dw = d / 2, nw = np / 2;
+    const int64_t row = job->row;
+    const int64_t base = job->starts[u->seq] * row + (int64_t)u->head * d;
+    pairs_kv(job, u, kt2, v2, nw); /* P V reads whole tiles of 32 keys: zero word rows up to np / 2 */
+    const float c2 = job->scale * 1.44269504088896341f; /* scores in base 2 */
+    const __m512 vc = _mm512_set1_ps(c2);
+    float inv[AMX_Q];
+    for (int64_t i0 = u->q0; i0 < u->q1; i0 += AMX_Q) {
+        const int64_t m = u->q1 - i0 < AMX_Q ? u->q1 - i0 : AMX_Q;
+        for (int r = 0; r < AMX_Q; r++) { /* rows past m repeat the last query: finite, and never written out */
+            const int64_t q = base + (i0 + (r < m ? r : m - 1)) * row;
+            for (int64_t w = 0; w < dw; w += 16) _mm512_storeu_si512(q2 + r * dw + w, input_pairs(job, q + 2 * w));
+        }
+        /* S = Q K^T, 64 keys (4 tiles) at a time, 32 dims per A tile */
+        for (int64_t j = 0; j < np; j += 64) {
+            const int count = np - j >= 64 ? 4 : 2; /* np is a multiple of 32 */
+            amx_zero_tiles();
+            for (int64_t w = 0; w < dw; w += 16) {
+                _tile_loadd(4, q2 + w, dw * 4);
+                amx_row_of_tiles((const char *)(kt2 + w * np + j), 64, np * 4, count);
+            }
+            amx_store_tiles((char *)(s + j), 64, np * 4, count);
+        }
+        for (int r = 0; r < AMX_Q; r++) {
+            float *sr = s + r * np;
+            uint32_t *pr = p2 + r * nw;
+            if (r >= m) { /* P's rows past m: zeros (their outputs are dropped) */
+                memset(pr, 0, sizeof(uint32_t) * (size_t)nw);
+                continue;
+            }
+            for (int64_t j = 0; j < np; j += 16) _mm512_storeu_ps(sr + j, _mm512_mul_ps(_mm512_loadu_ps(sr + j), vc));
+            inv[r] = softmax_row_avx512(sr, n);
+            for (int64_t j = n; j < np; j++) sr[j] = 0.0f; /* the keys after n weigh nothing */
+            for (int64_t j = 0; j < np; j += 32) _mm512_storeu_si512(pr + j / 2, pairs_bf16(sr + j));
+        }
+        /* O = P V, 64 columns (4 tiles) at a time, 32 keys per A tile */
+        for (int64_t c = 0; c < d; c += 64) {
+            const int count = d - c >= 64 ? 4 : 2; /* d is a multiple of 32 */
+            amx_zero_tiles();
+            for (int64_t w = 0; w < nw; w += 16) {
+                _tile_loadd(4, p2 + w, nw * 4);
+                amx_row_of_tiles((const char *)(v2 + w * d + c), 64, d * 4, count);
+            }
+            amx_store_tiles((char *)o, 64, 64 * 4, count);
+            for (int r = 0; r < m; r++) {
+                int64_t ti = job->first_only ? u->seq : job->starts[u->seq] + i0 + r;
+                float *out = job->out + ti * job->hidden + (int64_t)u->head * d + c;
+                __m512 sc = _mm512_set1_ps(inv[r]);
+                for (int k = 0; k < count; k++)
+                    _mm512_storeu_ps(out + 16 * k, _mm512_mul_ps(_mm512_loadu_ps(o + r * 64 + 16 * k), sc));
+            }
+        }
+    }
+}
+
+/* Whether this CPU has AMX-BF16 and this process may use its tiles (Linux grants the tile state on request,
+ * once per process: arch_prctl ARCH_REQ_XCOMP_PERM). Read once; COULISSE_ATTENTION_AMX=0 says no. */
+int coulisse_has_amx_bf16(void) {
+    static int cached = -1;
+    if (cached < 0) {
+        const char *off = getenv("COULISSE_ATTENTION_AMX");
+        __builtin_cpu_init();
+        cached = coulisse_has_bf16_dot() && __builtin_cpu_supports("amx-bf16") && !(off && strcmp(off, "0") == 0);
+#ifdef __linux__
+        cached = cached && syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+#else
+        cached = 0;
+#endif
+    }
+    return cached;
+}
 #endif
 
 /* ---------------------------------------------------------------- units over threads
@@ -555,18 +701,27 @@ int coulisse_has_bf16_dot(void) {
 
 static void *attention_worker(void *arg) {
     Job *job = (Job *)arg;
-    const int64_t np = job->width + 32;
-    /* K^T (d x np), S (MQ x np); with bf16 products also V in pairs (np/2 x d words), Q and P in pairs */
-    const size_t extra = job->bf16 ? (size_t)(np / 2 * job->d + MQ * job->d / 2 + MQ * np / 2) : 0;
-    float *kt = (float *)malloc(sizeof(float) * ((size_t)(job->d * np + MQ * np) + extra));
+    const int64_t np = job->width + 32, mq = job->amx ? 16 : MQ;
+    /* K^T (d x np), S (mq x np); with bf16 products also V in pairs (np/2 x d words), Q and P in pairs; with
+     * AMX the output tiles (16 x 64) */
+    const size_t extra = job->bf16 ? (size_t)(np / 2 * job->d + mq * job->d / 2 + mq * np / 2) : 0;
+    float *kt = (float *)malloc(sizeof(float) * ((size_t)(job->d * np + mq * np) + extra + (job->amx ? 16 * 64 : 0)));
     if (!kt) return (void *)1;
     float *s = kt + job->d * np;
-    uint32_t *v2 = (uint32_t *)(s + MQ * np), *q2 = v2 + np / 2 * job->d, *p2 = q2 + MQ * job->d / 2;
+    uint32_t *v2 = (uint32_t *)(s + mq * np), *q2 = v2 + np / 2 * job->d, *p2 = q2 + mq * job->d / 2;
+    float *o = (float *)(p2 + mq * np / 2);
+#if HAVE_X86
+    if (job->amx) amx_configure();
+#endif
     for (;;) {
         int64_t i = __atomic_fetch_add(&job->next, 1, __ATOMIC_RELAXED);
         if (i >= job->n_units) break;
         const Unit *u = &job->units[i];
 #if HAVE_X86
+        if (job->amx) {
+            unit_amx_bf16(job, u, (uint32_t *)kt, s, v2, q2, p2, o);
+            continue;
+        }
         if (job->bf16) {
             unit_avx512bf16(job, u, (uint32_t *)kt, s, v2, q2, p2);
             continue;
@@ -582,6 +737,9 @@ static void *attention_worker(void *arg) {
 #endif
         unit_scalar(job, u, kt, s);
     }
+#if HAVE_X86
+    if (job->amx) amx_release();
+#endif
     free(kt);
     return NULL;
 }
@@ -651,6 +809,16 @@ PyObject *coulisse_py_has_bf16_dot(PyObject *self, PyObject *unused) {
 #endif
 }
 
+PyObject *coulisse_py_has_amx_attention(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+#if HAVE_X86
+    return PyBool_FromLong(coulisse_has_amx_bf16());
+#else
+    return PyBool_FromLong(0);
+#endif
+}
+
 PyObject *coulisse_py_attention(PyObject *self, PyObject *args) {
     Py_ssize_t qkv, out, starts, lengths, batch, hidden;
     int heads, threads, first_only, bf16 = 0, bf16_inputs = 0;
@@ -664,10 +832,11 @@ PyObject *coulisse_py_attention(PyObject *self, PyObject *args) {
         return NULL;
     }
     Job job = {(const float *)qkv, NULL, (float *)out, (const int64_t *)starts, (const int64_t *)lengths, 3 * hidden,
-               hidden, (int)(hidden / heads), (float)scale, first_only, coulisse_isa_level(), 0, 0, NULL, 0, 0};
+               hidden, (int)(hidden / heads), (float)scale, first_only, coulisse_isa_level(), 0, 0, 0, NULL, 0, 0};
 #if HAVE_X86
     /* bf16 products where asked, the CPU has them and pairs of dims fill whole vectors; else fp32 */
     job.bf16 = (bf16 || bf16_inputs) && coulisse_has_bf16_dot() && job.d % 32 == 0;
+    job.amx = job.bf16 && coulisse_has_amx_bf16();
 #endif
     if (bf16_inputs) { /* only the bf16-product unit reads bf16 */
         if (!job.bf16) {

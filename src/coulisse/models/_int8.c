@@ -562,6 +562,9 @@ static PyMethodDef methods[] = {
      "Whether this CPU multiplies bytes into int32 lanes (AVX512-VNNI), which small_gemm needs."},
     {"has_bf16_dot", coulisse_py_has_bf16_dot, METH_NOARGS,
      "Whether this CPU multiplies bf16 pairs (AVX512-BF16), which attention(..., bf16=True) then uses."},
+    {"has_amx_attention", coulisse_py_has_amx_attention, METH_NOARGS,
+     "Whether attention's bf16 products run on AMX-BF16 tiles here (the CPU has them, Linux granted the tile state, "
+     "COULISSE_ATTENTION_AMX is not 0)."},
     {"isa", py_isa, METH_NOARGS, "Which code path runs on this CPU: 'avx512', 'avx2' or 'scalar'."},
     {"threading", py_threading, METH_NOARGS, "Which threads split the rows: 'openmp' (PyTorch's team) or 'posix'."},
     {NULL, NULL, 0, NULL},

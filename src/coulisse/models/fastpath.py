@@ -27,9 +27,11 @@ cost on reviews of ~130 tokens (docs/benchmarks.md, "C attention"). `COULISSE_C_
 In int8 pipelines, on CPUs that multiply bf16 pairs (AVX512-BF16: Zen 4, Cooper Lake, Sapphire Rapids),
 the kernel's two products (Q K^T, P V) run in bf16 with fp32 sums (`bf16=True`): 1.4-1.5x faster on a
 Zen 4, and an error far below int8's own (docs/benchmarks.md, "Session 11");
-`COULISSE_ATTENTION_BF16=0` keeps fp32 products there. Exact (fp32) pipelines always keep fp32. bf16
-pipelines on those CPUs hand their bf16 q/k/v to the same kernel (read as they are; fp32 output), where
-they otherwise call SDPA once per sequence; elsewhere they keep SDPA.
+`COULISSE_ATTENTION_BF16=0` keeps fp32 products there. Where the CPU has AMX-BF16 (Sapphire Rapids and later),
+those bf16 products run on its tiles, 16 queries at a time: 2.0x the AVX512-BF16 unit's speed there
+(docs/benchmarks.md, "Session 15"); `COULISSE_ATTENTION_AMX=0` keeps AVX512-BF16. Exact (fp32) pipelines always
+keep fp32. bf16 pipelines on those CPUs hand their bf16 q/k/v to the same kernel (read as they are; fp32
+output), where they otherwise call SDPA once per sequence; elsewhere they keep SDPA.
 """
 
 from __future__ import annotations
@@ -252,6 +254,12 @@ def c_attention_enabled() -> bool:
 def attention_bf16_allowed() -> bool:
     """`COULISSE_ATTENTION_BF16=0` keeps int8 attention's products in fp32 (A/B runs, quality checks)."""
     return os.environ.get("COULISSE_ATTENTION_BF16", "1") != "0"
+
+
+def attention_amx_allowed() -> bool:
+    """`COULISSE_ATTENTION_AMX=0` keeps attention's bf16 products off AMX tiles, on AVX512-BF16 (A/B runs). The C
+    kernels read it once per process, when they first run attention."""
+    return os.environ.get("COULISSE_ATTENTION_AMX", "1") != "0"
 
 
 def bf16_dot() -> bool:
