@@ -44,8 +44,11 @@ def test_avx512_vnni():
 
 def test_amx():
     p = plan(features(SAPPHIRE_RAPIDS, "AVX512"))
-    assert (p.int8.kernel, p.int8.options["weight_bits"]) == ("onednn", 8)
-    assert "AMX" in p.int8.detail and "AMX" in p.bf16.detail
+    assert (p.int8.kernel, p.int8.options["weight_bits"]) == ("coulisse", 8)  # its blocks on AMX tiles
+    assert "AMX-INT8 tiles where k is a multiple of 64" in p.int8.detail and "AMX" in p.bf16.detail
+    assert "1.08x oneDNN's AMX GEMM" in p.int8.why
+    off = plan(features(SAPPHIRE_RAPIDS, "AVX512"), Backends(int8_gemm=False)).int8  # COULISSE_INT8_GEMM=onednn
+    assert off.kernel == "onednn" and "oneDNN u8×s8 per-token (AMX-INT8 tiles)" in off.detail
     assert (p.bf16.kernel, p.bf16.fast) == ("onednn", True)
     # measured on a Sapphire Rapids-class Xeon: int8 (AMX-INT8) 64 reviews/s, bf16 (AMX-BF16) 44
     assert p.fast == "int8" and "AMX" in p.fast_why
@@ -167,11 +170,11 @@ def test_few_rows_kernel_needs_the_build_and_can_be_turned_off():
 
 @pytest.mark.parametrize("flags, capability, kernel", [
     (CASCADE_LAKE, "AVX512", "coulisse"), (ZEN4, "AVX512", "coulisse"), (COOPER_LAKE, "AVX512", "coulisse"),
-    (SAPPHIRE_RAPIDS, "AVX512", "onednn"), (SKYLAKE_X, "AVX512", "onednn"), (ALDER_LAKE, "AVX2", "onednn"),
+    (SAPPHIRE_RAPIDS, "AVX512", "coulisse"), (SKYLAKE_X, "AVX512", "onednn"), (ALDER_LAKE, "AVX2", "onednn"),
     (ZEN3, "AVX2", "onednn"), ("", "DEFAULT", "onednn")])
 def test_own_gemm_where_avx512_vnni_is_the_best_int8(flags, capability, kernel):
-    """Every int8 GEMM on coulisse's kernel where AVX512-VNNI is the CPU's best int8 arithmetic; AMX CPUs keep
-    oneDNN (its tiles), CPUs without AVX512-VNNI keep oneDNN; `coulisse info` says which."""
+    """Every int8 GEMM on coulisse's kernel wherever AVX512-VNNI is (AMX CPUs: its blocks on AMX tiles), CPUs
+    without AVX512-VNNI keep oneDNN; `coulisse info` says which."""
     p = plan(features(flags, capability))
     assert p.int8.kernel == kernel and p.int8.options.get("gemm", "onednn") == kernel
     assert ("coulisse's u8×s8" in p.int8.detail) == (kernel == "coulisse")

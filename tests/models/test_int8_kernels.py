@@ -531,12 +531,14 @@ def test_gemm_gives_the_exact_sums_rounded_once(k, n, threads):
 
 @needs_int8_dot
 @pytest.mark.parametrize("m", [1, 31, 100, 300])
-def test_gemm_finishes_its_rows_as_the_separate_passes_do(m, threads):
+@pytest.mark.parametrize("k", [96, 128], ids=["vnni", "amx-where-present"])
+def test_gemm_finishes_its_rows_as_the_separate_passes_do(m, k, threads):
     """Each block of rows finished inside the GEMM call (dequantize + bias [+ GELU], or + residual + LayerNorm,
     with or without the next layer's codes) gives the bits of the same passes run after the GEMM; and so does
-    each block quantizing its fp32 rows first, inside the call."""
+    each block quantizing its fp32 rows first, inside the call. k = 128 runs on AMX tiles where the CPU has
+    them (k a multiple of 64), 13 column blocks: an odd one after the pairs."""
     torch.manual_seed(6)
-    k, n = 96, 208
+    n = 208
     q, scale = Q.quantize_weight(torch.randn(n, k), 127)
     packed = Q._small_pack(q, scale)
     x = torch.randn(m, k) * 3
@@ -562,6 +564,66 @@ def test_gemm_finishes_its_rows_as_the_separate_passes_do(m, threads):
     made = (torch.full((m, k), 7, dtype=torch.uint8), torch.zeros(m, 1))
     out = own_gemm(made[0], packed, m, k, n, threads, 2, made[1], bias, residual=residual, norm=norm, rows=x)
     assert torch.equal(made[0], xq) and torch.equal(made[1], x_scale) and torch.equal(out, expected)
+
+
+AMX_SCRIPT = """
+import sys, torch
+from torch import nn
+from coulisse.models import quantize as Q
+torch.manual_seed(8)
+out = {"amx": Q.kernels().has_amx_int8()}
+for k, n in ((768, 2304), (3072, 768), (128, 208)):
+    q, scale = Q.quantize_weight(torch.randn(n, k), 127)
+    w, colsum, s = Q._small_pack(q, scale)
+    norm = nn.LayerNorm(n)
+    nn.init.normal_(norm.weight)
+    for m in (1, 15, 17, 33, 100, 300):
+        x = torch.randn(m, k) * 3
+        xq, x_scale = torch.empty(m, k, dtype=torch.uint8), torch.empty(m, 1)
+        bias, residual = torch.randn(n), torch.randn(m, n)
+        product = torch.empty(m, n)
+        K = Q.kernels()
+        K.int8_gemm(xq.data_ptr(), w.data_ptr(), colsum.data_ptr(), s.data_ptr(), product.data_ptr(), m, k, n, 2, 0,
+                    x_scale.data_ptr(), 0, False, 0, 0, 0, 0.0, 0, 0, x.data_ptr())
+        gelu, codes = torch.empty(m, n), (torch.empty(m, n, dtype=torch.uint8), torch.empty(m, 1))
+        K.int8_gemm(xq.data_ptr(), w.data_ptr(), colsum.data_ptr(), s.data_ptr(), gelu.data_ptr(), m, k, n, 2, 1,
+                    x_scale.data_ptr(), bias.data_ptr(), True, 0, 0, 0, 0.0, codes[0].data_ptr(), codes[1].data_ptr())
+        normed = torch.empty(m, n)
+        K.int8_gemm(xq.data_ptr(), w.data_ptr(), colsum.data_ptr(), s.data_ptr(), normed.data_ptr(), m, k, n, 2, 2,
+                    x_scale.data_ptr(), bias.data_ptr(), False, residual.data_ptr(), norm.weight.data_ptr(),
+                    norm.bias.data_ptr(), 1e-5, 0, 0)
+        out[(k, n, m)] = (xq, x_scale, product, gelu, *codes, normed)
+torch.save(out, sys.argv[1])
+"""
+
+
+def test_amx_tiles_run_where_the_cpu_has_them():
+    """int8_gemm's blocks go to AMX-INT8 tiles exactly where /proc/cpuinfo lists amx_int8 (and AVX512-VNNI, the
+    kernel's other half): the tile state was granted, nothing silently fell back."""
+    k = Q.kernels()
+    if k is None or os.environ.get("COULISSE_INT8_AMX") == "0":
+        pytest.skip("no C kernels, or AMX turned off for this run")
+    from coulisse.engine.cpu import read_flags
+
+    assert k.has_amx_int8() == ("amx_int8" in read_flags() and k.has_int8_dot())
+
+
+@pytest.mark.skipif(not getattr(Q.kernels(), "has_amx_int8", lambda: False)(),
+                    reason="no AMX-INT8 here: int8_gemm's blocks run on AVX512-VNNI only")
+def test_amx_blocks_give_the_vnni_blocks_bits(tmp_path):
+    """On AMX tiles (this process) and on AVX512-VNNI (COULISSE_INT8_AMX=0, read once per process: a child),
+    int8_gemm computes the same exact int32 sums, so every output is the same to the bit: the in-call
+    quantization, the product, GELU + codes, residual + LayerNorm; row counts around the 16-row tiles, 32-row
+    steps and 128-row blocks, shapes whose weights span several 512 kB chunks."""
+    runs = {}
+    for name, env in (("amx", {}), ("vnni", {"COULISSE_INT8_AMX": "0"})):
+        path = tmp_path / f"{name}.pt"
+        subprocess.run([sys.executable, "-c", AMX_SCRIPT, str(path)], env={**os.environ, **env}, check=True)
+        runs[name] = torch.load(path)
+    assert runs["amx"].pop("amx") is True and runs["vnni"].pop("amx") is False
+    assert runs["amx"].keys() == runs["vnni"].keys()
+    for key, tensors in runs["amx"].items():
+        assert all(torch.equal(a, b) for a, b in zip(tensors, runs["vnni"][key], strict=True)), key
 
 
 @needs_int8_dot

@@ -123,11 +123,9 @@ def _fp32(f: Features, b: Backends) -> Choice:
 
 
 def own_gemm(f: Features, b: Backends) -> bool:
-    """Whether int8 GEMMs of every size run on coulisse's kernel (`_int8_gemm.c`): built, AVX-512 with VNNI,
-    and no AMX-INT8 (whose tiles oneDNN drives: 5.0 TOP/s vs our VNNI GEMM's 1.7 on a Sapphire Rapids-class Xeon,
-    session 15; oneDNN stays there)."""
-    return (b.c_kernels and b.int8_gemm and b.onednn_int8 and c_isa(f) == "AVX-512" and f.has("avx512_vnni")
-            and not f.has("amx_int8"))
+    """Whether int8 GEMMs of every size run on coulisse's kernel (`_int8_gemm.c`): built, AVX-512 with VNNI (its
+    blocks then run on AMX-INT8 tiles where the CPU has them)."""
+    return (b.c_kernels and b.int8_gemm and b.onednn_int8 and c_isa(f) == "AVX-512" and f.has("avx512_vnni"))
 
 
 def _int8(f: Features, b: Backends) -> Choice:
@@ -154,13 +152,20 @@ def _int8(f: Features, b: Backends) -> Choice:
         isa, why = "generic", "no AVX2: oneDNN's reference int8 path, likely slower than fp32"
     bits = 8 if f.vnni else 7
     if own_gemm(f, b):
-        detail = (f"coulisse's u8×s8 per-token GEMM ({isa}), {bits}-bit weights, {fused} inside the same call "
+        on = ("AMX-INT8 tiles where k is a multiple of 64, AVX-512 VNNI otherwise" if f.has("amx_int8", "amx_tile")
+              else isa)
+        detail = (f"coulisse's u8×s8 per-token GEMM ({on}), {bits}-bit weights, {fused} inside the same call "
                   "(each block of rows dequantized, with its GELU or residual + LayerNorm, and quantized for the "
                   "next layer while in cache)"
                   + (f", coulisse's VNNI kernel for ≤ {small} rows (weights streamed once)" if small else ""))
-        why = ("24 vpdpbusd accumulators in registers: 3-6 % ahead of oneDNN's GEMM at 1,024 rows on a Zen 4, "
-               "to the same bits, and the row passes around it no longer wait for another wake-up of the "
-               "threads: a --fast forward 1.08-1.10x (docs/benchmarks.md, session 14); AMX CPUs keep oneDNN's tiles")
+        if f.has("amx_int8", "amx_tile"):
+            why = ("blocks of up to 128 rows on 2 x 2 AMX tiles, the weights in 512 kB chunks that stay in L2, each "
+                   "block finished while in cache: the int8 forward 1.08x oneDNN's AMX GEMM + the row passes on a "
+                   "Sapphire Rapids-class Xeon, to the same bits (docs/benchmarks.md, session 15)")
+        else:
+            why = ("24 vpdpbusd accumulators in registers: 3-6 % ahead of oneDNN's GEMM at 1,024 rows on a Zen 4, "
+                   "to the same bits, and the row passes around it no longer wait for another wake-up of the "
+                   "threads: a --fast forward 1.08-1.10x (docs/benchmarks.md, session 14)")
         return Choice("coulisse", detail, why, options={"weight_bits": bits, "small_rows": small, "isa": isa,
                                                         "gemm": "coulisse"})
     detail = (f"oneDNN u8×s8 per-token ({isa}), {bits}-bit weights, {fused}"

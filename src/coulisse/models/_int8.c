@@ -572,6 +572,9 @@ static PyMethodDef methods[] = {
      "AVX512-VNNI only (has_int8_dot)."},
     {"has_int8_dot", coulisse_py_has_int8_dot, METH_NOARGS,
      "Whether this CPU multiplies bytes into int32 lanes (AVX512-VNNI), which small_gemm needs."},
+    {"has_amx_int8", coulisse_py_has_amx_int8, METH_NOARGS,
+     "Whether int8_gemm runs its blocks on AMX-INT8 tiles here (where k is a multiple of 64): the CPU has them, "
+     "Linux granted the tile state, COULISSE_INT8_AMX is not 0."},
     {"has_bf16_dot", coulisse_py_has_bf16_dot, METH_NOARGS,
      "Whether this CPU multiplies bf16 pairs (AVX512-BF16), which attention(..., bf16=True) then uses."},
     {"has_amx_attention", coulisse_py_has_amx_attention, METH_NOARGS,

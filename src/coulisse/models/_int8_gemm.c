@@ -1,6 +1,6 @@
 /*
- * coulisse's own int8 GEMMs, for CPUs with AVX512-VNNI (and no AMX, whose tiles oneDNN drives at ~2.9x this GEMM's
- * rate on a Sapphire Rapids-class Xeon: 5.0 vs 1.7 TOP/s; the kernel plan, coulisse/engine/cpu.py, decides). Both compute
+ * coulisse's own int8 GEMMs, for CPUs with AVX512-VNNI, int8_gemm's blocks on AMX-INT8 tiles where the CPU has them
+ * (the kernel plan, coulisse/engine/cpu.py, decides). Both compute
  *
  *   out[m][n] = (sum_k x[m][k] w[n][k] - 128 colsum[n]) w_scale[n],  x the u8 codes (signed code + 128),
  *
@@ -22,9 +22,17 @@
  * dequantize + bias [+ GELU], or + residual + LayerNorm, and the codes of the next int8 layer), on the
  * same thread: no second pass over the layer's output, no second wake-up of the threads. On a Zen 4 the
  * product alone ran 3-6 % faster than oneDNN's at 1,024 rows (90-97 % of one vpdpbusd a cycle), to the
- * same bits (docs/benchmarks.md, session 14).
+ * same bits (docs/benchmarks.md, session 14). With AMX-INT8 (and k a multiple of 64), blocks of up to 128 rows
+ * run on tiles instead (`amx_block`), the weights in 512 kB chunks that stay in L2 while the block's rows pass:
+ * the same sums; with its row passes, 1.08x oneDNN's AMX GEMM and its passes in an int8 forward on a Sapphire
+ * Rapids-class Xeon (docs/benchmarks.md, session 15).
  */
 #include "_kernels.h"
+
+#ifdef __linux__
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 /* The int32 lanes sum u8 x s8 products modulo 2^32; sum((x - 128) w), |.| <= 128 * 127 * k, is exact up to
  * this k (models/quantize.py, MAX_OWN_GEMM_IN). */
@@ -41,6 +49,7 @@ typedef struct {
     int64_t rows_per_task;   /* int8_gemm */
     const RowTask *quantize; /* int8_gemm: the pass that makes each block's codes from its fp32 rows first, or NULL */
     const RowTask *finish;   /* int8_gemm: the pass over each block of rows once computed, or NULL */
+    int amx;                 /* int8_gemm: blocks on AMX-INT8 tiles (coulisse_has_amx_int8, k % 64 == 0) */
 } Gemm;
 
 #if HAVE_X86
@@ -162,6 +171,141 @@ VNNI static void tiles(const Gemm *g, int64_t m0, int64_t b, int64_t rows, int n
 }
 #undef TILES
 
+
+/* ---------------------------------------------------------------- AMX-INT8 tiles
+ * Where the CPU has AMX-INT8 (and k is a multiple of 64), a block of rows runs on tiles instead: TDPBUSD sums
+ * u8 x s8 products into int32 like vpdpbusd, and the packed weights are its B operand already (a column block's
+ * words q .. q + 15 are 16 rows of 16 columns x 4 bytes: one tile). A = 16 rows of codes x 64 bytes, read in
+ * place. Per step of 64 along k: two row tiles (A 4, 5) x two column blocks (B 6, 7) into four accumulator
+ * tiles (0-3). The int32 sums are stored into the output rows, then made fp32 as the vector tile does: the same
+ * exact sums, the same bits. */
+#define AMX8 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma,avx512vnni,amx-tile,amx-int8")))
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} TileConfig;
+
+/* Tiles for `top` rows in the first row tile and `bottom` (0 to 16) in the second. ldtilecfg through asm with
+ * the whole struct as its operand: gcc 12's _tile_loadconfig declares 8 bytes read, and the stores that build
+ * the rest could be dropped. */
+AMX8 static void amx_rows(int top, int bottom) {
+    TileConfig cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette = 1;
+    const int rows[8] = {top, top, bottom, bottom, top, bottom, 16, 16};
+    for (int t = 0; t < 8; t++)
+        if (rows[t]) {
+            cfg.rows[t] = (uint8_t)rows[t];
+            cfg.colsb[t] = 64;
+        }
+    __asm__ volatile("ldtilecfg %0" : : "m"(cfg));
+}
+
+/* Rows m0 .. m0 + rows - 1 (1 to 32; the tiles configured for them) against column blocks b0 .. b1 - 1. */
+AMX8 static void amx_rows_by_blocks(const Gemm *g, int64_t m0, int64_t rows, int64_t b0, int64_t b1) {
+    const int64_t kw = g->k / 4;
+    const int two = rows > 16;
+    int32_t sums[32 * 32] __attribute__((aligned(64)));
+    const uint8_t *xa = g->x + m0 * g->k, *xb = xa + 16 * g->k;
+    for (int64_t b = b0; b < b1; b += 2) {
+        const int pair = b1 - b >= 2;
+        const int32_t *w0 = g->w + b * kw * 16, *w1 = w0 + kw * 16;
+        _tile_zero(0);
+        _tile_zero(1);
+        if (two) {
+            _tile_zero(2);
+            _tile_zero(3);
+        }
+        if (pair && two) {
+            for (int64_t q = 0; q < kw; q += 16) {
+                _tile_loadd(4, xa + 4 * q, g->k);
+                _tile_loadd(6, w0 + q * 16, 64);
+                _tile_dpbusd(0, 4, 6);
+                _tile_loadd(7, w1 + q * 16, 64);
+                _tile_dpbusd(1, 4, 7);
+                _tile_loadd(5, xb + 4 * q, g->k);
+                _tile_dpbusd(2, 5, 6);
+                _tile_dpbusd(3, 5, 7);
+            }
+        } else {
+            for (int64_t q = 0; q < kw; q += 16) {
+                _tile_loadd(4, xa + 4 * q, g->k);
+                _tile_loadd(6, w0 + q * 16, 64);
+                _tile_dpbusd(0, 4, 6);
+                if (pair) {
+                    _tile_loadd(7, w1 + q * 16, 64);
+                    _tile_dpbusd(1, 4, 7);
+                }
+                if (two) {
+                    _tile_loadd(5, xb + 4 * q, g->k);
+                    _tile_dpbusd(2, 5, 6);
+                }
+            }
+        }
+        /* the sums go through a 4 kB scratch in L1, then once to the output as fp32 */
+        _tile_stored(0, sums, 128);
+        if (pair) _tile_stored(1, sums + 16, 128);
+        if (two) {
+            _tile_stored(2, sums + 16 * 32, 128);
+            if (pair) _tile_stored(3, sums + 16 * 32 + 16, 128);
+        }
+        for (int h = 0; h <= pair; h++) {
+            const int64_t n0 = (b + h) * 16;
+            const __m512i comp = _mm512_slli_epi32(_mm512_loadu_si512(g->colsum + n0), 7); /* 128 colsum */
+            const __m512 sc = _mm512_loadu_ps(g->scale + n0);
+            for (int64_t r = 0; r < rows; r++) {
+                const __m512i acc = _mm512_loadu_si512(sums + r * 32 + 16 * h);
+                _mm512_storeu_ps(g->out + (m0 + r) * g->n + n0,
+                                 _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc, comp)), sc));
+            }
+        }
+    }
+}
+
+/* Rows r0 .. r1 - 1 (up to AMX_ROWS) against every column block: the columns in chunks whose weights
+ * (AMX_CHUNK bytes at most) stay in L2 while every 32 rows of the block pass, instead of all the weights
+ * streaming through L2 once per 32 rows. `tiles` holds the rows the tiles are configured for. */
+#define AMX_ROWS 128
+#define AMX_CHUNK (1 << 19)
+AMX8 static void amx_block(const Gemm *g, int64_t r0, int64_t r1, int *tiles) {
+    const int64_t blocks = g->n / 16;
+    int64_t chunk = AMX_CHUNK / (16 * g->k);
+    chunk = chunk < 2 ? 2 : chunk - chunk % 2;
+    for (int64_t b0 = 0; b0 < blocks; b0 += chunk) {
+        const int64_t b1 = b0 + chunk < blocks ? b0 + chunk : blocks;
+        for (int64_t m0 = r0; m0 < r1; m0 += 32) {
+            const int rows = (int)(r1 - m0 < 32 ? r1 - m0 : 32);
+            if (rows != *tiles) {
+                amx_rows(rows < 16 ? rows : 16, rows < 16 ? 0 : rows - 16);
+                *tiles = rows;
+            }
+            amx_rows_by_blocks(g, m0, rows, b0, b1);
+        }
+    }
+}
+
+AMX8 static void amx_release(void) { _tile_release(); }
+
+/* Whether int8_gemm runs its blocks on AMX-INT8 tiles here: the CPU has them, Linux granted this process the tile
+ * state (arch_prctl ARCH_REQ_XCOMP_PERM), and COULISSE_INT8_AMX is not 0 (A/B runs). Read once. */
+int coulisse_has_amx_int8(void) {
+    static int cached = -1;
+    if (cached < 0) {
+        const char *off = getenv("COULISSE_INT8_AMX");
+        __builtin_cpu_init();
+        cached = coulisse_isa_level() == ISA_AVX512 && __builtin_cpu_supports("avx512vnni") &&
+                 __builtin_cpu_supports("amx-int8") && !(off && strcmp(off, "0") == 0);
+#ifdef __linux__
+        cached = cached && syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+#else
+        cached = 0;
+#endif
+    }
+    return cached;
+}
+
 VNNI static void *small_gemm_worker(void *arg) {
     Gemm *g = (Gemm *)arg;
     const int64_t blocks = g->n / 16;
@@ -174,12 +318,13 @@ VNNI static void *small_gemm_worker(void *arg) {
     return NULL;
 }
 
-VNNI static void *int8_gemm_worker(void *arg) {
+AMX8 static void *int8_gemm_worker(void *arg) {
     Gemm *g = (Gemm *)arg;
     const int64_t blocks = g->n / 16;
     RowTask finish, quantize;
     if (g->finish) finish = *g->finish;
     if (g->quantize) quantize = *g->quantize;
+    int configured = 0; /* the rows the tiles are configured for (0: not yet) */
     for (;;) {
         const int64_t r0 = __atomic_fetch_add(&g->next, g->rows_per_task, __ATOMIC_RELAXED);
         if (r0 >= g->m) break;
@@ -189,9 +334,13 @@ VNNI static void *int8_gemm_worker(void *arg) {
             quantize.r1 = r1;
             coulisse_row_task(&quantize);
         }
-        for (int64_t b = 0; b < blocks; b += 3) {
-            const int nb = blocks - b >= 3 ? 3 : (int)(blocks - b);
-            for (int64_t m0 = r0; m0 < r1; m0 += 8) tiles(g, m0, b, r1 - m0 >= 8 ? 8 : r1 - m0, nb);
+        if (g->amx) {
+            amx_block(g, r0, r1, &configured);
+        } else {
+            for (int64_t b = 0; b < blocks; b += 3) {
+                const int nb = blocks - b >= 3 ? 3 : (int)(blocks - b);
+                for (int64_t m0 = r0; m0 < r1; m0 += 8) tiles(g, m0, b, r1 - m0 >= 8 ? 8 : r1 - m0, nb);
+            }
         }
         if (g->finish) {
             finish.r0 = r0;
@@ -199,6 +348,7 @@ VNNI static void *int8_gemm_worker(void *arg) {
             coulisse_row_task(&finish);
         }
     }
+    if (configured) amx_release();
     return NULL;
 }
 #endif
@@ -210,6 +360,15 @@ static int64_t rows_per_task(int64_t m, int threads) {
     const int64_t most = 32, per_thread = (m + threads * most - 1) / (threads * most);
     int64_t rows = (m + threads * per_thread - 1) / (threads * per_thread);
     if (rows > 8) rows -= rows % 8;
+    return rows;
+}
+
+/* Rows per block on AMX tiles: up to AMX_ROWS, in multiples of 32 (the tiles' rows) so that only the last block
+ * has a shorter tile, spread so that every thread gets blocks. */
+static int64_t amx_rows_per_task(int64_t m, int threads) {
+    int64_t rows = (m + threads - 1) / threads;
+    rows = rows > 128 ? 128 : rows;
+    rows = (rows + 31) / 32 * 32;
     return rows;
 }
 
@@ -233,6 +392,16 @@ PyObject *coulisse_py_has_int8_dot(PyObject *self, PyObject *unused) {
     return PyBool_FromLong(coulisse_has_int8_dot());
 }
 
+PyObject *coulisse_py_has_amx_int8(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+#if HAVE_X86
+    return PyBool_FromLong(coulisse_has_amx_int8());
+#else
+    return PyBool_FromLong(0);
+#endif
+}
+
 PyObject *coulisse_py_small_gemm(PyObject *self, PyObject *args) {
     Py_ssize_t x, w, colsum, scale, out, m, k, n;
     int threads;
@@ -246,7 +415,7 @@ PyObject *coulisse_py_small_gemm(PyObject *self, PyObject *args) {
     }
 #if HAVE_X86
     Gemm g = {(const uint8_t *)x, (const int32_t *)w, (const int32_t *)colsum, (const float *)scale,
-              (float *)out, m, k, n, 0, 0, NULL, NULL};
+              (float *)out, m, k, n, 0, 0, NULL, NULL, 0};
     const int64_t pairs = (n / 16 + 1) / 2;
     if (threads > pairs) threads = (int)pairs;
     Py_BEGIN_ALLOW_THREADS coulisse_run_workers(small_gemm_worker, &g, threads);
@@ -279,9 +448,11 @@ PyObject *coulisse_py_int8_gemm(PyObject *self, PyObject *args) {
     /* fp32 rows given: each block quantizes its own into x and x_scale first (quantize_rows' codes) */
     RowTask quantize = {0, 0, 0, k, (const float *)rows, NULL, (uint8_t *)x, (float *)x_scale, NULL, 0,
                         coulisse_isa_level(), NULL, NULL, 0.0f, NULL, NULL};
-    const int64_t per = rows_per_task(m, threads);
+    const int amx = k % 64 == 0 && coulisse_has_amx_int8();
+    const int64_t per = amx ? amx_rows_per_task(m, threads) : rows_per_task(m, threads);
     Gemm g = {(const uint8_t *)x, (const int32_t *)w, (const int32_t *)colsum, (const float *)scale,
-              (float *)out, m, k, n, 0, per, rows ? &quantize : NULL, op ? &finish : NULL};
+              (float *)out, m, k, n, 0, per, rows ? &quantize : NULL, op ? &finish : NULL,
+              amx};
     const int64_t blocks = (m + per - 1) / per;
     if (threads > blocks) threads = (int)blocks;
     Py_BEGIN_ALLOW_THREADS coulisse_run_workers(int8_gemm_worker, &g, threads);

@@ -53,6 +53,7 @@ PyObject *coulisse_py_attention(PyObject *self, PyObject *args);
 PyObject *coulisse_py_has_bf16_dot(PyObject *self, PyObject *unused);
 PyObject *coulisse_py_has_amx_attention(PyObject *self, PyObject *unused);
 PyObject *coulisse_py_has_int8_dot(PyObject *self, PyObject *unused);
+PyObject *coulisse_py_has_amx_int8(PyObject *self, PyObject *unused);
 PyObject *coulisse_py_small_gemm(PyObject *self, PyObject *args);
 PyObject *coulisse_py_int8_gemm(PyObject *self, PyObject *args);
 int coulisse_has_int8_dot(void);

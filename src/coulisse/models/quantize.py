@@ -15,9 +15,10 @@ scale is applied after the GEMM (`y = acc · w_scale · x_scale + bias`), which 
 activation scale constant (1.0), so oneDNN reuses one primitive for every call. When oneDNN is missing,
 fbgemm's dynamic linear is the fallback. Embeddings, LayerNorms, attention and the task head stay fp32.
 
-Where AVX512-VNNI is the best int8 arithmetic the CPU has (no AMX), the plan takes coulisse's own GEMM
-instead (`gemm="coulisse"`, `_int8_gemm.c`): the same products to the bit (exact int32 sums, one
-rounding), a little faster than oneDNN's at the model's shapes, and it finishes each block of rows
+Where the CPU has AVX512-VNNI, the plan takes coulisse's own GEMM instead (`gemm="coulisse"`,
+`_int8_gemm.c`; its blocks on AMX-INT8 tiles where the CPU has those): the same products to the bit (exact
+int32 sums, one rounding), a little faster than oneDNN's at the model's shapes on a Zen 4 (with the passes,
+1.08x oneDNN's AMX GEMM and its passes on a Sapphire Rapids-class Xeon), and it finishes each block of rows
 (dequantize, GELU or residual + LayerNorm, the next layer's codes) inside the same call, while the rows are
 in cache: no second pass over the layer's output and no second wake-up of the threads per layer. An input
 that comes without codes is quantized there too, block by block, before its product. Its
