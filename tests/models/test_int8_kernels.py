@@ -434,7 +434,9 @@ def test_few_row_kernel_runs_in_the_layer_and_refuses_what_it_cannot_take():
     shapes."""
     from coulisse.engine.cpu import this_machine
 
-    assert this_machine().int8.options["small_rows"] == Q.SMALL_GEMM_ROWS  # the plan says what runs
+    plan = this_machine().int8  # the plan says what runs: fewer rows where coulisse's GEMM runs on AMX tiles
+    amx = plan.options.get("gemm") == "coulisse" and "amx_int8" in this_machine().features.flags
+    assert plan.options["small_rows"] == (Q.SMALL_GEMM_ROWS_AMX if amx else Q.SMALL_GEMM_ROWS)
     torch.manual_seed(4)
     layer = Q.Int8Linear(nn.Linear(96, 208), 127, small_rows=Q.SMALL_GEMM_ROWS)
     assert layer.small_kernel == "coulisse"

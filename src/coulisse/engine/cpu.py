@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
-from coulisse.models.quantize import SMALL_BATCH_ROWS, SMALL_GEMM_ROWS
+from coulisse.models.quantize import SMALL_BATCH_ROWS, SMALL_GEMM_ROWS, SMALL_GEMM_ROWS_AMX
 
 # The flags that matter here, as /proc/cpuinfo spells them.
 FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx_vnni",
@@ -132,7 +132,8 @@ def _int8(f: Features, b: Backends) -> Choice:
     fused = (f"fused C quantize/dequantize ({c_isa(f)})" if b.c_kernels
              else "PyTorch ops around the GEMM (C kernels not built)")
     own = b.c_kernels and b.int8_small and c_isa(f) == "AVX-512" and f.has("avx512_vnni")
-    small = SMALL_GEMM_ROWS if own else SMALL_BATCH_ROWS if b.fbgemm else 0
+    tiles = own_gemm(f, b) and f.has("amx_int8", "amx_tile")  # coulisse's GEMM on AMX: faster from ~14 rows
+    small = (SMALL_GEMM_ROWS_AMX if tiles else SMALL_GEMM_ROWS) if own else SMALL_BATCH_ROWS if b.fbgemm else 0
     if not b.onednn_int8:
         if b.fbgemm:
             return Choice("fbgemm", "fbgemm dynamic linear (per-tensor activations)",
