@@ -24,10 +24,6 @@
  */
 #include "_kernels.h"
 
-#ifdef __linux__
-#include <sys/syscall.h>
-#include <unistd.h>
-#endif
 
 #define MQ 8  /* queries per block of S, AVX-512 and scalar */
 #define QB2 6 /* AVX2: 12 accumulators of its 16 registers */
@@ -577,17 +573,10 @@ int coulisse_has_bf16_dot(void) {
 #define AMX_TARGET __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma,avx512bf16,amx-tile,amx-bf16")))
 #define AMX_Q 16
 
-typedef struct {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} TileConfig;
-
-/* Palette 1, tiles 0-7 of 16 rows x 64 bytes. A constant in memory: gcc 12's _tile_loadconfig tells the compiler it
- * reads 8 bytes only, so a config built on the stack just before could lose its other stores. */
+/* Palette 1, tiles 0-7 of 16 rows x 64 bytes. */
 static const TileConfig amx_tiles = {1, 0, {0}, {64, 64, 64, 64, 64, 64, 64, 64}, {16, 16, 16, 16, 16, 16, 16, 16}};
 
-AMX_TARGET static void amx_configure(void) { _tile_loadconfig(&amx_tiles); }
+static void amx_configure(void) { coulisse_load_tiles(&amx_tiles); }
 
 AMX_TARGET static void amx_release(void) { _tile_release(); }
 
@@ -685,11 +674,7 @@ int coulisse_has_amx_bf16(void) {
         const char *off = getenv("COULISSE_ATTENTION_AMX");
         __builtin_cpu_init();
         cached = coulisse_has_bf16_dot() && __builtin_cpu_supports("amx-bf16") && !(off && strcmp(off, "0") == 0);
-#ifdef __linux__
-        cached = cached && syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
-#else
-        cached = 0;
-#endif
+        cached = cached && coulisse_amx_granted();
     }
     return cached;
 }

@@ -35,6 +35,11 @@
  */
 #include "_kernels.h"
 
+#ifdef __linux__
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 #define ZERO_POINT 128.0f
 #define QMAX 127.0f
 #define MIN_SCALE_NUMERATOR 1e-12f
@@ -338,6 +343,18 @@ AVX512 static void add_norm_avx512(float *y, int64_t cols, float s, const float 
 /* Which code runs: 2 = AVX-512 (F, DQ, BW, VL), 1 = AVX2 + FMA, 0 = scalar; the best this CPU has, read
  * once. COULISSE_INT8_ISA=avx2|scalar caps it (A/B runs, tests); a level the CPU lacks is never taken. */
 static const char *const ISA_NAMES[] = {"scalar", "avx2", "avx512"};
+
+int coulisse_amx_granted(void) {
+    static int cached = -1;
+    if (cached < 0) {
+#ifdef __linux__
+        cached = syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+#else
+        cached = 0;
+#endif
+    }
+    return cached;
+}
 
 int coulisse_isa_level(void) {
     static int cached = -1;

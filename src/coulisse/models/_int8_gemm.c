@@ -29,10 +29,6 @@
  */
 #include "_kernels.h"
 
-#ifdef __linux__
-#include <sys/syscall.h>
-#include <unistd.h>
-#endif
 
 /* The int32 lanes sum u8 x s8 products modulo 2^32; sum((x - 128) w), |.| <= 128 * 127 * k, is exact up to
  * this k (models/quantize.py, MAX_OWN_GEMM_IN). */
@@ -177,20 +173,12 @@ VNNI static void tiles(const Gemm *g, int64_t m0, int64_t b, int64_t rows, int n
  * u8 x s8 products into int32 like vpdpbusd, and the packed weights are its B operand already (a column block's
  * words q .. q + 15 are 16 rows of 16 columns x 4 bytes: one tile). A = 16 rows of codes x 64 bytes, read in
  * place. Per step of 64 along k: two row tiles (A 4, 5) x two column blocks (B 6, 7) into four accumulator
- * tiles (0-3). The int32 sums are stored into the output rows, then made fp32 as the vector tile does: the same
- * exact sums, the same bits. */
+ * tiles (0-3). The int32 sums go through a scratch in L1 to the output rows, made fp32 as the vector tile does: the
+ * same exact sums, the same bits. */
 #define AMX8 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma,avx512vnni,amx-tile,amx-int8")))
 
-typedef struct {
-    uint8_t palette, start_row, reserved[14];
-    uint16_t colsb[16];
-    uint8_t rows[16];
-} TileConfig;
-
-/* Tiles for `top` rows in the first row tile and `bottom` (0 to 16) in the second. ldtilecfg through asm with
- * the whole struct as its operand: gcc 12's _tile_loadconfig declares 8 bytes read, and the stores that build
- * the rest could be dropped. */
-AMX8 static void amx_rows(int top, int bottom) {
+/* Tiles for `top` rows in the first row tile and `bottom` (0 to 16) in the second. */
+static void amx_rows(int top, int bottom) {
     TileConfig cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
@@ -200,7 +188,7 @@ AMX8 static void amx_rows(int top, int bottom) {
             cfg.rows[t] = (uint8_t)rows[t];
             cfg.colsb[t] = 64;
         }
-    __asm__ volatile("ldtilecfg %0" : : "m"(cfg));
+    coulisse_load_tiles(&cfg);
 }
 
 /* Rows m0 .. m0 + rows - 1 (1 to 32; the tiles configured for them) against column blocks b0 .. b1 - 1. */
@@ -297,11 +285,7 @@ int coulisse_has_amx_int8(void) {
         __builtin_cpu_init();
         cached = coulisse_isa_level() == ISA_AVX512 && __builtin_cpu_supports("avx512vnni") &&
                  __builtin_cpu_supports("amx-int8") && !(off && strcmp(off, "0") == 0);
-#ifdef __linux__
-        cached = cached && syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
-#else
-        cached = 0;
-#endif
+        cached = cached && coulisse_amx_granted();
     }
     return cached;
 }

@@ -49,6 +49,23 @@ typedef struct {
 } RowTask;
 void *coulisse_row_task(void *task);
 
+/* AMX (Sapphire Rapids and later): a tile configuration, palette 1, each tile's rows and bytes per row. */
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} TileConfig;
+
+/* ldtilecfg with the whole configuration as its operand: gcc 12's _tile_loadconfig declares 8 bytes read, so the
+ * stores that build a configuration just before could be dropped. */
+#if HAVE_X86
+static inline void coulisse_load_tiles(const TileConfig *cfg) { __asm__ volatile("ldtilecfg %0" : : "m"(*cfg)); }
+#endif
+
+/* Whether Linux granted this process AMX's tile state (arch_prctl ARCH_REQ_XCOMP_PERM, asked once; _int8.c):
+ * a tile instruction without it is a fault. 0 off Linux. */
+int coulisse_amx_granted(void);
+
 PyObject *coulisse_py_attention(PyObject *self, PyObject *args);
 PyObject *coulisse_py_has_bf16_dot(PyObject *self, PyObject *unused);
 PyObject *coulisse_py_has_amx_attention(PyObject *self, PyObject *unused);
