@@ -6,7 +6,9 @@ that finish a layer, and the 48 GEMMs of a base-size forward at a few rows.
 Needs AVX512-VNNI (the kernels' `has_int8_dot`). Per shape of a base-size encoder (hidden 768, feed-forward
 3,072) and row count: oneDNN's `qlinear_pointwise` then the C row pass the engine runs after it (dequantize
 + bias, GELU and the next layer's codes, or residual + LayerNorm and codes), against `int8_gemm` doing both
-in one call; both systems alternate, fresh outputs each call as in the engine; best and median ms. Then
+in one call, and the products alone (oneDNN's, `int8_gemm` with nothing to finish); the systems alternate, fresh
+outputs each call as in the engine; best and median ms. With AMX-INT8, `int8_gemm` runs on tiles
+(`COULISSE_INT8_AMX=0`: on AVX512-VNNI). Then
 `--few`: the 48 weight matrices of a 12-layer model in turn (85 MB of codes: read from memory, as in a
 forward), per row count, oneDNN / `small_gemm` (the few-row kernel) / `int8_gemm`, the product only.
 """
@@ -64,8 +66,20 @@ def layer_case(m: int, k: int, n: int, finish: str, generator) -> dict:
                               ptr(norm.bias if op == 2 else None), norm.eps, ptr(cq), ptr(cs))
         return out
 
+    def onednn_product():
+        return torch.ops.onednn.qlinear_pointwise(xq, 1.0, 128, packed, scale, zeros, None, 1.0, 0, torch.float32,
+                                                  "none", [], "")
+
+    def coulisse_product():
+        out = torch.empty(m, n)
+        Q.kernels().int8_gemm(xq.data_ptr(), *(t.data_ptr() for t in own), out.data_ptr(), m, k, n,
+                              torch.get_num_threads(), 0, 0, 0, False, 0, 0, 0, 0.0, 0, 0)
+        return out
+
     same = torch.equal(onednn(), coulisse())
-    return {"same": same, **timed({"oneDNN + pass": onednn, "coulisse, one call": coulisse}, ARGS.repeats)}
+    return {"same": same, **timed({"oneDNN + pass": onednn, "coulisse, one call": coulisse,
+                                   "oneDNN product": onednn_product, "coulisse product": coulisse_product},
+                                  ARGS.repeats)}
 
 
 def few_rows(rows: list[int], generator) -> None:
@@ -123,6 +137,10 @@ def main() -> None:
             print(f"  {m:>5} x {k:>4} -> {n:>4} + {finish:<10}: oneDNN + pass {a * 1e3:7.3f} / {ma * 1e3:7.3f}   "
                   f"one call {b * 1e3:7.3f} / {mb * 1e3:7.3f}   {a / b:.2f}× best, {ma / mb:.2f}× median   "
                   f"({gop / b:.0f} GOP/s; same bits: {r['same']})")
+            (c, mc), (d, md) = r["oneDNN product"], r["coulisse product"]
+            print(f"  {'':>5}   the product alone       : oneDNN        {c * 1e3:7.3f} / {mc * 1e3:7.3f}   "
+                  f"coulisse {d * 1e3:7.3f} / {md * 1e3:7.3f}   {c / d:.2f}× best, {mc / md:.2f}× median   "
+                  f"({gop / d:.0f} vs {gop / c:.0f} GOP/s)")
     if ARGS.few:
         few_rows([int(v) for v in ARGS.few.split(",")], generator)
 

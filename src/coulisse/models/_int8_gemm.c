@@ -192,12 +192,32 @@ static void amx_rows(int top, int bottom) {
 }
 
 /* Rows m0 .. m0 + rows - 1 (1 to 32; the tiles configured for them) against column blocks b0 .. b1 - 1. */
+/* Column blocks b .. b + count - 1 (1 or 2) of rows m0 .. m0 + rows - 1, from the int32 sums in `sums` (32 x 32) to
+ * fp32 in the output, as the vector tile makes them. */
+AMX8 static void amx_finish_sums(const Gemm *g, const int32_t *sums, int64_t m0, int64_t rows, int64_t b, int count) {
+    for (int h = 0; h < count; h++) {
+        const int64_t n0 = (b + h) * 16;
+        const __m512i comp = _mm512_slli_epi32(_mm512_loadu_si512(g->colsum + n0), 7); /* 128 colsum */
+        const __m512 sc = _mm512_loadu_ps(g->scale + n0);
+        for (int64_t r = 0; r < rows; r++) {
+            const __m512i acc = _mm512_loadu_si512(sums + r * 32 + 16 * h);
+            _mm512_storeu_ps(g->out + (m0 + r) * g->n + n0,
+                             _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc, comp)), sc));
+        }
+    }
+}
+
+/* Rows m0 .. m0 + rows - 1 (1 to 32; the tiles configured for them) against column blocks b0 .. b1 - 1. The sums
+ * of a pair of column blocks go through one of two 4 kB scratches in L1, and become fp32 output while the tiles
+ * already work on the next pair (its first step is issued first): the conversion overlaps the tile work. */
 AMX8 static void amx_rows_by_blocks(const Gemm *g, int64_t m0, int64_t rows, int64_t b0, int64_t b1) {
     const int64_t kw = g->k / 4;
     const int two = rows > 16;
-    int32_t sums[32 * 32] __attribute__((aligned(64)));
+    int32_t sums[2][32 * 32] __attribute__((aligned(64)));
     const uint8_t *xa = g->x + m0 * g->k, *xb = xa + 16 * g->k;
-    for (int64_t b = b0; b < b1; b += 2) {
+    int64_t last = -1; /* the column block whose sums wait in sums[turn ^ 1], or -1 */
+    int last_count = 0, turn = 0;
+    for (int64_t b = b0; b < b1; b += 2, turn ^= 1) {
         const int pair = b1 - b >= 2;
         const int32_t *w0 = g->w + b * kw * 16, *w1 = w0 + kw * 16;
         _tile_zero(0);
@@ -216,6 +236,10 @@ AMX8 static void amx_rows_by_blocks(const Gemm *g, int64_t m0, int64_t rows, int
                 _tile_loadd(5, xb + 4 * q, g->k);
                 _tile_dpbusd(2, 5, 6);
                 _tile_dpbusd(3, 5, 7);
+                if (q == 0 && last >= 0) {
+                    amx_finish_sums(g, sums[turn ^ 1], m0, rows, last, last_count);
+                    last = -1;
+                }
             }
         } else {
             for (int64_t q = 0; q < kw; q += 16) {
@@ -230,26 +254,23 @@ AMX8 static void amx_rows_by_blocks(const Gemm *g, int64_t m0, int64_t rows, int
                     _tile_loadd(5, xb + 4 * q, g->k);
                     _tile_dpbusd(2, 5, 6);
                 }
+                if (q == 0 && last >= 0) {
+                    amx_finish_sums(g, sums[turn ^ 1], m0, rows, last, last_count);
+                    last = -1;
+                }
             }
         }
-        /* the sums go through a 4 kB scratch in L1, then once to the output as fp32 */
-        _tile_stored(0, sums, 128);
-        if (pair) _tile_stored(1, sums + 16, 128);
+        int32_t *mine = sums[turn];
+        _tile_stored(0, mine, 128);
+        if (pair) _tile_stored(1, mine + 16, 128);
         if (two) {
-            _tile_stored(2, sums + 16 * 32, 128);
-            if (pair) _tile_stored(3, sums + 16 * 32 + 16, 128);
+            _tile_stored(2, mine + 16 * 32, 128);
+            if (pair) _tile_stored(3, mine + 16 * 32 + 16, 128);
         }
-        for (int h = 0; h <= pair; h++) {
-            const int64_t n0 = (b + h) * 16;
-            const __m512i comp = _mm512_slli_epi32(_mm512_loadu_si512(g->colsum + n0), 7); /* 128 colsum */
-            const __m512 sc = _mm512_loadu_ps(g->scale + n0);
-            for (int64_t r = 0; r < rows; r++) {
-                const __m512i acc = _mm512_loadu_si512(sums + r * 32 + 16 * h);
-                _mm512_storeu_ps(g->out + (m0 + r) * g->n + n0,
-                                 _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc, comp)), sc));
-            }
-        }
+        last = b;
+        last_count = 1 + pair;
     }
+    if (last >= 0) amx_finish_sums(g, sums[turn ^ 1], m0, rows, last, last_count);
 }
 
 /* Rows r0 .. r1 - 1 (up to AMX_ROWS) against every column block: the columns in chunks whose weights
