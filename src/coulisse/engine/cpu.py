@@ -132,14 +132,15 @@ def _int8(f: Features, b: Backends) -> Choice:
     fused = (f"fused C quantize/dequantize ({c_isa(f)})" if b.c_kernels
              else "PyTorch ops around the GEMM (C kernels not built)")
     own = b.c_kernels and b.int8_small and c_isa(f) == "AVX-512" and f.has("avx512_vnni")
-    tiles = own_gemm(f, b) and f.has("amx_int8", "amx_tile")  # coulisse's GEMM on AMX: faster from ~14 rows
+    amx = f.has("amx_int8", "amx_tile")
+    tiles = own_gemm(f, b) and amx  # coulisse's GEMM on AMX: faster from ~14 rows
     small = (SMALL_GEMM_ROWS_AMX if tiles else SMALL_GEMM_ROWS) if own else SMALL_BATCH_ROWS if b.fbgemm else 0
     if not b.onednn_int8:
         if b.fbgemm:
             return Choice("fbgemm", "fbgemm dynamic linear (per-tensor activations)",
                           "this torch has no oneDNN int8 GEMM", options={"weight_bits": 8, "small_rows": 0})
         return Choice("none", "unavailable", "this torch has neither oneDNN's nor fbgemm's int8 GEMM", fast=False)
-    if f.has("amx_int8", "amx_tile"):
+    if amx:
         isa, why = "AMX-INT8 tiles", ("AMX multiplies int8 tiles into int32: 11.6-12.4x the fp32 GEMM "
                             "on a Sapphire Rapids-class Xeon (bench/gemm_peaks.py, session 15)")
     elif f.has("avx512_vnni"):
@@ -153,13 +154,12 @@ def _int8(f: Features, b: Backends) -> Choice:
         isa, why = "generic", "no AVX2: oneDNN's reference int8 path, likely slower than fp32"
     bits = 8 if f.vnni else 7
     if own_gemm(f, b):
-        on = ("AMX-INT8 tiles where k is a multiple of 64, AVX-512 VNNI otherwise" if f.has("amx_int8", "amx_tile")
-              else isa)
+        on = "AMX-INT8 tiles where k is a multiple of 64, AVX-512 VNNI otherwise" if amx else isa
         detail = (f"coulisse's u8×s8 per-token GEMM ({on}), {bits}-bit weights, {fused} inside the same call "
                   "(each block of rows dequantized, with its GELU or residual + LayerNorm, and quantized for the "
                   "next layer while in cache)"
                   + (f", coulisse's VNNI kernel for ≤ {small} rows (weights streamed once)" if small else ""))
-        if f.has("amx_int8", "amx_tile"):
+        if amx:
             why = ("blocks of up to 128 rows on 2 x 2 AMX tiles, the weights in 512 kB chunks that stay in L2, each "
                    "block finished while in cache: the int8 forward 1.08x oneDNN's AMX GEMM + the row passes on a "
                    "Sapphire Rapids-class Xeon, to the same bits (docs/benchmarks.md, session 15)")

@@ -784,25 +784,8 @@ static int attention_run(Job *job, int64_t batch, int heads, int threads) {
     return failed;
 }
 
-PyObject *coulisse_py_has_bf16_dot(PyObject *self, PyObject *unused) {
-    (void)self;
-    (void)unused;
-#if HAVE_X86
-    return PyBool_FromLong(coulisse_has_bf16_dot());
-#else
-    return PyBool_FromLong(0);
-#endif
-}
-
-PyObject *coulisse_py_has_amx_attention(PyObject *self, PyObject *unused) {
-    (void)self;
-    (void)unused;
-#if HAVE_X86
-    return PyBool_FromLong(coulisse_has_amx_bf16());
-#else
-    return PyBool_FromLong(0);
-#endif
-}
+PY_CPU_FLAG(coulisse_py_has_bf16_dot, coulisse_has_bf16_dot)
+PY_CPU_FLAG(coulisse_py_has_amx_attention, coulisse_has_amx_bf16)
 
 PyObject *coulisse_py_attention(PyObject *self, PyObject *args) {
     Py_ssize_t qkv, out, starts, lengths, batch, hidden;

@@ -29,10 +29,12 @@
  */
 #include "_kernels.h"
 
-
 /* The int32 lanes sum u8 x s8 products modulo 2^32; sum((x - 128) w), |.| <= 128 * 127 * k, is exact up to
  * this k (models/quantize.py, MAX_OWN_GEMM_IN). */
 #define MAX_K 131072
+
+/* Rows a block takes at most on AMX tiles (amx_block). */
+#define AMX_ROWS 128
 
 typedef struct {
     const uint8_t *x;  /* (m, k) codes */
@@ -60,6 +62,12 @@ VNNI INLINE __m512i dpbusd(__m512i acc, __m512i a, __m512i b) {
     return acc;
 }
 
+/* Exact int32 sums of u8 codes x s8 weights to fp32: (sum - 128 colsum) rounded once, times the weight scale;
+ * `comp` holds 128 colsum. Every kernel here makes its outputs with this, hence the same bits. */
+VNNI INLINE __m512 sums_to_fp32(__m512i sums, __m512i comp, __m512 scale) {
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(sums, comp)), scale);
+}
+
 /* Rows m0 .. m0 + R - 1 against column blocks b .. b + NB - 1 (R <= 8, NB <= 3 constants where inlined). */
 VNNI INLINE void tile(const Gemm *g, int64_t m0, int64_t b, const int R, const int NB) {
     const int64_t kw = g->k / 4;
@@ -82,8 +90,7 @@ VNNI INLINE void tile(const Gemm *g, int64_t m0, int64_t b, const int R, const i
         const __m512i comp = _mm512_slli_epi32(_mm512_loadu_si512(g->colsum + n0), 7); /* 128 colsum */
         const __m512 s = _mm512_loadu_ps(g->scale + n0);
         for (int r = 0; r < R; r++)
-            _mm512_storeu_ps(g->out + (m0 + r) * g->n + n0,
-                             _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][h], comp)), s));
+            _mm512_storeu_ps(g->out + (m0 + r) * g->n + n0, sums_to_fp32(acc[r][h], comp, s));
     }
 }
 
@@ -122,9 +129,7 @@ VNNI static void tile_8x3(const Gemm *g, int64_t m0, int64_t b) {
         const int64_t n0 = (b + h) * 16;
         const __m512i comp = _mm512_slli_epi32(_mm512_loadu_si512(g->colsum + n0), 7); /* 128 colsum */
         const __m512 s = _mm512_loadu_ps(g->scale + n0);
-#define STORE(r, acc)                                                                                              \
-    _mm512_storeu_ps(g->out + (m0 + (r)) * g->n + n0,                                                              \
-                     _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc, comp)), s))
+#define STORE(r, acc) _mm512_storeu_ps(g->out + (m0 + (r)) * g->n + n0, sums_to_fp32(acc, comp, s))
         const __m512i a0 = h == 0 ? c00 : h == 1 ? c01 : c02, a1 = h == 0 ? c10 : h == 1 ? c11 : c12,
                       a2 = h == 0 ? c20 : h == 1 ? c21 : c22, a3 = h == 0 ? c30 : h == 1 ? c31 : c32,
                       a4 = h == 0 ? c40 : h == 1 ? c41 : c42, a5 = h == 0 ? c50 : h == 1 ? c51 : c52,
@@ -167,7 +172,6 @@ VNNI static void tiles(const Gemm *g, int64_t m0, int64_t b, int64_t rows, int n
 }
 #undef TILES
 
-
 /* ---------------------------------------------------------------- AMX-INT8 tiles
  * Where the CPU has AMX-INT8 (and k is a multiple of 64), a block of rows runs on tiles instead: TDPBUSD sums
  * u8 x s8 products into int32 like vpdpbusd, and the packed weights are its B operand already (a column block's
@@ -191,7 +195,6 @@ static void amx_rows(int top, int bottom) {
     coulisse_load_tiles(&cfg);
 }
 
-/* Rows m0 .. m0 + rows - 1 (1 to 32; the tiles configured for them) against column blocks b0 .. b1 - 1. */
 /* Column blocks b .. b + count - 1 (1 or 2) of rows m0 .. m0 + rows - 1, from the int32 sums in `sums` (32 x 32) to
  * fp32 in the output, as the vector tile makes them. */
 AMX8 static void amx_finish_sums(const Gemm *g, const int32_t *sums, int64_t m0, int64_t rows, int64_t b, int count) {
@@ -201,8 +204,7 @@ AMX8 static void amx_finish_sums(const Gemm *g, const int32_t *sums, int64_t m0,
         const __m512 sc = _mm512_loadu_ps(g->scale + n0);
         for (int64_t r = 0; r < rows; r++) {
             const __m512i acc = _mm512_loadu_si512(sums + r * 32 + 16 * h);
-            _mm512_storeu_ps(g->out + (m0 + r) * g->n + n0,
-                             _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc, comp)), sc));
+            _mm512_storeu_ps(g->out + (m0 + r) * g->n + n0, sums_to_fp32(acc, comp, sc));
         }
     }
 }
@@ -276,7 +278,6 @@ AMX8 static void amx_rows_by_blocks(const Gemm *g, int64_t m0, int64_t rows, int
 /* Rows r0 .. r1 - 1 (up to AMX_ROWS) against every column block: the columns in chunks whose weights
  * (AMX_CHUNK bytes at most) stay in L2 while every 32 rows of the block pass, instead of all the weights
  * streaming through L2 once per 32 rows. `tiles` holds the rows the tiles are configured for. */
-#define AMX_ROWS 128
 #define AMX_CHUNK (1 << 19)
 AMX8 static void amx_block(const Gemm *g, int64_t r0, int64_t r1, int *tiles) {
     const int64_t blocks = g->n / 16;
@@ -372,7 +373,7 @@ static int64_t rows_per_task(int64_t m, int threads) {
  * has a shorter tile, spread so that every thread gets blocks. */
 static int64_t amx_rows_per_task(int64_t m, int threads) {
     int64_t rows = (m + threads - 1) / threads;
-    rows = rows > 128 ? 128 : rows;
+    rows = rows > AMX_ROWS ? AMX_ROWS : rows;
     rows = (rows + 31) / 32 * 32;
     return rows;
 }
@@ -391,21 +392,8 @@ int coulisse_has_int8_dot(void) {
 #endif
 }
 
-PyObject *coulisse_py_has_int8_dot(PyObject *self, PyObject *unused) {
-    (void)self;
-    (void)unused;
-    return PyBool_FromLong(coulisse_has_int8_dot());
-}
-
-PyObject *coulisse_py_has_amx_int8(PyObject *self, PyObject *unused) {
-    (void)self;
-    (void)unused;
-#if HAVE_X86
-    return PyBool_FromLong(coulisse_has_amx_int8());
-#else
-    return PyBool_FromLong(0);
-#endif
-}
+PY_CPU_FLAG(coulisse_py_has_int8_dot, coulisse_has_int8_dot)
+PY_CPU_FLAG(coulisse_py_has_amx_int8, coulisse_has_amx_int8)
 
 PyObject *coulisse_py_small_gemm(PyObject *self, PyObject *args) {
     Py_ssize_t x, w, colsum, scale, out, m, k, n;

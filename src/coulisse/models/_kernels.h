@@ -66,6 +66,23 @@ static inline void coulisse_load_tiles(const TileConfig *cfg) { __asm__ volatile
  * a tile instruction without it is a fault. 0 off Linux. */
 int coulisse_amx_granted(void);
 
+/* A Python function of no arguments that returns `test()` as a bool (False off x86, where `test` is not built). */
+#if HAVE_X86
+#define PY_CPU_FLAG(name, test)                                                                               \
+    PyObject *name(PyObject *self, PyObject *unused) {                                                             \
+        (void)self;                                                                                                \
+        (void)unused;                                                                                              \
+        return PyBool_FromLong(test());                                                                            \
+    }
+#else
+#define PY_CPU_FLAG(name, test)                                                                               \
+    PyObject *name(PyObject *self, PyObject *unused) {                                                             \
+        (void)self;                                                                                                \
+        (void)unused;                                                                                              \
+        return PyBool_FromLong(0);                                                                                 \
+    }
+#endif
+
 PyObject *coulisse_py_attention(PyObject *self, PyObject *args);
 PyObject *coulisse_py_has_bf16_dot(PyObject *self, PyObject *unused);
 PyObject *coulisse_py_has_amx_attention(PyObject *self, PyObject *unused);
