@@ -184,7 +184,7 @@ import sys, torch
 from coulisse.models.quantize import CODES, add_norm_rows, dequantize_rows, kernels, quantize_rows
 torch.set_num_threads(2); torch.manual_seed(1)
 y = torch.randn(300, 3101) * 4; s = torch.rand(300, 1) + 0.5; b = torch.randn(3101)
-y[7, 12] = float("nan")
+y[7, 12] = float("nan"); y[8, 20] = float("inf")
 n = torch.randn(300, 771) * 30; r = torch.randn(300, 771); nb = torch.randn(771); norm = torch.nn.LayerNorm(771)
 with torch.no_grad():
     norm.weight.normal_(); norm.bias.normal_()
@@ -201,7 +201,8 @@ def test_codes_made_in_a_pass_equal_quantizing_its_output(tmp_path):
     """The GELU and add + LayerNorm passes can quantize their finished rows for the next int8 layer
     (models/quantize.py, "codes"): on every instruction-set level, those codes and scales are the ones
     quantize_rows gives for the pass's output floats, to the bit — the next layer computes exactly what it
-    would have. A row holding a NaN gets a NaN scale either way."""
+    would have. A row holding a NaN gets a NaN scale either way; a row holding +inf an infinite one (the
+    passes track max |y| as integer bits, where a NaN's exceed infinity's: an infinity is no NaN)."""
     if Q.kernels() is None:
         pytest.skip("no C kernels")
     for isa in ("scalar", "avx2", "avx512"):
@@ -214,6 +215,8 @@ def test_codes_made_in_a_pass_equal_quantizing_its_output(tmp_path):
             clean = ~scale[:, 0].isnan()
             assert torch.equal(q[clean], q_again[clean]), (isa, name)
             assert clean.sum() == (299 if name != "norm" else 300), (isa, name)
+            if name != "norm":
+                assert scale[8, 0] == float("inf"), (isa, name)
 
 
 def activations(rows: int, cols: int) -> torch.Tensor:
