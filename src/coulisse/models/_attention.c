@@ -436,6 +436,51 @@ BF16_TARGET static inline __m512i input_pairs(const Job *job, int64_t at) {
     return job->qkv16 ? _mm512_loadu_si512(job->qkv16 + at) : pairs_bf16(job->qkv + at);
 }
 
+/* A row of scores (base 2; the AMX unit passes `scale` to multiply them first, in place, as the AVX512-BF16 unit
+ * did when it stored them) to P's row of bf16 pairs: 2^(s_j - max) for j < n, zero after, up to np (a multiple of
+ * 32); returns 1 / sum, or NaN as softmax_row_avx512. The same bits as softmax_row_avx512, zeroing the keys
+ * after n and pairs_bf16 in turn (the same ops on the same values, the sum in the same order: adding +0 for a
+ * masked lane leaves a non-negative sum as it is), in two passes over the row instead of five. */
+BF16_TARGET static float softmax_pairs(float *sr, int64_t n, int64_t np, const float *scale, uint32_t *pr) {
+    __m512 m16 = _mm512_set1_ps(-INFINITY);
+    __mmask16 bad16 = 0;
+    for (int64_t j = 0; j < n; j += 16) {
+        const __mmask16 lanes = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(lanes, sr + j);
+        if (scale) {
+            v = _mm512_mul_ps(v, _mm512_set1_ps(*scale));
+            _mm512_mask_storeu_ps(sr + j, lanes, v);
+        }
+        m16 = _mm512_mask_max_ps(m16, lanes, m16, v);
+        bad16 |= _mm512_mask_cmp_ps_mask(lanes, v, v, _CMP_UNORD_Q);
+    }
+    const float m = _mm512_reduce_max_ps(m16);
+    if (bad16 || !isfinite(m)) { /* P holds the scores: the row's outputs are NaN whatever it holds */
+        for (int64_t j = n; j < np; j++) sr[j] = 0.0f;
+        for (int64_t j = 0; j < np; j += 32) _mm512_storeu_si512(pr + j / 2, pairs_bf16(sr + j));
+        return NAN;
+    }
+    const __m512 vm = _mm512_set1_ps(m);
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t j = 0; j < np; j += 32) {
+        __m512 e[2];
+        for (int h = 0; h < 2; h++) {
+            const int64_t at = j + 16 * h, left = n - at;
+            if (left >= 16) {
+                e[h] = exp2_avx512(_mm512_sub_ps(_mm512_loadu_ps(sr + at), vm));
+            } else if (left > 0) {
+                const __mmask16 tail = (__mmask16)((1u << left) - 1);
+                e[h] = _mm512_maskz_mov_ps(tail, exp2_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, sr + at), vm)));
+            } else {
+                e[h] = _mm512_setzero_ps();
+            }
+            acc = _mm512_add_ps(acc, e[h]);
+        }
+        _mm512_storeu_si512(pr + j / 2, (__m512i)_mm512_cvtne2ps_pbh(e[1], e[0]));
+    }
+    return 1.0f / _mm512_reduce_add_ps(acc);
+}
+
 /* A unit's keys and values in words of bf16 pairs (layouts above): K^T into kt2 (dw rows of np words, zero keys
  * from n on) and V into v2 (word rows 0 .. vrows - 1, zero from (n + 1) / 2 on). */
 BF16_TARGET static void pairs_kv(const Job *job, const Unit *u, uint32_t *kt2, uint32_t *v2, int64_t vrows) {
@@ -501,12 +546,7 @@ BF16_TARGET static void unit_avx512bf16(const Job *job, const Unit *u, uint32_t 
                 _mm512_storeu_ps(s + r * np + j + 16, _mm512_mul_ps(a[r][1], vc));
             }
         }
-        for (int r = 0; r < m; r++) {
-            float *sr = s + r * np;
-            inv[r] = softmax_row_avx512(sr, n);
-            for (int64_t j = n; j < np; j++) sr[j] = 0.0f; /* the keys after n weigh nothing */
-            for (int64_t j = 0; j < np; j += 32) _mm512_storeu_si512(p2 + r * nw + j / 2, pairs_bf16(sr + j));
-        }
+        for (int r = 0; r < m; r++) inv[r] = softmax_pairs(s + r * np, n, np, NULL, p2 + r * nw);
         /* O = P V: 4 queries x 64 columns per step, two keys per vdpbf16ps */
         for (int r0 = 0; r0 < m; r0 += 4) {
             const uint32_t *p[4];
@@ -616,7 +656,6 @@ AMX_TARGET static void unit_amx_bf16(const Job *job, const Unit *u, uint32_t *kt
     const int64_t base = job->starts[u->seq] * row + (int64_t)u->head * d;
     pairs_kv(job, u, kt2, v2, nw); /* P V reads whole tiles of 32 keys: zero word rows up to np / 2 */
     const float c2 = job->scale * 1.44269504088896341f; /* scores in base 2 */
-    const __m512 vc = _mm512_set1_ps(c2);
     float inv[AMX_Q];
     for (int64_t i0 = u->q0; i0 < u->q1; i0 += AMX_Q) {
         const int64_t m = u->q1 - i0 < AMX_Q ? u->q1 - i0 : AMX_Q;
@@ -641,10 +680,7 @@ AMX_TARGET static void unit_amx_bf16(const Job *job, const Unit *u, uint32_t *kt
                 memset(pr, 0, sizeof(uint32_t) * (size_t)nw);
                 continue;
             }
-            for (int64_t j = 0; j < np; j += 16) _mm512_storeu_ps(sr + j, _mm512_mul_ps(_mm512_loadu_ps(sr + j), vc));
-            inv[r] = softmax_row_avx512(sr, n);
-            for (int64_t j = n; j < np; j++) sr[j] = 0.0f; /* the keys after n weigh nothing */
-            for (int64_t j = 0; j < np; j += 32) _mm512_storeu_si512(pr + j / 2, pairs_bf16(sr + j));
+            inv[r] = softmax_pairs(sr, n, np, &c2, pr); /* the keys after n weigh nothing */
         }
         /* O = P V, 64 columns (4 tiles) at a time, 32 keys per A tile */
         for (int64_t c = 0; c < d; c += 64) {
