@@ -238,6 +238,14 @@ AMX8 static void amx_rows_by_blocks(const Gemm *g, int64_t m0, int64_t rows, int
                 _tile_loadd(5, xb + 4 * q, g->k);
                 _tile_dpbusd(2, 5, 6);
                 _tile_dpbusd(3, 5, 7);
+                { /* the B tiles of two steps ahead into L1 (tile loads from L2 wait; past the pair's last step this
+                   * reads the next pair's first, or past the weights, which a prefetch may: it never faults) */
+                    const char *p0 = (const char *)(w0 + (q + 32) * 16), *p1 = (const char *)(w1 + (q + 32) * 16);
+                    for (int l = 0; l < 16; l++) {
+                        _mm_prefetch(p0 + 64 * l, _MM_HINT_T0);
+                        _mm_prefetch(p1 + 64 * l, _MM_HINT_T0);
+                    }
+                }
                 if (q == 0 && last >= 0) {
                     amx_finish_sums(g, sums[turn ^ 1], m0, rows, last, last_count);
                     last = -1;
