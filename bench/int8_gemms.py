@@ -129,7 +129,7 @@ def main() -> None:
     torch.set_num_threads(ARGS.threads)
     generator = torch.Generator().manual_seed(0)
     print(f"{ARGS.threads} threads; ms best / median of {ARGS.repeats}, the two alternating")
-    for m in (int(v) for v in ARGS.rows.split(",")):
+    for m in (int(v) for v in ARGS.rows.split(",") if v):
         for k, n, finish in SHAPES:
             r = layer_case(m, k, n, finish, generator)
             (a, ma), (b, mb) = r["oneDNN + pass"], r["coulisse, one call"]
