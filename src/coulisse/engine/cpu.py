@@ -133,7 +133,7 @@ def _int8(f: Features, b: Backends) -> Choice:
              else "PyTorch ops around the GEMM (C kernels not built)")
     own = b.c_kernels and b.int8_small and c_isa(f) == "AVX-512" and f.has("avx512_vnni")
     amx = f.has("amx_int8", "amx_tile")
-    tiles = own_gemm(f, b) and amx  # coulisse's GEMM on AMX: faster from ~14 rows
+    tiles = own_gemm(f, b) and amx  # coulisse's GEMM on AMX: faster from ~7 rows
     small = (SMALL_GEMM_ROWS_AMX if tiles else SMALL_GEMM_ROWS) if own else SMALL_BATCH_ROWS if b.fbgemm else 0
     if not b.onednn_int8:
         if b.fbgemm:

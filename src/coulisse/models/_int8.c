@@ -24,7 +24,7 @@
  * round-half-to-even), so both paths give the same codes. The functions take raw pointers from
  * `tensor.data_ptr()` (the Python side checks dtypes, shapes and contiguity), release the GIL, and
  * split rows over `threads` threads: PyTorch's OpenMP team where built with OpenMP, else POSIX
- * threads (run_rows). AVX-512 or AVX2 code is chosen at run time by what the CPU has (isa_level); a
+ * threads (coulisse_run_rows). AVX-512 or AVX2 code is chosen at run time by what the CPU has (isa_level); a
  * portable scalar loop runs elsewhere. No dependency beyond libc, libm and (optionally) the libgomp
  * PyTorch already loads.
  *
@@ -523,7 +523,7 @@ static int use_openmp(void) {
 #endif
 }
 
-static void run_rows(RowTask base, int64_t rows, int threads) {
+void coulisse_run_rows(RowTask base, int64_t rows, int threads) {
     /* Small tensors are not worth a thread start (~20 us). */
     int64_t work = rows * base.cols;
     if (threads > MAX_THREADS) threads = MAX_THREADS;
@@ -589,7 +589,7 @@ static PyObject *py_quantize_rows(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "nnnnni", &x, &rows, &cols, &q, &scale, &threads)) return NULL;
     RowTask t = {0, 0, 0, cols, (const float *)x, NULL, (uint8_t *)q, (float *)scale, NULL, 0, coulisse_isa_level(),
                  NULL, NULL, 0.0f, NULL, NULL};
-    Py_BEGIN_ALLOW_THREADS run_rows(t, rows, threads);
+    Py_BEGIN_ALLOW_THREADS coulisse_run_rows(t, rows, threads);
     Py_END_ALLOW_THREADS Py_RETURN_NONE;
 }
 
@@ -604,7 +604,7 @@ static PyObject *py_dequantize_rows(PyObject *self, PyObject *args) {
     }
     RowTask t = {1, 0, 0, cols, NULL, (float *)y, NULL, (float *)scale, (const float *)bias, gelu, coulisse_isa_level(),
                  NULL, NULL, 0.0f, (uint8_t *)codes, (float *)code_scale};
-    Py_BEGIN_ALLOW_THREADS run_rows(t, rows, threads);
+    Py_BEGIN_ALLOW_THREADS coulisse_run_rows(t, rows, threads);
     Py_END_ALLOW_THREADS Py_RETURN_NONE;
 }
 
@@ -622,7 +622,7 @@ static PyObject *py_add_norm_rows(PyObject *self, PyObject *args) {
     RowTask t = {2, 0, 0, cols, (const float *)res, (float *)y, NULL, (float *)scale, (const float *)bias, 0,
                  coulisse_isa_level(), (const float *)gamma, (const float *)beta, (float)eps, (uint8_t *)codes,
                  (float *)code_scale};
-    Py_BEGIN_ALLOW_THREADS run_rows(t, rows, threads);
+    Py_BEGIN_ALLOW_THREADS coulisse_run_rows(t, rows, threads);
     Py_END_ALLOW_THREADS Py_RETURN_NONE;
 }
 

@@ -25,7 +25,9 @@
  * same bits (docs/benchmarks.md, session 14). With AMX-INT8 (and k a multiple of 64), blocks of up to 128 rows
  * run on tiles instead (`amx_block`), the weights in 512 kB chunks that stay in L2 while the block's rows pass:
  * the same sums; with its row passes, 1.08x oneDNN's AMX GEMM and its passes in an int8 forward on a Sapphire
- * Rapids-class Xeon (docs/benchmarks.md, session 15).
+ * Rapids-class Xeon (docs/benchmarks.md, session 15). Up to AMX_COLUMNS_ROWS rows, the threads split the columns
+ * instead (`amx_columns_worker`: the weights read from memory once, not once per block of rows), and the row
+ * passes follow over all the rows.
  */
 #include "_kernels.h"
 
@@ -37,6 +39,13 @@
  * prefetchers stop at. 48 GEMMs of a base model in turn on the AMX Xeon: 3.3-3.5 -> 2.3-2.4 ms at 8 rows, 4.6-4.9 ->
  * 3.6-3.7 ms at 14 (session 16; 2 kB ahead did as well, 8 kB worse). */
 #define SMALL_PREFETCH 64
+
+/* Rows up to which int8_gemm splits the columns between threads on AMX tiles (amx_columns_worker). By rows, up to
+ * 32 rows ran on one thread, and from 33 each thread read all the weights for its block. 48 GEMMs of a base model
+ * in turn on the AMX Xeon (session 16), with their passes, by rows / by columns: 15 rows 6.2 / 3.8 ms, 32 rows
+ * 8.5 / 5.4, 64 rows 7.7 / 7.2, 96 rows 10.4 / 9.9, 192 rows 16.4 / 17.1 (the passes, after the product, then
+ * find fewer rows in cache). */
+#define AMX_COLUMNS_ROWS 96
 
 /* Rows a block takes at most on AMX tiles (amx_block). */
 #define AMX_ROWS 128
@@ -54,6 +63,7 @@ typedef struct {
     const RowTask *finish;   /* int8_gemm: the pass over each block of rows once computed, or NULL */
     int amx;                 /* int8_gemm: blocks on AMX-INT8 tiles (coulisse_has_amx_int8, k % 64 == 0) */
     int64_t prefetch;        /* the weights this many 64-byte words ahead into L1 (small_gemm: from memory), or 0 */
+    const uint8_t *padded;   /* amx_columns_worker: the last m % 32 rows' codes, then rows of 128 up to 32 rows */
 } Gemm;
 
 #if HAVE_X86
@@ -217,14 +227,16 @@ AMX8 static void amx_finish_sums(const Gemm *g, const int32_t *sums, int64_t m0,
     }
 }
 
-/* Rows m0 .. m0 + rows - 1 (1 to 32; the tiles configured for them) against column blocks b0 .. b1 - 1. The sums
+/* Rows m0 .. m0 + rows - 1 (1 to 32; the tiles configured for them; their codes at xa) against column blocks
+ * b0 .. b1 - 1. The sums
  * of a pair of column blocks go through one of two 4 kB scratches in L1, and become fp32 output while the tiles
  * already work on the next pair (its first step is issued first): the conversion overlaps the tile work. */
-AMX8 static void amx_rows_by_blocks(const Gemm *g, int64_t m0, int64_t rows, int64_t b0, int64_t b1) {
+AMX8 static void amx_rows_by_blocks(const Gemm *g, const uint8_t *xa, int64_t m0, int64_t rows, int64_t b0,
+                                    int64_t b1) {
     const int64_t kw = g->k / 4;
     const int two = rows > 16;
     int32_t sums[2][32 * 32] __attribute__((aligned(64)));
-    const uint8_t *xa = g->x + m0 * g->k, *xb = xa + 16 * g->k;
+    const uint8_t *xb = xa + 16 * g->k;
     int64_t last = -1; /* the column block whose sums wait in sums[turn ^ 1], or -1 */
     int last_count = 0, turn = 0;
     for (int64_t b = b0; b < b1; b += 2, turn ^= 1) {
@@ -307,12 +319,33 @@ AMX8 static void amx_block(const Gemm *g, int64_t r0, int64_t r1, int *tiles) {
                 amx_rows(rows < 16 ? rows : 16, rows < 16 ? 0 : rows - 16);
                 *tiles = rows;
             }
-            amx_rows_by_blocks(g, m0, rows, b0, b1);
+            amx_rows_by_blocks(g, g->x + m0 * g->k, m0, rows, b0, b1);
         }
     }
 }
 
 AMX8 static void amx_release(void) { _tile_release(); }
+
+/* Few rows on tiles (m <= AMX_COLUMNS_ROWS): the threads split the columns instead of the rows, so that the weights,
+ * which then cost more than the product, are read from memory once instead of once per block of rows. A worker
+ * takes AMX_GROUP column blocks at a time and runs every 32 rows against them (the group's weights stay in L2
+ * after the first); the last rows, fewer than 32, from a copy padded to 32 (the tiles stay configured for 32 rows
+ * and read only whole rows). The row passes run after, over all the rows (int8_gemm). */
+#define AMX_GROUP 8
+AMX8 static void *amx_columns_worker(void *arg) {
+    Gemm *g = (Gemm *)arg;
+    const int64_t blocks = g->n / 16, full = g->m - g->m % 32, tail = g->m - full;
+    amx_rows(16, 16);
+    for (;;) {
+        const int64_t b0 = __atomic_fetch_add(&g->next, AMX_GROUP, __ATOMIC_RELAXED);
+        if (b0 >= blocks) break;
+        const int64_t b1 = b0 + AMX_GROUP < blocks ? b0 + AMX_GROUP : blocks;
+        for (int64_t m0 = 0; m0 < full; m0 += 32) amx_rows_by_blocks(g, g->x + m0 * g->k, m0, 32, b0, b1);
+        if (tail) amx_rows_by_blocks(g, g->padded, full, tail, b0, b1);
+    }
+    amx_release();
+    return NULL;
+}
 
 /* Whether int8_gemm runs its blocks on AMX-INT8 tiles here: the CPU has them, Linux granted this process the tile
  * state (arch_prctl ARCH_REQ_XCOMP_PERM), and COULISSE_INT8_AMX is not 0 (A/B runs). Read once. */
@@ -424,7 +457,7 @@ PyObject *coulisse_py_small_gemm(PyObject *self, PyObject *args) {
     }
 #if HAVE_X86
     Gemm g = {(const uint8_t *)x, (const int32_t *)w, (const int32_t *)colsum, (const float *)scale,
-              (float *)out, m, k, n, 0, 0, NULL, NULL, 0, SMALL_PREFETCH};
+              (float *)out, m, k, n, 0, 0, NULL, NULL, 0, SMALL_PREFETCH, NULL};
     const int64_t pairs = (n / 16 + 1) / 2;
     if (threads > pairs) threads = (int)pairs;
     Py_BEGIN_ALLOW_THREADS coulisse_run_workers(small_gemm_worker, &g, threads);
@@ -458,10 +491,32 @@ PyObject *coulisse_py_int8_gemm(PyObject *self, PyObject *args) {
     RowTask quantize = {0, 0, 0, k, (const float *)rows, NULL, (uint8_t *)x, (float *)x_scale, NULL, 0,
                         coulisse_isa_level(), NULL, NULL, 0.0f, NULL, NULL};
     const int amx = k % 64 == 0 && coulisse_has_amx_int8();
+    if (amx && m <= AMX_COLUMNS_ROWS) { /* few rows: quantize them all, the product by columns, then the passes */
+        uint8_t *padded = NULL;
+        const int64_t full = m - m % 32;
+        if (m > full) {
+            padded = (uint8_t *)aligned_alloc(64, (size_t)(32 * k));
+            if (!padded) return PyErr_NoMemory();
+        }
+        Gemm g = {(const uint8_t *)x, (const int32_t *)w, (const int32_t *)colsum, (const float *)scale,
+                  (float *)out, m, k, n, 0, 0, NULL, NULL, 1, 0, padded};
+        const int64_t groups = (n / 16 + AMX_GROUP - 1) / AMX_GROUP;
+        Py_BEGIN_ALLOW_THREADS
+        if (rows) coulisse_run_rows(quantize, m, threads);
+        if (padded) { /* the codes exist now: the last rows, padded with the zero code */
+            memcpy(padded, (const uint8_t *)x + full * k, (size_t)((m - full) * k));
+            memset(padded + (m - full) * k, 128, (size_t)((32 - (m - full)) * k));
+        }
+        coulisse_run_workers(amx_columns_worker, &g, threads < groups ? threads : (int)groups);
+        if (op) coulisse_run_rows(finish, m, threads);
+        Py_END_ALLOW_THREADS
+        free(padded);
+        Py_RETURN_NONE;
+    }
     const int64_t per = amx ? amx_rows_per_task(m, threads) : rows_per_task(m, threads);
     Gemm g = {(const uint8_t *)x, (const int32_t *)w, (const int32_t *)colsum, (const float *)scale,
               (float *)out, m, k, n, 0, per, rows ? &quantize : NULL, op ? &finish : NULL,
-              amx, 0};
+              amx, 0, NULL};
     const int64_t blocks = (m + per - 1) / per;
     if (threads > blocks) threads = (int)blocks;
     Py_BEGIN_ALLOW_THREADS coulisse_run_workers(int8_gemm_worker, &g, threads);

@@ -48,6 +48,8 @@ typedef struct {
     float *code_scale; /* ... and its scale, as quantize_rows computes them */
 } RowTask;
 void *coulisse_row_task(void *task);
+/* `base` over rows 0 .. rows - 1, split over `threads` threads (PyTorch's OpenMP team where built with OpenMP). */
+void coulisse_run_rows(RowTask base, int64_t rows, int threads);
 
 /* AMX (Sapphire Rapids and later): a tile configuration, palette 1, each tile's rows and bytes per row. */
 typedef struct {

@@ -65,9 +65,10 @@ SMALL_BATCH_ROWS = 64
 # it streams the weights once, 1.3-1.6x faster than fbgemm and oneDNN at 1-16 rows, ~1.1x at 32, even with
 # oneDNN at 48 (a Zen 4, 48 GEMMs of a base model; docs/benchmarks.md, session 13).
 SMALL_GEMM_ROWS = 32
-# With AMX-INT8, coulisse's GEMM on tiles overtakes it from ~14 rows (48 GEMMs of a base model: 3.90 vs 3.96 ms
-# at 14 rows, 4.24 vs 4.07 at 16, 6.00 vs 5.29 at 32; a Sapphire Rapids-class Xeon, session 15).
-SMALL_GEMM_ROWS_AMX = 14
+# With AMX-INT8, coulisse's GEMM on tiles overtakes it from ~7 rows, since it splits the columns of a few rows
+# between the threads (48 GEMMs of a base model: 2.13 vs 2.10-2.13 ms at 5 rows, 2.09-2.13 vs 2.13-2.20 at 7,
+# 2.40 vs 3.37 at 14; a Sapphire Rapids-class Xeon, session 16; by rows the crossover was at ~14, session 15).
+SMALL_GEMM_ROWS_AMX = 6
 SAFE_WEIGHT_BITS = 7  # exact on every CPU, VNNI or not (see above); 8 only where the plan says VNNI
 CODES = "_coulisse_int8_codes"  # attribute of an output tensor: its rows' `(u8 codes, scales)` (see above)
 PACK_SMALL_AFTER = 3  # small batches a layer sees on oneDNN before it packs its small-batch weights
