@@ -64,6 +64,9 @@ typedef struct {
     int amx;                 /* int8_gemm: blocks on AMX-INT8 tiles (coulisse_has_amx_int8, k % 64 == 0) */
     int64_t prefetch;        /* the weights this many 64-byte words ahead into L1 (small_gemm: from memory), or 0 */
     const uint8_t *padded;   /* amx_columns_worker: the last m % 32 rows' codes, then rows of 128 up to 32 rows */
+    /* On AMX tiles, op 1's dequantize (+ GELU) runs as the sums become fp32 (amx_finish_sums), not in the pass */
+    int fold, fold_gelu;
+    const float *x_scale, *bias;
 } Gemm;
 
 #if HAVE_X86
@@ -220,6 +223,16 @@ AMX8 static void amx_finish_sums(const Gemm *g, const int32_t *sums, int64_t m0,
         const int64_t n0 = (b + h) * 16;
         const __m512i comp = _mm512_slli_epi32(_mm512_loadu_si512(g->colsum + n0), 7); /* 128 colsum */
         const __m512 sc = _mm512_loadu_ps(g->scale + n0);
+        if (g->fold) { /* y s + bias (then GELU) on the value in hand: the pass's ops on the same value */
+            const __m512 bias = _mm512_loadu_ps(g->bias + n0);
+            for (int64_t r = 0; r < rows; r++) {
+                const __m512i acc = _mm512_loadu_si512(sums + r * 32 + 16 * h);
+                __m512 v = _mm512_fmadd_ps(sums_to_fp32(acc, comp, sc), _mm512_set1_ps(g->x_scale[m0 + r]), bias);
+                if (g->fold_gelu) v = gelu_avx512(v);
+                _mm512_storeu_ps(g->out + (m0 + r) * g->n + n0, v);
+            }
+            continue;
+        }
         for (int64_t r = 0; r < rows; r++) {
             const __m512i acc = _mm512_loadu_si512(sums + r * 32 + 16 * h);
             _mm512_storeu_ps(g->out + (m0 + r) * g->n + n0, sums_to_fp32(acc, comp, sc));
@@ -457,7 +470,7 @@ PyObject *coulisse_py_small_gemm(PyObject *self, PyObject *args) {
     }
 #if HAVE_X86
     Gemm g = {(const uint8_t *)x, (const int32_t *)w, (const int32_t *)colsum, (const float *)scale,
-              (float *)out, m, k, n, 0, 0, NULL, NULL, 0, SMALL_PREFETCH, NULL};
+              (float *)out, m, k, n, 0, 0, NULL, NULL, 0, SMALL_PREFETCH, NULL, 0, 0, NULL, NULL};
     const int64_t pairs = (n / 16 + 1) / 2;
     if (threads > pairs) threads = (int)pairs;
     Py_BEGIN_ALLOW_THREADS coulisse_run_workers(small_gemm_worker, &g, threads);
@@ -491,6 +504,12 @@ PyObject *coulisse_py_int8_gemm(PyObject *self, PyObject *args) {
     RowTask quantize = {0, 0, 0, k, (const float *)rows, NULL, (uint8_t *)x, (float *)x_scale, NULL, 0,
                         coulisse_isa_level(), NULL, NULL, 0.0f, NULL, NULL};
     const int amx = k % 64 == 0 && coulisse_has_amx_int8();
+    /* On tiles, op 1 is done as the sums are made (fold): what is left is the codes, quantize_rows' pass on the
+     * finished rows (op 0 of a row task: the same codes as the dequantize pass makes), or nothing */
+    const int fold = amx && op == 1;
+    RowTask codes_only = {0, 0, 0, n, (const float *)out, NULL, (uint8_t *)codes, (float *)code_scale, NULL, 0,
+                          coulisse_isa_level(), NULL, NULL, 0.0f, NULL, NULL};
+    const RowTask *finishing = fold ? (codes ? &codes_only : NULL) : op ? &finish : NULL;
     if (amx && m <= AMX_COLUMNS_ROWS) { /* few rows: quantize them all, the product by columns, then the passes */
         uint8_t *padded = NULL;
         const int64_t full = m - m % 32;
@@ -499,7 +518,8 @@ PyObject *coulisse_py_int8_gemm(PyObject *self, PyObject *args) {
             if (!padded) return PyErr_NoMemory();
         }
         Gemm g = {(const uint8_t *)x, (const int32_t *)w, (const int32_t *)colsum, (const float *)scale,
-                  (float *)out, m, k, n, 0, 0, NULL, NULL, 1, 0, padded};
+                  (float *)out, m, k, n, 0, 0, NULL, NULL, 1, 0, padded, fold, gelu, (const float *)x_scale,
+                  (const float *)bias};
         const int64_t groups = (n / 16 + AMX_GROUP - 1) / AMX_GROUP;
         Py_BEGIN_ALLOW_THREADS
         if (rows) coulisse_run_rows(quantize, m, threads);
@@ -508,15 +528,15 @@ PyObject *coulisse_py_int8_gemm(PyObject *self, PyObject *args) {
             memset(padded + (m - full) * k, 128, (size_t)((32 - (m - full)) * k));
         }
         coulisse_run_workers(amx_columns_worker, &g, threads < groups ? threads : (int)groups);
-        if (op) coulisse_run_rows(finish, m, threads);
+        if (finishing) coulisse_run_rows(*finishing, m, threads);
         Py_END_ALLOW_THREADS
         free(padded);
         Py_RETURN_NONE;
     }
     const int64_t per = amx ? amx_rows_per_task(m, threads) : rows_per_task(m, threads);
     Gemm g = {(const uint8_t *)x, (const int32_t *)w, (const int32_t *)colsum, (const float *)scale,
-              (float *)out, m, k, n, 0, per, rows ? &quantize : NULL, op ? &finish : NULL,
-              amx, 0, NULL};
+              (float *)out, m, k, n, 0, per, rows ? &quantize : NULL, finishing,
+              amx, 0, NULL, fold, gelu, (const float *)x_scale, (const float *)bias};
     const int64_t blocks = (m + per - 1) / per;
     if (threads > blocks) threads = (int)blocks;
     Py_BEGIN_ALLOW_THREADS coulisse_run_workers(int8_gemm_worker, &g, threads);

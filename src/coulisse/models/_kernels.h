@@ -138,6 +138,27 @@ AVX512 static inline __m512 exp_avx512(__m512 x) {
     /* p 2^n in one instruction (exact, as exp_avx2's product with 2^n built from its bits: the same value) */
     return _mm512_scalef_ps(p, n);
 }
+
+/* GELU(v) = v/2 (1 + erf(v/sqrt 2)), erf by Abramowitz & Stegun 7.1.26 as gelu_avx2 (_int8.c): the same bits. */
+AVX512 static inline __m512 gelu_avx512(__m512 v) {
+    const __m512 sign = _mm512_set1_ps(-0.0f), one = _mm512_set1_ps(1.0f);
+    __m512 z = _mm512_mul_ps(v, _mm512_set1_ps(0.70710678118654752f));
+    __m512 az = _mm512_andnot_ps(sign, z);
+    __m512 t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(0.3275911f), az, one));
+    __m512 r = _mm512_set1_ps(1.061405429f);
+    r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(-1.453152027f));
+    r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(1.421413741f));
+    r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(-0.284496736f));
+    r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(0.254829592f));
+    r = _mm512_mul_ps(r, t);
+    /* -z^2 as one FMA (-(az az) + 0, the product rounded once as before; only 0's sign differs, which exp
+     * ignores); erf takes z's sign in one bitwise select (imm 0xCA, "a ? b : c" bit by bit: the sign bit from z,
+     * the rest from erf_abs) */
+    __m512 erf_abs = _mm512_fnmadd_ps(r, exp_avx512(_mm512_fnmadd_ps(az, az, _mm512_setzero_ps())), one);
+    __m512 erf = _mm512_castsi512_ps(_mm512_ternarylogic_epi32(_mm512_castps_si512(sign), _mm512_castps_si512(z),
+                                                               _mm512_castps_si512(erf_abs), 0xCA));
+    return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v), _mm512_add_ps(one, erf));
+}
 #endif
 
 #endif
