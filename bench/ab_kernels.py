@@ -1,0 +1,141 @@
+"""Two builds of the C kernels in one process, alternating (not a test): the A/B that process-to-process noise
+hides. On a shared 2-core VM the same build ran 42 to 53 ms for the same 48 GEMMs in separate processes, while
+in one process alternating rounds agree within a few percent.
+
+    cp src/coulisse/models/_int8*.so /tmp/a.so        # the build before a change
+    pip install -e . --no-deps; cp src/coulisse/models/_int8*.so /tmp/b.so
+    python bench/ab_kernels.py /tmp/a.so /tmp/b.so [--rows 1024,64,8] [--rounds 9] [--what gemm,passes,few,attention]
+
+Each build is loaded under a module name of its own (its init symbol stays `PyInit__int8`), so both live in
+the process with their own state. What runs, per row count, the 48 weight matrices of a 12-layer base-size
+encoder in turn (85 MB of codes, read from memory as in a forward):
+
+- gemm: `int8_gemm`'s product alone;
+- passes: `int8_gemm` with what finishes each layer (dequantize; GELU + codes; residual + LayerNorm + codes);
+- few: `small_gemm`, the few-row kernel;
+- attention: the C attention (bf16 products) over a batch of 7 sequences (1,000 tokens), 12 heads x 64.
+
+Prints best / median ms per build and whether both gave the same bits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from coulisse.models import quantize as Q
+
+SHAPES = [(768, 2304, 1, False), (768, 768, 2, False), (768, 3072, 1, True), (3072, 768, 2, False)]
+
+
+def load(path: str, i: int, folder: Path):
+    """The build at `path` as a module of its own (a copy: the loader keys modules by file too)."""
+    copy = folder / f"b{i}" / Path(path).name
+    copy.parent.mkdir()
+    shutil.copy(path, copy)
+    spec = importlib.util.spec_from_file_location(f"ab{i}._int8", copy)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def layers(generator) -> list:
+    out = []
+    for _ in range(12):
+        for k, n, op, gelu in SHAPES:
+            q, scale = Q.quantize_weight(torch.randn(n, k, generator=generator), 127)
+            out.append((k, n, op, gelu, Q._small_pack(q, scale), torch.randn(n, generator=generator)))
+    return out
+
+
+def gemm_runner(weights, m: int, what: str, generator):
+    xs = {k: torch.randint(0, 256, (m, k), dtype=torch.uint8, generator=generator) for k in (768, 3072)}
+    x_scale, residual = torch.rand(m, 1) + 0.5, torch.randn(m, 768, generator=generator)
+    gamma, beta = torch.randn(768, generator=generator), torch.randn(768, generator=generator)
+
+    def run(kernel, keep: list | None = None):
+        for i, (k, n, op, gelu, own, bias) in enumerate(weights):
+            out = torch.empty(m, n)
+            ptrs = (xs[k].data_ptr(), *(t.data_ptr() for t in own), out.data_ptr(), m, k, n, 2)
+            codes = None
+            if what == "few":
+                kernel.small_gemm(*ptrs)
+            elif what == "gemm":
+                kernel.int8_gemm(*ptrs, 0, 0, 0, False, 0, 0, 0, 0.0, 0, 0)
+            else:
+                codes = (torch.empty(m, n, dtype=torch.uint8), torch.empty(m, 1)) if op == 2 or gelu else None
+                norm = (residual.data_ptr(), gamma.data_ptr(), beta.data_ptr()) if op == 2 else (0, 0, 0)
+                kernel.int8_gemm(*ptrs, op, x_scale.data_ptr(), bias.data_ptr(), gelu, *norm, 1e-5,
+                                 *((codes[0].data_ptr(), codes[1].data_ptr()) if codes else (0, 0)))
+            if keep is not None and i < len(SHAPES):
+                keep.extend([out, *(codes or ())])
+
+    return run
+
+
+def attention_runner(generator):
+    lengths = [220, 180, 150, 140, 130, 120, 60]
+    qkv = torch.randn(sum(lengths), 3 * 768, generator=generator)
+    starts = torch.tensor([0, *torch.tensor(lengths).cumsum(0)[:-1].tolist()], dtype=torch.long)
+    count = torch.tensor(lengths, dtype=torch.long)
+
+    def run(kernel, keep: list | None = None):
+        out = torch.empty(qkv.shape[0], 768)
+        kernel.attention(qkv.data_ptr(), out.data_ptr(), starts.data_ptr(), count.data_ptr(), len(lengths), 768, 12,
+                         0.125, False, 2, True)
+        if keep is not None:
+            keep.append(out)
+
+    return run
+
+
+def compare(builds, run, rounds: int) -> str:
+    kept = [[] for _ in builds]
+    for kernel, keep in zip(builds, kept, strict=True):
+        run(kernel, keep)
+    same = all(torch.equal(a, b) for a, b in zip(*kept, strict=True))
+    times = [[] for _ in builds]
+    for _ in range(rounds):
+        for kernel, t in zip(builds, times, strict=True):
+            start = time.perf_counter()
+            run(kernel)
+            t.append(time.perf_counter() - start)
+    return "   ".join(f"{'AB'[i]} {min(t) * 1e3:7.2f} / {statistics.median(t) * 1e3:7.2f} ms"
+                      for i, t in enumerate(times)) + f"   same bits: {same}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("a")
+    parser.add_argument("b")
+    parser.add_argument("--rows", default="1024,64,8")
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--what", default="gemm,passes,few,attention")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    generator = torch.Generator().manual_seed(0)
+    with tempfile.TemporaryDirectory() as folder:
+        builds = [load(path, i, Path(folder)) for i, path in enumerate((args.a, args.b))]
+        print(f"A {args.a}\nB {args.b}\n2 threads; best / median of {args.rounds} alternating rounds")
+        what = args.what.split(",")
+        if "attention" in what:
+            result = compare(builds, attention_runner(generator), 10 * args.rounds)
+            print(f"  attention, 7 sequences, 1,000 tokens: {result}")
+        weights = layers(generator) if set(what) - {"attention"} else []
+        for kind in ("gemm", "passes", "few"):
+            if kind not in what:
+                continue
+            for m in (int(v) for v in args.rows.split(",") if v):
+                run = gemm_runner(weights, m, kind, generator)
+                print(f"  48 GEMMs, {kind:<6} {m:>5} rows: {compare(builds, run, args.rounds)}")
+
+
+if __name__ == "__main__":
+    main()
