@@ -2,10 +2,10 @@
  * Fused per-token quantization kernels for coulisse's int8 linear layers (models/quantize.py), whose
  * dequantize passes also finish the fp32 layers (models/fastpath.py; the name stayed from the first use).
  *
- * The int8 GEMM is oneDNN's or coulisse's own (_int8_gemm.c, which runs these passes itself). Around it, per-token dynamic quantization needs two passes over
- * the activations that PyTorch runs as a chain of separate ops (a row max, a division, a rounding, a
- * shift, a cast; after the GEMM a scale and a bias), each reading and writing the whole tensor. Here
- * each is one pass:
+ * The int8 GEMM is oneDNN's or coulisse's own (_int8_gemm.c, which runs these passes itself). Around it,
+ * per-token dynamic quantization needs two passes over the activations that PyTorch runs as a chain of
+ * separate ops (a row max, a division, a rounding, a shift, a cast; after the GEMM a scale and a bias),
+ * each reading and writing the whole tensor. Here each is one pass:
  *
  *   quantize_rows:   q[r, c] = round(x[r, c] / s[r]) + 128   (u8),  s[r] = max(max_c |x[r, c]|, 1e-12) / 127
  *                    (NaN where the row holds a NaN, as in PyTorch: it reaches the row's outputs)
@@ -288,7 +288,8 @@ AVX512 static void codes_avx512(const float *x, int64_t cols, float s, uint8_t *
             _mm512_storeu_si512(q + c, _mm512_permutexvar_epi32(order, bytes));
         }
         for (; c + 16 <= cols; c += 16)
-            _mm_storeu_si128((__m128i *)(q + c), _mm512_cvtusepi32_epi8(codes_of_vector(_mm512_loadu_ps(x + c), vs, vr)));
+            _mm_storeu_si128((__m128i *)(q + c),
+                             _mm512_cvtusepi32_epi8(codes_of_vector(_mm512_loadu_ps(x + c), vs, vr)));
     } else {
         const __m512 zp = _mm512_set1_ps(ZERO_POINT);
         for (; c + 16 <= cols; c += 16) {

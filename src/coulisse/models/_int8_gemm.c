@@ -27,7 +27,8 @@
  * the same sums; with its row passes, 1.08x oneDNN's AMX GEMM and its passes in an int8 forward on a Sapphire
  * Rapids-class Xeon (docs/benchmarks.md, session 15). Up to AMX_COLUMNS_ROWS rows, the threads split the columns
  * instead (`amx_columns_worker`: the weights read from memory once, not once per block of rows), and the row
- * passes follow over all the rows.
+ * passes follow over all the rows. On tiles, a finish that only dequantizes (+ GELU) is done as the sums become
+ * fp32 (`amx_finish_sums`), leaving the pass only the codes.
  */
 #include "_kernels.h"
 
@@ -99,7 +100,7 @@ VNNI INLINE void tile(const Gemm *g, int64_t m0, int64_t b, const int R, const i
     for (int64_t q = 0; q < kw; q++) {
         __m512i wq[3];
         for (int h = 0; h < NB; h++) wq[h] = _mm512_loadu_si512(w + (h * kw + q) * 16);
-        if (g->prefetch) /* past the block's end: the next block's words, or past the weights (a prefetch never faults) */
+        if (g->prefetch) /* past the block's end: the next block's words, or past the weights (never faults) */
             for (int h = 0; h < NB; h++) _mm_prefetch((const char *)(w + (h * kw + q + g->prefetch) * 16), _MM_HINT_T0);
         for (int r = 0; r < R; r++) {
             const __m512i v = _mm512_set1_epi32(xr[r][q]);
@@ -241,9 +242,9 @@ AMX8 static void amx_finish_sums(const Gemm *g, const int32_t *sums, int64_t m0,
 }
 
 /* Rows m0 .. m0 + rows - 1 (1 to 32; the tiles configured for them; their codes at xa) against column blocks
- * b0 .. b1 - 1. The sums
- * of a pair of column blocks go through one of two 4 kB scratches in L1, and become fp32 output while the tiles
- * already work on the next pair (its first step is issued first): the conversion overlaps the tile work. */
+ * b0 .. b1 - 1. The sums of a pair of column blocks go through one of two 4 kB scratches in L1, and become fp32
+ * output while the tiles already work on the next pair (its first step is issued first): the conversion overlaps
+ * the tile work. */
 AMX8 static void amx_rows_by_blocks(const Gemm *g, const uint8_t *xa, int64_t m0, int64_t rows, int64_t b0,
                                     int64_t b1) {
     const int64_t kw = g->k / 4;
