@@ -582,7 +582,7 @@ for k, n in ((768, 2304), (3072, 768), (128, 208)):
     w, colsum, s = Q._small_pack(q, scale)
     norm = nn.LayerNorm(n)
     nn.init.normal_(norm.weight)
-    for m in (1, 15, 17, 33, 100, 300):
+    for m in (1, 15, 17, 33, 64, 70, 100, 300):  # up to 96 rows the columns split (tails, whole strips)
         x = torch.randn(m, k) * 3
         xq, x_scale = torch.empty(m, k, dtype=torch.uint8), torch.empty(m, 1)
         bias, residual = torch.randn(n), torch.randn(m, n)
@@ -619,7 +619,8 @@ def test_amx_blocks_give_the_vnni_blocks_bits(tmp_path):
     """On AMX tiles (this process) and on AVX512-VNNI (COULISSE_INT8_AMX=0, read once per process: a child),
     int8_gemm computes the same exact int32 sums, so every output is the same to the bit: the in-call
     quantization, the product, GELU + codes, residual + LayerNorm; row counts around the 16-row tiles, 32-row
-    steps and 128-row blocks, shapes whose weights span several 512 kB chunks."""
+    steps and 128-row blocks, shapes whose weights span several 512 kB chunks; up to 96 rows the tiles split the
+    columns between the threads (whole 32-row strips, and a tail from a padded copy: 64 rows have none)."""
     runs = {}
     for name, env in (("amx", {}), ("vnni", {"COULISSE_INT8_AMX": "0"})):
         path = tmp_path / f"{name}.pt"
