@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import platform
 import sys
 
 import numpy as np
@@ -128,3 +130,44 @@ def test_a_trim_hands_freed_heap_back():
     assert trimmer.after_batch() and trimmer.trims == 1 and trimmer.limit is None
     assert resident_bytes() < before - (32 << 20), "at most a quarter of the 112 MB freed came back"
     assert all(float(b[0]) == 1.0 for b in keep)
+
+
+HEAP_SCRIPT = """
+import resource, sys, torch
+from coulisse.weights.mapped import keep_activations_on_heap
+tuned = keep_activations_on_heap()
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+x = torch.ones(1 << 21)  # 8 MB, freed: glibc's mmap threshold rises to it
+del x
+for i in range(40):  # activations of batches a little longer each time: 9 to 12 MB, touched
+    if i == 20:  # the heap has settled (its first few grow it)
+        before = faults()
+    t = torch.ones((9 << 18) + i * (1 << 14))
+    del t
+print(tuned, faults() - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc and /proc: Linux")
+def test_activations_stay_on_the_heap_between_batches():
+    """The real thing, in child processes (malloc's thresholds are process-wide): tensors of 9 to 12 MB freed and
+    allocated again, a little larger each time, as batches of varied length do. glibc's default maps each one
+    afresh (above its threshold, which rises only to the largest chunk freed so far): ~2,500 page faults each.
+    With the thresholds the CPU engine sets (`keep_activations_on_heap`), they come from the heap and, once it
+    has settled, reuse it: only its growth faults (16 kB a step). `COULISSE_MALLOC_TUNING=0` leaves glibc's policy
+    as it is."""
+    import subprocess
+
+    runs = {}
+    for name, env in (("tuned", {}), ("off", {"COULISSE_MALLOC_TUNING": "0"})):
+        out = subprocess.run([sys.executable, "-c", HEAP_SCRIPT], env={**os.environ, **env}, check=True,
+                             capture_output=True, text=True).stdout.split()
+        runs[name] = (out[0] == "True", int(out[1]))
+    preset = "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", "") or any(
+        name in os.environ for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"))
+    if platform.libc_ver()[0] != "glibc" or preset:
+        pytest.skip("not glibc, or malloc already tuned in this environment (GLIBC_TUNABLES, MALLOC_*_)")
+    assert runs["tuned"][0] is True and runs["off"][0] is False
+    assert runs["off"][1] > 20 * 2000, runs  # every tensor faulted in afresh: 9-12 MB is 2,300-3,100 pages
+    assert runs["tuned"][1] < runs["off"][1] / 10, runs

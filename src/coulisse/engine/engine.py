@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from coulisse.models import EncoderModel, Packed
-from coulisse.weights.mapped import heap_trimmer
+from coulisse.weights.mapped import heap_trimmer, keep_activations_on_heap
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,8 @@ class Engine:
         self.device = torch.device(device)
         self.uses_token_types = uses_token_types
         self.offset = model.config.position_offset
+        if self.device.type == "cpu":
+            keep_activations_on_heap()  # glibc's thresholds, once per process (weights/mapped.py)
 
     def plan(self, lengths: Sequence[int], max_batch_size: int | None = None) -> list[list[int]]:
         """Indices of each batch: longest first, closed when the token budget or the count is reached
