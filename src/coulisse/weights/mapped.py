@@ -153,8 +153,9 @@ def keep_activations_on_heap() -> bool:
     unmaps it when freed; the threshold starts at 128 kB and rises to the largest chunk freed so far, but
     batches of varied lengths keep asking for a little more than the last, and its automatic trim returns
     the top of the heap as soon as it is freed. Over 160 reviews (int8, base-size model) that was
-    34,000–205,000 page faults a run; with the thresholds at 64 MB (mmap) and 256 MB (trim), a few
-    hundred, the run 3–5 % faster, peak RSS 524 → 531 MB (docs/benchmarks.md, session 16). The resident set
+    12,000–96,000 page faults a run; with the thresholds at 64 MB (mmap) and 256 MB (trim), set here when the
+    engine is built, 1,600–17,000, the run ~3 % faster, peak RSS as before (docs/benchmarks.md, session 16;
+    set before the model loads, RSS rose to 655 MB in one process of four). The resident set
     stays bounded by `HeapTrimmer`, which trims when it has grown by `TRIM_GROWTH`. Not done where the
     process already tunes malloc (`GLIBC_TUNABLES` naming malloc, `MALLOC_MMAP_THRESHOLD_`,
     `MALLOC_TRIM_THRESHOLD_`) or with `COULISSE_MALLOC_TUNING=0`. Returns whether it set them."""
