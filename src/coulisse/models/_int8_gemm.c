@@ -224,19 +224,14 @@ AMX8 static void amx_finish_sums(const Gemm *g, const int32_t *sums, int64_t m0,
         const int64_t n0 = (b + h) * 16;
         const __m512i comp = _mm512_slli_epi32(_mm512_loadu_si512(g->colsum + n0), 7); /* 128 colsum */
         const __m512 sc = _mm512_loadu_ps(g->scale + n0);
-        if (g->fold) { /* y s + bias (then GELU) on the value in hand: the pass's ops on the same value */
-            const __m512 bias = _mm512_loadu_ps(g->bias + n0);
-            for (int64_t r = 0; r < rows; r++) {
-                const __m512i acc = _mm512_loadu_si512(sums + r * 32 + 16 * h);
-                __m512 v = _mm512_fmadd_ps(sums_to_fp32(acc, comp, sc), _mm512_set1_ps(g->x_scale[m0 + r]), bias);
-                if (g->fold_gelu) v = gelu_avx512(v);
-                _mm512_storeu_ps(g->out + (m0 + r) * g->n + n0, v);
-            }
-            continue;
-        }
+        const __m512 bias = g->fold ? _mm512_loadu_ps(g->bias + n0) : _mm512_setzero_ps();
         for (int64_t r = 0; r < rows; r++) {
-            const __m512i acc = _mm512_loadu_si512(sums + r * 32 + 16 * h);
-            _mm512_storeu_ps(g->out + (m0 + r) * g->n + n0, sums_to_fp32(acc, comp, sc));
+            __m512 v = sums_to_fp32(_mm512_loadu_si512(sums + r * 32 + 16 * h), comp, sc);
+            if (g->fold) { /* y s + bias (then GELU) on the value in hand: the pass's ops on the same value */
+                v = _mm512_fmadd_ps(v, _mm512_set1_ps(g->x_scale[m0 + r]), bias);
+                if (g->fold_gelu) v = gelu_avx512(v);
+            }
+            _mm512_storeu_ps(g->out + (m0 + r) * g->n + n0, v);
         }
     }
 }

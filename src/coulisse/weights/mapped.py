@@ -121,10 +121,11 @@ def release_file_pages(paths: Iterable[Path]) -> int:
 
 
 @functools.cache
-def _malloc_trim():
+def _glibc(name: str):
+    """glibc's function `name` (malloc_trim, mallopt), or None where the C library is another."""
     try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc: nothing to do
+        return getattr(ctypes.CDLL("libc.so.6"), name)
+    except (OSError, AttributeError):  # not glibc: its allocator's own policies stand
         return None
 
 
@@ -132,7 +133,7 @@ def release_freed_memory() -> None:
     """Hand freed heap pages back to the OS (glibc keeps them otherwise): after weights are repacked or
     quantized the fp32 originals are garbage, and after a batch its activations are; peak RSS should
     not keep counting them."""
-    trim = _malloc_trim()
+    trim = _glibc("malloc_trim")
     if trim is not None:
         trim(0)
 
@@ -163,9 +164,8 @@ def keep_activations_on_heap() -> bool:
         return False
     if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
         return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):  # not glibc: its own allocator's policies stand
+    mallopt = _glibc("mallopt")
+    if mallopt is None:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     done = mallopt(M_MMAP_THRESHOLD, HEAP_MMAP_THRESHOLD) == 1 and mallopt(M_TRIM_THRESHOLD, HEAP_TRIM_THRESHOLD) == 1
