@@ -430,3 +430,29 @@ def test_bf16_pipelines_with_the_kernel_agree_with_sdpa(monkeypatch, minilm_dir)
     assert ran and all(out is not None for out in ran)
     for r, a, b in zip(reference, with_sdpa, with_kernel, strict=True):
         assert F.cosine_similarity(r, a, 0) >= 0.9999 and F.cosine_similarity(r, b, 0) >= 0.9999
+
+
+def test_int8_projection_hands_q_k_v_over_in_bf16_to_the_same_bits(minilm_dir):
+    """int8 pipelines whose attention takes bf16 products have their query/key/value projection write bf16 where
+    coulisse's GEMM runs on AMX tiles (`forward_bf16`): the rounding the kernel applies to fp32 inputs, so the
+    layer's bf16 output is its fp32 output rounded, and the embeddings are the same bits either way. Elsewhere
+    the projection stays fp32."""
+    from coulisse.models.bert import SelfAttention
+
+    pipe = pipeline("feature-extraction", model=str(minilm_dir), quantize="int8")
+    attention = [m for m in pipe.model.modules() if isinstance(m, SelfAttention)]
+    bf16_products = Q.kernels().has_bf16_dot()
+    assert attention and all(m.kernel_reads_bf16 == bf16_products for m in attention)  # head width 32
+    qkv = attention[0].qkv
+    x = torch.randn(40, 384, generator=torch.Generator().manual_seed(3))
+    made = qkv.forward_bf16(x)
+    on_tiles = bf16_products and getattr(qkv, "gemm", None) == "coulisse" and Q.amx_tiles(384)
+    assert made.dtype == (torch.bfloat16 if on_tiles else torch.float32)
+    assert ("q/k/v written in bf16" in pipe.preparation.fast_path) == on_tiles
+    assert torch.equal(made, qkv(x).to(made.dtype))
+    texts = ["Un film magnifique, porté par des acteurs justes et une mise en scène d'une rare élégance.",
+             "Je me suis ennuyé du début à la fin : scénario creux, dialogues plats, rien à sauver."] * 3
+    handed = pipe(texts)
+    for m in attention:
+        m.kernel_reads_bf16 = False
+    assert pipe(texts) == handed

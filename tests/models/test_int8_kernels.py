@@ -644,6 +644,34 @@ def test_gemm_refuses_what_it_cannot_take():
         k.int8_gemm(0, 0, 0, 0, 0, 1, 8, 16, 1, 3, 1, 1, False, 0, 0, 0, 0.0, 0, 0)
     with pytest.raises(ValueError, match="op"):  # rows to quantize, and nowhere to put their scales
         k.int8_gemm(0, 0, 0, 0, 0, 1, 8, 16, 1, 0, 0, 0, False, 0, 0, 0, 0.0, 0, 0, 1)
+    # a bf16 output: only op 1 without codes on AMX tiles (k = 96 never runs there)
+    with pytest.raises(ValueError, match="bf16 output"):
+        k.int8_gemm(0, 0, 0, 0, 0, 1, 96, 16, 1, 1, 1, 1, False, 0, 0, 0, 0.0, 0, 0, 0, True)
+    with pytest.raises(ValueError, match="bf16 output"):
+        k.int8_gemm(0, 0, 0, 0, 0, 1, 128, 16, 1, 0, 0, 0, False, 0, 0, 0, 0.0, 0, 0, 0, True)
+    with pytest.raises(ValueError, match="bf16 output"):
+        k.int8_gemm(0, 0, 0, 0, 0, 1, 128, 16, 1, 1, 1, 1, False, 0, 0, 0, 0.0, 1, 1, 0, True)
+
+
+@pytest.mark.skipif(not Q.amx_tiles(768) if Q.kernels() else True,
+                    reason="no AMX-INT8 here: int8_gemm writes bf16 on tiles only")
+@pytest.mark.parametrize("m", [7, 33, 70, 100, 916])
+def test_gemm_on_tiles_writes_the_bf16_rounding_of_its_fp32_output(m, threads):
+    """op 1 (dequantize + bias) with a bf16 output: to the bit the fp32 output rounded to nearest even (torch's
+    conversion), on the column split (<= 96 rows, a padded tail at 7, 33, 70) and the row tasks; extremes too."""
+    torch.manual_seed(11)
+    k, n = 768, 2304
+    packed = Q._small_pack(*Q.quantize_weight(torch.randn(n, k), 127))
+    xq, x_scale = Q.quantize_rows(torch.randn(m, k) * 3)
+    x_scale[0] = 1e37  # a row whose products overflow bf16's (and fp32's) range: inf both ways
+    bias = torch.randn(n)
+    fp32 = own_gemm(xq, packed, m, k, n, threads, 1, x_scale, bias)
+    w, colsum, s = packed
+    out = torch.empty(m, n, dtype=torch.bfloat16)
+    Q.kernels().int8_gemm(xq.data_ptr(), w.data_ptr(), colsum.data_ptr(), s.data_ptr(), out.data_ptr(), m, k, n,
+                          threads, 1, x_scale.data_ptr(), bias.data_ptr(), False, 0, 0, 0, 0.0, 0, 0, 0, True)
+    assert torch.isinf(fp32[0]).any()
+    assert torch.equal(out, fp32.bfloat16())
 
 
 @needs_int8_dot

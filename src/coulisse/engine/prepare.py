@@ -190,6 +190,7 @@ def _attention(model: EncoderModel, dtype: torch.dtype, bf16_products: bool = Fa
     that this CPU multiplies bf16 pairs. bf16 models: only where it does (it reads their bf16 q/k/v; else
     SDPA, per sequence)."""
     from coulisse.models.fastpath import attention_bf16_products, bf16_dot, c_attention_enabled, install_c_attention
+    from coulisse.models.quantize import amx_tiles
 
     if not c_attention_enabled():
         return ""
@@ -200,7 +201,12 @@ def _attention(model: EncoderModel, dtype: torch.dtype, bf16_products: bool = Fa
     bf16 = bf16_products and attention_bf16_products()
     if dtype != torch.float32 or not install_c_attention(model, bf16=bf16):
         return ""
-    return ", attention in C over packed sequences" + (" (bf16 products, AVX512-BF16)" if bf16 else "")
+    if not bf16:
+        return ", attention in C over packed sequences"
+    handed = any(getattr(m, "kernel_reads_bf16", False) and getattr(m.qkv, "gemm", None) == "coulisse"
+                 and amx_tiles(m.qkv.in_features) for m in model.modules() if hasattr(m, "qkv"))
+    return (", attention in C over packed sequences (bf16 products, AVX512-BF16"
+            + ("; q/k/v written in bf16 by the int8 GEMM on AMX tiles" if handed else "") + ")")
 
 
 def _epilogue(model: EncoderModel) -> str:

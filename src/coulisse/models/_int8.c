@@ -638,11 +638,12 @@ static PyMethodDef methods[] = {
      "AVX512-VNNI only (has_int8_dot)."},
     {"int8_gemm", coulisse_py_int8_gemm, METH_VARARGS,
      "int8_gemm(x_ptr, w_ptr, colsum_ptr, scale_ptr, out_ptr, m, k, n, threads, op, x_scale_ptr, bias_ptr, gelu, "
-     "res_ptr, gamma_ptr, beta_ptr, eps, codes_ptr, code_scale_ptr[, rows_ptr]): small_gemm's product for any row count, by "
-     "blocks of rows, each block then finished while in cache: op 0 nothing, 1 dequantize_rows, 2 "
-     "add_norm_rows (their arguments; codes_ptr 0 for no codes). Given rows_ptr (an optional last argument: fp32 "
-     "rows, m x k), each block first quantizes its rows into x_ptr and x_scale_ptr (quantize_rows' codes). "
-     "AVX512-VNNI only (has_int8_dot)."},
+     "res_ptr, gamma_ptr, beta_ptr, eps, codes_ptr, code_scale_ptr[, rows_ptr, bf16]): small_gemm's product for any "
+     "row count, by blocks of rows, each block then finished while in cache: op 0 nothing, 1 dequantize_rows, 2 "
+     "add_norm_rows (their arguments; codes_ptr 0 for no codes). Given rows_ptr (fp32 rows, m x k; 0: none), each "
+     "block first quantizes its rows into x_ptr and x_scale_ptr (quantize_rows' codes). bf16=True: out_ptr takes op "
+     "1's result in bf16 (rounded to nearest even), on AMX tiles only (has_amx_int8, k a multiple of 64, "
+     "has_bf16_dot; op 1 without codes). AVX512-VNNI only (has_int8_dot)."},
     {"has_int8_dot", coulisse_py_has_int8_dot, METH_NOARGS,
      "Whether this CPU multiplies bytes into int32 lanes (AVX512-VNNI), which small_gemm needs."},
     {"has_amx_int8", coulisse_py_has_amx_int8, METH_NOARGS,

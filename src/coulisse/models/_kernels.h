@@ -93,6 +93,7 @@ PyObject *coulisse_py_has_amx_int8(PyObject *self, PyObject *unused);
 PyObject *coulisse_py_small_gemm(PyObject *self, PyObject *args);
 PyObject *coulisse_py_int8_gemm(PyObject *self, PyObject *args);
 int coulisse_has_int8_dot(void);
+int coulisse_has_bf16_dot(void); /* _attention.c, x86 only */
 
 #if HAVE_X86
 /* exp(x) for x <= 0 (Cephes' expf: 2^n * p(r), relative error ~1e-7), enough for erf's tail. */

@@ -215,8 +215,11 @@ class Embeddings(nn.Module):
 
 class SelfAttention(nn.Module):
     # Packed attention for the whole batch in one call (`packed_attention`'s `kernel`): set at load by the
-    # CPU fast path (models/fastpath.py, C kernels); None runs PyTorch's SDPA.
+    # CPU fast path (models/fastpath.py, C kernels); None runs PyTorch's SDPA. `kernel_reads_bf16`: that kernel
+    # rounds q, k, v to bf16 itself, so a projection that can make them in bf16 (`forward_bf16`, int8 layers on
+    # AMX tiles) hands them over so: the same bits, half the bytes.
     kernel = None
+    kernel_reads_bf16 = False
 
     def __init__(self, config: EncoderConfig):
         super().__init__()
@@ -226,7 +229,9 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: Tensor, p: Packed, first_only: bool = False, trace: Trace | None = None) -> Tensor:
         """`(T, H)` -> `(T, H)`; with `first_only`, only each sequence's first query: `(B, H)`."""
-        return packed_attention(self.qkv(x), p, self.heads, first_only, trace, self.kernel)
+        to_bf16 = trace is None and self.kernel_reads_bf16 and hasattr(self.qkv, "forward_bf16")
+        qkv = self.qkv.forward_bf16(x) if to_bf16 else self.qkv(x)
+        return packed_attention(qkv, p, self.heads, first_only, trace, self.kernel)
 
 
 class DenseNorm(nn.Module):

@@ -168,14 +168,14 @@ class Int8Linear(nn.Module):
         return out
 
     def _own(self, rows: Tensor, known: tuple[Tensor, Tensor] | None, op: int, residual: Tensor | None = None,
-             norm: nn.LayerNorm | None = None, codes: bool = False) -> Tensor:
+             norm: nn.LayerNorm | None = None, codes: bool = False, bf16: bool = False) -> Tensor:
         """coulisse's GEMM (`gemm == "coulisse"`) on contiguous fp32 `rows (T, in)`, or on their codes `known`
         (`(u8 codes, scales)`, from the previous layer's pass): `(T, out)` fp32. `op` 0: the product only
         (`_accumulate`'s); 1: dequantized (+ bias, GELU if the layer has it); 2: dequantized, + bias +
         `residual`, `norm`ed. A few rows go to the few-row kernel, then to the row pass; more go to
         `int8_gemm`, which quantizes each block of rows (where no codes are known) and finishes it in the
         same call. With `codes` (ops 1 and 2), the result carries its rows' codes for the next int8 layer, as
-        `dequantize_rows` attaches them."""
+        `dequantize_rows` attaches them. `bf16` (op 1, no codes, AMX tiles: `forward_bf16`): the result in bf16."""
         (count, width), (w, colsum, scale) = rows.shape, self.packed_small
         if count <= self.small_rows and self.small_kernel == "coulisse":
             xq, x_scale = known or quantize_rows(rows)
@@ -189,13 +189,13 @@ class Int8Linear(nn.Module):
             xq, x_scale, source = torch.empty(count, width, dtype=torch.uint8), torch.empty(count, 1), rows.data_ptr()
         else:
             (xq, x_scale), source = (t.contiguous() for t in known), 0
-        out = torch.empty(count, self.out_features)
+        out = torch.empty(count, self.out_features, dtype=torch.bfloat16 if bf16 else torch.float32)
         q_ptr, s_ptr = _code_buffers(out, codes and op != 0)
         norm_ptrs = (residual.data_ptr(), norm.weight.data_ptr(), norm.bias.data_ptr()) if op == 2 else (0, 0, 0)
         _gemm_kernels().int8_gemm(xq.data_ptr(), w.data_ptr(), colsum.data_ptr(), scale.data_ptr(), out.data_ptr(),
                                   count, width, self.out_features, torch.get_num_threads(), op, x_scale.data_ptr(),
                                   self.bias.data_ptr() if op else 0, self.gelu and op == 1, *norm_ptrs,
-                                  float(norm.eps) if op == 2 else 0.0, q_ptr, s_ptr, source)
+                                  float(norm.eps) if op == 2 else 0.0, q_ptr, s_ptr, source, bf16)
         return out
 
     def forward(self, x: Tensor) -> Tensor:
@@ -207,6 +207,20 @@ class Int8Linear(nn.Module):
         out, x_scale = self._accumulate(x)
         out = dequantize_rows(out, x_scale, self.bias, self.gelu, codes=codes)
         return reshaped(out, (*x.shape[:-1], self.out_features))  # · x_scale + bias (, GELU)
+
+    def forward_bf16(self, x: Tensor) -> Tensor:
+        """`self(x)` rounded to bf16 (to nearest even) where coulisse's GEMM on AMX tiles can write it so as the fp32
+        values are made (`amx_tiles`, more rows than the few-row kernel takes, no GELU), else `self(x)` in fp32. For a
+        query/key/value projection read by the bf16-product attention kernel (models/fastpath.py), which rounds
+        its fp32 inputs the same way: the same bits reach its products, from half the bytes and with no
+        conversion of its own."""
+        rows = x.reshape(-1, self.in_features)
+        if not (self.gemm == "coulisse" and not self.gelu and x.dtype == torch.float32
+                and rows.shape[0] > self.small_rows and amx_tiles(self.in_features)):
+            return self.forward(x)
+        rows = rows.contiguous()
+        out = self._own(rows, codes_of(x, rows), 1, bf16=True)
+        return out.reshape(*x.shape[:-1], self.out_features)
 
     def forward_add_norm(self, x: Tensor, residual: Tensor, norm: nn.LayerNorm) -> Tensor:
         """`norm(self(x) + residual)` (BERT's `*Output` blocks, `models/bert.py` DenseNorm): dequantization,
@@ -266,6 +280,13 @@ def _gemm_kernels():
     from coulisse.models import _int8
 
     return _int8
+
+
+def amx_tiles(in_features: int) -> bool:
+    """Whether coulisse's int8 GEMM runs layers of this input width on AMX-INT8 tiles here (k a multiple of 64), where
+    it can also write its dequantized output in bf16 (AVX512-BF16, which every CPU with AMX has: checked too)."""
+    k = _gemm_kernels()
+    return in_features % 64 == 0 and k.has_amx_int8() and k.has_bf16_dot()
 
 
 def small_batches_enabled() -> bool:
