@@ -5,6 +5,7 @@ in one process alternating rounds agree within a few percent.
     cp src/coulisse/models/_int8*.so /tmp/a.so        # the build before a change
     pip install -e . --no-deps; cp src/coulisse/models/_int8*.so /tmp/b.so
     python bench/ab_kernels.py /tmp/a.so /tmp/b.so [--rows 1024,64,8] [--rounds 9] [--what gemm,passes,few,attention]
+    python bench/ab_kernels.py /tmp/a.so /tmp/b.so --what pipeline [--n 160]
 
 Each build is loaded under a module name of its own (its init symbol stays `PyInit__int8`), so both live in
 the process with their own state. What runs, per row count, the 48 weight matrices of a 12-layer base-size
@@ -13,7 +14,10 @@ encoder in turn (85 MB of codes, read from memory as in a forward):
 - gemm: `int8_gemm`'s product alone;
 - passes: `int8_gemm` with what finishes each layer (dequantize; GELU + codes; residual + LayerNorm + codes);
 - few: `small_gemm`, the few-row kernel;
-- attention: the C attention (bf16 products) over a batch of 7 sequences (1,000 tokens), 12 heads x 64.
+- attention: the C attention (bf16 products) over a batch of 7 sequences (1,000 tokens), 12 heads x 64;
+- pipeline: the whole --fast pipeline over `--n` real reviews (bench_texts.py; the model `coulisse bench` builds),
+  the C module it calls swapped between rounds (same bits: both builds' logits equal; both builds must take the
+  arguments the Python code at hand passes).
 
 Prints best / median ms per build and whether both gave the same bits.
 """
@@ -111,13 +115,36 @@ def compare(builds, run, rounds: int) -> str:
                       for i, t in enumerate(times)) + f"   same bits: {same}"
 
 
+def pipeline_runner(n: int):
+    """The --fast pipeline over n reviews, run on a given build: the layers look their C module up at each call
+    (quantize.kernels, quantize._gemm_kernels), so swapping those swaps what runs."""
+    from bench_model import ensure
+    from bench_texts import load_texts
+
+    from coulisse import pipeline
+
+    texts = load_texts(n)[0]
+    pipe = pipeline("sentiment-analysis", model=str(ensure()["model_dir"]), fast=True, threads=2,
+                    max_batch_tokens=1024)
+
+    def run(kernel, keep: list | None = None):
+        Q._KERNELS = kernel
+        Q._gemm_kernels = lambda: kernel
+        logits = pipe(texts, top_k=None, function_to_apply="none")
+        if keep is not None:
+            keep.append(torch.tensor([[r["score"] for r in sorted(row, key=lambda r: r["label"])] for row in logits]))
+
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("a")
     parser.add_argument("b")
     parser.add_argument("--rows", default="1024,64,8")
     parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--what", default="gemm,passes,few,attention")
+    parser.add_argument("--what", default="gemm,passes,few,attention", help="and pipeline")
+    parser.add_argument("--n", type=int, default=160, help="reviews for --what pipeline")
     args = parser.parse_args()
     torch.set_num_threads(2)
     generator = torch.Generator().manual_seed(0)
@@ -125,10 +152,12 @@ def main() -> None:
         builds = [load(path, i, Path(folder)) for i, path in enumerate((args.a, args.b))]
         print(f"A {args.a}\nB {args.b}\n2 threads; best / median of {args.rounds} alternating rounds")
         what = args.what.split(",")
+        if "pipeline" in what:
+            print(f"  --fast pipeline, {args.n} reviews: {compare(builds, pipeline_runner(args.n), args.rounds)}")
         if "attention" in what:
             result = compare(builds, attention_runner(generator), 10 * args.rounds)
             print(f"  attention, 7 sequences, 1,000 tokens: {result}")
-        weights = layers(generator) if set(what) - {"attention"} else []
+        weights = layers(generator) if set(what) - {"attention", "pipeline"} else []
         for kind in ("gemm", "passes", "few"):
             if kind not in what:
                 continue
