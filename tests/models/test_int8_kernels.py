@@ -582,8 +582,9 @@ for k, n in ((768, 2304), (3072, 768), (128, 208)):
     w, colsum, s = Q._small_pack(q, scale)
     norm = nn.LayerNorm(n)
     nn.init.normal_(norm.weight)
-    # up to 96 rows the columns split (tails, whole strips); 300 and 916 rows: tasks of 2-3 and 3-4 tiles of 32 rows
-    for m in (1, 15, 17, 33, 64, 70, 100, 300, 916):
+    # up to 96 rows the columns split (tails, whole strips); then tasks of 2-4 tiles of 32 rows in two shares (300,
+    # 916 and 960 rows: 10, 29 and 30 tiles)
+    for m in (1, 15, 17, 33, 64, 70, 100, 300, 916, 960):
         x = torch.randn(m, k) * 3
         xq, x_scale = torch.empty(m, k, dtype=torch.uint8), torch.empty(m, 1)
         bias, residual = torch.randn(n), torch.randn(m, n)

@@ -63,7 +63,7 @@ typedef struct {
     int64_t m, k, n;
     int64_t next;      /* the next column block (small_gemm) or row (int8_gemm) to take (atomic) */
     int64_t rows_per_task;   /* int8_gemm, vector tiles: rows per task */
-    int64_t tasks;           /* int8_gemm on AMX tiles: the tasks that share the rows' tiles of 32 (amx_tasks) */
+    int64_t tasks, shares;   /* int8_gemm on AMX tiles: the tasks that share the rows' tiles of 32 (amx_tasks) */
     const RowTask *quantize; /* int8_gemm: the pass that makes each block's codes from its fp32 rows first, or NULL */
     const RowTask *finish;   /* int8_gemm: the pass over each block of rows once computed, or NULL */
     int amx;                 /* int8_gemm: blocks on AMX-INT8 tiles (coulisse_has_amx_int8, k % 64 == 0) */
@@ -400,12 +400,15 @@ AMX8 static void *int8_gemm_worker(void *arg) {
     int configured = 0; /* the rows the tiles are configured for (0: not yet) */
     for (;;) {
         int64_t r0, r1;
-        if (g->amx) { /* task i: its share of the tiles of 32 rows */
+        if (g->amx) { /* task i: part j of share t of the tiles of 32 rows (amx_tasks) */
             const int64_t i = __atomic_fetch_add(&g->next, 1, __ATOMIC_RELAXED), tiles = (g->m + 31) / 32;
             if (i >= g->tasks) break;
-            r0 = 32 * (i * tiles / g->tasks);
-            r1 = 32 * ((i + 1) * tiles / g->tasks);
+            const int64_t t = i % g->shares, j = i / g->shares, parts = g->tasks / g->shares;
+            const int64_t first = t * tiles / g->shares, share = (t + 1) * tiles / g->shares - first;
+            r0 = 32 * (first + j * share / parts);
+            r1 = 32 * (first + (j + 1) * share / parts);
             r1 = r1 < g->m ? r1 : g->m;
+            if (r0 >= r1) continue;
         } else {
             r0 = __atomic_fetch_add(&g->next, g->rows_per_task, __ATOMIC_RELAXED);
             if (r0 >= g->m) break;
@@ -445,16 +448,18 @@ static int64_t rows_per_task(int64_t m, int threads) {
     return rows;
 }
 
-/* Tasks on AMX tiles: the rows' tiles of 32 (only the last one shorter) in as many tasks as each thread needs to
- * take blocks of AMX_ROWS at most, the same number for every thread, each task the same tiles give or take one.
- * Blocks of AMX_ROWS each but the last left threads unevenly loaded: at 916 rows on 2 threads, blocks of 4 tiles
- * gave one thread 16 tiles and the other 12.6; 8 tasks of 3 or 4 tiles give them 14 and 15. 48 GEMMs with their
- * passes at 916 rows 60.8 -> 56.3 ms, 640 rows 47.3 -> 45.1, 1,024 and 750 unchanged; the int8 pipeline over 160
- * reviews 2.3-2.9 % faster (AMX Xeon, session 17; bench/ab_kernels.py, the pipeline alternating builds). */
-static int64_t amx_tasks(int64_t m, int threads) {
+/* Tasks on AMX tiles. The rows' tiles of 32 (only the last one shorter) go in `shares` equal shares (one a thread,
+ * give or take a tile), each share in the same number of parts of at most AMX_ROWS rows; task i is part i / shares
+ * of share i % shares, so threads that take tasks in turn take a share each. Blocks of AMX_ROWS each but the last
+ * left threads unevenly loaded: at 916 rows on 2 threads, blocks of 4 tiles gave one thread 16 tiles and the other
+ * 12.6 (now 14 and 15). 48 GEMMs with their passes at 916 rows 60.8 -> 56.3 ms, 640 rows 47.3 -> 45.1, 1,024 and
+ * 750 unchanged; the int8 pipeline over 160 reviews 2.3-2.9 % faster (AMX Xeon, session 17; bench/ab_kernels.py,
+ * the pipeline alternating builds). Sets *shares; returns the tasks. */
+static int64_t amx_tasks(int64_t m, int threads, int64_t *shares) {
     const int64_t tiles = (m + 31) / 32, most = AMX_ROWS / 32;
-    const int64_t tasks = threads * ((tiles + threads * most - 1) / (threads * most));
-    return tasks < tiles ? tasks : tiles;
+    *shares = threads < tiles ? threads : tiles;
+    const int64_t widest = (tiles + *shares - 1) / *shares;
+    return *shares * ((widest + most - 1) / most);
 }
 
 /* Whether this CPU multiplies bytes into int32 lanes (AVX512-VNNI), read once. */
@@ -487,7 +492,7 @@ PyObject *coulisse_py_small_gemm(PyObject *self, PyObject *args) {
     }
 #if HAVE_X86
     Gemm g = {(const uint8_t *)x, (const int32_t *)w, (const int32_t *)colsum, (const float *)scale,
-              (float *)out, m, k, n, 0, 0, 0, NULL, NULL, 0, SMALL_PREFETCH, NULL, 0, 0, NULL, NULL};
+              (float *)out, m, k, n, 0, 0, 0, 0, NULL, NULL, 0, SMALL_PREFETCH, NULL, 0, 0, NULL, NULL};
     const int64_t pairs = (n / 16 + 1) / 2;
     if (threads > pairs) threads = (int)pairs;
     Py_BEGIN_ALLOW_THREADS coulisse_run_workers(small_gemm_worker, &g, threads);
@@ -540,7 +545,7 @@ PyObject *coulisse_py_int8_gemm(PyObject *self, PyObject *args) {
             if (!padded) return PyErr_NoMemory();
         }
         Gemm g = {(const uint8_t *)x, (const int32_t *)w, (const int32_t *)colsum, (const float *)scale,
-                  (float *)out, m, k, n, 0, 0, 0, NULL, NULL, 1, 0, padded, fold, gelu, (const float *)x_scale,
+                  (float *)out, m, k, n, 0, 0, 0, 0, NULL, NULL, 1, 0, padded, fold, gelu, (const float *)x_scale,
                   (const float *)bias, bf16};
         const int64_t groups = (n / 16 + AMX_GROUP - 1) / AMX_GROUP;
         Py_BEGIN_ALLOW_THREADS
@@ -555,9 +560,10 @@ PyObject *coulisse_py_int8_gemm(PyObject *self, PyObject *args) {
         free(padded);
         Py_RETURN_NONE;
     }
-    const int64_t per = amx ? 0 : rows_per_task(m, threads), tasks = amx ? amx_tasks(m, threads) : 0;
+    int64_t shares = 0;
+    const int64_t per = amx ? 0 : rows_per_task(m, threads), tasks = amx ? amx_tasks(m, threads, &shares) : 0;
     Gemm g = {(const uint8_t *)x, (const int32_t *)w, (const int32_t *)colsum, (const float *)scale,
-              (float *)out, m, k, n, 0, per, tasks, rows ? &quantize : NULL, finishing,
+              (float *)out, m, k, n, 0, per, tasks, shares, rows ? &quantize : NULL, finishing,
               amx, 0, NULL, fold, gelu, (const float *)x_scale, (const float *)bias, bf16};
     const int64_t blocks = amx ? tasks : (m + per - 1) / per;
     if (threads > blocks) threads = (int)blocks;
