@@ -252,6 +252,9 @@ needs_bf16_dot = pytest.mark.skipif(not getattr(Q.kernels(), "has_bf16_dot", lam
                                     reason="this CPU does not multiply bf16 pairs (no AVX512-BF16)")
 
 
+EXP2_BF16 = 7.5e-5  # exp2_bf16's relative error, evaluated in fp32 over |r| <= 1/2 (_attention.c)
+
+
 def bf16_attention(qkv: torch.Tensor, p: Packed, heads: int, first_only: bool = False) -> torch.Tensor:
     out = fastpath.c_packed_attention(qkv, p, heads, first_only, bf16=True)
     assert out is not None
@@ -264,7 +267,8 @@ def reference_bf16(qkv: torch.Tensor, p: Packed, heads: int, first_only: bool = 
     the softmax and the output, times one more rounding, the probabilities' to bf16 (relative UB each; the
     normalizing sum stays the fp32 one). So |error| <= ((1 + 2 delta)(1 + UB)(1 + 2 gamma_n + 8 u) - 1)
     max|v|, with delta the fp32 score bound of the rounded q and k — about UB * max|v|: a pairing or layout
-    mistake moves outputs by the order of max|v| itself."""
+    mistake moves outputs by the order of max|v| itself. Its 2^x (`exp2_bf16`, degree 3) is within EXP2_BF16
+    relative of the exact one, in the probabilities and in their sum alike: 2 EXP2_BF16 max|v| more."""
     rounded = qkv.bfloat16().float()
     expected, bound = reference(rounded, p, heads, first_only)
     H = qkv.shape[1] // 3
@@ -274,7 +278,7 @@ def reference_bf16(qkv: torch.Tensor, p: Packed, heads: int, first_only: bool = 
         vmaxes.append(v.expand(1 if first_only else n, H))
         start += n
     vmax = torch.cat(vmaxes)
-    return expected, bound + (1 + bound / vmax) * UB * vmax + 1e-30
+    return expected, bound + (1 + bound / vmax) * UB * vmax + 2 * EXP2_BF16 * vmax + 1e-30
 
 
 @needs_bf16_dot
@@ -290,6 +294,30 @@ def test_bf16_products_match_rounded_inputs_in_float64(hidden, heads, first_only
     assert (err <= bound).all(), f"max error {err.max():.2e}, bound there {bound[err > bound].min():.2e}"
     fp32 = c_attention(qkv, p, heads, first_only)
     assert not torch.equal(out, fp32), "bf16 products were asked for and this CPU has them"
+
+
+@needs_bf16_dot
+def test_bf16_probabilities_are_the_rounded_exact_ones():
+    """With one-hot values (key j's value is the j-th unit vector) the output is the probabilities themselves:
+    P's bf16 words over the fp32 sum of 2^x. Beneath the bound above, which bf16's rounding of P dominates,
+    this pins 2^x (`exp2_bf16`): output · (exact sum) is the bf16 rounding of the exact probability within
+    the sum's relative error (2 EXP2_BF16 with fp32's own), or one bf16 step away where 2^x's error crossed a
+    rounding boundary — rarely (about EXP2_BF16 / 2^-8 of them, ~2 %; at most 10 % here). A 2^x off by
+    2.5e-3 relative breaks both."""
+    n = d = 64
+    torch.manual_seed(21)
+    qk = (torch.randn(n, 2 * d) * 1.5).bfloat16().float()  # exact in bf16: the kernel's rounding changes nothing
+    qkv = torch.cat([qk, torch.eye(n, d)], 1)
+    p = Packed.from_lists([[0] * n], None, 0)
+    out = bf16_attention(qkv, p, 1).double()
+    scores = qk[:, :d].double() @ qk[:, d:].double().T * d**-0.5
+    exact = torch.exp(scores - scores.amax(1, keepdim=True))
+    rounded = (exact / 1.0).float().bfloat16().double()  # bf16 of p (through fp32: an ulp of fp32, not of bf16)
+    got = out * exact.sum(1, keepdim=True)
+    near = (got - rounded).abs() <= (2 * EXP2_BF16 + 64 * U) * rounded + 1e-30
+    step = (got - rounded).abs() <= 2.0**-7 * rounded * (1 + 2 * EXP2_BF16 + 64 * U)  # one bf16 step: 2^-7 relative at most
+    assert step.all(), f"{(~step).sum()} probabilities off by more than a bf16 step"
+    assert (~near).float().mean() <= 0.10, f"{(~near).float().mean():.1%} of the probabilities a step away"
 
 
 AMX_SCRIPT = """
