@@ -312,10 +312,11 @@ def test_bf16_probabilities_are_the_rounded_exact_ones():
     out = bf16_attention(qkv, p, 1).double()
     scores = qk[:, :d].double() @ qk[:, d:].double().T * d**-0.5
     exact = torch.exp(scores - scores.amax(1, keepdim=True))
-    rounded = (exact / 1.0).float().bfloat16().double()  # bf16 of p (through fp32: an ulp of fp32, not of bf16)
+    rounded = exact.float().bfloat16().double()  # bf16 of p (through fp32: a double rounding off by an fp32 ulp)
     got = out * exact.sum(1, keepdim=True)
     near = (got - rounded).abs() <= (2 * EXP2_BF16 + 64 * U) * rounded + 1e-30
-    step = (got - rounded).abs() <= 2.0**-7 * rounded * (1 + 2 * EXP2_BF16 + 64 * U)  # one bf16 step: 2^-7 relative at most
+    # one bf16 step: 2^-7 relative at most
+    step = (got - rounded).abs() <= 2.0**-7 * rounded * (1 + 2 * EXP2_BF16 + 64 * U)
     assert step.all(), f"{(~step).sum()} probabilities off by more than a bf16 step"
     assert (~near).float().mean() <= 0.10, f"{(~near).float().mean():.1%} of the probabilities a step away"
 
