@@ -479,7 +479,11 @@ BF16_TARGET static float softmax_pairs(float *sr, int64_t n, int64_t np, const f
         for (int h = 0; h < 2; h++) {
             const int64_t at = j + 16 * h, left = n - at;
             const __mmask16 lanes = left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
-            if (lanes) {
+            if (lanes == 0xFFFF) {
+                __m512 x = _mm512_loadu_ps(sr + at);
+                if (scaled) x = _mm512_mul_ps(x, vc);
+                e[h] = exp2_bf16(_mm512_sub_ps(x, vm));
+            } else if (lanes) {
                 __m512 x = _mm512_maskz_loadu_ps(lanes, sr + at);
                 if (scaled) x = _mm512_mul_ps(x, vc);
                 e[h] = _mm512_maskz_mov_ps(lanes, exp2_bf16(_mm512_sub_ps(x, vm)));
@@ -680,6 +684,13 @@ AMX_TARGET static void unit_amx_bf16(const Job *job, const Unit *u, uint32_t *kt
         for (int r = 0; r < AMX_Q; r++) { /* rows past m repeat the last query: finite, and never written out */
             const int64_t q = base + (i0 + (r < m ? r : m - 1)) * row;
             for (int64_t w = 0; w < dw; w += 16) _mm512_storeu_si512(q2 + r * dw + w, input_pairs(job, q + 2 * w));
+        }
+        /* the next block's query rows asked for now (they are in L2 or farther: the qkv GEMM just wrote them, and
+         * the hardware prefetchers do not follow rows 4.5 or 9 kB apart): attention 0.96x over the reviews */
+        for (int r = 0; r < AMX_Q && i0 + AMX_Q + r < u->q1; r++) {
+            const int64_t q = base + (i0 + AMX_Q + r) * row;
+            const char *line = job->qkv16 ? (const char *)(job->qkv16 + q) : (const char *)(job->qkv + q);
+            for (int64_t b = 0; b < d * (job->qkv16 ? 2 : 4); b += 64) __builtin_prefetch(line + b, 0, 3);
         }
         /* S = Q K^T, 64 keys (4 tiles) at a time, 32 dims per A tile */
         for (int64_t j = 0; j < np; j += 64) {
