@@ -504,11 +504,11 @@ BF16_TARGET static void pairs_kv(const Job *job, const Unit *u, uint32_t *kt2, u
     const int64_t row = job->row; /* element offsets into qkv from here on */
     const int64_t base = job->starts[u->seq] * row + (int64_t)u->head * d, kbase = base + job->hidden,
                   vbase = base + 2 * job->hidden;
-    /* K^T in words: 16 keys x 16 words (32 dims) per register transpose */
-    /* the rows 16 keys ahead (K) and 16 keys ahead (V, 8 words) asked for first: rows 4.5 or 9 kB apart, which the
-     * hardware prefetchers do not follow; attention 0.97x over the reviews with bf16 q/k/v (session 17; with fp32
-     * ones and unaligned blocks, session 17 measured it 3-9 % slower) */
+    /* The rows 16 keys ahead (K) and 16 keys ahead (V, 8 words) are asked for first: rows 4.5 or 9 kB apart, which
+     * the hardware prefetchers do not follow; attention 0.97x over the reviews with bf16 q/k/v (session 17; with
+     * fp32 ones and unaligned blocks, session 17 measured it 3-9 % slower). */
     const int64_t span = d * (job->qkv16 ? 2 : 4); /* bytes of one head's row */
+    /* K^T in words: 16 keys x 16 words (32 dims) per register transpose */
     for (int64_t j = 0; j < np; j += 16) {
         for (int i = 0; i < 16 && j + 16 + i < n; i++) {
             const int64_t at = kbase + (j + 16 + i) * row;
