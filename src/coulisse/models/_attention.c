@@ -436,6 +436,12 @@ BF16_TARGET static inline __m512i input_pairs(const Job *job, int64_t at) {
     return job->qkv16 ? _mm512_loadu_si512(job->qkv16 + at) : pairs_bf16(job->qkv + at);
 }
 
+/* Asks for the cache lines of one head's row of the qkv tensor from element `at` (fp32 or bf16 inputs). */
+BF16_TARGET static inline void prefetch_input_row(const Job *job, int64_t at) {
+    const char *line = job->qkv16 ? (const char *)(job->qkv16 + at) : (const char *)(job->qkv + at);
+    for (int64_t b = 0; b < job->d * (job->qkv16 ? 2 : 4); b += 64) __builtin_prefetch(line + b, 0, 3);
+}
+
 /* 2^x for x <= 0 where the result is rounded to bf16 next (P's pairs): 2^n * p(x - n), n = round(x), p of degree 3
  * fitted to 2^r on |r| <= 1/2 for the least relative error (7.5e-5 evaluated in fp32, near-minimax), a 26th of that
  * rounding's 2^-9; exp2_avx512's degree 6 (1.3e-7) bought nothing here and cost three FMAs a vector. */
@@ -479,16 +485,12 @@ BF16_TARGET static float softmax_pairs(float *sr, int64_t n, int64_t np, const f
         for (int h = 0; h < 2; h++) {
             const int64_t at = j + 16 * h, left = n - at;
             const __mmask16 lanes = left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
-            if (lanes == 0xFFFF) {
-                __m512 x = _mm512_loadu_ps(sr + at);
-                if (scaled) x = _mm512_mul_ps(x, vc);
-                e[h] = exp2_bf16(_mm512_sub_ps(x, vm));
-            } else if (lanes) {
+            e[h] = _mm512_setzero_ps();
+            if (lanes) {
                 __m512 x = _mm512_maskz_loadu_ps(lanes, sr + at);
                 if (scaled) x = _mm512_mul_ps(x, vc);
-                e[h] = _mm512_maskz_mov_ps(lanes, exp2_bf16(_mm512_sub_ps(x, vm)));
-            } else {
-                e[h] = _mm512_setzero_ps();
+                e[h] = exp2_bf16(_mm512_sub_ps(x, vm));
+                if (lanes != 0xFFFF) e[h] = _mm512_maskz_mov_ps(lanes, e[h]); /* the keys after n weigh nothing */
             }
             acc = _mm512_add_ps(acc, e[h]);
         }
@@ -507,14 +509,9 @@ BF16_TARGET static void pairs_kv(const Job *job, const Unit *u, uint32_t *kt2, u
     /* The rows 16 keys ahead (K) and 16 keys ahead (V, 8 words) are asked for first: rows 4.5 or 9 kB apart, which
      * the hardware prefetchers do not follow; attention 0.97x over the reviews with bf16 q/k/v (session 17; with
      * fp32 ones and unaligned blocks, session 17 measured it 3-9 % slower). */
-    const int64_t span = d * (job->qkv16 ? 2 : 4); /* bytes of one head's row */
     /* K^T in words: 16 keys x 16 words (32 dims) per register transpose */
     for (int64_t j = 0; j < np; j += 16) {
-        for (int i = 0; i < 16 && j + 16 + i < n; i++) {
-            const int64_t at = kbase + (j + 16 + i) * row;
-            const char *line = job->qkv16 ? (const char *)(job->qkv16 + at) : (const char *)(job->qkv + at);
-            for (int64_t b = 0; b < span; b += 64) __builtin_prefetch(line + b, 0, 3);
-        }
+        for (int i = 0; i < 16 && j + 16 + i < n; i++) prefetch_input_row(job, kbase + (j + 16 + i) * row);
         for (int64_t w = 0; w < dw; w += 16) {
             __m512 r[16];
             for (int i = 0; i < 16; i++)
@@ -529,11 +526,7 @@ BF16_TARGET static void pairs_kv(const Job *job, const Unit *u, uint32_t *kt2, u
     const __m512i hi_idx = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
     const int64_t vw = (n + 1) / 2; /* word rows holding keys */
     for (int64_t w = 0; w < vw; w++) {
-        for (int i = 0; i < 2 && 2 * (w + 8) + i < n; i++) {
-            const int64_t at = vbase + (2 * (w + 8) + i) * row;
-            const char *line = job->qkv16 ? (const char *)(job->qkv16 + at) : (const char *)(job->qkv + at);
-            for (int64_t b = 0; b < span; b += 64) __builtin_prefetch(line + b, 0, 3);
-        }
+        for (int i = 0; i < 2 && 2 * (w + 8) + i < n; i++) prefetch_input_row(job, vbase + (2 * (w + 8) + i) * row);
         for (int64_t c = 0; c < d; c += 32) {
             __m512i a = input_pairs(job, vbase + 2 * w * row + c);
             __m512i b = 2 * w + 1 < n ? input_pairs(job, vbase + (2 * w + 1) * row + c) : _mm512_setzero_si512();
@@ -703,11 +696,7 @@ AMX_TARGET static void unit_amx_bf16(const Job *job, const Unit *u, uint32_t *kt
         }
         /* the next block's query rows asked for now (they are in L2 or farther: the qkv GEMM just wrote them, and
          * the hardware prefetchers do not follow rows 4.5 or 9 kB apart): attention 0.96x over the reviews */
-        for (int r = 0; r < AMX_Q && i0 + AMX_Q + r < u->q1; r++) {
-            const int64_t q = base + (i0 + AMX_Q + r) * row;
-            const char *line = job->qkv16 ? (const char *)(job->qkv16 + q) : (const char *)(job->qkv + q);
-            for (int64_t b = 0; b < d * (job->qkv16 ? 2 : 4); b += 64) __builtin_prefetch(line + b, 0, 3);
-        }
+        for (int64_t i = i0 + AMX_Q; i < i0 + 2 * AMX_Q && i < u->q1; i++) prefetch_input_row(job, base + i * row);
         /* S = Q K^T, 64 keys (4 tiles) at a time, 32 dims per A tile */
         for (int64_t j = 0; j < np; j += 64) {
             const int count = np - j >= 64 ? 4 : 2; /* np is a multiple of 32 */

@@ -143,18 +143,17 @@ __attribute__((target("avx2,fma"))) static void quantize_avx2(const float *x, in
     for (; c < cols; c++) q[c] = (uint8_t)(nearbyintf(x[c] / s) + ZERO_POINT);
 }
 
-/* GELU(v) = v/2 (1 + erf(v/sqrt 2)); erf by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7), the
- * approximation PyTorch's own vectorized erf uses. */
+/* GELU on 8 lanes (the constants in _kernels.h, shared with gelu_avx512). */
 __attribute__((target("avx2,fma"))) static inline __m256 gelu_avx2(__m256 v) {
     const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
-    __m256 z = _mm256_mul_ps(v, _mm256_set1_ps(0.70710678118654752f));
+    __m256 z = _mm256_mul_ps(v, _mm256_set1_ps(GELU_RSQRT2));
     __m256 az = _mm256_andnot_ps(sign, z);
-    __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), az, one));
-    __m256 r = _mm256_set1_ps(1.061405429f);
-    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(-1.453152027f));
-    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(1.421413741f));
-    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(-0.284496736f));
-    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(0.254829592f));
+    __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(AS_P), az, one));
+    __m256 r = _mm256_set1_ps(AS_A5);
+    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(AS_A4));
+    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(AS_A3));
+    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(AS_A2));
+    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(AS_A1));
     r = _mm256_mul_ps(r, t);
     __m256 erf_abs = _mm256_fnmadd_ps(r, exp_avx2(_mm256_mul_ps(_mm256_xor_ps(az, sign), az)), one);
     __m256 erf = _mm256_or_ps(erf_abs, _mm256_and_ps(z, sign));
@@ -309,7 +308,6 @@ AVX512 static void quantize_avx512(const float *x, int64_t cols, uint8_t *q, flo
     *scale = s;
     codes_avx512(x, cols, s, q);
 }
-
 
 /* y = y s + bias (then GELU), in place; with `codes`, the row's codes and scale too, its max |y| tracked on the
  * way (the codes pass then reads the row once, from L1). */

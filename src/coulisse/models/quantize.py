@@ -43,6 +43,7 @@ shape) is quantized as before.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import warnings
@@ -282,9 +283,11 @@ def _gemm_kernels():
     return _int8
 
 
+@functools.cache
 def amx_tiles(in_features: int) -> bool:
     """Whether coulisse's int8 GEMM runs layers of this input width on AMX-INT8 tiles here (k a multiple of 64), where
-    it can also write its dequantized output in bf16 (AVX512-BF16, which every CPU with AMX has: checked too)."""
+    it can also write its dequantized output in bf16 (AVX512-BF16, which every CPU with AMX has: checked too). Asked
+    at every query/key/value projection: answered once per width (the C kernels read the CPU once too)."""
     k = _gemm_kernels()
     return in_features % 64 == 0 and k.has_amx_int8() and k.has_bf16_dot()
 
