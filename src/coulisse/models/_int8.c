@@ -143,21 +143,15 @@ __attribute__((target("avx2,fma"))) static void quantize_avx2(const float *x, in
     for (; c < cols; c++) q[c] = (uint8_t)(nearbyintf(x[c] / s) + ZERO_POINT);
 }
 
-/* GELU on 8 lanes (the constants in _kernels.h, shared with gelu_avx512). */
+/* GELU on 8 lanes (the table in _kernels.h, with gelu_avx512's operations in the same order: the same bits). */
 __attribute__((target("avx2,fma"))) static inline __m256 gelu_avx2(__m256 v) {
-    const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
-    __m256 z = _mm256_mul_ps(v, _mm256_set1_ps(GELU_RSQRT2));
-    __m256 az = _mm256_andnot_ps(sign, z);
-    __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(AS_P), az, one));
-    __m256 r = _mm256_set1_ps(AS_A5);
-    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(AS_A4));
-    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(AS_A3));
-    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(AS_A2));
-    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(AS_A1));
-    r = _mm256_mul_ps(r, t);
-    __m256 erf_abs = _mm256_fnmadd_ps(r, exp_avx2(_mm256_mul_ps(_mm256_xor_ps(az, sign), az)), one);
-    __m256 erf = _mm256_or_ps(erf_abs, _mm256_and_ps(z, sign));
-    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), v), _mm256_add_ps(one, erf));
+    const __m256 a = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v), clamped = _mm256_min_ps(a, _mm256_set1_ps(6.0f));
+    const __m256i i = _mm256_cvttps_epi32(_mm256_mul_ps(clamped, _mm256_set1_ps(1.25f)));
+    const __m256 t = _mm256_sub_ps(clamped, _mm256_permutevar8x32_ps(_mm256_load_ps(GELU_TABLE[0]), i));
+    __m256 p = _mm256_permutevar8x32_ps(_mm256_load_ps(GELU_TABLE[7]), i);
+    for (int k = 6; k >= 1; k--)
+        p = _mm256_fmadd_ps(p, t, _mm256_permutevar8x32_ps(_mm256_load_ps(GELU_TABLE[k]), i));
+    return _mm256_fmadd_ps(a, p, _mm256_mul_ps(v, _mm256_set1_ps(0.5f)));
 }
 
 __attribute__((target("avx2,fma"))) static void dequantize_avx2(float *y, int64_t cols, float s,
