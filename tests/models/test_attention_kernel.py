@@ -282,7 +282,8 @@ def reference_bf16(qkv: torch.Tensor, p: Packed, heads: int, first_only: bool = 
 
 
 @needs_bf16_dot
-@pytest.mark.parametrize("hidden,heads", [(768, 12), (384, 12), (128, 2)], ids=["d64", "d32", "d64-two-heads"])
+@pytest.mark.parametrize("hidden,heads", [(768, 12), (384, 12), (128, 2), (512, 4)],
+                         ids=["d64", "d32", "d64-two-heads", "d128"])
 @pytest.mark.parametrize("first_only", [False, True], ids=["all", "first-only"])
 def test_bf16_products_match_rounded_inputs_in_float64(hidden, heads, first_only):
     """Odd and even lengths around every block of 16 and 32 keys (pairs of keys in P V: an odd last key
