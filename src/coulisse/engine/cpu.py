@@ -160,7 +160,7 @@ def _int8(f: Features, b: Backends) -> Choice:
                   "next layer while in cache)"
                   + (f", coulisse's VNNI kernel for ≤ {small} rows (weights streamed once)" if small else ""))
         if amx:
-            why = ("blocks of up to 128 rows on 2 x 2 AMX tiles, the weights in 512 kB chunks that stay in L2, each "
+            why = ("blocks of up to 256 rows on 2 x 2 AMX tiles, the weights in 512 kB chunks that stay in L2, each "
                    "block finished while in cache: the int8 forward 1.08x oneDNN's AMX GEMM + the row passes on a "
                    "Sapphire Rapids-class Xeon, to the same bits (docs/benchmarks.md, session 15); up to 96 rows "
                    "the threads split the columns, the weights read once: 1.6x faster at 15-32 rows (session 16); "

@@ -22,7 +22,7 @@
  * dequantize + bias [+ GELU], or + residual + LayerNorm, and the codes of the next int8 layer), on the
  * same thread: no second pass over the layer's output, no second wake-up of the threads. On a Zen 4 the
  * product alone ran 3-6 % faster than oneDNN's at 1,024 rows (90-97 % of one vpdpbusd a cycle), to the
- * same bits (docs/benchmarks.md, session 14). With AMX-INT8 (and k a multiple of 64), blocks of up to 128 rows
+ * same bits (docs/benchmarks.md, session 14). With AMX-INT8 (and k a multiple of 64), blocks of up to 256 rows
  * run on tiles instead (`amx_block`), the weights in 512 kB chunks that stay in L2 while the block's rows pass:
  * the same sums; with its row passes, 1.08x oneDNN's AMX GEMM and its passes in an int8 forward on a Sapphire
  * Rapids-class Xeon (docs/benchmarks.md, session 15). Up to AMX_COLUMNS_ROWS rows, the threads split the columns
@@ -51,8 +51,12 @@
  * find fewer rows in cache). */
 #define AMX_COLUMNS_ROWS 96
 
-/* Rows a block takes at most on AMX tiles (amx_block). */
-#define AMX_ROWS 128
+/* Rows a block takes at most on AMX tiles (amx_block): each block reads every weight chunk from memory once, so
+ * larger blocks read the weights fewer times, but leave fewer of their rows in L2 for the passes after the product.
+ * 128 was best until the sums were finished along the steps of k (session 18); since, 256: 48 GEMMs 0.97x alone and
+ * 0.97-0.98x with their passes at 640 and 1,024 rows, 0.95x at 916, the --fast pipeline 0.98-0.99x (512: the
+ * same as 256). */
+#define AMX_ROWS 256
 
 typedef struct {
     const uint8_t *x;  /* (m, k) codes */
