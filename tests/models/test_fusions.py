@@ -362,3 +362,58 @@ def test_bf16_linears_fuse_only_on_the_packed_path():
     assert block.dense.activation is None and block.act is not None
     with pytest.raises(ValueError, match="bug"):
         BF16Linear(nn.Linear(4, 4), packed=False, activation="gelu")
+
+
+def embeddings_inputs(types: list[int] | None):
+    from coulisse.config import EncoderConfig
+    from coulisse.models.bert import Embeddings, Packed
+
+    torch.manual_seed(4)
+    block = Embeddings(EncoderConfig(model_type="bert", vocab_size=50, hidden_size=40, max_position_embeddings=64))
+    with torch.no_grad():
+        for table in (block.word_embeddings, block.position_embeddings, block.token_type_embeddings):
+            table.weight.normal_(0, 2)
+        block.LayerNorm.weight.normal_()
+        block.LayerNorm.bias.normal_()
+    ids = [[5, 17, 3, 49, 0, 8], [2, 2, 31]]
+    type_ids = None if types is None else [types[: len(s)] for s in ids]
+    return block, Packed.from_lists(ids, type_ids, 2)
+
+
+@pytest.mark.parametrize("types", [None, [0] * 6], ids=["no-type-ids", "type-ids-all-0"])
+def test_embeddings_take_one_c_pass_within_the_layer_norm_bound(types, monkeypatch):
+    """With `c_norm` (set by the CPU fast path) and no gradients, the three lookups' sum and the LayerNorm are one C
+    pass (add_norm_rows: the word vector + the type-0 vector, then + the position vector, in fp32), within the
+    LayerNorm bound of that row; with gradients, or a second segment, the ops of an `nn.Module` as before."""
+    if Q.kernels() is None:
+        pytest.skip("the C kernels are not built (no compiler at install)")
+    block, p = embeddings_inputs(types)
+    with torch.no_grad():
+        unfused = block(p)
+    assert fastpath.install_c_embeddings(block) == 1 and block.c_norm
+    calls, real = [], Q.kernels()
+
+    class Counting:  # the C module, its add_norm_rows calls counted
+        def __getattr__(self, name):
+            if name == "add_norm_rows":
+                return lambda *args: calls.append(args) or real.add_norm_rows(*args)
+            return getattr(real, name)
+
+    monkeypatch.setattr(Q, "_KERNELS", Counting())
+    with torch.no_grad():
+        fused = block(p)
+        words, pos = block.word_embeddings(p.input_ids), block.position_embeddings(p.position_ids)
+        v = (words + block.token_type_embeddings.weight[0]) + pos  # the pass's row, in its order
+    assert len(calls) == 1
+    exact = norm64(v.double(), block.LayerNorm)
+    assert ((fused.double() - exact).abs() / layer_norm_bound(v.double(), block.LayerNorm, exact)).max() <= 1
+    assert (fused - unfused).abs().max() < 1e-4  # the same function as the three ops (fp32 rounding apart)
+    grad = block(p)  # gradients on: the module's ops, differentiable
+    assert grad.requires_grad and len(calls) == 1 and torch.equal(grad.detach(), unfused)
+    if types is not None:  # a second segment's type vector is not a constant row: the ops again
+        block2, p2 = embeddings_inputs([0, 1, 1, 1, 1, 1])
+        block2.c_norm = True
+        with torch.no_grad():
+            out = block2(p2)
+            block2.c_norm = False
+            assert len(calls) == 1 and torch.equal(out, block2(p2))

@@ -142,11 +142,12 @@ def _prepare_cpu(model: EncoderModel, files: list[Path], dtype: torch.dtype, qua
                  throughput: bool = False) -> str:
     """Apply the kernel plan of this CPU to `model`; return what runs, in words."""
     from coulisse.engine.cpu import this_machine
-    from coulisse.models.fastpath import bf16_linears, pack_linears
+    from coulisse.models.fastpath import bf16_linears, install_c_embeddings, pack_linears
     from coulisse.weights.mapped import release_freed_memory
 
     log.debug("oneDNN primitive cache: %s", bound_onednn_cache())
     plan = this_machine()
+    install_c_embeddings(model)
     if quantize is not None:
         choice = plan.int8
         bits = choice.options.get("weight_bits", 7)

@@ -292,6 +292,21 @@ def install_c_attention(module: nn.Module, bf16: bool = False) -> int:
     return count
 
 
+def install_c_embeddings(module: nn.Module) -> int:
+    """Give every BERT-style embeddings block under `module` its one C pass (`Embeddings.c_norm`) where the C kernels
+    are built and fusions are on; return how many."""
+    from coulisse.models.bert import Embeddings
+
+    if quantize.kernels() is None or not quantize.fusions_enabled():
+        return 0
+    count = 0
+    for child in module.modules():
+        if isinstance(child, Embeddings):
+            child.c_norm = True
+            count += 1
+    return count
+
+
 def c_packed_attention_bf16(qkv: Tensor, p, heads: int, first_only: bool) -> Tensor | None:
     """`c_packed_attention` with Q K^T and P V in bf16 products, fp32 sums (where the CPU has them)."""
     return c_packed_attention(qkv, p, heads, first_only, bf16=True)
