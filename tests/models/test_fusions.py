@@ -382,15 +382,15 @@ def embeddings_inputs(types: list[int] | None):
 
 @pytest.mark.parametrize("types", [None, [0] * 6], ids=["no-type-ids", "type-ids-all-0"])
 def test_embeddings_take_one_c_pass_within_the_layer_norm_bound(types, monkeypatch):
-    """With `c_norm` (set by the CPU fast path) and no gradients, the three lookups' sum and the LayerNorm are one C
-    pass (add_norm_rows: the word vector + the type-0 vector, then + the position vector, in fp32), within the
+    """With `norm_kernel` (set by the CPU fast path) and no gradients, the three lookups' sum and the LayerNorm are
+    one C pass (add_norm_rows: the word vector + the type-0 vector, then + the position vector, in fp32), within the
     LayerNorm bound of that row; with gradients, or a second segment, the ops of an `nn.Module` as before."""
     if Q.kernels() is None:
         pytest.skip("the C kernels are not built (no compiler at install)")
     block, p = embeddings_inputs(types)
     with torch.no_grad():
         unfused = block(p)
-    assert fastpath.install_c_embeddings(block) == 1 and block.c_norm
+    assert fastpath.install_c_embeddings(block) == 1 and block.norm_kernel is Q.add_norm_rows
     calls, real = [], Q.kernels()
 
     class Counting:  # the C module, its add_norm_rows calls counted
@@ -412,8 +412,8 @@ def test_embeddings_take_one_c_pass_within_the_layer_norm_bound(types, monkeypat
     assert grad.requires_grad and len(calls) == 1 and torch.equal(grad.detach(), unfused)
     if types is not None:  # a second segment's type vector is not a constant row: the ops again
         block2, p2 = embeddings_inputs([0, 1, 1, 1, 1, 1])
-        block2.c_norm = True
+        block2.norm_kernel = Q.add_norm_rows
         with torch.no_grad():
             out = block2(p2)
-            block2.c_norm = False
+            block2.norm_kernel = None
             assert len(calls) == 1 and torch.equal(out, block2(p2))

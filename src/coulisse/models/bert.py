@@ -194,10 +194,11 @@ def attend_sequences(qkv: Tensor, p: Packed, heads: int, first_only: bool) -> Te
 
 
 class Embeddings(nn.Module):
-    # Set at load by the CPU fast path (models/fastpath.py, `install_c_embeddings`): without gradients, the word and
-    # position vectors plus the type vector of a single segment (every type id 0, or none given) and their
-    # LayerNorm in one C pass (quantize.add_norm_rows), instead of a third lookup, two adds and LayerNorm.
-    c_norm = False
+    # Set at load by the CPU fast path (models/fastpath.py, `install_c_embeddings`): `norm_kernel(words, None, type
+    # vector, positions, LayerNorm)` (quantize.add_norm_rows), which runs, without gradients, the word and position
+    # vectors plus the type vector of a single segment (every type id 0, or none given) and their LayerNorm as one C
+    # pass, instead of a third lookup, two adds and LayerNorm. None: the module's ops.
+    norm_kernel = None
 
     def __init__(self, config: EncoderConfig):
         super().__init__()
@@ -210,12 +211,10 @@ class Embeddings(nn.Module):
 
     def forward(self, p: Packed, inputs_embeds: Tensor | None = None) -> Tensor:
         """`inputs_embeds` `(T, E)` stands for the word vectors of `p.input_ids` (positions and types stay)."""
-        if (self.c_norm and inputs_embeds is None and hasattr(self, "token_type_embeddings")
+        if (self.norm_kernel is not None and inputs_embeds is None and hasattr(self, "token_type_embeddings")
                 and not torch.is_grad_enabled() and (p.token_type_ids is None or not p.token_type_ids.any())):
-            from coulisse.models.quantize import add_norm_rows
-
-            return add_norm_rows(self.word_embeddings(p.input_ids), None, self.token_type_embeddings.weight[0],
-                                 self.position_embeddings(p.position_ids), self.LayerNorm)
+            return self.norm_kernel(self.word_embeddings(p.input_ids), None, self.token_type_embeddings.weight[0],
+                                    self.position_embeddings(p.position_ids), self.LayerNorm)
         words = self.word_embeddings(p.input_ids) if inputs_embeds is None else inputs_embeds
         x = words + self.position_embeddings(p.position_ids)  # (T, H)
         if hasattr(self, "token_type_embeddings"):

@@ -293,8 +293,8 @@ def install_c_attention(module: nn.Module, bf16: bool = False) -> int:
 
 
 def install_c_embeddings(module: nn.Module) -> int:
-    """Give every BERT-style embeddings block under `module` its one C pass (`Embeddings.c_norm`) where the C kernels
-    are built and fusions are on; return how many."""
+    """Give every BERT-style embeddings block under `module` its one C pass (`Embeddings.norm_kernel`:
+    `quantize.add_norm_rows`) where the C kernels are built and fusions are on; return how many."""
     from coulisse.models.bert import Embeddings
 
     if quantize.kernels() is None or not quantize.fusions_enabled():
@@ -302,7 +302,7 @@ def install_c_embeddings(module: nn.Module) -> int:
     count = 0
     for child in module.modules():
         if isinstance(child, Embeddings):
-            child.c_norm = True
+            child.norm_kernel = quantize.add_norm_rows
             count += 1
     return count
 
