@@ -226,8 +226,8 @@ static void amx_rows(int top, int bottom) {
     coulisse_load_tiles(&cfg);
 }
 
-/* Column blocks b .. b + count - 1 (1 or 2) of rows m0 .. m0 + rows - 1, from the int32 sums in `sums` (32 x 32) to
- * fp32 in the output, as the vector tile makes them. */
+/* Column blocks b .. b + count - 1 (1 or 2) of rows m0 + lo .. m0 + hi - 1, from the int32 sums in `sums` (32 x 32)
+ * to fp32 in the output, as the vector tile makes them. */
 AMX8 static void amx_finish_sums(const Gemm *g, const int32_t *sums, int64_t m0, int64_t lo, int64_t hi, int64_t b,
                                  int count) {
     for (int h = 0; h < count; h++) {
@@ -248,6 +248,12 @@ AMX8 static void amx_finish_sums(const Gemm *g, const int32_t *sums, int64_t m0,
                 _mm512_storeu_ps(g->out + (m0 + r) * g->n + n0, v);
         }
     }
+}
+
+/* The last pair's share of one step along k: `per` of its rows from row `lo` (none once all are done). */
+AMX8 static inline void amx_finish_step(const Gemm *g, const int32_t *sums, int64_t m0, int64_t rows, int64_t lo,
+                                        int64_t per, int64_t b, int count) {
+    if (lo < rows) amx_finish_sums(g, sums, m0, lo, lo + per < rows ? lo + per : rows, b, count);
 }
 
 /* Rows m0 .. m0 + rows - 1 (1 to 32; the tiles configured for them; their codes at xa) against column blocks
@@ -293,10 +299,7 @@ AMX8 static void amx_rows_by_blocks(const Gemm *g, const uint8_t *xa, int64_t m0
                         _mm_prefetch(p1 + 64 * l, _MM_HINT_T0);
                     }
                 }
-                if (last >= 0 && q / 16 * per < rows) {
-                    const int64_t lo = q / 16 * per, hi = lo + per < rows ? lo + per : rows;
-                    amx_finish_sums(g, sums[turn ^ 1], m0, lo, hi, last, last_count);
-                }
+                if (last >= 0) amx_finish_step(g, sums[turn ^ 1], m0, rows, q / 16 * per, per, last, last_count);
             }
         } else {
             for (int64_t q = 0; q < kw; q += 16) {
@@ -311,10 +314,7 @@ AMX8 static void amx_rows_by_blocks(const Gemm *g, const uint8_t *xa, int64_t m0
                     _tile_loadd(5, xb + 4 * q, g->k);
                     _tile_dpbusd(2, 5, 6);
                 }
-                if (last >= 0 && q / 16 * per < rows) {
-                    const int64_t lo = q / 16 * per, hi = lo + per < rows ? lo + per : rows;
-                    amx_finish_sums(g, sums[turn ^ 1], m0, lo, hi, last, last_count);
-                }
+                if (last >= 0) amx_finish_step(g, sums[turn ^ 1], m0, rows, q / 16 * per, per, last, last_count);
             }
         }
         int32_t *mine = sums[turn];
