@@ -5,7 +5,7 @@ in one process alternating rounds agree within a few percent.
     cp src/coulisse/models/_int8*.so /tmp/a.so        # the build before a change
     pip install -e . --no-deps; cp src/coulisse/models/_int8*.so /tmp/b.so
     python bench/ab_kernels.py /tmp/a.so /tmp/b.so [--rows 1024,64,8] [--rounds 9] [--what gemm,passes,few,attention]
-    python bench/ab_kernels.py /tmp/a.so /tmp/b.so --what pipeline [--n 160]
+    python bench/ab_kernels.py /tmp/a.so /tmp/b.so --what pipeline [--n 160] [--batch-tokens 1024]
 
 Each build is loaded under a module name of its own (its init symbol stays `PyInit__int8`), so both live in
 the process with their own state. What runs, per row count, the 48 weight matrices of a 12-layer base-size
@@ -15,7 +15,8 @@ encoder in turn (85 MB of codes, read from memory as in a forward):
 - passes: `int8_gemm` with what finishes each layer (dequantize; GELU + codes; residual + LayerNorm + codes);
 - few: `small_gemm`, the few-row kernel;
 - attention: the C attention (bf16 products) over a batch of 7 sequences (1,000 tokens), 12 heads x 64;
-- pipeline: the whole --fast pipeline over `--n` real reviews (bench_texts.py; the model `coulisse bench` builds),
+- pipeline: the whole --fast pipeline over `--n` real reviews (bench_texts.py; the model `coulisse bench` builds), in
+  batches of up to `--batch-tokens` tokens (the engine's default 1,024; `coulisse bench` runs 4,096),
   the C module it calls swapped between rounds (same bits: both builds' logits equal; both builds must take the
   arguments the Python code at hand passes).
 
@@ -118,7 +119,7 @@ def compare(builds, run, rounds: int) -> str:
                       for i, t in enumerate(times)) + f"   same bits: {same}"
 
 
-def pipeline_runner(n: int):
+def pipeline_runner(n: int, batch_tokens: int = 1024):
     """The --fast pipeline over n reviews, run on a given build: the layers look their C module up at each call
     (quantize.kernels, quantize._gemm_kernels), so swapping those swaps what runs."""
     from bench_model import ensure
@@ -128,7 +129,7 @@ def pipeline_runner(n: int):
 
     texts = load_texts(n)[0]
     pipe = pipeline("sentiment-analysis", model=str(ensure()["model_dir"]), fast=True, threads=2,
-                    max_batch_tokens=1024)
+                    max_batch_tokens=batch_tokens)
 
     def run(kernel, keep: list | None = None):
         Q._KERNELS = kernel
@@ -148,6 +149,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--what", default="gemm,passes,few,attention", help="and pipeline")
     parser.add_argument("--n", type=int, default=160, help="reviews for --what pipeline")
+    parser.add_argument("--batch-tokens", type=int, default=1024, help="the pipeline's max_batch_tokens")
     args = parser.parse_args()
     torch.set_num_threads(2)
     keep_activations_on_heap()
@@ -157,7 +159,9 @@ def main() -> None:
         print(f"A {args.a}\nB {args.b}\n2 threads; best / median of {args.rounds} alternating rounds")
         what = args.what.split(",")
         if "pipeline" in what:
-            print(f"  --fast pipeline, {args.n} reviews: {compare(builds, pipeline_runner(args.n), args.rounds)}")
+            run = pipeline_runner(args.n, args.batch_tokens)
+            print(f"  --fast pipeline, {args.n} reviews, batches of {args.batch_tokens} tokens: "
+                  f"{compare(builds, run, args.rounds)}")
         if "attention" in what:
             result = compare(builds, attention_runner(generator), 10 * args.rounds)
             print(f"  attention, 7 sequences, 1,000 tokens: {result}")

@@ -366,6 +366,20 @@ def test_bf16_products_thread_count_and_first_only_do_not_change_a_bit():
     assert torch.equal(bf16_attention(qkv, p, 12, first_only=True), results[0][p.starts])
 
 
+@pytest.mark.parametrize("bf16", [False, True])
+def test_an_output_not_aligned_to_a_cache_line_gets_the_same_bits(bf16):
+    """The AMX unit writes whole lines of an aligned output around the caches (non-temporal stores); where the
+    output starts elsewhere it stores as the other units do: the same values either way."""
+    qkv, p = packed([7, 300, 12, 65], 768, seed=15)
+    aligned = (bf16_attention if bf16 else c_attention)(qkv, p, 12)
+    buffer = torch.full((aligned.numel() + 1,), float("nan"))
+    shifted = buffer[1:].view_as(aligned)  # 4 bytes past a 64-byte boundary
+    assert shifted.data_ptr() % 64 != 0
+    Q.kernels().attention(qkv.data_ptr(), shifted.data_ptr(), p.starts.data_ptr(), p.length_tensor.data_ptr(),
+                          p.batch_size, 768, 12, 64**-0.5, False, 2, bf16)
+    assert torch.equal(shifted, aligned)
+
+
 @needs_bf16_dot
 @pytest.mark.parametrize("where", ["key", "query", "value"])
 def test_bf16_products_keep_a_nan_in_its_sequence_and_head(where):

@@ -49,6 +49,8 @@ typedef struct {
     const Unit *units;
     int64_t n_units;
     int64_t next; /* the next unit to take (atomic) */
+    int stream_out; /* the AMX unit writes out with non-temporal stores (out starts on a cache line, so its rows'
+                     * head slices do) */
 } Job;
 
 /* ---------------------------------------------------------------- scalar */
@@ -633,9 +635,9 @@ int coulisse_has_bf16_dot(void) {
  * words of dims, 16 keys), C = 16 queries x 16 keys. O = P V: A = p2 (16 queries, 32 keys), B = v2 (16 word
  * rows of key pairs, 16 columns), C = 16 queries x 16 columns. The rounding is the vdpbf16ps unit's (bf16
  * inputs, exact products, fp32 sums; sums in another order, inside the same bound): an output row depends on
- * its own query only, so thread counts and first_only change no bit here either. Tiles 0-3 accumulate,
- * 4 and 5 hold A (Q's two tiles stay there for a block where d <= 64), 6 and 7 B in turn. Q's tiles read bf16 inputs
- * in place, B in two tiles in turn and A kept: attention 0.93-0.96x over batches of reviews' lengths (session 18). */
+ * its own query only, so thread counts and first_only change no bit here either. Tiles 0-3 accumulate, 4 and 5
+ * hold A in turn, 6 and 7 B in turn. Q's tiles read bf16 inputs in place, B in two tiles in turn: attention
+ * 0.93-0.96x over batches of reviews' lengths (session 18). */
 #define AMX_TARGET __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma,avx512bf16,amx-tile,amx-bf16")))
 #define AMX_Q 16
 
@@ -678,6 +680,69 @@ AMX_TARGET static void amx_zero_tiles(void) {
     _tile_zero(3);
 }
 
+/* Where a block's query rows are for Q's tiles: read in place where the block is whole and the inputs bf16 (a tile
+ * load takes a row stride), else copied into q2, the rows past m repeating the last query (finite, never written
+ * out). */
+typedef struct {
+    const char *qa;
+    int64_t stride;
+} AmxQ;
+
+AMX_TARGET static AmxQ amx_queries(const Job *job, int64_t base, int64_t i0, int64_t m, uint32_t *q2) {
+    const int64_t row = job->row, dw = job->d / 2;
+    if (job->qkv16 && m == AMX_Q) return (AmxQ){(const char *)(job->qkv16 + base + i0 * row), row * 2};
+    for (int r = 0; r < AMX_Q; r++) {
+        const int64_t q = base + (i0 + (r < m ? r : m - 1)) * row;
+        for (int64_t w = 0; w < dw; w += 16) _mm512_storeu_si512(q2 + r * dw + w, input_pairs(job, q + 2 * w));
+    }
+    return (AmxQ){(const char *)q2, dw * 4};
+}
+
+/* S = Q K^T for keys j .. j + 63 (4 tiles; 2 at the end of a row of np keys) of a block: 32 dims per A tile, A in
+ * tiles 4 and 5 in turn, into s (16 x np). */
+AMX_TARGET static void amx_scores(AmxQ q, const uint32_t *kt2, int64_t np, int64_t dw, int64_t j, float *s) {
+    const int count = np - j >= 64 ? 4 : 2;
+    amx_zero_tiles();
+    for (int64_t w = 0; w < dw; w += 32) {
+        _tile_loadd(4, q.qa + 4 * w, q.stride);
+        AMX_ROW_OF_TILES(4, (const char *)(kt2 + w * np + j), 64, np * 4, count);
+        if (w + 16 < dw) {
+            _tile_loadd(5, q.qa + 4 * (w + 16), q.stride);
+            AMX_ROW_OF_TILES(5, (const char *)(kt2 + (w + 16) * np + j), 64, np * 4, count);
+        }
+    }
+    amx_store_tiles((char *)(s + j), 64, np * 4, count);
+}
+
+/* O = P V for columns c .. c + 63 (4 tiles; 2 where d ends) of a block: 32 keys per A tile, in tiles 4 and 5 in
+ * turn, into o (16 x d). */
+AMX_TARGET static void amx_values(const uint32_t *p2, const uint32_t *v2, int64_t nw, int64_t d, int64_t c, float *o) {
+    const int count = d - c >= 64 ? 4 : 2;
+    amx_zero_tiles();
+    for (int64_t w = 0; w < nw; w += 32) {
+        _tile_loadd(4, p2 + w, nw * 4);
+        AMX_ROW_OF_TILES(4, (const char *)(v2 + w * d + c), 64, d * 4, count);
+        if (w + 16 < nw) {
+            _tile_loadd(5, p2 + w + 16, nw * 4);
+            AMX_ROW_OF_TILES(5, (const char *)(v2 + (w + 16) * d + c), 64, d * 4, count);
+        }
+    }
+    amx_store_tiles((char *)(o + c), 64, d * 4, count);
+}
+
+/* The unit's blocks of 16 queries in a pipeline: iteration b runs block b's softmax row by row, and between its rows
+ * the tile work of its neighbours, a group of 64 keys or columns at a time (each group loads, multiplies and stores
+ * its own tiles): P V of block b - 1 (its P made in iteration b - 1) and Q K^T of block b + 1; block b - 1's output
+ * rows follow, from O stored rows earlier. So no vector load waits on the tile store just before it (each block's
+ * softmax read the scores its tiles had just stored, and its output the O tiles just stored), and the tiles have
+ * work queued while the softmax runs. S and P have two buffers each; every row gets the same operations in the same
+ * order as before (the same bits). Attention over 30 reviews' lengths (60-250, 4,643 tokens), bf16 inputs:
+ * 3.51 -> 3.39-3.41 ms (session 19; both with the output's stores below, alternating in one process), a unit of one
+ * query (first_only) 1-2 % slower. Q's tiles are loaded again for each group of keys; kept in tiles for the block, as
+ * before, they left no tiles for the other block's groups. The output's lines are written whole, around the caches
+ * (non-temporal stores, where out starts on a cache line, as torch allocates it): no read of each line before
+ * its write; attention alone 0.80x, the --fast pipeline in batches of 4,096 tokens 0.99x (the attention block's
+ * GEMM then reads its input from memory, and quantize_avx512 asks for its rows ahead). */
 AMX_TARGET static void unit_amx_bf16(const Job *job, const Unit *u, uint32_t *kt2, float *s, uint32_t *v2,
                                      uint32_t *q2, uint32_t *p2, float *o) {
     const int64_t n = job->lengths[u->seq], np = (n + 31) & ~(int64_t)31, d = job->d, dw = d / 2, nw = np / 2;
@@ -685,79 +750,52 @@ AMX_TARGET static void unit_amx_bf16(const Job *job, const Unit *u, uint32_t *kt
     const int64_t base = job->starts[u->seq] * row + (int64_t)u->head * d;
     pairs_kv(job, u, kt2, v2, nw); /* P V reads whole tiles of 32 keys: zero word rows up to np / 2 */
     const float c2 = job->scale * 1.44269504088896341f; /* scores in base 2 */
-    float inv[AMX_Q];
-    for (int64_t i0 = u->q0; i0 < u->q1; i0 += AMX_Q) {
-        const int64_t m = u->q1 - i0 < AMX_Q ? u->q1 - i0 : AMX_Q;
-        for (int r = 0; r < m; r++) { /* the block's output rows, written last: their lines asked for, for writing,
-                                        * now (their misses then overlap the block's tiles: attention 2-4 % faster) */
-            const int64_t ti = job->first_only ? u->seq : job->starts[u->seq] + i0 + r;
-            const char *line = (const char *)(job->out + ti * job->hidden + (int64_t)u->head * d);
-            for (int64_t b = 0; b < d * 4; b += 64) __builtin_prefetch(line + b, 1, 3);
-        }
-        /* Q's tiles: 16 query rows read in place where the block is whole and the inputs bf16 (a tile load takes a
-         * row stride), else from a copy whose rows past m repeat the last query (finite, and never written out).
-         * With d <= 64 they stay in tiles 4 and 5 for the whole block. */
-        const char *qa = (const char *)q2;
-        int64_t qstride = dw * 4;
-        if (job->qkv16 && m == AMX_Q) {
-            qa = (const char *)(job->qkv16 + base + i0 * row);
-            qstride = row * 2;
-        } else {
-            for (int r = 0; r < AMX_Q; r++) {
-                const int64_t q = base + (i0 + (r < m ? r : m - 1)) * row;
-                for (int64_t w = 0; w < dw; w += 16) _mm512_storeu_si512(q2 + r * dw + w, input_pairs(job, q + 2 * w));
+    float inv[2][AMX_Q];
+    float *sb[2] = {s, s + AMX_Q * np};
+    uint32_t *pb[2] = {p2, p2 + AMX_Q * nw};
+    const int64_t blocks = (u->q1 - u->q0 + AMX_Q - 1) / AMX_Q, key_groups = (np + 63) / 64,
+                  column_groups = (d + 63) / 64;
+#define BLOCK_ROWS(b) (u->q1 - u->q0 - (b) * AMX_Q < AMX_Q ? u->q1 - u->q0 - (b) * AMX_Q : AMX_Q)
+    AmxQ q = amx_queries(job, base, u->q0, BLOCK_ROWS(0), q2);
+    for (int64_t j = 0; j < np; j += 64) amx_scores(q, kt2, np, dw, j, sb[0]);
+    for (int64_t b = 0; b <= blocks; b++) {
+        const int64_t i0 = u->q0 + b * AMX_Q, m = b < blocks ? BLOCK_ROWS(b) : 0, before = b ? BLOCK_ROWS(b - 1) : 0;
+        const int next = b + 1 < blocks;
+        if (next) q = amx_queries(job, base, i0 + AMX_Q, BLOCK_ROWS(b + 1), q2);
+        /* block b + 2's query rows asked for now (the qkv GEMM just wrote them, in L2 or farther, rows 4.5 or 9 kB
+         * apart: the hardware prefetchers do not follow) */
+        for (int64_t i = i0 + 2 * AMX_Q; i < i0 + 3 * AMX_Q && i < u->q1; i++) prefetch_input_row(job, base + i * row);
+        const int64_t values = b ? column_groups : 0, tasks = values + (next ? key_groups : 0);
+        int64_t t = 0;
+        for (int r = 0; r <= AMX_Q; r++) {
+            for (; t < tasks && t * AMX_Q <= r * tasks; t++) { /* task t before row t * 16 / tasks */
+                if (t < values)
+                    amx_values(pb[(b - 1) & 1], v2, nw, d, 64 * t, o);
+                else
+                    amx_scores(q, kt2, np, dw, 64 * (t - values), sb[(b + 1) & 1]);
             }
-        }
-        /* the next block's query rows asked for now (they are in L2 or farther: the qkv GEMM just wrote them, and
-         * the hardware prefetchers do not follow rows 4.5 or 9 kB apart): attention 0.96x over the reviews */
-        for (int64_t i = i0 + AMX_Q; i < i0 + 2 * AMX_Q && i < u->q1; i++) prefetch_input_row(job, base + i * row);
-        /* S = Q K^T, 64 keys (4 tiles) at a time, 32 dims per A tile */
-        const int resident = dw <= 32;
-        if (resident) {
-            _tile_loadd(4, qa, qstride);
-            if (dw > 16) _tile_loadd(5, qa + 64, qstride);
-        }
-        for (int64_t j = 0; j < np; j += 64) {
-            const int count = np - j >= 64 ? 4 : 2; /* np is a multiple of 32 */
-            amx_zero_tiles();
-            if (resident) {
-                AMX_ROW_OF_TILES(4, (const char *)(kt2 + j), 64, np * 4, count);
-                if (dw > 16) AMX_ROW_OF_TILES(5, (const char *)(kt2 + 16 * np + j), 64, np * 4, count);
-            } else {
-                for (int64_t w = 0; w < dw; w += 16) {
-                    _tile_loadd(4, qa + 4 * w, qstride);
-                    AMX_ROW_OF_TILES(4, (const char *)(kt2 + w * np + j), 64, np * 4, count);
-                }
-            }
-            amx_store_tiles((char *)(s + j), 64, np * 4, count);
-        }
-        for (int r = 0; r < AMX_Q; r++) {
-            float *sr = s + r * np;
-            uint32_t *pr = p2 + r * nw;
+            if (r == AMX_Q || b == blocks) continue;
+            uint32_t *pr = pb[b & 1] + r * nw;
             if (r >= m) { /* P's rows past m: zeros (their outputs are dropped) */
                 memset(pr, 0, sizeof(uint32_t) * (size_t)nw);
                 continue;
             }
-            inv[r] = softmax_pairs(sr, n, np, &c2, pr); /* the keys after n weigh nothing */
+            inv[b & 1][r] = softmax_pairs(sb[b & 1] + r * np, n, np, &c2, pr); /* the keys after n weigh nothing */
         }
-        /* O = P V, 64 columns (4 tiles) at a time, 32 keys per A tile */
-        for (int64_t c = 0; c < d; c += 64) {
-            const int count = d - c >= 64 ? 4 : 2; /* d is a multiple of 32 */
-            amx_zero_tiles();
-            for (int64_t w = 0; w < nw; w += 16) {
-                _tile_loadd(4, p2 + w, nw * 4);
-                AMX_ROW_OF_TILES(4, (const char *)(v2 + w * d + c), 64, d * 4, count);
-            }
-            amx_store_tiles((char *)o, 64, 64 * 4, count);
-            for (int r = 0; r < m; r++) {
-                int64_t ti = job->first_only ? u->seq : job->starts[u->seq] + i0 + r;
-                float *out = job->out + ti * job->hidden + (int64_t)u->head * d + c;
-                __m512 sc = _mm512_set1_ps(inv[r]);
-                for (int k = 0; k < count; k++)
-                    _mm512_storeu_ps(out + 16 * k, _mm512_mul_ps(_mm512_loadu_ps(o + r * 64 + 16 * k), sc));
+        for (int64_t r = 0; r < before; r++) { /* block b - 1's output rows */
+            const int64_t ti = job->first_only ? u->seq : job->starts[u->seq] + i0 - AMX_Q + r;
+            float *out = job->out + ti * job->hidden + (int64_t)u->head * d;
+            const __m512 sc = _mm512_set1_ps(inv[(b - 1) & 1][r]);
+            for (int64_t c = 0; c < d; c += 16) {
+                const __m512 v = _mm512_mul_ps(_mm512_loadu_ps(o + r * d + c), sc);
+                if (job->stream_out)
+                    _mm512_stream_ps(out + c, v);
+                else
+                    _mm512_storeu_ps(out + c, v);
             }
         }
     }
+#undef BLOCK_ROWS
 }
 
 /* Whether this CPU has AMX-BF16 and this process may use its tiles (Linux grants the tile state on request,
@@ -780,14 +818,15 @@ int coulisse_has_amx_bf16(void) {
 
 static void *attention_worker(void *arg) {
     Job *job = (Job *)arg;
-    const int64_t np = job->width + 32, mq = job->amx ? 16 : MQ;
+    /* with AMX, two blocks of S and P (unit_amx_bf16's pipeline) */
+    const int64_t np = job->width + 32, mq = job->amx ? 2 * 16 : MQ;
     /* K^T (d x np), S (mq x np); with bf16 products also V in pairs (np/2 x d words), Q and P in pairs; with
-     * AMX the output tiles (16 x 64) */
+     * AMX the output tiles (16 x d) */
     const size_t extra = job->bf16 ? (size_t)(np / 2 * job->d + mq * job->d / 2 + mq * np / 2) : 0;
     /* 64-byte aligned (the blocks inside start at multiples of 64 bytes from here): with malloc's 16, tile rows
      * and vectors could straddle two cache lines, as the address fell: aligned, attention on AMX tiles 0.90x
      * over 7 sequences and 0.94x over the reviews' batches (session 17) */
-    const size_t bytes = sizeof(float) * ((size_t)(job->d * np + mq * np) + extra + (job->amx ? 16 * 64 : 0));
+    const size_t bytes = sizeof(float) * ((size_t)(job->d * np + mq * np) + extra + (job->amx ? 16 * job->d : 0));
     float *kt = (float *)aligned_alloc(64, (bytes + 63) / 64 * 64);
     if (!kt) return (void *)1;
     float *s = kt + job->d * np;
@@ -821,7 +860,10 @@ static void *attention_worker(void *arg) {
         unit_scalar(job, u, kt, s);
     }
 #if HAVE_X86
-    if (job->amx) amx_release();
+    if (job->amx) {
+        amx_release();
+        _mm_sfence();
+    }
 #endif
     free(kt);
     return NULL;
@@ -903,6 +945,7 @@ PyObject *coulisse_py_attention(PyObject *self, PyObject *args) {
     /* bf16 products where asked, the CPU has them and pairs of dims fill whole vectors; else fp32 */
     job.bf16 = (bf16 || bf16_inputs) && coulisse_has_bf16_dot() && job.d % 32 == 0;
     job.amx = job.bf16 && coulisse_has_amx_bf16();
+    job.stream_out = ((uintptr_t)out % 64) == 0;
 #endif
     if (bf16_inputs) { /* only the bf16-product unit reads bf16 */
         if (!job.bf16) {

@@ -297,7 +297,14 @@ AVX512 static void codes_avx512(const float *x, int64_t cols, float s, uint8_t *
 AVX512 static void quantize_avx512(const float *x, int64_t cols, uint8_t *q, float *scale) {
     __m512i m16 = _mm512_setzero_si512();
     int64_t c = 0;
-    for (; c + 16 <= cols; c += 16) m16 = abs_max_update(m16, _mm512_loadu_ps(x + c));
+    for (; c + 16 <= cols; c += 16) {
+        /* the row after next asked for as this one is read, for rows that come from L3 or memory (attention's
+         * output, which its AMX unit writes around the caches; a feed-forward's GELU output read back for its
+         * codes): quantize_rows over 4,096 rows of 768 floats 0.78-0.84x, of 3,072 0.88x on one thread and
+         * 0.98x on two; 256 rows as before (AMX Xeon, session 19, the two builds alternating in one process) */
+        _mm_prefetch((const char *)(x + 2 * cols + c), _MM_HINT_T0);
+        m16 = abs_max_update(m16, _mm512_loadu_ps(x + c));
+    }
     const float s = abs_max_scale(m16, x + c, cols - c);
     *scale = s;
     codes_avx512(x, cols, s, q);
@@ -342,6 +349,9 @@ AVX512 static void add_norm_avx512(float *y, int64_t cols, float s, const float 
     __m512 acc = _mm512_setzero_ps();
     int64_t c = 0;
     for (; c + 16 <= cols; c += 16) {
+        /* the residual's row after next asked for (the layer's input or the attention block's output, read from
+         * L3: 48 GEMMs with their passes at 4,096 rows 0.93x; AMX Xeon, session 19) */
+        _mm_prefetch((const char *)(res + 2 * cols + c), _MM_HINT_T0);
         __m512 v = _mm512_add_ps(_mm512_fmadd_ps(_mm512_loadu_ps(y + c), vs, _mm512_loadu_ps(bias + c)),
                                  _mm512_loadu_ps(res + c));
         _mm512_storeu_ps(y + c, v);
