@@ -513,13 +513,13 @@ def test_few_rows_on_fbgemm_equal_many_rows_on_onednn(gelu):
 
 
 def own_gemm(xq, packed, m, k, n, threads, op=0, x_scale=None, bias=None, gelu=False, residual=None, norm=None,
-             codes=None, rows=None):
+             codes=None, rows=None, keep=True):
     """`int8_gemm` on tensors; `codes`: a `(u8 (m, n), scales (m, 1))` pair to fill, or None; `rows`: fp32 rows
-    that the kernel quantizes into `xq` and `x_scale` first, or None."""
+    that the kernel quantizes into `xq` and `x_scale` first, or None; without `keep`, no output (None)."""
     w, colsum, s = packed
-    out = torch.empty(m, n)
+    out = torch.empty(m, n) if keep else None
     ptr = lambda t: 0 if t is None else t.data_ptr()  # noqa: E731
-    Q.kernels().int8_gemm(xq.data_ptr(), w.data_ptr(), colsum.data_ptr(), s.data_ptr(), out.data_ptr(), m, k, n,
+    Q.kernels().int8_gemm(xq.data_ptr(), w.data_ptr(), colsum.data_ptr(), s.data_ptr(), ptr(out), m, k, n,
                           threads, op, ptr(x_scale), ptr(bias), gelu, ptr(residual),
                           ptr(norm.weight if norm else None), ptr(norm.bias if norm else None),
                           norm.eps if norm else 0.0, ptr(codes[0] if codes else None), ptr(codes[1] if codes else None),
@@ -574,6 +574,10 @@ def test_gemm_finishes_its_rows_as_the_separate_passes_do(m, k, threads):
         assert torch.equal(out, expected)
         assert all(torch.equal(a, b) for a, b in zip(codes, getattr(expected, Q.CODES), strict=True))
         assert torch.equal(own_gemm(xq, packed, m, k, n, threads, 1, x_scale, bias, gelu), expected)
+        # codes only (no output kept: each block's rows in a scratch per thread), the same codes
+        alone = (torch.full((m, n), 7, dtype=torch.uint8), torch.zeros(m, 1))
+        assert own_gemm(xq, packed, m, k, n, threads, 1, x_scale, bias, gelu, codes=alone, keep=False) is None
+        assert all(torch.equal(a, b) for a, b in zip(alone, getattr(expected, Q.CODES), strict=True))
     codes = (torch.empty(m, n, dtype=torch.uint8), torch.empty(m, 1))
     out = own_gemm(xq, packed, m, k, n, threads, 2, x_scale, bias, residual=residual, norm=norm, codes=codes)
     expected = Q.add_norm_rows(product.clone(), x_scale, bias, residual, norm, codes=True)
@@ -609,6 +613,10 @@ for k, n in ((768, 2304), (3072, 768), (128, 208)):
         gelu, codes = torch.empty(m, n), (torch.empty(m, n, dtype=torch.uint8), torch.empty(m, 1))
         K.int8_gemm(xq.data_ptr(), w.data_ptr(), colsum.data_ptr(), s.data_ptr(), gelu.data_ptr(), m, k, n, 2, 1,
                     x_scale.data_ptr(), bias.data_ptr(), True, 0, 0, 0, 0.0, codes[0].data_ptr(), codes[1].data_ptr())
+        alone = (torch.empty(m, n, dtype=torch.uint8), torch.empty(m, 1))  # codes only: no output kept
+        K.int8_gemm(xq.data_ptr(), w.data_ptr(), colsum.data_ptr(), s.data_ptr(), 0, m, k, n, 2, 1,
+                    x_scale.data_ptr(), bias.data_ptr(), True, 0, 0, 0, 0.0, alone[0].data_ptr(), alone[1].data_ptr())
+        assert torch.equal(alone[0], codes[0]) and torch.equal(alone[1], codes[1])
         normed = torch.empty(m, n)
         K.int8_gemm(xq.data_ptr(), w.data_ptr(), colsum.data_ptr(), s.data_ptr(), normed.data_ptr(), m, k, n, 2, 2,
                     x_scale.data_ptr(), bias.data_ptr(), False, residual.data_ptr(), norm.weight.data_ptr(),
@@ -659,6 +667,11 @@ def test_gemm_refuses_what_it_cannot_take():
         k.int8_gemm(0, 0, 0, 0, 0, 1, 8, 16, 1, 3, 1, 1, False, 0, 0, 0, 0.0, 0, 0)
     with pytest.raises(ValueError, match="op"):  # rows to quantize, and nowhere to put their scales
         k.int8_gemm(0, 0, 0, 0, 0, 1, 8, 16, 1, 0, 0, 0, False, 0, 0, 0, 0.0, 0, 0, 1)
+    # no output (out 0): only op 1 with codes, which are then all the call keeps
+    with pytest.raises(ValueError, match="no output"):
+        k.int8_gemm(0, 0, 0, 0, 0, 1, 8, 16, 1, 1, 1, 1, False, 0, 0, 0, 0.0, 0, 0)
+    with pytest.raises(ValueError, match="no output"):
+        k.int8_gemm(0, 0, 0, 0, 0, 1, 8, 16, 1, 2, 1, 1, False, 1, 1, 1, 1e-5, 1, 1)
     # a bf16 output: only op 1 without codes on AMX tiles (k = 96 never runs there)
     with pytest.raises(ValueError, match="bf16 output"):
         k.int8_gemm(0, 0, 0, 0, 0, 1, 96, 16, 1, 1, 1, 1, False, 0, 0, 0, 0.0, 0, 0, 0, True)
@@ -737,3 +750,29 @@ def test_a_nan_row_stays_in_its_row_on_own_gemm(rows):
             assert bad[3].isnan().all()
             keep = torch.arange(rows) != 3
             assert torch.equal(bad[keep], clean[keep])
+
+
+@needs_int8_dot
+def test_feed_forward_hands_its_inner_rows_over_as_codes_alone(minilm_dir, monkeypatch):
+    """int8 layers on coulisse's GEMM (the plan's choice with AVX512-VNNI): the feed-forward's GELU output reaches
+    the second layer as its codes alone (`forward_codes`: int8_gemm keeps no fp32 rows), and the embeddings are the
+    bits of the same layers handing over fp32 rows that carry their codes."""
+    from coulisse.models.bert import Layer
+
+    pipe = pipeline("feature-extraction", model=str(minilm_dir), quantize="int8")
+    layers = [m for m in pipe.model.modules() if isinstance(m, Layer)]
+    assert layers and all(m.intermediate.dense.codes_out for m in layers)
+    handed = []
+    add_norm = Q.Int8Linear.forward_add_norm
+    monkeypatch.setattr(Q.Int8Linear, "forward_add_norm",
+                        lambda self, x, *rest: handed.append(isinstance(x, Q.Codes)) or add_norm(self, x, *rest))
+    texts = ["Un film magnifique, porté par des acteurs justes et une mise en scène d'une rare élégance.",
+             "Je me suis ennuyé du début à la fin : scénario creux, dialogues plats, rien à sauver."] * 4
+    alone = pipe(texts)
+    # one batch: each layer's attention block took fp32 rows, its feed-forward's second GEMM codes alone
+    assert handed.count(True) == handed.count(False) == len(layers)
+    handed.clear()
+    for m in layers:
+        m.intermediate.dense.codes_out = False
+    assert pipe(texts) == alone
+    assert not any(handed)

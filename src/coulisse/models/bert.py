@@ -294,6 +294,12 @@ class Layer(nn.Module):
 
     def forward(self, x: Tensor, p: Packed, first_only: bool = False, trace: Trace | None = None) -> Tensor:
         x = self.attention(x, p, first_only, trace)
+        inner = self.intermediate.dense
+        if (trace is None and getattr(inner, "codes_out", False) and not torch.is_grad_enabled()
+                and self.output.dense.takes_codes(self.output.LayerNorm)):
+            # int8 layers on the CPU fast path (models/quantize.py): the feed-forward's inner rows (its GELU applied,
+            # `act` the identity) go from one to the other as the second's input codes only, never as fp32 rows
+            return self.output(inner.forward_codes(x), x)
         return self.output(self.intermediate(x), x)
 
 

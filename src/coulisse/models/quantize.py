@@ -47,6 +47,7 @@ import functools
 import logging
 import os
 import warnings
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -78,6 +79,15 @@ PACK_SMALL_AFTER = 3  # small batches a layer sees on oneDNN before it packs its
 MAX_OWN_GEMM_IN = 131072
 
 
+@dataclass(frozen=True)
+class Codes:
+    """A layer's output rows `(T, n)` kept only as the next int8 layer reads them: their u8 codes `q (T, n)` and
+    scales `(T, 1)`, as `quantize_rows` makes them (`Int8Linear.forward_codes`, read by `forward_add_norm`)."""
+
+    q: Tensor
+    scale: Tensor
+
+
 def onednn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")
 
@@ -105,6 +115,9 @@ class Int8Linear(nn.Module):
         # shapes fit its blocks: one packed copy of the weights, read by the few-row kernel too.
         self.gemm = "coulisse" if gemm == "coulisse" and small_gemm_available(self.in_features, self.out_features,
                                                                                 any_rows=True) else "onednn"
+        # A feed-forward whose GELU this layer applies, on coulisse's GEMM, with its codes made for the next layer:
+        # it can hand its rows over as codes only (`forward_codes`)
+        self.codes_out = self.gemm == "coulisse" and gelu and self.fuse_norm
         bias = linear.bias.detach().float() if linear.bias is not None else torch.zeros(self.out_features)
         self.register_buffer("bias", bias)
         self._small_calls = 0
@@ -168,16 +181,18 @@ class Int8Linear(nn.Module):
                                    xq.shape[0], self.in_features, self.out_features, torch.get_num_threads())
         return out
 
-    def _own(self, rows: Tensor, known: tuple[Tensor, Tensor] | None, op: int, residual: Tensor | None = None,
-             norm: nn.LayerNorm | None = None, codes: bool = False, bf16: bool = False) -> Tensor:
+    def _own(self, rows: Tensor | None, known: tuple[Tensor, Tensor] | None, op: int, residual: Tensor | None = None,
+             norm: nn.LayerNorm | None = None, codes: bool = False, bf16: bool = False,
+             keep: bool = True) -> Tensor | Codes:
         """coulisse's GEMM (`gemm == "coulisse"`) on contiguous fp32 `rows (T, in)`, or on their codes `known`
-        (`(u8 codes, scales)`, from the previous layer's pass): `(T, out)` fp32. `op` 0: the product only
-        (`_accumulate`'s); 1: dequantized (+ bias, GELU if the layer has it); 2: dequantized, + bias +
-        `residual`, `norm`ed. A few rows go to the few-row kernel, then to the row pass; more go to
+        (`(u8 codes, scales)`, from the previous layer's pass; `rows` may then be None): `(T, out)` fp32. `op` 0:
+        the product only (`_accumulate`'s); 1: dequantized (+ bias, GELU if the layer has it); 2: dequantized,
+        + bias + `residual`, `norm`ed. A few rows go to the few-row kernel, then to the row pass; more go to
         `int8_gemm`, which quantizes each block of rows (where no codes are known) and finishes it in the
         same call. With `codes` (ops 1 and 2), the result carries its rows' codes for the next int8 layer, as
-        `dequantize_rows` attaches them. `bf16` (op 1, no codes, AMX tiles: `forward_bf16`): the result in bf16."""
-        (count, width), (w, colsum, scale) = rows.shape, self.packed_small
+        `dequantize_rows` attaches them. `bf16` (op 1, no codes, AMX tiles: `forward_bf16`): the result in bf16.
+        Without `keep` (op 1 with codes), `int8_gemm` keeps no fp32 rows and the result is their `Codes` alone."""
+        (count, width), (w, colsum, scale) = (rows if rows is not None else known[0]).shape, self.packed_small
         if count <= self.small_rows and self.small_kernel == "coulisse":
             xq, x_scale = known or quantize_rows(rows)
             out = self._few_rows(xq)
@@ -190,14 +205,18 @@ class Int8Linear(nn.Module):
             xq, x_scale, source = torch.empty(count, width, dtype=torch.uint8), torch.empty(count, 1), rows.data_ptr()
         else:
             (xq, x_scale), source = (t.contiguous() for t in known), 0
-        out = torch.empty(count, self.out_features, dtype=torch.bfloat16 if bf16 else torch.float32)
-        q_ptr, s_ptr = _code_buffers(out, codes and op != 0)
+        if not keep:  # the codes alone: int8_gemm keeps each block's fp32 rows in a scratch of its thread's
+            result = Codes(torch.empty(count, self.out_features, dtype=torch.uint8), torch.empty(count, 1))
+            out_ptr, q_ptr, s_ptr = 0, result.q.data_ptr(), result.scale.data_ptr()
+        else:
+            result = torch.empty(count, self.out_features, dtype=torch.bfloat16 if bf16 else torch.float32)
+            out_ptr, (q_ptr, s_ptr) = result.data_ptr(), _code_buffers(result, codes and op != 0)
         norm_ptrs = (residual.data_ptr(), norm.weight.data_ptr(), norm.bias.data_ptr()) if op == 2 else (0, 0, 0)
-        _gemm_kernels().int8_gemm(xq.data_ptr(), w.data_ptr(), colsum.data_ptr(), scale.data_ptr(), out.data_ptr(),
+        _gemm_kernels().int8_gemm(xq.data_ptr(), w.data_ptr(), colsum.data_ptr(), scale.data_ptr(), out_ptr,
                                   count, width, self.out_features, torch.get_num_threads(), op, x_scale.data_ptr(),
                                   self.bias.data_ptr() if op else 0, self.gelu and op == 1, *norm_ptrs,
                                   float(norm.eps) if op == 2 else 0.0, q_ptr, s_ptr, source, bf16)
-        return out
+        return result
 
     def forward(self, x: Tensor) -> Tensor:
         codes = self.gelu and self.fuse_norm  # a feed-forward's GELU output goes to the next int8 layer only
@@ -208,6 +227,22 @@ class Int8Linear(nn.Module):
         out, x_scale = self._accumulate(x)
         out = dequantize_rows(out, x_scale, self.bias, self.gelu, codes=codes)
         return reshaped(out, (*x.shape[:-1], self.out_features))  # · x_scale + bias (, GELU)
+
+    def forward_codes(self, x: Tensor) -> Tensor | Codes:
+        """`self(x)` as the next int8 layer reads it (`codes_out` layers: a feed-forward's GELU output): its rows'
+        `Codes` alone where `int8_gemm` makes them (more rows than the few-row kernel takes), which then keeps no
+        fp32 rows (12 kB a row for 3,072 columns, written out and read back for the codes) but a block's rows at a
+        time in a scratch per thread, which stays in L2. Elsewhere a tensor as `self(x)`, which carries the same
+        codes."""
+        rows = x.reshape(-1, self.in_features)
+        if not (self.codes_out and x.dtype == torch.float32 and not (x.requires_grad and torch.is_grad_enabled())):
+            return self(x)
+        rows = rows.contiguous()
+        return self._own(rows, codes_of(x, rows), 1, codes=True, keep=False)
+
+    def takes_codes(self, norm: nn.LayerNorm) -> bool:
+        """Whether `forward_add_norm(Codes, residual, norm)` runs: coulisse's GEMM, the fused pass, `norm` fusable."""
+        return self.gemm == "coulisse" and self.fuse_norm and _norm_fusable(norm, self.out_features)
 
     def forward_bf16(self, x: Tensor) -> Tensor:
         """`self(x)` rounded to bf16 (to nearest even) where coulisse's GEMM on AMX tiles can write it so as the fp32
@@ -223,10 +258,18 @@ class Int8Linear(nn.Module):
         out = self._own(rows, codes_of(x, rows), 1, bf16=True)
         return out.reshape(*x.shape[:-1], self.out_features)
 
-    def forward_add_norm(self, x: Tensor, residual: Tensor, norm: nn.LayerNorm) -> Tensor:
+    def forward_add_norm(self, x: Tensor | Codes, residual: Tensor, norm: nn.LayerNorm) -> Tensor:
         """`norm(self(x) + residual)` (BERT's `*Output` blocks, `models/bert.py` DenseNorm): dequantization,
         residual add and LayerNorm in one C pass over each row when the kernels are built, which also
-        quantizes the result for the int8 layer that reads it next."""
+        quantizes the result for the int8 layer that reads it next. `x` may be the previous layer's `Codes` alone
+        (`forward_codes`) where `takes_codes(norm)`."""
+        if isinstance(x, Codes):
+            if not (self.takes_codes(norm) and residual.dtype == torch.float32):
+                raise ValueError("forward_add_norm: codes alone need coulisse's GEMM, the fused pass and an fp32 "
+                                 "residual (takes_codes); this is a bug")
+            out = self._own(None, (x.q, x.scale), 2, residual.reshape(-1, self.out_features).contiguous(), norm,
+                            codes=True)
+            return reshaped(out, (*residual.shape[:-1], self.out_features))
         if (self.gemm == "coulisse" and x.dtype == residual.dtype == torch.float32 and self.fuse_norm
                 and _norm_fusable(norm, self.out_features)):
             rows = x.reshape(-1, self.in_features).contiguous()
