@@ -36,6 +36,10 @@ TARGETS = [
 JOB_KERNELS = -1
 
 
+# What coulisse's systems batch by when the bench gives no budget (coulisse.engine.cpu.AMX_BATCH_TOKENS)
+PLAN_BUDGET = "the kernel plan's (4,096 tokens for int8 on AMX tiles, else 1,024)"
+
+
 def batch_name(system: str, batch: int) -> str:
     if batch == 0:
         return "token budget"
@@ -270,7 +274,7 @@ def context_lines(results: dict) -> list[str]:
         f"(mean {t['total_tokens'] / max(t['n'], 1):.0f}, max {t['max_tokens']}); seed {t['seed']}",
         f"short sentence: {s['short_sentence']!r} × {s['latency_repeats']} (p50); best of {s['repeats']} "
         f"pass(es){', systems in turn' if s.get('interleaved') else ', one system after another'}; "
-        f"coulisse max_batch_tokens {s['max_batch_tokens']}; "
+        f"coulisse max_batch_tokens {s['max_batch_tokens'] or PLAN_BUDGET}; "
         f"cold start = min of {s['cold_repeats']}",
         "versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items() if v),
     ]

@@ -48,7 +48,7 @@ class Options:
     seed: int = 0
     systems: tuple[str, ...] = SYSTEMS
     threads: int | None = None
-    max_batch_tokens: int = 4096
+    max_batch_tokens: int | None = None  # None: each pipeline's own (the kernel plan's budget)
     repeats: int = 1
     latency_repeats: int = 50
     cold_repeats: int = 2

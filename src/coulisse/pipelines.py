@@ -24,7 +24,7 @@ import torch
 
 from coulisse.checkpoint import Checkpoint, default_model, load_checkpoint
 from coulisse.defaults import DEFAULT_MODELS
-from coulisse.engine import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TOKENS
+from coulisse.engine import DEFAULT_BATCH_SIZE
 from coulisse.engine.device import resolve_device, resolve_device_map
 from coulisse.engine.prepare import DTYPES, check_request, resolve_dtype, resolve_fast
 from coulisse.errors import InputError
@@ -78,7 +78,7 @@ def pipeline(task: str | None = "sentiment-analysis", model: str | Path | None =
              device_map: str | dict | None = None, dtype: str | torch.dtype | None = "auto",
              trust_remote_code: bool | None = None, model_kwargs: dict[str, Any] | None = None,
              pipeline_class: type[Pipeline] | None = None, *, threads: int | None = None,
-             max_batch_tokens: int = DEFAULT_BATCH_TOKENS, max_batch_size: int = DEFAULT_BATCH_SIZE,
+             max_batch_tokens: int | None = None, max_batch_size: int = DEFAULT_BATCH_SIZE,
              quantize: str | None = None, fast: bool = False, throughput: bool = False, **kwargs: Any) -> Pipeline:
     """Build a pipeline, transformers-style: `pipeline("sentiment-analysis", model="tblard/tf-allocine")`.
 
@@ -87,9 +87,10 @@ def pipeline(task: str | None = "sentiment-analysis", model: str | Path | None =
     gates (int8, else bf16: `coulisse info`), where exact fp32 is the default. `device` (-1 or "cpu", 0
     or "cuda:0", a torch.device) is the CPU by default; on a GPU the model runs in fp16 unless `dtype` says
     otherwise. The engine closes a batch at `max_batch_tokens` tokens or `max_batch_size` inputs (`batch_size`
-    lowers the latter). `throughput=True` picks fp32 kernels for full batches (corpus jobs use it): where
-    MKL's sgemm measures clearly faster than oneDNN at the batch budget on this machine, it runs instead,
-    and short single requests run slower (coulisse/engine/gemm_choice.py). Extra keyword arguments become
+    lowers the latter); without `max_batch_tokens`, the kernel plan's budget for this CPU and precision (4,096
+    tokens for int8 on AMX tiles) or 1,024. `throughput=True` picks fp32 kernels for full batches (corpus jobs
+    use it): where MKL's sgemm measures clearly faster than oneDNN at the batch budget on this machine, it runs
+    instead, and short single requests run slower (coulisse/engine/gemm_choice.py). Extra keyword arguments become
     the task's defaults (e.g. `top_k=None`, `function_to_apply="sigmoid"`). Without `model`, sentiment
     analysis runs `tblard/tf-allocine`, or the bundled `coulisse/mini-allocine` (logging one warning) when
     that cannot be had; a named model never falls back.

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from coulisse.engine import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TOKENS
+from coulisse.engine import DEFAULT_BATCH_SIZE
 from coulisse.engine.device import resolve_device
 from coulisse.errors import InputError, ModelLoadError
 from coulisse.pipelines import pipeline
@@ -168,7 +168,7 @@ class SentenceEncoder:
                  prompts: dict[str, str] | None = None, default_prompt_name: str | None = None,
                  similarity_fn_name: str | None = None, truncate_dim: int | None = None,
                  revision: str | None = None, dtype: str | torch.dtype | None = None, quantize: str | None = None,
-                 threads: int | None = None, max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
+                 threads: int | None = None, max_batch_tokens: int | None = None,
                  max_batch_size: int = DEFAULT_BATCH_SIZE):
         # What needs no model is checked before it loads.
         positive_int("truncate_dim", truncate_dim, allow_none=True)

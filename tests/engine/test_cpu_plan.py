@@ -198,3 +198,16 @@ def test_backends_read_the_switch(monkeypatch):
     assert not cpu.backends().int8_gemm
     monkeypatch.setenv("COULISSE_INT8_GEMM", "coulisse")
     assert cpu.backends().int8_gemm
+
+
+@pytest.mark.parametrize("flags, capability", [
+    (SAPPHIRE_RAPIDS, "AVX512"), (CASCADE_LAKE, "AVX512"), (ZEN4, "AVX512"), (ZEN3, "AVX2"), ("", "DEFAULT")])
+def test_int8_on_amx_tiles_batches_more_tokens(flags, capability):
+    """Where coulisse's int8 GEMM runs on AMX tiles, the plan gives int8 pipelines its own token budget per batch
+    (measured faster there, docs/benchmarks.md session 19); elsewhere none, and the engine's default holds."""
+    p = plan(features(flags, capability))
+    on_tiles = "amx_int8" in flags
+    assert p.int8.options.get("batch_tokens") == (cpu.AMX_BATCH_TOKENS if on_tiles else None)
+    assert ("batches of up to 4,096 tokens" in p.int8.detail) == on_tiles
+    # with oneDNN's int8 GEMM (coulisse's turned off), no budget of its own either
+    assert "batch_tokens" not in plan(features(flags, capability), Backends(int8_gemm=False)).int8.options

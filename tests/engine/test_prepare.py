@@ -110,3 +110,18 @@ def test_pipelines_bound_onednns_primitive_cache(tf_camembert_dir):
 
     assert _matmul_cache_hits(tf_camembert_dir, {}) == 0
     assert _matmul_cache_hits(tf_camembert_dir, {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024"}) >= ONEDNN_CACHE_ENTRIES
+
+
+@pytest.mark.parametrize("options", [{}, {"quantize": "int8"}, {"fast": True}])
+def test_token_budget_is_the_plans_unless_given(tf_camembert_dir, options):
+    """Without `max_batch_tokens`, a pipeline batches by the kernel plan's budget for what it prepared (int8 on AMX
+    tiles: 4,096 tokens) or the engine's 1,024; a given budget always wins."""
+    from coulisse.engine import DEFAULT_BATCH_TOKENS
+    from coulisse.engine.cpu import this_machine
+
+    pipe = pipeline("sentiment-analysis", model=str(tf_camembert_dir), **options)
+    expected = this_machine().int8.options.get("batch_tokens") if pipe.preparation.quantize else None
+    assert pipe.preparation.batch_tokens == expected
+    assert pipe.engine.max_batch_tokens == (expected or DEFAULT_BATCH_TOKENS)
+    assert pipeline("sentiment-analysis", model=str(tf_camembert_dir), max_batch_tokens=333,
+                    **options).engine.max_batch_tokens == 333

@@ -28,6 +28,12 @@ from dataclasses import dataclass, field
 
 from coulisse.models.quantize import SMALL_BATCH_ROWS, SMALL_GEMM_ROWS, SMALL_GEMM_ROWS_AMX
 
+# The token budget per batch where coulisse's int8 GEMM runs on AMX tiles (the engine's default, 1,024, elsewhere):
+# there, with a block's rows kept in L2 and the residual's rows asked for ahead, larger batches cost less a token. The
+# --fast pipeline over 160 reviews, the budgets alternating in one process: 1,024 tokens 1,507 ms, 3,072 1,336,
+# 4,096 1,307, 6,144 1,288 (AMX Xeon, session 19). 4,096 keeps a batch's activations near 80 MB for a base model.
+AMX_BATCH_TOKENS = 4096
+
 # The flags that matter here, as /proc/cpuinfo spells them.
 FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx_vnni",
          "avx512_bf16", "avx_ne_convert", "amx_tile", "amx_bf16", "amx_int8")
@@ -170,8 +176,11 @@ def _int8(f: Features, b: Backends) -> Choice:
             why = ("24 vpdpbusd accumulators in registers: 3-6 % ahead of oneDNN's GEMM at 1,024 rows on a Zen 4, "
                    "to the same bits, and the row passes around it no longer wait for another wake-up of the "
                    "threads: a --fast forward 1.08-1.10x (docs/benchmarks.md, session 14)")
-        return Choice("coulisse", detail, why, options={"weight_bits": bits, "small_rows": small, "isa": isa,
-                                                        "gemm": "coulisse"})
+        options = {"weight_bits": bits, "small_rows": small, "isa": isa, "gemm": "coulisse"}
+        if amx:  # the engine's token budget for int8 here, where no budget is given (AMX_BATCH_TOKENS)
+            options["batch_tokens"] = AMX_BATCH_TOKENS
+            detail += f"; batches of up to {AMX_BATCH_TOKENS:,} tokens"
+        return Choice("coulisse", detail, why, options=options)
     detail = (f"oneDNN u8×s8 per-token ({isa}), {bits}-bit weights, {fused}"
               + (f", coulisse's VNNI kernel for ≤ {small} rows (weights streamed once)" if own
                  else f", fbgemm for ≤ {small} rows" if small else ""))

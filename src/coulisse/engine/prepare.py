@@ -51,6 +51,7 @@ class Preparation:
     quantize: str | None
     threads: int
     fast_path: str  # the kernels chosen, in words
+    batch_tokens: int | None = None  # the plan's token budget per batch for these kernels; None: the engine's
 
     def describe(self) -> str:
         dtype = "int8 linear layers" if self.quantize else str(self.dtype).removeprefix("torch.")
@@ -102,14 +103,19 @@ def prepare_model(model: EncoderModel, files: Iterable[Path], *, device: torch.d
     dtype = resolve_dtype(dtype, device)
     quantize = None if quantize in (None, "none") else quantize
     files = [p for p in files if p.is_file()]
+    batch_tokens = None
     if device.type == "cpu":
         fast_path = _prepare_cpu(model, files, dtype, quantize, throughput)
+        if quantize is not None:
+            from coulisse.engine.cpu import this_machine
+
+            batch_tokens = this_machine().int8.options.get("batch_tokens")
     else:
         model.to(device, dtype)
         fast_path = "PyTorch ops"
     # Repacked, quantized or moved weights leave their mapped originals unread: drop those pages.
     release_file_pages(files)
-    chosen = Preparation(device, dtype, quantize, torch.get_num_threads(), fast_path)
+    chosen = Preparation(device, dtype, quantize, torch.get_num_threads(), fast_path, batch_tokens)
     log.info("prepared %s: %s", name or "the model", chosen.describe())
     return chosen
 

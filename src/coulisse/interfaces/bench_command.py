@@ -58,8 +58,9 @@ def option(*flags: str, env: str, **kwargs):
         help="Comma-separated systems to run.")
 @option("-t", "--threads", env="THREADS", type=click.IntRange(min=1), default=None,
         help="Threads for every system (default: all physical cores).")
-@option("-b", "--max-batch-tokens", env="MAX_BATCH_TOKENS", type=click.IntRange(min=1), default=1024,
-        show_default=True, help="coulisse's token budget per batch.")
+@option("-b", "--max-batch-tokens", env="MAX_BATCH_TOKENS", type=click.IntRange(min=1), default=None,
+        help="coulisse's token budget per batch (default: the kernel plan's for each system's precision: 4,096 for "
+             "int8 on AMX tiles, else 1,024).")
 @option("-r", "--repeats", env="REPEATS", type=click.IntRange(min=1), default=1, show_default=True,
         help="Timed passes over the texts per system (the best counts).")
 @option("-l", "--latency-repeats", env="LATENCY_REPEATS", type=click.IntRange(min=1), default=50,

@@ -162,7 +162,7 @@ class Pipeline:
 
     def __init__(self, checkpoint: Checkpoint, *, device: str | torch.device = "cpu",
                  dtype: str | torch.dtype | None = None, quantize: str | None = None, threads: int | None = None,
-                 max_batch_tokens: int = DEFAULT_BATCH_TOKENS, max_batch_size: int = DEFAULT_BATCH_SIZE,
+                 max_batch_tokens: int | None = None, max_batch_size: int = DEFAULT_BATCH_SIZE,
                  throughput: bool = False, **defaults: Any):
         self.defaults = self.check_options(defaults)
         self.checkpoint = checkpoint
@@ -173,6 +173,8 @@ class Pipeline:
                                          dtype=dtype, quantize=quantize, threads=threads, name=checkpoint.name,
                                          throughput=throughput)
         self.dtype = self.preparation.dtype
+        if max_batch_tokens is None:  # the kernel plan's budget for what was prepared, else the engine's default
+            max_batch_tokens = self.preparation.batch_tokens or DEFAULT_BATCH_TOKENS
         self.engine = Engine(self.model, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
                              device=self.device,
                              uses_token_types="token_type_ids" in self.tokenizer.model_input_names)
