@@ -411,8 +411,7 @@ static float *rows_from(float *scratch, int64_t r0, int64_t n) {
 }
 
 AMX8 static void *int8_gemm_worker(void *arg) {
-    const Gemm *shared = (const Gemm *)arg;
-    Gemm *g = (Gemm *)arg, mine = *shared;
+    Gemm *g = (Gemm *)arg, mine = *g; /* mine: g with this thread's output rows (the scratch, where one is used) */
     const int64_t blocks = g->n / 16;
     RowTask finish, quantize;
     if (g->finish) finish = *g->finish;

@@ -234,10 +234,9 @@ class Int8Linear(nn.Module):
         fp32 rows (12 kB a row for 3,072 columns, written out and read back for the codes) but a block's rows at a
         time in a scratch per thread, which stays in L2. Elsewhere a tensor as `self(x)`, which carries the same
         codes."""
-        rows = x.reshape(-1, self.in_features)
         if not (self.codes_out and x.dtype == torch.float32 and not (x.requires_grad and torch.is_grad_enabled())):
             return self(x)
-        rows = rows.contiguous()
+        rows = x.reshape(-1, self.in_features).contiguous()
         return self._own(rows, codes_of(x, rows), 1, codes=True, keep=False)
 
     def takes_codes(self, norm: nn.LayerNorm) -> bool:
