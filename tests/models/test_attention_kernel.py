@@ -500,3 +500,71 @@ def test_int8_projection_hands_q_k_v_over_in_bf16_to_the_same_bits(minilm_dir):
     for m in attention:
         m.kernel_reads_bf16 = False
     assert pipe(texts) == handed
+
+
+# A batch whose longest sequence leaves the threads even work (whole sequences are the units), and one whose longest
+# is more than a thread's share (~n^2 a head: 300^2 x 2 threads > the batch's sum, so the units stay heads).
+CODES_BATCHES = {"whole sequences": [37, 5, 70, 1, 64, 33, 19], "one dominates": [300, 12, 7]}
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("batch", list(CODES_BATCHES), ids=list(CODES_BATCHES))
+def test_codes_are_quantize_rows_of_the_output_to_the_bit(batch, bf16):
+    """`codes=True` (the attention block's int8 layer reads its input so): the output rows' `Codes` alone, the codes
+    and scales quantize_rows makes of the fp32 output, on one thread or two, whether the kernel quantized each
+    sequence's rows on the thread that made them or the rows written out in one pass after."""
+    qkv, p = packed(CODES_BATCHES[batch], 768, seed=16)
+    run = fastpath.c_packed_attention_bf16 if bf16 else fastpath.c_packed_attention
+    out = run(qkv, p, 12, False)
+    expected = Q.quantize_rows(out)
+    for codes in at_thread_counts(lambda: run(qkv, p, 12, False, codes=True), counts=(1, 2)):
+        assert isinstance(codes, Q.Codes)
+        assert torch.equal(codes.q, expected[0]) and torch.equal(codes.scale, expected[1])
+    # first_only: the first rows, fp32 (the classification heads read them, not an int8 layer)
+    assert torch.equal(run(qkv, p, 12, True, codes=True), out[p.starts])
+
+
+def test_codes_keep_a_poisoned_sequence_to_itself():
+    """A NaN query: its rows of that head are NaN, so their scale is NaN (quantize_rows' rule: the row's outputs
+    downstream are NaN, never finite); every other row keeps the codes of a clean run."""
+    qkv, p = packed(CODES_BATCHES["whole sequences"], 768, seed=17)
+    clean = fastpath.c_packed_attention(qkv, p, 12, False, codes=True)
+    qkv[37 + 5 + 3, 64 * 2] = float("nan")  # sequence 2 (70 tokens), its query 3, head 2
+    codes = fastpath.c_packed_attention(qkv, p, 12, False, codes=True)
+    hit = torch.zeros(qkv.shape[0], dtype=torch.bool)
+    hit[37 + 5 + 3] = True
+    assert codes.scale[hit].isnan().all()
+    assert torch.equal(codes.q[~hit], clean.q[~hit]) and torch.equal(codes.scale[~hit], clean.scale[~hit])
+
+
+needs_int8_dot = pytest.mark.skipif(not getattr(Q.kernels(), "has_int8_dot", lambda: False)(),
+                                    reason="this CPU does not multiply bytes into int32 (no AVX512-VNNI)")
+
+
+@needs_int8_dot
+def test_int8_attention_hands_its_rows_over_as_codes_alone(minilm_dir, monkeypatch):
+    """int8 layers on coulisse's GEMM with the C attention: the attention's rows reach the attention block's output
+    projection as their codes alone (no fp32 rows), and the embeddings are the bits of the fp32 rows handed over."""
+    from coulisse.models.bert import Attention
+
+    pipe = pipeline("feature-extraction", model=str(minilm_dir), quantize="int8")
+    blocks = [m for m in pipe.model.modules() if isinstance(m, Attention)]
+    assert blocks and all(m.self.kernel_gives_codes for m in blocks)
+    handed = []
+    add_norm = Q.Int8Linear.forward_add_norm
+
+    def spy(self, x, *rest):
+        if any(self is block.output.dense for block in blocks):
+            handed.append(isinstance(x, Q.Codes))
+        return add_norm(self, x, *rest)
+
+    monkeypatch.setattr(Q.Int8Linear, "forward_add_norm", spy)
+    texts = ["Un film magnifique, porté par des acteurs justes et une mise en scène d'une rare élégance.",
+             "Je me suis ennuyé du début à la fin : scénario creux, dialogues plats, rien à sauver."] * 4
+    alone = pipe(texts)
+    assert handed == [True] * len(blocks)  # one batch
+    handed.clear()
+    for m in blocks:
+        m.self.kernel_gives_codes = False
+    assert pipe(texts) == alone
+    assert handed == [False] * len(blocks)

@@ -445,6 +445,10 @@ static void quantize_row(int isa, const float *x, int64_t cols, uint8_t *q, floa
     quantize_scalar(x, cols, q, scale);
 }
 
+void coulisse_quantize_row(const float *x, int64_t cols, uint8_t *q, float *scale) {
+    quantize_row(coulisse_isa_level(), x, cols, q, scale);
+}
+
 void *coulisse_row_task(void *arg) {
     RowTask *t = (RowTask *)arg;
     for (int64_t r = t->r0; r < t->r1; r++) {

@@ -48,6 +48,8 @@ typedef struct {
     float *code_scale; /* ... and its scale, as quantize_rows computes them */
 } RowTask;
 void *coulisse_row_task(void *task);
+/* One row's codes and scale, as quantize_rows makes them (the CPU's code path). */
+void coulisse_quantize_row(const float *x, int64_t cols, uint8_t *q, float *scale);
 /* `base` over rows 0 .. rows - 1, split over `threads` threads (PyTorch's OpenMP team where built with OpenMP). */
 void coulisse_run_rows(RowTask base, int64_t rows, int threads);
 

@@ -20,12 +20,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from coulisse.config import EncoderConfig
+
+if TYPE_CHECKING:
+    from coulisse.models.quantize import Codes
 
 ACTIVATIONS = {
     "gelu": lambda x: F.gelu(x),
@@ -230,6 +234,9 @@ class SelfAttention(nn.Module):
     # AMX tiles) hands them over so: the same bits, half the bytes.
     kernel = None
     kernel_reads_bf16 = False
+    # `kernel(..., codes=True)` returns the output rows' int8 codes alone (quantize.Codes) for an attention block
+    # whose int8 layer reads them so (`Attention.forward`)
+    kernel_gives_codes = False
 
     def __init__(self, config: EncoderConfig):
         super().__init__()
@@ -237,10 +244,16 @@ class SelfAttention(nn.Module):
         # query, key and value in one GEMM: (T, H) @ (H, 3H)
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
 
-    def forward(self, x: Tensor, p: Packed, first_only: bool = False, trace: Trace | None = None) -> Tensor:
-        """`(T, H)` -> `(T, H)`; with `first_only`, only each sequence's first query: `(B, H)`."""
+    def forward(self, x: Tensor, p: Packed, first_only: bool = False, trace: Trace | None = None,
+                codes: bool = False) -> Tensor | Codes:
+        """`(T, H)` -> `(T, H)`; with `first_only`, only each sequence's first query: `(B, H)`. `codes` (no trace, no
+        `first_only`, a kernel that `kernel_gives_codes`): the rows' `Codes` alone where the kernel makes them."""
         to_bf16 = trace is None and self.kernel_reads_bf16 and hasattr(self.qkv, "forward_bf16")
         qkv = self.qkv.forward_bf16(x) if to_bf16 else self.qkv(x)
+        if codes and trace is None and not first_only and self.kernel_gives_codes:
+            out = self.kernel(qkv, p, self.heads, first_only, codes=True)
+            if out is not None:
+                return out
         return packed_attention(qkv, p, self.heads, first_only, trace, self.kernel)
 
 
@@ -268,7 +281,12 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor, p: Packed, first_only: bool = False, trace: Trace | None = None) -> Tensor:
         residual = x[p.starts] if first_only else x
-        return self.output(self.self(x, p, first_only, trace), residual)
+        dense = self.output.dense
+        # int8 layers on the CPU fast path (models/quantize.py) with the C attention (models/fastpath.py): the
+        # attention's rows go to the output projection as its input codes only, never as fp32 rows
+        codes = (trace is None and not first_only and self.self.kernel_gives_codes and not torch.is_grad_enabled()
+                 and hasattr(dense, "takes_codes") and dense.takes_codes(self.output.LayerNorm))
+        return self.output(self.self(x, p, first_only, trace, codes), residual)
 
 
 class Intermediate(nn.Module):

@@ -288,6 +288,7 @@ def install_c_attention(module: nn.Module, bf16: bool = False) -> int:
         if isinstance(child, SelfAttention):
             child.kernel = kernel
             child.kernel_reads_bf16 = bf16 and child.head_dim % 32 == 0
+            child.kernel_gives_codes = True
             count += 1
     return count
 
@@ -307,19 +308,24 @@ def install_c_embeddings(module: nn.Module) -> int:
     return count
 
 
-def c_packed_attention_bf16(qkv: Tensor, p, heads: int, first_only: bool) -> Tensor | None:
+def c_packed_attention_bf16(qkv: Tensor, p, heads: int, first_only: bool,
+                            codes: bool = False) -> Tensor | quantize.Codes | None:
     """`c_packed_attention` with Q K^T and P V in bf16 products, fp32 sums (where the CPU has them)."""
-    return c_packed_attention(qkv, p, heads, first_only, bf16=True)
+    return c_packed_attention(qkv, p, heads, first_only, bf16=True, codes=codes)
 
 
-def c_packed_attention(qkv: Tensor, p, heads: int, first_only: bool, bf16: bool = False) -> Tensor | None:
+def c_packed_attention(qkv: Tensor, p, heads: int, first_only: bool, bf16: bool = False,
+                       codes: bool = False) -> Tensor | quantize.Codes | None:
     """softmax(q k^T / sqrt(d)) v for every sequence and head of a packed `(T, 3H)` fp32 tensor in one C
     call (coulisse/models/_attention.c): no per-sequence SDPA calls, no padded copy. `(T, H)`, or `(B, H)`
     with `first_only`; None when the C kernels cannot take `qkv` (dtype, device, layout) or when autograd
     records the forward (the kernel has no backward: gradients, as attributions take them, go through SDPA).
     `bf16`: products in bf16 where the CPU multiplies bf16 pairs and 32 divides the head width, else fp32.
     A bf16 `qkv` (bf16 pipelines) is read as it is, with bf16 products, where those hold (else None); the
-    output is fp32 either way."""
+    output is fp32 either way. `codes` (not with `first_only`): the output rows as the attention block's int8 layer
+    reads them, their `quantize.Codes` alone (`quantize_rows`' codes, to the bit). The kernel then takes whole
+    sequences (every head) as its units where the longest leaves the threads even work, and quantizes each
+    sequence's rows from its thread's L2: no fp32 rows written out and read back (3 kB a token)."""
     k = quantize.kernels()
     bf16_inputs = qkv.dtype == torch.bfloat16
     if (k is None or qkv.dtype not in (torch.float32, torch.bfloat16) or qkv.device.type != "cpu"
@@ -333,7 +339,10 @@ def c_packed_attention(qkv: Tensor, p, heads: int, first_only: bool, bf16: bool 
     if starts.dtype != torch.int64 or starts.device.type != "cpu":
         return None
     out = qkv.new_empty(p.batch_size if first_only else qkv.shape[0], hidden, dtype=torch.float32)
+    result = quantize.Codes(torch.empty(out.shape, dtype=torch.uint8), torch.empty(out.shape[0], 1)) \
+        if codes and not first_only else None
     k.attention(qkv.data_ptr(), out.data_ptr(), starts.data_ptr(), lengths.data_ptr(), p.batch_size, hidden, heads,
-                (hidden // heads) ** -0.5, first_only, torch.get_num_threads(), bf16, bf16_inputs)
-    return out
+                (hidden // heads) ** -0.5, first_only, torch.get_num_threads(), bf16, bf16_inputs,
+                *((result.q.data_ptr(), result.scale.data_ptr()) if result is not None else ()))
+    return result if result is not None else out
 
