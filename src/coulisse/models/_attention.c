@@ -927,7 +927,9 @@ static int longer_first(const void *a, const void *b) {
 }
 
 /* The units: every (sequence, head), longest sequences first; a sequence's queries are split in ranges
- * when there are too few pairs to keep every thread busy. Returns 0 on success. */
+ * when there are too few pairs to keep every thread busy. Where codes are asked for, every sequence whole
+ * (`whole`) if the longest leaves the threads even work, else heads and one quantize pass after. Returns 0 on
+ * success. */
 static int attention_run(Job *job, int64_t batch, int heads, int threads) {
     ByLength *order = (ByLength *)malloc(sizeof(ByLength) * (size_t)batch);
     if (!order) return -1;
