@@ -125,3 +125,37 @@ def test_token_budget_is_the_plans_unless_given(tf_camembert_dir, options):
     assert pipe.engine.max_batch_tokens == (expected or DEFAULT_BATCH_TOKENS)
     assert pipeline("sentiment-analysis", model=str(tf_camembert_dir), max_batch_tokens=333,
                     **options).engine.max_batch_tokens == 333
+
+
+SETTLE_SCRIPT = """
+import sys, torch
+torch.set_num_threads(2)
+from coulisse.engine.prepare import settle_vector_math
+settle_vector_math()
+a = torch.randn(11, 768, generator=torch.Generator().manual_seed(0)) * 0.5
+print(int(torch.equal(torch.tanh(a), torch.tanh(a)) and torch.equal(torch.exp(a), torch.exp(a))))
+"""
+
+
+@pytest.mark.slow
+def test_a_process_first_tanh_and_exp_equal_its_later_ones():
+    """torch 2.13's first vectorized tanh or exp of a process is sometimes imprecise (one fresh process in about
+    five, the same script without `settle_vector_math`, on an AMX Xeon); after it, the first call of each in a fresh
+    process gives the bits of the second, in every one of 8 processes (each would catch its absence ~1 time in 5)."""
+    import subprocess
+    import sys
+
+    results = [subprocess.run([sys.executable, "-c", SETTLE_SCRIPT], capture_output=True, text=True, check=True)
+               .stdout.strip() for _ in range(8)]
+    assert results == ["1"] * 8
+
+
+def test_pipelines_settle_torchs_vector_math_first(tf_camembert_dir, monkeypatch):
+    """Every CPU pipeline's preparation calls `settle_vector_math` (the classification heads' tanh: a pipeline's
+    first logits are then its later ones)."""
+    from coulisse.engine import prepare
+
+    calls = []
+    monkeypatch.setattr(prepare, "settle_vector_math", lambda: calls.append(1))
+    pipeline("text-classification", model=str(tf_camembert_dir))
+    assert calls == [1]

@@ -90,6 +90,23 @@ def check_request(device: torch.device, dtype=None, quantize: str | None = None,
             raise InputError(f"quantize={quantize!r} runs on the CPU; on {device}, use dtype='float16' instead.")
 
 
+_VECTOR_MATH_SETTLED = False
+
+
+def settle_vector_math() -> None:
+    """One call of torch's vectorized exp and tanh on a tiny tensor, once per process. With torch 2.13 on the CPU,
+    the first such call of a process is sometimes imprecise: `torch.tanh` of an (11, 768) fp32 tensor off by up
+    to ~4e-5 relative on part of it, in about one fresh process in five on an AMX Xeon, the second call on the same
+    tensor exact to an ulp; one call on 16 values first and the later calls are exact, exp's settling tanh's too.
+    Without it a pipeline's first logits could differ from its later ones by ~1e-5 (the classification heads'
+    tanh; docs/benchmarks.md, session 20)."""
+    global _VECTOR_MATH_SETTLED
+    if not _VECTOR_MATH_SETTLED:
+        values = torch.linspace(-2.0, 2.0, 16)
+        torch.exp(values), torch.tanh(values)
+        _VECTOR_MATH_SETTLED = True
+
+
 def prepare_model(model: EncoderModel, files: Iterable[Path], *, device: torch.device, dtype=None,
                   quantize: str | None = None, threads: int | None = None, name: str = "",
                   throughput: bool = False) -> Preparation:
@@ -105,6 +122,7 @@ def prepare_model(model: EncoderModel, files: Iterable[Path], *, device: torch.d
     files = [p for p in files if p.is_file()]
     batch_tokens = None
     if device.type == "cpu":
+        settle_vector_math()
         fast_path = _prepare_cpu(model, files, dtype, quantize, throughput)
         if quantize is not None:
             from coulisse.engine.cpu import this_machine
