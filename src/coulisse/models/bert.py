@@ -266,7 +266,11 @@ class DenseNorm(nn.Module):
         self.dense = nn.Linear(d_in, d_out)
         self.LayerNorm = nn.LayerNorm(d_out, eps=eps)
 
-    def forward(self, x: Tensor, residual: Tensor) -> Tensor:
+    def takes_codes(self) -> bool:
+        """Whether `forward` takes its input as `Codes` alone (int8 layers on coulisse's GEMM: models/quantize.py)."""
+        return hasattr(self.dense, "takes_codes") and self.dense.takes_codes(self.LayerNorm)
+
+    def forward(self, x: Tensor | Codes, residual: Tensor) -> Tensor:
         fused = getattr(self.dense, "forward_add_norm", None)
         if fused is not None:
             return fused(x, residual, self.LayerNorm)
@@ -281,11 +285,10 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor, p: Packed, first_only: bool = False, trace: Trace | None = None) -> Tensor:
         residual = x[p.starts] if first_only else x
-        dense = self.output.dense
         # int8 layers on the CPU fast path (models/quantize.py) with the C attention (models/fastpath.py): the
         # attention's rows go to the output projection as its input codes only, never as fp32 rows
         codes = (trace is None and not first_only and self.self.kernel_gives_codes and not torch.is_grad_enabled()
-                 and hasattr(dense, "takes_codes") and dense.takes_codes(self.output.LayerNorm))
+                 and self.output.takes_codes())
         return self.output(self.self(x, p, first_only, trace, codes), residual)
 
 
@@ -314,7 +317,7 @@ class Layer(nn.Module):
         x = self.attention(x, p, first_only, trace)
         inner = self.intermediate.dense
         if (trace is None and getattr(inner, "codes_out", False) and not torch.is_grad_enabled()
-                and self.output.dense.takes_codes(self.output.LayerNorm)):
+                and self.output.takes_codes()):
             # int8 layers on the CPU fast path (models/quantize.py): the feed-forward's inner rows (its GELU applied,
             # `act` the identity) go from one to the other as the second's input codes only, never as fp32 rows
             return self.output(inner.forward_codes(x), x)
