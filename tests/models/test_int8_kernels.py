@@ -589,6 +589,33 @@ def test_gemm_finishes_its_rows_as_the_separate_passes_do(m, k, threads):
     assert torch.equal(made[0], xq) and torch.equal(made[1], x_scale) and torch.equal(out, expected)
 
 
+@needs_int8_dot
+@pytest.mark.parametrize("gelu", [True, False], ids=["gelu", "dequantize"])
+def test_codes_only_rows_get_quantize_rows_scale_with_poisoned_and_small_rows(gelu, threads):
+    """Codes only, in blocks of rows (m > 96; on AMX tiles where the CPU has them, k = 128), each row's max |output|
+    tracked as its columns are made instead of found by a pass of its own: every row's codes and scale are those of
+    quantize_rows on the fp32 rows, to the bit, including a row whose scale is NaN (only its own scale is), one whose
+    scale is infinite, and rows whose outputs all sit near GELU's minimum (-0.17: their max |output| is a negative
+    output's)."""
+    torch.manual_seed(11)
+    m, k, n = 300, 128, 208
+    q, scale = Q.quantize_weight(torch.randn(n, k), 127)
+    packed = Q._small_pack(q, scale)
+    xq, x_scale = Q.quantize_rows(torch.randn(m, k) * 3)
+    x_scale[5], x_scale[6] = float("nan"), float("inf")
+    x_scale[200:210] = 0.0  # these rows' outputs are the bias alone
+    bias = torch.full((n,), -0.75) + 0.01 * torch.randn(n) if gelu else torch.randn(n)
+    product = own_gemm(xq, packed, m, k, n, threads)
+    expected = getattr(Q.dequantize_rows(product.clone(), x_scale, bias, gelu, codes=True), Q.CODES)
+    alone = (torch.full((m, n), 7, dtype=torch.uint8), torch.zeros(m, 1))
+    assert own_gemm(xq, packed, m, k, n, threads, 1, x_scale, bias, gelu, codes=alone, keep=False) is None
+    assert torch.equal(alone[0], expected[0])
+    assert torch.equal(alone[1].view(torch.int32), expected[1].view(torch.int32))  # NaN scales too, bit for bit
+    assert torch.isnan(alone[1][5]).all() and torch.isfinite(alone[1][7:]).all() and torch.isfinite(alone[1][:5]).all()
+    if gelu:
+        assert (alone[1][200:210] < 0.18 / 127).all()
+
+
 AMX_SCRIPT = """
 import sys, torch
 from torch import nn

@@ -464,7 +464,7 @@ BF16_TARGET static inline void prefetch_input_row(const Job *job, int64_t at) {
  * fitted to 2^r on |r| <= 1/2 for the least relative error (7.5e-5 evaluated in fp32, near-minimax), a 26th of that
  * rounding's 2^-9; exp2_avx512's degree 6 (1.3e-7) bought nothing here and cost three FMAs a vector. */
 BF16_TARGET static inline __m512 exp2_bf16(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(-126.0f));
+    x = _mm512_max_ps(_mm512_set1_ps(-126.0f), x); /* maxps returns its second operand where one is NaN: a NaN stays */
     const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m512 r = _mm512_sub_ps(x, n);
     __m512 p = _mm512_set1_ps(0.0551716685295105f);
@@ -477,20 +477,19 @@ BF16_TARGET static inline __m512 exp2_bf16(__m512 x) {
 /* A row of scores (base 2; the AMX unit passes `scale` to multiply them by, as the AVX512-BF16 unit did when it
  * stored them) to P's row of bf16 pairs: 2^(s_j - max) for j < n, zero after, up to np (a multiple of 32); returns
  * 1 / sum, or NaN as softmax_row_avx512 (a NaN or +inf score, or only -inf ones). Two passes: the max of the raw
- * scores (a positive scale rounds monotonically, so scale times the raw max is the max of the scaled scores, bit
- * for bit, and the scaled row need not be stored), then each score scaled, less the max, to 2^x by exp2_bf16, summed
- * in fp32 and written as pairs. */
+ * scores (a positive scale rounds monotonically, so scale times the raw max is the max of the scaled scores), then
+ * each score times the scale less that max (one FMA: within half an ulp of the max of the scaled row's own
+ * difference; 2^x of it is in [1, 1 + 2^-24] at the max) to 2^x by exp2_bf16, summed in fp32 and written as pairs.
+ * A NaN score is not looked for in the first pass: exp2_bf16 keeps it, so the sum and 1 / sum are NaN (a max taken
+ * past it may be too small: what overflows then is summed with the NaN), and the row's outputs are NaN. */
 BF16_TARGET static float softmax_pairs(float *sr, int64_t n, int64_t np, const float *scale, uint32_t *pr) {
     __m512 m16 = _mm512_set1_ps(-INFINITY);
-    __mmask16 bad16 = 0;
     for (int64_t j = 0; j < n; j += 16) {
         const __mmask16 lanes = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
-        const __m512 v = _mm512_maskz_loadu_ps(lanes, sr + j);
-        m16 = _mm512_mask_max_ps(m16, lanes, m16, v);
-        bad16 |= _mm512_mask_cmp_ps_mask(lanes, v, v, _CMP_UNORD_Q);
+        m16 = _mm512_mask_max_ps(m16, lanes, m16, _mm512_maskz_loadu_ps(lanes, sr + j));
     }
     const float c = scale ? *scale : 1.0f, m = _mm512_reduce_max_ps(m16) * c;
-    if (bad16 || !isfinite(m) || !(c > 0.0f)) { /* the row's outputs are NaN whatever P holds: the raw scores */
+    if (!isfinite(m) || !(c > 0.0f)) { /* the row's outputs are NaN whatever P holds: the raw scores */
         for (int64_t j = n; j < np; j++) sr[j] = 0.0f;
         for (int64_t j = 0; j < np; j += 32) _mm512_storeu_si512(pr + j / 2, pairs_bf16(sr + j));
         return NAN;
@@ -505,9 +504,8 @@ BF16_TARGET static float softmax_pairs(float *sr, int64_t n, int64_t np, const f
             const __mmask16 lanes = left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
             e[h] = _mm512_setzero_ps();
             if (lanes) {
-                __m512 x = _mm512_maskz_loadu_ps(lanes, sr + at);
-                if (scaled) x = _mm512_mul_ps(x, vc);
-                e[h] = exp2_bf16(_mm512_sub_ps(x, vm));
+                const __m512 x = _mm512_maskz_loadu_ps(lanes, sr + at);
+                e[h] = exp2_bf16(scaled ? _mm512_fmsub_ps(x, vc, vm) : _mm512_sub_ps(x, vm));
                 if (lanes != 0xFFFF) e[h] = _mm512_maskz_mov_ps(lanes, e[h]); /* the keys after n weigh nothing */
             }
             acc = _mm512_add_ps(acc, e[h]);

@@ -140,6 +140,18 @@ AVX512 static inline __m512 gelu_avx512(__m512 v) {
     for (int k = 6; k >= 1; k--) p = _mm512_fmadd_ps(p, t, _mm512_permutexvar_ps(i, _mm512_load_ps(GELU_TABLE[k])));
     return _mm512_fmadd_ps(a, p, _mm512_mul_ps(v, _mm512_set1_ps(0.5f)));
 }
+
+/* A row's max |x| kept as the int32 bits of |x| (_int8.c says why): `m` updated with the 16 lanes of x. */
+#define ABS_BITS 0x7fffffffu
+AVX512 static inline __m512i abs_max_update(__m512i m, __m512 x) {
+    return _mm512_max_epu32(m, _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32((int)ABS_BITS)));
+}
+
+/* `rows` rows of x (`cols` floats each, a multiple of 16) to their codes and scales, each row's max |x| known as the
+ * 16 lanes of abs_max_update's bits at max16 + 16 r: the codes and scale quantize_rows makes, without its pass to find
+ * the max (_int8.c). AVX-512 only. */
+void coulisse_codes_with_max(const float *x, int64_t cols, int64_t rows, const uint32_t *max16, uint8_t *q,
+                             float *scale);
 #endif
 
 #endif
