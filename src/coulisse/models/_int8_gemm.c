@@ -282,16 +282,17 @@ AMX8 static inline __attribute__((always_inline)) void finish_rows(const int32_t
     }
 }
 
-#define FINISH_ROWS(count, kind, bf16) \
-    finish_rows(sums, g->colsum, g->scale, g->bias, g->x_scale, g->out, g->n, m0, lo, hi, n0, NULL, count, kind, bf16)
+#define FINISH_ROWS(count, kind, bf16, row_max)                                                                    \
+    finish_rows(sums, g->colsum, g->scale, g->bias, g->x_scale, g->out, g->n, m0, lo, hi, n0, row_max, count, kind, \
+                bf16)
 #define FINISH_KINDS(count, bf16)                                                                                  \
     do {                                                                                                           \
         if (kind == FINISH_GELU)                                                                                   \
-            FINISH_ROWS(count, FINISH_GELU, bf16);                                                                 \
+            FINISH_ROWS(count, FINISH_GELU, bf16, NULL);                                                           \
         else if (kind == FINISH_FOLD)                                                                              \
-            FINISH_ROWS(count, FINISH_FOLD, bf16);                                                                 \
+            FINISH_ROWS(count, FINISH_FOLD, bf16, NULL);                                                           \
         else                                                                                                       \
-            FINISH_ROWS(count, FINISH_SUMS, bf16);                                                                 \
+            FINISH_ROWS(count, FINISH_SUMS, bf16, NULL);                                                           \
     } while (0)
 
 /* Column blocks b .. b + count - 1 (1 or 2) of rows m0 + lo .. m0 + hi - 1, from the int32 sums in `sums` (32 x 32)
@@ -302,12 +303,10 @@ AMX8 static void amx_finish_sums(const Gemm *g, const int32_t *sums, int64_t m0,
     const int64_t n0 = b * 16;
     if (g->row_max) { /* fp32 rows in a scratch, their max tracked (a fold: kind is not FINISH_SUMS) */
         uint32_t *row_max = g->row_max + 16 * (m0 - g->max_r0); /* row m0's lanes */
-        if (kind == FINISH_GELU && count == 2)
-            finish_rows(sums, g->colsum, g->scale, g->bias, g->x_scale, g->out, g->n, m0, lo, hi, n0, row_max, 2,
-                        FINISH_GELU, 0);
+        if (kind == FINISH_GELU && count == 2) /* the first feed-forward's case, made for it */
+            FINISH_ROWS(2, FINISH_GELU, 0, row_max);
         else
-            finish_rows(sums, g->colsum, g->scale, g->bias, g->x_scale, g->out, g->n, m0, lo, hi, n0, row_max, count,
-                        kind, 0);
+            FINISH_ROWS(count, kind, 0, row_max);
         return;
     }
     if (count == 2 && g->out_bf16)

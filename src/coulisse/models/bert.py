@@ -286,9 +286,9 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, p: Packed, first_only: bool = False, trace: Trace | None = None) -> Tensor:
         residual = x[p.starts] if first_only else x
         # int8 layers on the CPU fast path (models/quantize.py) with the C attention (models/fastpath.py): the
-        # attention's rows go to the output projection as its input codes only, never as fp32 rows
-        codes = (trace is None and not first_only and self.self.kernel_gives_codes and not torch.is_grad_enabled()
-                 and self.output.takes_codes())
+        # attention's rows go to the output projection as its input codes only, never as fp32 rows (SelfAttention
+        # says where its kernel makes them: no trace, not first_only)
+        codes = self.self.kernel_gives_codes and not torch.is_grad_enabled() and self.output.takes_codes()
         return self.output(self.self(x, p, first_only, trace, codes), residual)
 
 
