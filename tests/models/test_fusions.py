@@ -145,6 +145,24 @@ def test_fused_add_norm_kernel_within_the_layer_norm_bound(cols, threads):
     assert ((torch_fp32.double() - exact).abs() / bound).max() <= 1, "torch's own layer_norm meets it too"
 
 
+@pytest.mark.parametrize("cols", [5, 768, 771])
+def test_add_norm_gives_each_row_its_own_bits_beside_another(cols, threads):
+    """The kernel runs two rows side by side where it can (AVX-512), each with its own operations in its own order:
+    every row, its codes and its code scale come out as they do with the row alone in its call (odd row counts
+    leave a row alone at each thread's end), tails shorter than a vector included."""
+    if Q.kernels() is None:
+        pytest.skip("the C kernels are not built (no compiler at install)")
+    acc, scale, bias, residual, norm = dense_norm_inputs(11, cols)
+    residual[3] *= 50  # a row unlike its neighbour
+    together = Q.add_norm_rows(acc.clone(), scale, bias, residual, norm, codes=True)
+    alone = [Q.add_norm_rows(acc[i:i + 1].clone(), scale[i:i + 1], bias, residual[i:i + 1], norm, codes=True)
+             for i in range(len(acc))]
+    assert torch.equal(together, torch.cat(alone))
+    codes, code_scale = getattr(together, Q.CODES)
+    assert torch.equal(codes, torch.cat([getattr(a, Q.CODES)[0] for a in alone]))
+    assert torch.equal(code_scale, torch.cat([getattr(a, Q.CODES)[1] for a in alone]))
+
+
 def test_add_norm_fallback_is_the_unfused_ops(monkeypatch):
     acc, scale, bias, residual, norm = dense_norm_inputs(9, 40)
     monkeypatch.setattr(Q, "_KERNELS", False)

@@ -627,9 +627,9 @@ for k, n in ((768, 2304), (3072, 768), (128, 208)):
     w, colsum, s = Q._small_pack(q, scale)
     norm = nn.LayerNorm(n)
     nn.init.normal_(norm.weight)
-    # up to 96 rows the columns split (tails, whole strips); then tasks of up to 8 tiles of 32 rows in two shares
-    # (300, 916 and 960 rows: 10, 29 and 30 tiles, one or two tasks a share)
-    for m in (1, 15, 17, 33, 64, 70, 100, 300, 916, 960):
+    # up to 96 rows the columns split (tails, whole strips); then blocks of up to 8 tiles of 32 rows, smaller towards
+    # the end (300, 916, 960 and 2,113 rows: 10, 29, 30 and 67 tiles, the last one row)
+    for m in (1, 15, 17, 33, 64, 70, 100, 300, 916, 960, 2113):
         x = torch.randn(m, k) * 3
         xq, x_scale = torch.empty(m, k, dtype=torch.uint8), torch.empty(m, 1)
         bias, residual = torch.randn(n), torch.randn(m, n)

@@ -347,50 +347,92 @@ AVX512 static void dequantize_avx512(float *y, int64_t cols, float s, const floa
     }
 }
 
+/* y = LayerNorm(y s + bias + res) (gamma, beta) for R consecutive rows (1 or 2; rows `cols` apart in y, res and codes),
+ * with each row's codes and scale where `codes`. Each row gets the same operations in the same order whatever R (the
+ * same bits): two rows side by side give the core two independent chains where one row leaves it waiting on its
+ * sums (an add, then an FMA, 4 cycles after the last, 48 of them a pass for 768 columns). A row in L2 on one thread
+ * 271 -> 218 ns; the attention output's 768 -> 768 GEMM with this pass, 12 times at 4,096 rows, 20.9 -> 19.8 ms,
+ * the second feed-forward's 54.1 -> 53.2 (AMX Xeon, session 22; medians of 21 alternating rounds). */
+AVX512 static inline __attribute__((always_inline)) void add_norm_rows_avx512(const int R, float *y, int64_t cols,
+                                                                             const float *s, const float *bias,
+                                                                             const float *res, const float *gamma,
+                                                                             const float *beta, float eps,
+                                                                             uint8_t *codes, float *code_scale) {
+    __m512 vs[2], acc[2], vm[2], vr[2];
+    float mean[2], rstd[2];
+    __m512i m16[2];
+    for (int i = 0; i < R; i++) {
+        vs[i] = _mm512_set1_ps(s[i]);
+        acc[i] = _mm512_setzero_ps();
+    }
+    int64_t c = 0;
+    for (; c + 16 <= cols; c += 16) {
+        /* the residual's rows after the next R asked for (the layer's input or the attention block's output, read
+         * from L3: 48 GEMMs with their passes at 4,096 rows 0.93x; AMX Xeon, session 19) */
+        for (int i = 0; i < R; i++) _mm_prefetch((const char *)(res + (R + 1 + i) * cols + c), _MM_HINT_T0);
+        for (int i = 0; i < R; i++) {
+            const int64_t at = i * cols + c;
+            __m512 v = _mm512_add_ps(_mm512_fmadd_ps(_mm512_loadu_ps(y + at), vs[i], _mm512_loadu_ps(bias + c)),
+                                     _mm512_loadu_ps(res + at));
+            _mm512_storeu_ps(y + at, v);
+            acc[i] = _mm512_add_ps(acc[i], v);
+        }
+    }
+    const int64_t vector = c;
+    for (int i = 0; i < R; i++) {
+        float sum = _mm512_reduce_add_ps(acc[i]);
+        float *yr = y + i * cols;
+        const float *rr = res + i * cols;
+        for (int64_t t = vector; t < cols; t++) {
+            yr[t] = fmaf(yr[t], s[i], bias[t]) + rr[t];
+            sum += yr[t];
+        }
+        mean[i] = sum / (float)cols;
+        vm[i] = _mm512_set1_ps(mean[i]);
+        acc[i] = _mm512_setzero_ps();
+    }
+    for (c = 0; c + 16 <= cols; c += 16)
+        for (int i = 0; i < R; i++) {
+            __m512 d = _mm512_sub_ps(_mm512_loadu_ps(y + i * cols + c), vm[i]);
+            acc[i] = _mm512_fmadd_ps(d, d, acc[i]);
+        }
+    for (int i = 0; i < R; i++) {
+        float sq = _mm512_reduce_add_ps(acc[i]);
+        const float *yr = y + i * cols;
+        for (int64_t t = vector; t < cols; t++) sq = fmaf(yr[t] - mean[i], yr[t] - mean[i], sq);
+        rstd[i] = 1.0f / sqrtf(sq / (float)cols + eps);
+        vr[i] = _mm512_set1_ps(rstd[i]);
+        m16[i] = _mm512_setzero_si512();
+    }
+    for (c = 0; c + 16 <= cols; c += 16) {
+        const __m512 g = _mm512_loadu_ps(gamma + c), b = _mm512_loadu_ps(beta + c);
+        for (int i = 0; i < R; i++) {
+            __m512 z = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(y + i * cols + c), vm[i]), vr[i]);
+            z = _mm512_fmadd_ps(z, g, b);
+            _mm512_storeu_ps(y + i * cols + c, z);
+            if (codes) m16[i] = abs_max_update(m16[i], z);
+        }
+    }
+    for (int i = 0; i < R; i++) {
+        float *yr = y + i * cols;
+        for (c = vector; c < cols; c++) yr[c] = fmaf((yr[c] - mean[i]) * rstd[i], gamma[c], beta[c]);
+        if (codes) {
+            code_scale[i] = abs_max_scale(m16[i], yr + vector, cols - vector);
+            codes_avx512(yr, cols, code_scale[i], codes + i * cols);
+        }
+    }
+}
+
 AVX512 static void add_norm_avx512(float *y, int64_t cols, float s, const float *bias, const float *res,
                                    const float *gamma, const float *beta, float eps, uint8_t *codes,
                                    float *code_scale) {
-    const __m512 vs = _mm512_set1_ps(s);
-    __m512 acc = _mm512_setzero_ps();
-    int64_t c = 0;
-    for (; c + 16 <= cols; c += 16) {
-        /* the residual's row after next asked for (the layer's input or the attention block's output, read from
-         * L3: 48 GEMMs with their passes at 4,096 rows 0.93x; AMX Xeon, session 19) */
-        _mm_prefetch((const char *)(res + 2 * cols + c), _MM_HINT_T0);
-        __m512 v = _mm512_add_ps(_mm512_fmadd_ps(_mm512_loadu_ps(y + c), vs, _mm512_loadu_ps(bias + c)),
-                                 _mm512_loadu_ps(res + c));
-        _mm512_storeu_ps(y + c, v);
-        acc = _mm512_add_ps(acc, v);
-    }
-    float sum = _mm512_reduce_add_ps(acc);
-    for (int64_t t = c; t < cols; t++) {
-        y[t] = fmaf(y[t], s, bias[t]) + res[t];
-        sum += y[t];
-    }
-    const float mean = sum / (float)cols;
-    const __m512 vm = _mm512_set1_ps(mean);
-    acc = _mm512_setzero_ps();
-    for (c = 0; c + 16 <= cols; c += 16) {
-        __m512 d = _mm512_sub_ps(_mm512_loadu_ps(y + c), vm);
-        acc = _mm512_fmadd_ps(d, d, acc);
-    }
-    float sq = _mm512_reduce_add_ps(acc);
-    for (int64_t t = c; t < cols; t++) sq = fmaf(y[t] - mean, y[t] - mean, sq);
-    const float rstd = 1.0f / sqrtf(sq / (float)cols + eps);
-    const __m512 vr = _mm512_set1_ps(rstd);
-    __m512i m16 = _mm512_setzero_si512();
-    for (c = 0; c + 16 <= cols; c += 16) {
-        __m512 z = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(y + c), vm), vr);
-        z = _mm512_fmadd_ps(z, _mm512_loadu_ps(gamma + c), _mm512_loadu_ps(beta + c));
-        _mm512_storeu_ps(y + c, z);
-        if (codes) m16 = abs_max_update(m16, z);
-    }
-    const int64_t vector = c;
-    for (; c < cols; c++) y[c] = fmaf((y[c] - mean) * rstd, gamma[c], beta[c]);
-    if (codes) {
-        *code_scale = abs_max_scale(m16, y + vector, cols - vector);
-        codes_avx512(y, cols, *code_scale, codes);
-    }
+    add_norm_rows_avx512(1, y, cols, &s, bias, res, gamma, beta, eps, codes, code_scale);
+}
+
+AVX512 static void add_norm2_avx512(float *y, int64_t cols, const float *s, const float *bias, const float *res,
+                                    const float *gamma, const float *beta, float eps, uint8_t *codes,
+                                    float *code_scale) {
+    add_norm_rows_avx512(2, y, cols, s, bias, res, gamma, beta, eps, codes, code_scale);
 }
 #endif
 
@@ -467,6 +509,13 @@ void *coulisse_row_task(void *arg) {
         float *code_scale = t->codes ? t->code_scale + r : NULL;
 #if HAVE_X86
         if (t->isa == ISA_AVX512) { /* the codes made in the same call, the row's max tracked on the way */
+            if (t->op == 2 && r + 1 < t->r1) { /* two rows at a time, the same bits */
+                const float s2[2] = {s, t->scale ? t->scale[r + 1] : 1.0f};
+                add_norm2_avx512(y, t->cols, s2, t->bias, t->x + r * t->cols, t->gamma, t->beta, t->eps, codes,
+                                 code_scale);
+                r++;
+                continue;
+            }
             if (t->op == 2)
                 add_norm_avx512(y, t->cols, s, t->bias, t->x + r * t->cols, t->gamma, t->beta, t->eps, codes,
                                 code_scale);

@@ -14,22 +14,21 @@
  * ~32 GB/s; docs/benchmarks.md, session 13). Threads take pairs of column blocks in turn; rows go by groups
  * of up to 8, so each weight is read from memory once whatever the row count.
  *
- * int8_gemm, any row count: threads take blocks of rows in turn (32 at most; `rows_per_task`), quantize
- * them first where given fp32 rows (the row pass of quantize_rows, in the same thread), and run
- * each against every column block, 8 rows x 3 column blocks at a time (24 accumulators in registers);
- * the weights of three column blocks (K x 48 bytes) stay in L2 while the block's rows pass. A block of rows is then
- * finished while it is in cache by the row pass the caller asked for (`coulisse_row_task`, _int8.c:
- * dequantize + bias [+ GELU], or + residual + LayerNorm, and the codes of the next int8 layer), on the
- * same thread: no second pass over the layer's output, no second wake-up of the threads. On a Zen 4 the
- * product alone ran 3-6 % faster than oneDNN's at 1,024 rows (90-97 % of one vpdpbusd a cycle), to the
- * same bits (docs/benchmarks.md, session 14). With AMX-INT8 (and k a multiple of 64), blocks of up to 256 rows
- * run on tiles instead (`amx_block`), the weights in 512 kB chunks that stay in L2 while the block's rows pass:
- * the same sums; with its row passes, 1.08x oneDNN's AMX GEMM and its passes in an int8 forward on a Sapphire
- * Rapids-class Xeon (docs/benchmarks.md, session 15). Up to AMX_COLUMNS_ROWS rows, the threads split the columns
- * instead (`amx_columns_worker`: the weights read from memory once, not once per block of rows), and the row
- * passes follow over all the rows. On tiles, a finish that only dequantizes (+ GELU) is done as the sums become
- * fp32 (`amx_finish_sums`), leaving the pass only the codes; there the query/key/value projection may also write
- * its output in bf16 (`bf16`), rounded as the bf16-product attention would round it (models/quantize.py,
+ * int8_gemm, any row count: threads take blocks of rows in turn (32 at most; `rows_per_task`), quantize them first
+ * where given fp32 rows (the row pass of quantize_rows, in the same thread), and run each against every column block, 8
+ * rows x 3 column blocks at a time (24 accumulators in registers); the weights of three column blocks (K x 48 bytes)
+ * stay in L2 while the block's rows pass. A block of rows is then finished while it is in cache by the row pass the
+ * caller asked for (`coulisse_row_task`, _int8.c: dequantize + bias [+ GELU], or + residual + LayerNorm, and the codes
+ * of the next int8 layer), on the same thread: no second pass over the layer's output, no second wake-up of the
+ * threads. On a Zen 4 the product alone ran 3-6 % faster than oneDNN's at 1,024 rows (90-97 % of one vpdpbusd a cycle),
+ * to the same bits (docs/benchmarks.md, session 14). With AMX-INT8 (and k a multiple of 64), blocks of up to 256 rows
+ * (smaller towards the end: `amx_next_rows`) run on tiles instead (`amx_block`), the weights in 512 kB chunks that stay
+ * in L2 while the block's rows pass: the same sums; with its row passes, 1.08x oneDNN's AMX GEMM and its passes in an
+ * int8 forward on a Sapphire Rapids-class Xeon (docs/benchmarks.md, session 15). Up to AMX_COLUMNS_ROWS rows, the
+ * threads split the columns instead (`amx_columns_worker`: the weights read from memory once, not once per block of
+ * rows), and the row passes follow over all the rows. On tiles, a finish that only dequantizes (+ GELU) is done as the
+ * sums become fp32 (`amx_finish_sums`), leaving the pass only the codes; there the query/key/value projection may also
+ * write its output in bf16 (`bf16`), rounded as the bf16-product attention would round it (models/quantize.py,
  * `forward_bf16`): half the bytes written and read, no conversion in attention. The int8 pipeline over 160 reviews
  * 1-2.5 % faster, the same logits (AMX Xeon, session 17; the two ways alternating in one process).
  */
@@ -67,7 +66,7 @@ typedef struct {
     int64_t m, k, n;
     int64_t next;      /* the next column block (small_gemm) or row (int8_gemm) to take (atomic) */
     int64_t rows_per_task;   /* int8_gemm, vector tiles: rows per task */
-    int64_t tasks, shares;   /* int8_gemm on AMX tiles: the tasks that share the rows' tiles of 32 (amx_tasks) */
+    int64_t ways;            /* int8_gemm on AMX tiles: twice the threads (amx_next_rows) */
     const RowTask *quantize; /* int8_gemm: the pass that makes each block's codes from its fp32 rows first, or NULL */
     const RowTask *finish;   /* int8_gemm: the pass over each block of rows once computed, or NULL */
     int amx;                 /* int8_gemm: blocks on AMX-INT8 tiles (coulisse_has_amx_int8, k % 64 == 0) */
@@ -471,6 +470,28 @@ VNNI static void *small_gemm_worker(void *arg) {
     return NULL;
 }
 
+/* The next block of rows a thread takes on AMX tiles, r0 .. r1 - 1 (0 once every row is taken): of the tiles of 32
+ * rows left, the part a thread would take if twice as many threads shared them, at most AMX_ROWS rows and at least
+ * AMX_LEAST_TILES tiles (guided self-scheduling). Blocks of AMX_ROWS until the end, then smaller ones, so that the
+ * threads end together: with blocks of AMX_ROWS to the end (in equal shares, one a thread), one thread waited on
+ * the other for half a block on average, a 256-row block of the first feed-forward ~0.36 ms; the --fast pipeline's
+ * GEMMs over 160 reviews, idle thread time 243 -> 49 ms over 6 passes of ~1,150 (their wall time 5,455 -> 5,277 ms;
+ * AMX Xeon, session 22). Blocks below 2 tiles would read all the weights for 32 rows (what AMX_CHUNK avoids). */
+#define AMX_LEAST_TILES 2
+static int amx_next_rows(Gemm *g, int64_t *r0, int64_t *r1) {
+    const int64_t tiles = (g->m + 31) / 32, most = AMX_ROWS / 32;
+    int64_t at = __atomic_load_n(&g->next, __ATOMIC_RELAXED), take;
+    do {
+        if (at >= tiles) return 0;
+        take = (tiles - at + g->ways - 1) / g->ways;
+        take = take > most ? most : take < AMX_LEAST_TILES ? AMX_LEAST_TILES : take;
+        take = take < tiles - at ? take : tiles - at;
+    } while (!__atomic_compare_exchange_n(&g->next, &at, at + take, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+    *r0 = 32 * at;
+    *r1 = 32 * (at + take) < g->m ? 32 * (at + take) : g->m;
+    return 1;
+}
+
 /* `out` shifted so that row r0 of it is `scratch`'s first: (m0 + r) * n indexing, as in the output, lands in the
  * scratch. Through integers (gcc maps pointers to addresses and back as they are), never dereferenced before r0. */
 static float *rows_from(float *scratch, int64_t r0, int64_t n) {
@@ -496,15 +517,8 @@ AMX8 static void *int8_gemm_worker(void *arg) {
     mine.row_max = row_max;
     for (;;) {
         int64_t r0, r1;
-        if (g->amx) { /* task i: part j of share t of the tiles of 32 rows (amx_tasks) */
-            const int64_t i = __atomic_fetch_add(&g->next, 1, __ATOMIC_RELAXED), tiles = (g->m + 31) / 32;
-            if (i >= g->tasks) break;
-            const int64_t t = i % g->shares, j = i / g->shares, parts = g->tasks / g->shares;
-            const int64_t first = t * tiles / g->shares, share = (t + 1) * tiles / g->shares - first;
-            r0 = 32 * (first + j * share / parts);
-            r1 = 32 * (first + (j + 1) * share / parts);
-            r1 = r1 < g->m ? r1 : g->m;
-            if (r0 >= r1) continue;
+        if (g->amx) {
+            if (!amx_next_rows(g, &r0, &r1)) break;
         } else {
             r0 = __atomic_fetch_add(&g->next, g->rows_per_task, __ATOMIC_RELAXED);
             if (r0 >= g->m) break;
@@ -555,20 +569,6 @@ static int64_t rows_per_task(int64_t m, int threads) {
     return rows;
 }
 
-/* Tasks on AMX tiles. The rows' tiles of 32 (only the last one shorter) go in `shares` equal shares (one a thread,
- * give or take a tile), each share in the same number of parts of at most AMX_ROWS rows; task i is part i / shares
- * of share i % shares, so threads that take tasks in turn take a share each. Blocks of AMX_ROWS each but the last
- * left threads unevenly loaded: at 916 rows on 2 threads, blocks of 4 tiles gave one thread 16 tiles and the other
- * 12.6 (now 14 and 15). 48 GEMMs with their passes at 916 rows 60.8 -> 56.3 ms, 640 rows 47.3 -> 45.1, 1,024 and
- * 750 unchanged; the int8 pipeline over 160 reviews 2.3-2.9 % faster (AMX Xeon, session 17; bench/ab_kernels.py,
- * the pipeline alternating builds). Sets *shares; returns the tasks. */
-static int64_t amx_tasks(int64_t m, int threads, int64_t *shares) {
-    const int64_t tiles = (m + 31) / 32, most = AMX_ROWS / 32;
-    *shares = threads < tiles ? threads : tiles;
-    const int64_t widest = (tiles + *shares - 1) / *shares;
-    return *shares * ((widest + most - 1) / most);
-}
-
 /* Whether this CPU multiplies bytes into int32 lanes (AVX512-VNNI), read once. */
 int coulisse_has_int8_dot(void) {
 #if HAVE_X86
@@ -599,7 +599,7 @@ PyObject *coulisse_py_small_gemm(PyObject *self, PyObject *args) {
     }
 #if HAVE_X86
     Gemm g = {(const uint8_t *)x, (const int32_t *)w, (const int32_t *)colsum, (const float *)scale,
-              (float *)out, m, k, n, 0, 0, 0, 0, NULL, NULL, 0, SMALL_PREFETCH, NULL, 0, 0, NULL, NULL};
+              (float *)out, m, k, n, 0, 0, 0, NULL, NULL, 0, SMALL_PREFETCH, NULL, 0, 0, NULL, NULL};
     const int64_t pairs = (n / 16 + 1) / 2;
     if (threads > pairs) threads = (int)pairs;
     Py_BEGIN_ALLOW_THREADS coulisse_run_workers(small_gemm_worker, &g, threads);
@@ -669,7 +669,7 @@ PyObject *coulisse_py_int8_gemm(PyObject *self, PyObject *args) {
             }
         }
         Gemm g = {(const uint8_t *)x, (const int32_t *)w, (const int32_t *)colsum, (const float *)scale,
-                  (float *)out, m, k, n, 0, 0, 0, 0, NULL, NULL, 1, 0, padded, fold, gelu, (const float *)x_scale,
+                  (float *)out, m, k, n, 0, 0, 0, NULL, NULL, 1, 0, padded, fold, gelu, (const float *)x_scale,
                   (const float *)bias, bf16};
         const int64_t groups = (n / 16 + AMX_GROUP - 1) / AMX_GROUP;
         Py_BEGIN_ALLOW_THREADS
@@ -685,13 +685,12 @@ PyObject *coulisse_py_int8_gemm(PyObject *self, PyObject *args) {
         free(unkept);
         Py_RETURN_NONE;
     }
-    int64_t shares = 0;
-    const int64_t per = amx ? 0 : rows_per_task(m, threads), tasks = amx ? amx_tasks(m, threads, &shares) : 0;
-    Gemm g = {(const uint8_t *)x, (const int32_t *)w, (const int32_t *)colsum, (const float *)scale,
-              (float *)out, m, k, n, 0, per, tasks, shares, rows ? &quantize : NULL, finishing,
-              amx, 0, NULL, fold, gelu, (const float *)x_scale, (const float *)bias, bf16, NULL, 0, 0};
-    const int64_t blocks = amx ? tasks : (m + per - 1) / per;
+    const int64_t per = amx ? 0 : rows_per_task(m, threads);
+    const int64_t blocks = amx ? ((m + 31) / 32 + AMX_LEAST_TILES - 1) / AMX_LEAST_TILES : (m + per - 1) / per;
     if (threads > blocks) threads = (int)blocks;
+    Gemm g = {(const uint8_t *)x, (const int32_t *)w, (const int32_t *)colsum, (const float *)scale,
+              (float *)out, m, k, n, 0, per, 2 * threads, rows ? &quantize : NULL, finishing,
+              amx, 0, NULL, fold, gelu, (const float *)x_scale, (const float *)bias, bf16, NULL, 0, 0};
     /* codes only: the rows of a block in a scratch of its thread's, where the codes pass reads them from L2, instead
      * of rows written to memory and read back (12 kB a row for a feed-forward's 3,072 columns): the feed-forward's
      * 768 -> 3,072 with GELU and codes, the output allocated afresh per call as the engine does, 2.10 -> 1.88 ms at
