@@ -366,6 +366,24 @@ def test_bf16_products_thread_count_and_first_only_do_not_change_a_bit():
     assert torch.equal(bf16_attention(qkv, p, 12, first_only=True), results[0][p.starts])
 
 
+@needs_bf16_dot
+def test_bf16_products_give_a_query_its_bits_wherever_it_sits_in_its_block():
+    """Each query's output depends on its own query and the sequence's keys and values only: two queries whose q
+    parts are swapped (k and v left in place) swap their outputs to the bit. The AMX unit makes a block's softmax
+    rows four at a time, and the rows of a block's tail (here 30 queries: 28 and 29) one at a time; the pairs below
+    move queries between the positions of a group, between groups and blocks, and between a group and the tail."""
+    hidden = 768
+    qkv, p = packed([30, 9], hidden, seed=21, spread=3.0)
+    base = bf16_attention(qkv, p, 12)
+    for i, j in ((0, 3), (1, 17), (5, 29), (28, 2), (30, 36)):
+        swapped = qkv.clone()
+        swapped[[i, j], :hidden] = qkv[[j, i], :hidden]
+        out = bf16_attention(swapped, p, 12)
+        assert torch.equal(out[[i, j]], base[[j, i]]), (i, j)
+        others = [r for r in range(len(base)) if r not in (i, j)]
+        assert torch.equal(out[others], base[others]), (i, j)
+
+
 @pytest.mark.parametrize("bf16", [False, True])
 def test_an_output_not_aligned_to_a_cache_line_gets_the_same_bits(bf16):
     """The AMX unit writes whole lines of an aligned output around the caches (non-temporal stores); where the

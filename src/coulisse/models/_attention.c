@@ -515,6 +515,57 @@ BF16_TARGET static float softmax_pairs(float *sr, int64_t n, int64_t np, const f
     return 1.0f / _mm512_reduce_add_ps(acc);
 }
 
+/* softmax_pairs on SOFTMAX_ROWS rows side by side (row i: scores sr + i np, pairs pr + i np / 2, 1 / sum in inv[i]),
+ * each with softmax_pairs' operations in its order (the same bits): one row's chains (its max, its sum, their
+ * reductions and the division, ~8 vectors each for a review's length) left the core waiting where four rows' chains
+ * interleave. A row whose max is not finite sends the four through softmax_pairs one by one. Attention with its codes
+ * over 27 reviews' lengths (3,484 tokens) 2.51 -> 2.20 ms, two rows 2.30 (medians of 31 alternating rounds; AMX Xeon,
+ * session 22). */
+#define SOFTMAX_ROWS 4
+BF16_TARGET static void softmax_rows(float *sr, int64_t n, int64_t np, const float *scale, uint32_t *pr, float *inv) {
+    const int R = SOFTMAX_ROWS;
+    __m512 m16[SOFTMAX_ROWS], vm[SOFTMAX_ROWS], acc[SOFTMAX_ROWS];
+    for (int i = 0; i < R; i++) m16[i] = _mm512_set1_ps(-INFINITY);
+    for (int64_t j = 0; j < n; j += 16) {
+        const __mmask16 lanes = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
+        for (int i = 0; i < R; i++)
+            m16[i] = _mm512_mask_max_ps(m16[i], lanes, m16[i], _mm512_maskz_loadu_ps(lanes, sr + i * np + j));
+    }
+    const float c = scale ? *scale : 1.0f;
+    int finite = c > 0.0f;
+    for (int i = 0; i < R; i++) {
+        const float m = _mm512_reduce_max_ps(m16[i]) * c;
+        finite = finite && isfinite(m);
+        vm[i] = _mm512_set1_ps(m);
+        acc[i] = _mm512_setzero_ps();
+    }
+    if (!finite) {
+        for (int i = 0; i < R; i++) inv[i] = softmax_pairs(sr + i * np, n, np, scale, pr + i * (np / 2));
+        return;
+    }
+    const __m512 vc = _mm512_set1_ps(c);
+    const int scaled = scale != NULL;
+    for (int64_t j = 0; j < np; j += 32) {
+        __m512 e[SOFTMAX_ROWS][2];
+        for (int h = 0; h < 2; h++) {
+            const int64_t at = j + 16 * h, left = n - at;
+            const __mmask16 lanes = left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+            for (int i = 0; i < R; i++) {
+                e[i][h] = _mm512_setzero_ps();
+                if (lanes) {
+                    const __m512 x = _mm512_maskz_loadu_ps(lanes, sr + i * np + at);
+                    e[i][h] = exp2_bf16(scaled ? _mm512_fmsub_ps(x, vc, vm[i]) : _mm512_sub_ps(x, vm[i]));
+                    if (lanes != 0xFFFF) e[i][h] = _mm512_maskz_mov_ps(lanes, e[i][h]);
+                }
+                acc[i] = _mm512_add_ps(acc[i], e[i][h]);
+            }
+        }
+        for (int i = 0; i < R; i++)
+            _mm512_storeu_si512(pr + i * (np / 2) + j / 2, (__m512i)_mm512_cvtne2ps_pbh(e[i][1], e[i][0]));
+    }
+    for (int i = 0; i < R; i++) inv[i] = 1.0f / _mm512_reduce_add_ps(acc[i]);
+}
+
 /* A unit's keys and values in words of bf16 pairs (layouts above): K^T into kt2 (dw rows of np words, zero keys
  * from n on) and V into v2 (word rows 0 .. vrows - 1, zero from (n + 1) / 2 on). */
 BF16_TARGET static void pairs_kv(const Job *job, const Unit *u, uint32_t *kt2, uint32_t *v2, int64_t vrows) {
@@ -744,19 +795,19 @@ AMX_TARGET static void amx_values(const uint32_t *p2, const uint32_t *v2, int64_
     amx_store_tiles((char *)(o + c), 64, d * 4, count);
 }
 
-/* The unit's blocks of 16 queries in a pipeline: iteration b runs block b's softmax row by row, and between its rows
- * the tile work of its neighbours, a group of 64 keys or columns at a time (each group loads, multiplies and stores
- * its own tiles): P V of block b - 1 (its P made in iteration b - 1) and Q K^T of block b + 1; block b - 1's output
- * rows follow, from O stored rows earlier. So no vector load waits on the tile store just before it (each block's
- * softmax read the scores its tiles had just stored, and its output the O tiles just stored), and the tiles have
- * work queued while the softmax runs. S and P have two buffers each; every row gets the same operations in the same
- * order as before (the same bits). Attention over 30 reviews' lengths (60-250, 4,643 tokens), bf16 inputs:
- * 3.51 -> 3.39-3.41 ms (session 19; both with the output's stores below, alternating in one process), a unit of one
- * query (first_only) 1-2 % slower. Q's tiles are loaded again for each group of keys; kept in tiles for the block, as
- * before, they left no tiles for the other block's groups. The output's lines are written whole, around the caches
- * (non-temporal stores, where out starts on a cache line, as torch allocates it): no read of each line before
- * its write; attention alone 0.80x, the --fast pipeline in batches of 4,096 tokens 0.99x (the attention block's
- * GEMM then reads its input from memory, and quantize_avx512 asks for its rows ahead). */
+/* The unit's blocks of 16 queries in a pipeline: iteration b runs block b's softmax four rows at a time
+ * (softmax_rows), and between them the tile work of its neighbours, a group of 64 keys or columns at a time (each
+ * group loads, multiplies and stores its own tiles): P V of block b - 1 (its P made in iteration b - 1) and Q K^T of
+ * block b + 1; block b - 1's output rows follow, from O stored rows earlier. So no vector load waits on the tile store
+ * just before it (each block's softmax read the scores its tiles had just stored, and its output the O tiles just
+ * stored), and the tiles have work queued while the softmax runs. S and P have two buffers each; every row gets the
+ * same operations in the same order as before (the same bits). Attention over 30 reviews' lengths (60-250, 4,643
+ * tokens), bf16 inputs: 3.51 -> 3.39-3.41 ms (session 19; both with the output's stores below, alternating in one
+ * process), a unit of one query (first_only) 1-2 % slower. Q's tiles are loaded again for each group of keys; kept in
+ * tiles for the block, as before, they left no tiles for the other block's groups. The output's lines are written
+ * whole, around the caches (non-temporal stores, where out starts on a cache line, as torch allocates it): no read of
+ * each line before its write; attention alone 0.80x, the --fast pipeline in batches of 4,096 tokens 0.99x (the
+ * attention block's GEMM then reads its input from memory, and quantize_avx512 asks for its rows ahead). */
 AMX_TARGET static void unit_amx_bf16(const Job *job, const Unit *u, uint32_t *kt2, float *s, uint32_t *v2,
                                      uint32_t *q2, uint32_t *p2, float *o) {
     const int64_t n = job->lengths[u->seq], np = (n + 31) & ~(int64_t)31, d = job->d, dw = d / 2, nw = np / 2;
@@ -781,7 +832,7 @@ AMX_TARGET static void unit_amx_bf16(const Job *job, const Unit *u, uint32_t *kt
         for (int64_t i = i0 + 2 * AMX_Q; i < i0 + 3 * AMX_Q && i < u->q1; i++) prefetch_input_row(job, base + i * row);
         const int64_t values = b ? column_groups : 0, tasks = values + (next ? key_groups : 0);
         int64_t t = 0;
-        for (int r = 0; r <= AMX_Q; r++) {
+        for (int r = 0; r <= AMX_Q; r += SOFTMAX_ROWS) {
             for (; t < tasks && t * AMX_Q <= r * tasks; t++) { /* task t before row t * 16 / tasks */
                 if (t < values)
                     amx_values(pb[(b - 1) & 1], v2, nw, d, 64 * t, o);
@@ -790,11 +841,16 @@ AMX_TARGET static void unit_amx_bf16(const Job *job, const Unit *u, uint32_t *kt
             }
             if (r == AMX_Q || b == blocks) continue;
             uint32_t *pr = pb[b & 1] + r * nw;
-            if (r >= m) { /* P's rows past m: zeros (their outputs are dropped) */
-                memset(pr, 0, sizeof(uint32_t) * (size_t)nw);
+            if (r + SOFTMAX_ROWS <= m) { /* the keys after n weigh nothing */
+                softmax_rows(sb[b & 1] + r * np, n, np, &c2, pr, &inv[b & 1][r]);
                 continue;
             }
-            inv[b & 1][r] = softmax_pairs(sb[b & 1] + r * np, n, np, &c2, pr); /* the keys after n weigh nothing */
+            for (int i = 0; i < SOFTMAX_ROWS; i++) {
+                if (r + i >= m) /* P's rows past m: zeros (their outputs are dropped) */
+                    memset(pr + i * nw, 0, sizeof(uint32_t) * (size_t)nw);
+                else
+                    inv[b & 1][r + i] = softmax_pairs(sb[b & 1] + (r + i) * np, n, np, &c2, pr + i * nw);
+            }
         }
         for (int64_t r = 0; r < before; r++) { /* block b - 1's output rows */
             const int64_t ti = job->first_only ? u->seq : job->starts[u->seq] + i0 - AMX_Q + r;
