@@ -590,6 +590,33 @@ def test_gemm_finishes_its_rows_as_the_separate_passes_do(m, k, threads):
 
 
 @needs_int8_dot
+@pytest.mark.parametrize("m", [97, 2113, 4100])
+def test_gemm_gives_the_same_bits_whatever_the_thread_count(m):
+    """Threads take blocks of rows as they come (on AMX tiles, smaller ones towards the end: `amx_next_rows`), each
+    with a scratch of its own where only codes are kept: 1 to 8 threads, more than this machine has cores included,
+    give every output, code and scale the same bits, residual + LayerNorm and GELU with codes alone. Blocks long
+    enough (k = 3,072) that threads sharing a core overlap: a race is timing-bound, but two threads given one
+    scratch failed this in each of three runs on a 2-core machine."""
+    torch.manual_seed(13)
+    k, n = 3072, 768
+    q, scale = Q.quantize_weight(torch.randn(n, k), 127)
+    packed = Q._small_pack(q, scale)
+    xq, x_scale = Q.quantize_rows(torch.randn(m, k) * 3)
+    bias, residual = torch.randn(n), torch.randn(m, n)
+    norm = nn.LayerNorm(n)
+    nn.init.normal_(norm.weight)
+    runs = []
+    for threads in (1, 2, 3, 5, 8):
+        codes = (torch.empty(m, n, dtype=torch.uint8), torch.empty(m, 1))
+        out = own_gemm(xq, packed, m, k, n, threads, 2, x_scale, bias, residual=residual, norm=norm, codes=codes)
+        alone = (torch.empty(m, n, dtype=torch.uint8), torch.empty(m, 1))
+        own_gemm(xq, packed, m, k, n, threads, 1, x_scale, bias, True, codes=alone, keep=False)
+        runs.append((out, *codes, *alone))
+    for run in runs[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(runs[0], run, strict=True))
+
+
+@needs_int8_dot
 @pytest.mark.parametrize("gelu", [True, False], ids=["gelu", "dequantize"])
 def test_codes_only_rows_get_quantize_rows_scale_with_poisoned_and_small_rows(gelu, threads):
     """Codes only, in blocks of rows (m > 96; on AMX tiles where the CPU has them, k = 128), each row's max |output|
