@@ -474,56 +474,25 @@ BF16_TARGET static inline __m512 exp2_bf16(__m512 x) {
     return _mm512_scalef_ps(p, n);
 }
 
-/* A row of scores (base 2; the AMX unit passes `scale` to multiply them by, as the AVX512-BF16 unit did when it
- * stored them) to P's row of bf16 pairs: 2^(s_j - max) for j < n, zero after, up to np (a multiple of 32); returns
- * 1 / sum, or NaN as softmax_row_avx512 (a NaN or +inf score, or only -inf ones). Two passes: the max of the raw
- * scores (a positive scale rounds monotonically, so scale times the raw max is the max of the scaled scores), then
- * each score times the scale less that max (one FMA: within half an ulp of the max of the scaled row's own
- * difference; 2^x of it is in [1, 1 + 2^-24] at the max) to 2^x by exp2_bf16, summed in fp32 and written as pairs.
- * A NaN score is not looked for in the first pass: exp2_bf16 keeps it, so the sum and 1 / sum are NaN (a max taken
- * past it may be too small: what overflows then is summed with the NaN), and the row's outputs are NaN. */
-BF16_TARGET static float softmax_pairs(float *sr, int64_t n, int64_t np, const float *scale, uint32_t *pr) {
-    __m512 m16 = _mm512_set1_ps(-INFINITY);
-    for (int64_t j = 0; j < n; j += 16) {
-        const __mmask16 lanes = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
-        m16 = _mm512_mask_max_ps(m16, lanes, m16, _mm512_maskz_loadu_ps(lanes, sr + j));
-    }
-    const float c = scale ? *scale : 1.0f, m = _mm512_reduce_max_ps(m16) * c;
-    if (!isfinite(m) || !(c > 0.0f)) { /* the row's outputs are NaN whatever P holds: the raw scores */
-        for (int64_t j = n; j < np; j++) sr[j] = 0.0f;
-        for (int64_t j = 0; j < np; j += 32) _mm512_storeu_si512(pr + j / 2, pairs_bf16(sr + j));
-        return NAN;
-    }
-    const __m512 vm = _mm512_set1_ps(m), vc = _mm512_set1_ps(c);
-    const int scaled = scale != NULL;
-    __m512 acc = _mm512_setzero_ps();
-    for (int64_t j = 0; j < np; j += 32) {
-        __m512 e[2];
-        for (int h = 0; h < 2; h++) {
-            const int64_t at = j + 16 * h, left = n - at;
-            const __mmask16 lanes = left >= 16 ? (__mmask16)0xFFFF : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
-            e[h] = _mm512_setzero_ps();
-            if (lanes) {
-                const __m512 x = _mm512_maskz_loadu_ps(lanes, sr + at);
-                e[h] = exp2_bf16(scaled ? _mm512_fmsub_ps(x, vc, vm) : _mm512_sub_ps(x, vm));
-                if (lanes != 0xFFFF) e[h] = _mm512_maskz_mov_ps(lanes, e[h]); /* the keys after n weigh nothing */
-            }
-            acc = _mm512_add_ps(acc, e[h]);
-        }
-        _mm512_storeu_si512(pr + j / 2, (__m512i)_mm512_cvtne2ps_pbh(e[1], e[0]));
-    }
-    return 1.0f / _mm512_reduce_add_ps(acc);
-}
+BF16_TARGET static float softmax_pairs(float *sr, int64_t n, int64_t np, const float *scale, uint32_t *pr);
 
-/* softmax_pairs on SOFTMAX_ROWS rows side by side (row i: scores sr + i np, pairs pr + i np / 2, 1 / sum in inv[i]),
- * each with softmax_pairs' operations in its order (the same bits): one row's chains (its max, its sum, their
- * reductions and the division, ~8 vectors each for a review's length) left the core waiting where four rows' chains
- * interleave. A row whose max is not finite sends the four through softmax_pairs one by one. Attention with its codes
- * over 27 reviews' lengths (3,484 tokens) 2.51 -> 2.20 ms, two rows 2.30 (medians of 31 alternating rounds; AMX Xeon,
- * session 22). */
+/* R rows of scores (row i at sr + i np; base 2; the AMX unit passes `scale` to multiply them by, as the AVX512-BF16
+ * unit did when it stored them) to P's rows of bf16 pairs (at pr + i np / 2): 2^(s_j - max) for j < n, zero after, up
+ * to np (a multiple of 32); 1 / sum in inv[i], or NaN as softmax_row_avx512 (a NaN or +inf score, or only -inf ones).
+ * Two passes: the max of the raw scores (a positive scale rounds monotonically, so scale times the raw max is the max
+ * of the scaled scores), then each score times the scale less that max (one FMA: within half an ulp of the max of the
+ * scaled row's own difference; 2^x of it is in [1, 1 + 2^-24] at the max) to 2^x by exp2_bf16, summed in fp32 and
+ * written as pairs. A NaN score is not looked for in the first pass: exp2_bf16 keeps it, so the sum and 1 / sum are
+ * NaN (a max taken past it may be too small: what overflows then is summed with the NaN), and the row's outputs are
+ * NaN. Rows side by side (R up to SOFTMAX_ROWS, a constant where inlined) each get the operations of a row alone in
+ * its order (the same bits): one row's chains (its max, its sum, their reductions and the division, ~8 vectors each
+ * for a review's length) left the core waiting where four rows' chains interleave; four rows of which one has a max
+ * that is not finite go through softmax_pairs one by one. Attention with its codes over 27 reviews' lengths (3,484
+ * tokens) 2.51 -> 2.20 ms with four rows, 2.30 with two (medians of 31 alternating rounds; AMX Xeon, session 22). */
 #define SOFTMAX_ROWS 4
-BF16_TARGET static void softmax_rows(float *sr, int64_t n, int64_t np, const float *scale, uint32_t *pr, float *inv) {
-    const int R = SOFTMAX_ROWS;
+BF16_TARGET static inline __attribute__((always_inline)) void softmax_of_rows(const int R, float *sr, int64_t n,
+                                                                              int64_t np, const float *scale,
+                                                                              uint32_t *pr, float *inv) {
     __m512 m16[SOFTMAX_ROWS], vm[SOFTMAX_ROWS], acc[SOFTMAX_ROWS];
     for (int i = 0; i < R; i++) m16[i] = _mm512_set1_ps(-INFINITY);
     for (int64_t j = 0; j < n; j += 16) {
@@ -538,6 +507,12 @@ BF16_TARGET static void softmax_rows(float *sr, int64_t n, int64_t np, const flo
         finite = finite && isfinite(m);
         vm[i] = _mm512_set1_ps(m);
         acc[i] = _mm512_setzero_ps();
+    }
+    if (!finite && R == 1) { /* the row's outputs are NaN whatever P holds: the raw scores */
+        for (int64_t j = n; j < np; j++) sr[j] = 0.0f;
+        for (int64_t j = 0; j < np; j += 32) _mm512_storeu_si512(pr + j / 2, pairs_bf16(sr + j));
+        inv[0] = NAN;
+        return;
     }
     if (!finite) {
         for (int i = 0; i < R; i++) inv[i] = softmax_pairs(sr + i * np, n, np, scale, pr + i * (np / 2));
@@ -555,7 +530,7 @@ BF16_TARGET static void softmax_rows(float *sr, int64_t n, int64_t np, const flo
                 if (lanes) {
                     const __m512 x = _mm512_maskz_loadu_ps(lanes, sr + i * np + at);
                     e[i][h] = exp2_bf16(scaled ? _mm512_fmsub_ps(x, vc, vm[i]) : _mm512_sub_ps(x, vm[i]));
-                    if (lanes != 0xFFFF) e[i][h] = _mm512_maskz_mov_ps(lanes, e[i][h]);
+                    if (lanes != 0xFFFF) e[i][h] = _mm512_maskz_mov_ps(lanes, e[i][h]); /* keys after n weigh nothing */
                 }
                 acc[i] = _mm512_add_ps(acc[i], e[i][h]);
             }
@@ -564,6 +539,18 @@ BF16_TARGET static void softmax_rows(float *sr, int64_t n, int64_t np, const flo
             _mm512_storeu_si512(pr + i * (np / 2) + j / 2, (__m512i)_mm512_cvtne2ps_pbh(e[i][1], e[i][0]));
     }
     for (int i = 0; i < R; i++) inv[i] = 1.0f / _mm512_reduce_add_ps(acc[i]);
+}
+
+/* One row; returns 1 / sum (or NaN). */
+BF16_TARGET static float softmax_pairs(float *sr, int64_t n, int64_t np, const float *scale, uint32_t *pr) {
+    float inv;
+    softmax_of_rows(1, sr, n, np, scale, pr, &inv);
+    return inv;
+}
+
+/* SOFTMAX_ROWS rows. */
+BF16_TARGET static void softmax_rows(float *sr, int64_t n, int64_t np, const float *scale, uint32_t *pr, float *inv) {
+    softmax_of_rows(SOFTMAX_ROWS, sr, n, np, scale, pr, inv);
 }
 
 /* A unit's keys and values in words of bf16 pairs (layouts above): K^T into kt2 (dw rows of np words, zero keys
