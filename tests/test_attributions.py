@@ -266,12 +266,13 @@ def test_occlusion_equals_leave_one_out_logits(family):
         ours, theirs = [], []
         for ids in variants:  # one by one: the notebook's model(**inputs), and transformers
             inputs = hf_inputs(pipe, encoding) | {"input_ids": torch.tensor([ids])}
-            ours.append(float(pipe.model(**inputs).logits[0, 0]))
-            # transformers reads a pad id as padding (RoBERTa skips its position, XLM masks it): say it is not.
+            # model(**inputs) reads a pad id as transformers does (RoBERTa skips its position, XLM masks it);
+            # occlusion keeps the pad token in place: say so to both.
             n = len(ids)
             explicit = {"attention_mask": torch.ones(1, n, dtype=torch.long)}
             if arch not in ("distilbert", "deberta-v2"):
                 explicit["position_ids"] = torch.arange(n)[None] + pipe.config.position_offset
+            ours.append(float(pipe.model(**inputs, **explicit).logits[0, 0]))
             with torch.no_grad():
                 theirs.append(float(reference(**inputs, **explicit).logits[0, 0]))
         words = [i for i, s in enumerate(encoding.special_tokens_mask) if not s]

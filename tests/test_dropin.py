@@ -16,7 +16,7 @@ import types
 import numpy as np
 import pytest
 import torch
-from factory import TEXTS
+from factory import FAST_TOKENIZER_ARCHS, TEXTS
 
 from coulisse import pipeline
 from coulisse.errors import DeviceError, InputError
@@ -93,6 +93,47 @@ def run(model_dir, texts):
 '''
 
 
+# The course's three stages, by a transformers user: the pipeline's tokenizer and model as transformers' objects.
+STAGES = '''
+from transformers import pipeline
+import torch
+
+def run(model_dir, texts):
+    classifier = pipeline("sentiment-analysis", model=model_dir)
+    tok, model = classifier.tokenizer, classifier.model
+    inputs = tok(texts, padding=True, truncation=True, return_tensors="pt").to("cpu")
+    mask = inputs["attention_mask"]
+    # transformers 5 gives DistilBERT token types its model does not read; coulisse leaves them out (docs/dropin.md)
+    types = model.config.model_type != "distilbert"
+    out = {"encoding": {k: v for k, v in inputs.items() if types or k != "token_type_ids"},
+           "word_ids": [inputs.word_ids(i) for i in range(len(texts))],
+           "tokens": [inputs.tokens(i) for i in range(len(texts))]}
+    with torch.no_grad():
+        outputs = model(**inputs, output_hidden_states=True)
+        out["logits"], out["by name"], out["first"] = outputs.logits, outputs["logits"], outputs[0]
+        out["hidden states"] = [h * mask[..., None] for h in outputs.hidden_states]
+        out["tuple"] = model(**inputs, return_dict=False)[0]
+        out["no mask"] = model(input_ids=inputs["input_ids"]).logits
+        out["ones"] = model(input_ids=inputs["input_ids"], attention_mask=torch.ones_like(mask)).logits
+    out["specials"] = [tok.pad_token, tok.pad_token_id, tok.cls_token, tok.cls_token_id, tok.sep_token,
+                       tok.sep_token_id, tok.mask_token, tok.mask_token_id, tok.unk_token, tok.unk_token_id,
+                       tok.bos_token, tok.bos_token_id, tok.eos_token, tok.eos_token_id, tok.all_special_tokens,
+                       tok.all_special_ids, tok.vocab_size, len(tok)]
+    out["encode"] = tok.encode(texts[0])
+    out["encode pair"] = tok.encode(texts[0], texts[1])
+    out["batch_decode"] = tok.batch_decode(inputs["input_ids"], skip_special_tokens=True)
+    out["decode one"] = tok.decode(inputs["input_ids"][0, 1])
+    out["tokenize"] = tok.tokenize(texts[0])
+    out["unknown token"] = tok.convert_tokens_to_ids(["zzqqxx", tok.pad_token])
+    out["to tokens"] = tok.convert_ids_to_tokens(inputs["input_ids"][1], skip_special_tokens=True)
+    out["special mask"] = tok(texts, padding=True, return_special_tokens_mask=True)["special_tokens_mask"]
+    out["no mask key"] = sorted(k for k in tok(texts[0], return_attention_mask=False) if types or k != "token_type_ids")
+    out["id2label"] = model.config.id2label
+    out["inputs="] = classifier(inputs=texts[0])
+    return out
+'''
+
+
 def run_script(script: str, import_line: str, *args):
     """Run `script` with its pipeline import swapped for `import_line`; what its `run` returns."""
     assert TRANSFORMERS in script
@@ -153,6 +194,13 @@ def test_sentiment_script_runs_unchanged(factory, tmp_path):
 @pytest.mark.slow
 def test_sentiment_script_on_a_sentencepiece_model(factory):
     assert_script_equal(CLASSIFY, str(factory.checkpoint("camembert")), SHORT + TEXTS[:3])
+
+
+@pytest.mark.parametrize("arch", FAST_TOKENIZER_ARCHS)
+def test_the_three_stages_objects_behave_as_transformers(factory, arch):
+    """The tokenizer and model behind the pipeline, used the way a transformers user uses them (special tokens,
+    encode / decode, word_ids, output_hidden_states, a tuple, ids without a mask): the same values."""
+    assert_script_equal(STAGES, str(factory.checkpoint(arch)), SHORT)
 
 
 @pytest.mark.slow
@@ -368,3 +416,52 @@ def test_dropin_doc_lists_every_transformers_argument():
     names += ["candidate_labels", "hypothesis_template", "multi_label", "truncation", "max_length", "padding"]
     missing = [n for n in names if f"`{n}`" not in doc]
     assert not missing, missing
+
+
+def test_the_objects_save_report_their_dtype_and_refuse_training(factory, tmp_path):
+    """The tokenizer saves files transformers reads back to the same ids; the model says its dtype and config as
+    transformers' do, and refuses `labels=` (a training loss) in one line rather than an unexpected keyword."""
+    import json
+
+    import transformers
+
+    folder = factory.checkpoint("camembert")
+    pipe = pipeline("text-classification", model=folder)
+    written = pipe.tokenizer.save_pretrained(tmp_path / "tokenizer")
+    assert "tokenizer.json" in written and (tmp_path / "tokenizer" / "tokenizer_config.json").is_file()
+    theirs = transformers.AutoTokenizer.from_pretrained(tmp_path / "tokenizer")
+    assert theirs(SHORT)["input_ids"] == pipe.tokenizer(SHORT)["input_ids"]
+    assert pipe.model.config.to_dict() == json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    assert pipe.model.dtype == torch.float32 and pipe.model.device == torch.device("cpu")
+    assert pipeline("text-classification", model=folder, dtype="bfloat16").model.dtype == torch.bfloat16
+    inputs = pipe.tokenizer(SHORT, padding=True, return_tensors="pt")
+    with pytest.raises(InputError, match="coulisse runs inference only"):
+        pipe.model(**inputs, labels=torch.zeros(len(SHORT), dtype=torch.long))
+
+
+def test_output_attentions_and_hidden_states_equal_transformers_eager():
+    """`output_attentions=True` / `output_hidden_states=True` on a padded batch: every layer's probabilities and
+    hidden states equal transformers' (its eager attention, the one that returns them) where query and key are real
+    tokens; coulisse puts zeros where transformers computes rows for padding."""
+    import transformers
+
+    from coulisse.defaults import BUNDLED_DIR
+
+    pipe = pipeline("text-classification", model=BUNDLED_DIR)
+    reference = transformers.AutoModelForSequenceClassification.from_pretrained(
+        BUNDLED_DIR, attn_implementation="eager").eval()
+    inputs = pipe.tokenizer(SHORT, padding=True, return_tensors="pt")
+    ours = pipe.model(**inputs, output_attentions=True, output_hidden_states=True)
+    with torch.no_grad():
+        theirs = reference(**inputs, output_attentions=True, output_hidden_states=True)
+    real = inputs["attention_mask"].bool()
+    heads = reference.config.num_attention_heads
+    pairs = (real[:, None, :, None] & real[:, None, None, :]).expand(-1, heads, -1, -1)
+    assert len(ours.attentions) == len(theirs.attentions) == reference.config.num_hidden_layers
+    assert len(ours.hidden_states) == len(theirs.hidden_states) == reference.config.num_hidden_layers + 1
+    for a, b in zip(ours.attentions, theirs.attentions, strict=True):
+        assert a.shape == b.shape and (a - b)[pairs].abs().max() <= 1e-5 and not a[~pairs].any()
+    for a, b in zip(ours.hidden_states, theirs.hidden_states, strict=True):
+        assert a.shape == b.shape and (a - b)[real].abs().max() <= 1e-4 and not a[~real].any()
+    assert ours.keys() == ["logits", "hidden_states", "attentions", "last_hidden_state"]
+    assert torch.equal(ours[2][0], ours.attentions[0]) and ours.to_tuple()[0] is ours.logits

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import reprlib
@@ -46,6 +47,10 @@ class EncoderConfig:
     def family(self) -> Family:
         """This model type's row of the family table (`coulisse.families`)."""
         return FAMILIES[self.model_type]
+
+    def to_dict(self) -> dict[str, Any]:
+        """config.json as read (a copy), as transformers' `config.to_dict()` gives the file's settings."""
+        return copy.deepcopy(self.raw)
 
     @property
     def position_offset(self) -> int:

@@ -42,6 +42,9 @@ class Family:
     checkpoint_keys: str = "bert.checkpoint_keys"
     # RoBERTa family: positions are numbered from pad_token_id + 1, not 0.
     positions_from_pad: bool = False
+    # FlauBERT (transformers' XLM): given no attention mask, a sequence is its first (ids != pad) tokens, as
+    # transformers reads `lengths` off the ids; the other families attend to every token then, pads included.
+    mask_from_pad: bool = False
     # Base-model checkpoint keys (prefix removed) the model may leave unread without it being an error.
     unused_ok: tuple[str, ...] = ()
     # config.json: our `EncoderConfig` field -> this family's key for it (DistilBERT's "dim"), the family's
@@ -116,7 +119,8 @@ FAMILIES: dict[str, Family] = _rows(
            config_keys={"hidden_size": "emb_dim", "num_hidden_layers": "n_layers", "num_attention_heads": "n_heads"},
            config_defaults={"vocab_size": 30145, "hidden_size": 2048, "num_attention_heads": 16,
                             "type_vocab_size": 0, "pad_token_id": 2},
-           config_fields=_xlm_fields, tokenizer_class="FlaubertTokenizer", python_tokenizer=True, bpe="moses"),
+           config_fields=_xlm_fields, tokenizer_class="FlaubertTokenizer", python_tokenizer=True, bpe="moses",
+           mask_from_pad=True),
     # DeBERTa-v2/v3: its own blocks (disentangled relative attention) and heads. Checkpoints with
     # `position_biased_input: false` may carry an absolute position table the model never reads.
     Family("deberta-v2", ("deberta",), "deberta_v2.HEADS", model="deberta_v2.DebertaV2Model",

@@ -113,3 +113,30 @@ def test_hidden_states_equal_transformers(factory, arch, source):
     for text, (_, single_hidden) in zip(TEXTS, singles, strict=True):
         out = pipe.model(**pipe.tokenizer([text], truncation=True, return_tensors="pt")).last_hidden_state
         assert_close(f"hidden states one by one [{arch}]", out, single_hidden)
+
+
+@pytest.mark.parametrize("arch", ALL_ARCHS)
+def test_padded_ids_without_a_mask_or_left_padded_number_positions_as_transformers(factory, arch):
+    """`model(input_ids)` on a padded batch without a mask (or with one of ones) attends to the pad tokens, as
+    transformers does; and positions come from the ids, not the mask: the RoBERTa family gives a pad token position
+    pad_token_id, the others number every column (a left-padded text starts past 0). Classifier logits with right
+    padding, and the base model's real tokens with left padding, against transformers'."""
+    ref = factory.reference(arch).model
+    pad = ref.config.pad_token_id
+    g = torch.Generator().manual_seed(7)
+    ids = torch.randint(5, ref.config.vocab_size, (3, 9), generator=g)
+    ids[ids == pad] = 5
+    ids[1, 6:], ids[2, 3:] = pad, pad  # right padding
+    ours = pipeline("text-classification", model=factory.checkpoint(arch)).model
+    base = pipeline("feature-extraction", model=factory.checkpoint(arch, base=True)).model
+    with torch.no_grad():
+        for mask in (None, torch.ones_like(ids), (ids != pad).long()):
+            kwargs = {} if mask is None else {"attention_mask": mask}
+            assert_close(f"{arch} logits, right padding, mask {mask}", ours(input_ids=ids, **kwargs).logits,
+                         ref(input_ids=ids, **kwargs).logits)
+        left = torch.stack([row.roll(int((row == pad).sum())) for row in ids])  # the same texts, padded on the left
+        mask = (left != pad).long()
+        theirs = ref.base_model(input_ids=left, attention_mask=mask).last_hidden_state
+        real = mask.bool()
+        assert_close(f"{arch} hidden states, left padding", base(input_ids=left, attention_mask=mask)
+                     .last_hidden_state[real], theirs[real])

@@ -77,12 +77,23 @@ class Packed:
 
     @classmethod
     def from_padded(cls, input_ids: Tensor, attention_mask: Tensor | None, token_type_ids: Tensor | None,
-                    offset: int) -> Packed:
-        """Drop the padding of a (B, L) batch. Positions count real tokens, as transformers does."""
+                    offset: int, position_ids: Tensor | None = None) -> Packed:
+        """Drop the padding of a (B, L) batch (the tokens the mask leaves out; no mask: none). Positions are
+        numbered as transformers numbers them, from the ids and not the mask: the RoBERTa family (`offset` =
+        pad_token_id + 1) counts the tokens that are not the pad token from `offset` and gives a pad token
+        position pad_token_id; the others number every column from 0, padding included (a left-padded text then
+        starts past 0 there too). The two agree with counting the mask's tokens for right padding and a mask.
+        Given `position_ids` (B, L) are used as they are."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         keep = attention_mask.bool()
-        positions = (attention_mask.long().cumsum(1) - 1).clamp(min=0) + offset
+        if position_ids is not None:
+            positions = position_ids.expand_as(input_ids)
+        elif offset > 0:
+            real = input_ids.ne(offset - 1)
+            positions = real.long().cumsum(1) * real + (offset - 1)
+        else:
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
         lengths = keep.sum(1).tolist()
         types = token_type_ids[keep] if token_type_ids is not None else None
         return cls.build(input_ids[keep], positions[keep], types, lengths, input_ids.device)
@@ -109,17 +120,23 @@ class Packed:
 class Trace:
     """What an explaining forward keeps besides its output: the hidden states entering the first layer and
     leaving each layer (`(T, H)` each, layers + 1 of them) and each layer's attention probabilities
-    `(B, heads, queries, keys)`. Passed down as an argument; the fast path gets None and keeps nothing."""
+    `(B, heads, queries, keys)`, unless `keep_attentions` is off (attention then runs as without a trace).
+    Passed down as an argument; the fast path gets None and keeps nothing."""
 
     hidden_states: list[Tensor] = field(default_factory=list)
     attentions: list[Tensor] = field(default_factory=list)
+    keep_attentions: bool = True
+
+
+def keeps_attentions(trace: Trace | None) -> bool:
+    return trace is not None and trace.keep_attentions
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, scale: float | None = None,
            trace: Trace | None = None) -> Tensor:
     """Scaled dot-product attention `(B, h, Lq, d)`. `mask` is SDPA's: boolean (True = attend) or added to
     the scores. With a trace, the same arithmetic is spelled out so that the probabilities can be kept."""
-    if trace is None:
+    if not keeps_attentions(trace):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5 if scale is None else scale)  # (B, h, Lq, L)
     if mask is not None:
@@ -148,12 +165,13 @@ def packed_attention(qkv: Tensor, p: Packed, heads: int, first_only: bool = Fals
     sequence's first query: `(B, H)`. A trace keeps `(B, h, L, L)` probabilities: the padded layout.
     `kernel(qkv, p, heads, first_only)`, where the CPU fast path installed one (`SelfAttention.kernel`),
     does the whole batch in one call on the packed tensor, or returns None to leave it to SDPA."""
-    if trace is None and kernel is not None:
-        out = kernel(qkv, p, heads, first_only)
-        if out is not None:
-            return out
-    if trace is None and per_sequence(p.lengths):
-        return attend_sequences(qkv, p, heads, first_only)
+    if not keeps_attentions(trace):
+        if kernel is not None:
+            out = kernel(qkv, p, heads, first_only)
+            if out is not None:
+                return out
+        if per_sequence(p.lengths):
+            return attend_sequences(qkv, p, heads, first_only)
     return attend_padded(qkv, p, heads, first_only, trace)
 
 

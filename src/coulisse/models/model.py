@@ -18,6 +18,7 @@ from coulisse.errors import InputError, ModelLoadError, UnsupportedModelError
 from coulisse.families import Family
 from coulisse.models.bert import Packed, Trace
 from coulisse.weights import check_unused, expected_shapes, gather_weights, normalize_keys, read_weights
+from coulisse.weights.assign import lookup_tensor
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +44,46 @@ def build_head(config: EncoderConfig, task: str) -> nn.Module:
 
 @dataclass
 class ModelOutput:
-    """What `model(**inputs)` returns: hidden states `(B, L, H)` for a base model, logits for a head."""
+    """What `model(**inputs)` returns: hidden states `(B, L, H)` for a base model, logits for a head; asked for,
+    every layer's hidden states and attention probabilities. Read like transformers' outputs: by attribute, by
+    name or by position over the fields that are set (`out[0]`, `out["logits"]`, `keys()`, `to_tuple()`), in its
+    order: logits (or last_hidden_state), hidden_states, attentions; a head's output with output_hidden_states
+    also holds the encoder's last_hidden_state, last (`coulisse explain` shows stage 2 apart from the head)."""
 
     last_hidden_state: Tensor | None = None
     logits: Tensor | None = None
+    hidden_states: tuple[Tensor, ...] | None = None
+    attentions: tuple[Tensor, ...] | None = None
 
-    def __getitem__(self, i: int) -> Tensor:
-        return [v for v in (self.logits, self.last_hidden_state) if v is not None][i]
+    def keys(self) -> list[str]:
+        order = (("logits", "hidden_states", "attentions", "last_hidden_state") if self.logits is not None
+                 else ("last_hidden_state", "hidden_states", "attentions"))
+        return [name for name in order if getattr(self, name) is not None]
+
+    def values(self) -> list:
+        return [getattr(self, name) for name in self.keys()]
+
+    def items(self) -> list[tuple[str, object]]:
+        return [(name, getattr(self, name)) for name in self.keys()]
+
+    def to_tuple(self) -> tuple:
+        return tuple(self.values())
+
+    def __getitem__(self, key: int | slice | str):
+        if isinstance(key, str):
+            if key not in self.keys():
+                raise KeyError(f"{key!r}; this output holds {', '.join(self.keys())}")
+            return getattr(self, key)
+        return self.to_tuple()[key]
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys()
 
 
 class EncoderModel(nn.Module):
@@ -84,16 +118,45 @@ class EncoderModel(nn.Module):
         # first token (<s> / [CLS]) of each sequence
         return self.head(self.base(p, first_only=True, inputs_embeds=inputs_embeds))
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the weights compute in (bf16 weights may be kept as buffers, not parameters)."""
+        weights = [t for t in (*self.parameters(), *self.buffers()) if t.is_floating_point()]
+        return torch.bfloat16 if any(t.dtype == torch.bfloat16 for t in weights) else weights[0].dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(t for t in (*self.parameters(), *self.buffers())).device
+
     @torch.inference_mode()
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
-                token_type_ids: Tensor | None = None, output_hidden_states: bool = False) -> ModelOutput:
+                token_type_ids: Tensor | None = None, position_ids: Tensor | None = None,
+                output_hidden_states: bool = False, output_attentions: bool = False, return_dict: bool = True,
+                labels: Tensor | None = None) -> ModelOutput | tuple:
         """The notebook's `model(**inputs)`: padded `(B, L)` tensors in, padding dropped inside.
         A multiple-choice head takes `(B, choices, L)` and returns logits `(B, choices)`.
-        `output_hidden_states=True` also returns the encoder's `last_hidden_state` `(B, L, H)` beside a
-        head's logits: stage 2 and the head apart, as `coulisse explain` shows them."""
+        `output_hidden_states=True` adds `hidden_states`, the embeddings' output and each layer's (layers + 1 of
+        `(B, L, H)`, zeros at padding), and for a head the encoder's `last_hidden_state` beside its logits (stage 2
+        and the head apart, as `coulisse explain` shows them); `output_attentions=True` adds each layer's
+        attention probabilities `(B, heads, L, L)` (zeros where a query or key is padding). `return_dict=False`:
+        the output's tuple. `position_ids` `(B, L)`, indices into the position table as transformers takes them,
+        replace the ones made from the ids. Inference only: `labels` (a training loss) are refused."""
+        if labels is not None:
+            raise InputError("labels= asks for a training loss; coulisse runs inference only (no loss, no "
+                             "gradients). Fine-tune with transformers, then load the saved folder here.")
+        out = self._forward(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
+                            output_attentions)
+        return out if return_dict else out.to_tuple()
+
+    def _forward(self, input_ids: Tensor, attention_mask: Tensor | None, token_type_ids: Tensor | None,
+                 position_ids: Tensor | None, output_hidden_states: bool, output_attentions: bool) -> ModelOutput:
         if input_ids.dim() == 3:
             return self._forward_choices(input_ids, attention_mask, token_type_ids)
-        p = Packed.from_padded(input_ids, attention_mask, token_type_ids, self.config.position_offset)
+        if attention_mask is None and self.config.family.mask_from_pad:
+            lengths = input_ids.ne(self.config.pad_token_id).sum(1, keepdim=True)
+            attention_mask = (torch.arange(input_ids.shape[1], device=input_ids.device) < lengths).long()
+        p = Packed.from_padded(input_ids, attention_mask, token_type_ids, self.config.position_offset,
+                               position_ids)
         keep = attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=bool)
 
         def padded(rows: Tensor) -> Tensor:  # (T, ...) -> (B, L, ...), zeros at padding
@@ -101,13 +164,25 @@ class EncoderModel(nn.Module):
             out[keep] = rows
             return out
 
-        if self.head is None or output_hidden_states:
-            hidden = self.base(p)  # (T, H)
-            if self.head is None:
-                return ModelOutput(last_hidden_state=padded(hidden))
-            logits = self.head(hidden) if self.per_token else self.head(hidden[p.starts])
-            return ModelOutput(last_hidden_state=padded(hidden),
-                               logits=padded(logits) if self.per_token else logits)
+        def spread(probs: Tensor) -> Tensor:  # (B, h, n, n), each sequence from 0 -> (B, h, L, L) at its columns
+            out = probs.new_zeros(*probs.shape[:2], input_ids.shape[1], input_ids.shape[1])
+            for b in range(out.shape[0]):
+                at = keep[b].nonzero().squeeze(1)
+                out[b][:, at[:, None], at[None, :]] = probs[b, :, :len(at), :len(at)]
+            return out
+
+        trace = Trace(keep_attentions=output_attentions) if output_hidden_states or output_attentions else None
+        if self.head is None or trace is not None:
+            hidden = self.base(p, trace=trace)  # (T, H)
+            logits = None
+            if self.head is not None:
+                logits = self.head(hidden) if self.per_token else self.head(hidden[p.starts])
+                logits = padded(logits) if self.per_token else logits
+            return ModelOutput(
+                last_hidden_state=padded(hidden) if self.head is None or output_hidden_states else None,
+                logits=logits,
+                hidden_states=tuple(padded(h) for h in trace.hidden_states) if output_hidden_states else None,
+                attentions=tuple(spread(a) for a in trace.attentions) if output_attentions else None)
         out = self.forward_packed(p)
         return ModelOutput(logits=padded(out) if self.per_token else out)
 
@@ -169,13 +244,16 @@ def load_model(directory: Path, config: EncoderConfig, head: str | None = None) 
     tensors, path = read_weights(directory, expected_shapes(model, sources, family.prefixes))
     tensors = normalize_keys(tensors, family.prefixes)
     # A head's own tensors (outside the base model) must be there, or the checkpoint is not fine-tuned for it.
-    own = tuple(k for key in getattr(model.head, "KEYS", {}).values() for k in key.split("|")
-                if not k.startswith("{base}."))
-    if head and own and not any(k.startswith(own) for k in tensors):
+    # Their exact names: another task's head may share a prefix (a sequence classifier's classifier.dense.*
+    # is not a token classifier's classifier.weight).
+    # (An alternative in the base model, a decoder tied to the embeddings, does not count.)
+    own = [option for name, _ in model.named_parameters() if name.startswith("head.") for key in sources(name)
+           for option in key.split("|") if not option.startswith("{base}.")]
+    if head and own and all(lookup_tensor(tensors, key) is None for key in own):
         raise ModelLoadError(
-            f"{path.name} in {directory} has no {head} head (no {own[0]}.* tensor; architectures: "
-            f"{config.architectures or 'unknown'}); use task 'feature-extraction', or a fine-tuned "
-            "checkpoint."
+            f"{path.name} in {directory} has no {head} head (no {own[0]} tensor; architectures: "
+            f"{config.architectures or 'unknown'}); use task 'feature-extraction', or a checkpoint fine-tuned "
+            f"for {head}."
         )
     state, used = gather_weights(model, tensors, sources, path.name)
     if family.unused_ok:

@@ -238,9 +238,14 @@ class Pipeline:
     # -- the stages ------------------------------------------------------------------------------------
 
     def parse_call(self, args: tuple, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        """Hook: the inputs from the call's positional arguments (the first, by default)."""
+        """Hook: the inputs from the call's positional arguments (the first, by default), or its `inputs=`
+        keyword, transformers' name for them."""
+        if not args and "inputs" in kwargs:
+            kwargs = dict(kwargs)
+            args = (kwargs.pop("inputs"),)
         if len(args) != 1:
-            raise InputError(f"{self.task} takes one positional argument (the inputs), got {len(args)}.")
+            raise InputError(f"{self.task} takes the inputs as its one positional argument (or inputs=), "
+                             f"got {len(args)} positional arguments.")
         return args[0], kwargs
 
     def preprocess(self, inputs: Any, **options: Any) -> Batch:

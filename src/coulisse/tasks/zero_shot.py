@@ -138,7 +138,11 @@ class ZeroShotClassificationPipeline(Pipeline):
         return options
 
     def parse_call(self, args: tuple, kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        """`zs(texts, candidate_labels=[...], ...)`; the labels may also come second, positionally."""
+        """`zs(texts, candidate_labels=[...], ...)`; the labels may also come second, positionally, and the texts
+        as `sequences=` (transformers' name)."""
+        if not args and "sequences" in kwargs:
+            kwargs = dict(kwargs)
+            args = (kwargs.pop("sequences"),)
         if len(args) == 2 and "candidate_labels" not in kwargs:
             return args[0], {**kwargs, "candidate_labels": args[1]}
         if len(args) != 1:

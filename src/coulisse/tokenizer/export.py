@@ -16,12 +16,15 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tokenizers import Tokenizer as Backend
 
 from coulisse.families import Family
 from coulisse.tokenizer.build import SPM_FILES
-from coulisse.tokenizer.tokenizer import Tokenizer
+
+if TYPE_CHECKING:  # the tokenizer's save_pretrained calls this module
+    from coulisse.tokenizer.tokenizer import Tokenizer
 
 SLOW_FILES = (*SPM_FILES, "vocab.txt", "vocab.json", "merges.txt")
 # Every file `save_tokenizer` may write: what a previous export may have left in a folder being overwritten.

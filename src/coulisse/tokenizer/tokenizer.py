@@ -29,17 +29,63 @@ CLEAN_UP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), ("
 
 
 class BatchEncoding(dict):
-    """A dict of model inputs that also answers attribute access (`inputs.input_ids`)."""
+    """A dict of model inputs that also answers attribute access (`inputs.input_ids`), and transformers'
+    `to(device)`, `tokens(i)` and `word_ids(i)`."""
 
-    def __init__(self, data: dict[str, Any], encodings: list[Encoding] | None = None):
+    def __init__(self, data: dict[str, Any], encodings: list[Encoding] | None = None, pad_token: str | None = None):
         super().__init__(data)
         self.encodings = encodings
+        self.pad_token = pad_token
 
     def __getattr__(self, name: str) -> Any:
         try:
             return self[name]
         except KeyError as e:
             raise AttributeError(name) from e
+
+    def to(self, device: Any) -> BatchEncoding:
+        """The tensors moved to `device` (in place, as transformers does); returns self."""
+        for key, value in self.items():
+            if hasattr(value, "to"):
+                self[key] = value.to(device)
+        return self
+
+    def _encoding(self, i: int) -> Encoding:
+        if not self.encodings:
+            raise InputError("this BatchEncoding holds no encodings (made from plain lists); tokenize again.")
+        if not 0 <= i < len(self.encodings):
+            raise InputError(f"batch index {i} is out of range: the batch holds {len(self.encodings)} texts.")
+        return self.encodings[i]
+
+    def _padding(self, batch_index: int, length: int) -> int:
+        """How many padding columns follow text `batch_index`'s `length` tokens in input_ids."""
+        ids = self.get("input_ids")
+        if ids is None:
+            return 0
+        return max(0, len(ids[batch_index] if _is_batch(ids) else ids) - length)
+
+    def tokens(self, batch_index: int = 0) -> list[str]:
+        """Text `batch_index`'s tokens, special ones included, and the pad token over its padding."""
+        encoding = self._encoding(batch_index)
+        return list(encoding.tokens) + [self.pad_token] * self._padding(batch_index, len(encoding.ids))
+
+    def word_ids(self, batch_index: int = 0) -> list[int | None]:
+        """For each token of text `batch_index`, the index of the word it comes from; None for special tokens and
+        padding."""
+        encoding = self._encoding(batch_index)
+        return list(encoding.word_ids) + [None] * self._padding(batch_index, len(encoding.ids))
+
+
+def _is_batch(ids: Any) -> bool:
+    """Rows of ids (a list of lists, or a 2-D tensor or array) rather than one text's."""
+    if hasattr(ids, "ndim"):
+        return ids.ndim == 2
+    return isinstance(ids, list) and bool(ids) and isinstance(ids[0], (list, tuple))
+
+
+def _is_one_id(ids: Any) -> bool:
+    """An int, or a 0-d tensor or array: one id rather than a sequence of them."""
+    return isinstance(ids, (int, np.integer)) or getattr(ids, "ndim", None) == 0
 
 
 def check_texts(texts: Any, what: str = "text") -> tuple[list[str], bool]:
@@ -70,6 +116,14 @@ def unicode_problem(text: str) -> str | None:
     return None
 
 
+def _token(name: str) -> property:
+    return property(lambda self: self.special_tokens[name], doc=f"The {name} token, or None.")
+
+
+def _token_id(name: str) -> property:
+    return property(lambda self: self._id(self.special_tokens[name]), doc=f"The {name} token's id, or None.")
+
+
 class Tokenizer:
     def __init__(self, backend: Backend, *, model_max_length: int, settings: dict, source: str,
                  model_type: str | None = None):
@@ -89,17 +143,21 @@ class Tokenizer:
         self._truncation: tuple[int, int, str, str] | None = None
         backend.no_padding()
         backend.no_truncation()
+        self.model_type = model_type
+        self.name_or_path = ""  # the folder it was read from (from_dir)
         self.special_tokens = {
             name: self._special(settings, name) for name in ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
         }
-        self.pad_token_id = self.convert_tokens_to_ids(self.special_tokens["pad"]) or 0
+        self.pad_token_id = self._id(self.special_tokens["pad"]) or 0
 
     def _special(self, settings: dict, name: str) -> str | None:
         value = settings.get(f"{name}_token")
         if isinstance(value, dict):
             value = value.get("content")
         if value is None:
-            defaults = {"bos": ["<s>", "[CLS]"], "eos": ["</s>", "[SEP]"], "unk": ["<unk>", "[UNK]"],
+            # The vocabulary's spelling where the settings name none; WordPiece models have no bos / eos in
+            # transformers (their [CLS] and [SEP] are cls and sep only).
+            defaults = {"bos": ["<s>"], "eos": ["</s>"], "unk": ["<unk>", "[UNK]"],
                         "sep": ["</s>", "[SEP]"], "pad": ["<pad>", "[PAD]"], "cls": ["<s>", "[CLS]"],
                         "mask": ["<mask>", "[MASK]"]}[name]
             value = next((v for v in defaults if self.backend.token_to_id(v) is not None), None)
@@ -114,8 +172,10 @@ class Tokenizer:
         limit = settings.get("model_max_length")
         if not isinstance(limit, (int, float)) or limit >= UNBOUNDED:
             limit = max_positions if max_positions else UNBOUNDED
-        return cls(backend, model_max_length=int(limit), settings=settings, source=source,
-                   model_type=model_type)
+        tokenizer = cls(backend, model_max_length=int(limit), settings=settings, source=source,
+                        model_type=model_type)
+        tokenizer.name_or_path = str(directory)
+        return tokenizer
 
     # -- encoding ---------------------------------------------------------------------------------
 
@@ -232,7 +292,11 @@ class Tokenizer:
     def __call__(self, text: str | Sequence[str], text_pair: str | Sequence[str] | None = None, *,
                  padding: bool | str = False, truncation: bool | None = None, max_length: int | None = None,
                  return_tensors: str | None = None, add_special_tokens: bool = True,
-                 return_offsets_mapping: bool = False) -> BatchEncoding:
+                 return_offsets_mapping: bool = False, return_token_type_ids: bool | None = None,
+                 return_attention_mask: bool | None = None,
+                 return_special_tokens_mask: bool = False) -> BatchEncoding:
+        """transformers' call: one text or a batch (with `text_pair`s), padded, truncated, as lists or tensors.
+        `return_token_type_ids` / `return_attention_mask` default to what the model reads."""
         texts, single = check_texts(text)
         pairs = None
         if text_pair is not None:
@@ -243,33 +307,42 @@ class Tokenizer:
             truncation = max_length is not None
         encodings = self.encode_batch(texts, pairs, truncation=bool(truncation), max_length=max_length,
                                       add_special_tokens=add_special_tokens)
-        data = self._collate(encodings, padding, max_length, return_offsets_mapping)
+        data = self._collate(encodings, padding, max_length, return_offsets_mapping, return_special_tokens_mask)
+        if return_token_type_ids is not None and not return_token_type_ids:
+            data.pop("token_type_ids", None)
+        elif return_token_type_ids and "token_type_ids" not in data:
+            data["token_type_ids"] = self._padded(encodings, padding, max_length, "type_ids", 0)
+        if return_attention_mask is not None and not return_attention_mask:
+            del data["attention_mask"]
         if single and return_tensors is None:
             data = {k: v[0] for k, v in data.items()}
-        return BatchEncoding(self._convert(data, return_tensors), encodings)
+        return BatchEncoding(self._convert(data, return_tensors), encodings, self.special_tokens["pad"])
 
     def _collate(self, encodings: list[Encoding], padding: bool | str, max_length: int | None,
-                 offsets: bool) -> dict[str, list]:
-        lengths = [len(e.ids) for e in encodings]
+                 offsets: bool, special_mask: bool = False) -> dict[str, list]:
+        data: dict[str, list] = {"input_ids": self._padded(encodings, padding, max_length, "ids", self.pad_token_id)}
+        if "token_type_ids" in self.model_input_names:
+            data["token_type_ids"] = self._padded(encodings, padding, max_length, "type_ids", 0)
+        data["attention_mask"] = self._padded(encodings, padding, max_length, "attention_mask", 0)
+        if offsets:
+            data["offset_mapping"] = self._padded(encodings, padding, max_length, "offsets", (0, 0))
+        if special_mask:  # padding counts as special, as in transformers
+            data["special_tokens_mask"] = self._padded(encodings, padding, max_length, "special_tokens_mask", 1)
+        return data
+
+    def _padded(self, encodings: list[Encoding], padding: bool | str, max_length: int | None, field: str,
+                value: Any) -> list[list]:
+        """One field of every encoding, padded on the right with `value` as `padding` says."""
         if padding in (True, "longest"):
-            width = max(lengths)
+            width = max(len(e.ids) for e in encodings)
         elif padding == "max_length":
             width = max_length or self.model_max_length
         elif padding in (False, "do_not_pad", None):
-            width = None
+            width = 0
         else:
             raise InputError(f"padding={padding!r} is not one of True, False, 'longest', 'max_length'.")
-
-        def pad(seq: list, value) -> list:
-            return list(seq) + [value] * (width - len(seq)) if width else list(seq)
-
-        data: dict[str, list] = {"input_ids": [pad(e.ids, self.pad_token_id) for e in encodings]}
-        if "token_type_ids" in self.model_input_names:
-            data["token_type_ids"] = [pad(e.type_ids, 0) for e in encodings]
-        data["attention_mask"] = [pad(e.attention_mask, 0) for e in encodings]
-        if offsets:
-            data["offset_mapping"] = [pad(e.offsets, (0, 0)) for e in encodings]
-        return data
+        rows = [list(getattr(e, field)) for e in encodings]
+        return [row + [value] * (width - len(row)) for row in rows] if width else rows
 
     @staticmethod
     def _convert(data: dict[str, list], return_tensors: str | None) -> dict[str, Any]:
@@ -289,28 +362,82 @@ class Tokenizer:
 
     # -- vocabulary -------------------------------------------------------------------------------
 
-    def tokenize(self, text: str) -> list[str]:
-        return self.backend.encode(text, add_special_tokens=False).tokens
+    def encode(self, text: str, text_pair: str | None = None, *, add_special_tokens: bool = True,
+               truncation: bool | None = None, max_length: int | None = None, return_tensors: str | None = None):
+        """One text's ids (a list; with return_tensors, a `(1, L)` tensor or array), as transformers' encode."""
+        if not isinstance(text, str):
+            raise InputError(f"encode takes one text (a string), got {type(text).__name__}; call the tokenizer "
+                             "itself for a batch.")
+        out = self(text, text_pair, add_special_tokens=add_special_tokens, truncation=truncation,
+                   max_length=max_length, return_tensors=return_tensors)
+        return out["input_ids"]
 
-    def convert_ids_to_tokens(self, ids: int | Sequence[int]) -> str | list[str]:
-        if isinstance(ids, int):
-            return self.backend.id_to_token(ids)
-        return [self.backend.id_to_token(int(i)) for i in ids]
+    def tokenize(self, text: str, text_pair: str | None = None, *, add_special_tokens: bool = False) -> list[str]:
+        """The text's tokens (without special tokens unless asked, as transformers' tokenize)."""
+        if text_pair is not None:
+            return list(self.backend.encode(text, text_pair, add_special_tokens=add_special_tokens).tokens)
+        return list(self.backend.encode(text, add_special_tokens=add_special_tokens).tokens)
+
+    def convert_ids_to_tokens(self, ids: int | Sequence[int], skip_special_tokens: bool = False) -> str | list[str]:
+        if _is_one_id(ids):
+            return self.backend.id_to_token(int(ids))
+        special = set(self.all_special_ids) if skip_special_tokens else set()
+        return [self.backend.id_to_token(int(i)) for i in ids if int(i) not in special]
 
     def convert_tokens_to_ids(self, tokens: str | Sequence[str] | None):
+        """Ids of tokens; a token outside the vocabulary gets the unknown token's id, as in transformers (None
+        where the vocabulary has no unknown token)."""
         if tokens is None:
             return None
         if isinstance(tokens, str):
-            return self.backend.token_to_id(tokens)
-        return [self.backend.token_to_id(t) for t in tokens]
+            found = self._id(tokens)
+            return found if found is not None else self.unk_token_id
+        return [self.convert_tokens_to_ids(t) for t in tokens]
+
+    def _id(self, token: str | None) -> int | None:
+        """The id of `token`, None when the vocabulary lacks it (or for None)."""
+        return None if token is None else self.backend.token_to_id(token)
+
+    # The special tokens as transformers names them: `mask_token` ("<mask>"), `mask_token_id`... (None where the
+    # tokenizer has none; `pad_token_id` is an attribute, 0 without a pad token)
+    bos_token, eos_token, unk_token, sep_token = _token("bos"), _token("eos"), _token("unk"), _token("sep")
+    pad_token, cls_token, mask_token = _token("pad"), _token("cls"), _token("mask")
+    bos_token_id, eos_token_id, unk_token_id = _token_id("bos"), _token_id("eos"), _token_id("unk")
+    sep_token_id, cls_token_id, mask_token_id = _token_id("sep"), _token_id("cls"), _token_id("mask")
 
     @property
-    def mask_token_id(self) -> int | None:
-        return self.convert_tokens_to_ids(self.special_tokens["mask"])
+    def all_special_tokens(self) -> list[str]:
+        """The special tokens the vocabulary holds, each once, in transformers' order (bos, eos, unk, sep, pad,
+        cls, mask)."""
+        return list(dict.fromkeys(t for t in self.special_tokens.values() if self._id(t) is not None))
 
     @property
-    def unk_token_id(self) -> int | None:
-        return self.convert_tokens_to_ids(self.special_tokens["unk"])
+    def all_special_ids(self) -> list[int]:
+        return [self._id(t) for t in self.all_special_tokens]
+
+    @property
+    def vocab_size(self) -> int:
+        """The vocabulary without added tokens, as transformers' `vocab_size` (`len(tokenizer)` counts them)."""
+        return self.backend.get_vocab_size(with_added_tokens=False)
+
+    @property
+    def is_fast(self) -> bool:
+        """Whether encoding runs in the Rust tokenizers library alone (FlauBERT's Moses step is Python)."""
+        return not self._python
+
+    def save_pretrained(self, directory: str | Path) -> list[str]:
+        """Write the tokenizer files as transformers saves them (`tokenizer.json`, the slow files,
+        tokenizer_config.json) into `directory` (made if missing); returns the names written. A whole checkpoint:
+        the pipeline's save_pretrained."""
+        from coulisse.tokenizer.export import save_tokenizer
+
+        family = family_of(self.model_type, self.settings.get("tokenizer_class"))
+        if not self.name_or_path or family is None:
+            raise InputError("this tokenizer was not read from a checkpoint folder of a known family; save the "
+                             "pipeline instead (pipe.save_pretrained(folder)).")
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        return save_tokenizer(self, Path(self.name_or_path), out, family)
 
     def get_vocab(self) -> dict[str, int]:
         return self.backend.get_vocab(with_added_tokens=True)
@@ -320,11 +447,18 @@ class Tokenizer:
         decoder = self.backend.decoder
         return decoder.decode(list(tokens)) if decoder is not None else " ".join(tokens)
 
-    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False,
+    def batch_decode(self, sequences: Sequence[Sequence[int]], skip_special_tokens: bool = False,
+                     clean_up_tokenization_spaces: bool | None = None) -> list[str]:
+        """`decode` of each row (lists of ids, or a 2-D tensor or array)."""
+        return [self.decode(ids, skip_special_tokens, clean_up_tokenization_spaces) for ids in sequences]
+
+    def decode(self, ids: int | Sequence[int], skip_special_tokens: bool = False,
                clean_up_tokenization_spaces: bool | None = None) -> str:
         """transformers 5's decode: the backend's, then its space clean-up when the tokenizer config asks
-        for it (`clean_up_tokenization_spaces`), except on BPE models, where it would corrupt the text."""
-        text = self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+        for it (`clean_up_tokenization_spaces`), except on BPE models, where it would corrupt the text. One
+        id (an int, or a tensor of one) decodes alone."""
+        ids = [int(ids)] if _is_one_id(ids) else [int(i) for i in ids]
+        text = self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
         if clean_up_tokenization_spaces is None:
             clean_up_tokenization_spaces = bool(self.settings.get("clean_up_tokenization_spaces", False))
         if clean_up_tokenization_spaces and type(self.backend.model).__name__ != "BPE":

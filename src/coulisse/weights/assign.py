@@ -37,7 +37,7 @@ def normalize_keys(tensors: dict[str, torch.Tensor], prefixes: tuple[str, ...]) 
     return out
 
 
-def _lookup(tensors: dict[str, torch.Tensor], key: str) -> str | None:
+def lookup_tensor(tensors: dict[str, torch.Tensor], key: str) -> str | None:
     """Find `key` in the checkpoint. A base-model key may be stored with or without the prefix (base
     checkpoints have none); `a|b` names alternatives tried in order (e.g. a decoder tied to embeddings)."""
     for option in key.split("|"):
@@ -61,7 +61,7 @@ def gather_weights(module: nn.Module, tensors: dict[str, torch.Tensor],
         expected = (param.shape[0] // len(keys), *param.shape[1:])
         parts = []
         for key in keys:
-            found = _lookup(tensors, key)
+            found = lookup_tensor(tensors, key)
             if found is None:
                 raise ModelLoadError(
                     f"{source_name} has no tensor {key.replace('{base}.', '')!r} (needed for {name}, "
