@@ -110,10 +110,27 @@ def task_factory(factory, tmp_path_factory):
     return TaskFactory(factory, tmp_path_factory.mktemp("task-checkpoints"))
 
 
+_RUN_CACHE: list[str] = []  # the cache folder this run made, removed when the run ends
+
+
 def pytest_configure(config):
     """The int8 weight cache (coulisse.engine.cache) goes to a folder of this run, not the user's ~/.cache;
     tests of the cache itself point COULISSE_CACHE elsewhere."""
     import os
     import tempfile
 
-    os.environ.setdefault("COULISSE_CACHE", tempfile.mkdtemp(prefix="coulisse-test-cache-"))
+    if "COULISSE_CACHE" not in os.environ:
+        os.environ["COULISSE_CACHE"] = tempfile.mkdtemp(prefix="coulisse-test-cache-")
+        _RUN_CACHE.append(os.environ["COULISSE_CACHE"])
+
+
+def pytest_unconfigure(config):
+    """The run's cache folder goes with the run (each run left ~11 MB of int8 weights in the temp folder)."""
+    import os
+    import shutil
+
+    for folder in _RUN_CACHE:
+        shutil.rmtree(folder, ignore_errors=True)
+        if os.environ.get("COULISSE_CACHE") == folder:
+            del os.environ["COULISSE_CACHE"]
+    _RUN_CACHE.clear()

@@ -269,3 +269,23 @@ def test_cli_says_the_id_is_invalid_in_one_line(model, tmp_path):
     assert done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith(f"Error: InvalidModelIdError: model {model!r} is neither a folder nor a Hub id: ")
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("typo", ["coulisse/mini-alocine", "coulisse/mini-allocin", "Coulisse/Mini-Allocine",
+                                  "coulisse/mini_allocine"])
+def test_a_typo_of_the_bundled_name_suggests_it_without_asking_the_hub(typo, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr("coulisse.hub._download", lambda *a: pytest.fail("the Hub was asked"))
+    with pytest.raises(ModelNotFoundError, match=f"model '{typo}' is not shipped with coulisse.*did you mean "
+                                                 "'coulisse/mini-allocine'"):
+        resolve_model(typo)
+
+
+@pytest.mark.parametrize("other", ["coulisse/mini-allocine-v2", "coulisse/allocine", "tblard/tf-allocine"])
+def test_other_names_near_the_bundled_one_still_go_to_the_hub(other, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    asked = []
+    monkeypatch.setattr("coulisse.hub._download", lambda repo_id, revision: asked.append(repo_id) or tmp_path)
+    assert resolve_model(other) == tmp_path and asked == [other]

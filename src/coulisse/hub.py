@@ -11,6 +11,7 @@ each one line naming the model, the cache searched and the fixes.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import sys
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from coulisse.defaults import bundled_dir
+from coulisse.defaults import BUNDLED_MODEL, bundled_dir
 from coulisse.errors import HubUnreachableError, InvalidModelIdError, ModelNotFoundError
 from coulisse.weights import WEIGHT_FILES
 
@@ -84,6 +85,9 @@ def resolve_model(model: str | os.PathLike, revision: str | None = None) -> Path
     cached = _from_cache(text, revision)
     if cached is not None:
         return cached
+    if text != BUNDLED_MODEL and _near_bundled(text):
+        raise ModelNotFoundError(f"model {text!r} is not shipped with coulisse, nor in the Hugging Face cache; "
+                                 f"did you mean {BUNDLED_MODEL!r}, the model coulisse ships?")
     if is_offline():
         raise HubUnreachableError(
             f"model {text!r} is not in the Hugging Face cache ({hub_cache_dir()}) and HF_HUB_OFFLINE is set. "
@@ -91,6 +95,13 @@ def resolve_model(model: str | os.PathLike, revision: str | None = None) -> Path
             "with --model / model=."
         )
     return _download(text, revision)
+
+
+def _near_bundled(text: str) -> bool:
+    """A typo of the bundled model's name (a letter or two, or its case): said at once rather than asked of the
+    Hub, which has no such repository. A longer name (another version) is left to the Hub."""
+    return (abs(len(text) - len(BUNDLED_MODEL)) <= 2
+            and difflib.SequenceMatcher(None, text.lower(), BUNDLED_MODEL).ratio() >= 0.9)
 
 
 def invalid_hub_id(text: str) -> str | None:

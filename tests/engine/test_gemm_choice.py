@@ -88,11 +88,11 @@ def test_cached_choices_are_this_machines_only(timings, monkeypatch):
     from coulisse.engine.cpu import this_machine
 
     key = this_machine().features.key
-    out = CliRunner().invoke(cli, ["info"]).output
+    out = " ".join(CliRunner().invoke(cli, ["info"]).output.split())  # (lines wrapped for a terminal)
     if this_machine().fp32.kernel == "onednn":
         assert "fp32 in corpus jobs, measured here: no model size yet" in out
         gemm_choice.fp32_gemm(768, 3072, key)  # `measure` is the fixture's: (10 ms, 8 ms)
-        out = CliRunner().invoke(cli, ["info"]).output
+        out = " ".join(CliRunner().invoke(cli, ["info"]).output.split())
         assert ("fp32 in corpus jobs, measured here: 768->3072->768: MKL's sgemm (oneDNN 10.0 ms, MKL 8.0 ms "
                 "at 1024 rows)") in out
 

@@ -291,7 +291,7 @@ OPTIONS = {
     "stride": ({"long_text": "chunk", "stride": 4}, {"long_text": "chunk", "stride": 8},
                "--stride changed (was 4, now 8)"),
     "column": ({"column": "text"}, {"column": "other"}, "the text column (--column) changed (was 'text', now 'other')"),
-    "all_scores": ({}, {"all_scores": True}, "--all-scores changed (was False, now True)"),
+    "all_scores": ({}, {"all_scores": True}, "--all-scores changed (was not given, now given)"),
     "batch_rows": ({}, {"batch_rows": 16}, "--batch-rows changed (was 8, now 16)"),
     "model": ({"model": "a"}, {"model": "b"}, "--model changed (was 'a', now 'b')"),
 }

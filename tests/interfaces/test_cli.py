@@ -169,9 +169,71 @@ def test_bad_model_and_inputs_print_one_line_errors(tmp_path, monkeypatch, tf_ca
     assert_one_line_error(runner.invoke(cli, ["classify", "-m", REPO, "x"]), REPO, str(tmp_path / "empty"))
     missing = "tblard/nothing-here"
     assert_one_line_error(runner.invoke(cli, ["explain", "-m", missing, "x"]), missing)
-    model = ["-m", str(tf_camembert_dir)]
-    assert_one_line_error(runner.invoke(cli, ["classify", *model, "-k", "0", "x"]), "top_k")
-    assert_one_line_error(runner.invoke(cli, ["classify", *model], input="\n  \n"), "empty list")
+
+
+def usage_error(result) -> str:
+    """The `Error:` line of a usage error (exit 2, nothing on stdout, no traceback)."""
+    assert result.exit_code == 2, result.output
+    assert result.stdout == "" and "Traceback" not in result.output
+    return result.stderr.strip().splitlines()[-1]
+
+
+def test_usage_mistakes_are_said_before_a_model_is_looked_for(tmp_path, monkeypatch):
+    """What a first try gets wrong (a zero count, an empty stdin, --fast beside --quantize, a bad COULISSE_*
+    value) is named in the CLI's words, and before the model: this one does not exist, and is never reported."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    runner = CliRunner()
+    model = ["-m", str(tmp_path / "no-such-model")]
+    line = usage_error(runner.invoke(cli, ["classify", *model, "-k", "0", "x"]))
+    assert "'-k' / '--top-k': 0 is not positive" in line
+    line = usage_error(runner.invoke(cli, ["classify", *model, "-t", "0", "x"]))
+    assert "'-t' / '--threads': 0 is not positive" in line
+    for command in (["classify"], ["explain"], ["explain", "--html", str(tmp_path / "page.html")], ["ner"],
+                    ["embed"], ["fill-mask"]):
+        line = usage_error(runner.invoke(cli, [*command, *model], input="\n  \n"))
+        assert "stdin held no text" in line, (command, line)
+    assert not (tmp_path / "page.html").exists()
+    line = usage_error(runner.invoke(cli, ["classify", *model, "--fast", "-q", "int8", "x"]))
+    assert line == "Error: --fast picks the precision itself; drop --quantize int8, or drop --fast."
+    line = usage_error(runner.invoke(cli, ["classify", *model, "x"], env={"COULISSE_QUANTIZE": "int4"}))
+    assert "Invalid value for the environment variable COULISSE_QUANTIZE: 'int4'" in line
+    line = usage_error(runner.invoke(cli, ["classify", *model, "x"], env={"COULISSE_THREADS": "0"}))
+    assert "the environment variable COULISSE_THREADS: 0 is not positive" in line
+    line = usage_error(runner.invoke(cli, ["classify", "x", "-t", "0"], env={"COULISSE_THREADS": "2"}))
+    assert "'-t' / '--threads'" in line  # typed: the option is named, not the variable
+
+
+def test_text_that_is_not_utf8_is_named_by_argument_and_line(tmp_path, monkeypatch):
+    """Bytes that are not UTF-8 reach Python's argv as lone surrogates (surrogateescape): the error names the
+    argument or stdin line and the byte, not a surrogate nobody typed, and comes before the model loads."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    runner = CliRunner()
+    model = ["-m", str(tmp_path / "no-such-model")]
+    assert_one_line_error(runner.invoke(cli, ["classify", *model, "Bien", "Tr\udce8s bon"]),
+                          "TEXT argument 2 is not valid UTF-8 (byte 0xe8 at character 3)")
+    assert_one_line_error(runner.invoke(cli, ["explain", *model], input=b"Bien\nTr\xe8s bon\n"),
+                          "stdin line 2 is not valid UTF-8 (byte 0xe8 at byte 3 of the line)")
+
+
+def test_bytes_that_are_not_utf8_on_a_real_command_line(tmp_path):
+    """The same through a real process: argv bytes as a Latin-1 terminal sends them."""
+    env = {**os.environ, "LC_ALL": "C.UTF-8", "HF_HUB_OFFLINE": "1"}
+    env.pop("COULISSE_MODEL", None)
+    args = [os.fsencode(a) for a in coulisse_command()] + [b"classify", b"-m", os.fsencode(tmp_path / "none"),
+                                                           b"Tr\xe8s bon"]
+    result = subprocess.run(args, capture_output=True, env=env, timeout=120)
+    lines = result.stderr.decode().strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert "TEXT argument 1 is not valid UTF-8 (byte 0xe8 at character 3)" in lines[0]
+
+
+def test_a_task_head_the_checkpoint_lacks_is_said_as_such():
+    """A sequence classifier asked for token labels: its classifier.dense.* tensors share the token head's
+    prefix, and the error still says which head is missing and what the checkpoint is, not a broken file."""
+    result = CliRunner().invoke(cli, ["ner", "-m", "coulisse/mini-allocine", "Jean est à Paris."])
+    assert_one_line_error(result, "ModelLoadError", "has no token-classification head",
+                          "CamembertForSequenceClassification")
+    assert "does not match its config.json" not in result.output
 
 
 def test_explain_a_base_model_stops_after_the_encoder(factory):

@@ -167,6 +167,22 @@ def test_missing_matplotlib_stops_before_the_model_loads(tmp_path, monkeypatch):
     assert not (tmp_path / "r").exists()
 
 
+def test_missing_matplotlib_stops_before_the_default_model_is_looked_for(tmp_path, monkeypatch):
+    """Without --model, the default model is resolved (the Hub, maybe, and a warning) only once the request holds."""
+    import coulisse.checkpoint
+
+    def no_lookup(task):
+        raise AssertionError("the default model was looked for")
+
+    monkeypatch.setattr(coulisse.checkpoint, "default_model", no_lookup)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.delenv("COULISSE_MODEL", raising=False)
+    source = tmp_path / "in.csv"
+    _labelled_csv(source, n=4)
+    result = CliRunner().invoke(cli, ["evaluate", "-i", str(source), "-o", str(tmp_path / "r")])
+    assert result.exit_code == 1 and "the plots need matplotlib" in result.output, result.output
+
+
 def test_no_plots_writes_the_report_without_matplotlib(tf_camembert_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     source, report = tmp_path / "in.csv", tmp_path / "r"

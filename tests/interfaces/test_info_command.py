@@ -12,10 +12,19 @@ from coulisse.interfaces.cli import cli
 
 
 def test_info_prints_the_plan():
+    """Every choice and its reason, each wrapped for a terminal: what runs, then `why:` on indented lines."""
     result = CliRunner().invoke(cli, ["info"])
     assert result.exit_code == 0, result.output
+    plan = result.output.split("int8 weight cache:")[0]  # (a folder's path may be longer than a line)
+    assert max(len(line) for line in plan.splitlines()) <= 100
+    words = " ".join(result.output.split())
     for line in this_machine().lines():
-        assert line in result.output
+        what, _, why = line.partition(" — ")
+        assert " ".join(what.split()) in words
+        if why:
+            assert " ".join(f"why: {why}".split()) in words
+    reasons = [line for line in result.output.splitlines() if line.startswith("    why: ")]
+    assert len(reasons) == sum(" — " in line for line in this_machine().lines()) >= 4
 
 
 def test_info_json():
@@ -40,7 +49,9 @@ def test_fast_flag_gives_the_fast_pipelines_answers(tf_camembert_dir):
 
 def test_fast_next_to_quantize_is_one_line_error(tf_camembert_dir):
     result = CliRunner().invoke(cli, ["classify", "--model", str(tf_camembert_dir), "--fast", "-q", "int8", "x"])
-    assert result.exit_code == 1 and "fast=True" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1] == ("Error: --fast picks the precision itself; drop --quantize int8, "
+                                                      "or drop --fast.")
 
 
 def test_info_says_which_onednn_cache_bound_applies(monkeypatch):

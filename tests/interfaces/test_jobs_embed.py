@@ -237,7 +237,8 @@ def test_resume_refuses_a_changed_pooling(st_folder, st_pipe, tmp_path):
     with pytest.raises(JobInterrupted):
         run(st_pipe, source, output, stop_after=2, model=str(st_folder))
     for flag, given, recorded in ((["--pooling", "mean"], "--pooling mean", "--pooling auto"),
-                                  (["--normalize"], "--normalize True", "--normalize (default)"),
+                                  (["--normalize"], "with --normalize:",
+                                   "had neither --normalize nor --no-normalize"),
                                   (["-b", "4"], "--batch-rows 4", "--batch-rows 8")):
         result = invoke("embed", "-o", str(output), "--resume", "-t", "1", *flag)
         assert result.exit_code == 1, result.output

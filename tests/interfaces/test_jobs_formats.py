@@ -156,6 +156,26 @@ def test_bad_jsonl_rows_are_flagged_not_fatal(pipe, tmp_path):
     assert all(r["label"] is None and r["score"] is None for r in out[1:-1])
 
 
+def test_csv_with_semicolons_as_a_french_spreadsheet_saves_it(pipe, expected, tmp_path):
+    """A .csv whose header has semicolons and no comma has ';' between its fields (Excel in French): read as
+    such, the text is the text column's alone, quotes and commas inside it kept; the output is ordinary CSV."""
+    source = tmp_path / "avis.csv"
+    rows = [{"text": TEXTS[i], "note": str(i)} for i in range(8)]
+    with open(source, "w", encoding="utf-8-sig", newline="") as f:  # with the BOM Excel writes
+        w = csv.DictWriter(f, ["text", "note"], delimiter=";")
+        w.writeheader()
+        w.writerows(rows)
+    assert any("," in r["text"] for r in rows) and any('"' in r["text"] for r in rows)
+    run(pipe, source, tmp_path / "out.csv")
+    out = read_output(tmp_path / "out.csv")
+    assert [(r["text"], r["note"], r["error"]) for r in out] == [(r["text"], r["note"], "") for r in rows]
+    assert [r["label"] for r in out] == [e["label"] for e in expected[:8]]
+    # Commas between fields stay what they are, semicolons inside texts included.
+    source.write_text("text,note\nBon; vraiment bon,5\n", encoding="utf-8")
+    run(pipe, source, tmp_path / "comma.csv")
+    assert [(r["text"], r["note"]) for r in read_output(tmp_path / "comma.csv")] == [("Bon; vraiment bon", "5")]
+
+
 def test_column_choice(pipe, tmp_path):
     source = tmp_path / "in.csv"
     source.write_text("review,stars\nTrès bon,5\nMauvais,1\n", encoding="utf-8")

@@ -93,7 +93,7 @@ def test_refuses_to_overwrite_and_checks_resume(pipe, tmp_path):
         run(pipe, source, output, stop_after=1, overwrite=True)
     with pytest.raises(InputError, match="holds an interrupted job"):
         run(pipe, source, output)
-    with pytest.raises(InputError, match=r"--all-scores changed \(was False, now True\)"):
+    with pytest.raises(InputError, match=r"--all-scores changed \(was not given, now given\)"):
         run(pipe, source, output, resume=True, all_scores=True)
     os.utime(source, ns=(1, 1))  # the same bytes: the input is compared by content (tests/hostile)
     run(pipe, source, output, resume=True)
@@ -211,3 +211,35 @@ def test_sigkill_then_resume_is_byte_identical(tf_camembert_dir, tmp_path):
     assert not state_path(output).exists()
     with open(output, encoding="utf-8", newline="") as f:
         assert [int(r["id"]) for r in csv.DictReader(f)] == list(range(1500))
+
+
+def test_resume_without_a_job_record_says_so_before_looking_for_a_model(tmp_path, monkeypatch):
+    """`-o FILE --resume` where no job ran (or it finished and took its record away): one line that says there is
+    nothing to resume, before the default model is looked for (which may ask the Hub and warn)."""
+    import coulisse.checkpoint
+
+    def no_lookup(task):
+        raise AssertionError("the default model was looked for")
+
+    monkeypatch.setattr(coulisse.checkpoint, "default_model", no_lookup)
+    (tmp_path / "done.csv").write_text("text,label\nBon,POSITIVE\n", encoding="utf-8")
+    for output in ("done.csv", "never.csv"):
+        result = CliRunner().invoke(cli, ["classify", "-o", str(tmp_path / output), "--resume"])
+        assert result.exit_code == 1, result.output
+        lines = result.output.strip().splitlines()
+        assert lines == [f"Error: InputError: nothing to resume at {tmp_path / output}: there is no job record "
+                         f"{output}.coulisse-state.json next to it (the job finished, or never started). Run it "
+                         "with --input FILE."], result.output
+
+
+def test_a_flag_that_differs_from_the_recorded_run_is_said_as_a_flag(pipe, tmp_path, monkeypatch):
+    """--resume with a flag the first run did not have (or without one it had): said as the flags are typed."""
+    monkeypatch.delenv("COULISSE_ALL_SCORES", raising=False)
+    source, output = tmp_path / "in.csv", tmp_path / "out.csv"
+    make_csv(source, 40)
+    with pytest.raises(JobInterrupted):
+        run(pipe, source, output, stop_after=1)
+    result = CliRunner().invoke(cli, ["classify", "-o", str(output), "--resume", "--all-scores"])
+    assert result.exit_code == 1, result.output
+    assert f"cannot resume {output} with --all-scores: the first run had no --all-scores" in result.output
+    assert "True" not in result.output and "False" not in result.output

@@ -51,6 +51,15 @@ def test_wrong_types_are_422_naming_the_field(client, body, field):
     assert error(client.post("/predict", json=body), 422, "validation").startswith(f"{field}:")
 
 
+def test_a_body_of_either_shape_is_refused_in_the_shapes_a_client_knows(client):
+    """`POST /` takes TEI's body or the Inference API's: each error says which one it read the body as, never a
+    class name of ours."""
+    message = error(client.post("/", json={"inputs": 5, "parameters": {"top_k": 1}}), 422, "validation")
+    assert message.startswith("as TEI's /predict body, inputs: must be a text"), message
+    assert "; as the Inference API body, inputs: Input should be a valid string" in message
+    assert "Request" not in message and "Task" not in message
+
+
 @pytest.mark.parametrize("content", [b"{not json", b"", b"[1, 2]", b'"text"'])
 def test_malformed_json_is_422(client, content):
     r = client.post("/predict", content=content, headers={"content-type": "application/json"})

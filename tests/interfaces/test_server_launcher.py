@@ -111,3 +111,28 @@ def test_variable_lists_drop_blank_items():
 
     choice = EnvChoice(["fill-mask", "feature-extraction"])
     assert choice.split_envvar_value(" fill-mask,feature-extraction ,") == ["fill-mask", "feature-extraction"]
+
+
+@pytest.mark.parametrize("command", ["serve", "studio"])
+def test_a_port_taken_or_out_of_range_is_refused_before_the_model_loads(command, tmp_path, monkeypatch):
+    """A port another process listens on, or one past 65535: one line, exit 1 or 2, before any model is looked
+    for (the model here does not exist, and is never reported); not uvicorn's traceback after the load."""
+    import socket
+
+    from coulisse.interfaces.cli import cli
+
+    monkeypatch.delenv("COULISSE_PORT", raising=False)
+    monkeypatch.delenv("PORT", raising=False)
+    model = ["-m", str(tmp_path / "no-such-model")]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli, [command, *model, "--port", str(port)])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines() == [
+        f"Error: cannot listen on 127.0.0.1:{port}: Address already in use; another process listens there: "
+        "pass another --port, or stop it."]
+    result = CliRunner().invoke(cli, [command, *model, "--port", "70000"])
+    assert result.exit_code == 2 and "70000 is not in the range 0<=x<=65535" in result.output, result.output
+    assert "no-such-model" not in result.output

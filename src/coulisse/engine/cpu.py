@@ -170,8 +170,9 @@ def _int8(f: Features, b: Backends) -> Choice:
                    "block finished while in cache: the int8 forward 1.08x oneDNN's AMX GEMM + the row passes on a "
                    "Sapphire Rapids-class Xeon, to the same bits (docs/benchmarks.md, session 15); up to 96 rows "
                    "the threads split the columns, the weights read once: 1.6x faster at 15-32 rows (session 16); "
-                   "the blocks are equal shares of the rows' tiles, as many per thread: 2.3-2.9 % faster over "
-                   "real reviews (session 17)")
+                   "the threads take the blocks as they come, smaller towards the end so that they finish "
+                   "together: the idle thread time of the --fast pipeline's GEMMs 243 -> 49 ms over 6 passes "
+                   "(session 22)")
         else:
             why = ("24 vpdpbusd accumulators in registers: 3-6 % ahead of oneDNN's GEMM at 1,024 rows on a Zen 4, "
                    "to the same bits, and the row passes around it no longer wait for another wake-up of the "

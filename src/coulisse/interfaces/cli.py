@@ -16,6 +16,7 @@ import signal
 import sys
 
 import click
+from click.core import ParameterSource
 
 from coulisse.errors import CoulisseError
 from coulisse.interfaces.bench_command import bench
@@ -32,6 +33,9 @@ class Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.BadParameter as e:
+            _name_environment(e)
+            raise
         except CoulisseError as e:
             error = click.ClickException(f"{type(e).__name__}: {e}")
             error.exit_code = getattr(e, "exit_code", 1)  # a stopped job: 128 + the signal
@@ -44,6 +48,18 @@ class Group(click.Group):
             if e.errno == errno.EPIPE:
                 raise  # stdout closed by its reader (`| head`): click exits 1, quietly
             raise click.ClickException(_os_error(e)) from None
+
+
+def _name_environment(e: click.BadParameter) -> None:
+    """A bad value that came from a COULISSE_* variable names the variable, not an option nobody typed."""
+    if e.param is None or e.ctx is None or e.param_hint is not None or e.param.name is None:
+        return
+    if e.ctx.get_parameter_source(e.param.name) is not ParameterSource.ENVIRONMENT:
+        return
+    names = [e.param.envvar] if isinstance(e.param.envvar, str) else list(e.param.envvar or ())
+    given = [name for name in names if name in os.environ]
+    if given:
+        e.param_hint = f"the environment variable {given[0]}"
 
 
 def _os_error(e: OSError) -> str:

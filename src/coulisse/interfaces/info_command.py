@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import textwrap
 
 import click
 
@@ -46,10 +48,23 @@ def info(as_json: bool) -> None:
         return
     click.echo(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for line in plan.lines():
-        click.echo(line)
+        click.echo(readable(line))
     if plan.fp32.kernel == "onednn":
-        click.echo("fp32 in corpus jobs, measured here: " + ("; ".join(c.describe() for c in jobs) if jobs else
-                   "no model size yet (the first fp32 corpus job times oneDNN against MKL and caches the answer)"))
-    click.echo(f"int8 weight cache: {where}")
-    click.echo(f"oneDNN primitive cache (entries, one per GEMM shape and token count): {primitives}")
+        click.echo(readable("fp32 in corpus jobs, measured here: " + ("; ".join(c.describe() for c in jobs) if jobs
+                   else "no model size yet (the first fp32 corpus job times oneDNN against MKL and caches the "
+                   "answer)")))
+    click.echo(readable(f"int8 weight cache: {where}"))
+    click.echo(readable(f"oneDNN primitive cache (entries, one per GEMM shape and token count): {primitives}"))
 
+
+
+def readable(line: str, width: int | None = None) -> str:
+    """A plan line as a person reads it: what runs, wrapped to the terminal (at most 100 columns), then why it
+    was chosen on its own indented lines (the figures and the docs/benchmarks.md sections they come from)."""
+    width = width or min(shutil.get_terminal_size((100, 24)).columns, 100)
+    what, _, why = line.partition(" — ")
+    out = textwrap.fill(what, width, subsequent_indent="    ", break_on_hyphens=False)
+    if why:
+        out += "\n" + textwrap.fill(f"why: {why}", width, initial_indent="    ", subsequent_indent="         ",
+                                     break_on_hyphens=False)
+    return out

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import BinaryIO
 
 import click
 
 from coulisse.defaults import BUNDLED_MODEL, DEFAULT_MODEL
+from coulisse.errors import InputError
 
 DEFAULT_HELP = f"default: {DEFAULT_MODEL}, or the bundled {BUNDLED_MODEL} when that cannot be had"
 THREADS_HELP = "CPU threads (default: all physical cores)."
@@ -65,7 +67,7 @@ def model_option(default_help: str | None = DEFAULT_HELP):
     return click.option("-m", "--model", default=None, envvar="COULISSE_MODEL", help=help_text)
 
 
-def threads_option(help_text: str = THREADS_HELP, callback=None):
+def threads_option(help_text: str = THREADS_HELP, callback=positive):
     return click.option("-t", "--threads", type=int, default=None, envvar="COULISSE_THREADS", callback=callback,
                         help=help_text)
 
@@ -102,22 +104,59 @@ def require_model(model: str | None, what: str) -> str:
 def load_pipeline(task: str, model: str | None, threads: int | None = None, quantize: str = "none", **kwargs):
     from coulisse.pipelines import pipeline
 
-    if quantize != "none":
-        kwargs["quantize"] = quantize
     ctx = click.get_current_context(silent=True)
-    if ctx is not None and ctx.meta.get(FAST_KEY):
-        kwargs["fast"] = True  # pipeline() refuses it next to an explicit --quantize, in one line
+    fast = ctx is not None and ctx.meta.get(FAST_KEY)
+    if quantize != "none":
+        if fast:
+            raise click.UsageError(f"--fast picks the precision itself; drop --quantize {quantize}, or drop --fast.")
+        kwargs["quantize"] = quantize
+    if fast:
+        kwargs["fast"] = True
     return pipeline(task, model=model, threads=threads, **kwargs)
 
 
-def read_texts(texts: tuple[str, ...]) -> list[str]:
-    """TEXT arguments, else the non-blank lines of stdin (a terminal on stdin is a usage error)."""
+def read_texts(texts: tuple[str, ...], stdin: BinaryIO | None = None) -> list[str]:
+    """TEXT arguments, else the non-blank lines of stdin (a terminal on stdin is a usage error, and so is a
+    stdin without a non-blank line). Bytes that are not UTF-8 are refused in one line that names the
+    argument or line and the byte: Python hands undecodable arguments over as lone surrogates
+    (`surrogateescape`), which the tokenizer would report as a surrogate the user never typed."""
     if texts:
+        for n, text in enumerate(texts, 1):
+            if (problem := _undecoded(text)) is not None:
+                raise InputError(f"TEXT argument {n} is not valid UTF-8 ({problem}); pass UTF-8 text (a "
+                                 "terminal or file in another encoding: convert it, e.g. iconv -f latin1 -t utf-8).")
         return list(texts)
-    if sys.stdin.isatty():
-        raise click.UsageError("give TEXT arguments, or pipe lines on stdin.")
-    lines = [line.rstrip("\n") for line in sys.stdin]
-    return [line for line in lines if line.strip()]
+    if stdin is None:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise click.UsageError("give TEXT arguments, or pipe lines on stdin.")
+        stdin = sys.stdin.buffer
+    lines = []
+    for n, raw in enumerate(stdin, 1):
+        try:
+            line = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as e:
+            raise InputError(f"stdin line {n} is not valid UTF-8 (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of "
+                             "the line); re-encode it as UTF-8, e.g. iconv -f latin1 -t utf-8.") from None
+        if line.strip():
+            lines.append(line)
+    if not lines:
+        raise click.UsageError("stdin held no text (no non-blank line); give TEXT arguments, or pipe lines on stdin.")
+    return lines
+
+
+def _undecoded(text: str) -> str | None:
+    """Where a command-line argument held bytes that are not UTF-8 (decoded by Python as U+DC80-U+DCFF), in
+    words; None for text that encodes."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        code = ord(text[e.start])
+        if 0xDC80 <= code <= 0xDCFF:
+            return f"byte 0x{code - 0xDC00:02x} at character {e.start + 1}"
+        return f"lone surrogate at character {e.start + 1}"
+    return None
 
 
 def wait_policy_in_effect() -> str:

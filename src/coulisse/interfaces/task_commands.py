@@ -66,7 +66,8 @@ def ray_options(f):
 @click.command()
 @click.argument("texts", nargs=-1)
 @model_option()
-@click.option("-k", "--top-k", type=int, default=1, show_default=True, help="Labels shown per text.")
+@click.option("-k", "--top-k", type=int, default=1, show_default=True, callback=positive,
+              help="Labels shown per text.")
 @click.option("-j", "--json", "as_json", is_flag=True, help="One JSON object per input (text, label, score).")
 @engine_options
 @click.option("-i", "--input", "input_path", default=None, envvar="COULISSE_INPUT",
@@ -216,9 +217,9 @@ def ner(texts, model, aggregation, stride, ignore_labels, as_json, threads, quan
       coulisse ner -m ./my-ner --aggregation first --json "Emmanuel Macron est à Berlin."
       cat article.txt | coulisse ner -m ./my-ner --stride 64 -i O,MISC
     """
-    pipe = load_pipeline("token-classification", require_model(model, "a token-classification checkpoint"),
-                         threads, quantize)
-    lines = read_texts(texts)
+    model = require_model(model, "a token-classification checkpoint")
+    lines = read_texts(texts)  # before the model loads: a missing or undecodable text is said first
+    pipe = load_pipeline("token-classification", model, threads, quantize)
     if stride is None and aggregation != "none":
         stride = pipe.tokenizer.model_max_length // 4
     labels = [label for label in ignore_labels.split(",") if label]
@@ -239,7 +240,8 @@ def ner(texts, model, aggregation, stride, ignore_labels, as_json, threads, quan
 @click.command("fill-mask")
 @click.argument("texts", nargs=-1)
 @model_option(default_help=None)
-@click.option("-k", "--top-k", type=int, default=5, show_default=True, help="Proposals per mask.")
+@click.option("-k", "--top-k", type=int, default=5, show_default=True, callback=positive,
+              help="Proposals per mask.")
 @click.option("-w", "--targets", default=None, envvar="COULISSE_TARGETS",
               help="Only score these words, comma-separated: 'bon,mauvais'.")
 @click.option("-j", "--json", "as_json", is_flag=True, help="One JSON object per text (text, proposals).")
@@ -256,10 +258,11 @@ def fill_mask(texts, model, top_k, targets, as_json, threads, quantize):
       coulisse fill-mask -m ./my-mlm -k 3 --targets bon,mauvais "Ce film est vraiment <mask>."
       coulisse fill-mask -m bert-base-uncased --json "Paris is the [MASK] of France."
     """
-    pipe = load_pipeline("fill-mask", require_model(model, "a masked-language-model checkpoint"), threads,
-                         quantize)
+    model = require_model(model, "a masked-language-model checkpoint")
+    texts = read_texts(texts)
+    pipe = load_pipeline("fill-mask", model, threads, quantize)
     mask = pipe.tokenizer.special_tokens["mask"]
-    lines = [_with_mask(text, mask) for text in read_texts(texts)]
+    lines = [_with_mask(text, mask) for text in texts]
     options = {"top_k": top_k}
     if targets:
         options["targets"] = [t for t in targets.split(",") if t]
@@ -339,8 +342,9 @@ def embed(texts, model, pooling, normalize, as_json, threads, quantize, input_pa
         return run_cli(click.get_current_context(), task="embed")
     if input_path is not None or output is not None:
         return run_embed_job(click.get_current_context())
-    pipe = load_pipeline("feature-extraction", require_model(model, "an encoder"), threads, quantize)
+    model = require_model(model, "an encoder")
     lines = read_texts(texts)
+    pipe = load_pipeline("feature-extraction", model, threads, quantize)
     vectors = pipe(lines, pooling=pooling, **({} if normalize is None else {"normalize": normalize}))
     for text, vector in zip(lines, vectors, strict=True):
         if as_json:

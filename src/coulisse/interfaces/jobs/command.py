@@ -83,15 +83,12 @@ def run_job(ctx: click.Context) -> None:
             pass
     if params["resume"] and params["output"]:
         params.update(resumed_options(ctx, params))
+    check_job_input(params)  # before the default model is looked up (the Hub, maybe)
     if params["model"] is None:
         from coulisse.checkpoint import default_model
 
         # Recorded as resolved: a resume must not switch between tf-allocine and the bundled model.
         params["model"] = default_model("text-classification")
-    if params["input_path"] is None:
-        raise click.UsageError("--output needs --input FILE (TEXT arguments are printed on stdout).")
-    if params["texts"]:
-        raise click.UsageError("give TEXT arguments or --input FILE, not both.")
     names = ("column", "all_scores", "long_text", "stride", "resume", "overwrite", "quiet", "progress",
              "batch_rows", "model", "quantize")
     job = JobOptions(input=params["input_path"], output=params["output"] or "-", fast=bool(ctx.meta.get(FAST_KEY)),
@@ -121,10 +118,7 @@ def run_embed_job(ctx: click.Context) -> None:
             pass
     if params["resume"] and params["output"]:
         params.update(resumed_options(ctx, params, EMBED_RESUMED))
-    if params["input_path"] is None:
-        raise click.UsageError("--output needs --input FILE (TEXT arguments are printed on stdout).")
-    if params["texts"]:
-        raise click.UsageError("give TEXT arguments or --input FILE, not both.")
+    check_job_input(params)
     if params["model"] is None:
         raise click.UsageError("give --model: an encoder (Hub id or folder), or set COULISSE_MODEL.")
     names = ("column", "resume", "overwrite", "quiet", "progress", "batch_rows", "model", "quantize",
@@ -138,6 +132,21 @@ def run_embed_job(ctx: click.Context) -> None:
     with stop_on_sigterm():
         summary = embed_file(job, load)
     finish(summary, job.quiet)
+
+
+def check_job_input(params: dict) -> None:
+    """A corpus job has an input, from --input or, with --resume, from the first run's record."""
+    if params["input_path"] is None:
+        output = params["output"]
+        if params["resume"] and output not in (None, "-"):
+            from coulisse.interfaces.jobs import state as job_state
+
+            raise InputError(f"nothing to resume at {output}: there is no job record "
+                             f"{job_state.state_path(output).name} next to it (the job finished, or never "
+                             "started). Run it with --input FILE.")
+        raise click.UsageError("--output needs --input FILE (TEXT arguments are printed on stdout).")
+    if params["texts"]:
+        raise click.UsageError("give TEXT arguments or --input FILE, not both.")
 
 
 def finish(summary, quiet: bool) -> None:
@@ -171,12 +180,27 @@ def resumed_options(ctx: click.Context, params: dict, keys: dict[str, str] = RES
         recorded, given = saved.key[key], params[name]
         explicit = ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
         if explicit and not _same(key, given, recorded):
-            flag = max(next(p for p in ctx.command.params if p.name == name).opts, key=len)
+            option = next(p for p in ctx.command.params if p.name == name)
+            flag = max(option.opts, key=len)
+            if getattr(option, "is_flag", False):  # said as typed: --all-scores, --no-normalize, neither
+                raise InputError(f"cannot resume {params['output']} with {_as_typed(option, given)}: the first run "
+                                 f"had {_as_typed(option, recorded)} (recorded in {path.name}). Leave it as the first "
+                                 "run had it, or pass --overwrite to start over.")
             raise InputError(f"cannot resume {params['output']} with {flag} {_shown(given)}: the first run had "
                              f"{flag} {_shown(recorded)} (recorded in {path.name}). Leave {flag} out to go on "
                              "with the recorded value, or pass --overwrite to start over.")
         resumed[name] = recorded
     return resumed
+
+
+def _as_typed(option: click.Option, value) -> str:
+    """A flag's value as the command line says it: `--all-scores` or `no --all-scores`; for a pair,
+    `--normalize`, `--no-normalize`, or neither (None: the default)."""
+    flag = max(option.opts, key=len)
+    if option.secondary_opts:
+        off = max(option.secondary_opts, key=len)
+        return flag if value is True else off if value is False else f"neither {flag} nor {off}"
+    return flag if value else f"no {flag}"
 
 
 def _same(key: str, given, recorded) -> bool:
@@ -247,20 +271,21 @@ def evaluate(input_path, label_column, output_dir, limit, sample, seed, bins, ov
       coulisse evaluate -i reviews.jsonl --long-text chunk --limit 1000 --no-plots
     """
     from coulisse.interfaces.formatting import count
-    from coulisse.interfaces.jobs.evaluate import EvalOptions, evaluate_file
+    from coulisse.interfaces.jobs.evaluate import EvalOptions, check_request, evaluate_file
     from coulisse.interfaces.jobs.report import write_report
     from coulisse.interfaces.jobs.runner import JobInterrupted, JobOptions
 
     if bins < 1:
         raise click.BadParameter(f"{bins}; pass a positive number of bins.", param_hint="--bins")
-    if model is None:
-        from coulisse.checkpoint import default_model
-
-        model = default_model("text-classification")  # the report names the model that ran
     job = JobOptions(input=input_path, column=column, long_text=long_text, stride=stride,
                      batch_rows=batch_rows, quiet=quiet, progress=progress, overwrite=overwrite, model=model,
                      quantize=quantize)
     options = EvalOptions(input_path, label_column, output_dir, limit, sample, seed, bins, job, plots)
+    check_request(options)  # before the default model is looked up (the Hub, maybe)
+    if model is None:
+        from coulisse.checkpoint import default_model
+
+        model = job.model = default_model("text-classification")  # the report names the model that ran
     bound_kernel_cache()
     set_wait_policy()
 

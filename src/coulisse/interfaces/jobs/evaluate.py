@@ -135,11 +135,12 @@ def _check_dir(options: EvalOptions) -> Path:
     return directory
 
 
-def evaluate_file(options: EvalOptions, load_pipe: Callable[[], object]) -> Evaluation:
+def check_request(options: EvalOptions) -> Path:
+    """What can be refused before the model is looked up or loaded (the command calls it first): the counts,
+    the input's format, the report folder, matplotlib for the plots. Returns the report folder."""
     if options.limit is not None and options.limit < 1 or options.sample is not None and options.sample < 1:
         raise InputError("--limit and --sample take a positive number of rows.")
-    fmt = input_format(options.input)
-    if fmt == "txt":
+    if input_format(options.input) == "txt":
         raise InputError(f"{options.input} holds texts without labels; evaluate needs CSV, TSV, JSONL or "
                          "Parquet with a label column.")
     directory = _check_dir(options)
@@ -147,6 +148,12 @@ def evaluate_file(options: EvalOptions, load_pipe: Callable[[], object]) -> Eval
         # Known before the model loads, not after every row is classified.
         raise InputError('the plots need matplotlib, which is not installed: pip install "coulisse[jobs]", '
                          "or pass --no-plots.")
+    return directory
+
+
+def evaluate_file(options: EvalOptions, load_pipe: Callable[[], object]) -> Evaluation:
+    directory = check_request(options)
+    fmt = input_format(options.input)
     ext = EXTENSIONS["jsonl" if fmt == "stdin" else fmt]
     job = options.job
     job.input, job.output = options.input, str(directory / f"predictions{ext}")

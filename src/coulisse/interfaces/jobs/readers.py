@@ -82,12 +82,21 @@ def _where(first: int, last: int) -> str:
 
 
 class CsvSource:
-    """CSV or TSV with a header line. A record whose field count differs from the header's is an error."""
+    """CSV or TSV with a header line. A record whose field count differs from the header's is an error.
+
+    A .csv whose header line holds semicolons and no comma is read with ';' between fields: what a spreadsheet
+    in French (and other languages that write decimals with a comma) saves as CSV. Read with ',', such a file
+    would be one column, and a lone `text;note` column would be taken as the text, grade included."""
 
     def __init__(self, lines: Lines, delimiter: str, name: str):
         self.lines = lines
         csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))  # process-wide: only ever raised
-        self.reader = csv.reader(lines, delimiter=delimiter, strict=True)
+        header = next(lines, None)
+        if delimiter == "," and header is not None and ";" in header and "," not in header:
+            delimiter = ";"
+        self.delimiter = delimiter
+        self.reader = csv.reader(itertools.chain([] if header is None else [header], lines), delimiter=delimiter,
+                                 strict=True)
         try:
             self.columns = next(self.reader)
         except StopIteration:

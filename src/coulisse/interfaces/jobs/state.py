@@ -153,8 +153,18 @@ def check_key(saved: dict[str, Any], current: dict[str, Any], output: str) -> No
     line up with the first run's."""
     changed = [k for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
     if changed:
-        raise refuse(output, "; ".join(f"{OPTION_NAMES.get(k, k)} changed (was {saved.get(k)!r}, now "
-                                       f"{current.get(k)!r})" for k in changed))
+        raise refuse(output, "; ".join(f"{OPTION_NAMES.get(k, k)} changed (was {_said(k, saved.get(k))}, now "
+                                       f"{_said(k, current.get(k))})" for k in changed))
+
+
+# Options that are flags: said as given or not, not as Python's True / None.
+FLAGS = {"all_scores", "fast"}
+
+
+def _said(key: str, value: Any) -> str:
+    if key in FLAGS:
+        return "given" if value else "not given"
+    return repr(value)
 
 
 def precision(engine: dict[str, Any]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
 
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
                    "every task `POST /`. Several models: once per --model, in order (COULISSE_TASK: comma-separated).")
 @click.option("-H", "--host", "--hostname", default="127.0.0.1", show_default=True, envvar="COULISSE_HOST",
               help="Address to listen on (0.0.0.0: every interface).")
-@click.option("-p", "--port", type=int, default=8080, show_default=True, envvar="COULISSE_PORT")
+@click.option("-p", "--port", type=click.IntRange(0, 65535), default=8080, show_default=True, envvar="COULISSE_PORT")
 @threads_option(help_text="CPU threads for every batch (default: all physical cores; docs/server.md, \"Threads "
                            "and contention\").", callback=positive)
 @quantize_option(help_text="int8: dynamic int8 linear layers.")
@@ -140,6 +141,7 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
     model, port, max_batch_tokens, api_key = given["model"], given["port"], given["max_batch_tokens"], given["api_key"]
     max_client_batch_size, max_concurrent_requests = given["max_client_batch_size"], given["max_concurrent_requests"]
     payload_limit = given["payload_limit"]
+    check_listen(host, port)  # before the models load: a port in use is said at once, in one line
     models, tasks, names = served_models(list(model), list(given["model_id"]), list(task),
                                          list(given["served_model_name"]))
     served = []
@@ -202,6 +204,30 @@ def served_models(models: list[str], model_ids: list[str], tasks: list[str],
                                    "in the same order, or none.")
         paired.append(list(values) or [None] * len(chosen))
     return chosen, paired[0], paired[1]
+
+
+def check_listen(host: str, port: int) -> None:
+    """Bind host:port once and let it go: a port in use, or one this user may not take, is refused in one line
+    before the models load, instead of in uvicorn's traceback after they did. uvicorn binds it again (with
+    SO_REUSEADDR, as here); another process can take the port in between, which uvicorn then reports."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                              flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise click.ClickException(f"cannot listen on {host}: {getattr(e, 'strerror', None) or e}; pass --host as "
+                                   "an address or name of this machine (127.0.0.1, 0.0.0.0...).") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as e:
+            hint = {errno.EADDRINUSE: "another process listens there: pass another --port, or stop it",
+                    errno.EACCES: "ports below 1024 need privileges: pass a --port above 1023",
+                    errno.EADDRNOTAVAIL: "no interface of this machine has that address: check --host"}
+            raise click.ClickException(f"cannot listen on {host}:{port}: {e.strerror or e}; "
+                                       f"{hint.get(e.errno, 'check --host and --port')}.") from None
 
 
 def allow_open_files(max_connections: int) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING
@@ -121,17 +122,28 @@ def openapi_responses(*kinds: str) -> dict[int | str, dict]:
             for status, texts in sorted(by_status.items())}
 
 
+# The bodies a route takes one of (`POST /`: TEI's or the Inference API's), as a client knows them; pydantic names
+# the union's member by its class first in each error's location.
+BODY_NAMES = {"PredictRequest": "TEI's /predict body", "EmbedRequest": "TEI's /embed body",
+              "SimilarityRequest": "TEI's /similarity body", "RerankRequest": "TEI's /rerank body"}
+
+
 def describe_validation(exc: RequestValidationError) -> str:
-    """Pydantic's errors as one line that names each bad field: `raw_scores: Input should be ...`."""
+    """Pydantic's errors as one line that names each bad field: `raw_scores: Input should be ...`; where the
+    body may be one of several shapes, each error says which shape it was read as, not a class name."""
     parts = []
     for err in exc.errors()[:3]:
         loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        shape = ""
+        if loc and re.fullmatch(r"[A-Z][A-Za-z]*(Request|Task)", loc[0]):
+            name = loc.pop(0)
+            shape = f"as {BODY_NAMES.get(name, 'the Inference API body' if name.endswith('Task') else 'a TEI body')}, "
         if err.get("type") == "json_invalid":
             parts.append(f"the body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')})")
         elif not loc:
-            parts.append('the body must be a JSON object such as {"inputs": "some text"}')
+            parts.append(f'{shape}the body must be a JSON object such as {{"inputs": "some text"}}')
         else:
-            parts.append(f"{'.'.join(loc)}: {err.get('msg', 'invalid value')}")
+            parts.append(f"{shape}{'.'.join(loc)}: {err.get('msg', 'invalid value')}")
     return "; ".join(parts)
 
 

@@ -8,6 +8,7 @@ import logging
 import click
 
 from coulisse.interfaces.options import DEFAULT_HELP, load_pipeline, model_option, positive, threads_option
+from coulisse.interfaces.server.command import check_listen
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def check_host(host: str, allow_remote: bool) -> None:
 @model_option(default_help=f"text-classification's {DEFAULT_HELP}")
 @click.option("-H", "--host", default="127.0.0.1", show_default=True, envvar="COULISSE_HOST",
               help="Address to listen on: a loopback one, unless --allow-remote.")
-@click.option("-p", "--port", type=int, default=8765, show_default=True, envvar="COULISSE_PORT",
+@click.option("-p", "--port", type=click.IntRange(0, 65535), default=8765, show_default=True, envvar="COULISSE_PORT",
               help="Port to listen on (0: any free one; the address is printed).")
 @click.option("--allow-remote", is_flag=True, default=False, envvar="COULISSE_ALLOW_REMOTE",
               help="Listen on a non-loopback --host and answer any Host header: anyone who reaches the port "
@@ -65,6 +66,7 @@ def studio(model, host, port, allow_remote, threads):
         raise click.ClickException(f"{e.name} is missing: pip install 'coulisse[serve]'") from None
     if allow_remote and not is_loopback(host):
         log.warning("the studio listens on %s with --allow-remote: anyone who reaches port %d can use it", host, port)
+    check_listen(host, port)  # before the model loads
     exact = load_pipeline("text-classification", model, threads)
     studio_ = Studio(exact, lambda: load_pipeline("text-classification", str(exact.checkpoint.directory), threads,
                                                   quantize="int8"))
