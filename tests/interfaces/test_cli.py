@@ -245,3 +245,17 @@ def test_explain_a_base_model_stops_after_the_encoder(factory):
     assert f"input_ids      {ids}" in result.stdout
     assert "last_hidden_state shape: (batch=1, sequence=" + str(len(ids)) in result.stdout
     assert "3. Head" not in result.stdout
+
+
+def test_verbose_counts_before_or_after_the_command():
+    """`coulisse classify -v` as `coulisse -v classify`: what is loaded is logged; without it, only the answer."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("COULISSE_MODEL", None)
+    runs = {}
+    for args in (["classify", "-v"], ["-v", "classify"], ["classify"], ["classify", "-vv"]):
+        result = run_cli([*args, "-m", "coulisse/mini-allocine", "Super film !"], env)
+        assert result.returncode == 0 and result.stdout.startswith("POSITIVE"), result.stderr
+        runs[" ".join(args)] = result.stderr
+    assert "INFO coulisse.models.model: loaded camembert" in runs["classify -v"]
+    assert "INFO coulisse.models.model: loaded camembert" in runs["-v classify"]
+    assert runs["classify"] == "" and "DEBUG" not in runs["classify -v"] and "DEBUG" in runs["classify -vv"]

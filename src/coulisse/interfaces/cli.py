@@ -87,14 +87,39 @@ def cli(verbose: int) -> None:
       coulisse classify "Je déteste tellement ça !"
       coulisse explain --model tblard/tf-allocine "J'ai adoré ce film."
     """
-    level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if not verbose:  # huggingface_hub's "Retrying in 8s" notices would break the one-line error after them
-        logging.getLogger("huggingface_hub.utils._http").setLevel(logging.ERROR)
+    ctx = click.get_current_context()
+    ctx.meta[OURS_KEY] = not logging.getLogger().handlers  # a host program's logging (a test's) is left as it is
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    set_verbosity(ctx, verbose)
+
+
+VERBOSE_KEY, OURS_KEY = "coulisse.verbose", "coulisse.logging"
+
+
+def set_verbosity(ctx: click.Context, more: int) -> None:
+    """`-v` counts wherever it is typed, before the command or after it (`coulisse classify -v ...`): -v says what
+    is loaded and how, -vv debugs."""
+    verbose = ctx.meta.get(VERBOSE_KEY, 0) + more
+    ctx.meta[VERBOSE_KEY] = verbose
+    if ctx.meta.get(OURS_KEY):
+        logging.getLogger().setLevel({0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG))
+    # huggingface_hub's "Retrying in 8s" notices would break the one-line error after them
+    logging.getLogger("huggingface_hub.utils._http").setLevel(logging.NOTSET if verbose else logging.ERROR)
+
+
+def _verbose_option() -> click.Option:
+    def more(ctx: click.Context, param: click.Parameter, value: int) -> int:
+        if value:
+            set_verbosity(ctx, value)
+        return value
+
+    return click.Option(["-v", "--verbose"], count=True, expose_value=False, callback=more,
+                        help="-v: what is loaded and how; -vv: debug (also before the command).")
 
 
 for command in (classify, explain, ner, fill_mask, embed, qa, zero_shot, evaluate, serve, studio, bench, convert,
                 info):
+    command.params.append(_verbose_option())
     cli.add_command(command)
 
 
