@@ -147,16 +147,14 @@ def read_texts(texts: tuple[str, ...], stdin: BinaryIO | None = None) -> list[st
 def _undecoded(text: str) -> str | None:
     """Where a command-line argument held bytes that are not UTF-8 (decoded by Python as U+DC80-U+DCFF), in
     words; None for text that encodes."""
-    if text.isascii():
+    from coulisse.tokenizer.tokenizer import lone_surrogate
+
+    at = lone_surrogate(text)
+    if at is None:
         return None
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        code = ord(text[e.start])
-        if 0xDC80 <= code <= 0xDCFF:
-            return f"byte 0x{code - 0xDC00:02x} at character {e.start + 1}"
-        return f"lone surrogate at character {e.start + 1}"
-    return None
+    code = ord(text[at])
+    return f"byte 0x{code - 0xDC00:02x} at character {at + 1}" if 0xDC80 <= code <= 0xDCFF else \
+        f"lone surrogate at character {at + 1}"
 
 
 def wait_policy_in_effect() -> str:

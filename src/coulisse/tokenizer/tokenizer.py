@@ -104,16 +104,23 @@ def check_texts(texts: Any, what: str = "text") -> tuple[list[str], bool]:
     return list(texts), False
 
 
-def unicode_problem(text: str) -> str | None:
-    """Why `text` cannot be tokenized (to follow "... is"), or None. A Python string can hold a lone
-    surrogate (JSON's "\\ud800" decodes to one) that UTF-8, hence the Rust tokenizer, cannot carry."""
+def lone_surrogate(text: str) -> int | None:
+    """Where `text` holds its first lone surrogate, or None. A Python string can hold one (JSON's "\\ud800"
+    decodes to one, and Python reads bytes that are not UTF-8 in argv as U+DC80-U+DCFF) that UTF-8, hence the Rust
+    tokenizer, cannot carry."""
     if text.isascii():
         return None
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
-        return f"not valid Unicode (lone surrogate at position {e.start})"
+        return e.start
     return None
+
+
+def unicode_problem(text: str) -> str | None:
+    """Why `text` cannot be tokenized (to follow "... is"), or None (`lone_surrogate`)."""
+    at = lone_surrogate(text)
+    return None if at is None else f"not valid Unicode (lone surrogate at position {at})"
 
 
 def _token(name: str) -> property:
@@ -307,42 +314,42 @@ class Tokenizer:
             truncation = max_length is not None
         encodings = self.encode_batch(texts, pairs, truncation=bool(truncation), max_length=max_length,
                                       add_special_tokens=add_special_tokens)
-        data = self._collate(encodings, padding, max_length, return_offsets_mapping, return_special_tokens_mask)
-        if return_token_type_ids is not None and not return_token_type_ids:
-            data.pop("token_type_ids", None)
-        elif return_token_type_ids and "token_type_ids" not in data:
-            data["token_type_ids"] = self._padded(encodings, padding, max_length, "type_ids", 0)
-        if return_attention_mask is not None and not return_attention_mask:
-            del data["attention_mask"]
+        types = "token_type_ids" in self.model_input_names if return_token_type_ids is None else return_token_type_ids
+        data = self._collate(encodings, self._width(encodings, padding, max_length), types=types,
+                             mask=return_attention_mask is not False, offsets=return_offsets_mapping,
+                             special_mask=return_special_tokens_mask)
         if single and return_tensors is None:
             data = {k: v[0] for k, v in data.items()}
         return BatchEncoding(self._convert(data, return_tensors), encodings, self.special_tokens["pad"])
 
-    def _collate(self, encodings: list[Encoding], padding: bool | str, max_length: int | None,
-                 offsets: bool, special_mask: bool = False) -> dict[str, list]:
-        data: dict[str, list] = {"input_ids": self._padded(encodings, padding, max_length, "ids", self.pad_token_id)}
-        if "token_type_ids" in self.model_input_names:
-            data["token_type_ids"] = self._padded(encodings, padding, max_length, "type_ids", 0)
-        data["attention_mask"] = self._padded(encodings, padding, max_length, "attention_mask", 0)
+    def _collate(self, encodings: list[Encoding], width: int, *, types: bool, mask: bool, offsets: bool,
+                 special_mask: bool) -> dict[str, list]:
+        """The asked-for fields of every encoding, each padded on the right to `width` (0: unpadded)."""
+
+        def padded(field: str, value: Any) -> list[list]:
+            rows = [list(getattr(e, field)) for e in encodings]
+            return [row + [value] * (width - len(row)) for row in rows] if width else rows
+
+        data: dict[str, list] = {"input_ids": padded("ids", self.pad_token_id)}
+        if types:
+            data["token_type_ids"] = padded("type_ids", 0)
+        if mask:
+            data["attention_mask"] = padded("attention_mask", 0)
         if offsets:
-            data["offset_mapping"] = self._padded(encodings, padding, max_length, "offsets", (0, 0))
+            data["offset_mapping"] = padded("offsets", (0, 0))
         if special_mask:  # padding counts as special, as in transformers
-            data["special_tokens_mask"] = self._padded(encodings, padding, max_length, "special_tokens_mask", 1)
+            data["special_tokens_mask"] = padded("special_tokens_mask", 1)
         return data
 
-    def _padded(self, encodings: list[Encoding], padding: bool | str, max_length: int | None, field: str,
-                value: Any) -> list[list]:
-        """One field of every encoding, padded on the right with `value` as `padding` says."""
+    def _width(self, encodings: list[Encoding], padding: bool | str, max_length: int | None) -> int:
+        """The length `padding` pads every row to; 0 for none."""
         if padding in (True, "longest"):
-            width = max(len(e.ids) for e in encodings)
-        elif padding == "max_length":
-            width = max_length or self.model_max_length
-        elif padding in (False, "do_not_pad", None):
-            width = 0
-        else:
-            raise InputError(f"padding={padding!r} is not one of True, False, 'longest', 'max_length'.")
-        rows = [list(getattr(e, field)) for e in encodings]
-        return [row + [value] * (width - len(row)) for row in rows] if width else rows
+            return max(len(e.ids) for e in encodings)
+        if padding == "max_length":
+            return max_length or self.model_max_length
+        if padding in (False, "do_not_pad", None):
+            return 0
+        raise InputError(f"padding={padding!r} is not one of True, False, 'longest', 'max_length'.")
 
     @staticmethod
     def _convert(data: dict[str, list], return_tensors: str | None) -> dict[str, Any]:

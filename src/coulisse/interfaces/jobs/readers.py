@@ -94,7 +94,6 @@ class CsvSource:
         header = next(lines, None)
         if delimiter == "," and header is not None and ";" in header and "," not in header:
             delimiter = ";"
-        self.delimiter = delimiter
         self.reader = csv.reader(itertools.chain([] if header is None else [header], lines), delimiter=delimiter,
                                  strict=True)
         try:

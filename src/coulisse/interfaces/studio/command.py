@@ -7,7 +7,7 @@ import logging
 
 import click
 
-from coulisse.interfaces.options import DEFAULT_HELP, load_pipeline, model_option, positive, threads_option
+from coulisse.interfaces.options import DEFAULT_HELP, load_pipeline, model_option, threads_option
 from coulisse.interfaces.server.command import check_listen
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def check_host(host: str, allow_remote: bool) -> None:
 @click.option("--allow-remote", is_flag=True, default=False, envvar="COULISSE_ALLOW_REMOTE",
               help="Listen on a non-loopback --host and answer any Host header: anyone who reaches the port "
                    "can use the studio (it has no API key).")
-@threads_option(callback=positive)
+@threads_option()
 def studio(model, host, port, allow_remote, threads):
     """Explore MODEL in the browser: attributions, tokens, attention, scores, exact vs int8.
 
