@@ -63,6 +63,14 @@ class EncoderConfig:
         return self.max_position_embeddings - self.position_offset
 
     @property
+    def position_limit(self) -> int | None:
+        """Longest input the model runs: its position table's, or None where it reads no absolute positions
+        (DeBERTa-v2 with `position_biased_input: false`: relative buckets only, any length)."""
+        if self.model_type == "deberta-v2" and self.raw.get("position_biased_input", True) is False:
+            return None
+        return self.max_positions
+
+    @property
     def num_labels(self) -> int:
         return len(self.id2label)
 

@@ -16,7 +16,6 @@ types (numpy by default, tensors on request) and `similarity`.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -28,9 +27,10 @@ from tqdm import tqdm
 
 from coulisse.engine import DEFAULT_BATCH_SIZE
 from coulisse.engine.device import resolve_device
-from coulisse.errors import InputError, ModelLoadError
+from coulisse.errors import InputError
 from coulisse.pipelines import pipeline
 from coulisse.tasks.base import FORWARD, POST, PRE, positive_int
+from coulisse.tasks.feature_extraction import read_settings
 from coulisse.tokenizer import check_texts
 
 __all__ = ["PRECISIONS", "SIMILARITY_FN_NAMES", "SentenceEncoder", "quantize_embeddings", "similarity"]
@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
 OUTPUT_VALUES = ("sentence_embedding", "token_embeddings")
 SIMILARITY_FN_NAMES = ("cosine", "dot", "euclidean", "manhattan")
-SETTINGS_FILE = "config_sentence_transformers.json"
 
 
 # -- quantization and similarity: sentence-transformers' arithmetic, on numpy and torch ----------------------
@@ -51,7 +50,8 @@ def quantize_embeddings(embeddings: np.ndarray | torch.Tensor, precision: str, r
     """`(N, D)` float embeddings -> `precision`: int8 / uint8 buckets per dimension (255 steps between the
     `ranges` rows, min and max, taken from `calibration_embeddings` or else from `embeddings`), or the signs
     packed eight to a byte (binary: int8, offset by -128; ubinary: uint8). sentence-transformers' own steps,
-    in the same float32 order, so the codes are identical."""
+    in the same float32 order, so the same floats give the same codes. Embeddings that differ in their last
+    bits (~1e-7) may land one bucket apart where a value sits on a bucket's edge."""
     _check_choice("precision", precision, PRECISIONS)
     if isinstance(embeddings, torch.Tensor):
         embeddings = embeddings.detach().float().cpu().numpy()
@@ -133,25 +133,6 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
 
 
 # -- the encoder -------------------------------------------------------------------------------------------
-
-
-def read_settings(directory: Path) -> dict[str, Any]:
-    """`config_sentence_transformers.json` of a folder (prompts, default_prompt_name, similarity_fn_name,
-    truncate_dim), or {} when it has none."""
-    path = directory / SETTINGS_FILE
-    if not path.is_file():
-        return {}
-    try:
-        settings = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ModelLoadError(f"cannot read {path}: {e}; fix the file or delete it.") from e
-    if not isinstance(settings, dict) or not isinstance(settings.get("prompts", {}), dict):
-        raise ModelLoadError(f"{path} is not a sentence-transformers settings file (prompts must be an object); "
-                             "fix the file or delete it.")
-    dim = settings.get("truncate_dim")
-    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
-        raise ModelLoadError(f"{path} has truncate_dim={dim!r}; make it a positive integer or remove it.")
-    return settings
 
 
 class SentenceEncoder:
@@ -332,7 +313,7 @@ class SentenceEncoder:
     def _run(self, texts: list[str], prompt: str | None, batch_size: int, show_progress_bar: bool):
         """preprocess → forward: the batch, and the hidden states `(tokens, H)` of each text."""
         pipe = self.pipeline
-        given: dict[str, Any] = {"batch_size": batch_size}
+        given: dict[str, Any] = {"batch_size": batch_size, "prompt": ""}  # the prompt is this class's: added below
         if self._max_seq_length is not None:
             given["tokenize_kwargs"] = {"max_length": self._max_seq_length}
         options = pipe.options(given)

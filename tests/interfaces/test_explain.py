@@ -138,7 +138,7 @@ def test_explain_pair_options_are_checked_before_loading(tmp_path):
 def test_explain_text_checks_pair_options(qa_model, nli_dir):
     with pytest.raises(InputError, match="--question"):
         explain_text(pipeline("question-answering", model=qa_model[0]), "context")
-    with pytest.raises(InputError, match="no {}"):
+    with pytest.raises(InputError, match="must hold one {}"):
         explain_text(pipeline("zero-shot-classification", model=nli_dir), TEXT, labels="a,b", template="Sans trou.")
 
 

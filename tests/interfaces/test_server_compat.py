@@ -142,6 +142,10 @@ def test_inference_client_feature_extraction_and_similarity(minilm_server, embed
     vectors = np.asarray(embedder(TEXTS), dtype=np.float64)
     close(scores, vectors[1:] @ vectors[0])  # unit vectors: cosine is the dot product
     assert scores[0] > scores[1]  # two sleeping cats are closer than the stock market
+    # The client sends `encoding_format` at the top level (its hf-inference provider); TEI drops it and
+    # answers floats, which is what the client parses.
+    for encoding_format in ("float", "base64"):
+        close(hf.feature_extraction(TEXTS[0], encoding_format=encoding_format)[0], embedder(TEXTS[0]))
 
 
 def test_openai_sdk_float_and_base64(minilm_server, embedder):
@@ -169,8 +173,16 @@ def test_openai_sdk_float_and_base64(minilm_server, embedder):
     close([d.embedding for d in by_ids.data], expected[:2])
     models = sdk.models.list()
     assert [m.id for m in models.data] == ["all-MiniLM-L6-v2"]
+    assert sdk.models.retrieve("all-MiniLM-L6-v2").id == "all-MiniLM-L6-v2"
+    with pytest.raises(openai.NotFoundError, match="not served here"):
+        sdk.models.retrieve("text-embedding-3-small")
     with pytest.raises(openai.NotFoundError, match="not served here"):
         sdk.embeddings.create(model="text-embedding-3-small", input="x")
+    # TEI's statuses, as the SDK types them: an empty text 400, more inputs than the server takes 422.
+    with pytest.raises(openai.BadRequestError, match="`input` cannot be empty: input.1. is an empty text"):
+        sdk.embeddings.create(model="all-MiniLM-L6-v2", input=["x", ""])
+    with pytest.raises(openai.UnprocessableEntityError, match="maximum allowed batch size"):
+        sdk.embeddings.create(model="all-MiniLM-L6-v2", input=["x"] * 33)
 
 
 def test_tei_embed_all_tokenize_decode(minilm_server, embedder, minilm_dir):
@@ -217,6 +229,25 @@ def test_refusals_name_the_field(minilm_server):
         assert r.status_code == 422 and field in r.json()["error"], (body, r.text)
     r = httpx.post(f"{base}/rerank", json={"query": "q", "texts": ["a"]})
     assert r.status_code == 424 and "not a re-ranker" in r.json()["error"]
+    r = httpx.post(f"{base}/embed_sparse", json={"inputs": "x"})  # TEI's answer for a model without SPLADE
+    assert r.status_code == 424 and "SPLADE" in r.json()["error"] and r.json()["error_type"] == "backend"
+    # A union's failure reads as the forms the field takes, not pydantic's internal type names.
+    for route, body in (("/v1/embeddings", {"input": [[]]}), ("/decode", {"ids": [[]]}),
+                        ("/tokenize", {"inputs": [1]}), ("/embed", {"inputs": [1.5]})):
+        r = httpx.post(f"{base}{route}", json=body)
+        message = str(r.json())
+        assert r.status_code == 422 and "must be a" in message, (route, message)
+        assert "function-before" not in message and "list[" not in message, (route, message)
+
+
+def test_tei_response_headers(minilm_server):
+    text = "Le chat dort sur le canapé."
+    r = httpx.post(f"{minilm_server.base}/embed", json={"inputs": [text, "x"]})
+    assert r.status_code == 200
+    assert r.headers["x-compute-characters"] == str(len(text) + 1)
+    assert int(r.headers["x-compute-tokens"]) > 2 and r.headers["x-compute-type"] == "cpu"
+    for name in ("x-compute-time", "x-total-time", "x-tokenization-time", "x-queue-time", "x-inference-time"):
+        assert int(r.headers[name]) >= 0
 
 
 def test_prompt_name_from_config_sentence_transformers(tmp_path, minilm_dir, serve, embedder):
@@ -230,6 +261,10 @@ def test_prompt_name_from_config_sentence_transformers(tmp_path, minilm_dir, ser
     close(served, embedder(["query: " + t for t in TEXTS[:2]]))
     default = httpx.post(f"{server.base}/embed", json={"inputs": TEXTS[0]}).json()
     close(default[0], embedder("passage: " + TEXTS[0]))  # TEI applies default_prompt_name
+    # ... and so does the pipeline with pooling="auto", as sentence-transformers' encode: served equals in-process.
+    prompted = pipeline("feature-extraction", model=str(folder), pooling="auto", normalize=True)
+    close(default[0], prompted(TEXTS[0]))
+    close(served, prompted(TEXTS[:2], prompt_name="query"))
     from sentence_transformers import SentenceTransformer
 
     st = SentenceTransformer(str(folder), device="cpu")

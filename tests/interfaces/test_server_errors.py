@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import threading
 
@@ -70,9 +71,36 @@ def test_empty_batch_is_400(client):
     assert error(client.post("/predict", json={"inputs": []}), 400, "empty") == "`inputs` cannot be empty"
 
 
-def test_too_many_inputs_is_413(client):
-    message = error(client.post("/predict", json={"inputs": [["a"]] * 5}), 413, "validation")
+def test_too_many_inputs_is_422_as_tei_answers_it(client):
+    # TEI >= 1.9.0 maps its `Validation` errors to 422 (router/src/http/server.rs; 413 before).
+    message = error(client.post("/predict", json={"inputs": [["a"]] * 5}), 422, "validation")
     assert message.startswith("batch size 5 > maximum allowed batch size 4")
+
+
+@pytest.mark.parametrize("body, where", [({"inputs": ""}, ""), ({"inputs": [["a"], [""]]}, "inputs[1]"),
+                                         ({"inputs": [["a", ""]]}, "inputs[0][1]"),
+                                         ({"inputs": [["b"], ["", "a"]]}, "inputs[1][0]")])
+def test_an_empty_text_is_tei_400_empty(client, body, where):
+    # TEI refuses an empty input before tokenizing (core/src/tokenization.rs), not as a malformed body (422).
+    message = error(client.post("/predict", json=body), 400, "empty")
+    assert message.startswith("`inputs` cannot be empty") and where in message
+    assert client.post("/predict", json={"inputs": " "}).status_code == 200  # a space is a text
+
+
+def test_the_schema_says_texts_may_not_be_empty(client):
+    schema = client.get("/openapi.json").json()["components"]["schemas"]
+    assert '{"type": "string", "minLength": 1}' in json.dumps(schema["PredictRequest"]["properties"]["inputs"])
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain", "multipart/form-data"])
+def test_a_body_not_sent_as_json_is_415_before_it_is_read(client, content_type):
+    # curl -d sends a form; a web page may post text/plain to any origin without a CORS preflight.
+    r = client.post("/predict", content=b'{"inputs": "x"}', headers={"content-type": content_type})
+    message = error(r, 415, "validation")
+    assert content_type in message and "Content-Type: application/json" in message
+    assert r.headers["connection"] == "close"
+    for fine in ("application/json; charset=utf-8", "application/vnd.api+json"):
+        assert client.post("/predict", content=b'{"inputs": "x"}', headers={"content-type": fine}).status_code == 200
 
 
 def test_too_large_a_body_is_413(client):
@@ -157,6 +185,7 @@ def test_api_key(classifier, monkeypatch, caplog):
 
 def test_every_error_kind_has_a_distinct_meaning():
     assert all(400 <= spec.status < 600 and spec.error_type and spec.description for spec in ERRORS.values())
-    assert ERRORS["validation"].status == 422 and ERRORS["batch_size"].status == 413
+    assert ERRORS["validation"].status == 422 and ERRORS["batch_size"].status == 422
+    assert ERRORS["payload_size"].status == 413 and ERRORS["media_type"].status == 415
     assert ERRORS["overloaded"].status == 429 and ERRORS["unauthorized"].status == 401
     assert ERRORS["backend"].status == 500

@@ -85,6 +85,10 @@ def test_server_routes_answer_for_every_model(server):
         ("clf", "text-classification"), ("enc/bert", "feature-extraction"), ("camembert-enc", "feature-extraction")]
     assert httpx.get(f"{server.base}/enc/bert/info").json()["served_model_name"] == "enc/bert"
     assert [m["id"] for m in httpx.get(f"{server.base}/v1/models").json()["data"]] == list(NAMES)
+    for name in NAMES:  # OpenAI's models.retrieve, a name with a slash included
+        assert httpx.get(f"{server.base}/v1/models/{name}").json()["id"] == name
+    missing = httpx.get(f"{server.base}/v1/models/gpt-4")
+    assert missing.status_code == 404 and "'enc/bert'" in missing.json()["error"]["message"]
     for path in ("/health", "/clf/health", "/enc/bert/health", "/camembert-enc/ping"):
         assert httpx.get(f"{server.base}{path}").status_code == 200, path
     post(server, "/camembert-enc/embed", {"inputs": ["a", "b"]})

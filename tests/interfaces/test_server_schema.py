@@ -44,7 +44,7 @@ def api_schema(request, tf_camembert_dir, minilm_dir):
     pipe = coulisse.pipeline(request.param, model=str(model))
     app = create_app(pipe, ServerSettings(max_client_batch_size=8))
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
-    # More inputs than maxItems is refused with TEI's 413, not a 422: a rejection all the same.
+    # A body over --payload-limit is refused with 413: a rejection all the same.
     rejection = schema.config.checks.negative_data_rejection
     rejection.expected_statuses = [*rejection.expected_statuses, "413"]
     return schema

@@ -356,3 +356,25 @@ def test_unused_absolute_position_table_is_ignored(deberta, tmp_path):
     inputs = deberta.inputs(TEXTS[:3])
     with torch.no_grad():
         assert_close("deberta logits batched [v3]", pipe.model(**inputs).logits, model(**inputs).logits)
+
+
+@pytest.mark.parametrize("name", ["v3", "absolute"])
+def test_past_the_position_table_without_truncation(deberta, name):
+    """truncation=False on a text longer than 512 tokens: a model that reads absolute positions cannot embed
+    it (transformers: IndexError), which is refused in one line; v3's relative buckets run any length, as
+    transformers' does."""
+    from coulisse.errors import InputError
+
+    pipe = pipeline("text-classification", model=deberta.checkpoint(name))
+    text = " ".join(["le film est long"] * 200)
+    assert len(pipe.tokenizer(text)["input_ids"]) > 512
+    if name == "absolute":
+        with pytest.raises(InputError, match=r"input 0 has \d+ tokens.* at most 512 positions.*truncation=True"):
+            pipe(text, truncation=False)
+        return
+    inputs = deberta.hf_tokenizer([text], return_tensors="pt")
+    with torch.no_grad():
+        expected = torch.softmax(deberta.model(name)(**inputs).logits, -1)[0]
+    got = pipe(text, truncation=False, top_k=None)
+    assert_close("deberta v3 past 512 tokens", [r["score"] for r in sorted(got, key=lambda r: r["label"])],
+                 [float(expected[i]) for i in sorted(LABELS, key=lambda i: LABELS[i])])

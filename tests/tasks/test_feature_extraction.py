@@ -139,3 +139,38 @@ def test_minilm_french_paraphrases_score_closer_than_unrelated(minilm):
     for a, b, unrelated in ((cat, cat_again, stocks), (film, film_again, train)):
         a, b, unrelated = map(np.asarray, (a, b, unrelated))
         assert a @ b > max(a @ unrelated, b @ unrelated) + 0.1
+
+
+def test_prompts_as_sentence_transformers_applies_them(minilm_dir, tmp_path):
+    """pooling="auto" puts the folder's default prompt before each text, as SentenceTransformer.encode does;
+    `prompt_name` and `prompt` choose another; token states get a prompt only when one is named. Without
+    the default prompt, the vectors differ from sentence-transformers' by ~0.07."""
+    import shutil
+
+    from sentence_transformers import SentenceTransformer
+
+    folder = tmp_path / "prompted"
+    shutil.copytree(minilm_dir, folder)
+    (folder / "config_sentence_transformers.json").write_text(json.dumps(
+        {"prompts": {"query": "query: ", "passage": "passage: "}, "default_prompt_name": "passage"}))
+    st = SentenceTransformer(str(folder), device="cpu")
+    pipe = pipeline("feature-extraction", model=folder, pooling="auto")
+    texts = TEXTS[:2]
+    assert_close("default prompt", np.asarray(pipe(texts)), st.encode(texts))
+    assert_close("prompt_name", np.asarray(pipe(texts, prompt_name="query")), st.encode(texts, prompt_name="query"))
+    assert_close("prompt", np.asarray(pipe(texts, prompt="q: ")), st.encode(texts, prompt="q: "))
+    assert_close("no prompt", np.asarray(pipe(texts, prompt="")), st.encode(texts, prompt=""))
+    assert np.abs(np.asarray(pipe(texts)) - np.asarray(pipe(texts, prompt=""))).max() > 1e-2
+    plain = pipeline("feature-extraction", model=folder)  # transformers' token states: no prompt unless named
+    def length(text: str) -> int:
+        return len(plain.tokenizer(text)["input_ids"])
+
+    assert len(plain(texts[0])[0]) == length(texts[0])
+    assert len(plain(texts[0], prompt_name="query")[0]) == length("query: " + texts[0]) > length(texts[0])
+    with pytest.raises(InputError, match=r"prompt_name='doc' is not a prompt of this model .*'passage', 'query'"):
+        pipe(texts, prompt_name="doc")
+    # A Pooling module that leaves the prompt's tokens out is SentenceEncoder's to run, not the pipeline's.
+    config = json.loads((folder / "1_Pooling" / "config.json").read_text()) | {"include_prompt": False}
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InputError, match="include_prompt=false.*SentenceEncoder"):
+        pipeline("feature-extraction", model=folder, pooling="auto")(texts)

@@ -144,7 +144,8 @@ def test_a_classifier_that_is_not_nli_is_refused(factory):
     ({}, "candidate_labels=None"),
     ({"candidate_labels": " , "}, "candidate_labels=\\[\\]"),
     ({"candidate_labels": ["a", 3]}, "candidate_labels\\[1\\] is a int"),
-    ({"candidate_labels": "a,b", "hypothesis_template": "Sans accolades."}, "has no \\{\\}"),
+    ({"candidate_labels": "a,b", "hypothesis_template": "Sans accolades."}, "must hold one \\{\\}"),
+    ({"candidate_labels": "a,b", "hypothesis_template": "{} ou {} ?"}, "must hold one \\{\\}"),
     ({"candidate_labels": "a,b", "top_k": 2}, "unknown option"),
 ])
 def test_bad_calls_raise_input_errors(nli, options, message):

@@ -254,7 +254,14 @@ class Pipeline:
     def forward(self, items: Sequence[Item], progress: Callable[[int], None] | None = None,
                 batch_size: int | None = None) -> list:
         """One array per item, in order (see `Engine.run`); `batch_size` caps the inputs of one batch."""
-        return self.engine.run(list(items), progress, max_batch_size=batch_size)
+        items = list(items)
+        limit = self.config.position_limit
+        if limit is not None and (long := next((i for i, item in enumerate(items) if len(item.ids) > limit),
+                                               None)) is not None:
+            raise InputError(f"input {long} has {len(items[long].ids)} tokens, special ones included; "
+                             f"{self.checkpoint.name} embeds at most {limit} positions. Let truncation cut it "
+                             "(truncation=True, the default), or split the text.")
+        return self.engine.run(items, progress, max_batch_size=batch_size)
 
     def postprocess(self, outputs: Any, batch: Batch | None = None, **options: Any) -> Any:
         raise NotImplementedError

@@ -10,6 +10,7 @@ mean pooling. Pooling runs on the unpadded hidden states, so the mean is over re
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,10 @@ from coulisse.errors import InputError, ModelLoadError, UnsupportedModelError
 from coulisse.tasks.base import PRE, Batch, Option, Pipeline, boolean, one_of, tokenizer_keywords, truncation_option
 from coulisse.tokenizer import check_texts
 
+log = logging.getLogger(__name__)
+
 POOLINGS = ("cls", "mean", "auto")
+SETTINGS_FILE = "config_sentence_transformers.json"  # prompts, default_prompt_name, similarity, truncate_dim
 # sentence-transformers' older Pooling config: one boolean per mode.
 LEGACY_MODES = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean",
                 "pooling_mode_max_tokens": "max", "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
@@ -82,6 +86,25 @@ def sentence_config(directory: Path) -> SentenceConfig | None:
                           bool(settings.get("do_lower_case")), include_prompt)
 
 
+def read_settings(directory: Path) -> dict[str, Any]:
+    """`config_sentence_transformers.json` of a folder (prompts, default_prompt_name, similarity_fn_name,
+    truncate_dim), or {} when it has none."""
+    path = directory / SETTINGS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"cannot read {path}: {e}; fix the file or delete it.") from e
+    if not isinstance(settings, dict) or not isinstance(settings.get("prompts", {}), dict):
+        raise ModelLoadError(f"{path} is not a sentence-transformers settings file (prompts must be an object); "
+                             "fix the file or delete it.")
+    dim = settings.get("truncate_dim")
+    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
+        raise ModelLoadError(f"{path} has truncate_dim={dim!r}; make it a positive integer or remove it.")
+    return settings
+
+
 def pool(hidden: np.ndarray, pooling: str, normalize: bool = False) -> np.ndarray:
     """Hidden states `(length, H)` of one unpadded input -> one vector `(H,)`."""
     hidden = np.asarray(hidden, dtype=np.float32)
@@ -91,9 +114,16 @@ def pool(hidden: np.ndarray, pooling: str, normalize: bool = False) -> np.ndarra
     return vector.astype(np.float32)
 
 
+def text_or_none(name: str, value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise InputError(f"{name}={value!r}; pass a string, or None.")
+    return value
+
+
 class FeatureExtractionPipeline(Pipeline):
     task = "feature-extraction"
     head = None
+    _settings: dict[str, Any] | None = None  # config_sentence_transformers.json, read at the first prompt
     OPTIONS = {
         "return_tensors": Option(False),
         "truncation": Option(True, PRE, check=truncation_option),
@@ -103,6 +133,10 @@ class FeatureExtractionPipeline(Pipeline):
         "normalize": Option(None, PRE, check=boolean),
         # transformers sets it on the tokenizer (`tokenizer.truncation_side = "left"`): keep the end
         "truncation_side": Option("right", PRE, check=one_of("right", "left")),
+        # sentence-transformers' prompts (config_sentence_transformers.json): a name, or the text itself;
+        # with pooling="auto" and neither, the folder's default_prompt_name applies, as in its `encode`
+        "prompt_name": Option(None, PRE, check=text_or_none),
+        "prompt": Option(None, PRE, check=text_or_none),
     }
 
     def sentence_config(self, pooling: str, normalize: bool | None) -> SentenceConfig:
@@ -112,6 +146,26 @@ class FeatureExtractionPipeline(Pipeline):
         if normalize is None:
             normalize = found.normalize if pooling == "auto" else False
         return SentenceConfig(mode, bool(normalize), found.max_seq_length, found.lowercase, found.include_prompt)
+
+    def prompt_text(self, pooling: str | None, prompt_name: str | None = None, prompt: str | None = None) -> str:
+        """What goes before each text: `prompt`, else the folder's `prompts[prompt_name]`, else (pooling="auto")
+        its default prompt, else nothing. sentence-transformers' rule, so pooling="auto" equals its `encode`."""
+        if prompt is not None:
+            if prompt_name is not None:
+                log.warning("both prompt and prompt_name given; prompt_name=%r is ignored.", prompt_name)
+            return prompt
+        if prompt_name is None and pooling != "auto":
+            return ""
+        if self._settings is None:
+            self._settings = read_settings(self.checkpoint.directory)
+        prompts = {str(k): str(v or "") for k, v in self._settings.get("prompts", {}).items()}
+        if prompt_name is None:
+            return prompts.get(self._settings.get("default_prompt_name"), "")
+        if prompt_name not in prompts:
+            known = ", ".join(repr(p) for p in sorted(prompts)) or "none"
+            raise InputError(f"prompt_name={prompt_name!r} is not a prompt of this model "
+                             f"({SETTINGS_FILE} has {known}); pass one of those, or prompt='...' for your own.")
+        return prompts[prompt_name]
 
     def resolve_options(self, options: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
         if "truncation" in given and "truncation" in (options["tokenize_kwargs"] or {}):
@@ -123,15 +177,22 @@ class FeatureExtractionPipeline(Pipeline):
 
     def preprocess(self, inputs: Any, truncation: bool | str = True, pooling: str | None = None,
                    normalize: bool | None = None, tokenize_kwargs: dict | None = None,
-                   truncation_side: str = "right") -> Batch:
-        """Texts -> ids. With pooling, the sentence-transformers settings apply here (lowercasing, their
-        `max_seq_length`: 256 for all-MiniLM-L6-v2) and travel in the batch to postprocess."""
+                   truncation_side: str = "right", prompt_name: str | None = None,
+                   prompt: str | None = None) -> Batch:
+        """Texts -> ids. With pooling, the sentence-transformers settings apply here (the prompt, lowercasing,
+        their `max_seq_length`: 256 for all-MiniLM-L6-v2) and travel in the batch to postprocess."""
         texts, single = check_texts(inputs)
         kwargs = tokenize_kwargs or {}
         truncation = kwargs.get("truncation", truncation)
         sentence, max_length = None, kwargs.get("max_length")
+        if text := self.prompt_text(pooling, prompt_name, prompt):
+            texts = [text + t for t in texts]
         if pooling is not None:
             sentence = self.sentence_config(pooling, normalize)
+            if text and not sentence.include_prompt:
+                raise InputError(f"the prompt {text!r} would be pooled, but this model's Pooling leaves its tokens "
+                                 "out (include_prompt=false), which the pipeline does not do; use "
+                                 "coulisse.SentenceEncoder, or pass prompt='' for no prompt.")
             if sentence.max_seq_length and max_length is None:  # a given max_length overrides the folder's
                 max_length = sentence.max_seq_length
             texts = [t.lower() for t in texts] if sentence.lowercase else texts

@@ -109,7 +109,8 @@ def _template(name: str, value: Any) -> str:
     except (IndexError, KeyError, ValueError):  # "{0} {1}", "{label}", "{": not one plain {}
         fills = False
     if not fills:
-        raise InputError(f"{name}={value!r} has no {{}} where the label goes; write e.g. 'Ce texte parle de {{}}.'.")
+        raise InputError(f"{name}={value!r} must hold one {{}} where the label goes, and no other braces; write "
+                         "e.g. 'Ce texte parle de {}.'.")
     return value
 
 

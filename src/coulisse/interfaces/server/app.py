@@ -75,7 +75,7 @@ def auth_dependency(api_key: str | None) -> list:
 
 def document_limits(schema: dict, settings: ServerSettings) -> dict:
     """Write the server's batch limit into the OpenAPI schema, so generated clients (and schemathesis)
-    know it; the check itself stays in the route, which answers TEI's 400/413 rather than a 422."""
+    know it; the check itself stays in the route, which answers TEI's 400/422 with TEI's message."""
     models = schema.get("components", {}).get("schemas", {})
     for name in ("PredictRequest", "EmbedRequest"):
         inputs = models.get(name, {}).get("properties", {}).get("inputs", {})
@@ -129,8 +129,8 @@ class Gate:
         # TEI's response headers, in milliseconds.
         ms = {"total": total, "tokenization": timings.tokenization_s, "queue": timings.queue_s,
               "inference": timings.inference_s}
-        headers = {"x-request-id": request_id, "x-compute-type": "cpu",
-                   "x-compute-tokens": str(timings.tokens),
+        headers = {"x-request-id": request_id, "x-compute-type": "cpu", "x-compute-time": str(int(total * 1000)),
+                   "x-compute-characters": str(timings.characters), "x-compute-tokens": str(timings.tokens),
                    **{f"x-{name}-time": str(int(seconds * 1000)) for name, seconds in ms.items()}}
         return JSONResponse(results[0] if single else results, headers=headers)
 

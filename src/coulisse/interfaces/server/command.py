@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
               envvar="COULISSE_MAX_WAIT_MS",
               help="... or when its oldest input waited this long and the model is idle.")
 @click.option("-b", "--max-client-batch-size", type=int, default=REQUEST.max_client_batch_size, show_default=True,
-              callback=positive, envvar="COULISSE_MAX_CLIENT_BATCH_SIZE", help="Most inputs in one request (else 413).")
+              callback=positive, envvar="COULISSE_MAX_CLIENT_BATCH_SIZE", help="Most inputs in one request (else 422).")
 @click.option("-c", "--max-concurrent-requests", type=int, default=REQUEST.max_concurrent_requests,
               show_default=True, callback=positive, envvar="COULISSE_MAX_CONCURRENT_REQUESTS",
               help="Most requests in flight (else 429).")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from coulisse.interfaces.server.schemas import DIRECTION_HELP, Direction, Ids, integer
+from coulisse.interfaces.server.schemas import DIRECTION_HELP, TEXTS_OR_IDS, Direction, Ids, Text, forms, integer
 
 STRICT = ConfigDict(strict=True, extra="forbid")
 
@@ -20,8 +20,8 @@ class RerankRequest(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra={
         "examples": [{"query": "Un film drôle ?", "texts": ["Une comédie hilarante.", "Un drame lent."]}]})
 
-    query: str
-    texts: list[str]
+    query: Text
+    texts: list[Text]
     truncate: bool | None = Field(None, description="null: the server's --auto-truncate.")
     truncation_direction: Direction = Field("Right", description=DIRECTION_HELP)
     raw_scores: bool = Field(False, description="The logit instead of its sigmoid.")
@@ -38,9 +38,11 @@ class TokenizeRequest(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid",
                               json_schema_extra={"examples": [{"inputs": "J'ai adoré ce film."}]})
 
-    inputs: str | list[str]
+    inputs: Text | list[Text]
     add_special_tokens: bool = True
     prompt_name: str | None = Field(None, description="A key of config_sentence_transformers.json's `prompts`.")
+
+    _inputs = field_validator("inputs", mode="wrap")(forms("a text or a list of texts"))
 
 
 class SimpleToken(BaseModel):
@@ -57,12 +59,14 @@ class DecodeRequest(BaseModel):
     ids: Ids | list[Ids]
     skip_special_tokens: bool = True
 
+    _ids = field_validator("ids", mode="wrap")(forms("a list of token ids (integers >= 0), or a list of those"))
+
 
 class SimilarityInput(BaseModel):
     model_config = STRICT
 
-    source_sentence: str
-    sentences: list[str]
+    source_sentence: Text
+    sentences: list[Text]
 
 
 class SimilarityParameters(BaseModel):
@@ -88,7 +92,7 @@ class OpenAIEmbeddingRequest(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra={
         "examples": [{"input": ["Le chat dort."], "model": "all-MiniLM-L6-v2"}]})
 
-    input: str | Ids | list[str | Ids] = Field(description="a text, token ids, or a list of those")
+    input: Text | Ids | list[Text | Ids] = Field(description=TEXTS_OR_IDS)
     model: str | None = Field(None, description="The served model's name (see /v1/models); others get 404.")
     encoding_format: Literal["float", "base64"] = Field(
         "float", description="base64: each vector's little-endian float32 bytes, base64-encoded.")
@@ -96,6 +100,8 @@ class OpenAIEmbeddingRequest(BaseModel):
     user: str | None = Field(None, description="Accepted; not stored.")
     truncation_direction: Direction = Field("Right", description="A coulisse extension (the SDK's `extra_body`): "
                                             + DIRECTION_HELP)
+
+    _input = field_validator("input", mode="wrap")(forms(TEXTS_OR_IDS))
 
 
 class OpenAIEmbedding(BaseModel):

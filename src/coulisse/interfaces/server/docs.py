@@ -51,7 +51,7 @@ def add_offline_docs(app: FastAPI) -> None:
         return get_swagger_ui_oauth2_redirect_html()
 
 
-# Request fields that hold the client's batch, per request model (else TEI's 413, which the schema says).
+# Request fields that hold the client's batch, per request model (else TEI's 422, which the schema says).
 BATCH_FIELDS = {"EmbedAllRequest": ("inputs",), "RerankRequest": ("texts",), "TokenizeRequest": ("inputs",),
                 "DecodeRequest": ("ids",), "SimilarityInput": ("sentences",), "OpenAIEmbeddingRequest": ("input",)}
 

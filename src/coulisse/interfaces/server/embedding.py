@@ -20,7 +20,7 @@ class Prompts:
     """The folder's prompts (`config_sentence_transformers.json`), read once at start-up."""
 
     def __init__(self, directory: Path):
-        from coulisse.sentence import read_settings
+        from coulisse.tasks.feature_extraction import read_settings
 
         settings = read_settings(directory)
         self.prompts: dict[str, str] = {str(k): str(v or "") for k, v in settings.get("prompts", {}).items()}

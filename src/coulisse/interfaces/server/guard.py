@@ -5,10 +5,11 @@
 2. The API key, from the `Authorization` header alone: a request without it is answered 401 before one
    byte of its body is read. Every route needs the key except GET on `PUBLIC` paths (TEI's: health,
    metrics, the OpenAPI pages), so a route added later is protected without a word.
-3. The body: a `Content-Length` above `--payload-limit` is refused before reading; a chunked body is
+3. A body sent as anything but JSON (a form, text/plain) is answered 415 before reading it.
+4. The body: a `Content-Length` above `--payload-limit` is refused before reading; a chunked body is
    counted as it arrives and refused once past the limit; a body slower than `--body-timeout` is
    answered 408. All three close the connection, so the rest of the body is never read.
-4. A request still running when the server stops past `--shutdown-timeout` (uvicorn cancels its
+5. A request still running when the server stops past `--shutdown-timeout` (uvicorn cancels its
    task) is answered the JSON 503 `shutting_down` instead of uvicorn's plain-text 500 and a traceback.
 
 The layer below (the socket, the request head, connection counts) is `protocol.py`.
@@ -87,6 +88,17 @@ def declared_length(scope) -> int | None:
     return int(value) if value is not None and value.strip().isdigit() else None
 
 
+def body_media_type(scope) -> str | None:
+    """The media type of a body that is not JSON, else None. A browser may send a form or text/plain to any
+    origin without asking first; JSON needs its preflight, so refusing the rest keeps web pages off the API.
+    No Content-Type at all reads as JSON (FastAPI's rule)."""
+    value = header(scope, b"content-type")
+    if value is None or scope["method"] in ("GET", "HEAD"):
+        return None
+    kind = value.split(b";")[0].strip().lower().decode("latin-1")
+    return None if kind == "application/json" or kind.endswith("+json") else kind or "an empty media type"
+
+
 def without_body(send):
     async def send_head(message):
         if message["type"] == "http.response.body":
@@ -135,6 +147,10 @@ class Guard:
         if self.key is not None and not public(scope, self.limits.model_prefixes) and not authorized(scope, self.key):
             return await self.refuse("unauthorized", "missing or wrong API key: send `Authorization: Bearer "
                                      "<key>`", scope, receive, send)
+        if (kind := body_media_type(scope)) is not None:
+            return await self.refuse("media_type", f"the body is sent as {kind}; every route reads JSON: send "
+                                     "`Content-Type: application/json` (curl: -H 'Content-Type: application/json')",
+                                     scope, receive, send)
         length = declared_length(scope)
         if length is not None and length > self.limits.payload_limit:
             return await self.refuse("payload_size", self.too_large(f"{length} bytes"), scope, receive, send)

@@ -19,7 +19,7 @@ class BatchLimits:
 
 @dataclass(frozen=True)
 class RequestLimits:
-    """What one request may ask (else 413), and how many may be in flight (else 429)."""
+    """What one request may ask (inputs: else 422; body bytes: else 413), and how many may be in flight (else 429)."""
 
     max_client_batch_size: int = 32
     max_concurrent_requests: int = 512

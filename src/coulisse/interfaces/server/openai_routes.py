@@ -19,13 +19,14 @@ from coulisse.interfaces.server.compat_schemas import (
     OpenAIEmbeddingRequest,
     OpenAIEmbeddingResponse,
     OpenAIErrorResponse,
+    OpenAIModel,
     OpenAIModelList,
 )
 from coulisse.interfaces.server.embedding import as_base64
 from coulisse.interfaces.server.errors import ERRORS, ServerError
 from coulisse.interfaces.server.guard import without_prefix
 from coulisse.interfaces.server.schemas import side
-from coulisse.interfaces.server.service import Service, Timings
+from coulisse.interfaces.server.service import Service, Timings, check_not_empty
 from coulisse.interfaces.server.tei_routes import batch_of, client_gone
 
 TAG = "OpenAI"
@@ -36,7 +37,7 @@ STARTED = int(time.time())
 def add_openai_routes(app: FastAPI, service: Service, gate, protected: list) -> None:
     errors = {status: {"model": OpenAIErrorResponse, "description": ERRORS[kind].description}
               for kind, status in (("validation", 422), ("not_found", 404), ("empty", 400),
-                                   ("batch_size", 413), ("overloaded", 429), ("backend", 500))}
+                                   ("batch_size", 422), ("overloaded", 429), ("backend", 500))}
 
     @app.post("/v1/embeddings", tags=[TAG], dependencies=protected, response_model=None,
               include_in_schema=service.embedding,
@@ -48,6 +49,7 @@ def add_openai_routes(app: FastAPI, service: Service, gate, protected: list) -> 
                               f"{service.served_model_name!r} (GET /v1/models)")
         inputs, _ = batch_of(body.input)
         gate.check_batch(len(inputs))
+        check_not_empty([(x, None) for x in inputs], "input")
 
         async def work(t: Timings) -> list:
             vectors = await service.embed(inputs, service.settings.auto_truncate, True,
@@ -66,8 +68,28 @@ def add_openai_routes(app: FastAPI, service: Service, gate, protected: list) -> 
     @app.get("/v1/models", tags=[TAG], dependencies=protected, response_model=OpenAIModelList)
     async def models() -> dict:
         """The served model, as OpenAI lists models."""
-        return {"object": "list", "data": [{"id": service.served_model_name, "object": "model",
-                                            "created": STARTED, "owned_by": "coulisse"}]}
+        return {"object": "list", "data": [model_card(service.served_model_name)]}
+
+    @app.get("/v1/models/{model:path}", tags=[TAG], dependencies=protected, response_model=OpenAIModel,
+             responses={404: {"model": OpenAIErrorResponse, "description": ERRORS["not_found"].description}})
+    async def retrieve_model(model: str) -> dict:
+        """One model, as OpenAI's `client.models.retrieve(name)` reads it; 404 unless it is served here."""
+        return retrieve(model, [service.served_model_name])
+
+
+def model_card(name: str) -> dict:
+    return {"id": name, "object": "model", "created": STARTED, "owned_by": "coulisse"}
+
+
+def retrieve(name: str, served: list[str]) -> dict:
+    if name not in served:
+        raise ServerError("not_found", f"model {name!r} is not served here; this server serves "
+                          f"{', '.join(map(repr, served))} (GET /v1/models)")
+    return model_card(name)
+
+
+def openai_path(path: str) -> bool:
+    return path in OPENAI_PATHS or path.startswith("/v1/models/")
 
 
 class OpenAIErrors:
@@ -77,7 +99,7 @@ class OpenAIErrors:
         self.app, self.prefixes = app, prefixes  # several models: /{name}/v1/embeddings too
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or without_prefix(scope.get("path", ""), self.prefixes) not in OPENAI_PATHS:
+        if scope["type"] != "http" or not openai_path(without_prefix(scope.get("path", ""), self.prefixes)):
             return await self.app(scope, receive, send)
         start: dict | None = None
         chunks: list[bytes] = []

@@ -32,7 +32,7 @@ from coulisse.interfaces.server.app import Gate, guarded, model_app, serving
 from coulisse.interfaces.server.errors import ServerError, error_response, install_handlers
 from coulisse.interfaces.server.guard import header, replay
 from coulisse.interfaces.server.metrics import ServerMetrics, render_by_model
-from coulisse.interfaces.server.openai_routes import STARTED
+from coulisse.interfaces.server.openai_routes import model_card, retrieve
 from coulisse.interfaces.server.service import ServerSettings, Service
 from coulisse.tasks.base import Pipeline
 
@@ -97,7 +97,7 @@ class ModelRouter:
         named = header(scope, b"x-model")
         if named is not None and path != "/metrics":
             return await self.to_model(named.decode("utf-8", "replace"), scope, receive, send)
-        if path in SERVER_PATHS:
+        if path in SERVER_PATHS or path.startswith("/v1/models/"):
             return await self.app(scope, receive, send)
         if path in OPENAI_EMBEDDINGS and scope["method"] == "POST":
             body = await read_body(receive)
@@ -155,8 +155,12 @@ def add_server_routes(app: FastAPI, services: dict[str, Service], metrics: Serve
     @app.get("/v1/models")
     async def list_models() -> dict:
         """Every served model, as OpenAI lists models."""
-        return {"object": "list", "data": [{"id": name, "object": "model", "created": STARTED,
-                                            "owned_by": "coulisse"} for name in services]}
+        return {"object": "list", "data": [model_card(name) for name in services]}
+
+    @app.get("/v1/models/{model:path}")
+    async def retrieve_model(model: str) -> dict:
+        """One served model, as OpenAI's `client.models.retrieve(name)` reads it."""
+        return retrieve(model, list(services))
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus() -> PlainTextResponse:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, WithJsonSchema, field_validator
 from pydantic_core import PydanticCustomError
 
 # TEI's `truncation_direction`: which end of a long input is cut (Right keeps the start, Left the end).
@@ -18,8 +18,10 @@ Direction = Literal["Right", "right", "Left", "left"]
 DIRECTION_HELP = ("Right: keep the start of a long input; Left: keep its end (special tokens stay), "
                   "transformers' truncation_side.")
 
+# A text: the schema says it may not be empty, the route answers TEI's 400 `empty` for one (not pydantic's 422).
+Text = Annotated[str, WithJsonSchema({"type": "string", "minLength": 1})]
 # [text] or [text, text_pair], as in TEI's batch form.
-Sequence = Annotated[list[str], Field(min_length=1, max_length=2)]
+Sequence = Annotated[list[Text], Field(min_length=1, max_length=2)]
 INPUTS_HELP = ("a text, a [text, text_pair] pair, or a batch of [text] / [text, text_pair] lists, "
                'e.g. "Super film !" or ["premise", "hypothesis"] or [["Super film !"], ["Quel ennui..."]]')
 
@@ -43,18 +45,25 @@ def integer(ge: int) -> Any:
 Ids = Annotated[list[integer(ge=0)], Field(min_length=1)]
 
 
-def _inputs_error(value: Any) -> PydanticCustomError:
-    got = f"{type(value).__name__} {str(value)[:40]!r}"
-    return PydanticCustomError("inputs_type", "must be {expected}; got {got}",
-                               {"expected": INPUTS_HELP, "got": got})
+def _got(value: Any) -> str:
+    return f"{type(value).__name__} {str(value)[:40]!r}"
 
 
-def _embed_inputs(cls, value: Any, handler):
-    try:
-        return handler(value)
-    except ValueError:
-        raise PydanticCustomError("inputs_type", "must be a text, a list of token ids, or a list of those; "
-                                  "got {got}", {"got": type(value).__name__}) from None
+def forms(expected: str):
+    """A field validator that answers a union's failure as one error listing the forms it takes; pydantic's
+    own would give one error per branch, each located by an internal type name."""
+
+    def one_error(cls, value: Any, handler):
+        try:
+            return handler(value)
+        except ValueError:
+            raise PydanticCustomError("inputs_type", "must be {expected}; got {got}",
+                                      {"expected": expected, "got": _got(value)}) from None
+
+    return one_error
+
+
+TEXTS_OR_IDS = "a text, a list of token ids (integers >= 0), or a list of those"
 
 
 def side(direction: str) -> str:
@@ -66,28 +75,20 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra={
         "examples": [{"inputs": "J'ai adoré ce film.", "raw_scores": False, "truncate": True}]})
 
-    inputs: str | Sequence | list[Sequence] = Field(description=INPUTS_HELP)
+    inputs: Text | Sequence | list[Sequence] = Field(description=INPUTS_HELP)
     truncate: bool | None = Field(None, description="Cut inputs longer than the model takes; "
                                                     "null: the server's --auto-truncate.")
     truncation_direction: Direction = Field("Right", description=DIRECTION_HELP)
     raw_scores: bool = Field(False, description="Return logits instead of probabilities.")
 
-    @field_validator("inputs", mode="wrap")
-    @classmethod
-    def _one_clear_error(cls, value: Any, handler):
-        # The union would report one error per branch; one message that shows the forms reads better.
-        try:
-            return handler(value)
-        except ValueError:
-            raise _inputs_error(value) from None
+    _inputs = field_validator("inputs", mode="wrap")(forms(INPUTS_HELP))
 
 
 class EmbedRequest(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid",
                               json_schema_extra={"examples": [{"inputs": "J'ai adoré ce film."}]})
 
-    inputs: str | Ids | list[str | Ids] = Field(
-        description="a text, a list of token ids, or a list of texts and token id lists")
+    inputs: Text | Ids | list[Text | Ids] = Field(description=TEXTS_OR_IDS)
     truncate: bool | None = Field(None, description="null: the server's --auto-truncate.")
     truncation_direction: Direction = Field("Right", description=DIRECTION_HELP)
     normalize: bool = Field(True, description="L2-normalize each embedding (after `dimensions`).")
@@ -95,21 +96,25 @@ class EmbedRequest(BaseModel):
                                                       "null: its default_prompt_name, if any.")
     dimensions: integer(ge=1) | None = Field(None, description="Keep the first N dimensions (Matryoshka), then "
                                                                 "normalize if `normalize`.")
+    # huggingface_hub's InferenceClient.feature_extraction sends it (its own default: null); TEI drops it and
+    # answers floats, which is what that client parses. Base64 is /v1/embeddings'.
+    encoding_format: Literal["float", "base64"] | None = Field(
+        None, description="Accepted for huggingface_hub's InferenceClient and ignored, as TEI does: /embed "
+                          "always answers floats (base64: /v1/embeddings).")
 
-    _inputs = field_validator("inputs", mode="wrap")(_embed_inputs)
+    _inputs = field_validator("inputs", mode="wrap")(forms(TEXTS_OR_IDS))
 
 
 class EmbedAllRequest(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid",
                               json_schema_extra={"examples": [{"inputs": "J'ai adoré ce film."}]})
 
-    inputs: str | Ids | list[str | Ids] = Field(
-        description="a text, a list of token ids, or a list of texts and token id lists")
+    inputs: Text | Ids | list[Text | Ids] = Field(description=TEXTS_OR_IDS)
     truncate: bool | None = Field(None, description="null: the server's --auto-truncate.")
     truncation_direction: Direction = Field("Right", description=DIRECTION_HELP)
     prompt_name: str | None = Field(None, description="As /embed's.")
 
-    _inputs = field_validator("inputs", mode="wrap")(_embed_inputs)
+    _inputs = field_validator("inputs", mode="wrap")(forms(TEXTS_OR_IDS))
 
 
 class Prediction(BaseModel):

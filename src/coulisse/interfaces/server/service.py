@@ -67,6 +67,7 @@ class ServerSettings:
 @dataclass
 class Timings:
     tokens: int = 0
+    characters: int = 0  # TEI's compute_chars: the inputs' characters (a token id counts one)
     tokenization_s: float = 0.0
     queue_s: float = 0.0
     inference_s: float = 0.0
@@ -81,6 +82,25 @@ def check_unicode(sequences: list[tuple[str, str | None]]) -> None:
                 name = "inputs" if len(sequences) == 1 else f"inputs[{i}]"
                 name += f"[{j}]" if pair is not None else ""
                 raise ServerError("validation", f"Input validation error: {name} is {problem}")
+
+
+def check_not_empty(sequences: list[tuple[str | list[int], str | None]], name: str = "inputs") -> None:
+    """TEI's 400 `empty` for an empty text, before any prompt is added: the pipeline would encode it as its
+    special tokens alone, which no client means. Either text of a pair too (TEI: only both), as the schema says."""
+    for i, (text, pair) in enumerate(sequences):
+        if text == "" or pair == "":
+            where = "" if len(sequences) == 1 and pair is None else \
+                f": {name}[{i}]{'' if pair is None else [0 if text == '' else 1]} is an empty text"
+            raise ServerError("empty", f"`{name}` cannot be empty{where}")
+
+
+def characters(inputs) -> int:
+    """The characters of every text in an Inference API body's `inputs` (a text, a list, a QA dict)."""
+    if isinstance(inputs, str):
+        return len(inputs)
+    if isinstance(inputs, dict):
+        inputs = list(inputs.values())
+    return sum(characters(x) for x in inputs) if isinstance(inputs, (list, tuple)) else 0
 
 
 def pooling_of(override: str | None) -> str:
@@ -143,11 +163,11 @@ class Service:
     # -- stage 1 ----------------------------------------------------------------------------------
 
     def _preprocess(self, sequences: list[tuple[str | list[int], str | None]], truncate: bool,
-                    normalize: bool | None, side: str = "right") -> tuple[list[Item], Batch | None]:
-        """`pipe.preprocess`: texts for /embed (one batch, its pooling inside; token ids as given); for
-        /predict, single texts and text pairs may share a request, each kind one call."""
+                    normalize: bool | None, side: str = "right", prompt: str = "") -> tuple[list[Item], Batch | None]:
+        """`pipe.preprocess`: texts for /embed (one batch, its pooling and prompt inside; token ids as given);
+        for /predict, single texts and text pairs may share a request, each kind one call."""
         if self.embedding:
-            return self._preprocess_embed([text for text, _ in sequences], truncate, normalize, side)
+            return self._preprocess_embed([text for text, _ in sequences], truncate, normalize, side, prompt)
         items: list[Item | None] = [None] * len(sequences)
         for paired in (False, True):
             where = [i for i, (_, pair) in enumerate(sequences) if (pair is not None) == paired]
@@ -159,14 +179,14 @@ class Service:
                     items[i] = item
         return items, None  # type: ignore[return-value]
 
-    def _preprocess_embed(self, inputs: list[str | list[int]], truncate: bool,
-                          normalize: bool | None, side: str = "right") -> tuple[list[Item], Batch]:
+    def _preprocess_embed(self, inputs: list[str | list[int]], truncate: bool, normalize: bool | None,
+                          side: str = "right", prompt: str = "") -> tuple[list[Item], Batch]:
         where = [i for i, x in enumerate(inputs) if isinstance(x, str)]
         items: list[Item | None] = [None] * len(inputs)
         context = self.pipe.sentence_config(self.pooling, normalize)
         if where:
             batch = self.pipe.preprocess([inputs[i] for i in where], truncation=truncate, pooling=self.pooling,
-                                         normalize=normalize, truncation_side=side)
+                                         normalize=normalize, truncation_side=side, prompt=prompt)
             context = batch.context
             for i, item in zip(where, batch.items, strict=True):
                 items[i] = item
@@ -178,14 +198,15 @@ class Service:
         return items, Batch(items, list(inputs), False, context=context)  # type: ignore[arg-type]
 
     async def tokenize(self, sequences: list[tuple[str | list[int], str | None]], truncate: bool,
-                       timings: Timings, normalize: bool | None = None,
-                       side: str = "right") -> tuple[list[Item], Batch | None]:
-        """Stage 1 off the event loop. `side`: which end truncation cuts ("left" keeps the end)."""
+                       timings: Timings, normalize: bool | None = None, side: str = "right",
+                       prompt: str = "") -> tuple[list[Item], Batch | None]:
+        """Stage 1 off the event loop. `side`: which end truncation cuts ("left" keeps the end); `prompt`: what
+        goes before each text (not before token ids)."""
         check_unicode([(t, p) for t, p in sequences if isinstance(t, str)])
         start = time.perf_counter()
         loop = asyncio.get_running_loop()
         items, batch = await loop.run_in_executor(self._tokenizer_pool, self._preprocess, sequences, truncate,
-                                                  normalize, side)
+                                                  normalize, side, prompt)
         timings.tokenization_s = time.perf_counter() - start
         self.metrics.tokenization_duration.observe(timings.tokenization_s)
         for item in items:
@@ -240,6 +261,8 @@ class Service:
         if not self.classifier:
             raise ServerError("model_type", f"model is not a classifier model: this server runs "
                               f"{self.pipe.task}; {self.route_hint()}")
+        check_not_empty(sequences)
+        timings.characters = sum(len(text) + len(pair or "") for text, pair in sequences)
         items, _ = await self.tokenize(sequences, truncate, timings, side=side)
         rows = await self.infer(items, disconnected, timings)
         if not all(np.isfinite(row).all() for row in rows):
@@ -255,13 +278,14 @@ class Service:
         if not self.embedding:
             raise ServerError("model_type", f"model is not an embedding model: this server runs "
                               f"{self.pipe.task}; {self.route_hint()}")
+        check_not_empty([(t, None) for t in texts])
+        timings.characters = sum(len(t) for t in texts)  # before the prompt, as TEI counts them
         prompt = self.prompts.text(prompt_name)
         if prompt and not self.include_prompt and pooled:
             raise ServerError("validation", "Input validation error: prompt_name: this model's Pooling leaves "
                               "the prompt's tokens out (include_prompt=false), which the server does not do; "
                               "use coulisse.SentenceEncoder")
-        texts = [prompt + t if isinstance(t, str) else t for t in texts]
-        items, batch = await self.tokenize([(t, None) for t in texts], truncate, timings, normalize, side)
+        items, batch = await self.tokenize([(t, None) for t in texts], truncate, timings, normalize, side, prompt)
         rows = await self.infer(items, disconnected, timings)
         if not pooled:  # the token embeddings, `(length, H)` per input
             return [np.asarray(row, dtype=np.float32).tolist() for row in rows]
@@ -285,6 +309,7 @@ class Service:
         timings.tokenization_s = time.perf_counter() - start
         self.metrics.tokenization_duration.observe(timings.tokenization_s)
         timings.tokens = sum(len(item.ids) for item in batch.items)
+        timings.characters = characters(inputs)
         for item in batch.items:
             self.metrics.input_length.observe(len(item.ids))
         rows = await self.infer(batch.items, disconnected, timings)

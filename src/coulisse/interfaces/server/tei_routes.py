@@ -27,7 +27,7 @@ from coulisse.interfaces.server.compat_schemas import (
 from coulisse.interfaces.server.embedding import cosine
 from coulisse.interfaces.server.errors import ServerError, openapi_responses
 from coulisse.interfaces.server.schemas import EmbedAllRequest, side
-from coulisse.interfaces.server.service import Service, Timings
+from coulisse.interfaces.server.service import Service, Timings, check_not_empty
 
 TAG = "Text Embeddings Inference"
 # No `from __future__ import annotations` here: FastAPI reads the body types of the handlers below.
@@ -80,6 +80,12 @@ def add_tei_routes(app: FastAPI, service: Service, gate, protected: list) -> dic
             inputs, truncate_of(body.truncate), False, partial(client_gone, request), t,
             prompt_name=body.prompt_name, pooled=False, side=side(body.truncation_direction)), False)
 
+    @app.post("/embed_sparse", include_in_schema=False, dependencies=protected)
+    async def embed_sparse() -> Response:
+        """TEI's answer for a model without SPLADE pooling, which is every model coulisse serves."""
+        raise ServerError("model_type", "Model is not an embedding model with SPLADE pooling: coulisse serves no "
+                          f"sparse embeddings; {service.route_hint()}")
+
     @app.post("/rerank", tags=[TAG], dependencies=protected, response_model=None,
               include_in_schema=service.reranker,
               responses={200: {"model": list[Rank], "description": "Ranks, best first"}, **errors})
@@ -88,6 +94,8 @@ def add_tei_routes(app: FastAPI, service: Service, gate, protected: list) -> dic
         if not body.texts:
             raise ServerError("empty", "`texts` cannot be empty")
         gate.check_batch(len(body.texts))
+        check_not_empty([(body.query, None)], "query")
+        check_not_empty([(text, None) for text in body.texts], "texts")
 
         async def work(t: Timings) -> list:
             scores = await service.rerank(body.query, body.texts, truncate_of(body.truncate), body.raw_scores,
@@ -107,6 +115,8 @@ def add_tei_routes(app: FastAPI, service: Service, gate, protected: list) -> dic
         if not body.inputs.sentences:
             raise ServerError("empty", "`inputs.sentences` cannot be empty")
         gate.check_batch(len(body.inputs.sentences) + 1)  # +1: the source sentence
+        check_not_empty([(body.inputs.source_sentence, None)], "inputs.source_sentence")
+        check_not_empty([(text, None) for text in body.inputs.sentences], "inputs.sentences")
         parameters = body.parameters or SimilarityParameters()
 
         async def work(t: Timings) -> list:
@@ -125,6 +135,7 @@ def add_tei_routes(app: FastAPI, service: Service, gate, protected: list) -> dic
         """The tokenizer's tokens of each text (after the prompt, if any): id, text, special, byte offsets."""
         texts, _ = batch_of(body.inputs)
         gate.check_batch(len(texts))
+        check_not_empty([(text, None) for text in texts])
         prompt = service.prompts.text(body.prompt_name)
         texts = [prompt + t for t in texts]
 
