@@ -21,7 +21,7 @@ from coulisse.pipelines import pipeline
 TOLERANCE = 1e-5
 TEXTS = ["Un film magnifique, des acteurs remarquables.", None, "  ", 42, "Ennuyeux du début à la fin.",
          "Je déteste tellement ça !", "a\ud800b"]
-BAD = {1: "'text' is null", 2: "'text' is only whitespace", 3: "'text' is a int, not a string"}
+BAD = {1: "'text' is null", 2: "'text' is only whitespace", 3: "'text' is a number, not a string"}
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ bucket (or one sign bit) only there, with the edge distance computed from the me
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -43,11 +44,15 @@ def theirs(minilm_dir):
 
 
 def model_copy(source, target, settings: dict | None = None, pooling: dict | None = None):
-    """all-MiniLM-L6-v2's files linked into `target`, with our own settings file and Pooling config."""
+    """all-MiniLM-L6-v2's files hard-linked (else copied) into `target`, with our own settings file and Pooling
+    config. Not symlinked: a load refuses a symlink that leads outside the model folder."""
     target.mkdir()
     for path in source.iterdir():
         if path.name not in ("config_sentence_transformers.json", "1_Pooling"):
-            (target / path.name).symlink_to(path)
+            try:
+                os.link(path, target / path.name)
+            except OSError:  # another file system
+                shutil.copy2(path, target / path.name)
     shutil.copytree(source / "1_Pooling", target / "1_Pooling")
     if pooling is not None:
         config = json.loads((target / "1_Pooling" / "config.json").read_text()) | pooling

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from coulisse.config import EncoderConfig
 from coulisse.defaults import BUNDLED_ACCURACY, BUNDLED_MODEL, DEFAULT_MODELS, TF_ALLOCINE_ACCURACY
-from coulisse.errors import ModelNotFoundError
+from coulisse.errors import ModelNotFoundError, TokenizerLoadError
 from coulisse.hub import download_hint, resolve_model
 from coulisse.models import EncoderModel, load_model
 from coulisse.tokenizer import Tokenizer
@@ -34,8 +34,75 @@ def load_checkpoint(model: str | Path, head: str | None, revision: str | None = 
     tokenizer = Tokenizer.from_dir(directory, model_type=config.model_type, max_positions=config.max_positions)
     # Never let truncation exceed what the position table can embed.
     tokenizer.model_max_length = min(tokenizer.model_max_length, config.max_positions)
-    encoder = load_model(directory, config, head)
+    encoder = load_model(directory, config, head)  # first: a vocab_size that the weights contradict is named
+    check_tokenizer(tokenizer, config, directory)
     return Checkpoint(str(model), directory, config, tokenizer, encoder)
+
+
+def check_tokenizer(tokenizer: Tokenizer, config: EncoderConfig, directory: Path) -> None:
+    """The tokenizer's ids must index the model's tables: an id past `vocab_size` (or a token type past
+    `type_vocab_size`) would fail inside the first forward, for every input that holds it, and a special
+    token its template names but the vocabulary lacks fails at the first call. Checked once here, on the
+    vocabulary and on one encoded text and pair, so a mismatched or broken folder is refused at load."""
+    vocab = tokenizer.get_vocab()
+    token, top = max(vocab.items(), key=lambda item: item[1], default=("", -1))
+    if top >= config.vocab_size:
+        raise TokenizerLoadError(
+            f"the tokenizer in {directory} gives {token!r} the id {top}, but the model's embedding table has "
+            f"{config.vocab_size} rows (vocab_size in config.json): the tokenizer files are not this model's. "
+            "Use the tokenizer the model was trained with.")
+    if missing := missing_template_token(tokenizer):
+        raise TokenizerLoadError(
+            f"the tokenizer in {directory} has a post-processor template naming the special token {missing!r}, "
+            "which its special_tokens do not define: tokenizer.json is broken. Download it again, or use the "
+            "tokenizer the model was trained with.")
+    try:
+        # a snowman: no vocabulary of these models has it, so the unknown token is looked up too
+        single, pair = tokenizer.encode_batch(["a \u2603"], truncation=False)[0], \
+            tokenizer.encode_batch(["a"], ["b"], truncation=False)[0]
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as e:  # the Rust binding's PanicException is a BaseException
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise TokenizerLoadError(
+            f"the tokenizer in {directory} fails on a one-word text ({type(e).__name__}: {first}); its files "
+            "are broken (a special token its template names may be missing from the vocabulary). Download "
+            "them again, or use the tokenizer the model was trained with.") from None
+    ids, types = [*single.ids, *pair.ids], [*single.type_ids, *pair.type_ids]
+    if (bad := next((i for i in ids if i >= config.vocab_size), None)) is not None:
+        raise TokenizerLoadError(
+            f"the tokenizer in {directory} adds the special id {bad}, but the model's embedding table has "
+            f"{config.vocab_size} rows (vocab_size in config.json): its post-processor's ids are not this "
+            "model's. Use the tokenizer the model was trained with.")
+    embedded = config.family.token_types and config.type_vocab_size > 0  # DeBERTa-v3: 0, types never read
+    if embedded and max(types, default=0) >= config.type_vocab_size:
+        raise TokenizerLoadError(
+            f"the tokenizer in {directory} gives the token type {max(types)}, but the "
+            f"model embeds {config.type_vocab_size} (type_vocab_size in config.json). Use the tokenizer the "
+            "model was trained with.")
+
+
+def missing_template_token(tokenizer: Tokenizer) -> str | None:
+    """A special token a TemplateProcessing post-processor names but does not define: the Rust library
+    panics on it, printing its own backtrace before Python sees an error, so it is looked for first."""
+    import json
+
+    processor = getattr(tokenizer.backend, "post_processor", None)
+    state = processor.__getstate__() if processor is not None else None
+    if not isinstance(state, (bytes, str)):  # a Python tokenizer's own post-processing
+        return None
+    processors = [json.loads(state)]
+    while processors:
+        processor = processors.pop()
+        processors += processor.get("processors") or []  # a Sequence of processors
+        if processor.get("type") != "TemplateProcessing":
+            continue
+        defined = processor.get("special_tokens") or {}
+        for piece in [*(processor.get("single") or []), *(processor.get("pair") or [])]:
+            name = (piece.get("SpecialToken") or {}).get("id") if isinstance(piece, dict) else None
+            if name is not None and name not in defined:
+                return name
+    return None
 
 
 def model_files(directory: Path) -> list[Path]:

@@ -231,6 +231,11 @@ def check_config_ranges(d: dict[str, Any]) -> None:
         raise UnsupportedModelError(f"config.json has hidden_act = {_shown(act)}, which coulisse does not "
                                     f"implement; supported: {', '.join(sorted(ACTIVATION_NAMES))}. Use a "
                                     "checkpoint with one of these.")
+    positions = d.get("position_embedding_type")
+    if positions is not None and positions != "absolute":  # BERT/RoBERTa/ELECTRA's relative_key(_query)
+        raise UnsupportedModelError(f"config.json has position_embedding_type = {_shown(positions)}; coulisse "
+                                    "implements absolute position embeddings only. Use a checkpoint with "
+                                    "\"absolute\" (the default).")
     _check_types(d)
     parameters = parameter_floor(d)
     if parameters > MAX_PARAMETERS:

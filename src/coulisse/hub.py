@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from coulisse.defaults import BUNDLED_MODEL, bundled_dir
-from coulisse.errors import HubUnreachableError, InvalidModelIdError, ModelNotFoundError
+from coulisse.errors import HubUnreachableError, InvalidModelIdError, ModelNotFoundError, UnsafeCheckpointError
 from coulisse.weights import WEIGHT_FILES
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,41 @@ def _hub_commands() -> set[str]:
 
 
 def resolve_model(model: str | os.PathLike, revision: str | None = None) -> Path:
+    """`_resolve_model`'s folder, once checked to hold no symlink leading outside it."""
+    directory = _resolve_model(model, revision)
+    check_links(directory)
+    return directory
+
+
+def allowed_roots(folder: Path) -> list[Path]:
+    """Where a model folder's files may live, symlinks resolved: the folder, and in the Hub cache
+    (`snapshots/<rev>/` holds symlinks into the repository's `blobs/`) that `blobs/` too."""
+    folder = folder.resolve()
+    return [folder, folder.parent.parent / "blobs"] if folder.parent.name == "snapshots" else [folder]
+
+
+def check_links(directory: Path, most: int = 10_000) -> None:
+    """Refuse a model folder holding a symlink that leads outside it (to /etc/passwd, ~/.ssh/...): the load
+    would read that file as a vocabulary, a config or weights, and /decode or the tokens would show it.
+    Hidden folders (.git, .cache) are not read by a load, so not walked; `most` bounds the walk."""
+    roots = allowed_roots(directory)
+    seen = 0
+    for root, folders, files in os.walk(directory):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        for name in (*folders, *files):
+            seen += 1
+            if seen > most:
+                return
+            path = Path(root) / name
+            if path.is_symlink():
+                target = path.resolve()
+                if not any(target.is_relative_to(r) for r in roots):
+                    raise UnsafeCheckpointError(
+                        f"{path} is a symlink to {target}, outside the model folder {roots[0]}; coulisse reads "
+                        "only files inside it. Copy the file into the folder instead of linking it.")
+
+
+def _resolve_model(model: str | os.PathLike, revision: str | None = None) -> Path:
     """Return a local folder holding the checkpoint `model` (a path or a Hub id)."""
     text = str(model)
     path = Path(model).expanduser()

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from coulisse.checkpoint import Checkpoint, default_model, load_checkpoint
+from coulisse.checkpoint import Checkpoint, check_tokenizer, default_model, load_checkpoint
 from coulisse.defaults import DEFAULT_MODELS
 from coulisse.engine import DEFAULT_BATCH_SIZE
 from coulisse.engine.device import resolve_device, resolve_device_map
@@ -251,6 +251,7 @@ def _with_tokenizer(checkpoint: Checkpoint, directory: Path) -> Checkpoint:
     config = checkpoint.config
     tokenizer = Tokenizer.from_dir(directory, model_type=config.model_type, max_positions=config.max_positions)
     tokenizer.model_max_length = min(tokenizer.model_max_length, config.max_positions)
+    check_tokenizer(tokenizer, config, directory)
     return dataclasses.replace(checkpoint, tokenizer=tokenizer)
 
 

@@ -136,6 +136,17 @@ def test_shard_paths_stay_inside_the_model_folder(shard, tmp_path):
     _assert_refused(_sharded(tmp_path / "model", shard, tmp_path), "shard path", "model.safetensors.index.json")
 
 
+def test_a_tensor_in_two_shards_is_refused_whichever_would_win(tmp_path):
+    directory = tmp_path / "model"
+    directory.mkdir()
+    save_file({"w": torch.ones(2), "a": torch.ones(1)}, str(directory / "a.safetensors"))
+    save_file({"w": torch.zeros(2)}, str(directory / "b.safetensors"))
+    index = {"metadata": {}, "weight_map": {"w": "b.safetensors", "a": "a.safetensors"}}
+    (directory / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ModelLoadError, match="tensor w is stored in two shards, a.safetensors and b.safetensors"):
+        read_weights(directory)
+
+
 # --- config.json -------------------------------------------------------------------------------------------
 
 BASE = {"model_type": "bert", "vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 2,
@@ -209,6 +220,49 @@ def test_hub_cache_blob_symlinks_are_allowed(tmp_path):
     tensors, _ = read_weights(snapshot)
     assert tensors["w"].tolist() == [1.0, 1.0]
     shutil.rmtree(tmp_path / "models--x--y")
+
+
+# --- symlinks in the model folder: none may lead outside it ------------------------------------------------
+
+@pytest.mark.parametrize("name", ["vocab.txt", "config.json", "model.safetensors"])
+def test_a_symlink_leading_outside_the_folder_is_refused(factory, tmp_path, name):
+    """A crafted folder whose vocab.txt links to a host file would serve that file's lines through /decode
+    and the tokens; its config.json or weights linked to /etc/passwd would be read too."""
+    from coulisse import pipeline
+
+    folder = tmp_path / "model"
+    shutil.copytree(factory.checkpoint("bert", tokenizer="wordpiece"), folder)
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (outside / name).write_bytes((folder / name).read_bytes())  # a working file: only its place is wrong
+    (folder / name).unlink()
+    (folder / name).symlink_to(outside / name)
+    with pytest.raises(UnsafeCheckpointError, match=f"{name} is a symlink to .*secret.*outside the model folder"):
+        pipeline("text-classification", model=folder)
+
+
+def test_symlinks_inside_the_folder_and_a_linked_folder_still_load(factory, tmp_path):
+    from coulisse import pipeline
+
+    real = tmp_path / "real"
+    shutil.copytree(factory.checkpoint("bert", tokenizer="wordpiece"), real)
+    (real / "weights").mkdir()
+    (real / "model.safetensors").rename(real / "weights" / "model.safetensors")
+    (real / "model.safetensors").symlink_to(Path("weights") / "model.safetensors")
+    (tmp_path / "link").symlink_to(real)  # the folder itself may be a link
+    assert pipeline("text-classification", model=tmp_path / "link")("un texte")[0]["label"]
+
+
+def test_the_cli_refuses_a_linked_config_in_one_line(factory, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(factory.checkpoint("bert", tokenizer="wordpiece"), folder)
+    (folder / "config.json").unlink()
+    (folder / "config.json").symlink_to("/etc/passwd")
+    done = subprocess.run([sys.executable, "-m", "coulisse", "classify", "-m", str(folder), "x"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().count("\n") == 0 and "symlink to /etc/passwd" in done.stderr
+    assert "root:" not in done.stdout + done.stderr
 
 
 # --- tf_model.h5 against the model's name table: shapes and types checked before a byte is read ------------
@@ -372,6 +426,36 @@ def test_pickle_that_calls_os_system_is_refused_and_never_runs(layout, tmp_path)
     assert not marker.exists()
 
 
+class _LoadsANestedPickle:
+    """torch's own `_load_from_bytes` unpickles its argument with torch.load: a pickle inside the pickle."""
+
+    def __reduce__(self):
+        return (torch.storage._load_from_bytes, (pickle.dumps(_RunsCommand("true")),))
+
+
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_a_torch_function_that_loads_a_nested_pickle_is_hostile_not_corrupt(tmp_path, protocol, recwarn):
+    directory = tmp_path / "model"
+    directory.mkdir()
+    path = directory / "pytorch_model.bin"
+    path.write_bytes(pickle.dumps({"w": torch.ones(2), "x": _LoadsANestedPickle()}, protocol=protocol))
+    with pytest.raises(UnsafeCheckpointError, match="import and call torch.storage._load_from_bytes"):
+        read_weights(directory)
+    assert not [w for w in recwarn if "pickle protocol" in str(w.message)]  # torch's note is not shown
+
+
+def test_the_fallback_pattern_names_what_torch_allows(monkeypatch):
+    from torch._weights_only_unpickler import _get_allowed_globals
+
+    from coulisse.weights.formats import SAFE_GLOBAL
+
+    torch_names = [n for n in _get_allowed_globals() if n.startswith("torch.") and "cuda" not in n]
+    assert [n for n in torch_names if not SAFE_GLOBAL.match(n)] == []
+    for hostile in ("torch.storage._load_from_bytes", "torch.load", "torch.hub.load", "torch.jit.load",
+                    "builtins.eval", "posix.system"):
+        assert not SAFE_GLOBAL.match(hostile), hostile
+
+
 def test_truncated_pickle_is_corrupt_not_hostile(tmp_path):
     directory = tmp_path / "model"
     directory.mkdir()
@@ -428,3 +512,30 @@ def test_cli_refuses_an_h5_reading_a_file_outside_and_shows_none_of_it(name, tf_
     for output in (done.stdout, done.stderr):
         assert marker not in output and marker[:16] not in output
         assert not any(f"{v:.4g}" in output.decode() for v in as_floats if np.isfinite(v) and v != 0)
+
+
+# --- parameter values: real, finite floats ------------------------------------------------------------------
+
+@pytest.mark.parametrize("change, message", [
+    (lambda t: t.to(torch.int32), "holds int32 values, where a model parameter is a float"),
+    (lambda t: t.to(torch.int64), "holds int64 values"),
+    (lambda t: t.to(torch.bool), "holds bool values"),
+    (lambda t: t.to(torch.complex64), "holds complex64 values"),
+    (lambda t: t.index_fill(0, torch.tensor([0]), float("nan")), "holds NaN or infinite values"),
+    (lambda t: t.index_fill(0, torch.tensor([0]), float("-inf")), "holds NaN or infinite values"),
+])
+def test_a_parameter_that_is_not_a_finite_float_is_refused(factory, tmp_path, change, message):
+    """Cast to float32 without a word, an int32 bias read its bits as other numbers' values and a complex
+    table lost half of itself; a NaN made every score NaN, printed as a label."""
+    from safetensors.torch import load_file
+
+    from coulisse import pipeline
+
+    folder = tmp_path / "model"
+    shutil.copytree(factory.checkpoint("bert", tokenizer="wordpiece"), folder)
+    tensors = load_file(str(folder / "model.safetensors"))
+    key = next(k for k in tensors if k.endswith("classifier.bias"))
+    tensors[key] = change(tensors[key]).contiguous()
+    save_file(tensors, str(folder / "model.safetensors"))
+    with pytest.raises(ModelLoadError, match=f"tensor {key} in model.safetensors {message}"):
+        pipeline("text-classification", model=folder)

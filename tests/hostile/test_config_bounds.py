@@ -9,7 +9,7 @@ import json
 import pytest
 
 from coulisse.config import INT_RANGES, MAX_CONFIG_BYTES, MAX_PARAMETERS, EncoderConfig, parameter_floor
-from coulisse.errors import ModelLoadError, UnsafeCheckpointError
+from coulisse.errors import ModelLoadError, UnsafeCheckpointError, UnsupportedModelError
 
 BASE = {"model_type": "bert", "vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 2,
         "num_attention_heads": 4, "intermediate_size": 64}
@@ -79,6 +79,14 @@ def test_unknown_activation_says_what_is_supported(tmp_path):
     message = _refused(tmp_path, {"hidden_act": "mish"}, error=ModelLoadError)
     assert message.startswith("config.json has hidden_act = 'mish', which coulisse does not implement; supported: "
                               "gelu, gelu_new, gelu_pytorch_tanh, relu, silu, swish, tanh.")
+
+
+@pytest.mark.parametrize("kind", ["relative_key", "relative_key_query", "magic", 3])
+def test_relative_position_embeddings_are_refused_not_run_as_absolute(kind, tmp_path):
+    """BERT's relative_key variants add distance embeddings to attention; running them as absolute would
+    give other logits without a word."""
+    message = _refused(tmp_path, {"position_embedding_type": kind}, error=UnsupportedModelError)
+    assert message.startswith(f"config.json has position_embedding_type = {kind!r}") and "absolute" in message
 
 
 def test_label_tables_larger_than_the_limit_are_refused_before_conversion(tmp_path):

@@ -269,3 +269,9 @@ def test_explain_counts_layers_and_heads_in_words():
     """The bundled model has one layer and two heads: "1 layer", not "1 layers"."""
     out = run("explain", "--model", "coulisse/mini-allocine", "Un film magnifique.")
     assert "1 layer, hidden size 64, 2 attention heads" in out
+
+
+def test_explain_without_a_model_for_a_task_without_default_names_the_option():
+    result = CliRunner().invoke(cli, ["explain", "--task", "zero-shot-classification", "--labels", "a,b", "texte"])
+    assert result.exit_code == 2
+    assert "give --model: an NLI sequence classifier" in result.output and "model=" not in result.output

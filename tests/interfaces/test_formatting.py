@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coulisse.interfaces.formatting import count, duration, probability
+from coulisse.interfaces.formatting import count, duration, one_line, printable, probability
 
 
 def test_count_agrees_with_its_number():
@@ -18,3 +18,16 @@ def test_duration_keeps_small_times_readable():
 
 def test_probability_keeps_four_significant_digits():
     assert [probability(p) for p in (0.87314, 3.1234e-05, 1.0)] == ["0.8731", "3.123e-05", "1"]
+
+
+def test_printable_escapes_what_would_forge_a_line_or_drive_the_terminal():
+    assert printable("NEG\nFAKE 1.0") == "NEG\\nFAKE 1.0"
+    assert printable("POS\x1b[31mred") == "POS\\x1b[31mred"
+    assert printable("a\u2028b\x85c") == "a\\u2028b\\x85c"
+    # accents, emoji and their joiners are text, not controls
+    assert printable("Amélie 👩\u200d👩\u200d👧 «ok»") == "Amélie 👩\u200d👩\u200d👧 «ok»"
+
+
+def test_one_line_collapses_whitespace_escapes_controls_and_cuts():
+    assert one_line("Super\nPOSITIVE 1.0000\tfake\x1b[2J") == "Super POSITIVE 1.0000 fake\\x1b[2J"
+    assert one_line("mot " * 30, 20) == "mot mot mot mot m..." and len(one_line("a " * 40)) == 60

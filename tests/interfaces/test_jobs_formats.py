@@ -143,17 +143,26 @@ def test_bad_jsonl_rows_are_flagged_not_fatal(pipe, tmp_path):
                        b'{"text": "oops", \n'
                        b'[1, 2]\n'
                        b'{"text": "caf\xe9", "k": 7}\n'
-                       b'"juste un texte"\n')
+                       b'"juste un texte"\n'
+                       b'{"text": "x", "id": 1e999}\n'
+                       b'{"text": "x", "id": NaN}\n'
+                       b'{"text": ["x"]}\n'
+                       b'null\n')
     run(pipe, source, tmp_path / "out.jsonl")
-    out = read_output(tmp_path / "out.jsonl")
+    out = read_output(tmp_path / "out.jsonl")  # every line of it JSON, none "Infinity" or "NaN"
     assert [r["error"] for r in out] == [
-        None, "line 2: 'text' is null", "line 3: no 'text' value", "line 4: 'text' is a int, not a string",
+        None, "line 2: 'text' is null", "line 3: no 'text' value", "line 4: 'text' is a number, not a string",
         "line 5: invalid JSON (Expecting property name enclosed in double quotes at column 18)",
-        "line 6: a JSON list, not an object",
-        "line 7: invalid UTF-8 (byte 0xe9 at byte 14 of the line); re-encode the file as UTF-8", None]
-    assert [r.get("k") for r in out] == [1, 2, 3, 4, None, None, 7, None]
-    assert out[0]["label"] and out[-1]["text"] == "juste un texte" and out[-1]["label"]
-    assert all(r["label"] is None and r["score"] is None for r in out[1:-1])
+        "line 6: an array, not a JSON object",
+        "line 7: invalid UTF-8 (byte 0xe9 at byte 14 of the line); re-encode the file as UTF-8", None,
+        "line 9: the number 1e999 is too large for a 64-bit float; write it as a string",
+        "line 10: NaN is not a JSON number (JSON has no NaN or infinity); write it as a string or null",
+        "line 11: 'text' is an array, not a string", "line 12: null, not a JSON object"]
+    assert [r.get("k") for r in out] == [1, 2, 3, 4, None, None, 7, None, None, None, None, None]
+    for line in (tmp_path / "out.jsonl").read_text().splitlines():  # strict JSON: no Infinity, no NaN
+        json.loads(line, parse_constant=lambda name, line=line: pytest.fail(f"{name} written: {line}"))
+    assert out[0]["label"] and out[7]["text"] == "juste un texte" and out[7]["label"]
+    assert all(r["label"] is None and r["score"] is None for i, r in enumerate(out) if i not in (0, 7))
 
 
 def test_csv_with_semicolons_as_a_french_spreadsheet_saves_it(pipe, expected, tmp_path):

@@ -148,6 +148,33 @@ def test_a_failed_forward_fails_its_batch_only():
     assert int(result.row[0]) == 7
 
 
+def test_one_input_the_model_cannot_run_fails_alone_not_its_batch_neighbours():
+    """A batch that fails runs again input by input: the poison input's request gets the error, the others
+    their rows (one request's crafted input must not fail every request batched with it)."""
+    class Poisoned(FakeForward):
+        def __call__(self, items):
+            self.batches.append([it.ids[0] for it in items])
+            if any(it.ids[0] == 666 for it in items):
+                raise IndexError("index out of range in self")
+            return [np.array([it.ids[0], len(it.ids)], dtype=np.float32) for it in items]
+
+    forward = Poisoned()
+
+    async def scenario(b):
+        good = b.submit(items(3))
+        poison = b.submit([Item([666] * 5)])
+        more = b.submit(items(2, start=10))
+        rows = await asyncio.gather(*good, *more)
+        with pytest.raises(ForwardError, match="IndexError: index out of range"):
+            await poison[0]
+        return rows
+
+    rows = run(BatchLimits(max_batch_tokens=10_000, max_wait_ms=50), forward, scenario)
+    assert [int(r.row[0]) for r in rows] == [0, 1, 2, 10, 11]
+    assert forward.batches[0] == [0, 1, 2, 666, 10, 11]  # one batch, then each input alone
+    assert forward.batches[1:] == [[0], [1], [2], [666], [10], [11]]
+
+
 def test_stop_finishes_what_is_queued():
     forward = FakeForward()
 

@@ -124,3 +124,38 @@ def test_fill_mask_table_keeps_small_scores_readable(task_factory):
     shown = [line.split()[0] for line in out.splitlines()[1:]]
     assert shown == [f"{p['score']:.4g}" for p in proposals], out
     assert all(float(s) > 0 for s in shown), out
+
+
+def test_plain_output_keeps_one_line_per_result(factory, tmp_path):
+    """A label or a text with a newline or an escape sequence cannot print a second, forged result line,
+    nor colour the terminal: each text gives exactly one line, its controls escaped."""
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(factory.checkpoint("camembert", num_labels=2), folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["id2label"] = {"0": "NEG\nPOSITIVE 1.0000  forged", "1": "POS\x1b[31m"}
+    config["label2id"] = {v: int(k) for k, v in config["id2label"].items()}
+    (folder / "config.json").write_text(json.dumps(config))
+    out = run("classify", "-m", str(folder), "-k", "2", "Super\nPOSITIVE 1.0000  fake\x1b[2J")
+    assert len(out.splitlines()) == 1 and "\x1b" not in out
+    assert "NEG\\nPOSITIVE 1.0000  forged" in out and "POS\\x1b[31m" in out and "fake\\x1b[2J" in out
+
+
+def test_classify_refuses_to_print_a_nan_score(factory, tmp_path):
+    """Finite weights can still overflow (here 3e38 in the classifier): corpus jobs write an error row and
+    the server a 500 for that; the single-text command says so in one line instead of `NEGATIVE nan`."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "model"
+    shutil.copytree(factory.checkpoint("camembert", num_labels=2), folder)
+    tensors = load_file(str(folder / "model.safetensors"))
+    key = next(k for k in tensors if k.endswith("out_proj.weight"))  # the logits layer
+    tensors[key] = torch.full_like(tensors[key], 3e38)
+    save_file(tensors, str(folder / "model.safetensors"))
+    result = CliRunner().invoke(cli, ["classify", "-m", str(folder), "un film", "un autre"])
+    assert result.exit_code == 1
+    assert "the scores of text 1 are not finite (NaN or infinity)" in result.output and "nan" not in result.stdout

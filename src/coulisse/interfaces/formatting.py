@@ -1,6 +1,9 @@
-"""How the CLI writes numbers for people: counts with their noun, durations, probabilities."""
+"""How the CLI writes for people: counts with their noun, durations, probabilities, and texts or labels
+on one line of a terminal."""
 
 from __future__ import annotations
+
+import unicodedata
 
 
 def count(n: int, noun: str, plural: str | None = None) -> str:
@@ -23,3 +26,15 @@ def probability(p: float) -> str:
     """Four significant digits: a fill-mask proposal over a 32,000-word vocabulary often scores below
     0.0001, which four decimals would print as 0.0000."""
     return f"{p:.4g}"
+
+
+def printable(text: str) -> str:
+    """`text` with its control characters escaped (`\\n`, `\\x1b`), so a label or a text from a file can
+    neither start a line that looks like a result nor send the terminal an escape sequence."""
+    return "".join(repr(c)[1:-1] if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
+
+
+def one_line(text: str, width: int = 60) -> str:
+    """A text on one terminal line: its whitespace runs made one space, controls escaped, cut to `width`."""
+    text = printable(" ".join(text.split()))
+    return text if len(text) <= width else text[: width - 3] + "..."

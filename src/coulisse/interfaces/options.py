@@ -102,8 +102,14 @@ def require_model(model: str | None, what: str) -> str:
 
 
 def load_pipeline(task: str, model: str | None, threads: int | None = None, quantize: str = "none", **kwargs):
+    from coulisse.defaults import DEFAULT_MODELS
     from coulisse.pipelines import pipeline
 
+    if model is None and task not in DEFAULT_MODELS:  # the library's "pass model=" is not the CLI's word
+        kinds = {"zero-shot-classification": "an NLI sequence classifier", "fill-mask": "a masked language model",
+                 "token-classification": "a token classifier", "question-answering": "an extractive QA model",
+                 "feature-extraction": "an encoder"}
+        require_model(None, kinds.get(task, f"a {task} model"))
     ctx = click.get_current_context(silent=True)
     fast = ctx is not None and ctx.meta.get(FAST_KEY)
     if quantize != "none":

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from coulisse.interfaces.formatting import one_line, printable
 from coulisse.interfaces.options import engine_options, load_pipeline, model_option, read_texts, require_model
 
 
@@ -26,11 +27,6 @@ def read_context(value: str) -> str:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise click.BadParameter(f"cannot read {value}: {e}", param_hint="--context") from None
-
-
-def _shown(text: str, width: int = 60) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 @click.command()
@@ -79,7 +75,7 @@ def qa(questions, context, model, top_k, max_answer_len, max_seq_len, doc_stride
                 record["answers"] = answers
             click.echo(json.dumps(record, ensure_ascii=False))
             continue
-        click.echo(f"{question}")
+        click.echo(one_line(question, 200))
         if not answers:
             click.echo("  (no answer)")
         for a in answers:
@@ -122,5 +118,5 @@ def zero_shot(texts, labels, model, hypothesis_template, multi_label, top_k, as_
             shown = {**result, "labels": [p[0] for p in pairs], "scores": [p[1] for p in pairs]}
             click.echo(json.dumps(shown, ensure_ascii=False))
         else:
-            shown = "  ".join(f"{label} {score:.4f}" for label, score in pairs)
-            click.echo(f"{shown}  {_shown(result['sequence'])}")
+            shown = "  ".join(f"{printable(label)} {score:.4f}" for label, score in pairs)
+            click.echo(f"{shown}  {one_line(result['sequence'])}")

@@ -7,6 +7,7 @@ imports numpy and torch only inside its renderers, so reading the table here kee
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 import click
@@ -23,7 +24,7 @@ from coulisse.interfaces.explain import (
     use_color,
     write_report,
 )
-from coulisse.interfaces.formatting import probability
+from coulisse.interfaces.formatting import one_line, printable, probability
 from coulisse.interfaces.jobs.command import run_embed_job, run_job
 from coulisse.interfaces.options import (
     engine_options,
@@ -36,11 +37,6 @@ from coulisse.interfaces.options import (
 
 AGGREGATIONS = ("none", "simple", "first", "average", "max")
 MASKS = ("<mask>", "[MASK]")
-
-
-def _shown(text: str, width: int = 60) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def ray_options(f):
@@ -122,7 +118,10 @@ def classify(texts, model, top_k, as_json, threads, quantize, input_path, output
     lines = read_texts(texts)
     pipe = load_pipeline("text-classification", model, threads, quantize)
     results = pipe(lines, top_k=top_k)
-    for text, result in zip(lines, results, strict=True):
+    for i, (text, result) in enumerate(zip(lines, results, strict=True)):
+        if not all(math.isfinite(r["score"]) for r in result):  # as corpus jobs and the server: never a NaN score
+            raise click.ClickException(f"the scores of text {i + 1} are not finite (NaN or infinity): the model's "
+                                       "weights overflow on it. Try another revision, or dtype float32.")
         best = result[0]
         if as_json:
             record = {"text": text, "label": best["label"], "score": best["score"]}
@@ -130,9 +129,8 @@ def classify(texts, model, top_k, as_json, threads, quantize, input_path, output
                 record["scores"] = result
             click.echo(json.dumps(record, ensure_ascii=False))
         else:
-            shown = text if len(text) <= 60 else text[:57] + "..."
-            labels = "  ".join(f"{r['label']} {r['score']:.4f}" for r in result)
-            click.echo(f"{labels}  {shown}")
+            labels = "  ".join(f"{printable(r['label'])} {r['score']:.4f}" for r in result)
+            click.echo(f"{labels}  {one_line(text)}")
 
 
 @click.command()
@@ -176,7 +174,7 @@ def explain(texts, model, task, question, labels, template, attributions, html_p
     options = {"method": method, "steps": steps, "target": cli_target(pipe, target, labels)}
     if html_path is not None:
         for x in write_report(pipe, lines, html_path, **options):
-            click.echo(f"{x.answer['label']} {x.answer['score']:.4f}  {_shown(x.text)}")
+            click.echo(f"{printable(x.answer['label'])} {x.answer['score']:.4f}  {one_line(x.text)}")
         click.echo(f"wrote {html_path} ({len(lines)} text{'s' if len(lines) > 1 else ''})", err=True)
         if not attributions:
             return
@@ -229,9 +227,9 @@ def ner(texts, model, aggregation, stride, ignore_labels, as_json, threads, quan
         if as_json:
             click.echo(json.dumps({"text": text, "entities": entities}, ensure_ascii=False))
             continue
-        click.echo(_shown(text))
+        click.echo(one_line(text))
         for e in entities or []:
-            label = e.get("entity_group") or f"{e['entity']} #{e['index']}"
+            label = printable(e.get("entity_group") or f"{e['entity']} #{e['index']}")
             click.echo(f"  {label:<14} {e['score']:.4f}  [{e['start']}:{e['end']}]  {e['word']!r}")
         if not entities:
             click.echo("  (no entity)")
@@ -273,14 +271,14 @@ def fill_mask(texts, model, top_k, targets, as_json, threads, quantize):
         if as_json:
             click.echo(json.dumps({"text": text, "proposals": result}, ensure_ascii=False))
             continue
-        click.echo(_shown(text))
+        click.echo(one_line(text))
         per_mask = [result] if result and isinstance(result[0], dict) else result
         for n, proposals in enumerate(per_mask, 1):
             if len(per_mask) > 1:
                 click.echo(f"  mask {n}:")
             for p in proposals:
                 score = probability(p["score"])
-                click.echo(f"  {score:<9}  {p['token_str']!r:<18} {_shown(p['sequence'], 70)}")
+                click.echo(f"  {score:<9}  {p['token_str']!r:<18} {one_line(p['sequence'], 70)}")
 
 
 def _with_mask(text: str, mask: str) -> str:
@@ -352,4 +350,4 @@ def embed(texts, model, pooling, normalize, as_json, threads, quantize, input_pa
         else:
             norm = sum(v * v for v in vector) ** 0.5
             start = ", ".join(f"{v:.4f}" for v in vector[:4])
-            click.echo(f"dim {len(vector)}  norm {norm:.4f}  [{start}, ...]  {_shown(text, 40)}")
+            click.echo(f"dim {len(vector)}  norm {norm:.4f}  [{start}, ...]  {one_line(text, 40)}")

@@ -177,7 +177,8 @@ class Tokenizer:
         directory = Path(directory)
         backend, source, settings = build_backend(directory, model_type)
         limit = settings.get("model_max_length")
-        if not isinstance(limit, (int, float)) or limit >= UNBOUNDED:
+        # transformers' "no limit" is a huge number; NaN, a negative or a boolean is no limit at all either
+        if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not 1 <= limit < UNBOUNDED:
             limit = max_positions if max_positions else UNBOUNDED
         tokenizer = cls(backend, model_max_length=int(limit), settings=settings, source=source,
                         model_type=model_type)

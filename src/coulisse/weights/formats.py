@@ -8,6 +8,7 @@ import logging
 import pickle
 import pickletools
 import re
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +40,9 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 def _read_bin(path: Path) -> dict[str, torch.Tensor]:
     # weights_only: a .bin is a pickle, and a pickle can run code. mmap needs the zip format of
     # torch >= 1.6; older checkpoints use the legacy format and are read into memory.
-    state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    with warnings.catch_warnings():  # torch's "Detected pickle protocol 4" note: noise for a state dict
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     if not isinstance(state, dict):
         raise ValueError(f"expected a state dict, found a {type(state).__name__}")
     return state
@@ -56,9 +59,7 @@ def _shard_path(index_path: Path, shard: object) -> Path:
             "folder. Fix the index's weight_map or download the checkpoint again."
         )
     shard_path = index_path.parent / shard
-    roots = [folder]
-    if folder.parent.name == "snapshots":
-        roots.append(folder.parent.parent / "blobs")
+    roots = [folder, folder.parent.parent / "blobs"] if folder.parent.name == "snapshots" else [folder]
     resolved = shard_path.resolve()
     if not any(resolved.is_relative_to(root) for root in roots):
         raise UnsafeCheckpointError(
@@ -72,6 +73,7 @@ def _read_sharded(index_path: Path, reader) -> dict[str, torch.Tensor]:
     index = json.loads(index_path.read_text(encoding="utf-8"))
     shards = sorted(set(index["weight_map"].values()))
     tensors: dict[str, torch.Tensor] = {}
+    found_in: dict[str, str] = {}
     for shard in shards:
         shard_path = _shard_path(index_path, shard)
         if not shard_path.is_file():
@@ -79,7 +81,12 @@ def _read_sharded(index_path: Path, reader) -> dict[str, torch.Tensor]:
                 f"shard {shard} listed in {index_path.name} is missing from {index_path.parent}; "
                 "download the complete checkpoint."
             )
-        tensors.update(reader(shard_path))
+        for key, tensor in reader(shard_path).items():
+            if key in found_in:  # which copy wins would depend on the shards' order
+                raise ModelLoadError(f"tensor {key} is stored in two shards, {found_in[key]} and {shard}; the "
+                                     "checkpoint is inconsistent: download it again.")
+            found_in[key] = shard
+            tensors[key] = tensor
     return tensors
 
 
@@ -147,27 +154,32 @@ def _shorten(text: str, limit: int) -> str:
     return text[: limit - 3].rsplit(" ", 1)[0] + "..."
 
 
-# What torch's weights_only unpickler accepts to import: tensor rebuilding and plain containers (its own list
-# is read too where this torch has one).
-SAFE_GLOBAL = re.compile(r"^(torch\.|_codecs\.encode$|collections\.(OrderedDict|Counter)$|"
-                         r"builtins\.(set|frozenset|bytearray|complex)$)")
+# What torch's weights_only unpickler accepts to import, where this torch does not list it (a private
+# function): tensor rebuilding, storages, dtypes and plain containers. Not any `torch.` name: one such as
+# `torch.storage._load_from_bytes` loads a nested pickle, which makes the file hostile, not damaged.
+SAFE_GLOBAL = re.compile(
+    r"^(torch\.(_utils\._rebuild_\w+|_tensor\._rebuild_from_type_v2|(storage\.)?\w*Storage|(sparse\.)?\w*Tensor|"
+    r"Size|device|((b|c)?float|q?u?int|complex|bits)\d*(x\d+)?(_\w+)?|bool|half|double|long|short|per_\w+|"
+    r"nn\.parameter\.Parameter|serialization\._get_layout)$|"
+    r"_codecs\.encode$|collections\.(OrderedDict|Counter)$|builtins\.(set|frozenset|bytearray|complex)$)")
 
 
 def _is_safe_global(name: str) -> bool:
     try:
         from torch._weights_only_unpickler import _get_allowed_globals
 
-        allowed = _get_allowed_globals()
-    except (ImportError, AttributeError):  # a private function: gone in some torch, then the pattern alone
-        allowed = {}
-    return bool(SAFE_GLOBAL.match(name)) or name in allowed
+        return name in _get_allowed_globals()
+    except (ImportError, AttributeError):  # a private function: gone in some torch, then the pattern
+        return bool(SAFE_GLOBAL.match(name))
 
 
 def _unsafe_global(path: Path) -> str | None:
     """The first `module.name` the pickle imports that torch's weights_only unpickler refuses, or None (then
     the pickle is damaged, not hostile)."""
-    # Not the name in torch's message: torch also names a GLOBAL cut short by a truncated file.
-    return next((g for g in _pickle_globals(path) if not _is_safe_global(g)), None)
+    # Not the name in torch's message: torch also names a GLOBAL cut short by a truncated file. One outside
+    # torch first (os.system says more than the _load_from_bytes a plainly pickled tensor also calls).
+    unsafe = [g for g in _pickle_globals(path) if not _is_safe_global(g)]
+    return next((g for g in unsafe if not g.startswith("torch.")), unsafe[0] if unsafe else None)
 
 
 def _torch_reason(error: Exception) -> str:

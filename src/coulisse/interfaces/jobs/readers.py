@@ -153,9 +153,12 @@ class JsonlSource:
             where = f"line {n}"
             bad = self.lines.take_bad(n, n)
             try:
-                value = json.loads(text.rstrip("\r\n"))
+                value = json.loads(text.rstrip("\r\n"), parse_constant=_not_json, parse_float=_finite_float)
             except json.JSONDecodeError as e:
                 yield Row({}, where, error=bad or f"{where}: invalid JSON ({e.msg} at column {e.colno})")
+                continue
+            except ValueError as e:  # NaN, Infinity, 1e999: Python reads them, JSON has no such number
+                yield Row({}, where, error=bad or f"{where}: {e}")
                 continue
             except RecursionError:
                 yield Row({}, where, error=bad or f"{where}: JSON nested too deeply to read")
@@ -163,7 +166,7 @@ class JsonlSource:
             if isinstance(value, str):
                 value = {"text": value}
             if not isinstance(value, dict):
-                yield Row({}, where, error=f"{where}: a JSON {type(value).__name__}, not an object")
+                yield Row({}, where, error=f"{where}: {json_type(value)}, not a JSON object")
                 continue
             yield Row(value, where, error=bad)
 
@@ -356,13 +359,35 @@ def is_empty(path: str) -> bool:
     return path != STDIO and (not os.path.exists(path) or os.path.getsize(path) == 0)
 
 
+def json_type(value) -> str:
+    """A value's type in JSON's words, with its article (a number, an object): what a JSONL file's author wrote;
+    a Parquet cell's own type name otherwise."""
+    for kind, name in ((bool, "a boolean"), ((int, float), "a number"), (dict, "an object"), (list, "an array"),
+                       (type(None), "null")):
+        if isinstance(value, kind):
+            return name
+    return f"a {type(value).__name__}"
+
+
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not a JSON number (JSON has no NaN or infinity); write it as a string or "
+                     "null")
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"the number {literal[:40]} is too large for a 64-bit float; write it as a string")
+    return value
+
+
 def check_text(value, column: str, where: str) -> tuple[str | None, str | None]:
     """(value, None) for a text the model can read; else (None, why not): null, not a string, blank, or
     text the tokenizer refuses (a lone surrogate). Shared by the readers and `coulisse.ray`."""
     if value is None:
         return None, f"{where}: {column!r} is null"
     if not isinstance(value, str):
-        return None, f"{where}: {column!r} is a {type(value).__name__}, not a string"
+        return None, f"{where}: {column!r} is {json_type(value)}, not a string"
     if not value.strip():
         return None, f"{where}: {column!r} is {'empty' if not value else 'only whitespace'}"
     if problem := unicode_problem(value):

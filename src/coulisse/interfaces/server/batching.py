@@ -195,12 +195,31 @@ class Batcher:
         self._inflight = asyncio.get_running_loop().run_in_executor(self._executor, self._forward, items)
         self._inflight.add_done_callback(partial(self._deliver, batch, started))
 
-    def _forward(self, items: list[Item]) -> tuple[Sequence[np.ndarray], float]:
+    def _forward(self, items: list[Item]) -> tuple[Sequence[np.ndarray | Exception], float]:
+        """The batch's rows. When it fails, its inputs run again one by one, so one input the model cannot
+        run (a crafted token id) fails its own request only, not its batch neighbours' (the corpus jobs'
+        rule); the rows of those that fail again are their exceptions."""
         start = time.perf_counter()
+        try:
+            rows: Sequence[np.ndarray | Exception] = self._rows(items)
+        except Exception as exc:
+            if len(items) == 1:
+                raise
+            log.warning("forward pass failed for a batch of %d inputs (%s: %s); running them one by one",
+                        len(items), type(exc).__name__, exc)
+            rows = []
+            for item in items:
+                try:
+                    rows.append(self._rows([item])[0])
+                except Exception as e:  # noqa: BLE001 - this input's own failure, answered to its request
+                    rows.append(e)
+        return rows, time.perf_counter() - start
+
+    def _rows(self, items: list[Item]) -> Sequence[np.ndarray]:
         rows = self.forward(items)
         if len(rows) != len(items):
             raise RuntimeError(f"forward returned {len(rows)} rows for {len(items)} inputs: this is a bug")
-        return rows, time.perf_counter() - start
+        return rows
 
     def _deliver(self, batch: list[Entry], started: float, done: asyncio.Future) -> None:
         """On the loop: hand each entry its row (or the failure), then wake the queue task."""
@@ -217,5 +236,12 @@ class Batcher:
         rows, seconds = done.result()
         self.metrics.batch_duration.observe(seconds)
         for entry, row in zip(batch, rows, strict=True):
-            if not entry.future.done():
+            if entry.future.done():
+                continue
+            if isinstance(row, Exception):
+                log.error("forward pass failed for one input", exc_info=row)
+                error = ForwardError(f"{type(row).__name__}: {row}")
+                error.__cause__ = row
+                entry.future.set_exception(error)
+            else:
                 entry.future.set_result(Result(row, started - entry.enqueued, seconds))

@@ -1,0 +1,91 @@
+"""Tokenizer files that do not fit their model, or are broken: refused at load in one line, never an
+IndexError inside the first forward, a Rust panic with its backtrace, or a traceback at the first call."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from coulisse import pipeline
+from coulisse.errors import TokenizerLoadError
+
+
+@pytest.fixture
+def folder(factory, tmp_path):
+    """A BERT classifier whose tokenizer is a tokenizer.json, copied to be edited."""
+    target = tmp_path / "model"
+    shutil.copytree(factory.checkpoint("bert", tokenizer="tokenizer.json"), target)
+    return target
+
+
+def edit(folder, change) -> None:
+    path = folder / "tokenizer.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    change(data)
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def vocab_size(folder) -> int:
+    return json.loads((folder / "config.json").read_text())["vocab_size"]
+
+
+def past_the_table(data, size):
+    word = next(iter(data["model"]["vocab"]))
+    data["model"]["vocab"][word] = size + 10
+
+
+def special_past_the_table(data, size):
+    data["post_processor"]["special_tokens"]["[CLS]"]["ids"] = [size + 99]
+
+
+def type_id_5(data, size):
+    data["post_processor"]["single"][0]["SpecialToken"]["type_id"] = 5
+
+
+def undefined_special(data, size):
+    data["post_processor"]["pair"][0]["SpecialToken"]["id"] = "[ZZZ]"
+
+
+def unknown_missing(data, size):
+    del data["model"]["vocab"][data["model"]["unk_token"]]
+
+
+@pytest.mark.parametrize("change, message", [
+    (past_the_table, r"gives '.*' the id \d+, but the model's embedding table has \d+ rows"),
+    (special_past_the_table, r"adds the special id \d+, but the model's embedding table has \d+ rows"),
+    (type_id_5, r"gives the token type 5, but the model embeds 2 \(type_vocab_size"),
+    (undefined_special, r"template naming the special token '\[ZZZ\]'"),
+    (unknown_missing, r"fails on a one-word text \(.*\[UNK\]"),
+])
+def test_a_tokenizer_that_does_not_fit_its_model_is_refused_at_load(folder, change, message):
+    edit(folder, lambda data: change(data, vocab_size(folder)))
+    with pytest.raises(TokenizerLoadError, match=message) as info:
+        pipeline("text-classification", model=folder)
+    assert "\n" not in str(info.value)
+
+
+def test_the_cli_says_it_in_one_line_without_a_rust_backtrace(folder):
+    edit(folder, lambda data: undefined_special(data, 0))
+    env = {**os.environ, "RUST_BACKTRACE": "1"}
+    done = subprocess.run([sys.executable, "-m", "coulisse", "classify", "-m", str(folder), "un texte"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().startswith("Error: TokenizerLoadError") and "\n" not in done.stderr.strip()
+    assert "panicked" not in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("value", ["NaN", -1, True, "512"])
+def test_a_meaningless_model_max_length_is_no_limit(folder, value):
+    """transformers' configs say "no limit" with a huge number; NaN, a negative, a boolean or a string mean
+    nothing either: the position table's limit applies, and a long text is cut, not a traceback."""
+    path = folder / "tokenizer_config.json"
+    settings = json.loads(path.read_text()) if path.is_file() else {}
+    path.write_text(json.dumps({**settings, "model_max_length": value}).replace('"NaN"', "NaN"))
+    pipe = pipeline("text-classification", model=folder)
+    assert pipe.tokenizer.model_max_length == pipe.config.max_positions
+    assert pipe("mot " * 2000)[0]["label"]
