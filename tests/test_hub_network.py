@@ -140,8 +140,9 @@ def assert_one_line_unreachable(result: subprocess.CompletedProcess, cache: Path
     assert len(lines) == 1, result.stderr
     line = lines[0]
     assert line.startswith("Error: HubUnreachableError: "), line
+    # classify is French sentiment: the message also names the bundled model, which runs offline
     for word in (repr(MODEL), str(cache), endpoint, reason, download_hint(MODEL), "HF_HUB_OFFLINE=1",
-                 "local folder"):
+                 "local folder", "Offline, the bundled French sentiment model runs: --model coulisse/mini-allocine"):
         assert word in line, (word, line)
 
 

@@ -81,25 +81,25 @@ def allowed_roots(folder: Path) -> list[Path]:
     return [folder, folder.parent.parent / "blobs"] if folder.parent.name == "snapshots" else [folder]
 
 
-def check_links(directory: Path, most: int = 10_000) -> None:
+def check_links(directory: Path) -> None:
     """Refuse a model folder holding a symlink that leads outside it (to /etc/passwd, ~/.ssh/...): the load
     would read that file as a vocabulary, a config or weights, and /decode or the tokens would show it.
-    Hidden folders (.git, .cache) are not read by a load, so not walked; `most` bounds the walk."""
+    A load reads the folder and its first level of subfolders (sentence-transformers' modules); every entry
+    there is looked at, however many. Hidden folders (.git, .cache) are never read, so not looked into."""
     roots = allowed_roots(directory)
-    seen = 0
-    for root, folders, files in os.walk(directory):
-        folders[:] = [name for name in folders if not name.startswith(".")]
-        for name in (*folders, *files):
-            seen += 1
-            if seen > most:
-                return
-            path = Path(root) / name
-            if path.is_symlink():
-                target = path.resolve()
-                if not any(target.is_relative_to(r) for r in roots):
-                    raise UnsafeCheckpointError(
-                        f"{path} is a symlink to {target}, outside the model folder {roots[0]}; coulisse reads "
-                        "only files inside it. Copy the file into the folder instead of linking it.")
+    with os.scandir(directory) as top:
+        entries = list(top)
+    for entry in list(entries):
+        if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
+            with os.scandir(entry.path) as inner:
+                entries += list(inner)
+    for entry in entries:
+        if entry.is_symlink():
+            target = Path(entry.path).resolve()
+            if not any(target.is_relative_to(root) for root in roots):
+                raise UnsafeCheckpointError(
+                    f"{entry.path} is a symlink to {target}, outside the model folder {roots[0]}; coulisse reads "
+                    "only files inside it. Copy the file into the folder instead of linking it.")
 
 
 def _resolve_model(model: str | os.PathLike, revision: str | None = None) -> Path:

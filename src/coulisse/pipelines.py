@@ -23,11 +23,11 @@ from typing import Any
 import torch
 
 from coulisse.checkpoint import Checkpoint, check_tokenizer, default_model, load_checkpoint
-from coulisse.defaults import DEFAULT_MODELS
+from coulisse.defaults import BUNDLED_MODEL, DEFAULT_MODELS
 from coulisse.engine import DEFAULT_BATCH_SIZE
 from coulisse.engine.device import resolve_device, resolve_device_map
 from coulisse.engine.prepare import DTYPES, check_request, resolve_dtype, resolve_fast
-from coulisse.errors import InputError
+from coulisse.errors import HubUnreachableError, InputError
 from coulisse.hub import resolve_model
 from coulisse.tasks import TASKS
 from coulisse.tasks.base import Pipeline, positive_int, unknown_options
@@ -133,7 +133,14 @@ def pipeline(task: str | None = "sentiment-analysis", model: str | Path | None =
     if _same_or_other("config", config, model, revision) is not None:
         raise InputError(f"config={_name(config)!r} is not the model's; coulisse reads config.json from the "
                          "model's own folder. Drop config=, or save the model with that config.")
-    checkpoint = load_checkpoint(model, cls.head, revision)
+    try:
+        checkpoint = load_checkpoint(model, cls.head, revision)
+    except HubUnreachableError as e:
+        if cls.task != "text-classification":
+            raise
+        # A sentiment user without the Hub has a French classifier at hand: say so (never a silent swap).
+        raise HubUnreachableError(f"{e} Offline, the bundled French sentiment model runs: --model "
+                                  f"{BUNDLED_MODEL} (model={BUNDLED_MODEL!r}).") from e.__cause__
     if tokenizer_dir is not None:
         checkpoint = _with_tokenizer(checkpoint, tokenizer_dir)
     # Threads, quantization, dtype and the fast path are chosen in one place: `engine.prepare.prepare_model`.

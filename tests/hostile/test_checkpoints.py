@@ -241,6 +241,26 @@ def test_a_symlink_leading_outside_the_folder_is_refused(factory, tmp_path, name
         pipeline("text-classification", model=folder)
 
 
+def test_many_files_or_a_subfolder_do_not_hide_a_link(factory, tmp_path):
+    """Every entry of the folder and of its first subfolders is looked at: 12,000 other files first, or the
+    link one level down (where sentence-transformers keeps its modules), change nothing."""
+    from coulisse import pipeline
+
+    folder = tmp_path / "model"
+    shutil.copytree(factory.checkpoint("bert", tokenizer="wordpiece"), folder)
+    (tmp_path / "secret").write_text("root:x:0:0\n")
+    for i in range(12_000):
+        (folder / f"a{i:05d}.txt").touch()
+    (folder / "zz-vocab.txt").symlink_to(tmp_path / "secret")
+    with pytest.raises(UnsafeCheckpointError, match="zz-vocab.txt is a symlink"):
+        pipeline("text-classification", model=folder)
+    (folder / "zz-vocab.txt").unlink()
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").symlink_to(tmp_path / "secret")
+    with pytest.raises(UnsafeCheckpointError, match="1_Pooling/config.json is a symlink"):
+        pipeline("text-classification", model=folder)
+
+
 def test_symlinks_inside_the_folder_and_a_linked_folder_still_load(factory, tmp_path):
     from coulisse import pipeline
 
