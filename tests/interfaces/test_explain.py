@@ -10,6 +10,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -163,7 +164,12 @@ def test_explain_attributions_lists_the_pipelines_top_words(classifier_dir):
     out = run("explain", "-m", str(classifier_dir), "--attributions", "--target", "positif", REVIEW)
     a = pipeline("text-classification", model=classifier_dir).explain(REVIEW, target="positif")
     assert "5. Attributions: which words pushed towards positif" in out and "Answer: " in out
-    assert f"completeness gap {a.gap:+.2e}" in out
+    prose = " ".join(out.split())  # wrapped to the terminal
+    assert f"completeness gap (sum of the scores minus that difference) {a.gap:+.2e}" in prose
+    # what F and the baseline are, with their values: the learner can check that the scores add up
+    assert (f"F = the logit of positif. F(x) = {a.logits[a.target]:+.4f} for this text, F(baseline) = "
+            f"{a.baseline_logits[a.target]:+.4f} for the baseline, the same text with every word replaced by the "
+            f"pad token. The words' scores add up to F(x) - F(baseline) = {a.delta:+.4f}") in prose
     towards = out[out.index("top words towards positif:"):out.index("top words against positif:")]
     assert [line.split(None, 1) for line in towards.strip().splitlines()[1:]] == [
         [f"{w.attribution:+.4f}", w.text] for w in a.top_words(5)]
@@ -173,15 +179,18 @@ def test_explain_attributions_lists_the_pipelines_top_words(classifier_dir):
 def test_explain_attributions_target_by_id_and_occlusion(classifier_dir):
     out = run("explain", "-m", str(classifier_dir), "-a", "--method", "occlusion", "--target", "2", REVIEW)
     a = pipeline("text-classification", model=classifier_dir).explain(REVIEW, target=2, method="occlusion")
-    assert "occlusion (leave one token out)" in out and f"{a.top_words(1)[0].attribution:+.4f}" in out
+    assert "occlusion (each token replaced by the baseline token alone)" in " ".join(out.split())
+    assert f"{a.top_words(1)[0].attribution:+.4f}" in out
 
 
 def test_coloured_words_read_as_the_text(classifier_dir):
     from coulisse.interfaces.explain import attribution_lines
 
     a = pipeline("text-classification", model=classifier_dir).explain(REVIEW)
-    coloured = next(line for line in attribution_lines(a, color=True) if "\x1b[" in line)
-    assert ANSI.sub("", coloured) == REVIEW + "   (blue: towards, red: against)"
+    lines = attribution_lines(a, color=True)
+    at = next(i for i, line in enumerate(lines) if "\x1b[" in line)
+    coloured = lines[at]
+    assert ANSI.sub("", coloured) == REVIEW and lines[at + 1] == "(blue: towards, red: against)"
     assert len(re.findall(r"\x1b\[48;5;\d+m", coloured)) == len(a.words)
     assert not any("\x1b[" in line for line in attribution_lines(a, color=False))
 
@@ -215,6 +224,47 @@ def test_explain_html_writes_one_page_for_every_text(classifier_dir, tmp_path):
 def test_explain_several_texts_without_html(classifier_dir):
     out = run("explain", "-m", str(classifier_dir), REVIEW, "Bof.")
     assert out.count("1. Tokenizer") == 2 and "=" * 72 in out
+
+
+def test_several_texts_show_the_courses_padded_batch(classifier_dir):
+    """The course's central example: two texts padded to one length, the pad id where the shorter one ends,
+    mask 0 there, and the batch's logits equal to each text's alone."""
+    pipe = pipeline("text-classification", model=classifier_dir)
+    texts = [REVIEW, "Bof."]
+    out = run("explain", "-m", str(classifier_dir), *texts)
+    batch = pipe.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
+    rows = batch["input_ids"].tolist()
+    assert f"input_ids shape {tuple(batch['input_ids'].shape)}" in out
+    assert f"input_ids[1]      {rows[1]}" in out and rows[1][-1] == pipe.tokenizer.pad_token_id
+    assert f"attention_mask[1] {batch['attention_mask'][1].tolist()}" in out
+    pads = int((batch["attention_mask"] == 0).sum())
+    assert pads > 0 and f"{pads} pad positions here" in " ".join(out.split())
+    alone = [np.asarray(pipe.forward(pipe.preprocess([text]).items)[0]) for text in texts]
+    logits = out.split("model(**inputs).logits, shape (2, 3):")[1].splitlines()[1:3]
+    assert logits == [f"  {np.array2string(row.astype(np.float32), precision=4)}" for row in alone]
+    assert "Batch:" not in run("explain", "-m", str(classifier_dir), REVIEW)  # one text: no batch
+
+
+def test_a_truncated_text_says_so_in_the_terminal(classifier_dir):
+    pipe = pipeline("text-classification", model=classifier_dir)
+    long = REVIEW + " " + "Encore une scène interminable. " * 200
+    whole = len(pipe.tokenizer(long, truncation=False)["input_ids"])
+    limit = pipe.tokenizer.model_max_length
+    out = " ".join(run("explain", "-m", str(classifier_dir), long).split())
+    assert f"truncated: the text has {whole} tokens and the model reads {limit}" in out
+    assert f"the last {whole - limit} are cut" in out
+    assert "truncated:" not in run("explain", "-m", str(classifier_dir), REVIEW)
+
+
+def test_explain_refuses_what_it_cannot_explain_before_loading(tmp_path):
+    missing = str(tmp_path / "no-model")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["explain", "-m", missing, "x", "  "])
+    assert result.exit_code == 2 and "TEXT 2 is empty" in result.output
+    result = runner.invoke(cli, ["explain", "-m", missing, "--target", "POSITIVE", "x"])
+    assert result.exit_code == 2 and "--target chooses the label that --attributions or --html" in result.output
+    result = runner.invoke(cli, ["explain", "-m", missing, "--html", str(tmp_path / "no" / "x.html"), "x"])
+    assert result.exit_code == 2 and "does not exist; create it" in result.output
 
 
 def test_attribution_options_are_checked_before_loading(tmp_path):

@@ -94,7 +94,7 @@ def test_truncate_mode_counts_truncated_texts(pipe, tmp_path):
 
 
 def test_bad_stride(pipe, tmp_path):
-    with pytest.raises(InputError, match="--stride 22: the overlap must be"):
+    with pytest.raises(InputError, match="stride 22: the tokens two windows share must be"):
         Predictor(pipe, "chunk", stride=22).logits([LONG])
     with pytest.raises(InputError, match="--stride only applies with --long-text chunk"):
         classify_file(JobOptions(input="x.csv", output=str(tmp_path / "o.csv"), stride=3), lambda: pipe)

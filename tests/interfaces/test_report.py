@@ -107,16 +107,40 @@ def test_truncated_tail_and_cropped_attention(report):
     long = inspections[2]
     assert long.truncated_at is not None and long.attribution.truncated
     seen, tail = long.seen, [t for t in long.tokens if t.truncated]
-    assert len(seen) == pipe.tokenizer.model_max_length and tail and all(t.mask == 0 for t in tail)
+    # a cut token is not in the input: no mask (0 means padding), shown as "—"
+    assert len(seen) == pipe.tokenizer.model_max_length and tail and all(t.mask is None for t in tail)
+    assert all(t.mask == 1 for t in seen)
     tree = parse(path.read_text(encoding="utf-8"))
     assert TEXTS[-1][long.truncated_at:].strip() in tree.find("span", "truncated")[0][2]
-    assert tree.find("tr", "truncated")
+    rows = tree.find("tr", "truncated")
+    assert rows
+    html = path.read_text(encoding="utf-8")
+    cut_rows = re.findall(r'<tr class="truncated">(.*?)</tr>', html)
+    assert cut_rows and all('title="not in the input: cut by truncation' in row and ">—</td>" in row
+                            for row in cut_rows if "more truncated" not in row)
     data = json.loads(tree.find("script", "attention-data")[2][2])
     n = data["n"]
     assert n == MAX_ATTENTION_TOKENS and data["tokens"] == [t.piece for t in seen[:n]]
     probs = np.frombuffer(base64.b64decode(data["probs"]), dtype=np.uint8).reshape(data["layers"], data["heads"], n, n)
     # 8-bit codes: within half a step of the probabilities they stand for.
     assert np.abs(probs / 255 - long.attentions[:, :, :n, :n]).max() <= 0.5 / 255 + 1e-6
+
+
+def test_pieces_are_the_vocabularys_and_hover_says_which_way(factory, tmp_path):
+    """A character the vocabulary lacks is the unknown token, as convert_ids_to_tokens and the terminal show
+    it (the encoding's own token is the raw character, which reads as if the vocabulary had it); a word's
+    hover says "against" for a negative score."""
+    pipe = pipeline("text-classification", model=factory.checkpoint("camembert"))
+    text = "Un film ☃ magnifique mais trop long, vraiment."
+    (x,) = write_report(pipe, [text], tmp_path / "r.html")
+    unk = pipe.tokenizer.unk_token_id
+    assert unk in [t.id for t in x.seen]
+    assert [t.piece for t in x.seen] == pipe.tokenizer.convert_ids_to_tokens([t.id for t in x.seen])
+    html = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert f"<code>{pipe.tokenizer.unk_token.replace('<', '&lt;').replace('>', '&gt;')}</code>" in html
+    for span in parse(html).find("span", "word"):
+        score = float(span[1]["data-score"])
+        assert (": against " if score < 0 else ": towards ") in span[1]["title"]
 
 
 def test_attention_and_norms_come_from_the_model(report):

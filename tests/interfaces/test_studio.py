@@ -116,7 +116,9 @@ def test_truncate_mode_says_where_the_cut_falls(client, pipes):
     assert len(whole) > 512 and got["length"]["tokens"] == len(whole)
     assert got["length"]["truncated_at"] == cut_point(exact, LONG)
     tail = [t for t in got["tokens"] if t["truncated"]]
-    assert tail and all(t["mask"] == 0 and t["start"] >= got["length"]["truncated_at"] for t in tail)
+    # cut tokens are not in the input: no mask (0 is padding's), as the table's "—" says
+    assert tail and all(t["mask"] is None and t["start"] >= got["length"]["truncated_at"] for t in tail)
+    assert all(t["mask"] == 1 for t in got["tokens"] if not t["truncated"])
     html = parse(ask(client, "/", text=LONG, compare=0).text)
     assert int(html.find("strong", "cut-at")[0][2]) == cut_point(exact, LONG)
     assert LONG[cut_point(exact, LONG):][:100] in html.find("span", "truncated")[0][2]
@@ -153,13 +155,17 @@ def test_chunk_mode_is_classify_long_text_chunk(client, pipes, stride):
 def test_bad_queries_are_one_line_400s(client):
     for query, words in (({"text": "x", "quantize": "int4"}, "quantize='int4'"),
                          ({"text": "x", "stride": 64}, "long_text=chunk"),
-                         ({"text": "x", "long_text": "chunk", "stride": "-3"}, "stride='-3'"),
-                         ({"text": "x", "long_text": "chunk", "stride": 600}, "--stride 600"),
+                         ({"text": "x", "long_text": "chunk", "stride": "-3"}, "stride=-3: the tokens two "
+                          "windows share cannot be negative"),
+                         ({"text": "x", "long_text": "chunk", "stride": "3.5"}, "stride='3.5' is not a whole"),
+                         ({"text": "x", "long_text": "chunk", "stride": 600}, "stride 600: the tokens two windows "
+                          "share must be"),
                          ({"text": "x", "method": "shap"}, "method='shap'"),
                          ({"text": "   "}, "empty")):
         r = ask(client, **query)
         assert r.status_code == 400 and r.json()["error_type"] == "InputError", (query, r.text)
         assert words in r.json()["error"] and "\n" not in r.json()["error"]
+        assert "--" not in r.json()["error"], "a web page names no command-line flag"
         page = ask(client, "/", **query)
         assert page.status_code == (200 if query["text"].isspace() else 400)  # a blank box: just the form
     with pytest.raises(InputError, match="100001 characters, more than the studio's 100000"):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coulisse.errors import InputError
-from coulisse.interfaces.formatting import count
+from coulisse.interfaces.formatting import count, wrapped
 
 
 @dataclass
@@ -99,6 +99,9 @@ def _tokenizer_and_encoder(pipe, text: str, pair: str | None = None) -> tuple[li
     if pair is not None and "token_type_ids" in inputs:
         out.append(f"token_type_ids {inputs['token_type_ids'][0].tolist()}")
     out.append(f"attention_mask {inputs['attention_mask'][0].tolist()}")
+    out.append(wrapped("(attention_mask: 1 for a token the model reads, 0 for padding; one text alone needs no "
+                       "padding: give several texts to see a padded batch)"))
+    out += _truncation_note(tok, text, pair, len(ids))
 
     # The notebook's call; stage 2 (the encoder's hidden states) and the head's logits apart.
     output = model(**inputs, output_hidden_states=True)
@@ -111,6 +114,46 @@ def _tokenizer_and_encoder(pipe, text: str, pair: str | None = None) -> tuple[li
     out.append(f"last_hidden_state shape: (batch=1, sequence={hidden.shape[0]}, hidden={hidden.shape[1]})")
     out.append(f"first token's vector starts {_vector(hidden[0].numpy())}")
     return out, Encoded(text, ids, tokens, hidden, logits)
+
+
+# The tasks whose texts go in alone (not as pairs): their batch is the course's padded one.
+BATCH_TASKS = ("text-classification", "feature-extraction", "token-classification", "fill-mask")
+
+
+def batch_lines(pipe, texts: list[str]) -> list[str]:
+    """The course's batch: several texts padded to one length, as `tokenizer(texts, padding=True,
+    truncation=True, return_tensors="pt")` gives them, and what the mask does with the padding."""
+    tok = pipe.tokenizer
+    inputs = tok(texts, padding=True, truncation=True, return_tensors="pt")
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    title = f"Batch: the {len(texts)} texts together, padded to one length"
+    out = ["\n" + title + "\n" + "-" * len(title),
+           f"tokenizer(texts, padding=True, truncation=True, return_tensors=\"pt\"): input_ids shape "
+           f"{tuple(ids.shape)} (texts x tokens)"]
+    out += [f"input_ids[{i}]      {row}" for i, row in enumerate(ids.tolist())]
+    out += [f"attention_mask[{i}] {row}" for i, row in enumerate(mask.tolist())]
+    pads = int((mask == 0).sum())
+    out.append(wrapped(f"The shorter texts are filled with the pad token {tok.pad_token!r} (id {tok.pad_token_id}) "
+                       f"up to the longest: {pads} pad position{'s' * (pads != 1)} here. Their attention_mask is 0, "
+                       "so no token attends to them, and each text's results are those it gets alone, above."))
+    if pipe.task == "text-classification":
+        import numpy as np
+
+        logits = pipe.model(**inputs).logits.float().numpy()
+        out.append(f"model(**inputs).logits, shape {logits.shape}:")
+        out += [f"  {np.array2string(row, precision=4)}" for row in logits]
+    return out
+
+
+def _truncation_note(tok, text: str, pair: str | None, kept: int) -> list[str]:
+    """Say it when truncation cut the text: the stages below see only the kept tokens."""
+    whole = tok.encode_batch([text], None if pair is None else [pair], truncation=False)[0]
+    if len(whole.ids) <= kept:
+        return []
+    cut = len(whole.ids) - kept
+    return [wrapped(f"truncated: the text has {len(whole.ids)} tokens and the model reads {kept} (special tokens "
+                    f"included); the last {cut} are cut and play no part below (the studio's long-text modes read "
+                    "all of them).")]
 
 
 def _classification(pipe, e: Encoded) -> list[str]:
@@ -355,17 +398,25 @@ def attribution_lines(a, color: bool, k: int = 5) -> list[str]:
     """One text's attributions for the terminal: the words coloured (blue towards the label, red against),
     then the top words each way; without colour, the top words only."""
     scale = max((abs(w.attribution) for w in a.words), default=0.0)
-    how = (f"Integrated Gradients, {a.steps} gradient evaluations, completeness gap {a.gap:+.2e}"
-           if a.method == "integrated_gradients" else "occlusion (leave one token out)")
+    how = (f"method: Integrated Gradients, {a.steps} gradient evaluations; completeness gap (sum of the scores "
+           f"minus that difference) {a.gap:+.2e}" if a.method == "integrated_gradients"
+           else "method: occlusion (each token replaced by the baseline token alone)")
+    target = a.target
     out = [_title(5, f"Attributions: which words pushed towards {a.label}"),
-           f"{how}; baseline: {a.baseline} token; F(x) - F(baseline) = {a.delta:+.4f}"]
+           wrapped(f"F = the logit of {a.label}. F(x) = {a.logits[target]:+.4f} for this text, F(baseline) = "
+                   f"{a.baseline_logits[target]:+.4f} for the baseline, the same text with every word replaced by "
+                   f"the {a.baseline} token. The words' scores add up to F(x) - F(baseline) = {a.delta:+.4f}: how "
+                   f"much the words move {a.label}'s logit from that empty text (negative: the empty text scores "
+                   "it higher)."),
+           wrapped(how)]
     if color:
         text, at, parts = a.text, 0, []
         for w in a.words:
             parts += [text[at:w.start], _ansi(w.text, w.attribution, scale)]
             at = w.end
         parts.append(text[at:])
-        out.append("".join(parts) + "   (blue: towards, red: against)")
+        out.append("".join(parts))
+        out.append("(blue: towards, red: against)")
     for sign, name in ((1, "towards"), (-1, "against")):
         out.append(f"top words {name} {a.label}:")
         out += [f"  {w.attribution:+.4f}  {w.text}" for w in a.top_words(k, sign)] or ["  (none)"]
@@ -388,12 +439,16 @@ def inspect_text(pipe, text: str, *, method: str = "integrated_gradients", steps
     kept = tok.encode_batch([text], truncation=True)[0]
     whole = tok.encode_batch([text], truncation=False)[0]
     attribution = pipe.explain(text, target=target, method=method, steps=steps)
+    # The vocabulary's pieces (`<unk>` for what it lacks), as convert_ids_to_tokens and the terminal show them;
+    # the encoding's own tokens would show the unknown characters as if they were a piece of the vocabulary.
+    pieces = tok.convert_ids_to_tokens(kept.ids)
     rows = [TokenRow(t, i, bool(s), 1, o[0], o[1], score=score) for t, i, s, o, score in
-            zip(kept.tokens, kept.ids, kept.special_tokens_mask, kept.offsets, attribution.scores, strict=True)]
+            zip(pieces, kept.ids, kept.special_tokens_mask, kept.offsets, attribution.scores, strict=True)]
     if len(whole.ids) > len(kept.ids):
         end = max((o[1] for o, s in zip(kept.offsets, kept.special_tokens_mask, strict=True) if not s), default=0)
-        rows += [TokenRow(t, i, False, 0, o[0], o[1], truncated=True) for t, i, s, o in
-                 zip(whole.tokens, whole.ids, whole.special_tokens_mask, whole.offsets, strict=True)
+        rows += [TokenRow(t, i, False, None, o[0], o[1], truncated=True) for t, i, s, o in
+                 zip(tok.convert_ids_to_tokens(whole.ids), whole.ids, whole.special_tokens_mask, whole.offsets,
+                     strict=True)
                  if not s and o[0] >= end]
     types = [list(kept.type_ids)] if pipe.engine.uses_token_types else None
     trace = Trace()

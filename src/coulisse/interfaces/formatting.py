@@ -3,6 +3,8 @@ on one line of a terminal."""
 
 from __future__ import annotations
 
+import shutil
+import textwrap
 import unicodedata
 
 
@@ -38,3 +40,14 @@ def one_line(text: str, width: int = 60) -> str:
     """A text on one terminal line: its whitespace runs made one space, controls escaped, cut to `width`."""
     text = printable(" ".join(text.split()))
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def terminal_width() -> int:
+    """The terminal's columns (COLUMNS when set), at most 100: prose wider than that reads badly."""
+    return min(shutil.get_terminal_size((100, 24)).columns, 100)
+
+
+def wrapped(text: str, width: int | None = None, indent: str = "", first: str = "") -> str:
+    """Prose wrapped to the terminal: `first` before the first line, `indent` before the others."""
+    return textwrap.fill(text, width or terminal_width(), initial_indent=first, subsequent_indent=indent,
+                         break_on_hyphens=False, break_long_words=False)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import textwrap
 
 import click
+
+from coulisse.interfaces.formatting import wrapped
 
 
 @click.command()
@@ -61,10 +61,8 @@ def info(as_json: bool) -> None:
 def readable(line: str, width: int | None = None) -> str:
     """A plan line as a person reads it: what runs, wrapped to the terminal (at most 100 columns), then why it
     was chosen on its own indented lines (the figures and the docs/benchmarks.md sections they come from)."""
-    width = width or min(shutil.get_terminal_size((100, 24)).columns, 100)
     what, _, why = line.partition(" — ")
-    out = textwrap.fill(what, width, subsequent_indent="    ", break_on_hyphens=False)
+    out = wrapped(what, width, indent="    ")
     if why:
-        out += "\n" + textwrap.fill(f"why: {why}", width, initial_indent="    ", subsequent_indent="         ",
-                                     break_on_hyphens=False)
+        out += "\n" + wrapped(f"why: {why}", width, indent="         ", first="    ")
     return out

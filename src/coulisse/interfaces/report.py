@@ -29,7 +29,7 @@ class TokenRow:
     piece: str
     id: int
     special: bool
-    mask: int  # attention mask: 1 for every token the model saw, 0 for the truncated tail
+    mask: int | None  # attention mask: 1 for every token the model saw; None for the truncated tail (not input)
     start: int
     end: int
     truncated: bool = False
@@ -98,9 +98,10 @@ def render_words(x: Inspection) -> str:
     out, at = [], 0
     for w in a.words:
         out.append(e(x.text[at:w.start]))
-        pieces = " | ".join(a.tokens[i] for i in w.tokens)
+        pieces = " | ".join(x.seen[i].piece for i in w.tokens)
         ids = " ".join(str(a.ids[i]) for i in w.tokens)
-        title = f"{w.text}\n{_signed(w.attribution)} towards {a.label}\npieces: {pieces}\nids: {ids}"
+        way = "towards" if w.attribution >= 0 else "against"
+        title = f"{w.text}\n{_signed(w.attribution)}: {way} {a.label}\npieces: {pieces}\nids: {ids}"
         out.append(f'<span class="word" data-score="{w.attribution:.6g}" style="{_style(w.attribution, scale)}" '
                    f'title="{e(title)}">{e(w.text)}</span>')
         at = w.end
@@ -138,9 +139,11 @@ def render_tokens(x: Inspection) -> str:
     shown = x.seen + tail[:MAX_TAIL_ROWS]
     for i, t in enumerate(shown):
         score = "" if t.score is None else f'<td class="num" style="{_style(t.score, scale)}">{_signed(t.score)}</td>'
+        mask = (f'<td class="num">{t.mask}</td>' if t.mask is not None else
+                '<td class="num" title="not in the input: cut by truncation, so it has no mask either">—</td>')
         rows.append(f'<tr class="{"truncated" if t.truncated else "seen"}"><td class="num">{i}</td>'
                     f"<td><code>{e(t.piece)}</code></td><td class=\"num\">{t.id}</td>"
-                    f"<td>{'yes' if t.special else ''}</td><td class=\"num\">{t.mask}</td>"
+                    f"<td>{'yes' if t.special else ''}</td>{mask}"
                     f"<td class=\"num\">[{t.start}:{t.end}]</td><td>{e(x.text[t.start:t.end])}</td>"
                     f"{score or '<td></td>'}</tr>")
     if len(tail) > MAX_TAIL_ROWS:

@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 import math
 import sys
+from pathlib import Path
 
 import click
 
 from coulisse.interfaces.explain import (
     ATTRIBUTION_METHODS,
+    BATCH_TASKS,
     STAGES,
     attribution_lines,
+    batch_lines,
     check_attribution_request,
     check_request,
     cli_target,
@@ -168,6 +171,13 @@ def explain(texts, model, task, question, labels, template, attributions, html_p
     candidate label (--target, default the top one), for the entailment logit of its hypothesis.
     """
     lines = read_texts(texts)
+    if (empty := next((n for n, line in enumerate(lines, 1) if not line.strip()), None)) is not None:
+        raise click.UsageError(f"TEXT {empty} is empty: give a text to explain.")
+    if target is not None and not attributions and html_path is None:
+        raise click.UsageError("--target chooses the label that --attributions or --html explains; add one of them.")
+    if html_path is not None and not Path(html_path).resolve().parent.is_dir():
+        raise click.UsageError(f"--html {html_path}: the folder {Path(html_path).resolve().parent} does not exist; "
+                               "create it, or write the page elsewhere.")
     check_request(task, question, labels, template)  # before loading a model
     check_attribution_request(task, method, steps, attributions or html_path is not None, html_path is not None)
     pipe = load_pipeline(task, model)
@@ -187,6 +197,8 @@ def explain(texts, model, task, question, labels, template, attributions, html_p
             explained = pipe.explain(text, **options, **explain_options(pipe, labels, template))
             out += "\n" + "\n".join(attribution_lines(explained, color))
         click.echo(out, color=color)
+    if len(lines) > 1 and task in BATCH_TASKS:
+        click.echo("\n" + "=" * 72 + "\n" + "\n".join(batch_lines(pipe, lines)))
 
 
 @click.command()

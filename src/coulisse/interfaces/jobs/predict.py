@@ -52,8 +52,8 @@ def split_windows(encodings, max_length: int, stride: int | None) -> Windows:
                              "tokens; --long-text chunk cannot be used with it.")
         step = default_stride(size) if stride is None else stride
         if not 0 <= step < size:
-            raise InputError(f"--stride {step}: the overlap must be at least 0 and less than the window of "
-                             f"{size} tokens.")
+            raise InputError(f"stride {step}: the tokens two windows share must be at least 0 and fewer than "
+                             f"the window's {size} tokens.")
         ids, types = e.ids, e.type_ids
         body = len(ids) - head - tail
         for start in window_starts(body, size, step):

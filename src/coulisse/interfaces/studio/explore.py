@@ -63,8 +63,11 @@ def parse_query(params: dict[str, list[str]]) -> Query:
     stride_text = _last(params, "stride", "")
     stride = None
     if stride_text:
-        if not stride_text.isdigit():
+        if not stride_text.lstrip("-").isdigit():
             raise InputError(f"stride={stride_text!r} is not a whole number of tokens; give one, e.g. 64.")
+        if stride_text.startswith("-"):
+            raise InputError(f"stride={stride_text}: the tokens two windows share cannot be negative; give 0 or "
+                             "more, e.g. 64.")
         if long_text != "chunk":
             raise InputError("stride applies with long_text=chunk only; drop it or choose chunk.")
         stride = int(stride_text)
