@@ -130,3 +130,17 @@ def test_the_notice_quotes_the_cards_accuracy():
     found = re.search(r"\| this model \(through coulisse\) \| [\d.]+ % \((\d+)/(\d+)\)", card)
     assert found, "the model card states no held-out accuracy"
     assert round(int(found.group(1)) / int(found.group(2)), 3) == defaults.BUNDLED_ACCURACY
+
+
+def test_the_fallback_notice_keeps_the_reason_and_the_cache_whole():
+    """A timeout's reason holds its own "; ..." advice inside the parentheses: the notice's first sentence
+    goes on past it, to the cache that was searched."""
+    from coulisse.checkpoint import _first_sentence
+
+    message = ("could not get 'a/b' from the Hugging Face Hub at https://hf.co (ReadTimeout: timed out; a slow "
+               "link needs a larger HF_HUB_DOWNLOAD_TIMEOUT / HF_HUB_ETAG_TIMEOUT (seconds)), and it is not in the "
+               "cache /c. Fixes: download it.")
+    assert _first_sentence(message) == message.split(". Fixes")[0]
+    assert _first_sentence("no such model. Check the id; or pass a folder.") == "no such model"
+    assert _first_sentence("offline; set HF_HUB_OFFLINE=0") == "offline"
+    assert _first_sentence("one sentence.") == "one sentence"

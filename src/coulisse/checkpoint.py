@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,4 +147,11 @@ def default_model(task: str, revision: str | None = None) -> str | None:
 
 
 def _first_sentence(message: str) -> str:
-    return re.split(r"\. |; ", message, maxsplit=1)[0].rstrip(".")
+    """The message up to its first ". " or "; " outside parentheses: a reason in parentheses (a timeout's
+    advice) may hold its own, and the sentence goes on after it (", and it is not in the cache ...")."""
+    depth = 0
+    for i, c in enumerate(message):
+        depth += (c == "(") - (c == ")")
+        if depth == 0 and c in ".;" and message[i + 1:i + 2] == " ":
+            return message[:i]
+    return message.rstrip(".")

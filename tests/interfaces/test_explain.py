@@ -325,3 +325,15 @@ def test_explain_without_a_model_for_a_task_without_default_names_the_option():
     result = CliRunner().invoke(cli, ["explain", "--task", "zero-shot-classification", "--labels", "a,b", "texte"])
     assert result.exit_code == 2
     assert "give --model: an NLI sequence classifier" in result.output and "model=" not in result.output
+
+
+def test_explain_fits_a_narrow_terminal(classifier_dir):
+    """COLUMNS=60: every line of prose and every id list is wrapped to the terminal (a long text's 512 ids
+    were one line of 2,400 characters)."""
+    long = REVIEW + " " + "Encore une scène interminable. " * 200
+    result = CliRunner().invoke(cli, ["explain", "-m", str(classifier_dir), "-a", long, "Bof."],
+                                env={"COLUMNS": "60"})
+    assert result.exit_code == 0, result.output
+    # what cannot be broken (the model folder's path, one word) may pass the edge, nothing else
+    too_long = [line for line in result.stdout.splitlines() if len(line) > 60 and len(line.split()) > 1]
+    assert too_long == []

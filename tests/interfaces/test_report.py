@@ -84,6 +84,9 @@ def test_the_page_holds_every_view_of_every_text(report):
         assert "background:rgb(" in span[1]["style"] and f"{word.attribution:+.4f}" in span[1]["title"]
     answers = pipe(REPORT_TEXTS)
     assert [e[2] for e in tree.find("strong", "label")] == [a["label"] for a in answers]
+    # the course's id2label, numbers and names, as the terminal prints it
+    mapping = ", ".join(f"{i}: {pipe.config.id2label[i]!r}" for i in sorted(pipe.config.id2label))
+    assert [c[2] for c in tree.find("code")].count(f"id2label {{{mapping}}}") == 3
     charts = re.findall(r'<svg class="scores".*?</svg>', html)
     assert len(charts) == 3 and all(chart.count("<rect") == len(LABELS) for chart in charts)
     for chart, x in zip(charts, inspections, strict=True):

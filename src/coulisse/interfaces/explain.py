@@ -33,6 +33,12 @@ def _title(n: int, name: str) -> str:
     return f"\n{n}. {name}\n" + "-" * (len(name) + 3)
 
 
+def _row(name: str, values: list[int], pad: int = 14) -> str:
+    """`name [1, 2, ...]`, the list wrapped to the terminal under its first value (a 512-id list is no one
+    line)."""
+    return wrapped(f"{name:<{pad}} {values}", indent=" " * (pad + 2))
+
+
 def _vector(values, n: int = 6) -> str:
     import numpy as np
 
@@ -82,11 +88,13 @@ def _tokenizer_and_encoder(pipe, text: str, pair: str | None = None) -> tuple[li
     inputs = tok([text], None if pair is None else [pair], truncation=True, return_tensors="pt")
     ids = inputs["input_ids"][0].tolist()
     tokens = tok.convert_ids_to_tokens(ids)
-    out = [f"Model: {pipe.checkpoint.name}  ({cfg.model_type}, folder {pipe.checkpoint.directory})"]
+    out = [wrapped(f"Model: {pipe.checkpoint.name}  ({cfg.model_type}, folder {pipe.checkpoint.directory})",
+                   indent="  ")]
 
     out.append(_title(1, "Tokenizer: text -> tokens -> ids" if pair is None else
                       "Tokenizer: text pair -> tokens -> ids"))
-    out.append(f"source: {tok.source}, vocabulary {len(tok)}, truncation at {tok.model_max_length} tokens")
+    out.append(wrapped(f"source: {tok.source}, vocabulary {len(tok)}, truncation at {tok.model_max_length} tokens",
+                       indent="  "))
     width = max(len(t) for t in tokens)
     if pair is None:
         out += [f"  {i:>3}  {t:<{width}}  {n:>6}" for i, (t, n) in enumerate(zip(tokens, ids, strict=True))]
@@ -95,10 +103,10 @@ def _tokenizer_and_encoder(pipe, text: str, pair: str | None = None) -> tuple[li
         seqs = ["-" if s is None else "AB"[s] for s in inputs.encodings[0].sequence_ids]
         out += [f"  {i:>3}  {s}  {t:<{width}}  {n:>6}"
                 for i, (s, t, n) in enumerate(zip(seqs, tokens, ids, strict=True))]
-    out.append(f"input_ids      {ids}")
+    out.append(_row("input_ids", ids))
     if pair is not None and "token_type_ids" in inputs:
-        out.append(f"token_type_ids {inputs['token_type_ids'][0].tolist()}")
-    out.append(f"attention_mask {inputs['attention_mask'][0].tolist()}")
+        out.append(_row("token_type_ids", inputs["token_type_ids"][0].tolist()))
+    out.append(_row("attention_mask", inputs["attention_mask"][0].tolist()))
     out.append(wrapped("(attention_mask: 1 for a token the model reads, 0 for padding; one text alone needs no "
                        "padding: give several texts to see a padded batch)"))
     out += _truncation_note(tok, text, pair, len(ids))
@@ -112,7 +120,7 @@ def _tokenizer_and_encoder(pipe, text: str, pair: str | None = None) -> tuple[li
     out.append(f"{layers} layer{'s' * (layers != 1)}, hidden size {cfg.hidden_size}, "
                f"{heads} attention head{'s' * (heads != 1)}")
     out.append(f"last_hidden_state shape: (batch=1, sequence={hidden.shape[0]}, hidden={hidden.shape[1]})")
-    out.append(f"first token's vector starts {_vector(hidden[0].numpy())}")
+    out.append(wrapped(f"first token's vector starts {_vector(hidden[0].numpy())}", indent="  "))
     return out, Encoded(text, ids, tokens, hidden, logits)
 
 
@@ -128,10 +136,10 @@ def batch_lines(pipe, texts: list[str]) -> list[str]:
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     title = f"Batch: the {len(texts)} texts together, padded to one length"
     out = ["\n" + title + "\n" + "-" * len(title),
-           f"tokenizer(texts, padding=True, truncation=True, return_tensors=\"pt\"): input_ids shape "
-           f"{tuple(ids.shape)} (texts x tokens)"]
-    out += [f"input_ids[{i}]      {row}" for i, row in enumerate(ids.tolist())]
-    out += [f"attention_mask[{i}] {row}" for i, row in enumerate(mask.tolist())]
+           wrapped(f"tokenizer(texts, padding=True, truncation=True, return_tensors=\"pt\"): input_ids shape "
+                   f"{tuple(ids.shape)} (texts x tokens)", indent="  ")]
+    out += [_row(f"input_ids[{i}]", row, 17) for i, row in enumerate(ids.tolist())]
+    out += [_row(f"attention_mask[{i}]", row, 17) for i, row in enumerate(mask.tolist())]
     pads = int((mask == 0).sum())
     out.append(wrapped(f"The shorter texts are filled with the pad token {tok.pad_token!r} (id {tok.pad_token_id}) "
                        f"up to the longest: {pads} pad position{'s' * (pads != 1)} here. Their attention_mask is 0, "
@@ -166,7 +174,7 @@ def _classification(pipe, e: Encoded) -> list[str]:
     function = pipe.options({})["function_to_apply"]
     scores = apply_function(logits, function)
     out = [_title(3, "Head: first token -> logits")]
-    out.append(f"logits {np.array2string(logits, precision=4)}  (raw scores, one per label)")
+    out.append(wrapped(f"logits {np.array2string(logits, precision=4)}  (raw scores, one per label)", indent="  "))
     out.append(_title(4, f"Post-processing: {function} -> probabilities -> label"))
     out.append(f"id2label {cfg.id2label}")
     out += [f"  {cfg.id2label[i]:<12} {s:.4f}" for i, s in enumerate(scores)]

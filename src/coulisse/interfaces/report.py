@@ -177,7 +177,9 @@ def render_scores(x: Inspection) -> str:
     names = [x.id2label[i] for i in range(len(x.logits))]
     logits = ", ".join(f"{e(n)} {v:+.4f}" for n, v in zip(names, x.logits, strict=True))
     what = {"softmax": "softmax", "sigmoid": "sigmoid per label", "none": "no function (raw scores)"}[x.function]
-    return (f'<p>logits (raw scores, one per label): {logits}</p><p>{what} → probabilities:</p>'
+    mapping = ", ".join(f"{i}: {e(repr(n))}" for i, n in enumerate(names))
+    return (f'<p>logits (raw scores, one per label): {logits}</p><p>{what} → probabilities, each position named '
+            f'by <code>id2label {{{mapping}}}</code>:</p>'
             + render_bars(x.scores, names, "scores", maximum=1.0 if x.function != "none" else None)
             + f'<p class="answer">Answer: <strong class="label">{e(x.answer["label"])}</strong> '
               f'<span class="score">{x.answer["score"]:.4f}</span></p>')

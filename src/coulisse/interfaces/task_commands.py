@@ -27,7 +27,7 @@ from coulisse.interfaces.explain import (
     use_color,
     write_report,
 )
-from coulisse.interfaces.formatting import one_line, printable, probability
+from coulisse.interfaces.formatting import one_line, printable, probability, terminal_width
 from coulisse.interfaces.jobs.command import run_embed_job, run_job
 from coulisse.interfaces.options import (
     engine_options,
@@ -191,14 +191,14 @@ def explain(texts, model, task, question, labels, template, attributions, html_p
     color = use_color(sys.stdout)
     for n, text in enumerate(lines):
         if n:
-            click.echo("\n" + "=" * 72)
+            click.echo("\n" + "=" * min(72, terminal_width()))
         out = explain_text(pipe, text, question=question, labels=labels, template=template)
         if attributions:
             explained = pipe.explain(text, **options, **explain_options(pipe, labels, template))
             out += "\n" + "\n".join(attribution_lines(explained, color))
         click.echo(out, color=color)
     if len(lines) > 1 and task in BATCH_TASKS:
-        click.echo("\n" + "=" * 72 + "\n" + "\n".join(batch_lines(pipe, lines)))
+        click.echo("\n" + "=" * min(72, terminal_width()) + "\n" + "\n".join(batch_lines(pipe, lines)))
 
 
 @click.command()
