@@ -22,6 +22,7 @@ from pathlib import Path
 from coulisse.defaults import BUNDLED_MODEL, bundled_dir
 from coulisse.errors import HubUnreachableError, InvalidModelIdError, ModelNotFoundError, UnsafeCheckpointError
 from coulisse.weights import WEIGHT_FILES
+from coulisse.weights.formats import allowed_roots
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +73,6 @@ def resolve_model(model: str | os.PathLike, revision: str | None = None) -> Path
     directory = _resolve_model(model, revision)
     check_links(directory)
     return directory
-
-
-def allowed_roots(folder: Path) -> list[Path]:
-    """Where a model folder's files may live, symlinks resolved: the folder, and in the Hub cache
-    (`snapshots/<rev>/` holds symlinks into the repository's `blobs/`) that `blobs/` too."""
-    folder = folder.resolve()
-    return [folder, folder.parent.parent / "blobs"] if folder.parent.name == "snapshots" else [folder]
 
 
 def check_links(directory: Path) -> None:

@@ -114,6 +114,15 @@ def pool(hidden: np.ndarray, pooling: str, normalize: bool = False) -> np.ndarra
     return vector.astype(np.float32)
 
 
+def read_prompts(directory: Path) -> tuple[dict[str, str], str | None]:
+    """The folder's prompts (name -> text, a null text read as "") and its default prompt's name, or None
+    when it names none of them."""
+    settings = read_settings(directory)
+    prompts = {str(k): str(v or "") for k, v in settings.get("prompts", {}).items()}
+    default = settings.get("default_prompt_name")
+    return prompts, default if default in prompts else None
+
+
 def text_or_none(name: str, value: Any) -> str | None:
     if value is not None and not isinstance(value, str):
         raise InputError(f"{name}={value!r}; pass a string, or None.")
@@ -123,7 +132,7 @@ def text_or_none(name: str, value: Any) -> str | None:
 class FeatureExtractionPipeline(Pipeline):
     task = "feature-extraction"
     head = None
-    _settings: dict[str, Any] | None = None  # config_sentence_transformers.json, read at the first prompt
+    _prompts: tuple[dict[str, str], str | None] | None = None  # `read_prompts`, at the first prompt asked
     OPTIONS = {
         "return_tensors": Option(False),
         "truncation": Option(True, PRE, check=truncation_option),
@@ -156,11 +165,11 @@ class FeatureExtractionPipeline(Pipeline):
             return prompt
         if prompt_name is None and pooling != "auto":
             return ""
-        if self._settings is None:
-            self._settings = read_settings(self.checkpoint.directory)
-        prompts = {str(k): str(v or "") for k, v in self._settings.get("prompts", {}).items()}
+        if self._prompts is None:
+            self._prompts = read_prompts(self.checkpoint.directory)
+        prompts, default = self._prompts
         if prompt_name is None:
-            return prompts.get(self._settings.get("default_prompt_name"), "")
+            return prompts[default] if default else ""
         if prompt_name not in prompts:
             known = ", ".join(repr(p) for p in sorted(prompts)) or "none"
             raise InputError(f"prompt_name={prompt_name!r} is not a prompt of this model "

@@ -48,6 +48,13 @@ def _read_bin(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def allowed_roots(folder: Path) -> list[Path]:
+    """Where a model folder's files may live, symlinks resolved: the folder, and in the Hub cache
+    (`snapshots/<rev>/` holds symlinks into the repository's `blobs/`) that `blobs/` too."""
+    folder = folder.resolve()
+    return [folder, folder.parent.parent / "blobs"] if folder.parent.name == "snapshots" else [folder]
+
+
 def _shard_path(index_path: Path, shard: object) -> Path:
     """The shard's path, which must stay inside the model folder, symlinks resolved: a `weight_map` naming
     `/etc/...` or `../x` would otherwise load files from anywhere. In the Hub cache, `snapshots/<rev>/`
@@ -59,7 +66,7 @@ def _shard_path(index_path: Path, shard: object) -> Path:
             "folder. Fix the index's weight_map or download the checkpoint again."
         )
     shard_path = index_path.parent / shard
-    roots = [folder, folder.parent.parent / "blobs"] if folder.parent.name == "snapshots" else [folder]
+    roots = allowed_roots(folder)
     resolved = shard_path.resolve()
     if not any(resolved.is_relative_to(root) for root in roots):
         raise UnsafeCheckpointError(

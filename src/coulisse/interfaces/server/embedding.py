@@ -20,12 +20,9 @@ class Prompts:
     """The folder's prompts (`config_sentence_transformers.json`), read once at start-up."""
 
     def __init__(self, directory: Path):
-        from coulisse.tasks.feature_extraction import read_settings
+        from coulisse.tasks.feature_extraction import read_prompts
 
-        settings = read_settings(directory)
-        self.prompts: dict[str, str] = {str(k): str(v or "") for k, v in settings.get("prompts", {}).items()}
-        default = settings.get("default_prompt_name")
-        self.default = default if default in self.prompts else None
+        self.prompts, self.default = read_prompts(directory)
 
     def text(self, prompt_name: str | None, field: str = "prompt_name") -> str:
         """The prompt to put before each text: `prompt_name`'s, else the default one (TEI's rule), else ""."""
