@@ -4,7 +4,8 @@ CamemBERT's SentencePiece model, a trained byte-level BPE and Unigram). The tran
 each checkpoint stays in memory as the oracle.
 
 The configs are tests/factory.py's (hidden 32, 2 layers, 4 heads, initializer_range 0.2, vocab sizes of
-the real tokenizers); only the head and, for NER, the B-/I- labels differ.
+the real tokenizers); only the head and, for NER, the B-/I- labels differ. A SPLADE folder is
+sentence-transformers' SparseEncoder saved over a masked-LM checkpoint (`sparse_encoder_folder`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from factory import ARCHS, CORPUS, Factory, write_weights
 
@@ -89,3 +91,32 @@ class TaskFactory:
 
             self._cache[key] = transformers.pipeline(task, model=str(directory), device="cpu")
         return self._cache[key]
+
+
+# -- SPLADE: sentence-transformers' SparseEncoder over a masked-LM checkpoint -----------------------------
+
+
+def sparse_encoder_folder(task_factory: TaskFactory, arch: str, root: Path, strategy: str = "max",
+                          activation: str = "relu", legacy: bool = False, **options) -> tuple:
+    """sentence-transformers' own SparseEncoder folder over the masked-LM checkpoint of `arch`, and the
+    SparseEncoder read back from it (the oracle). `legacy`: written with sentence-transformers 5's
+    MLMTransformer module, as the Hub's SPLADE models are, instead of 6's Transformer(transformer_task=
+    "fill-mask")."""
+    import warnings
+
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.base.modules import Transformer
+    from sentence_transformers.sparse_encoder.modules import MLMTransformer, SpladePooling
+
+    source = str(task_factory.checkpoint(arch, "masked-lm"))
+    directory = root / f"{arch}-{strategy}-{activation}-{legacy}-{len(options)}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        transformer = MLMTransformer(source) if legacy else Transformer(source, transformer_task="fill-mask")
+    encoder = SparseEncoder(modules=[transformer, SpladePooling(strategy, activation)], **options)
+    encoder.save(str(directory))
+    return directory, SparseEncoder(str(directory), device="cpu")
+
+
+def oracle(encoder, texts: list[str], **kwargs) -> np.ndarray:
+    return encoder.encode(texts, convert_to_sparse_tensor=False, convert_to_tensor=True, **kwargs).numpy()

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-__all__ = ["SentenceEncoder", "__version__", "pipeline"]
+__all__ = ["SentenceEncoder", "SparseEncoder", "__version__", "pipeline"]
 
 
 def __getattr__(name: str):
@@ -20,6 +20,10 @@ def __getattr__(name: str):
         from coulisse.sentence import SentenceEncoder
 
         return SentenceEncoder
+    if name == "SparseEncoder":  # sentence-transformers' SparseEncoder (SPLADE) over sparse-embedding
+        from coulisse.sparse_encoder import SparseEncoder
+
+        return SparseEncoder
     if name == "__version__":  # one source of truth: pyproject.toml, as installed
         from importlib.metadata import PackageNotFoundError, version
 

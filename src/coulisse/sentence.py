@@ -145,6 +145,9 @@ class SentenceEncoder:
     `max_batch_size` are `pipeline()`'s.
     """
 
+    TASK = "feature-extraction"  # the pipeline it runs, with these options
+    PIPELINE_OPTIONS: dict[str, Any] = {"pooling": "auto"}
+
     def __init__(self, model_name_or_path: str | Path, *, device: str | int | torch.device | None = None,
                  prompts: dict[str, str] | None = None, default_prompt_name: str | None = None,
                  similarity_fn_name: str | None = None, truncate_dim: int | None = None,
@@ -157,10 +160,10 @@ class SentenceEncoder:
             similarity_fn_name = _check_choice("similarity_fn_name", similarity_fn_name, SIMILARITY_FN_NAMES)
         if prompts is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
             raise InputError(f"prompts={prompts!r}; pass a dict of prompt names to prompt strings.")
-        self.pipeline = pipeline("feature-extraction", model_name_or_path, revision=revision,
+        self.pipeline = pipeline(self.TASK, model_name_or_path, revision=revision,
                                  device="cpu" if device is None else device, dtype=dtype, quantize=quantize,
                                  threads=threads, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
-                                 pooling="auto")
+                                 **self.PIPELINE_OPTIONS)
         settings = read_settings(self.pipeline.checkpoint.directory)
         # sentence-transformers: the caller's prompts win, the folder's fill the rest; query and document exist
         merged: dict[str, str | None] = {"query": None, "document": None, **(prompts or {})}

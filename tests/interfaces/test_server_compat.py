@@ -240,6 +240,25 @@ def test_refusals_name_the_field(minilm_server):
         assert "function-before" not in message and "list[" not in message, (route, message)
 
 
+def test_pooling_splade_serves_a_masked_lm_checkpoint_as_tei_does(serve, task_factory):
+    """TEI's `--pooling splade` on a bare `*ForMaskedLM` folder: the sparse-embedding task, /embed_sparse's
+    weights equal to the pipeline's (tests/interfaces/test_server_sparse.py checks them against
+    sentence-transformers)."""
+    directory = task_factory.checkpoint("bert", "masked-lm")
+    server = serve(directory, "--pooling", "splade")
+    info = httpx.get(f"{server.base}/info").json()
+    assert info["task"] == "sparse-embedding" and info["model_type"] == {"embedding": {"pooling": "splade"}}
+    served = httpx.post(f"{server.base}/embed_sparse", json={"inputs": TEXTS}).json()
+    expected = pipeline("sparse-embedding", model=directory)(TEXTS, return_tensors=True)
+    for entries, weights in zip(served, expected, strict=True):
+        indices = [e["index"] for e in entries]
+        assert indices == sorted(indices) and len(indices) > 100
+        # dense, not index by index: a weight within 1e-7 of zero may be in one answer and not the other
+        dense = torch.zeros(weights.shape[0])
+        dense[indices] = torch.tensor([e["value"] for e in entries])
+        close(dense, weights.to_dense())
+
+
 def test_tei_response_headers(minilm_server):
     text = "Le chat dort sur le canapé."
     r = httpx.post(f"{minilm_server.base}/embed", json={"inputs": [text, "x"]})

@@ -225,6 +225,23 @@ def test_fill_mask_pipeline_equals_transformers(deberta):
         assert max_delta("deberta fill-mask scores", scores[0], scores[1]) <= 1e-4
 
 
+@pytest.mark.parametrize("legacy", [True, False], ids=["legacy", "lm_predictions"])
+def test_sparse_embeddings_equal_sentence_transformers(deberta, tmp_path, legacy):
+    """SPLADE over DeBERTa-v3's masked-LM heads (both layouts), against sentence-transformers' SparseEncoder
+    written over the same folder (bound: the masked-LM logits', ReLU, log1p and max being 1-Lipschitz)."""
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.base.modules import Transformer
+    from sentence_transformers.sparse_encoder.modules import SpladePooling
+
+    source = deberta.checkpoint("v3", "masked-lm", legacy=legacy)
+    SparseEncoder(modules=[Transformer(str(source), transformer_task="fill-mask"), SpladePooling()]).save(
+        str(tmp_path / "splade"))
+    theirs = SparseEncoder(str(tmp_path / "splade"), device="cpu").encode(TEXTS, convert_to_sparse_tensor=False)
+    ours = pipeline("sparse-embedding", model=tmp_path / "splade")(TEXTS, return_tensors=True)
+    assert max_delta("deberta SPLADE weights", np.stack([t.to_dense().numpy() for t in ours]),
+                     theirs.numpy()) <= 1e-4
+
+
 def _flatten(result):
     if isinstance(result, dict):
         return [result]

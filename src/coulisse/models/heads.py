@@ -211,3 +211,51 @@ class DistilBertMaskedLMHead(nn.Module):
     def forward(self, hidden: Tensor) -> Tensor:
         return self.vocab_projector(self.vocab_layer_norm(self.act(self.vocab_transform(hidden))))
 
+
+
+# SPLADE: a masked-LM head read as a sparse encoder (sentence-transformers' SpladePooling, TEI's
+# `--pooling splade`). One weight per vocabulary entry and sequence, most of them zero.
+
+SPLADE_STRATEGIES = ("max", "sum")
+SPLADE_ACTIVATIONS = ("relu", "log1p_relu")
+
+
+class SpladeHead(nn.Module):
+    """The family's masked-LM head on every token, log(1 + ReLU(logit)) (`activation="log1p_relu"`: log1p once
+    more, OpenSearch's models), then the max (or the sum) over each sequence's tokens: `(B, vocab)`. The
+    vocabulary rows of at most `CHUNK` tokens exist at once (a vocabulary of 32k floats is 128 kB a token)."""
+
+    per_token = False
+    pools = True  # takes every token's hidden state and the sequence lengths, not the first tokens
+    CHUNK = 512
+
+    def __init__(self, mlm: nn.Module, strategy: str = "max", activation: str = "relu"):
+        super().__init__()
+        self.mlm = mlm
+        self.KEYS = {f"mlm.{name}": key for name, key in mlm.KEYS.items()}
+        self.configure(strategy, activation)
+
+    def configure(self, strategy: str, activation: str) -> None:
+        """The pooling a folder's SpladePooling module names (its config.json)."""
+        if strategy not in SPLADE_STRATEGIES or activation not in SPLADE_ACTIVATIONS:
+            raise UnsupportedModelError(
+                f"SPLADE pooling_strategy={strategy!r}, activation_function={activation!r}; coulisse runs "
+                f"pooling_strategy {' or '.join(SPLADE_STRATEGIES)} with activation_function "
+                f"{' or '.join(SPLADE_ACTIVATIONS)}, as sentence-transformers does.")
+        self.strategy, self.activation = strategy, activation
+
+    def forward(self, hidden: Tensor, lengths: list[int]) -> Tensor:
+        """Hidden states `(T, H)` of sequences laid end to end with `lengths` -> `(B, vocab)`."""
+        pooled, start, b = [], 0, 0
+        while b < len(lengths):
+            end, rows = b + 1, lengths[b]  # whole sequences, up to CHUNK rows (a longer one alone)
+            while end < len(lengths) and rows + lengths[end] <= self.CHUNK:
+                rows += lengths[end]
+                end += 1
+            weights = torch.log1p(torch.relu(self.mlm(hidden[start:start + rows]).float()))
+            if self.activation == "log1p_relu":
+                weights = torch.log1p(weights)
+            for sequence in weights.split(lengths[b:end]):
+                pooled.append(sequence.amax(0) if self.strategy == "max" else sequence.sum(0))
+            start, b = start + rows, end
+        return torch.stack(pooled)

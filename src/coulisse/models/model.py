@@ -32,6 +32,10 @@ def resolve(name: str):
 def build_head(config: EncoderConfig, task: str) -> nn.Module:
     """The head of `task` in the checkpoint layout of the config's family."""
     family = config.family
+    if task == "splade":  # the family's masked-LM head, its logits pooled into one sparse vector
+        from coulisse.models.heads import SpladeHead
+
+        return SpladeHead(build_head(config, "masked-lm"))
     heads = resolve(family.heads) if isinstance(family.heads, str) else family.heads
     if task not in heads:
         raise UnsupportedModelError(
@@ -107,7 +111,10 @@ class EncoderModel(nn.Module):
         projects its M masked positions onto the vocabulary (`(M, V)`), not all T tokens.
         `inputs_embeds` `(T, E)` replaces the word vectors of `p.input_ids` (attributions differentiate
         with respect to them); a `trace` collects hidden states and attention probabilities (see
-        `coulisse.models.bert.Trace`), every query of every layer included."""
+        `coulisse.models.bert.Trace`), every query of every layer included. A pooling head (SPLADE) reads
+        every token's hidden state and gives one row per sequence."""
+        if getattr(self.head, "pools", False):
+            return self.head(self.base(p, inputs_embeds=inputs_embeds, trace=trace), p.lengths)
         if self.per_token:
             hidden = self.base(p, inputs_embeds=inputs_embeds, trace=trace)
             if select_token_id is not None:
@@ -175,7 +182,9 @@ class EncoderModel(nn.Module):
         if self.head is None or trace is not None:
             hidden = self.base(p, trace=trace)  # (T, H)
             logits = None
-            if self.head is not None:
+            if getattr(self.head, "pools", False):
+                logits = self.head(hidden, p.lengths)
+            elif self.head is not None:
                 logits = self.head(hidden) if self.per_token else self.head(hidden[p.starts])
                 logits = padded(logits) if self.per_token else logits
             return ModelOutput(

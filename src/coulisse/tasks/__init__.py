@@ -3,6 +3,7 @@
 from coulisse.tasks.feature_extraction import FeatureExtractionPipeline
 from coulisse.tasks.fill_mask import FillMaskPipeline
 from coulisse.tasks.question_answering import QuestionAnsweringPipeline
+from coulisse.tasks.sparse_embedding import SparseEmbeddingPipeline
 from coulisse.tasks.text_classification import TextClassificationPipeline
 from coulisse.tasks.token_classification import TokenClassificationPipeline
 from coulisse.tasks.zero_shot import ZeroShotClassificationPipeline
@@ -14,7 +15,9 @@ TASKS = {
     "zero-shot-classification": ZeroShotClassificationPipeline,
     "token-classification": TokenClassificationPipeline,
     "fill-mask": FillMaskPipeline,
+    "sparse-embedding": SparseEmbeddingPipeline,
 }
 
 __all__ = ["TASKS", "FeatureExtractionPipeline", "FillMaskPipeline", "QuestionAnsweringPipeline",
-           "TextClassificationPipeline", "TokenClassificationPipeline", "ZeroShotClassificationPipeline"]
+           "SparseEmbeddingPipeline", "TextClassificationPipeline", "TokenClassificationPipeline",
+           "ZeroShotClassificationPipeline"]

@@ -66,7 +66,13 @@ def sentence_config(directory: Path) -> SentenceConfig | None:
     if not path.is_file():
         return None
     pooling, normalize, settings, include_prompt = "mean", False, {}, True
-    for module in _read_json(path):
+    modules = _read_json(path)
+    if any(str(module.get("type", "")).endswith("SpladePooling") for module in modules):
+        raise UnsupportedModelError(
+            f"{path} describes a SPLADE sparse encoder (SpladePooling): its embeddings are one weight per "
+            "vocabulary entry, from the masked-LM head. Use pipeline('sparse-embedding', ...) or "
+            "coulisse.SparseEncoder.")
+    for module in modules:
         kind = str(module.get("type", "")).rsplit(".", 1)[-1]
         folder = directory / module.get("path", "")
         if kind == "Transformer":

@@ -23,7 +23,7 @@ from coulisse.interfaces.options import (
 from coulisse.interfaces.server.limits import BATCH, CONNECTION, REQUEST
 
 SERVED_TASKS = ("text-classification", "feature-extraction", "token-classification", "question-answering",
-                "fill-mask", "zero-shot-classification")
+                "fill-mask", "zero-shot-classification", "sparse-embedding")
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,9 @@ log = logging.getLogger(__name__)
               envvar="COULISSE_AUTO_TRUNCATE", help="Truncate long inputs when a request does not say.")
 @click.option("--payload-limit", type=int, default=REQUEST.payload_limit, show_default=True, callback=positive,
               envvar="COULISSE_PAYLOAD_LIMIT", help="Largest request body in bytes (else 413).")
-@click.option("--pooling", type=click.Choice(["mean", "cls"]), default=None, envvar="COULISSE_POOLING",
-              help="/embed pooling (default: 1_Pooling/config.json, else mean).")
+@click.option("--pooling", type=click.Choice(["mean", "cls", "splade"]), default=None, envvar="COULISSE_POOLING",
+              help="/embed pooling (default: 1_Pooling/config.json, else mean); splade: a masked-LM model's "
+                   "sparse embeddings (/embed_sparse), task sparse-embedding.")
 @click.option("-k", "--api-key", default=None, envvar="COULISSE_API_KEY", show_default=False,
               help="Require `Authorization: Bearer KEY` (prefer the env var: argv is visible to `ps`).")
 @click.option("--shutdown-timeout", type=float, default=30.0, show_default=True,
@@ -146,6 +147,8 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
                                          list(given["served_model_name"]))
     served = []
     for model, task, name in zip(models, tasks, names, strict=True):
+        if pooling == "splade" and task in (None, "feature-extraction"):
+            task = "sparse-embedding"  # TEI's --pooling splade on a masked-LM checkpoint
         task = served_task(task, model, given["revision"])
         # One budget: the pipeline's engine runs the batches the server's batcher closes on the same limits.
         # Several models share torch's threads: one process.

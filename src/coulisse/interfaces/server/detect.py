@@ -1,5 +1,6 @@
 """The task a checkpoint was saved for, read from its files as TEI reads it: a sentence-transformers folder
-(modules.json) is feature extraction, else config.json's `architectures` names the head. `--task` overrides.
+(modules.json) is feature extraction (sparse embedding when it names SpladePooling), else config.json's
+`architectures` names the head. `--task` overrides.
 Reads two small files; no torch, so the CLI can call it before loading anything.
 """
 
@@ -22,7 +23,11 @@ def detect_task(directory: Path) -> str:
     """The task of the checkpoint in `directory` (see the module's docstring); an NLI classifier (labels
     entailment / contradiction) is served as zero-shot classification, as the Hub tags such models."""
     if (directory / "modules.json").is_file():
-        return "feature-extraction"
+        try:
+            splade = "SpladePooling" in (directory / "modules.json").read_text(encoding="utf-8")
+        except OSError:
+            splade = False  # the load that follows names what is wrong with the file
+        return "sparse-embedding" if splade else "feature-extraction"
     try:
         config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -7,6 +7,7 @@ there for every task. The served task decides which bodies `/` takes:
     text-classification   TEI's /predict body, or {"inputs": text, "parameters": {top_k, function_to_apply}}
     (one-output reranker) TEI's /rerank body, or the Inference API's text-classification body
     feature-extraction    TEI's /embed body (InferenceClient sends it so), or /similarity's
+    sparse-embedding      TEI's /embed_sparse body (a SPLADE model)
     token-classification, question-answering, fill-mask, zero-shot-classification: the Inference API's body
 
 Every answer comes from the pipeline's stages (`Service.run_task`): options, preprocess, the batcher's
@@ -29,7 +30,7 @@ from coulisse.interfaces.server.compat_schemas import (
     ZeroShotTask,
 )
 from coulisse.interfaces.server.errors import openapi_responses
-from coulisse.interfaces.server.schemas import EmbedRequest, PredictRequest
+from coulisse.interfaces.server.schemas import EmbedRequest, EmbedSparseRequest, PredictRequest
 from coulisse.interfaces.server.service import Service, Timings
 from coulisse.interfaces.server.tei_routes import client_gone, labels_of, plain
 
@@ -81,7 +82,12 @@ def add_root_routes(app: FastAPI, service: Service, gate, protected: list, handl
 
         return await gate.run(request, "inference", "single", work, True)
 
-    if service.embedding:
+    if service.sparse:  # TEI's route for a SPLADE model
+        body_type = EmbedSparseRequest
+
+        async def dispatch(body, request: Request) -> Response:
+            return await handlers["embed_sparse"](body, request)
+    elif service.embedding:
         body_type = Union[EmbedRequest, SimilarityRequest]  # noqa: UP007 (a runtime union FastAPI reads)
 
         async def dispatch(body, request: Request) -> Response:

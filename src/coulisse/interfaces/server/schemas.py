@@ -117,6 +117,15 @@ class EmbedAllRequest(BaseModel):
     _inputs = field_validator("inputs", mode="wrap")(forms(TEXTS_OR_IDS))
 
 
+class EmbedSparseRequest(EmbedAllRequest):
+    """/embed_sparse's body (TEI's EmbedSparseRequest): a SPLADE model's inputs, no normalize."""
+
+
+class SparseValue(BaseModel):
+    index: int = Field(description="The vocabulary entry (a token id).")
+    value: float = Field(description="Its weight, above zero.")
+
+
 class Prediction(BaseModel):
     score: float = Field(examples=[0.98])
     label: str = Field(examples=["POSITIVE"])

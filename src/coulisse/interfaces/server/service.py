@@ -33,10 +33,11 @@ from coulisse.tokenizer import unicode_problem
 log = logging.getLogger(__name__)
 
 POOLINGS = ("mean", "cls")
+SPLADE = "splade"  # TEI's --pooling splade: a masked-LM head pooled into sparse embeddings (sparse-embedding)
 # Every task of the registry: /predict and /rerank serve text-classification, /embed and its kin
 # feature-extraction, `POST /` in the Inference API's shape every one of them (inference_api.py).
 TASKS = ("text-classification", "feature-extraction", "token-classification", "question-answering",
-         "fill-mask", "zero-shot-classification")
+         "fill-mask", "zero-shot-classification", "sparse-embedding")
 # Returns when the client goes away; None where no client can (tests, in-process calls).
 Disconnected = Callable[[], Awaitable[None]] | None
 
@@ -103,11 +104,16 @@ def characters(inputs) -> int:
     return sum(characters(x) for x in inputs) if isinstance(inputs, (list, tuple)) else 0
 
 
-def pooling_of(override: str | None) -> str:
+def pooling_of(override: str | None, sparse: bool = False) -> str:
     """The pipeline's pooling option for /embed: the folder's sentence-transformers choice ("auto")
-    unless the server was started with --pooling."""
+    unless the server was started with --pooling; "splade" for a sparse-embedding pipeline, and only there."""
+    if sparse or override == SPLADE:
+        if not sparse or override not in (None, SPLADE):
+            raise InputError(f"pooling={override!r} with a {'sparse' if sparse else 'dense'} embedding pipeline; "
+                             "pooling 'splade' goes with pipeline('sparse-embedding', ...), and only it.")
+        return SPLADE
     if override and override not in POOLINGS:
-        raise InputError(f"pooling={override!r}; use one of {', '.join(POOLINGS)}.")
+        raise InputError(f"pooling={override!r}; use one of {', '.join((*POOLINGS, SPLADE))}.")
     return override or "auto"
 
 
@@ -129,10 +135,12 @@ class Service:
         self.settings = settings
         self.metrics = metrics
         self.classifier = pipe.task == "text-classification"
-        self.embedding = pipe.task == "feature-extraction"
+        # TEI's embedding model; a SPLADE one (sparse) also answers /embed_sparse, and refuses what TEI refuses
+        self.sparse = pipe.task == "sparse-embedding"
+        self.embedding = pipe.task == "feature-extraction" or self.sparse
         # TEI's reranker: a cross-encoder, a sequence classifier with one output.
         self.reranker = self.classifier and pipe.config.num_labels == 1
-        self.pooling = pooling_of(settings.pooling) if self.embedding else None
+        self.pooling = pooling_of(settings.pooling, self.sparse) if self.embedding else None
         # TEI's rule, the pipeline's too: sentence-transformers' max_seq_length when the folder has one.
         self.max_input_length = pipe.tokenizer.model_max_length
         self.prompts = Prompts(pipe.checkpoint.directory)
@@ -184,7 +192,13 @@ class Service:
         where = [i for i, x in enumerate(inputs) if isinstance(x, str)]
         items: list[Item | None] = [None] * len(inputs)
         context = self.pipe.sentence_config(self.pooling, normalize)
-        if where:
+        if where and self.sparse:  # the pipeline's own preprocess: its pooling is the model's head
+            batch = self.pipe.preprocess([inputs[i] for i in where], truncation=truncate, truncation_side=side,
+                                         prompt=prompt)
+            context = batch.context
+            for i, item in zip(where, batch.items, strict=True):
+                items[i] = item
+        elif where:
             batch = self.pipe.preprocess([inputs[i] for i in where], truncation=truncate, pooling=self.pooling,
                                          normalize=normalize, truncation_side=side, prompt=prompt)
             context = batch.context
@@ -278,6 +292,11 @@ class Service:
         if not self.embedding:
             raise ServerError("model_type", f"model is not an embedding model: this server runs "
                               f"{self.pipe.task}; {self.route_hint()}")
+        if self.sparse and not pooled:  # TEI's refusals for a SPLADE model, same status (424)
+            raise ServerError("model_type", "`embed_all` is not available for SPLADE models")
+        if self.sparse and normalize:
+            raise ServerError("model_type", "`normalize` is not available for SPLADE models: pass "
+                              "\"normalize\": false to /embed, or use /embed_sparse")
         check_not_empty([(t, None) for t in texts])
         timings.characters = sum(len(t) for t in texts)  # before the prompt, as TEI counts them
         prompt = self.prompts.text(prompt_name)
@@ -289,7 +308,25 @@ class Service:
         rows = await self.infer(items, disconnected, timings)
         if not pooled:  # the token embeddings, `(length, H)` per input
             return [np.asarray(row, dtype=np.float32).tolist() for row in rows]
+        if self.sparse:  # the vocabulary-sized weights, zeros included, as TEI's /embed gives them
+            vectors = [t.to_dense().tolist() for t in self.pipe.postprocess(rows, batch, return_tensors=True)]
+            return cut_dimensions(vectors, dimensions, False)
         return cut_dimensions(self.pipe.postprocess(rows, batch), dimensions, normalize)
+
+    async def embed_sparse(self, texts: list[str | list[int]], truncate: bool, disconnected: Disconnected,
+                           timings: Timings, *, prompt_name: str | None = None, side: str = "right") -> list:
+        """SPLADE's non-zero weights of each input, as TEI's /embed_sparse: [{"index", "value"}] by index."""
+        if not self.sparse:
+            raise ServerError("model_type", "Model is not an embedding model with SPLADE pooling; "
+                              f"{self.route_hint()}")
+        check_not_empty([(t, None) for t in texts])
+        timings.characters = sum(len(t) for t in texts)
+        items, batch = await self.tokenize([(t, None) for t in texts], truncate, timings, None, side,
+                                           self.prompts.text(prompt_name))
+        rows = await self.infer(items, disconnected, timings)
+        sparse = [t.coalesce() for t in self.pipe.postprocess(rows, batch, return_tensors=True)]
+        return [[{"index": i, "value": v} for i, v in zip(t.indices()[0].tolist(), t.values().tolist(), strict=True)]
+                for t in sparse]
 
     async def run_task(self, inputs, parameters: dict, disconnected: Disconnected, timings: Timings):
         """Any task, through the pipeline's own contract: options checked (a bad one is a 422 naming it),
@@ -336,7 +373,8 @@ class Service:
 
     def route_hint(self) -> str:
         """Where this server's task is served, for a 424 on another task's route."""
-        routes = {"text-classification": "use /predict or POST /", "feature-extraction": "use /embed or POST /"}
+        routes = {"text-classification": "use /predict or POST /", "feature-extraction": "use /embed or POST /",
+                  "sparse-embedding": "use /embed_sparse or POST /"}
         return routes.get(self.pipe.task, "use POST / with the Inference API's {\"inputs\", \"parameters\"}")
 
     # -- /info ------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The rest of text-embeddings-inference's routes, with TEI's shapes (router/src/http/server.rs):
 
     POST /embed_all   token embeddings            POST /tokenize   tokens, ids, byte offsets
+    POST /embed_sparse  SPLADE's sparse weights
     POST /rerank      cross-encoder ranks         POST /decode     ids -> text
     POST /similarity  cosine of sentence pairs    GET  / , /ping   health (Inference API, SageMaker)
     POST / , /invocations   the served task: TEI's route for it, or the Inference API's shape (inference_api.py)
@@ -26,7 +27,7 @@ from coulisse.interfaces.server.compat_schemas import (
 )
 from coulisse.interfaces.server.embedding import cosine
 from coulisse.interfaces.server.errors import ServerError, openapi_responses
-from coulisse.interfaces.server.schemas import EmbedAllRequest, side
+from coulisse.interfaces.server.schemas import EmbedAllRequest, EmbedSparseRequest, SparseValue, side
 from coulisse.interfaces.server.service import Service, Timings, check_not_empty
 
 TAG = "Text Embeddings Inference"
@@ -80,11 +81,19 @@ def add_tei_routes(app: FastAPI, service: Service, gate, protected: list) -> dic
             inputs, truncate_of(body.truncate), False, partial(client_gone, request), t,
             prompt_name=body.prompt_name, pooled=False, side=side(body.truncation_direction)), False)
 
-    @app.post("/embed_sparse", include_in_schema=False, dependencies=protected)
-    async def embed_sparse() -> Response:
-        """TEI's answer for a model without SPLADE pooling, which is every model coulisse serves."""
-        raise ServerError("model_type", "Model is not an embedding model with SPLADE pooling: coulisse serves no "
-                          f"sparse embeddings; {service.route_hint()}")
+    @app.post("/embed_sparse", tags=[TAG], dependencies=protected, response_model=None,
+              include_in_schema=service.sparse,
+              responses={200: {"model": list[list[SparseValue]], "description": "Non-zero weights per input, "
+                                                                                 "by index"}, **errors})
+    async def embed_sparse(body: EmbedSparseRequest, request: Request) -> Response:
+        """A SPLADE model's sparse embeddings: each input's non-zero vocabulary weights (424 for another
+        model, as TEI)."""
+        inputs, single = batch_of(body.inputs)
+        gate.check_batch(len(inputs))
+        method = "single" if single else "batch"
+        return await gate.run(request, "embed_sparse", method, lambda t: service.embed_sparse(
+            inputs, truncate_of(body.truncate), partial(client_gone, request), t, prompt_name=body.prompt_name,
+            side=side(body.truncation_direction)), False)
 
     @app.post("/rerank", tags=[TAG], dependencies=protected, response_model=None,
               include_in_schema=service.reranker,
@@ -174,7 +183,7 @@ def add_tei_routes(app: FastAPI, service: Service, gate, protected: list) -> dic
         return Response(status_code=200)
 
     app.add_api_route("/", ping, methods=["GET"], include_in_schema=False)
-    return {"embed_all": embed_all, "rerank": rerank, "similarity": similarity}
+    return {"embed_all": embed_all, "embed_sparse": embed_sparse, "rerank": rerank, "similarity": similarity}
 
 
 def labels_of(zero_shot: dict) -> list[dict]:
