@@ -24,17 +24,8 @@ import numpy as np
 
 from coulisse.errors import UnsupportedModelError
 from coulisse.export import save_pretrained as save_checkpoint
-from coulisse.tasks.base import (
-    POST,
-    PRE,
-    Batch,
-    Option,
-    one_of,
-    positive_int,
-    tokenizer_keywords,
-    truncation_option,
-)
-from coulisse.tasks.feature_extraction import FeatureExtractionPipeline, SentenceConfig, _read_json, text_or_none
+from coulisse.tasks.base import POST, Batch, Option, positive_int
+from coulisse.tasks.feature_extraction import FeatureExtractionPipeline, SentenceConfig, _read_json
 
 # sentence-transformers' module types of a SparseEncoder coulisse runs (class names, any module path)
 TRANSFORMER_MODULES = ("Transformer", "MLMTransformer")
@@ -95,17 +86,14 @@ class SparseEmbeddingPipeline(FeatureExtractionPipeline):
 
     task = "sparse-embedding"
     head = "splade"
+    # feature extraction's stage-1 options (truncation, tokenize_kwargs, truncation_side, prompt_name, prompt:
+    # the folder's default prompt applies when neither is given, as in `SparseEncoder.encode`); no pooling
     OPTIONS = {
+        **{name: option for name, option in FeatureExtractionPipeline.OPTIONS.items()
+           if name not in ("pooling", "normalize")},
         # a torch sparse COO tensor `(vocab,)` per input instead of the list of entries
         "return_tensors": Option(False),
         "top_k": Option(None, POST, check=positive_int),
-        "truncation": Option(True, PRE, check=truncation_option),
-        "tokenize_kwargs": Option(None, PRE, check=tokenizer_keywords),
-        "truncation_side": Option("right", PRE, check=one_of("right", "left")),
-        # sentence-transformers' prompts, as in `SparseEncoder.encode`: the folder's default_prompt_name applies
-        # when neither is given
-        "prompt_name": Option(None, PRE, check=text_or_none),
-        "prompt": Option(None, PRE, check=text_or_none),
     }
 
     def __init__(self, checkpoint, **kwargs: Any):
