@@ -27,7 +27,7 @@ PIPELINE_STAGES = ("coulisse.tokenizer", "coulisse.weights", "coulisse.models", 
 # Finding and assembling a model sits above the stages, the tasks above that, the registry above the
 # tasks, the interfaces above everything.
 ABOVE_STAGES = ("coulisse.hub", "coulisse.defaults", "coulisse.checkpoint", "coulisse.tasks", "coulisse.pipelines",
-                "coulisse.sentence", "coulisse.interfaces")
+                "coulisse.sentence", "coulisse.sparse_encoder", "coulisse.interfaces")
 # Commands that take --model, --threads or --quantize (bench's options are the benchmark's own).
 MODEL_COMMANDS = ("coulisse.interfaces.task_commands", "coulisse.interfaces.qa_commands",
                   "coulisse.interfaces.jobs.command", "coulisse.interfaces.server.command",
@@ -51,8 +51,10 @@ FLOORS = [
     Floor(("coulisse.families", "coulisse.config"), ("coulisse",), allowed=("coulisse.errors", "coulisse.families"),
           why="a config is read from config.json and the family table alone"),
     Floor(PIPELINE_STAGES, ABOVE_STAGES, why="the pipeline's stages know nothing of tasks, registry or interfaces"),
-    Floor(("coulisse.tasks",), ("coulisse.interfaces", "coulisse.pipelines", "coulisse.sentence"),
-          why="the registry (coulisse.pipelines) and SentenceEncoder sit above the tasks; interfaces adapt them"),
+    Floor(("coulisse.tasks",), ("coulisse.interfaces", "coulisse.pipelines", "coulisse.sentence",
+                                "coulisse.sparse_encoder"),
+          why="the registry (coulisse.pipelines), SentenceEncoder and SparseEncoder sit above the tasks; "
+              "interfaces adapt them"),
     Floor(("coulisse.interfaces",), ("coulisse.interfaces.cli",),
           why="cli.py only assembles the group: no command or helper imports it"),
     Floor(("coulisse.interfaces.options",), ("coulisse.interfaces",),

@@ -73,6 +73,26 @@ def test_embed_json_is_the_pooled_pipeline_output(task_factory):
     assert out.startswith("dim 32  norm ")
 
 
+def test_embed_prints_splade_weights(task_factory, tmp_path):
+    """A SparseEncoder folder is read as SPLADE without a flag, a bare masked LM with --pooling splade:
+    --json prints the pipeline's entries, the plain form the count and the heaviest tokens."""
+    from task_factory import sparse_encoder_folder
+
+    folder, _ = sparse_encoder_folder(task_factory, "camembert", tmp_path)
+    pipe = pipeline("sparse-embedding", model=folder)
+    texts = [TEXT, "Bof."]
+    records = json_lines(run("embed", "-m", str(folder), "--json", *texts))
+    assert [r["sparse_embedding"] for r in records] == json.loads(json.dumps(pipe(texts)))
+    bare = task_factory.checkpoint("bert", "masked-lm")
+    bare_pipe = pipeline("sparse-embedding", model=bare)
+    entries = bare_pipe("Bof.")
+    lines = run("embed", "-m", str(bare), "--pooling", "splade", "Bof.").splitlines()
+    assert lines[0].startswith(f"{len(entries)} active of {bare_pipe.vocab_size}  Bof.")
+    assert lines[1].split()[:2] == [entries[0]["token"], f"{entries[0]['value']:.2f}"]
+    result = CliRunner().invoke(cli, ["embed", "-m", str(bare), "--pooling", "splade", "--normalize", "x"])
+    assert result.exit_code == 2 and "--normalize" in result.output, result.output
+
+
 def test_commands_need_a_model():
     for command in ("ner", "fill-mask", "embed"):
         result = CliRunner().invoke(cli, [command, "x"], env={"COULISSE_MODEL": None})

@@ -303,10 +303,10 @@ def _with_mask(text: str, mask: str) -> str:
 @click.command()
 @click.argument("texts", nargs=-1)
 @model_option(default_help=None)
-@click.option("-p", "--pooling", type=click.Choice(["auto", "mean", "cls"]), default="auto",
+@click.option("-p", "--pooling", type=click.Choice(["auto", "mean", "cls", "splade"]), default="auto",
               show_default=True, envvar="COULISSE_POOLING",
-              help="auto: the folder's sentence-transformers settings (pooling, Normalize, max length), "
-              "else mean.")
+              help="auto: the folder's sentence-transformers settings (pooling, Normalize, max length; a "
+              "SparseEncoder folder is SPLADE), else mean; splade: a masked LM's sparse weights, heaviest first.")
 @click.option("--normalize/--no-normalize", default=None, envvar="COULISSE_NORMALIZE",
               help="Divide each embedding by its L2 norm (default: as the folder says; no without one).")
 @click.option("-j", "--json", "as_json", is_flag=True, help="One JSON object per text (text, embedding).")
@@ -339,14 +339,20 @@ def embed(texts, model, pooling, normalize, as_json, threads, quantize, input_pa
       coulisse embed -m sentence-transformers/all-MiniLM-L6-v2 -i reviews.csv -o vectors.parquet
       coulisse embed -o vectors.npy --resume
       coulisse embed -m ./my-encoder -i 'data/*.parquet' -o vectors/ --ray --address auto
+      coulisse embed -m naver/splade-v3 --pooling splade "Le chat dort."   # the heaviest vocabulary entries
 
     With --input, rows are committed chunk by chunk as for `classify --input`: --resume continues an
     interrupted job with the recorded input and options. Parquet gets an `embedding` column (float32
     list) and `error`; JSONL the same keys; .npy a (rows, dim) float32 array with error rows as NaN,
     listed in <output>.errors.jsonl. With --ray, --output is a folder of Parquet or JSONL shards with
-    those columns (not .npy), and a rerun skips the shards committed.
+    those columns (not .npy), and a rerun skips the shards committed. A SPLADE model (--pooling splade,
+    or a SparseEncoder folder) writes `sparse_embedding` ({"indices", "values"}) to Parquet or JSONL,
+    without --ray.
     """
     if on_ray:
+        if pooling == "splade":
+            raise click.UsageError("--ray writes dense embeddings; run a SPLADE job without --ray, or use "
+                                   "coulisse.SparseEncoder in your own Ray tasks.")
         from coulisse.interfaces.jobs.distributed import run_cli
 
         return run_cli(click.get_current_context(), task="embed")
@@ -354,6 +360,10 @@ def embed(texts, model, pooling, normalize, as_json, threads, quantize, input_pa
         return run_embed_job(click.get_current_context())
     model = require_model(model, "an encoder")
     lines = read_texts(texts)
+    if pooling == "splade" or (pooling == "auto" and _is_sparse_encoder(model)):
+        if normalize is not None:
+            raise click.UsageError("--normalize applies to dense embeddings; SPLADE weights are not normalized.")
+        return _print_sparse(load_pipeline("sparse-embedding", model, threads, quantize), lines, as_json)
     pipe = load_pipeline("feature-extraction", model, threads, quantize)
     vectors = pipe(lines, pooling=pooling, **({} if normalize is None else {"normalize": normalize}))
     for text, vector in zip(lines, vectors, strict=True):
@@ -363,3 +373,24 @@ def embed(texts, model, pooling, normalize, as_json, threads, quantize, input_pa
             norm = sum(v * v for v in vector) ** 0.5
             start = ", ".join(f"{v:.4f}" for v in vector[:4])
             click.echo(f"dim {len(vector)}  norm {norm:.4f}  [{start}, ...]  {one_line(text, 40)}")
+
+
+SPARSE_SHOWN = 10  # entries printed per text (--json prints them all)
+
+
+def _is_sparse_encoder(model: str) -> bool:
+    """Whether the folder is a sentence-transformers SparseEncoder (modules.json naming SpladePooling)."""
+    from coulisse.interfaces.server.detect import served_task
+
+    return served_task(None, model) == "sparse-embedding"
+
+
+def _print_sparse(pipe, lines: list[str], as_json: bool) -> None:
+    """Each text's SPLADE weights: all of them as JSON, else the count and the heaviest entries."""
+    for text, entries in zip(lines, pipe(lines), strict=True):
+        if as_json:
+            click.echo(json.dumps({"text": text, "sparse_embedding": entries}, ensure_ascii=False))
+            continue
+        click.echo(f"{len(entries)} active of {pipe.vocab_size}  {one_line(text, 60)}")
+        shown = "  ".join(f"{printable(str(e['token']))} {e['value']:.2f}" for e in entries[:SPARSE_SHOWN])
+        click.echo(f"  {shown}" if shown else "  (no active entry)")

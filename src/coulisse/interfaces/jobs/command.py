@@ -108,6 +108,7 @@ def run_embed_job(ctx: click.Context) -> None:
     bound_kernel_cache()
     set_wait_policy()
     from coulisse.interfaces.jobs.runner import JobOptions, embed_file
+    from coulisse.interfaces.server.detect import served_task
 
     params = dict(ctx.params)
     if params["output"] not in (None, "-"):
@@ -126,8 +127,15 @@ def run_embed_job(ctx: click.Context) -> None:
     job = JobOptions(input=params["input_path"], output=params["output"] or "-", task="embed",
                      fast=bool(ctx.meta.get(FAST_KEY)), **{name: params[name] for name in names})
 
+    # SPLADE (--pooling splade, or a SparseEncoder folder read with auto): sparse weights per row.
+    task = "sparse-embedding" if job.pooling == "splade" or (
+        job.pooling == "auto" and served_task(None, job.model) == "sparse-embedding") else "feature-extraction"
+    if task == "sparse-embedding" and job.output.endswith(".npy"):
+        raise click.UsageError(f"--output {job.output}: .npy holds dense arrays; write SPLADE weights to .parquet "
+                               "or .jsonl (indices and values per row).")
+
     def load():
-        return load_pipeline("feature-extraction", job.model, params["threads"], job.quantize, throughput=True)
+        return load_pipeline(task, job.model, params["threads"], job.quantize, throughput=True)
 
     with stop_on_sigterm():
         summary = embed_file(job, load)

@@ -11,6 +11,10 @@ Outputs (one row per input record, in order):
 - `.npy`: a (N, D) float32 array, row i for input record i; an error row is a row of NaN, and
   `<out>.errors.jsonl` lists `{"row": i, "error": ...}` for each (written only when a row failed).
 
+A SPLADE model (the sparse-embedding pipeline: `--pooling splade`, or a SparseEncoder folder) writes
+`sparse_embedding` instead: `{"indices": [...], "values": [...]}`, the non-zero weights by token id (Parquet:
+struct<indices: list<int32>, values: list<float32>>), the form sparse vector stores take; not `.npy`.
+
 `.npy` is resumable like an appended text file: its header is numpy's own, which reserves room for a shape
 of up to 21 digits (`numpy.lib.format`'s growth padding), so it is written with shape (0, D) first, rows
 are appended chunk by chunk, and `finish` rewrites the header in place with (N, D). The committed position
@@ -109,10 +113,80 @@ class Embedder(RowModel):
         return [Embedding(row) for row in array]
 
 
+@dataclass
+class SparseEmbedding:
+    """What a SPLADE job adds to one row: its non-zero weights (token ids ascending, float32), or an error."""
+
+    indices: np.ndarray | None = None
+    weights: np.ndarray | None = None
+    error: str | None = None
+
+    def values(self, added: SparseColumns) -> dict[str, Any]:
+        vector = None if self.indices is None else {"indices": self.indices.tolist(), "values": self.weights.tolist()}
+        return {added.embedding: vector, added.error: self.error}
+
+
+@dataclass
+class SparseColumns(EmbedColumns):
+    """The columns a SPLADE job appends: `sparse_embedding` (or `coulisse_sparse_embedding`) and the error."""
+
+    embedding: str = "sparse_embedding"
+
+    @classmethod
+    def for_columns(cls, columns: list[str], dim: int) -> SparseColumns:
+        taken = set(columns)
+        return cls(dim, "coulisse_sparse_embedding" if "sparse_embedding" in taken else "sparse_embedding",
+                   "coulisse_error" if "error" in taken else "error")
+
+    def arrow_fields(self, pa) -> list:
+        vector = pa.struct([pa.field("indices", pa.list_(pa.field("element", pa.int32()))),
+                            pa.field("values", pa.list_(pa.field("element", pa.float32())))])
+        return [pa.field(self.embedding, vector), pa.field(self.error, pa.string())]
+
+
+class SparseEmbedder(RowModel):
+    """Rows -> one `SparseEmbedding` each, through the sparse-embedding pipeline's stages (`pipe.run`, as
+    `pipeline("sparse-embedding")(texts, return_tensors=True)`); failures as `Embedder`'s."""
+
+    result = SparseEmbedding
+
+    def __init__(self, pipe, pooling: str = "auto", normalize: bool | None = None):
+        if pipe.task != "sparse-embedding":
+            raise InputError(f"{pipe!r} is not a sparse-embedding pipeline; SPLADE jobs need one.")
+        if pooling not in ("auto", "splade") or normalize is not None:
+            raise InputError(f"--pooling {pooling!r}, --normalize {normalize!r}: a SPLADE model pools its own "
+                             "weights, unnormalized; drop those options.")
+        self.pipe = pipe
+        self.options = pipe.options({"return_tensors": True})
+        self.dim = pipe.vocab_size
+        limit = pipe.tokenizer.model_max_length
+        self.limit = min(pipe.splade.max_seq_length or limit, limit)
+        self.truncated = 0
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The folder's SPLADE pooling, recorded next to the engine's choices, checked on resume."""
+        return {"splade": asdict(self.pipe.splade)}
+
+    def _predict(self, texts: list[str]) -> list[SparseEmbedding]:
+        batch, tensors = self.pipe.run(texts, self.options)
+        results = []
+        for tensor in tensors:
+            tensor = tensor.coalesce()
+            weights = tensor.values().numpy().astype(np.float32, copy=False)
+            if not np.isfinite(weights).all():
+                raise FloatingPointError("the sparse embedding is not finite (NaN or infinity)")
+            results.append(SparseEmbedding(tensor.indices()[0].numpy().astype(np.int32), weights))
+        self.truncated += sum(len(item.ids) >= self.limit for item in batch.items)
+        return results
+
+
 class NpySink:
     """A (N, D) float32 `.npy` file plus `<out>.errors.jsonl`; position = [array bytes, errors bytes]."""
 
     def __init__(self, path: str, added: EmbedColumns):
+        if isinstance(added, SparseColumns):
+            raise InputError(f"{path}: .npy holds dense (rows, dim) arrays; write SPLADE weights to .parquet or "
+                             ".jsonl (indices and values per row).")
         self.path = Path(path)
         self.errors_path = errors_path(path)
         self.dim = added.dim

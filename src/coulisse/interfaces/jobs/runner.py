@@ -246,6 +246,11 @@ def _run(options, reader, out_format, load_pipe, on_chunk, rows_filter) -> Summa
 
 def _row_model(pipe, options: JobOptions, reader: Reader):
     """What turns a chunk of rows into results, and the names of the columns it adds."""
+    if options.task == "embed" and pipe.task == "sparse-embedding":
+        from coulisse.interfaces.jobs.embed import SparseColumns, SparseEmbedder
+
+        embedder = SparseEmbedder(pipe, options.pooling, options.normalize)
+        return embedder, SparseColumns.for_columns(reader.columns, embedder.dim)
     if options.task == "embed":
         from coulisse.interfaces.jobs.embed import EmbedColumns, Embedder
 
