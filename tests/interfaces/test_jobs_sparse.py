@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from task_factory import sparse_encoder_folder
-from test_jobs_embed import make_csv
+from test_jobs_embed import make_csv, run
 
 from coulisse import pipeline
 from coulisse.interfaces.cli import cli
-from coulisse.interfaces.jobs.runner import JobInterrupted, JobOptions, embed_file
+from coulisse.interfaces.jobs.runner import JobInterrupted
 
 
 @pytest.fixture(scope="module")
@@ -76,23 +76,11 @@ def test_interrupted_resume_is_byte_identical(splade, tmp_path):
     _, pipe = splade
     source = tmp_path / "in.csv"
     make_csv(source, 50)
-
-    def run(output, stop_after=None, **options):
-        chunks = []
-
-        def on_chunk(rows, preds):
-            chunks.append(len(rows))
-            if stop_after is not None and len(chunks) == stop_after:
-                raise KeyboardInterrupt
-
-        job = JobOptions(input=str(source), output=str(output), batch_rows=8, **options)
-        return embed_file(job, lambda: pipe, on_chunk=on_chunk)
-
     reference, output = tmp_path / "ref.parquet", tmp_path / "out.parquet"
-    run(reference)
+    run(pipe, source, reference)
     with pytest.raises(JobInterrupted, match="24 rows are safely in"):
-        run(output, stop_after=3)
-    summary = run(output, resume=True)
+        run(pipe, source, output, stop_after=3)
+    summary = run(pipe, source, output, resume=True)
     assert (summary.resumed_from, summary.rows) == (24, 50)
     assert output.read_bytes() == reference.read_bytes()
 
@@ -110,3 +98,12 @@ def test_bare_masked_lm_with_pooling_splade_and_refusals(task_factory, tmp_path)
                           (["--ray", "-o", str(tmp_path / "shards")], "--ray writes dense embeddings")):
         result = invoke("embed", "-m", str(bare), "--pooling", "splade", "-i", str(source), *args)
         assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_an_input_column_of_the_same_name_is_kept():
+    from coulisse.interfaces.jobs.embed import EmbedColumns, SparseColumns
+
+    assert SparseColumns.for_columns(["text", "sparse_embedding", "error"], 8).names == [
+        "coulisse_sparse_embedding", "coulisse_error"]
+    assert SparseColumns.for_columns(["text", "embedding"], 8).names == ["sparse_embedding", "error"]
+    assert EmbedColumns.for_columns(["text", "embedding"], 8).names == ["coulisse_embedding", "error"]

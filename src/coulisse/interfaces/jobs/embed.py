@@ -63,8 +63,8 @@ class EmbedColumns:
 
     @classmethod
     def for_columns(cls, columns: list[str], dim: int) -> EmbedColumns:
-        taken = set(columns)
-        return cls(dim, "coulisse_embedding" if "embedding" in taken else "embedding",
+        taken, name = set(columns), cls.embedding  # the class's own name: embedding, sparse_embedding
+        return cls(dim, f"coulisse_{name}" if name in taken else name,
                    "coulisse_error" if "error" in taken else "error")
 
     @property
@@ -131,12 +131,6 @@ class SparseColumns(EmbedColumns):
     """The columns a SPLADE job appends: `sparse_embedding` (or `coulisse_sparse_embedding`) and the error."""
 
     embedding: str = "sparse_embedding"
-
-    @classmethod
-    def for_columns(cls, columns: list[str], dim: int) -> SparseColumns:
-        taken = set(columns)
-        return cls(dim, "coulisse_sparse_embedding" if "sparse_embedding" in taken else "sparse_embedding",
-                   "coulisse_error" if "error" in taken else "error")
 
     def arrow_fields(self, pa) -> list:
         vector = pa.struct([pa.field("indices", pa.list_(pa.field("element", pa.int32()))),
