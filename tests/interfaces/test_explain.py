@@ -339,3 +339,31 @@ def test_explain_fits_a_narrow_terminal(classifier_dir):
     # what cannot be broken (the model folder's path, one word) may pass the edge, nothing else
     too_long = [line for line in result.stdout.splitlines() if len(line) > 60 and len(line.split()) > 1]
     assert too_long == []
+
+
+def test_sparse_embedding_stages_name_each_heavy_entry_and_its_token(task_factory, tmp_path):
+    """SPLADE: stage 4 lists the pipeline's heaviest entries; "from token i" is the position whose masked-LM
+    logit for that entry is highest, as transformers' own `*ForMaskedLM` computes it (max pooling is monotone
+    in the logit); "*" marks an entry the text's ids do not hold."""
+    import transformers
+    from task_factory import sparse_encoder_folder
+
+    folder, _ = sparse_encoder_folder(task_factory, "bert", tmp_path)
+    text = "Le chat dort sur le canapé."
+    out = run("explain", "--task", "sparse-embedding", "-m", str(folder), text)
+    assert "3. Head: every token -> vocabulary logits" in out and "4. Pooling: log(1 + ReLU(logit)), max" in out
+    entries = pipeline("sparse-embedding", model=folder)(text)
+    assert f"{len(entries):,} of 30,522 entries active" in out
+    lines = out.split("4. Pooling")[1].splitlines()[3:13]
+    reference = transformers.AutoModelForMaskedLM.from_pretrained(folder).eval()
+    encoded = transformers.AutoTokenizer.from_pretrained(folder)(text, return_tensors="pt")
+    with torch.no_grad():
+        logits = reference(**encoded).logits[0]  # (tokens, vocab)
+    ids = encoded["input_ids"][0].tolist()
+    for line, entry in zip(lines, entries[:10], strict=True):
+        match = re.match(r"\s+([\d.]+)\s+(\S+)\s+([ *])\s+from token (\d+) ", line)
+        assert match, line
+        value, token, mark, at = match.groups()
+        assert token == entry["token"] and abs(float(value) - entry["value"]) <= 1e-4
+        assert (mark == "*") == (entry["index"] not in ids)
+        assert int(at) == int(logits[:, entry["index"]].argmax())

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coulisse.errors import InputError
-from coulisse.interfaces.formatting import count, wrapped
+from coulisse.interfaces.formatting import count, printable, wrapped
 
 
 @dataclass
@@ -239,6 +239,40 @@ def _fill_mask(pipe, e: Encoded) -> list[str]:
     return out
 
 
+def _sparse(pipe, e: Encoded, shown: int = 10) -> list[str]:
+    """SPLADE: the masked-LM head on every token, then log(1 + ReLU) pooled over the tokens; each heavy entry
+    with the token it comes from, and whether the text holds it (an expansion when it does not)."""
+    import torch
+
+    head = pipe.model.head
+    with torch.inference_mode():
+        logits = head.mlm(e.hidden).float()  # (T, vocab)
+        weights = torch.log1p(torch.relu(logits))
+        if head.activation == "log1p_relu":
+            weights = torch.log1p(weights)
+        pooled = weights.amax(0) if head.strategy == "max" else weights.sum(0)
+    entries = pipe.postprocess(pooled.numpy())
+    out = [_title(3, "Head: every token -> vocabulary logits")]
+    out.append(f"the masked-LM head on all {count(len(e.ids), 'token')}: logits shape "
+               f"({len(e.ids)}, {logits.shape[1]}), as fill-mask would give for each position")
+    activation = "log(1 + log(1 + ReLU(logit)))" if head.activation == "log1p_relu" else "log(1 + ReLU(logit))"
+    out.append(_title(4, f"Pooling: {activation}, {head.strategy} over the tokens -> one weight per entry"))
+    vocab = logits.shape[1]
+    out.append(wrapped(f"{len(entries):,} of {vocab:,} entries active ({1 - len(entries) / vocab:.1%} zeros); "
+                       f"the {min(shown, len(entries))} heaviest (* : not in the text, an expansion):", indent="  "))
+    width = max([len(printable(str(x["token"]))) for x in entries[:shown]] or [1])
+    source = weights.argmax(0)
+    present = set(e.ids)
+    for x in entries[:shown]:
+        mark = " " if x["index"] in present else "*"
+        line = f"  {x['value']:.4f}  {printable(str(x['token'])):<{width}} {mark}"
+        if head.strategy == "max":
+            at = int(source[x["index"]])
+            line += f"  from token {at} {e.tokens[at]!r}"
+        out.append(line)
+    return out
+
+
 def _question_answering(pipe, e: Encoded) -> list[str]:
     import numpy as np
 
@@ -338,6 +372,7 @@ STAGES = {
     "fill-mask": _fill_mask,
     "question-answering": _question_answering,
     "zero-shot-classification": _zero_shot,
+    "sparse-embedding": _sparse,
 }
 
 
