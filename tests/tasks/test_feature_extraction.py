@@ -107,6 +107,38 @@ def test_sentence_config_formats(tmp_path):
         sentence_config(tmp_path)
 
 
+@pytest.mark.parametrize("listing, settings, message", [
+    ({"Transformer": ""}, None, "not a list of modules"),
+    ([1, 2], None, "not a list of modules"),
+    ([{"type": "sentence_transformers.models.Pooling", "path": 5}], None, "must be strings"),
+    # a crafted path never reads outside the model folder: a secret config.json out there stays unread
+    ([{"type": "sentence_transformers.models.Pooling", "path": "../outside"}], None, "leads out of the model folder"),
+    ([{"type": "sentence_transformers.models.Pooling", "path": "/etc"}], None, "leads out of the model folder"),
+    ([{"type": "sentence_transformers.models.Transformer", "path": ""}], [512], "not an object"),
+    ([{"type": "sentence_transformers.models.Transformer", "path": ""}], {"max_seq_length": "512"},
+     "max_seq_length='512'"),
+])
+def test_crafted_module_files_are_refused_in_one_line(tmp_path, listing, settings, message):
+    """modules.json and its settings files are untrusted input, for dense and sparse encoders alike."""
+    from coulisse.errors import ModelLoadError
+    from coulisse.tasks.sparse_embedding import splade_config
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "config.json").write_text('{"pooling_mode": "cls"}')  # what a read would find
+    (folder / "modules.json").write_text(json.dumps(listing))
+    if settings is not None:
+        (folder / "sentence_bert_config.json").write_text(json.dumps(settings))
+    with pytest.raises(ModelLoadError, match=message):
+        sentence_config(folder)
+    if isinstance(listing, list) and listing and isinstance(listing[0], dict):  # the same listing, SPLADE's
+        listing = [*listing, {"type": "sentence_transformers.sparse_encoder.models.SpladePooling", "path": ""}]
+        (folder / "modules.json").write_text(json.dumps(listing))
+    with pytest.raises(ModelLoadError, match=message):
+        splade_config(folder)
+
+
 @pytest.fixture(scope="module")
 def minilm(minilm_dir):
     return pipeline("feature-extraction", model=minilm_dir)

@@ -21,7 +21,7 @@ from factory import ARCHS, max_delta
 from task_factory import oracle, sparse_encoder_folder
 
 from coulisse import pipeline
-from coulisse.errors import InputError, UnsupportedModelError
+from coulisse.errors import InputError, ModelLoadError, UnsupportedModelError
 
 TEXTS = ["Le chat dort sur le canapé.", "Je déteste tellement ça !", "« Amélie » reste un chef-d'œuvre 😍",
          "Un film long, lent, bavard : on s'ennuie ferme. " * 6, "Bof."]
@@ -114,6 +114,9 @@ def test_refusals(task_factory, tmp_path):
     with pytest.raises(UnsupportedModelError, match="sparse-embedding"):
         pipeline("feature-extraction", model=directory, pooling="auto")("Bof.")
     pooling = directory / "1_SpladePooling" / "config.json"
+    pooling.write_text("[1]")
+    with pytest.raises(ModelLoadError, match="not an object"):
+        pipeline("sparse-embedding", model=directory)
     pooling.write_text(json.dumps({"pooling_strategy": "mean", "activation_function": "relu"}))
     with pytest.raises(UnsupportedModelError, match="pooling_strategy='mean'"):
         pipeline("sparse-embedding", model=directory)
@@ -126,7 +129,7 @@ def test_refusals(task_factory, tmp_path):
         pipeline("sparse-embedding", model=other)
     modules[1]["type"] = "sentence_transformers.models.Pooling"  # a dense model's folder
     (other / "modules.json").write_text(json.dumps(modules))
-    with pytest.raises(UnsupportedModelError, match="'sentence_transformers.models.Pooling' module"):
+    with pytest.raises(UnsupportedModelError, match="lists a 'Pooling' module"):
         pipeline("sparse-embedding", model=other)
     # a base model has no masked-LM head to pool
     with pytest.raises(Exception, match="no splade head"):

@@ -51,9 +51,50 @@ def _read_json(path: Path) -> Any:
                              ) from e
 
 
+def read_object(path: Path) -> dict[str, Any]:
+    """A module's JSON settings file, which must hold an object."""
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{path} holds a JSON {type(data).__name__}, not an object of settings; fix the file, "
+                             "or delete the folder's modules.json.")
+    return data
+
+
+def read_modules(directory: Path) -> list[tuple[str, Path]] | None:
+    """modules.json's modules as (class name, folder), or None when the folder has no modules.json. Each
+    module's folder must lie inside `directory` (a crafted `"path": "../../etc"` is refused, never read)."""
+    path = directory / "modules.json"
+    if not path.is_file():
+        return None
+    modules = _read_json(path)
+    if not isinstance(modules, list) or not all(isinstance(module, dict) for module in modules):
+        raise ModelLoadError(f"{path} is not a list of modules (objects with a type and a path); fix the file, or "
+                             "delete it to use the folder as a plain checkpoint.")
+    root, found = directory.resolve(), []
+    for i, module in enumerate(modules):
+        kind, sub = module.get("type", ""), module.get("path", "")
+        if not isinstance(kind, str) or not isinstance(sub, str):
+            raise ModelLoadError(f"{path}: module {i} has type {kind!r} and path {sub!r}; both must be strings. "
+                                 "Fix the file, or delete it.")
+        folder = directory / sub
+        if Path(sub).is_absolute() or not folder.resolve().is_relative_to(root):
+            raise ModelLoadError(f"{path}: module {i}'s path {sub!r} leads out of the model folder, which coulisse "
+                                 "never reads; a module's files lie in a subfolder of the model's.")
+        found.append((kind.rsplit(".", 1)[-1], folder))
+    return found
+
+
+def max_seq_length_of(settings: dict[str, Any], path: Path) -> int | None:
+    """sentence_bert_config.json's `max_seq_length`: a positive integer, or None when it sets none."""
+    value = settings.get("max_seq_length")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ModelLoadError(f"{path} has max_seq_length={value!r}; make it a positive integer or remove it.")
+    return value
+
+
 def _pooling_mode(config: dict, path: Path) -> str:
     mode = config.get("pooling_mode") or [m for key, m in LEGACY_MODES.items() if config.get(key)]
-    modes = [mode] if isinstance(mode, str) else list(mode)
+    modes = [mode] if isinstance(mode, str) else list(mode) if isinstance(mode, list) else [mode]
     if len(modes) != 1 or modes[0] not in ("cls", "mean"):
         raise UnsupportedModelError(f"{path} asks for pooling {modes or 'none'}; coulisse pools with 'cls' "
                                     "or 'mean'. Pass pooling='cls' or pooling='mean' to choose one.")
@@ -63,32 +104,31 @@ def _pooling_mode(config: dict, path: Path) -> str:
 def sentence_config(directory: Path) -> SentenceConfig | None:
     """The sentence-transformers modules of a folder (Transformer, Pooling, Normalize), or None."""
     path = directory / "modules.json"
-    if not path.is_file():
+    modules = read_modules(directory)
+    if modules is None:
         return None
     pooling, normalize, settings, include_prompt = "mean", False, {}, True
-    modules = _read_json(path)
-    if any(str(module.get("type", "")).endswith("SpladePooling") for module in modules):
+    settings_path = directory / "sentence_bert_config.json"
+    if any(kind == "SpladePooling" for kind, _ in modules):
         raise UnsupportedModelError(
             f"{path} describes a SPLADE sparse encoder (SpladePooling): its embeddings are one weight per "
             "vocabulary entry, from the masked-LM head. Use pipeline('sparse-embedding', ...) or "
             "coulisse.SparseEncoder.")
-    for module in modules:
-        kind = str(module.get("type", "")).rsplit(".", 1)[-1]
-        folder = directory / module.get("path", "")
+    for kind, folder in modules:
         if kind == "Transformer":
-            if (folder / "sentence_bert_config.json").is_file():
-                settings = _read_json(folder / "sentence_bert_config.json")
+            if (settings_path := folder / "sentence_bert_config.json").is_file():
+                settings = read_object(settings_path)
         elif kind == "Pooling":
-            config = _read_json(folder / "config.json")
+            config = read_object(folder / "config.json")
             pooling = _pooling_mode(config, folder / "config.json")
             include_prompt = config.get("include_prompt") is not False
         elif kind == "Normalize":
             normalize = True
         else:
             raise UnsupportedModelError(
-                f"{path} lists a {module.get('type')!r} module; coulisse runs Transformer, Pooling and "
-                "Normalize modules only. Use sentence-transformers for this model.")
-    return SentenceConfig(pooling, normalize, settings.get("max_seq_length"),
+                f"{path} lists a {kind!r} module; coulisse runs Transformer, Pooling and Normalize modules only. "
+                "Use sentence-transformers for this model.")
+    return SentenceConfig(pooling, normalize, max_seq_length_of(settings, settings_path),
                           bool(settings.get("do_lower_case")), include_prompt)
 
 

@@ -25,7 +25,13 @@ import numpy as np
 from coulisse.errors import UnsupportedModelError
 from coulisse.export import save_pretrained as save_checkpoint
 from coulisse.tasks.base import POST, Batch, Option, positive_int
-from coulisse.tasks.feature_extraction import FeatureExtractionPipeline, SentenceConfig, _read_json
+from coulisse.tasks.feature_extraction import (
+    FeatureExtractionPipeline,
+    SentenceConfig,
+    max_seq_length_of,
+    read_modules,
+    read_object,
+)
 
 # sentence-transformers' module types of a SparseEncoder coulisse runs (class names, any module path)
 TRANSFORMER_MODULES = ("Transformer", "MLMTransformer")
@@ -47,28 +53,29 @@ def splade_config(directory: Path) -> SpladeConfig | None:
     modules.json. A modules.json of other modules (a dense model's Pooling, an inference-free encoder's
     SparseStaticEmbedding) is refused: its embeddings are not these."""
     path = directory / "modules.json"
-    if not path.is_file():
+    modules = read_modules(directory)
+    if modules is None:
         return None
     pooling, settings, found = {}, {}, False
-    for module in _read_json(path):
-        kind = str(module.get("type", "")).rsplit(".", 1)[-1]
-        folder = directory / module.get("path", "")
+    settings_path = directory / "sentence_bert_config.json"
+    for kind, folder in modules:
         if kind in TRANSFORMER_MODULES:
-            if (folder / "sentence_bert_config.json").is_file():
-                settings = _read_json(folder / "sentence_bert_config.json")
+            if (settings_path := folder / "sentence_bert_config.json").is_file():
+                settings = read_object(settings_path)
         elif kind == "SpladePooling":
-            pooling = _read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
+            pooling = read_object(folder / "config.json") if (folder / "config.json").is_file() else {}
             found = True
         else:
             raise UnsupportedModelError(
-                f"{path} lists a {module.get('type')!r} module; coulisse's sparse embeddings are SPLADE's, from "
-                "a Transformer and a SpladePooling module. Use sentence-transformers for this model.")
+                f"{path} lists a {kind!r} module; coulisse's sparse embeddings are SPLADE's, from a Transformer "
+                "and a SpladePooling module. Use sentence-transformers for this model.")
     if not found:
         raise UnsupportedModelError(f"{path} lists no SpladePooling module: this folder's sentence-transformers "
                                     "model is not a SPLADE sparse encoder. Use pipeline('feature-extraction', "
                                     "..., pooling='auto') for its dense embeddings.")
     return SpladeConfig(pooling.get("pooling_strategy") or "max", pooling.get("activation_function") or "relu",
-                        settings.get("max_seq_length"), bool(settings.get("do_lower_case")))
+                        max_seq_length_of(settings, settings_path),
+                        bool(settings.get("do_lower_case")))
 
 
 def sparse_result(weights: np.ndarray, tokens: list[str | None] | None, top_k: int | None) -> list[dict]:
