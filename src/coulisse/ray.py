@@ -190,25 +190,31 @@ class Embedder(_BatchMapper):
     with pandas (`pd.ArrowDtype`; null for an error row), a `(rows, dim)` float32 array with numpy batches
     (NaN rows for errors).
     `pooling` ("auto" reads the folder's sentence-transformers files, "mean", "cls") and `normalize` as in
-    `coulisse embed`; `key`, `quantize`, `fast`, `threads` as in `Predictor`.
+    `coulisse embed`; `key`, `quantize`, `fast`, `threads` as in `Predictor`. A SPLADE model (`pooling="splade"`,
+    or a SparseEncoder folder with "auto") appends `sparse_embedding` instead: `{"indices", "values"}` per row,
+    a struct of int32 and float32 lists with pyarrow and pandas, dicts in an object array with numpy.
     """
 
     def __init__(self, model: str | None = None, *, column: str = "text", pooling: str = "auto",
                  normalize: bool | None = None, quantize: str = "none", fast: bool = False,
                  threads: int | None = None, key: str | None = None):
         from coulisse.interfaces.jobs.embed import Embedder as RowEmbedder
+        from coulisse.interfaces.jobs.embed import SparseEmbedder
+        from coulisse.interfaces.jobs.row_models import is_sparse
         from coulisse.pipelines import pipeline
 
         self.threads = threads or assigned_threads()
-        pipe = pipeline("feature-extraction", model=model, threads=self.threads, **engine_options(quantize, fast))
-        self.rows = RowEmbedder(pipe, pooling, normalize)
+        self.sparse = is_sparse(model, pooling)
+        task = "sparse-embedding" if self.sparse else "feature-extraction"
+        pipe = pipeline(task, model=model, threads=self.threads, **engine_options(quantize, fast))
+        self.rows = (SparseEmbedder if self.sparse else RowEmbedder)(pipe, pooling, normalize)
         self.dim = self.rows.dim
         self.column, self.key = column, key
 
     def added(self, columns: list[str]):
-        from coulisse.interfaces.jobs.embed import EmbedColumns
+        from coulisse.interfaces.jobs.embed import EmbedColumns, SparseColumns
 
-        return EmbedColumns.for_columns(columns, self.dim)
+        return (SparseColumns if self.sparse else EmbedColumns).for_columns(columns, self.dim)
 
     def _pandas_column(self, added, name: str, values: list, index):
         import pandas as pd
@@ -228,8 +234,10 @@ class Embedder(_BatchMapper):
     def _numpy_column(self, added, name: str, values: list):
         import numpy as np
 
-        if name == added.error:
-            return np.array(values, dtype=object)
+        if name == added.error or self.sparse:  # SPLADE: one {"indices", "values"} dict (or None) per row
+            out = np.empty(len(values), dtype=object)
+            out[:] = values
+            return out
         out = np.full((len(values), self.dim), np.nan, dtype=np.float32)
         for i, v in enumerate(values):
             if v is not None:

@@ -447,3 +447,54 @@ def test_a_job_whose_every_row_failed_exits_1_in_one_line(cluster, tmp_path):
     assert result.output == (f"Error: JobFailedError: every row failed (5 of 5 rows errored; the first: {first}); "
                              f"the reasons are in the error column of the shards in {out}.\n")
     assert first.startswith("line 1: ")
+
+
+def sparse_dense(values: list, size: int):
+    """SPLADE cells ({"indices", "values"} or None) as dense rows; None rows as NaN."""
+    import numpy as np
+
+    out = np.full((len(values), size), np.nan, dtype=np.float32)
+    for i, v in enumerate(values):
+        if v is not None:
+            out[i] = 0
+            out[i, v["indices"]] = v["values"]
+    return out
+
+
+@pytest.mark.slow
+def test_splade_on_ray_equals_the_single_machine_job(cluster, task_factory, tmp_path):
+    """A SparseEncoder folder (read as SPLADE on the actors, as on one machine): the --ray shards and
+    `coulisse.ray.embed` in each batch format hold the single-machine job's `sparse_embedding` rows, compared
+    dense within EMBED_TOLERANCE (a weight within ~1e-7 of zero may be in one and not the other)."""
+    import numpy as np
+    from task_factory import sparse_encoder_folder
+
+    import coulisse.ray
+
+    folder, _ = sparse_encoder_folder(task_factory, "bert", tmp_path)
+    source = write_corpus(tmp_path / "data", 200, seed=6)
+    reference = tmp_path / "ref.parquet"
+    embed_cli("embed", "-i", str(source), "-o", str(reference), "--threads", "1", "-b", "100", "-m", str(folder),
+              "--quiet")
+    want = pq.read_table(reference)
+    assert want.column_names == ["id", "text", "sparse_embedding", "error"]
+    expected = sparse_dense(want.column("sparse_embedding").to_pylist(), 30522)
+
+    out = tmp_path / "out"
+    embed_cli("embed", "-i", str(source), "-o", str(out), "--ray", "--address", cluster, "--actors", "2",
+              "--threads", "1", "-b", "100", "-m", str(folder))
+    got = pa.concat_tables([pq.read_table(f) for f in sorted(glob.glob(str(out / "*.parquet")))])
+    assert got.schema == want.schema and got.drop(["sparse_embedding"]).equals(want.drop(["sparse_embedding"]))
+    dense = sparse_dense(got.column("sparse_embedding").to_pylist(), 30522)
+    assert np.array_equal(np.isnan(dense), np.isnan(expected))
+    assert np.nanmax(np.abs(dense - expected)) <= EMBED_TOLERANCE
+
+    for batch_format in ("pyarrow", "pandas", "numpy"):
+        weights = coulisse.ray.embed(ray.data.read_parquet(str(source)), model=str(folder), concurrency=1,
+                                     batch_size=64, threads=1, key="id", batch_format=batch_format)
+        rows = sorted(weights.take_all(), key=lambda r: r["id"])
+        assert [r["id"] for r in rows] == list(range(200))
+        dense = sparse_dense([None if r["sparse_embedding"] is None else
+                              {k: list(v) for k, v in r["sparse_embedding"].items()} for r in rows], 30522)
+        assert np.array_equal(np.isnan(dense), np.isnan(expected)), batch_format
+        assert np.nanmax(np.abs(dense - expected)) <= EMBED_TOLERANCE, batch_format

@@ -29,6 +29,7 @@ from coulisse.interfaces.explain import (
 )
 from coulisse.interfaces.formatting import one_line, printable, probability, terminal_width
 from coulisse.interfaces.jobs.command import run_embed_job, run_job
+from coulisse.interfaces.jobs.row_models import is_sparse
 from coulisse.interfaces.options import (
     engine_options,
     load_pipeline,
@@ -346,13 +347,9 @@ def embed(texts, model, pooling, normalize, as_json, threads, quantize, input_pa
     list) and `error`; JSONL the same keys; .npy a (rows, dim) float32 array with error rows as NaN,
     listed in <output>.errors.jsonl. With --ray, --output is a folder of Parquet or JSONL shards with
     those columns (not .npy), and a rerun skips the shards committed. A SPLADE model (--pooling splade,
-    or a SparseEncoder folder) writes `sparse_embedding` ({"indices", "values"}) to Parquet or JSONL,
-    without --ray.
+    or a SparseEncoder folder) writes `sparse_embedding` ({"indices", "values"}) to Parquet or JSONL.
     """
     if on_ray:
-        if pooling == "splade":
-            raise click.UsageError("--ray writes dense embeddings; run a SPLADE job without --ray, or use "
-                                   "coulisse.SparseEncoder in your own Ray tasks.")
         from coulisse.interfaces.jobs.distributed import run_cli
 
         return run_cli(click.get_current_context(), task="embed")
@@ -360,7 +357,7 @@ def embed(texts, model, pooling, normalize, as_json, threads, quantize, input_pa
         return run_embed_job(click.get_current_context())
     model = require_model(model, "an encoder")
     lines = read_texts(texts)
-    if pooling == "splade" or (pooling == "auto" and _is_sparse_encoder(model)):
+    if is_sparse(model, pooling):
         if normalize is not None:
             raise click.UsageError("--normalize applies to dense embeddings; SPLADE weights are not normalized.")
         return _print_sparse(load_pipeline("sparse-embedding", model, threads, quantize), lines, as_json)
@@ -376,13 +373,6 @@ def embed(texts, model, pooling, normalize, as_json, threads, quantize, input_pa
 
 
 SPARSE_SHOWN = 10  # entries printed per text (--json prints them all)
-
-
-def _is_sparse_encoder(model: str) -> bool:
-    """Whether the folder is a sentence-transformers SparseEncoder (modules.json naming SpladePooling)."""
-    from coulisse.interfaces.server.detect import served_task
-
-    return served_task(None, model) == "sparse-embedding"
 
 
 def _print_sparse(pipe, lines: list[str], as_json: bool) -> None:

@@ -107,8 +107,8 @@ def run_embed_job(ctx: click.Context) -> None:
     sentence embedding per row; with --resume, the first run's options come from its state record."""
     bound_kernel_cache()
     set_wait_policy()
+    from coulisse.interfaces.jobs.row_models import is_sparse
     from coulisse.interfaces.jobs.runner import JobOptions, embed_file
-    from coulisse.interfaces.server.detect import served_task
 
     params = dict(ctx.params)
     if params["output"] not in (None, "-"):
@@ -128,8 +128,7 @@ def run_embed_job(ctx: click.Context) -> None:
                      fast=bool(ctx.meta.get(FAST_KEY)), **{name: params[name] for name in names})
 
     # SPLADE (--pooling splade, or a SparseEncoder folder read with auto): sparse weights per row.
-    task = "sparse-embedding" if job.pooling == "splade" or (
-        job.pooling == "auto" and served_task(None, job.model) == "sparse-embedding") else "feature-extraction"
+    task = "sparse-embedding" if is_sparse(job.model, job.pooling) else "feature-extraction"
     if task == "sparse-embedding" and job.output.endswith(".npy"):
         raise click.UsageError(f"--output {job.output}: .npy holds dense arrays; write SPLADE weights to .parquet "
                                "or .jsonl (indices and values per row).")

@@ -83,6 +83,7 @@ class Embedder(RowModel):
     (`RowModel`), so a poison row is an error row and the others are what they would be without it."""
 
     result = Embedding
+    sparse = False
 
     def __init__(self, pipe, pooling: str = "auto", normalize: bool | None = None):
         if pipe.task != "feature-extraction":
@@ -143,6 +144,7 @@ class SparseEmbedder(RowModel):
     `pipeline("sparse-embedding")(texts, return_tensors=True)`); failures as `Embedder`'s."""
 
     result = SparseEmbedding
+    sparse = True  # its column is SparseColumns' (row_models.added_columns)
 
     def __init__(self, pipe, pooling: str = "auto", normalize: bool | None = None):
         if pipe.task != "sparse-embedding":

@@ -1,7 +1,8 @@
 """Which row model a `--ray` job's actors run, and the columns it adds: the one place the driver
 (distributed.py) and the actors (cluster.py) read the job's task from, below both.
 
-classify: `predict.Predictor` (label, score, ..., error); embed: `embed.Embedder` (embedding, error).
+classify: `predict.Predictor` (label, score, ..., error); embed: `embed.Embedder` (embedding, error), or for a
+SPLADE model `embed.SparseEmbedder` (sparse_embedding, error).
 """
 
 from __future__ import annotations
@@ -25,11 +26,28 @@ def engine_options(quantize: str = "none", fast: bool = False) -> dict[str, Any]
     return options
 
 
+def is_sparse(model: str | None, pooling: str) -> bool:
+    """Whether an embedding job runs SPLADE: `--pooling splade`, or `auto` on a sentence-transformers
+    SparseEncoder folder (modules.json naming SpladePooling)."""
+    if pooling == "splade":
+        return True
+    if pooling != "auto" or model is None:
+        return False
+    from coulisse.interfaces.server.detect import served_task
+
+    return served_task(None, model) == "sparse-embedding"
+
+
 def row_model(options: RayOptions, threads: int):
     """The actor's side: the job's pipeline, loaded once, and what turns a shard's rows into results."""
     from coulisse.pipelines import pipeline
 
     engine = engine_options(options.quantize)
+    if options.task == "embed" and is_sparse(options.model, options.pooling):
+        from coulisse.interfaces.jobs.embed import SparseEmbedder
+
+        pipe = pipeline("sparse-embedding", model=options.model, threads=threads, **engine)
+        return pipe, SparseEmbedder(pipe, options.pooling, options.normalize)
     if options.task == "embed":
         from coulisse.interfaces.jobs.embed import Embedder
 
@@ -44,13 +62,14 @@ def row_model(options: RayOptions, threads: int):
 def describe_model(model) -> dict:
     """What the driver needs of an actor's row model to name the columns, and what it records."""
     return {"labels": getattr(model, "labels", []), "dim": getattr(model, "dim", 0),
+            "sparse": getattr(model, "sparse", False),
             "engine": model.fingerprint() if hasattr(model, "fingerprint") else {}}
 
 
 def added_columns(options: RayOptions, columns: list[str], info: dict):
     """The columns the job appends to a file's columns, as the single-machine job names them."""
     if options.task == "embed":
-        from coulisse.interfaces.jobs.embed import EmbedColumns
+        from coulisse.interfaces.jobs.embed import EmbedColumns, SparseColumns
 
-        return EmbedColumns.for_columns(columns, info["dim"])
+        return (SparseColumns if info.get("sparse") else EmbedColumns).for_columns(columns, info["dim"])
     return Added.for_columns(columns, info["labels"], options.all_scores)
