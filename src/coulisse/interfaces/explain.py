@@ -246,18 +246,15 @@ def _sparse(pipe, e: Encoded, shown: int = 10) -> list[str]:
 
     head = pipe.model.head
     with torch.inference_mode():
-        logits = head.mlm(e.hidden).float()  # (T, vocab)
-        weights = torch.log1p(torch.relu(logits))
-        if head.activation == "log1p_relu":
-            weights = torch.log1p(weights)
-        pooled = weights.amax(0) if head.strategy == "max" else weights.sum(0)
+        weights = head.token_weights(e.hidden)  # (T, vocab): the model's own stage, before pooling
+        pooled = head.pool(weights)
     entries = pipe.postprocess(pooled.numpy())
+    vocab = weights.shape[1]
     out = [_title(3, "Head: every token -> vocabulary logits")]
     out.append(f"the masked-LM head on all {count(len(e.ids), 'token')}: logits shape "
-               f"({len(e.ids)}, {logits.shape[1]}), as fill-mask would give for each position")
+               f"({len(e.ids)}, {vocab}), as fill-mask would give for each position")
     activation = "log(1 + log(1 + ReLU(logit)))" if head.activation == "log1p_relu" else "log(1 + ReLU(logit))"
     out.append(_title(4, f"Pooling: {activation}, {head.strategy} over the tokens -> one weight per entry"))
-    vocab = logits.shape[1]
     out.append(wrapped(f"{len(entries):,} of {vocab:,} entries active ({1 - len(entries) / vocab:.1%} zeros); "
                        f"the {min(shown, len(entries))} heaviest (* : not in the text, an expansion):", indent="  "))
     width = max([len(printable(str(x["token"]))) for x in entries[:shown]] or [1])

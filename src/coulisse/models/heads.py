@@ -244,6 +244,15 @@ class SpladeHead(nn.Module):
                 f"{' or '.join(SPLADE_ACTIVATIONS)}, as sentence-transformers does.")
         self.strategy, self.activation = strategy, activation
 
+    def token_weights(self, hidden: Tensor) -> Tensor:
+        """Each row's weight on each vocabulary entry, before pooling: log(1 + ReLU(logit)) `(rows, vocab)`."""
+        weights = torch.log1p(torch.relu(self.mlm(hidden).float()))
+        return torch.log1p(weights) if self.activation == "log1p_relu" else weights
+
+    def pool(self, weights: Tensor) -> Tensor:
+        """One sequence's token weights `(tokens, vocab)` -> its embedding `(vocab,)`."""
+        return weights.amax(0) if self.strategy == "max" else weights.sum(0)
+
     def forward(self, hidden: Tensor, lengths: list[int]) -> Tensor:
         """Hidden states `(T, H)` of sequences laid end to end with `lengths` -> `(B, vocab)`."""
         pooled, start, b = [], 0, 0
@@ -252,10 +261,7 @@ class SpladeHead(nn.Module):
             while end < len(lengths) and rows + lengths[end] <= self.CHUNK:
                 rows += lengths[end]
                 end += 1
-            weights = torch.log1p(torch.relu(self.mlm(hidden[start:start + rows]).float()))
-            if self.activation == "log1p_relu":
-                weights = torch.log1p(weights)
-            for sequence in weights.split(lengths[b:end]):
-                pooled.append(sequence.amax(0) if self.strategy == "max" else sequence.sum(0))
+            weights = self.token_weights(hidden[start:start + rows])
+            pooled += [self.pool(sequence) for sequence in weights.split(lengths[b:end])]
             start, b = start + rows, end
         return torch.stack(pooled)
