@@ -472,9 +472,9 @@ def test_splade_on_ray_equals_the_single_machine_job(cluster, task_factory, tmp_
     import coulisse.ray
 
     folder, _ = sparse_encoder_folder(task_factory, "bert", tmp_path)
-    source = write_corpus(tmp_path / "data", 200, seed=6)
+    source = write_corpus(tmp_path / "data", 64, seed=6)
     reference = tmp_path / "ref.parquet"
-    embed_cli("embed", "-i", str(source), "-o", str(reference), "--threads", "1", "-b", "100", "-m", str(folder),
+    embed_cli("embed", "-i", str(source), "-o", str(reference), "--threads", "1", "-b", "32", "-m", str(folder),
               "--quiet")
     want = pq.read_table(reference)
     assert want.column_names == ["id", "text", "sparse_embedding", "error"]
@@ -482,7 +482,7 @@ def test_splade_on_ray_equals_the_single_machine_job(cluster, task_factory, tmp_
 
     out = tmp_path / "out"
     embed_cli("embed", "-i", str(source), "-o", str(out), "--ray", "--address", cluster, "--actors", "2",
-              "--threads", "1", "-b", "100", "-m", str(folder))
+              "--threads", "1", "-b", "32", "-m", str(folder))
     got = pa.concat_tables([pq.read_table(f) for f in sorted(glob.glob(str(out / "*.parquet")))])
     assert got.schema == want.schema and got.drop(["sparse_embedding"]).equals(want.drop(["sparse_embedding"]))
     dense = sparse_dense(got.column("sparse_embedding").to_pylist(), 30522)
@@ -491,9 +491,9 @@ def test_splade_on_ray_equals_the_single_machine_job(cluster, task_factory, tmp_
 
     for batch_format in ("pyarrow", "pandas", "numpy"):
         weights = coulisse.ray.embed(ray.data.read_parquet(str(source)), model=str(folder), concurrency=1,
-                                     batch_size=64, threads=1, key="id", batch_format=batch_format)
+                                     batch_size=32, threads=1, key="id", batch_format=batch_format)
         rows = sorted(weights.take_all(), key=lambda r: r["id"])
-        assert [r["id"] for r in rows] == list(range(200))
+        assert [r["id"] for r in rows] == list(range(64))
         dense = sparse_dense([None if r["sparse_embedding"] is None else
                               {k: list(v) for k, v in r["sparse_embedding"].items()} for r in rows], 30522)
         assert np.array_equal(np.isnan(dense), np.isnan(expected)), batch_format
