@@ -237,6 +237,10 @@ def plan(features: Features, backends: Backends = Backends()) -> KernelPlan:
         on = int8.options.get("isa", int8.kernel)
         fast, why = "int8", (f"int8 ({on}) is the fastest mode here that passes its quality gate "
                              "(embedding cosine ≥ 0.99, top-1 agreement with exact)")
+        if not features.vnni and features.has("avx2"):
+            why += ("; its GEMMs ran 1.9x fp32's on a Zen 3 but level with them on a Zen 1 (one pipe multiplies "
+                    "integers there), where it still answers short requests 1.4-1.5x faster, its weights a quarter of "
+                    "the bytes (docs/benchmarks.md, session 27)")
         if features.has("amx_bf16", "amx_int8"):
             why += ("; with AMX, bf16 ran 0.69x int8's speed on a Sapphire Rapids-class Xeon (AMX-INT8's peak "
                     "is 1.75x AMX-BF16's there; docs/benchmarks.md, session 15)")
