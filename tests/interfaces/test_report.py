@@ -94,6 +94,24 @@ def test_the_page_holds_every_view_of_every_text(report):
             [max(1.0, s * (420 - 200)) for s in x.scores], abs=0.06)  # bar length ∝ probability
 
 
+def test_each_heading_names_its_text_and_the_pipelines_answer(report):
+    """A section's heading says which text it is (one line, cut with an ellipsis) and what the pipeline
+    answered for it; the summary table's links show the texts the same way."""
+    path, inspections, pipe = report
+    tree = parse(path.read_text(encoding="utf-8"))
+    headings = [h[2] for h in tree.find("h2")]
+    answers = pipe(REPORT_TEXTS)
+    assert len(headings) == 3
+    for i, (heading, text, answer) in enumerate(zip(headings, REPORT_TEXTS, answers, strict=True), 1):
+        line = " ".join(text.split())
+        shown = line if len(line) <= 60 else line[:59] + "…"
+        assert heading == f"Text {i}: “{shown}” → {answer['label']} {answer['score']:.4f}"
+    assert any(len(" ".join(t.split())) > 60 for t in REPORT_TEXTS)  # one heading is cut
+    links = [a[2] for a in tree.find("a") if a[1].get("href", "").startswith("#input-")]
+    assert [link.removesuffix("…") for link in links] == [" ".join(t.split())[:len(link.removesuffix("…"))]
+                                                          for link, t in zip(links, REPORT_TEXTS, strict=True)]
+
+
 def test_user_text_is_escaped_and_the_page_is_self_contained(report):
     path, _, _ = report
     html = path.read_text(encoding="utf-8")

@@ -185,6 +185,18 @@ def test_the_page_without_a_text_is_the_form(client):
                                                                          "stride", "method", "viewport"}
 
 
+def test_the_detailed_views_are_headed_by_the_text_and_its_answer(client, pipes):
+    """One text on the page: its section's heading is the text and the answer of the weights shown, not the
+    report's "Text 1"."""
+    exact, int8 = pipes
+    for quantize, pipe in (("none", exact), ("int8", int8)):
+        tree = parse(ask(client, "/", text=REVIEW, quantize=quantize, compare=0).text)
+        answer = pipe(REVIEW)[0]
+        headings = [h[2] for h in tree.find("h2")]
+        assert len(tree.find("section", "input")) == 1 and not any(h.startswith("Text ") for h in headings)
+        assert f"“{REVIEW[:59]}…” → {answer['label']} {answer['score']:.4f}" in headings, quantize
+
+
 def test_only_loopback_host_headers_are_answered(client, pipes):
     for host, status in (("127.0.0.1:8765", 200), ("localhost:8765", 200), ("[::1]:8765", 200),
                          ("evil.example:8765", 400), ("127.0.0.1.evil.example", 400), ("", 400)):

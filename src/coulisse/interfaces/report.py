@@ -218,10 +218,20 @@ def render_attention(x: Inspection, index: int) -> str:
             f'<script type="application/json" class="attention-data">{payload}</script></div>')
 
 
-def render_section(x: Inspection, index: int) -> str:
-    """Every view of one text, in pipeline order."""
+def excerpt(text: str, width: int) -> str:
+    """`text` on one line, cut to `width` characters with an ellipsis."""
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[:width - 1] + "…"
+
+
+def render_section(x: Inspection, index: int, numbered: bool = True) -> str:
+    """Every view of one text: its heading names the text and the answer; the words that pushed towards the
+    answer come first, then each stage in pipeline order. `numbered`: the heading starts "Text <index>" (a
+    page of several texts)."""
     notes = "".join(f'<p class="note">{e(n)}</p>' for n in x.notes)
-    return (f'<section class="input" id="input-{index}"><h2>Text {index}</h2>{notes}'
+    heading = f"“{excerpt(x.text, 60)}” → {x.answer['label']} {x.answer['score']:.4f}"
+    heading = f"Text {index}: {heading}" if numbered else heading
+    return (f'<section class="input" id="input-{index}"><h2>{e(heading)}</h2>{notes}'
             f'<h3>Which words pushed towards {e(x.attribution.label)}</h3>{render_words(x)}'
             f"<h3>1. Tokenizer: text → tokens → ids</h3>{render_tokens(x)}"
             f"<h3>2. Encoder: ids → hidden states</h3>{render_hidden(x)}"
@@ -233,7 +243,7 @@ def render_section(x: Inspection, index: int) -> str:
 def render_summary(inspections: list[Inspection]) -> str:
     rows = []
     for i, x in enumerate(inspections, 1):
-        shown = x.text if len(x.text) <= 80 else x.text[:77] + "…"
+        shown = excerpt(x.text, 80)
         top = " · ".join(e(w.text) for w in x.attribution.top_words(3)) or "—"
         rows.append(f'<tr><td class="num">{i}</td><td><a href="#input-{i}">{e(shown)}</a></td>'
                     f'<td class="label">{e(x.answer["label"])}</td><td class="num">{x.answer["score"]:.4f}</td>'

@@ -127,7 +127,7 @@ def render_windows(x: Exploration) -> str:
 def render_results(x: Exploration) -> str:
     long_text = render_windows(x) if x.query.long_text == "chunk" else render_truncation(x)
     detail = (f'<h2 class="detail">Every stage, {NAMES[WEIGHTS[x.query.quantize]]} weights</h2>'
-              + render_section(x.inspection, 1))
+              + render_section(x.inspection, 1, numbered=False))
     return render_answers(x) + long_text + detail
 
 
