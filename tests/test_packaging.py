@@ -89,6 +89,11 @@ def test_the_wheel_carries_license_and_py_typed(wheel):
         meta = archive.read(f"{info}/METADATA").decode()
     assert "coulisse/py.typed" in names
     assert f"{info}/licenses/LICENSE" in names
+    # The C kernels ship compiled, not as sources (those stay in the sdist).
+    assert not [n for n in names if n.endswith((".c", ".h"))]
+    if shutil.which("cc") or shutil.which("gcc"):  # the extension is optional: no compiler, no module
+        assert [n for n in names if n.endswith(".so")] and all(
+            n.startswith("coulisse/models/_int8.") for n in names if n.endswith(".so"))
     assert "License-Expression: Apache-2.0" in meta.splitlines()
 
 
