@@ -115,6 +115,16 @@ def machine_peak(peaks: dict, precision: str) -> float:
                                                                    and isinstance(v, (int, float))))
 
 
+def speed_ceiling(results: dict, best: dict, num: str, den: str) -> float | None:
+    """The most `num` could run against `den` on this machine: the ratio if `num`'s linear layers ran at its
+    precision's GEMM peak and nothing else took time. An upper bound (attention, LayerNorm and the rest are
+    not free): a target above it cannot be met by any kernel choice here, only by doing less arithmetic."""
+    peaks, flops, run = results.get("kernels", {}).get("peaks"), results.get("flops_per_token"), best.get(den)
+    if not peaks or not flops or not run or "error" in run or not run.get("tokens_per_s"):
+        return None
+    return machine_peak(peaks, precision(results, num)) * 1e9 / flops / run["tokens_per_s"]
+
+
 def issue15_targets(results: dict, best: dict) -> list[dict]:
     """Issue 15: ratios to peers that depend on the machine, and fractions of the machine's GEMM peaks."""
     runs, kind = results["runs"], results.get("cpu", {}).get("kind")
@@ -130,10 +140,12 @@ def issue15_targets(results: dict, best: dict) -> list[dict]:
 
     add("coulisse --fast speed / ONNX Runtime int8", speed("coulisse-fast", "ort-int8"), 1.6)
     out[-1]["rounds"] = round_ratios(results, best, "coulisse-fast", "ort-int8")
+    out[-1]["ceiling"] = speed_ceiling(results, best, "coulisse-fast", "ort-int8")
     if kind in INT8_GOAL:
         system, goal = INT8_GOAL[kind]
         add(f"{NAMES[system]} speed / transformers best ({kind})", speed(system, "transformers"), goal)
         out[-1]["rounds"] = round_ratios(results, best, system, "transformers")
+        out[-1]["ceiling"] = speed_ceiling(results, best, system, "transformers")
     for system, goal in (("coulisse-exact", 0.75), ("coulisse-fast", 0.5)):
         run = best.get(system)
         frac = peak_fraction(results, run) if run else None
@@ -178,8 +190,10 @@ def summarize(results: dict) -> dict:
         a, b = system_value(runs, num, metric, higher), system_value(runs, den, metric, higher)
         value = None if a is None or not b else a / b
         met = None if value is None else (value >= goal if higher else value <= goal)
+        speed = metric == SPEED
         targets.append({"target": text, "value": value, "goal": goal, "higher_is_better": higher, "met": met,
-                        "rounds": round_ratios(results, best, num, den) if metric == SPEED else None})
+                        "rounds": round_ratios(results, best, num, den) if speed else None,
+                        "ceiling": speed_ceiling(results, best, num, den) if speed else None})
     targets += issue15_targets(results, best)
     return {"best": {s: r["batch"] for s, r in best.items()}, "checks": checks, "targets": targets}
 
@@ -253,6 +267,15 @@ def fmt_rounds(t: dict) -> str:
             f"(median {float(np.median(rounds)):.2f}×)")
 
 
+def fmt_ceiling(t: dict) -> str:
+    """`; at most c× here (…)` for a speed target this machine's GEMM peak bounds, else nothing."""
+    ceiling = t.get("ceiling")
+    if ceiling is None:
+        return ""
+    reach = ", out of reach" if ceiling < t["goal"] else ""
+    return f"; at most {ceiling:.2f}× on this machine{reach} (its GEMMs at their peak, nothing else taking time)"
+
+
 def fmt_check(value) -> str:
     if value is None:
         return "not measured"
@@ -303,7 +326,7 @@ def render_text(results: dict) -> str:
         sign = "≥" if t["higher_is_better"] else "≤"
         value, goal = fmt_target(t)
         verdict = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
-        out.append(f"  {t['target']}: {value} (target {sign} {goal}) {verdict}{fmt_rounds(t)}")
+        out.append(f"  {t['target']}: {value} (target {sign} {goal}) {verdict}{fmt_rounds(t)}{fmt_ceiling(t)}")
     return "\n".join(out)
 
 
@@ -324,5 +347,5 @@ def render_markdown(results: dict) -> str:
         sign = "≥" if t["higher_is_better"] else "≤"
         value, goal = fmt_target(t)
         verdict = {True: "met", False: "**not met**", None: "not measured"}[t["met"]]
-        lines.append(f"- {t['target']}: {value} (target {sign} {goal}) — {verdict}{fmt_rounds(t)}")
+        lines.append(f"- {t['target']}: {value} (target {sign} {goal}) — {verdict}{fmt_rounds(t)}{fmt_ceiling(t)}")
     return "\n".join(lines) + "\n"

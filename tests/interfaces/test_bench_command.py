@@ -76,6 +76,42 @@ def test_interleaved_targets_show_the_ratio_of_each_round():
     assert target["rounds"] is None and bench_report.fmt_rounds(target) == ""
 
 
+def test_speed_targets_say_how_far_this_machines_gemm_peak_lets_them_go():
+    """A speed target's ceiling is the ratio the numerator would reach with its linear layers at its
+    precision's GEMM peak and nothing else costing time, against the denominator's measured tokens/s; a goal
+    above it is called out of reach. Shares of a peak and latency targets have none."""
+    from coulisse.interfaces.bench_command import load_harness
+
+    bench_report = load_harness().bench_report
+
+    def run(system, tokens_per_s):
+        return {"system": system, "batch": 1, "pass_s": [1.0], "reviews_per_s": tokens_per_s / 100,
+                "tokens_per_s": tokens_per_s, "latency_p50_ms": 10.0, "peak_rss_mb": 100.0,
+                "labels": ["a"] * 8, "verify_logits": [[0.0, 1.0]]}
+
+    # 1e8 FLOP per token: fp32 at its 100 GFLOP/s peak would run 1,000 tokens/s, int8 at 150 GOP/s 1,500.
+    results = {"runs": [run("transformers", 500.0), run("coulisse-exact", 800.0), run("coulisse-int8", 1200.0),
+                        run("ort-int8", 1000.0), run("coulisse-fast", 1200.0)],
+               "settings": {}, "cpu": {"kind": "avx2", "fast": "int8"}, "flops_per_token": 1e8,
+               "kernels": {"peaks": {"fp32": 100.0, "fp32_mkl": 90.0, "int8": 150.0, "int8_fbgemm": 120.0}}}
+    targets = {t["target"]: t for t in bench_report.summarize(results)["targets"]}
+    exact = targets["coulisse exact speed / transformers best"]
+    assert exact["value"] == 1.6 and exact["ceiling"] == 2.0  # 1,000 / 500
+    assert bench_report.fmt_ceiling(exact) == ("; at most 2.00× on this machine (its GEMMs at their peak, nothing "
+                                               "else taking time)")
+    avx2 = targets["coulisse int8 speed / transformers best (avx2)"]  # 1,500 / 500 = 3.0 ≥ its goal, 2.5
+    assert avx2["ceiling"] == 3.0 and bench_report.fmt_ceiling(avx2).startswith("; at most 3.00× on this machine (")
+    int8 = targets["coulisse int8 speed / transformers best"]  # the same 3.0 < issue 3's goal, 4.0
+    assert int8["ceiling"] == 3.0 and bench_report.fmt_ceiling(int8).startswith("; at most 3.00× on this machine, "
+                                                                                 "out of reach (")
+    fast = targets["coulisse --fast speed / ONNX Runtime int8"]
+    assert fast["ceiling"] == 1.5 and "out of reach" in bench_report.fmt_ceiling(fast)  # 1,500 / 1,000 < 1.6
+    for name in ("coulisse exact short-sentence p50 / transformers", "coulisse exact share of the fp32 GEMM peak"):
+        assert targets[name].get("ceiling") is None and bench_report.fmt_ceiling(targets[name]) == ""
+    del results["kernels"]  # no peaks measured (--no-kernels): no ceilings
+    assert all(t.get("ceiling") is None for t in bench_report.summarize(results)["targets"])
+
+
 def test_a_worker_reports_its_own_peak_rss_not_its_parents():
     """Linux carries ru_maxrss across fork and exec: workers started by a bench that grew (it exports the
     ONNX models itself) all reported the parent's peak. A worker started from a process holding 600 MB
