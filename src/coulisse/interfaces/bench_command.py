@@ -89,9 +89,9 @@ def bench(n, seed, systems, threads, max_batch_tokens, repeats, latency_repeats,
     each speed is also a fraction of the peak of its precision (its fastest kernel). coulisse exact runs
     twice: pipeline()'s default kernels, and the ones a corpus job picks (throughput=True); then the
     ratios between systems, a check that their logits agree, and whether coulisse meets its targets
-    against each peer. Runs from a
-    source checkout with pip install -e '.[bench]'. The first run builds and exports a random
-    camembert-base-sized model (a minute or two).
+    against each peer, each speed target with the most this machine allows (its GEMMs at their peak,
+    nothing else taking time). Runs from a source checkout with pip install -e '.[bench]'. The first run
+    builds and exports a random camembert-base-sized model (a minute or two).
 
     \b
     Examples:
