@@ -76,6 +76,42 @@ def test_interleaved_targets_show_the_ratio_of_each_round():
     assert target["rounds"] is None and bench_report.fmt_rounds(target) == ""
 
 
+def test_the_default_systems_leave_bf16_out_where_it_runs_the_reference_gemm():
+    """Without --systems, every system runs, except coulisse-bf16 on a CPU that does not multiply bf16 (its
+    slow path would take most of the run): said in one line, and named systems are run as given."""
+    from coulisse.engine.cpu import Features, plan
+    from coulisse.interfaces.bench_command import SYSTEMS, default_systems
+
+    avx2 = Features(frozenset({"avx2", "fma"}), "AVX2")
+    systems, why = default_systems(plan(avx2))
+    assert systems == tuple(s for s in SYSTEMS if s != "coulisse-bf16") and "coulisse-bf16 left out" in why
+    assert "reference" in why and "--systems" in why
+    for flags in ({"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx512_bf16"},
+                  {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"}):
+        assert default_systems(plan(Features(frozenset({"avx2", "fma", *flags}), "AVX512"))) == (SYSTEMS, None)
+
+
+def test_the_command_runs_the_default_systems_or_the_named_ones(monkeypatch):
+    """The command hands the harness the default systems of this CPU's plan (here an AVX2 one), saying on
+    stderr what it left out; --systems is taken as given, coulisse-bf16 included."""
+    import types
+
+    from coulisse.engine import cpu
+    from coulisse.interfaces import bench_command
+
+    given = []
+    harness = types.SimpleNamespace(Options=lambda **kw: types.SimpleNamespace(**kw),
+                                    run=lambda opts: given.append(opts.systems), report=lambda results, opts: None)
+    monkeypatch.setattr(bench_command, "load_harness", lambda: harness)
+    monkeypatch.setattr(cpu, "this_machine", lambda: cpu.plan(cpu.Features(frozenset({"avx2", "fma"}), "AVX2")))
+    result = CliRunner().invoke(cli, ["bench", "--n", "1"])
+    assert result.exit_code == 0, result.output
+    assert given == [tuple(s for s in bench_command.SYSTEMS if s != "coulisse-bf16")]
+    assert result.stderr.count("coulisse-bf16 left out") == 1
+    result = CliRunner().invoke(cli, ["bench", "-s", "coulisse-exact,coulisse-bf16"])
+    assert result.exit_code == 0 and given[-1] == ("coulisse-exact", "coulisse-bf16") and not result.stderr
+
+
 def test_speed_targets_say_how_far_this_machines_gemm_peak_lets_them_go():
     """A speed target's ceiling is the ratio the numerator would reach with its linear layers at its
     precision's GEMM peak and nothing else costing time, against the denominator's measured tokens/s; a goal

@@ -46,6 +46,18 @@ def parse_systems(value: str) -> tuple[str, ...]:
     return names
 
 
+def default_systems(plan) -> tuple[tuple[str, ...], str | None]:
+    """The systems a bench runs when none are named, for a kernel plan (`coulisse.engine.cpu.plan`), and why
+    one was left out: coulisse-bf16 only where the CPU multiplies bf16 (AMX-BF16, AVX512-BF16). Elsewhere its
+    linear layers run PyTorch's reference GEMM, several times slower than fp32 (0.26x transformers' speed on a
+    Zen 3, docs/benchmarks.md): the slowest system of the run by far, measuring a path known to be slow."""
+    if plan.bf16.fast:
+        return SYSTEMS, None
+    return (tuple(s for s in SYSTEMS if s != "coulisse-bf16"),
+            f"coulisse-bf16 left out: this CPU does not multiply bf16 — {plan.bf16.detail}: {plan.bf16.why}. "
+            "Name it in --systems to measure it.")
+
+
 def option(*flags: str, env: str, **kwargs):
     return click.option(*flags, envvar=f"COULISSE_BENCH_{env}", **kwargs)
 
@@ -54,8 +66,9 @@ def option(*flags: str, env: str, **kwargs):
 @option("-n", "--n", "n", env="N", type=click.IntRange(min=1), default=160, show_default=True,
         help="Number of texts (a fixed seeded sample of the Allociné reviews).")
 @option("--seed", env="SEED", type=int, default=0, show_default=True, help="Seed of the text sample.")
-@option("-s", "--systems", env="SYSTEMS", default=",".join(SYSTEMS), show_default=True,
-        help="Comma-separated systems to run.")
+@option("-s", "--systems", env="SYSTEMS", default=None,
+        help=f"Comma-separated systems to run, among {','.join(SYSTEMS)} (default: all of them, coulisse-bf16 only "
+             "where the CPU multiplies bf16: AMX-BF16 or AVX512-BF16).")
 @option("-t", "--threads", env="THREADS", type=click.IntRange(min=1), default=None,
         help="Threads for every system (default: all physical cores).")
 @option("-b", "--max-batch-tokens", env="MAX_BATCH_TOKENS", type=click.IntRange(min=1), default=None,
@@ -100,7 +113,15 @@ def bench(n, seed, systems, threads, max_batch_tokens, repeats, latency_repeats,
       coulisse bench -s coulisse-exact,coulisse-int8 -b 2048
     """
     harness = load_harness()
-    opts = harness.Options(n=n, seed=seed, systems=parse_systems(systems), threads=threads,
+    if systems is None:
+        from coulisse.engine.cpu import this_machine
+
+        chosen, left_out = default_systems(this_machine())
+        if left_out:
+            click.echo(left_out, err=True)
+    else:
+        chosen = parse_systems(systems)
+    opts = harness.Options(n=n, seed=seed, systems=chosen, threads=threads,
                            max_batch_tokens=max_batch_tokens, repeats=repeats,
                            latency_repeats=latency_repeats, cold_repeats=cold_repeats, timeout=timeout,
                            json_path=json_path, markdown_path=markdown_path, kernels=kernels,
