@@ -36,10 +36,11 @@ def printable(text: str) -> str:
     return "".join(repr(c)[1:-1] if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
 
 
-def one_line(text: str, width: int = 60) -> str:
-    """A text on one terminal line: its whitespace runs made one space, controls escaped, cut to `width`."""
+def one_line(text: str, width: int = 60, ellipsis: str = "...") -> str:
+    """A text on one terminal line: its whitespace runs made one space, controls escaped, cut to `width`
+    with `ellipsis` at the end (a page may prefer "…")."""
     text = printable(" ".join(text.split()))
-    return text if len(text) <= width else text[: width - 3] + "..."
+    return text if len(text) <= width else text[: width - len(ellipsis)] + ellipsis
 
 
 def terminal_width() -> int:

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from coulisse.interfaces.formatting import one_line
+
 MAX_ATTENTION_TOKENS = 128  # the heat map's side: longer inputs show their first tokens (the data grows as n²)
 MAX_TAIL_ROWS = 40  # truncated tokens listed in the token table
 TOWARDS, AGAINST, NEUTRAL = (33, 102, 172), (178, 24, 43), (255, 255, 255)
@@ -218,18 +220,12 @@ def render_attention(x: Inspection, index: int) -> str:
             f'<script type="application/json" class="attention-data">{payload}</script></div>')
 
 
-def excerpt(text: str, width: int) -> str:
-    """`text` on one line, cut to `width` characters with an ellipsis."""
-    line = " ".join(text.split())
-    return line if len(line) <= width else line[:width - 1] + "…"
-
-
 def render_section(x: Inspection, index: int, numbered: bool = True) -> str:
     """Every view of one text: its heading names the text and the answer; the words that pushed towards the
     answer come first, then each stage in pipeline order. `numbered`: the heading starts "Text <index>" (a
     page of several texts)."""
     notes = "".join(f'<p class="note">{e(n)}</p>' for n in x.notes)
-    heading = f"“{excerpt(x.text, 60)}” → {x.answer['label']} {x.answer['score']:.4f}"
+    heading = f"“{one_line(x.text, 60, '…')}” → {x.answer['label']} {x.answer['score']:.4f}"
     heading = f"Text {index}: {heading}" if numbered else heading
     return (f'<section class="input" id="input-{index}"><h2>{e(heading)}</h2>{notes}'
             f'<h3>Which words pushed towards {e(x.attribution.label)}</h3>{render_words(x)}'
@@ -243,7 +239,7 @@ def render_section(x: Inspection, index: int, numbered: bool = True) -> str:
 def render_summary(inspections: list[Inspection]) -> str:
     rows = []
     for i, x in enumerate(inspections, 1):
-        shown = excerpt(x.text, 80)
+        shown = one_line(x.text, 80, "…")
         top = " · ".join(e(w.text) for w in x.attribution.top_words(3)) or "—"
         rows.append(f'<tr><td class="num">{i}</td><td><a href="#input-{i}">{e(shown)}</a></td>'
                     f'<td class="label">{e(x.answer["label"])}</td><td class="num">{x.answer["score"]:.4f}</td>'
