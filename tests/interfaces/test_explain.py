@@ -310,13 +310,6 @@ def test_explain_zero_shot_attributions_for_the_top_and_a_chosen_label(nli_dir):
         assert a.words and all(TEXT[w.start:w.end] == w.text for w in a.words)  # words of the text only
 
 
-def test_zero_shot_html_is_refused_before_loading(tmp_path):
-    missing = str(tmp_path / "no-model")
-    result = CliRunner().invoke(cli, ["explain", "--task", "zero-shot-classification", "-m", missing,
-                                      "--labels", "a,b", "--html", str(tmp_path / "r.html"), "x"])
-    assert_one_line_error(result, "--html explains text-classification models", "--attributions")
-
-
 def test_explain_counts_layers_and_heads_in_words():
     """The bundled model has one layer and two heads: "1 layer", not "1 layers"."""
     out = run("explain", "--model", "coulisse/mini-allocine", "Un film magnifique.")

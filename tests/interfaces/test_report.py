@@ -91,7 +91,7 @@ def test_the_page_holds_every_view_of_every_text(report):
     assert len(charts) == 3 and all(chart.count("<rect") == len(LABELS) for chart in charts)
     for chart, x in zip(charts, inspections, strict=True):
         assert [float(w) for w in re.findall(r'<rect [^>]*width="([0-9.]+)"', chart)] == pytest.approx(
-            [max(1.0, s * (420 - 200)) for s in x.scores], abs=0.06)  # bar length ∝ probability
+            [max(1.0, s * (420 - 200)) for s in x.head.scores], abs=0.06)  # bar length ∝ probability
 
 
 def test_each_heading_names_its_text_and_the_pipelines_answer(report):

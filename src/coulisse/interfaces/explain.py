@@ -373,7 +373,7 @@ STAGES = {
 }
 
 
-# -- attributions: the terminal and the HTML report (text-classification) ---------------------------------
+# -- attributions (the terminal) and the HTML report ----------------------------------------------------
 
 ATTRIBUTION_METHODS = ("integrated_gradients", "occlusion")  # coulisse.tasks.attributions.METHODS, without torch
 
@@ -381,18 +381,24 @@ ATTRIBUTION_METHODS = ("integrated_gradients", "occlusion")  # coulisse.tasks.at
 ATTRIBUTION_TASKS = ("text-classification", "zero-shot-classification")
 
 
-def check_attribution_request(task: str, method: str, steps: int | None, wanted: bool, html: bool = False) -> None:
-    """--html / --attributions and their options, before any loading."""
-    if not wanted:
-        if method != "integrated_gradients" or steps is not None:
-            raise InputError("--method and --steps choose how --attributions or --html score words; add one of them.")
-        return
-    if task not in ATTRIBUTION_TASKS:
+def check_attribution_request(task: str, method: str, steps: int | None, attributions: bool, html: bool = False,
+                              target: str | None = None) -> None:
+    """--attributions / --html and the options that score words (--method, --steps, --target), before any
+    loading. --html writes a page for every task; it scores words where the task answers with a label."""
+    if attributions and task not in ATTRIBUTION_TASKS:
         raise InputError(f"--attributions explains {' and '.join(ATTRIBUTION_TASKS)} models, not {task}; drop it, "
                          "or use --task text-classification.")
-    if html and task != "text-classification":
-        raise InputError(f"--html explains text-classification models, not {task}; drop it, or use --attributions "
-                         "for the words' scores in the terminal.")
+    scoring = [name for name, given in (("--method", method != "integrated_gradients"), ("--steps", steps is not None),
+                                        ("--target", target is not None)) if given]
+    if not scoring:
+        return
+    verb = "chooses" if len(scoring) == 1 else "choose"
+    if not (attributions or html):
+        raise InputError(f"{' and '.join(scoring)} {verb} how --attributions or --html score words; add one of "
+                         "them.")
+    if task not in ATTRIBUTION_TASKS:
+        raise InputError(f"{' and '.join(scoring)} {verb} how words are scored, and {task} has no word scores "
+                         f"(only {' and '.join(ATTRIBUTION_TASKS)}); drop {'it' if len(scoring) == 1 else 'them'}.")
     if method == "occlusion" and steps is not None:
         raise InputError(f"--steps {steps} is for --method integrated_gradients; occlusion runs one forward per "
                          "token. Drop --steps.")
@@ -464,49 +470,215 @@ def attribution_lines(a, color: bool, k: int = 5) -> list[str]:
 
 
 def inspect_text(pipe, text: str, *, method: str = "integrated_gradients", steps: int | None = None,
-                 target: int | str | None = None):
-    """What the HTML report shows for one text: tokens (and the truncated tail), hidden-state norms and
-    attention probabilities from the pipeline's own model, its answer, and the attributions."""
+                 target: int | str | None = None, question: str | None = None, labels: Any = None,
+                 template: str | None = None):
+    """What the HTML report shows for one text, for any task of `STAGES`: the tokens the model reads (and a
+    text's truncated tail), hidden-state norms and attention probabilities from the pipeline's own model, the
+    task's view of its answer (`coulisse.interfaces.report.HEADS`), and, for the tasks that answer with a
+    label, the words' attributions. `question` (question-answering), `labels` and `template`
+    (zero-shot-classification) as in `explain_text`."""
     import numpy as np
     import torch
 
     from coulisse.interfaces.report import Inspection, TokenRow
     from coulisse.models import Packed, Trace
     from coulisse.tasks.attributions import attention_rollout
-    from coulisse.tasks.text_classification import apply_function
 
-    tok = pipe.tokenizer
-    kept = tok.encode_batch([text], truncation=True)[0]
-    whole = tok.encode_batch([text], truncation=False)[0]
-    attribution = pipe.explain(text, target=target, method=method, steps=steps)
+    if pipe.task not in STAGES:
+        raise InputError(f"coulisse explain has no stages for task {pipe.task!r}; it shows {', '.join(STAGES)}.")
+    check_request(pipe.task, question, labels, template)
+    tok, notes = pipe.tokenizer, []
+    attribution = None
+    if pipe.task in ATTRIBUTION_TASKS:
+        attribution = pipe.explain(text, target=target, method=method, steps=steps,
+                                   **explain_options(pipe, labels, template))
+        if pipe.preparation.quantize and method == "integrated_gradients":
+            notes.append("The answer and the attention come from the int8 model; Integrated Gradients need "
+                         "gradients, taken on the fp32 weights of the same checkpoint.")
+    # The input the model reads: the text alone, or the pipeline's pair (text A, text B).
+    sequences, mine, windows = (), None, None
+    if pipe.task == "question-answering":
+        windows = _qa_windows(pipe, question, text)
+        kept = windows[1].context[0].encoding
+        sequences, mine = ((question, text), 1) if pipe.question_first else ((text, question), 0)
+    elif pipe.task == "zero-shot-classification":
+        chosen = pipe.options({"candidate_labels": labels, "hypothesis_template": template})
+        kept = pipe.encode_pairs([text], [attribution.label], chosen["hypothesis_template"])[0]
+        sequences, mine = (text, attribution.extra["hypothesis"]), 0
+    else:
+        kept = tok.encode_batch([text], truncation=True)[0]
+    pair = bool(sequences)
     # The vocabulary's pieces (`<unk>` for what it lacks), as convert_ids_to_tokens and the terminal show them;
     # the encoding's own tokens would show the unknown characters as if they were a piece of the vocabulary.
     pieces = tok.convert_ids_to_tokens(kept.ids)
-    rows = [TokenRow(t, i, bool(s), 1, o[0], o[1], score=score) for t, i, s, o, score in
-            zip(pieces, kept.ids, kept.special_tokens_mask, kept.offsets, attribution.scores, strict=True)]
-    if len(whole.ids) > len(kept.ids):
-        end = max((o[1] for o, s in zip(kept.offsets, kept.special_tokens_mask, strict=True) if not s), default=0)
-        rows += [TokenRow(t, i, False, None, o[0], o[1], truncated=True) for t, i, s, o in
-                 zip(tok.convert_ids_to_tokens(whole.ids), whole.ids, whole.special_tokens_mask, whole.offsets,
-                     strict=True)
-                 if not s and o[0] >= end]
+    scores = attribution.scores if attribution is not None else [None] * len(kept.ids)
+    sequence_ids = kept.sequence_ids if pair else [None] * len(kept.ids)
+    rows = [TokenRow(t, i, bool(s), 1, o[0], o[1], score=score, sequence=q) for t, i, s, o, score, q in
+            zip(pieces, kept.ids, kept.special_tokens_mask, kept.offsets, scores, sequence_ids, strict=True)]
+    whole = tok.encode_batch([text], truncation=False)[0]
+    if pipe.task != "question-answering":  # the question-answering pipeline reads a long context in windows
+        seen = [r for r in rows if not r.special and r.sequence == mine]
+        if len(whole.ids) - sum(whole.special_tokens_mask) > len(seen):
+            end = max((r.end for r in seen), default=0)
+            rows += [TokenRow(t, i, False, None, o[0], o[1], truncated=True, sequence=mine) for t, i, s, o in
+                     zip(tok.convert_ids_to_tokens(whole.ids), whole.ids, whole.special_tokens_mask, whole.offsets,
+                         strict=True)
+                     if not s and o[0] >= end]
     types = [list(kept.type_ids)] if pipe.engine.uses_token_types else None
     trace = Trace()
     with torch.inference_mode():  # the pipeline's own (prepared) model: what it attends to, int8 included
-        pipe.model.forward_packed(Packed.from_lists([kept.ids], types, pipe.config.position_offset, pipe.device),
-                                  trace=trace)
+        output = pipe.model.forward_packed(Packed.from_lists([kept.ids], types, pipe.config.position_offset,
+                                                             pipe.device), trace=trace)
     attentions = np.stack([a[0].float().cpu().numpy() for a in trace.attentions])  # (layers, heads, T, T)
     norms = [float(h.float().norm(dim=-1).mean()) for h in trace.hidden_states]
+    gather = HEAD_VIEWS[pipe.task]
+    head = gather(pipe, text, kept=kept, output=output, trace=trace, question=question, labels=labels,
+                  template=template, windows=windows, truncated=any(r.truncated for r in rows), notes=notes)
+    return Inspection(text, pipe.checkpoint.name, pipe.task, rows, pipe.config.hidden_size, norms, attentions,
+                      attention_rollout(attentions), head, attribution, notes, sequences, mine)
+
+
+def _qa_windows(pipe, question: str, context: str):
+    """The question-answering pipeline's own windows of (question, context): (options, batch)."""
+    from coulisse.tasks.base import PRE
+    from coulisse.tasks.question_answering import Example
+
+    options = pipe.options({})
+    return options, pipe.preprocess([Example(question, context)], **pipe.stage_options(options, PRE))
+
+
+def _classified(pipe, text: str, **_):
+    import numpy as np
+
+    from coulisse.interfaces.report import Classified
+    from coulisse.tasks.text_classification import apply_function
+
     function = pipe.options({})["function_to_apply"]
     logits = np.asarray(pipe.forward(pipe.preprocess([text]).items)[0], dtype=np.float32)
-    notes = []
-    if pipe.preparation.quantize and method == "integrated_gradients":
-        notes.append("The answer and the attention come from the int8 model; Integrated Gradients need gradients, "
-                     "taken on the fp32 weights of the same checkpoint.")
-    return Inspection(text, pipe.checkpoint.name, rows, pipe.config.hidden_size, norms, attentions,
-                      attention_rollout(attentions), logits.tolist(), apply_function(logits, function).tolist(),
-                      function, dict(pipe.config.id2label), pipe.postprocess(logits, function_to_apply=function),
-                      attribution, notes)
+    return Classified(logits.tolist(), apply_function(logits, function).tolist(), function,
+                      dict(pipe.config.id2label), pipe.postprocess(logits, function_to_apply=function))
+
+
+def _ranked(pipe, text: str, *, labels: Any, template: str | None, **_):
+    import numpy as np
+
+    from coulisse.interfaces.report import Ranked
+    from coulisse.tasks.zero_shot import zero_shot_scores
+
+    chosen = pipe.options({"candidate_labels": labels, "hypothesis_template": template})
+    candidates, template, multi_label = (chosen["candidate_labels"], chosen["hypothesis_template"],
+                                         chosen["multi_label"])
+    batch = pipe.preprocess(text, candidate_labels=candidates, hypothesis_template=template)
+    outputs = pipe.forward(batch)
+    logits = np.stack(outputs)  # (labels, NLI classes)
+    ent, con = pipe.entailment_id, pipe.contradiction_id
+    how = ("a softmax of (contradiction, entailment) per label" if multi_label or len(candidates) == 1 else
+           "a softmax of the entailment logits across the labels")
+    scores = zero_shot_scores(logits, ent, con, multi_label)
+    return Ranked(list(candidates), [template.format(label) for label in candidates], logits.tolist(), ent, con,
+                  dict(pipe.config.id2label), how, [float(s) for s in scores],
+                  pipe.postprocess(outputs, batch, multi_label=multi_label))
+
+
+def _tagged(pipe, text: str, *, output, truncated: bool, notes: list[str], **_):
+    from coulisse.interfaces.report import Tagged
+    from coulisse.tasks.functional import softmax
+
+    probabilities = softmax(output.float().cpu().numpy())  # (T, labels)
+    id2label = pipe.config.id2label
+    labels = [(id2label[int(row.argmax())], float(row.max())) for row in probabilities]
+    options = {"aggregation_strategy": "simple"}
+    if truncated:  # as `coulisse ner`: the whole text, in windows sharing a quarter of one
+        options["stride"] = pipe.tokenizer.model_max_length // 4
+        notes.append(f"The text is longer than the model's {pipe.tokenizer.model_max_length} tokens: the entities "
+                     f"come from windows sharing {options['stride']} tokens, as `coulisse ner` reads it; the token "
+                     "views show the first window.")
+    return Tagged(labels, pipe(text, **options))
+
+
+def _filled(pipe, text: str, *, kept, **_):
+    from coulisse.interfaces.report import Filled
+
+    if pipe.tokenizer.mask_token_id not in kept.ids:
+        raise InputError(f"{text!r} has no mask token ({pipe.tokenizer.special_tokens['mask']}) in the tokens the "
+                         "model reads; put one where a word is missing.")
+    results = pipe(text, top_k=5)
+    return Filled([results] if isinstance(results[0], dict) else results, pipe.config.vocab_size)
+
+
+def _answered(pipe, text: str, *, question: str, windows, notes: list[str], **_):
+    import numpy as np
+
+    from coulisse.interfaces.report import Answered, Window
+    from coulisse.tasks.base import POST
+    from coulisse.tasks.question_answering import NULL_SCORE, select_starts_ends
+
+    options, batch = windows
+    logits = pipe.forward(batch)
+    post = pipe.stage_options(options, POST)
+    shown = []
+    for window, lg in zip(batch.context, logits, strict=True):
+        allowed = np.flatnonzero(window.p_mask == 0)
+        top = {}
+        for col in (0, 1):
+            p = np.exp(lg[allowed, col] - lg[allowed, col].max())
+            p /= p.sum()
+            order = np.argsort(-p, kind="stable")[:5]
+            top[col] = [(int(allowed[i]), float(p[i])) for i in order]
+        starts, ends, scores, _ = select_starts_ends(lg[:, 0], lg[:, 1], window.p_mask, NULL_SCORE, 1,
+                                                     post["handle_impossible_answer"], post["max_answer_len"])
+        best = (int(starts[0]), int(ends[0]), float(scores[0])) if len(starts) else None
+        shown.append(Window(list(window.encoding.tokens), top[0], top[1], best))
+    if len(shown) > 1:
+        notes.append(f"The context is longer than one window: the pipeline reads it in {len(shown)} windows; the "
+                     "token and attention views show the first.")
+    answer = pipe.postprocess(logits, batch, **post)
+    answer = answer[0] if isinstance(answer, list) and answer else answer
+    return Answered(question, text, shown, answer or None)
+
+
+def _pooled(pipe, text: str, **_):
+    import numpy as np
+
+    from coulisse.interfaces.report import Pooled
+
+    batch = pipe.preprocess(text, pooling="auto")
+    config = batch.context  # the folder's sentence-transformers settings (pooling, Normalize, length, case)
+    vector = np.asarray(pipe.postprocess(pipe.forward(batch), batch), dtype=np.float32)
+    found = (pipe.checkpoint.directory / "modules.json").is_file()
+    how = "the folder's sentence-transformers modules" if found else "no sentence-transformers config: mean"
+    what = "the mean of the token vectors" if config.pooling == "mean" else "the first token's vector"
+    then = ", divided by its L2 norm" if config.normalize else ""
+    return Pooled(f"pooling='auto' ({how}): {what}{then}", vector.tolist())
+
+
+def _expanded(pipe, text: str, *, kept, trace, shown: int = 20, **_):
+    import torch
+
+    from coulisse.interfaces.report import Expanded
+
+    head = pipe.model.head
+    with torch.inference_mode():
+        weights = head.token_weights(trace.hidden_states[-1])  # (T, vocab): the model's stage before pooling
+    source = weights.argmax(0)
+    entries = pipe(text)
+    present = set(kept.ids)
+    activation = "log(1 + log(1 + ReLU(logit)))" if head.activation == "log1p_relu" else "log(1 + ReLU(logit))"
+    return Expanded(activation, head.strategy, int(weights.shape[1]), len(entries),
+                    [(str(x["token"]), float(x["value"]), x["index"] in present,
+                      int(source[x["index"]]) if head.strategy == "max" else None) for x in entries[:shown]])
+
+
+# task -> what the HTML report shows after the encoder (the report's view of the answer)
+HEAD_VIEWS = {
+    "text-classification": _classified,
+    "feature-extraction": _pooled,
+    "token-classification": _tagged,
+    "fill-mask": _filled,
+    "question-answering": _answered,
+    "zero-shot-classification": _ranked,
+    "sparse-embedding": _expanded,
+}
 
 
 def write_report(pipe, texts: list[str], path, **options) -> list:

@@ -1,5 +1,10 @@
 """The HTML views of `coulisse explain --html`: pure functions from an `Inspection` to a string.
 
+Every task of `coulisse explain` has a page. The tokenizer, encoder and attention views are the same for all
+of them; what follows the encoder is the task's own view (`HEADS`: one dataclass and one renderer per task,
+as the terminal has one renderer per task in `coulisse.interfaces.explain.STAGES`). Tasks whose answer is a
+label (text-classification, zero-shot-classification) also colour each word by its attribution.
+
 One self-contained page: inline CSS and a little inline JavaScript (the attention heat map is drawn on a
 canvas from data embedded in the page), no font, script or image fetched from anywhere, so the file opens
 offline and can be mailed. Each view is its own function returning an HTML fragment (`render_section`,
@@ -36,6 +41,127 @@ class TokenRow:
     end: int
     truncated: bool = False
     score: float | None = None
+    sequence: int | None = None  # a pair's tokens: 0 or 1, the text their offsets index; None: special or alone
+
+
+# -- what follows the encoder, one view per task --------------------------------------------------------------
+
+
+@dataclass
+class Classified:
+    """text-classification: the head's logits, the function that made them probabilities, the answer."""
+
+    logits: list[float]
+    scores: list[float]
+    function: str  # softmax, sigmoid or none
+    id2label: dict[int, str]
+    answer: dict[str, Any]  # the pipeline's result: label, score
+
+    @property
+    def headline(self) -> str:
+        return f"{self.answer['label']} {self.answer['score']:.4f}"
+
+
+@dataclass
+class Ranked:
+    """zero-shot-classification: one (text, hypothesis) pair per candidate label, its NLI logits, the ranking."""
+
+    labels: list[str]  # the candidate labels, in the order given
+    hypotheses: list[str]
+    nli_logits: list[list[float]]  # (labels, NLI classes)
+    entailment: int
+    contradiction: int
+    id2label: dict[int, str]
+    how: str  # the post-processing, in words
+    scores: list[float]  # per label, in the order given
+    answer: dict[str, Any]  # the pipeline's result: labels and scores, ranked
+
+    @property
+    def headline(self) -> str:
+        return f"{self.answer['labels'][0]} {self.answer['scores'][0]:.4f}"
+
+
+@dataclass
+class Tagged:
+    """token-classification: each token's best label and its probability, and the pipeline's entities."""
+
+    labels: list[tuple[str, float]]  # per token the model saw
+    entities: list[dict[str, Any]]  # aggregation_strategy="simple"
+
+    @property
+    def headline(self) -> str:
+        if not self.entities:
+            return "no entity"
+        shown = ", ".join(f"{x['entity_group']} «{one_line(x['word'].strip(), 30, '…')}»" for x in self.entities[:3])
+        more = f", … ({len(self.entities)} in all)" if len(self.entities) > 3 else ""
+        return f"{shown}{more}"
+
+
+@dataclass
+class Filled:
+    """fill-mask: for each masked position, the pipeline's best proposals."""
+
+    masks: list[list[dict[str, Any]]]  # per mask: score, token, token_str, sequence
+    vocab_size: int
+
+    @property
+    def headline(self) -> str:
+        return " · ".join(f"«{one_line(m[0]['token_str'].strip(), 30, '…')}» {m[0]['score']:.4f}"
+                          for m in self.masks if m)
+
+
+@dataclass
+class Window:
+    """question-answering: one window of the context, the tokens likeliest to start and end the answer."""
+
+    tokens: list[str]
+    starts: list[tuple[int, float]]  # (token index, probability over the tokens allowed to bound an answer)
+    ends: list[tuple[int, float]]
+    best: tuple[int, int, float] | None  # start token, end token, span score
+
+
+@dataclass
+class Answered:
+    """question-answering: the question, the windows the pipeline read, its answer in the context."""
+
+    question: str
+    context: str
+    windows: list[Window]
+    answer: dict[str, Any] | None  # the pipeline's: answer, score, start, end
+
+    @property
+    def headline(self) -> str:
+        if not self.answer:
+            return "no answer"
+        return f"«{one_line(self.answer['answer'].strip(), 40, '…')}» {self.answer['score']:.4f}"
+
+
+@dataclass
+class Pooled:
+    """feature-extraction: how the token vectors become one embedding, and that embedding."""
+
+    how: str
+    vector: list[float]
+
+    @property
+    def headline(self) -> str:
+        return f"embedding ({len(self.vector)},), norm {float(np.linalg.norm(self.vector)):.4f}"
+
+
+@dataclass
+class Expanded:
+    """sparse-embedding (SPLADE): the heaviest entries of the pooled vocabulary weights."""
+
+    activation: str  # in words, e.g. log(1 + ReLU(logit))
+    strategy: str  # max or sum over the tokens
+    vocab_size: int
+    active: int
+    entries: list[tuple[str, float, bool, int | None]]  # token, weight, in the text, the token it comes from
+
+    @property
+    def headline(self) -> str:
+        top = ", ".join(entry[0] for entry in self.entries[:3])
+        return f"{self.active:,} active entries: {top}"
 
 
 @dataclass
@@ -44,18 +170,17 @@ class Inspection:
 
     text: str
     model: str
+    task: str
     tokens: list[TokenRow]  # the model's tokens, then the truncated tail (`truncated=True`)
     hidden_size: int
     layer_norms: list[float]  # mean L2 norm of the token vectors: embeddings, then after each layer
     attentions: Any  # np.ndarray (layers, heads, T, T), T = tokens the model saw
     rollout: Any  # np.ndarray (T, T)
-    logits: list[float]
-    scores: list[float]
-    function: str  # softmax, sigmoid or none
-    id2label: dict[int, str]
-    answer: dict[str, Any]  # the pipeline's result: label, score
-    attribution: Any  # coulisse.tasks.attributions.Attribution
+    head: Any  # the task's view: Classified, Ranked, Tagged, Filled, Answered, Pooled or Expanded
+    attribution: Any = None  # coulisse.tasks.attributions.Attribution, for the tasks that answer with a label
     notes: list[str] = field(default_factory=list)
+    sequences: tuple[str, ...] = ()  # a pair task's two texts, in the model's order (TokenRow.sequence indexes it)
+    text_sequence: int | None = None  # which of them `text` is; None for a text alone
 
     @property
     def seen(self) -> list[TokenRow]:
@@ -66,7 +191,14 @@ class Inspection:
         """The character where the model's view of the text ends, when the text was cut."""
         if not any(t.truncated for t in self.tokens):
             return None
-        return max((t.end for t in self.seen if not t.special), default=0)
+        mine = self.text_sequence
+        return max((t.end for t in self.seen if not t.special and t.sequence == mine), default=0)
+
+    def chars(self, t: TokenRow) -> str:
+        """The characters a token stands for, in the text its offsets index."""
+        if t.special:
+            return ""
+        return (self.sequences[t.sequence] if t.sequence is not None else self.text)[t.start:t.end]
 
 
 def e(value: Any) -> str:
@@ -134,7 +266,9 @@ def render_top_words(x: Inspection, k: int = 5) -> str:
 
 
 def render_tokens(x: Inspection) -> str:
-    """The token table: piece, id, special, mask, offsets, the characters, the token's attribution."""
+    """The token table: piece, id, (for a pair: which text), special, mask, offsets, the characters, and the
+    token's attribution where the task has them."""
+    scored = x.attribution is not None
     scale = max((abs(t.score) for t in x.tokens if t.score is not None), default=0.0)
     rows = []
     tail = [t for t in x.tokens if t.truncated]
@@ -143,18 +277,24 @@ def render_tokens(x: Inspection) -> str:
         score = "" if t.score is None else f'<td class="num" style="{_style(t.score, scale)}">{_signed(t.score)}</td>'
         mask = (f'<td class="num">{t.mask}</td>' if t.mask is not None else
                 '<td class="num" title="not in the input: cut by truncation, so it has no mask either">—</td>')
+        seq = f"<td>{'—' if t.sequence is None else 'AB'[t.sequence]}</td>" if x.sequences else ""
         rows.append(f'<tr class="{"truncated" if t.truncated else "seen"}"><td class="num">{i}</td>'
-                    f"<td><code>{e(t.piece)}</code></td><td class=\"num\">{t.id}</td>"
+                    f"<td><code>{e(t.piece)}</code></td><td class=\"num\">{t.id}</td>{seq}"
                     f"<td>{'yes' if t.special else ''}</td>{mask}"
-                    f"<td class=\"num\">[{t.start}:{t.end}]</td><td>{e(x.text[t.start:t.end])}</td>"
-                    f"{score or '<td></td>'}</tr>")
+                    f"<td class=\"num\">[{t.start}:{t.end}]</td><td>{e(x.chars(t))}</td>"
+                    f"{(score or '<td></td>') if scored else ''}</tr>")
+    columns = ["#", "piece", "id", *(["text (A/B)"] if x.sequences else []), "special", "mask", "offsets", "text",
+               *(["attribution"] if scored else [])]
     if len(tail) > MAX_TAIL_ROWS:
-        rows.append(f'<tr class="truncated"><td colspan="8">… {len(tail) - MAX_TAIL_ROWS} more truncated '
-                    "tokens</td></tr>")
+        rows.append(f'<tr class="truncated"><td colspan="{len(columns)}">… {len(tail) - MAX_TAIL_ROWS} more '
+                    "truncated tokens</td></tr>")
     note = (f"<p>{len(x.seen)} tokens seen; {len(tail)} cut by truncation (greyed, not seen by the model).</p>"
             if tail else f"<p>{len(x.seen)} tokens, none truncated.</p>")
-    head = ("<tr><th>#</th><th>piece</th><th>id</th><th>special</th><th>mask</th><th>offsets</th><th>text</th>"
-            "<th>attribution</th></tr>")
+    if x.sequences:
+        a, b = (one_line(text, 70, "…") for text in x.sequences)
+        note += (f"<p>A pair: text A “{e(a)}” and text B “{e(b)}”, one input; each token's offsets index "
+                 "its own text.</p>")
+    head = "<tr>" + "".join(f"<th>{c}</th>" for c in columns) + "</tr>"
     return f'{note}<table class="tokens"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
 
 
@@ -175,16 +315,164 @@ def render_bars(values: list[float], names: list[str], css: str, width: int = 42
             f'role="img">{"".join(bars)}</svg>')
 
 
-def render_scores(x: Inspection) -> str:
-    names = [x.id2label[i] for i in range(len(x.logits))]
-    logits = ", ".join(f"{e(n)} {v:+.4f}" for n, v in zip(names, x.logits, strict=True))
-    what = {"softmax": "softmax", "sigmoid": "sigmoid per label", "none": "no function (raw scores)"}[x.function]
+def _answer(label: str, score: float | None = None) -> str:
+    score_html = "" if score is None else f' <span class="score">{score:.4f}</span>'
+    return f'<p class="answer">Answer: <strong class="label">{e(label)}</strong>{score_html}</p>'
+
+
+def render_classified(x: Inspection) -> str:
+    h: Classified = x.head
+    names = [h.id2label[i] for i in range(len(h.logits))]
+    logits = ", ".join(f"{e(n)} {v:+.4f}" for n, v in zip(names, h.logits, strict=True))
+    what = {"softmax": "softmax", "sigmoid": "sigmoid per label", "none": "no function (raw scores)"}[h.function]
     mapping = ", ".join(f"{i}: {e(repr(n))}" for i, n in enumerate(names))
     return (f'<p>logits (raw scores, one per label): {logits}</p><p>{what} → probabilities, each position named '
             f'by <code>id2label {{{mapping}}}</code>:</p>'
-            + render_bars(x.scores, names, "scores", maximum=1.0 if x.function != "none" else None)
-            + f'<p class="answer">Answer: <strong class="label">{e(x.answer["label"])}</strong> '
-              f'<span class="score">{x.answer["score"]:.4f}</span></p>')
+            + render_bars(h.scores, names, "scores", maximum=1.0 if h.function != "none" else None)
+            + _answer(h.answer["label"], h.answer["score"]))
+
+
+def render_ranked(x: Inspection) -> str:
+    h: Ranked = x.head
+    nli = ", ".join(f"{i}: {e(repr(h.id2label[i]))}" for i in sorted(h.id2label))
+    rows = "".join(f"<tr><td>{e(label)}</td><td>{e(hypothesis)}</td><td class=\"num\">{row[h.entailment]:+.4f}</td>"
+                   f"<td class=\"num\">{row[h.contradiction]:+.4f}</td><td class=\"num\">{score:.4f}</td></tr>"
+                   for label, hypothesis, row, score in zip(h.labels, h.hypotheses, h.nli_logits, h.scores,
+                                                            strict=True))
+    table = ('<table class="hypotheses"><thead><tr><th>label</th><th>hypothesis (text B)</th><th>entailment logit'
+             '</th><th>contradiction logit</th><th>score</th></tr></thead>'
+             f"<tbody>{rows}</tbody></table>")
+    return (f"<p>One input per candidate label: the text (A) and a hypothesis made from the label (B), through the "
+            f"same encoder and an NLI head, <code>id2label {{{nli}}}</code>. The views above show the pair whose "
+            f"hypothesis is “{e(x.sequences[1])}”.</p>{table}"
+            f"<p>{e(h.how)} → ranking:</p>"
+            + render_bars(h.answer["scores"], h.answer["labels"], "scores", maximum=1.0)
+            + _answer(h.answer["labels"][0], h.answer["scores"][0]))
+
+
+ENTITY_COLOURS = ("#fdd49e", "#c6dbef", "#c7e9c0", "#dadaeb", "#fcbba1", "#d9d9d9", "#fee391", "#9ecae1")
+
+
+def render_entities_in_text(x: Inspection) -> str:
+    """The text, each entity of the pipeline marked with its label."""
+    h: Tagged = x.head
+    groups = sorted({ent["entity_group"] for ent in h.entities})
+    colour = {g: ENTITY_COLOURS[i % len(ENTITY_COLOURS)] for i, g in enumerate(groups)}
+    out, at = [], 0
+    for ent in h.entities:
+        if ent["start"] < at:  # never overlapping with the pipeline's aggregation; kept safe all the same
+            continue
+        out.append(e(x.text[at:ent["start"]]))
+        out.append(f'<mark class="entity" style="background:{colour[ent["entity_group"]]}" '
+                   f'title="{e(ent["entity_group"])} {ent["score"]:.4f}">{e(x.text[ent["start"]:ent["end"]])}'
+                   f'<sup>{e(ent["entity_group"])}</sup></mark>')
+        at = ent["end"]
+    out.append(e(x.text[at:]))
+    return f'<p class="tagged">{"".join(out)}</p>'
+
+
+def render_tagged(x: Inspection) -> str:
+    h: Tagged = x.head
+    entities = "".join(f'<tr><td>{e(ent["entity_group"])}</td><td class="num">{ent["score"]:.4f}</td>'
+                       f'<td class="num">[{ent["start"]}:{ent["end"]}]</td><td>{e(ent["word"])}</td></tr>'
+                       for ent in h.entities)
+    entities = ('<table class="entities"><thead><tr><th>entity</th><th>score</th><th>characters</th><th>word</th>'
+                f"</tr></thead><tbody>{entities}</tbody></table>" if h.entities else "<p>No entity.</p>")
+    tokens = "".join(f'<tr><td class="num">{i}</td><td><code>{e(t.piece)}</code></td><td>{e(label)}</td>'
+                     f'<td class="num">{score:.4f}</td></tr>'
+                     for i, (t, (label, score)) in enumerate(zip(x.seen, h.labels, strict=True)))
+    return ("<p>The head gives every token one logit per label; a softmax per token, then its best label "
+            "(<code>aggregation_strategy='simple'</code> joins neighbouring tokens of one entity and drops 'O' and "
+            f"the special tokens), the entities marked above:</p>{entities}"
+            '<details><summary>every token\'s label</summary><table class="token-labels"><thead><tr><th>#</th>'
+            f"<th>piece</th><th>label</th><th>probability</th></tr></thead><tbody>{tokens}</tbody></table></details>")
+
+
+def render_filled(x: Inspection) -> str:
+    h: Filled = x.head
+    out = [f"<p>Only the masked positions go through the masked-LM head: one logit for each of the "
+           f"{h.vocab_size:,} entries of the vocabulary, a softmax, the best {len(h.masks[0])}.</p>"]
+    for n, proposals in enumerate(h.masks, 1):
+        names = [p["token_str"] for p in proposals]
+        out.append(f"<p>mask {n}:</p>" + render_bars([p["score"] for p in proposals], names, "scores", maximum=1.0))
+        out.append(f'<p class="filled">{e(proposals[0]["sequence"])}</p>')
+    best = h.masks[0][0]
+    return "".join(out) + _answer(best["token_str"], best["score"])
+
+
+def render_answer_in_context(x: Inspection) -> str:
+    """The question, and the context with the pipeline's answer marked."""
+    h: Answered = x.head
+    context = e(h.context)
+    if h.answer:
+        a = h.answer
+        context = (f'{e(h.context[:a["start"]])}<mark class="answer-span" title="{a["score"]:.4f}">'
+                   f'{e(h.context[a["start"]:a["end"]])}</mark>{e(h.context[a["end"]:])}')
+    return f'<p>Question: “{e(h.question)}”</p><p class="context">{context}</p>'
+
+
+def render_answered(x: Inspection) -> str:
+    h: Answered = x.head
+    out = ["<p>The head gives every token a start and an end logit; a softmax over the tokens allowed to bound "
+           "an answer (the context's, and the first for 'no answer') makes them probabilities; a span scores "
+           "p(start) × p(end), end ≥ start, widened to whole words.</p>"]
+    if len(h.windows) > 1:
+        out.append(f"<p>The context is longer than a window: the pipeline reads it in {len(h.windows)} windows "
+                   "(the views above show the pair truncated at the model's limit).</p>")
+    for n, w in enumerate(h.windows, 1):
+        rows = "".join(f'<tr><td class="num">{r}</td><td>{s} <code>{e(w.tokens[s])}</code> {ps:.4f}</td>'
+                       f'<td>{t} <code>{e(w.tokens[t])}</code> {pt:.4f}</td></tr>'
+                       for r, ((s, ps), (t, pt)) in enumerate(zip(w.starts, w.ends, strict=True), 1))
+        best = ("no span" if w.best is None else
+                f"best span: tokens {w.best[0]}..{w.best[1]}, score {w.best[2]:.4f}")
+        title = f"window {n}: " if len(h.windows) > 1 else ""
+        out.append(f'<p>{title}{e(best)}</p><table class="spans"><thead><tr><th>rank</th><th>start token, '
+                   "probability</th><th>end token, probability</th></tr></thead>"
+                   f"<tbody>{rows}</tbody></table>")
+    out.append(_answer(h.answer["answer"], h.answer["score"]) if h.answer else _answer("(none)"))
+    return "".join(out)
+
+
+def render_pooled(x: Inspection) -> str:
+    h: Pooled = x.head
+    shown = min(16, len(h.vector))
+    return (f"<p>{e(h.how)}.</p><p>embedding shape ({len(h.vector)},), norm "
+            f"{float(np.linalg.norm(h.vector)):.4f}; its first {shown} components:</p>"
+            + render_bars(h.vector[:shown], [f"[{i}]" for i in range(shown)], "components", fmt="{:+.4f}"))
+
+
+def render_expanded(x: Inspection) -> str:
+    h: Expanded = x.head
+    names = [token + ("" if present else " *") for token, _, present, _ in h.entries]
+    rows = "".join(f'<tr><td class="num">{weight:.4f}</td><td><code>{e(token)}</code></td>'
+                   f"<td>{'yes' if present else 'no: an expansion'}</td>"
+                   f"<td>{'' if at is None else f'{at} <code>{e(x.seen[at].piece)}</code>'}</td></tr>"
+                   for token, weight, present, at in h.entries)
+    return (f"<p>The masked-LM head on every token (one logit per entry of the {h.vocab_size:,}-entry vocabulary), "
+            f"then {e(h.activation)}, {e(h.strategy)} over the tokens: one weight per entry. {h.active:,} entries "
+            f"are active ({1 - h.active / h.vocab_size:.1%} zeros); the {len(h.entries)} heaviest "
+            "(*: not in the text, an expansion):</p>"
+            + render_bars([w for _, w, _, _ in h.entries], names, "scores")
+            + '<table class="entries"><thead><tr><th>weight</th><th>entry</th><th>in the text</th>'
+              f"<th>from token</th></tr></thead><tbody>{rows}</tbody></table>")
+
+
+# the task's view -> (its stage's title, its renderer)
+HEADS = {
+    Classified: ("3-4. Head and post-processing: logits → probabilities → label", render_classified),
+    Ranked: ("3-5. Hypotheses, NLI head and post-processing: one pair per label → entailment → ranking",
+             render_ranked),
+    Tagged: ("3-4. Head and post-processing: every token → logits → label → entities", render_tagged),
+    Filled: ("3-4. Head and post-processing: masked positions → vocabulary → best tokens", render_filled),
+    Answered: ("3-4. Head and post-processing: start and end logits → best span → answer", render_answered),
+    Pooled: ("3. Pooling: hidden states → one sentence embedding", render_pooled),
+    Expanded: ("3-4. Head and pooling: every token → vocabulary logits → one weight per entry", render_expanded),
+}
+# the answer shown in the text itself, above the stages (as the attributions are for a label)
+IN_TEXT = {
+    Tagged: ("The entities in the text", render_entities_in_text),
+    Answered: ("The answer in the context", render_answer_in_context),
+}
 
 
 def render_hidden(x: Inspection) -> str:
@@ -221,38 +509,45 @@ def render_attention(x: Inspection, index: int) -> str:
 
 
 def render_section(x: Inspection, index: int, numbered: bool = True) -> str:
-    """Every view of one text: its heading names the text and the answer; the words that pushed towards the
-    answer come first, then each stage in pipeline order. `numbered`: the heading starts "Text <index>" (a
-    page of several texts)."""
+    """Every view of one text: its heading names the text and the answer; where the task answers with a label,
+    the words that pushed towards it come first; then each stage in pipeline order, the task's own last.
+    `numbered`: the heading starts "Text <index>" (a page of several texts)."""
     notes = "".join(f'<p class="note">{e(n)}</p>' for n in x.notes)
-    heading = f"“{one_line(x.text, 60, '…')}” → {x.answer['label']} {x.answer['score']:.4f}"
+    heading = f"“{one_line(x.text, 60, '…')}” → {x.head.headline}"
     heading = f"Text {index}: {heading}" if numbered else heading
-    return (f'<section class="input" id="input-{index}"><h2>{e(heading)}</h2>{notes}'
-            f'<h3>Which words pushed towards {e(x.attribution.label)}</h3>{render_words(x)}'
-            f"<h3>1. Tokenizer: text → tokens → ids</h3>{render_tokens(x)}"
+    words = ("" if x.attribution is None else
+             f"<h3>Which words pushed towards {e(x.attribution.label)}</h3>{render_words(x)}")
+    if type(x.head) in IN_TEXT:
+        name, render_in_text = IN_TEXT[type(x.head)]
+        words += f"<h3>{e(name)}</h3>{render_in_text(x)}"
+    title, render_head = HEADS[type(x.head)]
+    return (f'<section class="input" id="input-{index}"><h2>{e(heading)}</h2>{notes}{words}'
+            f"<h3>1. Tokenizer: {'text pair' if x.sequences else 'text'} → tokens → ids</h3>{render_tokens(x)}"
             f"<h3>2. Encoder: ids → hidden states</h3>{render_hidden(x)}"
             f"<h3>Attention</h3>{render_attention(x, index)}"
-            f"<h3>3-4. Head and post-processing: logits → probabilities → label</h3>{render_scores(x)}"
+            f"<h3>{e(title)}</h3>{render_head(x)}"
             "</section>")
 
 
 def render_summary(inspections: list[Inspection]) -> str:
+    scored = any(x.attribution is not None for x in inspections)
     rows = []
     for i, x in enumerate(inspections, 1):
         shown = one_line(x.text, 80, "…")
-        top = " · ".join(e(w.text) for w in x.attribution.top_words(3)) or "—"
+        top = ("" if not scored else
+               f"<td>{' · '.join(e(w.text) for w in x.attribution.top_words(3)) or '—'}</td>")
         rows.append(f'<tr><td class="num">{i}</td><td><a href="#input-{i}">{e(shown)}</a></td>'
-                    f'<td class="label">{e(x.answer["label"])}</td><td class="num">{x.answer["score"]:.4f}</td>'
-                    f"<td>{top}</td></tr>")
-    return ('<table class="summary"><thead><tr><th>#</th><th>text</th><th>answer</th><th>score</th>'
-            f'<th>top words towards the answer</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
+                    f'<td class="label">{e(x.head.headline)}</td>{top}</tr>')
+    top_head = "<th>top words towards the answer</th>" if scored else ""
+    return ('<table class="summary"><thead><tr><th>#</th><th>text</th><th>answer</th>'
+            f'{top_head}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
 
 
 def render_page(inspections: list[Inspection], title: str = "coulisse explain") -> str:
     """The whole self-contained document."""
     first = inspections[0]
-    header = (f"<h1>{e(title)}</h1><p>Model: <code>{e(first.model)}</code>. Each text goes through the pipeline's "
-              "stages: tokenizer, encoder, head, post-processing.</p>")
+    header = (f"<h1>{e(title)}</h1><p>Model: <code>{e(first.model)}</code>, task {e(first.task)}. Each text goes "
+              "through the pipeline's stages: tokenizer, encoder, head, post-processing.</p>")
     summary = render_summary(inspections) if len(inspections) > 1 else ""
     body = "".join(render_section(x, i) for i, x in enumerate(inspections, 1))
     return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -275,7 +570,9 @@ background:linear-gradient(90deg,rgb(178,24,43),#fff,rgb(33,102,172))}
 .meta,.note{font-size:13px;color:#444}.note{background:#fff7e0;padding:4px 8px}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ddd;padding:2px 6px;text-align:left}
 .num{text-align:right;font-variant-numeric:tabular-nums}
-svg text{font-size:12px;fill:#222}.scores rect{fill:#6a51a3}.norms rect{fill:#888}
+svg text{font-size:12px;fill:#222}.scores rect{fill:#6a51a3}.norms rect{fill:#888}.components rect{fill:#4292c6}
+.tagged,.context{font-size:17px;line-height:2;white-space:pre-wrap}.entity{padding:1px 3px;border-radius:3px}
+.entity sup{font-size:10px;margin-left:3px;color:#333}.answer-span{background:#c7e9c0;padding:1px 2px}
 .answer{font-size:17px}.canvas-wrap{overflow:auto;max-height:720px}
 """
 

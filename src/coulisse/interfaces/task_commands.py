@@ -148,7 +148,8 @@ def classify(texts, model, top_k, as_json, threads, quantize, input_path, output
 @click.option("-a", "--attributions", is_flag=True,
               help="Also score every word's push towards the label: coloured on a terminal, top words listed.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
-              help="Write every TEXT's stages, attributions and attention to one offline HTML page.")
+              help="Write every TEXT's stages, attention and the task's view (attributions for a label) to one "
+              "offline HTML page.")
 @click.option("--method", type=click.Choice(ATTRIBUTION_METHODS), default="integrated_gradients", show_default=True,
               help="Attributions: Integrated Gradients (fp32 gradients) or occlusion (leave one token out).")
 @click.option("--steps", type=int, default=None, callback=positive,
@@ -163,13 +164,17 @@ def explain(texts, model, task, question, labels, template, attributions, html_p
       coulisse explain "J'ai attendu un cours d'HuggingFace toute ma vie."
       coulisse explain --attributions "Un film excellent, mais trop long."
       coulisse explain --html report.html "Un film excellent." "Quel navet !"
+      coulisse explain --task fill-mask -m camembert-base --html masks.html "Ce film est <mask>."
       coulisse explain --task question-answering -m ./qa --question "Où ?" "Le camembert vient de Normandie."
       coulisse explain --task zero-shot-classification -m ./nli --labels sport,cinéma "Le PSG a gagné."
 
-    --attributions and --html (text-classification) score each word: Integrated Gradients over the word
-    vectors, from the pad token's to the text's, or occlusion; NO_COLOR or a pipe turns colours off.
-    --attributions also explains zero-shot-classification: the words that pushed the text towards a
-    candidate label (--target, default the top one), for the entailment logit of its hypothesis.
+    --html writes one offline page for every task: the token table, hidden-state norms, the attention of
+    every layer and head, and the task's own view (labels, entities, masks, answer span, embedding, sparse
+    entries). --attributions and --html score each word where the task answers with a label
+    (text-classification, zero-shot-classification): Integrated Gradients over the word vectors, from the
+    pad token's to the text's, or occlusion; NO_COLOR or a pipe turns colours off. For zero-shot, the words
+    that pushed the text towards a candidate label (--target, default the top one), for the entailment
+    logit of its hypothesis.
     """
     lines = read_texts(texts)
     if (empty := next((n for n, line in enumerate(lines, 1) if not line.strip()), None)) is not None:
@@ -180,12 +185,13 @@ def explain(texts, model, task, question, labels, template, attributions, html_p
         raise click.UsageError(f"--html {html_path}: the folder {Path(html_path).resolve().parent} does not exist; "
                                "create it, or write the page elsewhere.")
     check_request(task, question, labels, template)  # before loading a model
-    check_attribution_request(task, method, steps, attributions or html_path is not None, html_path is not None)
+    check_attribution_request(task, method, steps, attributions, html_path is not None, target)
     pipe = load_pipeline(task, model)
     options = {"method": method, "steps": steps, "target": cli_target(pipe, target, labels)}
     if html_path is not None:
-        for x in write_report(pipe, lines, html_path, **options):
-            click.echo(f"{printable(x.answer['label'])} {x.answer['score']:.4f}  {one_line(x.text)}")
+        asked = {"question": question, "labels": labels, "template": template}
+        for x in write_report(pipe, lines, html_path, **options, **asked):
+            click.echo(f"{printable(x.head.headline)}  {one_line(x.text)}")
         click.echo(f"wrote {html_path} ({len(lines)} text{'s' if len(lines) > 1 else ''})", err=True)
         if not attributions:
             return
