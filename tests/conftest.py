@@ -90,6 +90,18 @@ def pytest_terminal_summary(terminalreporter):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _no_terminal_width():
+    """The commands wrap their prose to COLUMNS when it is set (pytest-xdist's workers set 80; shells may export
+    it): tests read the output at the width of no terminal (coulisse's fallback), unless they set COLUMNS."""
+    import os
+
+    saved = os.environ.pop("COLUMNS", None)
+    yield
+    if saved is not None:
+        os.environ["COLUMNS"] = saved
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _one_torch_thread():
     """Tiny test models run fastest on one thread; several threads on a busy 2-core runner spin for
     milliseconds per matmul (measured: 11 ms vs 0.2 ms for a 600x32 linear under load)."""
@@ -99,6 +111,28 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def nli_dir(factory, tmp_path_factory) -> Path:
+    """A tiny random NLI classifier (entailment / neutral / contradiction) with the real CamemBERT tokenizer:
+    the zero-shot-classification tests' model."""
+    import copy
+    import shutil
+
+    import torch
+    import transformers
+
+    labels = {0: "entailment", 1: "neutral", 2: "contradiction"}
+    config = copy.deepcopy(factory.reference("camembert").model.config)
+    config.id2label, config.label2id = dict(labels), {v: k for k, v in labels.items()}
+    torch.manual_seed(301)
+    d = tmp_path_factory.mktemp("nli") / "camembert"
+    transformers.AutoModelForSequenceClassification.from_config(config).eval().save_pretrained(d)
+    for f in factory.tokenizer_files("camembert").iterdir():
+        if f.name != "config.json":
+            shutil.copy(f, d / f.name)
+    return d
 
 
 @pytest.fixture(scope="session")

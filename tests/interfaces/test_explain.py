@@ -3,7 +3,6 @@ the answer printed is the pipeline's own, on the tiny QA checkpoints of tests/fi
 
 from __future__ import annotations
 
-import copy
 import io
 import json
 import re
@@ -77,23 +76,6 @@ def test_explain_question_answering_reads_every_window(qa_model):
     assert re.search(r"into \d+ windows of at most 40 tokens", out) and "window 2:" in out
     answer = pipe(question=question, context=context)
     assert answer_line(answer) in out
-
-
-@pytest.fixture(scope="module")
-def nli_dir(factory, tmp_path_factory):
-    """A tiny random NLI classifier (entailment / neutral / contradiction) with the real CamemBERT tokenizer."""
-    import transformers
-
-    labels = {0: "entailment", 1: "neutral", 2: "contradiction"}
-    config = copy.deepcopy(factory.reference("camembert").model.config)
-    config.id2label, config.label2id = dict(labels), {v: k for k, v in labels.items()}
-    torch.manual_seed(301)
-    d = tmp_path_factory.mktemp("nli") / "camembert"
-    transformers.AutoModelForSequenceClassification.from_config(config).eval().save_pretrained(d)
-    for f in factory.tokenizer_files("camembert").iterdir():
-        if f.name != "config.json":
-            shutil.copy(f, d / f.name)
-    return d
 
 
 TEXT = "Le PSG a battu l'OM trois buts à zéro hier soir au Parc des Princes."

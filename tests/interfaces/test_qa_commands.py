@@ -3,13 +3,11 @@ transformers 4 / 5, see tests/tasks), --json records, contexts from files and st
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from coulisse import pipeline
@@ -33,22 +31,6 @@ def qa_case(tmp_path_factory, minilm_dir):
     shutil.copy(minilm_dir / "vocab.txt", d / "vocab.txt")
     cases = {c["name"]: c for c in json.loads((d / "expected.json").read_text(encoding="utf-8"))["cases"]}
     return d, cases
-
-
-@pytest.fixture(scope="module")
-def nli_dir(factory, tmp_path_factory):
-    import transformers
-
-    config = copy.deepcopy(factory.reference("camembert").model.config)
-    labels = {0: "entailment", 1: "neutral", 2: "contradiction"}
-    config.id2label, config.label2id = labels, {v: k for k, v in labels.items()}
-    torch.manual_seed(400)
-    d = tmp_path_factory.mktemp("nli-cli")
-    transformers.AutoModelForSequenceClassification.from_config(config).save_pretrained(d)
-    for f in factory.tokenizer_files("camembert").iterdir():
-        if f.name != "config.json":
-            shutil.copy(f, d / f.name)
-    return d
 
 
 def invoke(args, stdin=None):

@@ -7,7 +7,6 @@ holds the text-classification page and the browser helpers).
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import shutil
@@ -194,39 +193,23 @@ def test_question_answering_page_highlights_transformers_answer(qa_folder, tmp_p
 # -- zero-shot-classification -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def nli_folder(factory, tmp_path_factory):
-    import transformers
-
-    labels = {0: "entailment", 1: "neutral", 2: "contradiction"}
-    config = copy.deepcopy(factory.reference("camembert").model.config)
-    config.id2label, config.label2id = dict(labels), {v: k for k, v in labels.items()}
-    torch.manual_seed(301)
-    d = tmp_path_factory.mktemp("nli-report") / "camembert"
-    transformers.AutoModelForSequenceClassification.from_config(config).eval().save_pretrained(d)
-    for f in factory.tokenizer_files("camembert").iterdir():
-        if f.name != "config.json":
-            shutil.copy(f, d / f.name)
-    return d
-
-
-def test_zero_shot_page_ranks_the_labels_and_scores_the_words(nli_folder, tmp_path):
+def test_zero_shot_page_ranks_the_labels_and_scores_the_words(nli_dir, tmp_path):
     import transformers
 
     text, labels, template = "Le PSG a battu l'OM trois buts à zéro hier soir.", "sport,politique,cinéma", \
         "Ce texte parle de {}."
-    pipe = pipeline("zero-shot-classification", model=nli_folder)
+    pipe = pipeline("zero-shot-classification", model=nli_dir)
     (x,) = write_report(pipe, [text], tmp_path / "zs.html", labels=labels, template=template, target="cinéma",
                         method="occlusion")
     html = assert_page(tmp_path / "zs.html", x, pipe)
-    oracle = transformers.pipeline("zero-shot-classification", model=str(nli_folder), device="cpu")(
+    oracle = transformers.pipeline("zero-shot-classification", model=str(nli_dir), device="cpu")(
         text, candidate_labels=labels.split(","), hypothesis_template=template)
     assert x.head.answer["labels"] == oracle["labels"]
     assert x.head.answer["scores"] == pytest.approx(oracle["scores"], abs=1e-5)
     assert bar_names(html, "scores") == [oracle["labels"]]
     # The views show the pair of the label explained: text A, then that label's hypothesis.
     assert x.attribution.label == "cinéma" and x.sequences == (text, "Ce texte parle de cinéma.")
-    hf = transformers.AutoTokenizer.from_pretrained(nli_folder)
+    hf = transformers.AutoTokenizer.from_pretrained(nli_dir)
     assert_common_views(x, pipe, hf(text, "Ce texte parle de cinéma.")["input_ids"])
     words = parse(html).find("span", "word")
     assert [w[2] for w in words] == [w.text for w in x.attribution.words]

@@ -496,10 +496,10 @@ def inspect_text(pipe, text: str, *, method: str = "integrated_gradients", steps
             notes.append("The answer and the attention come from the int8 model; Integrated Gradients need "
                          "gradients, taken on the fp32 weights of the same checkpoint.")
     # The input the model reads: the text alone, or the pipeline's pair (text A, text B).
-    sequences, mine, windows = (), None, None
+    sequences, mine, qa = (), None, None
     if pipe.task == "question-answering":
-        windows = _qa_windows(pipe, question, text)
-        kept = windows[1].context[0].encoding
+        qa = _qa_windows(pipe, question, text)
+        kept = qa[1].context[0].encoding  # the first window, as the pipeline encodes it
         sequences, mine = ((question, text), 1) if pipe.question_first else ((text, question), 0)
     elif pipe.task == "zero-shot-classification":
         chosen = pipe.options({"candidate_labels": labels, "hypothesis_template": template})
@@ -533,7 +533,7 @@ def inspect_text(pipe, text: str, *, method: str = "integrated_gradients", steps
     norms = [float(h.float().norm(dim=-1).mean()) for h in trace.hidden_states]
     gather = HEAD_VIEWS[pipe.task]
     head = gather(pipe, text, kept=kept, output=output, trace=trace, question=question, labels=labels,
-                  template=template, windows=windows, truncated=any(r.truncated for r in rows), notes=notes)
+                  template=template, qa=qa, truncated=any(r.truncated for r in rows), notes=notes)
     return Inspection(text, pipe.checkpoint.name, pipe.task, rows, pipe.config.hidden_size, norms, attentions,
                       attention_rollout(attentions), head, attribution, notes, sequences, mine)
 
@@ -606,14 +606,14 @@ def _filled(pipe, text: str, *, kept, **_):
     return Filled([results] if isinstance(results[0], dict) else results, pipe.config.vocab_size)
 
 
-def _answered(pipe, text: str, *, question: str, windows, notes: list[str], **_):
+def _answered(pipe, text: str, *, question: str, qa, notes: list[str], **_):
     import numpy as np
 
     from coulisse.interfaces.report import Answered, Window
     from coulisse.tasks.base import POST
     from coulisse.tasks.question_answering import NULL_SCORE, select_starts_ends
 
-    options, batch = windows
+    options, batch = qa
     logits = pipe.forward(batch)
     post = pipe.stage_options(options, POST)
     shown = []
