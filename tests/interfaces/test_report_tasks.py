@@ -317,3 +317,23 @@ def test_chromium_renders_every_tasks_page_offline(task_factory, tmp_path, camem
         assert console == [] and requests == [], task
         (canvas,) = parse(dom).find("canvas", "heatmap")
         assert int(canvas[1]["width"]) > 96, task
+
+
+def test_hostile_text_question_and_labels_are_shown_not_run(task_factory, nli_dir, tmp_path, camembert_spm,
+                                                          minilm_dir):
+    """Markup in a text, a question or a candidate label reaches every task's page as text: the page keeps its
+    one script, and the markup is there escaped."""
+    hostile = '<script>alert("x")</script> Jean <b>vit</b> à Paris & « Lyon » </p>'
+    folder, cases = copy_qa("bert", tmp_path, camembert_spm, minilm_dir)
+    pages = [
+        ("token-classification", task_factory.checkpoint("bert", "token-classification"), hostile, {}),
+        ("fill-mask", task_factory.checkpoint("bert", "masked-lm"), hostile + " [MASK].", {}),
+        ("question-answering", folder, hostile, {"question": hostile}),
+        ("zero-shot-classification", nli_dir, hostile, {"labels": "<i>sport</i>,cinéma", "template": "<b>{}</b>"}),
+    ]
+    for task, model, text, options in pages:
+        path = tmp_path / f"{task}.html"
+        write_report(pipeline(task, model=model), [text], path, **options)
+        html = path.read_text(encoding="utf-8")
+        assert html.count("<script>") == 1 and "<b>" not in html and "<i>" not in html, task
+        assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html, task

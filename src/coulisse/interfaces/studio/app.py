@@ -70,20 +70,22 @@ def create_app(studio: Studio, allowed_hosts: frozenset[str] | None = frozenset(
     @app.get("/", response_class=HTMLResponse)
     async def page(request: Request) -> HTMLResponse:
         given = params(request)
-        query = Query(text=(given.get("text") or [""])[-1][:MAX_TEXT_CHARS])  # kept in the box on an error
+        kept = {name: (given.get(name) or [""])[-1][:MAX_TEXT_CHARS] for name in ("text", "question")}
+        query = Query(**kept)  # kept in their boxes on an error
         try:
-            query = parse_query(given)
+            query = parse_query(given, studio.task)
             if not query.text.strip():
-                return HTMLResponse(render_studio(studio.model, query))
+                return HTMLResponse(render_studio(studio.model, query, task=studio.task))
             exploration = await run_in_threadpool(studio.explore, query)
         except CoulisseError as error:
-            return HTMLResponse(render_studio(studio.model, query, error=f"{type(error).__name__}: {error}"), 400)
-        return HTMLResponse(render_studio(studio.model, query, exploration))
+            return HTMLResponse(render_studio(studio.model, query, error=f"{type(error).__name__}: {error}",
+                                              task=studio.task), 400)
+        return HTMLResponse(render_studio(studio.model, query, exploration, task=studio.task))
 
     @app.get("/api/explain")
     async def explain(request: Request) -> JSONResponse:
         try:
-            exploration = await run_in_threadpool(studio.explore, parse_query(params(request)))
+            exploration = await run_in_threadpool(studio.explore, parse_query(params(request), studio.task))
         except CoulisseError as error:
             return JSONResponse({"error": str(error), "error_type": type(error).__name__}, 400)
         return JSONResponse(exploration.to_dict())

@@ -7,6 +7,7 @@ import logging
 
 import click
 
+from coulisse.interfaces.explain import STAGES
 from coulisse.interfaces.options import DEFAULT_HELP, load_pipeline, model_option, threads_option
 from coulisse.interfaces.server.command import check_listen
 
@@ -33,6 +34,8 @@ def check_host(host: str, allow_remote: bool) -> None:
 
 @click.command()
 @model_option(default_help=f"text-classification's {DEFAULT_HELP}")
+@click.option("--task", type=click.Choice(list(STAGES)), default="text-classification", show_default=True,
+              envvar="COULISSE_TASK", help="The pipeline explored: every task of `coulisse explain`.")
 @click.option("-H", "--host", default="127.0.0.1", show_default=True, envvar="COULISSE_HOST",
               help="Address to listen on: a loopback one, unless --allow-remote.")
 @click.option("-p", "--port", type=click.IntRange(0, 65535), default=8765, show_default=True, envvar="COULISSE_PORT",
@@ -41,7 +44,7 @@ def check_host(host: str, allow_remote: bool) -> None:
               help="Listen on a non-loopback --host and answer any Host header: anyone who reaches the port "
                    "can use the studio (it has no API key).")
 @threads_option()
-def studio(model, host, port, allow_remote, threads):
+def studio(model, task, host, port, allow_remote, threads):
     """Explore MODEL in the browser: attributions, tokens, attention, scores, exact vs int8.
 
     A local web page with a text box. For each text: the answer of the exact (fp32) and the int8 model
@@ -50,13 +53,17 @@ def studio(model, host, port, allow_remote, threads):
     views of `coulisse explain --html`: words coloured by attribution, token table, hidden-state norms,
     attention heat map, logits -> softmax bars. The int8 model loads on the first query that needs it.
     Everything is a GET with a query string (`/?text=...&quantize=int8&long_text=chunk`); `/api/explain`
-    answers the same query in JSON. No CDN: the page is self-contained.
+    answers the same query in JSON. No CDN: the page is self-contained. --task explores another pipeline
+    with the views of `coulisse explain --html --task` (a question box for question-answering, labels and
+    template for zero-shot-classification); the side-by-side answers and long-text modes are
+    text-classification's.
 
     \b
     Examples:
       coulisse studio -m coulisse/mini-allocine
       coulisse studio -m tblard/tf-allocine --port 9000
       curl -s 'http://127.0.0.1:8765/api/explain?text=Super+film+!&long_text=chunk'
+      coulisse studio --task question-answering -m ./my-qa-model
     """
     check_host(host, allow_remote)
     try:
@@ -67,7 +74,6 @@ def studio(model, host, port, allow_remote, threads):
     if allow_remote and not is_loopback(host):
         log.warning("the studio listens on %s with --allow-remote: anyone who reaches port %d can use it", host, port)
     check_listen(host, port)  # before the model loads
-    exact = load_pipeline("text-classification", model, threads)
-    studio_ = Studio(exact, lambda: load_pipeline("text-classification", str(exact.checkpoint.directory), threads,
-                                                  quantize="int8"))
+    exact = load_pipeline(task, model, threads)
+    studio_ = Studio(exact, lambda: load_pipeline(task, str(exact.checkpoint.directory), threads, quantize="int8"))
     run(studio_, host, port, allow_remote)

@@ -5,6 +5,10 @@ first use). A query names the one whose views the page details (`quantize`) and 
 side (`compare`). Long texts follow `coulisse classify --long-text`: `truncate` answers on the first
 `model_max_length` tokens (the page shows where the cut falls), `chunk` on the mean of the windows' logits
 (`interfaces/jobs/predict.py`'s windows; the page shows each window's span and answer).
+
+The side-by-side answers and the long-text modes are text-classification's. A studio of another task of
+`coulisse explain` shows that task's views of `coulisse explain --html` for the weights asked (with the
+question of question-answering, the labels and template of zero-shot-classification).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from coulisse.errors import InputError
-from coulisse.interfaces.explain import ATTRIBUTION_METHODS, inspect_text
+from coulisse.interfaces.explain import ATTRIBUTION_METHODS, ATTRIBUTION_TASKS, inspect_text
 from coulisse.interfaces.jobs.predict import LONG_TEXT, average_logits, default_stride, split_windows, window_starts
 from coulisse.interfaces.report import Inspection
 from coulisse.tasks.text_classification import apply_function
@@ -39,6 +43,9 @@ class Query:
     stride: int | None = None  # chunk mode: tokens shared by consecutive windows (default: a quarter)
     method: str = "integrated_gradients"
     compare: bool = True  # exact and int8 side by side
+    question: str = ""  # question-answering: the question; `text` is the context
+    labels: str = ""  # zero-shot-classification: the candidate labels, comma-separated
+    template: str = ""  # zero-shot-classification: the hypothesis, {} for the label (empty: the model's language)
 
 
 def _last(params: dict[str, list[str]], name: str, default: str) -> str:
@@ -52,13 +59,21 @@ def _choice(value: str, name: str, choices: Iterable[str]) -> str:
     return value
 
 
-def parse_query(params: dict[str, list[str]]) -> Query:
+def parse_query(params: dict[str, list[str]], task: str = "text-classification") -> Query:
     """A query string's values (every value of each name; a repeated name's last wins, so that a form's
-    hidden `compare=0` before its checkbox's `compare=1` reads as the box says) -> a checked Query."""
+    hidden `compare=0` before its checkbox's `compare=1` reads as the box says) -> a checked Query, for a
+    studio of `task` (what a text pair needs is checked with the text, by `Studio.explore`)."""
     text = (params.get("text") or [""])[-1]
     if len(text) > MAX_TEXT_CHARS:
         raise InputError(f"the text has {len(text)} characters, more than the studio's {MAX_TEXT_CHARS}; "
                          "explain a part of it, or classify the file with `coulisse classify --input`.")
+    if task != "text-classification":  # the long-text modes and the side-by-side answers are classification's
+        given = [name for name, on in (("long_text", _last(params, "long_text", "truncate") != "truncate"),
+                                       ("stride", bool(_last(params, "stride", ""))),
+                                       ("compare", _last(params, "compare", "0").lower() in YES)) if on]
+        if given:
+            raise InputError(f"{', '.join(given)}: text-classification's, and this studio explains {task}; drop "
+                             f"{'it' if len(given) == 1 else 'them'}.")
     long_text = _choice(_last(params, "long_text", "truncate"), "long_text", LONG_TEXT)
     stride_text = _last(params, "stride", "")
     stride = None
@@ -71,13 +86,23 @@ def parse_query(params: dict[str, list[str]]) -> Query:
         if long_text != "chunk":
             raise InputError("stride applies with long_text=chunk only; drop it or choose chunk.")
         stride = int(stride_text)
-    compare = _last(params, "compare", "1").lower()
+    compare = _last(params, "compare", "1" if task == "text-classification" else "0").lower()
     if compare not in YES + NO:
         raise InputError(f"compare={compare!r}; use 1 (exact and int8 side by side) or 0.")
+    method = _choice(_last(params, "method", "integrated_gradients"), "method", ATTRIBUTION_METHODS)
+    if method != "integrated_gradients" and task not in ATTRIBUTION_TASKS:
+        raise InputError(f"method={method}: {task} has no word scores (only {' and '.join(ATTRIBUTION_TASKS)}); "
+                         "drop it.")
+    question, labels = (params.get("question") or [""])[-1], _last(params, "labels", "")
+    template = (params.get("template") or [""])[-1]
+    if question and task != "question-answering":
+        raise InputError(f"question is for a question-answering studio, and this one explains {task}; drop it.")
+    if (labels or template) and task != "zero-shot-classification":
+        raise InputError(f"labels and template are for a zero-shot-classification studio, and this one explains "
+                         f"{task}; drop them.")
     return Query(text=text, quantize=_choice(_last(params, "quantize", "none"), "quantize", QUANTIZE),
-                 long_text=long_text, stride=stride,
-                 method=_choice(_last(params, "method", "integrated_gradients"), "method", ATTRIBUTION_METHODS),
-                 compare=compare in YES)
+                 long_text=long_text, stride=stride, method=method, compare=compare in YES, question=question,
+                 labels=labels, template=template)
 
 
 @dataclass
@@ -112,6 +137,7 @@ class Exploration:
     limit: int  # the model's model_max_length
     windows: list[Window]  # chunk mode, for the detailed weights
     inspection: Inspection
+    task: str = "text-classification"
 
     @property
     def detailed(self) -> Answer:
@@ -120,13 +146,15 @@ class Exploration:
     def to_dict(self) -> dict[str, Any]:
         x = self.inspection
         return {
-            "model": self.model, "query": asdict(self.query),
+            "model": self.model, "task": self.task, "query": asdict(self.query),
+            "answer": x.head.headline,  # the detailed weights' answer, in the words of the page's heading
             "answers": {k: asdict(a) for k, a in self.answers.items()},
             "delta": delta(self.answers),
             "length": {"tokens": self.tokens, "limit": self.limit, "truncated_at": x.truncated_at},
             "windows": [asdict(w) for w in self.windows],
             "tokens": [asdict(t) for t in x.tokens],
-            "attribution": x.attribution.to_dict(),
+            "view": asdict(x.head),  # what the task's stage shows (report.HEADS): scores, entities, masks...
+            "attribution": None if x.attribution is None else x.attribution.to_dict(),
         }
 
 
@@ -189,6 +217,10 @@ class Studio:
     def model(self) -> str:
         return self.exact.checkpoint.name
 
+    @property
+    def task(self) -> str:
+        return self.exact.task
+
     def pipeline(self, weights: str):
         if weights == "fp32":
             return self.exact
@@ -200,6 +232,8 @@ class Studio:
     def explore(self, query: Query) -> Exploration:
         if not query.text.strip():
             raise InputError("the text is empty; type or paste one in the box.")
+        if self.task != "text-classification":
+            return self._explore_task(query)
         wanted = WEIGHTS[query.quantize]
         with self.lock:
             chosen = self.pipeline(wanted)
@@ -216,3 +250,18 @@ class Studio:
                                     f"truncation keeps); the answer above is the mean of the {len(windows)} "
                                     "windows' logits.")
         return Exploration(query, self.model, answers, tokens, limit, windows, inspection)
+
+    def _explore_task(self, query: Query) -> Exploration:
+        """Another task of `coulisse explain`: its views, for the weights asked."""
+        question, labels, template = query.question or None, query.labels or None, query.template or None
+        if self.task == "question-answering" and not (question or "").strip():
+            raise InputError("the text is the context: write the question asked about it in the question box "
+                             "(question=...).")
+        if self.task == "zero-shot-classification" and not labels:
+            raise InputError("write the candidate labels in the labels box, comma-separated (labels=sport,cinéma).")
+        with self.lock:
+            chosen = self.pipeline(WEIGHTS[query.quantize])
+            inspection = inspect_text(chosen, query.text, method=query.method, question=question, labels=labels,
+                                      template=template)
+            tokens = len(chosen.tokenizer.encode_batch([query.text], truncation=False)[0].ids)
+        return Exploration(query, self.model, {}, tokens, chosen.tokenizer.model_max_length, [], inspection, self.task)

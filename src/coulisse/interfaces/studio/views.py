@@ -7,6 +7,7 @@ anywhere but the page itself: inline CSS and JavaScript, an empty data: favicon 
 
 from __future__ import annotations
 
+from coulisse.interfaces.explain import ATTRIBUTION_TASKS
 from coulisse.interfaces.jobs.predict import LONG_TEXT
 from coulisse.interfaces.report import SCRIPT, STYLE, e, render_bars, render_section
 from coulisse.interfaces.studio.explore import QUANTIZE, WEIGHTS, Answer, Exploration, Query, delta
@@ -22,21 +23,39 @@ def _options(choices, names: dict[str, str], chosen: str) -> str:
                    for c in choices)
 
 
-def render_form(q: Query) -> str:
-    """GET /?text=...: works without JavaScript. `compare` is a hidden 0 then the box's 1 (last one wins)."""
+PLACEHOLDERS = {"text-classification": "Type a text to classify", "question-answering": "Type the context",
+                "fill-mask": "Type a text with its mask token where a word is missing"}
+
+
+def render_form(q: Query, task: str = "text-classification") -> str:
+    """GET /?text=...: works without JavaScript. `compare` is a hidden 0 then the box's 1 (last one wins).
+    The fields are the task's: the long-text modes and the side-by-side answers for text-classification,
+    the question for question-answering, the labels and template for zero-shot-classification."""
     stride = "" if q.stride is None else str(q.stride)
+    placeholder = PLACEHOLDERS.get(task, "Type a text")
+    pair = ""
+    if task == "question-answering":
+        pair = (f'<label class="pair">question <input type="text" name="question" size="80" '
+                f'value="{e(q.question)}"></label>')
+    elif task == "zero-shot-classification":
+        pair = (f'<label class="pair">labels <input type="text" name="labels" size="40" value="{e(q.labels)}" '
+                'placeholder="sport,cinéma,politique"></label> <label class="pair">template <input type="text" '
+                f'name="template" size="40" value="{e(q.template)}" placeholder="the model\'s language"></label>')
+    classify = ""
+    if task == "text-classification":
+        classify = ('<input type="hidden" name="compare" value="0">'
+                    f'<label><input type="checkbox" name="compare" value="1"{" checked" if q.compare else ""}> '
+                    "exact and int8 side by side</label> "
+                    f'<label>long text <select name="long_text">{_options(LONG_TEXT, LONG_TEXT_NAMES, q.long_text)}'
+                    f'</select></label> <label>stride <input type="number" name="stride" min="0" '
+                    f'value="{e(stride)}"></label> ')
+    method = (f'<label>attributions <select name="method">{_options(METHODS, METHODS, q.method)}</select></label> '
+              if task in ATTRIBUTION_TASKS else "")
     return ('<form class="ask" method="get" action="/">'
-            f'<textarea name="text" rows="5" cols="100" placeholder="Type a text to classify">{e(q.text)}</textarea>'
+            f'<textarea name="text" rows="5" cols="100" placeholder="{e(placeholder)}">{e(q.text)}</textarea>{pair}'
             f'<div class="controls"><label>weights <select name="quantize">'
             f'{_options(QUANTIZE, {"none": "exact (fp32)", "int8": "int8"}, q.quantize)}</select></label> '
-            '<input type="hidden" name="compare" value="0">'
-            f'<label><input type="checkbox" name="compare" value="1"{" checked" if q.compare else ""}> '
-            "exact and int8 side by side</label> "
-            f'<label>long text <select name="long_text">{_options(LONG_TEXT, LONG_TEXT_NAMES, q.long_text)}'
-            f'</select></label> <label>stride <input type="number" name="stride" min="0" '
-            f'value="{e(stride)}"></label> '
-            f'<label>attributions <select name="method">{_options(METHODS, METHODS, q.method)}</select></label> '
-            '<button type="submit">Explain</button></div></form>')
+            f'{classify}{method}<button type="submit">Explain</button></div></form>')
 
 
 def _side(a: Answer) -> str:
@@ -125,23 +144,26 @@ def render_windows(x: Exploration) -> str:
 
 
 def render_results(x: Exploration) -> str:
-    long_text = render_windows(x) if x.query.long_text == "chunk" else render_truncation(x)
     detail = (f'<h2 class="detail">Every stage, {NAMES[WEIGHTS[x.query.quantize]]} weights</h2>'
               + render_section(x.inspection, 1, numbered=False))
+    if x.task != "text-classification":
+        return detail
+    long_text = render_windows(x) if x.query.long_text == "chunk" else render_truncation(x)
     return render_answers(x) + long_text + detail
 
 
-def render_studio(model: str, query: Query, exploration: Exploration | None = None, error: str | None = None) -> str:
+def render_studio(model: str, query: Query, exploration: Exploration | None = None, error: str | None = None,
+                  task: str = "text-classification") -> str:
     """The whole page: the form, an error if the query had one, then the results."""
-    body = render_form(query)
+    body = render_form(query, task)
     if error:
         body += f'<p class="error" role="alert">{e(error)}</p>'
     if exploration is not None:
         body += render_results(exploration)
     title = f"coulisse studio — {model}"
-    header = (f"<h1>coulisse studio</h1><p>Model: <code>{e(model)}</code>. A text goes through the pipeline's "
-              "stages: tokenizer, encoder, head, post-processing; the words are coloured by what pushed the "
-              "answer.</p>")
+    words = ("; the words are coloured by what pushed the answer" if task in ATTRIBUTION_TASKS else "")
+    header = (f"<h1>coulisse studio</h1><p>Model: <code>{e(model)}</code>, task {e(task)}. A text goes through the "
+              f"pipeline's stages: tokenizer, encoder, head, post-processing{words}.</p>")
     return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">'
             f"<title>{e(title)}</title><style>{STYLE}{STUDIO_STYLE}</style></head><body>{header}{body}"
@@ -149,7 +171,7 @@ def render_studio(model: str, query: Query, exploration: Exploration | None = No
 
 
 STUDIO_STYLE = """
-.controls input[type=number]{width:5em}
+.controls input[type=number]{width:5em}.pair{display:block;margin:6px 0;font-size:14px}
 .ask textarea{width:100%;box-sizing:border-box;font:15px/1.4 system-ui,sans-serif;padding:6px}
 .controls{display:flex;flex-wrap:wrap;gap:10px 18px;align-items:center;margin:6px 0 12px;font-size:14px}
 .sides{display:flex;flex-wrap:wrap;gap:24px}.side{flex:1 1 380px}.side h3{margin:8px 0 4px}

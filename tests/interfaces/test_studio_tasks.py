@@ -1,0 +1,139 @@
+"""`coulisse studio --task`: a studio of another task of `coulisse explain` (fill-mask, question-answering,
+zero-shot-classification here), its routes in-process against the pipelines it adapts: the task's fields in
+the form, the answer and views of the weights asked, and one-line 400s for what the task cannot use.
+tests/interfaces/test_studio.py holds the text-classification studio and the command in a browser.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+from click.testing import CliRunner
+from test_report import parse
+
+pytest.importorskip("fastapi")
+from starlette.testclient import TestClient  # noqa: E402
+
+from coulisse import pipeline  # noqa: E402
+from coulisse.interfaces.cli import cli  # noqa: E402
+from coulisse.interfaces.studio.app import create_app  # noqa: E402
+from coulisse.interfaces.studio.explore import Studio  # noqa: E402
+
+QA_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "qa"
+CONTEXT = "Le camembert est un fromage de Normandie, créé en 1791 par Marie Harel à Camembert."
+QUESTION = "Qui a créé le camembert ?"
+
+
+def studio_client(task: str, folder: Path, loads: list | None = None):
+    exact = pipeline(task, model=folder)
+
+    def load_int8():
+        if loads is not None:
+            loads.append(1)
+        return pipeline(task, model=folder, quantize="int8")
+
+    return TestClient(create_app(Studio(exact, load_int8)), base_url="http://127.0.0.1:8765")
+
+
+def ask(client, route: str = "/api/explain", **query):
+    return client.get(route + "?" + urlencode(query))
+
+
+def field_names(html: str) -> set[str]:
+    return {e[1]["name"] for e in parse(html).elements if "name" in e[1] and e[0] != "meta"}
+
+
+@pytest.fixture(scope="module")
+def fill_mask(task_factory):
+    folder = task_factory.checkpoint("camembert", "masked-lm")
+    loads: list = []
+    with studio_client("fill-mask", folder, loads) as client:
+        yield client, folder, loads
+
+
+def test_fill_mask_studio_answers_as_the_pipeline_for_the_weights_asked(fill_mask):
+    client, folder, loads = fill_mask
+    text = "Le film est <mask>."
+    got = ask(client, text=text).json()
+    assert got["task"] == "fill-mask" and got["answers"] == {} and got["attribution"] is None and loads == []
+    expected = pipeline("fill-mask", model=folder)(text, top_k=5)
+    (masks,) = got["view"]["masks"]
+    assert [p["token"] for p in masks] == [p["token"] for p in expected]
+    assert [p["score"] for p in masks] == pytest.approx([p["score"] for p in expected], abs=1e-6)
+    int8 = ask(client, text=text, quantize="int8").json()
+    assert loads == [1]  # the int8 pipeline loads on the first query that asks for it
+    expected = pipeline("fill-mask", model=folder, quantize="int8")(text, top_k=5)
+    assert [p["token"] for p in int8["view"]["masks"][0]] == [p["token"] for p in expected]
+    page = ask(client, "/", text=text).text
+    headings = [h[2] for h in parse(page).find("h2")]
+    assert f"“{text}” → {got['answer']}" in headings and "Every stage, exact (fp32) weights" in headings
+    assert not parse(page).find("section", "compare") and not parse(page).find("section", "long-text")
+
+
+def test_the_form_has_the_tasks_fields(fill_mask, nli_dir, tmp_path, camembert_spm):
+    client, _, _ = fill_mask
+    assert field_names(client.get("/").text) == {"text", "quantize"}
+    qa = tmp_path / "qa"
+    shutil.copytree(QA_FIXTURES / "camembert", qa)
+    shutil.copy(camembert_spm, qa / "sentencepiece.bpe.model")
+    with studio_client("question-answering", qa) as c:
+        assert field_names(c.get("/").text) == {"text", "question", "quantize"}
+    with studio_client("zero-shot-classification", nli_dir) as c:
+        assert field_names(c.get("/").text) == {"text", "labels", "template", "quantize", "method"}
+
+
+def test_what_the_task_cannot_use_is_a_one_line_400(fill_mask):
+    client, _, _ = fill_mask
+    for query, words in (({"long_text": "chunk"}, "long_text: text-classification's"),
+                         ({"stride": "8"}, "stride: text-classification's"),
+                         ({"compare": "1"}, "compare: text-classification's"),
+                         ({"method": "occlusion"}, "fill-mask has no word scores"),
+                         ({"question": "Quoi ?"}, "question is for a question-answering studio"),
+                         ({"labels": "a,b"}, "labels and template are for a zero-shot-classification studio")):
+        r = ask(client, text="Le film est <mask>.", **query)
+        assert r.status_code == 400 and r.json()["error_type"] == "InputError", (query, r.text)
+        assert words in r.json()["error"] and "\n" not in r.json()["error"] and "--" not in r.json()["error"]
+    r = ask(client, text="Pas de masque.")
+    assert r.status_code == 400 and "has no mask token" in r.json()["error"]
+
+
+def test_question_answering_studio_marks_the_pipelines_answer(tmp_path, camembert_spm):
+    qa = tmp_path / "qa"
+    shutil.copytree(QA_FIXTURES / "camembert", qa)
+    shutil.copy(camembert_spm, qa / "sentencepiece.bpe.model")
+    with studio_client("question-answering", qa) as client:
+        r = ask(client, "/", text=CONTEXT)
+        assert r.status_code == 400 and "question box" in parse(r.text).find("p", "error")[0][2]
+        assert parse(r.text).find("textarea")[0][2] == CONTEXT  # the box keeps the text
+        page = ask(client, "/", text=CONTEXT, question=QUESTION).text
+        expected = pipeline("question-answering", model=qa)(question=QUESTION, context=CONTEXT)
+        (mark,) = parse(page).find("mark", "answer-span")
+        assert mark[2] == CONTEXT[expected["start"]:expected["end"]]
+        (box,) = [el for el in parse(page).find("input") if el[1].get("name") == "question"]
+        assert box[1]["value"] == QUESTION
+
+
+def test_zero_shot_studio_ranks_and_scores_the_words(nli_dir):
+    with studio_client("zero-shot-classification", nli_dir) as client:
+        assert "labels box" in ask(client, text="Le PSG a gagné.").json()["error"]
+        got = ask(client, text="Le PSG a gagné hier soir.", labels="sport,cinéma", method="occlusion").json()
+    expected = pipeline("zero-shot-classification", model=nli_dir)("Le PSG a gagné hier soir.",
+                                                                     candidate_labels="sport,cinéma")
+    assert got["view"]["answer"]["labels"] == expected["labels"]
+    assert got["view"]["answer"]["scores"] == pytest.approx(expected["scores"], abs=1e-6)
+    assert got["attribution"]["label"] == expected["labels"][0] and got["attribution"]["method"] == "occlusion"
+
+
+def test_the_command_explores_the_task_it_is_given(task_factory, monkeypatch):
+    import coulisse.interfaces.studio.app as app
+
+    started = []
+    monkeypatch.setattr(app, "run", lambda studio, host, port, allow_remote: started.append(studio))
+    folder = task_factory.checkpoint("camembert", "masked-lm")
+    result = CliRunner().invoke(cli, ["studio", "--task", "fill-mask", "-m", str(folder), "--port", "0"])
+    assert result.exit_code == 0, result.output
+    (studio,) = started
+    assert studio.task == "fill-mask" and studio.pipeline("int8").preparation.quantize
