@@ -137,3 +137,37 @@ def test_the_command_explores_the_task_it_is_given(task_factory, monkeypatch):
     assert result.exit_code == 0, result.output
     (studio,) = started
     assert studio.task == "fill-mask" and studio.pipeline("int8").preparation.quantize
+
+
+@pytest.mark.slow
+def test_chromium_shows_a_question_answering_studio(tmp_path, camembert_spm):
+    """The real command, `--task question-answering`, in a browser with every other host unreachable: no console
+    error, nothing fetched but the studio's page, the pipeline's answer marked in the context."""
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    from test_studio import browse, only_the_studio
+
+    qa = tmp_path / "qa"
+    shutil.copytree(QA_FIXTURES / "camembert", qa)
+    shutil.copy(camembert_spm, qa / "sentencepiece.bpe.model")
+    process = subprocess.Popen([sys.executable, "-m", "coulisse", "studio", "--task", "question-answering", "-m",
+                                str(qa), "--port", "0", "--threads", "1"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        found = re.search(r"http://127\.0\.0\.1:\d+/", process.stdout.readline())
+        assert found, process.stderr.read()
+        base = found.group(0)
+        dom, console, requests = browse(tmp_path, base + "?" + urlencode({"text": CONTEXT, "question": QUESTION}),
+                                        "--dump-dom")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    assert console == [] and only_the_studio(requests, base), (console, requests)
+    expected = pipeline("question-answering", model=qa)(question=QUESTION, context=CONTEXT)
+    (mark,) = parse(dom).find("mark", "answer-span")
+    assert mark[2] == CONTEXT[expected["start"]:expected["end"]]
+    (canvas,) = parse(dom).find("canvas", "heatmap")
+    assert int(canvas[1]["width"]) > 96  # drawn by the page's script
