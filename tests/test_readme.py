@@ -20,7 +20,7 @@ def test_the_three_stages_snippet_runs(tf_camembert_dir):
     code = section_code("The three stages")
     assert code, "the README has no Python block under '## The three stages'"
     code, replaced = re.subn(r'model="[^"]+"', f"model={str(tf_camembert_dir)!r}", code)
-    assert replaced == 1, code
+    assert replaced == 2, code  # the three stages, then coulisse.report's page
     namespace: dict = {}
     exec(compile(code, str(README), "exec"), namespace)  # a NameError here: the snippet uses an undefined name
     # The ids the README shows are the real tokenizer's, which the fixture carries.

@@ -681,12 +681,34 @@ HEAD_VIEWS = {
 }
 
 
+def report(pipe, texts: str | list[str], *, question: str | None = None, labels: Any = None,
+           template: str | None = None, method: str = "integrated_gradients", steps: int | None = None,
+           target: int | str | None = None):
+    """The page of `coulisse explain --html` for `texts` (a text or a list), as a `Report`: `.save(path)`
+    writes it, and a notebook shows it inline. `question` (question-answering), `labels` and `template`
+    (zero-shot-classification) as in `coulisse explain`; `method`, `steps` and `target` choose how the words are
+    scored, for the tasks that answer with a label (text-classification, zero-shot-classification).
+
+        >>> import coulisse
+        >>> classifier = coulisse.pipeline("sentiment-analysis", model="coulisse/mini-allocine")
+        >>> coulisse.report(classifier, ["Un film excellent.", "Quel navet !"]).save("report.html")
+    """
+    from coulisse.interfaces.report import Report
+
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+        raise InputError("report() takes a text or a list of texts, none of them empty.")
+    if pipe.task not in ATTRIBUTION_TASKS and (method != "integrated_gradients" or steps is not None
+                                               or target is not None):
+        raise InputError(f"method, steps and target choose how words are scored, and {pipe.task} has no word scores "
+                         f"(only {' and '.join(ATTRIBUTION_TASKS)}); drop them.")
+    options = {"question": question, "labels": labels, "template": template, "method": method, "steps": steps,
+               "target": target}
+    return Report([inspect_text(pipe, text, **options) for text in texts], f"coulisse explain — {pipe.checkpoint.name}")
+
+
 def write_report(pipe, texts: list[str], path, **options) -> list:
     """Inspect every text and write the self-contained HTML page to `path`; return the inspections."""
-    from pathlib import Path
-
-    from coulisse.interfaces.report import render_page
-
-    inspections = [inspect_text(pipe, text, **options) for text in texts]
-    Path(path).write_text(render_page(inspections, f"coulisse explain — {pipe.checkpoint.name}"), encoding="utf-8")
-    return inspections
+    page = report(pipe, texts, **options)
+    page.save(path)
+    return page.inspections

@@ -543,6 +543,29 @@ def render_summary(inspections: list[Inspection]) -> str:
             f'{top_head}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
 
 
+@dataclass
+class Report:
+    """`coulisse.report(...)`'s answer: the inspections, the page made of them (`html()`, `save(path)`), and the
+    page inline in a notebook (`_repr_html_`: in an iframe, so that its style and script stay its own)."""
+
+    inspections: list[Inspection]
+    title: str = "coulisse explain"
+
+    def html(self) -> str:
+        return render_page(self.inspections, self.title)
+
+    def save(self, path) -> Any:
+        from pathlib import Path
+
+        path = Path(path)
+        path.write_text(self.html(), encoding="utf-8")
+        return path
+
+    def _repr_html_(self) -> str:
+        return (f'<iframe srcdoc="{e(self.html())}" title="{e(self.title)}" '
+                'style="width:100%;height:760px;border:1px solid #ddd"></iframe>')
+
+
 def render_page(inspections: list[Inspection], title: str = "coulisse explain") -> str:
     """The whole self-contained document."""
     first = inspections[0]
