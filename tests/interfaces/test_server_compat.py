@@ -10,7 +10,6 @@ batcher may cut batches differently; packed fp32 matmuls then differ in the last
 from __future__ import annotations
 
 import base64
-import copy
 import os
 import shutil
 import signal
@@ -382,27 +381,24 @@ def test_question_answering(minilm_dir, tmp_path, serve):
     assert [a.answer for a in served] == [a["answer"] for a in expected]
 
 
-def test_zero_shot(factory, tmp_path, serve):
-    import transformers
-
-    config = copy.deepcopy(factory.reference("camembert").model.config)
-    labels = {0: "entailment", 1: "neutral", 2: "contradiction"}
-    config.id2label, config.label2id = labels, {v: k for k, v in labels.items()}
-    torch.manual_seed(400)
-    folder = tmp_path / "nli"
-    transformers.AutoModelForSequenceClassification.from_config(config).save_pretrained(folder)
-    for f in factory.tokenizer_files("camembert").iterdir():
-        if f.name != "config.json":
-            shutil.copy(f, folder / f.name)
-    server = serve(folder)  # an NLI head: served as zero-shot classification
+def test_zero_shot(nli_dir, serve):
+    server = serve(nli_dir, "--max-client-batch-size", "4")  # an NLI head: served as zero-shot classification
     assert httpx.get(f"{server.base}/info").json()["task"] == "zero-shot-classification"
-    zero_shot = pipeline("zero-shot-classification", model=str(folder))
+    zero_shot = pipeline("zero-shot-classification", model=str(nli_dir))
     candidates = ["sport", "politique", "cinéma"]
     for multi_label in (False, True):
         served = client(server).zero_shot_classification(TEXTS[3], candidates, multi_label=multi_label)
         expected = zero_shot(TEXTS[3], candidate_labels=candidates, multi_label=multi_label)
         assert [r.label for r in served] == expected["labels"]
         close([r.score for r in served], expected["scores"])
+    # Each label is one (text, hypothesis) input of the model: more than --max-client-batch-size is TEI's 422.
+    labels = [f"label {i}" for i in range(4)]
+    body = {"inputs": TEXTS[3], "parameters": {"candidate_labels": labels}}
+    assert httpx.post(f"{server.base}/", json=body, timeout=60).status_code == 200
+    body["parameters"]["candidate_labels"].append("one too many")
+    r = httpx.post(f"{server.base}/", json=body, timeout=60)
+    assert r.status_code == 422 and r.json()["error_type"] == "validation"  # TEI's type for its batch_size error
+    assert "candidate labels (one input each) 5 > maximum allowed batch size 4" in r.json()["error"]
 
 
 # -- /docs offline: headless Chromium, every host but 127.0.0.1 unreachable ----------------------------------

@@ -95,11 +95,11 @@ class Gate:
         # Several models in one server share one: they share the CPU.
         self.permits = permits or asyncio.Semaphore(settings.max_concurrent_requests)
 
-    def check_batch(self, n: int) -> None:
+    def check_batch(self, n: int, what: str = "batch size") -> None:
         if n == 0:
             raise ServerError("empty", "`inputs` cannot be empty")
         if n > self.settings.max_client_batch_size:
-            raise ServerError("batch_size", f"batch size {n} > maximum allowed batch size "
+            raise ServerError("batch_size", f"{what} {n} > maximum allowed batch size "
                               f"{self.settings.max_client_batch_size} (--max-client-batch-size)")
 
     async def run(self, request: Request, route: str, method: str,

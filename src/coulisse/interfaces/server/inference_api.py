@@ -75,6 +75,8 @@ def add_root_routes(app: FastAPI, service: Service, gate, protected: list, handl
 
     async def run_task(body, request: Request) -> Response:
         inputs, parameters = pipeline_call(task, body)
+        if task == "zero-shot-classification":  # one (text, hypothesis) pair, one model input, per label
+            gate.check_batch(len(parameters["candidate_labels"]), "candidate labels (one input each)")
 
         async def work(t: Timings) -> list:
             result = await service.run_task(inputs, parameters, partial(client_gone, request), t)
