@@ -399,6 +399,8 @@ def test_zero_shot(nli_dir, serve):
     r = httpx.post(f"{server.base}/", json=body, timeout=60)
     assert r.status_code == 422 and r.json()["error_type"] == "validation"  # TEI's type for its batch_size error
     assert "candidate labels (one input each) 5 > maximum allowed batch size 4" in r.json()["error"]
+    schema = httpx.get(f"{server.base}/openapi.json").json()["components"]["schemas"]
+    assert schema["ZeroShotParameters"]["properties"]["candidate_labels"]["maxItems"] == 4  # generated clients see it
 
 
 # -- /docs offline: headless Chromium, every host but 127.0.0.1 unreachable ----------------------------------

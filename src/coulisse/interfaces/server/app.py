@@ -83,6 +83,9 @@ def document_limits(schema: dict, settings: ServerSettings) -> dict:
             # The batch forms only: a [text, text_pair] pair and a token id list are one input.
             if form.get("type") == "array" and form.get("items", {}).get("type") not in ("string", "integer"):
                 form.update(minItems=1, maxItems=settings.max_client_batch_size)
+    labels = models.get("ZeroShotParameters", {}).get("properties", {}).get("candidate_labels")
+    if labels is not None:  # one model input per label
+        labels["maxItems"] = settings.max_client_batch_size
     return schema
 
 
