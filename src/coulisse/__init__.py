@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-__all__ = ["SentenceEncoder", "SparseEncoder", "__version__", "pipeline", "report"]
+__all__ = ["SentenceEncoder", "SparseEncoder", "__version__", "pipeline"]
 
 
 def __getattr__(name: str):
@@ -16,10 +16,6 @@ def __getattr__(name: str):
         from coulisse.pipelines import pipeline
 
         return pipeline
-    if name == "report":  # coulisse explain --html's page, for a notebook or a file
-        from coulisse.interfaces.explain import report
-
-        return report
     if name == "SentenceEncoder":  # sentence-transformers' encode() over the feature-extraction pipeline
         from coulisse.sentence import SentenceEncoder
 

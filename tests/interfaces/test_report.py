@@ -270,12 +270,12 @@ def test_screenshot_shows_the_coloured_words(report, tmp_path):
 
 
 def test_the_python_report_is_the_commands_page_and_shows_in_a_notebook(factory, tmp_path):
-    """`coulisse.report(pipe, texts)`: the page `explain --html` writes, saved where asked, and in a notebook an
-    iframe whose document is that page (its style and script stay out of the notebook's)."""
-    import coulisse
+    """`coulisse.explain.report(pipe, texts)`: the page `explain --html` writes, saved where asked, and in a
+    notebook an iframe whose document is that page (its style and script stay out of the notebook's)."""
+    from coulisse.explain import report
 
     pipe = pipeline("text-classification", model=factory.checkpoint("camembert"))
-    page = coulisse.report(pipe, TEXTS[:2], method="occlusion")
+    page = report(pipe, TEXTS[:2], method="occlusion")
     written = tmp_path / "cli.html"
     write_report(pipe, TEXTS[:2], written, method="occlusion")
     assert page.html() == written.read_text(encoding="utf-8")
@@ -283,18 +283,20 @@ def test_the_python_report_is_the_commands_page_and_shows_in_a_notebook(factory,
     assert [x.head.headline for x in page.inspections] == [f"{a['label']} {a['score']:.4f}" for a in pipe(TEXTS[:2])]
     (frame,) = parse(page._repr_html_()).find("iframe")
     assert frame[1]["srcdoc"] == page.html()  # the parser unescapes the attribute: the page itself
-    assert coulisse.report(pipe, TEXTS[0], method="occlusion").html() == render_page(page.inspections[:1],
+    assert report(pipe, TEXTS[0], method="occlusion").html() == render_page(page.inspections[:1],
                                                                                       page.title)
     for bad in ([], [""], "  "):
         with pytest.raises(InputError, match="a text or a list of texts"):
-            coulisse.report(pipe, bad)
+            report(pipe, bad)
 
 
 def test_the_python_report_scores_no_words_where_the_task_has_none(task_factory):
-    import coulisse
+    from coulisse.explain import report, stages
 
     pipe = pipeline("fill-mask", model=task_factory.checkpoint("bert", "masked-lm"))
     with pytest.raises(InputError, match="fill-mask has no word scores"):
-        coulisse.report(pipe, "Le film est [MASK].", method="occlusion")
-    (x,) = coulisse.report(pipe, "Le film est [MASK].").inspections
+        report(pipe, "Le film est [MASK].", method="occlusion")
+    (x,) = report(pipe, "Le film est [MASK].").inspections
     assert x.attribution is None and x.head.masks[0][0]["token"] == pipe("Le film est [MASK].")[0]["token"]
+    out = stages(pipe, "Le film est [MASK].")  # the terminal's stages, as a string
+    assert "3. Head: masked positions -> vocabulary logits" in out and repr(x.head.masks[0][0]["token_str"]) in out

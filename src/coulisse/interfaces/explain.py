@@ -689,9 +689,10 @@ def report(pipe, texts: str | list[str], *, question: str | None = None, labels:
     (zero-shot-classification) as in `coulisse explain`; `method`, `steps` and `target` choose how the words are
     scored, for the tasks that answer with a label (text-classification, zero-shot-classification).
 
-        >>> import coulisse
-        >>> classifier = coulisse.pipeline("sentiment-analysis", model="coulisse/mini-allocine")
-        >>> coulisse.report(classifier, ["Un film excellent.", "Quel navet !"]).save("report.html")
+        >>> from coulisse import pipeline
+        >>> from coulisse.explain import report
+        >>> classifier = pipeline("sentiment-analysis", model="coulisse/mini-allocine")
+        >>> report(classifier, ["Un film excellent.", "Quel navet !"]).save("report.html")
     """
     from coulisse.interfaces.report import Report
 

@@ -545,7 +545,7 @@ def render_summary(inspections: list[Inspection]) -> str:
 
 @dataclass
 class Report:
-    """`coulisse.report(...)`'s answer: the inspections, the page made of them (`html()`, `save(path)`), and the
+    """`coulisse.explain.report(...)`'s answer: the inspections, the page made of them (`html()`, `save(path)`), and the
     page inline in a notebook (`_repr_html_`: in an iframe, so that its style and script stay its own)."""
 
     inspections: list[Inspection]
