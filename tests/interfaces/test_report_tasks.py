@@ -337,3 +337,17 @@ def test_hostile_text_question_and_labels_are_shown_not_run(task_factory, nli_di
         html = path.read_text(encoding="utf-8")
         assert html.count("<script>") == 1 and "<b>" not in html and "<i>" not in html, task
         assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html, task
+
+
+def test_a_long_text_gets_its_entities_from_windows_and_says_so(task_factory, tmp_path):
+    """Past the model's limit, the token views show what truncation keeps (the rest greyed), and the entities
+    come from windows over the whole text, as `coulisse ner` reads it (a quarter of a window shared)."""
+    folder = task_factory.checkpoint("bert", "token-classification", model_max_length=32)
+    pipe = pipeline("token-classification", model=folder)
+    text = " ".join([SENTENCE] * 6)
+    (x,) = write_report(pipe, [text], tmp_path / "long.html")
+    assert x.truncated_at is not None and any(t.truncated for t in x.tokens) and len(x.seen) == 32
+    assert x.head.entities == pipe(text, aggregation_strategy="simple", stride=8)
+    assert any(entity["start"] >= x.truncated_at for entity in x.head.entities)  # found past the cut
+    assert any("windows sharing 8 tokens" in note for note in x.notes)
+    assert len(x.head.labels) == len(x.seen)  # a label for each token the model saw
