@@ -183,18 +183,28 @@ def _classification(pipe, e: Encoded) -> list[str]:
     return out
 
 
+def sentence_embedding(pipe, text: str, tokens: int | None = None):
+    """The pipeline's sentence embedding of `text` (pooling='auto'), and how it was pooled, in words (`tokens`:
+    the count to name in them)."""
+    import numpy as np
+
+    batch = pipe.preprocess(text, pooling="auto")
+    config = batch.context  # the folder's sentence-transformers settings (pooling, Normalize, length, case)
+    vector = np.asarray(pipe.postprocess(pipe.forward(batch), batch), dtype=np.float32)
+    found = (pipe.checkpoint.directory / "modules.json").is_file()
+    how = "the folder's sentence-transformers modules" if found else "no sentence-transformers config: mean"
+    many = "the" if tokens is None else f"the {tokens}"
+    what = f"the mean of {many} token vectors" if config.pooling == "mean" else "the first token's vector"
+    then = ", divided by its L2 norm" if config.normalize else ""
+    return vector, f"pooling='auto' ({how}): {what}{then}"
+
+
 def _embedding(pipe, e: Encoded) -> list[str]:
     import numpy as np
 
-    batch = pipe.preprocess(e.text, pooling="auto")
-    config = batch.context  # the folder's sentence-transformers settings (pooling, Normalize, length, case)
-    vector = np.asarray(pipe.postprocess(pipe.forward(batch), batch))
-    found = (pipe.checkpoint.directory / "modules.json").is_file()
-    how = "the folder's sentence-transformers modules" if found else "no sentence-transformers config: mean"
-    what = f"the mean of the {len(e.ids)} token vectors" if config.pooling == "mean" else "the first token's"
-    then = ", divided by its L2 norm" if config.normalize else ""
+    vector, how = sentence_embedding(pipe, e.text, len(e.ids))
     out = [_title(3, "Pooling: hidden states -> one sentence embedding")]
-    out.append(f"pooling='auto' ({how}): {what}{then}")
+    out.append(how)
     out.append(f"embedding shape ({len(vector)},), norm {float(np.linalg.norm(vector)):.4f}, "
                f"starts {_vector(vector)}")
     return out
@@ -239,6 +249,11 @@ def _fill_mask(pipe, e: Encoded) -> list[str]:
     return out
 
 
+def activation_words(head) -> str:
+    """A SPLADE head's activation, as a formula."""
+    return "log(1 + log(1 + ReLU(logit)))" if head.activation == "log1p_relu" else "log(1 + ReLU(logit))"
+
+
 def _sparse(pipe, e: Encoded, shown: int = 10) -> list[str]:
     """SPLADE: the masked-LM head on every token, then log(1 + ReLU) pooled over the tokens; each heavy entry
     with the token it comes from, and whether the text holds it (an expansion when it does not)."""
@@ -253,8 +268,8 @@ def _sparse(pipe, e: Encoded, shown: int = 10) -> list[str]:
     out = [_title(3, "Head: every token -> vocabulary logits")]
     out.append(f"the masked-LM head on all {count(len(e.ids), 'token')}: logits shape "
                f"({len(e.ids)}, {vocab}), as fill-mask would give for each position")
-    activation = "log(1 + log(1 + ReLU(logit)))" if head.activation == "log1p_relu" else "log(1 + ReLU(logit))"
-    out.append(_title(4, f"Pooling: {activation}, {head.strategy} over the tokens -> one weight per entry"))
+    out.append(_title(4, f"Pooling: {activation_words(head)}, {head.strategy} over the tokens -> one weight per "
+                         "entry"))
     out.append(wrapped(f"{len(entries):,} of {vocab:,} entries active ({1 - len(entries) / vocab:.1%} zeros); "
                        f"the {min(shown, len(entries))} heaviest (* : not in the text, an expansion):", indent="  "))
     width = max([len(printable(str(x["token"]))) for x in entries[:shown]] or [1])
@@ -325,6 +340,13 @@ def _question_answering(pipe, e: Encoded) -> list[str]:
                   f"[{answer['start']}:{answer['end']}])"]
 
 
+def zero_shot_words(multi_label: bool, labels: int) -> str:
+    """Zero-shot's post-processing in words (`coulisse.tasks.zero_shot.zero_shot_scores`)."""
+    if multi_label or labels == 1:
+        return "softmax of (contradiction, entailment) per label"
+    return "softmax of the entailment logits across labels"
+
+
 def _zero_shot(pipe, e: Encoded) -> list[str]:
     import numpy as np
 
@@ -349,8 +371,7 @@ def _zero_shot(pipe, e: Encoded) -> list[str]:
     out.append(f"  {'label':<{width}}  {entail:>10}  {contra:>10}  all logits")
     out += [f"  {label:<{width}}  {row[ent]:>10.4f}  {row[con]:>10.4f}  {np.array2string(row, precision=4)}"
             for label, row in zip(labels, logits, strict=True)]
-    how = ("softmax of (contradiction, entailment) per label" if multi_label or len(labels) == 1 else
-           "softmax of the entailment logits across labels")
+    how = zero_shot_words(multi_label, len(labels))
     out.append(_title(5, f"Post-processing: {how} -> ranking"))
     scores = zero_shot_scores(logits, ent, con, multi_label)
     out += [f"  {label:<{width}}  {s:.4f}" for label, s in zip(labels, scores, strict=True)]
@@ -572,8 +593,7 @@ def _ranked(pipe, text: str, *, labels: Any, template: str | None, **_):
     outputs = pipe.forward(batch)
     logits = np.stack(outputs)  # (labels, NLI classes)
     ent, con = pipe.entailment_id, pipe.contradiction_id
-    how = ("a softmax of (contradiction, entailment) per label" if multi_label or len(candidates) == 1 else
-           "a softmax of the entailment logits across the labels")
+    how = "a " + zero_shot_words(multi_label, len(candidates))
     scores = zero_shot_scores(logits, ent, con, multi_label)
     return Ranked(list(candidates), [template.format(label) for label in candidates], logits.tolist(), ent, con,
                   dict(pipe.config.id2label), how, [float(s) for s in scores],
@@ -611,6 +631,7 @@ def _answered(pipe, text: str, *, question: str, qa, notes: list[str], **_):
 
     from coulisse.interfaces.report import Answered, Window
     from coulisse.tasks.base import POST
+    from coulisse.tasks.functional import softmax
     from coulisse.tasks.question_answering import NULL_SCORE, select_starts_ends
 
     options, batch = qa
@@ -621,8 +642,7 @@ def _answered(pipe, text: str, *, question: str, qa, notes: list[str], **_):
         allowed = np.flatnonzero(window.p_mask == 0)
         top = {}
         for col in (0, 1):
-            p = np.exp(lg[allowed, col] - lg[allowed, col].max())
-            p /= p.sum()
+            p = softmax(lg[allowed, col])  # over the tokens allowed to bound an answer
             order = np.argsort(-p, kind="stable")[:5]
             top[col] = [(int(allowed[i]), float(p[i])) for i in order]
         starts, ends, scores, _ = select_starts_ends(lg[:, 0], lg[:, 1], window.p_mask, NULL_SCORE, 1,
@@ -638,18 +658,10 @@ def _answered(pipe, text: str, *, question: str, qa, notes: list[str], **_):
 
 
 def _pooled(pipe, text: str, **_):
-    import numpy as np
-
     from coulisse.interfaces.report import Pooled
 
-    batch = pipe.preprocess(text, pooling="auto")
-    config = batch.context  # the folder's sentence-transformers settings (pooling, Normalize, length, case)
-    vector = np.asarray(pipe.postprocess(pipe.forward(batch), batch), dtype=np.float32)
-    found = (pipe.checkpoint.directory / "modules.json").is_file()
-    how = "the folder's sentence-transformers modules" if found else "no sentence-transformers config: mean"
-    what = "the mean of the token vectors" if config.pooling == "mean" else "the first token's vector"
-    then = ", divided by its L2 norm" if config.normalize else ""
-    return Pooled(f"pooling='auto' ({how}): {what}{then}", vector.tolist())
+    vector, how = sentence_embedding(pipe, text)
+    return Pooled(how, vector.tolist())
 
 
 def _expanded(pipe, text: str, *, kept, trace, shown: int = 20, **_):
@@ -663,8 +675,7 @@ def _expanded(pipe, text: str, *, kept, trace, shown: int = 20, **_):
     source = weights.argmax(0)
     entries = pipe(text)
     present = set(kept.ids)
-    activation = "log(1 + log(1 + ReLU(logit)))" if head.activation == "log1p_relu" else "log(1 + ReLU(logit))"
-    return Expanded(activation, head.strategy, int(weights.shape[1]), len(entries),
+    return Expanded(activation_words(head), head.strategy, int(weights.shape[1]), len(entries),
                     [(str(x["token"]), float(x["value"]), x["index"] in present,
                       int(source[x["index"]]) if head.strategy == "max" else None) for x in entries[:shown]])
 
