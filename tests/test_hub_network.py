@@ -240,6 +240,35 @@ def test_json_that_is_not_a_model_listing_is_a_malformed_answer(online, body):
     assert "\n" not in str(info.value)
 
 
+def test_in_python_the_traceback_is_the_error_alone_and_the_chain_is_in_the_debug_log(online, caplog):
+    """In a notebook, `pipeline(...)` without the Hub shows coulisse's error, not the ~60 lines of
+    huggingface_hub -> httpx -> httpcore -> socket frames it replaced; the chain stays in the debug log.
+    Both sorts: the Hub unreachable (a refused port) and the Hub answering that the model does not exist."""
+    import logging
+    import traceback
+
+    from coulisse import pipeline
+
+    caplog.set_level(logging.DEBUG, logger="coulisse.hub")
+    online(f"http://127.0.0.1:{closed_port()}")
+    with pytest.raises(HubUnreachableError) as unreachable:
+        pipeline("sentiment-analysis", model=MODEL)
+    body = json.dumps({"error": "Repository not found"}).encode()
+    with local_hub(reply(404, body, {"X-Error-Code": "RepoNotFound"})) as endpoint:
+        online(endpoint)
+        with pytest.raises(ModelNotFoundError) as missing:
+            pipeline("sentiment-analysis", model=MODEL)
+    for info in (unreachable, missing):
+        shown = "".join(traceback.format_exception(info.value))
+        assert shown.count("Traceback (most recent call last)") == 1, shown
+        assert "direct cause" not in shown and "During handling" not in shown, shown
+    assert "Offline, the bundled French sentiment model runs" in str(unreachable.value)
+    chains = [r.exc_info[1] for r in caplog.records if r.exc_info]
+    assert any("Connect" in type(e).__name__ or "Connect" in type(e.__cause__ or e).__name__ for e in chains), \
+        [type(e) for e in chains]
+    assert any(type(e).__name__ == "RepositoryNotFoundError" for e in chains), [type(e) for e in chains]
+
+
 def test_unreachable_is_a_model_not_found_error():
     assert issubclass(HubUnreachableError, ModelNotFoundError)
 

@@ -44,6 +44,19 @@ def test_package_version_is_the_installed_one():
     assert coulisse.__version__ == version("coulisse") == pyproject()["project"]["version"]
 
 
+@pytest.mark.parametrize("name", ["coulisse", "coulisse.interfaces.server", "coulisse.interfaces.jobs"])
+def test_the_lazy_names_are_offered_to_completion(name):
+    """A package whose names load on first use (to keep `import coulisse` free of torch) still lists them, so
+    that `coulisse.<Tab>` in a notebook or IPython offers `pipeline`; and each listed name resolves."""
+    import importlib
+
+    module = importlib.import_module(name)
+    listed = dir(module)
+    assert set(module.__all__) <= set(listed), (module.__all__, listed)
+    for attribute in module.__all__:
+        assert getattr(module, attribute) is not None
+
+
 def test_license_expression_matches_pyproject():
     project = pyproject()["project"]
     assert project["license"] == "Apache-2.0" == metadata("coulisse")["License-Expression"]

@@ -209,3 +209,12 @@ def test_max_batch_size_reaches_the_engine(factory):
     for text, result in zip(SHORT * 3, pipe(SHORT * 3, top_k=None), strict=True):
         assert_close("pipeline max_batch_size=2 vs one by one", [r["score"] for r in result],
                      [r["score"] for r in pipe(text, top_k=None)], tol=1e-5)
+
+
+def test_help_names_every_task():
+    """`help(pipeline)` is where a notebook user looks for the task names: each task and alias is there,
+    quoted as it is passed, so a task added to TASKS without a line in the docstring fails here."""
+    from coulisse.pipelines import ALIASES, TASKS, pipeline
+
+    for name in [*TASKS, *ALIASES]:
+        assert f'"{name}"' in pipeline.__doc__, name

@@ -1,4 +1,4 @@
-"""The README's "three stages" snippet runs as written, against a tiny checkpoint laid out like the
+"""The README's "three stages" and drop-in snippets run as written, against a tiny checkpoint laid out like the
 model it names (tests/fixtures/tf_camembert: tblard/tf-allocine's files, the real CamemBERT tokenizer)."""
 
 from __future__ import annotations
@@ -29,3 +29,41 @@ def test_the_three_stages_snippet_runs(tf_camembert_dir):
     ids = [int(i) for i in shown.group(1).split(",") if i.strip()]
     assert namespace["inputs"]["input_ids"][0][: len(ids)].tolist() == ids
     assert tuple(namespace["outputs"].logits.shape) == (2, 2)
+
+
+def subsection_code(title: str) -> str:
+    """The ```python blocks of one `### title` subsection."""
+    text = README.read_text(encoding="utf-8")
+    section = re.split(r"\n##+ ", text.split(f"\n### {title}\n", 1)[1], maxsplit=1)[0]
+    return "\n".join(re.findall(r"```python\n(.*?)```", section, re.S))
+
+
+def test_the_drop_in_snippet_runs_on_a_plain_install(tf_camembert_dir, tmp_path, monkeypatch, capsys):
+    """The drop-in snippet needs nothing but coulisse (no transformers, no undefined `dataset`): it streams a
+    file of reviews and prints each one's best label, in order, as the pipeline answers them one by one."""
+    import builtins
+
+    code = subsection_code("Drop-in for transformers")
+    assert "import transformers" not in code and "from transformers" not in code.replace("# was: from", "")
+    code, replaced = re.subn(r'model="[^"]+"', f"model={str(tf_camembert_dir)!r}", code)
+    assert replaced == 1, code
+    reviews = ["Un film magnifique.", "Quel navet !", "Bof."]
+    (tmp_path / "reviews.txt").write_text("\n".join(reviews) + "\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    real_import = builtins.__import__
+
+    def no_transformers(name, *args, **kwargs):
+        if name.split(".")[0] in {"transformers", "datasets"}:
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_transformers)
+    namespace: dict = {}
+    exec(compile(code, str(README), "exec"), namespace)
+    monkeypatch.setattr(builtins, "__import__", real_import)
+    printed = capsys.readouterr().out.splitlines()
+    answers = [namespace["classifier"]([text])[0][0] for text in reviews]  # one by one: each its own batch
+    assert [line.split()[0] for line in printed] == [a["label"] for a in answers]
+    # One by one vs batched: the same up to float rounding (a GEMM may block rows differently, ~1e-7 on a logit).
+    for line, answer in zip(printed, answers, strict=True):
+        assert abs(float(line.split()[1]) - answer["score"]) <= 1e-6

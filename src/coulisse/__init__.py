@@ -32,3 +32,8 @@ def __getattr__(name: str):
         except PackageNotFoundError:  # imported from a source tree that was never installed
             return "0+unknown"
     raise AttributeError(f"module 'coulisse' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # The lazy names too, so that `coulisse.<Tab>` in a notebook offers them.
+    return sorted(set(globals()) | set(__all__))

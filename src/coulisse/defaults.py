@@ -23,6 +23,12 @@ BUNDLED_ACCURACY = 0.863  # 358 of 415 held-out reviews
 TF_ALLOCINE_ACCURACY = 0.974  # tblard/tf-allocine's reported test accuracy
 
 
+def offline_hint(message: str) -> str:
+    """A Hub error's line for a French sentiment user: the bundled model is at hand (never a silent swap)."""
+    return f"{message} Offline, the bundled French sentiment model runs: --model {BUNDLED_MODEL} " \
+           f"(model={BUNDLED_MODEL!r})."
+
+
 def bundled_dir(name: str) -> Path | None:
     """The folder of a model shipped inside the package, or None if `name` is not one."""
     return BUNDLED_DIR if name == BUNDLED_MODEL else None

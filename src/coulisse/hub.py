@@ -217,34 +217,47 @@ def _fetch(repo_id: str, filename: str, revision: str | None) -> Path:
 @contextmanager
 def _hub_errors(repo_id: str, revision: str | None) -> Iterator[None]:
     """Around one huggingface_hub call: what says the model does not exist stays a ModelNotFoundError;
-    what says the Hub could not be reached or understood becomes a HubUnreachableError."""
+    what says the Hub could not be reached or understood becomes a HubUnreachableError.
+
+    Both are raised `from None`: their line already says what the Hub answered or why it could not be asked,
+    and the chain under it (huggingface_hub -> httpx -> httpcore -> the socket) is some 60 lines of traceback
+    ahead of that line in a notebook. The chain goes to the debug log (`coulisse -vv`, or logging at DEBUG).
+    A disk error keeps its chain: it is the user's machine, not the network."""
     from huggingface_hub import utils as hub  # huggingface_hub.errors lacks most of them in 0.24
 
     try:
         yield
     except hub.HFValidationError as e:
-        raise ModelNotFoundError(f"{repo_id!r} is not a valid Hub id ({_one_line(e)}); check the id.") from e
+        raise _said(e, ModelNotFoundError(f"{repo_id!r} is not a valid Hub id ({_one_line(e)}); check the id.")
+                    ) from None
     except hub.GatedRepoError as e:
-        raise ModelNotFoundError(
-            f"the Hub repo {repo_id!r} is gated: accept its conditions on its Hub page, then set HF_TOKEN."
-        ) from e
+        raise _said(e, ModelNotFoundError(
+            f"the Hub repo {repo_id!r} is gated: accept its conditions on its Hub page, then set HF_TOKEN.")) from None
     except hub.RepositoryNotFoundError as e:
-        raise ModelNotFoundError(
-            f"no model {repo_id!r} on the Hugging Face Hub; check the id (a private repo also needs HF_TOKEN)."
-        ) from e
+        raise _said(e, ModelNotFoundError(
+            f"no model {repo_id!r} on the Hugging Face Hub; check the id (a private repo also needs HF_TOKEN).")
+        ) from None
     except hub.RevisionNotFoundError as e:
-        raise ModelNotFoundError(f"the Hub repo {repo_id!r} has no revision {revision!r}; check it.") from e
+        raise _said(e, ModelNotFoundError(f"the Hub repo {repo_id!r} has no revision {revision!r}; check it.")
+                    ) from None
     except hub.LocalEntryNotFoundError as e:  # hf_hub_download: the Hub failed and the file is not cached
-        raise HubUnreachableError(unreachable_message(repo_id, revision, e.__cause__ or e)) from e
+        raise _said(e, HubUnreachableError(unreachable_message(repo_id, revision, e.__cause__ or e))) from None
     except hub.EntryNotFoundError as e:
-        raise ModelNotFoundError(f"a file the Hub lists for {repo_id!r} is missing ({_one_line(e)}).") from e
+        raise _said(e, ModelNotFoundError(f"a file the Hub lists for {repo_id!r} is missing ({_one_line(e)}).")
+                    ) from None
     except _unreachable_errors() as e:
-        raise HubUnreachableError(unreachable_message(repo_id, revision, e)) from e
+        raise _said(e, HubUnreachableError(unreachable_message(repo_id, revision, e))) from None
     except OSError as e:  # left after the network errors above: the disk
         raise ModelNotFoundError(
             f"could not save {repo_id!r} in the Hugging Face cache {hub_cache_dir()} ({_one_line(e)}); "
             "check that folder's permissions and free space, or set HF_HUB_CACHE to another one."
         ) from e
+
+
+def _said(caught: BaseException, error: ModelNotFoundError) -> ModelNotFoundError:
+    """`error`, after logging the chain it replaces at DEBUG."""
+    log.debug("%s: from huggingface_hub's %s", type(error).__name__, type(caught).__name__, exc_info=caught)
+    return error
 
 
 def _unreachable_errors() -> tuple[type[BaseException], ...]:

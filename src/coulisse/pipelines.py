@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from coulisse.checkpoint import Checkpoint, check_tokenizer, default_model, load_checkpoint
-from coulisse.defaults import BUNDLED_MODEL, DEFAULT_MODELS
+from coulisse.defaults import DEFAULT_MODELS, offline_hint
 from coulisse.engine import DEFAULT_BATCH_SIZE
 from coulisse.engine.device import resolve_device, resolve_device_map
 from coulisse.engine.prepare import DTYPES, check_request, resolve_dtype, resolve_fast
@@ -82,18 +82,28 @@ def pipeline(task: str | None = "sentiment-analysis", model: str | Path | None =
              quantize: str | None = None, fast: bool = False, throughput: bool = False, **kwargs: Any) -> Pipeline:
     """Build a pipeline, transformers-style: `pipeline("sentiment-analysis", model="tblard/tf-allocine")`.
 
-    Takes transformers 5's arguments (docs/dropin.md says what each does here). `quantize="int8"` runs the
-    encoder's linear layers in int8 (CPU only); `fast=True` the fastest mode this CPU runs within its quality
-    gates (int8, else bf16: `coulisse info`), where exact fp32 is the default. `device` (-1 or "cpu", 0
-    or "cuda:0", a torch.device) is the CPU by default; on a GPU the model runs in fp16 unless `dtype` says
-    otherwise. The engine closes a batch at `max_batch_tokens` tokens or `max_batch_size` inputs (`batch_size`
-    lowers the latter); without `max_batch_tokens`, the kernel plan's budget for this CPU and precision (4,096
-    tokens for int8 on AMX tiles) or 1,024. `throughput=True` picks fp32 kernels for full batches (corpus jobs
-    use it): where MKL's sgemm measures clearly faster than oneDNN at the batch budget on this machine, it runs
-    instead, and short single requests run slower (coulisse/engine/gemm_choice.py). Extra keyword arguments become
-    the task's defaults (e.g. `top_k=None`, `function_to_apply="sigmoid"`). Without `model`, sentiment
-    analysis runs `tblard/tf-allocine`, or the bundled `coulisse/mini-allocine` (logging one warning) when
-    that cannot be had; a named model never falls back.
+    Tasks (the head the checkpoint needs):
+        "text-classification" / "sentiment-analysis"   *ForSequenceClassification: labels and scores
+        "token-classification" / "ner"                 *ForTokenClassification: entities
+        "question-answering"                           *ForQuestionAnswering: answer spans in a context
+        "fill-mask"                                    *ForMaskedLM: the likeliest tokens for each mask
+        "zero-shot-classification"                     an NLI classifier: any labels, named at call time
+        "feature-extraction"                           a base model or sentence-transformers folder: vectors
+        "sparse-embedding"                             *ForMaskedLM (SPLADE): vocabulary weights
+
+    `model` is a Hub id (downloaded once into the Hugging Face cache), a local folder, or the bundled
+    "coulisse/mini-allocine". Without it, sentiment analysis runs `tblard/tf-allocine`, or the bundled model
+    (logging one warning) when that cannot be had; a named model never falls back.
+
+    Takes transformers 5's arguments (the project's docs/dropin.md says what each does here). `quantize="int8"`
+    runs the encoder's linear layers in int8 (CPU only); `fast=True` the fastest mode this CPU runs within its
+    quality gates (int8, else bf16: `coulisse info`), where exact fp32 is the default. `device` (-1 or "cpu",
+    0 or "cuda:0", a torch.device) is the CPU by default; on a GPU the model runs in fp16 unless `dtype` says
+    otherwise. `threads` sets the CPU threads. The engine closes a batch at `max_batch_tokens` tokens or
+    `max_batch_size` inputs (`batch_size` lowers the latter); without `max_batch_tokens`, the kernel plan's
+    budget for this CPU and precision (4,096 tokens for int8 on AMX tiles) or 1,024. `throughput=True` picks
+    fp32 kernels for full batches, as corpus jobs do: faster over a corpus, slower for short single requests.
+    Extra keyword arguments become the task's defaults (e.g. `top_k=None`, `function_to_apply="sigmoid"`).
     """
     if task is None:
         raise InputError("task=None: coulisse does not guess the task from the Hub; pass one, e.g. "
@@ -139,8 +149,7 @@ def pipeline(task: str | None = "sentiment-analysis", model: str | Path | None =
         if cls.task != "text-classification":
             raise
         # A sentiment user without the Hub has a French classifier at hand: say so (never a silent swap).
-        raise HubUnreachableError(f"{e} Offline, the bundled French sentiment model runs: --model "
-                                  f"{BUNDLED_MODEL} (model={BUNDLED_MODEL!r}).") from e.__cause__
+        raise HubUnreachableError(offline_hint(str(e))) from None
     if tokenizer_dir is not None:
         checkpoint = _with_tokenizer(checkpoint, tokenizer_dir)
     # Threads, quantization, dtype and the fast path are chosen in one place: `engine.prepare.prepare_model`.

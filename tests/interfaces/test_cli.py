@@ -143,6 +143,33 @@ def test_help_carries_examples_and_version():
     assert version.exit_code == 0 and "0.1.0" in version.stdout
 
 
+def short_options() -> dict[str, set[str]]:
+    """Each short option of every command -> the long options it stands for, across commands."""
+    import click
+
+    seen: dict[str, set[str]] = {}
+    for name, command in cli.commands.items():
+        for param in command.params:
+            if isinstance(param, click.Option):
+                longs = [o for o in param.opts if o.startswith("--")]
+                for short in (o for o in param.opts if not o.startswith("--")):
+                    seen.setdefault(short, set()).add(longs[0] if longs else f"{name} {short}")
+    return seen
+
+
+def test_a_short_option_that_takes_a_file_or_a_count_means_the_same_in_every_command():
+    """`-i FILE` is the input wherever it exists (ner's `-i` read a file name as labels to hide), `-k N` the
+    number of answers (serve's `-k 3` turned an API key "3" on), `-m` the model, `-o` where results go: a short
+    option carried from one command to another never lands silently on another meaning."""
+    seen = short_options()
+    assert seen["-i"] == {"--input"}
+    assert seen["-k"] == {"--top-k"}
+    assert seen["-m"] == {"--model"}
+    assert seen["-o"] <= {"--output", "--output-dir"}  # evaluate writes a folder
+    assert seen["-t"] == {"--threads"}
+    assert seen["-q"] == {"--quantize"}
+
+
 def assert_one_line_error(result, *words) -> None:
     assert result.exit_code == 1, result.output
     assert result.stdout == ""

@@ -281,6 +281,11 @@ def test_the_python_report_is_the_commands_page_and_shows_in_a_notebook(factory,
     assert page.html() == written.read_text(encoding="utf-8")
     assert page.save(tmp_path / "saved.html").read_text(encoding="utf-8") == page.html()
     assert [x.head.headline for x in page.inspections] == [f"{a['label']} {a['score']:.4f}" for a in pipe(TEXTS[:2])]
+    # Outside a notebook, a line per text with its answer, not every field of the inspections.
+    assert repr(page).splitlines() == [
+        f"Report: 2 texts through {pipe.checkpoint.name} (text-classification); .save(path) writes the page",
+        *[f"  {i}. {t!r} -> {a['label']} {a['score']:.4f}" for i, (t, a) in enumerate(zip(TEXTS[:2], pipe(TEXTS[:2]),
+                                                                                       strict=True), 1)]]
     (frame,) = parse(page._repr_html_()).find("iframe")
     assert frame[1]["srcdoc"] == page.html()  # the parser unescapes the attribute: the page itself
     assert report(pipe, TEXTS[0], method="occlusion").html() == render_page(page.inspections[:1],

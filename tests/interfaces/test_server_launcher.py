@@ -136,3 +136,25 @@ def test_a_port_taken_or_out_of_range_is_refused_before_the_model_loads(command,
     result = CliRunner().invoke(cli, [command, *model, "--port", "70000"])
     assert result.exit_code == 2 and "70000 is not in the range 0<=x<=65535" in result.output, result.output
     assert "no-such-model" not in result.output
+
+
+@pytest.mark.parametrize(("args", "hint"), [(["-m", "tblard/tf-allocine"], True),
+                                            (["-m", "tblard/tf-allocine", "--task", "text-classification"], True),
+                                            (["-m", "someone/else"], False)])
+def test_the_course_model_unreachable_points_to_the_bundled_one_as_classify_does(args, hint, tmp_path,
+                                                                                 monkeypatch):
+    """`coulisse serve --model tblard/tf-allocine` with no Hub and an empty cache: the one line says the
+    bundled French model runs, as `classify -m tblard/tf-allocine` and `pipeline()` say (the task is read from
+    the checkpoint, so serve failed before the pipeline could add it); another model gets no such hint."""
+    from coulisse.interfaces.cli import cli
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name in ("COULISSE_MODEL", "COULISSE_TASK", "MODEL_ID", "COULISSE_PORT", "PORT"):
+        monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(cli, ["serve", *args, "--port", "0"])
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: HubUnreachableError: "), result.output
+    said = "Offline, the bundled French sentiment model runs: --model coulisse/mini-allocine" in lines[0]
+    assert said == hint, lines[0]

@@ -34,7 +34,7 @@ def test_ner_json_is_the_pipeline_output(task_factory, arch):
     expected = pipe(texts, aggregation_strategy="simple", stride=pipe.tokenizer.model_max_length // 4)
     assert [r["text"] for r in records] == texts
     assert [r["entities"] for r in records] == json.loads(json.dumps(expected))
-    records = json_lines(run("ner", "-m", str(directory), "-j", "-a", "none", "-i", "", TEXT))
+    records = json_lines(run("ner", "-m", str(directory), "-j", "-a", "none", "--ignore-labels", "", TEXT))
     assert records[0]["entities"] == json.loads(json.dumps(pipe(TEXT, ignore_labels=[])))
 
 

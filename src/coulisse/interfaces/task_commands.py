@@ -218,7 +218,7 @@ def explain(texts, model, task, question, labels, template, attributions, html_p
 @click.option("-s", "--stride", type=int, default=None, envvar="COULISSE_STRIDE",
               help="Tokens shared by the windows a long text is cut into (default: a quarter of a window; "
               "with --aggregation none, long texts are truncated).")
-@click.option("-i", "--ignore-labels", default="O", show_default=True, envvar="COULISSE_IGNORE_LABELS",
+@click.option("--ignore-labels", default="O", show_default=True, envvar="COULISSE_IGNORE_LABELS",
               help="Labels not shown, comma-separated ('' shows every label).")
 @click.option("-j", "--json", "as_json", is_flag=True, help="One JSON object per text (text, entities).")
 @engine_options
@@ -232,7 +232,7 @@ def ner(texts, model, aggregation, stride, ignore_labels, as_json, threads, quan
     Examples:
       coulisse ner -m Jean-Baptiste/camembert-ner "Je m'appelle Jean-Baptiste et je vis à Montréal."
       coulisse ner -m ./my-ner --aggregation first --json "Emmanuel Macron est à Berlin."
-      cat article.txt | coulisse ner -m ./my-ner --stride 64 -i O,MISC
+      cat article.txt | coulisse ner -m ./my-ner --stride 64 --ignore-labels O,MISC
     """
     model = require_model(model, "a token-classification checkpoint")
     lines = read_texts(texts)  # before the model loads: a missing or undecodable text is said first

@@ -28,3 +28,7 @@ def __getattr__(name: str):
 
         return ServerSettings
     raise AttributeError(f"module 'coulisse.interfaces.server' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

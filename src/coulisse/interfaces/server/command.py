@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 @click.option("--pooling", type=click.Choice(["mean", "cls", "splade"]), default=None, envvar="COULISSE_POOLING",
               help="/embed pooling (default: 1_Pooling/config.json, else mean); splade: a masked-LM model's "
                    "sparse embeddings (/embed_sparse), task sparse-embedding.")
-@click.option("-k", "--api-key", default=None, envvar="COULISSE_API_KEY", show_default=False,
+@click.option("--api-key", default=None, envvar="COULISSE_API_KEY", show_default=False,
               help="Require `Authorization: Bearer KEY` (prefer the env var: argv is visible to `ps`).")
 @click.option("--shutdown-timeout", type=float, default=30.0, show_default=True,
               envvar="COULISSE_SHUTDOWN_TIMEOUT",

@@ -52,8 +52,16 @@ def served_task(task: str | None, model: str | None, revision: str | None = None
         return task
     if model is None:
         return DEFAULT_TASK
+    from coulisse.defaults import DEFAULT_MODEL, offline_hint
+    from coulisse.errors import HubUnreachableError
     from coulisse.hub import resolve_model
 
-    found = detect_task(resolve_model(model, revision))
+    try:
+        directory = resolve_model(model, revision)
+    except HubUnreachableError as e:
+        if model != DEFAULT_MODEL:
+            raise
+        raise HubUnreachableError(offline_hint(str(e))) from None  # the course's classifier: as pipeline() says
+    found = detect_task(directory)
     log.info("task %s, read from %s's files (--task overrides)", found, model)
     return found
