@@ -93,6 +93,27 @@ def test_cli_error_in_a_subprocess_is_one_line(tmp_path, offline_env):
     assert len(lines) == 1 and lines[0].startswith("Error: ") and REPO in lines[0], done.stderr
 
 
+USAGE_MISTAKES = [
+    ["explain", "--task", "zero-shot-classification", "--labels", "a,b", "-a", "Bien."],  # no --model
+    ["fill-mask", "Le film est <mask>."],  # no --model
+    ["classify", "-m", "x", "Bien.", ""],  # an empty text
+    ["explain", "--task", "question-answering", "-m", "x", "Le contexte."],  # no --question
+]
+
+
+@pytest.mark.parametrize("args", USAGE_MISTAKES, ids=lambda a: " ".join(a[:3]))
+def test_usage_mistakes_are_said_without_importing_torch(args, offline_env):
+    """A mistake the command line alone shows is said before torch is imported (~3 s on a cold start): the
+    command's module imports nothing heavy, and the checks run before the pipeline is built."""
+    code = ("import sys\nfrom coulisse.interfaces.cli import main\nsys.argv[0] = 'coulisse'\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\n"
+            "print('torch' in sys.modules, code, file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=offline_env,
+                          timeout=120)
+    torch_loaded, code = done.stderr.strip().splitlines()[-1].split()
+    assert code in {"1", "2"}, done.stderr
+    assert torch_loaded == "False", done.stderr
+
 def test_classify_with_cli_runner(offline_env, expected):
     result = CliRunner().invoke(cli, ["classify", *TEXTS])
     assert result.exit_code == 0, result.output
@@ -220,6 +241,11 @@ def test_usage_mistakes_are_said_before_a_model_is_looked_for(tmp_path, monkeypa
         line = usage_error(runner.invoke(cli, [*command, *model], input="\n  \n"))
         assert "stdin held no text" in line, (command, line)
     assert not (tmp_path / "page.html").exists()
+    # An empty TEXT (an unset "$REVIEW") is a mistake in every command, not a text to answer about.
+    for command in (["classify"], ["explain"], ["ner"], ["embed"], ["fill-mask"], ["zero-shot", "-l", "a,b"]):
+        for empty, said in (("", "TEXT 2 is empty;"), (" \t", "TEXT 2 is empty (only spaces);")):
+            line = usage_error(runner.invoke(cli, [*command, *model, "Bien.", empty]))
+            assert said in line, (command, line)
     line = usage_error(runner.invoke(cli, ["classify", *model, "--fast", "-q", "int8", "x"]))
     assert line == "Error: --fast picks the precision itself; drop --quantize int8, or drop --fast."
     line = usage_error(runner.invoke(cli, ["classify", *model, "x"], env={"COULISSE_QUANTIZE": "int4"}))

@@ -103,13 +103,14 @@ def require_model(model: str | None, what: str) -> str:
 
 def load_pipeline(task: str, model: str | None, threads: int | None = None, quantize: str = "none", **kwargs):
     from coulisse.defaults import DEFAULT_MODELS
-    from coulisse.pipelines import pipeline
 
     if model is None and task not in DEFAULT_MODELS:  # the library's "pass model=" is not the CLI's word
         kinds = {"zero-shot-classification": "an NLI sequence classifier", "fill-mask": "a masked language model",
                  "token-classification": "a token classifier", "question-answering": "an extractive QA model",
                  "feature-extraction": "an encoder"}
         require_model(None, kinds.get(task, f"a {task} model"))
+    from coulisse.pipelines import pipeline  # torch: after the usage checks, which answer in a blink
+
     ctx = click.get_current_context(silent=True)
     fast = ctx is not None and ctx.meta.get(FAST_KEY)
     if quantize != "none":
@@ -122,12 +123,15 @@ def load_pipeline(task: str, model: str | None, threads: int | None = None, quan
 
 
 def read_texts(texts: tuple[str, ...], stdin: BinaryIO | None = None) -> list[str]:
-    """TEXT arguments, else the non-blank lines of stdin (a terminal on stdin is a usage error, and so is a
-    stdin without a non-blank line). Bytes that are not UTF-8 are refused in one line that names the
-    argument or line and the byte: Python hands undecodable arguments over as lone surrogates
+    """TEXT arguments, else the non-blank lines of stdin (a terminal on stdin is a usage error, and so are an
+    empty or blank TEXT and a stdin without a non-blank line). Bytes that are not UTF-8 are refused in one line
+    that names the argument or line and the byte: Python hands undecodable arguments over as lone surrogates
     (`surrogateescape`), which the tokenizer would report as a surrogate the user never typed."""
     if texts:
         for n, text in enumerate(texts, 1):
+            if not text.strip():  # most often an unset shell variable: "$REVIEW" expands to nothing
+                raise click.UsageError(f"TEXT {n} is empty{'' if not text else ' (only spaces)'}; give a text, or "
+                                       "pipe lines on stdin.")
             if (problem := _undecoded(text)) is not None:
                 raise InputError(f"TEXT argument {n} is not valid UTF-8 ({problem}); pass UTF-8 text (a "
                                  "terminal or file in another encoding: convert it, e.g. iconv -f latin1 -t utf-8).")

@@ -177,8 +177,6 @@ def explain(texts, model, task, question, labels, template, attributions, html_p
     logit of its hypothesis.
     """
     lines = read_texts(texts)
-    if (empty := next((n for n, line in enumerate(lines, 1) if not line.strip()), None)) is not None:
-        raise click.UsageError(f"TEXT {empty} is empty: give a text to explain.")
     if target is not None and not attributions and html_path is None:
         raise click.UsageError("--target chooses the label that --attributions or --html explains; add one of them.")
     if html_path is not None and not Path(html_path).resolve().parent.is_dir():
