@@ -351,3 +351,61 @@ def test_a_long_text_gets_its_entities_from_windows_and_says_so(task_factory, tm
     assert any(entity["start"] >= x.truncated_at for entity in x.head.entities)  # found past the cut
     assert any("windows sharing 8 tokens" in note for note in x.notes)
     assert len(x.head.labels) == len(x.seen)  # a label for each token the model saw
+
+
+# -- two answers to one input, in the task's terms (the studio's exact against int8) -------------------------
+
+
+def entity(group: str, word: str, start: int, score: float) -> dict:
+    return {"entity_group": group, "word": word, "start": start, "end": start + len(word), "score": score}
+
+
+def proposals(*tokens_scores) -> list[dict]:
+    return [{"token": t, "token_str": f"w{t}", "score": s} for t, s in tokens_scores]
+
+
+def test_views_say_when_two_answers_are_the_same_in_the_tasks_terms():
+    """Each task's `against`: the same answer where the task's answer is the same (entities by label and
+    characters, the best token of each mask, the answer span, the ranking, the heaviest entries as a set, an
+    embedding's cosine at int8's gate), not where a score merely moved; and each difference named."""
+    from coulisse.interfaces.report import Answered, Expanded, Filled, Pooled, Ranked, Tagged
+
+    marie, paris = entity("PER", "Marie", 0, 0.9), entity("LOC", "Paris", 12, 0.8)
+    moved = {**marie, "score": 0.7}
+    assert Tagged([], [marie, paris]).against(Tagged([], [moved, paris])).same
+    assert "largest |Δ score| 2.00e-01" in Tagged([], [marie, paris]).against(Tagged([], [moved, paris])).words
+    other = Tagged([], [marie]).against(Tagged([], [entity("PER", "Marie H", 0, 0.9)]))
+    assert not other.same and "only in the first: PER «Marie»; only in the second: PER «Marie H»" in other.words
+    assert Tagged([], []).against(Tagged([], [])).words == "No entity in either."
+
+    first = Filled([proposals((5, 0.6), (7, 0.3))], 100)
+    assert first.against(Filled([proposals((5, 0.5), (8, 0.2))], 100)).same
+    swapped = first.against(Filled([proposals((7, 0.5), (5, 0.4))], 100))
+    assert not swapped.same and "mask 1: «w5» against «w7»" in swapped.words and "share 2 of 2" in swapped.words
+
+    def answered(answer):
+        return Answered("Qui ?", "Marie vit à Paris.", [], answer)
+
+    span = {"answer": "Marie", "start": 0, "end": 5, "score": 0.8}
+    assert answered(span).against(answered({**span, "score": 0.5})).same
+    assert not answered(span).against(answered({**span, "end": 9, "answer": "Marie vit"})).same
+    assert "«Marie» (0–5) against no answer" in answered(span).against(answered(None)).words
+
+    def ranked(labels, scores):
+        return Ranked(labels, [], [], 0, 2, {}, "", scores, {"labels": labels, "scores": scores})
+
+    assert ranked(["a", "b"], [0.6, 0.4]).against(ranked(["a", "b"], [0.55, 0.45])).same
+    assert "a > b against b > a" in ranked(["a", "b"], [0.6, 0.4]).against(ranked(["b", "a"], [0.4, 0.6])).words
+
+    x = np.array([1.0, 2.0, 3.0])
+    near = Pooled("", x.tolist()).against(Pooled("", (x + [0.0, 0.0, 0.3]).tolist()))
+    cosine = float(x @ (x + [0, 0, 0.3]) / np.linalg.norm(x) / np.linalg.norm(x + [0, 0, 0.3]))
+    assert near.same and f"Cosine {cosine:.6f}" in near.words
+    assert not Pooled("", x.tolist()).against(Pooled("", [3.0, 2.0, 1.0])).same  # cosine 10/14 ≈ 0.71
+
+    def expanded(*entries):
+        return Expanded("", "max", 100, len(entries), [(t, w, True, None) for t, w in entries])
+
+    assert expanded(("chat", 2.0), ("dort", 1.0)).against(expanded(("dort", 1.1), ("chat", 1.2))).same
+    differ = expanded(("chat", 2.0), ("dort", 1.0)).against(expanded(("chat", 2.0), ("lit", 1.0)))
+    assert not differ.same and differ.words.startswith("The 2 heaviest entries share 1 tokens")

@@ -101,6 +101,9 @@ def test_the_json_route_answers_as_both_pipelines(client, pipes):
     fp32, q8 = (dict(zip(got["answers"][w]["labels"], got["answers"][w]["scores"], strict=True))
                 for w in ("fp32", "int8"))
     assert got["delta"] == pytest.approx({k: q8[k] - fp32[k] for k in fp32}, abs=1e-7)
+    # the same verdict as every task's studio gives: the same label, and the largest |Δ|
+    assert got["agreement"]["same"] == (exact(TEXTS[2])[0]["label"] == int8(TEXTS[2])[0]["label"])
+    assert f"largest |Δ score| {max(abs(d) for d in got['delta'].values()):.2e}" in got["agreement"]["words"]
     attribution = exact.explain(TEXTS[2])  # int8's Integrated Gradients run on the fp32 weights
     assert [w["text"] for w in got["attribution"]["words"]] == [w.text for w in attribution.words]
     assert [w["attribution"] for w in got["attribution"]["words"]] == pytest.approx(

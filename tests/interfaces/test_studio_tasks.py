@@ -57,8 +57,9 @@ def fill_mask(task_factory):
 def test_fill_mask_studio_answers_as_the_pipeline_for_the_weights_asked(fill_mask):
     client, folder, loads = fill_mask
     text = "Le film est <mask>."
-    got = ask(client, text=text).json()
+    got = ask(client, text=text, compare="0").json()
     assert got["task"] == "fill-mask" and got["answers"] == {} and got["attribution"] is None and loads == []
+    assert got["agreement"] is None
     expected = pipeline("fill-mask", model=folder)(text, top_k=5)
     (masks,) = got["view"]["masks"]
     assert [p["token"] for p in masks] == [p["token"] for p in expected]
@@ -67,7 +68,7 @@ def test_fill_mask_studio_answers_as_the_pipeline_for_the_weights_asked(fill_mas
     assert loads == [1]  # the int8 pipeline loads on the first query that asks for it
     expected = pipeline("fill-mask", model=folder, quantize="int8")(text, top_k=5)
     assert [p["token"] for p in int8["view"]["masks"][0]] == [p["token"] for p in expected]
-    page = ask(client, "/", text=text).text
+    page = ask(client, "/", text=text, compare="0").text
     headings = [h[2] for h in parse(page).find("h2")]
     assert f"“{text}” → {got['answer']}" in headings and "Every stage, exact (fp32) weights" in headings
     assert not parse(page).find("section", "compare") and not parse(page).find("section", "long-text")
@@ -75,21 +76,20 @@ def test_fill_mask_studio_answers_as_the_pipeline_for_the_weights_asked(fill_mas
 
 def test_the_form_has_the_tasks_fields(fill_mask, nli_dir, tmp_path, camembert_spm):
     client, _, _ = fill_mask
-    assert field_names(client.get("/").text) == {"text", "quantize"}
+    assert field_names(client.get("/").text) == {"text", "quantize", "compare"}
     qa = tmp_path / "qa"
     shutil.copytree(QA_FIXTURES / "camembert", qa)
     shutil.copy(camembert_spm, qa / "sentencepiece.bpe.model")
     with studio_client("question-answering", qa) as c:
-        assert field_names(c.get("/").text) == {"text", "question", "quantize"}
+        assert field_names(c.get("/").text) == {"text", "question", "quantize", "compare"}
     with studio_client("zero-shot-classification", nli_dir) as c:
-        assert field_names(c.get("/").text) == {"text", "labels", "template", "quantize", "method"}
+        assert field_names(c.get("/").text) == {"text", "labels", "template", "quantize", "compare", "method"}
 
 
 def test_what_the_task_cannot_use_is_a_one_line_400(fill_mask):
     client, _, _ = fill_mask
     for query, words in (({"long_text": "chunk"}, "long_text: text-classification's"),
                          ({"stride": "8"}, "stride: text-classification's"),
-                         ({"compare": "1"}, "compare: text-classification's"),
                          ({"method": "occlusion"}, "fill-mask has no word scores"),
                          ({"question": "Quoi ?"}, "question is for a question-answering studio"),
                          ({"labels": "a,b"}, "labels and template are for a zero-shot-classification studio")):
@@ -125,6 +125,91 @@ def test_zero_shot_studio_ranks_and_scores_the_words(nli_dir):
     assert got["view"]["answer"]["labels"] == expected["labels"]
     assert got["view"]["answer"]["scores"] == pytest.approx(expected["scores"], abs=1e-6)
     assert got["attribution"]["label"] == expected["labels"][0] and got["attribution"]["method"] == "occlusion"
+
+
+def entity_keys(entities) -> list:
+    return [(x["entity_group"], x["start"], x["end"]) for x in entities]
+
+
+def side_case(task, task_factory, nli_dir, minilm_dir, camembert_spm, tmp_path):
+    """(model folder, query, the pipeline's public answer for a pipeline, a function of two such answers
+    saying whether they are the same answer, a function checking a side's view against a public answer)."""
+    import numpy as np
+
+    if task == "token-classification":
+        text = "Marie Harel vit à Camembert, en Normandie."
+        return (task_factory.checkpoint("bert", "token-classification"), {"text": text},
+                lambda pipe: pipe(text, aggregation_strategy="simple"),
+                lambda a, b: entity_keys(a) == entity_keys(b),
+                lambda view, answer: entity_keys(view["entities"]) == entity_keys(answer))
+    if task == "fill-mask":
+        text = "Le film est <mask>."
+        return (task_factory.checkpoint("camembert", "masked-lm"), {"text": text},
+                lambda pipe: pipe(text, top_k=5), lambda a, b: a[0]["token"] == b[0]["token"],
+                lambda view, answer: [p["token"] for p in view["masks"][0]] == [p["token"] for p in answer])
+    if task == "question-answering":
+        qa = tmp_path / "qa"
+        shutil.copytree(QA_FIXTURES / "camembert", qa)
+        shutil.copy(camembert_spm, qa / "sentencepiece.bpe.model")
+        return (qa, {"text": CONTEXT, "question": QUESTION},
+                lambda pipe: pipe(question=QUESTION, context=CONTEXT),
+                lambda a, b: (a["start"], a["end"]) == (b["start"], b["end"]),
+                lambda view, answer: (view["answer"]["start"], view["answer"]["end"]) == (answer["start"],
+                                                                                          answer["end"]))
+    if task == "zero-shot-classification":
+        text = "Le PSG a gagné hier soir."
+        return (nli_dir, {"text": text, "labels": "sport,cinéma,politique"},
+                lambda pipe: pipe(text, candidate_labels="sport,cinéma,politique"),
+                lambda a, b: a["labels"] == b["labels"],
+                lambda view, answer: view["answer"]["labels"] == answer["labels"])
+    if task == "feature-extraction":
+        text = "Le chat dort sur le canapé."
+
+        def cosine(a, b):
+            return float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b))
+
+        return (minilm_dir, {"text": text}, lambda pipe: np.asarray(pipe(text, pooling="auto")),
+                lambda a, b: cosine(a, b) >= 0.99,
+                lambda view, answer: np.abs(np.asarray(view["vector"]) - answer).max() <= 1e-5)
+    from task_factory import sparse_encoder_folder
+
+    text = "Le chat dort sur le canapé."
+    folder, _ = sparse_encoder_folder(task_factory, "bert", tmp_path)
+    return (folder, {"text": text}, lambda pipe: pipe(text),
+            lambda a, b: {x["token"] for x in a[:20]} == {x["token"] for x in b[:20]},
+            lambda view, answer: [x[0] for x in view["entries"]] == [x["token"] for x in answer[:20]])
+
+
+SIDE_TASKS = ["token-classification", "fill-mask", "question-answering", "zero-shot-classification",
+              "feature-extraction", "sparse-embedding"]
+
+
+@pytest.mark.parametrize("task", SIDE_TASKS)
+def test_exact_and_int8_side_by_side_are_each_pipelines_answer(task, task_factory, nli_dir, minilm_dir,
+                                                                 camembert_spm, tmp_path):
+    """Every task's studio sets the exact and the int8 answers side by side (on by default, as for
+    text-classification), each the answer of a pipeline of those weights loaded on its own, whichever weights
+    the views detail; it says they agree exactly when the task's own terms do (the same entities, best
+    token, answer span, ranking or 20 heaviest entries; an embedding's cosine at int8's gate, 0.99)."""
+    folder, query, answer, same, shows = side_case(task, task_factory, nli_dir, minilm_dir, camembert_spm,
+                                                   tmp_path)
+    exact = answer(pipeline(task, model=folder))
+    int8 = answer(pipeline(task, model=folder, quantize="int8"))
+    with studio_client(task, folder) as client:
+        for quantize in ("none", "int8"):
+            got = ask(client, quantize=quantize, **query).json()
+            assert list(got["answers"]) == ["fp32", "int8"], got["answers"]
+            assert shows(got["answers"]["fp32"]["view"], exact) and shows(got["answers"]["int8"]["view"], int8)
+            assert got["answers"]["fp32" if quantize == "none" else "int8"]["answer"] == got["answer"]
+            assert got["agreement"]["same"] == same(exact, int8), got["agreement"]
+        page = parse(ask(client, "/", **query).text)
+    (section,) = page.find("section", "compare")
+    sides = [el[1]["data-weights"] for el in page.find("div", "side")]
+    assert sides == ["fp32", "int8"]
+    assert [el[2] for el in page.find("p", "side-answer")] == [got["answers"][w]["answer"] for w in sides]
+    (verdict,) = page.find("p", "agreement")
+    assert verdict[1]["data-same"] == ("true" if got["agreement"]["same"] else "false")
+    assert verdict[2].endswith(got["agreement"]["words"])
 
 
 def test_the_command_explores_the_task_it_is_given(task_factory, monkeypatch):

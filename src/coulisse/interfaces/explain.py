@@ -499,10 +499,8 @@ def inspect_text(pipe, text: str, *, method: str = "integrated_gradients", steps
     label, the words' attributions. `question` (question-answering), `labels` and `template`
     (zero-shot-classification) as in `explain_text`."""
     import numpy as np
-    import torch
 
     from coulisse.interfaces.report import Inspection, TokenRow
-    from coulisse.models import Packed, Trace
     from coulisse.tasks.attributions import attention_rollout
 
     if pipe.task not in STAGES:
@@ -545,11 +543,7 @@ def inspect_text(pipe, text: str, *, method: str = "integrated_gradients", steps
                      zip(tok.convert_ids_to_tokens(whole.ids), whole.ids, whole.special_tokens_mask, whole.offsets,
                          strict=True)
                      if not s and o[0] >= end]
-    types = [list(kept.type_ids)] if pipe.engine.uses_token_types else None
-    trace = Trace()
-    with torch.inference_mode():  # the pipeline's own (prepared) model: what it attends to, int8 included
-        output = pipe.model.forward_packed(Packed.from_lists([kept.ids], types, pipe.config.position_offset,
-                                                             pipe.device), trace=trace)
+    output, trace = _traced_forward(pipe, kept)
     attentions = np.stack([a[0].float().cpu().numpy() for a in trace.attentions])  # (layers, heads, T, T)
     norms = [float(h.float().norm(dim=-1).mean()) for h in trace.hidden_states]
     gather = HEAD_VIEWS[pipe.task]
@@ -557,6 +551,41 @@ def inspect_text(pipe, text: str, *, method: str = "integrated_gradients", steps
                   template=template, qa=qa, truncated=any(r.truncated for r in rows), notes=notes)
     return Inspection(text, pipe.checkpoint.name, pipe.task, rows, pipe.config.hidden_size, norms, attentions,
                       attention_rollout(attentions), head, attribution, notes, sequences, mine)
+
+
+def _traced_forward(pipe, kept):
+    """The pipeline's own (prepared) model, int8 included, on one encoding: its output and what each layer
+    held and attended to."""
+    import torch
+
+    from coulisse.models import Packed, Trace
+
+    types = [list(kept.type_ids)] if pipe.engine.uses_token_types else None
+    trace = Trace()
+    with torch.inference_mode():
+        output = pipe.model.forward_packed(Packed.from_lists([kept.ids], types, pipe.config.position_offset,
+                                                             pipe.device), trace=trace)
+    return output, trace
+
+
+def head_view(pipe, text: str, *, question: str | None = None, labels: Any = None, template: str | None = None):
+    """The task's view of its answer alone (`HEAD_VIEWS`: what `inspect_text` shows after the encoder), without
+    the attention maps or the words' attributions: what the studio sets beside the detailed weights' answer."""
+    if pipe.task not in HEAD_VIEWS:
+        raise InputError(f"coulisse explain has no stages for task {pipe.task!r}; it shows {', '.join(STAGES)}.")
+    check_request(pipe.task, question, labels, template)
+    tok, qa, output, trace = pipe.tokenizer, None, None, None
+    if pipe.task == "question-answering":
+        qa = _qa_windows(pipe, question, text)
+        kept = qa[1].context[0].encoding
+    else:
+        kept = tok.encode_batch([text], truncation=True)[0]
+    whole = tok.encode_batch([text], truncation=False)[0]
+    truncated = len(whole.ids) - sum(whole.special_tokens_mask) > len(kept.ids) - sum(kept.special_tokens_mask)
+    if pipe.task in ("token-classification", "sparse-embedding"):  # their views read the model's own output
+        output, trace = _traced_forward(pipe, kept)
+    return HEAD_VIEWS[pipe.task](pipe, text, kept=kept, output=output, trace=trace, question=question,
+                                 labels=labels, template=template, qa=qa, truncated=truncated, notes=[])
 
 
 def _qa_windows(pipe, question: str, context: str):

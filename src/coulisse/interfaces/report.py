@@ -29,6 +29,7 @@ from coulisse.interfaces.formatting import one_line
 MAX_ATTENTION_TOKENS = 128  # the heat map's side: longer inputs show their first tokens (the data grows as n²)
 MAX_TAIL_ROWS = 40  # truncated tokens listed in the token table
 TOWARDS, AGAINST, NEUTRAL = (33, 102, 172), (178, 24, 43), (255, 255, 255)
+EMBEDDING_COSINE_GATE = 0.99  # int8 embeddings pass `--fast`'s quality gate at this cosine to fp32's
 
 
 @dataclass
@@ -45,6 +46,23 @@ class TokenRow:
 
 
 # -- what follows the encoder, one view per task --------------------------------------------------------------
+
+
+@dataclass
+class Agreement:
+    """Two answers to the same input (the same checkpoint's exact and int8 weights, in the studio): whether
+    they are the same answer, in the task's terms, and how far apart they are, in words."""
+
+    same: bool
+    words: str
+
+
+def _worst(a: list[float], b: list[float]) -> float:
+    return max((abs(x - y) for x, y in zip(a, b, strict=True)), default=0.0)
+
+
+def _quoted(word: str) -> str:
+    return f"«{one_line(word.strip(), 30, '…')}»"
 
 
 @dataclass
@@ -80,6 +98,13 @@ class Ranked:
     def headline(self) -> str:
         return f"{self.answer['labels'][0]} {self.answer['scores'][0]:.4f}"
 
+    def against(self, other: Ranked) -> Agreement:
+        mine, theirs = self.answer["labels"], other.answer["labels"]
+        worst = f"largest |Δ score| {_worst(self.scores, other.scores):.2e}"
+        if mine == theirs:
+            return Agreement(True, f"Same ranking of the {len(mine)} labels; {worst}.")
+        return Agreement(False, f"The rankings differ: {' > '.join(mine)} against {' > '.join(theirs)}; {worst}.")
+
 
 @dataclass
 class Tagged:
@@ -96,6 +121,27 @@ class Tagged:
         more = f", … ({len(self.entities)} in all)" if len(self.entities) > 3 else ""
         return f"{shown}{more}"
 
+    def against(self, other: Tagged) -> Agreement:
+        """Entities are the same when their label and characters are."""
+        def key(x):
+            return x["entity_group"], x["start"], x["end"]
+
+        mine, theirs = {key(x): x for x in self.entities}, {key(x): x for x in other.entities}
+        shared = [k for k in mine if k in theirs]
+        worst = max((abs(mine[k]["score"] - theirs[k]["score"]) for k in shared), default=0.0)
+        if not mine and not theirs:
+            return Agreement(True, "No entity in either.")
+        if mine.keys() == theirs.keys():
+            return Agreement(True, f"Same {len(mine)} entit{'y' if len(mine) == 1 else 'ies'} (label and "
+                                   f"characters); largest |Δ score| {worst:.2e}.")
+
+        def listed(xs, ys):
+            only = [f"{x['entity_group']} {_quoted(x['word'])}" for k, x in xs.items() if k not in ys]
+            return (", ".join(only[:3]) + (f", … ({len(only)})" if len(only) > 3 else "")) or "none"
+
+        return Agreement(False, f"The entities differ: {len(shared)} the same; only in the first: "
+                                f"{listed(mine, theirs)}; only in the second: {listed(theirs, mine)}.")
+
 
 @dataclass
 class Filled:
@@ -108,6 +154,21 @@ class Filled:
     def headline(self) -> str:
         return " · ".join(f"«{one_line(m[0]['token_str'].strip(), 30, '…')}» {m[0]['score']:.4f}"
                           for m in self.masks if m)
+
+    def against(self, other: Filled) -> Agreement:
+        firsts = [(a[0], b[0]) for a, b in zip(self.masks, other.masks, strict=True) if a and b]
+        differ = [(n, a, b) for n, (a, b) in enumerate(firsts, 1) if a["token"] != b["token"]]
+        shared = sum(len({p["token"] for p in a} & {p["token"] for p in b})
+                     for a, b in zip(self.masks, other.masks, strict=True))
+        shown = sum(min(len(a), len(b)) for a, b in zip(self.masks, other.masks, strict=True))
+        worst = max((abs(a["score"] - b["score"]) for a, b in firsts if a["token"] == b["token"]), default=0.0)
+        tops = f"the proposals shown share {shared} of {shown} tokens"
+        if not differ:
+            return Agreement(True, f"Same best token for each mask; {tops}; largest |Δ score| of the best "
+                                   f"{worst:.2e}.")
+        said = "; ".join(f"mask {n}: {_quoted(a['token_str'])} against {_quoted(b['token_str'])}"
+                         for n, a, b in differ)
+        return Agreement(False, f"The best tokens differ ({said}); {tops}.")
 
 
 @dataclass
@@ -135,6 +196,21 @@ class Answered:
             return "no answer"
         return f"«{one_line(self.answer['answer'].strip(), 40, '…')}» {self.answer['score']:.4f}"
 
+    def against(self, other: Answered) -> Agreement:
+        def span(answer):
+            return None if not answer else (answer["start"], answer["end"])
+
+        if span(self.answer) == span(other.answer):
+            if not self.answer:
+                return Agreement(True, "No answer from either.")
+            return Agreement(True, f"Same answer span (characters {self.answer['start']} to {self.answer['end']}); "
+                                   f"|Δ score| {abs(self.answer['score'] - other.answer['score']):.2e}.")
+
+        def said(answer):
+            return "no answer" if not answer else f"{_quoted(answer['answer'])} ({answer['start']}–{answer['end']})"
+
+        return Agreement(False, f"The answers differ: {said(self.answer)} against {said(other.answer)}.")
+
 
 @dataclass
 class Pooled:
@@ -146,6 +222,15 @@ class Pooled:
     @property
     def headline(self) -> str:
         return f"embedding ({len(self.vector)},), norm {float(np.linalg.norm(self.vector)):.4f}"
+
+    def against(self, other: Pooled) -> Agreement:
+        """Close when the cosine is at least int8's quality gate for embeddings (0.99)."""
+        a, b = np.asarray(self.vector, dtype=np.float64), np.asarray(other.vector, dtype=np.float64)
+        cosine = float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
+        worst = _worst(self.vector, other.vector)
+        return Agreement(cosine >= EMBEDDING_COSINE_GATE,
+                         f"Cosine {cosine:.6f} between the two embeddings (int8's quality gate: ≥ "
+                         f"{EMBEDDING_COSINE_GATE}); largest |Δ| of a component {worst:.2e}.")
 
 
 @dataclass
@@ -162,6 +247,15 @@ class Expanded:
     def headline(self) -> str:
         top = ", ".join(entry[0] for entry in self.entries[:3])
         return f"{self.active:,} active entries: {top}"
+
+    def against(self, other: Expanded) -> Agreement:
+        """The same heaviest entries (as a set: equal weights may swap places)."""
+        mine, theirs = {x[0]: x[1] for x in self.entries}, {x[0]: x[1] for x in other.entries}
+        shared = [t for t in mine if t in theirs]
+        worst = max((abs(mine[t] - theirs[t]) for t in shared), default=0.0)
+        words = (f"the {len(mine)} heaviest entries share {len(shared)} tokens; largest |Δ weight| among them "
+                 f"{worst:.2e}; {self.active:,} against {other.active:,} active entries.")
+        return Agreement(mine.keys() == theirs.keys(), words[0].upper() + words[1:])
 
 
 @dataclass

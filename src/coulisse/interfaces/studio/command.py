@@ -55,8 +55,9 @@ def studio(model, task, host, port, allow_remote, threads):
     Everything is a GET with a query string (`/?text=...&quantize=int8&long_text=chunk`); `/api/explain`
     answers the same query in JSON. No CDN: the page is self-contained. --task explores another pipeline
     with the views of `coulisse explain --html --task` (a question box for question-answering, labels and
-    template for zero-shot-classification); the side-by-side answers and long-text modes are
-    text-classification's.
+    template for zero-shot-classification) and, side by side, the exact and int8 answers in the task's terms
+    and whether they agree (entities, best tokens, answer span, ranking, heaviest entries, an embedding's
+    cosine); the long-text modes are text-classification's.
 
     \b
     Examples:

@@ -6,9 +6,11 @@ side (`compare`). Long texts follow `coulisse classify --long-text`: `truncate` 
 `model_max_length` tokens (the page shows where the cut falls), `chunk` on the mean of the windows' logits
 (`interfaces/jobs/predict.py`'s windows; the page shows each window's span and answer).
 
-The side-by-side answers and the long-text modes are text-classification's. A studio of another task of
-`coulisse explain` shows that task's views of `coulisse explain --html` for the weights asked (with the
-question of question-answering, the labels and template of zero-shot-classification).
+The long-text modes are text-classification's. A studio of another task of `coulisse explain` shows that
+task's views of `coulisse explain --html` for the weights asked (with the question of question-answering, the
+labels and template of zero-shot-classification); side by side, each weights' answer in the task's terms
+(`report`'s views) and whether they agree (`Agreement`: the same entities, best tokens, answer span, ranking,
+heaviest entries; an embedding's cosine).
 """
 
 from __future__ import annotations
@@ -16,15 +18,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from coulisse.errors import InputError
-from coulisse.interfaces.explain import ATTRIBUTION_METHODS, ATTRIBUTION_TASKS, inspect_text
+from coulisse.interfaces.explain import ATTRIBUTION_METHODS, ATTRIBUTION_TASKS, head_view, inspect_text
 from coulisse.interfaces.jobs.predict import LONG_TEXT, average_logits, default_stride, split_windows, window_starts
-from coulisse.interfaces.report import Inspection
+from coulisse.interfaces.report import Agreement, Inspection
 from coulisse.tasks.text_classification import apply_function
 
 log = logging.getLogger(__name__)
@@ -67,10 +69,9 @@ def parse_query(params: dict[str, list[str]], task: str = "text-classification")
     if len(text) > MAX_TEXT_CHARS:
         raise InputError(f"the text has {len(text)} characters, more than the studio's {MAX_TEXT_CHARS}; "
                          "explain a part of it, or classify the file with `coulisse classify --input`.")
-    if task != "text-classification":  # the long-text modes and the side-by-side answers are classification's
+    if task != "text-classification":  # the long-text modes are classification's
         given = [name for name, on in (("long_text", _last(params, "long_text", "truncate") != "truncate"),
-                                       ("stride", bool(_last(params, "stride", ""))),
-                                       ("compare", _last(params, "compare", "0").lower() in YES)) if on]
+                                       ("stride", bool(_last(params, "stride", "")))) if on]
         if given:
             raise InputError(f"{', '.join(given)}: text-classification's, and this studio explains {task}; drop "
                              f"{'it' if len(given) == 1 else 'them'}.")
@@ -86,7 +87,7 @@ def parse_query(params: dict[str, list[str]], task: str = "text-classification")
         if long_text != "chunk":
             raise InputError("stride applies with long_text=chunk only; drop it or choose chunk.")
         stride = int(stride_text)
-    compare = _last(params, "compare", "1" if task == "text-classification" else "0").lower()
+    compare = _last(params, "compare", "1").lower()
     if compare not in YES + NO:
         raise InputError(f"compare={compare!r}; use 1 (exact and int8 side by side) or 0.")
     method = _choice(_last(params, "method", "integrated_gradients"), "method", ATTRIBUTION_METHODS)
@@ -138,6 +139,8 @@ class Exploration:
     windows: list[Window]  # chunk mode, for the detailed weights
     inspection: Inspection
     task: str = "text-classification"
+    sides: dict[str, Any] = field(default_factory=dict)  # another task: weights -> its view (report.HEADS)
+    agreement: Agreement | None = None  # exact against int8, when both answered
 
     @property
     def detailed(self) -> Answer:
@@ -148,8 +151,10 @@ class Exploration:
         return {
             "model": self.model, "task": self.task, "query": asdict(self.query),
             "answer": x.head.headline,  # the detailed weights' answer, in the words of the page's heading
-            "answers": {k: asdict(a) for k, a in self.answers.items()},
+            "answers": ({k: asdict(a) for k, a in self.answers.items()} if self.answers else
+                        {k: {"weights": k, "answer": v.headline, "view": asdict(v)} for k, v in self.sides.items()}),
             "delta": delta(self.answers),
+            "agreement": None if self.agreement is None else asdict(self.agreement),
             "length": {"tokens": self.tokens, "limit": self.limit, "truncated_at": x.truncated_at},
             "windows": [asdict(w) for w in self.windows],
             "tokens": [asdict(t) for t in x.tokens],
@@ -164,6 +169,18 @@ def delta(answers: dict[str, Answer]) -> dict[str, float] | None:
         return None
     return {name: b - a for name, a, b in zip(answers["fp32"].labels, answers["fp32"].scores,
                                              answers["int8"].scores, strict=True)}
+
+
+def label_agreement(answers: dict[str, Answer]) -> Agreement | None:
+    """Exact against int8 for text-classification: the same label, and how far apart the scores are."""
+    diff = delta(answers)
+    if diff is None:
+        return None
+    exact, int8 = answers["fp32"], answers["int8"]
+    worst = f"largest |Δ score| {max(abs(d) for d in diff.values()):.2e}"
+    if exact.label == int8.label:
+        return Agreement(True, f"Same label ({exact.label}); {worst}.")
+    return Agreement(False, f"The labels differ: {exact.label} against {int8.label}; {worst}.")
 
 
 def answer_of(pipe, weights: str, logits: np.ndarray) -> Answer:
@@ -249,7 +266,8 @@ class Studio:
             inspection.notes.append(f"Long text, chunk mode: the views below show the first window (the tokens "
                                     f"truncation keeps); the answer above is the mean of the {len(windows)} "
                                     "windows' logits.")
-        return Exploration(query, self.model, answers, tokens, limit, windows, inspection)
+        return Exploration(query, self.model, answers, tokens, limit, windows, inspection,
+                           agreement=label_agreement(answers))
 
     def _explore_task(self, query: Query) -> Exploration:
         """Another task of `coulisse explain`: its views, for the weights asked."""
@@ -259,9 +277,17 @@ class Studio:
                              "(question=...).")
         if self.task == "zero-shot-classification" and not labels:
             raise InputError("write the candidate labels in the labels box, comma-separated (labels=sport,cinéma).")
+        wanted = WEIGHTS[query.quantize]
         with self.lock:
-            chosen = self.pipeline(WEIGHTS[query.quantize])
+            chosen = self.pipeline(wanted)
             inspection = inspect_text(chosen, query.text, method=query.method, question=question, labels=labels,
                                       template=template)
             tokens = len(chosen.tokenizer.encode_batch([query.text], truncation=False)[0].ids)
-        return Exploration(query, self.model, {}, tokens, chosen.tokenizer.model_max_length, [], inspection, self.task)
+            sides = {}
+            if query.compare:  # the other weights' answer alone: no attention maps, no attributions
+                for weights in ("fp32", "int8"):
+                    sides[weights] = inspection.head if weights == wanted else head_view(
+                        self.pipeline(weights), query.text, question=question, labels=labels, template=template)
+        agreement = sides["fp32"].against(sides["int8"]) if sides else None
+        return Exploration(query, self.model, {}, tokens, chosen.tokenizer.model_max_length, [], inspection, self.task,
+                           sides, agreement)

@@ -29,8 +29,8 @@ PLACEHOLDERS = {"text-classification": "Type a text to classify", "question-answ
 
 def render_form(q: Query, task: str = "text-classification") -> str:
     """GET /?text=...: works without JavaScript. `compare` is a hidden 0 then the box's 1 (last one wins).
-    The fields are the task's: the long-text modes and the side-by-side answers for text-classification,
-    the question for question-answering, the labels and template for zero-shot-classification."""
+    The fields are the task's: the long-text modes for text-classification, the question for
+    question-answering, the labels and template for zero-shot-classification."""
     stride = "" if q.stride is None else str(q.stride)
     placeholder = PLACEHOLDERS.get(task, "Type a text")
     pair = ""
@@ -41,14 +41,13 @@ def render_form(q: Query, task: str = "text-classification") -> str:
         pair = (f'<label class="pair">labels <input type="text" name="labels" size="40" value="{e(q.labels)}" '
                 'placeholder="sport,cinéma,politique"></label> <label class="pair">template <input type="text" '
                 f'name="template" size="40" value="{e(q.template)}" placeholder="the model\'s language"></label>')
-    classify = ""
+    classify = ('<input type="hidden" name="compare" value="0">'
+                f'<label><input type="checkbox" name="compare" value="1"{" checked" if q.compare else ""}> '
+                "exact and int8 side by side</label> ")
     if task == "text-classification":
-        classify = ('<input type="hidden" name="compare" value="0">'
-                    f'<label><input type="checkbox" name="compare" value="1"{" checked" if q.compare else ""}> '
-                    "exact and int8 side by side</label> "
-                    f'<label>long text <select name="long_text">{_options(LONG_TEXT, LONG_TEXT_NAMES, q.long_text)}'
-                    f'</select></label> <label>stride <input type="number" name="stride" min="0" '
-                    f'value="{e(stride)}"></label> ')
+        classify += (f'<label>long text <select name="long_text">{_options(LONG_TEXT, LONG_TEXT_NAMES, q.long_text)}'
+                     f'</select></label> <label>stride <input type="number" name="stride" min="0" '
+                     f'value="{e(stride)}"></label> ')
     method = (f'<label>attributions <select name="method">{_options(METHODS, METHODS, q.method)}</select></label> '
               if task in ATTRIBUTION_TASKS else "")
     return ('<form class="ask" method="get" action="/">'
@@ -87,6 +86,18 @@ def render_answers(x: Exploration) -> str:
             f'<th>Δ int8 − exact</th></tr></thead><tbody>{rows}</tbody></table>'
             f'<p class="meta">{same} Largest |Δ| {worst:.2e}: dynamic int8 linear layers (weights per output '
             "channel, activations per row) against the fp32 weights.</p></section>")
+
+
+def render_sides(x: Exploration) -> str:
+    """Another task, both weights asked: each one's answer in the task's words, and whether they agree."""
+    if not x.sides:
+        return ""
+    sides = "".join(f'<div class="side" data-weights="{w}"><h3>{NAMES[w]}</h3>'
+                    f'<p class="side-answer">{e(view.headline)}</p></div>' for w, view in x.sides.items())
+    a = x.agreement
+    return (f'<section class="compare"><h2>Answer</h2><div class="sides">{sides}</div>'
+            f'<p class="meta agreement" data-same="{"true" if a.same else "false"}">Exact (first) against int8 '
+            f"(second): {e(a.words)}</p></section>")
 
 
 def render_truncation(x: Exploration) -> str:
@@ -147,7 +158,7 @@ def render_results(x: Exploration) -> str:
     detail = (f'<h2 class="detail">Every stage, {NAMES[WEIGHTS[x.query.quantize]]} weights</h2>'
               + render_section(x.inspection, 1, numbered=False))
     if x.task != "text-classification":
-        return detail
+        return render_sides(x) + detail
     long_text = render_windows(x) if x.query.long_text == "chunk" else render_truncation(x)
     return render_answers(x) + long_text + detail
 
