@@ -96,8 +96,8 @@ def render_sides(x: Exploration) -> str:
                     f'<p class="side-answer">{e(view.headline)}</p></div>' for w, view in x.sides.items())
     a = x.agreement
     return (f'<section class="compare"><h2>Answer</h2><div class="sides">{sides}</div>'
-            f'<p class="meta agreement" data-same="{"true" if a.same else "false"}">Exact (first) against int8 '
-            f"(second): {e(a.words)}</p></section>")
+            f'<p class="meta agreement" data-same="{"true" if a.same else "false"}">Exact against int8'
+            f": {e(a.words)}</p></section>")
 
 
 def render_truncation(x: Exploration) -> str:
