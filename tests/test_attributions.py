@@ -328,6 +328,36 @@ def test_words_cover_the_tokens(arch, factory):
         assert a.label == LABELS[a.target] and a.to_dict()["gap"] == a.gap
 
 
+PUNCTUATED = "Un film excellent, des acteurs formidables, mais une fin bâclée. « Amélie » (chef-d'œuvre)... d'accord !"
+# What BERT's pre-tokenizer would make of it, but for the inner punctuation kept in a word, and a run of
+# punctuation alone kept whole.
+PUNCTUATED_WORDS = ["Un", "film", "excellent", ",", "des", "acteurs", "formidables", ",", "mais", "une", "fin",
+                    "bâclée", ".", "«", "Amélie", "»", "(", "chef-d'œuvre", ")...", "d'accord", "!"]
+
+
+@pytest.mark.parametrize("arch", ["camembert", "bert"])
+def test_words_keep_punctuation_apart_whatever_the_tokenizer(arch, factory):
+    """CamemBERT's SentencePiece splits on spaces only, so its pre-tokenizer word is "excellent,"; the
+    punctuation pieces at either end of a word are words of their own, so that a top-words list says
+    "excellent" under every tokenizer; a word's own apostrophes and hyphens stay in it."""
+    pipe = pipeline("text-classification", model=factory.checkpoint(arch))
+    a = pipe.explain(PUNCTUATED, method="occlusion")
+    got = [w.text for w in a.words]
+    if arch == "camembert":
+        assert got == PUNCTUATED_WORDS
+    else:  # WordPiece's pre-tokenizer splits every punctuation mark already: its words, unchanged
+        encoding = pipe.tokenizer.encode_batch([PUNCTUATED])[0]
+        spans = {}
+        for word, (start, end), special in zip(encoding.word_ids, encoding.offsets, encoding.special_tokens_mask,
+                                               strict=True):
+            if not special:
+                spans[word] = (min(start, spans.get(word, (start,))[0]), end)
+        assert got == [PUNCTUATED[a:b] for a, b in spans.values()]
+        assert "excellent" in got and "chef" in got and "'" in got
+    for w in a.words:
+        assert w.attribution == pytest.approx(sum(a.scores[i] for i in w.tokens), abs=1e-9)
+
+
 def test_results_shape_and_defaults(factory):
     pipe = pipeline("text-classification", model=factory.checkpoint("camembert"))
     one = pipe.explain(SHORT[0])

@@ -39,6 +39,7 @@ pre-tokenizer splits them: `Encoding.word_ids`).
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -60,7 +61,8 @@ STEP_TOKENS = 4096  # tokens per backward pass: the interpolation steps of one t
 
 @dataclass
 class Word:
-    """A word of the text (a pre-tokenizer word): its characters, its tokens, the sum of their scores."""
+    """A word of the text (a pre-tokenizer word, its end punctuation apart): its characters, its tokens, the sum
+    of their scores."""
 
     text: str
     start: int
@@ -171,7 +173,7 @@ def group_words(text: str, offsets: Sequence[tuple[int, int]], word_ids: Sequenc
         if not is_special:
             groups.setdefault(("word", word) if word is not None else ("token", i), []).append(i)
     words, pending = [], []
-    for tokens in sorted(groups.values()):
+    for tokens in _peel_punctuation(text, offsets, sorted(groups.values())):
         start = min(offsets[i][0] for i in tokens)
         end = max(offsets[i][1] for i in tokens)
         while start < end and text[start].isspace():  # pieces such as "▁mot" may span the space before
@@ -186,6 +188,30 @@ def group_words(text: str, offsets: Sequence[tuple[int, int]], word_ids: Sequenc
         last.tokens += pending
         last.attribution += float(sum(scores[i] for i in pending))
     return words
+
+
+def _is_punctuation(text: str, span: tuple[int, int]) -> bool:
+    chars = text[span[0]:span[1]].strip()
+    return bool(chars) and all(unicodedata.category(c).startswith("P") for c in chars)
+
+
+def _peel_punctuation(text: str, offsets: Sequence[tuple[int, int]], groups: list[list[int]]) -> list[list[int]]:
+    """A pre-tokenizer that splits on spaces only (SentencePiece's Metaspace: CamemBERT, XLM-R) makes
+    "excellent," one word; WordPiece's and byte-level BPE's split the comma off. Punctuation tokens at either
+    end of a word become words of their own, so that every tokenizer lists "excellent" and "," apart (a
+    word's inner punctuation, as in "d'HuggingFace" or "chef-d'œuvre", stays)."""
+    out = []
+    for tokens in groups:
+        head, tail = 0, len(tokens)
+        while head < tail - 1 and _is_punctuation(text, offsets[tokens[head]]):
+            head += 1
+        while tail - 1 > head and _is_punctuation(text, offsets[tokens[tail - 1]]):
+            tail -= 1
+        if head == tail - 1 and _is_punctuation(text, offsets[tokens[head]]):  # punctuation alone: as it was
+            out.append(tokens)
+            continue
+        out += [[i] for i in tokens[:head]] + [tokens[head:tail]] + [[i] for i in tokens[tail:]]
+    return out
 
 
 # -- Integrated Gradients ----------------------------------------------------------------------------------
