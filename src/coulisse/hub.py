@@ -121,7 +121,7 @@ def _resolve_model(model: str | os.PathLike, revision: str | None = None) -> Pat
         raise HubUnreachableError(
             f"model {text!r} is not in the Hugging Face cache ({hub_cache_dir()}) and HF_HUB_OFFLINE is set. "
             f"Either download it once with {download_hint(text, revision)} or pass a local folder "
-            "with --model / model=."
+            "instead of the Hub id."
         )
     return _download(text, revision)
 
@@ -280,7 +280,7 @@ def unreachable_message(repo_id: str, revision: str | None, error: BaseException
     return (
         f"could not get {repo_id!r} from the Hugging Face Hub at {constants.ENDPOINT} ({_reason(error)}), and it "
         f"is not in the cache {hub_cache_dir()}. Fixes: download it with {download_hint(repo_id, revision)}, "
-        "then set HF_HUB_OFFLINE=1 to use the cache without network; or pass a local folder with --model / model=."
+        "then set HF_HUB_OFFLINE=1 to use the cache without network; or pass a local folder instead of the Hub id."
     )
 
 
