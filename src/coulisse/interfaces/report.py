@@ -29,7 +29,7 @@ from coulisse.interfaces.formatting import one_line
 MAX_ATTENTION_TOKENS = 128  # the heat map's side: longer inputs show their first tokens (the data grows as n²)
 MAX_TAIL_ROWS = 40  # truncated tokens listed in the token table
 TOWARDS, AGAINST, NEUTRAL = (33, 102, 172), (178, 24, 43), (255, 255, 255)
-EMBEDDING_COSINE_GATE = 0.99  # int8 embeddings pass `--fast`'s quality gate at this cosine to fp32's
+EMBEDDING_COSINE_GATE = 0.99  # int8's quality gate: this mean cosine to fp32's embeddings (bench/quality_int8.py)
 
 
 @dataclass
@@ -230,7 +230,7 @@ class Pooled:
         worst = _worst(self.vector, other.vector)
         return Agreement(cosine >= EMBEDDING_COSINE_GATE,
                          f"Cosine {cosine:.6f} between the two embeddings (int8's quality gate: ≥ "
-                         f"{EMBEDDING_COSINE_GATE}); largest |Δ| of a component {worst:.2e}.")
+                         f"{EMBEDDING_COSINE_GATE} on average); largest |Δ| of a component {worst:.2e}.")
 
 
 @dataclass
@@ -253,9 +253,9 @@ class Expanded:
         mine, theirs = {x[0]: x[1] for x in self.entries}, {x[0]: x[1] for x in other.entries}
         shared = [t for t in mine if t in theirs]
         worst = max((abs(mine[t] - theirs[t]) for t in shared), default=0.0)
-        words = (f"the {len(mine)} heaviest entries share {len(shared)} tokens; largest |Δ weight| among them "
-                 f"{worst:.2e}; {self.active:,} against {other.active:,} active entries.")
-        return Agreement(mine.keys() == theirs.keys(), words[0].upper() + words[1:])
+        return Agreement(mine.keys() == theirs.keys(),
+                         f"The {len(mine)} heaviest entries share {len(shared)} tokens; largest |Δ weight| among "
+                         f"them {worst:.2e}; {self.active:,} against {other.active:,} active entries.")
 
 
 @dataclass
