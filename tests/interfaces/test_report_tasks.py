@@ -409,3 +409,33 @@ def test_views_say_when_two_answers_are_the_same_in_the_tasks_terms():
     assert expanded(("chat", 2.0), ("dort", 1.0)).against(expanded(("dort", 1.1), ("chat", 1.2))).same
     differ = expanded(("chat", 2.0), ("dort", 1.0)).against(expanded(("chat", 2.0), ("lit", 1.0)))
     assert not differ.same and differ.words.startswith("The 2 heaviest entries share 1 tokens")
+
+
+@pytest.mark.parametrize("prompted", [False, True])
+def test_a_pooled_embedding_is_explained_as_the_folder_reads_it(prompted, minilm_dir, tmp_path):
+    """A sentence-transformers folder cuts at its max_seq_length (256 for all-MiniLM-L6-v2, whose tokenizer
+    allows 512) and puts its default prompt first: the token table, the attention and the terminal's stages
+    show the tokens sentence-transformers feeds its model, not the tokenizer's 512, and the embedding is
+    sentence-transformers' own."""
+    from sentence_transformers import SentenceTransformer
+    from test_sentence import PROMPTS, model_copy
+
+    folder = minilm_dir
+    if prompted:
+        folder = model_copy(minilm_dir, tmp_path / "prompted", {"prompts": PROMPTS, "default_prompt_name": "passage"})
+    text = "Le chat dort sur le canapé, au soleil. " * 40  # ~500 tokens
+    pipe = pipeline("feature-extraction", model=folder)
+    theirs = SentenceTransformer(str(folder), device="cpu")
+    read = (PROMPTS["passage"] if prompted else "") + text
+    (x,) = write_report(pipe, [text], tmp_path / "long.html")
+    seen = [r for r in x.tokens if not r.truncated]
+    assert [r.id for r in seen] == theirs.tokenize([read])["input_ids"][0].tolist()
+    assert len(seen) == 256 and x.attentions.shape[-1] == 256 and x.text == read
+    assert all(x.chars(r) == read[r.start:r.end] for r in seen)
+    assert np.abs(np.asarray(x.head.vector) - theirs.encode(text)).max() < 1e-5
+    assert "The folder's max_seq_length cuts the input at 256 tokens (the tokenizer's limit is 512)." in x.notes
+    assert any(PROMPTS["passage"] in n for n in x.notes) == prompted
+    result = CliRunner().invoke(cli, ["explain", "--task", "feature-extraction", "-m", str(folder), text])
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.split())
+    assert "truncation at 256 tokens" in out and "sequence=256," in out and "mean of the 256 token vectors" in out

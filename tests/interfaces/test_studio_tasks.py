@@ -256,3 +256,19 @@ def test_chromium_shows_a_question_answering_studio(tmp_path, camembert_spm):
     assert mark[2] == CONTEXT[expected["start"]:expected["end"]]
     (canvas,) = parse(dom).find("canvas", "heatmap")
     assert int(canvas[1]["width"]) > 96  # drawn by the page's script
+
+
+def test_an_embedding_studio_says_the_folders_limit(minilm_dir):
+    """all-MiniLM-L6-v2 reads 256 tokens (its max_seq_length), not its tokenizer's 512: the studio's length
+    and token table say so, for a text of ~1,000 tokens."""
+    from sentence_transformers import SentenceTransformer
+
+    text = "Le chat dort. " * 200
+    with studio_client("feature-extraction", minilm_dir) as client:
+        got = ask(client, text=text, compare="0").json()
+    theirs = SentenceTransformer(str(minilm_dir), device="cpu")
+    assert got["length"]["limit"] == 256
+    assert got["length"]["tokens"] == len(theirs.tokenizer(text)["input_ids"])
+    kept = [t["id"] for t in got["tokens"] if not t["truncated"]]
+    assert kept == theirs.tokenize([text])["input_ids"][0].tolist()
+    assert got["length"]["truncated_at"] == got["tokens"][len(kept)]["start"]

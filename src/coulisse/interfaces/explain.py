@@ -83,9 +83,37 @@ def explain_text(pipe, text: str, *, question: str | None = None, labels: Any = 
     return "\n".join(out + render(pipe, encoded))
 
 
+POOLED_TASKS = ("feature-extraction", "sparse-embedding")  # read as sentence-transformers folders say
+
+
+def read_as(pipe, text: str) -> tuple[str, int, list[str]]:
+    """What the model reads of `text`, where it is cut, and what to say of it, as the pipeline's preprocess
+    does: for a pooled embedding (`POOLED_TASKS`), the folder's default prompt before the text, lowercased
+    where it says so, cut at its `max_seq_length` (256 for all-MiniLM-L6-v2, whose tokenizer allows 512);
+    otherwise the text, cut at the tokenizer's limit."""
+    limit = pipe.tokenizer.model_max_length
+    if pipe.task not in POOLED_TASKS:
+        return text, limit, []
+    config = pipe.sentence_config("auto", None)
+    prompt = pipe.prompt_text("auto")
+    read, notes = (prompt or "") + text, []
+    if prompt:
+        notes.append(f"The folder's default prompt {prompt!r} comes before the text, as sentence-transformers' "
+                     "encode puts it.")
+    if config.lowercase:
+        read = read.lower()
+        notes.append("The folder lowercases the text first (do_lower_case).")
+    if config.max_seq_length and config.max_seq_length < limit:
+        notes.append(f"The folder's max_seq_length cuts the input at {config.max_seq_length} tokens (the "
+                     f"tokenizer's limit is {limit}).")
+        limit = config.max_seq_length
+    return read, limit, notes
+
+
 def _tokenizer_and_encoder(pipe, text: str, pair: str | None = None) -> tuple[list[str], Encoded]:
     cfg, tok, model = pipe.config, pipe.tokenizer, pipe.model
-    inputs = tok([text], None if pair is None else [pair], truncation=True, return_tensors="pt")
+    read, limit, notes = read_as(pipe, text) if pair is None else (text, tok.model_max_length, [])
+    inputs = tok([read], None if pair is None else [pair], truncation=True, max_length=limit, return_tensors="pt")
     ids = inputs["input_ids"][0].tolist()
     tokens = tok.convert_ids_to_tokens(ids)
     out = [wrapped(f"Model: {pipe.checkpoint.name}  ({cfg.model_type}, folder {pipe.checkpoint.directory})",
@@ -93,8 +121,8 @@ def _tokenizer_and_encoder(pipe, text: str, pair: str | None = None) -> tuple[li
 
     out.append(_title(1, "Tokenizer: text -> tokens -> ids" if pair is None else
                       "Tokenizer: text pair -> tokens -> ids"))
-    out.append(wrapped(f"source: {tok.source}, vocabulary {len(tok)}, truncation at {tok.model_max_length} tokens",
-                       indent="  "))
+    out.append(wrapped(f"source: {tok.source}, vocabulary {len(tok)}, truncation at {limit} tokens", indent="  "))
+    out += [wrapped(note, indent="  ") for note in notes]
     width = max(len(t) for t in tokens)
     if pair is None:
         out += [f"  {i:>3}  {t:<{width}}  {n:>6}" for i, (t, n) in enumerate(zip(tokens, ids, strict=True))]
@@ -109,7 +137,7 @@ def _tokenizer_and_encoder(pipe, text: str, pair: str | None = None) -> tuple[li
     out.append(_row("attention_mask", inputs["attention_mask"][0].tolist()))
     out.append(wrapped("(attention_mask: 1 for a token the model reads, 0 for padding; one text alone needs no "
                        "padding: give several texts to see a padded batch)"))
-    out += _truncation_note(tok, text, pair, len(ids))
+    out += _truncation_note(tok, read, pair, len(ids))
 
     # The notebook's call; stage 2 (the encoder's hidden states) and the head's logits apart.
     output = model(**inputs, output_hidden_states=True)
@@ -524,8 +552,10 @@ def inspect_text(pipe, text: str, *, method: str = "integrated_gradients", steps
         chosen = pipe.options({"candidate_labels": labels, "hypothesis_template": template})
         kept = pipe.encode_pairs([text], [attribution.label], chosen["hypothesis_template"])[0]
         sequences, mine = (text, attribution.extra["hypothesis"]), 0
-    else:
-        kept = tok.encode_batch([text], truncation=True)[0]
+    read, limit, read_notes = read_as(pipe, text)
+    if pipe.task not in ("question-answering", "zero-shot-classification"):
+        kept = tok.encode_batch([read], truncation=True, max_length=limit)[0]
+        notes += read_notes
     pair = bool(sequences)
     # The vocabulary's pieces (`<unk>` for what it lacks), as convert_ids_to_tokens and the terminal show them;
     # the encoding's own tokens would show the unknown characters as if they were a piece of the vocabulary.
@@ -534,7 +564,7 @@ def inspect_text(pipe, text: str, *, method: str = "integrated_gradients", steps
     sequence_ids = kept.sequence_ids if pair else [None] * len(kept.ids)
     rows = [TokenRow(t, i, bool(s), 1, o[0], o[1], score=score, sequence=q) for t, i, s, o, score, q in
             zip(pieces, kept.ids, kept.special_tokens_mask, kept.offsets, scores, sequence_ids, strict=True)]
-    whole = tok.encode_batch([text], truncation=False)[0]
+    whole = tok.encode_batch([read], truncation=False)[0]
     if pipe.task != "question-answering":  # the question-answering pipeline reads a long context in windows
         seen = [r for r in rows if not r.special and r.sequence == mine]
         if len(whole.ids) - sum(whole.special_tokens_mask) > len(seen):
@@ -549,7 +579,8 @@ def inspect_text(pipe, text: str, *, method: str = "integrated_gradients", steps
     gather = HEAD_VIEWS[pipe.task]
     head = gather(pipe, text, kept=kept, output=output, trace=trace, question=question, labels=labels,
                   template=template, qa=qa, truncated=any(r.truncated for r in rows), notes=notes)
-    return Inspection(text, pipe.checkpoint.name, pipe.task, rows, pipe.config.hidden_size, norms, attentions,
+    # The rows' offsets index what the model reads: the text, or (a pooled embedding) the prompted text.
+    return Inspection(read, pipe.checkpoint.name, pipe.task, rows, pipe.config.hidden_size, norms, attentions,
                       attention_rollout(attentions), head, attribution, notes, sequences, mine)
 
 
@@ -575,12 +606,13 @@ def head_view(pipe, text: str, *, question: str | None = None, labels: Any = Non
         raise InputError(f"coulisse explain has no stages for task {pipe.task!r}; it shows {', '.join(STAGES)}.")
     check_request(pipe.task, question, labels, template)
     tok, qa, output, trace = pipe.tokenizer, None, None, None
+    read, limit, _ = read_as(pipe, text)
     if pipe.task == "question-answering":
         qa = _qa_windows(pipe, question, text)
         kept = qa[1].context[0].encoding
     else:
-        kept = tok.encode_batch([text], truncation=True)[0]
-    whole = tok.encode_batch([text], truncation=False)[0]
+        kept = tok.encode_batch([read], truncation=True, max_length=limit)[0]
+    whole = tok.encode_batch([read], truncation=False)[0]
     truncated = len(whole.ids) - sum(whole.special_tokens_mask) > len(kept.ids) - sum(kept.special_tokens_mask)
     if pipe.task in ("token-classification", "sparse-embedding"):  # their views read the model's own output
         output, trace = _traced_forward(pipe, kept)

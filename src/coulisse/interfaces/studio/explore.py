@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from coulisse.errors import InputError
-from coulisse.interfaces.explain import ATTRIBUTION_METHODS, ATTRIBUTION_TASKS, head_view, inspect_text
+from coulisse.interfaces.explain import ATTRIBUTION_METHODS, ATTRIBUTION_TASKS, head_view, inspect_text, read_as
 from coulisse.interfaces.jobs.predict import LONG_TEXT, average_logits, default_stride, split_windows, window_starts
 from coulisse.interfaces.report import Agreement, Inspection
 from coulisse.tasks.text_classification import apply_function
@@ -282,12 +282,12 @@ class Studio:
             chosen = self.pipeline(wanted)
             inspection = inspect_text(chosen, query.text, method=query.method, question=question, labels=labels,
                                       template=template)
-            tokens = len(chosen.tokenizer.encode_batch([query.text], truncation=False)[0].ids)
+            read, limit, _ = read_as(chosen, query.text)  # a pooled embedding: the folder's prompt and length
+            tokens = len(chosen.tokenizer.encode_batch([read], truncation=False)[0].ids)
             sides = {}
             if query.compare:  # the other weights' answer alone: no attention maps, no attributions
                 for weights in ("fp32", "int8"):
                     sides[weights] = inspection.head if weights == wanted else head_view(
                         self.pipeline(weights), query.text, question=question, labels=labels, template=template)
         agreement = sides["fp32"].against(sides["int8"]) if sides else None
-        return Exploration(query, self.model, {}, tokens, chosen.tokenizer.model_max_length, [], inspection, self.task,
-                           sides, agreement)
+        return Exploration(query, self.model, {}, tokens, limit, [], inspection, self.task, sides, agreement)
