@@ -180,6 +180,8 @@ def test_openai_sdk_float_and_base64(minilm_server, embedder):
     # TEI's statuses, as the SDK types them: an empty text 400, more inputs than the server takes 422.
     with pytest.raises(openai.BadRequestError, match="`input` cannot be empty: input.1. is an empty text"):
         sdk.embeddings.create(model="all-MiniLM-L6-v2", input=["x", ""])
+    with pytest.raises(openai.BadRequestError, match="`input` cannot be empty"):  # OpenAI's field, not TEI's
+        sdk.embeddings.create(model="all-MiniLM-L6-v2", input=[])
     with pytest.raises(openai.UnprocessableEntityError, match="maximum allowed batch size"):
         sdk.embeddings.create(model="all-MiniLM-L6-v2", input=["x"] * 33)
 

@@ -67,6 +67,21 @@ def test_malformed_json_is_422(client, content):
     assert error(r, 422, "validation")
 
 
+def test_a_body_that_does_not_parse_says_where_or_which_byte(client):
+    """The JSON parser's position, not a sentence cut short; bytes that are not UTF-8 named as the corpus jobs'
+    readers name them, not the framework's "There was an error parsing the body"."""
+    json_header = {"content-type": "application/json"}
+    message = error(client.post("/predict", content=b'{"inputs": "abc', headers=json_header), 422, "validation")
+    assert message == "the body is not valid JSON (Unterminated string starting at character 12)"
+    try:
+        json.loads('{"inputs": "abc')
+    except json.JSONDecodeError as e:
+        assert e.pos + 1 == 12  # the parser's own position, 0-based
+    latin1 = '{"inputs": "été"}'.encode("latin-1")
+    message = error(client.post("/predict", content=latin1, headers=json_header), 422, "validation")
+    assert message == "the body is not valid UTF-8 (byte 0xe9 at byte 13); send the JSON encoded in UTF-8"
+
+
 def test_empty_batch_is_400(client):
     assert error(client.post("/predict", json={"inputs": []}), 400, "empty") == "`inputs` cannot be empty"
 

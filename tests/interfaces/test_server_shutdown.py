@@ -90,7 +90,7 @@ def test_a_client_that_hangs_up_costs_no_compute(server):
     assert metric(base, 'te_request_failure{err="cancelled"}') == 1
 
 
-def test_sigterm_finishes_in_flight_requests_and_exits_0(server):
+def test_sigterm_finishes_in_flight_requests_and_exits_0(server, tf_camembert_dir):
     """Last in this module: it stops the server."""
     proc, base = server
     texts = [f"Film numéro {i}, plutôt réussi." for i in range(IN_FLIGHT)]
@@ -116,6 +116,8 @@ def test_sigterm_finishes_in_flight_requests_and_exits_0(server):
     assert all(r.json()[0]["label"] in ("POSITIVE", "NEGATIVE") for r in responses)
     assert refused, "new connections should be refused once SIGTERM arrived"
     assert code == 0, output
+    # the first line says which model answers, for which task, in what precision
+    assert output.splitlines()[0] == f"coulisse serve: {tf_camembert_dir} (text-classification, float32)", output
 
 
 def test_ctrl_c_stops_cleanly_with_130(tf_camembert_dir):

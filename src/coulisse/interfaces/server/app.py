@@ -98,9 +98,9 @@ class Gate:
         # Several models in one server share one: they share the CPU.
         self.permits = permits or asyncio.Semaphore(settings.max_concurrent_requests)
 
-    def check_batch(self, n: int, what: str = "batch size") -> None:
+    def check_batch(self, n: int, what: str = "batch size", field: str = "inputs") -> None:
         if n == 0:
-            raise ServerError("empty", "`inputs` cannot be empty")
+            raise ServerError("empty", f"`{field}` cannot be empty")
         if n > self.settings.max_client_batch_size:
             raise ServerError("batch_size", f"{what} {n} > maximum allowed batch size "
                               f"{self.settings.max_client_batch_size} (--max-client-batch-size)")

@@ -164,6 +164,9 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
             api_key=api_key or None, pooling=pooling,
             dtype=precision(pipe), served_model_name=name, cors_allow_origin=cors_origins(given["cors_allow_origin"]),
             threads=threads, fast=bool(click.get_current_context().meta.get(FAST_KEY)), wait_policy=wait_policy)
+        # Said at every verbosity, before uvicorn's address: which model answers, for which task, in what.
+        click.echo(f"coulisse serve: {name or settings.model_id} ({task}, {settings.dtype}"
+                   f"{', --fast' if settings.fast else ''})", err=True)
         log.info("%s: %s%s; OpenMP wait: %s", name or settings.model_id, pipe.preparation.describe(),
                  " (--fast)" if settings.fast else "", wait_policy)
         served.append((pipe, settings))

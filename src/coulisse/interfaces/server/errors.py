@@ -141,13 +141,29 @@ def describe_validation(exc: RequestValidationError) -> str:
         if loc and re.fullmatch(r"[A-Z][A-Za-z]*(Request|Task)", loc[0]):
             name = loc.pop(0)
             shape = f"as {BODY_NAMES.get(name, 'the Inference API body' if name.endswith('Task') else 'a TEI body')}, "
-        if err.get("type") == "json_invalid":
-            parts.append(f"the body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')})")
+        if err.get("type") == "json_invalid":  # loc: ("body", the character where the parser stopped)
+            at = f" character {int(loc[0]) + 1}" if loc and loc[0].isdigit() else ""
+            parts.append(f"the body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')}{at})")
         elif not loc:
             parts.append(f'{shape}the body must be a JSON object such as {{"inputs": "some text"}}')
         else:
             parts.append(f"{shape}{'.'.join(loc)}: {err.get('msg', 'invalid value')}")
     return "; ".join(parts)
+
+
+UNPARSED = "There was an error parsing the body"  # FastAPI's words for a body json.loads could not decode
+
+
+async def _unparsed_body(request: Request) -> str:
+    """Why FastAPI could not read a JSON body, where its own message does not say: bytes that are not UTF-8
+    (as the corpus jobs' readers name them)."""
+    body = await request.body()  # the bytes FastAPI read, kept by the request
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return (f"the body is not valid UTF-8 (byte 0x{body[e.start]:02x} at byte {e.start + 1}); send the JSON "
+                "encoded in UTF-8")
+    return f"{UNPARSED}: send one JSON value in UTF-8"
 
 
 def install_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
@@ -168,7 +184,7 @@ def install_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
 
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = STARLETTE_KINDS.get(exc.status_code, "validation" if exc.status_code < 500 else "backend")
-        return respond(request, kind, str(exc.detail))
+        return respond(request, kind, await _unparsed_body(request) if exc.detail == UNPARSED else str(exc.detail))
 
     async def on_bug(request: Request, exc: Exception) -> JSONResponse:
         request_id = getattr(request.state, "request_id", "-")

@@ -48,7 +48,7 @@ def add_openai_routes(app: FastAPI, service: Service, gate, protected: list) -> 
             raise ServerError("not_found", f"model {body.model!r} is not served here; this server serves "
                               f"{service.served_model_name!r} (GET /v1/models)")
         inputs, _ = batch_of(body.input)
-        gate.check_batch(len(inputs))
+        gate.check_batch(len(inputs), field="input")  # OpenAI's name for the field
         check_not_empty([(x, None) for x in inputs], "input")
 
         async def work(t: Timings) -> list:
