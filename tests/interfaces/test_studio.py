@@ -89,6 +89,18 @@ def test_int8_loads_on_the_first_query_that_needs_it(client, loads):
     assert ask(client, text=TEXTS[1], quantize="int8", compare=0).status_code == 200 and loads == [1]
 
 
+def test_the_docs_name_every_query_parameter_and_json_key(client):
+    """docs/studio.md's tables: each field of a query, and each key `/api/explain` answers, named there in
+    backticks, so that a parameter or key added without its line fails here."""
+    from dataclasses import fields
+
+    from coulisse.interfaces.studio.explore import Query
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "studio.md").read_text(encoding="utf-8")
+    for name in [f.name for f in fields(Query)] + list(ask(client, text=TEXTS[0], compare=0).json()):
+        assert f"`{name}`" in doc, name
+
+
 def test_the_json_route_answers_as_both_pipelines(client, pipes):
     exact, int8 = pipes
     r = ask(client, text=TEXTS[2], quantize="int8")
