@@ -45,6 +45,21 @@ def test_the_summary_times_the_loop_and_the_loading_apart(tf_camembert_dir, tmp_
     assert "loading the model)" in summary.describe()
 
 
+def test_the_summary_says_the_precision_unless_exact(tf_camembert_dir, tmp_path):
+    """`--quantize int8` or `--fast` (whatever this CPU's fast mode is): the summary says what the weights ran
+    in; exact float32, the default, goes unsaid."""
+    import coulisse
+
+    source = tmp_path / "in.txt"
+    source.write_text("Un film superbe.\n", encoding="utf-8")
+    for quantize, said in ((None, None), ("int8", "; int8 weights)")):
+        pipe = coulisse.pipeline("sentiment-analysis", model=str(tf_camembert_dir), quantize=quantize)
+        summary = classify_file(JobOptions(input=str(source), output=str(tmp_path / f"{quantize}.jsonl")),
+                                lambda pipe=pipe: pipe)
+        line = summary.describe()
+        assert (said in line) if said else ("weights" not in line), line
+
+
 def test_the_first_progress_frame_shows_nothing_done(capsys):
     reader = SimpleNamespace(format="csv", total=1000, position=8)  # the header is read
     progress = Progress(reader, force=True)

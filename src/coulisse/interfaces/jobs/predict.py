@@ -130,7 +130,7 @@ class Predictor(RowModel):
         self.stride = stride
         config = pipe.config
         self.labels = [config.id2label[i] for i in sorted(config.id2label)]
-        self.truncated = 0  # texts that reached the model's limit (truncate mode)
+        self.truncated = 0  # texts that reached the model's limit (truncate), or read in several windows (chunk)
 
     def logits(self, texts: list[str]) -> list[np.ndarray]:
         if self.long_text == "truncate":
@@ -141,6 +141,7 @@ class Predictor(RowModel):
         tokenizer = self.pipe.tokenizer
         windows = split_windows(tokenizer.encode_batch(texts, truncation=False), tokenizer.model_max_length,
                                 self.stride)
+        self.truncated += int((np.bincount(np.asarray(windows.owners, dtype=np.int64), minlength=len(texts)) > 1).sum())
         return average_logits(self.pipe.forward(windows.items), windows.owners, len(texts))
 
     def _predict(self, texts: list[str]) -> list[Prediction]:

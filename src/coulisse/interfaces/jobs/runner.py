@@ -89,6 +89,8 @@ class Summary:
     load_seconds: float = 0.0  # loading the model, before the loop
     error_column: str = "error"  # where the error rows say why (`coulisse_error` when the input has `error`)
     first_error: str | None = None  # this run's first error row's reason
+    long_text: str = "truncate"  # classify: what `truncated` counts (cut texts, or texts read in windows)
+    precision: str = ""  # what the weights ran in (`state.precision`): said unless float32
 
     @property
     def rows_per_second(self) -> float:
@@ -103,8 +105,12 @@ class Summary:
             text += f"; resumed after {count(self.resumed_from, 'row')}"
         done = self.rows - self.resumed_from
         text += f"; {count(done, 'row')} in {duration(self.seconds)} ({self.rows_per_second:,.1f} rows/s"
-        text += f", after {duration(self.load_seconds)} loading the model)" if self.load_seconds else ")"
-        if self.truncated:
+        text += f", after {duration(self.load_seconds)} loading the model" if self.load_seconds else ""
+        text += f"; {self.precision} weights)" if self.precision not in ("", "float32") else ")"
+        if self.truncated and self.long_text == "chunk":
+            text += (f". {count(self.truncated, 'text')} {'was' if self.truncated == 1 else 'were'} longer than the "
+                     "model's token limit: read in overlapping windows, their logits averaged")
+        elif self.truncated:
             text += (f". {count(self.truncated, 'text')} reached the model's token limit and "
                      f"{'was' if self.truncated == 1 else 'were'} truncated")
             if self.verb == "classified":
@@ -240,6 +246,7 @@ def _run(options, reader, out_format, load_pipe, on_chunk, rows_filter) -> Summa
     summary = _loop(options, reader, sink, predictor, current, rows_filter(rows) if rows_filter else rows,
                     on_chunk)
     summary.load_seconds = loaded
+    summary.precision = job_state.precision(engine_key(pipe))
     summary.error_column = added.error
     return summary
 
@@ -337,7 +344,8 @@ def checked_chunks(reader: Reader, rows: Iterable[Row], size: int) -> Iterator[l
 
 def _loop(options, reader, sink, predictor, current, rows, on_chunk) -> Summary:
     embed = options.task == "embed"
-    summary = Summary(options.output, resumed_from=current.rows, verb="embedded" if embed else "classified")
+    summary = Summary(options.output, resumed_from=current.rows, verb="embedded" if embed else "classified",
+                      long_text=getattr(options, "long_text", "truncate"))
     path = job_state.state_path(options.output) if options.output != STDIO else None
     progress = Progress(reader, options.quiet, options.progress, "embed" if embed else "classify")
     start = time.perf_counter()
