@@ -114,6 +114,11 @@ def test_question_answering_studio_marks_the_pipelines_answer(tmp_path, camember
         assert mark[2] == CONTEXT[expected["start"]:expected["end"]]
         (box,) = [el for el in parse(page).find("input") if el[1].get("name") == "question"]
         assert box[1]["value"] == QUESTION
+        # the length is the pair's, as the pipeline reads it (its windows of max_seq_len tokens)
+        got = ask(client, text=CONTEXT, question=QUESTION, compare="0").json()
+        pipe = pipeline("question-answering", model=qa)
+        assert got["length"]["limit"] == min(384, pipe.tokenizer.model_max_length)
+        assert got["length"]["tokens"] == len(got["tokens"]) == len(pipe.tokenizer(QUESTION, CONTEXT)["input_ids"])
 
 
 def test_zero_shot_studio_ranks_and_scores_the_words(nli_dir):

@@ -283,7 +283,12 @@ class Studio:
             inspection = inspect_text(chosen, query.text, method=query.method, question=question, labels=labels,
                                       template=template)
             read, limit, _ = read_as(chosen, query.text)  # a pooled embedding: the folder's prompt and length
-            tokens = len(chosen.tokenizer.encode_batch([read], truncation=False)[0].ids)
+            pair = None
+            if self.task == "question-answering":  # the pair, read in windows of max_seq_len tokens
+                limit = chosen.window_sizes()[0]
+                read, pair = (question, read) if chosen.question_first else (read, question)
+            tokens = len(chosen.tokenizer.encode_batch([read], None if pair is None else [pair],
+                                                       truncation=False)[0].ids)
             sides = {}
             if query.compare:  # the other weights' answer alone: no attention maps, no attributions
                 for weights in ("fp32", "int8"):
