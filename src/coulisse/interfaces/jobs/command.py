@@ -314,5 +314,7 @@ def evaluate(input_path, label_column, output_dir, limit, sample, seed, bins, ov
     metrics = write_report(result)
     if not quiet:
         click.echo(result.summary.describe(), err=True)
+        if result.caveat:
+            click.echo(f"note: {result.caveat}", err=True)
     click.echo(f"accuracy {metrics.accuracy:.4f}  macro-F1 {metrics.macro_f1:.4f}  ECE {metrics.ece:.4f}  "
                f"on {count(metrics.total, 'row')} -> {Path(output_dir) / 'report.md'}", file=sys.stdout)

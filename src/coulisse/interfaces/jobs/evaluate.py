@@ -85,6 +85,7 @@ class Evaluation:
     labels: list[str]
     model: str
     precision: str = "exact (float32)"  # what ran: the report says it, since --quantize and --fast change scores
+    caveat: str | None = None  # what the scores cannot say (the bundled model on the reviews it learnt from)
 
 
 def limit_and_sample(rows: Iterator[Row], limit: int | None, sample: int | None, seed: int) -> Iterator[Row]:
@@ -182,7 +183,11 @@ def evaluate_file(options: EvalOptions, load_pipe: Callable[[], object]) -> Eval
     summary = classify_file(job, load, on_chunk=on_chunk, rows_filter=rows_filter, on_open=opened)
     config = pipes[0].config
     labels = [config.id2label[i] for i in sorted(config.id2label)]
-    return Evaluation(options, summary, collected, labels, job.model, precision(pipes[0].preparation))
+    from coulisse.defaults import BUNDLED_DIR, BUNDLED_TRAINING
+
+    bundled = Path(pipes[0].checkpoint.directory).resolve() == BUNDLED_DIR.resolve()
+    return Evaluation(options, summary, collected, labels, job.model, precision(pipes[0].preparation),
+                      BUNDLED_TRAINING if bundled else None)
 
 
 def precision(preparation) -> str:

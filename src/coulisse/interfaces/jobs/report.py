@@ -43,6 +43,8 @@ def _counts(ev: Evaluation, metrics: Metrics) -> list[str]:
     long_text = job.long_text + (f", stride {job.stride}" if job.stride is not None else "")
     lines.append(f"- Long texts: {long_text}; {count(s.truncated, 'text')} reached the model's token limit")
     lines.append(f"- Precision: {ev.precision}")
+    if ev.caveat:
+        lines += ["", f"> {ev.caveat}"]
     return lines
 
 
