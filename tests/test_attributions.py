@@ -358,6 +358,18 @@ def test_words_keep_punctuation_apart_whatever_the_tokenizer(arch, factory):
         assert w.attribution == pytest.approx(sum(a.scores[i] for i in w.tokens), abs=1e-9)
 
 
+def test_the_repr_is_one_line_a_notebook_can_read(factory):
+    """`repr(attribution)` (a notebook cell's last value): the label, the method and the top words, one line,
+    not a dump of every field (~1,000 characters for a short sentence)."""
+    pipe = pipeline("text-classification", model=factory.checkpoint("camembert"))
+    a = pipe.explain(PUNCTUATED, method="occlusion")
+    shown = repr(a)
+    assert "\n" not in shown and len(shown) < 300, shown
+    assert f"towards {a.label} (occlusion, fp32)" in shown and f"{len(a.words)} words" in shown
+    for w in a.top_words(3) + a.top_words(3, sign=-1):
+        assert f"{w.text} {w.attribution:+.3f}" in shown
+
+
 def test_results_shape_and_defaults(factory):
     pipe = pipeline("text-classification", model=factory.checkpoint("camembert"))
     one = pipe.explain(SHORT[0])

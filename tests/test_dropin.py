@@ -437,6 +437,14 @@ def test_the_objects_save_report_their_dtype_and_refuse_training(factory, tmp_pa
     inputs = pipe.tokenizer(SHORT, padding=True, return_tensors="pt")
     with pytest.raises(InputError, match="coulisse runs inference only"):
         pipe.model(**inputs, labels=torch.zeros(len(SHORT), dtype=torch.long))
+    # ids past the position table, as an untruncated tokenizer call gives them: one line, not torch's IndexError
+    limit = pipe.model.config.position_limit
+    long = pipe.tokenizer(" ".join(["film"] * (2 * limit)), return_tensors="pt")
+    assert long["input_ids"].shape[1] > limit
+    with pytest.raises(InputError, match=f"embeds at most {limit} positions. Tokenize with truncation=True"):
+        pipe.model(**long)
+    padded = pipe.tokenizer([SHORT[0], "x " * (2 * limit)], padding=True, truncation=True, return_tensors="pt")
+    assert pipe.model(**padded).logits.shape[0] == 2  # a truncated batch at the limit runs
 
 
 def test_output_attentions_and_hidden_states_equal_transformers_eager():

@@ -21,6 +21,9 @@ BAD_INPUTS = {
     "list-with-int": (["un film", 3], "[1] is a int"),
     "list-with-None": (["un film", None], "[1] is a NoneType"),
     "nested-list": ([["un film"]], "[0] is a list"),
+    # transformers 4's legacy pair: said how to pass a pair now
+    "pair-as-list": ([["Super film", "Nul"]], "[0] is a list, ['Super film', 'Nul'], not a string. For a text pair"),
+    "long-item": ([["x" * 100]], f"[0] is a list, {repr(['x' * 100])[:57]}..., not"),  # clipped with an ellipsis
 }
 
 

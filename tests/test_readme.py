@@ -67,3 +67,18 @@ def test_the_drop_in_snippet_runs_on_a_plain_install(tf_camembert_dir, tmp_path,
     # One by one vs batched: the same up to float rounding (a GEMM may block rows differently, ~1e-7 on a logit).
     for line, answer in zip(printed, answers, strict=True):
         assert abs(float(line.split()[1]) - answer["score"]) <= 1e-6
+
+
+def test_what_the_readme_says_the_bundled_model_answers_is_what_it_answers():
+    """The three stages' comment names the bundled model's labels for the course's two sentences (a reader
+    offline runs it): they are its answers."""
+    import ast
+
+    from coulisse import pipeline
+
+    code = section_code("The three stages")
+    said = re.search(r"\(the bundled model: ([A-Z]+), ([A-Z]+)\)", code)
+    assert said, "the README no longer says what the bundled model answers"
+    raw = re.search(r"raw_inputs = (\[.*?\])\n", code).group(1)
+    answers = pipeline("sentiment-analysis", model="coulisse/mini-allocine")(ast.literal_eval(raw))  # the README's list
+    assert [a["label"] for a in answers] == list(said.groups())

@@ -15,7 +15,22 @@ task scores words (text-classification, zero-shot-classification).
 
 from __future__ import annotations
 
-from coulisse.interfaces.explain import explain_text as stages
-from coulisse.interfaces.explain import report
+from typing import Any
+
+from coulisse.interfaces.explain import BATCH_TASKS, batch_lines, explain_text, report
+from coulisse.tokenizer.tokenizer import check_texts
 
 __all__ = ["report", "stages"]
+
+RULE = "=" * 72
+
+
+def stages(pipe, texts: str | list[str], *, question: str | None = None, labels: Any = None,
+           template: str | None = None) -> str:
+    """The stages `coulisse explain` prints, as one string: for a text, or for each text of a list, one after
+    the other and then (for the tasks that take texts alone) the course's padded batch of them all."""
+    texts, single = check_texts(texts)
+    out = [explain_text(pipe, text, question=question, labels=labels, template=template) for text in texts]
+    if not single and len(texts) > 1 and pipe.task in BATCH_TASKS:
+        out.append("\n".join(batch_lines(pipe, texts)).lstrip("\n"))
+    return f"\n\n{RULE}\n".join(out)

@@ -81,6 +81,14 @@ def test_unknown_devices_are_named(device):
     assert repr(device) in device_error(device) or str(device) in device_error(device)
 
 
+@pytest.mark.parametrize("device", ["mps", "xpu:0", "meta", torch.device("mps")], ids=str)
+def test_devices_coulisse_does_not_run_on_are_refused_by_name(device):
+    """An Apple GPU (mps), an Intel GPU (xpu), meta: one DeviceError naming the device and what runs, not
+    torch's "PyTorch is not linked with support for mps devices" from inside the first `.to()`."""
+    message = device_error(device)
+    assert f"not on {torch.device(device).type}" in message and "device='cpu'" in message
+
+
 @pytest.mark.parametrize("device_map", [None, "cpu", {"": "cpu"}, {"encoder": -1, "classifier": "cpu"}], ids=str)
 def test_device_maps_on_one_device(device_map):
     """transformers' device_map for a model that runs whole on the CPU; None (device unset) is the CPU."""

@@ -316,6 +316,18 @@ def test_explain_fits_a_narrow_terminal(classifier_dir):
     assert too_long == []
 
 
+def test_an_embeddings_stages_fit_the_terminal_and_name_the_folder_once(minilm_dir):
+    """feature-extraction at COLUMNS=60: the pooling sentence is wrapped too (it ran to 116 columns on
+    all-MiniLM-L6-v2), and a model given as a folder is named once (its path twice: name and folder)."""
+    result = CliRunner().invoke(cli, ["explain", "--task", "feature-extraction", "-m", str(minilm_dir),
+                                      "Le chat dort sur le canapé."], env={"COLUMNS": "60"})
+    assert result.exit_code == 0, result.output
+    too_long = [line for line in result.stdout.splitlines() if len(line) > 60 and len(line.split()) > 1]
+    assert too_long == []
+    assert result.stdout.count(str(minilm_dir)) == 1
+    assert "divided by its L2 norm" in " ".join(result.stdout.split())
+
+
 def test_sparse_embedding_stages_name_each_heavy_entry_and_its_token(task_factory, tmp_path):
     """SPLADE: stage 4 lists the pipeline's heaviest entries; "from token i" is the position whose masked-LM
     logit for that entry is highest, as transformers' own `*ForMaskedLM` computes it (max pooling is monotone

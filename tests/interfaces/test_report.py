@@ -305,3 +305,22 @@ def test_the_python_report_scores_no_words_where_the_task_has_none(task_factory)
     assert x.attribution is None and x.head.masks[0][0]["token"] == pipe("Le film est [MASK].")[0]["token"]
     out = stages(pipe, "Le film est [MASK].")  # the terminal's stages, as a string
     assert "3. Head: masked positions -> vocabulary logits" in out and repr(x.head.masks[0][0]["token_str"]) in out
+
+
+def test_stages_of_several_texts_are_the_commands(factory):
+    """`stages(pipe, [a, b])` (a learner's list, which `report` takes too): each text's stages, then the
+    course's padded batch, as `coulisse explain a b` prints them; a list of lists says what a pair is."""
+    from click.testing import CliRunner
+
+    from coulisse.explain import stages
+    from coulisse.interfaces.cli import cli
+
+    folder = factory.checkpoint("camembert")
+    pipe = pipeline("text-classification", model=folder)
+    out = stages(pipe, TEXTS[:2])
+    assert out.startswith(stages(pipe, TEXTS[0])) and stages(pipe, TEXTS[1]) in out
+    assert "Batch: the 2 texts together, padded to one length" in out
+    printed = CliRunner().invoke(cli, ["explain", "-m", str(folder), *TEXTS[:2]], env={"COLUMNS": "100"}).stdout
+    assert " ".join(out.split()) == " ".join(printed.split())
+    with pytest.raises(InputError, match="For a text pair"):
+        stages(pipe, [[TEXTS[0], TEXTS[1]]])

@@ -23,6 +23,9 @@ def resolve_device(device: str | int | torch.device) -> torch.device:
     parsed = _parse(device)
     if parsed.type == "cuda":
         _check_cuda(device, parsed)
+    elif parsed.type != "cpu":  # mps, xpu, meta...: torch's own error would come from deep inside `.to()`
+        raise DeviceError(f"device={device!r}: coulisse runs on the CPU or a CUDA GPU, not on {parsed.type}; pass "
+                          "device='cpu' (or -1), or 'cuda' / 'cuda:N' with a CUDA build of torch.")
     return parsed
 
 

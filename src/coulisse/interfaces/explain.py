@@ -11,6 +11,7 @@ pipeline's order; zero-shot-classification TEXT and the first label's hypothesis
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from coulisse.errors import InputError
@@ -116,8 +117,9 @@ def _tokenizer_and_encoder(pipe, text: str, pair: str | None = None) -> tuple[li
     inputs = tok([read], None if pair is None else [pair], truncation=True, max_length=limit, return_tensors="pt")
     ids = inputs["input_ids"][0].tolist()
     tokens = tok.convert_ids_to_tokens(ids)
-    out = [wrapped(f"Model: {pipe.checkpoint.name}  ({cfg.model_type}, folder {pipe.checkpoint.directory})",
-                   indent="  ")]
+    name, folder = pipe.checkpoint.name, pipe.checkpoint.directory
+    same = Path(name).expanduser().resolve() == Path(folder).resolve()  # a folder given: its path once
+    out = [wrapped(f"Model: {name}  ({cfg.model_type}{'' if same else f', folder {folder}'})", indent="  ")]
 
     out.append(_title(1, "Tokenizer: text -> tokens -> ids" if pair is None else
                       "Tokenizer: text pair -> tokens -> ids"))
@@ -232,9 +234,9 @@ def _embedding(pipe, e: Encoded) -> list[str]:
 
     vector, how = sentence_embedding(pipe, e.text, len(e.ids))
     out = [_title(3, "Pooling: hidden states -> one sentence embedding")]
-    out.append(how)
-    out.append(f"embedding shape ({len(vector)},), norm {float(np.linalg.norm(vector)):.4f}, "
-               f"starts {_vector(vector)}")
+    out.append(wrapped(how, indent="  "))
+    out.append(wrapped(f"embedding shape ({len(vector)},), norm {float(np.linalg.norm(vector)):.4f}, "
+                       f"starts {_vector(vector)}", indent="  "))
     return out
 
 

@@ -159,6 +159,13 @@ class EncoderModel(nn.Module):
                  position_ids: Tensor | None, output_hidden_states: bool, output_attentions: bool) -> ModelOutput:
         if input_ids.dim() == 3:
             return self._forward_choices(input_ids, attention_mask, token_type_ids)
+        limit = self.config.position_limit
+        longest = int(attention_mask.sum(-1).max()) if attention_mask is not None and attention_mask.numel() else \
+            input_ids.shape[-1]
+        if limit is not None and longest > limit and position_ids is None:  # else an IndexError from the table
+            raise InputError(f"an input has {longest} tokens; this model embeds at most {limit} positions. "
+                             "Tokenize with truncation=True (tokenizer(texts, truncation=True, return_tensors='pt')), "
+                             "or split the text.")
         if attention_mask is None and self.config.family.mask_from_pad:
             lengths = input_ids.ne(self.config.pad_token_id).sum(1, keepdim=True)
             attention_mask = (torch.arange(input_ids.shape[1], device=input_ids.device) < lengths).long()

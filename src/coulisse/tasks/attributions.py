@@ -115,6 +115,16 @@ class Attribution:
         out.update(delta=self.delta, gap=self.gap)
         return out
 
+    def __repr__(self) -> str:
+        """One line a notebook can read: the label explained, how, and the words that pushed hardest (every
+        field is in `to_dict()`)."""
+        def listed(sign: int) -> str:
+            return ", ".join(f"{w.text} {w.attribution:+.3f}" for w in self.top_words(3, sign)) or "none"
+
+        shown = self.text if len(self.text) <= 40 else self.text[:39] + "…"
+        return (f"<Attribution of {shown!r} towards {self.label} ({self.method}, {self.weights}): towards "
+                f"{listed(1)}; against {listed(-1)}; {len(self.words)} words, gap {self.gap:+.2e}>")
+
 
 # -- checks ------------------------------------------------------------------------------------------------
 

@@ -100,7 +100,10 @@ def check_texts(texts: Any, what: str = "text") -> tuple[list[str], bool]:
         raise InputError(f"{what} is an empty list; pass at least one string.")
     for i, t in enumerate(texts):
         if not isinstance(t, str):
-            raise InputError(f"{what}[{i}] is a {type(t).__name__} ({t!r:.40}), not a string.")
+            shown = repr(t) if len(repr(t)) <= 60 else repr(t)[:57] + "..."
+            pair = (" For a text pair, pass {'text': ..., 'text_pair': ...} (a pipeline) or text_pair= (a "
+                    "tokenizer).") if isinstance(t, (list, tuple)) and len(t) == 2 else ""
+            raise InputError(f"{what}[{i}] is a {type(t).__name__}, {shown}, not a string.{pair}")
     return list(texts), False
 
 
