@@ -324,13 +324,20 @@ def test_pooling_without_the_prompt(minilm_dir, tmp_path, mode):
 # -- what is refused, and the progress bar ----------------------------------------------------------------------
 
 
-def test_call_errors(ours):
+def test_call_errors(ours, monkeypatch):
     for options, match in [({"precision": "int4"}, "precision='int4'"), ({"output_value": None}, "output_value=None"),
                            ({"batch_size": 0}, "batch_size=0"), ({"truncate_dim": -1}, "truncate_dim=-1"),
-                           ({"device": ["cpu", "cpu"]}, "one process"), ({"device": "meta"}, "SentenceEncoder"),
+                           ({"device": ["cpu", "cpu"]}, "one process"), ({"device": "meta"}, "not on meta"),
                            ({"output_value": "token_embeddings", "precision": "int8"}, "precision='int8'")]:
         with pytest.raises(InputError, match=match):
             ours.encode(TEXTS, **options)
+    # A device coulisse runs on, but not this encoder's (a GPU, on a machine that has one): build another.
+    # On a CPU-only torch no such device resolves, so the parser is made to accept one here.
+    import coulisse.sentence
+
+    monkeypatch.setattr(coulisse.sentence, "resolve_device", torch.device)
+    with pytest.raises(InputError, match=r"runs on 'cpu'; build it with SentenceEncoder\(model, device='cuda:0'\)"):
+        ours.encode(TEXTS, device="cuda:0")
     with pytest.raises(InputError, match="ranges"):  # one embedding has no range to bucket (ValueError there too)
         ours.encode(TEXTS[0], precision="int8")
     with pytest.raises(InputError, match=r"sentences\[1\]"):
