@@ -660,16 +660,13 @@ class Report:
         n = len(self.inspections)
         where = f" through {self.inspections[0].model} ({self.inspections[0].task})" if n else ""
         lines = [f"Report: {n} text{'' if n == 1 else 's'}{where}; .save(path) writes the page"]
-        lines += [f"  {i}. {_clip(x.text, 60)!r} -> {x.head.headline}" for i, x in enumerate(self.inspections, 1)]
+        lines += [f"  {i}. {one_line(x.text, 60, '…')!r} -> {x.head.headline}"
+                  for i, x in enumerate(self.inspections, 1)]
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
         return (f'<iframe srcdoc="{e(self.html())}" title="{e(self.title)}" '
                 'style="width:100%;height:760px;border:1px solid #ddd"></iframe>')
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def render_page(inspections: list[Inspection], title: str = "coulisse explain") -> str:

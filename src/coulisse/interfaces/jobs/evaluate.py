@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from coulisse.defaults import BUNDLED_DIR, BUNDLED_TRAINING
 from coulisse.errors import InputError
 from coulisse.interfaces.jobs.formats import EXTENSIONS, STDIO, Prediction, Row, input_format
 from coulisse.interfaces.jobs.runner import JobOptions, Summary, classify_file
@@ -183,8 +184,6 @@ def evaluate_file(options: EvalOptions, load_pipe: Callable[[], object]) -> Eval
     summary = classify_file(job, load, on_chunk=on_chunk, rows_filter=rows_filter, on_open=opened)
     config = pipes[0].config
     labels = [config.id2label[i] for i in sorted(config.id2label)]
-    from coulisse.defaults import BUNDLED_DIR, BUNDLED_TRAINING
-
     bundled = Path(pipes[0].checkpoint.directory).resolve() == BUNDLED_DIR.resolve()
     return Evaluation(options, summary, collected, labels, job.model, precision(pipes[0].preparation),
                       BUNDLED_TRAINING if bundled else None)

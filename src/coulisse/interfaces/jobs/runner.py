@@ -345,7 +345,7 @@ def checked_chunks(reader: Reader, rows: Iterable[Row], size: int) -> Iterator[l
 def _loop(options, reader, sink, predictor, current, rows, on_chunk) -> Summary:
     embed = options.task == "embed"
     summary = Summary(options.output, resumed_from=current.rows, verb="embedded" if embed else "classified",
-                      long_text=getattr(options, "long_text", "truncate"))
+                      long_text=options.long_text)
     path = job_state.state_path(options.output) if options.output != STDIO else None
     progress = Progress(reader, options.quiet, options.progress, "embed" if embed else "classify")
     start = time.perf_counter()
