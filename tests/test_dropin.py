@@ -45,6 +45,9 @@ def run(model_dir, texts):
     out["legacy generator"] = plain(t for t in texts[:3])
     out["top_k=1 call"] = plain(texts[1], top_k=1)
     out["no specials"] = plain(texts[:2], add_special_tokens=False)
+    out["text_pair="] = plain(texts[0], text_pair="Vraiment.")
+    out["predict"], out["transform"] = plain.predict(texts[:2]), plain.transform(texts[2])
+    out["dtype"] = [str(plain.dtype), str(plain.torch_dtype)]
     return out
 '''
 

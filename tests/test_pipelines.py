@@ -138,6 +138,16 @@ def test_text_pairs_equal_transformers(factory):
     assert_same_results(ours(pair), theirs(pair))
     assert_same_results(ours([pair, {"text": "Bof.", "text_pair": "Nul."}], top_k=None),
                         theirs([pair, {"text": "Bof.", "text_pair": "Nul."}], top_k=None))
+    # text_pair= as a call keyword: transformers hands it to the tokenizer, the second member of every text's pair
+    for inputs, options in (("Le film est-il bon ?", {}), ("Le film est-il bon ?", {"top_k": None}),
+                            (["Le film est-il bon ?", "Bof."], {})):
+        assert_same_results(ours(inputs, text_pair="Oui, excellent.", **options),
+                            theirs(inputs, text_pair="Oui, excellent.", **options))
+    assert_same_results(ours("Le film est-il bon ?", text_pair="Oui, excellent."), [ours(pair)])
+    with pytest.raises(InputError, match="text_pair is given twice"):
+        ours(pair, text_pair="Non.")
+    with pytest.raises(InputError, match="text_pair=3"):
+        ours("Bof.", text_pair=3)
 
 
 # -- batching never changes results -------------------------------------------------------------------

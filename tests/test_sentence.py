@@ -350,9 +350,38 @@ def test_constructor_checks_before_loading(tmp_path):
     """Bad values fail before the model is looked for: the folder here does not exist."""
     missing = tmp_path / "missing"
     for options, match in [({"truncate_dim": 0}, "truncate_dim=0"), ({"similarity_fn_name": "maxsim"}, "maxsim"),
-                           ({"prompts": {"query": 1}}, "prompts=")]:
+                           ({"prompts": {"query": 1}}, "prompts="), ({"backend": "onnx"}, "backend='onnx'"),
+                           ({"cache_folder": str(tmp_path / "cache")}, "HF_HUB_CACHE="),
+                           ({"modules": []}, "modules="), ({"use_kernels": True}, "use_kernels=True"),
+                           ({"model_kwargs": {"dtyp": "auto"}}, "'dtyp'"),
+                           ({"token": "a", "use_auth_token": "b"}, "token is given twice")]:
         with pytest.raises(InputError, match=match):
             SentenceEncoder(missing, **options)
+    with pytest.raises(TypeError, match="cache_dir"):
+        SentenceEncoder(missing, cache_dir="x")
+
+
+@pytest.mark.slow
+def test_sentence_transformers_loading_and_encode_keywords(minilm_dir):
+    """A script's SentenceTransformer(...) keywords and sentence-transformers 6's encode(inputs=...) run unchanged
+    and give the same vectors; the old name sentences= too."""
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    keywords = {"trust_remote_code": False, "local_files_only": True, "token": None, "backend": "torch",
+                "model_kwargs": {"torch_dtype": torch.float32}, "model_card_data": None, "use_kernels": False,
+                "cache_folder": HF_HUB_CACHE}
+    from sentence_transformers import SentenceTransformer
+
+    ours = SentenceEncoder(minilm_dir, **keywords)
+    theirs = SentenceTransformer(str(minilm_dir), device="cpu", **keywords)
+    expected = theirs.encode(inputs=TEXTS[:3], chunk_size=2)
+    assert_same(ours.encode(inputs=TEXTS[:3], chunk_size=2), expected)
+    assert_same(ours.encode(sentences=TEXTS[:3]), expected)
+    assert_same(ours.encode_query(inputs=TEXTS[:3]), theirs.encode_query(inputs=TEXTS[:3]))
+    with pytest.raises(InputError, match="pool="):
+        ours.encode(TEXTS, pool={"processes": []})
+    with pytest.raises(InputError, match="given twice"):
+        ours.encode(TEXTS, sentences=TEXTS)
 
 
 def test_bad_default_prompt_name(minilm_dir):

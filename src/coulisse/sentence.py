@@ -28,6 +28,7 @@ from tqdm import tqdm
 from coulisse.engine import DEFAULT_BATCH_SIZE
 from coulisse.engine.device import resolve_device
 from coulisse.errors import InputError
+from coulisse.hub import hub_cache_dir
 from coulisse.pipelines import pipeline
 from coulisse.tasks.base import FORWARD, POST, PRE, positive_int
 from coulisse.tasks.feature_extraction import read_settings
@@ -143,6 +144,12 @@ class SentenceEncoder:
     `similarity_fn_name` and `truncate_dim` override the folder's `config_sentence_transformers.json`, as in
     sentence-transformers. `device` defaults to the CPU; `dtype`, `quantize`, `threads`, `max_batch_tokens` and
     `max_batch_size` are `pipeline()`'s.
+
+    sentence-transformers' loading arguments are taken as `pipeline()` takes transformers' (`docs/dropin.md`):
+    `revision`, `local_files_only`, `token` (and its old name `use_auth_token`), `model_kwargs`;
+    `trust_remote_code`, `model_card_data`, `use_kernels=False` and `backend="torch"` have no effect here. A
+    `cache_folder` other than the Hugging Face cache, other `backend`s, `modules`, `processor_kwargs` and
+    `config_kwargs` are refused in one line.
     """
 
     TASK = "feature-extraction"  # the pipeline it runs, with these options
@@ -153,16 +160,20 @@ class SentenceEncoder:
                  similarity_fn_name: str | None = None, truncate_dim: int | None = None,
                  revision: str | None = None, dtype: str | torch.dtype | None = None, quantize: str | None = None,
                  threads: int | None = None, max_batch_tokens: int | None = None,
-                 max_batch_size: int = DEFAULT_BATCH_SIZE):
+                 max_batch_size: int = DEFAULT_BATCH_SIZE, local_files_only: bool = False,
+                 token: bool | str | None = None, model_kwargs: dict[str, Any] | None = None,
+                 **sentence_transformers: Any):
         # What needs no model is checked before it loads.
+        token = _loading_keywords(sentence_transformers, token)
         positive_int("truncate_dim", truncate_dim, allow_none=True)
         if similarity_fn_name is not None:
             similarity_fn_name = _check_choice("similarity_fn_name", similarity_fn_name, SIMILARITY_FN_NAMES)
         if prompts is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
             raise InputError(f"prompts={prompts!r}; pass a dict of prompt names to prompt strings.")
         self.pipeline = pipeline(self.TASK, model_name_or_path, revision=revision,
-                                 device="cpu" if device is None else device, dtype=dtype, quantize=quantize,
+                                 device="cpu" if device is None else device, dtype=dtype or "auto", quantize=quantize,
                                  threads=threads, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
+                                 local_files_only=local_files_only, token=token, model_kwargs=model_kwargs,
                                  **self.PIPELINE_OPTIONS)
         settings = read_settings(self.pipeline.checkpoint.directory)
         # sentence-transformers: the caller's prompts win, the folder's fill the rest; query and document exist
@@ -249,19 +260,22 @@ class SentenceEncoder:
 
     # -- encode ----------------------------------------------------------------------------------------
 
-    def encode(self, sentences: str | list[str] | tuple[str, ...] | np.ndarray, prompt_name: str | None = None,
-               prompt: str | None = None, batch_size: int = 32, show_progress_bar: bool | None = None,
-               output_value: str = "sentence_embedding", precision: str = "float32", convert_to_numpy: bool = True,
-               convert_to_tensor: bool = False, device: str | torch.device | None = None,
-               normalize_embeddings: bool = False, truncate_dim: int | None = None) -> Any:
+    def encode(self, inputs: str | list[str] | tuple[str, ...] | np.ndarray | None = None,
+               prompt_name: str | None = None, prompt: str | None = None, batch_size: int = 32,
+               show_progress_bar: bool | None = None, output_value: str = "sentence_embedding",
+               precision: str = "float32", convert_to_numpy: bool = True, convert_to_tensor: bool = False,
+               device: str | torch.device | None = None, normalize_embeddings: bool = False,
+               truncate_dim: int | None = None, pool: Any = None, chunk_size: int | None = None, *,
+               sentences: str | list[str] | tuple[str, ...] | np.ndarray | None = None) -> Any:
         """Embeddings of `sentences`, as sentence-transformers returns them: a string gives one vector `(D,)`,
         a list gives `(N, D)`; a numpy array by default, a tensor with `convert_to_tensor=True`, a list of
         row tensors with `convert_to_numpy=False`. `output_value="token_embeddings"`: one `(tokens, H)`
         tensor per text. The prompt (`prompt`, else `prompts[prompt_name]`, else the default prompt) is put
         before each text; `truncate_dim` keeps the first dimensions, then `normalize_embeddings` scales to
         length 1; `precision` quantizes last. `batch_size` caps the texts of one batch, which also closes on
-        coulisse's token budget (`max_batch_tokens=` at construction); results do not depend on batching."""
-        texts, single = _texts(sentences)
+        coulisse's token budget (`max_batch_tokens=` at construction); results do not depend on batching.
+        `sentences=` is the old name of `inputs`; a multi-process `pool` is refused (`chunk_size` is its)."""
+        texts, single = _texts(_inputs(inputs, sentences, pool))
         _check_choice("output_value", output_value, OUTPUT_VALUES)
         _check_choice("precision", precision, PRECISIONS)
         positive_int("batch_size", batch_size)
@@ -297,19 +311,19 @@ class SentenceEncoder:
             result = list(torch.from_numpy(array))
         return result[0] if single else result
 
-    def encode_query(self, sentences: Any, prompt_name: str | None = None, prompt: str | None = None,
+    def encode_query(self, inputs: Any = None, prompt_name: str | None = None, prompt: str | None = None,
                      **kwargs: Any) -> Any:
         """`encode` with the "query" prompt unless another is given (an empty one when the model has none)."""
         if prompt_name is None and prompt is None:
             prompt_name = "query"
-        return self.encode(sentences, prompt_name, prompt, **kwargs)
+        return self.encode(inputs, prompt_name, prompt, **kwargs)
 
-    def encode_document(self, sentences: Any, prompt_name: str | None = None, prompt: str | None = None,
+    def encode_document(self, inputs: Any = None, prompt_name: str | None = None, prompt: str | None = None,
                         **kwargs: Any) -> Any:
         """`encode` with the "document" prompt unless another is given (an empty one when the model has none)."""
         if prompt_name is None and prompt is None:
             prompt_name = "document"
-        return self.encode(sentences, prompt_name, prompt, **kwargs)
+        return self.encode(inputs, prompt_name, prompt, **kwargs)
 
     # -- the pipeline's stages -----------------------------------------------------------------------------
 
@@ -373,6 +387,48 @@ class SentenceEncoder:
                                         and wanted.index != here.index):
             raise InputError(f"device={str(wanted)!r}, but this encoder runs on {str(here)!r}; build it with "
                              f"SentenceEncoder(model, device={str(wanted)!r}).")
+
+
+def _inputs(inputs: Any, sentences: Any, pool: Any) -> Any:
+    """`encode`'s texts, under sentence-transformers 6's name (`inputs`) or its old one (`sentences`)."""
+    if pool is not None:
+        raise InputError("pool= (a multi-process pool) is not supported: coulisse runs one process on every core "
+                         "(threads= at construction); drop pool=.")
+    if inputs is not None and sentences is not None:
+        raise InputError("the texts are given twice, as inputs and as sentences=; pass them once.")
+    if inputs is None and sentences is None:
+        raise InputError("no texts given; pass encode(texts), a string or a list of strings.")
+    return sentences if inputs is None else inputs
+
+
+# sentence-transformers' constructor keywords that pipeline() does not take (checked by _loading_keywords)
+LOADING_KEYWORDS = ("trust_remote_code", "model_card_data", "use_kernels", "kernel_config", "backend",
+                    "cache_folder", "modules", "processor_kwargs", "config_kwargs", "use_auth_token")
+
+
+def _loading_keywords(given: dict[str, Any], token: Any) -> Any:
+    """sentence-transformers' loading keywords that `pipeline()` does not take: checked, and the token to use."""
+    unknown = set(given) - set(LOADING_KEYWORDS)
+    if unknown:
+        raise TypeError(f"SentenceEncoder() got unexpected keyword argument(s) {', '.join(sorted(unknown))}")
+    if given.get("use_auth_token") is not None:
+        if token is not None:
+            raise InputError("token is given twice, as token= and use_auth_token=; pass token= alone.")
+        token = given["use_auth_token"]
+    cache = given.get("cache_folder")
+    if cache is not None and Path(cache).expanduser().resolve() != hub_cache_dir().resolve():
+        raise InputError(f"cache_folder={str(cache)!r}: coulisse downloads into the Hugging Face cache "
+                         f"({hub_cache_dir()}); set HF_HUB_CACHE={cache} instead, or pass the model's folder.")
+    if given.get("backend", "torch") != "torch":
+        raise InputError(f"backend={given['backend']!r}: coulisse runs its own PyTorch model code; pass "
+                         "backend='torch' or leave it out (quantize='int8' is its fast CPU mode).")
+    if given.get("use_kernels"):
+        raise InputError("use_kernels=True: coulisse picks its CPU kernels itself (`coulisse info`); drop it.")
+    for name in ("modules", "processor_kwargs", "config_kwargs", "kernel_config"):
+        if given.get(name) is not None:
+            raise InputError(f"{name}= is not supported: coulisse reads the modules and settings from the model's "
+                             f"folder; drop {name}=.")
+    return token
 
 
 def _texts(sentences: Any) -> tuple[list[str], bool]:

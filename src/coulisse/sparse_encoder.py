@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from coulisse.sentence import SentenceEncoder, _texts
+from coulisse.sentence import SentenceEncoder, _inputs, _texts
 from coulisse.tasks.base import POST, positive_int
 
 __all__ = ["SparseEncoder"]
@@ -72,13 +72,14 @@ class SparseEncoder(SentenceEncoder):
     def encode(self, inputs: Any, prompt_name: str | None = None, prompt: str | None = None,  # type: ignore[override]
                batch_size: int = 32, show_progress_bar: bool | None = None, convert_to_tensor: bool = True,
                convert_to_sparse_tensor: bool = True, save_to_cpu: bool = False,
-               device: str | torch.device | None = None, max_active_dims: int | None = None) -> Any:
+               device: str | torch.device | None = None, max_active_dims: int | None = None, pool: Any = None,
+               chunk_size: int | None = None) -> Any:
         """Sparse embeddings of `inputs`, as sentence-transformers returns them: a string gives one `(vocab,)`
         tensor, a list an `(N, vocab)` tensor (a list of `(vocab,)` tensors with `convert_to_tensor=False`),
         sparse COO unless `convert_to_sparse_tensor=False`. The prompt is `prompt`, else `prompts[prompt_name]`,
         else the default prompt; `max_active_dims` (else the constructor's) keeps each embedding's heaviest
-        weights. `save_to_cpu` is accepted: the results are on the CPU."""
-        texts, single = _texts(inputs)
+        weights. `save_to_cpu` is accepted: the results are on the CPU; a multi-process `pool` is refused."""
+        texts, single = _texts(_inputs(inputs, None, pool))
         positive_int("batch_size", batch_size)
         max_active_dims = positive_int("max_active_dims", max_active_dims, allow_none=True) or self.max_active_dims
         self._check_device(device)

@@ -25,6 +25,21 @@ def test_every_task_follows_the_contract(name):
     assert not [m for m in vars(cls) if m in ("_options", "check_options")], "options are checked in one place"
 
 
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_none_leaves_an_option_at_its_default(name):
+    """transformers' `_sanitize_parameters` reads None as "not set" (`if top_k is not None`): so does every
+    option here, but text-classification's top_k, where None asks for every label."""
+    cls = TASKS[name]
+    for option, spec in cls.option_table().items():
+        checked = cls.check_options({option: None})
+        if spec.none_is_value:
+            assert checked == {option: None}, option
+        else:
+            assert checked == {}, option
+    assert [o for o, spec in cls.option_table().items() if spec.none_is_value] == (
+        ["top_k"] if name == "text-classification" else [])
+
+
 @pytest.mark.parametrize("task, options, word", [
     ("sentiment-analysis", {"top_kk": 1}, "top_kk"),
     ("sentiment-analysis", {"top_k": 0}, "top_k"),
@@ -40,7 +55,7 @@ def test_every_task_follows_the_contract(name):
     ("text-classification", {"padding": "maximum"}, "padding"),
     ("text-classification", {"model_kwargs": {"dtyp": "auto"}}, "'dtyp' (did you mean 'dtype'?)"),
     ("text-classification", {"device_map": {"a": "cpu", "b": "meta"}}, "splits the model"),
-    ("fill-mask", {"top_k": None}, "top_k"),
+    ("fill-mask", {"top_k": "5"}, "top_k"),
     ("question-answering", {"doc_stride": -1}, "doc_stride"),
     ("zero-shot-classification", {"hypothesis_template": "no braces"}, "{}"),
     ("token-classification", {"aggregation_strategy": "loudest"}, "aggregation_strategy"),

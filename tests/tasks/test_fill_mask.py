@@ -15,8 +15,9 @@ from factory import ARCHS, assert_close, max_delta
 from coulisse import pipeline
 from coulisse.errors import InputError, ModelLoadError
 
-OPTIONS = [{}, {"top_k": 1}, {"top_k": 3}, {"targets": ["bon", "film", "Ġbon", "▁bon", "mauvais", "[MASK]"]},
-           {"targets": "film", "top_k": 3}, {"targets": ["le", "la"], "top_k": 10}]
+OPTIONS = [{}, {"top_k": 1}, {"top_k": None}, {"top_k": 3},
+           {"targets": ["bon", "film", "Ġbon", "▁bon", "mauvais", "[MASK]"]}, {"targets": "film", "top_k": 3},
+           {"targets": ["le", "la"], "top_k": 10}]
 
 
 def texts(mask: str) -> list[str]:

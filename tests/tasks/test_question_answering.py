@@ -203,6 +203,24 @@ def test_bad_options_raise_input_errors(options, message, bert_qa):
            **options)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_a_question_that_leaves_only_the_stride_is_one_input_error(arch, qa_checkpoints):
+    """Where the question and the special tokens leave exactly `doc_stride` tokens of a window to a context that
+    must be cut, tokenizers panics (BERT's post-processor) or raises (RoBERTa's): both are one InputError. One
+    token more of room cuts the windows."""
+    qa = pipeline("question-answering", model=qa_checkpoints[arch][0])
+    question = "Où le film a-t-il été tourné et par qui a-t-il été produit cette année-là ?"
+    context = "Le film a été tourné à Lyon en 2019 par une petite équipe. " * 8
+    n = len(qa.tokenizer.encode_batch([question], add_special_tokens=False)[0].ids)
+    specials = len(qa.tokenizer.encode_batch(["a"], ["b"])[0].ids) - len(
+        qa.tokenizer.encode_batch(["a"], ["b"], add_special_tokens=False)[0].ids)
+    stride = 8
+    with pytest.raises(InputError, match="no more than the stride"):
+        qa(question=question, context=context, max_seq_len=n + specials + stride, doc_stride=stride)
+    answer = qa(question=question, context=context, max_seq_len=n + specials + stride + 1, doc_stride=stride)
+    assert context[answer["start"]:answer["end"]] == answer["answer"]
+
+
 def test_windows_use_transformers4_sentencepiece_offsets(oracle):
     """transformers 4 kept the space before a word in its first SentencePiece token; ids do not change."""
     qa, record = oracle

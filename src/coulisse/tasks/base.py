@@ -45,11 +45,13 @@ UNUSED = "unused"  # accepted for compatibility, read by no stage
 class Option:
     """One keyword a task takes: its default, the stage that reads it, and a check that raises InputError
     (or returns the value normalized). Checks see the value only: whatever needs the model is resolved
-    by the task's `resolve_options`."""
+    by the task's `resolve_options`. As in transformers, None means "not set" (the default holds), unless
+    `none_is_value` (text-classification's `top_k=None`: every label)."""
 
     default: Any = None
     stage: str = POST
     check: Callable[[str, Any], Any] | None = None
+    none_is_value: bool = False
 
 
 def positive_int(name: str, value: Any, *, allow_none: bool = False, allow_zero: bool = False) -> Any:
@@ -214,9 +216,9 @@ class Pipeline:
         checked = {}
         for name, value in options.items():
             option = table[name]
-            # None passes where None is the default ("not set"); elsewhere the check decides.
-            skip = option.check is None or (value is None and option.default is None)
-            checked[name] = value if skip else option.check(name, value)
+            if value is None and not option.none_is_value:
+                continue  # transformers' `if top_k is not None: ...`: the default (or the pipeline's) holds
+            checked[name] = value if option.check is None else option.check(name, value)
         return checked
 
     def options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -273,6 +275,17 @@ class Pipeline:
         if stream is not None:
             return Results(inputs, stream, lambda window: self.run_window(window, options, progress))
         return self.run(list(inputs) if isinstance(inputs, tuple) else inputs, options, progress)[1]
+
+    def predict(self, X: Any) -> Any:  # noqa: N803 (transformers' scikit-learn style name)
+        """transformers' scikit-learn style alias of the call: `pipe.predict(texts) == pipe(texts)`."""
+        return self(X)
+
+    transform = predict  # transformers' other alias
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """The dtype the model computes in (transformers 5 names it `dtype`; this is its older name)."""
+        return self.dtype
 
     def run(self, inputs: Any, options: dict[str, Any],
             progress: Callable[[int], None] | None = None) -> tuple[Batch, Any]:

@@ -32,6 +32,13 @@ log = logging.getLogger(__name__)
 FUNCTIONS = ("softmax", "sigmoid", "none")
 
 
+def _text_pair(value: Any) -> str:
+    if not isinstance(value, str):
+        raise InputError(f"text_pair={value!r:.60}; pass one string, the second member of each text's pair "
+                         "(for a pair per text, pass {'text': ..., 'text_pair': ...} dicts).")
+    return value
+
+
 def default_function(problem_type: str | None, num_labels: int) -> str:
     """transformers' rule: regression -> none; multi-label or a single label -> sigmoid; else softmax."""
     if problem_type == "regression":
@@ -69,12 +76,14 @@ class TextClassificationPipeline(Pipeline):
     head = "sequence-classification"
     OPTIONS = {
         # transformers' legacy shape (a dict per input) holds while top_k is not passed at all
-        "top_k": Option(1, check=lambda name, v: positive_int(name, v, allow_none=True)),
+        "top_k": Option(1, check=lambda name, v: positive_int(name, v, allow_none=True), none_is_value=True),
         "function_to_apply": Option(None, check=one_of(*FUNCTIONS)),
         # the tokenizer keywords transformers passes on (its remaining call keywords)
         "truncation": Option(True, PRE, check=truncation_option),
         "max_length": Option(None, PRE, check=positive_int),
         "add_special_tokens": Option(True, PRE, check=boolean),
+        # `clf(text, text_pair=second)`: transformers hands it to the tokenizer, pairing it with every text
+        "text_pair": Option(None, PRE, check=lambda name, v: _text_pair(v)),
         # transformers sets it on the tokenizer (`tokenizer.truncation_side = "left"`): keep the end
         "truncation_side": Option("right", PRE, check=one_of("right", "left")),
         "padding": Option(False, UNUSED, check=padding_option),
@@ -102,10 +111,18 @@ class TextClassificationPipeline(Pipeline):
         return {**chosen, "_legacy": options["_legacy"], "_wrap": options.get("_wrap", True)}
 
     def preprocess(self, inputs: Any, truncation: bool | str = True, max_length: int | None = None,
-                   add_special_tokens: bool = True, truncation_side: str = "right") -> Batch:
+                   add_special_tokens: bool = True, truncation_side: str = "right",
+                   text_pair: str | None = None) -> Batch:
         """Plain texts, or {"text", "text_pair"} dicts for sentence-pair classifiers -> ids; truncation as
-        transformers' tokenizer takes it (a strategy says which member of a pair gives up tokens)."""
+        transformers' tokenizer takes it (a strategy says which member of a pair gives up tokens). A
+        `text_pair` keyword is the second member of every text's pair."""
         texts, pairs, single = self._split_inputs(inputs)
+        if text_pair is not None:
+            if pairs is not None or isinstance(inputs, dict) or (isinstance(inputs, list) and inputs
+                                                                 and isinstance(inputs[0], dict)):
+                raise InputError("text_pair is given twice, as a keyword and in the {'text', 'text_pair'} "
+                                 "inputs; pass plain texts with text_pair=, or dicts without it.")
+            pairs = [text_pair] * len(texts)
         strategy = truncation if isinstance(truncation, str) else "longest_first"
         if max_length is not None:  # never past what the position table embeds
             max_length = min(max_length, self.tokenizer.model_max_length)

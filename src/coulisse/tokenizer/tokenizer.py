@@ -255,16 +255,30 @@ class Tokenizer:
         """Pairs whose truncated member is cut into overlapping windows, as transformers' fast tokenizers do
         with `return_overflowing_tokens=True, stride=...`: per input, the first window then its overflow.
         Consecutive windows share `stride` tokens of the truncated member."""
+        def refused(detail: str) -> InputError:
+            return InputError(
+                f"cannot cut windows of {max_length} tokens with a stride of {stride}: the part that is not cut "
+                f"(e.g. the question{detail}) leaves no more than the stride to the rest; raise max_seq_len, "
+                "lower doc_stride, or shorten it.")
+
         with self._lock:
+            # tokenizers panics (an uncatchable-looking PyO3 PanicException, with a Rust backtrace on stderr)
+            # where the kept member leaves no more than `stride` tokens to a member that must be cut: said first.
+            self._set_truncation(None, 0, "longest_first")
+            kept_texts, cut_texts = (texts, pairs) if strategy == "only_second" else (pairs, texts)
+            specials = self.backend.num_special_tokens_to_add(True)
+            kept = [len(e) for e in self._encode(list(kept_texts), False)]
+            if any(max_length - specials - n <= stride for n in kept):
+                risky = [i for i, n in enumerate(kept) if max_length - specials - n <= stride]
+                cut = self._encode([cut_texts[i] for i in risky], False)
+                for i, e in zip(risky, cut, strict=True):
+                    if kept[i] + len(e) + specials > max_length:
+                        raise refused(f", {kept[i]} tokens and {specials} special ones")
             try:
                 self._set_truncation(max_length, stride, strategy)
                 encodings = self._encode(list(zip(texts, pairs, strict=True)), True)
             except Exception as e:  # tokenizers raises a plain Exception when the other member is too long
-                raise InputError(
-                    f"cannot cut windows of {max_length} tokens with a stride of {stride} ({e}); the part "
-                    "that is not cut (e.g. the question) leaves too little room: raise max_seq_len, lower "
-                    "doc_stride, or shorten it."
-                ) from e
+                raise refused(f"; {e}") from e
         return [[e, *e.overflowing] for e in encodings]
 
     def _set_truncation(self, limit: int | None, stride: int, strategy: str, direction: str = "right") -> None:
