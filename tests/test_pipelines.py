@@ -150,6 +150,25 @@ def test_text_pairs_equal_transformers(factory):
         ours("Bof.", text_pair=3)
 
 
+@pytest.mark.parametrize("arch", ["camembert", "roberta", "bert"])
+def test_special_token_strings_in_a_text_equal_transformers(factory, arch):
+    """A text that holds the pad token's string ("x<pad>y"): the same ids as transformers, and, for the RoBERTa
+    family, the pad token's position, not counted in the others' (transformers numbers positions from the
+    ids); batched with other texts or alone alike."""
+    import transformers
+
+    directory = factory.checkpoint(arch)
+    ours = pipeline("text-classification", model=directory)
+    theirs = transformers.pipeline("text-classification", model=str(directory), device="cpu")
+    specials = ours.tokenizer.special_tokens
+    texts = [f"Un film{specials['pad']} magnifique.", f"{specials['pad']}{specials['pad']}Bof.",
+             f"Quel {specials['cls']} ennui{specials['sep']} !", "Sans rien de spécial."]
+    assert [ours.tokenizer(t)["input_ids"] for t in texts] == [theirs.tokenizer(t)["input_ids"] for t in texts]
+    assert_same_results(ours(texts, top_k=None, function_to_apply="none"),
+                        theirs(texts, top_k=None, function_to_apply="none"))
+    assert_same_results(ours(texts[0], top_k=None), theirs(texts[0], top_k=None))
+
+
 # -- batching never changes results -------------------------------------------------------------------
 
 

@@ -75,17 +75,22 @@ def resolve_model(model: str | os.PathLike, revision: str | None = None) -> Path
     return directory
 
 
-def check_links(directory: Path) -> None:
+def check_links(directory: Path, folders: list[Path] | None = None) -> None:
     """Refuse a model folder holding a symlink that leads outside it (to /etc/passwd, ~/.ssh/...): the load
     would read that file as a vocabulary, a config or weights, and /decode or the tokens would show it.
     A load reads the folder and its first level of subfolders (sentence-transformers' modules); every entry
-    there is looked at, however many. Hidden folders (.git, .cache) are never read, so not looked into."""
+    there is looked at, however many. Hidden folders (.git, .cache) are never read, so not looked into.
+    `folders`: further folders inside it whose files are read (a module at `"path": "a/b"`)."""
     roots = allowed_roots(directory)
     with os.scandir(directory) as top:
         entries = list(top)
     for entry in list(entries):
         if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
             with os.scandir(entry.path) as inner:
+                entries += list(inner)
+    for folder in folders or []:
+        if folder.is_dir():
+            with os.scandir(folder) as inner:
                 entries += list(inner)
     for entry in entries:
         if entry.is_symlink():

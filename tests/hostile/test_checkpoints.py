@@ -541,6 +541,8 @@ def test_cli_refuses_an_h5_reading_a_file_outside_and_shows_none_of_it(name, tf_
     (lambda t: t.to(torch.int64), "holds int64 values"),
     (lambda t: t.to(torch.bool), "holds bool values"),
     (lambda t: t.to(torch.complex64), "holds complex64 values"),
+    (lambda t: t.to(torch.float8_e4m3fn), "holds float8_e4m3fn float8 values without their quantization scales"),
+    (lambda t: t.to(torch.float8_e5m2), "holds float8_e5m2 float8 values"),
     (lambda t: t.index_fill(0, torch.tensor([0]), float("nan")), "holds NaN or infinite values"),
     (lambda t: t.index_fill(0, torch.tensor([0]), float("-inf")), "holds NaN or infinite values"),
 ])

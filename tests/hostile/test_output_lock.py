@@ -167,3 +167,25 @@ def test_two_real_jobs_on_one_output(tf_camembert_dir, tmp_path):
     assert f"taking over the lock of pid {victim.pid}".encode() in final.stderr
     assert killed.read_bytes() == reference.read_bytes()
     assert not lock_path(killed).exists()
+
+
+@pytest.mark.parametrize("link", ["same path", "hard link", "symlink"])
+def test_an_output_that_is_the_input_under_another_name_is_refused(tmp_path, link):
+    """`-o` naming the input itself, or a hard link or symlink to it: refused before anything is opened (the
+    input's bytes stay), with the message the same path gets, not a later "the input changed"."""
+    from coulisse.errors import InputError
+    from coulisse.interfaces.jobs.runner import JobOptions, prepare_output
+
+    source = tmp_path / "in.csv"
+    source.write_text("text\nbon film\n", encoding="utf-8")
+    output = {"same path": tmp_path / "." / "in.csv", "hard link": tmp_path / "h.csv",
+              "symlink": tmp_path / "s.csv"}[link]
+    if link == "hard link":
+        os.link(source, output)
+    elif link == "symlink":
+        output.symlink_to(source)
+    for overwrite in (False, True):
+        with pytest.raises(InputError, match="is the input file"):
+            prepare_output(JobOptions(input=str(source), output=str(output), overwrite=overwrite))
+    assert source.read_text(encoding="utf-8") == "text\nbon film\n"
+    assert not prepare_output(JobOptions(input=str(source), output=str(tmp_path / "other.csv")))

@@ -212,6 +212,23 @@ def test_all_scores_and_clashing_names(pipe, tmp_path):
         assert r["predicted_score"] == max(r["predicted_score_NEGATIVE"], r["predicted_score_POSITIVE"])
 
 
+def test_a_later_jsonl_record_keeps_its_own_label_score_and_error(pipe, expected, tmp_path):
+    """The added names come from the first record; a later record with its own label, score or error keeps
+    them, and gets its prediction under the renamed columns, as a first record with those keys would."""
+    source = tmp_path / "in.jsonl"
+    rows = [{"text": TEXTS[0]}, {"text": TEXTS[1], "label": "GOLD_NEG", "score": 5, "error": "note"},
+            {"text": TEXTS[2], "error": None}, {"text": TEXTS[3]}]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run(pipe, source, tmp_path / "out.jsonl")
+    out = read_output(tmp_path / "out.jsonl")
+    assert out[1] == {**rows[1], "predicted_label": expected[1]["label"], "predicted_score": out[1]["predicted_score"],
+                      "coulisse_error": None}
+    assert out[1]["predicted_score"] == pytest.approx(expected[1]["score"], abs=1e-6)
+    assert list(out[2]) == ["text", "error", "label", "score", "coulisse_error"] and out[2]["error"] is None
+    for i in (0, 3):
+        assert list(out[i]) == ["text", "label", "score", "error"] and out[i]["label"] == expected[i]["label"]
+
+
 def test_parquet_keeps_arrow_types(pipe, tmp_path):
     table = pa.table({"when": pa.array([1, 2], pa.int16()), "text": ["Super", "Nul"],
                       "tags": [["a"], []], "w": pa.array([0.5, None], pa.float32())})

@@ -105,3 +105,9 @@ def test_an_input_column_of_the_same_name_is_kept():
         "coulisse_sparse_embedding", "coulisse_error"]
     assert SparseColumns.for_columns(["text", "embedding"], 8).names == ["sparse_embedding", "error"]
     assert EmbedColumns.for_columns(["text", "embedding"], 8).names == ["coulisse_embedding", "error"]
+    # a later JSONL record's own keys: renamed for that record alone, the first record's names otherwise
+    first = SparseColumns.for_columns(["text"], 8)
+    assert first.for_record({"text": "a", "note": 1}) is first
+    assert first.for_record({"text": "a", "error": "x"}).names == ["sparse_embedding", "coulisse_error"]
+    assert isinstance(first.for_record({"error": "x"}), SparseColumns)
+    assert EmbedColumns.for_columns(["text"], 8).for_record({"embedding": 1}).names == ["coulisse_embedding", "error"]

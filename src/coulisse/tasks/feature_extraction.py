@@ -9,7 +9,6 @@ mean pooling. Pooling runs on the unpadded hidden states, so the mean is over re
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,8 @@ import numpy as np
 
 from coulisse.engine import Item
 from coulisse.errors import InputError, ModelLoadError, UnsupportedModelError
+from coulisse.hub import check_links
+from coulisse.jsonfile import read_json
 from coulisse.tasks.base import PRE, Batch, Option, Pipeline, boolean, one_of, tokenizer_keywords, truncation_option
 from coulisse.tokenizer import check_texts
 
@@ -44,11 +45,7 @@ class SentenceConfig:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ModelLoadError(f"cannot read {path}: {e}; fix the file, or delete the folder's modules.json."
-                             ) from e
+    return read_json(path, fix="fix the file, or delete the folder's modules.json")
 
 
 def read_object(path: Path) -> dict[str, Any]:
@@ -81,6 +78,8 @@ def read_modules(directory: Path) -> list[tuple[str, Path]] | None:
             raise ModelLoadError(f"{path}: module {i}'s path {sub!r} leads out of the model folder, which coulisse "
                                  "never reads; a module's files lie in a subfolder of the model's.")
         found.append((kind.rsplit(".", 1)[-1], folder))
+    # A module deeper than the first level of subfolders (which the load checked): its files are checked too.
+    check_links(directory, [folder for _, folder in found])
     return found
 
 
@@ -138,10 +137,7 @@ def read_settings(directory: Path) -> dict[str, Any]:
     path = directory / SETTINGS_FILE
     if not path.is_file():
         return {}
-    try:
-        settings = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ModelLoadError(f"cannot read {path}: {e}; fix the file or delete it.") from e
+    settings = read_json(path, fix="fix the file or delete it")
     if not isinstance(settings, dict) or not isinstance(settings.get("prompts", {}), dict):
         raise ModelLoadError(f"{path} is not a sentence-transformers settings file (prompts must be an object); "
                              "fix the file or delete it.")

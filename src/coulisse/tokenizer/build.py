@@ -7,7 +7,6 @@ WordPiece `vocab.txt`, byte-level BPE `vocab.json` + `merges.txt`, or a ready `t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalize
 
 from coulisse.errors import TokenizerLoadError
 from coulisse.families import Family, family_of
+from coulisse.jsonfile import read_json
 from coulisse.tokenizer import moses
 from coulisse.tokenizer.sentencepiece_model import BPE, CONTROL, SentencePieceModel, load_sentencepiece
 
@@ -57,10 +57,9 @@ def read_settings(directory: Path) -> dict:
         path = directory / name
         if not path.is_file():
             continue
-        try:
-            data = json.loads(path.read_text(encoding="utf-8") or "{}")
-        except json.JSONDecodeError as e:
-            raise TokenizerLoadError(f"{path} is not valid JSON ({e}); fix or delete it.") from e
+        if path.stat().st_size == 0:
+            continue
+        data = read_json(path, error=TokenizerLoadError, fix="fix or delete it")
         if isinstance(data, dict):
             settings.update(data)
     return settings
@@ -194,7 +193,7 @@ def build_wordpiece(files: TokenizerFiles, path: Path) -> Tokenizer:
 
 
 def build_bytelevel_bpe(files: TokenizerFiles, vocab_path: Path, merges_path: Path) -> Tokenizer:
-    vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
+    vocab = read_json(vocab_path, error=TokenizerLoadError, fix="download the tokenizer's files again")
     merges = []
     for line in merges_path.read_text(encoding="utf-8").splitlines():
         if line.startswith("#version") or not line.strip():

@@ -18,7 +18,6 @@ sacremoses is needed only for these files: `pip install sacremoses`.
 from __future__ import annotations
 
 import functools
-import json
 import re
 import unicodedata
 from pathlib import Path
@@ -35,6 +34,7 @@ from tokenizers import (
 )
 
 from coulisse.errors import TokenizerLoadError
+from coulisse.jsonfile import read_json
 
 LANG = "fr"  # FlauBERT's tokenizer always runs Moses' French rules
 END = "</w>"
@@ -176,7 +176,7 @@ def build_moses_bpe(vocab_path: Path, merges_path: Path, *, unk: str, bos: str, 
         raise TokenizerLoadError(
             f"{vocab_path.parent} holds a FlauBERT tokenizer, which needs sacremoses (Moses normalization and "
             "word splitting): pip install sacremoses") from e
-    vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
+    vocab = read_json(vocab_path, error=TokenizerLoadError, fix="download the tokenizer's files again")
     tok = Tokenizer(models.WordLevel(vocab, unk_token=unk))
     tok.pre_tokenizer = pre_tokenizers.PreTokenizer.custom(MosesBPE(read_merges(merges_path), lowercase))
     tok.decoder = decoders.BPEDecoder(suffix=END)

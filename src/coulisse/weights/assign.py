@@ -81,14 +81,20 @@ def gather_weights(module: nn.Module, tensors: dict[str, torch.Tensor],
     return state, used
 
 
+READABLE_FLOATS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
 def check_values(tensor: torch.Tensor, key: str, source_name: str) -> None:
     """A parameter is a finite real float: an integer, boolean or complex tensor would be cast without a word
     (an int8 bias read as -3.0, a complex table losing its imaginary part), and a NaN or an infinity makes
-    every score NaN. ~30 ms over a base model's 110 M values (a min and a max, NaN propagating)."""
-    if not tensor.is_floating_point():
+    every score NaN. ~30 ms over a base model's 110 M values (a min and a max, NaN propagating). A float8
+    tensor is refused too: without the scales of a quantization scheme its values are not the weights."""
+    if tensor.dtype not in READABLE_FLOATS:
+        kind = "float8 values without their quantization scales" if tensor.is_floating_point() else "values"
         raise ModelLoadError(f"tensor {key} in {source_name} holds {str(tensor.dtype).removeprefix('torch.')} "
-                             "values, where a model parameter is a float (float32, float16, bfloat16): the file "
-                             "is corrupt or not a model's. Download it again.")
+                             f"{kind}, where a model parameter is a float (float32, float16, bfloat16): the file "
+                             "is corrupt, not a model's, or quantized for another runtime. Use a float32, float16 or "
+                             "bfloat16 checkpoint.")
     if tensor.numel():
         low, high = tensor.aminmax()
         if not (torch.isfinite(low) and torch.isfinite(high)):

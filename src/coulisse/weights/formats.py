@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import logging
 import pickle
 import pickletools
@@ -16,6 +15,7 @@ from pathlib import Path
 import torch
 
 from coulisse.errors import ModelLoadError, UnsafeCheckpointError
+from coulisse.jsonfile import read_json
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def _shard_path(index_path: Path, shard: object) -> Path:
 
 
 def _read_sharded(index_path: Path, reader) -> dict[str, torch.Tensor]:
-    index = json.loads(index_path.read_text(encoding="utf-8"))
+    index = read_json(index_path, fix="download the checkpoint again")
     shards = sorted(set(index["weight_map"].values()))
     tensors: dict[str, torch.Tensor] = {}
     found_in: dict[str, str] = {}

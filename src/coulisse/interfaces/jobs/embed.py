@@ -71,6 +71,12 @@ class EmbedColumns:
     def names(self) -> list[str]:
         return [self.embedding, self.error]
 
+    def for_record(self, keys) -> EmbedColumns:
+        """As `Added.for_record`: a JSONL record's own `embedding` or `error` is never overwritten."""
+        if not any(name in keys for name in self.names):
+            return self
+        return type(self).for_columns(list(keys), self.dim)
+
     def arrow_fields(self, pa) -> list:
         # The list's item is named as Parquet names it ("element"), so that the schema read back from a
         # part on --resume is the schema a fresh run writes: the file's bytes do not depend on a resume.

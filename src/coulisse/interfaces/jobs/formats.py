@@ -50,6 +50,13 @@ class Added:
     def names(self) -> list[str]:
         return [self.label, self.score, *self.scores.values(), self.error]
 
+    def for_record(self, keys) -> Added:
+        """These names, or, for a JSONL record that has a key of one of them (the names come from the first
+        record), the names `for_columns` gives that record's keys: its own values are never overwritten."""
+        if not any(name in keys for name in self.names):
+            return self
+        return Added.for_columns(list(keys), list(self.scores), bool(self.scores))
+
     def arrow_fields(self, pa) -> list:
         """The added columns' Arrow fields, for a Parquet output."""
         fields = [pa.field(self.label, pa.string()), pa.field(self.score, pa.float64())]

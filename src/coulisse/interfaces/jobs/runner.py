@@ -18,6 +18,7 @@ import errno
 import itertools
 import json
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -143,9 +144,18 @@ def check_options(options: JobOptions) -> None:
         raise InputError("--resume and --overwrite contradict each other; pass one.")
     if options.stride is not None and options.long_text != "chunk":
         raise InputError("--stride only applies with --long-text chunk.")
-    if options.input != STDIO and options.output != STDIO and \
-            Path(options.input).absolute() == Path(options.output).absolute():
+    if options.input != STDIO and options.output != STDIO and same_file(options.input, options.output):
         raise InputError(f"--output {options.output} is the input file; write somewhere else.")
+
+
+def same_file(a: str, b: str) -> bool:
+    """The same path, or two names of one file (a hard link, a symlink): writing one would clobber the other."""
+    if Path(a).absolute() == Path(b).absolute():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return False
 
 
 def prepare_output(options: JobOptions) -> job_state.JobState | None:

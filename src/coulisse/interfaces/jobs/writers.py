@@ -73,9 +73,9 @@ class Encoder:
 
     def encode(self, rows: list[Row], preds: list[Prediction]) -> bytes:
         if self.fmt == "jsonl":
-            # Each record keeps its own keys, in order: JSONL has no fixed columns.
-            lines = [json.dumps({**r.values, **p.values(self.added)}, ensure_ascii=False, default=str)
-                     for r, p in zip(rows, preds, strict=True)]
+            # Each record keeps its own keys, in order, and their values: JSONL has no fixed columns.
+            lines = [json.dumps({**r.values, **p.values(self.added.for_record(r.values))}, ensure_ascii=False,
+                                default=str) for r, p in zip(rows, preds, strict=True)]
             return utf8("\n".join(lines) + "\n", escape=True) if lines else b""
         table = []
         for r, p in zip(rows, preds, strict=True):
