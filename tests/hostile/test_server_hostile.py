@@ -420,6 +420,21 @@ def test_503_unhealthy_carries_retry_after(classifier):
     assert r.status_code == 503 and r.json()["error_type"] == "unhealthy" and r.headers["retry-after"] == "5"
 
 
+def test_a_huge_token_id_is_named_by_its_first_digits(classifier):
+    """/decode (and the ids an embedding route takes) given a 400-digit "token id": a short 422 that names its
+    first digits and length, not an answer that repeats every digit."""
+    from coulisse.interfaces.server.embedding import id_item
+    from coulisse.interfaces.server.errors import ServerError
+
+    huge = "9" * 400
+    with TestClient(create_app(classifier)) as client:
+        r = client.post("/decode", content=f'{{"ids": [[{huge}]]}}', headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "999999999999... (400 digits)" in r.json()["error"] and len(r.text) < 300, r.text
+    with pytest.raises(ServerError, match=r"holds token id 999999999999\.\.\. \(400 digits\), outside") as info:
+        id_item([5, int(huge), 6], vocab_size=100, max_length=8, truncate=True, field="inputs")
+    assert len(str(info.value)) < 200
+
+
 def asgi_call(app, method: str, headers: list[tuple[bytes, bytes]], receive) -> list[dict]:
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
              "path": "/predict", "raw_path": b"/predict", "query_string": b"", "root_path": "", "headers": headers,

@@ -24,6 +24,7 @@ def test_printable_escapes_what_would_forge_a_line_or_drive_the_terminal():
     assert printable("NEG\nFAKE 1.0") == "NEG\\nFAKE 1.0"
     assert printable("POS\x1b[31mred") == "POS\\x1b[31mred"
     assert printable("a\u2028b\x85c") == "a\\u2028b\\x85c"
+    assert printable("POS\u202eEVITAGEN\u2066x\u200f") == "POS\\u202eEVITAGEN\\u2066x\\u200f"
     # accents, emoji and their joiners are text, not controls
     assert printable("Amélie 👩\u200d👩\u200d👧 «ok»") == "Amélie 👩\u200d👩\u200d👧 «ok»"
 

@@ -30,10 +30,16 @@ def probability(p: float) -> str:
     return f"{p:.4g}"
 
 
+# Unicode's bidirectional controls: a label holding U+202E shows the rest of the line reversed.
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def printable(text: str) -> str:
-    """`text` with its control characters escaped (`\\n`, `\\x1b`), so a label or a text from a file can
-    neither start a line that looks like a result nor send the terminal an escape sequence."""
-    return "".join(repr(c)[1:-1] if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
+    """`text` with its control characters escaped (`\\n`, `\\x1b`, `\\u202e`), so a label or a text from a file
+    can neither start a line that looks like a result, send the terminal an escape sequence, nor reverse what
+    follows it on the line."""
+    return "".join(repr(c)[1:-1] if c in BIDI_CONTROLS or unicodedata.category(c) in ("Cc", "Zl", "Zp") else c
+                   for c in text)
 
 
 def one_line(text: str, width: int = 60, ellipsis: str = "...") -> str:

@@ -86,6 +86,11 @@ def _special_tokens(files: TokenizerFiles, layout: str, mask_lstrip: bool = Fals
 
 def _template(files: TokenizerFiles, layout: str, tok: Tokenizer) -> processors.PostProcessor:
     cls, sep = files.special("cls", layout), files.special("sep", layout)
+    for name, token in (("cls", cls), ("sep", sep)):
+        if not token or token != "".join(token.split()):
+            raise TokenizerLoadError(
+                f"{name}_token {token!r} in {files.directory} is empty or holds whitespace, which cannot mark a "
+                f"sequence; set {name}_token in tokenizer_config.json to the model's own (such as <s> or [CLS]).")
     cls_id, sep_id = tok.token_to_id(cls), tok.token_to_id(sep)
     if cls_id is None or sep_id is None:
         raise TokenizerLoadError(

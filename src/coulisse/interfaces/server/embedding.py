@@ -35,13 +35,19 @@ class Prompts:
         return self.prompts[prompt_name]
 
 
+def shown_id(value: int) -> str:
+    """A token id for a message: a client's 300-digit "id" is named by its first digits and its length."""
+    text = str(value)
+    return text if len(text) <= 20 else f"{text[:12]}... ({len(text)} digits)"
+
+
 def id_item(ids: list[int], vocab_size: int, max_length: int, truncate: bool, field: str,
             side: str = "right") -> Item:
     """Token ids given by the client: the model's own ids, special tokens included, as TEI takes them; a
     list too long is cut as given, at its end (`side="left"`: at its start, special tokens included)."""
     bad = next((i for i in ids if i >= vocab_size), None)
     if bad is not None:
-        raise ServerError("validation", f"Input validation error: {field} holds token id {bad}, outside this "
+        raise ServerError("validation", f"Input validation error: {field} holds token id {shown_id(bad)}, outside this "
                           f"model's vocabulary (0..{vocab_size - 1})")
     if truncate and len(ids) > max_length:
         ids = ids[-max_length:] if side == "left" else ids[:max_length]

@@ -25,7 +25,7 @@ from coulisse.interfaces.server.compat_schemas import (
     SimpleToken,
     TokenizeRequest,
 )
-from coulisse.interfaces.server.embedding import cosine
+from coulisse.interfaces.server.embedding import cosine, shown_id
 from coulisse.interfaces.server.errors import ServerError, openapi_responses
 from coulisse.interfaces.server.schemas import EmbedAllRequest, EmbedSparseRequest, SparseValue, side
 from coulisse.interfaces.server.service import Service, Timings, check_not_empty
@@ -166,7 +166,7 @@ def add_tei_routes(app: FastAPI, service: Service, gate, protected: list) -> dic
         for i, ids in enumerate(batch):
             if (bad := next((x for x in ids if x >= vocab), None)) is not None:
                 raise ServerError("validation", f"Input validation error: ids{'' if len(batch) == 1 else [i]} "
-                                  f"holds token id {bad}, outside this model's vocabulary (0..{vocab - 1})")
+                                  f"holds token id {shown_id(bad)}, outside this model's vocabulary (0..{vocab - 1})")
 
         async def work(t: Timings) -> list:
             return await service.off_loop(lambda: [service.pipe.tokenizer.decode(
