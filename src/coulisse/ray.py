@@ -3,11 +3,10 @@
     import ray, coulisse.ray
 
     ds = ray.data.read_parquet("data/")
-    labelled = ds.map_batches(coulisse.ray.Predictor, fn_constructor_kwargs={"model": "tblard/tf-allocine"},
-                              concurrency=4, num_cpus=2, batch_size=1024, batch_format="pandas")
-    labelled.write_parquet("out/")
-    # or: coulisse.ray.classify(ds, model="tblard/tf-allocine", concurrency=4, num_cpus=2).write_parquet(...)
-    # vectors: coulisse.ray.embed(ds, model="sentence-transformers/all-MiniLM-L6-v2", concurrency=4, num_cpus=2)
+    coulisse.ray.classify(ds, model="tblard/tf-allocine").write_parquet("out/")
+    # vectors: coulisse.ray.embed(ds, model="sentence-transformers/all-MiniLM-L6-v2")
+    # by hand: ds.map_batches(coulisse.ray.Predictor, fn_constructor_kwargs={"model": ...}, num_cpus=1,
+    #                         compute=ray.data.ActorPoolStrategy(size=...), batch_format="pandas")
 
 Each actor loads the pipeline once, with as many threads as Ray gives it CPUs (`num_cpus`), and resolves
 the model on its own node (its HF cache or a path there): no weights travel through the object store.
@@ -20,6 +19,7 @@ model fails on are error rows, never a failed task. Resuming after a crash is th
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 from typing import Any
@@ -29,6 +29,8 @@ from coulisse.interfaces.jobs.formats import Added, Row
 from coulisse.interfaces.jobs.row_models import engine_options
 
 __all__ = ["Predictor", "Embedder", "classify", "embed", "assigned_threads"]
+
+log = logging.getLogger(__name__)
 
 
 def assigned_threads() -> int:
@@ -256,7 +258,10 @@ def classify(ds, model: str | None = None, *, concurrency: int | tuple[int, int]
     (column, all_scores, long_text, stride, quantize, fast, threads, key). Returns the lazy labelled Dataset.
 
     Default `concurrency`: as many actors as the cluster's CPUs allow, less one CPU left to Ray Data's read
-    and write tasks (actors holding every CPU leave a `read_parquet` waiting for one, forever)."""
+    and write tasks (actors holding every CPU leave a `read_parquet` waiting for one, forever); a `num_cpus`
+    that leaves none is refused. What can be checked without the model is checked here, on the driver, before
+    an actor starts: the options' names and values, the text and key columns (when the dataset's schema is
+    known without reading it). `model=None` is the default model, resolved here: every actor loads the same."""
     return _map(ds, Predictor, model, concurrency, num_cpus, batch_size, batch_format, options)
 
 
@@ -271,8 +276,73 @@ def embed(ds, model: str | None = None, *, concurrency: int | tuple[int, int] | 
 def _map(ds, mapper: type, model, concurrency, num_cpus, batch_size, batch_format, options):
     import ray
 
+    if isinstance(num_cpus, bool) or not isinstance(num_cpus, (int, float)) or not num_cpus > 0:
+        raise InputError(f"num_cpus={num_cpus!r}; pass a positive number of CPUs per actor (its threads).")
+    model = _checked_options(ds, mapper, model, options)
+    cpus = ray.cluster_resources().get("CPU", 1)
     if concurrency is None:
-        cpus = ray.cluster_resources().get("CPU", 1)
-        concurrency = max(1, int((cpus - 1) // num_cpus))
-    return ds.map_batches(mapper, fn_constructor_kwargs={"model": model, **options}, concurrency=concurrency,
+        concurrency = int((cpus - 1) // num_cpus)
+        if concurrency < 1:
+            fits = f"a num_cpus of at most {cpus - 1:g}" if cpus >= 2 else "num_cpus=0.5"
+            raise InputError(f"num_cpus={num_cpus:g} leaves none of the cluster's {cpus:g} CPUs to Ray Data's read "
+                             f"and write tasks: the job would wait for one forever. Pass {fits}, or "
+                             "concurrency= on a cluster that an autoscaler grows.")
+    smallest = concurrency if isinstance(concurrency, int) else concurrency[0]
+    if isinstance(smallest, int) and not isinstance(smallest, bool) and smallest * num_cpus > cpus - 1:
+        log.warning("concurrency=%r x num_cpus=%g ask for %g CPUs, and the cluster has %g of which Ray Data's reads "
+                    "need one: unless an autoscaler adds nodes, the job waits forever", concurrency, num_cpus,
+                    smallest * num_cpus, cpus)
+    return ds.map_batches(mapper, fn_constructor_kwargs={"model": model, **options}, compute=_pool(concurrency),
                           num_cpus=num_cpus, batch_size=batch_size, batch_format=batch_format)
+
+
+def _pool(concurrency: Any):
+    """Ray Data's actor pool for `concurrency` (an int, or (min, max)): its `compute=`, which Ray 2.51+ wants
+    instead of `concurrency=`."""
+    from ray.data import ActorPoolStrategy
+
+    def positive(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+    if positive(concurrency):
+        return ActorPoolStrategy(size=concurrency)
+    if isinstance(concurrency, tuple) and len(concurrency) == 2 and all(map(positive, concurrency)) \
+            and concurrency[0] <= concurrency[1]:
+        return ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1])
+    raise InputError(f"concurrency={concurrency!r}; pass a positive number of actors, or (min, max).")
+
+
+def _checked_options(ds, mapper: type, model: str | None, options: dict[str, Any]) -> str:
+    """The checks an actor would make, made once on the driver, where an error is one line rather than an
+    actor's traceback; returns the model every actor loads (the default one resolved here)."""
+    import inspect
+
+    from coulisse.interfaces.jobs.predict import LONG_TEXT
+    from coulisse.tasks.feature_extraction import POOLINGS
+
+    try:
+        inspect.signature(mapper.__init__).bind(None, model, **options)
+    except TypeError as e:
+        names = [n for n in inspect.signature(mapper.__init__).parameters if n not in ("self", "model")]
+        raise InputError(f"{mapper.__name__}: {e}; its options are {', '.join(names)}.") from None
+    if options.get("long_text", "truncate") not in LONG_TEXT:
+        raise InputError(f"long_text={options['long_text']!r}; use one of {', '.join(LONG_TEXT)}.")
+    if options.get("stride") is not None and options.get("long_text") != "chunk":
+        raise InputError("stride only applies with long_text='chunk'.")
+    if options.get("quantize", "none") not in ("none", "int8"):
+        raise InputError(f"quantize={options['quantize']!r}; use 'none' or 'int8'.")
+    if options.get("pooling", "auto") not in (*POOLINGS, "splade"):
+        raise InputError(f"pooling={options['pooling']!r}; use one of {', '.join((*POOLINGS, 'splade'))}.")
+    schema = ds.schema(fetch_if_missing=False)
+    columns = list(getattr(schema, "names", None) or [])
+    for name in (options.get("column", "text"), options.get("key")):
+        if columns and name is not None and name not in columns:
+            raise InputError(f"the dataset has no column {name!r}; its columns are {', '.join(columns)}. "
+                             f"Pass {'key' if name == options.get('key') else 'column'}=NAME.")
+    if model is None:
+        if mapper is not Predictor:
+            raise InputError("embed() needs model=: an encoder (Hub id or folder).")
+        from coulisse.checkpoint import default_model
+
+        model = default_model("text-classification")
+    return model

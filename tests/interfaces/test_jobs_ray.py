@@ -223,7 +223,10 @@ def test_past_its_restarts_the_job_stops_and_a_rerun_completes(cluster, small, t
 
 
 @pytest.mark.slow
-def test_a_killed_driver_reruns_to_the_uninterrupted_output(cluster, small, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_killed_driver_reruns_to_the_uninterrupted_output(cluster, small, tmp_path, stop):
+    """SIGKILL: a crash. SIGTERM: stopped like Ctrl-C, as the single-machine job is (ray.init's own handler,
+    exit status 15 and a C++ stack, is replaced): status 143 and the line that says how to go on."""
     source, reference = small
     out = tmp_path / "out"
     command = [sys.executable, "-c", MAIN, "classify", "-i", str(source), "-o", str(out), "--ray", "--address",
@@ -232,10 +235,15 @@ def test_a_killed_driver_reruns_to_the_uninterrupted_output(cluster, small, tmp_
     deadline = time.monotonic() + 300
     while len(shards(out)) < 3 and driver.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    driver.kill()
-    driver.wait()
+    driver.send_signal(stop)
+    driver.wait(60)
+    stderr = driver.stderr.read().decode()
     committed = len(shards(out))
-    assert 3 <= committed < 15, driver.stderr.read().decode()
+    assert 3 <= committed < 15, stderr
+    if stop == signal.SIGTERM:
+        assert driver.returncode == 143, stderr
+        assert stderr.strip().splitlines()[-1] == (f"Error: interrupted; the shards committed in {out} stay: rerun "
+                                                   "the same command to go on.") and "SIGTERM" not in stderr
     rerun = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert f"{committed} shards already committed, skipped" in rerun.stderr
@@ -272,6 +280,71 @@ def test_python_entry_point_labels_a_dataset(cluster, tmp_path):
             assert got == f"id {i}: " + expected.split(": ", 1)[1]
 
 
+@pytest.mark.parametrize("call, kwargs, message", [
+    ("classify", {"num_cpus": 2}, r"num_cpus=2 leaves none of the cluster's 2 CPUs .* at most 1"),
+    ("classify", {"num_cpus": 0}, r"num_cpus=0; pass a positive number"),
+    ("classify", {"num_cpus": "1"}, r"num_cpus='1'; pass a positive number"),
+    ("classify", {"concurrency": 0}, r"concurrency=0; pass a positive number of actors, or \(min, max\)"),
+    ("classify", {"column": "review"}, r"no column 'review'; its columns are id, text. Pass column=NAME"),
+    ("classify", {"key": "idd"}, r"no column 'idd'; its columns are id, text. Pass key=NAME"),
+    ("classify", {"long_text": "bogus"}, r"long_text='bogus'; use one of truncate, chunk"),
+    ("classify", {"stride": 8}, r"stride only applies with long_text='chunk'"),
+    ("classify", {"quantize": "fp16"}, r"quantize='fp16'; use 'none' or 'int8'"),
+    ("classify", {"all_score": True}, r"Predictor: .*'all_score'; its options are column, all_scores"),
+    ("embed", {"pooling": "max"}, r"pooling='max'; use one of"),
+    ("embed", {"model": None}, r"embed\(\) needs model="),
+])
+def test_the_python_entry_point_refuses_on_the_driver(cluster, tmp_path, call, kwargs, message):
+    """What an actor would refuse after starting (a Ray traceback of 20 lines, seconds later) or what would
+    leave Ray Data waiting forever for a CPU is one InputError from the call itself, before any actor starts."""
+    import coulisse.ray
+
+    ds = ray.data.read_parquet(str(write_corpus(tmp_path, 20, seed=4)))
+    kwargs = {"model": MODEL, **kwargs}
+    with pytest.raises(InputError, match=message) as info:
+        getattr(coulisse.ray, call)(ds, **kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_actors_that_cannot_fit_a_local_ray_are_refused(cluster, tmp_path):
+    """On the Ray a job starts for itself (no autoscaler), actors past its CPUs would never start: refused with
+    what fits. On a cluster given by --address, only a warning (an autoscaler may add nodes)."""
+    from coulisse.interfaces.jobs.cluster import Pool
+
+    wide = options(str(write_corpus(tmp_path, 10, seed=5)), tmp_path / "out")
+    for actors, threads, fits in ((8, 2, "--actors 1"), (1, 4, "--threads 2")):
+        wide.actors, wide.threads = actors, threads
+        with pytest.raises(InputError, match=f"need {actors * threads} CPUs and this machine has 2: .* Pass {fits}"):
+            Pool(wide, local=True)
+
+
+@pytest.mark.slow
+def test_the_python_snippets_of_the_docs_run_on_a_two_cpu_cluster(cluster, tmp_path):
+    """docs/scale-out.md's Python blocks, run as written on this 2-CPU cluster (their buckets and Hub ids made
+    local): each finishes (an earlier page's 4 actors x 2 CPUs waited forever) and labels or embeds every row."""
+    import re
+
+    doc = (Path(__file__).parents[2] / "docs" / "scale-out.md").read_text(encoding="utf-8")
+    section = doc.split("## The Python entry point", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 3
+    folder = write_corpus(tmp_path / "reviews", 50, seed=8).parent
+    (tmp_path / "labelled").mkdir()
+    local = {"s3://bucket/reviews/": str(folder), "s3://bucket/labelled/": str(tmp_path / "labelled"),
+             "s3://bucket/vectors/": str(tmp_path / "vectors"), "tblard/tf-allocine": MODEL,
+             "sentence-transformers/all-MiniLM-L6-v2": str(Path(__file__).parents[1] / "fixtures" / "tf_camembert"),
+             "ray.init()": "pass"}
+    scope: dict = {}
+    for block in blocks:
+        for online, here in local.items():
+            block = block.replace(online, here)
+        exec(block, scope)  # noqa: S102 (the documentation's own code)
+    assert len(scope["labelled"].take_all()) == 50
+    written = pq.read_table(str(tmp_path / "labelled"))
+    assert written.num_rows == 50 and {"label", "score", "error"} <= set(written.column_names)
+    assert pq.read_table(str(tmp_path / "vectors")).num_rows == 50
+
+
 @pytest.mark.slow
 def test_a_model_that_fails_to_load_stops_the_job_in_one_line(cluster, small, tmp_path):
     source, _ = small
@@ -300,7 +373,7 @@ def test_a_folder_of_another_job_is_refused_before_ray_starts(tmp_path):
     key = distributed.job_key(options(str(source), out), [str(source)])
     distributed.open_output(out, key, overwrite=False)
     other = distributed.job_key(options(str(source), out, batch_rows=7), [str(source)])
-    with pytest.raises(InputError, match="another batch_rows .1024, now 7.; rerun the same command"):
+    with pytest.raises(InputError, match="another batch_rows .1024, now 7.; rerun with that job's options"):
         distributed.open_output(out, other, overwrite=False)
     (out / "notes.txt").write_text("mine")
     (out / distributed.MANIFEST).unlink()
@@ -308,6 +381,24 @@ def test_a_folder_of_another_job_is_refused_before_ray_starts(tmp_path):
         distributed.open_output(out, key, overwrite=False)
     with pytest.raises(InputError, match="no file matches"):
         distributed.input_files(str(tmp_path / "nothing" / "*.parquet"))
+
+
+def test_other_inputs_are_named_file_by_file(tmp_path):
+    """A glob that matches one more file, or an input touched since: the refusal names the files (not the
+    manifest's dicts), and does not advise rerunning the command just run."""
+    a, b = write_corpus(tmp_path / "a", 10, seed=0), write_corpus(tmp_path / "b", 10, seed=1)
+    out = tmp_path / "out"
+    out.mkdir()
+    distributed.open_output(out, distributed.job_key(options(str(a), out), [str(a)]), overwrite=False)
+    both = distributed.job_key(options(str(a), out), [str(a), str(b)])
+    with pytest.raises(InputError, match=r"other inputs \(reviews.parquet is new\): they cannot be reused; pass "
+                                         r"--overwrite to start over, or write to a new folder\.$"):
+        distributed.open_output(out, both, overwrite=False)
+    os.utime(a, ns=(1, 1))
+    with pytest.raises(InputError, match=r"other inputs \(reviews.parquet changed \(size or time\)\)"):
+        distributed.open_output(out, distributed.job_key(options(str(a), out), [str(a)]), overwrite=False)
+    assert distributed.changed_inputs([{"path": f"/x/{i}", "bytes": 1} for i in range(5)], []) == (
+        "0 is gone, 1 is gone, 2 is gone and 2 more")
 
 
 # --- embed --ray: the same driver and actors, with the embedding job's row model ---------------------------------

@@ -13,6 +13,8 @@ import hashlib
 import json
 import logging
 import os
+import signal
+import threading
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -43,19 +45,25 @@ def digest(files: dict[str, str]) -> str:
 @contextmanager
 def connect(address: str | None):
     """Use the Ray already initialized in this process (a Python caller's, a test's), else connect to
-    `address` (None: $RAY_ADDRESS, else a local Ray started for this job and stopped after it)."""
+    `address` (None: $RAY_ADDRESS, else a local Ray started for this job and stopped after it). Yields whether
+    it is that local Ray, whose CPUs no autoscaler grows."""
     if ray.is_initialized():
-        yield
+        yield False
         return
     local = address is None and not os.environ.get("RAY_ADDRESS")
     kwargs = {"include_dashboard": False} if local else {}
+    handler = signal.getsignal(signal.SIGTERM)
     try:
         ray.init(address=address, logging_level=logging.WARNING, **kwargs)
     except (ConnectionError, ValueError, RuntimeError) as e:
         raise ClusterError(f"cannot connect to the Ray cluster at {address or os.environ.get('RAY_ADDRESS')} "
                            f"({_first_line(e)}); start one with `ray start --head` or fix --address.") from None
+    # ray.init makes SIGTERM exit the driver with status 15 (and its core prints a stack): the job's own handler
+    # (command.stop_on_sigterm: stop like Ctrl-C, 143, the committed shards named) is put back.
+    if handler is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
     try:
-        yield
+        yield local
     finally:
         ray.shutdown()
 
@@ -106,10 +114,15 @@ class ShardWorker:
 class Pool:
     """`with Pool(options) as pool:` actors started, their models loaded and checked alike; killed on exit."""
 
-    def __init__(self, options: RayOptions):
+    def __init__(self, options: RayOptions, local: bool = False):
         self.options = options
         cpus = int(ray.cluster_resources().get("CPU", 0))
         self.size, self.threads = plan(options.actors, options.threads, cpus)
+        if self.size * self.threads > cpus and local:  # no autoscaler: the actors past the CPUs never start
+            fits = f"--actors {max(1, cpus // self.threads)}" if self.threads <= cpus else f"--threads {cpus}"
+            raise InputError(f"{self.size} actors x {self.threads} threads need {self.size * self.threads} CPUs "
+                             f"and this machine has {cpus}: the job would wait forever for the others. Pass {fits}, "
+                             "or --address of a larger cluster.")
         if self.size * self.threads > cpus:
             log.warning("%d actors x %d threads need %d CPUs and the cluster has %d: some actors wait for CPUs "
                         "(an autoscaler may add them)", self.size, self.threads, self.size * self.threads, cpus)

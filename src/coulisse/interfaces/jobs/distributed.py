@@ -184,14 +184,29 @@ def open_output(out: Path, key: dict, overwrite: bool) -> dict:
                          "--overwrite to remove its shards.")
     elif saved is not None and saved.get("key") != key:
         what = next((k for k in key if saved.get("key", {}).get(k) != key[k]), "version")
+        if what == "inputs":
+            differ = changed_inputs(saved["key"][what], key[what])
+            raise InputError(f"--output {out} holds the shards of other inputs ({differ}): they cannot be reused; "
+                             "pass --overwrite to start over, or write to a new folder.")
         raise InputError(f"--output {out} holds a job with another {what} ({saved['key'].get(what)!r}, now "
-                         f"{key[what]!r}); rerun the same command to go on, or pass --overwrite to start over.")
+                         f"{key[what]!r}); rerun with that job's options to go on, or pass --overwrite to start "
+                         "over.")
     for p in out.iterdir():
         if p.name.startswith(TMP):  # a shard a killed driver was writing: not committed
             _remove(p)
     manifest = saved or {"key": key, "model_files": None, "complete": False}
     write_atomic(path, json.dumps(manifest, sort_keys=True).encode())
     return manifest
+
+
+def changed_inputs(before: list[dict], now: list[dict]) -> str:
+    """What differs between two jobs' input lists, in words: the files added, gone, changed (first three)."""
+    old, new = ({f["path"]: f for f in files} for files in (before, now))
+    parts = [(f"{Path(p).name} is new", p not in old) for p in new]
+    parts += [(f"{Path(p).name} is gone", p not in new) for p in old]
+    parts += [(f"{Path(p).name} changed (size or time)", p in old and old[p] != new[p]) for p in new]
+    said = [text for text, true in parts if true] or ["the order of the files changed"]
+    return ", ".join(said[:3]) + (f" and {len(said) - 3} more" if len(said) > 3 else "")
 
 
 def _is_shard(name: str) -> bool:
@@ -232,7 +247,7 @@ def run(options: RayOptions, on_shard: Callable[[str, object], None] | None = No
     out.mkdir(exist_ok=True)
     with OutputLock(str(out / "_coulisse")):
         manifest = open_output(out, job_key(options, files), options.overwrite)
-        with connect(options.address), Pool(options) as pool:
+        with connect(options.address) as local, Pool(options, local) as pool:
             engine = json.loads(json.dumps(pool.info["engine"], sort_keys=True))  # as read back
             if manifest["model_files"] not in (None, pool.digest) or manifest.get("engine") not in (None, engine):
                 raise InputError(f"--output {out} was written with other model files than the actors loaded "
