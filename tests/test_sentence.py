@@ -439,5 +439,5 @@ def test_bad_settings_file(minilm_dir, tmp_path):
     with pytest.raises(ModelLoadError, match="prompts must be an object"):
         read_settings(folder)
     (folder / "config_sentence_transformers.json").write_text("{")
-    with pytest.raises(ModelLoadError, match="cannot read"):
+    with pytest.raises(ModelLoadError, match="config_sentence_transformers.json is not valid JSON"):
         read_settings(folder)

@@ -28,10 +28,12 @@ DEFAULT_BATCH_SIZE = 256  # inputs per batch, whatever their length
 
 @dataclass
 class Item:
-    """One tokenized input: ids (special tokens included) and, for BERT, token types."""
+    """One tokenized input: ids (special tokens included) and, for BERT, token types. `occluded`: its pad ids
+    stand for the words an occlusion removed, and keep those words' positions (see `Packed.from_lists`)."""
 
     ids: list[int]
     type_ids: list[int] | None = None
+    occluded: bool = False
 
 
 class Engine:
@@ -69,7 +71,8 @@ class Engine:
         """One packed batch: `(B, labels)` for a sequence head, else `(T, ...)` (only the rows of
         `select_token_id` when given); on the CPU in fp32."""
         types = [it.type_ids or [0] * len(it.ids) for it in items] if self.uses_token_types else None
-        p = Packed.from_lists([it.ids for it in items], types, self.offset, self.device)
+        p = Packed.from_lists([it.ids for it in items], types, self.offset, self.device,
+                              in_place=[it.occluded for it in items])
         with torch.inference_mode():
             out = self.model.forward_packed(p, select_token_id).float().cpu()
         if self.device.type == "cpu":

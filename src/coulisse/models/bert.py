@@ -68,14 +68,17 @@ class Packed:
 
     @classmethod
     def from_lists(cls, ids: list[list[int]], type_ids: list[list[int]] | None, offset: int,
-                   device: torch.device | str = "cpu") -> Packed:
+                   device: torch.device | str = "cpu", in_place: list[bool] | None = None) -> Packed:
         """Unpadded sequences, numbered as `from_padded` numbers them: the RoBERTa family (`offset` > 0) gives a
-        pad token that a text itself holds ("x<pad>y") position pad_token_id and does not count it."""
+        pad token that a text itself holds ("x<pad>y") position pad_token_id and does not count it, as
+        transformers does. A sequence marked `in_place` (an occlusion's, whose pads stand for removed words)
+        numbers every token, pads included, so that only the word changes."""
         lengths = [len(s) for s in ids]
         flat = torch.tensor([t for s in ids for t in s], dtype=torch.long)
         positions = torch.cat([torch.arange(n) for n in lengths]) + offset
         if offset > 0 and bool(flat.eq(offset - 1).any()):
-            real = [torch.tensor(s).ne(offset - 1) for s in ids]
+            kept = in_place or [False] * len(ids)
+            real = [torch.tensor(s).ne(offset - 1) | keep for s, keep in zip(ids, kept, strict=True)]
             positions = torch.cat([r.long().cumsum(0) * r + (offset - 1) for r in real])
         types = torch.tensor([t for s in type_ids for t in s], dtype=torch.long) if type_ids else None
         return cls.build(flat, positions, types, lengths, device)

@@ -338,7 +338,8 @@ def occlusion(forward: Callable[[list[Item]], list[np.ndarray]], ids: list[int],
         variant = list(ids)
         variant[i] = baseline_id
         variants.append(variant)
-    rows = np.stack(forward([Item(v, type_ids) for v in variants])).astype(np.float64)  # (2 + words, labels)
+    # the words' positions stay: the pad stands in for the word, which alone changes (Packed.from_lists)
+    rows = np.stack(forward([Item(v, type_ids, occluded=True) for v in variants])).astype(np.float64)
     target = int(np.argmax(rows[0])) if target is None else target
     scores = np.zeros(len(ids))
     scores[words] = rows[0, target] - rows[2:, target]
