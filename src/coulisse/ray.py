@@ -167,8 +167,12 @@ class Predictor(_BatchMapper):
 
     def _pandas_column(self, added: Added, name: str, values: list, index):
         import pandas as pd
+        import pyarrow as pa
 
-        return pd.Series(values, index=index, dtype="string" if self._text(added, name) else "float64")
+        # Arrow-backed: written as the CLI writes them (string, double, nulls for an error row's label and
+        # score), where pandas' own "string" became large_string and an all-null error column Arrow's null type
+        return pd.Series(values, index=index, dtype=pd.ArrowDtype(pa.string() if self._text(added, name)
+                                                                  else pa.float64()))
 
     def _arrow_column(self, added: Added, name: str, values: list):
         import pyarrow as pa

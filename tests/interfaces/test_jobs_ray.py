@@ -263,8 +263,13 @@ def test_python_entry_point_labels_a_dataset(cluster, tmp_path):
     # Six blocks already in the object store: both actors get work, and no read task needs a CPU the
     # actors hold (a Dataset read from files needs one free, docs/scale-out.md).
     blocks = [df.iloc[i * 50:(i + 1) * 50] for i in range(6)]
-    labelled = coulisse.ray.classify(ray.data.from_pandas(blocks), model=MODEL, concurrency=2, batch_size=64,
-                                     threads=1, key="id").to_pandas().sort_values("id").reset_index(drop=True)
+    done = coulisse.ray.classify(ray.data.from_pandas(blocks), model=MODEL, concurrency=2, batch_size=64,
+                                 threads=1, key="id").materialize()
+    # the added columns' Arrow types are the single-machine Parquet output's (pandas batches included)
+    schema = done.schema()
+    assert dict(zip(schema.names[-3:], map(str, schema.types[-3:]), strict=True)) == {
+        "label": "string", "score": "double", "error": "string"}
+    labelled = done.to_pandas().sort_values("id").reset_index(drop=True)
     assert list(labelled.columns) == ["id", "text", "label", "score", "error"]
     # The oracle: the single-machine job on the same rows, read from JSONL.
     source = tmp_path / "rows.jsonl"
