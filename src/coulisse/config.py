@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 import reprlib
 import sys
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from typing import Any
 
 from coulisse.errors import ModelLoadError, UnsafeCheckpointError, UnsupportedModelError
 from coulisse.families import FAMILIES, Family
+from coulisse.jsonfile import digit_limit, huge_integer
 
 
 @dataclass
@@ -127,13 +127,10 @@ class EncoderConfig:
             raise ModelLoadError(f"could not read config.json at {path} ({e.strerror or e}); check that it is a "
                                  "readable file.") from e
         except ValueError as e:  # an integer past Python's digit limit (4,300 by default)
-            found = re.search(r'"((?:[^"\\]|\\.){0,60})"\s*:\s*-?(\d{1000,})', text)
-            what = f"{found.group(1)} = {found.group(2)[:12]}... ({len(found.group(2)):,} digits)" if found \
-                else "an integer of thousands of digits"
-            limit = getattr(sys, "get_int_max_str_digits", lambda: 4300)()
             raise UnsafeCheckpointError(
-                f"config.json at {path} is refused: it has {what}, past Python's limit of {limit:,} digits; no "
-                "config value needs more than 10. Fix config.json or download the checkpoint again."
+                f"config.json at {path} is refused: it has {huge_integer(text)}, past Python's limit of "
+                f"{digit_limit():,} digits; no config value needs more than 10. Fix config.json or download the "
+                "checkpoint again."
             ) from e
         except RecursionError as e:
             raise UnsafeCheckpointError(

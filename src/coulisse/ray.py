@@ -322,6 +322,7 @@ def _checked_options(ds, mapper: type, model: str | None, options: dict[str, Any
     import inspect
 
     from coulisse.interfaces.jobs.predict import LONG_TEXT
+    from coulisse.models.quantize import MODES
     from coulisse.tasks.feature_extraction import POOLINGS
 
     try:
@@ -333,8 +334,8 @@ def _checked_options(ds, mapper: type, model: str | None, options: dict[str, Any
         raise InputError(f"long_text={options['long_text']!r}; use one of {', '.join(LONG_TEXT)}.")
     if options.get("stride") is not None and options.get("long_text") != "chunk":
         raise InputError("stride only applies with long_text='chunk'.")
-    if options.get("quantize", "none") not in ("none", "int8"):
-        raise InputError(f"quantize={options['quantize']!r}; use 'none' or 'int8'.")
+    if options.get("quantize", "none") not in MODES:
+        raise InputError(f"quantize={options['quantize']!r}; use {' or '.join(map(repr, MODES))}.")
     if options.get("pooling", "auto") not in (*POOLINGS, "splade"):
         raise InputError(f"pooling={options['pooling']!r}; use one of {', '.join((*POOLINGS, 'splade'))}.")
     schema = ds.schema(fetch_if_missing=False)

@@ -79,7 +79,7 @@ def read_modules(directory: Path) -> list[tuple[str, Path]] | None:
                                  "never reads; a module's files lie in a subfolder of the model's.")
         found.append((kind.rsplit(".", 1)[-1], folder))
     # A module deeper than the first level of subfolders (which the load checked): its files are checked too.
-    check_links(directory, [folder for _, folder in found])
+    check_links(directory, [folder for _, folder in found if len(folder.relative_to(directory).parts) > 1])
     return found
 
 
