@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import reprlib
 import sys
 from dataclasses import dataclass, field
@@ -12,7 +13,6 @@ from typing import Any
 
 from coulisse.errors import ModelLoadError, UnsafeCheckpointError, UnsupportedModelError
 from coulisse.families import FAMILIES, Family
-from coulisse.jsonfile import digit_limit, huge_integer
 
 
 @dataclass
@@ -197,6 +197,19 @@ MAX_CONFIG_BYTES = 32 << 20
 # Shows a config value in a message: depth and length capped (a value may be 900 levels deep or hold 10^5 items).
 _REPR = reprlib.Repr()
 _REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxstring, _REPR.maxlong, _REPR.maxother = 3, 4, 4, 40, 24, 40
+
+
+def huge_integer(text: str) -> str:
+    """What in a JSON text holds an integer past Python's digit limit, in words: `num_labels =
+    999999999999... (5,000 digits)`, found by its key, else "an integer of thousands of digits"."""
+    found = re.search(r'"((?:[^"\\]|\\.){0,60})"\s*:\s*-?(\d{1000,})', text)
+    return f"{found.group(1)} = {found.group(2)[:12]}... ({len(found.group(2)):,} digits)" if found \
+        else "an integer of thousands of digits"
+
+
+def digit_limit() -> int:
+    """Python's limit on the digits of an int read from text (4,300 by default)."""
+    return getattr(sys, "get_int_max_str_digits", lambda: 4300)()
 
 
 def _shown(value: Any) -> str:

@@ -5,25 +5,12 @@ RecursionError, UnicodeDecodeError or a bare ValueError."""
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
+from coulisse.config import digit_limit, huge_integer
 from coulisse.errors import ModelLoadError, UnsafeCheckpointError
-
-
-def huge_integer(text: str) -> str:
-    """What in a JSON text holds an integer past Python's digit limit, in words: `num_labels =
-    999999999999... (5,000 digits)`, found by its key, else "an integer of thousands of digits"."""
-    found = re.search(r'"((?:[^"\\]|\\.){0,60})"\s*:\s*-?(\d{1000,})', text)
-    return f"{found.group(1)} = {found.group(2)[:12]}... ({len(found.group(2)):,} digits)" if found \
-        else "an integer of thousands of digits"
-
-
-def digit_limit() -> int:
-    """Python's limit on the digits of an int read from text (4,300 by default)."""
-    return getattr(sys, "get_int_max_str_digits", lambda: 4300)()
 
 
 def read_json(path: Path, *, error: type[ModelLoadError] = ModelLoadError,
