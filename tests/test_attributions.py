@@ -296,7 +296,8 @@ def test_int8_pipeline_occludes_on_int8_and_integrates_on_fp32(factory):
     for i in (1, 3):
         ids = [int8.tokenizer.pad_token_id if j == i else t for j, t in enumerate(encoding.ids)]
         # occluded: the pad keeps the word's position, as occlusion runs it (a pad in a text would not)
-        full, cut = (float(int8.forward([Item(x, occluded=True)])[0][1]) for x in (encoding.ids, ids))
+        full = float(int8.forward([Item(encoding.ids)])[0][1])
+        cut = float(int8.forward([Item(ids, occluded=[j == i for j in range(len(ids))])])[0][1])
         assert abs(occluded.scores[i] - (full - cut)) <= 1e-5
 
 
@@ -490,3 +491,19 @@ def test_the_word_a_trained_classifier_keys_on_gets_the_largest_attribution(fact
     assert accuracy >= 0.95  # the model does key on the word
     assert rate >= 0.95
     assert chance < 0.5  # the test can fail: an untrained model does not single the word out
+
+
+@pytest.mark.parametrize("method", ["occlusion", "integrated_gradients"])
+def test_a_pad_the_text_holds_is_numbered_as_the_pipeline_numbers_it(factory, method):
+    """CamemBERT's "<pad>" typed in a text is the pad token, which the RoBERTa family gives no position of its
+    own (as transformers does): F(x) explained is the pipeline's logits, with either method. Occlusion's own
+    pads (the words it removes) keep their words' positions."""
+    pipe = pipeline("text-classification", model=factory.checkpoint("camembert"))
+    text = "Un film <pad> vraiment excellent."
+    items = pipe.preprocess([text])
+    assert pipe.tokenizer.pad_token_id in items[0].ids[1:-1]
+    want = pipe.forward(items)[0]
+    every = [True] * len(items[0].ids)  # numbering the text's pad as a word's place moves the logits
+    assert max_delta("pad in place", pipe.forward([Item(items[0].ids, occluded=every)])[0], want) > 1e-3
+    a = pipe.explain(text, method=method)
+    assert max_delta(f"F(x) [{method}]", np.asarray(a.logits), want) <= 1e-5

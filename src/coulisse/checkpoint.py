@@ -50,6 +50,15 @@ def check_tokenizer(tokenizer: Tokenizer, config: EncoderConfig, directory: Path
             f"the tokenizer in {directory} gives {token!r} the id {top}, but the model's embedding table has "
             f"{config.vocab_size} rows (vocab_size in config.json): the tokenizer files are not this model's. "
             "Use the tokenizer the model was trained with.")
+    if 2 * len(vocab) < config.vocab_size:
+        # Not refused (the ids fit), but most of the model's words are out of reach: nearly every word becomes
+        # the unknown token, and the labels are those of a near-empty text.
+        log.warning("the tokenizer in %s knows %d tokens, but the model's embedding table has %d rows "
+                    "(vocab_size in config.json): most of the model's vocabulary is out of its reach, and texts "
+                    "become mostly unknown tokens. A broken conversion writes such a tokenizer (transformers 5's "
+                    "CamembertTokenizer(vocab_file=...) keeps 6 tokens of a SentencePiece model); use the "
+                    "tokenizer the model was trained with, saved by AutoTokenizer.from_pretrained(folder).",
+                    directory, len(vocab), config.vocab_size)
     if missing := missing_template_token(tokenizer):
         raise TokenizerLoadError(
             f"the tokenizer in {directory} has a post-processor template naming the special token {missing!r}, "

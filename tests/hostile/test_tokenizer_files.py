@@ -101,3 +101,26 @@ def test_a_blank_or_spaced_class_token_is_named(factory, tmp_path, token):
     with pytest.raises(TokenizerLoadError, match=r"cls_token .* is empty or holds whitespace") as info:
         pipeline("text-classification", model=target)
     assert "\n" not in str(info.value)
+
+
+def test_a_tokenizer_that_knows_a_sliver_of_the_vocabulary_is_named(factory, camembert_spm, tmp_path, caplog):
+    """transformers 5's `CamembertTokenizer(vocab_file=spm)` builds a 6-token vocabulary and saves it: the
+    ids fit the table, so it loads, but nearly every word is the unknown token. Loading it warns, naming
+    both sizes; the real tokenizer of the same checkpoint does not."""
+    from transformers import CamembertTokenizer
+
+    target = tmp_path / "model"
+    shutil.copytree(factory.checkpoint("camembert"), target)
+    for name in ("tokenizer.json", "sentencepiece.bpe.model", "tokenizer_config.json", "special_tokens_map.json"):
+        (target / name).unlink(missing_ok=True)
+    CamembertTokenizer(vocab_file=str(camembert_spm)).save_pretrained(target)
+    rows = vocab_size(target)
+    with caplog.at_level("WARNING", logger="coulisse.checkpoint"):
+        pipe = pipeline("text-classification", model=target)
+    known = len(pipe.tokenizer.get_vocab())
+    assert known < 10 < rows
+    assert f"knows {known} tokens, but the model's embedding table has {rows} rows" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="coulisse.checkpoint"):
+        pipeline("text-classification", model=factory.checkpoint("camembert"))
+    assert "embedding table" not in caplog.text

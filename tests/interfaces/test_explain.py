@@ -161,8 +161,21 @@ def test_explain_attributions_lists_the_pipelines_top_words(classifier_dir):
 def test_explain_attributions_target_by_id_and_occlusion(classifier_dir):
     out = run("explain", "-m", str(classifier_dir), "-a", "--method", "occlusion", "--target", "2", REVIEW)
     a = pipeline("text-classification", model=classifier_dir).explain(REVIEW, target=2, method="occlusion")
-    assert "occlusion (each token replaced by the baseline token alone)" in " ".join(out.split())
+    prose = " ".join(out.split())
+    assert "occlusion (each token replaced by the baseline token alone)" in prose
     assert f"{a.top_words(1)[0].attribution:+.4f}" in out
+    # occlusion has no completeness: the sum printed is its scores' own, beside F(x) - F(baseline)
+    assert f"They add up to {sum(a.scores):+.4f}, not to F(x) - F(baseline) = {a.delta:+.4f}" in prose
+    assert "The words' scores add up to F(x) - F(baseline)" not in prose
+
+
+@pytest.mark.parametrize("steps", ["1", "4", "7"])
+def test_explain_attributions_with_fewer_steps_than_two_panels(classifier_dir, steps):
+    """--steps under 8 is one panel, whose two ends are F(x) and F(baseline), known before it runs."""
+    out = run("explain", "-m", str(classifier_dir), "-a", "--steps", steps, REVIEW)
+    a = pipeline("text-classification", model=classifier_dir).explain(REVIEW, steps=int(steps))
+    assert f"Integrated Gradients, {a.steps} gradient evaluations" in " ".join(out.split())
+    assert a.steps >= int(steps)
 
 
 def test_coloured_words_read_as_the_text(classifier_dir):
@@ -285,7 +298,9 @@ def test_explain_zero_shot_attributions_for_the_top_and_a_chosen_label(nli_dir):
         a = pipe.explain(TEXT, candidate_labels=labels, hypothesis_template=template, target=target and (
             int(target) if target.isdigit() else target), method="occlusion")
         assert a.label == label
-        assert f"Attributions: which words pushed towards {label}" in out
+        assert f"6. Attributions: which words pushed towards {label}" in out  # after 5. Post-processing
+        prose = " ".join(out.split())
+        assert f"F = the {a.extra['nli_label']} logit of the pair (text, {template.format(label)!r})" in prose
         towards = out[out.index(f"top words towards {label}:"):out.index(f"top words against {label}:")]
         expected = [[f"{w.attribution:+.4f}", w.text] for w in a.top_words(5)] or [["(none)"]]
         assert [line.split(None, 1) for line in towards.strip().splitlines()[1:]] == expected

@@ -179,3 +179,61 @@ def test_classify_refuses_to_print_a_nan_score(factory, tmp_path):
     result = CliRunner().invoke(cli, ["classify", "-m", str(folder), "un film", "un autre"])
     assert result.exit_code == 1
     assert "the scores of text 1 are not finite (NaN or infinity)" in result.output and "nan" not in result.stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--all-scores", "Bien."], "--all-scores applies to --input jobs and --ray jobs, not to TEXT arguments; for "
+                                "TEXT arguments, -k N prints the N best labels."),
+    (["-b", "8", "Bien."], "--batch-rows applies to --input jobs and --ray jobs, not to TEXT arguments."),
+    (["--no-progress", "Bien."], "--no-progress applies to --input jobs"),
+    (["--column", "avis", "Bien."], "--column applies to --input jobs"),
+    (["--actors", "2", "Bien."], "--actors applies to --ray jobs, not to TEXT arguments."),
+    (["-i", "in.csv", "-o", "out.csv", "--address", "auto"], "--address applies to --ray jobs, not to --input jobs."),
+    (["-i", "in.csv", "--shard-format", "jsonl"], "--shard-format applies to --ray jobs, not to --input jobs."),
+    (["-i", "in.csv", "-k", "2"], "--top-k applies to TEXT arguments, not to --input jobs; a job writes the best "
+                                  "label, and every label's score with --all-scores."),
+    (["-i", "in.csv", "-o", "out.csv", "--json"], "--json prints TEXT results as JSON lines; a job writes the "
+                                                  "format of --output out.csv"),
+    (["--stride", "8", "Bien."], "--stride only applies with --long-text chunk."),
+])
+def test_classify_refuses_an_option_its_mode_would_ignore(tmp_path, monkeypatch, args, message):
+    """Said in one line before anything is read or loaded (in.csv does not exist)."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["classify", *args])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["-m", "x", "--overwrite", "Bien."], "--overwrite applies to --input jobs and --ray jobs, not to TEXT"),
+    (["-m", "x", "-i", "in.csv", "--actors", "2"], "--actors applies to --ray jobs, not to --input jobs."),
+])
+def test_embed_refuses_an_option_its_mode_would_ignore(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["embed", *args])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+
+
+def test_a_job_option_from_its_variable_leaves_text_runs_alone(tf_camembert_dir):
+    """COULISSE_* variables set for jobs (a shell profile, a container) must not break `classify TEXT`."""
+    env = {"COULISSE_BATCH_ROWS": "8", "COULISSE_ALL_SCORES": "1", "COULISSE_ACTORS": "2", "COULISSE_QUIET": "1"}
+    result = CliRunner().invoke(cli, ["classify", "-m", str(tf_camembert_dir), "--json", "Bien."], env=env)
+    assert result.exit_code == 0, result.output
+    assert json_lines(result.stdout)[0]["text"] == "Bien."
+
+
+def test_classify_text_reads_long_text_in_windows_as_a_job_does(tf_camembert_dir, tmp_path):
+    """`classify --long-text chunk TEXT` prints what `classify --input --long-text chunk` writes for the same
+    text (the mean of its windows' logits), not the truncated text's label."""
+    text = "Un film magnifique, des acteurs formidables. " * 60 + "Mais quelle fin ennuyeuse et ratée. " * 60
+    model = ["-m", str(tf_camembert_dir)]
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"text": text}) + "\n", encoding="utf-8")
+    for stride in ([], ["--stride", "5"]):
+        job = json_lines(run("classify", *model, "-i", str(source), "--long-text", "chunk", "--quiet", *stride))[0]
+        printed = json_lines(run("classify", *model, "--json", "--long-text", "chunk", *stride, text))[0]
+        assert (printed["label"], printed["score"]) == (job["label"], job["score"])
+    truncated = json_lines(run("classify", *model, "--json", text))[0]
+    assert truncated["score"] != printed["score"]

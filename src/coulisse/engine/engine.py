@@ -28,12 +28,13 @@ DEFAULT_BATCH_SIZE = 256  # inputs per batch, whatever their length
 
 @dataclass
 class Item:
-    """One tokenized input: ids (special tokens included) and, for BERT, token types. `occluded`: its pad ids
-    stand for the words an occlusion removed, and keep those words' positions (see `Packed.from_lists`)."""
+    """One tokenized input: ids (special tokens included) and, for BERT, token types. `occluded`, per token:
+    the pads that stand for the words an occlusion removed, which keep those words' positions; a pad the text
+    itself holds is numbered as the pipeline numbers it (see `Packed.from_lists`)."""
 
     ids: list[int]
     type_ids: list[int] | None = None
-    occluded: bool = False
+    occluded: Sequence[bool] | None = None
 
 
 class Engine:

@@ -493,19 +493,27 @@ def _ansi(word: str, value: float, scale: float) -> str:
 
 def attribution_lines(a, color: bool, k: int = 5) -> list[str]:
     """One text's attributions for the terminal: the words coloured (blue towards the label, red against),
-    then the top words each way; without colour, the top words only."""
+    then the top words each way; without colour, the top words only. Numbered after the task's stages
+    (zero-shot has one more: its hypotheses)."""
     scale = max((abs(w.attribution) for w in a.words), default=0.0)
-    how = (f"method: Integrated Gradients, {a.steps} gradient evaluations; completeness gap (sum of the scores "
-           f"minus that difference) {a.gap:+.2e}" if a.method == "integrated_gradients"
-           else "method: occlusion (each token replaced by the baseline token alone)")
-    target = a.target
-    out = [_title(5, f"Attributions: which words pushed towards {a.label}"),
-           wrapped(f"F = the logit of {a.label}. F(x) = {a.logits[target]:+.4f} for this text, F(baseline) = "
-                   f"{a.baseline_logits[target]:+.4f} for the baseline, the same text with every word replaced by "
-                   f"the {a.baseline} token. The words' scores add up to F(x) - F(baseline) = {a.delta:+.4f}: how "
-                   f"much the words move {a.label}'s logit from that empty text (negative: the empty text scores "
-                   "it higher)."),
-           wrapped(how)]
+    target, hypothesis = a.target, a.extra.get("hypothesis")
+    what = (f"the {a.extra.get('nli_label', 'entailment')} logit of the pair (text, {hypothesis!r})"
+            if hypothesis is not None else f"the logit of {a.label}")
+    values = (f"F = {what}. F(x) = {a.logits[target]:+.4f} for this text, F(baseline) = "
+              f"{a.baseline_logits[target]:+.4f} for the baseline, the same text with every word replaced by the "
+              f"{a.baseline} token.")
+    if a.method == "integrated_gradients":
+        said = [f"{values} The words' scores add up to F(x) - F(baseline) = {a.delta:+.4f}: how much the words "
+                f"move F from that empty text (negative: the empty text scores it higher).",
+                f"method: Integrated Gradients, {a.steps} gradient evaluations; completeness gap (sum of the scores "
+                f"minus that difference) {a.gap:+.2e}"]
+    else:  # occlusion has no completeness: each score is one word's leave-one-out difference
+        said = [f"{values} A token's score is F(x) minus F with that token alone replaced by the {a.baseline} "
+                f"token, a word's the sum of its tokens'. They add up to {sum(a.scores):+.4f}, not to F(x) - "
+                f"F(baseline) = {a.delta:+.4f}: words act together, and occlusion does not share that out.",
+                "method: occlusion (each token replaced by the baseline token alone)"]
+    out = [_title(6 if hypothesis is not None else 5, f"Attributions: which words pushed towards {a.label}"),
+           *(wrapped(line) for line in said)]
     if color:
         text, at, parts = a.text, 0, []
         for w in a.words:

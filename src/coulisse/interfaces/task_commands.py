@@ -28,7 +28,7 @@ from coulisse.interfaces.explain import (
     write_report,
 )
 from coulisse.interfaces.formatting import one_line, printable, probability, terminal_width
-from coulisse.interfaces.jobs.command import run_embed_job, run_job
+from coulisse.interfaces.jobs.command import check_mode_options, run_embed_job, run_job
 from coulisse.interfaces.jobs.row_models import is_sparse
 from coulisse.interfaces.options import (
     engine_options,
@@ -113,15 +113,26 @@ def classify(texts, model, top_k, as_json, threads, quantize, input_path, output
     the first run's input and options (model, column, --all-scores, --long-text, --stride,
     --batch-rows, --quantize) from the state file next to the output: `-o FILE --resume` is enough.
     """
+    check_mode_options(click.get_current_context())
     if on_ray:
         from coulisse.interfaces.jobs.distributed import run_cli
 
         return run_cli(click.get_current_context())
     if input_path is not None or output is not None:
         return run_job(click.get_current_context())
+    if stride is not None and long_text != "chunk":
+        raise click.UsageError("--stride only applies with --long-text chunk.")
     lines = read_texts(texts)
     pipe = load_pipeline("text-classification", model, threads, quantize)
-    results = pipe(lines, top_k=top_k)
+    if long_text == "chunk":  # as a job reads it: the mean of the windows' logits
+        import numpy as np
+
+        from coulisse.interfaces.jobs.predict import Predictor
+
+        logits = np.stack(Predictor(pipe, long_text, stride).logits(lines))
+        results = pipe.postprocess(logits, top_k=top_k, _legacy=False)
+    else:
+        results = pipe(lines, top_k=top_k)
     for i, (text, result) in enumerate(zip(lines, results, strict=True)):
         if not all(math.isfinite(r["score"]) for r in result):  # as corpus jobs and the server: never a NaN score
             raise click.ClickException(f"the scores of text {i + 1} are not finite (NaN or infinity): the model's "
@@ -353,6 +364,7 @@ def embed(texts, model, pooling, normalize, as_json, threads, quantize, input_pa
     those columns (not .npy), and a rerun skips the shards committed. A SPLADE model (--pooling splade,
     or a SparseEncoder folder) writes `sparse_embedding` ({"indices", "values"}) to Parquet or JSONL.
     """
+    check_mode_options(click.get_current_context())
     if on_ray:
         from coulisse.interfaces.jobs.distributed import run_cli
 

@@ -287,7 +287,7 @@ def integrated_gradients(model: EncoderModel, ids: list[int], type_ids: list[int
     """Per-token scores `(T,)`, F(x) and F(x') (every label), the target (the argmax of F(x) when None) and
     the number of gradient evaluations spent.
 
-    `steps` nodes (rounded down to whole panels) of composite Gauss-Legendre on equal panels of `PANEL_NODES`,
+    `steps` nodes (rounded up to whole panels) of composite Gauss-Legendre on equal panels of `PANEL_NODES`,
     then adaptive: each panel [a, b] knows what its scores must add up to, F(b) − F(a) (forward passes only),
     and the worst panels are halved until the panels' errors add up to at most `tolerance` · |F(x) − F(x')|,
     or `max_steps` (default 8 · steps) are spent. Smooth models never refine; a ReLU's kinks, or a softmax
@@ -300,7 +300,7 @@ def integrated_gradients(model: EncoderModel, ids: list[int], type_ids: list[int
     base, logits = path.logits(np.array([0.0, 1.0]))
     target = int(np.argmax(logits)) if target is None else target
     nodes = min(steps, PANEL_NODES)
-    edges = np.linspace(0.0, 1.0, max(1, steps // nodes) + 1)
+    edges = np.linspace(0.0, 1.0, -(-steps // nodes) + 1)
     at = {0.0: base[target], 1.0: logits[target]}
     allowed = max(tolerance * abs(logits[target] - base[target]), 1e-5)
     budget, used = max_steps or 8 * steps, 0
@@ -312,7 +312,8 @@ def integrated_gradients(model: EncoderModel, ids: list[int], type_ids: list[int
                                    target).reshape(len(todo), nodes, len(ids)).sum(1)  # (panels, T)
         used += nodes * len(todo)
         missing = sorted({e for panel in todo for e in panel} - at.keys())
-        at.update(zip(missing, path.logits(np.array(missing))[:, target], strict=True))
+        if missing:  # none when the first panel is the whole path (steps < 2 * PANEL_NODES)
+            at.update(zip(missing, path.logits(np.array(missing))[:, target], strict=True))
         panels += [(a, b, part, abs(part.sum() - (at[b] - at[a]))) for (a, b), part in zip(todo, parts, strict=True)]
         # Halve the worst panels until the others' errors fit in what is allowed, as far as the budget goes.
         panels.sort(key=lambda panel: panel[3])
@@ -333,13 +334,16 @@ def occlusion(forward: Callable[[list[Item]], list[np.ndarray]], ids: list[int],
     """Per-token F(x) − F(x with that token replaced by `baseline_id`) `(T,)`, F(x), F(x') and the target;
     `forward` is a pipeline's forward stage (items -> one logits row each)."""
     words = [i for i, s in enumerate(special) if not s]
-    variants = [list(ids), [baseline_id if not s else t for t, s in zip(ids, special, strict=True)]]
+    # the words' positions stay: the pad stands in for the word, which alone changes (Packed.from_lists); x
+    # itself is numbered as the pipeline numbers it, a pad the text holds included
+    every = [not s for s in special]
+    items = [Item(list(ids), type_ids),
+             Item([baseline_id if not s else t for t, s in zip(ids, special, strict=True)], type_ids, every)]
     for i in words:
         variant = list(ids)
         variant[i] = baseline_id
-        variants.append(variant)
-    # the words' positions stay: the pad stands in for the word, which alone changes (Packed.from_lists)
-    rows = np.stack(forward([Item(v, type_ids, occluded=True) for v in variants])).astype(np.float64)
+        items.append(Item(variant, type_ids, [j == i for j in range(len(ids))]))
+    rows = np.stack(forward(items)).astype(np.float64)
     target = int(np.argmax(rows[0])) if target is None else target
     scores = np.zeros(len(ids))
     scores[words] = rows[0, target] - rows[2:, target]

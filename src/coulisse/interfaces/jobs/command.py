@@ -156,6 +156,47 @@ def check_job_input(params: dict) -> None:
         raise click.UsageError("give TEXT arguments or --input FILE, not both.")
 
 
+# The options one mode of `classify` / `embed` reads, and what to use in the others. A mode is "text" (TEXT
+# arguments or stdin lines, printed), "job" (--input / --output) or "ray" (--ray).
+MODE_OPTIONS: dict[str, tuple[frozenset[str], str]] = {
+    "top_k": (frozenset({"text"}), "a job writes the best label, and every label's score with --all-scores"),
+    "all_scores": (frozenset({"job", "ray"}), "for TEXT arguments, -k N prints the N best labels"),
+    "column": (frozenset({"job", "ray"}), ""),
+    "resume": (frozenset({"job", "ray"}), ""),
+    "overwrite": (frozenset({"job", "ray"}), ""),
+    "quiet": (frozenset({"job", "ray"}), ""),
+    "progress": (frozenset({"job", "ray"}), ""),
+    "batch_rows": (frozenset({"job", "ray"}), ""),
+    "address": (frozenset({"ray"}), ""),
+    "actors": (frozenset({"ray"}), ""),
+    "shard_format": (frozenset({"ray"}), ""),
+}
+MODE_NAMES = {"text": "TEXT arguments", "job": "--input jobs", "ray": "--ray jobs"}
+
+
+def check_mode_options(ctx: click.Context) -> None:
+    """An option typed on the command line that the chosen mode would ignore is a usage error, not a
+    silent no-op (`classify --all-scores "Bien."`, `classify -i x.csv -o y.csv --actors 4`). The same
+    option from its COULISSE_* variable is left alone: a variable set for jobs must not break TEXT runs."""
+    params = ctx.params
+    mode = "ray" if params.get("on_ray") else "text" if params["input_path"] is None and params["output"] is None \
+        else "job"
+    for name, value in params.items():
+        if ctx.get_parameter_source(name) is not ParameterSource.COMMANDLINE:
+            continue
+        if name == "as_json" and value and mode != "text" and params["output"] not in (None, "-"):
+            raise click.UsageError(f"--json prints TEXT results as JSON lines; a job writes the format of --output "
+                                   f"{params['output']} (.jsonl for JSON lines).")
+        if name not in MODE_OPTIONS or mode in MODE_OPTIONS[name][0]:
+            continue
+        option = next(p for p in ctx.command.params if p.name == name)
+        typed = _as_typed(option, value) if option.secondary_opts else max(option.opts, key=len)
+        modes, hint = MODE_OPTIONS[name]
+        where = " and ".join(MODE_NAMES[m] for m in sorted(modes, key=list(MODE_NAMES).index))
+        raise click.UsageError(f"{typed} applies to {where}, not to {MODE_NAMES[mode]}"
+                               + (f"; {hint}." if hint else "."))
+
+
 def finish(summary, quiet: bool) -> None:
     """The summary line; a job in which every row failed exits 1 with one line instead (it says how many,
     the first reason and where the rest are), so that `coulisse classify ... && next-step` stops there."""
