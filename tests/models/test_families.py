@@ -26,7 +26,7 @@ from factory import (
 )
 
 from coulisse import pipeline
-from coulisse.config import EncoderConfig
+from coulisse.config import ACTIVATION_NAMES, EncoderConfig
 from coulisse.engine import Item
 from coulisse.errors import UnsupportedModelError
 from coulisse.families import FAMILIES, ROBERTA_HEADS, Family
@@ -163,6 +163,23 @@ def test_token_classification_equals_transformers(factory, tmp_path, arch):
         assert_close(f"token logits engine [{arch}]", rows, out.logits[i][real[i]])
     for text, entities in zip(TEXTS[:4], pipe(TEXTS[:4], aggregation_strategy="simple"), strict=True):
         assert all(0 <= e["start"] <= e["end"] <= len(text) for e in entities)
+
+
+@pytest.mark.parametrize("arch", ["bert", "distilbert"])
+@pytest.mark.parametrize("act", sorted(ACTIVATION_NAMES))
+def test_every_activation_the_config_accepts_runs_as_transformers(factory, tmp_path, arch, act):
+    """What config.json may name (ACTIVATION_NAMES) is what the models run: "tanh" passed the check and then
+    failed as a bare KeyError in the blocks."""
+    field = "activation" if arch == "distilbert" else "hidden_act"
+    model = transformers_model(factory, arch, seed=3, **{field: act})
+    directory = save(factory, model, tmp_path / arch, arch)
+    inputs = factory.hf_tokenizer(arch)(TEXTS, padding=True, truncation=True, max_length=512, return_tensors="pt")
+    inputs.pop("token_type_ids") if arch == "distilbert" else None  # DistilBERT's forward takes none
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    assert_distinct_rows(logits, min_spread=1e-3)
+    pipe = pipeline("text-classification", model=directory)
+    assert_close(f"logits [{arch} {act}]", np.stack(pipe.forward(pipe.preprocess(TEXTS))), logits)
 
 
 def test_electra_tokenizer_equals_transformers_on_the_corpus(factory):

@@ -31,15 +31,13 @@ from coulisse.errors import UnsupportedModelError
 from coulisse.models.bert import ACTIVATIONS, DenseNorm, Intermediate, Packed, Trace, attend, padded_rows
 from coulisse.models.heads import QuestionAnsweringHead, TokenClassificationHead
 
-# DeBERTa's conv layer defaults to tanh, which BERT's table does not need.
-_ACTIVATIONS = {**ACTIVATIONS, "tanh": torch.tanh}
 
 
 def _activation(name: str, field: str):
-    if name not in _ACTIVATIONS:
+    if name not in ACTIVATIONS:
         raise UnsupportedModelError(f"{field}={name!r} in config.json; coulisse runs DeBERTa-v2 with "
-                                    f"{', '.join(sorted(_ACTIVATIONS))}.")
-    return _ACTIVATIONS[name]
+                                    f"{', '.join(sorted(ACTIVATIONS))}.")
+    return ACTIVATIONS[name]
 
 
 @dataclass(frozen=True)
