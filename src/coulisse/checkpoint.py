@@ -83,11 +83,16 @@ def check_tokenizer(tokenizer: Tokenizer, config: EncoderConfig, directory: Path
             f"{config.vocab_size} rows (vocab_size in config.json): its post-processor's ids are not this "
             "model's. Use the tokenizer the model was trained with.")
     embedded = config.family.token_types and config.type_vocab_size > 0  # DeBERTa-v3: 0, types never read
-    if embedded and max(types, default=0) >= config.type_vocab_size:
+    if embedded and max(single.type_ids, default=0) >= config.type_vocab_size:
         raise TokenizerLoadError(
-            f"the tokenizer in {directory} gives the token type {max(types)}, but the "
-            f"model embeds {config.type_vocab_size} (type_vocab_size in config.json). Use the tokenizer the "
-            "model was trained with.")
+            f"the tokenizer in {directory} gives a single text the token type {max(single.type_ids)}, but the "
+            f"model embeds only types 0 to {config.type_vocab_size - 1} (type_vocab_size in config.json). Use the "
+            "tokenizer the model was trained with.")
+    if embedded and max(types, default=0) >= config.type_vocab_size:
+        # A BERT with type_vocab_size 1 reads single texts, as in transformers; a pair is refused by the engine.
+        log.info("%s embeds %d token type(s) (type_vocab_size in config.json): it reads single texts, and "
+                 "(text, text_pair) inputs, whose second text has type %d, are refused.", directory,
+                 config.type_vocab_size, max(types))
 
 
 def missing_template_token(tokenizer: Tokenizer) -> str | None:

@@ -58,7 +58,7 @@ def unknown_missing(data, size):
 @pytest.mark.parametrize("change, message", [
     (past_the_table, r"gives '.*' the id \d+, but the model's embedding table has \d+ rows"),
     (special_past_the_table, r"adds the special id \d+, but the model's embedding table has \d+ rows"),
-    (type_id_5, r"gives the token type 5, but the model embeds 2 \(type_vocab_size"),
+    (type_id_5, r"gives a single text the token type 5, but the model embeds only types 0 to 1 \(type_vocab_size"),
     (undefined_special, r"template naming the special token '\[ZZZ\]'"),
     (unknown_missing, r"fails on a one-word text \(.*\[UNK\]"),
 ])

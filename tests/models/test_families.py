@@ -182,6 +182,21 @@ def test_every_activation_the_config_accepts_runs_as_transformers(factory, tmp_p
     assert_close(f"logits [{arch} {act}]", np.stack(pipe.forward(pipe.preprocess(TEXTS))), logits)
 
 
+@pytest.mark.parametrize("arch", ["bert", "electra"])
+def test_one_token_type_reads_single_texts_and_refuses_pairs(factory, tmp_path, arch):
+    """type_vocab_size 1 (no second segment): transformers loads it and classifies single texts, and so does
+    coulisse; a pair, whose second text has type 1, is one InputError instead of an IndexError in the table."""
+    from coulisse.errors import InputError
+
+    model = transformers_model(factory, arch, seed=4, type_vocab_size=1)
+    directory = save(factory, model, tmp_path / arch, arch)
+    inputs, out = oracle(model, factory.hf_tokenizer(arch), TEXTS)
+    pipe = pipeline("text-classification", model=directory)
+    assert_close(f"logits [{arch}, one type]", np.stack(pipe.forward(pipe.preprocess(TEXTS))), out.logits)
+    with pytest.raises(InputError, match="embeds only types 0 to 0 .* not \\(text, text_pair\\) pairs"):
+        pipe({"text": TEXTS[0], "text_pair": TEXTS[1]})
+
+
 def test_electra_tokenizer_equals_transformers_on_the_corpus(factory):
     """ELECTRA ships WordPiece vocab.txt files (transformers 5 reads them with BertTokenizer): token types too."""
     from coulisse.tokenizer import Tokenizer

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from coulisse.errors import InputError
 from coulisse.models import EncoderModel, Packed
 from coulisse.weights.mapped import heap_trimmer, keep_activations_on_heap
 
@@ -46,6 +47,9 @@ class Engine:
         self.max_batch_size = max_batch_size
         self.device = torch.device(device)
         self.uses_token_types = uses_token_types
+        config = model.config
+        # the token types the model embeds: a BERT with type_vocab_size 1 reads single texts only
+        self.type_limit = config.type_vocab_size if uses_token_types and config.type_vocab_size > 0 else None
         self.offset = model.config.position_offset
         if self.device.type == "cpu":
             keep_activations_on_heap()  # glibc's thresholds, once per process (weights/mapped.py)
@@ -72,6 +76,12 @@ class Engine:
         """One packed batch: `(B, labels)` for a sequence head, else `(T, ...)` (only the rows of
         `select_token_id` when given); on the CPU in fp32."""
         types = [it.type_ids or [0] * len(it.ids) for it in items] if self.uses_token_types else None
+        if types is not None and self.type_limit is not None:
+            top = max((max(t, default=0) for t in types), default=0)
+            if top >= self.type_limit:
+                raise InputError(f"an input has the token type {top}, but this model embeds only types 0 to "
+                                 f"{self.type_limit - 1} (type_vocab_size in config.json): it reads single texts, "
+                                 "not (text, text_pair) pairs. Pass each text alone, or use a model trained on pairs.")
         p = Packed.from_lists([it.ids for it in items], types, self.offset, self.device,
                               in_place=[it.occluded for it in items])
         with torch.inference_mode():

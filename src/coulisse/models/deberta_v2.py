@@ -32,7 +32,6 @@ from coulisse.models.bert import ACTIVATIONS, DenseNorm, Intermediate, Packed, T
 from coulisse.models.heads import QuestionAnsweringHead, TokenClassificationHead
 
 
-
 def _activation(name: str, field: str):
     if name not in ACTIVATIONS:
         raise UnsupportedModelError(f"{field}={name!r} in config.json; coulisse runs DeBERTa-v2 with "
