@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# transformers' other names of two tasks, accepted wherever a task is named (pipeline(), --task)
+ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
 DEFAULT_MODEL = "tblard/tf-allocine"
 # The course's model serves these tasks; the others have no default worth downloading blind.
 DEFAULT_MODELS = {"sentiment-analysis": DEFAULT_MODEL, "text-classification": DEFAULT_MODEL}

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from coulisse.checkpoint import Checkpoint, check_tokenizer, default_model, load_checkpoint
-from coulisse.defaults import DEFAULT_MODELS, offline_hint
+from coulisse.defaults import ALIASES, DEFAULT_MODELS, offline_hint
 from coulisse.engine import DEFAULT_BATCH_SIZE
 from coulisse.engine.device import resolve_device, resolve_device_map
 from coulisse.engine.prepare import DTYPES, check_request, resolve_dtype, resolve_fast
@@ -34,7 +34,6 @@ from coulisse.tasks.base import Pipeline, positive_int, unknown_options
 
 log = logging.getLogger(__name__)
 
-ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
 __all__ = ["ALIASES", "DTYPES", "TASKS", "Checkpoint", "Pipeline", "load_checkpoint", "pipeline", "resolve_dtype"]
 
 # transformers' keywords that `pipeline()` and `Pipeline.__init__` take besides their named arguments, with

@@ -67,6 +67,18 @@ def model_option(default_help: str | None = DEFAULT_HELP):
     return click.option("-m", "--model", default=None, envvar="COULISSE_MODEL", help=help_text)
 
 
+def task_option(tasks, help_text: str = "", **kwargs):
+    """`--task` among `tasks`, transformers' other names of them included ("sentiment-analysis", "ner"); the
+    command gets the canonical name."""
+    from coulisse.defaults import ALIASES
+
+    aliases = [alias for alias, task in ALIASES.items() if task in tasks]
+    said = f"{help_text}{' ' if help_text else ''}One of: {', '.join(tasks)}" + (
+        f"; or transformers' {' and '.join(aliases)}." if aliases else ".")
+    return click.option("--task", type=click.Choice([*tasks, *aliases]), metavar="TASK", help=said,
+                        callback=lambda ctx, param, value: ALIASES.get(value, value), **kwargs)
+
+
 def threads_option(help_text: str = THREADS_HELP, callback=positive):
     return click.option("-t", "--threads", type=int, default=None, envvar="COULISSE_THREADS", callback=callback,
                         help=help_text)

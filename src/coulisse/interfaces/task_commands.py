@@ -37,6 +37,7 @@ from coulisse.interfaces.options import (
     positive,
     read_texts,
     require_model,
+    task_option,
 )
 
 AGGREGATIONS = ("none", "simple", "first", "average", "max")
@@ -151,7 +152,7 @@ def classify(texts, model, top_k, as_json, threads, quantize, input_path, output
 @click.command()
 @click.argument("texts", nargs=-1)
 @model_option()
-@click.option("--task", type=click.Choice(list(STAGES)), default="text-classification", show_default=True)
+@task_option(STAGES, default="text-classification", show_default=True)
 @click.option("--question", default=None, help="question-answering: the question; TEXT is the context.")
 @click.option("--labels", default=None, help="zero-shot-classification: candidate labels, comma-separated.")
 @click.option("--template", default=None,
@@ -196,6 +197,8 @@ def explain(texts, model, task, question, labels, template, attributions, html_p
     check_request(task, question, labels, template)  # before loading a model
     check_attribution_request(task, method, steps, attributions, html_path is not None, target)
     pipe = load_pipeline(task, model)
+    if task == "fill-mask":  # either spelling, as `coulisse fill-mask` takes it
+        lines = [_with_mask(text, pipe.tokenizer.special_tokens["mask"]) for text in lines]
     options = {"method": method, "steps": steps, "target": cli_target(pipe, target, labels)}
     if html_path is not None:
         asked = {"question": question, "labels": labels, "template": template}

@@ -8,7 +8,7 @@ import logging
 import click
 
 from coulisse.interfaces.explain import STAGES
-from coulisse.interfaces.options import DEFAULT_HELP, load_pipeline, model_option, threads_option
+from coulisse.interfaces.options import DEFAULT_HELP, load_pipeline, model_option, task_option, threads_option
 from coulisse.interfaces.server.command import check_listen
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,8 @@ def check_host(host: str, allow_remote: bool) -> None:
 
 @click.command()
 @model_option(default_help=f"text-classification's {DEFAULT_HELP}")
-@click.option("--task", type=click.Choice(list(STAGES)), default="text-classification", show_default=True,
-              envvar="COULISSE_TASK", help="The pipeline explored: every task of `coulisse explain`.")
+@task_option(STAGES, "The pipeline explored.", default="text-classification", show_default=True,
+             envvar="COULISSE_TASK")
 @click.option("-H", "--host", default="127.0.0.1", show_default=True, envvar="COULISSE_HOST",
               help="Address to listen on: a loopback one, unless --allow-remote.")
 @click.option("-p", "--port", type=click.IntRange(0, 65535), default=8765, show_default=True, envvar="COULISSE_PORT",
