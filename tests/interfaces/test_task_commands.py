@@ -122,6 +122,20 @@ def test_explain_token_classification(task_factory):
     assert f"[{entities[0]['start']}:{entities[0]['end']}]  {entities[0]['word']!r}" in out
 
 
+def test_explain_lists_a_long_texts_entities_as_ner_does(task_factory):
+    """Past the model's limit, the terminal's entities are `coulisse ner`'s (windows over the whole text), as
+    the --html page's are; they were the first window's only."""
+    directory = task_factory.checkpoint("bert", "token-classification", model_max_length=40)
+    text = TEXT * 3
+    out = run("explain", "--task", "token-classification", "-m", str(directory), text)
+    entities = json_lines(run("ner", "-m", str(directory), "--json", text))[0]["entities"]
+    import re
+
+    listed = out[out.index("Entities of the whole text"):]
+    assert re.findall(r"  (\[\d+:\d+\])  ", listed) == [f"[{x['start']}:{x['end']}]" for x in entities]
+    assert entities[-1]["start"] > len(TEXT)  # past the first window
+
+
 def test_explain_fill_mask(task_factory):
     directory = task_factory.checkpoint("roberta", "masked-lm")
     out = run("explain", "--task", "fill-mask", "-m", str(directory), "Le film est <mask>.")

@@ -253,8 +253,16 @@ def _entities(pipe, e: Encoded) -> list[str]:
     width = max(len(t) for t in e.tokens)
     out += [f"  {i:>3}  {t:<{width}}  {cfg.id2label[int(s.argmax())]:<10} {s.max():.4f}"
             for i, (t, s) in enumerate(zip(e.tokens, scores, strict=True))]
-    entities = pipe.postprocess([logits], pipe.preprocess(e.text), aggregation_strategy="simple")
-    out.append("\nEntities (aggregation_strategy='simple', special tokens and 'O' dropped):")
+    whole = pipe.tokenizer.encode_batch([e.text], truncation=False)[0]
+    if len(whole.ids) > len(e.ids):  # as `coulisse ner` and the --html page: the whole text, in windows
+        stride = pipe.tokenizer.model_max_length // 4
+        entities = pipe(e.text, aggregation_strategy="simple", stride=stride)
+        out.append("\n" + wrapped(f"Entities of the whole text, read in windows of {len(e.ids)} tokens sharing "
+                                  f"{stride} as `coulisse ner` reads it (the tokens above are the first window's; "
+                                  "aggregation_strategy='simple', special tokens and 'O' dropped):"))
+    else:
+        entities = pipe.postprocess([logits], pipe.preprocess(e.text), aggregation_strategy="simple")
+        out.append("\nEntities (aggregation_strategy='simple', special tokens and 'O' dropped):")
     out += [f"  {x['entity_group']:<10} {x['score']:.4f}  [{x['start']}:{x['end']}]  {x['word']!r}"
             for x in entities] or ["  (none)"]
     return out
@@ -350,8 +358,12 @@ def _question_answering(pipe, e: Encoded) -> list[str]:
         spans.append((n, window, starts, ends, scores))
 
     out.append(_title(4, "Post-processing: softmax of starts and ends -> best span -> answer"))
-    out.append(f"span score = p(start) x p(end), end >= start, at most {post['max_answer_len']} tokens; "
-               "the span is widened to whole words of the context")
+    rule = (f"span score = p(start) x p(end), end >= start, at most {post['max_answer_len']} tokens")
+    if post["align_to_words"]:  # as transformers 4: example_answers
+        rule += ("; each span is widened to whole words of the context, and the spans that widen to the same text "
+                 "(in any window, any case) add their scores: the answer is the best sum, which can be another "
+                 "span than a window's best one")
+    out.append(wrapped(rule))
     sequence_index = 1 if pipe.question_first else 0
     for n, window, starts, ends, scores in spans:
         where = f"window {n}: " if len(windows) > 1 else ""
@@ -366,6 +378,12 @@ def _question_answering(pipe, e: Encoded) -> list[str]:
     answer = answer[0] if isinstance(answer, list) and answer else answer
     if not answer:
         return [*out, "\nAnswer: (none)"]
+    best = [(example.context[slice(*char_span(w.encoding, int(st[0]), int(en[0]), sequence_index,
+                                              post["align_to_words"]))], float(sc[0]))
+            for _, w, st, en, sc in spans if len(st)]
+    if answer["answer"] and (answer["answer"], answer["score"]) not in best:
+        out.append(wrapped(f"The answer is not a window's best span: the spans that read {answer['answer']!r} add "
+                           f"up to {answer['score']:.4f}, more than any other text's spans."))
     return [*out, f"\nAnswer: {answer['answer']!r} ({answer['score']:.4f}, characters "
                   f"[{answer['start']}:{answer['end']}])"]
 
