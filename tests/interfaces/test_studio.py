@@ -176,6 +176,8 @@ def test_bad_queries_are_one_line_400s(client):
                          ({"text": "x", "long_text": "chunk", "stride": 600}, "stride 600: the tokens two windows "
                           "share must be"),
                          ({"text": "x", "method": "shap"}, "method='shap'"),
+                         ({"text": "x", "methode": "occlusion"}, "methode='occlusion': the studio has no such "
+                          "parameter; it reads text, quantize,"),
                          ({"text": "   "}, "empty")):
         r = ask(client, **query)
         assert r.status_code == 400 and r.json()["error_type"] == "InputError", (query, r.text)
@@ -188,6 +190,19 @@ def test_bad_queries_are_one_line_400s(client):
     page = ask(client, "/", text=HOSTILE, quantize="int4").text
     assert '<script>alert("x")' not in page and "&lt;script&gt;alert(&quot;x&quot;)" in page
     assert parse(page).find("p", "error") and page.count("<script>") == 1
+
+
+def test_a_refused_query_keeps_the_forms_other_choices(client):
+    """The page that says what was wrong shows what was sent: the text, and each choice valid on its own (the
+    form came back with every option reset)."""
+    page = parse(ask(client, "/", text="Un film.", quantize="int8", method="occlusion", compare="0",
+                     long_text="chunk", stride="-3").text)
+    assert page.find("p", "error")
+    selected = {e[1]["value"] for e in page.find("option") if "selected" in e[1]}
+    assert {"int8", "occlusion", "chunk"} <= selected
+    box = next(e for e in page.find("input") if e[1].get("name") == "compare" and e[1].get("type") == "checkbox")
+    assert "checked" not in box[1]
+    assert page.find("textarea")[0][2] == "Un film."
 
 
 def test_the_page_without_a_text_is_the_form(client):

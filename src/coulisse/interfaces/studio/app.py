@@ -24,7 +24,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from coulisse.errors import CoulisseError
 from coulisse.interfaces.server.metrics import ServerMetrics
 from coulisse.interfaces.server.protocol import ProtocolLimits, guarded_protocol
-from coulisse.interfaces.studio.explore import MAX_TEXT_CHARS, Query, Studio, parse_query
+from coulisse.interfaces.studio.explore import Studio, kept_query, parse_query
 from coulisse.interfaces.studio.views import render_studio
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,7 @@ def create_app(studio: Studio, allowed_hosts: frozenset[str] | None = frozenset(
     @app.get("/", response_class=HTMLResponse)
     async def page(request: Request) -> HTMLResponse:
         given = params(request)
-        kept = {name: (given.get(name) or [""])[-1][:MAX_TEXT_CHARS] for name in ("text", "question")}
-        query = Query(**kept)  # kept in their boxes on an error
+        query = kept_query(given)  # the form as sent, on an error
         try:
             query = parse_query(given, studio.task)
             if not query.text.strip():

@@ -15,6 +15,7 @@ heaviest entries; an embedding's cosine).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -50,6 +51,22 @@ class Query:
     template: str = ""  # zero-shot-classification: the hypothesis, {} for the label (empty: the model's language)
 
 
+# what the page's form and /api/explain read: another name (a typo, `methode=occlusion`) is refused, not ignored
+PARAMETERS = tuple(f.name for f in dataclasses.fields(Query))
+
+
+def kept_query(params: dict[str, list[str]]) -> Query:
+    """What a refused query's form keeps: its texts, and each choice that is one of its values on its own,
+    so the page that says what was wrong shows the rest as it was sent."""
+    texts = {name: (params.get(name) or [""])[-1][:MAX_TEXT_CHARS] for name in ("text", "question", "labels",
+                                                                                 "template")}
+    choices = {name: value for name, allowed in (("quantize", QUANTIZE), ("long_text", LONG_TEXT),
+                                                 ("method", ATTRIBUTION_METHODS))
+               if (value := _last(params, name, "")) in allowed}
+    compare = _last(params, "compare", "1").lower()
+    return Query(**texts, **choices, compare=compare not in NO)
+
+
 def _last(params: dict[str, list[str]], name: str, default: str) -> str:
     values = params.get(name) or [default]
     return values[-1].strip()
@@ -65,6 +82,9 @@ def parse_query(params: dict[str, list[str]], task: str = "text-classification")
     """A query string's values (every value of each name; a repeated name's last wins, so that a form's
     hidden `compare=0` before its checkbox's `compare=1` reads as the box says) -> a checked Query, for a
     studio of `task` (what a text pair needs is checked with the text, by `Studio.explore`)."""
+    if unknown := sorted(set(params) - set(PARAMETERS)):
+        raise InputError(f"{unknown[0]}={_last(params, unknown[0], '')!r}: the studio has no such parameter; it reads "
+                         f"{', '.join(PARAMETERS)}.")
     text = (params.get("text") or [""])[-1]
     if len(text) > MAX_TEXT_CHARS:
         raise InputError(f"the text has {len(text)} characters, more than the studio's {MAX_TEXT_CHARS}; "
