@@ -324,3 +324,33 @@ def test_stages_of_several_texts_are_the_commands(factory):
     assert " ".join(out.split()) == " ".join(printed.split())
     with pytest.raises(InputError, match="For a text pair"):
         stages(pipe, [[TEXTS[0], TEXTS[1]]])
+
+
+def _contrast(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+    """WCAG 2's contrast ratio, written out here apart from the page's code."""
+    def lum(rgb):
+        c = [v / 255 for v in rgb]
+        c = [v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4 for v in c]
+        return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2]
+
+    hi, lo = sorted((lum(a), lum(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_every_word_colour_keeps_its_text_readable(report):
+    """WCAG AA (4.5:1) between a word's ink and its background, at every strength of either sign (white ink
+    from 0.55 of the scale gave 2.45:1 on the mid blue), on the page as written; the greyed truncated tail too."""
+    from coulisse.interfaces.report import _style
+
+    path, _, _ = report
+    styles = re.findall(r"background:rgb\((\d+),(\d+),(\d+)\);color:#([0-9a-f]{3})\b",
+                        path.read_text(encoding="utf-8"))
+    styles += [re.search(r"rgb\((\d+),(\d+),(\d+)\);color:#([0-9a-f]{3})", _style(v / 100, 1.0)).groups()
+               for v in range(-100, 101)]
+    assert len(styles) > 201
+    for *rgb, ink in styles:
+        ink_rgb = tuple(int(c * 2, 16) for c in ink)
+        assert _contrast(tuple(map(int, rgb)), ink_rgb) >= 4.5, (rgb, ink)
+    css = re.search(r"\.truncated td\{color:#([0-9a-f]{3});background:#([0-9a-f]{6})", path.read_text("utf-8"))
+    grey, back = tuple(int(c * 2, 16) for c in css[1]), tuple(int(css[2][i:i + 2], 16) for i in (0, 2, 4))
+    assert _contrast(grey, back) >= 4.5 and _contrast(grey, (255, 255, 255)) >= 4.5

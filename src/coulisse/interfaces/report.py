@@ -306,10 +306,26 @@ def diverging_rgb(value: float, scale: float) -> tuple[int, int, int]:
     return tuple(round(n + abs(t) * (c - n)) for n, c in zip(NEUTRAL, end, strict=True))
 
 
+def luminance(rgb: tuple[int, int, int]) -> float:
+    """WCAG 2's relative luminance of an sRGB colour."""
+    def linear(c: int) -> float:
+        c /= 255
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (linear(c) for c in rgb)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def ink(background: tuple[int, int, int]) -> str:
+    """Black or white, whichever contrasts more with `background`: at least 4.58:1 on any colour (the two tie
+    at luminance 0.179), above WCAG AA's 4.5:1 for text."""
+    light = luminance(background)
+    return "#fff" if 1.05 / (light + 0.05) > (light + 0.05) / 0.05 else "#000"
+
+
 def _style(value: float, scale: float) -> str:
-    r, g, b = diverging_rgb(value, scale)
-    ink = "#fff" if abs(value) > 0.55 * scale and scale > 0 else "#111"
-    return f"background:rgb({r},{g},{b});color:{ink}"
+    rgb = diverging_rgb(value, scale)
+    return f"background:rgb({rgb[0]},{rgb[1]},{rgb[2]});color:{ink(rgb)}"
 
 
 def _signed(value: float) -> str:
@@ -689,7 +705,7 @@ h1{font-size:22px}h2{font-size:19px;border-bottom:1px solid #ccc;padding-bottom:
 h3{font-size:15px;margin:22px 0 6px}
 .attributed{font-size:18px;line-height:2;white-space:pre-wrap}
 .word{padding:2px 3px;border-radius:3px;cursor:help}
-.truncated{color:#999}.truncated td{color:#999;background:#f4f4f4}
+.truncated{color:#666}.truncated td{color:#666;background:#f4f4f4}
 .legend{display:flex;align-items:center;gap:8px;font-size:13px;color:#444}
 .ramp{display:inline-block;width:220px;height:12px;border:1px solid #ccc;
 background:linear-gradient(90deg,rgb(178,24,43),#fff,rgb(33,102,172))}
