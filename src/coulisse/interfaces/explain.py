@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from coulisse.errors import InputError
-from coulisse.interfaces.formatting import count, printable, wrapped
+from coulisse.interfaces.formatting import count, one_line, printable, terminal_width, wrapped
 
 
 @dataclass
@@ -28,6 +28,19 @@ class Encoded:
     hidden: Any  # torch.Tensor (T, H)
     logits: Any  # torch.Tensor: (labels,) for a sequence head, (T, ...) for a per-token head; None for a base
     options: dict[str, Any] = field(default_factory=dict)  # what a pair task was asked (question, labels...)
+
+
+def packed(first: str, items: list[str], sep: str = "  ") -> str:
+    """`items` on as few terminal lines as fit, never one cut in two; the lines after the first indented as
+    far as `first`."""
+    width, lines, line = terminal_width(), [], first
+    for item in items:
+        if line.strip() and len(line) + len(sep) + len(item) > width and line != first:
+            lines.append(line)
+            line = " " * len(first) + item
+        else:
+            line += (sep if line != first else "") + item
+    return "\n".join([*lines, line])
 
 
 def _title(n: int, name: str) -> str:
@@ -129,7 +142,8 @@ def _tokenizer_and_encoder(pipe, text: str, pair: str | None = None) -> tuple[li
     if pair is None:
         out += [f"  {i:>3}  {t:<{width}}  {n:>6}" for i, (t, n) in enumerate(zip(tokens, ids, strict=True))]
     else:
-        out.append(f"sequence A {text!r:.70}\nsequence B {pair!r:.70}\n(seq: A, B, or - for special tokens)")
+        out.append(f"sequence A {one_line(text, 64)!r}\nsequence B {one_line(pair, 64)!r}\n"
+                   "(seq: A, B, or - for special tokens)")
         seqs = ["-" if s is None else "AB"[s] for s in inputs.encodings[0].sequence_ids]
         out += [f"  {i:>3}  {s}  {t:<{width}}  {n:>6}"
                 for i, (s, t, n) in enumerate(zip(seqs, tokens, ids, strict=True))]
@@ -206,7 +220,7 @@ def _classification(pipe, e: Encoded) -> list[str]:
     out = [_title(3, "Head: first token -> logits")]
     out.append(wrapped(f"logits {np.array2string(logits, precision=4)}  (raw scores, one per label)", indent="  "))
     out.append(_title(4, f"Post-processing: {function} -> probabilities -> label"))
-    out.append(f"id2label {cfg.id2label}")
+    out.append(wrapped(f"id2label {cfg.id2label}", indent="  "))
     out += [f"  {cfg.id2label[i]:<12} {s:.4f}" for i, s in enumerate(scores)]
     answer = pipe.postprocess(logits, function_to_apply=function)
     out.append(f"\nAnswer: {answer['label']} ({answer['score']:.4f})")
@@ -247,8 +261,8 @@ def _entities(pipe, e: Encoded) -> list[str]:
     logits = e.logits.float().numpy()  # (T, labels)
     scores = softmax(logits)
     out = [_title(3, "Head: every token -> logits")]
-    out.append(f"logits shape ({count(logits.shape[0], 'token')}, {count(logits.shape[1], 'label')}), "
-               f"id2label {cfg.id2label}")
+    out.append(wrapped(f"logits shape ({count(logits.shape[0], 'token')}, {count(logits.shape[1], 'label')}), "
+                       f"id2label {cfg.id2label}", indent="  "))
     out.append(_title(4, "Post-processing: softmax per token -> label -> entities"))
     width = max(len(t) for t in e.tokens)
     out += [f"  {i:>3}  {t:<{width}}  {cfg.id2label[int(s.argmax())]:<10} {s.max():.4f}"
@@ -277,8 +291,8 @@ def _fill_mask(pipe, e: Encoded) -> list[str]:
                          "where a word is missing.")
     logits = e.logits.float().numpy()[rows]  # (masks, vocab)
     out = [_title(3, "Head: masked positions -> vocabulary logits")]
-    out.append(f"logits shape ({logits.shape[0]} masked of {len(e.ids)} tokens, vocabulary "
-               f"{logits.shape[1]}): only masked positions are projected")
+    out.append(wrapped(f"logits shape ({logits.shape[0]} masked of {len(e.ids)} tokens, vocabulary "
+                       f"{logits.shape[1]}): only masked positions are projected"))
     out.append(_title(4, "Post-processing: softmax over the vocabulary -> top 5 tokens"))
     results = pipe.postprocess([logits], pipe.preprocess(e.text, truncation=True), top_k=5)
     for n, proposals in enumerate([results] if isinstance(results[0], dict) else results, 1):
@@ -304,8 +318,8 @@ def _sparse(pipe, e: Encoded, shown: int = 10) -> list[str]:
     entries = pipe.postprocess(pooled.numpy())
     vocab = weights.shape[1]
     out = [_title(3, "Head: every token -> vocabulary logits")]
-    out.append(f"the masked-LM head on all {count(len(e.ids), 'token')}: logits shape "
-               f"({len(e.ids)}, {vocab}), as fill-mask would give for each position")
+    out.append(wrapped(f"the masked-LM head on all {count(len(e.ids), 'token')}: logits shape "
+                       f"({len(e.ids)}, {vocab}), as fill-mask would give for each position"))
     out.append(_title(4, f"Pooling: {activation_words(head)}, {head.strategy} over the tokens -> one weight per "
                          "entry"))
     out.append(wrapped(f"{len(entries):,} of {vocab:,} entries active ({1 - len(entries) / vocab:.1%} zeros); "
@@ -348,11 +362,12 @@ def _question_answering(pipe, e: Encoded) -> list[str]:
         tokens, allowed = window.encoding.tokens, np.flatnonzero(window.p_mask == 0)
         if len(windows) > 1:
             out.append(f"window {n}:")
-        out.append(f"logits shape ({lg.shape[0]} tokens, 2): a start and an end logit per token; "
-                   f"{len(allowed)} may bound the answer (the context's tokens, and the first for 'no answer')")
+        out.append(wrapped(f"logits shape ({lg.shape[0]} tokens, 2): a start and an end logit per token; "
+                           f"{len(allowed)} may bound the answer (the context's tokens, and the first for 'no "
+                           "answer')"))
         for name, col in (("start", 0), ("end", 1)):
             top = allowed[np.argsort(-lg[allowed, col], kind="stable")][:5]
-            out.append(f"  top {name:<5} " + "  ".join(f"{i}:{tokens[i]!r} {lg[i, col]:.4f}" for i in top))
+            out.append(packed(f"  top {name:<5} ", [f"{i}:{tokens[i]!r} {lg[i, col]:.4f}" for i in top]))
         starts, ends, scores, _ = select_starts_ends(lg[:, 0], lg[:, 1], window.p_mask, NULL_SCORE, 1,
                                                      post["handle_impossible_answer"], post["max_answer_len"])
         spans.append((n, window, starts, ends, scores))
@@ -372,8 +387,9 @@ def _question_answering(pipe, e: Encoded) -> list[str]:
             continue
         s, t = int(starts[0]), int(ends[0])
         start, end = char_span(window.encoding, s, t, sequence_index, post["align_to_words"])
-        out.append(f"{where}best span tokens {s}..{t} {window.encoding.tokens[s:t + 1]}, score "
-                   f"{float(scores[0]):.4f}, characters [{start}:{end}] {example.context[start:end]!r}")
+        out.append(wrapped(f"{where}best span tokens {s}..{t} {window.encoding.tokens[s:t + 1]}, score "
+                           f"{float(scores[0]):.4f}, characters [{start}:{end}] {example.context[start:end]!r}",
+                           indent="  "))
     answer = pipe.postprocess(logits, batch, **post)
     answer = answer[0] if isinstance(answer, list) and answer else answer
     if not answer:
@@ -384,8 +400,8 @@ def _question_answering(pipe, e: Encoded) -> list[str]:
     if answer["answer"] and (answer["answer"], answer["score"]) not in best:
         out.append(wrapped(f"The answer is not a window's best span: the spans that read {answer['answer']!r} add "
                            f"up to {answer['score']:.4f}, more than any other text's spans."))
-    return [*out, f"\nAnswer: {answer['answer']!r} ({answer['score']:.4f}, characters "
-                  f"[{answer['start']}:{answer['end']}])"]
+    return [*out, "\n" + wrapped(f"Answer: {answer['answer']!r} ({answer['score']:.4f}, characters "
+                                 f"[{answer['start']}:{answer['end']}])", indent="  ")]
 
 
 def zero_shot_words(multi_label: bool, labels: int) -> str:
@@ -414,7 +430,7 @@ def _zero_shot(pipe, e: Encoded) -> list[str]:
     out += [f"  {label:<{width}}  {template.format(label)!r}  ({len(x.ids)} tokens)"
             for label, x in zip(labels, encodings, strict=True)]
     out.append(_title(4, "Head: each pair -> NLI logits"))
-    out.append(f"id2label {id2label}: entailment is id {ent}, contradiction id {con}")
+    out.append(wrapped(f"id2label {id2label}: entailment is id {ent}, contradiction id {con}", indent="  "))
     entail, contra = f"entail[{ent}]", f"contra[{con}]"
     out.append(f"  {'label':<{width}}  {entail:>10}  {contra:>10}  all logits")
     out += [f"  {label:<{width}}  {row[ent]:>10.4f}  {row[con]:>10.4f}  {np.array2string(row, precision=4)}"
