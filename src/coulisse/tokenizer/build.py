@@ -7,7 +7,7 @@ WordPiece `vocab.txt`, byte-level BPE `vocab.json` + `merges.txt`, or a ready `t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
@@ -16,9 +16,12 @@ from coulisse.errors import TokenizerLoadError
 from coulisse.families import Family, family_of
 from coulisse.jsonfile import read_json
 from coulisse.tokenizer import moses
-from coulisse.tokenizer.sentencepiece_model import BPE, CONTROL, SentencePieceModel, load_sentencepiece
+from coulisse.tokenizer.added_tokens import NAMED, add_tokens, read_settings
+from coulisse.tokenizer.sentencepiece_model import BPE, SentencePieceModel, load_sentencepiece
 
 SPM_FILES = ("sentencepiece.bpe.model", "spiece.model", "tokenizer.model", "spm.model")
+# transformers' CamembertTokenizer's extra special tokens where the settings list none.
+CAMEMBERT_EXTRAS = ("<s>NOTUSED", "</s>NOTUSED", "<unk>NOTUSED")
 
 # Special tokens each layout uses when the checkpoint's files say nothing.
 DEFAULT_SPECIALS = {
@@ -35,8 +38,9 @@ class TokenizerFiles:
     """What was found in a checkpoint directory, and the settings its configs carry."""
 
     directory: Path
-    settings: dict  # tokenizer_config.json merged over special_tokens_map.json
+    settings: dict  # tokenizer_config.json and special_tokens_map.json (`added_tokens.read_settings`)
     model_type: str | None
+    added: dict[int, AddedToken] = field(default_factory=dict)  # added tokens by id (`added_tokens.read_settings`)
 
     @property
     def family(self) -> Family | None:
@@ -51,36 +55,43 @@ class TokenizerFiles:
         return value
 
 
-def read_settings(directory: Path) -> dict:
-    settings: dict = {}
-    for name in ("special_tokens_map.json", "tokenizer_config.json"):
-        path = directory / name
-        if not path.is_file():
-            continue
-        if path.stat().st_size == 0:
-            continue
-        data = read_json(path, error=TokenizerLoadError, fix="fix or delete it")
-        if isinstance(data, dict):
-            settings.update(data)
-    return settings
+def _add_tokens(tok: Tokenizer, files: TokenizerFiles, layout: str | None, mask_lstrip: bool = False,
+                control: list[str] | None = None) -> None:
+    """The folder's added tokens and special tokens, as transformers registers them (`added_tokens`).
+
+    Where the settings name no special token, the layout's default stands in for it (None: a tokenizer.json,
+    whose class transformers may not know). Only CamemBERT's default mask token strips the space before it
+    (`mask_lstrip`). The extra special tokens are the config's; without them, a SentencePiece model's
+    `control` pieces (transformers' SentencePieceExtractor makes them the additional ones), else
+    special_tokens_map.json's, else CamemBERT's "<s>NOTUSED" pieces. The list used is recorded in the settings
+    as `extra_special_tokens`, where the Tokenizer reads it."""
+    named: dict = {}
+    for name in NAMED:
+        value = files.settings.get(f"{name}_token")
+        if value is None and layout is not None:
+            value = DEFAULT_SPECIALS[layout].get(name)
+        if name == "mask" and mask_lstrip and isinstance(value, str):
+            value = AddedToken(value, lstrip=True, special=True)
+        named[name] = value
+    extras = files.settings.get("extra_special_tokens", control)
+    if extras is None:
+        camembert = files.family is not None and files.family.spm_layout == "camembert"
+        extras = files.settings.get("additional_special_tokens", list(CAMEMBERT_EXTRAS) if camembert else [])
+    add_tokens(tok, files.added, files.settings, named, extras)
+    files.settings["extra_special_tokens"] = [t.get("content") if isinstance(t, dict) else str(t) for t in extras]
 
 
-def _special_tokens(files: TokenizerFiles, layout: str, mask_lstrip: bool = False) -> list[AddedToken]:
-    """The special tokens transformers registers as added tokens, in its order.
-
-    A token given as a dict in tokenizer_config.json keeps its own lstrip/rstrip. Otherwise only
-    CamemBERT's mask token strips the space before it (`mask_lstrip`): transformers 5's RoBERTa,
-    XLM-R and BERT tokenizers register a plain `<mask>`.
-    """
+def _moses_specials(files: TokenizerFiles) -> list[AddedToken]:
+    """FlauBERT's special tokens, in the order its Python tokenizer registers them; a token given as a dict
+    keeps its own lstrip/rstrip."""
     seen: dict[str, AddedToken] = {}
     for name in ("pad", "unk", "bos", "eos", "sep", "cls", "mask"):
-        content = files.special(name, layout)
+        content = files.special(name, "moses")
         if content and content not in seen:
             spec = files.settings.get(f"{name}_token")
             spec = spec if isinstance(spec, dict) else {}
-            lstrip = bool(spec.get("lstrip", name == "mask" and mask_lstrip))
-            seen[content] = AddedToken(content, lstrip=lstrip, rstrip=bool(spec.get("rstrip", False)),
-                                       normalized=False, special=True)
+            seen[content] = AddedToken(content, lstrip=bool(spec.get("lstrip", False)),
+                                       rstrip=bool(spec.get("rstrip", False)), normalized=False, special=True)
     return list(seen.values())
 
 
@@ -138,7 +149,7 @@ def build_sentencepiece(files: TokenizerFiles, path: Path) -> Tokenizer:
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace("▁", prepend_scheme=prepend, split=True)]
     )
     tok.decoder = decoders.Metaspace("▁", prepend_scheme=prepend)
-    tok.add_special_tokens(_special_tokens(files, "sentencepiece", mask_lstrip=layout == "camembert"))
+    _add_tokens(tok, files, "sentencepiece", mask_lstrip=layout == "camembert", control=spm.control_pieces())
     tok.post_processor = _template(files, "sentencepiece", tok)
     return tok
 
@@ -168,10 +179,7 @@ def build_deberta_sentencepiece(files: TokenizerFiles, spm: SentencePieceModel) 
     words = [pre_tokenizers.Punctuation(behavior="isolated")] if settings.get("split_by_punct", False) else []
     tok.pre_tokenizer = pre_tokenizers.Sequence([*words, pre_tokenizers.Metaspace("▁", prepend_scheme=prepend)])
     tok.decoder = decoders.Metaspace("▁", prepend_scheme=prepend)
-    tok.add_special_tokens(_special_tokens(files, "deberta"))
-    typed = sorted(spm.piece_types.items())
-    tok.add_special_tokens([AddedToken(spm.pieces[i][0], normalized=False, special=True)
-                            for i, kind in typed if kind == CONTROL])
+    _add_tokens(tok, files, "deberta", control=spm.control_pieces())
     tok.post_processor = _template(files, "deberta", tok)
     return tok
 
@@ -192,7 +200,7 @@ def build_wordpiece(files: TokenizerFiles, path: Path) -> Tokenizer:
     )
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece(prefix="##")
-    tok.add_special_tokens(_special_tokens(files, "wordpiece"))
+    _add_tokens(tok, files, "wordpiece")
     tok.post_processor = _template(files, "wordpiece", tok)
     return tok
 
@@ -211,7 +219,7 @@ def build_bytelevel_bpe(files: TokenizerFiles, vocab_path: Path, merges_path: Pa
     add_prefix_space = bool(files.settings.get("add_prefix_space", False))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
     tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens(_special_tokens(files, "bpe"))
+    _add_tokens(tok, files, "bpe")
     sep, cls = files.special("sep", "bpe"), files.special("cls", "bpe")
     tok.post_processor = processors.RobertaProcessing(
         (sep, tok.token_to_id(sep)),
@@ -225,7 +233,7 @@ def build_bytelevel_bpe(files: TokenizerFiles, vocab_path: Path, merges_path: Pa
 def build_moses_bpe(files: TokenizerFiles, vocab_path: Path, merges_path: Path) -> tuple[Tokenizer, dict]:
     """FlauBERT's files (`coulisse.tokenizer.moses`); the settings gain FlauBERT's special tokens where its
     tokenizer_config.json is silent, so that `Tokenizer.special_tokens` names them too."""
-    specials = _special_tokens(files, "moses")
+    specials = _moses_specials(files)
     extra = files.settings.get("additional_special_tokens") or files.settings.get("extra_special_tokens")
     for token in extra or moses.EXTRA_SPECIALS:
         content = token.get("content") if isinstance(token, dict) else token
@@ -238,13 +246,22 @@ def build_moses_bpe(files: TokenizerFiles, vocab_path: Path, merges_path: Path) 
     return tok, {**named, **files.settings}
 
 
+def build_from_tokenizer_json(files: TokenizerFiles, path: Path) -> Tokenizer:
+    """The file as it is, plus what tokenizer_config.json adds to it: transformers 5 adds the tokens of its
+    `added_tokens_decoder` and the special tokens the settings name that the file lacks."""
+    tok = Tokenizer.from_file(str(path))
+    _add_tokens(tok, files, None)
+    return tok
+
+
 def build_backend(directory: Path, model_type: str | None) -> tuple[Tokenizer, str, dict]:
     """Return (backend tokenizer, a description of the source file, merged settings)."""
-    files = TokenizerFiles(directory, read_settings(directory), model_type)
+    settings, added = read_settings(directory)
+    files = TokenizerFiles(directory, settings, model_type, added)
     found = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
     try:
         if (directory / "tokenizer.json").is_file():
-            return Tokenizer.from_file(str(directory / "tokenizer.json")), "tokenizer.json", files.settings
+            return build_from_tokenizer_json(files, directory / "tokenizer.json"), "tokenizer.json", files.settings
         for name in SPM_FILES:
             if (directory / name).is_file():
                 return build_sentencepiece(files, directory / name), name, files.settings

@@ -30,6 +30,10 @@ class SentencePieceModel:
     extra: dict[str, int] = field(default_factory=dict)
     piece_types: dict[int, int] = field(default_factory=dict)  # piece id -> type, for non-NORMAL pieces
 
+    def control_pieces(self) -> list[str]:
+        """The control pieces (<s>, </s>, [CLS]...), in id order."""
+        return [self.pieces[i][0] for i, kind in sorted(self.piece_types.items()) if kind == CONTROL]
+
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
     result = shift = 0

@@ -19,6 +19,7 @@ from tokenizers import Tokenizer as Backend
 
 from coulisse.errors import InputError
 from coulisse.families import family_of
+from coulisse.tokenizer.added_tokens import model_specific_tokens
 from coulisse.tokenizer.build import SPM_FILES, build_backend
 
 # Configs that say "no limit" store a huge sentinel (int(1e30)).
@@ -432,9 +433,12 @@ class Tokenizer:
 
     @property
     def all_special_tokens(self) -> list[str]:
-        """The special tokens the vocabulary holds, each once, in transformers' order (bos, eos, unk, sep, pad,
-        cls, mask)."""
-        return list(dict.fromkeys(t for t in self.special_tokens.values() if self._id(t) is not None))
+        """The special tokens the vocabulary holds, each once, in transformers' order: the named ones (bos, eos,
+        unk, sep, pad, cls, mask, then a config's own `*_token`s), then the extra ones (`extra_special_tokens`)."""
+        extras = [t.get("content") if isinstance(t, dict) else t
+                  for t in self.settings.get("extra_special_tokens") or []]
+        tokens = [*self.special_tokens.values(), *model_specific_tokens(self.settings).values(), *extras]
+        return list(dict.fromkeys(t for t in tokens if isinstance(t, str) and self._id(t) is not None))
 
     @property
     def all_special_ids(self) -> list[int]:
