@@ -104,3 +104,39 @@ def test_pytorch_tensors_feed_the_notebook_model_call(pair):
     assert inputs["attention_mask"].shape == inputs["input_ids"].shape
     assert np.array_equal(inputs["attention_mask"].sum(1).numpy(),
                           [len(e.ids) for e in ours.encode_batch(TEXTS)])
+
+
+FIRSTS = ["J'ai attendu un cours d'HuggingFace toute ma vie, et le voici enfin devant moi.",
+          "Un film long, lent et bavard : on s'ennuie ferme pendant deux heures et quart."]
+SECONDS = ["Le scénario est prévisible, mais la fin reste un chef-d'œuvre d'émotion pure.",
+           "Une bande originale géniale, des décors somptueux et une héroïne très attachante."]
+
+
+@pytest.mark.parametrize("truncation", [None, True, False, "longest_first", "only_first", "only_second",
+                                        "do_not_truncate"])
+@pytest.mark.parametrize("padding", [False, True, "max_length"])
+def test_truncation_strategies_equal_transformers(pair, truncation, padding):
+    """A strategy string is honoured (it was read as True), and `truncation=None` truncates only when
+    max_length comes without padding, as transformers decides."""
+    ours, theirs = pair
+    options = dict(truncation=truncation, padding=padding, max_length=36)  # each member fits, the pair does not
+    assert_same_encoding(ours(FIRSTS, SECONDS, **options), theirs(FIRSTS, SECONDS, **options))
+    if truncation != "only_second":
+        options["max_length"] = 14
+        assert_same_encoding(ours(FIRSTS, **options), theirs(FIRSTS, **options))
+
+
+def test_truncation_strategies_that_cannot_apply_are_named(pair):
+    ours, theirs = pair
+    with pytest.raises(InputError, match="not one of True, False, 'longest_first', 'only_first', 'only_second', "
+                                         "'do_not_truncate'"):
+        ours(FIRSTS, truncation="sideways", max_length=5)
+    with pytest.raises(ValueError):
+        theirs(FIRSTS, truncation="sideways", max_length=5)
+    # transformers lets the Rust library raise a bare Exception for these two
+    for args, strategy in (((FIRSTS,), "only_second"), ((["Bof."], ["Un long texte de plus " * 5]), "only_first")):
+        with pytest.raises(Exception, match="Truncation error"):
+            theirs(*args, truncation=strategy, max_length=6)
+        with pytest.raises(InputError, match=strategy) as info:
+            ours(*args, truncation=strategy, max_length=6)
+        assert "\n" not in str(info.value)

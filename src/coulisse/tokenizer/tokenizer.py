@@ -24,6 +24,8 @@ from coulisse.tokenizer.build import SPM_FILES, build_backend
 
 # Configs that say "no limit" store a huge sentinel (int(1e30)).
 UNBOUNDED = 10**9
+# transformers' TruncationStrategy values.
+STRATEGIES = ("longest_first", "only_first", "only_second", "do_not_truncate")
 # transformers' `clean_up_tokenization`, in its order.
 CLEAN_UP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
             (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
@@ -106,6 +108,22 @@ def check_texts(texts: Any, what: str = "text") -> tuple[list[str], bool]:
                     "tokenizer).") if isinstance(t, (list, tuple)) and len(t) == 2 else ""
             raise InputError(f"{what}[{i}] is a {type(t).__name__}, {shown}, not a string.{pair}")
     return list(texts), False
+
+
+def truncation_strategy(truncation: Any, max_length: int | None, padding: Any) -> str:
+    """transformers' reading of `truncation`: True is "longest_first", False "do_not_truncate", and None means
+    "longest_first" only when a `max_length` is given without padding."""
+    if truncation is None:
+        truncation = max_length is not None and padding is False
+    if truncation is True:
+        return "longest_first"
+    if truncation is False:
+        return "do_not_truncate"
+    value = getattr(truncation, "value", truncation)  # transformers' TruncationStrategy members too
+    if isinstance(value, str) and value in STRATEGIES:
+        return value
+    raise InputError(f"truncation={truncation!r} is not one of True, False, "
+                     f"{', '.join(repr(s) for s in STRATEGIES)}.")
 
 
 def lone_surrogate(text: str) -> int | None:
@@ -218,6 +236,13 @@ class Tokenizer:
                     if isinstance(text, str) and (problem := unicode_problem(text)):
                         raise InputError(f"{what} {i} is {problem}; remove or replace it.") from None
             raise
+        except Exception as e:  # the Rust library's plain Exception, when the member it may cut is too short
+            if "Truncation error" not in str(e):
+                raise
+            member = {"only_first": "first text", "only_second": "second text"}.get(strategy, "pair")
+            raise InputError(f"cannot truncate to {limit} tokens with truncation={strategy!r}: the {member} alone "
+                             "is too short to cut that much; raise max_length, or use truncation='longest_first'."
+                             ) from None
 
     def _encode(self, inputs: list, add_special_tokens: bool) -> list[Encoding]:
         """The backend's encodings; call with the lock held. A tokenizer running Python code encodes one input
@@ -316,23 +341,26 @@ class Tokenizer:
         return twin
 
     def __call__(self, text: str | Sequence[str], text_pair: str | Sequence[str] | None = None, *,
-                 padding: bool | str = False, truncation: bool | None = None, max_length: int | None = None,
+                 padding: bool | str = False, truncation: bool | str | None = None, max_length: int | None = None,
                  return_tensors: str | None = None, add_special_tokens: bool = True,
                  return_offsets_mapping: bool = False, return_token_type_ids: bool | None = None,
                  return_attention_mask: bool | None = None,
                  return_special_tokens_mask: bool = False) -> BatchEncoding:
         """transformers' call: one text or a batch (with `text_pair`s), padded, truncated, as lists or tensors.
-        `return_token_type_ids` / `return_attention_mask` default to what the model reads."""
+        `truncation` is True, False or a strategy ("longest_first", "only_first", "only_second",
+        "do_not_truncate"). `return_token_type_ids` / `return_attention_mask` default to what the model reads."""
         texts, single = check_texts(text)
         pairs = None
         if text_pair is not None:
             pairs, _ = check_texts(text_pair, "text_pair")
             if len(pairs) != len(texts):
                 raise InputError(f"got {len(texts)} texts but {len(pairs)} text pairs; pass as many of each.")
-        if truncation is None:
-            truncation = max_length is not None
-        encodings = self.encode_batch(texts, pairs, truncation=bool(truncation), max_length=max_length,
-                                      add_special_tokens=add_special_tokens)
+        strategy = truncation_strategy(truncation, max_length, padding)
+        if strategy == "only_second" and pairs is None:
+            raise InputError("truncation='only_second' cuts the second text of pairs, but no text_pair was given; "
+                             "pass text_pair=, or truncation=True.")
+        encodings = self.encode_batch(texts, pairs, truncation=strategy != "do_not_truncate", max_length=max_length,
+                                      add_special_tokens=add_special_tokens, strategy=strategy)
         types = "token_type_ids" in self.model_input_names if return_token_type_ids is None else return_token_type_ids
         data = self._collate(encodings, self._width(encodings, padding, max_length), types=types,
                              mask=return_attention_mask is not False, offsets=return_offsets_mapping,
@@ -389,7 +417,8 @@ class Tokenizer:
     # -- vocabulary -------------------------------------------------------------------------------
 
     def encode(self, text: str, text_pair: str | None = None, *, add_special_tokens: bool = True,
-               truncation: bool | None = None, max_length: int | None = None, return_tensors: str | None = None):
+               truncation: bool | str | None = None, max_length: int | None = None,
+               return_tensors: str | None = None):
         """One text's ids (a list; with return_tensors, a `(1, L)` tensor or array), as transformers' encode."""
         if not isinstance(text, str):
             raise InputError(f"encode takes one text (a string), got {type(text).__name__}; call the tokenizer "
