@@ -60,3 +60,75 @@ def test_the_pipeline_option_reaches_the_tokenizer(tf_camembert_dir):
     assert len(batch.items[0].ids) == limit
     with pytest.raises(coulisse.errors.InputError, match="truncation_side"):
         pipe(long, truncation_side="middle")
+
+
+@pytest.fixture(scope="module")
+def sided(tmp_path_factory, minilm_dir):
+    """vocab.txt with a tokenizer_config.json that pads and truncates on the left."""
+    import json
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    directory = tmp_path_factory.mktemp("sides")
+    shutil.copy(minilm_dir / "vocab.txt", directory / "vocab.txt")
+    (directory / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    (directory / "tokenizer_config.json").write_text(json.dumps(
+        {"truncation_side": "left", "padding_side": "left", "model_max_length": 8}))
+    return Tokenizer.from_dir(directory, model_type="bert"), AutoTokenizer.from_pretrained(str(directory))
+
+
+def test_tokenizer_config_sides_are_the_defaults(sided):
+    from factory import assert_same_encoding
+
+    ours, theirs = sided
+    assert (ours.padding_side, ours.truncation_side) == (theirs.padding_side, theirs.truncation_side) == ("left",) * 2
+    texts = ["short", "one two three four five six seven eight nine ten"]
+    for padding, options in ((True, {}), (True, {"padding_side": "right"}), ("max_length", {"max_length": 12})):
+        a = ours(texts, padding=padding, truncation=True, **options)
+        b = theirs(texts, padding=padding, truncation=True, **options)
+        assert_same_encoding(a, b)
+        assert [a.tokens(i) for i in range(2)] == [b.tokens(i) for i in range(2)]
+        assert [a.word_ids(i) for i in range(2)] == [b.word_ids(i) for i in range(2)]
+    assert [e.ids for e in ours.encode_batch(texts)] == theirs(texts, truncation=True)["input_ids"]
+
+
+def test_a_side_that_is_neither_is_refused(tmp_path, minilm_dir):
+    import json
+    import shutil
+
+    from coulisse.errors import InputError, TokenizerLoadError
+
+    shutil.copy(minilm_dir / "vocab.txt", tmp_path / "vocab.txt")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"padding_side": "middle"}))
+    with pytest.raises(TokenizerLoadError, match="padding_side='middle'.*'right' nor 'left'"):
+        Tokenizer.from_dir(tmp_path, model_type="bert")
+    (tmp_path / "tokenizer_config.json").write_text("{}")
+    with pytest.raises(InputError, match="padding_side='up'"):
+        Tokenizer.from_dir(tmp_path, model_type="bert")(["a", "b c"], padding=True, padding_side="up")
+
+
+def test_pipelines_truncate_on_the_tokenizer_config_side(tf_camembert_dir, tmp_path):
+    """transformers' pipelines cut where the tokenizer does: tokenizer_config.json's `truncation_side`, unless
+    the call says otherwise."""
+    import json
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    import coulisse
+
+    folder = tmp_path / "model"
+    shutil.copytree(tf_camembert_dir, folder)
+    (folder / "tokenizer_config.json").write_text(json.dumps({"truncation_side": "left"}))
+    theirs = AutoTokenizer.from_pretrained(str(folder))
+    long = " ".join(TEXTS * 40)
+    for task in ("text-classification", "feature-extraction"):
+        pipe = coulisse.pipeline(task, model=str(folder))
+        limit = pipe.tokenizer.model_max_length
+        assert list(pipe.preprocess([long]).items[0].ids) == theirs(long, truncation=True, max_length=limit)[
+            "input_ids"]
+        theirs.truncation_side = "right"
+        assert list(pipe.preprocess([long], truncation_side="right").items[0].ids) == theirs(
+            long, truncation=True, max_length=limit)["input_ids"]
+        theirs.truncation_side = "left"

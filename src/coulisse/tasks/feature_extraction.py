@@ -182,8 +182,9 @@ class FeatureExtractionPipeline(Pipeline):
         # None: the hidden states, as transformers returns them; else one sentence embedding per input
         "pooling": Option(None, PRE, check=one_of(*POOLINGS)),
         "normalize": Option(None, PRE, check=boolean),
-        # transformers sets it on the tokenizer (`tokenizer.truncation_side = "left"`): keep the end
-        "truncation_side": Option("right", PRE, check=one_of("right", "left")),
+        # transformers sets it on the tokenizer (`tokenizer.truncation_side = "left"`): keep the end; None: the
+        # tokenizer's own (tokenizer_config.json's, "right" where it says nothing)
+        "truncation_side": Option(None, PRE, check=one_of("right", "left")),
         # sentence-transformers' prompts (config_sentence_transformers.json): a name, or the text itself;
         # with pooling="auto" and neither, the folder's default_prompt_name applies, as in its `encode`
         "prompt_name": Option(None, PRE, check=text_or_none),
@@ -228,7 +229,7 @@ class FeatureExtractionPipeline(Pipeline):
 
     def preprocess(self, inputs: Any, truncation: bool | str = True, pooling: str | None = None,
                    normalize: bool | None = None, tokenize_kwargs: dict | None = None,
-                   truncation_side: str = "right", prompt_name: str | None = None,
+                   truncation_side: str | None = None, prompt_name: str | None = None,
                    prompt: str | None = None) -> Batch:
         """Texts -> ids. With pooling, the sentence-transformers settings apply here (the prompt, lowercasing,
         their `max_seq_length`: 256 for all-MiniLM-L6-v2) and travel in the batch to postprocess."""

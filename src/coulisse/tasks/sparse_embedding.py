@@ -136,7 +136,7 @@ class SparseEmbeddingPipeline(FeatureExtractionPipeline):
                                dtype=dtype, overwrite=overwrite)
 
     def preprocess(self, inputs: Any, truncation: bool | str = True, tokenize_kwargs: dict | None = None,
-                   truncation_side: str = "right", prompt_name: str | None = None,
+                   truncation_side: str | None = None, prompt_name: str | None = None,
                    prompt: str | None = None) -> Batch:
         """Texts -> ids, as feature extraction's with `pooling="auto"`: the folder's (default) prompt,
         `max_seq_length` and lowercasing, as `SparseEncoder.encode` applies them."""

@@ -84,8 +84,9 @@ class TextClassificationPipeline(Pipeline):
         "add_special_tokens": Option(True, PRE, check=boolean),
         # `clf(text, text_pair=second)`: transformers hands it to the tokenizer, pairing it with every text
         "text_pair": Option(None, PRE, check=lambda name, v: _text_pair(v)),
-        # transformers sets it on the tokenizer (`tokenizer.truncation_side = "left"`): keep the end
-        "truncation_side": Option("right", PRE, check=one_of("right", "left")),
+        # transformers sets it on the tokenizer (`tokenizer.truncation_side = "left"`): keep the end; None: the
+        # tokenizer's own (tokenizer_config.json's, "right" where it says nothing)
+        "truncation_side": Option(None, PRE, check=one_of("right", "left")),
         "padding": Option(False, UNUSED, check=padding_option),
         # removed in transformers 5, which ignores it; so does coulisse, with a warning
         "return_all_scores": Option(None, UNUSED, check=boolean),
@@ -111,7 +112,7 @@ class TextClassificationPipeline(Pipeline):
         return {**chosen, "_legacy": options["_legacy"], "_wrap": options.get("_wrap", True)}
 
     def preprocess(self, inputs: Any, truncation: bool | str = True, max_length: int | None = None,
-                   add_special_tokens: bool = True, truncation_side: str = "right",
+                   add_special_tokens: bool = True, truncation_side: str | None = None,
                    text_pair: str | None = None) -> Batch:
         """Plain texts, or {"text", "text_pair"} dicts for sentence-pair classifiers -> ids; truncation as
         transformers' tokenizer takes it (a strategy says which member of a pair gives up tokens). A

@@ -17,7 +17,7 @@ import numpy as np
 from tokenizers import Encoding, Regex, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as Backend
 
-from coulisse.errors import InputError
+from coulisse.errors import InputError, TokenizerLoadError
 from coulisse.families import family_of
 from coulisse.tokenizer.added_tokens import model_specific_tokens
 from coulisse.tokenizer.build import SPM_FILES, build_backend
@@ -35,10 +35,12 @@ class BatchEncoding(dict):
     """A dict of model inputs that also answers attribute access (`inputs.input_ids`), and transformers'
     `to(device)`, `tokens(i)` and `word_ids(i)`."""
 
-    def __init__(self, data: dict[str, Any], encodings: list[Encoding] | None = None, pad_token: str | None = None):
+    def __init__(self, data: dict[str, Any], encodings: list[Encoding] | None = None, pad_token: str | None = None,
+                 padding_side: str = "right"):
         super().__init__(data)
         self.encodings = encodings
         self.pad_token = pad_token
+        self.padding_side = padding_side
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -70,13 +72,17 @@ class BatchEncoding(dict):
     def tokens(self, batch_index: int = 0) -> list[str]:
         """Text `batch_index`'s tokens, special ones included, and the pad token over its padding."""
         encoding = self._encoding(batch_index)
-        return list(encoding.tokens) + [self.pad_token] * self._padding(batch_index, len(encoding.ids))
+        return self._padded(list(encoding.tokens), self.pad_token, batch_index)
 
     def word_ids(self, batch_index: int = 0) -> list[int | None]:
         """For each token of text `batch_index`, the index of the word it comes from; None for special tokens and
         padding."""
         encoding = self._encoding(batch_index)
-        return list(encoding.word_ids) + [None] * self._padding(batch_index, len(encoding.ids))
+        return self._padded(list(encoding.word_ids), None, batch_index)
+
+    def _padded(self, row: list, value: Any, batch_index: int) -> list:
+        pads = [value] * self._padding(batch_index, len(row))
+        return pads + row if self.padding_side == "left" else row + pads
 
 
 def _is_batch(ids: Any) -> bool:
@@ -145,6 +151,17 @@ def unicode_problem(text: str) -> str | None:
     return None if at is None else f"not valid Unicode (lone surrogate at position {at})"
 
 
+def _side(settings: dict, key: str) -> str:
+    """tokenizer_config.json's `padding_side` / `truncation_side` ("right" where it says nothing)."""
+    value = settings.get(key)
+    if value is None:
+        return "right"
+    if value not in ("right", "left"):
+        raise TokenizerLoadError(f"{key}={value!r} in tokenizer_config.json is neither 'right' nor 'left' "
+                                 "(transformers refuses it too); fix it, or delete the key.")
+    return value
+
+
 def _token(name: str) -> property:
     return property(lambda self: self.special_tokens[name], doc=f"The {name} token, or None.")
 
@@ -178,6 +195,10 @@ class Tokenizer:
             name: self._special(settings, name) for name in ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
         }
         self.pad_token_id = self._id(self.special_tokens["pad"]) or 0
+        # transformers reads both from tokenizer_config.json (defaults "right"); a call's option overrides them,
+        # and, as there, they may be set on the tokenizer (`tokenizer.truncation_side = "left"`)
+        self.padding_side = _side(settings, "padding_side")
+        self.truncation_side = _side(settings, "truncation_side")
 
     def _special(self, settings: dict, name: str) -> str | None:
         value = settings.get(f"{name}_token")
@@ -212,13 +233,15 @@ class Tokenizer:
     def encode_batch(self, texts: Sequence[str], pairs: Sequence[str] | None = None, *,
                      truncation: bool = True, max_length: int | None = None,
                      add_special_tokens: bool = True, strategy: str = "longest_first",
-                     stride: int = 0, direction: str = "right") -> list[Encoding]:
+                     stride: int = 0, direction: str | None = None) -> list[Encoding]:
         """Tokenize without padding. Truncation keeps the first `max_length` tokens, specials included
-        (`direction="left"`: the last ones, transformers' `truncation_side="left"`); `strategy` says which
+        (`direction="left"`: the last ones, transformers' `truncation_side="left"`; None: the tokenizer's
+        `truncation_side`); `strategy` says which
         member of a pair gives them up ("longest_first", "only_first", "only_second").
         What truncation cuts off is in each encoding's `overflowing`, as windows that share `stride` tokens
         with the previous one (transformers' `return_overflowing_tokens=True, stride=...`)."""
         limit = (max_length or self.model_max_length) if truncation else None
+        direction = direction or self.truncation_side
         if limit is not None and limit >= UNBOUNDED:
             limit = None
         inputs = list(zip(texts, pairs, strict=True)) if pairs is not None else list(texts)
@@ -318,11 +341,6 @@ class Tokenizer:
             self.backend.enable_truncation(limit, stride=stride, strategy=strategy, direction=direction)
         self._truncation = state
 
-    @property
-    def padding_side(self) -> str:
-        """Where transformers would pad: question-answering puts the question on the other side."""
-        return str(self.settings.get("padding_side") or "right")
-
     def as_transformers4(self) -> Tokenizer:
         """This tokenizer as transformers 4 converted its files, for what reproduces transformers 4 (question
         answering). Only SentencePiece files differ: transformers 4 kept the whitespace before a word inside
@@ -345,10 +363,11 @@ class Tokenizer:
                  return_tensors: str | None = None, add_special_tokens: bool = True,
                  return_offsets_mapping: bool = False, return_token_type_ids: bool | None = None,
                  return_attention_mask: bool | None = None,
-                 return_special_tokens_mask: bool = False) -> BatchEncoding:
+                 return_special_tokens_mask: bool = False, padding_side: str | None = None) -> BatchEncoding:
         """transformers' call: one text or a batch (with `text_pair`s), padded, truncated, as lists or tensors.
         `truncation` is True, False or a strategy ("longest_first", "only_first", "only_second",
-        "do_not_truncate"). `return_token_type_ids` / `return_attention_mask` default to what the model reads."""
+        "do_not_truncate"). `padding_side` ("right" or "left") overrides the tokenizer's for this call.
+        `return_token_type_ids` / `return_attention_mask` default to what the model reads."""
         texts, single = check_texts(text)
         pairs = None
         if text_pair is not None:
@@ -362,20 +381,27 @@ class Tokenizer:
         encodings = self.encode_batch(texts, pairs, truncation=strategy != "do_not_truncate", max_length=max_length,
                                       add_special_tokens=add_special_tokens, strategy=strategy)
         types = "token_type_ids" in self.model_input_names if return_token_type_ids is None else return_token_type_ids
+        side = padding_side or self.padding_side
+        if side not in ("right", "left"):
+            raise InputError(f"padding_side={padding_side!r}; use 'right' or 'left'.")
         data = self._collate(encodings, self._width(encodings, padding, max_length), types=types,
                              mask=return_attention_mask is not False, offsets=return_offsets_mapping,
-                             special_mask=return_special_tokens_mask)
+                             special_mask=return_special_tokens_mask, left=side == "left")
         if single and return_tensors is None:
             data = {k: v[0] for k, v in data.items()}
-        return BatchEncoding(self._convert(data, return_tensors), encodings, self.special_tokens["pad"])
+        return BatchEncoding(self._convert(data, return_tensors), encodings, self.special_tokens["pad"], side)
 
     def _collate(self, encodings: list[Encoding], width: int, *, types: bool, mask: bool, offsets: bool,
-                 special_mask: bool) -> dict[str, list]:
-        """The asked-for fields of every encoding, each padded on the right to `width` (0: unpadded)."""
+                 special_mask: bool, left: bool = False) -> dict[str, list]:
+        """The asked-for fields of every encoding, each padded on the right (`left`: on the left) to `width`
+        (0: unpadded)."""
 
         def padded(field: str, value: Any) -> list[list]:
             rows = [list(getattr(e, field)) for e in encodings]
-            return [row + [value] * (width - len(row)) for row in rows] if width else rows
+            if not width:
+                return rows
+            return [[value] * (width - len(row)) + row if left else row + [value] * (width - len(row))
+                    for row in rows]
 
         data: dict[str, list] = {"input_ids": padded("ids", self.pad_token_id)}
         if types:
