@@ -91,3 +91,27 @@ def test_cased_vocab_settings_follow_tokenizer_config(tmp_path, minilm_dir, do_l
     ours = Tokenizer.from_dir(tmp_path, model_type="bert")
     theirs = BertTokenizer.from_pretrained(str(tmp_path))
     assert_same_encoding(ours(TEXTS, padding=True), theirs(TEXTS, padding=True))
+
+
+@pytest.mark.parametrize("edit", ["duplicate", "line-separators", "trailing-whitespace", "blank-line"])
+def test_vocab_txt_is_numbered_by_line_as_transformers_reads_it(tmp_path, minilm_dir, edit):
+    """Ids are line numbers of the file split on "\\n" alone (not str.splitlines, which also splits on U+2028,
+    U+0085, \\x1c...), each token stripped of trailing whitespace, a repeated token at its last line: every
+    id after such a line was shifted."""
+    from transformers import AutoTokenizer
+
+    lines = (minilm_dir / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    if edit == "duplicate":
+        lines[1000] = lines[2000]
+    elif edit == "line-separators":
+        lines[1500], lines[1501], lines[1502] = "a\u2028b", "c\x85", "d\x1ce"
+    elif edit == "trailing-whitespace":
+        lines[1500], lines[1501] = "a\r", "b \t"
+    else:
+        lines[1500] = ""
+    (tmp_path / "vocab.txt").write_text("\n".join(lines), encoding="utf-8", newline="")
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    ours, theirs = Tokenizer.from_dir(tmp_path, model_type="bert"), AutoTokenizer.from_pretrained(str(tmp_path))
+    assert ours.get_vocab() == theirs.get_vocab()
+    assert len(ours) == len(theirs)
+    assert_same_encoding(ours(TEXTS, padding=True), theirs(TEXTS, padding=True))

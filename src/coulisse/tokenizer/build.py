@@ -185,11 +185,10 @@ def build_deberta_sentencepiece(files: TokenizerFiles, spm: SentencePieceModel) 
 
 
 def build_wordpiece(files: TokenizerFiles, path: Path) -> Tokenizer:
-    vocab: dict[str, int] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        token = line.rstrip("\n")
-        if token not in vocab:
-            vocab[token] = len(vocab)
+    # transformers 5 hands the file to the Rust library, whose reader numbers lines split on "\n" alone, each
+    # stripped of its trailing whitespace; a repeated token keeps its last line's number. Python's
+    # splitlines() also splits on U+2028, U+0085, \x1c-\x1e..., shifting every later id.
+    vocab = models.WordPiece.read_file(str(path))
     unk = files.special("unk", "wordpiece")
     tok = Tokenizer(models.WordPiece(vocab, unk_token=unk))
     tok.normalizer = normalizers.BertNormalizer(
