@@ -28,9 +28,10 @@ from coulisse.interfaces.server.compat_schemas import (
 from coulisse.interfaces.server.embedding import cosine, shown_id
 from coulisse.interfaces.server.errors import ServerError, openapi_responses
 from coulisse.interfaces.server.schemas import EmbedAllRequest, EmbedSparseRequest, SparseValue, side
-from coulisse.interfaces.server.service import Service, Timings, check_not_empty
+from coulisse.interfaces.server.service import Service, Timings, check_not_empty, check_unicode
 
 TAG = "Text Embeddings Inference"
+TOKENIZE_CHARS_PER_TOKEN = 250  # /tokenize refuses a text longer than this many characters per model token
 # No `from __future__ import annotations` here: FastAPI reads the body types of the handlers below.
 
 
@@ -45,9 +46,21 @@ def batch_of(inputs, single_types: tuple = (str,)) -> tuple[list, bool]:
     return ([inputs] if single else list(inputs)), single
 
 
+def byte_offsets(text: str) -> list[int] | None:
+    """The UTF-8 byte offset of every character position of `text` (len(text) + 1 of them), in one pass over
+    it; None where they equal the character positions (ASCII). Encoding each token's prefix instead is
+    quadratic in the text's length."""
+    if text.isascii():
+        return None
+    code_points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+    widths = 1 + (code_points >= 0x80).astype(np.int64) + (code_points >= 0x800) + (code_points >= 0x10000)
+    return np.concatenate(([0], np.cumsum(widths))).tolist()
+
+
 def tokens_of(encoding, text: str) -> list[dict]:
     """TEI's `SimpleToken`s: byte offsets into the text (UTF-8, as TEI's Rust tokenizer gives them); special
     tokens carry their own text and no offsets."""
+    to_byte = byte_offsets(text)
     tokens = []
     for token_id, token, special, (start, stop) in zip(encoding.ids, encoding.tokens,
                                                         encoding.special_tokens_mask, encoding.offsets,
@@ -56,7 +69,8 @@ def tokens_of(encoding, text: str) -> list[dict]:
             tokens.append({"id": token_id, "text": token, "special": True, "start": None, "stop": None})
         else:
             tokens.append({"id": token_id, "text": text[start:stop], "special": False,
-                           "start": len(text[:start].encode()), "stop": len(text[:stop].encode())})
+                           "start": start if to_byte is None else to_byte[start],
+                           "stop": stop if to_byte is None else to_byte[stop]})
     return tokens
 
 
@@ -145,13 +159,23 @@ def add_tei_routes(app: FastAPI, service: Service, gate, protected: list) -> dic
         texts, _ = batch_of(body.inputs)
         gate.check_batch(len(texts))
         check_not_empty([(text, None) for text in texts])
+        check_unicode([(text, None) for text in texts])
+        # TEI's bound on what /tokenize answers (core/src/tokenization.rs, MAX_CHAR_MULTIPLIER), before the prompt
+        limit = service.max_input_length * TOKENIZE_CHARS_PER_TOKEN
+        for i, text in enumerate(texts):
+            if len(text) > limit:
+                raise ServerError("validation", f"Input validation error: `inputs{'' if len(texts) == 1 else [i]}` "
+                                  f"must have less than {limit} characters. Given: {len(text)}")
         prompt = service.prompts.text(body.prompt_name)
         texts = [prompt + t for t in texts]
 
-        async def work(t: Timings) -> list:
-            encodings = await service.off_loop(lambda: service.pipe.tokenizer.encode_batch(
-                texts, truncation=False, add_special_tokens=body.add_special_tokens))
+        def tokenized() -> list:
+            encodings = service.pipe.tokenizer.encode_batch(texts, truncation=False,
+                                                            add_special_tokens=body.add_special_tokens)
             return [tokens_of(e, text) for e, text in zip(encodings, texts, strict=True)]
+
+        async def work(t: Timings) -> list:
+            return await service.off_loop(tokenized)  # a long text's tokens are CPU work: off the event loop
 
         return await gate.run(request, "tokenize", "batch", work, False)
 
