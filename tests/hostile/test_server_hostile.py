@@ -178,28 +178,28 @@ def test_the_key_is_checked_before_the_body_is_read(server):
     """Headers announcing 10 MB and no body: a server that read the body would wait for it (and answer 408
     after --body-timeout); the 401 comes at once, and the connection is closed so nothing more is read."""
     huge = exchange(server.port, post("/predict", b"", length=10_000_000))
-    assert "API key" in assert_error(huge, 401, "unauthorized")
+    assert "API key" in assert_error(huge, 401, "Unauthorized")
     assert huge.headers["www-authenticate"] == "Bearer"
     assert huge.closed and huge.seconds < BODY_TIMEOUT / 2
     chunked = exchange(server.port, b"POST /embed HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1000\r\n")
-    assert_error(chunked, 401, "unauthorized")
+    assert_error(chunked, 401, "Unauthorized")
     assert chunked.closed and chunked.seconds < BODY_TIMEOUT / 2
     # Malformed JSON and an unknown route: 401, not 422 or 404. With the key, the usual answers.
-    assert_error(exchange(server.port, post("/predict", b"{not json")), 401, "unauthorized")
+    assert_error(exchange(server.port, post("/predict", b"{not json")), 401, "Unauthorized")
     assert_error(exchange(server.port, post("/predict", b"{not json", b"Authorization: Bearer wrong\r\n")),
-                 401, "unauthorized")
-    assert_error(exchange(server.port, b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n"), 401, "unauthorized")
-    assert_error(exchange(server.port, post("/predict", b"{not json", AUTH)), 422, "validation")
-    assert_error(exchange(server.port, b"GET /nope HTTP/1.1\r\nHost: t\r\n" + AUTH + b"\r\n"), 404, "not_found")
+                 401, "Unauthorized")
+    assert_error(exchange(server.port, b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n"), 401, "Unauthorized")
+    assert_error(exchange(server.port, post("/predict", b"{not json", AUTH)), 422, "Validation")
+    assert_error(exchange(server.port, b"GET /nope HTTP/1.1\r\nHost: t\r\n" + AUTH + b"\r\n"), 404, "NotFound")
     # TEI's public routes need no key; POST on one of them does.
     for path in ("/health", "/metrics", "/openapi.json"):
         assert exchange(server.port, f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode()).status == 200
-    assert_error(exchange(server.port, post("/health", b"{}")), 401, "unauthorized")
+    assert_error(exchange(server.port, post("/health", b"{}")), 401, "Unauthorized")
 
 
 def test_an_oversized_body_is_refused_from_its_length_or_as_it_arrives(server):
     declared = exchange(server.port, post("/predict", b"", AUTH, length=PAYLOAD_LIMIT + 1))
-    assert f"({PAYLOAD_LIMIT + 1} bytes)" in assert_error(declared, 413, "validation")
+    assert f"({PAYLOAD_LIMIT + 1} bytes)" in assert_error(declared, 413, "Validation")
     assert declared.closed and declared.seconds < BODY_TIMEOUT / 2  # refused before any body byte arrived
     with socket.create_connection(("127.0.0.1", server.port)) as s:
         s.sendall(b"POST /predict HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n" + AUTH + b"\r\n")
@@ -208,7 +208,7 @@ def test_an_oversized_body_is_refused_from_its_length_or_as_it_arrives(server):
             for _ in range(3):  # 2.1 MB > 2 MB: refused after the third chunk, not at the end of the body
                 s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         counted, _ = read_answer(s)
-    assert "--payload-limit" in assert_error(counted, 413, "validation") and counted.closed
+    assert "--payload-limit" in assert_error(counted, 413, "Validation") and counted.closed
     # A chunked body under the limit is served.
     body = b'{"inputs": "Un film magnifique."}'
     ok = exchange(server.port, b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
@@ -265,7 +265,7 @@ def test_slow_heads_are_answered_408_and_closed_after_the_header_timeout(server)
         assert HEADER_TIMEOUT - 0.05 <= closed_at <= HEADER_TIMEOUT + 1.5, closed_at
         status, _, body = answer.partition(b"\r\n\r\n")
         assert status.startswith(b"HTTP/1.1 408 "), answer
-        assert json.loads(body)["error_type"] == "timeout"
+        assert json.loads(body)["error_type"] == "Timeout"
 
 
 def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(server):
@@ -277,7 +277,7 @@ def test_a_slow_body_is_answered_408(server):
     with socket.create_connection(("127.0.0.1", server.port)) as s:
         s.sendall(post("/predict", b'{"inputs": ', AUTH, length=100))
         answer, _ = read_answer(s)
-    assert "--body-timeout" in assert_error(answer, 408, "timeout")
+    assert "--body-timeout" in assert_error(answer, 408, "Timeout")
     assert answer.closed and BODY_TIMEOUT - 0.05 <= answer.seconds <= BODY_TIMEOUT + 1.5
 
 
@@ -384,7 +384,7 @@ def test_connections_past_the_cap_get_503_with_retry_after(small_server):
     held = [socket.create_connection(("127.0.0.1", small_server.port)) for _ in range(6)]
     try:
         refused = exchange(small_server.port, b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
-        assert "--max-connections" in assert_error(refused, 503, "overloaded")
+        assert "--max-connections" in assert_error(refused, 503, "Overloaded")
         assert refused.headers["retry-after"] == "1" and refused.closed
         # The held connections are served.
         held[0].sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
@@ -402,7 +402,7 @@ def test_429_carries_retry_after(small_server):
     held = hold_requests(small_server, 3)
     try:
         refused = exchange(small_server.port, post("/predict", b'{"inputs": "de trop"}'))
-        assert "--max-concurrent-requests" in assert_error(refused, 429, "overloaded")
+        assert "--max-concurrent-requests" in assert_error(refused, 429, "Overloaded")
         assert refused.headers["retry-after"] == "1"
         assert [read_answer(s)[0].status for s in held] == [200] * 3
     finally:
@@ -417,7 +417,7 @@ def classifier(tf_camembert_dir):
 
 def test_503_unhealthy_carries_retry_after(classifier):
     r = TestClient(create_app(classifier)).get("/health")  # no lifespan: the batcher never started
-    assert r.status_code == 503 and r.json()["error_type"] == "unhealthy" and r.headers["retry-after"] == "5"
+    assert r.status_code == 503 and r.json()["error_type"] == "Unhealthy" and r.headers["retry-after"] == "5"
 
 
 def test_a_huge_token_id_is_named_by_its_first_digits(classifier):
@@ -469,7 +469,7 @@ def test_in_process_a_slow_body_is_408(classifier):
     app = create_app(classifier, ServerSettings(body_timeout=0.2))
     start = time.monotonic()
     sent = asgi_call(app, "POST", [(b"content-length", b"10")], receive)
-    assert sent[0]["status"] == 408 and json.loads(sent[1]["body"])["error_type"] == "timeout"
+    assert sent[0]["status"] == 408 and json.loads(sent[1]["body"])["error_type"] == "Timeout"
     assert 0.2 <= time.monotonic() - start < 2
 
 
@@ -508,12 +508,12 @@ def test_head_answers_every_get_route_without_a_body(server):
 
 
 @pytest.mark.parametrize("request_bytes, status, error_type", [
-    (b"GARBAGE\r\n\r\n", 400, "bad_request"),
-    (b"GET /health HTTP/1.1\r\nHost: t\r\nno colon here\r\n\r\n", 400, "bad_request"),
-    (b"GET /health HTTP/1.1\r\nHost: t\r\nContent-Length: nope\r\n\r\n", 400, "bad_request"),
-    (b"GET /health HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n", 431, "bad_request"),
+    (b"GARBAGE\r\n\r\n", 400, "BadRequest"),
+    (b"GET /health HTTP/1.1\r\nHost: t\r\nno colon here\r\n\r\n", 400, "BadRequest"),
+    (b"GET /health HTTP/1.1\r\nHost: t\r\nContent-Length: nope\r\n\r\n", 400, "BadRequest"),
+    (b"GET /health HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n", 431, "BadRequest"),
     (b"POST /predict HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n" + AUTH + b"\r\nzz\r\n\r\n", 400,
-     "bad_request"),
+     "BadRequest"),
 ])
 def test_parser_errors_are_json(server, request_bytes, status, error_type):
     answer = exchange(server.port, request_bytes)
@@ -540,7 +540,7 @@ def test_sigterm_past_the_shutdown_timeout_answers_503_and_exits_0(small_server)
             s.close()
     log = small_server.log.read_text()
     for answer in answers:
-        assert "--shutdown-timeout" in assert_error(answer, 503, "unhealthy"), log
+        assert "--shutdown-timeout" in assert_error(answer, 503, "Unhealthy"), log
         assert answer.headers["retry-after"] == "5" and answer.closed
     assert 0.9 <= answered < 4  # cut by the timeout, before the batch's 4 s were up
     assert code == 0, log

@@ -182,8 +182,9 @@ def test_openai_sdk_float_and_base64(minilm_server, embedder):
         sdk.embeddings.create(model="all-MiniLM-L6-v2", input=["x", ""])
     with pytest.raises(openai.BadRequestError, match="`input` cannot be empty"):  # OpenAI's field, not TEI's
         sdk.embeddings.create(model="all-MiniLM-L6-v2", input=[])
-    with pytest.raises(openai.UnprocessableEntityError, match="maximum allowed batch size"):
+    with pytest.raises(openai.UnprocessableEntityError, match="maximum allowed batch size") as refused:
         sdk.embeddings.create(model="all-MiniLM-L6-v2", input=["x"] * 33)
+    assert refused.value.type == "Validation"  # TEI's OpenAI errors carry its ErrorType as `type`
 
 
 def test_tei_embed_all_tokenize_decode(minilm_server, embedder, minilm_dir):
@@ -231,7 +232,7 @@ def test_refusals_name_the_field(minilm_server):
     r = httpx.post(f"{base}/rerank", json={"query": "q", "texts": ["a"]})
     assert r.status_code == 424 and "not a re-ranker" in r.json()["error"]
     r = httpx.post(f"{base}/embed_sparse", json={"inputs": "x"})  # TEI's answer for a model without SPLADE
-    assert r.status_code == 424 and "SPLADE" in r.json()["error"] and r.json()["error_type"] == "backend"
+    assert r.status_code == 424 and "SPLADE" in r.json()["error"] and r.json()["error_type"] == "Backend"
     # A union's failure reads as the forms the field takes, not pydantic's internal type names.
     for route, body in (("/v1/embeddings", {"input": [[]]}), ("/decode", {"ids": [[]]}),
                         ("/tokenize", {"inputs": [1]}), ("/embed", {"inputs": [1.5]})):
@@ -399,7 +400,7 @@ def test_zero_shot(nli_dir, serve):
     assert httpx.post(f"{server.base}/", json=body, timeout=60).status_code == 200
     body["parameters"]["candidate_labels"].append("one too many")
     r = httpx.post(f"{server.base}/", json=body, timeout=60)
-    assert r.status_code == 422 and r.json()["error_type"] == "validation"  # TEI's type for its batch_size error
+    assert r.status_code == 422 and r.json()["error_type"] == "Validation"  # TEI's type for its batch_size error
     assert "candidate labels (one input each) 5 > maximum allowed batch size 4" in r.json()["error"]
     schema = httpx.get(f"{server.base}/openapi.json").json()["components"]["schemas"]
     assert schema["ZeroShotParameters"]["properties"]["candidate_labels"]["maxItems"] == 4  # generated clients see it

@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 import threading
 
 import pytest
@@ -49,13 +50,13 @@ def error(r, status: int, error_type: str) -> str:
     ({"text": "a"}, "inputs"),
 ])
 def test_wrong_types_are_422_naming_the_field(client, body, field):
-    assert error(client.post("/predict", json=body), 422, "validation").startswith(f"{field}:")
+    assert error(client.post("/predict", json=body), 422, "Validation").startswith(f"{field}:")
 
 
 def test_a_body_of_either_shape_is_refused_in_the_shapes_a_client_knows(client):
     """`POST /` takes TEI's body or the Inference API's: each error says which one it read the body as, never a
     class name of ours."""
-    message = error(client.post("/", json={"inputs": 5, "parameters": {"top_k": 1}}), 422, "validation")
+    message = error(client.post("/", json={"inputs": 5, "parameters": {"top_k": 1}}), 422, "Validation")
     assert message.startswith("as TEI's /predict body, inputs: must be a text"), message
     assert "; as the Inference API body, inputs: Input should be a valid string" in message
     assert "Request" not in message and "Task" not in message
@@ -64,31 +65,31 @@ def test_a_body_of_either_shape_is_refused_in_the_shapes_a_client_knows(client):
 @pytest.mark.parametrize("content", [b"{not json", b"", b"[1, 2]", b'"text"'])
 def test_malformed_json_is_422(client, content):
     r = client.post("/predict", content=content, headers={"content-type": "application/json"})
-    assert error(r, 422, "validation")
+    assert error(r, 422, "Validation")
 
 
 def test_a_body_that_does_not_parse_says_where_or_which_byte(client):
     """The JSON parser's position, not a sentence cut short; bytes that are not UTF-8 named as the corpus jobs'
     readers name them, not the framework's "There was an error parsing the body"."""
     json_header = {"content-type": "application/json"}
-    message = error(client.post("/predict", content=b'{"inputs": "abc', headers=json_header), 422, "validation")
+    message = error(client.post("/predict", content=b'{"inputs": "abc', headers=json_header), 422, "Validation")
     assert message == "the body is not valid JSON (Unterminated string starting at character 12)"
     try:
         json.loads('{"inputs": "abc')
     except json.JSONDecodeError as e:
         assert e.pos + 1 == 12  # the parser's own position, 0-based
     latin1 = '{"inputs": "été"}'.encode("latin-1")
-    message = error(client.post("/predict", content=latin1, headers=json_header), 422, "validation")
+    message = error(client.post("/predict", content=latin1, headers=json_header), 422, "Validation")
     assert message == "the body is not valid UTF-8 (byte 0xe9 at byte 13); send the JSON encoded in UTF-8"
 
 
 def test_empty_batch_is_400(client):
-    assert error(client.post("/predict", json={"inputs": []}), 400, "empty") == "`inputs` cannot be empty"
+    assert error(client.post("/predict", json={"inputs": []}), 400, "Empty") == "`inputs` cannot be empty"
 
 
 def test_too_many_inputs_is_422_as_tei_answers_it(client):
     # TEI >= 1.9.0 maps its `Validation` errors to 422 (router/src/http/server.rs; 413 before).
-    message = error(client.post("/predict", json={"inputs": [["a"]] * 5}), 422, "validation")
+    message = error(client.post("/predict", json={"inputs": [["a"]] * 5}), 422, "Validation")
     assert message.startswith("batch size 5 > maximum allowed batch size 4")
 
 
@@ -97,7 +98,7 @@ def test_too_many_inputs_is_422_as_tei_answers_it(client):
                                          ({"inputs": [["b"], ["", "a"]]}, "inputs[1][0]")])
 def test_an_empty_text_is_tei_400_empty(client, body, where):
     # TEI refuses an empty input before tokenizing (core/src/tokenization.rs), not as a malformed body (422).
-    message = error(client.post("/predict", json=body), 400, "empty")
+    message = error(client.post("/predict", json=body), 400, "Empty")
     assert message.startswith("`inputs` cannot be empty") and where in message
     assert client.post("/predict", json={"inputs": " "}).status_code == 200  # a space is a text
 
@@ -111,7 +112,7 @@ def test_the_schema_says_texts_may_not_be_empty(client):
 def test_a_body_not_sent_as_json_is_415_before_it_is_read(client, content_type):
     # curl -d sends a form; a web page may post text/plain to any origin without a CORS preflight.
     r = client.post("/predict", content=b'{"inputs": "x"}', headers={"content-type": content_type})
-    message = error(r, 415, "validation")
+    message = error(r, 415, "Validation")
     assert content_type in message and "Content-Type: application/json" in message
     assert r.headers["connection"] == "close"
     for fine in ("application/json; charset=utf-8", "application/vnd.api+json"):
@@ -120,12 +121,12 @@ def test_a_body_not_sent_as_json_is_415_before_it_is_read(client, content_type):
 
 def test_too_large_a_body_is_413(client):
     r = client.post("/predict", json={"inputs": "a" * 20_000})
-    assert "--payload-limit" in error(r, 413, "validation")
+    assert "--payload-limit" in error(r, 413, "Validation")
 
 
 def test_unknown_route_and_method(client):
-    error(client.get("/nope"), 404, "not_found")
-    error(client.get("/predict"), 405, "method_not_allowed")
+    error(client.get("/nope"), 404, "NotFound")
+    error(client.get("/predict"), 405, "MethodNotAllowed")
 
 
 def test_model_failure_is_500_with_a_logged_request_id(classifier, caplog, monkeypatch):
@@ -136,7 +137,7 @@ def test_model_failure_is_500_with_a_logged_request_id(classifier, caplog, monke
     app = create_app(classifier)
     with caplog.at_level(logging.ERROR), TestClient(app, raise_server_exceptions=False) as c:
         r = c.post("/predict", json={"inputs": ["a", "b"]})
-        message = error(r, 500, "backend")
+        message = error(r, 500, "Backend")
         assert c.get("/health").status_code == 200  # one failed batch does not make the server unhealthy
         assert 'te_request_failure{err="backend"} 1' in c.get("/metrics").text
     request_id = r.headers["x-request-id"]
@@ -169,7 +170,7 @@ def test_overload_is_429_never_a_queue(classifier, monkeypatch):
                 return refused, await asyncio.gather(*held)
 
     refused, held = asyncio.run(scenario())
-    assert "--max-concurrent-requests" in error(refused, 429, "overloaded")
+    assert "--max-concurrent-requests" in error(refused, 429, "Overloaded")
     assert [r.status_code for r in held] == [200, 200]
 
 
@@ -180,14 +181,14 @@ def test_api_key(classifier, monkeypatch, caplog):
     app = create_app(classifier, ServerSettings(api_key="s3cret"))
     with caplog.at_level(logging.DEBUG), TestClient(app) as c:
         missing = c.post("/predict", json={"inputs": "a"})
-        error(missing, 401, "unauthorized")
+        error(missing, 401, "Unauthorized")
         assert missing.headers["www-authenticate"] == "Bearer"
         error(c.post("/predict", json={"inputs": "a"}, headers={"Authorization": "Bearer wrong"}), 401,
-              "unauthorized")
+              "Unauthorized")
         error(c.post("/predict", json={"inputs": "a"}, headers={"Authorization": "Basic s3cret"}), 401,
-              "unauthorized")
-        error(c.get("/info"), 401, "unauthorized")
-        error(c.post("/predict", json={"bad": 1}), 401, "unauthorized")  # auth before validation
+              "Unauthorized")
+        error(c.get("/info"), 401, "Unauthorized")
+        error(c.post("/predict", json={"bad": 1}), 401, "Unauthorized")  # auth before validation
         ok = c.post("/predict", json={"inputs": "a"}, headers={"Authorization": "Bearer s3cret"})
         assert ok.status_code == 200
         assert c.get("/info", headers={"Authorization": "Bearer s3cret"}).status_code == 200
@@ -196,6 +197,16 @@ def test_api_key(classifier, monkeypatch, caplog):
         assert "bearer" in str(c.get("/openapi.json").json()["components"]["securitySchemes"]).lower()
     assert compared, "the key must be compared with hmac.compare_digest"
     assert all("s3cret" not in rec.getMessage() for rec in caplog.records)
+
+
+def test_error_types_are_spelled_as_tei_serializes_them():
+    """TEI's `ErrorType` (router/src/lib.rs, docs/openapi.json) derives Serialize without renaming: its
+    variants' names. The kinds TEI answers without a body follow the same spelling."""
+    tei = {"Unhealthy", "Backend", "Overloaded", "Validation", "Tokenizer", "Empty"}
+    for kind in ("validation", "empty", "batch_size", "input_length", "payload_size", "media_type", "model_type",
+                 "overloaded", "backend", "unhealthy"):
+        assert ERRORS[kind].error_type in tei, kind
+    assert all(re.fullmatch(r"(?:[A-Z][a-z]+)+", spec.error_type) for spec in ERRORS.values())
 
 
 def test_every_error_kind_has_a_distinct_meaning():

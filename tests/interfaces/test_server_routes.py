@@ -91,7 +91,7 @@ def test_truncate_flag(client, classifier):
     long = "Un film long, très long. " * 300
     assert client.post("/predict", json={"inputs": long}).json() == classifier(long, top_k=None)
     r = client.post("/predict", json={"inputs": long, "truncate": False})
-    assert r.status_code == 422 and r.json()["error_type"] == "validation"  # TEI >= 1.9.0's status
+    assert r.status_code == 422 and r.json()["error_type"] == "Validation"  # TEI >= 1.9.0's status
     assert "512" in r.json()["error"]
 
 
@@ -152,7 +152,7 @@ def test_embed_matches_sentence_transformers(embedder, minilm_dir):
 def test_embed_on_a_classifier_is_teis_424(client):
     r = client.post("/embed", json={"inputs": "x"})
     assert r.status_code == 424
-    assert r.json()["error_type"] == "backend" and "not an embedding model" in r.json()["error"]
+    assert r.json()["error_type"] == "Backend" and "not an embedding model" in r.json()["error"]
 
 
 def served_and_pipeline(directory, texts, normalize):

@@ -88,7 +88,7 @@ def test_embed_gives_the_dense_weights_and_refuses_what_tei_refuses(client, spla
         assert r.status_code == 424, (path, r.text)
         assert message in r.text, (path, r.text)
     empty = client.post("/embed_sparse", json={"inputs": ""})
-    assert empty.status_code == 400 and empty.json()["error_type"] == "empty"
+    assert empty.status_code == 400 and empty.json()["error_type"] == "Empty"
 
 
 def test_info_and_schema_name_the_splade_pooling(client):

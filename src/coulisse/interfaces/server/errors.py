@@ -2,8 +2,10 @@
 
 The body is always text-embeddings-inference's `{"error": "...", "error_type": "..."}`
 (router/src/lib.rs `ErrorResponse`), so TEI clients parse our errors unchanged. TEI's own kinds
-keep TEI's `error_type` spelling; the few that TEI answers without a body (401, 404, 405) get one,
-and so do the HTTP layer's own (400, 408, 431, 503: `raw_error_response`, written by `protocol.py`).
+keep TEI's `error_type` spelling (its `ErrorType` enum as serde writes it: "Validation", "Empty",
+"Overloaded", "Backend", "Unhealthy"); the few that TEI answers without a body (401, 404, 405) get one,
+and so do the HTTP layer's own (400, 408, 431, 503: `raw_error_response`, written by `protocol.py`),
+spelled the same way ("Unauthorized", "NotFound", "Timeout"...).
 Kinds a client may retry carry `Retry-After`; those answered before the body was read close the
 connection.
 """
@@ -40,32 +42,32 @@ class ErrorKind:
 
 
 ERRORS: dict[str, ErrorKind] = {
-    "validation": ErrorKind(422, "validation",
+    "validation": ErrorKind(422, "Validation",
                             "malformed JSON, a field of the wrong type, or a text that is not valid Unicode (named)"),
-    "empty": ErrorKind(400, "empty", "`inputs` is an empty list, or holds an empty text"),
-    "bad_request": ErrorKind(400, "bad_request", "the request line or a header is not valid HTTP/1.1", close=True),
-    "unauthorized": ErrorKind(401, "unauthorized", "missing or wrong `Authorization: Bearer` key", close=True),
-    "not_found": ErrorKind(404, "not_found", "no such route"),
-    "method_not_allowed": ErrorKind(405, "method_not_allowed", "the route exists for another method"),
-    "media_type": ErrorKind(415, "validation", "a body sent with a Content-Type other than application/json",
+    "empty": ErrorKind(400, "Empty", "`inputs` is an empty list, or holds an empty text"),
+    "bad_request": ErrorKind(400, "BadRequest", "the request line or a header is not valid HTTP/1.1", close=True),
+    "unauthorized": ErrorKind(401, "Unauthorized", "missing or wrong `Authorization: Bearer` key", close=True),
+    "not_found": ErrorKind(404, "NotFound", "no such route"),
+    "method_not_allowed": ErrorKind(405, "MethodNotAllowed", "the route exists for another method"),
+    "media_type": ErrorKind(415, "Validation", "a body sent with a Content-Type other than application/json",
                             close=True),
-    "head_timeout": ErrorKind(408, "timeout", "the request line and headers took longer than --header-timeout",
+    "head_timeout": ErrorKind(408, "Timeout", "the request line and headers took longer than --header-timeout",
                               close=True),
-    "body_timeout": ErrorKind(408, "timeout", "the body took longer than --body-timeout to arrive", close=True),
+    "body_timeout": ErrorKind(408, "Timeout", "the body took longer than --body-timeout to arrive", close=True),
     # 422, as TEI answers its validation errors since v1.9.0 (it answered 413 before, as its openapi.json says).
-    "batch_size": ErrorKind(422, "validation", "more inputs than --max-client-batch-size"),
-    "input_length": ErrorKind(422, "validation", "an input longer than the model takes, with truncate=false"),
-    "payload_size": ErrorKind(413, "validation", "a body larger than --payload-limit bytes", close=True),
-    "model_type": ErrorKind(424, "backend", "the served model does not do this route's task"),
-    "overloaded": ErrorKind(429, "overloaded", "more than --max-concurrent-requests requests in flight",
+    "batch_size": ErrorKind(422, "Validation", "more inputs than --max-client-batch-size"),
+    "input_length": ErrorKind(422, "Validation", "an input longer than the model takes, with truncate=false"),
+    "payload_size": ErrorKind(413, "Validation", "a body larger than --payload-limit bytes", close=True),
+    "model_type": ErrorKind(424, "Backend", "the served model does not do this route's task"),
+    "overloaded": ErrorKind(429, "Overloaded", "more than --max-concurrent-requests requests in flight",
                             retry_after=1),
-    "head_size": ErrorKind(431, "bad_request", "the request line and headers are larger than 16 KiB", close=True),
-    "cancelled": ErrorKind(499, "cancelled", "the client disconnected before its answer was ready"),
-    "backend": ErrorKind(500, "backend", "the model failed; the request id is in the server log"),
-    "unhealthy": ErrorKind(503, "unhealthy", "the batching loop is not running", retry_after=5),
-    "connections": ErrorKind(503, "overloaded", "more than --max-connections connections open", retry_after=1,
+    "head_size": ErrorKind(431, "BadRequest", "the request line and headers are larger than 16 KiB", close=True),
+    "cancelled": ErrorKind(499, "Cancelled", "the client disconnected before its answer was ready"),
+    "backend": ErrorKind(500, "Backend", "the model failed; the request id is in the server log"),
+    "unhealthy": ErrorKind(503, "Unhealthy", "the batching loop is not running", retry_after=5),
+    "connections": ErrorKind(503, "Overloaded", "more than --max-connections connections open", retry_after=1,
                              close=True),
-    "shutting_down": ErrorKind(503, "unhealthy", "the server stopped before the answer was ready "
+    "shutting_down": ErrorKind(503, "Unhealthy", "the server stopped before the answer was ready "
                                "(--shutdown-timeout)", retry_after=5, close=True),
 }
 STARLETTE_KINDS = {404: "not_found", 405: "method_not_allowed", 413: "payload_size"}

@@ -141,7 +141,7 @@ class EmbedResponse(RootModel[list[list[float]]]):
 
 class ErrorResponse(BaseModel):
     error: str
-    error_type: str = Field(examples=["validation"])
+    error_type: str = Field(examples=["Validation"])
 
 
 class ClassifierModel(BaseModel):
