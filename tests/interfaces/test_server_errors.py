@@ -199,6 +199,23 @@ def test_api_key(classifier, monkeypatch, caplog):
     assert all("s3cret" not in rec.getMessage() for rec in caplog.records)
 
 
+def test_docs_load_without_the_key(classifier):
+    """A browser opening /docs sends no key for the page's <script src>, <link href> or the schema it fetches:
+    every URL the page names must answer without one, as /docs itself does."""
+    with TestClient(create_app(classifier, ServerSettings(api_key="s3cret"))) as c:
+        page = c.get("/docs")
+        assert page.status_code == 200
+        urls = re.findall(r"""(?:src|href)=["']([^"']+)["']|url: ?["']([^"']+)["']""", page.text)
+        urls = [a or b for a, b in urls if (a or b).startswith("/")]
+        assert any(u.endswith(".js") for u in urls) and any(u.endswith(".css") for u in urls), urls
+        assert "/openapi.json" in urls
+        for url in urls:
+            assert c.get(url).status_code == 200, url
+        assert c.get("/docs-assets/swagger-ui.css", headers={"Authorization": "Bearer wrong"}).status_code == 200
+        error(c.post("/docs-assets/swagger-ui.css"), 401, "Unauthorized")  # only reading them is public
+        error(c.get("/info"), 401, "Unauthorized")
+
+
 def test_error_types_are_spelled_as_tei_serializes_them():
     """TEI's `ErrorType` (router/src/lib.rs, docs/openapi.json) derives Serialize without renaming: its
     variants' names. The kinds TEI answers without a body follow the same spelling."""
