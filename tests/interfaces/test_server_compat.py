@@ -271,25 +271,31 @@ def test_tei_response_headers(minilm_server):
         assert int(r.headers[name]) >= 0
 
 
-def test_prompt_name_from_config_sentence_transformers(tmp_path, minilm_dir, serve, embedder):
+def test_prompt_name_from_config_sentence_transformers(tmp_path, minilm_dir, serve, embedder, monkeypatch):
+    """TEI reads only `prompts` from config_sentence_transformers.json: the prompt of a request that names none
+    is --default-prompt-name's (here from TEI's DEFAULT_PROMPT_NAME), never the file's default_prompt_name."""
     folder = tmp_path / "prompted"
     shutil.copytree(minilm_dir, folder)
     (folder / "config_sentence_transformers.json").write_text(
         '{"prompts": {"query": "query: ", "passage": "passage: "}, "default_prompt_name": "passage"}',
         encoding="utf-8")
+    monkeypatch.setenv("DEFAULT_PROMPT_NAME", "query")
     server = serve(folder)
-    served = httpx.post(f"{server.base}/embed", json={"inputs": TEXTS[:2], "prompt_name": "query"}).json()
-    close(served, embedder(["query: " + t for t in TEXTS[:2]]))
+    served = httpx.post(f"{server.base}/embed", json={"inputs": TEXTS[:2], "prompt_name": "passage"}).json()
+    close(served, embedder(["passage: " + t for t in TEXTS[:2]]))
     default = httpx.post(f"{server.base}/embed", json={"inputs": TEXTS[0]}).json()
-    close(default[0], embedder("passage: " + TEXTS[0]))  # TEI applies default_prompt_name
-    # ... and so does the pipeline with pooling="auto", as sentence-transformers' encode: served equals in-process.
+    close(default[0], embedder("query: " + TEXTS[0]))
+    sdk = openai.OpenAI(base_url=f"{server.base}/v1", api_key="-")
+    close(sdk.embeddings.create(model=str(folder), input=TEXTS[0]).data[0].embedding, default[0])
+    # Served equals in-process with the prompt named (the pipeline, as sentence-transformers' encode, would
+    # apply the file's default_prompt_name without one).
     prompted = pipeline("feature-extraction", model=str(folder), pooling="auto", normalize=True)
-    close(default[0], prompted(TEXTS[0]))
-    close(served, prompted(TEXTS[:2], prompt_name="query"))
+    close(default[0], prompted(TEXTS[0], prompt_name="query"))
+    close(served, prompted(TEXTS[:2], prompt_name="passage"))
     from sentence_transformers import SentenceTransformer
 
     st = SentenceTransformer(str(folder), device="cpu")
-    close(served, st.encode(TEXTS[:2], prompt_name="query", normalize_embeddings=True))
+    close(served, st.encode(TEXTS[:2], prompt_name="passage", normalize_embeddings=True))
 
 
 # -- classifiers, reranker and the other heads: small random checkpoints ------------------------------------

@@ -91,6 +91,11 @@ log = logging.getLogger(__name__)
               envvar="COULISSE_DTYPE", help="Weights' dtype (default: float32 on the CPU).")
 @click.option("--cors-allow-origin", default=None, envvar="COULISSE_CORS_ALLOW_ORIGIN",
               help="Origins allowed to call the API from a browser, comma-separated, or * (default: none).")
+@click.option("--default-prompt-name", default=None, envvar="COULISSE_DEFAULT_PROMPT_NAME",
+              help="The prompt of config_sentence_transformers.json put before each text whose request names none "
+                   "(default: no prompt; the file's default_prompt_name is not read, as in TEI).")
+@click.option("--default-prompt", default=None, envvar="COULISSE_DEFAULT_PROMPT",
+              help="A text put before each text whose request names no prompt (not with --default-prompt-name).")
 def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batch_requests, max_wait_ms,
           max_client_batch_size, max_concurrent_requests, auto_truncate, payload_limit, pooling, api_key,
           shutdown_timeout, max_connections, header_timeout, body_timeout, keep_alive_timeout, access_log, **tei):
@@ -139,6 +144,8 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
                                  "max_batch_tokens": max_batch_tokens, "api_key": api_key,
                                  "max_client_batch_size": max_client_batch_size,
                                  "max_concurrent_requests": max_concurrent_requests, "payload_limit": payload_limit})
+    if given["default_prompt_name"] is not None and given["default_prompt"] is not None:
+        raise click.UsageError("--default-prompt-name and --default-prompt both given; pass one of them.")
     model, port, max_batch_tokens, api_key = given["model"], given["port"], given["max_batch_tokens"], given["api_key"]
     max_client_batch_size, max_concurrent_requests = given["max_client_batch_size"], given["max_concurrent_requests"]
     payload_limit = given["payload_limit"]
@@ -163,7 +170,8 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
             auto_truncate=auto_truncate, payload_limit=payload_limit, body_timeout=body_timeout,
             api_key=api_key or None, pooling=pooling,
             dtype=precision(pipe), served_model_name=name, cors_allow_origin=cors_origins(given["cors_allow_origin"]),
-            threads=threads, fast=bool(click.get_current_context().meta.get(FAST_KEY)), wait_policy=wait_policy)
+            threads=threads, fast=bool(click.get_current_context().meta.get(FAST_KEY)), wait_policy=wait_policy,
+            default_prompt_name=given["default_prompt_name"], default_prompt=given["default_prompt"])
         # Said at every verbosity, before uvicorn's address: which model answers, for which task, in what.
         click.echo(f"coulisse serve: {name or settings.model_id} ({task}, {settings.dtype}"
                    f"{', --fast' if settings.fast else ''})", err=True)

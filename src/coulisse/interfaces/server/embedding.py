@@ -12,22 +12,31 @@ from pathlib import Path
 import numpy as np
 
 from coulisse.engine import Item
-from coulisse.errors import CoulisseError
+from coulisse.errors import CoulisseError, InputError
 from coulisse.interfaces.server.errors import ServerError
 
 
 class Prompts:
-    """The folder's prompts (`config_sentence_transformers.json`), read once at start-up."""
+    """The folder's prompts (`config_sentence_transformers.json`), read once at start-up, and the prompt put
+    before a text that names none: TEI's `--default-prompt-name` / `--default-prompt`, else nothing. TEI reads
+    only `prompts` from the file, never its `default_prompt_name` (router/src/lib.rs)."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, default_name: str | None = None, default_text: str | None = None):
         from coulisse.tasks.feature_extraction import read_prompts
 
-        self.prompts, self.default = read_prompts(directory)
+        if default_name is not None and default_text is not None:
+            raise InputError("--default-prompt-name and --default-prompt both given; pass one of them.")
+        self.prompts, _ = read_prompts(directory)
+        if default_name is not None and default_name not in self.prompts:
+            known = ", ".join(repr(p) for p in sorted(self.prompts)) or "none"
+            raise InputError(f"--default-prompt-name {default_name!r} is not a prompt of {directory} "
+                             f"(config_sentence_transformers.json has {known}); pass one of those.")
+        self.default = self.prompts[default_name] if default_name is not None else default_text or ""
 
     def text(self, prompt_name: str | None, field: str = "prompt_name") -> str:
-        """The prompt to put before each text: `prompt_name`'s, else the default one (TEI's rule), else ""."""
+        """The prompt to put before each text: `prompt_name`'s, else the server's default one (TEI's rule)."""
         if prompt_name is None:
-            return self.prompts.get(self.default, "") if self.default else ""
+            return self.default
         if prompt_name not in self.prompts:
             known = ", ".join(repr(p) for p in sorted(self.prompts)) or "none"
             raise ServerError("validation", f"Input validation error: {field}={prompt_name!r} is not a prompt of "

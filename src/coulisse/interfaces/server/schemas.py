@@ -93,7 +93,7 @@ class EmbedRequest(BaseModel):
     truncation_direction: Direction = Field("Right", description=DIRECTION_HELP)
     normalize: bool = Field(True, description="L2-normalize each embedding (after `dimensions`).")
     prompt_name: str | None = Field(None, description="A key of config_sentence_transformers.json's `prompts`; "
-                                                      "null: its default_prompt_name, if any.")
+                                                      "null: the server's --default-prompt(-name), if any.")
     dimensions: integer(ge=1) | None = Field(None, description="Keep the first N dimensions (Matryoshka), then "
                                                                 "normalize if `normalize`.")
     # huggingface_hub's InferenceClient.feature_extraction sends it (its own default: null); TEI drops it and

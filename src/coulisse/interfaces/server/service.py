@@ -63,6 +63,9 @@ class ServerSettings:
     threads: int | None = None  # --threads: the count for every batch; None: the engine's thread policy
     fast: bool = False  # --fast: `dtype` is then what it resolved to on this CPU
     wait_policy: str = ""  # how idle OpenMP threads wait, in words (`options.wait_policy_in_effect`)
+    # TEI's --default-prompt-name / --default-prompt: before a text whose request names no prompt; else none
+    default_prompt_name: str | None = None
+    default_prompt: str | None = None
 
 
 @dataclass
@@ -143,7 +146,7 @@ class Service:
         self.pooling = pooling_of(settings.pooling, self.sparse) if self.embedding else None
         # TEI's rule, the pipeline's too: sentence-transformers' max_seq_length when the folder has one.
         self.max_input_length = pipe.tokenizer.model_max_length
-        self.prompts = Prompts(pipe.checkpoint.directory)
+        self.prompts = Prompts(pipe.checkpoint.directory, settings.default_prompt_name, settings.default_prompt)
         if self.embedding:
             found = pipe.sentence_config(self.pooling, None)
             self.pooling_mode = found.pooling  # what "auto" chose, for /info

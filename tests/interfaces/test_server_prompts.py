@@ -1,0 +1,77 @@
+"""Prompts on the embedding routes, as text-embeddings-inference applies them (core/src/tokenization.rs,
+router/src/lib.rs): a request's `prompt_name`, else the launcher's --default-prompt-name / --default-prompt,
+else none; config_sentence_transformers.json's `default_prompt_name` is not read."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+from click.testing import CliRunner  # noqa: E402
+from starlette.testclient import TestClient  # noqa: E402
+
+import coulisse  # noqa: E402
+from coulisse.errors import InputError  # noqa: E402
+from coulisse.interfaces.server import ServerSettings, create_app  # noqa: E402
+
+PROMPTS = {"query": "query: ", "passage": "passage: "}
+TEXT = "Le chat dort sur le canapé."
+
+
+@pytest.fixture(scope="module")
+def folder(minilm_dir, tmp_path_factory):
+    copy = tmp_path_factory.mktemp("prompted") / "model"
+    shutil.copytree(minilm_dir, copy)
+    (copy / "config_sentence_transformers.json").write_text(
+        json.dumps({"prompts": PROMPTS, "default_prompt_name": "passage"}), encoding="utf-8")
+    return copy
+
+
+@pytest.fixture(scope="module")
+def pipe(folder):
+    return coulisse.pipeline("feature-extraction", model=str(folder), pooling="auto", normalize=True)
+
+
+def embed(pipe, settings: ServerSettings, body: dict) -> np.ndarray:
+    with TestClient(create_app(pipe, settings)) as c:
+        r = c.post("/embed", json=body)
+        assert r.status_code == 200, r.text
+        return np.asarray(r.json())
+
+
+def test_the_files_default_prompt_name_is_not_applied(pipe):
+    served = embed(pipe, ServerSettings(), {"inputs": [TEXT]})
+    np.testing.assert_allclose(served, pipe([TEXT], prompt=""), atol=1e-5)
+    assert np.abs(served - np.asarray(pipe([TEXT]))).max() > 1e-3  # the pipeline applies "passage: "
+    with TestClient(create_app(pipe)) as c:
+        tokens = c.post("/tokenize", json={"inputs": TEXT}).json()[0]
+    assert tokens[1]["text"] == "Le"
+
+
+@pytest.mark.parametrize("settings", [ServerSettings(default_prompt_name="query"),
+                                      ServerSettings(default_prompt="query: ")])
+def test_the_launchers_default_prompt(pipe, settings):
+    served = embed(pipe, settings, {"inputs": [TEXT]})
+    np.testing.assert_allclose(served, pipe([TEXT], prompt_name="query"), atol=1e-5)
+    named = embed(pipe, settings, {"inputs": [TEXT], "prompt_name": "passage"})  # the request's name wins
+    np.testing.assert_allclose(named, pipe([TEXT], prompt_name="passage"), atol=1e-5)
+
+
+def test_a_default_prompt_name_the_folder_lacks_is_refused_at_start(pipe):
+    with pytest.raises(InputError, match="--default-prompt-name 'title' is not a prompt.*'passage', 'query'"):
+        create_app(pipe, ServerSettings(default_prompt_name="title"))
+
+
+def test_both_default_prompts_are_refused_before_loading(monkeypatch, tmp_path):
+    from coulisse.interfaces.cli import cli
+
+    for name in ("COULISSE_DEFAULT_PROMPT", "COULISSE_DEFAULT_PROMPT_NAME", "DEFAULT_PROMPT_NAME", "DEFAULT_PROMPT"):
+        monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(cli, ["serve", "-m", str(tmp_path / "no-such-model"), "--port", "0",
+                                      "--default-prompt", "query: "], env={"DEFAULT_PROMPT_NAME": "query"})
+    assert result.exit_code == 2 and "--default-prompt-name and --default-prompt" in result.output, result.output
+    assert "no-such-model" not in result.output
