@@ -75,3 +75,19 @@ def test_both_default_prompts_are_refused_before_loading(monkeypatch, tmp_path):
                                       "--default-prompt", "query: "], env={"DEFAULT_PROMPT_NAME": "query"})
     assert result.exit_code == 2 and "--default-prompt-name and --default-prompt" in result.output, result.output
     assert "no-such-model" not in result.output
+
+
+@pytest.mark.parametrize(("settings", "body"), [(ServerSettings(), {"prompt_name": "query"}),
+                                                (ServerSettings(default_prompt="query: "), {})])
+def test_token_ids_with_a_prompt_are_decoded_prompted_and_encoded(pipe, folder, settings, body):
+    """TEI (tokenize_input, EncodingInput::Ids): decode the ids skipping special tokens, put the prompt before
+    the text, encode it with special tokens. Oracle: transformers' decode, then the pipeline on that text."""
+    transformers = pytest.importorskip("transformers")
+    reference = transformers.AutoTokenizer.from_pretrained(str(folder))
+    ids = reference(TEXT)["input_ids"]
+    served = embed(pipe, settings, {"inputs": [ids, TEXT], **body})
+    decoded = reference.decode(ids, skip_special_tokens=True)
+    np.testing.assert_allclose(served, pipe(["query: " + decoded, "query: " + TEXT], prompt=""), atol=1e-5)
+    plain = embed(pipe, ServerSettings(), {"inputs": [ids]})  # no prompt: the ids as given
+    np.testing.assert_allclose(plain, pipe([TEXT], prompt=""), atol=1e-5)
+    assert np.abs(served[0] - plain[0]).max() > 1e-3

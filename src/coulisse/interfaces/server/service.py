@@ -192,6 +192,8 @@ class Service:
 
     def _preprocess_embed(self, inputs: list[str | list[int]], truncate: bool, normalize: bool | None,
                           side: str = "right", prompt: str = "") -> tuple[list[Item], Batch]:
+        if prompt:  # TEI: token ids are decoded (special tokens skipped), prompted and encoded again as a text
+            inputs = [x if isinstance(x, str) else self._decoded(x, i, len(inputs)) for i, x in enumerate(inputs)]
         where = [i for i, x in enumerate(inputs) if isinstance(x, str)]
         items: list[Item | None] = [None] * len(inputs)
         context = self.pipe.sentence_config(self.pooling, normalize)
@@ -214,11 +216,16 @@ class Service:
                 items[i] = id_item(x, vocab, self.max_input_length, truncate, field, side)  # type: ignore[arg-type]
         return items, Batch(items, list(inputs), False, context=context)  # type: ignore[arg-type]
 
+    def _decoded(self, ids: list[int], i: int, n: int) -> str:
+        vocab = len(self.pipe.tokenizer)
+        id_item(ids, vocab, len(ids), False, "inputs" if n == 1 else f"inputs[{i}]")  # ids outside the vocabulary: 422
+        return self.pipe.tokenizer.decode(ids, skip_special_tokens=True)
+
     async def tokenize(self, sequences: list[tuple[str | list[int], str | None]], truncate: bool,
                        timings: Timings, normalize: bool | None = None, side: str = "right",
                        prompt: str = "") -> tuple[list[Item], Batch | None]:
         """Stage 1 off the event loop. `side`: which end truncation cuts ("left" keeps the end); `prompt`: what
-        goes before each text (not before token ids)."""
+        goes before each text (token ids are then decoded to a text first, as TEI does)."""
         check_unicode([(t, p) for t, p in sequences if isinstance(t, str)])
         start = time.perf_counter()
         loop = asyncio.get_running_loop()
@@ -291,7 +298,7 @@ class Service:
                     disconnected: Disconnected, timings: Timings, *, prompt_name: str | None = None,
                     dimensions: int | None = None, pooled: bool = True, side: str = "right") -> list:
         """Pooled vectors (or, `pooled=False`, every token's hidden state: /embed_all). The prompt goes before
-        each text (not before token ids); `dimensions` cuts each vector, then renormalizes when `normalize`."""
+        each text (token ids are decoded first); `dimensions` cuts each vector, then renormalizes when `normalize`."""
         if not self.embedding:
             raise ServerError("model_type", f"model is not an embedding model: this server runs "
                               f"{self.pipe.task}; {self.route_hint()}")
