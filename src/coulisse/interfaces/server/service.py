@@ -265,6 +265,9 @@ class Service:
                 watcher.cancel()
             if not gathered.done():
                 gathered.cancel()  # cancels each entry: the batcher drops them before compute
+                # The first cancelled entry sets CancelledError on `gathered` as an exception; read it, else
+                # asyncio logs "exception was never retrieved" at ERROR for a client that merely hung up.
+                gathered.add_done_callback(lambda f: f.cancelled() or f.exception())
         if gathered not in done:
             raise ServerError("cancelled", "the client disconnected before the answer was ready")
         try:
