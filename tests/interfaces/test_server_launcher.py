@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from coulisse.interfaces.server.detect import detect_task
+from coulisse.interfaces.server.limits import BATCH
 from coulisse.interfaces.server.tei_env import with_tei_environment
 
 
@@ -158,3 +159,52 @@ def test_the_course_model_unreachable_points_to_the_bundled_one_as_classify_does
     assert len(lines) == 1 and lines[0].startswith("Error: HubUnreachableError: "), result.output
     said = "Offline, the bundled French sentiment model runs: --model coulisse/mini-allocine" in lines[0]
     assert said == hint, lines[0]
+
+
+@pytest.fixture(scope="module")
+def minilm(minilm_dir):
+    import coulisse
+
+    return coulisse.pipeline("feature-extraction", model=str(minilm_dir))
+
+
+@pytest.mark.parametrize(("args", "env", "expected"), [
+    (["--auto-truncate", "false"], {}, {"auto_truncate": False}),  # TEI's launcher syntax (clap, num_args 0..=1)
+    (["--auto-truncate=false"], {}, {"auto_truncate": False}),
+    (["--auto-truncate"], {"AUTO_TRUNCATE": "false"}, {"auto_truncate": True}),
+    (["--no-auto-truncate"], {}, {"auto_truncate": False}),
+    ([], {}, {"auto_truncate": True, "max_batch_requests": BATCH.max_batch_requests, "pooling": "mean"}),
+    ([], {"AUTO_TRUNCATE": "false", "MAX_BATCH_REQUESTS": "7", "POOLING": "cls"},
+     {"auto_truncate": False, "max_batch_requests": 7, "pooling": "cls"}),
+    ([], {"AUTO_TRUNCATE": "false", "COULISSE_AUTO_TRUNCATE": "true"}, {"auto_truncate": True}),
+])
+def test_tei_launcher_syntax_and_variables(monkeypatch, minilm, args, env, expected):
+    """What the server runs with, read from the app `coulisse serve` hands to uvicorn (the model is loaded once
+    by the fixture; nothing listens)."""
+    from coulisse.interfaces.cli import cli
+    from coulisse.interfaces.server import command
+
+    for name in ("COULISSE_AUTO_TRUNCATE", "AUTO_TRUNCATE", "COULISSE_MAX_BATCH_REQUESTS", "MAX_BATCH_REQUESTS",
+                 "COULISSE_POOLING", "POOLING", "COULISSE_PORT", "PORT"):
+        monkeypatch.delenv(name, raising=False)
+    apps = []
+
+    class Captured:
+        def __init__(self, config, drain):
+            apps.append(config.app)
+
+        def run(self):
+            pass
+
+    loaded = []
+    monkeypatch.setattr(command, "load_pipeline", lambda *a, **k: loaded.append(k) or minilm)
+    monkeypatch.setattr("coulisse.interfaces.server.detect.served_task", lambda task, *a: task or "feature-extraction")
+    monkeypatch.setattr("coulisse.interfaces.server.protocol.DrainingServer", Captured)
+    monkeypatch.setattr(command.signal, "signal", lambda *a: None)
+    result = CliRunner().invoke(cli, ["serve", "-m", "minilm", "--port", "0", *args], env=env)
+    assert result.exit_code == 0, result.output
+    service = apps[0].state.service
+    # --max-batch-requests is the pipeline's batch size, which the server's batcher then reads
+    got = {"auto_truncate": service.settings.auto_truncate, "max_batch_requests": loaded[0]["max_batch_size"],
+           "pooling": service.pooling_mode}
+    assert {k: got[k] for k in expected} == expected

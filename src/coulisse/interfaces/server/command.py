@@ -7,6 +7,7 @@ import logging
 import signal
 
 import click
+from click.core import ParameterSource
 
 from coulisse.interfaces.options import (
     DEFAULT_HELP,
@@ -57,8 +58,11 @@ log = logging.getLogger(__name__)
 @click.option("-c", "--max-concurrent-requests", type=int, default=REQUEST.max_concurrent_requests,
               show_default=True, callback=positive, envvar="COULISSE_MAX_CONCURRENT_REQUESTS",
               help="Most requests in flight (else 429).")
-@click.option("--auto-truncate/--no-auto-truncate", default=True, show_default=True,
-              envvar="COULISSE_AUTO_TRUNCATE", help="Truncate long inputs when a request does not say.")
+# TEI's syntax: `--auto-truncate` alone is true, `--auto-truncate false` or `=false` turns it off.
+@click.option("--auto-truncate", type=click.BOOL, is_flag=False, flag_value=True, default=True, show_default=True,
+              envvar="COULISSE_AUTO_TRUNCATE", metavar="[true|false]",
+              help="Truncate long inputs when a request does not say (--no-auto-truncate: false).")
+@click.option("--no-auto-truncate", "no_auto_truncate", is_flag=True, default=False, hidden=True)
 @click.option("--payload-limit", type=int, default=REQUEST.payload_limit, show_default=True, callback=positive,
               envvar="COULISSE_PAYLOAD_LIMIT", help="Largest request body in bytes (else 413).")
 @click.option("--pooling", type=click.Choice(["mean", "cls", "splade"]), default=None, envvar="COULISSE_POOLING",
@@ -97,7 +101,8 @@ log = logging.getLogger(__name__)
 @click.option("--default-prompt", default=None, envvar="COULISSE_DEFAULT_PROMPT",
               help="A text put before each text whose request names no prompt (not with --default-prompt-name).")
 def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batch_requests, max_wait_ms,
-          max_client_batch_size, max_concurrent_requests, auto_truncate, payload_limit, pooling, api_key,
+          max_client_batch_size, max_concurrent_requests, auto_truncate, no_auto_truncate, payload_limit, pooling,
+          api_key,
           shutdown_timeout, max_connections, header_timeout, body_timeout, keep_alive_timeout, access_log, **tei):
     """Serve MODEL over HTTP with text-embeddings-inference's API and dynamic batching.
 
@@ -143,12 +148,18 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
     given = with_tei_environment(click.get_current_context(), {**tei, "model": model, "port": port,
                                  "max_batch_tokens": max_batch_tokens, "api_key": api_key,
                                  "max_client_batch_size": max_client_batch_size,
-                                 "max_concurrent_requests": max_concurrent_requests, "payload_limit": payload_limit})
+                                 "max_concurrent_requests": max_concurrent_requests, "payload_limit": payload_limit,
+                                 "auto_truncate": auto_truncate, "max_batch_requests": max_batch_requests,
+                                 "pooling": pooling})
     if given["default_prompt_name"] is not None and given["default_prompt"] is not None:
         raise click.UsageError("--default-prompt-name and --default-prompt both given; pass one of them.")
     model, port, max_batch_tokens, api_key = given["model"], given["port"], given["max_batch_tokens"], given["api_key"]
     max_client_batch_size, max_concurrent_requests = given["max_client_batch_size"], given["max_concurrent_requests"]
-    payload_limit = given["payload_limit"]
+    payload_limit, max_batch_requests, pooling = given["payload_limit"], given["max_batch_requests"], given["pooling"]
+    if no_auto_truncate and auto_truncate and click.get_current_context().get_parameter_source(
+            "auto_truncate") == ParameterSource.COMMANDLINE:
+        raise click.UsageError("--auto-truncate and --no-auto-truncate both given; pass one of them.")
+    auto_truncate = given["auto_truncate"] and not no_auto_truncate
     check_listen(host, port)  # before the models load: a port in use is said at once, in one line
     models, tasks, names = served_models(list(model), list(given["model_id"]), list(task),
                                          list(given["served_model_name"]))

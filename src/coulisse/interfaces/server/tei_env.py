@@ -17,7 +17,8 @@ TEI_ENV = {"model": "MODEL_ID", "port": "PORT", "max_batch_tokens": "MAX_BATCH_T
            "served_model_name": "SERVED_MODEL_NAME", "revision": "REVISION", "dtype": "DTYPE",
            "cors_allow_origin": "CORS_ALLOW_ORIGIN", "max_client_batch_size": "MAX_CLIENT_BATCH_SIZE",
            "max_concurrent_requests": "MAX_CONCURRENT_REQUESTS", "payload_limit": "PAYLOAD_LIMIT",
-           "default_prompt_name": "DEFAULT_PROMPT_NAME", "default_prompt": "DEFAULT_PROMPT"}
+           "default_prompt_name": "DEFAULT_PROMPT_NAME", "default_prompt": "DEFAULT_PROMPT",
+           "auto_truncate": "AUTO_TRUNCATE", "max_batch_requests": "MAX_BATCH_REQUESTS", "pooling": "POOLING"}
 
 
 def with_tei_environment(ctx: click.Context, params: dict) -> dict:
