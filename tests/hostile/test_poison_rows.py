@@ -270,7 +270,7 @@ def test_server_answers_a_lone_surrogate_with_422(tf_camembert_dir, task, route)
         assert r.status_code == 422, r.text
         body = r.json()
         assert body == {"error": "Input validation error: inputs is not valid Unicode (lone surrogate at position 2)",
-                        "error_type": "validation"}
+                        "error_type": "Validation"}
         # A batch: TEI's /predict reads a flat list as one text or one pair, a batch as a list of lists.
         batch = '[["ok"], ["bien"], ["\\udfff"]]' if route == "/predict" else '["ok", "bien", "\\udfff"]'
         r = post(client, route, '{"inputs": ' + batch + "}")
