@@ -47,9 +47,9 @@ class Engine:
         self.max_batch_size = max_batch_size
         self.device = torch.device(device)
         self.uses_token_types = uses_token_types
-        config = model.config
-        # the token types the model embeds: a BERT with type_vocab_size 1 reads single texts only
-        self.type_limit = config.type_vocab_size if uses_token_types and config.type_vocab_size > 0 else None
+        # A BERT with type_vocab_size 1 reads single texts only: its batches are checked for a pair's type 1. With
+        # 2 or more, the load check (`checkpoint.check_tokenizer`) proved the tokenizer's pairs fit: no check.
+        self.type_limit = 1 if uses_token_types and model.config.type_vocab_size == 1 else None
         self.offset = model.config.position_offset
         if self.device.type == "cpu":
             keep_activations_on_heap()  # glibc's thresholds, once per process (weights/mapped.py)

@@ -35,7 +35,7 @@ def packed(first: str, items: list[str], sep: str = "  ") -> str:
     far as `first`."""
     width, lines, line = terminal_width(), [], first
     for item in items:
-        if line.strip() and len(line) + len(sep) + len(item) > width and line != first:
+        if line != first and len(line) + len(sep) + len(item) > width:
             lines.append(line)
             line = " " * len(first) + item
         else:
