@@ -63,6 +63,11 @@ class Family:
     spm_layout: str = "xlm-roberta"
     bpe: str = "byte-level"
     python_tokenizer: bool = False
+    # How transformers 5's class for the family reads a tokenizer.json: it keeps the vocabulary (merges,
+    # SentencePiece character map) and rebuilds the rest as it does from the slow files: "wordpiece"
+    # (BertTokenizer), "byte-level" (RobertaTokenizer), "camembert", "xlm-roberta", "deberta"; "" where no
+    # tokenizer.json is rebuilt (the file then runs as written).
+    json_rebuild: str = ""
 
 
 BERT_HEADS = {
@@ -91,25 +96,26 @@ def _rows(*families: Family) -> dict[str, Family]:
 
 
 FAMILIES: dict[str, Family] = _rows(
-    Family("bert", ("bert",), BERT_HEADS, token_types=True, tokenizer_class="BertTokenizer"),
-    Family("roberta", ("roberta",), ROBERTA_HEADS, positions_from_pad=True, tokenizer_class="RobertaTokenizer"),
+    Family("bert", ("bert",), BERT_HEADS, token_types=True, tokenizer_class="BertTokenizer", json_rebuild="wordpiece"),
+    Family("roberta", ("roberta",), ROBERTA_HEADS, positions_from_pad=True, tokenizer_class="RobertaTokenizer",
+           json_rebuild="byte-level"),
     Family("camembert", ("roberta", "camembert"), ROBERTA_HEADS, positions_from_pad=True,
-           tokenizer_class="CamembertTokenizer", spm_layout="camembert"),
+           tokenizer_class="CamembertTokenizer", spm_layout="camembert", json_rebuild="camembert"),
     Family("xlm-roberta", ("roberta",), ROBERTA_HEADS, positions_from_pad=True,
-           tokenizer_class="XLMRobertaTokenizer"),
+           tokenizer_class="XLMRobertaTokenizer", json_rebuild="xlm-roberta"),
     # DistilBERT computes BERT's blocks without token types or pooler, under other checkpoint names.
     Family("distilbert", ("distilbert",), DISTILBERT_HEADS, checkpoint_keys="distilbert.checkpoint_keys",
            config_keys={"hidden_size": "dim", "num_hidden_layers": "n_layers", "num_attention_heads": "n_heads",
                         "intermediate_size": "hidden_dim", "hidden_act": "activation"},
            config_defaults={"num_hidden_layers": 6, "type_vocab_size": 0},
-           tokenizer_class="DistilBertTokenizer"),
+           tokenizer_class="DistilBertTokenizer", json_rebuild="wordpiece"),
     # ELECTRA discriminators: BERT's blocks; word vectors may be narrower than the encoder
     # (`embedding_size`, then `embeddings_project`).
     Family("electra", ("electra",), {"sequence-classification": "heads.ElectraClassificationHead",
                                      "token-classification": "heads.TokenClassificationHead"},
            config_defaults={"vocab_size": 30522, "embedding_size": 128, "hidden_size": 256,
                             "num_attention_heads": 4, "intermediate_size": 1024},
-           token_types=True, tokenizer_class="ElectraTokenizer"),
+           token_types=True, tokenizer_class="ElectraTokenizer", json_rebuild="wordpiece"),
     # FlauBERT (transformers' XLM architecture): its own blocks. Language embeddings are added only for a
     # `langs` input, which no tokenizer returns (transformers' pipelines never pass one): unread here too.
     Family("flaubert", ("transformer",), {"sequence-classification": "heads.SequenceSummaryHead",
@@ -128,7 +134,8 @@ FAMILIES: dict[str, Family] = _rows(
            config_defaults={"vocab_size": 128100, "hidden_size": 1536, "num_hidden_layers": 24,
                             "num_attention_heads": 24, "intermediate_size": 6144, "type_vocab_size": 0,
                             "layer_norm_eps": 1e-7},
-           token_types=True, tokenizer_class="DebertaV2Tokenizer", spm_layout="deberta"),
+           token_types=True, tokenizer_class="DebertaV2Tokenizer", spm_layout="deberta",
+           json_rebuild="deberta"),
 )
 
 

@@ -17,9 +17,13 @@ from coulisse.errors import TokenizerLoadError
 
 @pytest.fixture
 def folder(factory, tmp_path):
-    """A BERT classifier whose tokenizer is a tokenizer.json, copied to be edited."""
+    """A BERT classifier whose tokenizer is a tokenizer.json, copied to be edited. Its class is the generic
+    PreTrainedTokenizerFast, which runs the file as written (BertTokenizer would rebuild its post-processor)."""
     target = tmp_path / "model"
     shutil.copytree(factory.checkpoint("bert", tokenizer="tokenizer.json"), target)
+    path = target / "tokenizer_config.json"
+    settings = json.loads(path.read_text(encoding="utf-8"))
+    path.write_text(json.dumps({**settings, "tokenizer_class": "PreTrainedTokenizerFast"}), encoding="utf-8")
     return target
 
 

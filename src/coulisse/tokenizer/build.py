@@ -7,6 +7,7 @@ WordPiece `vocab.txt`, byte-level BPE `vocab.json` + `merges.txt`, or a ready `t
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,15 +142,22 @@ def build_sentencepiece(files: TokenizerFiles, path: Path) -> Tokenizer:
         bos, eos = files.special("bos", "sentencepiece"), files.special("eos", "sentencepiece")
         vocab = [(bos, 0.0), (pad, 0.0), (eos, 0.0), (unk, 0.0)] + spm.pieces[3:]
     vocab.append((mask, 0.0))
-    tok = Tokenizer(models.Unigram(vocab, unk_id=3, byte_fallback=False))
-    if spm.precompiled_charsmap:
-        tok.normalizer = normalizers.Precompiled(spm.precompiled_charsmap)
+    return _xlmr_backend(files, layout, vocab, 3, spm.precompiled_charsmap, spm.control_pieces())
+
+
+def _xlmr_backend(files: TokenizerFiles, layout: str, vocab: list[tuple[str, float]], unk_id: int,
+                  charsmap: bytes | None, control: list[str] | None) -> Tokenizer:
+    """CamemBERT's and XLM-R's tokenizer around a Unigram vocabulary: the character map, whitespace split,
+    then the metaspace (`CamembertTokenizer` / `XLMRobertaTokenizer`)."""
+    tok = Tokenizer(models.Unigram(vocab, unk_id=unk_id, byte_fallback=False))
+    if charsmap:
+        tok.normalizer = normalizers.Precompiled(charsmap)
     prepend = "always" if files.settings.get("add_prefix_space", True) else "never"
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace("▁", prepend_scheme=prepend, split=True)]
     )
     tok.decoder = decoders.Metaspace("▁", prepend_scheme=prepend)
-    _add_tokens(tok, files, "sentencepiece", mask_lstrip=layout == "camembert", control=spm.control_pieces())
+    _add_tokens(tok, files, "sentencepiece", mask_lstrip=layout == "camembert", control=control)
     tok.post_processor = _template(files, "sentencepiece", tok)
     return tok
 
@@ -163,13 +171,19 @@ def build_deberta_sentencepiece(files: TokenizerFiles, spm: SentencePieceModel) 
     transformers builds it from 5.25 on (5.0–5.24 used whitespace runs to one space, NFC and a right strip,
     which left such characters unknown; that is still the rule for an spm without a character map).
     Lowercased first with `do_lower_case`; words split on punctuation first with `split_by_punct`."""
-    settings = files.settings
     unk = files.special("unk", "deberta")
     ids = {piece: i for i, (piece, score) in enumerate(spm.pieces) if score == 0.0}
-    tok = Tokenizer(models.Unigram(spm.pieces, unk_id=ids.get(unk, spm.unk_id), byte_fallback=False))
+    return _deberta_backend(files, spm.pieces, ids.get(unk, spm.unk_id), spm.precompiled_charsmap,
+                            spm.control_pieces())
+
+
+def _deberta_backend(files: TokenizerFiles, pieces: list[tuple[str, float]], unk_id: int, charsmap: bytes | None,
+                     control: list[str] | None) -> Tokenizer:
+    settings = files.settings
+    tok = Tokenizer(models.Unigram(pieces, unk_id=unk_id, byte_fallback=False))
     steps = [normalizers.Lowercase()] if settings.get("do_lower_case", False) else []
-    if spm.precompiled_charsmap:
-        steps += [normalizers.Precompiled(spm.precompiled_charsmap), normalizers.Strip(left=False, right=True),
+    if charsmap:
+        steps += [normalizers.Precompiled(charsmap), normalizers.Strip(left=False, right=True),
                   normalizers.Replace(Regex(r" {2,}"), " ")]
     else:
         steps += [normalizers.Replace(Regex(r"\s{2,}|[\n\r\t]"), " "), normalizers.NFC(),
@@ -179,7 +193,7 @@ def build_deberta_sentencepiece(files: TokenizerFiles, spm: SentencePieceModel) 
     words = [pre_tokenizers.Punctuation(behavior="isolated")] if settings.get("split_by_punct", False) else []
     tok.pre_tokenizer = pre_tokenizers.Sequence([*words, pre_tokenizers.Metaspace("▁", prepend_scheme=prepend)])
     tok.decoder = decoders.Metaspace("▁", prepend_scheme=prepend)
-    _add_tokens(tok, files, "deberta", control=spm.control_pieces())
+    _add_tokens(tok, files, "deberta", control=control)
     tok.post_processor = _template(files, "deberta", tok)
     return tok
 
@@ -188,7 +202,12 @@ def build_wordpiece(files: TokenizerFiles, path: Path) -> Tokenizer:
     # transformers 5 hands the file to the Rust library, whose reader numbers lines split on "\n" alone, each
     # stripped of its trailing whitespace; a repeated token keeps its last line's number. Python's
     # splitlines() also splits on U+2028, U+0085, \x1c-\x1e..., shifting every later id.
-    vocab = models.WordPiece.read_file(str(path))
+    return _wordpiece_backend(files, models.WordPiece.read_file(str(path)))
+
+
+def _wordpiece_backend(files: TokenizerFiles, vocab: dict[str, int]) -> Tokenizer:
+    """BERT's tokenizer around a WordPiece vocabulary (`BertTokenizer`: lowercased unless `do_lower_case` is
+    false)."""
     unk = files.special("unk", "wordpiece")
     tok = Tokenizer(models.WordPiece(vocab, unk_token=unk))
     tok.normalizer = normalizers.BertNormalizer(
@@ -212,6 +231,11 @@ def build_bytelevel_bpe(files: TokenizerFiles, vocab_path: Path, merges_path: Pa
             continue
         a, b = line.split(" ")
         merges.append((a, b))
+    return _bytelevel_backend(files, vocab, merges)
+
+
+def _bytelevel_backend(files: TokenizerFiles, vocab: dict[str, int], merges: list[tuple[str, str]]) -> Tokenizer:
+    """RoBERTa's tokenizer around a byte-level BPE (`RobertaTokenizer`)."""
     tok = Tokenizer(
         models.BPE(vocab, merges, dropout=None, continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False)
     )
@@ -246,11 +270,73 @@ def build_moses_bpe(files: TokenizerFiles, vocab_path: Path, merges_path: Path) 
 
 
 def build_from_tokenizer_json(files: TokenizerFiles, path: Path) -> Tokenizer:
-    """The file as it is, plus what tokenizer_config.json adds to it: transformers 5 adds the tokens of its
-    `added_tokens_decoder` and the special tokens the settings name that the file lacks."""
+    """A tokenizer.json as transformers 5 reads it. A class of its own (tokenizer_config.json's
+    `tokenizer_class`, else the model type's: BertTokenizer, CamembertTokenizer, ...) keeps only the file's
+    vocabulary, merges, SentencePiece character map and added tokens, and rebuilds its normalizer,
+    pre-tokenizer, decoder and post-processor from its code and settings, as from the slow files: a file
+    written by transformers 4 (most Hub checkpoints) says otherwise (XLM-R's lone metaspace splitting, BERT's
+    `lowercase` where tokenizer_config.json has no `do_lower_case`...). The generic classes
+    (PreTrainedTokenizerFast, TokenizersBackend) and classes coulisse does not know run the file as written,
+    plus the tokens of tokenizer_config.json's `added_tokens_decoder` and the special tokens it names that the
+    file lacks."""
+    name = files.settings.get("tokenizer_class")
+    family = family_of(name) if isinstance(name, str) and name else family_of(files.model_type)
+    if family is not None and family.json_rebuild:
+        data = read_json(path, error=TokenizerLoadError, fix="download the tokenizer's files again")
+        tok = _rebuild_from_json(files, family.json_rebuild, data if isinstance(data, dict) else {})
+        if tok is not None:
+            return tok
     tok = Tokenizer.from_file(str(path))
     _add_tokens(tok, files, None)
     return tok
+
+
+# The vocabulary each rebuilding class reads from a tokenizer.json's model.
+JSON_MODELS = {"wordpiece": "WordPiece", "byte-level": "BPE", "camembert": "Unigram", "xlm-roberta": "Unigram",
+               "deberta": "Unigram"}
+
+
+def _rebuild_from_json(files: TokenizerFiles, rebuild: str, data: dict) -> Tokenizer | None:
+    """The family's tokenizer around the file's vocabulary; None when the file's model is not the one the
+    class reads (the file then runs as written)."""
+    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    vocab = model.get("vocab")
+    if model.get("type") != JSON_MODELS[rebuild] or not vocab:
+        return None
+    if "added_tokens_decoder" not in files.settings:
+        # Without it, transformers takes the file's added tokens (over added_tokens.json's ids).
+        for spec in data.get("added_tokens") or []:
+            flags = {k: spec[k] for k in ("content", "single_word", "lstrip", "rstrip", "normalized", "special")
+                     if k in spec}
+            files.added[int(spec["id"])] = AddedToken(**flags)
+    if rebuild == "wordpiece":
+        return _wordpiece_backend(files, vocab)
+    if rebuild == "byte-level":
+        merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model.get("merges") or []]
+        return _bytelevel_backend(files, vocab, merges)
+    pieces = [(str(piece), float(score)) for piece, score in vocab]
+    charsmap = _charsmap(data.get("normalizer"))
+    if rebuild == "deberta":
+        unk = files.special("unk", "deberta")
+        unk_id = pieces.index((unk, 0.0)) if (unk, 0.0) in pieces else int(files.settings.get("unk_id", 1))
+        return _deberta_backend(files, pieces, unk_id, charsmap, None)
+    if rebuild == "camembert":  # the first piece that is the unknown token, else 0
+        unk = files.special("unk", "sentencepiece")
+        unk_id = next((i for i, (piece, _) in enumerate(pieces) if piece == unk), 0)
+    else:
+        unk_id = 3  # XLMRobertaTokenizer's, whatever the file says
+    return _xlmr_backend(files, rebuild, pieces, unk_id, charsmap, None)
+
+
+def _charsmap(normalizer: object) -> bytes | None:
+    """The SentencePiece character map of a tokenizer.json normalizer (alone or in a Sequence), if any."""
+    if not isinstance(normalizer, dict):
+        return None
+    steps = normalizer.get("normalizers") if normalizer.get("type") == "Sequence" else [normalizer]
+    for step in steps or []:
+        if isinstance(step, dict) and step.get("type") == "Precompiled" and step.get("precompiled_charsmap"):
+            return base64.b64decode(step["precompiled_charsmap"])
+    return None
 
 
 def build_backend(directory: Path, model_type: str | None) -> tuple[Tokenizer, str, dict]:
