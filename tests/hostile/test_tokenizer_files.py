@@ -95,14 +95,16 @@ def test_a_meaningless_model_max_length_is_no_limit(folder, value):
     assert pipe("mot " * 2000)[0]["label"]
 
 
+@pytest.mark.parametrize("arch, setting", [("camembert", "bos_token"), ("bert", "cls_token")])
 @pytest.mark.parametrize("token", [" ", "[C LS]", "\t"])
-def test_a_blank_or_spaced_class_token_is_named(factory, tmp_path, token):
-    """A cls_token of whitespace cannot be written in a post-processing template (the Rust library said
-    "Missing SpecialToken(s) with id(s) ``"): the message names the setting and the fix."""
+def test_a_blank_or_spaced_class_token_is_named(factory, tmp_path, token, arch, setting):
+    """A first token of whitespace cannot be written in a post-processing template (the Rust library said
+    "Missing SpecialToken(s) with id(s) ``"): the message names the setting and the fix. CamemBERT's template
+    starts with its bos_token, BERT's with its cls_token, as transformers builds them."""
     target = tmp_path / "model"
-    shutil.copytree(factory.checkpoint("camembert"), target)
-    (target / "tokenizer_config.json").write_text(json.dumps({"cls_token": token}), encoding="utf-8")
-    with pytest.raises(TokenizerLoadError, match=r"cls_token .* is empty or holds whitespace") as info:
+    shutil.copytree(factory.checkpoint(arch), target)
+    (target / "tokenizer_config.json").write_text(json.dumps({setting: token}), encoding="utf-8")
+    with pytest.raises(TokenizerLoadError, match=rf"{setting} .* is empty or holds whitespace") as info:
         pipeline("text-classification", model=target)
     assert "\n" not in str(info.value)
 

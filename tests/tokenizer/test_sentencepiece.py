@@ -150,3 +150,17 @@ def test_unigram_batch_pairs_and_truncation_equal_xlmroberta_tokenizer(unigram):
     assert_same_encoding(ours(texts, padding=True), theirs(texts, padding=True))
     assert_same_encoding(ours(texts, texts[::-1], padding=True, truncation=True, max_length=20),
                          theirs(texts, texts[::-1], padding=True, truncation=True, max_length=20))
+
+
+@pytest.mark.parametrize("model_type", ["xlm-roberta", "camembert"])
+def test_template_reads_bos_and_eos_like_transformers(tmp_path, model_type):
+    """CamembertTokenizer and XLMRobertaTokenizer frame a sequence with bos_token ... eos_token, not with
+    cls_token / sep_token: a tokenizer_config.json where they differ gives transformers' ids."""
+    import json
+
+    train_unigram(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": model_type}))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"cls_token": "<pad>", "sep_token": "<unk>"}))
+    ours, theirs = Tokenizer.from_dir(tmp_path, model_type=model_type), transformers_tokenizer(tmp_path)
+    texts = FRENCH[:4]
+    assert_same_encoding(ours(texts, texts[::-1], padding=True), theirs(texts, texts[::-1], padding=True))

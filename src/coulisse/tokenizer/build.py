@@ -96,9 +96,12 @@ def _moses_specials(files: TokenizerFiles) -> list[AddedToken]:
     return list(seen.values())
 
 
-def _template(files: TokenizerFiles, layout: str, tok: Tokenizer) -> processors.PostProcessor:
-    cls, sep = files.special("cls", layout), files.special("sep", layout)
-    for name, token in (("cls", cls), ("sep", sep)):
+def _template(files: TokenizerFiles, layout: str, tok: Tokenizer, names: tuple[str, str] = ("cls", "sep")
+              ) -> processors.PostProcessor:
+    """The first and last special tokens around each sequence: cls and sep, or bos and eos (CamemBERT's and
+    XLM-R's classes build their template from those)."""
+    cls, sep = files.special(names[0], layout), files.special(names[1], layout)
+    for name, token in ((names[0], cls), (names[1], sep)):
         if not token or token != "".join(token.split()):
             raise TokenizerLoadError(
                 f"{name}_token {token!r} in {files.directory} is empty or holds whitespace, which cannot mark a "
@@ -107,7 +110,7 @@ def _template(files: TokenizerFiles, layout: str, tok: Tokenizer) -> processors.
     if cls_id is None or sep_id is None:
         raise TokenizerLoadError(
             f"special tokens {cls!r}/{sep!r} are not in the vocabulary of {files.directory}; "
-            "set cls_token/sep_token in tokenizer_config.json."
+            f"set {names[0]}_token/{names[1]}_token in tokenizer_config.json."
         )
     if layout in ("wordpiece", "deberta"):  # [CLS] A [SEP] B [SEP], B with token type 1
         return processors.TemplateProcessing(
@@ -158,7 +161,7 @@ def _xlmr_backend(files: TokenizerFiles, layout: str, vocab: list[tuple[str, flo
     )
     tok.decoder = decoders.Metaspace("▁", prepend_scheme=prepend)
     _add_tokens(tok, files, "sentencepiece", mask_lstrip=layout == "camembert", control=control)
-    tok.post_processor = _template(files, "sentencepiece", tok)
+    tok.post_processor = _template(files, "sentencepiece", tok, ("bos", "eos"))
     return tok
 
 
