@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
-ALLOCINE = Path(__file__).resolve().parents[2] / "shared" / "data" / "allocine-sample" / "train.csv"
+# beside the repository; COULISSE_ALLOCINE names it where a clone lives elsewhere
+ALLOCINE = Path(os.environ.get("COULISSE_ALLOCINE") or
+                Path(__file__).resolve().parents[2] / "shared" / "data" / "allocine-sample" / "train.csv")
 
 
 def _package_dir(name: str) -> Path:

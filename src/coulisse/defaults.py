@@ -23,10 +23,9 @@ BUNDLED_DIR = Path(__file__).parent / "bundled" / "mini-allocine"
 # Held-out accuracy stated in the bundled model card (tests/test_bundled_model.py measures it again).
 BUNDLED_ACCURACY = 0.863  # 358 of 415 held-out reviews
 TF_ALLOCINE_ACCURACY = 0.974  # tblard/tf-allocine's reported test accuracy
-# What `coulisse evaluate` tells whoever scores the bundled model: reviews it learnt from give no held-out figure.
-BUNDLED_TRAINING = (f"{BUNDLED_MODEL} was trained on 1,585 reviews of the public Allociné sample "
-                    "(allocine-sample/train.csv; its card says which): on those, these scores are not held-out "
-                    f"ones. Its card's held-out accuracy is {BUNDLED_ACCURACY:.1%}, on the other 415.")
+# The texts it learnt from, as digests (training/training_digests.py): `coulisse evaluate` counts the rows it
+# scores that are among them, whose scores are then no held-out figure.
+BUNDLED_TRAINING_DIGESTS = BUNDLED_DIR / "training_texts.sha256"
 
 
 def offline_hint(message: str) -> str:

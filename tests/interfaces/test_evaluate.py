@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import random
 import sys
@@ -133,32 +134,60 @@ def test_evaluate_limit_and_sample(tf_camembert_dir, tmp_path):
     result = CliRunner().invoke(cli, [*base, "-o", str(tmp_path / "a"), "--limit", "10"])
     assert result.exit_code == 0, result.output
     assert len((tmp_path / "a" / "predictions.csv").read_text().splitlines()) == 11
+    assert "- Rows read: 10; classified: 10 " in (tmp_path / "a" / "report.md").read_text()  # --limit stops reading
     result = CliRunner().invoke(cli, [*base, "-o", str(tmp_path / "b"), "--sample", "12", "--seed", "7"])
     assert result.exit_code == 0, result.output
     with open(tmp_path / "b" / "predictions.csv", encoding="utf-8", newline="") as f:
         picked = [int(r["source"][1:]) for r in csv.DictReader(f)]
     assert len(picked) == 12 and picked == sorted(picked)
-    assert "a random sample of 12 (seed 7)" in (tmp_path / "b" / "report.md").read_text()
+    text = (tmp_path / "b" / "report.md").read_text()
+    assert "a random sample of 12 (seed 7)" in text
+    assert "- Rows read: 60; classified: 12 " in text  # the file's rows, then those the sample kept
     result = CliRunner().invoke(cli, [*base, "-o", str(tmp_path / "c"), "--limit", "10", "--quantize", "int8"])
     assert result.exit_code == 0, result.output
     text = (tmp_path / "c" / "report.md").read_text()
     assert "- Precision: int8 (the encoder's linear layers; float32 elsewhere)\n" in text
 
 
-def test_the_bundled_model_is_evaluated_with_what_it_learnt_from_said(tmp_path):
+def _card_held_out(text: str) -> bool:
+    """The bundled model card's split: held out when the first byte of the text's sha256 is divisible by 5."""
+    return hashlib.sha256(text.encode("utf-8")).digest()[0] % 5 == 0
+
+
+def test_the_shipped_training_digests_are_the_cards_training_reviews(allocine_texts):
+    from coulisse.interfaces.jobs.evaluate import is_training, training_digests
+
+    digests = training_digests()
+    assert all(is_training(t, digests) != _card_held_out(t) for t in allocine_texts)
+    assert len(digests) == len({t for t in allocine_texts if not _card_held_out(t)})
+
+
+def test_the_bundled_model_is_evaluated_with_what_it_learnt_from_said(allocine_texts, tmp_path):
     """The bundled model learnt from 1,585 reviews of the public Allociné sample, which a learner may well
-    evaluate it on (0.97 there, 0.86 held out): the report and the terminal say so, with the held-out figure."""
+    evaluate it on (0.97 there, 0.86 held out): the report and the terminal say how many of the rows scored
+    it learnt from, with the held-out figure; on held-out reviews (or any other text) they say nothing."""
     from coulisse.defaults import BUNDLED_ACCURACY, BUNDLED_MODEL
 
-    source, report = tmp_path / "in.csv", tmp_path / "report"
-    _labelled_csv(source, label=lambda i: ["NEGATIVE", "POSITIVE"][i % 2])
-    result = CliRunner().invoke(cli, ["evaluate", "-m", BUNDLED_MODEL, "-i", str(source), "-o", str(report),
-                                      "--no-plots"])
+    texts = allocine_texts[:24]
+    trained = sum(not _card_held_out(t) for t in texts)
+    assert 0 < trained < len(texts)
+    held = [t for t in allocine_texts if _card_held_out(t)][:24]
+    for name, chosen in (("mixed", texts), ("held", held)):
+        with open(tmp_path / f"{name}.csv", "w", encoding="utf-8", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(["text", "label"])
+            out.writerows([t, ["NEGATIVE", "POSITIVE"][i % 2]] for i, t in enumerate(chosen))
+    args = ["evaluate", "-m", BUNDLED_MODEL, "--no-plots", "-i"]
+    result = CliRunner().invoke(cli, [*args, str(tmp_path / "mixed.csv"), "-o", str(tmp_path / "a")])
     assert result.exit_code == 0, result.output
-    said = f"{BUNDLED_MODEL} was trained on 1,585 reviews of the public Allociné sample"
-    assert f"> {said}" in (report / "report.md").read_text(encoding="utf-8")
+    said = f"{trained} of the 24 rows evaluated are reviews {BUNDLED_MODEL} was trained on"
+    assert f"> {said}" in (tmp_path / "a" / "report.md").read_text(encoding="utf-8")
     (note,) = [line for line in result.stderr.splitlines() if line.startswith("note: ")]
     assert said in note and f"held-out accuracy is {BUNDLED_ACCURACY:.1%}" in note
+    result = CliRunner().invoke(cli, [*args, str(tmp_path / "held.csv"), "-o", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    assert "trained on" not in (tmp_path / "b" / "report.md").read_text(encoding="utf-8")
+    assert "note:" not in result.stderr
 
 
 def test_report_path_with_a_trailing_slash(tf_camembert_dir, tmp_path):

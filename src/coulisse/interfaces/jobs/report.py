@@ -33,7 +33,7 @@ def _selection(ev: Evaluation) -> str:
 
 def _counts(ev: Evaluation, metrics: Metrics) -> list[str]:
     c, s = ev.collected, ev.summary
-    lines = [f"- Rows read: {s.rows:,} ({_selection(ev)}); evaluated: **{metrics.total:,}**",
+    lines = [f"- Rows read: {c.read:,}; classified: {s.rows:,} ({_selection(ev)}); evaluated: **{metrics.total:,}**",
              f"- Rows whose text could not be classified: {s.errored:,} (see `error` in the predictions)",
              f"- Rows without a label: {c.missing:,}"]
     if c.unknown:
