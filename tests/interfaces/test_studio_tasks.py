@@ -6,6 +6,7 @@ tests/interfaces/test_studio.py holds the text-classification studio and the com
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from urllib.parse import urlencode
@@ -277,3 +278,43 @@ def test_an_embedding_studio_says_the_folders_limit(minilm_dir):
     kept = [t["id"] for t in got["tokens"] if not t["truncated"]]
     assert kept == theirs.tokenize([text])["input_ids"][0].tolist()
     assert got["length"]["truncated_at"] == got["tokens"][len(kept)]["start"]
+
+
+@pytest.mark.parametrize("task", ["text-classification", "fill-mask", "question-answering",
+                                  "zero-shot-classification"])
+def test_explain_json_is_the_studios_api_document(task, task_factory, nli_dir, tf_camembert_dir, camembert_spm,
+                                                  tmp_path):
+    """`coulisse explain --json` prints, as one JSON document, what the studio's /api/explain answers for the
+    same text, task and options (compare=0: the exact weights)."""
+    if task == "question-answering":
+        folder = tmp_path / "qa"
+        shutil.copytree(QA_FIXTURES / "camembert", folder)
+        shutil.copy(camembert_spm, folder / "sentencepiece.bpe.model")
+        query, flags = {"text": CONTEXT, "question": QUESTION}, ["--question", QUESTION, CONTEXT]
+    elif task == "zero-shot-classification":
+        folder, labels = nli_dir, "sport,cinéma,politique"
+        query = {"text": "Le PSG a gagné hier soir.", "labels": labels, "method": "occlusion"}
+        flags = ["--labels", labels, "--method", "occlusion", query["text"]]
+    elif task == "fill-mask":
+        folder = task_factory.checkpoint("camembert", "masked-lm")
+        query, flags = {"text": "Le film est <mask>."}, ["Le film est <mask>."]
+    else:
+        folder, query, flags = tf_camembert_dir, {"text": "Un film excellent, mais trop long."}, [
+            "Un film excellent, mais trop long."]
+    result = CliRunner().invoke(cli, ["explain", "--json", "--task", task, "-m", str(folder), *flags])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)  # one document: json.loads refuses anything after it
+    with studio_client(task, folder) as client:
+        served = ask(client, **query, compare="0")
+    assert served.status_code == 200, served.text
+    assert printed == served.json()
+
+
+def test_explain_json_refuses_what_the_document_has_no_room_for(tf_camembert_dir):
+    base = ["explain", "--json", "-m", str(tf_camembert_dir)]
+    for extra, words in ((["--html", "x.html"], "--html"), (["-a"], "--attributions"), (["--steps", "4"], "--steps"),
+                         (["--target", "POSITIVE"], "--target"), (["autre texte"], "one TEXT")):
+        result = CliRunner().invoke(cli, [*base, "Un film.", *extra])
+        assert result.exit_code == 2 and words in result.output, result.output
+    result = CliRunner().invoke(cli, [*base, "--task", "fill-mask", "Pas de masque."])
+    assert result.exit_code == 1 and result.stdout == "" and len(result.stderr.strip().splitlines()) == 1

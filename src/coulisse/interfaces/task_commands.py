@@ -168,7 +168,9 @@ def classify(texts, model, top_k, as_json, threads, quantize, input_path, output
               help="Integrated Gradients: gradient evaluations of the first pass (default 32).")
 @click.option("--target", default=None,
               help="Label to explain, name or id (default: the predicted one; zero-shot: one of --labels).")
-def explain(texts, model, task, question, labels, template, attributions, html_path, method, steps, target):
+@click.option("-j", "--json", "as_json", is_flag=True,
+              help="Print TEXT's explanation as one JSON document: the studio's /api/explain answer (compare=0).")
+def explain(texts, model, task, question, labels, template, attributions, html_path, method, steps, target, as_json):
     """Show every stage behind the pipeline for TEXT: tokens, ids, mask, hidden states, logits, labels.
 
     \b
@@ -179,6 +181,7 @@ def explain(texts, model, task, question, labels, template, attributions, html_p
       coulisse explain --task fill-mask -m camembert-base --html masks.html "Ce film est <mask>."
       coulisse explain --task question-answering -m ./qa --question "Où ?" "Le camembert vient de Normandie."
       coulisse explain --task zero-shot-classification -m ./nli --labels sport,cinéma "Le PSG a gagné."
+      coulisse explain --json "Un film excellent." | jq .attribution.tokens
 
     --html writes one offline page for every task: the token table, hidden-state norms, the attention of
     every layer and head, and the task's own view (labels, entities, masks, answer span, embedding, sparse
@@ -186,19 +189,31 @@ def explain(texts, model, task, question, labels, template, attributions, html_p
     (text-classification, zero-shot-classification): Integrated Gradients over the word vectors, from the
     pad token's to the text's, or occlusion; NO_COLOR or a pipe turns colours off. For zero-shot, the words
     that pushed the text towards a candidate label (--target, default the top one), for the entailment
-    logit of its hypothesis.
+    logit of its hypothesis. --json prints the document `coulisse studio`'s /api/explain answers for the same
+    text, task and options, with the exact weights alone (compare=0).
     """
     lines = read_texts(texts)
+    if as_json:
+        given = [name for name, on in (("--html", html_path is not None), ("--attributions", attributions),
+                                       ("--steps", steps is not None), ("--target", target is not None)) if on]
+        if given:
+            raise click.UsageError(f"--json prints the studio's document, which has no {', '.join(given)}; drop "
+                                   f"{'it' if len(given) == 1 else 'them'}.")
+        if len(lines) > 1:
+            raise click.UsageError(f"--json explains one TEXT, and {len(lines)} were given; run it once per text.")
     if target is not None and not attributions and html_path is None:
         raise click.UsageError("--target chooses the label that --attributions or --html explains; add one of them.")
     if html_path is not None and not Path(html_path).resolve().parent.is_dir():
         raise click.UsageError(f"--html {html_path}: the folder {Path(html_path).resolve().parent} does not exist; "
                                "create it, or write the page elsewhere.")
     check_request(task, question, labels, template)  # before loading a model
-    check_attribution_request(task, method, steps, attributions, html_path is not None, target)
+    check_attribution_request(task, method, steps, attributions, html_path is not None or as_json, target)
     pipe = load_pipeline(task, model)
     if task == "fill-mask":  # either spelling, as `coulisse fill-mask` takes it
         lines = [_with_mask(text, pipe.tokenizer.special_tokens["mask"]) for text in lines]
+    if as_json:
+        click.echo(explain_json(pipe, lines[0], question=question, labels=labels, template=template, method=method))
+        return
     options = {"method": method, "steps": steps, "target": cli_target(pipe, target, labels)}
     if html_path is not None:
         asked = {"question": question, "labels": labels, "template": template}
@@ -218,6 +233,17 @@ def explain(texts, model, task, question, labels, template, attributions, html_p
         click.echo(out, color=color)
     if len(lines) > 1 and task in BATCH_TASKS:
         click.echo("\n" + "=" * min(72, terminal_width()) + "\n" + "\n".join(batch_lines(pipe, lines)))
+
+
+def explain_json(pipe, text: str, **asked: str | None) -> str:
+    """The studio's /api/explain document for `text` (its query parsed as the studio parses one), exact
+    weights alone."""
+    from coulisse.interfaces.studio.explore import Studio, parse_query
+
+    params = {name: [value] for name, value in {"text": text, **asked}.items() if value is not None}
+    query = parse_query({**params, "compare": ["0"]}, pipe.task)
+    exploration = Studio(pipe, lambda: None).explore(query)
+    return json.dumps(exploration.to_dict(), ensure_ascii=False, allow_nan=False)
 
 
 @click.command()
