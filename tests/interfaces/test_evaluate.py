@@ -6,6 +6,7 @@ import csv
 import hashlib
 import json
 import random
+import shutil
 import sys
 
 import numpy as np
@@ -239,3 +240,46 @@ def test_no_plots_writes_the_report_without_matplotlib(tf_camembert_dir, tmp_pat
     assert sorted(p.name for p in report.iterdir()) == ["predictions.csv", "report.md"]
     text = (report / "report.md").read_text()
     assert "## Calibration" in text and ".png" not in text
+
+
+def test_report_md_shows_label_names_as_written(tf_camembert_dir, tmp_path):
+    """Label names are text in report.md, not Markdown: `*bad*` is no emphasis and `a|b` no extra column, as
+    a CommonMark + GFM-tables parser (markdown-it-py) reads the file."""
+    markdown_it = pytest.importorskip("markdown_it")
+    folder = tmp_path / "model"
+    shutil.copytree(tf_camembert_dir, folder)
+    names = ["*bad* <b>", "a|b `c` [x](y)"]
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config["id2label"], config["label2id"] = {"0": names[0], "1": names[1]}, {names[0]: 0, names[1]: 1}
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    source, report = tmp_path / "in.csv", tmp_path / "report"
+    _labelled_csv(source, n=16, label=lambda i: names[i % 2] if i != 3 else "_odd_|one")
+    result = CliRunner().invoke(cli, ["evaluate", "-m", str(folder), "-i", str(source), "-o", str(report),
+                                      "--no-plots", "--quiet"])
+    assert result.exit_code == 0, result.output
+    tokens = markdown_it.MarkdownIt("commonmark").enable("table").parse((report / "report.md").read_text("utf-8"))
+
+    def tables() -> list[list[list[str]]]:  # each table's rows, as the cells' plain text
+        found, row = [], None
+        for i, t in enumerate(tokens):
+            if t.type == "table_open":
+                found.append([])
+            elif t.type == "tr_open":
+                row = []
+                found[-1].append(row)
+            elif t.type in ("th_open", "td_open"):
+                inline = tokens[i + 1]
+                row.append("".join(c.content for c in inline.children if c.type in ("text", "code_inline")))
+        return found
+
+    per_label = next(t for t in tables() if t[0][0] == "label")
+    assert [r[0] for r in per_label[1:]] == names and all(len(r) == 5 for r in per_label[1:])
+    confusion = next(t for t in tables() if t[0][0] == "true \\ predicted")
+    assert confusion[0][1:] == names and [r[0] for r in confusion[1:]] == names
+    children = [c for t in tokens if t.type == "inline" for c in t.children]
+    assert not [c for c in children if c.type in ("em_open", "html_inline")]  # `*bad*`, `<b>`: text
+    assert [c.attrs["href"] for c in children if c.type == "link_open"] == ["predictions.csv"]  # not `[x](y)`
+    listed = [t.content for t in tokens if t.type == "inline" and t.content.startswith("Rows left out")]
+    plain = "".join(c.content for c in tokens[tokens.index(next(t for t in tokens if t.content == listed[0]))].children
+                    if c.type == "text")
+    assert "_odd_|one (1)" in plain

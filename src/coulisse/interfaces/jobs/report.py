@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,15 @@ from coulisse.interfaces.jobs.metrics import Metrics, compute
 
 PLOTS = {"confusion": "confusion_matrix.png", "reliability": "reliability.png",
          "histogram": "score_histogram.png"}
+
+
+MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # CommonMark escapes any ASCII punctuation
+
+
+def md(text: str) -> str:
+    """`text` as literal Markdown inline text, in a table cell too: a label `*bad*` or `a|b` shows as written
+    (not emphasis, not a new column); a line break becomes a space."""
+    return MARKDOWN_PUNCTUATION.sub(r"\\\1", " ".join(str(text).splitlines()))
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -37,7 +47,7 @@ def _counts(ev: Evaluation, metrics: Metrics) -> list[str]:
              f"- Rows whose text could not be classified: {s.errored:,} (see `error` in the predictions)",
              f"- Rows without a label: {c.missing:,}"]
     if c.unknown:
-        found = ", ".join(f"`{v}` ({n:,})" for v, n in c.unknown.most_common(10))
+        found = ", ".join(f"{md(v)} ({n:,})" for v, n in c.unknown.most_common(10))
         lines.append(f"- Rows left out, their label unknown to the model: {c.unknown.total():,}: {found}")
     job = ev.options.job
     long_text = job.long_text + (f", stride {job.stride}" if job.stride is not None else "")
@@ -49,9 +59,9 @@ def _counts(ev: Evaluation, metrics: Metrics) -> list[str]:
 
 
 def _confusion(metrics: Metrics) -> list[str]:
-    rows = [[f"**{t}**"] + [f"{metrics.confusion[i, j]:,}" for j in range(len(metrics.labels))]
+    rows = [[f"**{md(t)}**"] + [f"{metrics.confusion[i, j]:,}" for j in range(len(metrics.labels))]
             for i, t in enumerate(metrics.labels)]
-    return _table(["true \\ predicted", *metrics.labels], rows)
+    return _table(["true \\ predicted", *map(md, metrics.labels)], rows)
 
 
 def _calibration(metrics: Metrics) -> list[str]:
@@ -70,7 +80,7 @@ def render(ev: Evaluation, metrics: Metrics, predictions: str) -> str:
         return [f"![{alt}]({PLOTS[name]})", ""] if ev.options.plots else []  # --no-plots: none drawn
 
     histogram = ["## Scores by true label", "", *image("score histogram", "histogram")] if ev.options.plots else []
-    per_class = [[label, f"{metrics.precision[k]:.4f}", f"{metrics.recall[k]:.4f}", f"{metrics.f1[k]:.4f}",
+    per_class = [[md(label), f"{metrics.precision[k]:.4f}", f"{metrics.recall[k]:.4f}", f"{metrics.f1[k]:.4f}",
                   f"{int(metrics.support[k]):,}"] for k, label in enumerate(metrics.labels)]
     lines = [f"# Evaluation of `{ev.model}` on `{ev.options.input}`", "", *_counts(ev, metrics), "",
              "## Scores", "",
