@@ -283,3 +283,33 @@ def test_report_md_shows_label_names_as_written(tf_camembert_dir, tmp_path):
     plain = "".join(c.content for c in tokens[tokens.index(next(t for t in tokens if t.content == listed[0]))].children
                     if c.type == "text")
     assert "_odd_|one (1)" in plain
+
+
+@pytest.mark.parametrize("n", [12, 30])
+def test_the_histogram_tells_every_label_apart(n, tmp_path):
+    """Past 8 labels every label's bars keep a colour and line style of their own, each named in a legend
+    that lies beside the plot, not over its bars (matplotlib's own artists and extents)."""
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.colors as mcolors
+    import matplotlib.pyplot as plt
+
+    from coulisse.interfaces.jobs.plots import histogram_figure, score_histogram
+
+    rng = np.random.default_rng(0)
+    y_true = np.repeat(np.arange(n), 5)
+    probs = rng.dirichlet(np.ones(n), len(y_true))
+    labels = [f"L{k}" for k in range(n)]
+    metrics = compute(y_true, probs.argmax(1), probs.max(1), labels, n_bins=10)
+    fig = histogram_figure(plt, metrics, y_true, probs)
+    ax = fig.axes[0]
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == [f"true {label} (5)" for label in labels]
+    outlines = [(mcolors.to_hex(h.get_edgecolor()), h.get_linestyle()) for h in legend.legend_handles]
+    assert len(set(outlines)) == n, outlines
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    assert not legend.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
+    plt.close(fig)
+    score_histogram(metrics, y_true, probs, tmp_path / "h.png")
+    assert (tmp_path / "h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -10,6 +10,19 @@ from coulisse.interfaces.jobs.formats import require
 from coulisse.interfaces.jobs.metrics import Metrics
 
 COLORS = ["#d1495b", "#2e86ab", "#edae49", "#66a182", "#8d6a9f", "#00798c", "#f28f3b", "#4b3f72"]
+LINESTYLES = ["solid", "dashed", "dotted", "dashdot"]
+LEGEND_INSIDE = 8  # labels whose legend fits in the plot's corner; more go beside it, in columns
+
+
+def label_styles(plt, n: int) -> list[tuple[str | tuple, str]]:
+    """(colour, line style) of each of `n` labels, no two alike: the palette for up to 8, else a qualitative
+    map (tab20) or an even sampling of a continuous one (turbo), the line style cycling too, so that
+    neighbouring hues still differ in their outline."""
+    if n <= len(COLORS):
+        return [(c, "solid") for c in COLORS[:n]]
+    cmap = plt.get_cmap("tab20" if n <= 20 else "turbo")
+    colours = [cmap(k) if n <= 20 else cmap(k / (n - 1)) for k in range(n)]
+    return [(tuple(c), LINESTYLES[k % len(LINESTYLES)]) for k, c in enumerate(colours)]
 
 
 def _pyplot():
@@ -74,17 +87,24 @@ def reliability_plot(metrics: Metrics, path: Path) -> None:
 def score_histogram(metrics: Metrics, y_true: np.ndarray, probs: np.ndarray, path: Path) -> None:
     """Two labels: the score of the second label, by true class. More: the score of the true class."""
     plt = _pyplot()
+    fig = histogram_figure(plt, metrics, y_true, probs)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # the legend beside the plot included
+    plt.close(fig)
+
+
+def histogram_figure(plt, metrics: Metrics, y_true: np.ndarray, probs: np.ndarray):
     binary = len(metrics.labels) == 2
+    n = len(metrics.labels)
+    outside = n > LEGEND_INSIDE
     fig, ax = plt.subplots(figsize=(7, 4.2))
     edges = np.linspace(0, 1, 21)
-    for k, label in enumerate(metrics.labels):
+    for k, (label, (color, style)) in enumerate(zip(metrics.labels, label_styles(plt, n), strict=True)):
         rows = y_true == k
         if not rows.any():
             continue
         values = probs[rows, 1] if binary else probs[rows, k]
-        color = COLORS[k % len(COLORS)]
         ax.hist(values, bins=edges, histtype="stepfilled", alpha=0.3, color=color)
-        ax.hist(values, bins=edges, histtype="step", linewidth=2, color=color,
+        ax.hist(values, bins=edges, histtype="step", linewidth=2, color=color, linestyle=style,
                 label=f"true {label} ({int(rows.sum()):,})")
     if binary:
         ax.axvline(0.5, color="gray", linestyle="--", linewidth=1, label="decision threshold")
@@ -93,7 +113,10 @@ def score_histogram(metrics: Metrics, y_true: np.ndarray, probs: np.ndarray, pat
     ax.set_ylabel("rows")
     ax.set_xlim(0, 1)
     ax.set_title(f"Distribution of the {what}, by true label")
-    ax.legend()
+    if outside:  # beside the plot, never over its bars; a column per 20 entries
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0, fontsize="small",
+                  ncols=1 + (n - 1) // 20)
+    else:
+        ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
