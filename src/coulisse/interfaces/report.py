@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,7 +78,10 @@ class Classified:
 
     @property
     def headline(self) -> str:
-        return f"{self.answer['label']} {self.answer['score']:.4f}"
+        return self.worded(str)
+
+    def worded(self, value: Callable[[str], str]) -> str:
+        return f"{value(self.answer['label'])} {self.answer['score']:.4f}"
 
 
 @dataclass
@@ -96,7 +100,10 @@ class Ranked:
 
     @property
     def headline(self) -> str:
-        return f"{self.answer['labels'][0]} {self.answer['scores'][0]:.4f}"
+        return self.worded(str)
+
+    def worded(self, value: Callable[[str], str]) -> str:
+        return f"{value(self.answer['labels'][0])} {self.answer['scores'][0]:.4f}"
 
     def against(self, other: Ranked) -> Agreement:
         mine, theirs = self.answer["labels"], other.answer["labels"]
@@ -115,9 +122,13 @@ class Tagged:
 
     @property
     def headline(self) -> str:
+        return self.worded(str)
+
+    def worded(self, value: Callable[[str], str]) -> str:
         if not self.entities:
             return "no entity"
-        shown = ", ".join(f"{x['entity_group']} «{one_line(x['word'].strip(), 30, '…')}»" for x in self.entities[:3])
+        shown = ", ".join(f"{value(x['entity_group'])} «{value(one_line(x['word'].strip(), 30, '…'))}»"
+                          for x in self.entities[:3])
         more = f", … ({len(self.entities)} in all)" if len(self.entities) > 3 else ""
         return f"{shown}{more}"
 
@@ -152,7 +163,10 @@ class Filled:
 
     @property
     def headline(self) -> str:
-        return " · ".join(f"«{one_line(m[0]['token_str'].strip(), 30, '…')}» {m[0]['score']:.4f}"
+        return self.worded(str)
+
+    def worded(self, value: Callable[[str], str]) -> str:
+        return " · ".join(f"«{value(one_line(m[0]['token_str'].strip(), 30, '…'))}» {m[0]['score']:.4f}"
                           for m in self.masks if m)
 
     def against(self, other: Filled) -> Agreement:
@@ -192,9 +206,12 @@ class Answered:
 
     @property
     def headline(self) -> str:
+        return self.worded(str)
+
+    def worded(self, value: Callable[[str], str]) -> str:
         if not self.answer:
             return "no answer"
-        return f"«{one_line(self.answer['answer'].strip(), 40, '…')}» {self.answer['score']:.4f}"
+        return f"«{value(one_line(self.answer['answer'].strip(), 40, '…'))}» {self.answer['score']:.4f}"
 
     def against(self, other: Answered) -> Agreement:
         def span(answer):
@@ -221,6 +238,9 @@ class Pooled:
 
     @property
     def headline(self) -> str:
+        return self.worded(str)
+
+    def worded(self, value: Callable[[str], str]) -> str:
         return f"embedding ({len(self.vector)},), norm {float(np.linalg.norm(self.vector)):.4f}"
 
     def against(self, other: Pooled) -> Agreement:
@@ -245,7 +265,10 @@ class Expanded:
 
     @property
     def headline(self) -> str:
-        top = ", ".join(entry[0] for entry in self.entries[:3])
+        return self.worded(str)
+
+    def worded(self, value: Callable[[str], str]) -> str:
+        top = ", ".join(value(entry[0]) for entry in self.entries[:3])
         return f"{self.active:,} active entries: {top}"
 
     def against(self, other: Expanded) -> Agreement:
@@ -297,6 +320,17 @@ class Inspection:
 
 def e(value: Any) -> str:
     return html.escape(str(value), quote=True)
+
+
+def iso(value: Any) -> str:
+    """`value` escaped and isolated: a right-to-left label or token (Arabic, Hebrew) keeps the numbers and
+    punctuation beside it in their places."""
+    return f"<bdi>{e(value)}</bdi>"
+
+
+def headline_html(head) -> str:
+    """A view's headline with the texts it quotes (labels, tokens, answers) isolated."""
+    return head.worded(iso)
 
 
 def diverging_rgb(value: float, scale: float) -> tuple[int, int, int]:
@@ -355,23 +389,23 @@ def render_words(x: Inspection) -> str:
         out.append(f'<span class="truncated" title="cut at the model\'s limit: not seen">{e(x.text[cut:])}</span>')
     else:
         out.append(e(x.text[at:]))
-    legend = (f'<div class="legend"><span>against {e(a.label)} {_signed(-scale)}</span>'
-              f'<span class="ramp"></span><span>{_signed(scale)} towards {e(a.label)}</span></div>')
+    legend = (f'<div class="legend"><span>against {iso(a.label)} {_signed(-scale)}</span>'
+              f'<span class="ramp"></span><span>{_signed(scale)} towards {iso(a.label)}</span></div>')
     method = ("Integrated Gradients" if a.method == "integrated_gradients" else "Occlusion (leave one token out)")
     how = f"{a.steps} gradient evaluations, " if a.steps else ""
     gap = (f"completeness gap {a.gap:+.2e} of F(x) − F(baseline) = {a.delta:+.4f}" if a.method == "integrated_gradients"
            else f"sum {sum(a.scores):+.4f}, F(x) − F(baseline) = {a.delta:+.4f}")
     meta = (f'<p class="meta">{method} on the {e(a.weights)} weights, {how}baseline: {e(a.baseline)} token; '
             f'{gap}</p>')
-    return f'<p class="attributed">{"".join(out)}</p>{legend}{meta}{render_top_words(x)}'
+    return f'<p class="attributed" dir="auto">{"".join(out)}</p>{legend}{meta}{render_top_words(x)}'
 
 
 def render_top_words(x: Inspection, k: int = 5) -> str:
     a = x.attribution
     rows = []
     for sign, name in ((1, "towards"), (-1, "against")):
-        words = " · ".join(f"{e(w.text)} ({_signed(w.attribution)})" for w in a.top_words(k, sign)) or "—"
-        rows.append(f"<li><strong>{name} {e(a.label)}:</strong> {words}</li>")
+        words = " · ".join(f"{iso(w.text)} ({_signed(w.attribution)})" for w in a.top_words(k, sign)) or "—"
+        rows.append(f"<li><strong>{name} {iso(a.label)}:</strong> {words}</li>")
     return f'<ul class="top-words">{"".join(rows)}</ul>'
 
 
@@ -389,9 +423,9 @@ def render_tokens(x: Inspection) -> str:
                 '<td class="num" title="not in the input: cut by truncation, so it has no mask either">—</td>')
         seq = f"<td>{'—' if t.sequence is None else 'AB'[t.sequence]}</td>" if x.sequences else ""
         rows.append(f'<tr class="{"truncated" if t.truncated else "seen"}"><td class="num">{i}</td>'
-                    f"<td><code>{e(t.piece)}</code></td><td class=\"num\">{t.id}</td>{seq}"
+                    f"<td><code>{iso(t.piece)}</code></td><td class=\"num\">{t.id}</td>{seq}"
                     f"<td>{'yes' if t.special else ''}</td>{mask}"
-                    f"<td class=\"num\">[{t.start}:{t.end}]</td><td>{e(x.chars(t))}</td>"
+                    f"<td class=\"num\">[{t.start}:{t.end}]</td><td>{iso(x.chars(t))}</td>"
                     f"{(score or '<td></td>') if scored else ''}</tr>")
     columns = ["#", "piece", "id", *(["text (A/B)"] if x.sequences else []), "special", "mask", "offsets", "text",
                *(["attribution"] if scored else [])]
@@ -402,7 +436,7 @@ def render_tokens(x: Inspection) -> str:
             if tail else f"<p>{len(x.seen)} tokens, none truncated.</p>")
     if x.sequences:
         a, b = (one_line(text, 70, "…") for text in x.sequences)
-        note += (f"<p>A pair: text A “{e(a)}” and text B “{e(b)}”, one input; each token's offsets index "
+        note += (f"<p>A pair: text A “{iso(a)}” and text B “{iso(b)}”, one input; each token's offsets index "
                  "its own text.</p>")
     head = "<tr>" + "".join(f"<th>{c}</th>" for c in columns) + "</tr>"
     return f'{note}<table class="tokens"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
@@ -427,15 +461,15 @@ def render_bars(values: list[float], names: list[str], css: str, width: int = 42
 
 def _answer(label: str, score: float | None = None) -> str:
     score_html = "" if score is None else f' <span class="score">{score:.4f}</span>'
-    return f'<p class="answer">Answer: <strong class="label">{e(label)}</strong>{score_html}</p>'
+    return f'<p class="answer">Answer: <strong class="label">{iso(label)}</strong>{score_html}</p>'
 
 
 def render_classified(x: Inspection) -> str:
     h: Classified = x.head
     names = [h.id2label[i] for i in range(len(h.logits))]
-    logits = ", ".join(f"{e(n)} {v:+.4f}" for n, v in zip(names, h.logits, strict=True))
+    logits = ", ".join(f"{iso(n)} {v:+.4f}" for n, v in zip(names, h.logits, strict=True))
     what = {"softmax": "softmax", "sigmoid": "sigmoid per label", "none": "no function (raw scores)"}[h.function]
-    mapping = ", ".join(f"{i}: {e(repr(n))}" for i, n in enumerate(names))
+    mapping = ", ".join(f"{i}: {iso(repr(n))}" for i, n in enumerate(names))
     return (f'<p>logits (raw scores, one per label): {logits}</p><p>{what} → probabilities, each position named '
             f'by <code>id2label {{{mapping}}}</code>:</p>'
             + render_bars(h.scores, names, "scores", maximum=1.0 if h.function != "none" else None)
@@ -444,8 +478,8 @@ def render_classified(x: Inspection) -> str:
 
 def render_ranked(x: Inspection) -> str:
     h: Ranked = x.head
-    nli = ", ".join(f"{i}: {e(repr(h.id2label[i]))}" for i in sorted(h.id2label))
-    rows = "".join(f"<tr><td>{e(label)}</td><td>{e(hypothesis)}</td><td class=\"num\">{row[h.entailment]:+.4f}</td>"
+    nli = ", ".join(f"{i}: {iso(repr(h.id2label[i]))}" for i in sorted(h.id2label))
+    rows = "".join(f"<tr><td>{iso(label)}</td><td>{iso(hypothesis)}</td><td class=\"num\">{row[h.entailment]:+.4f}</td>"
                    f"<td class=\"num\">{row[h.contradiction]:+.4f}</td><td class=\"num\">{score:.4f}</td></tr>"
                    for label, hypothesis, row, score in zip(h.labels, h.hypotheses, h.nli_logits, h.scores,
                                                             strict=True))
@@ -454,7 +488,7 @@ def render_ranked(x: Inspection) -> str:
              f"<tbody>{rows}</tbody></table>")
     return (f"<p>One input per candidate label: the text (A) and a hypothesis made from the label (B), through the "
             f"same encoder and an NLI head, <code>id2label {{{nli}}}</code>. The views above show the pair whose "
-            f"hypothesis is “{e(x.sequences[1])}”.</p>{table}"
+            f"hypothesis is “{iso(x.sequences[1])}”.</p>{table}"
             f"<p>{e(h.how)} → ranking:</p>"
             + render_bars(h.answer["scores"], h.answer["labels"], "scores", maximum=1.0)
             + _answer(h.answer["labels"][0], h.answer["scores"][0]))
@@ -475,20 +509,20 @@ def render_entities_in_text(x: Inspection) -> str:
         out.append(e(x.text[at:ent["start"]]))
         out.append(f'<mark class="entity" style="background:{colour[ent["entity_group"]]}" '
                    f'title="{e(ent["entity_group"])} {ent["score"]:.4f}">{e(x.text[ent["start"]:ent["end"]])}'
-                   f'<sup>{e(ent["entity_group"])}</sup></mark>')
+                   f'<sup>{iso(ent["entity_group"])}</sup></mark>')
         at = ent["end"]
     out.append(e(x.text[at:]))
-    return f'<p class="tagged">{"".join(out)}</p>'
+    return f'<p class="tagged" dir="auto">{"".join(out)}</p>'
 
 
 def render_tagged(x: Inspection) -> str:
     h: Tagged = x.head
-    entities = "".join(f'<tr><td>{e(ent["entity_group"])}</td><td class="num">{ent["score"]:.4f}</td>'
-                       f'<td class="num">[{ent["start"]}:{ent["end"]}]</td><td>{e(ent["word"])}</td></tr>'
+    entities = "".join(f'<tr><td>{iso(ent["entity_group"])}</td><td class="num">{ent["score"]:.4f}</td>'
+                       f'<td class="num">[{ent["start"]}:{ent["end"]}]</td><td>{iso(ent["word"])}</td></tr>'
                        for ent in h.entities)
     entities = ('<table class="entities"><thead><tr><th>entity</th><th>score</th><th>characters</th><th>word</th>'
                 f"</tr></thead><tbody>{entities}</tbody></table>" if h.entities else "<p>No entity.</p>")
-    tokens = "".join(f'<tr><td class="num">{i}</td><td><code>{e(t.piece)}</code></td><td>{e(label)}</td>'
+    tokens = "".join(f'<tr><td class="num">{i}</td><td><code>{iso(t.piece)}</code></td><td>{iso(label)}</td>'
                      f'<td class="num">{score:.4f}</td></tr>'
                      for i, (t, (label, score)) in enumerate(zip(x.seen, h.labels, strict=True)))
     return ("<p>The head gives every token one logit per label; a softmax per token, then its best label "
@@ -505,7 +539,7 @@ def render_filled(x: Inspection) -> str:
     for n, proposals in enumerate(h.masks, 1):
         names = [p["token_str"] for p in proposals]
         out.append(f"<p>mask {n}:</p>" + render_bars([p["score"] for p in proposals], names, "scores", maximum=1.0))
-        out.append(f'<p class="filled">{e(proposals[0]["sequence"])}</p>')
+        out.append(f'<p class="filled" dir="auto">{e(proposals[0]["sequence"])}</p>')
     best = h.masks[0][0]
     return "".join(out) + _answer(best["token_str"], best["score"])
 
@@ -518,7 +552,7 @@ def render_answer_in_context(x: Inspection) -> str:
         a = h.answer
         context = (f'{e(h.context[:a["start"]])}<mark class="answer-span" title="{a["score"]:.4f}">'
                    f'{e(h.context[a["start"]:a["end"]])}</mark>{e(h.context[a["end"]:])}')
-    return f'<p>Question: “{e(h.question)}”</p><p class="context">{context}</p>'
+    return f'<p>Question: “{iso(h.question)}”</p><p class="context" dir="auto">{context}</p>'
 
 
 def render_answered(x: Inspection) -> str:
@@ -530,8 +564,8 @@ def render_answered(x: Inspection) -> str:
         out.append(f"<p>The context is longer than a window: the pipeline reads it in {len(h.windows)} windows "
                    "(the views above show the pair truncated at the model's limit).</p>")
     for n, w in enumerate(h.windows, 1):
-        rows = "".join(f'<tr><td class="num">{r}</td><td>{s} <code>{e(w.tokens[s])}</code> {ps:.4f}</td>'
-                       f'<td>{t} <code>{e(w.tokens[t])}</code> {pt:.4f}</td></tr>'
+        rows = "".join(f'<tr><td class="num">{r}</td><td>{s} <code>{iso(w.tokens[s])}</code> {ps:.4f}</td>'
+                       f'<td>{t} <code>{iso(w.tokens[t])}</code> {pt:.4f}</td></tr>'
                        for r, ((s, ps), (t, pt)) in enumerate(zip(w.starts, w.ends, strict=True), 1))
         best = ("no span" if w.best is None else
                 f"best span: tokens {w.best[0]}..{w.best[1]}, score {w.best[2]:.4f}")
@@ -554,9 +588,9 @@ def render_pooled(x: Inspection) -> str:
 def render_expanded(x: Inspection) -> str:
     h: Expanded = x.head
     names = [token + ("" if present else " *") for token, _, present, _ in h.entries]
-    rows = "".join(f'<tr><td class="num">{weight:.4f}</td><td><code>{e(token)}</code></td>'
+    rows = "".join(f'<tr><td class="num">{weight:.4f}</td><td><code>{iso(token)}</code></td>'
                    f"<td>{'yes' if present else 'no: an expansion'}</td>"
-                   f"<td>{'' if at is None else f'{at} <code>{e(x.seen[at].piece)}</code>'}</td></tr>"
+                   f"<td>{'' if at is None else f'{at} <code>{iso(x.seen[at].piece)}</code>'}</td></tr>"
                    for token, weight, present, at in h.entries)
     return (f"<p>The masked-LM head on every token (one logit per entry of the {h.vocab_size:,}-entry vocabulary), "
             f"then {e(h.activation)}, {e(h.strategy)} over the tokens: one weight per entry. {h.active:,} entries "
@@ -623,15 +657,15 @@ def render_section(x: Inspection, index: int, numbered: bool = True) -> str:
     the words that pushed towards it come first; then each stage in pipeline order, the task's own last.
     `numbered`: the heading starts "Text <index>" (a page of several texts)."""
     notes = "".join(f'<p class="note">{e(n)}</p>' for n in x.notes)
-    heading = f"“{one_line(x.text, 60, '…')}” → {x.head.headline}"
+    heading = f"“{iso(one_line(x.text, 60, '…'))}” → {headline_html(x.head)}"
     heading = f"Text {index}: {heading}" if numbered else heading
     words = ("" if x.attribution is None else
-             f"<h3>Which words pushed towards {e(x.attribution.label)}</h3>{render_words(x)}")
+             f"<h3>Which words pushed towards {iso(x.attribution.label)}</h3>{render_words(x)}")
     if type(x.head) in IN_TEXT:
         name, render_in_text = IN_TEXT[type(x.head)]
         words += f"<h3>{e(name)}</h3>{render_in_text(x)}"
     title, render_head = HEADS[type(x.head)]
-    return (f'<section class="input" id="input-{index}"><h2>{e(heading)}</h2>{notes}{words}'
+    return (f'<section class="input" id="input-{index}"><h2>{heading}</h2>{notes}{words}'
             f"<h3>1. Tokenizer: {'text pair' if x.sequences else 'text'} → tokens → ids</h3>{render_tokens(x)}"
             f"<h3>2. Encoder: ids → hidden states</h3>{render_hidden(x)}"
             f"<h3>Attention</h3>{render_attention(x, index)}"
@@ -645,9 +679,9 @@ def render_summary(inspections: list[Inspection]) -> str:
     for i, x in enumerate(inspections, 1):
         shown = one_line(x.text, 80, "…")
         top = ("" if not scored else
-               f"<td>{' · '.join(e(w.text) for w in x.attribution.top_words(3)) or '—'}</td>")
-        rows.append(f'<tr><td class="num">{i}</td><td><a href="#input-{i}">{e(shown)}</a></td>'
-                    f'<td class="label">{e(x.head.headline)}</td>{top}</tr>')
+               f"<td>{' · '.join(iso(w.text) for w in x.attribution.top_words(3)) or '—'}</td>")
+        rows.append(f'<tr><td class="num">{i}</td><td><a href="#input-{i}" dir="auto">{e(shown)}</a></td>'
+                    f'<td class="label">{headline_html(x.head)}</td>{top}</tr>')
     top_head = "<th>top words towards the answer</th>" if scored else ""
     return ('<table class="summary"><thead><tr><th>#</th><th>text</th><th>answer</th>'
             f'{top_head}</tr></thead><tbody>{"".join(rows)}</tbody></table>')

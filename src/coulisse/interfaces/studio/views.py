@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from coulisse.interfaces.explain import ATTRIBUTION_TASKS
 from coulisse.interfaces.jobs.predict import LONG_TEXT
-from coulisse.interfaces.report import SCRIPT, STYLE, e, render_bars, render_section
+from coulisse.interfaces.report import SCRIPT, STYLE, e, headline_html, iso, render_bars, render_section
 from coulisse.interfaces.studio.explore import QUANTIZE, WEIGHTS, Answer, Exploration, Query, delta
 
 CONTEXT_CHARS = 160  # characters shown on each side of the truncation point
@@ -35,12 +35,13 @@ def render_form(q: Query, task: str = "text-classification") -> str:
     placeholder = PLACEHOLDERS.get(task, "Type a text")
     pair = ""
     if task == "question-answering":
-        pair = (f'<label class="pair">question <input type="text" name="question" size="80" '
+        pair = (f'<label class="pair">question <input type="text" name="question" dir="auto" size="80" '
                 f'value="{e(q.question)}"></label>')
     elif task == "zero-shot-classification":
-        pair = (f'<label class="pair">labels <input type="text" name="labels" size="40" value="{e(q.labels)}" '
-                'placeholder="sport,cinéma,politique"></label> <label class="pair">template <input type="text" '
-                f'name="template" size="40" value="{e(q.template)}" placeholder="the model\'s language"></label>')
+        pair = (f'<label class="pair">labels <input type="text" name="labels" dir="auto" size="40" '
+                f'value="{e(q.labels)}" placeholder="sport,cinéma,politique"></label> <label class="pair">template '
+                f'<input type="text" name="template" dir="auto" size="40" value="{e(q.template)}" '
+                'placeholder="the model\'s language"></label>')
     classify = ('<input type="hidden" name="compare" value="0">'
                 f'<label><input type="checkbox" name="compare" value="1"{" checked" if q.compare else ""}> '
                 "exact and int8 side by side</label> ")
@@ -51,16 +52,17 @@ def render_form(q: Query, task: str = "text-classification") -> str:
     method = (f'<label>attributions <select name="method">{_options(METHODS, METHODS, q.method)}</select></label> '
               if task in ATTRIBUTION_TASKS else "")
     return ('<form class="ask" method="get" action="/">'
-            f'<textarea name="text" rows="5" cols="100" placeholder="{e(placeholder)}">{e(q.text)}</textarea>{pair}'
+            f'<textarea name="text" dir="auto" rows="5" cols="100" placeholder="{e(placeholder)}">{e(q.text)}'
+            f'</textarea>{pair}'
             f'<div class="controls"><label>weights <select name="quantize">'
             f'{_options(QUANTIZE, {"none": "exact (fp32)", "int8": "int8"}, q.quantize)}</select></label> '
             f'{classify}{method}<button type="submit">Explain</button></div></form>')
 
 
 def _side(a: Answer) -> str:
-    logits = ", ".join(f"{e(n)} {v:+.4f}" for n, v in zip(a.labels, a.logits, strict=True))
+    logits = ", ".join(f"{iso(n)} {v:+.4f}" for n, v in zip(a.labels, a.logits, strict=True))
     return (f'<div class="side" data-weights="{a.weights}"><h3>{NAMES[a.weights]}</h3>'
-            f'<p class="side-answer"><strong class="side-label">{e(a.label)}</strong> '
+            f'<p class="side-answer"><strong class="side-label">{iso(a.label)}</strong> '
             f'<span class="side-score">{a.score:.4f}</span></p>'
             + render_bars(a.scores, a.labels, "side-scores", width=380, maximum=1.0)
             + f'<p class="meta">logits: {logits}</p></div>')
@@ -76,11 +78,11 @@ def render_answers(x: Exploration) -> str:
     if diff is None:
         return out + "</section>"
     exact, int8 = x.answers["fp32"], x.answers["int8"]
-    rows = "".join(f'<tr data-label="{e(n)}"><td>{e(n)}</td><td class="num fp32">{a:.6f}</td>'
+    rows = "".join(f'<tr data-label="{e(n)}"><td>{iso(n)}</td><td class="num fp32">{a:.6f}</td>'
                    f'<td class="num int8">{b:.6f}</td><td class="num delta">{diff[n]:+.2e}</td></tr>'
                    for n, a, b in zip(exact.labels, exact.scores, int8.scores, strict=True))
     same = ("Same label." if exact.label == int8.label else
-            f"The labels differ: {e(exact.label)} exact, {e(int8.label)} int8.")
+            f"The labels differ: {iso(exact.label)} exact, {iso(int8.label)} int8.")
     worst = max(abs(d) for d in diff.values())
     return (out + '<table class="delta"><thead><tr><th>label</th><th>exact</th><th>int8</th>'
             f'<th>Δ int8 − exact</th></tr></thead><tbody>{rows}</tbody></table>'
@@ -93,7 +95,7 @@ def render_sides(x: Exploration) -> str:
     if not x.sides:
         return ""
     sides = "".join(f'<div class="side" data-weights="{w}"><h3>{NAMES[w]}</h3>'
-                    f'<p class="side-answer">{e(view.headline)}</p></div>' for w, view in x.sides.items())
+                    f'<p class="side-answer">{headline_html(view)}</p></div>' for w, view in x.sides.items())
     a = x.agreement
     return (f'<section class="compare"><h2>Answer</h2><div class="sides">{sides}</div>'
             f'<p class="meta agreement" data-same="{"true" if a.same else "false"}">Exact against int8'
@@ -113,7 +115,7 @@ def render_truncation(x: Exploration) -> str:
             f'<strong class="limit">{x.limit}</strong> (special tokens included). The cut falls at character '
             f'<strong class="cut-at">{cut}</strong> of {len(text)}: {len(text) - cut} characters '
             f"({x.tokens - x.limit} tokens) are not seen. long_text=chunk reads them in windows.</p>"
-            f'<p class="cut-context">{e(before)}<mark class="cut-mark" title="the model stops here">✂</mark>'
+            f'<p class="cut-context" dir="auto">{e(before)}<mark class="cut-mark" title="the model stops here">✂</mark>'
             f'<span class="truncated">{e(after)}</span></p></section>')
 
 
@@ -136,7 +138,8 @@ def render_windows(x: Exploration) -> str:
         shown = x.query.text[start:end]
         shown = shown if len(shown) <= 90 else shown[:44] + " … " + shown[-44:]
         rows.append(f'<tr class="window-row"><td class="num">{n}</td><td class="num">[{w.start}:{w.end})</td>'
-                    f'<td class="num">[{start}:{end})</td><td>{e(shown)}</td><td class="label">{e(w.answer.label)}</td>'
+                    f'<td class="num">[{start}:{end})</td><td dir="auto">{e(shown)}</td>'
+                    f'<td class="label">{iso(w.answer.label)}</td>'
                     f'<td class="num">{w.answer.score:.4f}</td></tr>')
     if len(windows) > 1:
         shared = f"{windows[0].end - windows[1].start} tokens" + (" (a quarter of a window)" if x.query.stride is None
@@ -149,7 +152,7 @@ def render_windows(x: Exploration) -> str:
             f'window{"s" * (len(windows) != 1)} of at '
             f"most {x.limit} tokens (each gets the special tokens), consecutive ones sharing {shared}; the "
             f"answer is the mean of their logits, as <code>coulisse classify --long-text chunk</code> gives it: "
-            f'<strong>{e(a.label)}</strong> {a.score:.4f} ({NAMES[a.weights]}).</p>{svg}'
+            f'<strong>{iso(a.label)}</strong> {a.score:.4f} ({NAMES[a.weights]}).</p>{svg}'
             '<table class="windows"><thead><tr><th>#</th><th>tokens</th><th>characters</th><th>text</th>'
             f'<th>answer</th><th>score</th></tr></thead><tbody>{"".join(rows)}</tbody></table></section>')
 
