@@ -118,3 +118,38 @@ def test_explain_html_keeps_numbers_beside_right_to_left_labels(rtl_pipe, tmp_pa
     measured = probe(tmp_path, explain_page(rtl_pipe, tmp_path))
     assert_numbers_after_labels(measured)
     assert len(measured["after"]) >= 2 * len(TEXTS)  # each text's heading and answer
+
+
+@pytest.mark.slow
+def test_explain_html_fits_a_phone(rtl_pipe, tmp_path):
+    measured = probe(tmp_path, explain_page(rtl_pipe, tmp_path), width=390)
+    assert measured["innerWidth"] == 390
+    assert measured["scrollWidth"] <= 390, measured["scrollWidth"]
+
+
+@pytest.mark.slow
+def test_word_scores_are_reachable_by_keyboard(rtl_pipe, tmp_path):
+    html = explain_page(rtl_pipe, tmp_path)
+    measured = probe(tmp_path, html)
+    assert measured["focused"] and measured["shown"]
+    spans = re.findall(r'<span class="word" data-score="([^"]+)"[^>]*>([^<]*)</span>', html)
+    first_text = len(write_report(rtl_pipe, TEXTS[:1], tmp_path / "one.html", steps=4)[0].attribution.words)
+    assert [[r[1], r[2]] for r in measured["rows"]] == [[w, f"{float(s):+.4f}"] for s, w in spans[:first_text]]
+
+
+@pytest.mark.slow
+def test_the_studio_page_fits_a_phone_and_keeps_numbers_in_place(rtl_pipe, tmp_path):
+    pytest.importorskip("fastapi")
+    from starlette.testclient import TestClient
+
+    from coulisse.interfaces.studio.app import create_app
+    from coulisse.interfaces.studio.explore import Studio
+
+    client = TestClient(create_app(Studio(rtl_pipe, lambda: None)), base_url="http://127.0.0.1:8765")
+    page = client.get("/", params={"text": TEXTS[0] + " " + "טקסט ארוך " * 300, "compare": "0",
+                                   "long_text": "chunk"})
+    assert page.status_code == 200, page.text
+    measured = probe(tmp_path, page.text, width=390)
+    assert measured["innerWidth"] == 390
+    assert measured["scrollWidth"] <= 390, measured["scrollWidth"]
+    assert_numbers_after_labels(measured)

@@ -397,7 +397,20 @@ def render_words(x: Inspection) -> str:
            else f"sum {sum(a.scores):+.4f}, F(x) − F(baseline) = {a.delta:+.4f}")
     meta = (f'<p class="meta">{method} on the {e(a.weights)} weights, {how}baseline: {e(a.baseline)} token; '
             f'{gap}</p>')
-    return f'<p class="attributed" dir="auto">{"".join(out)}</p>{legend}{meta}{render_top_words(x)}'
+    return (f'<p class="attributed" dir="auto">{"".join(out)}</p>{legend}{meta}{render_top_words(x)}'
+            + render_word_scores(x))
+
+
+def render_word_scores(x: Inspection) -> str:
+    """Every word's score as a table, folded: the colours and their hover titles say it to a mouse, this to a
+    keyboard (the summary takes the focus) and a screen reader."""
+    a = x.attribution
+    rows = "".join(f'<tr><td class="num">{n}</td><td>{iso(w.text)}</td><td class="num">{_signed(w.attribution)}</td>'
+                   f"<td>{'towards' if w.attribution >= 0 else 'against'} {iso(a.label)}</td></tr>"
+                   for n, w in enumerate(a.words, 1))
+    return (f'<details class="word-scores"><summary>every word\'s score ({len(a.words)} words)</summary>'
+            '<table class="word-scores"><thead><tr><th>#</th><th>word</th><th>score</th><th>pushes</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table></details>")
 
 
 def render_top_words(x: Inspection, k: int = 5) -> str:
@@ -719,6 +732,14 @@ class Report:
                 'style="width:100%;height:760px;border:1px solid #ddd"></iframe>')
 
 
+def scrolling_tables(page: str) -> str:
+    """Each table in a box of its own that scrolls sideways, so that a wide one never widens a phone's page;
+    the box takes the keyboard's focus, to scroll it without a mouse. (Texts are escaped: every `<table` and
+    `</table>` in `page` is markup.)"""
+    return (page.replace("<table", '<div class="table-box" tabindex="0" role="region" aria-label="table, scrolls '
+                         'sideways"><table').replace("</table>", "</table></div>"))
+
+
 def render_page(inspections: list[Inspection], title: str = "coulisse explain") -> str:
     """The whole self-contained document."""
     first = inspections[0]
@@ -728,7 +749,7 @@ def render_page(inspections: list[Inspection], title: str = "coulisse explain") 
     body = "".join(render_section(x, i) for i, x in enumerate(inspections, 1))
     return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{e(title)}</title><style>{STYLE}</style></head><body>{header}{summary}{body}"
+            f"<title>{e(title)}</title><style>{STYLE}</style></head><body>{scrolling_tables(header + summary + body)}"
             f"<script>{SCRIPT}</script></body></html>\n")
 
 
@@ -750,6 +771,8 @@ svg text{font-size:12px;fill:#222}.scores rect{fill:#6a51a3}.norms rect{fill:#88
 .tagged,.context{font-size:17px;line-height:2;white-space:pre-wrap}.entity{padding:1px 3px;border-radius:3px}
 .entity sup{font-size:10px;margin-left:3px;color:#333}.answer-span{background:#c7e9c0;padding:1px 2px}
 .answer{font-size:17px}.canvas-wrap{overflow:auto;max-height:720px}
+.table-box{max-width:100%;overflow-x:auto;margin:4px 0}svg{max-width:100%;height:auto}
+body{overflow-wrap:break-word}.word-scores summary{cursor:pointer;font-size:13px;margin:6px 0}
 """
 
 SCRIPT = """

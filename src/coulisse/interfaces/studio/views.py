@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from coulisse.interfaces.explain import ATTRIBUTION_TASKS
 from coulisse.interfaces.jobs.predict import LONG_TEXT
-from coulisse.interfaces.report import SCRIPT, STYLE, e, headline_html, iso, render_bars, render_section
+from coulisse.interfaces.report import (
+    SCRIPT,
+    STYLE,
+    e,
+    headline_html,
+    iso,
+    render_bars,
+    render_section,
+    scrolling_tables,
+)
 from coulisse.interfaces.studio.explore import QUANTIZE, WEIGHTS, Answer, Exploration, Query, delta
 
 CONTEXT_CHARS = 160  # characters shown on each side of the truncation point
@@ -180,7 +189,8 @@ def render_studio(model: str, query: Query, exploration: Exploration | None = No
               f"pipeline's stages: tokenizer, encoder, head, post-processing{words}.</p>")
     return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">'
-            f"<title>{e(title)}</title><style>{STYLE}{STUDIO_STYLE}</style></head><body>{header}{body}"
+            f"<title>{e(title)}</title><style>{STYLE}{STUDIO_STYLE}</style></head>"
+            f"<body>{scrolling_tables(header + body)}"
             f"<script>{SCRIPT}</script></body></html>\n")
 
 
