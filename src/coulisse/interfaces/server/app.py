@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from coulisse import __version__
+from coulisse.interfaces.server.answers import encoded
 from coulisse.interfaces.server.docs import add_offline_docs, document_request_limits
 from coulisse.interfaces.server.errors import ServerError, install_handlers, openapi_responses
 from coulisse.interfaces.server.guard import Drain, Guard, GuardLimits
@@ -135,7 +136,10 @@ class Gate:
         headers = {"x-request-id": request_id, "x-compute-type": "cpu", "x-compute-time": str(int(total * 1000)),
                    "x-compute-characters": str(timings.characters), "x-compute-tokens": str(timings.tokens),
                    **{f"x-{name}-time": str(int(seconds * 1000)) for name, seconds in ms.items()}}
-        return JSONResponse(results[0] if single else results, headers=headers)
+        # Off the event loop: a large answer (/embed_all, /tokenize of a long text) would stop every other
+        # request, /health included, while it is written.
+        return Response(await encoded(results[0] if single else results), media_type="application/json",
+                        headers=headers)
 
 
 def add_task_routes(app: FastAPI, service: Service, gate: Gate, protected: list) -> dict:

@@ -319,8 +319,8 @@ class Service:
                               "use coulisse.SentenceEncoder")
         items, batch = await self.tokenize([(t, None) for t in texts], truncate, timings, normalize, side, prompt)
         rows = await self.infer(items, disconnected, timings)
-        if not pooled:  # the token embeddings, `(length, H)` per input
-            return [np.asarray(row, dtype=np.float32).tolist() for row in rows]
+        if not pooled:  # the token embeddings, `(length, H)` per input, written as JSON off the loop (answers.py)
+            return [np.asarray(row, dtype=np.float32) for row in rows]
         if self.sparse:  # the vocabulary-sized weights, zeros included, as TEI's /embed gives them
             vectors = [t.to_dense().tolist() for t in self.pipe.postprocess(rows, batch, return_tensors=True)]
             return cut_dimensions(vectors, dimensions, False)
