@@ -38,6 +38,8 @@ SPLADE = "splade"  # TEI's --pooling splade: a masked-LM head pooled into sparse
 # feature-extraction, `POST /` in the Inference API's shape every one of them (inference_api.py).
 TASKS = ("text-classification", "feature-extraction", "token-classification", "question-answering",
          "fill-mask", "zero-shot-classification", "sparse-embedding")
+# TEI's MAX_CHAR_MULTIPLIER: more characters than this per token the model takes is refused untruncated
+CHARS_PER_TOKEN = 250
 # Returns when the client goes away; None where no client can (tests, in-process calls).
 Disconnected = Callable[[], Awaitable[None]] | None
 
@@ -96,6 +98,18 @@ def check_not_empty(sequences: list[tuple[str | list[int], str | None]], name: s
             where = "" if len(sequences) == 1 and pair is None else \
                 f": {name}[{i}]{'' if pair is None else [0 if text == '' else 1]} is an empty text"
             raise ServerError("empty", f"`{name}` cannot be empty{where}")
+
+
+def check_characters(sequences: list[tuple[str | list[int], str | None]], limit: int, hint: str = "") -> None:
+    """TEI's bound before tokenizing (core/src/tokenization.rs, MAX_CHAR_MULTIPLIER): an input of more than
+    `limit` characters (a pair's two texts together, a token id counting one) is a 422 where it is not
+    truncated, before the tokenizer spends time on it."""
+    for i, (text, pair) in enumerate(sequences):
+        n = len(text) + len(pair or "")
+        if n > limit:
+            name = "inputs" if len(sequences) == 1 else f"inputs[{i}]"
+            raise ServerError("validation", f"Input validation error: `{name}` must have less than {limit} "
+                              f"characters. Given: {n}{hint}")
 
 
 def characters(inputs) -> int:
@@ -227,6 +241,8 @@ class Service:
         """Stage 1 off the event loop. `side`: which end truncation cuts ("left" keeps the end); `prompt`: what
         goes before each text (token ids are then decoded to a text first, as TEI does)."""
         check_unicode([(t, p) for t, p in sequences if isinstance(t, str)])
+        if not truncate:  # TEI cuts such a text when it truncates (coulisse's truncation keeps the exact tokens)
+            check_characters(sequences, self.max_input_length * CHARS_PER_TOKEN, ". Pass \"truncate\": true.")
         start = time.perf_counter()
         loop = asyncio.get_running_loop()
         items, batch = await loop.run_in_executor(self._tokenizer_pool, self._preprocess, sequences, truncate,

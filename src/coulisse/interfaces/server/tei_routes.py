@@ -28,10 +28,16 @@ from coulisse.interfaces.server.compat_schemas import (
 from coulisse.interfaces.server.embedding import cosine, shown_id
 from coulisse.interfaces.server.errors import ServerError, openapi_responses
 from coulisse.interfaces.server.schemas import EmbedAllRequest, EmbedSparseRequest, SparseValue, side
-from coulisse.interfaces.server.service import Service, Timings, check_not_empty, check_unicode
+from coulisse.interfaces.server.service import (
+    CHARS_PER_TOKEN,
+    Service,
+    Timings,
+    check_characters,
+    check_not_empty,
+    check_unicode,
+)
 
 TAG = "Text Embeddings Inference"
-TOKENIZE_CHARS_PER_TOKEN = 250  # /tokenize refuses a text longer than this many characters per model token
 # No `from __future__ import annotations` here: FastAPI reads the body types of the handlers below.
 
 
@@ -160,12 +166,8 @@ def add_tei_routes(app: FastAPI, service: Service, gate, protected: list) -> dic
         gate.check_batch(len(texts))
         check_not_empty([(text, None) for text in texts])
         check_unicode([(text, None) for text in texts])
-        # TEI's bound on what /tokenize answers (core/src/tokenization.rs, MAX_CHAR_MULTIPLIER), before the prompt
-        limit = service.max_input_length * TOKENIZE_CHARS_PER_TOKEN
-        for i, text in enumerate(texts):
-            if len(text) > limit:
-                raise ServerError("validation", f"Input validation error: `inputs{'' if len(texts) == 1 else [i]}` "
-                                  f"must have less than {limit} characters. Given: {len(text)}")
+        # TEI's bound, before the prompt: /tokenize never truncates, so it always applies
+        check_characters([(text, None) for text in texts], service.max_input_length * CHARS_PER_TOKEN)
         prompt = service.prompts.text(body.prompt_name)
         texts = [prompt + t for t in texts]
 
