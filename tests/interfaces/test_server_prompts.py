@@ -91,3 +91,49 @@ def test_token_ids_with_a_prompt_are_decoded_prompted_and_encoded(pipe, folder, 
     plain = embed(pipe, ServerSettings(), {"inputs": [ids]})  # no prompt: the ids as given
     np.testing.assert_allclose(plain, pipe([TEXT], prompt=""), atol=1e-5)
     assert np.abs(served[0] - plain[0]).max() > 1e-3
+
+
+# -- classifiers: TEI's predict encodes with the default prompt too (core/src/infer.rs passes no prompt_name, so
+# the tokenizer worker takes the default one); tokenize_input puts it before a single text and refuses a pair.
+
+
+@pytest.fixture(scope="module")
+def classifier_folder(tf_camembert_dir, tmp_path_factory):
+    copy = tmp_path_factory.mktemp("prompted-classifier") / "model"
+    shutil.copytree(tf_camembert_dir, copy)
+    (copy / "config_sentence_transformers.json").write_text(json.dumps({"prompts": PROMPTS}), encoding="utf-8")
+    return copy
+
+
+@pytest.fixture(scope="module")
+def classifier(classifier_folder):
+    return coulisse.pipeline("sentiment-analysis", model=str(classifier_folder))
+
+
+@pytest.mark.parametrize("settings", [ServerSettings(default_prompt_name="query"),
+                                      ServerSettings(default_prompt="query: ")])
+def test_predict_puts_the_default_prompt_before_a_single_text(classifier, settings):
+    texts = [TEXT, "Bof."]
+    with TestClient(create_app(classifier, settings)) as c:
+        one = c.post("/predict", json={"inputs": TEXT, "raw_scores": True})
+        batch = c.post("/predict", json={"inputs": [[t] for t in texts]})
+        inference_api = c.post("/", json={"inputs": TEXT, "parameters": {"top_k": 1}})
+    assert one.status_code == batch.status_code == inference_api.status_code == 200, (one.text, batch.text)
+    assert one.json() == classifier("query: " + TEXT, top_k=None, function_to_apply="none")
+    assert batch.json() == classifier(["query: " + t for t in texts], top_k=None)
+    assert inference_api.json() == [classifier("query: " + TEXT, top_k=1)]
+    assert one.json() != classifier(TEXT, top_k=None, function_to_apply="none")  # the prompt changes the scores
+
+
+def test_a_pair_with_a_default_prompt_is_refused_as_tei_refuses_it(factory):
+    """TEI: "`prompt_name` cannot be set with dual inputs", a validation error, for /predict's pairs and so for
+    every /rerank (each text is a pair with the query)."""
+    reranker = coulisse.pipeline("text-classification", model=str(factory.checkpoint("bert", num_labels=1)))
+    with TestClient(create_app(reranker, ServerSettings(default_prompt="query: "))) as c:
+        pair = c.post("/predict", json={"inputs": [TEXT, "Bof."]})
+        rerank = c.post("/rerank", json={"query": TEXT, "texts": ["Bof."]})
+        single = c.post("/predict", json={"inputs": TEXT})
+    for r in (pair, rerank):
+        assert r.status_code == 422 and r.json()["error_type"] == "Validation", r.text
+        assert "--default-prompt" in r.json()["error"]
+    assert single.status_code == 200

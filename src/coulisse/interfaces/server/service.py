@@ -197,8 +197,8 @@ class Service:
         for paired in (False, True):
             where = [i for i, (_, pair) in enumerate(sequences) if (pair is not None) == paired]
             if where:
-                inputs = [{"text": sequences[i][0], "text_pair": sequences[i][1]} if paired else sequences[i][0]
-                          for i in where]
+                inputs = [{"text": sequences[i][0], "text_pair": sequences[i][1]} if paired
+                          else prompt + sequences[i][0] for i in where]
                 batch = self.pipe.preprocess(inputs, truncation=truncate, truncation_side=side)
                 for i, item in zip(where, batch, strict=True):
                     items[i] = item
@@ -305,8 +305,14 @@ class Service:
             raise ServerError("model_type", f"model is not a classifier model: this server runs "
                               f"{self.pipe.task}; {self.route_hint()}")
         check_not_empty(sequences)
+        prompt = self.prompts.text(None)  # TEI: the server's default prompt, before single texts only
+        if prompt and any(pair is not None for _, pair in sequences):
+            raise ServerError("validation", "Input validation error: the server's default prompt "
+                              "(--default-prompt-name / --default-prompt) goes before single texts, and TEI refuses "
+                              "it with a text pair, as coulisse does: send single texts, or serve this model "
+                              "without a default prompt")
         timings.characters = sum(len(text) + len(pair or "") for text, pair in sequences)
-        items, _ = await self.tokenize(sequences, truncate, timings, side=side)
+        items, _ = await self.tokenize(sequences, truncate, timings, side=side, prompt=prompt)
         rows = await self.infer(items, disconnected, timings)
         if not all(np.isfinite(row).all() for row in rows):
             raise ServerError("backend", "score is NaN or infinite")
@@ -361,6 +367,8 @@ class Service:
         """Any task, through the pipeline's own contract: options checked (a bad one is a 422 naming it),
         `preprocess` on the tokenizer thread, `forward` in the batcher, `postprocess`."""
         pipe = self.pipe
+        # TEI's /predict: the server's default prompt before a text (the characters are counted without it)
+        texts = self.prompts.text(None) + inputs if self.classifier and isinstance(inputs, str) else inputs
         try:
             options = pipe.options(parameters)
         except InputError as e:
@@ -369,7 +377,7 @@ class Service:
         start = time.perf_counter()
         try:
             batch = await loop.run_in_executor(self._tokenizer_pool, lambda: pipe.preprocess(
-                inputs, **pipe.stage_options(options, PRE)))
+                texts, **pipe.stage_options(options, PRE)))
         except InputError as e:
             raise library_error(e, "inputs") from None
         timings.tokenization_s = time.perf_counter() - start
