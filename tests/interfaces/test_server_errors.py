@@ -103,6 +103,42 @@ def test_an_empty_text_is_tei_400_empty(client, body, where):
     assert client.post("/predict", json={"inputs": " "}).status_code == 200  # a space is a text
 
 
+def inference_api_pipeline(task: str, factory, task_factory, nli_dir, minilm_dir, tf_camembert_dir, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    if task == "question-answering":
+        folder = tmp_path / "qa"
+        shutil.copytree(Path(__file__).resolve().parents[1] / "fixtures" / "qa" / "bert", folder)
+        shutil.copy(minilm_dir / "vocab.txt", folder / "vocab.txt")
+    else:
+        folder = {"text-classification": tf_camembert_dir, "zero-shot-classification": nli_dir,
+                  "token-classification": task_factory.checkpoint("bert", "token-classification"),
+                  "fill-mask": task_factory.checkpoint("bert", "masked-lm")}[task]
+    return coulisse.pipeline(task, model=str(folder))
+
+
+@pytest.mark.parametrize(("task", "body", "name"), [
+    ("text-classification", {"inputs": "", "parameters": {"top_k": 1}}, "inputs"),
+    ("zero-shot-classification", {"inputs": "", "parameters": {"candidate_labels": ["a", "b"]}}, "inputs"),
+    ("token-classification", {"inputs": "", "parameters": {}}, "inputs"),
+    ("fill-mask", {"inputs": "", "parameters": {}}, "inputs"),
+    ("question-answering", {"inputs": {"question": "", "context": "Le chat dort."}}, "inputs.question"),
+    ("question-answering", {"inputs": {"question": "Qui dort ?", "context": ""}}, "inputs.context"),
+])
+def test_an_empty_text_is_400_empty_in_the_inference_apis_bodies(task, body, name, factory, task_factory, nli_dir,
+                                                                  minilm_dir, tf_camembert_dir, tmp_path):
+    """TEI answers `POST /` on a classifier as /predict: 400 `Empty` for an empty text; every task alike."""
+    pipe = inference_api_pipeline(task, factory, task_factory, nli_dir, minilm_dir, tf_camembert_dir, tmp_path)
+    with TestClient(create_app(pipe)) as c:
+        assert error(c.post("/", json=body), 400, "Empty") == f"`{name}` cannot be empty"
+        schema = c.get("/openapi.json").json()["components"]["schemas"]
+    model = {"text-classification": "TextClassificationTask", "zero-shot-classification": "ZeroShotTask",
+             "token-classification": "TokenClassificationTask", "fill-mask": "FillMaskTask",
+             "question-answering": "QuestionAnsweringInputs"}[task]
+    assert schema[model]["properties"][name.split(".")[-1]]["minLength"] == 1  # the schema says so
+
+
 def test_the_schema_says_texts_may_not_be_empty(client):
     schema = client.get("/openapi.json").json()["components"]["schemas"]
     assert '{"type": "string", "minLength": 1}' in json.dumps(schema["PredictRequest"]["properties"]["inputs"])

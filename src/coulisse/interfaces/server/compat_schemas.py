@@ -166,8 +166,8 @@ class TokenClassificationParameters(BaseModel):
 class QuestionAnsweringInputs(BaseModel):
     model_config = STRICT
 
-    question: str
-    context: str
+    question: Text
+    context: Text
 
 
 class QuestionAnsweringParameters(BaseModel):
@@ -205,14 +205,14 @@ def _parameters(model: type[BaseModel], required: bool = False) -> Any:
 class TextClassificationTask(BaseModel):
     model_config = STRICT
 
-    inputs: str
+    inputs: Text
     parameters: TextClassificationParameters | None = _parameters(TextClassificationParameters)
 
 
 class TokenClassificationTask(BaseModel):
     model_config = STRICT
 
-    inputs: str
+    inputs: Text
     parameters: TokenClassificationParameters | None = _parameters(TokenClassificationParameters)
 
 
@@ -226,14 +226,14 @@ class QuestionAnsweringTask(BaseModel):
 class FillMaskTask(BaseModel):
     model_config = STRICT
 
-    inputs: str
+    inputs: Text
     parameters: FillMaskParameters | None = _parameters(FillMaskParameters)
 
 
 class ZeroShotTask(BaseModel):
     model_config = STRICT
 
-    inputs: str
+    inputs: Text
     parameters: ZeroShotParameters = _parameters(ZeroShotParameters, required=True)
 
 

@@ -31,7 +31,7 @@ from coulisse.interfaces.server.compat_schemas import (
 )
 from coulisse.interfaces.server.errors import openapi_responses
 from coulisse.interfaces.server.schemas import EmbedRequest, EmbedSparseRequest, PredictRequest
-from coulisse.interfaces.server.service import Service, Timings
+from coulisse.interfaces.server.service import Service, Timings, check_not_empty
 from coulisse.interfaces.server.tei_routes import client_gone, labels_of, plain
 
 TAG = "Inference API"
@@ -75,6 +75,10 @@ def add_root_routes(app: FastAPI, service: Service, gate, protected: list, handl
 
     async def run_task(body, request: Request) -> Response:
         inputs, parameters = pipeline_call(task, body)
+        # TEI's 400 `Empty` for an empty text, on every task (the pipeline would run its special tokens alone)
+        named = inputs.items() if isinstance(inputs, dict) else [("", inputs)]
+        for name, text in named:
+            check_not_empty([(text, None)], f"inputs.{name}" if name else "inputs")
         if task == "zero-shot-classification":  # one (text, hypothesis) pair, one model input, per label
             gate.check_batch(len(parameters["candidate_labels"]), "candidate labels (one input each)")
 
