@@ -234,7 +234,7 @@ def test_refusals_name_the_field(minilm_server):
     r = httpx.post(f"{base}/embed_sparse", json={"inputs": "x"})  # TEI's answer for a model without SPLADE
     assert r.status_code == 424 and "SPLADE" in r.json()["error"] and r.json()["error_type"] == "Backend"
     # A union's failure reads as the forms the field takes, not pydantic's internal type names.
-    for route, body in (("/v1/embeddings", {"input": [[]]}), ("/decode", {"ids": [[]]}),
+    for route, body in (("/v1/embeddings", {"input": [[]]}), ("/decode", {"ids": [["5"]]}),
                         ("/tokenize", {"inputs": [1]}), ("/embed", {"inputs": [1.5]})):
         r = httpx.post(f"{base}{route}", json=body)
         message = str(r.json())

@@ -72,3 +72,12 @@ def test_a_text_longer_than_tei_allows_is_refused(client):
 def test_a_lone_surrogate_is_a_validation_error(client):
     r = client.post("/tokenize", content=b'{"inputs": "a\\ud800b"}', headers={"content-type": "application/json"})
     assert r.status_code == 422 and "lone surrogate" in r.json()["error"]
+
+
+@pytest.mark.parametrize(("ids", "where"), [([], ""), ([[5, 6], []], ": ids[1] is an empty list"),
+                                            ([[]], ": ids[0] is an empty list")])
+def test_an_empty_id_list_is_400_empty_naming_ids(client, ids, where):
+    """TEI's /decode: 400 `Empty` for an empty id list, alone or in a batch (core/src/tokenization.rs `decode`;
+    TEI names it `input_ids`, coulisse the request's field, `ids`)."""
+    r = client.post("/decode", json={"ids": ids})
+    assert r.status_code == 400 and r.json() == {"error": f"`ids` cannot be empty{where}", "error_type": "Empty"}

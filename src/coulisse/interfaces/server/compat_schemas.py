@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from coulisse.interfaces.server.schemas import DIRECTION_HELP, TEXTS_OR_IDS, Direction, Ids, Text, forms, integer
 
@@ -53,10 +53,16 @@ class SimpleToken(BaseModel):
     stop: int | None = None
 
 
+# /decode's id list: an empty one reaches the route, which answers TEI's 400 `Empty` naming it (the schema
+# still says minItems 1), not pydantic's 422.
+DecodeIds = Annotated[list[integer(ge=0)],
+                      WithJsonSchema({"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1})]
+
+
 class DecodeRequest(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra={"examples": [{"ids": [5, 121, 6]}]})
 
-    ids: Ids | list[Ids]
+    ids: DecodeIds | list[DecodeIds]
     skip_special_tokens: bool = True
 
     _ids = field_validator("ids", mode="wrap")(forms("a list of token ids (integers >= 0), or a list of those"))

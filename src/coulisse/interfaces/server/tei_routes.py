@@ -187,7 +187,10 @@ def add_tei_routes(app: FastAPI, service: Service, gate, protected: list) -> dic
     async def decode(body: DecodeRequest, request: Request) -> Response:
         """Token ids back to text, through the tokenizer's decoder."""
         batch, _ = batch_of(body.ids, ())
-        gate.check_batch(len(batch))
+        gate.check_batch(len(batch), field="ids")
+        for i, ids in enumerate(batch):  # TEI: 400 `Empty` for an empty id list
+            if not ids:
+                raise ServerError("empty", f"`ids` cannot be empty: ids[{i}] is an empty list")
         vocab = len(service.pipe.tokenizer)
         for i, ids in enumerate(batch):
             if (bad := next((x for x in ids if x >= vocab), None)) is not None:
