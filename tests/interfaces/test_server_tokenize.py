@@ -81,3 +81,16 @@ def test_an_empty_id_list_is_400_empty_naming_ids(client, ids, where):
     TEI names it `input_ids`, coulisse the request's field, `ids`)."""
     r = client.post("/decode", json={"ids": ids})
     assert r.status_code == 400 and r.json() == {"error": f"`ids` cannot be empty{where}", "error_type": "Empty"}
+
+
+def test_tokenize_and_decode_send_no_timing_headers(client):
+    """TEI's /tokenize and /decode answer their JSON alone (router/src/http/server.rs: `Json(...)`, no
+    `HeaderMap`); its compute and timing headers come with the routes that run the model. They were sent
+    here with zeros."""
+    timing = {"x-compute-type", "x-compute-time", "x-compute-characters", "x-compute-tokens", "x-total-time",
+              "x-tokenization-time", "x-queue-time", "x-inference-time"}
+    for route, body in (("/tokenize", {"inputs": "Le chat dort."}), ("/decode", {"ids": [101, 3393, 102]})):
+        r = client.post(route, json=body)
+        assert r.status_code == 200 and not timing & set(r.headers), (route, dict(r.headers))
+        assert r.headers["x-request-id"]  # coulisse's own, on every answer
+    assert timing <= set(client.post("/embed", json={"inputs": "Le chat dort."}).headers)

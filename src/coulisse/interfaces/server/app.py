@@ -107,7 +107,9 @@ class Gate:
                               f"{self.settings.max_client_batch_size} (--max-client-batch-size)")
 
     async def run(self, request: Request, route: str, method: str,
-                  work: Callable[[Timings], Awaitable[list]], single: bool) -> Response:
+                  work: Callable[[Timings], Awaitable[list]], single: bool, timed: bool = True) -> Response:
+        """`timed`: TEI's compute and timing headers, which TEI sends on the routes that run the model only
+        (not /tokenize, /decode)."""
         request.state.request_id = request_id = uuid.uuid4().hex
         start = time.perf_counter()
         self.metrics.request_count.inc(route=route, method=method)
@@ -133,9 +135,11 @@ class Gate:
         # TEI's response headers, in milliseconds.
         ms = {"total": total, "tokenization": timings.tokenization_s, "queue": timings.queue_s,
               "inference": timings.inference_s}
-        headers = {"x-request-id": request_id, "x-compute-type": "cpu", "x-compute-time": str(int(total * 1000)),
-                   "x-compute-characters": str(timings.characters), "x-compute-tokens": str(timings.tokens),
-                   **{f"x-{name}-time": str(int(seconds * 1000)) for name, seconds in ms.items()}}
+        headers = {"x-request-id": request_id}
+        if timed:
+            headers.update({"x-compute-type": "cpu", "x-compute-time": str(int(total * 1000)),
+                            "x-compute-characters": str(timings.characters), "x-compute-tokens": str(timings.tokens),
+                            **{f"x-{name}-time": str(int(seconds * 1000)) for name, seconds in ms.items()}})
         # Off the event loop: a large answer (/embed_all, /tokenize of a long text) would stop every other
         # request, /health included, while it is written.
         return Response(await encoded(results[0] if single else results), media_type="application/json",

@@ -179,7 +179,7 @@ def add_tei_routes(app: FastAPI, service: Service, gate, protected: list) -> dic
         async def work(t: Timings) -> list:
             return await service.off_loop(tokenized)  # a long text's tokens are CPU work: off the event loop
 
-        return await gate.run(request, "tokenize", "batch", work, False)
+        return await gate.run(request, "tokenize", "batch", work, False, timed=False)  # TEI: no timing headers
 
     @app.post("/decode", tags=[TAG], dependencies=protected, response_model=None,
               responses={200: {"model": list[str], "description": "One text per id list"},
@@ -201,7 +201,7 @@ def add_tei_routes(app: FastAPI, service: Service, gate, protected: list) -> dic
             return await service.off_loop(lambda: [service.pipe.tokenizer.decode(
                 ids, skip_special_tokens=body.skip_special_tokens) for ids in batch])
 
-        return await gate.run(request, "decode", "batch", work, False)
+        return await gate.run(request, "decode", "batch", work, False, timed=False)
 
     @app.get("/ping", tags=[TAG], response_class=Response,
              responses={200: {"description": "Ready", "content": None}, **openapi_responses("unhealthy")})
