@@ -252,6 +252,23 @@ def test_docs_load_without_the_key(classifier):
         error(c.get("/info"), 401, "Unauthorized")
 
 
+def test_no_redoc_page_that_needs_the_internet(classifier):
+    """FastAPI's /redoc loads ReDoc's script from a CDN, a blank page offline; TEI has no /redoc. It is not
+    served (a model's prefixed app neither); /docs is, from the server's own files."""
+    from coulisse.interfaces.server.routing import several_models_app
+
+    with TestClient(create_app(classifier)) as c:
+        error(c.get("/redoc"), 404, "NotFound")
+        assert "/redoc" not in c.get("/openapi.json").json()["paths"]
+        page = c.get("/docs").text
+        assert c.get("/docs").status_code == 200 and not re.search(r"""(src|href)=["']https?:""", page), page
+    models = [(classifier, ServerSettings(served_model_name="a")), (classifier, ServerSettings(served_model_name="b"))]
+    with TestClient(several_models_app(models)) as c:
+        for path in ("/redoc", "/a/redoc", "/b/redoc"):
+            assert c.get(path).status_code == 404, path
+        assert c.get("/b/docs").status_code == 200
+
+
 def test_error_types_are_spelled_as_tei_serializes_them():
     """TEI's `ErrorType` (router/src/lib.rs, docs/openapi.json) derives Serialize without renaming: its
     variants' names. The kinds TEI answers without a body follow the same spelling."""

@@ -235,7 +235,8 @@ def model_app(service: Service, gate: Gate, lifespan=None) -> FastAPI:
     """Every route of one model: TEI's, OpenAI's, the Inference API's, /health, /info, /metrics and /docs.
     The HTTP layer around it (the key, body limits, CORS) is `guarded`'s."""
     settings, metrics = service.settings, service.metrics
-    app = FastAPI(title="coulisse", version=__version__, lifespan=lifespan,
+    # No /redoc: FastAPI's page loads ReDoc from a CDN (blank offline), and TEI has none; /docs is offline.
+    app = FastAPI(title="coulisse", version=__version__, lifespan=lifespan, redoc_url=None,
                   description="Text-embeddings-inference's HTTP API over a coulisse pipeline.")
 
     def openapi() -> dict:

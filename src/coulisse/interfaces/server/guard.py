@@ -28,7 +28,7 @@ from coulisse.interfaces.server.metrics import ServerMetrics
 
 # GET (and HEAD) on these needs no key, as in TEI: health (also SageMaker's /ping and the Inference API's
 # GET /), metrics, and the API's documentation with its assets.
-PUBLIC = frozenset({"/", "/ping", "/health", "/metrics", "/docs", "/redoc", "/openapi.json", "/api-doc/openapi.json"})
+PUBLIC = frozenset({"/", "/ping", "/health", "/metrics", "/docs", "/openapi.json", "/api-doc/openapi.json"})
 # Swagger UI's files (docs.py's ASSETS): a browser loads them by <script src> and <link href>, which send no key.
 PUBLIC_PREFIXES = ("/docs/", "/docs-assets/")
 
