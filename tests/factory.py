@@ -400,7 +400,8 @@ def assert_distinct_rows(values, min_spread: float = 1e-2) -> None:
 
 def as_lists(encoding) -> dict:
     """An encoding (ours or transformers', lists or tensors) as plain nested lists, per key."""
-    return {k: (v.tolist() if hasattr(v, "tolist") else list(v)) for k, v in dict(encoding).items()}
+    return {k: (v.tolist() if hasattr(v, "tolist") else v if isinstance(v, int) else list(v))
+            for k, v in dict(encoding).items()}
 
 
 def assert_same_encoding(ours, theirs) -> None:

@@ -363,10 +363,14 @@ class Tokenizer:
                  return_tensors: str | None = None, add_special_tokens: bool = True,
                  return_offsets_mapping: bool = False, return_token_type_ids: bool | None = None,
                  return_attention_mask: bool | None = None,
-                 return_special_tokens_mask: bool = False, padding_side: str | None = None) -> BatchEncoding:
+                 return_special_tokens_mask: bool = False, padding_side: str | None = None,
+                 pad_to_multiple_of: int | None = None, return_length: bool = False) -> BatchEncoding:
         """transformers' call: one text or a batch (with `text_pair`s), padded, truncated, as lists or tensors.
         `truncation` is True, False or a strategy ("longest_first", "only_first", "only_second",
         "do_not_truncate"). `padding_side` ("right" or "left") overrides the tokenizer's for this call.
+        `pad_to_multiple_of` rounds the padded length up to a multiple of it (with `padding` only).
+        `return_length` adds `length`: each row's length, padding included (as transformers' fast tokenizers
+        count it; its Python ones, such as FlauBERT's, count a batch's rows before padding).
         `return_token_type_ids` / `return_attention_mask` default to what the model reads."""
         texts, single = check_texts(text)
         pairs = None
@@ -378,17 +382,23 @@ class Tokenizer:
         if strategy == "only_second" and pairs is None:
             raise InputError("truncation='only_second' cuts the second text of pairs, but no text_pair was given; "
                              "pass text_pair=, or truncation=True.")
+        self._check_multiple(pad_to_multiple_of, padding, strategy, max_length)
         encodings = self.encode_batch(texts, pairs, truncation=strategy != "do_not_truncate", max_length=max_length,
                                       add_special_tokens=add_special_tokens, strategy=strategy)
         types = "token_type_ids" in self.model_input_names if return_token_type_ids is None else return_token_type_ids
         side = padding_side or self.padding_side
         if side not in ("right", "left"):
             raise InputError(f"padding_side={padding_side!r}; use 'right' or 'left'.")
-        data = self._collate(encodings, self._width(encodings, padding, max_length), types=types,
-                             mask=return_attention_mask is not False, offsets=return_offsets_mapping,
+        data = self._collate(encodings, self._width(encodings, padding, max_length, pad_to_multiple_of),
+                             types=types, mask=return_attention_mask is not False, offsets=return_offsets_mapping,
                              special_mask=return_special_tokens_mask, left=side == "left")
+        if return_length:
+            # transformers' Python tokenizers count a batch's rows before padding them (one text, after)
+            rows = encodings if self._python and not single else data["input_ids"]
+            data["length"] = [len(row) for row in rows]
         if single and return_tensors is None:
-            data = {k: v[0] for k, v in data.items()}
+            # the fast tokenizers keep one text's length in a list; the Python ones give the number
+            data = {k: v if k == "length" and not self._python else v[0] for k, v in data.items()}
         return BatchEncoding(self._convert(data, return_tensors), encodings, self.special_tokens["pad"], side)
 
     def _collate(self, encodings: list[Encoding], width: int, *, types: bool, mask: bool, offsets: bool,
@@ -414,15 +424,32 @@ class Tokenizer:
             data["special_tokens_mask"] = padded("special_tokens_mask", 1)
         return data
 
-    def _width(self, encodings: list[Encoding], padding: bool | str, max_length: int | None) -> int:
-        """The length `padding` pads every row to; 0 for none."""
+    def _width(self, encodings: list[Encoding], padding: bool | str, max_length: int | None,
+               multiple: int | None = None) -> int:
+        """The length `padding` pads every row to, rounded up to a multiple of `multiple`; 0 for none."""
         if padding in (True, "longest"):
-            return max(len(e.ids) for e in encodings)
-        if padding == "max_length":
-            return max_length or self.model_max_length
-        if padding in (False, "do_not_pad", None):
+            width = max(len(e.ids) for e in encodings)
+        elif padding == "max_length":
+            width = max_length or self.model_max_length
+        elif padding in (False, "do_not_pad", None):
             return 0
-        raise InputError(f"padding={padding!r} is not one of True, False, 'longest', 'max_length'.")
+        else:
+            raise InputError(f"padding={padding!r} is not one of True, False, 'longest', 'max_length'.")
+        return -(-width // multiple) * multiple if multiple else width
+
+    def _check_multiple(self, multiple: Any, padding: bool | str, strategy: str, max_length: int | None) -> None:
+        """`pad_to_multiple_of` is a positive int, and a multiple of the length truncation cuts to when both
+        truncation and padding apply (transformers refuses that mismatch too: rows could not be both)."""
+        if multiple is None:
+            return
+        if isinstance(multiple, bool) or not isinstance(multiple, (int, np.integer)) or multiple < 1:
+            raise InputError(f"pad_to_multiple_of={multiple!r}; pass a positive int (e.g. 8), or None.")
+        limit = max_length or self.model_max_length
+        if (strategy != "do_not_truncate" and padding not in (False, "do_not_pad", None) and limit < UNBOUNDED
+                and limit % multiple):
+            raise InputError(f"truncation to {limit} tokens and padding to a multiple of {multiple} cannot both "
+                             "hold; pass a max_length that is a multiple of pad_to_multiple_of, or "
+                             "truncation=False.")
 
     @staticmethod
     def _convert(data: dict[str, list], return_tensors: str | None) -> dict[str, Any]:
