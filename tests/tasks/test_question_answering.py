@@ -93,6 +93,46 @@ def test_the_oracle_answers_are_not_trivial(oracle):
     assert len(scores) > 20
 
 
+SIDES = json.loads((QA_FIXTURES / "sides.json").read_text(encoding="utf-8"))  # make_sides_fixture.py
+
+
+def sided_checkpoint(run: dict, tmp: Path, camembert_spm: Path, minilm_dir: Path) -> Path:
+    d = fixture_checkpoint(run["family"], tmp, camembert_spm, minilm_dir)
+    path = d / "tokenizer_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text(encoding="utf-8")), **run["sides"]}), encoding="utf-8")
+    return d
+
+
+def case_windows(qa, kwargs: dict) -> list[list[int]]:
+    max_seq_len = kwargs.get("max_seq_len", 384)
+    stride = kwargs.get("doc_stride", min(max_seq_len // 2, 128))
+    windows = qa.windows(parse_inputs((), kwargs["question"], kwargs["context"]), max_seq_len, stride)
+    return [w.encoding.ids for w in windows]
+
+
+@pytest.mark.parametrize("run", SIDES["runs"], ids=lambda r: f"{r['family']}-{'-'.join(map(str, r['sides'].items()))}")
+def test_the_tokenizer_sides_equal_transformers4(run, tmp_path, camembert_spm, minilm_dir):
+    """tokenizer_config.json's `truncation_side: "left"` cuts the windows from the context's end, and
+    `padding_side: "left"` puts the context first: windows and answers as transformers 4's pipeline gives them."""
+    assert SIDES["transformers"].startswith("4.")
+    qa = pipeline("question-answering", model=sided_checkpoint(run, tmp_path, camembert_spm, minilm_dir))
+    for case in run["cases"]:
+        if "windows" in case:
+            assert case_windows(qa, case["kwargs"]) == case["windows"], case["name"]
+        assert_same_answers(f"qa score vs transformers 4 ({run['family']}, {run['sides']})", qa(**case["kwargs"]),
+                            case["expected"])
+
+
+def test_a_truncation_side_set_on_the_tokenizer_reaches_the_windows(tmp_path, camembert_spm, minilm_dir):
+    """As in transformers, `qa.tokenizer.truncation_side = "left"` after loading applies to the next call."""
+    run = next(r for r in SIDES["runs"] if r["family"] == "camembert" and r["sides"] == {"truncation_side": "left"})
+    qa = pipeline("question-answering", model=fixture_checkpoint("camembert", tmp_path, camembert_spm, minilm_dir))
+    case = next(c for c in run["cases"] if c["name"] == "long-small-windows")
+    assert case_windows(qa, case["kwargs"]) != case["windows"]  # right, the file's default
+    qa.tokenizer.truncation_side = "left"
+    assert case_windows(qa, case["kwargs"]) == case["windows"]
+
+
 # -- heads: every family's *ForQuestionAnswering against transformers 5 ------------------------------------
 
 

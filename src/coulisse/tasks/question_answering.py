@@ -209,7 +209,8 @@ class QuestionAnsweringPipeline(Pipeline):
         contexts = [x.context for x in examples]
         per_example = self.window_tokenizer.encode_windows(
             questions if first else contexts, contexts if first else questions, max_length=max_seq_len,
-            stride=doc_stride, strategy="only_second" if first else "only_first")
+            stride=doc_stride, strategy="only_second" if first else "only_first",
+            direction=self.tokenizer.truncation_side)  # the twin's copy would not follow a later change
         cls_id = self.tokenizer.convert_tokens_to_ids(self.tokenizer.special_tokens["cls"])
         windows = []
         for i, encodings in enumerate(per_example):

@@ -300,10 +300,12 @@ class Tokenizer:
         return out
 
     def encode_windows(self, texts: Sequence[str], pairs: Sequence[str], *, max_length: int, stride: int,
-                       strategy: str = "only_second") -> list[list[Encoding]]:
+                       strategy: str = "only_second", direction: str | None = None) -> list[list[Encoding]]:
         """Pairs whose truncated member is cut into overlapping windows, as transformers' fast tokenizers do
         with `return_overflowing_tokens=True, stride=...`: per input, the first window then its overflow.
-        Consecutive windows share `stride` tokens of the truncated member."""
+        Consecutive windows share `stride` tokens of the truncated member. `direction="left"` (None: the
+        tokenizer's `truncation_side`) starts from the member's end, as transformers' `truncation_side="left"`."""
+        direction = direction or self.truncation_side
         def refused(detail: str) -> InputError:
             return InputError(
                 f"cannot cut windows of {max_length} tokens with a stride of {stride}: the part that is not cut "
@@ -324,7 +326,7 @@ class Tokenizer:
                     if kept[i] + len(e) + specials > max_length:
                         raise refused(f", {kept[i]} tokens and {specials} special ones")
             try:
-                self._set_truncation(max_length, stride, strategy)
+                self._set_truncation(max_length, stride, strategy, direction)
                 encodings = self._encode(list(zip(texts, pairs, strict=True)), True)
             except Exception as e:  # tokenizers raises a plain Exception when the other member is too long
                 raise refused(f"; {e}") from e
