@@ -69,6 +69,30 @@ def test_batches_pairs_and_truncation_equal_flaubert_tokenizer(flaubert):
                              theirs(texts, texts[::-1], padding=True, truncation=True, max_length=max_length))
 
 
+EDGE_FIRSTS = ["un deux trois quatre cinq six", "é<ς", "Bof.", ""]
+EDGE_SECONDS = ["sept", "huit neuf dix onze douze treize", "", "Un film très long et très lent."]
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("strategy", ["longest_first", "only_first", "only_second"])
+def test_truncation_edges_equal_flaubert_tokenizer(flaubert, strategy, side):
+    """Where the Rust library differs from transformers 5's Python tokenizer: a max_length below the special
+    tokens' count (the text is emptied, not left whole), a member too short to give what only_first /
+    only_second asks (emptied, or an empty second text left alone: no error), odd budgets of a pair."""
+    ours, theirs = flaubert
+    theirs.truncation_side = ours.truncation_side = side
+    try:
+        for max_length in (1, 2, 3, 4, 5, 7, 9, 12):
+            for args in ((EDGE_FIRSTS,), (EDGE_FIRSTS, EDGE_SECONDS)):
+                if strategy == "only_second" and len(args) == 1:
+                    continue
+                for special in (True, False):
+                    options = dict(truncation=strategy, max_length=max_length, add_special_tokens=special)
+                    assert_same_encoding(ours(*args, **options), theirs(*args, **options))
+    finally:
+        theirs.truncation_side = ours.truncation_side = "right"
+
+
 def test_batched_equals_one_by_one(flaubert):
     ours, _ = flaubert
     texts = CORPUS + TEXTS + EDGES

@@ -247,8 +247,8 @@ class Tokenizer:
         inputs = list(zip(texts, pairs, strict=True)) if pairs is not None else list(texts)
         try:
             with self._lock:  # truncation is backend state; set it and encode atomically
-                if self._python and pairs is not None and limit is not None and strategy == "longest_first":
-                    return self._truncate_pairs_one_by_one(texts, pairs, limit, add_special_tokens, direction)
+                if self._python and limit is not None and (not stride or pairs is not None):
+                    return self._truncate_as_python(texts, pairs, limit, strategy, add_special_tokens, direction)
                 self._set_truncation(limit, stride, strategy, direction)
                 return self._encode(inputs, add_special_tokens)
         except (TypeError, ValueError):
@@ -276,26 +276,36 @@ class Tokenizer:
         return [self.backend.encode(*(x if isinstance(x, tuple) else (x,)), add_special_tokens=add_special_tokens)
                 for x in inputs]
 
-    def _truncate_pairs_one_by_one(self, texts: Sequence[str], pairs: Sequence[str], limit: int,
-                                   add_special_tokens: bool, direction: str = "right") -> list[Encoding]:
-        """transformers' Python tokenizers (the only ones some families have) cut a pair one token at a time
-        from its longer member, the second on ties; the Rust one gives an odd budget's extra token to the
-        second member instead. Call with the lock held."""
+    def _truncate_as_python(self, texts: Sequence[str], pairs: Sequence[str] | None, limit: int, strategy: str,
+                            add_special_tokens: bool, direction: str = "right") -> list[Encoding]:
+        """transformers 5's Python tokenizers (the only ones some families have) take the tokens past `limit` off
+        in one go: a single text, or the member `strategy` names, loses them all, down to nothing (the special
+        tokens stay, even past `limit`); `longest_first` takes the difference off the longer member of a pair,
+        then halves the rest, the first member keeping an odd token. The Rust library instead leaves a text whole
+        when `limit` is below the special tokens' count, refuses to cut a member too short, and gives an odd
+        token to the second member. Call with the lock held."""
         self._set_truncation(None, 0, "longest_first")
-        firsts, seconds = self._encode(list(texts), False), self._encode(list(pairs), False)
-        budget = limit - (self.backend.num_special_tokens_to_add(True) if add_special_tokens else 0)
+        specials = self.backend.num_special_tokens_to_add(pairs is not None) if add_special_tokens else 0
+        firsts = self._encode(list(texts), False)
+        seconds = self._encode(list(pairs), False) if pairs is not None else [None] * len(firsts)
         out = []
         for a, b in zip(firsts, seconds, strict=True):
-            n1, n2 = len(a), len(b)
-            excess = n1 + n2 - budget
+            n1, n2 = len(a), len(b) if b is not None else 0
+            excess = n1 + n2 + specials - limit
             if excess > 0:
-                if abs(n1 - n2) >= excess:  # only the longer member shrinks
-                    n1, n2 = (n1 - excess, n2) if n1 > n2 else (n1, n2 - excess)
-                else:  # both meet in the middle, the first keeping an odd budget's extra token
-                    n1 = (budget + 1) // 2
-                    n2 = budget - n1
+                if b is None or strategy == "only_first":
+                    n1 -= excess
+                elif strategy == "only_second":
+                    n2 -= excess if n2 else 0  # an empty second text has nothing to give: the pair stays long
+                else:
+                    longer = min(abs(n1 - n2), excess)  # what evens the two out, then half the rest each
+                    cut1 = longer + (excess - longer) // 2 if n1 > n2 else (excess - longer) // 2
+                    n1, n2 = n1 - cut1, n2 - (excess - cut1)
+                    if direction == "left" and not len(b):  # transformers then drops an empty second text, and
+                        b = None  # its separator, from the pair
                 a.truncate(max(n1, 0), direction=direction)
-                b.truncate(max(n2, 0), direction=direction)
+                if b is not None:
+                    b.truncate(max(n2, 0), direction=direction)
             out.append(self.backend.post_process(a, b, add_special_tokens=add_special_tokens))
         return out
 
