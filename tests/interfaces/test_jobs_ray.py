@@ -519,6 +519,70 @@ def test_python_entry_point_embeds_a_dataset(cluster, encoder, tmp_path, batch_f
     assert diff.max() <= EMBED_TOLERANCE
 
 
+class InProcessPool:
+    """The actors' work (cluster.ShardWorker's row model) done in this process: a job that needs no Ray."""
+
+    def __init__(self, options: RayOptions, local: bool = False):
+        from coulisse.interfaces.jobs.cluster import digest
+        from coulisse.interfaces.jobs.row_models import describe_model, row_model
+        from coulisse.interfaces.jobs.state import model_fingerprint
+
+        pipe, self.predictor = row_model(options, 1)
+        self.info, self.size, self.threads = describe_model(self.predictor), 1, 1
+        self.digest = digest(model_fingerprint(pipe.checkpoint.directory))
+        self.done: list = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def full(self) -> bool:
+        return False
+
+    def busy(self) -> bool:
+        return bool(self.done)
+
+    def submit(self, shard) -> None:
+        preds = self.predictor(shard.rows)
+        truncated, self.predictor.truncated = self.predictor.truncated, 0
+        self.done.append((shard, preds, truncated))
+
+    def next_done(self):
+        return self.done.pop(0)
+
+
+def test_a_rerun_of_a_finished_job_does_not_start_ray(monkeypatch, tmp_path):
+    """Every shard committed: the rerun says so and exits 0 without connecting to Ray (~16 s for a local one)
+    or loading the model; one shard gone, it goes to the cluster again."""
+    from contextlib import nullcontext
+
+    from coulisse.interfaces.jobs import cluster as cluster_module
+
+    source = write_corpus(tmp_path / "in", 250, seed=3)
+    out = tmp_path / "out"
+    command = ["classify", "-i", str(source), "-o", str(out), "--ray", "-b", "100", "-m", MODEL]
+    monkeypatch.setattr(cluster_module, "connect", lambda address: nullcontext(False))
+    monkeypatch.setattr(cluster_module, "Pool", InProcessPool)
+    first = CliRunner().invoke(cli, command)
+    assert first.exit_code == 0, first.output
+    assert "250 rows in 3 shards" in first.output and len(shards(out)) == 3
+
+    def started(*args, **kwargs):
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(cluster_module, "connect", started)
+    monkeypatch.setattr(cluster_module, "Pool", started)
+    monkeypatch.setattr(ray, "init", started)
+    rerun = CliRunner().invoke(cli, command)
+    assert rerun.exit_code == 0, rerun.output
+    assert rerun.output == f"nothing left to do: 3 shards already committed, skipped -> {out}\n"
+    Path(shards(out)[1]).unlink()
+    again = CliRunner().invoke(cli, command)
+    assert again.exit_code == 1 and isinstance(again.exception, AssertionError)
+
+
 def test_embed_ray_refuses_a_npy_output_in_one_line(tmp_path):
     source = write_corpus(tmp_path / "in", 10, seed=0)
     result = CliRunner().invoke(cli, ["embed", "-i", str(source), "-o", str(tmp_path / "v.npy"), "--ray",

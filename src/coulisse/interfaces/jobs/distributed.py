@@ -8,14 +8,16 @@ which writes the shard's rows and results to `out/<file>-<shard><ext>` through a
 rename: a shard file exists whole or not at all. Embeddings: the columns of `embed -i FILE.parquet|.jsonl`;
 a `.npy` output is refused (one array cannot be written by shards).
 
-A rerun of the same command skips the shard files already there, so the folder ends with every shard
-exactly once, each equal to what an uninterrupted run writes: shard names sort in input order, and a
-shard's rows are in input order. `out/_coulisse-job.json` records the inputs (paths, sizes, mtimes), the
-options that change results and a digest of the model's files as the actors loaded them; a rerun that
-differs is refused. Ray restarts an actor whose process dies and retries its shards (`max_restarts`,
-`max_task_retries`); past that the job stops and a rerun goes on. Why not Ray Data's `write_parquet`:
-its files are named per write task and its blocks are cut by size, neither tied to input rows, so a rerun
-could not tell which rows are done; and its CSV/JSON readers fail a whole file on one bad line.
+A rerun of the same command skips the shard files already there, so the folder ends with every shard exactly
+once, each equal to what an uninterrupted run writes: shard names sort in input order, and a shard's rows
+are in input order. `out/_coulisse-job.json` records the inputs (paths, sizes, mtimes), the options that
+change results and a digest of the model's files as the actors loaded them; a rerun that differs is refused.
+A finished job records there how many shards each input gave: a rerun that finds them all says so without
+starting Ray (a local one takes seconds to start, and its actors to load). Ray restarts an actor whose
+process dies and retries its shards (`max_restarts`, `max_task_retries`); past that the job stops and a
+rerun goes on. Why not Ray Data's `write_parquet`: its files are named per write task and its blocks are cut
+by size, neither tied to input rows, so a rerun could not tell which rows are done; and its CSV/JSON readers
+fail a whole file on one bad line.
 """
 
 from __future__ import annotations
@@ -90,6 +92,8 @@ class RaySummary:
         return self.rows / self.seconds if self.seconds > 0 else 0.0
 
     def describe(self) -> str:
+        if not self.actors:  # a rerun of a finished job: Ray was not started
+            return f"nothing left to do: {count(self.skipped, 'shard')} already committed, skipped -> {self.output}"
         text = (f"{count(self.rows, 'row')} in {count(self.shards, 'shard')} ({self.errored:,} errored) on "
                 f"{count(self.actors, 'actor')} x {count(self.threads, 'thread')}")
         if self.skipped:
@@ -247,6 +251,8 @@ def run(options: RayOptions, on_shard: Callable[[str, object], None] | None = No
     out.mkdir(exist_ok=True)
     with OutputLock(str(out / "_coulisse")):
         manifest = open_output(out, job_key(options, files), options.overwrite)
+        if (committed := committed_shards(out, files, manifest, options.shard_format)) is not None:
+            return RaySummary(str(out), skipped=committed, task=options.task)  # nothing left: no Ray started
         with connect(options.address) as local, Pool(options, local) as pool:
             engine = json.loads(json.dumps(pool.info["engine"], sort_keys=True))  # as read back
             if manifest["model_files"] not in (None, pool.digest) or manifest.get("engine") not in (None, engine):
@@ -257,14 +263,28 @@ def run(options: RayOptions, on_shard: Callable[[str, object], None] | None = No
             write_atomic(out / MANIFEST, json.dumps(manifest, sort_keys=True).encode())
             summary = RaySummary(str(out), pool.size, pool.threads, task=options.task)
             start = time.perf_counter()
-            _loop(options, files, out, pool, summary, on_shard)
+            manifest["shards"] = _loop(options, files, out, pool, summary, on_shard)
             summary.seconds = time.perf_counter() - start
         manifest["complete"] = True
         write_atomic(out / MANIFEST, json.dumps(manifest, sort_keys=True).encode())
     return summary
 
 
-def _loop(options, files, out, pool, summary, on_shard) -> None:
+def committed_shards(out: Path, files: list[str], manifest: dict, fmt: str) -> int | None:
+    """How many shards a finished job of these very inputs and options committed, where every one of them is
+    still there (a rerun has nothing to do); else None. The count per input file is recorded when the job
+    completes (the inputs' sizes and times are in the key, so the files still cut into as many shards)."""
+    counts = manifest.get("shards")
+    if not manifest.get("complete") or not isinstance(counts, list) or len(counts) != len(files):
+        return None
+    names = [shard_name(i, path, k, fmt) for i, (path, n) in enumerate(zip(files, counts, strict=True))
+             for k in range(n)]
+    return len(names) if all((out / name).exists() for name in names) else None
+
+
+def _loop(options, files, out, pool, summary, on_shard) -> list[int]:
+    """Every shard not yet committed, through the pool; returns each input file's number of shards."""
+
     def commit(done) -> None:
         shard, preds, truncated = done
         commit_shard(out, shard, preds, options.shard_format)
@@ -278,6 +298,7 @@ def _loop(options, files, out, pool, summary, on_shard) -> None:
         if on_shard is not None:
             on_shard(shard.name, pool)
 
+    counts = []
     for index, path in enumerate(files):
         with Reader(path, options.column, options.batch_rows) as reader:
             added = added_columns(options, reader.columns, pool.info)
@@ -294,8 +315,10 @@ def _loop(options, files, out, pool, summary, on_shard) -> None:
                 while pool.full():
                     commit(pool.next_done())
                 pool.submit(Shard(name, chunk, reader.columns, added, reader.schema))
+            counts.append(number)
     while pool.busy():
         commit(pool.next_done())
+    return counts
 
 
 def run_cli(ctx, task: str = "classify") -> None:
