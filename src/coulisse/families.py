@@ -68,7 +68,16 @@ class Family:
     # (BertTokenizer), "byte-level" (RobertaTokenizer), "camembert", "xlm-roberta", "deberta"; "" where no
     # tokenizer.json is rebuilt (the file then runs as written).
     json_rebuild: str = ""
+    # The special tokens of transformers' tokenizer class where tokenizer_config.json names none (None: the
+    # class has no such token, as BERT's has no bos / eos), and its extra ones (`additional_special_tokens`).
+    special_tokens: Mapping[str, str | None] = field(default_factory=dict)
+    extra_special_tokens: tuple[str, ...] = ()
 
+
+WORDPIECE_SPECIALS = {"bos": None, "eos": None, "unk": "[UNK]", "sep": "[SEP]", "pad": "[PAD]", "cls": "[CLS]",
+                      "mask": "[MASK]"}
+ROBERTA_SPECIALS = {"bos": "<s>", "eos": "</s>", "unk": "<unk>", "sep": "</s>", "pad": "<pad>", "cls": "<s>",
+                    "mask": "<mask>"}
 
 BERT_HEADS = {
     "sequence-classification": "heads.BertClassificationHead",
@@ -96,26 +105,29 @@ def _rows(*families: Family) -> dict[str, Family]:
 
 
 FAMILIES: dict[str, Family] = _rows(
-    Family("bert", ("bert",), BERT_HEADS, token_types=True, tokenizer_class="BertTokenizer", json_rebuild="wordpiece"),
+    Family("bert", ("bert",), BERT_HEADS, token_types=True, tokenizer_class="BertTokenizer",
+           special_tokens=WORDPIECE_SPECIALS, json_rebuild="wordpiece"),
     Family("roberta", ("roberta",), ROBERTA_HEADS, positions_from_pad=True, tokenizer_class="RobertaTokenizer",
-           json_rebuild="byte-level"),
+           special_tokens=ROBERTA_SPECIALS, json_rebuild="byte-level"),
     Family("camembert", ("roberta", "camembert"), ROBERTA_HEADS, positions_from_pad=True,
-           tokenizer_class="CamembertTokenizer", spm_layout="camembert", json_rebuild="camembert"),
+           tokenizer_class="CamembertTokenizer", spm_layout="camembert", special_tokens=ROBERTA_SPECIALS,
+           json_rebuild="camembert"),
     Family("xlm-roberta", ("roberta",), ROBERTA_HEADS, positions_from_pad=True,
-           tokenizer_class="XLMRobertaTokenizer", json_rebuild="xlm-roberta"),
+           tokenizer_class="XLMRobertaTokenizer", special_tokens=ROBERTA_SPECIALS, json_rebuild="xlm-roberta"),
     # DistilBERT computes BERT's blocks without token types or pooler, under other checkpoint names.
     Family("distilbert", ("distilbert",), DISTILBERT_HEADS, checkpoint_keys="distilbert.checkpoint_keys",
            config_keys={"hidden_size": "dim", "num_hidden_layers": "n_layers", "num_attention_heads": "n_heads",
                         "intermediate_size": "hidden_dim", "hidden_act": "activation"},
            config_defaults={"num_hidden_layers": 6, "type_vocab_size": 0},
-           tokenizer_class="DistilBertTokenizer", json_rebuild="wordpiece"),
+           tokenizer_class="DistilBertTokenizer", special_tokens=WORDPIECE_SPECIALS, json_rebuild="wordpiece"),
     # ELECTRA discriminators: BERT's blocks; word vectors may be narrower than the encoder
     # (`embedding_size`, then `embeddings_project`).
     Family("electra", ("electra",), {"sequence-classification": "heads.ElectraClassificationHead",
                                      "token-classification": "heads.TokenClassificationHead"},
            config_defaults={"vocab_size": 30522, "embedding_size": 128, "hidden_size": 256,
                             "num_attention_heads": 4, "intermediate_size": 1024},
-           token_types=True, tokenizer_class="ElectraTokenizer", json_rebuild="wordpiece"),
+           token_types=True, tokenizer_class="ElectraTokenizer", special_tokens=WORDPIECE_SPECIALS,
+           json_rebuild="wordpiece"),
     # FlauBERT (transformers' XLM architecture): its own blocks. Language embeddings are added only for a
     # `langs` input, which no tokenizer returns (transformers' pipelines never pass one): unread here too.
     Family("flaubert", ("transformer",), {"sequence-classification": "heads.SequenceSummaryHead",
@@ -126,7 +138,9 @@ FAMILIES: dict[str, Family] = _rows(
            config_defaults={"vocab_size": 30145, "hidden_size": 2048, "num_attention_heads": 16,
                             "type_vocab_size": 0, "pad_token_id": 2},
            config_fields=_xlm_fields, tokenizer_class="FlaubertTokenizer", python_tokenizer=True, bpe="moses",
-           mask_from_pad=True),
+           mask_from_pad=True, special_tokens={"bos": "<s>", "eos": None, "unk": "<unk>", "sep": "</s>",
+                                               "pad": "<pad>", "cls": "</s>", "mask": "<special1>"},
+           extra_special_tokens=tuple(f"<special{i}>" for i in range(10))),
     # DeBERTa-v2/v3: its own blocks (disentangled relative attention) and heads. Checkpoints with
     # `position_biased_input: false` may carry an absolute position table the model never reads.
     Family("deberta-v2", ("deberta",), "deberta_v2.HEADS", model="deberta_v2.DebertaV2Model",
@@ -135,7 +149,7 @@ FAMILIES: dict[str, Family] = _rows(
                             "num_attention_heads": 24, "intermediate_size": 6144, "type_vocab_size": 0,
                             "layer_norm_eps": 1e-7},
            token_types=True, tokenizer_class="DebertaV2Tokenizer", spm_layout="deberta",
-           json_rebuild="deberta"),
+           special_tokens={**WORDPIECE_SPECIALS, "bos": "[CLS]", "eos": "[SEP]"}, json_rebuild="deberta"),
 )
 
 

@@ -185,6 +185,8 @@ class Tokenizer:
             "input_ids", "attention_mask"]
         # FlauBERT's tokenizer runs Python code (Moses), as transformers' only tokenizer for it does.
         self._python = family is not None and family.python_tokenizer
+        self._family_specials = family.special_tokens if family is not None else {}
+        self._family_extras = family.extra_special_tokens if family is not None else ()
         self._lock = threading.Lock()
         self._truncation: tuple[int, int, str, str] | None = None
         backend.no_padding()
@@ -204,9 +206,16 @@ class Tokenizer:
         value = settings.get(f"{name}_token")
         if isinstance(value, dict):
             value = value.get("content")
+        if value is None and name in self._family_specials:
+            # transformers' tokenizer class names it where the settings do not (BERT's has no bos / eos), also
+            # when the vocabulary holds another family's spelling too (a BERT vocabulary with `<s>` added)
+            value = self._family_specials[name]
+            if value is None or self.backend.token_to_id(value) is not None:
+                return value
+            value = None
         if value is None:
-            # The vocabulary's spelling where the settings name none; WordPiece models have no bos / eos in
-            # transformers (their [CLS] and [SEP] are cls and sep only).
+            # The vocabulary's spelling where neither the settings nor a known family name one; WordPiece models
+            # have no bos / eos in transformers (their [CLS] and [SEP] are cls and sep only).
             defaults = {"bos": ["<s>"], "eos": ["</s>"], "unk": ["<unk>", "[UNK]"],
                         "sep": ["</s>", "[SEP]"], "pad": ["<pad>", "[PAD]"], "cls": ["<s>", "[CLS]"],
                         "mask": ["<mask>", "[MASK]"]}[name]
@@ -530,7 +539,7 @@ class Tokenizer:
         """The special tokens the vocabulary holds, each once, in transformers' order: the named ones (bos, eos,
         unk, sep, pad, cls, mask, then a config's own `*_token`s), then the extra ones (`extra_special_tokens`)."""
         extras = [t.get("content") if isinstance(t, dict) else t
-                  for t in self.settings.get("extra_special_tokens") or []]
+                  for t in self.settings.get("extra_special_tokens") or self._family_extras]
         tokens = [*self.special_tokens.values(), *model_specific_tokens(self.settings).values(), *extras]
         return list(dict.fromkeys(t for t in tokens if isinstance(t, str) and self._id(t) is not None))
 
