@@ -84,3 +84,18 @@ def test_a_multiple_that_is_not_a_positive_int_is_refused(tokenizers, value):
     ours, _ = tokenizers
     with pytest.raises(InputError, match="pad_to_multiple_of"):
         ours(TEXTS, padding=True, pad_to_multiple_of=value)
+
+
+def test_padding_to_max_length_without_a_limit_pads_nothing(monkeypatch, camembert_dir):
+    """A folder that states no model_max_length (CamemBERT's here), loaded without max_positions: transformers
+    does not pad to max_length then; padding to the "no limit" sentinel (10**9 ids a row) would exhaust memory.
+    The sentinel is lowered so that the old behaviour fails fast instead."""
+    from transformers import AutoTokenizer
+
+    from coulisse.tokenizer import tokenizer as module
+
+    monkeypatch.setattr(module, "UNBOUNDED", 10**5)
+    ours, theirs = Tokenizer.from_dir(camembert_dir, model_type="camembert"), AutoTokenizer.from_pretrained(
+        str(camembert_dir))
+    assert ours.model_max_length == module.UNBOUNDED and theirs.model_max_length > 10**18
+    assert_same_encoding(ours(TEXTS, padding="max_length"), theirs(TEXTS, padding="max_length"))

@@ -452,6 +452,8 @@ class Tokenizer:
             width = max(len(e.ids) for e in encodings)
         elif padding == "max_length":
             width = max_length or self.model_max_length
+            if width >= UNBOUNDED:  # no limit to pad to: transformers does not pad then either
+                return 0
         elif padding in (False, "do_not_pad", None):
             return 0
         else:
