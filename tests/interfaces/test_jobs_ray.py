@@ -12,6 +12,7 @@ import glob
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -523,9 +524,8 @@ class InProcessPool:
     """The actors' work (cluster.ShardWorker's row model) done in this process: a job that needs no Ray."""
 
     def __init__(self, options: RayOptions, local: bool = False):
-        from coulisse.interfaces.jobs.cluster import digest
         from coulisse.interfaces.jobs.row_models import describe_model, row_model
-        from coulisse.interfaces.jobs.state import model_fingerprint
+        from coulisse.interfaces.jobs.state import digest, model_fingerprint
 
         pipe, self.predictor = row_model(options, 1)
         self.info, self.size, self.threads = describe_model(self.predictor), 1, 1
@@ -555,14 +555,16 @@ class InProcessPool:
 
 def test_a_rerun_of_a_finished_job_does_not_start_ray(monkeypatch, tmp_path):
     """Every shard committed: the rerun says so and exits 0 without connecting to Ray (~16 s for a local one)
-    or loading the model; one shard gone, it goes to the cluster again."""
+    or loading the model; with a model file changed, or one shard gone, it goes to the cluster again (which
+    checks the model's files, or computes the shard)."""
     from contextlib import nullcontext
 
     from coulisse.interfaces.jobs import cluster as cluster_module
 
     source = write_corpus(tmp_path / "in", 250, seed=3)
-    out = tmp_path / "out"
-    command = ["classify", "-i", str(source), "-o", str(out), "--ray", "-b", "100", "-m", MODEL]
+    out, model = tmp_path / "out", tmp_path / "model"
+    shutil.copytree(MODEL, model)
+    command = ["classify", "-i", str(source), "-o", str(out), "--ray", "-b", "100", "-m", str(model)]
     monkeypatch.setattr(cluster_module, "connect", lambda address: nullcontext(False))
     monkeypatch.setattr(cluster_module, "Pool", InProcessPool)
     first = CliRunner().invoke(cli, command)
@@ -578,6 +580,12 @@ def test_a_rerun_of_a_finished_job_does_not_start_ray(monkeypatch, tmp_path):
     rerun = CliRunner().invoke(cli, command)
     assert rerun.exit_code == 0, rerun.output
     assert rerun.output == f"nothing left to do: 3 shards already committed, skipped -> {out}\n"
+    config = (model / "config.json").read_bytes()
+    (model / "config.json").write_bytes(config + b"\n")  # other model files: no skipping on the driver's word
+    changed = CliRunner().invoke(cli, command)
+    assert changed.exit_code == 1 and isinstance(changed.exception, AssertionError)
+    (model / "config.json").write_bytes(config)
+    assert CliRunner().invoke(cli, command).exit_code == 0
     Path(shards(out)[1]).unlink()
     again = CliRunner().invoke(cli, command)
     assert again.exit_code == 1 and isinstance(again.exception, AssertionError)

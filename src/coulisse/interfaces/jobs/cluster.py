@@ -9,8 +9,6 @@ columns, and the driver writes every shard (distributed.py).
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
 import signal
@@ -35,11 +33,6 @@ READY_WAIT_S = 60  # between warnings while actors wait for CPUs
 
 class ClusterError(CoulisseError):
     """The Ray cluster could not run the job: an actor that died too often, a model that failed to load."""
-
-
-def digest(files: dict[str, str]) -> str:
-    """One hex digest of a model folder's file hashes (name -> sha256)."""
-    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
 
 
 @contextmanager
@@ -89,7 +82,7 @@ class ShardWorker:
         self.digest = ""
         try:
             from coulisse.interfaces.jobs.row_models import describe_model, row_model
-            from coulisse.interfaces.jobs.state import model_fingerprint
+            from coulisse.interfaces.jobs.state import digest, model_fingerprint
 
             pipe, self.predictor = row_model(options, threads)
             self.info = describe_model(self.predictor)

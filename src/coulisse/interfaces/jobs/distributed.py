@@ -33,13 +33,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coulisse.defaults import bundled_dir
 from coulisse.errors import InputError
 from coulisse.interfaces.formatting import count, duration
 from coulisse.interfaces.jobs.formats import Added, Row, input_format
 from coulisse.interfaces.jobs.lock import OutputLock
 from coulisse.interfaces.jobs.readers import Reader
 from coulisse.interfaces.jobs.row_models import added_columns
-from coulisse.interfaces.jobs.state import fsync_dir, write_atomic
+from coulisse.interfaces.jobs.state import digest, fsync_dir, model_fingerprint, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +252,8 @@ def run(options: RayOptions, on_shard: Callable[[str, object], None] | None = No
     out.mkdir(exist_ok=True)
     with OutputLock(str(out / "_coulisse")):
         manifest = open_output(out, job_key(options, files), options.overwrite)
-        if (committed := committed_shards(out, files, manifest, options.shard_format)) is not None:
+        committed = committed_shards(out, files, manifest, options.shard_format)
+        if committed is not None and same_model_here(options.model, manifest):
             return RaySummary(str(out), skipped=committed, task=options.task)  # nothing left: no Ray started
         with connect(options.address) as local, Pool(options, local) as pool:
             engine = json.loads(json.dumps(pool.info["engine"], sort_keys=True))  # as read back
@@ -280,6 +282,19 @@ def committed_shards(out: Path, files: list[str], manifest: dict, fmt: str) -> i
     names = [shard_name(i, path, k, fmt) for i, (path, n) in enumerate(zip(files, counts, strict=True))
              for k in range(n)]
     return len(names) if all((out / name).exists() for name in names) else None
+
+
+def same_model_here(model: str, manifest: dict) -> bool:
+    """Whether `model` is a folder on this machine (or the bundled model) whose files are those the job
+    recorded, hashed without loading it as a single-machine rerun does. A Hub id is resolved by the actors on
+    their nodes: the driver cannot tell, so such a rerun goes to the cluster, which checks there."""
+    if not model:
+        return False
+    directory = Path(model).expanduser()
+    directory = directory if directory.is_dir() else bundled_dir(model)  # hub.resolve_model's order
+    if directory is None:
+        return False
+    return manifest.get("model_files") == digest(model_fingerprint(directory))
 
 
 def _loop(options, files, out, pool, summary, on_shard) -> list[int]:

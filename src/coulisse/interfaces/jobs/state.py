@@ -130,6 +130,11 @@ def model_fingerprint(directory: Path) -> dict[str, str]:
     return {p.relative_to(directory).as_posix(): sha256_file(p) for p in model_files(directory)}
 
 
+def digest(files: dict[str, str]) -> str:
+    """One hex digest of a model folder's file hashes (name -> sha256): what a Ray job records of its model."""
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
 # -- comparisons: each refusal is one line that names what changed ----------------------------------------
 
 OPTION_NAMES = {"input": "--input", "column": "the text column (--column)", "format": "the output format",
