@@ -170,6 +170,20 @@ def _token_id(name: str) -> property:
     return property(lambda self: self._id(self.special_tokens[name]), doc=f"The {name} token's id, or None.")
 
 
+GENERIC_CLASSES = ("PreTrainedTokenizerFast", "TokenizersBackend")
+
+
+def _returns_types(settings: dict) -> bool:
+    """Whether transformers 5's tokenizer for these settings returns token types: tokenizer_config.json's
+    `model_input_names` when it lists them (a BERT exported without `token_type_ids` leaves every token type 0,
+    a pair's second text included), else not for the generic classes (their default names are input_ids and
+    attention_mask), else the model's."""
+    names = settings.get("model_input_names")
+    if isinstance(names, list) and names and all(isinstance(name, str) for name in names):
+        return "token_type_ids" in names
+    return settings.get("tokenizer_class") not in GENERIC_CLASSES
+
+
 class Tokenizer:
     def __init__(self, backend: Backend, *, model_max_length: int, settings: dict, source: str,
                  model_type: str | None = None):
@@ -180,7 +194,7 @@ class Tokenizer:
         # The model decides whether token types are inputs: transformers 5 saves DistilBERT tokenizers
         # as "BertTokenizer", but DistilBERT has no token-type embedding.
         family = family_of(model_type, settings.get("tokenizer_class"))
-        uses_types = family is not None and family.token_types
+        uses_types = family is not None and family.token_types and _returns_types(settings)
         self.model_input_names = ["input_ids", "token_type_ids", "attention_mask"] if uses_types else [
             "input_ids", "attention_mask"]
         # FlauBERT's tokenizer runs Python code (Moses), as transformers' only tokenizer for it does.
