@@ -11,7 +11,7 @@ from broken import BROKEN, build, expected_words
 from factory import assert_close
 
 from coulisse import pipeline
-from coulisse.errors import CoulisseError, InputError
+from coulisse.errors import CoulisseError, InputError, ModelNotFoundError
 
 BAD_INPUTS = {
     "None": (None, "None"),
@@ -51,6 +51,22 @@ def test_bad_inputs_for_feature_extraction(factory, name):
 
 def test_input_error_is_a_value_error():
     assert issubclass(InputError, ValueError) and issubclass(InputError, CoulisseError)
+
+
+@pytest.mark.parametrize("model", ["./no/such/folder", "owner/not-in-the-cache", "not an id", "/etc/hostname"])
+def test_a_model_not_found_is_an_oserror_as_in_transformers(model, monkeypatch, tmp_path):
+    """transformers raises OSError for a model it cannot find (a missing folder, an id the cache lacks
+    offline, a malformed id, a file): code written for it (`except OSError`) catches coulisse's error too."""
+    import transformers
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OSError):
+        transformers.AutoConfig.from_pretrained(model)
+    with pytest.raises(OSError) as info:
+        pipeline("text-classification", model=model)
+    assert isinstance(info.value, ModelNotFoundError) and str(info.value).startswith(f"model {model!r} is ")
 
 
 def test_a_100000_character_review_is_truncated_and_classified(classifier, factory):

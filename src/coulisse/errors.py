@@ -7,8 +7,9 @@ class CoulisseError(Exception):
     """Base class of every error coulisse raises on purpose."""
 
 
-class ModelNotFoundError(CoulisseError):
-    """A model id or path could not be resolved to files on disk."""
+class ModelNotFoundError(CoulisseError, OSError):
+    """A model id or path could not be resolved to files on disk. An OSError, as transformers' `pipeline()` and
+    `from_pretrained` raise for a model they cannot find, so a drop-in's `except OSError` still catches it."""
 
 
 class HubUnreachableError(ModelNotFoundError):
