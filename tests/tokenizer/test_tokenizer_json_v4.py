@@ -159,3 +159,33 @@ def test_generic_class_and_bare_file_equal_transformers(tmp_path, name, variant)
         ours_out = {k: v for k, v in encodings(ours, *args, padding=True).items() if k in keys}
         assert ours_out == encodings(theirs, *args, padding=True)
     assert len(ours) == len(theirs)
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["tokens-named", "tokens-unnamed"])
+def test_config_json_tokenizer_class_on_a_bert_model(tmp_path, named):
+    """A BERT model whose config.json names XLM-R's tokenizer class and whose tokenizer_config.json names none
+    (paraphrase-multilingual-MiniLM-L12-v2's layout): transformers 5 builds an XLMRobertaTokenizer, with its
+    ids, offsets, special tokens and inputs (no token types), whether the settings name the special tokens or
+    leave them to the class."""
+    from transformers import AutoTokenizer
+
+    folder = unpack("xlm-roberta", tmp_path)
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert", "tokenizer_class": "XLMRobertaTokenizer"}),
+                                        encoding="utf-8")
+    path = folder / "tokenizer_config.json"
+    settings = json.loads(path.read_text(encoding="utf-8"))
+    settings.pop("tokenizer_class", None)
+    if not named:
+        settings = {k: v for k, v in settings.items() if not k.endswith("_token")}
+    path.write_text(json.dumps(settings), encoding="utf-8")
+    (folder / "special_tokens_map.json").unlink(missing_ok=True)
+    ours, theirs = Tokenizer.from_dir(folder, model_type="bert", max_positions=512), AutoTokenizer.from_pretrained(
+        str(folder))
+    assert type(theirs).__name__ == "XLMRobertaTokenizer"
+    assert ours.model_input_names == theirs.model_input_names
+    for name in ("bos", "eos", "unk", "sep", "pad", "cls", "mask"):
+        assert ours.special_tokens[name] == getattr(theirs, f"{name}_token"), name
+    for text in TEXTS:
+        assert encodings(ours, text) == encodings(theirs, text), text
+    for first, second in PAIRS:
+        assert encodings(ours, first, second) == encodings(theirs, first, second)

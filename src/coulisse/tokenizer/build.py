@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-from coulisse.errors import TokenizerLoadError
+from coulisse.errors import ModelLoadError, TokenizerLoadError
 from coulisse.families import Family, family_of
 from coulisse.jsonfile import read_json
 from coulisse.tokenizer import moses
@@ -342,9 +342,24 @@ def _charsmap(normalizer: object) -> bytes | None:
     return None
 
 
+def _config_class(directory: Path) -> dict:
+    """config.json's `tokenizer_class`, which transformers 5's AutoTokenizer uses where tokenizer_config.json
+    names none (a BERT model with XLM-R's tokenizer: paraphrase-multilingual-MiniLM-L12-v2). An unreadable
+    config.json is the model loader's to report."""
+    path = directory / "config.json"
+    try:
+        config = read_json(path) if path.is_file() else {}
+    except ModelLoadError:
+        return {}
+    name = config.get("tokenizer_class") if isinstance(config, dict) else None
+    return {"tokenizer_class": name} if isinstance(name, str) and name else {}
+
+
 def build_backend(directory: Path, model_type: str | None) -> tuple[Tokenizer, str, dict]:
     """Return (backend tokenizer, a description of the source file, merged settings)."""
     settings, added = read_settings(directory)
+    if not settings.get("tokenizer_class"):
+        settings = {**settings, **_config_class(directory)}
     files = TokenizerFiles(directory, settings, model_type, added)
     found = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
     try:

@@ -176,12 +176,16 @@ GENERIC_CLASSES = ("PreTrainedTokenizerFast", "TokenizersBackend")
 def _returns_types(settings: dict) -> bool:
     """Whether transformers 5's tokenizer for these settings returns token types: tokenizer_config.json's
     `model_input_names` when it lists them (a BERT exported without `token_type_ids` leaves every token type 0,
-    a pair's second text included), else not for the generic classes (their default names are input_ids and
-    attention_mask), else the model's."""
+    a pair's second text included), else its class's default: none for the generic classes and the RoBERTa
+    family's (XLMRobertaTokenizer on a BERT model), BERT's and DeBERTa's for theirs."""
     names = settings.get("model_input_names")
     if isinstance(names, list) and names and all(isinstance(name, str) for name in names):
         return "token_type_ids" in names
-    return settings.get("tokenizer_class") not in GENERIC_CLASSES
+    name = settings.get("tokenizer_class")
+    if name in GENERIC_CLASSES:
+        return False
+    family = family_of(name) if isinstance(name, str) else None
+    return family is None or family.token_types
 
 
 class Tokenizer:
@@ -199,8 +203,10 @@ class Tokenizer:
             "input_ids", "attention_mask"]
         # FlauBERT's tokenizer runs Python code (Moses), as transformers' only tokenizer for it does.
         self._python = family is not None and family.python_tokenizer
-        self._family_specials = family.special_tokens if family is not None else {}
-        self._family_extras = family.extra_special_tokens if family is not None else ()
+        # The special tokens are the tokenizer class's (XLM-R's on a BERT model that reads its vocabulary).
+        spelling = family_of(settings.get("tokenizer_class"), model_type)
+        self._family_specials = spelling.special_tokens if spelling is not None else {}
+        self._family_extras = spelling.extra_special_tokens if spelling is not None else ()
         self._lock = threading.Lock()
         self._truncation: tuple[int, int, str, str] | None = None
         backend.no_padding()
