@@ -1,0 +1,158 @@
+"""The README and docs/*.md stay runnable: every `coulisse ...` command they show parses with the real CLI (its
+commands and options exist, no usage error), and every link between them, and every section they (or the
+changelog) cite by name, exists. Nothing here loads a model: the commands are parsed by click, never invoked."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+from pathlib import Path
+
+import click
+import pytest
+
+from coulisse.interfaces.cli import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+FENCE = re.compile(r"```(\w*)\n(.*?)```", re.S)
+SHELL = {"", "bash", "sh", "shell", "console"}
+COMMANDS = set(cli.commands)
+
+
+def _without_code(text: str) -> str:
+    return FENCE.sub("", text)
+
+
+def _pieces(line: str) -> list[str]:
+    """The `coulisse` invocations of one shell line: the line cut at pipes and `&&`/`;`, a comment dropped,
+    leading `VAR=value` assignments skipped."""
+    found = []
+    for part in re.split(r"\s*(?:&&|\|\||;|\|)\s*", line.strip()):
+        part = re.sub(r"^(?:[A-Z_][A-Z0-9_]*=\S*\s+)*", "", part)
+        part = re.sub(r"\s+#.*$", "", part)
+        if part.startswith("coulisse "):
+            found.append(part)
+    return found
+
+
+def block_commands() -> list[tuple[str, str]]:
+    """(file, command) for every `coulisse ...` line of the shell blocks, continuation lines joined."""
+    found = []
+    for path in DOCS:
+        for lang, body in FENCE.findall(path.read_text(encoding="utf-8")):
+            if lang in SHELL:
+                for line in body.replace("\\\n", " ").splitlines():
+                    found += [(path.name, piece) for piece in _pieces(line.removeprefix("$ "))]
+    return found
+
+
+def inline_commands() -> list[tuple[str, str]]:
+    """(file, command) for every inline `coulisse COMMAND ...` span of the prose, as a reader copies it from the
+    rendered page (a line break inside the span is a space there)."""
+    found = []
+    for path in DOCS:
+        prose = _without_code(path.read_text(encoding="utf-8")).replace("\n", " ")
+        for span in re.findall(r"`(coulisse [^`]+)`", prose):
+            found += [(path.name, piece) for piece in _pieces(span) if piece.split()[1] in COMMANDS]
+    return found
+
+
+def parse(command: str) -> None:
+    """Parse `command` with the CLI's own click objects; raise click's UsageError where a shell would fail."""
+    args = [a for a in shlex.split(command)[1:] if a not in ("...", "…")]
+    first = next((i for i, a in enumerate(args) if not a.startswith("-")), len(args))  # the group's own options
+    ctx = cli.make_context("coulisse", args[:first + 1])
+    name, *rest = args[first:]
+    sub = cli.get_command(ctx, name)
+    if sub is None:
+        raise click.UsageError(f"no command {name!r}")
+    sub.make_context(name, rest, parent=ctx)
+
+
+def _parse_or_exit(command: str) -> None:
+    with contextlib.suppress(click.exceptions.Exit):  # --help, --version
+        parse(command)
+
+
+def test_the_docs_show_commands():
+    assert len(block_commands()) > 25 and len(inline_commands()) > 40
+
+
+@pytest.mark.parametrize(("where", "command"), block_commands())
+def test_every_command_of_a_shell_block_parses(where, command, monkeypatch, capsys):
+    for name in [v for v in os.environ if v.startswith("COULISSE_")]:
+        monkeypatch.delenv(name)
+    try:
+        _parse_or_exit(command)
+    except click.UsageError as e:
+        pytest.fail(f"{where}: `{command}` fails to parse: {e.format_message()}")
+
+
+@pytest.mark.parametrize(("where", "command"), inline_commands())
+def test_every_inline_command_names_real_options(where, command, monkeypatch, capsys):
+    """Prose quotes fragments (`coulisse classify -i`), so a missing argument or value is fine; an option or
+    argument the command does not take is not."""
+    for name in [v for v in os.environ if v.startswith("COULISSE_")]:
+        monkeypatch.delenv(name)
+    try:
+        _parse_or_exit(command)
+    except click.MissingParameter:
+        pass
+    except click.BadOptionUsage as e:
+        if "requires an argument" not in e.format_message():
+            pytest.fail(f"{where}: `{command}`: {e.format_message()}")
+    except click.UsageError as e:
+        pytest.fail(f"{where}: `{command}`: {e.format_message()}")
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _headings(path: Path) -> list[str]:
+    return re.findall(r"^#+\s+(.*?)\s*$", _without_code(path.read_text(encoding="utf-8")), re.M)
+
+
+def links() -> list[tuple[str, str]]:
+    found = []
+    for path in DOCS:
+        for target in re.findall(r"\]\(([^)\s]+)\)", _without_code(path.read_text(encoding="utf-8"))):
+            if not re.match(r"[a-z]+:", target):
+                found.append((str(path.relative_to(ROOT)), target))
+    return found
+
+
+@pytest.mark.parametrize(("where", "target"), links())
+def test_every_relative_link_and_anchor_resolves(where, target):
+    file, _, anchor = target.partition("#")
+    path = (ROOT / where).parent / file if file else ROOT / where
+    assert path.exists(), f"{where} links to {target}: no such file"
+    if anchor:
+        assert anchor in {_slug(h) for h in _headings(path)}, f"{where} links to {target}: no such heading"
+
+
+def cited_sections() -> list[tuple[str, str, str]]:
+    """(file, cited doc, section) for prose such as `(docs/jobs.md, "Evaluate against labels")`, in the docs and
+    the changelog."""
+    found = []
+    for path in [*DOCS, ROOT / "CHANGELOG.md"]:
+        prose = _without_code(path.read_text(encoding="utf-8")).replace("\n", " ")
+        for doc, section in re.findall(r"([\w-]+\.md)\)?`?,\s+\"([^\"]+)\"", prose):
+            found.append((path.name, doc, " ".join(section.split())))
+    return found
+
+
+@pytest.mark.parametrize(("where", "doc", "section"), cited_sections())
+def test_every_section_cited_by_name_exists(where, doc, section):
+    """A heading that holds the name as whole words (`session 21` in `Intel Xeon with AMX: session 21 (...)`), or
+    a bold item (`- **Added columns**: ...`) of that doc."""
+    path = ROOT / "docs" / doc
+    assert path.exists(), f"{where} cites {doc}: no such file in docs/"
+    words = rf"(?<!\w){re.escape(section)}(?!\w)"
+    named = [h for h in _headings(path) if re.search(words, h, re.I)]
+    named += re.findall(rf"\*\*{re.escape(section)}\*\*", path.read_text(encoding="utf-8"))
+    assert named, f"{where} cites {doc}, \"{section}\": no heading or bold item of that name"
