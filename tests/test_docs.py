@@ -156,3 +156,21 @@ def test_every_section_cited_by_name_exists(where, doc, section):
     named = [h for h in _headings(path) if re.search(words, h, re.I)]
     named += re.findall(rf"\*\*{re.escape(section)}\*\*", path.read_text(encoding="utf-8"))
     assert named, f"{where} cites {doc}, \"{section}\": no heading or bold item of that name"
+
+
+def test_the_refusals_jobs_md_quotes_are_the_ones_a_resume_prints():
+    """docs/jobs.md quotes what `--resume` says when `--fast` was dropped, or resolves to another precision."""
+    from coulisse.interfaces.jobs.state import ResumeMismatchError, check_key, check_precision
+
+    prose = " ".join((ROOT / "docs" / "jobs.md").read_text(encoding="utf-8").split())
+    dropped = re.search(r"without `--fast`, it is refused \(`([^`]+)`\)", prose)
+    assert dropped, "docs/jobs.md no longer quotes the refusal of a resume without --fast"
+    with pytest.raises(ResumeMismatchError) as e:
+        check_key({"fast": True}, {"fast": None}, "out.csv")
+    assert dropped.group(1) in str(e.value)
+    # The other quote holds backticks (`coulisse info`), so the docs fence it with two.
+    other = re.search(r"resolves to another mode, too: ``(.+?)``", prose)
+    assert other, "docs/jobs.md no longer quotes the refusal of a resume whose --fast resolves to another precision"
+    with pytest.raises(ResumeMismatchError) as e:
+        check_precision({"quantization": "int8"}, {"dtype": "float32"}, True, "out.csv")
+    assert other.group(1) in str(e.value)
