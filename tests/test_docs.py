@@ -174,3 +174,54 @@ def test_the_refusals_jobs_md_quotes_are_the_ones_a_resume_prints():
     with pytest.raises(ResumeMismatchError) as e:
         check_precision({"quantization": "int8"}, {"dtype": "float32"}, True, "out.csv")
     assert other.group(1) in str(e.value)
+
+
+# Flags of other programs that the prose quotes alone: chromium's (README's screenshot), pytest-xdist's.
+FOREIGN_FLAGS = {"--no-sandbox", "--dist"}
+
+
+def _all_options() -> set[str]:
+    found = {"--help", "--version"}
+    for command in [cli, *cli.commands.values()]:
+        for param in command.params:
+            found.update(getattr(param, "opts", []) + getattr(param, "secondary_opts", []))
+    return found
+
+
+def prose_flags() -> list[tuple[str, str, str]]:
+    """(file, flag, inline span) for each `--flag` the prose quotes: in a span that is a `coulisse` command, a
+    command of it (`explain --html`) or flags alone (but in benchmarks.md); in a `python bench/X.py ...` span,
+    X's flags."""
+    found = []
+    for path in DOCS:
+        prose = _without_code(path.read_text(encoding="utf-8")).replace("\n", " ")
+        for span in re.findall(r"`([^`]+)`", prose):
+            script = re.search(r"([\w-]+\.py)\b", span)
+            first = span.split()[0]
+            if script:
+                if (ROOT / "bench" / script.group(1)).exists():
+                    flags = re.findall(r"(?<![\w-])(--[a-z][\w-]*)", span[script.end():])
+                    found += [(path.name, flag, span) for flag in flags]
+            elif path.name == "benchmarks.md" and first != "coulisse":
+                continue  # a session log: its flags alone are those of the script it is running
+            elif first in {"coulisse", *COMMANDS} or first.startswith("-") or re.match(r"[A-Z_]+=", first):
+                found += [(path.name, flag, span) for flag in re.findall(r"(?<![\w-])(--[a-z][\w-]*)", span)]
+    return found
+
+
+def test_every_flag_the_prose_quotes_exists():
+    """A renamed option leaves no stale `--old-name` in the docs: each quoted flag is an option of a coulisse
+    command, or of the bench script the span runs."""
+    options = _all_options() | FOREIGN_FLAGS
+    stale = []
+    for where, flag, span in prose_flags():
+        script = re.search(r"([\w-]+\.py)\b", span)
+        if script:
+            source = (ROOT / "bench" / script.group(1)).read_text(encoding="utf-8")
+            known = f'"{flag}"' in source or f"'{flag}'" in source
+        else:
+            known = flag in options
+        if not known:
+            stale.append(f"{where}: {flag} in `{span}`")
+    assert len(prose_flags()) > 100
+    assert not stale, "\n".join(stale)
