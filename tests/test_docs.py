@@ -225,3 +225,34 @@ def test_every_flag_the_prose_quotes_exists():
             stale.append(f"{where}: {flag} in `{span}`")
     assert len(prose_flags()) > 100
     assert not stale, "\n".join(stale)
+
+
+def _defines(path: Path, name: str) -> bool:
+    """Whether the module at `path` defines `name` at its top level (a def, a class, an assignment); a module
+    that only imports it is not where it lives."""
+    import ast
+
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name == name:
+            return True
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            return True
+    return False
+
+
+def named_definitions() -> list[tuple[str, str, str]]:
+    """(file, module path, name) for the prose's "`tasks/__init__.py`'s `TASKS`" and "`explain.STAGES`"."""
+    found = []
+    for path in DOCS:
+        prose = _without_code(path.read_text(encoding="utf-8")).replace("\n", " ")
+        found += [(path.name, f, n) for f, n in re.findall(r"`([\w/]+\.py)`'s `(\w+)", prose)]
+        found += [(path.name, f"{m}.py", n) for m, n in re.findall(r"`([a-z_]+)\.([A-Z][A-Z_]+)`", prose)]
+    return found
+
+
+@pytest.mark.parametrize(("where", "module", "name"), named_definitions())
+def test_every_name_the_docs_place_in_a_module_is_there(where, module, name):
+    src = ROOT / "src" / "coulisse"
+    candidates = [src / module] if "/" in module else list(src.rglob(module))
+    assert any(p.exists() and _defines(p, name) for p in candidates), f"{where}: {module} does not define {name}"
