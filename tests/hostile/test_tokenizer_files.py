@@ -130,3 +130,21 @@ def test_a_tokenizer_that_knows_a_sliver_of_the_vocabulary_is_named(factory, cam
     with caplog.at_level("WARNING", logger="coulisse.checkpoint"):
         pipeline("text-classification", model=factory.checkpoint("camembert"))
     assert "embedding table" not in caplog.text
+
+
+@pytest.mark.parametrize("spec", [{"content": "<x>"}, {"id": "7", "content": "<x>"}, {"id": -1, "content": "<x>"},
+                                  {"id": 7, "content": 5}, "<x>", None])
+def test_a_malformed_added_token_of_a_rebuilt_file_is_named(factory, tmp_path, spec):
+    """BertTokenizer rebuilds a tokenizer.json around its vocabulary and its added tokens (where
+    tokenizer_config.json has no added_tokens_decoder): an added token without an integer id or a text is
+    refused in one line that shows it, not a bare KeyError or ValueError."""
+    target = tmp_path / "model"
+    shutil.copytree(factory.checkpoint("bert", tokenizer="tokenizer.json"), target)
+    path = target / "tokenizer_config.json"
+    settings = json.loads(path.read_text(encoding="utf-8"))
+    settings.pop("added_tokens_decoder", None)
+    path.write_text(json.dumps(settings), encoding="utf-8")
+    edit(target, lambda data: data["added_tokens"].append(spec))
+    with pytest.raises(TokenizerLoadError, match=r"the added token .* has no integer id and text content") as info:
+        pipeline("text-classification", model=target)
+    assert "\n" not in str(info.value)

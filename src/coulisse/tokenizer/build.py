@@ -309,9 +309,14 @@ def _rebuild_from_json(files: TokenizerFiles, rebuild: str, data: dict) -> Token
     if "added_tokens_decoder" not in files.settings:
         # Without it, transformers takes the file's added tokens (over added_tokens.json's ids).
         for spec in data.get("added_tokens") or []:
+            if not (isinstance(spec, dict) and isinstance(spec.get("id"), int) and spec["id"] >= 0
+                    and isinstance(spec.get("content"), str)):
+                raise TokenizerLoadError(
+                    f"tokenizer.json in {files.directory}: the added token {str(spec)[:80]!r} has no integer id "
+                    "and text content; download the tokenizer's files again.")
             flags = {k: spec[k] for k in ("content", "single_word", "lstrip", "rstrip", "normalized", "special")
                      if k in spec}
-            files.added[int(spec["id"])] = AddedToken(**flags)
+            files.added[spec["id"]] = AddedToken(**flags)
     if rebuild == "wordpiece":
         return _wordpiece_backend(files, vocab)
     if rebuild == "byte-level":
