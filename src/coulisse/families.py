@@ -78,6 +78,7 @@ WORDPIECE_SPECIALS = {"bos": None, "eos": None, "unk": "[UNK]", "sep": "[SEP]", 
                       "mask": "[MASK]"}
 ROBERTA_SPECIALS = {"bos": "<s>", "eos": "</s>", "unk": "<unk>", "sep": "</s>", "pad": "<pad>", "cls": "<s>",
                     "mask": "<mask>"}
+DEBERTA_SPECIALS = {**WORDPIECE_SPECIALS, "bos": "[CLS]", "eos": "[SEP]"}
 
 BERT_HEADS = {
     "sequence-classification": "heads.BertClassificationHead",
@@ -149,7 +150,7 @@ FAMILIES: dict[str, Family] = _rows(
                             "num_attention_heads": 24, "intermediate_size": 6144, "type_vocab_size": 0,
                             "layer_norm_eps": 1e-7},
            token_types=True, tokenizer_class="DebertaV2Tokenizer", spm_layout="deberta",
-           special_tokens={**WORDPIECE_SPECIALS, "bos": "[CLS]", "eos": "[SEP]"}, json_rebuild="deberta"),
+           special_tokens=DEBERTA_SPECIALS, json_rebuild="deberta"),
 )
 
 

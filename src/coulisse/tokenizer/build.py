@@ -14,7 +14,7 @@ from pathlib import Path
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from coulisse.errors import ModelLoadError, TokenizerLoadError
-from coulisse.families import Family, family_of
+from coulisse.families import DEBERTA_SPECIALS, ROBERTA_SPECIALS, WORDPIECE_SPECIALS, Family, family_of
 from coulisse.jsonfile import read_json
 from coulisse.tokenizer import moses
 from coulisse.tokenizer.added_tokens import NAMED, add_tokens, read_settings
@@ -24,14 +24,10 @@ SPM_FILES = ("sentencepiece.bpe.model", "spiece.model", "tokenizer.model", "spm.
 # transformers' CamembertTokenizer's extra special tokens where the settings list none.
 CAMEMBERT_EXTRAS = ("<s>NOTUSED", "</s>NOTUSED", "<unk>NOTUSED")
 
-# Special tokens each layout uses when the checkpoint's files say nothing.
-DEFAULT_SPECIALS = {
-    "sentencepiece": dict(bos="<s>", eos="</s>", unk="<unk>", sep="</s>", pad="<pad>", cls="<s>", mask="<mask>"),
-    "bpe": dict(bos="<s>", eos="</s>", unk="<unk>", sep="</s>", pad="<pad>", cls="<s>", mask="<mask>"),
-    "wordpiece": dict(unk="[UNK]", sep="[SEP]", pad="[PAD]", cls="[CLS]", mask="[MASK]"),
-    "moses": moses.SPECIALS,
-    "deberta": dict(bos="[CLS]", eos="[SEP]", unk="[UNK]", sep="[SEP]", pad="[PAD]", cls="[CLS]", mask="[MASK]"),
-}
+# Special tokens each layout uses when the checkpoint's files say nothing (the tokenizer classes' own, as the
+# families table has them; FlauBERT's files keep the Moses tokenizer's).
+DEFAULT_SPECIALS = {"sentencepiece": ROBERTA_SPECIALS, "bpe": ROBERTA_SPECIALS, "wordpiece": WORDPIECE_SPECIALS,
+                    "moses": moses.SPECIALS, "deberta": DEBERTA_SPECIALS}
 
 
 @dataclass

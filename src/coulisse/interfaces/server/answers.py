@@ -50,6 +50,21 @@ def encode_json(value) -> bytes:
     return "".join(out).encode("utf-8")
 
 
+def size(value) -> int:
+    """About how many values `value` holds, read from its first elements' shapes (a list's items alike): cheap
+    next to encoding it."""
+    if isinstance(value, np.ndarray):
+        return value.size
+    if isinstance(value, list):
+        return len(value) * size(value[0]) if value else 1
+    if isinstance(value, dict):
+        return 1 + sum(size(v) for v in value.values())
+    return 1 + len(value) // 64 if isinstance(value, str) else 1
+
+
 async def encoded(value) -> bytes:
-    """`encode_json` on a worker thread: the event loop goes on answering meanwhile."""
+    """`encode_json` on a worker thread, the event loop answering meanwhile; an answer of at most `PIECE` values
+    (a few ms of work at most) on the loop itself, which costs less than handing it over."""
+    if size(value) <= PIECE:
+        return encode_json(value)
     return await asyncio.to_thread(encode_json, value)
