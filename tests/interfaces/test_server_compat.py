@@ -182,6 +182,11 @@ def test_openai_sdk_float_and_base64(minilm_server, embedder):
         sdk.embeddings.create(model="all-MiniLM-L6-v2", input=["x", ""])
     with pytest.raises(openai.BadRequestError, match="`input` cannot be empty"):  # OpenAI's field, not TEI's
         sdk.embeddings.create(model="all-MiniLM-L6-v2", input=[])
+    # An empty token id list, alone in a batch or beside others: TEI's 400 `Empty`, not a malformed body.
+    for batch, where in (([[]], 0), ([ids[0], []], 1)):
+        with pytest.raises(openai.BadRequestError, match=f"input.{where}. is an empty list of token ids") as empty:
+            sdk.embeddings.create(model="all-MiniLM-L6-v2", input=batch)
+        assert empty.value.type == "Empty"
     with pytest.raises(openai.UnprocessableEntityError, match="maximum allowed batch size") as refused:
         sdk.embeddings.create(model="all-MiniLM-L6-v2", input=["x"] * 33)
     assert refused.value.type == "Validation"  # TEI's OpenAI errors carry its ErrorType as `type`
@@ -234,7 +239,7 @@ def test_refusals_name_the_field(minilm_server):
     r = httpx.post(f"{base}/embed_sparse", json={"inputs": "x"})  # TEI's answer for a model without SPLADE
     assert r.status_code == 424 and "SPLADE" in r.json()["error"] and r.json()["error_type"] == "Backend"
     # A union's failure reads as the forms the field takes, not pydantic's internal type names.
-    for route, body in (("/v1/embeddings", {"input": [[]]}), ("/decode", {"ids": [["5"]]}),
+    for route, body in (("/v1/embeddings", {"input": [[1.5]]}), ("/decode", {"ids": [["5"]]}),
                         ("/tokenize", {"inputs": [1]}), ("/embed", {"inputs": [1.5]})):
         r = httpx.post(f"{base}{route}", json=body)
         message = str(r.json())

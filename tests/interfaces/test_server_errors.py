@@ -83,8 +83,13 @@ def test_a_body_that_does_not_parse_says_where_or_which_byte(client):
     assert message == "the body is not valid UTF-8 (byte 0xe9 at byte 13); send the JSON encoded in UTF-8"
 
 
-def test_empty_batch_is_400(client):
-    assert error(client.post("/predict", json={"inputs": []}), 400, "Empty") == "`inputs` cannot be empty"
+def test_an_empty_predict_batch_is_a_malformed_body_as_in_tei(client):
+    """TEI's PredictInput deserializer refuses `[]` while parsing (`invalid_length(0)` on the first element,
+    router/src/http/types.rs), so axum answers 422, not the 400 `Empty` of the routes whose input may be an empty
+    list; `POST /` reads the same body."""
+    for route in ("/predict", "/"):
+        message = error(client.post(route, json={"inputs": []}), 422, "Validation")
+        assert "inputs: must be a text, a [text, text_pair] pair, or a batch" in message and "got list '[]'" in message
 
 
 def test_too_many_inputs_is_422_as_tei_answers_it(client):

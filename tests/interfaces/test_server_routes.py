@@ -104,7 +104,7 @@ def test_health_info_metrics(client):
                                                  "label2id": {"NEGATIVE": 0, "POSITIVE": 1}}}
     assert info["max_input_length"] == 512 and info["max_client_batch_size"] == 32
     client.post("/predict", json={"inputs": "x"})
-    client.post("/predict", json={"inputs": []})
+    client.post("/predict", json={"inputs": [""]})  # an empty text: TEI's 400 `Empty`
     text = client.get("/metrics").text
     for name in ("te_request_count", "te_request_duration_bucket", "te_queue_size",
                  "te_batch_next_size_bucket", "te_batch_next_tokens_bucket", "te_request_failure",
@@ -147,6 +147,23 @@ def test_embed_matches_sentence_transformers(embedder, minilm_dir):
         served = np.array(c.post("/embed", json={"inputs": texts}).json())
         assert c.get("/info").json()["max_input_length"] == 256
     np.testing.assert_allclose(served, reference, atol=1e-5)
+
+
+@pytest.mark.parametrize("inputs, where", [([[]], ": inputs[0] is an empty list of token ids"),
+                                           ([[101, 102], []], ": inputs[1] is an empty list of token ids"),
+                                           ([], ""), ([""], ""), ("", "")])
+def test_an_empty_id_list_or_text_is_teis_400_empty_on_every_embedding_route(embedder, inputs, where):
+    """TEI parses `[[]]` as a batch of one empty id list (its untagged `Input`/`InputType`) and refuses it before
+    tokenizing: 400 `Empty` (core/src/tokenization.rs `encode`), as it refuses `[]` and `[""]`; not a 422."""
+    with TestClient(create_app(embedder)) as c:
+        for route, field in (("/embed", "inputs"), ("/embed_all", "inputs"), ("/", "inputs"),
+                             ("/v1/embeddings", "input")):
+            r = c.post(route, json={field: inputs})
+            assert r.status_code == 400, (route, r.text)
+            body = r.json()
+            message, error_type = (body["error"]["message"], body["error"]["type"]) if route.startswith("/v1") else \
+                (body["error"], body["error_type"])
+            assert error_type == "Empty" and message == f"`{field}` cannot be empty{where.replace('inputs', field)}"
 
 
 def test_embed_on_a_classifier_is_teis_424(client):

@@ -87,8 +87,9 @@ def test_embed_gives_the_dense_weights_and_refuses_what_tei_refuses(client, spla
         r = client.post(path, json=body)
         assert r.status_code == 424, (path, r.text)
         assert message in r.text, (path, r.text)
-    empty = client.post("/embed_sparse", json={"inputs": ""})
-    assert empty.status_code == 400 and empty.json()["error_type"] == "Empty"
+    for inputs in ("", [""], [], [[]]):  # TEI: 400 `Empty`, an empty id list included (not a 422)
+        empty = client.post("/embed_sparse", json={"inputs": inputs})
+        assert empty.status_code == 400 and empty.json()["error_type"] == "Empty", (inputs, empty.text)
 
 
 def test_info_and_schema_name_the_splade_pooling(client):

@@ -41,8 +41,11 @@ def integer(ge: int) -> Any:
     return Annotated[int, Field(ge=ge), BeforeValidator(_integral)]
 
 
-# A token id list: TEI's `InputType::Ids`, the model's own ids (special tokens included), as given.
-Ids = Annotated[list[integer(ge=0)], Field(min_length=1)]
+# A token id list: TEI's `InputType::Ids`, the model's own ids (special tokens included), as given. An empty one
+# reaches the route, which answers TEI's 400 `Empty` naming it (TEI parses `[[]]` as a batch of one empty id list,
+# then refuses it before tokenizing); the schema still says minItems 1.
+Ids = Annotated[list[integer(ge=0)], WithJsonSchema({"type": "array", "items": {"type": "integer", "minimum": 0},
+                                                      "minItems": 1})]
 
 
 def _got(value: Any) -> str:
@@ -75,7 +78,8 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", json_schema_extra={
         "examples": [{"inputs": "J'ai adoré ce film.", "raw_scores": False, "truncate": True}]})
 
-    inputs: Text | Sequence | list[Sequence] = Field(description=INPUTS_HELP)
+    # An empty batch is a malformed body (422), as TEI's PredictInput refuses `[]` while parsing it.
+    inputs: Text | Sequence | Annotated[list[Sequence], Field(min_length=1)] = Field(description=INPUTS_HELP)
     truncate: bool | None = Field(None, description="Cut inputs longer than the model takes; "
                                                     "null: the server's --auto-truncate.")
     truncation_direction: Direction = Field("Right", description=DIRECTION_HELP)

@@ -92,11 +92,13 @@ def check_unicode(sequences: list[tuple[str, str | None]]) -> None:
 
 def check_not_empty(sequences: list[tuple[str | list[int], str | None]], name: str = "inputs") -> None:
     """TEI's 400 `empty` for an empty text, before any prompt is added: the pipeline would encode it as its
-    special tokens alone, which no client means. Either text of a pair too (TEI: only both), as the schema says."""
+    special tokens alone, which no client means. Either text of a pair too (TEI: only both), as the schema says;
+    an empty token id list too, as TEI's EncodingInput::Ids."""
     for i, (text, pair) in enumerate(sequences):
-        if text == "" or pair == "":
-            where = "" if len(sequences) == 1 and pair is None else \
-                f": {name}[{i}]{'' if pair is None else [0 if text == '' else 1]} is an empty text"
+        if len(text) == 0 or pair == "":
+            what = "an empty text" if isinstance(text, str) else "an empty list of token ids"
+            where = "" if len(sequences) == 1 and pair is None and isinstance(text, str) else \
+                f": {name}[{i}]{'' if pair is None else [0 if text == '' else 1]} is {what}"
             raise ServerError("empty", f"`{name}` cannot be empty{where}")
 
 
