@@ -50,6 +50,23 @@ def test_hub_id_resolves_to_the_cached_snapshot(allocine_cache):
     assert resolve_model(REPO, revision=COMMIT) == snapshot
 
 
+def test_local_model_finds_what_a_load_finds_without_the_network(allocine_cache, tf_camembert_dir, monkeypatch):
+    """What a Ray job's driver hashes before deciding a rerun needs no cluster: the cached snapshot of a Hub id
+    (resolve_model's folder), a folder, the bundled model; None for an id not cached or not an id."""
+    from coulisse.defaults import BUNDLED_MODEL, bundled_dir
+    from coulisse.hub import local_model
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the network was asked")
+
+    monkeypatch.setattr("coulisse.hub._download", no_network)
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # online too: the cache alone answers
+    assert local_model(REPO) == resolve_model(REPO) == allocine_cache[1]
+    assert local_model(str(tf_camembert_dir)) == tf_camembert_dir
+    assert local_model(BUNDLED_MODEL) == bundled_dir(BUNDLED_MODEL) is not None
+    assert local_model("someone/not-cached") is None and local_model("../nowhere") is None and local_model("") is None
+
+
 def test_sentiment_pipeline_from_the_cache_equals_tensorflow(allocine_cache, tf_camembert_dir):
     texts, want = tf_scores(tf_camembert_dir)
     classifier = pipeline("sentiment-analysis", model=REPO)

@@ -131,6 +131,23 @@ def _resolve_model(model: str | os.PathLike, revision: str | None = None) -> Pat
     return _download(text, revision)
 
 
+def local_model(model: str) -> Path | None:
+    """The folder `resolve_model` loads `model` from without the network: an existing folder, the bundled model,
+    or a Hub id already in the Hugging Face cache (its snapshot of refs/main); None where a load would download,
+    or `model` names nothing. Nothing is checked or loaded: a caller that only hashes the files asks this."""
+    text = str(model)
+    path = Path(text).expanduser()
+    if text and path.is_dir():
+        return path
+    bundled = bundled_dir(text)
+    if bundled is not None or invalid_hub_id(text) is not None:
+        return bundled
+    try:
+        return _from_cache(text, None)
+    except ModelNotFoundError:  # an id huggingface_hub refuses
+        return None
+
+
 def _near_bundled(text: str) -> bool:
     """A typo of the bundled model's name (a letter or two, or its case): said at once rather than asked of the
     Hub, which has no such repository. A longer name (another version) is left to the Hub."""

@@ -52,7 +52,14 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def hub_cache(tmp_path_factory) -> Path:
+    """The Hugging Face cache the cluster's workers read (HF_HUB_CACHE, offline), empty until a test lays a
+    model in it: never the user's own cache."""
+    return tmp_path_factory.mktemp("hf") / "hub"
+
+
+@pytest.fixture(scope="module")
+def cluster(hub_cache):
     """A `ray start --head` cluster in its own process group (killed whole at teardown), and this process
     connected to it as a driver."""
     temp = tempfile.mkdtemp(prefix="cr", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
@@ -65,7 +72,8 @@ def cluster():
     head = subprocess.Popen([ray_bin, "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
                              f"--object-store-memory={100 * 1024**2}", "--include-dashboard=false",
                              f"--temp-dir={temp}", "--disable-usage-stats", *ports],
-                            env=ENV, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+                            env={**ENV, "HF_HUB_CACHE": str(hub_cache), "HF_HUB_OFFLINE": "1"},
+                            start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
     address = f"127.0.0.1:{port}"
     os.environ["RAY_AUTH_MODE"] = "disabled"
     try:
@@ -589,6 +597,51 @@ def test_a_rerun_of_a_finished_job_does_not_start_ray(monkeypatch, tmp_path):
     Path(shards(out)[1]).unlink()
     again = CliRunner().invoke(cli, command)
     assert again.exit_code == 1 and isinstance(again.exception, AssertionError)
+
+
+def test_a_rerun_on_a_hub_id_from_the_local_cache_does_not_start_ray(cluster, hub_cache, monkeypatch, tmp_path,
+                                                                    tf_camembert_dir):
+    """A Hub id that this machine's Hugging Face cache holds (offline) is what a load here reads, cache first:
+    a finished job's rerun hashes its snapshot as it hashes a folder, and skips Ray when the files are those the
+    actors loaded. A cached file changed, the rerun goes to the cluster again."""
+    from factory import make_hf_cache
+
+    from coulisse.interfaces.jobs import cluster as cluster_module
+
+    repo = "tblard/tf-allocine"
+    snapshot = make_hf_cache(hub_cache, tf_camembert_dir, repo)
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub_cache))  # the driver's cache: the one the actors read
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_HOME", raising=False)
+    source = write_corpus(tmp_path / "in", 250, seed=5)
+    out = tmp_path / "out"
+    command = ["classify", "-i", str(source), "-o", str(out), "--ray", "--address", cluster, "--actors", "1",
+               "--threads", "1", "-b", "100", "-m", repo]
+    first = CliRunner().invoke(cli, command)
+    assert first.exit_code == 0, first.output
+    assert "250 rows in 3 shards" in first.output and len(shards(out)) == 3
+    reference = single(source, tmp_path / "reference.parquet", 100)  # the fixture's own folder: the same files
+    assert_same(shards(out), reference)
+
+    def started(*args, **kwargs):
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(cluster_module, "connect", started)
+    monkeypatch.setattr(cluster_module, "Pool", started)
+    monkeypatch.setattr(ray, "init", started)
+    rerun = CliRunner().invoke(cli, command)
+    assert rerun.exit_code == 0, rerun.output
+    assert rerun.output == f"nothing left to do: 3 shards already committed, skipped -> {out}\n"
+    config = snapshot / "config.json"
+    blob = config.resolve()
+    data = blob.read_bytes()
+    blob.write_bytes(data + b"\n")  # other files in the cache: no skipping on the driver's word
+    changed = CliRunner().invoke(cli, command)
+    assert changed.exit_code == 1 and isinstance(changed.exception, AssertionError)
+    blob.write_bytes(data)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))  # not cached here: the actors resolve it
+    uncached = CliRunner().invoke(cli, command)
+    assert uncached.exit_code == 1 and isinstance(uncached.exception, AssertionError)
 
 
 def test_embed_ray_refuses_a_npy_output_in_one_line(tmp_path):

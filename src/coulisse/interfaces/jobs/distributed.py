@@ -33,8 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coulisse.defaults import bundled_dir
 from coulisse.errors import InputError
+from coulisse.hub import local_model
 from coulisse.interfaces.formatting import count, duration
 from coulisse.interfaces.jobs.formats import Added, Row, input_format
 from coulisse.interfaces.jobs.lock import OutputLock
@@ -285,13 +285,13 @@ def committed_shards(out: Path, files: list[str], manifest: dict, fmt: str) -> i
 
 
 def same_model_here(model: str, manifest: dict) -> bool:
-    """Whether `model` is a folder on this machine (or the bundled model) whose files are those the job
-    recorded, hashed without loading it as a single-machine rerun does. A Hub id is resolved by the actors on
-    their nodes: the driver cannot tell, so such a rerun goes to the cluster, which checks there."""
+    """Whether `model` is a folder on this machine, the bundled model or a Hub id in this machine's Hugging Face
+    cache (offline: its snapshot, as a load here finds it before asking the Hub) whose files are those the job
+    recorded, hashed without loading it as a single-machine rerun does. A Hub id not in the cache here goes to
+    the cluster, whose actors resolve it on their nodes and check there."""
     if not model:
         return False
-    directory = Path(model).expanduser()
-    directory = directory if directory.is_dir() else bundled_dir(model)  # hub.resolve_model's order
+    directory = local_model(model)  # hub.resolve_model's order, without the network
     if directory is None:
         return False
     return manifest.get("model_files") == digest(model_fingerprint(directory))
