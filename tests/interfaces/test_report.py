@@ -247,6 +247,74 @@ def test_chromium_renders_the_report_offline(report, tmp_path):
     assert len(tree.find("option")) == 3 * (1 + layers + 1 + heads)  # rollout + layers, mean + heads
 
 
+class Tables(HTMLParser):
+    """The attention tables of a page: for each, its caption and rows of (tag, scope, text) cells."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables: list[dict] = []
+        self.table: dict | None = None  # the attention table being read
+        self.cell: list | None = None
+        self.in_caption = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table" and "attention-values" in attrs.get("class", ""):
+            self.table = {"caption": "", "rows": []}
+            self.tables.append(self.table)
+        elif self.table is not None and tag == "caption":
+            self.in_caption = True
+        elif self.table is not None and tag == "tr":
+            self.table["rows"].append([])
+        elif self.table is not None and tag in ("th", "td"):
+            self.cell = [tag, attrs.get("scope"), ""]
+            self.table["rows"][-1].append(self.cell)
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self.table = None
+        elif tag in ("th", "td"):
+            self.cell = None
+        elif tag == "caption":
+            self.in_caption = False
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell[2] += data
+        elif self.in_caption:
+            self.table["caption"] += data
+
+
+@pytest.mark.slow
+def test_the_heat_maps_values_reach_a_keyboard_and_a_screen_reader(report, tmp_path):
+    """The canvas shows a cell's value on mouse hover only; each heat map has its view as a table too, filled by
+    the page's script: a focusable summary, rows and columns named by their tokens in header cells (what a screen
+    reader reads with each value), the values those of the attention the page was built from (the view shown
+    first: the rollout; the page stores each as a byte, so within half of 1/255, then 3 decimals)."""
+    path, inspections, _ = report
+    dom, console, _ = chromium(tmp_path, path, "--dump-dom")
+    assert console == []
+    tree = parse(dom)
+    summaries = [s for s in tree.find("summary") if "heat map's values as a table" in s[2]]
+    assert len(summaries) == len(inspections)  # a <summary> takes the keyboard's focus and opens its <details>
+    canvases = tree.find("canvas", "heatmap")
+    assert all(c[1].get("role") == "img" and "table" in c[1].get("aria-label", "") for c in canvases)
+    tables = Tables()
+    tables.feed(dom)
+    assert len(tables.tables) == len(inspections)
+    for table, x in zip(tables.tables, inspections, strict=True):
+        n = min(len(x.seen), MAX_ATTENTION_TOKENS)
+        assert "rollout" in table["caption"] and "row = query token" in table["caption"]
+        header, *rows = table["rows"]
+        names = [f"{i} {t.piece}" for i, t in enumerate(x.seen[:n], 1)]
+        assert [c[2] for c in header[1:]] == names and all(c[:2] == ["th", "col"] for c in header)
+        assert len(rows) == n
+        assert [r[0][:3] for r in rows] == [["th", "row", name] for name in names]
+        values = np.array([[float(c[2]) for c in r[1:]] for r in rows])
+        assert all(c[0] == "td" for r in rows for c in r[1:])
+        assert np.abs(values - np.asarray(x.rollout)[:n, :n]).max() <= 0.5 / 255 + 0.0005
+
+
 @pytest.mark.slow
 def test_screenshot_shows_the_coloured_words(report, tmp_path):
     pil = pytest.importorskip("PIL.Image")

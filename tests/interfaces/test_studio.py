@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from factory import TEXTS
-from test_report import parse
+from test_report import Tables, parse
 
 pytest.importorskip("fastapi")
 from starlette.testclient import TestClient  # noqa: E402
@@ -377,6 +377,11 @@ def test_chromium_shows_exact_and_int8_side_by_side(studio_url, bundled, tmp_pat
     (canvas,) = tree.find("canvas", "heatmap")  # sized by the page's script: one cell per token
     n = min(len(attribution.tokens), MAX_ATTENTION_TOKENS)
     assert int(canvas[1]["width"]) == int(canvas[1]["height"]) >= 96 + 6 * n
+    tables = Tables()  # the heat map's values without a mouse: the same table as the report's, filled alike
+    tables.feed(dom)
+    (table,) = tables.tables
+    assert "rollout" in table["caption"] and len(table["rows"]) == n + 1
+    assert all(len(row) == n + 1 and row[0][0] == "th" for row in table["rows"])
 
 
 def row_cells(tree, row) -> list[list]:

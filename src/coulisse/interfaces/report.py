@@ -661,8 +661,14 @@ def render_attention(x: Inspection, index: int) -> str:
             f"it attends to (keys){cropped}. Rollout multiplies the layers' head means, with the residual "
             f'connection as half an identity.</p><label>layer <select class="layer">{layer_options}</select>'
             f'</label> <label>head <select class="head">{head_options}</select></label>'
-            f'<div class="canvas-wrap"><canvas class="heatmap" width="0" height="0"></canvas></div>'
-            f'<script type="application/json" class="attention-data">{payload}</script></div>')
+            '<div class="canvas-wrap"><canvas class="heatmap" width="0" height="0" role="img" aria-label="attention '
+            'heat map of the view chosen above; its values are in the table that follows"></canvas></div>'
+            # The canvas says its values to a mouse only (a hover title): the same view as a table, which the
+            # script fills and refills with the selects, for a keyboard (the summary takes the focus, the table's
+            # box scrolls) and a screen reader (each cell named by its row and column headers).
+            '<details class="attention-values"><summary>the heat map\'s values as a table (the view chosen above)'
+            '</summary><table class="attention-values"><caption></caption><thead></thead><tbody></tbody></table>'
+            f'</details><script type="application/json" class="attention-data">{payload}</script></div>')
 
 
 def render_section(x: Inspection, index: int, numbered: bool = True) -> str:
@@ -821,6 +827,36 @@ SCRIPT = """
         ctx.textAlign = 'left'; ctx.fillText(label, 0, 0); ctx.restore();
       });
       current = m;
+      fill(m);
+    }
+    function fill(m) {  // the table alternative: rows are queries, columns keys, as on the canvas
+      var table = box.querySelector('table.attention-values');
+      var names = data.tokens.map(function (tok, i) { return (i + 1) + ' ' + tok; });
+      function cell(tag, text, scope) {
+        var c = document.createElement(tag);
+        c.textContent = text;
+        if (scope) c.scope = scope;
+        return c;
+      }
+      table.querySelector('caption').textContent = 'Attention, ' + layer.options[layer.selectedIndex].text
+        + (layer.value === 'rollout' ? '' : ', ' + head.options[head.selectedIndex].text)
+        + ': row = query token, column = key token it attends to';
+      var top = document.createElement('tr');
+      top.appendChild(cell('th', 'query \u2193 key \u2192', 'col'));
+      names.forEach(function (name) { top.appendChild(cell('th', name, 'col')); });
+      table.tHead.replaceChildren(top);
+      var rows = [];
+      for (var q = 0; q < n; q++) {
+        var row = document.createElement('tr');
+        row.appendChild(cell('th', names[q], 'row'));
+        for (var k = 0; k < n; k++) {
+          var value = cell('td', m[q * n + k].toFixed(3));
+          value.className = 'num';
+          row.appendChild(value);
+        }
+        rows.push(row);
+      }
+      table.tBodies[0].replaceChildren.apply(table.tBodies[0], rows);
     }
     canvas.addEventListener('mousemove', function (ev) {
       var r = canvas.getBoundingClientRect();
