@@ -154,8 +154,21 @@ FAMILIES: dict[str, Family] = _rows(
 )
 
 
+# The tokenizer classes that run a tokenizer.json as written, in transformers 5 as in coulisse.
+GENERIC_TOKENIZER_CLASSES = ("PreTrainedTokenizerFast", "TokenizersBackend")
+# Tokenizer classes that transformers 5 defines as a family's class under another name (`MobileBertTokenizer =
+# BertTokenizer` in its models/mobilebert): they are that class, its rebuild of a tokenizer.json included.
+TOKENIZER_ALIASES = {"LayoutLMTokenizer": "BertTokenizer", "LxmertTokenizer": "BertTokenizer",
+                     "MobileBertTokenizer": "BertTokenizer", "SqueezeBertTokenizer": "BertTokenizer",
+                     "BartTokenizer": "RobertaTokenizer", "LEDTokenizer": "RobertaTokenizer",
+                     "LongformerTokenizer": "RobertaTokenizer", "MvpTokenizer": "RobertaTokenizer"}
+
+
 def _class_key(name: str) -> str:
     return name.lower().removesuffix("fast")
+
+
+_ALIASES = {_class_key(alias): _class_key(name) for alias, name in TOKENIZER_ALIASES.items()}
 
 
 def family_of(*names: str | None) -> Family | None:
@@ -166,8 +179,9 @@ def family_of(*names: str | None) -> Family | None:
             continue
         if name in FAMILIES:
             return FAMILIES[name]
-        found = next((f for f in FAMILIES.values() if f.tokenizer_class and
-                      _class_key(f.tokenizer_class) == _class_key(name)), None)
+        key = _ALIASES.get(_class_key(name), _class_key(name))
+        found = next((f for f in FAMILIES.values() if f.tokenizer_class and _class_key(f.tokenizer_class) == key),
+                     None)
         if found is not None:
             return found
     return None

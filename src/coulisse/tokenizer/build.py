@@ -8,17 +8,27 @@ WordPiece `vocab.txt`, byte-level BPE `vocab.json` + `merges.txt`, or a ready `t
 from __future__ import annotations
 
 import base64
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from coulisse.errors import ModelLoadError, TokenizerLoadError
-from coulisse.families import DEBERTA_SPECIALS, ROBERTA_SPECIALS, WORDPIECE_SPECIALS, Family, family_of
+from coulisse.families import (
+    DEBERTA_SPECIALS,
+    GENERIC_TOKENIZER_CLASSES,
+    ROBERTA_SPECIALS,
+    WORDPIECE_SPECIALS,
+    Family,
+    family_of,
+)
 from coulisse.jsonfile import read_json
 from coulisse.tokenizer import moses
 from coulisse.tokenizer.added_tokens import NAMED, add_tokens, read_settings
 from coulisse.tokenizer.sentencepiece_model import BPE, SentencePieceModel, load_sentencepiece
+
+log = logging.getLogger(__name__)
 
 SPM_FILES = ("sentencepiece.bpe.model", "spiece.model", "tokenizer.model", "spm.model")
 # transformers' CamembertTokenizer's extra special tokens where the settings list none.
@@ -279,7 +289,10 @@ def build_from_tokenizer_json(files: TokenizerFiles, path: Path) -> Tokenizer:
     plus the tokens of tokenizer_config.json's `added_tokens_decoder` and the special tokens it names that the
     file lacks."""
     name = files.settings.get("tokenizer_class")
-    family = family_of(name) if isinstance(name, str) and name else family_of(files.model_type)
+    named = isinstance(name, str) and bool(name)
+    family = family_of(name) if named else family_of(files.model_type)
+    if named and family is None and name not in GENERIC_TOKENIZER_CLASSES:
+        _warn_unknown_class(name, files.directory)
     if family is not None and family.json_rebuild:
         data = read_json(path, error=TokenizerLoadError, fix="download the tokenizer's files again")
         tok = _rebuild_from_json(files, family.json_rebuild, data if isinstance(data, dict) else {})
@@ -288,6 +301,24 @@ def build_from_tokenizer_json(files: TokenizerFiles, path: Path) -> Tokenizer:
     tok = Tokenizer.from_file(str(path))
     _add_tokens(tok, files, None)
     return tok
+
+
+_WARNED: set[str] = set()  # the classes already named in a warning: once per class and process
+
+
+def _warn_unknown_class(name: str, directory: Path) -> None:
+    """A class coulisse cannot rebuild from: transformers 5 rebuilds the pipeline from that class's own code
+    (AlbertTokenizer, T5Tokenizer, XLNetTokenizer, BigBirdTokenizer, FunnelTokenizer... give other ids than
+    the file as written on most texts: docs/dropin.md), so the ids may not be transformers'. Said, not refused:
+    a checkpoint written by transformers 4 was trained with the file as written, and a name transformers does
+    not know either runs the file as written there too."""
+    if name in _WARNED:
+        return
+    _WARNED.add(name)
+    log.warning("tokenizer_class %r (%s) is not one coulisse rebuilds: it runs tokenizer.json as written, where "
+                "transformers 5 rebuilds it from %s's code, so token ids may differ from transformers 5's; set "
+                "tokenizer_class to PreTrainedTokenizerFast in tokenizer_config.json to run the file as written in "
+                "both", name, directory, name)
 
 
 # The vocabulary each rebuilding class reads from a tokenizer.json's model.

@@ -18,7 +18,7 @@ from tokenizers import Encoding, Regex, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as Backend
 
 from coulisse.errors import InputError, TokenizerLoadError
-from coulisse.families import family_of
+from coulisse.families import GENERIC_TOKENIZER_CLASSES, family_of
 from coulisse.tokenizer.added_tokens import model_specific_tokens
 from coulisse.tokenizer.build import SPM_FILES, build_backend
 
@@ -170,9 +170,6 @@ def _token_id(name: str) -> property:
     return property(lambda self: self._id(self.special_tokens[name]), doc=f"The {name} token's id, or None.")
 
 
-GENERIC_CLASSES = ("PreTrainedTokenizerFast", "TokenizersBackend")
-
-
 def _returns_types(settings: dict) -> bool:
     """Whether transformers 5's tokenizer for these settings returns token types: tokenizer_config.json's
     `model_input_names` when it lists them (a BERT exported without `token_type_ids` leaves every token type 0,
@@ -182,7 +179,7 @@ def _returns_types(settings: dict) -> bool:
     if isinstance(names, list) and names and all(isinstance(name, str) for name in names):
         return "token_type_ids" in names
     name = settings.get("tokenizer_class")
-    if name in GENERIC_CLASSES:
+    if name in GENERIC_TOKENIZER_CLASSES:
         return False
     family = family_of(name) if isinstance(name, str) else None
     return family is None or family.token_types
