@@ -37,8 +37,12 @@ NATIVE_TOKENIZER = {
     "xlm-roberta": "sentencepiece",
     "electra": "vocab.txt",
     "flaubert": "vocab.json+merges",  # XLM's layout: Moses words, `</w>` merges
+    "mpnet": "vocab.txt",  # MPNet's layout: <s> <pad> </s> <unk> first, <mask> last
 }
 ROBERTA_FAMILY = ("roberta", "camembert", "xlm-roberta")
+# Each architecture's seed, fixed so that adding one leaves the others' random weights as they were.
+SEEDS = {arch: i + 1 for i, arch in enumerate(("bert", "roberta", "camembert", "xlm-roberta", "distilbert",
+                                               "electra", "flaubert", "mpnet"))}
 LABELS = {0: "négatif", 1: "neutre", 2: "positif"}
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
             initializer_range=0.2)
@@ -112,7 +116,9 @@ class Factory:
         d = self.root / f"tokenizer-{arch}"
         d.mkdir(parents=True)
         kind = NATIVE_TOKENIZER[arch]
-        if kind == "vocab.txt":
+        if arch == "mpnet":
+            write_mpnet_vocab(self.minilm_dir / "vocab.txt", d / "vocab.txt")
+        elif kind == "vocab.txt":
             shutil.copy(self.minilm_dir / "vocab.txt", d / "vocab.txt")
         elif arch == "camembert":
             copy_camembert_layout(self.camembert_spm, d)
@@ -150,6 +156,9 @@ class Factory:
             config = tf.BertConfig(max_position_embeddings=512, **TINY, **common)
         elif arch == "electra":  # word vectors narrower than the encoder: embeddings_project
             config = tf.ElectraConfig(embedding_size=24, max_position_embeddings=512, **TINY, **common)
+        elif arch == "mpnet":  # sentence-transformers/all-mpnet-base-v2's shape: 514 positions, eps 1e-5
+            config = tf.MPNetConfig(max_position_embeddings=514, layer_norm_eps=1e-5, bos_token_id=tok.bos_token_id,
+                                    eos_token_id=tok.eos_token_id, **TINY, **common)
         elif arch == "flaubert":
             config = tf.FlaubertConfig(emb_dim=32, n_layers=2, n_heads=4, max_position_embeddings=512,
                                        init_std=0.2, embed_init_std=0.2, pad_index=tok.pad_token_id, **common)
@@ -158,9 +167,9 @@ class Factory:
                    "xlm-roberta": tf.XLMRobertaConfig}[arch]
             config = cls(max_position_embeddings=514, type_vocab_size=1, bos_token_id=tok.bos_token_id,
                          eos_token_id=tok.eos_token_id, layer_norm_eps=1e-5, **TINY, **common)
-        torch.manual_seed(ALL_ARCHS.index(arch) + 1)
+        torch.manual_seed(SEEDS[arch])
         model = tf.AutoModelForSequenceClassification.from_config(config).eval()
-        offset = config.pad_token_id + 1 if arch in ROBERTA_FAMILY else 0
+        offset = config.pad_token_id + 1 if arch in (*ROBERTA_FAMILY, "mpnet") else 0
         return Reference(arch, model, config.max_position_embeddings - offset)
 
     def checkpoint(self, arch: str, weights: str = "safetensors", tokenizer: str | None = None,
@@ -226,6 +235,13 @@ def write_sharded_bin(state: dict, directory: Path, parts: int) -> None:
     total = sum(t.numel() * t.element_size() for t in state.values())
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (directory / "pytorch_model.bin.index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
+
+
+def write_mpnet_vocab(bert_vocab: Path, path: Path) -> None:
+    """microsoft/mpnet-base's vocab.txt: fairseq's <s> <pad> </s> <unk>, BERT's uncased WordPiece vocabulary
+    (here MiniLM's), then <mask>."""
+    words = bert_vocab.read_text(encoding="utf-8").splitlines()
+    path.write_text("\n".join(["<s>", "<pad>", "</s>", "<unk>", *words, "<mask>"]) + "\n", encoding="utf-8")
 
 
 def copy_camembert_layout(spm: Path, directory: Path) -> None:

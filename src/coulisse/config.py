@@ -54,8 +54,10 @@ class EncoderConfig:
 
     @property
     def position_offset(self) -> int:
-        """RoBERTa-family models number positions from pad_token_id + 1."""
-        return self.pad_token_id + 1 if self.family.positions_from_pad else 0
+        """RoBERTa-family models number positions from pad_token_id + 1 (MPNet from its fixed padding index + 1)."""
+        if not self.family.positions_from_pad:
+            return 0
+        return (self.pad_token_id if self.family.padding_idx is None else self.family.padding_idx) + 1
 
     @property
     def max_positions(self) -> int:

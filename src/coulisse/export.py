@@ -72,6 +72,7 @@ EXPORTS = {
     # Language embeddings (n_langs > 1): transformers' FlaubertModel holds them; no tokenizer input reads them.
     "flaubert": Export("Flaubert", kept=("lang_embeddings.",)),
     "deberta-v2": Export("DebertaV2"),
+    "mpnet": Export("MPNet", pooler=True),
 }
 
 

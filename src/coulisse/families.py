@@ -42,6 +42,9 @@ class Family:
     checkpoint_keys: str = "bert.checkpoint_keys"
     # RoBERTa family: positions are numbered from pad_token_id + 1, not 0.
     positions_from_pad: bool = False
+    # The padding index those positions count from where the family's code fixes it whatever pad_token_id
+    # says (MPNet: 1); None: pad_token_id.
+    padding_idx: int | None = None
     # FlauBERT (transformers' XLM): given no attention mask, a sequence is its first (ids != pad) tokens, as
     # transformers reads `lengths` off the ids; the other families attend to every token then, pads included.
     mask_from_pad: bool = False
@@ -79,6 +82,7 @@ WORDPIECE_SPECIALS = {"bos": None, "eos": None, "unk": "[UNK]", "sep": "[SEP]", 
 ROBERTA_SPECIALS = {"bos": "<s>", "eos": "</s>", "unk": "<unk>", "sep": "</s>", "pad": "<pad>", "cls": "<s>",
                     "mask": "<mask>"}
 DEBERTA_SPECIALS = {**WORDPIECE_SPECIALS, "bos": "[CLS]", "eos": "[SEP]"}
+MPNET_SPECIALS = {**ROBERTA_SPECIALS, "unk": "[UNK]"}
 
 BERT_HEADS = {
     "sequence-classification": "heads.BertClassificationHead",
@@ -151,6 +155,12 @@ FAMILIES: dict[str, Family] = _rows(
                             "layer_norm_eps": 1e-7},
            token_types=True, tokenizer_class="DebertaV2Tokenizer", spm_layout="deberta",
            special_tokens=DEBERTA_SPECIALS, json_rebuild="deberta"),
+    # MPNet: RoBERTa's embeddings (no token types) and heads, BERT's blocks under other names plus one
+    # relative-position bias shared by every layer (`coulisse.models.mpnet`); a WordPiece vocabulary.
+    Family("mpnet", ("mpnet",), ROBERTA_HEADS, model="mpnet.MPNetModel", checkpoint_keys="mpnet.checkpoint_keys",
+           positions_from_pad=True, padding_idx=1,
+           config_defaults={"vocab_size": 30527, "type_vocab_size": 0, "pad_token_id": 1},
+           tokenizer_class="MPNetTokenizer", special_tokens=MPNET_SPECIALS),
 )
 
 

@@ -127,14 +127,18 @@ def test_a_head_the_family_lacks_is_a_typed_error(factory):
 
 
 def test_config_defaults_and_spellings_follow_transformers():
-    """A config.json leaving fields out gets transformers' defaults; FlauBERT's XLM spellings map onto ours."""
+    """A config.json leaving fields out gets transformers' defaults; FlauBERT's XLM spellings map onto ours.
+    MPNet embeds no token types and counts positions from 2 (max_position_embeddings 514: 512 tokens)."""
     import transformers
 
     for ours, theirs in [(EncoderConfig.from_dict({"model_type": "electra"}), transformers.ElectraConfig()),
-                         (EncoderConfig.from_dict({"model_type": "flaubert"}), transformers.FlaubertConfig())]:
+                         (EncoderConfig.from_dict({"model_type": "flaubert"}), transformers.FlaubertConfig()),
+                         (EncoderConfig.from_dict({"model_type": "mpnet"}), transformers.MPNetConfig())]:
         assert (ours.vocab_size, ours.hidden_size, ours.num_hidden_layers, ours.num_attention_heads,
                 ours.pad_token_id) == (theirs.vocab_size, theirs.hidden_size, theirs.num_hidden_layers,
                                        theirs.num_attention_heads, theirs.pad_token_id)
+    mpnet = EncoderConfig.from_dict({"model_type": "mpnet", "max_position_embeddings": 514})
+    assert (mpnet.type_vocab_size, mpnet.position_offset, mpnet.max_positions) == (0, 2, 512)
     assert EncoderConfig.from_dict({"model_type": "electra"}).embedding_size == 128
     assert EncoderConfig.from_dict({"model_type": "electra"}).intermediate_size == 1024
     relu = transformers.FlaubertConfig(emb_dim=64, n_layers=3, n_heads=8, gelu_activation=False, pre_norm=True)
