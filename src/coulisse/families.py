@@ -68,7 +68,8 @@ class Family:
     python_tokenizer: bool = False
     # How transformers 5's class for the family reads a tokenizer.json: it keeps the vocabulary (merges,
     # SentencePiece character map) and rebuilds the rest as it does from the slow files: "wordpiece"
-    # (BertTokenizer), "byte-level" (RobertaTokenizer), "camembert", "xlm-roberta", "deberta"; "" where no
+    # (BertTokenizer), "mpnet" (MPNetTokenizer, also its vocab.txt's layout), "byte-level" (RobertaTokenizer),
+    # "camembert", "xlm-roberta", "deberta"; "" where no
     # tokenizer.json is rebuilt (the file then runs as written).
     json_rebuild: str = ""
     # The special tokens of transformers' tokenizer class where tokenizer_config.json names none (None: the
@@ -160,7 +161,7 @@ FAMILIES: dict[str, Family] = _rows(
     Family("mpnet", ("mpnet",), ROBERTA_HEADS, model="mpnet.MPNetModel", checkpoint_keys="mpnet.checkpoint_keys",
            positions_from_pad=True, padding_idx=1,
            config_defaults={"vocab_size": 30527, "type_vocab_size": 0, "pad_token_id": 1},
-           tokenizer_class="MPNetTokenizer", special_tokens=MPNET_SPECIALS),
+           tokenizer_class="MPNetTokenizer", special_tokens=MPNET_SPECIALS, json_rebuild="mpnet"),
 )
 
 

@@ -1,5 +1,5 @@
-"""tokenizer.json files written by transformers 4 (most Hub checkpoints of CamemBERT, XLM-R, DeBERTa-v2/v3, BERT
-and RoBERTa). transformers 5 keeps their vocabulary and rebuilds the rest from its tokenizer class: coulisse
+"""tokenizer.json files written by transformers 4 (most Hub checkpoints of CamemBERT, XLM-R, DeBERTa-v2/v3, BERT,
+RoBERTa and MPNet). transformers 5 keeps their vocabulary and rebuilds the rest from its tokenizer class: coulisse
 must give the same ids, offsets and masks. The folders are tests/fixtures/tokenizer_json_v4/*.tar.gz, written by
 transformers 4.57.1 (make_fixture.py there). Oracle: transformers 5's `AutoTokenizer.from_pretrained(folder)`
 and its token-classification pipeline."""
@@ -67,7 +67,7 @@ def encodings(tokenizer, *args, **kwargs) -> dict:
 
 
 def test_fixtures_are_small_and_all_there():
-    assert {"bert-cased", "bert-cased-no-flag", "camembert", "deberta-v2", "electra", "roberta",
+    assert {"bert-cased", "bert-cased-no-flag", "camembert", "deberta-v2", "electra", "mpnet", "roberta",
             "xlm-roberta"} <= set(NAMES)
     assert sum(p.stat().st_size for p in FIXTURES.glob("*.tar.gz")) < 400_000
 
@@ -133,7 +133,8 @@ def test_camembert_ner_entities_equal_transformers(tmp_path):
             assert got == expected, (strategy, text)
 
 
-@pytest.mark.parametrize("name", ["camembert", "xlm-roberta", "deberta-v2", "bert-cased-no-flag", "roberta"])
+@pytest.mark.parametrize("name", ["camembert", "xlm-roberta", "deberta-v2", "bert-cased-no-flag", "roberta",
+                                  "mpnet"])
 @pytest.mark.parametrize("variant", ["generic-class", "no-tokenizer-config"])
 def test_generic_class_and_bare_file_equal_transformers(tmp_path, name, variant):
     """tokenizer_class PreTrainedTokenizerFast: transformers 5 runs the file as written (so does coulisse).

@@ -18,6 +18,7 @@ from coulisse.errors import ModelLoadError, TokenizerLoadError
 from coulisse.families import (
     DEBERTA_SPECIALS,
     GENERIC_TOKENIZER_CLASSES,
+    MPNET_SPECIALS,
     ROBERTA_SPECIALS,
     WORDPIECE_SPECIALS,
     Family,
@@ -37,7 +38,7 @@ CAMEMBERT_EXTRAS = ("<s>NOTUSED", "</s>NOTUSED", "<unk>NOTUSED")
 # Special tokens each layout uses when the checkpoint's files say nothing (the tokenizer classes' own, as the
 # families table has them; FlauBERT's files keep the Moses tokenizer's).
 DEFAULT_SPECIALS = {"sentencepiece": ROBERTA_SPECIALS, "bpe": ROBERTA_SPECIALS, "wordpiece": WORDPIECE_SPECIALS,
-                    "moses": moses.SPECIALS, "deberta": DEBERTA_SPECIALS}
+                    "moses": moses.SPECIALS, "deberta": DEBERTA_SPECIALS, "mpnet": MPNET_SPECIALS}
 
 
 @dataclass
@@ -216,8 +217,11 @@ def build_wordpiece(files: TokenizerFiles, path: Path) -> Tokenizer:
 
 def _wordpiece_backend(files: TokenizerFiles, vocab: dict[str, int]) -> Tokenizer:
     """BERT's tokenizer around a WordPiece vocabulary (`BertTokenizer`: lowercased unless `do_lower_case` is
-    false)."""
-    unk = files.special("unk", "wordpiece")
+    false). MPNet's (`MPNetTokenizer`, the family's `json_rebuild` "mpnet") has RoBERTa's special tokens and
+    layout instead (`<s> A </s></s> B </s>`, no token types, offsets trimmed of spaces), its mask token taking
+    the space before it."""
+    layout = "mpnet" if files.family is not None and files.family.json_rebuild == "mpnet" else "wordpiece"
+    unk = files.special("unk", layout)
     tok = Tokenizer(models.WordPiece(vocab, unk_token=unk))
     tok.normalizer = normalizers.BertNormalizer(
         clean_text=True,
@@ -227,8 +231,13 @@ def _wordpiece_backend(files: TokenizerFiles, vocab: dict[str, int]) -> Tokenize
     )
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece(prefix="##")
-    _add_tokens(tok, files, "wordpiece")
-    tok.post_processor = _template(files, "wordpiece", tok)
+    _add_tokens(tok, files, layout, mask_lstrip=layout == "mpnet")
+    if layout == "mpnet":
+        sep, cls = files.special("sep", layout), files.special("cls", layout)
+        tok.post_processor = processors.RobertaProcessing((sep, tok.token_to_id(sep)), (cls, tok.token_to_id(cls)),
+                                                          trim_offsets=True, add_prefix_space=False)
+    else:
+        tok.post_processor = _template(files, "wordpiece", tok)
     return tok
 
 
@@ -322,8 +331,8 @@ def _warn_unknown_class(name: str, directory: Path) -> None:
 
 
 # The vocabulary each rebuilding class reads from a tokenizer.json's model.
-JSON_MODELS = {"wordpiece": "WordPiece", "byte-level": "BPE", "camembert": "Unigram", "xlm-roberta": "Unigram",
-               "deberta": "Unigram"}
+JSON_MODELS = {"wordpiece": "WordPiece", "mpnet": "WordPiece", "byte-level": "BPE", "camembert": "Unigram",
+               "xlm-roberta": "Unigram", "deberta": "Unigram"}
 
 
 def _rebuild_from_json(files: TokenizerFiles, rebuild: str, data: dict) -> Tokenizer | None:
@@ -344,7 +353,7 @@ def _rebuild_from_json(files: TokenizerFiles, rebuild: str, data: dict) -> Token
             flags = {k: spec[k] for k in ("content", "single_word", "lstrip", "rstrip", "normalized", "special")
                      if k in spec}
             files.added[spec["id"]] = AddedToken(**flags)
-    if rebuild == "wordpiece":
+    if rebuild in ("wordpiece", "mpnet"):
         return _wordpiece_backend(files, vocab)
     if rebuild == "byte-level":
         merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model.get("merges") or []]
