@@ -166,8 +166,9 @@ def _family_fields(family: Family, data: dict[str, Any]) -> dict[str, Any]:
 ACTIVATION_NAMES = frozenset({"gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish", "tanh"})
 
 # Generous bounds covering every released encoder, checked before anything is allocated: a config.json
-# declaring 10^9 labels or 10^7 layers must fail at once instead of exhausting memory. The last five are
-# DeBERTa-v2's (read from the raw config; -1 or 0 means "unset" for the first two).
+# declaring 10^9 labels or 10^7 layers must fail at once instead of exhausting memory. The five after
+# pad_token_id are DeBERTa-v2's (read from the raw config; -1 or 0 means "unset" for the first two), the last
+# MPNet's (the rows of its relative-position table).
 INT_RANGES = {
     "num_labels": (0, 100_000),
     "num_hidden_layers": (1, 1_000),
@@ -184,6 +185,7 @@ INT_RANGES = {
     "conv_kernel_size": (0, 1_024),
     "conv_groups": (1, 65_536),
     "pooler_hidden_size": (1, 65_536),
+    "relative_attention_num_buckets": (1, 131_072),
 }
 BOOL_FIELDS = ("pre_norm", "summary_use_proj", "summary_proj_to_labels", "position_biased_input",
                "relative_attention", "share_att_key", "legacy")

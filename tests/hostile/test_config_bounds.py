@@ -52,6 +52,10 @@ def _refused(tmp_path, changes: dict, error=UnsafeCheckpointError) -> str:
     ({"summary_activation": ["tanh"]}, "summary_activation = ['tanh']; expected a string"),
     ({"architectures": "BertModel"}, "architectures = 'BertModel'; expected a list of class names"),
     ({"max_relative_positions": "far"}, "max_relative_positions = 'far'; expected an integer from -1 to 131,072"),
+    ({"model_type": "mpnet", "relative_attention_num_buckets": 10**9},
+     "relative_attention_num_buckets = 1000000000; expected an integer from 1 to 131,072"),
+    ({"model_type": "mpnet", "relative_attention_num_buckets": "32"},
+     "relative_attention_num_buckets = '32'; expected an integer from 1 to 131,072"),
     ({"model_type": "roberta", "max_position_embeddings": 10, "pad_token_id": 20},
      "max_position_embeddings = 10; expected more than pad_token_id + 1 = 21"),
 ])
@@ -155,7 +159,7 @@ def _transformers_defaults():
     transformers = pytest.importorskip("transformers")
     names = {"bert": "BertConfig", "roberta": "RobertaConfig", "camembert": "CamembertConfig",
              "xlm-roberta": "XLMRobertaConfig", "distilbert": "DistilBertConfig", "electra": "ElectraConfig",
-             "flaubert": "FlaubertConfig", "deberta-v2": "DebertaV2Config"}
+             "flaubert": "FlaubertConfig", "deberta-v2": "DebertaV2Config", "mpnet": "MPNetConfig"}
     return {model_type: getattr(transformers, cls)() for model_type, cls in names.items()}
 
 

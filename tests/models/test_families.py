@@ -303,7 +303,7 @@ def _int8_formula(w, bias, weight_max: int):
     return forward
 
 
-@pytest.mark.parametrize("arch", CLASSIFIER_ARCHS)
+@pytest.mark.parametrize("arch", (*CLASSIFIER_ARCHS, "mpnet"))
 def test_int8_computes_the_quantized_formula_end_to_end(factory, arch):
     """Oracle: the transformers model with its encoder layers computing the int8 formula (`fake_int8`), at
     this CPU's weight width (8 bits with VNNI or AMX, 7 without). The layers equal that formula to float32

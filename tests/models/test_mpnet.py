@@ -7,7 +7,7 @@ multiple choice) and the base model, in safetensors and `torch.save` .bin: logit
 1e-4 of transformers' (values of a few units; float32 sums taken in another order differ by ~1e-6), on
 TEXTS, a batch of texts from 3 to 512 tokens, padded: packing, the relative bias of each sequence, and the
 bucket clamp past 128 tokens all take part. The relative buckets equal transformers' own function exactly;
-a batch equals its texts one by one within 1e-5; hidden states and attention probabilities of every layer
+a batch equals its texts one by one bit for bit; hidden states and attention probabilities of every layer
 (what `coulisse explain` reads) equal transformers'; the config fields transformers ignores (pad_token_id
 for positions, relative_attention_num_buckets past 32) are ignored alike.
 """
@@ -119,7 +119,8 @@ def test_batched_equals_one_by_one(factory, tmp_path):
     for i, text in enumerate(TEXTS):
         alone = inputs(factory, [text])
         n = int(alone["attention_mask"].sum())
-        assert_close("mpnet batched vs alone", together[i, :n], mine(**alone).logits[0], tol=1e-5)
+        # bit for bit: each sequence's attention runs alone on its own rows, in a batch or not
+        assert torch.equal(together[i, :n], mine(**alone).logits[0]), i
 
 
 def test_hidden_states_and_attentions_equal_transformers(factory, tmp_path):
@@ -160,3 +161,24 @@ def test_fewer_than_32_buckets_is_refused(factory, tmp_path):
     model = mpnet(factory, None, relative_attention_num_buckets=16)
     with pytest.raises(UnsupportedModelError, match="relative_attention_num_buckets=16 in config.json"):
         ours(model, tmp_path / "ckpt", None)
+
+
+def test_coulisse_explain_runs_on_mpnet(factory, tmp_path):
+    """`coulisse explain` on an MPNet classifier: --json (the studio's document) gives transformers' logits; the
+    attributions and the HTML page (every layer's attention, through the traced forward) are written."""
+    import json
+
+    from click.testing import CliRunner
+
+    from coulisse.interfaces.cli import cli
+
+    directory, text, page = str(factory.checkpoint("mpnet")), TEXTS[2], tmp_path / "page.html"
+    result = CliRunner().invoke(cli, ["explain", "--json", "-m", directory, text])
+    assert result.exit_code == 0, result.output
+    logits = torch.tensor(json.loads(result.stdout)["answers"]["fp32"]["logits"])
+    model = factory.reference("mpnet").model
+    assert_close("mpnet explain --json", logits, reference_output(model, "sequence-classification",
+                                                                   inputs(factory, [text]))[0])
+    result = CliRunner().invoke(cli, ["explain", "-a", "--html", str(page), "-m", directory, text])
+    assert result.exit_code == 0, result.output
+    assert "5. Attributions" in result.stdout and page.stat().st_size > 10_000

@@ -58,10 +58,30 @@ class RelativeSelfAttention(nn.Module):
     def forward(self, x: Tensor, p: Packed, bias: Tensor, first_only: bool = False,
                 trace: Trace | None = None) -> Tensor:
         """`(T, H)` -> `(T, H)`; with `first_only`, only each sequence's first query: `(B, H)`. `bias`:
-        `(1, h, L, L)` added to the scores."""
+        `(1, h, L, L)` added to the scores. Without a trace, one SDPA per sequence on views of the packed
+        rows: a text gives the same bits alone as in any batch."""
+        qkv = self.qkv(x)  # (T, 3H)
+        if trace is not None:
+            return self.attend_padded(qkv, p, bias, first_only, trace)
+        H = qkv.shape[1] // 3
+        out = qkv.new_empty(p.batch_size if first_only else qkv.shape[0], H)
+        start = 0
+        for b, n in enumerate(p.lengths):
+            q, k, v = qkv[start:start + n].view(1, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            rows = 1 if first_only else n  # q, k, v: (1, h, n, d)
+            seq = attend(q[:, :, :rows], k, v, bias[:, :, :rows, :n].to(q.dtype))[0]  # (h, rows, d)
+            seq = seq.transpose(0, 1).reshape(rows, H)
+            if first_only:
+                out[b] = seq[0]
+            else:
+                out[start:start + n] = seq
+            start += n
+        return out
+
+    def attend_padded(self, qkv: Tensor, p: Packed, bias: Tensor, first_only: bool, trace: Trace) -> Tensor:
+        """One attention over the padded layout `(B, L, 3H)`, padded keys masked: the probabilities a trace keeps."""
         B, L = p.batch_size, p.max_len
-        qkv = padded_rows(self.qkv(x), p)  # (B, L, 3H), zeros after each sequence's end
-        q, k, v = qkv.view(B, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, h, L, d)
+        q, k, v = padded_rows(qkv, p).view(B, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, h, L, d)
         if first_only:
             q, bias = q[:, :, :1], bias[:, :, :1]  # (B, h, 1, d), (1, h, 1, L)
         mask = bias.to(q.dtype)
