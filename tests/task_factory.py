@@ -120,3 +120,42 @@ def sparse_encoder_folder(task_factory: TaskFactory, arch: str, root: Path, stra
 
 def oracle(encoder, texts: list[str], **kwargs) -> np.ndarray:
     return encoder.encode(texts, convert_to_sparse_tensor=False, convert_to_tensor=True, **kwargs).numpy()
+
+
+# -- sentence-transformers/all-mpnet-base-v2's folder over the tiny MPNet encoder -------------------------------
+
+# Its files besides the weights and the tokenizer, as the Hub holds them (sentence-transformers 2's layout:
+# module types under sentence_transformers.models, no 2_Normalize folder, config.json naming MPNetForMaskedLM
+# though the weights are the bare encoder's).
+ALL_MPNET_MODULES = [{"idx": i, "name": str(i), "path": path, "type": f"sentence_transformers.models.{kind}"}
+                     for i, (path, kind) in enumerate([("", "Transformer"), ("1_Pooling", "Pooling"),
+                                                       ("2_Normalize", "Normalize")])]
+ALL_MPNET_TOKENIZER_CONFIG = {
+    "do_lower_case": True, "bos_token": "<s>", "eos_token": "</s>", "unk_token": "[UNK]", "sep_token": "</s>",
+    "pad_token": "<pad>", "cls_token": "<s>", "tokenize_chinese_chars": True, "strip_accents": None,
+    "mask_token": {"content": "<mask>", "single_word": False, "lstrip": True, "rstrip": False, "normalized": True,
+                   "__type": "AddedToken"},
+    "model_max_length": 512, "special_tokens_map_file": None, "tokenizer_class": "MPNetTokenizer",
+}
+
+
+def all_mpnet_folder(task_factory: TaskFactory, directory: Path) -> Path:
+    """all-mpnet-base-v2's layout (modules.json, sentence_bert_config.json with max_seq_length 384, mean
+    1_Pooling, Normalize) around the tiny MPNet encoder transformers wrote, with MPNet's vocab.txt."""
+    shutil.copytree(task_factory.checkpoint("mpnet", "base"), directory)
+    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    files = {
+        "config.json": {**config, "architectures": ["MPNetForMaskedLM"]},
+        "modules.json": ALL_MPNET_MODULES,
+        "sentence_bert_config.json": {"max_seq_length": 384, "do_lower_case": False},
+        "config_sentence_transformers.json": {"__version__": {"sentence_transformers": "2.0.0",
+                                                              "transformers": "4.6.1", "pytorch": "1.8.1"}},
+        "tokenizer_config.json": ALL_MPNET_TOKENIZER_CONFIG,
+        "1_Pooling/config.json": {"word_embedding_dimension": config["hidden_size"], "pooling_mode_cls_token": False,
+                                  "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False,
+                                  "pooling_mode_mean_sqrt_len_tokens": False},
+    }
+    (directory / "1_Pooling").mkdir()
+    for name, content in files.items():
+        (directory / name).write_text(json.dumps(content, indent=2), encoding="utf-8")
+    return directory

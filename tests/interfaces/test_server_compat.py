@@ -266,6 +266,22 @@ def test_pooling_splade_serves_a_masked_lm_checkpoint_as_tei_does(serve, task_fa
         close(dense, weights.to_dense())
 
 
+def test_all_mpnet_layout_serves_sentence_transformers_embeddings(serve, task_factory, tmp_path):
+    """all-mpnet-base-v2's folder (tests/task_factory.py `all_mpnet_folder`, on a tiny MPNet): the task comes from
+    modules.json, not config.json's MPNetForMaskedLM, as TEI serves it; InferenceClient and /embed get
+    sentence-transformers' vectors, a text past max_seq_length 384 cut there."""
+    from sentence_transformers import SentenceTransformer
+    from task_factory import all_mpnet_folder
+
+    directory = all_mpnet_folder(task_factory, tmp_path / "all-mpnet-base-v2")
+    texts = [TEXTS[0], TEXTS[1], "A review that goes on and on, and then some more. " * 60]
+    expected = SentenceTransformer(str(directory), device="cpu").encode(texts)
+    server = serve(directory)
+    assert httpx.get(f"{server.base}/info").json()["task"] == "feature-extraction"
+    close(np.stack([client(server).feature_extraction(text, truncate=True)[0] for text in texts]), expected)
+    close(httpx.post(f"{server.base}/embed", json={"inputs": texts, "truncate": True}).json(), expected)
+
+
 def test_tei_response_headers(minilm_server):
     text = "Le chat dort sur le canapé."
     r = httpx.post(f"{minilm_server.base}/embed", json={"inputs": [text, "x"]})
