@@ -13,8 +13,9 @@ blocks it shares:
   share the last bucket. transformers computes them with 32 buckets whatever `relative_attention_num_buckets`
   says (the table's rows past 32 are never read); so does this module.
 
-Relative distances depend only on positions inside a sequence, and each sequence sits at the start of its
-row of the padded attention view, so results do not depend on how sequences are batched.
+Relative distances depend only on positions inside a sequence: each sequence's attention runs alone on its
+own rows, with the top-left block of the batch's bias, so a text gives the same bits alone or in any batch
+(a `Trace`, which keeps the probabilities, takes the padded layout of the whole batch instead).
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ class Layer(nn.Module):
 class Encoder(nn.Module):
     def __init__(self, config: EncoderConfig):
         super().__init__()
-        buckets = int(config.raw.get("relative_attention_num_buckets", BUCKETS))
+        buckets = int(config.raw.get("relative_attention_num_buckets") or BUCKETS)
         if buckets < BUCKETS:  # transformers' lookup would index past the table
             raise UnsupportedModelError(
                 f"relative_attention_num_buckets={buckets} in config.json; MPNet looks up {BUCKETS} relative "
