@@ -93,6 +93,18 @@ def head_of(config: EncoderConfig) -> str | None:
                      f"which head to save; pass the head (one of {', '.join(HEADS)}).")
 
 
+def default_head(directory: Path, config: EncoderConfig) -> str | None:
+    """The head to save when none is asked for: a sentence-transformers folder (modules.json) holds the bare
+    encoder whatever config.json's `architectures` say (all-mpnet-base-v2's names MPNetForMaskedLM), unless
+    it is a SPLADE one, which reads its masked-LM head; any other folder, the head `architectures` name."""
+    modules = directory / "modules.json"
+    try:
+        sentence = modules.is_file() and "SpladePooling" not in modules.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        sentence = False  # architectures decide, as for a folder without modules.json
+    return None if sentence else head_of(config)
+
+
 def parse_head(head: str | None) -> str | None:
     """A head name as users write it ("base" for the bare encoder) -> the model's (None)."""
     if head not in HEADS:
@@ -201,7 +213,8 @@ def _move_into(staging: Path, out: Path) -> None:
 def convert(model: str | Path, out: str | Path, *, head: str | None = None, dtype: str | torch.dtype | None = None,
             overwrite: bool = False, revision: str | None = None) -> Path:
     """`coulisse convert`: a Hub id or folder -> a transformers checkpoint in `out`. `head` ("base" for the
-    bare encoder) defaults to the one config.json's `architectures` names."""
+    bare encoder) defaults to the one config.json's `architectures` names, or to the bare encoder for a
+    sentence-transformers folder (`default_head`)."""
     # What can be refused without the checkpoint is refused before it is looked for (or downloaded).
     export_dtype(dtype)
     if head is not None:
@@ -210,7 +223,7 @@ def convert(model: str | Path, out: str | Path, *, head: str | None = None, dtyp
     directory = resolve_model(model, revision)
     check_out_dir(Path(out), directory, overwrite)
     config = EncoderConfig.from_file(directory / "config.json")
-    chosen = head_of(config) if head is None else parse_head(head)
+    chosen = default_head(directory, config) if head is None else parse_head(head)
     tokenizer = Tokenizer.from_dir(directory, model_type=config.model_type, max_positions=config.max_positions)
     tokenizer.model_max_length = min(tokenizer.model_max_length, config.max_positions)
     return save_pretrained(directory, config, tokenizer, chosen, Path(out), dtype=dtype, overwrite=overwrite)

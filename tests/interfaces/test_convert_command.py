@@ -138,6 +138,40 @@ def test_task_names_a_head(tf_camembert_dir, tmp_path, caplog):
     assert_close("convert CLI: base hidden states", mine[real], hidden[real])
 
 
+def test_a_sentence_transformers_folder_saves_its_encoder(task_factory, tmp_path):
+    """all-mpnet-base-v2's folder (tests/task_factory.py): config.json names MPNetForMaskedLM, the weights are the
+    bare encoder's. With no --head, convert saves that encoder (MPNetModel, its pooler kept), as modules.json
+    says; transformers reads the result and its token states are the folder's, the tokenizer's ids too."""
+    from task_factory import all_mpnet_folder
+
+    source = all_mpnet_folder(task_factory, tmp_path / "all-mpnet-base-v2")
+    result = convert(source, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["architectures"] == ["MPNetModel"]
+    model, info = transformers.AutoModel.from_pretrained(str(tmp_path / "out"), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    texts = [*TEXTS[:3], "Un <mask> de plus."]
+    inputs = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "out"))(texts, padding=True,
+                                                                               return_tensors="pt")
+    ours = load_checkpoint(source, None)
+    mine_inputs = ours.tokenizer(texts, padding=True, return_tensors="pt")
+    assert torch.equal(mine_inputs["input_ids"], inputs["input_ids"])
+    with torch.no_grad():
+        hidden = model.eval()(**inputs).last_hidden_state
+    real = inputs["attention_mask"].bool()
+    assert_close("convert CLI: all-mpnet encoder", ours.model(**mine_inputs).last_hidden_state[real], hidden[real])
+
+
+def test_a_splade_folder_keeps_its_masked_lm_head(task_factory, tmp_path):
+    """A SparseEncoder folder has a modules.json too, but SPLADE reads the masked-LM head: still the default."""
+    from task_factory import sparse_encoder_folder
+
+    source, _ = sparse_encoder_folder(task_factory, "bert", tmp_path)
+    result = convert(source, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["architectures"] == ["BertForMaskedLM"]
+
+
 def test_non_empty_output_is_refused_before_any_weight_is_read(tf_camembert_dir, tmp_path):
     source = tmp_path / "corrupt"
     shutil.copytree(tf_camembert_dir, source)

@@ -13,7 +13,7 @@ import click
 HEAD_HELP = ("What to save: sequence-classification, token-classification, question-answering, masked-lm, "
              "multiple-choice or base (the encoder alone), or a pipeline task that implies one "
              "(text-classification, ner, fill-mask, feature-extraction...). Default: the head config.json's "
-             "architectures name.")
+             "architectures name; base for a sentence-transformers folder (modules.json, SPLADE's excepted).")
 
 
 def _head(value: str | None) -> str | None:
