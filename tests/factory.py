@@ -38,14 +38,19 @@ NATIVE_TOKENIZER = {
     "electra": "vocab.txt",
     "flaubert": "vocab.json+merges",  # XLM's layout: Moses words, `</w>` merges
     "mpnet": "vocab.txt",  # MPNet's layout: <s> <pad> </s> <unk> first, <mask> last
+    "modernbert": "tokenizer.json",  # a generic PreTrainedTokenizerFast file: byte-level BPE, [CLS] A [SEP]
 }
 ROBERTA_FAMILY = ("roberta", "camembert", "xlm-roberta")
 # Each architecture's seed, fixed so that adding one leaves the others' random weights as they were.
 SEEDS = {arch: i + 1 for i, arch in enumerate(("bert", "roberta", "camembert", "xlm-roberta", "distilbert",
-                                               "electra", "flaubert", "mpnet"))}
+                                               "electra", "flaubert", "mpnet", "modernbert"))}
 LABELS = {0: "négatif", 1: "neutre", 2: "positif"}
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
             initializer_range=0.2)
+# ModernBERT: 3 layers (global, local, global), a window of 8 tokens (±4) that the longer texts exceed, and
+# rotary bases of its own (not the defaults) for the global and local layers.
+MODERNBERT_TINY = dict(num_hidden_layers=3, local_attention=8, global_attn_every_n_layers=2,
+                       global_rope_theta=5_000.0, local_rope_theta=300.0)
 
 # French text written for these tests: training material for the BPE and Unigram tokenizers.
 CORPUS = [
@@ -126,6 +131,8 @@ class Factory:
             train_unigram(d)
         elif arch == "flaubert":
             train_moses_bpe(d)
+        elif arch == "modernbert":
+            train_modernbert_tokenizer(d)
         else:
             train_bytelevel_bpe(d)
         (d / "config.json").write_text(json.dumps({"model_type": arch}), encoding="utf-8")
@@ -159,6 +166,10 @@ class Factory:
         elif arch == "mpnet":  # sentence-transformers/all-mpnet-base-v2's shape: 514 positions, eps 1e-5
             config = tf.MPNetConfig(max_position_embeddings=514, layer_norm_eps=1e-5, bos_token_id=tok.bos_token_id,
                                     eos_token_id=tok.eos_token_id, **TINY, **common)
+        elif arch == "modernbert":  # a local window of 8 (±4 tokens); layer 0 global, layer 1 local
+            config = tf.ModernBertConfig(**{**TINY, **MODERNBERT_TINY}, max_position_embeddings=512,
+                                         bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id,
+                                         cls_token_id=tok.cls_token_id, sep_token_id=tok.sep_token_id, **common)
         elif arch == "flaubert":
             config = tf.FlaubertConfig(emb_dim=32, n_layers=2, n_heads=4, max_position_embeddings=512,
                                        init_std=0.2, embed_init_std=0.2, pad_index=tok.pad_token_id, **common)
@@ -169,6 +180,8 @@ class Factory:
                          eos_token_id=tok.eos_token_id, layer_norm_eps=1e-5, **TINY, **common)
         torch.manual_seed(SEEDS[arch])
         model = tf.AutoModelForSequenceClassification.from_config(config).eval()
+        if arch == "modernbert":  # LayerNorms start at 1, biases at 0: make every tensor count
+            perturb_norms(model)
         offset = config.pad_token_id + 1 if arch in (*ROBERTA_FAMILY, "mpnet") else 0
         return Reference(arch, model, config.max_position_embeddings - offset)
 
@@ -281,6 +294,43 @@ def train_bytelevel_bpe(directory: Path) -> None:
     bpe.train_from_iterator(CORPUS * 4, vocab_size=600, min_frequency=2, show_progress=False,
                             special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
     bpe.save_model(str(directory))
+
+
+MODERNBERT_SPECIALS = ("[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]")
+
+
+def train_modernbert_tokenizer(directory: Path) -> None:
+    """answerdotai/ModernBERT-base's tokenizer layout, trained on CORPUS: a tokenizer.json (byte-level BPE without
+    a prefix space, `[CLS] A [SEP]` and `[CLS] A [SEP] B [SEP]` templates, the special tokens after the words,
+    `[MASK]` stripping the space on its left) and a tokenizer_config.json naming the generic class,
+    PreTrainedTokenizerFast, and the inputs the model takes (no token types)."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=500, min_frequency=2, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS * 4, trainer)
+    tok.add_special_tokens([AddedToken(t, lstrip=t == "[MASK]", normalized=False) for t in MODERNBERT_SPECIALS])
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    tok.save(str(directory / "tokenizer.json"))
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": True,
+              "model_input_names": ["input_ids", "attention_mask"], "model_max_length": 8192,
+              **{f"{name}_token": f"[{name.upper()}]" for name in ("unk", "cls", "sep", "pad", "mask")}}
+    (directory / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+
+
+def perturb_norms(model) -> None:
+    """Move a random transformers model's LayerNorm weights off 1 and every bias off 0 (deterministically)."""
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name.lower() or name.endswith("bias"):
+                p.add_(torch.randn(p.shape, generator=generator) * 0.2)
 
 
 def train_unigram(directory: Path) -> None:

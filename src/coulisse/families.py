@@ -162,6 +162,14 @@ FAMILIES: dict[str, Family] = _rows(
            positions_from_pad=True, padding_idx=1,
            config_defaults={"vocab_size": 30527, "type_vocab_size": 0, "pad_token_id": 1},
            tokenizer_class="MPNetTokenizer", special_tokens=MPNET_SPECIALS, json_rebuild="mpnet"),
+    # ModernBERT: its own blocks (pre-norm, rotary positions, local attention, GeGLU) and heads. Its tokenizer
+    # is a generic tokenizer.json (PreTrainedTokenizerFast), run as written; no slow tokenizer files.
+    Family("modernbert", ("model",), "modernbert.HEADS", model="modernbert.ModernBertModel",
+           checkpoint_keys="modernbert.checkpoint_keys",
+           config_keys={"layer_norm_eps": "norm_eps", "hidden_act": "hidden_activation"},
+           config_defaults={"vocab_size": 50368, "hidden_size": 768, "num_hidden_layers": 22,
+                            "num_attention_heads": 12, "intermediate_size": 1152, "max_position_embeddings": 8192,
+                            "type_vocab_size": 0, "layer_norm_eps": 1e-5, "pad_token_id": 50283}),
 )
 
 

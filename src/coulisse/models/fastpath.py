@@ -275,11 +275,13 @@ def attention_bf16_products() -> bool:
 
 
 def install_c_attention(module: nn.Module, bf16: bool = False) -> int:
-    """Give every BERT-style self-attention under `module` the C kernel (`SelfAttention.kernel`); return
-    how many. The model must compute in fp32 on the CPU (or bf16 where the CPU multiplies bf16 pairs);
-    other inputs fall back on SDPA per call. `bf16`: the kernel's products in bf16 (int8 pipelines,
-    `attention_bf16_products`); bf16 inputs always take them, so where the head width allows bf16 products (32
-    divides it) the query/key/value projection may hand them over in bf16 (`SelfAttention.kernel_reads_bf16`)."""
+    """Give every BERT-style self-attention under `module` the C kernel (`SelfAttention.kernel`), and ModernBERT's
+    (`modernbert.Attention.kernel`, whole-sequence attention only); return how many. The model must compute in
+    fp32 on the CPU (or bf16 where the CPU multiplies bf16 pairs); other inputs fall back on SDPA per call.
+    `bf16`: the kernel's products in bf16 (int8 pipelines, `attention_bf16_products`); bf16 inputs always take
+    them, so where the head width allows bf16 products (32 divides it) the query/key/value projection may hand
+    them over in bf16 (`SelfAttention.kernel_reads_bf16`)."""
+    from coulisse.models import modernbert
     from coulisse.models.bert import SelfAttention
 
     kernel = c_packed_attention_bf16 if bf16 else c_packed_attention
@@ -289,6 +291,9 @@ def install_c_attention(module: nn.Module, bf16: bool = False) -> int:
             child.kernel = kernel
             child.kernel_reads_bf16 = bf16 and child.head_dim % 32 == 0
             child.kernel_gives_codes = True
+            count += 1
+        elif isinstance(child, modernbert.Attention):  # its rotated q/k in fp32; whole-sequence attention only
+            child.kernel = kernel
             count += 1
     return count
 
