@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 # Families with every head of the course's list (tests/task_factory.py builds them all).
-ARCHS = ("bert", "roberta", "camembert", "xlm-roberta", "distilbert", "mpnet")
+ARCHS = ("bert", "roberta", "camembert", "xlm-roberta", "distilbert", "mpnet", "modernbert")
 # Families coulisse runs as classifiers, token classifiers and base models.
 CLASSIFIER_ARCHS = ("electra", "flaubert")
 ALL_ARCHS = ARCHS + CLASSIFIER_ARCHS

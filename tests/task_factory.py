@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from factory import ARCHS, CORPUS, Factory, write_weights
+from factory import ARCHS, CORPUS, Factory, perturb_norms, write_weights
 
 NER_LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
 AUTO_CLASSES = {
@@ -47,6 +47,8 @@ class TaskFactory:
             torch.manual_seed(100 + 10 * ARCHS.index(arch) + list(AUTO_CLASSES).index(head))
             auto = getattr(transformers, AUTO_CLASSES[head])
             model = auto.from_config(config).eval()
+            if arch == "modernbert":  # LayerNorms start at 1, biases at 0: make every tensor count
+                perturb_norms(model)
             if head == "token-classification":
                 self._favour_outside(arch, model)
             self._cache[key] = model
@@ -77,9 +79,10 @@ class TaskFactory:
             for f in self.factory.tokenizer_files(arch).iterdir():
                 if f.name != "config.json":
                     shutil.copy(f, d / f.name)
-            if model_max_length is not None:
-                (d / "tokenizer_config.json").write_text(json.dumps({"model_max_length": model_max_length}),
-                                                         encoding="utf-8")
+            if model_max_length is not None:  # added to the tokenizer's settings (ModernBERT's name its specials)
+                settings = d / "tokenizer_config.json"
+                known = json.loads(settings.read_text(encoding="utf-8") or "{}") if settings.is_file() else {}
+                settings.write_text(json.dumps({**known, "model_max_length": model_max_length}), encoding="utf-8")
             self._cache[key] = d
         return self._cache[key]
 

@@ -167,8 +167,8 @@ ACTIVATION_NAMES = frozenset({"gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "
 
 # Generous bounds covering every released encoder, checked before anything is allocated: a config.json
 # declaring 10^9 labels or 10^7 layers must fail at once instead of exhausting memory. The five after
-# pad_token_id are DeBERTa-v2's (read from the raw config; -1 or 0 means "unset" for the first two), the last
-# MPNet's (the rows of its relative-position table).
+# pad_token_id are DeBERTa-v2's (read from the raw config; -1 or 0 means "unset" for the first two), then
+# MPNet's (the rows of its relative-position table), then ModernBERT's.
 INT_RANGES = {
     "num_labels": (0, 100_000),
     "num_hidden_layers": (1, 1_000),
@@ -186,11 +186,14 @@ INT_RANGES = {
     "conv_groups": (1, 65_536),
     "pooler_hidden_size": (1, 65_536),
     "relative_attention_num_buckets": (1, 131_072),
+    "local_attention": (0, 262_144),
+    "global_attn_every_n_layers": (1, 1_000),
 }
 BOOL_FIELDS = ("pre_norm", "summary_use_proj", "summary_proj_to_labels", "position_biased_input",
-               "relative_attention", "share_att_key", "legacy")
+               "relative_attention", "share_att_key", "legacy", "norm_bias", "attention_bias", "mlp_bias",
+               "classifier_bias", "decoder_bias")
 TEXT_FIELDS = ("summary_type", "summary_activation", "problem_type", "tokenizer_class", "pos_att_type",
-               "norm_rel_ebd", "conv_act", "pooler_hidden_act")
+               "norm_rel_ebd", "conv_act", "pooler_hidden_act", "classifier_pooling", "classifier_activation")
 # The largest released encoders hold 10 to 15 B parameters (XLM-RoBERTa-XXL 10.7 B; ESM-2, a protein model,
 # 15 B): 20 B admits every real one, and refuses sizes that each pass their own range but multiply out to more.
 MAX_PARAMETERS = 20_000_000_000

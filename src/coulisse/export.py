@@ -73,6 +73,7 @@ EXPORTS = {
     "flaubert": Export("Flaubert", kept=("lang_embeddings.",)),
     "deberta-v2": Export("DebertaV2"),
     "mpnet": Export("MPNet", pooler=True),
+    "modernbert": Export("ModernBert"),
 }
 
 

@@ -56,6 +56,12 @@ def _refused(tmp_path, changes: dict, error=UnsafeCheckpointError) -> str:
      "relative_attention_num_buckets = 1000000000; expected an integer from 1 to 131,072"),
     ({"model_type": "mpnet", "relative_attention_num_buckets": "32"},
      "relative_attention_num_buckets = '32'; expected an integer from 1 to 131,072"),
+    ({"model_type": "modernbert", "global_attn_every_n_layers": 0},
+     "global_attn_every_n_layers = 0; expected an integer from 1 to 1,000"),
+    ({"model_type": "modernbert", "local_attention": -8},
+     "local_attention = -8; expected an integer from 0 to 262,144"),
+    ({"model_type": "modernbert", "norm_bias": "no"}, "norm_bias = 'no'; expected true or false"),
+    ({"model_type": "modernbert", "classifier_pooling": ["mean"]}, "classifier_pooling = ['mean']; expected a string"),
     ({"model_type": "roberta", "max_position_embeddings": 10, "pad_token_id": 20},
      "max_position_embeddings = 10; expected more than pad_token_id + 1 = 21"),
 ])
@@ -159,7 +165,8 @@ def _transformers_defaults():
     transformers = pytest.importorskip("transformers")
     names = {"bert": "BertConfig", "roberta": "RobertaConfig", "camembert": "CamembertConfig",
              "xlm-roberta": "XLMRobertaConfig", "distilbert": "DistilBertConfig", "electra": "ElectraConfig",
-             "flaubert": "FlaubertConfig", "deberta-v2": "DebertaV2Config", "mpnet": "MPNetConfig"}
+             "flaubert": "FlaubertConfig", "deberta-v2": "DebertaV2Config", "mpnet": "MPNetConfig",
+             "modernbert": "ModernBertConfig"}
     return {model_type: getattr(transformers, cls)() for model_type, cls in names.items()}
 
 

@@ -20,6 +20,7 @@ from factory import (
     assert_close,
     assert_distinct_rows,
     assert_same_encoding,
+    max_delta,
     perturb_norms,
     write_weights,
 )
@@ -194,3 +195,131 @@ def test_tokenizer_equals_transformers(factory):
     ids = theirs(CORPUS)["input_ids"]
     assert ours.batch_decode(ids, skip_special_tokens=True) == theirs.batch_decode(ids, skip_special_tokens=True)
     assert ours.batch_decode(ids) == theirs.batch_decode(ids)
+
+
+# -- the other heads (tests/tasks and tests/models/test_heads_multiple_choice.py run the defaults) -----------
+
+
+def test_masked_lm_without_decoder_bias_equals_transformers(factory, tmp_path):
+    """`decoder_bias: false`: the tied decoder has no bias (no `decoder.bias` tensor to read)."""
+    model = transformers_model(factory, "AutoModelForMaskedLM", seed=4, decoder_bias=False)
+    directory = save(factory, model, tmp_path / "mlm")
+    inputs = oracle_inputs(factory, TEXTS[:5])
+    real = inputs["attention_mask"].bool()
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    pipe = pipeline("fill-mask", model=directory)
+    assert pipe.model.head.decoder.bias is None
+    got = pipe.model(**pipe.tokenizer(TEXTS[:5], padding=True, return_tensors="pt")).logits
+    assert_close("masked-lm logits [modernbert decoder_bias=false]", got[real], logits[real])
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_multiple_choice_equals_transformers(factory, tmp_path, pooling):
+    from coulisse.pipelines import load_checkpoint
+
+    model = transformers_model(factory, "AutoModelForMultipleChoice", seed=5, classifier_pooling=pooling)
+    directory = save(factory, model, tmp_path / pooling)
+    prompts, choices = ["Le film commence", "La salle est"], ["à vingt heures, après une demi-heure de publicités.",
+                                                               "jamais.", "pleine."]
+    firsts, seconds = [p for p in prompts for _ in choices], choices * len(prompts)
+    flat = factory.hf_tokenizer("modernbert")(firsts, seconds, padding=True, return_tensors="pt")
+    inputs = {k: v.view(len(prompts), len(choices), -1) for k, v in flat.items()}
+    with torch.no_grad():
+        expected = model(**inputs).logits
+    checkpoint = load_checkpoint(directory, "multiple-choice")
+    ours = checkpoint.tokenizer(firsts, seconds, padding=True, return_tensors="pt")
+    assert_same_encoding(ours, flat)
+    assert_distinct_rows(expected.T)
+    assert_close(f"multiple-choice logits [modernbert {pooling}]",
+                 checkpoint.model(**{k: v.view(len(prompts), len(choices), -1) for k, v in ours.items()}).logits,
+                 expected)
+
+
+def test_attentions_and_hidden_states_equal_transformers(factory):
+    """What `coulisse explain` shows: every layer's attention probabilities (the local layers' band included) and
+    hidden states, against transformers' eager attention, which returns them."""
+    import transformers
+
+    directory = factory.checkpoint("modernbert")
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(directory),
+                                                                           attn_implementation="eager").eval()
+    inputs = oracle_inputs(factory, TEXTS[:6])
+    with torch.no_grad():
+        out = model(**inputs, output_attentions=True, output_hidden_states=True)
+    pipe = pipeline("text-classification", model=directory)
+    ours = pipe.model(**pipe.tokenizer(TEXTS[:6], padding=True, return_tensors="pt"), output_attentions=True,
+                      output_hidden_states=True)
+    real = inputs["attention_mask"].bool()
+    pairs = real[:, None, :, None] & real[:, None, None, :]  # (B, 1, L, L) real query and key
+    assert len(ours.attentions) == len(out.attentions) == 3
+    for i, (a, b) in enumerate(zip(ours.attentions, out.attentions, strict=True)):
+        assert_close(f"attentions layer {i} [modernbert]", a.masked_fill(~pairs, 0), b.masked_fill(~pairs, 0))
+    assert (ours.attentions[1][0, :, 0, 5:] == 0).all()  # the local layer: ±4 tokens
+    for i, (a, b) in enumerate(zip(ours.hidden_states, out.hidden_states, strict=True)):
+        assert_close(f"hidden states layer {i} [modernbert, traced]", a[real], b[real])
+    assert_close("logits [modernbert, traced]", ours.logits, out.logits)
+
+
+# -- what coulisse offers on a model -----------------------------------------------------------------------
+
+
+def test_int8_finds_every_encoder_linear_and_stays_close(factory):
+    from coulisse.models.quantize import Int8Linear
+
+    directory = factory.checkpoint("modernbert")
+    fp32 = pipeline("text-classification", model=directory)
+    int8 = pipeline("text-classification", model=directory, quantize="int8")
+    swapped = [n for n, m in int8.model.base.encoder.named_modules() if isinstance(m, Int8Linear)]
+    assert len(swapped) == 4 * 3  # Wqkv, Wo, Wi, Wo per layer
+    a, b = (np.stack(p.forward(p.preprocess(TEXTS))) for p in (fp32, int8))
+    assert 1e-6 < max_delta("modernbert int8 logits", a, b) <= 0.1
+    assert (a.argmax(-1) == b.argmax(-1)).mean() >= 5 / 7
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_explain_names_the_pooling_and_gives_the_pipelines_answer(factory, tmp_path, pooling):
+    """`coulisse explain` on a ModernBERT classifier: stage 3 says which vector the head reads (it said "first
+    token" for a mean-pooling head) and the answer is the pipeline's."""
+    from click.testing import CliRunner
+
+    from coulisse.interfaces.cli import cli
+
+    directory = save(factory, transformers_model(factory, seed=6, classifier_pooling=pooling), tmp_path / pooling)
+    result = CliRunner().invoke(cli, ["explain", "-m", str(directory), TEXTS[5]])
+    assert result.exit_code == 0, result.output
+    best = pipeline("text-classification", model=directory)(TEXTS[5])
+    best = best[0] if isinstance(best, list) else best
+    reads = "mean of the token vectors" if pooling == "mean" else "first token"
+    assert f"3. Head: {reads} -> logits" in result.stdout
+    assert f"Answer: {best['label']} ({best['score']:.4f})" in result.stdout
+
+
+def test_server_predicts_as_transformers(factory):
+    pytest.importorskip("fastapi")
+    from starlette.testclient import TestClient
+
+    from coulisse.interfaces.server import create_app
+
+    directory = factory.checkpoint("modernbert")
+    with TestClient(create_app(pipeline("text-classification", model=directory))) as client:
+        r = client.post("/predict", json={"inputs": [[text] for text in TEXTS[:4]]})
+        assert r.status_code == 200, r.text
+        answers = r.json()
+    with torch.no_grad():
+        probs = factory.reference("modernbert").model(**oracle_inputs(factory, TEXTS[:4])).logits.softmax(-1)
+    for answer, row in zip(answers, probs, strict=True):
+        best = answer[0] if isinstance(answer, list) else answer
+        assert best["label"] == factory.reference("modernbert").model.config.id2label[int(row.argmax())]
+        assert abs(best["score"] - float(row.max())) < 1e-5
+
+
+def test_a_text_gives_the_same_bits_alone_and_in_any_batch(factory):
+    """A short text (inside the local window) batched with long ones: its local layers run as they do when it is
+    alone. (They ran through the batch's banded path, ~1e-7 apart: a SPLADE vector changed with its batch.)"""
+    pipe = pipeline("feature-extraction", model=factory.checkpoint("modernbert", base=True))
+    texts = ["Bof", TEXTS[1], TEXTS[0], TEXTS[5]]
+    assert len(pipe.tokenizer("Bof")["input_ids"]) - 1 <= 4 < len(pipe.tokenizer(TEXTS[0])["input_ids"]) - 1
+    batched = pipe(texts)
+    for text, rows in zip(texts, batched, strict=True):
+        assert np.array_equal(np.asarray(pipe(text)), np.asarray(rows)), text

@@ -217,7 +217,9 @@ def _classification(pipe, e: Encoded) -> list[str]:
     logits = e.logits.float().numpy()
     function = pipe.options({})["function_to_apply"]
     scores = apply_function(logits, function)
-    out = [_title(3, "Head: first token -> logits")]
+    # ModernBERT's `classifier_pooling: mean` heads read the mean of the token vectors, the others the first token
+    reads = "mean of the token vectors" if getattr(pipe.model.head, "pools", False) else "first token"
+    out = [_title(3, f"Head: {reads} -> logits")]
     out.append(wrapped(f"logits {np.array2string(logits, precision=4)}  (raw scores, one per label)", indent="  "))
     out.append(_title(4, f"Post-processing: {function} -> probabilities -> label"))
     out.append(wrapped(f"id2label {cfg.id2label}", indent="  "))

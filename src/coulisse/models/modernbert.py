@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from coulisse.config import EncoderConfig
@@ -151,20 +152,50 @@ class Embeddings(nn.Module):
         return self.norm(self.tok_embeddings(p.input_ids) if inputs_embeds is None else inputs_embeds)
 
 
-def banded_attention(qkv: Tensor, p: Packed, heads: int, window: int, first_only: bool,
-                     trace: Trace | None) -> Tensor:
-    """Attention of each query to the keys of its sequence at most `window` positions away, over a padded copy
-    `(B, L, 3H)` of the batch: packed `(T, H)`, or each sequence's first query `(B, H)`."""
+def band(n: int, window: int, device: torch.device) -> Tensor:
+    """`(n, n)` True where query i may attend to key j: |i - j| <= window."""
+    at = torch.arange(n, device=device)
+    return (at[:, None] - at[None, :]).abs() <= window
+
+
+def traced_local_attention(qkv: Tensor, p: Packed, heads: int, window: int, first_only: bool, trace: Trace) -> Tensor:
+    """Local attention over a padded copy `(B, L, 3H)` of the batch, its probabilities kept in `trace`: packed
+    `(T, H)`, or each sequence's first query `(B, H)`."""
     B, L, H = p.batch_size, p.max_len, qkv.shape[1] // 3
     q, k, v = padded_rows(qkv, p).view(B, L, 3, heads, H // heads).permute(2, 0, 3, 1, 4)  # (B, h, L, d)
-    at = torch.arange(L, device=qkv.device)
-    mask = ((at[:, None] - at[None, :]).abs() <= window)[None, None]  # (1, 1, L, L)
+    mask = band(L, window, qkv.device)[None, None]  # (1, 1, L, L)
     if p.key_mask is not None:
         mask = mask & p.key_mask  # (B, 1, L, L)
     if first_only:
         return attend(q[:, :, :1], k, v, mask[:, :, :1], trace=trace).reshape(B, H)
     out = attend(q, k, v, mask, trace=trace).permute(0, 2, 1, 3).reshape(B * L, H)  # (B * L, H)
     return out if p.key_mask is None else out[p.scatter]
+
+
+def local_attention(qkv: Tensor, p: Packed, heads: int, window: int, first_only: bool, kernel=None) -> Tensor:
+    """Attention of each query to the keys of its sequence at most `window` positions away: packed `(T, H)`, or
+    each sequence's first query `(B, H)`. A sequence the window covers whole is computed as in a global layer
+    (the C kernel where installed), a longer one by SDPA under its band, so that a text's result does not depend
+    on the batch it came in."""
+    T, H = qkv.shape[0], qkv.shape[1] // 3
+    d = H // heads
+    longer = [n - 1 > window for n in p.lengths]
+    if not any(longer):
+        return packed_attention(qkv, p, heads, first_only, None, kernel)
+    out = packed_attention(qkv, p, heads, first_only, None, kernel) if not all(longer) else \
+        qkv.new_empty(p.batch_size if first_only else T, H)
+    start = 0
+    for b, n in enumerate(p.lengths):
+        if longer[b]:
+            q, k, v = qkv[start:start + n].view(1, n, 3, heads, d).permute(2, 0, 3, 1, 4)  # (1, h, n, d)
+            mask = band(n, window, qkv.device)  # (n, n)
+            if first_only:
+                out[b] = F.scaled_dot_product_attention(q[:, :, :1], k, v, attn_mask=mask[:1]).view(H)
+            else:
+                out[start:start + n] = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)[0].transpose(0, 1) \
+                    .reshape(n, H)
+        start += n
+    return out
 
 
 class Attention(nn.Module):
@@ -190,10 +221,12 @@ class Attention(nn.Module):
         cos, sin = rotary
         q, k = rotate(qkv[:, 0], cos, sin), rotate(qkv[:, 1], cos, sin)  # (T, h, d)
         qkv = torch.stack((q, k, qkv[:, 2]), dim=1).view(T, -1).to(x.dtype)  # (T, 3H)
-        if self.window is None or p.max_len - 1 <= self.window:
+        if self.window is None or p.max_len - 1 <= self.window:  # nothing out of the window
             out = packed_attention(qkv, p, self.heads, first_only, trace, self.kernel)
+        elif trace is not None and trace.keep_attentions:
+            out = traced_local_attention(qkv, p, self.heads, self.window, first_only, trace)
         else:
-            out = banded_attention(qkv, p, self.heads, self.window, first_only, trace)
+            out = local_attention(qkv, p, self.heads, self.window, first_only, self.kernel)
         return self.Wo(out)
 
 
