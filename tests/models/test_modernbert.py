@@ -323,3 +323,32 @@ def test_a_text_gives_the_same_bits_alone_and_in_any_batch(factory):
     batched = pipe(texts)
     for text, rows in zip(texts, batched, strict=True):
         assert np.array_equal(np.asarray(pipe(text)), np.asarray(rows)), text
+
+
+# -- the sentence-transformers layout (gte-modernbert: CLS pooling; nomic modernbert-embed: mean, prompts) ----
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_sentence_embeddings_equal_sentence_transformers(factory, tmp_path, pooling):
+    """A SentenceTransformer folder (modules.json, Pooling, Normalize, prompts) that sentence-transformers itself
+    wrote over a tiny ModernBERT: coulisse's SentenceEncoder and feature-extraction pipeline give its embeddings."""
+    pytest.importorskip("sentence_transformers")
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import Normalize, Pooling, Transformer
+
+    from coulisse import SentenceEncoder
+
+    transformer = Transformer(str(factory.checkpoint("modernbert", base=True)), max_seq_length=64)
+    prompts = {"query": "search_query: ", "document": "search_document: "}
+    model = SentenceTransformer(modules=[transformer, Pooling(32, pooling), Normalize()], prompts=prompts,
+                                device="cpu")
+    model.save(str(tmp_path / "st"))
+    theirs = SentenceTransformer(str(tmp_path / "st"), device="cpu")
+    ours = SentenceEncoder(tmp_path / "st")
+    expected = theirs.encode(TEXTS)
+    assert_distinct_rows(expected)
+    assert_close(f"sentence embeddings [modernbert {pooling}]", ours.encode(TEXTS), expected, tol=1e-5)
+    assert_close(f"sentence embeddings, query prompt [modernbert {pooling}]", ours.encode_query(TEXTS[:4]),
+                 theirs.encode_query(TEXTS[:4]), tol=1e-5)
+    pipe = pipeline("feature-extraction", model=tmp_path / "st", pooling="auto")
+    assert_close(f"feature-extraction pooling=auto [modernbert {pooling}]", np.stack(pipe(TEXTS)), expected, tol=1e-5)
