@@ -147,9 +147,12 @@ class EncoderConfig:
 
 def _family_fields(family: Family, data: dict[str, Any]) -> dict[str, Any]:
     """config.json with the family's spellings mapped onto our field names, then its defaults: a field
-    named ours wins over the family's key for it, which wins over the default."""
+    named ours wins over the family's key for it (unless the family reads only its own: `config_keys_only`),
+    which wins over the default."""
     d = dict(data)
     for ours, theirs in family.config_keys.items():
+        if family.config_keys_only:
+            d.pop(ours, None)
         if ours not in d and theirs in d:
             d[ours] = d[theirs]
     for key, value in family.config_defaults.items():

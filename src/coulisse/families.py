@@ -55,6 +55,9 @@ class Family:
     config_keys: Mapping[str, str] = field(default_factory=dict)
     config_defaults: Mapping[str, Any] = field(default_factory=dict)
     config_fields: Callable[[dict], dict] | None = None
+    # Whether transformers' config class reads only the family's spelling (ModernBERT: `norm_eps`, never a
+    # `layer_norm_eps` the same file may hold): ours is then ignored, the family's key or default used.
+    config_keys_only: bool = False
     # Tokenizer: whether it returns token_type_ids (the model embeds them); transformers' name for its slow
     # tokenizer (how a tokenizer folder without config.json is recognised); the layout of SentencePiece
     # files ("xlm-roberta", "camembert": fairseq's dictionary, "deberta") and of vocab.json + merges.txt
@@ -166,7 +169,7 @@ FAMILIES: dict[str, Family] = _rows(
     # is a generic tokenizer.json (PreTrainedTokenizerFast), run as written; no slow tokenizer files.
     Family("modernbert", ("model",), "modernbert.HEADS", model="modernbert.ModernBertModel",
            checkpoint_keys="modernbert.checkpoint_keys",
-           config_keys={"layer_norm_eps": "norm_eps", "hidden_act": "hidden_activation"},
+           config_keys={"layer_norm_eps": "norm_eps", "hidden_act": "hidden_activation"}, config_keys_only=True,
            config_defaults={"vocab_size": 50368, "hidden_size": 768, "num_hidden_layers": 22,
                             "num_attention_heads": 12, "intermediate_size": 1152, "max_position_embeddings": 8192,
                             "type_vocab_size": 0, "layer_norm_eps": 1e-5, "pad_token_id": 50283}),

@@ -95,6 +95,27 @@ def test_options_follow_transformers_config(fields):
                                                         theirs.vocab_size, theirs.pad_token_id)
 
 
+def test_norm_eps_and_hidden_activation_are_read_as_transformers_reads_them(factory, tmp_path):
+    """transformers' ModernBertConfig reads `norm_eps` and `hidden_activation` only: a `layer_norm_eps` or
+    `hidden_act` in the same config.json (BERT's spellings, which Hub configs may carry) changes nothing there,
+    and nothing here. (coulisse read them first: another eps and activation, other logits.)"""
+    import transformers
+
+    directory = save(factory, factory.reference("modernbert").model, tmp_path)
+    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    config.update(layer_norm_eps=0.5, hidden_act="relu")
+    (directory / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(directory)).eval()
+    inputs = oracle_inputs(factory)
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    pipe = pipeline("text-classification", model=directory)
+    assert (pipe.config.layer_norm_eps, pipe.config.hidden_act) == (model.config.norm_eps,
+                                                                    model.config.hidden_activation)
+    assert_close("logits [modernbert, BERT's spellings beside its own]", np.stack(pipe.forward(pipe.preprocess(TEXTS))),
+                 logits)
+
+
 @pytest.mark.parametrize("change, message", [
     ({"classifier_pooling": "max"}, "classifier_pooling='max'"),
     ({"layer_types": ["full_attention"]}, "layer_types=.* one of full_attention, sliding_attention per layer"),
