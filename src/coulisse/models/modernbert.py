@@ -176,7 +176,8 @@ def local_attention(qkv: Tensor, p: Packed, heads: int, window: int, first_only:
     """Attention of each query to the keys of its sequence at most `window` positions away: packed `(T, H)`, or
     each sequence's first query `(B, H)`. A sequence the window covers whole is computed as in a global layer
     (the C kernel where installed), a longer one by SDPA under its band, so that a text's result does not depend
-    on the batch it came in."""
+    on the batch it came in. In a batch mixing both, the whole batch takes the first path and the longer
+    sequences are then computed again under their band: attention is a small part of a forward at these lengths."""
     T, H = qkv.shape[0], qkv.shape[1] // 3
     d = H // heads
     longer = [n - 1 > window for n in p.lengths]
@@ -200,8 +201,8 @@ def local_attention(qkv: Tensor, p: Packed, heads: int, window: int, first_only:
 
 class Attention(nn.Module):
     # The C kernel of whole-sequence attention over the packed batch (models/fastpath.py installs it on the CPU
-    # in fp32, as on BERT's `SelfAttention`); None runs SDPA. Local layers use it where no sequence of the batch
-    # is longer than their window, which then hides nothing.
+    # in fp32, as on BERT's `SelfAttention`); None runs SDPA. Local layers use it for the sequences their window
+    # covers whole (`local_attention`).
     kernel = None
 
     def __init__(self, config: EncoderConfig, opts: ModernBertOptions, layer_type: str):
