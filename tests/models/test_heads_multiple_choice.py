@@ -1,6 +1,6 @@
 """`*ForMultipleChoice` through the Python API: `model(input_ids (B, C, L), attention_mask)` gives logits
 `(B, C)` equal to transformers' (pooled first token -> one score per choice: BERT and the RoBERTa family
-through the base model's pooler, DistilBERT through pre_classifier + ReLU), for the five families."""
+through the base model's pooler, DistilBERT through pre_classifier + ReLU), for the seven families."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """`pipeline("feature-extraction")`: last hidden states as transformers returns them by default; sentence
 embeddings with `pooling="cls" | "mean" | "auto"` and `normalize`, equal to pooling transformers' hidden
-states over real tokens (six families) and, on the real all-MiniLM-L6-v2, to sentence-transformers'
+states over real tokens (seven families) and, on the real all-MiniLM-L6-v2, to sentence-transformers'
 `encode` (cosine ≥ 0.99999), read from the folder's `modules.json` / `1_Pooling/config.json`.
 """
 

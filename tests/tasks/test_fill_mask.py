@@ -1,5 +1,5 @@
 """`pipeline("fill-mask")` equals transformers 5's pipeline: same tokens, token strings and sentences,
-scores within 1e-4, with `top_k` and `targets`, one or several masks, for the six families with their real
+scores within 1e-4, with `top_k` and `targets`, one or several masks, for the seven families with their real
 tokenizers; only the masked positions are projected onto the vocabulary; the tied decoder loads from
 checkpoints with and without its own key.
 """

@@ -2,7 +2,7 @@
 
 The oracle ran once in a transformers 4.57 venv (tests/fixtures/qa/make_fixture.py) on tiny random CamemBERT
 and BERT checkpoints with the real tokenizers; its answers are committed in expected.json. Answers, start
-and end must be equal, scores within 1e-4. The heads of all six families are checked against transformers
+and end must be equal, scores within 1e-4. The heads of all seven families are checked against transformers
 5's `*ForQuestionAnswering` logits, and the numpy span decoding and the argument handling run without weights.
 """
 

@@ -1,5 +1,5 @@
 """`pipeline("token-classification")` (alias "ner") equals transformers 5's pipeline: same entities, labels,
-words, offsets and indices, scores within 1e-4, for the six families with their real tokenizers, every
+words, offsets and indices, scores within 1e-4, for the seven families with their real tokenizers, every
 `aggregation_strategy`, `ignore_labels`, and long texts cut into strided windows.
 
 The checkpoints (tests/task_factory.py) are random, with B-/I- labels and a bias that makes about 40% of
