@@ -116,6 +116,27 @@ def test_norm_eps_and_hidden_activation_are_read_as_transformers_reads_them(fact
                  logits)
 
 
+def test_a_config_in_the_hubs_older_layout_runs_as_transformers_runs_it(factory, tmp_path):
+    """answerdotai/ModernBERT-base's config.json predates transformers 5: no layer_types nor rope_parameters, but
+    global_attn_every_n_layers, global_rope_theta and local_rope_theta (and training-only keys). transformers 5
+    reads it into the same model; so does coulisse."""
+    import transformers
+
+    directory = save(factory, factory.reference("modernbert").model, tmp_path)
+    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    for key in ("layer_types", "rope_parameters"):
+        config.pop(key)
+    config.update(global_attn_every_n_layers=2, global_rope_theta=5_000.0, local_rope_theta=300.0,
+                  reference_compile=True, repad_logits_with_grad=False, layer_norm_eps=1e-5)
+    (directory / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(str(directory)).eval()
+    assert model.config.layer_types == ["full_attention", "sliding_attention", "full_attention"]
+    with torch.no_grad():
+        logits = model(**oracle_inputs(factory)).logits
+    pipe = pipeline("text-classification", model=directory)
+    assert_close("logits [modernbert, older config layout]", np.stack(pipe.forward(pipe.preprocess(TEXTS))), logits)
+
+
 @pytest.mark.parametrize("change, message", [
     ({"classifier_pooling": "max"}, "classifier_pooling='max'"),
     ({"layer_types": ["full_attention"]}, "layer_types=.* one of full_attention, sliding_attention per layer"),
