@@ -217,6 +217,21 @@ def test_feature_extraction_equals_transformers(factory, tmp_path, weights):
         assert_close("features [modernbert]", np.asarray(features)[0], out.last_hidden_state[i][real[i]])
 
 
+def test_left_padded_hidden_states_equal_transformers(factory):
+    """A left-padded batch through `model(**inputs)`: transformers numbers the columns (a text starts past 0) and
+    bands its local layers by column; rotary attention reads differences of positions, so the real tokens' states
+    agree. (A sequence classifier reads each text's first token there, where transformers reads column 0, a pad:
+    docs/dropin.md.)"""
+    inputs = factory.hf_tokenizer("modernbert")(TEXTS[:6], padding=True, padding_side="left", return_tensors="pt")
+    real = inputs["attention_mask"].bool()
+    assert not real[:, 0].all()
+    with torch.no_grad():
+        hidden = factory.reference("modernbert").base(**inputs).last_hidden_state
+    pipe = pipeline("feature-extraction", model=factory.checkpoint("modernbert", base=True))
+    assert_close("hidden states, left padding [modernbert]", pipe.model(**inputs).last_hidden_state[real],
+                 hidden[real])
+
+
 # -- tokenizer ----------------------------------------------------------------------------------------------
 
 
