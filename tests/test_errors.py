@@ -58,9 +58,14 @@ def test_a_model_not_found_is_an_oserror_as_in_transformers(model, monkeypatch, 
     """transformers raises OSError for a model it cannot find (a missing folder, an id the cache lacks
     offline, a malformed id, a file): code written for it (`except OSError`) catches coulisse's error too."""
     import transformers
+    from huggingface_hub import constants
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    # huggingface_hub read both when first imported: offline for the oracle too (not 23 s of retries on a network
+    # this machine may lack), and the same empty cache.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(OSError):
         transformers.AutoConfig.from_pretrained(model)
