@@ -53,10 +53,10 @@ def test_long_text_offsets_equal_a_recomputation(client, minilm_dir):
     r = client.post("/tokenize", json={"inputs": [text, "x"], "add_special_tokens": False})
     assert r.status_code == 200, r.text
     spans = reference(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)["offset_mapping"]
-    bytes_at = {0: 0}
-    for position in sorted({p for span in spans for p in span}):
-        last = max(bytes_at)
+    bytes_at, last = {0: 0}, 0
+    for position in sorted({p for span in spans for p in span}):  # ascending: `last` is the largest key so far
         bytes_at[position] = bytes_at[last] + len(text[last:position].encode())
+        last = position
     assert [(t["start"], t["stop"], t["text"]) for t in r.json()[0]] == [
         (bytes_at[start], bytes_at[stop], text[start:stop]) for start, stop in spans]
 
