@@ -561,6 +561,18 @@ class InProcessPool:
         return self.done.pop(0)
 
 
+def forbid_ray(monkeypatch) -> None:
+    """From here on, connecting to or starting Ray fails the test: a rerun must not need the cluster."""
+    from coulisse.interfaces.jobs import cluster as cluster_module
+
+    def started(*args, **kwargs):
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(cluster_module, "connect", started)
+    monkeypatch.setattr(cluster_module, "Pool", started)
+    monkeypatch.setattr(ray, "init", started)
+
+
 def test_a_rerun_of_a_finished_job_does_not_start_ray(monkeypatch, tmp_path):
     """Every shard committed: the rerun says so and exits 0 without connecting to Ray (~16 s for a local one)
     or loading the model; with a model file changed, or one shard gone, it goes to the cluster again (which
@@ -579,12 +591,7 @@ def test_a_rerun_of_a_finished_job_does_not_start_ray(monkeypatch, tmp_path):
     assert first.exit_code == 0, first.output
     assert "250 rows in 3 shards" in first.output and len(shards(out)) == 3
 
-    def started(*args, **kwargs):
-        raise AssertionError("Ray was started")
-
-    monkeypatch.setattr(cluster_module, "connect", started)
-    monkeypatch.setattr(cluster_module, "Pool", started)
-    monkeypatch.setattr(ray, "init", started)
+    forbid_ray(monkeypatch)
     rerun = CliRunner().invoke(cli, command)
     assert rerun.exit_code == 0, rerun.output
     assert rerun.output == f"nothing left to do: 3 shards already committed, skipped -> {out}\n"
@@ -606,7 +613,6 @@ def test_a_rerun_on_a_hub_id_from_the_local_cache_does_not_start_ray(cluster, hu
     actors loaded. A cached file changed, the rerun goes to the cluster again."""
     from factory import make_hf_cache
 
-    from coulisse.interfaces.jobs import cluster as cluster_module
 
     repo = "tblard/tf-allocine"
     snapshot = make_hf_cache(hub_cache, tf_camembert_dir, repo)
@@ -623,12 +629,7 @@ def test_a_rerun_on_a_hub_id_from_the_local_cache_does_not_start_ray(cluster, hu
     reference = single(source, tmp_path / "reference.parquet", 100)  # the fixture's own folder: the same files
     assert_same(shards(out), reference)
 
-    def started(*args, **kwargs):
-        raise AssertionError("Ray was started")
-
-    monkeypatch.setattr(cluster_module, "connect", started)
-    monkeypatch.setattr(cluster_module, "Pool", started)
-    monkeypatch.setattr(ray, "init", started)
+    forbid_ray(monkeypatch)
     rerun = CliRunner().invoke(cli, command)
     assert rerun.exit_code == 0, rerun.output
     assert rerun.output == f"nothing left to do: 3 shards already committed, skipped -> {out}\n"
