@@ -133,6 +133,7 @@ def oracle(encoder, texts: list[str], **kwargs) -> np.ndarray:
 ALL_MPNET_MODULES = [{"idx": i, "name": str(i), "path": path, "type": f"sentence_transformers.models.{kind}"}
                      for i, (path, kind) in enumerate([("", "Transformer"), ("1_Pooling", "Pooling"),
                                                        ("2_Normalize", "Normalize")])]
+# all-mpnet-base-v2's tokenizer_config.json, as the Hub holds it (also read by tests/tokenizer/test_mpnet_tokenizer.py).
 ALL_MPNET_TOKENIZER_CONFIG = {
     "do_lower_case": True, "bos_token": "<s>", "eos_token": "</s>", "unk_token": "[UNK]", "sep_token": "</s>",
     "pad_token": "<pad>", "cls_token": "<s>", "tokenize_chinese_chars": True, "strip_accents": None,

@@ -12,6 +12,7 @@ import shutil
 
 import pytest
 from factory import as_lists
+from task_factory import ALL_MPNET_TOKENIZER_CONFIG
 
 from coulisse.tokenizer import Tokenizer
 
@@ -29,14 +30,6 @@ TEXTS = [
 PAIRS = [(TEXTS[i], TEXTS[-2 - i]) for i in range(6)]
 NAMES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token",
          "all_special_tokens", "pad_token_id", "cls_token_id", "mask_token_id", "unk_token_id", "model_input_names")
-# sentence-transformers/all-mpnet-base-v2's tokenizer_config.json
-ALL_MPNET_CONFIG = {
-    "do_lower_case": True, "bos_token": "<s>", "eos_token": "</s>", "unk_token": "[UNK]", "sep_token": "</s>",
-    "pad_token": "<pad>", "cls_token": "<s>", "tokenize_chinese_chars": True, "strip_accents": None,
-    "mask_token": {"content": "<mask>", "single_word": False, "lstrip": True, "rstrip": False, "normalized": True,
-                   "__type": "AddedToken"},
-    "model_max_length": 512, "special_tokens_map_file": None, "tokenizer_class": "MPNetTokenizer",
-}
 
 
 def encodings(tokenizer, *args, **kwargs) -> dict:
@@ -49,7 +42,7 @@ def folder(factory, tmp_path, variant: str):
     directory = tmp_path / variant
     shutil.copytree(factory.tokenizer_files("mpnet"), directory)
     if variant == "all-mpnet-config":
-        (directory / "tokenizer_config.json").write_text(json.dumps(ALL_MPNET_CONFIG), encoding="utf-8")
+        (directory / "tokenizer_config.json").write_text(json.dumps(ALL_MPNET_TOKENIZER_CONFIG), encoding="utf-8")
     elif variant == "tokenizer.json":  # what transformers 5 saves, the vocab.txt taken away
         from transformers import AutoTokenizer
 
