@@ -28,18 +28,24 @@ def packed(lengths: list[int], hidden: int, seed: int = 0, spread: float = 2.0) 
     return qkv, Packed.from_lists(ids, None, 0)
 
 
-def c_attention(qkv: torch.Tensor, p: Packed, heads: int, first_only: bool = False) -> torch.Tensor:
-    out = fastpath.c_packed_attention(qkv, p, heads, first_only)
+def c_attention(qkv: torch.Tensor, p: Packed, heads: int, first_only: bool = False,
+                rel: torch.Tensor | None = None) -> torch.Tensor:
+    out = fastpath.c_packed_attention(qkv, p, heads, first_only, rel=rel)
     assert out is not None
     return out
 
 
-def reference(qkv: torch.Tensor, p: Packed, heads: int, first_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def reference(qkv: torch.Tensor, p: Packed, heads: int, first_only: bool = False,
+              rel: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """softmax(q k^T / sqrt(d)) v in float64, and an error bound per output element for fp32 arithmetic:
     a score is a d-term dot product, off by at most gamma_d * sum_c |q_c k_c| (gamma_k = k u / (1 - k u)),
     times the scale; an error delta in the scores moves each probability by a factor within exp(+-2 delta),
     exp's polynomial and the fp32 roundings of p_j, the sum and the output add a few u plus gamma_n each,
-    and an output is a convex combination of the v_j: so |error| <= (2 delta + gamma_n * 2 + 8 u) * max|v|."""
+    and an output is a convex combination of the v_j: so |error| <= (2 delta + gamma_n * 2 + 8 u) * max|v|.
+    `rel` (`(heads or 1, 2 W - 1)`, column W - 1 + j - i): a bias added to the scores. The kernel scales it (by
+    log2 e, or 1 / scale for the raw products of the AMX unit) and adds it to a score that is scaled once more or
+    already: at most four roundings, each within u of |scaled product| + |bias|, so delta grows by 4 u times that
+    (a -inf bias is a key left out; the kernel's 2^-126 for it is far below every bound)."""
     H = qkv.shape[1] // 3
     d = H // heads
     outs, bounds, start = [], [], 0
@@ -47,8 +53,15 @@ def reference(qkv: torch.Tensor, p: Packed, heads: int, first_only: bool = False
     for n in p.lengths:
         q, k, v = qkv[start:start + n].double().view(n, 3, heads, d).permute(1, 2, 0, 3)  # (h, n, d) each
         scale = d**-0.5
-        out = F.scaled_dot_product_attention(q, k, v)  # float64
-        delta = scale * gamma(d) * (q.abs() @ k.abs().transpose(1, 2)).amax(-1)  # (h, n)
+        products = scale * (q.abs() @ k.abs().transpose(1, 2))  # (h, n, n)
+        block = None
+        if rel is not None:
+            at = torch.arange(n)
+            block = rel.double()[:, at[None, :] - at[:, None] + (rel.shape[1] - 1) // 2].expand(heads, n, n)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=block)  # float64
+        delta = gamma(d) * products.amax(-1)  # (h, n)
+        if block is not None:
+            delta = delta + 4 * U * (products + block.abs().nan_to_num(posinf=0.0)).amax(-1)
         vmax = v.abs().amax(1)  # (h, d)
         bound = (2 * delta + 2 * gamma(n) + 8 * U)[:, :, None] * vmax[:, None, :]  # (h, n, d)
         out, bound = out.transpose(0, 1).reshape(n, H), bound.transpose(0, 1).reshape(n, H)
@@ -56,6 +69,16 @@ def reference(qkv: torch.Tensor, p: Packed, heads: int, first_only: bool = False
         bounds.append(bound[:1] if first_only else bound)
         start += n
     return torch.cat(outs), torch.cat(bounds)
+
+
+def rel_table(heads: int, width: int, seed: int, shared: bool = False, band: int | None = None) -> torch.Tensor:
+    """A relative bias for sequences of up to `width` tokens: `(heads or 1, 2 width - 1)` of N(0, 2) values, or
+    with `band` a window: 0 for keys at most `band` away from the query, -inf beyond (ModernBERT's local layers)."""
+    torch.manual_seed(seed)
+    if band is not None:
+        offsets = torch.arange(1 - width, width).abs()
+        return torch.where(offsets <= band, 0.0, float("-inf"))[None].repeat(1 if shared else heads, 1)
+    return torch.randn(1 if shared else heads, 2 * width - 1) * 2
 
 
 SHAPES = [(768, 12), (384, 12), (96, 4), (60, 5)]  # head widths 64, 32, 24 (AVX2 only), 12 (scalar only)
@@ -167,14 +190,16 @@ p = Packed.from_lists([[0] * n for n in lengths], None, 0)
 out = {}
 for hidden, heads in ((768, 12), (96, 4)):
     qkv = torch.randn(sum(lengths), 3 * hidden) * 2
-    out[hidden] = (qkv, fastpath.c_packed_attention(qkv, p, heads, False))
+    rel = torch.randn(heads, 2 * 130 - 1) * 2
+    out[hidden] = (qkv, fastpath.c_packed_attention(qkv, p, heads, False), rel,
+                   fastpath.c_packed_attention(qkv, p, heads, False, rel=rel))
 torch.save({"isa": kernels().isa(), "out": out}, sys.argv[1])
 """
 
 
 def test_each_instruction_set_is_within_the_bound(tmp_path):
     """COULISSE_INT8_ISA caps the kernels' instruction set (read once per process): the scalar, AVX2 and
-    AVX-512 paths that this CPU has each meet the float64 bound."""
+    AVX-512 paths that this CPU has each meet the float64 bound, with a relative bias and without."""
     isas = {}
     for isa in ("scalar", "avx2", "avx512"):
         path = tmp_path / f"{isa}.pt"
@@ -185,9 +210,11 @@ def test_each_instruction_set_is_within_the_bound(tmp_path):
         lengths = [1, 9, 16, 31, 77, 128]
         p = Packed.from_lists([[0] * n for n in lengths], None, 0)
         for hidden, heads in ((768, 12), (96, 4)):
-            qkv, out = result["out"][hidden]
+            qkv, out, rel, biased = result["out"][hidden]
             expected, bound = reference(qkv, p, heads)
             assert ((out.double() - expected).abs() <= bound).all(), (isa, hidden)
+            expected, bound = reference(qkv, p, heads, rel=rel)
+            assert ((biased.double() - expected).abs() <= bound).all(), (isa, hidden, "relative bias")
     assert isas["scalar"] == "scalar"
 
 
@@ -255,13 +282,15 @@ needs_bf16_dot = pytest.mark.skipif(not getattr(Q.kernels(), "has_bf16_dot", lam
 EXP2_BF16 = 7.5e-5  # exp2_bf16's relative error, evaluated in fp32 over |r| <= 1/2 (_attention.c)
 
 
-def bf16_attention(qkv: torch.Tensor, p: Packed, heads: int, first_only: bool = False) -> torch.Tensor:
-    out = fastpath.c_packed_attention(qkv, p, heads, first_only, bf16=True)
+def bf16_attention(qkv: torch.Tensor, p: Packed, heads: int, first_only: bool = False,
+                   rel: torch.Tensor | None = None) -> torch.Tensor:
+    out = fastpath.c_packed_attention(qkv, p, heads, first_only, bf16=True, rel=rel)
     assert out is not None
     return out
 
 
-def reference_bf16(qkv: torch.Tensor, p: Packed, heads: int, first_only: bool = False):
+def reference_bf16(qkv: torch.Tensor, p: Packed, heads: int, first_only: bool = False,
+                   rel: torch.Tensor | None = None):
     """What the bf16 kernel computes, in float64: q, k and v rounded to bf16 (as its conversions round, to
     nearest even), exact products. Its own error against that: the fp32 bound of `reference` for the sums,
     the softmax and the output, times one more rounding, the probabilities' to bf16 (relative UB each; the
@@ -270,7 +299,7 @@ def reference_bf16(qkv: torch.Tensor, p: Packed, heads: int, first_only: bool = 
     mistake moves outputs by the order of max|v| itself. Its 2^x (`exp2_bf16`, degree 3) is within EXP2_BF16
     relative of the exact one, in the probabilities and in their sum alike: 2 EXP2_BF16 max|v| more."""
     rounded = qkv.bfloat16().float()
-    expected, bound = reference(rounded, p, heads, first_only)
+    expected, bound = reference(rounded, p, heads, first_only, rel)
     H = qkv.shape[1] // 3
     d, vmaxes, start = H // heads, [], 0
     for n in p.lengths:
@@ -325,13 +354,14 @@ def test_bf16_probabilities_are_the_rounded_exact_ones():
 AMX_SCRIPT = """
 import sys, torch
 sys.path.insert(0, sys.argv[2])
-from test_attention_kernel import packed
+from test_attention_kernel import packed, rel_table
 from coulisse.models import fastpath
 from coulisse.models.quantize import kernels
 out = {}
 for hidden, heads in ((768, 12), (384, 12)):
     qkv, p = packed([1, 2, 15, 16, 17, 31, 32, 33, 63, 130, 201], hidden, seed=13)
     out[hidden] = fastpath.c_packed_attention(qkv, p, heads, False, bf16=True)
+    out[hidden, "rel"] = fastpath.c_packed_attention(qkv, p, heads, False, bf16=True, rel=rel_table(heads, 201, 14))
 torch.save({"amx": kernels().has_amx_attention(), "out": out}, sys.argv[1])
 """
 
@@ -342,7 +372,8 @@ torch.save({"amx": kernels().has_amx_attention(), "out": out}, sys.argv[1])
 def test_amx_tiles_and_the_avx512_bf16_unit_each_meet_the_bound(tmp_path):
     """Where AMX-BF16 runs the bf16 products (every bf16 test here then tests the tiles), the AVX512-BF16 unit
     that COULISSE_ATTENTION_AMX=0 keeps (read once per process: a child process) still meets the same float64
-    bound; both sum in other orders, so their outputs differ somewhere (the tiles did run)."""
+    bound, with a relative bias and without; both sum in other orders, so their outputs differ somewhere (the tiles
+    did run)."""
     path = tmp_path / "avx512bf16.pt"
     env = {**os.environ, "COULISSE_ATTENTION_AMX": "0"}
     subprocess.run([sys.executable, "-c", AMX_SCRIPT, str(path), os.path.dirname(__file__)], env=env, check=True)
@@ -356,6 +387,13 @@ def test_amx_tiles_and_the_avx512_bf16_unit_each_meet_the_bound(tmp_path):
             err = (out.double() - expected).abs()
             assert (err <= bound).all(), (hidden, f"max error {err.max():.2e}")
         assert not torch.equal(tiles, other["out"][hidden])
+        rel = rel_table(heads, 201, 14)
+        tiles = bf16_attention(qkv, p, heads, rel=rel)
+        expected, bound = reference_bf16(qkv, p, heads, rel=rel)
+        for out in (tiles, other["out"][hidden, "rel"]):
+            err = (out.double() - expected).abs()
+            assert (err <= bound).all(), (hidden, f"relative bias: max error {err.max():.2e}")
+        assert not torch.equal(tiles, other["out"][hidden, "rel"])
 
 
 @needs_bf16_dot
@@ -586,3 +624,110 @@ def test_int8_attention_hands_its_rows_over_as_codes_alone(minilm_dir, monkeypat
         m.self.kernel_gives_codes = False
     assert pipe(texts) == alone
     assert handed == [False] * len(blocks)
+
+
+# ---------------------------------------------------------------- a relative bias on the scores (MPNet)
+
+REL_LENGTHS = [1, 7, 8, 15, 16, 17, 33, 130, 200]
+REL_TABLES = {"per-head": {}, "shared": {"shared": True}, "band": {"band": 5}}
+
+
+@pytest.mark.parametrize("table", list(REL_TABLES))
+@pytest.mark.parametrize("hidden,heads", SHAPES, ids=[f"d{h // n}" for h, n in SHAPES])
+@pytest.mark.parametrize("first_only", [False, True], ids=["all", "first-only"])
+def test_a_relative_bias_matches_float64_within_the_fp32_bound(hidden, heads, first_only, table):
+    """Each head's bias by offset (MPNet), one row shared by the heads, and a band of -inf outside a window, in a
+    table wider than the batch needs (its middle column is offset 0, whatever the longest sequence): within the
+    float64 bound of `reference`. Without the bias, the outputs move far past it."""
+    qkv, p = packed(REL_LENGTHS, hidden, seed=31)
+    rel = rel_table(heads, 205, 32, **REL_TABLES[table])
+    out = c_attention(qkv, p, heads, first_only, rel=rel)
+    expected, bound = reference(qkv, p, heads, first_only, rel)
+    err = (out.double() - expected).abs()
+    assert (err <= bound).all(), f"max error {err.max():.2e}, where the bound was {bound[err > bound].min():.2e}"
+    unbiased = (c_attention(qkv, p, heads, first_only).double() - expected).abs()
+    assert (unbiased > bound).any()
+
+
+def test_a_relative_bias_reads_the_offset_of_key_from_query():
+    """One head, values one-hot by key: the output is each query's probabilities. A bias of +30 at one offset only
+    puts (nearly) all of a query's weight on the key at that offset from it, wherever that key is in range."""
+    n = 24
+    qkv = torch.cat([torch.zeros(n, 2 * n), torch.eye(n)], 1)  # q = k = 0: every score is its bias
+    p = Packed.from_lists([[0] * n], None, 0)
+    for offset in (-3, 0, 5):
+        rel = torch.zeros(1, 2 * n - 1)
+        rel[0, n - 1 + offset] = 30.0
+        out = c_attention(qkv, p, 1, rel=rel)
+        for i in range(n):
+            j = i + offset
+            if 0 <= j < n:
+                assert out[i].argmax() == j and out[i, j] > 0.999, (offset, i)
+            else:  # the offset falls outside the sequence: every key weighs the same
+                assert torch.allclose(out[i], torch.full((n,), 1 / n)), (offset, i)
+
+
+@needs_bf16_dot
+@pytest.mark.parametrize("table", ["per-head", "band"])
+@pytest.mark.parametrize("first_only", [False, True], ids=["all", "first-only"])
+def test_a_relative_bias_with_bf16_products_within_the_bound(first_only, table):
+    """The bf16-product unit (on AMX tiles where the CPU has them: raw products there, the bias divided by the scale
+    they are multiplied by) within `reference_bf16`'s bound with the bias."""
+    qkv, p = packed([1, 2, 15, 16, 17, 31, 32, 33, 63, 130, 201], 768, seed=33)
+    rel = rel_table(12, 201, 34, **REL_TABLES[table])
+    out = bf16_attention(qkv, p, 12, first_only, rel=rel)
+    expected, bound = reference_bf16(qkv, p, 12, first_only, rel)
+    err = (out.double() - expected).abs()
+    assert (err <= bound).all(), f"max error {err.max():.2e}, bound there {bound[err > bound].min():.2e}"
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+def test_a_relative_bias_keeps_the_bits_across_threads_first_only_and_codes(bf16):
+    """With a bias as without: one thread or three give the same bits; `first_only` gives the full run's first rows;
+    `codes` are quantize_rows' of the output, whole sequences or heads as the units."""
+    if bf16 and not Q.kernels().has_bf16_dot():
+        pytest.skip("this CPU does not multiply bf16 pairs (no AVX512-BF16)")
+    run = fastpath.c_packed_attention_bf16 if bf16 else fastpath.c_packed_attention
+    for lengths in CODES_BATCHES.values():
+        qkv, p = packed(lengths, 768, seed=35)
+        rel = rel_table(12, max(lengths), 36)
+        results = at_thread_counts(lambda: run(qkv, p, 12, False, rel=rel))  # noqa: B023
+        assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2])
+        assert torch.equal(run(qkv, p, 12, True, rel=rel), results[0][p.starts])
+        codes = run(qkv, p, 12, False, codes=True, rel=rel)
+        expected = Q.quantize_rows(results[0])
+        assert torch.equal(codes.q, expected[0]) and torch.equal(codes.scale, expected[1])
+
+
+def test_a_relative_bias_it_cannot_read_is_refused_or_left_to_sdpa():
+    """Too narrow for the longest sequence, or rows that are neither one nor one a head: a ValueError from the
+    kernel (a caller's bug). Another dtype, a strided view, a table that needs gradients: None (SDPA's turn)."""
+    qkv, p = packed([4, 9], 96)
+    with pytest.raises(ValueError, match="relative bias"):
+        fastpath.c_packed_attention(qkv, p, 4, False, rel=torch.zeros(4, 2 * 8 - 1))
+    with pytest.raises(ValueError, match="relative bias"):
+        fastpath.c_packed_attention(qkv, p, 4, False, rel=torch.zeros(2, 2 * 9 - 1))
+    assert fastpath.c_packed_attention(qkv, p, 4, False, rel=torch.zeros(4, 17, dtype=torch.float64)) is None
+    assert fastpath.c_packed_attention(qkv, p, 4, False, rel=torch.zeros(4, 34)[:, ::2]) is None
+    assert fastpath.c_packed_attention(qkv, p, 4, False, rel=torch.zeros(4, 17, requires_grad=True)) is None
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("hidden,heads", [(64, 1), (24, 1), (12, 1)], ids=["d64", "d24", "d12"])
+def test_a_key_a_band_leaves_out_weighs_exactly_zero(bf16, hidden, heads):
+    """Values one-hot by key: each output row is its query's probabilities. Keys outside a window of 3 (a -inf bias)
+    get exactly 0, not the 2^-126 that the base-2 exponentials stop at (products with it are subnormal, which Intel
+    cores compute ~100x slower); the keys inside sum to 1. Head widths 64, 24 and 12 take the AVX-512, AVX2 and scalar
+    units where the CPU has them; bf16: the bf16-product unit (AMX tiles where present; 32 divides 64 only)."""
+    if bf16 and not (Q.kernels().has_bf16_dot() and hidden % 32 == 0):
+        pytest.skip("bf16 products need AVX512-BF16 and a head width that 32 divides")
+    n = hidden
+    torch.manual_seed(37)
+    qkv = torch.cat([torch.randn(n, 2 * hidden), torch.eye(n)], 1)
+    p = Packed.from_lists([[0] * n], None, 0)
+    rel = rel_table(1, n, 0, band=3)
+    out = (bf16_attention if bf16 else c_attention)(qkv, p, 1, rel=rel)
+    at = torch.arange(n)
+    outside = (at[:, None] - at[None, :]).abs() > 3
+    assert (out[outside] == 0).all()
+    assert torch.allclose(out.sum(1), torch.ones(n), atol=1e-2 if bf16 else 1e-5)

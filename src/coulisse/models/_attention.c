@@ -67,7 +67,26 @@ typedef struct {
     uint8_t *codes;
     float *code_scale;
     int whole;
+    /* an additive bias on the scores by the key's offset from the query (MPNet's relative positions, a local
+     * window's -inf outside it), or NULL: score(i, j) += rel[head * rel_head + rel_mid + j - i], in natural units
+     * (before the base-2 scaling); rel_head is 0 where every head shares one row */
+    const float *rel;
+    int64_t rel_head, rel_mid;
 } Job;
+
+/* The relative bias that query i's scores over keys j = 0 .. n - 1 add: b[j], contiguous in j. */
+static inline const float *rel_row(const Job *job, int head, int64_t i) {
+    return job->rel + (int64_t)head * job->rel_head + job->rel_mid - i;
+}
+
+/* s_j += mul * b_j for j < n: the bias in the units of the scores it joins (mul: log2(e) where they are in base 2,
+ * 1 / scale where they are raw products still to be scaled). One add per score against the product's d; a zero bias
+ * leaves every score's bits as they were (a local layer's window over a sequence it covers: the global path's). */
+static void add_rel(float *s, const float *b, int64_t n, float mul) {
+    for (int64_t j = 0; j < n; j++) s[j] += b[j] * mul;
+}
+
+#define LOG2E 1.44269504088896341f
 
 /* ---------------------------------------------------------------- scalar */
 
@@ -87,11 +106,15 @@ static void unit_scalar(const Job *job, const Unit *u, float *kt, float *s) {
     transpose_keys(base + job->hidden, job->row, n, np, d, kt);
     for (int64_t i = u->q0; i < u->q1; i++) {
         const float *q = base + i * job->row;
+        /* a bias joins the raw products divided by the scale they are multiplied by next (a zero bias: the bits of
+         * none) */
+        const float *b = job->rel ? rel_row(job, u->head, i) : NULL, unscale = 1.0f / job->scale;
         float m = -INFINITY;
         int bad = 0;
         for (int64_t j = 0; j < n; j++) {
             float acc = 0.0f;
             for (int64_t c = 0; c < d; c++) acc = fmaf(q[c], kt[c * np + j], acc);
+            if (b) acc += b[j] * unscale;
             s[j] = acc;
             bad |= acc != acc;
             m = acc > m ? acc : m;
@@ -141,8 +164,9 @@ __attribute__((target("avx2,fma"))) static void transpose_keys_avx2(const float 
     }
 }
 
-/* 2^x for x <= 0, as exp2_avx512: 2^n * p(x - n), the exponent built in the integer lanes. */
+/* 2^x for x <= 0, as exp2_avx512: 2^n * p(x - n), the exponent built in the integer lanes; 0 below -126. */
 __attribute__((target("avx2,fma"))) static inline __m256 exp2_avx2(__m256 x) {
+    const __m256 under = _mm256_cmp_ps(x, _mm256_set1_ps(-126.0f), _CMP_LT_OQ);
     x = _mm256_max_ps(x, _mm256_set1_ps(-126.0f));
     __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_sub_ps(x, n);
@@ -154,7 +178,7 @@ __attribute__((target("avx2,fma"))) static inline __m256 exp2_avx2(__m256 x) {
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(6.931471805599453e-1f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+    return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
 }
 
 /* softmax_row_avx512 on 8 lanes: scores in base 2, returns 1 / sum or NaN. */
@@ -197,7 +221,7 @@ __attribute__((target("avx2,fma"))) static void unit_avx2(const Job *job, const 
     const float *vbase = base + 2 * job->hidden;
     const int64_t row = job->row;
     transpose_keys_avx2(base + job->hidden, job->row, n, np, d, kt);
-    const __m256 vc = _mm256_set1_ps(job->scale * 1.44269504088896341f); /* scores in base 2 */
+    const __m256 vc = _mm256_set1_ps(job->scale * LOG2E); /* scores in base 2 */
     float inv[QB2];
     for (int64_t i0 = u->q0; i0 < u->q1; i0 += QB2) {
         const int64_t m = u->q1 - i0 < QB2 ? u->q1 - i0 : QB2;
@@ -220,6 +244,8 @@ __attribute__((target("avx2,fma"))) static void unit_avx2(const Job *job, const 
                 _mm256_storeu_ps(s + r * np + j + 8, _mm256_mul_ps(a[r][1], vc));
             }
         }
+        if (job->rel)
+            for (int r = 0; r < m; r++) add_rel(s + r * np, rel_row(job, u->head, i0 + r), n, LOG2E);
         for (int r = 0; r < m; r++) inv[r] = softmax_row_avx2(s + r * np, n);
         /* O = P V: 6 queries x 16 columns per step; padded query rows repeat the last real one */
         const float *p[QB2];
@@ -294,9 +320,11 @@ AVX512 static void transpose_keys_avx512(const float *k, int64_t row, int64_t n,
 }
 
 /* 2^x for x <= 0: 2^n * p(x - n), n = round(x), p the degree-6 Taylor polynomial of 2^r on |r| <= 1/2
- * (truncation error <= 1.3e-7 relative); below -126 the result is 2^-126 * p, nothing a sum of
- * probabilities can see. */
+ * (truncation error <= 1.3e-7 relative); below -126, 0 (a -inf score: a key a bias leaves out). Not 2^-126: a
+ * weight that small makes every product of P V with a value below 1 subnormal, which Intel cores compute ~100x
+ * slower (a local layer's band over 120-token reviews made ModernBERT's exact forward 1.5x slower). */
 AVX512 static inline __m512 exp2_avx512(__m512 x) {
+    const __mmask16 under = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-126.0f), _CMP_LT_OQ);
     x = _mm512_max_ps(x, _mm512_set1_ps(-126.0f));
     __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_sub_ps(x, n);
@@ -307,7 +335,7 @@ AVX512 static inline __m512 exp2_avx512(__m512 x) {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(2.402265069591007e-1f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(6.931471805599453e-1f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
+    return _mm512_maskz_scalef_ps(~under, p, n);
 }
 
 /* A row of scores already multiplied by scale * log2(e): s_j -> 2^(s_j - max) for j < n; returns 1 / sum
@@ -351,7 +379,7 @@ AVX512 static void unit_avx512(const Job *job, const Unit *u, float *kt, float *
     const float *vbase = base + 2 * job->hidden;
     const int64_t row = job->row;
     transpose_keys_avx512(base + job->hidden, job->row, n, np, d, kt);
-    const __m512 vc = _mm512_set1_ps(job->scale * 1.44269504088896341f); /* scores in base 2 */
+    const __m512 vc = _mm512_set1_ps(job->scale * LOG2E); /* scores in base 2 */
     float inv[MQ];
     for (int64_t i0 = u->q0; i0 < u->q1; i0 += MQ) {
         const int64_t m = u->q1 - i0 < MQ ? u->q1 - i0 : MQ;
@@ -384,6 +412,8 @@ AVX512 static void unit_avx512(const Job *job, const Unit *u, float *kt, float *
             }
             for (int r = 0; r < MQ; r++) _mm512_storeu_ps(s + r * np + j, _mm512_mul_ps(a[r], vc));
         }
+        if (job->rel)
+            for (int r = 0; r < m; r++) add_rel(s + r * np, rel_row(job, u->head, i0 + r), n, LOG2E);
         for (int r = 0; r < m; r++) inv[r] = softmax_row_avx512(s + r * np, n);
         /* O = P V: 4 queries x 64 columns per step (16 accumulators) */
         for (int r0 = 0; r0 < m; r0 += 4) {
@@ -464,6 +494,7 @@ BF16_TARGET static inline void prefetch_input_row(const Job *job, int64_t at) {
  * fitted to 2^r on |r| <= 1/2 for the least relative error (7.5e-5 evaluated in fp32, near-minimax), a 26th of that
  * rounding's 2^-9; exp2_avx512's degree 6 (1.3e-7) bought nothing here and cost three FMAs a vector. */
 BF16_TARGET static inline __m512 exp2_bf16(__m512 x) {
+    const __mmask16 under = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-126.0f), _CMP_LT_OQ); /* 0 there, as exp2_avx512 */
     x = _mm512_max_ps(_mm512_set1_ps(-126.0f), x); /* maxps returns its second operand where one is NaN: a NaN stays */
     const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m512 r = _mm512_sub_ps(x, n);
@@ -471,7 +502,7 @@ BF16_TARGET static inline __m512 exp2_bf16(__m512 x) {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.2426111400127411f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.6932609677314758f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.9999280571937561f));
-    return _mm512_scalef_ps(p, n);
+    return _mm512_maskz_scalef_ps(~under, p, n);
 }
 
 BF16_TARGET static float softmax_pairs(float *sr, int64_t n, int64_t np, const float *scale, uint32_t *pr);
@@ -599,7 +630,7 @@ BF16_TARGET static void unit_avx512bf16(const Job *job, const Unit *u, uint32_t 
     const int64_t base = job->starts[u->seq] * row + (int64_t)u->head * d;
     const int64_t vw = (n + 1) / 2; /* word rows P V reads */
     pairs_kv(job, u, kt2, v2, vw);
-    const __m512 vc = _mm512_set1_ps(job->scale * 1.44269504088896341f); /* scores in base 2 */
+    const __m512 vc = _mm512_set1_ps(job->scale * LOG2E); /* scores in base 2 */
     float inv[MQ];
     for (int64_t i0 = u->q0; i0 < u->q1; i0 += MQ) {
         const int64_t m = u->q1 - i0 < MQ ? u->q1 - i0 : MQ;
@@ -625,6 +656,8 @@ BF16_TARGET static void unit_avx512bf16(const Job *job, const Unit *u, uint32_t 
                 _mm512_storeu_ps(s + r * np + j + 16, _mm512_mul_ps(a[r][1], vc));
             }
         }
+        if (job->rel)
+            for (int r = 0; r < m; r++) add_rel(s + r * np, rel_row(job, u->head, i0 + r), n, LOG2E);
         for (int r = 0; r < m; r++) inv[r] = softmax_pairs(s + r * np, n, np, NULL, p2 + r * nw);
         /* O = P V: 4 queries x 64 columns per step, two keys per vdpbf16ps */
         for (int r0 = 0; r0 < m; r0 += 4) {
@@ -801,7 +834,7 @@ AMX_TARGET static void unit_amx_bf16(const Job *job, const Unit *u, uint32_t *kt
     const int64_t row = job->row;
     const int64_t base = job->starts[u->seq] * row + (int64_t)u->head * d;
     pairs_kv(job, u, kt2, v2, nw); /* P V reads whole tiles of 32 keys: zero word rows up to np / 2 */
-    const float c2 = job->scale * 1.44269504088896341f; /* scores in base 2 */
+    const float c2 = job->scale * LOG2E; /* scores in base 2 */
     float inv[2][AMX_Q];
     float *sb[2] = {s, s + AMX_Q * np};
     uint32_t *pb[2] = {p2, p2 + AMX_Q * nw};
@@ -828,6 +861,9 @@ AMX_TARGET static void unit_amx_bf16(const Job *job, const Unit *u, uint32_t *kt
             }
             if (r == AMX_Q || b == blocks) continue;
             uint32_t *pr = pb[b & 1] + r * nw;
+            if (job->rel) /* raw scores here: the bias divided by the scale that softmax_rows multiplies them by */
+                for (int i = 0; i < SOFTMAX_ROWS && r + i < m; i++)
+                    add_rel(sb[b & 1] + (r + i) * np, rel_row(job, u->head, i0 + r + i), n, 1.0f / job->scale);
             if (r + SOFTMAX_ROWS <= m) { /* the keys after n weigh nothing */
                 softmax_rows(sb[b & 1] + r * np, n, np, &c2, pr, &inv[b & 1][r]);
                 continue;
@@ -1034,21 +1070,35 @@ PY_CPU_FLAG(coulisse_py_has_bf16_dot, coulisse_has_bf16_dot)
 PY_CPU_FLAG(coulisse_py_has_amx_attention, coulisse_has_amx_bf16)
 
 PyObject *coulisse_py_attention(PyObject *self, PyObject *args) {
-    Py_ssize_t qkv, out, starts, lengths, batch, hidden, codes = 0, code_scale = 0;
+    Py_ssize_t qkv, out, starts, lengths, batch, hidden, codes = 0, code_scale = 0, rel = 0, rel_heads = 0,
+                                                             rel_width = 0;
     int heads, threads, first_only, bf16 = 0, bf16_inputs = 0;
     double scale;
     (void)self;
-    if (!PyArg_ParseTuple(args, "nnnnnnidpi|ppnn", &qkv, &out, &starts, &lengths, &batch, &hidden, &heads, &scale,
-                          &first_only, &threads, &bf16, &bf16_inputs, &codes, &code_scale))
+    if (!PyArg_ParseTuple(args, "nnnnnnidpi|ppnnnnn", &qkv, &out, &starts, &lengths, &batch, &hidden, &heads, &scale,
+                          &first_only, &threads, &bf16, &bf16_inputs, &codes, &code_scale, &rel, &rel_heads,
+                          &rel_width))
         return NULL;
     if ((codes == 0) != (code_scale == 0) || !out) {
         PyErr_SetString(PyExc_ValueError, "attention: needs out (the rows, or a buffer for them where codes are asked "
                                           "for); codes and code_scale go together");
         return NULL;
     }
-    if (batch < 1 || heads < 1 || hidden % heads != 0) {
-        PyErr_Format(PyExc_ValueError, "attention: batch %zd, hidden %zd, heads %d", batch, hidden, heads);
+    if (batch < 1 || heads < 1 || hidden % heads != 0 || scale <= 0.0) {
+        PyErr_Format(PyExc_ValueError, "attention: batch %zd, hidden %zd, heads %d, scale %g", batch, hidden, heads,
+                     scale);
         return NULL;
+    }
+    if (rel) { /* rel_heads rows (1 or one a head) of rel_width = 2 W - 1 offsets, W at least the longest sequence */
+        int64_t longest = 0;
+        const int64_t *n = (const int64_t *)lengths;
+        for (Py_ssize_t b = 0; b < batch; b++) longest = n[b] > longest ? n[b] : longest;
+        if ((rel_heads != 1 && rel_heads != heads) || rel_width % 2 == 0 || (rel_width - 1) / 2 < longest - 1) {
+            PyErr_Format(PyExc_ValueError, "attention: a relative bias of %zd x %zd for %d heads and sequences of "
+                                           "up to %lld tokens (it needs 1 or %d rows of 2 n - 1 offsets, n >= %lld)",
+                         rel_heads, rel_width, heads, (long long)longest, heads, (long long)longest);
+            return NULL;
+        }
     }
     Job job = {(const float *)qkv, NULL, (float *)out, (const int64_t *)starts, (const int64_t *)lengths, 3 * hidden,
                hidden, (int)(hidden / heads), (float)scale, first_only, coulisse_isa_level(), 0, 0, 0, NULL, 0, 0,
@@ -1067,6 +1117,11 @@ PyObject *coulisse_py_attention(PyObject *self, PyObject *args) {
         }
         job.qkv16 = (const uint16_t *)qkv;
         job.qkv = NULL;
+    }
+    if (rel) {
+        job.rel = (const float *)rel;
+        job.rel_head = rel_heads == 1 ? 0 : rel_width;
+        job.rel_mid = (rel_width - 1) / 2;
     }
     int failed;
     Py_BEGIN_ALLOW_THREADS failed = attention_run(&job, batch, heads, threads);

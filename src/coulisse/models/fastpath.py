@@ -275,8 +275,9 @@ def attention_bf16_products() -> bool:
 
 
 def install_c_attention(module: nn.Module, bf16: bool = False) -> int:
-    """Give every BERT-style self-attention under `module` the C kernel (`SelfAttention.kernel`), and ModernBERT's
-    (`modernbert.Attention.kernel`, whole-sequence attention only); return how many. The model must compute in
+    """Give every BERT-style self-attention under `module` the C kernel (`SelfAttention.kernel`; MPNet's too, its
+    relative positions a bias the kernel adds), and ModernBERT's (`modernbert.Attention.kernel`, its local layers'
+    window a -inf bias outside it); return how many. The model must compute in
     fp32 on the CPU (or bf16 where the CPU multiplies bf16 pairs); other inputs fall back on SDPA per call.
     `bf16`: the kernel's products in bf16 (int8 pipelines, `attention_bf16_products`); bf16 inputs always take
     them, so where the head width allows bf16 products (32 divides it) the query/key/value projection may hand
@@ -292,7 +293,7 @@ def install_c_attention(module: nn.Module, bf16: bool = False) -> int:
             child.kernel_reads_bf16 = bf16 and child.head_dim % 32 == 0
             child.kernel_gives_codes = True
             count += 1
-        elif isinstance(child, modernbert.Attention):  # its rotated q/k in fp32; whole-sequence attention only
+        elif isinstance(child, modernbert.Attention):  # its rotated q/k in fp32
             child.kernel = kernel
             count += 1
     return count
@@ -313,14 +314,14 @@ def install_c_embeddings(module: nn.Module) -> int:
     return count
 
 
-def c_packed_attention_bf16(qkv: Tensor, p, heads: int, first_only: bool,
-                            codes: bool = False) -> Tensor | quantize.Codes | None:
+def c_packed_attention_bf16(qkv: Tensor, p, heads: int, first_only: bool, codes: bool = False,
+                            rel: Tensor | None = None) -> Tensor | quantize.Codes | None:
     """`c_packed_attention` with Q K^T and P V in bf16 products, fp32 sums (where the CPU has them)."""
-    return c_packed_attention(qkv, p, heads, first_only, bf16=True, codes=codes)
+    return c_packed_attention(qkv, p, heads, first_only, bf16=True, codes=codes, rel=rel)
 
 
 def c_packed_attention(qkv: Tensor, p, heads: int, first_only: bool, bf16: bool = False,
-                       codes: bool = False) -> Tensor | quantize.Codes | None:
+                       codes: bool = False, rel: Tensor | None = None) -> Tensor | quantize.Codes | None:
     """softmax(q k^T / sqrt(d)) v for every sequence and head of a packed `(T, 3H)` fp32 tensor in one C
     call (coulisse/models/_attention.c): no per-sequence SDPA calls, no padded copy. `(T, H)`, or `(B, H)`
     with `first_only`; None when the C kernels cannot take `qkv` (dtype, device, layout) or when autograd
@@ -330,13 +331,21 @@ def c_packed_attention(qkv: Tensor, p, heads: int, first_only: bool, bf16: bool 
     output is fp32 either way. `codes` (not with `first_only`): the output rows as the attention block's int8 layer
     reads them, their `quantize.Codes` alone (`quantize_rows`' codes, to the bit). The kernel then takes whole
     sequences (every head) as its units where the longest leaves the threads even work, and quantizes each
-    sequence's rows from its thread's L2: no fp32 rows written out and read back (3 kB a token)."""
+    sequence's rows from its thread's L2: no fp32 rows written out and read back (3 kB a token). `rel`: a bias
+    added to the scores by the key's offset from the query, an fp32 `(heads or 1, 2 W - 1)` table whose column
+    `W - 1 + j - i` query i adds to its score of key j (`bert.RelativeBias`; W at least the longest sequence).
+    A bias that needs gradients leaves the call to SDPA (None)."""
     k = quantize.kernels()
     bf16_inputs = qkv.dtype == torch.bfloat16
     if (k is None or qkv.dtype not in (torch.float32, torch.bfloat16) or qkv.device.type != "cpu"
             or not qkv.is_contiguous() or qkv.shape[1] % (3 * heads) != 0
             or (qkv.requires_grad and torch.is_grad_enabled())):
         return None
+    if rel is not None and (rel.dtype != torch.float32 or rel.device.type != "cpu" or not rel.is_contiguous()
+                            or (rel.requires_grad and torch.is_grad_enabled())):
+        return None
+    if rel is not None and rel.dim() != 2:
+        raise ValueError(f"attention: a relative bias of shape {tuple(rel.shape)}; it needs (heads or 1, 2 W - 1)")
     hidden = qkv.shape[1] // 3
     if bf16_inputs and not (bf16_dot() and (hidden // heads) % 32 == 0):
         return None
@@ -348,6 +357,7 @@ def c_packed_attention(qkv: Tensor, p, heads: int, first_only: bool, bf16: bool 
         if codes and not first_only else None
     k.attention(qkv.data_ptr(), out.data_ptr(), starts.data_ptr(), lengths.data_ptr(), p.batch_size, hidden, heads,
                 (hidden // heads) ** -0.5, first_only, torch.get_num_threads(), bf16, bf16_inputs,
-                *((result.q.data_ptr(), result.scale.data_ptr()) if result is not None else ()))
+                *((result.q.data_ptr(), result.scale.data_ptr()) if result is not None else (0, 0)),
+                *((rel.data_ptr(), rel.shape[0], rel.shape[1]) if rel is not None else ()))
     return result if result is not None else out
 
