@@ -7,22 +7,27 @@ multiple choice) and the base model, in safetensors and `torch.save` .bin: logit
 1e-4 of transformers' (values of a few units; float32 sums taken in another order differ by ~1e-6), on
 TEXTS, a batch of texts from 3 to 512 tokens, padded: packing, the relative bias of each sequence, and the
 bucket clamp past 128 tokens all take part. The relative buckets equal transformers' own function exactly;
-a batch equals its texts one by one bit for bit; hidden states and attention probabilities of every layer
-(what `coulisse explain` reads) equal transformers'; the config fields transformers ignores (pad_token_id
-for positions, relative_attention_num_buckets past 32) are ignored alike.
+a batch equals its texts one by one bit for bit (through a pipeline, with the C attention kernel and with SDPA);
+hidden states and attention probabilities of every layer (what `coulisse explain` reads) equal transformers';
+the config fields transformers ignores (pad_token_id for positions, relative_attention_num_buckets past 32) are
+ignored alike.
 """
 
 from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from factory import TEXTS, assert_close, assert_distinct_rows, write_weights
 
+from coulisse import pipeline
 from coulisse.config import EncoderConfig
 from coulisse.errors import UnsupportedModelError
 from coulisse.models import load_model
+from coulisse.models import quantize as Q
+from coulisse.models.bert import SelfAttention
 from coulisse.models.mpnet import relative_buckets
 
 AUTO = {"sequence-classification": "AutoModelForSequenceClassification", None: "AutoModel",
@@ -112,15 +117,23 @@ def test_heads_equal_transformers(factory, tmp_path, head, weights):
     assert_close(f"mpnet {head or 'base'} [{weights}]", got, theirs)
 
 
-def test_batched_equals_one_by_one(factory, tmp_path):
-    mine = ours(mpnet(factory, "token-classification"), tmp_path / "ckpt", "token-classification")
-    batch = inputs(factory)
-    together = mine(batch["input_ids"], batch["attention_mask"]).logits
-    for i, text in enumerate(TEXTS):
-        alone = inputs(factory, [text])
-        n = int(alone["attention_mask"].sum())
-        # bit for bit: each sequence's attention runs alone on its own rows, in a batch or not
-        assert torch.equal(together[i, :n], mine(**alone).logits[0]), i
+@pytest.mark.parametrize("attention", ["c-kernel", "sdpa"])
+def test_a_text_gives_the_same_bits_alone_and_in_any_batch(factory, monkeypatch, attention):
+    """Through a pipeline (the packed batch of the engine, its fast linear layers): a text's vectors are the same
+    bits alone and in a batch of other lengths, with the C attention kernel adding each sequence's block of the
+    relative bias, and with SDPA once per sequence (COULISSE_C_ATTENTION=0). A bias block taken at the wrong place
+    moves them by units. (Through the bare model, PyTorch's sgemm gives other bits for other row counts on AVX-512
+    CPUs, so a batch check there would test the GEMM, not attention.)"""
+    if attention == "sdpa":
+        monkeypatch.setenv("COULISSE_C_ATTENTION", "0")
+    pipe = pipeline("feature-extraction", model=factory.checkpoint("mpnet", base=True))
+    kernels = [m.kernel for m in pipe.model.modules() if isinstance(m, SelfAttention)]
+    assert len(kernels) == 2
+    assert all(k is not None for k in kernels) == (attention == "c-kernel" and Q.kernels() is not None)
+    texts = [TEXTS[1], "Bof", TEXTS[0], TEXTS[5], TEXTS[-1]]
+    batched = pipe(texts)
+    for text, rows in zip(texts, batched, strict=True):
+        assert np.array_equal(np.asarray(pipe(text)), np.asarray(rows)), text
 
 
 def test_hidden_states_and_attentions_equal_transformers(factory, tmp_path):

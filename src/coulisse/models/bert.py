@@ -145,6 +145,27 @@ def keeps_attentions(trace: Trace | None) -> bool:
     return trace is not None and trace.keep_attentions
 
 
+class RelativeBias:
+    """A bias added to the attention scores by the key's offset from the query (MPNet's relative positions): `table`
+    `(h, 2 W - 1)`, or `(1, 2 W - 1)` shared by every head, whose column `W - 1 + j - i` query i adds to its score
+    of key j in any sequence of at most W tokens. The C kernel reads the table; SDPA paths take the dense
+    `(1, h, W, W)` matrix built from it once per forward (`square`)."""
+
+    def __init__(self, table: Tensor):
+        if table.dim() != 2 or table.shape[1] % 2 != 1:
+            raise ValueError(f"RelativeBias: a (heads, 2 W - 1) table, not {tuple(table.shape)}; this is a bug")
+        self.table = table.contiguous()
+        self.width = (table.shape[1] + 1) // 2
+        self._square: Tensor | None = None
+
+    def square(self) -> Tensor:
+        """`(1, h, W, W)`: the bias of query i and key j at `[0, :, i, j]`."""
+        if self._square is None:
+            at = torch.arange(self.width, device=self.table.device)
+            self._square = self.table[:, at[None, :] - at[:, None] + self.width - 1][None]
+        return self._square
+
+
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, scale: float | None = None,
            trace: Trace | None = None) -> Tensor:
     """Scaled dot-product attention `(B, h, Lq, d)`. `mask` is SDPA's: boolean (True = attend) or added to
@@ -173,19 +194,22 @@ def per_sequence(lengths: list[int]) -> bool:
 
 
 def packed_attention(qkv: Tensor, p: Packed, heads: int, first_only: bool = False,
-                     trace: Trace | None = None, kernel=None) -> Tensor:
+                     trace: Trace | None = None, kernel=None, bias: RelativeBias | None = None) -> Tensor:
     """Packed `(T, 3H)` query/key/value -> packed `(T, H)` attention output; with `first_only`, only each
     sequence's first query: `(B, H)`. A trace keeps `(B, h, L, L)` probabilities: the padded layout.
     `kernel(qkv, p, heads, first_only)`, where the CPU fast path installed one (`SelfAttention.kernel`),
-    does the whole batch in one call on the packed tensor, or returns None to leave it to SDPA."""
+    does the whole batch in one call on the packed tensor, or returns None to leave it to SDPA. `bias`: added
+    to the scores by relative offset; SDPA then runs per sequence whatever the lengths, so that a text gets the
+    same bits alone or in any batch (its bias is the top-left block of the batch's either way)."""
     if not keeps_attentions(trace):
         if kernel is not None:
-            out = kernel(qkv, p, heads, first_only)
+            out = kernel(qkv, p, heads, first_only) if bias is None else \
+                kernel(qkv, p, heads, first_only, rel=bias.table)
             if out is not None:
                 return out
-        if per_sequence(p.lengths):
-            return attend_sequences(qkv, p, heads, first_only)
-    return attend_padded(qkv, p, heads, first_only, trace)
+        if bias is not None or per_sequence(p.lengths):
+            return attend_sequences(qkv, p, heads, first_only, bias)
+    return attend_padded(qkv, p, heads, first_only, trace, bias)
 
 
 def padded_rows(x: Tensor, p: Packed) -> Tensor:
@@ -202,28 +226,40 @@ def padded_rows(x: Tensor, p: Packed) -> Tensor:
 
 
 def attend_padded(qkv: Tensor, p: Packed, heads: int, first_only: bool = False,
-                  trace: Trace | None = None) -> Tensor:
+                  trace: Trace | None = None, bias: RelativeBias | None = None) -> Tensor:
     """One SDPA over a padded copy `(B, L, 3H)` of the batch, padded keys masked."""
     B, L, H = p.batch_size, p.max_len, qkv.shape[1] // 3
     q, k, v = padded_rows(qkv, p).view(B, L, 3, heads, H // heads).permute(2, 0, 3, 1, 4)  # (B, h, L, d)
+    mask = p.key_mask
+    if bias is not None:
+        mask = bias.square()[:, :, :L, :L].to(q.dtype)  # (1, h, L, L)
+        if p.key_mask is not None:
+            mask = mask.masked_fill(~p.key_mask, float("-inf"))  # (B, h, L, L)
     if first_only:
-        return attend(q[:, :, :1], k, v, p.key_mask, trace=trace).reshape(B, H)  # (B, H)
-    out = attend(q, k, v, p.key_mask, trace=trace).permute(0, 2, 1, 3).reshape(B * L, H)  # (B * L, H)
+        mask = mask[:, :, :1] if mask is not None and mask.shape[2] > 1 else mask
+        return attend(q[:, :, :1], k, v, mask, trace=trace).reshape(B, H)  # (B, H)
+    out = attend(q, k, v, mask, trace=trace).permute(0, 2, 1, 3).reshape(B * L, H)  # (B * L, H)
     return out if p.key_mask is None else out[p.scatter]  # (T, H)
 
 
-def attend_sequences(qkv: Tensor, p: Packed, heads: int, first_only: bool) -> Tensor:
-    """One SDPA per sequence, on views of the packed `(T, 3H)` tensor: no copy, no mask, no padded rows."""
+def attend_sequences(qkv: Tensor, p: Packed, heads: int, first_only: bool, bias: RelativeBias | None = None) -> Tensor:
+    """One SDPA per sequence, on views of the packed `(T, 3H)` tensor: no copy, no padded rows; no mask but the
+    sequence's block of `bias`."""
     T, H3 = qkv.shape
     H, d = H3 // 3, H3 // (3 * heads)
     out = qkv.new_empty(p.batch_size if first_only else T, H)
+    square = bias.square() if bias is not None else None
     start = 0
     for b, n in enumerate(p.lengths):
         q, k, v = qkv[start:start + n].view(1, n, 3, heads, d).permute(2, 0, 3, 1, 4)  # (1, h, n, d)
+        rows = 1 if first_only else n
+        # contiguous: SDPA then reads the block as it reads a lone sequence's (the same bits)
+        mask = square[:, :, :rows, :n].to(q.dtype).contiguous() if square is not None else None  # (1, h, rows, n)
+        seq = F.scaled_dot_product_attention(q[:, :, :rows], k, v, attn_mask=mask)[0]  # (h, rows, d)
         if first_only:
-            out[b] = F.scaled_dot_product_attention(q[:, :, :1], k, v).view(H)
+            out[b] = seq.reshape(H)
         else:
-            out[start:start + n] = F.scaled_dot_product_attention(q, k, v)[0].transpose(0, 1).reshape(n, H)
+            out[start:start + n] = seq.transpose(0, 1).reshape(n, H)
         start += n
     return out
 
@@ -276,16 +312,18 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
 
     def forward(self, x: Tensor, p: Packed, first_only: bool = False, trace: Trace | None = None,
-                codes: bool = False) -> Tensor | Codes:
+                codes: bool = False, bias: RelativeBias | None = None) -> Tensor | Codes:
         """`(T, H)` -> `(T, H)`; with `first_only`, only each sequence's first query: `(B, H)`. `codes` (no trace, no
-        `first_only`, a kernel that `kernel_gives_codes`): the rows' `Codes` alone where the kernel makes them."""
+        `first_only`, a kernel that `kernel_gives_codes`): the rows' `Codes` alone where the kernel makes them.
+        `bias`: added to the scores by relative offset (MPNet)."""
         to_bf16 = trace is None and self.kernel_reads_bf16 and hasattr(self.qkv, "forward_bf16")
         qkv = self.qkv.forward_bf16(x) if to_bf16 else self.qkv(x)
         if codes and trace is None and not first_only and self.kernel_gives_codes:
-            out = self.kernel(qkv, p, self.heads, first_only, codes=True)
+            rel = {} if bias is None else {"rel": bias.table}
+            out = self.kernel(qkv, p, self.heads, first_only, codes=True, **rel)
             if out is not None:
                 return out
-        return packed_attention(qkv, p, self.heads, first_only, trace, self.kernel)
+        return packed_attention(qkv, p, self.heads, first_only, trace, self.kernel, bias)
 
 
 class DenseNorm(nn.Module):
@@ -314,13 +352,14 @@ class Attention(nn.Module):
         self.self = SelfAttention(config)
         self.output = DenseNorm(config.hidden_size, config.hidden_size, config.layer_norm_eps)
 
-    def forward(self, x: Tensor, p: Packed, first_only: bool = False, trace: Trace | None = None) -> Tensor:
+    def forward(self, x: Tensor, p: Packed, first_only: bool = False, trace: Trace | None = None,
+                bias: RelativeBias | None = None) -> Tensor:
         residual = x[p.starts] if first_only else x
         # int8 layers on the CPU fast path (models/quantize.py) with the C attention (models/fastpath.py): the
         # attention's rows go to the output projection as its input codes only, never as fp32 rows (SelfAttention
         # says where its kernel makes them: no trace, not first_only)
         codes = self.self.kernel_gives_codes and not torch.is_grad_enabled() and self.output.takes_codes()
-        return self.output(self.self(x, p, first_only, trace, codes), residual)
+        return self.output(self.self(x, p, first_only, trace, codes, bias), residual)
 
 
 class Intermediate(nn.Module):
@@ -344,8 +383,9 @@ class Layer(nn.Module):
         self.intermediate = Intermediate(config)
         self.output = DenseNorm(config.intermediate_size, config.hidden_size, config.layer_norm_eps)
 
-    def forward(self, x: Tensor, p: Packed, first_only: bool = False, trace: Trace | None = None) -> Tensor:
-        x = self.attention(x, p, first_only, trace)
+    def forward(self, x: Tensor, p: Packed, first_only: bool = False, trace: Trace | None = None,
+                bias: RelativeBias | None = None) -> Tensor:
+        x = self.attention(x, p, first_only, trace, bias)
         inner = self.intermediate.dense
         if (trace is None and getattr(inner, "codes_out", False) and not torch.is_grad_enabled()
                 and self.output.takes_codes()):

@@ -13,9 +13,12 @@ blocks it shares:
   share the last bucket. transformers computes them with 32 buckets whatever `relative_attention_num_buckets`
   says (the table's rows past 32 are never read); so does this module.
 
-Relative distances depend only on positions inside a sequence: each sequence's attention runs alone on its
-own rows, with the top-left block of the batch's bias, so a text gives the same bits alone or in any batch
-(a `Trace`, which keeps the probabilities, takes the padded layout of the whole batch instead).
+The layers are BERT's (`coulisse.models.bert.Layer`), handed the bias as a table by offset (`RelativeBias`):
+the C attention kernel adds it to the scores over the packed batch (models/fastpath.py), so MPNet takes every CPU
+fast path BERT takes (int8 codes between layers, bf16 products, AMX tiles); SDPA, where there is no kernel, runs
+per sequence with the top-left block of the batch's bias. Relative distances depend only on positions inside a
+sequence, so a text gives the same bits alone or in any batch either way (a `Trace` that keeps the
+probabilities takes the padded layout of the whole batch instead).
 """
 
 from __future__ import annotations
@@ -28,18 +31,16 @@ from torch import Tensor, nn
 
 from coulisse.config import EncoderConfig
 from coulisse.errors import UnsupportedModelError
-from coulisse.models.bert import DenseNorm, Embeddings, Intermediate, Packed, Trace, attend, padded_rows
+from coulisse.models.bert import Embeddings, Layer, Packed, RelativeBias, Trace
 
 # transformers' MPNetEncoder.compute_position_bias: its defaults, never read from the config.
 BUCKETS = 32
 MAX_DISTANCE = 128
 
 
-def relative_buckets(width: int, device: torch.device) -> Tensor:
-    """`(L, L)` bucket of query i and key j for a padded width L, with transformers' float32 steps, so that
-    every truncation to an integer lands alike."""
-    pos = torch.arange(width, device=device)
-    n = pos[:, None] - pos[None, :]  # (L, L) query minus key: -(key - query)
+def buckets(n: Tensor) -> Tensor:
+    """The bucket of each distance `n` = query position minus key position, with transformers' float32 steps, so
+    that every truncation to an integer lands alike."""
     half = BUCKETS // 2
     exact = half // 2
     side = (n < 0).long() * half  # keys after the query take the upper half
@@ -49,89 +50,27 @@ def relative_buckets(width: int, device: torch.device) -> Tensor:
     return side + torch.where(n < exact, n, far)
 
 
-class RelativeSelfAttention(nn.Module):
-    def __init__(self, config: EncoderConfig):
-        super().__init__()
-        self.heads, self.head_dim = config.num_attention_heads, config.head_dim
-        # q, k and v in one GEMM: (T, H) @ (H, 3H)
-        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
-
-    def forward(self, x: Tensor, p: Packed, bias: Tensor, first_only: bool = False,
-                trace: Trace | None = None) -> Tensor:
-        """`(T, H)` -> `(T, H)`; with `first_only`, only each sequence's first query: `(B, H)`. `bias`:
-        `(1, h, L, L)` added to the scores. Without a trace, one SDPA per sequence on views of the packed
-        rows: a text gives the same bits alone as in any batch."""
-        qkv = self.qkv(x)  # (T, 3H)
-        if trace is not None:
-            return self.attend_padded(qkv, p, bias, first_only, trace)
-        H = qkv.shape[1] // 3
-        out = qkv.new_empty(p.batch_size if first_only else qkv.shape[0], H)
-        start = 0
-        for b, n in enumerate(p.lengths):
-            q, k, v = qkv[start:start + n].view(1, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-            rows = 1 if first_only else n  # q, k, v: (1, h, n, d)
-            seq = attend(q[:, :, :rows], k, v, bias[:, :, :rows, :n].to(q.dtype))[0]  # (h, rows, d)
-            seq = seq.transpose(0, 1).reshape(rows, H)
-            if first_only:
-                out[b] = seq[0]
-            else:
-                out[start:start + n] = seq
-            start += n
-        return out
-
-    def attend_padded(self, qkv: Tensor, p: Packed, bias: Tensor, first_only: bool, trace: Trace) -> Tensor:
-        """One attention over the padded layout `(B, L, 3H)`, padded keys masked: the probabilities a trace keeps."""
-        B, L = p.batch_size, p.max_len
-        q, k, v = padded_rows(qkv, p).view(B, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (B, h, L, d)
-        if first_only:
-            q, bias = q[:, :, :1], bias[:, :, :1]  # (B, h, 1, d), (1, h, 1, L)
-        mask = bias.to(q.dtype)
-        if p.key_mask is not None:
-            mask = mask.masked_fill(~p.key_mask, float("-inf"))  # (B, h, Lq, L)
-        out = attend(q, k, v, mask, trace=trace).permute(0, 2, 1, 3).flatten(2)  # (B, Lq, H)
-        if first_only:
-            return out[:, 0]  # (B, H)
-        flat = out.reshape(B * L, -1)
-        return flat if p.key_mask is None else flat[p.scatter]  # (T, H)
-
-
-class Attention(nn.Module):
-    def __init__(self, config: EncoderConfig):
-        super().__init__()
-        self.self = RelativeSelfAttention(config)
-        self.output = DenseNorm(config.hidden_size, config.hidden_size, config.layer_norm_eps)
-
-    def forward(self, x: Tensor, p: Packed, bias: Tensor, first_only: bool, trace: Trace | None = None) -> Tensor:
-        residual = x[p.starts] if first_only else x
-        return self.output(self.self(x, p, bias, first_only, trace), residual)
-
-
-class Layer(nn.Module):
-    def __init__(self, config: EncoderConfig):
-        super().__init__()
-        self.attention = Attention(config)
-        self.intermediate = Intermediate(config)
-        self.output = DenseNorm(config.intermediate_size, config.hidden_size, config.layer_norm_eps)
-
-    def forward(self, x: Tensor, p: Packed, bias: Tensor, first_only: bool, trace: Trace | None = None) -> Tensor:
-        x = self.attention(x, p, bias, first_only, trace)
-        return self.output(self.intermediate(x), x)
+def relative_buckets(width: int, device: torch.device) -> Tensor:
+    """`(L, L)` bucket of query i and key j for a padded width L."""
+    pos = torch.arange(width, device=device)
+    return buckets(pos[:, None] - pos[None, :])
 
 
 class Encoder(nn.Module):
     def __init__(self, config: EncoderConfig):
         super().__init__()
-        buckets = int(config.raw.get("relative_attention_num_buckets") or BUCKETS)
-        if buckets < BUCKETS:  # transformers' lookup would index past the table
+        rows = int(config.raw.get("relative_attention_num_buckets") or BUCKETS)
+        if rows < BUCKETS:  # transformers' lookup would index past the table
             raise UnsupportedModelError(
-                f"relative_attention_num_buckets={buckets} in config.json; MPNet looks up {BUCKETS} relative "
+                f"relative_attention_num_buckets={rows} in config.json; MPNet looks up {BUCKETS} relative "
                 f"buckets whatever the config says, so its table needs at least {BUCKETS} rows. Fix config.json.")
         self.layer = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
-        self.relative_attention_bias = nn.Embedding(buckets, config.num_attention_heads)
+        self.relative_attention_bias = nn.Embedding(rows, config.num_attention_heads)
 
-    def position_bias(self, width: int, device: torch.device) -> Tensor:
-        """`(1, h, L, L)`: the bias of each (query, key) distance, per head."""
-        return self.relative_attention_bias(relative_buckets(width, device)).permute(2, 0, 1)[None]
+    def position_bias(self, width: int, device: torch.device) -> RelativeBias:
+        """Each head's bias by the key's offset from the query, for sequences of up to `width` tokens."""
+        offsets = torch.arange(1 - width, width, device=device)  # key minus query
+        return RelativeBias(self.relative_attention_bias(buckets(-offsets)).T.float())  # (h, 2 width - 1)
 
     def forward(self, x: Tensor, p: Packed, first_only: bool = False, trace: Trace | None = None) -> Tensor:
         bias = self.position_bias(p.max_len, x.device)
@@ -140,7 +79,7 @@ class Encoder(nn.Module):
             trace.hidden_states.append(x)
         for i, layer in enumerate(self.layer):
             # A sequence head reads only the first token: its last layer computes only those queries.
-            x = layer(x, p, bias, first_only and i == last, trace)
+            x = layer(x, p, first_only and i == last, trace, bias)
             if trace is not None:
                 trace.hidden_states.append(x)
         return x
