@@ -158,6 +158,13 @@ def band(n: int, window: int, device: torch.device) -> Tensor:
     return (at[:, None] - at[None, :]).abs() <= window
 
 
+def band_bias(width: int, window: int, device: torch.device) -> Tensor:
+    """A local layer's window as a relative bias for the C kernel (`bert.RelativeBias`'s layout, one row every head
+    shares): 0 for keys at most `window` positions from the query, -inf beyond, in sequences of up to `width`."""
+    offsets = torch.arange(1 - width, width, device=device).abs()
+    return torch.where(offsets <= window, 0.0, float("-inf"))[None]  # (1, 2 width - 1)
+
+
 def traced_local_attention(qkv: Tensor, p: Packed, heads: int, window: int, first_only: bool, trace: Trace) -> Tensor:
     """Local attention over a padded copy `(B, L, 3H)` of the batch, its probabilities kept in `trace`: packed
     `(T, H)`, or each sequence's first query `(B, H)`."""
@@ -177,7 +184,13 @@ def local_attention(qkv: Tensor, p: Packed, heads: int, window: int, first_only:
     each sequence's first query `(B, H)`. A sequence the window covers whole is computed as in a global layer
     (the C kernel where installed), a longer one by SDPA under its band, so that a text's result does not depend
     on the batch it came in. In a batch mixing both, the whole batch takes the first path and the longer
-    sequences are then computed again under their band: attention is a small part of a forward at these lengths."""
+    sequences are then computed again under their band: attention is a small part of a forward at these lengths.
+    The C kernel, where installed, does the whole batch in one call instead, the window a -inf bias outside it
+    (`band_bias`): a sequence the window covers gets zeros added to its scores, the bits of the global path."""
+    if kernel is not None:
+        out = kernel(qkv, p, heads, first_only, rel=band_bias(p.max_len, window, qkv.device))
+        if out is not None:
+            return out
     T, H = qkv.shape[0], qkv.shape[1] // 3
     d = H // heads
     longer = [n - 1 > window for n in p.lengths]
@@ -200,9 +213,8 @@ def local_attention(qkv: Tensor, p: Packed, heads: int, window: int, first_only:
 
 
 class Attention(nn.Module):
-    # The C kernel of whole-sequence attention over the packed batch (models/fastpath.py installs it on the CPU
-    # in fp32, as on BERT's `SelfAttention`); None runs SDPA. Local layers use it for the sequences their window
-    # covers whole (`local_attention`).
+    # The C kernel of attention over the packed batch (models/fastpath.py installs it on the CPU, as on BERT's
+    # `SelfAttention`); None runs SDPA. Local layers hand it their window as a bias (`local_attention`).
     kernel = None
 
     def __init__(self, config: EncoderConfig, opts: ModernBertOptions, layer_type: str):
