@@ -5,9 +5,10 @@ The model has answerdotai/ModernBERT-base's shape (22 layers, hidden 768, GeGLU 
 themselves (32k entries), so the token counts are those of a French review, not of a tiny test vocabulary.
 Both sides run the same texts in batches of `--batch` reviews, tokenized beforehand (only the forward is timed):
 transformers on padded batches (SDPA, its default), coulisse on packed ones (its engine). Prints the median of
-`--repeats` passes for each side, run in turns, and of their ratios, at each thread count.
+`--repeats` passes for each side, run in turns, and of their ratios, at each thread count; `--fast` times
+coulisse's `--fast` pipeline (int8 or bf16, whichever this CPU runs best) against the same transformers passes.
 
-    python bench/modernbert_speed.py --texts 64 --threads 1 2
+    python bench/modernbert_speed.py --texts 64 --threads 1 2 [--fast]
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--reviews", type=Path, default=REVIEWS)
+    parser.add_argument("--fast", action="store_true", help="coulisse's --fast pipeline rather than exact")
     args = parser.parse_args()
 
     import transformers
@@ -102,7 +104,8 @@ def main() -> None:
           f"transformers computes {padded} positions with the padding, coulisse {tokens}")
     for threads in args.threads:
         torch.set_num_threads(threads)
-        ours = pipeline("text-classification", model=directory, threads=threads, max_batch_size=args.batch)
+        ours = pipeline("text-classification", model=directory, threads=threads, max_batch_size=args.batch,
+                        fast=args.fast)
         items = ours.preprocess(texts)
 
         def run_theirs():
@@ -112,8 +115,9 @@ def main() -> None:
 
         a, b = paired_seconds(run_theirs, partial(ours.forward, items), args.repeats)
         ratios = [x / y for x, y in zip(a, b, strict=True)]
-        print(f"{threads} thread(s): transformers {statistics.median(a):.2f} s, coulisse {statistics.median(b):.2f} s "
-              f"(medians of {args.repeats}); coulisse {statistics.median(ratios):.2f}x transformers' speed "
+        mode = "coulisse --fast" if args.fast else "coulisse"
+        print(f"{threads} thread(s): transformers {statistics.median(a):.2f} s, {mode} {statistics.median(b):.2f} s "
+              f"(medians of {args.repeats}); {mode} {statistics.median(ratios):.2f}x transformers' speed "
               f"(median of the pairs' ratios, {min(ratios):.2f}-{max(ratios):.2f})")
 
 
