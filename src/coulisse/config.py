@@ -100,8 +100,9 @@ class EncoderConfig:
         except TypeError as e:  # pragma: no cover - dataclass field errors
             raise ModelLoadError(f"config.json has an invalid field: {e}") from e
         if config.max_positions < 1:  # RoBERTa's positions start past the padding id
+            start = "pad_token_id + 1" if config.family.padding_idx is None else "its padding index + 1"
             raise _config_error("max_position_embeddings", config.max_position_embeddings,
-                                f"more than pad_token_id + 1 = {config.position_offset} ({model_type} numbers "
+                                f"more than {start} = {config.position_offset} ({model_type} numbers "
                                 "positions from there)")
         return config
 

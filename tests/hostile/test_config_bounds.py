@@ -64,6 +64,8 @@ def _refused(tmp_path, changes: dict, error=UnsafeCheckpointError) -> str:
     ({"model_type": "modernbert", "classifier_pooling": ["mean"]}, "classifier_pooling = ['mean']; expected a string"),
     ({"model_type": "roberta", "max_position_embeddings": 10, "pad_token_id": 20},
      "max_position_embeddings = 10; expected more than pad_token_id + 1 = 21"),
+    ({"model_type": "mpnet", "max_position_embeddings": 2, "pad_token_id": 20},  # MPNet's padding index is 1
+     "max_position_embeddings = 2; expected more than its padding index + 1 = 2"),
 ])
 def test_each_violation_is_one_line_naming_field_value_limit_and_fix(changes, expected, tmp_path):
     message = _refused(tmp_path, changes)
