@@ -77,48 +77,62 @@ def paired_seconds(first, second, repeats: int) -> tuple[list[float], list[float
     return times
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def compare(directory: Path, texts: list[str], batch: int, threads: list[int], repeats: int,
+            modes: list[str]) -> None:
+    """transformers on padded batches of `batch` texts against coulisse's pipeline on packed ones, in each of
+    `modes` ("exact", "fast") at each thread count: the texts tokenized beforehand, only the forwards timed."""
+    import transformers
+
+    from coulisse import pipeline
+
+    theirs = transformers.AutoModelForSequenceClassification.from_pretrained(str(directory)).eval()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(str(directory))
+    batches = [hf_tok(texts[i:i + batch], padding=True, truncation=True, return_tensors="pt")
+               for i in range(0, len(texts), batch)]
+    tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+    padded = sum(b["input_ids"].numel() for b in batches)
+    print(f"{len(texts)} reviews, {tokens} tokens ({tokens / len(texts):.0f} a review), batches of {batch}: "
+          f"transformers computes {padded} positions with the padding, coulisse {tokens}")
+
+    def run_theirs():
+        with torch.inference_mode():
+            for b in batches:
+                theirs(**b)
+
+    for count in threads:
+        torch.set_num_threads(count)
+        for mode in modes:
+            ours = pipeline("text-classification", model=directory, threads=count, max_batch_size=batch,
+                            fast=mode == "fast")
+            # both sides read the same ids
+            assert ours.tokenizer(texts[0])["input_ids"] == hf_tok(texts[0])["input_ids"], "the tokenizers differ"
+            items = ours.preprocess(texts)
+            a, b = paired_seconds(run_theirs, partial(ours.forward, items), repeats)
+            ratios = [x / y for x, y in zip(a, b, strict=True)]
+            print(f"{count} thread(s): transformers {statistics.median(a):.2f} s, coulisse {mode} "
+                  f"{statistics.median(b):.2f} s (medians of {repeats}); {statistics.median(ratios):.2f}x "
+                  f"transformers' speed (median of the pairs' ratios, {min(ratios):.2f}-{max(ratios):.2f})")
+
+
+def arguments(description: str) -> argparse.ArgumentParser:
+    """The options both model benchmarks take: how many reviews, batch size, thread counts, passes, the CSV."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--texts", type=int, default=64)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--reviews", type=Path, default=REVIEWS)
+    return parser
+
+
+def main() -> None:
+    parser = arguments(__doc__.split("\n\n")[0])
     parser.add_argument("--fast", action="store_true", help="coulisse's --fast pipeline rather than exact")
     args = parser.parse_args()
-
-    import transformers
-
-    from coulisse import pipeline
-
-    texts = reviews(args.reviews, args.texts)
     directory = Path(tempfile.mkdtemp(prefix="modernbert-bench-"))
     build(directory, reviews(args.reviews, 2_000))
-    theirs = transformers.AutoModelForSequenceClassification.from_pretrained(str(directory)).eval()
-    hf_tok = transformers.AutoTokenizer.from_pretrained(str(directory))
-    batches = [hf_tok(texts[i:i + args.batch], padding=True, truncation=True, return_tensors="pt")
-               for i in range(0, len(texts), args.batch)]
-    tokens = sum(int(b["attention_mask"].sum()) for b in batches)
-    padded = sum(b["input_ids"].numel() for b in batches)
-    print(f"{len(texts)} reviews, {tokens} tokens ({tokens / len(texts):.0f} a review), batches of {args.batch}: "
-          f"transformers computes {padded} positions with the padding, coulisse {tokens}")
-    for threads in args.threads:
-        torch.set_num_threads(threads)
-        ours = pipeline("text-classification", model=directory, threads=threads, max_batch_size=args.batch,
-                        fast=args.fast)
-        items = ours.preprocess(texts)
-
-        def run_theirs():
-            with torch.inference_mode():
-                for b in batches:
-                    theirs(**b)
-
-        a, b = paired_seconds(run_theirs, partial(ours.forward, items), args.repeats)
-        ratios = [x / y for x, y in zip(a, b, strict=True)]
-        mode = "coulisse --fast" if args.fast else "coulisse"
-        print(f"{threads} thread(s): transformers {statistics.median(a):.2f} s, {mode} {statistics.median(b):.2f} s "
-              f"(medians of {args.repeats}); {mode} {statistics.median(ratios):.2f}x transformers' speed "
-              f"(median of the pairs' ratios, {min(ratios):.2f}-{max(ratios):.2f})")
+    compare(directory, reviews(args.reviews, args.texts), args.batch, args.threads, args.repeats,
+            ["fast" if args.fast else "exact"])
 
 
 if __name__ == "__main__":

@@ -12,15 +12,12 @@ for each side, run in turns, and of their ratios, at each thread count, for each
 
 from __future__ import annotations
 
-import argparse
 import json
-import statistics
 import tempfile
-from functools import partial
 from pathlib import Path
 
 import torch
-from modernbert_speed import REVIEWS, paired_seconds, reviews
+from modernbert_speed import arguments, compare, reviews
 
 SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "[UNK]")
 
@@ -43,49 +40,12 @@ def build(directory: Path, corpus: list[str]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--texts", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = arguments(__doc__.split("\n\n")[0])
     parser.add_argument("--modes", nargs="+", choices=("exact", "fast"), default=["exact", "fast"])
-    parser.add_argument("--reviews", type=Path, default=REVIEWS)
     args = parser.parse_args()
-
-    import transformers
-
-    from coulisse import pipeline
-
-    texts = reviews(args.reviews, args.texts)
     directory = Path(tempfile.mkdtemp(prefix="mpnet-bench-"))
     build(directory, reviews(args.reviews, 2_000))
-    theirs = transformers.AutoModelForSequenceClassification.from_pretrained(str(directory)).eval()
-    hf_tok = transformers.AutoTokenizer.from_pretrained(str(directory))
-    batches = [hf_tok(texts[i:i + args.batch], padding=True, truncation=True, return_tensors="pt")
-               for i in range(0, len(texts), args.batch)]
-    tokens = sum(int(b["attention_mask"].sum()) for b in batches)
-    padded = sum(b["input_ids"].numel() for b in batches)
-    print(f"{len(texts)} reviews, {tokens} tokens ({tokens / len(texts):.0f} a review), batches of {args.batch}: "
-          f"transformers computes {padded} positions with the padding, coulisse {tokens}")
-    for threads in args.threads:
-        torch.set_num_threads(threads)
-        for mode in args.modes:
-            ours = pipeline("text-classification", model=directory, threads=threads, max_batch_size=args.batch,
-                            fast=mode == "fast")
-            if threads == args.threads[0] and mode == args.modes[0]:  # both sides read the same ids
-                assert ours.tokenizer(texts[0])["input_ids"] == hf_tok(texts[0])["input_ids"], "tokenizers differ"
-            items = ours.preprocess(texts)
-
-            def run_theirs():
-                with torch.inference_mode():
-                    for b in batches:
-                        theirs(**b)
-
-            a, b = paired_seconds(run_theirs, partial(ours.forward, items), args.repeats)
-            ratios = [x / y for x, y in zip(a, b, strict=True)]
-            print(f"{threads} thread(s): transformers {statistics.median(a):.2f} s, coulisse {mode} "
-                  f"{statistics.median(b):.2f} s (medians of {args.repeats}); {statistics.median(ratios):.2f}x "
-                  f"transformers' speed (median of the pairs' ratios, {min(ratios):.2f}-{max(ratios):.2f})")
+    compare(directory, reviews(args.reviews, args.texts), args.batch, args.threads, args.repeats, args.modes)
 
 
 if __name__ == "__main__":
