@@ -114,19 +114,13 @@ def compare(directory: Path, texts: list[str], batch: int, threads: list[int], r
                   f"transformers' speed (median of the pairs' ratios, {min(ratios):.2f}-{max(ratios):.2f})")
 
 
-def arguments(description: str) -> argparse.ArgumentParser:
-    """The options both model benchmarks take: how many reviews, batch size, thread counts, passes, the CSV."""
-    parser = argparse.ArgumentParser(description=description)
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--texts", type=int, default=64)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--reviews", type=Path, default=REVIEWS)
-    return parser
-
-
-def main() -> None:
-    parser = arguments(__doc__.split("\n\n")[0])
     parser.add_argument("--fast", action="store_true", help="coulisse's --fast pipeline rather than exact")
     args = parser.parse_args()
     directory = Path(tempfile.mkdtemp(prefix="modernbert-bench-"))
