@@ -400,14 +400,16 @@ class Encoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
 
-    def forward(self, x: Tensor, p: Packed, first_only: bool = False, trace: Trace | None = None) -> Tensor:
+    def forward(self, x: Tensor, p: Packed, first_only: bool = False, trace: Trace | None = None,
+                bias: RelativeBias | None = None) -> Tensor:
+        """`bias`: added to every layer's scores by relative offset (MPNet's encoder passes its own)."""
         last = len(self.layer) - 1
         if trace is not None:
             trace.hidden_states.append(x)
         for i, layer in enumerate(self.layer):
             # A sequence head reads only the first token: in the last layer, the other tokens are
             # still needed as keys and values, but their queries and feed-forward are not.
-            x = layer(x, p, first_only and i == last, trace)
+            x = layer(x, p, first_only and i == last, trace, bias)
             if trace is not None:
                 trace.hidden_states.append(x)
         return x

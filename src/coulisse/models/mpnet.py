@@ -13,7 +13,7 @@ blocks it shares:
   share the last bucket. transformers computes them with 32 buckets whatever `relative_attention_num_buckets`
   says (the table's rows past 32 are never read); so does this module.
 
-The layers are BERT's (`coulisse.models.bert.Layer`), handed the bias as a table by offset (`RelativeBias`):
+The encoder and its layers are BERT's (`coulisse.models.bert`), handed the bias as a table by offset (`RelativeBias`):
 the C attention kernel adds it to the scores over the packed batch (models/fastpath.py), so MPNet takes every CPU
 fast path BERT takes (int8 codes between layers, bf16 products, AMX tiles); SDPA, where there is no kernel, runs
 per sequence with the top-left block of the batch's bias. Relative distances depend only on positions inside a
@@ -31,7 +31,8 @@ from torch import Tensor, nn
 
 from coulisse.config import EncoderConfig
 from coulisse.errors import UnsupportedModelError
-from coulisse.models.bert import Embeddings, Layer, Packed, RelativeBias, Trace
+from coulisse.models import bert
+from coulisse.models.bert import Embeddings, Packed, RelativeBias, Trace
 
 # transformers' MPNetEncoder.compute_position_bias: its defaults, never read from the config.
 BUCKETS = 32
@@ -56,15 +57,16 @@ def relative_buckets(width: int, device: torch.device) -> Tensor:
     return buckets(pos[:, None] - pos[None, :])
 
 
-class Encoder(nn.Module):
+class Encoder(bert.Encoder):
+    """BERT's encoder, plus the bias table by relative bucket that every layer adds to its scores."""
+
     def __init__(self, config: EncoderConfig):
-        super().__init__()
         rows = int(config.raw.get("relative_attention_num_buckets") or BUCKETS)
         if rows < BUCKETS:  # transformers' lookup would index past the table
             raise UnsupportedModelError(
                 f"relative_attention_num_buckets={rows} in config.json; MPNet looks up {BUCKETS} relative "
                 f"buckets whatever the config says, so its table needs at least {BUCKETS} rows. Fix config.json.")
-        self.layer = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
+        super().__init__(config)
         self.relative_attention_bias = nn.Embedding(rows, config.num_attention_heads)
 
     def position_bias(self, width: int, device: torch.device) -> RelativeBias:
@@ -73,16 +75,7 @@ class Encoder(nn.Module):
         return RelativeBias(self.relative_attention_bias(buckets(-offsets)).T.float())  # (h, 2 width - 1)
 
     def forward(self, x: Tensor, p: Packed, first_only: bool = False, trace: Trace | None = None) -> Tensor:
-        bias = self.position_bias(p.max_len, x.device)
-        last = len(self.layer) - 1
-        if trace is not None:
-            trace.hidden_states.append(x)
-        for i, layer in enumerate(self.layer):
-            # A sequence head reads only the first token: its last layer computes only those queries.
-            x = layer(x, p, first_only and i == last, trace, bias)
-            if trace is not None:
-                trace.hidden_states.append(x)
-        return x
+        return super().forward(x, p, first_only, trace, self.position_bias(p.max_len, x.device))
 
 
 class MPNetModel(nn.Module):
