@@ -731,3 +731,90 @@ def test_a_key_a_band_leaves_out_weighs_exactly_zero(bf16, hidden, heads):
     outside = (at[:, None] - at[None, :]).abs() > 3
     assert (out[outside] == 0).all()
     assert torch.allclose(out.sum(1), torch.ones(n), atol=1e-2 if bf16 else 1e-5)
+
+
+# ---------------------------------------------------------------- a band's keys outside every window are skipped
+
+BAND_LENGTHS = [1, 7, 40, 129, 300, 517]  # one block of queries to dozens, windows inside and past the sequence
+
+
+def band_checks(hidden: int, heads: int, bf16: bool) -> None:
+    """The two claims of a unit that skips the keys a band leaves out (key_range in _attention.c), for one head width
+    on whichever unit this process runs (`bf16`: the bf16-product one):
+    - the same bits as the unit computing every key: a table of -1e30 where the band has -inf leaves no offset out
+      (every key is computed, and weighs exactly 0 there as with -inf), at 1 and 2 threads, all queries and
+      first-only, with its codes;
+    - keys are skipped: NaN keys and values at both ends of a 600-token sequence reach the queries whose window holds
+      them, and no query farther than a block of queries and a vector of keys (100 tokens) from them, whose rows are
+      those of a run with finite values there. Computing every key, every row would be NaN (NaN scores)."""
+    run = fastpath.c_packed_attention_bf16 if bf16 else fastpath.c_packed_attention
+    qkv, p = packed(BAND_LENGTHS, hidden, seed=41)
+    band = rel_table(heads, 520, 0, band=20)
+    every = band.nan_to_num(neginf=-1e30)
+    for first_only in (False, True):
+        skipped = at_thread_counts(lambda: run(qkv, p, heads, first_only, rel=band), (1, 2))  # noqa: B023
+        computed = run(qkv, p, heads, first_only, rel=every)
+        assert torch.equal(skipped[0], computed) and torch.equal(skipped[1], computed), (hidden, first_only)
+    assert torch.equal(run(qkv, p, heads, False, codes=True, rel=band).q,
+                       run(qkv, p, heads, False, codes=True, rel=every).q)
+    n, window = 600, 8
+    qkv, p = packed([n], hidden, seed=42)
+    clean = run(qkv, p, heads, False, rel=rel_table(heads, n, 0, band=window))
+    H = hidden
+    qkv[[0, n - 1], H:] = float("nan")  # keys and values of the first and last token
+    out = run(qkv, p, heads, False, rel=rel_table(heads, n, 0, band=window))
+    assert out[:window + 1].isnan().all() and out[n - 1 - window:].isnan().all()
+    assert torch.equal(out[100:n - 100], clean[100:n - 100])
+
+
+BAND_SHAPES = [(768, 12), (96, 4), (60, 5)]  # head widths 64, 24 (AVX2 only), 12 (scalar only)
+
+
+@pytest.mark.parametrize("hidden,heads", BAND_SHAPES, ids=[f"d{h // n}" for h, n in BAND_SHAPES])
+def test_a_band_skips_the_keys_outside_its_windows_without_changing_a_bit(hidden, heads):
+    """The fp32 units this CPU runs (AVX-512 for 64, AVX2 for 24, scalar for 12): `band_checks`."""
+    band_checks(hidden, heads, bf16=False)
+
+
+@needs_bf16_dot
+def test_a_band_skips_keys_with_bf16_products_without_changing_a_bit():
+    """The bf16-product unit (AMX tiles where the CPU has them): `band_checks`."""
+    band_checks(768, 12, bf16=True)
+
+
+BAND_SCRIPT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from test_attention_kernel import band_checks
+band_checks(768, 12, bf16=sys.argv[2] == "bf16")
+"""
+
+
+@pytest.mark.parametrize("cap", ["avx2", "scalar", "no-amx"])
+def test_a_band_skips_keys_in_the_units_this_cpu_does_not_pick(cap):
+    """A head width of 64 on the units a capped process runs (read once per process: a child each): AVX2 and scalar
+    (COULISSE_INT8_ISA), and the AVX512-BF16 unit where AMX would take the bf16 products (COULISSE_ATTENTION_AMX=0)."""
+    env = {**os.environ, **({"COULISSE_ATTENTION_AMX": "0"} if cap == "no-amx" else {"COULISSE_INT8_ISA": cap})}
+    if cap == "no-amx" and not Q.kernels().has_bf16_dot():
+        pytest.skip("this CPU does not multiply bf16 pairs (no AVX512-BF16)")
+    subprocess.run([sys.executable, "-c", BAND_SCRIPT, os.path.dirname(__file__), "bf16" if cap == "no-amx" else ""],
+                   env=env, check=True)
+
+
+LONG_SHAPES = [(768, 12), (96, 4)]  # head widths 64 (AVX-512 where present, else AVX2) and 24 (AVX2 only)
+
+
+@pytest.mark.parametrize("hidden,heads", LONG_SHAPES, ids=[f"d{h // n}" for h, n in LONG_SHAPES])
+@pytest.mark.parametrize("table", [None, "band"], ids=["global", "band"])
+def test_long_sequences_within_the_fp32_bound(hidden, heads, table):
+    """Sequences past the lengths where the AVX-512 unit takes its queries by superblocks of 64 and its keys by chunks
+    of 512 (600: one chunk and a part; 1,100: three, its last superblock partial), with the values copied out of the
+    packed rows (from 256 tokens on): within the float64 bound of `reference`, all queries and first-only; a band's
+    keys skipped by blocks of queries too."""
+    qkv, p = packed([600, 37, 1100], hidden, seed=43)
+    rel = rel_table(heads, 1100, 0, band=70) if table else None
+    for first_only in (False, True):
+        out = c_attention(qkv, p, heads, first_only, rel=rel)
+        expected, bound = reference(qkv, p, heads, first_only, rel)
+        err = (out.double() - expected).abs()
+        assert (err <= bound).all(), f"max error {err.max():.2e}, where the bound was {bound[err > bound].min():.2e}"

@@ -14,10 +14,13 @@
  *   scores multiplied by scale * log2(e) as they are stored;
  *   each row of S becomes p_j = 2^(s_j - max_j s_j) for j < n, with their sum l; the output rows are
  *   (sum_j p_j v_j) / l, accumulated over the keys for 4 (AVX2: 6) queries at a time in registers.
+ * With a bias that is -inf at some offsets (a local layer's window), a block of queries reads only the keys its
+ * window can reach (key_range): a local layer's cost grows as n, not n^2, to the same bits.
  * This is the arithmetic of softmax(scale Q K^T) V; it differs from SDPA's by the order of the fp32
  * sums and by exp's rounding (2^r by its degree-6 Taylor polynomial, relative error ~1.3e-7), within
  * the fp32 error bound of the exact result (tests/models/test_attention_kernel.py). A row whose scores
- * hold a NaN, a +inf, or only -inf has NaN outputs, as SDPA gives; never a finite value.
+ * hold a NaN, a +inf, or only -inf has NaN outputs, as SDPA gives; never a finite value (the scores of the keys
+ * its block reads: a NaN key outside every window of the block is not read).
  *
  * AVX-512 (16 lanes) or AVX2 (8 lanes) where the head width is a multiple of the vector width, else
  * scalar C; chosen per call by the same level as the other kernels (coulisse_isa_level).
@@ -37,6 +40,9 @@
 
 #define MQ 8  /* queries per block of S, AVX-512 and scalar */
 #define QB2 6 /* AVX2: 12 accumulators of its 16 registers */
+#define LONG_KEYS 512 /* AVX-512 (unit_avx512): from this length on, queries go by superblocks of SUPER_Q, */
+#define SUPER_Q 64    /* keys by chunks of KEY_CHUNK */
+#define KEY_CHUNK 512
 
 typedef struct {
     int64_t seq, q0, q1;
@@ -72,11 +78,34 @@ typedef struct {
      * (before the base-2 scaling); rel_head is 0 where every head shares one row */
     const float *rel;
     int64_t rel_head, rel_mid;
+    int64_t rel_lo, rel_hi; /* the offsets j - i at which some head's bias is finite: keys outside weigh nothing */
 } Job;
 
 /* The relative bias that query i's scores over keys j = 0 .. n - 1 add: b[j], contiguous in j. */
 static inline const float *rel_row(const Job *job, int head, int64_t i) {
     return job->rel + (int64_t)head * job->rel_head + job->rel_mid - i;
+}
+
+/* The keys [*lo, *hi) that queries i0 .. i0 + m - 1 of a sequence of n tokens can weigh: every key without a bias,
+ * else those at an offset where the bias has a finite value (a local layer's window), lo rounded down to a multiple of
+ * `align` and hi up to one (or to n). Any other key's score is -inf and its weight exactly 0 (2^x is 0 below -126),
+ * which adds nothing to its row's sum or to P V: a unit that skips those keys computes the bits it computed over all
+ * of them, where its vectors' lanes keep their keys (lo a multiple of their width; hi one too, unless it is n). A
+ * local layer's queries then cost O(window) each, not O(n): 4,096 tokens, a window of 129, ~30x less work. */
+static inline void key_range(const Job *job, int64_t i0, int64_t m, int64_t n, int64_t align, int64_t *lo,
+                             int64_t *hi) {
+    int64_t a = 0, b = n;
+    if (job->rel) {
+        a = i0 + job->rel_lo;
+        b = i0 + m + job->rel_hi; /* past the last query's last key */
+        a = a < 0 ? 0 : a > n ? n : a;
+        b = b < 0 ? 0 : b > n ? n : b;
+        a -= a % align;
+        b += (align - b % align) % align;
+        b = b > n ? n : b < a ? a : b;
+    }
+    *lo = a;
+    *hi = b;
 }
 
 /* s_j += mul * b_j for j < n: the bias in the units of the scores it joins (mul: log2(e) where they are in base 2,
@@ -89,6 +118,28 @@ static void add_rel(float *s, const float *b, int64_t n, float mul) {
 #define LOG2E 1.44269504088896341f
 
 /* ---------------------------------------------------------------- scalar */
+
+/* Where P V reads a head's values, `*row` floats apart: in place, or, from COPY_VALUES_MIN tokens on, copied into
+ * vt, n rows of d floats side by side. In place, the rows are 3H floats apart (9 kB at H = 768): at that stride they
+ * fall in a 16th of L2's sets (2 MB, 16 ways: 512 kB of them; Zen 3's 512 kB, 8 ways: 128 kB) and evict each other
+ * once a sequence is long enough, while P V reads them all again for every block of queries; copied, they take every
+ * set. The rows 16 ahead are asked for first (the hardware prefetchers do not follow the stride). Either way the
+ * same products in the same order: the same bits. One head's attention over 2,048 tokens 225 -> 101 ms, 4,096 1,069
+ * -> 528 ms (AVX-512; AVX2 unit 323 -> 156 and 1,630 -> 987 ms), one thread, AMX Xeon, session 35; at reviews'
+ * lengths the copy measured 0-5 % slower, hence the threshold. */
+#define COPY_VALUES_MIN 256
+static const float *values_of(const float *v, int64_t row, int64_t n, int64_t d, float *vt, int64_t *stride) {
+    *stride = row;
+    if (n < COPY_VALUES_MIN) return v;
+    *stride = d;
+    for (int64_t j = 0; j < n; j++) {
+        if (j + 16 < n)
+            for (int64_t c = 0; c < d; c += 16) __builtin_prefetch(v + (j + 16) * row + c, 0, 3);
+        memcpy(vt + j * d, v + j * row, sizeof(float) * (size_t)d);
+    }
+    return vt;
+}
+
 
 /* K^T of one head into kt (d rows of np floats, zeros from n on): each key row is read once, in order
  * (reading a column at a time would touch a new cache line per element, and n key rows of a head span
@@ -109,9 +160,11 @@ static void unit_scalar(const Job *job, const Unit *u, float *kt, float *s) {
         /* a bias joins the raw products divided by the scale they are multiplied by next (a zero bias: the bits of
          * none) */
         const float *b = job->rel ? rel_row(job, u->head, i) : NULL, unscale = 1.0f / job->scale;
+        int64_t lo, hi;
+        key_range(job, i, 1, n, 1, &lo, &hi);
         float m = -INFINITY;
         int bad = 0;
-        for (int64_t j = 0; j < n; j++) {
+        for (int64_t j = lo; j < hi; j++) {
             float acc = 0.0f;
             for (int64_t c = 0; c < d; c++) acc = fmaf(q[c], kt[c * np + j], acc);
             if (b) acc += b[j] * unscale;
@@ -120,7 +173,7 @@ static void unit_scalar(const Job *job, const Unit *u, float *kt, float *s) {
             m = acc > m ? acc : m;
         }
         float l = 0.0f;
-        for (int64_t j = 0; j < n; j++) {
+        for (int64_t j = lo; j < hi; j++) {
             s[j] = expf((s[j] - m) * job->scale);
             l += s[j];
         }
@@ -129,7 +182,7 @@ static void unit_scalar(const Job *job, const Unit *u, float *kt, float *s) {
                    (int64_t)u->head * d;
         for (int64_t c = 0; c < d; c++) {
             float acc = 0.0f;
-            for (int64_t j = 0; j < n; j++) acc = fmaf(s[j], base[j * job->row + 2 * job->hidden + c], acc);
+            for (int64_t j = lo; j < hi; j++) acc = fmaf(s[j], base[j * job->row + 2 * job->hidden + c], acc);
             o[c] = acc * inv;
         }
     }
@@ -162,6 +215,12 @@ __attribute__((target("avx2,fma"))) static void transpose_keys_avx2(const float 
             for (int i = 0; i < 8; i++) _mm256_storeu_ps(kt + (c + i) * np + j, t[i]);
         }
     }
+}
+
+/* A row of outputs: o (d floats) times inv, into out. */
+__attribute__((target("avx2,fma"))) static void store_avx2(float *out, const float *o, float inv, int64_t d) {
+    const __m256 sc = _mm256_set1_ps(inv);
+    for (int64_t c = 0; c < d; c += 8) _mm256_storeu_ps(out + c, _mm256_mul_ps(_mm256_loadu_ps(o + c), sc));
 }
 
 /* 2^x for x <= 0, as exp2_avx512: 2^n * p(x - n), the exponent built in the integer lanes; 0 below -126. */
@@ -215,67 +274,72 @@ __attribute__((target("avx2,fma"))) static float softmax_row_avx2(float *s, int6
     return 1.0f / l;
 }
 
-__attribute__((target("avx2,fma"))) static void unit_avx2(const Job *job, const Unit *u, float *kt, float *s) {
-    const int64_t n = job->lengths[u->seq], np = (n + 15) & ~(int64_t)15, d = job->d;
-    const float *base = job->qkv + job->starts[u->seq] * job->row + (int64_t)u->head * d;
-    const float *vbase = base + 2 * job->hidden;
-    const int64_t row = job->row;
-    transpose_keys_avx2(base + job->hidden, job->row, n, np, d, kt);
-    const __m256 vc = _mm256_set1_ps(job->scale * LOG2E); /* scores in base 2 */
-    float inv[QB2];
-    for (int64_t i0 = u->q0; i0 < u->q1; i0 += QB2) {
-        const int64_t m = u->q1 - i0 < QB2 ? u->q1 - i0 : QB2;
-        const float *qr[QB2];
-        for (int r = 0; r < QB2; r++) qr[r] = base + (i0 + (r < m ? r : m - 1)) * job->row;
-        /* S = Q K^T: 6 queries x 16 keys per step (12 accumulators of the 16 registers) */
-        for (int64_t j = 0; j < np; j += 16) {
-            __m256 a[QB2][2];
-            for (int r = 0; r < QB2; r++) a[r][0] = a[r][1] = _mm256_setzero_ps();
-            for (int64_t c = 0; c < d; c++) {
-                __m256 k0 = _mm256_loadu_ps(kt + c * np + j), k1 = _mm256_loadu_ps(kt + c * np + j + 8);
+/* S = Q K^T for one block of 6 queries (rows qr) and keys j .. e - 1 (multiples of 16), into its rows of s (np
+ * apart), multiplied by c: 6 queries x 16 keys per step (12 accumulators of the 16 registers). */
+__attribute__((target("avx2,fma"))) static void scores_avx2(const float *kt, int64_t np, int64_t d,
+                                                            const float *const *qr, int64_t j, int64_t e, float c,
+                                                            float *s) {
+    const __m256 vc = _mm256_set1_ps(c);
+    for (; j < e; j += 16) {
+        __m256 a[QB2][2];
+        for (int r = 0; r < QB2; r++) a[r][0] = a[r][1] = _mm256_setzero_ps();
+        for (int64_t k = 0; k < d; k++) {
+            __m256 k0 = _mm256_loadu_ps(kt + k * np + j), k1 = _mm256_loadu_ps(kt + k * np + j + 8);
+            for (int r = 0; r < QB2; r++) {
+                __m256 b = _mm256_broadcast_ss(qr[r] + k);
+                a[r][0] = _mm256_fmadd_ps(b, k0, a[r][0]);
+                a[r][1] = _mm256_fmadd_ps(b, k1, a[r][1]);
+            }
+        }
+        for (int r = 0; r < QB2; r++) {
+            _mm256_storeu_ps(s + r * np + j, _mm256_mul_ps(a[r][0], vc));
+            _mm256_storeu_ps(s + r * np + j + 8, _mm256_mul_ps(a[r][1], vc));
+        }
+    }
+}
+
+/* o += P V for 6 query rows (their weights p[r][j]) over keys j .. e - 1: 6 queries x 16 columns per step, a last 8
+ * columns apart, the accumulators read from o (rows d apart; zeros with `init`) and written back (as values_avx512).
+ */
+__attribute__((target("avx2,fma"))) static void values_avx2(const float *const *p, const float *vbase, int64_t row,
+                                                            int64_t j, int64_t e, int64_t d, int init, float *o,
+                                                            float *const *out, const float *inv) {
+    for (int64_t c = 0; c < d; c += 16) {
+        if (d - c >= 16) { /* constant indices throughout: the 12 accumulators stay in registers */
+            __m256 acc[QB2][2];
+            for (int r = 0; r < QB2; r++) {
+                acc[r][0] = init ? _mm256_setzero_ps() : _mm256_loadu_ps(o + r * d + c);
+                acc[r][1] = init ? _mm256_setzero_ps() : _mm256_loadu_ps(o + r * d + c + 8);
+            }
+            for (int64_t i = j; i < e; i++) {
+                const float *v = vbase + i * row + c;
+                __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8);
                 for (int r = 0; r < QB2; r++) {
-                    __m256 b = _mm256_broadcast_ss(qr[r] + c);
-                    a[r][0] = _mm256_fmadd_ps(b, k0, a[r][0]);
-                    a[r][1] = _mm256_fmadd_ps(b, k1, a[r][1]);
+                    __m256 b = _mm256_broadcast_ss(p[r] + i);
+                    acc[r][0] = _mm256_fmadd_ps(b, v0, acc[r][0]);
+                    acc[r][1] = _mm256_fmadd_ps(b, v1, acc[r][1]);
                 }
             }
             for (int r = 0; r < QB2; r++) {
-                _mm256_storeu_ps(s + r * np + j, _mm256_mul_ps(a[r][0], vc));
-                _mm256_storeu_ps(s + r * np + j + 8, _mm256_mul_ps(a[r][1], vc));
+                if (out && !out[r]) continue;
+                const __m256 sc = _mm256_set1_ps(out ? inv[r] : 1.0f);
+                float *to = out ? out[r] + c : o + r * d + c;
+                _mm256_storeu_ps(to, out ? _mm256_mul_ps(acc[r][0], sc) : acc[r][0]);
+                _mm256_storeu_ps(to + 8, out ? _mm256_mul_ps(acc[r][1], sc) : acc[r][1]);
             }
-        }
-        if (job->rel)
-            for (int r = 0; r < m; r++) add_rel(s + r * np, rel_row(job, u->head, i0 + r), n, LOG2E);
-        for (int r = 0; r < m; r++) inv[r] = softmax_row_avx2(s + r * np, n);
-        /* O = P V: 6 queries x 16 columns per step; padded query rows repeat the last real one */
-        const float *p[QB2];
-        for (int r = 0; r < QB2; r++) p[r] = s + (r < m ? r : m - 1) * np;
-        for (int64_t c = 0; c < d; c += 16) {
-            __m256 o[QB2][2];
-            for (int r = 0; r < QB2; r++) o[r][0] = o[r][1] = _mm256_setzero_ps();
-            if (d - c >= 16) {
-                for (int64_t j = 0; j < n; j++) {
-                    const float *v = vbase + j * row + c;
-                    __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8);
-                    for (int r = 0; r < QB2; r++) {
-                        __m256 b = _mm256_broadcast_ss(p[r] + j);
-                        o[r][0] = _mm256_fmadd_ps(b, v0, o[r][0]);
-                        o[r][1] = _mm256_fmadd_ps(b, v1, o[r][1]);
-                    }
-                }
-            } else { /* a last 8 columns */
-                for (int64_t j = 0; j < n; j++) {
-                    __m256 v0 = _mm256_loadu_ps(vbase + j * row + c);
-                    for (int r = 0; r < QB2; r++) o[r][0] = _mm256_fmadd_ps(_mm256_broadcast_ss(p[r] + j), v0, o[r][0]);
-                }
+        } else { /* a last 8 columns */
+            __m256 acc[QB2];
+            for (int r = 0; r < QB2; r++) acc[r] = init ? _mm256_setzero_ps() : _mm256_loadu_ps(o + r * d + c);
+            for (int64_t i = j; i < e; i++) {
+                __m256 v0 = _mm256_loadu_ps(vbase + i * row + c);
+                for (int r = 0; r < QB2; r++) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(p[r] + i), v0, acc[r]);
             }
-            for (int r = 0; r < QB2; r++) { /* constant bounds: the accumulators stay in registers */
-                if (r >= m) break;
-                int64_t ti = job->first_only ? u->seq : job->starts[u->seq] + i0 + r;
-                float *out = job->out + ti * job->hidden + (int64_t)u->head * d + c;
-                __m256 sc = _mm256_set1_ps(inv[r]);
-                _mm256_storeu_ps(out, _mm256_mul_ps(o[r][0], sc));
-                if (d - c >= 16) _mm256_storeu_ps(out + 8, _mm256_mul_ps(o[r][1], sc));
+            for (int r = 0; r < QB2; r++) {
+                if (out && !out[r]) continue;
+                if (out)
+                    _mm256_storeu_ps(out[r] + c, _mm256_mul_ps(acc[r], _mm256_set1_ps(inv[r])));
+                else
+                    _mm256_storeu_ps(o + r * d + c, acc[r]);
             }
         }
     }
@@ -373,88 +437,197 @@ AVX512 static float softmax_row_avx512(float *s, int64_t n) {
     return 1.0f / _mm512_reduce_add_ps(acc);
 }
 
-AVX512 static void unit_avx512(const Job *job, const Unit *u, float *kt, float *s) {
-    const int64_t n = job->lengths[u->seq], np = (n + 15) & ~(int64_t)15, d = job->d;
-    const float *base = job->qkv + job->starts[u->seq] * job->row + (int64_t)u->head * d;
-    const float *vbase = base + 2 * job->hidden;
-    const int64_t row = job->row;
-    transpose_keys_avx512(base + job->hidden, job->row, n, np, d, kt);
-    const __m512 vc = _mm512_set1_ps(job->scale * LOG2E); /* scores in base 2 */
-    float inv[MQ];
-    for (int64_t i0 = u->q0; i0 < u->q1; i0 += MQ) {
-        const int64_t m = u->q1 - i0 < MQ ? u->q1 - i0 : MQ;
-        const float *qr[MQ];
-        for (int r = 0; r < MQ; r++) qr[r] = base + (i0 + (r < m ? r : m - 1)) * job->row;
-        /* S = Q K^T: 8 queries x 32 keys per step (16 accumulators), then 8 x 16 for a last 16 keys */
-        int64_t j = 0;
-        for (; j + 32 <= np; j += 32) {
-            __m512 a[MQ][2];
-            for (int r = 0; r < MQ; r++) a[r][0] = a[r][1] = _mm512_setzero_ps();
-            for (int64_t c = 0; c < d; c++) {
-                __m512 k0 = _mm512_loadu_ps(kt + c * np + j), k1 = _mm512_loadu_ps(kt + c * np + j + 16);
-                for (int r = 0; r < MQ; r++) {
-                    __m512 b = _mm512_set1_ps(qr[r][c]);
-                    a[r][0] = _mm512_fmadd_ps(b, k0, a[r][0]);
-                    a[r][1] = _mm512_fmadd_ps(b, k1, a[r][1]);
-                }
-            }
+/* A row of outputs: o (d floats) times inv, into out. */
+AVX512 static void store_avx512(float *out, const float *o, float inv, int64_t d) {
+    const __m512 sc = _mm512_set1_ps(inv);
+    for (int64_t c = 0; c < d; c += 16) _mm512_storeu_ps(out + c, _mm512_mul_ps(_mm512_loadu_ps(o + c), sc));
+}
+
+/* S = Q K^T for one block of 8 queries (rows qr) and keys j .. e - 1 (multiples of 16), into its rows of s (np
+ * apart): 8 queries x 32 keys per step (16 accumulators), then 8 x 16 for a last 16 keys. Each score is its own
+ * d-term sum: the keys' grouping changes no bit. */
+AVX512 static void scores_avx512(const float *kt, int64_t np, int64_t d, const float *const *qr, int64_t j, int64_t e,
+                                 float c, float *s) {
+    const __m512 vc = _mm512_set1_ps(c);
+    for (; j + 32 <= e; j += 32) {
+        __m512 a[MQ][2];
+        for (int r = 0; r < MQ; r++) a[r][0] = a[r][1] = _mm512_setzero_ps();
+        for (int64_t c = 0; c < d; c++) {
+            __m512 k0 = _mm512_loadu_ps(kt + c * np + j), k1 = _mm512_loadu_ps(kt + c * np + j + 16);
             for (int r = 0; r < MQ; r++) {
-                _mm512_storeu_ps(s + r * np + j, _mm512_mul_ps(a[r][0], vc));
-                _mm512_storeu_ps(s + r * np + j + 16, _mm512_mul_ps(a[r][1], vc));
+                __m512 b = _mm512_set1_ps(qr[r][c]);
+                a[r][0] = _mm512_fmadd_ps(b, k0, a[r][0]);
+                a[r][1] = _mm512_fmadd_ps(b, k1, a[r][1]);
             }
         }
-        if (j < np) {
-            __m512 a[MQ];
-            for (int r = 0; r < MQ; r++) a[r] = _mm512_setzero_ps();
-            for (int64_t c = 0; c < d; c++) {
-                __m512 k0 = _mm512_loadu_ps(kt + c * np + j);
-                for (int r = 0; r < MQ; r++) a[r] = _mm512_fmadd_ps(_mm512_set1_ps(qr[r][c]), k0, a[r]);
-            }
-            for (int r = 0; r < MQ; r++) _mm512_storeu_ps(s + r * np + j, _mm512_mul_ps(a[r], vc));
+        for (int r = 0; r < MQ; r++) {
+            _mm512_storeu_ps(s + r * np + j, _mm512_mul_ps(a[r][0], vc));
+            _mm512_storeu_ps(s + r * np + j + 16, _mm512_mul_ps(a[r][1], vc));
         }
-        if (job->rel)
-            for (int r = 0; r < m; r++) add_rel(s + r * np, rel_row(job, u->head, i0 + r), n, LOG2E);
-        for (int r = 0; r < m; r++) inv[r] = softmax_row_avx512(s + r * np, n);
-        /* O = P V: 4 queries x 64 columns per step (16 accumulators) */
-        for (int r0 = 0; r0 < m; r0 += 4) {
-            const float *p[4];
-            for (int r = 0; r < 4; r++) p[r] = s + (r0 + r < m ? r0 + r : r0) * np;
-            for (int64_t c = 0; c < d; c += 64) {
-                const int w = d - c >= 64 ? 4 : (int)((d - c) / 16);
-                __m512 o[4][4];
-                for (int r = 0; r < 4; r++)
-                    for (int k = 0; k < 4; k++) o[r][k] = _mm512_setzero_ps();
-                if (w == 4) {
-                    for (int64_t j = 0; j < n; j++) {
-                        const float *v = vbase + j * row + c;
-                        __m512 v0 = _mm512_loadu_ps(v), v1 = _mm512_loadu_ps(v + 16), v2 = _mm512_loadu_ps(v + 32),
-                               v3 = _mm512_loadu_ps(v + 48);
-                        for (int r = 0; r < 4; r++) {
-                            __m512 b = _mm512_set1_ps(p[r][j]);
-                            o[r][0] = _mm512_fmadd_ps(b, v0, o[r][0]);
-                            o[r][1] = _mm512_fmadd_ps(b, v1, o[r][1]);
-                            o[r][2] = _mm512_fmadd_ps(b, v2, o[r][2]);
-                            o[r][3] = _mm512_fmadd_ps(b, v3, o[r][3]);
-                        }
-                    }
-                } else {
-                    for (int64_t j = 0; j < n; j++) {
-                        const float *v = vbase + j * row + c;
-                        for (int k = 0; k < w; k++) {
-                            __m512 vk = _mm512_loadu_ps(v + 16 * k);
-                            for (int r = 0; r < 4; r++) o[r][k] = _mm512_fmadd_ps(_mm512_set1_ps(p[r][j]), vk, o[r][k]);
-                        }
-                    }
+    }
+    if (j < e) {
+        __m512 a[MQ];
+        for (int r = 0; r < MQ; r++) a[r] = _mm512_setzero_ps();
+        for (int64_t c = 0; c < d; c++) {
+            __m512 k0 = _mm512_loadu_ps(kt + c * np + j);
+            for (int r = 0; r < MQ; r++) a[r] = _mm512_fmadd_ps(_mm512_set1_ps(qr[r][c]), k0, a[r]);
+        }
+        for (int r = 0; r < MQ; r++) _mm512_storeu_ps(s + r * np + j, _mm512_mul_ps(a[r], vc));
+    }
+}
+
+/* o += P V for 4 query rows (their weights p[r][j]) over keys j .. e - 1: 4 queries x 64 columns per step (16
+ * accumulators), read from o (rows d apart; zeros with `init`) and written back; each output sums its products in key
+ * order, so a range of keys cut in chunks sums them as the whole range would (an fp32 store and load are exact). With
+ * `out`, the keys' last chunk: each row r times inv[r] goes to out[r] instead (none where out[r] is NULL). */
+AVX512 static void values_avx512(const float *const *p, const float *vbase, int64_t row, int64_t j, int64_t e,
+                                 int64_t d, int init, float *o, float *const *out, const float *inv) {
+    for (int64_t c = 0; c < d; c += 64) {
+        if (d - c >= 64) { /* constant indices throughout: the 16 accumulators stay in registers */
+            __m512 acc[4][4];
+            for (int r = 0; r < 4; r++)
+                for (int k = 0; k < 4; k++)
+                    acc[r][k] = init ? _mm512_setzero_ps() : _mm512_loadu_ps(o + r * d + c + 16 * k);
+            for (int64_t i = j; i < e; i++) {
+                const float *v = vbase + i * row + c;
+                __m512 v0 = _mm512_loadu_ps(v), v1 = _mm512_loadu_ps(v + 16), v2 = _mm512_loadu_ps(v + 32),
+                       v3 = _mm512_loadu_ps(v + 48);
+                for (int r = 0; r < 4; r++) {
+                    __m512 b = _mm512_set1_ps(p[r][i]);
+                    acc[r][0] = _mm512_fmadd_ps(b, v0, acc[r][0]);
+                    acc[r][1] = _mm512_fmadd_ps(b, v1, acc[r][1]);
+                    acc[r][2] = _mm512_fmadd_ps(b, v2, acc[r][2]);
+                    acc[r][3] = _mm512_fmadd_ps(b, v3, acc[r][3]);
                 }
-                for (int r = 0; r < 4 && r0 + r < m; r++) {
-                    int64_t ti = job->first_only ? u->seq : job->starts[u->seq] + i0 + r0 + r;
-                    float *out = job->out + ti * job->hidden + (int64_t)u->head * d + c;
-                    __m512 sc = _mm512_set1_ps(inv[r0 + r]);
-                    for (int k = 0; k < w; k++) _mm512_storeu_ps(out + 16 * k, _mm512_mul_ps(o[r][k], sc));
-                }
+            }
+            for (int r = 0; r < 4; r++) {
+                if (out && !out[r]) continue;
+                const __m512 sc = _mm512_set1_ps(out ? inv[r] : 1.0f);
+                float *to = out ? out[r] + c : o + r * d + c;
+                for (int k = 0; k < 4; k++) _mm512_storeu_ps(to + 16 * k, out ? _mm512_mul_ps(acc[r][k], sc) : acc[r][k]);
+            }
+            continue;
+        }
+        for (int64_t k = c; k < d; k += 16) { /* the last 16, 32 or 48 columns, 16 at a time */
+            __m512 acc[4];
+            for (int r = 0; r < 4; r++) acc[r] = init ? _mm512_setzero_ps() : _mm512_loadu_ps(o + r * d + k);
+            for (int64_t i = j; i < e; i++) {
+                __m512 vk = _mm512_loadu_ps(vbase + i * row + k);
+                for (int r = 0; r < 4; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(p[r][i]), vk, acc[r]);
+            }
+            for (int r = 0; r < 4; r++) {
+                if (out && !out[r]) continue;
+                if (out)
+                    _mm512_storeu_ps(out[r] + k, _mm512_mul_ps(acc[r], _mm512_set1_ps(inv[r])));
+                else
+                    _mm512_storeu_ps(o + r * d + k, acc[r]);
             }
         }
     }
+}
+
+
+/* ---------------------------------------------------------------- the fp32 vector units
+ * AVX-512 and AVX2 share their loops: blocks of `rows` queries (8 / 6: the registers their products take), 4 / 6 of
+ * them at a time in P V. The queries go by superblocks: one block in sequences under LONG_KEYS tokens, else as many
+ * blocks as SUPER_Q holds (64 / 60 queries), whose scores, softmax and P V run a chunk of KEY_CHUNK keys at a time for
+ * every block in turn: each chunk of K^T and V is read from L2 once for 64 queries, not once (K) or twice (V) for
+ * every 8. Past ~2,000 tokens a head's K^T and V (n d floats each) outgrow L2 (2 MB here; Zen 3: 512 kB, ~500
+ * tokens), and reading them whole for every block made the unit memory-bound. Every score, row sum and output is
+ * computed as with one block at a time (the same bits). One head's attention over 4,096 tokens (one thread, AMX Xeon,
+ * session 35): 1,069 ms (AVX-512, before the values were copied) -> 528 (copied) -> 439 (superblocks); SDPA 450. */
+typedef struct {
+    int rows, value_rows;
+    void (*transpose)(const float *k, int64_t row, int64_t n, int64_t np, int64_t d, float *kt);
+    void (*scores)(const float *kt, int64_t np, int64_t d, const float *const *qr, int64_t j, int64_t e, float c,
+                   float *s);
+    float (*softmax)(float *s, int64_t n);
+    void (*values)(const float *const *p, const float *vbase, int64_t row, int64_t j, int64_t e, int64_t d, int init,
+                   float *o, float *const *out, const float *inv);
+    void (*store)(float *out, const float *o, float inv, int64_t d);
+} VectorUnit;
+
+static inline __attribute__((always_inline)) void unit_vector(const Job *job, const Unit *u, const VectorUnit *f,
+                                                             float *kt, float *s, float *vt, float *ob) {
+    const int64_t n = job->lengths[u->seq], np = (n + 15) & ~(int64_t)15, d = job->d, rows = f->rows;
+    const float *base = job->qkv + job->starts[u->seq] * job->row + (int64_t)u->head * d;
+    int64_t row;
+    const float *vbase = values_of(base + 2 * job->hidden, job->row, n, d, vt, &row);
+    f->transpose(base + job->hidden, job->row, n, np, d, kt);
+    const float c = job->scale * LOG2E; /* scores in base 2 */
+    const int64_t qs = n >= LONG_KEYS ? SUPER_Q / rows * rows : rows;
+    float inv[SUPER_Q];
+    int64_t lo[SUPER_Q], hi[SUPER_Q];
+    for (int64_t s0 = u->q0; s0 < u->q1; s0 += qs) {
+        const int64_t sm = u->q1 - s0 < qs ? u->q1 - s0 : qs, blocks = (sm + rows - 1) / rows;
+        int64_t first = n, last = 0; /* the keys any block reads: first .. last - 1 */
+        for (int64_t b = 0; b < blocks; b++) {
+            const int64_t m = sm - b * rows < rows ? sm - b * rows : rows;
+            key_range(job, s0 + b * rows, m, n, 16, &lo[b], &hi[b]);
+            first = lo[b] < first ? lo[b] : first;
+            last = hi[b] > last ? hi[b] : last;
+        }
+        /* S = Q K^T */
+        for (int64_t jc = first; jc < last; jc += KEY_CHUNK) {
+            for (int64_t b = 0; b < blocks; b++) {
+                const int64_t i0 = s0 + b * rows, m = sm - b * rows < rows ? sm - b * rows : rows;
+                const int64_t j = jc > lo[b] ? jc : lo[b], hp = (hi[b] + 15) & ~(int64_t)15,
+                              e = jc + KEY_CHUNK < hp ? jc + KEY_CHUNK : hp;
+                if (j >= e) continue;
+                const float *qr[MQ];
+                for (int r = 0; r < rows; r++) qr[r] = base + (i0 + (r < m ? r : m - 1)) * job->row;
+                f->scores(kt, np, d, qr, j, e, c, s + b * rows * np);
+            }
+        }
+        /* softmax, each row over its block's keys */
+        for (int64_t r = 0; r < sm; r++) {
+            float *sr = s + r * np;
+            const int64_t b = r / rows;
+            if (job->rel) add_rel(sr + lo[b], rel_row(job, u->head, s0 + r) + lo[b], hi[b] - lo[b], LOG2E);
+            inv[r] = f->softmax(sr + lo[b], hi[b] - lo[b]);
+        }
+        /* O = P V: a group of rows sums from zeros at its first key, in ob between chunks (rows of d), and its last
+         * chunk writes its rows out, times 1 / sum; a group without keys (NaN rows: inv is) writes its zeros times
+         * that */
+        const int64_t vr = f->value_rows;
+        float *outs[MQ];
+        for (int64_t jc = first; jc < last; jc += KEY_CHUNK) {
+            for (int64_t r0 = 0; r0 < sm; r0 += vr) {
+                const int64_t b = r0 / rows, j = jc > lo[b] ? jc : lo[b];
+                const int64_t e = jc + KEY_CHUNK < hi[b] ? jc + KEY_CHUNK : hi[b];
+                if (j >= e) continue;
+                const float *p[MQ];
+                for (int r = 0; r < vr; r++) {
+                    p[r] = s + (r0 + r < sm ? r0 + r : r0) * np;
+                    const int64_t ti = job->first_only ? u->seq : job->starts[u->seq] + s0 + r0 + r;
+                    outs[r] = r0 + r < sm ? job->out + ti * job->hidden + (int64_t)u->head * d : NULL;
+                }
+                f->values(p, vbase, row, j, e, d, j == lo[b], ob + r0 * d, e == hi[b] ? outs : NULL, inv + r0);
+            }
+        }
+        for (int64_t r = 0; r < sm; r++) {
+            if (lo[r / rows] < hi[r / rows]) continue;
+            const int64_t ti = job->first_only ? u->seq : job->starts[u->seq] + s0 + r;
+            memset(ob, 0, sizeof(float) * (size_t)d);
+            f->store(job->out + ti * job->hidden + (int64_t)u->head * d, ob, inv[r], d);
+        }
+    }
+}
+
+static const VectorUnit avx512_unit = {MQ, 4, transpose_keys_avx512, scores_avx512, softmax_row_avx512,
+                                       values_avx512, store_avx512};
+static const VectorUnit avx2_unit = {QB2, QB2, transpose_keys_avx2, scores_avx2, softmax_row_avx2, values_avx2,
+                                     store_avx2};
+
+/* Each unit_vector compiled for its instruction set, its steps inlined (calls through the table cost 15 % at
+ * reviews' lengths). */
+AVX512 static void unit_avx512(const Job *job, const Unit *u, float *kt, float *s, float *vt, float *ob) {
+    unit_vector(job, u, &avx512_unit, kt, s, vt, ob);
+}
+
+__attribute__((target("avx2,fma"))) static void unit_avx2(const Job *job, const Unit *u, float *kt, float *s, float *vt,
+                                                          float *ob) {
+    unit_vector(job, u, &avx2_unit, kt, s, vt, ob);
 }
 #endif
 
@@ -507,9 +680,9 @@ BF16_TARGET static inline __m512 exp2_bf16(__m512 x) {
 
 BF16_TARGET static float softmax_pairs(float *sr, int64_t n, int64_t np, const float *scale, uint32_t *pr);
 
-/* R rows of scores (row i at sr + i np; base 2; the AMX unit passes `scale` to multiply them by, as the AVX512-BF16
- * unit did when it stored them) to P's rows of bf16 pairs (at pr + i np / 2): 2^(s_j - max) for j < n, zero after, up
- * to np (a multiple of 32); 1 / sum in inv[i], or NaN as softmax_row_avx512 (a NaN or +inf score, or only -inf ones).
+/* R rows of scores (row i at sr + i stride; base 2; the AMX unit passes `scale` to multiply them by, as the AVX512-BF16
+ * unit did when it stored them) to P's rows of bf16 pairs (at pr + i stride / 2): 2^(s_j - max) for j < n, zero
+ * after, up to np (a multiple of 32); 1 / sum in inv[i], or NaN as softmax_row_avx512 (a NaN or +inf score, or only -inf ones).
  * Two passes: the max of the raw scores (a positive scale rounds monotonically, so scale times the raw max is the max
  * of the scaled scores), then each score times the scale less that max (one FMA: within half an ulp of the max of the
  * scaled row's own difference; 2^x of it is in [1, 1 + 2^-24] at the max) to 2^x by exp2_bf16, summed in fp32 and
@@ -522,14 +695,15 @@ BF16_TARGET static float softmax_pairs(float *sr, int64_t n, int64_t np, const f
  * tokens) 2.51 -> 2.20 ms with four rows, 2.30 with two (medians of 31 alternating rounds; AMX Xeon, session 22). */
 #define SOFTMAX_ROWS 4
 BF16_TARGET static inline __attribute__((always_inline)) void softmax_of_rows(const int R, float *sr, int64_t n,
-                                                                              int64_t np, const float *scale,
-                                                                              uint32_t *pr, float *inv) {
+                                                                              int64_t np, int64_t stride,
+                                                                              const float *scale, uint32_t *pr,
+                                                                              float *inv) {
     __m512 m16[SOFTMAX_ROWS], vm[SOFTMAX_ROWS], acc[SOFTMAX_ROWS];
     for (int i = 0; i < R; i++) m16[i] = _mm512_set1_ps(-INFINITY);
     for (int64_t j = 0; j < n; j += 16) {
         const __mmask16 lanes = n - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - j)) - 1);
         for (int i = 0; i < R; i++)
-            m16[i] = _mm512_mask_max_ps(m16[i], lanes, m16[i], _mm512_maskz_loadu_ps(lanes, sr + i * np + j));
+            m16[i] = _mm512_mask_max_ps(m16[i], lanes, m16[i], _mm512_maskz_loadu_ps(lanes, sr + i * stride + j));
     }
     const float c = scale ? *scale : 1.0f;
     int finite = c > 0.0f;
@@ -546,7 +720,7 @@ BF16_TARGET static inline __attribute__((always_inline)) void softmax_of_rows(co
         return;
     }
     if (!finite) {
-        for (int i = 0; i < R; i++) inv[i] = softmax_pairs(sr + i * np, n, np, scale, pr + i * (np / 2));
+        for (int i = 0; i < R; i++) inv[i] = softmax_pairs(sr + i * stride, n, np, scale, pr + i * (stride / 2));
         return;
     }
     const __m512 vc = _mm512_set1_ps(c);
@@ -559,7 +733,7 @@ BF16_TARGET static inline __attribute__((always_inline)) void softmax_of_rows(co
             for (int i = 0; i < R; i++) {
                 e[i][h] = _mm512_setzero_ps();
                 if (lanes) {
-                    const __m512 x = _mm512_maskz_loadu_ps(lanes, sr + i * np + at);
+                    const __m512 x = _mm512_maskz_loadu_ps(lanes, sr + i * stride + at);
                     e[i][h] = exp2_bf16(scaled ? _mm512_fmsub_ps(x, vc, vm[i]) : _mm512_sub_ps(x, vm[i]));
                     if (lanes != 0xFFFF) e[i][h] = _mm512_maskz_mov_ps(lanes, e[i][h]); /* keys after n weigh nothing */
                 }
@@ -567,7 +741,7 @@ BF16_TARGET static inline __attribute__((always_inline)) void softmax_of_rows(co
             }
         }
         for (int i = 0; i < R; i++)
-            _mm512_storeu_si512(pr + i * (np / 2) + j / 2, (__m512i)_mm512_cvtne2ps_pbh(e[i][1], e[i][0]));
+            _mm512_storeu_si512(pr + i * (stride / 2) + j / 2, (__m512i)_mm512_cvtne2ps_pbh(e[i][1], e[i][0]));
     }
     for (int i = 0; i < R; i++) inv[i] = 1.0f / _mm512_reduce_add_ps(acc[i]);
 }
@@ -575,13 +749,14 @@ BF16_TARGET static inline __attribute__((always_inline)) void softmax_of_rows(co
 /* One row; returns 1 / sum (or NaN). */
 BF16_TARGET static float softmax_pairs(float *sr, int64_t n, int64_t np, const float *scale, uint32_t *pr) {
     float inv;
-    softmax_of_rows(1, sr, n, np, scale, pr, &inv);
+    softmax_of_rows(1, sr, n, np, np, scale, pr, &inv);
     return inv;
 }
 
-/* SOFTMAX_ROWS rows. */
-BF16_TARGET static void softmax_rows(float *sr, int64_t n, int64_t np, const float *scale, uint32_t *pr, float *inv) {
-    softmax_of_rows(SOFTMAX_ROWS, sr, n, np, scale, pr, inv);
+/* SOFTMAX_ROWS rows, `stride` floats apart. */
+BF16_TARGET static void softmax_rows(float *sr, int64_t n, int64_t np, int64_t stride, const float *scale, uint32_t *pr,
+                                     float *inv) {
+    softmax_of_rows(SOFTMAX_ROWS, sr, n, np, stride, scale, pr, inv);
 }
 
 /* A unit's keys and values in words of bf16 pairs (layouts above): K^T into kt2 (dw rows of np words, zero keys
@@ -638,8 +813,11 @@ BF16_TARGET static void unit_avx512bf16(const Job *job, const Unit *u, uint32_t 
             const int64_t q = base + (i0 + (r < m ? r : m - 1)) * row;
             for (int64_t w = 0; w < dw; w += 16) _mm512_storeu_si512(q2 + r * dw + w, input_pairs(job, q + 2 * w));
         }
+        int64_t lo, hi;
+        key_range(job, i0, m, n, 32, &lo, &hi);
+        const int64_t hp = (hi + 31) & ~(int64_t)31, wlo = lo / 2, whi = (hi + 1) / 2; /* P's words: keys lo .. hi */
         /* S = Q K^T: 8 queries x 32 keys per step, a word (two dims) per vdpbf16ps */
-        for (int64_t j = 0; j < np; j += 32) {
+        for (int64_t j = lo; j < hp; j += 32) {
             __m512 a[MQ][2];
             for (int r = 0; r < MQ; r++) a[r][0] = a[r][1] = _mm512_setzero_ps();
             for (int64_t w = 0; w < dw; w++) {
@@ -657,8 +835,8 @@ BF16_TARGET static void unit_avx512bf16(const Job *job, const Unit *u, uint32_t 
             }
         }
         if (job->rel)
-            for (int r = 0; r < m; r++) add_rel(s + r * np, rel_row(job, u->head, i0 + r), n, LOG2E);
-        for (int r = 0; r < m; r++) inv[r] = softmax_pairs(s + r * np, n, np, NULL, p2 + r * nw);
+            for (int r = 0; r < m; r++) add_rel(s + r * np + lo, rel_row(job, u->head, i0 + r) + lo, hi - lo, LOG2E);
+        for (int r = 0; r < m; r++) inv[r] = softmax_pairs(s + r * np + lo, hi - lo, hp - lo, NULL, p2 + r * nw + wlo);
         /* O = P V: 4 queries x 64 columns per step, two keys per vdpbf16ps */
         for (int r0 = 0; r0 < m; r0 += 4) {
             const uint32_t *p[4];
@@ -669,7 +847,7 @@ BF16_TARGET static void unit_avx512bf16(const Job *job, const Unit *u, uint32_t 
                 for (int r = 0; r < 4; r++)
                     for (int k = 0; k < 4; k++) o[r][k] = _mm512_setzero_ps();
                 if (cw == 4) {
-                    for (int64_t w = 0; w < vw; w++) {
+                    for (int64_t w = wlo; w < whi; w++) {
                         const uint32_t *v = v2 + w * d + c;
                         __m512bh v0 = (__m512bh)_mm512_loadu_si512(v), v1 = (__m512bh)_mm512_loadu_si512(v + 16),
                                  vv2 = (__m512bh)_mm512_loadu_si512(v + 32), v3 = (__m512bh)_mm512_loadu_si512(v + 48);
@@ -682,7 +860,7 @@ BF16_TARGET static void unit_avx512bf16(const Job *job, const Unit *u, uint32_t 
                         }
                     }
                 } else {
-                    for (int64_t w = 0; w < vw; w++) {
+                    for (int64_t w = wlo; w < whi; w++) {
                         const uint32_t *v = v2 + w * d + c;
                         __m512bh v0 = (__m512bh)_mm512_loadu_si512(v), v1 = (__m512bh)_mm512_loadu_si512(v + 16);
                         for (int r = 0; r < 4; r++) {
@@ -783,10 +961,11 @@ AMX_TARGET static AmxQ amx_queries(const Job *job, int64_t base, int64_t i0, int
     return (AmxQ){(const char *)q2, dw * 4};
 }
 
-/* S = Q K^T for keys j .. j + 63 (4 tiles; 2 at the end of a row of np keys) of a block: 32 dims per A tile, A in
- * tiles 4 and 5 in turn, into s (16 x np). */
-AMX_TARGET static void amx_scores(AmxQ q, const uint32_t *kt2, int64_t np, int64_t dw, int64_t j, float *s) {
-    const int count = np - j >= 64 ? 4 : 2;
+/* S = Q K^T for keys j .. j + 63 (4 tiles; 2 where the block's keys end, at `end`, a multiple of 32) of a block: 32
+ * dims per A tile, A in tiles 4 and 5 in turn, into s (16 x np). */
+AMX_TARGET static void amx_scores(AmxQ q, const uint32_t *kt2, int64_t np, int64_t end, int64_t dw, int64_t j,
+                                  float *s) {
+    const int count = end - j >= 64 ? 4 : 2;
     amx_zero_tiles();
     for (int64_t w = 0; w < dw; w += 32) {
         _tile_loadd(4, q.qa + 4 * w, q.stride);
@@ -799,15 +978,16 @@ AMX_TARGET static void amx_scores(AmxQ q, const uint32_t *kt2, int64_t np, int64
     amx_store_tiles((char *)(s + j), 64, np * 4, count);
 }
 
-/* O = P V for columns c .. c + 63 (4 tiles; 2 where d ends) of a block: 32 keys per A tile, in tiles 4 and 5 in
- * turn, into o (16 x d). */
-AMX_TARGET static void amx_values(const uint32_t *p2, const uint32_t *v2, int64_t nw, int64_t d, int64_t c, float *o) {
+/* O = P V for columns c .. c + 63 (4 tiles; 2 where d ends) of a block: its words of key pairs wlo .. wend - 1
+ * (multiples of 16; rows of P nw words apart), 32 keys per A tile, in tiles 4 and 5 in turn, into o (16 x d). */
+AMX_TARGET static void amx_values(const uint32_t *p2, const uint32_t *v2, int64_t nw, int64_t wlo, int64_t wend,
+                                  int64_t d, int64_t c, float *o) {
     const int count = d - c >= 64 ? 4 : 2;
     amx_zero_tiles();
-    for (int64_t w = 0; w < nw; w += 32) {
+    for (int64_t w = wlo; w < wend; w += 32) {
         _tile_loadd(4, p2 + w, nw * 4);
         AMX_ROW_OF_TILES(4, (const char *)(v2 + w * d + c), 64, d * 4, count);
-        if (w + 16 < nw) {
+        if (w + 16 < wend) {
             _tile_loadd(5, p2 + w + 16, nw * 4);
             AMX_ROW_OF_TILES(5, (const char *)(v2 + (w + 16) * d + c), 64, d * 4, count);
         }
@@ -838,47 +1018,59 @@ AMX_TARGET static void unit_amx_bf16(const Job *job, const Unit *u, uint32_t *kt
     float inv[2][AMX_Q];
     float *sb[2] = {s, s + AMX_Q * np};
     uint32_t *pb[2] = {p2, p2 + AMX_Q * nw};
-    const int64_t blocks = (u->q1 - u->q0 + AMX_Q - 1) / AMX_Q, key_groups = (np + 63) / 64,
-                  column_groups = (d + 63) / 64;
+    const int64_t blocks = (u->q1 - u->q0 + AMX_Q - 1) / AMX_Q, column_groups = (d + 63) / 64;
 #define BLOCK_ROWS(b) (u->q1 - u->q0 - (b) * AMX_Q < AMX_Q ? u->q1 - u->q0 - (b) * AMX_Q : AMX_Q)
+    /* block b's keys lo .. hi - 1 (key_range, lo a multiple of 64: the groups' tiles), their scores and P's words up
+     * to `ends` (hi rounded up to 32), at b % 3: blocks b - 1, b and b + 1 are under way together */
+    int64_t los[3], his[3], ends[3];
+    key_range(job, u->q0, BLOCK_ROWS(0), n, 64, &los[0], &his[0]);
+    ends[0] = (his[0] + 31) & ~(int64_t)31;
     AmxQ q = amx_queries(job, base, u->q0, BLOCK_ROWS(0), q2);
-    for (int64_t j = 0; j < np; j += 64) amx_scores(q, kt2, np, dw, j, sb[0]);
+    for (int64_t j = los[0]; j < ends[0]; j += 64) amx_scores(q, kt2, np, ends[0], dw, j, sb[0]);
     for (int64_t b = 0; b <= blocks; b++) {
         const int64_t i0 = u->q0 + b * AMX_Q, m = b < blocks ? BLOCK_ROWS(b) : 0, before = b ? BLOCK_ROWS(b - 1) : 0;
-        const int next = b + 1 < blocks;
-        if (next) q = amx_queries(job, base, i0 + AMX_Q, BLOCK_ROWS(b + 1), q2);
+        const int next = b + 1 < blocks, now = b & 1, then = (b + 1) & 1, last = (b - 1) & 1;
+        const int64_t at = b % 3, at_next = (b + 1) % 3, at_last = (b + 2) % 3;
+        if (next) {
+            q = amx_queries(job, base, i0 + AMX_Q, BLOCK_ROWS(b + 1), q2);
+            key_range(job, i0 + AMX_Q, BLOCK_ROWS(b + 1), n, 64, &los[at_next], &his[at_next]);
+            ends[at_next] = (his[at_next] + 31) & ~(int64_t)31;
+        }
+        const int64_t key_groups = next ? (ends[at_next] - los[at_next] + 63) / 64 : 0;
         /* block b + 2's query rows asked for now (the qkv GEMM just wrote them, in L2 or farther, rows 4.5 or 9 kB
          * apart: the hardware prefetchers do not follow) */
         for (int64_t i = i0 + 2 * AMX_Q; i < i0 + 3 * AMX_Q && i < u->q1; i++) prefetch_input_row(job, base + i * row);
-        const int64_t values = b ? column_groups : 0, tasks = values + (next ? key_groups : 0);
+        const int64_t values = b ? column_groups : 0, tasks = values + key_groups;
         int64_t t = 0;
         for (int r = 0; r <= AMX_Q; r += SOFTMAX_ROWS) {
             for (; t < tasks && t * AMX_Q <= r * tasks; t++) { /* task t before row t * 16 / tasks */
                 if (t < values)
-                    amx_values(pb[(b - 1) & 1], v2, nw, d, 64 * t, o);
+                    amx_values(pb[last], v2, nw, los[at_last] / 2, ends[at_last] / 2, d, 64 * t, o);
                 else
-                    amx_scores(q, kt2, np, dw, 64 * (t - values), sb[(b + 1) & 1]);
+                    amx_scores(q, kt2, np, ends[at_next], dw, los[at_next] + 64 * (t - values), sb[then]);
             }
             if (r == AMX_Q || b == blocks) continue;
-            uint32_t *pr = pb[b & 1] + r * nw;
+            const int64_t lo = los[at], hi = his[at], end = ends[at];
+            float *sr = sb[now] + r * np + lo;
+            uint32_t *pr = pb[now] + r * nw + lo / 2;
             if (job->rel) /* raw scores here: the bias divided by the scale that softmax_rows multiplies them by */
                 for (int i = 0; i < SOFTMAX_ROWS && r + i < m; i++)
-                    add_rel(sb[b & 1] + (r + i) * np, rel_row(job, u->head, i0 + r + i), n, 1.0f / job->scale);
-            if (r + SOFTMAX_ROWS <= m) { /* the keys after n weigh nothing */
-                softmax_rows(sb[b & 1] + r * np, n, np, &c2, pr, &inv[b & 1][r]);
+                    add_rel(sr + i * np, rel_row(job, u->head, i0 + r + i) + lo, hi - lo, 1.0f / job->scale);
+            if (r + SOFTMAX_ROWS <= m) { /* the keys after hi weigh nothing */
+                softmax_rows(sr, hi - lo, end - lo, np, &c2, pr, &inv[now][r]);
                 continue;
             }
             for (int i = 0; i < SOFTMAX_ROWS; i++) {
                 if (r + i >= m) /* P's rows past m: zeros (their outputs are dropped) */
-                    memset(pr + i * nw, 0, sizeof(uint32_t) * (size_t)nw);
+                    memset(pr + i * nw, 0, sizeof(uint32_t) * (size_t)(end - lo) / 2);
                 else
-                    inv[b & 1][r + i] = softmax_pairs(sb[b & 1] + (r + i) * np, n, np, &c2, pr + i * nw);
+                    inv[now][r + i] = softmax_pairs(sr + i * np, hi - lo, end - lo, &c2, pr + i * nw);
             }
         }
         for (int64_t r = 0; r < before; r++) { /* block b - 1's output rows */
             const int64_t ti = job->first_only ? u->seq : job->starts[u->seq] + i0 - AMX_Q + r;
             float *out = job->out + ti * job->hidden + (int64_t)u->head * d;
-            const __m512 sc = _mm512_set1_ps(inv[(b - 1) & 1][r]);
+            const __m512 sc = _mm512_set1_ps(inv[last][r]);
             for (int64_t c = 0; c < d; c += 16) {
                 const __m512 v = _mm512_mul_ps(_mm512_loadu_ps(o + r * d + c), sc);
                 if (job->stream_out)
@@ -922,11 +1114,11 @@ static void run_unit(const Job *job, const Unit *u, float *kt, float *s, uint32_
         return;
     }
     if (job->isa == ISA_AVX512 && job->d % 16 == 0) {
-        unit_avx512(job, u, kt, s);
+        unit_avx512(job, u, kt, s, (float *)v2, o);
         return;
     }
     if (job->isa >= ISA_AVX2 && job->d % 8 == 0) {
-        unit_avx2(job, u, kt, s);
+        unit_avx2(job, u, kt, s, (float *)v2, o);
         return;
     }
 #else
@@ -937,20 +1129,22 @@ static void run_unit(const Job *job, const Unit *u, float *kt, float *s, uint32_
 
 static void *attention_worker(void *arg) {
     Job *job = (Job *)arg;
-    /* with AMX, two blocks of S and P (unit_amx_bf16's pipeline) */
-    const int64_t np = job->width + 32, mq = job->amx ? 2 * 16 : MQ;
-    /* K^T (d x np), S (mq x np); with bf16 products also V in pairs (np/2 x d words), Q and P in pairs; with
-     * AMX the output tiles (16 x d) */
-    const size_t extra = job->bf16 ? (size_t)(np / 2 * job->d + mq * job->d / 2 + mq * np / 2) : 0;
+    /* S's rows: with AMX two blocks (unit_amx_bf16's pipeline), with fp32 products a superblock (unit_avx512) */
+    const int64_t np = job->width + 32, mq = job->amx ? 2 * 16 : job->bf16 ? MQ : SUPER_Q;
+    /* K^T (d x np), S (mq x np); with bf16 products also V in pairs (np/2 x d words), Q and P in pairs, with AMX
+     * the output tiles (16 x d); with fp32 products V (np x d, values_of) and a superblock's outputs (mq x d) */
+    const size_t extra = job->bf16 ? (size_t)(np / 2 * job->d + mq * job->d / 2 + mq * np / 2 +
+                                              (job->amx ? 16 * job->d : 0))
+                                   : (size_t)((np + mq) * job->d);
     /* 64-byte aligned (the blocks inside start at multiples of 64 bytes from here): with malloc's 16, tile rows
      * and vectors could straddle two cache lines, as the address fell: aligned, attention on AMX tiles 0.90x
      * over 7 sequences and 0.94x over the reviews' batches (session 17) */
-    const size_t bytes = sizeof(float) * ((size_t)(job->d * np + mq * np) + extra + (job->amx ? 16 * job->d : 0));
+    const size_t bytes = sizeof(float) * ((size_t)(job->d * np + mq * np) + extra);
     float *kt = (float *)aligned_alloc(64, (bytes + 63) / 64 * 64);
     if (!kt) return (void *)1;
     float *s = kt + job->d * np;
     uint32_t *v2 = (uint32_t *)(s + mq * np), *q2 = v2 + np / 2 * job->d, *p2 = q2 + mq * job->d / 2;
-    float *o = (float *)(p2 + mq * np / 2);
+    float *o = job->bf16 ? (float *)(p2 + mq * np / 2) : (float *)v2 + np * job->d;
 #if HAVE_X86
     if (job->amx) amx_configure();
 #endif
@@ -1122,6 +1316,17 @@ PyObject *coulisse_py_attention(PyObject *self, PyObject *args) {
         job.rel = (const float *)rel;
         job.rel_head = rel_heads == 1 ? 0 : rel_width;
         job.rel_mid = (rel_width - 1) / 2;
+        /* the offsets where some row is finite (none: every offset, and every row's outputs are NaN, as SDPA's) */
+        int64_t first = rel_width, last = -1;
+        const float *table = (const float *)rel;
+        for (Py_ssize_t h = 0; h < rel_heads; h++)
+            for (Py_ssize_t c = 0; c < rel_width; c++)
+                if (table[h * rel_width + c] > -INFINITY || table[h * rel_width + c] != table[h * rel_width + c]) {
+                    first = c < first ? c : first;
+                    last = c > last ? c : last;
+                }
+        job.rel_lo = (last < 0 ? 0 : first) - job.rel_mid;
+        job.rel_hi = (last < 0 ? rel_width - 1 : last) - job.rel_mid;
     }
     int failed;
     Py_BEGIN_ALLOW_THREADS failed = attention_run(&job, batch, heads, threads);
