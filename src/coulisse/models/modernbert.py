@@ -186,7 +186,8 @@ def local_attention(qkv: Tensor, p: Packed, heads: int, window: int, first_only:
     on the batch it came in. In a batch mixing both, the whole batch takes the first path and the longer
     sequences are then computed again under their band: attention is a small part of a forward at these lengths.
     The C kernel, where installed, does the whole batch in one call instead, the window a -inf bias outside it
-    (`band_bias`): a sequence the window covers gets zeros added to its scores, the bits of the global path."""
+    (`band_bias`): a sequence the window covers gets zeros added to its scores, the bits of the global path, and each
+    block of queries of a longer one reads only the keys its window reaches (O(n · window) work, not O(n²))."""
     if kernel is not None:
         out = kernel(qkv, p, heads, first_only, rel=band_bias(p.max_len, window, qkv.device))
         if out is not None:
