@@ -4,6 +4,9 @@ truncated."""
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +14,7 @@ from broken import BROKEN, build, expected_words
 from factory import assert_close
 
 from coulisse import pipeline
-from coulisse.errors import CoulisseError, InputError, ModelNotFoundError
+from coulisse.errors import CoulisseError, InputError, ModelLoadError, ModelNotFoundError
 
 BAD_INPUTS = {
     "None": (None, "None"),
@@ -74,6 +77,33 @@ def test_a_model_not_found_is_an_oserror_as_in_transformers(model, monkeypatch, 
     assert isinstance(info.value, ModelNotFoundError) and str(info.value).startswith(f"model {model!r} is ")
 
 
+def _without_weights(d):
+    for f in d.glob("*.safetensors"):
+        f.unlink()
+
+
+def _unknown_model_type(d):
+    config = json.loads((d / "config.json").read_text(encoding="utf-8"))
+    (d / "config.json").write_text(json.dumps({**config, "model_type": "nosuchmodel"}), encoding="utf-8")
+
+
+@pytest.mark.parametrize("breaks", [_without_weights, _unknown_model_type], ids=["no-weights", "unknown-model-type"])
+def test_a_model_that_cannot_be_loaded_is_a_valueerror_as_in_transformers(breaks, factory, tmp_path):
+    """transformers' `pipeline()` raises ValueError for a folder whose weights or model type it cannot load: code
+    written for it (`except ValueError`) catches coulisse's ModelLoadError too. (Without tokenizer files, transformers
+    5 builds a BERT pipeline and fails at the first call; coulisse refuses at load, with the same ValueError.)"""
+    import transformers
+
+    directory = tmp_path / "model"
+    shutil.copytree(factory.checkpoint("bert"), directory)
+    breaks(directory)
+    with pytest.raises(ValueError):
+        transformers.pipeline("text-classification", model=str(directory))
+    with pytest.raises(ValueError) as info:
+        pipeline("text-classification", model=directory)
+    assert isinstance(info.value, ModelLoadError)
+
+
 def test_a_100000_character_review_is_truncated_and_classified(classifier, factory):
     """Truncated at 512 tokens (514 positions - 2), scored as transformers scores those 512 tokens."""
     review = ("Ce film est une véritable merveille, les acteurs sont bouleversants ! " * 1500)[:100_000]
@@ -110,3 +140,4 @@ def test_broken_checkpoint_leaves_the_loader_usable(factory, tf_camembert_dir, t
         pipeline("sentiment-analysis", model=broken)
     pipe = pipeline("sentiment-analysis", model=factory.checkpoint("bert"))
     assert np.isfinite(pipe("Bof.")[0]["score"])
+

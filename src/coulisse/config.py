@@ -109,16 +109,12 @@ class EncoderConfig:
     @classmethod
     def from_file(cls, path: Path) -> EncoderConfig:
         path = Path(path)
+        text = ""
         try:
             size = path.stat().st_size
-            if size > MAX_CONFIG_BYTES:
-                raise UnsafeCheckpointError(
-                    f"config.json at {path} is refused: it holds {size:,} bytes, more than the "
-                    f"{MAX_CONFIG_BYTES:,} a config needs even with {INT_RANGES['num_labels'][1]:,} labels; fix it "
-                    "or download the checkpoint again."
-                )
-            text = path.read_text(encoding="utf-8")
-            data = json.loads(text)
+            if size <= MAX_CONFIG_BYTES:  # else refused below, outside this try (the error is a ValueError too)
+                text = path.read_text(encoding="utf-8")
+                data = json.loads(text)
         except FileNotFoundError as e:
             raise ModelLoadError(
                 f"no config.json in {path.parent}; a checkpoint directory needs one "
@@ -141,6 +137,12 @@ class EncoderConfig:
                 f"{sys.getrecursionlimit():,} levels), where a config is 3 levels deep. Fix config.json or "
                 "download the checkpoint again."
             ) from e
+        if size > MAX_CONFIG_BYTES:
+            raise UnsafeCheckpointError(
+                f"config.json at {path} is refused: it holds {size:,} bytes, more than the "
+                f"{MAX_CONFIG_BYTES:,} a config needs even with {INT_RANGES['num_labels'][1]:,} labels; fix it "
+                "or download the checkpoint again."
+            )
         if not isinstance(data, dict):
             raise ModelLoadError(f"config.json at {path} must hold a JSON object, got {type(data).__name__}")
         return cls.from_dict(data)

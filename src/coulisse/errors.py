@@ -23,8 +23,10 @@ class InvalidModelIdError(ModelNotFoundError):
     backslash, a path that does not exist): refused before the cache or the Hub is asked."""
 
 
-class ModelLoadError(CoulisseError):
-    """Model files exist but cannot be loaded (missing, corrupt or mismatched weights)."""
+class ModelLoadError(CoulisseError, ValueError):
+    """Model files exist but cannot be loaded (missing, corrupt or mismatched weights). A ValueError, as transformers'
+    `pipeline()` raises for a folder whose weights, model type or tokenizer it cannot load, so a drop-in's
+    `except ValueError` still catches it."""
 
 
 class UnsupportedModelError(ModelLoadError):
