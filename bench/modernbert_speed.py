@@ -7,8 +7,11 @@ Both sides run the same texts in batches of `--batch` reviews, tokenized beforeh
 transformers on padded batches (SDPA, its default), coulisse on packed ones (its engine). Prints the median of
 `--repeats` passes for each side, run in turns, and of their ratios, at each thread count; `--fast` times
 coulisse's `--fast` pipeline (int8 or bf16, whichever this CPU runs best) against the same transformers passes.
+`--documents N` joins consecutive reviews into documents of up to N tokens (ModernBERT's long inputs: 8,192 at most),
+`--texts` of them: the local layers' window then leaves most keys out.
 
     python bench/modernbert_speed.py --texts 64 --threads 1 2 [--fast]
+    python bench/modernbert_speed.py --documents 4096 --texts 2 --batch 1 --threads 1 [--fast]
 """
 
 from __future__ import annotations
@@ -64,6 +67,25 @@ def build(directory: Path, corpus: list[str]) -> None:
     transformers.ModernBertForSequenceClassification(config).eval().save_pretrained(directory)
 
 
+def documents(corpus: list[str], count: int, tokens: int, directory: Path) -> list[str]:
+    """`count` documents of consecutive reviews, each as many as fit in `tokens` tokens of the model's tokenizer
+    (its special tokens included), at least one."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    out, at = [], 0
+    while len(out) < count and at < len(corpus):
+        doc = corpus[at]
+        at += 1
+        while at < len(corpus) and len(tok.encode(doc + " " + corpus[at]).ids) <= tokens:
+            doc += " " + corpus[at]
+            at += 1
+        out.append(doc)
+    if len(out) < count:
+        raise SystemExit(f"the reviews make {len(out)} documents of up to {tokens} tokens, not {count}")
+    return out
+
+
 def paired_seconds(first, second, repeats: int) -> tuple[list[float], list[float]]:
     """Each callable's seconds over `repeats` passes, the two alternating (after one warm-up pass each: oneDNN
     primitives, allocator), so that both meet the same load on a shared machine."""
@@ -91,7 +113,7 @@ def compare(directory: Path, texts: list[str], batch: int, threads: list[int], r
                for i in range(0, len(texts), batch)]
     tokens = sum(int(b["attention_mask"].sum()) for b in batches)
     padded = sum(b["input_ids"].numel() for b in batches)
-    print(f"{len(texts)} reviews, {tokens} tokens ({tokens / len(texts):.0f} a review), batches of {batch}: "
+    print(f"{len(texts)} texts, {tokens} tokens ({tokens / len(texts):.0f} a text), batches of {batch}: "
           f"transformers computes {padded} positions with the padding, coulisse {tokens}")
 
     def run_theirs():
@@ -122,11 +144,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--reviews", type=Path, default=REVIEWS)
     parser.add_argument("--fast", action="store_true", help="coulisse's --fast pipeline rather than exact")
+    parser.add_argument("--documents", type=int, metavar="TOKENS",
+                        help="texts of up to TOKENS tokens, consecutive reviews joined, rather than one review each")
     args = parser.parse_args()
     directory = Path(tempfile.mkdtemp(prefix="modernbert-bench-"))
-    build(directory, reviews(args.reviews, 2_000))
-    compare(directory, reviews(args.reviews, args.texts), args.batch, args.threads, args.repeats,
-            ["fast" if args.fast else "exact"])
+    corpus = reviews(args.reviews, 2_000)
+    build(directory, corpus)
+    texts = documents(corpus, args.texts, args.documents, directory) if args.documents else corpus[:args.texts]
+    compare(directory, texts, args.batch, args.threads, args.repeats, ["fast" if args.fast else "exact"])
 
 
 if __name__ == "__main__":
