@@ -15,7 +15,9 @@
  *   each row of S becomes p_j = 2^(s_j - max_j s_j) for j < n, with their sum l; the output rows are
  *   (sum_j p_j v_j) / l, accumulated over the keys for 4 (AVX2: 6) queries at a time in registers.
  * With a bias that is -inf at some offsets (a local layer's window), a block of queries reads only the keys its
- * window can reach (key_range): a local layer's cost grows as n, not n^2, to the same bits.
+ * window can reach (key_range): a local layer's cost grows as n, not n^2, to the same bits. From LONG_KEYS tokens
+ * on, the fp32 units read V from a copy and take their queries by superblocks, their keys by chunks, so that long
+ * sequences stay in L2 (unit_vector), to the same bits.
  * This is the arithmetic of softmax(scale Q K^T) V; it differs from SDPA's by the order of the fp32
  * sums and by exp's rounding (2^r by its degree-6 Taylor polynomial, relative error ~1.3e-7), within
  * the fp32 error bound of the exact result (tests/models/test_attention_kernel.py). A row whose scores
@@ -40,8 +42,8 @@
 
 #define MQ 8  /* queries per block of S, AVX-512 and scalar */
 #define QB2 6 /* AVX2: 12 accumulators of its 16 registers */
-#define LONG_KEYS 512 /* AVX-512 (unit_avx512): from this length on, queries go by superblocks of SUPER_Q, */
-#define SUPER_Q 64    /* keys by chunks of KEY_CHUNK */
+#define LONG_KEYS 512 /* the fp32 vector units (unit_vector): from this length on, queries go by superblocks of */
+#define SUPER_Q 64    /* SUPER_Q, keys by chunks of KEY_CHUNK */
 #define KEY_CHUNK 512
 
 typedef struct {
@@ -117,8 +119,6 @@ static void add_rel(float *s, const float *b, int64_t n, float mul) {
 
 #define LOG2E 1.44269504088896341f
 
-/* ---------------------------------------------------------------- scalar */
-
 /* Where P V reads a head's values, `*row` floats apart: in place, or, from COPY_VALUES_MIN tokens on, copied into
  * vt, n rows of d floats side by side. In place, the rows are 3H floats apart (9 kB at H = 768): at that stride they
  * fall in a 16th of L2's sets (2 MB, 16 ways: 512 kB of them; Zen 3's 512 kB, 8 ways: 128 kB) and evict each other
@@ -140,6 +140,7 @@ static const float *values_of(const float *v, int64_t row, int64_t n, int64_t d,
     return vt;
 }
 
+/* ---------------------------------------------------------------- scalar */
 
 /* K^T of one head into kt (d rows of np floats, zeros from n on): each key row is read once, in order
  * (reading a column at a time would touch a new cache line per element, and n key rows of a head span
@@ -508,7 +509,30 @@ AVX512 static void values_avx512(const float *const *p, const float *vbase, int6
             }
             continue;
         }
-        for (int64_t k = c; k < d; k += 16) { /* the last 16, 32 or 48 columns, 16 at a time */
+        for (int64_t k = c; k < d;) { /* the last 16, 32 or 48 columns: 32 (a head width of 32: MiniLM's), then 16 */
+            if (d - k >= 32) {
+                __m512 acc[4][2];
+                for (int r = 0; r < 4; r++)
+                    for (int h = 0; h < 2; h++)
+                        acc[r][h] = init ? _mm512_setzero_ps() : _mm512_loadu_ps(o + r * d + k + 16 * h);
+                for (int64_t i = j; i < e; i++) {
+                    const float *v = vbase + i * row + k;
+                    __m512 v0 = _mm512_loadu_ps(v), v1 = _mm512_loadu_ps(v + 16);
+                    for (int r = 0; r < 4; r++) {
+                        __m512 b = _mm512_set1_ps(p[r][i]);
+                        acc[r][0] = _mm512_fmadd_ps(b, v0, acc[r][0]);
+                        acc[r][1] = _mm512_fmadd_ps(b, v1, acc[r][1]);
+                    }
+                }
+                for (int r = 0; r < 4; r++) {
+                    if (out && !out[r]) continue;
+                    const __m512 sc = _mm512_set1_ps(out ? inv[r] : 1.0f);
+                    float *to = out ? out[r] + k : o + r * d + k;
+                    for (int h = 0; h < 2; h++) _mm512_storeu_ps(to + 16 * h, out ? _mm512_mul_ps(acc[r][h], sc) : acc[r][h]);
+                }
+                k += 32;
+                continue;
+            }
             __m512 acc[4];
             for (int r = 0; r < 4; r++) acc[r] = init ? _mm512_setzero_ps() : _mm512_loadu_ps(o + r * d + k);
             for (int64_t i = j; i < e; i++) {
@@ -522,10 +546,10 @@ AVX512 static void values_avx512(const float *const *p, const float *vbase, int6
                 else
                     _mm512_storeu_ps(o + r * d + k, acc[r]);
             }
+            k += 16;
         }
     }
 }
-
 
 /* ---------------------------------------------------------------- the fp32 vector units
  * AVX-512 and AVX2 share their loops: blocks of `rows` queries (8 / 6: the registers their products take), 4 / 6 of
