@@ -147,11 +147,12 @@ def main() -> None:
     parser.add_argument("--documents", type=int, metavar="TOKENS",
                         help="texts of up to TOKENS tokens, consecutive reviews joined, rather than one review each")
     args = parser.parse_args()
-    directory = Path(tempfile.mkdtemp(prefix="modernbert-bench-"))
     corpus = reviews(args.reviews, 2_000)
-    build(directory, corpus)
-    texts = documents(corpus, args.texts, args.documents, directory) if args.documents else corpus[:args.texts]
-    compare(directory, texts, args.batch, args.threads, args.repeats, ["fast" if args.fast else "exact"])
+    with tempfile.TemporaryDirectory(prefix="modernbert-bench-") as folder:  # the model: 520 MB, not left behind
+        directory = Path(folder)
+        build(directory, corpus)
+        texts = documents(corpus, args.texts, args.documents, directory) if args.documents else corpus[:args.texts]
+        compare(directory, texts, args.batch, args.threads, args.repeats, ["fast" if args.fast else "exact"])
 
 
 if __name__ == "__main__":

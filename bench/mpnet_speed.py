@@ -50,9 +50,10 @@ def main() -> None:
     parser.add_argument("--reviews", type=Path, default=REVIEWS)
     parser.add_argument("--modes", nargs="+", choices=("exact", "fast"), default=["exact", "fast"])
     args = parser.parse_args()
-    directory = Path(tempfile.mkdtemp(prefix="mpnet-bench-"))
-    build(directory, reviews(args.reviews, 2_000))
-    compare(directory, reviews(args.reviews, args.texts), args.batch, args.threads, args.repeats, args.modes)
+    with tempfile.TemporaryDirectory(prefix="mpnet-bench-") as folder:  # the model: 373 MB, not left behind
+        directory = Path(folder)
+        build(directory, reviews(args.reviews, 2_000))
+        compare(directory, reviews(args.reviews, args.texts), args.batch, args.threads, args.repeats, args.modes)
 
 
 if __name__ == "__main__":
