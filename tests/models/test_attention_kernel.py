@@ -755,13 +755,12 @@ def band_checks(hidden: int, heads: int, bf16: bool) -> None:
         skipped = at_thread_counts(lambda: run(qkv, p, heads, first_only, rel=band), (1, 2))  # noqa: B023
         computed = run(qkv, p, heads, first_only, rel=every)
         assert torch.equal(skipped[0], computed) and torch.equal(skipped[1], computed), (hidden, first_only)
-    assert torch.equal(run(qkv, p, heads, False, codes=True, rel=band).q,
-                       run(qkv, p, heads, False, codes=True, rel=every).q)
+    codes, codes_every = (run(qkv, p, heads, False, codes=True, rel=table) for table in (band, every))
+    assert torch.equal(codes.q, codes_every.q) and torch.equal(codes.scale, codes_every.scale)
     n, window = 600, 8
     qkv, p = packed([n], hidden, seed=42)
     clean = run(qkv, p, heads, False, rel=rel_table(heads, n, 0, band=window))
-    H = hidden
-    qkv[[0, n - 1], H:] = float("nan")  # keys and values of the first and last token
+    qkv[[0, n - 1], hidden:] = float("nan")  # keys and values of the first and last token
     out = run(qkv, p, heads, False, rel=rel_table(heads, n, 0, band=window))
     assert out[:window + 1].isnan().all() and out[n - 1 - window:].isnan().all()
     assert torch.equal(out[100:n - 100], clean[100:n - 100])
