@@ -299,51 +299,37 @@ __attribute__((target("avx2,fma"))) static void scores_avx2(const float *kt, int
     }
 }
 
-/* o += P V for 6 query rows (their weights p[r][j]) over keys j .. e - 1: 6 queries x 16 columns per step, a last 8
- * columns apart, the accumulators read from o (rows d apart; zeros with `init`) and written back (as values_avx512).
- */
+/* values_cols_avx512 for 6 query rows and W vectors of 8 columns (2: 12 accumulators of the 16 registers). */
+__attribute__((target("avx2,fma"))) static inline __attribute__((always_inline)) void values_cols_avx2(
+    const int W, const float *const *p, const float *vbase, int64_t row, int64_t j, int64_t e, int64_t d, int64_t c,
+    int init, float *o, float *const *out, const float *inv) {
+    __m256 acc[QB2][2];
+    for (int r = 0; r < QB2; r++)
+        for (int k = 0; k < W; k++) acc[r][k] = init ? _mm256_setzero_ps() : _mm256_loadu_ps(o + r * d + c + 8 * k);
+    for (int64_t i = j; i < e; i++) {
+        const float *v = vbase + i * row + c;
+        __m256 vk[2];
+        for (int k = 0; k < W; k++) vk[k] = _mm256_loadu_ps(v + 8 * k);
+        for (int r = 0; r < QB2; r++) {
+            const __m256 b = _mm256_broadcast_ss(p[r] + i);
+            for (int k = 0; k < W; k++) acc[r][k] = _mm256_fmadd_ps(b, vk[k], acc[r][k]);
+        }
+    }
+    for (int r = 0; r < QB2; r++) {
+        if (out && !out[r]) continue;
+        const __m256 sc = _mm256_set1_ps(out ? inv[r] : 1.0f);
+        float *to = out ? out[r] + c : o + r * d + c;
+        for (int k = 0; k < W; k++) _mm256_storeu_ps(to + 8 * k, out ? _mm256_mul_ps(acc[r][k], sc) : acc[r][k]);
+    }
+}
+
+/* values_cols_avx2 over every column: 16 at a time, a last 8 apart. */
 __attribute__((target("avx2,fma"))) static void values_avx2(const float *const *p, const float *vbase, int64_t row,
                                                             int64_t j, int64_t e, int64_t d, int init, float *o,
                                                             float *const *out, const float *inv) {
-    for (int64_t c = 0; c < d; c += 16) {
-        if (d - c >= 16) { /* constant indices throughout: the 12 accumulators stay in registers */
-            __m256 acc[QB2][2];
-            for (int r = 0; r < QB2; r++) {
-                acc[r][0] = init ? _mm256_setzero_ps() : _mm256_loadu_ps(o + r * d + c);
-                acc[r][1] = init ? _mm256_setzero_ps() : _mm256_loadu_ps(o + r * d + c + 8);
-            }
-            for (int64_t i = j; i < e; i++) {
-                const float *v = vbase + i * row + c;
-                __m256 v0 = _mm256_loadu_ps(v), v1 = _mm256_loadu_ps(v + 8);
-                for (int r = 0; r < QB2; r++) {
-                    __m256 b = _mm256_broadcast_ss(p[r] + i);
-                    acc[r][0] = _mm256_fmadd_ps(b, v0, acc[r][0]);
-                    acc[r][1] = _mm256_fmadd_ps(b, v1, acc[r][1]);
-                }
-            }
-            for (int r = 0; r < QB2; r++) {
-                if (out && !out[r]) continue;
-                const __m256 sc = _mm256_set1_ps(out ? inv[r] : 1.0f);
-                float *to = out ? out[r] + c : o + r * d + c;
-                _mm256_storeu_ps(to, out ? _mm256_mul_ps(acc[r][0], sc) : acc[r][0]);
-                _mm256_storeu_ps(to + 8, out ? _mm256_mul_ps(acc[r][1], sc) : acc[r][1]);
-            }
-        } else { /* a last 8 columns */
-            __m256 acc[QB2];
-            for (int r = 0; r < QB2; r++) acc[r] = init ? _mm256_setzero_ps() : _mm256_loadu_ps(o + r * d + c);
-            for (int64_t i = j; i < e; i++) {
-                __m256 v0 = _mm256_loadu_ps(vbase + i * row + c);
-                for (int r = 0; r < QB2; r++) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(p[r] + i), v0, acc[r]);
-            }
-            for (int r = 0; r < QB2; r++) {
-                if (out && !out[r]) continue;
-                if (out)
-                    _mm256_storeu_ps(out[r] + c, _mm256_mul_ps(acc[r], _mm256_set1_ps(inv[r])));
-                else
-                    _mm256_storeu_ps(o + r * d + c, acc[r]);
-            }
-        }
-    }
+    int64_t c = 0;
+    for (; d - c >= 16; c += 16) values_cols_avx2(2, p, vbase, row, j, e, d, c, init, o, out, inv);
+    if (d - c >= 8) values_cols_avx2(1, p, vbase, row, j, e, d, c, init, o, out, inv);
 }
 
 /* ---------------------------------------------------------------- AVX-512 (16 lanes) */
@@ -477,78 +463,47 @@ AVX512 static void scores_avx512(const float *kt, int64_t np, int64_t d, const f
     }
 }
 
-/* o += P V for 4 query rows (their weights p[r][j]) over keys j .. e - 1: 4 queries x 64 columns per step (16
- * accumulators), read from o (rows d apart; zeros with `init`) and written back; each output sums its products in key
- * order, so a range of keys cut in chunks sums them as the whole range would (an fp32 store and load are exact). With
- * `out`, the keys' last chunk: each row r times inv[r] goes to out[r] instead (none where out[r] is NULL). */
-AVX512 static void values_avx512(const float *const *p, const float *vbase, int64_t row, int64_t j, int64_t e,
-                                 int64_t d, int init, float *o, float *const *out, const float *inv) {
-    for (int64_t c = 0; c < d; c += 64) {
-        if (d - c >= 64) { /* constant indices throughout: the 16 accumulators stay in registers */
-            __m512 acc[4][4];
-            for (int r = 0; r < 4; r++)
-                for (int k = 0; k < 4; k++)
-                    acc[r][k] = init ? _mm512_setzero_ps() : _mm512_loadu_ps(o + r * d + c + 16 * k);
-            for (int64_t i = j; i < e; i++) {
-                const float *v = vbase + i * row + c;
-                __m512 v0 = _mm512_loadu_ps(v), v1 = _mm512_loadu_ps(v + 16), v2 = _mm512_loadu_ps(v + 32),
-                       v3 = _mm512_loadu_ps(v + 48);
-                for (int r = 0; r < 4; r++) {
-                    __m512 b = _mm512_set1_ps(p[r][i]);
-                    acc[r][0] = _mm512_fmadd_ps(b, v0, acc[r][0]);
-                    acc[r][1] = _mm512_fmadd_ps(b, v1, acc[r][1]);
-                    acc[r][2] = _mm512_fmadd_ps(b, v2, acc[r][2]);
-                    acc[r][3] = _mm512_fmadd_ps(b, v3, acc[r][3]);
-                }
-            }
-            for (int r = 0; r < 4; r++) {
-                if (out && !out[r]) continue;
-                const __m512 sc = _mm512_set1_ps(out ? inv[r] : 1.0f);
-                float *to = out ? out[r] + c : o + r * d + c;
-                for (int k = 0; k < 4; k++) _mm512_storeu_ps(to + 16 * k, out ? _mm512_mul_ps(acc[r][k], sc) : acc[r][k]);
-            }
-            continue;
-        }
-        for (int64_t k = c; k < d;) { /* the last 16, 32 or 48 columns: 32 (a head width of 32: MiniLM's), then 16 */
-            if (d - k >= 32) {
-                __m512 acc[4][2];
-                for (int r = 0; r < 4; r++)
-                    for (int h = 0; h < 2; h++)
-                        acc[r][h] = init ? _mm512_setzero_ps() : _mm512_loadu_ps(o + r * d + k + 16 * h);
-                for (int64_t i = j; i < e; i++) {
-                    const float *v = vbase + i * row + k;
-                    __m512 v0 = _mm512_loadu_ps(v), v1 = _mm512_loadu_ps(v + 16);
-                    for (int r = 0; r < 4; r++) {
-                        __m512 b = _mm512_set1_ps(p[r][i]);
-                        acc[r][0] = _mm512_fmadd_ps(b, v0, acc[r][0]);
-                        acc[r][1] = _mm512_fmadd_ps(b, v1, acc[r][1]);
-                    }
-                }
-                for (int r = 0; r < 4; r++) {
-                    if (out && !out[r]) continue;
-                    const __m512 sc = _mm512_set1_ps(out ? inv[r] : 1.0f);
-                    float *to = out ? out[r] + k : o + r * d + k;
-                    for (int h = 0; h < 2; h++) _mm512_storeu_ps(to + 16 * h, out ? _mm512_mul_ps(acc[r][h], sc) : acc[r][h]);
-                }
-                k += 32;
-                continue;
-            }
-            __m512 acc[4];
-            for (int r = 0; r < 4; r++) acc[r] = init ? _mm512_setzero_ps() : _mm512_loadu_ps(o + r * d + k);
-            for (int64_t i = j; i < e; i++) {
-                __m512 vk = _mm512_loadu_ps(vbase + i * row + k);
-                for (int r = 0; r < 4; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(p[r][i]), vk, acc[r]);
-            }
-            for (int r = 0; r < 4; r++) {
-                if (out && !out[r]) continue;
-                if (out)
-                    _mm512_storeu_ps(out[r] + k, _mm512_mul_ps(acc[r], _mm512_set1_ps(inv[r])));
-                else
-                    _mm512_storeu_ps(o + r * d + k, acc[r]);
-            }
-            k += 16;
+/* o += P V for 4 query rows (their weights p[r][j]) over keys j .. e - 1, for the W vectors of 16 columns from column
+ * c (W a constant where inlined: 4 x W accumulators with constant indices, which stay in registers), read from o (rows
+ * d apart; zeros with `init`) and written back; each output sums its products in key order, so a range of keys cut in
+ * chunks sums them as the whole range would (an fp32 store and load are exact). With `out`, the keys' last chunk:
+ * each row r times inv[r] goes to out[r] instead (none where out[r] is NULL). */
+AVX512 static inline __attribute__((always_inline)) void values_cols_avx512(const int W, const float *const *p,
+                                                                           const float *vbase, int64_t row, int64_t j,
+                                                                           int64_t e, int64_t d, int64_t c, int init,
+                                                                           float *o, float *const *out,
+                                                                           const float *inv) {
+    __m512 acc[4][4];
+    for (int r = 0; r < 4; r++)
+        for (int k = 0; k < W; k++) acc[r][k] = init ? _mm512_setzero_ps() : _mm512_loadu_ps(o + r * d + c + 16 * k);
+    for (int64_t i = j; i < e; i++) {
+        const float *v = vbase + i * row + c;
+        __m512 vk[4];
+        for (int k = 0; k < W; k++) vk[k] = _mm512_loadu_ps(v + 16 * k);
+        for (int r = 0; r < 4; r++) {
+            const __m512 b = _mm512_set1_ps(p[r][i]);
+            for (int k = 0; k < W; k++) acc[r][k] = _mm512_fmadd_ps(b, vk[k], acc[r][k]);
         }
     }
+    for (int r = 0; r < 4; r++) {
+        if (out && !out[r]) continue;
+        const __m512 sc = _mm512_set1_ps(out ? inv[r] : 1.0f);
+        float *to = out ? out[r] + c : o + r * d + c;
+        for (int k = 0; k < W; k++) _mm512_storeu_ps(to + 16 * k, out ? _mm512_mul_ps(acc[r][k], sc) : acc[r][k]);
+    }
+}
+
+/* values_cols_avx512 over every column: 64 at a time (16 accumulators), then 32 (a head width of 32: MiniLM's), then
+ * 16. */
+AVX512 static void values_avx512(const float *const *p, const float *vbase, int64_t row, int64_t j, int64_t e,
+                                 int64_t d, int init, float *o, float *const *out, const float *inv) {
+    int64_t c = 0;
+    for (; d - c >= 64; c += 64) values_cols_avx512(4, p, vbase, row, j, e, d, c, init, o, out, inv);
+    if (d - c >= 32) {
+        values_cols_avx512(2, p, vbase, row, j, e, d, c, init, o, out, inv);
+        c += 32;
+    }
+    if (d - c >= 16) values_cols_avx512(1, p, vbase, row, j, e, d, c, init, o, out, inv);
 }
 
 /* ---------------------------------------------------------------- the fp32 vector units
