@@ -261,6 +261,16 @@ def test_a_question_that_leaves_only_the_stride_is_one_input_error(arch, qa_chec
     assert context[answer["start"]:answer["end"]] == answer["answer"]
 
 
+@pytest.mark.parametrize("where", ["question", "context"])
+def test_a_lone_surrogate_is_one_input_error_naming_its_text(where, bert_qa):
+    """JSON's "\\ud800" decodes to a string UTF-8 cannot carry: the Rust binding refuses it with a bare TypeError
+    (the server answered 500 for a question holding one, and a misleading window message for a context)."""
+    texts = {"question": "Où ?", "context": "Le film a été tourné à Lyon."}
+    texts[where] = texts[where][:3] + "\ud800" + texts[where][3:]
+    with pytest.raises(InputError, match=f"^{where} 0 is not valid Unicode \\(lone surrogate at position 3\\)"):
+        bert_qa(**texts)
+
+
 def test_windows_use_transformers4_sentencepiece_offsets(oracle):
     """transformers 4 kept the space before a word in its first SentencePiece token; ids do not change."""
     qa, record = oracle

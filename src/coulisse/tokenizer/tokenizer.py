@@ -8,6 +8,7 @@ torch unless tensors of torch are asked for.
 from __future__ import annotations
 
 import copy
+import math
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +30,40 @@ STRATEGIES = ("longest_first", "only_first", "only_second", "do_not_truncate")
 # transformers' `clean_up_tokenization`, in its order.
 CLEAN_UP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
             (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
+
+
+# Tokens a pair's prefix keeps past what truncation keeps: a word cut in two at the prefix's end tokenizes
+# otherwise, and only its own tokens do (tokenizers split words before their models read them).
+CUT_MARGIN = 8
+# The most tokens a pair truncated from the left may spend on its windows (each window of one member beside each
+# window of the other): ~1 kB each in the backend, so ~130 MB.
+PAIR_WINDOW_TOKENS = 2**17
+
+
+def longest_first_lengths(n1: int, n2: int, budget: int) -> tuple[int, int]:
+    """The lengths the Rust tokenizers' `longest_first` keeps of a pair of `n1` and `n2` tokens, `budget` the
+    limit less the special tokens: the shorter member whole and the rest to the longer, or half each, the odd
+    token to the longer (the second on a tie)."""
+    if n1 + n2 <= budget:
+        return n1, n2
+    short, long = sorted((n1, n2))
+    long = short if short > budget else max(short, budget - short)
+    if short + long > budget:
+        short, long = budget // 2, budget // 2 + budget % 2
+    long = min(long, max(n1, n2))
+    return (long, short) if n1 > n2 else (short, long)
+
+
+def _refuse_left_windows(n1: int, n2: int, k1: int, k2: int) -> None:
+    """Refuse a pair whose two members, both cut from the left into windows of `k1` and `k2` tokens, would
+    cost the backend more than `PAIR_WINDOW_TOKENS` (it pairs every window of one with every window of the
+    other)."""
+    windows = -(-n1 // k1) * -(-n2 // k2)
+    if windows * (k1 + k2) > PAIR_WINDOW_TOKENS:
+        most = min(k1, k2) * math.isqrt(PAIR_WINDOW_TOKENS // (k1 + k2))
+        raise InputError(f"a text pair of {n1} and {n2} tokens truncated from the left would be cut into "
+                         f"{windows} pairs of windows; truncate from the right, or shorten both texts to about "
+                         f"{most} tokens or less.")
 
 
 class BatchEncoding(dict):
@@ -149,6 +184,16 @@ def unicode_problem(text: str) -> str | None:
     """Why `text` cannot be tokenized (to follow "... is"), or None (`lone_surrogate`)."""
     at = lone_surrogate(text)
     return None if at is None else f"not valid Unicode (lone surrogate at position {at})"
+
+
+def _refuse_bad_unicode(texts: Sequence[str], pairs: Sequence[str] | None, names: tuple[str, str] = (
+        "text", "text_pair")) -> None:
+    """Say which text the Rust binding refused and why: it refuses a string UTF-8 cannot carry with a bare
+    TypeError (looked for only then: nothing is spent on the texts that encode)."""
+    for what, sequence in zip(names, (texts, pairs or ()), strict=True):
+        for i, text in enumerate(sequence):
+            if isinstance(text, str) and (problem := unicode_problem(text)):
+                raise InputError(f"{what} {i} is {problem}; remove or replace it.") from None
 
 
 def _side(settings: dict, key: str) -> str:
@@ -275,15 +320,12 @@ class Tokenizer:
             with self._lock:  # truncation is backend state; set it and encode atomically
                 if self._python and limit is not None and (not stride or pairs is not None):
                     return self._truncate_as_python(texts, pairs, limit, strategy, add_special_tokens, direction)
+                if pairs is not None and limit is not None and strategy == "longest_first" and not stride:
+                    return self._longest_first_pairs(texts, pairs, limit, add_special_tokens, direction)
                 self._set_truncation(limit, stride, strategy, direction)
                 return self._encode(inputs, add_special_tokens)
         except (TypeError, ValueError):
-            # The Rust binding refuses a string UTF-8 cannot carry with a bare TypeError; say which and why
-            # (looked for only then: nothing is spent on the texts that encode).
-            for what, sequence in (("text", texts), ("text_pair", pairs or ())):
-                for i, text in enumerate(sequence):
-                    if isinstance(text, str) and (problem := unicode_problem(text)):
-                        raise InputError(f"{what} {i} is {problem}; remove or replace it.") from None
+            _refuse_bad_unicode(texts, pairs)
             raise
         except Exception as e:  # the Rust library's plain Exception, when the member it may cut is too short
             if "Truncation error" not in str(e):
@@ -315,7 +357,7 @@ class Tokenizer:
         firsts = self._encode(list(texts), False)
         seconds = self._encode(list(pairs), False) if pairs is not None else [None] * len(firsts)
         out = []
-        for a, b in zip(firsts, seconds, strict=True):
+        for text_a, text_b, a, b in zip(texts, pairs or [None] * len(firsts), firsts, seconds, strict=True):
             n1, n2 = len(a), len(b) if b is not None else 0
             excess = n1 + n2 + specials - limit
             if excess > 0:
@@ -329,11 +371,90 @@ class Tokenizer:
                     n1, n2 = n1 - cut1, n2 - (excess - cut1)
                     if direction == "left" and not len(b):  # transformers then drops an empty second text, and
                         b = None  # its separator, from the pair
+                if b is not None and n1 < len(a) and n2 < len(b):  # both cut: their windows meet in post_process
+                    if direction == "left":
+                        _refuse_left_windows(len(a), len(b), max(n1, 1), max(n2, 1))
+                    else:
+                        a, b = self._prefix(text_a, a, n1), self._prefix(text_b, b, n2)
                 a.truncate(max(n1, 0), direction=direction)
                 if b is not None:
                     b.truncate(max(n2, 0), direction=direction)
             out.append(self.backend.post_process(a, b, add_special_tokens=add_special_tokens))
         return out
+
+    def _longest_first_pairs(self, texts: Sequence[str], pairs: Sequence[str], limit: int,
+                             add_special_tokens: bool, direction: str) -> list[Encoding]:
+        """Pairs under `longest_first`, as the backend truncates them, without what it costs on long pairs: it
+        cuts both members into windows and keeps every window of one beside every window of the other (two
+        texts of 70,000 words take 22 GB). A pair over `limit` is encoded whole, then each member it cuts is
+        shortened to a prefix that keeps what truncation keeps (`_cut_pair`), and that pair is truncated: the
+        same ids, types and offsets; only `overflowing` no longer holds the windows past the prefixes. Call with
+        the lock held."""
+        self._set_truncation(None, 0, "longest_first")
+        inputs = list(zip(texts, pairs, strict=True))
+        encodings = self._encode(inputs, add_special_tokens)
+        over = [i for i, e in enumerate(encodings) if len(e) > limit]
+        if not over:
+            return encodings
+        budget = limit - (self.backend.num_special_tokens_to_add(True) if add_special_tokens else 0)
+        for i in over:
+            cut = self._cut_pair(inputs[i], encodings[i], budget, direction, add_special_tokens)
+            inputs[i] = cut or inputs[i]
+        self._set_truncation(limit, 0, "longest_first", direction)
+        for i, e in zip(over, self._encode([inputs[i] for i in over], add_special_tokens), strict=True):
+            encodings[i] = e
+        return encodings
+
+    def _cut_pair(self, pair: tuple[str, str], whole: Encoding, budget: int, direction: str,
+                  add_special_tokens: bool) -> tuple[str, str] | None:
+        """Prefixes of a pair's two texts that `longest_first` truncates exactly as it truncates the texts, or
+        None to keep them (no member needs cutting, or a prefix does not tokenize as the text's start does).
+        Each member keeps at most `budget` tokens, and which member keeps the odd one depends only on which is
+        longer (`longest_first_lengths`): a prefix of `budget` + 1 tokens (+ 2 for the longer member, so the
+        order stays) and a margin of `CUT_MARGIN` tokens (where a word cut in two tokenizes otherwise) keeps
+        both. Checked, not assumed: the prefixes must tokenize to the texts' first tokens, in the same order of
+        length. `direction="left"` keeps the texts' ends, whose offsets a cut start would move: a pair is then
+        encoded whole, unless its windows would cost more than `PAIR_WINDOW_TOKENS`, refused."""
+        sequence = whole.sequence_ids
+        members = [[j for j, s in enumerate(sequence) if s == m] for m in (0, 1)]
+        n = [len(m) for m in members]
+        if budget <= 1 or min(n) == 0:
+            return None
+        kept = longest_first_lengths(n[0], n[1], budget)
+        if direction == "left":
+            if kept[0] < n[0] and kept[1] < n[1]:
+                _refuse_left_windows(n[0], n[1], max(kept[0], 1), max(kept[1], 1))
+            return None
+        caps = [min(n[m], budget + 1 + (n[m] > n[1 - m]) + CUT_MARGIN) for m in (0, 1)]
+        if caps == n:
+            return None
+        offsets = whole.offsets
+        cut = tuple(text if caps[m] == n[m] else text[:offsets[members[m][caps[m] - 1]][1]]
+                    for m, text in enumerate(pair))
+        check = self._encode([cut], add_special_tokens)[0]
+        again = [[j for j, s in enumerate(check.sequence_ids) if s == m] for m in (0, 1)]
+        lengths = [len(m) for m in again]
+        if longest_first_lengths(lengths[0], lengths[1], budget) != kept or (lengths[0] > lengths[1]) != (
+                n[0] > n[1]) or (lengths[0] < lengths[1]) != (n[0] < n[1]):
+            return None
+        for m in (0, 1):
+            first, second = members[m][:kept[m]], again[m][:kept[m]]
+            if ([whole.ids[j] for j in first] != [check.ids[j] for j in second]
+                    or [offsets[j] for j in first] != [check.offsets[j] for j in second]):
+                return None
+        return cut  # type: ignore[return-value]
+
+    def _prefix(self, text: str, encoding: Encoding, keep: int) -> Encoding:
+        """The encoding of a prefix of `text` whose first `keep` tokens are `encoding`'s (a margin of
+        `CUT_MARGIN` past them), else `encoding`: truncated to `keep`, it then leaves few windows. Call with the
+        lock held."""
+        end = min(keep + CUT_MARGIN, len(encoding))
+        if end == len(encoding) or keep <= 0:
+            return encoding
+        prefix = self._encode([text[:encoding.offsets[end - 1][1]]], False)[0]
+        if prefix.ids[:keep] != encoding.ids[:keep] or prefix.offsets[:keep] != encoding.offsets[:keep]:
+            return encoding
+        return prefix
 
     def encode_windows(self, texts: Sequence[str], pairs: Sequence[str], *, max_length: int, stride: int,
                        strategy: str = "only_second", direction: str | None = None) -> list[list[Encoding]]:
@@ -342,6 +463,15 @@ class Tokenizer:
         Consecutive windows share `stride` tokens of the truncated member. `direction="left"` (None: the
         tokenizer's `truncation_side`) starts from the member's end, as transformers' `truncation_side="left"`."""
         direction = direction or self.truncation_side
+        names = ("question", "context") if strategy == "only_second" else ("text", "text_pair")
+        try:
+            return self._windows(texts, pairs, max_length, stride, strategy, direction)
+        except (TypeError, ValueError, InputError):
+            _refuse_bad_unicode(texts, pairs, names)
+            raise
+
+    def _windows(self, texts: Sequence[str], pairs: Sequence[str], max_length: int, stride: int, strategy: str,
+                 direction: str) -> list[list[Encoding]]:
         def refused(detail: str) -> InputError:
             return InputError(
                 f"cannot cut windows of {max_length} tokens with a stride of {stride}: the part that is not cut "
