@@ -184,12 +184,12 @@ def test_the_key_is_checked_before_the_body_is_read(server):
     chunked = exchange(server.port, b"POST /embed HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1000\r\n")
     assert_error(chunked, 401, "Unauthorized")
     assert chunked.closed and chunked.seconds < BODY_TIMEOUT / 2
-    # Malformed JSON and an unknown route: 401, not 422 or 404. With the key, the usual answers.
+    # Malformed JSON and an unknown route: 401, not 400 or 404. With the key, the usual answers.
     assert_error(exchange(server.port, post("/predict", b"{not json")), 401, "Unauthorized")
     assert_error(exchange(server.port, post("/predict", b"{not json", b"Authorization: Bearer wrong\r\n")),
                  401, "Unauthorized")
     assert_error(exchange(server.port, b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n"), 401, "Unauthorized")
-    assert_error(exchange(server.port, post("/predict", b"{not json", AUTH)), 422, "Validation")
+    assert_error(exchange(server.port, post("/predict", b"{not json", AUTH)), 400, "BadRequest")
     assert_error(exchange(server.port, b"GET /nope HTTP/1.1\r\nHost: t\r\n" + AUTH + b"\r\n"), 404, "NotFound")
     # TEI's public routes need no key; POST on one of them does.
     for path in ("/health", "/metrics", "/openapi.json"):

@@ -62,24 +62,44 @@ def test_a_body_of_either_shape_is_refused_in_the_shapes_a_client_knows(client):
     assert "Request" not in message and "Task" not in message
 
 
-@pytest.mark.parametrize("content", [b"{not json", b"", b"[1, 2]", b'"text"'])
-def test_malformed_json_is_422(client, content):
+@pytest.mark.parametrize("content, message", [
+    (b"{not json", "the body is not valid JSON (Expecting property name enclosed in double quotes character 2)"),
+    (b"", 'the body is empty; send a JSON object such as {"inputs": "some text"}'),
+    (b"[" * 4_000 + b"]" * 4_000, "the body is nested deeper than the JSON parser goes; send one JSON value"),
+])
+def test_a_body_that_is_not_json_is_400_as_in_tei(client, content, message):
+    """TEI's JSON reader (axum's `Json`) answers 400 to what serde_json cannot parse (a syntax error, an empty
+    body: `Category::Syntax | Eof`), 422 to JSON of the wrong shape."""
     r = client.post("/predict", content=content, headers={"content-type": "application/json"})
-    assert error(r, 422, "Validation")
+    assert error(r, 400, "BadRequest") == message
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"[1, 2]", 'the body must be a JSON object such as {"inputs": "some text"}'),
+    (b'"text"', 'the body must be a JSON object such as {"inputs": "some text"}'),
+    (b'{"inputs": "a", "inputs": "b"}', 'the body\'s JSON names the key "inputs" twice in one object; send it once'),
+    (b'{"inputs": "a", "truncate": true, "truncate": false}',
+     'the body\'s JSON names the key "truncate" twice in one object; send it once'),
+])
+def test_json_of_the_wrong_shape_is_422(client, content, message):
+    """A key given twice is refused, as TEI's serde reader refuses a duplicate field (Python's `json` would keep
+    the last value)."""
+    r = client.post("/predict", content=content, headers={"content-type": "application/json"})
+    assert error(r, 422, "Validation") == message
 
 
 def test_a_body_that_does_not_parse_says_where_or_which_byte(client):
     """The JSON parser's position, not a sentence cut short; bytes that are not UTF-8 named as the corpus jobs'
     readers name them, not the framework's "There was an error parsing the body"."""
     json_header = {"content-type": "application/json"}
-    message = error(client.post("/predict", content=b'{"inputs": "abc', headers=json_header), 422, "Validation")
+    message = error(client.post("/predict", content=b'{"inputs": "abc', headers=json_header), 400, "BadRequest")
     assert message == "the body is not valid JSON (Unterminated string starting at character 12)"
     try:
         json.loads('{"inputs": "abc')
     except json.JSONDecodeError as e:
         assert e.pos + 1 == 12  # the parser's own position, 0-based
     latin1 = '{"inputs": "été"}'.encode("latin-1")
-    message = error(client.post("/predict", content=latin1, headers=json_header), 422, "Validation")
+    message = error(client.post("/predict", content=latin1, headers=json_header), 400, "BadRequest")
     assert message == "the body is not valid UTF-8 (byte 0xe9 at byte 13); send the JSON encoded in UTF-8"
 
 

@@ -97,3 +97,22 @@ def test_embeddings_keep_the_end(factory):
     close(tokens[0], hidden[0][: int(encoded["attention_mask"][0].sum())].numpy(), 1e-4)
     close(similar, [float(np.dot(left[0], left[1]))], 1e-5)
     assert not np.allclose(left[0], right[0], atol=1e-3)  # the direction changed what the model read
+
+
+def test_two_long_texts_of_a_pair(factory):
+    """A pair of two 12,000-token texts: cut from the right, each keeps half of the limit, as the pipeline does;
+    from the left, the tokenizer would pair every window of one with every window of the other (~2,200 of 512
+    tokens, and quadratic in the length: two texts of 70,000 took 22 GB), so the server refuses it, a 422 that
+    says what to do."""
+    pipe = coulisse.pipeline("text-classification", model=str(factory.checkpoint("bert")))
+    text = "film " * 12_000
+    with TestClient(create_app(pipe)) as c:
+        right = c.post("/predict", json={"inputs": [text, text], "raw_scores": True})
+        left = c.post("/predict", json={"inputs": [text, text], "truncation_direction": "Left"})
+    assert right.status_code == 200
+    expected = pipe({"text": text, "text_pair": text}, top_k=None, function_to_apply="none")
+    assert {s["label"]: s["score"] for s in right.json()} == pytest.approx(
+        {e["label"]: e["score"] for e in expected}, abs=1e-5)
+    assert left.status_code == 422
+    assert left.json()["error_type"] == "Validation"
+    assert "truncate from the right" in left.json()["error"]

@@ -16,7 +16,6 @@ import asyncio
 import hmac
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -29,6 +28,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from coulisse import __version__
 from coulisse.interfaces.server.answers import encoded
+from coulisse.interfaces.server.bodies import RequestIds, StrictJSONRoute, new_request_id
 from coulisse.interfaces.server.docs import add_offline_docs, document_request_limits
 from coulisse.interfaces.server.errors import ServerError, install_handlers, openapi_responses
 from coulisse.interfaces.server.guard import Drain, Guard, GuardLimits
@@ -110,7 +110,8 @@ class Gate:
                   work: Callable[[Timings], Awaitable[list]], single: bool, timed: bool = True) -> Response:
         """`timed`: TEI's compute and timing headers, which TEI sends on the routes that run the model only
         (not /tokenize, /decode)."""
-        request.state.request_id = request_id = uuid.uuid4().hex
+        request_id = getattr(request.state, "request_id", None) or new_request_id()
+        request.state.request_id = request_id
         start = time.perf_counter()
         self.metrics.request_count.inc(route=route, method=method)
         if self.permits.locked():
@@ -148,9 +149,9 @@ class Gate:
 
 def add_task_routes(app: FastAPI, service: Service, gate: Gate, protected: list) -> dict:
     settings = service.settings
-    errors = openapi_responses("validation", "payload_size", *(("unauthorized",) if settings.api_key else ()),
-                               "empty", "batch_size", "input_length", "model_type", "overloaded", "backend",
-                               "unhealthy")
+    errors = openapi_responses("validation", "json_syntax", "payload_size",
+                               *(("unauthorized",) if settings.api_key else ()), "empty", "batch_size",
+                               "input_length", "model_type", "overloaded", "backend", "unhealthy")
 
     # Both task routes answer (the other model type gets TEI's 424); the schema shows the one served.
     @app.post("/predict", tags=[TAG], dependencies=protected, response_model=None,
@@ -238,6 +239,7 @@ def model_app(service: Service, gate: Gate, lifespan=None) -> FastAPI:
     # No /redoc: FastAPI's page loads ReDoc from a CDN (blank offline), and TEI has none; /docs is offline.
     app = FastAPI(title="coulisse", version=__version__, lifespan=lifespan, redoc_url=None,
                   description="Text-embeddings-inference's HTTP API over a coulisse pipeline.")
+    app.router.route_class = StrictJSONRoute
 
     def openapi() -> dict:
         if app.openapi_schema is None:
@@ -261,16 +263,17 @@ def model_app(service: Service, gate: Gate, lifespan=None) -> FastAPI:
 
 def guarded(app: FastAPI, settings: ServerSettings, metrics: ServerMetrics, prefixes: tuple[str, ...] = ()) -> FastAPI:
     """The HTTP layer every request crosses first, outermost last: the key and the body limits (before any
-    route or body parsing), OpenAI's error shape on its paths, CORS."""
+    route or body parsing), OpenAI's error shape on its paths, CORS, the request id."""
     app.state.drain = Drain()
     app.add_middleware(Guard, limits=GuardLimits(settings.api_key, settings.payload_limit, settings.body_timeout,
                                                  prefixes), metrics=metrics, drain=app.state.drain)
     app.add_middleware(OpenAIErrors, prefixes=prefixes)
     if settings.cors_allow_origin:  # TEI allows every origin by default; coulisse only those it is told
-        from fastapi.middleware.cors import CORSMiddleware
+        from coulisse.interfaces.server.guard import TEICors
 
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_allow_origin, allow_methods=["GET", "POST"],
+        app.add_middleware(TEICors, allow_origins=settings.cors_allow_origin, allow_methods=["GET", "POST"],
                            allow_headers=["content-type", "authorization", "x-model"])
+    app.add_middleware(RequestIds)
     return app
 
 

@@ -24,6 +24,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from coulisse.interfaces.server.bodies import DUPLICATE, new_request_id
+
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
@@ -42,10 +44,13 @@ class ErrorKind:
 
 
 ERRORS: dict[str, ErrorKind] = {
-    "validation": ErrorKind(422, "Validation",
-                            "malformed JSON, a field of the wrong type, or a text that is not valid Unicode (named)"),
+    "validation": ErrorKind(422, "Validation", "a field of the wrong type, unknown or given twice, or a text that is "
+                            "not valid Unicode (named)"),
     "empty": ErrorKind(400, "Empty", "`inputs` is an empty list, or holds an empty text"),
     "bad_request": ErrorKind(400, "BadRequest", "the request line or a header is not valid HTTP/1.1", close=True),
+    # 400, as TEI's JSON reader (axum) answers a body serde_json cannot parse: its data errors are 422.
+    "json_syntax": ErrorKind(400, "BadRequest", "a body that is not JSON (a syntax error, bytes that are not UTF-8, "
+                             "nesting deeper than the parser goes)"),
     "unauthorized": ErrorKind(401, "Unauthorized", "missing or wrong `Authorization: Bearer` key", close=True),
     "not_found": ErrorKind(404, "NotFound", "no such route"),
     "method_not_allowed": ErrorKind(405, "MethodNotAllowed", "the route exists for another method"),
@@ -110,7 +115,7 @@ def raw_error_response(kind: str, message: str) -> bytes:
     spec = ERRORS[kind]
     body = error_body(kind, message)
     headers = {"content-type": "application/json", "content-length": str(len(body)),
-               **error_headers(kind), "connection": "close"}
+               **error_headers(kind), "connection": "close", "x-request-id": new_request_id()}
     head = f"HTTP/1.1 {spec.status} {HTTPStatus(spec.status).phrase}\r\n"
     head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
     return head.encode("latin-1") + b"\r\n" + body
@@ -143,14 +148,30 @@ def describe_validation(exc: RequestValidationError) -> str:
         if loc and re.fullmatch(r"[A-Z][A-Za-z]*(Request|Task)", loc[0]):
             name = loc.pop(0)
             shape = f"as {BODY_NAMES.get(name, 'the Inference API body' if name.endswith('Task') else 'a TEI body')}, "
-        if err.get("type") == "json_invalid":  # loc: ("body", the character where the parser stopped)
+        if err.get("type") == "json_invalid" and duplicate(err):
+            parts.append(f"the body's JSON names the key {err['ctx']['error'][len(DUPLICATE) + 1:]} twice in one "
+                         "object; send it once")
+        elif err.get("type") == "json_invalid":  # loc: ("body", the character where the parser stopped)
             at = f" character {int(loc[0]) + 1}" if loc and loc[0].isdigit() else ""
             parts.append(f"the body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')}{at})")
         elif not loc:
-            parts.append(f'{shape}the body must be a JSON object such as {{"inputs": "some text"}}')
+            parts.append(f"{shape}the body must be {EXAMPLE}")
         else:
             parts.append(f"{shape}{'.'.join(loc)}: {err.get('msg', 'invalid value')}")
     return "; ".join(parts)
+
+
+EXAMPLE = 'a JSON object such as {"inputs": "some text"}'
+
+
+def duplicate(err: dict) -> bool:
+    return str(err.get("ctx", {}).get("error", "")).startswith(DUPLICATE)
+
+
+def syntax_error(exc: RequestValidationError) -> bool:
+    """Whether FastAPI could not parse the body at all (a 400, as TEI), rather than read a bad value in it."""
+    errors = exc.errors()
+    return bool(errors) and all(e.get("type") == "json_invalid" and not duplicate(e) for e in errors)
 
 
 UNPARSED = "There was an error parsing the body"  # FastAPI's words for a body json.loads could not decode
@@ -165,6 +186,12 @@ async def _unparsed_body(request: Request) -> str:
     except UnicodeDecodeError as e:
         return (f"the body is not valid UTF-8 (byte 0x{body[e.start]:02x} at byte {e.start + 1}); send the JSON "
                 "encoded in UTF-8")
+    try:
+        json.loads(body)
+    except RecursionError:
+        return "the body is nested deeper than the JSON parser goes; send one JSON value"
+    except ValueError:
+        pass
     return f"{UNPARSED}: send one JSON value in UTF-8"
 
 
@@ -182,11 +209,18 @@ def install_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
         return respond(request, exc.kind, exc.message)
 
     async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if syntax_error(exc):
+            return respond(request, "json_syntax", describe_validation(exc))
+        if all(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",) for e in exc.errors()) and (
+                not await request.body()):  # serde_json reads no value from no bytes: TEI's 400
+            return respond(request, "json_syntax", f"the body is empty; send {EXAMPLE}")
         return respond(request, "validation", describe_validation(exc))
 
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.detail == UNPARSED:
+            return respond(request, "json_syntax", await _unparsed_body(request))
         kind = STARLETTE_KINDS.get(exc.status_code, "validation" if exc.status_code < 500 else "backend")
-        return respond(request, kind, await _unparsed_body(request) if exc.detail == UNPARSED else str(exc.detail))
+        return respond(request, kind, str(exc.detail))
 
     async def on_bug(request: Request, exc: Exception) -> JSONResponse:
         request_id = getattr(request.state, "request_id", "-")

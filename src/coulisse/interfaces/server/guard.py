@@ -22,6 +22,9 @@ import hmac
 import time
 from dataclasses import dataclass
 
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
+
 from coulisse.interfaces.server.errors import error_response
 from coulisse.interfaces.server.limits import CONNECTION
 from coulisse.interfaces.server.metrics import ServerMetrics
@@ -200,3 +203,16 @@ def replay(body: bytes, receive):
         return await receive()  # after the body: waits for the client to disconnect
 
     return receive_again
+
+
+class TEICors(CORSMiddleware):
+    """Starlette's CORS layer, answering a preflight it does not allow as TEI's (tower-http) does: 200 without
+    the `access-control-allow-origin` (or a method or header the browser asked for) it would allow, so the
+    browser refuses, where Starlette answers 400 in plain text."""
+
+    def preflight_response(self, request_headers):
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")}
+        return Response(status_code=200, headers=headers)

@@ -69,8 +69,8 @@ def answer_shape(task: str, result):
 
 def add_root_routes(app: FastAPI, service: Service, gate, protected: list, handlers: dict) -> None:
     task = service.pipe.task
-    errors = openapi_responses("validation", "payload_size", *(("unauthorized",) if service.settings.api_key
-                                                               else ()),
+    errors = openapi_responses("validation", "json_syntax", "payload_size",
+                               *(("unauthorized",) if service.settings.api_key else ()),
                                "empty", "batch_size", "input_length", "overloaded", "backend", "unhealthy")
 
     async def run_task(body, request: Request) -> Response:

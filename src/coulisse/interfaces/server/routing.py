@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from coulisse import __version__
 from coulisse.errors import InputError
 from coulisse.interfaces.server.app import Gate, guarded, model_app, serving
+from coulisse.interfaces.server.bodies import StrictJSONRoute
 from coulisse.interfaces.server.errors import ServerError, error_response, install_handlers
 from coulisse.interfaces.server.guard import header, replay
 from coulisse.interfaces.server.metrics import ServerMetrics, render_by_model
@@ -188,6 +189,7 @@ def several_models_app(models: Sequence[tuple[Pipeline, ServerSettings]]) -> Fas
     check_names(names, reserved | {first_segment(p) for p in SERVER_PATHS})
     app = FastAPI(title="coulisse", version=__version__, lifespan=serving(list(services.values())),
                   openapi_url=None, docs_url=None, redoc_url=None)
+    app.router.route_class = StrictJSONRoute
     app.state.services, app.state.metrics, app.state.models = services, metrics, apps
     install_handlers(app, metrics)
     add_server_routes(app, services, metrics)

@@ -247,8 +247,11 @@ class Service:
             check_characters(sequences, self.max_input_length * CHARS_PER_TOKEN, ". Pass \"truncate\": true.")
         start = time.perf_counter()
         loop = asyncio.get_running_loop()
-        items, batch = await loop.run_in_executor(self._tokenizer_pool, self._preprocess, sequences, truncate,
-                                                  normalize, side, prompt)
+        try:
+            items, batch = await loop.run_in_executor(self._tokenizer_pool, self._preprocess, sequences, truncate,
+                                                      normalize, side, prompt)
+        except InputError as e:  # what the tokenizer refuses (a pair too costly to cut from the left)
+            raise library_error(e, "inputs") from None
         timings.tokenization_s = time.perf_counter() - start
         self.metrics.tokenization_duration.observe(timings.tokenization_s)
         for item in items:

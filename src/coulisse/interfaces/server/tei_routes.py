@@ -84,8 +84,8 @@ def add_tei_routes(app: FastAPI, service: Service, gate, protected: list) -> dic
     """Register the routes; returns the handlers `POST /` dispatches to."""
     settings = service.settings
     auth = ("unauthorized",) if settings.api_key else ()
-    errors = openapi_responses("validation", "payload_size", *auth, "empty", "batch_size", "input_length",
-                               "model_type", "overloaded", "backend", "unhealthy")
+    errors = openapi_responses("validation", "json_syntax", "payload_size", *auth, "empty", "batch_size",
+                               "input_length", "model_type", "overloaded", "backend", "unhealthy")
 
     def truncate_of(value):
         return settings.auto_truncate if value is None else value
@@ -159,7 +159,7 @@ def add_tei_routes(app: FastAPI, service: Service, gate, protected: list) -> dic
 
     @app.post("/tokenize", tags=[TAG], dependencies=protected, response_model=None,
               responses={200: {"model": list[list[SimpleToken]], "description": "Tokens per input"},
-                         **openapi_responses("validation", *auth, "empty", "batch_size")})
+                         **openapi_responses("validation", "json_syntax", *auth, "empty", "batch_size")})
     async def tokenize(body: TokenizeRequest, request: Request) -> Response:
         """The tokenizer's tokens of each text (after the prompt, if any): id, text, special, byte offsets."""
         texts, _ = batch_of(body.inputs)
@@ -183,7 +183,7 @@ def add_tei_routes(app: FastAPI, service: Service, gate, protected: list) -> dic
 
     @app.post("/decode", tags=[TAG], dependencies=protected, response_model=None,
               responses={200: {"model": list[str], "description": "One text per id list"},
-                         **openapi_responses("validation", *auth, "empty", "batch_size")})
+                         **openapi_responses("validation", "json_syntax", *auth, "empty", "batch_size")})
     async def decode(body: DecodeRequest, request: Request) -> Response:
         """Token ids back to text, through the tokenizer's decoder."""
         batch, _ = batch_of(body.ids, ())
