@@ -321,7 +321,7 @@ def render_text(results: dict) -> str:
             for r in results["runs"] if "error" in r]
     out += ["", "checks:"]
     out += [f"  {name}: {fmt_check(value)}" for name, value in results["summary"]["checks"].items()]
-    out += ["", "targets (issues 3 and 15):"]
+    out += ["", "targets (this project's, docs/benchmarks.md):"]
     for t in results["summary"]["targets"]:
         sign = "≥" if t["higher_is_better"] else "≤"
         value, goal = fmt_target(t)
@@ -342,7 +342,7 @@ def render_markdown(results: dict) -> str:
               for r in results["runs"] if "error" in r]
     lines += ["", "Checks:", ""]
     lines += [f"- {name}: {fmt_check(value)}" for name, value in results["summary"]["checks"].items()]
-    lines += ["", "Targets (issues 3 and 15):", ""]
+    lines += ["", "Targets (this project's, docs/benchmarks.md):", ""]
     for t in results["summary"]["targets"]:
         sign = "≥" if t["higher_is_better"] else "≤"
         value, goal = fmt_target(t)

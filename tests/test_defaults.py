@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from factory import make_hf_cache
 
-from coulisse import defaults, pipeline
+from coulisse import checkpoint, defaults, pipeline
 from coulisse.errors import ModelNotFoundError
 
 COURSE = ["J'ai attendu un cours d'HuggingFace toute ma vie.", "Je déteste tellement ça !"]
@@ -38,8 +38,10 @@ def no_hub(tmp_path, monkeypatch):
 
 @pytest.fixture
 def stand_in_bundle(monkeypatch, tf_camembert_dir):
-    """The TF fixture in place of the shipped model, so the selection logic is tested on its own."""
+    """The TF fixture in place of the shipped model, so the selection logic is tested on its own; and a
+    process that has not fallen back yet (the warning is said once per process)."""
     monkeypatch.setattr(defaults, "BUNDLED_DIR", tf_camembert_dir)
+    monkeypatch.setattr(checkpoint, "_FELL_BACK", set())
     return tf_camembert_dir
 
 
@@ -63,6 +65,16 @@ def test_no_model_and_no_hub_falls_back_with_one_warning(no_hub, stand_in_bundle
         assert part in line, (part, line)
     assert [r["label"] for r in classifier(COURSE)] == [r["label"] for r in
                                                          pipeline("sentiment-analysis", model=stand_in_bundle)(COURSE)]
+
+
+def test_the_fallback_is_a_warning_once_per_process(no_hub, stand_in_bundle, caplog):
+    """A notebook or a loop that builds the pipeline again falls back again (the Hub is asked each time: it may
+    be back), said at INFO after the first warning."""
+    with caplog.at_level(logging.INFO, logger="coulisse"):
+        for _ in range(3):
+            assert pipeline("sentiment-analysis").checkpoint.name == defaults.BUNDLED_MODEL
+    said = [r for r in caplog.records if "could not be had" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.WARNING, logging.INFO, logging.INFO]
 
 
 def test_no_model_offline_falls_back(tmp_path, monkeypatch, stand_in_bundle):

@@ -151,13 +151,21 @@ def default_model(task: str, revision: str | None = None) -> str | None:
         resolve_model(name, revision)
         return name
     except ModelNotFoundError as e:
-        log.warning(
+        # Said once per process and default model (a notebook or a loop builds pipelines again and again);
+        # each call still asks the Hub, which may be back.
+        level = logging.INFO if name in _FELL_BACK else logging.WARNING
+        _FELL_BACK.add(name)
+        log.log(
+            level,
             "%s could not be had (%s); using the bundled %s instead (%.1f %% accuracy on held-out Allociné "
             "reviews, %s reaches %.1f %%). To get %s: %s, or pass --model / model=.",
             name, _first_sentence(str(e)), BUNDLED_MODEL, 100 * BUNDLED_ACCURACY, name,
             100 * TF_ALLOCINE_ACCURACY, name, download_hint(name),
         )
         return BUNDLED_MODEL
+
+
+_FELL_BACK: set[str] = set()  # the default models whose fallback was already a warning in this process
 
 
 def _first_sentence(message: str) -> str:

@@ -208,3 +208,40 @@ def test_tei_launcher_syntax_and_variables(monkeypatch, minilm, args, env, expec
     got = {"auto_truncate": service.settings.auto_truncate, "max_batch_requests": loaded[0]["max_batch_size"],
            "pooling": service.pooling_mode}
     assert {k: got[k] for k in expected} == expected
+
+
+@pytest.mark.parametrize(("args", "warned"), [
+    (["--host", "0.0.0.0"], True),
+    (["--host", "::"], True),
+    (["--host", "0.0.0.0", "--api-key", "k"], False),
+    (["--host", "127.0.0.1"], False),
+    (["--host", "::1"], False),
+    (["--host", "localhost"], False),
+])
+def test_listening_beyond_this_machine_without_a_key_is_a_warning(monkeypatch, minilm, caplog, args, warned):
+    """TEI listens on every interface without a key by default; coulisse listens on 127.0.0.1, and says so when
+    told to answer other machines with no key (the studio refuses a host that is not loopback outright)."""
+    import logging
+
+    from coulisse.interfaces.cli import cli
+    from coulisse.interfaces.server import command
+
+    class Captured:
+        def __init__(self, config, drain):
+            pass
+
+        def run(self):
+            pass
+
+    monkeypatch.setattr(command, "load_pipeline", lambda *a, **k: minilm)
+    monkeypatch.setattr(command, "check_listen", lambda host, port: None)  # no interface needed
+    monkeypatch.setattr("coulisse.interfaces.server.detect.served_task", lambda task, *a: task or "feature-extraction")
+    monkeypatch.setattr("coulisse.interfaces.server.protocol.DrainingServer", Captured)
+    monkeypatch.setattr(command.signal, "signal", lambda *a: None)
+    monkeypatch.delenv("COULISSE_API_KEY", raising=False)
+    monkeypatch.delenv("API_KEY", raising=False)
+    with caplog.at_level(logging.WARNING, logger="coulisse"):
+        result = CliRunner().invoke(cli, ["serve", "-m", "minilm", "--port", "0", *args])
+    assert result.exit_code == 0, result.output
+    said = [r.getMessage() for r in caplog.records if "without --api-key" in r.getMessage()]
+    assert bool(said) is warned, said

@@ -55,7 +55,7 @@ class Preparation:
 
     def describe(self) -> str:
         dtype = "int8 linear layers" if self.quantize else str(self.dtype).removeprefix("torch.")
-        return f"{self.device}, {dtype}, {self.fast_path}, {self.threads} threads"
+        return f"{self.device}, {dtype}, {self.fast_path}, {self.threads} thread{'' if self.threads == 1 else 's'}"
 
 
 def resolve_fast(device: torch.device, dtype=None, quantize: str | None = None, fast: bool = False):

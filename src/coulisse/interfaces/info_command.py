@@ -7,7 +7,7 @@ import os
 
 import click
 
-from coulisse.interfaces.formatting import wrapped
+from coulisse.interfaces.formatting import count, wrapped
 
 
 @click.command()
@@ -46,7 +46,7 @@ def info(as_json: bool) -> None:
                                "onednn_primitive_cache": primitives},
                               ensure_ascii=False))
         return
-    click.echo(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    click.echo(f"torch {torch.__version__}, {count(torch.get_num_threads(), 'thread')}")
     for line in plan.lines():
         click.echo(readable(line))
     if plan.fp32.kernel == "onednn":

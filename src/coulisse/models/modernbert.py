@@ -52,7 +52,7 @@ def _layer_types(raw: dict, layers: int) -> tuple[str, ...]:
         return tuple("sliding_attention" if i % every else "full_attention" for i in range(layers))
     if not isinstance(types, list) or len(types) != layers or any(t not in LAYER_TYPES for t in types):
         raise UnsupportedModelError(f"layer_types={types!r} in config.json; ModernBERT takes one of "
-                                    f"{', '.join(LAYER_TYPES)} per layer ({layers} layers).")
+                                    f"{', '.join(LAYER_TYPES)} per layer ({layers} layer{'' if layers == 1 else 's'}).")
     return tuple(types)
 
 

@@ -161,6 +161,9 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
         raise click.UsageError("--auto-truncate and --no-auto-truncate both given; pass one of them.")
     auto_truncate = given["auto_truncate"] and not no_auto_truncate
     check_listen(host, port)  # before the models load: a port in use is said at once, in one line
+    if not api_key and not loopback(host):
+        log.warning("listening on %s without --api-key: whoever reaches port %s can use the model; pass --api-key "
+                    "KEY, or --host 127.0.0.1 to answer this machine only", host, port)
     models, tasks, names = served_models(list(model), list(given["model_id"]), list(task),
                                          list(given["served_model_name"]))
     served = []
@@ -229,6 +232,18 @@ def served_models(models: list[str], model_ids: list[str], tasks: list[str],
                                    "in the same order, or none.")
         paired.append(list(values) or [None] * len(chosen))
     return chosen, paired[0], paired[1]
+
+
+def loopback(host: str) -> bool:
+    """Whether `host` only answers this machine (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to any interface
 
 
 def check_listen(host: str, port: int) -> None:
