@@ -321,9 +321,9 @@ def _checked_options(ds, mapper: type, model: str | None, options: dict[str, Any
     actor's traceback; returns the model every actor loads (the default one resolved here)."""
     import inspect
 
-    from coulisse.interfaces.jobs.predict import LONG_TEXT
     from coulisse.models.quantize import MODES
     from coulisse.tasks.feature_extraction import POOLINGS
+    from coulisse.tasks.windows import LONG_TEXT
 
     try:
         inspect.signature(mapper.__init__).bind(None, model, **options)

@@ -10,9 +10,10 @@ import pytest
 from coulisse.engine import Item
 from coulisse.errors import InputError
 from coulisse.interfaces.jobs.formats import Row
-from coulisse.interfaces.jobs.predict import Predictor, split_windows, window_starts
+from coulisse.interfaces.jobs.predict import Predictor
 from coulisse.interfaces.jobs.runner import JobOptions, classify_file
 from coulisse.tasks.text_classification import softmax
+from coulisse.tasks.windows import split_windows, window_starts
 
 LONG = ("Ce film commence lentement, presque trop, puis la mise en scène prend son envol : les acteurs sont "
         "justes, la musique accompagne l'histoire sans l'écraser, et la photographie est superbe. Hélas la "

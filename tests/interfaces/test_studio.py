@@ -28,11 +28,12 @@ from starlette.testclient import TestClient  # noqa: E402
 from coulisse import pipeline  # noqa: E402
 from coulisse.errors import InputError  # noqa: E402
 from coulisse.interfaces.cli import cli  # noqa: E402
-from coulisse.interfaces.jobs.predict import Predictor, split_windows  # noqa: E402
+from coulisse.interfaces.jobs.predict import Predictor  # noqa: E402
 from coulisse.interfaces.report import MAX_ATTENTION_TOKENS, diverging_rgb  # noqa: E402
 from coulisse.interfaces.studio.app import create_app  # noqa: E402
 from coulisse.interfaces.studio.command import is_loopback  # noqa: E402
 from coulisse.interfaces.studio.explore import Studio, parse_query  # noqa: E402
+from coulisse.tasks.windows import split_windows  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 LONG = TEXTS[-1]  # past 512 tokens

@@ -144,6 +144,9 @@ class Batch(Sequence[Item]):
     inputs: list[Any] = field(default_factory=list)  # the parsed inputs: texts, examples, ...
     single: bool = False  # one input given bare (a string): one result back, not a list
     context: Any = None  # per task: windows, candidate labels, pooling, ...
+    # per item, the input it reads, where an input runs as several items (text-classification's
+    # long_text="chunk": its windows, whose logits postprocess averages); None: one item per input
+    owners: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.items)

@@ -25,6 +25,7 @@ from coulisse.tasks.base import (
     truncation_option,
 )
 from coulisse.tasks.functional import sigmoid, softmax
+from coulisse.tasks.windows import LONG_TEXT, average_logits, split_windows
 from coulisse.tokenizer import check_texts
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,11 @@ class TextClassificationPipeline(Pipeline):
         # transformers sets it on the tokenizer (`tokenizer.truncation_side = "left"`): keep the end; None: the
         # tokenizer's own (tokenizer_config.json's, "right" where it says nothing)
         "truncation_side": Option(None, PRE, check=one_of("right", "left")),
+        # coulisse's own: a text over the model's limit read whole, in windows that share `stride` tokens
+        # (default a quarter of a window), the mean of their logits (coulisse.tasks.windows); "truncate" keeps
+        # the start, as transformers does
+        "long_text": Option("truncate", PRE, check=one_of(*LONG_TEXT)),
+        "stride": Option(None, PRE, check=lambda name, v: positive_int(name, v, allow_zero=True)),
         "padding": Option(False, UNUSED, check=padding_option),
         # removed in transformers 5, which ignores it; so does coulisse, with a warning
         "return_all_scores": Option(None, UNUSED, check=boolean),
@@ -113,10 +119,14 @@ class TextClassificationPipeline(Pipeline):
 
     def preprocess(self, inputs: Any, truncation: bool | str = True, max_length: int | None = None,
                    add_special_tokens: bool = True, truncation_side: str | None = None,
-                   text_pair: str | None = None) -> Batch:
+                   text_pair: str | None = None, long_text: str = "truncate", stride: int | None = None) -> Batch:
         """Plain texts, or {"text", "text_pair"} dicts for sentence-pair classifiers -> ids; truncation as
         transformers' tokenizer takes it (a strategy says which member of a pair gives up tokens). A
-        `text_pair` keyword is the second member of every text's pair."""
+        `text_pair` keyword is the second member of every text's pair. `long_text="chunk"`: each text whole, in
+        windows of `max_length` (default the model's limit) sharing `stride` tokens, `batch.owners` saying whose
+        each window is."""
+        if long_text == "chunk":
+            return self._windows(inputs, max_length, stride, text_pair, truncation_side, add_special_tokens)
         texts, pairs, single = self._split_inputs(inputs)
         if text_pair is not None:
             if pairs is not None or isinstance(inputs, dict) or (isinstance(inputs, list) and inputs
@@ -133,13 +143,31 @@ class TextClassificationPipeline(Pipeline):
         # transformers wraps a lone string's legacy result in a list, but not a lone {"text", ...} dict.
         return Batch([Item(e.ids, e.type_ids) for e in encodings], texts, single, context=isinstance(inputs, str))
 
+    def _windows(self, inputs: Any, max_length: int | None, stride: int | None, text_pair: str | None,
+                 truncation_side: str | None, add_special_tokens: bool) -> Batch:
+        """`long_text="chunk"`'s batch: every window of every text, and whose each is."""
+        texts, pairs, single = self._split_inputs(inputs)
+        refused = [name for name, value in (("text pairs", pairs is not None or text_pair is not None),
+                                            ("truncation_side", truncation_side is not None),
+                                            ("add_special_tokens=False", not add_special_tokens)) if value]
+        if refused:
+            raise InputError(f"long_text='chunk' reads single texts whole, in windows that each carry the special "
+                             f"tokens; it takes no {' or '.join(refused)}: use long_text='truncate' for them.")
+        size = self.tokenizer.model_max_length if max_length is None else min(max_length,
+                                                                               self.tokenizer.model_max_length)
+        windows = split_windows(self.tokenizer.encode_batch(texts, truncation=False), size, stride)
+        return Batch(windows.items, texts, single, context=isinstance(inputs, str), owners=windows.owners)
+
     def postprocess(self, outputs: Any, batch: Batch | None = None, *, function_to_apply: str | None = None,
                     top_k: int | None = 1, _legacy: bool = True, _wrap: bool = True) -> dict | list:
         """Logits `(labels,)` or `(batch, labels)` (numpy, torch, or the forward stage's rows) -> labels and
-        scores; with the batch, shaped as the call was (one result for one bare input)."""
+        scores; with the batch, shaped as the call was (one result for one bare input; the mean of its windows'
+        logits for a text read in several)."""
         if hasattr(outputs, "logits"):
             outputs = outputs.logits
         array = outputs.detach().float().cpu().numpy() if hasattr(outputs, "detach") else np.asarray(outputs)
+        if batch is not None and batch.owners is not None:
+            array = np.stack(average_logits(list(array), batch.owners, len(batch.inputs)))
         function = function_to_apply or default_function(self.config.problem_type, self.config.num_labels)
         if array.ndim == 1:
             return label_scores(array, self.config.id2label, function, top_k, _legacy)

@@ -1,82 +1,21 @@
 """A chunk of rows -> predictions, through the pipeline's public stages (preprocess, forward, postprocess).
 
 Long texts: `truncate` keeps the first `model_max_length` tokens, as the pipeline does. `chunk` reads a
-text whole: its tokens (special tokens aside) are cut into windows that fill the model's limit, each
-window overlapping the previous one by `stride` tokens, and every window gets the text's special tokens
-(`<s> ... </s>`, `[CLS] ... [SEP]`). All windows of a chunk go through the engine together, and a text's
-logits are the mean of its windows' logits, taken before softmax. A text that fits is one window, with
-exactly the ids that `truncate` gives it.
+text whole, as the pipeline's `long_text="chunk"` does (coulisse.tasks.windows): all windows of a chunk of rows
+go through the engine together, and a text's logits are the mean of its windows' logits.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 
-from coulisse.engine import Item
 from coulisse.errors import InputError
 from coulisse.interfaces.jobs.formats import Prediction, Row
+from coulisse.tasks.windows import LONG_TEXT, average_logits
 
 log = logging.getLogger(__name__)
-
-LONG_TEXT = ("truncate", "chunk")
-
-
-@dataclass
-class Windows:
-    items: list[Item]
-    owners: list[int]  # per item: the index of the text it came from
-
-
-def window_starts(length: int, size: int, stride: int) -> list[int]:
-    """Starts of windows of `size` tokens over `length` tokens, consecutive ones sharing `stride` tokens."""
-    starts = [0]
-    while starts[-1] + size < length:
-        starts.append(starts[-1] + size - stride)
-    return starts
-
-
-def split_windows(encodings, max_length: int, stride: int | None) -> Windows:
-    """Windows of every encoding (`tokenizers.Encoding`, special tokens included, not truncated)."""
-    items: list[Item] = []
-    owners: list[int] = []
-    for n, e in enumerate(encodings):
-        mask = e.special_tokens_mask
-        head = next((i for i, m in enumerate(mask) if not m), len(mask))
-        tail = next((i for i, m in enumerate(reversed(mask)) if not m), 0) if head < len(mask) else 0
-        size = max_length - head - tail
-        if size < 1:
-            raise InputError(f"the model's limit of {max_length} tokens leaves no room between its special "
-                             "tokens; --long-text chunk cannot be used with it.")
-        step = default_stride(size) if stride is None else stride
-        if not 0 <= step < size:
-            raise InputError(f"stride {step}: the tokens two windows share must be at least 0 and fewer than "
-                             f"the window's {size} tokens.")
-        ids, types = e.ids, e.type_ids
-        body = len(ids) - head - tail
-        for start in window_starts(body, size, step):
-            cut = list(range(head)) + list(range(head + start, head + min(start + size, body)))
-            cut += list(range(len(ids) - tail, len(ids)))
-            items.append(Item([ids[i] for i in cut], [types[i] for i in cut]))
-            owners.append(n)
-    return Windows(items, owners)
-
-
-def default_stride(size: int) -> int:
-    """A quarter of the window (127 tokens for a 512-token model)."""
-    return size // 4
-
-
-def average_logits(logits: list[np.ndarray], owners: list[int], count: int) -> list[np.ndarray]:
-    """Mean logits per text over its windows."""
-    sums: list[np.ndarray | None] = [None] * count
-    counts = [0] * count
-    for row, n in zip(logits, owners, strict=True):
-        sums[n] = row.astype(np.float64) if sums[n] is None else sums[n] + row
-        counts[n] += 1
-    return [(s / c).astype(np.float32) for s, c in zip(sums, counts, strict=True)]  # type: ignore[operator]
 
 
 class RowModel:
@@ -133,16 +72,14 @@ class Predictor(RowModel):
         self.truncated = 0  # texts that reached the model's limit (truncate), or read in several windows (chunk)
 
     def logits(self, texts: list[str]) -> list[np.ndarray]:
-        if self.long_text == "truncate":
-            items = self.pipe.preprocess(texts)
+        batch = self.pipe.preprocess(texts, long_text=self.long_text, stride=self.stride)
+        rows = self.pipe.forward(batch.items)
+        if batch.owners is None:
             limit = self.pipe.tokenizer.model_max_length
-            self.truncated += sum(len(it.ids) >= limit for it in items)
-            return self.pipe.forward(items)
-        tokenizer = self.pipe.tokenizer
-        windows = split_windows(tokenizer.encode_batch(texts, truncation=False), tokenizer.model_max_length,
-                                self.stride)
-        self.truncated += int((np.bincount(np.asarray(windows.owners, dtype=np.int64), minlength=len(texts)) > 1).sum())
-        return average_logits(self.pipe.forward(windows.items), windows.owners, len(texts))
+            self.truncated += sum(len(it.ids) >= limit for it in batch.items)
+            return rows
+        self.truncated += int((np.bincount(np.asarray(batch.owners, dtype=np.int64), minlength=len(texts)) > 1).sum())
+        return average_logits(rows, batch.owners, len(texts))
 
     def _predict(self, texts: list[str]) -> list[Prediction]:
         logits = np.stack(self.logits(texts))

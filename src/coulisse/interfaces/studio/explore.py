@@ -26,9 +26,9 @@ import numpy as np
 
 from coulisse.errors import InputError
 from coulisse.interfaces.explain import ATTRIBUTION_METHODS, ATTRIBUTION_TASKS, head_view, inspect_text, read_as
-from coulisse.interfaces.jobs.predict import LONG_TEXT, average_logits, default_stride, split_windows, window_starts
 from coulisse.interfaces.report import Agreement, Inspection
 from coulisse.tasks.text_classification import apply_function
+from coulisse.tasks.windows import LONG_TEXT, average_logits, default_stride, split_windows, window_starts
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,6 @@ anywhere but the page itself: inline CSS and JavaScript, an empty data: favicon 
 from __future__ import annotations
 
 from coulisse.interfaces.explain import ATTRIBUTION_TASKS
-from coulisse.interfaces.jobs.predict import LONG_TEXT
 from coulisse.interfaces.report import (
     SCRIPT,
     STYLE,
@@ -20,6 +19,7 @@ from coulisse.interfaces.report import (
     scrolling_tables,
 )
 from coulisse.interfaces.studio.explore import QUANTIZE, WEIGHTS, Answer, Exploration, Query, delta
+from coulisse.tasks.windows import LONG_TEXT
 
 CONTEXT_CHARS = 160  # characters shown on each side of the truncation point
 NAMES = {"fp32": "exact (fp32)", "int8": "int8"}
