@@ -21,8 +21,11 @@ BAD_INPUTS = {
     "int": (42, "int"),
     "bytes": (b"un film", "bytes"),
     "empty-list": ([], "empty list"),
-    "list-with-int": (["un film", 3], "[1] is a int"),
-    "list-with-None": (["un film", None], "[1] is a NoneType"),
+    "list-with-int": (["un film", 3], "[1] is an int, 3, not a string."),
+    "list-with-None": (["un film", None], "[1] is a NoneType, None, not a string. A missing value"),
+    "list-with-NaN": (["un film", float("nan")], "[1] is a float, nan, not a string. A missing value"),
+    # a column of a data frame or an array: said how to pass its values
+    "array": (np.array(["un film", "Bof."]), "got ndarray (a column: pass .tolist()"),
     "nested-list": ([["un film"]], "[0] is a list"),
     # transformers 4's legacy pair: said how to pass a pair now
     "pair-as-list": ([["Super film", "Nul"]], "[0] is a list, ['Super film', 'Nul'], not a string. For a text pair"),

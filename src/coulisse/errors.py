@@ -53,3 +53,9 @@ class InputError(CoulisseError, ValueError):
 class DeviceError(InputError):
     """The requested device is not usable here: torch built without CUDA, no visible GPU, or an index past
     the last GPU."""
+
+
+def type_of(value: object) -> str:
+    """`value`'s type as an error says it: "an int", "a float", "a NoneType"."""
+    name = type(value).__name__
+    return f"{'an' if name[:1] in 'aeiouAEIOU' else 'a'} {name}"

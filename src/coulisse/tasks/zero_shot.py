@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from coulisse.engine import Item
-from coulisse.errors import InputError, UnsupportedModelError
+from coulisse.errors import InputError, UnsupportedModelError, type_of
 from coulisse.tasks import attributions
 from coulisse.tasks.attributions import Attribution
 from coulisse.tasks.base import PRE, Batch, Option, Pipeline
@@ -89,7 +89,7 @@ def parse_labels(labels: Any) -> list[str]:
         raise InputError(f"candidate_labels={labels!r}; pass a list of labels or a comma-separated string.")
     for i, label in enumerate(labels):
         if not isinstance(label, str):
-            raise InputError(f"candidate_labels[{i}] is a {type(label).__name__} ({label!r:.40}), "
+            raise InputError(f"candidate_labels[{i}] is {type_of(label)} ({label!r:.40}), "
                              "not a string.")
     return list(labels)
 

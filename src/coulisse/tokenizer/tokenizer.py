@@ -18,7 +18,7 @@ import numpy as np
 from tokenizers import Encoding, Regex, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as Backend
 
-from coulisse.errors import InputError, TokenizerLoadError
+from coulisse.errors import InputError, TokenizerLoadError, type_of
 from coulisse.families import GENERIC_TOKENIZER_CLASSES, family_of
 from coulisse.tokenizer.added_tokens import model_specific_tokens
 from coulisse.tokenizer.build import SPM_FILES, build_backend
@@ -139,7 +139,9 @@ def check_texts(texts: Any, what: str = "text") -> tuple[list[str], bool]:
     if texts is None:
         raise InputError(f"{what} is None; pass a string or a list of strings.")
     if not isinstance(texts, (list, tuple)):
-        raise InputError(f"{what} must be a string or a list of strings, got {type(texts).__name__}.")
+        column = " (a column: pass .tolist(), after .dropna() if it has missing values)" if hasattr(
+            texts, "tolist") else ""
+        raise InputError(f"{what} must be a string or a list of strings, got {type(texts).__name__}{column}.")
     if not texts:
         raise InputError(f"{what} is an empty list; pass at least one string.")
     for i, t in enumerate(texts):
@@ -147,7 +149,10 @@ def check_texts(texts: Any, what: str = "text") -> tuple[list[str], bool]:
             shown = repr(t) if len(repr(t)) <= 60 else repr(t)[:57] + "..."
             pair = (" For a text pair, pass {'text': ..., 'text_pair': ...} (a pipeline) or text_pair= (a "
                     "tokenizer).") if isinstance(t, (list, tuple)) and len(t) == 2 else ""
-            raise InputError(f"{what}[{i}] is a {type(t).__name__}, {shown}, not a string.{pair}")
+            missing = (" A missing value (a column's NaN or None): drop it or fill it (.dropna(), .fillna(''))."
+                       if t is None or (isinstance(t, float) and t != t) or type(t).__name__ in ("NAType", "NaTType")
+                       else "")
+            raise InputError(f"{what}[{i}] is {type_of(t)}, {shown}, not a string.{pair}{missing}")
     return list(texts), False
 
 
