@@ -279,3 +279,17 @@ def test_server_answers_a_lone_surrogate_with_422(tf_camembert_dir, task, route)
         r = post(client, route, '{"inputs": "bon\\u0000film"}')  # a NUL is text: answered
         assert r.status_code == 200, r.text
         assert post(client, route, '{"inputs": "super film"}').status_code == 200
+
+
+@pytest.mark.parametrize("body, name", [
+    ('{"query": "q \\ud800", "texts": ["a", "b"]}', "query"),
+    ('{"query": "q", "texts": ["a", "b \\udfff"]}', "texts[1]"),
+])
+def test_rerank_names_the_field_that_holds_a_lone_surrogate(factory, body, name):
+    """/rerank's fields by the names the client sent (it runs as pairs of /predict inside, whose names were
+    `inputs[0][0]`)."""
+    served = coulisse.pipeline("text-classification", model=str(factory.checkpoint("bert", num_labels=1)))
+    with TestClient(create_app(served), raise_server_exceptions=False) as client:
+        r = post(client, "/rerank", body)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == f"Input validation error: {name} is not valid Unicode (lone surrogate at position 2)"

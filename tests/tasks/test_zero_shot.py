@@ -154,6 +154,18 @@ def test_bad_calls_raise_input_errors(nli, options, message):
         ours("Un texte.", **options)
 
 
+@pytest.mark.parametrize("where, call", [
+    ("sequences\\[1\\]", lambda ours: ours(["Un texte.", "Un \ud800 texte."], candidate_labels="a,b")),
+    ("candidate_labels\\[1\\]", lambda ours: ours("Un texte.", candidate_labels=["a", "b\ud800"])),
+    ("hypothesis_template", lambda ours: ours("Un texte.", candidate_labels="a", hypothesis_template="{} \udc80")),
+])
+def test_a_lone_surrogate_is_named_by_the_callers_names(nli, where, call):
+    """Not by its index among the (text, hypothesis) pairs, nor as a hypothesis that cannot fit."""
+    ours, _ = nli("bert")
+    with pytest.raises(InputError, match=f"^{where} is not valid Unicode \\(lone surrogate at position"):
+        call(ours)
+
+
 # -- explanations: which words pushed a text towards a candidate label ---------------------------------------
 # The oracle is Integrated Gradients computed on the transformers model, one node at a time, for the pair its
 # own tokenizer builds: the text's tokens go from the pad token's vector to their own, the hypothesis and the

@@ -32,7 +32,7 @@ from coulisse.tasks import attributions
 from coulisse.tasks.attributions import Attribution
 from coulisse.tasks.base import PRE, Batch, Option, Pipeline
 from coulisse.tasks.functional import softmax
-from coulisse.tokenizer import check_texts
+from coulisse.tokenizer import check_texts, unicode_problem
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,11 @@ class ZeroShotClassificationPipeline(Pipeline):
 
     def encode_pairs(self, texts: list[str], labels: list[str], template: str) -> list:
         """Per text, per label: the (text, hypothesis) pair's encoding, truncated on the text's side only."""
+        for what, values in (("sequences", texts), ("candidate_labels", labels), ("hypothesis_template", [template])):
+            for i, value in enumerate(values):  # said here, by the caller's names (the pairs repeat them)
+                if problem := unicode_problem(value):
+                    where = what if what == "hypothesis_template" else f"{what}[{i}]"
+                    raise InputError(f"{where} is {problem}; remove or replace it.")
         premises = [t for t in texts for _ in labels]
         hypotheses = [template.format(label) for _ in texts for label in labels]
         try:

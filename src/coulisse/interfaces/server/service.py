@@ -401,6 +401,9 @@ class Service:
             what = f"{self.pipe.config.num_labels} labels" if self.classifier else self.pipe.task
             raise ServerError("model_type", f"model is not a re-ranker model (a sequence classifier with one "
                               f"output; this one runs {what}); {self.route_hint()}")
+        for name, text in (("query", query), *((f"texts[{i}]", t) for i, t in enumerate(texts))):
+            if problem := unicode_problem(text):  # named as the client sent it, not as a pair of /predict
+                raise ServerError("validation", f"Input validation error: {name} is {problem}")
         results = await self.predict([(query, text) for text in texts], truncate, raw_scores, disconnected, timings,
                                      side)
         return [result[0]["score"] for result in results]
