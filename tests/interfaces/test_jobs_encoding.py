@@ -1,6 +1,6 @@
 """The input's encoding: `--encoding` decodes files and stdin; a file read as UTF-8 by default whose start is not
 UTF-8 is refused in one line before anything is written, while invalid bytes past its first 64 KiB stay one
-error row.
+error row; evaluate's report counts agree with its predictions file.
 
 The texts hold é, ’, œ, € and …: the last four are cp1252 bytes (0x92, 0x9c, 0x80, 0x85) that latin-1 reads as
 control characters, so a job that decoded cp1252 as latin-1, or ignored --encoding, would not give the UTF-8
@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from coulisse.interfaces.cli import cli
 from coulisse.interfaces.jobs.encodings import InputEncodingError
+from coulisse.interfaces.jobs.evaluate import LabelMap
 from coulisse.interfaces.jobs.readers import Reader
 from coulisse.interfaces.jobs.runner import JobInterrupted, JobOptions, classify_file
 
@@ -277,6 +278,38 @@ def test_evaluate_reads_cp1252_as_the_utf8_file(tf_camembert_dir, tmp_path):
     assert b.stdout.split(" -> ")[0] == a.stdout.split(" -> ")[0]  # the same scores, on every row
     assert f"on {len(TEXTS)} rows" in b.stdout
     assert (tmp_path / "b" / "predictions.csv").read_bytes() == (tmp_path / "a" / "predictions.csv").read_bytes()
+    assert "- Input read as cp1252" in (tmp_path / "b" / "report.md").read_text(encoding="utf-8")
+
+
+def test_evaluate_counts_agree_with_the_predictions(tf_camembert_dir, tmp_path):
+    """Rows whose text could not be classified (cp1252 lines read as UTF-8, an empty text) and a missing label:
+    the report and the result line say the metrics cover N of M rows, and every count in report.md is the
+    predictions file's. The old report said "classified: 10 (every row)" beside 9 rows not classified."""
+    source, report = tmp_path / "in.csv", tmp_path / "report"
+    texts = [*TEXTS, "", "Pas mal du tout.", "Correct sans plus."]
+    labels = [*LABELS, "POSITIVE", "", "NEGATIVE"]
+    write(source, "csv", "cp1252", texts, labels)
+    result = invoke("evaluate", "-m", str(tf_camembert_dir), "-i", str(source), "-o", str(report), "--no-plots",
+                    "--encoding", "utf-8")
+    assert result.exit_code == 0, result.output
+    rows = rows_of(report / "predictions.csv")
+    label_map = LabelMap({0: "NEGATIVE", 1: "POSITIVE"})
+    errored = sum(bool(r["error"]) for r in rows)
+    classified = len(rows) - errored
+    unlabelled = sum(not r["error"] and not r["label"] for r in rows)
+    evaluated = sum(not r["error"] and label_map(r["label"]) >= 0 for r in rows)
+    assert len(rows) == len(texts) and errored > 1 and unlabelled == 1 and 0 < evaluated < classified
+    text = (report / "report.md").read_text(encoding="utf-8")
+    assert (f"- Rows read: {len(rows)}; selected: {len(rows)} (every row); classified: {classified}; evaluated: "
+            f"**{evaluated}**") in text
+    assert f"- Rows whose text could not be classified: {errored} " in text
+    assert f"- Rows without a label: {unlabelled}\n" in text
+    why = f"({errored} could not be classified, {unlabelled} without a label)"
+    assert f"These metrics cover {evaluated} of {len(rows)} rows {why}." in text
+    assert f"on {evaluated} of {len(rows)} rows {why} -> " in result.stdout
+    kept = [r for r in rows if not r["error"] and label_map(r["label"]) >= 0]
+    accuracy = sum(r["label"] == r["predicted_label"] for r in kept) / len(kept)
+    assert result.stdout.startswith(f"accuracy {accuracy:.4f}")
 
 
 def test_a_byte_the_given_encoding_lacks_is_an_error_row_that_names_it(tmp_path):

@@ -353,9 +353,8 @@ def evaluate(input_path, label_column, output_dir, limit, sample, seed, bins, ov
       coulisse evaluate -i reviews.jsonl --long-text chunk --limit 1000 --no-plots
       coulisse evaluate -i avis-excel.csv --encoding cp1252
     """
-    from coulisse.interfaces.formatting import count
     from coulisse.interfaces.jobs.evaluate import EvalOptions, check_request, evaluate_file
-    from coulisse.interfaces.jobs.report import write_report
+    from coulisse.interfaces.jobs.report import covered, write_report
     from coulisse.interfaces.jobs.runner import JobInterrupted, JobOptions
 
     if bins < 1:
@@ -395,4 +394,4 @@ def evaluate(input_path, label_column, output_dir, limit, sample, seed, bins, ov
         if result.caveat:
             click.echo(f"note: {result.caveat}", err=True)
     click.echo(f"accuracy {metrics.accuracy:.4f}  macro-F1 {metrics.macro_f1:.4f}  ECE {metrics.ece:.4f}  "
-               f"on {count(metrics.total, 'row')} -> {Path(output_dir) / 'report.md'}", file=sys.stdout)
+               f"on {covered(result, metrics)} -> {Path(output_dir) / 'report.md'}", file=sys.stdout)
