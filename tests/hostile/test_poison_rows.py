@@ -28,12 +28,15 @@ CLEAN = 300
 BATCH = 32
 DEEP = 100_000
 SURROGATE = "\ud800"
-# What each poison text becomes: an error whose reason contains the text given, or None (a result).
+# What each poison text becomes: an error whose reason contains the text given, or None (a result), in the
+# order they are spread over the file. The surrogate, invalid UTF-8 bytes in CSV, TSV and TXT, comes after the
+# ~1 MB text: invalid UTF-8 in a file's first 64 KiB refuses the whole file (tests/interfaces/
+# test_jobs_encoding.py), and what is guaranteed here is a poisoned row deep in a file.
 POISONS = {
-    "surrogate": ("x " + SURROGATE + " y", "not valid Unicode (lone surrogate at position 2)"),
     "nul": ("bon\x00film", None),
     "empty": ("", "is empty"),
     "huge": ("film génial " * 90_000, None),  # ~1 MB: classified, truncated to the model's limit
+    "surrogate": ("x " + SURROGATE + " y", "not valid Unicode (lone surrogate at position 2)"),
     "deep": ("[" * DEEP + "]" * DEEP, None),  # in CSV, TSV, TXT and Parquet, brackets are just a long text
 }
 # In UTF-8 files, a surrogate can only be its 3-byte CESU form, which is invalid UTF-8 (an error row too).
@@ -167,10 +170,11 @@ def test_poison_rows_are_error_rows_and_the_job_ends(pipe, baseline, tmp_path, f
     assert summary.errored == sum(r is not None for r in expected.values())
     check(read_output(output), expected, baseline[out_format(fmt)])
 
-    # Interrupted on the chunk after the first poison, then resumed: the same bytes as the run above.
+    # Interrupted after seven chunks (224 rows: past every poison but the last, the invalid bytes included, which
+    # the resume reads again through the input's hash), then resumed: the same bytes as the run above.
     resumed = tmp_path / f"resumed.{out_format(fmt)}"
     with pytest.raises(JobInterrupted):
-        run(pipe, source, resumed, stop_after=2)
+        run(pipe, source, resumed, stop_after=7)
     run(pipe, source, resumed, resume=True)
     assert read_output(resumed) == read_output(output)
 

@@ -294,6 +294,9 @@ OPTIONS = {
     "all_scores": ({}, {"all_scores": True}, "--all-scores changed (was not given, now given)"),
     "batch_rows": ({}, {"batch_rows": 16}, "--batch-rows changed (was 8, now 16)"),
     "model": ({"model": "a"}, {"model": "b"}, "--model changed (was 'a', now 'b')"),
+    "encoding": ({}, {"encoding": "cp1252"}, "--encoding changed (was not given, now 'cp1252')"),
+    "encoding_name": ({"encoding": "utf-8"}, {"encoding": "latin-1"},
+                      "--encoding changed (was 'utf-8', now 'iso8859-1')"),  # said as the codec's own name
 }
 
 

@@ -274,13 +274,18 @@ class CountingStdin:
 
 def test_rows_are_streamed_one_chunk_at_a_time(st_pipe, tmp_path):
     """Memory is bounded by a chunk: when a chunk is committed, the job has read at most one record past it
-    (the reader's look-ahead for the columns), whatever the input's length."""
-    stdin = CountingStdin([json.dumps({"text": f"{CORPUS[i % len(CORPUS)]} {i}"}).encode() + b"\n"
-                           for i in range(100)])
+    (the reader's look-ahead for the columns), or past the input's first 64 KiB, which a pipe has read ahead to
+    check that they are UTF-8 (jobs/encodings.py), whatever the input's length. Records of ~2 KB: the 100 of
+    them are three times those 64 KiB."""
+    lines = [json.dumps({"text": f"{CORPUS[i % len(CORPUS)]} {i}", "note": "x" * 2000}).encode() + b"\n"
+             for i in range(100)]
+    start = next(n for n in range(len(lines)) if sum(map(len, lines[:n])) >= 64 * 1024)  # docs/jobs.md
+    assert start < 40
+    stdin = CountingStdin(lines)
     seen = []
 
     def on_chunk(rows, preds):
-        seen.append((len(rows), stdin.taken - (sum(n for n, _ in seen) + len(rows))))
+        seen.append((len(rows), stdin.taken - max(sum(n for n, _ in seen) + len(rows), start)))
 
     job = JobOptions(input="-", output=str(tmp_path / "out.npy"), batch_rows=8)
     embed_file(job, lambda: st_pipe, on_chunk=on_chunk, stdin=stdin)

@@ -654,6 +654,43 @@ def test_embed_ray_refuses_a_npy_output_in_one_line(tmp_path):
     assert not (tmp_path / "v.npy").exists()
 
 
+def test_encoding_decodes_on_the_driver_and_a_file_that_is_not_utf8_is_refused_before_ray(monkeypatch, tmp_path):
+    """--encoding reaches the driver's readers (actors only see texts): a cp1252 CSV gives its UTF-8 twin's
+    shards. Without it the file is refused in one line before Ray starts, nothing written; the manifest records
+    the encoding, so a rerun with another is refused."""
+    from contextlib import nullcontext
+
+    from coulisse.interfaces.jobs import cluster as cluster_module
+
+    said = ["Très bon film, un vrai chef-d’œuvre.", "12 € la place ? Non merci.", "Quel ennui… j’ai dormi."]
+    text = "id,text\n" + "".join(f'{i},"{said[i % 3]}"\n' for i in range(150))
+    for encoding in ("utf-8", "cp1252"):
+        (tmp_path / encoding).mkdir()
+        (tmp_path / encoding / "avis.csv").write_bytes(text.encode(encoding))
+    command = ["classify", "--ray", "-b", "64", "-m", MODEL]
+    forbid_ray(monkeypatch)
+    refused = CliRunner().invoke(cli, [*command, "-i", str(tmp_path / "cp1252" / "avis.csv"), "-o",
+                                       str(tmp_path / "out")])
+    assert refused.exit_code == 1 and refused.output.count("\n") == 1, refused.output
+    assert "avis.csv is not UTF-8: line 2 holds byte 0xe8" in refused.output and "--encoding cp1252" in refused.output
+    assert not (tmp_path / "out").exists()
+
+    monkeypatch.setattr(cluster_module, "connect", lambda address: nullcontext(False))
+    monkeypatch.setattr(cluster_module, "Pool", InProcessPool)
+    for encoding in ("utf-8", "cp1252"):
+        result = CliRunner().invoke(cli, [*command, "-i", str(tmp_path / encoding / "avis.csv"), "-o",
+                                          str(tmp_path / f"out-{encoding}"), "--encoding", encoding])
+        assert result.exit_code == 0, result.output
+    got, want = shards(tmp_path / "out-cp1252"), shards(tmp_path / "out-utf-8")
+    assert len(got) == len(want) == 3
+    for a, b in zip(got, want, strict=True):
+        assert pq.read_table(a).equals(pq.read_table(b))
+    assert pq.read_table(got[0]).column("text").to_pylist()[:3] == said
+    other = CliRunner().invoke(cli, [*command, "-i", str(tmp_path / "cp1252" / "avis.csv"), "-o",
+                                     str(tmp_path / "out-cp1252"), "--encoding", "latin-1"])
+    assert other.exit_code == 1 and "another encoding ('cp1252', now 'iso8859-1')" in other.output, other.output
+
+
 @pytest.mark.slow
 def test_a_job_whose_every_row_failed_exits_1_in_one_line(cluster, tmp_path):
     """Every text empty or blank: every row is an error row on the actors, as in the single-machine job

@@ -28,7 +28,7 @@ from coulisse.interfaces.explain import (
     write_report,
 )
 from coulisse.interfaces.formatting import one_line, printable, probability, terminal_width
-from coulisse.interfaces.jobs.command import check_mode_options, run_embed_job, run_job
+from coulisse.interfaces.jobs.command import check_mode_options, encoding_option, run_embed_job, run_job
 from coulisse.interfaces.jobs.row_models import is_sparse
 from coulisse.interfaces.options import (
     engine_options,
@@ -77,6 +77,7 @@ def ray_options(f):
               help="Corpus job output (.csv .tsv .jsonl .parquet; default: JSONL on stdout).")
 @click.option("-c", "--column", default=None, envvar="COULISSE_COLUMN",
               help="Text column (default: 'text', else the only string column).")
+@encoding_option()
 @click.option("-a", "--all-scores", is_flag=True, envvar="COULISSE_ALL_SCORES",
               help="Add a score_<LABEL> column per label.")
 @click.option("--long-text", type=click.Choice(["truncate", "chunk"]), default="truncate", show_default=True,
@@ -94,7 +95,7 @@ def ray_options(f):
 @click.option("-b", "--batch-rows", type=int, default=1024, show_default=True, envvar="COULISSE_BATCH_ROWS",
               help="Rows read, classified and committed at a time.")
 @ray_options
-def classify(texts, model, top_k, as_json, threads, quantize, input_path, output, column, all_scores,
+def classify(texts, model, top_k, as_json, threads, quantize, input_path, output, column, encoding, all_scores,
              long_text, stride, resume, overwrite, quiet, progress, batch_rows, on_ray, address, actors,
              shard_format):
     """Classify TEXTS (or lines of stdin) with a sequence classifier; or a whole file with --input.
@@ -105,6 +106,7 @@ def classify(texts, model, top_k, as_json, threads, quantize, input_path, output
       cat reviews.txt | coulisse classify --json
       coulisse classify -m ./my-model -k 2 "Pas mal du tout"
       coulisse classify -i reviews.csv -o labelled.csv --all-scores
+      coulisse classify -i avis-excel.csv -o labelled.csv --encoding cp1252
       coulisse classify -o labelled.parquet --resume
       coulisse classify -i long_reviews.jsonl -o out.jsonl --long-text chunk --stride 64
       coulisse classify -i 'data/*.parquet' -o labelled/ --ray --address auto
@@ -112,7 +114,9 @@ def classify(texts, model, top_k, as_json, threads, quantize, input_path, output
     With --input, rows are committed to --output chunk by chunk: after an interruption, --resume
     continues where the output ends, and the result equals an uninterrupted run's. A resume reads
     the first run's input and options (model, column, --all-scores, --long-text, --stride,
-    --batch-rows, --quantize) from the state file next to the output: `-o FILE --resume` is enough.
+    --batch-rows, --quantize, --encoding) from the state file next to the output: `-o FILE --resume`
+    is enough. Input files are read as UTF-8 unless --encoding says otherwise; one whose first 64 KiB
+    are not UTF-8 is refused before the model loads, with the line and byte.
     """
     check_mode_options(click.get_current_context())
     if on_ray:
@@ -362,6 +366,7 @@ def _with_mask(text: str, mask: str) -> str:
               help="Corpus job output: .parquet, .jsonl or .npy (default: JSONL on stdout).")
 @click.option("-c", "--column", default=None, envvar="COULISSE_COLUMN",
               help="Text column (default: 'text', else the only string column).")
+@encoding_option()
 @click.option("--resume", is_flag=True, envvar="COULISSE_RESUME",
               help="Continue an interrupted job where its output ends, with the input and options "
               "recorded next to it.")
@@ -372,8 +377,8 @@ def _with_mask(text: str, mask: str) -> str:
 @click.option("-b", "--batch-rows", type=int, default=1024, show_default=True, envvar="COULISSE_BATCH_ROWS",
               help="Rows read, embedded and committed at a time.")
 @ray_options
-def embed(texts, model, pooling, normalize, as_json, threads, quantize, input_path, output, column, resume,
-          overwrite, quiet, progress, batch_rows, on_ray, address, actors, shard_format):
+def embed(texts, model, pooling, normalize, as_json, threads, quantize, input_path, output, column, encoding,
+          resume, overwrite, quiet, progress, batch_rows, on_ray, address, actors, shard_format):
     """Turn TEXTS, or lines of stdin, into sentence embeddings (one vector per text); or a whole file
     with --input.
 

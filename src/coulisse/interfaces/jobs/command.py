@@ -15,6 +15,7 @@ import click
 from click.core import ParameterSource
 
 from coulisse.errors import InputError
+from coulisse.interfaces.jobs.encodings import check_encoding, check_file_starts
 from coulisse.interfaces.options import (
     FAST_KEY,
     fast_option,
@@ -59,10 +60,37 @@ def bound_kernel_cache() -> None:
 
 # What a resumed job reads from its state record: the record's key -> the `classify` parameter.
 RESUMED = {"input": "input_path", "model": "model", "quantize": "quantize", "column": "column",
-           "all_scores": "all_scores", "long_text": "long_text", "stride": "stride", "batch_rows": "batch_rows"}
+           "all_scores": "all_scores", "long_text": "long_text", "stride": "stride", "batch_rows": "batch_rows",
+           "encoding": "encoding"}
 # The same for `embed --input`.
 EMBED_RESUMED = {"input": "input_path", "model": "model", "quantize": "quantize", "column": "column",
-                 "batch_rows": "batch_rows", "pooling": "pooling", "normalize": "normalize"}
+                 "batch_rows": "batch_rows", "pooling": "pooling", "normalize": "normalize", "encoding": "encoding"}
+ENCODING_HELP = ("Encoding of the input (file or stdin): any Python codec that writes ASCII as ASCII, such as cp1252 "
+                 "(Excel's CSV on Windows) or latin-1. Default: UTF-8, and an input whose first 64 KiB are not UTF-8 "
+                 "is refused; --encoding utf-8 reads it anyway, such lines becoming error rows.")
+
+
+def _checked_encoding(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--encoding as its codec's canonical name; an unknown codec is refused in one line (an InputError, which
+    the CLI prints alone) that names COULISSE_ENCODING when the value came from there."""
+    from_variable = ctx.get_parameter_source(param.name) is ParameterSource.ENVIRONMENT
+    return check_encoding(value, f"COULISSE_ENCODING={value}" if from_variable else None)
+
+
+def encoding_option():
+    return click.option("--encoding", default=None, metavar="NAME", envvar="COULISSE_ENCODING",
+                        callback=_checked_encoding, help=ENCODING_HELP)
+
+
+def check_encoding_applies(ctx: click.Context) -> None:
+    """--encoding typed for a Parquet input is a usage error, not a no-op: Parquet's strings are UTF-8. (From
+    COULISSE_ENCODING, set for CSV jobs, it is left alone, as `check_mode_options` leaves variables.)"""
+    path = ctx.params.get("input_path")
+    if ctx.params.get("encoding") is None or ctx.get_parameter_source("encoding") is not ParameterSource.COMMANDLINE:
+        return
+    if path is not None and path.lower().endswith(".parquet"):
+        raise click.UsageError(f"--encoding applies to text inputs (.csv .tsv .jsonl .txt, stdin); {path} is "
+                               "Parquet, whose strings are UTF-8: leave --encoding out.")
 
 
 def run_job(ctx: click.Context) -> None:
@@ -84,13 +112,14 @@ def run_job(ctx: click.Context) -> None:
     if params["resume"] and params["output"]:
         params.update(resumed_options(ctx, params))
     check_job_input(params)  # before the default model is looked up (the Hub, maybe)
+    check_file_starts([params["input_path"]], params["encoding"])
     if params["model"] is None:
         from coulisse.checkpoint import default_model
 
         # Recorded as resolved: a resume must not switch between tf-allocine and the bundled model.
         params["model"] = default_model("text-classification")
     names = ("column", "all_scores", "long_text", "stride", "resume", "overwrite", "quiet", "progress",
-             "batch_rows", "model", "quantize")
+             "batch_rows", "model", "quantize", "encoding")
     job = JobOptions(input=params["input_path"], output=params["output"] or "-", fast=bool(ctx.meta.get(FAST_KEY)),
                      **{name: params[name] for name in names})
 
@@ -120,10 +149,11 @@ def run_embed_job(ctx: click.Context) -> None:
     if params["resume"] and params["output"]:
         params.update(resumed_options(ctx, params, EMBED_RESUMED))
     check_job_input(params)
+    check_file_starts([params["input_path"]], params["encoding"])
     if params["model"] is None:
         raise click.UsageError("give --model: an encoder (Hub id or folder), or set COULISSE_MODEL.")
     names = ("column", "resume", "overwrite", "quiet", "progress", "batch_rows", "model", "quantize",
-             "pooling", "normalize")
+             "pooling", "normalize", "encoding")
     job = JobOptions(input=params["input_path"], output=params["output"] or "-", task="embed",
                      fast=bool(ctx.meta.get(FAST_KEY)), **{name: params[name] for name in names})
 
@@ -170,6 +200,8 @@ MODE_OPTIONS: dict[str, tuple[frozenset[str], str]] = {
     "address": (frozenset({"ray"}), ""),
     "actors": (frozenset({"ray"}), ""),
     "shard_format": (frozenset({"ray"}), ""),
+    "encoding": (frozenset({"job", "ray"}), "TEXT arguments and stdin lines are read as UTF-8; --input - reads "
+                 "stdin as a job, in any --encoding"),
 }
 MODE_NAMES = {"text": "TEXT arguments", "job": "--input jobs", "ray": "--ray jobs"}
 
@@ -195,6 +227,7 @@ def check_mode_options(ctx: click.Context) -> None:
         where = " and ".join(MODE_NAMES[m] for m in sorted(modes, key=list(MODE_NAMES).index))
         raise click.UsageError(f"{typed} applies to {where}, not to {MODE_NAMES[mode]}"
                                + (f"; {hint}." if hint else "."))
+    check_encoding_applies(ctx)
 
 
 def finish(summary, quiet: bool) -> None:
@@ -278,6 +311,7 @@ def job_options(f):
         click.option("--quiet", is_flag=True, envvar="COULISSE_QUIET", help="No progress bar, no summary."),
         click.option("--progress/--no-progress", default=None, envvar="COULISSE_PROGRESS",
                      help="Show the progress bar even when stderr is not a terminal (or never)."),
+        encoding_option(),
         model_option(default_help=None),
         threads_option(),
         quantize_option(help_text="int8: dynamic int8 linear layers."),
@@ -308,7 +342,7 @@ def job_options(f):
               help="Draw the PNG plots (needs matplotlib: pip install \"coulisse[jobs]\").")
 @job_options
 def evaluate(input_path, label_column, output_dir, limit, sample, seed, bins, overwrite, plots, column,
-             long_text, stride, batch_rows, quiet, progress, model, threads, quantize):
+             long_text, stride, batch_rows, quiet, progress, encoding, model, threads, quantize):
     """Evaluate a classifier on a labelled file: accuracy, macro-F1, per-label precision and recall,
     confusion matrix, calibration; writes report.md, PNG plots and every prediction to a folder.
 
@@ -317,19 +351,21 @@ def evaluate(input_path, label_column, output_dir, limit, sample, seed, bins, ov
       coulisse evaluate -i reviews.csv --label-column label -o report/
       coulisse evaluate -i reviews.parquet -m ./my-model --sample 500 --seed 1
       coulisse evaluate -i reviews.jsonl --long-text chunk --limit 1000 --no-plots
+      coulisse evaluate -i avis-excel.csv --encoding cp1252
     """
-    from coulisse.interfaces.formatting import count
     from coulisse.interfaces.jobs.evaluate import EvalOptions, check_request, evaluate_file
-    from coulisse.interfaces.jobs.report import write_report
+    from coulisse.interfaces.jobs.report import covered, write_report
     from coulisse.interfaces.jobs.runner import JobInterrupted, JobOptions
 
     if bins < 1:
         raise click.BadParameter(f"{bins}; pass a positive number of bins.", param_hint="--bins")
+    check_encoding_applies(click.get_current_context())
     job = JobOptions(input=input_path, column=column, long_text=long_text, stride=stride,
                      batch_rows=batch_rows, quiet=quiet, progress=progress, overwrite=overwrite, model=model,
-                     quantize=quantize)
+                     quantize=quantize, encoding=encoding)
     options = EvalOptions(input_path, label_column, output_dir, limit, sample, seed, bins, job, plots)
     check_request(options)  # before the default model is looked up (the Hub, maybe)
+    check_file_starts([input_path], encoding)
     if model is None:
         from coulisse.checkpoint import default_model
 
@@ -358,4 +394,4 @@ def evaluate(input_path, label_column, output_dir, limit, sample, seed, bins, ov
         if result.caveat:
             click.echo(f"note: {result.caveat}", err=True)
     click.echo(f"accuracy {metrics.accuracy:.4f}  macro-F1 {metrics.macro_f1:.4f}  ECE {metrics.ece:.4f}  "
-               f"on {count(metrics.total, 'row')} -> {Path(output_dir) / 'report.md'}", file=sys.stdout)
+               f"on {covered(result, metrics)} -> {Path(output_dir) / 'report.md'}", file=sys.stdout)

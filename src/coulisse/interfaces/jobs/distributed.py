@@ -1,9 +1,11 @@
 """`coulisse classify|embed -i 'data/*.parquet' -o out/ --ray`: a corpus job on a Ray cluster, resumable by shard.
 
 The driver reads every input file with the single-machine readers (so the rows, the error rows and the
-text column are the single-machine job's), cuts each file into shards of --batch-rows rows, and sends the
-texts of each shard not yet committed to a pool of actors, each holding one pipeline and the job's row
-model (`Predictor` for classify, `Embedder` for embed: jobs/row_models.py). The results come back to the driver,
+text column are the single-machine job's, and `--encoding` decodes them there: actors only see texts), cuts
+each file into shards of --batch-rows rows, and sends the texts of each shard not yet committed to a pool of
+actors, each holding one pipeline and the job's row model (`Predictor` for classify, `Embedder` for embed:
+jobs/row_models.py). Every text file's start is checked before Ray starts, as a single job checks its input's
+(jobs/encodings.py). The results come back to the driver,
 which writes the shard's rows and results to `out/<file>-<shard><ext>` through a temporary file and a
 rename: a shard file exists whole or not at all. Embeddings: the columns of `embed -i FILE.parquet|.jsonl`;
 a `.npy` output is refused (one array cannot be written by shards).
@@ -36,6 +38,7 @@ from pathlib import Path
 from coulisse.errors import InputError
 from coulisse.hub import local_model
 from coulisse.interfaces.formatting import count, duration
+from coulisse.interfaces.jobs.encodings import check_encoding, check_file_starts
 from coulisse.interfaces.jobs.formats import Added, Row, input_format
 from coulisse.interfaces.jobs.lock import OutputLock
 from coulisse.interfaces.jobs.readers import Reader
@@ -71,6 +74,7 @@ class RayOptions:
     task: str = "classify"  # or "embed": a sentence embedding per row (jobs/embed.py)
     pooling: str = "auto"  # embed: the feature-extraction pipeline's options
     normalize: bool | None = None
+    encoding: str | None = None  # of the text inputs, read on the driver; None: UTF-8, each start checked
 
 
 @dataclass
@@ -154,6 +158,8 @@ def job_key(options: RayOptions, files: list[str]) -> dict:
            "model": options.model, "quantize": options.quantize, "format": options.shard_format}
     if options.task == "embed":  # as the single-machine record has them (runner.job_key)
         key.update(task="embed", pooling=options.pooling, normalize=options.normalize)
+    if options.encoding is not None:  # only when given, as runner.job_key: a manifest without it read UTF-8
+        key["encoding"] = check_encoding(options.encoding)
     return key
 
 
@@ -171,6 +177,7 @@ def check_options(options: RayOptions) -> None:
         value = getattr(options, name)
         if value is not None and value < 1:
             raise InputError(f"--{name} {value}; pass a positive number.")
+    check_encoding(options.encoding)
 
 
 def open_output(out: Path, key: dict, overwrite: bool) -> dict:
@@ -246,6 +253,7 @@ def run(options: RayOptions, on_shard: Callable[[str, object], None] | None = No
 
     check_options(options)
     files = input_files(options.input)
+    check_file_starts(files, options.encoding)
     out = Path(options.output)
     if not out.parent.absolute().is_dir():
         raise InputError(f"--output {out}: the folder {out.parent.absolute()} does not exist; create it first.")
@@ -315,7 +323,7 @@ def _loop(options, files, out, pool, summary, on_shard) -> list[int]:
 
     counts = []
     for index, path in enumerate(files):
-        with Reader(path, options.column, options.batch_rows) as reader:
+        with Reader(path, options.column, options.batch_rows, encoding=options.encoding) as reader:
             added = added_columns(options, reader.columns, pool.info)
             rows = reader.rows()
             for number in itertools.count():
@@ -362,7 +370,7 @@ def run_cli(ctx, task: str = "classify") -> None:
 
         model = default_model("text-classification")  # resolved here: every node loads the same one
     names = ("column", "all_scores", "long_text", "stride", "batch_rows", "quantize", "threads", "actors",
-             "address", "shard_format", "overwrite", "quiet", "pooling", "normalize")
+             "address", "shard_format", "overwrite", "quiet", "pooling", "normalize", "encoding")
     options = RayOptions(input=params["input_path"], output=params["output"], model=model, task=task,
                          **{name: params[name] for name in names if name in params})
     bound_kernel_cache()

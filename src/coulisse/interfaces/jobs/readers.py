@@ -2,7 +2,9 @@
 
 A bad record never stops a job: invalid UTF-8, a malformed CSV or JSON line, a missing, null or blank
 text all become rows with an `error` that names the line. Files are read as bytes and decoded line by
-line so that an encoding error can be reported where it is; memory stays bounded by one record.
+line (UTF-8, or `--encoding`) so that an encoding error can be reported where it is; memory stays bounded
+by one record (and the first 64 KiB of a pipe, read ahead). Read as UTF-8 by default, an input whose start is
+not UTF-8 is refused instead, before any row is read (`encodings.py`).
 
 The bytes read are hashed as they are read (`Reader.fingerprint`: what a resume compares, see `state.py`),
 and `Reader.check_unchanged` tells whether the file was rewritten, truncated, appended to or replaced
@@ -22,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
 from coulisse.errors import InputError
+from coulisse.interfaces.jobs.encodings import UTF8, InputEncodingError, check_encoding, checked_start
 from coulisse.interfaces.jobs.formats import STDIO, Row, input_format, require
 from coulisse.interfaces.jobs.state import sha256_file
 from coulisse.tokenizer import unicode_problem
@@ -36,11 +39,12 @@ class InputChangedError(InputError):
 
 
 class Lines:
-    """Decoded lines of a byte stream, counted and hashed; invalid UTF-8 is replaced and remembered by line
-    number."""
+    """Decoded lines of a byte stream, counted and hashed; bytes the encoding cannot decode are replaced and
+    remembered by line number."""
 
-    def __init__(self, raw: Iterable[bytes]):
+    def __init__(self, raw: Iterable[bytes], encoding: str = UTF8):
         self.raw = iter(raw)
+        self.encoding = encoding
         self.line = 0
         self.position = 0
         self.sha256 = hashlib.sha256()  # of the `position` bytes read so far
@@ -54,14 +58,17 @@ class Lines:
         self.line += 1
         self.position += len(raw)
         self.sha256.update(raw)
-        if self.line == 1 and raw.startswith(codecs.BOM_UTF8):
+        if self.line == 1 and self.encoding == UTF8 and raw.startswith(codecs.BOM_UTF8):
             raw = raw[len(codecs.BOM_UTF8):]
         try:
-            return raw.decode("utf-8")
+            return raw.decode(self.encoding)
         except UnicodeDecodeError as e:
-            self.bad[self.line] = (f"line {self.line}: invalid UTF-8 (byte 0x{raw[e.start]:02x} at byte "
-                                   f"{e.start + 1} of the line); re-encode the file as UTF-8")
-            return raw.decode("utf-8", errors="replace")
+            where = f"byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the line"
+            self.bad[self.line] = (f"line {self.line}: invalid UTF-8 ({where}); re-encode the file as UTF-8"
+                                   if self.encoding == UTF8 else
+                                   f"line {self.line}: not valid {self.encoding} ({where}); pass the file's own "
+                                   "--encoding")
+            return raw.decode(self.encoding, errors="replace")
 
     def take_bad(self, first: int, last: int) -> str | None:
         """The first decoding error in lines first..last, forgetting those lines (memory stays bounded)."""
@@ -214,14 +221,15 @@ class ParquetSource:
                 yield Row(values, f"row {self.position}")
 
 
-def _stdin_source(stream: BinaryIO):
+def _stdin_source(stream: BinaryIO, encoding: str | None):
     """stdin holds JSONL when its first non-blank line is a JSON object, else one text per line."""
+    raw = checked_start(stream, encoding, STDIO)
     peeked: list[bytes] = []
-    for raw in stream:
-        peeked.append(raw)
-        if raw.strip():
+    for line in raw:
+        peeked.append(line)
+        if line.strip():
             break
-    lines = Lines(itertools.chain(peeked, stream))
+    lines = Lines(itertools.chain(peeked, raw), encoding or UTF8)
     if peeked and peeked[-1].lstrip().startswith(b"{"):
         return JsonlSource(lines)
     return TxtSource(lines)
@@ -231,9 +239,12 @@ class Reader:
     """Rows of one input file with the text to classify picked out and checked."""
 
     def __init__(self, path: str, column: str | None = None, batch_rows: int = 1024,
-                 stdin: BinaryIO | None = None):
+                 stdin: BinaryIO | None = None, encoding: str | None = None):
         self.path = path
         self.format = input_format(path)
+        # None: UTF-8, its start checked (`encodings.checked_start`). Parquet's strings are UTF-8 whatever is
+        # asked: it takes none, and none is recorded for a resume.
+        self.encoding = None if self.format == "parquet" else check_encoding(encoding)
         self._stream: BinaryIO | None = None
         self._opened: os.stat_result | None = None  # the file as opened: what check_unchanged compares
         self._whole: dict | None = None
@@ -246,7 +257,7 @@ class Reader:
 
     def _open(self, batch_rows: int, stdin: BinaryIO | None):
         if self.format == "stdin":
-            return _stdin_source(stdin or sys.stdin.buffer)
+            return _stdin_source(stdin or sys.stdin.buffer, self.encoding)
         if self.format == "parquet":
             try:
                 self._opened = os.stat(self.path)
@@ -258,7 +269,11 @@ class Reader:
         except OSError as e:
             raise InputError(f"cannot read {self.path!r}: {e.strerror}.") from None
         self._opened = os.fstat(self._stream.fileno())
-        lines = Lines(self._stream)
+        try:
+            lines = Lines(checked_start(self._stream, self.encoding, self.path), self.encoding or UTF8)
+        except InputEncodingError:
+            self._stream.close()
+            raise
         if self.format in ("csv", "tsv"):
             return CsvSource(lines, "," if self.format == "csv" else "\t", self.path)
         return JsonlSource(lines) if self.format == "jsonl" else TxtSource(lines)

@@ -41,9 +41,21 @@ def _selection(ev: Evaluation) -> str:
     return ", then ".join(parts) if parts else "every row"
 
 
+def covered(ev: Evaluation, metrics: Metrics) -> str:
+    """The rows the metrics cover, in words: `415 rows`, or `1 of 4 rows (3 could not be classified)` when rows
+    of the job were left out, each reason counted (the counts add up to the job's rows)."""
+    rows, c = ev.summary.rows, ev.collected
+    if metrics.total == rows:
+        return count(rows, "row")
+    reasons = [(ev.summary.errored, "could not be classified"), (c.missing, "without a label"),
+               (c.unknown.total(), "with a label the model does not know")]
+    return f"{metrics.total:,} of {count(rows, 'row')} ({', '.join(f'{n:,} {why}' for n, why in reasons if n)})"
+
+
 def _counts(ev: Evaluation, metrics: Metrics) -> list[str]:
     c, s = ev.collected, ev.summary
-    lines = [f"- Rows read: {c.read:,}; classified: {s.rows:,} ({_selection(ev)}); evaluated: **{metrics.total:,}**",
+    lines = [f"- Rows read: {c.read:,}; selected: {s.rows:,} ({_selection(ev)}); classified: {s.classified:,}; "
+             f"evaluated: **{metrics.total:,}**",
              f"- Rows whose text could not be classified: {s.errored:,} (see `error` in the predictions)",
              f"- Rows without a label: {c.missing:,}"]
     if c.unknown:
@@ -53,6 +65,8 @@ def _counts(ev: Evaluation, metrics: Metrics) -> list[str]:
     long_text = job.long_text + (f", stride {job.stride}" if job.stride is not None else "")
     lines.append(f"- Long texts: {long_text}; {count(s.truncated, 'text')} reached the model's token limit")
     lines.append(f"- Precision: {ev.precision}")
+    if job.encoding is not None and not ev.options.input.lower().endswith(".parquet"):  # Parquet takes none
+        lines.append(f"- Input read as {job.encoding}")
     if ev.caveat:
         lines += ["", f"> {ev.caveat}"]
     return lines
@@ -82,8 +96,9 @@ def render(ev: Evaluation, metrics: Metrics, predictions: str) -> str:
     histogram = ["## Scores by true label", "", *image("score histogram", "histogram")] if ev.options.plots else []
     per_class = [[md(label), f"{metrics.precision[k]:.4f}", f"{metrics.recall[k]:.4f}", f"{metrics.f1[k]:.4f}",
                   f"{int(metrics.support[k]):,}"] for k, label in enumerate(metrics.labels)]
+    partial = [f"These metrics cover {covered(ev, metrics)}.", ""] if metrics.total < ev.summary.rows else []
     lines = [f"# Evaluation of `{ev.model}` on `{ev.options.input}`", "", *_counts(ev, metrics), "",
-             "## Scores", "",
+             "## Scores", "", *partial,
              *_table(["accuracy", "macro-F1", f"ECE ({len(metrics.bins)} bins)"],
                      [[f"{metrics.accuracy:.4f}", f"{metrics.macro_f1:.4f}", f"{metrics.ece:.4f}"]]), "",
              "## Per label", "", *_table(["label", "precision", "recall", "F1", "support"], per_class), "",

@@ -75,6 +75,7 @@ class JobOptions:
     task: str = "classify"  # or "embed" (`embed_file`): a sentence embedding per row instead of labels
     pooling: str = "auto"  # embed: the feature-extraction pipeline's pooling and normalize options
     normalize: bool | None = None
+    encoding: str | None = None  # the input's; None: UTF-8, its start checked (jobs/encodings.py)
 
 
 @dataclass
@@ -189,6 +190,8 @@ def job_key(options: JobOptions, reader: Reader, out_format: str) -> dict:
         key.update(task="embed", pooling=options.pooling, normalize=options.normalize)
     if options.fast:  # only when given: a record without it is a run without it
         key["fast"] = True
+    if reader.encoding is not None:  # the same: a record without it read UTF-8, its start checked
+        key["encoding"] = reader.encoding
     return key
 
 
@@ -223,7 +226,7 @@ def classify_file(options: JobOptions, load_pipe: Callable[[], object], *, on_ch
     """
     check_options(options)
     out_format = output_format(options.output, options.task)
-    with Reader(options.input, options.column, options.batch_rows, stdin) as reader:
+    with Reader(options.input, options.column, options.batch_rows, stdin, options.encoding) as reader:
         if on_open is not None:
             on_open(reader)  # evaluate creates the output's folder here, once the input is known good
         if options.output != STDIO:

@@ -21,9 +21,9 @@ resume in one line that names it:
   reads (`coulisse.checkpoint.model_files`), not the path. About 0.4 s for a 440 MB model.
 - every **option that changes results**: the text column, output format, `--all-scores`, `--long-text`,
   `--stride`, `--batch-rows` (chunks), `--model` and `--quantize` as given (`key`, which the CLI reads back;
-  for `embed --input` also `--pooling` and `--normalize`; `--fast` when given), and what the loaded pipeline
-  chose: dtype and quantization (the precision, which under `--fast` is this CPU's fast mode), device,
-  token limit, task options, the pooling `auto` resolved to (`engine`).
+  for `embed --input` also `--pooling` and `--normalize`; `--fast` and `--encoding` when given), and what
+  the loaded pipeline chose: dtype and quantization (the precision, which under `--fast` is this CPU's fast
+  mode), device, token limit, task options, the pooling `auto` resolved to (`engine`).
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ OPTION_NAMES = {"input": "--input", "column": "the text column (--column)", "for
                 "dtype": "the dtype", "device": "the device", "quantization": "the quantization",
                 "max_length": "the token limit (model_max_length)", "task_options": "the pipeline's task options",
                 "task": "the command (classify or embed)", "fast": "--fast", "pooling": "--pooling",
-                "normalize": "--normalize",
+                "normalize": "--normalize", "encoding": "--encoding",
                 "sentence": "the pooling the model folder sets (modules.json, 1_Pooling)"}
 
 
@@ -169,6 +169,8 @@ FLAGS = {"all_scores", "fast"}
 def _said(key: str, value: Any) -> str:
     if key in FLAGS:
         return "given" if value else "not given"
+    if key == "encoding" and value is None:
+        return "not given"
     return repr(value)
 
 
