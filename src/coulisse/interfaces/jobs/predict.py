@@ -72,7 +72,8 @@ class Predictor(RowModel):
         self.truncated = 0  # texts that reached the model's limit (truncate), or read in several windows (chunk)
 
     def logits(self, texts: list[str]) -> list[np.ndarray]:
-        batch = self.pipe.preprocess(texts, long_text=self.long_text, stride=self.stride)
+        chunk = {"long_text": "chunk", "stride": self.stride} if self.long_text == "chunk" else {}
+        batch = self.pipe.preprocess(texts, **chunk)
         rows = self.pipe.forward(batch.items)
         if batch.owners is None:
             limit = self.pipe.tokenizer.model_max_length
