@@ -146,7 +146,7 @@ def read_texts(texts: tuple[str, ...], stdin: BinaryIO | None = None) -> list[st
                                        "pipe lines on stdin.")
             if (problem := _undecoded(text)) is not None:
                 raise InputError(f"TEXT argument {n} is not valid UTF-8 ({problem}); pass UTF-8 text (a "
-                                 "terminal or file in another encoding: convert it, e.g. iconv -f latin1 -t utf-8).")
+                                 "terminal or file in another encoding: convert it, e.g. iconv -f cp1252 -t utf-8).")
         return list(texts)
     if stdin is None:
         if sys.stdin is None or sys.stdin.isatty():
@@ -158,7 +158,8 @@ def read_texts(texts: tuple[str, ...], stdin: BinaryIO | None = None) -> list[st
             line = raw.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError as e:
             raise InputError(f"stdin line {n} is not valid UTF-8 (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of "
-                             "the line); re-encode it as UTF-8, e.g. iconv -f latin1 -t utf-8.") from None
+                             "the line); re-encode it as UTF-8 (e.g. iconv -f cp1252 -t utf-8), or read it with -i - "
+                             "--encoding cp1252.") from None
         if line.strip():
             lines.append(line)
     if not lines:
