@@ -297,13 +297,15 @@ def test_attribution_options_are_checked_before_loading(tmp_path):
                                               "--steps", "8", "x"]), "--steps 8")
     result = runner.invoke(cli, ["explain", "-m", missing, "-a", "--steps", "0", "x"])
     assert result.exit_code == 2 and "0 is not positive" in result.stderr
+    assert_one_line_error(runner.invoke(cli, ["explain", "-m", missing, "-a", "--steps", "131073", "x"]),
+                          "--steps 131073 is above the maximum, 131072")
 
 
 def test_cli_methods_are_the_librarys():
-    from coulisse.interfaces.explain import ATTRIBUTION_METHODS
-    from coulisse.tasks.attributions import METHODS
+    from coulisse.interfaces.explain import ATTRIBUTION_MAX_STEPS, ATTRIBUTION_METHODS
+    from coulisse.tasks.attributions import MAX_STEPS, METHODS
 
-    assert ATTRIBUTION_METHODS == METHODS
+    assert ATTRIBUTION_METHODS == METHODS and ATTRIBUTION_MAX_STEPS == MAX_STEPS
 
 
 # -- attributions for zero-shot-classification --------------------------------------------------------------

@@ -168,6 +168,25 @@ def test_chunk_mode_is_classify_long_text_chunk(client, pipes, stride):
     assert len(html.find("svg", "windows")) == 1
 
 
+def test_chunk_modes_answer_is_classify_long_text_chunks(client, pipes, factory):
+    """`answer`, the document's own answer, is what `coulisse classify --long-text chunk` prints for the text: the
+    mean of the windows' logits, not the first window's answer (which the stages detailed on the page are, and
+    their heading says so)."""
+    query = {"text": LONG, "long_text": "chunk", "compare": 0}
+    got = ask(client, **query).json()
+    result = CliRunner().invoke(cli, ["classify", "-m", str(factory.checkpoint("camembert")), "--json",
+                                      "--long-text", "chunk", LONG])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    assert got["answer"] == f"{printed['label']} {printed['score']:.4f}"
+    first = got["windows"][0]["answer"]
+    assert len(got["windows"]) > 1 and got["answer"] != f"{first['label']} {first['score']:.4f}"  # it can fail
+    html = parse(ask(client, "/", **query).text)
+    assert html.find("h2", "detail")[0][2].startswith(f"Every stage of the first window (of {len(got['windows'])})")
+    truncated = ask(client, text=LONG, compare=0).json()  # truncation: the first window's answer is the text's
+    assert truncated["answer"] == f"{first['label']} {first['score']:.4f}"
+
+
 def test_bad_queries_are_one_line_400s(client):
     for query, words in (({"text": "x", "quantize": "int4"}, "quantize='int4'"),
                          ({"text": "x", "stride": 64}, "long_text=chunk"),

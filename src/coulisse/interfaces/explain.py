@@ -463,6 +463,7 @@ STAGES = {
 # -- attributions (the terminal) and the HTML report ----------------------------------------------------
 
 ATTRIBUTION_METHODS = ("integrated_gradients", "occlusion")  # coulisse.tasks.attributions.METHODS, without torch
+ATTRIBUTION_MAX_STEPS = 2**17  # coulisse.tasks.attributions.MAX_STEPS, without torch
 
 
 ATTRIBUTION_TASKS = ("text-classification", "zero-shot-classification")
@@ -489,6 +490,10 @@ def check_attribution_request(task: str, method: str, steps: int | None, attribu
     if method == "occlusion" and steps is not None:
         raise InputError(f"--steps {steps} is for --method integrated_gradients; occlusion runs one forward per "
                          "token. Drop --steps.")
+    if steps is not None and steps > ATTRIBUTION_MAX_STEPS:
+        raise InputError(f"--steps {steps} is above the maximum, {ATTRIBUTION_MAX_STEPS}; pass at most "
+                         f"{ATTRIBUTION_MAX_STEPS} (the default, 32, is enough for smooth models, and kinks are "
+                         "refined on their own).")
 
 
 def cli_target(pipe, target: str | None, labels: Any = None) -> int | str | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from coulisse.interfaces.explain import (
+    ATTRIBUTION_MAX_STEPS,
     ATTRIBUTION_METHODS,
     BATCH_TASKS,
     STAGES,
@@ -169,7 +170,8 @@ def classify(texts, model, top_k, as_json, threads, quantize, input_path, output
 @click.option("--method", type=click.Choice(ATTRIBUTION_METHODS), default="integrated_gradients", show_default=True,
               help="Attributions: Integrated Gradients (fp32 gradients) or occlusion (leave one token out).")
 @click.option("--steps", type=int, default=None, callback=positive,
-              help="Integrated Gradients: gradient evaluations of the first pass (default 32).")
+              help="Integrated Gradients: gradient evaluations of the first pass (default 32, at most "
+              f"{ATTRIBUTION_MAX_STEPS}).")
 @click.option("--target", default=None,
               help="Label to explain, name or id (default: the predicted one; zero-shot: one of --labels).")
 @click.option("-j", "--json", "as_json", is_flag=True,

@@ -166,11 +166,21 @@ class Exploration:
     def detailed(self) -> Answer:
         return self.answers[WEIGHTS[self.query.quantize]]
 
+    @property
+    def answer(self) -> str:
+        """The detailed weights' answer to the query, in words. text-classification: the page's Answer, for
+        the whole text as `long_text` reads it (chunk: the mean of the windows' logits, `coulisse classify
+        --long-text chunk`'s, where the stages detailed are the first window's); another task: its heading's."""
+        if not self.answers:
+            return self.inspection.head.headline
+        a = self.detailed
+        return f"{a.label} {a.score:.4f}"  # as the heading words it (report.Classified.headline)
+
     def to_dict(self) -> dict[str, Any]:
         x = self.inspection
         return {
             "model": self.model, "task": self.task, "query": asdict(self.query),
-            "answer": x.head.headline,  # the detailed weights' answer, in the words of the page's heading
+            "answer": self.answer,
             "answers": ({k: asdict(a) for k, a in self.answers.items()} if self.answers else
                         {k: {"weights": k, "answer": v.headline, "view": asdict(v)} for k, v in self.sides.items()}),
             "delta": delta(self.answers),

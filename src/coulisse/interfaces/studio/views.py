@@ -167,7 +167,9 @@ def render_windows(x: Exploration) -> str:
 
 
 def render_results(x: Exploration) -> str:
-    detail = (f'<h2 class="detail">Every stage, {NAMES[WEIGHTS[x.query.quantize]]} weights</h2>'
+    # chunk mode: the stages are the first window's, whose answer (the heading below) is not the text's
+    part = f" of the first window (of {len(x.windows)})" if len(x.windows) > 1 else ""
+    detail = (f'<h2 class="detail">Every stage{part}, {NAMES[WEIGHTS[x.query.quantize]]} weights</h2>'
               + render_section(x.inspection, 1, numbered=False))
     if x.task != "text-classification":
         return render_sides(x) + detail
