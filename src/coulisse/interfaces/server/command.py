@@ -161,7 +161,7 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
         raise click.UsageError("--auto-truncate and --no-auto-truncate both given; pass one of them.")
     auto_truncate = given["auto_truncate"] and not no_auto_truncate
     check_listen(host, port)  # before the models load: a port in use is said at once, in one line
-    if not api_key and not loopback(host):
+    if not api_key and not is_loopback(host):
         log.warning("listening on %s without --api-key: whoever reaches port %s can use the model; pass --api-key "
                     "KEY, or --host 127.0.0.1 to answer this machine only", host, port)
     models, tasks, names = served_models(list(model), list(given["model_id"]), list(task),
@@ -234,8 +234,9 @@ def served_models(models: list[str], model_ids: list[str], tasks: list[str],
     return chosen, paired[0], paired[1]
 
 
-def loopback(host: str) -> bool:
-    """Whether `host` only answers this machine (127.0.0.0/8, ::1, localhost)."""
+def is_loopback(host: str) -> bool:
+    """`localhost` or a loopback address (127.0.0.0/8, ::1): only this machine is answered. A name is not
+    resolved (it could point anywhere)."""
     import ipaddress
 
     if host.lower() == "localhost":
@@ -243,7 +244,7 @@ def loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
-        return False  # a name: it may resolve to any interface
+        return False
 
 
 def check_listen(host: str, port: int) -> None:

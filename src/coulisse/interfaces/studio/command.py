@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 
 import click
 
 from coulisse.interfaces.explain import STAGES
 from coulisse.interfaces.options import DEFAULT_HELP, load_pipeline, model_option, task_option, threads_option
-from coulisse.interfaces.server.command import check_listen
+from coulisse.interfaces.server.command import check_listen, is_loopback
 
 log = logging.getLogger(__name__)
-
-
-def is_loopback(host: str) -> bool:
-    """`localhost` or a loopback address (127.0.0.0/8, ::1); a name is not resolved (it could point anywhere)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_host(host: str, allow_remote: bool) -> None:
