@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from coulisse.errors import InputError
 from coulisse.interfaces.cli import cli
-from coulisse.interfaces.jobs.evaluate import MISSING, UNKNOWN, LabelMap, limit_and_sample
+from coulisse.interfaces.jobs.evaluate import MISSING, UNKNOWN, LabelMap, limit_and_sample, parse_label_map
 from coulisse.interfaces.jobs.formats import Row
 from coulisse.interfaces.jobs.metrics import compute
 
@@ -61,6 +62,17 @@ def test_label_map():
         [0, 1, 1, 1, 0, 1, 0, 1, 1]
     assert [labels(v) for v in [None, "", "  "]] == [MISSING] * 3
     assert [labels(v) for v in ["pos", 2, "-1", True, 0.5, [1]]] == [UNKNOWN] * 6
+
+
+def test_label_map_aliases():
+    """--label-map: the file's values as the model's labels (by name, any case, or id); the others as before."""
+    labels = LabelMap({0: "NEGATIVE", 1: "POSITIVE"}, parse_label_map("positif=POSITIVE, négatif=negative,neutre=0"))
+    assert [labels(v) for v in ["positif", " négatif ", "neutre", "POSITIVE", 0, "pos"]] == [1, 0, 0, 1, 0, UNKNOWN]
+    with pytest.raises(InputError, match="the model has no label 'BON'; it knows NEGATIVE \\(id 0\\)"):
+        LabelMap({0: "NEGATIVE", 1: "POSITIVE"}, {"bon": "BON"})
+    for bad in ("positif", "positif=", "=POSITIVE", "a=POSITIVE,a=NEGATIVE"):
+        with pytest.raises(InputError, match="--label-map"):
+            parse_label_map(bad)
 
 
 def test_limit_and_sample():
@@ -126,6 +138,26 @@ def test_labels_that_do_not_match_stop_before_the_model_runs(tf_camembert_dir, t
     result = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "s")])
     assert result.exit_code == 1 and "no label column 'label'" in result.output
     assert not (tmp_path / "s").exists()
+
+
+def test_french_labels_are_evaluated_through_the_label_map(tf_camembert_dir, tmp_path):
+    """A column of positif / négatif: refused with a --label-map to write, then evaluated through it exactly as
+    the same file written with the model's names."""
+    french, english = tmp_path / "fr.csv", tmp_path / "en.csv"
+    _labelled_csv(french, label=lambda i: ["négatif", "positif"][i % 2])
+    _labelled_csv(english, label=lambda i: ["NEGATIVE", "POSITIVE"][i % 2])
+    args = ["evaluate", "-m", str(tf_camembert_dir), "--no-plots"]
+    refused = CliRunner().invoke(cli, [*args, "-i", str(french), "-o", str(tmp_path / "r")])
+    assert refused.exit_code == 1 and "--label-map " in refused.output
+    mapped = CliRunner().invoke(cli, [*args, "-i", str(french), "-o", str(tmp_path / "fr"),
+                                      "--label-map", "positif=POSITIVE,négatif=NEGATIVE"])
+    plain = CliRunner().invoke(cli, [*args, "-i", str(english), "-o", str(tmp_path / "en")])
+    assert mapped.exit_code == plain.exit_code == 0, mapped.output
+    scores = [line for line in mapped.stdout.splitlines() if "accuracy" in line]
+    assert scores and scores[0].split("->")[0] == [line for line in plain.stdout.splitlines()
+                                                   if "accuracy" in line][0].split("->")[0]
+    wrong = CliRunner().invoke(cli, [*args, "-i", str(french), "-o", str(tmp_path / "w"), "--label-map", "positif=BON"])
+    assert wrong.exit_code == 1 and "the model has no label 'BON'" in wrong.output
 
 
 def test_evaluate_limit_and_sample(tf_camembert_dir, tmp_path):

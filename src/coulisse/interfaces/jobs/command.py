@@ -327,6 +327,9 @@ def job_options(f):
               help="Labelled file: .csv, .tsv, .jsonl, .parquet, or - for JSONL on stdin.")
 @click.option("-l", "--label-column", default="label", show_default=True, envvar="COULISSE_LABEL_COLUMN",
               help="Column of true labels: the model's label names or ids.")
+@click.option("--label-map", "label_map", default=None, envvar="COULISSE_LABEL_MAP",
+              help="The file's labels as the model's, where they differ: 'positif=POSITIVE,négatif=NEGATIVE' "
+                   "(a model's name or id after each =).")
 @click.option("-o", "--output-dir", default="coulisse-evaluation", show_default=True,
               envvar="COULISSE_OUTPUT_DIR", help="Report folder: report.md, PNG plots, predictions.")
 @click.option("-n", "--limit", type=int, default=None, envvar="COULISSE_LIMIT", help="Only the first N rows.")
@@ -341,7 +344,7 @@ def job_options(f):
 @click.option("--plots/--no-plots", default=True, show_default=True, envvar="COULISSE_PLOTS",
               help="Draw the PNG plots (needs matplotlib: pip install \"coulisse[jobs]\").")
 @job_options
-def evaluate(input_path, label_column, output_dir, limit, sample, seed, bins, overwrite, plots, column,
+def evaluate(input_path, label_column, label_map, output_dir, limit, sample, seed, bins, overwrite, plots, column,
              long_text, stride, batch_rows, quiet, progress, encoding, model, threads, quantize):
     """Evaluate a classifier on a labelled file: accuracy, macro-F1, per-label precision and recall,
     confusion matrix, calibration; writes report.md, PNG plots and every prediction to a folder.
@@ -351,9 +354,9 @@ def evaluate(input_path, label_column, output_dir, limit, sample, seed, bins, ov
       coulisse evaluate -i reviews.csv --label-column label -o report/
       coulisse evaluate -i reviews.parquet -m ./my-model --sample 500 --seed 1
       coulisse evaluate -i reviews.jsonl --long-text chunk --limit 1000 --no-plots
-      coulisse evaluate -i avis-excel.csv --encoding cp1252
+      coulisse evaluate -i avis-excel.csv --encoding cp1252 --label-map positif=POSITIVE,négatif=NEGATIVE
     """
-    from coulisse.interfaces.jobs.evaluate import EvalOptions, check_request, evaluate_file
+    from coulisse.interfaces.jobs.evaluate import EvalOptions, check_request, evaluate_file, parse_label_map
     from coulisse.interfaces.jobs.report import covered, write_report
     from coulisse.interfaces.jobs.runner import JobInterrupted, JobOptions
 
@@ -363,7 +366,8 @@ def evaluate(input_path, label_column, output_dir, limit, sample, seed, bins, ov
     job = JobOptions(input=input_path, column=column, long_text=long_text, stride=stride,
                      batch_rows=batch_rows, quiet=quiet, progress=progress, overwrite=overwrite, model=model,
                      quantize=quantize, encoding=encoding)
-    options = EvalOptions(input_path, label_column, output_dir, limit, sample, seed, bins, job, plots)
+    options = EvalOptions(input_path, label_column, output_dir, limit, sample, seed, bins, job, plots,
+                          parse_label_map(label_map))
     check_request(options)  # before the default model is looked up (the Hub, maybe)
     check_file_starts([input_path], encoding)
     if model is None:

@@ -31,15 +31,26 @@ DIGEST_DIGITS = 16  # training/training_digests.py's
 class LabelMap:
     """A label value -> the model's label id, MISSING (null or blank) or UNKNOWN."""
 
-    def __init__(self, id2label: dict[int, str]):
+    def __init__(self, id2label: dict[int, str], aliases: dict[str, str] | None = None):
         self.id2label = id2label
         self.by_name = {name: i for i, name in id2label.items()}
         folded = Counter(name.casefold() for name in id2label.values())
         self.by_folded = {name.casefold(): i for i, name in id2label.items() if folded[name.casefold()] == 1}
+        self.aliases = {}  # the file's value -> the model's id (--label-map), checked against the model
+        for value, name in (aliases or {}).items():
+            target = self.by_name.get(name, self.by_folded.get(name.casefold()))
+            if target is None and name.isdigit() and int(name) in id2label:
+                target = int(name)
+            if target is None:
+                raise InputError(f"--label-map {value}={name}: the model has no label {name!r}; it knows "
+                                 f"{self.describe()}.")
+            self.aliases[value] = target
 
     def __call__(self, value) -> int:
         if value is None or (isinstance(value, str) and not value.strip()):
             return MISSING
+        if self.aliases and str(value).strip() in self.aliases:
+            return self.aliases[str(value).strip()]
         if isinstance(value, str):
             text = value.strip()
             found = self.by_name.get(text, self.by_folded.get(text.casefold()))
@@ -57,6 +68,23 @@ class LabelMap:
         return ", ".join(f"{name} (id {i})" for i, name in sorted(self.id2label.items()))
 
 
+def parse_label_map(given: str | None) -> dict[str, str]:
+    """--label-map 'positif=POSITIVE,négatif=NEGATIVE' -> {"positif": "POSITIVE", "négatif": "NEGATIVE"}."""
+    if given is None:
+        return {}
+    mapped: dict[str, str] = {}
+    for part in given.split(","):
+        value, sep, name = part.partition("=")
+        value, name = value.strip(), name.strip()
+        if not sep or not value or not name:
+            raise InputError(f"--label-map {given!r}: {part.strip()!r} is not FILE_LABEL=MODEL_LABEL; write e.g. "
+                             "positif=POSITIVE,négatif=NEGATIVE.")
+        if value in mapped and mapped[value] != name:
+            raise InputError(f"--label-map {given!r} maps {value!r} twice ({mapped[value]} and {name}).")
+        mapped[value] = name
+    return mapped
+
+
 @dataclass
 class EvalOptions:
     input: str
@@ -68,6 +96,7 @@ class EvalOptions:
     bins: int = 10
     job: JobOptions = field(default_factory=lambda: JobOptions(input=STDIO))
     plots: bool = True
+    label_map: dict[str, str] = field(default_factory=dict)  # the file's label -> the model's (name or id)
 
 
 @dataclass
@@ -157,7 +186,15 @@ def check_labels(rows: Iterator[Row], labels: LabelMap, column: str, window: int
 def mismatch(unknown: Counter, labels: LabelMap, column: str) -> InputError:
     found = ", ".join(f"{v!r} ({n})" for v, n in unknown.most_common(8))
     return InputError(f"the labels in column {column!r} do not match the model's: found {found}; the model "
-                      f"knows {labels.describe()}. Write them as the model's names or ids.")
+                      f"knows {labels.describe()}. Write them as the model's names or ids, or map them: "
+                      f"--label-map {_example(unknown, labels)}.")
+
+
+def _example(unknown: Counter, labels: LabelMap) -> str:
+    """A --label-map for the values found, each to be given its label (never guessed: a wrong guess copied as is
+    would invert the scores)."""
+    values = ",".join(f"{value}=LABEL" for value, _ in unknown.most_common(len(labels.id2label)))
+    return f"'{values}', each LABEL one of the model's"
 
 
 def _check_dir(options: EvalOptions) -> Path:
@@ -208,12 +245,12 @@ def evaluate_file(options: EvalOptions, load_pipe: Callable[[], object]) -> Eval
         directory.mkdir(parents=True, exist_ok=True)
 
     def rows_filter(rows: Iterator[Row]) -> Iterator[Row]:
-        labels = LabelMap(pipes[0].config.id2label)
+        labels = LabelMap(pipes[0].config.id2label, options.label_map)
         picked = limit_and_sample(counted(rows, collected), options.limit, options.sample, options.seed)
         return check_labels(picked, labels, options.label_column, job.batch_rows)
 
     def on_chunk(rows: list[Row], preds: list[Prediction]) -> None:
-        _collect(collected, rows, preds, LabelMap(pipes[0].config.id2label), options.label_column)
+        _collect(collected, rows, preds, LabelMap(pipes[0].config.id2label, options.label_map), options.label_column)
 
     summary = classify_file(job, load, on_chunk=on_chunk, rows_filter=rows_filter, on_open=opened)
     config = pipes[0].config
