@@ -12,6 +12,7 @@ import pytest
 from factory import copy_camembert_layout, train_moses_bpe
 
 import coulisse.tokenizer.tokenizer as module
+from coulisse.config import EncoderConfig
 from coulisse.errors import InputError
 from coulisse.tokenizer import Tokenizer
 
@@ -25,8 +26,8 @@ def tokenizer(request, tmp_path_factory, camembert_spm, minilm_dir) -> Tokenizer
         return Tokenizer.from_dir(minilm_dir)
     directory = tmp_path_factory.mktemp(request.param)
     if request.param == "camembert":
-        copy_camembert_layout(camembert_spm, directory)
-        return Tokenizer.from_dir(directory)
+        copy_camembert_layout(camembert_spm, directory)  # tblard/tf-allocine's layout, read as the pipeline does
+        return Tokenizer.from_dir(directory, model_type="camembert", max_positions=512)
     pytest.importorskip("sacremoses")
     train_moses_bpe(directory)
     return Tokenizer.from_dir(directory, model_type="flaubert", max_positions=512)
@@ -109,3 +110,21 @@ def test_two_long_texts_cut_from_the_left_are_refused(tokenizer):
     # one long member and a short one cost one window per window of the long one: encoded
     e, = tokenizer.encode_batch([text], ["bon film"], max_length=512, direction="left")
     assert len(e) == 512
+
+
+def test_long_pairs_equal_transformers(minilm_dir, camembert_dir):
+    """The claim users read: the same ids as transformers' tokenizer on the same folder (its fast tokenizer runs
+    the backend's truncation on the whole texts), for pairs long enough to be cut through prefixes."""
+    from transformers import AutoTokenizer
+
+    rng = random.Random(11)
+    for directory in (minilm_dir, camembert_dir):
+        config = EncoderConfig.from_file(directory / "config.json")  # as the pipeline builds it
+        ours = Tokenizer.from_dir(directory, model_type=config.model_type, max_positions=config.max_positions)
+        theirs = AutoTokenizer.from_pretrained(str(directory))
+        for _ in range(20):
+            a, b, limit = texts(rng, 2_000), texts(rng, 2_000), rng.randint(16, 256)
+            expected = theirs(a, b, truncation=True, max_length=limit)
+            got = ours(a, b, truncation=True, max_length=limit)
+            assert got["input_ids"] == expected["input_ids"], (directory.name, limit)
+            assert got["attention_mask"] == expected["attention_mask"]
