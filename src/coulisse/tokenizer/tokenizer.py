@@ -426,9 +426,10 @@ class Tokenizer:
         if budget <= 1 or min(n) == 0:
             return None
         kept = longest_first_lengths(n[0], n[1], budget)
+        if kept[0] == n[0] or kept[1] == n[1]:  # one member whole: its one window beside the other's, linear
+            return None
         if direction == "left":
-            if kept[0] < n[0] and kept[1] < n[1]:
-                _refuse_left_windows(n[0], n[1], max(kept[0], 1), max(kept[1], 1))
+            _refuse_left_windows(n[0], n[1], max(kept[0], 1), max(kept[1], 1))
             return None
         caps = [min(n[m], budget + 1 + (n[m] > n[1 - m]) + CUT_MARGIN) for m in (0, 1)]
         if caps == n:
@@ -442,10 +443,11 @@ class Tokenizer:
         if longest_first_lengths(lengths[0], lengths[1], budget) != kept or (lengths[0] > lengths[1]) != (
                 n[0] > n[1]) or (lengths[0] < lengths[1]) != (n[0] < n[1]):
             return None
+        ids, cut_ids, cut_offsets = whole.ids, check.ids, check.offsets  # each a list built per access: once
         for m in (0, 1):
             first, second = members[m][:kept[m]], again[m][:kept[m]]
-            if ([whole.ids[j] for j in first] != [check.ids[j] for j in second]
-                    or [offsets[j] for j in first] != [check.offsets[j] for j in second]):
+            if ([ids[j] for j in first] != [cut_ids[j] for j in second]
+                    or [offsets[j] for j in first] != [cut_offsets[j] for j in second]):
                 return None
         return cut  # type: ignore[return-value]
 
