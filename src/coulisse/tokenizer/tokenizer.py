@@ -413,7 +413,8 @@ class Tokenizer:
     def _cut_pair(self, pair: tuple[str, str], whole: Encoding, budget: int, direction: str,
                   add_special_tokens: bool) -> tuple[str, str] | None:
         """Prefixes of a pair's two texts that `longest_first` truncates exactly as it truncates the texts, or
-        None to keep them (no member needs cutting, or a prefix does not tokenize as the text's start does).
+        None to keep them (truncation leaves a member whole, so the windows stay linear; or a prefix does not
+        tokenize as the text's start does).
         Each member keeps at most `budget` tokens, and which member keeps the odd one depends only on which is
         longer (`longest_first_lengths`): a prefix of `budget` + 1 tokens (+ 2 for the longer member, so the
         order stays) and a margin of `CUT_MARGIN` tokens (where a word cut in two tokenizes otherwise) keeps
