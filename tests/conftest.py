@@ -61,6 +61,19 @@ def factory(tmp_path_factory, camembert_spm, minilm_dir):
     return Factory(tmp_path_factory.mktemp("checkpoints"), camembert_spm, minilm_dir)
 
 
+@pytest.fixture(scope="module")
+def windowed_classifier(tf_camembert_dir):
+    """The TF fixture's classifier with a model limit of `factory.WINDOW_LIMIT` tokens, so that one review spans
+    many windows (long-text chunk tests); one per module, as its limit is set on its tokenizer."""
+    from factory import WINDOW_LIMIT
+
+    import coulisse
+
+    pipe = coulisse.pipeline("sentiment-analysis", model=str(tf_camembert_dir))
+    pipe.tokenizer.model_max_length = WINDOW_LIMIT
+    return pipe
+
+
 @pytest.fixture(scope="session")
 def camembert_dir(tmp_path_factory, camembert_spm) -> Path:
     """The real CamemBERT tokenizer laid out like tblard/tf-allocine: `{}` tokenizer_config, config.json."""

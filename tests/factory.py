@@ -75,6 +75,14 @@ CORPUS = [
 ]
 
 # Inputs for logits comparisons: short, medium, accents, emoji, whitespace, and one past 512 tokens.
+# A review that spans many windows of a small model limit (long-text chunk tests: conftest's
+# `windowed_classifier`).
+WINDOW_LIMIT = 24
+LONG_REVIEW = ("Ce film commence lentement, presque trop, puis la mise en scène prend son envol : les acteurs sont "
+               "justes, la musique accompagne l'histoire sans l'écraser, et la photographie est superbe. Hélas la "
+               "dernière demi-heure s'étire, les dialogues deviennent creux et la fin bâclée gâche un peu le reste. "
+               "Je le conseille quand même, pour les vingt premières minutes et pour l'actrice principale.")
+
 TEXTS = [
     "J'ai attendu un cours d'HuggingFace toute ma vie.",
     "Je déteste tellement ça !",

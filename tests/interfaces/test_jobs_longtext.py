@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from factory import LONG_REVIEW as LONG
+from factory import WINDOW_LIMIT
 
 from coulisse.engine import Item
 from coulisse.errors import InputError
@@ -15,20 +17,12 @@ from coulisse.interfaces.jobs.runner import JobOptions, classify_file
 from coulisse.tasks.text_classification import softmax
 from coulisse.tasks.windows import split_windows, window_starts
 
-LONG = ("Ce film commence lentement, presque trop, puis la mise en scène prend son envol : les acteurs sont "
-        "justes, la musique accompagne l'histoire sans l'écraser, et la photographie est superbe. Hélas la "
-        "dernière demi-heure s'étire, les dialogues deviennent creux et la fin bâclée gâche un peu le reste. "
-        "Je le conseille quand même, pour les vingt premières minutes et pour l'actrice principale.")
-MAX_LENGTH = 24  # a small model limit, so that one review spans many windows
+MAX_LENGTH = WINDOW_LIMIT
 
 
 @pytest.fixture(scope="module")
-def pipe(tf_camembert_dir):
-    import coulisse
-
-    pipe = coulisse.pipeline("sentiment-analysis", model=str(tf_camembert_dir))
-    pipe.tokenizer.model_max_length = MAX_LENGTH
-    return pipe
+def pipe(windowed_classifier):
+    return windowed_classifier
 
 
 @pytest.mark.parametrize("length", [1, 5, 10, 11, 22, 23, 100, 101])

@@ -13,23 +13,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from factory import LONG_REVIEW as LONG
+from factory import WINDOW_LIMIT
 
-import coulisse
 from coulisse.errors import InputError
 from coulisse.tasks.functional import softmax
 
-LONG = ("Ce film commence lentement, presque trop, puis la mise en scène prend son envol : les acteurs sont "
-        "justes, la musique accompagne l'histoire sans l'écraser, et la photographie est superbe. Hélas la "
-        "dernière demi-heure s'étire, les dialogues deviennent creux et la fin bâclée gâche un peu le reste. "
-        "Je le conseille quand même, pour les vingt premières minutes et pour l'actrice principale.")
-LIMIT = 24  # a small model limit, so that one review spans many windows
+LIMIT = WINDOW_LIMIT
 
 
 @pytest.fixture(scope="module")
-def pipe(tf_camembert_dir):
-    pipe = coulisse.pipeline("sentiment-analysis", model=str(tf_camembert_dir))
-    pipe.tokenizer.model_max_length = LIMIT
-    return pipe
+def pipe(windowed_classifier):
+    return windowed_classifier
 
 
 @pytest.fixture(scope="module")
