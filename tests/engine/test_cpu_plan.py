@@ -211,3 +211,16 @@ def test_int8_on_amx_tiles_batches_more_tokens(flags, capability):
     assert ("batches of up to 4,096 tokens" in p.int8.detail) == on_tiles
     # with oneDNN's int8 GEMM (coulisse's turned off), no budget of its own either
     assert "batch_tokens" not in plan(features(flags, capability), Backends(int8_gemm=False)).int8.options
+
+
+@pytest.mark.parametrize("flags, capability", [(ZEN3, "AVX2"), (CASCADE_LAKE, "AVX512"), (COOPER_LAKE, "AVX512"),
+                                               (SAPPHIRE_RAPIDS, "AVX512"), (SKYLAKE_X, "AVX512"),
+                                               (ALDER_LAKE, "AVX2"), (ZEN4, "AVX512"), ("", "DEFAULT")])
+@pytest.mark.parametrize("backends", [Backends(), Backends(c_kernels=False), Backends(onednn_int8=False)])
+def test_the_reasons_a_user_reads_cite_machines_not_the_project_history(flags, capability, backends):
+    """`coulisse info` prints these lines to users: they name the CPU a figure was measured on and the document
+    that holds it, never the project's working sessions ("session 15" meant nothing to a reader)."""
+    p = plan(features(flags, capability), backends)
+    text = "\n".join(p.lines())
+    assert text.strip()
+    assert "session" not in text.lower()

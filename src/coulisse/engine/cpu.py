@@ -148,7 +148,7 @@ def _int8(f: Features, b: Backends) -> Choice:
         return Choice("none", "unavailable", "this torch has neither oneDNN's nor fbgemm's int8 GEMM", fast=False)
     if amx:
         isa, why = "AMX-INT8 tiles", ("AMX multiplies int8 tiles into int32: 11.6-12.4x the fp32 GEMM "
-                            "on a Sapphire Rapids-class Xeon (bench/gemm_peaks.py, session 15)")
+                            "on a Sapphire Rapids-class Xeon (bench/gemm_peaks.py; docs/benchmarks.md)")
     elif f.has("avx512_vnni"):
         isa, why = "AVX-512 VNNI", "vpdpbusd sums int8 pairs into int32 without saturation"
     elif f.has("avx_vnni"):
@@ -168,21 +168,21 @@ def _int8(f: Features, b: Backends) -> Choice:
         if amx:
             why = ("blocks of up to 256 rows on 2 x 2 AMX tiles, the weights in 512 kB chunks that stay in L2, each "
                    "block finished while in cache: the int8 forward 1.08x oneDNN's AMX GEMM + the row passes on a "
-                   "Sapphire Rapids-class Xeon, to the same bits (docs/benchmarks.md, session 15); up to 96 rows "
-                   "the threads split the columns, the weights read once: 1.6x faster at 15-32 rows (session 16); "
+                   "Sapphire Rapids-class Xeon, to the same bits; up to 96 rows "
+                   "the threads split the columns, the weights read once: 1.6x faster at 15-32 rows; "
                    "the threads take the blocks as they come, smaller towards the end so that they finish "
                    "together: the idle thread time of the --fast pipeline's GEMMs 243 -> 49 ms over 6 passes "
-                   "(session 22)")
+                   "(docs/benchmarks.md, Intel Xeon with AMX)")
         else:
             why = ("24 vpdpbusd accumulators in registers: 3-6 % ahead of oneDNN's GEMM at 1,024 rows on a Zen 4, "
                    "to the same bits, and the row passes around it no longer wait for another wake-up of the "
-                   "threads: a --fast forward 1.08-1.10x (docs/benchmarks.md, session 14)")
+                   "threads: a --fast forward 1.08-1.10x (docs/benchmarks.md, AMD EPYC Zen 4)")
         options = {"weight_bits": bits, "small_rows": small, "isa": isa, "gemm": "coulisse"}
         if amx:  # the engine's token budget for int8 here, where no budget is given (AMX_BATCH_TOKENS)
             options["batch_tokens"] = AMX_BATCH_TOKENS
             detail += f"; batches of up to {AMX_BATCH_TOKENS:,} tokens"
             why += ("; batches of 4,096 tokens rather than 1,024: the --fast pipeline over 160 reviews 1,307 vs "
-                    "1,507 ms (session 19)")
+                    "1,507 ms on the same Xeon")
         return Choice("coulisse", detail, why, options=options)
     detail = (f"oneDNN u8×s8 per-token ({isa}), {bits}-bit weights, {fused}"
               + (f", coulisse's VNNI kernel for ≤ {small} rows (weights streamed once)" if own
@@ -223,7 +223,7 @@ def _attention(f: Features, b: Backends) -> Choice:
             why += ("; bf16 products: 1.4-1.5x faster attention on a Zen 4, at an error far below int8's own; "
                     "bf16 pipelines otherwise call SDPA once per sequence")
             if amx:
-                why += "; on AMX tiles 2.0x the AVX512-BF16 unit's speed (Sapphire Rapids-class Xeon, session 15)"
+                why += "; on AMX tiles 2.0x the AVX512-BF16 unit's speed (Sapphire Rapids-class Xeon)"
         return Choice("c", detail, why, options={"int8_bf16_products": products, "bf16_inputs": bf16_dot,
                                                  "amx": amx})
     why = "COULISSE_C_ATTENTION=0 or COULISSE_FUSE=0" if b.c_kernels else "the C kernels are not built"
@@ -240,10 +240,10 @@ def plan(features: Features, backends: Backends = Backends()) -> KernelPlan:
         if not features.vnni and features.has("avx2"):
             why += ("; its GEMMs ran 1.9x fp32's on a Zen 3 but level with them on a Zen 1 (one pipe multiplies "
                     "integers there), where it still answers short requests 1.4-1.5x faster, its weights a quarter of "
-                    "the bytes (docs/benchmarks.md, session 27)")
+                    "the bytes (docs/benchmarks.md, AMD EPYC Zen 1)")
         if features.has("amx_bf16", "amx_int8"):
             why += ("; with AMX, bf16 ran 0.69x int8's speed on a Sapphire Rapids-class Xeon (AMX-INT8's peak "
-                    "is 1.75x AMX-BF16's there; docs/benchmarks.md, session 15)")
+                    "is 1.75x AMX-BF16's there; docs/benchmarks.md)")
     elif bf16.fast:
         fast, why = "bfloat16", "no int8 kernel here beats fp32; bf16 arithmetic does (AMX-BF16 or AVX512-BF16)"
     else:

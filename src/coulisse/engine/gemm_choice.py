@@ -116,7 +116,8 @@ class CachedChoice:
     def describe(self) -> str:
         name = "MKL's sgemm" if self.kernel == "mkl" else "oneDNN (prepacked)"
         return (f"{self.hidden}->{self.intermediate}->{self.hidden}: {name} (oneDNN {self.onednn_s * 1e3:.1f} ms, "
-                f"MKL {self.mkl_s * 1e3:.1f} ms at {ROWS} rows)")
+                f"MKL {self.mkl_s * 1e3:.1f} ms at {ROWS} rows; MKL only where it takes ≤ {MARGIN:.0%} of oneDNN's "
+                "time)")
 
 
 def cached_choices(features_key: str) -> list[CachedChoice]:
