@@ -217,6 +217,33 @@ def test_a_utf8_byte_order_mark(tf_camembert_dir, tmp_path):
     assert "starts with a UTF-8 byte-order mark: it is UTF-8, not cp1252" in result.output
 
 
+@pytest.mark.parametrize("encoding", ["cp1252", "latin-1"])
+@pytest.mark.parametrize("fmt", ["csv", "txt"])
+def test_a_utf8_file_read_with_another_encoding_is_refused_in_one_line(tf_camembert_dir, tmp_path, encoding, fmt):
+    """Read as cp1252, UTF-8's "é" (c3 a9) decodes without an error as "Ã©": every row would be garbled, exit 0."""
+    source = tmp_path / f"avis.{fmt}"
+    write(source, fmt, "utf-8")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = invoke("classify", "-m", str(tf_camembert_dir), "-i", str(source), "-o", str(tmp_path / "out.csv"),
+                    "--encoding", encoding)
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    canonical = "cp1252" if encoding == "cp1252" else "iso8859-1"
+    line = 2 if fmt == "csv" else 1  # the CSV's header is ASCII
+    assert result.output.startswith(f"Error: InputEncodingError: {source} is UTF-8, not {canonical}: line {line} "
+                                    "holds 'è' (bytes c3 a8), which"), result.output
+    assert "'Ã¨'" in result.output and "leave --encoding out" in result.output.lower()
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_a_pipe_read_with_another_encoding_is_checked_for_utf8_too():
+    utf8 = [t.encode("utf-8") + b"\n" for t in TEXTS]
+    with pytest.raises(InputEncodingError, match="stdin is UTF-8, not cp1252: line 1 holds 'è'"):
+        Reader("-", stdin=iter(utf8), encoding="cp1252")
+    ascii_only = [b"Bof.\n", b"Pas mal du tout.\n"]  # reads the same in both: runs
+    with Reader("-", stdin=iter(ascii_only), encoding="cp1252") as reader:
+        assert [r.text for r in reader.rows()] == ["Bof.", "Pas mal du tout."]
+
+
 @pytest.mark.parametrize(("value", "words"), [
     ("klingon", "--encoding klingon: Python knows no such encoding"),
     ("utf-16", "--encoding utf-16: jobs read files line by line, which needs an encoding that writes ASCII as ASCII"),

@@ -14,6 +14,10 @@ file is refused does not depend on --batch-rows. A file is read there and rewoun
 those bytes read ahead and kept for its rows (it cannot be read twice, and the refusal must come before the
 model loads and anything is written). `--encoding utf-8`, given, skips the check: a UTF-8 file with a damaged
 line near its top still runs, that line an error row.
+
+The other way round, a UTF-8 file read with `--encoding cp1252` decodes without an error, every "é" an "Ã©": an
+input read with another encoding whose first 64 KiB are UTF-8 with a character beyond ASCII is refused too
+(`check_not_utf8`), saying which character and how it would have read.
 """
 
 from __future__ import annotations
@@ -73,10 +77,13 @@ def check_start(data: bytes, encoding: str | None, name: str, whole: bool = Fals
     UTF-8: a character cut at the end of `data` is not an error. With another --encoding, a UTF-8 byte-order mark
     is refused: such a file is UTF-8, and its first column's name would start with the mark as other letters."""
     bom = data.startswith(codecs.BOM_UTF8)
+    if encoding == UTF8:
+        return
     if encoding is not None:
-        if bom and encoding != UTF8:
+        if bom:
             raise InputEncodingError(f"{named(name)} starts with a UTF-8 byte-order mark: it is UTF-8, not "
                                      f"{encoding}; leave --encoding out (or pass --encoding utf-8).")
+        check_not_utf8(data, encoding, name, whole)
         return
     body = data[len(codecs.BOM_UTF8):] if bom else data
     try:
@@ -86,12 +93,37 @@ def check_start(data: bytes, encoding: str | None, name: str, whole: bool = Fals
         raise not_utf8(name, body.count(b"\n", 0, e.start) + 1, body[e.start], e.start - line_start) from None
 
 
+def check_not_utf8(data: bytes, encoding: str, name: str, whole: bool) -> None:
+    """Refuse an input read with another `encoding` whose first bytes are UTF-8 with letters beyond ASCII: read
+    as cp1252, "é" (bytes c3 a9) would be "Ã©" in every row, and nothing would say so. Text in cp1252, latin-1 or
+    shift_jis with an accent or a kana is almost never valid UTF-8 (an "é" alone, byte e9, is not), so the check
+    refuses UTF-8 files, not files in the encoding named. Pure ASCII reads the same either way and runs."""
+    first = next((i for i, byte in enumerate(data) if byte >= 0x80), None)
+    if first is None:
+        return
+    try:
+        codecs.getincrementaldecoder(UTF8)().decode(data, final=whole)
+    except UnicodeDecodeError:
+        return
+    line = data.count(b"\n", 0, first) + 1
+    size = next((n for n in (2, 3, 4) if data[first:first + n].decode(UTF8, errors="ignore")), None)
+    if size is None:  # the start ends inside that character: too little to go on
+        return
+    char = data[first:first + size]
+    misread = char.decode(encoding, errors="replace")
+    raise InputEncodingError(
+        f"{named(name)} is UTF-8, not {encoding}: line {line} holds {char.decode(UTF8)!r} (bytes "
+        f"{char.hex(' ')}), which {encoding} would read as {misread!r}, and so on in every row. Leave --encoding "
+        f"out (or pass --encoding utf-8); if the file really is {encoding}, convert it first: "
+        f"iconv -f {encoding} -t utf-8.")
+
+
 def checked_start(stream, encoding: str | None, name: str) -> Iterator[bytes]:
     """The lines of `stream` (a file or stdin opened in binary), its start checked first (`check_start`) before
     any row is read. A seekable stream (a file, or stdin redirected from one) is read there and rewound: nothing
     is kept. A pipe has its first START_BYTES (and the rest of a line) read ahead and kept for the rows, a bounded
     look-ahead: it cannot be read twice, and a refusal must come before anything is written."""
-    limit = START_BYTES if encoding is None else len(codecs.BOM_UTF8)
+    limit = len(codecs.BOM_UTF8) if encoding == UTF8 else START_BYTES
     if getattr(stream, "seekable", lambda: False)():
         where = stream.tell()
         data = stream.read(limit)
