@@ -432,7 +432,7 @@ def reference_integrated_gradients(model, ids, moved, baseline_id: int, target: 
     """Integrated Gradients on a transformers model, one node at a time: numpy's Gauss-Legendre nodes on equal
     panels of `PANEL_NODES` (coulisse.tasks.attributions), the `moved` tokens going from `baseline_id`'s vector
     (transformers' own embedding table) to their own, the others held; the gradient of logit `target`."""
-    from coulisse.tasks.attributions import PANEL_NODES
+    from coulisse.tasks.integrated_gradients import PANEL_NODES
 
     table = model.get_input_embeddings().weight.detach()
     x = table[ids]

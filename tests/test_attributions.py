@@ -31,13 +31,12 @@ from coulisse.engine import Item
 from coulisse.errors import InputError
 from coulisse.models import Packed, Trace
 from coulisse.models.fastpath import PackedLinear
-from coulisse.tasks.attributions import (
+from coulisse.tasks.attributions import attention_rollout, check_request
+from coulisse.tasks.integrated_gradients import (
     DEFAULT_STEPS,
     MAX_STEPS,
     TOLERANCE,
     _Panels,
-    attention_rollout,
-    check_request,
     embedding_gradients,
     gauss_legendre,
     integrated_gradients,

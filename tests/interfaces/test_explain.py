@@ -303,7 +303,8 @@ def test_attribution_options_are_checked_before_loading(tmp_path):
 
 def test_cli_methods_are_the_librarys():
     from coulisse.interfaces.explain import ATTRIBUTION_MAX_STEPS, ATTRIBUTION_METHODS
-    from coulisse.tasks.attributions import MAX_STEPS, METHODS
+    from coulisse.tasks.attributions import METHODS
+    from coulisse.tasks.integrated_gradients import MAX_STEPS
 
     assert ATTRIBUTION_METHODS == METHODS and ATTRIBUTION_MAX_STEPS == MAX_STEPS
 

@@ -463,7 +463,7 @@ STAGES = {
 # -- attributions (the terminal) and the HTML report ----------------------------------------------------
 
 ATTRIBUTION_METHODS = ("integrated_gradients", "occlusion")  # coulisse.tasks.attributions.METHODS, without torch
-ATTRIBUTION_MAX_STEPS = 2**17  # coulisse.tasks.attributions.MAX_STEPS, without torch
+ATTRIBUTION_MAX_STEPS = 2**17  # coulisse.tasks.integrated_gradients.MAX_STEPS, without torch
 
 
 ATTRIBUTION_TASKS = ("text-classification", "zero-shot-classification")
