@@ -46,6 +46,12 @@ def run(model_dir, texts):
     out["top_k=1 call"] = plain(texts[1], top_k=1)
     out["no specials"] = plain(texts[:2], add_special_tokens=False)
     out["text_pair="] = plain(texts[0], text_pair="Vraiment.")
+    out["empty text_pair"] = plain({"text": texts[0], "text_pair": ""})  # one text alone, as the tokenizer reads ""
+    out["text_pair='' call"] = plain(texts[:2], text_pair="")
+    out["mixed pairs"] = plain([{"text": texts[0], "text_pair": "Vraiment."}, texts[1], {"text": texts[2]},
+                                {"text": texts[3], "text_pair": ""}])
+    capped = pipeline("text-classification", model=model_dir, truncation=True, max_length=8)
+    out["max_length=None call"] = capped(texts[:2], max_length=None)  # the model's limit, not the pipeline's 8
     out["predict"], out["transform"] = plain.predict(texts[:2]), plain.transform(texts[2])
     out["dtype"] = [str(plain.dtype), str(plain.torch_dtype)]
     return out
@@ -81,7 +87,10 @@ def run(model_dir, texts):
     return {"one": classifier(texts[0], candidate_labels=labels),
             "list": classifier(texts, candidate_labels=labels, multi_label=True),
             "positional": classifier(texts[1], labels, hypothesis_template="Ce texte parle de {}."),
-            "generator": classifier((t for t in texts), candidate_labels="sport, cinéma")}
+            "generator": classifier((t for t in texts), candidate_labels="sport, cinéma"),
+            # given at a call, None is multi_label=False there, whatever the pipeline's default
+            "multi_label=None": pipeline("zero-shot-classification", model=model_dir, device=-1, multi_label=True,
+                                         candidate_labels=labels)(texts[0], multi_label=None)}
 '''
 
 FEATURES = '''
@@ -124,6 +133,7 @@ def run(model_dir, texts):
                        tok.all_special_ids, tok.vocab_size, len(tok)]
     out["encode"] = tok.encode(texts[0])
     out["encode pair"] = tok.encode(texts[0], texts[1])
+    out["empty pair"] = [tok(texts[0], text_pair="")["input_ids"], tok([texts[0]], text_pair=[""])["input_ids"]]
     out["batch_decode"] = tok.batch_decode(inputs["input_ids"], skip_special_tokens=True)
     out["decode one"] = tok.decode(inputs["input_ids"][0, 1])
     out["tokenize"] = tok.tokenize(texts[0])

@@ -321,6 +321,24 @@ def test_pooling_without_the_prompt(minilm_dir, tmp_path, mode):
                   - included.encode(TEXTS, prompt_name="passage")).max() > 1e-2
 
 
+def test_a_pooling_coulisse_lacks_is_refused_and_the_way_out_the_message_names_runs(minilm_dir, tmp_path):
+    """max pooling: refused by SentenceEncoder and pooling="auto"; pooling="mean" (what the message says to
+    pass) ignores the folder's mode and gives the mean pooling of a plain folder."""
+    from coulisse import pipeline
+    from coulisse.errors import UnsupportedModelError
+
+    folder = model_copy(minilm_dir, tmp_path / "max", pooling={"pooling_mode_mean_tokens": False,
+                                                             "pooling_mode_max_tokens": True})
+    with pytest.raises(UnsupportedModelError, match=r"asks for pooling \['max'\].*pass pooling='cls' or 'mean' to "
+                                                    r"pipeline\('feature-extraction'"):
+        SentenceEncoder(folder)
+    with pytest.raises(UnsupportedModelError, match="asks for pooling"):
+        pipeline("feature-extraction", model=str(folder), pooling="auto")("Bonjour.")
+    mean = pipeline("feature-extraction", model=str(folder), pooling="mean", normalize=True)(TEXTS[:3])
+    reference = SentenceEncoder(minilm_dir).encode(TEXTS[:3])  # mean pooling, normalized: MiniLM's own modules
+    assert_same(np.stack([np.asarray(v, dtype=np.float32).reshape(-1) for v in mean]), reference)
+
+
 # -- what is refused, and the progress bar ----------------------------------------------------------------------
 
 

@@ -28,7 +28,9 @@ def test_every_task_follows_the_contract(name):
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_none_leaves_an_option_at_its_default(name):
     """transformers' `_sanitize_parameters` reads None as "not set" (`if top_k is not None`): so does every
-    option here, but text-classification's top_k, where None asks for every label."""
+    option here, but those transformers takes whenever they are given: text-classification's top_k (None: every
+    label) and max_length (a tokenizer keyword, handed over as given), zero-shot's multi_label (`if
+    "multi_label" in kwargs`)."""
     cls = TASKS[name]
     for option, spec in cls.option_table().items():
         checked = cls.check_options({option: None})
@@ -36,8 +38,8 @@ def test_none_leaves_an_option_at_its_default(name):
             assert checked == {option: None}, option
         else:
             assert checked == {}, option
-    assert [o for o, spec in cls.option_table().items() if spec.none_is_value] == (
-        ["top_k"] if name == "text-classification" else [])
+    assert [o for o, spec in cls.option_table().items() if spec.none_is_value] == {
+        "text-classification": ["top_k", "max_length"], "zero-shot-classification": ["multi_label"]}.get(name, [])
 
 
 @pytest.mark.parametrize("task, options, word", [
@@ -64,6 +66,19 @@ def test_constructor_options_are_checked_before_the_model_loads(tmp_path, task, 
     """The folder does not exist: an option error that wins over the loading error was checked first."""
     with pytest.raises((InputError, DeviceError), match=re.escape(word)):
         pipeline(task, model=str(tmp_path / "no-such-model"), **options)
+
+
+@pytest.mark.parametrize("task", ["text-classification", "feature-extraction"])
+def test_a_text_of_no_token_is_one_input_error(tf_camembert_dir, task):
+    """add_special_tokens=False on "" (or spaces) leaves nothing for the model: one InputError naming the input
+    (it was an internal ValueError of the attention kernel, or an IndexError)."""
+    pipe = pipeline(task, model=str(tf_camembert_dir))
+    options = {"add_special_tokens": False} if task == "text-classification" else {
+        "tokenize_kwargs": {"add_special_tokens": False}}
+    for inputs, index in (("", 0), (["Un bon film.", "   "], 1)):
+        with pytest.raises(InputError, match=f"input {index} has no tokens .*add_special_tokens=True"):
+            pipe(inputs, **options)
+    assert pipe("Un bon film.", **options) is not None  # a text with tokens still runs without specials
 
 
 def test_call_options_merge_table_pipeline_and_call(tf_camembert_dir):

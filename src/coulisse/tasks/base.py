@@ -260,6 +260,10 @@ class Pipeline:
                 batch_size: int | None = None) -> list:
         """One array per item, in order (see `Engine.run`); `batch_size` caps the inputs of one batch."""
         items = list(items)
+        if (empty := next((i for i, item in enumerate(items) if not len(item.ids)), None)) is not None:
+            raise InputError(f"input {empty} has no tokens (a text such as \"\" or spaces, with add_special_tokens="
+                             "False): the model has nothing to read; drop it, or keep the special tokens "
+                             "(add_special_tokens=True).")
         limit = self.config.position_limit
         if limit is not None and (long := next((i for i, item in enumerate(items) if len(item.ids) > limit),
                                                None)) is not None:

@@ -96,12 +96,16 @@ def _pooling_mode(config: dict, path: Path) -> str:
     modes = [mode] if isinstance(mode, str) else list(mode) if isinstance(mode, list) else [mode]
     if len(modes) != 1 or modes[0] not in ("cls", "mean"):
         raise UnsupportedModelError(f"{path} asks for pooling {modes or 'none'}; coulisse pools with 'cls' "
-                                    "or 'mean'. Pass pooling='cls' or pooling='mean' to choose one.")
+                                    "or 'mean'. To run the model with one of them (its vectors then differ from "
+                                    "sentence-transformers'), pass pooling='cls' or 'mean' to pipeline("
+                                    "'feature-extraction', ...), or --pooling cls|mean to coulisse embed or serve.")
     return modes[0]
 
 
-def sentence_config(directory: Path) -> SentenceConfig | None:
-    """The sentence-transformers modules of a folder (Transformer, Pooling, Normalize), or None."""
+def sentence_config(directory: Path, pooling_chosen: bool = False) -> SentenceConfig | None:
+    """The sentence-transformers modules of a folder (Transformer, Pooling, Normalize), or None.
+    `pooling_chosen`: the caller pools its own way, so the Pooling module's mode is not read (one coulisse does
+    not run is then no error)."""
     path = directory / "modules.json"
     modules = read_modules(directory)
     if modules is None:
@@ -119,7 +123,7 @@ def sentence_config(directory: Path) -> SentenceConfig | None:
                 settings = read_object(settings_path)
         elif kind == "Pooling":
             config = read_object(folder / "config.json")
-            pooling = _pooling_mode(config, folder / "config.json")
+            pooling = pooling if pooling_chosen else _pooling_mode(config, folder / "config.json")
             include_prompt = config.get("include_prompt") is not False
         elif kind == "Normalize":
             normalize = True
@@ -193,7 +197,7 @@ class FeatureExtractionPipeline(Pipeline):
 
     def sentence_config(self, pooling: str, normalize: bool | None) -> SentenceConfig:
         """The pooling to apply: the folder's sentence-transformers settings, with explicit options on top."""
-        found = sentence_config(self.checkpoint.directory) or SentenceConfig()
+        found = sentence_config(self.checkpoint.directory, pooling_chosen=pooling != "auto") or SentenceConfig()
         mode = found.pooling if pooling == "auto" else pooling
         if normalize is None:
             normalize = found.normalize if pooling == "auto" else False

@@ -72,6 +72,11 @@ def label_scores(logits: np.ndarray, id2label: dict[int, str], function: str,
     return results
 
 
+def _has_dicts(inputs: Any) -> bool:
+    """A {"text", "text_pair"} dict, or a list holding at least one."""
+    return isinstance(inputs, dict) or (isinstance(inputs, list) and any(isinstance(i, dict) for i in inputs))
+
+
 class TextClassificationPipeline(Pipeline):
     task = "text-classification"
     head = "sequence-classification"
@@ -81,7 +86,10 @@ class TextClassificationPipeline(Pipeline):
         "function_to_apply": Option(None, check=one_of(*FUNCTIONS)),
         # the tokenizer keywords transformers passes on (its remaining call keywords)
         "truncation": Option(True, PRE, check=truncation_option),
-        "max_length": Option(None, PRE, check=positive_int),
+        # transformers hands its tokenizer keywords over as given: max_length=None at a call drops the pipeline's
+        # (the model's limit holds); truncation=None keeps the pipeline's (transformers: none, see docs/dropin.md)
+        "max_length": Option(None, PRE, check=lambda name, v: positive_int(name, v, allow_none=True),
+                             none_is_value=True),
         "add_special_tokens": Option(True, PRE, check=boolean),
         # `clf(text, text_pair=second)`: transformers hands it to the tokenizer, pairing it with every text
         "text_pair": Option(None, PRE, check=lambda name, v: _text_pair(v)),
@@ -129,17 +137,30 @@ class TextClassificationPipeline(Pipeline):
             return self._windows(inputs, max_length, stride, text_pair, truncation_side, add_special_tokens)
         texts, pairs, single = self._split_inputs(inputs)
         if text_pair is not None:
-            if pairs is not None or isinstance(inputs, dict) or (isinstance(inputs, list) and inputs
-                                                                 and isinstance(inputs[0], dict)):
+            if pairs is not None or _has_dicts(inputs):
                 raise InputError("text_pair is given twice, as a keyword and in the {'text', 'text_pair'} "
                                  "inputs; pass plain texts with text_pair=, or dicts without it.")
-            pairs = [text_pair] * len(texts)
+            # transformers hands text_pair to the tokenizer with each text alone: "" is then no pair at all
+            pairs = [text_pair] * len(texts) if text_pair else None
         strategy = truncation if isinstance(truncation, str) else "longest_first"
         if max_length is not None:  # never past what the position table embeds
             max_length = min(max_length, self.tokenizer.model_max_length)
-        encodings = self.tokenizer.encode_batch(texts, pairs, truncation=bool(truncation), max_length=max_length,
-                                                add_special_tokens=add_special_tokens, strategy=strategy,
-                                                direction=truncation_side)
+
+        def encode(texts: list[str], pairs: list[str] | None) -> list:
+            return self.tokenizer.encode_batch(texts, pairs, truncation=bool(truncation), max_length=max_length,
+                                               add_special_tokens=add_special_tokens, strategy=strategy,
+                                               direction=truncation_side)
+
+        if pairs is None or all(p is not None for p in pairs):
+            encodings = encode(texts, pairs)
+        else:  # texts alone and pairs in one call, as transformers takes a list mixing them: each group encoded
+            alone = [i for i, p in enumerate(pairs) if p is None]
+            paired = [i for i, p in enumerate(pairs) if p is not None]
+            encodings = [None] * len(texts)
+            for where, got in ((alone, encode([texts[i] for i in alone], None)),
+                               (paired, encode([texts[i] for i in paired], [pairs[i] for i in paired]))):
+                for i, e in zip(where, got, strict=True):
+                    encodings[i] = e
         # transformers wraps a lone string's legacy result in a list, but not a lone {"text", ...} dict.
         return Batch([Item(e.ids, e.type_ids) for e in encodings], texts, single, context=isinstance(inputs, str))
 
@@ -200,18 +221,21 @@ class TextClassificationPipeline(Pipeline):
             weights=weights) for text, encoding, full in zip(texts, kept, whole, strict=True)]
         return results[0] if single else results
 
-    def _split_inputs(self, inputs: Any) -> tuple[list[str], list[str] | None, bool]:
-        """Plain texts, or {"text", "text_pair"} dicts for sentence-pair classifiers."""
-        if isinstance(inputs, dict) or (isinstance(inputs, list) and inputs and isinstance(inputs[0], dict)):
+    def _split_inputs(self, inputs: Any) -> tuple[list[str], list[str | None] | None, bool]:
+        """Plain texts, or {"text", "text_pair"} dicts for sentence-pair classifiers, or a list mixing them (as
+        transformers takes each item alone). A pair that is None, missing or "" is no pair, as transformers'
+        tokenizer encodes one text with `text_pair=""`. The pairs are None where no item has one."""
+        if _has_dicts(inputs):
             rows = [inputs] if isinstance(inputs, dict) else inputs
-            if not all(isinstance(r, dict) and "text" in r for r in rows):
-                raise InputError("text pairs must be dicts with 'text' (and 'text_pair') keys.")
-            texts, _ = check_texts([r["text"] for r in rows])
-            pairs = [r.get("text_pair") for r in rows]
-            if any(p is not None for p in pairs):
-                pairs, _ = check_texts(pairs, "text_pair")
-            else:
-                pairs = None
+            for i, r in enumerate(rows):
+                if isinstance(r, dict) and "text" not in r:
+                    keys = ", ".join(repr(k) for k in list(r)[:4])
+                    raise InputError(f"input {i} is a dict without a 'text' key (its keys: {keys}); text pairs are "
+                                     "dicts with 'text' and 'text_pair' keys.")
+            texts, _ = check_texts([r["text"] if isinstance(r, dict) else r for r in rows])
+            given = [r.get("text_pair") if isinstance(r, dict) else None for r in rows]
+            checked, _ = check_texts(["" if p is None else p for p in given], "text_pair")
+            pairs = [p or None for p in checked] if any(checked) else None
             return texts, pairs, isinstance(inputs, dict)
         texts, single = check_texts(inputs)
         return texts, None, single

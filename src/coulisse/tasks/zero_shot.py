@@ -120,7 +120,9 @@ class ZeroShotClassificationPipeline(Pipeline):
     OPTIONS = {
         "candidate_labels": Option(None, PRE, check=lambda name, v: parse_labels(v)),
         "hypothesis_template": Option(None, PRE, check=_template),
-        "multi_label": Option(False),
+        # transformers reads it when given at all (`if "multi_label" in kwargs`): None at a call is False there,
+        # not the pipeline's default
+        "multi_label": Option(False, none_is_value=True),
     }
 
     def __init__(self, checkpoint, **kwargs: Any):

@@ -550,6 +550,8 @@ class Tokenizer:
         `return_token_type_ids` / `return_attention_mask` default to what the model reads."""
         texts, single = check_texts(text)
         pairs = None
+        if single and isinstance(text_pair, str) and not text_pair:
+            text_pair = None  # transformers encodes one text with text_pair="" alone (a batch's [""] is a pair)
         if text_pair is not None:
             pairs, _ = check_texts(text_pair, "text_pair")
             if len(pairs) != len(texts):
