@@ -20,6 +20,7 @@ from tokenizers import Tokenizer as Backend
 
 from coulisse.errors import InputError, TokenizerLoadError, type_of
 from coulisse.families import GENERIC_TOKENIZER_CLASSES, family_of
+from coulisse.tokenizer import prefix
 from coulisse.tokenizer.added_tokens import model_specific_tokens
 from coulisse.tokenizer.build import SPM_FILES, build_backend
 
@@ -256,6 +257,7 @@ class Tokenizer:
         self._family_extras = spelling.extra_special_tokens if spelling is not None else ()
         self._lock = threading.Lock()
         self._truncation: tuple[int, int, str, str] | None = None
+        self._word_by_word: bool | None = None  # prefix.reads_word_by_word(backend), once a long text asks
         backend.no_padding()
         backend.no_truncation()
         self.model_type = model_type
@@ -328,6 +330,8 @@ class Tokenizer:
                 if pairs is not None and limit is not None and strategy == "longest_first" and not stride:
                     return self._longest_first_pairs(texts, pairs, limit, add_special_tokens, direction)
                 self._set_truncation(limit, stride, strategy, direction)
+                if pairs is None and limit is not None and not stride and direction == "right":
+                    return self._encode_from_prefixes(list(texts), limit, add_special_tokens)
                 return self._encode(inputs, add_special_tokens)
         except (TypeError, ValueError):
             _refuse_bad_unicode(texts, pairs)
@@ -348,6 +352,33 @@ class Tokenizer:
             return self.backend.encode_batch(inputs, add_special_tokens=add_special_tokens)
         return [self.backend.encode(*(x if isinstance(x, tuple) else (x,)), add_special_tokens=add_special_tokens)
                 for x in inputs]
+
+    def _encode_from_prefixes(self, texts: list[str], limit: int, add_special_tokens: bool) -> list[Encoding]:
+        """Single texts truncated from the right to `limit`: a long one tokenized from a prefix that holds what
+        truncation keeps (`coulisse.tokenizer.prefix`), where the tokenizer reads word by word; the same
+        encodings but `overflowing`. Call with the lock held and the truncation set."""
+        cuts = {i: cut for i, text in enumerate(texts) if (cut := prefix.first_cut(text, limit)) is not None}
+        if cuts and self._word_by_word is None:
+            self._word_by_word = prefix.reads_word_by_word(self.backend)
+        if not cuts or not self._word_by_word:
+            return self._encode(texts, add_special_tokens)
+        encodings = self._encode([text[:cuts[i]] if i in cuts else text for i, text in enumerate(texts)],
+                                 add_special_tokens)
+        while cuts:
+            for i in [i for i in cuts if prefix.holds_the_kept_tokens(encodings[i], cuts[i])]:
+                del cuts[i]
+            for i in list(cuts):  # too short: a longer prefix, or the whole text
+                cut = prefix.next_cut(texts[i], prefix.GROWTH * cuts[i])
+                if cut is None:
+                    del cuts[i]
+                    encodings[i] = self._encode([texts[i]], add_special_tokens)[0]
+                else:
+                    cuts[i] = cut
+            if cuts:
+                again = self._encode([texts[i][:cuts[i]] for i in cuts], add_special_tokens)
+                for i, e in zip(cuts, again, strict=True):
+                    encodings[i] = e
+        return encodings
 
     def _truncate_as_python(self, texts: Sequence[str], pairs: Sequence[str] | None, limit: int, strategy: str,
                             add_special_tokens: bool, direction: str = "right") -> list[Encoding]:
@@ -530,7 +561,7 @@ class Tokenizer:
         prepend = "always" if self.settings.get("add_prefix_space", True) else "never"
         backend.pre_tokenizer = pre_tokenizers.Metaspace("▁", prepend_scheme=prepend, split=True)
         twin = copy.copy(self)
-        twin.backend, twin._lock, twin._truncation = backend, threading.Lock(), None
+        twin.backend, twin._lock, twin._truncation, twin._word_by_word = backend, threading.Lock(), None, None
         backend.no_truncation()
         return twin
 

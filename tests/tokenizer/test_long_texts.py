@@ -1,0 +1,151 @@
+"""A long single text truncated from the right is tokenized from a prefix (`coulisse.tokenizer.prefix`): 2 MB
+took 2-6 s to keep 512 tokens. Oracle: the backend's own truncation of the whole text (what transformers' fast
+tokenizers run), reached by turning the prefixes off (`first_cut` answering None)."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+from factory import copy_camembert_layout
+from tokenizers import Regex, normalizers, pre_tokenizers
+
+from coulisse.tokenizer import Tokenizer, prefix
+
+# Words and what lies between them: a word longer than WordPiece's 100 characters ([UNK] whole), runs of spaces,
+# tabs and newlines, a combining accent after a space (one grapheme with it), U+3000, a ZWJ emoji, U+0600 (a
+# Prepend character: no grapheme break after it), ligatures NFKC expands, digits with a thin space.
+WORDS = ["le", "film", "était", "vraiment", "très", "bon", "!", "l'acteur", "anticonstitutionnellement", "😀", "a",
+         "b,c", "ça", "Qu’en", "dire", "?", "1 000", "é", "x" * 130, "👩‍👩‍👧", "\u0600", "ﬁn", "東京", "\u0301",
+         "’", "«", "»", "2024", "e\u0301"]
+GAPS = [" ", " ", " ", "", "  ", "\t", "\n", " \u0301", "\u3000", "   \n "]
+
+
+@pytest.fixture(scope="module", params=["camembert", "minilm", "roberta", "mpnet"])
+def tokenizer(request, tmp_path_factory, camembert_spm, minilm_dir, factory) -> Tokenizer:
+    """SentencePiece (Precompiled, WhitespaceSplit + Metaspace, Unigram), WordPiece (BertNormalizer), byte-level
+    BPE (RoBERTa, trimmed offsets), MPNet's WordPiece."""
+    if request.param == "minilm":
+        return Tokenizer.from_dir(minilm_dir)
+    if request.param == "camembert":
+        directory = tmp_path_factory.mktemp("camembert")
+        copy_camembert_layout(camembert_spm, directory)
+        return Tokenizer.from_dir(directory, model_type="camembert", max_positions=512)
+    return Tokenizer.from_dir(factory.checkpoint(request.param), model_type=request.param, max_positions=512)
+
+
+def text(rng: random.Random, words: int) -> str:
+    return "".join(rng.choice(WORDS) + rng.choice(GAPS) for _ in range(words))
+
+
+def fields(e) -> tuple:
+    return (e.ids, e.type_ids, e.tokens, e.offsets, e.word_ids, e.sequence_ids, e.special_tokens_mask,
+            e.attention_mask)
+
+
+def whole(tokenizer: Tokenizer, monkeypatch, texts: list[str], **kwargs) -> list:
+    with monkeypatch.context() as m:
+        m.setattr(prefix, "first_cut", lambda text, limit: None)
+        return tokenizer.encode_batch(texts, **kwargs)
+
+
+def test_the_real_tokenizers_read_word_by_word(tokenizer):
+    assert prefix.reads_word_by_word(tokenizer.backend)
+
+
+def test_long_texts_are_truncated_as_whole_texts(tokenizer, monkeypatch):
+    """Every field of 300 random long texts, at limits from 3 to 80 tokens, with and without special tokens,
+    equals the truncation of the whole text; most went through a prefix (fewer windows left over), so the
+    comparison is not of a path with itself."""
+    rng = random.Random(11)
+    cases = [(text(rng, rng.randint(50, 1500)), rng.randint(3, 80), rng.random() < 0.8) for _ in range(300)]
+    through_prefix = 0
+    for t, limit, specials in cases:
+        ours, = tokenizer.encode_batch([t], max_length=limit, add_special_tokens=specials)
+        theirs, = whole(tokenizer, monkeypatch, [t], max_length=limit, add_special_tokens=specials)
+        assert fields(ours) == fields(theirs), (t[:200], limit, specials)
+        assert bool(ours.overflowing) == bool(theirs.overflowing)  # a text that was cut still says so
+        through_prefix += len(ours.overflowing) < len(theirs.overflowing)
+    assert through_prefix > len(cases) // 2, through_prefix
+
+
+def test_a_batch_mixes_short_and_long_texts_in_order(tokenizer, monkeypatch):
+    rng = random.Random(3)
+    texts = [text(rng, n) for n in (3, 900, 0, 40, 2000, 1)]
+    ours = tokenizer.encode_batch(texts, max_length=24)
+    theirs = whole(tokenizer, monkeypatch, texts, max_length=24)
+    assert [fields(e) for e in ours] == [fields(e) for e in theirs]
+
+
+def test_a_long_text_is_never_encoded_whole(minilm_dir, monkeypatch):
+    """2 MB of words: the backend reads a few kB of them (what made the server wait 2-6 s before)."""
+    tok = Tokenizer.from_dir(minilm_dir)
+    read: list[int] = []
+    encode = tok._encode
+
+    def counting(inputs, add_special_tokens):
+        read.extend(len(x) for x in inputs)
+        return encode(inputs, add_special_tokens)
+
+    monkeypatch.setattr(tok, "_encode", counting)
+    big = text(random.Random(5), 300_000)
+    assert len(big) > 2_000_000
+    e, = tok.encode_batch([big], max_length=512)
+    assert len(e.ids) == 512 and max(read) < 40_000, max(read)
+
+
+def test_texts_without_a_place_to_cut_are_encoded_whole(minilm_dir, monkeypatch):
+    """One huge word, or spaces only in its last half: no prefix helps; the whole text is read, once."""
+    tok = Tokenizer.from_dir(minilm_dir)
+    for t in ["x" * 50_000, "x" * 30_000 + " un mot" * 3_000, " " * 20_000]:
+        e, = tok.encode_batch([t], max_length=16)
+        assert fields(e) == fields(whole(tok, monkeypatch, [t], max_length=16)[0])
+
+
+def test_left_truncation_windows_and_pairs_keep_the_whole_text(minilm_dir, monkeypatch):
+    """Only right truncation of single texts without a stride goes through prefixes."""
+    tok = Tokenizer.from_dir(minilm_dir)
+    calls: list[str] = []
+    monkeypatch.setattr(prefix, "first_cut", lambda text, limit: calls.append(text) or None)
+    t = text(random.Random(2), 2000)
+    tok.encode_batch([t], max_length=16, direction="left")
+    tok.encode_batch([t], max_length=16, stride=4)
+    tok.encode_batch([t], ["court"], max_length=16, strategy="only_first")
+    assert calls == []
+    tok.encode_batch([t], max_length=16)
+    assert calls == [t]
+
+
+def with_parts(minilm_dir, normalizer=None, pre_tokenizer=None) -> Tokenizer:
+    tok = Tokenizer.from_dir(minilm_dir)
+    if normalizer is not None:
+        tok.backend.normalizer = normalizer
+    if pre_tokenizer is not None:
+        tok.backend.pre_tokenizer = pre_tokenizer
+    return tok
+
+
+@pytest.mark.parametrize("parts", [
+    {"pre_tokenizer": pre_tokenizers.Split(Regex(r"a.*?b"), "isolated")},  # a regex: anything could be local
+    {"pre_tokenizer": pre_tokenizers.Metaspace(split=False)},  # the whole text is one word
+    {"pre_tokenizer": pre_tokenizers.ByteLevel(use_regex=False)},
+    {"pre_tokenizer": pre_tokenizers.Punctuation()},  # splits, but never at spaces
+    {"normalizer": normalizers.Replace(" ", "")},  # takes the spaces away
+    {"normalizer": normalizers.Replace(Regex(r"x.*y"), "z")},
+], ids=["split-regex", "metaspace-unsplit", "bytelevel-no-regex", "punctuation-only", "no-spaces", "replace-regex"])
+def test_tokenizers_that_may_look_ahead_are_read_whole(minilm_dir, monkeypatch, parts):
+    tok = with_parts(minilm_dir, **parts)
+    assert not prefix.reads_word_by_word(tok.backend)
+    t = "le film xx yy " * 2000
+    e, = tok.encode_batch([t], max_length=8)
+    assert fields(e) == fields(whole(tok, monkeypatch, [t], max_length=8)[0])
+    assert len(e.overflowing) == len(whole(tok, monkeypatch, [t], max_length=8)[0].overflowing)  # read whole
+
+
+def test_a_normalizer_that_keeps_the_spaces_is_local(minilm_dir):
+    tok = with_parts(minilm_dir, normalizer=normalizers.Sequence(
+        [normalizers.NFKC(), normalizers.Replace("``", '"'), normalizers.Replace(Regex(" {2,}"), " "),
+         normalizers.Lowercase()]))
+    assert prefix.reads_word_by_word(tok.backend)
+    assert json.loads(tok.backend.normalizer.__getstate__())["type"] == "Sequence"
