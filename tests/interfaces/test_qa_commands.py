@@ -57,6 +57,19 @@ def test_qa_json_equals_transformers4(qa_case, tmp_path):
     assert [a["answer"] for a in answers] == [a["answer"] for a in cases["top_k"]["expected"]]
 
 
+def test_a_context_naming_a_missing_file_or_a_folder_is_refused(qa_case, tmp_path):
+    """`-c ctx.tx` for ctx.txt answered from the two words of the name, exit 0: a value shaped like a path is a
+    file to read, and a folder is no context; a one-word text is still a context."""
+    d, _ = qa_case
+    cases = [(str(tmp_path / "ctx.tx"), "no file"), ("notes.md", "no file"), (str(tmp_path), "is a folder")]
+    for value, words in cases:
+        result = invoke(["qa", "-m", str(d), "-c", value, QUESTION])
+        assert result.exit_code == 2 and words in result.output and "--context" in result.output, result.output
+        assert "Traceback" not in result.output
+    result = invoke(["qa", "-m", str(d), "-c", "Paris", "--json", QUESTION])
+    assert result.exit_code == 0 and json.loads(result.output)["answer"] == "Paris", result.output
+
+
 def test_qa_text_output_and_stdin_context(qa_case):
     d, cases = qa_case
     context = cases["keywords"]["kwargs"]["context"]

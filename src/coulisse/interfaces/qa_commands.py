@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -11,17 +12,28 @@ import click
 from coulisse.interfaces.formatting import one_line, printable
 from coulisse.interfaces.options import engine_options, load_pipeline, model_option, read_texts, require_model
 
+# A value without spaces ending in a file extension, or holding a path separator, names a file: when there is no
+# such file it is a typo (`-c ctx.tx`), not a context of one word, and answering from the name itself says nothing.
+LOOKS_LIKE_A_PATH = re.compile(r"^\S*(?:[/\\]\S*|\.[A-Za-z][A-Za-z0-9]{0,4})$")
+
 
 def read_context(value: str) -> str:
-    """`-` reads stdin, an existing file is read, anything else is the context itself."""
+    """`-` reads stdin, an existing file is read, anything else is the context itself, unless it names a file
+    that is not there or a folder (refused)."""
     if value == "-":
         return sys.stdin.read()
     path = Path(value)
     try:
-        is_file = path.is_file()
+        is_file, is_dir = path.is_file(), path.is_dir()
     except (OSError, ValueError):  # not a possible path (too long, NUL...): the text itself
-        is_file = False
+        is_file = is_dir = False
+    if is_dir:
+        raise click.BadParameter(f"{value} is a folder; pass a file to read, - for stdin, or the context's text.",
+                                 param_hint="--context")
     if not is_file:
+        if LOOKS_LIKE_A_PATH.match(value):
+            raise click.BadParameter(f"no file {value!r}; pass an existing file, - for stdin, or the context's "
+                                     "text itself (a text with spaces).", param_hint="--context")
         return value
     try:
         return path.read_text(encoding="utf-8")
@@ -32,7 +44,8 @@ def read_context(value: str) -> str:
 @click.command()
 @click.argument("questions", nargs=-1, required=True)
 @click.option("-c", "--context", required=True, envvar="COULISSE_CONTEXT",
-              help="The context: a FILE to read, - for stdin, or the text itself.")
+              help="The context: a FILE to read, - for stdin, or the text itself (a value shaped like a file "
+                   "name, such as notes.txt or a/b, must be an existing file).")
 @model_option(default_help=None)
 @click.option("-k", "--top-k", type=int, default=1, show_default=True, help="Answers shown per question.")
 @click.option("-l", "--max-answer-len", type=int, default=15, show_default=True,
