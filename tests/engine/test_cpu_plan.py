@@ -45,10 +45,11 @@ def test_avx512_vnni():
 def test_amx():
     p = plan(features(SAPPHIRE_RAPIDS, "AVX512"))
     assert (p.int8.kernel, p.int8.options["weight_bits"]) == ("coulisse", 8)  # its blocks on AMX tiles
-    assert "AMX-INT8 tiles where k is a multiple of 64" in p.int8.detail and "AMX" in p.bf16.detail
+    assert "AMX-INT8 tiles where a layer's input width is a multiple of 64" in p.int8.detail and "AMX" in p.bf16.detail
     assert "1.08x oneDNN's AMX GEMM" in p.int8.why
     off = plan(features(SAPPHIRE_RAPIDS, "AVX512"), Backends(int8_gemm=False)).int8  # COULISSE_INT8_GEMM=onednn
-    assert off.kernel == "onednn" and "oneDNN u8×s8 per-token (AMX-INT8 tiles)" in off.detail
+    assert off.kernel == "onednn"
+    assert "oneDNN's int8 GEMM, activations quantized per token (AMX-INT8 tiles)" in off.detail
     assert (p.bf16.kernel, p.bf16.fast) == ("onednn", True)
     # measured on a Sapphire Rapids-class Xeon: int8 (AMX-INT8) 64 reviews/s, bf16 (AMX-BF16) 44
     assert p.fast == "int8" and "AMX" in p.fast_why
@@ -180,7 +181,7 @@ def test_own_gemm_where_avx512_vnni_is_the_best_int8(flags, capability, kernel):
     without AVX512-VNNI keep oneDNN; `coulisse info` says which."""
     p = plan(features(flags, capability))
     assert p.int8.kernel == kernel and p.int8.options.get("gemm", "onednn") == kernel
-    assert ("coulisse's u8×s8" in p.int8.detail) == (kernel == "coulisse")
+    assert ("coulisse's int8 GEMM" in p.int8.detail) == (kernel == "coulisse")
     assert p.fast == ("int8" if flags else "float32")
 
 

@@ -124,7 +124,7 @@ def _fp32(f: Features, b: Backends) -> Choice:
         return Choice("onednn", f"oneDNN matmul, weights prepacked at load (or MKL where measured faster){finish}",
                       "2x MKL's sgemm at a few rows (MKL repacks the weight on every call); at 1,024 rows either "
                       "may win on the same CPU model, so the model's shapes are timed once per machine "
-                      "(coulisse/engine/gemm_choice.py)")
+                      "(the line 'fp32 in corpus jobs' below)")
     return Choice("torch", "PyTorch F.linear (MKL)", "oneDNN is unavailable or COULISSE_ONEDNN=0")
 
 
@@ -160,13 +160,13 @@ def _int8(f: Features, b: Backends) -> Choice:
         isa, why = "generic", "no AVX2: oneDNN's reference int8 path, likely slower than fp32"
     bits = 8 if f.vnni else 7
     if own_gemm(f, b):
-        on = "AMX-INT8 tiles where k is a multiple of 64, AVX-512 VNNI otherwise" if amx else isa
-        detail = (f"coulisse's u8×s8 per-token GEMM ({on}), {bits}-bit weights, {fused} inside the same call "
-                  "(each block of rows dequantized, with its GELU or residual + LayerNorm, and quantized for the "
-                  "next layer while in cache)"
+        on = "AMX-INT8 tiles where a layer's input width is a multiple of 64, AVX-512 VNNI otherwise" if amx else isa
+        detail = (f"coulisse's int8 GEMM, activations quantized per token ({on}), {bits}-bit weights, {fused} "
+                  "inside the same call (each block of rows dequantized, with its GELU or residual + LayerNorm, "
+                  "and quantized for the next layer while in cache)"
                   + (f", coulisse's VNNI kernel for ≤ {small} rows (weights streamed once)" if small else ""))
         if amx:
-            why = ("blocks of up to 256 rows on 2 x 2 AMX tiles, the weights in 512 kB chunks that stay in L2, each "
+            why = ("blocks of up to 256 rows on AMX tiles, the weights in 512 kB chunks that stay in L2, each "
                    "block finished while in cache: the int8 forward 1.08x oneDNN's AMX GEMM + the row passes on a "
                    "Sapphire Rapids-class Xeon, to the same bits; up to 96 rows "
                    "the threads split the columns, the weights read once: 1.6x faster at 15-32 rows; "
@@ -184,7 +184,7 @@ def _int8(f: Features, b: Backends) -> Choice:
             why += ("; batches of 4,096 tokens rather than 1,024: the --fast pipeline over 160 reviews 1,307 vs "
                     "1,507 ms on the same Xeon")
         return Choice("coulisse", detail, why, options=options)
-    detail = (f"oneDNN u8×s8 per-token ({isa}), {bits}-bit weights, {fused}"
+    detail = (f"oneDNN's int8 GEMM, activations quantized per token ({isa}), {bits}-bit weights, {fused}"
               + (f", coulisse's VNNI kernel for ≤ {small} rows (weights streamed once)" if own
                  else f", fbgemm for ≤ {small} rows" if small else ""))
     return Choice("onednn", detail, why, fast=f.has("avx2") or f.vnni,
@@ -219,7 +219,8 @@ def _attention(f: Features, b: Backends) -> Choice:
             takers = ("int8 pipelines and bf16 ones (their bf16 q/k/v)" if products
                       else "bf16 pipelines (their bf16 q/k/v)")
             on = "AMX-BF16 tiles, 16 queries a block" if amx else "AVX512-BF16"
-            detail += f"; {takers} multiply in bf16 pairs with fp32 sums ({on}, head widths of 32k)"
+            detail += (f"; {takers} multiply in bf16 pairs with fp32 sums ({on}, where the head width is a "
+                       "multiple of 32)")
             why += ("; bf16 products: 1.4-1.5x faster attention on a Zen 4, at an error far below int8's own; "
                     "bf16 pipelines otherwise call SDPA once per sequence")
             if amx:
