@@ -119,3 +119,18 @@ def test_help_carries_examples():
     for verb in ("qa", "zero-shot"):
         result = invoke([verb, "--help"])
         assert result.exit_code == 0 and "Examples:" in result.output and f"coulisse {verb}" in result.output
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["qa", "-c", "Paris", "-k", "0", QUESTION], "'-k' / '--top-k': 0 is not positive"),
+    (["qa", "-c", "Paris", "-l", "0", QUESTION], "'-l' / '--max-answer-len': 0 is not positive"),
+    (["qa", "-c", "Paris", "-s", "-3", QUESTION], "'-s' / '--max-seq-len': -3 is not positive"),
+    (["zero-shot", "-l", "a,b", "-k", "0", "Un texte."], "'-k' / '--top-k': 0 is not positive"),
+    (["zero-shot", "-l", " , ", "Un texte."], "'-l' / '--labels': ' , ' holds no label"),
+    (["explain", "--task", "zero-shot-classification", "--labels", ",", "x"], "'--labels': ',' holds no label"),
+])
+def test_option_values_are_usage_errors_named_by_their_option(args, words):
+    """They were the pipeline's errors in its own words (top_k=0, max_answer_len=0, candidate_labels=[]), exit 1,
+    after the model loaded; zero-shot -k 0 printed the texts without a label."""
+    result = CliRunner().invoke(cli, [args[0], "-m", "/nonexistent/model", *args[1:]])
+    assert result.exit_code == 2 and words in result.output, result.output

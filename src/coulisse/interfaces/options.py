@@ -60,6 +60,14 @@ def positive(ctx: click.Context, param: click.Parameter, value):
     return value
 
 
+def some_labels(ctx: click.Context, param: click.Parameter, value):
+    """A click callback: comma-separated labels, at least one that is not blank (None passes)."""
+    if value is not None and not any(label.strip() for label in value.split(",")):
+        raise click.BadParameter(f"{value!r} holds no label; pass labels separated by commas, e.g. sport,cinéma.",
+                                 ctx, param)
+    return value
+
+
 def model_option(default_help: str | None = DEFAULT_HELP):
     """`--model`. Without one the command passes None: the pipeline picks the task's default model
     (`coulisse.defaults`), and a task without one asks for `--model` (`require_model`)."""

@@ -10,7 +10,15 @@ from pathlib import Path
 import click
 
 from coulisse.interfaces.formatting import one_line, printable
-from coulisse.interfaces.options import engine_options, load_pipeline, model_option, read_texts, require_model
+from coulisse.interfaces.options import (
+    engine_options,
+    load_pipeline,
+    model_option,
+    positive,
+    read_texts,
+    require_model,
+    some_labels,
+)
 
 # A value without spaces ending in a file extension, or holding a path separator, names a file: when there is no
 # such file it is a typo (`-c ctx.tx`), not a context of one word, and answering from the name itself says nothing.
@@ -47,10 +55,11 @@ def read_context(value: str) -> str:
               help="The context: a FILE to read, - for stdin, or the text itself (a value shaped like a file "
                    "name, such as notes.txt or a/b, must be an existing file).")
 @model_option(default_help=None)
-@click.option("-k", "--top-k", type=int, default=1, show_default=True, help="Answers shown per question.")
-@click.option("-l", "--max-answer-len", type=int, default=15, show_default=True,
+@click.option("-k", "--top-k", type=int, default=1, show_default=True, callback=positive,
+              help="Answers shown per question.")
+@click.option("-l", "--max-answer-len", type=int, default=15, show_default=True, callback=positive,
               envvar="COULISSE_MAX_ANSWER_LEN", help="Longest answer, in tokens.")
-@click.option("-s", "--max-seq-len", type=int, default=None, envvar="COULISSE_MAX_SEQ_LEN",
+@click.option("-s", "--max-seq-len", type=int, default=None, envvar="COULISSE_MAX_SEQ_LEN", callback=positive,
               help="Tokens per window (question + context part); default min(384, the model's limit).")
 @click.option("-d", "--doc-stride", type=int, default=None, envvar="COULISSE_DOC_STRIDE",
               help="Tokens shared by consecutive windows of a long context (default: min(128, half one)).")
@@ -98,7 +107,7 @@ def qa(questions, context, model, top_k, max_answer_len, max_seq_len, doc_stride
 
 @click.command("zero-shot")
 @click.argument("texts", nargs=-1)
-@click.option("-l", "--labels", required=True, envvar="COULISSE_LABELS",
+@click.option("-l", "--labels", required=True, envvar="COULISSE_LABELS", callback=some_labels,
               help="Candidate labels, comma-separated: 'sport,politique,cinéma'.")
 @model_option(default_help=None)
 @click.option("-H", "--hypothesis-template", default=None, envvar="COULISSE_HYPOTHESIS_TEMPLATE",
@@ -106,7 +115,8 @@ def qa(questions, context, model, top_k, max_answer_len, max_seq_len, doc_stride
               "'Ce texte parle de {}.' for French models, else 'This example is {}.'.")
 @click.option("-M", "--multi-label", is_flag=True, envvar="COULISSE_MULTI_LABEL",
               help="Score each label on its own (entailment vs contradiction) instead of sharing 1.")
-@click.option("-k", "--top-k", type=int, default=None, help="Labels shown per text (default: all).")
+@click.option("-k", "--top-k", type=int, default=None, callback=positive,
+              help="Labels shown per text (default: all).")
 @click.option("-j", "--json", "as_json", is_flag=True,
               help="One JSON object per text (sequence, labels, scores).")
 @engine_options

@@ -38,6 +38,7 @@ from coulisse.interfaces.options import (
     positive,
     read_texts,
     require_model,
+    some_labels,
     task_option,
 )
 
@@ -159,7 +160,8 @@ def classify(texts, model, top_k, as_json, threads, quantize, input_path, output
 @model_option()
 @task_option(STAGES, default="text-classification", show_default=True)
 @click.option("--question", default=None, help="question-answering: the question; TEXT is the context.")
-@click.option("--labels", default=None, help="zero-shot-classification: candidate labels, comma-separated.")
+@click.option("--labels", default=None, callback=some_labels,
+              help="zero-shot-classification: candidate labels, comma-separated.")
 @click.option("--template", default=None,
               help="zero-shot-classification: hypothesis with {} for the label (default: the model's language).")
 @click.option("-a", "--attributions", is_flag=True,
