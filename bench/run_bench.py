@@ -11,6 +11,7 @@ built once into a cache folder (bench_model.py).
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import platform
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +42,12 @@ BATCHES = {"transformers": (1, 8), "ort-fp32": (1, 8), "ort-int8": (1, 8),
 COLD_FLAGS = {"coulisse-exact": [], "coulisse-int8": ["--quantize", "int8"], "coulisse-bf16": None,
               "coulisse-fast": ["--fast"]}  # None: no CLI flag (bf16 is a library option)
 VERIFY_TEXTS = 4
+# What each step imports beyond coulisse's own dependencies (all of it in the [bench] extra).
+SYSTEM_MODULES = {"transformers": ("transformers",), "ort-fp32": ("onnxruntime",), "ort-int8": ("onnxruntime",)}
+BUILD_MODULES = ("transformers", "sentencepiece", "google.protobuf", "subtitle_splitter_fr")
+EXPORT_MODULES = ("onnx", "onnxscript", "onnxruntime")  # torch.onnx.export(dynamo=True), then quantize_dynamic
+BUILD, EXPORT = "the model's first build", "the ONNX exports"
+INSTALL = "pip install -e '.[bench]'"
 
 
 @dataclass
@@ -200,10 +208,11 @@ class Worker:
 
 
 def run_interleaved(spec_path: Path, pairs: list[tuple[str, int]], repeats: int, timeout: float,
-                    tmp: Path) -> list[dict]:
+                    tmp: Path, after_rounds: Callable[[], None] | None = None) -> list[dict]:
     """Load every system, then `repeats` rounds of one pass each, the order rotated every round; each
     worker then measures its latency, logits and peak RSS alone. Ratios thus compare passes that ran
-    minutes apart at most, not a whole run apart."""
+    minutes apart at most, not a whole run apart. `after_rounds` runs right after the last round (the GEMM
+    peaks: measured next to the passes they divide), the workers idle meanwhile."""
     workers = []
     for system, batch in pairs:
         print(f"loading {system} ({bench_report.batch_name(system, batch)})...", file=sys.stderr)
@@ -213,6 +222,8 @@ def run_interleaved(spec_path: Path, pairs: list[tuple[str, int]], repeats: int,
         shift = round_ % len(workers)
         for worker in workers[shift:] + workers[:shift]:
             worker.one_pass()
+    if after_rounds is not None:
+        after_rounds()
     return [worker.finish() for worker in workers]
 
 
@@ -302,6 +313,62 @@ def measure_kernels(threads: int, timeout: float, tmp: Path) -> dict:
     return json.loads(out.read_text(encoding="utf-8"))
 
 
+def importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+def requirements(systems: tuple[str, ...], model_dir: Path) -> dict[str, tuple[str, ...]]:
+    """{step: the modules it imports} for what this run does: build the model (first run only), run each
+    system, export ONNX (first run with an ONNX Runtime system only)."""
+    needs = {} if bench_model.model_ready(model_dir) else {BUILD: BUILD_MODULES}
+    needs.update({s: SYSTEM_MODULES[s] for s in systems if s in SYSTEM_MODULES})
+    if any(s.startswith("ort-") for s in systems) and not bench_model.exports_ready(model_dir):
+        needs[EXPORT] = EXPORT_MODULES
+    return needs
+
+
+def missing(systems: tuple[str, ...], model_dir: Path) -> dict[str, list[str]]:
+    """{step: its modules that do not import}, checked before any work (an import that fails an hour in, or
+    halfway through writing the model's folder, costs that hour or leaves the folder half-built)."""
+    found: dict[str, bool] = {}
+    gone = {}
+    for step, modules in requirements(systems, model_dir).items():
+        absent = [m for m in modules if not found.setdefault(m, importable(m))]
+        if absent:
+            gone[step] = absent
+    return gone
+
+
+def leave_out_unavailable(systems: tuple[str, ...], model_dir: Path) -> tuple[tuple[str, ...], str | None]:
+    """The default systems less those this environment cannot run (ONNX Runtime's without onnxruntime, or
+    without onnx and onnxscript to export; transformers without transformers), and a line saying so."""
+    gone = missing(systems, model_dir)
+    out = [s for s in systems if s in gone or (s.startswith("ort-") and EXPORT in gone)]
+    if not out:
+        return systems, None
+    modules = sorted({m for s in out for m in gone.get(s, []) + (gone.get(EXPORT, []) if s.startswith("ort-")
+                                                                 else [])})
+    return (tuple(s for s in systems if s not in out),
+            f"{', '.join(out)} left out: {', '.join(modules)} not installed ({INSTALL} to run them).")
+
+
+def refusal(gone: dict[str, list[str]]) -> str:
+    """One line for what cannot run: each step and its missing modules, and what to install."""
+    needed_by: dict[str, list[str]] = {}
+    for step, modules in gone.items():
+        for module in modules:
+            needed_by.setdefault(module, []).append(step)
+    grouped: dict[tuple[str, ...], list[str]] = {}
+    for module, steps in needed_by.items():
+        grouped.setdefault(tuple(steps), []).append(module)
+    what = "; ".join(f"{', '.join(modules)} (for {' and '.join(steps)})" for steps, modules in grouped.items())
+    return f"not installed: {what}. Install the benchmark's extras: {INSTALL}"
+
+
 def check_systems(systems: tuple[str, ...]) -> None:
     unknown = [s for s in systems if s not in SYSTEMS]
     if unknown:
@@ -312,8 +379,11 @@ def run(opts: Options) -> dict:
     check_systems(opts.systems)
     opts.threads = opts.threads or physical_cores()
     load_before = os.getloadavg()
-    print("preparing the model and its ONNX exports (cached after the first run)...", file=sys.stderr)
-    paths = bench_model.ensure(opts.model_dir)
+    onnx = any(s.startswith("ort-") for s in opts.systems)
+    if not bench_model.model_ready(opts.model_dir) or (onnx and not bench_model.exports_ready(opts.model_dir)):
+        what = "the model and its ONNX exports" if onnx else "the model"
+        print(f"preparing {what} in {opts.model_dir} (once: cached for the next runs)...", file=sys.stderr)
+    paths = bench_model.ensure(opts.model_dir, onnx=onnx)
     texts, source = bench_texts.load_texts(opts.n, opts.seed)
     spec = make_spec(opts, paths, texts)
     runs = []
@@ -321,17 +391,20 @@ def run(opts: Options) -> dict:
         spec_path = Path(tmp) / "spec.json"
         spec_path.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
         pairs = [(system, batch) for system in opts.systems for batch in BATCHES[system]]
+        kernels: dict = {}
+
+        def peaks() -> None:
+            if opts.kernels:
+                print("measuring the GEMM peaks (bench/gemm_peaks.py)...", file=sys.stderr)
+                kernels.update(measure_kernels(opts.threads, opts.timeout, Path(tmp)))
+
         if opts.interleave:
-            runs = run_interleaved(spec_path, pairs, opts.repeats, opts.timeout, Path(tmp))
+            runs = run_interleaved(spec_path, pairs, opts.repeats, opts.timeout, Path(tmp), after_rounds=peaks)
         else:
             for system, batch in pairs:
                 print(f"running {system} ({bench_report.batch_name(system, batch)})...", file=sys.stderr)
                 runs.append(run_worker(spec_path, system, batch, opts.timeout, Path(tmp)))
-        if opts.kernels:
-            print("measuring the GEMM peaks (bench/gemm_peaks.py)...", file=sys.stderr)
-            kernels = measure_kernels(opts.threads, opts.timeout, Path(tmp))
-        else:
-            kernels = {}
+            peaks()
     cold = measure_cold(opts.systems, spec, opts.cold_repeats, opts.timeout) if opts.cold_repeats else {}
     results = {
         "machine": machine(), "versions": versions(), "load_average_before": load_before,
@@ -352,7 +425,8 @@ def run(opts: Options) -> dict:
 def report(results: dict, opts: Options) -> None:
     print(bench_report.render_text(results))
     if opts.json_path:
-        opts.json_path.write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
+        text = json.dumps(bench_report.for_json(results), indent=2, ensure_ascii=False)
+        opts.json_path.write_text(text, encoding="utf-8")
         print(f"raw results: {opts.json_path}", file=sys.stderr)
     if opts.markdown_path:
         opts.markdown_path.write_text(bench_report.render_markdown(results), encoding="utf-8")
