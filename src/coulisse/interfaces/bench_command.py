@@ -160,7 +160,7 @@ def bench(n, seed, systems, threads, max_batch_tokens, repeats, latency_repeats,
 
     The defaults take tens of minutes on 2 cores (16 texts with -c 1 -l 10 took 6.5 minutes on a busy
     2-core VM; the default 160 texts and 50 latency calls take several times that); the quick example below
-    runs in a minute or two once the model is built.
+    took 45 s on that VM once the model was built.
 
     \b
     Examples:
