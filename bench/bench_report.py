@@ -150,6 +150,8 @@ def issue15_targets(results: dict, best: dict) -> list[dict]:
         run = best.get(system)
         frac = peak_fraction(results, run) if run else None
         add(f"{NAMES[system]} share of the {precision(results, system)} GEMM peak", frac, goal)
+        if frac is not None and frac > 1:
+            out[-1].update(met=None, above_peak=True)  # measured under load, not met
     return out
 
 
@@ -198,6 +200,15 @@ def summarize(results: dict) -> dict:
     return {"best": {s: r["batch"] for s, r in best.items()}, "checks": checks, "targets": targets}
 
 
+def for_json(results: dict) -> dict:
+    """The results as the JSON output holds them: each run's batch named as the table names it ("token
+    budget, job kernels", not the worker's code -1)."""
+    runs = [{**r, "batch": batch_name(r["system"], r["batch"])} for r in results["runs"]]
+    best = {s: batch_name(s, b) for s, b in results.get("summary", {}).get("best", {}).items()}
+    summary = {**results["summary"], "best": best} if "summary" in results else None
+    return {**results, "runs": runs, **({"summary": summary} if summary else {})}
+
+
 def rows(results: dict) -> list[list[str]]:
     best = best_runs(results["runs"])
     tf, cold = best.get("transformers"), results.get("cold_start", {})
@@ -229,7 +240,15 @@ HEADER = ["system", "batch", "reviews/s", "tokens/s", "p50 ms", "peak RSS MB", "
 
 def fmt_fraction(results: dict, run: dict) -> str:
     frac = peak_fraction(results, run)
-    return "—" if frac is None else f"{100 * frac:.0f} % of {precision(results, run['system'])}"
+    if frac is None:
+        return "—"
+    return f"{100 * frac:.0f} % of {precision(results, run['system'])}" + (" (!)" if frac > 1 else "")
+
+
+# A share of a peak above 100 % is no fact: the peak (measured apart from the passes) ran slower than the
+# pass did, other work having taken the cores during one of them.
+ABOVE_PEAK = ("(!) above 100 % of a GEMM peak: the peak and the passes were measured at other moments and one of "
+              "them ran under load; rerun on a quiet machine.")
 
 
 def fmt_target(t: dict) -> tuple[str, str]:
@@ -252,7 +271,9 @@ def kernel_lines(results: dict) -> list[str]:
                      + (f", coulisse's {p['int8_coulisse']:.1f}" if "int8_coulisse" in p else "") + ")")
         lines.append(f"GEMM peak share = tokens/s × {results['flops_per_token'] / 1e6:.0f} MFLOP per token "
                      "(the encoder's linear layers) ÷ the fastest kernel's peak for the system's precision "
-                     f"(fp32 {machine_peak(p, 'fp32'):.1f}, int8 {machine_peak(p, 'int8'):.1f})")
+                     f"(fp32 {machine_peak(p, 'fp32'):.1f}, int8 {machine_peak(p, 'int8'):.1f}); the peaks are "
+                     "measured right after the timed passes, not during them: shares and ceilings hold on a quiet "
+                     "machine only")
     elif "error" in k:
         lines.append(f"GEMM peaks: FAILED ({k['error']})")
     return lines
@@ -298,13 +319,14 @@ def context_lines(results: dict) -> list[str]:
         f"short sentence: {s['short_sentence']!r} × {s['latency_repeats']} (p50); best of {s['repeats']} "
         f"pass(es){', systems in turn' if s.get('interleaved') else ', one system after another'}; "
         f"coulisse max_batch_tokens {s['max_batch_tokens'] or PLAN_BUDGET}; "
-        f"cold start = min of {s['cold_repeats']}",
+        + (f"cold start = min of {s['cold_repeats']}" if s["cold_repeats"]
+           else "cold start skipped (--cold-repeats 0)"),
         "versions: " + ", ".join(f"{k} {v}" for k, v in results["versions"].items() if v),
     ]
     lines += kernel_lines(results)
     if foreign > 0.5 * m["physical_cores"]:
         lines.append("WARNING: the machine was busy (load average, beyond the bench's own threads, above half "
-                     "the cores): timings are noisy.")
+                     "the cores): timings are noisy, shares of the GEMM peaks and ceilings most of all.")
     return lines
 
 
@@ -317,17 +339,53 @@ def render_text(results: dict) -> str:
                              for i, cell in enumerate(row)).rstrip())
     out.append("* = the system's best batch size; ratios use each system's best. × ORT: vs ONNX Runtime of "
                "the same precision (fp32 for transformers and coulisse exact, int8 for coulisse int8).")
-    out += [f"{NAMES[r['system']]} (batch {r['batch']}) FAILED: {r['error']}"
+    out += [f"{NAMES[r['system']]} ({batch_name(r['system'], r['batch'])}) FAILED: {r['error']}"
             for r in results["runs"] if "error" in r]
-    out += ["", "checks:"]
-    out += [f"  {name}: {fmt_check(value)}" for name, value in results["summary"]["checks"].items()]
-    out += ["", "targets (this project's, docs/benchmarks.md):"]
-    for t in results["summary"]["targets"]:
+    out += above_peak_note(results)
+    checks, unmeasured_checks = measured_checks(results)
+    targets, unmeasured_targets = measured_targets(results)
+    out += ["", "checks:"] if checks else []
+    out += [f"  {name}: {fmt_check(value)}" for name, value in checks]
+    out += ["", "targets (this project's, docs/benchmarks.md):"] if targets else []
+    for t in targets:
         sign = "≥" if t["higher_is_better"] else "≤"
         value, goal = fmt_target(t)
-        verdict = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
-        out.append(f"  {t['target']}: {value} (target {sign} {goal}) {verdict}{fmt_rounds(t)}{fmt_ceiling(t)}")
+        out.append(f"  {t['target']}: {value} (target {sign} {goal}) {verdict(t, 'NOT met')}{fmt_rounds(t)}"
+                   f"{fmt_ceiling(t)}")
+    out += ["", not_measured_line(unmeasured_checks, unmeasured_targets)] if unmeasured_checks or unmeasured_targets \
+        else []
     return "\n".join(out)
+
+
+def verdict(t: dict, not_met: str) -> str:
+    if t.get("above_peak"):
+        return "above the peak (!): measured under load"
+    return {True: "met", False: not_met, None: "not measured"}[t["met"]]
+
+
+def above_peak_note(results: dict) -> list[str]:
+    """The footnote of a share above 100 % of a peak, where one is printed."""
+    fractions = [peak_fraction(results, r) for r in results["runs"] if "error" not in r]
+    return [ABOVE_PEAK] if any(f is not None and f > 1 for f in fractions) else []
+
+
+def measured_checks(results: dict) -> tuple[list[tuple[str, object]], int]:
+    """The checks with a value, and how many have none (a system not selected, or failed)."""
+    checks = results["summary"]["checks"]
+    return [(k, v) for k, v in checks.items() if v is not None], sum(v is None for v in checks.values())
+
+
+def measured_targets(results: dict) -> tuple[list[dict], int]:
+    targets = results["summary"]["targets"]
+    shown = [t for t in targets if t["value"] is not None]
+    return shown, len(targets) - len(shown)
+
+
+def not_measured_line(checks: int, targets: int) -> str:
+    """One line for the checks and targets whose systems did not run (not selected by --systems, or failed),
+    rather than a line of "not measured" each."""
+    return (f"not measured: {checks} check(s) and {targets} target(s), whose systems were not run (--systems) or "
+            "failed; the JSON output (--json) lists them all.")
 
 
 def render_markdown(results: dict) -> str:
@@ -338,14 +396,19 @@ def render_markdown(results: dict) -> str:
     lines += ["| " + " | ".join(row + [""] * (len(HEADER) - len(row))) + " |" for row in table]
     lines += ["", "\\* = the system's best batch size; × ORT compares with ONNX Runtime of the same "
               "precision."]
-    lines += [f"- {NAMES[r['system']]} (batch {r['batch']}) failed: `{r['error']}`"
+    lines += [f"- {NAMES[r['system']]} ({batch_name(r['system'], r['batch'])}) failed: `{r['error']}`"
               for r in results["runs"] if "error" in r]
-    lines += ["", "Checks:", ""]
-    lines += [f"- {name}: {fmt_check(value)}" for name, value in results["summary"]["checks"].items()]
-    lines += ["", "Targets (this project's, docs/benchmarks.md):", ""]
-    for t in results["summary"]["targets"]:
+    lines += [f"- {line}" for line in above_peak_note(results)]
+    checks, unmeasured_checks = measured_checks(results)
+    targets, unmeasured_targets = measured_targets(results)
+    lines += ["", "Checks:", ""] if checks else []
+    lines += [f"- {name}: {fmt_check(value)}" for name, value in checks]
+    lines += ["", "Targets (this project's, docs/benchmarks.md):", ""] if targets else []
+    for t in targets:
         sign = "≥" if t["higher_is_better"] else "≤"
         value, goal = fmt_target(t)
-        verdict = {True: "met", False: "**not met**", None: "not measured"}[t["met"]]
-        lines.append(f"- {t['target']}: {value} (target {sign} {goal}) — {verdict}{fmt_rounds(t)}{fmt_ceiling(t)}")
+        lines.append(f"- {t['target']}: {value} (target {sign} {goal}) — {verdict(t, '**not met**')}{fmt_rounds(t)}"
+                     f"{fmt_ceiling(t)}")
+    if unmeasured_checks or unmeasured_targets:
+        lines += ["", not_measured_line(unmeasured_checks, unmeasured_targets)]
     return "\n".join(lines) + "\n"

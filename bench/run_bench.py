@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ sys.path.insert(0, str(BENCH))
 import bench_model  # noqa: E402
 import bench_report  # noqa: E402
 import bench_texts  # noqa: E402
+from bench_requirements import leave_out_unavailable, missing, refusal  # noqa: E402, F401 (the CLI's)
 
 SYSTEMS = ("transformers", "ort-fp32", "ort-int8", "coulisse-exact", "coulisse-int8", "coulisse-bf16",
            "coulisse-fast")
@@ -200,10 +202,11 @@ class Worker:
 
 
 def run_interleaved(spec_path: Path, pairs: list[tuple[str, int]], repeats: int, timeout: float,
-                    tmp: Path) -> list[dict]:
+                    tmp: Path, after_rounds: Callable[[], None] | None = None) -> list[dict]:
     """Load every system, then `repeats` rounds of one pass each, the order rotated every round; each
     worker then measures its latency, logits and peak RSS alone. Ratios thus compare passes that ran
-    minutes apart at most, not a whole run apart."""
+    minutes apart at most, not a whole run apart. `after_rounds` runs right after the last round (the GEMM
+    peaks: measured next to the passes they divide), the workers idle meanwhile."""
     workers = []
     for system, batch in pairs:
         print(f"loading {system} ({bench_report.batch_name(system, batch)})...", file=sys.stderr)
@@ -213,6 +216,8 @@ def run_interleaved(spec_path: Path, pairs: list[tuple[str, int]], repeats: int,
         shift = round_ % len(workers)
         for worker in workers[shift:] + workers[:shift]:
             worker.one_pass()
+    if after_rounds is not None:
+        after_rounds()
     return [worker.finish() for worker in workers]
 
 
@@ -312,8 +317,11 @@ def run(opts: Options) -> dict:
     check_systems(opts.systems)
     opts.threads = opts.threads or physical_cores()
     load_before = os.getloadavg()
-    print("preparing the model and its ONNX exports (cached after the first run)...", file=sys.stderr)
-    paths = bench_model.ensure(opts.model_dir)
+    onnx = any(s.startswith("ort-") for s in opts.systems)
+    if not bench_model.model_ready(opts.model_dir) or (onnx and not bench_model.exports_ready(opts.model_dir)):
+        what = "the model and its ONNX exports" if onnx else "the model"
+        print(f"preparing {what} in {opts.model_dir} (once: cached for the next runs)...", file=sys.stderr)
+    paths = bench_model.ensure(opts.model_dir, onnx=onnx)
     texts, source = bench_texts.load_texts(opts.n, opts.seed)
     spec = make_spec(opts, paths, texts)
     runs = []
@@ -321,17 +329,20 @@ def run(opts: Options) -> dict:
         spec_path = Path(tmp) / "spec.json"
         spec_path.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
         pairs = [(system, batch) for system in opts.systems for batch in BATCHES[system]]
+        kernels: dict = {}
+
+        def peaks() -> None:
+            if opts.kernels:
+                print("measuring the GEMM peaks (bench/gemm_peaks.py)...", file=sys.stderr)
+                kernels.update(measure_kernels(opts.threads, opts.timeout, Path(tmp)))
+
         if opts.interleave:
-            runs = run_interleaved(spec_path, pairs, opts.repeats, opts.timeout, Path(tmp))
+            runs = run_interleaved(spec_path, pairs, opts.repeats, opts.timeout, Path(tmp), after_rounds=peaks)
         else:
             for system, batch in pairs:
                 print(f"running {system} ({bench_report.batch_name(system, batch)})...", file=sys.stderr)
                 runs.append(run_worker(spec_path, system, batch, opts.timeout, Path(tmp)))
-        if opts.kernels:
-            print("measuring the GEMM peaks (bench/gemm_peaks.py)...", file=sys.stderr)
-            kernels = measure_kernels(opts.threads, opts.timeout, Path(tmp))
-        else:
-            kernels = {}
+            peaks()
     cold = measure_cold(opts.systems, spec, opts.cold_repeats, opts.timeout) if opts.cold_repeats else {}
     results = {
         "machine": machine(), "versions": versions(), "load_average_before": load_before,
@@ -352,7 +363,8 @@ def run(opts: Options) -> dict:
 def report(results: dict, opts: Options) -> None:
     print(bench_report.render_text(results))
     if opts.json_path:
-        opts.json_path.write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
+        text = json.dumps(bench_report.for_json(results), indent=2, ensure_ascii=False)
+        opts.json_path.write_text(text, encoding="utf-8")
         print(f"raw results: {opts.json_path}", file=sys.stderr)
     if opts.markdown_path:
         opts.markdown_path.write_text(bench_report.render_markdown(results), encoding="utf-8")

@@ -91,24 +91,22 @@ def test_the_default_systems_leave_bf16_out_where_it_runs_the_reference_gemm():
         assert default_systems(plan(Features(frozenset({"avx2", "fma", *flags}), "AVX512"))) == (SYSTEMS, None)
 
 
-def test_the_command_runs_the_default_systems_or_the_named_ones(monkeypatch):
+def test_the_command_runs_the_default_systems_or_the_named_ones(monkeypatch, tmp_path):
     """The command hands the harness the default systems of this CPU's plan (here an AVX2 one), saying on
     stderr what it left out; --systems is taken as given, coulisse-bf16 included."""
-    import types
-
     from coulisse.engine import cpu
     from coulisse.interfaces import bench_command
 
     given = []
-    harness = types.SimpleNamespace(Options=lambda **kw: types.SimpleNamespace(**kw),
-                                    run=lambda opts: given.append(opts.systems), report=lambda results, opts: None)
-    monkeypatch.setattr(bench_command, "load_harness", lambda: harness)
+    harness = bench_command.load_harness()
+    monkeypatch.setattr(harness, "run", lambda opts: given.append(opts.systems))
+    monkeypatch.setattr(harness, "report", lambda results, opts: None)
     monkeypatch.setattr(cpu, "this_machine", lambda: cpu.plan(cpu.Features(frozenset({"avx2", "fma"}), "AVX2")))
-    result = CliRunner().invoke(cli, ["bench", "--n", "1"])
+    result = CliRunner().invoke(cli, ["bench", "--n", "1", "-d", str(tmp_path / "m")])
     assert result.exit_code == 0, result.output
     assert given == [tuple(s for s in bench_command.SYSTEMS if s != "coulisse-bf16")]
     assert result.stderr.count("coulisse-bf16 left out") == 1
-    result = CliRunner().invoke(cli, ["bench", "-s", "coulisse-exact,coulisse-bf16"])
+    result = CliRunner().invoke(cli, ["bench", "-s", "coulisse-exact,coulisse-bf16", "-d", str(tmp_path / "m")])
     assert result.exit_code == 0 and given[-1] == ("coulisse-exact", "coulisse-bf16") and not result.stderr
 
 

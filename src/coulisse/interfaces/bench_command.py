@@ -3,11 +3,17 @@ harness lives in bench/)."""
 
 from __future__ import annotations
 
+import errno
 import importlib
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import click
+
+from coulisse.errors import InputError
+from coulisse.interfaces.jobs.lock import OutputError
 
 SYSTEMS = ("transformers", "ort-fp32", "ort-int8", "coulisse-exact", "coulisse-int8", "coulisse-bf16",
            "coulisse-fast")
@@ -38,12 +44,55 @@ def load_harness():
         raise click.ClickException(f"{e}; {hint}") from None
 
 
-def parse_systems(value: str) -> tuple[str, ...]:
+def parse_systems(ctx, param, value: str | None) -> tuple[str, ...] | None:
+    """--systems as a tuple (None: the defaults); click names the option in the error."""
+    if value is None:
+        return None
     names = tuple(s.strip() for s in value.split(",") if s.strip())
     unknown = [s for s in names if s not in SYSTEMS]
     if unknown or not names:
-        raise click.BadParameter(f"{value!r}; give a comma-separated subset of {', '.join(SYSTEMS)}.")
+        what = f"unknown system {', '.join(map(repr, unknown))}" if unknown else f"no system in {value!r}"
+        raise click.BadParameter(f"{what}; give a comma-separated subset of {', '.join(SYSTEMS)}.")
     return names
+
+
+def check_output(path: Path | None, flag: str) -> None:
+    """Refuse, before an hour of benchmark, an output that could not be written at its end (the table was
+    printed, then a raw FileNotFoundError lost the results)."""
+    if path is None:
+        return
+    folder = path.absolute().parent
+    if path.is_dir():
+        raise InputError(f"{flag} {path} is a folder; name a file in it, e.g. {path / 'bench.json'}.")
+    if not folder.is_dir():
+        raise InputError(f"{flag} {path}: the folder {folder} does not exist; create it first.")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise OutputError(f"{flag} {path} is read-only; make it writable or write somewhere else.")
+    try:
+        tempfile.NamedTemporaryFile(dir=folder, prefix=".coulisse-bench-").close()  # deleted on close
+    except OSError as e:
+        raise OutputError(f"cannot write in {folder} (for {flag} {path}): {e.strerror} "
+                          f"({errno.errorcode.get(e.errno or 0, e.errno)}); make the folder writable or write "
+                          "somewhere else.") from None
+
+
+def choose_systems(harness, named: tuple[str, ...] | None, model_dir: Path) -> tuple[str, ...]:
+    """The systems to run. Named ones are run as given or refused, in one line, when a package they need is
+    missing; the defaults leave out those this machine or environment cannot run, saying so on stderr."""
+    if named is None:
+        from coulisse.engine.cpu import this_machine
+
+        chosen, left_out = default_systems(this_machine())
+        chosen, unavailable = harness.leave_out_unavailable(chosen, model_dir)
+        for line in (left_out, unavailable):
+            if line:
+                click.echo(line, err=True)
+    else:
+        chosen = named
+    gone = harness.missing(chosen, model_dir)
+    if gone:
+        raise click.ClickException(harness.refusal(gone))
+    return chosen
 
 
 def default_systems(plan) -> tuple[tuple[str, ...], str | None]:
@@ -66,7 +115,7 @@ def option(*flags: str, env: str, **kwargs):
 @option("-n", "--n", "n", env="N", type=click.IntRange(min=1), default=160, show_default=True,
         help="Number of texts (a fixed seeded sample of the Allociné reviews).")
 @option("--seed", env="SEED", type=int, default=0, show_default=True, help="Seed of the text sample.")
-@option("-s", "--systems", env="SYSTEMS", default=None,
+@option("-s", "--systems", env="SYSTEMS", default=None, callback=parse_systems,
         help=f"Comma-separated systems to run, among {','.join(SYSTEMS)} (default: all of them, coulisse-bf16 only "
              "where the CPU multiplies bf16: AMX-BF16 or AVX512-BF16).")
 @option("-t", "--threads", env="THREADS", type=click.IntRange(min=1), default=None,
@@ -83,7 +132,8 @@ def option(*flags: str, env: str, **kwargs):
 @option("--timeout", env="TIMEOUT", type=float, default=900.0, show_default=True,
         help="Seconds allowed to each measured process.")
 @option("-d", "--model-dir", env="MODEL_DIR", type=click.Path(path_type=Path), default=None,
-        help="Cache folder of the random camembert-base-sized model [~/.cache/coulisse-bench/...].")
+        help="Where the bench builds and caches its own random camembert-base-sized model and its ONNX exports "
+             "[~/.cache/coulisse-bench/...]: a new, empty or earlier bench folder, not a model to benchmark.")
 @option("-j", "--json", "json_path", env="JSON", type=click.Path(dir_okay=False, path_type=Path),
         default=None, help="Also write the raw results to this JSON file.")
 @option("--markdown", "markdown_path", env="MARKDOWN", type=click.Path(dir_okay=False, path_type=Path),
@@ -104,28 +154,37 @@ def bench(n, seed, systems, threads, max_batch_tokens, repeats, latency_repeats,
     ratios between systems, a check that their logits agree, and whether coulisse meets its targets
     against each peer, each speed target with the most this machine allows (its GEMMs at their peak,
     nothing else taking time). Runs from a source checkout with pip install -e '.[bench]'. The first run
-    builds and exports a random camembert-base-sized model (a minute or two).
+    builds a random camembert-base-sized model, and exports it to ONNX where an ONNX Runtime system runs (a
+    minute or two). Default systems whose packages are missing are left out, with a line saying what to
+    install; named ones are refused. The GEMM peaks and the shares of them need a quiet machine.
+
+    The defaults take tens of minutes on 2 cores (16 texts with -c 1 -l 10 took 6.5 minutes on a busy
+    2-core VM; the default 160 texts and 50 latency calls take several times that); the quick example below
+    took 45 s on that VM once the model was built.
 
     \b
     Examples:
+      coulisse bench -n 20 -l 5 -c 0 --no-kernels -s coulisse-exact,coulisse-int8   # quick look
       coulisse bench
       coulisse bench --n 20 --cold-repeats 1 --json bench.json
       coulisse bench -s coulisse-exact,coulisse-int8 -b 2048
     """
     harness = load_harness()
-    if systems is None:
-        from coulisse.engine.cpu import this_machine
-
-        chosen, left_out = default_systems(this_machine())
-        if left_out:
-            click.echo(left_out, err=True)
-    else:
-        chosen = parse_systems(systems)
+    model_dir = model_dir if model_dir is not None else harness.bench_model.DEFAULT_DIR
+    try:
+        harness.bench_model.check_folder(model_dir)
+    except ValueError as e:
+        raise click.ClickException(f"--model-dir {e}") from None
+    check_output(json_path, "--json")
+    check_output(markdown_path, "--markdown")
+    chosen = choose_systems(harness, systems, model_dir)
+    cores = harness.physical_cores()
+    if threads is not None and threads > cores:
+        click.echo(f"--threads {threads} is more than this machine's {cores} physical cores: threads share a core "
+                   "and every system runs slower than it could (the default is one per physical core).", err=True)
     opts = harness.Options(n=n, seed=seed, systems=chosen, threads=threads,
                            max_batch_tokens=max_batch_tokens, repeats=repeats,
                            latency_repeats=latency_repeats, cold_repeats=cold_repeats, timeout=timeout,
                            json_path=json_path, markdown_path=markdown_path, kernels=kernels,
-                           interleave=interleave)
-    if model_dir is not None:
-        opts.model_dir = model_dir
+                           interleave=interleave, model_dir=model_dir)
     harness.report(harness.run(opts), opts)
