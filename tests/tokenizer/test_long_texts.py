@@ -11,6 +11,7 @@ import pytest
 from factory import copy_camembert_layout
 from tokenizers import Regex, normalizers, pre_tokenizers
 
+from coulisse.errors import InputError
 from coulisse.tokenizer import Tokenizer, prefix
 
 # Words and what lies between them: a word longer than WordPiece's 100 characters ([UNK] whole), runs of spaces,
@@ -149,3 +150,48 @@ def test_a_normalizer_that_keeps_the_spaces_is_local(minilm_dir):
          normalizers.Lowercase()]))
     assert prefix.reads_word_by_word(tok.backend)
     assert json.loads(tok.backend.normalizer.__getstate__())["type"] == "Sequence"
+
+
+def outcome(encode, *args, **kwargs) -> tuple | str:
+    try:
+        return fields(encode(*args, **kwargs)[0])
+    except InputError as e:  # from the left, a pair whose two members are cut into too many windows
+        return str(e)
+
+
+@pytest.mark.parametrize("direction", ["right", "left"])
+def test_pairs_with_one_long_member_are_truncated_as_whole_texts(tokenizer, monkeypatch, direction):
+    """A query and a long document (either order) under longest_first: the long member read from a prefix
+    (right only) gives every field of the backend's truncation of the whole pair (or the same refusal); on the
+    right, most pairs went through a prefix."""
+    rng = random.Random(17)
+    held, check = [], prefix.pair_member_holds
+    monkeypatch.setattr(prefix, "pair_member_holds", lambda *args: held.append(check(*args)) or held[-1])
+    cases = 150
+    for _ in range(cases):
+        short, long = text(rng, rng.randint(0, 30)), text(rng, rng.randint(600, 1500))
+        pair = (short, long) if rng.random() < 0.5 else (long, short)
+        limit = rng.randint(8, 60)
+        ours = outcome(tokenizer.encode_batch, [pair[0]], [pair[1]], max_length=limit, direction=direction)
+        theirs = outcome(whole, tokenizer, monkeypatch, [pair[0]], pairs=[pair[1]], max_length=limit,
+                         direction=direction)
+        assert ours == theirs, (pair[0][:100], pair[1][:100], limit)
+    if direction == "right":
+        assert sum(held) > cases // 2, (sum(held), len(held))
+    else:
+        assert held == []
+
+
+def test_a_long_document_beside_a_query_is_never_encoded_whole(minilm_dir, monkeypatch):
+    tok = Tokenizer.from_dir(minilm_dir)
+    read: list[int] = []
+    encode = tok._encode
+
+    def counting(inputs, add_special_tokens):
+        read.extend(sum(map(len, x)) if isinstance(x, tuple) else len(x) for x in inputs)
+        return encode(inputs, add_special_tokens)
+
+    monkeypatch.setattr(tok, "_encode", counting)
+    document = text(random.Random(8), 300_000)
+    e, = tok.encode_batch(["Le film est-il bon ?"], [document], max_length=512)
+    assert len(e.ids) == 512 and max(read) < 40_000, max(read)

@@ -17,6 +17,11 @@ half the text, after which the text is encoded whole.
 
 What differs from truncating the whole text: only `Encoding.overflowing` (the windows past the prefix are not
 there; what remains still says the text was cut).
+
+A pair under `longest_first` whose one member is that long (a query and a long document, for a cross-encoder) has
+that member replaced by a prefix the same way (`pair_member_holds`), when the prefix keeps the member the longer
+of the two and ends past what truncation keeps of it: `longest_first` then keeps the same counts, which depend
+only on the shorter member's length and which member is longer.
 """
 
 from __future__ import annotations
@@ -122,3 +127,22 @@ def holds_the_kept_tokens(encoding: Encoding, cut: int) -> bool:
         return False
     end = max(stop for _, stop in encoding.offsets)
     return max(kept) <= last[-1] - MARGIN_WORDS and end <= cut - MARGIN_CHARS
+
+
+def pair_member_holds(encoding: Encoding, member: int, cut: int, kept: int) -> bool:
+    """Whether member `member` (0 or 1) of a pair, a prefix of `cut` characters in `encoding` (the pair encoded
+    whole), of which truncation keeps `kept` tokens, stands for the whole member: its tokens before its last word
+    outnumber the other member's by two (so it stays the longer, whatever its last word becomes), and what is kept
+    ends `MARGIN_WORDS` words and `MARGIN_CHARS` characters before the prefix's end."""
+    sequences, words, offsets = encoding.sequence_ids, encoding.word_ids, encoding.offsets
+    own = [k for k, s in enumerate(sequences) if s == member]
+    other = sum(1 for s in sequences if s == 1 - member)
+    if not own or not 1 <= kept < len(own):
+        return False
+    last_word = words[own[-1]]
+    if last_word is None:
+        return False
+    before_last = sum(1 for k in own if words[k] is not None and words[k] < last_word)
+    end_word, end = words[own[kept - 1]], offsets[own[kept - 1]][1]
+    return (before_last >= other + 2 and end_word is not None and end_word <= last_word - MARGIN_WORDS
+            and end <= cut - MARGIN_CHARS)

@@ -428,16 +428,48 @@ class Tokenizer:
         the lock held."""
         self._set_truncation(None, 0, "longest_first")
         inputs = list(zip(texts, pairs, strict=True))
-        encodings = self._encode(inputs, add_special_tokens)
+        budget = limit - (self.backend.num_special_tokens_to_add(True) if add_special_tokens else 0)
+        encodings = self._encode_long_members(inputs, limit, budget, add_special_tokens, direction)
         over = [i for i, e in enumerate(encodings) if len(e) > limit]
         if not over:
             return encodings
-        budget = limit - (self.backend.num_special_tokens_to_add(True) if add_special_tokens else 0)
         for i in over:
             cut = self._cut_pair(inputs[i], encodings[i], budget, direction, add_special_tokens)
             inputs[i] = cut or inputs[i]
         self._set_truncation(limit, 0, "longest_first", direction)
         for i, e in zip(over, self._encode([inputs[i] for i in over], add_special_tokens), strict=True):
+            encodings[i] = e
+        return encodings
+
+    def _encode_long_members(self, inputs: list[tuple[str, str]], limit: int, budget: int,
+                             add_special_tokens: bool, direction: str) -> list[Encoding]:
+        """The pairs encoded whole, without truncation, except that a pair with one member long enough for a
+        prefix (`prefix.first_cut`; the other not) has that member replaced in `inputs` by a prefix that stands
+        for it (`prefix.pair_member_holds`), where the tokenizer reads word by word: truncation from the right
+        then keeps the same tokens (a 2 MB document beside a query took seconds). Call with the lock held and
+        no truncation set."""
+        cuts: dict[int, tuple[int, int]] = {}  # pair -> (member, characters)
+        if direction == "right":
+            for i, pair in enumerate(inputs):
+                found = [(m, c) for m in (0, 1) if (c := prefix.first_cut(pair[m], limit)) is not None]
+                if len(found) == 1:
+                    cuts[i] = found[0]
+        if cuts and self._word_by_word is None:
+            self._word_by_word = prefix.reads_word_by_word(self.backend)
+        if not cuts or not self._word_by_word:
+            return self._encode(inputs, add_special_tokens)
+        whole = list(inputs)
+        for i, (m, c) in cuts.items():
+            inputs[i] = (inputs[i][0][:c], inputs[i][1]) if m == 0 else (inputs[i][0], inputs[i][1][:c])
+        encodings = self._encode(inputs, add_special_tokens)
+        failed = []
+        for i, (m, c) in cuts.items():
+            sequences = encodings[i].sequence_ids
+            n = (sequences.count(0), sequences.count(1))
+            if not prefix.pair_member_holds(encodings[i], m, c, longest_first_lengths(*n, budget)[m]):
+                failed.append(i)
+                inputs[i] = whole[i]
+        for i, e in zip(failed, self._encode([inputs[i] for i in failed], add_special_tokens), strict=True):
             encodings[i] = e
         return encodings
 
