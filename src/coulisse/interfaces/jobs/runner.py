@@ -34,6 +34,7 @@ from coulisse.interfaces.jobs.lock import OutputError, OutputLock, check_output_
 from coulisse.interfaces.jobs.predict import Predictor
 from coulisse.interfaces.jobs.progress import Progress
 from coulisse.interfaces.jobs.readers import InputChangedError, Reader
+from coulisse.interfaces.jobs.resume import check_resumed, fingerprint, recorded_input, recorded_model
 from coulisse.interfaces.jobs.writers import make_sink
 
 log = logging.getLogger(__name__)
@@ -182,10 +183,9 @@ def prepare_output(options: JobOptions) -> job_state.JobState | None:
 
 def job_key(options: JobOptions, reader: Reader, out_format: str) -> dict:
     """The options as given (the input's content is compared apart, by hash)."""
-    source = options.input if options.input == STDIO else str(Path(options.input).absolute())
-    key = {"input": source, "column": reader.text_column, "format": out_format,
+    key = {"input": recorded_input(options.input), "column": reader.text_column, "format": out_format,
            "all_scores": options.all_scores, "long_text": options.long_text, "stride": options.stride,
-           "batch_rows": options.batch_rows, "model": options.model, "quantize": options.quantize}
+           "batch_rows": options.batch_rows, "model": recorded_model(options.model), "quantize": options.quantize}
     if options.task == "embed":
         key.update(task="embed", pooling=options.pooling, normalize=options.normalize)
     if options.fast:  # only when given: a record without it is a run without it
@@ -239,15 +239,7 @@ def _run(options, reader, out_format, load_pipe, on_chunk, rows_filter) -> Summa
     saved = prepare_output(options)
     key = job_key(options, reader, out_format)
     rows = reader.rows()
-    model = None
-    if saved is not None:
-        job_state.check_key(saved.key, key, options.output)
-        for _ in itertools.islice(rows, saved.rows):  # read again through the hash
-            pass
-        job_state.check_input(saved.input, reader.fingerprint(), saved.rows, options.output)
-        if options.model:
-            model = _model_fingerprint(_resolve(options.model))
-            job_state.check_model(saved.model, model[1], options.output)
+    model = check_resumed(options, saved, key, reader, rows) if saved is not None else None
     loading = time.perf_counter()
     pipe = load_pipe()
     loaded = time.perf_counter() - loading
@@ -286,24 +278,11 @@ def embed_file(options: JobOptions, load_pipe: Callable[[], object], **kwargs) -
     return classify_file(replace(options, task="embed"), load_pipe, **kwargs)
 
 
-def _resolve(model: str) -> Path:
-    from coulisse.hub import resolve_model
-
-    return resolve_model(model)
-
-
-def _model_fingerprint(directory: Path) -> tuple[Path, dict[str, str]]:
-    started = time.perf_counter()
-    files = job_state.model_fingerprint(directory)
-    log.info("hashed the model's %d files in %.2f s", len(files), time.perf_counter() - started)
-    return directory, files
-
-
 def _fingerprinted(options, saved, current, pipe, model, reader, sink, predictor) -> job_state.JobState:
     """The loaded pipeline's side of the fingerprint: checked against a resumed record, or recorded."""
     directory = Path(pipe.checkpoint.directory)
     if model is None or model[0] != directory:
-        model = _model_fingerprint(directory)
+        model = fingerprint(directory)
     current.model, current.engine = model[1], engine_key(pipe)
     if hasattr(predictor, "fingerprint"):
         current.engine.update(predictor.fingerprint())
