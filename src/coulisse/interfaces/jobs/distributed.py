@@ -233,7 +233,7 @@ def _remove(p: Path) -> None:
 
 def commit_shard(out: Path, shard: Shard, preds: list, fmt: str) -> None:
     """Write the shard whole under a temporary name, then rename it: it is committed or absent."""
-    from coulisse.interfaces.jobs.writers import make_sink
+    from coulisse.interfaces.jobs.writers import complete, make_sink
 
     tmp = out / (TMP + shard.name)
     sink = make_sink(str(tmp), fmt, shard.columns, shard.added, shard.schema)
@@ -241,6 +241,7 @@ def commit_shard(out: Path, shard: Shard, preds: list, fmt: str) -> None:
         sink.open(0)
         sink.commit(shard.rows, preds)
         sink.finish()
+        complete(tmp)
     finally:
         sink.close()
     os.replace(tmp, out / shard.name)

@@ -35,7 +35,7 @@ from coulisse.interfaces.jobs.predict import Predictor
 from coulisse.interfaces.jobs.progress import Progress
 from coulisse.interfaces.jobs.readers import InputChangedError, Reader
 from coulisse.interfaces.jobs.resume import check_resumed, fingerprint, recorded_input, recorded_model
-from coulisse.interfaces.jobs.writers import make_sink
+from coulisse.interfaces.jobs.writers import complete, make_sink
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ class Summary:
     first_error: str | None = None  # this run's first error row's reason
     long_text: str = "truncate"  # classify: what `truncated` counts (cut texts, or texts read in windows)
     precision: str = ""  # what the weights ran in (`state.precision`): said unless float32
+    finished: bool = False  # the output was complete when this run started: it only removed the job's leftovers
 
     @property
     def rows_per_second(self) -> float:
@@ -101,6 +102,9 @@ class Summary:
         return done / self.seconds if self.seconds > 0 else 0.0
 
     def describe(self) -> str:
+        if self.finished:
+            return (f"nothing left to do: {self.output} was complete ({count(self.classified, 'row')} {self.verb}, "
+                    f"{self.errored:,} errored); finished tidying up after the job, stopped at its very end.")
         text = f"{count(self.classified, 'row')} {self.verb}, {self.errored:,} errored"
         if self.errored:
             text += f" (see {self.errors_at(named=False)})"
@@ -170,6 +174,12 @@ def prepare_output(options: JobOptions) -> job_state.JobState | None:
     saved = job_state.load(path)
     parts = out.with_name(out.name + ".parts")
     exists = (out.exists() and out.stat().st_size > 0) or parts.exists()
+    if saved is not None and saved.finished and not options.overwrite:
+        if options.resume:
+            return saved  # `_run` removes what the stop left
+        raise InputError(f"{out} is complete ({count(saved.rows, 'row')}), but its job was stopped before it had "
+                         f"removed its record {path.name}: pass --resume to finish that (nothing is computed again), "
+                         "or --overwrite to redo the job.")
     if options.resume:
         if saved is None and exists:
             raise InputError(f"{out} exists but has no resume state ({path.name}): it is finished or was not "
@@ -237,6 +247,8 @@ def classify_file(options: JobOptions, load_pipe: Callable[[], object], *, on_ch
 
 def _run(options, reader, out_format, load_pipe, on_chunk, rows_filter) -> Summary:
     saved = prepare_output(options)
+    if saved is not None and saved.finished:
+        return _tidied(options, saved)
     key = job_key(options, reader, out_format)
     rows = reader.rows()
     model = check_resumed(options, saved, key, reader, rows) if saved is not None else None
@@ -254,6 +266,17 @@ def _run(options, reader, out_format, load_pipe, on_chunk, rows_filter) -> Summa
     summary.precision = job_state.precision(engine_key(pipe))
     summary.error_column = added.error
     return summary
+
+
+def _tidied(options: JobOptions, saved: job_state.JobState) -> Summary:
+    """A job stopped after its output was complete, before it had put it in place (Parquet) and removed its
+    parts and record: do that; the summary is the record's, nothing computed."""
+    complete(options.output)
+    job_state.remove(job_state.state_path(options.output))
+    embed = options.task == "embed"
+    return Summary(options.output, rows=saved.rows, classified=saved.classified, errored=saved.errored,
+                   truncated=saved.truncated, resumed_from=saved.rows, verb="embedded" if embed else "classified",
+                   long_text=options.long_text, precision=job_state.precision(saved.engine), finished=True)
 
 
 def _row_model(pipe, options: JobOptions, reader: Reader):
@@ -361,6 +384,10 @@ def _loop(options, reader, sink, predictor, current, rows, on_chunk) -> Summary:
             progress.update(len(chunk))
         with _writing(options.output, written):
             sink.finish()
+            if path is not None:  # the output is complete: say so before it goes into place and the parts go
+                current.finished = True
+                job_state.save(path, current)
+                complete(options.output)
     except KeyboardInterrupt as stop:
         raise _interrupted(options.output, path, written, getattr(stop, "signum", signal.SIGINT)) from None
     except InputChangedError as e:
@@ -385,6 +412,9 @@ def _interrupted(output: str, path: Path | None, written: int, signum: int) -> J
         return JobInterrupted(f"interrupted after {count(written, 'row')} written to stdout.", signum)
     recorded = job_state.load(path)
     rows = recorded.rows if recorded is not None else 0
+    if recorded is not None and recorded.finished:
+        return JobInterrupted(f"interrupted after {output} was complete ({count(rows, 'row')}); rerun with --resume "
+                              "to finish tidying up (nothing is computed again).", signum)
     return JobInterrupted(f"interrupted: {count(rows, 'row')} {'is' if rows == 1 else 'are'} safely in "
                           f"{output}; rerun with --resume to go on.", signum)
 
