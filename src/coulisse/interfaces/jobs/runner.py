@@ -362,7 +362,7 @@ def _loop(options, reader, sink, predictor, current, rows, on_chunk) -> Summary:
     summary = Summary(options.output, resumed_from=current.rows, verb="embedded" if embed else "classified",
                       long_text=options.long_text)
     path = job_state.state_path(options.output) if options.output != STDIO else None
-    progress = Progress(reader, options.quiet, options.progress, "embed" if embed else "classify")
+    progress = Progress(reader, options.quiet, options.progress, "embed" if embed else "classify", current.rows)
     start = time.perf_counter()
     written = current.rows  # rows on stdout, which has no record
     try:
