@@ -375,9 +375,9 @@ def evaluate(input_path, label_column, label_map, output_dir, limit, sample, see
     \b
     Examples:
       coulisse evaluate -i reviews.csv --label-column label -o report/
-      coulisse evaluate -i reviews.parquet -m ./my-model --sample 500 --seed 1
-      coulisse evaluate -i reviews.jsonl --long-text chunk --limit 1000 --no-plots
-      coulisse evaluate -i avis-excel.csv --encoding cp1252 --label-map positif=POSITIVE,négatif=NEGATIVE
+      coulisse evaluate -i reviews.parquet -m ./my-model --sample 500 --seed 1 -o report-sample/
+      coulisse evaluate -i reviews.jsonl --long-text chunk --limit 1000 --no-plots -o report-long/
+      coulisse evaluate -i avis-excel.csv --encoding cp1252 --label-map positif=POSITIVE,négatif=NEGATIVE -o avis/
     """
     from coulisse.interfaces.jobs.evaluate import EvalOptions, check_request, evaluate_file, parse_label_map
     from coulisse.interfaces.jobs.report import covered, write_report
