@@ -159,21 +159,23 @@ def test_every_section_cited_by_name_exists(where, doc, section):
 
 
 def test_the_refusals_jobs_md_quotes_are_the_ones_a_resume_prints():
-    """docs/jobs.md quotes what `--resume` says when `--fast` was dropped, or resolves to another precision."""
-    from coulisse.interfaces.jobs.state import ResumeMismatchError, check_key, check_precision
+    """docs/jobs.md quotes what `--resume` says when `--fast` resolves to another precision, and when an input
+    given under another path holds other bytes."""
+    from coulisse.interfaces.jobs.state import ResumeMismatchError, check_input, check_precision
 
     prose = " ".join((ROOT / "docs" / "jobs.md").read_text(encoding="utf-8").split())
-    dropped = re.search(r"without `--fast`, it is refused \(`([^`]+)`\)", prose)
-    assert dropped, "docs/jobs.md no longer quotes the refusal of a resume without --fast"
-    with pytest.raises(ResumeMismatchError) as e:
-        check_key({"fast": True}, {"fast": None}, "out.csv")
-    assert dropped.group(1) in str(e.value)
-    # The other quote holds backticks (`coulisse info`), so the docs fence it with two.
-    other = re.search(r"resolves to another mode, too: ``(.+?)``", prose)
+    # The quote holds backticks (`coulisse info`), so the docs fence it with two.
+    other = re.search(r"resolves to another mode, the resume is refused: ``(.+?)``", prose)
     assert other, "docs/jobs.md no longer quotes the refusal of a resume whose --fast resolves to another precision"
     with pytest.raises(ResumeMismatchError) as e:
         check_precision({"quantization": "int8"}, {"dtype": "float32"}, True, "out.csv")
     assert other.group(1) in str(e.value)
+    moved = re.search(r"other bytes are refused naming both paths \(`(.+?) \.\.\.`\)", prose)
+    assert moved, "docs/jobs.md no longer quotes the refusal of a moved input with other bytes"
+    with pytest.raises(ResumeMismatchError) as e:
+        check_input({"bytes": 9, "sha256": "a" * 64}, {"bytes": 9, "sha256": "b" * 64}, 4096, "out.csv",
+                    ("/data/in.csv", "/data/other.csv"))
+    assert moved.group(1) in str(e.value)
 
 
 # Flags of other programs that the prose quotes alone: chromium's (README's screenshot), pytest-xdist's.

@@ -314,13 +314,21 @@ def test_each_option_is_checked_before_the_model_loads(pipe, tmp_path, name):
     assert message.count(" changed (") == 1  # only what changed is named
 
 
-def test_another_input_path_with_the_same_bytes_is_refused(pipe, tmp_path):
-    source, output = tmp_path / "in.csv", tmp_path / "out.csv"
+def test_another_input_path_with_the_same_bytes_goes_on(pipe, tmp_path):
+    """The input is identified by its committed bytes, hashed as they are read again: a copy (a moved file) whose
+    committed rows are the same bytes gives the same rows, so the path alone refuses nothing; other bytes under
+    another path are refused naming both paths."""
+    source, output, reference = tmp_path / "in.csv", tmp_path / "out.csv", tmp_path / "ref.csv"
     write_csv(source, make_rows(40))
+    run(pipe, source, reference)
     interrupted(pipe, source, output)
     copy = tmp_path / "copy.csv"
     shutil.copy(source, copy)
-    assert f"--input changed (was '{source}', now '{copy}')" in refused(copy, output)
+    other = tmp_path / "other.csv"
+    write_csv(other, make_rows(40, seed=1))
+    assert f"--input changed (was '{source}', now '{other}') and its bytes differ" in refused(other, output)
+    run(pipe, copy, output, resume=True)
+    assert output.read_bytes() == reference.read_bytes()
 
 
 # What the pipeline a caller built chose: checked once it is loaded.

@@ -1,6 +1,7 @@
-"""Corpus jobs with --fast: the resume record holds the precision --fast resolved to on this CPU. Resumed
-with --fast on the same machine, the job goes on to the bytes an uninterrupted run writes; without --fast,
-or where --fast resolves to another mode (another CPU), the resume is refused in one line naming it. Jobs
+"""Corpus jobs with --fast: the resume record holds --fast and the precision it resolved to on this CPU. Resumed
+on the same machine, with or without --fast (read back from the record), the job goes on to the bytes an
+uninterrupted run writes; where --fast resolves to another mode (another CPU), or a --quantize or --fast given
+differs from the record, the resume is refused in one line naming it. Jobs
 also start torch with the OpenMP wait policy (libgomp's own report is the oracle), the user's winning."""
 
 from __future__ import annotations
@@ -68,26 +69,45 @@ def test_resume_with_fast_goes_on_and_a_different_mode_is_refused(fast_pipe, tf_
     env = {k: None for k in os.environ if k.startswith("COULISSE_")}
     resume = ["classify", "-o", str(output), "--resume", "--quiet"]
 
-    result = CliRunner(env=env).invoke(cli, resume)  # --fast left out: the key says it was given
-    assert result.exit_code == 1 and "--fast changed" in result.output, result.output
-    assert len(result.output.strip().splitlines()) == 1, result.output
-
-    # Another CPU, whose plan's fast mode differs: the same command resolves to another precision.
+    # Another CPU, whose plan's fast mode differs: the same command resolves to another precision. --fast is
+    # read back from the record, so the command without it resolves it too.
     other = "float32" if mode != "float32" else "int8"
     real = cpu.this_machine
     monkeypatch.setattr(cpu, "this_machine", lambda: dataclasses.replace(real(), fast=other))
-    result = CliRunner(env=env).invoke(cli, [*resume, "--fast"])
-    assert result.exit_code == 1, result.output
-    assert len(result.output.strip().splitlines()) == 1, result.output
-    assert f"--fast resolves to {other} on this CPU" in result.output and f"the first run's to {expected}" \
-        in result.output
+    for given in ([], ["--fast"]):
+        result = CliRunner(env=env).invoke(cli, [*resume, *given])
+        assert result.exit_code == 1, result.output
+        assert len(result.output.strip().splitlines()) == 1, result.output
+        assert f"--fast resolves to {other} on this CPU" in result.output and f"the first run's to {expected}" \
+            in result.output
     assert json.loads(state_path(output).read_text())["rows"] == 16  # nothing ran
     monkeypatch.undo()
 
-    result = CliRunner(env=env).invoke(cli, [*resume, "--fast"])
+    # --quantize against a record of --fast: said as what the first run had (--fast, and what it ran)
+    for given in (["--quantize", "int8"], ["--fast", "--quantize", "int8"]):
+        result = CliRunner(env=env).invoke(cli, [*resume, *given])
+        assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+        assert (f"cannot resume {output} with --quantize int8: the first run had --fast, which picks the precision "
+                f"itself (it ran {expected}; recorded in {state_path(output).name}). Leave --quantize out") \
+            in result.output
+
+    result = CliRunner(env=env).invoke(cli, resume)  # --fast left out: read back from the record, as README has it
     assert result.exit_code == 0, result.output
     assert output.read_bytes() == reference.read_bytes()
     assert not state_path(output).exists()
+
+
+def test_fast_on_a_record_without_it_is_refused_as_typed(tf_camembert_dir, tmp_path):
+    source, output = tmp_path / "in.csv", tmp_path / "out.csv"
+    make_csv(source, 40)
+    exact = coulisse.pipeline("sentiment-analysis", model=str(tf_camembert_dir))
+    with pytest.raises(JobInterrupted):
+        run(exact, source, output, str(tf_camembert_dir), stop_after=2)
+    env = {k: None for k in os.environ if k.startswith("COULISSE_")}
+    result = CliRunner(env=env).invoke(cli, ["classify", "-o", str(output), "--resume", "--quiet", "--fast"])
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+    assert (f"cannot resume {output} with --fast: the first run had no --fast (it ran float32; recorded in "
+            f"{state_path(output).name}). Leave --fast out") in result.output
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from types import SimpleNamespace
@@ -79,3 +80,40 @@ def test_the_cli_summary_of_a_one_row_file(tf_camembert_dir, tmp_path):
     assert result.exit_code == 0, result.output
     assert re.search(r"^1 row classified, 0 errored; 1 row in [\d.]+(e-\d+)? s ", result.stderr, re.M), \
         result.stderr
+
+
+def test_a_resumed_bar_starts_at_the_committed_rows_and_redraws_every_chunk(tf_camembert_dir, tmp_path, capsys,
+                                                                           monkeypatch):
+    """The bar of a resumed job starts at the reader's position past the committed rows, and shows the input's
+    rows (the committed ones included), as the percentage is of the whole input. It used to start at 0 and jump
+    by every skipped byte at the first chunk, after which tqdm's dynamic `miniters` waited for a jump that size:
+    a frozen bar and a wrong ETA."""
+    import coulisse
+    from coulisse.interfaces.jobs import progress as progress_module
+    from coulisse.interfaces.jobs.runner import JobInterrupted
+    from coulisse.interfaces.jobs.state import state_path
+
+    monkeypatch.setattr(progress_module, "MININTERVAL", 0, raising=False)  # a frame whenever tqdm would draw one
+    source, output = tmp_path / "in.txt", tmp_path / "out.csv"
+    source.write_text("".join(f"critique numéro {i} : un film {'superbe' if i % 2 else 'raté'}.\n"
+                              for i in range(100)), encoding="utf-8")
+    pipe = coulisse.pipeline("sentiment-analysis", model=str(tf_camembert_dir))
+
+    def stop(rows, preds, done=[]):  # noqa: B006 (the calls' counter)
+        done.append(1)
+        if len(done) == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(JobInterrupted):
+        classify_file(JobOptions(input=str(source), output=str(output), batch_rows=8), lambda: pipe, on_chunk=stop)
+    committed = json.loads(state_path(output).read_text())["input"]["bytes"]
+    capsys.readouterr()
+    classify_file(JobOptions(input=str(source), output=str(output), batch_rows=8, resume=True, progress=True),
+                  lambda: pipe)
+    frames = [f.strip() for f in capsys.readouterr().err.split("\r") if f.strip()]
+    shown = [(int(m[1]), int(m[2])) for m in (re.search(r"(\d+)%.*?(\d+) rows", f) for f in frames) if m]
+    start = round(100 * committed / source.stat().st_size)
+    assert shown[0] == (start, 40), frames
+    rows = [r for _, r in shown]
+    assert sorted(set(rows)) == [40, 48, 56, 64, 72, 80, 88, 96, 100], frames  # one frame per chunk, none skipped
+    assert [p for p, _ in shown] == sorted(p for p, _ in shown) and shown[-1][0] == 100, frames

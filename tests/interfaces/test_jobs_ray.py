@@ -261,6 +261,38 @@ def test_a_killed_driver_reruns_to_the_uninterrupted_output(cluster, small, tmp_
 
 
 @pytest.mark.slow
+def test_fast_runs_the_drivers_fast_mode_on_every_actor(cluster, small, tmp_path):
+    """`classify --ray --fast`: the actors run the precision --fast picks on the driver's machine, so the shards
+    are the single-machine `--fast` output (it used to be dropped: the actors ran exact fp32), and
+    `_coulisse-job.json` records it."""
+    import coulisse
+    from coulisse.engine.cpu import this_machine
+    from coulisse.interfaces.jobs.runner import JobOptions, classify_file
+
+    mode = this_machine().fast
+    if mode == "float32":
+        pytest.skip("--fast is exact fp32 on this CPU: nothing to tell apart")
+    source, exact = small
+    reference = tmp_path / "fast.parquet"
+    fast = coulisse.pipeline("text-classification", model=MODEL, threads=1, fast=True)
+    classify_file(JobOptions(input=str(source), output=str(reference), batch_rows=100, model=MODEL, quiet=True,
+                             fast=True), lambda: fast)
+    moved = [abs(a - b) for a, b in zip(*(pq.read_table(p).column("score").to_pylist() for p in (exact, reference)),
+                                        strict=True) if a is not None]
+    assert max(moved) > 100 * SCORE_TOLERANCE  # the fast mode moves the scores: the comparison below can tell
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-c", MAIN, "classify", "-i", str(source), "-o", str(out), "--ray",
+                           "--address", cluster, "--actors", "2", "--threads", "1", "-b", "100", "-m", MODEL, "--fast"],
+                          env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert_same(shards(out), reference)
+    manifest = json.loads((out / distributed.MANIFEST).read_text())
+    ran = "int8" if fast.preparation.quantize else str(fast.dtype).removeprefix("torch.")
+    assert (manifest["key"]["fast"], manifest["key"]["fast_mode"], manifest["precision"]) == (True, mode, ran)
+    assert done.stderr.strip().endswith(f"; {ran} weights) -> {out}"), done.stderr
+
+
+@pytest.mark.slow
 def test_python_entry_point_labels_a_dataset(cluster, tmp_path):
     import pandas as pd
 

@@ -72,7 +72,12 @@ def resolve_fast(device: torch.device, dtype=None, quantize: str | None = None, 
         return None, None
     from coulisse.engine.cpu import this_machine
 
-    mode = this_machine().fast
+    return fast_precision(this_machine().fast)
+
+
+def fast_precision(mode: str) -> tuple[str | None, str | None]:
+    """The `(dtype, quantize)` that run a kernel plan's fast mode ("int8", "bfloat16" or "float32"): what a
+    `--ray --fast` job's actors are given, the mode picked once on the driver."""
     return ("bfloat16", None) if mode == "bfloat16" else (None, "int8" if mode == "int8" else None)
 
 

@@ -81,11 +81,11 @@ class ShardWorker:
         self.info: dict = {}
         self.digest = ""
         try:
-            from coulisse.interfaces.jobs.row_models import describe_model, row_model
+            from coulisse.interfaces.jobs.row_models import describe_model, precision, row_model
             from coulisse.interfaces.jobs.state import digest, model_fingerprint
 
             pipe, self.predictor = row_model(options, threads)
-            self.info = describe_model(self.predictor)
+            self.info = {**describe_model(self.predictor), "precision": precision(pipe)}
             self.digest = digest(model_fingerprint(pipe.checkpoint.directory))
         except Exception as e:  # noqa: BLE001 (reported by ready(), in one line)
             self.error = f"{type(e).__name__}: {_first_line(e)}"
@@ -143,6 +143,10 @@ class Pool:
             raise ClusterError(f"the actors on nodes {', '.join(nodes)} loaded different files for "
                                f"{self.options.model}; stage the same model on every node (docs/scale-out.md).")
         self.digest, self.info = digests.pop(), reports[0]["info"]
+        ran = {r["info"]["precision"] for r in reports}
+        if len(ran) > 1:  # the driver gives every actor the same precision: nodes that differ are a bug
+            self.close()
+            raise ClusterError(f"the actors ran different precisions ({', '.join(sorted(ran))}); this is a bug.")
         self.pids = [r["pid"] for r in reports]
         log.info("%d actors x %d threads ready on %s", self.size, self.threads,
                  ", ".join(sorted({r["node"] for r in reports})))

@@ -58,7 +58,8 @@ def bound_kernel_cache() -> None:
         os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")
 
 
-# What a resumed job reads from its state record: the record's key -> the `classify` parameter.
+# What a resumed job reads from its state record: the record's key -> the `classify` parameter (and --fast,
+# which is no parameter: `_resumed_fast`).
 RESUMED = {"input": "input_path", "model": "model", "quantize": "quantize", "column": "column",
            "all_scores": "all_scores", "long_text": "long_text", "stride": "stride", "batch_rows": "batch_rows",
            "encoding": "encoding"}
@@ -249,18 +250,23 @@ def resumed_options(ctx: click.Context, params: dict, keys: dict[str, str] = RES
     rather than ignored: the rows already written were computed with the recorded one. No record: {}.
     """
     from coulisse.interfaces.jobs import state as job_state
+    from coulisse.interfaces.jobs.resume import RENAMEABLE
 
     path = job_state.state_path(params["output"])
     saved = job_state.load(path)
     if saved is None:
         return {}
+    _resumed_fast(ctx, params, saved, path)
     resumed = {}
     for key, name in keys.items():
         if key not in saved.key:
             continue
         recorded, given = saved.key[key], params[name]
         explicit = ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
-        if explicit and not _same(key, given, recorded):
+        if explicit and key in RENAMEABLE:  # another name of the same file or model is fine: the runner compares
+            resumed[name] = given          # their bytes with the record's before the model loads (jobs/resume.py)
+            continue
+        if explicit and given != recorded:
             option = next(p for p in ctx.command.params if p.name == name)
             flag = max(option.opts, key=len)
             if getattr(option, "is_flag", False):  # said as typed: --all-scores, --no-normalize, neither
@@ -284,10 +290,27 @@ def _as_typed(option: click.Option, value) -> str:
     return flag if value else f"no {flag}"
 
 
-def _same(key: str, given, recorded) -> bool:
-    if key == "input" and given not in (None, "-"):
-        return str(Path(given).absolute()) == recorded  # the record holds the absolute path
-    return given == recorded
+def _resumed_fast(ctx: click.Context, params: dict, saved, path: Path) -> None:
+    """--fast is read back from the record like the options of `RESUMED` (it is not a parameter: `fast_option`
+    keeps it in the context's meta, where `load_pipeline` and the job read it). Given against the record, or a
+    --quantize given where the first run's --fast chose the precision, it is refused in one line."""
+    from coulisse.interfaces.jobs.state import precision
+
+    recorded = bool(saved.key.get("fast"))
+    given = bool(ctx.meta.get(FAST_KEY))
+    ran = f"it ran {precision(saved.engine)}; " if saved.engine else ""
+    quantize = params.get("quantize")
+    explicit = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    if recorded and quantize not in (None, "none") and ctx.get_parameter_source("quantize") in explicit:
+        raise InputError(f"cannot resume {params['output']} with --quantize {quantize}: the first run had --fast, "
+                         f"which picks the precision itself ({ran}recorded in {path.name}). Leave --quantize out, "
+                         "or pass --overwrite to start over.")
+    if given != recorded and ctx.get_parameter_source("fast") in explicit:
+        had = "--fast" if recorded else f"no --fast ({ran}recorded in {path.name})"
+        raise InputError(f"cannot resume {params['output']} with {'--fast' if given else 'no --fast'}: the first run "
+                         f"had {had}. Leave --fast out to go on as the first run did, or pass --overwrite to start "
+                         "over.")
+    ctx.meta[FAST_KEY] = recorded
 
 
 def _shown(value) -> str:
@@ -352,9 +375,9 @@ def evaluate(input_path, label_column, label_map, output_dir, limit, sample, see
     \b
     Examples:
       coulisse evaluate -i reviews.csv --label-column label -o report/
-      coulisse evaluate -i reviews.parquet -m ./my-model --sample 500 --seed 1
-      coulisse evaluate -i reviews.jsonl --long-text chunk --limit 1000 --no-plots
-      coulisse evaluate -i avis-excel.csv --encoding cp1252 --label-map positif=POSITIVE,négatif=NEGATIVE
+      coulisse evaluate -i reviews.parquet -m ./my-model --sample 500 --seed 1 -o report-sample/
+      coulisse evaluate -i reviews.jsonl --long-text chunk --limit 1000 --no-plots -o report-long/
+      coulisse evaluate -i avis-excel.csv --encoding cp1252 --label-map positif=POSITIVE,négatif=NEGATIVE -o avis/
     """
     from coulisse.interfaces.jobs.evaluate import EvalOptions, check_request, evaluate_file, parse_label_map
     from coulisse.interfaces.jobs.report import covered, write_report

@@ -75,6 +75,8 @@ class RayOptions:
     pooling: str = "auto"  # embed: the feature-extraction pipeline's options
     normalize: bool | None = None
     encoding: str | None = None  # of the text inputs, read on the driver; None: UTF-8, each start checked
+    fast: bool = False  # --fast: the precision the driver's kernel plan picks (`fast_mode`), run by every actor
+    fast_mode: str | None = None  # set by `run` from this machine's plan: "int8", "bfloat16" or "float32"
 
 
 @dataclass
@@ -89,6 +91,7 @@ class RaySummary:
     truncated: int = 0
     seconds: float = 0.0
     task: str = "classify"
+    precision: str = ""  # what the actors' weights ran in: said unless float32
     first_error: str | None = None  # this run's first error row's reason
     error_column: str = "error"
 
@@ -103,7 +106,8 @@ class RaySummary:
                 f"{count(self.actors, 'actor')} x {count(self.threads, 'thread')}")
         if self.skipped:
             text += f"; {count(self.skipped, 'shard')} already committed, skipped"
-        text += f"; {duration(self.seconds)} ({self.rows_per_second:,.1f} rows/s)"
+        text += f"; {duration(self.seconds)} ({self.rows_per_second:,.1f} rows/s"
+        text += f"; {self.precision} weights)" if self.precision not in ("", "float32") else ")"
         if self.truncated:
             text += f"; {count(self.truncated, 'text')} truncated to the model's limit"
             text += " (--long-text chunk)" if self.task == "classify" else ""
@@ -160,6 +164,8 @@ def job_key(options: RayOptions, files: list[str]) -> dict:
         key.update(task="embed", pooling=options.pooling, normalize=options.normalize)
     if options.encoding is not None:  # only when given, as runner.job_key: a manifest without it read UTF-8
         key["encoding"] = check_encoding(options.encoding)
+    if options.fast:  # only when given: a manifest without it ran the exact fp32 (or --quantize)
+        key.update(fast=True, fast_mode=options.fast_mode)
     return key
 
 
@@ -178,6 +184,8 @@ def check_options(options: RayOptions) -> None:
         if value is not None and value < 1:
             raise InputError(f"--{name} {value}; pass a positive number.")
     check_encoding(options.encoding)
+    if options.fast and options.quantize != "none":
+        raise InputError(f"--fast picks the precision itself; drop --quantize {options.quantize}, or drop --fast.")
 
 
 def open_output(out: Path, key: dict, overwrite: bool) -> dict:
@@ -233,7 +241,7 @@ def _remove(p: Path) -> None:
 
 def commit_shard(out: Path, shard: Shard, preds: list, fmt: str) -> None:
     """Write the shard whole under a temporary name, then rename it: it is committed or absent."""
-    from coulisse.interfaces.jobs.writers import make_sink
+    from coulisse.interfaces.jobs.writers import complete, make_sink
 
     tmp = out / (TMP + shard.name)
     sink = make_sink(str(tmp), fmt, shard.columns, shard.added, shard.schema)
@@ -241,6 +249,7 @@ def commit_shard(out: Path, shard: Shard, preds: list, fmt: str) -> None:
         sink.open(0)
         sink.commit(shard.rows, preds)
         sink.finish()
+        complete(tmp)
     finally:
         sink.close()
     os.replace(tmp, out / shard.name)
@@ -252,6 +261,14 @@ def run(options: RayOptions, on_shard: Callable[[str, object], None] | None = No
     from coulisse.interfaces.jobs.cluster import Pool, connect
 
     check_options(options)
+    if options.fast and options.fast_mode is None:  # once, here: every actor runs the driver's choice
+        from dataclasses import replace
+
+        from coulisse.engine.cpu import this_machine
+
+        options = replace(options, fast_mode=this_machine().fast)
+        log.info("--fast: %s on every actor (the fast mode of this machine's kernel plan: coulisse info)",
+                 options.fast_mode)
     files = input_files(options.input)
     check_file_starts(files, options.encoding)
     out = Path(options.output)
@@ -270,8 +287,10 @@ def run(options: RayOptions, on_shard: Callable[[str, object], None] | None = No
                                  f"({options.model}); pass --overwrite to start over with these.")
             manifest["model_files"] = pool.digest
             manifest["engine"] = engine  # embed: the pooling "auto" resolved to (runner's record has it too)
+            manifest["precision"] = pool.info.get("precision")  # what the actors' weights ran in
             write_atomic(out / MANIFEST, json.dumps(manifest, sort_keys=True).encode())
-            summary = RaySummary(str(out), pool.size, pool.threads, task=options.task)
+            summary = RaySummary(str(out), pool.size, pool.threads, task=options.task,
+                                 precision=pool.info.get("precision", ""))
             start = time.perf_counter()
             manifest["shards"] = _loop(options, files, out, pool, summary, on_shard)
             summary.seconds = time.perf_counter() - start
@@ -349,6 +368,7 @@ def run_cli(ctx, task: str = "classify") -> None:
     import click
 
     from coulisse.interfaces.jobs.command import bound_kernel_cache, stop_on_sigterm
+    from coulisse.interfaces.options import FAST_KEY
 
     params = ctx.params
     try:
@@ -372,7 +392,7 @@ def run_cli(ctx, task: str = "classify") -> None:
     names = ("column", "all_scores", "long_text", "stride", "batch_rows", "quantize", "threads", "actors",
              "address", "shard_format", "overwrite", "quiet", "pooling", "normalize", "encoding")
     options = RayOptions(input=params["input_path"], output=params["output"], model=model, task=task,
-                         **{name: params[name] for name in names if name in params})
+                         fast=bool(ctx.meta.get(FAST_KEY)), **{name: params[name] for name in names if name in params})
     bound_kernel_cache()
     with stop_on_sigterm():
         try:

@@ -1,7 +1,9 @@
 """The progress bar on stderr: rows done, rows/s and an ETA.
 
 The bar advances by bytes read for text files (their row count is unknown until the end, bytes give an
-honest ETA) and by rows for Parquet; the rate shown is always rows per second.
+honest ETA) and by rows for Parquet; the rate shown is always rows per second. A resumed job's bar starts where
+the reader is, past the committed rows (tqdm's `initial`): the percentage is of the whole input, and so is the
+row count shown (the committed rows included); the rate and the ETA are this run's.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import sys
 import time
 
 from coulisse.interfaces.formatting import count
+
+MININTERVAL = 0.5  # seconds between redraws at most
 
 
 def wanted(quiet: bool, force: bool | None) -> bool:
@@ -20,10 +24,12 @@ def wanted(quiet: bool, force: bool | None) -> bool:
 
 
 class Progress:
-    def __init__(self, reader, quiet: bool = False, force: bool | None = None, desc: str = "classify"):
+    def __init__(self, reader, quiet: bool = False, force: bool | None = None, desc: str = "classify",
+                 done: int = 0):
         self.reader = reader
         self.bar = None
-        self.rows = 0
+        self.done = done  # rows committed by the run a resume goes on from
+        self.rows = 0  # rows of this run
         self.start = time.perf_counter()
         if not wanted(quiet, force):
             return
@@ -32,13 +38,15 @@ class Progress:
         self.by_rows = reader.format == "parquet" or reader.total is None
         # The first frame reads `classify:   0%|          | [00:00<?, 0 rows]`: nothing done yet (a
         # header already read is not progress), and tqdm puts its ", " before the postfix, so the
-        # postfix goes where tqdm's own statistics end.
-        self.last = 0
+        # postfix goes where tqdm's own statistics end. A resume starts at the reader's position, past the
+        # committed rows: from 0, its first update would jump by all of them, and tqdm's dynamic `miniters`
+        # would then wait for another jump that size before it redrew. One update per chunk: each may redraw.
+        self.last = reader.position if done else 0
         fmt = "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]"
         if reader.total is None:
             fmt = "{desc}: [{elapsed}{postfix}]"
-        self.bar = tqdm(total=reader.total, file=sys.stderr, desc=desc, bar_format=fmt,
-                        mininterval=0.5, dynamic_ncols=True, postfix=count(0, "row"))
+        self.bar = tqdm(total=reader.total, file=sys.stderr, desc=desc, bar_format=fmt, initial=self.last,
+                        mininterval=MININTERVAL, miniters=1, dynamic_ncols=True, postfix=count(done, "row"))
 
     def update(self, rows: int) -> None:
         self.rows += rows
@@ -46,7 +54,7 @@ class Progress:
             return
         position = self.reader.position
         rate = self.rows / max(time.perf_counter() - self.start, 1e-9)
-        self.bar.set_postfix_str(f"{count(self.rows, 'row')}, {rate:,.1f} rows/s", refresh=False)
+        self.bar.set_postfix_str(f"{count(self.done + self.rows, 'row')}, {rate:,.1f} rows/s", refresh=False)
         self.bar.update(position - self.last)
         self.last = position
 

@@ -15,15 +15,30 @@ if TYPE_CHECKING:
     from coulisse.interfaces.jobs.distributed import RayOptions
 
 
-def engine_options(quantize: str = "none", fast: bool = False) -> dict[str, Any]:
+def engine_options(quantize: str = "none", fast: bool = False, fast_mode: str | None = None) -> dict[str, Any]:
     """The pipeline options of an actor: the precision asked, and the fp32 kernels measured for full batches
-    (`throughput=True`, as every corpus job builds its pipeline: coulisse.engine.gemm_choice)."""
+    (`throughput=True`, as every corpus job builds its pipeline: coulisse.engine.gemm_choice). `fast`: each actor
+    resolves its own node's fast mode (`coulisse.ray`); `fast_mode`: the one the driver resolved (`--ray --fast`),
+    so that every actor runs the same precision, the driver's single-machine `--fast`."""
     options: dict[str, Any] = {"throughput": True}
     if quantize != "none":
         options["quantize"] = quantize
-    if fast:
+    if fast_mode is not None:
+        from coulisse.engine.prepare import fast_precision
+
+        dtype, quantize = fast_precision(fast_mode)
+        options.update({k: v for k, v in (("dtype", dtype), ("quantize", quantize)) if v is not None})
+    elif fast:
         options["fast"] = True
     return options
+
+
+def precision(pipe) -> str:
+    """What an actor's weights run in, as a single-machine record says it (`state.precision`)."""
+    from coulisse.interfaces.jobs.state import precision as said
+
+    return said({"quantization": getattr(getattr(pipe, "preparation", None), "quantize", None),
+                 "dtype": str(pipe.dtype).removeprefix("torch.")})
 
 
 def is_sparse(model: str | None, pooling: str) -> bool:
@@ -42,7 +57,7 @@ def row_model(options: RayOptions, threads: int):
     """The actor's side: the job's pipeline, loaded once, and what turns a shard's rows into results."""
     from coulisse.pipelines import pipeline
 
-    engine = engine_options(options.quantize)
+    engine = engine_options(options.quantize, fast_mode=options.fast_mode if options.fast else None)
     if options.task == "embed" and is_sparse(options.model, options.pooling):
         from coulisse.interfaces.jobs.embed import SparseEmbedder
 

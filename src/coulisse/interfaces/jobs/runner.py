@@ -27,14 +27,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from coulisse.errors import CoulisseError, InputError
-from coulisse.interfaces.formatting import count, duration
+from coulisse.interfaces.formatting import count
 from coulisse.interfaces.jobs import state as job_state
 from coulisse.interfaces.jobs.formats import STDIO, Added, Prediction, Row, output_format
 from coulisse.interfaces.jobs.lock import OutputError, OutputLock, check_output_path
 from coulisse.interfaces.jobs.predict import Predictor
 from coulisse.interfaces.jobs.progress import Progress
 from coulisse.interfaces.jobs.readers import InputChangedError, Reader
-from coulisse.interfaces.jobs.writers import make_sink
+from coulisse.interfaces.jobs.resume import check_resumed, fingerprint, recorded_input, recorded_model
+from coulisse.interfaces.jobs.summary import Summary
+from coulisse.interfaces.jobs.writers import complete, make_sink
 
 log = logging.getLogger(__name__)
 
@@ -78,64 +80,6 @@ class JobOptions:
     encoding: str | None = None  # the input's; None: UTF-8, its start checked (jobs/encodings.py)
 
 
-@dataclass
-class Summary:
-    output: str
-    rows: int = 0
-    classified: int = 0
-    errored: int = 0
-    truncated: int = 0
-    resumed_from: int = 0
-    verb: str = "classified"
-    seconds: float = 0.0  # this run's chunk loop (read, classify, commit, finish): what the rate divides
-    load_seconds: float = 0.0  # loading the model, before the loop
-    error_column: str = "error"  # where the error rows say why (`coulisse_error` when the input has `error`)
-    first_error: str | None = None  # this run's first error row's reason
-    long_text: str = "truncate"  # classify: what `truncated` counts (cut texts, or texts read in windows)
-    precision: str = ""  # what the weights ran in (`state.precision`): said unless float32
-
-    @property
-    def rows_per_second(self) -> float:
-        done = self.rows - self.resumed_from
-        return done / self.seconds if self.seconds > 0 else 0.0
-
-    def describe(self) -> str:
-        text = f"{count(self.classified, 'row')} {self.verb}, {self.errored:,} errored"
-        if self.errored:
-            text += f" (see {self.errors_at(named=False)})"
-        if self.resumed_from:
-            text += f"; resumed after {count(self.resumed_from, 'row')}"
-        done = self.rows - self.resumed_from
-        text += f"; {count(done, 'row')} in {duration(self.seconds)} ({self.rows_per_second:,.1f} rows/s"
-        text += f", after {duration(self.load_seconds)} loading the model" if self.load_seconds else ""
-        text += f"; {self.precision} weights)" if self.precision not in ("", "float32") else ")"
-        if self.truncated and self.long_text == "chunk":
-            text += (f". {count(self.truncated, 'text')} {'was' if self.truncated == 1 else 'were'} longer than the "
-                     "model's token limit: read in overlapping windows, their logits averaged")
-        elif self.truncated:
-            text += (f". {count(self.truncated, 'text')} reached the model's token limit and "
-                     f"{'was' if self.truncated == 1 else 'were'} truncated")
-            if self.verb == "classified":
-                text += f" (--long-text chunk reads {'it' if self.truncated == 1 else 'them'} whole)"
-        return text + (f" -> {self.output}" if self.output != STDIO else "")
-
-    def errors_at(self, named: bool = True) -> str:
-        """Where the error rows' reasons are; `named`: with the output they are in."""
-        if self.output.lower().endswith(".npy"):  # no columns: the errors file beside it lists them
-            return f"{self.output if named else Path(self.output).name}.errors.jsonl"
-        where = "" if not named else " on stdout" if self.output == STDIO else f" of {self.output}"
-        return f"the {self.error_column} column{where}"
-
-    def failure(self) -> str | None:
-        """None when some row got a result (or there was no row); else the one line a failed job exits
-        with: every row is an error row, so the output holds nothing but reasons."""
-        if self.rows == 0 or self.classified > 0:
-            return None
-        first = f"; the first: {self.first_error}" if self.first_error else ""
-        return (f"every row failed ({self.errored:,} of {count(self.rows, 'row')} errored{first}); the reasons are "
-                f"in {self.errors_at()}.")
-
-
 def check_options(options: JobOptions) -> None:
     if options.batch_rows < 1:
         raise InputError(f"--batch-rows {options.batch_rows}; pass a positive number of rows.")
@@ -169,6 +113,12 @@ def prepare_output(options: JobOptions) -> job_state.JobState | None:
     saved = job_state.load(path)
     parts = out.with_name(out.name + ".parts")
     exists = (out.exists() and out.stat().st_size > 0) or parts.exists()
+    if saved is not None and saved.finished and not options.overwrite:
+        if options.resume:
+            return saved  # `_run` removes what the stop left
+        raise InputError(f"{out} is complete ({count(saved.rows, 'row')}), but its job was stopped before it had "
+                         f"removed its record {path.name}: pass --resume to finish that (nothing is computed again), "
+                         "or --overwrite to redo the job.")
     if options.resume:
         if saved is None and exists:
             raise InputError(f"{out} exists but has no resume state ({path.name}): it is finished or was not "
@@ -182,10 +132,9 @@ def prepare_output(options: JobOptions) -> job_state.JobState | None:
 
 def job_key(options: JobOptions, reader: Reader, out_format: str) -> dict:
     """The options as given (the input's content is compared apart, by hash)."""
-    source = options.input if options.input == STDIO else str(Path(options.input).absolute())
-    key = {"input": source, "column": reader.text_column, "format": out_format,
+    key = {"input": recorded_input(options.input), "column": reader.text_column, "format": out_format,
            "all_scores": options.all_scores, "long_text": options.long_text, "stride": options.stride,
-           "batch_rows": options.batch_rows, "model": options.model, "quantize": options.quantize}
+           "batch_rows": options.batch_rows, "model": recorded_model(options.model), "quantize": options.quantize}
     if options.task == "embed":
         key.update(task="embed", pooling=options.pooling, normalize=options.normalize)
     if options.fast:  # only when given: a record without it is a run without it
@@ -237,17 +186,11 @@ def classify_file(options: JobOptions, load_pipe: Callable[[], object], *, on_ch
 
 def _run(options, reader, out_format, load_pipe, on_chunk, rows_filter) -> Summary:
     saved = prepare_output(options)
+    if saved is not None and saved.finished:
+        return _tidied(options, saved)
     key = job_key(options, reader, out_format)
     rows = reader.rows()
-    model = None
-    if saved is not None:
-        job_state.check_key(saved.key, key, options.output)
-        for _ in itertools.islice(rows, saved.rows):  # read again through the hash
-            pass
-        job_state.check_input(saved.input, reader.fingerprint(), saved.rows, options.output)
-        if options.model:
-            model = _model_fingerprint(_resolve(options.model))
-            job_state.check_model(saved.model, model[1], options.output)
+    model = check_resumed(options, saved, key, reader, rows) if saved is not None else None
     loading = time.perf_counter()
     pipe = load_pipe()
     loaded = time.perf_counter() - loading
@@ -262,6 +205,17 @@ def _run(options, reader, out_format, load_pipe, on_chunk, rows_filter) -> Summa
     summary.precision = job_state.precision(engine_key(pipe))
     summary.error_column = added.error
     return summary
+
+
+def _tidied(options: JobOptions, saved: job_state.JobState) -> Summary:
+    """A job stopped after its output was complete, before it had put it in place (Parquet) and removed its
+    parts and record: do that; the summary is the record's, nothing computed."""
+    complete(options.output)
+    job_state.remove(job_state.state_path(options.output))
+    embed = options.task == "embed"
+    return Summary(options.output, rows=saved.rows, classified=saved.classified, errored=saved.errored,
+                   truncated=saved.truncated, resumed_from=saved.rows, verb="embedded" if embed else "classified",
+                   long_text=options.long_text, precision=job_state.precision(saved.engine), finished=True)
 
 
 def _row_model(pipe, options: JobOptions, reader: Reader):
@@ -286,24 +240,11 @@ def embed_file(options: JobOptions, load_pipe: Callable[[], object], **kwargs) -
     return classify_file(replace(options, task="embed"), load_pipe, **kwargs)
 
 
-def _resolve(model: str) -> Path:
-    from coulisse.hub import resolve_model
-
-    return resolve_model(model)
-
-
-def _model_fingerprint(directory: Path) -> tuple[Path, dict[str, str]]:
-    started = time.perf_counter()
-    files = job_state.model_fingerprint(directory)
-    log.info("hashed the model's %d files in %.2f s", len(files), time.perf_counter() - started)
-    return directory, files
-
-
 def _fingerprinted(options, saved, current, pipe, model, reader, sink, predictor) -> job_state.JobState:
     """The loaded pipeline's side of the fingerprint: checked against a resumed record, or recorded."""
     directory = Path(pipe.checkpoint.directory)
     if model is None or model[0] != directory:
-        model = _model_fingerprint(directory)
+        model = fingerprint(directory)
     current.model, current.engine = model[1], engine_key(pipe)
     if hasattr(predictor, "fingerprint"):
         current.engine.update(predictor.fingerprint())
@@ -360,7 +301,7 @@ def _loop(options, reader, sink, predictor, current, rows, on_chunk) -> Summary:
     summary = Summary(options.output, resumed_from=current.rows, verb="embedded" if embed else "classified",
                       long_text=options.long_text)
     path = job_state.state_path(options.output) if options.output != STDIO else None
-    progress = Progress(reader, options.quiet, options.progress, "embed" if embed else "classify")
+    progress = Progress(reader, options.quiet, options.progress, "embed" if embed else "classify", current.rows)
     start = time.perf_counter()
     written = current.rows  # rows on stdout, which has no record
     try:
@@ -382,6 +323,10 @@ def _loop(options, reader, sink, predictor, current, rows, on_chunk) -> Summary:
             progress.update(len(chunk))
         with _writing(options.output, written):
             sink.finish()
+            if path is not None:  # the output is complete: say so before it goes into place and the parts go
+                current.finished = True
+                job_state.save(path, current)
+                complete(options.output)
     except KeyboardInterrupt as stop:
         raise _interrupted(options.output, path, written, getattr(stop, "signum", signal.SIGINT)) from None
     except InputChangedError as e:
@@ -406,6 +351,9 @@ def _interrupted(output: str, path: Path | None, written: int, signum: int) -> J
         return JobInterrupted(f"interrupted after {count(written, 'row')} written to stdout.", signum)
     recorded = job_state.load(path)
     rows = recorded.rows if recorded is not None else 0
+    if recorded is not None and recorded.finished:
+        return JobInterrupted(f"interrupted after {output} was complete ({count(rows, 'row')}); rerun with --resume "
+                              "to finish tidying up (nothing is computed again).", signum)
     return JobInterrupted(f"interrupted: {count(rows, 'row')} {'is' if rows == 1 else 'are'} safely in "
                           f"{output}; rerun with --resume to go on.", signum)
 

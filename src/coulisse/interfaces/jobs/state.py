@@ -20,8 +20,9 @@ resume in one line that names it:
 - the **model by content**: the sha256 of config.json, the tokenizer files and the weight files a load
   reads (`coulisse.checkpoint.model_files`), not the path. About 0.4 s for a 440 MB model.
 - every **option that changes results**: the text column, output format, `--all-scores`, `--long-text`,
-  `--stride`, `--batch-rows` (chunks), `--model` and `--quantize` as given (`key`, which the CLI reads back;
-  for `embed --input` also `--pooling` and `--normalize`; `--fast` and `--encoding` when given), and what
+  `--stride`, `--batch-rows` (chunks), `--model` (a folder as an absolute path) and `--quantize` (`key`, which
+  the CLI reads back; for `embed --input` also `--pooling` and `--normalize`; `--fast` and `--encoding` when
+  given; the input's and the model's names are compared by content: jobs/resume.py), and what
   the loaded pipeline chose: dtype and quantization (the precision, which under `--fast` is this CPU's fast
   mode), device, token limit, task options, the pooling `auto` resolved to (`engine`).
 """
@@ -57,6 +58,7 @@ class JobState:
     input: dict[str, Any] = field(default_factory=dict)  # {"bytes": n, "sha256": hex} of the input read
     model: dict[str, str] = field(default_factory=dict)  # model file (relative to its folder) -> sha256
     engine: dict[str, Any] = field(default_factory=dict)  # what the loaded pipeline chose
+    finished: bool = False  # the output is complete and in place; what is left is removing the parts and this
     version: int = VERSION
 
 
@@ -190,21 +192,32 @@ def check_precision(saved: dict[str, Any], current: dict[str, Any], fast: bool, 
     raise refuse(output, f"the precision changed ({why})")
 
 
-def check_input(saved: dict[str, Any], current: dict[str, Any], rows: int, output: str) -> None:
+def check_input(saved: dict[str, Any], current: dict[str, Any], rows: int, output: str,
+                moved: tuple[str, str] | None = None) -> None:
+    """The committed rows' bytes; `moved`: the first run's input and this one, where their paths differ (the
+    same bytes under another name are the same input, so only the bytes decide)."""
     if saved == current:
         return
+    said = f"--input changed (was {moved[0]!r}, now {moved[1]!r}) and its bytes differ" if moved else \
+        "the input changed"
     if saved.get("whole"):
-        what = (f"the input changed (the first run's file had {saved['bytes']:,} bytes with sha256 "
+        what = (f"{said} (the first run's file had {saved['bytes']:,} bytes with sha256 "
                 f"{saved['sha256'][:SHOWN]}…, this one {current['bytes']:,} bytes with sha256 "
                 f"{current['sha256'][:SHOWN]}…)")
     else:
-        what = (f"the input changed under the {rows:,} rows already written (the first run read them from "
+        what = (f"{said} under the {rows:,} rows already written (the first run read them from "
                 f"{saved['bytes']:,} bytes with sha256 {saved['sha256'][:SHOWN]}…, this input gives "
                 f"{current['bytes']:,} bytes with sha256 {current['sha256'][:SHOWN]}…)")
     raise refuse(output, what)
 
 
 def check_model(saved: dict[str, str], current: dict[str, str], output: str) -> None:
+    if changes := model_changes(saved, current):
+        raise refuse(output, f"the model's files changed ({changes})")
+
+
+def model_changes(saved: dict[str, str], current: dict[str, str]) -> str:
+    """How two model fingerprints differ, file by file, in words; "" when they are the same files."""
     changes = []
     for name in sorted(set(saved) | set(current)):
         was, now = saved.get(name), current.get(name)
@@ -216,5 +229,4 @@ def check_model(saved: dict[str, str], current: dict[str, str], output: str) -> 
             changes.append(f"{name}: gone")
         else:
             changes.append(f"{name}: sha256 {was[:SHOWN]}… → {now[:SHOWN]}…")
-    if changes:
-        raise refuse(output, f"the model's files changed ({', '.join(changes)})")
+    return ", ".join(changes)

@@ -2,7 +2,10 @@
 
 CSV, TSV and JSONL are appended to the output file (position: bytes). Parquet cannot be appended to (its
 footer comes last), so each chunk is a durable part file in `<output>.parts/` (position: parts), and
-`finish` streams the parts into the output, one row group each, and renames it into place.
+`finish` streams the parts into `<output>.tmp`, one row group each. Then the job's record says the output is
+complete (runner.py), and only then `complete` renames it into place and deletes the parts: a stop at any point
+leaves either the parts, which a resume assembles again, or a record that says the output is complete, which a
+resume only tidies up. No output in place is ever reported as an interrupted job.
 """
 
 from __future__ import annotations
@@ -194,9 +197,10 @@ class ParquetSink:
         for p in self.parts.iterdir():  # uncommitted parts and temporary files
             if not (p.name.startswith("part-") and p.suffix == ".parquet" and int(p.stem[5:]) < position):
                 p.unlink()
-        if position and not self._part(position - 1).exists():
-            raise InputError(f"cannot resume {self.path}: part {position - 1} of {self.parts} is missing; "
-                             "pass --overwrite to start over.")
+        missing = next((i for i in range(position) if not self._part(i).exists()), None)
+        if missing is not None:
+            raise InputError(f"cannot resume {self.path}: part {missing} of {self.parts} is missing (a committed "
+                             "part was deleted); pass --overwrite to start over.")
         if position:
             self.schema = self.pq.read_schema(self._part(0))
         self.count = position
@@ -239,16 +243,19 @@ class ParquetSink:
         return self.count
 
     def finish(self) -> None:
+        """The parts, streamed into `<output>.tmp` (durable), which `complete` renames into place. Needs about
+        the output's size again while both exist; a failed write (a full disk) removes the half-written `.tmp`."""
         schema = self.schema or self._schema([])
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with self.pq.ParquetWriter(tmp, schema) as writer:
-            for i in range(self.count):
-                writer.write_table(self.pq.read_table(self._part(i), schema=schema))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        fsync_dir(self.path.absolute().parent)
-        shutil.rmtree(self.parts)
+        tmp = _assembling(self.path)
+        try:
+            with self.pq.ParquetWriter(tmp, schema) as writer:
+                for i in range(self.count):
+                    writer.write_table(self.pq.read_table(self._part(i), schema=schema))
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def close(self) -> None:
         pass  # parts are written whole, each in its own call
@@ -259,7 +266,25 @@ class ParquetSink:
     def remove(self) -> None:
         if self.parts.exists():
             shutil.rmtree(self.parts)
+        _assembling(self.path).unlink(missing_ok=True)
         self.path.unlink(missing_ok=True)
+
+
+def _assembling(output: Path) -> Path:
+    return output.with_name(output.name + ".tmp")
+
+
+def complete(output: str | Path) -> None:
+    """After `finish`: a Parquet output assembled at `<output>.tmp` renamed into place, and its parts deleted
+    (nothing to do for the other formats). Safe to call again after a stop in it."""
+    output = Path(output)
+    assembled = _assembling(output)
+    if output.suffix.lower() == ".parquet" and assembled.exists():
+        os.replace(assembled, output)
+        fsync_dir(output.absolute().parent)
+    parts = output.with_name(output.name + ".parts")
+    if parts.exists():
+        shutil.rmtree(parts)
 
 
 def make_sink(path: str, fmt: str, columns: list[str], added: Added, schema=None):
