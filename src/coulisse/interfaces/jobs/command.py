@@ -399,3 +399,8 @@ def evaluate(input_path, label_column, label_map, output_dir, limit, sample, see
             click.echo(f"note: {result.caveat}", err=True)
     click.echo(f"accuracy {metrics.accuracy:.4f}  macro-F1 {metrics.macro_f1:.4f}  ECE {metrics.ece:.4f}  "
                f"on {covered(result, metrics)} -> {Path(output_dir) / 'report.md'}", file=sys.stdout)
+    problem = result.unused_key_problem()
+    if problem is not None:
+        if result.collected.unknown:  # a typo'd key dropped a class from the scores: written, but a failure
+            raise click.ClickException(problem)
+        click.echo(f"warning: {problem}", err=True)  # a key for a label this file lacks: nothing lost
