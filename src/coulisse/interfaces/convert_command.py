@@ -57,6 +57,6 @@ def convert(model, out_dir, dtype, head, overwrite):
     """
     from coulisse.export import convert as convert_checkpoint
 
-    out = convert_checkpoint(model, out_dir, head=_head(head), dtype=dtype, overwrite=overwrite)
+    out, written = convert_checkpoint(model, out_dir, head=_head(head), dtype=dtype, overwrite=overwrite)
     architecture = json.loads((out / "config.json").read_text(encoding="utf-8"))["architectures"][0]
-    click.echo(f"wrote {out}: {architecture}, {dtype}, {len(list(out.iterdir()))} files")
+    click.echo(f"wrote {out}: {architecture}, {dtype}, {len(written)} files")  # those written, not those there
