@@ -10,6 +10,7 @@ import logging
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -265,3 +266,13 @@ def test_overwrite_counts_the_files_it_wrote(tf_camembert_dir, tmp_path):
     assert result.exit_code == 0, result.output
     assert result.stdout == f"wrote {out}: CamembertForSequenceClassification, float32, 6 files\n"
     assert (out / "notes.txt").read_text() == "mine" and len(list(out.iterdir())) == 7
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, where no file can be created")
+def test_an_unwritable_output_is_refused_before_the_checkpoint_is_read(tmp_path):
+    """OUT_DIR /proc/x: one line naming /proc/x (the audit saw the staging folder /proc/.x.coulisse-da1b3501,
+    after the weights were read and converted); a model that does not exist shows it comes first."""
+    result = convert(tmp_path / "no-model", "/proc/x")
+    assert_one_line_error(result, 1, "OutputError: cannot write in /proc (for OUT_DIR /proc/x): No such file or "
+                                     "directory (ENOENT); make the folder writable or write somewhere else.")
+    assert ".coulisse-" not in result.stderr

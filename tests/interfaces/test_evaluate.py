@@ -8,6 +8,7 @@ import json
 import random
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -208,6 +209,23 @@ def test_rows_a_label_map_leaves_out_are_blamed_on_the_map(tf_camembert_dir, tmp
     assert result.exit_code == 0, result.output
     assert "warning: --label-map key 'neutre' matches no label in column 'label'" in result.stderr
     assert "No row was left out for it." in result.stderr
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, where no file can be created")
+def test_an_output_dir_that_cannot_be_written_is_refused_before_the_model_is_looked_for(tmp_path):
+    """-o /proc/x, and -o naming an existing file: one line each, naming the path given, before any model is
+    looked for (a model that does not exist shows it). They were FileNotFoundError / FileExistsError."""
+    source = tmp_path / "in.csv"
+    _labelled_csv(source, n=4)
+    args = ["evaluate", "-m", str(tmp_path / "no-model"), "-i", str(source), "--no-plots", "-o"]
+    result = CliRunner().invoke(cli, [*args, "/proc/x"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == ("Error: OutputError: cannot write in /proc (for --output-dir /proc/x): No such "
+                                     "file or directory (ENOENT); make the folder writable or write somewhere else.")
+    result = CliRunner().invoke(cli, [*args, str(source)])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == (f"Error: InputError: --output-dir {source} is a file; evaluate writes a folder "
+                                     f"(report.md, plots, predictions): name a folder, e.g. {tmp_path / 'in'}-report/.")
 
 
 def test_evaluate_limit_and_sample(tf_camembert_dir, tmp_path):

@@ -216,6 +216,10 @@ def explain(texts, model, task, question, labels, template, attributions, html_p
     if html_path is not None and not Path(html_path).resolve().parent.is_dir():
         raise click.UsageError(f"--html {html_path}: the folder {Path(html_path).resolve().parent} does not exist; "
                                "create it, or write the page elsewhere.")
+    if html_path is not None:
+        from coulisse.interfaces.jobs.lock import check_writable
+
+        check_writable(html_path, "--html")  # before the model loads and the page is computed
     check_request(task, question, labels, template)  # before loading a model
     check_attribution_request(task, method, steps, attributions, html_path is not None or as_json, target)
     pipe = load_pipeline(task, model)

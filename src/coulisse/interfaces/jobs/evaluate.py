@@ -28,6 +28,7 @@ from coulisse.defaults import BUNDLED_ACCURACY, BUNDLED_DIR, BUNDLED_MODEL, BUND
 from coulisse.errors import InputError
 from coulisse.interfaces.formatting import count
 from coulisse.interfaces.jobs.formats import EXTENSIONS, STDIO, Prediction, Row, input_format
+from coulisse.interfaces.jobs.lock import check_writable
 from coulisse.interfaces.jobs.runner import JobOptions, Summary, classify_file
 
 MISSING, UNKNOWN = -1, -2
@@ -263,6 +264,10 @@ def _example(unknown: Counter, labels: LabelMap) -> str:
 def _check_dir(options: EvalOptions) -> Path:
     """A finished report is never replaced silently; what a failed run left is."""
     directory = Path(options.report_dir)
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"--output-dir {directory} is a file; evaluate writes a folder (report.md, plots, "
+                         f"predictions): name a folder, e.g. {directory.with_suffix('')}-report/.")
+    check_writable(directory, "--output-dir", folder=True)
     if (directory / "report.md").exists() and not options.job.overwrite:
         raise InputError(f"{directory} holds a report; pass --overwrite to replace it, or choose another "
                          "--output-dir.")
