@@ -228,6 +228,30 @@ def test_an_output_dir_that_cannot_be_written_is_refused_before_the_model_is_loo
                                      f"(report.md, plots, predictions): name a folder, e.g. {tmp_path / 'in'}-report/.")
 
 
+def test_an_interrupted_evaluation_says_how_to_run_it_again(tf_camembert_dir, tmp_path, monkeypatch):
+    """Ctrl-C during the run: exit 130 and a message that holds: the same command, without --overwrite (which
+    the message used to ask for), runs the evaluation again and writes the report."""
+    from coulisse.interfaces.jobs import evaluate as evaluate_module
+
+    source = tmp_path / "in.csv"
+    _labelled_csv(source, n=12)
+    args = ["evaluate", "-m", str(tf_camembert_dir), "-i", str(source), "-o", str(tmp_path / "r"), "--no-plots",
+            "--quiet", "-b", "4"]
+
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(evaluate_module, "_collect", stop)  # Ctrl-C once the first chunk is classified
+        result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 130, result.output
+    assert result.stderr.strip() == ("Error: interrupted before the report was written; run the same command "
+                                     "again to start the evaluation over.")
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "r" / "report.md").is_file()
+
+
 def test_evaluate_limit_and_sample(tf_camembert_dir, tmp_path):
     source = tmp_path / "in.csv"
     _labelled_csv(source, n=60)
@@ -415,3 +439,16 @@ def test_the_histogram_tells_every_label_apart(n, tmp_path):
     plt.close(fig)
     score_histogram(metrics, y_true, probs, tmp_path / "h.png")
     assert (tmp_path / "h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_input_that_is_a_folder_or_missing_is_said_so(tmp_path):
+    """evaluate -i FOLDER and classify -i FOLDER said "cannot tell the format ... from its extension (none)";
+    evaluate -i missing.txt said it "holds texts without labels". Each now says what is wrong with the path."""
+    for command in ("evaluate", "classify"):
+        result = CliRunner().invoke(cli, [command, "-m", str(tmp_path / "no-model"), "-i", str(tmp_path)])
+        assert result.exit_code == 1, result.output
+        assert result.stderr.startswith(f"Error: InputError: {tmp_path} is a folder; give a file in it"), result.stderr
+    result = CliRunner().invoke(cli, ["evaluate", "-m", str(tmp_path / "no-model"), "-i", str(tmp_path / "ids.txt")])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == (f"Error: InputError: {tmp_path / 'ids.txt'} does not exist; give a labelled CSV, "
+                                     "TSV, JSONL or Parquet file.")

@@ -384,7 +384,9 @@ def evaluate(input_path, label_column, label_map, output_dir, limit, sample, see
         try:
             result = evaluate_file(options, load)
         except JobInterrupted as e:
-            error = click.ClickException("interrupted; run the evaluation again (--overwrite).")
+            # No report yet, so the folder holds no finished one: the same command starts over, no --overwrite.
+            error = click.ClickException("interrupted before the report was written; run the same command again "
+                                         "to start the evaluation over.")
             error.exit_code = e.exit_code
             raise error from None
     failure = result.summary.failure()

@@ -279,6 +279,8 @@ def check_request(options: EvalOptions) -> Path:
     the input's format, the report folder, matplotlib for the plots. Returns the report folder."""
     if options.limit is not None and options.limit < 1 or options.sample is not None and options.sample < 1:
         raise InputError("--limit and --sample take a positive number of rows.")
+    if options.input != STDIO and not Path(options.input).exists():  # said before "texts without labels"
+        raise InputError(f"{options.input} does not exist; give a labelled CSV, TSV, JSONL or Parquet file.")
     if input_format(options.input) == "txt":
         raise InputError(f"{options.input} holds texts without labels; evaluate needs CSV, TSV, JSONL or "
                          "Parquet with a label column.")
