@@ -3,7 +3,10 @@
 From any checkpoint coulisse reads (safetensors, `.bin`, sharded, TensorFlow's `tf_model.h5`), write
 `config.json` (naming transformers' PyTorch class, e.g. `CamembertForSequenceClassification`),
 `model.safetensors` under transformers' parameter names (`coulisse.weights.export`: the inverse of the name
-tables coulisse loads with) and the tokenizer files (`coulisse.tokenizer.export`).
+tables coulisse loads with) and the tokenizer files (`coulisse.tokenizer.export`). A sentence-transformers folder
+saved with the head its modules read (the bare encoder; SPLADE's masked-LM head) keeps its modules: modules.json,
+sentence_bert_config.json, config_sentence_transformers.json and each module's folder (Pooling, Normalize...),
+copied as they are, so the converted folder embeds as the source does, in coulisse and in sentence-transformers.
 
 The weights are read again from the checkpoint's files, in fp32, and not taken from a running pipeline:
 its linear layers may be repacked for oneDNN or quantized to int8, and neither is a transformers format. So
@@ -29,6 +32,7 @@ from coulisse.errors import InputError, WeightShapeError
 from coulisse.hub import resolve_model
 from coulisse.models import load_model
 from coulisse.models.model import _sources  # the name table loading uses: exporting is its inverse
+from coulisse.sentence_modules import MODULE_SETTINGS, MODULES_FILE, SETTINGS_FILE, read_modules
 from coulisse.tokenizer import Tokenizer
 from coulisse.tokenizer.export import TOKENIZER_FILES, save_tokenizer
 from coulisse.weights import normalize_keys, read_weights
@@ -47,8 +51,10 @@ HEAD_SUFFIXES = {
     None: "Model",
 }
 HEADS = tuple(h or "base" for h in HEAD_SUFFIXES)
-# Weight files a folder being overwritten may hold besides ours: left there, they would be read first.
-STALE_WEIGHTS = (*WEIGHT_FILES, "model-*.safetensors", "pytorch_model-*.bin")
+SENTENCE_FILES = (MODULES_FILE, MODULE_SETTINGS, SETTINGS_FILE)  # a sentence-transformers folder's, at its root
+# Weight files a folder being overwritten may hold besides ours: left there, they would be read first. A
+# modules.json left from a sentence-transformers folder would pool the new checkpoint its way.
+STALE_WEIGHTS = (*WEIGHT_FILES, "model-*.safetensors", "pytorch_model-*.bin", *SENTENCE_FILES)
 
 
 @dataclass(frozen=True)
@@ -169,9 +175,42 @@ def _kept_tensors(directory: Path, config: EncoderConfig, head: str | None, pref
     return kept
 
 
+def sentence_modules(directory: Path, config: EncoderConfig, head: str | None) -> list[tuple[Path, str]]:
+    """The sentence-transformers files to carry, as (source, name in the output): none unless the folder has a
+    modules.json whose Transformer module is the folder itself and `head` is the one its modules read. Module
+    folders are those `read_modules` checked to lie inside the model's (their links too); only their files are
+    copied, never a folder within them."""
+    modules = read_modules(directory)
+    if modules is None:
+        return []
+    if head != (theirs := default_head(directory, config)):
+        log.info("%s: its sentence-transformers modules read the %s head, not the %s saved: not carried", directory,
+                 theirs or "base", head or "base")
+        return []
+    carried = [(directory / name, name) for name in SENTENCE_FILES if (directory / name).is_file()]
+    for kind, folder in modules:
+        where = folder.relative_to(directory)
+        if where == Path("."):
+            continue  # the Transformer module: config, weights and tokenizer are written anew
+        if not folder.is_dir():
+            continue  # a module without files (Normalize's folder is often absent): absent in the output too
+        for entry in sorted(folder.iterdir()):
+            if entry.is_file():
+                carried.append((entry, (where / entry.name).as_posix()))
+            else:
+                log.warning("%s: module %s's subfolder %s is not carried", directory, kind, entry.name)
+    return carried
+
+
 def save_pretrained(directory: Path, config: EncoderConfig, tokenizer: Tokenizer, head: str | None, out: Path, *,
                     dtype: str | torch.dtype | None = None, overwrite: bool = False) -> Path:
     """Write the checkpoint in `directory` (config, tokenizer, `head`) into `out` for transformers."""
+    return _save(directory, config, tokenizer, head, out, dtype=dtype, overwrite=overwrite)[0]
+
+
+def _save(directory: Path, config: EncoderConfig, tokenizer: Tokenizer, head: str | None, out: Path, *,
+          dtype: str | torch.dtype | None, overwrite: bool) -> tuple[Path, list[str]]:
+    """`save_pretrained`, and the names of the files written (relative to `out`)."""
     out = check_out_dir(out, directory, overwrite)
     dtype = export_dtype(dtype)
     model = load_model(directory, config, head)  # fp32, as read: no fast path, no quantization
@@ -188,12 +227,16 @@ def save_pretrained(directory: Path, config: EncoderConfig, tokenizer: Tokenizer
         (staging / "config.json").write_text(json.dumps(config_data, indent=2, ensure_ascii=False) + "\n",
                                              encoding="utf-8")
         save_tokenizer(tokenizer, directory, staging, config.family)
+        for source, name in sentence_modules(directory, config, head):
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, staging / name)
+        written = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
         _move_into(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("saved %s (%s, %d tensors, %s) to %s", architecture(config, head), config.model_type, len(tensors),
              str(dtype).removeprefix("torch."), out)
-    return out
+    return out, written
 
 
 def _move_into(staging: Path, out: Path) -> None:
@@ -208,14 +251,18 @@ def _move_into(staging: Path, out: Path) -> None:
         log.info("removing %s, left by a previous checkpoint", path)
         path.unlink()
     for name in sorted(ours):
-        os.replace(staging / name, out / name)
+        if (staging / name).is_dir():  # a sentence-transformers module's folder: its files replace those there
+            (out / name).mkdir(exist_ok=True)
+            _move_into(staging / name, out / name)
+        else:
+            os.replace(staging / name, out / name)
 
 
 def convert(model: str | Path, out: str | Path, *, head: str | None = None, dtype: str | torch.dtype | None = None,
-            overwrite: bool = False, revision: str | None = None) -> Path:
-    """`coulisse convert`: a Hub id or folder -> a transformers checkpoint in `out`. `head` ("base" for the
-    bare encoder) defaults to the one config.json's `architectures` names, or to the bare encoder for a
-    sentence-transformers folder (`default_head`)."""
+            overwrite: bool = False, revision: str | None = None) -> tuple[Path, list[str]]:
+    """`coulisse convert`: a Hub id or folder -> a transformers checkpoint in `out`, and the names of the files
+    written there. `head` ("base" for the bare encoder) defaults to the one config.json's `architectures`
+    names, or to the bare encoder for a sentence-transformers folder (`default_head`)."""
     # What can be refused without the checkpoint is refused before it is looked for (or downloaded).
     export_dtype(dtype)
     if head is not None:
@@ -227,4 +274,4 @@ def convert(model: str | Path, out: str | Path, *, head: str | None = None, dtyp
     chosen = default_head(directory, config) if head is None else parse_head(head)
     tokenizer = Tokenizer.from_dir(directory, model_type=config.model_type, max_positions=config.max_positions)
     tokenizer.model_max_length = min(tokenizer.model_max_length, config.max_positions)
-    return save_pretrained(directory, config, tokenizer, chosen, Path(out), dtype=dtype, overwrite=overwrite)
+    return _save(directory, config, tokenizer, chosen, Path(out), dtype=dtype, overwrite=overwrite)

@@ -10,6 +10,7 @@ import logging
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,13 +164,23 @@ def test_a_sentence_transformers_folder_saves_its_encoder(task_factory, tmp_path
 
 
 def test_a_splade_folder_keeps_its_masked_lm_head(task_factory, tmp_path):
-    """A SparseEncoder folder has a modules.json too, but SPLADE reads the masked-LM head: still the default."""
-    from task_factory import sparse_encoder_folder
+    """A SparseEncoder folder has a modules.json too, but SPLADE reads the masked-LM head: still the default; its
+    modules are carried, so the converted folder pools as the source does (sum, not the default max)."""
+    from sentence_transformers import SparseEncoder as TheirSparseEncoder
+    from task_factory import oracle, sparse_encoder_folder
 
-    source, _ = sparse_encoder_folder(task_factory, "bert", tmp_path)
+    from coulisse import SparseEncoder
+
+    source, theirs = sparse_encoder_folder(task_factory, "bert", tmp_path, strategy="sum")
     result = convert(source, tmp_path / "out")
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "out" / "config.json").read_text())["architectures"] == ["BertForMaskedLM"]
+    # its modules are carried too: the converted folder is a SparseEncoder folder, in coulisse and their library
+    expected = oracle(theirs, TEXTS[:3])
+    converted = TheirSparseEncoder(str(tmp_path / "out"), device="cpu")
+    np.testing.assert_allclose(oracle(converted, TEXTS[:3]), expected, atol=1e-5)
+    ours = SparseEncoder(str(tmp_path / "out"))
+    np.testing.assert_allclose(oracle(ours, TEXTS[:3]), expected, atol=1e-5)
 
 
 def test_non_empty_output_is_refused_before_any_weight_is_read(tf_camembert_dir, tmp_path):
@@ -200,3 +211,68 @@ def test_errors_are_one_line(tf_camembert_dir, tmp_path):
                           "sequence-classification", "text-classification")
     assert_one_line_error(convert(tf_camembert_dir, out, "--dtype", "int8"), 2, "'int8'", "float16")
     assert not out.exists()
+
+
+def test_a_sentence_transformers_folder_embeds_as_it_did(minilm_dir, tmp_path):
+    """all-MiniLM-L6-v2's folder: the converted one keeps modules.json, the Pooling folder, Normalize,
+    sentence_bert_config.json (max_seq_length 256) and config_sentence_transformers.json, so sentence-transformers
+    and coulisse embed with it as sentence-transformers does with the source (≤ 1e-5, tests/test_sentence.py's
+    tolerance). Before, only the encoder was written: coulisse's vectors had norm 6.4, not 1."""
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    from coulisse import SentenceEncoder
+
+    out = tmp_path / "out"
+    result = convert(minilm_dir, out)
+    assert result.exit_code == 0, result.output
+    for name in ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
+                 "1_Pooling/config.json"):
+        assert (out / name).read_bytes() == (minilm_dir / name).read_bytes(), name
+    assert result.stdout == f"wrote {out}: BertModel, float32, {sum(p.is_file() for p in out.rglob('*'))} files\n"
+    texts = [*TEXTS[:3], "A man is playing a guitar. " * 80]  # past max_seq_length
+    source = sentence_transformers.SentenceTransformer(str(minilm_dir), device="cpu")
+    theirs = source.encode(texts)
+    converted = sentence_transformers.SentenceTransformer(str(out), device="cpu")
+    assert converted.max_seq_length == source.max_seq_length == 256
+    np.testing.assert_allclose(converted.encode(texts), theirs, atol=1e-5)
+    ours = SentenceEncoder(str(out))
+    assert ours.max_seq_length == 256
+    np.testing.assert_allclose(ours.encode(texts), theirs, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(theirs, axis=1), 1.0, atol=1e-5)
+    cli_vector = CliRunner().invoke(cli, ["embed", "-m", str(out), "--json", texts[0]])
+    assert cli_vector.exit_code == 0, cli_vector.output
+    np.testing.assert_allclose(json.loads(cli_vector.stdout)["embedding"], theirs[0], atol=1e-5)
+
+
+def test_a_module_path_out_of_the_folder_is_refused_and_nothing_is_written(minilm_dir, tmp_path):
+    """The loader's rule holds for convert: a module whose path leads out of the model folder is never read."""
+    source = tmp_path / "crafted"
+    shutil.copytree(minilm_dir, source)
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "config.json").write_text('{"token": "s3cret"}')
+    modules = json.loads((source / "modules.json").read_text())
+    modules[1]["path"] = "../secret"
+    (source / "modules.json").write_text(json.dumps(modules))
+    assert_one_line_error(convert(source, tmp_path / "out"), 1, "ModelLoadError", "'../secret'", "leads out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_overwrite_counts_the_files_it_wrote(tf_camembert_dir, tmp_path):
+    """--overwrite keeps a file of the user's (notes.txt) and says how many it wrote: 6, not the 7 there."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    result = convert(tf_camembert_dir, out, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"wrote {out}: CamembertForSequenceClassification, float32, 6 files\n"
+    assert (out / "notes.txt").read_text() == "mine" and len(list(out.iterdir())) == 7
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, where no file can be created")
+def test_an_unwritable_output_is_refused_before_the_checkpoint_is_read(tmp_path):
+    """OUT_DIR /proc/x: one line naming /proc/x (the audit saw the staging folder /proc/.x.coulisse-da1b3501,
+    after the weights were read and converted); a model that does not exist shows it comes first."""
+    result = convert(tmp_path / "no-model", "/proc/x")
+    assert_one_line_error(result, 1, "OutputError: cannot write in /proc (for OUT_DIR /proc/x): No such file or "
+                                     "directory (ENOENT); make the folder writable or write somewhere else.")
+    assert ".coulisse-" not in result.stderr

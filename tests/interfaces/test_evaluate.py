@@ -8,6 +8,7 @@ import json
 import random
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -158,6 +159,97 @@ def test_french_labels_are_evaluated_through_the_label_map(tf_camembert_dir, tmp
                                                    if "accuracy" in line][0].split("->")[0]
     wrong = CliRunner().invoke(cli, [*args, "-i", str(french), "-o", str(tmp_path / "w"), "--label-map", "positif=BON"])
     assert wrong.exit_code == 1 and "the model has no label 'BON'" in wrong.output
+
+
+def test_a_label_map_key_that_matches_no_label_is_refused_before_anything_is_classified(tf_camembert_dir, tmp_path):
+    """`negatif` for `négatif`: the key matches no label of the file while `négatif` is left unmapped, so a whole
+    class would drop out of the scores (the audit: macro-F1 0.5 on 26 of 40 rows, exit 0). Refused once the first
+    chunk is read, before it is classified, naming the key, the file's labels and the closest one."""
+    french = tmp_path / "fr.csv"
+    _labelled_csv(french, label=lambda i: ["négatif", "positif"][i % 2])
+    args = ["evaluate", "-m", str(tf_camembert_dir), "--no-plots", "-i", str(french), "-o", str(tmp_path / "r")]
+    result = CliRunner().invoke(cli, [*args, "--label-map", "positif=POSITIVE,negatif=NEGATIVE"])
+    assert result.exit_code == 1, result.output
+    assert "--label-map key 'negatif' (did you mean 'négatif'?) matches no label in column 'label'" in result.stderr
+    assert "whose labels are 'négatif' (20), 'positif' (20)." in result.stderr and "Traceback" not in result.output
+    assert result.stdout == "" and not (tmp_path / "r" / "report.md").exists()
+    with open(tmp_path / "r" / "predictions.csv", encoding="utf-8", newline="") as f:
+        assert list(csv.DictReader(f)) == []  # nothing classified
+
+
+def test_a_label_map_key_found_unused_after_the_run_fails_the_run(tf_camembert_dir, tmp_path):
+    """A file sorted by label: its first chunk is all `positif`, so the typo shows only at the end. The report is
+    written (it says which rows are out, and why), the command exits 1 with the key and the rows lost."""
+    french = tmp_path / "fr.csv"
+    _labelled_csv(french, n=24, label=lambda i: "positif" if i < 12 else "négatif")
+    args = ["evaluate", "-m", str(tf_camembert_dir), "--no-plots", "-i", str(french), "-o", str(tmp_path / "r"),
+            "-b", "4", "--label-map", "positif=POSITIVE,negatif=NEGATIVE"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: --label-map key 'negatif' (did you mean 'négatif'?)"), last
+    assert "12 rows labelled 'négatif' were left out of the scores" in last and "--overwrite" in last
+    assert "(1 could not be classified, 12 with a label --label-map does not map: 'négatif')" in result.stdout
+    report = (tmp_path / "r" / "report.md").read_text(encoding="utf-8")
+    assert "their label not mapped by `--label-map` (nor one of the model's): 12: négatif (12)" in report
+
+
+def test_rows_a_label_map_leaves_out_are_blamed_on_the_map(tf_camembert_dir, tmp_path):
+    """A map that covers `positif` only: the `négatif` rows are out because of the map, not the model, and named;
+    a key for a label this file lacks (`neutre`) loses nothing: a warning, exit 0."""
+    french = tmp_path / "fr.csv"
+    _labelled_csv(french, n=12, label=lambda i: ["négatif", "positif"][i % 2])
+    args = ["evaluate", "-m", str(tf_camembert_dir), "--no-plots", "--quiet", "-i", str(french)]
+    result = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "a"), "--label-map", "positif=POSITIVE"])
+    assert result.exit_code == 0, result.output
+    assert "(1 could not be classified, 6 with a label --label-map does not map: 'négatif')" in result.stdout
+    assert "the model does not know" not in result.stdout
+    result = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "b"),
+                                      "--label-map", "positif=POSITIVE,négatif=NEGATIVE,neutre=NEGATIVE"])
+    assert result.exit_code == 0, result.output
+    assert "warning: --label-map key 'neutre' matches no label in column 'label'" in result.stderr
+    assert "No row was left out for it." in result.stderr
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, where no file can be created")
+def test_an_output_dir_that_cannot_be_written_is_refused_before_the_model_is_looked_for(tmp_path):
+    """-o /proc/x, and -o naming an existing file: one line each, naming the path given, before any model is
+    looked for (a model that does not exist shows it). They were FileNotFoundError / FileExistsError."""
+    source = tmp_path / "in.csv"
+    _labelled_csv(source, n=4)
+    args = ["evaluate", "-m", str(tmp_path / "no-model"), "-i", str(source), "--no-plots", "-o"]
+    result = CliRunner().invoke(cli, [*args, "/proc/x"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == ("Error: OutputError: cannot write in /proc (for --output-dir /proc/x): No such "
+                                     "file or directory (ENOENT); make the folder writable or write somewhere else.")
+    result = CliRunner().invoke(cli, [*args, str(source)])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == (f"Error: InputError: --output-dir {source} is a file; evaluate writes a folder "
+                                     f"(report.md, plots, predictions): name a folder, e.g. {tmp_path / 'in'}-report/.")
+
+
+def test_an_interrupted_evaluation_says_how_to_run_it_again(tf_camembert_dir, tmp_path, monkeypatch):
+    """Ctrl-C during the run: exit 130 and a message that holds: the same command, without --overwrite (which
+    the message used to ask for), runs the evaluation again and writes the report."""
+    from coulisse.interfaces.jobs import evaluate as evaluate_module
+
+    source = tmp_path / "in.csv"
+    _labelled_csv(source, n=12)
+    args = ["evaluate", "-m", str(tf_camembert_dir), "-i", str(source), "-o", str(tmp_path / "r"), "--no-plots",
+            "--quiet", "-b", "4"]
+
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(evaluate_module, "_collect", stop)  # Ctrl-C once the first chunk is classified
+        result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 130, result.output
+    assert result.stderr.strip() == ("Error: interrupted before the report was written; run the same command "
+                                     "again to start the evaluation over.")
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "r" / "report.md").is_file()
 
 
 def test_evaluate_limit_and_sample(tf_camembert_dir, tmp_path):
@@ -347,3 +439,16 @@ def test_the_histogram_tells_every_label_apart(n, tmp_path):
     plt.close(fig)
     score_histogram(metrics, y_true, probs, tmp_path / "h.png")
     assert (tmp_path / "h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_input_that_is_a_folder_or_missing_is_said_so(tmp_path):
+    """evaluate -i FOLDER and classify -i FOLDER said "cannot tell the format ... from its extension (none)";
+    evaluate -i missing.txt said it "holds texts without labels". Each now says what is wrong with the path."""
+    for command in ("evaluate", "classify"):
+        result = CliRunner().invoke(cli, [command, "-m", str(tmp_path / "no-model"), "-i", str(tmp_path)])
+        assert result.exit_code == 1, result.output
+        assert result.stderr.startswith(f"Error: InputError: {tmp_path} is a folder; give a file in it"), result.stderr
+    result = CliRunner().invoke(cli, ["evaluate", "-m", str(tmp_path / "no-model"), "-i", str(tmp_path / "ids.txt")])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == (f"Error: InputError: {tmp_path / 'ids.txt'} does not exist; give a labelled CSV, "
+                                     "TSV, JSONL or Parquet file.")

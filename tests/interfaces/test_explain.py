@@ -411,3 +411,13 @@ def test_sparse_embedding_stages_name_each_heavy_entry_and_its_token(task_factor
         assert token == entry["token"] and abs(float(value) - entry["value"]) <= 1e-4
         assert (mark == "*") == (entry["index"] not in ids)
         assert int(at) == int(logits[:, entry["index"]].argmax())
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, where no file can be created")
+def test_an_unwritable_html_path_is_refused_before_the_model_is_looked_for(tmp_path):
+    """--html /proc/x: one line in the jobs' OutputError words, naming the path given, before any model is
+    looked for or loaded (it was the raw FileNotFoundError, after the page was computed)."""
+    result = CliRunner().invoke(cli, ["explain", "-m", str(tmp_path / "no-model"), "--html", "/proc/x", "Un film."])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == ("Error: OutputError: cannot write in /proc (for --html /proc/x): No such file or "
+                                     "directory (ENOENT); make the folder writable or write somewhere else.")

@@ -312,9 +312,20 @@ def test_explain_json_is_the_studios_api_document(task, task_factory, nli_dir, t
 
 def test_explain_json_refuses_what_the_document_has_no_room_for(tf_camembert_dir):
     base = ["explain", "--json", "-m", str(tf_camembert_dir)]
-    for extra, words in ((["--html", "x.html"], "--html"), (["-a"], "--attributions"), (["--steps", "4"], "--steps"),
-                         (["--target", "POSITIVE"], "--target"), (["autre texte"], "one TEXT")):
+    for extra, words in ((["--html", "x.html"], "--html writes a page"), (["--steps", "4"], "has no --steps"),
+                         (["--target", "POSITIVE"], "has no --target"), (["autre texte"], "one TEXT")):
         result = CliRunner().invoke(cli, [*base, "Un film.", *extra])
         assert result.exit_code == 2 and words in result.output, result.output
     result = CliRunner().invoke(cli, [*base, "--task", "fill-mask", "Pas de masque."])
     assert result.exit_code == 1 and result.stdout == "" and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_explain_json_with_attributions_prints_the_same_document(tf_camembert_dir):
+    """The document has an `attribution` (the help pipes `jq .attribution.tokens`): -a asks for what --json
+    already prints, so it is no error (it was refused: "the studio's document, which has no --attributions")."""
+    base = ["explain", "--json", "-m", str(tf_camembert_dir), "Un film excellent."]
+    plain, with_a = CliRunner().invoke(cli, base), CliRunner().invoke(cli, [*base, "-a"])
+    assert plain.exit_code == 0 and with_a.exit_code == 0, with_a.output
+    document = json.loads(with_a.stdout)
+    assert document == json.loads(plain.stdout)
+    assert document["attribution"]["tokens"][1:3] == ["▁Un", "▁film"] and len(document["attribution"]["scores"]) > 2

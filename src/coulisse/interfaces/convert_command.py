@@ -56,7 +56,10 @@ def convert(model, out_dir, dtype, head, overwrite):
       AutoTokenizer.from_pretrained("./tf-allocine-pt")
     """
     from coulisse.export import convert as convert_checkpoint
+    from coulisse.interfaces.jobs.lock import check_writable
 
-    out = convert_checkpoint(model, out_dir, head=_head(head), dtype=dtype, overwrite=overwrite)
+    if not out_dir.exists() or out_dir.is_dir():  # a file: convert's own check says so
+        check_writable(out_dir, "OUT_DIR", folder=True)  # before the checkpoint is looked for, read and converted
+    out, written = convert_checkpoint(model, out_dir, head=_head(head), dtype=dtype, overwrite=overwrite)
     architecture = json.loads((out / "config.json").read_text(encoding="utf-8"))["architectures"][0]
-    click.echo(f"wrote {out}: {architecture}, {dtype}, {len(list(out.iterdir()))} files")
+    click.echo(f"wrote {out}: {architecture}, {dtype}, {len(written)} files")  # those written, not those there

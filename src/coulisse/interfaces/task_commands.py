@@ -177,7 +177,8 @@ def classify(texts, model, top_k, as_json, threads, quantize, input_path, output
 @click.option("--target", default=None,
               help="Label to explain, name or id (default: the predicted one; zero-shot: one of --labels).")
 @click.option("-j", "--json", "as_json", is_flag=True,
-              help="Print TEXT's explanation as one JSON document: the studio's /api/explain answer (compare=0).")
+              help="Print TEXT's explanation as one JSON document: the studio's /api/explain answer (compare=0), "
+              "the words' attributions included where the task scores words.")
 def explain(texts, model, task, question, labels, template, attributions, html_path, method, steps, target, as_json):
     """Show every stage behind the pipeline for TEXT: tokens, ids, mask, hidden states, logits, labels.
 
@@ -198,15 +199,18 @@ def explain(texts, model, task, question, labels, template, attributions, html_p
     pad token's to the text's, or occlusion; NO_COLOR or a pipe turns colours off. For zero-shot, the words
     that pushed the text towards a candidate label (--target, default the top one), for the entailment
     logit of its hypothesis. --json prints the document `coulisse studio`'s /api/explain answers for the same
-    text, task and options, with the exact weights alone (compare=0).
+    text, task and options, with the exact weights alone (compare=0); where the task scores words, its
+    `attribution` holds them (--method chooses how; --attributions adds nothing to it).
     """
     lines = read_texts(texts)
-    if as_json:
-        given = [name for name, on in (("--html", html_path is not None), ("--attributions", attributions),
-                                       ("--steps", steps is not None), ("--target", target is not None)) if on]
+    if as_json:  # the document's `attribution` is what --attributions adds: with --json, -a changes nothing
+        if html_path is not None:
+            raise click.UsageError("--json prints one document on stdout and --html writes a page; run them apart.")
+        given = [name for name, on in (("--steps", steps is not None), ("--target", target is not None)) if on]
         if given:
-            raise click.UsageError(f"--json prints the studio's document, which has no {', '.join(given)}; drop "
-                                   f"{'it' if len(given) == 1 else 'them'}.")
+            raise click.UsageError(f"--json prints the studio's document, whose attribution explains the predicted "
+                                   f"label with the default steps: it has no {' or '.join(given)}; drop "
+                                   f"{'it' if len(given) == 1 else 'them'}, or use --attributions without --json.")
         if len(lines) > 1:
             raise click.UsageError(f"--json explains one TEXT, and {len(lines)} were given; run it once per text.")
     if target is not None and not attributions and html_path is None:
@@ -214,6 +218,10 @@ def explain(texts, model, task, question, labels, template, attributions, html_p
     if html_path is not None and not Path(html_path).resolve().parent.is_dir():
         raise click.UsageError(f"--html {html_path}: the folder {Path(html_path).resolve().parent} does not exist; "
                                "create it, or write the page elsewhere.")
+    if html_path is not None:
+        from coulisse.interfaces.jobs.lock import check_writable
+
+        check_writable(html_path, "--html")  # before the model loads and the page is computed
     check_request(task, question, labels, template)  # before loading a model
     check_attribution_request(task, method, steps, attributions, html_path is not None or as_json, target)
     pipe = load_pipeline(task, model)

@@ -18,15 +18,15 @@ import numpy as np
 
 from coulisse.engine import Item
 from coulisse.errors import InputError, ModelLoadError, UnsupportedModelError
-from coulisse.hub import check_links
 from coulisse.jsonfile import read_json
+from coulisse.sentence_modules import SETTINGS_FILE, read_module_json, read_modules
 from coulisse.tasks.base import PRE, Batch, Option, Pipeline, boolean, one_of, tokenizer_keywords, truncation_option
 from coulisse.tokenizer import check_texts
 
 log = logging.getLogger(__name__)
 
 POOLINGS = ("cls", "mean", "auto")
-SETTINGS_FILE = "config_sentence_transformers.json"  # prompts, default_prompt_name, similarity, truncate_dim
+
 # sentence-transformers' older Pooling config: one boolean per mode.
 LEGACY_MODES = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean",
                 "pooling_mode_max_tokens": "max", "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
@@ -44,43 +44,13 @@ class SentenceConfig:
     include_prompt: bool = True  # the Pooling module's: False pools without a prompt's tokens (SentenceEncoder)
 
 
-def _read_json(path: Path) -> Any:
-    return read_json(path, fix="fix the file, or delete the folder's modules.json")
-
-
 def read_object(path: Path) -> dict[str, Any]:
     """A module's JSON settings file, which must hold an object."""
-    data = _read_json(path)
+    data = read_module_json(path)
     if not isinstance(data, dict):
         raise ModelLoadError(f"{path} holds a JSON {type(data).__name__}, not an object of settings; fix the file, "
                              "or delete the folder's modules.json.")
     return data
-
-
-def read_modules(directory: Path) -> list[tuple[str, Path]] | None:
-    """modules.json's modules as (class name, folder), or None when the folder has no modules.json. Each
-    module's folder must lie inside `directory` (a crafted `"path": "../../etc"` is refused, never read)."""
-    path = directory / "modules.json"
-    if not path.is_file():
-        return None
-    modules = _read_json(path)
-    if not isinstance(modules, list) or not all(isinstance(module, dict) for module in modules):
-        raise ModelLoadError(f"{path} is not a list of modules (objects with a type and a path); fix the file, or "
-                             "delete it to use the folder as a plain checkpoint.")
-    root, found = directory.resolve(), []
-    for i, module in enumerate(modules):
-        kind, sub = module.get("type", ""), module.get("path", "")
-        if not isinstance(kind, str) or not isinstance(sub, str):
-            raise ModelLoadError(f"{path}: module {i} has type {kind!r} and path {sub!r}; both must be strings. "
-                                 "Fix the file, or delete it.")
-        folder = directory / sub
-        if Path(sub).is_absolute() or not folder.resolve().is_relative_to(root):
-            raise ModelLoadError(f"{path}: module {i}'s path {sub!r} leads out of the model folder, which coulisse "
-                                 "never reads; a module's files lie in a subfolder of the model's.")
-        found.append((kind.rsplit(".", 1)[-1], folder))
-    # A module deeper than the first level of subfolders (which the load checked): its files are checked too.
-    check_links(directory, [folder for _, folder in found if len(folder.relative_to(directory).parts) > 1])
-    return found
 
 
 def max_seq_length_of(settings: dict[str, Any], path: Path) -> int | None:

@@ -131,7 +131,7 @@ class SparseEmbeddingPipeline(FeatureExtractionPipeline):
 
     def save_pretrained(self, directory: str | Path, *, dtype: str | Any = None, overwrite: bool = False) -> Path:
         """Write the masked-LM checkpoint for transformers (`AutoModelForMaskedLM`), as the base class does for
-        a head; the SPLADE pooling is sentence-transformers' (modules.json), which is not written."""
+        a head, with the folder's sentence-transformers modules (modules.json, SpladePooling) beside it."""
         return save_checkpoint(self.checkpoint.directory, self.config, self.tokenizer, "masked-lm", Path(directory),
                                dtype=dtype, overwrite=overwrite)
 

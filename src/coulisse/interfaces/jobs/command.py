@@ -407,7 +407,9 @@ def evaluate(input_path, label_column, label_map, output_dir, limit, sample, see
         try:
             result = evaluate_file(options, load)
         except JobInterrupted as e:
-            error = click.ClickException("interrupted; run the evaluation again (--overwrite).")
+            # No report yet, so the folder holds no finished one: the same command starts over, no --overwrite.
+            error = click.ClickException("interrupted before the report was written; run the same command again "
+                                         "to start the evaluation over.")
             error.exit_code = e.exit_code
             raise error from None
     failure = result.summary.failure()
@@ -422,3 +424,8 @@ def evaluate(input_path, label_column, label_map, output_dir, limit, sample, see
             click.echo(f"note: {result.caveat}", err=True)
     click.echo(f"accuracy {metrics.accuracy:.4f}  macro-F1 {metrics.macro_f1:.4f}  ECE {metrics.ece:.4f}  "
                f"on {covered(result, metrics)} -> {Path(output_dir) / 'report.md'}", file=sys.stdout)
+    problem = result.unused_key_problem()
+    if problem is not None:
+        if result.collected.unknown:  # a typo'd key dropped a class from the scores: written, but a failure
+            raise click.ClickException(problem)
+        click.echo(f"warning: {problem}", err=True)  # a key for a label this file lacks: nothing lost

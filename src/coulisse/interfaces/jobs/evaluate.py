@@ -3,14 +3,20 @@
 Labels may be the model's names (`POSITIVE`; case does not matter when unambiguous) or its ids (`1`).
 When none of the first chunk's labels matches, the job stops before the model has run, naming the
 values found and the model's labels; a later unknown label excludes its row and is listed in the report.
+A `--label-map` key that matches no label while the file has labels the map leaves out is a typo that would
+drop a class from the scores: refused after the first chunk is read, before it is classified, naming the
+file's labels and the closest one; found only after the run (the class came later in the file), the report
+is written and the command exits 1 saying so.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.util
 import itertools
 import random
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +28,7 @@ from coulisse.defaults import BUNDLED_ACCURACY, BUNDLED_DIR, BUNDLED_MODEL, BUND
 from coulisse.errors import InputError
 from coulisse.interfaces.formatting import count
 from coulisse.interfaces.jobs.formats import EXTENSIONS, STDIO, Prediction, Row, input_format
+from coulisse.interfaces.jobs.lock import check_writable
 from coulisse.interfaces.jobs.runner import JobOptions, Summary, classify_file
 
 MISSING, UNKNOWN = -1, -2
@@ -67,6 +74,10 @@ class LabelMap:
     def describe(self) -> str:
         return ", ".join(f"{name} (id {i})" for i, name in sorted(self.id2label.items()))
 
+    def unused(self, seen: Counter) -> list[str]:
+        """The --label-map keys that match none of the label values `seen` (stripped strings)."""
+        return [key for key in self.aliases if key not in seen]
+
 
 def parse_label_map(given: str | None) -> dict[str, str]:
     """--label-map 'positif=POSITIVE,négatif=NEGATIVE' -> {"positif": "POSITIVE", "négatif": "NEGATIVE"}."""
@@ -109,6 +120,7 @@ class Collected:
     missing: int = 0
     unknown: Counter = field(default_factory=Counter)
     read: int = 0  # rows read from the input, before --limit and --sample chose among them
+    seen: Counter = field(default_factory=Counter)  # every row's label value (not missing), as a stripped str
     training: frozenset[str] | None = None  # the bundled model's training texts, as digests; None: another model
     trained: int = 0  # evaluated rows whose text is one of `training`
 
@@ -122,6 +134,20 @@ class Evaluation:
     model: str
     precision: str = "exact (float32)"  # what ran: the report says it, since --quantize and --fast change scores
     caveat: str | None = None  # what the scores cannot say (the bundled model on the reviews it learnt from)
+    unused_keys: list[str] = field(default_factory=list)  # --label-map keys no row's label matched
+
+    def unused_key_problem(self) -> str | None:
+        """What to say of --label-map keys no label matched; None when every key matched one."""
+        if not self.unused_keys:
+            return None
+        c = self.collected
+        said = unused_keys_message(self.unused_keys, c.seen, c.unknown, self.options)
+        if not c.unknown:
+            return f"{said} No row was left out for it."
+        lost = ", ".join(repr(v) for v, _ in c.unknown.most_common(4))
+        were = "was" if c.unknown.total() == 1 else "were"
+        return (f"{said} {count(c.unknown.total(), 'row')} labelled {lost} {were} left out of the scores: fix "
+                "--label-map and run again with --overwrite.")
 
 
 def training_digests() -> frozenset[str]:
@@ -167,20 +193,58 @@ def limit_and_sample(rows: Iterator[Row], limit: int | None, sample: int | None,
     yield from (row for _, row in sorted(kept, key=lambda pair: pair[0]))
 
 
-def check_labels(rows: Iterator[Row], labels: LabelMap, column: str, window: int) -> Iterator[Row]:
-    """Stop before the first chunk is classified when none of its labels is one of the model's."""
-    matched, unknown = 0, Counter()
-    for i, row in enumerate(rows):
-        value = row.values.get(column)
+def check_labels(rows: Iterator[Row], labels: LabelMap, options: EvalOptions, window: int) -> Iterator[Row]:
+    """Stop before the first chunk is classified when none of its labels is one of the model's, or when a
+    --label-map key matches none of them while some are left unmapped (a typo: `negatif` for `négatif`)."""
+    matched, unknown, seen = 0, Counter(), Counter()
+    rows = iter(rows)
+    first = list(itertools.islice(rows, window))  # the first chunk, checked whole before it is classified
+    for row in first:
+        value = row.values.get(options.label_column)
         kind = labels(value)
         matched += kind >= 0
+        if kind != MISSING:
+            seen[str(value).strip()] += 1
         if kind == UNKNOWN:
             unknown[str(value)] += 1
-        if i + 1 == window and unknown and not matched:
-            raise mismatch(unknown, labels, column)
-        yield row
+    _check_window(labels, unknown, seen, matched, options, window if len(first) == window else None)
+    yield from first
+    yield from rows
+
+
+def _check_window(labels: LabelMap, unknown: Counter, seen: Counter, matched: int, options: EvalOptions,
+                  window: int | None) -> None:
+    """`window`: the rows checked when the file may hold more, None when they are all of its rows."""
+    if unknown and (unused := labels.unused(seen)):
+        raise InputError(f"{unused_keys_message(unused, seen, unknown, options, window)} Fix --label-map; "
+                         "nothing was classified.")
     if unknown and not matched:
-        raise mismatch(unknown, labels, column)
+        raise mismatch(unknown, labels, options.label_column)
+
+
+def unused_keys_message(unused: list[str], seen: Counter, unknown: Counter, options: EvalOptions,
+                        window: int | None = None) -> str:
+    """`--label-map key 'negatif' matches no label of column 'label' of fr.csv (its labels: ...; did you mean
+    'négatif'?)`: the closest label is one the map leaves out, compared case- and accent-blind."""
+    found = ", ".join(f"{v!r} ({n:,})" for v, n in seen.most_common(8)) or "none"
+    parts = []
+    for key in unused:
+        close = _closest(key, [str(v).strip() for v in unknown] or list(seen))
+        parts.append(f"{key!r}" + (f" (did you mean {close!r}?)" if close else ""))
+    keys = f"key {parts[0]} matches" if len(parts) == 1 else f"keys {', '.join(parts)} match"
+    whose = f"whose first {count(window, 'row')} have the labels" if window else "whose labels are"
+    return f"--label-map {keys} no label in column {options.label_column!r} of {options.input}, {whose} {found}."
+
+
+def _closest(key: str, candidates: list[str]) -> str | None:
+    def bare(text: str) -> str:
+        return "".join(c for c in unicodedata.normalize("NFKD", text.casefold()) if not unicodedata.combining(c))
+
+    by_bare = {bare(c): c for c in candidates}
+    if bare(key) in by_bare:
+        return by_bare[bare(key)]
+    close = difflib.get_close_matches(bare(key), list(by_bare), n=1, cutoff=0.6)
+    return by_bare[close[0]] if close else None
 
 
 def mismatch(unknown: Counter, labels: LabelMap, column: str) -> InputError:
@@ -200,6 +264,10 @@ def _example(unknown: Counter, labels: LabelMap) -> str:
 def _check_dir(options: EvalOptions) -> Path:
     """A finished report is never replaced silently; what a failed run left is."""
     directory = Path(options.report_dir)
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"--output-dir {directory} is a file; evaluate writes a folder (report.md, plots, "
+                         f"predictions): name a folder, e.g. {directory.with_suffix('')}-report/.")
+    check_writable(directory, "--output-dir", folder=True)
     if (directory / "report.md").exists() and not options.job.overwrite:
         raise InputError(f"{directory} holds a report; pass --overwrite to replace it, or choose another "
                          "--output-dir.")
@@ -211,6 +279,8 @@ def check_request(options: EvalOptions) -> Path:
     the input's format, the report folder, matplotlib for the plots. Returns the report folder."""
     if options.limit is not None and options.limit < 1 or options.sample is not None and options.sample < 1:
         raise InputError("--limit and --sample take a positive number of rows.")
+    if options.input != STDIO and not Path(options.input).exists():  # said before "texts without labels"
+        raise InputError(f"{options.input} does not exist; give a labelled CSV, TSV, JSONL or Parquet file.")
     if input_format(options.input) == "txt":
         raise InputError(f"{options.input} holds texts without labels; evaluate needs CSV, TSV, JSONL or "
                          "Parquet with a label column.")
@@ -247,7 +317,7 @@ def evaluate_file(options: EvalOptions, load_pipe: Callable[[], object]) -> Eval
     def rows_filter(rows: Iterator[Row]) -> Iterator[Row]:
         labels = LabelMap(pipes[0].config.id2label, options.label_map)
         picked = limit_and_sample(counted(rows, collected), options.limit, options.sample, options.seed)
-        return check_labels(picked, labels, options.label_column, job.batch_rows)
+        return check_labels(picked, labels, options, job.batch_rows)
 
     def on_chunk(rows: list[Row], preds: list[Prediction]) -> None:
         _collect(collected, rows, preds, LabelMap(pipes[0].config.id2label, options.label_map), options.label_column)
@@ -256,7 +326,9 @@ def evaluate_file(options: EvalOptions, load_pipe: Callable[[], object]) -> Eval
     config = pipes[0].config
     labels = [config.id2label[i] for i in sorted(config.id2label)]
     caveat = training_caveat(collected.trained, len(collected.y_true))
-    return Evaluation(options, summary, collected, labels, job.model, precision(pipes[0].preparation), caveat)
+    unused = LabelMap(config.id2label, options.label_map).unused(collected.seen)
+    return Evaluation(options, summary, collected, labels, job.model, precision(pipes[0].preparation), caveat,
+                      unused)
 
 
 def precision(preparation) -> str:
@@ -268,10 +340,12 @@ def precision(preparation) -> str:
 def _collect(collected: Collected, rows: list[Row], preds: list[Prediction], labels: LabelMap,
              column: str) -> None:
     for row, pred in zip(rows, preds, strict=True):
-        if pred.error is not None:
-            continue
         value = row.values.get(column)
         kind = labels(value)
+        if kind != MISSING:  # every row's, classified or not: a --label-map key is used if any row has it
+            collected.seen[str(value).strip()] += 1
+        if pred.error is not None:
+            continue
         if kind == MISSING:
             collected.missing += 1
         elif kind == UNKNOWN:

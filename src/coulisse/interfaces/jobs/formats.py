@@ -67,6 +67,9 @@ class Added:
 def input_format(path: str) -> str:
     if path == STDIO:
         return "stdin"
+    if Path(path).is_dir():  # else named by its missing extension, a folder is no file to read
+        raise InputError(f"{path} is a folder; give a file in it (one of {', '.join(sorted(INPUT_FORMATS))}), "
+                         "or '-' for stdin.")
     suffix = Path(path).suffix.lower()
     if suffix not in INPUT_FORMATS:
         raise InputError(f"cannot tell the format of {path!r} from its extension {suffix or '(none)'}; "

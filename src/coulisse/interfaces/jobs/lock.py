@@ -21,6 +21,7 @@ import contextlib
 import errno
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 from coulisse.errors import CoulisseError, InputError
@@ -59,6 +60,31 @@ def check_output_path(output: str) -> None:
         raise InputError(f"--output {output}: the folder {folder} does not exist; create it first.")
     if path.exists() and not os.access(path, os.W_OK):
         raise OutputError(f"--output {output} is read-only; make it writable or write somewhere else.")
+
+
+def unwritable(folder: Path, flag: str, given: str | Path, error: OSError) -> OutputError:
+    """The one line for a folder that takes no new file, naming the path the user gave (never a temporary one)."""
+    return OutputError(f"cannot write in {folder} (for {flag} {given}): {error.strerror} "
+                       f"({errno.errorcode.get(error.errno, error.errno)}); make the folder writable or write "
+                       "somewhere else.")
+
+
+def check_writable(given: str | Path, flag: str, folder: bool = False) -> None:
+    """Before any work, that `given` (a file, or with `folder` a folder to write into) can be written: the
+    folder it goes in, or the nearest one that exists when folders are still to be made, takes a new file
+    (created and removed: a permission check alone misses read-only mounts and /proc)."""
+    target = Path(given).expanduser().absolute()
+    where = target if folder else target.parent
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    if not where.is_dir():
+        raise OutputError(f"cannot write {flag} {given}: {where} is a file, not a folder; write somewhere else.")
+    try:
+        fd, probe = tempfile.mkstemp(dir=where, prefix=".coulisse-probe-")
+    except OSError as e:
+        raise unwritable(where, flag, given, e) from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 class OutputLock:
@@ -113,9 +139,7 @@ class OutputLock:
         try:
             return os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
         except OSError as e:
-            raise OutputError(f"cannot write in {self.path.absolute().parent} (for --output {self.output}): "
-                              f"{e.strerror} ({errno.errorcode.get(e.errno, e.errno)}); make the folder "
-                              "writable or write somewhere else.") from None
+            raise unwritable(self.path.absolute().parent, "--output", self.output, e) from None
 
     def _still_at_path(self, fd: int) -> bool:
         try:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -41,15 +43,26 @@ def _selection(ev: Evaluation) -> str:
     return ", then ".join(parts) if parts else "every row"
 
 
-def covered(ev: Evaluation, metrics: Metrics) -> str:
+def covered(ev: Evaluation, metrics: Metrics, name: Callable[[str], str] = repr) -> str:
     """The rows the metrics cover, in words: `415 rows`, or `1 of 4 rows (3 could not be classified)` when rows
-    of the job were left out, each reason counted (the counts add up to the job's rows)."""
+    of the job were left out, each reason counted (the counts add up to the job's rows); `name` writes the labels
+    left out (quoted for the terminal, as Markdown text in the report)."""
     rows, c = ev.summary.rows, ev.collected
     if metrics.total == rows:
         return count(rows, "row")
     reasons = [(ev.summary.errored, "could not be classified"), (c.missing, "without a label"),
-               (c.unknown.total(), "with a label the model does not know")]
+               (c.unknown.total(), f"{unknown_reason(ev)}: {_named(c.unknown, 3, name)}")]
     return f"{metrics.total:,} of {count(rows, 'row')} ({', '.join(f'{n:,} {why}' for n, why in reasons if n)})"
+
+
+def unknown_reason(ev: Evaluation) -> str:
+    """Why rows with an unknown label are out: with a --label-map, the map leaves their label out."""
+    return "with a label --label-map does not map" if ev.options.label_map else "with a label the model does not know"
+
+
+def _named(values: Counter, most: int, name: Callable[[str], str]) -> str:
+    named = ", ".join(name(v) for v, _ in values.most_common(most))
+    return named + (", ..." if len(values) > most else "")
 
 
 def _counts(ev: Evaluation, metrics: Metrics) -> list[str]:
@@ -60,7 +73,11 @@ def _counts(ev: Evaluation, metrics: Metrics) -> list[str]:
              f"- Rows without a label: {c.missing:,}"]
     if c.unknown:
         found = ", ".join(f"{md(v)} ({n:,})" for v, n in c.unknown.most_common(10))
-        lines.append(f"- Rows left out, their label unknown to the model: {c.unknown.total():,}: {found}")
+        why = "not mapped by `--label-map` (nor one of the model's)" if ev.options.label_map else \
+            "unknown to the model"
+        lines.append(f"- Rows left out, their label {why}: {c.unknown.total():,}: {found}")
+    if (problem := ev.unused_key_problem()) is not None:
+        lines.append(f"- **{md(problem)}**")
     job = ev.options.job
     long_text = job.long_text + (f", stride {job.stride}" if job.stride is not None else "")
     lines.append(f"- Long texts: {long_text}; {count(s.truncated, 'text')} reached the model's token limit")
@@ -96,7 +113,7 @@ def render(ev: Evaluation, metrics: Metrics, predictions: str) -> str:
     histogram = ["## Scores by true label", "", *image("score histogram", "histogram")] if ev.options.plots else []
     per_class = [[md(label), f"{metrics.precision[k]:.4f}", f"{metrics.recall[k]:.4f}", f"{metrics.f1[k]:.4f}",
                   f"{int(metrics.support[k]):,}"] for k, label in enumerate(metrics.labels)]
-    partial = [f"These metrics cover {covered(ev, metrics)}.", ""] if metrics.total < ev.summary.rows else []
+    partial = [f"These metrics cover {covered(ev, metrics, md)}.", ""] if metrics.total < ev.summary.rows else []
     lines = [f"# Evaluation of `{ev.model}` on `{ev.options.input}`", "", *_counts(ev, metrics), "",
              "## Scores", "", *partial,
              *_table(["accuracy", "macro-F1", f"ECE ({len(metrics.bins)} bins)"],
