@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
                    "every task `POST /`. Several models: once per --model, in order (COULISSE_TASK: comma-separated).")
 @click.option("-H", "--host", "--hostname", default="127.0.0.1", show_default=True, envvar="COULISSE_HOST",
               help="Address to listen on (0.0.0.0: every interface).")
-@click.option("-p", "--port", type=click.IntRange(0, 65535), default=8080, show_default=True, envvar="COULISSE_PORT")
+@click.option("-p", "--port", type=click.IntRange(0, 65535), default=8080, show_default=True, envvar="COULISSE_PORT",
+              help="Port to listen on.")
 @threads_option(help_text="CPU threads for every batch (default: all physical cores; docs/server.md, \"Threads "
                            "and contention\").")
 @quantize_option(help_text="int8: dynamic int8 linear layers.")
