@@ -488,3 +488,19 @@ def assert_same_encoding(ours, theirs) -> None:
             for i in rows:
                 x, y = (a[key], b[key]) if i is None else (a[key][i], b[key][i])
                 assert x == y, f"{key}[{i}] differs:\nours         {x}\ntransformers {y}"
+
+
+REVIEW_WORDS = ["film", "acteur", "génial", "nul", "ennuyeux", "magnifique", "histoire", "musique", "drôle", "triste"]
+
+
+def write_reviews_csv(path, n: int = 40, most: int = 12) -> None:
+    """A CSV of `n` rows (`id`, `text`): each text 2 to `most` words of REVIEW_WORDS, the same for a given n."""
+    import csv
+    import random
+
+    rng = random.Random(0)
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "text"])
+        for i in range(n):
+            w.writerow([i, " ".join(rng.choices(REVIEW_WORDS, k=rng.randint(2, most)))])

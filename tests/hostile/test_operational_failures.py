@@ -5,16 +5,15 @@ and --resume finishes the job byte-identical), and a closed stdout (quiet, no tr
 
 from __future__ import annotations
 
-import csv
 import errno
 import os
-import random
 import resource
 import subprocess
 import sys
 
 import pytest
 from click.testing import CliRunner
+from factory import write_reviews_csv
 
 from coulisse.interfaces.cli import cli
 from coulisse.interfaces.jobs import state as job_state
@@ -22,18 +21,12 @@ from coulisse.interfaces.jobs import writers
 from coulisse.interfaces.jobs.lock import lock_path
 
 MAIN = "from coulisse.interfaces.cli import main; main()"
-WORDS = ["film", "acteur", "génial", "nul", "ennuyeux", "magnifique", "histoire", "musique", "drôle", "triste"]
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("COULISSE_")}
 ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 
 def make_csv(path, n: int) -> None:
-    rng = random.Random(0)
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "text"])
-        for i in range(n):
-            w.writerow([i, " ".join(rng.choices(WORDS, k=rng.randint(2, 14)))])
+    write_reviews_csv(path, n, most=14)
 
 
 @pytest.fixture

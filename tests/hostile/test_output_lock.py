@@ -5,16 +5,15 @@ taken over by the next `--resume`, which finishes byte-identical to an uninterru
 
 from __future__ import annotations
 
-import csv
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
 
 import pytest
 from click.testing import CliRunner
+from factory import write_reviews_csv
 from job_process import start_job, wait_rows
 
 from coulisse.interfaces.cli import cli
@@ -22,17 +21,11 @@ from coulisse.interfaces.jobs.lock import OutputLock, OutputLockedError, lock_pa
 from coulisse.interfaces.jobs.state import state_path
 
 MAIN = "from coulisse.interfaces.cli import main; main()"
-WORDS = ["film", "acteur", "génial", "nul", "ennuyeux", "magnifique", "histoire", "musique", "drôle", "triste"]
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("COULISSE_")}
 
 
 def make_csv(path, n: int) -> None:
-    rng = random.Random(0)
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "text"])
-        for i in range(n):
-            w.writerow([i, " ".join(rng.choices(WORDS, k=rng.randint(2, 14)))])
+    write_reviews_csv(path, n, most=14)
 
 
 def one_line(output: str) -> str:

@@ -5,12 +5,11 @@ no parts, no record, no `.tmp`. A write that fails there (a full disk) leaves no
 
 from __future__ import annotations
 
-import csv
 import errno
 import os
-import random
 
 import pytest
+from factory import write_reviews_csv
 
 import coulisse
 from coulisse.errors import InputError
@@ -20,7 +19,6 @@ from coulisse.interfaces.jobs.lock import OutputError
 from coulisse.interfaces.jobs.runner import JobInterrupted, JobOptions, classify_file
 
 pytest.importorskip("pyarrow")
-WORDS = ["film", "acteur", "génial", "nul", "ennuyeux", "magnifique", "histoire", "musique", "drôle", "triste"]
 
 
 class Killed(BaseException):
@@ -28,12 +26,7 @@ class Killed(BaseException):
 
 
 def make_csv(path, n: int = 40) -> None:
-    rng = random.Random(0)
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "text"])
-        for i in range(n):
-            w.writerow([i, " ".join(rng.choices(WORDS, k=rng.randint(2, 12)))])
+    write_reviews_csv(path, n, most=12)
 
 
 @pytest.fixture(scope="module")

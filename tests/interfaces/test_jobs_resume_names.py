@@ -5,15 +5,14 @@ go on when their bytes are the recorded ones, and another model or other bytes a
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
-import random
 import shutil
 
 import pytest
 from click.testing import CliRunner
+from factory import write_reviews_csv
 
 import coulisse
 from coulisse.defaults import BUNDLED_DIR, BUNDLED_MODEL
@@ -21,17 +20,11 @@ from coulisse.interfaces.cli import cli
 from coulisse.interfaces.jobs.runner import JobInterrupted, JobOptions, classify_file
 from coulisse.interfaces.jobs.state import state_path
 
-WORDS = ["film", "acteur", "génial", "nul", "ennuyeux", "magnifique", "histoire", "musique", "drôle", "triste"]
 ENV = {k: None for k in os.environ if k.startswith("COULISSE_")}
 
 
 def make_csv(path, n: int = 40) -> None:
-    rng = random.Random(0)
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "text"])
-        for i in range(n):
-            w.writerow([i, " ".join(rng.choices(WORDS, k=rng.randint(2, 12)))])
+    write_reviews_csv(path, n, most=12)
 
 
 def job(source, output, model: str, pipe, stop_after: int | None = None):

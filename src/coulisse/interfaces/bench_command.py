@@ -3,17 +3,13 @@ harness lives in bench/)."""
 
 from __future__ import annotations
 
-import errno
 import importlib
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import click
 
-from coulisse.errors import InputError
-from coulisse.interfaces.jobs.lock import OutputError
+from coulisse.interfaces.jobs.lock import check_output_path, check_writable
 
 SYSTEMS = ("transformers", "ort-fp32", "ort-int8", "coulisse-exact", "coulisse-int8", "coulisse-bf16",
            "coulisse-fast")
@@ -59,21 +55,9 @@ def parse_systems(ctx, param, value: str | None) -> tuple[str, ...] | None:
 def check_output(path: Path | None, flag: str) -> None:
     """Refuse, before an hour of benchmark, an output that could not be written at its end (the table was
     printed, then a raw FileNotFoundError lost the results)."""
-    if path is None:
-        return
-    folder = path.absolute().parent
-    if path.is_dir():
-        raise InputError(f"{flag} {path} is a folder; name a file in it, e.g. {path / 'bench.json'}.")
-    if not folder.is_dir():
-        raise InputError(f"{flag} {path}: the folder {folder} does not exist; create it first.")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise OutputError(f"{flag} {path} is read-only; make it writable or write somewhere else.")
-    try:
-        tempfile.NamedTemporaryFile(dir=folder, prefix=".coulisse-bench-").close()  # deleted on close
-    except OSError as e:
-        raise OutputError(f"cannot write in {folder} (for {flag} {path}): {e.strerror} "
-                          f"({errno.errorcode.get(e.errno or 0, e.errno)}); make the folder writable or write "
-                          "somewhere else.") from None
+    if path is not None:
+        check_output_path(path, flag, example="bench.json")
+        check_writable(path, flag)
 
 
 def choose_systems(harness, named: tuple[str, ...] | None, model_dir: Path) -> tuple[str, ...]:

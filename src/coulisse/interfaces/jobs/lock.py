@@ -49,17 +49,17 @@ def lock_path(output: str | Path) -> Path:
     return output.with_name(output.name + ".coulisse-lock")
 
 
-def check_output_path(output: str) -> None:
-    """What makes an output unwritable before anything is written: it is a folder, its folder is missing,
-    or it is read-only. (A read-only folder shows when the lock file cannot be created.)"""
+def check_output_path(output: str | Path, flag: str = "--output", example: str = "labelled.csv") -> None:
+    """What makes an output file unwritable before anything is written: it is a folder, its folder is missing,
+    or it is read-only. (A read-only folder shows when the lock file cannot be created, or `check_writable`.)"""
     path = Path(output)
     folder = path.absolute().parent
     if path.is_dir():
-        raise InputError(f"--output {output} is a folder; name a file in it, e.g. {path / 'labelled.csv'}.")
+        raise InputError(f"{flag} {output} is a folder; name a file in it, e.g. {path / example}.")
     if not folder.is_dir():
-        raise InputError(f"--output {output}: the folder {folder} does not exist; create it first.")
+        raise InputError(f"{flag} {output}: the folder {folder} does not exist; create it first.")
     if path.exists() and not os.access(path, os.W_OK):
-        raise OutputError(f"--output {output} is read-only; make it writable or write somewhere else.")
+        raise OutputError(f"{flag} {output} is read-only; make it writable or write somewhere else.")
 
 
 def unwritable(folder: Path, flag: str, given: str | Path, error: OSError) -> OutputError:
