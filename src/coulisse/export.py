@@ -189,8 +189,8 @@ def sentence_modules(directory: Path, config: EncoderConfig, head: str | None) -
         return []
     carried = [(directory / name, name) for name in SENTENCE_FILES if (directory / name).is_file()]
     for kind, folder in modules:
-        where = folder.relative_to(directory)
-        if where == Path("."):
+        where = Path(os.path.normpath(folder.relative_to(directory)))  # "1_Pooling/.." is the folder itself
+        if where == Path(".") or folder.resolve() == directory.resolve():
             continue  # the Transformer module: config, weights and tokenizer are written anew
         if not folder.is_dir():
             continue  # a module without files (Normalize's folder is often absent): absent in the output too

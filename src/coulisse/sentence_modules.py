@@ -43,6 +43,9 @@ def read_modules(directory: Path) -> list[tuple[str, Path]] | None:
             raise ModelLoadError(f"{path}: module {i}'s path {sub!r} leads out of the model folder, which coulisse "
                                  "never reads; a module's files lie in a subfolder of the model's.")
         found.append((kind.rsplit(".", 1)[-1], folder))
-    # A module deeper than the first level of subfolders (which the load checked): its files are checked too.
-    check_links(directory, [folder for _, folder in found if len(folder.relative_to(directory).parts) > 1])
+    # The load checked the links of the folder and of its first-level subfolders, but not of hidden ones (".x")
+    # nor of those reached through a link or deeper ("a/b"): a module's folder among those is checked here.
+    checked = {root} | {entry.resolve() for entry in directory.iterdir()
+                        if entry.is_dir() and not entry.is_symlink() and not entry.name.startswith(".")}
+    check_links(directory, [folder for _, folder in found if folder.resolve() not in checked])
     return found

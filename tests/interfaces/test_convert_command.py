@@ -257,6 +257,45 @@ def test_a_module_path_out_of_the_folder_is_refused_and_nothing_is_written(minil
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("where", [".norm", "inner/deep/norm", "linked"])
+def test_a_module_folder_the_load_did_not_scan_has_its_links_checked(minilm_dir, tmp_path, where):
+    """A module in a hidden folder (".norm"), a deep one, or one reached through a link to a folder inside, holding
+    a symlink to a file outside the model: convert copied the outside file into the output (embed read it) where
+    a link in 1_Pooling/ is refused. Now refused the same way, by convert and by the load; nothing is written."""
+    source = tmp_path / "crafted"
+    shutil.copytree(minilm_dir, source)
+    (tmp_path / "outside.txt").write_text("s3cret")
+    folder = source / ("inner/deep/norm" if where == "linked" else where)
+    folder.mkdir(parents=True)
+    (folder / "leak.txt").symlink_to(tmp_path / "outside.txt")
+    if where == "linked":
+        (source / "linked").symlink_to(folder, target_is_directory=True)
+    modules = json.loads((source / "modules.json").read_text())
+    modules.append({"idx": len(modules), "name": "2", "path": where, "type": "sentence_transformers.models.Normalize"})
+    (source / "modules.json").write_text(json.dumps(modules))
+    assert_one_line_error(convert(source, tmp_path / "out"), 1, "UnsafeCheckpointError", "leak.txt", "outside")
+    assert not (tmp_path / "out").exists()
+    embedded = CliRunner().invoke(cli, ["embed", "-m", str(source), "Bonjour."])
+    assert embedded.exit_code == 1 and "UnsafeCheckpointError" in embedded.output, embedded.output
+
+
+def test_a_module_path_that_is_the_folder_itself_does_not_copy_the_source_over_the_output(minilm_dir, tmp_path):
+    """"1_Pooling/.." is the model folder: its files were copied over those convert had written (a float16
+    conversion left the float32 weights, and said float16)."""
+    source = tmp_path / "crafted"
+    shutil.copytree(minilm_dir, source)
+    modules = json.loads((source / "modules.json").read_text())
+    modules.append({"idx": len(modules), "name": "2", "path": "1_Pooling/..",
+                    "type": "sentence_transformers.models.Normalize"})
+    (source / "modules.json").write_text(json.dumps(modules))
+    result = convert(source, tmp_path / "out", "--dtype", "float16")
+    assert result.exit_code == 0, result.output
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "out" / "model.safetensors"), "pt") as f:
+        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.float16"}  # noqa: SIM118
+
+
 def test_overwrite_counts_the_files_it_wrote(tf_camembert_dir, tmp_path):
     """--overwrite keeps a file of the user's (notes.txt) and says how many it wrote: 6, not the 7 there."""
     out = tmp_path / "out"
