@@ -134,9 +134,18 @@ def with_parts(minilm_dir, normalizer=None, pre_tokenizer=None) -> Tokenizer:
     {"pre_tokenizer": pre_tokenizers.Punctuation()},  # splits, but never at spaces
     {"normalizer": normalizers.Replace(" ", "")},  # takes the spaces away
     {"normalizer": normalizers.Replace(Regex(r"x.*y"), "z")},
-], ids=["split-regex", "metaspace-unsplit", "bytelevel-no-regex", "punctuation-only", "no-spaces", "replace-regex"])
+    # a literal across what spaces became (U+2581), found by an audit to flip a label through the CLI
+    {"normalizer": normalizers.Sequence([normalizers.Replace(Regex(" +"), "\u2581"),
+                                         normalizers.Replace("xx\u2581yy", "z")])},
+    {"normalizer": normalizers.Replace("xx yy", "z")},
+    {"added": "xx yy"},  # an added token holding a space is matched across words, before any split
+], ids=["split-regex", "metaspace-unsplit", "bytelevel-no-regex", "punctuation-only", "no-spaces", "replace-regex",
+        "literal-across-u2581", "literal-across-space", "added-token-with-a-space"])
 def test_tokenizers_that_may_look_ahead_are_read_whole(minilm_dir, monkeypatch, parts):
+    added = parts.pop("added", None)
     tok = with_parts(minilm_dir, **parts)
+    if added is not None:
+        tok.backend.add_tokens([added])
     assert not prefix.reads_word_by_word(tok.backend)
     t = "le film xx yy " * 2000
     e, = tok.encode_batch([t], max_length=8)
@@ -195,3 +204,24 @@ def test_a_long_document_beside_a_query_is_never_encoded_whole(minilm_dir, monke
     document = text(random.Random(8), 300_000)
     e, = tok.encode_batch(["Le film est-il bon ?"], [document], max_length=512)
     assert len(e.ids) == 512 and max(read) < 40_000, max(read)
+
+
+def test_a_cut_is_a_space_between_characters_that_stand_alone():
+    """Not before a combining mark, a joiner or an emoji modifier (one grapheme with the space, which a
+    normalizer mapping graphemes could take away), nor after a Prepend character."""
+    head = "mot " * 300  # the first cut lands past 8 characters a token x 16 tokens
+    for joined in (" \u0301e", " \u200dx", " \U0001F3FBx", "\u0600 x", "\u0d4e x"):
+        text = head + "a" + joined + " suite" * 400
+        cut = prefix.next_cut(text, len(head))
+        # not right after "a" (or after "a" + U+0600): at the end of the next word, before " suite"
+        assert cut is not None and cut > len(head) + 2 and text[cut:cut + 2] == " s", (joined, cut)
+    assert prefix.next_cut("mot " * 10 + "x" * 1000, 4) == 7  # the first word end at or past 4 characters
+    assert prefix.next_cut("x" * 1000 + " y", 4) is None  # only past the first half
+
+
+def test_a_lone_surrogate_past_the_cut_is_refused_as_for_the_whole_text(minilm_dir):
+    tok = Tokenizer.from_dir(minilm_dir)
+    with pytest.raises(InputError, match="lone surrogate"):
+        tok.encode_batch(["mot " * 6000 + "\ud800"], max_length=16)
+    with pytest.raises(InputError, match="lone surrogate"):
+        tok.encode_batch(["question"], ["mot " * 6000 + "\ud800"], max_length=16)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from typing import Any
 
 from tokenizers import Encoding
@@ -50,6 +51,11 @@ WORD_MODELS = {"BPE", "WordPiece", "Unigram", "WordLevel"}
 SPACE_RUNS = {" {2,}", "\\s+", " +"}  # Replace regexes that touch runs of spaces only
 
 _WORD_END = re.compile(r"\S(?= )")
+# Characters that form one grapheme with the space after them (Grapheme_Cluster_Break=Prepend): a normalizer that
+# maps graphemes (Precompiled) could take that space away. Letters among them are listed; the rest are format
+# characters (Cf), refused by category.
+PREPEND = {0x0D4E, 0x111C2, 0x111C3, 0x1193F, 0x11941, 0x11A3A, 0x11A84, 0x11A85, 0x11A86, 0x11A87, 0x11A88,
+           0x11A89, 0x11D46, 0x11F02}
 
 
 def _local_normalizer(part: dict[str, Any] | None) -> bool:
@@ -60,8 +66,11 @@ def _local_normalizer(part: dict[str, Any] | None) -> bool:
         return all(_local_normalizer(p) for p in part.get("normalizers", []))
     if kind == "Replace":
         pattern, content = part.get("pattern", {}), part.get("content", "")
-        if "String" in pattern:  # a literal: local, unless it can take a space away
-            return " " not in pattern["String"]
+        if "String" in pattern:  # a literal: local, unless it can match across a space (or what one became)
+            literal = pattern["String"]
+            if literal and all(ch.isspace() for ch in literal):
+                return content in (" ", "\u2581")
+            return not any(ch.isspace() or ch == "\u2581" for ch in literal)
         return pattern.get("Regex") in SPACE_RUNS and content in (" ", "\u2581")
     return kind in LOCAL_NORMALIZERS
 
@@ -95,6 +104,9 @@ def reads_word_by_word(backend: Backend) -> bool:
         return False
     if type(backend.model).__name__ not in WORD_MODELS:
         return False
+    added = backend.get_added_tokens_decoder().values()  # matched in the text before the pre-tokenizer splits it
+    if any(ch.isspace() or ch == "\u2581" for token in added for ch in token.content):
+        return False
     probe = backend.normalizer.normalize_str("xy z") if backend.normalizer is not None else "xy z"
     return probe.endswith((" z", "\u2581z"))  # the space that ends a prefix's last word is still there
 
@@ -108,11 +120,32 @@ def first_cut(text: str, limit: int) -> int | None:
 
 
 def next_cut(text: str, at_least: int) -> int | None:
-    """The first word end at or past `at_least` characters, if it leaves at least half the text out."""
-    found = _WORD_END.search(text, max(at_least - 1, 0))
-    if found is None or found.end() > len(text) // 2:
-        return None
-    return found.end()
+    """The first word end at or past `at_least` characters, if it leaves at least half the text out: a space
+    between two characters that each stand alone as a grapheme with it (a letter, digit, punctuation or symbol;
+    not a combining mark, a joiner or a modifier after it, nor a Prepend character before it)."""
+    start = max(at_least - 1, 0)
+    while (found := _WORD_END.search(text, start)) is not None and found.end() <= len(text) // 2:
+        end = found.end()
+        if _stands_alone(text[end - 1], before_space=True) and _stands_alone(text[end + 1], before_space=False):
+            return end
+        start = end
+    return None
+
+
+def _stands_alone(ch: str, before_space: bool) -> bool:
+    category = unicodedata.category(ch)
+    if category[0] not in "LNPS" or category == "Sk":  # marks, joiners, format characters, emoji modifiers
+        return False
+    return not (before_space and ord(ch) in PREPEND)
+
+
+def clean_past(text: str, cut: int) -> bool:
+    """Whether what the prefix leaves out holds no lone surrogate (the whole text would be refused for it)."""
+    try:
+        text[cut:].encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def holds_the_kept_tokens(encoding: Encoding, cut: int) -> bool:

@@ -357,7 +357,8 @@ class Tokenizer:
         """Single texts truncated from the right to `limit`: a long one tokenized from a prefix that holds what
         truncation keeps (`coulisse.tokenizer.prefix`), where the tokenizer reads word by word; the same
         encodings but `overflowing`. Call with the lock held and the truncation set."""
-        cuts = {i: cut for i, text in enumerate(texts) if (cut := prefix.first_cut(text, limit)) is not None}
+        cuts = {i: cut for i, text in enumerate(texts)
+                if (cut := prefix.first_cut(text, limit)) is not None and prefix.clean_past(text, cut)}
         if cuts and self._word_by_word is None:
             self._word_by_word = prefix.reads_word_by_word(self.backend)
         if not cuts or not self._word_by_word:
@@ -451,7 +452,8 @@ class Tokenizer:
         cuts: dict[int, tuple[int, int]] = {}  # pair -> (member, characters)
         if direction == "right":
             for i, pair in enumerate(inputs):
-                found = [(m, c) for m in (0, 1) if (c := prefix.first_cut(pair[m], limit)) is not None]
+                found = [(m, c) for m in (0, 1) if (c := prefix.first_cut(pair[m], limit)) is not None
+                         and prefix.clean_past(pair[m], c)]
                 if len(found) == 1:
                     cuts[i] = found[0]
         if cuts and self._word_by_word is None:
