@@ -789,3 +789,37 @@ def test_splade_on_ray_equals_the_single_machine_job(cluster, task_factory, tmp_
                               {k: list(v) for k, v in r["sparse_embedding"].items()} for r in rows], 30522)
         assert np.array_equal(np.isnan(dense), np.isnan(expected)), batch_format
         assert np.nanmax(np.abs(dense - expected)) <= EMBED_TOLERANCE, batch_format
+
+
+# The audit's manifests: (what the file holds, the words of the refusal).
+CRAFTED_MANIFESTS = [
+    ("not json", "it cannot be read (Expecting value: line 1 column 1 (char 0))"),
+    ("[1,2]", "it holds a JSON list, not an object"), ('"str"', "it holds a JSON str, not an object"),
+    ('{"key": [1]}', "its key is not an object"),
+    ('{"key": {"inputs": 5}, "model_files": null}', "its key's inputs are not a list of files"),
+    ('{"key": {"inputs": [{"path": 1}]}}', "its key's inputs are not a list of files"),
+    ('{"key": {}, "shards": ["a"], "complete": true}', "its shards are not a list of counts"),
+    ('{"key": {}, "complete": "yes"}', "its complete is not true or false"),
+]
+
+
+@pytest.mark.parametrize(("held", "words"), CRAFTED_MANIFESTS, ids=[m for m, _ in CRAFTED_MANIFESTS])
+def test_a_crafted_manifest_is_refused_in_one_line_before_ray_starts(monkeypatch, tmp_path, held, words):
+    source = write_corpus(tmp_path / "in", 10, seed=0)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / distributed.MANIFEST).write_text(held)
+    forbid_ray(monkeypatch)
+    result = CliRunner().invoke(cli, ["classify", "-i", str(source), "-o", str(out), "--ray", "-m", str(MODEL)])
+    assert result.exit_code == 1 and not isinstance(result.exception, AssertionError), result.output
+    assert result.output == (f"Error: InputError: {out / distributed.MANIFEST} is not a valid coulisse job manifest: "
+                             f"{words}; pass --overwrite to start over, or write to a new folder.\n")
+
+
+def test_overwrite_is_the_way_out_of_a_crafted_manifest(tmp_path):
+    source = write_corpus(tmp_path / "in", 10, seed=0)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / distributed.MANIFEST).write_text("not json")
+    key = distributed.job_key(options(str(source), out), [str(source)])
+    assert distributed.open_output(out, key, overwrite=True)["key"] == key

@@ -192,7 +192,7 @@ def open_output(out: Path, key: dict, overwrite: bool) -> dict:
     """The manifest to go on with (the key, and the model digest once known); a different job's folder is
     refused, or emptied with --overwrite."""
     path = out / MANIFEST
-    saved = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    saved = read_manifest(path) if path.exists() and not overwrite else None  # --overwrite: the way out
     ours = [p for p in out.iterdir() if p.name != MANIFEST and not p.name.startswith("_coulisse")]
     if overwrite:
         for p in ours:
@@ -217,6 +217,37 @@ def open_output(out: Path, key: dict, overwrite: bool) -> dict:
     manifest = saved or {"key": key, "model_files": None, "complete": False}
     write_atomic(path, json.dumps(manifest, sort_keys=True).encode())
     return manifest
+
+
+def read_manifest(path: Path) -> dict:
+    """The manifest a job left, checked where the code reads it (the key's inputs, the shard counts) before any
+    of it is used: a damaged or foreign one is refused in one line, before Ray starts."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        problem = f"it cannot be read ({' '.join(str(e).split())[:120]})"
+    else:
+        problem = _manifest_problem(saved)
+    if problem:
+        raise InputError(f"{path} is not a valid coulisse job manifest: {problem}; pass --overwrite to start over, "
+                         "or write to a new folder.")
+    return saved
+
+
+def _manifest_problem(saved) -> str:
+    if type(saved) is not dict:
+        return f"it holds a JSON {type(saved).__name__}, not an object"
+    key, shards = saved.get("key"), saved.get("shards")
+    if type(key) is not dict:
+        return "its key is not an object"
+    inputs = key.get("inputs", [])
+    if type(inputs) is not list or not all(type(f) is dict and type(f.get("path")) is str for f in inputs):
+        return "its key's inputs are not a list of files"
+    if shards is not None and (type(shards) is not list or not all(type(n) is int and n >= 0 for n in shards)):
+        return "its shards are not a list of counts"
+    if type(saved.get("complete", False)) is not bool:
+        return "its complete is not true or false"
+    return ""
 
 
 def changed_inputs(before: list[dict], now: list[dict]) -> str:

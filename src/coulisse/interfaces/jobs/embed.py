@@ -273,6 +273,21 @@ class NpySink:
         self.errors_path.unlink(missing_ok=True)
 
 
+def npy_problem(output: Path, position: list[int], rows: int) -> str:
+    """`finished_problem` for a .npy output: both files' sizes, and the rows its header says."""
+    errors = errors_path(output)
+    sizes = [p.stat().st_size if p.is_file() else 0 for p in (output, errors)]
+    if sizes != position:
+        return f"{output.name} and {errors.name} hold {sizes[0]:,} and {sizes[1]:,} bytes, the record {position}"
+    try:
+        with open(output, "rb") as f:
+            np.lib.format.read_magic(f)
+            shape = np.lib.format.read_array_header_1_0(f)[0]
+    except (OSError, ValueError) as e:
+        return f"{output.name} has no .npy header ({' '.join(str(e).split())[:120]})"
+    return f"{output.name}'s header says {shape[0]:,} rows, the record {rows:,}" if shape[:1] != (rows,) else ""
+
+
 def errors_path(output: str | Path) -> Path:
     output = Path(output)
     return output.with_name(output.name + ".errors.jsonl")

@@ -46,7 +46,7 @@ class LabelMap:
         self.aliases = {}  # the file's value -> the model's id (--label-map), checked against the model
         for value, name in (aliases or {}).items():
             target = self.by_name.get(name, self.by_folded.get(name.casefold()))
-            if target is None and name.isdigit() and int(name) in id2label:
+            if target is None and name.isascii() and name.isdecimal() and int(name) in id2label:  # not '²'
                 target = int(name)
             if target is None:
                 raise InputError(f"--label-map {value}={name}: the model has no label {name!r}; it knows "
@@ -222,15 +222,21 @@ def _check_window(labels: LabelMap, unknown: Counter, seen: Counter, matched: in
         raise mismatch(unknown, labels, options.label_column)
 
 
+SHOWN_KEYS = 5  # --label-map keys named in a refusal
+
+
 def unused_keys_message(unused: list[str], seen: Counter, unknown: Counter, options: EvalOptions,
                         window: int | None = None) -> str:
     """`--label-map key 'negatif' matches no label of column 'label' of fr.csv (its labels: ...; did you mean
     'négatif'?)`: the closest label is one the map leaves out, compared case- and accent-blind."""
     found = ", ".join(f"{v!r} ({n:,})" for v, n in seen.most_common(8)) or "none"
     parts = []
-    for key in unused:
-        close = _closest(key, [str(v).strip() for v in unknown] or list(seen))
+    candidates = [str(v).strip() for v in unknown] or list(seen)
+    for key in unused[:SHOWN_KEYS]:  # difflib per key: a map of thousands of keys is named by its first few
+        close = _closest(key, candidates)
         parts.append(f"{key!r}" + (f" (did you mean {close!r}?)" if close else ""))
+    if len(unused) > SHOWN_KEYS:
+        parts.append(f"and {len(unused) - SHOWN_KEYS:,} more")
     keys = f"key {parts[0]} matches" if len(parts) == 1 else f"keys {', '.join(parts)} match"
     whose = f"whose first {count(window, 'row')} have the labels" if window else "whose labels are"
     return f"--label-map {keys} no label in column {options.label_column!r} of {options.input}, {whose} {found}."

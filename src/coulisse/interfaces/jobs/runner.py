@@ -36,7 +36,7 @@ from coulisse.interfaces.jobs.progress import Progress
 from coulisse.interfaces.jobs.readers import InputChangedError, Reader
 from coulisse.interfaces.jobs.resume import check_resumed, fingerprint, recorded_input, recorded_model
 from coulisse.interfaces.jobs.summary import Summary
-from coulisse.interfaces.jobs.writers import complete, make_sink
+from coulisse.interfaces.jobs.writers import complete, finished_problem, make_sink
 
 log = logging.getLogger(__name__)
 
@@ -103,17 +103,23 @@ def same_file(a: str, b: str) -> bool:
         return False
 
 
-def prepare_output(options: JobOptions) -> job_state.JobState | None:
-    """Before any model is loaded: the saved state to resume from, or None for a fresh start."""
+def prepare_output(options: JobOptions, reader: Reader | None = None) -> job_state.JobState | None:
+    """Before any model is loaded: the saved state to resume from, or None for a fresh start. A record that
+    says the output is complete is checked against the output and, given its `reader`, the input."""
     check_options(options)
     if options.output == STDIO:
         return None
     out = Path(options.output)
     path = job_state.state_path(out)
-    saved = job_state.load(path)
+    saved = None if options.overwrite else job_state.load(path)  # --overwrite is the way out of a bad record
     parts = out.with_name(out.name + ".parts")
     exists = (out.exists() and out.stat().st_size > 0) or parts.exists()
     if saved is not None and saved.finished and not options.overwrite:
+        if problem := finished_problem(out, saved.key.get("format", ""), saved.position, saved.rows):
+            raise InputError(f"{path} says {out} is complete, but {problem}: the record does not describe this "
+                             "output; pass --overwrite to redo the job.")
+        if reader is not None:
+            _check_read_whole(options.output, saved, reader)
         if options.resume:
             return saved  # `_run` removes what the stop left
         raise InputError(f"{out} is complete ({count(saved.rows, 'row')}), but its job was stopped before it had "
@@ -185,7 +191,7 @@ def classify_file(options: JobOptions, load_pipe: Callable[[], object], *, on_ch
 
 
 def _run(options, reader, out_format, load_pipe, on_chunk, rows_filter) -> Summary:
-    saved = prepare_output(options)
+    saved = prepare_output(options, reader)
     if saved is not None and saved.finished:
         return _tidied(options, saved)
     key = job_key(options, reader, out_format)
@@ -205,6 +211,16 @@ def _run(options, reader, out_format, load_pipe, on_chunk, rows_filter) -> Summa
     summary.precision = job_state.precision(engine_key(pipe))
     summary.error_column = added.error
     return summary
+
+
+def _check_read_whole(output: str, saved: job_state.JobState, reader: Reader) -> None:
+    """A record that says finished was saved once the whole input was read: a file read by lines has as many
+    bytes as the record read (a Parquet input is hashed whole, stdin cannot be measured)."""
+    size = None if saved.input.get("whole") else reader.total
+    if size is not None and size != saved.input["bytes"]:
+        raise InputError(f"{job_state.state_path(output)} says {output} is complete after {saved.input['bytes']:,} "
+                         f"bytes of its input, but the input has {size:,}: the record does not describe this job; "
+                         "pass --overwrite to redo it.")
 
 
 def _tidied(options: JobOptions, saved: job_state.JobState) -> Summary:
@@ -324,7 +340,7 @@ def _loop(options, reader, sink, predictor, current, rows, on_chunk) -> Summary:
         with _writing(options.output, written):
             sink.finish()
             if path is not None:  # the output is complete: say so before it goes into place and the parts go
-                current.finished = True
+                current.finished, current.input = True, reader.fingerprint()  # read to its end
                 job_state.save(path, current)
                 complete(options.output)
     except KeyboardInterrupt as stop:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,9 +105,92 @@ def load(path: Path) -> JobState | None:
     if not isinstance(data, dict) or data.get("version") != VERSION:
         raise InputError(f"{path} was written by another coulisse version; pass --overwrite to start over.")
     try:
-        return JobState(**data)
+        saved = JobState(**data)
     except TypeError:
         raise InputError(f"{path} is not a coulisse resume state; pass --overwrite to start over.") from None
+    if problem := _invalid(saved):
+        raise InputError(f"{path} is not a valid coulisse resume state for {output_of(path)}: {problem}; pass "
+                         "--overwrite to start over.")
+    return saved
+
+
+def output_of(path: Path) -> Path:
+    """The output a record is kept for (`state_path`'s inverse)."""
+    return path.with_name(path.name.removesuffix(".coulisse-state.json"))
+
+
+# -- a record read back is checked, field by field, against what `save` writes: the code reads these fields
+# (islice, sizes, `--resume`'s options) and a hand-edited or foreign record must not reach it.
+
+MOST = sys.maxsize  # islice's and os.truncate's bound
+
+
+def _count(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= MOST  # not a bool, a float or a string
+
+
+def _text(value: Any) -> bool:
+    return type(value) is str
+
+
+# The key's options as `runner.job_key` writes them; an absent one is compared as absent (`check_key`).
+KEY_TYPES: dict[str, tuple[str, Any]] = {
+    "input": ("a path", _text), "column": ("a column name", _text), "format": ("a format name", _text),
+    "all_scores": ("true or false", lambda v: type(v) is bool), "long_text": ("a mode name", _text),
+    "stride": ("null or a positive integer", lambda v: v is None or (_count(v) and v > 0)),
+    "batch_rows": ("a positive integer", lambda v: _count(v) and v > 0), "model": ("a model name", _text),
+    "quantize": ("a mode name", _text), "task": ("a command name", _text),
+    "pooling": ("null or a pooling name", lambda v: v is None or _text(v)),
+    "normalize": ("null, true or false", lambda v: v is None or type(v) is bool),
+    "fast": ("true", lambda v: v is True), "encoding": ("a codec name", _text),
+}
+
+
+# What `runner.job_key` writes for every job; the others only for embed, or when given.
+ALWAYS = ("input", "column", "format", "all_scores", "long_text", "stride", "batch_rows", "model", "quantize")
+MISSING = object()
+
+
+def _position(value: Any) -> bool:
+    return _count(value) or (type(value) is list and len(value) == 2 and all(map(_count, value)))
+
+
+def _invalid(saved: JobState) -> str:
+    """What is wrong with a record read back, in words naming the field; "" when it is what `save` writes."""
+    checks = [("rows", saved.rows, "a row count", _count),
+              ("position", saved.position, "a byte or part count, or two byte counts", _position),
+              *((name, getattr(saved, name), "a row count", _count) for name in ("classified", "errored", "truncated")),
+              ("finished", saved.finished, "true or false", lambda v: type(v) is bool),
+              *((name, getattr(saved, name), "an object", lambda v: type(v) is dict)
+                for name in ("key", "input", "model", "engine"))]
+    if type(saved.key) is dict:
+        checks += [(f"key.{k}", saved.key.get(k, MISSING), *KEY_TYPES[k]) for k in KEY_TYPES
+                   if k in saved.key or k in ALWAYS]
+    if type(saved.input) is dict:
+        checks += [("input.bytes", saved.input.get("bytes"), "a byte count", _count),
+                   ("input.sha256", saved.input.get("sha256"), "a sha256 in hex", _hex)]
+    if type(saved.model) is dict:
+        checks += [(f"model[{name!r}]", v, "a sha256 in hex", _hex) for name, v in saved.model.items()]
+    for name, value, what, ok in checks:
+        if not ok(value):
+            return f"{name} is {_shown(value)}, not {what}"
+    if (saved.key.get("format") == "npy") != (type(saved.position) is list):  # [array, errors] bytes for .npy only
+        return f"position is {_shown(saved.position)}, which does not fit the format {_shown(saved.key.get('format'))}"
+    if saved.classified + saved.errored != saved.rows:
+        return (f"rows is {saved.rows}, but classified ({saved.classified}) and errored ({saved.errored}) add up "
+                f"to {saved.classified + saved.errored}")
+    return ""
+
+
+def _hex(value: Any) -> bool:
+    return _text(value) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def _shown(value: Any) -> str:
+    if value is MISSING:
+        return "missing"
+    said = json.dumps(value, ensure_ascii=False)
+    return said if len(said) <= 40 else said[:39] + "…"
 
 
 def remove(path: Path) -> None:

@@ -287,6 +287,34 @@ def complete(output: str | Path) -> None:
         shutil.rmtree(parts)
 
 
+def finished_problem(output: str | Path, fmt: str, position: int | list[int], rows: int) -> str:
+    """What says that `output` is not as a job's last step leaves it (`finish`, then the record says finished,
+    then `complete`), checked cheaply against the record: sizes, and the row count a Parquet footer or a .npy
+    header holds; "" when it is. A CSV/TSV/JSONL output's rows are not counted (a quoted field spans lines)."""
+    output = Path(output)
+    if fmt == "npy":
+        from coulisse.interfaces.jobs.embed import npy_problem
+
+        return npy_problem(output, position, rows)
+    if fmt == "parquet":
+        found = next((p for p in (output, _assembling(output)) if p.is_file()), None)
+        if found is None:
+            return f"neither {output.name} nor {_assembling(output).name} is there"
+        try:
+            held = _parquet().ParquetFile(found).metadata.num_rows
+        except Exception as e:  # pyarrow's errors on a file that is not Parquet have no common base
+            return f"{found.name} cannot be read as Parquet ({' '.join(str(e).split())[:120]})"
+        return f"{found.name} holds {held:,} rows, the record {rows:,}" if held != rows else ""
+    size = output.stat().st_size if output.is_file() else None
+    return f"{output.name} holds {size or 0:,} bytes, the record {position:,}" if size != position else ""
+
+
+def _parquet():
+    import pyarrow.parquet as pq
+
+    return pq
+
+
 def make_sink(path: str, fmt: str, columns: list[str], added: Added, schema=None):
     if path == "-":
         return StdoutSink(Encoder("jsonl", columns, added))
