@@ -144,7 +144,9 @@ def test_a_classifier_that_is_not_nli_is_refused(factory):
     ({}, "candidate_labels=None"),
     ({"candidate_labels": " , "}, "candidate_labels=\\[\\]"),
     ({"candidate_labels": ["a", 3]}, "candidate_labels\\[1\\] is an int"),
-    ({"candidate_labels": "a,b", "hypothesis_template": "Sans accolades."}, "must hold one \\{\\}"),
+    ({"candidate_labels": "a,b", "hypothesis_template": "Sans accolades."},
+     "must hold one \\{\\}.*write e.g. 'Sans accolades \\{\\}.'"),  # in the template's own words
+    ({"candidate_labels": "a,b", "hypothesis_template": "About this"}, "write e.g. 'About this \\{\\}.'"),
     ({"candidate_labels": "a,b", "hypothesis_template": "{} ou {} ?"}, "must hold one \\{\\}"),
     ({"candidate_labels": "a,b", "top_k": 2}, "unknown option"),
 ])

@@ -110,8 +110,16 @@ def _template(name: str, value: Any) -> str:
         fills = False
     if not fills:
         raise InputError(f"{name}={value!r} must hold one {{}} where the label goes, and no other braces; write "
-                         "e.g. 'Ce texte parle de {}.'.")
+                         f"e.g. {_example(value)!r}.")
     return value
+
+
+def _example(value: Any) -> str:
+    """A template like the one given, in its own words: its text without braces, then {} (the default's form)."""
+    words = value.replace("{", " ").replace("}", " ").split() if isinstance(value, str) else []
+    if not words:
+        return "This example is {}."
+    return " ".join(words).rstrip(".!?:;, ") + " {}."
 
 
 class ZeroShotClassificationPipeline(Pipeline):
