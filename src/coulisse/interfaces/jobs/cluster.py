@@ -23,7 +23,8 @@ from coulisse.errors import CoulisseError, InputError
 from coulisse.interfaces.jobs.formats import Row
 
 if TYPE_CHECKING:
-    from coulisse.interfaces.jobs.distributed import RayOptions, Shard
+    from coulisse.interfaces.jobs.distributed import RayOptions
+    from coulisse.interfaces.jobs.shards import Shard
 
 log = logging.getLogger(__name__)
 
