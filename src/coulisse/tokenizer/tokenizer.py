@@ -353,15 +353,19 @@ class Tokenizer:
         return [self.backend.encode(*(x if isinstance(x, tuple) else (x,)), add_special_tokens=add_special_tokens)
                 for x in inputs]
 
+    def _reads_word_by_word(self) -> bool:
+        """`prefix.reads_word_by_word` of the backend, judged once (when a first long text asks)."""
+        if self._word_by_word is None:
+            self._word_by_word = prefix.reads_word_by_word(self.backend)
+        return self._word_by_word
+
     def _encode_from_prefixes(self, texts: list[str], limit: int, add_special_tokens: bool) -> list[Encoding]:
         """Single texts truncated from the right to `limit`: a long one tokenized from a prefix that holds what
         truncation keeps (`coulisse.tokenizer.prefix`), where the tokenizer reads word by word; the same
         encodings but `overflowing`. Call with the lock held and the truncation set."""
         cuts = {i: cut for i, text in enumerate(texts)
                 if (cut := prefix.first_cut(text, limit)) is not None and prefix.clean_past(text, cut)}
-        if cuts and self._word_by_word is None:
-            self._word_by_word = prefix.reads_word_by_word(self.backend)
-        if not cuts or not self._word_by_word:
+        if not cuts or not self._reads_word_by_word():
             return self._encode(texts, add_special_tokens)
         encodings = self._encode([text[:cuts[i]] if i in cuts else text for i, text in enumerate(texts)],
                                  add_special_tokens)
@@ -456,9 +460,7 @@ class Tokenizer:
                          and prefix.clean_past(pair[m], c)]
                 if len(found) == 1:
                     cuts[i] = found[0]
-        if cuts and self._word_by_word is None:
-            self._word_by_word = prefix.reads_word_by_word(self.backend)
-        if not cuts or not self._word_by_word:
+        if not cuts or not self._reads_word_by_word():
             return self._encode(inputs, add_special_tokens)
         whole = list(inputs)
         for i, (m, c) in cuts.items():
