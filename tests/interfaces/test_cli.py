@@ -256,6 +256,32 @@ def test_usage_mistakes_are_said_before_a_model_is_looked_for(tmp_path, monkeypa
     assert "'-t' / '--threads'" in line  # typed: the option is named, not the variable
 
 
+def test_a_text_that_names_a_file_is_refused_and_dash_reads_stdin(tmp_path, monkeypatch, tf_camembert_dir):
+    """`coulisse classify reviews.csv` (-i forgotten) would label the file's name: refused before the model loads
+    (this one does not exist), saying how to read the file; `-` alone reads stdin, as it does for most tools."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "reviews.csv").write_text("text\nQuel navet\n", encoding="utf-8")
+    runner = CliRunner()
+    model = ["-m", str(tmp_path / "no-such-model")]
+    line = usage_error(runner.invoke(cli, ["classify", *model, "Bien.", "reviews.csv"]))
+    assert line.startswith("Error: TEXT 2 'reviews.csv' is a file; to read its rows, pass -i reviews.csv"), line
+    line = usage_error(runner.invoke(cli, ["embed", *model, "avis.jsonl"]))
+    assert line.startswith("Error: TEXT 1 'avis.jsonl' looks like a file's name (no such file here); to read its "
+                           "rows, pass -i avis.jsonl"), line
+    line = usage_error(runner.invoke(cli, ["ner", *model, "reviews.csv"]))
+    assert "to read its lines, pipe them: cli ner ... < reviews.csv" in line, line
+    line = usage_error(runner.invoke(cli, ["classify", *model, "Bien.", "-"]))
+    assert line.startswith("Error: TEXT 2 is '-', which reads stdin alone"), line
+    trained = ["-m", str(tf_camembert_dir)]
+    by_stdin = runner.invoke(cli, ["classify", *trained, "-"], input="Quel navet\nBien.\n")
+    by_argument = runner.invoke(cli, ["classify", *trained, "Quel navet", "Bien."])
+    assert by_stdin.exit_code == 0 and by_stdin.stdout == by_argument.stdout, by_stdin.output + by_argument.output
+    # What the refusal offers for a text meant as written: stdin lines are not checked.
+    written = runner.invoke(cli, ["classify", *trained], input="reviews.csv\n")
+    assert written.exit_code == 0 and written.stdout.rstrip().endswith(" reviews.csv"), written.output
+
+
 def test_text_that_is_not_utf8_is_named_by_argument_and_line(tmp_path, monkeypatch):
     """Bytes that are not UTF-8 reach Python's argv as lone surrogates (surrogateescape): the error names the
     argument or stdin line and the byte, not a surrogate nobody typed, and comes before the model loads."""

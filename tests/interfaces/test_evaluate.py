@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import coulisse
 from coulisse.errors import InputError
 from coulisse.interfaces.cli import cli
 from coulisse.interfaces.jobs.evaluate import MISSING, UNKNOWN, LabelMap, limit_and_sample, parse_label_map
@@ -124,6 +125,23 @@ def test_evaluate_writes_a_report_that_matches_scikit_learn(tf_camembert_dir, tm
     assert "trained on" not in text and "note:" not in result.stderr  # a model of the user's: no caveat
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 1 and "--overwrite" in again.output
+
+
+def test_the_label_column_is_never_taken_for_the_text(tf_camembert_dir, tmp_path):
+    """`avis,sentiment` with --label-column sentiment: the text is `avis`, the one other string column."""
+    source = tmp_path / "in.csv"
+    with open(source, "w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows([["avis", "sentiment"]] + [[TEXTS[i], ("NEGATIVE", "POSITIVE")[i % 2]]
+                                                           for i in range(6)])
+    report = tmp_path / "r"
+    result = CliRunner().invoke(cli, ["evaluate", "-m", str(tf_camembert_dir), "-i", str(source), "-o", str(report),
+                                      "--label-column", "sentiment", "--no-plots"])
+    assert result.exit_code == 0, result.output
+    with open(report / "predictions.csv", encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    pipe = coulisse.pipeline("sentiment-analysis", model=str(tf_camembert_dir))
+    assert [r["label"] for r in rows] == [p["label"] for p in pipe(TEXTS[:6])]
+    assert "evaluated: **6**" in (report / "report.md").read_text()
 
 
 def test_labels_that_do_not_match_stop_before_the_model_runs(tf_camembert_dir, tmp_path):

@@ -112,16 +112,20 @@ def test_fast_on_a_record_without_it_is_refused_as_typed(tf_camembert_dir, tmp_p
 
 @pytest.mark.slow
 @pytest.mark.skipif("OpenMP" not in torch.__config__.parallel_info(), reason="torch is not built with OpenMP")
+@pytest.mark.parametrize("command", ["classify", "evaluate"])
 @pytest.mark.parametrize(("given", "spin"), [({}, "0"), ({"GOMP_SPINCOUNT": "4321"}, "4321")])
-def test_a_job_starts_torch_with_the_wait_policy(tf_camembert_dir, tmp_path, given, spin):
+def test_a_job_starts_torch_with_the_wait_policy(tf_camembert_dir, tmp_path, command, given, spin):
     source = tmp_path / "in.csv"
-    make_csv(source, 4)
+    labels = list(json.loads((tf_camembert_dir / "config.json").read_text())["id2label"].values())
+    with open(source, "w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows([["text", "label"]] + [[f"un film {i}", labels[i % 2]] for i in range(4)])
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("COULISSE_") and k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
     env.update(OMP_DISPLAY_ENV="VERBOSE", **given)
-    done = subprocess.run([sys.executable, "-c", MAIN, "classify", "-m", str(tf_camembert_dir), "-i", str(source),
-                           "-o", str(tmp_path / "out.csv"), "--quiet"], env=env, capture_output=True, text=True,
-                          timeout=300)
+    output = ["-o", str(tmp_path / "out.csv")] if command == "classify" else ["-o", str(tmp_path / "report"),
+                                                                              "--no-plots"]
+    done = subprocess.run([sys.executable, "-c", MAIN, command, "-m", str(tf_camembert_dir), "-i", str(source),
+                           *output, "--quiet"], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     read = re.findall(r"^\s*GOMP_SPINCOUNT = '([^']*)'", done.stderr, re.M)
     assert read == [spin], done.stderr[-2000:]

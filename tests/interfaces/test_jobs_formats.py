@@ -201,6 +201,24 @@ def test_column_choice(pipe, tmp_path):
     assert [r["title"] for r in read_output(tmp_path / "d.csv")] == ["A", "B"]
 
 
+@pytest.mark.parametrize("first", ["Quel navet !", "Un chef-d’œuvre", "12", "ennuyeux du début à la fin"])
+def test_a_csv_without_a_header_line_is_refused_not_read_from_its_second_row(pipe, tmp_path, first):
+    """Reviews saved one per line as .csv: the first would be the header, taken as the only column's name and
+    never classified. A name that reads like a text is refused, naming it; a plain name still works."""
+    source = tmp_path / "in.csv"
+    source.write_text(f"{first}\nSuper film\nNul\n", encoding="utf-8")
+    with pytest.raises(InputError, match=f"its only text column's name, {first!r}, reads like a text") as e:
+        run(pipe, source, tmp_path / "a.csv")
+    assert "Add a header line (text), or pass --column" in str(e.value)
+    assert not (tmp_path / "a.csv").exists()
+    run(pipe, source, tmp_path / "b.csv", column=first)  # the way out it names
+    assert [r[first] for r in read_output(tmp_path / "b.csv")] == ["Super film", "Nul"]
+    for name in ("avis", "Review Text", "commentaire_client"):
+        source.write_text(f"{name}\nSuper film\nNul\n", encoding="utf-8")
+        run(pipe, source, tmp_path / "c.csv", overwrite=True)
+        assert [r[name] for r in read_output(tmp_path / "c.csv")] == ["Super film", "Nul"]
+
+
 def test_all_scores_and_clashing_names(pipe, tmp_path):
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps({"text": t, "label": "x", "error": 0}) + "\n" for t in TEXTS[:4]))

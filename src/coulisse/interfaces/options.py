@@ -143,18 +143,32 @@ def load_pipeline(task: str, model: str | None, threads: int | None = None, quan
 
 
 def read_texts(texts: tuple[str, ...], stdin: BinaryIO | None = None) -> list[str]:
-    """TEXT arguments, else the non-blank lines of stdin (a terminal on stdin is a usage error, and so are an
-    empty or blank TEXT and a stdin without a non-blank line). Bytes that are not UTF-8 are refused in one line
-    that names the argument or line and the byte: Python hands undecodable arguments over as lone surrogates
-    (`surrogateescape`), which the tokenizer would report as a surrogate the user never typed."""
+    """TEXT arguments, else the non-blank lines of stdin (also a lone TEXT `-`, as most tools read it; a
+    terminal on stdin is a usage error, and so are an empty or blank TEXT and a stdin without a non-blank line).
+    Bytes that are not UTF-8 are refused in one line that names the argument or line and the byte: Python hands
+    undecodable arguments over as lone surrogates (`surrogateescape`), which the tokenizer would report as a
+    surrogate the user never typed. A TEXT that names a file (`coulisse classify reviews.csv`, `-i` forgotten)
+    is refused too: its label would be the file name's."""
+    if texts == ("-",):
+        texts = ()
+    for n, text in enumerate(texts, 1):
+        if not text.strip():  # most often an unset shell variable: "$REVIEW" expands to nothing
+            raise click.UsageError(f"TEXT {n} is empty{'' if not text else ' (only spaces)'}; give a text, or "
+                                   "pipe lines on stdin.")
+        if text == "-":
+            raise click.UsageError(f"TEXT {n} is '-', which reads stdin alone; give '-' as the only TEXT, or drop "
+                                   "it.")
+        if (problem := _undecoded(text)) is not None:
+            raise InputError(f"TEXT argument {n} is not valid UTF-8 ({problem}); pass UTF-8 text (a "
+                             "terminal or file in another encoding: convert it, e.g. iconv -f cp1252 -t utf-8).")
+        if (what := _file_name(text)) is not None:
+            ctx = click.get_current_context(silent=True)
+            reads_files = ctx is not None and any("--input" in getattr(p, "opts", ()) for p in ctx.command.params)
+            how = (f"to read its rows, pass -i {text}" if reads_files else f"to read its lines, pipe them: "
+                   f"{ctx.command_path if ctx else 'coulisse'} ... < {text}")
+            raise click.UsageError(f"TEXT {n} {text!r} {what}; {how} (a text meant as written: pipe it on stdin, "
+                                   "whose lines are read as they are).")
     if texts:
-        for n, text in enumerate(texts, 1):
-            if not text.strip():  # most often an unset shell variable: "$REVIEW" expands to nothing
-                raise click.UsageError(f"TEXT {n} is empty{'' if not text else ' (only spaces)'}; give a text, or "
-                                       "pipe lines on stdin.")
-            if (problem := _undecoded(text)) is not None:
-                raise InputError(f"TEXT argument {n} is not valid UTF-8 ({problem}); pass UTF-8 text (a "
-                                 "terminal or file in another encoding: convert it, e.g. iconv -f cp1252 -t utf-8).")
         return list(texts)
     if stdin is None:
         if sys.stdin is None or sys.stdin.isatty():
@@ -173,6 +187,23 @@ def read_texts(texts: tuple[str, ...], stdin: BinaryIO | None = None) -> list[st
     if not lines:
         raise click.UsageError("stdin held no text (no non-blank line); give TEXT arguments, or pipe lines on stdin.")
     return lines
+
+
+def _file_name(text: str) -> str | None:
+    """Whether a TEXT is a file's name rather than a text, in words: a file that exists, or one word with a data
+    file's extension (.csv, .jsonl, .txt, ...); None for text."""
+    from coulisse.interfaces.jobs.formats import INPUT_FORMATS
+
+    if len(text) > 1024 or "\n" in text:
+        return None
+    try:
+        if os.path.isfile(text):
+            return "is a file"
+    except (OSError, ValueError):  # a name too long for the system, a NUL byte: not a file's
+        return None
+    if not any(ch.isspace() for ch in text) and os.path.splitext(text)[1].lower() in INPUT_FORMATS:
+        return "looks like a file's name (no such file here)"
+    return None
 
 
 def _undecoded(text: str) -> str | None:

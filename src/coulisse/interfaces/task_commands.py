@@ -100,7 +100,8 @@ def ray_options(f):
 def classify(texts, model, top_k, as_json, threads, quantize, input_path, output, column, encoding, all_scores,
              long_text, stride, resume, overwrite, quiet, progress, batch_rows, on_ray, address, actors,
              shard_format):
-    """Classify TEXTS (or lines of stdin) with a sequence classifier; or a whole file with --input.
+    """Classify TEXTS (or lines of stdin, also read for a lone TEXT -) with a sequence classifier; or a whole
+    file with --input (a TEXT that names a file is refused: its label would be the name's).
 
     \b
     Examples:

@@ -379,6 +379,8 @@ def evaluate(input_path, label_column, label_map, output_dir, limit, sample, see
       coulisse evaluate -i reviews.jsonl --long-text chunk --limit 1000 --no-plots -o report-long/
       coulisse evaluate -i avis-excel.csv --encoding cp1252 --label-map positif=POSITIVE,négatif=NEGATIVE -o avis/
     """
+    bound_kernel_cache()
+    set_wait_policy()  # before torch loads, which the imports below do
     from coulisse.interfaces.jobs.evaluate import EvalOptions, check_request, evaluate_file, parse_label_map
     from coulisse.interfaces.jobs.report import covered, write_report
     from coulisse.interfaces.jobs.runner import JobInterrupted, JobOptions
@@ -397,8 +399,6 @@ def evaluate(input_path, label_column, label_map, output_dir, limit, sample, see
         from coulisse.checkpoint import default_model
 
         model = job.model = default_model("text-classification")  # the report names the model that ran
-    bound_kernel_cache()
-    set_wait_policy()
 
     def load():
         return load_pipeline("text-classification", model, threads, quantize, throughput=True)

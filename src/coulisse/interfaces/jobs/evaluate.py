@@ -305,6 +305,7 @@ def evaluate_file(options: EvalOptions, load_pipe: Callable[[], object]) -> Eval
     job = options.job
     job.input, job.output = options.input, str(directory / f"predictions{ext}")
     job.overwrite, job.resume = True, False  # the folder was checked above
+    job.not_text = (options.label_column,)
     pipes: list = []
     collected = Collected()
 

@@ -19,6 +19,8 @@ import hashlib
 import itertools
 import json
 import os
+import re
+import shlex
 import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
@@ -239,7 +241,7 @@ class Reader:
     """Rows of one input file with the text to classify picked out and checked."""
 
     def __init__(self, path: str, column: str | None = None, batch_rows: int = 1024,
-                 stdin: BinaryIO | None = None, encoding: str | None = None):
+                 stdin: BinaryIO | None = None, encoding: str | None = None, not_text: tuple[str, ...] = ()):
         self.path = path
         self.format = input_format(path)
         # None: UTF-8, its start checked (`encodings.checked_start`). Parquet's strings are UTF-8 whatever is
@@ -253,7 +255,9 @@ class Reader:
         self._peeked = self._peek() if isinstance(self.source, (JsonlSource, CsvSource)) else []
         self.columns: list[str] = list(self.source.columns)
         self.schema = getattr(self.source, "schema", None)
-        self.text_column = pick_column(column, self.columns, self.source.string_columns, path)
+        string_columns = [c for c in self.source.string_columns if c not in not_text]
+        self.text_column = pick_column(column, self.columns, string_columns, path,
+                                       header_line=isinstance(self.source, CsvSource))
 
     def _open(self, batch_rows: int, stdin: BinaryIO | None):
         if self.format == "stdin":
@@ -356,8 +360,11 @@ class Reader:
         self.close()
 
 
-def pick_column(requested: str | None, columns: list[str], string_columns: list[str], name: str) -> str:
-    """--column, else `text`, else the only string column."""
+def pick_column(requested: str | None, columns: list[str], string_columns: list[str], name: str, *,
+                header_line: bool = False) -> str:
+    """--column, else `text`, else the only string column (of those that may be the text: not evaluate's label
+    column). A CSV's only string column whose name reads like a review is refused rather than taken: a file
+    written without a header line would lose its first row to it, unsaid."""
     if requested is not None:
         if columns and requested not in columns:
             raise InputError(f"{name} has no column {requested!r}; its columns are {', '.join(columns)}.")
@@ -365,9 +372,25 @@ def pick_column(requested: str | None, columns: list[str], string_columns: list[
     if "text" in columns or not columns:
         return "text"
     if len(string_columns) == 1:
-        return string_columns[0]
+        column = string_columns[0]
+        if header_line and reads_like_text(column):
+            given = shlex.quote(column) if len(column) <= 80 else "NAME"
+            raise InputError(f"{name} has no 'text' column, and its only text column's name, {column[:80]!r}, "
+                             "reads like a text: a file without a header line would have its first row taken for "
+                             f"one. Add a header line (text), or pass --column {given} if that is the column's name.")
+        return column
     raise InputError(f"{name} has no 'text' column and {len(string_columns)} string columns "
                      f"({', '.join(string_columns) or 'none'}); pass --column NAME.")
+
+
+# What a column's name rarely holds and a review's first line often does: sentence punctuation, quotes,
+# apostrophes; more than three words, or a number.
+TEXT_MARKS = re.compile(r"[.!?…,;:\"«»“”'’]")
+
+
+def reads_like_text(name: str) -> bool:
+    return (TEXT_MARKS.search(name) is not None or len(name.split()) > 3 or len(name) > 48 or _numeric(name)
+            or not name.strip())
 
 
 def is_empty(path: str) -> bool:

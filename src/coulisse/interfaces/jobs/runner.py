@@ -78,6 +78,7 @@ class JobOptions:
     pooling: str = "auto"  # embed: the feature-extraction pipeline's pooling and normalize options
     normalize: bool | None = None
     encoding: str | None = None  # the input's; None: UTF-8, its start checked (jobs/encodings.py)
+    not_text: tuple[str, ...] = ()  # columns never taken for the text when none is named (evaluate's labels)
 
 
 def check_options(options: JobOptions) -> None:
@@ -181,7 +182,8 @@ def classify_file(options: JobOptions, load_pipe: Callable[[], object], *, on_ch
     """
     check_options(options)
     out_format = output_format(options.output, options.task)
-    with Reader(options.input, options.column, options.batch_rows, stdin, options.encoding) as reader:
+    with Reader(options.input, options.column, options.batch_rows, stdin, options.encoding,
+                options.not_text) as reader:
         if on_open is not None:
             on_open(reader)  # evaluate creates the output's folder here, once the input is known good
         if options.output != STDIO:
