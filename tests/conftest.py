@@ -118,6 +118,22 @@ def _no_terminal_width():
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _no_hub_agent_registry():
+    """huggingface_hub 2.x fetches a registry of coding agents from the Hub endpoint with the first request of a
+    process and keeps it: a test Hub that answers `[]` would leave a list there, on which every later request
+    of that worker fails (AttributeError), whichever test it belongs to. Tests run with its empty registry."""
+    try:
+        from huggingface_hub.utils import _detect_agent
+    except ImportError:  # a huggingface_hub without it
+        yield
+        return
+    saved = _detect_agent._registry
+    _detect_agent._registry = _detect_agent._EMPTY_REGISTRY
+    yield
+    _detect_agent._registry = saved
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _one_torch_thread():
     """Tiny test models run fastest on one thread; several threads on a busy 2-core runner spin for
     milliseconds per matmul (measured: 11 ms vs 0.2 ms for a 600x32 linear under load)."""

@@ -42,6 +42,7 @@ def stand_in_bundle(monkeypatch, tf_camembert_dir):
     process that has not fallen back yet (the warning is said once per process)."""
     monkeypatch.setattr(defaults, "BUNDLED_DIR", tf_camembert_dir)
     monkeypatch.setattr(checkpoint, "_FELL_BACK", set())
+    monkeypatch.setattr(checkpoint, "_HUB_FAILED", {})
     return tf_camembert_dir
 
 
@@ -67,14 +68,88 @@ def test_no_model_and_no_hub_falls_back_with_one_warning(no_hub, stand_in_bundle
                                                          pipeline("sentiment-analysis", model=stand_in_bundle)(COURSE)]
 
 
-def test_the_fallback_is_a_warning_once_per_process(no_hub, stand_in_bundle, caplog):
-    """A notebook or a loop that builds the pipeline again falls back again (the Hub is asked each time: it may
-    be back), said at INFO after the first warning."""
+def test_the_fallback_is_a_warning_once_per_process(no_hub, stand_in_bundle, caplog, monkeypatch):
+    """A notebook or a loop that builds the pipeline again falls back again, said at INFO after the first
+    warning; a Hub that failed is asked again after HUB_RETRY_AFTER."""
+    monkeypatch.setattr(checkpoint, "HUB_RETRY_AFTER", 0.0)
     with caplog.at_level(logging.INFO, logger="coulisse"):
         for _ in range(3):
             assert pipeline("sentiment-analysis").checkpoint.name == defaults.BUNDLED_MODEL
-    said = [r for r in caplog.records if "could not be had" in r.getMessage()]
+    said = [r for r in caplog.records if "could not be loaded" in r.getMessage()]
     assert [r.levelno for r in said] == [logging.WARNING, logging.INFO, logging.INFO]
+    assert "HF_HUB_OFFLINE=1 skips asking the Hub" in said[0].getMessage()
+
+
+@pytest.fixture
+def silent_hub(tmp_path, monkeypatch):
+    """A Hub endpoint that accepts connections and never answers (a firewall dropping packets, a dead proxy):
+    the list of connections it got."""
+    import threading
+
+    import huggingface_hub.constants
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    held: list[socket.socket] = []
+
+    def accept():
+        while True:
+            try:
+                held.append(server.accept()[0])
+            except OSError:  # closed below
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    endpoint = f"http://127.0.0.1:{server.getsockname()[1]}"
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)  # both read when huggingface_hub loads
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DOWNLOAD_TIMEOUT", 1.5)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_ETAG_TIMEOUT", 1.5)
+    yield held
+    server.close()
+    for conn in held:
+        conn.close()
+
+
+def test_a_silent_hub_is_said_while_awaited_and_not_asked_again_at_once(silent_hub, stand_in_bundle, caplog,
+                                                                        monkeypatch):
+    """The wait is said before the fallback (a silent minute looks like a hang), and the next pipeline of the
+    process does not wait again; after HUB_RETRY_AFTER, the Hub is asked again."""
+    import time
+
+    monkeypatch.setattr(checkpoint, "HUB_NOTICE_AFTER", 0.2)
+    with caplog.at_level(logging.INFO, logger="coulisse"):
+        assert pipeline("sentiment-analysis").checkpoint.name == defaults.BUNDLED_MODEL
+        messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert messages[0].startswith("waiting for the Hugging Face Hub to answer for tblard/tf-allocine"), messages
+        assert "HF_HUB_OFFLINE=1 skips the Hub" in messages[0]
+        assert "could not be loaded" in messages[1] and len(messages) == 2, messages
+        asked = len(silent_hub)
+        assert asked >= 1
+        caplog.clear()
+        start = time.monotonic()
+        assert pipeline("sentiment-analysis").checkpoint.name == defaults.BUNDLED_MODEL
+        assert time.monotonic() - start < 1.0 and len(silent_hub) == asked
+        assert [r.levelno for r in caplog.records if "failed to answer" in r.getMessage()] == [logging.INFO]
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        monkeypatch.setattr(checkpoint, "HUB_RETRY_AFTER", 0.0)
+        assert pipeline("sentiment-analysis").checkpoint.name == defaults.BUNDLED_MODEL
+        assert len(silent_hub) > asked
+
+
+def test_offline_the_fallback_says_how_to_silence_it(tmp_path, monkeypatch, stand_in_bundle, caplog):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with caplog.at_level(logging.WARNING, logger="coulisse"):
+        assert pipeline("sentiment-analysis").checkpoint.name == defaults.BUNDLED_MODEL
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith("tblard/tf-allocine is not in the Hugging Face cache and HF_HUB_OFFLINE is set: using "
+                           f"the bundled {defaults.BUNDLED_MODEL}"), line
+    assert f"COULISSE_MODEL={defaults.BUNDLED_MODEL}" in line
 
 
 def test_no_model_offline_falls_back(tmp_path, monkeypatch, stand_in_bundle):

@@ -299,3 +299,29 @@ def test_offline_with_an_empty_cache_suggests_the_installed_command(tmp_path, mo
     assert download_hint(MODEL) in message and str(tmp_path / "empty") in message
     if "hf" in hub._hub_commands():
         assert "huggingface-cli" not in message
+
+
+def test_a_one_part_name_that_is_no_folder_here_says_so_with_the_closest_folder(tmp_path, monkeypatch):
+    """`-m my-checkpoint` for the folder ./my_checkpoint: a Hub id as far as the name goes, but the error also
+    says that no such folder is here, and names the close one; `owner/name` is a Hub id alone."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my_checkpoint").mkdir()
+    (tmp_path / "other").mkdir()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubUnreachableError) as offline:
+        resolve_model("my-checkpoint")
+    assert str(offline.value).endswith(f" No folder 'my-checkpoint' is here ({tmp_path}) either; did you mean "
+                                       "./my_checkpoint?")
+    with pytest.raises(HubUnreachableError) as far:
+        resolve_model("zzz")
+    assert str(far.value).endswith(f" No folder 'zzz' is here ({tmp_path}) either.")
+    with pytest.raises(HubUnreachableError) as two_parts:
+        resolve_model("someone/my-checkpoint")
+    assert "No folder" not in str(two_parts.value)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)  # read when huggingface_hub loads
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    with pytest.raises(HubUnreachableError) as online:
+        resolve_model("my-checkpoint")
+    assert "ConnectError" in str(online.value) and str(online.value).endswith("did you mean ./my_checkpoint?")

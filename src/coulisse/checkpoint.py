@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from coulisse.config import EncoderConfig
 from coulisse.defaults import BUNDLED_ACCURACY, BUNDLED_MODEL, DEFAULT_MODELS, TF_ALLOCINE_ACCURACY
-from coulisse.errors import ModelNotFoundError, TokenizerLoadError
-from coulisse.hub import download_hint, resolve_model
+from coulisse.errors import HubUnreachableError, ModelNotFoundError, TokenizerLoadError
+from coulisse.hub import download_hint, is_offline, local_model, resolve_model
 from coulisse.models import EncoderModel, load_model
 from coulisse.tokenizer import Tokenizer
 
@@ -142,30 +144,56 @@ def model_files(directory: Path) -> list[Path]:
 
 
 def default_model(task: str, revision: str | None = None) -> str | None:
-    """The model to load for `task` when the caller named none: the default if it can be had, else the
-    bundled one (for the tasks it serves). None when the task has no default."""
+    """The model to load for `task` when the caller named none: the default if it is cached or downloadable,
+    else the bundled one (for the tasks it serves). None when the task has no default.
+
+    A Hub that drops packets (a firewall) lets a request wait its whole timeout, 10 s or more: what is awaited
+    is said after `HUB_NOTICE_AFTER` seconds, and once the Hub has failed to answer, a process (a notebook, a
+    loop building pipelines) does not ask it again for the default model before `HUB_RETRY_AFTER` seconds."""
     name = DEFAULT_MODELS.get(task)
     if name is None:
         return None
+    failed = _HUB_FAILED.get(name)
+    if failed is not None and time.monotonic() - failed < HUB_RETRY_AFTER and revision is None:
+        if local_model(name) is not None:  # downloaded since
+            return name
+        log.info("%s: the Hugging Face Hub failed to answer %.0f s ago; using the bundled %s (the Hub is asked "
+                 "again after %.0f s).", name, time.monotonic() - failed, BUNDLED_MODEL, HUB_RETRY_AFTER)
+        return BUNDLED_MODEL
+    notice = threading.Timer(HUB_NOTICE_AFTER, log.warning, args=(
+        "waiting for the Hugging Face Hub to answer for %s, the default model (HF_HUB_OFFLINE=1 skips the Hub; "
+        "--model %s runs the bundled model at once)", name, BUNDLED_MODEL))
+    notice.daemon = True
+    notice.start()
     try:
         resolve_model(name, revision)
         return name
     except ModelNotFoundError as e:
-        # Said once per process and default model (a notebook or a loop builds pipelines again and again);
-        # each call still asks the Hub, which may be back.
+        if isinstance(e, HubUnreachableError) and not is_offline():
+            _HUB_FAILED[name] = time.monotonic()
+        # Said once per process and default model (a notebook or a loop builds pipelines again and again).
         level = logging.INFO if name in _FELL_BACK else logging.WARNING
         _FELL_BACK.add(name)
-        log.log(
-            level,
-            "%s could not be had (%s); using the bundled %s instead (%.1f %% accuracy on held-out Allociné "
-            "reviews, %s reaches %.1f %%). To get %s: %s, or pass --model / model=.",
-            name, _first_sentence(str(e)), BUNDLED_MODEL, 100 * BUNDLED_ACCURACY, name,
-            100 * TF_ALLOCINE_ACCURACY, name, download_hint(name),
-        )
+        if is_offline():
+            log.log(level, "%s is not in the Hugging Face cache and HF_HUB_OFFLINE is set: using the bundled %s "
+                    "(%.1f %% accuracy on held-out Allociné reviews, %s reaches %.1f %%). To get %s: %s; to "
+                    "choose the bundled model and silence this line: --model %s or COULISSE_MODEL=%s.", name,
+                    BUNDLED_MODEL, 100 * BUNDLED_ACCURACY, name, 100 * TF_ALLOCINE_ACCURACY, name,
+                    download_hint(name), BUNDLED_MODEL, BUNDLED_MODEL)
+        else:
+            log.log(level, "%s could not be loaded (%s); using the bundled %s instead (%.1f %% accuracy on held-out "
+                    "Allociné reviews, %s reaches %.1f %%). To get %s: %s, or pass --model / model=. Without "
+                    "network, HF_HUB_OFFLINE=1 skips asking the Hub.", name, _first_sentence(str(e)), BUNDLED_MODEL,
+                    100 * BUNDLED_ACCURACY, name, 100 * TF_ALLOCINE_ACCURACY, name, download_hint(name))
         return BUNDLED_MODEL
+    finally:
+        notice.cancel()
 
 
+HUB_NOTICE_AFTER = 2.0  # seconds without an answer from the Hub before the wait is said
+HUB_RETRY_AFTER = 300.0  # seconds during which a Hub that failed is not asked again for a default model
 _FELL_BACK: set[str] = set()  # the default models whose fallback was already a warning in this process
+_HUB_FAILED: dict[str, float] = {}  # default model -> when the Hub last failed to answer for it (monotonic)
 
 
 def _first_sentence(message: str) -> str:

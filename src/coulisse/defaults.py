@@ -31,7 +31,7 @@ BUNDLED_TRAINING_DIGESTS = BUNDLED_DIR / "training_texts.sha256"
 def offline_hint(message: str) -> str:
     """A Hub error's line for a French sentiment user: the bundled model is at hand (never a silent swap)."""
     return f"{message} Offline, the bundled French sentiment model runs: --model {BUNDLED_MODEL} " \
-           f"(model={BUNDLED_MODEL!r})."
+           f"(in Python: model={BUNDLED_MODEL!r})."
 
 
 def bundled_dir(name: str) -> Path | None:

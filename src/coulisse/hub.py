@@ -126,9 +126,29 @@ def _resolve_model(model: str | os.PathLike, revision: str | None = None) -> Pat
         raise HubUnreachableError(
             f"model {text!r} is not in the Hugging Face cache ({hub_cache_dir()}) and HF_HUB_OFFLINE is set. "
             f"Either download it once with {download_hint(text, revision)} or pass a local folder "
-            "instead of the Hub id."
+            f"instead of the Hub id.{_no_folder_either(text)}"
         )
-    return _download(text, revision)
+    try:
+        return _download(text, revision)
+    except ModelNotFoundError as e:
+        note = _no_folder_either(text)
+        if not note:
+            raise
+        raise type(e)(f"{e}{note}") from None
+
+
+def _no_folder_either(text: str) -> str:
+    """For a one-part name (`my-checkpoint`: a folder written without `./` as often as a Hub id), a sentence
+    saying that no such folder is here either, with the closest folder name that is; '' for `owner/name`."""
+    if "/" in text:
+        return ""
+    try:
+        folders = [entry.name for entry in os.scandir() if entry.is_dir() and not entry.name.startswith(".")]
+    except OSError:
+        folders = []
+    near = difflib.get_close_matches(text, folders, n=1, cutoff=0.75)
+    return (f" No folder {text!r} is here ({os.getcwd()}) either"
+            f"{f'; did you mean ./{near[0]}?' if near else '.'}")
 
 
 def local_model(model: str) -> Path | None:
@@ -284,7 +304,8 @@ def _said(caught: BaseException, error: ModelNotFoundError) -> ModelNotFoundErro
 
 def _unreachable_errors() -> tuple[type[BaseException], ...]:
     """huggingface_hub's offline and HTTP errors, its HTTP client's base errors, and what parsing a malformed
-    answer raises (ValueError, KeyError, TypeError: caught only around the Hub calls)."""
+    answer raises (ValueError, KeyError, TypeError, AttributeError: caught only around the Hub calls; the last
+    one from huggingface_hub 2.x, which reads a JSON list where it expects an object without checking)."""
     from huggingface_hub import utils as hub
 
     transport = []
@@ -292,7 +313,8 @@ def _unreachable_errors() -> tuple[type[BaseException], ...]:
         # A client that was never imported raised nothing: no need to import it (or have it installed).
         loaded = sys.modules.get(module)
         transport += [getattr(loaded, name) for name in names if hasattr(loaded, name)]
-    return (hub.OfflineModeIsEnabled, hub.HfHubHTTPError, *transport, ValueError, KeyError, TypeError)
+    return (hub.OfflineModeIsEnabled, hub.HfHubHTTPError, *transport, ValueError, KeyError, TypeError,
+            AttributeError)
 
 
 def unreachable_message(repo_id: str, revision: str | None, error: BaseException) -> str:
@@ -313,7 +335,7 @@ def _reason(error: BaseException) -> str:
     text = f"{type(error).__name__}: {_one_line(error)}"
     if "Timeout" in type(error).__name__ or isinstance(error, TimeoutError):
         return f"{text}; a slow link needs a larger HF_HUB_DOWNLOAD_TIMEOUT / HF_HUB_ETAG_TIMEOUT (seconds)"
-    if isinstance(error, (ValueError, KeyError, TypeError)):
+    if isinstance(error, (ValueError, KeyError, TypeError, AttributeError)):
         return f"malformed answer, {text}"
     return text
 

@@ -92,7 +92,7 @@ def pipeline(task: str | None = "sentiment-analysis", model: str | Path | None =
 
     `model` is a Hub id (downloaded once into the Hugging Face cache), a local folder, or the bundled
     "coulisse/mini-allocine". Without it, sentiment analysis runs `tblard/tf-allocine`, or the bundled model
-    (logging one warning) when that cannot be had; a named model never falls back.
+    (logging one warning) when that is neither cached nor downloadable; a named model never falls back.
 
     Takes transformers 5's arguments (the project's docs/dropin.md says what each does here). `quantize="int8"`
     runs the encoder's linear layers in int8 (CPU only); `fast=True` the fastest mode this CPU runs within its

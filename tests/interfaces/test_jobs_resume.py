@@ -233,6 +233,23 @@ def test_resume_without_a_job_record_says_so_before_looking_for_a_model(tmp_path
                          "with --input FILE."], result.output
 
 
+def test_an_output_extension_no_writer_has_is_said_before_looking_for_a_model(tmp_path, monkeypatch):
+    """`-o out.txt` with no --model: the default model's lookup may wait for the Hub; the extension is said
+    first."""
+    import coulisse.checkpoint
+
+    def no_lookup(task):
+        raise AssertionError("the default model was looked for")
+
+    monkeypatch.setattr(coulisse.checkpoint, "default_model", no_lookup)
+    (tmp_path / "in.csv").write_text("text\nBon\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["classify", "-i", str(tmp_path / "in.csv"), "-o", str(tmp_path / "out.txt")])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"Error: InputError: cannot write {str(tmp_path / 'out.txt')!r}: unknown "
+                                    "extension .txt"), result.output
+    assert not (tmp_path / "out.txt").exists()
+
+
 def test_a_flag_that_differs_from_the_recorded_run_is_said_as_a_flag(pipe, tmp_path, monkeypatch):
     """--resume with a flag the first run did not have (or without one it had): said as the flags are typed."""
     monkeypatch.delenv("COULISSE_ALL_SCORES", raising=False)

@@ -16,7 +16,7 @@ import click
 from coulisse.defaults import BUNDLED_MODEL, DEFAULT_MODEL
 from coulisse.errors import InputError
 
-DEFAULT_HELP = f"default: {DEFAULT_MODEL}, or the bundled {BUNDLED_MODEL} when that cannot be had"
+DEFAULT_HELP = f"default: {DEFAULT_MODEL}, or the bundled {BUNDLED_MODEL} when that is neither cached nor downloadable"
 THREADS_HELP = "CPU threads (default: all physical cores)."
 QUANTIZE_HELP = "int8: dynamic int8 linear layers (faster on CPU, near-identical scores)."
 FAST_HELP = ("The fastest mode this CPU runs within its quality gates (int8 where the CPU has an int8 GEMM, else bf16; "

@@ -103,10 +103,13 @@ def run_job(ctx: click.Context) -> None:
 
     params = dict(ctx.params)
     if params["output"] not in (None, "-"):
+        from coulisse.interfaces.jobs.formats import output_format
         from coulisse.interfaces.jobs.lock import OutputLock, check_output_path
 
-        # A folder that is missing or read-only, or another job writing the output, is said first, before
-        # the state record is read and the model resolved; the job takes the lock again for its run.
+        # A folder that is missing or read-only, an extension no writer has, or another job writing the output,
+        # is said first, before the state record is read and the model resolved (the Hub, maybe: seconds);
+        # the job takes the lock again for its run.
+        output_format(params["output"])
         check_output_path(params["output"])
         with OutputLock(params["output"]):
             pass
