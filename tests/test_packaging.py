@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from importlib.metadata import distribution, metadata, version
 from importlib.resources import files
@@ -133,3 +134,26 @@ def test_bench_from_the_wheel_says_it_needs_a_checkout(wheel, tmp_path):
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert lines[0].startswith("Error: `coulisse bench` runs from a source checkout"), lines[0]
     assert "git clone" in lines[0] and "pip install -e '.[bench]'" in lines[0], lines[0]
+    assert f"installed at {tmp_path / 'site' / 'coulisse'}." in lines[0], lines[0]  # no folder that cannot exist
+
+
+@pytest.mark.slow
+def test_the_sdist_ships_the_docs_and_no_part_of_the_test_suite(tmp_path):
+    """The sdist (MANIFEST.in): the package with its C sources and bundled model, the docs the README links to
+    and the changelog; the test suite needs the repository, so none of it (setuptools alone would ship
+    tests/test_*.py without their conftest and fixtures)."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    source = tmp_path / "src-copy"
+    for name in tracked.splitlines():
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / name, source / name)
+    subprocess.run([sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path / "dist")], cwd=source,
+                   check=True, timeout=600, capture_output=True)
+    (archive,) = (tmp_path / "dist").glob("coulisse-*.tar.gz")
+    with tarfile.open(archive) as tar:
+        names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
+    assert {"CHANGELOG.md", "README.md", "LICENSE", "docs/server.md", "docs/jobs.md", "setup.py",
+            "src/coulisse/models/_int8.c", "src/coulisse/models/_kernels.h",
+            "src/coulisse/bundled/mini-allocine/model.safetensors"} <= names
+    assert not [name for name in names if name.startswith(("tests/", "bench/", "training/"))]

@@ -226,8 +226,12 @@ def test_three_stages_like_the_notebook(tf_camembert_dir):
 
 
 def test_unknown_task_is_refused(tf_camembert_dir):
-    with pytest.raises(InputError, match="summarization"):
+    with pytest.raises(InputError, match="summarization") as far:
         pipeline("summarization", model=tf_camembert_dir)
+    assert "did you mean" not in str(far.value)
+    # The French spelling, a likely first try, gets the closest task.
+    with pytest.raises(InputError, match=r"^unknown task 'sentiment-analyse' \(did you mean 'sentiment-analysis'\?\)"):
+        pipeline("sentiment-analyse", model=tf_camembert_dir)
 
 
 def test_max_batch_size_reaches_the_engine(factory):

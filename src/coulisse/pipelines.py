@@ -14,6 +14,7 @@ read, and an unknown name fails in one line that names the closest valid one.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
 import logging
 import os
@@ -64,9 +65,10 @@ TEXT_ONLY = ("feature_extractor", "image_processor", "video_processor", "process
 def _task_class(task: str) -> type[Pipeline]:
     name = ALIASES.get(task, task)
     if name not in TASKS:
-        raise InputError(
-            f"unknown task {task!r}; coulisse supports {', '.join(sorted(set(TASKS) | set(ALIASES)))}."
-        )
+        known = sorted(set(TASKS) | set(ALIASES))
+        near = difflib.get_close_matches(str(task).lower(), known, n=1, cutoff=0.6)
+        raise InputError(f"unknown task {task!r}{f' (did you mean {near[0]!r}?)' if near else ''}; coulisse "
+                         f"supports {', '.join(known)}.")
     return TASKS[name]
 
 

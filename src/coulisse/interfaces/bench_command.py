@@ -27,9 +27,9 @@ def load_harness():
     folder = bench_dir()
     if not (folder / "run_bench.py").is_file():
         raise click.ClickException(
-            f"`coulisse bench` runs from a source checkout: its harness, bench/run_bench.py, does not ship "
-            f"in the package (not found in {folder}). git clone the coulisse repository, then in it: "
-            "pip install -e '.[bench]' and run coulisse bench there."
+            "`coulisse bench` runs from a source checkout: its harness, bench/run_bench.py, does not ship "
+            f"in the package, and this coulisse is installed at {Path(__file__).resolve().parents[1]}. git clone "
+            "the coulisse repository, then in it: pip install -e '.[bench]' and run coulisse bench there."
         )
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
