@@ -107,6 +107,30 @@ def test_an_unknown_model_is_404_naming_the_served_ones(server):
         sdk.embeddings.create(model="nope", input="x")
 
 
+def test_a_prefix_or_x_model_that_disagrees_with_openai_model_says_so(server, pipes):
+    """The prefix or X-Model chose a model and the body's `model` names another one, served or not: the 404 says
+    what chose which and lists every served model, not "'allocine' is not served here" of a served model."""
+    served = "'clf', 'enc/bert', 'camembert-enc'"
+    for how, path, headers in (("the route prefix /camembert-enc", "/camembert-enc/v1/embeddings", {}),
+                               ("the X-Model header", "/v1/embeddings", {"X-Model": "camembert-enc"}),
+                               ("the X-Model header", "/embeddings", {"X-Model": "camembert-enc"})):
+        r = httpx.post(f"{server.base}{path}", json={"input": "x", "model": "enc/bert"}, headers=headers)
+        assert r.status_code == 404, r.text
+        message = r.json()["error"]["message"]  # OpenAI's shape on its routes
+        assert message == (f"{how} chose model 'camembert-enc', but the body's `model` names 'enc/bert', another "
+                           f"model of this server: send one of the two, or the same name in both (served: {served}; "
+                           "GET /v1/models)")
+    r = httpx.post(f"{server.base}/camembert-enc/v1/embeddings", json={"input": "x", "model": "gpt-4"})
+    assert r.status_code == 404 and "'gpt-4', which this server does not serve" in r.json()["error"]["message"]
+    assert "--served-model-name" in r.json()["error"]["message"]
+    # The same name in both, or the prefix alone, reaches the model.
+    expected = np.asarray(pipes["camembert-enc"](TEXTS[:1]))
+    for body in ({"input": TEXTS[0], "model": "camembert-enc"}, {"input": TEXTS[0]}):
+        close([d["embedding"] for d in post(server, "/camembert-enc/v1/embeddings", body)["data"]], expected)
+        close([d["embedding"] for d in post(server, "/v1/embeddings", body, **{"X-Model": "camembert-enc"})["data"]],
+              expected)
+
+
 def test_openai_sdk_picks_the_model_by_name(server, pipes):
     sdk = openai.OpenAI(base_url=f"{server.base}/v1", api_key="unused", max_retries=0)
     for name in NAMES[1:]:

@@ -46,7 +46,9 @@ def add_openai_routes(app: FastAPI, service: Service, gate, protected: list) -> 
         """OpenAI's embeddings: unit vectors, `dimensions` cut and renormalized, float or base64."""
         if body.model is not None and body.model != service.served_model_name:
             raise ServerError("not_found", f"model {body.model!r} is not served here; this server serves "
-                              f"{service.served_model_name!r} (GET /v1/models)")
+                              f"{service.served_model_name!r} (GET /v1/models): send that name, or none; a client "
+                              f"that always sends {body.model!r} needs the server started with "
+                              f"--served-model-name {body.model!r}")
         inputs, _ = batch_of(body.input)
         gate.check_batch(len(inputs), field="input")  # OpenAI's name for the field
         check_not_empty([(x, None) for x in inputs], "input")
