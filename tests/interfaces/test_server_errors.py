@@ -228,7 +228,7 @@ def test_model_failure_is_500_with_a_logged_request_id(classifier, caplog, monke
         r = c.post("/predict", json={"inputs": ["a", "b"]})
         message = error(r, 500, "Backend")
         assert c.get("/health").status_code == 200  # one failed batch does not make the server unhealthy
-        assert 'te_request_failure{err="backend"} 1' in c.get("/metrics").text
+        assert 'te_request_failure{err="inference"} 1' in c.get("/metrics").text  # TEI's label for it
     request_id = r.headers["x-request-id"]
     assert request_id in message and "out of memory" not in message  # internals stay in the log
     logged = [rec for rec in caplog.records if request_id in rec.getMessage()]

@@ -17,6 +17,7 @@ openai = pytest.importorskip("openai")
 pytest.importorskip("huggingface_hub")
 
 from test_server_compat import TEXTS, Server, close, same_labels  # noqa: E402
+from test_server_metrics import parse, value  # noqa: E402
 
 from coulisse import pipeline  # noqa: E402
 
@@ -92,8 +93,13 @@ def test_server_routes_answer_for_every_model(server):
     for path in ("/health", "/clf/health", "/enc/bert/health", "/camembert-enc/ping"):
         assert httpx.get(f"{server.base}{path}").status_code == 200, path
     post(server, "/camembert-enc/embed", {"inputs": ["a", "b"]})
+    post(server, "/clf/predict", {"inputs": "a"})
     metrics = httpx.get(f"{server.base}/metrics").text
-    assert 'te_request_count{model="camembert-enc",route="embed",method="batch"}' in metrics
+    assert 'te_request_count{model="camembert-enc",method="batch"}' in metrics
+    _, samples = parse(metrics)  # the text format, strictly
+    assert value(samples, "te_embed_count", model="camembert-enc") >= 2  # per input, as TEI
+    assert value(samples, "te_predict_count", model="clf") >= 1
+    assert not value(samples, "te_predict_count", model="camembert-enc")
     assert 'te_batch_next_size_count{model="camembert-enc"}' in metrics
 
 

@@ -212,6 +212,7 @@ def several_models_app(models: Sequence[tuple[Pipeline, ServerSettings]]) -> Fas
     names = []
     for pipe, own in models:
         service = Service(pipe, own, ServerMetrics())
+        service.metrics.describe_model(service.embedding, service.max_input_length)
         names.append(service.served_model_name)
         services[service.served_model_name] = service
         apps[service.served_model_name] = model_app(service, Gate(own, service.metrics, permits))
