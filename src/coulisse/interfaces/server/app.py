@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from coulisse import __version__
+from coulisse.interfaces.server.access_log import AccessLog
 from coulisse.interfaces.server.answers import encoded
 from coulisse.interfaces.server.bodies import RequestIds, StrictJSONRoute, new_request_id
 from coulisse.interfaces.server.docs import add_offline_docs, document_request_limits
@@ -271,7 +272,7 @@ def model_app(service: Service, gate: Gate, lifespan=None) -> FastAPI:
 
 def guarded(app: FastAPI, settings: ServerSettings, metrics: ServerMetrics, prefixes: tuple[str, ...] = ()) -> FastAPI:
     """The HTTP layer every request crosses first, outermost last: the key and the body limits (before any
-    route or body parsing), OpenAI's error shape on its paths, CORS, the request id."""
+    route or body parsing), OpenAI's error shape on its paths, CORS, the request id, the access log."""
     app.state.drain = Drain()
     app.add_middleware(Guard, limits=GuardLimits(settings.api_key, settings.payload_limit, settings.body_timeout,
                                                  prefixes), metrics=metrics, drain=app.state.drain)
@@ -282,6 +283,7 @@ def guarded(app: FastAPI, settings: ServerSettings, metrics: ServerMetrics, pref
         app.add_middleware(TEICors, allow_origins=settings.cors_allow_origin, allow_methods=["GET", "POST"],
                            allow_headers=["content-type", "authorization", "x-model"])
     app.add_middleware(RequestIds)
+    app.add_middleware(AccessLog)
     return app
 
 
