@@ -119,7 +119,7 @@ def run_server(model: str, policy: str, threads: str, args) -> dict:
 
     port = free_port()
     cmd = [sys.executable, "-c", "from coulisse.interfaces.cli import main; main()", "serve", "--model", model,
-           "--port", str(port)] + ([] if threads == "auto" else ["--threads", threads])
+           "--port", str(port), "--no-access-log"] + ([] if threads == "auto" else ["--threads", threads])
     proc = subprocess.Popen(cmd, env=environment(policy), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
     body = json.dumps({"inputs": __import__("bench_texts").SHORT_SENTENCE}, ensure_ascii=False).encode()

@@ -150,7 +150,8 @@ def start_server(args, port: int) -> subprocess.Popen:
            "--model", args.model, "--host", "127.0.0.1", "--port", str(port),
            "--max-wait-ms", str(args.max_wait_ms), "--max-concurrent-requests", "1024",
            "--max-batch-requests", str(args.max_batch_requests),
-           "--max-batch-tokens", str(args.max_batch_tokens)]
+           "--max-batch-tokens", str(args.max_batch_tokens),
+           "--no-access-log"]  # measured as before the access log (a line per request), into a pipe nobody reads
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

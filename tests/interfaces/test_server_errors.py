@@ -103,6 +103,34 @@ def test_a_body_that_does_not_parse_says_where_or_which_byte(client):
     assert message == "the body is not valid UTF-8 (byte 0xe9 at byte 13); send the JSON encoded in UTF-8"
 
 
+UTF8 = "send the JSON encoded in UTF-8"
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"inputs": "a"}'.encode("utf-16"), f"the body is UTF-16 (its first bytes are FF FE 7B 00), not UTF-8; {UTF8}"),
+    ('{"inputs": "a"}'.encode("utf-16-le"), f"the body is UTF-16-LE (its first bytes are 7B 00 22 00), not UTF-8; "
+                                            f"{UTF8}"),
+    ('{"inputs": "a"}'.encode("utf-16-be"), f"the body is UTF-16-BE (its first bytes are 00 7B 00 22), not UTF-8; "
+                                            f"{UTF8}"),
+    ('{"inputs": "a"}'.encode("utf-32"), f"the body is UTF-32 (its first bytes are FF FE 00 00), not UTF-8; {UTF8}"),
+    (b'\xef\xbb\xbf{"inputs": "a"}', "the body starts with a UTF-8 byte order mark (bytes EF BB BF), which JSON sent "
+                                    "over a network must not carry (RFC 8259); send the JSON without it"),
+    (b'{"inputs": "a", "raw_scores": NaN}', "the body holds NaN, which is not a JSON number (JSON has no NaN or "
+                                            "Infinity); send a finite number"),
+    (b'{"inputs": ["a"], "x": [Infinity]}', "the body holds Infinity, which is not a JSON number (JSON has no NaN "
+                                            "or Infinity); send a finite number"),
+    (b'{"inputs": -Infinity}', "the body holds -Infinity, which is not a JSON number (JSON has no NaN or "
+                               "Infinity); send a finite number"),
+])
+def test_a_body_python_reads_but_serde_json_does_not_is_400(client, content, message):
+    """Python's `json.loads(bytes)` decodes UTF-16 and UTF-32, skips a byte order mark and reads NaN and Infinity;
+    serde_json (TEI's reader, through axum's `Json`) refuses each as a syntax error: 400, not an answer (UTF-16,
+    the BOM: they were 200) nor a type error (NaN: it was 422)."""
+    for route in ("/predict", "/"):
+        r = client.post(route, content=content, headers={"content-type": "application/json"})
+        assert error(r, 400, "BadRequest") == message
+
+
 def test_an_empty_predict_batch_is_a_malformed_body_as_in_tei(client):
     """TEI's PredictInput deserializer refuses `[]` while parsing (`invalid_length(0)` on the first element,
     router/src/http/types.rs), so axum answers 422, not the 400 `Empty` of the routes whose input may be an empty
@@ -200,7 +228,7 @@ def test_model_failure_is_500_with_a_logged_request_id(classifier, caplog, monke
         r = c.post("/predict", json={"inputs": ["a", "b"]})
         message = error(r, 500, "Backend")
         assert c.get("/health").status_code == 200  # one failed batch does not make the server unhealthy
-        assert 'te_request_failure{err="backend"} 1' in c.get("/metrics").text
+        assert 'te_request_failure{err="inference"} 1' in c.get("/metrics").text  # TEI's label for it
     request_id = r.headers["x-request-id"]
     assert request_id in message and "out of memory" not in message  # internals stay in the log
     logged = [rec for rec in caplog.records if request_id in rec.getMessage()]

@@ -60,7 +60,8 @@ def test_health_answers_while_a_large_answer_is_encoded(factory):
     [[], [[]]],
 ])
 def test_the_encoding_is_starlettes(value):
-    """The same bytes as Starlette's JSONResponse (what every route answered before), pieces or not."""
+    """The same bytes as Starlette's JSONResponse (what every route answered before), pieces or not, where no
+    float is a float32 (those are written as float32's text: test_server_float_text.py)."""
     from starlette.responses import JSONResponse
 
     from coulisse.interfaces.server.answers import encode_json
@@ -72,5 +73,7 @@ def test_float32_rows_are_written_as_their_lists():
     from coulisse.interfaces.server.answers import encode_json
 
     rows = [np.random.default_rng(0).standard_normal((7, 5)).astype(np.float32), np.zeros((0, 5), np.float32)]
-    assert json.loads(encode_json(rows)) == [row.tolist() for row in rows]
+    read = json.loads(encode_json(rows))
+    assert [np.asarray(r, dtype=np.float32).shape for r in read] == [(7, 5), (0,)]
+    assert (np.asarray(read[0], dtype=np.float32) == rows[0]).all()  # the same float32 values
     assert encode_json(rows) == encode_json([row.tolist() for row in rows])

@@ -17,6 +17,7 @@ openai = pytest.importorskip("openai")
 pytest.importorskip("huggingface_hub")
 
 from test_server_compat import TEXTS, Server, close, same_labels  # noqa: E402
+from test_server_metrics import parse, value  # noqa: E402
 
 from coulisse import pipeline  # noqa: E402
 
@@ -92,8 +93,13 @@ def test_server_routes_answer_for_every_model(server):
     for path in ("/health", "/clf/health", "/enc/bert/health", "/camembert-enc/ping"):
         assert httpx.get(f"{server.base}{path}").status_code == 200, path
     post(server, "/camembert-enc/embed", {"inputs": ["a", "b"]})
+    post(server, "/clf/predict", {"inputs": "a"})
     metrics = httpx.get(f"{server.base}/metrics").text
-    assert 'te_request_count{model="camembert-enc",route="embed",method="batch"}' in metrics
+    assert 'te_request_count{model="camembert-enc",method="batch"}' in metrics
+    _, samples = parse(metrics)  # the text format, strictly
+    assert value(samples, "te_embed_count", model="camembert-enc") >= 2  # per input, as TEI
+    assert value(samples, "te_predict_count", model="clf") >= 1
+    assert not value(samples, "te_predict_count", model="camembert-enc")
     assert 'te_batch_next_size_count{model="camembert-enc"}' in metrics
 
 
@@ -105,6 +111,30 @@ def test_an_unknown_model_is_404_naming_the_served_ones(server):
     sdk = openai.OpenAI(base_url=f"{server.base}/v1", api_key="unused", max_retries=0)
     with pytest.raises(openai.NotFoundError, match="'nope'.*'camembert-enc'"):
         sdk.embeddings.create(model="nope", input="x")
+
+
+def test_a_prefix_or_x_model_that_disagrees_with_openai_model_says_so(server, pipes):
+    """The prefix or X-Model chose a model and the body's `model` names another one, served or not: the 404 says
+    what chose which and lists every served model, not "'allocine' is not served here" of a served model."""
+    served = "'clf', 'enc/bert', 'camembert-enc'"
+    for how, path, headers in (("the route prefix /camembert-enc", "/camembert-enc/v1/embeddings", {}),
+                               ("the X-Model header", "/v1/embeddings", {"X-Model": "camembert-enc"}),
+                               ("the X-Model header", "/embeddings", {"X-Model": "camembert-enc"})):
+        r = httpx.post(f"{server.base}{path}", json={"input": "x", "model": "enc/bert"}, headers=headers)
+        assert r.status_code == 404, r.text
+        message = r.json()["error"]["message"]  # OpenAI's shape on its routes
+        assert message == (f"{how} chose model 'camembert-enc', but the body's `model` names 'enc/bert', another "
+                           f"model of this server: send one of the two, or the same name in both (served: {served}; "
+                           "GET /v1/models)")
+    r = httpx.post(f"{server.base}/camembert-enc/v1/embeddings", json={"input": "x", "model": "gpt-4"})
+    assert r.status_code == 404 and "'gpt-4', which this server does not serve" in r.json()["error"]["message"]
+    assert "--served-model-name" in r.json()["error"]["message"]
+    # The same name in both, or the prefix alone, reaches the model.
+    expected = np.asarray(pipes["camembert-enc"](TEXTS[:1]))
+    for body in ({"input": TEXTS[0], "model": "camembert-enc"}, {"input": TEXTS[0]}):
+        close([d["embedding"] for d in post(server, "/camembert-enc/v1/embeddings", body)["data"]], expected)
+        close([d["embedding"] for d in post(server, "/v1/embeddings", body, **{"X-Model": "camembert-enc"})["data"]],
+              expected)
 
 
 def test_openai_sdk_picks_the_model_by_name(server, pipes):

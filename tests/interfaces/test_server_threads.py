@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -87,13 +88,16 @@ def start(model, *args, **env_vars) -> tuple[subprocess.Popen, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("COULISSE_") and k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
     env.update(OMP_DISPLAY_ENV="VERBOSE", **env_vars)
+    # A file, not a pipe nobody reads while the server runs: its access log (a line per request) would fill it.
+    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - open while the server runs; stop() reads it
     proc = subprocess.Popen([*SERVE, "--model", str(model), "--port", str(port), *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=log, text=True)
+    proc.log = log
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"the server exited with {proc.returncode}:\n{proc.stderr.read()}")
+            pytest.fail(f"the server exited with {proc.returncode}:\n{stop(proc)}")
         try:
             if httpx.get(f"{base}/health", timeout=1).status_code == 200:
                 return proc, base
@@ -105,9 +109,11 @@ def start(model, *args, **env_vars) -> tuple[subprocess.Popen, str]:
 
 def stop(proc) -> str:
     """Its stderr, which holds what libgomp read from the environment when torch loaded."""
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    return err
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    proc.log.seek(0)
+    return proc.log.read()
 
 
 def openmp_read(stderr: str, name: str) -> str:

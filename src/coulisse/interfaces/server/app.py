@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from coulisse import __version__
+from coulisse.interfaces.server.access_log import AccessLog
 from coulisse.interfaces.server.answers import encoded
 from coulisse.interfaces.server.bodies import RequestIds, StrictJSONRoute, new_request_id
 from coulisse.interfaces.server.docs import add_offline_docs, document_request_limits
@@ -49,6 +50,8 @@ from coulisse.pipelines import Pipeline
 
 log = logging.getLogger(__name__)
 TAG = "Text Embeddings Inference"
+# Refusals that TEI answers before its te_embed_count / te_predict_count counts the inputs (core/src/infer.rs).
+NOT_REACHED = frozenset({"model_type", "empty"})
 
 
 async def client_gone(request: Request) -> None:
@@ -106,23 +109,27 @@ class Gate:
             raise ServerError("batch_size", f"{what} {n} > maximum allowed batch size "
                               f"{self.settings.max_client_batch_size} (--max-client-batch-size)")
 
-    async def run(self, request: Request, route: str, method: str,
-                  work: Callable[[Timings], Awaitable[list]], single: bool, timed: bool = True) -> Response:
-        """`timed`: TEI's compute and timing headers, which TEI sends on the routes that run the model only
-        (not /tokenize, /decode)."""
+    async def run(self, request: Request, method: str, work: Callable[[Timings], Awaitable[list]], single: bool,
+                  inputs: int = 1, runs_model: bool = True) -> Response:
+        """`method`: TEI's "single" or "batch"; `inputs`: how many inputs reach the model (te_embed_count...).
+        `runs_model`: TEI's timing headers and request metrics, which TEI has on the routes that run the model
+        only (not /tokenize, /decode)."""
         request_id = getattr(request.state, "request_id", None) or new_request_id()
         request.state.request_id = request_id
         start = time.perf_counter()
-        self.metrics.request_count.inc(route=route, method=method)
+        if runs_model:
+            self.metrics.request_count.inc(method=method)
         if self.permits.locked():
             raise ServerError("overloaded", f"Model is overloaded: {self.settings.max_concurrent_requests} "
                               "requests in flight (--max-concurrent-requests); retry later")
         await self.permits.acquire()
         self.metrics.in_flight.inc()
         timings = Timings()
+        reached = runs_model  # the inputs reached the model's stages (TEI counts them from there)
         try:
             results = await work(timings)
         except ServerError as e:
+            reached = reached and e.kind not in NOT_REACHED
             if e.kind == "backend":
                 log.error("request %s: %s", request_id, e.message, exc_info=e.__cause__)
                 e.message = f"{e.message} (request id {request_id})"
@@ -130,14 +137,16 @@ class Gate:
         finally:
             self.permits.release()
             self.metrics.in_flight.inc(-1)
+            if reached:
+                self.metrics.per_input.count.inc(inputs)
         total = time.perf_counter() - start
-        self.metrics.request_success.inc(route=route, method=method)
-        self.metrics.request_duration.observe(total, route=route)
+        if runs_model:
+            self.metrics.answered(method, inputs, total, timings.tokenization_s, timings.queue_s, timings.inference_s)
         # TEI's response headers, in milliseconds.
         ms = {"total": total, "tokenization": timings.tokenization_s, "queue": timings.queue_s,
               "inference": timings.inference_s}
         headers = {"x-request-id": request_id}
-        if timed:
+        if runs_model:
             headers.update({"x-compute-type": "cpu", "x-compute-time": str(int(total * 1000)),
                             "x-compute-characters": str(timings.characters), "x-compute-tokens": str(timings.tokens),
                             **{f"x-{name}-time": str(int(seconds * 1000)) for name, seconds in ms.items()}})
@@ -166,9 +175,9 @@ def add_task_routes(app: FastAPI, service: Service, gate: Gate, protected: list)
         gate.check_batch(len(raw))
         sequences = [(s[0], s[1] if len(s) == 2 else None) for s in raw]
         truncate = settings.auto_truncate if body.truncate is None else body.truncate
-        return await gate.run(request, "predict", "single" if single else "batch", lambda t: service.predict(
+        return await gate.run(request, "single" if single else "batch", lambda t: service.predict(
             sequences, truncate, body.raw_scores, partial(client_gone, request), t, side(body.truncation_direction)),
-            single)
+            single, len(sequences))
 
     @app.post("/embed", tags=[TAG], dependencies=protected, response_model=None,
               include_in_schema=not service.classifier,
@@ -178,9 +187,9 @@ def add_task_routes(app: FastAPI, service: Service, gate: Gate, protected: list)
         texts, single = batch_of(body.inputs)
         gate.check_batch(len(texts))
         truncate = settings.auto_truncate if body.truncate is None else body.truncate
-        return await gate.run(request, "embed", "single" if single else "batch", lambda t: service.embed(
+        return await gate.run(request, "single" if single else "batch", lambda t: service.embed(
             texts, truncate, body.normalize, partial(client_gone, request), t, prompt_name=body.prompt_name,
-            dimensions=body.dimensions, side=side(body.truncation_direction)), False)
+            dimensions=body.dimensions, side=side(body.truncation_direction)), False, len(texts))
 
     return {"predict": predict, "embed": embed}
 
@@ -263,7 +272,7 @@ def model_app(service: Service, gate: Gate, lifespan=None) -> FastAPI:
 
 def guarded(app: FastAPI, settings: ServerSettings, metrics: ServerMetrics, prefixes: tuple[str, ...] = ()) -> FastAPI:
     """The HTTP layer every request crosses first, outermost last: the key and the body limits (before any
-    route or body parsing), OpenAI's error shape on its paths, CORS, the request id."""
+    route or body parsing), OpenAI's error shape on its paths, CORS, the request id, the access log."""
     app.state.drain = Drain()
     app.add_middleware(Guard, limits=GuardLimits(settings.api_key, settings.payload_limit, settings.body_timeout,
                                                  prefixes), metrics=metrics, drain=app.state.drain)
@@ -274,6 +283,7 @@ def guarded(app: FastAPI, settings: ServerSettings, metrics: ServerMetrics, pref
         app.add_middleware(TEICors, allow_origins=settings.cors_allow_origin, allow_methods=["GET", "POST"],
                            allow_headers=["content-type", "authorization", "x-model"])
     app.add_middleware(RequestIds)
+    app.add_middleware(AccessLog)
     return app
 
 
@@ -286,4 +296,5 @@ def create_app(pipe: Pipeline, settings: ServerSettings | None = None) -> FastAP
     settings = settings or ServerSettings()
     metrics = ServerMetrics()
     service = Service(pipe, settings, metrics)
+    metrics.describe_model(service.embedding, service.max_input_length)
     return guarded(model_app(service, Gate(settings, metrics), serving([service])), settings, metrics)

@@ -2,6 +2,10 @@
 
 - A JSON object that names a key twice is refused (422 naming the key), as TEI's serde parser refuses a
   duplicate field; Python's `json` would keep the last value silently.
+- What serde_json cannot read is refused (400, `BodyNotJSON`) although Python's `json.loads(bytes)` reads it:
+  UTF-16 or UTF-32 (which it detects), a byte order mark (which it skips), the literals NaN, Infinity and
+  -Infinity (which it takes for numbers). TEI answers each 400 (axum's `Json`: a syntax error), as docs/server.md
+  says of a body that is not UTF-8 JSON.
 - Every answer carries `x-request-id`, errors of the HTTP layer included: the id the server logs a failure
   under.
 """
@@ -27,10 +31,37 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+class BodyNotJSON(ValueError):
+    """A body that is not UTF-8 JSON; the message says what is wrong with it and what to send (errors.py answers
+    it 400 `BadRequest`)."""
+
+
+def json_text(body: bytes) -> str:
+    """The body as text: UTF-8 without a byte order mark, as RFC 8259 and serde_json read JSON."""
+    encoding = json.detect_encoding(body)  # what json.loads(bytes) would have decoded it as
+    if encoding == "utf-8-sig":
+        raise BodyNotJSON("the body starts with a UTF-8 byte order mark (bytes EF BB BF), which JSON sent over a "
+                          "network must not carry (RFC 8259); send the JSON without it")
+    if encoding != "utf-8":
+        raise BodyNotJSON(f"the body is {encoding.upper()} (its first bytes are {body[:4].hex(' ').upper()}), not "
+                          "UTF-8; send the JSON encoded in UTF-8")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BodyNotJSON(f"the body is not valid UTF-8 (byte 0x{body[e.start]:02x} at byte {e.start + 1}); send "
+                          "the JSON encoded in UTF-8") from None
+
+
+def _not_a_number(literal: str):
+    raise BodyNotJSON(f"the body holds {literal}, which is not a JSON number (JSON has no NaN or Infinity); "
+                      "send a finite number")
+
+
 class StrictJSONRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            self._json = json.loads(await self.body(), object_pairs_hook=_unique_keys)
+            self._json = json.loads(json_text(await self.body()), object_pairs_hook=_unique_keys,
+                                    parse_constant=_not_a_number)
         return self._json
 
 

@@ -84,8 +84,9 @@ log = logging.getLogger(__name__)
               envvar="COULISSE_BODY_TIMEOUT", help="Seconds for a whole request body to arrive (else 408, closed).")
 @click.option("--keep-alive-timeout", type=float, default=CONNECTION.keep_alive_timeout, show_default=True,
               envvar="COULISSE_KEEP_ALIVE_TIMEOUT", help="Seconds an idle connection stays open.")
-@click.option("--access-log/--no-access-log", default=False, show_default=True, envvar="COULISSE_ACCESS_LOG",
-              help="One log line per request (method, path, status; never headers).")
+@click.option("--access-log/--no-access-log", default=True, show_default=True, envvar="COULISSE_ACCESS_LOG",
+              help="One log line per request on stderr, as TEI logs each request: method, path (no query string), "
+                   "status (499: the client left), milliseconds, request id, peer; never headers.")
 # text-embeddings-inference's launcher flags (its environment names: tei_env.py).
 @click.option("--model-id", multiple=True, default=None, help="TEI's name for --model (repeatable too).")
 @click.option("--served-model-name", multiple=True, default=None, envvar="COULISSE_SERVED_MODEL_NAME", type=ENV_LIST,
@@ -129,6 +130,7 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
         import uvicorn
 
         from coulisse.engine import Item
+        from coulisse.interfaces.server.access_log import logged_protocol
         from coulisse.interfaces.server.app import create_app
         from coulisse.interfaces.server.protocol import DrainingServer, ProtocolLimits, guarded_protocol
         from coulisse.interfaces.server.service import ServerSettings
@@ -200,13 +202,16 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
 
         app = several_models_app(served)
     allow_open_files(max_connections)
-    protocol = guarded_protocol(ProtocolLimits(header_timeout, max_connections, CONNECTION.max_head_bytes),
-                                app.state.metrics)
+    protocol = logged_protocol(guarded_protocol(ProtocolLimits(header_timeout, max_connections,
+                                                               CONNECTION.max_head_bytes), app.state.metrics),
+                               app.state.metrics)
+    # coulisse's access log (access_log.py) in place of uvicorn's, which has no request id, duration, 499 or 408.
+    logging.getLogger("coulisse.access").setLevel(logging.INFO if access_log else logging.WARNING)
     config = uvicorn.Config(app, host=host, port=port, http=protocol, loop="asyncio",
                             timeout_graceful_shutdown=shutdown_timeout,
                             timeout_keep_alive=keep_alive_timeout,
                             h11_max_incomplete_event_size=CONNECTION.max_head_bytes,
-                            access_log=access_log, log_level="info", server_header=False)
+                            access_log=False, log_level="info", server_header=False)
     # uvicorn handles SIGTERM: close the socket, wait for in-flight requests, run the lifespan
     # shutdown (which drains the batch queue). It then re-raises the signal under the handler that
     # was there before it; a no-op one lets the command return, so a graceful stop exits 0. Requests

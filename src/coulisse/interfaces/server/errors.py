@@ -24,7 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from coulisse.interfaces.server.bodies import DUPLICATE, new_request_id
+from coulisse.interfaces.server.bodies import DUPLICATE, BodyNotJSON, new_request_id
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -49,8 +49,8 @@ ERRORS: dict[str, ErrorKind] = {
     "empty": ErrorKind(400, "Empty", "`inputs` is an empty list, or holds an empty text"),
     "bad_request": ErrorKind(400, "BadRequest", "the request line or a header is not valid HTTP/1.1", close=True),
     # 400, as TEI's JSON reader (axum) answers a body serde_json cannot parse: its data errors are 422.
-    "json_syntax": ErrorKind(400, "BadRequest", "a body that is not JSON (a syntax error, bytes that are not UTF-8, "
-                             "nesting deeper than the parser goes)"),
+    "json_syntax": ErrorKind(400, "BadRequest", "a body that is not UTF-8 JSON (a syntax error, bytes that are not "
+                             "UTF-8, UTF-16, a byte order mark, NaN or Infinity, nesting deeper than the parser goes)"),
     "unauthorized": ErrorKind(401, "Unauthorized", "missing or wrong `Authorization: Bearer` key", close=True),
     "not_found": ErrorKind(404, "NotFound", "no such route"),
     "method_not_allowed": ErrorKind(405, "MethodNotAllowed", "the route exists for another method"),
@@ -174,24 +174,15 @@ def syntax_error(exc: RequestValidationError) -> bool:
     return bool(errors) and all(e.get("type") == "json_invalid" and not duplicate(e) for e in errors)
 
 
-UNPARSED = "There was an error parsing the body"  # FastAPI's words for a body json.loads could not decode
+UNPARSED = "There was an error parsing the body"  # FastAPI's words for a body its JSON reader raised on
 
 
-async def _unparsed_body(request: Request) -> str:
-    """Why FastAPI could not read a JSON body, where its own message does not say: bytes that are not UTF-8
-    (as the corpus jobs' readers name them)."""
-    body = await request.body()  # the bytes FastAPI read, kept by the request
-    try:
-        body.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return (f"the body is not valid UTF-8 (byte 0x{body[e.start]:02x} at byte {e.start + 1}); send the JSON "
-                "encoded in UTF-8")
-    try:
-        json.loads(body)
-    except RecursionError:
+def _unparsed(cause: BaseException | None) -> str:
+    """Why FastAPI could not read a JSON body (what the reader raised), where its own message does not say."""
+    if isinstance(cause, BodyNotJSON):  # not UTF-8, a byte order mark, NaN (bodies.py)
+        return str(cause)
+    if isinstance(cause, RecursionError):
         return "the body is nested deeper than the JSON parser goes; send one JSON value"
-    except ValueError:
-        pass
     return f"{UNPARSED}: send one JSON value in UTF-8"
 
 
@@ -218,7 +209,7 @@ def install_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
 
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.detail == UNPARSED:
-            return respond(request, "json_syntax", await _unparsed_body(request))
+            return respond(request, "json_syntax", _unparsed(exc.__cause__))
         kind = STARLETTE_KINDS.get(exc.status_code, "validation" if exc.status_code < 500 else "backend")
         return respond(request, kind, str(exc.detail))
 

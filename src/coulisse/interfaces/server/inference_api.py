@@ -79,14 +79,16 @@ def add_root_routes(app: FastAPI, service: Service, gate, protected: list, handl
         named = inputs.items() if isinstance(inputs, dict) else [("", inputs)]
         for name, text in named:
             check_not_empty([(text, None)], f"inputs.{name}" if name else "inputs")
-        if task == "zero-shot-classification":  # one (text, hypothesis) pair, one model input, per label
-            gate.check_batch(len(parameters["candidate_labels"]), "candidate labels (one input each)")
+        n = 1  # model inputs: one text (a question with its context), or one (text, hypothesis) pair per label
+        if task == "zero-shot-classification":
+            n = len(parameters["candidate_labels"])
+            gate.check_batch(n, "candidate labels (one input each)")
 
         async def work(t: Timings) -> list:
             result = await service.run_task(inputs, parameters, partial(client_gone, request), t)
             return [answer_shape(task, result)]
 
-        return await gate.run(request, "inference", "single", work, True)
+        return await gate.run(request, "single", work, True, n)
 
     if service.sparse:  # TEI's route for a SPLADE model
         body_type = EmbedSparseRequest

@@ -1,4 +1,17 @@
-"""Prometheus metrics under text-embeddings-inference's names (`te_*`), so TEI dashboards work.
+"""Prometheus metrics under text-embeddings-inference's names, labels and buckets (`te_*`: TEI's
+core/src/infer.rs, router/src/http/server.rs, router/src/lib.rs, router/src/prometheus.rs), so TEI dashboards work:
+
+    te_request_count{method}, te_request_success{method}   requests of the routes that run the model ("single" or
+                                                          "batch"; not /tokenize and /decode, as in TEI)
+    te_request_duration, te_request_{tokenization,queue,inference}_duration   one observation per request
+    te_request_failure{err}                               errors by kind: TEI's label where TEI counts the kind
+                                                          (`TEI_LABELS`: an empty text is "validation"), else
+                                                          coulisse's kind (the HTTP layer's: "unauthorized"...)
+    te_embed_*, te_predict_*   count, success, duration, tokenization/queue/inference durations, per input:
+                               te_embed_* for an embedding model, te_predict_* for every other task
+    te_request_input_length    tokens per input; buckets: the powers of two up to the model's max_input_length
+    te_queue_size, te_batch_next_size, te_batch_next_tokens, te_batch_inference_duration, te_requests_in_flight,
+    te_batch_dropped_inputs    the batcher's
 
 A dozen metrics do not need a client library: counters, gauges and histograms with labels, rendered
 in the text exposition format (version 0.0.4). Every update happens on the event loop thread
@@ -14,6 +27,9 @@ from collections.abc import Iterable, Sequence
 DURATION_BUCKETS = tuple(1e-5 * 1.5 ** (i + 1) for i in range(35))
 SIZE_BUCKETS = tuple(float(2**i) for i in range(13))
 TOKEN_BUCKETS = tuple(float(2**i) for i in range(21))
+INPUT_LENGTH_BUCKETS = tuple(float(2**i) for i in range(20))  # TEI's, cut at the model's max_input_length
+# TEI's `err` label for the error kinds TEI counts under another name (errors.ERRORS' keys otherwise)
+TEI_LABELS = {"empty": "validation", "input_length": "tokenization", "backend": "inference"}
 
 
 def _labels(names: Sequence[str], values: Sequence[str], extra: str = "", const: str = "") -> str:
@@ -87,10 +103,10 @@ class Histogram(Metric):
         # per label set: counts per bucket (non-cumulative, last = +Inf), sum
         self.observed: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
 
-    def observe(self, value: float, **labels: str) -> None:
+    def observe(self, value: float, times: int = 1, **labels: str) -> None:
         counts, total = self.observed.setdefault(self._key(labels), ([0] * (len(self.buckets) + 1), [0.0]))
-        counts[next((i for i, b in enumerate(self.buckets) if value <= b), len(self.buckets))] += 1
-        total[0] += value
+        counts[next((i for i, b in enumerate(self.buckets) if value <= b), len(self.buckets))] += times
+        total[0] += value * times
 
     def count(self, **labels: str) -> int:
         series = self.observed.get(self._key(labels))
@@ -112,24 +128,58 @@ class Histogram(Metric):
         return self.header() + self.series()
 
 
+class Failures(Counter):
+    """te_request_failure{err}: the error kinds TEI counts too under TEI's label (`TEI_LABELS`)."""
+
+    def __init__(self):
+        super().__init__("te_request_failure", "Requests answered with an error, by kind", ("err",))
+
+    def inc(self, amount: float = 1.0, **labels: str) -> None:
+        super().inc(amount, err=TEI_LABELS.get(labels["err"], labels["err"]))
+
+    def value(self, **labels: str) -> float:
+        return super().value(err=TEI_LABELS.get(labels["err"], labels["err"]))
+
+
+class PerInput:
+    """TEI's te_embed_* or te_predict_*: one observation per input (core/src/infer.rs records them per input)."""
+
+    def __init__(self, prefix: str, what: str):
+        self.count = Counter(f"{prefix}_count", f"Inputs sent to the {what} model")
+        self.success = Counter(f"{prefix}_success", f"Inputs the {what} model answered")
+        self.duration = Histogram(f"{prefix}_duration", "Seconds from the request's start to its answer, per input",
+                                  DURATION_BUCKETS)
+        self.tokenization = Histogram(f"{prefix}_tokenization_duration", "Tokenization seconds, per input (its "
+                                      "request's: a request's inputs are tokenized together)", DURATION_BUCKETS)
+        self.queue = Histogram(f"{prefix}_queue_duration", "Seconds an input waited in the queue", DURATION_BUCKETS)
+        self.inference = Histogram(f"{prefix}_inference_duration", "Forward seconds of the batch that carried the "
+                                   "input", DURATION_BUCKETS)
+
+    def all(self) -> list[Metric]:
+        return [self.count, self.success, self.duration, self.tokenization, self.queue, self.inference]
+
+
 class ServerMetrics:
-    """The metrics of one server. Names follow TEI; `route` labels tell /predict from /embed."""
+    """The metrics of one server, or of one model of a several-model server (`describe_model`)."""
 
     def __init__(self) -> None:
-        self.request_count = Counter("te_request_count", "Requests received", ("route", "method"))
-        self.request_success = Counter("te_request_success", "Requests answered 200", ("route", "method"))
-        self.request_failure = Counter("te_request_failure", "Requests answered with an error, by kind",
-                                       ("err",))
+        self.request_count = Counter("te_request_count", "Requests received by the routes that run the model",
+                                     ("method",))
+        self.request_success = Counter("te_request_success", "Requests answered 200 by the routes that run the "
+                                       "model", ("method",))
+        self.request_failure = Failures()
         self.request_duration = Histogram("te_request_duration", "Request latency in seconds (server side)",
-                                          DURATION_BUCKETS, ("route",))
+                                          DURATION_BUCKETS)
         self.tokenization_duration = Histogram("te_request_tokenization_duration",
                                                "Tokenization time per request", DURATION_BUCKETS)
-        self.queue_duration = Histogram("te_request_queue_duration", "Time an input waited in the queue",
-                                        DURATION_BUCKETS)
-        self.inference_duration = Histogram("te_request_inference_duration",
-                                            "Forward time of the batch that carried the input",
-                                            DURATION_BUCKETS)
-        self.input_length = Histogram("te_request_input_length", "Tokens per input", TOKEN_BUCKETS)
+        self.request_queue_duration = Histogram("te_request_queue_duration", "Time a request's inputs waited in "
+                                                "the queue (the longest wait)", DURATION_BUCKETS)
+        self.request_inference_duration = Histogram("te_request_inference_duration", "Forward time of the "
+                                                    "batches that carried a request's inputs (the longest)",
+                                                    DURATION_BUCKETS)
+        self.embed = PerInput("te_embed", "embedding")
+        self.predict = PerInput("te_predict", "classification (every task but embedding)")
+        self.input_length = Histogram("te_request_input_length", "Tokens per input", INPUT_LENGTH_BUCKETS)
         self.in_flight = Gauge("te_requests_in_flight", "Requests holding a concurrency permit")
         self.queue_size = Gauge("te_queue_size", "Inputs waiting for a batch")
         self.batch_size = Histogram("te_batch_next_size", "Inputs per batch", SIZE_BUCKETS)
@@ -138,11 +188,45 @@ class ServerMetrics:
                                         DURATION_BUCKETS)
         self.batch_dropped = Counter("te_batch_dropped_inputs",
                                      "Inputs dropped before compute because their client disconnected")
+        self.per_input = self.predict  # the family this model's inputs count in (`describe_model`)
         self.queue_size.set(0)
         self.in_flight.set(0)
 
+    def describe_model(self, embedding: bool, max_input_length: int) -> None:
+        """What the model is, once its Service read it and before any request: its inputs count in te_embed_*
+        (an embedding model) or te_predict_*, and te_request_input_length's buckets stop at its
+        max_input_length, as TEI's do."""
+        if self.input_length.observed:
+            raise RuntimeError("describe_model after a request was counted: this is a bug")
+        self.per_input = self.embed if embedding else self.predict
+        self.input_length.buckets = tuple(b for b in INPUT_LENGTH_BUCKETS if b <= max_input_length)
+
+    # Observed by Service for each input as its batch answers it (TEI: te_embed_/te_predict_queue_duration...).
+    @property
+    def queue_duration(self) -> Histogram:
+        return self.per_input.queue
+
+    @property
+    def inference_duration(self) -> Histogram:
+        return self.per_input.inference
+
+    def answered(self, method: str, inputs: int, seconds: float, tokenization_s: float, queue_s: float,
+                 inference_s: float) -> None:
+        """A request of a route that runs the model, answered 200: once per request, then per input."""
+        self.request_success.inc(method=method)
+        self.request_duration.observe(seconds)
+        self.request_queue_duration.observe(queue_s)
+        self.request_inference_duration.observe(inference_s)
+        self.per_input.success.inc(inputs)
+        # A request's inputs are tokenized together and answered together: each input's times are its request's.
+        self.per_input.duration.observe(seconds, inputs)
+        self.per_input.tokenization.observe(tokenization_s, inputs)
+
     def all(self) -> list[Metric]:
-        return [m for m in vars(self).values() if isinstance(m, Metric)]
+        return [self.request_count, self.request_success, self.request_failure, self.request_duration,
+                self.tokenization_duration, self.request_queue_duration, self.request_inference_duration,
+                *self.embed.all(), *self.predict.all(), self.input_length, self.in_flight, self.queue_size,
+                self.batch_size, self.batch_tokens, self.batch_duration, self.batch_dropped]
 
     def render(self) -> str:
         return "\n".join(line for metric in self.all() for line in metric.render()) + "\n"

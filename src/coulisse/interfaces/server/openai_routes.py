@@ -46,8 +46,10 @@ def add_openai_routes(app: FastAPI, service: Service, gate, protected: list) -> 
         """OpenAI's embeddings: unit vectors, `dimensions` cut and renormalized, float or base64."""
         if body.model is not None and body.model != service.served_model_name:
             raise ServerError("not_found", f"model {body.model!r} is not served here; this server serves "
-                              f"{service.served_model_name!r} (GET /v1/models)")
-        inputs, _ = batch_of(body.input)
+                              f"{service.served_model_name!r} (GET /v1/models): send that name, or none; a client "
+                              f"that always sends {body.model!r} needs the server started with "
+                              f"--served-model-name {body.model!r}")
+        inputs, single = batch_of(body.input)
         gate.check_batch(len(inputs), field="input")  # OpenAI's name for the field
         check_not_empty([(x, None) for x in inputs], "input")
 
@@ -60,7 +62,7 @@ def add_openai_routes(app: FastAPI, service: Service, gate, protected: list) -> 
             usage = {"prompt_tokens": t.tokens, "total_tokens": t.tokens}
             return [{"object": "list", "data": data, "model": service.served_model_name, "usage": usage}]
 
-        return await gate.run(request, "openai_embeddings", "batch", work, True)
+        return await gate.run(request, "single" if single else "batch", work, True, len(inputs))
 
     app.add_api_route("/embeddings", embeddings, methods=["POST"], include_in_schema=False,
                       dependencies=protected)

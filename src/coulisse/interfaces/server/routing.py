@@ -94,10 +94,14 @@ class ModelRouter:
             if path == prefix or path.startswith(prefix + "/"):
                 # Starlette routes `path` minus `root_path`; /{name}/docs finds /{name}/openapi.json by it.
                 scope = {**scope, "root_path": scope.get("root_path", "") + prefix}
-                return await self.models[name](scope, receive, send)
+                return await self.chosen(name, f"the route prefix {prefix}", path[len(prefix):], scope, receive,
+                                         send)
         named = header(scope, b"x-model")
         if named is not None and path != "/metrics":
-            return await self.to_model(named.decode("utf-8", "replace"), scope, receive, send)
+            name = named.decode("utf-8", "replace")
+            if name not in self.models:
+                return await self.unknown(name, scope, receive, send, "no model named")
+            return await self.chosen(name, "the X-Model header", path, scope, receive, send)
         if path in SERVER_PATHS or path.startswith("/v1/models/"):
             return await self.app(scope, receive, send)
         if path in OPENAI_EMBEDDINGS and scope["method"] == "POST":
@@ -115,11 +119,37 @@ class ModelRouter:
             return await self.unknown(name, scope, receive, send, "no model named")
         await self.models[name](scope, receive, send)
 
+    async def chosen(self, name: str, how: str, path: str, scope, receive, send) -> None:
+        """Model `name`, chosen by `how` (a prefix, X-Model). OpenAI's embeddings whose body's `model` names
+        another model get a 404 saying both, not the chosen model's "is not served here"."""
+        if path in OPENAI_EMBEDDINGS and scope["method"] == "POST":
+            body = await read_body(receive)
+            receive = replay(body, receive)
+            asked = model_name_of(body)
+            if isinstance(asked, str) and asked != name:
+                return await self.disagree(name, how, asked, scope, receive, send)
+        await self.models[name](scope, receive, send)
+
+    async def disagree(self, name: str, how: str, asked: str, scope, receive, send) -> None:
+        self.metrics.request_failure.inc(err="not_found")
+        if asked in self.models:
+            what = (f"the body's `model` names {asked!r}, another model of this server: send one of the two, or "
+                    "the same name in both")
+        else:
+            what = (f"the body's `model` names {asked!r}, which this server does not serve: send `model` "
+                    f"{name!r} or none (a client that always sends {asked!r} needs a model served under that "
+                    "name: --served-model-name)")
+        await error_response("not_found", f"{how} chose model {name!r}, but {what} (served: {self.served}; "
+                             "GET /v1/models)")(scope, receive, send)
+
+    @property
+    def served(self) -> str:
+        return ", ".join(repr(n) for n in self.models)
+
     async def unknown(self, name: str, scope, receive, send, what: str) -> None:
         self.metrics.request_failure.inc(err="not_found")
-        served = ", ".join(repr(n) for n in self.models)
-        await error_response("not_found", f"{what} {name!r}: this server serves {served} (choose one by route "
-                             "prefix /NAME/..., the X-Model header, or OpenAI's `model`; GET /v1/models)")(
+        await error_response("not_found", f"{what} {name!r}: this server serves {self.served} (choose one by "
+                             "route prefix /NAME/..., the X-Model header, or OpenAI's `model`; GET /v1/models)")(
             scope, receive, send)
 
 
@@ -182,6 +212,7 @@ def several_models_app(models: Sequence[tuple[Pipeline, ServerSettings]]) -> Fas
     names = []
     for pipe, own in models:
         service = Service(pipe, own, ServerMetrics())
+        service.metrics.describe_model(service.embedding, service.max_input_length)
         names.append(service.served_model_name)
         services[service.served_model_name] = service
         apps[service.served_model_name] = model_app(service, Gate(own, service.metrics, permits))

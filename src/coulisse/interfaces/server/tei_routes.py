@@ -97,9 +97,9 @@ def add_tei_routes(app: FastAPI, service: Service, gate, protected: list) -> dic
         """Every token's last hidden state (no pooling), per input."""
         inputs, single = batch_of(body.inputs)
         gate.check_batch(len(inputs))
-        return await gate.run(request, "embed_all", "single" if single else "batch", lambda t: service.embed(
+        return await gate.run(request, "single" if single else "batch", lambda t: service.embed(
             inputs, truncate_of(body.truncate), False, partial(client_gone, request), t,
-            prompt_name=body.prompt_name, pooled=False, side=side(body.truncation_direction)), False)
+            prompt_name=body.prompt_name, pooled=False, side=side(body.truncation_direction)), False, len(inputs))
 
     @app.post("/embed_sparse", tags=[TAG], dependencies=protected, response_model=None,
               include_in_schema=service.sparse,
@@ -111,9 +111,9 @@ def add_tei_routes(app: FastAPI, service: Service, gate, protected: list) -> dic
         inputs, single = batch_of(body.inputs)
         gate.check_batch(len(inputs))
         method = "single" if single else "batch"
-        return await gate.run(request, "embed_sparse", method, lambda t: service.embed_sparse(
+        return await gate.run(request, method, lambda t: service.embed_sparse(
             inputs, truncate_of(body.truncate), partial(client_gone, request), t, prompt_name=body.prompt_name,
-            side=side(body.truncation_direction)), False)
+            side=side(body.truncation_direction)), False, len(inputs))
 
     @app.post("/rerank", tags=[TAG], dependencies=protected, response_model=None,
               include_in_schema=service.reranker,
@@ -133,7 +133,7 @@ def add_tei_routes(app: FastAPI, service: Service, gate, protected: list) -> dic
                      for i, s in enumerate(scores)]
             return sorted(ranks, key=lambda r: r["score"])[::-1]  # TEI: ascending sort, reversed
 
-        return await gate.run(request, "rerank", "batch", work, False)
+        return await gate.run(request, "batch", work, False, len(body.texts))
 
     @app.post("/similarity", tags=[TAG], dependencies=protected, response_model=None,
               include_in_schema=service.embedding,
@@ -155,7 +155,7 @@ def add_tei_routes(app: FastAPI, service: Service, gate, protected: list) -> dic
                                           side=side(parameters.truncation_direction))
             return cosine(vectors[0], vectors[1:])
 
-        return await gate.run(request, "similarity", "batch", work, False)
+        return await gate.run(request, "batch", work, False, len(body.inputs.sentences) + 1)
 
     @app.post("/tokenize", tags=[TAG], dependencies=protected, response_model=None,
               responses={200: {"model": list[list[SimpleToken]], "description": "Tokens per input"},
@@ -179,7 +179,7 @@ def add_tei_routes(app: FastAPI, service: Service, gate, protected: list) -> dic
         async def work(t: Timings) -> list:
             return await service.off_loop(tokenized)  # a long text's tokens are CPU work: off the event loop
 
-        return await gate.run(request, "tokenize", "batch", work, False, timed=False)  # TEI: no timing headers
+        return await gate.run(request, "batch", work, False, runs_model=False)  # TEI: no timing headers, metrics
 
     @app.post("/decode", tags=[TAG], dependencies=protected, response_model=None,
               responses={200: {"model": list[str], "description": "One text per id list"},
@@ -201,7 +201,7 @@ def add_tei_routes(app: FastAPI, service: Service, gate, protected: list) -> dic
             return await service.off_loop(lambda: [service.pipe.tokenizer.decode(
                 ids, skip_special_tokens=body.skip_special_tokens) for ids in batch])
 
-        return await gate.run(request, "decode", "batch", work, False, timed=False)
+        return await gate.run(request, "batch", work, False, runs_model=False)
 
     @app.get("/ping", tags=[TAG], response_class=Response,
              responses={200: {"description": "Ready", "content": None}, **openapi_responses("unhealthy")})
