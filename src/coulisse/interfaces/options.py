@@ -25,6 +25,8 @@ FAST_KEY = "coulisse.fast"
 # How idle OpenMP threads wait: the user's choice when one of these is set (libgomp, Intel's OpenMP).
 WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 WAIT_POLICY = "PASSIVE"
+# What a file of texts is named (what -i reads, and what people try): one word ending so is a file's name.
+DATA_FILE_EXTENSIONS = (".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet", ".txt", ".xlsx", ".xls")
 
 
 def split_env_list(rv: str | None) -> list[str]:
@@ -192,8 +194,6 @@ def read_texts(texts: tuple[str, ...], stdin: BinaryIO | None = None) -> list[st
 def _file_name(text: str) -> str | None:
     """Whether a TEXT is a file's name rather than a text, in words: a file that exists, or one word with a data
     file's extension (.csv, .jsonl, .txt, ...); None for text."""
-    from coulisse.interfaces.jobs.formats import INPUT_FORMATS
-
     if len(text) > 1024 or "\n" in text:
         return None
     try:
@@ -201,7 +201,7 @@ def _file_name(text: str) -> str | None:
             return "is a file"
     except (OSError, ValueError):  # a name too long for the system, a NUL byte: not a file's
         return None
-    if not any(ch.isspace() for ch in text) and os.path.splitext(text)[1].lower() in INPUT_FORMATS:
+    if not any(ch.isspace() for ch in text) and os.path.splitext(text)[1].lower() in DATA_FILE_EXTENSIONS:
         return "looks like a file's name (no such file here)"
     return None
 

@@ -109,8 +109,8 @@ def run_job(ctx: click.Context) -> None:
         # A folder that is missing or read-only, an extension no writer has, or another job writing the output,
         # is said first, before the state record is read and the model resolved (the Hub, maybe: seconds);
         # the job takes the lock again for its run.
-        output_format(params["output"])
         check_output_path(params["output"])
+        output_format(params["output"])
         with OutputLock(params["output"]):
             pass
     if params["resume"] and params["output"]:
