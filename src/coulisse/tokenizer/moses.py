@@ -169,7 +169,8 @@ def read_merges(path: Path) -> list[tuple[str, ...]]:
 
 def build_moses_bpe(vocab_path: Path, merges_path: Path, *, unk: str, bos: str, sep: str,
                     specials: list[AddedToken], lowercase: bool) -> Tokenizer:
-    """The backend for FlauBERT's vocab.json + merges.txt."""
+    """The backend for FlauBERT's vocab.json + merges.txt; `specials`: its special and added tokens, in the
+    order that gives new ones their ids."""
     try:
         import sacremoses  # noqa: F401
     except ImportError as e:
@@ -180,7 +181,7 @@ def build_moses_bpe(vocab_path: Path, merges_path: Path, *, unk: str, bos: str, 
     tok = Tokenizer(models.WordLevel(vocab, unk_token=unk))
     tok.pre_tokenizer = pre_tokenizers.PreTokenizer.custom(MosesBPE(read_merges(merges_path), lowercase))
     tok.decoder = decoders.BPEDecoder(suffix=END)
-    tok.add_special_tokens(specials)
+    tok.add_tokens(specials)  # each keeps its own `special` flag (a folder's added tokens may be plain ones)
     tok.post_processor = processors.TemplateProcessing(
         single=f"{bos} $A {sep}", pair=f"{bos} $A {sep} $B:1 {sep}:1",
         special_tokens=[(t, tok.token_to_id(t)) for t in dict.fromkeys((bos, sep))],
