@@ -133,6 +133,25 @@ def test_offsets_point_at_the_original_words(flaubert):
     assert text[offsets[-1][0]:offsets[-1][1]] == "…"  # Moses' "..." for "…"
 
 
+def test_word_ids_group_the_units_of_each_moses_word(flaubert):
+    """The backend sees one pre-token per BPE unit; `word_ids()` numbers Moses words (transformers' Python
+    tokenizer has no word_ids: the oracle is its own words, each cut into its BPE units)."""
+    ours, theirs = flaubert
+    vocab = theirs.get_vocab()
+    for text in CORPUS + TEXTS + [e for e in EDGES if "<" not in e]:
+        words = theirs.moses_tokenize(theirs.moses_pipeline(theirs.preprocess_text(text), lang="fr"), lang="fr")
+        expected = [[u if u in vocab else theirs.unk_token for u in theirs.bpe(w).split(" ")] for w in words if w]
+        for enc, row in ((ours(text), 0), (ours(["x", text], padding=True, padding_side="left"), 1)):
+            groups: dict[int, list[str]] = {}
+            for token, word in zip(enc.tokens(row), enc.word_ids(row), strict=True):
+                if word is not None:
+                    groups.setdefault(word, []).append(token)
+            assert list(groups) == list(range(len(groups)))
+            assert list(groups.values()) == expected, text
+    first, second = ours("Je déteste ça").word_ids(), ours("Un chef-d'œuvre (vraiment) !").word_ids()
+    assert ours("Je déteste ça", "Un chef-d'œuvre (vraiment) !").word_ids() == first + second[1:]
+
+
 def test_recognised_by_tokenizer_class_without_config(tmp_path):
     train_moses_bpe(tmp_path)
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "FlaubertTokenizer"}),

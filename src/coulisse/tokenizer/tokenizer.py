@@ -20,8 +20,9 @@ from tokenizers import Tokenizer as Backend
 
 from coulisse.errors import InputError, TokenizerLoadError, type_of
 from coulisse.families import GENERIC_TOKENIZER_CLASSES, family_of
-from coulisse.tokenizer import prefix
+from coulisse.tokenizer import moses, prefix
 from coulisse.tokenizer.added_tokens import model_specific_tokens
+from coulisse.tokenizer.batch_encoding import BatchEncoding, to_tensors
 from coulisse.tokenizer.build import SPM_FILES, build_backend
 
 # Configs that say "no limit" store a huge sentinel (int(1e30)).
@@ -65,67 +66,6 @@ def _refuse_left_windows(n1: int, n2: int, k1: int, k2: int) -> None:
         raise InputError(f"a text pair of {n1} and {n2} tokens truncated from the left would be cut into "
                          f"{windows} pairs of windows; truncate from the right, or shorten both texts to about "
                          f"{most} tokens or less.")
-
-
-class BatchEncoding(dict):
-    """A dict of model inputs that also answers attribute access (`inputs.input_ids`), and transformers'
-    `to(device)`, `tokens(i)` and `word_ids(i)`."""
-
-    def __init__(self, data: dict[str, Any], encodings: list[Encoding] | None = None, pad_token: str | None = None,
-                 padding_side: str = "right"):
-        super().__init__(data)
-        self.encodings = encodings
-        self.pad_token = pad_token
-        self.padding_side = padding_side
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError as e:
-            raise AttributeError(name) from e
-
-    def to(self, device: Any) -> BatchEncoding:
-        """The tensors moved to `device` (in place, as transformers does); returns self."""
-        for key, value in self.items():
-            if hasattr(value, "to"):
-                self[key] = value.to(device)
-        return self
-
-    def _encoding(self, i: int) -> Encoding:
-        if not self.encodings:
-            raise InputError("this BatchEncoding holds no encodings (made from plain lists); tokenize again.")
-        if not 0 <= i < len(self.encodings):
-            raise InputError(f"batch index {i} is out of range: the batch holds {len(self.encodings)} texts.")
-        return self.encodings[i]
-
-    def _padding(self, batch_index: int, length: int) -> int:
-        """How many padding columns follow text `batch_index`'s `length` tokens in input_ids."""
-        ids = self.get("input_ids")
-        if ids is None:
-            return 0
-        return max(0, len(ids[batch_index] if _is_batch(ids) else ids) - length)
-
-    def tokens(self, batch_index: int = 0) -> list[str]:
-        """Text `batch_index`'s tokens, special ones included, and the pad token over its padding."""
-        encoding = self._encoding(batch_index)
-        return self._padded(list(encoding.tokens), self.pad_token, batch_index)
-
-    def word_ids(self, batch_index: int = 0) -> list[int | None]:
-        """For each token of text `batch_index`, the index of the word it comes from; None for special tokens and
-        padding."""
-        encoding = self._encoding(batch_index)
-        return self._padded(list(encoding.word_ids), None, batch_index)
-
-    def _padded(self, row: list, value: Any, batch_index: int) -> list:
-        pads = [value] * self._padding(batch_index, len(row))
-        return pads + row if self.padding_side == "left" else row + pads
-
-
-def _is_batch(ids: Any) -> bool:
-    """Rows of ids (a list of lists, or a 2-D tensor or array) rather than one text's."""
-    if hasattr(ids, "ndim"):
-        return ids.ndim == 2
-    return isinstance(ids, list) and bool(ids) and isinstance(ids[0], (list, tuple))
 
 
 def _is_one_id(ids: Any) -> bool:
@@ -644,7 +584,14 @@ class Tokenizer:
         if single and return_tensors is None:
             # the fast tokenizers keep one text's length in a list; the Python ones give the number
             data = {k: v if k == "length" and not self._python else v[0] for k, v in data.items()}
-        return BatchEncoding(self._convert(data, return_tensors), encodings, self.special_tokens["pad"], side)
+        return BatchEncoding(to_tensors(data, return_tensors), encodings, self.special_tokens["pad"], side,
+                             self.pad_token_id, self._word_ids_of(texts, pairs))
+
+    def _word_ids_of(self, texts: list[str], pairs: list[str] | None):
+        """`word_ids` for the texts of a call, by batch index; None where the backend's are right."""
+        if not self._python:
+            return None
+        return lambda i, encoding: self.word_ids(encoding, texts[i], pairs[i] if pairs is not None else None)
 
     def _collate(self, encodings: list[Encoding], width: int, *, types: bool, mask: bool, offsets: bool,
                  special_mask: bool, left: bool = False) -> dict[str, list]:
@@ -698,22 +645,6 @@ class Tokenizer:
                              "hold; pass a max_length that is a multiple of pad_to_multiple_of, or "
                              "truncation=False.")
 
-    @staticmethod
-    def _convert(data: dict[str, list], return_tensors: str | None) -> dict[str, Any]:
-        if return_tensors is None:
-            return data
-        if return_tensors not in ("np", "pt"):
-            raise InputError(f"return_tensors={return_tensors!r}; use 'pt', 'np' or None.")
-        try:
-            arrays = {k: np.asarray(v, dtype=np.int64) for k, v in data.items()}
-        except ValueError as e:
-            raise InputError("sequences have different lengths; pass padding=True to get tensors.") from e
-        if return_tensors == "pt":
-            import torch
-
-            return {k: torch.from_numpy(v) for k, v in arrays.items()}
-        return arrays
-
     # -- vocabulary -------------------------------------------------------------------------------
 
     def encode(self, text: str, text_pair: str | None = None, *, add_special_tokens: bool = True,
@@ -726,6 +657,15 @@ class Tokenizer:
         out = self(text, text_pair, add_special_tokens=add_special_tokens, truncation=truncation,
                    max_length=max_length, return_tensors=return_tensors)
         return out["input_ids"]
+
+    def word_ids(self, encoding: Encoding, text: str, text_pair: str | None = None) -> list[int | None]:
+        """The word of each token of the backend's encoding of `text` (and `text_pair`); None for special tokens:
+        the backend's, except for FlauBERT, whose backend sees one pre-token per BPE unit (`moses.word_ids`)."""
+        if not self._python:
+            return list(encoding.word_ids)
+        added = {i: t.content for i, t in self.backend.get_added_tokens_decoder().items()}
+        texts = (text,) if text_pair is None else (text, text_pair)
+        return moses.word_ids(encoding, texts, self.backend.pre_tokenizer, added)
 
     def tokenize(self, text: str, text_pair: str | None = None, *, add_special_tokens: bool = False) -> list[str]:
         """The text's tokens (without special tokens unless asked, as transformers' tokenize)."""
