@@ -8,6 +8,7 @@ torch unless tensors of torch are asked for.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import threading
 from collections.abc import Sequence
@@ -24,6 +25,10 @@ from coulisse.tokenizer import moses, prefix
 from coulisse.tokenizer.added_tokens import model_specific_tokens
 from coulisse.tokenizer.batch_encoding import BatchEncoding, to_tensors
 from coulisse.tokenizer.build import SPM_FILES, build_backend
+from coulisse.tokenizer.keywords import CALL_NO_OPS, DECODE_NO_OPS, check_keywords
+
+log = logging.getLogger(__name__)
+_WARNED: set[str] = set()  # messages logged once per process, as transformers' `warning_once`
 
 # Configs that say "no limit" store a huge sentinel (int(1e30)).
 UNBOUNDED = 10**9
@@ -66,6 +71,30 @@ def _refuse_left_windows(n1: int, n2: int, k1: int, k2: int) -> None:
         raise InputError(f"a text pair of {n1} and {n2} tokens truncated from the left would be cut into "
                          f"{windows} pairs of windows; truncate from the right, or shorten both texts to about "
                          f"{most} tokens or less.")
+
+
+# __call__'s own keywords, for the closest-name hint of a refused one
+CALL_KEYWORDS = ("text", "text_pair", "padding", "truncation", "max_length", "return_tensors", "add_special_tokens",
+                 "return_offsets_mapping", "return_token_type_ids", "return_attention_mask",
+                 "return_special_tokens_mask", "padding_side", "pad_to_multiple_of", "return_length",
+                 "tokenizer_kwargs")
+
+
+def _warn_once(logger: logging.Logger, message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        logger.warning(message)
+
+
+def _is_pair_batch(text: Any) -> bool:
+    """A batch of pairs given as `[(text, text_pair), ...]` (tuples or lists of two strings)."""
+    return isinstance(text, (list, tuple)) and bool(text) and all(
+        isinstance(t, (list, tuple)) and len(t) == 2 and all(isinstance(x, str) for x in t) for t in text)
+
+
+def _as_lists(ids: Any) -> Any:
+    """Tensors and arrays as (nested) lists of ints; lists as they are."""
+    return ids.tolist() if hasattr(ids, "tolist") and not isinstance(ids, (list, tuple)) else ids
 
 
 def _is_one_id(ids: Any) -> bool:
@@ -547,7 +576,8 @@ class Tokenizer:
                  return_offsets_mapping: bool = False, return_token_type_ids: bool | None = None,
                  return_attention_mask: bool | None = None,
                  return_special_tokens_mask: bool = False, padding_side: str | None = None,
-                 pad_to_multiple_of: int | None = None, return_length: bool = False) -> BatchEncoding:
+                 pad_to_multiple_of: int | None = None, return_length: bool = False,
+                 tokenizer_kwargs: dict | None = None, **kwargs: Any) -> BatchEncoding:
         """transformers' call: one text or a batch (with `text_pair`s), padded, truncated, as lists or tensors.
         `truncation` is True, False or a strategy ("longest_first", "only_first", "only_second",
         "do_not_truncate"). `padding_side` ("right" or "left") overrides the tokenizer's for this call.
@@ -555,6 +585,16 @@ class Tokenizer:
         `return_length` adds `length`: each row's length, padding included (as transformers' fast tokenizers
         count it; its Python ones, such as FlauBERT's, count a batch's rows before padding).
         `return_token_type_ids` / `return_attention_mask` default to what the model reads."""
+        if tokenizer_kwargs:  # transformers merges them into the call's keywords
+            return self(text, text_pair, **{**dict(
+                padding=padding, truncation=truncation, max_length=max_length, return_tensors=return_tensors,
+                add_special_tokens=add_special_tokens, return_offsets_mapping=return_offsets_mapping,
+                return_token_type_ids=return_token_type_ids, return_attention_mask=return_attention_mask,
+                return_special_tokens_mask=return_special_tokens_mask, padding_side=padding_side,
+                pad_to_multiple_of=pad_to_multiple_of, return_length=return_length), **kwargs, **tokenizer_kwargs})
+        check_keywords(kwargs, CALL_NO_OPS, CALL_KEYWORDS, "tokenizer(...)")
+        if text_pair is None and _is_pair_batch(text):  # [(text, text_pair), ...], as transformers reads it
+            text, text_pair = [t[0] for t in text], [t[1] for t in text]
         texts, single = check_texts(text)
         pairs = None
         if single and isinstance(text_pair, str) and not text_pair:
@@ -649,13 +689,18 @@ class Tokenizer:
 
     def encode(self, text: str, text_pair: str | None = None, *, add_special_tokens: bool = True,
                truncation: bool | str | None = None, max_length: int | None = None,
-               return_tensors: str | None = None):
-        """One text's ids (a list; with return_tensors, a `(1, L)` tensor or array), as transformers' encode."""
+               return_tensors: str | None = None, padding: bool | str = False, **kwargs: Any):
+        """One text's ids (a list; with return_tensors, a `(1, L)` tensor or array), as transformers' encode;
+        the call's other keywords (`padding_side`, `pad_to_multiple_of`, the no-op ones) pass through."""
         if not isinstance(text, str):
             raise InputError(f"encode takes one text (a string), got {type(text).__name__}; call the tokenizer "
                              "itself for a batch.")
+        ids_only = {k: v for k, v in kwargs.items() if k in ("padding_side", "pad_to_multiple_of")}
+        check_keywords({k: v for k, v in kwargs.items() if k not in ids_only}, CALL_NO_OPS,
+                       ("add_special_tokens", "truncation", "max_length", "return_tensors", "padding", "padding_side",
+                        "pad_to_multiple_of"), "encode(...)")
         out = self(text, text_pair, add_special_tokens=add_special_tokens, truncation=truncation,
-                   max_length=max_length, return_tensors=return_tensors)
+                   max_length=max_length, return_tensors=return_tensors, padding=padding, **ids_only)
         return out["input_ids"]
 
     def word_ids(self, encoding: Encoding, text: str, text_pair: str | None = None) -> list[int | None]:
@@ -745,16 +790,31 @@ class Tokenizer:
         decoder = self.backend.decoder
         return decoder.decode(list(tokens)) if decoder is not None else " ".join(tokens)
 
-    def batch_decode(self, sequences: Sequence[Sequence[int]], skip_special_tokens: bool = False,
-                     clean_up_tokenization_spaces: bool | None = None) -> list[str]:
-        """`decode` of each row (lists of ids, or a 2-D tensor or array)."""
-        return [self.decode(ids, skip_special_tokens, clean_up_tokenization_spaces) for ids in sequences]
+    def batch_decode(self, sequences: Any, skip_special_tokens: bool = False,
+                     clean_up_tokenization_spaces: bool | None = None, **kwargs: Any) -> list[str]:
+        """`decode` of each row (lists of ids, or a 2-D tensor or array); one sequence gives a list of one string,
+        as transformers 5 (which warns that it is deprecated)."""
+        sequences = _as_lists(sequences)
+        if isinstance(sequences, (list, tuple)) and not sequences:
+            return []
+        out = self.decode(sequences, skip_special_tokens, clean_up_tokenization_spaces, **kwargs)
+        if isinstance(out, str):
+            _warn_once(log, "Passing a single sequence to `batch_decode` is deprecated and will be removed in a "
+                       "future version, use `decode` instead.")
+            return [out]
+        return out
 
-    def decode(self, ids: int | Sequence[int], skip_special_tokens: bool = False,
-               clean_up_tokenization_spaces: bool | None = None) -> str:
+    def decode(self, ids: Any, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None,
+               **kwargs: Any) -> str | list[str]:
         """transformers 5's decode: the backend's, then its space clean-up when the tokenizer config asks
         for it (`clean_up_tokenization_spaces`), except on BPE models, where it would corrupt the text. One
-        id (an int, or a tensor of one) decodes alone."""
+        id (an int, or a tensor of one) decodes alone; rows of ids (a list of lists, a 2-D tensor) give a list of
+        strings."""
+        check_keywords(kwargs, DECODE_NO_OPS, ("token_ids", "skip_special_tokens", "clean_up_tokenization_spaces"),
+                       "decode(...)")
+        ids = _as_lists(ids)
+        if isinstance(ids, (list, tuple)) and ids and isinstance(ids[0], (list, tuple)):
+            return [self.decode(row, skip_special_tokens, clean_up_tokenization_spaces) for row in ids]
         ids = [int(ids)] if _is_one_id(ids) else [int(i) for i in ids]
         text = self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
         if clean_up_tokenization_spaces is None:
