@@ -245,3 +245,49 @@ class BatchEncoding(dict):
         batch, char = self._split(batch_or_char_index, char_index)
         self._check_word_ids()
         return self._encoding(batch).char_to_word(char, sequence_index)
+
+
+# what each key's padding holds (transformers' `_pad`); other keys (labels...) are left as they are
+PAD_VALUES = {"token_type_ids": 0, "attention_mask": 0, "special_tokens_mask": 1}
+
+
+def pad(features: Any, *, pad_token_id: int, padding: Any = True, max_length: int | None = None,
+        pad_to_multiple_of: int | None = None, padding_side: str = "right", return_attention_mask: bool | None = None,
+        return_tensors: Any = None) -> BatchEncoding:
+    """transformers' `tokenizer.pad`: features already tokenized (a list of dicts, or a dict of lists) padded to
+    the longest (`padding=True`) or to `max_length` ("max_length"), an attention mask made where missing."""
+    if isinstance(features, (list, tuple)) and features and isinstance(features[0], dict):
+        features = {key: [f[key] for f in features] for key in features[0]}
+    if not isinstance(features, dict) or "input_ids" not in features:
+        raise InputError("pad takes what the tokenizer returned (a dict with input_ids, or a list of them).")
+    data = {k: _as_lists(v) for k, v in features.items()}
+    ids = data["input_ids"]
+    single = not is_batch(ids)
+    rows = [ids] if single else ids
+    if return_attention_mask is not False and "attention_mask" not in data:
+        data["attention_mask"] = [1] * len(ids) if single else [[1] * len(row) for row in rows]
+    if padding in (True, "longest"):
+        width = max((len(row) for row in rows), default=0)
+    elif padding == "max_length":
+        width = max_length or max((len(row) for row in rows), default=0)
+    elif padding in (False, "do_not_pad", None):
+        width = 0
+    else:
+        raise InputError(f"padding={padding!r} is not one of True, False, 'longest', 'max_length'.")
+    if width and pad_to_multiple_of:
+        width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+    if width:
+        for key in ("input_ids", *PAD_VALUES):
+            if key in data:
+                value = pad_token_id if key == "input_ids" else PAD_VALUES[key]
+                column = [data[key]] if single else data[key]
+                column = [[value] * (width - len(r)) + list(r) if padding_side == "left"
+                          else list(r) + [value] * (width - len(r)) for r in column]
+                data[key] = column[0] if single else column
+    if return_attention_mask is False:
+        data.pop("attention_mask", None)
+    return BatchEncoding(to_tensors(data, return_tensors), None, None, padding_side, pad_token_id)
+
+
+def _as_lists(value: Any) -> Any:
+    return value.tolist() if hasattr(value, "tolist") else value

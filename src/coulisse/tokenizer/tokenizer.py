@@ -21,7 +21,7 @@ from tokenizers import Tokenizer as Backend
 
 from coulisse.errors import InputError, TokenizerLoadError, type_of
 from coulisse.families import GENERIC_TOKENIZER_CLASSES, family_of
-from coulisse.tokenizer import moses, prefix
+from coulisse.tokenizer import batch_encoding, moses, prefix
 from coulisse.tokenizer.added_tokens import model_specific_tokens
 from coulisse.tokenizer.batch_encoding import BatchEncoding, to_tensors
 from coulisse.tokenizer.build import SPM_FILES, build_backend
@@ -702,6 +702,41 @@ class Tokenizer:
         out = self(text, text_pair, add_special_tokens=add_special_tokens, truncation=truncation,
                    max_length=max_length, return_tensors=return_tensors, padding=padding, **ids_only)
         return out["input_ids"]
+
+    def pad(self, encoded_inputs: Any, padding: bool | str = True, max_length: int | None = None,
+            pad_to_multiple_of: int | None = None, padding_side: str | None = None,
+            return_attention_mask: bool | None = None, return_tensors: str | None = None,
+            verbose: bool = True) -> BatchEncoding:
+        """transformers' `pad`: tokenized features (a list of dicts, or a dict of lists) padded with the pad
+        token, an attention mask made where missing; what `DataCollatorWithPadding(tokenizer)` calls."""
+        return batch_encoding.pad(encoded_inputs, pad_token_id=self.pad_token_id, padding=padding,
+                                  max_length=max_length, pad_to_multiple_of=pad_to_multiple_of,
+                                  padding_side=padding_side or self.padding_side,
+                                  return_attention_mask=return_attention_mask, return_tensors=return_tensors)
+
+    def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        """How many special tokens a text (a pair) gets."""
+        return self.backend.num_special_tokens_to_add(pair)
+
+    def get_special_tokens_mask(self, token_ids_0: list[int], token_ids_1: list[int] | None = None,
+                                already_has_special_tokens: bool = False) -> list[int]:
+        """1 for each special token, 0 for the others, of ids that already hold them (transformers'
+        `already_has_special_tokens=True`); for ids without them, the tokenizer's `return_special_tokens_mask`."""
+        if not already_has_special_tokens:
+            raise InputError("get_special_tokens_mask reads ids that hold their special tokens: pass "
+                             "already_has_special_tokens=True, or call the tokenizer with "
+                             "return_special_tokens_mask=True.")
+        special = set(self.all_special_ids)
+        return [1 if i in special else 0 for i in [*token_ids_0, *(token_ids_1 or [])]]
+
+    @property
+    def special_tokens_map(self) -> dict[str, str]:
+        """The named special tokens the tokenizer has (`bos_token`, ...), as transformers'."""
+        return {f"{name}_token": token for name, token in self.special_tokens.items() if token is not None}
+
+    def get_added_vocab(self) -> dict[str, int]:
+        """The added tokens (special ones included) and their ids, as transformers'."""
+        return {t.content: i for i, t in sorted(self.backend.get_added_tokens_decoder().items())}
 
     def word_ids(self, encoding: Encoding, text: str, text_pair: str | None = None) -> list[int | None]:
         """The word of each token of the backend's encoding of `text` (and `text_pair`); None for special tokens:
