@@ -133,6 +133,25 @@ def test_offsets_point_at_the_original_words(flaubert):
     assert text[offsets[-1][0]:offsets[-1][1]] == "…"  # Moses' "..." for "…"
 
 
+def test_word_ids_group_the_units_of_each_moses_word(flaubert):
+    """The backend sees one pre-token per BPE unit; `word_ids()` numbers Moses words (transformers' Python
+    tokenizer has no word_ids: the oracle is its own words, each cut into its BPE units)."""
+    ours, theirs = flaubert
+    vocab = theirs.get_vocab()
+    for text in CORPUS + TEXTS + [e for e in EDGES if "<" not in e]:
+        words = theirs.moses_tokenize(theirs.moses_pipeline(theirs.preprocess_text(text), lang="fr"), lang="fr")
+        expected = [[u if u in vocab else theirs.unk_token for u in theirs.bpe(w).split(" ")] for w in words if w]
+        for enc, row in ((ours(text), 0), (ours(["x", text], padding=True, padding_side="left"), 1)):
+            groups: dict[int, list[str]] = {}
+            for token, word in zip(enc.tokens(row), enc.word_ids(row), strict=True):
+                if word is not None:
+                    groups.setdefault(word, []).append(token)
+            assert list(groups) == list(range(len(groups)))
+            assert list(groups.values()) == expected, text
+    first, second = ours("Je déteste ça").word_ids(), ours("Un chef-d'œuvre (vraiment) !").word_ids()
+    assert ours("Je déteste ça", "Un chef-d'œuvre (vraiment) !").word_ids() == first + second[1:]
+
+
 def test_recognised_by_tokenizer_class_without_config(tmp_path):
     train_moses_bpe(tmp_path)
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "FlaubertTokenizer"}),
@@ -146,3 +165,36 @@ def test_missing_sacremoses_is_one_typed_line(tmp_path, monkeypatch):
     with pytest.raises(TokenizerLoadError, match="pip install sacremoses") as caught:
         Tokenizer.from_dir(tmp_path, model_type="flaubert")
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("layout", ["added_tokens_decoder", "added_tokens.json"])
+def test_added_tokens_saved_by_transformers_keep_their_ids(tmp_path, layout):
+    """A FlauBERT folder extended with transformers' add_tokens / add_special_tokens (before fine-tuning)
+    and saved: its added tokens exist, the extra special tokens keep their saved ids."""
+    from tokenizers import AddedToken
+    from transformers import FlaubertTokenizer
+
+    (tmp_path / "base").mkdir()
+    train_moses_bpe(tmp_path / "base")
+    hf = FlaubertTokenizer.from_pretrained(str(tmp_path / "base"))
+    hf.add_tokens(["nanard", "chef-d'œuvre", AddedToken("<lstrip>", lstrip=True),
+                   AddedToken("Rstrip", rstrip=True, normalized=False)])
+    hf.add_special_tokens({"additional_special_tokens": ["<ent>", "[E2]"]})
+    hf.save_pretrained(str(tmp_path / "added"))
+    if layout == "added_tokens.json":  # the older layout: no added_tokens_decoder in the config
+        path = tmp_path / "added" / "tokenizer_config.json"
+        config = json.loads(path.read_text(encoding="utf-8"))
+        del config["added_tokens_decoder"]
+        path.write_text(json.dumps(config), encoding="utf-8")
+    theirs = FlaubertTokenizer.from_pretrained(str(tmp_path / "added"))
+    ours = Tokenizer.from_dir(tmp_path / "added", model_type="flaubert", max_positions=512)
+    assert len(ours) == len(theirs)
+    for token in ("nanard", "chef-d'œuvre", "<ent>", "[E2]", "<lstrip>"):
+        assert ours.convert_tokens_to_ids(token) == theirs.convert_tokens_to_ids(token), token
+    texts = ["Un vrai nanard, pas un chef-d'œuvre <ent>", "a <lstrip> b Rstrip  c [E2]x<ent>",
+             "x<lstrip>y Rstrip<ent> nanards", *CORPUS[:8]]
+    assert_same_encoding(ours(texts, return_special_tokens_mask=True),
+                         theirs(texts, return_special_tokens_mask=True))
+    assert sorted(ours.all_special_tokens) == sorted(theirs.all_special_tokens)
+    ids = theirs(texts[0])["input_ids"]
+    assert ours.decode(ids, skip_special_tokens=True) == theirs.decode(ids, skip_special_tokens=True)

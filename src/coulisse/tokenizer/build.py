@@ -274,15 +274,24 @@ def _bytelevel_backend(files: TokenizerFiles, vocab: dict[str, int], merges: lis
 def build_moses_bpe(files: TokenizerFiles, vocab_path: Path, merges_path: Path) -> tuple[Tokenizer, dict]:
     """FlauBERT's files (`coulisse.tokenizer.moses`); the settings gain FlauBERT's special tokens where its
     tokenizer_config.json is silent, so that `Tokenizer.special_tokens` names them too."""
+    # the folder's added tokens first, by id (transformers' `add_tokens` saves them in added_tokens_decoder or
+    # added_tokens.json), then the special tokens that they do not hold: new ones take the next free ids in that
+    # order, as in transformers
+    tokens = [files.added[i] for i in sorted(files.added)]
+    named_text = {t.content for t in _moses_specials(files)}
+    for token in tokens:
+        token.special = token.special or token.content in named_text
     specials = _moses_specials(files)
     extra = files.settings.get("additional_special_tokens") or files.settings.get("extra_special_tokens")
     for token in extra or moses.EXTRA_SPECIALS:
         content = token.get("content") if isinstance(token, dict) else token
         if content not in {t.content for t in specials}:
             specials.append(AddedToken(content, normalized=False, special=True))
+    known = {t.content for t in tokens}
+    tokens += [t for t in specials if t.content not in known]
     named = {f"{name}_token": files.special(name, "moses") for name in moses.SPECIALS}
     tok = moses.build_moses_bpe(vocab_path, merges_path, unk=named["unk_token"], bos=named["bos_token"],
-                                sep=named["sep_token"], specials=specials,
+                                sep=named["sep_token"], specials=tokens,
                                 lowercase=bool(files.settings.get("do_lowercase", False)))
     return tok, {**named, **files.settings}
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from tokenizers import (
     AddedToken,
+    Encoding,
     NormalizedString,
     PreTokenizedString,
     Tokenizer,
@@ -169,7 +170,8 @@ def read_merges(path: Path) -> list[tuple[str, ...]]:
 
 def build_moses_bpe(vocab_path: Path, merges_path: Path, *, unk: str, bos: str, sep: str,
                     specials: list[AddedToken], lowercase: bool) -> Tokenizer:
-    """The backend for FlauBERT's vocab.json + merges.txt."""
+    """The backend for FlauBERT's vocab.json + merges.txt; `specials`: its special and added tokens, in the
+    order that gives new ones their ids."""
     try:
         import sacremoses  # noqa: F401
     except ImportError as e:
@@ -180,9 +182,50 @@ def build_moses_bpe(vocab_path: Path, merges_path: Path, *, unk: str, bos: str, 
     tok = Tokenizer(models.WordLevel(vocab, unk_token=unk))
     tok.pre_tokenizer = pre_tokenizers.PreTokenizer.custom(MosesBPE(read_merges(merges_path), lowercase))
     tok.decoder = decoders.BPEDecoder(suffix=END)
-    tok.add_special_tokens(specials)
+    tok.add_tokens(specials)  # each keeps its own `special` flag (a folder's added tokens may be plain ones)
     tok.post_processor = processors.TemplateProcessing(
         single=f"{bos} $A {sep}", pair=f"{bos} $A {sep} $B:1 {sep}:1",
         special_tokens=[(t, tok.token_to_id(t)) for t in dict.fromkeys((bos, sep))],
     )
     return tok
+
+
+
+def word_ids(encoding: Encoding, texts: tuple[str, ...], pre_tokenizer: pre_tokenizers.PreTokenizer,
+             added: dict[int, str]) -> list[int | None]:
+    """The word of each token. The backend numbers each BPE unit as a word (one pre-token per unit); a Moses
+    word ends at a unit ending in `</w>`, which an unknown unit's `<unk>` no longer shows: the units' ends are
+    read again from the pre-tokenizer over each sequence's text (`texts`), between the added tokens (`added`:
+    id -> content), each a word of its own. Words count per sequence from the first kept one's number (a text
+    truncated from the left starts past 0, as in the backend); None for special tokens."""
+    tokens, offsets, sequences = encoding.tokens, encoding.offsets, encoding.sequence_ids
+    backend_words, token_ids = encoding.word_ids, encoding.ids
+    ends: dict[int, bool] = {}  # token -> whether its unit ends a word
+    for seq, text in enumerate(texts):
+        rows = [i for i, s in enumerate(sequences) if s == seq and backend_words[i] is not None]
+        matched = [i for i in rows if token_ids[i] in added and text[offsets[i][0]:offsets[i][1]].strip()
+                   == added[token_ids[i]]]
+        units = [i for i in rows if i not in set(matched)]
+        cuts = [0, *[c for i in matched for c in offsets[i]], len(text)]
+        found = [(unit.endswith(END), span) for a, b in zip(cuts[::2], cuts[1::2], strict=True)
+                 for unit, span in ((u, (a + x, a + y)) for u, (x, y) in pre_tokenizer.pre_tokenize_str(text[a:b]))]
+        first = next((k for k in ([len(found) - len(units)] if len(found) > len(units) else []) + [0]
+                      if units and 0 <= k < len(found) and found[k][1] == tuple(offsets[units[0]])), 0)
+        for i, (end, _) in zip(units, found[first:], strict=False):
+            ends[i] = end
+        for i in matched:
+            ends[i] = True
+    out: list[int | None] = []
+    word, closed, sequence = -1, True, None
+    for i, backend_word in enumerate(backend_words):
+        if backend_word is None:
+            out.append(None)
+            closed = True
+            continue
+        if sequences[i] != sequence:
+            sequence, word, closed = sequences[i], backend_word - 1, True
+        if closed:
+            word += 1
+        out.append(word)
+        closed = ends.get(i, tokens[i].endswith(END))
+    return out

@@ -8,6 +8,7 @@ torch unless tensors of torch are asked for.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import threading
 from collections.abc import Sequence
@@ -20,9 +21,14 @@ from tokenizers import Tokenizer as Backend
 
 from coulisse.errors import InputError, TokenizerLoadError, type_of
 from coulisse.families import GENERIC_TOKENIZER_CLASSES, family_of
-from coulisse.tokenizer import prefix
+from coulisse.tokenizer import batch_encoding, moses, prefix
 from coulisse.tokenizer.added_tokens import model_specific_tokens
+from coulisse.tokenizer.batch_encoding import BatchEncoding, to_tensors
 from coulisse.tokenizer.build import SPM_FILES, build_backend
+from coulisse.tokenizer.keywords import CALL_NO_OPS, DECODE_NO_OPS, check_keywords
+
+log = logging.getLogger(__name__)
+_WARNED: set[str] = set()  # messages logged once per process, as transformers' `warning_once`
 
 # Configs that say "no limit" store a huge sentinel (int(1e30)).
 UNBOUNDED = 10**9
@@ -67,65 +73,28 @@ def _refuse_left_windows(n1: int, n2: int, k1: int, k2: int) -> None:
                          f"{most} tokens or less.")
 
 
-class BatchEncoding(dict):
-    """A dict of model inputs that also answers attribute access (`inputs.input_ids`), and transformers'
-    `to(device)`, `tokens(i)` and `word_ids(i)`."""
-
-    def __init__(self, data: dict[str, Any], encodings: list[Encoding] | None = None, pad_token: str | None = None,
-                 padding_side: str = "right"):
-        super().__init__(data)
-        self.encodings = encodings
-        self.pad_token = pad_token
-        self.padding_side = padding_side
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError as e:
-            raise AttributeError(name) from e
-
-    def to(self, device: Any) -> BatchEncoding:
-        """The tensors moved to `device` (in place, as transformers does); returns self."""
-        for key, value in self.items():
-            if hasattr(value, "to"):
-                self[key] = value.to(device)
-        return self
-
-    def _encoding(self, i: int) -> Encoding:
-        if not self.encodings:
-            raise InputError("this BatchEncoding holds no encodings (made from plain lists); tokenize again.")
-        if not 0 <= i < len(self.encodings):
-            raise InputError(f"batch index {i} is out of range: the batch holds {len(self.encodings)} texts.")
-        return self.encodings[i]
-
-    def _padding(self, batch_index: int, length: int) -> int:
-        """How many padding columns follow text `batch_index`'s `length` tokens in input_ids."""
-        ids = self.get("input_ids")
-        if ids is None:
-            return 0
-        return max(0, len(ids[batch_index] if _is_batch(ids) else ids) - length)
-
-    def tokens(self, batch_index: int = 0) -> list[str]:
-        """Text `batch_index`'s tokens, special ones included, and the pad token over its padding."""
-        encoding = self._encoding(batch_index)
-        return self._padded(list(encoding.tokens), self.pad_token, batch_index)
-
-    def word_ids(self, batch_index: int = 0) -> list[int | None]:
-        """For each token of text `batch_index`, the index of the word it comes from; None for special tokens and
-        padding."""
-        encoding = self._encoding(batch_index)
-        return self._padded(list(encoding.word_ids), None, batch_index)
-
-    def _padded(self, row: list, value: Any, batch_index: int) -> list:
-        pads = [value] * self._padding(batch_index, len(row))
-        return pads + row if self.padding_side == "left" else row + pads
+# __call__'s own keywords, for the closest-name hint of a refused one
+CALL_KEYWORDS = ("text", "text_pair", "padding", "truncation", "max_length", "return_tensors", "add_special_tokens",
+                 "return_offsets_mapping", "return_token_type_ids", "return_attention_mask",
+                 "return_special_tokens_mask", "padding_side", "pad_to_multiple_of", "return_length",
+                 "tokenizer_kwargs")
 
 
-def _is_batch(ids: Any) -> bool:
-    """Rows of ids (a list of lists, or a 2-D tensor or array) rather than one text's."""
-    if hasattr(ids, "ndim"):
-        return ids.ndim == 2
-    return isinstance(ids, list) and bool(ids) and isinstance(ids[0], (list, tuple))
+def _warn_once(logger: logging.Logger, message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        logger.warning(message)
+
+
+def _is_pair_batch(text: Any) -> bool:
+    """A batch of pairs given as `[(text, text_pair), ...]` (tuples or lists of two strings)."""
+    return isinstance(text, (list, tuple)) and bool(text) and all(
+        isinstance(t, (list, tuple)) and len(t) == 2 and all(isinstance(x, str) for x in t) for t in text)
+
+
+def _as_lists(ids: Any) -> Any:
+    """Tensors and arrays as (nested) lists of ints; lists as they are."""
+    return ids.tolist() if hasattr(ids, "tolist") and not isinstance(ids, (list, tuple)) else ids
 
 
 def _is_one_id(ids: Any) -> bool:
@@ -607,7 +576,8 @@ class Tokenizer:
                  return_offsets_mapping: bool = False, return_token_type_ids: bool | None = None,
                  return_attention_mask: bool | None = None,
                  return_special_tokens_mask: bool = False, padding_side: str | None = None,
-                 pad_to_multiple_of: int | None = None, return_length: bool = False) -> BatchEncoding:
+                 pad_to_multiple_of: int | None = None, return_length: bool = False,
+                 tokenizer_kwargs: dict | None = None, **kwargs: Any) -> BatchEncoding:
         """transformers' call: one text or a batch (with `text_pair`s), padded, truncated, as lists or tensors.
         `truncation` is True, False or a strategy ("longest_first", "only_first", "only_second",
         "do_not_truncate"). `padding_side` ("right" or "left") overrides the tokenizer's for this call.
@@ -615,6 +585,16 @@ class Tokenizer:
         `return_length` adds `length`: each row's length, padding included (as transformers' fast tokenizers
         count it; its Python ones, such as FlauBERT's, count a batch's rows before padding).
         `return_token_type_ids` / `return_attention_mask` default to what the model reads."""
+        if tokenizer_kwargs:  # transformers merges them into the call's keywords
+            return self(text, text_pair, **{**dict(
+                padding=padding, truncation=truncation, max_length=max_length, return_tensors=return_tensors,
+                add_special_tokens=add_special_tokens, return_offsets_mapping=return_offsets_mapping,
+                return_token_type_ids=return_token_type_ids, return_attention_mask=return_attention_mask,
+                return_special_tokens_mask=return_special_tokens_mask, padding_side=padding_side,
+                pad_to_multiple_of=pad_to_multiple_of, return_length=return_length), **kwargs, **tokenizer_kwargs})
+        check_keywords(kwargs, CALL_NO_OPS, CALL_KEYWORDS, "tokenizer(...)")
+        if text_pair is None and _is_pair_batch(text):  # [(text, text_pair), ...], as transformers reads it
+            text, text_pair = [t[0] for t in text], [t[1] for t in text]
         texts, single = check_texts(text)
         pairs = None
         if single and isinstance(text_pair, str) and not text_pair:
@@ -644,7 +624,14 @@ class Tokenizer:
         if single and return_tensors is None:
             # the fast tokenizers keep one text's length in a list; the Python ones give the number
             data = {k: v if k == "length" and not self._python else v[0] for k, v in data.items()}
-        return BatchEncoding(self._convert(data, return_tensors), encodings, self.special_tokens["pad"], side)
+        return BatchEncoding(to_tensors(data, return_tensors), encodings, self.special_tokens["pad"], side,
+                             self.pad_token_id, self._word_ids_of(texts, pairs))
+
+    def _word_ids_of(self, texts: list[str], pairs: list[str] | None):
+        """`word_ids` for the texts of a call, by batch index; None where the backend's are right."""
+        if not self._python:
+            return None
+        return lambda i, encoding: self.word_ids(encoding, texts[i], pairs[i] if pairs is not None else None)
 
     def _collate(self, encodings: list[Encoding], width: int, *, types: bool, mask: bool, offsets: bool,
                  special_mask: bool, left: bool = False) -> dict[str, list]:
@@ -698,34 +685,67 @@ class Tokenizer:
                              "hold; pass a max_length that is a multiple of pad_to_multiple_of, or "
                              "truncation=False.")
 
-    @staticmethod
-    def _convert(data: dict[str, list], return_tensors: str | None) -> dict[str, Any]:
-        if return_tensors is None:
-            return data
-        if return_tensors not in ("np", "pt"):
-            raise InputError(f"return_tensors={return_tensors!r}; use 'pt', 'np' or None.")
-        try:
-            arrays = {k: np.asarray(v, dtype=np.int64) for k, v in data.items()}
-        except ValueError as e:
-            raise InputError("sequences have different lengths; pass padding=True to get tensors.") from e
-        if return_tensors == "pt":
-            import torch
-
-            return {k: torch.from_numpy(v) for k, v in arrays.items()}
-        return arrays
-
     # -- vocabulary -------------------------------------------------------------------------------
 
     def encode(self, text: str, text_pair: str | None = None, *, add_special_tokens: bool = True,
                truncation: bool | str | None = None, max_length: int | None = None,
-               return_tensors: str | None = None):
-        """One text's ids (a list; with return_tensors, a `(1, L)` tensor or array), as transformers' encode."""
+               return_tensors: str | None = None, padding: bool | str = False, **kwargs: Any):
+        """One text's ids (a list; with return_tensors, a `(1, L)` tensor or array), as transformers' encode;
+        the call's other keywords (`padding_side`, `pad_to_multiple_of`, the no-op ones) pass through."""
         if not isinstance(text, str):
             raise InputError(f"encode takes one text (a string), got {type(text).__name__}; call the tokenizer "
                              "itself for a batch.")
+        ids_only = {k: v for k, v in kwargs.items() if k in ("padding_side", "pad_to_multiple_of")}
+        check_keywords({k: v for k, v in kwargs.items() if k not in ids_only}, CALL_NO_OPS,
+                       ("add_special_tokens", "truncation", "max_length", "return_tensors", "padding", "padding_side",
+                        "pad_to_multiple_of"), "encode(...)")
         out = self(text, text_pair, add_special_tokens=add_special_tokens, truncation=truncation,
-                   max_length=max_length, return_tensors=return_tensors)
+                   max_length=max_length, return_tensors=return_tensors, padding=padding, **ids_only)
         return out["input_ids"]
+
+    def pad(self, encoded_inputs: Any, padding: bool | str = True, max_length: int | None = None,
+            pad_to_multiple_of: int | None = None, padding_side: str | None = None,
+            return_attention_mask: bool | None = None, return_tensors: str | None = None,
+            verbose: bool = True) -> BatchEncoding:
+        """transformers' `pad`: tokenized features (a list of dicts, or a dict of lists) padded with the pad
+        token, an attention mask made where missing; what `DataCollatorWithPadding(tokenizer)` calls."""
+        return batch_encoding.pad(encoded_inputs, pad_token_id=self.pad_token_id, padding=padding,
+                                  max_length=max_length, pad_to_multiple_of=pad_to_multiple_of,
+                                  padding_side=padding_side or self.padding_side,
+                                  return_attention_mask=return_attention_mask, return_tensors=return_tensors)
+
+    def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        """How many special tokens a text (a pair) gets."""
+        return self.backend.num_special_tokens_to_add(pair)
+
+    def get_special_tokens_mask(self, token_ids_0: list[int], token_ids_1: list[int] | None = None,
+                                already_has_special_tokens: bool = False) -> list[int]:
+        """1 for each special token, 0 for the others, of ids that already hold them (transformers'
+        `already_has_special_tokens=True`); for ids without them, the tokenizer's `return_special_tokens_mask`."""
+        if not already_has_special_tokens:
+            raise InputError("get_special_tokens_mask reads ids that hold their special tokens: pass "
+                             "already_has_special_tokens=True, or call the tokenizer with "
+                             "return_special_tokens_mask=True.")
+        special = set(self.all_special_ids)
+        return [1 if i in special else 0 for i in [*token_ids_0, *(token_ids_1 or [])]]
+
+    @property
+    def special_tokens_map(self) -> dict[str, str]:
+        """The named special tokens the tokenizer has (`bos_token`, ...), as transformers'."""
+        return {f"{name}_token": token for name, token in self.special_tokens.items() if token is not None}
+
+    def get_added_vocab(self) -> dict[str, int]:
+        """The added tokens (special ones included) and their ids, as transformers'."""
+        return {t.content: i for i, t in sorted(self.backend.get_added_tokens_decoder().items())}
+
+    def word_ids(self, encoding: Encoding, text: str, text_pair: str | None = None) -> list[int | None]:
+        """The word of each token of the backend's encoding of `text` (and `text_pair`); None for special tokens:
+        the backend's, except for FlauBERT, whose backend sees one pre-token per BPE unit (`moses.word_ids`)."""
+        if not self._python:
+            return list(encoding.word_ids)
+        added = {i: t.content for i, t in self.backend.get_added_tokens_decoder().items()}
+        texts = (text,) if text_pair is None else (text, text_pair)
+        return moses.word_ids(encoding, texts, self.backend.pre_tokenizer, added)
 
     def tokenize(self, text: str, text_pair: str | None = None, *, add_special_tokens: bool = False) -> list[str]:
         """The text's tokens (without special tokens unless asked, as transformers' tokenize)."""
@@ -805,16 +825,31 @@ class Tokenizer:
         decoder = self.backend.decoder
         return decoder.decode(list(tokens)) if decoder is not None else " ".join(tokens)
 
-    def batch_decode(self, sequences: Sequence[Sequence[int]], skip_special_tokens: bool = False,
-                     clean_up_tokenization_spaces: bool | None = None) -> list[str]:
-        """`decode` of each row (lists of ids, or a 2-D tensor or array)."""
-        return [self.decode(ids, skip_special_tokens, clean_up_tokenization_spaces) for ids in sequences]
+    def batch_decode(self, sequences: Any, skip_special_tokens: bool = False,
+                     clean_up_tokenization_spaces: bool | None = None, **kwargs: Any) -> list[str]:
+        """`decode` of each row (lists of ids, or a 2-D tensor or array); one sequence gives a list of one string,
+        as transformers 5 (which warns that it is deprecated)."""
+        sequences = _as_lists(sequences)
+        if isinstance(sequences, (list, tuple)) and not sequences:
+            return []
+        out = self.decode(sequences, skip_special_tokens, clean_up_tokenization_spaces, **kwargs)
+        if isinstance(out, str):
+            _warn_once(log, "Passing a single sequence to `batch_decode` is deprecated and will be removed in a "
+                       "future version, use `decode` instead.")
+            return [out]
+        return out
 
-    def decode(self, ids: int | Sequence[int], skip_special_tokens: bool = False,
-               clean_up_tokenization_spaces: bool | None = None) -> str:
+    def decode(self, ids: Any, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None,
+               **kwargs: Any) -> str | list[str]:
         """transformers 5's decode: the backend's, then its space clean-up when the tokenizer config asks
         for it (`clean_up_tokenization_spaces`), except on BPE models, where it would corrupt the text. One
-        id (an int, or a tensor of one) decodes alone."""
+        id (an int, or a tensor of one) decodes alone; rows of ids (a list of lists, a 2-D tensor) give a list of
+        strings."""
+        check_keywords(kwargs, DECODE_NO_OPS, ("token_ids", "skip_special_tokens", "clean_up_tokenization_spaces"),
+                       "decode(...)")
+        ids = _as_lists(ids)
+        if isinstance(ids, (list, tuple)) and ids and isinstance(ids[0], (list, tuple)):
+            return [self.decode(row, skip_special_tokens, clean_up_tokenization_spaces) for row in ids]
         ids = [int(ids)] if _is_one_id(ids) else [int(i) for i in ids]
         text = self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
         if clean_up_tokenization_spaces is None:
