@@ -79,6 +79,11 @@ class MosesBPE:
         self.ranks = {pair: rank for rank, pair in enumerate(merges)}
         self.units = functools.lru_cache(maxsize=1 << 16)(self._units)
 
+    def __reduce__(self) -> tuple:
+        """Pickled as its merges (in rank order) and casing; rebuilt on load (sacremoses' objects and the cache
+        anew)."""
+        return MosesBPE, (sorted(self.ranks, key=self.ranks.__getitem__), self.lowercase)
+
     def words(self, text: str) -> list[str]:
         """Moses words, after the normalizations transformers' FlaubertTokenizer applies, in its order."""
         text = unicodedata.normalize("NFC", text.replace("``", '"').replace("''", '"'))
@@ -180,7 +185,7 @@ def build_moses_bpe(vocab_path: Path, merges_path: Path, *, unk: str, bos: str, 
             "word splitting): pip install sacremoses") from e
     vocab = read_json(vocab_path, error=TokenizerLoadError, fix="download the tokenizer's files again")
     tok = Tokenizer(models.WordLevel(vocab, unk_token=unk))
-    tok.pre_tokenizer = pre_tokenizers.PreTokenizer.custom(MosesBPE(read_merges(merges_path), lowercase))
+    _set_moses(tok, MosesBPE(read_merges(merges_path), lowercase))
     tok.decoder = decoders.BPEDecoder(suffix=END)
     tok.add_tokens(specials)  # each keeps its own `special` flag (a folder's added tokens may be plain ones)
     tok.post_processor = processors.TemplateProcessing(
@@ -189,6 +194,32 @@ def build_moses_bpe(vocab_path: Path, merges_path: Path, *, unk: str, bos: str, 
     )
     return tok
 
+
+def _set_moses(tok: Tokenizer, pre: MosesBPE) -> None:
+    """Give `tok` the Moses pre-tokenizer, kept on it too: the Rust library cannot serialize it nor hand it back."""
+    tok.pre_tokenizer = pre_tokenizers.PreTokenizer.custom(pre)
+    tok.coulisse_moses = pre
+
+
+def backend_state(tok: Tokenizer) -> tuple[str, MosesBPE | None]:
+    """What rebuilds a backend (`backend_from_state`): its JSON and its Moses pre-tokenizer, if any (swapped out
+    of the backend while it is written; call where no other thread uses it)."""
+    pre = getattr(tok, "coulisse_moses", None)
+    if pre is None:
+        return tok.to_str(), None
+    tok.pre_tokenizer = pre_tokenizers.Sequence([])
+    try:
+        return tok.to_str(), pre
+    finally:
+        tok.pre_tokenizer = pre_tokenizers.PreTokenizer.custom(pre)
+
+
+def backend_from_state(state: tuple[str, MosesBPE | None]) -> Tokenizer:
+    text, pre = state
+    tok = Tokenizer.from_str(text)
+    if pre is not None:
+        _set_moses(tok, pre)
+    return tok
 
 
 def word_ids(encoding: Encoding, texts: tuple[str, ...], pre_tokenizer: pre_tokenizers.PreTokenizer,

@@ -183,7 +183,11 @@ def _side(settings: dict, key: str) -> str:
 
 
 def _token(name: str) -> property:
-    return property(lambda self: self.special_tokens[name], doc=f"The {name} token, or None.")
+    def setter(self: Tokenizer, value: Any) -> None:
+        self._set_special(name, value)
+
+    return property(lambda self: self.special_tokens[name], setter,
+                    doc=f"The {name} token, or None; may be set to a token of the vocabulary (or None).")
 
 
 def _token_id(name: str) -> property:
@@ -570,6 +574,31 @@ class Tokenizer:
         backend.no_truncation()
         return twin
 
+    # -- pickling and copies: the lock is dropped, and the backend travels as its JSON (FlauBERT's Python
+    # pre-tokenizer, which the Rust library cannot serialize, beside it; `moses.backend_state`) ---------------
+
+    def __getstate__(self) -> dict:
+        state = {k: v for k, v in self.__dict__.items() if k != "_lock"}
+        with self._lock:
+            state["backend"] = moses.backend_state(self.backend)
+        state["_truncation"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        state["backend"] = moses.backend_from_state(state["backend"])
+        state["backend"].no_padding()
+        state["backend"].no_truncation()
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._truncation = None
+
+    def __copy__(self) -> Tokenizer:
+        """A shallow copy shares the backend (and its lock), as before `__getstate__`."""
+        twin = object.__new__(type(self))
+        twin.__dict__.update(self.__dict__)
+        return twin
+
     def __call__(self, text: str | Sequence[str], text_pair: str | Sequence[str] | None = None, *,
                  padding: bool | str = False, truncation: bool | str | None = None, max_length: int | None = None,
                  return_tensors: str | None = None, add_special_tokens: bool = True,
@@ -768,6 +797,21 @@ class Tokenizer:
             found = self._id(tokens)
             return found if found is not None else self.unk_token_id
         return [self.convert_tokens_to_ids(t) for t in tokens]
+
+    def _set_special(self, name: str, value: Any) -> None:
+        """`tokenizer.pad_token = tokenizer.eos_token` and the like: a token the vocabulary holds (a str, or an
+        AddedToken), or None; the matching `*_token_id` follows, and padding uses a new pad token."""
+        content = getattr(value, "content", value)  # tokenizers' / transformers' AddedToken
+        if content is not None and not isinstance(content, str):
+            raise InputError(f"{name}_token must be a string (a token of the vocabulary) or None, got "
+                             f"{type_of(value)}.")
+        if content is not None and self._id(content) is None:
+            raise InputError(f"{name}_token={content!r} is not in the vocabulary: transformers would add it as a new "
+                             "token, but coulisse has no add_tokens (the model has no embedding for it); pick a token "
+                             f"the vocabulary holds (e.g. tokenizer.{name}_token = tokenizer.eos_token).")
+        self.special_tokens[name] = content
+        if name == "pad":
+            self.pad_token_id = self._id(content) or 0
 
     def _id(self, token: str | None) -> int | None:
         """The id of `token`, None when the vocabulary lacks it (or for None)."""
