@@ -361,9 +361,9 @@ def test_int8_pipeline_occludes_on_int8_and_integrates_on_fp32(factory):
     encoding = encode(int8, SHORT[2])
     for i in (1, 3):
         ids = [int8.tokenizer.pad_token_id if j == i else t for j, t in enumerate(encoding.ids)]
-        # occluded: the pad keeps the word's position, as occlusion runs it (a pad in a text would not)
+        # numbered as the text: the pad keeps the word's position, as occlusion runs it (a pad in a text would not)
         full = float(int8.forward([Item(encoding.ids)])[0][1])
-        cut = float(int8.forward([Item(ids, occluded=[j == i for j in range(len(ids))])])[0][1])
+        cut = float(int8.forward([Item(ids, numbered_as=encoding.ids)])[0][1])
         assert abs(occluded.scores[i] - (full - cut)) <= 1e-5
 
 
@@ -568,9 +568,26 @@ def test_a_pad_the_text_holds_is_numbered_as_the_pipeline_numbers_it(factory, me
     pipe = pipeline("text-classification", model=factory.checkpoint("camembert"))
     text = "Un film <pad> vraiment excellent."
     items = pipe.preprocess([text])
-    assert pipe.tokenizer.pad_token_id in items[0].ids[1:-1]
+    pad = pipe.tokenizer.pad_token_id
+    assert pad in items[0].ids[1:-1]
     want = pipe.forward(items)[0]
-    every = [True] * len(items[0].ids)  # numbering the text's pad as a word's place moves the logits
-    assert max_delta("pad in place", pipe.forward([Item(items[0].ids, occluded=every)])[0], want) > 1e-3
+    counted = [5 if t == pad else t for t in items[0].ids]  # numbering the text's pad as a word's place
+    assert max_delta("pad counted", pipe.forward([Item(items[0].ids, numbered_as=counted)])[0], want) > 1e-3
     a = pipe.explain(text, method=method)
     assert max_delta(f"F(x) [{method}]", np.asarray(a.logits), want) <= 1e-5
+
+
+@pytest.mark.parametrize("baseline", ["pad", "mask"])
+def test_occlusion_and_integrated_gradients_agree_on_a_pad_the_text_holds(factory, baseline):
+    """Both methods keep the text's positions (audit 38, finding 6): a "<pad>" typed in the text, which "replacing"
+    by the pad changes nothing, scores 0 with occlusion as with Integrated Gradients (it scored +0.23 on the
+    bundled model: its variant was renumbered), and F(baseline) is the same input, so the same number, for both."""
+    pipe = pipeline("text-classification", model=factory.checkpoint("camembert"))
+    for text in ("Super<pad>film", "Un film <pad> vraiment excellent."):
+        occluded = pipe.explain(text, method="occlusion", baseline=baseline)
+        integrated = pipe.explain(text, baseline=baseline)
+        where = occluded.ids.index(pipe.tokenizer.pad_token_id)
+        if baseline == "pad":
+            assert occluded.scores[where] == 0.0 and integrated.scores[where] == 0.0
+        assert max_delta(f"F(baseline) [{baseline}]", np.asarray(occluded.baseline_logits),
+                         np.asarray(integrated.baseline_logits)) <= 1e-5

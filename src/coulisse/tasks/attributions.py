@@ -211,15 +211,15 @@ def occlusion(forward: Callable[[list[Item]], list[np.ndarray]], ids: list[int],
     """Per-token F(x) − F(x with that token replaced by `baseline_id`) `(T,)`, F(x), F(x') and the target;
     `forward` is a pipeline's forward stage (items -> one logits row each)."""
     words = [i for i, s in enumerate(special) if not s]
-    # the words' positions stay: the pad stands in for the word, which alone changes (Packed.from_lists); x
-    # itself is numbered as the pipeline numbers it, a pad the text holds included
-    every = [not s for s in special]
+    # Every variant keeps the text's positions (Packed.from_lists): the pad stands in for the word, which alone
+    # changes, as on Integrated Gradients' path; a pad the text holds keeps its own numbering, so that
+    # "replacing" it changes nothing and scores 0.
     items = [Item(list(ids), type_ids),
-             Item([baseline_id if not s else t for t, s in zip(ids, special, strict=True)], type_ids, every)]
+             Item([baseline_id if not s else t for t, s in zip(ids, special, strict=True)], type_ids, ids)]
     for i in words:
         variant = list(ids)
         variant[i] = baseline_id
-        items.append(Item(variant, type_ids, [j == i for j in range(len(ids))]))
+        items.append(Item(variant, type_ids, ids))
     rows = np.stack(forward(items)).astype(np.float64)
     target = int(np.argmax(rows[0])) if target is None else target
     scores = np.zeros(len(ids))
