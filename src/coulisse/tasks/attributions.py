@@ -187,18 +187,28 @@ def _peel_punctuation(text: str, offsets: Sequence[tuple[int, int]], groups: lis
     """A pre-tokenizer that splits on spaces only (SentencePiece's Metaspace: CamemBERT, XLM-R) makes
     "excellent," one word; WordPiece's and byte-level BPE's split the comma off. Punctuation tokens at either
     end of a word become words of their own, so that every tokenizer lists "excellent" and "," apart (a
-    word's inner punctuation, as in "d'HuggingFace" or "chef-d'œuvre", stays)."""
+    word's inner punctuation, as in "d'HuggingFace" or "chef-d'œuvre", stays). A piece whose characters
+    overlap the next piece's goes with it: SentencePiece's lone "▁" before "'" or "¿", which the tokenizer gives
+    that character's offsets, or the pieces of a normalised "…" ("." at (0, 1), "..." at (0, 2) of "…."). Peeled
+    apart, they listed, and printed, a character twice."""
     out = []
     for tokens in groups:
-        head, tail = 0, len(tokens)
-        while head < tail - 1 and _is_punctuation(text, offsets[tokens[head]]):
+        units: list[list[int]] = []
+        for i in tokens:
+            if units and offsets[units[-1][-1]][1] > offsets[i][0]:
+                units[-1].append(i)
+            else:
+                units.append([i])
+        spans = [(min(offsets[i][0] for i in unit), max(offsets[i][1] for i in unit)) for unit in units]
+        head, tail = 0, len(units)
+        while head < tail - 1 and _is_punctuation(text, spans[head]):
             head += 1
-        while tail - 1 > head and _is_punctuation(text, offsets[tokens[tail - 1]]):
+        while tail - 1 > head and _is_punctuation(text, spans[tail - 1]):
             tail -= 1
-        if head == tail - 1 and _is_punctuation(text, offsets[tokens[head]]):  # punctuation alone: as it was
+        if head == tail - 1 and _is_punctuation(text, spans[head]):  # punctuation alone: as it was
             out.append(tokens)
             continue
-        out += [[i] for i in tokens[:head]] + [tokens[head:tail]] + [[i] for i in tokens[tail:]]
+        out += units[:head] + [[i for unit in units[head:tail] for i in unit]] + units[tail:]
     return out
 
 
