@@ -587,6 +587,8 @@ def inspect_text(pipe, text: str, *, method: str = "integrated_gradients", steps
     check_request(pipe.task, question, labels, template)
     tok, notes = pipe.tokenizer, []
     attribution = None
+    if pipe.task == "text-classification":
+        kept, pair_text = _classification_read(pipe, text, notes)
     if pipe.task in ATTRIBUTION_TASKS:
         attribution = pipe.explain(text, target=target, method=method, steps=steps,
                                    **explain_options(pipe, labels, template))
@@ -604,7 +606,10 @@ def inspect_text(pipe, text: str, *, method: str = "integrated_gradients", steps
         kept = pipe.encode_pairs([text], [attribution.label], chosen["hypothesis_template"])[0]
         sequences, mine = (text, attribution.extra["hypothesis"]), 0
     read, limit, read_notes = read_as(pipe, text)
-    if pipe.task not in ("question-answering", "zero-shot-classification"):
+    if pipe.task == "text-classification":  # as the pipeline's call reads it, which is what was explained
+        if pair_text is not None:
+            sequences, mine = (text, pair_text), 0
+    elif pipe.task not in ("question-answering", "zero-shot-classification"):
         kept = tok.encode_batch([read], truncation=True, max_length=limit)[0]
         notes += read_notes
     pair = bool(sequences)
@@ -633,6 +638,25 @@ def inspect_text(pipe, text: str, *, method: str = "integrated_gradients", steps
     # The rows' offsets index what the model reads: the text, or (a pooled embedding) the prompted text.
     return Inspection(read, pipe.checkpoint.name, pipe.task, rows, pipe.config.hidden_size, norms, attentions,
                       attention_rollout(attentions), head, attribution, notes, sequences, mine)
+
+
+def _classification_read(pipe, text: str, notes: list[str]):
+    """text-classification's input as its call reads it (the pipeline's `truncation_side`, `max_length`,
+    `text_pair`...), and its pair's second text (None: none). A text that `long_text="chunk"` reads in several
+    windows has no one input to show: refused."""
+    options = pipe.reading()
+    if options["long_text"] == "chunk" and (windows := len(pipe.split_texts(
+            [text], options["max_length"], options["stride"], False, None, True)[0].items)) > 1:
+        raise InputError(f"this pipeline reads the text in {windows} windows (long_text='chunk'), and the page shows "
+                         "one input's tokens and attention; build it with long_text='truncate' for the page, or call "
+                         "pipe.explain(text) for the words' scores over every window.")
+    kept = pipe.read_texts([text], {**options, "long_text": "truncate"})[0]
+    if options["truncation_side"] == "left":
+        cut = len(pipe.tokenizer.encode_batch([text], truncation=False)[0].ids) - len(kept.ids)
+        if cut > 0:
+            notes.append(f"The pipeline keeps the end of the text (truncation_side='left'): its first {cut} "
+                         "tokens are cut, unseen and unscored.")
+    return kept, options["text_pair"] or None
 
 
 def _traced_forward(pipe, kept):
@@ -684,10 +708,13 @@ def _classified(pipe, text: str, **_):
     import numpy as np
 
     from coulisse.interfaces.report import Classified
+    from coulisse.tasks.base import PRE
     from coulisse.tasks.text_classification import apply_function
 
-    function = pipe.options({})["function_to_apply"]
-    logits = np.asarray(pipe.forward(pipe.preprocess([text]).items)[0], dtype=np.float32)
+    options = pipe.options({})  # the pipeline's own reading options, as its call applies them
+    function = options["function_to_apply"]
+    logits = np.asarray(pipe.forward(pipe.preprocess([text], **pipe.stage_options(options, PRE)).items)[0],
+                        dtype=np.float32)
     return Classified(logits.tolist(), apply_function(logits, function).tolist(), function,
                       dict(pipe.config.id2label), pipe.postprocess(logits, function_to_apply=function))
 

@@ -256,25 +256,79 @@ def attention_rollout(attentions: np.ndarray) -> np.ndarray:
 # -- one text ----------------------------------------------------------------------------------------------
 
 
-def attribute(text: str, encoding, *, method: str, steps: int | None, target: int | None, baseline: str,
-              baseline_id: int, id2label: dict[int, str], gradient_model: Callable[[], EncoderModel],
-              forward: Callable[[list[Item]], list[np.ndarray]], uses_token_types: bool, truncated: bool,
-              weights: str, fixed: Sequence[bool] | None = None, extra: dict[str, Any] | None = None) -> Attribution:
-    """One tokenized text (`encoding`, a tokenizers `Encoding`) -> its `Attribution`. `gradient_model` is
-    called only for Integrated Gradients; `forward` (the pipeline's stage) only for occlusion. `fixed`: the
-    tokens held as they are in the baseline and given no score (default: the special tokens; a zero-shot
-    pair adds its hypothesis), reported as special tokens with offsets (0, 0): only `text` is scored."""
+@dataclass
+class Scorer:
+    """How tokens are scored, and on what: Integrated Gradients on `gradient_model()` (fp32, called only for
+    it), or occlusion through `forward`, a pipeline's forward stage (items -> one logits row each), whose
+    weights are `weights`."""
+
+    method: str
+    steps: int | None
+    baseline: str
+    baseline_id: int
+    gradient_model: Callable[[], EncoderModel]
+    forward: Callable[[list[Item]], list[np.ndarray]]
+    weights: str
+
+    @property
+    def ran_on(self) -> str:
+        return "fp32" if self.method == "integrated_gradients" else self.weights
+
+    def score(self, ids: list[int], type_ids: list[int] | None, special: Sequence[bool], target: int | None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int | None]:
+        """Per-token scores `(T,)`, F(x) and F(x') (every label), the target (F(x)'s argmax when None) and the
+        gradient evaluations spent (None for occlusion)."""
+        if self.method == "integrated_gradients":
+            return integrated_gradients(self.gradient_model(), ids, type_ids, special, target, self.baseline_id,
+                                        self.steps)
+        return (*occlusion(self.forward, ids, type_ids, special, target, self.baseline_id), None)
+
+
+def attribute(text: str, encoding, scorer: Scorer, *, target: int | None, id2label: dict[int, str],
+              uses_token_types: bool, truncated: bool, fixed: Sequence[bool] | None = None,
+              extra: dict[str, Any] | None = None) -> Attribution:
+    """One tokenized text (`encoding`, a tokenizers `Encoding`) -> its `Attribution`. `fixed`: the tokens held
+    as they are in the baseline and given no score (default: the special tokens; a pair adds its second text,
+    zero-shot its hypothesis), reported as special tokens with offsets (0, 0): only `text` is scored."""
     ids = list(encoding.ids)
     special = [bool(s) for s in (encoding.special_tokens_mask if fixed is None else fixed)]
     type_ids = list(encoding.type_ids) if uses_token_types else None
-    if method == "integrated_gradients":
-        scores, logits, base, target, steps = integrated_gradients(gradient_model(), ids, type_ids, special, target,
-                                                                   baseline_id, steps)
-        weights = "fp32"
-    else:
-        scores, logits, base, target = occlusion(forward, ids, type_ids, special, target, baseline_id)
+    scores, logits, base, target, steps = scorer.score(ids, type_ids, special, target)
+    return _result(text, encoding, special, scores, logits, base, target, steps, scorer, id2label, truncated,
+                   extra)
+
+
+def attribute_windows(text: str, encoding, cuts: list[list[int]], scorer: Scorer, *, target: int,
+                      id2label: dict[int, str], uses_token_types: bool) -> Attribution:
+    """A text read whole in windows (`long_text="chunk"`), whose answer is the mean F̄ of its windows' logits:
+    `encoding` is the whole text's (not truncated), `cuts` each window's token indices into it
+    (`windows.split_windows`). F̄ is a mean of functions of the windows' tokens, and both methods are linear
+    in F: a token's score for F̄ is the mean over the windows of its scores in each (0 where a window lacks
+    it), exactly; Integrated Gradients' path moves every window's tokens together, occlusion replaces the token
+    in every window that holds it. So the scores add up to F̄(x) − F̄(x') as one window's do."""
+    mask = list(encoding.special_tokens_mask)
+    types = list(encoding.type_ids)
+    scores = np.zeros(len(encoding.ids))
+    logits, base, spent = [], [], 0
+    for cut in cuts:
+        ids = [encoding.ids[i] for i in cut]
+        got, fx, fb, _, steps = scorer.score(ids, [types[i] for i in cut] if uses_token_types else None,
+                                             [bool(mask[i]) for i in cut], target)
+        np.add.at(scores, cut, got / len(cuts))
+        logits.append(fx)
+        base.append(fb)
+        spent += steps or 0
+    return _result(text, encoding, [bool(m) for m in mask], scores, np.mean(logits, 0), np.mean(base, 0), target,
+                   spent if scorer.method == "integrated_gradients" else None, scorer, id2label, False,
+                   {"windows": len(cuts)})
+
+
+def _result(text: str, encoding, special: list[bool], scores: np.ndarray, logits: np.ndarray, base: np.ndarray,
+            target: int, steps: int | None, scorer: Scorer, id2label: dict[int, str], truncated: bool,
+            extra: dict[str, Any] | None) -> Attribution:
     offsets = [(0, 0) if s else tuple(o) for o, s in zip(encoding.offsets, special, strict=True)]
     words = group_words(text, offsets, list(encoding.word_ids), special, scores)
-    return Attribution(text, list(encoding.tokens), ids, offsets, special, [float(s) for s in scores], words,
-                       target, id2label[target], logits.tolist(), base.tolist(), method, steps, baseline,
-                       baseline_id, truncated, weights, dict(extra or {}))
+    return Attribution(text, list(encoding.tokens), list(encoding.ids), offsets, special,
+                       [float(s) for s in scores], words, target, id2label[target], logits.tolist(), base.tolist(),
+                       scorer.method, steps, scorer.baseline, scorer.baseline_id, truncated, scorer.ran_on,
+                       dict(extra or {}))

@@ -219,7 +219,9 @@ class ZeroShotClassificationPipeline(Pipeline):
         options = self.options({k: v for k, v in given.items() if v is not None})
         labels, template = options["candidate_labels"], options["hypothesis_template"]
         chosen = _check_label(target, labels)
-        baseline_id = attributions.baseline_token(self.tokenizer, baseline)
+        scorer = attributions.Scorer(method, steps, baseline, attributions.baseline_token(self.tokenizer, baseline),
+                                     lambda: self.gradient_model, self.forward,
+                                     "int8" if self.preparation.quantize else "fp32")
         texts, single = check_texts(inputs, "sequences")
         if chosen is None:  # the top label of each text, as a call ranks them
             answers = self(texts, candidate_labels=labels, hypothesis_template=template,
@@ -236,12 +238,10 @@ class ZeroShotClassificationPipeline(Pipeline):
             fixed = [bool(special) or sequence != 0
                      for special, sequence in zip(encoding.special_tokens_mask, encoding.sequence_ids, strict=True)]
             results.append(attributions.attribute(
-                text, encoding, method=method, steps=steps, target=self.entailment_id, baseline=baseline,
-                baseline_id=baseline_id, id2label={**self.config.id2label, self.entailment_id: label},
-                gradient_model=lambda: self.gradient_model, forward=self.forward,
+                text, encoding, scorer, target=self.entailment_id,
+                id2label={**self.config.id2label, self.entailment_id: label},
                 uses_token_types=self.engine.uses_token_types,
-                truncated=premise < sum(1 for s in whole.special_tokens_mask if not s),
-                weights="int8" if self.preparation.quantize else "fp32", fixed=fixed,
+                truncated=premise < sum(1 for s in whole.special_tokens_mask if not s), fixed=fixed,
                 extra={"hypothesis": template.format(label), "nli_label": nli}))
         return results[0] if single else results
 
