@@ -1,11 +1,11 @@
-"""`pipe.explain` explains the input and the label the pipeline's call answers (audit 38, findings 1 and 3):
+"""`pipe.explain` explains the input and the label the pipeline's call answers (audit 38, findings 1, 3 and 7):
 
 - the text is read with the pipeline's reading options (`truncation_side`, `max_length`, `text_pair`...), as
   `preprocess` reads it: the ids explained are the call's, and F(x) its logits;
 - `long_text="chunk"`: the answer is the mean F̄ of the windows' logits, and so is what is explained; both methods
   are linear in F, so a token's score is the mean of its scores in the windows (checked against each window
   explained alone), and the scores add up to F̄(x) − F̄(x');
-- the default target is the label of the pipeline's own answer (int8 included).
+- the default target is the label of the pipeline's own answer (int8 included), and `weights` says what ran.
 """
 
 from __future__ import annotations
@@ -143,3 +143,18 @@ def test_every_text_explains_its_own_answer(camembert):
     int8 = pipeline("text-classification", model=camembert, quantize="int8")
     for a, answer in zip(int8.explain(TEXTS[:4]), int8(TEXTS[:4]), strict=True):
         assert a.label == answer["label"]
+
+
+def test_weights_say_what_ran(camembert):
+    """Occlusion runs through the pipeline's own forward: bf16 is labelled bf16 (it said fp32); Integrated
+    Gradients take fp32 gradients whatever the pipeline runs."""
+    from coulisse.interfaces.explain import inspect_text
+
+    try:
+        bf16 = pipeline("text-classification", model=camembert, dtype="bfloat16")
+    except InputError as e:  # a CPU without bf16
+        pytest.skip(str(e))
+    assert bf16.explain(TEXTS[0], method="occlusion").weights == "bf16"
+    assert bf16.explain(TEXTS[0]).weights == "fp32"
+    notes = inspect_text(bf16, TEXTS[0]).notes
+    assert any("come from the bf16 weights" in n and "fp32 weights" in n for n in notes), notes

@@ -580,7 +580,7 @@ def inspect_text(pipe, text: str, *, method: str = "integrated_gradients", steps
     import numpy as np
 
     from coulisse.interfaces.report import Inspection, TokenRow
-    from coulisse.tasks.attributions import attention_rollout
+    from coulisse.tasks.attributions import attention_rollout, weights_of
 
     if pipe.task not in STAGES:
         raise InputError(f"coulisse explain has no stages for task {pipe.task!r}; it shows {', '.join(STAGES)}.")
@@ -592,8 +592,8 @@ def inspect_text(pipe, text: str, *, method: str = "integrated_gradients", steps
     if pipe.task in ATTRIBUTION_TASKS:
         attribution = pipe.explain(text, target=target, method=method, steps=steps,
                                    **explain_options(pipe, labels, template))
-        if pipe.preparation.quantize and method == "integrated_gradients":
-            notes.append("The answer and the attention come from the int8 model; Integrated Gradients need "
+        if attribution.weights != (ran := weights_of(pipe.preparation)):
+            notes.append(f"The answer and the attention come from the {ran} weights; Integrated Gradients need "
                          "gradients, taken on the fp32 weights of the same checkpoint.")
     # The input the model reads: the text alone, or the pipeline's pair (text A, text B).
     sequences, mine, qa = (), None, None

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from coulisse.engine import Item
 from coulisse.errors import InputError
@@ -66,7 +67,9 @@ class Attribution:
     baseline: str  # "pad" or "mask"
     baseline_id: int
     truncated: bool  # the text was cut at the model's limit: the tail has no score
-    weights: str = "fp32"  # the weights the scores come from: "fp32", or "int8" (occlusion on an int8 pipeline)
+    # the weights the scores come from: "fp32" (Integrated Gradients always), else those of the pipeline's forward
+    # (occlusion): "int8", "bf16", "fp16"
+    weights: str = "fp32"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -256,11 +259,19 @@ def attention_rollout(attentions: np.ndarray) -> np.ndarray:
 # -- one text ----------------------------------------------------------------------------------------------
 
 
+WEIGHTS = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def weights_of(preparation) -> str:
+    """What a pipeline's own forward runs (`Preparation`): "int8", or its dtype ("fp32", "bf16", "fp16")."""
+    return preparation.quantize or WEIGHTS.get(preparation.dtype, str(preparation.dtype).removeprefix("torch."))
+
+
 @dataclass
 class Scorer:
     """How tokens are scored, and on what: Integrated Gradients on `gradient_model()` (fp32, called only for
     it), or occlusion through `forward`, a pipeline's forward stage (items -> one logits row each), whose
-    weights are `weights`."""
+    weights are `weights` (`weights_of`)."""
 
     method: str
     steps: int | None

@@ -230,7 +230,7 @@ class TextClassificationPipeline(Pipeline):
         options = self.reading(reading)
         scorer = attributions.Scorer(method, steps, baseline, attributions.baseline_token(self.tokenizer, baseline),
                                      lambda: self.gradient_model, self.forward,
-                                     "int8" if self.preparation.quantize else "fp32")
+                                     attributions.weights_of(self.preparation))
         texts, single = check_texts(inputs)
         if options["long_text"] == "chunk":
             results = self._explain_windows(texts, scorer, target, options)

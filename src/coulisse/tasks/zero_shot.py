@@ -221,7 +221,7 @@ class ZeroShotClassificationPipeline(Pipeline):
         chosen = _check_label(target, labels)
         scorer = attributions.Scorer(method, steps, baseline, attributions.baseline_token(self.tokenizer, baseline),
                                      lambda: self.gradient_model, self.forward,
-                                     "int8" if self.preparation.quantize else "fp32")
+                                     attributions.weights_of(self.preparation))
         texts, single = check_texts(inputs, "sequences")
         if chosen is None:  # the top label of each text, as a call ranks them
             answers = self(texts, candidate_labels=labels, hypothesis_template=template,
