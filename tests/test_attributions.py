@@ -349,6 +349,38 @@ def test_occlusion_equals_leave_one_out_logits(family):
         assert not scores[[i for i, s in enumerate(encoding.special_tokens_mask) if s]].any()
 
 
+@pytest.mark.parametrize("arch", ["camembert", "roberta", "xlm-roberta", "bert"])
+def test_the_baseline_is_each_words_vector_replaced_positions_kept(arch, factory):
+    """What the terminal and the page say F(baseline) is, is what both methods compute: each word's vector replaced
+    by the pad token's, positions kept. Oracle: transformers on the pad ids with the text's positions passed
+    explicitly. Without them, transformers renumbers the RoBERTa family's positions after each pad id, another
+    input (the old wording, "every word replaced by the pad token", described that one); BERT numbers 0, 1, 2...
+    whatever the ids (audit 38, finding 4)."""
+    import re
+
+    import transformers
+
+    from coulisse.interfaces.explain import attribution_lines
+
+    directory = factory.checkpoint(arch)
+    pipe = pipeline("text-classification", model=directory)
+    reference = transformers.AutoModelForSequenceClassification.from_pretrained(
+        str(directory), attn_implementation="eager").eval()
+    for method in ("integrated_gradients", "occlusion"):
+        a = pipe.explain(TEXTS[2], method=method)
+        ids = torch.tensor([a.ids])
+        baseline = torch.where(torch.tensor([a.special]), ids, a.baseline_id)
+        positions = torch.arange(len(a.ids))[None] + pipe.config.position_offset  # the text's: it has no pad
+        with torch.no_grad():
+            kept = reference(baseline, position_ids=positions).logits[0].numpy()
+            naive = reference(baseline).logits[0].numpy()
+        assert max_delta(f"F(baseline) [{arch}, {method}]", np.asarray(a.baseline_logits), kept) <= 1e-5
+        moved = max_delta(f"F(pad ids, renumbered) [{arch}]", np.asarray(a.baseline_logits), naive)
+        assert moved > 1e-4 if pipe.config.position_offset else moved <= 1e-5
+        said = re.sub(r"\s+", " ", " ".join(attribution_lines(a, color=False)))
+        assert "with each word's vector replaced by the pad token's, positions kept" in said, said
+
+
 def test_int8_pipeline_occludes_on_int8_and_integrates_on_fp32(factory):
     directory = factory.checkpoint("camembert")
     exact = pipeline("text-classification", model=directory)

@@ -87,6 +87,10 @@ def test_chunk_mode_explains_the_mean_of_the_windows(camembert, method):
         assert abs(a.gap) <= 1e-3 * abs(a.delta) + 1e-5 and a.steps >= windows * 32
     for target in LABELS:
         assert pipe.explain(TEXT, method=method, target=target).label == LABELS[target]
+    from coulisse.interfaces.explain import attribution_lines
+
+    said = " ".join(" ".join(attribution_lines(a, color=False)).split())
+    assert f"the mean over the {windows} windows the text is read in. F(x) = {a.logits[a.target]:+.4f}" in said
 
 
 def test_chunk_mode_refuses_what_it_refuses_in_a_call(camembert):

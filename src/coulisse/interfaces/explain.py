@@ -540,18 +540,21 @@ def attribution_lines(a, color: bool, k: int = 5) -> list[str]:
     target, hypothesis = a.target, a.extra.get("hypothesis")
     what = (f"the {a.extra.get('nli_label', 'entailment')} logit of the pair (text, {hypothesis!r})"
             if hypothesis is not None else f"the logit of {a.label}")
+    if a.extra.get("windows", 1) > 1:
+        what += f", the mean over the {a.extra['windows']} windows the text is read in"
+    # the positions stay: transformers on the pad ids would renumber the RoBERTa family's (README)
     values = (f"F = {what}. F(x) = {a.logits[target]:+.4f} for this text, F(baseline) = "
-              f"{a.baseline_logits[target]:+.4f} for the baseline, the same text with every word replaced by the "
-              f"{a.baseline} token.")
+              f"{a.baseline_logits[target]:+.4f} for the baseline, the same text with each word's vector replaced "
+              f"by the {a.baseline} token's, positions kept.")
     if a.method == "integrated_gradients":
         said = [f"{values} The words' scores add up to F(x) - F(baseline) = {a.delta:+.4f}: how much the words "
                 f"move F from that empty text (negative: the empty text scores it higher).",
                 f"method: Integrated Gradients, {a.steps} gradient evaluations; completeness gap (sum of the scores "
                 f"minus that difference) {a.gap:+.2e}"]
     else:  # occlusion has no completeness: each score is one word's leave-one-out difference
-        said = [f"{values} A token's score is F(x) minus F with that token alone replaced by the {a.baseline} "
-                f"token, a word's the sum of its tokens'. They add up to {sum(a.scores):+.4f}, not to F(x) - "
-                f"F(baseline) = {a.delta:+.4f}: words act together, and occlusion does not share that out.",
+        said = [f"{values} A token's score is F(x) minus F with that token's vector alone replaced by the "
+                f"{a.baseline} token's, a word's the sum of its tokens'. They add up to {sum(a.scores):+.4f}, not "
+                f"to F(x) - F(baseline) = {a.delta:+.4f}: words act together, and occlusion does not share that out.",
                 "method: occlusion (each token replaced by the baseline token alone)"]
     out = [_title(6 if hypothesis is not None else 5, f"Attributions: which words pushed towards {a.label}"),
            *(wrapped(line) for line in said)]

@@ -1,13 +1,15 @@
 """Which tokens pushed a sequence classifier to its answer: Integrated Gradients and occlusion.
 
 **Integrated Gradients** (Sundararajan et al., 2017, `integrated_gradients.py`) integrates the gradient of
-the target label's logit along the straight path from a baseline (every word replaced by the pad or `<mask>`
-token) to the text; its scores add up to the logit difference, up to the completeness gap reported with every
-result.
+the target label's logit along the straight path from a baseline (each word's vector replaced by the pad or
+`<mask>` token's, positions kept) to the text; its scores add up to the logit difference, up to the completeness
+gap reported with every result.
 
 **Occlusion** (leave one token out) is the model-agnostic check: token i receives F(x) − F(x with token i
 replaced by the baseline token). Replacing, not removing, keeps every other token at its position, and uses
-the same baseline token as Integrated Gradients, so the two read alike. It runs through the pipeline's own
+the same baseline token as Integrated Gradients, so the two read alike; every variant keeps the text's own
+positions, as Integrated Gradients' path does (transformers, given the pad ids alone, would renumber the RoBERTa
+family's after each one: README, "Which words pushed the answer"). It runs through the pipeline's own
 forward stage (the engine, int8 included), all variants in one batched call: T forwards of T tokens,
 so its cost grows as T² (a 500-token review: 250,000 tokens through the model, where Integrated Gradients
 runs 32 forward and backward passes).
