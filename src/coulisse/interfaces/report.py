@@ -697,11 +697,13 @@ def render_summary(inspections: list[Inspection]) -> str:
     rows = []
     for i, x in enumerate(inspections, 1):
         shown = one_line(x.text, 80, "…")
-        top = ("" if not scored else
-               f"<td>{' · '.join(iso(w.text) for w in x.attribution.top_words(3)) or '—'}</td>")
+        # towards the label explained, which --target (or the studio's target) may set apart from the answer
+        a = x.attribution
+        top = ("" if not scored else "<td></td>" if a is None else
+               f"<td>{iso(a.label)}: {' · '.join(iso(w.text) for w in a.top_words(3)) or '—'}</td>")
         rows.append(f'<tr><td class="num">{i}</td><td><a href="#input-{i}" dir="auto">{e(shown)}</a></td>'
                     f'<td class="label">{headline_html(x.head)}</td>{top}</tr>')
-    top_head = "<th>top words towards the answer</th>" if scored else ""
+    top_head = "<th>top words towards the label explained</th>" if scored else ""
     return ('<table class="summary"><thead><tr><th>#</th><th>text</th><th>answer</th>'
             f'{top_head}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
 
