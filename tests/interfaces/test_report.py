@@ -108,6 +108,8 @@ def test_the_summary_lists_the_top_words_of_the_label_explained(report, tmp_path
     html = (tmp_path / "target.html").read_text(encoding="utf-8")
     summary = re.search(r'<table class="summary">.*?</table>', html, re.S).group(0)
     assert "<th>top words towards the label explained</th>" in summary and "the answer" not in summary
+    # the meta line says what F is (audit 38, finding 11)
+    assert f"F = the logit of {other}, before softmax" in unescape(re.sub(r"<[^>]+>", "", html))
     body = summary.split("<tbody>", 1)[1]
     cells = [unescape(re.sub(r"<[^>]+>", "", re.findall(r"<td[^>]*>(.*?)</td>", r)[-1]))
              for r in re.findall(r"<tr>(.*?)</tr>", body)]

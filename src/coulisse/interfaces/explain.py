@@ -619,7 +619,10 @@ def inspect_text(pipe, text: str, *, method: str = "integrated_gradients", steps
     # The vocabulary's pieces (`<unk>` for what it lacks), as convert_ids_to_tokens and the terminal show them;
     # the encoding's own tokens would show the unknown characters as if they were a piece of the vocabulary.
     pieces = tok.convert_ids_to_tokens(kept.ids)
-    scores = attribution.scores if attribution is not None else [None] * len(kept.ids)
+    scores = [None] * len(kept.ids)
+    if attribution is not None:  # a pair's other text (zero-shot's hypothesis) is held, never scored: blank, not 0
+        scores = [None if held and not special else score for score, held, special in
+                  zip(attribution.scores, attribution.special, kept.special_tokens_mask, strict=True)]
     sequence_ids = kept.sequence_ids if pair else [None] * len(kept.ids)
     rows = [TokenRow(t, i, bool(s), 1, o[0], o[1], score=score, sequence=q) for t, i, s, o, score, q in
             zip(pieces, kept.ids, kept.special_tokens_mask, kept.offsets, scores, sequence_ids, strict=True)]

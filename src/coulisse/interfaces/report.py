@@ -395,8 +395,11 @@ def render_words(x: Inspection) -> str:
     how = f"{a.steps} gradient evaluations, " if a.steps else ""
     gap = (f"completeness gap {a.gap:+.2e} of F(x) − F(baseline) = {a.delta:+.4f}" if a.method == "integrated_gradients"
            else f"sum {sum(a.scores):+.4f}, F(x) − F(baseline) = {a.delta:+.4f}")
+    hypothesis = a.extra.get("hypothesis")
+    f = (f"the {e(a.extra.get('nli_label', 'entailment'))} logit of the pair (text, {iso(hypothesis)})"
+         if hypothesis is not None else f"the logit of {iso(a.label)}")
     meta = (f'<p class="meta">{method} on the {e(a.weights)} weights, {how}baseline: each word\'s vector replaced '
-            f'by the {e(a.baseline)} token\'s, positions kept; {gap}</p>')
+            f'by the {e(a.baseline)} token\'s, positions kept; F = {f}, before softmax; {gap}</p>')
     return (f'<p class="attributed" dir="auto">{"".join(out)}</p>{legend}{meta}{render_top_words(x)}'
             + render_word_scores(x))
 

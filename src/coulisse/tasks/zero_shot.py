@@ -207,9 +207,11 @@ class ZeroShotClassificationPipeline(Pipeline):
         `candidate_labels` or its index (default: the label this pipeline ranks first for that text, with
         `multi_label` as in a call).
 
-        A label's score is a softmax of the entailment logit of the pair (text, hypothesis of that label), so
-        that logit is what is explained: the hypothesis and the special tokens stay as they are, only the
-        text's tokens move to the baseline and get a score. The scores add up to F(x) − F(x') of that logit
+        A label's score grows with the entailment logit of the pair (text, hypothesis of that label): a softmax of
+        the labels' entailment logits, or with `multi_label` a softmax of that pair's (contradiction, entailment),
+        so the entailment logit alone is what is explained (not the contradiction logit beside it): the
+        hypothesis and the special tokens stay as they are, only the text's tokens move to the baseline and get a
+        score. The scores add up to F(x) − F(x') of that logit
         (`Attribution.delta`; Integrated Gradients' completeness, as for text classification). `label` is the
         candidate label; `extra` holds the hypothesis and the NLI class explained. `method`, `steps` and
         `baseline` as in `TextClassificationPipeline.explain`."""
