@@ -86,3 +86,19 @@ def test_what_the_readme_says_the_bundled_model_answers_is_what_it_answers():
     raw = re.search(r"raw_inputs = (\[.*?\])\n", code).group(1)
     answers = pipeline("sentiment-analysis", model="coulisse/mini-allocine")(ast.literal_eval(raw))  # the README's list
     assert [a["label"] for a in answers] == list(said.groups())
+
+
+def test_the_baseline_the_readme_describes_is_the_one_computed():
+    """"Which words pushed the answer": the transformers call the README gives (the pad ids, the text's own
+    positions) reproduces coulisse's F(baseline) on the bundled CamemBERT; the plain call on the pad ids, which the
+    old wording ("every word replaced by the pad token") described, does not (audit 38, finding 4)."""
+    code = subsection_code("Which words pushed the answer")
+    assert "create_position_ids_from_input_ids" in code, "the README no longer shows the call"
+    namespace: dict = {"pipeline": __import__("coulisse").pipeline}
+    exec(compile(code, str(README), "exec"), namespace)
+    a, model, baseline = namespace["a"], namespace["model"], namespace["baseline"]
+    assert abs(namespace["f_baseline"] - a.baseline_logits[a.target]) <= 1e-5
+    naive = model(baseline).logits[0, a.target].item()  # transformers renumbers the tokens after each pad id
+    assert abs(naive - a.baseline_logits[a.target]) > 1e-3
+    text = README.read_text(encoding="utf-8")
+    assert "each word's vector is replaced by the\npad token's" in text and "keeps its position" in text

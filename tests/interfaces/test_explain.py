@@ -172,8 +172,9 @@ def test_explain_attributions_lists_the_pipelines_top_words(classifier_dir):
     assert f"completeness gap (sum of the scores minus that difference) {a.gap:+.2e}" in prose
     # what F and the baseline are, with their values: the learner can check that the scores add up
     assert (f"F = the logit of positif. F(x) = {a.logits[a.target]:+.4f} for this text, F(baseline) = "
-            f"{a.baseline_logits[a.target]:+.4f} for the baseline, the same text with every word replaced by the "
-            f"pad token. The words' scores add up to F(x) - F(baseline) = {a.delta:+.4f}") in prose
+            f"{a.baseline_logits[a.target]:+.4f} for the baseline, the same text with each word's vector replaced "
+            f"by the pad token's, positions kept. The words' scores add up to F(x) - F(baseline) = "
+            f"{a.delta:+.4f}") in prose
     towards = out[out.index("top words towards positif:"):out.index("top words against positif:")]
     assert [line.split(None, 1) for line in towards.strip().splitlines()[1:]] == [
         [f"{w.attribution:+.4f}", w.text] for w in a.top_words(5)]

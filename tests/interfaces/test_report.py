@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import subprocess
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -93,6 +94,30 @@ def test_the_page_holds_every_view_of_every_text(report):
     for chart, x in zip(charts, inspections, strict=True):
         assert [float(w) for w in re.findall(r'<rect [^>]*width="([0-9.]+)"', chart)] == pytest.approx(
             [max(1.0, s * (420 - 200)) for s in x.head.scores], abs=0.06)  # bar length ∝ probability
+
+
+def test_the_summary_lists_the_top_words_of_the_label_explained(report, tmp_path):
+    """The summary's column names the label the words were scored towards (`--target` may set it apart from the
+    answer; the column said "towards the answer" and showed "—" beside an answer it did not explain: audit 38,
+    finding 8), and lists that label's top words."""
+    _, _, pipe = report
+    texts = REPORT_TEXTS[:2]
+    answers = [a["label"] for a in pipe(texts)]
+    other = next(name for name in LABELS.values() if name != answers[0])
+    inspections = write_report(pipe, texts, tmp_path / "target.html", target=other)
+    html = (tmp_path / "target.html").read_text(encoding="utf-8")
+    summary = re.search(r'<table class="summary">.*?</table>', html, re.S).group(0)
+    assert "<th>top words towards the label explained</th>" in summary and "the answer" not in summary
+    # the meta line says what F is (audit 38, finding 11)
+    assert f"F = the logit of {other}, before softmax" in unescape(re.sub(r"<[^>]+>", "", html))
+    body = summary.split("<tbody>", 1)[1]
+    cells = [unescape(re.sub(r"<[^>]+>", "", re.findall(r"<td[^>]*>(.*?)</td>", r)[-1]))
+             for r in re.findall(r"<tr>(.*?)</tr>", body)]
+    assert len(cells) == len(texts)
+    for cell, x in zip(cells, inspections, strict=True):
+        assert x.attribution.label == other
+        words = " · ".join(w.text for w in x.attribution.top_words(3)) or "—"
+        assert cell == f"{other}: {words}", cell
 
 
 def test_each_heading_names_its_text_and_the_pipelines_answer(report):

@@ -216,6 +216,13 @@ def test_zero_shot_page_ranks_the_labels_and_scores_the_words(nli_dir, tmp_path)
     assert all(text[w.start:w.end] == w.text for w in x.attribution.words)  # words of the text, not the hypothesis
     rows = table_rows(html, "hypotheses")
     assert [r[1] for r in rows] == [template.format(label) for label in labels.split(",")]
+    # the hypothesis's tokens are held, never scored: their attribution cell is blank, not +0.0000 (audit 38, 11)
+    tokens = table_rows(html, "tokens")
+    hypothesis = [r for r in tokens if r[3] == "B"]
+    assert hypothesis and all(r[-1] == "" for r in hypothesis)
+    assert all(r[-1] for r in tokens if r[3] in ("A", "—"))  # the text's tokens and the special ones are scored
+    assert "F = the entailment logit of the pair (text, Ce texte parle de cinéma.), before softmax" in unescape(
+        re.sub(r"<[^>]+>", "", html)), "the page does not say what F is"
 
 
 # -- feature-extraction and sparse-embedding ------------------------------------------------------------------

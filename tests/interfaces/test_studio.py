@@ -187,6 +187,43 @@ def test_chunk_modes_answer_is_classify_long_text_chunks(client, pipes, factory)
     assert truncated["answer"] == f"{first['label']} {first['score']:.4f}"
 
 
+def test_the_words_are_scored_towards_the_answer_shown(client, pipes, monkeypatch):
+    """Chunk mode: the answer is the mean of the windows' logits; the words (the first window's, as the page's
+    stages) are scored towards that answer's label, not the first window's own (audit 38, finding 2), unless
+    `target` asks for another label, by name or id. The forward is rigged so that the first window answers
+    another label than the mean (this tiny model's windows agree)."""
+    exact, _ = pipes
+    labels = len(exact.config.id2label)
+    first_row, other_rows = np.zeros(labels, dtype=np.float32), np.zeros(labels, dtype=np.float32)
+    first_row[0], other_rows[2] = 1.0, 5.0
+    monkeypatch.setattr(exact, "forward", lambda items, *args, **kwargs: [
+        first_row if i == 0 and len(items) > 1 else other_rows for i in range(len(items))])
+    query = {"text": LONG, "long_text": "chunk", "compare": 0}
+    got = ask(client, **query).json()
+    first = got["windows"][0]["answer"]["label"]
+    assert first == exact.config.id2label[0] and got["answers"]["fp32"]["label"] == exact.config.id2label[2]
+    assert got["attribution"]["label"] == got["answers"]["fp32"]["label"]
+    headings = [h[2] for h in parse(ask(client, "/", **query).text).find("h3")]
+    assert f"Which words pushed towards {got['answers']['fp32']['label']}" in headings, headings
+    for target in (first, "0"):
+        asked = ask(client, **query, target=target).json()
+        assert asked["attribution"]["label"] == first and asked["query"]["target"] == target
+    r = ask(client, **query, target="joyeux")
+    assert r.status_code == 400 and "target='joyeux' is not a label" in r.json()["error"]
+
+
+def test_int8_words_are_scored_towards_the_int8_answer(client, pipes, monkeypatch):
+    """quantize=int8: Integrated Gradients run on the fp32 weights, towards the int8 answer shown (they explained
+    fp32's argmax). The int8 forward is rigged to answer a label fp32 does not."""
+    exact, int8 = pipes
+    other = int(np.argmin(exact.explain(TEXTS[2]).logits))
+    rigged = np.full(len(exact.config.id2label), -5.0, dtype=np.float32)
+    rigged[other] = 5.0
+    monkeypatch.setattr(int8, "forward", lambda items, *args, **kwargs: [rigged] * len(items))
+    got = ask(client, text=TEXTS[2], quantize="int8", compare=0).json()
+    assert got["answers"]["int8"]["label"] == got["attribution"]["label"] == exact.config.id2label[other]
+
+
 def test_bad_queries_are_one_line_400s(client):
     for query, words in (({"text": "x", "quantize": "int4"}, "quantize='int4'"),
                          ({"text": "x", "stride": 64}, "long_text=chunk"),
@@ -232,7 +269,7 @@ def test_the_page_without_a_text_is_the_form(client):
     form = tree.find("form", "ask")[0][1]
     assert form["method"] == "get" and form["action"] == "/"
     assert {e[1]["name"] for e in tree.elements if "name" in e[1]} == {"text", "quantize", "compare", "long_text",
-                                                                         "stride", "method", "viewport"}
+                                                                         "stride", "method", "target", "viewport"}
 
 
 def test_the_detailed_views_are_headed_by_the_text_and_its_answer(client, pipes):

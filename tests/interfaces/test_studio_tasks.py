@@ -84,7 +84,8 @@ def test_the_form_has_the_tasks_fields(fill_mask, nli_dir, tmp_path, camembert_s
     with studio_client("question-answering", qa) as c:
         assert field_names(c.get("/").text) == {"text", "question", "quantize", "compare"}
     with studio_client("zero-shot-classification", nli_dir) as c:
-        assert field_names(c.get("/").text) == {"text", "labels", "template", "quantize", "compare", "method"}
+        assert field_names(c.get("/").text) == {"text", "labels", "template", "quantize", "compare", "method",
+                                                   "target"}
 
 
 def test_what_the_task_cannot_use_is_a_one_line_400(fill_mask):
@@ -92,6 +93,7 @@ def test_what_the_task_cannot_use_is_a_one_line_400(fill_mask):
     for query, words in (({"long_text": "chunk"}, "long_text: text-classification's"),
                          ({"stride": "8"}, "stride: text-classification's"),
                          ({"method": "occlusion"}, "fill-mask has no word scores"),
+                         ({"target": "positif"}, "fill-mask has no word scores"),
                          ({"question": "Quoi ?"}, "question is for a question-answering studio"),
                          ({"labels": "a,b"}, "labels and template are for a zero-shot-classification studio")):
         r = ask(client, text="Le film est <mask>.", **query)

@@ -29,13 +29,14 @@ DEFAULT_BATCH_SIZE = 256  # inputs per batch, whatever their length
 
 @dataclass
 class Item:
-    """One tokenized input: ids (special tokens included) and, for BERT, token types. `occluded`, per token:
-    the pads that stand for the words an occlusion removed, which keep those words' positions; a pad the text
-    itself holds is numbered as the pipeline numbers it (see `Packed.from_lists`)."""
+    """One tokenized input: ids (special tokens included) and, for BERT, token types. `numbered_as`: the ids whose
+    positions it takes (default its own): an occlusion's variant keeps its text's positions, the pads standing
+    for words numbered as those words were, and a pad the text itself holds as the pipeline numbers it (see
+    `Packed.from_lists`)."""
 
     ids: list[int]
     type_ids: list[int] | None = None
-    occluded: Sequence[bool] | None = None
+    numbered_as: Sequence[int] | None = None
 
 
 class Engine:
@@ -83,7 +84,7 @@ class Engine:
                                  f"{self.type_limit - 1} (type_vocab_size in config.json): it reads single texts, "
                                  "not (text, text_pair) pairs. Pass each text alone, or use a model trained on pairs.")
         p = Packed.from_lists([it.ids for it in items], types, self.offset, self.device,
-                              in_place=[it.occluded for it in items])
+                              numbered_as=[it.numbered_as for it in items])
         with torch.inference_mode():
             out = self.model.forward_packed(p, select_token_id).float().cpu()
         if self.device.type == "cpu":

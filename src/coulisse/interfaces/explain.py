@@ -540,18 +540,21 @@ def attribution_lines(a, color: bool, k: int = 5) -> list[str]:
     target, hypothesis = a.target, a.extra.get("hypothesis")
     what = (f"the {a.extra.get('nli_label', 'entailment')} logit of the pair (text, {hypothesis!r})"
             if hypothesis is not None else f"the logit of {a.label}")
+    if a.extra.get("windows", 1) > 1:
+        what += f", the mean over the {a.extra['windows']} windows the text is read in"
+    # the positions stay: transformers on the pad ids would renumber the RoBERTa family's (README)
     values = (f"F = {what}. F(x) = {a.logits[target]:+.4f} for this text, F(baseline) = "
-              f"{a.baseline_logits[target]:+.4f} for the baseline, the same text with every word replaced by the "
-              f"{a.baseline} token.")
+              f"{a.baseline_logits[target]:+.4f} for the baseline, the same text with each word's vector replaced "
+              f"by the {a.baseline} token's, positions kept.")
     if a.method == "integrated_gradients":
         said = [f"{values} The words' scores add up to F(x) - F(baseline) = {a.delta:+.4f}: how much the words "
                 f"move F from that empty text (negative: the empty text scores it higher).",
                 f"method: Integrated Gradients, {a.steps} gradient evaluations; completeness gap (sum of the scores "
                 f"minus that difference) {a.gap:+.2e}"]
     else:  # occlusion has no completeness: each score is one word's leave-one-out difference
-        said = [f"{values} A token's score is F(x) minus F with that token alone replaced by the {a.baseline} "
-                f"token, a word's the sum of its tokens'. They add up to {sum(a.scores):+.4f}, not to F(x) - "
-                f"F(baseline) = {a.delta:+.4f}: words act together, and occlusion does not share that out.",
+        said = [f"{values} A token's score is F(x) minus F with that token's vector alone replaced by the "
+                f"{a.baseline} token's, a word's the sum of its tokens'. They add up to {sum(a.scores):+.4f}, not "
+                f"to F(x) - F(baseline) = {a.delta:+.4f}: words act together, and occlusion does not share that out.",
                 "method: occlusion (each token replaced by the baseline token alone)"]
     out = [_title(6 if hypothesis is not None else 5, f"Attributions: which words pushed towards {a.label}"),
            *(wrapped(line) for line in said)]
@@ -580,18 +583,20 @@ def inspect_text(pipe, text: str, *, method: str = "integrated_gradients", steps
     import numpy as np
 
     from coulisse.interfaces.report import Inspection, TokenRow
-    from coulisse.tasks.attributions import attention_rollout
+    from coulisse.tasks.attributions import attention_rollout, weights_of
 
     if pipe.task not in STAGES:
         raise InputError(f"coulisse explain has no stages for task {pipe.task!r}; it shows {', '.join(STAGES)}.")
     check_request(pipe.task, question, labels, template)
     tok, notes = pipe.tokenizer, []
     attribution = None
+    if pipe.task == "text-classification":
+        kept, pair_text = _classification_read(pipe, text, notes)
     if pipe.task in ATTRIBUTION_TASKS:
         attribution = pipe.explain(text, target=target, method=method, steps=steps,
                                    **explain_options(pipe, labels, template))
-        if pipe.preparation.quantize and method == "integrated_gradients":
-            notes.append("The answer and the attention come from the int8 model; Integrated Gradients need "
+        if attribution.weights != (ran := weights_of(pipe.preparation)):
+            notes.append(f"The answer and the attention come from the {ran} weights; Integrated Gradients need "
                          "gradients, taken on the fp32 weights of the same checkpoint.")
     # The input the model reads: the text alone, or the pipeline's pair (text A, text B).
     sequences, mine, qa = (), None, None
@@ -604,14 +609,20 @@ def inspect_text(pipe, text: str, *, method: str = "integrated_gradients", steps
         kept = pipe.encode_pairs([text], [attribution.label], chosen["hypothesis_template"])[0]
         sequences, mine = (text, attribution.extra["hypothesis"]), 0
     read, limit, read_notes = read_as(pipe, text)
-    if pipe.task not in ("question-answering", "zero-shot-classification"):
+    if pipe.task == "text-classification":  # as the pipeline's call reads it, which is what was explained
+        if pair_text is not None:
+            sequences, mine = (text, pair_text), 0
+    elif pipe.task not in ("question-answering", "zero-shot-classification"):
         kept = tok.encode_batch([read], truncation=True, max_length=limit)[0]
         notes += read_notes
     pair = bool(sequences)
     # The vocabulary's pieces (`<unk>` for what it lacks), as convert_ids_to_tokens and the terminal show them;
     # the encoding's own tokens would show the unknown characters as if they were a piece of the vocabulary.
     pieces = tok.convert_ids_to_tokens(kept.ids)
-    scores = attribution.scores if attribution is not None else [None] * len(kept.ids)
+    scores = [None] * len(kept.ids)
+    if attribution is not None:  # a pair's other text (zero-shot's hypothesis) is held, never scored: blank, not 0
+        scores = [None if held and not special else score for score, held, special in
+                  zip(attribution.scores, attribution.special, kept.special_tokens_mask, strict=True)]
     sequence_ids = kept.sequence_ids if pair else [None] * len(kept.ids)
     rows = [TokenRow(t, i, bool(s), 1, o[0], o[1], score=score, sequence=q) for t, i, s, o, score, q in
             zip(pieces, kept.ids, kept.special_tokens_mask, kept.offsets, scores, sequence_ids, strict=True)]
@@ -633,6 +644,25 @@ def inspect_text(pipe, text: str, *, method: str = "integrated_gradients", steps
     # The rows' offsets index what the model reads: the text, or (a pooled embedding) the prompted text.
     return Inspection(read, pipe.checkpoint.name, pipe.task, rows, pipe.config.hidden_size, norms, attentions,
                       attention_rollout(attentions), head, attribution, notes, sequences, mine)
+
+
+def _classification_read(pipe, text: str, notes: list[str]):
+    """text-classification's input as its call reads it (the pipeline's `truncation_side`, `max_length`,
+    `text_pair`...), and its pair's second text (None: none). A text that `long_text="chunk"` reads in several
+    windows has no one input to show: refused."""
+    options = pipe.reading()
+    if options["long_text"] == "chunk" and (windows := len(pipe.split_texts(
+            [text], options["max_length"], options["stride"], False, None, True)[0].items)) > 1:
+        raise InputError(f"this pipeline reads the text in {windows} windows (long_text='chunk'), and the page shows "
+                         "one input's tokens and attention; build it with long_text='truncate' for the page, or call "
+                         "pipe.explain(text) for the words' scores over every window.")
+    kept = pipe.read_texts([text], {**options, "long_text": "truncate"})[0]
+    if options["truncation_side"] == "left":
+        cut = len(pipe.tokenizer.encode_batch([text], truncation=False)[0].ids) - len(kept.ids)
+        if cut > 0:
+            notes.append(f"The pipeline keeps the end of the text (truncation_side='left'): its first {cut} "
+                         "tokens are cut, unseen and unscored.")
+    return kept, options["text_pair"] or None
 
 
 def _traced_forward(pipe, kept):
@@ -684,10 +714,13 @@ def _classified(pipe, text: str, **_):
     import numpy as np
 
     from coulisse.interfaces.report import Classified
+    from coulisse.tasks.base import PRE
     from coulisse.tasks.text_classification import apply_function
 
-    function = pipe.options({})["function_to_apply"]
-    logits = np.asarray(pipe.forward(pipe.preprocess([text]).items)[0], dtype=np.float32)
+    options = pipe.options({})  # the pipeline's own reading options, as its call applies them
+    function = options["function_to_apply"]
+    logits = np.asarray(pipe.forward(pipe.preprocess([text], **pipe.stage_options(options, PRE)).items)[0],
+                        dtype=np.float32)
     return Classified(logits.tolist(), apply_function(logits, function).tolist(), function,
                       dict(pipe.config.id2label), pipe.postprocess(logits, function_to_apply=function))
 

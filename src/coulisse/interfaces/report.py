@@ -395,8 +395,11 @@ def render_words(x: Inspection) -> str:
     how = f"{a.steps} gradient evaluations, " if a.steps else ""
     gap = (f"completeness gap {a.gap:+.2e} of F(x) − F(baseline) = {a.delta:+.4f}" if a.method == "integrated_gradients"
            else f"sum {sum(a.scores):+.4f}, F(x) − F(baseline) = {a.delta:+.4f}")
-    meta = (f'<p class="meta">{method} on the {e(a.weights)} weights, {how}baseline: {e(a.baseline)} token; '
-            f'{gap}</p>')
+    hypothesis = a.extra.get("hypothesis")
+    f = (f"the {e(a.extra.get('nli_label', 'entailment'))} logit of the pair (text, {iso(hypothesis)})"
+         if hypothesis is not None else f"the logit of {iso(a.label)}")
+    meta = (f'<p class="meta">{method} on the {e(a.weights)} weights, {how}baseline: each word\'s vector replaced '
+            f'by the {e(a.baseline)} token\'s, positions kept; F = {f}, before softmax; {gap}</p>')
     return (f'<p class="attributed" dir="auto">{"".join(out)}</p>{legend}{meta}{render_top_words(x)}'
             + render_word_scores(x))
 
@@ -697,11 +700,13 @@ def render_summary(inspections: list[Inspection]) -> str:
     rows = []
     for i, x in enumerate(inspections, 1):
         shown = one_line(x.text, 80, "…")
-        top = ("" if not scored else
-               f"<td>{' · '.join(iso(w.text) for w in x.attribution.top_words(3)) or '—'}</td>")
+        # towards the label explained, which --target (or the studio's target) may set apart from the answer
+        a = x.attribution
+        top = ("" if not scored else "<td></td>" if a is None else
+               f"<td>{iso(a.label)}: {' · '.join(iso(w.text) for w in a.top_words(3)) or '—'}</td>")
         rows.append(f'<tr><td class="num">{i}</td><td><a href="#input-{i}" dir="auto">{e(shown)}</a></td>'
                     f'<td class="label">{headline_html(x.head)}</td>{top}</tr>')
-    top_head = "<th>top words towards the answer</th>" if scored else ""
+    top_head = "<th>top words towards the label explained</th>" if scored else ""
     return ('<table class="summary"><thead><tr><th>#</th><th>text</th><th>answer</th>'
             f'{top_head}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
 

@@ -72,19 +72,20 @@ class Packed:
     @classmethod
     def from_lists(cls, ids: list[list[int]], type_ids: list[list[int]] | None, offset: int,
                    device: torch.device | str = "cpu",
-                   in_place: Sequence[Sequence[bool] | None] | None = None) -> Packed:
+                   numbered_as: Sequence[Sequence[int] | None] | None = None) -> Packed:
         """Unpadded sequences, numbered as `from_padded` numbers them: the RoBERTa family (`offset` > 0) gives a
         pad token that a text itself holds ("x<pad>y") position pad_token_id and does not count it, as
-        transformers does. `in_place`, per sequence (None: none) and token: the pads that stand for words an
-        occlusion removed, numbered as those words were, so that only the word changes."""
+        transformers does. `numbered_as`, per sequence (None: its own ids): the ids whose numbering it takes, so
+        that an occlusion's variant (words replaced by the pad token) keeps the positions of the text it comes
+        from, as Integrated Gradients' path does, and only the words change."""
         lengths = [len(s) for s in ids]
         flat = torch.tensor([t for s in ids for t in s], dtype=torch.long)
         positions = torch.cat([torch.arange(n) for n in lengths]) + offset
-        if offset > 0 and bool(flat.eq(offset - 1).any()):
-            kept = [torch.tensor(k, dtype=torch.bool) if k is not None else torch.zeros(len(s), dtype=torch.bool)
-                    for s, k in zip(ids, in_place or [None] * len(ids), strict=True)]
-            real = [torch.tensor(s).ne(offset - 1) | keep for s, keep in zip(ids, kept, strict=True)]
-            positions = torch.cat([r.long().cumsum(0) * r + (offset - 1) for r in real])
+        if offset > 0:
+            source = [s if k is None else k for s, k in zip(ids, numbered_as or [None] * len(ids), strict=True)]
+            if any(offset - 1 in s for s in source):
+                real = [torch.tensor(list(s)).ne(offset - 1) for s in source]
+                positions = torch.cat([r.long().cumsum(0) * r + (offset - 1) for r in real])
         types = torch.tensor([t for s in type_ids for t in s], dtype=torch.long) if type_ids else None
         return cls.build(flat, positions, types, lengths, device)
 

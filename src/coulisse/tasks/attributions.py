@@ -1,13 +1,15 @@
 """Which tokens pushed a sequence classifier to its answer: Integrated Gradients and occlusion.
 
 **Integrated Gradients** (Sundararajan et al., 2017, `integrated_gradients.py`) integrates the gradient of
-the target label's logit along the straight path from a baseline (every word replaced by the pad or `<mask>`
-token) to the text; its scores add up to the logit difference, up to the completeness gap reported with every
-result.
+the target label's logit along the straight path from a baseline (each word's vector replaced by the pad or
+`<mask>` token's, positions kept) to the text; its scores add up to the logit difference, up to the completeness
+gap reported with every result.
 
 **Occlusion** (leave one token out) is the model-agnostic check: token i receives F(x) − F(x with token i
 replaced by the baseline token). Replacing, not removing, keeps every other token at its position, and uses
-the same baseline token as Integrated Gradients, so the two read alike. It runs through the pipeline's own
+the same baseline token as Integrated Gradients, so the two read alike; every variant keeps the text's own
+positions, as Integrated Gradients' path does (transformers, given the pad ids alone, would renumber the RoBERTa
+family's after each one: README, "Which words pushed the answer"). It runs through the pipeline's own
 forward stage (the engine, int8 included), all variants in one batched call: T forwards of T tokens,
 so its cost grows as T² (a 500-token review: 250,000 tokens through the model, where Integrated Gradients
 runs 32 forward and backward passes).
@@ -24,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from coulisse.engine import Item
 from coulisse.errors import InputError
@@ -66,7 +69,9 @@ class Attribution:
     baseline: str  # "pad" or "mask"
     baseline_id: int
     truncated: bool  # the text was cut at the model's limit: the tail has no score
-    weights: str = "fp32"  # the weights the scores come from: "fp32", or "int8" (occlusion on an int8 pipeline)
+    # the weights the scores come from: "fp32" (Integrated Gradients always), else those of the pipeline's forward
+    # (occlusion): "int8", "bf16", "fp16"
+    weights: str = "fp32"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -187,18 +192,28 @@ def _peel_punctuation(text: str, offsets: Sequence[tuple[int, int]], groups: lis
     """A pre-tokenizer that splits on spaces only (SentencePiece's Metaspace: CamemBERT, XLM-R) makes
     "excellent," one word; WordPiece's and byte-level BPE's split the comma off. Punctuation tokens at either
     end of a word become words of their own, so that every tokenizer lists "excellent" and "," apart (a
-    word's inner punctuation, as in "d'HuggingFace" or "chef-d'œuvre", stays)."""
+    word's inner punctuation, as in "d'HuggingFace" or "chef-d'œuvre", stays). A piece whose characters
+    overlap the next piece's goes with it: SentencePiece's lone "▁" before "'" or "¿", which the tokenizer gives
+    that character's offsets, or the pieces of a normalised "…" ("." at (0, 1), "..." at (0, 2) of "…."). Peeled
+    apart, they listed, and printed, a character twice."""
     out = []
     for tokens in groups:
-        head, tail = 0, len(tokens)
-        while head < tail - 1 and _is_punctuation(text, offsets[tokens[head]]):
+        units: list[list[int]] = []
+        for i in tokens:
+            if units and offsets[units[-1][-1]][1] > offsets[i][0]:
+                units[-1].append(i)
+            else:
+                units.append([i])
+        spans = [(min(offsets[i][0] for i in unit), max(offsets[i][1] for i in unit)) for unit in units]
+        head, tail = 0, len(units)
+        while head < tail - 1 and _is_punctuation(text, spans[head]):
             head += 1
-        while tail - 1 > head and _is_punctuation(text, offsets[tokens[tail - 1]]):
+        while tail - 1 > head and _is_punctuation(text, spans[tail - 1]):
             tail -= 1
-        if head == tail - 1 and _is_punctuation(text, offsets[tokens[head]]):  # punctuation alone: as it was
+        if head == tail - 1 and _is_punctuation(text, spans[head]):  # punctuation alone: as it was
             out.append(tokens)
             continue
-        out += [[i] for i in tokens[:head]] + [tokens[head:tail]] + [[i] for i in tokens[tail:]]
+        out += units[:head] + [[i for unit in units[head:tail] for i in unit]] + units[tail:]
     return out
 
 
@@ -211,15 +226,15 @@ def occlusion(forward: Callable[[list[Item]], list[np.ndarray]], ids: list[int],
     """Per-token F(x) − F(x with that token replaced by `baseline_id`) `(T,)`, F(x), F(x') and the target;
     `forward` is a pipeline's forward stage (items -> one logits row each)."""
     words = [i for i, s in enumerate(special) if not s]
-    # the words' positions stay: the pad stands in for the word, which alone changes (Packed.from_lists); x
-    # itself is numbered as the pipeline numbers it, a pad the text holds included
-    every = [not s for s in special]
+    # Every variant keeps the text's positions (Packed.from_lists): the pad stands in for the word, which alone
+    # changes, as on Integrated Gradients' path; a pad the text holds keeps its own numbering, so that
+    # "replacing" it changes nothing and scores 0.
     items = [Item(list(ids), type_ids),
-             Item([baseline_id if not s else t for t, s in zip(ids, special, strict=True)], type_ids, every)]
+             Item([baseline_id if not s else t for t, s in zip(ids, special, strict=True)], type_ids, ids)]
     for i in words:
         variant = list(ids)
         variant[i] = baseline_id
-        items.append(Item(variant, type_ids, [j == i for j in range(len(ids))]))
+        items.append(Item(variant, type_ids, ids))
     rows = np.stack(forward(items)).astype(np.float64)
     target = int(np.argmax(rows[0])) if target is None else target
     scores = np.zeros(len(ids))
@@ -246,25 +261,87 @@ def attention_rollout(attentions: np.ndarray) -> np.ndarray:
 # -- one text ----------------------------------------------------------------------------------------------
 
 
-def attribute(text: str, encoding, *, method: str, steps: int | None, target: int | None, baseline: str,
-              baseline_id: int, id2label: dict[int, str], gradient_model: Callable[[], EncoderModel],
-              forward: Callable[[list[Item]], list[np.ndarray]], uses_token_types: bool, truncated: bool,
-              weights: str, fixed: Sequence[bool] | None = None, extra: dict[str, Any] | None = None) -> Attribution:
-    """One tokenized text (`encoding`, a tokenizers `Encoding`) -> its `Attribution`. `gradient_model` is
-    called only for Integrated Gradients; `forward` (the pipeline's stage) only for occlusion. `fixed`: the
-    tokens held as they are in the baseline and given no score (default: the special tokens; a zero-shot
-    pair adds its hypothesis), reported as special tokens with offsets (0, 0): only `text` is scored."""
+WEIGHTS = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def weights_of(preparation) -> str:
+    """What a pipeline's own forward runs (`Preparation`): "int8", or its dtype ("fp32", "bf16", "fp16")."""
+    return preparation.quantize or WEIGHTS.get(preparation.dtype, str(preparation.dtype).removeprefix("torch."))
+
+
+@dataclass
+class Scorer:
+    """How tokens are scored, and on what: Integrated Gradients on `gradient_model()` (fp32, called only for
+    it), or occlusion through `forward`, a pipeline's forward stage (items -> one logits row each), whose
+    weights are `weights` (`weights_of`)."""
+
+    method: str
+    steps: int | None
+    baseline: str
+    baseline_id: int
+    gradient_model: Callable[[], EncoderModel]
+    forward: Callable[[list[Item]], list[np.ndarray]]
+    weights: str
+
+    @property
+    def ran_on(self) -> str:
+        return "fp32" if self.method == "integrated_gradients" else self.weights
+
+    def score(self, ids: list[int], type_ids: list[int] | None, special: Sequence[bool], target: int | None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int | None]:
+        """Per-token scores `(T,)`, F(x) and F(x') (every label), the target (F(x)'s argmax when None) and the
+        gradient evaluations spent (None for occlusion)."""
+        if self.method == "integrated_gradients":
+            return integrated_gradients(self.gradient_model(), ids, type_ids, special, target, self.baseline_id,
+                                        self.steps)
+        return (*occlusion(self.forward, ids, type_ids, special, target, self.baseline_id), None)
+
+
+def attribute(text: str, encoding, scorer: Scorer, *, target: int | None, id2label: dict[int, str],
+              uses_token_types: bool, truncated: bool, fixed: Sequence[bool] | None = None,
+              extra: dict[str, Any] | None = None) -> Attribution:
+    """One tokenized text (`encoding`, a tokenizers `Encoding`) -> its `Attribution`. `fixed`: the tokens held
+    as they are in the baseline and given no score (default: the special tokens; a pair adds its second text,
+    zero-shot its hypothesis), reported as special tokens with offsets (0, 0): only `text` is scored."""
     ids = list(encoding.ids)
     special = [bool(s) for s in (encoding.special_tokens_mask if fixed is None else fixed)]
     type_ids = list(encoding.type_ids) if uses_token_types else None
-    if method == "integrated_gradients":
-        scores, logits, base, target, steps = integrated_gradients(gradient_model(), ids, type_ids, special, target,
-                                                                   baseline_id, steps)
-        weights = "fp32"
-    else:
-        scores, logits, base, target = occlusion(forward, ids, type_ids, special, target, baseline_id)
+    scores, logits, base, target, steps = scorer.score(ids, type_ids, special, target)
+    return _result(text, encoding, special, scores, logits, base, target, steps, scorer, id2label, truncated,
+                   extra)
+
+
+def attribute_windows(text: str, encoding, cuts: list[list[int]], scorer: Scorer, *, target: int,
+                      id2label: dict[int, str], uses_token_types: bool) -> Attribution:
+    """A text read whole in windows (`long_text="chunk"`), whose answer is the mean F̄ of its windows' logits:
+    `encoding` is the whole text's (not truncated), `cuts` each window's token indices into it
+    (`windows.split_windows`). F̄ is a mean of functions of the windows' tokens, and both methods are linear
+    in F: a token's score for F̄ is the mean over the windows of its scores in each (0 where a window lacks
+    it), exactly; Integrated Gradients' path moves every window's tokens together, occlusion replaces the token
+    in every window that holds it. So the scores add up to F̄(x) − F̄(x') as one window's do."""
+    mask = list(encoding.special_tokens_mask)
+    types = list(encoding.type_ids)
+    scores = np.zeros(len(encoding.ids))
+    logits, base, spent = [], [], 0
+    for cut in cuts:
+        ids = [encoding.ids[i] for i in cut]
+        got, fx, fb, _, steps = scorer.score(ids, [types[i] for i in cut] if uses_token_types else None,
+                                             [bool(mask[i]) for i in cut], target)
+        np.add.at(scores, cut, got / len(cuts))
+        logits.append(fx)
+        base.append(fb)
+        spent += steps or 0
+    return _result(text, encoding, [bool(m) for m in mask], scores, np.mean(logits, 0), np.mean(base, 0), target,
+                   spent if scorer.method == "integrated_gradients" else None, scorer, id2label, False,
+                   {"windows": len(cuts)})
+
+
+def _result(text: str, encoding, special: list[bool], scores: np.ndarray, logits: np.ndarray, base: np.ndarray,
+            target: int, steps: int | None, scorer: Scorer, id2label: dict[int, str], truncated: bool,
+            extra: dict[str, Any] | None) -> Attribution:
     offsets = [(0, 0) if s else tuple(o) for o, s in zip(encoding.offsets, special, strict=True)]
     words = group_words(text, offsets, list(encoding.word_ids), special, scores)
-    return Attribution(text, list(encoding.tokens), ids, offsets, special, [float(s) for s in scores], words,
-                       target, id2label[target], logits.tolist(), base.tolist(), method, steps, baseline,
-                       baseline_id, truncated, weights, dict(extra or {}))
+    return Attribution(text, list(encoding.tokens), list(encoding.ids), offsets, special,
+                       [float(s) for s in scores], words, target, id2label[target], logits.tolist(), base.tolist(),
+                       scorer.method, steps, scorer.baseline, scorer.baseline_id, truncated, scorer.ran_on,
+                       dict(extra or {}))

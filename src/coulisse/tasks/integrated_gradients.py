@@ -33,12 +33,15 @@ has no backward, so the pipeline loads an fp32 copy for them (`Pipeline.gradient
 from __future__ import annotations
 
 import heapq
+import logging
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from coulisse.models import EncoderModel, Packed
+
+log = logging.getLogger(__name__)
 
 DEFAULT_STEPS = 32  # Gauss-Legendre nodes of the first pass
 PANEL_NODES = 4  # nodes per panel: 32 steps are 8 panels of 4
@@ -160,9 +163,10 @@ def integrated_gradients(model: EncoderModel, ids: list[int], type_ids: list[int
     `steps` nodes (rounded up to whole panels) of composite Gauss-Legendre on equal panels of `PANEL_NODES`,
     then adaptive: each panel [a, b] knows what its scores must add up to, F(b) − F(a) (forward passes only),
     and the worst panels are halved until the panels' errors (a panel within the rounding of its check,
-    `ROUNDING`, counting as exact) add up to at most `tolerance` · |F(x) − F(x')|, or `max_steps` (default
-    8 · steps) are spent. Smooth models never refine, at any step count; a ReLU's kinks, or a softmax sharp
-    enough to act like one (the tiny random DeBERTa of the tests), get narrow panels."""
+    `ROUNDING`, counting as exact) add up to at most `tolerance` · |F(x) − F(x')| (1e-5 at least), or
+    `max_steps` (default 8 · steps) are spent: a completeness gap still above that is logged as a warning.
+    Smooth models never refine, at any step count; a ReLU's kinks, or a softmax sharp enough to act like one (the
+    tiny random DeBERTa of the tests), get narrow panels."""
     table = model.base.input_embeddings.weight
     x = table[torch.tensor(ids)].detach()  # (T, E)
     keep = torch.tensor(list(special), dtype=torch.bool)
@@ -194,4 +198,11 @@ def integrated_gradients(model: EncoderModel, ids: list[int], type_ids: list[int
         ends = np.array([[at[a], at[b]] for a, b in todo.tolist()])  # (panels, 2): F(a), F(b)
         panels.add(todo, parts, np.abs(parts.sum(1) - (ends[:, 1] - ends[:, 0])))
         todo = panels.split_worst(allowed, (budget - used) // (2 * nodes))
-    return panels.scores(), logits, base, target, used
+    scores = panels.scores()
+    gap = float(scores.sum()) - (logits[target] - base[target])
+    if panels.counted > allowed and abs(gap) > allowed:  # the budget ran out first, and it shows in the sum
+        log.warning("Integrated Gradients spent its budget of %d gradient evaluations (steps=%d) with a completeness "
+                    "gap of %+.2e, above the %.2e allowed (%.1f %% of |F(x) − F(x')| = %.2e, at least 1e-5): the "
+                    "scores are that far off; pass a larger steps.", budget, steps, gap, allowed, 100 * tolerance,
+                    abs(logits[target] - base[target]))
+    return scores, logits, base, target, used

@@ -25,7 +25,7 @@ from coulisse.tasks.base import (
     truncation_option,
 )
 from coulisse.tasks.functional import sigmoid, softmax
-from coulisse.tasks.windows import LONG_TEXT, average_logits, split_windows
+from coulisse.tasks.windows import LONG_TEXT, Windows, average_logits, split_windows
 from coulisse.tokenizer import check_texts
 
 log = logging.getLogger(__name__)
@@ -142,14 +142,9 @@ class TextClassificationPipeline(Pipeline):
                                  "inputs; pass plain texts with text_pair=, or dicts without it.")
             # transformers hands text_pair to the tokenizer with each text alone: "" is then no pair at all
             pairs = [text_pair] * len(texts) if text_pair else None
-        strategy = truncation if isinstance(truncation, str) else "longest_first"
-        if max_length is not None:  # never past what the position table embeds
-            max_length = min(max_length, self.tokenizer.model_max_length)
-
         def encode(texts: list[str], pairs: list[str] | None) -> list:
-            return self.tokenizer.encode_batch(texts, pairs, truncation=bool(truncation), max_length=max_length,
-                                               add_special_tokens=add_special_tokens, strategy=strategy,
-                                               direction=truncation_side)
+            return self.encode_texts(texts, pairs, truncation=truncation, max_length=max_length,
+                                     add_special_tokens=add_special_tokens, truncation_side=truncation_side)
 
         if pairs is None or all(p is not None for p in pairs):
             encodings = encode(texts, pairs)
@@ -164,20 +159,37 @@ class TextClassificationPipeline(Pipeline):
         # transformers wraps a lone string's legacy result in a list, but not a lone {"text", ...} dict.
         return Batch([Item(e.ids, e.type_ids) for e in encodings], texts, single, context=isinstance(inputs, str))
 
+    def encode_texts(self, texts: list[str], pairs: list[str] | None, *, truncation: bool | str = True,
+                     max_length: int | None = None, add_special_tokens: bool = True,
+                     truncation_side: str | None = None) -> list:
+        """The tokenizer's encodings of texts (and their pairs), read as `preprocess` reads them."""
+        strategy = truncation if isinstance(truncation, str) else "longest_first"
+        if max_length is not None:  # never past what the position table embeds
+            max_length = min(max_length, self.tokenizer.model_max_length)
+        return self.tokenizer.encode_batch(texts, pairs, truncation=bool(truncation), max_length=max_length,
+                                           add_special_tokens=add_special_tokens, strategy=strategy,
+                                           direction=truncation_side)
+
     def _windows(self, inputs: Any, max_length: int | None, stride: int | None, text_pair: str | None,
                  truncation_side: str | None, add_special_tokens: bool) -> Batch:
         """`long_text="chunk"`'s batch: every window of every text, and whose each is."""
         texts, pairs, single = self._split_inputs(inputs)
-        refused = [name for name, value in (("text pairs", pairs is not None or text_pair is not None),
-                                            ("truncation_side", truncation_side is not None),
+        windows, _ = self.split_texts(texts, max_length, stride, pairs is not None or text_pair is not None,
+                                      truncation_side, add_special_tokens)
+        return Batch(windows.items, texts, single, context=isinstance(inputs, str), owners=windows.owners)
+
+    def split_texts(self, texts: list[str], max_length: int | None, stride: int | None, paired: bool,
+                    truncation_side: str | None, add_special_tokens: bool) -> tuple[Windows, list]:
+        """`long_text="chunk"`: the windows of texts read whole, and the texts' encodings they are cut from."""
+        refused = [name for name, value in (("text pairs", paired), ("truncation_side", truncation_side is not None),
                                             ("add_special_tokens=False", not add_special_tokens)) if value]
         if refused:
             raise InputError(f"long_text='chunk' reads single texts whole, in windows that each carry the special "
                              f"tokens; it takes no {' or '.join(refused)}: use long_text='truncate' for them.")
         size = self.tokenizer.model_max_length if max_length is None else min(max_length,
                                                                                self.tokenizer.model_max_length)
-        windows = split_windows(self.tokenizer.encode_batch(texts, truncation=False), size, stride)
-        return Batch(windows.items, texts, single, context=isinstance(inputs, str), owners=windows.owners)
+        whole = self.tokenizer.encode_batch(texts, truncation=False)
+        return split_windows(whole, size, stride), whole
 
     def postprocess(self, outputs: Any, batch: Batch | None = None, *, function_to_apply: str | None = None,
                     top_k: int | None = 1, _legacy: bool = True, _wrap: bool = True) -> dict | list:
@@ -201,25 +213,86 @@ class TextClassificationPipeline(Pipeline):
 
     def explain(self, inputs: str | list[str], target: int | str | None = None,
                 method: str = "integrated_gradients", steps: int | None = None,
-                baseline: str = "pad") -> Attribution | list[Attribution]:
-        """Which tokens and words pushed each text towards `target` (a label name or id; default: the
-        predicted label). `method`: "integrated_gradients" (on the fp32 weights, `steps` Gauss-Legendre
+                baseline: str = "pad", **reading: Any) -> Attribution | list[Attribution]:
+        """Which tokens and words pushed each text towards `target` (a label name or id; default: the label
+        this pipeline answers). `method`: "integrated_gradients" (on the fp32 weights, `steps` Gauss-Legendre
         nodes, default 32) or "occlusion" (leave one token out, through this pipeline's own forward, int8
         included). `baseline`: the token standing for "no word", "pad" or "mask". One `Attribution` per text
-        (see `coulisse.tasks.attributions`); `.to_dict()` gives plain values."""
+        (see `coulisse.tasks.attributions`); `.to_dict()` gives plain values.
+
+        The text is read as a call reads it: the pipeline's reading options (`truncation_side`, `max_length`,
+        `truncation`, `add_special_tokens`, `text_pair`, `long_text`, `stride`), under those given here. A
+        `text_pair` stays as it is, as the special tokens do, and gets no score. `long_text="chunk"`: the answer
+        is the mean of the windows' logits, and so is what is explained (`attributions.attribute_windows`): a
+        token's score is the mean of its scores in the windows, over the whole text."""
         method, steps = attributions.check_request(method, steps, baseline)
         target = attributions.check_target(target, self.config.id2label)
-        baseline_id = attributions.baseline_token(self.tokenizer, baseline)
+        options = self.reading(reading)
+        scorer = attributions.Scorer(method, steps, baseline, attributions.baseline_token(self.tokenizer, baseline),
+                                     lambda: self.gradient_model, self.forward,
+                                     attributions.weights_of(self.preparation))
         texts, single = check_texts(inputs)
-        kept = self.tokenizer.encode_batch(texts, truncation=True)
-        whole = self.tokenizer.encode_batch(texts, truncation=False)
-        weights = "int8" if self.preparation.quantize else "fp32"
-        results = [attributions.attribute(
-            text, encoding, method=method, steps=steps, target=target, baseline=baseline, baseline_id=baseline_id,
-            id2label=self.config.id2label, gradient_model=lambda: self.gradient_model, forward=self.forward,
-            uses_token_types=self.engine.uses_token_types, truncated=len(full.ids) > len(encoding.ids),
-            weights=weights) for text, encoding, full in zip(texts, kept, whole, strict=True)]
+        if options["long_text"] == "chunk":
+            results = self._explain_windows(texts, scorer, target, options)
+        else:
+            results = self._explain_read(texts, scorer, target, options)
         return results[0] if single else results
+
+    def reading(self, given: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A call's reading options (`preprocess`'s): the pipeline's, under `given` (checked as a call's are)."""
+        given = given or {}
+        others = [name for name in given if self.option_table().get(name, Option(None)).stage != PRE]
+        if others:
+            readable = ", ".join(n for n, o in self.OPTIONS.items() if o.stage == PRE)
+            raise InputError(f"explain takes the options that say how a text is read ({readable}), not "
+                             f"{', '.join(others)}; drop {'it' if len(others) == 1 else 'them'}.")
+        return self.stage_options(self.options(given), PRE)
+
+    def read_texts(self, texts: list[str], options: dict[str, Any]) -> list:
+        """The encodings a call reads of texts with `reading()`'s options, long_text="truncate" (a text_pair
+        encoded after each text)."""
+        pair = options["text_pair"] or None
+        return self.encode_texts(texts, None if pair is None else [pair] * len(texts),
+                                 **{k: options[k] for k in ("truncation", "max_length", "add_special_tokens",
+                                                            "truncation_side")})
+
+    def _explain_read(self, texts: list[str], scorer: attributions.Scorer, target: int | None,
+                      options: dict[str, Any]) -> list[Attribution]:
+        """Each text encoded as `preprocess` encodes it; the target by default the label of the pipeline's own
+        answer (its forward: int8 or bf16 as it runs, though Integrated Gradients take fp32 gradients)."""
+        pair = options["text_pair"] or None
+        kept = self.read_texts(texts, options)
+        whole = self.encode_texts(texts, None, truncation=False, add_special_tokens=options["add_special_tokens"])
+        targets = [target] * len(texts) if target is not None else [
+            int(np.argmax(row)) for row in self.forward([Item(e.ids, e.type_ids) for e in kept])]
+        results = []
+        for text, encoding, full, label in zip(texts, kept, whole, targets, strict=True):
+            mine = [s == 0 and not m for s, m in zip(encoding.sequence_ids, encoding.special_tokens_mask,
+                                                     strict=True)]
+            results.append(attributions.attribute(
+                text, encoding, scorer, target=label, id2label=self.config.id2label,
+                uses_token_types=self.engine.uses_token_types,
+                truncated=sum(mine) < len(full.ids) - sum(full.special_tokens_mask),
+                fixed=None if pair is None else [not m for m in mine],
+                extra=None if pair is None else {"text_pair": pair}))
+        return results
+
+    def _explain_windows(self, texts: list[str], scorer: attributions.Scorer, target: int | None,
+                         options: dict[str, Any]) -> list[Attribution]:
+        """`long_text="chunk"`: each text's windows, the target by default the label of the mean of their logits
+        through the pipeline's forward (the call's answer)."""
+        windows, whole = self.split_texts(texts, options["max_length"], options["stride"],
+                                          bool(options["text_pair"]), options["truncation_side"],
+                                          options["add_special_tokens"])
+        if target is None:
+            answers = average_logits(self.forward(windows.items), windows.owners, len(texts))
+        results = []
+        for n, (text, encoding) in enumerate(zip(texts, whole, strict=True)):
+            cuts = [cut for cut, owner in zip(windows.cuts, windows.owners, strict=True) if owner == n]
+            results.append(attributions.attribute_windows(
+                text, encoding, cuts, scorer, target=int(np.argmax(answers[n])) if target is None else target,
+                id2label=self.config.id2label, uses_token_types=self.engine.uses_token_types))
+        return results
 
     def _split_inputs(self, inputs: Any) -> tuple[list[str], list[str | None] | None, bool]:
         """Plain texts, or {"text", "text_pair"} dicts for sentence-pair classifiers, or a list mixing them (as

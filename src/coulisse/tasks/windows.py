@@ -23,6 +23,7 @@ LONG_TEXT = ("truncate", "chunk")
 class Windows:
     items: list[Item]
     owners: list[int]  # per item: the index of the text it came from
+    cuts: list[list[int]]  # per item: its tokens' indices into its text's encoding
 
 
 def window_starts(length: int, size: int, stride: int) -> list[int]:
@@ -37,6 +38,7 @@ def split_windows(encodings, max_length: int, stride: int | None) -> Windows:
     """Windows of every encoding (`tokenizers.Encoding`, special tokens included, not truncated)."""
     items: list[Item] = []
     owners: list[int] = []
+    cuts: list[list[int]] = []
     for n, e in enumerate(encodings):
         mask = e.special_tokens_mask
         head = next((i for i, m in enumerate(mask) if not m), len(mask))
@@ -56,7 +58,8 @@ def split_windows(encodings, max_length: int, stride: int | None) -> Windows:
             cut += list(range(len(ids) - tail, len(ids)))
             items.append(Item([ids[i] for i in cut], [types[i] for i in cut]))
             owners.append(n)
-    return Windows(items, owners)
+            cuts.append(cut)
+    return Windows(items, owners, cuts)
 
 
 def default_stride(size: int) -> int:

@@ -207,9 +207,11 @@ class ZeroShotClassificationPipeline(Pipeline):
         `candidate_labels` or its index (default: the label this pipeline ranks first for that text, with
         `multi_label` as in a call).
 
-        A label's score is a softmax of the entailment logit of the pair (text, hypothesis of that label), so
-        that logit is what is explained: the hypothesis and the special tokens stay as they are, only the
-        text's tokens move to the baseline and get a score. The scores add up to F(x) − F(x') of that logit
+        A label's score grows with the entailment logit of the pair (text, hypothesis of that label): a softmax of
+        the labels' entailment logits, or with `multi_label` a softmax of that pair's (contradiction, entailment),
+        so the entailment logit alone is what is explained (not the contradiction logit beside it): the
+        hypothesis and the special tokens stay as they are, only the text's tokens move to the baseline and get a
+        score. The scores add up to F(x) − F(x') of that logit
         (`Attribution.delta`; Integrated Gradients' completeness, as for text classification). `label` is the
         candidate label; `extra` holds the hypothesis and the NLI class explained. `method`, `steps` and
         `baseline` as in `TextClassificationPipeline.explain`."""
@@ -219,7 +221,9 @@ class ZeroShotClassificationPipeline(Pipeline):
         options = self.options({k: v for k, v in given.items() if v is not None})
         labels, template = options["candidate_labels"], options["hypothesis_template"]
         chosen = _check_label(target, labels)
-        baseline_id = attributions.baseline_token(self.tokenizer, baseline)
+        scorer = attributions.Scorer(method, steps, baseline, attributions.baseline_token(self.tokenizer, baseline),
+                                     lambda: self.gradient_model, self.forward,
+                                     attributions.weights_of(self.preparation))
         texts, single = check_texts(inputs, "sequences")
         if chosen is None:  # the top label of each text, as a call ranks them
             answers = self(texts, candidate_labels=labels, hypothesis_template=template,
@@ -236,12 +240,10 @@ class ZeroShotClassificationPipeline(Pipeline):
             fixed = [bool(special) or sequence != 0
                      for special, sequence in zip(encoding.special_tokens_mask, encoding.sequence_ids, strict=True)]
             results.append(attributions.attribute(
-                text, encoding, method=method, steps=steps, target=self.entailment_id, baseline=baseline,
-                baseline_id=baseline_id, id2label={**self.config.id2label, self.entailment_id: label},
-                gradient_model=lambda: self.gradient_model, forward=self.forward,
+                text, encoding, scorer, target=self.entailment_id,
+                id2label={**self.config.id2label, self.entailment_id: label},
                 uses_token_types=self.engine.uses_token_types,
-                truncated=premise < sum(1 for s in whole.special_tokens_mask if not s),
-                weights="int8" if self.preparation.quantize else "fp32", fixed=fixed,
+                truncated=premise < sum(1 for s in whole.special_tokens_mask if not s), fixed=fixed,
                 extra={"hypothesis": template.format(label), "nli_label": nli}))
         return results[0] if single else results
 

@@ -25,7 +25,14 @@ from typing import Any
 import numpy as np
 
 from coulisse.errors import InputError
-from coulisse.interfaces.explain import ATTRIBUTION_METHODS, ATTRIBUTION_TASKS, head_view, inspect_text, read_as
+from coulisse.interfaces.explain import (
+    ATTRIBUTION_METHODS,
+    ATTRIBUTION_TASKS,
+    cli_target,
+    head_view,
+    inspect_text,
+    read_as,
+)
 from coulisse.interfaces.report import Agreement, Inspection
 from coulisse.tasks.text_classification import apply_function
 from coulisse.tasks.windows import LONG_TEXT, average_logits, default_stride, split_windows, window_starts
@@ -45,6 +52,7 @@ class Query:
     long_text: str = "truncate"
     stride: int | None = None  # chunk mode: tokens shared by consecutive windows (default: a quarter)
     method: str = "integrated_gradients"
+    target: str = ""  # the label whose words are scored, a name or an id (empty: the answer's label)
     compare: bool = True  # exact and int8 side by side
     question: str = ""  # question-answering: the question; `text` is the context
     labels: str = ""  # zero-shot-classification: the candidate labels, comma-separated
@@ -59,7 +67,7 @@ def kept_query(params: dict[str, list[str]]) -> Query:
     """What a refused query's form keeps: its texts, and each choice that is one of its values on its own,
     so the page that says what was wrong shows the rest as it was sent."""
     texts = {name: (params.get(name) or [""])[-1][:MAX_TEXT_CHARS] for name in ("text", "question", "labels",
-                                                                                 "template")}
+                                                                                 "template", "target")}
     choices = {name: value for name, allowed in (("quantize", QUANTIZE), ("long_text", LONG_TEXT),
                                                  ("method", ATTRIBUTION_METHODS))
                if (value := _last(params, name, "")) in allowed}
@@ -114,6 +122,10 @@ def parse_query(params: dict[str, list[str]], task: str = "text-classification")
     if method != "integrated_gradients" and task not in ATTRIBUTION_TASKS:
         raise InputError(f"method={method}: {task} has no word scores (only {' and '.join(ATTRIBUTION_TASKS)}); "
                          "drop it.")
+    target = _last(params, "target", "")
+    if target and task not in ATTRIBUTION_TASKS:
+        raise InputError(f"target={target}: {task} has no word scores (only {' and '.join(ATTRIBUTION_TASKS)}); "
+                         "drop it.")
     question, labels = (params.get("question") or [""])[-1], _last(params, "labels", "")
     template = (params.get("template") or [""])[-1]
     if question and task != "question-answering":
@@ -122,7 +134,8 @@ def parse_query(params: dict[str, list[str]], task: str = "text-classification")
         raise InputError(f"labels and template are for a zero-shot-classification studio, and this one explains "
                          f"{task}; drop them.")
     return Query(text=text, quantize=_choice(_last(params, "quantize", "none"), "quantize", QUANTIZE),
-                 long_text=long_text, stride=stride, method=method, compare=compare in YES, question=question,
+                 long_text=long_text, stride=stride, method=method, target=target, compare=compare in YES,
+                 question=question,
                  labels=labels, template=template)
 
 
@@ -289,13 +302,15 @@ class Studio:
                 answers[weights], shown = answer_text(self.pipeline(weights), weights, query)
                 if weights == wanted:
                     windows = shown
-            inspection = inspect_text(chosen, query.text, method=query.method)
+            # the words are scored towards the answer shown (chunk: the mean of the windows'), unless asked
+            target = cli_target(chosen, query.target) if query.target else answers[wanted].label
+            inspection = inspect_text(chosen, query.text, method=query.method, target=target)
             tokens = len(chosen.tokenizer.encode_batch([query.text], truncation=False)[0].ids)
         limit = chosen.tokenizer.model_max_length
         if len(windows) > 1:
             inspection.notes.append(f"Long text, chunk mode: the views below show the first window (the tokens "
-                                    f"truncation keeps); the answer above is the mean of the {len(windows)} "
-                                    "windows' logits.")
+                                    f"truncation keeps), its words scored towards {inspection.attribution.label}; "
+                                    f"the answer above is the mean of the {len(windows)} windows' logits.")
         return Exploration(query, self.model, answers, tokens, limit, windows, inspection,
                            agreement=label_agreement(answers))
 
@@ -310,8 +325,9 @@ class Studio:
         wanted = WEIGHTS[query.quantize]
         with self.lock:
             chosen = self.pipeline(wanted)
-            inspection = inspect_text(chosen, query.text, method=query.method, question=question, labels=labels,
-                                      template=template)
+            target = cli_target(chosen, query.target, labels) if query.target else None
+            inspection = inspect_text(chosen, query.text, method=query.method, target=target, question=question,
+                                      labels=labels, template=template)
             read, limit, _ = read_as(chosen, query.text)  # a pooled embedding: the folder's prompt and length
             pair = None
             if self.task == "question-answering":  # the pair, read in windows of max_seq_len tokens

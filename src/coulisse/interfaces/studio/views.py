@@ -59,7 +59,8 @@ def render_form(q: Query, task: str = "text-classification") -> str:
                      f'</select></label> <label>stride <input type="number" name="stride" min="0" '
                      f'value="{e(stride)}"></label> ')
     method = (f'<label>attributions <select name="method">{_options(METHODS, METHODS, q.method)}</select></label> '
-              if task in ATTRIBUTION_TASKS else "")
+              f'<label>towards <input type="text" name="target" dir="auto" size="12" value="{e(q.target)}" '
+              'placeholder="the answer"></label> ' if task in ATTRIBUTION_TASKS else "")
     return ('<form class="ask" method="get" action="/">'
             f'<textarea name="text" dir="auto" rows="5" cols="100" placeholder="{e(placeholder)}">{e(q.text)}'
             f'</textarea>{pair}'
