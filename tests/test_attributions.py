@@ -452,6 +452,18 @@ def test_words_cover_the_tokens(arch, factory):
         assert a.label == LABELS[a.target] and a.to_dict()["gap"] == a.gap
 
 
+def test_flaubert_words_are_moses_words_not_bpe_units(factory):
+    """FlauBERT's backend numbers each BPE unit as a word; an explanation's words are Moses' (`Tokenizer.word_ids`),
+    each holding all of its units: "incompréhensiblement" one word of several tokens, not several words."""
+    pipe = pipeline("text-classification", model=factory.checkpoint("flaubert"))
+    text = "Un film incompréhensiblement ennuyeux malgré quelques acteurs formidables"
+    for method in ("occlusion", "integrated_gradients"):
+        a = pipe.explain(text, method=method)
+        assert [w.text for w in a.words] == text.split()
+        assert max(len(w.tokens) for w in a.words) > 1  # some word is several units: the grouping is tested
+        assert sorted(i for w in a.words for i in w.tokens) == [i for i, s in enumerate(a.special) if not s]
+
+
 PUNCTUATED = "Un film excellent, des acteurs formidables, mais une fin bâclée. « Amélie » (chef-d'œuvre)... d'accord !"
 # What BERT's pre-tokenizer would make of it, but for the inner punctuation kept in a word, and a run of
 # punctuation alone kept whole.

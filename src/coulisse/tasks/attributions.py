@@ -299,20 +299,22 @@ class Scorer:
 
 def attribute(text: str, encoding, scorer: Scorer, *, target: int | None, id2label: dict[int, str],
               uses_token_types: bool, truncated: bool, fixed: Sequence[bool] | None = None,
-              extra: dict[str, Any] | None = None) -> Attribution:
+              extra: dict[str, Any] | None = None, word_ids: Sequence[int | None] | None = None) -> Attribution:
     """One tokenized text (`encoding`, a tokenizers `Encoding`) -> its `Attribution`. `fixed`: the tokens held
     as they are in the baseline and given no score (default: the special tokens; a pair adds its second text,
-    zero-shot its hypothesis), reported as special tokens with offsets (0, 0): only `text` is scored."""
+    zero-shot its hypothesis), reported as special tokens with offsets (0, 0): only `text` is scored. `word_ids`:
+    the tokenizer's words (`Tokenizer.word_ids`), where they are not the backend's (FlauBERT's)."""
     ids = list(encoding.ids)
     special = [bool(s) for s in (encoding.special_tokens_mask if fixed is None else fixed)]
     type_ids = list(encoding.type_ids) if uses_token_types else None
     scores, logits, base, target, steps = scorer.score(ids, type_ids, special, target)
     return _result(text, encoding, special, scores, logits, base, target, steps, scorer, id2label, truncated,
-                   extra)
+                   extra, word_ids)
 
 
 def attribute_windows(text: str, encoding, cuts: list[list[int]], scorer: Scorer, *, target: int,
-                      id2label: dict[int, str], uses_token_types: bool) -> Attribution:
+                      id2label: dict[int, str], uses_token_types: bool,
+                      word_ids: Sequence[int | None] | None = None) -> Attribution:
     """A text read whole in windows (`long_text="chunk"`), whose answer is the mean F̄ of its windows' logits:
     `encoding` is the whole text's (not truncated), `cuts` each window's token indices into it
     (`windows.split_windows`). F̄ is a mean of functions of the windows' tokens, and both methods are linear
@@ -333,14 +335,14 @@ def attribute_windows(text: str, encoding, cuts: list[list[int]], scorer: Scorer
         spent += steps or 0
     return _result(text, encoding, [bool(m) for m in mask], scores, np.mean(logits, 0), np.mean(base, 0), target,
                    spent if scorer.method == "integrated_gradients" else None, scorer, id2label, False,
-                   {"windows": len(cuts)})
+                   {"windows": len(cuts)}, word_ids)
 
 
 def _result(text: str, encoding, special: list[bool], scores: np.ndarray, logits: np.ndarray, base: np.ndarray,
             target: int, steps: int | None, scorer: Scorer, id2label: dict[int, str], truncated: bool,
-            extra: dict[str, Any] | None) -> Attribution:
+            extra: dict[str, Any] | None, word_ids: Sequence[int | None] | None = None) -> Attribution:
     offsets = [(0, 0) if s else tuple(o) for o, s in zip(encoding.offsets, special, strict=True)]
-    words = group_words(text, offsets, list(encoding.word_ids), special, scores)
+    words = group_words(text, offsets, list(encoding.word_ids if word_ids is None else word_ids), special, scores)
     return Attribution(text, list(encoding.tokens), list(encoding.ids), offsets, special,
                        [float(s) for s in scores], words, target, id2label[target], logits.tolist(), base.tolist(),
                        scorer.method, steps, scorer.baseline, scorer.baseline_id, truncated, scorer.ran_on,

@@ -274,7 +274,8 @@ class TextClassificationPipeline(Pipeline):
                 uses_token_types=self.engine.uses_token_types,
                 truncated=sum(mine) < len(full.ids) - sum(full.special_tokens_mask),
                 fixed=None if pair is None else [not m for m in mine],
-                extra=None if pair is None else {"text_pair": pair}))
+                extra=None if pair is None else {"text_pair": pair},
+                word_ids=self.tokenizer.word_ids(encoding, text, pair)))
         return results
 
     def _explain_windows(self, texts: list[str], scorer: attributions.Scorer, target: int | None,
@@ -291,7 +292,9 @@ class TextClassificationPipeline(Pipeline):
             cuts = [cut for cut, owner in zip(windows.cuts, windows.owners, strict=True) if owner == n]
             results.append(attributions.attribute_windows(
                 text, encoding, cuts, scorer, target=int(np.argmax(answers[n])) if target is None else target,
-                id2label=self.config.id2label, uses_token_types=self.engine.uses_token_types))
+                id2label=self.config.id2label, uses_token_types=self.engine.uses_token_types,
+                word_ids=self.tokenizer.word_ids(encoding, text, options["text_pair"] or None
+                                                 if encoding.n_sequences == 2 else None)))
         return results
 
     def _split_inputs(self, inputs: Any) -> tuple[list[str], list[str | None] | None, bool]:

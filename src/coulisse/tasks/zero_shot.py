@@ -244,7 +244,8 @@ class ZeroShotClassificationPipeline(Pipeline):
                 id2label={**self.config.id2label, self.entailment_id: label},
                 uses_token_types=self.engine.uses_token_types,
                 truncated=premise < sum(1 for s in whole.special_tokens_mask if not s), fixed=fixed,
-                extra={"hypothesis": template.format(label), "nli_label": nli}))
+                extra={"hypothesis": template.format(label), "nli_label": nli},
+                word_ids=self.tokenizer.word_ids(encoding, text, template.format(label))))
         return results[0] if single else results
 
 
