@@ -504,6 +504,7 @@ def test_the_repr_is_one_line_a_notebook_can_read(factory):
     assert f"towards {a.label} (occlusion, fp32)" in shown and f"{len(a.words)} words" in shown
     for w in a.top_words(3) + a.top_words(3, sign=-1):
         assert f"{w.text} {w.attribution:+.3f}" in shown
+    assert "; 1 word, gap" in repr(pipe.explain("Nul", method="occlusion"))
 
 
 def test_results_shape_and_defaults(factory):

@@ -102,8 +102,9 @@ class Attribution:
             return ", ".join(f"{w.text} {w.attribution:+.3f}" for w in self.top_words(3, sign)) or "none"
 
         shown = self.text if len(self.text) <= 40 else self.text[:39] + "…"
+        words = f"{len(self.words)} word{'' if len(self.words) == 1 else 's'}"
         return (f"<Attribution of {shown!r} towards {self.label} ({self.method}, {self.weights}): towards "
-                f"{listed(1)}; against {listed(-1)}; {len(self.words)} words, gap {self.gap:+.2e}>")
+                f"{listed(1)}; against {listed(-1)}; {words}, gap {self.gap:+.2e}>")
 
 
 # -- checks ------------------------------------------------------------------------------------------------
