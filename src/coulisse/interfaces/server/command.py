@@ -76,14 +76,19 @@ log = logging.getLogger(__name__)
               help="On SIGTERM, seconds to finish in-flight requests; those still running then get 503.")
 @click.option("--max-connections", type=int, default=CONNECTION.max_connections, show_default=True,
               callback=positive, envvar="COULISSE_MAX_CONNECTIONS",
-              help="Most open connections; a request on one more gets 503 with Retry-After.")
+              help="Most open connections; past it the longest idle one is closed, else a request on one more gets "
+                   "503 with Retry-After (GET /health and /ping are answered).")
 @click.option("--header-timeout", type=float, default=CONNECTION.header_timeout, show_default=True,
               envvar="COULISSE_HEADER_TIMEOUT",
               help="Seconds for a request line and headers to arrive (else 408, closed).")
 @click.option("--body-timeout", type=float, default=CONNECTION.body_timeout, show_default=True,
               envvar="COULISSE_BODY_TIMEOUT", help="Seconds for a whole request body to arrive (else 408, closed).")
 @click.option("--keep-alive-timeout", type=float, default=CONNECTION.keep_alive_timeout, show_default=True,
-              envvar="COULISSE_KEEP_ALIVE_TIMEOUT", help="Seconds an idle connection stays open.")
+              envvar="COULISSE_KEEP_ALIVE_TIMEOUT",
+              help="Seconds an idle connection stays open between requests (longer than clients keep theirs).")
+@click.option("--send-timeout", type=float, default=CONNECTION.send_timeout, show_default=True,
+              envvar="COULISSE_SEND_TIMEOUT",
+              help="Seconds a client may read no byte of its answer before it is dropped and the connection closed.")
 @click.option("--access-log/--no-access-log", default=False, show_default=True, envvar="COULISSE_ACCESS_LOG",
               help="One log line per request (method, path, status; never headers).")
 # text-embeddings-inference's launcher flags (its environment names: tei_env.py).
@@ -104,7 +109,8 @@ log = logging.getLogger(__name__)
 def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batch_requests, max_wait_ms,
           max_client_batch_size, max_concurrent_requests, auto_truncate, no_auto_truncate, payload_limit, pooling,
           api_key,
-          shutdown_timeout, max_connections, header_timeout, body_timeout, keep_alive_timeout, access_log, **tei):
+          shutdown_timeout, max_connections, header_timeout, body_timeout, keep_alive_timeout,
+          send_timeout, access_log, **tei):
     """Serve MODEL over HTTP with text-embeddings-inference's API and dynamic batching.
 
     Ready when `GET /health` answers 200; `/docs` shows the API. SIGTERM stops accepting,
@@ -126,11 +132,9 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
     # Left to the runtime (docs/server.md, "Threads and contention": PASSIVE measured no better here).
     wait_policy = wait_policy_in_effect()
     try:
-        import uvicorn
-
         from coulisse.engine import Item
         from coulisse.interfaces.server.app import create_app
-        from coulisse.interfaces.server.protocol import DrainingServer, ProtocolLimits, guarded_protocol
+        from coulisse.interfaces.server.protocol import DrainingServer, ProtocolLimits, uvicorn_config
         from coulisse.interfaces.server.service import ServerSettings
     except ImportError as e:
         raise click.ClickException(f"{e.name} is missing: pip install 'coulisse[serve]'") from None
@@ -139,7 +143,7 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
         if value < 0:
             raise click.BadParameter(f"{value} is negative; pass 0 or more.", param_hint=name)
     for name, value in (("--header-timeout", header_timeout), ("--body-timeout", body_timeout),
-                        ("--keep-alive-timeout", keep_alive_timeout)):
+                        ("--keep-alive-timeout", keep_alive_timeout), ("--send-timeout", send_timeout)):
         if not value > 0:
             raise click.BadParameter(f"{value} is not a positive number of seconds.", param_hint=name)
     from coulisse.interfaces.server.detect import served_task
@@ -200,13 +204,10 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
 
         app = several_models_app(served)
     allow_open_files(max_connections)
-    protocol = guarded_protocol(ProtocolLimits(header_timeout, max_connections, CONNECTION.max_head_bytes),
-                                app.state.metrics)
-    config = uvicorn.Config(app, host=host, port=port, http=protocol, loop="asyncio",
-                            timeout_graceful_shutdown=shutdown_timeout,
-                            timeout_keep_alive=keep_alive_timeout,
-                            h11_max_incomplete_event_size=CONNECTION.max_head_bytes,
-                            access_log=access_log, log_level="info", server_header=False)
+    config = uvicorn_config(app, host, port, ProtocolLimits(header_timeout, max_connections, CONNECTION.max_head_bytes,
+                                                            send_timeout),
+                            keep_alive_timeout=keep_alive_timeout, shutdown_timeout=shutdown_timeout,
+                            access_log=access_log)
     # uvicorn handles SIGTERM: close the socket, wait for in-flight requests, run the lifespan
     # shutdown (which drains the batch queue). It then re-raises the signal under the handler that
     # was there before it; a no-op one lets the command return, so a graceful stop exits 0. Requests

@@ -35,7 +35,11 @@ class ConnectionLimits:
     max_connections: int = 768
     header_timeout: float = 10.0  # seconds from the connection (or the last answer) to a complete head
     body_timeout: float = 30.0  # seconds for the whole body: 2 MB at 67 kB/s
-    keep_alive_timeout: float = 5.0  # an idle connection between requests closes after this long
+    # An idle connection between requests closes after this long: longer than clients and proxies keep theirs
+    # (httpx 5 s, aiohttp 15 s, nginx and AWS load balancers 60 s, Go 90 s), so they close it first and never
+    # reuse one the server is closing; past --max-connections the longest idle goes first (protocol.py).
+    keep_alive_timeout: float = 120.0
+    send_timeout: float = 60.0  # seconds a client may take no byte of its answer before it is dropped (nginx's)
     max_head_bytes: int = 16_384  # request line and headers (h11's default), else 431
 
 
