@@ -66,6 +66,10 @@ log = logging.getLogger(__name__)
 @click.option("--no-auto-truncate", "no_auto_truncate", is_flag=True, default=False, hidden=True)
 @click.option("--payload-limit", type=int, default=REQUEST.payload_limit, show_default=True, callback=positive,
               envvar="COULISSE_PAYLOAD_LIMIT", help="Largest request body in bytes (else 413).")
+@click.option("--max-payload-in-flight", type=int, default=REQUEST.max_payload_in_flight, show_default=True,
+              callback=positive, envvar="COULISSE_MAX_PAYLOAD_IN_FLIGHT",
+              help="Most bytes of request bodies held at once, all requests together (else 429); at least "
+                   "--payload-limit.")
 @click.option("--pooling", type=click.Choice(["mean", "cls", "splade"]), default=None, envvar="COULISSE_POOLING",
               help="/embed pooling (default: 1_Pooling/config.json, else mean); splade: a masked-LM model's "
                    "sparse embeddings (/embed_sparse), task sparse-embedding.")
@@ -109,7 +113,7 @@ log = logging.getLogger(__name__)
 def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batch_requests, max_wait_ms,
           max_client_batch_size, max_concurrent_requests, auto_truncate, no_auto_truncate, payload_limit, pooling,
           api_key,
-          shutdown_timeout, max_connections, header_timeout, body_timeout, keep_alive_timeout,
+          max_payload_in_flight, shutdown_timeout, max_connections, header_timeout, body_timeout, keep_alive_timeout,
           send_timeout, access_log, **tei):
     """Serve MODEL over HTTP with text-embeddings-inference's API and dynamic batching.
 
@@ -161,6 +165,11 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
     model, port, max_batch_tokens, api_key = given["model"], given["port"], given["max_batch_tokens"], given["api_key"]
     max_client_batch_size, max_concurrent_requests = given["max_client_batch_size"], given["max_concurrent_requests"]
     payload_limit, max_batch_requests, pooling = given["payload_limit"], given["max_batch_requests"], given["pooling"]
+    if max_payload_in_flight < payload_limit and click.get_current_context().get_parameter_source(
+            "max_payload_in_flight") != ParameterSource.DEFAULT:  # the default rises to --payload-limit
+        raise click.BadParameter(f"{max_payload_in_flight} bytes is less than --payload-limit {payload_limit}: a body "
+                                 f"of that size could never be served; pass {payload_limit} or more.",
+                                 param_hint="--max-payload-in-flight")
     if no_auto_truncate and auto_truncate and click.get_current_context().get_parameter_source(
             "auto_truncate") == ParameterSource.COMMANDLINE:
         raise click.UsageError("--auto-truncate and --no-auto-truncate both given; pass one of them.")
@@ -186,7 +195,8 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
         settings = ServerSettings(
             model_id=model or pipe.checkpoint.name, max_wait_ms=max_wait_ms,
             max_client_batch_size=max_client_batch_size, max_concurrent_requests=max_concurrent_requests,
-            auto_truncate=auto_truncate, payload_limit=payload_limit, body_timeout=body_timeout,
+            auto_truncate=auto_truncate, payload_limit=payload_limit, max_payload_in_flight=max_payload_in_flight,
+            body_timeout=body_timeout,
             api_key=api_key or None, pooling=pooling,
             dtype=precision(pipe), served_model_name=name, cors_allow_origin=cors_origins(given["cors_allow_origin"]),
             threads=threads, fast=bool(click.get_current_context().meta.get(FAST_KEY)), wait_policy=wait_policy,

@@ -57,6 +57,7 @@ class ServerSettings:
     max_concurrent_requests: int = REQUEST.max_concurrent_requests
     auto_truncate: bool = True
     payload_limit: int = REQUEST.payload_limit
+    max_payload_in_flight: int = REQUEST.max_payload_in_flight  # bytes of bodies held at once (at least payload_limit)
     body_timeout: float = CONNECTION.body_timeout  # seconds for a whole request body to arrive, else 408
     api_key: str | None = field(default=None, repr=False)  # never in a log line, not even a debug one
     pooling: str | None = None
