@@ -6,7 +6,8 @@ cannot take from a prefix (left truncation, a text without spaces, CJK, a pair o
 
 - `cut_characters`: with truncation on, a text longer than `CHARS_PER_TOKEN` characters per token the model takes
   is cut to that many before it is tokenized (TEI's `apply_limit`, core/src/tokenization.rs; a pair's members to
-  half each), so one input costs at most ~0.1-0.5 s;
+  half each), so one input costs a bounded time (40-100 ms measured for 512- and 256-token models:
+  docs/benchmarks.md, "A hostile client and the tokenizer thread");
 - `parts`: a request's inputs go to the thread in parts of about `TURN_CHARACTERS` characters, one job each, so
   a request of many long texts takes turns with the others (the thread's queue is first come, first served)
   instead of holding the thread for all of its inputs. TEI queues each input to its workers alike.
@@ -22,8 +23,8 @@ from coulisse.interfaces.server.errors import ServerError
 # TEI's MAX_CHAR_MULTIPLIER: characters per token of max_input_length past which an input is refused untruncated
 # and cut when truncated.
 CHARS_PER_TOKEN = 250
-# Characters of a request tokenized in one job: ~10-40 ms of the thread for text, ~0.1 s for CJK (6 µs a
-# character). One input is never split, so a job holds at most one input of CHARS_PER_TOKEN x max_input_length.
+# Characters of a request tokenized in one job: a few ms of the thread for text, ~25 ms for CJK. One input is
+# never split, so a job holds at most one input of CHARS_PER_TOKEN x max_input_length.
 TURN_CHARACTERS = 16_384
 
 Sequences = list[tuple[str | list[int], str | None]]
