@@ -2,9 +2,9 @@
 
 What is asserted: the key is checked before a byte of the body is read (401 before 413/422); slow heads
 and slow bodies are answered 408 and closed after their timeouts; connections past --max-connections get a
-JSON 503 with Retry-After; 429 and 503 carry Retry-After; HEAD works on every GET route; the HTTP parser's
-errors are JSON; 200 slow clients cost a bounded amount of memory; SIGTERM past --shutdown-timeout answers
-the requests in flight with the JSON 503 and exits 0 without a traceback.
+JSON 503 with Retry-After (a health probe is answered); 429 and 503 carry Retry-After; HEAD works on every
+GET route; the HTTP parser's errors are JSON; 200 slow clients cost a bounded amount of memory; SIGTERM past
+--shutdown-timeout answers the requests in flight with the JSON 503 and exits 0 without a traceback.
 """
 
 from __future__ import annotations
@@ -381,11 +381,15 @@ def hold_requests(server: Server, n: int) -> list[socket.socket]:
 
 
 def test_connections_past_the_cap_get_503_with_retry_after(small_server):
+    """Six fresh connections (too young to be closed to make room): a seventh is refused 503, but for a
+    liveness probe, which is answered (and its connection closed)."""
     held = [socket.create_connection(("127.0.0.1", small_server.port)) for _ in range(6)]
     try:
-        refused = exchange(small_server.port, b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        refused = exchange(small_server.port, b"GET /info HTTP/1.1\r\nHost: t\r\n\r\n")
         assert "--max-connections" in assert_error(refused, 503, "Overloaded")
         assert refused.headers["retry-after"] == "1" and refused.closed
+        probe = exchange(small_server.port, b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert probe.status == 200 and probe.closed
         # The held connections are served.
         held[0].sendall(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
         assert read_answer(held[0])[0].status == 200
@@ -393,7 +397,7 @@ def test_connections_past_the_cap_get_503_with_retry_after(small_server):
         for s in held:
             s.close()
     deadline = time.monotonic() + 5
-    while exchange(small_server.port, b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n").status != 200:
+    while exchange(small_server.port, b"GET /info HTTP/1.1\r\nHost: t\r\n\r\n").status != 200:
         assert time.monotonic() < deadline, "closed connections still count against the cap"
         time.sleep(0.05)
 

@@ -275,7 +275,8 @@ def guarded(app: FastAPI, settings: ServerSettings, metrics: ServerMetrics, pref
     route or body parsing), OpenAI's error shape on its paths, CORS, the request id, the access log."""
     app.state.drain = Drain()
     app.add_middleware(Guard, limits=GuardLimits(settings.api_key, settings.payload_limit, settings.body_timeout,
-                                                 prefixes), metrics=metrics, drain=app.state.drain)
+                                                 prefixes, settings.max_payload_in_flight),
+                       metrics=metrics, drain=app.state.drain)
     app.add_middleware(OpenAIErrors, prefixes=prefixes)
     if settings.cors_allow_origin:  # TEI allows every origin by default; coulisse only those it is told
         from coulisse.interfaces.server.guard import TEICors

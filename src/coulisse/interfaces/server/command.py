@@ -66,6 +66,10 @@ log = logging.getLogger(__name__)
 @click.option("--no-auto-truncate", "no_auto_truncate", is_flag=True, default=False, hidden=True)
 @click.option("--payload-limit", type=int, default=REQUEST.payload_limit, show_default=True, callback=positive,
               envvar="COULISSE_PAYLOAD_LIMIT", help="Largest request body in bytes (else 413).")
+@click.option("--max-payload-in-flight", type=int, default=REQUEST.max_payload_in_flight, show_default=True,
+              callback=positive, envvar="COULISSE_MAX_PAYLOAD_IN_FLIGHT",
+              help="Most bytes of request bodies held at once, all requests together (else 429); at least "
+                   "--payload-limit.")
 @click.option("--pooling", type=click.Choice(["mean", "cls", "splade"]), default=None, envvar="COULISSE_POOLING",
               help="/embed pooling (default: 1_Pooling/config.json, else mean); splade: a masked-LM model's "
                    "sparse embeddings (/embed_sparse), task sparse-embedding.")
@@ -76,14 +80,19 @@ log = logging.getLogger(__name__)
               help="On SIGTERM, seconds to finish in-flight requests; those still running then get 503.")
 @click.option("--max-connections", type=int, default=CONNECTION.max_connections, show_default=True,
               callback=positive, envvar="COULISSE_MAX_CONNECTIONS",
-              help="Most open connections; a request on one more gets 503 with Retry-After.")
+              help="Most open connections; past it the longest idle one is closed, else a request on one more gets "
+                   "503 with Retry-After (GET /health and /ping are answered).")
 @click.option("--header-timeout", type=float, default=CONNECTION.header_timeout, show_default=True,
               envvar="COULISSE_HEADER_TIMEOUT",
               help="Seconds for a request line and headers to arrive (else 408, closed).")
 @click.option("--body-timeout", type=float, default=CONNECTION.body_timeout, show_default=True,
               envvar="COULISSE_BODY_TIMEOUT", help="Seconds for a whole request body to arrive (else 408, closed).")
 @click.option("--keep-alive-timeout", type=float, default=CONNECTION.keep_alive_timeout, show_default=True,
-              envvar="COULISSE_KEEP_ALIVE_TIMEOUT", help="Seconds an idle connection stays open.")
+              envvar="COULISSE_KEEP_ALIVE_TIMEOUT",
+              help="Seconds an idle connection stays open between requests (longer than clients keep theirs).")
+@click.option("--send-timeout", type=float, default=CONNECTION.send_timeout, show_default=True,
+              envvar="COULISSE_SEND_TIMEOUT",
+              help="Seconds a client may read no byte of its answer before it is dropped and the connection closed.")
 @click.option("--access-log/--no-access-log", default=True, show_default=True, envvar="COULISSE_ACCESS_LOG",
               help="One log line per request on stderr, as TEI logs each request: method, path (no query string), "
                    "status (499: the client left), milliseconds, request id, peer; never headers.")
@@ -105,7 +114,8 @@ log = logging.getLogger(__name__)
 def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batch_requests, max_wait_ms,
           max_client_batch_size, max_concurrent_requests, auto_truncate, no_auto_truncate, payload_limit, pooling,
           api_key,
-          shutdown_timeout, max_connections, header_timeout, body_timeout, keep_alive_timeout, access_log, **tei):
+          max_payload_in_flight, shutdown_timeout, max_connections, header_timeout, body_timeout, keep_alive_timeout,
+          send_timeout, access_log, **tei):
     """Serve MODEL over HTTP with text-embeddings-inference's API and dynamic batching.
 
     Ready when `GET /health` answers 200; `/docs` shows the API. SIGTERM stops accepting,
@@ -127,12 +137,9 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
     # Left to the runtime (docs/server.md, "Threads and contention": PASSIVE measured no better here).
     wait_policy = wait_policy_in_effect()
     try:
-        import uvicorn
-
         from coulisse.engine import Item
-        from coulisse.interfaces.server.access_log import logged_protocol
         from coulisse.interfaces.server.app import create_app
-        from coulisse.interfaces.server.protocol import DrainingServer, ProtocolLimits, guarded_protocol
+        from coulisse.interfaces.server.protocol import DrainingServer, ProtocolLimits, uvicorn_config
         from coulisse.interfaces.server.service import ServerSettings
     except ImportError as e:
         raise click.ClickException(f"{e.name} is missing: pip install 'coulisse[serve]'") from None
@@ -141,7 +148,7 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
         if value < 0:
             raise click.BadParameter(f"{value} is negative; pass 0 or more.", param_hint=name)
     for name, value in (("--header-timeout", header_timeout), ("--body-timeout", body_timeout),
-                        ("--keep-alive-timeout", keep_alive_timeout)):
+                        ("--keep-alive-timeout", keep_alive_timeout), ("--send-timeout", send_timeout)):
         if not value > 0:
             raise click.BadParameter(f"{value} is not a positive number of seconds.", param_hint=name)
     from coulisse.interfaces.server.detect import served_task
@@ -159,6 +166,11 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
     model, port, max_batch_tokens, api_key = given["model"], given["port"], given["max_batch_tokens"], given["api_key"]
     max_client_batch_size, max_concurrent_requests = given["max_client_batch_size"], given["max_concurrent_requests"]
     payload_limit, max_batch_requests, pooling = given["payload_limit"], given["max_batch_requests"], given["pooling"]
+    if max_payload_in_flight < payload_limit and click.get_current_context().get_parameter_source(
+            "max_payload_in_flight") != ParameterSource.DEFAULT:  # the default rises to --payload-limit
+        raise click.BadParameter(f"{max_payload_in_flight} bytes is less than --payload-limit {payload_limit}: a body "
+                                 f"of that size could never be served; pass {payload_limit} or more.",
+                                 param_hint="--max-payload-in-flight")
     if no_auto_truncate and auto_truncate and click.get_current_context().get_parameter_source(
             "auto_truncate") == ParameterSource.COMMANDLINE:
         raise click.UsageError("--auto-truncate and --no-auto-truncate both given; pass one of them.")
@@ -184,7 +196,8 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
         settings = ServerSettings(
             model_id=model or pipe.checkpoint.name, max_wait_ms=max_wait_ms,
             max_client_batch_size=max_client_batch_size, max_concurrent_requests=max_concurrent_requests,
-            auto_truncate=auto_truncate, payload_limit=payload_limit, body_timeout=body_timeout,
+            auto_truncate=auto_truncate, payload_limit=payload_limit, max_payload_in_flight=max_payload_in_flight,
+            body_timeout=body_timeout,
             api_key=api_key or None, pooling=pooling,
             dtype=precision(pipe), served_model_name=name, cors_allow_origin=cors_origins(given["cors_allow_origin"]),
             threads=threads, fast=bool(click.get_current_context().meta.get(FAST_KEY)), wait_policy=wait_policy,
@@ -202,16 +215,10 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
 
         app = several_models_app(served)
     allow_open_files(max_connections)
-    protocol = logged_protocol(guarded_protocol(ProtocolLimits(header_timeout, max_connections,
-                                                               CONNECTION.max_head_bytes), app.state.metrics),
-                               app.state.metrics)
-    # coulisse's access log (access_log.py) in place of uvicorn's, which has no request id, duration, 499 or 408.
-    logging.getLogger("coulisse.access").setLevel(logging.INFO if access_log else logging.WARNING)
-    config = uvicorn.Config(app, host=host, port=port, http=protocol, loop="asyncio",
-                            timeout_graceful_shutdown=shutdown_timeout,
-                            timeout_keep_alive=keep_alive_timeout,
-                            h11_max_incomplete_event_size=CONNECTION.max_head_bytes,
-                            access_log=False, log_level="info", server_header=False)
+    config = uvicorn_config(app, host, port, ProtocolLimits(header_timeout, max_connections, CONNECTION.max_head_bytes,
+                                                            send_timeout),
+                            keep_alive_timeout=keep_alive_timeout, shutdown_timeout=shutdown_timeout,
+                            access_log=access_log)
     # uvicorn handles SIGTERM: close the socket, wait for in-flight requests, run the lifespan
     # shutdown (which drains the batch queue). It then re-raises the signal under the handler that
     # was there before it; a no-op one lets the command return, so a graceful stop exits 0. Requests

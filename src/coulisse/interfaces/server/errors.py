@@ -66,6 +66,8 @@ ERRORS: dict[str, ErrorKind] = {
     "model_type": ErrorKind(424, "Backend", "the served model does not do this route's task"),
     "overloaded": ErrorKind(429, "Overloaded", "more than --max-concurrent-requests requests in flight",
                             retry_after=1),
+    "payload_budget": ErrorKind(429, "Overloaded", "the request bodies in flight would pass --max-payload-in-flight "
+                                "bytes", retry_after=1),
     "head_size": ErrorKind(431, "BadRequest", "the request line and headers are larger than 16 KiB", close=True),
     "cancelled": ErrorKind(499, "Cancelled", "the client disconnected before its answer was ready"),
     "backend": ErrorKind(500, "Backend", "the model failed; the request id is in the server log"),

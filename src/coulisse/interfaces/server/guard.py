@@ -8,7 +8,10 @@
 3. A body sent as anything but JSON (a form, text/plain) is answered 415 before reading it.
 4. The body: a `Content-Length` above `--payload-limit` is refused before reading; a chunked body is
    counted as it arrives and refused once past the limit; a body slower than `--body-timeout` is
-   answered 408. All three close the connection, so the rest of the body is never read.
+   answered 408. All three close the connection, so the rest of the body is never read. A body that would
+   take the bytes of bodies held at once, all requests together, past `--max-payload-in-flight` is read to
+   its end without being kept and answered 429: each costs up to ~4 times its size while it is parsed and
+   served.
 5. A request still running when the server stops past `--shutdown-timeout` (uvicorn cancels its
    task) is answered the JSON 503 `shutting_down` instead of uvicorn's plain-text 500 and a traceback.
 
@@ -26,7 +29,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
 from coulisse.interfaces.server.errors import error_response
-from coulisse.interfaces.server.limits import CONNECTION
+from coulisse.interfaces.server.limits import CONNECTION, REQUEST
 from coulisse.interfaces.server.metrics import ServerMetrics
 
 # GET (and HEAD) on these needs no key, as in TEI: health (also SageMaker's /ping and the Inference API's
@@ -50,6 +53,40 @@ class GuardLimits:
     body_timeout: float
     # Several models in one server: `/{name}/health` is as public as `/health` (routing.py).
     model_prefixes: tuple[str, ...] = ()
+    max_payload_in_flight: int = REQUEST.max_payload_in_flight  # raised to payload_limit where below it
+
+
+class PayloadBudget:
+    """Bytes of request bodies held at once, server-wide: each request takes its share as its body arrives
+    (`Lease.take`) and gives it back when it is answered."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used = limit, 0
+
+    def lease(self) -> Lease:
+        return Lease(self)
+
+
+class Lease:
+    def __init__(self, budget: PayloadBudget):
+        self.budget, self.held = budget, 0
+
+    def take(self, n: int) -> bool:
+        if self.budget.used + n > self.budget.limit:
+            return False
+        self.budget.used += n
+        self.held += n
+        return True
+
+    def give_back(self) -> None:
+        self.budget.used -= self.held
+        self.held = 0
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.give_back()
 
 
 def header(scope, name: bytes) -> bytes | None:
@@ -116,6 +153,7 @@ class Guard:
     def __init__(self, app, limits: GuardLimits, metrics: ServerMetrics, drain: Drain):
         self.app, self.limits, self.metrics, self.drain = app, limits, metrics, drain
         self.key = limits.api_key.encode() if limits.api_key else None
+        self.budget = PayloadBudget(max(limits.max_payload_in_flight, limits.payload_limit))
 
     async def refuse(self, kind: str, message: str, scope, receive, send) -> None:
         self.metrics.request_failure.inc(err=kind)
@@ -158,19 +196,23 @@ class Guard:
         length = declared_length(scope)
         if length is not None and length > self.limits.payload_limit:
             return await self.refuse("payload_size", self.too_large(f"{length} bytes"), scope, receive, send)
-        if length or header(scope, b"transfer-encoding") is not None:
-            body = await self.read_body(scope, receive, send)
-            if body is None:
-                return
-            receive = replay(body, receive)
-        await self.app(scope, receive, send)
+        if not length and header(scope, b"transfer-encoding") is None:
+            return await self.app(scope, receive, send)
+        with self.budget.lease() as lease:  # held until the request is answered: its body lives that long
+            body = await self.read_body(scope, receive, send, lease, length)
+            if body is not None:
+                await self.app(scope, replay(body, receive), send)
 
     def too_large(self, size: str) -> str:
         return (f"the body ({size}) is larger than {self.limits.payload_limit} bytes (--payload-limit); "
                 "send fewer or shorter inputs per request")
 
-    async def read_body(self, scope, receive, send) -> bytes | None:
-        """The whole body within the deadline and the size limit; None when already answered."""
+    async def read_body(self, scope, receive, send, lease: Lease, length: int | None) -> bytes | None:
+        """The whole body within the deadline and the size limit, its bytes taken from `lease` (all at once where
+        `length` is declared); None when already answered. A body past the budget is read to its end and dropped,
+        then answered 429 on a connection that stays open: closed with the body unread, the client would get a
+        reset instead of the answer."""
+        over = None if length is None or lease.take(length) else self.over_budget(length)
         chunks, size = [], 0
         deadline = time.monotonic() + self.limits.body_timeout
         while True:
@@ -183,13 +225,25 @@ class Guard:
                 return None
             if message["type"] == "http.disconnect":
                 return None
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
+            chunk = message.get("body", b"")
+            size += len(chunk)
             if size > self.limits.payload_limit:
                 await self.refuse("payload_size", self.too_large(f"over {size} bytes"), scope, receive, send)
                 return None
+            if over is None and length is None and not lease.take(len(chunk)):
+                lease.give_back()  # while the rest is read and dropped, the others may have it
+                over = self.over_budget(size)
+            if over is None:
+                chunks.append(chunk)
             if not message.get("more_body", False):
+                if over is not None:
+                    await self.refuse("payload_budget", over, scope, receive, send)
+                    return None
                 return b"".join(chunks)
+
+    def over_budget(self, size: int) -> str:
+        return (f"the requests in flight hold {self.budget.used} bytes of body and this one's {size} would pass "
+                f"{self.budget.limit} (--max-payload-in-flight); retry later")
 
 
 def replay(body: bytes, receive):

@@ -24,6 +24,9 @@ class RequestLimits:
     max_client_batch_size: int = 32
     max_concurrent_requests: int = 512
     payload_limit: int = 2_000_000  # bytes of request body
+    # Bytes of request bodies held at once, server-wide (else 429): each costs up to ~4 times its size in memory
+    # while it is parsed and served (a 2 MB body of emoji: 7.6 MB), so this bounds that to ~250 MB.
+    max_payload_in_flight: int = 64_000_000
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,11 @@ class ConnectionLimits:
     max_connections: int = 768
     header_timeout: float = 10.0  # seconds from the connection (or the last answer) to a complete head
     body_timeout: float = 30.0  # seconds for the whole body: 2 MB at 67 kB/s
-    keep_alive_timeout: float = 5.0  # an idle connection between requests closes after this long
+    # An idle connection between requests closes after this long: longer than clients and proxies keep theirs
+    # (httpx 5 s, aiohttp 15 s, nginx and AWS load balancers 60 s, Go 90 s), so they close it first and never
+    # reuse one the server is closing; past --max-connections the longest idle goes first (protocol.py).
+    keep_alive_timeout: float = 120.0
+    send_timeout: float = 60.0  # seconds a client may take no byte of its answer before it is dropped (nginx's)
     max_head_bytes: int = 16_384  # request line and headers (h11's default), else 431
 
 

@@ -1,14 +1,22 @@
 """The HTTP/1.1 layer below the app: uvicorn's h11 protocol with what it lacks against hostile clients.
 
-uvicorn (0.30 to 0.54 read) has no deadline for a request head: its keep-alive timer starts only after
+uvicorn (0.30 to 0.55 read) has no deadline for a request head: its keep-alive timer starts only after
 a first response and any byte cancels it, so a client that sends a header a byte every few seconds
-holds its connection forever. Its parser errors and its connection cap answer plain text. Here:
+holds its connection forever. It has no deadline for an answer either: one written to a client that never
+reads stays in memory as long as the client keeps the socket. Its parser errors and its connection cap
+answer plain text. Here:
 
-- a head deadline (`--header-timeout`), armed when the connection opens and after each answer, and
-  disarmed once a head is complete: a partial head is answered 408 (JSON), an idle connection closed;
-  a fresh connection that sends nothing closes after `--keep-alive-timeout`, as an idle one does;
-- past `--max-connections` open connections, the new one's request is answered the JSON 503
-  `connections` with `Retry-After`, then closed (uvicorn's `limit_concurrency` is left off);
+- a head deadline (`--header-timeout`), armed when the connection opens and when the first byte of a next
+  request arrives, disarmed once the head is complete: a partial head is answered 408 (JSON), a fresh
+  connection that sends nothing is closed. Between requests a connection may stay idle
+  `--keep-alive-timeout` (uvicorn's timer), longer than clients keep theirs (docs/server.md, "Connections");
+- past `--max-connections` open connections, the connection that has waited longest for a request (idle, or
+  sending its head slowly) is closed to make room, once it has waited `EVICTABLE_AFTER_S`; a flood of idle
+  or slow sockets then cannot lock newcomers out. Where none has, the new connection's request is answered
+  the JSON 503 `connections` with `Retry-After`, and closed; a liveness probe (GET /health, /ping) is answered
+  as usual, so a flood does not get the server restarted (uvicorn's `limit_concurrency` is left off);
+- a send deadline (`--send-timeout`): an answer the client takes no byte of for that long (the transport's
+  buffer past its high-water mark and not shrinking) is dropped and the connection aborted;
 - the parser's 400 (and 431 for a head over 16 KiB) in the error table's JSON.
 
 The h11 protocol is used whether or not httptools is installed, so every deployment behaves alike.
@@ -18,6 +26,9 @@ The h11 protocol is used whether or not httptools is installed, so every deploym
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import struct
 from dataclasses import dataclass
 
 import h11
@@ -26,9 +37,33 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from coulisse.interfaces.server.errors import error_response, raw_error_response
 from coulisse.interfaces.server.guard import Drain
+from coulisse.interfaces.server.limits import CONNECTION
 from coulisse.interfaces.server.metrics import ServerMetrics
 
 READ_SIZE = 65_536
+# A connection closed to make room past --max-connections has waited at least this long for a request: a
+# client that just connected is still sending its head.
+EVICTABLE_AFTER_S = 1.0
+LIVENESS = frozenset({"health", "ping"})  # /health, /ping (and GET /), /{model}/health with several models
+
+log = logging.getLogger(__name__)
+
+try:  # the kernel's send queue of a socket (Linux): what a slow reader drains before the transport's buffer moves
+    from fcntl import ioctl
+    from termios import TIOCOUTQ
+except ImportError:  # elsewhere, the transport's buffer alone
+    ioctl = None  # type: ignore[assignment]
+
+
+def unsent(transport: asyncio.Transport) -> int:
+    """Bytes written that the client has not taken: the transport's buffer and, where the platform says it, the
+    kernel's send queue (several MB: without it a client reading 10 kB/s would seem to take nothing for minutes)."""
+    n = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    if ioctl is not None and sock is not None:
+        with contextlib.suppress(OSError, ValueError):
+            n += struct.unpack("i", ioctl(sock.fileno(), TIOCOUTQ, b"\0\0\0\0"))[0]
+    return n
 
 
 @dataclass(frozen=True)
@@ -36,19 +71,59 @@ class ProtocolLimits:
     header_timeout: float
     max_connections: int
     max_head_bytes: int
+    send_timeout: float = CONNECTION.send_timeout
+
+
+def liveness(scope) -> bool:
+    """A health probe: GET (or HEAD) on /health, /ping or /, /health and /ping with a model's prefix too."""
+    segments = scope["path"].strip("/").split("/")
+    return scope["method"] in ("GET", "HEAD") and (scope["path"] == "/" or len(segments) <= 2
+                                                   and segments[-1] in LIVENESS)
+
+
+def closing(send):
+    """`send` with `Connection: close` on the answer: the connection ends with it."""
+    async def send_and_close(message):
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+        await send(message)
+
+    return send_and_close
 
 
 def guarded_protocol(limits: ProtocolLimits, metrics: ServerMetrics) -> type[H11Protocol]:
     """uvicorn's `http=`: one protocol instance per connection, all sharing `limits` and `metrics`."""
+    # The connections waiting for a request head (fresh, idle between requests, or sending one), oldest first,
+    # each with the loop time it began to wait.
+    waiting: dict[GuardedH11Protocol, float] = {}
 
-    async def over_capacity(scope, receive, send) -> None:
-        metrics.request_failure.inc(err="connections")
-        response = error_response("connections", f"more than {limits.max_connections} connections are open "
-                                  "(--max-connections); retry later")
-        await response(scope, receive, send)
+    def over_capacity(app):
+        async def answer(scope, receive, send) -> None:
+            if scope["type"] == "http" and liveness(scope):
+                return await app(scope, receive, closing(send))
+            metrics.request_failure.inc(err="connections")
+            response = error_response("connections", f"more than {limits.max_connections} connections are open "
+                                      "(--max-connections); retry later")
+            await response(scope, receive, send)
+
+        return answer
+
+    def make_room(now: float) -> bool:
+        """Close the connection that has waited longest for a request, if it has waited `EVICTABLE_AFTER_S` and
+        holds no answer still being sent; False where none has."""
+        for connection, since in waiting.items():
+            if now - since < EVICTABLE_AFTER_S:
+                return False
+            if not connection.transport.is_closing() and connection.transport.get_write_buffer_size() == 0:
+                connection.evict()  # leaves `waiting`: iterate no further
+                return True
+        return False
 
     class GuardedH11Protocol(H11Protocol):
+        protocol_limits = limits  # what it was built with, for whoever reads a running server's config
         head_timer: asyncio.TimerHandle | None = None
+        send_timer: asyncio.TimerHandle | None = None
+        untaken: int = 0  # `unsent` bytes when the send timer was armed
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -57,25 +132,49 @@ def guarded_protocol(limits: ProtocolLimits, metrics: ServerMetrics) -> type[H11
                 # before the app can refuse it: 64 KiB per read (uvicorn's own high-water mark) caps what a
                 # client without the key costs until its 401.
                 transport.max_size = READ_SIZE
-            if len(self.connections) > limits.max_connections:
-                self.app = over_capacity  # this connection's requests; the others keep the real app
+            if len(self.connections) > limits.max_connections and not make_room(self.loop.time()):
+                self.app = over_capacity(self.app)  # this connection's requests; the others keep the real app
             self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
                                                                 self.timeout_keep_alive_handler)
+            self.wait_for_head()
             self.arm_head_timer()
 
         def connection_lost(self, exc: Exception | None) -> None:
+            waiting.pop(self, None)
             self.disarm_head_timer()
+            self.disarm_send_timer()
             super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            if self.head_timer is None and self.conn.their_state is h11.IDLE:
+                self.arm_head_timer()  # the first byte of a next request: its head has --header-timeout
+            super().data_received(data)
 
         def handle_events(self) -> None:
             super().handle_events()
             if self.conn.their_state is not h11.IDLE:  # a whole head arrived: the body is Guard's
+                waiting.pop(self, None)
                 self.disarm_head_timer()
 
         def on_response_complete(self) -> None:
             if not self.transport.is_closing():
-                self.arm_head_timer()  # before uvicorn reads a pipelined head, which disarms it
+                self.wait_for_head()
+                if self.conn.trailing_data[0]:
+                    self.arm_head_timer()  # part of a pipelined head is there already; uvicorn reads it next
             super().on_response_complete()
+
+        def wait_for_head(self) -> None:
+            waiting.pop(self, None)
+            waiting[self] = self.loop.time()  # the newest
+
+        def evict(self) -> None:
+            waiting.pop(self, None)
+            if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:  # a head begun: say why
+                metrics.request_failure.inc(err="connections")
+                self.transport.write(raw_error_response(
+                    "connections", f"more than {limits.max_connections} connections are open (--max-connections): "
+                    "this one, which sent no whole request for the longest, was closed; retry"))
+            self.transport.close()  # an idle one, as its keep-alive timeout would
 
         def arm_head_timer(self) -> None:
             self.disarm_head_timer()
@@ -97,6 +196,36 @@ def guarded_protocol(limits: ProtocolLimits, metrics: ServerMetrics) -> type[H11
                     f"{limits.header_timeout:g} s (--header-timeout)"))
             self.transport.close()
 
+        def pause_writing(self) -> None:
+            """The transport's buffer passed its high-water mark: the client reads slower than we write."""
+            super().pause_writing()
+            self.arm_send_timer()
+
+        def resume_writing(self) -> None:
+            self.disarm_send_timer()
+            super().resume_writing()
+
+        def arm_send_timer(self) -> None:
+            self.disarm_send_timer()
+            self.untaken = unsent(self.transport)
+            self.send_timer = self.loop.call_later(limits.send_timeout, self.send_timed_out)
+
+        def disarm_send_timer(self) -> None:
+            if self.send_timer is not None:
+                self.send_timer.cancel()
+                self.send_timer = None
+
+        def send_timed_out(self) -> None:
+            self.send_timer = None
+            left = unsent(self.transport)
+            if self.transport.get_write_buffer_size() and left < self.untaken:
+                return self.arm_send_timer()  # the client took some of it: another period
+            if self.transport.get_write_buffer_size():
+                metrics.request_failure.inc(err="send_timeout")
+                log.info("a client took no byte of its answer in %g s (--send-timeout): %d bytes dropped, "
+                         "connection closed", limits.send_timeout, left)
+                self.transport.abort()  # close() would keep the buffer until the client reads it
+
         def send_400_response(self, msg: str) -> None:
             """uvicorn calls this on a parser error (h11's RemoteProtocolError)."""
             if len(self.conn.trailing_data[0]) > limits.max_head_bytes:
@@ -114,6 +243,20 @@ def guarded_protocol(limits: ProtocolLimits, metrics: ServerMetrics) -> type[H11
             self.transport.close()
 
     return GuardedH11Protocol
+
+
+def uvicorn_config(app, host: str, port: int, limits: ProtocolLimits, *, keep_alive_timeout: float,
+                   shutdown_timeout: float, access_log: bool = False) -> uvicorn.Config:
+    """How `coulisse serve` runs `app` (its `state.metrics` counts the protocol's refusals). The access log is
+    coulisse's (access_log.py) in place of uvicorn's, which has no request id, duration, 499 or 408."""
+    from coulisse.interfaces.server.access_log import logged_protocol
+
+    logging.getLogger("coulisse.access").setLevel(logging.INFO if access_log else logging.WARNING)
+    protocol = logged_protocol(guarded_protocol(limits, app.state.metrics), app.state.metrics)
+    return uvicorn.Config(app, host=host, port=port, http=protocol, loop="asyncio",
+                          timeout_graceful_shutdown=shutdown_timeout, timeout_keep_alive=keep_alive_timeout,
+                          h11_max_incomplete_event_size=limits.max_head_bytes, access_log=False,
+                          log_level="info", server_header=False)
 
 
 class DrainingServer(uvicorn.Server):

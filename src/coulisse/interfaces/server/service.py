@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from coulisse.engine import Item
 from coulisse.engine.threads import thread_policy
 from coulisse.errors import InputError
 from coulisse.interfaces.server.batching import Batcher, BatchLimits, ForwardError, Result
+from coulisse.interfaces.server.bounds import CHARS_PER_TOKEN, characters_of, check_characters, cut_characters, parts
 from coulisse.interfaces.server.embedding import Prompts, cut_dimensions, id_item, library_error
 from coulisse.interfaces.server.errors import ServerError
 from coulisse.interfaces.server.limits import BATCH, CONNECTION, REQUEST
@@ -38,10 +40,9 @@ SPLADE = "splade"  # TEI's --pooling splade: a masked-LM head pooled into sparse
 # feature-extraction, `POST /` in the Inference API's shape every one of them (inference_api.py).
 TASKS = ("text-classification", "feature-extraction", "token-classification", "question-answering",
          "fill-mask", "zero-shot-classification", "sparse-embedding")
-# TEI's MAX_CHAR_MULTIPLIER: more characters than this per token the model takes is refused untruncated
-CHARS_PER_TOKEN = 250
 # Returns when the client goes away; None where no client can (tests, in-process calls).
 Disconnected = Callable[[], Awaitable[None]] | None
+T, R = TypeVar("T"), TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class ServerSettings:
     max_concurrent_requests: int = REQUEST.max_concurrent_requests
     auto_truncate: bool = True
     payload_limit: int = REQUEST.payload_limit
+    max_payload_in_flight: int = REQUEST.max_payload_in_flight  # bytes of bodies held at once (at least payload_limit)
     body_timeout: float = CONNECTION.body_timeout  # seconds for a whole request body to arrive, else 408
     api_key: str | None = field(default=None, repr=False)  # never in a log line, not even a debug one
     pooling: str | None = None
@@ -100,18 +102,6 @@ def check_not_empty(sequences: list[tuple[str | list[int], str | None]], name: s
             where = "" if len(sequences) == 1 and pair is None and isinstance(text, str) else \
                 f": {name}[{i}]{'' if pair is None else [0 if text == '' else 1]} is {what}"
             raise ServerError("empty", f"`{name}` cannot be empty{where}")
-
-
-def check_characters(sequences: list[tuple[str | list[int], str | None]], limit: int, hint: str = "") -> None:
-    """TEI's bound before tokenizing (core/src/tokenization.rs, MAX_CHAR_MULTIPLIER): an input of more than
-    `limit` characters (a pair's two texts together, a token id counting one) is a 422 where it is not
-    truncated, before the tokenizer spends time on it."""
-    for i, (text, pair) in enumerate(sequences):
-        n = len(text) + len(pair or "")
-        if n > limit:
-            name = "inputs" if len(sequences) == 1 else f"inputs[{i}]"
-            raise ServerError("validation", f"Input validation error: `{name}` must have less than {limit} "
-                              f"characters. Given: {n}{hint}")
 
 
 def characters(inputs) -> int:
@@ -190,11 +180,14 @@ class Service:
     # -- stage 1 ----------------------------------------------------------------------------------
 
     def _preprocess(self, sequences: list[tuple[str | list[int], str | None]], truncate: bool,
-                    normalize: bool | None, side: str = "right", prompt: str = "") -> tuple[list[Item], Batch | None]:
+                    normalize: bool | None, side: str = "right", prompt: str = "", first: int = 0,
+                    total: int | None = None) -> tuple[list[Item], Batch | None]:
         """`pipe.preprocess`: texts for /embed (one batch, its pooling and prompt inside; token ids as given);
-        for /predict, single texts and text pairs may share a request, each kind one call."""
+        for /predict, single texts and text pairs may share a request, each kind one call. `sequences` may be
+        a part of the request's `total` inputs, from its input `first` on (named so in errors)."""
         if self.embedding:
-            return self._preprocess_embed([text for text, _ in sequences], truncate, normalize, side, prompt)
+            return self._preprocess_embed([text for text, _ in sequences], truncate, normalize, side, prompt,
+                                          first, total)
         items: list[Item | None] = [None] * len(sequences)
         for paired in (False, True):
             where = [i for i, (_, pair) in enumerate(sequences) if (pair is not None) == paired]
@@ -207,9 +200,11 @@ class Service:
         return items, None  # type: ignore[return-value]
 
     def _preprocess_embed(self, inputs: list[str | list[int]], truncate: bool, normalize: bool | None,
-                          side: str = "right", prompt: str = "") -> tuple[list[Item], Batch]:
+                          side: str = "right", prompt: str = "", first: int = 0,
+                          total: int | None = None) -> tuple[list[Item], Batch]:
+        total = len(inputs) if total is None else total
         if prompt:  # TEI: token ids are decoded (special tokens skipped), prompted and encoded again as a text
-            inputs = [x if isinstance(x, str) else self._decoded(x, i, len(inputs)) for i, x in enumerate(inputs)]
+            inputs = [x if isinstance(x, str) else self._decoded(x, first + i, total) for i, x in enumerate(inputs)]
         where = [i for i, x in enumerate(inputs) if isinstance(x, str)]
         items: list[Item | None] = [None] * len(inputs)
         context = self.pipe.sentence_config(self.pooling, normalize)
@@ -228,7 +223,7 @@ class Service:
         vocab = len(self.pipe.tokenizer)
         for i, x in enumerate(inputs):
             if items[i] is None:
-                field = "inputs" if len(inputs) == 1 else f"inputs[{i}]"
+                field = "inputs" if total == 1 else f"inputs[{first + i}]"
                 items[i] = id_item(x, vocab, self.max_input_length, truncate, field, side)  # type: ignore[arg-type]
         return items, Batch(items, list(inputs), False, context=context)  # type: ignore[arg-type]
 
@@ -241,17 +236,27 @@ class Service:
                        timings: Timings, normalize: bool | None = None, side: str = "right",
                        prompt: str = "") -> tuple[list[Item], Batch | None]:
         """Stage 1 off the event loop. `side`: which end truncation cuts ("left" keeps the end); `prompt`: what
-        goes before each text (token ids are then decoded to a text first, as TEI does)."""
+        goes before each text (token ids are then decoded to a text first, as TEI does). What a request may cost
+        the tokenizer thread is bounds.py's: a truncated input past TEI's characters is cut first, and the
+        inputs take turns with other requests' in parts."""
         check_unicode([(t, p) for t, p in sequences if isinstance(t, str)])
-        if not truncate:  # TEI cuts such a text when it truncates (coulisse's truncation keeps the exact tokens)
-            check_characters(sequences, self.max_input_length * CHARS_PER_TOKEN, ". Pass \"truncate\": true.")
+        limit = self.max_input_length * CHARS_PER_TOKEN
+        if not truncate:
+            check_characters(sequences, limit, ". Pass \"truncate\": true.")
+        else:
+            sequences = cut_characters(sequences, limit, side)
         start = time.perf_counter()
-        loop = asyncio.get_running_loop()
         try:
-            items, batch = await loop.run_in_executor(self._tokenizer_pool, self._preprocess, sequences, truncate,
-                                                      normalize, side, prompt)
+            done = await self.in_turns(lambda part: self._preprocess(
+                [s for _, s in part], truncate, normalize, side, prompt, part[0][0], len(sequences)),
+                list(enumerate(sequences)), lambda indexed: characters_of(indexed[1]))
         except InputError as e:  # what the tokenizer refuses (a pair too costly to cut from the left)
             raise library_error(e, "inputs") from None
+        items = [item for part, _ in done for item in part]
+        batch = None
+        if done[0][1] is not None:  # /embed's: one batch of every part's items, the context of one with texts
+            texts = [b for _, b in done if any(isinstance(x, str) for x in b.inputs)] or [done[0][1]]
+            batch = Batch(items, [x for _, b in done for x in b.inputs], False, context=texts[0].context)
         timings.tokenization_s = time.perf_counter() - start
         self.metrics.tokenization_duration.observe(timings.tokenization_s)
         for item in items:
@@ -409,8 +414,14 @@ class Service:
         return [result[0]["score"] for result in results]
 
     async def off_loop(self, work: Callable[[], object]):
-        """Tokenizer work (/tokenize, /decode) on the tokenizer thread, off the event loop."""
+        """Tokenizer work (/decode) on the tokenizer thread, off the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self._tokenizer_pool, work)
+
+    async def in_turns(self, work: Callable[[list[T]], R], inputs: list[T], size: Callable[[T], int]) -> list[R]:
+        """`work` over `inputs` on the tokenizer thread, one job per part of about `bounds.TURN_CHARACTERS`
+        (`size` of each input): between two parts of a long request, the jobs other requests queued run."""
+        loop = asyncio.get_running_loop()
+        return [await loop.run_in_executor(self._tokenizer_pool, work, part) for part in parts(inputs, size)]
 
     @property
     def served_model_name(self) -> str:

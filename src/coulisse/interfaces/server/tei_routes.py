@@ -15,6 +15,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+from coulisse.interfaces.server.bounds import CHARS_PER_TOKEN, check_characters
 from coulisse.interfaces.server.compat_schemas import (
     DecodeRequest,
     Label,
@@ -28,14 +29,7 @@ from coulisse.interfaces.server.compat_schemas import (
 from coulisse.interfaces.server.embedding import cosine, shown_id
 from coulisse.interfaces.server.errors import ServerError, openapi_responses
 from coulisse.interfaces.server.schemas import EmbedAllRequest, EmbedSparseRequest, SparseValue, side
-from coulisse.interfaces.server.service import (
-    CHARS_PER_TOKEN,
-    Service,
-    Timings,
-    check_characters,
-    check_not_empty,
-    check_unicode,
-)
+from coulisse.interfaces.server.service import Service, Timings, check_not_empty, check_unicode
 
 TAG = "Text Embeddings Inference"
 # No `from __future__ import annotations` here: FastAPI reads the body types of the handlers below.
@@ -171,13 +165,14 @@ def add_tei_routes(app: FastAPI, service: Service, gate, protected: list) -> dic
         prompt = service.prompts.text(body.prompt_name)
         texts = [prompt + t for t in texts]
 
-        def tokenized() -> list:
-            encodings = service.pipe.tokenizer.encode_batch(texts, truncation=False,
+        def tokenized(part: list[str]) -> list:
+            encodings = service.pipe.tokenizer.encode_batch(part, truncation=False,
                                                             add_special_tokens=body.add_special_tokens)
-            return [tokens_of(e, text) for e, text in zip(encodings, texts, strict=True)]
+            return [tokens_of(e, text) for e, text in zip(encodings, part, strict=True)]
 
         async def work(t: Timings) -> list:
-            return await service.off_loop(tokenized)  # a long text's tokens are CPU work: off the event loop
+            # a long text's tokens are CPU work: off the event loop, in turns with other requests (bounds.py)
+            return [x for part in await service.in_turns(tokenized, texts, len) for x in part]
 
         return await gate.run(request, "batch", work, False, runs_model=False)  # TEI: no timing headers, metrics
 
