@@ -504,3 +504,13 @@ def write_reviews_csv(path, n: int = 40, most: int = 12) -> None:
         w.writerow(["id", "text"])
         for i in range(n):
             w.writerow([i, " ".join(rng.choices(REVIEW_WORDS, k=rng.randint(2, most)))])
+
+
+def tokenizer_and_transformers(directory: Path, model_type: str):
+    """(coulisse's Tokenizer, transformers' AutoTokenizer) read from the same folder, as the pipelines read it."""
+    from transformers import AutoTokenizer
+
+    from coulisse.tokenizer import Tokenizer
+
+    return (Tokenizer.from_dir(directory, model_type=model_type, max_positions=512),
+            AutoTokenizer.from_pretrained(str(directory)))

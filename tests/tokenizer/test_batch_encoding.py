@@ -9,20 +9,11 @@ import logging
 import pytest
 import torch
 
-from coulisse.tokenizer import BatchEncoding, CharSpan, Tokenizer, TokenSpan
+from coulisse.tokenizer import BatchEncoding, CharSpan, TokenSpan
 
 QUESTIONS = ["Qui joue ?", "Quel est le titre du film de 2011 ?"]
 CONTEXTS = ["Jean Dujardin joue le rôle principal.", "The Artist, un film muet."]
 
-
-@pytest.fixture(scope="module", params=["camembert", "minilm"])
-def pair(request, camembert_dir, minilm_dir):
-    from transformers import AutoTokenizer
-
-    directory = camembert_dir if request.param == "camembert" else minilm_dir
-    model_type = "camembert" if request.param == "camembert" else "bert"
-    return (Tokenizer.from_dir(directory, model_type=model_type, max_positions=512),
-            AutoTokenizer.from_pretrained(str(directory)))
 
 
 @pytest.mark.parametrize("side", ["right", "left"])

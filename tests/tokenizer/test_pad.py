@@ -6,19 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from coulisse.tokenizer import Tokenizer
-
 TEXTS = ["Je déteste tellement ça !", "Bof.", "J'ai attendu un cours d'HuggingFace toute ma vie."]
 
-
-@pytest.fixture(scope="module", params=["camembert", "minilm"])
-def pair(request, camembert_dir, minilm_dir):
-    from transformers import AutoTokenizer
-
-    directory = camembert_dir if request.param == "camembert" else minilm_dir
-    model_type = "camembert" if request.param == "camembert" else "bert"
-    return (Tokenizer.from_dir(directory, model_type=model_type, max_positions=512),
-            AutoTokenizer.from_pretrained(str(directory)))
 
 
 def test_data_collator_with_padding_equals_transformers(pair):

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import pytest
+from factory import tokenizer_and_transformers
 
 from coulisse.errors import InputError
-from coulisse.tokenizer import Tokenizer
 
 TEXTS = ["Je déteste tellement ça !", "Bof.", "J'ai attendu un cours d'HuggingFace toute ma vie."]
 NAMES = ("pad", "eos", "bos", "unk", "sep", "cls", "mask")
@@ -14,12 +14,9 @@ NAMES = ("pad", "eos", "bos", "unk", "sep", "cls", "mask")
 
 @pytest.fixture(params=["camembert", "minilm"])
 def pair(request, camembert_dir, minilm_dir):
-    from transformers import AutoTokenizer
-
-    directory = camembert_dir if request.param == "camembert" else minilm_dir
-    model_type = "camembert" if request.param == "camembert" else "bert"
-    return (Tokenizer.from_dir(directory, model_type=model_type, max_positions=512),
-            AutoTokenizer.from_pretrained(str(directory)))
+    """Made for each test: the tests set special tokens."""
+    return tokenizer_and_transformers(camembert_dir if request.param == "camembert" else minilm_dir,
+                                      "camembert" if request.param == "camembert" else "bert")
 
 
 @pytest.mark.parametrize("side", ["right", "left"])

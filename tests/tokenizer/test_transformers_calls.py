@@ -12,20 +12,10 @@ import torch
 from factory import assert_same_encoding
 
 from coulisse.errors import InputError
-from coulisse.tokenizer import Tokenizer
 
 TEXTS = ["Je déteste tellement ça !", "Bof."]
 PAIRS = [("Le film est-il bon ?", "Un chef-d'œuvre."), ["Qui joue ?", "Jean Dujardin."]]
 
-
-@pytest.fixture(scope="module", params=["camembert", "minilm"])
-def pair(request, camembert_dir, minilm_dir):
-    from transformers import AutoTokenizer
-
-    directory = camembert_dir if request.param == "camembert" else minilm_dir
-    model_type = "camembert" if request.param == "camembert" else "bert"
-    return (Tokenizer.from_dir(directory, model_type=model_type, max_positions=512),
-            AutoTokenizer.from_pretrained(str(directory)))
 
 
 def test_decode_of_rows_and_batch_decode_of_one_sequence(pair, caplog, monkeypatch):
