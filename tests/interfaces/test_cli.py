@@ -156,6 +156,25 @@ def test_explain_shows_every_stage(offline_env, expected, tf_camembert_dir):
     assert f"Answer: {label} ({score:.4f})" in out
 
 
+def test_the_top_level_help_examples_run_offline(tmp_path, monkeypatch):
+    """`coulisse --help`'s examples are a newcomer's first commands: they run without the Hub (the bundled model),
+    where an example naming a Hub model would fail."""
+    import shlex
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.delenv("COULISSE_MODEL", raising=False)
+    runner = CliRunner()
+    shown = runner.invoke(cli, ["--help"]).stdout
+    examples = [line.strip() for line in shown.split("Examples:")[1].split("\n\n")[0].splitlines() if line.strip()]
+    assert len(examples) == 2, shown
+    for example in examples:
+        args = shlex.split(example)
+        assert args[0] == "coulisse"
+        result = runner.invoke(cli, args[1:])
+        assert result.exit_code == 0, (example, result.output)
+
+
 def test_help_carries_examples_and_version():
     runner = CliRunner()
     assert "Examples:" in runner.invoke(cli, ["classify", "--help"]).stdout

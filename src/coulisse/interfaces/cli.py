@@ -85,7 +85,7 @@ def cli(verbose: int) -> None:
     \b
     Examples:
       coulisse classify "Je déteste tellement ça !"
-      coulisse explain --model tblard/tf-allocine "J'ai adoré ce film."
+      coulisse explain --attributions "J'ai adoré ce film."
     """
     ctx = click.get_current_context()
     ctx.meta[OURS_KEY] = not logging.getLogger().handlers  # a host program's logging (a test's) is left as it is
