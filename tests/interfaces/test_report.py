@@ -315,7 +315,8 @@ def test_the_heat_maps_values_reach_a_keyboard_and_a_screen_reader(report, tmp_p
     """The canvas shows a cell's value on mouse hover only; each heat map has its view as a table too, filled by
     the page's script: a focusable summary, rows and columns named by their tokens in header cells (what a screen
     reader reads with each value), the values those of the attention the page was built from (the view shown
-    first: the rollout; the page stores each as a byte, so within half of 1/255, then 3 decimals)."""
+    first: the rollout, stored in 16 bits, so within half of 1/65535, then 3 decimals: its mass spreads over
+    every token, and in bytes most cells of a long text read 0)."""
     path, inspections, _ = report
     dom, console, _ = chromium(tmp_path, path, "--dump-dom")
     assert console == []
@@ -337,7 +338,7 @@ def test_the_heat_maps_values_reach_a_keyboard_and_a_screen_reader(report, tmp_p
         assert [r[0][:3] for r in rows] == [["th", "row", name] for name in names]
         values = np.array([[float(c[2]) for c in r[1:]] for r in rows])
         assert all(c[0] == "td" for r in rows for c in r[1:])
-        assert np.abs(values - np.asarray(x.rollout)[:n, :n]).max() <= 0.5 / 255 + 0.0005
+        assert np.abs(values - np.asarray(x.rollout)[:n, :n]).max() <= 0.5 / 65535 + 0.0005
 
 
 @pytest.mark.slow

@@ -647,13 +647,20 @@ def _bytes(values: np.ndarray) -> str:
     return base64.b64encode(np.clip(np.rint(values * 255), 0, 255).astype(np.uint8).tobytes()).decode("ascii")
 
 
+def _words(values: np.ndarray) -> str:
+    """Probabilities in [0, 1] as base64 little-endian 16-bit words (0-65535): the rollout, one matrix, whose mass
+    spreads over every token (~1/n a cell): in bytes most cells of a long text would read 0."""
+    scaled = np.clip(np.rint(values * 65535), 0, 65535).astype("<u2")
+    return base64.b64encode(scaled.tobytes()).decode("ascii")
+
+
 def render_attention(x: Inspection, index: int) -> str:
     """Layer x head selector and a canvas heat map (query rows, key columns), plus attention rollout."""
     attentions = np.asarray(x.attentions, dtype=np.float32)
     layers, heads, total, _ = attentions.shape
     n = min(total, MAX_ATTENTION_TOKENS)
     data = {"tokens": [t.piece for t in x.seen[:n]], "layers": layers, "heads": heads, "n": n,
-            "probs": _bytes(attentions[:, :, :n, :n]), "rollout": _bytes(np.asarray(x.rollout)[:n, :n])}
+            "probs": _bytes(attentions[:, :, :n, :n]), "rollout": _words(np.asarray(x.rollout)[:n, :n])}
     payload = json.dumps(data, ensure_ascii=True).replace("<", "\\u003c")
     layer_options = '<option value="rollout">rollout (all layers)</option>' + "".join(
         f'<option value="{i}">layer {i + 1}</option>' for i in range(layers))
@@ -795,14 +802,16 @@ SCRIPT = """
   }
   function setup(box) {
     var data = JSON.parse(box.querySelector('.attention-data').textContent);
-    var probs = bytes(data.probs), rollout = bytes(data.rollout), n = data.n, h = data.heads;
+    var probs = bytes(data.probs), n = data.n, h = data.heads;
+    var words = bytes(data.rollout), rollout = new Float32Array(n * n);  // 16-bit, little-endian
+    for (var r = 0; r < n * n; r++) rollout[r] = (words[2 * r] | (words[2 * r + 1] << 8)) / 65535;
     var layer = box.querySelector('.layer'), head = box.querySelector('.head');
     var canvas = box.querySelector('.heatmap'), ctx = canvas.getContext('2d');
     var cell = Math.max(6, Math.min(22, Math.floor(640 / n))), margin = 96, current = null;
     function matrix() {
       var m = new Float32Array(n * n);
       if (layer.value === 'rollout') {
-        for (var i = 0; i < n * n; i++) m[i] = rollout[i] / 255;
+        for (var i = 0; i < n * n; i++) m[i] = rollout[i];
         return m;
       }
       var l = +layer.value, heads = head.value === 'mean' ? [...Array(h).keys()] : [+head.value];
