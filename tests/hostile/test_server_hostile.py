@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sockets import wait_closed
 
 pytestmark = pytest.mark.slow  # each server takes seconds to start
 httpx = pytest.importorskip("httpx")
@@ -128,18 +129,6 @@ def read_answer(sock: socket.socket, head_only: bool = False, timeout: float = 1
     if not closed and headers.get("connection") == "close":
         closed = wait_closed(sock, timeout)
     return Answer(int(lines[0].split()[1]), headers, body, closed, time.monotonic() - start), extra
-
-
-def wait_closed(sock: socket.socket, timeout: float) -> bool:
-    sock.settimeout(timeout)
-    try:
-        while sock.recv(65536):
-            pass
-    except ConnectionResetError:
-        pass
-    except TimeoutError:
-        return False
-    return True
 
 
 def exchange(port: int, data: bytes, timeout: float = 10) -> Answer:

@@ -14,6 +14,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
+from sockets import wait_closed
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
@@ -95,18 +96,6 @@ def answer(s: socket.socket) -> tuple[int, dict[str, str], bytes]:
     return int(lines[0].split()[1]), headers, body
 
 
-def closed(s: socket.socket, timeout: float = 5) -> bool:
-    s.settimeout(timeout)
-    try:
-        while s.recv(65536):
-            pass
-    except ConnectionResetError:
-        pass
-    except TimeoutError:
-        return False
-    return True
-
-
 def get(path: str, method: str = "GET") -> bytes:
     return f"{method} {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
 
@@ -130,7 +119,7 @@ def test_idle_and_slow_connections_make_room_for_a_new_client():
                 assert answer(newcomer)[0] == 200
             status, headers, body = answer(trickles[0])
             assert status == 503 and headers["connection"] == "close", body
-            assert "--max-connections" in json.loads(body)["error"] and closed(trickles[0])
+            assert "--max-connections" in json.loads(body)["error"] and wait_closed(trickles[0])
             # the others keep their place
             trickles[1].sendall(b"y\r\n\r\n")
             assert answer(trickles[1])[0] == 200
@@ -151,7 +140,7 @@ def test_liveness_probes_are_answered_past_the_cap():
                     probe.sendall(request)
                     status, headers, _ = answer(probe) if b"HEAD" not in request else (*head_of(probe), b"")
                     assert status == 200 and headers["connection"] == "close", request
-                    assert closed(probe)
+                    assert wait_closed(probe)
             for request in (get("/info"), get("/health", "POST"), get("/a/b/health")):
                 with connect(server.port) as refused:
                     refused.sendall(request)
@@ -202,7 +191,7 @@ def test_an_idle_connection_waits_the_keep_alive_then_its_head_the_header_timeou
             s.sendall(get("/a"))
             assert answer(s)[0] == 200
             idle = time.monotonic()
-            assert closed(s, timeout=5) and 1.9 <= time.monotonic() - idle < 3.5
+            assert wait_closed(s, timeout=5) and 1.9 <= time.monotonic() - idle < 3.5
 
 
 # -- finding 5: --send-timeout ------------------------------------------------------------------------------
