@@ -299,6 +299,16 @@ def test_rejected_options_fail_in_one_line_before_loading(no_weights, options, m
     assert "\n" not in str(caught.value)
 
 
+def test_unknown_option_lists_only_options_a_user_may_pass(no_weights):
+    with pytest.raises(InputError) as caught:
+        pipeline("text-classification", model=str(no_weights), zzz=1)
+    offered = str(caught.value).split("valid options: ")[1].rstrip(".").split(", ")
+    assert {"batch_size", "top_k", "dtype", "quantize", "truncation"} <= set(offered)
+    # private names, options refused whatever their value, and **kwargs are not offered
+    assert not [name for name in offered if name.startswith("_")]
+    assert not {"kwargs", "image_processor", "feature_extractor", "video_processor", "processor"} & set(offered)
+
+
 def test_call_options_fail_before_the_forward(factory, monkeypatch):
     pipe = pipeline("text-classification", model=factory.checkpoint("bert"))
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -148,17 +150,24 @@ def default_model(task: str, revision: str | None = None) -> str | None:
     else the bundled one (for the tasks it serves). None when the task has no default.
 
     A Hub that drops packets (a firewall) lets a request wait its whole timeout, 10 s or more: what is awaited
-    is said after `HUB_NOTICE_AFTER` seconds, and once the Hub has failed to answer, a process (a notebook, a
-    loop building pipelines) does not ask it again for the default model before `HUB_RETRY_AFTER` seconds."""
+    is said after `HUB_NOTICE_AFTER` seconds, and once the Hub has failed to answer, neither this process (a
+    notebook, a loop building pipelines) nor the next ones (each `coulisse classify` is a process: a memo in the
+    cache folder, per Hub endpoint) ask it again for the default model before `HUB_RETRY_AFTER` seconds."""
     name = DEFAULT_MODELS.get(task)
     if name is None:
         return None
     failed = _HUB_FAILED.get(name)
-    if failed is not None and time.monotonic() - failed < HUB_RETRY_AFTER and revision is None:
+    ago = time.monotonic() - failed if failed is not None else None if is_offline() else _unanswered_ago(name)
+    if ago is not None and ago < HUB_RETRY_AFTER and revision is None:
         if local_model(name) is not None:  # downloaded since
             return name
-        log.info("%s: the Hugging Face Hub failed to answer %.0f s ago; using the bundled %s (the Hub is asked "
-                 "again after %.0f s).", name, time.monotonic() - failed, BUNDLED_MODEL, HUB_RETRY_AFTER)
+        # Said as a warning once per process: a command run again within HUB_RETRY_AFTER of one the Hub left
+        # unanswered (the memo on disk) must still say that the bundled model answers.
+        level = logging.INFO if name in _FELL_BACK else logging.WARNING
+        _FELL_BACK.add(name)
+        log.log(level, "%s: the Hugging Face Hub failed to answer %.0f s ago; using the bundled %s (the Hub is asked "
+                "again after %.0f s; --model %s asks it now, HF_HUB_OFFLINE=1 never).", name, ago, BUNDLED_MODEL,
+                HUB_RETRY_AFTER, name)
         return BUNDLED_MODEL
     notice = threading.Timer(HUB_NOTICE_AFTER, log.warning, args=(
         "waiting for the Hugging Face Hub to answer for %s, the default model (HF_HUB_OFFLINE=1 skips the Hub; "
@@ -171,6 +180,7 @@ def default_model(task: str, revision: str | None = None) -> str | None:
     except ModelNotFoundError as e:
         if isinstance(e, HubUnreachableError) and not is_offline():
             _HUB_FAILED[name] = time.monotonic()
+            _remember_unanswered(name)
         # Said once per process and default model (a notebook or a loop builds pipelines again and again).
         level = logging.INFO if name in _FELL_BACK else logging.WARNING
         _FELL_BACK.add(name)
@@ -194,6 +204,63 @@ HUB_NOTICE_AFTER = 2.0  # seconds without an answer from the Hub before the wait
 HUB_RETRY_AFTER = 300.0  # seconds during which a Hub that failed is not asked again for a default model
 _FELL_BACK: set[str] = set()  # the default models whose fallback was already a warning in this process
 _HUB_FAILED: dict[str, float] = {}  # default model -> when the Hub last failed to answer for it (monotonic)
+# The same, across processes (each `coulisse classify` is one): {Hub endpoint: {default model: time.time()}}
+# in the cache folder (COULISSE_CACHE). A missing, unreadable or odd file is no memo; a failed write, none kept.
+UNANSWERED_FILE = "hub-unanswered.json"
+
+
+def _unanswered_path() -> Path | None:
+    from coulisse.engine.cache import cache_dir
+
+    folder = cache_dir()
+    return None if folder is None else folder / UNANSWERED_FILE
+
+
+def _endpoint() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.ENDPOINT)
+
+
+def _read_unanswered(path: Path) -> dict:
+    try:
+        if path.stat().st_size > 65536:  # a memo holds a few names; anything bigger is not ours
+            return {}
+        memo = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return memo if isinstance(memo, dict) else {}
+
+
+def _unanswered_ago(name: str) -> float | None:
+    """Seconds since another process found the Hub (this endpoint) silent for `name`; None if none did."""
+    path = _unanswered_path()
+    if path is None:
+        return None
+    when = _read_unanswered(path).get(_endpoint())
+    when = when.get(name) if isinstance(when, dict) else None
+    if isinstance(when, bool) or not isinstance(when, (int, float)):
+        return None
+    ago = time.time() - when
+    return ago if ago >= 0 else None  # a clock set back: ask the Hub
+
+
+def _remember_unanswered(name: str) -> None:
+    path = _unanswered_path()
+    if path is None:
+        return
+    memo = _read_unanswered(path)
+    by_endpoint = memo.get(_endpoint())
+    by_endpoint = by_endpoint if isinstance(by_endpoint, dict) else {}
+    by_endpoint[name] = time.time()
+    memo[_endpoint()] = by_endpoint
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        partial.write_text(json.dumps(memo), encoding="utf-8")
+        os.replace(partial, path)
+    except OSError as e:  # a read-only cache: the next run asks the Hub again, nothing worse
+        log.debug("could not keep the Hub memo %s: %s", path, e)
 
 
 def _first_sentence(message: str) -> str:

@@ -114,8 +114,10 @@ def pipeline(task: str | None = "sentiment-analysis", model: str | Path | None =
     compat = {name: kwargs.pop(name) for name in list(kwargs) if name in TRANSFORMERS_KEYWORDS}
     unknown = set(kwargs) - set(cls.option_table())
     if unknown:
+        # The options a user may mean: never the private ones, the ones refused whatever their value, or **kwargs.
         valid = [*inspect.signature(pipeline).parameters, *TRANSFORMERS_KEYWORDS, *cls.option_table()]
-        raise unknown_options(unknown, {v for v in valid if v != "kwargs"}, f"pipeline({task!r})")
+        offered = {v for v in valid if not v.startswith("_") and v not in (*TEXT_ONLY, "kwargs")}
+        raise unknown_options(unknown, offered, f"pipeline({task!r})")
     cls.check_options(kwargs)  # values too: a bad top_k fails now, not at the first call
     loading = _loading(model_kwargs, revision=revision, token=token, trust_remote_code=trust_remote_code,
                        dtype=dtype, device_map=device_map, **compat)
