@@ -85,6 +85,8 @@ def test_chunk_keeps_the_call_shapes(pipe):
     ({"long_text": "chunk", "stride": 40}, "stride 40: the tokens two windows share must be"),
     ({"long_text": "chunk", "text_pair": "b"}, "takes no text pairs"),
     ({"long_text": "chunk", "truncation_side": "left"}, "takes no truncation_side"),
+    ({"stride": 5}, "stride=5 only applies with long_text='chunk'"),  # transformers ignores it; the docs refuse it
+    ({"long_text": "truncate", "stride": 0}, "stride=0 only applies with long_text='chunk'"),
 ])
 def test_what_chunk_cannot_take_is_refused(pipe, kwargs, message):
     with pytest.raises(InputError, match=message):

@@ -63,7 +63,7 @@ ZERO_POINT = 128  # symmetric int8 activations, shifted into u8 for the u8 × s8
 # Up to this many rows (tokens) a linear layer runs on fbgemm, above on oneDNN: measured crossover
 # between 64 and 128 rows for 768 x 3072 on AVX2 (docs/benchmarks.md); not measured on VNNI or AMX.
 SMALL_BATCH_ROWS = 64
-# Where the CPU has AVX512-VNNI, coulisse's own kernel (_small_gemm.c) takes up to this many rows instead:
+# Where the CPU has AVX512-VNNI, coulisse's own few-row kernel (_int8_gemm.c) takes up to this many rows instead:
 # it streams the weights once, 1.3-1.6x faster than fbgemm and oneDNN at 1-16 rows, ~1.1x at 32, even with
 # oneDNN at 48 (a Zen 4, 48 GEMMs of a base model; docs/benchmarks.md, session 13).
 SMALL_GEMM_ROWS = 32

@@ -114,6 +114,11 @@ class TextClassificationPipeline(Pipeline):
         options["function_to_apply"] = options["function_to_apply"] or default_function(
             self.config.problem_type, self.config.num_labels)
         options["_legacy"] = "top_k" not in given
+        if options["stride"] is not None and options["long_text"] != "chunk":
+            # transformers accepts it and does nothing with it; the windows it would space are coulisse's own
+            raise InputError(f"stride={options['stride']!r} only applies with long_text='chunk' (a text over the "
+                             "model's limit read in windows sharing `stride` tokens); leave stride out, or pass "
+                             "long_text='chunk'.")
         if given.get("return_all_scores") is not None:
             log.warning("return_all_scores was removed in transformers 5, which ignores it, as coulisse does; "
                         "pass top_k=None for every label's score")
