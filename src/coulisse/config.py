@@ -160,16 +160,27 @@ def _family_fields(family: Family, data: dict[str, Any]) -> dict[str, Any]:
             d[ours] = d[theirs]
     for key, value in family.config_defaults.items():
         d.setdefault(key, value)
-    check_config_ranges(d)  # before config_fields computes from them (4 * a 10^6-element list...)
+    for flag in family.decoder_flags:
+        if d.get(flag):
+            raise UnsupportedModelError(
+                f"config.json has {flag} = {_shown(d[flag])}: transformers runs this {family.model_type} checkpoint as "
+                "a decoder (causal attention, each token reading only those before it), where coulisse runs "
+                f"encoders, every token reading the whole text. Use an encoder checkpoint ({flag} false or absent).")
+    # Errors name a field as this file spells it (DistilBERT's "activation", not our "hidden_act").
+    spelled = {ours: theirs for ours, theirs in family.config_keys.items() if theirs in data
+               and (family.config_keys_only or ours not in data)}
+    check_config_ranges(d, spelled)  # before config_fields computes from them (4 * a 10^6-element list...)
     if family.config_fields is not None:
         for key, value in family.config_fields(d).items():
             d.setdefault(key, value)
-        check_config_ranges(d)
+        check_config_ranges(d, spelled)
     return d
 
 
 # The activations the model code implements (models/bert.py's ACTIVATIONS, plus DeBERTa's tanh).
-ACTIVATION_NAMES = frozenset({"gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "silu", "swish", "tanh"})
+# transformers' names: "gelu_python" is erf GELU as "gelu"; "gelu_fast" the tanh approximation as "gelu_new"
+ACTIVATION_NAMES = frozenset({"gelu", "gelu_python", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "relu", "silu",
+                              "swish", "tanh"})
 
 # Generous bounds covering every released encoder, checked before anything is allocated: a config.json
 # declaring 10^9 labels or 10^7 layers must fail at once instead of exhausting memory. The five after
@@ -235,9 +246,11 @@ def _config_error(key: str, value: Any, wanted: str) -> UnsafeCheckpointError:
                                  "download the checkpoint again.")
 
 
-def check_config_ranges(d: dict[str, Any]) -> None:
+def check_config_ranges(d: dict[str, Any], spelled: dict[str, str] | None = None) -> None:
     """Refuse wrong types and out-of-range sizes, in place turning integral floats (`2.0`) into ints; then
-    the parameter count the sizes multiply out to."""
+    the parameter count the sizes multiply out to. `spelled`: our field name -> the key config.json used for
+    it, where that differs (what an error names)."""
+    name = (spelled or {}).get
     for key, (low, high) in INT_RANGES.items():
         value = d.get(key)
         if value is None:
@@ -245,13 +258,14 @@ def check_config_ranges(d: dict[str, Any]) -> None:
         if isinstance(value, float) and value.is_integer() and low <= value <= high:
             value = d[key] = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise _config_error(key, value, f"an integer from {low:,} to {high:,}")
+            raise _config_error(name(key, key), value, f"an integer from {low:,} to {high:,}")
     hidden, heads = d.get("hidden_size"), d.get("num_attention_heads")
     if hidden is not None and heads is not None and hidden % heads:
-        raise _config_error("num_attention_heads", heads, f"a divisor of hidden_size ({hidden})")
+        raise _config_error(name("num_attention_heads", "num_attention_heads"), heads,
+                            f"a divisor of {name('hidden_size', 'hidden_size')} ({hidden})")
     act = d.get("hidden_act")
     if act is not None and (not isinstance(act, str) or act not in ACTIVATION_NAMES):
-        raise UnsupportedModelError(f"config.json has hidden_act = {_shown(act)}, which coulisse does not "
+        raise UnsupportedModelError(f"config.json has {name('hidden_act', 'hidden_act')} = {_shown(act)}, which coulisse does not "
                                     f"implement; supported: {', '.join(sorted(ACTIVATION_NAMES))}. Use a "
                                     "checkpoint with one of these.")
     positions = d.get("position_embedding_type")

@@ -58,6 +58,10 @@ class Family:
     # Whether transformers' config class reads only the family's spelling (ModernBERT: `norm_eps`, never a
     # `layer_norm_eps` the same file may hold): ours is then ignored, the family's key or default used.
     config_keys_only: bool = False
+    # config.json flags that turn the family's transformers model into a decoder (causal self-attention, cross
+    # attention): coulisse runs bidirectional encoders, so a checkpoint with one of them true is refused (the
+    # other families' transformers code never reads them).
+    decoder_flags: tuple[str, ...] = ()
     # Tokenizer: whether it returns token_type_ids (the model embeds them); transformers' name for its slow
     # tokenizer (how a tokenizer folder without config.json is recognised); the layout of SentencePiece
     # files ("xlm-roberta", "camembert": fairseq's dictionary, "deberta") and of vocab.json + merges.txt
@@ -87,6 +91,9 @@ ROBERTA_SPECIALS = {"bos": "<s>", "eos": "</s>", "unk": "<unk>", "sep": "</s>", 
                     "mask": "<mask>"}
 DEBERTA_SPECIALS = {**WORDPIECE_SPECIALS, "bos": "[CLS]", "eos": "[SEP]"}
 MPNET_SPECIALS = {**ROBERTA_SPECIALS, "unk": "[UNK]"}
+# transformers' BERT, RoBERTa (CamemBERT, XLM-R) and ELECTRA models become causal with `is_decoder`, and read
+# `add_cross_attention` (an error there without `is_decoder`)
+DECODER_FLAGS = ("is_decoder", "add_cross_attention")
 
 BERT_HEADS = {
     "sequence-classification": "heads.BertClassificationHead",
@@ -115,14 +122,15 @@ def _rows(*families: Family) -> dict[str, Family]:
 
 FAMILIES: dict[str, Family] = _rows(
     Family("bert", ("bert",), BERT_HEADS, token_types=True, tokenizer_class="BertTokenizer",
-           special_tokens=WORDPIECE_SPECIALS, json_rebuild="wordpiece"),
+           special_tokens=WORDPIECE_SPECIALS, json_rebuild="wordpiece", decoder_flags=DECODER_FLAGS),
     Family("roberta", ("roberta",), ROBERTA_HEADS, positions_from_pad=True, tokenizer_class="RobertaTokenizer",
-           special_tokens=ROBERTA_SPECIALS, json_rebuild="byte-level"),
+           special_tokens=ROBERTA_SPECIALS, json_rebuild="byte-level", decoder_flags=DECODER_FLAGS),
     Family("camembert", ("roberta", "camembert"), ROBERTA_HEADS, positions_from_pad=True,
            tokenizer_class="CamembertTokenizer", spm_layout="camembert", special_tokens=ROBERTA_SPECIALS,
-           json_rebuild="camembert"),
+           json_rebuild="camembert", decoder_flags=DECODER_FLAGS),
     Family("xlm-roberta", ("roberta",), ROBERTA_HEADS, positions_from_pad=True,
-           tokenizer_class="XLMRobertaTokenizer", special_tokens=ROBERTA_SPECIALS, json_rebuild="xlm-roberta"),
+           tokenizer_class="XLMRobertaTokenizer", special_tokens=ROBERTA_SPECIALS, json_rebuild="xlm-roberta",
+           decoder_flags=DECODER_FLAGS),
     # DistilBERT computes BERT's blocks without token types or pooler, under other checkpoint names.
     Family("distilbert", ("distilbert",), DISTILBERT_HEADS, checkpoint_keys="distilbert.checkpoint_keys",
            config_keys={"hidden_size": "dim", "num_hidden_layers": "n_layers", "num_attention_heads": "n_heads",
@@ -136,7 +144,7 @@ FAMILIES: dict[str, Family] = _rows(
            config_defaults={"vocab_size": 30522, "embedding_size": 128, "hidden_size": 256,
                             "num_attention_heads": 4, "intermediate_size": 1024},
            token_types=True, tokenizer_class="ElectraTokenizer", special_tokens=WORDPIECE_SPECIALS,
-           json_rebuild="wordpiece"),
+           json_rebuild="wordpiece", decoder_flags=DECODER_FLAGS),
     # FlauBERT (transformers' XLM architecture): its own blocks. Language embeddings are added only for a
     # `langs` input, which no tokenizer returns (transformers' pipelines never pass one): unread here too.
     Family("flaubert", ("transformer",), {"sequence-classification": "heads.SequenceSummaryHead",

@@ -90,7 +90,30 @@ def test_model_type_of_the_wrong_type_is_unsupported(model_type, tmp_path):
 def test_unknown_activation_says_what_is_supported(tmp_path):
     message = _refused(tmp_path, {"hidden_act": "mish"}, error=ModelLoadError)
     assert message.startswith("config.json has hidden_act = 'mish', which coulisse does not implement; supported: "
-                              "gelu, gelu_new, gelu_pytorch_tanh, relu, silu, swish, tanh.")
+                              "gelu, gelu_fast, gelu_new, gelu_python, gelu_pytorch_tanh, relu, silu, swish, tanh.")
+
+
+@pytest.mark.parametrize(("model_type", "changes", "key"), [
+    ("distilbert", {"activation": "mish"}, "activation"),
+    ("modernbert", {"hidden_activation": "mish"}, "hidden_activation"),
+    ("distilbert", {"dim": 32, "n_heads": 5, "hidden_size": None, "num_attention_heads": None}, "n_heads"),
+])
+def test_an_error_names_the_field_as_the_file_spells_it(tmp_path, model_type, changes, key):
+    message = _refused(tmp_path, {"model_type": model_type, **changes}, error=ModelLoadError)
+    assert message.startswith(f"config.json has {key} = "), message
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta", "camembert", "xlm-roberta", "electra"])
+@pytest.mark.parametrize("flag", ["is_decoder", "add_cross_attention"])
+def test_a_decoder_checkpoint_is_refused_not_run_as_an_encoder(tmp_path, model_type, flag):
+    """transformers runs these families with causal attention under `is_decoder` (audit 39: a BERT classifier's
+    logits moved by 0.75 and its label changed when coulisse read every token); families whose transformers code
+    never reads the flag load as before."""
+    message = _refused(tmp_path, {"model_type": model_type, flag: True}, error=UnsupportedModelError)
+    assert message.startswith(f"config.json has {flag} = True: transformers runs this {model_type} checkpoint "
+                              "as a decoder (causal attention"), message
+    _load(tmp_path, json.dumps({**BASE, "model_type": model_type, flag: False}))
+    _load(tmp_path, json.dumps({**BASE, "model_type": "distilbert", flag: True}))
 
 
 @pytest.mark.parametrize("kind", ["relative_key", "relative_key_query", "magic", 3])

@@ -42,6 +42,9 @@ ACTIVATIONS = {
     "swish": F.silu,
     "tanh": torch.tanh,
 }
+# transformers' other names for the same functions; the same objects, so the fused kernels recognise them
+ACTIVATIONS["gelu_python"] = ACTIVATIONS["gelu"]
+ACTIVATIONS["gelu_fast"] = ACTIVATIONS["gelu_new"]
 
 
 @dataclass

@@ -71,6 +71,12 @@ class DebertaV2Options:
         if kernel > 0 and kernel % 2 == 0:
             raise UnsupportedModelError(f"conv_kernel_size={kernel} in config.json: an even kernel changes the "
                                         "sequence length; DeBERTa-v2 takes odd kernels.")
+        head_size = raw.get("attention_head_size")
+        if head_size is not None and head_size != config.hidden_size // config.num_attention_heads:
+            raise UnsupportedModelError(
+                f"attention_head_size={head_size!r} in config.json; coulisse runs DeBERTa-v2 with heads of "
+                f"hidden_size / num_attention_heads = {config.hidden_size // config.num_attention_heads}, as every "
+                "released checkpoint has them. Use such a checkpoint (or leave attention_head_size out).")
         return cls(
             embedding_size=int(raw.get("embedding_size") or config.hidden_size),
             position_biased_input=bool(raw.get("position_biased_input", True)),

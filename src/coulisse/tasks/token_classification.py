@@ -160,8 +160,14 @@ def text_entities(sentence: str, windows: list[Encoding], logits: list[np.ndarra
     for encoding, window_logits in zip(windows, logits, strict=True):
         scores = softmax(np.asarray(window_logits, dtype=np.float32))
         pre_entities = gather_pre_entities(sentence, encoding, scores, tokenizer)
-        entities += [e for e in aggregate(pre_entities, aggregation, id2label, tokenizer)
-                     if e.get("entity") not in ignore and e.get("entity_group") not in ignore]
+        found = aggregate(pre_entities, aggregation, id2label, tokenizer)
+        if aggregation in WORD_AGGREGATIONS and not word_aware(tokenizer):
+            # A group of words is written as the text has it. transformers joins its words' strings, which
+            # SentencePiece and BPE tokenizers decode without the spaces between them (CamemBERT: "attendu un
+            # cours" -> "attenduuncours"; FlauBERT's, which transformers refuses, the same).
+            for entity in found:
+                entity["word"] = sentence[entity["start"] : entity["end"]]
+        entities += [e for e in found if e.get("entity") not in ignore and e.get("entity_group") not in ignore]
     if len(windows) > 1:
         entities = aggregate_overlapping_entities(entities)
     return [{**e, "score": float(e["score"])} for e in entities]
