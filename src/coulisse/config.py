@@ -265,9 +265,9 @@ def check_config_ranges(d: dict[str, Any], spelled: dict[str, str] | None = None
                             f"a divisor of {name('hidden_size', 'hidden_size')} ({hidden})")
     act = d.get("hidden_act")
     if act is not None and (not isinstance(act, str) or act not in ACTIVATION_NAMES):
-        raise UnsupportedModelError(f"config.json has {name('hidden_act', 'hidden_act')} = {_shown(act)}, which coulisse does not "
-                                    f"implement; supported: {', '.join(sorted(ACTIVATION_NAMES))}. Use a "
-                                    "checkpoint with one of these.")
+        raise UnsupportedModelError(f"config.json has {name('hidden_act', 'hidden_act')} = {_shown(act)}, which "
+                                    f"coulisse does not implement; supported: {', '.join(sorted(ACTIVATION_NAMES))}. "
+                                    "Use a checkpoint with one of these.")
     positions = d.get("position_embedding_type")
     if positions is not None and positions != "absolute":  # BERT/RoBERTa/ELECTRA's relative_key(_query)
         raise UnsupportedModelError(f"config.json has position_embedding_type = {_shown(positions)}; coulisse "
