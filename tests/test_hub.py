@@ -306,3 +306,33 @@ def test_other_names_near_the_bundled_one_still_go_to_the_hub(other, tmp_path, m
     asked = []
     monkeypatch.setattr("coulisse.hub._download", lambda repo_id, revision: asked.append(repo_id) or tmp_path)
     assert resolve_model(other) == tmp_path and asked == [other]
+
+
+@pytest.mark.parametrize("ref", ["absolute", "dotdot"])
+def test_a_ref_leading_outside_the_snapshots_is_refused(allocine_cache, tf_camembert_dir, tmp_path, ref):
+    """huggingface_hub joins snapshots/ with a ref's text unchecked: a ref holding an absolute path or "../.."
+    must not have the model read from a folder outside the cache (audit 39)."""
+    from coulisse.errors import UnsafeCheckpointError
+
+    cache, _ = allocine_cache
+    outside = tmp_path / "outside_model"
+    shutil.copytree(tf_camembert_dir, outside)
+    main = cache / "models--tblard--tf-allocine" / "refs" / "main"
+    main.write_text(str(outside) if ref == "absolute" else "../../../../outside_model")
+    assert (main.parent.parent / "snapshots" / main.read_text()).resolve() == outside.resolve()  # it would escape
+    with pytest.raises(UnsafeCheckpointError, match="outside the repo's snapshots") as caught:
+        resolve_model(REPO)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_ref_that_is_no_regular_file_is_refused_before_it_blocks(allocine_cache):
+    """A FIFO at refs/main would block huggingface_hub's read of it forever."""
+    from fifo import fifo_at
+
+    from coulisse.errors import UnsafeCheckpointError
+
+    cache, _ = allocine_cache
+    main = cache / "models--tblard--tf-allocine" / "refs" / "main"
+    main.unlink()
+    with fifo_at(main), pytest.raises(UnsafeCheckpointError, match="is not a regular file"):
+        resolve_model(REPO)

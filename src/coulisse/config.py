@@ -6,6 +6,7 @@ import copy
 import json
 import re
 import reprlib
+import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,10 +112,16 @@ class EncoderConfig:
         path = Path(path)
         text = ""
         try:
-            size = path.stat().st_size
+            status = path.stat()
+            if not stat.S_ISREG(status.st_mode):  # a FIFO would block the read forever, a folder fail it
+                raise ModelLoadError(f"config.json at {path} is not a regular file; a checkpoint's config.json is "
+                                     "one (save it with `model.config.save_pretrained(dir)`).")
+            size = status.st_size
             if size <= MAX_CONFIG_BYTES:  # else refused below, outside this try (the error is a ValueError too)
                 text = path.read_text(encoding="utf-8")
                 data = json.loads(text)
+        except ModelLoadError:  # not a regular file (a ValueError: kept from the handlers below)
+            raise
         except FileNotFoundError as e:
             raise ModelLoadError(
                 f"no config.json in {path.parent}; a checkpoint directory needs one "

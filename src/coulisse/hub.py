@@ -206,6 +206,12 @@ def _from_cache(repo_id: str, revision: str | None) -> Path | None:
     from huggingface_hub import snapshot_download
     from huggingface_hub.utils import HFValidationError
 
+    snapshots = hub_cache_dir() / f"models--{repo_id.replace('/', '--')}" / "snapshots"
+    ref = snapshots.parent / "refs" / (revision or "main")
+    # huggingface_hub opens the ref to read the commit it names: a FIFO there would block it forever.
+    if ".." not in Path(revision or "main").parts and os.path.lexists(ref) and not ref.is_file():
+        raise UnsafeCheckpointError(f"the Hugging Face cache's ref {ref} is not a regular file; delete it (the "
+                                    "next download writes it again).")
     # local_files_only: no request leaves here, so nothing from the network can surface.
     try:
         folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=hub_cache_dir(),
@@ -214,6 +220,12 @@ def _from_cache(repo_id: str, revision: str | None) -> Path | None:
         raise ModelNotFoundError(f"{repo_id!r} is not a valid Hub id ({_one_line(e)}); check the id.") from e
     except OSError:  # LocalEntryNotFoundError: not cached (or an unreadable cache); ask the Hub
         return None
+    # huggingface_hub joins snapshots/ with the ref's text unchecked: a ref holding "../../x" or an absolute path
+    # would have the model read from anywhere (the folder's own symlink checks then start from there).
+    if folder.resolve().parent != snapshots.resolve():
+        raise UnsafeCheckpointError(f"the Hugging Face cache's ref for {repo_id!r} ({ref}) leads to {folder}, "
+                                    f"outside the repo's snapshots ({snapshots}); a ref holds a commit hash. "
+                                    "Delete the ref (the next download writes it again).")
     return folder if (folder / "config.json").is_file() else None
 
 

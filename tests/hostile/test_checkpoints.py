@@ -165,7 +165,7 @@ CONFIGS = {
     "hidden_act not a string": ({"hidden_act": {"a": 1}}, UnsupportedModelError, "hidden_act"),
     "id2label key not an integer": ({"id2label": {"zero": "NEG"}}, UnsafeCheckpointError, "id2label"),
     "distilbert n_layers 1e7": ({"model_type": "distilbert", "num_hidden_layers": None, "n_layers": 10**7},
-                                UnsafeCheckpointError, "num_hidden_layers"),
+                                UnsafeCheckpointError, "n_layers = 10000000"),  # named as the file spells it
 }
 
 

@@ -250,5 +250,13 @@ def test_an_oversized_config_is_refused_before_reading(tmp_path, monkeypatch):
 
 def test_a_folder_named_config_json_is_a_load_error(tmp_path):
     (tmp_path / "config.json").mkdir()
-    with pytest.raises(ModelLoadError, match="could not read config.json at .* check that it is a readable file"):
+    with pytest.raises(ModelLoadError, match="config.json at .* is not a regular file"):
         EncoderConfig.from_file(tmp_path / "config.json")
+
+
+def test_a_config_that_is_no_regular_file_is_refused_before_it_blocks(tmp_path):
+    """A FIFO named config.json (a tar archive can carry one) blocked the load forever (audit 39)."""
+    from fifo import fifo_at
+
+    with fifo_at(tmp_path / "config.json") as path, pytest.raises(ModelLoadError, match="is not a regular file"):
+        EncoderConfig.from_file(path)
