@@ -100,7 +100,8 @@ def pipeline(task: str | None = "sentiment-analysis", model: str | Path | None =
     runs the encoder's linear layers in int8 (CPU only); `fast=True` the fastest mode this CPU runs within its
     quality gates (int8, else bf16: `coulisse info`), where exact fp32 is the default. `device` (-1 or "cpu",
     0 or "cuda:0", a torch.device) is the CPU by default; on a GPU the model runs in fp16 unless `dtype` says
-    otherwise. `threads` sets the CPU threads. The engine closes a batch at `max_batch_tokens` tokens or
+    otherwise. `threads` sets the CPU threads of the pipeline's own runs (torch's count for the rest of the
+    process is left as it was). The engine closes a batch at `max_batch_tokens` tokens or
     `max_batch_size` inputs (`batch_size` lowers the latter); without `max_batch_tokens`, the kernel plan's
     budget for this CPU and precision (4,096 tokens for int8 on AMX tiles) or 1,024. `throughput=True` picks
     fp32 kernels for full batches, as corpus jobs do: faster over a corpus, slower for short single requests.

@@ -52,3 +52,29 @@ def test_run_sets_the_count_in_the_calling_thread(restore_threads):
     worker.start()
     worker.join()
     assert seen == [1, 2, 1]
+
+
+def test_a_pipelines_threads_apply_to_its_runs_and_leave_the_host_count(restore_threads, monkeypatch):
+    """`pipeline(threads=1)` used to set torch's count for the whole process at build, for good: a host
+    program's own torch work then ran on it, and the last pipeline built decided for every other (audit 39)."""
+    from coulisse import pipeline
+    from coulisse.engine.engine import Engine
+
+    torch.set_num_threads(2)
+    one = pipeline("text-classification", model="coulisse/mini-allocine", threads=1)
+    two = pipeline("text-classification", model="coulisse/mini-allocine", threads=2)
+    assert torch.get_num_threads() == 2 and one.preparation.threads == 1
+    seen = []
+    run = Engine._run
+
+    def spy(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return run(self, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "_run", spy)
+    torch.set_num_threads(3)  # the host's own count
+    one("Un film excellent.")
+    two("Un film excellent.")
+    one("Quel navet.")
+    assert seen == [1, 2, 1]
+    assert torch.get_num_threads() == 3

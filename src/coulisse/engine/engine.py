@@ -8,8 +8,9 @@ Since no token ever sees another sequence, results do not depend on how inputs w
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,8 +43,11 @@ class Item:
 class Engine:
     def __init__(self, model: EncoderModel, *, max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
                  max_batch_size: int = DEFAULT_BATCH_SIZE,
-                 device: str | torch.device = "cpu", uses_token_types: bool = False):
+                 device: str | torch.device = "cpu", uses_token_types: bool = False, threads: int | None = None):
         self.model = model
+        # The pipeline's `threads`: set for each run in the calling thread, the caller's count given back after
+        # (torch's count is the process's: a pipeline must not change it for the host program's own work).
+        self.threads = threads
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
         self.device = torch.device(device)
@@ -98,7 +102,13 @@ class Engine:
             select_token_id: int | None = None, max_batch_size: int | None = None) -> list[np.ndarray]:
         """Per input, in input order: a logits row `(labels,)` for a sequence head, else one row per
         token `(length, ...)` (hidden states, or token logits) — or, with `select_token_id`, one row per
-        occurrence of that token `(count, ...)` (fill-mask's masked positions)."""
+        occurrence of that token `(count, ...)` (fill-mask's masked positions). On `threads` threads when the
+        engine has a count (a few microseconds to set and give back)."""
+        with on_threads(self.threads if self.device.type == "cpu" else None):
+            return self._run(items, progress, select_token_id, max_batch_size)
+
+    def _run(self, items: Sequence[Item], progress: Callable[[int], None] | None,
+             select_token_id: int | None, max_batch_size: int | None) -> list[np.ndarray]:
         lengths = [len(it.ids) for it in items]
         counts = lengths if select_token_id is None else [it.ids.count(select_token_id) for it in items]
         results: list[np.ndarray | None] = [None] * len(items)
@@ -114,3 +124,17 @@ class Engine:
             if progress is not None:
                 progress(len(batch))
         return results  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def on_threads(threads: int | None) -> Iterator[None]:
+    """torch on `threads` threads inside the block, the count before it given back after; None: unchanged."""
+    before = torch.get_num_threads()
+    if threads is None or threads == before:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from coulisse.engine.engine import on_threads
 from coulisse.errors import InputError
 from coulisse.models import EncoderModel
 from coulisse.weights.mapped import release_file_pages
@@ -120,8 +121,12 @@ def prepare_model(model: EncoderModel, files: Iterable[Path], *, device: torch.d
     `files` the prepared model no longer reads. `throughput`: fp32 kernels for full batches, measured per
     machine (`coulisse.engine.gemm_choice`); otherwise the plan's, best for short requests too."""
     check_request(device, dtype, quantize, threads)
-    if threads is not None:
-        torch.set_num_threads(threads)
+    with on_threads(threads):  # the preparation's own work (quantizing, prepacking); the caller's count kept
+        return _prepare(model, files, device, dtype, quantize, name, throughput)
+
+
+def _prepare(model: EncoderModel, files: Iterable[Path], device: torch.device, dtype, quantize: str | None,
+             name: str, throughput: bool) -> Preparation:
     dtype = resolve_dtype(dtype, device)
     quantize = None if quantize in (None, "none") else quantize
     files = [p for p in files if p.is_file()]

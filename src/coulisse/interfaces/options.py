@@ -141,6 +141,10 @@ def load_pipeline(task: str, model: str | None, threads: int | None = None, quan
         kwargs["quantize"] = quantize
     if fast:
         kwargs["fast"] = True
+    if threads is not None:  # the command owns its process: --threads for all its torch work (explanations too)
+        import torch
+
+        torch.set_num_threads(threads)
     return pipeline(task, model=model, threads=threads, **kwargs)
 
 

@@ -181,7 +181,7 @@ class Pipeline:
         if max_batch_tokens is None:  # the kernel plan's budget for what was prepared, else the engine's default
             max_batch_tokens = self.preparation.batch_tokens or DEFAULT_BATCH_TOKENS
         self.engine = Engine(self.model, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
-                             device=self.device,
+                             device=self.device, threads=threads,
                              uses_token_types="token_type_ids" in self.tokenizer.model_input_names)
 
     @property
