@@ -7,6 +7,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what type checkers see; at run time each name is imported on first use (__getattr__)
+    from coulisse.pipelines import pipeline
+    from coulisse.sentence import SentenceEncoder
+    from coulisse.sparse_encoder import SparseEncoder
+
+    __version__: str
+
 __all__ = ["SentenceEncoder", "SparseEncoder", "__version__", "pipeline"]
 
 

@@ -19,7 +19,7 @@ import inspect
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 
@@ -30,7 +30,16 @@ from coulisse.engine.device import resolve_device, resolve_device_map
 from coulisse.engine.prepare import DTYPES, check_request, resolve_dtype, resolve_fast
 from coulisse.errors import HubUnreachableError, InputError
 from coulisse.hub import resolve_model
-from coulisse.tasks import TASKS
+from coulisse.tasks import (
+    TASKS,
+    FeatureExtractionPipeline,
+    FillMaskPipeline,
+    QuestionAnsweringPipeline,
+    SparseEmbeddingPipeline,
+    TextClassificationPipeline,
+    TokenClassificationPipeline,
+    ZeroShotClassificationPipeline,
+)
 from coulisse.tasks.base import Pipeline, positive_int, unknown_options
 
 log = logging.getLogger(__name__)
@@ -70,6 +79,33 @@ def _task_class(task: str) -> type[Pipeline]:
         raise InputError(f"unknown task {task!r}{f' (did you mean {near[0]!r}?)' if near else ''}; coulisse "
                          f"supports {', '.join(known)}.")
     return TASKS[name]
+
+
+# What a type checker (mypy, pyright / Pylance) sees: each task name gives its pipeline class, so that
+# `pipeline("sentiment-analysis").explain(...)` and the call's results type-check.
+@overload
+def pipeline(task: Literal["text-classification", "sentiment-analysis"] = ..., model: str | Path | None = ...,
+             *args: Any, **kwargs: Any) -> TextClassificationPipeline: ...
+@overload
+def pipeline(task: Literal["token-classification", "ner"], model: str | Path | None = ..., *args: Any,
+             **kwargs: Any) -> TokenClassificationPipeline: ...
+@overload
+def pipeline(task: Literal["question-answering"], model: str | Path | None = ..., *args: Any,
+             **kwargs: Any) -> QuestionAnsweringPipeline: ...
+@overload
+def pipeline(task: Literal["fill-mask"], model: str | Path | None = ..., *args: Any,
+             **kwargs: Any) -> FillMaskPipeline: ...
+@overload
+def pipeline(task: Literal["zero-shot-classification"], model: str | Path | None = ..., *args: Any,
+             **kwargs: Any) -> ZeroShotClassificationPipeline: ...
+@overload
+def pipeline(task: Literal["feature-extraction"], model: str | Path | None = ..., *args: Any,
+             **kwargs: Any) -> FeatureExtractionPipeline: ...
+@overload
+def pipeline(task: Literal["sparse-embedding"], model: str | Path | None = ..., *args: Any,
+             **kwargs: Any) -> SparseEmbeddingPipeline: ...
+@overload
+def pipeline(task: str | None = ..., model: str | Path | None = ..., *args: Any, **kwargs: Any) -> Pipeline: ...
 
 
 def pipeline(task: str | None = "sentiment-analysis", model: str | Path | None = None, config: Any = None,
