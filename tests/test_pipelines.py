@@ -251,3 +251,35 @@ def test_help_names_every_task():
 
     for name in [*TASKS, *ALIASES]:
         assert f'"{name}"' in pipeline.__doc__, name
+
+
+def test_a_pipeline_pickles_as_how_it_was_built(tmp_path):
+    """transformers' pipelines pickle (joblib, a spawned worker, deepcopy); coulisse's prepared weights are
+    oneDNN's opaque tensors, which torch cannot serialize, and pickling failed on them (audit 39). A pipeline
+    pickles as `pipeline()`'s arguments, options included, and unpickles to the same answers."""
+    import concurrent.futures
+    import copy
+    import multiprocessing
+    import pickle
+
+    texts = ["Un film excellent.", "Quel navet !"]
+    pipe = pipeline("sentiment-analysis", model="coulisse/mini-allocine", top_k=None, quantize="int8", threads=1)
+    data = pickle.dumps(pipe)
+    assert len(data) < 10_000  # the recipe, not the weights
+    again = pickle.loads(data)
+    assert again.preparation.quantize == "int8" and again.preparation.threads == 1
+    assert again(texts) == pipe(texts) and len(again(texts)[0]) == 2  # top_k=None kept: every label
+    assert copy.deepcopy(pipe)(texts) == pipe(texts)
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        assert pool.submit(pipe, texts).result(timeout=300) == pipe(texts)
+
+
+def test_a_pipeline_built_without_the_factory_says_why_it_does_not_pickle(tf_camembert_dir):
+    import pickle
+
+    from coulisse.checkpoint import load_checkpoint
+    from coulisse.tasks import TextClassificationPipeline
+
+    direct = TextClassificationPipeline(load_checkpoint(tf_camembert_dir, "sequence-classification"))
+    with pytest.raises(TypeError, match="built without coulisse.pipeline"):
+        pickle.dumps(direct)

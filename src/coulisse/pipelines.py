@@ -143,6 +143,8 @@ def pipeline(task: str | None = "sentiment-analysis", model: str | Path | None =
     fp32 kernels for full batches, as corpus jobs do: faster over a corpus, slower for short single requests.
     Extra keyword arguments become the task's defaults (e.g. `top_k=None`, `function_to_apply="sigmoid"`).
     """
+    # How this pipeline was asked for: what pickling it (a spawned process, joblib, deepcopy) rebuilds it from.
+    recipe = {**{name: value for name, value in locals().items() if name != "kwargs"}, **kwargs}
     if task is None:
         raise InputError("task=None: coulisse does not guess the task from the Hub; pass one, e.g. "
                          "pipeline('text-classification', model=...).")
@@ -196,6 +198,9 @@ def pipeline(task: str | None = "sentiment-analysis", model: str | Path | None =
     pipe = cls(checkpoint, device=device, dtype=dtype, quantize=quantize, threads=threads,
                max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size, throughput=throughput, **kwargs)
     pipe.binary_output = bool(loading["binary_output"])
+    # The model as resolved (a default chosen once is not chosen again), the tokenizer as the folder it names.
+    recipe.update(model=model, config=None, tokenizer=None if tokenizer_dir is None else str(tokenizer_dir))
+    pipe.recipe = (pipeline, recipe)
     return pipe
 
 

@@ -158,6 +158,10 @@ class Batch(Sequence[Item]):
         return iter(self.items)
 
 
+def _build(factory: Callable[..., Pipeline], arguments: dict[str, Any]) -> Pipeline:
+    return factory(**arguments)
+
+
 class Pipeline:
     """A checkpoint, its engine, and one task's stages."""
 
@@ -169,6 +173,8 @@ class Pipeline:
                  dtype: str | torch.dtype | None = None, quantize: str | None = None, threads: int | None = None,
                  max_batch_tokens: int | None = None, max_batch_size: int = DEFAULT_BATCH_SIZE,
                  throughput: bool = False, **defaults: Any):
+        # (factory, its keyword arguments): set by `coulisse.pipeline()`, which pickling calls again
+        self.recipe: tuple[Callable[..., Pipeline], dict[str, Any]] | None = None
         self.defaults = self.check_options(defaults)
         self.checkpoint = checkpoint
         self.tokenizer = checkpoint.tokenizer
@@ -187,6 +193,17 @@ class Pipeline:
     @property
     def config(self):
         return self.checkpoint.config
+
+    def __reduce__(self):
+        """A pipeline pickles (and deep-copies) as how it was built: `coulisse.pipeline()`'s arguments, the model
+        as resolved, never its weights, which unpickling loads again from that folder or Hub id (the prepared
+        weights are oneDNN's opaque tensors, which torch cannot serialize). What was changed on the pipeline after
+        it was built is not carried."""
+        if self.recipe is None:
+            raise TypeError(f"this {type(self).__name__} was built without coulisse.pipeline(), whose arguments "
+                            "pickling calls it with again; build it with coulisse.pipeline(...) to pickle it.")
+        factory, arguments = self.recipe
+        return _build, (factory, arguments)
 
     @functools.cached_property
     def gradient_model(self):
