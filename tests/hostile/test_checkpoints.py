@@ -7,10 +7,12 @@ import json
 import os
 import pickle
 import shutil
+import struct
 import subprocess
 import sys
 import time
 import uuid
+import zipfile
 from pathlib import Path
 
 import h5py
@@ -561,3 +563,168 @@ def test_a_parameter_that_is_not_a_finite_float_is_refused(factory, tmp_path, ch
     save_file(tensors, str(folder / "model.safetensors"))
     with pytest.raises(ModelLoadError, match=f"tensor {key} in model.safetensors {message}"):
         pipeline("text-classification", model=folder)
+
+
+# --- pytorch_model.bin: zip records and state dict contents ---------------------------------------------
+
+def _bin_folder(factory, tmp_path):
+    """The factory's BERT checkpoint as a zip `.bin` written by torch.save, copied to be edited."""
+    folder = tmp_path / "model"
+    shutil.copytree(factory.checkpoint("bert", "bin", tokenizer="wordpiece"), folder)
+    return folder
+
+
+def _deflated_pickle(path, padding):
+    """`path` rewritten with its data.pkl DEFLATED: the real pickle, then `padding` zero bytes after its STOP
+    (the audit's bomb, smaller). Returns the name of that record and its size once inflated."""
+    records = {}
+    with zipfile.ZipFile(path) as source:
+        for info in source.infolist():
+            records[info] = source.read(info.filename)
+    with zipfile.ZipFile(path, "w") as archive:
+        for info, data in records.items():
+            if not info.filename.endswith("data.pkl"):
+                archive.writestr(info, data)
+                continue
+            packed = zipfile.ZipInfo(info.filename, info.date_time)
+            packed.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(packed, "w", force_zip64=True) as out:
+                out.write(data)
+                for _ in range(padding >> 22):
+                    out.write(bytes(4 << 20))
+            name, inflated = info.filename, len(data) + (padding >> 22 << 22)
+    return name, inflated
+
+
+def _declared_size(path, record, size):
+    """`path` with the central directory's sizes of the STORED `record` set to `size` (its data unchanged)."""
+    raw = bytearray(path.read_bytes())
+    at = raw.rindex(record.encode()) - 46  # the name's last copy follows its central directory header
+    assert raw[at:at + 4] == b"PK\x01\x02"
+    raw[at + 20:at + 28] = struct.pack("<II", size, size)  # compressed size, uncompressed size
+    path.write_bytes(bytes(raw))
+
+
+@pytest.fixture
+def zip_reads(monkeypatch):
+    """The zip records opened and the torch.load calls made during the test."""
+    calls: list[str] = []
+    open_record, load = zipfile.ZipFile.open, torch.load
+    monkeypatch.setattr(zipfile.ZipFile, "open", lambda self, name, *a, **k: calls.append(str(name)) or
+                        open_record(self, name, *a, **k))
+    monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append("torch.load") or load(*a, **k))
+    return calls
+
+
+def test_a_compressed_zip_record_is_refused_before_it_is_inflated(factory, tmp_path, zip_reads):
+    """torch's zip reader inflates a record whole in memory: 1.6 MB of DEFLATE took 3.4 GB (audit 39)."""
+    folder = _bin_folder(factory, tmp_path)
+    path = folder / "pytorch_model.bin"
+    record, inflated = _deflated_pickle(path, 256 << 20)
+    size = path.stat().st_size
+    assert inflated > 50 * size  # the whole checkpoint, 50 times over, from one record
+    zip_reads.clear()
+    message = _assert_refused(folder, str(path), f"({size:,} bytes)", f"record {record!r} is stored compressed "
+                              f"(deflate, declaring {inflated:,} bytes unpacked)", "torch.save never writes",
+                              "Re-save the state dict with torch.save", "model.safetensors")
+    assert message.startswith(f"{path} ({size:,} bytes) is refused: ")
+    assert zip_reads == []  # neither torch nor the check read a record
+
+
+def test_a_record_declaring_more_than_the_file_is_refused(factory, tmp_path, zip_reads):
+    folder = _bin_folder(factory, tmp_path)
+    path = folder / "pytorch_model.bin"
+    with zipfile.ZipFile(path) as archive:
+        record = next(n for n in archive.namelist() if n.endswith("data.pkl"))
+    _declared_size(path, record, 2**31)
+    zip_reads.clear()
+    _assert_refused(folder, f"record {record!r} declares 2,147,483,648 bytes, more than the whole file",
+                    "torch.save never writes")
+    assert zip_reads == []
+
+
+def test_the_pickle_scan_reads_a_bounded_prefix_of_a_compressed_record(factory, tmp_path):
+    """_pickle_globals names what a refused pickle imports; it must not inflate the whole record to do so."""
+    import tracemalloc
+
+    from coulisse.weights.formats import _pickle_globals
+
+    path = _bin_folder(factory, tmp_path) / "pytorch_model.bin"
+    _deflated_pickle(path, 64 << 20)
+    tracemalloc.start()
+    try:
+        names = _pickle_globals(path, limit=1 << 20)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "torch._utils._rebuild_tensor_v2" in names
+    assert peak < 8 << 20, f"{peak:,} bytes to scan a 64 MiB record"
+
+
+@pytest.mark.parametrize("layout", ["bin", "sharded-bin", "legacy"])
+def test_torch_save_output_still_loads(factory, tmp_path, layout):
+    """What torch.save writes passes the record check, which reads the central directory only."""
+    from coulisse.weights.formats import _check_zip_records
+
+    saved = factory.reference("bert").model.state_dict()
+    if layout == "legacy":
+        folder = tmp_path / "model"
+        folder.mkdir()
+        torch.save(saved, folder / "pytorch_model.bin", _use_new_zipfile_serialization=False)
+    else:
+        folder = factory.checkpoint("bert", layout)
+    tensors, _ = read_weights(folder)
+    assert sorted(tensors) == sorted(saved) and all(torch.equal(tensors[k], v) for k, v in saved.items())
+    for path in folder.glob("*.bin"):
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                assert {i.compress_type for i in archive.infolist()} == {zipfile.ZIP_STORED}  # the premise
+            _check_zip_records(path)
+
+
+STATE_DICTS = {
+    "list values": (lambda sd: {k: [1.0, 2.0] for k in sd}, "entry '{first}' holds a list, not a tensor"),
+    "string values": (lambda sd: {k: "x" for k in sd}, "entry '{first}' holds a str, not a tensor"),
+    "int keys": (lambda sd: dict(enumerate(sd.values())), "its key 0 is an int, not a tensor name"),
+    "one nested dict": (lambda sd: {**sd, "extra": {"w": torch.ones(1)}}, "entry 'extra' holds a dict, not a tensor"),
+}
+
+
+def _odd_state_dict(factory, tmp_path, name):
+    folder = _bin_folder(factory, tmp_path)
+    path = folder / "pytorch_model.bin"
+    state = torch.load(path, weights_only=True)
+    edit, words = STATE_DICTS[name]
+    torch.save(edit(state), path)
+    return folder, words.format(first=next(iter(state)))
+
+
+@pytest.mark.parametrize("name", list(STATE_DICTS))
+def test_a_state_dict_of_other_things_than_tensors_is_a_typed_error(factory, tmp_path, name):
+    """weights_only accepts lists, strings and int keys; they reached the key renaming as an AttributeError."""
+    from coulisse import pipeline
+
+    folder, words = _odd_state_dict(factory, tmp_path, name)
+    with pytest.raises(ModelLoadError) as info:
+        pipeline("text-classification", model=folder)
+    message = str(info.value)
+    assert message.startswith(f"{folder / 'pytorch_model.bin'} is not a state dict of tensors: ")
+    assert words in message and "torch.save(model.state_dict(), path)" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("command", ["classify", "convert"])
+@pytest.mark.parametrize("name", ["compressed record", "int keys", "list values"])
+def test_the_cli_refuses_a_hostile_bin_in_one_line(factory, tmp_path, command, name):
+    if name == "compressed record":
+        folder = _bin_folder(factory, tmp_path)
+        _deflated_pickle(folder / "pytorch_model.bin", 64 << 20)
+        words, error = "is stored compressed (deflate,", "UnsafeCheckpointError"
+    else:
+        (folder, words), error = _odd_state_dict(factory, tmp_path, name), "ModelLoadError"
+    if command == "classify":
+        done = _coulisse("classify", "-m", str(folder), "texte")
+    else:  # the factory's config names no architecture: the head is given
+        done = _coulisse("convert", str(folder), str(tmp_path / "out"), "--head", "sequence-classification")
+    lines = done.stderr.decode().strip().splitlines()
+    assert done.returncode == 1 and done.stdout == b"", done.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {error}: ") and words in lines[0], done.stderr

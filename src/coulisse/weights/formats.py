@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from coulisse.errors import ModelLoadError, UnsafeCheckpointError
+from coulisse.errors import ModelLoadError, UnsafeCheckpointError, type_of
 from coulisse.jsonfile import read_json
 
 log = logging.getLogger(__name__)
@@ -37,14 +37,54 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
+def _is_torch_zip(path: Path) -> bool:
+    """Whether torch.load reads `path` as a zip: torch tests the local-header magic at the start, which is
+    stricter than zipfile.is_zipfile (the end-of-directory record anywhere)."""
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
+def _check_zip_records(path: Path) -> None:
+    """Refuse a record torch would unpack beyond the file's size. torch.save stores every record as is
+    (ZIP_STORED, which mmap needs too), so a compressed record or one declaring more bytes than the whole file
+    holds is crafted: torch's reader would inflate it in memory (1.6 MB of DEFLATE make 1.5 GB). Reads only
+    the central directory."""
+    size = path.stat().st_size
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if info.compress_type != zipfile.ZIP_STORED:
+                method = zipfile.compressor_names.get(info.compress_type, f"method {info.compress_type}")
+                problem = f"is stored compressed ({method}, declaring {info.file_size:,} bytes unpacked)"
+            elif max(info.file_size, info.compress_size) > size:
+                problem = f"declares {max(info.file_size, info.compress_size):,} bytes, more than the whole file"
+            else:
+                continue
+            raise UnsafeCheckpointError(
+                f"{path} ({size:,} bytes) is refused: its record {_shorten(repr(info.filename), 120)} {problem}, "
+                "which torch.save never writes. Re-save the state dict with torch.save, or convert the checkpoint "
+                "to model.safetensors."
+            )
+
+
 def _read_bin(path: Path) -> dict[str, torch.Tensor]:
     # weights_only: a .bin is a pickle, and a pickle can run code. mmap needs the zip format of
     # torch >= 1.6; older checkpoints use the legacy format and are read into memory.
+    zipped = _is_torch_zip(path)
+    if zipped:
+        _check_zip_records(path)
     with warnings.catch_warnings():  # torch's "Detected pickle protocol 4" note: noise for a state dict
         warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipped)
     if not isinstance(state, dict):
         raise ValueError(f"expected a state dict, found a {type(state).__name__}")
+    for key, value in state.items():  # weights_only lets through lists, strings, ints...: not weights
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            what = (f"key {_shorten(repr(key), 120)} is {type_of(key)}, not a tensor name" if not isinstance(key, str)
+                    else f"entry {_shorten(repr(key), 120)} holds {type_of(value)}, not a tensor")
+            raise ModelLoadError(
+                f"{path} is not a state dict of tensors: its {what}. Save the weights with "
+                "model.save_pretrained(dir) or torch.save(model.state_dict(), path)."
+            )
     return state
 
 
@@ -206,11 +246,15 @@ def _pickle_globals(path: Path, limit: int = 16 << 20) -> list[str]:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
                 name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
-                data = archive.read(name)[:limit] if name else b""
+                if name is None:
+                    data = b""
+                else:  # not archive.read: a compressed entry would be inflated whole before the cut
+                    with archive.open(name) as entry:
+                        data = entry.read(limit)
         else:
             with open(path, "rb") as f:
                 data = f.read(limit)
-    except (OSError, zipfile.BadZipFile):
+    except (OSError, zipfile.BadZipFile, NotImplementedError, RuntimeError):  # unknown method, encrypted
         return []
     found: list[str] = []
     stream = io.BytesIO(data)
