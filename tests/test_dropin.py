@@ -401,6 +401,10 @@ def test_datasets_stream_in_order(factory):
     assert_same("Dataset", list(pipe(table)), expected, tol=1e-5)
     one_column = datasets.Dataset.from_dict({"review": SHORT})  # one column: its values
     assert_same("one column", list(pipe(one_column)), expected, tol=1e-5)
+    if hasattr(datasets, "Column"):  # datasets 4+: ds["text"] is a Column, neither a list nor a Dataset
+        column = pipe(table["text"])
+        assert len(column) == len(SHORT)
+        assert_same("column", list(column), expected, tol=1e-5)
     assert_same("tuple", pipe(tuple(SHORT)), expected, tol=1e-5)
     assert_same("iterator", list(pipe(iter(SHORT))), expected, tol=1e-5)
 

@@ -26,6 +26,7 @@ BAD_INPUTS = {
     "list-with-NaN": (["un film", float("nan")], "[1] is a float, nan, not a string. A missing value"),
     # a column of a data frame or an array: said how to pass its values
     "array": (np.array(["un film", "Bof."]), "got ndarray (a column: pass .tolist()"),
+    "0-d array": (np.array("un film"), "got ndarray (one value: pass .item())"),
     "nested-list": ([["un film"]], "[0] is a list"),
     # transformers 4's legacy pair: said how to pass a pair now
     "pair-as-list": ([["Super film", "Nul"]], "[0] is a list, ['Super film', 'Nul'], not a string. For a text pair"),

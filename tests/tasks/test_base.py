@@ -110,3 +110,16 @@ def test_shared_numpy_helpers():
     np.testing.assert_allclose(sigmoid(np.array([0.0])), 0.5)
     assert top_k(np.array([0.1, 0.5, 0.5, 0.2]), 3).tolist() == [1, 2, 3]  # ties keep index order
     assert top_k(np.array([0.3, 0.1]), None).tolist() == [0, 1]
+
+
+def test_progress_counts_every_input_once_per_engine_batch():
+    """`progress=` (documented in docs/dropin.md): a callable given the inputs finished after each engine batch;
+    the counts add up to the inputs, a list's or a stream's."""
+    pipe = pipeline("text-classification", model="coulisse/mini-allocine", max_batch_size=64)
+    texts = [f"Un film {'très ' * (i % 7)}bon." for i in range(300)]
+    done: list[int] = []
+    assert pipe(texts, progress=done.append) == pipe(texts)
+    assert sum(done) == len(texts) and len(done) >= len(texts) // 64 and max(done) <= 64
+    streamed: list[int] = []
+    assert list(pipe(iter(texts), progress=streamed.append)) == pipe(texts)
+    assert sum(streamed) == len(texts)

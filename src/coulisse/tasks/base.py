@@ -293,6 +293,13 @@ class Pipeline:
         raise NotImplementedError
 
     def __call__(self, *args: Any, progress: Callable[[int], None] | None = None, **kwargs: Any) -> Any:
+        """Run the task, as transformers' pipeline call: a string (or a dict: a text pair, a question) gives one
+        result, a list or tuple a list of results in input order; a generator, an iterator, a torch or `datasets`
+        dataset or a dataset's column a lazy iterator of results, read `WINDOW` inputs at a time.
+
+        Keyword options are the task's (`type(pipe).option_table()`: their defaults; docs/dropin.md: what each
+        does), for this call, over the pipeline's own defaults. `progress`, coulisse's own: a callable given the
+        number of inputs just finished after each engine batch (a progress bar's `update`)."""
         inputs, kwargs = self.parse_call(args, kwargs)
         options = self.options(kwargs)  # checked now, also for a stream whose results come later
         stream = as_stream(inputs)

@@ -146,6 +146,9 @@ def text_or_none(name: str, value: Any) -> str | None:
 
 
 class FeatureExtractionPipeline(Pipeline):
+    """Texts -> one vector per token (`return_tensors`, `tokenize_kwargs`), transformers' "feature-extraction";
+    `coulisse.SentenceEncoder` pools them as sentence-transformers does."""
+
     task = "feature-extraction"
     head = None
     _prompts: tuple[dict[str, str], str | None] | None = None  # `read_prompts`, at the first prompt asked

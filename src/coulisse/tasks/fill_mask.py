@@ -71,6 +71,9 @@ def target_ids(tokenizer: Tokenizer, targets: str | list[str]) -> np.ndarray:
 
 
 class FillMaskPipeline(Pipeline):
+    """Texts with mask tokens -> the likeliest tokens for each mask (`top_k`, `targets`), transformers'
+    "fill-mask"."""
+
     task = "fill-mask"
     head = "masked-lm"
     OPTIONS = {

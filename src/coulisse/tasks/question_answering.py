@@ -175,6 +175,9 @@ def char_span(enc: Encoding, s: int, e: int, sequence_index: int, align_to_words
 
 
 class QuestionAnsweringPipeline(Pipeline):
+    """(question, context) -> answer spans and scores (`top_k`, `doc_stride`, `max_answer_len`), transformers 4's
+    "question-answering"."""
+
     task = "question-answering"
     head = "question-answering"
     OPTIONS = OPTIONS

@@ -21,7 +21,8 @@ WINDOW = 256
 def as_stream(inputs: Any) -> Iterable | None:
     """The inputs to read one by one, or None for inputs a task takes whole (a string, a dict, a list, a
     tuple). Like transformers: generators and torch datasets (`KeyDataset`) stream; unlike transformers
-    (which refuses them), other iterators and `datasets.Dataset` / `IterableDataset` stream too."""
+    (which refuses them), other iterators, `datasets.Dataset` / `IterableDataset` and a dataset's column
+    (`ds["text"]`) stream too."""
     if isinstance(inputs, (str, bytes, dict, list, tuple)) or inputs is None:
         return None
     if isinstance(inputs, (types.GeneratorType, Iterator)):
@@ -29,6 +30,8 @@ def as_stream(inputs: Any) -> Iterable | None:
     datasets = sys.modules.get("datasets")
     if datasets is not None and isinstance(inputs, (datasets.Dataset, datasets.IterableDataset)):
         return _dataset_rows(inputs)
+    if datasets is not None and isinstance(inputs, getattr(datasets, "Column", ())):  # ds["text"] (datasets 4+)
+        return iter(inputs)
     torch_data = sys.modules.get("torch.utils.data")
     if torch_data is not None and isinstance(inputs, torch_data.Dataset):
         if isinstance(inputs, torch_data.IterableDataset):

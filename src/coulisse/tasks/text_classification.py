@@ -78,6 +78,9 @@ def _has_dicts(inputs: Any) -> bool:
 
 
 class TextClassificationPipeline(Pipeline):
+    """Texts (or text pairs) -> labels and scores (`top_k`, `function_to_apply`), transformers' "text-classification"
+    and "sentiment-analysis"; `explain()` scores each word of a text towards a label."""
+
     task = "text-classification"
     head = "sequence-classification"
     OPTIONS = {

@@ -181,6 +181,9 @@ def _refused(name: str, value: Any, accepted: Any) -> Any:
 
 
 class TokenClassificationPipeline(Pipeline):
+    """Texts -> entities (`aggregation_strategy`, `ignore_labels`, `stride`), transformers' "token-classification"
+    and "ner"."""
+
     task = "token-classification"
     head = "token-classification"
     OPTIONS = {

@@ -123,6 +123,9 @@ def _example(value: Any) -> str:
 
 
 class ZeroShotClassificationPipeline(Pipeline):
+    """Texts -> scores for labels named at call time (`candidate_labels`, `hypothesis_template`, `multi_label`),
+    through an NLI classifier, transformers' "zero-shot-classification"."""
+
     task = "zero-shot-classification"
     head = "sequence-classification"
     OPTIONS = {

@@ -109,8 +109,12 @@ def check_texts(texts: Any, what: str = "text") -> tuple[list[str], bool]:
     if texts is None:
         raise InputError(f"{what} is None; pass a string or a list of strings.")
     if not isinstance(texts, (list, tuple)):
-        column = " (a column: pass .tolist(), after .dropna() if it has missing values)" if hasattr(
-            texts, "tolist") else ""
+        if getattr(texts, "ndim", None) == 0:  # np.array("text"): one value, not a column
+            column = " (one value: pass .item())"
+        elif hasattr(texts, "tolist"):
+            column = " (a column: pass .tolist(), after .dropna() if it has missing values)"
+        else:
+            column = ""
         raise InputError(f"{what} must be a string or a list of strings, got {type(texts).__name__}{column}.")
     if not texts:
         raise InputError(f"{what} is an empty list; pass at least one string.")
