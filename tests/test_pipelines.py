@@ -270,6 +270,9 @@ def test_a_pipeline_pickles_as_how_it_was_built(tmp_path):
     assert again.preparation.quantize == "int8" and again.preparation.threads == 1
     assert again(texts) == pipe(texts) and len(again(texts)[0]) == 2  # top_k=None kept: every label
     assert copy.deepcopy(pipe)(texts) == pipe(texts)
+    for where in ({"token": "hf_secret_token"}, {"model_kwargs": {"token": "hf_secret_token"}}):
+        secret = pipeline("sentiment-analysis", model="coulisse/mini-allocine", **where)
+        assert b"secret" not in pickle.dumps(secret)  # never a token in a pickle (coulisse does not use it anyway)
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         assert pool.submit(pipe, texts).result(timeout=300) == pipe(texts)
 

@@ -200,6 +200,10 @@ def pipeline(task: str | None = "sentiment-analysis", model: str | Path | None =
     pipe.binary_output = bool(loading["binary_output"])
     # The model as resolved (a default chosen once is not chosen again), the tokenizer as the folder it names.
     recipe.update(model=model, config=None, tokenizer=None if tokenizer_dir is None else str(tokenizer_dir))
+    # Never a secret in a pickle: a string token is not used anyway (downloads take `hf auth login`'s / HF_TOKEN)
+    recipe["token"] = None
+    if isinstance(recipe.get("model_kwargs"), dict):
+        recipe["model_kwargs"] = {k: v for k, v in recipe["model_kwargs"].items() if k != "token"}
     pipe.recipe = (pipeline, recipe)
     return pipe
 
