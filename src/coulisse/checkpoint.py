@@ -34,7 +34,8 @@ class Checkpoint:
 def load_checkpoint(model: str | Path, head: str | None, revision: str | None = None) -> Checkpoint:
     directory = resolve_model(model, revision)
     config = EncoderConfig.from_file(directory / "config.json")
-    tokenizer = Tokenizer.from_dir(directory, model_type=config.model_type, max_positions=config.max_positions)
+    tokenizer = Tokenizer.from_dir(directory, model_type=config.model_type, max_positions=config.max_positions,
+                                   vocab_size=config.vocab_size)
     # Never let truncation exceed what the position table can embed.
     tokenizer.model_max_length = min(tokenizer.model_max_length, config.max_positions)
     encoder = load_model(directory, config, head)  # first: a vocab_size that the weights contradict is named

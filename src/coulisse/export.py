@@ -272,6 +272,7 @@ def convert(model: str | Path, out: str | Path, *, head: str | None = None, dtyp
     check_out_dir(Path(out), directory, overwrite)
     config = EncoderConfig.from_file(directory / "config.json")
     chosen = default_head(directory, config) if head is None else parse_head(head)
-    tokenizer = Tokenizer.from_dir(directory, model_type=config.model_type, max_positions=config.max_positions)
+    tokenizer = Tokenizer.from_dir(directory, model_type=config.model_type, max_positions=config.max_positions,
+                                   vocab_size=config.vocab_size)
     tokenizer.model_max_length = min(tokenizer.model_max_length, config.max_positions)
     return _save(directory, config, tokenizer, chosen, Path(out), dtype=dtype, overwrite=overwrite)

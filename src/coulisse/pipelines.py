@@ -314,7 +314,8 @@ def _with_tokenizer(checkpoint: Checkpoint, directory: Path) -> Checkpoint:
     from coulisse.tokenizer import Tokenizer
 
     config = checkpoint.config
-    tokenizer = Tokenizer.from_dir(directory, model_type=config.model_type, max_positions=config.max_positions)
+    tokenizer = Tokenizer.from_dir(directory, model_type=config.model_type, max_positions=config.max_positions,
+                                   vocab_size=config.vocab_size)
     tokenizer.model_max_length = min(tokenizer.model_max_length, config.max_positions)
     check_tokenizer(tokenizer, config, directory)
     return dataclasses.replace(checkpoint, tokenizer=tokenizer)

@@ -23,6 +23,14 @@ from coulisse.jsonfile import read_json
 NAMED = ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
 EXTRA_KEYS = ("additional_special_tokens", "extra_special_tokens")
 FLAGS = ("content", "single_word", "lstrip", "rstrip", "normalized", "special")
+# Settings read as they are -> (the types they may have, what to say); bool is not an int here (True is 1).
+SETTING_TYPES = {
+    "tokenizer_class": ((str, type(None)), "a class name such as \"BertTokenizer\""),
+    "do_lower_case": (bool, "true or false"),
+    "tokenize_chinese_chars": (bool, "true or false"),
+    "strip_accents": ((bool, type(None)), "true, false or null"),
+    "trim_offsets": (bool, "true or false"),
+}
 
 
 def _read(path: Path) -> dict:
@@ -57,8 +65,21 @@ def read_settings(directory: Path) -> tuple[dict, dict[int, AddedToken]]:
         settings["extra_special_tokens"] = extras if isinstance(extras, list) else []
     elif isinstance(smap.get("additional_special_tokens"), list):
         settings["additional_special_tokens"] = smap["additional_special_tokens"]
+    _check_types(settings, directory)
     named = [_content(settings[f"{n}_token"]) for n in NAMED if settings.get(f"{n}_token")]
     return settings, _decoder(directory, config, set(named) | set(seen))
+
+
+def _check_types(settings: dict, directory: Path) -> None:
+    """The settings the builders hand to the Rust library (or look up in a table) as they are: a value of another
+    type is named here, not as pyo3's "'list' object is not an instance of 'bool'" or "unhashable type"."""
+    for key, (types, expected) in SETTING_TYPES.items():
+        if key in settings and not isinstance(settings[key], types):
+            value = settings[key]
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            raise TokenizerLoadError(
+                f"{key} in the tokenizer settings of {directory} (tokenizer_config.json or special_tokens_map.json) "
+                f"is {shown} ({type(value).__name__}), not {expected}; fix it, or delete the key.")
 
 
 def _content(token: Any) -> str:

@@ -39,6 +39,31 @@ CAMEMBERT_EXTRAS = ("<s>NOTUSED", "</s>NOTUSED", "<unk>NOTUSED")
 # families table has them; FlauBERT's files keep the Moses tokenizer's).
 DEFAULT_SPECIALS = {"sentencepiece": ROBERTA_SPECIALS, "bpe": ROBERTA_SPECIALS, "wordpiece": WORDPIECE_SPECIALS,
                     "moses": moses.SPECIALS, "deberta": DEBERTA_SPECIALS, "mpnet": MPNET_SPECIALS}
+# The most entries a vocabulary file may hold where the model's vocab_size is not known: twice the largest
+# released vocabularies (XLM-V's 901,629; Gemma's 256,000; XLM-R's 250,002). The Rust library spends ~37 times
+# a file's size reading it (a 10^7-line vocab.txt: 87 s and 4 GB) before anything can refuse it.
+MAX_VOCAB_ENTRIES = 2_000_000
+
+
+def vocab_bound(vocab_size: int | None) -> int:
+    """The most entries a vocabulary file may hold for a model of `vocab_size` rows: twice that, and some
+    (blank lines, repeated tokens, a merges file's header); more could never index its embedding table."""
+    return MAX_VOCAB_ENTRIES if vocab_size is None else 2 * vocab_size + 1024
+
+
+def _refuse_long(path: Path, bound: int, vocab_size: int | None, separator: bytes = b"\n") -> None:
+    """Refuse a vocabulary file with more than `bound` entries, counted as `separator` bytes (lines; a vocab.json's
+    commas, one fewer than its entries at least), reading no further than the bound."""
+    count = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            count += chunk.count(separator)
+            if count > bound:
+                rows = (f"the model's embedding table has {vocab_size} rows (vocab_size in config.json)"
+                        if vocab_size is not None else "no released vocabulary has half as many")
+                raise TokenizerLoadError(
+                    f"{path} holds more than {bound:,} entries, but {rows}: it is not this model's vocabulary, or "
+                    "is corrupt; use the tokenizer files the model was trained with.")
 
 
 @dataclass
@@ -49,12 +74,16 @@ class TokenizerFiles:
     settings: dict  # tokenizer_config.json and special_tokens_map.json (`added_tokens.read_settings`)
     model_type: str | None
     added: dict[int, AddedToken] = field(default_factory=dict)  # added tokens by id (`added_tokens.read_settings`)
+    vocab_size: int | None = None  # config.json's, which bounds the vocabulary files (`vocab_bound`)
 
     @property
     def family(self) -> Family | None:
         """The family whose slow-tokenizer layout these files follow: tokenizer_config.json's class, else
         the model's type."""
         return family_of(self.settings.get("tokenizer_class"), self.model_type)
+
+    def refuse_long(self, path: Path, separator: bytes = b"\n") -> None:
+        _refuse_long(path, vocab_bound(self.vocab_size), self.vocab_size, separator)
 
     def special(self, name: str, layout: str) -> str | None:
         value = self.settings.get(f"{name}_token", DEFAULT_SPECIALS[layout].get(name))
@@ -212,6 +241,7 @@ def build_wordpiece(files: TokenizerFiles, path: Path) -> Tokenizer:
     # transformers 5 hands the file to the Rust library, whose reader numbers lines split on "\n" alone, each
     # stripped of its trailing whitespace; a repeated token keeps its last line's number. Python's
     # splitlines() also splits on U+2028, U+0085, \x1c-\x1e..., shifting every later id.
+    files.refuse_long(path)
     return _wordpiece_backend(files, models.WordPiece.read_file(str(path)))
 
 
@@ -242,6 +272,8 @@ def _wordpiece_backend(files: TokenizerFiles, vocab: dict[str, int]) -> Tokenize
 
 
 def build_bytelevel_bpe(files: TokenizerFiles, vocab_path: Path, merges_path: Path) -> Tokenizer:
+    files.refuse_long(vocab_path, b",")
+    files.refuse_long(merges_path)
     vocab = read_json(vocab_path, error=TokenizerLoadError, fix="download the tokenizer's files again")
     merges = []
     for line in merges_path.read_text(encoding="utf-8").splitlines():
@@ -290,6 +322,8 @@ def build_moses_bpe(files: TokenizerFiles, vocab_path: Path, merges_path: Path) 
     known = {t.content for t in tokens}
     tokens += [t for t in specials if t.content not in known]
     named = {f"{name}_token": files.special(name, "moses") for name in moses.SPECIALS}
+    files.refuse_long(vocab_path, b",")
+    files.refuse_long(merges_path)
     tok = moses.build_moses_bpe(vocab_path, merges_path, unk=named["unk_token"], bos=named["bos_token"],
                                 sep=named["sep_token"], specials=tokens,
                                 lowercase=bool(files.settings.get("do_lowercase", False)))
@@ -405,12 +439,14 @@ def _config_class(directory: Path) -> dict:
     return {"tokenizer_class": name} if isinstance(name, str) and name else {}
 
 
-def build_backend(directory: Path, model_type: str | None) -> tuple[Tokenizer, str, dict]:
-    """Return (backend tokenizer, a description of the source file, merged settings)."""
+def build_backend(directory: Path, model_type: str | None, vocab_size: int | None = None
+                  ) -> tuple[Tokenizer, str, dict]:
+    """Return (backend tokenizer, a description of the source file, merged settings). `vocab_size`, the model's
+    (None: not known), bounds the entries of vocab.txt, vocab.json and merges.txt (`vocab_bound`)."""
     settings, added = read_settings(directory)
     if not settings.get("tokenizer_class"):
         settings = {**settings, **_config_class(directory)}
-    files = TokenizerFiles(directory, settings, model_type, added)
+    files = TokenizerFiles(directory, settings, model_type, added, vocab_size)
     found = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
     try:
         if (directory / "tokenizer.json").is_file():
@@ -426,10 +462,11 @@ def build_backend(directory: Path, model_type: str | None) -> tuple[Tokenizer, s
                 return tok, "vocab.json + merges.txt (Moses)", settings
             tok = build_bytelevel_bpe(files, directory / "vocab.json", directory / "merges.txt")
             return tok, "vocab.json + merges.txt", files.settings
-    except TokenizerLoadError:
+    except ModelLoadError:  # already says which file and why (a TokenizerLoadError, or read_json's refusals)
         raise
-    except Exception as e:  # tokenizers raises plain Exceptions on corrupt files
-        raise TokenizerLoadError(f"could not read the tokenizer files in {directory}: {e}") from e
+    except Exception as e:  # tokenizers raises plain Exceptions on corrupt files, pyo3's over several lines
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TokenizerLoadError(f"could not read the tokenizer files in {directory}: {first}") from e
     raise TokenizerLoadError(
         f"no tokenizer files in {directory} (found: {', '.join(found) or 'nothing'}); coulisse reads "
         f"tokenizer.json, {' / '.join(SPM_FILES)}, vocab.txt, or vocab.json + merges.txt."

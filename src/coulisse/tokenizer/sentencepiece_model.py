@@ -17,6 +17,8 @@ from coulisse.errors import TokenizerLoadError
 UNIGRAM, BPE = 1, 2
 # SentencePiece piece types (ModelProto.SentencePiece.Type); NORMAL pieces are not recorded.
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED = 1, 2, 3, 4
+# ModelProto.SentencePiece's fields -> their wire type: piece (bytes), score (fixed32), type (varint)
+PIECE_WIRES = {1: 2, 2: 5, 3: 0}
 
 
 @dataclass
@@ -40,6 +42,8 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
     while True:
         if pos >= len(buf):
             raise ValueError("truncated varint")
+        if shift > 63:  # protobuf's varints hold 64 bits in at most 10 bytes; a longer run would grow a bigint
+            raise ValueError(f"a varint runs past 10 bytes (at byte {pos})")
         b = buf[pos]
         pos += 1
         result |= (b & 0x7F) << shift
@@ -70,36 +74,51 @@ def _fields(buf: bytes):
         yield number, wire, value
 
 
+def _expect(number: int, wire: int, expected: int, where: str) -> None:
+    if wire != expected:
+        raise ValueError(f"{where} field {number} has wire type {wire}, not {expected}")
+
+
 def _piece(buf: bytes) -> tuple[str, float, int]:
     # Fast path for the usual layout: field 1 (piece, length < 128), field 2 (score, fixed32), and
     # nothing else (a NORMAL piece) or field 3 (type, one byte).
+    if not buf:
+        raise ValueError("a piece is empty")
     n = buf[1] if len(buf) > 1 else 0x80
-    if buf[0] == 0x0A and n < 0x80 and buf[n + 2 : n + 3] == b"\x15":
+    if buf[0] == 0x0A and 0 < n < 0x80 and buf[n + 2 : n + 3] == b"\x15":
         if len(buf) == n + 7:
             return buf[2 : 2 + n].decode("utf-8"), struct.unpack_from("<f", buf, n + 3)[0], NORMAL
         if len(buf) == n + 9 and buf[n + 7] == 0x18 and buf[n + 8] < 0x80:
             return buf[2 : 2 + n].decode("utf-8"), struct.unpack_from("<f", buf, n + 3)[0], buf[n + 8]
     text, score, kind = "", 0.0, NORMAL
-    for number, _, value in _fields(buf):
+    for number, wire, value in _fields(buf):
+        if number in PIECE_WIRES:
+            _expect(number, wire, PIECE_WIRES[number], "a piece's")
         if number == 1:
             text = value.decode("utf-8")
         elif number == 2:
             (score,) = struct.unpack("<f", value)
         elif number == 3:
             kind = value
+    if not text:
+        raise ValueError("a piece is empty")
     return text, score, kind
 
 
 def parse_sentencepiece(data: bytes) -> SentencePieceModel:
     model = SentencePieceModel(pieces=[])
-    for number, _, value in _fields(data):
+    for number, wire, value in _fields(data):
+        if number in (1, 2, 3):  # the pieces, TrainerSpec, NormalizerSpec: messages
+            _expect(number, wire, 2, "the model's")
         if number == 1:
             text, score, kind = _piece(value)
             if kind != NORMAL:
                 model.piece_types[len(model.pieces)] = kind
             model.pieces.append((text, score))
         elif number == 2:  # TrainerSpec
-            for n, _, v in _fields(value):
+            for n, w, v in _fields(value):
+                if n in (3, 35, 40):
+                    _expect(n, w, 0, "TrainerSpec's")
                 if n == 3:
                     model.model_type = v
                 elif n == 35:
@@ -107,7 +126,9 @@ def parse_sentencepiece(data: bytes) -> SentencePieceModel:
                 elif n == 40:
                     model.unk_id = v
         elif number == 3:  # NormalizerSpec
-            for n, _, v in _fields(value):
+            for n, w, v in _fields(value):
+                if n in (2, 3):
+                    _expect(n, w, 2 if n == 2 else 0, "NormalizerSpec's")
                 if n == 2:
                     model.precompiled_charsmap = bytes(v)
                 elif n == 3:
@@ -120,7 +141,7 @@ def parse_sentencepiece(data: bytes) -> SentencePieceModel:
 def load_sentencepiece(path: Path) -> SentencePieceModel:
     try:
         return parse_sentencepiece(Path(path).read_bytes())
-    except (ValueError, UnicodeDecodeError, struct.error) as e:
+    except (ValueError, UnicodeDecodeError, struct.error, TypeError, IndexError) as e:
         raise TokenizerLoadError(
             f"{path} is not a valid SentencePiece model ({e}); re-download it or provide a tokenizer.json."
         ) from e

@@ -175,6 +175,26 @@ def _refuse_bad_unicode(texts: Sequence[str], pairs: Sequence[str] | None, names
                 raise InputError(f"{what} {i} is {problem}; remove or replace it.") from None
 
 
+def panic_error(error: BaseException, where: str) -> TokenizerLoadError | None:
+    """The Rust library's panic as a one-line error, or None for any other exception. pyo3 raises a panic as
+    `pyo3_runtime.PanicException`, a BaseException that a caller's `except Exception` (a server's, a job's) would
+    miss. A tokenizer.json regex that backtracks without end ((a+)+$ on a run of a's) loads, then panics on the
+    texts that make it give up: the tokenizer's files are at fault, not the text (hence not an InputError, which a
+    corpus job takes for a wrong option and stops on; this one fails its own row)."""
+    if isinstance(error, (Exception, KeyboardInterrupt, SystemExit, GeneratorExit)) or (
+            type(error).__name__ != "PanicException"):
+        return None
+    first = str(error).strip().splitlines()[0][:200] if str(error).strip() else "no message"
+    if "regex" in first.lower() or "onig" in first.lower():
+        return TokenizerLoadError(
+            f"the tokenizer of {where} gave up on this text: its own pattern (a Split or Replace regex of "
+            f"tokenizer.json) backtracked past the regex engine's limit ({first}); fix that pattern (a repeat inside "
+            "a repeat, such as (a+)+, backtracks without end) or use the tokenizer the model was trained with.")
+    return TokenizerLoadError(
+        f"the tokenizer of {where} failed on this text: the tokenizers library panicked ({first}); its files are "
+        "likely broken: download them again, or use the tokenizer the model was trained with.")
+
+
 def _side(settings: dict, key: str) -> str:
     """tokenizer_config.json's `padding_side` / `truncation_side` ("right" where it says nothing)."""
     value = settings.get(key)
@@ -270,10 +290,12 @@ class Tokenizer:
 
     @classmethod
     def from_dir(cls, directory: str | Path, *, model_type: str | None = None,
-                 max_positions: int | None = None) -> Tokenizer:
-        """Load from a checkpoint folder. `max_positions` bounds truncation when the config has no limit."""
+                 max_positions: int | None = None, vocab_size: int | None = None) -> Tokenizer:
+        """Load from a checkpoint folder. `max_positions` bounds truncation when the config has no limit;
+        `vocab_size` (the model's embedding rows) bounds the vocabulary files' entries, read before the Rust
+        library spends time and memory on them (`build.vocab_bound`)."""
         directory = Path(directory)
-        backend, source, settings = build_backend(directory, model_type)
+        backend, source, settings = build_backend(directory, model_type, vocab_size)
         limit = settings.get("model_max_length")
         # transformers' "no limit" is a huge number; NaN, a negative or a boolean is no limit at all either
         if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not 1 <= limit < UNBOUNDED:
@@ -324,11 +346,16 @@ class Tokenizer:
     def _encode(self, inputs: list, add_special_tokens: bool) -> list[Encoding]:
         """The backend's encodings; call with the lock held. A tokenizer running Python code encodes one input
         at a time: the backend's threads would only queue for the GIL (500 reviews on 2 cores: 1.3 s alone,
-        2.0-3.3 s threaded)."""
-        if not self._python:
-            return self.backend.encode_batch(inputs, add_special_tokens=add_special_tokens)
-        return [self.backend.encode(*(x if isinstance(x, tuple) else (x,)), add_special_tokens=add_special_tokens)
-                for x in inputs]
+        2.0-3.3 s threaded). Every encoding path ends here, so the library's panic is said here (`panic_error`)."""
+        try:
+            if not self._python:
+                return self.backend.encode_batch(inputs, add_special_tokens=add_special_tokens)
+            return [self.backend.encode(*(x if isinstance(x, tuple) else (x,)), add_special_tokens=add_special_tokens)
+                    for x in inputs]
+        except BaseException as e:
+            if (error := panic_error(e, self.name_or_path or self.source)) is None:
+                raise
+            raise error from None
 
     def _reads_word_by_word(self) -> bool:
         """`prefix.reads_word_by_word` of the backend, judged once (when a first long text asks)."""
@@ -782,9 +809,13 @@ class Tokenizer:
 
     def tokenize(self, text: str, text_pair: str | None = None, *, add_special_tokens: bool = False) -> list[str]:
         """The text's tokens (without special tokens unless asked, as transformers' tokenize)."""
-        if text_pair is not None:
-            return list(self.backend.encode(text, text_pair, add_special_tokens=add_special_tokens).tokens)
-        return list(self.backend.encode(text, add_special_tokens=add_special_tokens).tokens)
+        texts = (text,) if text_pair is None else (text, text_pair)
+        try:
+            return list(self.backend.encode(*texts, add_special_tokens=add_special_tokens).tokens)
+        except BaseException as e:
+            if (error := panic_error(e, self.name_or_path or self.source)) is None:
+                raise
+            raise error from None
 
     def convert_ids_to_tokens(self, ids: int | Sequence[int], skip_special_tokens: bool = False) -> str | list[str]:
         if _is_one_id(ids):

@@ -24,6 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from coulisse.errors import TokenizerLoadError
 from coulisse.interfaces.server.bodies import DUPLICATE, BodyNotJSON, new_request_id
 
 if TYPE_CHECKING:
@@ -215,6 +216,12 @@ def install_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
         kind = STARLETTE_KINDS.get(exc.status_code, "validation" if exc.status_code < 500 else "backend")
         return respond(request, kind, str(exc.detail))
 
+    async def on_tokenizer(request: Request, exc: TokenizerLoadError) -> JSONResponse:
+        # a tokenizer that loaded but fails on this request's text (a tokenizer.json regex that gives up:
+        # `tokenizer.panic_error`): the model's files are at fault, and the other requests go on
+        log.warning("request %s: %s", getattr(request.state, "request_id", "-"), exc)
+        return respond(request, "backend", str(exc))
+
     async def on_bug(request: Request, exc: Exception) -> JSONResponse:
         request_id = getattr(request.state, "request_id", "-")
         log.error("request %s: unexpected %s: this is a bug", request_id, type(exc).__name__, exc_info=exc)
@@ -223,4 +230,5 @@ def install_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
     app.add_exception_handler(ServerError, on_server_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(TokenizerLoadError, on_tokenizer)
     app.add_exception_handler(Exception, on_bug)
