@@ -261,3 +261,24 @@ def test_a_memo_for_another_endpoint_or_an_odd_memo_is_no_memo(tmp_path, monkeyp
         assert checkpoint._unanswered_ago(name) is None, text
     memo.write_text(json.dumps({here: {name: time.time() - 5}}))
     assert 4 < checkpoint._unanswered_ago(name) < 60
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link to /dev/zero", "huge"])
+def test_a_memo_that_is_no_small_regular_file_is_no_memo_and_never_blocks(tmp_path, monkeypatch, kind):
+    """The memo sits in a cache folder others may write: a FIFO there blocked every run that used the default
+    model, a link to /dev/zero read without end (audit 39, review)."""
+    from fifo import fifo_at
+
+    monkeypatch.setenv("COULISSE_CACHE", str(tmp_path))
+    memo = tmp_path / checkpoint.UNANSWERED_FILE
+    if kind == "fifo":
+        with fifo_at(memo):
+            assert checkpoint._unanswered_ago("tblard/tf-allocine") is None
+            checkpoint._remember_unanswered("tblard/tf-allocine")  # replaces it, never writes through it
+        assert memo.is_file() and checkpoint._unanswered_ago("tblard/tf-allocine") is not None
+        return
+    if kind == "huge":
+        memo.write_text('{"x": "' + "y" * checkpoint.MEMO_BYTES + '"}')
+    else:
+        memo.symlink_to("/dev/zero")
+    assert checkpoint._unanswered_ago("tblard/tf-allocine") is None

@@ -269,6 +269,7 @@ REFUSED = [
     ({"batch_size": 0}, "batch_size=0"),
     ({"top_k": 0}, "top_k=0"),
     ({"truncation": "sometimes"}, "truncation='sometimes'"),
+    ({"stride": 16}, "stride=16 only applies with long_text='chunk'; pass long_text='chunk' to pipeline() too"),
     ({"dtype": "float16", "model_kwargs": {"dtype": "float32"}}, "dtype is given twice"),
 ]
 
@@ -405,6 +406,9 @@ def test_datasets_stream_in_order(factory):
         column = pipe(table["text"])
         assert len(column) == len(SHORT)
         assert_same("column", list(column), expected, tol=1e-5)
+    if hasattr(datasets, "IterableColumn"):  # a streaming dataset's column
+        streaming = datasets.IterableDataset.from_generator(lambda: ({"text": t} for t in SHORT))
+        assert_same("iterable column", list(pipe(streaming["text"])), expected, tol=1e-5)
     assert_same("tuple", pipe(tuple(SHORT)), expected, tol=1e-5)
     assert_same("iterator", list(pipe(iter(SHORT))), expected, tol=1e-5)
 

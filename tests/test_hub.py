@@ -336,3 +336,17 @@ def test_a_ref_that_is_no_regular_file_is_refused_before_it_blocks(allocine_cach
     main.unlink()
     with fifo_at(main), pytest.raises(UnsafeCheckpointError, match="is not a regular file"):
         resolve_model(REPO)
+
+
+def test_a_snapshot_folder_that_is_a_link_still_loads(allocine_cache, tmp_path):
+    """snapshots/<commit> made a link (a cache moved by hand) loaded before the ref check and still does; the
+    check is on the ref's own text (audit 39, review)."""
+    cache, snapshot = allocine_cache
+    moved = tmp_path / "moved-snapshot"
+    moved.mkdir()
+    for file in snapshot.iterdir():  # a snapshot of real files, moved to another disk
+        shutil.copy(file, moved / file.name)
+        file.unlink()
+    snapshot.rmdir()
+    snapshot.symlink_to(moved, target_is_directory=True)
+    assert resolve_model(REPO) == snapshot

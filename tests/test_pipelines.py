@@ -5,6 +5,7 @@ post-processing with transformers' output shapes and default rule. Oracles: tran
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -253,7 +254,7 @@ def test_help_names_every_task():
         assert f'"{name}"' in pipeline.__doc__, name
 
 
-def test_a_pipeline_pickles_as_how_it_was_built(tmp_path):
+def test_a_pipeline_pickles_as_how_it_was_built(tmp_path, tf_camembert_dir, monkeypatch):
     """transformers' pipelines pickle (joblib, a spawned worker, deepcopy); coulisse's prepared weights are
     oneDNN's opaque tensors, which torch cannot serialize, and pickling failed on them (audit 39). A pipeline
     pickles as `pipeline()`'s arguments, options included, and unpickles to the same answers."""
@@ -270,6 +271,12 @@ def test_a_pipeline_pickles_as_how_it_was_built(tmp_path):
     assert again.preparation.quantize == "int8" and again.preparation.threads == 1
     assert again(texts) == pipe(texts) and len(again(texts)[0]) == 2  # top_k=None kept: every label
     assert copy.deepcopy(pipe)(texts) == pipe(texts)
+    relative = tmp_path / "work"
+    shutil.copytree(tf_camembert_dir, relative / "m")
+    monkeypatch.chdir(relative)
+    local = pickle.dumps(pipeline("sentiment-analysis", model="m", tokenizer="m"))
+    monkeypatch.chdir(tmp_path)  # unpickled elsewhere: "m" is the folder it was, not a Hub id
+    assert pickle.loads(local).checkpoint.directory == (relative / "m").resolve()
     for where in ({"token": "hf_secret_token"}, {"model_kwargs": {"token": "hf_secret_token"}}):
         secret = pipeline("sentiment-analysis", model="coulisse/mini-allocine", **where)
         assert b"secret" not in pickle.dumps(secret)  # never a token in a pickle (coulisse does not use it anyway)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -223,13 +224,25 @@ def _endpoint() -> str:
     return str(constants.ENDPOINT)
 
 
+MEMO_BYTES = 65536  # a memo holds a few names; anything bigger is not ours
+
+
 def _read_unanswered(path: Path) -> dict:
+    """The memo, or {} for anything else there: never following a link, never waiting on a FIFO, never reading
+    more than MEMO_BYTES (a link to /dev/zero reports size 0)."""
     try:
-        if path.stat().st_size > 65536:  # a memo holds a few names; anything bigger is not ours
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return {}
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             return {}
-        memo = json.loads(path.read_text(encoding="utf-8"))
+        data = os.read(fd, MEMO_BYTES + 1)
+        memo = json.loads(data.decode("utf-8")) if len(data) <= MEMO_BYTES else {}
     except (OSError, ValueError):
         return {}
+    finally:
+        os.close(fd)
     return memo if isinstance(memo, dict) else {}
 
 
@@ -255,11 +268,14 @@ def _remember_unanswered(name: str) -> None:
     by_endpoint = by_endpoint if isinstance(by_endpoint, dict) else {}
     by_endpoint[name] = time.time()
     memo[_endpoint()] = by_endpoint
+    import tempfile
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}")
-        partial.write_text(json.dumps(memo), encoding="utf-8")
-        os.replace(partial, path)
+        fd, partial = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # a new file of ours (O_EXCL)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(json.dumps(memo))
+        os.replace(partial, path)  # replaces a link or a FIFO there too, never writing through it
     except OSError as e:  # a read-only cache: the next run asks the Hub again, nothing worse
         log.debug("could not keep the Hub memo %s: %s", path, e)
 

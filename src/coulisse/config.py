@@ -169,10 +169,13 @@ def _family_fields(family: Family, data: dict[str, Any]) -> dict[str, Any]:
         d.setdefault(key, value)
     for flag in family.decoder_flags:
         if d.get(flag):
+            what = ("runs this checkpoint as a decoder (causal attention, each token reading only those before it)"
+                    if flag == "is_decoder" else "gives this checkpoint a decoder's cross-attention layers (and "
+                    "refuses it without is_decoder)")
             raise UnsupportedModelError(
-                f"config.json has {flag} = {_shown(d[flag])}: transformers runs this {family.model_type} checkpoint as "
-                "a decoder (causal attention, each token reading only those before it), where coulisse runs "
-                f"encoders, every token reading the whole text. Use an encoder checkpoint ({flag} false or absent).")
+                f"config.json has {flag} = {_shown(d[flag])}: transformers {what}, where coulisse runs "
+                f"{family.model_type} encoders, every token reading the whole text. Use an encoder checkpoint "
+                f"({flag} false or absent).")
     # Errors name a field as this file spells it (DistilBERT's "activation", not our "hidden_act").
     spelled = {ours: theirs for ours, theirs in family.config_keys.items() if theirs in data
                and (family.config_keys_only or ours not in data)}

@@ -222,7 +222,8 @@ def _from_cache(repo_id: str, revision: str | None) -> Path | None:
         return None
     # huggingface_hub joins snapshots/ with the ref's text unchecked: a ref holding "../../x" or an absolute path
     # would have the model read from anywhere (the folder's own symlink checks then start from there).
-    if folder.resolve().parent != snapshots.resolve():
+    # (the folder's own name, the commit, may be a link: a cache moved by hand; its parent is checked)
+    if folder.parent.resolve() != snapshots.resolve():
         raise UnsafeCheckpointError(f"the Hugging Face cache's ref for {repo_id!r} ({ref}) leads to {folder}, "
                                     f"outside the repo's snapshots ({snapshots}); a ref holds a commit hash. "
                                     "Delete the ref (the next download writes it again).")

@@ -157,7 +157,7 @@ def pipeline(task: str | None = "sentiment-analysis", model: str | Path | None =
         valid = [*inspect.signature(pipeline).parameters, *TRANSFORMERS_KEYWORDS, *cls.option_table()]
         offered = {v for v in valid if not v.startswith("_") and v not in (*TEXT_ONLY, "kwargs")}
         raise unknown_options(unknown, offered, f"pipeline({task!r})")
-    cls.check_options(kwargs)  # values too: a bad top_k fails now, not at the first call
+    cls.check_defaults(cls.check_options(kwargs))  # values too: a bad top_k fails now, not at the first call
     loading = _loading(model_kwargs, revision=revision, token=token, trust_remote_code=trust_remote_code,
                        dtype=dtype, device_map=device_map, **compat)
     _check_text_only(feature_extractor=feature_extractor, image_processor=image_processor,
@@ -199,13 +199,19 @@ def pipeline(task: str | None = "sentiment-analysis", model: str | Path | None =
                max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size, throughput=throughput, **kwargs)
     pipe.binary_output = bool(loading["binary_output"])
     # The model as resolved (a default chosen once is not chosen again), the tokenizer as the folder it names.
-    recipe.update(model=model, config=None, tokenizer=None if tokenizer_dir is None else str(tokenizer_dir))
+    # Folders as absolute paths: unpickled in another working directory, "m" would be asked of the Hub.
+    recipe.update(model=str(checkpoint.directory.resolve()) if _is_folder(model) else model, config=None,
+                  tokenizer=None if tokenizer_dir is None else str(Path(tokenizer_dir).resolve()))
     # Never a secret in a pickle: a string token is not used anyway (downloads take `hf auth login`'s / HF_TOKEN)
     recipe["token"] = None
     if isinstance(recipe.get("model_kwargs"), dict):
         recipe["model_kwargs"] = {k: v for k, v in recipe["model_kwargs"].items() if k != "token"}
     pipe.recipe = (pipeline, recipe)
     return pipe
+
+
+def _is_folder(model: str | Path) -> bool:
+    return Path(model).expanduser().is_dir()
 
 
 def _pipeline_class(task: str, pipeline_class: Any) -> type[Pipeline]:

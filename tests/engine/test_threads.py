@@ -78,3 +78,34 @@ def test_a_pipelines_threads_apply_to_its_runs_and_leave_the_host_count(restore_
     one("Quel navet.")
     assert seen == [1, 2, 1]
     assert torch.get_num_threads() == 3
+
+
+def test_pipelines_of_other_counts_run_at_once_and_leave_the_host_count(restore_threads):
+    """Overlapping runs in several threads each gave back the count they found, which another thread's run had
+    set: the process's count was left at 1, what every later thread started from (audit 39, review)."""
+    from coulisse import pipeline
+
+    torch.set_num_threads(2)
+    one = pipeline("text-classification", model="coulisse/mini-allocine", threads=1)
+    two = pipeline("text-classification", model="coulisse/mini-allocine", threads=2)
+    texts = ["Un film excellent."] * 40
+    expected = one(texts)
+    errors, counts = [], []
+
+    def work(pipe):
+        try:
+            for _ in range(5):
+                assert pipe(texts) == expected
+        except Exception as e:  # noqa: BLE001 (reported below)
+            errors.append(e)
+
+    workers = [threading.Thread(target=work, args=(pipe,)) for pipe in (one, two, one, two)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert not errors, errors
+    fresh = threading.Thread(target=lambda: counts.append(torch.get_num_threads()))  # starts from the process's
+    fresh.start()
+    fresh.join()
+    assert torch.get_num_threads() == 2 and counts == [2]

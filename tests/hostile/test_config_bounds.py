@@ -110,8 +110,10 @@ def test_a_decoder_checkpoint_is_refused_not_run_as_an_encoder(tmp_path, model_t
     logits moved by 0.75 and its label changed when coulisse read every token); families whose transformers code
     never reads the flag load as before."""
     message = _refused(tmp_path, {"model_type": model_type, flag: True}, error=UnsupportedModelError)
-    assert message.startswith(f"config.json has {flag} = True: transformers runs this {model_type} checkpoint "
-                              "as a decoder (causal attention"), message
+    said = {"is_decoder": "runs this checkpoint as a decoder (causal attention",
+            "add_cross_attention": "gives this checkpoint a decoder's cross-attention layers"}[flag]
+    assert message.startswith(f"config.json has {flag} = True: transformers {said}"), message
+    assert f"coulisse runs {model_type} encoders" in message
     _load(tmp_path, json.dumps({**BASE, "model_type": model_type, flag: False}))
     _load(tmp_path, json.dumps({**BASE, "model_type": "distilbert", flag: True}))
 

@@ -57,11 +57,11 @@ def assert_same_entities(ours: list, theirs: list, kind: str) -> None:
 
 def written_as_the_text(theirs: list, texts: str | list[str], aggregation: str | None, hf_tokenizer) -> list:
     """transformers' entities, with each group's word read from the text between transformers' own offsets,
-    where coulisse differs on purpose: word aggregations on a tokenizer that marks no subwords (SentencePiece,
-    BPE), whose words transformers joins without the spaces between them ("cours d'HuggingFace" ->
-    "coursd'HuggingFace") and decodes apart from its offsets (a byte-level word cut inside "ë" gives "Zo\ufffd")."""
-    if aggregation not in ("first", "average", "max") or \
-            type(hf_tokenizer.backend_tokenizer.model).__name__ == "WordPiece":
+    where coulisse differs on purpose: word aggregations on a SentencePiece tokenizer, whose words transformers
+    joins without the spaces between them ("cours d'HuggingFace" -> "coursd'HuggingFace")."""
+    backend = hf_tokenizer.backend_tokenizer
+    if aggregation not in ("first", "average", "max") or type(backend.model).__name__ == "WordPiece" or \
+            type(backend.decoder).__name__ == "ByteLevel":  # byte-level BPE keeps each word's space: no gluing
         return theirs
     if isinstance(texts, str):
         return written_as_the_text([theirs], [texts], aggregation, hf_tokenizer)[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -126,15 +127,35 @@ class Engine:
         return results  # type: ignore[return-value]
 
 
+_RUNS = threading.Lock()
+_running = 0  # blocks of `on_threads` open now, in any thread
+_host_threads = 0  # torch's count when the first of them opened: what every one gives back
+
+
 @contextlib.contextmanager
 def on_threads(threads: int | None) -> Iterator[None]:
-    """torch on `threads` threads inside the block, the count before it given back after; None: unchanged."""
-    before = torch.get_num_threads()
-    if threads is None or threads == before:
+    """torch on `threads` threads inside the block, the caller's count given back after; None: unchanged.
+
+    torch's count is the calling thread's (OpenMP) and also the process's (the one a new thread starts from).
+    Blocks of pipelines with other counts may overlap in several threads: each giving back the count it found
+    would leave the one a later block set (a thread of a `threads=1` pipeline found 1, set by another thread's
+    block, and left it). So every block gives back the count found when the first of the overlapping ones
+    opened."""
+    global _running, _host_threads
+    if threads is None:
         yield
         return
-    torch.set_num_threads(threads)
+    with _RUNS:
+        if _running == 0:
+            _host_threads = torch.get_num_threads()
+        _running += 1
+        host = _host_threads
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        with _RUNS:
+            _running -= 1
+        if torch.get_num_threads() != host:
+            torch.set_num_threads(host)

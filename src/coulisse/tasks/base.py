@@ -241,6 +241,11 @@ class Pipeline:
             checked[name] = value if option.check is None else option.check(name, value)
         return checked
 
+    @classmethod
+    def check_defaults(cls, defaults: dict[str, Any]) -> None:
+        """What the options given to `pipeline()` need of each other (a call may add to them, not take away),
+        checked before the model is read. None by default."""
+
     def options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Every option of one call: the table's defaults, under the pipeline's, under the call's; then
         resolved against the model."""

@@ -30,7 +30,8 @@ def as_stream(inputs: Any) -> Iterable | None:
     datasets = sys.modules.get("datasets")
     if datasets is not None and isinstance(inputs, (datasets.Dataset, datasets.IterableDataset)):
         return _dataset_rows(inputs)
-    if datasets is not None and isinstance(inputs, getattr(datasets, "Column", ())):  # ds["text"] (datasets 4+)
+    columns = tuple(getattr(datasets, name) for name in ("Column", "IterableColumn") if hasattr(datasets, name))
+    if columns and isinstance(inputs, columns):  # ds["text"] (datasets 4+), of a streaming dataset too
         return iter(inputs)
     torch_data = sys.modules.get("torch.utils.data")
     if torch_data is not None and isinstance(inputs, torch_data.Dataset):

@@ -109,6 +109,13 @@ class TextClassificationPipeline(Pipeline):
         "return_all_scores": Option(None, UNUSED, check=boolean),
     }
 
+    @classmethod
+    def check_defaults(cls, defaults: dict[str, Any]) -> None:
+        if defaults.get("stride") is not None and defaults.get("long_text") != "chunk":
+            # else every call without long_text="chunk" would fail on it
+            raise InputError(f"stride={defaults['stride']!r} only applies with long_text='chunk'; pass "
+                             "long_text='chunk' to pipeline() too, or give stride to the calls that chunk.")
+
     def options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         # As in transformers, a bare string's result is wrapped in a list unless this call passes top_k.
         return {**super().options(kwargs), "_wrap": "top_k" not in kwargs}

@@ -33,6 +33,13 @@ def word_aware(tokenizer: Tokenizer) -> bool:
     return bool(getattr(tokenizer.backend.model, "continuing_subword_prefix", None))
 
 
+def loses_spaces(tokenizer: Tokenizer) -> bool:
+    """Whether a word decoded alone loses the space before it, so that words joined again lose the spaces between
+    them: SentencePiece's "▁" (Metaspace) and Moses BPE's "</w>" do; WordPiece marks subwords instead, and
+    byte-level BPE keeps the space as a byte ("Ġ"): transformers' words are right there, and kept."""
+    return not word_aware(tokenizer) and type(tokenizer.backend.decoder).__name__ != "ByteLevel"
+
+
 def gather_pre_entities(sentence: str, encoding: Encoding, scores: np.ndarray,
                         tokenizer: Tokenizer) -> list[dict]:
     """One dict per real token: its token string, scores, offsets, index, and whether it continues a word."""
@@ -161,10 +168,10 @@ def text_entities(sentence: str, windows: list[Encoding], logits: list[np.ndarra
         scores = softmax(np.asarray(window_logits, dtype=np.float32))
         pre_entities = gather_pre_entities(sentence, encoding, scores, tokenizer)
         found = aggregate(pre_entities, aggregation, id2label, tokenizer)
-        if aggregation in WORD_AGGREGATIONS and not word_aware(tokenizer):
+        if aggregation in WORD_AGGREGATIONS and loses_spaces(tokenizer):
             # A group of words is written as the text has it. transformers joins its words' strings, which
-            # SentencePiece and BPE tokenizers decode without the spaces between them (CamemBERT: "attendu un
-            # cours" -> "attenduuncours"; FlauBERT's, which transformers refuses, the same).
+            # SentencePiece tokenizers decode without the spaces between them (CamemBERT: "attendu un cours" ->
+            # "attenduuncours"; FlauBERT's, which transformers refuses, the same).
             for entity in found:
                 entity["word"] = sentence[entity["start"] : entity["end"]]
         entities += [e for e in found if e.get("entity") not in ignore and e.get("entity_group") not in ignore]
