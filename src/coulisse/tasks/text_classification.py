@@ -117,18 +117,20 @@ class TextClassificationPipeline(Pipeline):
                              "long_text='chunk' to pipeline() too, or give stride to the calls that chunk.")
 
     def options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        options = super().options(kwargs)
+        if kwargs.get("stride") is not None and options["long_text"] != "chunk":
+            # transformers accepts it and does nothing with it; the windows it would space are coulisse's own (a
+            # pipeline's own stride, checked at build with its long_text="chunk", waits for the calls that chunk)
+            raise InputError(f"stride={kwargs['stride']!r} only applies with long_text='chunk' (a text over the "
+                             "model's limit read in windows sharing `stride` tokens); leave stride out, or pass "
+                             "long_text='chunk'.")
         # As in transformers, a bare string's result is wrapped in a list unless this call passes top_k.
-        return {**super().options(kwargs), "_wrap": "top_k" not in kwargs}
+        return {**options, "_wrap": "top_k" not in kwargs}
 
     def resolve_options(self, options: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
         options["function_to_apply"] = options["function_to_apply"] or default_function(
             self.config.problem_type, self.config.num_labels)
         options["_legacy"] = "top_k" not in given
-        if options["stride"] is not None and options["long_text"] != "chunk":
-            # transformers accepts it and does nothing with it; the windows it would space are coulisse's own
-            raise InputError(f"stride={options['stride']!r} only applies with long_text='chunk' (a text over the "
-                             "model's limit read in windows sharing `stride` tokens); leave stride out, or pass "
-                             "long_text='chunk'.")
         if given.get("return_all_scores") is not None:
             log.warning("return_all_scores was removed in transformers 5, which ignores it, as coulisse does; "
                         "pass top_k=None for every label's score")
