@@ -260,9 +260,13 @@ def test_a_setting_of_the_wrong_type_is_named(factory, tmp_path, key, value, exp
 def test_a_vocabulary_far_past_the_models_table_is_refused_before_it_is_read(factory, tmp_path, monkeypatch,
                                                                              arch, name):
     """A 10^7-line vocab.txt for a 34-row model took 87 s and 4 GB inside the Rust library before the ids were
-    checked; its entries are now counted first, against twice the model's vocab_size."""
+    checked; its entries are now counted first, against twice the model's vocab_size (here without the floor
+    of MAX_VOCAB_ENTRIES, which keeps a wrong vocab_size for the weights' shape check: tests/broken.py)."""
     from tokenizers import models
 
+    from coulisse.tokenizer import build
+
+    monkeypatch.setattr(build, "MAX_VOCAB_ENTRIES", 1000)
     target = copied(factory, tmp_path, arch)
     rows = vocab_size(target)
     path = target / name
@@ -289,3 +293,18 @@ def test_without_a_model_a_vocabulary_is_bounded_by_the_largest_released_ones(fa
     with pytest.raises(TokenizerLoadError, match=r"vocab\.txt holds more than 1,000 entries, but no released "
                                                  r"vocabulary has half as many"):
         Tokenizer.from_dir(target)
+
+
+def test_a_vocabulary_past_the_floor_is_refused_before_it_is_read(factory, tmp_path, monkeypatch):
+    """The floor itself (MAX_VOCAB_ENTRIES, 2,000,000) holds for a small model: 2,000,100 lines are counted
+    and refused, never handed to the Rust library."""
+    from tokenizers import models
+
+    from coulisse.tokenizer.build import MAX_VOCAB_ENTRIES
+
+    target = copied(factory, tmp_path, "bert")
+    with (target / "vocab.txt").open("a", encoding="utf-8") as f:
+        f.write("t\n" * (MAX_VOCAB_ENTRIES + 100))
+    monkeypatch.setattr(models.WordPiece, "read_file", lambda *a: pytest.fail("the file was read"))
+    with pytest.raises(TokenizerLoadError, match=r"vocab\.txt holds more than 2,000,000 entries"):
+        pipeline("text-classification", model=target)

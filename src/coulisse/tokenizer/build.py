@@ -47,8 +47,10 @@ MAX_VOCAB_ENTRIES = 2_000_000
 
 def vocab_bound(vocab_size: int | None) -> int:
     """The most entries a vocabulary file may hold for a model of `vocab_size` rows: twice that, and some
-    (blank lines, repeated tokens, a merges file's header); more could never index its embedding table."""
-    return MAX_VOCAB_ENTRIES if vocab_size is None else 2 * vocab_size + 1024
+    (blank lines, repeated tokens, a merges file's header), more could never index its embedding table; but never
+    under MAX_VOCAB_ENTRIES, so that a config.json whose vocab_size is wrong (1,000 for 32,005 rows) reaches the
+    weights' shape check, which names config.json, rather than a refusal of the vocabulary."""
+    return MAX_VOCAB_ENTRIES if vocab_size is None else max(MAX_VOCAB_ENTRIES, 2 * vocab_size + 1024)
 
 
 def _refuse_long(path: Path, bound: int, vocab_size: int | None, separator: bytes = b"\n") -> None:
