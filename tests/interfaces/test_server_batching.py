@@ -271,3 +271,22 @@ def test_a_client_that_leaves_costs_no_compute(classifier, monkeypatch, caplog):
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert seen == [] and app.state.metrics.batch_dropped.value() == 3
     assert app.state.metrics.request_failure.value(err="cancelled") == 1
+
+
+def test_by_default_an_idle_model_takes_a_request_whole_and_at_once():
+    """The default wait is 0 (2 ms only added 2 ms to every request: audit 39): a request's inputs are queued
+    together, so an idle model still takes them as one batch, not the first alone; while it is busy the next
+    requests gather."""
+    forward = FakeForward(hold_first=True)
+    assert BatchLimits().max_wait_ms == 0
+
+    async def scenario(b):
+        first = b.submit(items(5))
+        while not forward.running.is_set():
+            await asyncio.sleep(0.001)
+        later = [b.submit(items(3, start=10 * k)) for k in (1, 2)]  # queued while the model is busy
+        forward.release.set()
+        await asyncio.gather(*first, *[f for request in later for f in request])
+
+    run(BatchLimits(), forward, scenario)
+    assert forward.batches == [[0, 1, 2, 3, 4], [10, 11, 12, 20, 21, 22]]
