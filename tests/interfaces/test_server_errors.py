@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import threading
+import time
 
 import pytest
 
@@ -338,3 +339,45 @@ def test_every_error_kind_has_a_distinct_meaning():
     assert ERRORS["payload_size"].status == 413 and ERRORS["media_type"].status == 415
     assert ERRORS["overloaded"].status == 429 and ERRORS["unauthorized"].status == 401
     assert ERRORS["backend"].status == 500
+
+
+def test_the_concurrency_limit_counts_inputs_as_tei_does(classifier, monkeypatch):
+    """`--max-concurrent-requests` counts inputs in flight: counted in requests, 512 batches of 32 queued 16,384
+    inputs, minutes of waiting before any 429 (audit 39). A batch of 3 held in flight under a limit of 4 leaves
+    room for one more input, not a batch of 2; a batch larger than the limit runs alone."""
+    release = threading.Event()
+    forward = classifier.forward
+
+    def slow(items, progress=None):
+        release.wait(10)
+        return forward(items)
+
+    monkeypatch.setattr(classifier, "forward", slow)
+    app = create_app(classifier, ServerSettings(max_concurrent_requests=4, max_wait_ms=0))
+
+    def batch(*texts):  # TEI's /predict batch: one list per input (["a", "b"] would be one pair)
+        return {"inputs": [[t] for t in texts]}
+
+    async def until(count):
+        deadline = time.monotonic() + 10
+        while app.state.metrics.in_flight.value() < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+
+    async def scenario():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+                held = asyncio.create_task(c.post("/predict", json=batch("a", "b", "c")))
+                await until(1)
+                refused = await c.post("/predict", json=batch("d", "e"))
+                one = asyncio.create_task(c.post("/predict", json={"inputs": "f"}))
+                await until(2)
+                in_flight = app.state.metrics.in_flight.value()
+                release.set()
+                answered = [await held, await one]
+                alone = await c.post("/predict", json=batch(*"ghijkl"))  # 6 > 4: takes them all, runs alone
+                return refused, in_flight, answered, alone
+
+    refused, in_flight, answered, alone = asyncio.run(scenario())
+    assert "3 of 4 inputs in flight, this request has 2" in error(refused, 429, "Overloaded")
+    assert in_flight == 2 and [r.status_code for r in answered] == [200, 200] and alone.status_code == 200

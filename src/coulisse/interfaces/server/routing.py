@@ -18,7 +18,6 @@ the connection cap and the concurrency permits are the server's, shared by every
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Sequence
@@ -28,7 +27,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from coulisse import __version__
 from coulisse.errors import InputError
-from coulisse.interfaces.server.app import Gate, guarded, model_app, serving
+from coulisse.interfaces.server.app import Gate, Permits, guarded, model_app, serving
 from coulisse.interfaces.server.bodies import StrictJSONRoute
 from coulisse.interfaces.server.errors import ServerError, error_response, install_handlers
 from coulisse.interfaces.server.guard import header, replay
@@ -206,7 +205,7 @@ def several_models_app(models: Sequence[tuple[Pipeline, ServerSettings]]) -> Fas
         raise InputError("no model to serve; pass --model at least once.")
     settings = models[0][1]
     metrics = ServerMetrics()
-    permits = asyncio.Semaphore(settings.max_concurrent_requests)
+    permits = Permits(settings.max_concurrent_requests)
     services: dict[str, Service] = {}
     apps: dict[str, FastAPI] = {}
     names = []
