@@ -236,8 +236,8 @@ def test_model_failure_is_500_with_a_logged_request_id(classifier, caplog, monke
     assert logged and logged[0].exc_info is not None and "out of memory" in str(logged[0].exc_info[1])
 
 
-def test_overload_is_429_never_a_queue(classifier, monkeypatch):
-    """Two permits: two requests hold them inside a blocked forward pass, the third is refused at once."""
+def held_forward(classifier, monkeypatch) -> threading.Event:
+    """The classifier's forward pass held until the event returned is set (10 s at most)."""
     release = threading.Event()
     forward = classifier.forward
 
@@ -246,6 +246,12 @@ def test_overload_is_429_never_a_queue(classifier, monkeypatch):
         return forward(items)
 
     monkeypatch.setattr(classifier, "forward", slow)
+    return release
+
+
+def test_overload_is_429_never_a_queue(classifier, monkeypatch):
+    """Two permits: two requests hold them inside a blocked forward pass, the third is refused at once."""
+    release = held_forward(classifier, monkeypatch)
     app = create_app(classifier, ServerSettings(max_concurrent_requests=2, max_wait_ms=0))
 
     async def scenario():
@@ -345,14 +351,7 @@ def test_the_concurrency_limit_counts_inputs_as_tei_does(classifier, monkeypatch
     """`--max-concurrent-requests` counts inputs in flight: counted in requests, 512 batches of 32 queued 16,384
     inputs, minutes of waiting before any 429 (audit 39). A batch of 3 held in flight under a limit of 4 leaves
     room for one more input, not a batch of 2; a batch larger than the limit runs alone."""
-    release = threading.Event()
-    forward = classifier.forward
-
-    def slow(items, progress=None):
-        release.wait(10)
-        return forward(items)
-
-    monkeypatch.setattr(classifier, "forward", slow)
+    release = held_forward(classifier, monkeypatch)
     app = create_app(classifier, ServerSettings(max_concurrent_requests=4, max_wait_ms=0))
 
     def batch(*texts):  # TEI's /predict batch: one list per input (["a", "b"] would be one pair)
