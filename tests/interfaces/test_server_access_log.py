@@ -18,7 +18,6 @@ from starlette.testclient import TestClient  # noqa: E402
 from test_server_compat import Server  # noqa: E402
 from test_server_shutdown import metric  # noqa: E402
 
-import coulisse  # noqa: E402
 from coulisse.interfaces.server import ServerSettings, create_app  # noqa: E402
 
 LINE = re.compile(r"(?P<method>\S+) (?P<path>\S+) (?P<status>\d{3}) (?P<ms>[\d.]+|-) ms id=(?P<id>\S+) "
@@ -33,11 +32,6 @@ def lines(records) -> list[dict]:
             assert match, record.getMessage()
             found.append(match.groupdict())
     return found
-
-
-@pytest.fixture(scope="module")
-def classifier(tf_camembert_dir):
-    return coulisse.pipeline("sentiment-analysis", model=str(tf_camembert_dir))
 
 
 def test_each_request_is_one_line_with_its_id_and_duration(classifier, caplog):

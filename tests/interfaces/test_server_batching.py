@@ -14,7 +14,6 @@ import pytest
 pytest.importorskip("fastapi")
 import httpx  # noqa: E402
 
-import coulisse  # noqa: E402
 from coulisse.engine import Item  # noqa: E402
 from coulisse.interfaces.server import ServerSettings, create_app  # noqa: E402
 from coulisse.interfaces.server.batching import Batcher, BatchLimits, ForwardError  # noqa: E402
@@ -193,11 +192,6 @@ def test_stop_finishes_what_is_queued():
 
 
 # -- through the HTTP app --------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def classifier(tf_camembert_dir):
-    return coulisse.pipeline("sentiment-analysis", model=str(tf_camembert_dir))
 
 
 TEXTS = [f"Critique n°{i} : " + " ".join(["bon"] * (i % 7) + ["mauvais"] * (i % 5)) + " film."

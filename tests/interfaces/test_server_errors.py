@@ -22,11 +22,6 @@ from coulisse.interfaces.server.errors import ERRORS  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def classifier(tf_camembert_dir):
-    return coulisse.pipeline("sentiment-analysis", model=str(tf_camembert_dir))
-
-
-@pytest.fixture(scope="module")
 def client(classifier):
     settings = ServerSettings(max_client_batch_size=4, payload_limit=10_000)
     with TestClient(create_app(classifier, settings), raise_server_exceptions=False) as c:

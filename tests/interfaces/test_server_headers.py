@@ -8,16 +8,10 @@ import pytest
 pytest.importorskip("fastapi")
 from starlette.testclient import TestClient  # noqa: E402
 
-import coulisse  # noqa: E402
 from coulisse.interfaces.server import ServerSettings, create_app  # noqa: E402
 from coulisse.interfaces.server.errors import raw_error_response  # noqa: E402
 
 ALLOWED = "http://allowed.example"
-
-
-@pytest.fixture(scope="module")
-def classifier(tf_camembert_dir):
-    return coulisse.pipeline("sentiment-analysis", model=str(tf_camembert_dir))
 
 
 @pytest.fixture(scope="module")

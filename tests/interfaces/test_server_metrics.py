@@ -98,11 +98,6 @@ def test_the_strict_reader_refuses_what_the_format_does_not_allow():
             parse(bad)
 
 
-@pytest.fixture(scope="module")
-def classifier(tf_camembert_dir):
-    return coulisse.pipeline("sentiment-analysis", model=str(tf_camembert_dir))
-
-
 def test_a_classifier_counts_as_tei_does(classifier):
     with TestClient(create_app(classifier, ServerSettings())) as client:
         before = read(client)

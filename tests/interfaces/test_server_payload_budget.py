@@ -16,16 +16,10 @@ import pytest
 pytest.importorskip("fastapi")
 from click.testing import CliRunner  # noqa: E402
 
-import coulisse  # noqa: E402
 from coulisse.interfaces.server import ServerSettings, create_app  # noqa: E402
 from coulisse.interfaces.server.limits import REQUEST  # noqa: E402
 
 BUDGET = 1000
-
-
-@pytest.fixture(scope="module")
-def classifier(tf_camembert_dir):
-    return coulisse.pipeline("sentiment-analysis", model=str(tf_camembert_dir))
 
 
 def scope(path: str, headers: list[tuple[bytes, bytes]]) -> dict:

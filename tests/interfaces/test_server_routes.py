@@ -23,11 +23,6 @@ def batch(texts):
 
 
 @pytest.fixture(scope="module")
-def classifier(tf_camembert_dir):
-    return coulisse.pipeline("sentiment-analysis", model=str(tf_camembert_dir))
-
-
-@pytest.fixture(scope="module")
 def client(classifier):
     with TestClient(create_app(classifier, ServerSettings(model_id="tiny-camembert"))) as c:
         yield c

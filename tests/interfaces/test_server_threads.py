@@ -29,11 +29,6 @@ OPENMP = "OpenMP" in torch.__config__.parallel_info()
 needs_openmp = pytest.mark.skipif(not OPENMP, reason="torch is not built with OpenMP here (parallel_info)")
 
 
-@pytest.fixture(scope="module")
-def classifier(tf_camembert_dir):
-    return coulisse.pipeline("sentiment-analysis", model=str(tf_camembert_dir))
-
-
 @pytest.fixture
 def two_threads():
     previous = torch.get_num_threads()

@@ -24,11 +24,6 @@ from coulisse.interfaces.server.bounds import CHARS_PER_TOKEN, TURN_CHARACTERS, 
 
 
 @pytest.fixture(scope="module")
-def classifier(tf_camembert_dir):
-    return coulisse.pipeline("sentiment-analysis", model=str(tf_camembert_dir))
-
-
-@pytest.fixture(scope="module")
 def embedder(minilm_dir):
     return coulisse.pipeline("feature-extraction", model=str(minilm_dir))
 
