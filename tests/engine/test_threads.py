@@ -89,13 +89,14 @@ def test_pipelines_of_other_counts_run_at_once_and_leave_the_host_count(restore_
     one = pipeline("text-classification", model="coulisse/mini-allocine", threads=1)
     two = pipeline("text-classification", model="coulisse/mini-allocine", threads=2)
     texts = ["Un film excellent."] * 40
-    expected = one(texts)
+    # each pipeline against its own answers: 1 and 2 threads may round apart on another CPU's kernels
+    expected = {id(one): one(texts), id(two): two(texts)}
     errors, counts = [], []
 
     def work(pipe):
         try:
             for _ in range(5):
-                assert pipe(texts) == expected
+                assert pipe(texts) == expected[id(pipe)]
         except Exception as e:  # noqa: BLE001 (reported below)
             errors.append(e)
 
