@@ -39,6 +39,15 @@ def tf_camembert_dir() -> Path:
     return FIXTURES / "tf_camembert"
 
 
+@pytest.fixture(scope="module")
+def classifier(tf_camembert_dir):
+    """The TF CamemBERT fixture as a sentiment pipeline, one per test module (tests may patch its forward); the
+    server tests share it, a module may define its own."""
+    import coulisse
+
+    return coulisse.pipeline("sentiment-analysis", model=str(tf_camembert_dir))
+
+
 @pytest.fixture(scope="session")
 def allocine_texts() -> list[str]:
     """The 2,000 real Allociné reviews of ../shared; skipped when absent (never copied here)."""
