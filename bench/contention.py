@@ -40,7 +40,8 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 SECTION = "### Under contention: threads and OpenMP wait policy (bench/contention.py)"
 POLICIES = {"spin": {"GOMP_SPINCOUNT": "300000"}, "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
-            "short-spin": {"GOMP_SPINCOUNT": "10000"}, "auto": {}}
+            "short-spin": {"GOMP_SPINCOUNT": "10000"}, "spin-30k": {"GOMP_SPINCOUNT": "30000"},
+            "spin-1000": {"GOMP_SPINCOUNT": "1000"}, "spin-3000": {"GOMP_SPINCOUNT": "3000"}, "auto": {}}
 NEIGHBOURS = [
     [],
     [[sys.executable, "-c", "while True: pass"]],

@@ -5,11 +5,14 @@
     python bench/hostile_latency.py --port 8080 --seconds 15 \\
         --attack '{"inputs": ["question ?", "bon film " * 210_000], "truncation_direction": "left"}'
     python bench/hostile_latency.py --port 8081 --path /embed --attack '{"inputs": "猫" * 600_000}'
+    python bench/hostile_latency.py --port 8081 --path /embed --attackers 16 \
+        --short '{"inputs": "Super film !"}' --attack '{"inputs": ["Un film long. " * 100] * 20}'
 
 A client sends one short request (`--short`) every 0.1 s for `--seconds` with no one else, then as long again
-while an attacker connection sends the `--attack` body (a Python expression: `"a" * 1_900_000` builds the text
-here), one request after the other. Printed: p50, p90 and max of the short requests, quiet and attacked, and
-how many attack requests were answered. Every model route tokenizes on one thread: what one request may cost it
+while `--attackers` connections (1) each send the `--attack` body (a Python expression: `"a" * 1_900_000` builds
+the text here), one request after the other. Many attackers of many inputs each test the model's queue rather
+than the tokenizer's (docs/server.md, "The model's queue"). Printed: p50, p90 and max of the short requests,
+quiet and attacked, and how many attack requests were answered. Every model route tokenizes on one thread: what one request may cost it
 is `coulisse/interfaces/server/bounds.py`'s (docs/server.md, "Load and hostile clients").
 """
 
@@ -51,6 +54,7 @@ def main() -> None:
     parser.add_argument("--attack", required=True, help="the attacker's JSON body, as a Python expression")
     parser.add_argument("--short", default='{"inputs": "Super film !"}', help="the short request's JSON body")
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--attackers", type=int, default=1, help="connections sending the attack at once")
     args = parser.parse_args()
     url = f"http://127.0.0.1:{args.port}{args.path}"
     attack = json.dumps(eval(args.attack), ensure_ascii=False).encode()  # the caller's own expression
@@ -64,15 +68,18 @@ def main() -> None:
                 answered.append(client.post(url, content=attack, headers={"content-type": "application/json"})
                                 .status_code)
 
-    thread = threading.Thread(target=attacker)
-    thread.start()
+    threads = [threading.Thread(target=attacker) for _ in range(args.attackers)]
+    for thread in threads:
+        thread.start()
     time.sleep(0.5)
     try:
-        print(line(f"short requests, one attacker ({len(attack):,} bytes a request)",
+        who = "one attacker" if args.attackers == 1 else f"{args.attackers} attackers"
+        print(line(f"short requests, {who} ({len(attack):,} bytes a request)",
                    short_latencies(url, short, args.seconds)))
     finally:
         stop.set()
-        thread.join()
+        for thread in threads:
+            thread.join()
     print(f"attack requests answered: {len(answered)} ({', '.join(sorted({str(s) for s in answered}))})")
 
 

@@ -118,6 +118,59 @@ def test_the_next_batch_fills_while_the_current_one_runs():
     assert forward.batches == [[0], [1, 2, 3, 4, 5]]
 
 
+def test_a_request_of_many_inputs_holds_a_short_one_back_one_batch_at_most():
+    """A batch takes one input of each waiting request in turn: the one-sentence request queued behind a request
+    of ten long inputs runs in the next batch, not after the ten (the queue was FIFO by input: head-of-line
+    blocking, measured at seconds on a 2-core server). The batch keeps the order its inputs came in."""
+    forward = FakeForward()
+
+    async def scenario(b):
+        long = b.submit(items(10, length=100))  # both queued before the batching task runs (same loop turn)
+        short = b.submit([Item([50] * 5)])
+        (row,) = await asyncio.gather(*short)
+        waiting = sum(not f.done() for f in long)
+        await asyncio.gather(*long)
+        return int(row.row[0]), waiting
+
+    row, waiting = run(BatchLimits(max_batch_tokens=250, max_batch_requests=100, max_wait_ms=0), forward, scenario)
+    assert row == 50 and waiting == 8
+    assert forward.batches == [[0, 1, 50], [2, 3], [4, 5], [6, 7], [8, 9]]
+
+
+def test_requests_take_turns_and_an_input_left_out_starts_the_next_batch():
+    """Two requests of six inputs share each batch. An input that does not fit the budget left leaves its turn
+    to the next request's and starts the next batch, so none waits for ever."""
+    forward = FakeForward()
+
+    async def scenario(b):
+        await asyncio.gather(*b.submit(items(6)), *b.submit(items(6, start=10)))
+        heavy = b.submit([Item([20] * 40), Item([21] * 40), Item([22] * 40)])
+        light = b.submit([Item([30] * 90)])
+        await asyncio.gather(*heavy, *light)
+
+    run(BatchLimits(max_batch_tokens=100, max_batch_requests=4, max_wait_ms=0), forward, scenario)
+    assert forward.batches == [[0, 1, 10, 11], [2, 3, 12, 13], [4, 5, 14, 15],
+                               [20, 21], [30], [22]]
+
+
+def test_a_new_request_waits_one_turn_of_each_request_not_their_inputs():
+    """Behind six requests of four inputs, with three inputs a batch, a one-input request runs in the third
+    batch, after one input of each request ahead of it (a queue that served the oldest requests first would run
+    it after 18 inputs, in the seventh batch). Each request's inputs keep their order."""
+    forward = FakeForward()
+
+    async def scenario(b):
+        futures = [f for r in range(6) for f in b.submit(items(4, start=10 * r))]
+        futures += b.submit([Item([99] * 5)])
+        await asyncio.gather(*futures)
+
+    run(BatchLimits(max_batch_tokens=10_000, max_batch_requests=3, max_wait_ms=0), forward, scenario)
+    assert forward.batches[:3] == [[0, 10, 20], [30, 40, 50], [1, 11, 99]]
+    ran = [i for batch in forward.batches for i in batch]
+    assert sorted(ran) == sorted([10 * r + i for r in range(6) for i in range(4)] + [99])
+    assert all([i for i in ran if i // 10 == r and i != 99] == [10 * r + i for i in range(4)] for r in range(6))
+
+
 def test_cancelled_inputs_are_dropped_before_compute():
     forward = FakeForward(hold_first=True)
 

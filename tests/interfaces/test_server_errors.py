@@ -265,6 +265,49 @@ def test_overload_is_429_never_a_queue(classifier, monkeypatch):
     assert [r.status_code for r in held] == [200, 200]
 
 
+def test_with_every_permit_taken_a_body_is_refused_before_it_is_parsed(classifier, monkeypatch):
+    """A POST that could not get a permit is answered 429 before its JSON is parsed and validated (a flood of
+    refused batches cost the event loop the parse of each): a body that is not even JSON gets the 429, not the
+    400 it gets once a permit is free. The body is read to its end, so the connection serves the next request."""
+    release = held_forward(classifier, monkeypatch)
+    app = create_app(classifier, ServerSettings(max_concurrent_requests=1, max_wait_ms=0))
+    from starlette.requests import Request
+
+    parsed = []
+    read = Request.body
+
+    async def body(self):  # what every route reads its JSON from (FastAPI's request handler)
+        parsed.append(self.url.path)
+        return await read(self)
+
+    monkeypatch.setattr(Request, "body", body)
+
+    async def scenario():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+                held = asyncio.create_task(c.post("/predict", json={"inputs": "a"}))
+                while app.state.metrics.in_flight.value() < 1:
+                    await asyncio.sleep(0.005)
+                parsed.clear()
+                headers = {"Content-Type": "application/json"}
+                refused = [await c.post(path, content=b'{"inputs": [not json', headers=headers)
+                           for path in ("/predict", "/embed", "/tokenize", "/v1/embeddings")]
+                parsed_while_full = len(parsed)
+                release.set()
+                await held
+                bad = await c.post("/predict", content=b'{"inputs": [not json', headers=headers)
+                return refused, parsed_while_full, bad
+
+    refused, parsed_while_full, bad = asyncio.run(scenario())
+    for r in refused[:3]:
+        assert "1 of 1 inputs in flight (--max-concurrent-requests)" in error(r, 429, "Overloaded")
+    assert refused[3].status_code == 429  # in OpenAI's shape on its path
+    assert "--max-concurrent-requests" in refused[3].json()["error"]["message"]
+    assert parsed_while_full == 0  # no route read a body
+    assert bad.status_code == 400 and parsed[-1] == "/predict"  # a permit free: the same body reaches the parser
+
+
 def test_api_key(classifier, monkeypatch, caplog):
     compared = []
     real = hmac.compare_digest

@@ -1,6 +1,6 @@
 """`coulisse serve` under contention and `--fast`: the thread count each batch runs on, the OpenMP wait
-policy the runtime actually read (libgomp prints it with OMP_DISPLAY_ENV; the server leaves it to the user),
-user overrides winning, and /info naming the precision --fast resolved to."""
+policy the runtime actually read (libgomp prints it with OMP_DISPLAY_ENV; the server sets a short spin unless the user
+set one), user overrides winning, all torch work on one thread, and /info naming the precision --fast resolved to."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from starlette.testclient import TestClient  # noqa: E402
 
 import coulisse  # noqa: E402
 from coulisse.interfaces.cli import cli  # noqa: E402
+from coulisse.interfaces.options import SERVER_SPINCOUNT  # noqa: E402
 from coulisse.interfaces.server import ServerSettings, create_app  # noqa: E402
 
 SERVE = [sys.executable, "-c", "from coulisse.interfaces.cli import main; main()", "serve"]
@@ -62,6 +63,49 @@ def test_each_batch_runs_on_the_policys_threads(classifier, monkeypatch, two_thr
     assert [count for _, count in seen] == [expected, expected]
     assert info["threads"]["threads"] == expected
     assert info["threads"]["chosen_by"] == ("coulisse" if threads is None else "--threads")
+
+
+def test_the_models_load_warm_up_and_run_on_one_thread(classifier, monkeypatch):
+    """`coulisse serve` loads each model, warms it up and runs every batch on the process's torch thread. libgomp
+    keeps an OpenMP team per thread that ran a parallel region; with a second one (load on the main thread,
+    batches on a worker) it throttles every idle thread to 100 spins whatever GOMP_SPINCOUNT says: a short
+    MiniLM request ran in 11.3 ms instead of 6.8 (coulisse/engine/threads.py)."""
+    import threading
+
+    from coulisse.engine.engine import Engine
+    from coulisse.engine.threads import torch_thread
+    from coulisse.interfaces.server import command
+
+    where: dict[str, set[int]] = {"load": set(), "engine": set()}
+    run = Engine.run
+
+    def spy(self, *args, **kwargs):
+        where["engine"].add(threading.get_ident())
+        return run(self, *args, **kwargs)
+
+    texts = ["Super film !", "Quel ennui."]
+    expected = [[a["label"] for a in answer] for answer in classifier(texts, top_k=None)]  # before the spy
+    answers = []
+
+    class Served:
+        def __init__(self, config, drain):
+            self.app = config.app
+
+        def run(self):
+            with TestClient(self.app) as c:
+                answers.append(c.post("/predict", json={"inputs": [[t] for t in texts]}).json())
+
+    monkeypatch.setattr(Engine, "run", spy)
+    monkeypatch.setattr(command, "load_pipeline",
+                        lambda *a, **k: where["load"].add(threading.get_ident()) or classifier)
+    monkeypatch.setattr("coulisse.interfaces.server.detect.served_task", lambda task, *a: "text-classification")
+    monkeypatch.setattr("coulisse.interfaces.server.protocol.DrainingServer", Served)
+    monkeypatch.setattr(command.signal, "signal", lambda *a: None)
+    result = CliRunner().invoke(cli, ["serve", "-m", "mini", "--port", "0"])
+    assert result.exit_code == 0, result.output
+    assert [[a["label"] for a in answer] for answer in answers[0]] == expected
+    torch_ident = torch_thread().submit(threading.get_ident).result()
+    assert where == {"load": {torch_ident}, "engine": {torch_ident}}  # the warm-up and both batches' runs
 
 
 def test_fast_next_to_quantize_is_one_line(tf_camembert_dir):
@@ -126,10 +170,10 @@ def fresh_thread_count() -> int:
 
 @pytest.mark.slow
 @needs_openmp
-def test_fast_server_says_its_precision_and_leaves_the_wait_to_the_runtime(tf_camembert_dir):
+def test_fast_server_says_its_precision_and_sets_a_short_spin(tf_camembert_dir):
     """--fast (as COULISSE_FAST) with nothing set: /info says what --fast resolved to, as pipeline(fast=True)
-    resolves it in this process; the server sets no wait policy (libgomp read its default spin count,
-    300,000), says so, and every batch runs on torch's own count."""
+    resolves it in this process; the server sets its short spin count before torch loads (libgomp read it, not
+    its default 300,000), says so, and every batch runs on torch's own count."""
     proc, base = start(tf_camembert_dir, COULISSE_FAST="1")
     try:
         info = httpx.get(f"{base}/info").json()
@@ -139,8 +183,9 @@ def test_fast_server_says_its_precision_and_leaves_the_wait_to_the_runtime(tf_ca
     oracle = coulisse.pipeline("sentiment-analysis", model=str(tf_camembert_dir), fast=True).preparation
     assert info["fast"] is True
     assert info["model_dtype"] == ("int8" if oracle.quantize else str(oracle.dtype).removeprefix("torch."))
-    assert openmp_read(err, "GOMP_SPINCOUNT") == "300000"
-    assert info["omp_wait_policy"] == "the OpenMP runtime's default"
+    assert openmp_read(err, "GOMP_SPINCOUNT") == SERVER_SPINCOUNT != "300000"
+    assert info["omp_wait_policy"] == (f"GOMP_SPINCOUNT={SERVER_SPINCOUNT} (coulisse's; set OMP_WAIT_POLICY or "
+                                       "GOMP_SPINCOUNT to choose)")
     n = fresh_thread_count()
     assert info["threads"] == {"threads": n, "chosen_by": "coulisse", "idle_threads_spin": True}
 

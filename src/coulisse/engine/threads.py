@@ -7,9 +7,8 @@ late thread needs: measured on 2 cores shared with busy processes (bench/content
 "Under contention"), one short sentence through a camembert-base pipeline took 1.5-3.8 s p50 on 2 spinning
 threads. Corpus jobs therefore set OMP_WAIT_POLICY=PASSIVE before torch loads (`interfaces/options.py`,
 `set_wait_policy`: the runtime reads it once, at load, which this module, loaded with torch, cannot do):
-240-330 ms there, and twice the reviews per second. The server leaves the wait to the runtime: its
-forwards run on a worker thread whose OpenMP team is a second one, so libgomp already spins only ~100 times
-there, and PASSIVE measured no better.
+240-330 ms there, and twice the reviews per second. The server sets a short spin (GOMP_SPINCOUNT=1000,
+`SERVER_SPINCOUNT`): as contention-safe as PASSIVE, and a little faster on a quiet machine (below).
 
 Every batch runs on every thread, a short request included: with threads that sleep (or barely spin) a
 second thread costs little and gets more of a shared CPU; one thread for short batches was measured and
@@ -18,12 +17,23 @@ lost (camembert-base through the server: 278-511 ms p50 vs 184-293 ms). So the c
 
 OpenMP's thread count belongs to the calling thread, so `run` sets it in the thread that runs the batch:
 the server's forward thread runs the policy's count whatever another thread set.
+
+OpenMP's team belongs to the calling thread too: libgomp gives each thread that opens a parallel region a team
+of its own, kept for that thread's life, and once the teams hold more threads than there are CPUs it cuts every
+idle thread's spin to 100 ("throttled"), whatever GOMP_SPINCOUNT says. A server that loads its models on the main
+thread and runs its forwards on another therefore has two teams and runs every forward throttled: measured on a
+2-core Xeon (AMX), one short review through all-MiniLM-L6-v2 took 11.3 ms p50 from a worker thread against 6.8 ms
+from the thread that had loaded it, and a longer GOMP_SPINCOUNT had no effect. So a long-lived process runs all
+its torch work (load, warm-up, forwards) on one thread, `torch_thread()`, and the spin count it runs on is the one
+set (docs/server.md, "Threads and contention": a dedicated machine may spin longer).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -67,3 +77,29 @@ def thread_policy(threads: int | None, available: int | None = None, spin: bool 
     if threads is not None:
         return ThreadPolicy(threads, "--threads", spin)
     return ThreadPolicy(available or torch.get_num_threads(), "coulisse", spin)
+
+
+_torch_thread: ThreadPoolExecutor | None = None
+_torch_ident: int | None = None
+_torch_thread_lock = threading.Lock()
+
+
+def torch_thread() -> ThreadPoolExecutor:
+    """The process's one thread for torch work in a server or the studio (one OpenMP team: see above). Made on
+    the first call and kept for the process's life: each server's batcher and each studio hands it its work,
+    the loading of their models included. Never shut it down; it idles between calls."""
+    global _torch_thread, _torch_ident
+    with _torch_thread_lock:
+        if _torch_thread is None:
+            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coulisse-torch")
+            _torch_ident = executor.submit(threading.get_ident).result()
+            _torch_thread = executor
+        return _torch_thread
+
+
+def on_torch_thread(work: Callable[[], T]) -> T:
+    """`work()` on `torch_thread()`, waited for; called there already, it runs in place (no deadlock)."""
+    executor = torch_thread()
+    if threading.get_ident() == _torch_ident:
+        return work()
+    return executor.submit(work).result()

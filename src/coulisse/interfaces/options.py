@@ -25,6 +25,10 @@ FAST_KEY = "coulisse.fast"
 # How idle OpenMP threads wait: the user's choice when one of these is set (libgomp, Intel's OpenMP).
 WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 WAIT_POLICY = "PASSIVE"
+# The server's idle OpenMP threads spin this many times, then sleep: as short as the second team made it before
+# the server ran all torch work on one thread, so no slower next to busy neighbours (docs/server.md, "Threads and
+# contention", where a dedicated machine is told how to spin longer).
+SERVER_SPINCOUNT = "1000"
 # What a file of texts is named (what -i reads, and what people try): one word ending so is a file's name.
 DATA_FILE_EXTENSIONS = (".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet", ".txt", ".xlsx", ".xls")
 
@@ -123,7 +127,15 @@ def require_model(model: str | None, what: str) -> str:
     return model
 
 
-def load_pipeline(task: str, model: str | None, threads: int | None = None, quantize: str = "none", **kwargs):
+def check_precision(quantize: str, fast: bool) -> None:
+    if fast and quantize != "none":
+        raise click.UsageError(f"--fast picks the precision itself; drop --quantize {quantize}, or drop --fast.")
+
+
+def load_pipeline(task: str, model: str | None, threads: int | None = None, quantize: str = "none",
+                  fast: bool | None = None, **kwargs):
+    """The command's pipeline. `fast`: --fast, read from the command's context unless given (a context is the
+    calling thread's: the server loads on its torch thread and passes it)."""
     from coulisse.defaults import DEFAULT_MODELS
 
     if model is None and task not in DEFAULT_MODELS:  # the library's "pass model=" is not the CLI's word
@@ -133,11 +145,11 @@ def load_pipeline(task: str, model: str | None, threads: int | None = None, quan
         require_model(None, kinds.get(task, f"a {task} model"))
     from coulisse.pipelines import pipeline  # torch: after the usage checks, which answer in a blink
 
-    ctx = click.get_current_context(silent=True)
-    fast = ctx is not None and ctx.meta.get(FAST_KEY)
+    if fast is None:
+        ctx = click.get_current_context(silent=True)
+        fast = ctx is not None and bool(ctx.meta.get(FAST_KEY))
+    check_precision(quantize, fast)
     if quantize != "none":
-        if fast:
-            raise click.UsageError(f"--fast picks the precision itself; drop --quantize {quantize}, or drop --fast.")
         kwargs["quantize"] = quantize
     if fast:
         kwargs["fast"] = True
@@ -229,14 +241,15 @@ def wait_policy_in_effect() -> str:
     return f"{', '.join(given)} (yours)" if given else "the OpenMP runtime's default"
 
 
-def set_wait_policy() -> str:
-    """OMP_WAIT_POLICY=PASSIVE for a corpus job, unless the user set a wait variable: idle OpenMP threads
-    then sleep at once instead of spinning for a few ms, time that a descheduled teammate needs when another
-    process shares the cores (docs/jobs.md, "Threads and contention"). The OpenMP runtime reads it once,
-    when torch loads: call this before. Returns what applies, in words."""
-    if any(name in os.environ for name in WAIT_VARIABLES):
+def set_wait_policy(name: str = "OMP_WAIT_POLICY", value: str = WAIT_POLICY) -> str:
+    """How idle OpenMP threads wait, set before torch loads (the runtime reads it once, then) unless the user
+    set a wait variable; returns what applies, in words. A corpus job's: OMP_WAIT_POLICY=PASSIVE, idle threads
+    sleep at once instead of spinning for a few ms, time that a descheduled teammate needs when another process
+    shares the cores (docs/jobs.md, "Threads and contention"). The server's: GOMP_SPINCOUNT=SERVER_SPINCOUNT
+    (docs/server.md, "Threads and contention")."""
+    if any(variable in os.environ for variable in WAIT_VARIABLES):
         return wait_policy_in_effect()
     if "torch" in sys.modules:  # too late to take effect: say so rather than set what will not apply
         return "the OpenMP runtime's default (torch was loaded before coulisse could set it)"
-    os.environ["OMP_WAIT_POLICY"] = WAIT_POLICY
-    return f"OMP_WAIT_POLICY={WAIT_POLICY} (coulisse's; set OMP_WAIT_POLICY or GOMP_SPINCOUNT to choose)"
+    os.environ[name] = value
+    return f"{name}={value} (coulisse's; set OMP_WAIT_POLICY or GOMP_SPINCOUNT to choose)"

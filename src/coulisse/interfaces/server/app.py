@@ -290,13 +290,15 @@ def model_app(service: Service, gate: Gate, lifespan=None) -> FastAPI:
     return app
 
 
-def guarded(app: FastAPI, settings: ServerSettings, metrics: ServerMetrics, prefixes: tuple[str, ...] = ()) -> FastAPI:
-    """The HTTP layer every request crosses first, outermost last: the key and the body limits (before any
-    route or body parsing), OpenAI's error shape on its paths, CORS, the request id, the access log."""
+def guarded(app: FastAPI, settings: ServerSettings, metrics: ServerMetrics, prefixes: tuple[str, ...] = (),
+            permits: Permits | None = None) -> FastAPI:
+    """The HTTP layer every request crosses first, outermost last: the key, the body limits and, when every one
+    of `permits` is taken, the 429 (before any route or body parsing), OpenAI's error shape on its paths, CORS,
+    the request id, the access log."""
     app.state.drain = Drain()
     app.add_middleware(Guard, limits=GuardLimits(settings.api_key, settings.payload_limit, settings.body_timeout,
                                                  prefixes, settings.max_payload_in_flight),
-                       metrics=metrics, drain=app.state.drain)
+                       metrics=metrics, drain=app.state.drain, permits=permits)
     app.add_middleware(OpenAIErrors, prefixes=prefixes)
     if settings.cors_allow_origin:  # TEI allows every origin by default; coulisse only those it is told
         from coulisse.interfaces.server.guard import TEICors
@@ -318,4 +320,5 @@ def create_app(pipe: Pipeline, settings: ServerSettings | None = None) -> FastAP
     metrics = ServerMetrics()
     service = Service(pipe, settings, metrics)
     metrics.describe_model(service.embedding, service.max_input_length)
-    return guarded(model_app(service, Gate(settings, metrics), serving([service])), settings, metrics)
+    gate = Gate(settings, metrics)
+    return guarded(model_app(service, gate, serving([service])), settings, metrics, permits=gate.permits)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import signal
+from functools import partial
 
 import click
 from click.core import ParameterSource
@@ -13,13 +14,15 @@ from coulisse.interfaces.options import (
     DEFAULT_HELP,
     ENV_LIST,
     FAST_KEY,
+    SERVER_SPINCOUNT,
     EnvChoice,
+    check_precision,
     fast_option,
     load_pipeline,
     positive,
     quantize_option,
+    set_wait_policy,
     threads_option,
-    wait_policy_in_effect,
 )
 from coulisse.interfaces.server.limits import BATCH, CONNECTION, REQUEST
 
@@ -134,10 +137,10 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
            --served-model-name allocine --served-model-name minilm
       curl -s localhost:8080/minilm/embed -d '{"inputs": "Le chat dort."}' -H 'Content-Type: application/json'
     """
-    # Left to the runtime (docs/server.md, "Threads and contention": PASSIVE measured no better here).
-    wait_policy = wait_policy_in_effect()
+    # Before torch loads (docs/server.md, "Threads and contention").
+    wait_policy = set_wait_policy("GOMP_SPINCOUNT", SERVER_SPINCOUNT)
     try:
-        from coulisse.engine import Item
+        from coulisse.engine.threads import on_torch_thread
         from coulisse.interfaces.server.app import create_app
         from coulisse.interfaces.server.protocol import DrainingServer, ProtocolLimits, uvicorn_config
         from coulisse.interfaces.server.service import ServerSettings
@@ -181,18 +184,19 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
                     "KEY, or --host 127.0.0.1 to answer this machine only", host, port)
     models, tasks, names = served_models(list(model), list(given["model_id"]), list(task),
                                          list(given["served_model_name"]))
+    fast = bool(click.get_current_context().meta.get(FAST_KEY))
+    check_precision(quantize, fast)  # here: a usage error said with the command's usage, before any model loads
     served = []
     for model, task, name in zip(models, tasks, names, strict=True):
         if pooling == "splade" and task in (None, "feature-extraction"):
             task = "sparse-embedding"  # TEI's --pooling splade on a masked-LM checkpoint
         task = served_task(task, model, given["revision"])
         # One budget: the pipeline's engine runs the batches the server's batcher closes on the same limits.
-        # Several models share torch's threads: one process.
-        pipe = load_pipeline(task, model, threads, quantize, revision=given["revision"],
-                             dtype=given["dtype"] or "auto", max_batch_tokens=max_batch_tokens,
-                             max_batch_size=max_batch_requests)
-        # The first forward pays one-off costs; not a client. The engine itself: every task's inputs differ.
-        pipe.engine.run([Item(e.ids, e.type_ids) for e in pipe.tokenizer.encode_batch(["warm-up"])])
+        # Several models share torch's threads: one process, and one thread for all its torch work, the loading
+        # included (one OpenMP team; coulisse/engine/threads.py): the thread the batchers run forwards on.
+        pipe = on_torch_thread(partial(load_served, task, model, threads, quantize, fast, revision=given["revision"],
+                                       dtype=given["dtype"] or "auto", max_batch_tokens=max_batch_tokens,
+                                       max_batch_size=max_batch_requests))
         settings = ServerSettings(
             model_id=model or pipe.checkpoint.name, max_wait_ms=max_wait_ms,
             max_client_batch_size=max_client_batch_size, max_concurrent_requests=max_concurrent_requests,
@@ -200,7 +204,7 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
             body_timeout=body_timeout,
             api_key=api_key or None, pooling=pooling,
             dtype=precision(pipe), served_model_name=name, cors_allow_origin=cors_origins(given["cors_allow_origin"]),
-            threads=threads, fast=bool(click.get_current_context().meta.get(FAST_KEY)), wait_policy=wait_policy,
+            threads=threads, fast=fast, wait_policy=wait_policy,
             default_prompt_name=given["default_prompt_name"], default_prompt=given["default_prompt"])
         # Said at every verbosity, before uvicorn's address: which model answers, for which task, in what.
         click.echo(f"coulisse serve: {name or settings.model_id} ({task}, {settings.dtype}"
@@ -225,6 +229,19 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
     # still running past --shutdown-timeout are answered 503 by the app (DrainingServer tells it when).
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     DrainingServer(config, app.state.drain).run()
+
+
+def load_served(task, model, threads, quantize, fast, **kwargs):
+    """The pipeline, loaded and run once (the first forward pays one-off costs; not a client), on the calling
+    thread: the server's torch thread."""
+    from coulisse.engine import Item
+    from coulisse.engine.threads import thread_policy
+
+    pipe = load_pipeline(task, model, threads, quantize, fast=fast, **kwargs)
+    # The engine itself: every task's inputs differ. On the thread count the batches will run on.
+    thread_policy(threads).run(
+        lambda: pipe.engine.run([Item(e.ids, e.type_ids) for e in pipe.tokenizer.encode_batch(["warm-up"])]))
+    return pipe
 
 
 def precision(pipe) -> str:

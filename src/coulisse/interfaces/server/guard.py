@@ -12,7 +12,10 @@
    take the bytes of bodies held at once, all requests together, past `--max-payload-in-flight` is read to
    its end without being kept and answered 429: each costs up to ~4 times its size while it is parsed and
    served.
-5. A request still running when the server stops past `--shutdown-timeout` (uvicorn cancels its
+5. While every permit of `--max-concurrent-requests` is taken, a POST (each takes one at least) is answered
+   429 `overloaded` without parsing its body, read to its end and dropped as in 4: parsed first, a flood of
+   refused batches cost the event loop the JSON and validation of each.
+6. A request still running when the server stops past `--shutdown-timeout` (uvicorn cancels its
    task) is answered the JSON 503 `shutting_down` instead of uvicorn's plain-text 500 and a traceback.
 
 The layer below (the socket, the request head, connection counts) is `protocol.py`.
@@ -150,8 +153,9 @@ def without_body(send):
 
 
 class Guard:
-    def __init__(self, app, limits: GuardLimits, metrics: ServerMetrics, drain: Drain):
-        self.app, self.limits, self.metrics, self.drain = app, limits, metrics, drain
+    def __init__(self, app, limits: GuardLimits, metrics: ServerMetrics, drain: Drain, permits=None):
+        """`permits`: the routes' `app.Permits`, read only (None: no refusal before the body)."""
+        self.app, self.limits, self.metrics, self.drain, self.permits = app, limits, metrics, drain, permits
         self.key = limits.api_key.encode() if limits.api_key else None
         self.budget = PayloadBudget(max(limits.max_payload_in_flight, limits.payload_limit))
 
@@ -199,20 +203,33 @@ class Guard:
         if not length and header(scope, b"transfer-encoding") is None:
             return await self.app(scope, receive, send)
         with self.budget.lease() as lease:  # held until the request is answered: its body lives that long
-            body = await self.read_body(scope, receive, send, lease, length)
+            refused = self.overloaded() if scope["method"] == "POST" else None
+            body = await self.read_body(scope, receive, send, lease, length, refused)
             if body is not None:
                 await self.app(scope, replay(body, receive), send)
+
+    def overloaded(self) -> tuple[str, str] | None:
+        if self.permits is None or self.permits.used < self.permits.limit:
+            return None
+        return "overloaded", (f"Model is overloaded: {self.permits.used} of {self.permits.limit} inputs in flight "
+                              "(--max-concurrent-requests); retry later")
 
     def too_large(self, size: str) -> str:
         return (f"the body ({size}) is larger than {self.limits.payload_limit} bytes (--payload-limit); "
                 "send fewer or shorter inputs per request")
 
-    async def read_body(self, scope, receive, send, lease: Lease, length: int | None) -> bytes | None:
+    async def read_body(self, scope, receive, send, lease: Lease, length: int | None,
+                        refused: tuple[str, str] | None = None) -> bytes | None:
         """The whole body within the deadline and the size limit, its bytes taken from `lease` (all at once where
-        `length` is declared); None when already answered. A body past the budget is read to its end and dropped,
-        then answered 429 on a connection that stays open: closed with the body unread, the client would get a
-        reset instead of the answer."""
-        over = None if length is None or lease.take(length) else self.over_budget(length)
+        `length` is declared); None when already answered. A body past the budget, or already `refused` (kind,
+        message), is read to its end and dropped, then answered 429 on a connection that stays open: closed with
+        the body unread, the client would get a reset instead of the answer."""
+        if refused is not None:
+            over: tuple[str, str] | None = refused
+        elif length is not None and not lease.take(length):
+            over = "payload_budget", self.over_budget(length)
+        else:
+            over = None
         chunks, size = [], 0
         deadline = time.monotonic() + self.limits.body_timeout
         while True:
@@ -232,12 +249,12 @@ class Guard:
                 return None
             if over is None and length is None and not lease.take(len(chunk)):
                 lease.give_back()  # while the rest is read and dropped, the others may have it
-                over = self.over_budget(size)
+                over = "payload_budget", self.over_budget(size)
             if over is None:
                 chunks.append(chunk)
             if not message.get("more_body", False):
                 if over is not None:
-                    await self.refuse("payload_budget", over, scope, receive, send)
+                    await self.refuse(*over, scope, receive, send)
                     return None
                 return b"".join(chunks)
 

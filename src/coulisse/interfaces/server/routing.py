@@ -228,4 +228,4 @@ def several_models_app(models: Sequence[tuple[Pipeline, ServerSettings]]) -> Fas
     prefixes = tuple(prefix for prefix, _ in prefixes_of(apps))
     log.info("models: %s (route prefixes %s); unprefixed routes serve %r", ", ".join(apps), ", ".join(prefixes),
              names[0])
-    return guarded(app, settings, metrics, prefixes)
+    return guarded(app, settings, metrics, prefixes, permits)

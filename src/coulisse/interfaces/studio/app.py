@@ -12,15 +12,16 @@ JSON 400/431), with room in the head for a text in the query string.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 from urllib.parse import urlsplit
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 
+from coulisse.engine.threads import torch_thread
 from coulisse.errors import CoulisseError
 from coulisse.interfaces.server.metrics import ServerMetrics
 from coulisse.interfaces.server.protocol import ProtocolLimits, guarded_protocol
@@ -56,6 +57,12 @@ class HostCheck:
         await self.app(scope, receive, send)
 
 
+async def on_torch(work, *args):
+    """`work(*args)` on the process's torch thread, where the studio's models were loaded (one OpenMP team:
+    coulisse/engine/threads.py), without holding the event loop."""
+    return await asyncio.wrap_future(torch_thread().submit(work, *args))
+
+
 def params(request: Request) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for name, value in request.query_params.multi_items():
@@ -75,7 +82,7 @@ def create_app(studio: Studio, allowed_hosts: frozenset[str] | None = frozenset(
             query = parse_query(given, studio.task)
             if not query.text.strip():
                 return HTMLResponse(render_studio(studio.model, query, task=studio.task))
-            exploration = await run_in_threadpool(studio.explore, query)
+            exploration = await on_torch(studio.explore, query)
         except CoulisseError as error:
             return HTMLResponse(render_studio(studio.model, query, error=f"{type(error).__name__}: {error}",
                                               task=studio.task), 400)
@@ -84,7 +91,7 @@ def create_app(studio: Studio, allowed_hosts: frozenset[str] | None = frozenset(
     @app.get("/api/explain")
     async def explain(request: Request) -> JSONResponse:
         try:
-            exploration = await run_in_threadpool(studio.explore, parse_query(params(request), studio.task))
+            exploration = await on_torch(studio.explore, parse_query(params(request), studio.task))
         except CoulisseError as error:
             return JSONResponse({"error": str(error), "error_type": type(error).__name__}, 400)
         return JSONResponse(exploration.to_dict())

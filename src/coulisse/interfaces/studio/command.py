@@ -64,6 +64,9 @@ def studio(model, task, host, port, allow_remote, threads):
     if allow_remote and not is_loopback(host):
         log.warning("the studio listens on %s with --allow-remote: anyone who reaches port %d can use it", host, port)
     check_listen(host, port)  # before the model loads
-    exact = load_pipeline(task, model, threads)
+    from coulisse.engine.threads import on_torch_thread
+
+    # Loaded where its explorations run (`torch_thread()`: one OpenMP team, coulisse/engine/threads.py).
+    exact = on_torch_thread(lambda: load_pipeline(task, model, threads))
     studio_ = Studio(exact, lambda: load_pipeline(task, str(exact.checkpoint.directory), threads, quantize="int8"))
     run(studio_, host, port, allow_remote)
