@@ -99,3 +99,31 @@ def test_padding_to_max_length_without_a_limit_pads_nothing(monkeypatch, camembe
         str(camembert_dir))
     assert ours.model_max_length == module.UNBOUNDED and theirs.model_max_length > 10**18
     assert_same_encoding(ours(TEXTS, padding="max_length"), theirs(TEXTS, padding="max_length"))
+
+
+def test_a_call_without_truncation_warns_once_of_a_row_longer_than_the_model_reads(minilm_dir, caplog):
+    """As transformers warns (once per tokenizer): the row is kept whole, and the model would fail on it. A
+    call that truncates, and the pipelines (which truncate or cut windows themselves), say nothing."""
+    import logging
+
+    from transformers import AutoTokenizer
+
+    import coulisse
+
+    tok = Tokenizer.from_dir(minilm_dir, model_type="bert", max_positions=512)
+    long = "mot " * 600
+    with caplog.at_level(logging.WARNING):
+        n = len(AutoTokenizer.from_pretrained(str(minilm_dir))(long)["input_ids"])  # transformers keeps it whole
+    assert f"({n} > 512)" in caplog.text  # and warns
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="coulisse"):
+        assert len(tok(long, truncation=True)["input_ids"]) == 512
+        assert not caplog.records
+        assert len(tok(long)["input_ids"]) == n > 512
+        assert len(tok([long, "Bof."])["input_ids"][0]) == n
+        pipe = coulisse.pipeline("feature-extraction", model=str(minilm_dir))
+        pipe(long)
+        pipe.tokenizer(long, truncation=True)
+    said = [r.getMessage() for r in caplog.records if "longer than this model reads" in r.getMessage()]
+    assert said == [f"a sequence of {n} tokens is longer than this model reads (512); the model would fail on it: "
+                    "pass truncation=True to cut it to 512"]

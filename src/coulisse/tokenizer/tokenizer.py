@@ -670,6 +670,8 @@ class Tokenizer:
         self._check_multiple(pad_to_multiple_of, padding, strategy, max_length)
         encodings = self.encode_batch(texts, pairs, truncation=strategy != "do_not_truncate", max_length=max_length,
                                       add_special_tokens=add_special_tokens, strategy=strategy)
+        if strategy == "do_not_truncate":
+            self._warn_longer(encodings)
         types = "token_type_ids" in self.model_input_names if return_token_type_ids is None else return_token_type_ids
         side = padding_side or self.padding_side
         if side not in ("right", "left"):
@@ -686,6 +688,17 @@ class Tokenizer:
             data = {k: v if k == "length" and not self._python else v[0] for k, v in data.items()}
         return BatchEncoding(to_tensors(data, return_tensors), encodings, self.special_tokens["pad"], side,
                              self.pad_token_id, self._word_ids_of(texts, pairs))
+
+    _warned_longer = False  # `_warn_longer` said it (set on the instance)
+
+    def _warn_longer(self, encodings: list[Encoding]) -> None:
+        """Once per tokenizer, as transformers warns: a row longer than the model reads, left whole by a call
+        without truncation, fails in the model (its position embeddings end there)."""
+        longest = max((len(e.ids) for e in encodings), default=0)
+        if longest > self.model_max_length and not self._warned_longer:
+            self._warned_longer = True
+            log.warning("a sequence of %d tokens is longer than this model reads (%d); the model would fail on it: "
+                        "pass truncation=True to cut it to %d", longest, self.model_max_length, self.model_max_length)
 
     def _word_ids_of(self, texts: list[str], pairs: list[str] | None):
         """`word_ids` for the texts of a call, by batch index; None where the backend's are right."""
