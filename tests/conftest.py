@@ -7,11 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
+from factory import ALLOCINE
 
 FIXTURES = Path(__file__).parent / "fixtures"
-# beside the repository; COULISSE_ALLOCINE names it where a clone lives elsewhere
-ALLOCINE = Path(os.environ.get("COULISSE_ALLOCINE") or
-                Path(__file__).resolve().parents[2] / "shared" / "data" / "allocine-sample" / "train.csv")
 
 
 def _package_dir(name: str) -> Path:
@@ -118,7 +116,6 @@ def pytest_terminal_summary(terminalreporter):
 def _no_terminal_width():
     """The commands wrap their prose to COLUMNS when it is set (pytest-xdist's workers set 80; shells may export
     it): tests read the output at the width of no terminal (coulisse's fallback), unless they set COLUMNS."""
-    import os
 
     saved = os.environ.pop("COLUMNS", None)
     yield
@@ -191,7 +188,6 @@ _RUN_CACHE: list[str] = []  # the cache folder this run made, removed when the r
 def pytest_configure(config):
     """The int8 weight cache (coulisse.engine.cache) goes to a folder of this run, not the user's ~/.cache;
     tests of the cache itself point COULISSE_CACHE elsewhere."""
-    import os
     import tempfile
 
     if "COULISSE_CACHE" not in os.environ:
@@ -201,7 +197,6 @@ def pytest_configure(config):
 
 def pytest_unconfigure(config):
     """The run's cache folder goes with the run (each run left ~11 MB of int8 weights in the temp folder)."""
-    import os
     import shutil
 
     for folder in _RUN_CACHE:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,6 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+# 2,000 real Allociné reviews beside the repository (tests using them skip without); COULISSE_ALLOCINE names the
+# file where a clone lives elsewhere. Here, not in conftest.py: `from conftest import` finds whichever conftest
+# module pytest loaded first (tests/tokenizer has its own).
+ALLOCINE = Path(os.environ.get("COULISSE_ALLOCINE") or
+                Path(__file__).resolve().parents[2] / "shared" / "data" / "allocine-sample" / "train.csv")
 
 # Families with every head of the course's list (tests/task_factory.py builds them all).
 ARCHS = ("bert", "roberta", "camembert", "xlm-roberta", "distilbert", "mpnet", "modernbert")

@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ALLOCINE
-from factory import assert_close, assert_distinct_rows, assert_same_encoding
+from factory import ALLOCINE, assert_close, assert_distinct_rows, assert_same_encoding
 
 import coulisse
 from coulisse import pipeline

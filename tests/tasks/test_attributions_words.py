@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import ALLOCINE
+from factory import ALLOCINE
 
 import coulisse
 from coulisse import pipeline

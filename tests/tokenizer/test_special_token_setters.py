@@ -68,6 +68,20 @@ def test_a_token_outside_the_vocabulary_is_refused_in_one_line(pair):
 
 
 def test_pad_token_none(pair):
-    ours, _ = pair
-    ours.pad_token = None
-    assert ours.pad_token is None
+    """Without a pad token, pad_token_id is None and every padding is refused, as transformers refuses it (coulisse
+    padded with id 0: "[PAD]" for BERT, "<s>NOTUSED" for CamemBERT); a call without padding is as before."""
+    ours, theirs = pair
+    ours.pad_token, theirs.pad_token = None, None
+    assert (ours.pad_token, ours.pad_token_id) == (theirs.pad_token, theirs.pad_token_id) == (None, None)
+    for options in (dict(padding=True), dict(padding="max_length", max_length=32, truncation=True)):
+        with pytest.raises(ValueError, match="pad"):
+            theirs(TEXTS, **options)
+        with pytest.raises(InputError, match="needs a pad token and this tokenizer has none"):
+            ours(TEXTS, **options)
+    features = [ours(t) for t in TEXTS]
+    with pytest.raises(ValueError, match="pad"):
+        theirs.pad([theirs(t) for t in TEXTS])
+    with pytest.raises(InputError, match="needs a pad token"):
+        ours.pad(features)
+    assert ours(TEXTS)["input_ids"] == theirs(TEXTS)["input_ids"]
+    assert ours.pad(features, padding=False)["input_ids"] == theirs(TEXTS)["input_ids"]

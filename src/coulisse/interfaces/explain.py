@@ -176,9 +176,13 @@ def batch_lines(pipe, texts: list[str]) -> list[str]:
     """The course's batch: several texts padded to one length, as `tokenizer(texts, padding=True,
     truncation=True, return_tensors="pt")` gives them, and what the mask does with the padding."""
     tok = pipe.tokenizer
+    title = f"Batch: the {len(texts)} texts together, padded to one length"
+    if tok.pad_token_id is None:  # tokenizer(texts, padding=True) is refused, here as in transformers
+        return ["\n" + title + "\n" + "-" * len(title),
+                wrapped("This tokenizer has no pad token, so its texts cannot be padded to one batch (transformers "
+                        "refuses padding=True too): each text above ran alone.", indent="  ")]
     inputs = tok(texts, padding=True, truncation=True, return_tensors="pt")
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
-    title = f"Batch: the {len(texts)} texts together, padded to one length"
     out = ["\n" + title + "\n" + "-" * len(title),
            wrapped(f"tokenizer(texts, padding=True, truncation=True, return_tensors=\"pt\"): input_ids shape "
                    f"{tuple(ids.shape)} (texts x tokens)", indent="  ")]

@@ -72,7 +72,7 @@ class BatchEncoding(dict):
     `n_sequences`, `is_fast`, `enc[i]` (text i's Encoding, padded as its row), `convert_to_tensors`."""
 
     def __init__(self, data: dict[str, Any], encodings: list[Encoding] | None = None, pad_token: str | None = None,
-                 padding_side: str = "right", pad_token_id: int = 0,
+                 padding_side: str = "right", pad_token_id: int | None = 0,
                  word_ids: Callable[[int, Encoding], list[int | None]] | None = None):
         super().__init__(data)
         self.encodings = encodings
@@ -251,7 +251,7 @@ class BatchEncoding(dict):
 PAD_VALUES = {"token_type_ids": 0, "attention_mask": 0, "special_tokens_mask": 1}
 
 
-def pad(features: Any, *, pad_token_id: int, padding: Any = True, max_length: int | None = None,
+def pad(features: Any, *, pad_token_id: int | None, padding: Any = True, max_length: int | None = None,
         pad_to_multiple_of: int | None = None, padding_side: str = "right", return_attention_mask: bool | None = None,
         return_tensors: Any = None) -> BatchEncoding:
     """transformers' `tokenizer.pad`: features already tokenized (a list of dicts, or a dict of lists) padded to

@@ -262,7 +262,7 @@ class Tokenizer:
         self.special_tokens = {
             name: self._special(settings, name) for name in ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
         }
-        self.pad_token_id = self._id(self.special_tokens["pad"]) or 0
+        self.pad_token_id = self._id(self.special_tokens["pad"])  # None without one, as in transformers
         # transformers reads both from tokenizer_config.json (defaults "right"); a call's option overrides them,
         # and, as there, they may be set on the tokenizer (`tokenizer.truncation_side = "left"`)
         self.padding_side = _side(settings, "padding_side")
@@ -668,6 +668,7 @@ class Tokenizer:
             raise InputError("truncation='only_second' cuts the second text of pairs, but no text_pair was given; "
                              "pass text_pair=, or truncation=True.")
         self._check_multiple(pad_to_multiple_of, padding, strategy, max_length)
+        self._check_can_pad(padding)
         encodings = self.encode_batch(texts, pairs, truncation=strategy != "do_not_truncate", max_length=max_length,
                                       add_special_tokens=add_special_tokens, strategy=strategy)
         if strategy == "do_not_truncate":
@@ -744,6 +745,14 @@ class Tokenizer:
             raise InputError(f"padding={padding!r} is not one of True, False, 'longest', 'max_length'.")
         return -(-width // multiple) * multiple if multiple else width
 
+    def _check_can_pad(self, padding: Any) -> None:
+        """Padding needs a pad token: without one, transformers refuses any padding, and so does coulisse (it
+        padded with id 0, a token of the vocabulary)."""
+        if self.pad_token_id is None and padding not in (False, "do_not_pad", None):
+            raise InputError(f"padding={padding!r} needs a pad token and this tokenizer has none; set one the "
+                             "vocabulary holds (e.g. tokenizer.pad_token = tokenizer.unk_token), or pass "
+                             "padding=False.")
+
     def _check_multiple(self, multiple: Any, padding: bool | str, strategy: str, max_length: int | None) -> None:
         """`pad_to_multiple_of` is a positive int, and a multiple of the length truncation cuts to when both
         truncation and padding apply (transformers refuses that mismatch too: rows could not be both)."""
@@ -782,6 +791,7 @@ class Tokenizer:
             verbose: bool = True) -> BatchEncoding:
         """transformers' `pad`: tokenized features (a list of dicts, or a dict of lists) padded with the pad
         token, an attention mask made where missing; what `DataCollatorWithPadding(tokenizer)` calls."""
+        self._check_can_pad(padding)
         return batch_encoding.pad(encoded_inputs, pad_token_id=self.pad_token_id, padding=padding,
                                   max_length=max_length, pad_to_multiple_of=pad_to_multiple_of,
                                   padding_side=padding_side or self.padding_side,
@@ -859,14 +869,14 @@ class Tokenizer:
                              f"the vocabulary holds (e.g. tokenizer.{name}_token = tokenizer.eos_token).")
         self.special_tokens[name] = content
         if name == "pad":
-            self.pad_token_id = self._id(content) or 0
+            self.pad_token_id = self._id(content)
 
     def _id(self, token: str | None) -> int | None:
         """The id of `token`, None when the vocabulary lacks it (or for None)."""
         return None if token is None else self.backend.token_to_id(token)
 
     # The special tokens as transformers names them: `mask_token` ("<mask>"), `mask_token_id`... (None where the
-    # tokenizer has none; `pad_token_id` is an attribute, 0 without a pad token)
+    # tokenizer has none; `pad_token_id` is an attribute, None without a pad token too)
     bos_token, eos_token, unk_token, sep_token = _token("bos"), _token("eos"), _token("unk"), _token("sep")
     pad_token, cls_token, mask_token = _token("pad"), _token("cls"), _token("mask")
     bos_token_id, eos_token_id, unk_token_id = _token_id("bos"), _token_id("eos"), _token_id("unk")
