@@ -278,6 +278,13 @@ class Pipeline:
     def preprocess(self, inputs: Any, **options: Any) -> Batch:
         raise NotImplementedError
 
+    def cap_length(self, max_length: int | None) -> int | None:
+        """A call's `max_length`, never past what the position table embeds (the forward refuses longer). Not
+        the tokenizer's `model_max_length`, which may be lower than the table (128 on a 512-position model):
+        transformers cuts at a `max_length` given above it, and so does coulisse."""
+        limit = self.config.position_limit
+        return max_length if max_length is None or limit is None else min(max_length, limit)
+
     def forward(self, items: Sequence[Item], progress: Callable[[int], None] | None = None,
                 batch_size: int | None = None) -> list:
         """One array per item, in order (see `Engine.run`); `batch_size` caps the inputs of one batch."""

@@ -225,10 +225,8 @@ class FeatureExtractionPipeline(Pipeline):
             if sentence.max_seq_length and max_length is None:  # a given max_length overrides the folder's
                 max_length = sentence.max_seq_length
             texts = [t.lower() for t in texts] if sentence.lowercase else texts
-        if max_length is not None:  # never past what the position table embeds
-            max_length = min(max_length, self.tokenizer.model_max_length)
         encodings = self.tokenizer.encode_batch(
-            texts, truncation=bool(truncation), max_length=max_length,
+            texts, truncation=bool(truncation), max_length=self.cap_length(max_length),
             add_special_tokens=kwargs.get("add_special_tokens", True),
             strategy=truncation if isinstance(truncation, str) else "longest_first", direction=truncation_side)
         return Batch([Item(e.ids, e.type_ids) for e in encodings], texts, single, context=sentence)

@@ -110,7 +110,7 @@ class FillMaskPipeline(Pipeline):
         max_length = kwargs.get("max_length")
         encodings = self.tokenizer.encode_batch(
             texts, truncation=bool(kwargs.get("truncation", False)),
-            max_length=None if max_length is None else min(max_length, self.tokenizer.model_max_length),
+            max_length=self.cap_length(max_length),
             add_special_tokens=kwargs.get("add_special_tokens", True),
             strategy=kwargs["truncation"] if isinstance(kwargs.get("truncation"), str) else "longest_first")
         mask, limit = self.tokenizer.mask_token_id, self.config.max_positions

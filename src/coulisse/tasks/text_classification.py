@@ -181,9 +181,8 @@ class TextClassificationPipeline(Pipeline):
                      truncation_side: str | None = None) -> list:
         """The tokenizer's encodings of texts (and their pairs), read as `preprocess` reads them."""
         strategy = truncation if isinstance(truncation, str) else "longest_first"
-        if max_length is not None:  # never past what the position table embeds
-            max_length = min(max_length, self.tokenizer.model_max_length)
-        return self.tokenizer.encode_batch(texts, pairs, truncation=bool(truncation), max_length=max_length,
+        return self.tokenizer.encode_batch(texts, pairs, truncation=bool(truncation),
+                                           max_length=self.cap_length(max_length),
                                            add_special_tokens=add_special_tokens, strategy=strategy,
                                            direction=truncation_side)
 
@@ -203,8 +202,7 @@ class TextClassificationPipeline(Pipeline):
         if refused:
             raise InputError(f"long_text='chunk' reads single texts whole, in windows that each carry the special "
                              f"tokens; it takes no {' or '.join(refused)}: use long_text='truncate' for them.")
-        size = self.tokenizer.model_max_length if max_length is None else min(max_length,
-                                                                               self.tokenizer.model_max_length)
+        size = self.tokenizer.model_max_length if max_length is None else self.cap_length(max_length)
         whole = self.tokenizer.encode_batch(texts, truncation=False)
         return split_windows(whole, size, stride), whole
 
