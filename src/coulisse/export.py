@@ -55,6 +55,9 @@ SENTENCE_FILES = (MODULES_FILE, MODULE_SETTINGS, SETTINGS_FILE)  # a sentence-tr
 # Weight files a folder being overwritten may hold besides ours: left there, they would be read first. A
 # modules.json left from a sentence-transformers folder would pool the new checkpoint its way.
 STALE_WEIGHTS = (*WEIGHT_FILES, "model-*.safetensors", "pytorch_model-*.bin", *SENTENCE_FILES)
+# Tokenizer files a previous checkpoint may have left: ours, and transformers' list of added tokens, which it reads
+# beside ours (kept, it gave tokens ids past the new vocabulary: audit 40).
+STALE_TOKENIZER = (*TOKENIZER_FILES, "added_tokens.json")
 
 
 @dataclass(frozen=True)
@@ -217,9 +220,12 @@ def _save(directory: Path, config: EncoderConfig, tokenizer: Tokenizer, head: st
     prefix = config.family.prefixes[0] + "." if head is not None else ""
     tensors, tied = checkpoint_tensors(model.named_parameters(), _sources(config.family, model.head), prefix)
     tensors.update(_kept_tensors(directory, config, head, prefix))
-    # Written beside `out` first (same file system, so moves are renames), with the umask's permissions:
-    # `tempfile.mkdtemp` would make a new `out` private to its owner.
-    staging = out.parent / f".{out.name}.coulisse-{secrets.token_hex(4)}"
+    # Written on `out`'s file system first, so that moves are renames, with the umask's permissions (`tempfile.mkdtemp`
+    # would make a new `out` private to its owner): inside `out` where it exists (a mount point, a folder in a
+    # read-only parent: beside it, every move crossed devices or was refused, audit 40), else beside it, where
+    # the new folder is one rename.
+    hidden = f".coulisse-{secrets.token_hex(4)}"
+    staging = out / hidden if out.is_dir() else out.parent / f".{out.name}{hidden}"
     staging.mkdir(parents=True)
     try:
         save_safetensors(tensors, staging / "model.safetensors", dtype)
@@ -241,21 +247,22 @@ def _save(directory: Path, config: EncoderConfig, tokenizer: Tokenizer, head: st
 
 def _move_into(staging: Path, out: Path) -> None:
     """Everything written at once where it can be (a new folder is one rename); into an existing folder, file
-    by file, after removing the checkpoint files of a previous one that ours would not replace."""
+    by file, then the checkpoint files of a previous one that ours did not replace are removed (after: a move
+    that fails leaves the previous checkpoint's files, not a folder without weights)."""
     if not out.exists():
         os.replace(staging, out)
         return
     ours = {p.name for p in staging.iterdir()}
-    stale = {p for pattern in (*STALE_WEIGHTS, *TOKENIZER_FILES) for p in out.glob(pattern) if p.name not in ours}
-    for path in sorted(stale):
-        log.info("removing %s, left by a previous checkpoint", path)
-        path.unlink()
+    stale = {p for pattern in (*STALE_WEIGHTS, *STALE_TOKENIZER) for p in out.glob(pattern) if p.name not in ours}
     for name in sorted(ours):
         if (staging / name).is_dir():  # a sentence-transformers module's folder: its files replace those there
             (out / name).mkdir(exist_ok=True)
             _move_into(staging / name, out / name)
         else:
             os.replace(staging / name, out / name)
+    for path in sorted(stale):
+        log.info("removing %s, left by a previous checkpoint", path)
+        path.unlink()
 
 
 def convert(model: str | Path, out: str | Path, *, head: str | None = None, dtype: str | torch.dtype | None = None,

@@ -228,6 +228,13 @@ def test_a_sentence_transformers_folder_embeds_as_it_did(minilm_dir, tmp_path):
                  "1_Pooling/config.json"):
         assert (out / name).read_bytes() == (minilm_dir / name).read_bytes(), name
     assert result.stdout == f"wrote {out}: BertModel, float32, {sum(p.is_file() for p in out.rglob('*'))} files\n"
+    # No `extra_special_tokens: []` where transformers 5's own save writes none: transformers 4 (a
+    # sentence-transformers setup pinned to it) reads a dict there and could not load the folder (audit 40).
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(str(minilm_dir)).save_pretrained(tmp_path / "theirs")
+    settings = [json.loads((d / "tokenizer_config.json").read_text()) for d in (out, tmp_path / "theirs")]
+    assert not any("extra_special_tokens" in written for written in settings)
     texts = [*TEXTS[:3], "A man is playing a guitar. " * 80]  # past max_seq_length
     source = sentence_transformers.SentenceTransformer(str(minilm_dir), device="cpu")
     theirs = source.encode(texts)
@@ -315,3 +322,30 @@ def test_an_unwritable_output_is_refused_before_the_checkpoint_is_read(tmp_path)
     assert_one_line_error(result, 1, "OutputError: cannot write in /proc (for OUT_DIR /proc/x): No such file or "
                                      "directory (ENOENT); make the folder writable or write somewhere else.")
     assert ".coulisse-" not in result.stderr
+
+
+def test_sigterm_stops_it_as_ctrl_c_and_removes_what_it_began(tf_camembert_dir, tmp_path, monkeypatch):
+    """SIGTERM (docker stop, a job scheduler) while the weights are written: exit 143, as the jobs stop, and no
+    hidden staging folder left behind (it was, as large as the model: audit 40)."""
+    import os
+    import signal
+
+    import coulisse.export
+
+    written = []
+
+    def terminated(tensors, path, dtype):
+        written.append(path)
+        path.write_bytes(b"half")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(coulisse.export, "save_safetensors", terminated)
+    handler = signal.getsignal(signal.SIGTERM)
+    new, existing = tmp_path / "new", tmp_path / "existing"
+    existing.mkdir()
+    for out in (new, existing):
+        result = convert(tf_camembert_dir, out)
+        assert result.exit_code == 143, result.output
+        assert written[-1].parent.name.startswith(".") and not written[-1].parent.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["existing"] and not any(existing.iterdir())
+    assert signal.getsignal(signal.SIGTERM) == handler  # given back after the command

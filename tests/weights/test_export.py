@@ -16,6 +16,7 @@ import copy
 import json
 import shutil
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -321,15 +322,57 @@ def test_non_empty_folder_is_refused_before_reading(sources, tmp_path):
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
     (out / "pytorch_model.bin").write_bytes(b"stale")  # would be read before nothing, but is not ours
     (out / "vocab.json").write_text("{}")
+    (out / "added_tokens.json").write_text('{"[ENT]": 30522}')  # transformers would read it with ours (audit 40)
     convert(source, out, overwrite=True)
     names = {p.name for p in out.iterdir()}
-    assert "notes.txt" in names and not names & {"pytorch_model.bin", "vocab.json"}
+    assert "notes.txt" in names and not names & {"pytorch_model.bin", "vocab.json", "added_tokens.json"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging folder left
+    assert not [n for n in names if n.startswith(".")]
     with pytest.raises(InputError, match="the checkpoint's own folder"):
         convert(source, source, overwrite=True)
     (tmp_path / "file").write_text("x")
     with pytest.raises(InputError, match="is a file"):
         convert(source, tmp_path / "file")
+
+
+def test_an_existing_folder_on_another_device_is_written_from_inside(sources, tmp_path, monkeypatch):
+    """OUT_DIR a mount point (a container's volume): every rename from beside it crossed devices (EXDEV), and with
+    overwrite the previous checkpoint's weights were removed first, leaving none (audit 40). The files are now
+    staged inside an existing OUT_DIR; and a move that fails leaves the previous checkpoint's files in place."""
+    import errno
+    import os
+
+    source = sources.checkpoint("bert", "sequence-classification")
+    out = tmp_path / "volume"
+    out.mkdir()
+    replace = os.replace
+
+    def across_devices(src, dst):  # `out` is its own file system: a rename into it from outside fails
+        if out in Path(dst).parents and out not in Path(src).parents:
+            raise OSError(errno.EXDEV, "Invalid cross-device link", str(src))
+        return replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", across_devices)
+    convert(source, out)
+    assert "model.safetensors" in {p.name for p in out.iterdir()}
+    (out / "model.safetensors").rename(out / "pytorch_model.bin")  # the previous checkpoint, in another format
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def failing(src, dst):
+        if Path(dst).name == "special_tokens_map.json":
+            raise OSError(errno.EIO, "Input/output error", str(src))
+        return across_devices(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing)
+    with pytest.raises(OSError, match="Input/output error"):
+        convert(source, out, overwrite=True)
+    assert (out / "pytorch_model.bin").read_bytes() == before["pytorch_model.bin"]  # not removed before the moves
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # the staging folder is gone
+    monkeypatch.setattr(os, "replace", across_devices)
+    convert(source, out, overwrite=True)
+    assert {p.name for p in out.iterdir()} == set(before) - {"pytorch_model.bin"} | {"model.safetensors"}
+    assert pipeline("text-classification", model=str(out))("Un film.")[0]["label"] == \
+        pipeline("text-classification", model=str(source))("Un film.")[0]["label"]
 
 
 def test_dtype_and_permissions(sources, tmp_path):

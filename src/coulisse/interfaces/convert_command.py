@@ -57,9 +57,11 @@ def convert(model, out_dir, dtype, head, overwrite):
     """
     from coulisse.export import convert as convert_checkpoint
     from coulisse.interfaces.jobs.lock import check_writable
+    from coulisse.interfaces.options import stop_on_sigterm
 
     if not out_dir.exists() or out_dir.is_dir():  # a file: convert's own check says so
         check_writable(out_dir, "OUT_DIR", folder=True)  # before the checkpoint is looked for, read and converted
-    out, written = convert_checkpoint(model, out_dir, head=_head(head), dtype=dtype, overwrite=overwrite)
+    with stop_on_sigterm():  # as Ctrl-C: the half-written folder is removed (kill -9 leaves it, hidden)
+        out, written = convert_checkpoint(model, out_dir, head=_head(head), dtype=dtype, overwrite=overwrite)
     architecture = json.loads((out / "config.json").read_text(encoding="utf-8"))["architectures"][0]
     click.echo(f"wrote {out}: {architecture}, {dtype}, {len(written)} files")  # those written, not those there

@@ -8,7 +8,9 @@ the group). Nothing heavy at module level: `coulisse --help` imports every comma
 from __future__ import annotations
 
 import os
+import signal
 import sys
+from contextlib import contextmanager
 from typing import BinaryIO
 
 import click
@@ -253,3 +255,27 @@ def set_wait_policy(name: str = "OMP_WAIT_POLICY", value: str = WAIT_POLICY) -> 
         return "the OpenMP runtime's default (torch was loaded before coulisse could set it)"
     os.environ[name] = value
     return f"{name}={value} (coulisse's; set OMP_WAIT_POLICY or GOMP_SPINCOUNT to choose)"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt; the exit status tells them apart (143, 130)."""
+
+    signum = signal.SIGTERM
+
+
+@contextmanager
+def stop_on_sigterm():
+    """SIGTERM stops a command like Ctrl-C: a job's committed chunks stay and its message says how to resume; a
+    conversion's half-written folder is removed."""
+    def interrupt(signum, frame):
+        raise Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

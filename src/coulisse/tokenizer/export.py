@@ -61,6 +61,11 @@ def save_tokenizer(tokenizer: Tokenizer, source: Path, out: Path, family: Family
     settings = {k: v for k, v in tokenizer.settings.items() if k not in MACHINE_KEYS}
     settings.setdefault("tokenizer_class", family.tokenizer_class)
     settings["model_max_length"] = tokenizer.model_max_length
+    if (settings.get("extra_special_tokens") == [] and not settings.get("additional_special_tokens")
+            and family.spm_layout != "camembert"):
+        # "none", as coulisse keeps it, is what the folder means without the key (CamemBERT's default is a list);
+        # transformers 4 reads a dict there and failed on the list (audit 40), transformers 5 writes none
+        del settings["extra_special_tokens"]
     specials = {k: settings[k] for k in (*(f"{n}_token" for n in SPECIAL_NAMES), *EXTRA_KEYS) if k in settings}
     _write_json(out / "tokenizer_config.json", settings)
     _write_json(out / "special_tokens_map.json", specials)

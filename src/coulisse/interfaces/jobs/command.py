@@ -6,9 +6,7 @@ Nothing heavy is imported here at module level: `coulisse --help` must stay fast
 from __future__ import annotations
 
 import os
-import signal
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -23,31 +21,9 @@ from coulisse.interfaces.options import (
     model_option,
     quantize_option,
     set_wait_policy,
+    stop_on_sigterm,
     threads_option,
 )
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt; the exit status tells them apart (143, 130)."""
-
-    signum = signal.SIGTERM
-
-
-@contextmanager
-def stop_on_sigterm():
-    """SIGTERM stops a job like Ctrl-C: the committed chunks stay and the message says how to resume."""
-    def interrupt(signum, frame):
-        raise Terminated
-
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def bound_kernel_cache() -> None:
