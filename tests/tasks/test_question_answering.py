@@ -283,3 +283,14 @@ def test_windows_use_transformers4_sentencepiece_offsets(oracle):
     starts = [s for s, _ in legacy.offsets[1:-1]]
     assert [text[s] for s in starts[1:] if text[s].isspace()] == [" ", " ", "\t", " "]
     assert [s for s, _ in plain.offsets[1:-1]] != starts
+
+
+@pytest.mark.parametrize("padding", [True, "max_length", "longest", False, "do_not_pad"])
+def test_padding_is_accepted_and_moves_no_answer(padding, bert_qa):
+    """transformers 4's preprocess takes `padding=` (windows padded to max_seq_len): it changes no answer there,
+    and coulisse, whose batches are packed, accepts it the same (it said "unknown option": audit 40)."""
+    question, context = "Quelle est la hauteur de la tour Eiffel ?", "La tour Eiffel mesure 330 m. Elle est à Paris."
+    assert bert_qa(question=question, context=context, padding=padding, top_k=3) == \
+        bert_qa(question=question, context=context, top_k=3)
+    with pytest.raises(InputError, match="padding="):
+        bert_qa(question=question, context=context, padding="yes")

@@ -30,7 +30,7 @@ from tokenizers import Encoding
 
 from coulisse.engine import Item
 from coulisse.errors import InputError
-from coulisse.tasks.base import PRE, Batch, Option, Pipeline, boolean, positive_int
+from coulisse.tasks.base import PRE, UNUSED, Batch, Option, Pipeline, boolean, padding_option, positive_int
 from coulisse.tasks.functional import softmax
 from coulisse.tasks.streams import as_stream
 
@@ -47,6 +47,7 @@ OPTIONS = {
     "max_question_len": Option(64, PRE, check=_positive),  # accepted as in transformers 4, unused there too
     "handle_impossible_answer": Option(False, check=boolean),
     "align_to_words": Option(True, check=boolean),
+    "padding": Option(False, UNUSED, check=padding_option),  # transformers 4's preprocess takes it: no answer moves
 }
 NULL_SCORE = 1000000.0  # transformers' "large and positive" start for the lowest null score
 
