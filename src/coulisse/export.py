@@ -100,7 +100,7 @@ def head_of(config: EncoderConfig) -> str | None:
             if bare.endswith(suffix) and (head is not None or bare == prefix + suffix):
                 return head
     raise InputError(f"config.json names the architectures {config.architectures or 'none'}, none of which says "
-                     f"which head to save; pass the head (one of {', '.join(HEADS)}).")
+                     f"which head to save; pass the head (head=, or --head; one of {', '.join(HEADS)}).")
 
 
 def default_head(directory: Path, config: EncoderConfig) -> str | None:

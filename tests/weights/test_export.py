@@ -400,3 +400,17 @@ def test_head_names_and_defaults(sources):
     config.architectures = ["BertForPreTraining"]
     with pytest.raises(InputError, match="BertForPreTraining.*pass the head"):
         head_of(config)
+
+
+def test_a_config_without_architectures_asks_for_the_head_by_its_names(sources, tmp_path):
+    """The library's `head=` and the command's `--head` (audit 40: the message named neither)."""
+    folder = tmp_path / "src"
+    shutil.copytree(sources.checkpoint("bert", "sequence-classification"), folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("architectures", None)
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InputError, match=r"none of which says which head to save; pass the head \(head=, or --head"):
+        convert(folder, tmp_path / "out")
+    convert(folder, tmp_path / "out", head="sequence-classification")
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["architectures"] == \
+        ["BertForSequenceClassification"]

@@ -106,3 +106,19 @@ def test_legacy_non_zip_bin_from_old_torch(factory, tmp_path):
     pipe = pipeline("text-classification", model=tmp_path)
     got = pipe.model(**pipe.tokenizer(texts, padding=True, return_tensors="pt")).logits
     assert_close("logits legacy .bin", got, want)
+
+
+@pytest.mark.parametrize("weights", ["sharded-safetensors", "sharded-bin"])
+def test_a_truncated_shard_is_named_not_its_index(factory, tmp_path, weights):
+    """The error named the index file (`could not read .../model.safetensors.index.json`) for a shard cut short
+    (audit 40): the file to download again is the shard."""
+    folder = tmp_path / "ckpt"
+    shutil.copytree(factory.checkpoint("bert", weights), folder)
+    index = next(folder.glob("*.index.json"))
+    shard = folder / sorted(set(json.loads(index.read_text())["weight_map"].values()))[-1]
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    with pytest.raises(ModelLoadError) as e:
+        read_weights(folder)
+    message = str(e.value)
+    assert message.startswith(f"could not read {shard} (") and "download it again" in message
+    assert index.name not in message

@@ -116,6 +116,12 @@ def _shard_path(index_path: Path, shard: object) -> Path:
     return shard_path
 
 
+class _UnreadableShard(Exception):
+    def __init__(self, path: Path):
+        super().__init__(str(path))
+        self.path = path
+
+
 def _read_sharded(index_path: Path, reader) -> dict[str, torch.Tensor]:
     index = read_json(index_path, fix="download the checkpoint again")
     shards = sorted(set(index["weight_map"].values()))
@@ -128,7 +134,13 @@ def _read_sharded(index_path: Path, reader) -> dict[str, torch.Tensor]:
                 f"shard {shard} listed in {index_path.name} is missing from {index_path.parent}; "
                 "download the complete checkpoint."
             )
-        for key, tensor in reader(shard_path).items():
+        try:
+            read = reader(shard_path)
+        except ModelLoadError:
+            raise
+        except Exception as e:  # read_weights says it, naming this shard rather than the index
+            raise _UnreadableShard(shard_path) from e
+        for key, tensor in read.items():
             if key in found_in:  # which copy wins would depend on the shards' order
                 raise ModelLoadError(f"tensor {key} is stored in two shards, {found_in[key]} and {shard}; the "
                                      "checkpoint is inconsistent: download it again.")
@@ -176,6 +188,8 @@ def read_weights(directory: Path, expected: Expected | None = None) -> tuple[dic
     except ModelLoadError:
         raise
     except Exception as e:  # each format fails in its own way on a corrupt file
+        if isinstance(e, _UnreadableShard):  # the shard that failed, not the index that lists it
+            path, e = e.path, e.__cause__
         wanted = _unsafe_global(path) if isinstance(e, pickle.UnpicklingError) else None
         if wanted is not None:  # weights_only refused to import what the pickle asks for
             raise UnsafeCheckpointError(
