@@ -167,6 +167,28 @@ def test_bad_jsonl_rows_are_flagged_not_fatal(pipe, tmp_path):
     assert all(r["label"] is None and r["score"] is None for i, r in enumerate(out) if i not in (0, 7))
 
 
+def test_jsonl_values_a_text_column_cannot_hold_go_to_parquet_as_their_json(pipe, expected, tmp_path):
+    """JSONL -> Parquet: a text that is a number (its row carries the error) and a field null through the first
+    chunk then a number stopped the job with a traceback or "a column changed type", and `--resume` stopped it
+    again (audit 40). They are written as their JSON text; the other rows as from a .jsonl output."""
+    rows = [{"id": i, "text": TEXTS[i], "note": None if i < 20 else 4} for i in range(len(TEXTS))]
+    rows[3]["text"] = 42
+    rows[30]["text"] = {"fr": "un film"}
+    source = tmp_path / "in.jsonl"
+    write_input(source, "jsonl", rows)
+    run(pipe, source, tmp_path / "out.parquet")
+    run(pipe, source, tmp_path / "out.jsonl")
+    out, reference = read_output(tmp_path / "out.parquet"), read_output(tmp_path / "out.jsonl")
+    assert [r["text"] for r in out] == [json.dumps(r["text"], ensure_ascii=False) if not isinstance(r["text"], str)
+                                        else r["text"] for r in rows]
+    assert [r["note"] for r in out] == [None] * 20 + ["4"] * 20
+    assert [(r["label"], r["error"]) for r in out] == [(r["label"], r["error"]) for r in reference]
+    assert [r["error"] for r in out if r["error"]] == ["line 4: 'text' is a number, not a string",
+                                                       "line 31: 'text' is an object, not a string"]
+    assert [r["label"] for i, r in enumerate(out) if i not in (3, 30)] == \
+        [e["label"] for i, e in enumerate(expected) if i not in (3, 30)]
+
+
 def test_csv_with_semicolons_as_a_french_spreadsheet_saves_it(pipe, expected, tmp_path):
     """A .csv whose header has semicolons and no comma has ';' between its fields (Excel in French): read as
     such, the text is the text column's alone, quotes and commas inside it kept; the output is ordinary CSV."""

@@ -310,8 +310,11 @@ def run_cli(ctx, task: str = "classify") -> None:
         try:
             summary = run(options)
         except KeyboardInterrupt as stop:
-            error = click.ClickException(f"interrupted; the shards committed in {options.output} stay: rerun "
-                                         "the same command to go on.")
+            from coulisse.interfaces.jobs.shards import shards_in
+
+            done = shards_in(Path(options.output))
+            error = click.ClickException(f"interrupted; {done:,} shard{'s' * (done != 1)} committed in "
+                                         f"{options.output} stay: rerun the same command to go on.")
             error.exit_code = 128 + getattr(stop, "signum", 2)
             raise error from None
     if (failure := summary.failure()) is not None:

@@ -117,6 +117,14 @@ def _is_shard(name: str) -> bool:
     return name.startswith(TMP) or bool(re.fullmatch(r"\d{5}-.*-\d{6}\.(parquet|jsonl)", name))
 
 
+def shards_in(out: Path) -> int:
+    """The committed shards in `out` (a shard is committed once it has its own name: `commit_shard`)."""
+    try:
+        return sum(1 for p in out.iterdir() if _is_shard(p.name) and not p.name.startswith(TMP))
+    except OSError:
+        return 0
+
+
 def _remove(p: Path) -> None:
     import shutil
 
