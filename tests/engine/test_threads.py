@@ -113,18 +113,16 @@ def test_pipelines_of_other_counts_run_at_once_and_leave_the_host_count(restore_
 
 
 def test_the_torch_thread_is_one_thread_for_the_process():
-    """Every server and studio of the process hands its torch work to the same thread (one OpenMP team); work
-    already on it runs in place instead of waiting for itself."""
-    from coulisse.engine.threads import on_torch_thread, torch_thread
+    """Every server and studio of the process hands its torch work to the same thread (one OpenMP team), whoever
+    asks for it."""
+    from coulisse.engine.threads import torch_thread
 
     assert torch_thread() is torch_thread()
     first = torch_thread().submit(threading.get_ident).result()
-    second = on_torch_thread(threading.get_ident)
-    nested = torch_thread().submit(lambda: on_torch_thread(threading.get_ident)).result(timeout=10)
-    assert first == second == nested != threading.get_ident()
-    workers = []
-    for _ in range(3):  # from other threads too
-        t = threading.Thread(target=lambda: workers.append(on_torch_thread(threading.get_ident)))
+    assert first != threading.get_ident()
+    seen = []
+    for _ in range(3):  # asked from other threads too
+        t = threading.Thread(target=lambda: seen.append(torch_thread().submit(threading.get_ident).result()))
         t.start()
         t.join()
-    assert workers == [first] * 3
+    assert seen == [first] * 3

@@ -294,12 +294,14 @@ def test_with_every_permit_taken_a_body_is_refused_before_it_is_parsed(classifie
                 refused = [await c.post(path, content=b'{"inputs": [not json', headers=headers)
                            for path in ("/predict", "/embed", "/tokenize", "/v1/embeddings")]
                 parsed_while_full = len(parsed)
+                unparsed = app.state.metrics.request_count.value(method="unparsed")
                 release.set()
                 await held
                 bad = await c.post("/predict", content=b'{"inputs": [not json', headers=headers)
-                return refused, parsed_while_full, bad
+                return refused, parsed_while_full, bad, unparsed
 
-    refused, parsed_while_full, bad = asyncio.run(scenario())
+    refused, parsed_while_full, bad, unparsed = asyncio.run(scenario())
+    assert unparsed == 3  # te_request_count: /predict, /embed, /v1/embeddings; /tokenize runs no model (as TEI)
     for r in refused[:3]:
         assert "1 of 1 inputs in flight (--max-concurrent-requests)" in error(r, 429, "Overloaded")
     assert refused[3].status_code == 429  # in OpenAI's shape on its path

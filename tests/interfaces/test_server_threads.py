@@ -212,3 +212,37 @@ def test_the_users_settings_win(tf_camembert_dir):
         err = stop(proc)
     assert openmp_read(err, "OMP_WAIT_POLICY") == "ACTIVE"
     assert info["threads"] == {"threads": 1, "chosen_by": "--threads", "idle_threads_spin": True}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["serve", "studio"])
+def test_ctrl_c_while_a_model_loads_stops_at_once(command, tmp_path):
+    """The load runs on the torch thread: Python waited at exit for it to end (a Hub download, the weights, the
+    warm-up), and a second Ctrl-C aborted inside torch (audit 40, review). Ctrl-C now ends the process at once,
+    exit 130, without a traceback."""
+    started = tmp_path / "started"
+    code = ("import time, coulisse.interfaces.options as o\n"
+            "def slow(*a, **k):\n"
+            f"    open({str(started)!r}, 'w').close()\n"
+            "    time.sleep(60)\n"
+            "o.load_pipeline = slow\n"
+            "import coulisse.interfaces.server.command as s, coulisse.interfaces.studio.command as st\n"
+            "s.load_pipeline = st.load_pipeline = slow\n"
+            "s.served_task = lambda task, *a: 'text-classification'\n"
+            "import coulisse.interfaces.server.detect as d\n"
+            "d.served_task = s.served_task\n"
+            "from coulisse.interfaces.cli import main\n"
+            "main()\n")
+    # A shell starts background jobs with SIGINT ignored, and Python keeps an ignored SIGINT ignored.
+    proc = subprocess.Popen([sys.executable, "-c", code, command, "-m", "some-model", "--port", "0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 120
+    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists(), proc.stderr.read() if proc.poll() is not None else "the load never began"
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 130
+    assert time.monotonic() - sent < 10  # not the 60 s the load would take
+    assert "Traceback" not in proc.stderr.read()

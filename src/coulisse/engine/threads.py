@@ -80,7 +80,6 @@ def thread_policy(threads: int | None, available: int | None = None, spin: bool 
 
 
 _torch_thread: ThreadPoolExecutor | None = None
-_torch_ident: int | None = None
 _torch_thread_lock = threading.Lock()
 
 
@@ -88,18 +87,9 @@ def torch_thread() -> ThreadPoolExecutor:
     """The process's one thread for torch work in a server or the studio (one OpenMP team: see above). Made on
     the first call and kept for the process's life: each server's batcher and each studio hands it its work,
     the loading of their models included. Never shut it down; it idles between calls."""
-    global _torch_thread, _torch_ident
+    global _torch_thread
     with _torch_thread_lock:
         if _torch_thread is None:
-            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coulisse-torch")
-            _torch_ident = executor.submit(threading.get_ident).result()
-            _torch_thread = executor
+            _torch_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coulisse-torch")
         return _torch_thread
 
-
-def on_torch_thread(work: Callable[[], T]) -> T:
-    """`work()` on `torch_thread()`, waited for; called there already, it runs in place (no deadlock)."""
-    executor = torch_thread()
-    if threading.get_ident() == _torch_ident:
-        return work()
-    return executor.submit(work).result()

@@ -7,6 +7,7 @@ the group). Nothing heavy at module level: `coulisse --help` imports every comma
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -279,3 +280,23 @@ def stop_on_sigterm():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def load_on_torch_thread(work):
+    """`work()` on the process's torch thread (`coulisse.engine.threads`), for a command that loads its models
+    there (serve, studio). Ctrl-C while the work runs ends the process at once (exit 130, as a stop asked for):
+    else Python would wait at exit for the thread to finish the load (a Hub download, the weights, the warm-up:
+    seconds or minutes), and a second Ctrl-C then aborts inside torch's C++ code."""
+    from coulisse.engine.threads import torch_thread
+
+    future = torch_thread().submit(work)
+    try:
+        return future.result()
+    except KeyboardInterrupt as stop:
+        if not future.running():  # not begun (cancel it) or ended: nothing to wait for
+            future.cancel()
+            raise
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(128 + getattr(stop, "signum", signal.SIGINT))

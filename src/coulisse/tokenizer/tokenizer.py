@@ -671,7 +671,7 @@ class Tokenizer:
         self._check_can_pad(padding)
         encodings = self.encode_batch(texts, pairs, truncation=strategy != "do_not_truncate", max_length=max_length,
                                       add_special_tokens=add_special_tokens, strategy=strategy)
-        if strategy == "do_not_truncate":
+        if strategy == "do_not_truncate" and kwargs.get("verbose", True):  # transformers' verbose=False: silent
             self._warn_longer(encodings)
         types = "token_type_ids" in self.model_input_names if return_token_type_ids is None else return_token_type_ids
         side = padding_side or self.padding_side

@@ -18,6 +18,7 @@ from coulisse.interfaces.options import (
     EnvChoice,
     check_precision,
     fast_option,
+    load_on_torch_thread,
     load_pipeline,
     positive,
     quantize_option,
@@ -140,7 +141,6 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
     # Before torch loads (docs/server.md, "Threads and contention").
     wait_policy = set_wait_policy("GOMP_SPINCOUNT", SERVER_SPINCOUNT)
     try:
-        from coulisse.engine.threads import on_torch_thread
         from coulisse.interfaces.server.app import create_app
         from coulisse.interfaces.server.protocol import DrainingServer, ProtocolLimits, uvicorn_config
         from coulisse.interfaces.server.service import ServerSettings
@@ -194,9 +194,9 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
         # One budget: the pipeline's engine runs the batches the server's batcher closes on the same limits.
         # Several models share torch's threads: one process, and one thread for all its torch work, the loading
         # included (one OpenMP team; coulisse/engine/threads.py): the thread the batchers run forwards on.
-        pipe = on_torch_thread(partial(load_served, task, model, threads, quantize, fast, revision=given["revision"],
-                                       dtype=given["dtype"] or "auto", max_batch_tokens=max_batch_tokens,
-                                       max_batch_size=max_batch_requests))
+        pipe = load_on_torch_thread(partial(load_served, task, model, threads, quantize, fast,
+                                            revision=given["revision"], dtype=given["dtype"] or "auto",
+                                            max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_requests))
         settings = ServerSettings(
             model_id=model or pipe.checkpoint.name, max_wait_ms=max_wait_ms,
             max_client_batch_size=max_client_batch_size, max_concurrent_requests=max_concurrent_requests,

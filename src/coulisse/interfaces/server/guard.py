@@ -38,6 +38,8 @@ from coulisse.interfaces.server.metrics import ServerMetrics
 # GET (and HEAD) on these needs no key, as in TEI: health (also SageMaker's /ping and the Inference API's
 # GET /), metrics, and the API's documentation with its assets.
 PUBLIC = frozenset({"/", "/ping", "/health", "/metrics", "/docs", "/openapi.json", "/api-doc/openapi.json"})
+# POST routes that te_request_count leaves out, as TEI does (they run no model).
+UNCOUNTED = frozenset({"/tokenize", "/decode"})
 # Swagger UI's files (docs.py's ASSETS): a browser loads them by <script src> and <link href>, which send no key.
 PUBLIC_PREFIXES = ("/docs/", "/docs-assets/")
 
@@ -203,14 +205,18 @@ class Guard:
         if not length and header(scope, b"transfer-encoding") is None:
             return await self.app(scope, receive, send)
         with self.budget.lease() as lease:  # held until the request is answered: its body lives that long
-            refused = self.overloaded() if scope["method"] == "POST" else None
+            refused = self.overloaded(scope) if scope["method"] == "POST" else None
             body = await self.read_body(scope, receive, send, lease, length, refused)
             if body is not None:
                 await self.app(scope, replay(body, receive), send)
 
-    def overloaded(self) -> tuple[str, str] | None:
+    def overloaded(self, scope) -> tuple[str, str] | None:
         if self.permits is None or self.permits.used < self.permits.limit:
             return None
+        if without_prefix(scope["path"], self.limits.model_prefixes) not in UNCOUNTED:
+            # counted as the routes count a request they refuse, under a method of its own: "single" or "batch"
+            # is the body's, which is not read
+            self.metrics.request_count.inc(method="unparsed")
         return "overloaded", (f"Model is overloaded: {self.permits.used} of {self.permits.limit} inputs in flight "
                               "(--max-concurrent-requests); retry later")
 

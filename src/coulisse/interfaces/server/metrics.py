@@ -2,7 +2,8 @@
 core/src/infer.rs, router/src/http/server.rs, router/src/lib.rs, router/src/prometheus.rs), so TEI dashboards work:
 
     te_request_count{method}, te_request_success{method}   requests of the routes that run the model ("single" or
-                                                          "batch"; not /tokenize and /decode, as in TEI)
+                                                          "batch"; not /tokenize and /decode, as in TEI;
+                                                          "unparsed": refused 429 before their body was read)
     te_request_duration, te_request_{tokenization,queue,inference}_duration   one observation per request
     te_request_failure{err}                               errors by kind: TEI's label where TEI counts the kind
                                                           (`TEI_LABELS`: an empty text is "validation"), else

@@ -7,7 +7,16 @@ import logging
 import click
 
 from coulisse.interfaces.explain import STAGES
-from coulisse.interfaces.options import DEFAULT_HELP, load_pipeline, model_option, task_option, threads_option
+from coulisse.interfaces.options import (
+    DEFAULT_HELP,
+    SERVER_SPINCOUNT,
+    load_on_torch_thread,
+    load_pipeline,
+    model_option,
+    set_wait_policy,
+    task_option,
+    threads_option,
+)
 from coulisse.interfaces.server.command import check_listen, is_loopback
 
 log = logging.getLogger(__name__)
@@ -56,6 +65,9 @@ def studio(model, task, host, port, allow_remote, threads):
       coulisse studio --task question-answering -m ./my-qa-model
     """
     check_host(host, allow_remote)
+    # Before torch loads: all its work runs on one thread (one OpenMP team), which spins as the server's does
+    # (docs/server.md, "Threads and contention"); libgomp's default would make it 2x slower beside a busy process.
+    set_wait_policy("GOMP_SPINCOUNT", SERVER_SPINCOUNT)
     try:
         from coulisse.interfaces.studio.app import run
         from coulisse.interfaces.studio.explore import Studio
@@ -64,9 +76,7 @@ def studio(model, task, host, port, allow_remote, threads):
     if allow_remote and not is_loopback(host):
         log.warning("the studio listens on %s with --allow-remote: anyone who reaches port %d can use it", host, port)
     check_listen(host, port)  # before the model loads
-    from coulisse.engine.threads import on_torch_thread
-
     # Loaded where its explorations run (`torch_thread()`: one OpenMP team, coulisse/engine/threads.py).
-    exact = on_torch_thread(lambda: load_pipeline(task, model, threads))
+    exact = load_on_torch_thread(lambda: load_pipeline(task, model, threads))
     studio_ = Studio(exact, lambda: load_pipeline(task, str(exact.checkpoint.directory), threads, quantize="int8"))
     run(studio_, host, port, allow_remote)
