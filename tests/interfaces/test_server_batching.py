@@ -16,7 +16,7 @@ import httpx  # noqa: E402
 
 from coulisse.engine import Item  # noqa: E402
 from coulisse.interfaces.server import ServerSettings, create_app  # noqa: E402
-from coulisse.interfaces.server.batching import Batcher, BatchLimits, ForwardError  # noqa: E402
+from coulisse.interfaces.server.batching import Batcher, BatchLimits, ForwardError, Worker  # noqa: E402
 
 
 class FakeForward:
@@ -169,6 +169,54 @@ def test_a_new_request_waits_one_turn_of_each_request_not_their_inputs():
     ran = [i for batch in forward.batches for i in batch]
     assert sorted(ran) == sorted([10 * r + i for r in range(6) for i in range(4)] + [99])
     assert all([i for i in ran if i // 10 == r and i != 99] == [10 * r + i for i in range(4)] for r in range(6))
+
+
+def test_models_sharing_the_thread_take_turns_and_close_no_batch_while_another_runs():
+    """Several models of one server run their batches on one thread. While model A's batch runs, model B closes
+    nothing: its queue keeps filling, and the inputs of a client that left are dropped before compute (handed to a
+    busy thread, they waited there beyond reach). When the thread frees, the batchers that waited take their
+    turns first come first served: B before A's next batch."""
+    ran: list[str] = []
+
+    class Logged(FakeForward):
+        def __init__(self, name, **kwargs):
+            super().__init__(**kwargs)
+            self.name = name
+
+        def __call__(self, items):
+            rows = super().__call__(items)
+            ran.append(f"{self.name}{self.batches[-1]}")
+            return rows
+
+    a, b = Logged("A", hold_first=True), Logged("B")
+    limits = BatchLimits(max_batch_tokens=10_000, max_batch_requests=100, max_wait_ms=0)
+
+    async def main():
+        worker = Worker()
+        first, second = Batcher(a, limits, worker=worker), Batcher(b, limits, worker=worker)
+        await first.start()
+        await second.start()
+        try:
+            held = first.submit(items(1))
+            while not a.running.is_set():
+                await asyncio.sleep(0.001)
+            gone = second.submit(items(2, start=10))
+            kept = second.submit(items(1, start=20))
+            later = first.submit(items(1, start=1))
+            await asyncio.sleep(0.05)
+            closed_meanwhile = list(b.batches)
+            for f in gone:
+                f.cancel()  # what a client that disconnects does
+            a.release.set()
+            await asyncio.gather(*held, *kept, *later)
+            return closed_meanwhile, second.metrics.batch_dropped.value()
+        finally:
+            await first.stop()
+            await second.stop()
+
+    closed_meanwhile, dropped = asyncio.run(main())
+    assert closed_meanwhile == [] and dropped == 2
+    assert ran == ["A[0]", "B[20]", "A[1]"]
 
 
 def test_cancelled_inputs_are_dropped_before_compute():

@@ -66,10 +66,43 @@ class Entry:
         return len(self.item.ids)
 
 
+class Worker:
+    """The thread the forwards run on, as the batchers of one server (one per model) share it: one batch runs there
+    at a time, and the batchers take turns, first come first served (an asyncio lock). A batcher closes a batch
+    only when the thread is free, whoever's batch ran, so that its queue keeps filling meanwhile and a client that
+    leaves is dropped before compute; a batch handed to a busy thread would wait there, beyond reach."""
+
+    def __init__(self, executor: ThreadPoolExecutor | None = None):
+        self.executor = executor  # None: `torch_thread()`, at start (shared, never shut down here)
+        self.lock: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiting: list[asyncio.Event] = []
+
+    def start(self) -> None:
+        if self.executor is None:
+            self.executor = torch_thread()
+        if self._loop is not asyncio.get_running_loop():  # a lock belongs to the loop it is used on
+            self._loop, self.lock, self._waiting = asyncio.get_running_loop(), asyncio.Lock(), []
+
+    @property
+    def busy(self) -> bool:
+        return self.lock is not None and self.lock.locked()
+
+    def wake_when_free(self, event: asyncio.Event) -> None:
+        self._waiting.append(event)
+
+    def release(self) -> None:
+        """The batch ended: the thread is free; the batchers that waited for it are woken in the order they began."""
+        self.lock.release()
+        waiting, self._waiting = self._waiting, []
+        for event in waiting:
+            event.set()
+
+
 class Batcher:
     def __init__(self, forward: Forward, limits: BatchLimits = BATCH,
-                 metrics: ServerMetrics | None = None, executor: ThreadPoolExecutor | None = None):
-        """`executor`: where forwards run, `torch_thread()` unless given (shared, never shut down here)."""
+                 metrics: ServerMetrics | None = None, worker: Worker | None = None):
+        """`worker`: the thread the forwards run on, shared with the server's other models (its own otherwise)."""
         self.forward = forward
         self.limits = limits
         self.metrics = metrics or ServerMetrics()
@@ -82,15 +115,14 @@ class Batcher:
         self._wakeup: asyncio.Event | None = None
         self._inflight: asyncio.Future | None = None
         self._task: asyncio.Task | None = None
-        self._executor = executor
+        self.worker = worker or Worker()
         self._closing = False
 
     # -- lifecycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._wakeup = asyncio.Event()
-        if self._executor is None:
-            self._executor = torch_thread()
+        self.worker.start()
         self._closing = False
         self._task = asyncio.create_task(self._run(), name="coulisse-batcher")
 
@@ -135,10 +167,17 @@ class Batcher:
                 batch = await self._next_batch()
                 if batch is None:
                     break
-                await self._worker_free()
-                batch = [e for e in batch if not self._dropped(e)]  # clients may have left meanwhile
-                if batch:
-                    self._dispatch(batch)
+                await self.worker.lock.acquire()  # after the batch running now, any model's
+                try:
+                    batch = [e for e in batch if not self._dropped(e)]  # clients may have left meanwhile
+                    if batch:
+                        self._dispatch(batch)  # `_deliver` releases the thread
+                    else:
+                        self.worker.release()
+                except BaseException:
+                    if self._inflight is None or self._inflight.done():
+                        self.worker.release()
+                    raise
             await self._worker_free()
         except Exception as exc:
             log.exception("the batching loop crashed: this is a bug")
@@ -160,7 +199,7 @@ class Batcher:
                     return None
                 await self._wait(None)
                 continue
-            busy = self._inflight is not None and not self._inflight.done()
+            busy = self.worker.busy  # this model's batch or another's
             full = (self._queued_tokens >= limits.max_batch_tokens
                     or self._queued >= limits.max_batch_requests)
             if full or busy or self._closing:
@@ -170,7 +209,9 @@ class Batcher:
                 wait_s = oldest + limits.max_wait_ms / 1000 - time.monotonic()
             if full or (not busy and (wait_s <= 0 or self._closing)):
                 return self._take()
-            # Busy: the worker's completion wakes us. Idle: the oldest entry's deadline does.
+            # Busy: the thread's release wakes us. Idle: the oldest entry's deadline does.
+            if busy:
+                self.worker.wake_when_free(self._wakeup)
             await self._wait(None if busy else loop.call_later(wait_s, self._wakeup.set))
 
     async def _wait(self, timer: asyncio.TimerHandle | None) -> None:
@@ -232,7 +273,7 @@ class Batcher:
     def _dispatch(self, batch: list[Entry]) -> None:
         started = time.monotonic()
         items = [e.item for e in batch]
-        self._inflight = asyncio.get_running_loop().run_in_executor(self._executor, self._forward, items)
+        self._inflight = asyncio.get_running_loop().run_in_executor(self.worker.executor, self._forward, items)
         self._inflight.add_done_callback(partial(self._deliver, batch, started))
 
     def _forward(self, items: list[Item]) -> tuple[Sequence[np.ndarray | Exception], float]:
@@ -262,7 +303,8 @@ class Batcher:
         return rows
 
     def _deliver(self, batch: list[Entry], started: float, done: asyncio.Future) -> None:
-        """On the loop: hand each entry its row (or the failure), then wake the queue task."""
+        """On the loop: free the thread, hand each entry its row (or the failure), then wake the queue task."""
+        self.worker.release()
         self._wakeup.set()
         exc = done.exception() if not done.cancelled() else asyncio.CancelledError()
         if exc is not None:

@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from coulisse import __version__
 from coulisse.errors import InputError
 from coulisse.interfaces.server.app import Gate, Permits, guarded, model_app, serving
+from coulisse.interfaces.server.batching import Worker
 from coulisse.interfaces.server.bodies import StrictJSONRoute
 from coulisse.interfaces.server.errors import ServerError, error_response, install_handlers
 from coulisse.interfaces.server.guard import header, replay
@@ -206,11 +207,12 @@ def several_models_app(models: Sequence[tuple[Pipeline, ServerSettings]]) -> Fas
     settings = models[0][1]
     metrics = ServerMetrics()
     permits = Permits(settings.max_concurrent_requests)
+    worker = Worker()  # one thread runs every model's batches, in turns
     services: dict[str, Service] = {}
     apps: dict[str, FastAPI] = {}
     names = []
     for pipe, own in models:
-        service = Service(pipe, own, ServerMetrics())
+        service = Service(pipe, own, ServerMetrics(), worker)
         service.metrics.describe_model(service.embedding, service.max_input_length)
         names.append(service.served_model_name)
         services[service.served_model_name] = service

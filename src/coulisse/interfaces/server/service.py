@@ -23,7 +23,7 @@ from coulisse import __version__
 from coulisse.engine import Item
 from coulisse.engine.threads import thread_policy
 from coulisse.errors import InputError
-from coulisse.interfaces.server.batching import Batcher, BatchLimits, ForwardError, Result
+from coulisse.interfaces.server.batching import Batcher, BatchLimits, ForwardError, Result, Worker
 from coulisse.interfaces.server.bounds import CHARS_PER_TOKEN, characters_of, check_characters, cut_characters, parts
 from coulisse.interfaces.server.embedding import Prompts, cut_dimensions, id_item, library_error
 from coulisse.interfaces.server.errors import ServerError
@@ -137,7 +137,8 @@ def budget(asked: int | None, engine: int, name: str) -> int:
 
 
 class Service:
-    def __init__(self, pipe: Pipeline, settings: ServerSettings, metrics: ServerMetrics):
+    def __init__(self, pipe: Pipeline, settings: ServerSettings, metrics: ServerMetrics, worker: Worker | None = None):
+        """`worker`: the thread the batches run on, one for all the models of a server (`batching.Worker`)."""
         if pipe.task not in TASKS:
             raise InputError(f"coulisse serve runs {' or '.join(TASKS)} pipelines, not {pipe.task!r}.")
         self.pipe = pipe
@@ -164,7 +165,7 @@ class Service:
                              settings.max_wait_ms)
         self.limits = limits
         self.threads = thread_policy(settings.threads)
-        self.batcher = Batcher(self._forward, limits, metrics)
+        self.batcher = Batcher(self._forward, limits, metrics, worker)
         # The tokenizer serializes calls with a lock; one thread keeps long inputs off the event loop.
         self._tokenizer_pool: ThreadPoolExecutor | None = None
 
