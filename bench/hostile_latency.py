@@ -12,8 +12,9 @@ A client sends one short request (`--short`) every 0.1 s for `--seconds` with no
 while `--attackers` connections (1) each send the `--attack` body (a Python expression: `"a" * 1_900_000` builds
 the text here), one request after the other. Many attackers of many inputs each test the model's queue rather
 than the tokenizer's (docs/server.md, "The model's queue"). Printed: p50, p90 and max of the short requests,
-quiet and attacked, and how many attack requests were answered. Every model route tokenizes on one thread: what one request may cost it
-is `coulisse/interfaces/server/bounds.py`'s (docs/server.md, "Load and hostile clients").
+quiet and attacked, and how many attack requests were answered. Every model route tokenizes on one thread: what
+one request may cost it is `coulisse/interfaces/server/bounds.py`'s (docs/server.md, "Load and hostile
+clients").
 """
 
 from __future__ import annotations
