@@ -117,24 +117,6 @@ class FileSink:
         self.file = open(self.path, "ab")  # noqa: SIM115
         return position
 
-    def _fit(self, records: list[dict]) -> list[dict]:
-        """JSON values that a column of text cannot hold, written as their JSON text: in a carried column that holds
-        strings (a text that is a number, whose row carries its error), or that the first chunk typed as text
-        (a field null there and a number later). Such rows stopped the job, and `--resume` stopped it again
-        (audit 40). A column of numbers that later holds text still stops it, in one line."""
-        pa = self.pa
-        texts = set()
-        for c in self.names:
-            if self.schema is not None:
-                if pa.types.is_string(self.schema.field(c).type):
-                    texts.add(c)
-            elif any(isinstance(r.get(c), str) for r in records) or all(r.get(c) is None for r in records):
-                texts.add(c)
-        if not texts:
-            return records
-        return [{k: json.dumps(v, ensure_ascii=False) if k in texts and v is not None and not isinstance(v, str)
-                 else v for k, v in r.items()} for r in records]
-
     def commit(self, rows: list[Row], preds: list[Prediction]) -> int:
         self.file.write(self.encoder.encode(rows, preds))
         return self._sync(self.file.tell())
@@ -174,24 +156,6 @@ class StdoutSink(FileSink):
         self.file = sys.stdout.buffer
         self.file.write(self.encoder.header())
         return 0
-
-    def _fit(self, records: list[dict]) -> list[dict]:
-        """JSON values that a column of text cannot hold, written as their JSON text: in a carried column that holds
-        strings (a text that is a number, whose row carries its error), or that the first chunk typed as text
-        (a field null there and a number later). Such rows stopped the job, and `--resume` stopped it again
-        (audit 40). A column of numbers that later holds text still stops it, in one line."""
-        pa = self.pa
-        texts = set()
-        for c in self.names:
-            if self.schema is not None:
-                if pa.types.is_string(self.schema.field(c).type):
-                    texts.add(c)
-            elif any(isinstance(r.get(c), str) for r in records) or all(r.get(c) is None for r in records):
-                texts.add(c)
-        if not texts:
-            return records
-        return [{k: json.dumps(v, ensure_ascii=False) if k in texts and v is not None and not isinstance(v, str)
-                 else v for k, v in r.items()} for r in records]
 
     def commit(self, rows: list[Row], preds: list[Prediction]) -> int:
         self.file.write(self.encoder.encode(rows, preds))
