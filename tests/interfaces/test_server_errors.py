@@ -310,6 +310,41 @@ def test_with_every_permit_taken_a_body_is_refused_before_it_is_parsed(classifie
     assert bad.status_code == 400 and parsed[-1] == "/predict"  # a permit free: the same body reaches the parser
 
 
+def test_a_sixteenth_of_the_permits_is_kept_for_requests_of_one_input(classifier, monkeypatch):
+    """Batches take permits from all but a sixteenth of them: a flood of batches leaves room for one-sentence
+    requests (600 clients of batches of 32 refused all 80 tries of two such clients in 60 s: session 40). A limit
+    of 32 keeps 2: a batch of 30 fills the rest, a batch of 2 is refused, two single inputs get in, a third not."""
+    release = held_forward(classifier, monkeypatch)
+    app = create_app(classifier, ServerSettings(max_concurrent_requests=32, max_wait_ms=0))
+
+    def batch(n):
+        return {"inputs": [[f"Critique {i}"] for i in range(n)]}
+
+    async def until(count):
+        deadline = time.monotonic() + 10
+        while app.state.metrics.in_flight.value() < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+
+    async def scenario():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+                held = [asyncio.create_task(c.post("/predict", json=batch(30)))]
+                await until(1)
+                refused_batch = await c.post("/predict", json=batch(2))
+                held += [asyncio.create_task(c.post("/predict", json={"inputs": t})) for t in ("a", "b")]
+                await until(3)
+                refused_single = await c.post("/predict", json={"inputs": "c"})
+                release.set()
+                return refused_batch, refused_single, await asyncio.gather(*held)
+
+    refused_batch, refused_single, held = asyncio.run(scenario())
+    assert "30 of 32 inputs in flight, the last 2 kept for requests of one input, this request has 2" in \
+        error(refused_batch, 429, "Overloaded")
+    assert "32 of 32 inputs in flight (--max-concurrent-requests)" in error(refused_single, 429, "Overloaded")
+    assert [r.status_code for r in held] == [200, 200, 200]
+
+
 def test_api_key(classifier, monkeypatch, caplog):
     compared = []
     real = hmac.compare_digest

@@ -96,16 +96,23 @@ class Permits:
     """`--max-concurrent-requests` counted in inputs, as TEI takes one permit per input of a batch: what is in
     flight is at most that many inputs, a request that does not fit is refused (429) rather than queued. Counted
     in requests, 512 batches of 32 queued 16,384 inputs, minutes of work on a 2-core CPU (p99 258 s before any
-    429: audit 39). Event-loop only (no lock); several models of one server share one: they share the CPU."""
+    429: audit 39). Event-loop only (no lock); several models of one server share one: they share the CPU.
+
+    A sixteenth of them (`reserve`: 32 of the default 512; none below 16) is kept for requests of one input: a
+    flood of batches leaves room for the interactive requests beside it. Without, beside 600 clients sending
+    batches of 32 to MiniLM (each retrying after Retry-After's second), two one-sentence clients were refused all
+    80 tries in 60 s (2-core Xeon, session 40): whoever retried first got the permits. TEI keeps no reserve."""
 
     def __init__(self, limit: int):
         self.limit, self.used = limit, 0
+        self.reserve = limit // 16
 
     def take(self, inputs: int) -> int | None:
-        """The permits taken for `inputs` (a request larger than the limit takes them all: it runs alone), or
-        None when they are not free now."""
-        wanted = max(1, min(inputs, self.limit))
-        if self.used + wanted > self.limit:
+        """The permits taken for `inputs`, or None when they are not free now. A batch takes them from all but the
+        reserve (a batch larger than that takes them all: it runs alone), one input from all."""
+        room = self.limit if inputs <= 1 else self.limit - self.reserve
+        wanted = max(1, min(inputs, room))
+        if self.used + wanted > room:
             return None
         self.used += wanted
         return wanted
@@ -140,9 +147,11 @@ class Gate:
             self.metrics.request_count.inc(method=method)
         taken = self.permits.take(inputs)
         if taken is None:
+            kept = (f", the last {self.permits.reserve} kept for requests of one input" if inputs > 1
+                    and self.permits.reserve else "")
             raise ServerError("overloaded", f"Model is overloaded: {self.permits.used} of "
-                              f"{self.settings.max_concurrent_requests} inputs in flight, this request has {inputs} "
-                              "(--max-concurrent-requests); retry later")
+                              f"{self.settings.max_concurrent_requests} inputs in flight{kept}, this request has "
+                              f"{inputs} (--max-concurrent-requests); retry later")
         self.metrics.in_flight.inc()
         timings = Timings()
         reached = runs_model  # the inputs reached the model's stages (TEI counts them from there)
