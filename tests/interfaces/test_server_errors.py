@@ -231,6 +231,13 @@ def test_model_failure_is_500_with_a_logged_request_id(classifier, caplog, monke
     assert logged and logged[0].exc_info is not None and "out of memory" in str(logged[0].exc_info[1])
 
 
+async def until_in_flight(app, count: int) -> None:
+    """Until `count` requests are in flight (10 s at most)."""
+    deadline = time.monotonic() + 10
+    while app.state.metrics.in_flight.value() < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+
+
 def held_forward(classifier, monkeypatch) -> threading.Event:
     """The classifier's forward pass held until the event returned is set (10 s at most)."""
     release = threading.Event()
@@ -320,20 +327,15 @@ def test_a_sixteenth_of_the_permits_is_kept_for_requests_of_one_input(classifier
     def batch(n):
         return {"inputs": [[f"Critique {i}"] for i in range(n)]}
 
-    async def until(count):
-        deadline = time.monotonic() + 10
-        while app.state.metrics.in_flight.value() < count and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
-
     async def scenario():
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
                 held = [asyncio.create_task(c.post("/predict", json=batch(30)))]
-                await until(1)
+                await until_in_flight(app, 1)
                 refused_batch = await c.post("/predict", json=batch(2))
                 held += [asyncio.create_task(c.post("/predict", json={"inputs": t})) for t in ("a", "b")]
-                await until(3)
+                await until_in_flight(app, 3)
                 refused_single = await c.post("/predict", json={"inputs": "c"})
                 release.set()
                 return refused_batch, refused_single, await asyncio.gather(*held)
@@ -432,20 +434,15 @@ def test_the_concurrency_limit_counts_inputs_as_tei_does(classifier, monkeypatch
     def batch(*texts):  # TEI's /predict batch: one list per input (["a", "b"] would be one pair)
         return {"inputs": [[t] for t in texts]}
 
-    async def until(count):
-        deadline = time.monotonic() + 10
-        while app.state.metrics.in_flight.value() < count and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
-
     async def scenario():
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
                 held = asyncio.create_task(c.post("/predict", json=batch("a", "b", "c")))
-                await until(1)
+                await until_in_flight(app, 1)
                 refused = await c.post("/predict", json=batch("d", "e"))
                 one = asyncio.create_task(c.post("/predict", json={"inputs": "f"}))
-                await until(2)
+                await until_in_flight(app, 2)
                 in_flight = app.state.metrics.in_flight.value()
                 release.set()
                 answered = [await held, await one]
