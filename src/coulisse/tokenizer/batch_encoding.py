@@ -19,6 +19,8 @@ from coulisse.errors import InputError
 
 log = logging.getLogger(__name__)
 
+NO_PADDING = (False, "do_not_pad", None)  # the `padding` values that pad nothing
+
 
 class CharSpan(NamedTuple):
     """Characters [start, end) of the original text (transformers' `CharSpan`)."""
@@ -270,7 +272,7 @@ def pad(features: Any, *, pad_token_id: int | None, padding: Any = True, max_len
         width = max((len(row) for row in rows), default=0)
     elif padding == "max_length":
         width = max_length or max((len(row) for row in rows), default=0)
-    elif padding in (False, "do_not_pad", None):
+    elif padding in NO_PADDING:
         width = 0
     else:
         raise InputError(f"padding={padding!r} is not one of True, False, 'longest', 'max_length'.")

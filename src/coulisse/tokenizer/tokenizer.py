@@ -23,7 +23,7 @@ from coulisse.errors import InputError, TokenizerLoadError, type_of
 from coulisse.families import GENERIC_TOKENIZER_CLASSES, family_of
 from coulisse.tokenizer import batch_encoding, moses, prefix
 from coulisse.tokenizer.added_tokens import model_specific_tokens
-from coulisse.tokenizer.batch_encoding import BatchEncoding, to_tensors
+from coulisse.tokenizer.batch_encoding import NO_PADDING, BatchEncoding, to_tensors
 from coulisse.tokenizer.build import SPM_FILES, build_backend
 from coulisse.tokenizer.keywords import CALL_NO_OPS, DECODE_NO_OPS, check_keywords
 
@@ -739,7 +739,7 @@ class Tokenizer:
             width = max_length or self.model_max_length
             if width >= UNBOUNDED:  # no limit to pad to: transformers does not pad then either
                 return 0
-        elif padding in (False, "do_not_pad", None):
+        elif padding in NO_PADDING:
             return 0
         else:
             raise InputError(f"padding={padding!r} is not one of True, False, 'longest', 'max_length'.")
@@ -748,7 +748,7 @@ class Tokenizer:
     def _check_can_pad(self, padding: Any) -> None:
         """Padding needs a pad token: without one, transformers refuses any padding, and so does coulisse (it
         padded with id 0, a token of the vocabulary)."""
-        if self.pad_token_id is None and padding not in (False, "do_not_pad", None):
+        if self.pad_token_id is None and padding not in NO_PADDING:
             raise InputError(f"padding={padding!r} needs a pad token and this tokenizer has none; set one the "
                              "vocabulary holds (e.g. tokenizer.pad_token = tokenizer.unk_token), or pass "
                              "padding=False.")
@@ -761,7 +761,7 @@ class Tokenizer:
         if isinstance(multiple, bool) or not isinstance(multiple, (int, np.integer)) or multiple < 1:
             raise InputError(f"pad_to_multiple_of={multiple!r}; pass a positive int (e.g. 8), or None.")
         limit = max_length or self.model_max_length
-        if (strategy != "do_not_truncate" and padding not in (False, "do_not_pad", None) and limit < UNBOUNDED
+        if (strategy != "do_not_truncate" and padding not in NO_PADDING and limit < UNBOUNDED
                 and limit % multiple):
             raise InputError(f"truncation to {limit} tokens and padding to a multiple of {multiple} cannot both "
                              "hold; pass a max_length that is a multiple of pad_to_multiple_of, or "

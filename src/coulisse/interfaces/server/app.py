@@ -120,6 +120,18 @@ class Permits:
     def give(self, taken: int) -> None:
         self.used -= taken
 
+    @property
+    def full(self) -> bool:
+        """Every permit taken: any request would be refused (each takes one at least)."""
+        return self.used >= self.limit
+
+    def refusal(self, inputs: int | None = None) -> str:
+        """The 429's message; `inputs`: the refused request's, where its body was read."""
+        kept = f", the last {self.reserve} kept for requests of one input" if (inputs or 0) > 1 and self.reserve else ""
+        this = f", this request has {inputs}" if inputs is not None else ""
+        return (f"Model is overloaded: {self.used} of {self.limit} inputs in flight{kept}{this} "
+                "(--max-concurrent-requests); retry later")
+
 
 class Gate:
     """What every task request passes: the batch limits, concurrency permits, timings and metrics."""
@@ -147,11 +159,7 @@ class Gate:
             self.metrics.request_count.inc(method=method)
         taken = self.permits.take(inputs)
         if taken is None:
-            kept = (f", the last {self.permits.reserve} kept for requests of one input" if inputs > 1
-                    and self.permits.reserve else "")
-            raise ServerError("overloaded", f"Model is overloaded: {self.permits.used} of "
-                              f"{self.settings.max_concurrent_requests} inputs in flight{kept}, this request has "
-                              f"{inputs} (--max-concurrent-requests); retry later")
+            raise ServerError("overloaded", self.permits.refusal(inputs))
         self.metrics.in_flight.inc()
         timings = Timings()
         reached = runs_model  # the inputs reached the model's stages (TEI counts them from there)

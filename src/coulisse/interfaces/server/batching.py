@@ -11,9 +11,11 @@ request joins behind them all. A short request then waits for one input of each 
 all their inputs (before, on a 2-core Xeon, a short MiniLM request beside 16 clients each sending 20 long
 reviews waited 7.6 s p50 in the queue). An input that does not fit the batch's remaining budget leaves its
 turn to the next request's and stays at the front: it starts the next batch (the first input of a batch is
-always taken, however long), so none waits for ever. The forward pass runs on a
-single worker thread (torch already uses every core inside one call), never on the event loop: the process's
-`torch_thread()`, shared by every model served and where they were loaded (one OpenMP team: engine/threads.py).
+always taken, however long), so none waits for ever.
+
+The forward pass runs on a single worker thread (torch already uses every core inside one call), never on the
+event loop: the process's `torch_thread()`, where the models were loaded (one OpenMP team: engine/threads.py),
+shared by every model served (`Worker`).
 Entries whose client went away are cancelled futures and are dropped before they cost compute.
 """
 

@@ -211,14 +211,13 @@ class Guard:
                 await self.app(scope, replay(body, receive), send)
 
     def overloaded(self, scope) -> tuple[str, str] | None:
-        if self.permits is None or self.permits.used < self.permits.limit:
+        if self.permits is None or not self.permits.full:
             return None
         if without_prefix(scope["path"], self.limits.model_prefixes) not in UNCOUNTED:
             # counted as the routes count a request they refuse, under a method of its own: "single" or "batch"
             # is the body's, which is not read
             self.metrics.request_count.inc(method="unparsed")
-        return "overloaded", (f"Model is overloaded: {self.permits.used} of {self.permits.limit} inputs in flight "
-                              "(--max-concurrent-requests); retry later")
+        return "overloaded", self.permits.refusal()
 
     def too_large(self, size: str) -> str:
         return (f"the body ({size}) is larger than {self.limits.payload_limit} bytes (--payload-limit); "
