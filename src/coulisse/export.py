@@ -31,7 +31,7 @@ from coulisse.engine.prepare import resolve_dtype
 from coulisse.errors import InputError, WeightShapeError
 from coulisse.hub import resolve_model
 from coulisse.models import load_model
-from coulisse.models.model import _sources  # the name table loading uses: exporting is its inverse
+from coulisse.models.model import HEAD_SUFFIXES, _sources  # the name table loading uses: exporting is its inverse
 from coulisse.sentence_modules import MODULE_SETTINGS, MODULES_FILE, SETTINGS_FILE, read_modules
 from coulisse.tokenizer import Tokenizer
 from coulisse.tokenizer.export import TOKENIZER_FILES, save_tokenizer
@@ -41,15 +41,6 @@ from coulisse.weights.formats import WEIGHT_FILES
 
 log = logging.getLogger(__name__)
 
-# transformers' class name of each head: "<family prefix><suffix>". None: the base model.
-HEAD_SUFFIXES = {
-    "sequence-classification": "ForSequenceClassification",
-    "token-classification": "ForTokenClassification",
-    "question-answering": "ForQuestionAnswering",
-    "masked-lm": "ForMaskedLM",
-    "multiple-choice": "ForMultipleChoice",
-    None: "Model",
-}
 HEADS = tuple(h or "base" for h in HEAD_SUFFIXES)
 SENTENCE_FILES = (MODULES_FILE, MODULE_SETTINGS, SETTINGS_FILE)  # a sentence-transformers folder's, at its root
 # Weight files a folder being overwritten may hold besides ours: left there, they would be read first. A

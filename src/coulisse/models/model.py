@@ -22,6 +22,16 @@ from coulisse.weights.assign import lookup_tensor
 
 log = logging.getLogger(__name__)
 
+# transformers' class name of each head, after the family's prefix ("Camembert" + "ForSequenceClassification").
+HEAD_SUFFIXES = {
+    "sequence-classification": "ForSequenceClassification",
+    "token-classification": "ForTokenClassification",
+    "question-answering": "ForQuestionAnswering",
+    "masked-lm": "ForMaskedLM",
+    "multiple-choice": "ForMultipleChoice",
+    None: "Model",
+}
+
 
 def resolve(name: str):
     """A family table entry ("module.name" under coulisse.models) -> the object it names."""
@@ -249,6 +259,23 @@ def skip_init():
             setattr(nn.init, n, f)
 
 
+def named_heads(config: EncoderConfig) -> set[str]:
+    """The task heads config.json's `architectures` name ("TFCamembertForSequenceClassification" counts)."""
+    return {head for head, suffix in HEAD_SUFFIXES.items() if head
+            for name in config.architectures if name.endswith(suffix)}
+
+
+def warn_other_head(config: EncoderConfig, head: str | None, directory: Path) -> None:
+    """A head read from another head's tensors (a BERT sentence classifier's classifier.* has a token
+    classifier's names and shapes) loads, as in transformers; its outputs mean what the other task trained."""
+    named = named_heads(config)
+    asked = "masked-lm" if head == "splade" else head
+    if asked and named and asked not in named:
+        log.warning("%s: config.json's architectures %s name another head than %s; the checkpoint's tensors of "
+                    "the same names and shapes were read as a %s head, whose outputs (and labels) were trained for "
+                    "the other task", directory, config.architectures, head, head)
+
+
 def load_model(directory: Path, config: EncoderConfig, head: str | None = None) -> EncoderModel:
     """Build the model on the meta device, then adopt the checkpoint's tensors without extra copies."""
     start = time.perf_counter()
@@ -271,6 +298,16 @@ def load_model(directory: Path, config: EncoderConfig, head: str | None = None) 
             f"{config.architectures or 'unknown'}); use task 'feature-extraction', or a checkpoint fine-tuned "
             f"for {head}."
         )
+    # Part of the head there and part not (a token classifier's classifier.* asked for as a sentence classifier,
+    # which also needs a pooler): the head is what is missing, not a file that disagrees with its config.
+    missing = [key for name, _ in model.named_parameters() if name.startswith("head.") for key in sources(name)
+               if lookup_tensor(tensors, key) is None]
+    if head and missing:
+        raise ModelLoadError(
+            f"{path.name} in {directory} has no complete {head} head (no {missing[0].replace('{base}.', '')} "
+            f"tensor; architectures: {config.architectures or 'unknown'}); use the task its architectures name, "
+            f"'feature-extraction', or a checkpoint fine-tuned for {head}."
+        )
     state, used = gather_weights(model, tensors, sources, path.name)
     if family.unused_ok:
         used |= {k for k in tensors if k.removeprefix("{base}.").startswith(family.unused_ok)}
@@ -281,6 +318,7 @@ def load_model(directory: Path, config: EncoderConfig, head: str | None = None) 
     check_unused(tensors, used, path.name, tuple(sorted(roots)))
     model.load_state_dict(state, strict=True, assign=True)
     model.eval().requires_grad_(False)
+    warn_other_head(config, head, directory)
     log.info("loaded %s (%s, %d layers) from %s in %.2fs", config.model_type, head or "base",
              config.num_hidden_layers, path.name, time.perf_counter() - start)
     return model
