@@ -181,6 +181,13 @@ def test_explain_attributions_lists_the_pipelines_top_words(classifier_dir):
     assert not ANSI.search(out)  # not a terminal: no colour
 
 
+@pytest.mark.parametrize("target", ["²", "٣"])
+def test_a_target_in_other_digits_is_a_name_not_an_id(classifier_dir, target):
+    """str.isdigit() takes '²' (int() then raised: a traceback) and '٣' (int() read label 3): neither is an id."""
+    result = CliRunner().invoke(cli, ["explain", "-m", str(classifier_dir), "-a", "--target", target, REVIEW])
+    assert_one_line_error(result, f"target={target!r} is not a label")
+
+
 def test_explain_attributions_target_by_id_and_occlusion(classifier_dir):
     out = run("explain", "-m", str(classifier_dir), "-a", "--method", "occlusion", "--target", "2", REVIEW)
     a = pipeline("text-classification", model=classifier_dir).explain(REVIEW, target=2, method="occlusion")

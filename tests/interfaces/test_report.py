@@ -22,7 +22,15 @@ from factory import LABELS, TEXTS
 from coulisse import pipeline
 from coulisse.errors import InputError
 from coulisse.interfaces.explain import write_report
-from coulisse.interfaces.report import AGAINST, MAX_ATTENTION_TOKENS, TOWARDS, diverging_rgb, render_page
+from coulisse.interfaces.report import (
+    AGAINST,
+    MAX_ATTENTION_TOKENS,
+    STYLE,
+    TOWARDS,
+    diverging_rgb,
+    render_bars,
+    render_page,
+)
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 HOSTILE = '<script>alert("x")</script> Un <b>film</b> & « Amélie » </p>'
@@ -49,6 +57,8 @@ class Tree(HTMLParser):
                 break
 
     def handle_data(self, data):
+        if self.open and self.open[-1][0] == "textarea" and not self.open[-1][2]:
+            data = data.removeprefix("\n")  # as a browser's parser: a newline right after <textarea> is dropped
         for element in self.open:
             element[2] += data
 
@@ -315,8 +325,8 @@ def test_the_heat_maps_values_reach_a_keyboard_and_a_screen_reader(report, tmp_p
     """The canvas shows a cell's value on mouse hover only; each heat map has its view as a table too, filled by
     the page's script: a focusable summary, rows and columns named by their tokens in header cells (what a screen
     reader reads with each value), the values those of the attention the page was built from (the view shown
-    first: the rollout, stored in 16 bits, so within half of 1/65535, then 3 decimals: its mass spreads over
-    every token, and in bytes most cells of a long text read 0)."""
+    first: the last layer's mean of heads, each head's probabilities stored in a byte, so within half of 1/255,
+    then 3 decimals; not the rollout, which keeps half of each row on the diagonal: audit 41)."""
     path, inspections, _ = report
     dom, console, _ = chromium(tmp_path, path, "--dump-dom")
     assert console == []
@@ -330,7 +340,8 @@ def test_the_heat_maps_values_reach_a_keyboard_and_a_screen_reader(report, tmp_p
     assert len(tables.tables) == len(inspections)
     for table, x in zip(tables.tables, inspections, strict=True):
         n = min(len(x.seen), MAX_ATTENTION_TOKENS)
-        assert "rollout" in table["caption"] and "row = query token" in table["caption"]
+        layers = np.asarray(x.attentions).shape[0]
+        assert f"layer {layers}, mean of heads" in table["caption"] and "row = query token" in table["caption"]
         header, *rows = table["rows"]
         names = [f"{i} {t.piece}" for i, t in enumerate(x.seen[:n], 1)]
         assert [c[2] for c in header[1:]] == names and all(c[:2] == ["th", "col"] for c in header)
@@ -338,7 +349,39 @@ def test_the_heat_maps_values_reach_a_keyboard_and_a_screen_reader(report, tmp_p
         assert [r[0][:3] for r in rows] == [["th", "row", name] for name in names]
         values = np.array([[float(c[2]) for c in r[1:]] for r in rows])
         assert all(c[0] == "td" for r in rows for c in r[1:])
-        assert np.abs(values - np.asarray(x.rollout)[:n, :n]).max() <= 0.5 / 65535 + 0.0005
+        expected = np.asarray(x.attentions, dtype=np.float64)[-1].mean(0)[:n, :n]
+        assert np.abs(values - expected).max() <= 0.5 / 255 + 0.0005
+
+
+BAR_BOXES = """<script>
+var out = [].map.call(document.querySelectorAll('g.bar'), function (g) {
+  var name = g.querySelector('text'), box = name.getBBox();
+  return [name.textContent, g.querySelector('title').textContent, box.x, box.x + box.width,
+          g.querySelector('rect').getBBox().x];
+});
+var pre = document.createElement('pre'); pre.id = 'boxes'; pre.textContent = JSON.stringify(out);
+document.body.appendChild(pre);
+</script>"""
+
+
+@pytest.mark.slow
+def test_long_bar_names_are_drawn_whole_inside_the_chart(tmp_path):
+    """Zero-shot labels and class names run long: each is drawn inside the chart, left of its bar (a column of
+    130 px cut the start of any name past ~20 characters: audit 41); one too long for any column is cut at its
+    end with "…" and said whole by its title."""
+    names = ["documentaire animalier pour enfants", "film d'action américain", "x",
+             "une étiquette bien trop longue pour tenir dans la colonne des noms"]
+    page = tmp_path / "bars.html"
+    page.write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'><style>{STYLE}</style></head><body>"
+                    f"{render_bars([0.5, 0.3, 0.1, 0.1], names, 'scores')}{BAR_BOXES}</body></html>", encoding="utf-8")
+    dom, console, _ = chromium(tmp_path, page, "--dump-dom", "--window-size=1100,600")
+    assert console == []
+    boxes = json.loads(unescape(re.search(r'<pre id="boxes">(.*?)</pre>', dom, re.S)[1]))
+    assert [b[1] for b in boxes] == names
+    assert [b[0] for b in boxes[:3]] == names[:3] and boxes[3][0].endswith("…")
+    assert names[3].startswith(boxes[3][0][:-1])
+    for shown, _, left, right, bar in boxes:
+        assert left >= 0 and right <= bar, (shown, left, right, bar)
 
 
 @pytest.mark.slow
@@ -382,6 +425,7 @@ def test_the_python_report_is_the_commands_page_and_shows_in_a_notebook(factory,
                                                                                        strict=True), 1)]]
     (frame,) = parse(page._repr_html_()).find("iframe")
     assert frame[1]["srcdoc"] == page.html()  # the parser unescapes the attribute: the page itself
+    assert frame[1]["sandbox"] == "allow-scripts"  # its script runs in an origin of its own, not the notebook's
     assert report(pipe, TEXTS[0], method="occlusion").html() == render_page(page.inspections[:1],
                                                                                       page.title)
     for bad in ([], [""], "  "):

@@ -511,7 +511,7 @@ def cli_target(pipe, target: str | None, labels: Any = None) -> int | str | None
         names = pipe.config.id2label.values()
     if target is None or target in names:
         return target
-    return int(target) if target.isdigit() else target
+    return int(target) if target.isascii() and target.isdecimal() else target  # not '²' nor '٣'
 
 
 def explain_options(pipe, labels: Any = None, template: str | None = None) -> dict[str, Any]:

@@ -460,14 +460,20 @@ def render_tokens(x: Inspection) -> str:
 
 def render_bars(values: list[float], names: list[str], css: str, width: int = 420, fmt: str = "{:.4f}",
                 maximum: float | None = None) -> str:
-    """A horizontal bar chart as inline SVG: one `<rect>` per value."""
+    """A horizontal bar chart as inline SVG: one `<rect>` per value. The names' column is as wide as the longest
+    name needs (~7 px a character at 12 px), up to 36 characters; a longer name is cut with "…" and said whole in
+    its `<title>` (a zero-shot label, a fill-mask token: a fixed column cut their starts off, audit 41)."""
     top = maximum if maximum is not None else max((abs(v) for v in values), default=1.0) or 1.0
-    row, label_w, value_w = 22, 130, 70
+    longest = min(36, max((len(name) for name in names), default=0))
+    row, label_w, value_w = 22, max(60, 7 * longest + 12), 70
+    width += label_w - 130  # the bars keep their length
     bars = []
     for i, (v, name) in enumerate(zip(values, names, strict=True)):
         y = i * row
         w = max(1.0, abs(v) / top * (width - label_w - value_w))
-        bars.append(f'<g class="bar"><text x="{label_w - 6}" y="{y + 15}" text-anchor="end">{e(name)}</text>'
+        shown = name if len(name) <= longest else one_line(name, longest, "…")
+        bars.append(f'<g class="bar"><title>{e(name)}</title>'
+                    f'<text x="{label_w - 6}" y="{y + 15}" text-anchor="end">{e(shown)}</text>'
                     f'<rect x="{label_w}" y="{y + 3}" width="{w:.1f}" height="{row - 6}"></rect>'
                     f'<text x="{label_w + w + 6:.1f}" y="{y + 15}">{e(fmt.format(v))}</text></g>')
     height = row * len(values)
@@ -662,14 +668,17 @@ def render_attention(x: Inspection, index: int) -> str:
     data = {"tokens": [t.piece for t in x.seen[:n]], "layers": layers, "heads": heads, "n": n,
             "probs": _bytes(attentions[:, :, :n, :n]), "rollout": _words(np.asarray(x.rollout)[:n, :n])}
     payload = json.dumps(data, ensure_ascii=True).replace("<", "\\u003c")
+    # The page opens on the last layer's head mean: rollout keeps about half of each row on the diagonal (the
+    # residual as half an identity), which on a model of a layer or two is most of what it shows (audit 41).
     layer_options = '<option value="rollout">rollout (all layers)</option>' + "".join(
-        f'<option value="{i}">layer {i + 1}</option>' for i in range(layers))
+        f'<option value="{i}"{" selected" if i == layers - 1 else ""}>layer {i + 1}</option>' for i in range(layers))
     head_options = '<option value="mean">mean of heads</option>' + "".join(
         f'<option value="{h}">head {h + 1}</option>' for h in range(heads))
     cropped = f" (first {n} of {total} tokens)" if n < total else ""
     return (f'<div class="attention" id="attention-{index}"><p>Rows: each token (query); columns: the tokens '
             f"it attends to (keys){cropped}. Rollout multiplies the layers' head means, with the residual "
-            f'connection as half an identity.</p><label>layer <select class="layer">{layer_options}</select>'
+            "connection as half an identity; its colours scale to its largest value off the diagonal, where that "
+            f'half identity adds to every token.</p><label>layer <select class="layer">{layer_options}</select>'
             f'</label> <label>head <select class="head">{head_options}</select></label>'
             '<div class="canvas-wrap"><canvas class="heatmap" width="0" height="0" role="img" aria-label="attention '
             'heat map of the view chosen above; its values are in the table that follows"></canvas></div>'
@@ -746,7 +755,8 @@ class Report:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        return (f'<iframe srcdoc="{e(self.html())}" title="{e(self.title)}" '
+        # sandboxed: the page's own script runs, in an origin of its own, not the notebook's
+        return (f'<iframe srcdoc="{e(self.html())}" title="{e(self.title)}" sandbox="allow-scripts" '
                 'style="width:100%;height:760px;border:1px solid #ddd"></iframe>')
 
 
@@ -777,7 +787,7 @@ padding:0 16px}
 h1{font-size:22px}h2{font-size:19px;border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:36px}
 h3{font-size:15px;margin:22px 0 6px}
 .attributed{font-size:18px;line-height:2;white-space:pre-wrap}
-.word{padding:2px 3px;border-radius:3px;cursor:help}
+.word{padding:2px 1px;border-radius:3px;cursor:help}
 .truncated{color:#666}.truncated td{color:#666;background:#f4f4f4}
 .legend{display:flex;align-items:center;gap:8px;font-size:13px;color:#444}
 .ramp{display:inline-block;width:220px;height:12px;border:1px solid #ccc;
@@ -823,18 +833,21 @@ SCRIPT = """
     }
     function draw() {
       head.disabled = layer.value === 'rollout';
-      var m = matrix(), top = 0;
-      for (var i = 0; i < m.length; i++) top = Math.max(top, m[i]);
+      var m = matrix(), top = 0, off = layer.value === 'rollout';  // rollout: scaled off the diagonal
+      for (var i = 0; i < m.length; i++) if (!off || i % (n + 1) !== 0) top = Math.max(top, m[i]);
       canvas.width = margin + n * cell; canvas.height = margin + n * cell;
       ctx.fillStyle = '#fff'; ctx.fillRect(0, 0, canvas.width, canvas.height);
       for (var q = 0; q < n; q++) for (var k = 0; k < n; k++) {
-        var t = top > 0 ? m[q * n + k] / top : 0;
+        var t = top > 0 ? Math.min(1, m[q * n + k] / top) : 0;
         ctx.fillStyle = 'rgb(' + Math.round(255 - t * 222) + ',' + Math.round(255 - t * 153) + ','
           + Math.round(255 - t * 83) + ')';
         ctx.fillRect(margin + k * cell, margin + q * cell, cell, cell);
       }
-      ctx.fillStyle = '#222'; ctx.font = Math.min(12, cell) + 'px sans-serif';
+      // labels stay readable (10 px at least): past ~60 tokens every second one, or third...; the hover says all
+      var size = Math.max(10, Math.min(12, cell)), every = Math.ceil(size / cell);
+      ctx.fillStyle = '#222'; ctx.font = size + 'px sans-serif';
       data.tokens.forEach(function (tok, i) {
+        if (i % every) return;
         var label = tok.length > 12 ? tok.slice(0, 11) + '…' : tok;
         ctx.textAlign = 'right'; ctx.fillText(label, margin - 4, margin + i * cell + cell * 0.8);
         ctx.save(); ctx.translate(margin + i * cell + cell * 0.8, margin - 4); ctx.rotate(-Math.PI / 2);

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
-from urllib.parse import urlsplit
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -36,9 +36,14 @@ HEADER_TIMEOUT = 10.0
 MAX_CONNECTIONS = 64
 
 
+HOST_HEADER = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?")
+
+
 def host_name(value: str) -> str:
-    """The host of a `Host` header, without its port (`[::1]:8765` -> `::1`)."""
-    return (urlsplit(f"//{value}").hostname or "").lower()
+    """The host of a `Host` header, without its port (`[::1]:8765` -> `::1`); "" for anything that is not
+    a host and a port, which a browser never sends (`evil.example@127.0.0.1`, `127.0.0.1:8765, evil`)."""
+    match = HOST_HEADER.fullmatch(value)
+    return match.group(1).strip("[]").lower() if match else ""
 
 
 class HostCheck:

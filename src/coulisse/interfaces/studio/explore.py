@@ -107,7 +107,8 @@ def parse_query(params: dict[str, list[str]], task: str = "text-classification")
     stride_text = _last(params, "stride", "")
     stride = None
     if stride_text:
-        if not stride_text.lstrip("-").isdigit():
+        digits = stride_text.removeprefix("-")
+        if not (digits.isascii() and digits.isdecimal()):  # not '²' (int() refuses it) nor '٣' (int() reads 3)
             raise InputError(f"stride={stride_text!r} is not a whole number of tokens; give one, e.g. 64.")
         if stride_text.startswith("-"):
             raise InputError(f"stride={stride_text}: the tokens two windows share cannot be negative; give 0 or "

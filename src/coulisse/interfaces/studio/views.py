@@ -61,8 +61,10 @@ def render_form(q: Query, task: str = "text-classification") -> str:
     method = (f'<label>attributions <select name="method">{_options(METHODS, METHODS, q.method)}</select></label> '
               f'<label>towards <input type="text" name="target" dir="auto" size="12" value="{e(q.target)}" '
               'placeholder="the answer"></label> ' if task in ATTRIBUTION_TASKS else "")
+    # A newline right after <textarea> is dropped by the HTML parser: one is written, so that a text that starts
+    # with a newline keeps it when sent again (its offsets would all move by one).
     return ('<form class="ask" method="get" action="/">'
-            f'<textarea name="text" dir="auto" rows="5" cols="100" placeholder="{e(placeholder)}">{e(q.text)}'
+            f'<textarea name="text" dir="auto" rows="5" cols="100" placeholder="{e(placeholder)}">\n{e(q.text)}'
             f'</textarea>{pair}'
             f'<div class="controls"><label>weights <select name="quantize">'
             f'{_options(QUANTIZE, {"none": "exact (fp32)", "int8": "int8"}, q.quantize)}</select></label> '
