@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from coulisse import SentenceEncoder
+from coulisse import SentenceEncoder, pipeline
 from coulisse.errors import InputError
 from coulisse.sentence import quantize_embeddings
 
@@ -301,6 +301,12 @@ def test_constructor_overrides_the_folder(prompted, minilm_dir, tmp_path):
     ours, theirs = SentenceEncoder(saved), SentenceTransformer(str(saved), device="cpu")
     assert ours.get_embedding_dimension() == theirs.get_embedding_dimension() == 48
     assert_same(ours.encode(TEXTS), theirs.encode(TEXTS))
+    assert_same(ours.encode(TEXTS, truncate_dim=100), theirs.encode(TEXTS, truncate_dim=100))  # the call's wins
+    # the pipeline's pooling="auto" too (coulisse embed and the server run it); pooling="mean" keeps them all
+    pipe = pipeline("feature-extraction", model=saved, pooling="auto")
+    assert pipe.embedding_size() == 48 and pipe.embedding_size("mean") == 384
+    assert_same(np.asarray(pipe(TEXTS), dtype=np.float32), theirs.encode(TEXTS))
+    assert np.asarray(pipe(TEXTS, pooling="mean", normalize=True)).shape == (len(TEXTS), 384)
 
 
 @pytest.mark.slow

@@ -75,3 +75,50 @@ def test_decode_similarity_and_sparsity(encoders):
     # a weight within 1e-7 of zero may be active in one and not the other: one per text at most
     assert abs(mine["active_dims"] - reference["active_dims"]) <= 1
     assert mine["sparsity_ratio"] == pytest.approx(reference["sparsity_ratio"], abs=1e-4)
+
+
+def test_the_folders_max_active_dims_applies_everywhere(task_factory, tmp_path):
+    """A SparseEncoder saved with max_active_dims keeps that many weights by default (sentence-transformers reads
+    it from config_sentence_transformers.json): SparseEncoder, the pipeline, and so `coulisse embed` and the
+    server, which run the pipeline. It was ignored before audit 41 (~1,000 active weights instead of 5)."""
+    from coulisse import pipeline
+
+    directory, theirs = sparse_encoder_folder(task_factory, "camembert", tmp_path, max_active_dims=5)
+    ours = SparseEncoder(directory)
+    assert ours.max_active_dims == theirs.max_active_dims == 5
+    a, b = ours.encode(TEXTS), theirs.encode(TEXTS)
+    close(a, b)
+    assert (a.to_dense() != 0).sum(dim=1).tolist() == [5] * len(TEXTS)
+    entries = pipeline("sparse-embedding", model=directory)(TEXTS)
+    assert [len(e) for e in entries] == [5] * len(TEXTS)
+    for got, row in zip(entries, b.to_dense(), strict=True):
+        assert {e["index"] for e in got} == set(torch.nonzero(row).flatten().tolist())
+    close(ours.encode(TEXTS, max_active_dims=9), theirs.encode(TEXTS, max_active_dims=9))  # a call's own wins
+    assert SparseEncoder(directory, max_active_dims=3).max_active_dims == 3
+
+
+def test_intersection_and_the_refused_truncate_dim(encoders):
+    ours, theirs = encoders
+    query, documents = ours.encode_query(TEXTS[0]), ours.encode_document(TEXTS)
+    for first, second in ((query, documents), (query, documents[1])):
+        shared, expected = ours.intersection(first, second), theirs.intersection(first, second)
+        assert shared.is_sparse and shared.shape == expected.shape == second.shape
+        assert torch.equal(shared.to_dense(), expected.to_dense())
+    assert (ours.intersection(query, documents).to_dense() > 0).sum() > 0  # they share tokens: not all zeros
+    with pytest.raises(InputError, match="one embedding"):
+        ours.intersection(documents, query)
+    with pytest.raises(TypeError, match="truncate_dim"):  # as sentence-transformers' SparseEncoder
+        SparseEncoder(ours.pipeline.checkpoint.directory, truncate_dim=5)
+
+
+def test_decode_names_a_row_no_token_names_unknown(encoders, monkeypatch):
+    """A vocabulary row the tokenizer never gives (the real CamemBERT's id 3, audit 41) decodes as the unknown
+    token, as sentence-transformers' convert_ids_to_tokens names it, not None. This tokenizer names every row:
+    one is unnamed here."""
+    ours, _ = encoders
+    tokens = list(ours.pipeline.tokens)
+    tokens[3] = None
+    monkeypatch.setattr(ours.pipeline, "tokens", tokens)
+    row = torch.zeros(ours.get_embedding_dimension())
+    row[3], row[5] = 1.5, 0.5
+    assert ours.decode(row) == [(ours.tokenizer.unk_token, 1.5), (tokens[5], 0.5)]

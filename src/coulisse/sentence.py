@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -348,21 +349,14 @@ class SentenceEncoder:
         """`(N, H)` float32: the pipeline's pooling (and the folder's Normalize) of each text's hidden states."""
         pipe = self.pipeline
         batch, outputs = self._run(texts, prompt, batch_size, show_progress_bar)
-        if prompt and not batch.context.include_prompt:
-            # A Pooling module with include_prompt=false pools the text's tokens only (INSTRUCTOR models).
-            skip = self._prompt_length(prompt)
-            outputs = [hidden[skip:] for hidden in outputs]
+        # The prompt is this class's (added in _run), and so is the cut to truncate_dim (encode's argument wins
+        # over the folder's); a Pooling module with include_prompt=false pools the text's tokens only (INSTRUCTOR).
+        skip = self.pipeline.prompt_tokens(prompt, batch.context, self.max_seq_length) \
+            if prompt and not batch.context.include_prompt else 0
+        batch.context = replace(batch.context, truncate_dim=None, prompt_tokens=skip)
         options = pipe.options({"return_tensors": True})
         vectors = pipe.postprocess(outputs, batch, **pipe.stage_options(options, POST))
         return torch.stack(vectors)
-
-    def _prompt_length(self, prompt: str) -> int:
-        """Tokens a prompt puts before the text: its tokens with the leading specials ([CLS]), without the
-        closing one ([SEP]), as sentence-transformers counts them."""
-        text = prompt.lower() if self.sentence_config.lowercase else prompt
-        encoding = self.tokenizer.encode_batch([text], max_length=self.max_seq_length)[0]
-        closing = bool(encoding.special_tokens_mask) and encoding.special_tokens_mask[-1] == 1
-        return len(encoding.ids) - int(closing)
 
     def _resolve_prompt(self, prompt: str | None, prompt_name: str | None) -> str | None:
         if prompt is not None:

@@ -10,7 +10,8 @@ for code written against sentence-transformers.
 The same layer as `SentenceEncoder` (prompts, `max_seq_length`, batching, progress) over
 `pipeline("sparse-embedding", model)`, whose stages read the folder's SpladePooling and run the masked-LM
 head pooled in the model. What differs is sentence-transformers' sparse side: sparse COO tensors by default,
-`max_active_dims`, `decode`, `sparsity`, and the dot product as the default similarity.
+`max_active_dims` (the folder's by default), `decode`, `intersection`, `sparsity`, and the dot product
+as the default similarity.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import torch
 
+from coulisse.errors import InputError
 from coulisse.sentence import SentenceEncoder, _inputs, _texts
 from coulisse.tasks.base import POST, positive_int
 
@@ -42,8 +44,13 @@ class SparseEncoder(SentenceEncoder):
     PIPELINE_OPTIONS: dict[str, Any] = {}
 
     def __init__(self, model_name_or_path, *, max_active_dims: int | None = None, **kwargs: Any):
-        self.max_active_dims = positive_int("max_active_dims", max_active_dims, allow_none=True)
+        positive_int("max_active_dims", max_active_dims, allow_none=True)
+        if kwargs.get("truncate_dim") is not None:  # sentence-transformers' SparseEncoder takes none either
+            raise TypeError("SparseEncoder() got an unexpected keyword argument 'truncate_dim'; a sparse embedding "
+                            "keeps its heaviest weights instead: pass max_active_dims=.")
         super().__init__(model_name_or_path, **kwargs)
+        # the folder's (config_sentence_transformers.json) where none is given, as in sentence-transformers
+        self.max_active_dims = max_active_dims if max_active_dims is not None else self.pipeline.max_active_dims
 
     def get_embedding_dimension(self) -> int:
         """The length of `encode`'s vectors: the vocabulary's."""
@@ -99,18 +106,36 @@ class SparseEncoder(SentenceEncoder):
             result = [row.to_sparse() if convert_to_sparse_tensor else row for row in rows]
         return result[0] if single else result
 
+    @staticmethod
+    def intersection(embeddings_1: Any, embeddings_2: Any) -> torch.Tensor:
+        """The vocabulary entries two embeddings share: their products where both weights are positive, a
+        sparse tensor shaped as `embeddings_2` (`(vocab,)`, or `(N, vocab)`: one row per row); `decode` says
+        which tokens a query and a document match on."""
+        first, second = _dense(embeddings_1), _dense(embeddings_2)
+        if not isinstance(first, torch.Tensor) or not isinstance(second, torch.Tensor):
+            raise InputError("intersection takes tensors (what encode returns); pass those.")
+        if first.dim() != 1 or second.dim() not in (1, 2):
+            raise InputError(f"intersection takes one embedding (vocab,) and one or a batch of them; got shapes "
+                             f"{tuple(first.shape)} and {tuple(second.shape)}.")
+        if first.shape[-1] != second.shape[-1]:
+            raise InputError(f"intersection of embeddings of {first.shape[-1]} and {second.shape[-1]} entries; "
+                             "pass two embeddings of the same model.")
+        product = first * second
+        return torch.where(product > 0, product, torch.zeros((), dtype=product.dtype)).to_sparse()
+
     def decode(self, embeddings: torch.Tensor, top_k: int | None = None) -> list:
         """An embedding `(vocab,)` -> its non-zero weights as (token, weight), heaviest first (`top_k` of them);
         an `(N, vocab)` matrix -> one such list per row."""
         positive_int("top_k", top_k, allow_none=True)
         matrix = _dense(embeddings)
         rows = [matrix] if matrix.dim() == 1 else list(matrix)
-        tokens = self.pipeline.tokens
+        tokens, unknown = self.pipeline.tokens, self.tokenizer.unk_token  # a row no token names reads as unknown
         decoded = []
         for row in rows:
             nonzero = torch.nonzero(row).flatten().tolist()
             nonzero.sort(key=lambda i: (-float(row[i]), i))
-            decoded.append([(tokens[i], float(row[i])) for i in nonzero[:top_k]])
+            decoded.append([(tokens[i] if tokens[i] is not None else unknown, float(row[i]))
+                            for i in nonzero[:top_k]])
         return decoded[0] if matrix.dim() == 1 else decoded
 
     @staticmethod

@@ -359,6 +359,33 @@ def test_all_minilm_equals_sentence_transformers(minilm_dir, tmp_path):
         assert np.abs(ours - theirs).max() <= 1e-5
 
 
+def test_a_folders_truncate_dim_and_a_prompt_left_out_of_the_pooling(minilm_dir, tmp_path):
+    """config_sentence_transformers.json's truncate_dim and a default prompt, with a Pooling that leaves the
+    prompt's tokens out (include_prompt false): `coulisse embed` gives SentenceTransformer.encode's vectors, cut
+    to 48 dimensions (before audit 41 it wrote 384, and refused the prompt with a way out it has no option for)."""
+    from sentence_transformers import SentenceTransformer
+
+    folder = tmp_path / "model"
+    shutil.copytree(minilm_dir, folder)
+    (folder / "config_sentence_transformers.json").write_text(json.dumps(
+        {"prompts": {"query": "query: ", "passage": "passage : "}, "default_prompt_name": "passage",
+         "truncate_dim": 48}), encoding="utf-8")
+    pooling = json.loads((folder / "1_Pooling" / "config.json").read_text()) | {"include_prompt": False}
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling), encoding="utf-8")
+    texts = CORPUS[:6] + ["Bof."]
+    source = tmp_path / "reviews.jsonl"
+    source.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    theirs = SentenceTransformer(str(folder), device="cpu").encode(texts, convert_to_numpy=True)
+    assert theirs.shape == (len(texts), 48)
+    for fmt in ("parquet", "npy"):
+        output = tmp_path / f"vectors.{fmt}"
+        result = invoke("embed", "-m", str(folder), "-i", str(source), "-o", str(output), "--quiet")
+        assert result.exit_code == 0, result.output
+        ours, errors = read_vectors(output)
+        assert errors == {} and ours.shape == theirs.shape
+        assert np.abs(ours - theirs).max() <= 1e-5
+
+
 class NonFiniteOn(FailsOn):
     """The pipeline, except that `marker`'s embedding comes back as NaN (an fp16 overflow, say)."""
 

@@ -139,3 +139,37 @@ def test_a_pair_with_a_default_prompt_is_refused_as_tei_refuses_it(factory):
         assert r.status_code == 422 and r.json()["error_type"] == "Validation", r.text
         assert "--default-prompt" in r.json()["error"]
     assert single.status_code == 200
+
+
+def test_a_prompt_left_out_of_the_pooling_and_the_folders_truncate_dim(minilm_dir, tmp_path):
+    """A Pooling with include_prompt false pools past the prompt's tokens (the server refused the prompt before
+    audit 41) and config_sentence_transformers.json's truncate_dim cuts the vectors: /embed and /v1/embeddings
+    give SentenceTransformer.encode(..., normalize_embeddings=True)'s 48 dimensions; `dimensions` keeps fewer."""
+    from sentence_transformers import SentenceTransformer
+
+    copy = tmp_path / "model"
+    shutil.copytree(minilm_dir, copy)
+    (copy / "config_sentence_transformers.json").write_text(json.dumps({"prompts": PROMPTS, "truncate_dim": 48}),
+                                                            encoding="utf-8")
+    pooling = json.loads((copy / "1_Pooling" / "config.json").read_text()) | {"include_prompt": False}
+    (copy / "1_Pooling" / "config.json").write_text(json.dumps(pooling), encoding="utf-8")
+    st = SentenceTransformer(str(copy), device="cpu")
+    texts = [TEXT, "Bof."]
+    served = coulisse.pipeline("feature-extraction", model=str(copy), pooling="auto", normalize=True)
+    with TestClient(create_app(served)) as c:
+        for prompt_name in ("query", None):
+            body = {"inputs": texts} | ({"prompt_name": prompt_name} if prompt_name else {})
+            r = c.post("/embed", json=body)
+            assert r.status_code == 200, r.text
+            expected = st.encode(texts, prompt_name=prompt_name, normalize_embeddings=True)
+            assert np.asarray(r.json()).shape == expected.shape == (2, 48)
+            np.testing.assert_allclose(np.asarray(r.json()), expected, atol=1e-5)
+        r = c.post("/v1/embeddings", json={"input": texts})
+        assert r.status_code == 200, r.text
+        vectors = np.asarray([d["embedding"] for d in r.json()["data"]])
+        np.testing.assert_allclose(vectors, st.encode(texts, normalize_embeddings=True), atol=1e-5)
+        r = c.post("/embed", json={"inputs": texts, "dimensions": 16})
+        np.testing.assert_allclose(np.asarray(r.json()), st.encode(texts, truncate_dim=16, normalize_embeddings=True),
+                                   atol=1e-5)
+        r = c.post("/embed", json={"inputs": texts, "dimensions": 64})
+        assert r.status_code == 422 and "48 dimensions" in r.text

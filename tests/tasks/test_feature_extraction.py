@@ -201,8 +201,14 @@ def test_prompts_as_sentence_transformers_applies_them(minilm_dir, tmp_path):
     assert len(plain(texts[0], prompt_name="query")[0]) == length("query: " + texts[0]) > length(texts[0])
     with pytest.raises(InputError, match=r"prompt_name='doc' is not a prompt of this model .*'passage', 'query'"):
         pipe(texts, prompt_name="doc")
-    # A Pooling module that leaves the prompt's tokens out is SentenceEncoder's to run, not the pipeline's.
+    # A Pooling module that leaves the prompt's tokens out: pooled past them, as sentence-transformers does
+    # (the pipeline refused it before audit 41, and `coulisse embed`, which has no prompt option, with it).
+    pooled_with_prompt = np.asarray(pipe(texts))
     config = json.loads((folder / "1_Pooling" / "config.json").read_text()) | {"include_prompt": False}
     (folder / "1_Pooling" / "config.json").write_text(json.dumps(config))
-    with pytest.raises(InputError, match="include_prompt=false.*SentenceEncoder"):
-        pipeline("feature-extraction", model=folder, pooling="auto")(texts)
+    st, pipe = SentenceTransformer(str(folder), device="cpu"), pipeline("feature-extraction", model=folder,
+                                                                        pooling="auto")
+    for options in ({}, {"prompt_name": "query"}, {"prompt": "q: "}, {"prompt": ""}):
+        assert_close(f"without the prompt's tokens {options}", np.asarray(pipe(texts, **options)),
+                     st.encode(texts, **options))
+    assert np.abs(np.asarray(pipe(texts)) - pooled_with_prompt).max() > 1e-2

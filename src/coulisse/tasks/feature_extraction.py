@@ -2,15 +2,16 @@
 or one sentence embedding per input (`pooling="cls" | "mean" | "auto"`, `normalize=True`).
 
 `pooling="auto"` follows the folder's sentence-transformers configuration when it has one (`modules.json`:
-the Pooling module's mode, a Normalize module, `sentence_bert_config.json`'s `max_seq_length` and
-`do_lower_case`), so `all-MiniLM-L6-v2` gives sentence-transformers' embeddings; folders without one get
-mean pooling. Pooling runs on the unpadded hidden states, so the mean is over real tokens only.
+the Pooling module's mode and `include_prompt`, a Normalize module, `sentence_bert_config.json`'s
+`max_seq_length` and `do_lower_case`, `config_sentence_transformers.json`'s `truncate_dim`), so
+`all-MiniLM-L6-v2` gives sentence-transformers' embeddings; folders without one get mean pooling. Pooling runs
+on the unpadded hidden states, so the mean is over real tokens only.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,10 @@ class SentenceConfig:
     normalize: bool = False
     max_seq_length: int | None = None
     lowercase: bool = False
-    include_prompt: bool = True  # the Pooling module's: False pools without a prompt's tokens (SentenceEncoder)
+    include_prompt: bool = True  # the Pooling module's: False pools without a prompt's tokens
+    truncate_dim: int | None = None  # config_sentence_transformers.json's: the first dimensions, after Normalize
+    renormalize: bool = False  # normalize=True asked for and truncate_dim cuts: unit vectors after the cut too
+    prompt_tokens: int = 0  # a batch's: the prompt's tokens left out of the pooling (include_prompt False)
 
 
 def read_object(path: Path) -> dict[str, Any]:
@@ -107,7 +111,7 @@ def sentence_config(directory: Path, pooling_chosen: bool = False) -> SentenceCo
 
 def read_settings(directory: Path) -> dict[str, Any]:
     """`config_sentence_transformers.json` of a folder (prompts, default_prompt_name, similarity_fn_name,
-    truncate_dim), or {} when it has none."""
+    truncate_dim, a SparseEncoder's max_active_dims), or {} when it has none."""
     path = directory / SETTINGS_FILE
     if not path.is_file():
         return {}
@@ -115,18 +119,30 @@ def read_settings(directory: Path) -> dict[str, Any]:
     if not isinstance(settings, dict) or not isinstance(settings.get("prompts", {}), dict):
         raise ModelLoadError(f"{path} is not a sentence-transformers settings file (prompts must be an object); "
                              "fix the file or delete it.")
-    dim = settings.get("truncate_dim")
-    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
-        raise ModelLoadError(f"{path} has truncate_dim={dim!r}; make it a positive integer or remove it.")
+    for name in ("truncate_dim", "max_active_dims"):  # the second, a SparseEncoder's
+        value = settings.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ModelLoadError(f"{path} has {name}={value!r}; make it a positive integer or remove it.")
     return settings
 
 
-def pool(hidden: np.ndarray, pooling: str, normalize: bool = False) -> np.ndarray:
-    """Hidden states `(length, H)` of one unpadded input -> one vector `(H,)`."""
+def unit(vector: np.ndarray) -> np.ndarray:
+    """torch.nn.functional.normalize's: divided by max(norm, 1e-12)."""
+    return vector / max(float(np.linalg.norm(vector)), 1e-12)
+
+
+def pool(hidden: np.ndarray, pooling: str, normalize: bool = False, skip: int = 0) -> np.ndarray:
+    """Hidden states `(length, H)` of one unpadded input -> one vector `(H,)`, over the tokens past the first
+    `skip` (a prompt's, left out). With none left, sentence-transformers' masked pooling gives the first token
+    (cls) or zeros (mean)."""
     hidden = np.asarray(hidden, dtype=np.float32)
-    vector = hidden[0] if pooling == "cls" else hidden.mean(axis=0)
-    if normalize:  # torch.nn.functional.normalize: divide by max(norm, 1e-12)
-        vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
+    kept = hidden[skip:]
+    if not len(kept):
+        vector = hidden[0] if pooling == "cls" else np.zeros(hidden.shape[-1], dtype=np.float32)
+    else:
+        vector = kept[0] if pooling == "cls" else kept.mean(axis=0)
+    if normalize:
+        vector = unit(vector)
     return vector.astype(np.float32)
 
 
@@ -169,12 +185,29 @@ class FeatureExtractionPipeline(Pipeline):
     }
 
     def sentence_config(self, pooling: str, normalize: bool | None) -> SentenceConfig:
-        """The pooling to apply: the folder's sentence-transformers settings, with explicit options on top."""
+        """The pooling to apply: the folder's sentence-transformers settings, with explicit options on top.
+        Its `truncate_dim` applies with pooling="auto" only, as sentence-transformers applies it."""
         found = sentence_config(self.checkpoint.directory, pooling_chosen=pooling != "auto") or SentenceConfig()
         mode = found.pooling if pooling == "auto" else pooling
+        asked = normalize is not None  # as encode's normalize_embeddings: after the cut, where there is one
         if normalize is None:
             normalize = found.normalize if pooling == "auto" else False
-        return SentenceConfig(mode, bool(normalize), found.max_seq_length, found.lowercase, found.include_prompt)
+        dim = read_settings(self.checkpoint.directory).get("truncate_dim") if pooling == "auto" else None
+        return SentenceConfig(mode, bool(normalize), found.max_seq_length, found.lowercase, found.include_prompt,
+                              dim, renormalize=asked and bool(normalize) and dim is not None)
+
+    def embedding_size(self, pooling: str = "auto") -> int:
+        """The length of a sentence embedding: the hidden size, cut to the folder's `truncate_dim` (pooling="auto")."""
+        size, dim = self.config.hidden_size, self.sentence_config(pooling, None).truncate_dim
+        return size if dim is None else min(size, dim)
+
+    def prompt_tokens(self, prompt: str, sentence: SentenceConfig, max_length: int | None = None) -> int:
+        """Tokens a prompt puts before the text: its tokens with the leading specials ([CLS]), without the
+        closing one ([SEP]), as sentence-transformers counts those a Pooling with include_prompt=false skips."""
+        text = prompt.lower() if sentence.lowercase else prompt
+        encoding = self.tokenizer.encode_batch([text], max_length=self.cap_length(max_length))[0]
+        closing = bool(encoding.special_tokens_mask) and encoding.special_tokens_mask[-1] == 1
+        return len(encoding.ids) - int(closing)
 
     def prompt_text(self, pooling: str | None, prompt_name: str | None = None, prompt: str | None = None) -> str:
         """What goes before each text: `prompt`, else the folder's `prompts[prompt_name]`, else (pooling="auto")
@@ -218,12 +251,10 @@ class FeatureExtractionPipeline(Pipeline):
             texts = [text + t for t in texts]
         if pooling is not None:
             sentence = self.sentence_config(pooling, normalize)
-            if text and not sentence.include_prompt:
-                raise InputError(f"the prompt {text!r} would be pooled, but this model's Pooling leaves its tokens "
-                                 "out (include_prompt=false), which the pipeline does not do; use "
-                                 "coulisse.SentenceEncoder, or pass prompt='' for no prompt.")
             if sentence.max_seq_length and max_length is None:  # a given max_length overrides the folder's
                 max_length = sentence.max_seq_length
+            if text and not sentence.include_prompt:  # the Pooling leaves the prompt's tokens out (INSTRUCTOR)
+                sentence = replace(sentence, prompt_tokens=self.prompt_tokens(text, sentence, max_length))
             texts = [t.lower() for t in texts] if sentence.lowercase else texts
         encodings = self.tokenizer.encode_batch(
             texts, truncation=bool(truncation), max_length=self.cap_length(max_length),
@@ -243,8 +274,12 @@ class FeatureExtractionPipeline(Pipeline):
 
     @staticmethod
     def _result(hidden: np.ndarray, return_tensors: bool, pooling: SentenceConfig | None):
-        array = np.asarray(hidden, dtype=np.float32)[None] if pooling is None else pool(
-            hidden, pooling.pooling, pooling.normalize)
+        if pooling is None:
+            array = np.asarray(hidden, dtype=np.float32)[None]
+        else:  # sentence-transformers' order: Pooling (past the prompt's tokens it leaves out), Normalize, the cut,
+            # then encode's normalize_embeddings
+            array = pool(hidden, pooling.pooling, pooling.normalize, pooling.prompt_tokens)[:pooling.truncate_dim]
+            array = unit(array).astype(np.float32) if pooling.renormalize else array
         if return_tensors:
             import torch
 

@@ -31,6 +31,7 @@ from coulisse.tasks.feature_extraction import (
     max_seq_length_of,
     read_modules,
     read_object,
+    read_settings,
 )
 
 # sentence-transformers' module types of a SparseEncoder coulisse runs (class names, any module path)
@@ -107,6 +108,8 @@ class SparseEmbeddingPipeline(FeatureExtractionPipeline):
         super().__init__(checkpoint, **kwargs)
         self.splade = splade_config(checkpoint.directory) or SpladeConfig()
         self.model.head.configure(self.splade.strategy, self.splade.activation)
+        # config_sentence_transformers.json's: the weights each embedding keeps, where `top_k` says none
+        self.max_active_dims: int | None = read_settings(checkpoint.directory).get("max_active_dims")
 
     @property
     def vocab_size(self) -> int:
@@ -146,7 +149,9 @@ class SparseEmbeddingPipeline(FeatureExtractionPipeline):
     def postprocess(self, outputs: Any, batch: Batch | None = None, *, return_tensors: bool = False,
                     top_k: int | None = None):
         """`(vocab,)` weights per input -> its non-zero entries, heaviest first (`sparse_result`), or a torch
-        sparse tensor (`return_tensors`). One array alone (no batch) gives that input's result."""
+        sparse tensor (`return_tensors`); the heaviest `top_k` only, else the folder's `max_active_dims`, as
+        sentence-transformers' `SparseEncoder.encode`. One array alone (no batch) gives that input's result."""
+        top_k = self.max_active_dims if top_k is None else top_k
         rows = [outputs] if batch is None else list(outputs)
         results = [self._sparse(np.asarray(row, dtype=np.float32), return_tensors, top_k) for row in rows]
         return results[0] if batch is None or batch.single else results

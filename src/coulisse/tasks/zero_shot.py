@@ -9,8 +9,9 @@ filled with the label; the pair is truncated on the text's side only. As in tran
 
 The entailment id is the first label of `label2id` that starts with "entail" (case-insensitive); without one
 the model is not an NLI classifier and the pipeline refuses it (transformers would quietly use the last one).
-The contradiction id is the label that starts with "contra"; models without one (e.g. entailment /
-not_entailment) use transformers' rule: the last id when entailment is 0, else id 0.
+The contradiction id is the label that starts with "contra" (transformers takes it by position, which on an
+order such as neutral / entailment / contradiction is the neutral label: docs/dropin.md); models without one
+(e.g. entailment / not_entailment) use transformers' rule: the last id when entailment is 0, else id 0.
 
 The default hypothesis template follows the model's language: French ("Ce texte parle de {}.") when the
 checkpoint declares exactly one language and it is French (`language` in config.json, else in the model card's

@@ -101,7 +101,7 @@ class Embedder(RowModel):
         self.options = pipe.options({**given, "return_tensors": True})
         # What "auto" resolved to (the folder's files), for the record.
         self.sentence = pipe.sentence_config(self.options["pooling"], self.options["normalize"])
-        self.dim = pipe.config.hidden_size
+        self.dim = pipe.embedding_size(self.options["pooling"])  # the folder's truncate_dim cuts "auto"
         limit = pipe.tokenizer.model_max_length
         self.limit = min(self.sentence.max_seq_length or limit, limit)
         self.truncated = 0  # texts that reached the token limit

@@ -67,7 +67,10 @@ def document_request_limits(schema: dict, service: Service) -> dict:
                 if form.get("type") == "array" and form.get("items", {}).get("type") != "integer":
                     form.update(minItems=1, maxItems=most - (name == "SimilarityInput"))
     vocab = len(service.pipe.tokenizer)
-    size = service.pipe.config.hidden_size
+    # the length of /embed's vectors, what `dimensions` may keep: the vocabulary's (SPLADE), the hidden size cut to
+    # the folder's truncate_dim (sentence-transformers), else the hidden size
+    size = (service.pipe.vocab_size if service.sparse else service.pipe.embedding_size() if service.embedding
+            else service.pipe.config.hidden_size)
     prompts = sorted(service.prompts.prompts)
     _walk(schema, vocab, size, prompts)
     return schema

@@ -157,7 +157,6 @@ class Service:
         if self.embedding:
             found = pipe.sentence_config(self.pooling, None)
             self.pooling_mode = found.pooling  # what "auto" chose, for /info
-            self.include_prompt = found.include_prompt
             self.max_input_length = min(self.max_input_length, found.max_seq_length or self.max_input_length)
         self.function = pipe.options({})["function_to_apply"] if self.classifier else None
         limits = BatchLimits(budget(settings.max_batch_tokens, pipe.engine.max_batch_tokens, "max_batch_tokens"),
@@ -345,11 +344,7 @@ class Service:
                               "\"normalize\": false to /embed, or use /embed_sparse")
         check_not_empty([(t, None) for t in texts])
         timings.characters = sum(len(t) for t in texts)  # before the prompt, as TEI counts them
-        prompt = self.prompts.text(prompt_name)
-        if prompt and not self.include_prompt and pooled:
-            raise ServerError("validation", "Input validation error: prompt_name: this model's Pooling leaves "
-                              "the prompt's tokens out (include_prompt=false), which the server does not do; "
-                              "use coulisse.SentenceEncoder")
+        prompt = self.prompts.text(prompt_name)  # pooled past its tokens where the Pooling leaves them out
         items, batch = await self.tokenize([(t, None) for t in texts], truncate, timings, normalize, side, prompt)
         rows = await self.infer(items, disconnected, timings)
         if not pooled:  # the token embeddings, `(length, H)` per input, written as JSON off the loop (answers.py)
