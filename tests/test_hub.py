@@ -138,7 +138,7 @@ class FakeHub:
         hub = self
 
         class Api:
-            def model_info(self, repo_id, revision=None, timeout=None):
+            def model_info(self, repo_id, revision=None, timeout=None, token=None):
                 import httpx
                 from huggingface_hub.errors import RepositoryNotFoundError
 
@@ -146,9 +146,10 @@ class FakeHub:
                     url = f"https://huggingface.co/api/models/{repo_id}"
                     response = httpx.Response(404, request=httpx.Request("GET", url))
                     raise RepositoryNotFoundError(f"404 {repo_id}", response=response)
-                return type("Info", (), {"siblings": [type("S", (), {"rfilename": f}) for f in hub.files]})
+                return type("Info", (), {"siblings": [type("S", (), {"rfilename": f}) for f in hub.files],
+                                         "sha": COMMIT})
 
-        def download(repo_id, filename, revision=None, cache_dir=None):
+        def download(repo_id, filename, revision=None, cache_dir=None, token=None):
             hub.downloaded.append(filename)
             snapshot = Path(cache_dir) / ("models--" + repo_id.replace("/", "--")) / "snapshots" / COMMIT
             (snapshot / filename).parent.mkdir(parents=True, exist_ok=True)
@@ -260,6 +261,7 @@ def test_well_formed_ids_go_to_the_cache(model, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     asked = []
     monkeypatch.setattr(hub, "_from_cache", lambda repo_id, revision: asked.append(repo_id) or tmp_path)
+    monkeypatch.setattr(hub, "snapshot_complete", lambda folder: True)
     assert resolve_model(model) == tmp_path and asked == [model]
 
 

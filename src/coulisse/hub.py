@@ -2,7 +2,14 @@
 
 The cache location and offline switch are read at call time from `HF_HUB_CACHE`, `HF_HOME` and
 `HF_HUB_OFFLINE`, as huggingface_hub does. Online, only the files inference needs are downloaded:
-config, tokenizer files, and the single best weight file (safetensors, then .bin, then TF .h5).
+config, tokenizer files, sentence-transformers' settings and module configs, and the single best weight file
+(safetensors, then .bin, then TF .h5), all from the one commit the revision names when the download starts.
+
+A Hub id is downloaded once: a complete snapshot in the cache (config, weights, a vocabulary) is loaded without
+asking the Hub again, as `local_files_only` would; a branch that moved since is followed once the cache's ref
+moves (`hf download`, or transformers' `from_pretrained`, rewrites it), or by passing a commit as the revision.
+A partial snapshot (a download cut short, or a cache transformers filled with its config or weights alone) is
+completed online.
 
 What huggingface_hub raises is sorted in two: "no such model" (ModelNotFoundError) and "the Hub could not
 be reached or understood" (HubUnreachableError: offline, DNS, refused, timeout, TLS, HTTP 5xx, garbage),
@@ -12,11 +19,13 @@ each one line naming the model, the cache searched and the fixes.
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 from coulisse.defaults import BUNDLED_MODEL, bundled_dir
@@ -26,11 +35,17 @@ from coulisse.weights.formats import allowed_roots
 
 log = logging.getLogger(__name__)
 
-TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "sentencepiece.bpe.model",
-    "spiece.model", "vocab.txt", "vocab.json", "merges.txt", "added_tokens.json",
-)
-EXTRA_FILES = ("modules.json", "sentence_bert_config.json", "1_Pooling/config.json")
+# Every file Tokenizer.from_dir reads (tokenizer/build.py's SPM_FILES among them: tests/test_hub.py checks).
+VOCABULARY_FILES = ("tokenizer.json", "sentencepiece.bpe.model", "spiece.model", "tokenizer.model", "spm.model",
+                    "vocab.txt", "vocab.json")
+TOKENIZER_FILES = (*VOCABULARY_FILES, "tokenizer_config.json", "special_tokens_map.json", "merges.txt",
+                   "added_tokens.json")
+# sentence-transformers' settings at the root; each module's own files (1_Pooling/config.json...) are read from
+# modules.json once it is downloaded.
+EXTRA_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+# The token downloads send: huggingface_hub's (`hf auth login`, HF_TOKEN) unless `pipeline(token=)` says
+# otherwise (a string, or False for none), for the load it runs.
+_TOKEN: ContextVar[str | bool | None] = ContextVar("coulisse_hub_token", default=None)
 TRUE = {"1", "true", "yes", "on"}
 # The HTTP client each huggingface_hub generation talks through (requests before 1.0, httpx or httpx2
 # since) and its base errors; InvalidURL sits outside httpx's HTTPError tree.
@@ -66,6 +81,16 @@ def _hub_commands() -> set[str]:
     except PackageNotFoundError:
         return set()
     return {script.name for script in scripts if script.group == "console_scripts"}
+
+
+@contextmanager
+def hub_token(token: str | bool | None) -> Iterator[None]:
+    """Downloads inside send `token` (a string), none (False), or huggingface_hub's own (None, True)."""
+    reset = _TOKEN.set(None if token is True else token)
+    try:
+        yield
+    finally:
+        _TOKEN.reset(reset)
 
 
 def resolve_model(model: str | os.PathLike, revision: str | None = None) -> Path:
@@ -117,8 +142,8 @@ def _resolve_model(model: str | os.PathLike, revision: str | None = None) -> Pat
             "config.json and the weights, or a Hub id 'name' or 'owner/name' (like 'tblard/tf-allocine')."
         )
     cached = _from_cache(text, revision)
-    if cached is not None:
-        return cached
+    if cached is not None and (is_offline() or snapshot_complete(cached)):
+        return cached  # offline, a partial snapshot is loaded as it is: the load names what it lacks
     if text != BUNDLED_MODEL and _near_bundled(text):
         raise ModelNotFoundError(f"model {text!r} is not shipped with coulisse, nor in the Hugging Face cache; "
                                  f"did you mean {BUNDLED_MODEL!r}, the model coulisse ships?")
@@ -132,6 +157,9 @@ def _resolve_model(model: str | os.PathLike, revision: str | None = None) -> Pat
         return _download(text, revision)
     except ModelNotFoundError as e:
         note = _no_folder_either(text)
+        if isinstance(e, HubUnreachableError) and cached is not None:
+            note += (f" (The cache holds part of it, {cached}: its {', '.join(missing_parts(cached))} could not "
+                     "be downloaded.)")
         if not note:
             raise
         raise type(e)(f"{e}{note}") from None
@@ -230,43 +258,108 @@ def _from_cache(repo_id: str, revision: str | None) -> Path | None:
     return folder if (folder / "config.json").is_file() else None
 
 
+def snapshot_complete(folder: Path) -> bool:
+    """Whether a snapshot holds what a load reads: config.json, a weight file (an index with all its shards)
+    and a vocabulary. A download cut short leaves the first files it fetched; transformers' AutoConfig leaves
+    config.json alone."""
+    return not missing_parts(folder)
+
+
+def missing_parts(folder: Path) -> list[str]:
+    """What a snapshot lacks of `snapshot_complete`'s parts, in words."""
+    missing = [] if (folder / "config.json").is_file() else ["config.json"]
+    if not any((folder / name).is_file() for name in VOCABULARY_FILES):
+        missing.append("tokenizer files")
+    weights = next((name for name in WEIGHT_FILES if (folder / name).is_file()), None)
+    if weights is None:
+        missing.append("weights")
+    elif weights.endswith(".index.json"):
+        try:
+            shards = set(json.loads((folder / weights).read_text(encoding="utf-8"))["weight_map"].values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return missing  # a broken index: the load says what is wrong with it
+        if not all(isinstance(shard, str) and (folder / shard).is_file() for shard in shards):
+            missing.append("weight shards")
+    return missing
+
+
 def _download(repo_id: str, revision: str | None) -> Path:
-    files = _list_files(repo_id, revision)
+    files, commit = _list_files(repo_id, revision)
     if "config.json" not in files:
         raise ModelNotFoundError(f"the Hub repo {repo_id!r} has no config.json; it is not a transformers model.")
-    wanted = [f for f in ("config.json", *TOKENIZER_FILES, *EXTRA_FILES) if f in files]
     weights = next((w for w in WEIGHT_FILES if w in files), None)
     if weights is None:
         raise ModelNotFoundError(
             f"the Hub repo {repo_id!r} has no usable weight file (files: {', '.join(sorted(files))}); "
             f"coulisse reads {', '.join(WEIGHT_FILES)}."
         )
-    wanted.append(weights)
+    # Every file from the commit the revision named when the listing was made: a push during the download
+    # cannot mix two commits. The revision's ref is written once the files are there.
+    wanted = [f for f in ("config.json", *TOKENIZER_FILES, *EXTRA_FILES) if f in files]
+    fetched = {name: _fetch(repo_id, name, revision, commit) for name in wanted}
+    if "modules.json" in fetched:
+        wanted += [f for f in _module_files(fetched["modules.json"], files) if f not in fetched]
     if weights.endswith(".index.json"):
-        import json
-
-        index = json.loads(_fetch(repo_id, weights, revision).read_text())
+        fetched[weights] = _fetch(repo_id, weights, revision, commit)
+        index = json.loads(fetched[weights].read_text(encoding="utf-8"))
         wanted += sorted(set(index["weight_map"].values()))
-    paths = [_fetch(repo_id, name, revision) for name in wanted]
-    return paths[0].parent  # config.json sits at the snapshot's root
+    else:
+        wanted.append(weights)
+    for name in wanted:
+        if name not in fetched:
+            fetched[name] = _fetch(repo_id, name, revision, commit)
+    folder = fetched["config.json"].parent  # config.json sits at the snapshot's root
+    if commit and revision != commit:
+        _write_ref(folder.parent.parent / "refs" / (revision or "main"), commit)
+    return folder
 
 
-def _list_files(repo_id: str, revision: str | None) -> set[str]:
+def _module_files(modules_json: Path, files: set[str]) -> list[str]:
+    """The settings of each sentence-transformers module a repo lists (`1_Pooling/config.json`,
+    `1_SpladePooling/config.json`...): its JSON files, among the repo's (so never a path outside it). A
+    malformed modules.json gives none: the load says what is wrong with it."""
+    try:
+        modules = json.loads(modules_json.read_text(encoding="utf-8"))
+        paths = {m["path"].strip("/") for m in modules if isinstance(m, dict) and isinstance(m.get("path"), str)}
+    except (OSError, ValueError, TypeError):
+        return []
+    return sorted(f for f in files for path in paths if path and f.startswith(f"{path}/") and f.endswith(".json"))
+
+
+def _write_ref(ref: Path, commit: str) -> None:
+    """The cache's `refs/<revision>` naming `commit`, as huggingface_hub writes it; a later load without the
+    network finds the snapshot through it."""
+    try:
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        if not ref.is_file() or ref.read_text(encoding="utf-8") != commit:
+            staged = ref.with_name(f".{ref.name}.{os.getpid()}")
+            staged.write_text(commit, encoding="utf-8")
+            os.replace(staged, ref)
+    except OSError as e:
+        raise ModelNotFoundError(f"could not write the Hugging Face cache's ref {ref} ({_one_line(e)}); check that "
+                                 "folder's permissions and free space, or set HF_HUB_CACHE to another one.") from e
+
+
+def _list_files(repo_id: str, revision: str | None) -> tuple[set[str], str | None]:
+    """The repo's files at `revision`, and the commit that revision names now."""
     from huggingface_hub import HfApi, constants
 
     # huggingface_hub 2.x sends this request with no timeout at all: a server that accepts the connection
     # and never answers would hang us forever. Its own default for requests without one is this constant.
     timeout = getattr(constants, "HF_HUB_DOWNLOAD_TIMEOUT", 10)
     with _hub_errors(repo_id, revision):
-        info = HfApi().model_info(repo_id, revision=revision, timeout=timeout)
-        return {sibling.rfilename for sibling in info.siblings or []}
+        info = HfApi().model_info(repo_id, revision=revision, timeout=timeout, token=_TOKEN.get())
+        commit = info.sha if isinstance(info.sha, str) and len(info.sha) == 40 else None
+        return {sibling.rfilename for sibling in info.siblings or []}, commit
 
 
-def _fetch(repo_id: str, filename: str, revision: str | None) -> Path:
+def _fetch(repo_id: str, filename: str, revision: str | None, commit: str | None = None) -> Path:
+    """One file, from `commit` where the listing named one (errors name the revision asked for)."""
     from huggingface_hub import hf_hub_download
 
     with _hub_errors(repo_id, revision):
-        return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=hub_cache_dir()))
+        return Path(hf_hub_download(repo_id, filename, revision=commit or revision, cache_dir=hub_cache_dir(),
+                                    token=_TOKEN.get()))
 
 
 @contextmanager
@@ -286,8 +379,7 @@ def _hub_errors(repo_id: str, revision: str | None) -> Iterator[None]:
         raise _said(e, ModelNotFoundError(f"{repo_id!r} is not a valid Hub id ({_one_line(e)}); check the id.")
                     ) from None
     except hub.GatedRepoError as e:
-        raise _said(e, ModelNotFoundError(
-            f"the Hub repo {repo_id!r} is gated: accept its conditions on its Hub page, then set HF_TOKEN.")) from None
+        raise _said(e, ModelNotFoundError(f"the Hub repo {repo_id!r} is gated: {_gated_fix(repo_id)}")) from None
     except hub.RepositoryNotFoundError as e:
         raise _said(e, ModelNotFoundError(
             f"no model {repo_id!r} on the Hugging Face Hub; check the id (a private repo also needs HF_TOKEN).")
@@ -302,11 +394,28 @@ def _hub_errors(repo_id: str, revision: str | None) -> Iterator[None]:
                     ) from None
     except _unreachable_errors() as e:
         raise _said(e, HubUnreachableError(unreachable_message(repo_id, revision, e))) from None
-    except OSError as e:  # left after the network errors above: the disk
+    except OSError as e:
+        if e.errno is None:  # huggingface_hub's own: a file shorter than the Hub said ("Consistency check failed")
+            raise _said(e, HubUnreachableError(
+                f"the download of {repo_id!r} from the Hugging Face Hub was cut short ({_one_line(e)}); run the "
+                "command again: the files already downloaded are kept.")) from None
+        # left after the network errors above: the disk
         raise ModelNotFoundError(
             f"could not save {repo_id!r} in the Hugging Face cache {hub_cache_dir()} ({_one_line(e)}); "
             "check that folder's permissions and free space, or set HF_HUB_CACHE to another one."
         ) from e
+
+
+def _gated_fix(repo_id: str) -> str:
+    """What to do about a gated repo: a token, or access for the one that was sent."""
+    from huggingface_hub import constants, get_token
+
+    token = _TOKEN.get()
+    sent = token if isinstance(token, str) else None if token is False else get_token()
+    if sent:
+        return (f"the token sent has no access to it yet; accept its conditions at {constants.ENDPOINT}/{repo_id} "
+                "with that account (or send another token: token=, HF_TOKEN).")
+    return "accept its conditions on its Hub page, then set HF_TOKEN (or pass token=)."
 
 
 def _said(caught: BaseException, error: ModelNotFoundError) -> ModelNotFoundError:

@@ -29,7 +29,7 @@ from coulisse.engine import DEFAULT_BATCH_SIZE
 from coulisse.engine.device import resolve_device, resolve_device_map
 from coulisse.engine.prepare import DTYPES, check_request, resolve_dtype, resolve_fast
 from coulisse.errors import HubUnreachableError, InputError
-from coulisse.hub import resolve_model
+from coulisse.hub import hub_token, resolve_model
 from coulisse.tasks import (
     TASKS,
     FeatureExtractionPipeline,
@@ -172,26 +172,28 @@ def pipeline(task: str | None = "sentiment-analysis", model: str | Path | None =
     if loading["batch_size"] is not None:
         max_batch_size = min(max_batch_size, loading["batch_size"])
     revision = loading["revision"]
-    if model is None:
-        if tokenizer is not None or config is not None:
-            raise InputError("tokenizer= or config= without model=: pass the model they belong to.")
-        if task not in DEFAULT_MODELS:
-            raise InputError(f"task {task!r} has no default model; pass model= (a Hub id or a local folder).")
-        model = default_model(task, revision)
-    model = _model_source(model)
-    if loading["local_files_only"]:
-        _check_local(model, revision)
-    tokenizer_dir = _same_or_other("tokenizer", tokenizer, model, revision)
-    if _same_or_other("config", config, model, revision) is not None:
-        raise InputError(f"config={_name(config)!r} is not the model's; coulisse reads config.json from the "
-                         "model's own folder. Drop config=, or save the model with that config.")
-    try:
-        checkpoint = load_checkpoint(model, cls.head, revision)
-    except HubUnreachableError as e:
-        if cls.task != "text-classification":
-            raise
-        # A sentiment user without the Hub has a French classifier at hand: say so (never a silent swap).
-        raise HubUnreachableError(offline_hint(str(e))) from None
+    # The downloads of this load send the token given (a string, or False for none), else huggingface_hub's.
+    with hub_token(loading["token"]):
+        if model is None:
+            if tokenizer is not None or config is not None:
+                raise InputError("tokenizer= or config= without model=: pass the model they belong to.")
+            if task not in DEFAULT_MODELS:
+                raise InputError(f"task {task!r} has no default model; pass model= (a Hub id or a local folder).")
+            model = default_model(task, revision)
+        model = _model_source(model)
+        if loading["local_files_only"]:
+            _check_local(model, revision)
+        tokenizer_dir = _same_or_other("tokenizer", tokenizer, model, revision)
+        if _same_or_other("config", config, model, revision) is not None:
+            raise InputError(f"config={_name(config)!r} is not the model's; coulisse reads config.json from the "
+                             "model's own folder. Drop config=, or save the model with that config.")
+        try:
+            checkpoint = load_checkpoint(model, cls.head, revision)
+        except HubUnreachableError as e:
+            if cls.task != "text-classification":
+                raise
+            # A sentiment user without the Hub has a French classifier at hand: say so (never a silent swap).
+            raise HubUnreachableError(offline_hint(str(e))) from None
     if tokenizer_dir is not None:
         checkpoint = _with_tokenizer(checkpoint, tokenizer_dir)
     # Threads, quantization, dtype and the fast path are chosen in one place: `engine.prepare.prepare_model`.
@@ -202,7 +204,7 @@ def pipeline(task: str | None = "sentiment-analysis", model: str | Path | None =
     # Folders as absolute paths: unpickled in another working directory, "m" would be asked of the Hub.
     recipe.update(model=str(checkpoint.directory.resolve()) if _is_folder(model) else model, config=None,
                   tokenizer=None if tokenizer_dir is None else str(Path(tokenizer_dir).resolve()))
-    # Never a secret in a pickle: a string token is not used anyway (downloads take `hf auth login`'s / HF_TOKEN)
+    # Never a secret in a pickle (an unpickled pipeline loads the folder the download left, with no token)
     recipe["token"] = None
     if isinstance(recipe.get("model_kwargs"), dict):
         recipe["model_kwargs"] = {k: v for k, v in recipe["model_kwargs"].items() if k != "token"}
@@ -257,9 +259,6 @@ def _loading(model_kwargs: dict | None, **given: Any) -> dict[str, Any]:
     token = merged.get("token")
     if token is not None and not isinstance(token, (str, bool)):
         raise InputError(f"token={token!r}; pass a Hugging Face token string, True, or False.")
-    if isinstance(token, str):
-        log.warning("token= is not passed on: coulisse downloads with the token of `hf auth login` or "
-                    "HF_TOKEN, which huggingface_hub reads itself")
     return merged
 
 

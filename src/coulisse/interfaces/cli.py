@@ -103,8 +103,11 @@ def set_verbosity(ctx: click.Context, more: int) -> None:
     ctx.meta[VERBOSE_KEY] = verbose
     if ctx.meta.get(OURS_KEY):
         logging.getLogger().setLevel({0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG))
-    # huggingface_hub's "Retrying in 8s" notices would break the one-line error after them
-    logging.getLogger("huggingface_hub.utils._http").setLevel(logging.NOTSET if verbose else logging.ERROR)
+    # huggingface_hub's "Retrying in 8s" and "Trying to resume download" notices (said twice: by its own handler
+    # and by ours) would bury the one-line error after them. Its modules' loggers, by name: huggingface_hub sets
+    # its root logger's level itself when it first logs.
+    for name in ("huggingface_hub.utils._http", "huggingface_hub.file_download"):
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.ERROR)
 
 
 def _verbose_option() -> click.Option:
