@@ -58,3 +58,33 @@ def test_past_the_position_table_is_refused_in_one_line(minilm_dir):
     assert ours.max_seq_length == 256  # unchanged
     ours.max_seq_length = 512
     assert ours.max_seq_length == 512
+
+
+def test_a_folders_max_seq_length_above_the_tokenizers_limit_is_read(minilm_dir, tmp_path):
+    """An older layout: sentence_bert_config.json says 40 tokens, tokenizer_config.json's model_max_length 20.
+    sentence-transformers reads 40 (it hands max_seq_length to the tokenizer), and so did coulisse's vectors, but
+    `max_seq_length` said 20 and refused 30 (audit 41); the server's /info said 20 and refused inputs the
+    pipeline reads."""
+    import json
+    import shutil
+
+    st = pytest.importorskip("sentence_transformers")
+    from starlette.testclient import TestClient
+
+    from coulisse import pipeline
+    from coulisse.interfaces.server import create_app
+
+    folder = tmp_path / "model"
+    shutil.copytree(minilm_dir, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text()) | {"model_max_length": 20}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 40, "do_lower_case": False}))
+    ours, theirs = SentenceEncoder(folder), st.SentenceTransformer(str(folder), device="cpu")
+    assert ours.max_seq_length == theirs.max_seq_length == 40
+    assert np.abs(ours.encode(LONG) - theirs.encode(LONG)).max() <= 1e-5
+    ours.max_seq_length = theirs.max_seq_length = 30
+    assert np.abs(ours.encode(LONG) - theirs.encode(LONG)).max() <= 1e-5
+    with TestClient(create_app(pipeline("feature-extraction", model=folder, pooling="auto"))) as client:
+        assert client.get("/info").json()["max_input_length"] == 40
+        r = client.post("/embed", json={"inputs": LONG[0], "truncate": True})
+        assert r.status_code == 200, r.text

@@ -206,28 +206,24 @@ class SentenceEncoder:
 
     @property
     def max_seq_length(self) -> int:
-        """Tokens kept per text, specials included: the folder's `max_seq_length` (256 for all-MiniLM-L6-v2)
-        within the tokenizer's limit, or a value set here, lower or higher (up to what the model's position
-        embeddings hold: 512 for all-MiniLM-L6-v2), as sentence-transformers lets one set it."""
+        """Tokens kept per text, specials included: the folder's `max_seq_length` (256 for all-MiniLM-L6-v2; one
+        above the tokenizer's `model_max_length` counts, as sentence-transformers reads it), else the tokenizer's
+        limit, or a value set here, lower or higher (up to what the model's position embeddings hold: 512 for
+        all-MiniLM-L6-v2), as sentence-transformers lets one set it."""
         return self._max_seq_length or self._folder_max_seq_length()
 
     @max_seq_length.setter
     def max_seq_length(self, value: int) -> None:
         positive_int("max_seq_length", value)
-        # The tokenizer's limit is already capped at the position table's (checkpoint.py); sentence-transformers
-        # takes any value and fails inside the model past it.
-        ceiling = self.tokenizer.model_max_length
-        if value > ceiling:
-            by = "position embeddings" if ceiling == self.pipeline.config.max_positions else \
-                "tokenizer's model_max_length"
-            raise InputError(f"max_seq_length={value}; this model reads at most {ceiling} tokens (its {by}); "
-                             f"set a value up to {ceiling}.")
+        # sentence-transformers takes any value and fails inside the model past the position table.
+        ceiling = self.pipeline.config.position_limit
+        if ceiling is not None and value > ceiling:
+            raise InputError(f"max_seq_length={value}; this model reads at most {ceiling} tokens (its position "
+                             f"embeddings); set a value up to {ceiling}.")
         self._max_seq_length = value
 
     def _folder_max_seq_length(self) -> int:
-        limit = self.tokenizer.model_max_length
-        found = self.sentence_config.max_seq_length
-        return min(found, limit) if found else limit
+        return self.pipeline.token_limit(self.sentence_config)
 
     def get_max_seq_length(self) -> int:
         return self.max_seq_length

@@ -196,6 +196,11 @@ class FeatureExtractionPipeline(Pipeline):
         return SentenceConfig(mode, bool(normalize), found.max_seq_length, found.lowercase, found.include_prompt,
                               dim, renormalize=asked and bool(normalize) and dim is not None)
 
+    def token_limit(self, sentence: SentenceConfig) -> int:
+        """Tokens an input keeps: the folder's `max_seq_length` where it sets one (read as sentence-transformers
+        reads it, past the tokenizer's `model_max_length` too, up to the position table), else the tokenizer's."""
+        return self.cap_length(sentence.max_seq_length) or self.tokenizer.model_max_length
+
     def embedding_size(self, pooling: str = "auto") -> int:
         """The length of a sentence embedding: the hidden size, cut to the folder's `truncate_dim` (pooling="auto")."""
         size, dim = self.config.hidden_size, self.sentence_config(pooling, None).truncate_dim

@@ -102,8 +102,7 @@ class Embedder(RowModel):
         # What "auto" resolved to (the folder's files), for the record.
         self.sentence = pipe.sentence_config(self.options["pooling"], self.options["normalize"])
         self.dim = pipe.embedding_size(self.options["pooling"])  # the folder's truncate_dim cuts "auto"
-        limit = pipe.tokenizer.model_max_length
-        self.limit = min(self.sentence.max_seq_length or limit, limit)
+        self.limit = pipe.token_limit(self.sentence)
         self.truncated = 0  # texts that reached the token limit
 
     def fingerprint(self) -> dict[str, Any]:
@@ -161,8 +160,7 @@ class SparseEmbedder(RowModel):
         self.pipe = pipe
         self.options = pipe.options({"return_tensors": True})
         self.dim = pipe.vocab_size
-        limit = pipe.tokenizer.model_max_length
-        self.limit = min(pipe.splade.max_seq_length or limit, limit)
+        self.limit = pipe.token_limit(pipe.sentence_config())
         self.truncated = 0
 
     def fingerprint(self) -> dict[str, Any]:

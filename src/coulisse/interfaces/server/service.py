@@ -157,7 +157,7 @@ class Service:
         if self.embedding:
             found = pipe.sentence_config(self.pooling, None)
             self.pooling_mode = found.pooling  # what "auto" chose, for /info
-            self.max_input_length = min(self.max_input_length, found.max_seq_length or self.max_input_length)
+            self.max_input_length = pipe.token_limit(found)
         self.function = pipe.options({})["function_to_apply"] if self.classifier else None
         limits = BatchLimits(budget(settings.max_batch_tokens, pipe.engine.max_batch_tokens, "max_batch_tokens"),
                              budget(settings.max_batch_requests, pipe.engine.max_batch_size, "max_batch_size"),
