@@ -229,3 +229,15 @@ def test_every_file_the_tokenizer_reads_is_downloaded():
     fetches them (it did not, and such a repo loaded from a folder but not by its Hub id)."""
     assert set(SPM_FILES) <= set(VOCABULARY_FILES) <= set(TOKENIZER_FILES)
     assert {"tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "tokenizer_config.json"} <= set(TOKENIZER_FILES)
+
+
+def test_a_revision_never_writes_a_ref_outside_the_repos_refs(tmp_path):
+    """The ref is written from the revision asked for: `refs/pr/1` nests as huggingface_hub nests it; a revision
+    that climbs out of refs/ writes nothing (a Hub would have refused it; a fake one may not)."""
+    from coulisse.hub import _write_ref
+
+    refs = tmp_path / "models--a--b" / "refs"
+    _write_ref(refs, "../../../escape", COMMIT)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+    _write_ref(refs, "refs/pr/1", COMMIT)
+    assert (refs / "refs" / "pr" / "1").read_text() == COMMIT

@@ -310,7 +310,7 @@ def _download(repo_id: str, revision: str | None) -> Path:
             fetched[name] = _fetch(repo_id, name, revision, commit)
     folder = fetched["config.json"].parent  # config.json sits at the snapshot's root
     if commit and revision != commit:
-        _write_ref(folder.parent.parent / "refs" / (revision or "main"), commit)
+        _write_ref(folder.parent.parent / "refs", revision or "main", commit)
     return folder
 
 
@@ -326,9 +326,12 @@ def _module_files(modules_json: Path, files: set[str]) -> list[str]:
     return sorted(f for f in files for path in paths if path and f.startswith(f"{path}/") and f.endswith(".json"))
 
 
-def _write_ref(ref: Path, commit: str) -> None:
+def _write_ref(refs: Path, revision: str, commit: str) -> None:
     """The cache's `refs/<revision>` naming `commit`, as huggingface_hub writes it; a later load without the
-    network finds the snapshot through it."""
+    network finds the snapshot through it. A revision that would lead out of refs/ ("../x") writes none."""
+    ref = refs / revision
+    if not ref.resolve().is_relative_to(refs.resolve()):
+        return
     try:
         ref.parent.mkdir(parents=True, exist_ok=True)
         if not ref.is_file() or ref.read_text(encoding="utf-8") != commit:
