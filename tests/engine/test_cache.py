@@ -180,3 +180,61 @@ def test_an_unwritable_cache_only_warns(folder, tmp_path, monkeypatch, caplog):
         pipe, _ = logits(folder)
     assert "could not be written" in pipe.preparation.fast_path
     assert any("could not write" in r.getMessage() for r in caplog.records)
+
+
+def test_shards_in_a_subfolder_are_in_the_key(factory, tmp_path, store, monkeypatch):
+    """An index may put its shards in a subfolder: the key was built from the folder's top-level files, so a
+    rewritten shard kept the old codes (logits -1.82/2.10 where transformers gives -0.685/0.781: audit 41)."""
+    import json
+
+    folder = tmp_path / "sharded"
+    shutil.copytree(factory.checkpoint("bert", "sharded-safetensors"), folder)
+    index_path = folder / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text(encoding="utf-8"))
+    (folder / "shards").mkdir()
+    for shard in set(index["weight_map"].values()):
+        (folder / shard).rename(folder / "shards" / shard)
+    index["weight_map"] = {k: f"shards/{v}" for k, v in index["weight_map"].items()}
+    index_path.write_text(json.dumps(index), encoding="utf-8")
+    logits(folder)
+    shard = folder / "shards" / sorted(set(index["weight_map"].values()))[0].split("/")[1]
+    before = shard.stat()
+    tensors = load_file(shard)
+    torch.manual_seed(11)
+    save_file({k: torch.randn_like(v) * v.std() if v.is_floating_point() and v.dim() == 2 else v
+               for k, v in tensors.items()}, str(shard), metadata={"format": "pt"})
+    os.utime(shard, ns=(before.st_atime_ns, before.st_mtime_ns))
+    pipe, cached = logits(folder)
+    assert "read from the cache" not in pipe.preparation.fast_path
+    monkeypatch.setenv("COULISSE_CACHE", "0")
+    _, fresh = logits(folder)
+    assert np.array_equal(cached, fresh)
+
+
+def test_a_file_the_load_does_not_read_is_not_in_the_key(folder, store):
+    """Notes, a README, an unreadable stray file beside the checkpoint: the key is the files the load reads, so
+    adding one keeps the codes (and one this user cannot read made every int8 load fail: audit 41)."""
+    logits(folder)
+    (folder / "NOTES.txt").write_text("fine-tuned on Tuesday", encoding="utf-8")
+    pipe, _ = logits(folder)
+    assert "read from the cache" in pipe.preparation.fast_path and len(files(store)) == 1
+
+
+def test_a_cache_file_follows_the_umask(folder, store):
+    """safetensors writes 0600 whatever the umask: another user of a shared cache quantized at every start."""
+    previous = os.umask(0o022)
+    try:
+        logits(folder)
+    finally:
+        os.umask(previous)
+    (path,) = files(store)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_relative_xdg_cache_home_is_ignored(monkeypatch, tmp_path):
+    monkeypatch.delenv("COULISSE_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
+    assert cache.cache_dir() == tmp_path / ".cache" / "coulisse"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache.cache_dir() == tmp_path / "xdg" / "coulisse"

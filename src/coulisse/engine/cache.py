@@ -48,8 +48,9 @@ def cache_dir() -> Path | None:
         return None
     if value:
         return Path(value).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "coulisse"
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    # the XDG spec: a relative path is invalid and ignored (it would put the cache in each working directory)
+    return (Path(base) if os.path.isabs(base) else Path.home() / ".cache") / "coulisse"
 
 
 def version() -> str:
@@ -92,6 +93,11 @@ def load_codes(path: Path, key: dict) -> dict[str, tuple[torch.Tensor, torch.Ten
     """The codes stored under `key`, or None (absent, unreadable, or for another key: logged)."""
     if not path.is_file():
         return None
+    if not os.access(path, os.R_OK):
+        log.warning("weight cache %s is not readable by this user (mode %o): quantizing at load; give each user "
+                    "a cache of their own (COULISSE_CACHE) or make the file readable", path,
+                    path.stat().st_mode & 0o777)
+        return None
     try:
         from safetensors import safe_open
 
@@ -126,6 +132,11 @@ def save_codes(path: Path, key: dict, codes: dict[str, tuple[torch.Tensor, torch
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(tmp), metadata={"coulisse_key": json.dumps(key, sort_keys=True)})
+        with open(tmp, "rb+") as f:  # on disk before it takes the name: a crash never leaves a torn file there
+            os.fsync(f.fileno())
+        mode = _file_mode()
+        if mode is not None:  # safetensors writes 0600 whatever the umask; a cache follows it like other files
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except Exception as e:  # a read-only or full disk (OSError, or safetensors' own error type): the next
         # start quantizes again, nothing worse; a cache never fails the load
@@ -136,6 +147,17 @@ def save_codes(path: Path, key: dict, codes: dict[str, tuple[torch.Tensor, torch
         return False
     log.info("weight cache written: %s", path)
     return True
+
+
+def _file_mode() -> int | None:
+    """0o666 less the process's umask, read from /proc (os.umask would change it for every thread a moment)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def valid_for(codes: dict, expected: dict[str, tuple[int, int]]) -> bool:

@@ -261,7 +261,12 @@ def _quantize_cached(model: EncoderModel, files: list[Path], features_key: str, 
     if folder is None or not files:
         quantize_model(model, "int8", weight_bits=bits, small_rows=small_rows, gemm=gemm)
         return "quantized at load (cache off)"
-    key = cache.make_key(files, features_key, bits)
+    try:
+        key = cache.make_key(files, features_key, bits)
+    except OSError as e:  # a file the load read and the key cannot (its permissions changed since): no cache
+        log.warning("the weight cache's key could not be read (%s); quantizing without the cache", e)
+        quantize_model(model, "int8", weight_bits=bits, small_rows=small_rows, gemm=gemm)
+        return "quantized at load (the cache's key could not be read)"
     path = cache.key_path(folder, key)
     expected = {n: (m.out_features, m.in_features) for n, m in model.base.encoder.named_modules()
                 if isinstance(m, torch.nn.Linear)}

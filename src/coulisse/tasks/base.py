@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from coulisse.checkpoint import Checkpoint
+from coulisse.checkpoint import Checkpoint, model_files
 from coulisse.engine import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TOKENS, Engine, Item
 from coulisse.engine.prepare import DTYPES, prepare_model, resolve_dtype
 from coulisse.errors import InputError
@@ -180,7 +180,9 @@ class Pipeline:
         self.tokenizer = checkpoint.tokenizer
         self.model = checkpoint.model
         self.device = torch.device(device)
-        self.preparation = prepare_model(self.model, checkpoint.directory.iterdir(), device=self.device,
+        # the files the load read (config, tokenizer, the weights with every shard, wherever the index puts
+        # them): the int8 cache's key, whose codes must never outlive a change to one of them (audit 41)
+        self.preparation = prepare_model(self.model, model_files(checkpoint.directory), device=self.device,
                                          dtype=dtype, quantize=quantize, threads=threads, name=checkpoint.name,
                                          throughput=throughput)
         self.dtype = self.preparation.dtype
