@@ -3,6 +3,7 @@ file is rebuilt, never fatal; and the codes read back give exactly the answers o
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -16,6 +17,7 @@ from resident import resident_kb
 from safetensors.torch import load_file, save_file
 
 from coulisse import pipeline
+from coulisse.checkpoint import model_files
 from coulisse.engine import cache, cpu
 from coulisse.models import quantize as Q
 
@@ -140,7 +142,7 @@ def test_another_version_never_reads_the_codes(folder, store, monkeypatch):
     assert "read from the cache" not in pipe.preparation.fast_path and len(files(store)) == 2
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garble", "empty", "out-of-range", "other-key"])
+@pytest.mark.parametrize("damage", ["truncate", "garble", "empty", "changed-codes", "out-of-range", "other-key"])
 def test_a_bad_file_is_rebuilt_not_fatal(folder, store, caplog, damage):
     _, a = logits(folder)
     (path,) = files(store)
@@ -158,8 +160,13 @@ def test_a_bad_file_is_rebuilt_not_fatal(folder, store, caplog, damage):
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata()
         name = next(k for k in tensors if k.endswith(".q"))
-        if damage == "out-of-range":
+        if damage == "changed-codes":  # valid codes, other values: only the checksums tell (audit 41)
+            tensors[name] = torch.flip(tensors[name], dims=[0]).contiguous()
+        elif damage == "out-of-range":  # its checksums made to match: the range check must tell
             tensors[name] = torch.full_like(tensors[name], -128)  # beyond ±127, and ±63 on AVX2
+            layers = {k.rsplit(".", 1)[0] for k in tensors}
+            metadata["coulisse_crc32"] = json.dumps(cache.checksums(
+                {n: (tensors[f"{n}.q"], tensors[f"{n}.scale"]) for n in layers}), sort_keys=True)
         else:
             metadata["coulisse_key"] = metadata["coulisse_key"].replace('"format": 1', '"format": 0')
         save_file(tensors, str(path), metadata=metadata)
@@ -169,7 +176,7 @@ def test_a_bad_file_is_rebuilt_not_fatal(folder, store, caplog, damage):
     assert any("rebuilding" in r.getMessage() for r in caplog.records)
     assert np.array_equal(a, b)
     assert cache.load_codes(path, cache.make_key(
-        [p for p in folder.iterdir()], cpu.detect().key, cpu.this_machine().int8.options["weight_bits"])) is not None
+        model_files(folder), cpu.detect().key, cpu.this_machine().int8.options["weight_bits"])) is not None
 
 
 def test_an_unwritable_cache_only_warns(folder, tmp_path, monkeypatch, caplog):
@@ -185,8 +192,6 @@ def test_an_unwritable_cache_only_warns(folder, tmp_path, monkeypatch, caplog):
 def test_shards_in_a_subfolder_are_in_the_key(factory, tmp_path, store, monkeypatch):
     """An index may put its shards in a subfolder: the key was built from the folder's top-level files, so a
     rewritten shard kept the old codes (logits -1.82/2.10 where transformers gives -0.685/0.781: audit 41)."""
-    import json
-
     folder = tmp_path / "sharded"
     shutil.copytree(factory.checkpoint("bert", "sharded-safetensors"), folder)
     index_path = folder / "model.safetensors.index.json"
