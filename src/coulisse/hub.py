@@ -35,7 +35,7 @@ from coulisse.weights.formats import allowed_roots
 
 log = logging.getLogger(__name__)
 
-# Every file Tokenizer.from_dir reads (tokenizer/build.py's SPM_FILES among them: tests/test_hub.py checks).
+# Every file Tokenizer.from_dir reads (tokenizer/build.py's SPM_FILES among them: tests/test_hub_download.py checks).
 VOCABULARY_FILES = ("tokenizer.json", "sentencepiece.bpe.model", "spiece.model", "tokenizer.model", "spm.model",
                     "vocab.txt", "vocab.json")
 TOKENIZER_FILES = (*VOCABULARY_FILES, "tokenizer_config.json", "special_tokens_map.json", "merges.txt",
