@@ -293,3 +293,16 @@ def test_a_pipeline_built_without_the_factory_says_why_it_does_not_pickle(tf_cam
     direct = TextClassificationPipeline(load_checkpoint(tf_camembert_dir, "sequence-classification"))
     with pytest.raises(TypeError, match="built without coulisse.pipeline"):
         pickle.dumps(direct)
+
+
+def test_an_async_generator_is_told_how_to_call_from_asyncio():
+    """An async generator is not an iterable the call can read: the message says what to do (it said "must be a
+    string or a list of strings, got async_generator": audit 41)."""
+    from coulisse.errors import InputError
+
+    async def reviews():
+        yield "Bien."
+
+    pipe = pipeline("text-classification", model="coulisse/mini-allocine")
+    with pytest.raises(InputError, match=r"async_generator \(asyncio\).*asyncio.to_thread"):
+        pipe(reviews())

@@ -243,3 +243,32 @@ def test_a_relative_xdg_cache_home_is_ignored(monkeypatch, tmp_path):
     assert cache.cache_dir() == tmp_path / ".cache" / "coulisse"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cache.cache_dir() == tmp_path / "xdg" / "coulisse"
+
+
+def test_two_threads_writing_one_entry_both_succeed(tmp_path, monkeypatch):
+    """Pipelines built at once in two threads of a process write the same entry: their temporary files were
+    named by the process alone, so one thread's rename took the other's file, which then warned that the cache
+    could not be written (audit 41). Both writes are held open together here, so they always overlap."""
+    import threading
+
+    import safetensors.torch
+
+    codes = {"layer": (torch.ones(4, 8, dtype=torch.int8), torch.ones(4))}
+    key, path = {"format": 0, "weight_bits": 8}, tmp_path / "int8" / "entry.safetensors"
+    together, real_save = threading.Barrier(2, timeout=30), safetensors.torch.save_file
+
+    def save_and_wait(*args, **kwargs):
+        real_save(*args, **kwargs)
+        together.wait()
+
+    monkeypatch.setattr(safetensors.torch, "save_file", save_and_wait)
+    written = []
+    workers = [threading.Thread(target=lambda: written.append(cache.save_codes(path, key, codes))) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert written == [True, True]
+    loaded = cache.load_codes(path, key)
+    assert loaded is not None and torch.equal(loaded["layer"][0], codes["layer"][0])
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left

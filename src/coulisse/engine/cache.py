@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -132,7 +133,8 @@ def save_codes(path: Path, key: dict, codes: dict[str, tuple[torch.Tensor, torch
     tensors = {}
     for name, (q, scale) in codes.items():
         tensors[f"{name}.q"], tensors[f"{name}.scale"] = q.contiguous(), scale.contiguous()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # one name per writer: two threads of a process (pipelines built at once) each write their own
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(tmp), metadata={"coulisse_key": json.dumps(key, sort_keys=True),

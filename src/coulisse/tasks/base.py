@@ -315,6 +315,10 @@ class Pipeline:
         does), for this call, over the pipeline's own defaults. `progress`, coulisse's own: a callable given the
         number of inputs just finished after each engine batch (a progress bar's `update`)."""
         inputs, kwargs = self.parse_call(args, kwargs)
+        if hasattr(inputs, "__aiter__"):
+            raise InputError(f"the inputs are an {type(inputs).__name__} (asyncio), which a call cannot read; "
+                             "collect it first (`[x async for x in it]`), and call the pipeline off the event "
+                             "loop: `await asyncio.to_thread(pipe, texts)`.")
         options = self.options(kwargs)  # checked now, also for a stream whose results come later
         stream = as_stream(inputs)
         if stream is not None:
