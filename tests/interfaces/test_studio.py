@@ -308,6 +308,20 @@ def test_only_loopback_host_headers_are_answered(client, pipes):
         assert anyone.get("/health").status_code == 200  # --allow-remote
 
 
+def test_every_answer_tells_the_browser_to_load_nothing_else(client):
+    """Defence in depth (audit 41): a content security policy that allows the page's inline style and script
+    and nothing from anywhere, no framing, no sniffing. The chromium tests check the pages still run under it
+    (a refused resource is a console error there)."""
+    for path, extra in (("/", {"text": "Un film."}), ("/api/explain", {"text": "Un film."}), ("/health", {}),
+                        ("/", {"text": "x", "quantize": "int4"})):
+        r = client.get(path, params=extra)
+        policy = r.headers["content-security-policy"]
+        assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy, (path, extra)
+        assert "script-src 'unsafe-inline'" in policy and "connect-src" not in policy
+        assert r.headers["x-frame-options"] == "DENY" and r.headers["x-content-type-options"] == "nosniff"
+    assert "content-security-policy" in client.get("/health", headers={"host": "evil.example"}).headers
+
+
 def test_a_non_loopback_host_is_refused_before_loading():
     assert all(is_loopback(h) for h in ("127.0.0.1", "127.3.4.5", "::1", "[::1]", "localhost", "LOCALHOST"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "192.168.1.2", "example.com", "localhost.evil"))
