@@ -402,3 +402,18 @@ def test_a_non_finite_embedding_is_an_error_row(st_pipe, tmp_path):
     got, errors = read_vectors(output)
     assert set(errors) == {2, 5} and "the embedding is not finite" in errors[2]
     assert np.isnan(got[[2, 5]]).all() and np.isfinite(np.delete(got, [2, 5], axis=0)).all()
+
+
+def test_a_record_keeps_the_shape_a_previous_version_wrote(st_pipe, minilm_dir, tmp_path):
+    """The pooling a resume compares: where the folder sets no truncate_dim, the fields session 41 added stay out
+    of it, so a job started by the previous version resumes; where it sets one, the record says so (the
+    vectors' length changed: such a resume is refused, as it must be)."""
+    from coulisse import pipeline
+    from coulisse.interfaces.jobs.embed import Embedder
+
+    recorded = Embedder(st_pipe).fingerprint()["sentence"]
+    assert set(recorded) == {"pooling", "normalize", "max_seq_length", "lowercase", "include_prompt"}
+    folder = tmp_path / "cut"
+    shutil.copytree(minilm_dir, folder)
+    (folder / "config_sentence_transformers.json").write_text(json.dumps({"truncate_dim": 48}), encoding="utf-8")
+    assert Embedder(pipeline("feature-extraction", model=folder)).fingerprint()["sentence"]["truncate_dim"] == 48

@@ -107,8 +107,14 @@ class Embedder(RowModel):
 
     def fingerprint(self) -> dict[str, Any]:
         """The pooling the job runs, resolved against the model folder (`pooling="auto"` reads its
-        sentence-transformers files): recorded next to the engine's choices, checked on resume."""
-        return {"sentence": asdict(self.sentence)}
+        sentence-transformers files): recorded next to the engine's choices, checked on resume. The fields added
+        in session 41 are left out at their defaults, so a job a previous version started still resumes where
+        they change nothing."""
+        recorded = asdict(self.sentence)
+        for name, default in (("truncate_dim", None), ("renormalize", False), ("prompt_tokens", 0)):
+            if recorded.get(name) == default:
+                del recorded[name]
+        return {"sentence": recorded}
 
     def _predict(self, texts: list[str]) -> list[Embedding]:
         batch, vectors = self.pipe.run(texts, self.options)
