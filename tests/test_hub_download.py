@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import logging
 import os
 import subprocess
 import threading
@@ -130,11 +131,13 @@ def test_the_files_come_from_the_commit_the_listing_named(online, classifier_rep
         assert resolve_model(REPO) == folder and len(hub.requests) == before
 
 
-def test_a_partial_snapshot_is_completed_once_the_hub_answers(online, classifier_repo, monkeypatch):  # noqa: F811
+def test_a_partial_snapshot_is_completed_once_the_hub_answers(online, classifier_repo, monkeypatch,  # noqa: F811
+                                                               caplog):
     """The config and tokenizer files came, the weights did not. coulisse's own download writes the revision's
     ref only once every file is there; transformers' AutoConfig writes it with config.json alone: such a
     snapshot was taken as the model, and every later load failed without asking the Hub (audit 41). Offline it
-    is loaded as it is, and the load names what it lacks; online the missing file is fetched."""
+    is loaded as it is, and the load names what it lacks; online the missing file is fetched, and while the Hub
+    fails the snapshot is loaded as it is, with a warning saying what it lacks."""
     hub = Hub(classifier_repo)
     hub.failing.add("model.safetensors")
     with hub_serving(hub, monkeypatch) as endpoint:
@@ -149,8 +152,10 @@ def test_a_partial_snapshot_is_completed_once_the_hub_answers(online, classifier
         with pytest.raises(ModelLoadError, match="no usable weight file"):
             pipeline("text-classification", model=REPO)
         monkeypatch.delenv("HF_HUB_OFFLINE")
-        with pytest.raises(HubUnreachableError, match=r"holds part of it.*its weights could not be downloaded"):
-            resolve_model(REPO)
+        with caplog.at_level(logging.WARNING, logger="coulisse.hub"):
+            assert resolve_model(REPO).name == COMMIT
+        (said,) = [r.getMessage() for r in caplog.records if r.name == "coulisse.hub"]
+        assert "could not be reached" in said and "(weights)" in said
         hub.failing.clear()
         before = len(hub.requests)
         scores = pipeline("text-classification", model=REPO)(["Un film superbe."], top_k=None)
@@ -217,6 +222,14 @@ def test_a_sentence_transformers_repo_brings_its_settings_and_module_files(onlin
         ours = SparseEncoder(REPO)
     assert {"config_sentence_transformers.json", "1_SpladePooling/config.json"} <= {
         a.split("/", 1)[1] for a in hub.resolved()}
+    # A snapshot an earlier coulisse left without the pooling module's settings is completed (they decide the
+    # weights: sum or max), not taken as it is.
+    settings = ours.pipeline.checkpoint.directory / "1_SpladePooling" / "config.json"
+    settings.unlink()
+    with hub_serving(hub, monkeypatch) as endpoint:
+        online(endpoint)
+        assert resolve_model(REPO) == ours.pipeline.checkpoint.directory
+    assert settings.is_file()
     assert ours.max_active_dims == 6 and ours.default_prompt_name == "query"
     expected = theirs.encode(texts).to_dense()
     got = ours.encode(texts).to_dense()
@@ -241,3 +254,14 @@ def test_a_revision_never_writes_a_ref_outside_the_repos_refs(tmp_path):
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
     _write_ref(refs, "refs/pr/1", COMMIT)
     assert (refs / "refs" / "pr" / "1").read_text() == COMMIT
+
+
+def test_a_jobs_record_names_the_files_an_earlier_version_named(minilm_dir):
+    """A corpus job's record and the int8 cache's key are made of `model_files`: its names must not follow the
+    Hub's download list, which grew this session (a job an earlier version started was refused on resume,
+    "1_Pooling/config.json: gone, config_sentence_transformers.json: added", though no file had changed)."""
+    from coulisse.checkpoint import model_files
+
+    names = [str(p.relative_to(minilm_dir)) for p in model_files(minilm_dir)]
+    assert "1_Pooling/config.json" in names and "config_sentence_transformers.json" not in names
+    assert names[0] == "config.json" and names[-1] == "model.safetensors"

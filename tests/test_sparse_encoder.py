@@ -95,6 +95,10 @@ def test_the_folders_max_active_dims_applies_everywhere(task_factory, tmp_path):
         assert {e["index"] for e in got} == set(torch.nonzero(row).flatten().tolist())
     close(ours.encode(TEXTS, max_active_dims=9), theirs.encode(TEXTS, max_active_dims=9))  # a call's own wins
     assert SparseEncoder(directory, max_active_dims=3).max_active_dims == 3
+    ours.max_active_dims = theirs.max_active_dims = None  # sentence-transformers' way to lift the folder's cap
+    lifted, expected = ours.encode(TEXTS), theirs.encode(TEXTS)
+    close(lifted, expected)
+    assert min((lifted.to_dense() != 0).sum(dim=1).tolist()) > 5
 
 
 def test_intersection_and_the_refused_truncate_dim(encoders):

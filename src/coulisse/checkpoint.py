@@ -124,18 +124,24 @@ def missing_template_token(tokenizer: Tokenizer) -> str | None:
     return None
 
 
+# The files besides the weights that `model_files` names, in a fixed order: a corpus job's record and the int8
+# cache's key are made of them, so a list that changed would refuse to resume a job an earlier version started
+# (the Hub's download list grew in session 41: kept apart from it).
+MODEL_FILE_NAMES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                    "sentencepiece.bpe.model", "spiece.model", "vocab.txt", "vocab.json", "merges.txt",
+                    "added_tokens.json", "tokenizer.model", "spm.model", "modules.json", "sentence_bert_config.json",
+                    "1_Pooling/config.json")
+
+
 def model_files(directory: Path) -> list[Path]:
     """The files a load reads from `directory`: config.json, the tokenizer files there, and the weight file
     `read_weights` picks (with its shards, each checked to stay inside the folder). What a resumed corpus
     job hashes to know that the model is the one its first run loaded, whatever the path says."""
     import json
 
-    from coulisse.hub import EXTRA_FILES, TOKENIZER_FILES
-    from coulisse.tokenizer.build import SPM_FILES
     from coulisse.weights.formats import _shard_path, find_weight_file
 
-    names = dict.fromkeys(("config.json", *TOKENIZER_FILES, *SPM_FILES, *EXTRA_FILES))
-    files = [directory / name for name in names if (directory / name).is_file()]
+    files = [directory / name for name in MODEL_FILE_NAMES if (directory / name).is_file()]
     weights = find_weight_file(directory)
     files.append(weights)
     if weights.name.endswith(".index.json"):

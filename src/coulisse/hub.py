@@ -156,10 +156,14 @@ def _resolve_model(model: str | os.PathLike, revision: str | None = None) -> Pat
     try:
         return _download(text, revision)
     except ModelNotFoundError as e:
-        note = _no_folder_either(text)
         if isinstance(e, HubUnreachableError) and cached is not None:
-            note += (f" (The cache holds part of it, {cached}: its {', '.join(missing_parts(cached))} could not "
-                     "be downloaded.)")
+            # What the cache holds is loaded: a repo without tokenizer files, used with tokenizer=, runs from it
+            # as it did before partial snapshots were completed; one that lacks what the load needs says so then.
+            log.warning("%s: the Hugging Face Hub could not be reached for what the cached snapshot %s lacks "
+                        "(%s); loading it as it is", text, cached, ", ".join(missing_parts(cached)))
+            log.debug("the Hub's error: %s", e)
+            return cached
+        note = _no_folder_either(text)
         if not note:
             raise
         raise type(e)(f"{e}{note}") from None
@@ -280,6 +284,15 @@ def missing_parts(folder: Path) -> list[str]:
             return missing  # a broken index: the load says what is wrong with it
         if not all(isinstance(shard, str) and (folder / shard).is_file() for shard in shards):
             missing.append("weight shards")
+    if (folder / "modules.json").is_file():  # a pooling module's settings (1_SpladePooling/config.json...)
+        try:
+            modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+            pooling = [m["path"] for m in modules if isinstance(m, dict) and str(m.get("type", "")).endswith("Pooling")
+                       and isinstance(m.get("path"), str) and m["path"].strip("/")]
+        except (OSError, ValueError, TypeError):
+            pooling = []  # a malformed modules.json: the load says what is wrong with it
+        if not all((folder / path.strip("/") / "config.json").is_file() for path in pooling):
+            missing.append("sentence-transformers module settings")
     return missing
 
 

@@ -89,6 +89,9 @@ class SparseEncoder(SentenceEncoder):
         texts, single = _texts(_inputs(inputs, None, pool))
         positive_int("batch_size", batch_size)
         max_active_dims = positive_int("max_active_dims", max_active_dims, allow_none=True) or self.max_active_dims
+        # None keeps every weight, as in sentence-transformers (`model.max_active_dims = None` lifts the folder's
+        # cap): the pipeline would read None as the folder's default
+        max_active_dims = max_active_dims or self.pipeline.vocab_size
         self._check_device(device)
         prompt = self._resolve_prompt(prompt, prompt_name)
         if show_progress_bar is None:  # sentence-transformers' rule: shown when its logger says INFO or DEBUG

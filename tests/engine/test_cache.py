@@ -142,7 +142,8 @@ def test_another_version_never_reads_the_codes(folder, store, monkeypatch):
     assert "read from the cache" not in pipe.preparation.fast_path and len(files(store)) == 2
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garble", "empty", "changed-codes", "out-of-range", "other-key"])
+@pytest.mark.parametrize("damage", ["truncate", "garble", "empty", "changed-codes", "out-of-range", "other-key",
+                                    "no-checksums"])
 def test_a_bad_file_is_rebuilt_not_fatal(folder, store, caplog, damage):
     _, a = logits(folder)
     (path,) = files(store)
@@ -160,7 +161,9 @@ def test_a_bad_file_is_rebuilt_not_fatal(folder, store, caplog, damage):
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata()
         name = next(k for k in tensors if k.endswith(".q"))
-        if damage == "changed-codes":  # valid codes, other values: only the checksums tell (audit 41)
+        if damage == "no-checksums":  # what a version before checksums wrote: rebuilt, said at INFO only
+            del metadata["coulisse_crc32"]
+        elif damage == "changed-codes":  # valid codes, other values: only the checksums tell (audit 41)
             tensors[name] = torch.flip(tensors[name], dims=[0]).contiguous()
         elif damage == "out-of-range":  # its checksums made to match: the range check must tell
             tensors[name] = torch.full_like(tensors[name], -128)  # beyond ±127, and ±63 on AVX2
@@ -174,6 +177,8 @@ def test_a_bad_file_is_rebuilt_not_fatal(folder, store, caplog, damage):
         pipe, b = logits(folder)
     assert "read from the cache" not in pipe.preparation.fast_path
     assert any("rebuilding" in r.getMessage() for r in caplog.records)
+    if damage == "no-checksums":
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert np.array_equal(a, b)
     assert cache.load_codes(path, cache.make_key(
         model_files(folder), cpu.detect().key, cpu.this_machine().int8.options["weight_bits"])) is not None

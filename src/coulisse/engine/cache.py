@@ -113,6 +113,9 @@ def load_codes(path: Path, key: dict) -> dict[str, tuple[torch.Tensor, torch.Ten
     except Exception as e:  # a truncated or garbled file: rebuild it, never fail the load for a cache
         log.warning("weight cache %s is unreadable (%s): rebuilding it", path, e.__class__.__name__)
         return None
+    if sums is None:  # written by a version before checksums (session 41): rebuilt once, with them
+        log.info("weight cache %s has no checksums (an earlier coulisse wrote it): rebuilding it", path)
+        return None
     if sums != checksums(codes):  # bytes changed on disk since they were written: never computed with
         log.warning("weight cache %s does not match its checksums (changed on disk): rebuilding it", path)
         return None
