@@ -265,3 +265,14 @@ def test_a_jobs_record_names_the_files_an_earlier_version_named(minilm_dir):
     names = [str(p.relative_to(minilm_dir)) for p in model_files(minilm_dir)]
     assert "1_Pooling/config.json" in names and "config_sentence_transformers.json" not in names
     assert names[0] == "config.json" and names[-1] == "model.safetensors"
+
+
+@pytest.mark.parametrize("revision", [".", "../x", "a/../b", "/etc", "dev/", "a b"])
+def test_a_revision_that_is_no_ref_name_is_refused_before_the_cache_and_the_hub(revision, online):  # noqa: F811
+    """The revision becomes a path in the cache (refs/<revision>): "." reached a message about a ref that is not a
+    regular file, or about the disk (review of session 41). Refused in one line, nothing asked."""
+    from coulisse.errors import InvalidModelIdError
+
+    online("http://127.0.0.1:9")  # never asked: a request would fail as unreachable, not as this
+    with pytest.raises(InvalidModelIdError, match=f"revision={revision!r} is not a branch, tag or commit"):
+        resolve_model(REPO, revision=revision)

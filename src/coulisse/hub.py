@@ -141,6 +141,9 @@ def _resolve_model(model: str | os.PathLike, revision: str | None = None) -> Pat
             f"model {text!r} is neither a folder nor a Hub id: {reason}. Pass an existing folder holding "
             "config.json and the weights, or a Hub id 'name' or 'owner/name' (like 'tblard/tf-allocine')."
         )
+    if revision and (why := invalid_revision(revision)):
+        raise InvalidModelIdError(f"revision={revision!r} is not a branch, tag or commit of a Hub repo: {why}. "
+                                  "Pass one, like 'main', 'v1.0' or a commit hash.")
     cached = _from_cache(text, revision)
     if cached is not None and (is_offline() or snapshot_complete(cached)):
         return cached  # offline, a partial snapshot is loaded as it is: the load names what it lacks
@@ -205,6 +208,18 @@ def _near_bundled(text: str) -> bool:
     Hub, which has no such repository. A longer name (another version) is left to the Hub."""
     return (abs(len(text) - len(BUNDLED_MODEL)) <= 2
             and difflib.SequenceMatcher(None, text.lower(), BUNDLED_MODEL).ratio() >= 0.9)
+
+
+def invalid_revision(revision: str) -> str | None:
+    """Why `revision` cannot name a branch, tag or commit (git's rules on ref names, those that matter here: the
+    revision becomes a path in the cache, refs/<revision>), or None."""
+    if not isinstance(revision, str) or not revision:
+        return "it is empty" if revision == "" else "it is not a string"
+    if revision.startswith("/") or "\\" in revision or any(c.isspace() or ord(c) < 32 for c in revision):
+        return "it starts with '/' or holds a backslash, a space or a control character"
+    if any(part in ("", ".", "..") for part in revision.split("/")):
+        return "it has an empty, '.' or '..' part"
+    return None
 
 
 def invalid_hub_id(text: str) -> str | None:
