@@ -299,16 +299,22 @@ def missing_parts(folder: Path) -> list[str]:
             return missing  # a broken index: the load says what is wrong with it
         if not all(isinstance(shard, str) and (folder / shard).is_file() for shard in shards):
             missing.append("weight shards")
-    if (folder / "modules.json").is_file():  # a pooling module's settings (1_SpladePooling/config.json...)
-        try:
-            modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
-            pooling = [m["path"] for m in modules if isinstance(m, dict) and str(m.get("type", "")).endswith("Pooling")
-                       and isinstance(m.get("path"), str) and m["path"].strip("/")]
-        except (OSError, ValueError, TypeError):
-            pooling = []  # a malformed modules.json: the load says what is wrong with it
-        if not all((folder / path.strip("/") / "config.json").is_file() for path in pooling):
-            missing.append("sentence-transformers module settings")
+    pooling = [module for kind, module in _modules(folder) if kind.endswith("Pooling") and module != folder]
+    if not all((module / "config.json").is_file() for module in pooling):  # 1_SpladePooling/config.json...
+        missing.append("sentence-transformers module settings")
     return missing
+
+
+def _modules(folder: Path) -> list[tuple[str, Path]]:
+    """`sentence_modules.read_modules` of a snapshot; none where it has no modules.json or a malformed one (the
+    load says what is wrong with it)."""
+    from coulisse.errors import CoulisseError
+    from coulisse.sentence_modules import read_modules  # it reads hub.check_links: imported here
+
+    try:
+        return read_modules(folder) or []
+    except (CoulisseError, OSError):
+        return []
 
 
 def _download(repo_id: str, revision: str | None) -> Path:
@@ -326,7 +332,7 @@ def _download(repo_id: str, revision: str | None) -> Path:
     wanted = [f for f in ("config.json", *TOKENIZER_FILES, *EXTRA_FILES) if f in files]
     fetched = {name: _fetch(repo_id, name, revision, commit) for name in wanted}
     if "modules.json" in fetched:
-        wanted += [f for f in _module_files(fetched["modules.json"], files) if f not in fetched]
+        wanted += [f for f in _module_files(fetched["config.json"].parent, files) if f not in fetched]
     if weights.endswith(".index.json"):
         fetched[weights] = _fetch(repo_id, weights, revision, commit)
         index = json.loads(fetched[weights].read_text(encoding="utf-8"))
@@ -342,16 +348,12 @@ def _download(repo_id: str, revision: str | None) -> Path:
     return folder
 
 
-def _module_files(modules_json: Path, files: set[str]) -> list[str]:
+def _module_files(snapshot: Path, files: set[str]) -> list[str]:
     """The settings of each sentence-transformers module a repo lists (`1_Pooling/config.json`,
-    `1_SpladePooling/config.json`...): its JSON files, among the repo's (so never a path outside it). A
-    malformed modules.json gives none: the load says what is wrong with it."""
-    try:
-        modules = json.loads(modules_json.read_text(encoding="utf-8"))
-        paths = {m["path"].strip("/") for m in modules if isinstance(m, dict) and isinstance(m.get("path"), str)}
-    except (OSError, ValueError, TypeError):
-        return []
-    return sorted(f for f in files for path in paths if path and f.startswith(f"{path}/") and f.endswith(".json"))
+    `1_SpladePooling/config.json`...): its JSON files, among the repo's (so never a path outside it)."""
+    root = snapshot.resolve()
+    paths = {module.resolve().relative_to(root).as_posix() for _, module in _modules(snapshot)} - {"."}
+    return sorted(f for f in files for path in paths if f.startswith(f"{path}/") and f.endswith(".json"))
 
 
 def _write_ref(refs: Path, revision: str, commit: str) -> None:

@@ -32,7 +32,7 @@ from coulisse.errors import InputError
 from coulisse.hub import hub_cache_dir
 from coulisse.pipelines import pipeline
 from coulisse.tasks.base import FORWARD, POST, PRE, positive_int
-from coulisse.tasks.feature_extraction import read_settings
+from coulisse.tasks.feature_extraction import read_settings  # noqa: F401 (where it was imported from)
 from coulisse.tokenizer import check_texts
 
 __all__ = ["PRECISIONS", "SIMILARITY_FN_NAMES", "SentenceEncoder", "quantize_embeddings", "similarity"]
@@ -176,7 +176,7 @@ class SentenceEncoder:
                                  threads=threads, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
                                  local_files_only=local_files_only, token=token, model_kwargs=model_kwargs,
                                  **self.PIPELINE_OPTIONS)
-        settings = read_settings(self.pipeline.checkpoint.directory)
+        settings = self.pipeline.settings
         # sentence-transformers: the caller's prompts win, the folder's fill the rest; query and document exist
         merged: dict[str, str | None] = {"query": None, "document": None, **(prompts or {})}
         for name, text in settings.get("prompts", {}).items():

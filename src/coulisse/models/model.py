@@ -290,8 +290,8 @@ def load_model(directory: Path, config: EncoderConfig, head: str | None = None) 
     # Their exact names: another task's head may share a prefix (a sequence classifier's classifier.dense.*
     # is not a token classifier's classifier.weight).
     # (An alternative in the base model, a decoder tied to the embeddings, does not count.)
-    own = [option for name, _ in model.named_parameters() if name.startswith("head.") for key in sources(name)
-           for option in key.split("|") if not option.startswith("{base}.")]
+    keys = [key for name, _ in model.named_parameters() if name.startswith("head.") for key in sources(name)]
+    own = [option for key in keys for option in key.split("|") if not option.startswith("{base}.")]
     if head and own and all(lookup_tensor(tensors, key) is None for key in own):
         raise ModelLoadError(
             f"{path.name} in {directory} has no {head} head (no {own[0]} tensor; architectures: "
@@ -300,8 +300,7 @@ def load_model(directory: Path, config: EncoderConfig, head: str | None = None) 
         )
     # Part of the head there and part not (a token classifier's classifier.* asked for as a sentence classifier,
     # which also needs a pooler): the head is what is missing, not a file that disagrees with its config.
-    missing = [key for name, _ in model.named_parameters() if name.startswith("head.") for key in sources(name)
-               if lookup_tensor(tensors, key) is None]
+    missing = [key for key in keys if lookup_tensor(tensors, key) is None]
     if head and missing:
         raise ModelLoadError(
             f"{path.name} in {directory} has no complete {head} head (no {missing[0].replace('{base}.', '')} "

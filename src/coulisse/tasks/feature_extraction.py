@@ -10,6 +10,7 @@ on the unpadded hidden states, so the mean is over real tokens only.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -149,7 +150,11 @@ def pool(hidden: np.ndarray, pooling: str, normalize: bool = False, skip: int = 
 def read_prompts(directory: Path) -> tuple[dict[str, str], str | None]:
     """The folder's prompts (name -> text, a null text read as "") and its default prompt's name, or None
     when it names none of them."""
-    settings = read_settings(directory)
+    return prompts_of(read_settings(directory))
+
+
+def prompts_of(settings: dict[str, Any]) -> tuple[dict[str, str], str | None]:
+    """`read_prompts` from settings already read."""
     prompts = {str(k): str(v or "") for k, v in settings.get("prompts", {}).items()}
     default = settings.get("default_prompt_name")
     return prompts, default if default in prompts else None
@@ -167,7 +172,6 @@ class FeatureExtractionPipeline(Pipeline):
 
     task = "feature-extraction"
     head = None
-    _prompts: tuple[dict[str, str], str | None] | None = None  # `read_prompts`, at the first prompt asked
     OPTIONS = {
         "return_tensors": Option(False),
         "truncation": Option(True, PRE, check=truncation_option),
@@ -184,6 +188,12 @@ class FeatureExtractionPipeline(Pipeline):
         "prompt": Option(None, PRE, check=text_or_none),
     }
 
+    @functools.cached_property
+    def settings(self) -> dict[str, Any]:
+        """config_sentence_transformers.json (`read_settings`), read once, at its first use: prompts,
+        truncate_dim, a SparseEncoder's max_active_dims."""
+        return read_settings(self.checkpoint.directory)
+
     def sentence_config(self, pooling: str, normalize: bool | None) -> SentenceConfig:
         """The pooling to apply: the folder's sentence-transformers settings, with explicit options on top.
         Its `truncate_dim` applies with pooling="auto" only, as sentence-transformers applies it."""
@@ -192,7 +202,7 @@ class FeatureExtractionPipeline(Pipeline):
         asked = normalize is not None  # as encode's normalize_embeddings: after the cut, where there is one
         if normalize is None:
             normalize = found.normalize if pooling == "auto" else False
-        dim = read_settings(self.checkpoint.directory).get("truncate_dim") if pooling == "auto" else None
+        dim = self.settings.get("truncate_dim") if pooling == "auto" else None
         return SentenceConfig(mode, bool(normalize), found.max_seq_length, found.lowercase, found.include_prompt,
                               dim, renormalize=asked and bool(normalize) and dim is not None)
 
@@ -223,9 +233,7 @@ class FeatureExtractionPipeline(Pipeline):
             return prompt
         if prompt_name is None and pooling != "auto":
             return ""
-        if self._prompts is None:
-            self._prompts = read_prompts(self.checkpoint.directory)
-        prompts, default = self._prompts
+        prompts, default = prompts_of(self.settings)
         if prompt_name is None:
             return prompts[default] if default else ""
         if prompt_name not in prompts:

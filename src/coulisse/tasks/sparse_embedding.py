@@ -31,7 +31,6 @@ from coulisse.tasks.feature_extraction import (
     max_seq_length_of,
     read_modules,
     read_object,
-    read_settings,
 )
 
 # sentence-transformers' module types of a SparseEncoder coulisse runs (class names, any module path)
@@ -109,7 +108,7 @@ class SparseEmbeddingPipeline(FeatureExtractionPipeline):
         self.splade = splade_config(checkpoint.directory) or SpladeConfig()
         self.model.head.configure(self.splade.strategy, self.splade.activation)
         # config_sentence_transformers.json's: the weights each embedding keeps, where `top_k` says none
-        self.max_active_dims: int | None = read_settings(checkpoint.directory).get("max_active_dims")
+        self.max_active_dims: int | None = self.settings.get("max_active_dims")
 
     @property
     def vocab_size(self) -> int:
