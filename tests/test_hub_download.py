@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import torch
 from task_factory import sparse_encoder_folder
-from test_hub_network import coulisse_command, online, serving  # noqa: F401  (online: a fixture)
+from test_hub_network import coulisse_command, online, reply, serving  # noqa: F401  (online: a fixture)
 
 from coulisse import SparseEncoder, pipeline
 from coulisse.errors import HubUnreachableError, ModelLoadError
@@ -71,13 +71,7 @@ class Hub:
 
     @staticmethod
     def send(handler, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-        handler.send_response(status)
-        for key, value in (headers or {}).items():
-            handler.send_header(key, value)
-        handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
-        if handler.command != "HEAD":
-            handler.wfile.write(body)
+        reply(status, body, headers)(handler, None)  # test_hub_network's answer, sent now
 
     def resolved(self) -> list[str]:
         """The files asked for, each once, as `<revision>/<file>`."""
