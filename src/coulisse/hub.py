@@ -306,15 +306,17 @@ def missing_parts(folder: Path) -> list[str]:
 
 
 def _modules(folder: Path) -> list[tuple[str, Path]]:
-    """`sentence_modules.read_modules` of a snapshot; none where it has no modules.json or a malformed one (the
-    load says what is wrong with it)."""
-    from coulisse.errors import CoulisseError
-    from coulisse.sentence_modules import read_modules  # it reads hub.check_links: imported here
-
+    """A snapshot's sentence-transformers modules as (class name, folder), those whose folder lies inside it;
+    none where it has no modules.json or a malformed one (the load says what is wrong with it, through
+    `sentence_modules.read_modules`, which imports this module: not called from here)."""
     try:
-        return read_modules(folder) or []
-    except (CoulisseError, OSError):
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+        listed = [(str(m.get("type", "")).rsplit(".", 1)[-1], folder / m["path"]) for m in modules
+                  if isinstance(m, dict) and isinstance(m.get("path"), str)]
+    except (OSError, ValueError, TypeError, AttributeError):
         return []
+    root = folder.resolve()
+    return [(kind, module) for kind, module in listed if module.resolve().is_relative_to(root)]
 
 
 def _download(repo_id: str, revision: str | None) -> Path:
