@@ -56,8 +56,11 @@ def test_embedding_routes_refuse_more_characters_than_tei_takes(embedder):
     limit = limit_of(embedder)
     word = "a" * (limit + 1)
     for route, body in embedding_bodies(word).items():
-        assert_refused(embedder.post(route, json=body), limit, limit + 1, "`inputs[1]`" if route == "/similarity"
-                       else "`inputs`")
+        r = embedder.post(route, json=body)
+        assert_refused(r, limit, limit + 1, "`inputs[1]`" if route == "/similarity" else "`inputs`")
+        # The way out said in the route's own body: /similarity's truncate is one of its parameters.
+        hint = 'Pass "parameters": {"truncate": true}' if route == "/similarity" else 'Pass "truncate": true'
+        assert hint in r.json()["error"], (route, r.json()["error"])
     for route, body in embedding_bodies("a" * limit).items():  # TEI refuses only past the bound
         assert embedder.post(route, json=body).status_code == 200, route
     assert embedder.post("/embed", json={"inputs": word}).status_code == 200  # truncated: no bound, as TEI's
@@ -70,6 +73,11 @@ def test_openai_route_refuses_it_when_the_server_does_not_truncate(minilm_dir):
         r = c.post("/v1/embeddings", json={"input": ["ok", "a" * (limit + 1)]})
         assert r.status_code == 422, r.text[:300]
         assert f"`inputs[1]` must have less than {limit} characters" in r.json()["error"]["message"]
+        # OpenAI's body has no truncate field (one sent is a 422): the message names the server's option instead.
+        tokens = c.post("/v1/embeddings", json={"input": "chat " * (c.get("/info").json()["max_input_length"] + 8)})
+        for message in (r.json()["error"]["message"], tokens.json()["error"]["message"]):
+            assert "--auto-truncate" in message and '"truncate": true' not in message, message
+        assert tokens.status_code == 422 and "tokens. Given:" in tokens.json()["error"]["message"]
 
 
 def test_token_ids_count_one_character_each(embedder):

@@ -204,14 +204,40 @@ def test_a_body_not_sent_as_json_is_415_before_it_is_read(client, content_type):
         assert client.post("/predict", content=b'{"inputs": "x"}', headers={"content-type": fine}).status_code == 200
 
 
+def test_a_body_without_a_content_type_is_415_as_on_tei(client):
+    """`requests.post(url, data=json.dumps(body))` sends none: FastAPI (>= 0.132) would leave the body unread and
+    the answer would be a 422 saying that a JSON object must be one. An empty body stays the route's "empty"."""
+    r = client.post("/predict", content=b'{"inputs": "x"}', headers={"content-type": ""})
+    assert "an empty media type" in error(r, 415, "Validation")
+    bare = client.build_request("POST", "/predict", content=b'{"inputs": "x"}')
+    assert "content-type" not in bare.headers
+    assert "without a Content-Type" in error(client.send(bare), 415, "Validation")
+    empty = client.build_request("POST", "/predict")
+    assert "content-type" not in empty.headers
+    assert client.send(empty).status_code in (400, 422)
+
+
+def test_a_compressed_body_is_415_naming_its_encoding(client):
+    import gzip
+
+    headers = {"content-type": "application/json", "content-encoding": "gzip"}
+    r = client.post("/predict", content=gzip.compress(b'{"inputs": "x"}'), headers=headers)
+    message = error(r, 415, "Validation")
+    assert "Content-Encoding: gzip" in message and "UTF-8" not in message
+    plain = {"content-type": "application/json", "content-encoding": "identity"}
+    assert client.post("/predict", content=b'{"inputs": "x"}', headers=plain).status_code == 200
+
+
 def test_too_large_a_body_is_413(client):
     r = client.post("/predict", json={"inputs": "a" * 20_000})
     assert "--payload-limit" in error(r, 413, "Validation")
 
 
 def test_unknown_route_and_method(client):
-    error(client.get("/nope"), 404, "NotFound")
+    assert "'/nope'" in error(client.get("/nope"), 404, "NotFound")
     error(client.get("/predict"), 405, "MethodNotAllowed")
+    # A trailing slash is another path, as on TEI: no 307 to a URL built from the Host header.
+    error(client.post("/predict/", json={"inputs": "x"}, headers={"host": "elsewhere.example"}), 404, "NotFound")
 
 
 def test_model_failure_is_500_with_a_logged_request_id(classifier, caplog, monkeypatch):
@@ -229,6 +255,37 @@ def test_model_failure_is_500_with_a_logged_request_id(classifier, caplog, monke
     assert request_id in message and "out of memory" not in message  # internals stay in the log
     logged = [rec for rec in caplog.records if request_id in rec.getMessage()]
     assert logged and logged[0].exc_info is not None and "out of memory" in str(logged[0].exc_info[1])
+
+
+def test_a_model_failure_is_not_retried_by_the_openai_sdk(minilm_dir, monkeypatch):
+    """The SDK retries every 5xx twice unless the answer says `x-should-retry: false`: a failing model would see
+    the same request three times."""
+    openai = pytest.importorskip("openai")
+    pipe = coulisse.pipeline("feature-extraction", model=str(minilm_dir))
+    calls = []
+
+    def broken(items, progress=None):
+        calls.append(len(items))
+        raise RuntimeError("simulated")
+
+    monkeypatch.setattr(pipe, "forward", broken)
+    with TestClient(create_app(pipe), raise_server_exceptions=False) as c:
+        sdk = openai.OpenAI(base_url=f"{c.base_url}/v1", api_key="unused", http_client=c, max_retries=2)
+        with pytest.raises(openai.InternalServerError) as caught:
+            sdk.embeddings.create(input="Le chat dort.", model=None)
+    assert caught.value.response.headers["x-should-retry"] == "false"
+    assert calls == [1]
+
+
+def test_an_openai_call_this_server_has_no_route_for_says_which_it_has(minilm_dir):
+    """`chat.completions.create` on an embeddings server: TEI's error shape made the SDK show "Error code: 404"
+    and nothing else; OpenAI's shape on every /v1/ path shows the message."""
+    openai = pytest.importorskip("openai")
+    pipe = coulisse.pipeline("feature-extraction", model=str(minilm_dir))
+    with TestClient(create_app(pipe)) as c:
+        sdk = openai.OpenAI(base_url=f"{c.base_url}/v1", api_key="unused", http_client=c, max_retries=0)
+        with pytest.raises(openai.NotFoundError, match="POST /v1/embeddings and GET /v1/models only"):
+            sdk.chat.completions.create(model="x", messages=[{"role": "user", "content": "Bonjour"}])
 
 
 async def until_in_flight(app, count: int) -> None:

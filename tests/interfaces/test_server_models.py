@@ -111,6 +111,9 @@ def test_an_unknown_model_is_404_naming_the_served_ones(server):
     sdk = openai.OpenAI(base_url=f"{server.base}/v1", api_key="unused", max_retries=0)
     with pytest.raises(openai.NotFoundError, match="'nope'.*'camembert-enc'"):
         sdk.embeddings.create(model="nope", input="x")
+    # A trailing slash is another path (TEI: 404), not a 307 to a URL built from the Host header.
+    slashed = httpx.post(f"{server.base}/clf/predict/", json={"inputs": "x"})
+    assert slashed.status_code == 404 and "location" not in slashed.headers, slashed.headers
 
 
 def test_a_prefix_or_x_model_that_disagrees_with_openai_model_says_so(server, pipes):

@@ -283,7 +283,9 @@ def model_app(service: Service, gate: Gate, lifespan=None) -> FastAPI:
     The HTTP layer around it (the key, body limits, CORS) is `guarded`'s."""
     settings, metrics = service.settings, service.metrics
     # No /redoc: FastAPI's page loads ReDoc from a CDN (blank offline), and TEI has none; /docs is offline.
-    app = FastAPI(title="coulisse", version=__version__, lifespan=lifespan, redoc_url=None,
+    # No redirect of `/embed/` to `/embed` (Starlette's default, a 307 to a URL built from the Host header): TEI
+    # answers 404 there, and a client that follows it posts twice.
+    app = FastAPI(title="coulisse", version=__version__, lifespan=lifespan, redoc_url=None, redirect_slashes=False,
                   description="Text-embeddings-inference's HTTP API over a coulisse pipeline.")
     app.router.route_class = StrictJSONRoute
 

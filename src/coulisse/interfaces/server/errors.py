@@ -7,7 +7,9 @@ keep TEI's `error_type` spelling (its `ErrorType` enum as serde writes it: "Vali
 and so do the HTTP layer's own (400, 408, 431, 503: `raw_error_response`, written by `protocol.py`),
 spelled the same way ("Unauthorized", "NotFound", "Timeout"...).
 Kinds a client may retry carry `Retry-After`; those answered before the body was read close the
-connection.
+connection. A 5xx without `Retry-After` (the model failed) says `x-should-retry: false`: the openai SDK retries
+every 5xx twice otherwise, and the same request would fail three times (TEI answers 424 there, which it does not
+retry).
 """
 
 from __future__ import annotations
@@ -55,8 +57,8 @@ ERRORS: dict[str, ErrorKind] = {
     "unauthorized": ErrorKind(401, "Unauthorized", "missing or wrong `Authorization: Bearer` key", close=True),
     "not_found": ErrorKind(404, "NotFound", "no such route"),
     "method_not_allowed": ErrorKind(405, "MethodNotAllowed", "the route exists for another method"),
-    "media_type": ErrorKind(415, "Validation", "a body sent with a Content-Type other than application/json",
-                            close=True),
+    "media_type": ErrorKind(415, "Validation", "a body sent with a Content-Type other than application/json, "
+                            "without one, or compressed (Content-Encoding)", close=True),
     "head_timeout": ErrorKind(408, "Timeout", "the request line and headers took longer than --header-timeout",
                               close=True),
     "body_timeout": ErrorKind(408, "Timeout", "the body took longer than --body-timeout to arrive", close=True),
@@ -97,9 +99,19 @@ def error_headers(kind: str) -> dict[str, str]:
     headers = {"retry-after": str(spec.retry_after)} if spec.retry_after is not None else {}
     if spec.close:
         headers["connection"] = "close"
+    if spec.status >= 500 and spec.retry_after is None:
+        headers["x-should-retry"] = "false"
     if kind == "unauthorized":
         headers["www-authenticate"] = "Bearer"
     return headers
+
+
+def not_found(path: str) -> str:
+    """A 404's message: which path, and for an OpenAI client (chat, completions...), the two routes it may call."""
+    said = f"no route {path!r} here"
+    if "/v1/" in path:
+        return f"{said}; this server's OpenAI API has POST /v1/embeddings and GET /v1/models only"
+    return f"{said}; GET /docs lists the routes"
 
 
 def error_body(kind: str, message: str) -> bytes:
@@ -214,6 +226,8 @@ def install_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
         if exc.detail == UNPARSED:
             return respond(request, "json_syntax", _unparsed(exc.__cause__))
         kind = STARLETTE_KINDS.get(exc.status_code, "validation" if exc.status_code < 500 else "backend")
+        if kind == "not_found":
+            return respond(request, kind, not_found(request.url.path))
         return respond(request, kind, str(exc.detail))
 
     async def on_tokenizer(request: Request, exc: TokenizerLoadError) -> JSONResponse:

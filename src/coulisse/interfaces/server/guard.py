@@ -134,15 +134,26 @@ def declared_length(scope) -> int | None:
     return int(value) if value is not None and value.strip().isdigit() else None
 
 
-def body_media_type(scope) -> str | None:
-    """The media type of a body that is not JSON, else None. A browser may send a form or text/plain to any
-    origin without asking first; JSON needs its preflight, so refusing the rest keeps web pages off the API.
-    No Content-Type at all reads as JSON (FastAPI's rule)."""
-    value = header(scope, b"content-type")
-    if value is None or scope["method"] in ("GET", "HEAD"):
+def unreadable_body(scope) -> str | None:
+    """Why a request's body will not be read as JSON, in words for the 415 ("the body is sent ..."), else None.
+    A browser may send a form, text/plain or a body without a Content-Type (a Blob) to any origin without asking
+    first; JSON needs its preflight, so refusing the rest keeps web pages off the API. FastAPI since 0.132 leaves a
+    body without a Content-Type unparsed (which would be a 422 "must be a JSON object" about a JSON object), and
+    TEI answers it 415: so does this. A compressed body is refused by its Content-Encoding, which nothing here
+    decodes (read as it is, gzip's bytes would be "not valid UTF-8")."""
+    if scope["method"] in ("GET", "HEAD"):
         return None
+    value = header(scope, b"content-type")
+    if value is None:
+        has_body = header(scope, b"transfer-encoding") is not None or bool(declared_length(scope))
+        return "without a Content-Type" if has_body else None  # an empty body is said as empty, by its route
     kind = value.split(b";")[0].strip().lower().decode("latin-1")
-    return None if kind == "application/json" or kind.endswith("+json") else kind or "an empty media type"
+    if not (kind == "application/json" or kind.endswith("+json")):
+        return f"as {kind or 'an empty media type'}"
+    coding = (header(scope, b"content-encoding") or b"").strip().lower().decode("latin-1")
+    if coding not in ("", "identity"):
+        return f"with Content-Encoding: {coding}, which this server does not decode"
+    return None
 
 
 def without_body(send):
@@ -195,10 +206,11 @@ class Guard:
         if self.key is not None and not public(scope, self.limits.model_prefixes) and not authorized(scope, self.key):
             return await self.refuse("unauthorized", "missing or wrong API key: send `Authorization: Bearer "
                                      "<key>`", scope, receive, send)
-        if (kind := body_media_type(scope)) is not None:
-            return await self.refuse("media_type", f"the body is sent as {kind}; every route reads JSON: send "
-                                     "`Content-Type: application/json` (curl: -H 'Content-Type: application/json')",
-                                     scope, receive, send)
+        if (why := unreadable_body(scope)) is not None:
+            return await self.refuse("media_type", f"the body is sent {why}; every route reads uncompressed JSON: "
+                                     "send `Content-Type: application/json` (curl: -H 'Content-Type: "
+                                     "application/json'; Python requests: json=body, not data=)", scope, receive,
+                                     send)
         length = declared_length(scope)
         if length is not None and length > self.limits.payload_limit:
             return await self.refuse("payload_size", self.too_large(f"{length} bytes"), scope, receive, send)

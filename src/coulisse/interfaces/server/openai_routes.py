@@ -26,7 +26,7 @@ from coulisse.interfaces.server.embedding import as_base64
 from coulisse.interfaces.server.errors import ERRORS, ServerError
 from coulisse.interfaces.server.guard import without_prefix
 from coulisse.interfaces.server.schemas import side
-from coulisse.interfaces.server.service import Service, Timings, check_not_empty
+from coulisse.interfaces.server.service import OPENAI_TRUNCATE_HINT, Service, Timings, check_not_empty
 from coulisse.interfaces.server.tei_routes import batch_of, client_gone
 
 TAG = "OpenAI"
@@ -56,7 +56,7 @@ def add_openai_routes(app: FastAPI, service: Service, gate, protected: list) -> 
         async def work(t: Timings) -> list:
             vectors = await service.embed(inputs, service.settings.auto_truncate, True,
                                           partial(client_gone, request), t, dimensions=body.dimensions,
-                                          side=side(body.truncation_direction))
+                                          side=side(body.truncation_direction), hint=OPENAI_TRUNCATE_HINT)
             encode = as_base64 if body.encoding_format == "base64" else (lambda v: v)
             data = [{"object": "embedding", "embedding": encode(v), "index": i} for i, v in enumerate(vectors)]
             usage = {"prompt_tokens": t.tokens, "total_tokens": t.tokens}
@@ -91,7 +91,9 @@ def retrieve(name: str, served: list[str]) -> dict:
 
 
 def openai_path(path: str) -> bool:
-    return path in OPENAI_PATHS or path.startswith("/v1/models/")
+    """Answered in OpenAI's error shape: its routes, and any other /v1/ path (a chat or completions call), whose
+    404 the SDK then shows with its message (TEI's shape shows as "Error code: 404" alone)."""
+    return path in OPENAI_PATHS or path.startswith("/v1/")
 
 
 class OpenAIErrors:

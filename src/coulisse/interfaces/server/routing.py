@@ -220,7 +220,7 @@ def several_models_app(models: Sequence[tuple[Pipeline, ServerSettings]]) -> Fas
     reserved = {first_segment(getattr(r, "path", "")) for app in apps.values() for r in app.routes}
     check_names(names, reserved | {first_segment(p) for p in SERVER_PATHS})
     app = FastAPI(title="coulisse", version=__version__, lifespan=serving(list(services.values())),
-                  openapi_url=None, docs_url=None, redoc_url=None)
+                  openapi_url=None, docs_url=None, redoc_url=None, redirect_slashes=False)  # as `app.create_app`
     app.router.route_class = StrictJSONRoute
     app.state.services, app.state.metrics, app.state.models = services, metrics, apps
     install_handlers(app, metrics)

@@ -35,6 +35,12 @@ from coulisse.tokenizer import unicode_problem
 log = logging.getLogger(__name__)
 
 POOLINGS = ("mean", "cls")
+# What follows "`inputs` must have less than N tokens. Given: M": how a TEI body asks for truncation. A route whose
+# body has no `truncate` (OpenAI's, /similarity's `parameters`) says its own way.
+TRUNCATE_HINT = '. Pass "truncate": true.'
+OPENAI_TRUNCATE_HINT = (". OpenAI's body has no truncate field: the server truncates when started with --auto-truncate "
+                        "(AUTO_TRUNCATE=true); or send shorter inputs.")
+PARAMETERS_TRUNCATE_HINT = '. Pass "parameters": {"truncate": true}.'
 SPLADE = "splade"  # TEI's --pooling splade: a masked-LM head pooled into sparse embeddings (sparse-embedding)
 # Every task of the registry: /predict and /rerank serve text-classification, /embed and its kin
 # feature-extraction, `POST /` in the Inference API's shape every one of them (inference_api.py).
@@ -234,15 +240,16 @@ class Service:
 
     async def tokenize(self, sequences: list[tuple[str | list[int], str | None]], truncate: bool,
                        timings: Timings, normalize: bool | None = None, side: str = "right",
-                       prompt: str = "") -> tuple[list[Item], Batch | None]:
+                       prompt: str = "", hint: str = TRUNCATE_HINT) -> tuple[list[Item], Batch | None]:
         """Stage 1 off the event loop. `side`: which end truncation cuts ("left" keeps the end); `prompt`: what
         goes before each text (token ids are then decoded to a text first, as TEI does). What a request may cost
         the tokenizer thread is bounds.py's: a truncated input past TEI's characters is cut first, and the
-        inputs take turns with other requests' in parts."""
+        inputs take turns with other requests' in parts. `hint`: how the route's body asks for truncation, said
+        after an input too long."""
         check_unicode([(t, p) for t, p in sequences if isinstance(t, str)])
         limit = self.max_input_length * CHARS_PER_TOKEN
         if not truncate:
-            check_characters(sequences, limit, ". Pass \"truncate\": true.")
+            check_characters(sequences, limit, hint)
         else:
             sequences = cut_characters(sequences, limit, side)
         start = time.perf_counter()
@@ -263,7 +270,7 @@ class Service:
             n = len(item.ids)
             if n > self.max_input_length:
                 raise ServerError("input_length", f"Input validation error: `inputs` must have less than "
-                                  f"{self.max_input_length} tokens. Given: {n}. Pass \"truncate\": true.")
+                                  f"{self.max_input_length} tokens. Given: {n}{hint}")
             self.metrics.input_length.observe(n)
             timings.tokens += n
         return items, batch
@@ -331,9 +338,11 @@ class Service:
 
     async def embed(self, texts: list[str | list[int]], truncate: bool, normalize: bool,
                     disconnected: Disconnected, timings: Timings, *, prompt_name: str | None = None,
-                    dimensions: int | None = None, pooled: bool = True, side: str = "right") -> list:
+                    dimensions: int | None = None, pooled: bool = True, side: str = "right",
+                    hint: str = TRUNCATE_HINT) -> list:
         """Pooled vectors (or, `pooled=False`, every token's hidden state: /embed_all). The prompt goes before
-        each text (token ids are decoded first); `dimensions` cuts each vector, then renormalizes when `normalize`."""
+        each text (token ids are decoded first); `dimensions` cuts each vector, then renormalizes when `normalize`.
+        `hint`: as `tokenize`'s."""
         if not self.embedding:
             raise ServerError("model_type", f"model is not an embedding model: this server runs "
                               f"{self.pipe.task}; {self.route_hint()}")
@@ -345,7 +354,8 @@ class Service:
         check_not_empty([(t, None) for t in texts])
         timings.characters = sum(len(t) for t in texts)  # before the prompt, as TEI counts them
         prompt = self.prompts.text(prompt_name)  # pooled past its tokens where the Pooling leaves them out
-        items, batch = await self.tokenize([(t, None) for t in texts], truncate, timings, normalize, side, prompt)
+        items, batch = await self.tokenize([(t, None) for t in texts], truncate, timings, normalize, side, prompt,
+                                           hint)
         rows = await self.infer(items, disconnected, timings)
         if not pooled:  # the token embeddings, `(length, H)` per input, written as JSON off the loop (answers.py)
             return [np.asarray(row, dtype=np.float32) for row in rows]

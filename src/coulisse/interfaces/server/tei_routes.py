@@ -29,7 +29,13 @@ from coulisse.interfaces.server.compat_schemas import (
 from coulisse.interfaces.server.embedding import cosine, shown_id
 from coulisse.interfaces.server.errors import ServerError, openapi_responses
 from coulisse.interfaces.server.schemas import EmbedAllRequest, EmbedSparseRequest, SparseValue, side
-from coulisse.interfaces.server.service import Service, Timings, check_not_empty, check_unicode
+from coulisse.interfaces.server.service import (
+    PARAMETERS_TRUNCATE_HINT,
+    Service,
+    Timings,
+    check_not_empty,
+    check_unicode,
+)
 
 TAG = "Text Embeddings Inference"
 # No `from __future__ import annotations` here: FastAPI reads the body types of the handlers below.
@@ -146,7 +152,7 @@ def add_tei_routes(app: FastAPI, service: Service, gate, protected: list) -> dic
             vectors = await service.embed([body.inputs.source_sentence, *body.inputs.sentences],
                                           truncate_of(parameters.truncate), False, partial(client_gone, request),
                                           t, prompt_name=parameters.prompt_name,
-                                          side=side(parameters.truncation_direction))
+                                          side=side(parameters.truncation_direction), hint=PARAMETERS_TRUNCATE_HINT)
             return cosine(vectors[0], vectors[1:])
 
         return await gate.run(request, "batch", work, False, len(body.inputs.sentences) + 1)
