@@ -119,7 +119,7 @@ def test_a_missing_column_is_refused_with_the_columns_there(embedder):
 
 def test_actor_pipelines_are_built_as_the_corpus_jobs_build_theirs(monkeypatch, encoder):
     """Full batches: the fp32 kernels measured for them (`throughput=True`), as `coulisse classify -i`;
-    `quantize` and `fast` reach the pipeline."""
+    `quantize`, `fast` and `revision` reach the pipeline."""
     seen = []
     real = coulisse.pipelines.pipeline
 
@@ -130,8 +130,10 @@ def test_actor_pipelines_are_built_as_the_corpus_jobs_build_theirs(monkeypatch, 
     monkeypatch.setattr(coulisse.pipelines, "pipeline", spy)
     coulisse.ray.Embedder(encoder, fast=True, threads=1)
     coulisse.ray.Embedder(encoder, quantize="int8", threads=1)
+    coulisse.ray.Embedder(encoder, threads=1, revision="v1")  # a folder has no revision: read as it is
     assert seen == [("feature-extraction", {"model": encoder, "threads": 1, "throughput": True, "fast": True}),
-                    ("feature-extraction", {"model": encoder, "threads": 1, "throughput": True, "quantize": "int8"})]
+                    ("feature-extraction", {"model": encoder, "threads": 1, "throughput": True, "quantize": "int8"}),
+                    ("feature-extraction", {"model": encoder, "threads": 1, "throughput": True, "revision": "v1"})]
 
 
 def test_embedder_refuses_an_unknown_pooling(encoder):

@@ -186,10 +186,11 @@ def _no_folder_either(text: str) -> str:
             f"{f'; did you mean ./{near[0]}?' if near else '.'}")
 
 
-def local_model(model: str) -> Path | None:
+def local_model(model: str, revision: str | None = None) -> Path | None:
     """The folder `resolve_model` loads `model` from without the network: an existing folder, the bundled model,
-    or a Hub id already in the Hugging Face cache (its snapshot of refs/main); None where a load would download,
-    or `model` names nothing. Nothing is checked or loaded: a caller that only hashes the files asks this."""
+    or a Hub id already in the Hugging Face cache (its snapshot of `revision`, refs/main by default); None where a
+    load would download, or `model` names nothing. Nothing is checked or loaded: a caller that only hashes the
+    files asks this."""
     text = str(model)
     path = Path(text).expanduser()
     if text and path.is_dir():
@@ -197,8 +198,10 @@ def local_model(model: str) -> Path | None:
     bundled = bundled_dir(text)
     if bundled is not None or invalid_hub_id(text) is not None:
         return bundled
+    if revision is not None and invalid_revision(revision) is not None:
+        return None
     try:
-        return _from_cache(text, None)
+        return _from_cache(text, revision)
     except ModelNotFoundError:  # an id huggingface_hub refuses
         return None
 

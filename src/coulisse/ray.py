@@ -141,19 +141,22 @@ class Predictor(_BatchMapper):
     the corpus job's columns added out (`label`, `score`, `score_<LABEL>` with `all_scores=True`, `error`).
 
     `key`: a column that names each row in error messages (`id 42: 'text' is null`); without it a row is
-    named by its place in its batch, which Ray chooses. `quantize="int8"` or `fast=True` as in `pipeline()`.
+    named by its place in its batch, which Ray chooses. `quantize="int8"`, `fast=True` or `revision=` (of a Hub
+    id, resolved on each node) as in `pipeline()`.
     """
 
     def __init__(self, model: str | None = None, *, column: str = "text", all_scores: bool = False,
                  long_text: str = "truncate", stride: int | None = None, quantize: str = "none",
-                 fast: bool = False, threads: int | None = None, key: str | None = None):
+                 fast: bool = False, threads: int | None = None, key: str | None = None,
+                 revision: str | None = None):
         from coulisse.interfaces.jobs.predict import Predictor as RowPredictor
         from coulisse.pipelines import pipeline
 
         if stride is not None and long_text != "chunk":
             raise InputError("stride only applies with long_text='chunk'.")
         self.threads = threads or assigned_threads()
-        pipe = pipeline("text-classification", model=model, threads=self.threads, **engine_options(quantize, fast))
+        pipe = pipeline("text-classification", model=model, threads=self.threads,
+                        **engine_options(quantize, fast, revision=revision))
         self.rows = RowPredictor(pipe, long_text, stride)
         self.labels = self.rows.labels
         self.column, self.all_scores, self.key = column, all_scores, key
@@ -196,23 +199,24 @@ class Embedder(_BatchMapper):
     with pandas (`pd.ArrowDtype`; null for an error row), a `(rows, dim)` float32 array with numpy batches
     (NaN rows for errors).
     `pooling` ("auto" reads the folder's sentence-transformers files, "mean", "cls") and `normalize` as in
-    `coulisse embed`; `key`, `quantize`, `fast`, `threads` as in `Predictor`. A SPLADE model (`pooling="splade"`,
-    or a SparseEncoder folder with "auto") appends `sparse_embedding` instead: `{"indices", "values"}` per row,
-    a struct of int32 and float32 lists with pyarrow and pandas, dicts in an object array with numpy.
+    `coulisse embed`; `key`, `quantize`, `fast`, `threads`, `revision` as in `Predictor`. A SPLADE model
+    (`pooling="splade"`, or a SparseEncoder folder with "auto") appends `sparse_embedding` instead:
+    `{"indices", "values"}` per row, a struct of int32 and float32 lists with pyarrow and pandas, dicts in an
+    object array with numpy.
     """
 
     def __init__(self, model: str | None = None, *, column: str = "text", pooling: str = "auto",
                  normalize: bool | None = None, quantize: str = "none", fast: bool = False,
-                 threads: int | None = None, key: str | None = None):
+                 threads: int | None = None, key: str | None = None, revision: str | None = None):
         from coulisse.interfaces.jobs.embed import Embedder as RowEmbedder
         from coulisse.interfaces.jobs.embed import SparseEmbedder
         from coulisse.interfaces.jobs.row_models import is_sparse
         from coulisse.pipelines import pipeline
 
         self.threads = threads or assigned_threads()
-        self.sparse = is_sparse(model, pooling)
+        self.sparse = is_sparse(model, pooling, revision)
         task = "sparse-embedding" if self.sparse else "feature-extraction"
-        pipe = pipeline(task, model=model, threads=self.threads, **engine_options(quantize, fast))
+        pipe = pipeline(task, model=model, threads=self.threads, **engine_options(quantize, fast, revision=revision))
         self.rows = (SparseEmbedder if self.sparse else RowEmbedder)(pipe, pooling, normalize)
         self.dim = self.rows.dim
         self.column, self.key = column, key
@@ -259,7 +263,8 @@ def _added_columns(added, preds: list) -> dict[str, list]:
 def classify(ds, model: str | None = None, *, concurrency: int | tuple[int, int] | None = None,
              num_cpus: float = 1, batch_size: int = 1024, batch_format: str = "pandas", **options):
     """`ds.map_batches(Predictor, ...)` with one pipeline per actor; `options` are Predictor's
-    (column, all_scores, long_text, stride, quantize, fast, threads, key). Returns the lazy labelled Dataset.
+    (column, all_scores, long_text, stride, quantize, fast, threads, key, revision). Returns the lazy labelled
+    Dataset.
 
     Default `concurrency`: as many actors as the cluster's CPUs allow, less one CPU left to Ray Data's read
     and write tasks (actors holding every CPU leave a `read_parquet` waiting for one, forever); a `num_cpus`
@@ -272,7 +277,7 @@ def classify(ds, model: str | None = None, *, concurrency: int | tuple[int, int]
 def embed(ds, model: str | None = None, *, concurrency: int | tuple[int, int] | None = None,
           num_cpus: float = 1, batch_size: int = 1024, batch_format: str = "pyarrow", **options):
     """`ds.map_batches(Embedder, ...)`, as `classify` does for labels; `options` are Embedder's (column,
-    pooling, normalize, quantize, fast, threads, key). pyarrow batches by default: the vectors stay
+    pooling, normalize, quantize, fast, threads, key, revision). pyarrow batches by default: the vectors stay
     fixed-size float32 lists from the actor to the written file."""
     return _map(ds, Embedder, model, concurrency, num_cpus, batch_size, batch_format, options)
 
@@ -349,5 +354,5 @@ def _checked_options(ds, mapper: type, model: str | None, options: dict[str, Any
             raise InputError("embed() needs model=: an encoder (Hub id or folder).")
         from coulisse.checkpoint import default_model
 
-        model = default_model("text-classification")
+        model = default_model("text-classification", options.get("revision"))
     return model

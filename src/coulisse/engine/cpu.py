@@ -137,7 +137,8 @@ def own_gemm(f: Features, b: Backends) -> bool:
 
 def _int8(f: Features, b: Backends) -> Choice:
     fused = (f"fused C quantize/dequantize ({c_isa(f)})" if b.c_kernels
-             else "PyTorch ops around the GEMM (C kernels not built)")
+             else "PyTorch ops around the GEMM (C kernels not built: no C compiler at install; with gcc or clang "
+             "on PATH, install coulisse again from source, README 'Install and run')")
     own = b.c_kernels and b.int8_small and c_isa(f) == "AVX-512" and f.has("avx512_vnni")
     amx = f.has("amx_int8", "amx_tile")
     tiles = own_gemm(f, b) and amx  # coulisse's GEMM on AMX: faster from ~7 rows

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from coulisse.interfaces.options import REVISION_HELP, given_revision, revision_option
+
 HEAD_HELP = ("What to save: sequence-classification, token-classification, question-answering, masked-lm, "
              "multiple-choice or base (the encoder alone), or a pipeline task that implies one "
              "(text-classification, ner, fill-mask, feature-extraction...). Default: the head config.json's "
@@ -38,6 +40,7 @@ def _head(value: str | None) -> str | None:
 @click.option("-H", "--head", "--task", "head", default=None, envvar="COULISSE_HEAD", help=HEAD_HELP)
 @click.option("--overwrite", is_flag=True, envvar="COULISSE_OVERWRITE",
               help="Write into a folder that holds files, replacing the checkpoint files in it.")
+@revision_option(REVISION_HELP.replace("--model", "MODEL"))
 def convert(model, out_dir, dtype, head, overwrite):
     """Write MODEL (a Hub id or folder, in any format coulisse reads: safetensors, .bin, sharded, TensorFlow
     tf_model.h5) as a checkpoint transformers loads: config.json naming the PyTorch class,
@@ -62,6 +65,7 @@ def convert(model, out_dir, dtype, head, overwrite):
     if not out_dir.exists() or out_dir.is_dir():  # a file: convert's own check says so
         check_writable(out_dir, "OUT_DIR", folder=True)  # before the checkpoint is looked for, read and converted
     with stop_on_sigterm():  # as Ctrl-C: the half-written folder is removed (kill -9 leaves it, hidden)
-        out, written = convert_checkpoint(model, out_dir, head=_head(head), dtype=dtype, overwrite=overwrite)
+        out, written = convert_checkpoint(model, out_dir, head=_head(head), dtype=dtype, overwrite=overwrite,
+                                          revision=given_revision())
     architecture = json.loads((out / "config.json").read_text(encoding="utf-8"))["architectures"][0]
     click.echo(f"wrote {out}: {architecture}, {dtype}, {len(written)} files")  # those written, not those there

@@ -25,6 +25,9 @@ QUANTIZE_HELP = "int8: dynamic int8 linear layers (faster on CPU, near-identical
 FAST_HELP = ("The fastest mode this CPU runs within its quality gates (int8 where the CPU has an int8 GEMM, else bf16; "
              "`coulisse info` shows which); without it, exact fp32.")
 FAST_KEY = "coulisse.fast"
+REVISION_KEY = "coulisse.revision"
+REVISION_HELP = ("Hub revision of --model: a branch, tag or commit (default: main); a folder or the bundled model "
+                 "has none.")
 # How idle OpenMP threads wait: the user's choice when one of these is set (libgomp, Intel's OpenMP).
 WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 WAIT_POLICY = "PASSIVE"
@@ -81,7 +84,33 @@ def model_option(default_help: str | None = DEFAULT_HELP):
     """`--model`. Without one the command passes None: the pipeline picks the task's default model
     (`coulisse.defaults`), and a task without one asks for `--model` (`require_model`)."""
     help_text = "Hub id or local folder of the checkpoint" + (f" ({default_help})." if default_help else ".")
-    return click.option("-m", "--model", default=None, envvar="COULISSE_MODEL", help=help_text)
+    model = click.option("-m", "--model", default=None, envvar="COULISSE_MODEL", help=help_text)
+    return lambda f: model(revision_option()(f))
+
+
+def revision_option(help_text: str = REVISION_HELP):
+    """`--revision`, kept in the context's meta as `--fast` is (`load_pipeline` and the corpus jobs read it there),
+    so that every command with `--model` has it without a parameter of its own. Checked at once: a revision
+    the Hub could not have is a usage error, said before anything loads."""
+
+    def remember(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        if value is not None:
+            from coulisse.hub import invalid_revision  # torch, through the weights: only for a value to check
+
+            if (problem := invalid_revision(value)) is not None:
+                raise click.BadParameter(f"{value!r} cannot be a revision: {problem}; pass a branch, tag or commit "
+                                         "of the Hub repository.", ctx, param)
+        ctx.meta[REVISION_KEY] = value
+        return value
+
+    return click.option("--revision", default=None, envvar="COULISSE_REVISION", expose_value=False,
+                        callback=remember, help=help_text)
+
+
+def given_revision() -> str | None:
+    """The command's --revision (None: none given, or no command running on this thread)."""
+    ctx = click.get_current_context(silent=True)
+    return None if ctx is None else ctx.meta.get(REVISION_KEY)
 
 
 def task_option(tasks, help_text: str = "", **kwargs):
@@ -138,7 +167,8 @@ def check_precision(quantize: str, fast: bool) -> None:
 def load_pipeline(task: str, model: str | None, threads: int | None = None, quantize: str = "none",
                   fast: bool | None = None, **kwargs):
     """The command's pipeline. `fast`: --fast, read from the command's context unless given (a context is the
-    calling thread's: the server loads on its torch thread and passes it)."""
+    calling thread's: the server loads on its torch thread and passes it); so is --revision, unless
+    `revision=` is given."""
     from coulisse.defaults import DEFAULT_MODELS
 
     if model is None and task not in DEFAULT_MODELS:  # the library's "pass model=" is not the CLI's word
@@ -156,6 +186,8 @@ def load_pipeline(task: str, model: str | None, threads: int | None = None, quan
         kwargs["quantize"] = quantize
     if fast:
         kwargs["fast"] = True
+    if "revision" not in kwargs:
+        kwargs["revision"] = given_revision()
     if threads is not None:  # the command owns its process: --threads for all its torch work (explanations too)
         import torch
 

@@ -33,6 +33,7 @@ from coulisse.interfaces.jobs.command import check_mode_options, encoding_option
 from coulisse.interfaces.jobs.row_models import is_sparse
 from coulisse.interfaces.options import (
     engine_options,
+    given_revision,
     load_pipeline,
     model_option,
     positive,
@@ -117,8 +118,8 @@ def classify(texts, model, top_k, as_json, threads, quantize, input_path, output
     With --input, rows are committed to --output chunk by chunk: after an interruption, --resume
     continues where the output ends, and the result equals an uninterrupted run's. A resume reads
     the first run's input and options (model, column, --all-scores, --long-text, --stride,
-    --batch-rows, --quantize, --encoding) from the state file next to the output: `-o FILE --resume`
-    is enough. Input files are read as UTF-8 unless --encoding says otherwise; one whose first 64 KiB
+    --batch-rows, --quantize, --encoding, --revision) from the state file next to the output:
+    `-o FILE --resume` is enough. Input files are read as UTF-8 unless --encoding says otherwise; one whose first 64 KiB
     are not UTF-8 is refused before the model loads, with the line and byte.
     """
     check_mode_options(click.get_current_context())
@@ -420,7 +421,7 @@ def embed(texts, model, pooling, normalize, as_json, threads, quantize, input_pa
         return run_embed_job(click.get_current_context())
     model = require_model(model, "an encoder")
     lines = read_texts(texts)
-    if is_sparse(model, pooling):
+    if is_sparse(model, pooling, given_revision()):
         if normalize is not None:
             raise click.UsageError("--normalize applies to dense embeddings; SPLADE weights are not normalized.")
         return _print_sparse(load_pipeline("sparse-embedding", model, threads, quantize), lines, as_json)

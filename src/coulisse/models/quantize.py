@@ -310,7 +310,8 @@ def kernels():
             _KERNELS = _int8
         except ImportError:
             _KERNELS = False
-            log.info("int8: the C kernels are not built (no compiler at install?); using PyTorch ops")
+            log.info("int8: the C kernels are not built (no C compiler at install: with gcc or clang on PATH, "
+                     "install coulisse again from source); using PyTorch ops, more slowly")
     return _KERNELS or None
 
 

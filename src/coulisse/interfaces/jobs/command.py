@@ -16,6 +16,7 @@ from coulisse.errors import InputError
 from coulisse.interfaces.jobs.encodings import check_encoding, check_file_starts
 from coulisse.interfaces.options import (
     FAST_KEY,
+    REVISION_KEY,
     fast_option,
     load_pipeline,
     model_option,
@@ -93,18 +94,20 @@ def run_job(ctx: click.Context) -> None:
         params.update(resumed_options(ctx, params))
     check_job_input(params)  # before the default model is looked up (the Hub, maybe)
     check_file_starts([params["input_path"]], params["encoding"])
+    revision = ctx.meta.get(REVISION_KEY)
     if params["model"] is None:
         from coulisse.checkpoint import default_model
 
         # Recorded as resolved: a resume must not switch between tf-allocine and the bundled model.
-        params["model"] = default_model("text-classification")
+        params["model"] = default_model("text-classification", revision)
     names = ("column", "all_scores", "long_text", "stride", "resume", "overwrite", "quiet", "progress",
              "batch_rows", "model", "quantize", "encoding")
     job = JobOptions(input=params["input_path"], output=params["output"] or "-", fast=bool(ctx.meta.get(FAST_KEY)),
-                     **{name: params[name] for name in names})
+                     revision=revision, **{name: params[name] for name in names})
 
     def load():
-        return load_pipeline("text-classification", job.model, params["threads"], job.quantize, throughput=True)
+        return load_pipeline("text-classification", job.model, params["threads"], job.quantize, throughput=True,
+                             revision=job.revision)
 
     with stop_on_sigterm():
         summary = classify_file(job, load)
@@ -135,16 +138,18 @@ def run_embed_job(ctx: click.Context) -> None:
     names = ("column", "resume", "overwrite", "quiet", "progress", "batch_rows", "model", "quantize",
              "pooling", "normalize", "encoding")
     job = JobOptions(input=params["input_path"], output=params["output"] or "-", task="embed",
-                     fast=bool(ctx.meta.get(FAST_KEY)), **{name: params[name] for name in names})
+                     fast=bool(ctx.meta.get(FAST_KEY)), revision=ctx.meta.get(REVISION_KEY),
+                     **{name: params[name] for name in names})
 
     # SPLADE (--pooling splade, or a SparseEncoder folder read with auto): sparse weights per row.
-    task = "sparse-embedding" if is_sparse(job.model, job.pooling) else "feature-extraction"
+    task = "sparse-embedding" if is_sparse(job.model, job.pooling, job.revision) else "feature-extraction"
     if task == "sparse-embedding" and job.output.endswith(".npy"):
         raise click.UsageError(f"--output {job.output}: .npy holds dense arrays; write SPLADE weights to .parquet "
                                "or .jsonl (indices and values per row).")
 
     def load():
-        return load_pipeline(task, job.model, params["threads"], job.quantize, throughput=True)
+        return load_pipeline(task, job.model, params["threads"], job.quantize, throughput=True,
+                             revision=job.revision)
 
     with stop_on_sigterm():
         summary = embed_file(job, load)
@@ -236,6 +241,7 @@ def resumed_options(ctx: click.Context, params: dict, keys: dict[str, str] = RES
     if saved is None:
         return {}
     _resumed_fast(ctx, params, saved, path)
+    _resumed_revision(ctx, params, saved, path)
     resumed = {}
     for key, name in keys.items():
         if key not in saved.key:
@@ -267,6 +273,17 @@ def _as_typed(option: click.Option, value) -> str:
         off = max(option.secondary_opts, key=len)
         return flag if value is True else off if value is False else f"neither {flag} nor {off}"
     return flag if value else f"no {flag}"
+
+
+def _resumed_revision(ctx: click.Context, params: dict, saved, path: Path) -> None:
+    """--revision is read back from the record as --fast is: given against the record, it is refused."""
+    recorded, given = saved.key.get("revision"), ctx.meta.get(REVISION_KEY)
+    explicit = ctx.get_parameter_source("revision") in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    if explicit and given != recorded:
+        raise InputError(f"cannot resume {params['output']} with --revision {given}: the first run had "
+                         f"{'--revision ' + recorded if recorded else 'no --revision'} (recorded in {path.name}). "
+                         "Leave --revision out to go on with the recorded one, or pass --overwrite to start over.")
+    ctx.meta[REVISION_KEY] = recorded
 
 
 def _resumed_fast(ctx: click.Context, params: dict, saved, path: Path) -> None:
@@ -374,13 +391,14 @@ def evaluate(input_path, label_column, label_map, output_dir, limit, sample, see
                           parse_label_map(label_map))
     check_request(options)  # before the default model is looked up (the Hub, maybe)
     check_file_starts([input_path], encoding)
+    revision = click.get_current_context().meta.get(REVISION_KEY)
     if model is None:
         from coulisse.checkpoint import default_model
 
-        model = job.model = default_model("text-classification")  # the report names the model that ran
+        model = job.model = default_model("text-classification", revision)  # the report names the model that ran
 
     def load():
-        return load_pipeline("text-classification", model, threads, quantize, throughput=True)
+        return load_pipeline("text-classification", model, threads, quantize, throughput=True, revision=revision)
 
     with stop_on_sigterm():
         try:

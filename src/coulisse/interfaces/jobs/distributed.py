@@ -85,6 +85,7 @@ class RayOptions:
     encoding: str | None = None  # of the text inputs, read on the driver; None: UTF-8, each start checked
     fast: bool = False  # --fast: the precision the driver's kernel plan picks (`fast_mode`), run by every actor
     fast_mode: str | None = None  # set by `run` from this machine's plan: "int8", "bfloat16" or "float32"
+    revision: str | None = None  # --revision of a Hub id, which each node resolves
 
 
 @dataclass
@@ -158,6 +159,8 @@ def job_key(options: RayOptions, files: list[str]) -> dict:
         key["encoding"] = check_encoding(options.encoding)
     if options.fast:  # only when given: a manifest without it ran the exact fp32 (or --quantize)
         key.update(fast=True, fast_mode=options.fast_mode)
+    if options.revision is not None:  # the same
+        key["revision"] = options.revision
     return key
 
 
@@ -202,7 +205,7 @@ def run(options: RayOptions, on_shard: Callable[[str, object], None] | None = No
     with OutputLock(str(out / "_coulisse")):
         manifest = open_output(out, job_key(options, files), options.overwrite)
         committed = committed_shards(out, files, manifest, options.shard_format)
-        if committed is not None and same_model_here(options.model, manifest):
+        if committed is not None and same_model_here(options.model, manifest, options.revision):
             return RaySummary(str(out), skipped=committed, task=options.task)  # nothing left: no Ray started
         with connect(options.address) as local, Pool(options, local) as pool:
             engine = json.loads(json.dumps(pool.info["engine"], sort_keys=True))  # as read back
@@ -223,14 +226,14 @@ def run(options: RayOptions, on_shard: Callable[[str, object], None] | None = No
     return summary
 
 
-def same_model_here(model: str, manifest: dict) -> bool:
+def same_model_here(model: str, manifest: dict, revision: str | None = None) -> bool:
     """Whether `model` is a folder on this machine, the bundled model or a Hub id in this machine's Hugging Face
     cache (offline: its snapshot, as a load here finds it before asking the Hub) whose files are those the job
     recorded, hashed without loading it as a single-machine rerun does. A Hub id not in the cache here goes to
     the cluster, whose actors resolve it on their nodes and check there."""
     if not model:
         return False
-    directory = local_model(model)  # hub.resolve_model's order, without the network
+    directory = local_model(model, revision)  # hub.resolve_model's order, without the network
     if directory is None:
         return False
     return manifest.get("model_files") == digest(model_fingerprint(directory))
@@ -280,7 +283,7 @@ def run_cli(ctx, task: str = "classify") -> None:
     import click
 
     from coulisse.interfaces.jobs.command import bound_kernel_cache, stop_on_sigterm
-    from coulisse.interfaces.options import FAST_KEY
+    from coulisse.interfaces.options import FAST_KEY, REVISION_KEY
 
     params = ctx.params
     try:
@@ -300,11 +303,12 @@ def run_cli(ctx, task: str = "classify") -> None:
     if model is None:
         from coulisse.checkpoint import default_model
 
-        model = default_model("text-classification")  # resolved here: every node loads the same one
+        model = default_model("text-classification", ctx.meta.get(REVISION_KEY))  # here: every node loads it
     names = ("column", "all_scores", "long_text", "stride", "batch_rows", "quantize", "threads", "actors",
              "address", "shard_format", "overwrite", "quiet", "pooling", "normalize", "encoding")
     options = RayOptions(input=params["input_path"], output=params["output"], model=model, task=task,
-                         fast=bool(ctx.meta.get(FAST_KEY)), **{name: params[name] for name in names if name in params})
+                         fast=bool(ctx.meta.get(FAST_KEY)), revision=ctx.meta.get(REVISION_KEY),
+                         **{name: params[name] for name in names if name in params})
     bound_kernel_cache()
     with stop_on_sigterm():
         try:

@@ -60,8 +60,8 @@ def check_resumed(options, saved: job_state.JobState, key: dict, reader: Reader,
     if not options.model:
         return None
     if "model" in renamed:
-        return _renamed_model(saved, key["model"], options.output)
-    model = fingerprint(_found(options.model, options.output))
+        return _renamed_model(saved, key["model"], options.output, options.revision)
+    model = fingerprint(_found(options.model, options.output, options.revision))
     job_state.check_model(saved.model, model[1], options.output)
     return model
 
@@ -77,14 +77,15 @@ def _check_format(was: str | None, now: str, reader_format: str, output: str) ->
                                        "in the first run's format")
 
 
-def _renamed_model(saved: job_state.JobState, given: str, output: str) -> tuple[Path, dict[str, str]]:
+def _renamed_model(saved: job_state.JobState, given: str, output: str,
+                   revision: str | None = None) -> tuple[Path, dict[str, str]]:
     """`--model` named otherwise than the record (another path to the folder, the bundled model's folder for
     its name): the same model when its files hash as recorded. Looked up without the network: a name that is
     not on this machine is refused as another model."""
     from coulisse.hub import local_model
 
     was = saved.key.get("model")
-    directory = local_model(given)
+    directory = local_model(given, revision)
     if directory is None:
         raise job_state.refuse(output, f"--model changed (was {was!r}, now {given!r})")
     try:
@@ -100,12 +101,12 @@ def _renamed_model(saved: job_state.JobState, given: str, output: str) -> tuple[
     return model
 
 
-def _found(model: str, output: str) -> Path:
+def _found(model: str, output: str, revision: str | None = None) -> Path:
     """The recorded (or given) model's folder; one that is not there any more is said with the way out."""
     from coulisse.hub import resolve_model
 
     try:
-        return resolve_model(model)
+        return resolve_model(model, revision)
     except CoulisseError as e:
         raise InputError(f"cannot resume {output}: its model {model} cannot be loaded ({' '.join(str(e).split())}); "
                          "pass --model with where that model is now (its files are checked against the record), "

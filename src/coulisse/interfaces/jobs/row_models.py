@@ -15,12 +15,16 @@ if TYPE_CHECKING:
     from coulisse.interfaces.jobs.distributed import RayOptions
 
 
-def engine_options(quantize: str = "none", fast: bool = False, fast_mode: str | None = None) -> dict[str, Any]:
+def engine_options(quantize: str = "none", fast: bool = False, fast_mode: str | None = None,
+                   revision: str | None = None) -> dict[str, Any]:
     """The pipeline options of an actor: the precision asked, and the fp32 kernels measured for full batches
     (`throughput=True`, as every corpus job builds its pipeline: coulisse.engine.gemm_choice). `fast`: each actor
     resolves its own node's fast mode (`coulisse.ray`); `fast_mode`: the one the driver resolved (`--ray --fast`),
-    so that every actor runs the same precision, the driver's single-machine `--fast`."""
+    so that every actor runs the same precision, the driver's single-machine `--fast`. `revision`: of a Hub id,
+    when given."""
     options: dict[str, Any] = {"throughput": True}
+    if revision is not None:
+        options["revision"] = revision
     if quantize != "none":
         options["quantize"] = quantize
     if fast_mode is not None:
@@ -41,7 +45,7 @@ def precision(pipe) -> str:
                  "dtype": str(pipe.dtype).removeprefix("torch.")})
 
 
-def is_sparse(model: str | None, pooling: str) -> bool:
+def is_sparse(model: str | None, pooling: str, revision: str | None = None) -> bool:
     """Whether an embedding job runs SPLADE: `--pooling splade`, or `auto` on a sentence-transformers
     SparseEncoder folder (modules.json naming SpladePooling)."""
     if pooling == "splade":
@@ -50,15 +54,16 @@ def is_sparse(model: str | None, pooling: str) -> bool:
         return False
     from coulisse.interfaces.server.detect import served_task
 
-    return served_task(None, model) == "sparse-embedding"
+    return served_task(None, model, revision) == "sparse-embedding"
 
 
 def row_model(options: RayOptions, threads: int):
     """The actor's side: the job's pipeline, loaded once, and what turns a shard's rows into results."""
     from coulisse.pipelines import pipeline
 
-    engine = engine_options(options.quantize, fast_mode=options.fast_mode if options.fast else None)
-    if options.task == "embed" and is_sparse(options.model, options.pooling):
+    engine = engine_options(options.quantize, fast_mode=options.fast_mode if options.fast else None,
+                            revision=options.revision)
+    if options.task == "embed" and is_sparse(options.model, options.pooling, options.revision):
         from coulisse.interfaces.jobs.embed import SparseEmbedder
 
         pipe = pipeline("sparse-embedding", model=options.model, threads=threads, **engine)

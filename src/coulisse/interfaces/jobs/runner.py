@@ -74,6 +74,7 @@ class JobOptions:
     model: str = ""  # recorded in the resume key
     quantize: str = "none"  # recorded in the resume key: int8 changes the scores
     fast: bool = False  # --fast: recorded in the key when given; what it resolved to, in `engine`
+    revision: str | None = None  # --revision of a Hub id: recorded in the key when given
     task: str = "classify"  # or "embed" (`embed_file`): a sentence embedding per row instead of labels
     pooling: str = "auto"  # embed: the feature-extraction pipeline's pooling and normalize options
     normalize: bool | None = None
@@ -146,6 +147,8 @@ def job_key(options: JobOptions, reader: Reader, out_format: str) -> dict:
         key.update(task="embed", pooling=options.pooling, normalize=options.normalize)
     if options.fast:  # only when given: a record without it is a run without it
         key["fast"] = True
+    if options.revision is not None:  # the same
+        key["revision"] = options.revision
     if reader.encoding is not None:  # the same: a record without it read UTF-8, its start checked
         key["encoding"] = reader.encoding
     return key

@@ -143,6 +143,7 @@ KEY_TYPES: dict[str, tuple[str, Any]] = {
     "pooling": ("null or a pooling name", lambda v: v is None or _text(v)),
     "normalize": ("null, true or false", lambda v: v is None or type(v) is bool),
     "fast": ("true", lambda v: v is True), "encoding": ("a codec name", _text),
+    "revision": ("a revision name", _text),
 }
 
 
@@ -229,7 +230,7 @@ OPTION_NAMES = {"input": "--input", "column": "the text column (--column)", "for
                 "dtype": "the dtype", "device": "the device", "quantization": "the quantization",
                 "max_length": "the token limit (model_max_length)", "task_options": "the pipeline's task options",
                 "task": "the command (classify or embed)", "fast": "--fast", "pooling": "--pooling",
-                "normalize": "--normalize", "encoding": "--encoding",
+                "normalize": "--normalize", "encoding": "--encoding", "revision": "--revision",
                 "sentence": "the pooling the model folder sets (modules.json, 1_Pooling)"}
 
 
@@ -255,7 +256,7 @@ FLAGS = {"all_scores", "fast"}
 def _said(key: str, value: Any) -> str:
     if key in FLAGS:
         return "given" if value else "not given"
-    if key == "encoding" and value is None:
+    if key in ("encoding", "revision") and value is None:
         return "not given"
     return repr(value)
 

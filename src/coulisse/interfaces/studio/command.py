@@ -10,6 +10,7 @@ from coulisse.interfaces.explain import STAGES
 from coulisse.interfaces.options import (
     DEFAULT_HELP,
     SERVER_SPINCOUNT,
+    given_revision,
     load_on_torch_thread,
     load_pipeline,
     model_option,
@@ -77,6 +78,7 @@ def studio(model, task, host, port, allow_remote, threads):
         log.warning("the studio listens on %s with --allow-remote: anyone who reaches port %d can use it", host, port)
     check_listen(host, port)  # before the model loads
     # Loaded where its explorations run (`torch_thread()`: one OpenMP team, coulisse/engine/threads.py).
-    exact = load_on_torch_thread(lambda: load_pipeline(task, model, threads))
+    revision = given_revision()  # read here: the load runs on the torch thread, which has no click context
+    exact = load_on_torch_thread(lambda: load_pipeline(task, model, threads, revision=revision))
     studio_ = Studio(exact, lambda: load_pipeline(task, str(exact.checkpoint.directory), threads, quantize="int8"))
     run(studio_, host, port, allow_remote)
