@@ -7,6 +7,7 @@ import hmac
 import json
 import logging
 import re
+import sys
 import threading
 import time
 
@@ -82,6 +83,22 @@ def test_json_of_the_wrong_shape_is_422(client, content, message):
     the last value)."""
     r = client.post("/predict", content=content, headers={"content-type": "application/json"})
     assert error(r, 422, "Validation") == message
+
+
+def test_the_example_of_a_body_is_the_routes_own(minilm_dir):
+    """`{"inputs": ...}` is TEI's field: OpenAI's route reads `input`, /similarity a source and sentences."""
+    pipe = coulisse.pipeline("feature-extraction", model=str(minilm_dir))
+    json_header = {"content-type": "application/json"}
+    with TestClient(create_app(pipe)) as c:
+        openai_body = c.post("/v1/embeddings", content=b"[1, 2]", headers=json_header)
+        assert openai_body.status_code == 422
+        assert openai_body.json()["error"]["message"] == 'the body must be a JSON object such as {"input": "some text"}'
+        empty = c.post("/v1/embeddings", content=b"", headers=json_header).json()["error"]["message"]
+        assert empty == 'the body is empty; send a JSON object such as {"input": "some text"}'
+        similarity = error(c.post("/similarity", content=b'"x"', headers=json_header), 422, "Validation")
+        assert '"source_sentence"' in similarity
+        assert '{"inputs": "some text"}' in error(c.post("/embed", content=b'"x"', headers=json_header), 422,
+                                                  "Validation")
 
 
 def test_a_body_that_does_not_parse_says_where_or_which_byte(client):
@@ -226,6 +243,22 @@ def test_a_compressed_body_is_415_naming_its_encoding(client):
     assert "Content-Encoding: gzip" in message and "UTF-8" not in message
     plain = {"content-type": "application/json", "content-encoding": "identity"}
     assert client.post("/predict", content=b'{"inputs": "x"}', headers=plain).status_code == 200
+
+
+def test_another_tasks_body_on_the_root_route_names_the_served_task(client):
+    """`InferenceClient.zero_shot_classification` against a sentiment model: the 422 says which task POST / runs."""
+    r = client.post("/", json={"inputs": "Super film", "parameters": {"candidate_labels": ["cinéma"]}})
+    message = error(r, 422, "Validation")
+    assert "candidate_labels" in message and "runs the task this model serves, text-classification" in message
+    assert "runs the task" not in error(client.post("/predict", json={"inputs": 3}), 422, "Validation")
+
+
+def test_an_integer_past_pythons_digit_bound_is_said_so(client):
+    """Valid JSON that Python's reader refuses (`sys.get_int_max_str_digits`): said, not "an error parsing"."""
+    body = b'{"inputs": "x", "truncate": true, "raw_scores": ' + b"7" * 5000 + b"}"
+    message = error(client.post("/predict", content=body, headers={"content-type": "application/json"}), 400,
+                    "BadRequest")
+    assert f"more than {sys.get_int_max_str_digits():,} digits" in message
 
 
 def test_too_large_a_body_is_413(client):

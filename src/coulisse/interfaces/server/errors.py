@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING
@@ -153,7 +154,7 @@ BODY_NAMES = {"PredictRequest": "TEI's /predict body", "EmbedRequest": "TEI's /e
               "SimilarityRequest": "TEI's /similarity body", "RerankRequest": "TEI's /rerank body"}
 
 
-def describe_validation(exc: RequestValidationError) -> str:
+def describe_validation(exc: RequestValidationError, example: str = "") -> str:
     """Pydantic's errors as one line that names each bad field: `raw_scores: Input should be ...`; where the
     body may be one of several shapes, each error says which shape it was read as, not a class name."""
     parts = []
@@ -170,13 +171,32 @@ def describe_validation(exc: RequestValidationError) -> str:
             at = f" character {int(loc[0]) + 1}" if loc and loc[0].isdigit() else ""
             parts.append(f"the body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')}{at})")
         elif not loc:
-            parts.append(f"{shape}the body must be {EXAMPLE}")
+            parts.append(f"{shape}the body must be {example or EXAMPLE}")
         else:
             parts.append(f"{shape}{'.'.join(loc)}: {err.get('msg', 'invalid value')}")
     return "; ".join(parts)
 
 
 EXAMPLE = 'a JSON object such as {"inputs": "some text"}'
+# The routes whose body has other fields than `inputs`, by the path's last part (a model's prefix before it).
+EXAMPLES = {"embeddings": 'a JSON object such as {"input": "some text"}',
+            "decode": 'a JSON object such as {"ids": [101, 102]}',
+            "rerank": 'a JSON object such as {"query": "a question", "texts": ["a text"]}',
+            "similarity": 'a JSON object such as {"inputs": {"source_sentence": "a text", "sentences": ["another"]}}'}
+
+
+def example_for(path: str) -> str:
+    return EXAMPLES.get(path.rstrip("/").rsplit("/", 1)[-1], EXAMPLE)
+
+
+def served_task_hint(request: Request) -> str:
+    """On `POST /` (`inference_api`), which reads the body of the served task only: that task, named, so that a
+    client calling another task (`InferenceClient.zero_shot_classification` on a sentiment model) learns why."""
+    route, service = request.scope.get("route"), getattr(request.app.state, "service", None)
+    if service is None or not getattr(route, "name", "").startswith("root"):
+        return ""
+    return (f" (POST {request.url.path} runs the task this model serves, {service.pipe.task}, and reads that task's "
+            "body)")
 
 
 def duplicate(err: dict) -> bool:
@@ -198,6 +218,9 @@ def _unparsed(cause: BaseException | None) -> str:
         return str(cause)
     if isinstance(cause, RecursionError):
         return "the body is nested deeper than the JSON parser goes; send one JSON value"
+    if isinstance(cause, ValueError) and "integer string conversion" in str(cause):  # Python's bound on int()
+        return (f"the body holds an integer of more than {sys.get_int_max_str_digits():,} digits, past what "
+                "Python's JSON reader takes (and any field here accepts); send a smaller number")
     return f"{UNPARSED}: send one JSON value in UTF-8"
 
 
@@ -219,8 +242,9 @@ def install_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
             return respond(request, "json_syntax", describe_validation(exc))
         if all(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",) for e in exc.errors()) and (
                 not await request.body()):  # serde_json reads no value from no bytes: TEI's 400
-            return respond(request, "json_syntax", f"the body is empty; send {EXAMPLE}")
-        return respond(request, "validation", describe_validation(exc))
+            return respond(request, "json_syntax", f"the body is empty; send {example_for(request.url.path)}")
+        return respond(request, "validation", describe_validation(exc, example_for(request.url.path))
+                       + served_task_hint(request))
 
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.detail == UNPARSED:
