@@ -110,9 +110,12 @@ def rewrite_weights(folder):
 
 def test_a_changed_checkpoint_never_reads_the_old_codes(folder, store, monkeypatch):
     logits(folder)
+    old = files(store)
     rewrite_weights(folder)
     pipe, cached = logits(folder)
-    assert "read from the cache" not in pipe.preparation.fast_path and len(files(store)) == 2
+    # The old codes, of files no longer there, are removed as the new ones are written: one entry, the new one.
+    assert "read from the cache" not in pipe.preparation.fast_path and len(files(store)) == 1
+    assert files(store) != old and str(files(store)[0]) in pipe.preparation.fast_path
     monkeypatch.setenv("COULISSE_CACHE", "0")
     _, fresh = logits(folder)  # the oracle: the new weights quantized with no cache at all
     assert np.array_equal(cached, fresh)
@@ -139,7 +142,22 @@ def test_another_version_never_reads_the_codes(folder, store, monkeypatch):
     logits(folder)
     monkeypatch.setattr(cache, "version", lambda: "999.0.0")
     pipe, _ = logits(folder)
-    assert "read from the cache" not in pipe.preparation.fast_path and len(files(store)) == 2
+    assert "read from the cache" not in pipe.preparation.fast_path and len(files(store)) == 1  # the older pruned
+
+
+def test_pruning_keeps_other_checkpoints_and_unreadable_files(folder, store, factory, tmp_path):
+    """Only the entries of the same files, CPU and width under another key go: another checkpoint's codes stay,
+    and so does a file in the folder whose key cannot be read."""
+    other = tmp_path / "other"
+    shutil.copytree(factory.checkpoint("bert", num_labels=3), other)
+    logits(other)
+    kept = files(store)
+    stray = store / "int8" / "not-ours.safetensors"
+    stray.write_bytes(b"\x00" * 16)
+    logits(folder)
+    rewrite_weights(folder)
+    logits(folder)
+    assert set(kept) < set(files(store)) and stray.exists() and len(files(store)) == 3  # other, new, stray
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garble", "empty", "changed-codes", "out-of-range", "other-key",

@@ -8,7 +8,11 @@ scales, not oneDNN's prepacked layout: that is an opaque tensor torch cannot sav
 
 Where: `$COULISSE_CACHE` (a folder; `0` or `off` turns the cache off), else `$XDG_CACHE_HOME/coulisse`,
 else `~/.cache/coulisse`. One safetensors file per key under `int8/`. Safe to delete at any time: a
-missing, unreadable or mismatched file is rebuilt (logged), never an error.
+missing, unreadable or mismatched file is rebuilt (logged), never an error. A new entry replaces those it
+supersedes, written for the same checkpoint files (by path), CPU and width under another key: a checkpoint
+rewritten in place (each epoch of a fine-tuning) or an upgrade of coulisse or torch leaves no stale codes behind,
+where the cache would otherwise grow by the codes' size at each (85 MB for a base model). Other checkpoints, and
+other CPUs sharing a home folder, keep theirs.
 
 The key, hashed into the file name and stored whole in the file's metadata (checked on read):
 
@@ -156,7 +160,41 @@ def save_codes(path: Path, key: dict, codes: dict[str, tuple[torch.Tensor, torch
             tmp.unlink(missing_ok=True)
         return False
     log.info("weight cache written: %s", path)
+    prune_superseded(path, key)
     return True
+
+
+def _identity(key: dict) -> tuple:
+    """What two keys of the same checkpoint and CPU share whatever the files' contents and the versions."""
+    return key["cpu"], key["weight_bits"], tuple(f["path"] for f in key["files"])
+
+
+def prune_superseded(path: Path, key: dict) -> int:
+    """Remove the entries that the one just written at `path` supersedes (the module's docstring); returns how
+    many. An entry whose key cannot be read is left alone: a read of it rebuilds or ignores it."""
+    from safetensors import safe_open
+
+    try:
+        mine, removed = _identity(key), 0
+    except (KeyError, TypeError):  # a key without the checkpoint's files (a caller's own): nothing to compare
+        return 0
+    for other in path.parent.glob("*.safetensors"):
+        if other == path:
+            continue
+        try:
+            with safe_open(str(other), framework="pt") as f:
+                stored = json.loads((f.metadata() or {}).get("coulisse_key", "null"))
+            superseded = _identity(stored) == mine
+        except Exception:  # not ours, truncated, another layout: not this function's to judge
+            continue
+        if superseded:
+            with contextlib.suppress(OSError):  # another process removed it first, or a read-only folder
+                other.unlink()
+                removed += 1
+    if removed:
+        log.info("weight cache: removed %d entr%s for the same checkpoint files under an older key", removed,
+                 "y" if removed == 1 else "ies")
+    return removed
 
 
 def checksums(codes: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, int]:
