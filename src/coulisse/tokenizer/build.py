@@ -349,12 +349,34 @@ def build_from_tokenizer_json(files: TokenizerFiles, path: Path) -> Tokenizer:
         _warn_unknown_class(name, files.directory)
     if family is not None and family.json_rebuild:
         data = read_json(path, error=TokenizerLoadError, fix="download the tokenizer's files again")
-        tok = _rebuild_from_json(files, family.json_rebuild, data if isinstance(data, dict) else {})
+        data = data if isinstance(data, dict) else {}
+        tok = _rebuild_from_json(files, family.json_rebuild, data)
         if tok is not None:
+            _file_defaults(files.settings, data.get("padding"), data.get("truncation"))
             return tok
+        log.warning("tokenizer_class %r (%s) reads a %s model, and tokenizer.json holds a %s one: coulisse runs the "
+                    "file as written, where transformers 5 builds %s's own model over its vocabulary (other ids, "
+                    "or no load); set tokenizer_class to PreTrainedTokenizerFast in tokenizer_config.json to run the "
+                    "file as written in both", name, files.directory, JSON_MODELS[family.json_rebuild],
+                    (data.get("model") or {}).get("type") if isinstance(data.get("model"), dict) else "no",
+                    name or family.json_rebuild)
     tok = Tokenizer.from_file(str(path))
     _add_tokens(tok, files, None)
+    _file_defaults(files.settings, tok.padding, tok.truncation)
     return tok
+
+
+def _file_defaults(settings: dict, padding, truncation) -> None:
+    """tokenizer.json's own `padding` and `truncation` sections, as transformers 5 reads them: their direction and
+    pad token are defaults, which tokenizer_config.json's `padding_side`, `truncation_side` and `pad_token`
+    override. (Their lengths and strategy are not: a call says its own.)"""
+    if isinstance(padding, dict):
+        if isinstance(padding.get("direction"), str):
+            settings.setdefault("padding_side", padding["direction"].lower())
+        if isinstance(padding.get("pad_token"), str):
+            settings.setdefault("pad_token", padding["pad_token"])
+    if isinstance(truncation, dict) and isinstance(truncation.get("direction"), str):
+        settings.setdefault("truncation_side", truncation["direction"].lower())
 
 
 _WARNED: set[str] = set()  # the classes already named in a warning: once per class and process

@@ -30,7 +30,8 @@ WHY = {
     "is_split_into_words": "pass the words joined by spaces, and read word_ids() for the word of each token",
     "text_target": "targets are for sequence-to-sequence training; coulisse runs encoders for inference",
     "text_pair_target": "targets are for sequence-to-sequence training; coulisse runs encoders for inference",
-    "split_special_tokens": "special tokens written in the text are always read as special tokens",
+    "split_special_tokens": "special tokens written in the text are read as tokenizer_config.json's "
+                            "split_special_tokens says (by default: as special tokens)",
 }
 
 

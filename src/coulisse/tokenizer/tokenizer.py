@@ -233,6 +233,16 @@ def _returns_types(settings: dict) -> bool:
     return family is None or family.token_types
 
 
+def _ready(backend: Backend, settings: dict) -> None:
+    """The backend as every call expects it: no padding or truncation of its own (each call sets what it asks), and
+    tokenizer_config.json's `split_special_tokens` (special tokens written in a text read as text, as transformers
+    sets it on its backend), which the backend's JSON does not keep across a copy or a pickle."""
+    backend.no_padding()
+    backend.no_truncation()
+    if settings.get("split_special_tokens") is True and hasattr(backend, "encode_special_tokens"):
+        backend.encode_special_tokens = True
+
+
 class Tokenizer:
     def __init__(self, backend: Backend, *, model_max_length: int, settings: dict, source: str,
                  model_type: str | None = None):
@@ -255,8 +265,7 @@ class Tokenizer:
         self._lock = threading.Lock()
         self._truncation: tuple[int, int, str, str] | None = None
         self._word_by_word: bool | None = None  # prefix.reads_word_by_word(backend), once a long text asks
-        backend.no_padding()
-        backend.no_truncation()
+        _ready(backend, settings)
         self.model_type = model_type
         self.name_or_path = ""  # the folder it was read from (from_dir)
         self.special_tokens = {
@@ -595,6 +604,7 @@ class Tokenizer:
         if self.source not in SPM_FILES:
             return self
         backend = Backend.from_str(self.backend.to_str())
+        _ready(backend, self.settings)
         steps = [backend.normalizer] if backend.normalizer is not None else []
         backend.normalizer = normalizers.Sequence(
             [*steps, normalizers.Strip(left=False, right=True), normalizers.Replace(Regex(" {2,}"), "▁")])
@@ -618,8 +628,7 @@ class Tokenizer:
     def __setstate__(self, state: dict) -> None:
         state = dict(state)
         state["backend"] = moses.backend_from_state(state["backend"])
-        state["backend"].no_padding()
-        state["backend"].no_truncation()
+        _ready(state["backend"], state["settings"])
         self.__dict__.update(state)
         self._lock = threading.Lock()
         self._truncation = None
