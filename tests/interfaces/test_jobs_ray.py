@@ -406,6 +406,97 @@ def test_a_model_that_fails_to_load_stops_the_job_in_one_line(cluster, small, tm
     assert result.output.count("\n") == 1
     assert result.output.startswith(f"Error: ClusterError: the model {broken} failed to load on node ")
     assert "config.json" in result.output
+    # The record it leaves holds no shard: the corrected command goes on without --overwrite.
+    fixed = CliRunner().invoke(cli, ["classify", "-i", str(source), "-o", str(tmp_path / "out"), "--ray",
+                                     "--actors", "2", "-m", MODEL, "--quiet"])
+    assert fixed.exit_code == 0, fixed.output
+
+
+@pytest.mark.slow
+def test_an_actor_restarted_where_the_model_is_gone_stops_in_one_line(cluster, small, tmp_path):
+    """Ray restarts a killed actor, which loads the model again: where it is gone (a node that lost its mount),
+    the job stops with the load error; it failed with an AttributeError traceback from the actor (audit 42)."""
+    source, reference = small
+    model, away = tmp_path / "model", tmp_path / "model.away"
+    shutil.copytree(MODEL, model)
+    out = tmp_path / "out"
+
+    def lose_the_model(name, pool):
+        if name.endswith("000001.parquet"):
+            model.rename(away)
+            os.kill(pool.pids[0], signal.SIGKILL)
+
+    job = RayOptions(input=str(source), output=str(out), model=str(model), actors=2, threads=1, quiet=True,
+                     batch_rows=100)
+    with pytest.raises(ClusterError, match=f"the model {model} failed to load on node .* when Ray restarted an "
+                                           "actor there: .*rerun the same command"):
+        distributed.run(job, on_shard=lose_the_model)
+    away.rename(model)
+    summary = distributed.run(job)
+    assert summary.skipped >= 2 and summary.skipped + summary.shards == 15
+    assert_same(shards(out), reference)
+
+
+@pytest.mark.slow
+def test_a_relative_model_folder_is_the_drivers(cluster, small, tmp_path, monkeypatch):
+    """The actors of a `ray start` cluster run in Ray's working folder, not the driver's: `-m model` named
+    nothing there. The manifest records the absolute path, so a rerun that names it so is the same job."""
+    source, reference = small
+    shutil.copytree(MODEL, tmp_path / "model")
+    monkeypatch.chdir(tmp_path)
+    job = RayOptions(input=str(source), output="out", model="model", actors=2, threads=1, quiet=True,
+                     batch_rows=100)
+    distributed.run(job)
+    assert_same(shards(tmp_path / "out"), reference)
+    again = distributed.run(RayOptions(input=str(source), output="out", model=str(tmp_path / "model"), actors=2,
+                                       threads=1, quiet=True, batch_rows=100))
+    assert again.skipped == 15
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_said_with_the_shard_and_the_way_on(cluster, small, tmp_path, monkeypatch):
+    source, reference = small
+    real, written = distributed.commit_shard, []
+
+    def full_at_the_third(out, shard, preds, fmt):
+        if len(written) == 2:
+            raise OSError(28, "No space left on device")
+        real(out, shard, preds, fmt)
+        written.append(shard.name)
+
+    monkeypatch.setattr(distributed, "commit_shard", full_at_the_third)
+    from coulisse.interfaces.jobs.lock import OutputError
+
+    with pytest.raises(OutputError, match=r"cannot write the shard 00000-reviews-00000\d.parquet in .*No space "
+                                          "left on device; the shards committed before it stay: fix the cause "
+                                          "and rerun the same command"):
+        distributed.run(options(str(source), tmp_path / "out", batch_rows=100))
+    monkeypatch.setattr(distributed, "commit_shard", real)
+    assert distributed.run(options(str(source), tmp_path / "out", batch_rows=100)).skipped == 2
+    assert_same(shards(tmp_path / "out"), reference)
+
+
+def test_a_column_that_is_not_there_is_said_before_ray_starts(monkeypatch, tmp_path):
+    """It was said after the actors had loaded the model (17 s), and its manifest refused the corrected rerun."""
+    from coulisse.interfaces.jobs import cluster
+
+    monkeypatch.setattr(cluster, "connect", lambda address: pytest.fail("Ray was started"))
+    source = write_corpus(tmp_path / "in", 10, seed=0)
+    with pytest.raises(InputError, match="no column 'txet'"):
+        distributed.run(options(str(source), tmp_path / "out", column="txet"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_address_where_nothing_listens_is_said_at_once(tmp_path):
+    """`ray.init` retries a HOST:PORT that answers nothing for about 14 minutes, deaf to Ctrl-C."""
+    source = write_corpus(tmp_path / "in", 10, seed=0)
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", MAIN, "classify", "-i", str(source), "-o", str(tmp_path / "out"),
+                             "--ray", "-m", MODEL, "--address", f"127.0.0.1:{free_port()}"], env=ENV,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Error: ClusterError: cannot connect to the Ray cluster at 127.0.0.1:" in result.stderr
+    assert time.monotonic() - started < 60
 
 
 def test_without_ray_the_option_says_how_to_install_it(monkeypatch, tmp_path):
@@ -422,8 +513,14 @@ def test_a_folder_of_another_job_is_refused_before_ray_starts(tmp_path):
     key = distributed.job_key(options(str(source), out), [str(source)])
     distributed.open_output(out, key, overwrite=False)
     other = distributed.job_key(options(str(source), out, batch_rows=7), [str(source)])
+    # A job that stopped before its first shard (a model that failed to load) leaves nothing to protect: the
+    # corrected command starts over without --overwrite.
+    assert distributed.open_output(out, other, overwrite=False)["key"] == other
+    distributed.open_output(out, key, overwrite=True)
+    (out / "00000-reviews-000000.parquet").write_bytes(b"a committed shard")
     with pytest.raises(InputError, match="another batch_rows .1024, now 7.; rerun with that job's options"):
         distributed.open_output(out, other, overwrite=False)
+    (out / "00000-reviews-000000.parquet").unlink()
     (out / "notes.txt").write_text("mine")
     (out / distributed.MANIFEST).unlink()
     with pytest.raises(InputError, match="is not empty and holds no _coulisse-job.json"):

@@ -45,6 +45,7 @@ def connect(address: str | None):
         yield False
         return
     local = address is None and not os.environ.get("RAY_ADDRESS")
+    check_reachable(address or os.environ.get("RAY_ADDRESS"))
     kwargs = {"include_dashboard": False} if local else {}
     handler = signal.getsignal(signal.SIGTERM)
     try:
@@ -60,6 +61,28 @@ def connect(address: str | None):
         yield local
     finally:
         ray.shutdown()
+
+
+PROBE_S = 5.0  # seconds a HOST:PORT address has to accept a connection
+
+
+def check_reachable(address: str | None) -> None:
+    """A `HOST:PORT` address that accepts no connection is said at once: `ray.init` would retry it for about 14
+    minutes (20 tries of its GCS client, each ~41 s with Ray 2.60) inside a call that Ctrl-C and SIGTERM do not
+    interrupt. `auto`, `local` and `ray://` addresses (Ray Client, which fails fast) are left to Ray."""
+    import socket
+
+    if not address or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_S).close()
+    except OSError as e:
+        raise ClusterError(f"cannot connect to the Ray cluster at {address} ({e.strerror or e}); start one with "
+                           "`ray start --head` (its address is printed there), or fix --address / RAY_ADDRESS.") \
+            from None
 
 
 def plan(actors: int | None, threads: int | None, cpus: int) -> tuple[int, int]:
@@ -96,6 +119,8 @@ class ShardWorker:
                 "node": ray.util.get_node_ip_address()}
 
     def predict(self, rows: list[tuple]) -> dict:
+        if self.error is not None:  # an actor restarted by Ray (its process died) whose model no longer loads there
+            return {"load_error": self.error, "node": ray.util.get_node_ip_address()}
         batch = [Row({}, where, text, error) for text, error, where in rows]
         try:
             preds = self.predictor(batch)
@@ -193,10 +218,14 @@ class Pool:
         self.queued[i] -= 1
         try:
             result = ray.get(ref)
-        except RayActorError as e:
-            raise ClusterError(f"an actor died more than {self.options.max_restarts} times "
-                               f"({_first_line(e)}); the shards committed in {self.options.output} stay: rerun "
-                               "the same command to go on.") from None
+        except RayActorError as e:  # restarts spent, or an actor killed for good (ray.kill, an autoscaler)
+            raise ClusterError(f"an actor died and Ray did not restart it (it restarts one up to "
+                               f"{self.options.max_restarts} times; {_first_line(e)}); the shards committed in "
+                               f"{self.options.output} stay: rerun the same command to go on.") from None
+        if "load_error" in result:
+            raise ClusterError(f"the model {self.options.model} failed to load on node {result['node']} when Ray "
+                               f"restarted an actor there: {result['load_error']}; the shards committed in "
+                               f"{self.options.output} stay: fix the model there and rerun the same command.")
         if "input_error" in result:
             raise InputError(result["input_error"])
         if result["digest"] != self.digest:

@@ -31,7 +31,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from coulisse.errors import InputError
@@ -39,8 +39,9 @@ from coulisse.hub import local_model
 from coulisse.interfaces.formatting import count, duration
 from coulisse.interfaces.jobs.encodings import check_encoding, check_file_starts
 from coulisse.interfaces.jobs.formats import input_format
-from coulisse.interfaces.jobs.lock import OutputLock
+from coulisse.interfaces.jobs.lock import OutputError, OutputLock, check_writable
 from coulisse.interfaces.jobs.readers import Reader
+from coulisse.interfaces.jobs.resume import recorded_model
 from coulisse.interfaces.jobs.row_models import added_columns
 from coulisse.interfaces.jobs.shards import (  # noqa: F401  (callers and tests name them through this module)
     FORMATS,
@@ -189,18 +190,24 @@ def run(options: RayOptions, on_shard: Callable[[str, object], None] | None = No
 
     check_options(options)
     if options.fast and options.fast_mode is None:  # once, here: every actor runs the driver's choice
-        from dataclasses import replace
-
         from coulisse.engine.cpu import this_machine
 
         options = replace(options, fast_mode=this_machine().fast)
         log.info("--fast: %s on every actor (the fast mode of this machine's kernel plan: coulisse info)",
                  options.fast_mode)
+    # A model folder as an absolute path: the actors of a `ray start` cluster run in Ray's own working folder,
+    # where a relative one names nothing (and a rerun naming it absolutely is the same job).
+    options = replace(options, model=recorded_model(options.model))
     files = input_files(options.input)
     check_file_starts(files, options.encoding)
+    for path in files:  # the text column of each (a --column typo), said before Ray starts and the models load
+        with Reader(path, options.column, options.batch_rows, encoding=options.encoding):
+            pass
     out = Path(options.output)
     if not out.parent.absolute().is_dir():
         raise InputError(f"--output {out}: the folder {out.parent.absolute()} does not exist; create it first.")
+    if not out.is_dir():
+        check_writable(out, "--output", folder=True)
     out.mkdir(exist_ok=True)
     with OutputLock(str(out / "_coulisse")):
         manifest = open_output(out, job_key(options, files), options.overwrite)
@@ -244,7 +251,12 @@ def _loop(options, files, out, pool, summary, on_shard) -> list[int]:
 
     def commit(done) -> None:
         shard, preds, truncated = done
-        commit_shard(out, shard, preds, options.shard_format)
+        try:
+            commit_shard(out, shard, preds, options.shard_format)
+        except OSError as e:  # a full or read-only disk: said as the single-machine job says it, with the way on
+            raise OutputError(f"cannot write the shard {shard.name} in {out}: {e.strerror or e}; the shards "
+                              f"committed before it stay: fix the cause and rerun the same command to go on.") \
+                from None
         summary.shards += 1
         summary.rows += len(preds)
         summary.errored += sum(p.error is not None for p in preds)

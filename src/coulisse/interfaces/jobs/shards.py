@@ -10,6 +10,7 @@ folder holding another job's manifest or stray files is refused unless `--overwr
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import time
@@ -19,6 +20,8 @@ from pathlib import Path
 from coulisse.errors import InputError
 from coulisse.interfaces.jobs.formats import Added, Row
 from coulisse.interfaces.jobs.state import fsync_dir, write_atomic
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "_coulisse-job.json"
 TMP = ".tmp-"
@@ -55,6 +58,12 @@ def open_output(out: Path, key: dict, overwrite: bool) -> dict:
     elif saved is None and any(not p.name.startswith(TMP) for p in ours):
         raise InputError(f"--output {out} is not empty and holds no {MANIFEST}: write to a new folder, or pass "
                          "--overwrite to remove its shards.")
+    elif saved is not None and saved.get("key") != key and not any(
+            _is_shard(p.name) and not p.name.startswith(TMP) for p in ours):
+        # A job that stopped before its first shard (a model that failed to load): nothing to reuse or to protect,
+        # so the corrected command starts over without --overwrite.
+        log.info("--output %s holds the record of a job that committed no shard: starting over", out)
+        saved = None
     elif saved is not None and saved.get("key") != key:
         what = next((k for k in key if saved.get("key", {}).get(k) != key[k]), "version")
         if what == "inputs":
