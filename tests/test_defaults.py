@@ -149,6 +149,7 @@ def test_offline_the_fallback_says_how_to_silence_it(tmp_path, monkeypatch, stan
     assert line.startswith("tblard/tf-allocine is not in the Hugging Face cache and HF_HUB_OFFLINE is set: using "
                            f"the bundled {defaults.BUNDLED_MODEL}"), line
     assert f"COULISSE_MODEL={defaults.BUNDLED_MODEL}" in line
+    assert f"(in Python: model={defaults.BUNDLED_MODEL!r})" in line  # a notebook's spelling of the same
 
 
 def test_no_model_offline_falls_back(tmp_path, monkeypatch, stand_in_bundle):

@@ -27,6 +27,7 @@ BAD_INPUTS = {
     # a column of a data frame or an array: said how to pass its values
     "array": (np.array(["un film", "Bof."]), "got ndarray (a column: pass .tolist()"),
     "0-d array": (np.array("un film"), "got ndarray (one value: pass .item())"),
+    "list-with-NaN-and-a-frame": (["un film", float("nan")], "df.loc[m, 'label'] = "),  # rows kept in line
     "nested-list": ([["un film"]], "[0] is a list"),
     # transformers 4's legacy pair: said how to pass a pair now
     "pair-as-list": ([["Super film", "Nul"]], "[0] is a list, ['Super film', 'Nul'], not a string. For a text pair"),
@@ -148,3 +149,11 @@ def test_broken_checkpoint_leaves_the_loader_usable(factory, tf_camembert_dir, t
     pipe = pipeline("sentiment-analysis", model=factory.checkpoint("bert"))
     assert np.isfinite(pipe("Bof.")[0]["score"])
 
+
+
+def test_a_data_frame_is_told_to_pick_its_text_column(classifier):
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"text": ["un film", "Bof."], "label": [1, 0]})
+    for call in (classifier, classifier.tokenizer):
+        with pytest.raises(InputError, match=r"got DataFrame \(a table: pass its text column, df\['text'\]"):
+            call(frame)

@@ -195,9 +195,9 @@ def default_model(task: str, revision: str | None = None) -> str | None:
         if is_offline():
             log.log(level, "%s is not in the Hugging Face cache and HF_HUB_OFFLINE is set: using the bundled %s "
                     "(%.1f %% accuracy on held-out Allociné reviews, %s reaches %.1f %%). To get %s: %s; to "
-                    "choose the bundled model and silence this line: --model %s or COULISSE_MODEL=%s.", name,
-                    BUNDLED_MODEL, 100 * BUNDLED_ACCURACY, name, 100 * TF_ALLOCINE_ACCURACY, name,
-                    download_hint(name), BUNDLED_MODEL, BUNDLED_MODEL)
+                    "choose the bundled model and silence this line: --model %s or COULISSE_MODEL=%s (in Python: "
+                    "model=%r).", name, BUNDLED_MODEL, 100 * BUNDLED_ACCURACY, name, 100 * TF_ALLOCINE_ACCURACY,
+                    name, download_hint(name), BUNDLED_MODEL, BUNDLED_MODEL, BUNDLED_MODEL)
         else:
             log.log(level, "%s could not be loaded (%s); using the bundled %s instead (%.1f %% accuracy on held-out "
                     "Allociné reviews, %s reaches %.1f %%). To get %s: %s, or pass --model / model=. Without "

@@ -7,6 +7,7 @@ under tests/artifacts/ (ignored by git).
 from __future__ import annotations
 
 import base64
+import html
 import json
 import re
 import shutil
@@ -428,9 +429,23 @@ def test_the_python_report_is_the_commands_page_and_shows_in_a_notebook(factory,
     assert frame[1]["sandbox"] == "allow-scripts"  # its script runs in an origin of its own, not the notebook's
     assert report(pipe, TEXTS[0], method="occlusion").html() == render_page(page.inspections[:1],
                                                                                       page.title)
-    for bad in ([], [""], "  "):
-        with pytest.raises(InputError, match="a text or a list of texts"):
+    for bad, said in (([], "texts is an empty list"), ([""], r"texts\[0\] is empty"),
+                      ("  ", r"texts\[0\] is only spaces"), (["ok", float("nan")], r"texts\[1\] is a float, nan")):
+        with pytest.raises(InputError, match=said):  # the row named (a NaN of a column was "empty")
             report(pipe, bad)
+
+
+def test_a_report_too_large_for_a_notebook_cell_shows_its_summary(factory, monkeypatch):
+    """About 150 kB a text: a column of reviews made a cell (and the saved notebook) of hundreds of MB."""
+    from coulisse.explain import report
+    from coulisse.interfaces import report as pages
+
+    pipe = pipeline("text-classification", model=factory.checkpoint("camembert"))
+    page = report(pipe, TEXTS[:2], method="occlusion")
+    monkeypatch.setattr(pages, "INLINE_LIMIT", len(page.html()) - 1)
+    inline = page._repr_html_()
+    assert "<iframe" not in inline and '.save("report.html")' in inline and len(inline) < 5_000
+    assert html.escape(repr(page).splitlines()[0]) in inline
 
 
 def test_the_python_report_scores_no_words_where_the_task_has_none(task_factory):

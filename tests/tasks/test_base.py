@@ -123,3 +123,43 @@ def test_progress_counts_every_input_once_per_engine_batch():
     streamed: list[int] = []
     assert list(pipe(iter(texts), progress=streamed.append)) == pipe(texts)
     assert sum(streamed) == len(texts)
+
+
+def test_progress_true_is_a_bar_and_anything_else_is_refused_before_work(capsys):
+    """`progress=True`, a notebook user's first guess, ran the first batch and then failed with "'bool' object is
+    not callable"; it is a tqdm bar over the inputs. `show_progress_bar` (sentence-transformers') is told it."""
+    pipe = pipeline("text-classification", model="coulisse/mini-allocine")
+    texts = [f"Un film {'très ' * (i % 7)}bon." for i in range(40)]
+    assert pipe(texts, progress=True) == pipe(texts) and pipe(texts, progress=False) == pipe(texts)
+    assert "40/40" in capsys.readouterr().err  # the bar, closed at its total
+    forward = pipe.forward
+    pipe.forward = lambda *a, **k: pytest.fail("the model ran before the option was refused")
+    try:
+        with pytest.raises(InputError, match="progress=3; pass True for a progress bar, or a callable"):
+            pipe(texts, progress=3)
+        with pytest.raises(InputError, match="'show_progress_bar' .did you mean 'progress'"):
+            pipe(texts, show_progress_bar=True)
+    finally:
+        pipe.forward = forward
+
+
+def test_a_streams_refusal_names_the_streams_position():
+    """A stream is checked a window at a time: `text[44]` of the window read at input 256 is the row 300 a user
+    looks up (the message named 44 alone)."""
+    pipe = pipeline("text-classification", model="coulisse/mini-allocine")
+    texts = ["Un bon film."] * 600
+    texts[300] = None
+    with pytest.raises(InputError, match=r"text\[44\] is a NoneType.*the stream's input 300\)"):
+        list(pipe(t for t in texts))
+    texts[300], texts[3] = "ok", None
+    with pytest.raises(InputError) as first:  # the first window's positions are the stream's: said as they are
+        list(pipe(t for t in texts))
+    assert "text[3]" in str(first.value) and "stream" not in str(first.value)
+
+
+def test_the_repr_says_what_the_pipeline_runs_in():
+    exact = pipeline("text-classification", model="coulisse/mini-allocine")
+    assert repr(exact) == "TextClassificationPipeline(task='text-classification', model='coulisse/mini-allocine')"
+    assert "quantize='int8'" in repr(pipeline("text-classification", model="coulisse/mini-allocine",
+                                              quantize="int8"))
+    assert "name_or_path=" in repr(exact.tokenizer) and "'pad': '<pad>'" in repr(exact.tokenizer)

@@ -855,10 +855,12 @@ def report(pipe, texts: str | list[str], *, question: str | None = None, labels:
         >>> report(classifier, ["Un film excellent.", "Quel navet !"]).save("report.html")
     """
     from coulisse.interfaces.report import Report
+    from coulisse.tokenizer.tokenizer import check_texts
 
-    texts = [texts] if isinstance(texts, str) else list(texts)
-    if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
-        raise InputError("report() takes a text or a list of texts, none of them empty.")
+    texts, _ = check_texts(texts if isinstance(texts, str) else list(texts), "texts")  # a NaN named, with its row
+    if (blank := next((i for i, t in enumerate(texts) if not t.strip()), None)) is not None:
+        raise InputError(f"texts[{blank}] is {'empty' if not texts[blank] else 'only spaces'}; report() explains "
+                         "texts with words: drop it.")
     if pipe.task not in ATTRIBUTION_TASKS and (method != "integrated_gradients" or steps is not None
                                                or target is not None):
         raise InputError(f"method, steps and target choose how words are scored, and {pipe.task} has no word scores "

@@ -727,6 +727,9 @@ def render_summary(inspections: list[Inspection]) -> str:
             f'{top_head}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
 
 
+INLINE_LIMIT = 3_000_000  # characters of a page shown in a notebook's cell; past it, its summary and how to save it
+
+
 @dataclass
 class Report:
     """`coulisse.explain.report(...)`'s answer: the inspections, the page made of them (`html()`, `save(path)`), and the
@@ -755,8 +758,13 @@ class Report:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
+        page = self.html()
+        if len(page) > INLINE_LIMIT:  # ~150 kB a text: 50 texts made an 8 MB cell (and notebook file)
+            return (f"<pre>{e(repr(self))}</pre><p>The page is {len(page) / 1e6:.1f} MB, too large to show in the "
+                    f"notebook: <code>.save(\"report.html\")</code> writes it, to open in a browser; or report fewer "
+                    f"texts (up to about {INLINE_LIMIT // 150_000} show inline).</p>")
         # sandboxed: the page's own script runs, in an origin of its own, not the notebook's
-        return (f'<iframe srcdoc="{e(self.html())}" title="{e(self.title)}" sandbox="allow-scripts" '
+        return (f'<iframe srcdoc="{e(page)}" title="{e(self.title)}" sandbox="allow-scripts" '
                 'style="width:100%;height:760px;border:1px solid #ddd"></iframe>')
 
 

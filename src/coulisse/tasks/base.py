@@ -162,6 +162,23 @@ def _build(factory: Callable[..., Pipeline], arguments: dict[str, Any]) -> Pipel
     return factory(**arguments)
 
 
+
+def progress_callback(progress: Any, inputs: Any) -> Callable[[int], None] | None:
+    """A call's `progress=`: None or False, none; True, a tqdm bar over the inputs (`tqdm.auto`: a widget in a
+    notebook), whose total is known for a list or a dataset; a callable as it is. Anything else is refused now,
+    not after the first batch has run."""
+    if progress is None or progress is False:
+        return None
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        total = len(inputs) if hasattr(inputs, "__len__") and not isinstance(inputs, (str, dict)) else None
+        return tqdm(total=total, unit="input").update
+    if not callable(progress):
+        raise InputError(f"progress={progress!r}; pass True for a progress bar, or a callable given the number of "
+                         "inputs just finished (a tqdm bar's update).")
+    return progress
+
 class Pipeline:
     """A checkpoint, its engine, and one task's stages."""
 
@@ -233,8 +250,8 @@ class Pipeline:
         it before loading one. Returns them normalized."""
         table = cls.option_table()
         unknown = set(options) - set(table)
-        if unknown:
-            raise unknown_options(unknown, table, f"{cls.task} calls")
+        if unknown:  # `progress` is the call's own keyword (`__call__`), not a task option: offered too
+            raise unknown_options(unknown, [*table, "progress"], f"{cls.task} calls")
         checked = {}
         for name, value in options.items():
             option = table[name]
@@ -306,15 +323,18 @@ class Pipeline:
     def postprocess(self, outputs: Any, batch: Batch | None = None, **options: Any) -> Any:
         raise NotImplementedError
 
-    def __call__(self, *args: Any, progress: Callable[[int], None] | None = None, **kwargs: Any) -> Any:
+    def __call__(self, *args: Any, progress: Callable[[int], None] | bool | None = None, **kwargs: Any) -> Any:
         """Run the task, as transformers' pipeline call: a string (or a dict: a text pair, a question) gives one
         result, a list or tuple a list of results in input order; a generator, an iterator, a torch or `datasets`
         dataset or a dataset's column a lazy iterator of results, read `WINDOW` inputs at a time.
 
         Keyword options are the task's (`type(pipe).option_table()`: their defaults; docs/dropin.md: what each
-        does), for this call, over the pipeline's own defaults. `progress`, coulisse's own: a callable given the
-        number of inputs just finished after each engine batch (a progress bar's `update`)."""
+        does), for this call, over the pipeline's own defaults. `progress`, coulisse's own: True shows a tqdm
+        bar (a notebook's widget in Jupyter), or a callable is given the number of inputs just finished after
+        each engine batch (a progress bar's `update`)."""
         inputs, kwargs = self.parse_call(args, kwargs)
+        bar = progress is True  # ours to close once a list's results are in (a stream's closes when collected)
+        progress = progress_callback(progress, inputs)
         if hasattr(inputs, "__aiter__"):
             raise InputError(f"the inputs are an {type(inputs).__name__} (asyncio), which a call cannot read; "
                              "collect it first (`[x async for x in it]`), and call the pipeline off the event "
@@ -323,7 +343,11 @@ class Pipeline:
         stream = as_stream(inputs)
         if stream is not None:
             return Results(inputs, stream, lambda window: self.run_window(window, options, progress))
-        return self.run(list(inputs) if isinstance(inputs, tuple) else inputs, options, progress)[1]
+        try:
+            return self.run(list(inputs) if isinstance(inputs, tuple) else inputs, options, progress)[1]
+        finally:
+            if bar:
+                progress.__self__.close()
 
     def predict(self, X: Any) -> Any:  # noqa: N803 (transformers' scikit-learn style name)
         """transformers' scikit-learn style alias of the call: `pipe.predict(texts) == pipe(texts)`."""
@@ -366,4 +390,13 @@ class Pipeline:
                                Path(directory), dtype=dtype, overwrite=overwrite)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(task={self.task!r}, model={self.checkpoint.name!r})"
+        """The task and model, and what it runs in where that is not exact fp32 on the CPU (an int8 pipeline looked
+        like an exact one in a notebook)."""
+        said = [f"task={self.task!r}", f"model={self.checkpoint.name!r}"]
+        if self.preparation.quantize:
+            said.append(f"quantize={self.preparation.quantize!r}")
+        if self.dtype != torch.float32:
+            said.append(f"dtype={str(self.dtype).removeprefix('torch.')!r}")
+        if self.device.type != "cpu":
+            said.append(f"device={str(self.device)!r}")
+        return f"{type(self).__name__}({', '.join(said)})"

@@ -8,11 +8,14 @@ read. Memory holds one window of inputs and results, whatever the stream's lengt
 
 from __future__ import annotations
 
+import re
 import sys
 import types
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any
+
+from coulisse.errors import InputError
 
 # Inputs read per window: enough for the engine to sort by length and fill its token budget.
 WINDOW = 256
@@ -50,6 +53,19 @@ def _dataset_rows(dataset: Any) -> Iterator:
     return iter(dataset)
 
 
+def in_stream(error: InputError, first: int, size: int) -> InputError:
+    """A window's refusal, whose positions count from the window's start, said with the stream's: `text[44]` of
+    the window that starts at input 256 is the stream's input 300, the row a user looks up."""
+    if first == 0:
+        return error
+    message = str(error)
+    found = re.search(r"\[(\d+)\]|\binput (\d+)\b", message)
+    where = f": that is the stream's input {first + int(next(g for g in found.groups() if g))}" if found else (
+        f", inputs {first} to {first + size - 1}")
+    return type(error)(f"{message} (positions count from the start of the stream's window read at input "
+                       f"{first}{where})")
+
+
 def windows(stream: Iterable, size: int = WINDOW) -> Iterator[list]:
     iterator = iter(stream)
     while window := list(islice(iterator, size)):
@@ -62,7 +78,18 @@ class Results(Iterator):
 
     def __init__(self, source: Any, stream: Iterable, run: Callable[[list], list], size: int = WINDOW):
         self._length = len(source) if hasattr(source, "__len__") else None
-        self._results = (result for window in windows(stream, size) for result in run(window))
+        self._results = self._run(stream, run, size)
+
+    @staticmethod
+    def _run(stream: Iterable, run: Callable[[list], list], size: int) -> Iterator:
+        first = 0
+        for window in windows(stream, size):
+            try:
+                results = run(window)
+            except InputError as e:
+                raise in_stream(e, first, len(window)) from None
+            yield from results
+            first += len(window)
 
     def __next__(self) -> Any:
         return next(self._results)

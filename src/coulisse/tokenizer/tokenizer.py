@@ -111,6 +111,8 @@ def check_texts(texts: Any, what: str = "text") -> tuple[list[str], bool]:
     if not isinstance(texts, (list, tuple)):
         if getattr(texts, "ndim", None) == 0:  # np.array("text"): one value, not a column
             column = " (one value: pass .item())"
+        elif type(texts).__name__ == "DataFrame":
+            column = " (a table: pass its text column, df['text'].tolist())"
         elif hasattr(texts, "tolist"):
             column = " (a column: pass .tolist(), after .dropna() if it has missing values)"
         else:
@@ -123,7 +125,9 @@ def check_texts(texts: Any, what: str = "text") -> tuple[list[str], bool]:
             shown = repr(t) if len(repr(t)) <= 60 else repr(t)[:57] + "..."
             pair = (" For a text pair, pass {'text': ..., 'text_pair': ...} (a pipeline) or text_pair= (a "
                     "tokenizer).") if isinstance(t, (list, tuple)) and len(t) == 2 else ""
-            missing = (" A missing value (a column's NaN or None): drop it or fill it (.dropna(), .fillna(''))."
+            missing = (" A missing value (a column's NaN or None): drop it or fill it (.dropna(), .fillna('')); to "
+                       "keep a data frame's rows in line, label the present ones: m = df.text.notna(); "
+                       "df.loc[m, 'label'] = [r['label'] for r in pipe(df.text[m].tolist())]."
                        if t is None or (isinstance(t, float) and t != t) or type(t).__name__ in ("NAType", "NaTType")
                        else "")
             raise InputError(f"{what}[{i}] is {type_of(t)}, {shown}, not a string.{pair}{missing}")
@@ -974,5 +978,7 @@ class Tokenizer:
         return self.backend.get_vocab_size(with_added_tokens=True)
 
     def __repr__(self) -> str:
-        return (f"Tokenizer(source={self.source!r}, vocab_size={len(self)}, "
-                f"model_max_length={self.model_max_length})")
+        specials = {name: token for name, token in self.special_tokens.items() if token is not None}
+        return (f"Tokenizer(name_or_path={self.name_or_path!r}, source={self.source!r}, vocab_size={len(self)}, "
+                f"model_max_length={self.model_max_length}, padding_side={self.padding_side!r}, "
+                f"special_tokens={specials})")
