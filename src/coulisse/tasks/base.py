@@ -53,6 +53,9 @@ class Option:
     check: Callable[[str, Any], Any] | None = None
     none_is_value: bool = False
 
+    def __repr__(self) -> str:  # what `type(pipe).option_table()` shows: the default, and the stage that reads it
+        return f"Option(default={self.default!r}, stage={self.stage!r})"
+
 
 def positive_int(name: str, value: Any, *, allow_none: bool = False, allow_zero: bool = False) -> Any:
     if value is None and allow_none:
