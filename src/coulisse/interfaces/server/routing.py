@@ -94,6 +94,9 @@ class ModelRouter:
             if path == prefix or path.startswith(prefix + "/"):
                 # Starlette routes `path` minus `root_path`; /{name}/docs finds /{name}/openapi.json by it.
                 scope = {**scope, "root_path": scope.get("root_path", "") + prefix}
+                if path == prefix:  # `/{name}` alone is the model's `/`: InferenceClient(base_url=".../{name}")
+                    # posts there, and the app redirects no path to its slashed form (as TEI, none is redirected)
+                    path = scope["path"] = prefix + "/"
                 return await self.chosen(name, f"the route prefix {prefix}", path[len(prefix):], scope, receive,
                                          send)
         named = header(scope, b"x-model")
