@@ -186,6 +186,14 @@ def _no_folder_either(text: str) -> str:
             f"{f'; did you mean ./{near[0]}?' if near else '.'}")
 
 
+def snapshot_commit(directory: Path) -> str | None:
+    """The commit of a Hugging Face cache snapshot a model was loaded from (`.../snapshots/<commit>`), else None
+    (a folder of the user's, the bundled model)."""
+    name = Path(directory).name
+    is_commit = len(name) == 40 and all(c in "0123456789abcdef" for c in name)
+    return name if is_commit and Path(directory).parent.name == "snapshots" else None
+
+
 def local_model(model: str, revision: str | None = None) -> Path | None:
     """The folder `resolve_model` loads `model` from without the network: an existing folder, the bundled model,
     or a Hub id already in the Hugging Face cache (its snapshot of `revision`, refs/main by default); None where a

@@ -284,8 +284,13 @@ def test_evaluate_limit_and_sample(tf_camembert_dir, tmp_path):
         picked = [int(r["source"][1:]) for r in csv.DictReader(f)]
     assert len(picked) == 12 and picked == sorted(picked)
     text = (tmp_path / "b" / "report.md").read_text()
-    assert "a random sample of 12 (seed 7)" in text
+    assert "a random sample of 12, seed 7" in text
     assert "- Rows read: 60; selected: 12 " in text  # the file's rows, then those the sample kept
+    result = CliRunner().invoke(cli, [*base, "-o", str(tmp_path / "all"), "--sample", "500"])
+    assert result.exit_code == 0, result.output
+    # A sample larger than the file takes every row, and says so (it read "a random sample of 500").
+    assert "selected: 60 (all of them: --sample 500 is more than there are)" in (
+        tmp_path / "all" / "report.md").read_text()
     result = CliRunner().invoke(cli, [*base, "-o", str(tmp_path / "c"), "--limit", "10", "--quantize", "int8"])
     assert result.exit_code == 0, result.output
     text = (tmp_path / "c" / "report.md").read_text()

@@ -62,9 +62,15 @@ def test_the_launchers_default_prompt(pipe, settings):
     np.testing.assert_allclose(named, pipe([TEXT], prompt_name="passage"), atol=1e-5)
 
 
-def test_a_default_prompt_name_the_folder_lacks_is_refused_at_start(pipe):
+def test_a_default_prompt_name_the_folder_lacks_is_refused_at_start(pipe, tmp_path):
     with pytest.raises(InputError, match="--default-prompt-name 'title' is not a prompt.*'passage', 'query'"):
         create_app(pipe, ServerSettings(default_prompt_name="title"))
+    from coulisse.interfaces.server.embedding import Prompts
+
+    with pytest.raises(InputError, match="has no config_sentence_transformers.json prompts.; drop it, or give the "
+                                         "text itself with --default-prompt") as none:
+        Prompts(tmp_path, "query")  # a folder without prompts: there are none to pass
+    assert "one of those" not in str(none.value)
 
 
 def test_both_default_prompts_are_refused_before_loading(monkeypatch, tmp_path):

@@ -117,6 +117,20 @@ def test_health_info_metrics(client):
     assert 'te_request_count{method="single"}' in text  # test_server_metrics.py: what each counts
 
 
+def test_info_names_the_commit_of_a_model_from_the_hub_cache(client, tf_camembert_dir, tmp_path, monkeypatch):
+    """TEI's `model_sha`: the revision's commit, for a model read from a Hugging Face cache snapshot; none for a
+    folder of one's own."""
+    from factory import COMMIT, make_hf_cache
+
+    assert client.get("/info").json()["model_sha"] is None
+    make_hf_cache(tmp_path / "hub", tf_camembert_dir)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pipe = coulisse.pipeline("text-classification", model="tblard/tf-allocine")
+    with TestClient(create_app(pipe)) as cached:
+        assert cached.get("/info").json()["model_sha"] == COMMIT
+
+
 def test_openapi_and_docs(client):
     schema = client.get("/openapi.json").json()
     assert "/predict" in schema["paths"] and "/embed" not in schema["paths"]  # the served task only

@@ -67,8 +67,10 @@ def resolve_fast(device: torch.device, dtype=None, quantize: str | None = None, 
     if not fast:
         return dtype, quantize
     if dtype is not None or quantize not in (None, "none"):
-        raise InputError(f"fast=True chooses dtype and quantize itself; drop dtype={dtype!r} / "
-                         f"quantize={quantize!r}, or drop fast=True.")
+        given = " and ".join(f"{name}={value!r}" for name, value in (("dtype", dtype), ("quantize", quantize))
+                             if value not in (None, "none"))
+        raise InputError(f"fast=True (--fast) chooses the precision itself; drop {given} (--dtype / --quantize), or "
+                         "drop fast=True.")
     if device.type != "cpu":
         return None, None
     from coulisse.engine.cpu import this_machine

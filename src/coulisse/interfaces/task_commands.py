@@ -118,7 +118,7 @@ def classify(texts, model, top_k, as_json, threads, quantize, input_path, output
     With --input, rows are committed to --output chunk by chunk: after an interruption, --resume
     continues where the output ends, and the result equals an uninterrupted run's. A resume reads
     the first run's input and options (model, column, --all-scores, --long-text, --stride,
-    --batch-rows, --quantize, --encoding, --revision) from the state file next to the output:
+    --batch-rows, --quantize, --fast, --encoding, --revision) from the state file next to the output:
     `-o FILE --resume` is enough. Input files are read as UTF-8 unless --encoding says otherwise; one whose first 64 KiB
     are not UTF-8 is refused before the model loads, with the line and byte.
     """

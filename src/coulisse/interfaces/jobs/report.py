@@ -38,8 +38,9 @@ def _selection(ev: Evaluation) -> str:
     parts = []
     if o.limit is not None:
         parts.append(f"the first {count(o.limit, 'row')}")
-    if o.sample is not None:
-        parts.append(f"a random sample of {o.sample:,} (seed {o.seed})")
+    if o.sample is not None:  # a sample as large as the rows, or larger, takes them all: said so
+        parts.append(f"a random sample of {o.sample:,}, seed {o.seed}" if ev.summary.rows >= o.sample else
+                     f"all of them: --sample {o.sample:,} is more than there are")
     return ", then ".join(parts) if parts else "every row"
 
 

@@ -28,9 +28,11 @@ class Prompts:
             raise InputError("--default-prompt-name and --default-prompt both given; pass one of them.")
         self.prompts, _ = read_prompts(directory)
         if default_name is not None and default_name not in self.prompts:
-            known = ", ".join(repr(p) for p in sorted(self.prompts)) or "none"
-            raise InputError(f"--default-prompt-name {default_name!r} is not a prompt of {directory} "
-                             f"(config_sentence_transformers.json has {known}); pass one of those.")
+            known = ", ".join(repr(p) for p in sorted(self.prompts))
+            fix = (f"(config_sentence_transformers.json has {known}); pass one of those" if known else
+                   "(it has no config_sentence_transformers.json prompts); drop it, or give the text itself with "
+                   "--default-prompt")
+            raise InputError(f"--default-prompt-name {default_name!r} is not a prompt of {directory} {fix}.")
         self.default = self.prompts[default_name] if default_name is not None else default_text or ""
 
     def text(self, prompt_name: str | None, field: str = "prompt_name") -> str:

@@ -23,6 +23,7 @@ from coulisse import __version__
 from coulisse.engine import Item
 from coulisse.engine.threads import thread_policy
 from coulisse.errors import InputError
+from coulisse.hub import snapshot_commit
 from coulisse.interfaces.server.batching import Batcher, BatchLimits, ForwardError, Result, Worker
 from coulisse.interfaces.server.bounds import CHARS_PER_TOKEN, characters_of, check_characters, cut_characters, parts
 from coulisse.interfaces.server.embedding import Prompts, cut_dimensions, id_item, library_error
@@ -451,7 +452,8 @@ class Service:
                       else {"reranker": labels} if self.reranker else {"classifier": labels})
         s = self.settings
         return {
-            "model_id": s.model_id or self.pipe.checkpoint.name, "model_sha": None, "model_dtype": s.dtype,
+            "model_id": s.model_id or self.pipe.checkpoint.name, "model_dtype": s.dtype,
+            "model_sha": snapshot_commit(self.pipe.checkpoint.directory),  # TEI's: the revision's commit
             "served_model_name": self.served_model_name,
             "model_type": model_type, "task": self.pipe.task, "labels": [label for _, label in id2label],
             "max_concurrent_requests": s.max_concurrent_requests, "max_input_length": self.max_input_length,
