@@ -306,3 +306,21 @@ def test_an_async_generator_is_told_how_to_call_from_asyncio():
     pipe = pipeline("text-classification", model="coulisse/mini-allocine")
     with pytest.raises(InputError, match=r"async_generator \(asyncio\).*asyncio.to_thread"):
         pipe(reviews())
+
+
+def test_a_model_folder_without_tokenizer_files_takes_the_tokenizer_given(factory, tmp_path):
+    """`pipeline(model=A, tokenizer=B)` where A holds only config.json and the weights (as transformers takes it):
+    A's own tokenizer was read first, and the folder was refused for lacking one (audit 42)."""
+    transformers = pytest.importorskip("transformers")
+    source = factory.checkpoint("bert")
+    bare = tmp_path / "weights-only"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(source / name, bare / name)
+    ours = pipeline("text-classification", model=str(bare), tokenizer=str(source), top_k=None)
+    theirs = transformers.pipeline("text-classification", model=str(bare), tokenizer=str(source), top_k=None)
+    assert ours.tokenizer.name_or_path == str(source)
+    for a, b in zip(ours(TEXTS), theirs(TEXTS, truncation=True, max_length=512), strict=True):
+        assert [x["label"] for x in a] == [x["label"] for x in b]
+        assert_close("tokenizer= from another folder", torch.tensor([x["score"] for x in a]),
+                     torch.tensor([x["score"] for x in b]))

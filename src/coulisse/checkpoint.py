@@ -32,15 +32,19 @@ class Checkpoint:
     model: EncoderModel
 
 
-def load_checkpoint(model: str | Path, head: str | None, revision: str | None = None) -> Checkpoint:
+def load_checkpoint(model: str | Path, head: str | None, revision: str | None = None,
+                    tokenizer_dir: Path | None = None) -> Checkpoint:
+    """The model's folder read: its config, weights and tokenizer (`tokenizer_dir`'s instead, where given:
+    `pipeline(model=A, tokenizer=B)`, A's folder then needs no tokenizer files of its own)."""
     directory = resolve_model(model, revision)
     config = EncoderConfig.from_file(directory / "config.json")
-    tokenizer = Tokenizer.from_dir(directory, model_type=config.model_type, max_positions=config.max_positions,
+    source = tokenizer_dir if tokenizer_dir is not None else directory
+    tokenizer = Tokenizer.from_dir(source, model_type=config.model_type, max_positions=config.max_positions,
                                    vocab_size=config.vocab_size)
     # Never let truncation exceed what the position table can embed.
     tokenizer.model_max_length = min(tokenizer.model_max_length, config.max_positions)
     encoder = load_model(directory, config, head)  # first: a vocab_size that the weights contradict is named
-    check_tokenizer(tokenizer, config, directory)
+    check_tokenizer(tokenizer, config, source)
     return Checkpoint(str(model), directory, config, tokenizer, encoder)
 
 

@@ -97,13 +97,30 @@ def head_of(config: EncoderConfig) -> str | None:
 def default_head(directory: Path, config: EncoderConfig) -> str | None:
     """The head to save when none is asked for: a sentence-transformers folder (modules.json) holds the bare
     encoder whatever config.json's `architectures` say (all-mpnet-base-v2's names MPNetForMaskedLM), unless
-    it is a SPLADE one, which reads its masked-LM head; any other folder, the head `architectures` name."""
+    it is a SPLADE one, which reads its masked-LM head, or a CrossEncoder (sentence-transformers 6: its
+    Transformer module's `transformer_task` is sequence-classification), which reads its classifier; any other
+    folder, the head `architectures` name."""
     modules = directory / "modules.json"
     try:
-        sentence = modules.is_file() and "SpladePooling" not in modules.read_text(encoding="utf-8")
+        listed = modules.read_text(encoding="utf-8") if modules.is_file() else None
     except (OSError, UnicodeDecodeError):
-        sentence = False  # architectures decide, as for a folder without modules.json
+        listed = None  # architectures decide, as for a folder without modules.json
+    sentence = listed is not None and "SpladePooling" not in listed and _transformer_task(directory, listed) in (
+        None, "feature-extraction")
     return None if sentence else head_of(config)
+
+
+def _transformer_task(directory: Path, listed: str) -> str | None:
+    """sentence-transformers 6's `transformer_task` of the folder's Transformer module (None: not said, which is
+    an embedding model's Transformer, as in every earlier version)."""
+    try:
+        modules = json.loads(listed)
+        sub = next(m.get("path", "") for m in modules if str(m.get("type", "")).endswith(".Transformer"))
+        settings = json.loads((directory / sub / "sentence_bert_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, StopIteration, AttributeError, TypeError):
+        return None
+    task = settings.get("transformer_task") if isinstance(settings, dict) else None
+    return task if isinstance(task, str) else None
 
 
 def parse_head(head: str | None) -> str | None:
@@ -141,6 +158,11 @@ def check_out_dir(out: Path, source: Path | None, overwrite: bool) -> Path:
         raise InputError(f"{out} is a file; give a folder to write the checkpoint into.")
     if source is not None and out.resolve() == Path(source).resolve():
         raise InputError(f"{out} is the checkpoint's own folder; write the converted checkpoint to another one.")
+    if (source is not None and out.resolve().is_relative_to(Path(source).resolve()) and out.is_dir()
+            and any(out.iterdir())):  # a module's folder (1_Pooling): its config.json would become the model's
+        raise InputError(f"{out} is a folder of the checkpoint's own, which it reads (a sentence-transformers "
+                         "module's settings); write the converted checkpoint outside the checkpoint's folder, or "
+                         "into a new folder.")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise InputError(f"{out} is not empty; pass overwrite=True (--overwrite) to replace the checkpoint files "
                          "in it, or choose an empty folder.")

@@ -13,7 +13,6 @@ read, and an unknown name fails in one line that names the closest valid one.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import inspect
 import logging
@@ -23,7 +22,7 @@ from typing import Any, Literal, overload
 
 import torch
 
-from coulisse.checkpoint import Checkpoint, check_tokenizer, default_model, load_checkpoint
+from coulisse.checkpoint import Checkpoint, default_model, load_checkpoint
 from coulisse.defaults import ALIASES, DEFAULT_MODELS, offline_hint
 from coulisse.engine import DEFAULT_BATCH_SIZE
 from coulisse.engine.device import resolve_device, resolve_device_map
@@ -188,14 +187,12 @@ def pipeline(task: str | None = "sentiment-analysis", model: str | Path | None =
             raise InputError(f"config={_name(config)!r} is not the model's; coulisse reads config.json from the "
                              "model's own folder. Drop config=, or save the model with that config.")
         try:
-            checkpoint = load_checkpoint(model, cls.head, revision)
+            checkpoint = load_checkpoint(model, cls.head, revision, tokenizer_dir)
         except HubUnreachableError as e:
             if cls.task != "text-classification":
                 raise
             # A sentiment user without the Hub has a French classifier at hand: say so (never a silent swap).
             raise HubUnreachableError(offline_hint(str(e))) from None
-    if tokenizer_dir is not None:
-        checkpoint = _with_tokenizer(checkpoint, tokenizer_dir)
     # Threads, quantization, dtype and the fast path are chosen in one place: `engine.prepare.prepare_model`.
     pipe = cls(checkpoint, device=device, dtype=dtype, quantize=quantize, threads=threads,
                max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size, throughput=throughput, **kwargs)
@@ -313,17 +310,6 @@ def _same_or_other(what: str, value: Any, model: str | Path, revision: str | Non
         return None
     folder, model_folder = resolve_model(name, revision), resolve_model(model, revision)
     return None if folder.resolve() == model_folder.resolve() else folder
-
-
-def _with_tokenizer(checkpoint: Checkpoint, directory: Path) -> Checkpoint:
-    from coulisse.tokenizer import Tokenizer
-
-    config = checkpoint.config
-    tokenizer = Tokenizer.from_dir(directory, model_type=config.model_type, max_positions=config.max_positions,
-                                   vocab_size=config.vocab_size)
-    tokenizer.model_max_length = min(tokenizer.model_max_length, config.max_positions)
-    check_tokenizer(tokenizer, config, directory)
-    return dataclasses.replace(checkpoint, tokenizer=tokenizer)
 
 
 def _check_local(model: str | Path, revision: str | None) -> None:

@@ -183,6 +183,37 @@ def test_a_splade_folder_keeps_its_masked_lm_head(task_factory, tmp_path):
     np.testing.assert_allclose(oracle(ours, TEXTS[:3]), expected, atol=1e-5)
 
 
+def test_a_cross_encoder_folder_keeps_its_classifier(factory, tmp_path):
+    """sentence-transformers 6 saves a CrossEncoder with a modules.json too (one Transformer module whose
+    `transformer_task` is sequence-classification): converted as an embedding folder, its classifier was dropped
+    and CrossEncoder(out) scored with a random head (audit 42)."""
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    source = tmp_path / "reranker"
+    sentence_transformers.CrossEncoder(str(factory.checkpoint("bert", num_labels=1)), device="cpu").save(str(source))
+    if not (source / "modules.json").is_file():
+        pytest.skip("this sentence-transformers saves a CrossEncoder without modules.json")
+    result = convert(source, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["architectures"] == [
+        "BertForSequenceClassification"]
+    pairs = [["Qui a réalisé Amélie ?", "Jean-Pierre Jeunet a réalisé « Amélie »."], ["Où est l'œil ?", "Bof."]]
+    expected = sentence_transformers.CrossEncoder(str(source), device="cpu").predict(pairs)
+    converted = sentence_transformers.CrossEncoder(str(tmp_path / "out"), device="cpu").predict(pairs)
+    np.testing.assert_allclose(converted, expected, atol=1e-5)
+
+
+def test_a_folder_of_the_checkpoints_own_is_refused_even_with_overwrite(minilm_dir, tmp_path):
+    """`convert src src/1_Pooling --overwrite` wrote the model's config.json over the Pooling module's: the source
+    no longer loaded anywhere. A new folder inside the source stays allowed."""
+    source = tmp_path / "minilm"
+    shutil.copytree(minilm_dir, source)
+    before = (source / "1_Pooling" / "config.json").read_bytes()
+    assert_one_line_error(convert(source, source / "1_Pooling", "--overwrite"), 1, "InputError",
+                          "a folder of the checkpoint's own")
+    assert (source / "1_Pooling" / "config.json").read_bytes() == before
+    assert convert(source, source / "converted").exit_code == 0
+
+
 def test_non_empty_output_is_refused_before_any_weight_is_read(tf_camembert_dir, tmp_path):
     source = tmp_path / "corrupt"
     shutil.copytree(tf_camembert_dir, source)

@@ -162,3 +162,14 @@ def test_save_pretrained_writes_the_masked_lm_checkpoint(folder, tmp_path):
     assert transformers.AutoModelForMaskedLM.from_pretrained(saved).__class__.__name__.endswith("ForMaskedLM")
     again = dense(pipeline("sparse-embedding", model=saved)(TEXTS, return_tensors=True))
     assert np.abs(again - dense(pipe(TEXTS, return_tensors=True))).max() <= 1e-6
+
+
+def test_an_int8_pipeline_says_it_saves_the_fp32_weights(folder, tmp_path, caplog):
+    """As every other task's int8 pipeline says it (the SPLADE one saved without a word)."""
+    import logging
+
+    directory, _ = folder
+    pipe = pipeline("sparse-embedding", model=directory, quantize="int8")
+    with caplog.at_level(logging.WARNING, logger="coulisse"):
+        pipe.save_pretrained(tmp_path / "saved")
+    assert any("saving the fp32 weights they were quantized from" in r.getMessage() for r in caplog.records)

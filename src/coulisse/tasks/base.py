@@ -386,11 +386,15 @@ class Pipeline:
         The weights are the checkpoint's, read again in fp32 (whatever this pipeline runs: int8 saves the
         weights it was quantized from) and written in `dtype` (default float32; "float16", "bfloat16"). A
         folder that holds files is refused unless `overwrite`."""
+        self.warn_int8_save()
+        return save_checkpoint(self.checkpoint.directory, self.config, self.tokenizer, self.model.task_head,
+                               Path(directory), dtype=dtype, overwrite=overwrite)
+
+    def warn_int8_save(self) -> None:
+        """What `save_pretrained` writes of an int8 pipeline: the weights it was quantized from, said."""
         if self.preparation.quantize:
             log.warning("%s runs int8 linear layers, which transformers cannot load: saving the fp32 weights "
                         "they were quantized from", self.checkpoint.name)
-        return save_checkpoint(self.checkpoint.directory, self.config, self.tokenizer, self.model.task_head,
-                               Path(directory), dtype=dtype, overwrite=overwrite)
 
     def __repr__(self) -> str:
         """The task and model, and what it runs in where that is not exact fp32 on the CPU (an int8 pipeline looked

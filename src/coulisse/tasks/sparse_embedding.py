@@ -134,6 +134,7 @@ class SparseEmbeddingPipeline(FeatureExtractionPipeline):
     def save_pretrained(self, directory: str | Path, *, dtype: str | Any = None, overwrite: bool = False) -> Path:
         """Write the masked-LM checkpoint for transformers (`AutoModelForMaskedLM`), as the base class does for
         a head, with the folder's sentence-transformers modules (modules.json, SpladePooling) beside it."""
+        self.warn_int8_save()
         return save_checkpoint(self.checkpoint.directory, self.config, self.tokenizer, "masked-lm", Path(directory),
                                dtype=dtype, overwrite=overwrite)
 
