@@ -175,4 +175,6 @@ def test_corpus_jobs_ask_for_throughput(monkeypatch, tmp_path):
     for verb in ("classify", "embed"):
         CliRunner().invoke(cli, [verb, "--model", str(tmp_path), "--input", str(tmp_path / "in.txt"),
                                  "--output", str(tmp_path / f"{verb}.jsonl")])
-    assert seen == [("text-classification", {"throughput": True}), ("feature-extraction", {"throughput": True})]
+    # and no --revision given: none asked (the jobs pass the one their record holds, here none)
+    assert seen == [("text-classification", {"throughput": True, "revision": None}),
+                    ("feature-extraction", {"throughput": True, "revision": None})]

@@ -191,7 +191,8 @@ def test_an_oversized_body_is_refused_from_its_length_or_as_it_arrives(server):
     assert f"({PAYLOAD_LIMIT + 1} bytes)" in assert_error(declared, 413, "Validation")
     assert declared.closed and declared.seconds < BODY_TIMEOUT / 2  # refused before any body byte arrived
     with socket.create_connection(("127.0.0.1", server.port)) as s:
-        s.sendall(b"POST /predict HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n" + AUTH + b"\r\n")
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                  b"Transfer-Encoding: chunked\r\n" + AUTH + b"\r\n")
         chunk = b"x" * 700_000
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             for _ in range(3):  # 2.1 MB > 2 MB: refused after the third chunk, not at the end of the body
@@ -461,7 +462,7 @@ def test_in_process_a_slow_body_is_408(classifier):
 
     app = create_app(classifier, ServerSettings(body_timeout=0.2))
     start = time.monotonic()
-    sent = asgi_call(app, "POST", [(b"content-length", b"10")], receive)
+    sent = asgi_call(app, "POST", [(b"content-length", b"10"), (b"content-type", b"application/json")], receive)
     assert sent[0]["status"] == 408 and json.loads(sent[1]["body"])["error_type"] == "Timeout"
     assert 0.2 <= time.monotonic() - start < 2
 

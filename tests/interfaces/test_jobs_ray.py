@@ -536,6 +536,7 @@ def test_other_inputs_are_named_file_by_file(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     distributed.open_output(out, distributed.job_key(options(str(a), out), [str(a)]), overwrite=False)
+    (out / "00000-reviews-000000.parquet").write_bytes(b"a committed shard")  # else the folder gives way
     both = distributed.job_key(options(str(a), out), [str(a), str(b)])
     with pytest.raises(InputError, match=r"other inputs \(reviews.parquet is new\): they cannot be reused; pass "
                                          r"--overwrite to start over, or write to a new folder\.$"):
