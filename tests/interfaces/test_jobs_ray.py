@@ -487,6 +487,19 @@ def test_a_column_that_is_not_there_is_said_before_ray_starts(monkeypatch, tmp_p
     assert not (tmp_path / "out").exists()
 
 
+def test_a_second_job_on_the_folder_is_refused_naming_the_folder(tmp_path):
+    """The lock is a file in the folder: the refusal names the folder, and the way on of a --ray job (a rerun;
+    --resume changes nothing there)."""
+    from coulisse.interfaces.jobs.lock import OutputLock, OutputLockedError
+
+    source, out = write_corpus(tmp_path / "in", 10, seed=0), tmp_path / "out"
+    out.mkdir()
+    with OutputLock(str(out / "_coulisse")), pytest.raises(OutputLockedError) as refused:
+        distributed.run(options(str(source), out))
+    assert str(refused.value).startswith(f"{out}/ is being written by another coulisse job")
+    assert str(refused.value).endswith("stop it and rerun the same command.")
+
+
 def test_an_address_where_nothing_listens_is_said_at_once(tmp_path):
     """`ray.init` retries a HOST:PORT that answers nothing for about 14 minutes, deaf to Ctrl-C."""
     source = write_corpus(tmp_path / "in", 10, seed=0)

@@ -209,7 +209,7 @@ def run(options: RayOptions, on_shard: Callable[[str, object], None] | None = No
     if not out.is_dir():
         check_writable(out, "--output", folder=True)
     out.mkdir(exist_ok=True)
-    with OutputLock(str(out / "_coulisse")):
+    with OutputLock(str(out / "_coulisse"), said=f"{out}/", then="rerun the same command"):
         manifest = open_output(out, job_key(options, files), options.overwrite)
         committed = committed_shards(out, files, manifest, options.shard_format)
         if committed is not None and same_model_here(options.model, manifest, options.revision):

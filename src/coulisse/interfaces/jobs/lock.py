@@ -90,9 +90,12 @@ def check_writable(given: str | Path, flag: str, folder: bool = False) -> None:
 class OutputLock:
     """`with OutputLock(output):` holds the output's lock or raises OutputLockedError; "-" locks nothing."""
 
-    def __init__(self, output: str):
+    def __init__(self, output: str, said: str | None = None, then: str = "rerun with --resume"):
+        """`said`: what the job writes, as its refusal names it (a `--ray` job's folder, whose lock is a file in
+        it); `then`: how to go on once the other job has stopped."""
         self.output = output
         self.path = lock_path(output)
+        self.said, self.then = said or output, then
         self.fd: int | None = None
 
     def __enter__(self) -> OutputLock:
@@ -115,8 +118,8 @@ class OutputLock:
                 holder = _read_pid(fd)
                 os.close(fd)
                 raise OutputLockedError(
-                    f"{self.output} is being written by another coulisse job (pid {holder or 'unknown'}, lock "
-                    f"{self.path.name}); wait for it to end, or stop it and rerun with --resume.") from None
+                    f"{self.said} is being written by another coulisse job (pid {holder or 'unknown'}, lock "
+                    f"{self.path.name}); wait for it to end, or stop it and {self.then}.") from None
             except OSError as e:
                 os.close(fd)
                 if e.errno not in UNSUPPORTED:
