@@ -300,9 +300,9 @@ def test_explain_json_is_the_studios_api_document(task, task_factory, nli_dir, t
     elif task == "fill-mask":
         folder = task_factory.checkpoint("camembert", "masked-lm")
         query, flags = {"text": "Le film est <mask>."}, ["Le film est <mask>."]
-    else:
-        folder, query, flags = tf_camembert_dir, {"text": "Un film excellent, mais trop long."}, [
-            "Un film excellent, mais trop long."]
+    else:  # --target is the studio's target= (it was refused: "it has no --target", audit 42)
+        folder, query = tf_camembert_dir, {"text": "Un film excellent, mais trop long.", "target": "NEGATIVE"}
+        flags = ["--target", "NEGATIVE", "Un film excellent, mais trop long."]
     result = CliRunner().invoke(cli, ["explain", "--json", "--task", task, "-m", str(folder), *flags])
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)  # one document: json.loads refuses anything after it
@@ -310,12 +310,14 @@ def test_explain_json_is_the_studios_api_document(task, task_factory, nli_dir, t
         served = ask(client, **query, compare="0")
     assert served.status_code == 200, served.text
     assert printed == served.json()
+    if "target" in query:  # the label the words are scored towards, not the answer (POSITIVE here)
+        assert printed["attribution"]["label"] == query["target"] != printed["answer"].split()[0]
 
 
 def test_explain_json_refuses_what_the_document_has_no_room_for(tf_camembert_dir):
     base = ["explain", "--json", "-m", str(tf_camembert_dir)]
     for extra, words in ((["--html", "x.html"], "--html writes a page"), (["--steps", "4"], "has no --steps"),
-                         (["--target", "POSITIVE"], "has no --target"), (["autre texte"], "one TEXT")):
+                         (["autre texte"], "one TEXT")):
         result = CliRunner().invoke(cli, [*base, "Un film.", *extra])
         assert result.exit_code == 2 and words in result.output, result.output
     result = CliRunner().invoke(cli, [*base, "--task", "fill-mask", "Pas de masque."])

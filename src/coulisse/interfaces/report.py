@@ -391,7 +391,8 @@ def render_words(x: Inspection) -> str:
         out.append(e(x.text[at:]))
     legend = (f'<div class="legend"><span>against {iso(a.label)} {_signed(-scale)}</span>'
               f'<span class="ramp"></span><span>{_signed(scale)} towards {iso(a.label)}</span></div>')
-    method = ("Integrated Gradients" if a.method == "integrated_gradients" else "Occlusion (leave one token out)")
+    method = ("Integrated Gradients" if a.method == "integrated_gradients"
+              else "Occlusion (each word's vectors replaced by the pad token's)")
     how = f"{a.steps} gradient evaluations, " if a.steps else ""
     gap = (f"completeness gap {a.gap:+.2e} of F(x) − F(baseline) = {a.delta:+.4f}" if a.method == "integrated_gradients"
            else f"sum {sum(a.scores):+.4f}, F(x) − F(baseline) = {a.delta:+.4f}")

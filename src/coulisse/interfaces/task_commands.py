@@ -172,7 +172,8 @@ def classify(texts, model, top_k, as_json, threads, quantize, input_path, output
               help="Write every TEXT's stages, attention and the task's view (attributions for a label) to one "
               "offline HTML page.")
 @click.option("--method", type=click.Choice(ATTRIBUTION_METHODS), default="integrated_gradients", show_default=True,
-              help="Attributions: Integrated Gradients (fp32 gradients) or occlusion (leave one token out).")
+              help="Attributions: Integrated Gradients (fp32 gradients) or occlusion (each word's vectors replaced "
+                   "by the pad token's, positions kept).")
 @click.option("--steps", type=int, default=None, callback=positive,
               help="Integrated Gradients: gradient evaluations of the first pass (default 32, at most "
               f"{ATTRIBUTION_MAX_STEPS}).")
@@ -208,15 +209,14 @@ def explain(texts, model, task, question, labels, template, attributions, html_p
     if as_json:  # the document's `attribution` is what --attributions adds: with --json, -a changes nothing
         if html_path is not None:
             raise click.UsageError("--json prints one document on stdout and --html writes a page; run them apart.")
-        given = [name for name, on in (("--steps", steps is not None), ("--target", target is not None)) if on]
-        if given:
-            raise click.UsageError(f"--json prints the studio's document, whose attribution explains the predicted "
-                                   f"label with the default steps: it has no {' or '.join(given)}; drop "
-                                   f"{'it' if len(given) == 1 else 'them'}, or use --attributions without --json.")
+        if steps is not None:  # the studio's target= is the CLI's --target; it has no steps
+            raise click.UsageError("--json prints the studio's document, whose attribution takes the default steps: "
+                                   "it has no --steps; drop it, or use --attributions without --json.")
         if len(lines) > 1:
             raise click.UsageError(f"--json explains one TEXT, and {len(lines)} were given; run it once per text.")
-    if target is not None and not attributions and html_path is None:
-        raise click.UsageError("--target chooses the label that --attributions or --html explains; add one of them.")
+    if target is not None and not attributions and html_path is None and not as_json:
+        raise click.UsageError("--target chooses the label that --attributions, --html or --json explains; add one "
+                               "of them.")
     if html_path is not None and not Path(html_path).resolve().parent.is_dir():
         raise click.UsageError(f"--html {html_path}: the folder {Path(html_path).resolve().parent} does not exist; "
                                "create it, or write the page elsewhere.")
@@ -230,7 +230,8 @@ def explain(texts, model, task, question, labels, template, attributions, html_p
     if task == "fill-mask":  # either spelling, as `coulisse fill-mask` takes it
         lines = [_with_mask(text, pipe.tokenizer.special_tokens["mask"]) for text in lines]
     if as_json:
-        click.echo(explain_json(pipe, lines[0], question=question, labels=labels, template=template, method=method))
+        click.echo(explain_json(pipe, lines[0], question=question, labels=labels, template=template, method=method,
+                                target=target))
         return
     options = {"method": method, "steps": steps, "target": cli_target(pipe, target, labels)}
     if html_path is not None:

@@ -5,7 +5,7 @@ the target label's logit along the straight path from a baseline (each word's ve
 `<mask>` token's, positions kept) to the text; its scores add up to the logit difference, up to the completeness
 gap reported with every result.
 
-**Occlusion** (leave one token out) is the model-agnostic check: token i receives F(x) − F(x with token i
+**Occlusion** (each token replaced, one at a time) is the model-agnostic check: token i receives F(x) − F(x with token i
 replaced by the baseline token). Replacing, not removing, keeps every other token at its position, and uses
 the same baseline token as Integrated Gradients, so the two read alike; every variant keeps the text's own
 positions, as Integrated Gradients' path does (transformers, given the pad ids alone, would renumber the RoBERTa

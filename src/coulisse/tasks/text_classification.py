@@ -231,9 +231,9 @@ class TextClassificationPipeline(Pipeline):
                 baseline: str = "pad", **reading: Any) -> Attribution | list[Attribution]:
         """Which tokens and words pushed each text towards `target` (a label name or id; default: the label
         this pipeline answers). `method`: "integrated_gradients" (on the fp32 weights, `steps` Gauss-Legendre
-        nodes, default 32) or "occlusion" (leave one token out, through this pipeline's own forward, int8
-        included). `baseline`: the token standing for "no word", "pad" or "mask". One `Attribution` per text
-        (see `coulisse.tasks.attributions`); `.to_dict()` gives plain values.
+        nodes, default 32) or "occlusion" (each word's vectors replaced by the baseline token's, through this
+        pipeline's own forward, int8 included). `baseline`: the token standing for "no word", "pad" or "mask".
+        One `Attribution` per text (see `coulisse.tasks.attributions`); `.to_dict()` gives plain values.
 
         The text is read as a call reads it: the pipeline's reading options (`truncation_side`, `max_length`,
         `truncation`, `add_special_tokens`, `text_pair`, `long_text`, `stride`), under those given here. A

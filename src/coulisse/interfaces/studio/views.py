@@ -23,7 +23,8 @@ from coulisse.tasks.windows import LONG_TEXT
 
 CONTEXT_CHARS = 160  # characters shown on each side of the truncation point
 NAMES = {"fp32": "exact (fp32)", "int8": "int8"}
-METHODS = {"integrated_gradients": "Integrated Gradients", "occlusion": "occlusion (leave one token out)"}
+METHODS = {"integrated_gradients": "Integrated Gradients",
+           "occlusion": "occlusion (each word replaced by the pad token)"}
 LONG_TEXT_NAMES = {"truncate": "truncate at the model's limit", "chunk": "chunk: windows, mean of their logits"}
 
 
