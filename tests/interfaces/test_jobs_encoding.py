@@ -120,6 +120,29 @@ def test_a_file_that_is_not_utf8_is_refused_in_one_line_and_nothing_is_written(t
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no output, record, lock or report folder
 
 
+@pytest.mark.parametrize("fmt", ["tsv", "txt"])
+def test_excels_unicode_text_and_old_mac_line_ends_are_refused_in_words(tf_camembert_dir, tmp_path, fmt):
+    """UTF-16 with its mark was told "pass --encoding cp1252", which then classified letters between NUL bytes;
+    lines ended by \\r alone made one row of a .txt (and Python's "universal-newline mode" hint of a .csv)."""
+    unicode_text = tmp_path / f"unicode.{fmt}"
+    unicode_text.write_bytes("text\tnote\nbon film\t5\n".encode("utf-16"))  # Python writes the LE mark first
+    for extra in ([], ["--encoding", "cp1252"]):
+        result = invoke("classify", "-m", str(tf_camembert_dir), "-i", str(unicode_text), *extra)
+        assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+        assert f"{unicode_text} is UTF-16 (its first bytes are FF FE" in result.output
+        assert "iconv -f utf-16 -t utf-8" in result.output
+    old_mac = tmp_path / f"mac.{fmt}"
+    old_mac.write_bytes(b"text\tnote\rbon film\t5\rnul\t1\r")
+    result = invoke("classify", "-m", str(tf_camembert_dir), "-i", str(old_mac))
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert "lines end with a carriage return alone" in result.output and "tr '\\r' '\\n'" in result.output
+    piped = invoke("classify", "-m", str(tf_camembert_dir), "-i", "-", stdin=b"bon film\rnul\r")
+    assert piped.exit_code == 1 and "stdin's lines end with a carriage return alone" in piped.output
+    crlf = tmp_path / f"crlf.{fmt}"  # Windows' \r\n stays read as it was
+    crlf.write_bytes(b"text\tnote\r\nbon film\t5\r\n")
+    assert invoke("classify", "-m", str(tf_camembert_dir), "-i", str(crlf)).exit_code == 0
+
+
 def test_stdin_that_is_not_utf8_is_refused_in_one_line(tf_camembert_dir):
     result = invoke("classify", "-m", str(tf_camembert_dir), "-i", "-", stdin="\n".join(TEXTS).encode("cp1252"))
     assert result.exit_code == 1 and result.output.count("\n") == 1, result.output

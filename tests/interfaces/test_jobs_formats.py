@@ -107,6 +107,56 @@ def test_stdin_jsonl_and_lines(pipe, expected, tmp_path):
     assert [r["text"] for r in out] == "\n".join(TEXTS[:6]).split("\n")
 
 
+def test_stdin_jsonl_after_a_byte_order_mark_is_jsonl(pipe, expected, tmp_path):
+    """Read as text lines before (each raw JSON line classified as a review), where the same bytes as a file are
+    JSONL (audit 42)."""
+    stream = io.BytesIO(b"\xef\xbb\xbf" + "".join(json.dumps({"text": t, "id": i}) + "\n"
+                                                  for i, t in enumerate(TEXTS[:3])).encode())
+    classify_file(JobOptions(input="-", output=str(tmp_path / "a.jsonl")), lambda: pipe, stdin=stream)
+    out = read_output(tmp_path / "a.jsonl")
+    assert [(r["id"], r["text"], r["label"]) for r in out] == [(i, t, e["label"]) for i, (t, e) in
+                                                              enumerate(zip(TEXTS[:3], expected, strict=False))]
+
+
+def test_a_value_the_first_chunks_parquet_types_would_change_stops_the_job(pipe, tmp_path):
+    """The first chunk types a JSONL input's Parquet columns: a later 4.5 in a column of whole numbers was
+    written 4, a later object's new key dropped, and a number past 64 bits ended in a traceback (audit 42)."""
+    later = {"float": {"note": 4.5}, "key": {"meta": {"a": 1, "src": "web"}}, "bigint": {"id": 2**64 + 1}}
+    for case, value in later.items():
+        first = {"note": 4, "meta": {"a": 0}, "id": 1}
+        source = tmp_path / f"{case}.jsonl"
+        source.write_text(json.dumps({"text": TEXTS[0], **first}) + "\n"
+                          + json.dumps({"text": TEXTS[1], **first, **value}) + "\n", encoding="utf-8")
+        with pytest.raises(InputError) as refused:
+            run(pipe, source, tmp_path / f"{case}.parquet", batch_rows=1)
+        said = str(refused.value)
+        assert ("larger than Parquet's 64-bit integers" if case == "bigint" else "a column changed type") in said
+        assert "write .jsonl" in said
+        run(pipe, source, tmp_path / f"{case}.jsonl.out.jsonl", batch_rows=1)  # JSONL keeps them as they are
+        assert read_output(tmp_path / f"{case}.jsonl.out.jsonl")[1] | value == read_output(
+            tmp_path / f"{case}.jsonl.out.jsonl")[1]
+    fine = tmp_path / "fine.jsonl"  # what fits the first chunk's types, as written: 2.0 into int64, fewer keys
+    fine.write_text(json.dumps({"text": TEXTS[0], "n": 1, "m": {"a": 1, "b": 2}}) + "\n"
+                    + json.dumps({"text": TEXTS[1], "n": 2.0, "m": {"b": 3}}) + "\n", encoding="utf-8")
+    run(pipe, fine, tmp_path / "fine.parquet", batch_rows=1)
+    assert [(r["n"], r["m"]) for r in read_output(tmp_path / "fine.parquet")] == [(1, {"a": 1, "b": 2}),
+                                                                                 (2, {"a": None, "b": 3})]
+
+
+def test_non_finite_floats_are_null_in_jsonl(pipe, tmp_path):
+    """A Parquet input's NaN and inf were written as Python's bare NaN and Infinity, which no JSON reader takes
+    (coulisse's own refused its output as input)."""
+    source = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"text": TEXTS[:3], "f": [float("nan"), float("inf"), 0.5],
+                             "nested": [[float("-inf")], [1.0], []]}), source)
+    run(pipe, source, tmp_path / "out.jsonl")
+    out = [json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in the output"))
+           for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [(r["f"], r["nested"]) for r in out] == [(None, [None]), (None, [1.0]), (0.5, [])]
+    run(pipe, tmp_path / "out.jsonl", tmp_path / "again.jsonl")  # read back as an input: every row classified
+    assert not any(r["error"] for r in read_output(tmp_path / "again.jsonl"))
+
+
 def test_bad_csv_rows_are_flagged_not_fatal(pipe, tmp_path):
     source = tmp_path / "bad.csv"
     source.write_bytes(b"text,id\n"

@@ -79,6 +79,7 @@ def check_start(data: bytes, encoding: str | None, name: str, whole: bool = Fals
     bom = data.startswith(codecs.BOM_UTF8)
     if encoding == UTF8:
         return
+    check_layout(data, name)
     if encoding is not None:
         if bom:
             raise InputEncodingError(f"{named(name)} starts with a UTF-8 byte-order mark: it is UTF-8, not "
@@ -91,6 +92,33 @@ def check_start(data: bytes, encoding: str | None, name: str, whole: bool = Fals
     except UnicodeDecodeError as e:
         line_start = body.rfind(b"\n", 0, e.start) + 1  # byte numbers within line 1 do not count the mark
         raise not_utf8(name, body.count(b"\n", 0, e.start) + 1, body[e.start], e.start - line_start) from None
+
+
+def check_layout(data: bytes, name: str) -> None:
+    """Two exports that no line reader here can read, refused in words before any row: UTF-16 with its byte-order
+    mark (Excel's "Unicode Text"; as cp1252, its rows would be letters between NUL bytes), and lines ended by a
+    carriage return alone (an old Mac, Excel's "CSV (Macintosh)"; read by line feeds, the file is one row)."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise InputEncodingError(f"{named(name)} is UTF-16 (its first bytes are {data[:2].hex(' ').upper()}: Excel's "
+                                 "\"Unicode Text\" export, for one); coulisse reads UTF-8 and the encodings that write "
+                                 f"ASCII as ASCII: {_converted(name, 'iconv -f utf-16 -t utf-8', 'utf8')}.")
+    if b"\r" in data.rstrip(b"\r") and b"\n" not in data:
+        raise InputEncodingError(f"{named(name)}'s lines end with a carriage return alone (\\r: an old Mac, or "
+                                 "Excel's \"CSV (Macintosh)\"), which coulisse does not read as line ends: "
+                                 f"{_converted(name, CR_TO_LF, 'lf')}.")
+
+
+CR_TO_LF = "tr '\\r' '\\n'"
+
+
+def _converted(name: str, command: str, tag: str) -> str:
+    """How to convert the input with `command` (a filter from stdin to stdout), into `<stem>-<tag><suffix>`; for
+    stdin, the pipe."""
+    if name == STDIO:
+        return f"pipe it through {command}"
+    path = Path(name)
+    converted = str(path.with_name(f"{path.stem}-{tag}{path.suffix}"))
+    return f"convert it: {command} < {shlex.quote(name)} > {shlex.quote(converted)}"
 
 
 def check_not_utf8(data: bytes, encoding: str, name: str, whole: bool) -> None:

@@ -227,14 +227,15 @@ def _stdin_source(stream: BinaryIO, encoding: str | None):
     """stdin holds JSONL when its first non-blank line is a JSON object, else one text per line."""
     raw = checked_start(stream, encoding, STDIO)
     peeked: list[bytes] = []
+    content = b""
     for line in raw:
         peeked.append(line)
-        if line.strip():
+        # the first line's UTF-8 byte-order mark is no content (`Lines` drops it): JSONL after one is JSONL
+        content = (line.removeprefix(codecs.BOM_UTF8) if len(peeked) == 1 else line).strip()
+        if content:
             break
     lines = Lines(itertools.chain(peeked, raw), encoding or UTF8)
-    if peeked and peeked[-1].lstrip().startswith(b"{"):
-        return JsonlSource(lines)
-    return TxtSource(lines)
+    return JsonlSource(lines) if content.startswith(b"{") else TxtSource(lines)
 
 
 class Reader:

@@ -14,6 +14,7 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -39,6 +40,26 @@ def utf8(text: str, escape: bool = False) -> bytes:
         return text.encode("utf-8", errors="backslashreplace") if escape else _replace_surrogates(text).encode()
 
 
+def _dropped_keys(have, want) -> str | None:
+    """An object key (a struct field) of Arrow type `have`, at any depth, that type `want` has not: what a cast
+    from `have` to `want` would drop. None when none is."""
+    import pyarrow as pa
+
+    if pa.types.is_struct(have) and pa.types.is_struct(want):
+        names = {want.field(i).name: want.field(i).type for i in range(want.num_fields)}
+        for i in range(have.num_fields):
+            field = have.field(i)
+            if field.name not in names:
+                return f"the key {field.name!r}"
+            if (deeper := _dropped_keys(field.type, names[field.name])) is not None:
+                return deeper
+        return None
+    if (pa.types.is_list(have) or pa.types.is_large_list(have)) and (pa.types.is_list(want)
+                                                                      or pa.types.is_large_list(want)):
+        return _dropped_keys(have.value_type, want.value_type)
+    return None
+
+
 def _replace_surrogates(value: Any) -> Any:
     """Strings (also inside lists and dicts) with each lone surrogate replaced by U+FFFD."""
     if isinstance(value, str):
@@ -61,6 +82,25 @@ def cell(value: Any) -> str:
     return str(value)
 
 
+def json_line(record: dict) -> str:
+    """One JSONL record. A float that is not finite (a Parquet input's NaN or inf) is written null: JSON has no
+    NaN, and the readers here (jq, JSON.parse, coulisse's own) refuse Python's bare `NaN` (audit 42)."""
+    try:
+        return json.dumps(record, ensure_ascii=False, default=str, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(record), ensure_ascii=False, default=str, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 class Encoder:
     """Rows and predictions -> bytes of one text format."""
 
@@ -77,8 +117,8 @@ class Encoder:
     def encode(self, rows: list[Row], preds: list[Prediction]) -> bytes:
         if self.fmt == "jsonl":
             # Each record keeps its own keys, in order, and their values: JSONL has no fixed columns.
-            lines = [json.dumps({**r.values, **p.values(self.added.for_record(r.values))}, ensure_ascii=False,
-                                default=str) for r, p in zip(rows, preds, strict=True)]
+            lines = [json_line({**r.values, **p.values(self.added.for_record(r.values))})
+                     for r, p in zip(rows, preds, strict=True)]
             return utf8("\n".join(lines) + "\n", escape=True) if lines else b""
         table = []
         for r, p in zip(rows, preds, strict=True):
@@ -237,6 +277,21 @@ class ParquetSink:
         return [{k: json.dumps(v, ensure_ascii=False) if k in texts and v is not None and not isinstance(v, str)
                  else v for k, v in r.items()} for r in records]
 
+    def _check_kept(self, records: list[dict]) -> None:
+        """That the schema fixed by the first chunk holds this chunk's JSON values as they are: Arrow casts a
+        later 4.5 into an integer column as 4, and drops an object's keys the first chunk's did not have, without
+        a word (audit 42). Such a chunk is a column that changed type: refused (ArrowInvalid), as a text is."""
+        pa = self.pa
+        own = pa.Table.from_pylist(records)  # the chunk's own types
+        for field in self.schema:
+            if field.name not in own.column_names or own.schema.field(field.name).type == field.type:
+                continue
+            column = own.column(field.name)
+            if (lost := _dropped_keys(column.type, field.type)) is not None:
+                raise pa.ArrowInvalid(f"column {field.name!r} holds {lost}, which the first chunk's {field.type} "
+                                      "does not")
+            column.cast(field.type, safe=True)  # ArrowInvalid where a value would change (4.5 -> 4)
+
     def commit(self, rows: list[Row], preds: list[Prediction]) -> int:
         records = [{**{n: r.values.get(c) for c, n in zip(self.columns, self.names, strict=True)},
                     **p.values(self.added)}
@@ -249,10 +304,16 @@ class ParquetSink:
             try:
                 table = self.pa.Table.from_pylist(records, schema=self.schema)
             except UnicodeEncodeError:  # Arrow strings are UTF-8 without escapes: U+FFFD, as in CSV
-                table = self.pa.Table.from_pylist(_replace_surrogates(records), schema=self.schema)
-        except (self.pa.ArrowInvalid, self.pa.ArrowTypeError) as e:
+                records = _replace_surrogates(records)
+                table = self.pa.Table.from_pylist(records, schema=self.schema)
+            if self.input_schema is None:
+                self._check_kept(records)
+        except (self.pa.ArrowInvalid, self.pa.ArrowTypeError, self.pa.ArrowNotImplementedError) as e:
             raise InputError(f"cannot write {self.path}: a column changed type ({e}); write .jsonl to keep "
                              "mixed types.") from None
+        except OverflowError:  # a JSON integer past 64 bits (an id, a hash): Parquet's integers hold 64
+            raise InputError(f"cannot write {self.path}: a number is larger than Parquet's 64-bit integers "
+                             "(an id or a hash written as a number); write .jsonl or .csv, which keep it.") from None
         tmp = self.parts / f"tmp-{self.count:06d}.parquet"
         self.pq.write_table(table, tmp)
         with open(tmp, "rb+") as f:
