@@ -332,6 +332,34 @@ def test_parquet_keeps_arrow_types(pipe, tmp_path):
     assert out.select(table.schema.names).equals(table)
 
 
+def test_excels_unnamed_trailing_columns_are_named_as_pandas_names_them(pipe, expected, tmp_path):
+    """`text;note;;`, Excel's trailing separators once a column to the right was used: refused ("the header
+    names '' more than once"); now read, the columns named `Unnamed: 2`... as pandas reads them. Two columns of
+    one name are still refused, naming it."""
+    source = tmp_path / "excel.csv"
+    source.write_text(f"text;note;;\n{TEXTS[0]};5;;\n{TEXTS[1]};1;;\n", encoding="utf-8")
+    run(pipe, source, tmp_path / "out.csv")
+    out = read_output(tmp_path / "out.csv")
+    assert list(out[0])[:4] == ["text", "note", "Unnamed: 2", "Unnamed: 3"]
+    assert [(r["text"], r["label"]) for r in out] == [(t, e["label"]) for t, e in zip(TEXTS[:2], expected,
+                                                                                       strict=False)]
+    source.write_text(f"text,note,note\n{TEXTS[0]},5,6\n", encoding="utf-8")
+    with pytest.raises(InputError, match="the header names 'note' more than once"):
+        run(pipe, source, tmp_path / "dup.csv")
+
+
+def test_a_categorical_or_string_view_column_is_a_text_column(pipe, expected, tmp_path):
+    """pandas writes a `category` column of texts as a dictionary of strings: with another name than `text`, it
+    was no "string column" and the file was refused ("0 string columns (none)")."""
+    for kind in (pa.dictionary(pa.int32(), pa.string()), pa.string_view()):
+        source = tmp_path / "in.parquet"
+        pq.write_table(pa.table({"review": pa.array(TEXTS[:3]).cast(kind), "id": [1, 2, 3]}), source)
+        run(pipe, source, tmp_path / "out.jsonl", overwrite=True)
+        out = read_output(tmp_path / "out.jsonl")
+        assert [(r["review"], r["label"]) for r in out] == [(t, e["label"]) for t, e in
+                                                           zip(TEXTS[:3], expected, strict=False)]
+
+
 def test_cli_keeps_text_mode_and_runs_files(tf_camembert_dir, tmp_path):
     runner = CliRunner()
     model = ["-m", str(tf_camembert_dir)]

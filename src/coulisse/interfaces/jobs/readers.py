@@ -111,6 +111,8 @@ class CsvSource:
             self.columns = []
         except csv.Error as e:
             raise InputError(f"{name}: the header line is not valid CSV ({e}).") from None
+        # A column without a name (Excel's trailing separators, `text;note;;`) is named as pandas names it
+        self.columns = [c if c.strip() else f"Unnamed: {i}" for i, c in enumerate(self.columns)]
         duplicated = sorted({c for c in self.columns if self.columns.count(c) > 1})
         if duplicated:
             raise InputError(f"{name}: the header names {', '.join(map(repr, duplicated))} more than once; "
@@ -211,7 +213,7 @@ class ParquetSource:
             raise InputError(f"{path}: not a readable Parquet file ({e}).") from None
         self.schema = self.file.schema_arrow
         self.columns = list(self.schema.names)
-        self.string_columns = [f.name for f in self.schema if str(f.type) in ("string", "large_string")]
+        self.string_columns = [f.name for f in self.schema if _is_text(f.type)]
         self.batch_rows = batch_rows
         self.total = self.file.metadata.num_rows
         self.position = 0
@@ -221,6 +223,16 @@ class ParquetSource:
             for values in batch.to_pylist():
                 self.position += 1
                 yield Row(values, f"row {self.position}")
+
+
+def _is_text(kind) -> bool:
+    """An Arrow type whose values read as Python strings: string, large_string, string_view, and a dictionary of
+    those (what pandas writes for a `category` column of texts)."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or str(kind) == "string_view"
 
 
 def _stdin_source(stream: BinaryIO, encoding: str | None):
