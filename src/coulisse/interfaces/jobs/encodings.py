@@ -94,6 +94,9 @@ def check_start(data: bytes, encoding: str | None, name: str, whole: bool = Fals
         raise not_utf8(name, body.count(b"\n", 0, e.start) + 1, body[e.start], e.start - line_start) from None
 
 
+CR_TO_LF = "tr '\\r' '\\n'"  # the filter that turns an old Mac's line ends into line feeds
+
+
 def check_layout(data: bytes, name: str) -> None:
     """Two exports that no line reader here can read, refused in words before any row: UTF-16 with its byte-order
     mark (Excel's "Unicode Text"; as cp1252, its rows would be letters between NUL bytes), and lines ended by a
@@ -106,9 +109,6 @@ def check_layout(data: bytes, name: str) -> None:
         raise InputEncodingError(f"{named(name)}'s lines end with a carriage return alone (\\r: an old Mac, or "
                                  "Excel's \"CSV (Macintosh)\"), which coulisse does not read as line ends: "
                                  f"{_converted(name, CR_TO_LF, 'lf')}.")
-
-
-CR_TO_LF = "tr '\\r' '\\n'"
 
 
 def _converted(name: str, command: str, tag: str) -> str:
