@@ -289,7 +289,7 @@ def test_explain_refuses_what_it_cannot_explain_before_loading(tmp_path):
     result = runner.invoke(cli, ["explain", "-m", missing, "x", "  "])
     assert result.exit_code == 2 and "TEXT 2 is empty" in result.output
     result = runner.invoke(cli, ["explain", "-m", missing, "--target", "POSITIVE", "x"])
-    assert result.exit_code == 2 and "--target chooses the label that --attributions or --html" in result.output
+    assert result.exit_code == 2 and "--target chooses the label that --attributions, --html or --json" in result.output
     result = runner.invoke(cli, ["explain", "-m", missing, "--html", str(tmp_path / "no" / "x.html"), "x"])
     assert result.exit_code == 2 and "does not exist; create it" in result.output
 
