@@ -28,11 +28,11 @@ import torch
 
 from coulisse.config import EncoderConfig
 from coulisse.engine.prepare import resolve_dtype
-from coulisse.errors import InputError, WeightShapeError
+from coulisse.errors import InputError, ModelLoadError, WeightShapeError
 from coulisse.hub import resolve_model
 from coulisse.models import load_model
 from coulisse.models.model import HEAD_SUFFIXES, _sources  # the name table loading uses: exporting is its inverse
-from coulisse.sentence_modules import MODULE_SETTINGS, MODULES_FILE, SETTINGS_FILE, read_modules
+from coulisse.sentence_modules import MODULE_SETTINGS, MODULES_FILE, SETTINGS_FILE, read_module_json, read_modules
 from coulisse.tokenizer import Tokenizer
 from coulisse.tokenizer.export import TOKENIZER_FILES, save_tokenizer
 from coulisse.weights import normalize_keys, read_weights
@@ -100,24 +100,22 @@ def default_head(directory: Path, config: EncoderConfig) -> str | None:
     it is a SPLADE one, which reads its masked-LM head, or a CrossEncoder (sentence-transformers 6: its
     Transformer module's `transformer_task` is sequence-classification), which reads its classifier; any other
     folder, the head `architectures` name."""
-    modules = directory / "modules.json"
     try:
-        listed = modules.read_text(encoding="utf-8") if modules.is_file() else None
-    except (OSError, UnicodeDecodeError):
-        listed = None  # architectures decide, as for a folder without modules.json
-    sentence = listed is not None and "SpladePooling" not in listed and _transformer_task(directory, listed) in (
-        None, "feature-extraction")
+        modules = read_modules(directory)
+    except ModelLoadError:
+        modules = None  # architectures decide, as for a folder without modules.json
+    sentence = (modules is not None and all(kind != "SpladePooling" for kind, _ in modules)
+                and _transformer_task(modules) in (None, "feature-extraction"))
     return None if sentence else head_of(config)
 
 
-def _transformer_task(directory: Path, listed: str) -> str | None:
-    """sentence-transformers 6's `transformer_task` of the folder's Transformer module (None: not said, which is
-    an embedding model's Transformer, as in every earlier version)."""
+def _transformer_task(modules: list[tuple[str, Path]]) -> str | None:
+    """sentence-transformers 6's `transformer_task` of the Transformer module (None: not said, which is an
+    embedding model's Transformer, as in every earlier version)."""
+    folder = next((folder for kind, folder in modules if kind == "Transformer"), None)
     try:
-        modules = json.loads(listed)
-        sub = next(m.get("path", "") for m in modules if str(m.get("type", "")).endswith(".Transformer"))
-        settings = json.loads((directory / sub / "sentence_bert_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, StopIteration, AttributeError, TypeError):
+        settings = read_module_json(folder / MODULE_SETTINGS) if folder is not None else None
+    except ModelLoadError:
         return None
     task = settings.get("transformer_task") if isinstance(settings, dict) else None
     return task if isinstance(task, str) else None

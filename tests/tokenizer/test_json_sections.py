@@ -96,9 +96,12 @@ def test_split_special_tokens_reads_them_as_text_also_after_a_pickle(tmp_path):
     assert kept.convert_tokens_to_ids(EXTRA) in kept(TEXTS[2])["input_ids"]  # by default, a special token
 
 
-def test_a_class_over_another_model_type_is_said(tmp_path, caplog):
+def test_a_class_over_another_model_type_is_said(tmp_path, caplog, monkeypatch):
     """BertTokenizer over a Unigram file: transformers 5 builds a WordPiece over its vocabulary (mostly [UNK]);
-    coulisse runs the file as written, and says so."""
+    coulisse runs the file as written, and says so (once per process: a fresh record of what was said)."""
+    from coulisse.tokenizer import build
+
+    monkeypatch.setattr(build, "_WARNED", set())
     (tmp_path / "tokenizer.json").write_text(json.dumps(unigram()), encoding="utf-8")
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer"}),
                                                     encoding="utf-8")

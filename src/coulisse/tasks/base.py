@@ -166,21 +166,23 @@ def _build(factory: Callable[..., Pipeline], arguments: dict[str, Any]) -> Pipel
 
 
 
-def progress_callback(progress: Any, inputs: Any) -> Callable[[int], None] | None:
-    """A call's `progress=`: None or False, none; True, a tqdm bar over the inputs (`tqdm.auto`: a widget in a
-    notebook), whose total is known for a list or a dataset; a callable as it is. Anything else is refused now,
-    not after the first batch has run."""
+def progress_callback(progress: Any, inputs: Any) -> tuple[Callable[[int], None] | None, Any]:
+    """A call's `progress=` as (the callback, the bar made for it or None): None or False, none; True, a tqdm bar
+    over the inputs (`tqdm.auto`: a widget in a notebook), whose total is known for a list or a dataset; a
+    callable as it is. Anything else is refused now, not after the first batch has run."""
     if progress is None or progress is False:
-        return None
+        return None, None
     if progress is True:
         from tqdm.auto import tqdm
 
         total = len(inputs) if hasattr(inputs, "__len__") and not isinstance(inputs, (str, dict)) else None
-        return tqdm(total=total, unit="input").update
+        bar = tqdm(total=total, unit="input")
+        return bar.update, bar
     if not callable(progress):
         raise InputError(f"progress={progress!r}; pass True for a progress bar, or a callable given the number of "
                          "inputs just finished (a tqdm bar's update).")
-    return progress
+    return progress, None
+
 
 class Pipeline:
     """A checkpoint, its engine, and one task's stages."""
@@ -336,21 +338,21 @@ class Pipeline:
         bar (a notebook's widget in Jupyter), or a callable is given the number of inputs just finished after
         each engine batch (a progress bar's `update`)."""
         inputs, kwargs = self.parse_call(args, kwargs)
-        bar = progress is True  # ours to close once a list's results are in (a stream's closes when collected)
-        progress = progress_callback(progress, inputs)
         if hasattr(inputs, "__aiter__"):
             raise InputError(f"the inputs are an {type(inputs).__name__} (asyncio), which a call cannot read; "
                              "collect it first (`[x async for x in it]`), and call the pipeline off the event "
                              "loop: `await asyncio.to_thread(pipe, texts)`.")
         options = self.options(kwargs)  # checked now, also for a stream whose results come later
+        # after the checks: a refused call leaves no bar behind (a stream's bar closes when it is collected)
+        progress, bar = progress_callback(progress, inputs)
         stream = as_stream(inputs)
         if stream is not None:
             return Results(inputs, stream, lambda window: self.run_window(window, options, progress))
         try:
             return self.run(list(inputs) if isinstance(inputs, tuple) else inputs, options, progress)[1]
         finally:
-            if bar:
-                progress.__self__.close()
+            if bar is not None:
+                bar.close()
 
     def predict(self, X: Any) -> Any:  # noqa: N803 (transformers' scikit-learn style name)
         """transformers' scikit-learn style alias of the call: `pipe.predict(texts) == pipe(texts)`."""

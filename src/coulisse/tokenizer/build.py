@@ -354,12 +354,7 @@ def build_from_tokenizer_json(files: TokenizerFiles, path: Path) -> Tokenizer:
         if tok is not None:
             _file_defaults(files.settings, data.get("padding"), data.get("truncation"))
             return tok
-        log.warning("tokenizer_class %r (%s) reads a %s model, and tokenizer.json holds a %s one: coulisse runs the "
-                    "file as written, where transformers 5 builds %s's own model over its vocabulary (other ids, "
-                    "or no load); set tokenizer_class to PreTrainedTokenizerFast in tokenizer_config.json to run the "
-                    "file as written in both", name, files.directory, JSON_MODELS[family.json_rebuild],
-                    (data.get("model") or {}).get("type") if isinstance(data.get("model"), dict) else "no",
-                    name or family.json_rebuild)
+        _warn_other_model(name or family.json_rebuild, JSON_MODELS[family.json_rebuild], data, files.directory)
     tok = Tokenizer.from_file(str(path))
     _add_tokens(tok, files, None)
     _file_defaults(files.settings, tok.padding, tok.truncation)
@@ -379,7 +374,22 @@ def _file_defaults(settings: dict, padding, truncation) -> None:
         settings.setdefault("truncation_side", truncation["direction"].lower())
 
 
-_WARNED: set[str] = set()  # the classes already named in a warning: once per class and process
+_WARNED: set[str] = set()  # the classes already named in a warning: once per class (and file model) and process
+
+
+def _warn_other_model(name: str, reads: str, data: dict, directory: Path) -> None:
+    """A rebuilding class over a tokenizer.json of another model type (BertTokenizer over Unigram): coulisse runs
+    the file as written, transformers 5 builds the class's model over its vocabulary. Said once per class and
+    file model, as an unknown class is."""
+    model = data.get("model")
+    holds = model.get("type") if isinstance(model, dict) else None
+    if f"{name} over {holds}" in _WARNED:
+        return
+    _WARNED.add(f"{name} over {holds}")
+    log.warning("tokenizer_class %r (%s) reads a %s model, and tokenizer.json holds a %s one: coulisse runs the "
+                "file as written, where transformers 5 builds %s's own model over its vocabulary (other ids, or no "
+                "load); set tokenizer_class to PreTrainedTokenizerFast in tokenizer_config.json to run the file as "
+                "written in both", name, directory, reads, holds or "no", name)
 
 
 def _warn_unknown_class(name: str, directory: Path) -> None:

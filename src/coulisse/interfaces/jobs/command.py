@@ -18,6 +18,7 @@ from coulisse.interfaces.options import (
     FAST_KEY,
     REVISION_KEY,
     fast_option,
+    given_revision,
     load_pipeline,
     model_option,
     quantize_option,
@@ -391,7 +392,7 @@ def evaluate(input_path, label_column, label_map, output_dir, limit, sample, see
                           parse_label_map(label_map))
     check_request(options)  # before the default model is looked up (the Hub, maybe)
     check_file_starts([input_path], encoding)
-    revision = click.get_current_context().meta.get(REVISION_KEY)
+    revision = given_revision()
     if model is None:
         from coulisse.checkpoint import default_model
 

@@ -108,17 +108,18 @@ def check_layout(data: bytes, name: str) -> None:
     if b"\r" in data.rstrip(b"\r") and b"\n" not in data:
         raise InputEncodingError(f"{named(name)}'s lines end with a carriage return alone (\\r: an old Mac, or "
                                  "Excel's \"CSV (Macintosh)\"), which coulisse does not read as line ends: "
-                                 f"{_converted(name, CR_TO_LF, 'lf')}.")
+                                 f"{_converted(name, CR_TO_LF, 'lf', reads_stdin_only=True)}.")
 
 
-def _converted(name: str, command: str, tag: str) -> str:
-    """How to convert the input with `command` (a filter from stdin to stdout), into `<stem>-<tag><suffix>`; for
-    stdin, the pipe."""
+def _converted(name: str, command: str, tag: str, reads_stdin_only: bool = False) -> str:
+    """How to convert the input with `command` (which writes to stdout) into `<stem>-<tag><suffix>`: the file given
+    to it (redirected for a command that reads only stdin, as `tr`), or for stdin, the pipe."""
     if name == STDIO:
         return f"pipe it through {command}"
     path = Path(name)
     converted = str(path.with_name(f"{path.stem}-{tag}{path.suffix}"))
-    return f"convert it: {command} < {shlex.quote(name)} > {shlex.quote(converted)}"
+    source = f"< {shlex.quote(name)}" if reads_stdin_only else shlex.quote(name)
+    return f"convert it: {command} {source} > {shlex.quote(converted)}"
 
 
 def check_not_utf8(data: bytes, encoding: str, name: str, whole: bool) -> None:
@@ -196,12 +197,7 @@ def not_utf8(name: str, line: int, byte: int, at: int) -> InputEncodingError:
         seen = f" ({bytes([byte]).decode('cp1252')!r} in cp1252)"
     except UnicodeDecodeError:  # 0x81, 0x8d, 0x8f, 0x90 and 0x9d are not cp1252
         seen = ""
-    if name == STDIO:
-        convert = "pipe it through iconv -f cp1252 -t utf-8"
-    else:
-        path = Path(name)
-        converted = str(path.with_name(f"{path.stem}-utf8{path.suffix}"))
-        convert = f"convert it: iconv -f cp1252 -t utf-8 {shlex.quote(name)} > {shlex.quote(converted)}"
+    convert = _converted(name, "iconv -f cp1252 -t utf-8", "utf8")
     return InputEncodingError(
         f"{named(name)} is not UTF-8: line {line} holds byte 0x{byte:02x}{seen} at byte {at + 1} of the line. "
         "A CSV saved by Excel on Windows is most often cp1252: pass --encoding cp1252 (or the file's own "

@@ -299,14 +299,15 @@ class ParquetSink:
         try:
             if self.input_schema is None:  # JSON's values: one column may hold several kinds
                 records = self._fit(records)
-            if self.schema is None:
+            typed_here = self.schema is None  # from these records: nothing of theirs to check against it
+            if typed_here:
                 self.schema = self._schema(records)
             try:
                 table = self.pa.Table.from_pylist(records, schema=self.schema)
             except UnicodeEncodeError:  # Arrow strings are UTF-8 without escapes: U+FFFD, as in CSV
                 records = _replace_surrogates(records)
                 table = self.pa.Table.from_pylist(records, schema=self.schema)
-            if self.input_schema is None:
+            if self.input_schema is None and not typed_here:
                 self._check_kept(records)
         except (self.pa.ArrowInvalid, self.pa.ArrowTypeError, self.pa.ArrowNotImplementedError) as e:
             raise InputError(f"cannot write {self.path}: a column changed type ({e}); write .jsonl to keep "
