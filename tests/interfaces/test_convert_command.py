@@ -37,7 +37,7 @@ def offline_hub(monkeypatch, tmp_path_factory, tf_camembert_dir):
     make_hf_cache(cache, tf_camembert_dir)
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for name in ("COULISSE_DTYPE", "COULISSE_HEAD", "COULISSE_OVERWRITE"):
+    for name in ("COULISSE_DTYPE", "COULISSE_CONVERT_DTYPE", "COULISSE_HEAD", "COULISSE_OVERWRITE"):
         monkeypatch.delenv(name, raising=False)
     return cache
 
@@ -104,10 +104,11 @@ def test_convert_then_transformers(offline_hub, tmp_path, expected):
 def test_dtype_option(tf_camembert_dir, tmp_path, dtype, monkeypatch):
     result = convert(tf_camembert_dir, tmp_path / "fp32")
     assert result.exit_code == 0, result.output
-    monkeypatch.setenv("COULISSE_DTYPE", dtype)  # the option's environment fallback
+    monkeypatch.setenv("COULISSE_CONVERT_DTYPE", dtype)  # the option's environment fallback
     result = convert(tf_camembert_dir, tmp_path / dtype)
     assert result.exit_code == 0, result.output
     assert result.stdout.endswith(f", {dtype}, 6 files\n")
+    assert "note:" not in result.stderr
     want = getattr(torch, dtype)
     with safe_open(str(tmp_path / dtype / "model.safetensors"), "pt") as low, \
             safe_open(str(tmp_path / "fp32" / "model.safetensors"), "pt") as full:
@@ -117,6 +118,22 @@ def test_dtype_option(tf_camembert_dir, tmp_path, dtype, monkeypatch):
     assert json.loads((tmp_path / dtype / "config.json").read_text())["dtype"] == dtype
     model = transformers.AutoModelForSequenceClassification.from_pretrained(str(tmp_path / dtype))
     assert model.dtype == want
+
+
+def test_server_dtype_is_not_the_written_one(tf_camembert_dir, tmp_path, monkeypatch):
+    """`COULISSE_DTYPE` is `serve`'s compute precision: a shell set for a bf16 server still writes float32 (the
+    default), and says which variable or option writes bf16."""
+    monkeypatch.delenv("COULISSE_CONVERT_DTYPE", raising=False)
+    monkeypatch.setenv("COULISSE_DTYPE", "bfloat16")
+    result = convert(tf_camembert_dir, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.endswith(", float32, 6 files\n")
+    with safe_open(str(tmp_path / "out" / "model.safetensors"), "pt") as weights:
+        assert {weights.get_tensor(key).dtype for key in weights.keys()} == {torch.float32}  # noqa: SIM118
+    assert "COULISSE_DTYPE=bfloat16" in result.stderr and "--dtype bfloat16" in result.stderr
+    assert "COULISSE_CONVERT_DTYPE=bfloat16" in result.stderr
+    given = convert(tf_camembert_dir, tmp_path / "given", "--dtype", "float32")  # asked for: no note
+    assert given.exit_code == 0 and "note:" not in given.stderr, given.output
 
 
 def test_task_names_a_head(tf_camembert_dir, tmp_path, caplog):

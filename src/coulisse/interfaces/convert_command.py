@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -32,16 +33,27 @@ def _head(value: str | None) -> str | None:
     return task.head or "base"
 
 
+def _say_server_dtype(ctx: click.Context, dtype: str) -> None:
+    """One line when `COULISSE_DTYPE` (the precision `serve` computes in) is set and convert writes another."""
+    server_dtype = os.environ.get("COULISSE_DTYPE")
+    if (server_dtype and server_dtype != dtype
+            and ctx.get_parameter_source("dtype") is click.core.ParameterSource.DEFAULT):
+        click.echo(f"note: COULISSE_DTYPE={server_dtype} is the precision `coulisse serve` computes in; convert "
+                   f"writes {dtype} (to write {server_dtype}: --dtype {server_dtype} or "
+                   f"COULISSE_CONVERT_DTYPE={server_dtype})", err=True)
+
+
 @click.command()
 @click.argument("model")
 @click.argument("out_dir", type=click.Path(path_type=Path))
 @click.option("-d", "--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32",
-              show_default=True, envvar="COULISSE_DTYPE", help="Precision of the weights written.")
+              show_default=True, envvar="COULISSE_CONVERT_DTYPE", help="Precision of the weights written.")
 @click.option("-H", "--head", "--task", "head", default=None, envvar="COULISSE_HEAD", help=HEAD_HELP)
 @click.option("--overwrite", is_flag=True, envvar="COULISSE_OVERWRITE",
               help="Write into a folder that holds files, replacing the checkpoint files in it.")
 @revision_option(REVISION_HELP.replace("--model", "MODEL"))
-def convert(model, out_dir, dtype, head, overwrite):
+@click.pass_context
+def convert(ctx, model, out_dir, dtype, head, overwrite):
     """Write MODEL (a Hub id or folder, in any format coulisse reads: safetensors, .bin, sharded, TensorFlow
     tf_model.h5) as a checkpoint transformers loads: config.json naming the PyTorch class,
     model.safetensors, and the tokenizer (tokenizer.json, the original slow files, tokenizer_config.json,
@@ -62,6 +74,7 @@ def convert(model, out_dir, dtype, head, overwrite):
     from coulisse.interfaces.jobs.lock import check_writable
     from coulisse.interfaces.options import stop_on_sigterm
 
+    _say_server_dtype(ctx, dtype)
     if not out_dir.exists() or out_dir.is_dir():  # a file: convert's own check says so
         check_writable(out_dir, "OUT_DIR", folder=True)  # before the checkpoint is looked for, read and converted
     with stop_on_sigterm():  # as Ctrl-C: the half-written folder is removed (kill -9 leaves it, hidden)
