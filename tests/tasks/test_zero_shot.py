@@ -91,6 +91,23 @@ def test_outputs_equal_transformers(nli, arch, call):
     assert_same(f"zero-shot scores ({arch})", ours(TEXTS[0], **CALLS[call]), theirs(TEXTS[0], **CALLS[call]))
 
 
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_repeated_labels_are_scored_as_transformers_does_and_said(nli, caplog, multi_label):
+    """A label named twice is scored twice (transformers' output, kept), with one warning naming it."""
+    ours, theirs = nli("camembert")
+    options = {"candidate_labels": "sport, politique, sport", "hypothesis_template": FR, "multi_label": multi_label}
+    with caplog.at_level("WARNING", logger="coulisse.tasks.zero_shot"):
+        got = ours(TEXTS[:2], **options)
+    assert_same("zero-shot scores (repeated label)", got, theirs(TEXTS[:2], **options))
+    said = [r.getMessage() for r in caplog.records if "more than once" in r.getMessage()]
+    assert len(said) == 1 and "'sport'" in said[0] and "'politique'" not in said[0], said
+    assert ("share the probability" in said[0]) is not multi_label
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="coulisse.tasks.zero_shot"):
+        ours(TEXTS[0], candidate_labels=LABELS, hypothesis_template=FR)
+    assert not caplog.records
+
+
 @pytest.mark.parametrize("labels", [MNLI, TWO], ids=["mnli-order", "two-labels"])
 @pytest.mark.parametrize("multi_label", [False, True])
 def test_other_label_layouts_equal_transformers(nli, labels, multi_label):

@@ -147,7 +147,11 @@ class ZeroShotClassificationPipeline(Pipeline):
                  self.entailment_id, self.contradiction_id, self.default_template, self.language or "unknown")
 
     def resolve_options(self, options: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
-        options["candidate_labels"] = parse_labels(options["candidate_labels"])  # None: no labels given
+        options["candidate_labels"] = labels = parse_labels(options["candidate_labels"])  # None: no labels given
+        if repeated := sorted({label for label in labels if labels.count(label) > 1}):
+            log.warning("candidate_labels names %s more than once: each copy is scored, as transformers does%s; "
+                        "drop the repeats.", ", ".join(map(repr, repeated)),
+                        "" if options["multi_label"] else ", and the copies share the probability one label would get")
         options["hypothesis_template"] = options["hypothesis_template"] or self.default_template
         options["multi_label"] = bool(options["multi_label"])
         return options
