@@ -12,13 +12,14 @@ from coulisse.errors import DeviceError, InputError
 from coulisse.tasks import TASKS
 from coulisse.tasks.base import Batch, Pipeline
 from coulisse.tasks.functional import sigmoid, softmax, top_k
+from coulisse.tasks.text_classification import TextClassificationPipeline
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_every_task_follows_the_contract(name):
     cls = TASKS[name]
     assert issubclass(cls, Pipeline)
-    assert "__call__" not in vars(cls), f"{name} writes its own __call__"
+    assert cls.__call__.__code__ is Pipeline.__call__.__code__, f"{name} writes its own __call__"
     for stage in ("preprocess", "postprocess"):
         assert stage in vars(cls), f"{name} does not implement {stage}"
     assert cls.OPTIONS, f"{name} declares no options"
@@ -163,3 +164,28 @@ def test_the_repr_says_what_the_pipeline_runs_in():
     assert "quantize='int8'" in repr(pipeline("text-classification", model="coulisse/mini-allocine",
                                               quantize="int8"))
     assert "name_or_path=" in repr(exact.tokenizer) and "'pad': '<pad>'" in repr(exact.tokenizer)
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_help_of_a_call_lists_the_task_keywords(task):
+    """`help(pipe.__call__)` (and Jupyter's `pipe?`) names every keyword the task takes, with its default and
+    one line on what it does: docs/dropin.md, which says the same at length, is not in the wheel."""
+    cls = TASKS[task]
+    doc = cls.__call__.__doc__
+    assert cls.__call__.__code__ is Pipeline.__call__.__code__  # the same call, no wrapper frame
+    assert f"Keywords of {cls.task}" in doc and "progress=None: " in doc
+    for name, option in cls.option_table().items():
+        assert option.doc, f"{task}: {name} says nothing"
+        assert f"    {name}={option.default!r}: {option.doc}\n" in doc, (task, name)
+
+
+def test_a_subclass_keeps_its_own_call():
+    class Mine(TextClassificationPipeline):
+        def __call__(self, *args, **kwargs):
+            """Mine."""
+            return "mine"
+
+    class Below(Mine):
+        pass
+
+    assert Below.__call__ is Mine.__call__ and Below.__call__.__doc__ == "Mine."

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import difflib
 import functools
+import inspect
 import logging
+import types
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +54,7 @@ class Option:
     stage: str = POST
     check: Callable[[str, Any], Any] | None = None
     none_is_value: bool = False
+    doc: str = ""  # one line for `help(pipe)`: what it does, and what a default of None means
 
     def __repr__(self) -> str:  # what `type(pipe).option_table()` shows: the default, and the stage that reads it
         return f"Option(default={self.default!r}, stage={self.stage!r})"
@@ -132,9 +135,11 @@ def tokenizer_keywords(name: str, value: Any) -> dict[str, Any]:
 COMMON_OPTIONS = {
     # transformers' DataLoader batch size; here an upper bound on the inputs of one engine batch (which
     # also closes on its token budget). Batching never changes results.
-    "batch_size": Option(None, FORWARD, check=lambda name, v: positive_int(name, v, allow_none=True)),
+    "batch_size": Option(None, FORWARD, check=lambda name, v: positive_int(name, v, allow_none=True),
+                         doc="at most this many inputs in one engine batch (results are the same)"),
     # transformers' DataLoader workers; tokenization here is one batched call, so it has no effect.
-    "num_workers": Option(None, UNUSED, check=lambda name, v: positive_int(name, v, allow_zero=True)),
+    "num_workers": Option(None, UNUSED, check=lambda name, v: positive_int(name, v, allow_zero=True),
+                          doc="accepted as transformers takes it; no effect"),
 }
 
 
@@ -184,12 +189,36 @@ def progress_callback(progress: Any, inputs: Any) -> tuple[Callable[[int], None]
     return progress, None
 
 
+def keywords_doc(table: dict[str, Option]) -> str:
+    """The call keywords of a task, one line each: `name=default: what it does`."""
+    lines = [f"    {name}={option.default!r}: {option.doc}" for name, option in table.items()]
+    lines.append("    progress=None: True for a tqdm bar, or a callable given the number of inputs just finished")
+    return "\n".join(lines)
+
+
 class Pipeline:
     """A checkpoint, its engine, and one task's stages."""
 
     task: ClassVar[str] = ""
     head: ClassVar[str | None] = None
     OPTIONS: ClassVar[dict[str, Option]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any):
+        """Each task's `__call__` is the same code under its own docstring, which lists that task's keywords:
+        `help(pipe)` and `pipe.__call__?` in Jupyter show them (no extra frame in a traceback)."""
+        super().__init_subclass__(**kwargs)
+        call = Pipeline.__call__
+        if getattr(cls.__call__, "__code__", None) is not call.__code__ or not cls.task:  # a call of its own
+            return
+        own = types.FunctionType(call.__code__, call.__globals__, call.__name__, call.__defaults__,
+                                 call.__closure__)
+        own.__kwdefaults__ = call.__kwdefaults__
+        own.__annotations__ = call.__annotations__
+        own.__module__ = cls.__module__
+        own.__qualname__ = f"{cls.__qualname__}.__call__"
+        own.__doc__ = (f"{inspect.getdoc(call)}\n\nKeywords of {cls.task} (name=default: what it does):\n"
+                       f"{keywords_doc(cls.option_table())}")
+        cls.__call__ = own  # type: ignore[method-assign]
 
     def __init__(self, checkpoint: Checkpoint, *, device: str | torch.device = "cpu",
                  dtype: str | torch.dtype | None = None, quantize: str | None = None, threads: int | None = None,
@@ -333,10 +362,10 @@ class Pipeline:
         result, a list or tuple a list of results in input order; a generator, an iterator, a torch or `datasets`
         dataset or a dataset's column a lazy iterator of results, read `WINDOW` inputs at a time.
 
-        Keyword options are the task's (`type(pipe).option_table()`: their defaults; docs/dropin.md: what each
-        does), for this call, over the pipeline's own defaults. `progress`, coulisse's own: True shows a tqdm
-        bar (a notebook's widget in Jupyter), or a callable is given the number of inputs just finished after
-        each engine batch (a progress bar's `update`)."""
+        Keyword options are the task's (listed below on a task's pipeline; `type(pipe).option_table()`: their
+        defaults; docs/dropin.md: in detail), for this call, over the pipeline's own defaults. `progress`,
+        coulisse's own: True shows a tqdm bar (a notebook's widget in Jupyter), or a callable is given the number
+        of inputs just finished after each engine batch (a progress bar's `update`)."""
         inputs, kwargs = self.parse_call(args, kwargs)
         if hasattr(inputs, "__aiter__"):
             raise InputError(f"the inputs are an {type(inputs).__name__} (asyncio), which a call cannot read; "

@@ -173,19 +173,26 @@ class FeatureExtractionPipeline(Pipeline):
     task = "feature-extraction"
     head = None
     OPTIONS = {
-        "return_tensors": Option(False),
-        "truncation": Option(True, PRE, check=truncation_option),
-        "tokenize_kwargs": Option(None, PRE, check=tokenizer_keywords),  # transformers' name for them
+        "return_tensors": Option(False, doc="torch tensors instead of nested lists"),
+        "truncation": Option(True, PRE, check=truncation_option,
+                             doc="cut texts past the model's limit (False: a longer text is refused)"),
+        "tokenize_kwargs": Option(None, PRE, check=tokenizer_keywords,
+                                  doc="a dict of truncation, max_length, add_special_tokens, padding"),
         # None: the hidden states, as transformers returns them; else one sentence embedding per input
-        "pooling": Option(None, PRE, check=one_of(*POOLINGS)),
-        "normalize": Option(None, PRE, check=boolean),
+        "pooling": Option(None, PRE, check=one_of(*POOLINGS),
+                          doc="None: a vector per token (transformers); cls, mean, auto (the folder's pooling)"),
+        "normalize": Option(None, PRE, check=boolean,
+                            doc="scale each sentence embedding to length 1 (default: the folder's Normalize module)"),
         # transformers sets it on the tokenizer (`tokenizer.truncation_side = "left"`): keep the end; None: the
         # tokenizer's own (tokenizer_config.json's, "right" where it says nothing)
-        "truncation_side": Option(None, PRE, check=one_of("right", "left")),
+        "truncation_side": Option(None, PRE, check=one_of("right", "left"),
+                                  doc="right keeps a long text's start, left its end; None: the tokenizer's"),
         # sentence-transformers' prompts (config_sentence_transformers.json): a name, or the text itself;
         # with pooling="auto" and neither, the folder's default_prompt_name applies, as in its `encode`
-        "prompt_name": Option(None, PRE, check=text_or_none),
-        "prompt": Option(None, PRE, check=text_or_none),
+        "prompt_name": Option(None, PRE, check=text_or_none,
+                              doc="a prompt named in config_sentence_transformers.json, put before each text"),
+        "prompt": Option(None, PRE, check=text_or_none,
+                         doc="a text put before each input ('' for none, over the folder's default prompt)"),
     }
 
     @functools.cached_property

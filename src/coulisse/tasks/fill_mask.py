@@ -77,9 +77,10 @@ class FillMaskPipeline(Pipeline):
     task = "fill-mask"
     head = "masked-lm"
     OPTIONS = {
-        "top_k": Option(5, check=positive_int),
-        "targets": Option(None),
-        "tokenizer_kwargs": Option(None, PRE, check=tokenizer_keywords),
+        "top_k": Option(5, check=positive_int, doc="proposals per mask, best first"),
+        "targets": Option(None, doc="words to score in the mask's place instead of the whole vocabulary"),
+        "tokenizer_kwargs": Option(None, PRE, check=tokenizer_keywords,
+                                   doc="a dict of truncation, max_length, add_special_tokens, padding"),
     }
 
     def __init__(self, checkpoint, **kwargs: Any):

@@ -40,14 +40,18 @@ def _positive(name: str, value: Any) -> int:
 
 
 OPTIONS = {
-    "top_k": Option(1, check=_positive),
-    "doc_stride": Option(None, PRE, check=_positive),
-    "max_answer_len": Option(15, check=_positive),
-    "max_seq_len": Option(None, PRE, check=_positive),
-    "max_question_len": Option(64, PRE, check=_positive),  # accepted as in transformers 4, unused there too
-    "handle_impossible_answer": Option(False, check=boolean),
-    "align_to_words": Option(True, check=boolean),
-    "padding": Option(False, UNUSED, check=padding_option),  # transformers 4's preprocess takes it: no answer moves
+    "top_k": Option(1, check=_positive, doc="answers per question, best first"),
+    "doc_stride": Option(None, PRE, check=_positive,
+                         doc="tokens shared by the windows of a long context (default min(128, half a window))"),
+    "max_answer_len": Option(15, check=_positive, doc="longest answer, in tokens"),
+    "max_seq_len": Option(None, PRE, check=_positive,
+                          doc="tokens of one window, question included (default min(384, the model's limit))"),
+    "max_question_len": Option(64, PRE, check=_positive,
+                               doc="accepted as in transformers 4, which does not read it either"),
+    "handle_impossible_answer": Option(False, check=boolean, doc="allow the empty answer (no answer in the context)"),
+    "align_to_words": Option(True, check=boolean, doc="widen answers to whole words"),
+    "padding": Option(False, UNUSED, check=padding_option,
+                      doc="accepted as transformers 4 takes it; no effect (no answer moves)"),
 }
 NULL_SCORE = 1000000.0  # transformers' "large and positive" start for the lowest null score
 

@@ -99,8 +99,10 @@ class SparseEmbeddingPipeline(FeatureExtractionPipeline):
         **{name: option for name, option in FeatureExtractionPipeline.OPTIONS.items()
            if name not in ("pooling", "normalize")},
         # a torch sparse COO tensor `(vocab,)` per input instead of the list of entries
-        "return_tensors": Option(False),
-        "top_k": Option(None, POST, check=positive_int),
+        "return_tensors": Option(False,
+                                 doc="a torch sparse tensor (vocabulary-sized) per input instead of its entries"),
+        "top_k": Option(None, POST, check=positive_int,
+                        doc="the largest weights kept per input (default: the folder's max_active_dims, else all)"),
     }
 
     def __init__(self, checkpoint, **kwargs: Any):

@@ -85,28 +85,39 @@ class TextClassificationPipeline(Pipeline):
     head = "sequence-classification"
     OPTIONS = {
         # transformers' legacy shape (a dict per input) holds while top_k is not passed at all
-        "top_k": Option(1, check=lambda name, v: positive_int(name, v, allow_none=True), none_is_value=True),
-        "function_to_apply": Option(None, check=one_of(*FUNCTIONS)),
+        "top_k": Option(1, check=lambda name, v: positive_int(name, v, allow_none=True), none_is_value=True,
+                        doc="labels per input, best first; None: every label"),
+        "function_to_apply": Option(None, check=one_of(*FUNCTIONS),
+                                    doc="softmax, sigmoid or none (the logits); default by the config's problem_type"),
         # the tokenizer keywords transformers passes on (its remaining call keywords)
-        "truncation": Option(True, PRE, check=truncation_option),
+        "truncation": Option(True, PRE, check=truncation_option,
+                             doc="cut texts past max_length; False, or a transformers strategy name"),
         # transformers hands its tokenizer keywords over as given: max_length=None at a call drops the pipeline's
         # (the model's limit holds); truncation=None keeps the pipeline's (transformers: none, see docs/dropin.md)
         "max_length": Option(None, PRE, check=lambda name, v: positive_int(name, v, allow_none=True),
-                             none_is_value=True),
-        "add_special_tokens": Option(True, PRE, check=boolean),
+                             none_is_value=True,
+                             doc="tokens a text is cut at; None: the model's limit"),
+        "add_special_tokens": Option(True, PRE, check=boolean,
+                                     doc="wrap each text in the model's special tokens, as it was trained"),
         # `clf(text, text_pair=second)`: transformers hands it to the tokenizer, pairing it with every text
-        "text_pair": Option(None, PRE, check=lambda name, v: _text_pair(v)),
+        "text_pair": Option(None, PRE, check=lambda name, v: _text_pair(v),
+                            doc="a second text paired with every input (as transformers hands it to the tokenizer)"),
         # transformers sets it on the tokenizer (`tokenizer.truncation_side = "left"`): keep the end; None: the
         # tokenizer's own (tokenizer_config.json's, "right" where it says nothing)
-        "truncation_side": Option(None, PRE, check=one_of("right", "left")),
+        "truncation_side": Option(None, PRE, check=one_of("right", "left"),
+                                  doc="right keeps a long text's start, left its end; None: the tokenizer's"),
         # coulisse's own: a text over the model's limit read whole, in windows that share `stride` tokens
         # (default a quarter of a window), the mean of their logits (coulisse.tasks.windows); "truncate" keeps
         # the start, as transformers does
-        "long_text": Option("truncate", PRE, check=one_of(*LONG_TEXT)),
-        "stride": Option(None, PRE, check=lambda name, v: positive_int(name, v, allow_zero=True)),
-        "padding": Option(False, UNUSED, check=padding_option),
+        "long_text": Option("truncate", PRE, check=one_of(*LONG_TEXT),
+                            doc="truncate (as transformers), or chunk: a long text read whole, in windows"),
+        "stride": Option(None, PRE, check=lambda name, v: positive_int(name, v, allow_zero=True),
+                         doc="with long_text='chunk': tokens windows share (default a quarter of a window)"),
+        "padding": Option(False, UNUSED, check=padding_option,
+                          doc="accepted as transformers takes it; no effect (batches are packed, never padded)"),
         # removed in transformers 5, which ignores it; so does coulisse, with a warning
-        "return_all_scores": Option(None, UNUSED, check=boolean),
+        "return_all_scores": Option(None, UNUSED, check=boolean,
+                                    doc="removed in transformers 5, ignored with a warning: pass top_k=None"),
     }
 
     @classmethod

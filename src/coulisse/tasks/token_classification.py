@@ -194,13 +194,18 @@ class TokenClassificationPipeline(Pipeline):
     task = "token-classification"
     head = "token-classification"
     OPTIONS = {
-        "aggregation_strategy": Option("none", check=one_of(*AGGREGATIONS)),
-        "ignore_labels": Option(None),
-        "stride": Option(None, PRE),
+        "aggregation_strategy": Option("none", check=one_of(*AGGREGATIONS),
+                                       doc="none (one result per token), simple, first, average or max"),
+        "ignore_labels": Option(None, doc="labels left out of the results (default ['O'])"),
+        "stride": Option(None, PRE,
+                         doc="tokens shared by the windows a long text is read in (default: cut)"),
         # transformers' pre-split words and slow-tokenizer offsets: not supported, refused by name
-        "is_split_into_words": Option(False, UNUSED, check=lambda name, v: _refused(name, v, False)),
-        "delimiter": Option(None, UNUSED, check=lambda name, v: _refused(name, v, None)),
-        "offset_mapping": Option(None, UNUSED, check=lambda name, v: _refused(name, v, None)),
+        "is_split_into_words": Option(False, UNUSED, check=lambda name, v: _refused(name, v, False),
+                                      doc="refused: pass the text as one string"),
+        "delimiter": Option(None, UNUSED, check=lambda name, v: _refused(name, v, None),
+                            doc="refused with is_split_into_words"),
+        "offset_mapping": Option(None, UNUSED, check=lambda name, v: _refused(name, v, None),
+                                 doc="refused: offsets come from the tokenizer"),
     }
 
     def resolve_options(self, options: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:

@@ -130,11 +130,14 @@ class ZeroShotClassificationPipeline(Pipeline):
     task = "zero-shot-classification"
     head = "sequence-classification"
     OPTIONS = {
-        "candidate_labels": Option(None, PRE, check=lambda name, v: parse_labels(v)),
-        "hypothesis_template": Option(None, PRE, check=_template),
+        "candidate_labels": Option(None, PRE, check=lambda name, v: parse_labels(v),
+                                   doc="a list, or one comma-separated string (or the second positional argument)"),
+        "hypothesis_template": Option(None, PRE, check=_template,
+                                      doc="the hypothesis a label fills, one {} (default by the model's language)"),
         # transformers reads it when given at all (`if "multi_label" in kwargs`): None at a call is False there,
         # not the pipeline's default
-        "multi_label": Option(False, none_is_value=True),
+        "multi_label": Option(False, none_is_value=True,
+                              doc="each label scored on its own, not one softmax over the labels"),
     }
 
     def __init__(self, checkpoint, **kwargs: Any):
