@@ -256,6 +256,25 @@ def test_tensorflow_h5_fixture(tf_camembert_dir, tmp_path):
     assert slow(expected["texts"], truncation=True)["input_ids"] == expected["input_ids"]
 
 
+def test_converting_a_converted_folder_writes_the_same_tokenizer_files(tf_camembert_dir, tmp_path):
+    """The original CamemBERT files list "<s>NOTUSED" pieces as additional_special_tokens beside the SentencePiece
+    model's control pieces: the output holds one list, the one transformers 5 reads and saves, so a second convert
+    changes nothing."""
+    convert(tf_camembert_dir, tmp_path / "once")
+    convert(tmp_path / "once", tmp_path / "twice")
+    for name in ("tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"):
+        assert (tmp_path / "once" / name).read_bytes() == (tmp_path / "twice" / name).read_bytes(), name
+    theirs = transformers.AutoTokenizer.from_pretrained(str(tf_camembert_dir))
+    theirs.save_pretrained(str(tmp_path / "transformers"))
+    saved = json.loads((tmp_path / "transformers" / "tokenizer_config.json").read_text(encoding="utf-8"))
+    ours = json.loads((tmp_path / "once" / "tokenizer_config.json").read_text(encoding="utf-8"))
+    for key in ("extra_special_tokens", "additional_special_tokens"):
+        assert ours.get(key) == saved.get(key), key
+    again = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "twice"))
+    assert again.all_special_tokens == theirs.all_special_tokens
+    assert again(TEXTS)["input_ids"] == theirs(TEXTS)["input_ids"]
+
+
 @pytest.mark.slow
 def test_real_minilm(minilm_dir, tmp_path):
     """all-MiniLM-L6-v2 (a sentence-transformers folder, BertModel with its pooler, tokenizer.json + vocab.txt):

@@ -66,6 +66,10 @@ def save_tokenizer(tokenizer: Tokenizer, source: Path, out: Path, family: Family
         # "none", as coulisse keeps it, is what the folder means without the key (CamemBERT's default is a list);
         # transformers 4 reads a dict there and failed on the list (audit 40), transformers 5 writes none
         del settings["extra_special_tokens"]
+    if not family.python_tokenizer and "extra_special_tokens" in settings:
+        # transformers 5 reads extra_special_tokens over it (coulisse too): a second list, which a second
+        # convert would drop (CamemBERT's "<s>NOTUSED" pair beside its control pieces), as transformers 5 writes none
+        settings.pop("additional_special_tokens", None)
     specials = {k: settings[k] for k in (*(f"{n}_token" for n in SPECIAL_NAMES), *EXTRA_KEYS) if k in settings}
     _write_json(out / "tokenizer_config.json", settings)
     _write_json(out / "special_tokens_map.json", specials)
