@@ -19,7 +19,7 @@ import torch
 from factory import ARCHS, assert_close, max_delta
 
 from coulisse import pipeline
-from coulisse.errors import InputError, ModelLoadError
+from coulisse.errors import InputError, ModelLoadError, UnsupportedModelError
 from coulisse.tasks.question_answering import decode_spans, parse_inputs, select_starts_ends
 
 QA_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "qa"
@@ -181,6 +181,22 @@ def test_head_logits_equal_transformers(arch, qa_checkpoints):
 def test_a_checkpoint_without_a_qa_head_is_refused(factory):
     with pytest.raises(ModelLoadError, match="no question-answering head"):
         pipeline("question-answering", model=factory.checkpoint("bert"))
+
+
+@pytest.mark.parametrize("arch", ["bert", "modernbert"])
+def test_a_head_without_two_outputs_is_refused(factory, tmp_path, arch):
+    """A `*ForQuestionAnswering` saved with num_labels=3: transformers fails unpacking (start, end) from it; coulisse
+    refuses it at load, in one line, instead of answering from the first two columns."""
+    import transformers
+
+    config = copy.deepcopy(factory.reference(arch).model.config)
+    config.num_labels = 3
+    transformers.AutoModelForQuestionAnswering.from_config(config).save_pretrained(tmp_path)
+    for f in factory.tokenizer_files(arch).iterdir():
+        if f.name != "config.json":
+            shutil.copy(f, tmp_path / f.name)
+    with pytest.raises(UnsupportedModelError, match=r"3 outputs \(num_labels=3\); an extractive QA head has 2"):
+        pipeline("question-answering", model=tmp_path)
 
 
 # -- without weights: span decoding and argument handling -------------------------------------------------

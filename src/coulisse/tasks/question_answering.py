@@ -29,7 +29,7 @@ import numpy as np
 from tokenizers import Encoding
 
 from coulisse.engine import Item
-from coulisse.errors import InputError
+from coulisse.errors import InputError, UnsupportedModelError
 from coulisse.tasks.base import PRE, UNUSED, Batch, Option, Pipeline, boolean, padding_option, positive_int
 from coulisse.tasks.functional import softmax
 from coulisse.tasks.streams import as_stream
@@ -188,6 +188,12 @@ class QuestionAnsweringPipeline(Pipeline):
     OPTIONS = OPTIONS
 
     def __init__(self, checkpoint, **kwargs: Any):
+        outputs = checkpoint.config.num_labels
+        if outputs != 2:  # transformers unpacks (start, end) from them and fails on "too many values"
+            raise UnsupportedModelError(
+                f"{checkpoint.directory / 'config.json'} gives its question-answering head {outputs} output"
+                f"{'s' if outputs != 1 else ''} (num_labels={outputs}); an extractive QA head has 2, a start and an "
+                "end logit per token. This checkpoint is not a QA model: use one fine-tuned for question-answering.")
         super().__init__(checkpoint, **kwargs)
         # Windows and offsets as transformers 4 tokenized them (it differs on SentencePiece files only).
         self.window_tokenizer = self.tokenizer.as_transformers4()

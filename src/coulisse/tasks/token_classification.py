@@ -213,8 +213,9 @@ class TokenClassificationPipeline(Pipeline):
         if isinstance(options["ignore_labels"], str):
             raise InputError(f"ignore_labels={options['ignore_labels']!r}; pass a list of labels, e.g. ['O'].")
         if options["stride"] is not None:
-            # As in transformers, only an explicit "none" is refused: by default, windows' token-level
-            # entities are merged like groups.
+            # Only an explicit "none" is refused, as in transformers (by default, windows' token-level entities
+            # are merged like groups); here also one the pipeline set, which transformers does not see at the call
+            # and answers with the tokens windows share listed twice (docs/dropin.md)
             self._check_stride(options["stride"], explicit_none=given.get("aggregation_strategy") == "none")
         return options
 
