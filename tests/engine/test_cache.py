@@ -249,7 +249,8 @@ def test_a_file_the_load_does_not_read_is_not_in_the_key(folder, store):
 
 
 def test_a_cache_file_follows_the_umask(folder, store):
-    """safetensors writes 0600 whatever the umask: another user of a shared cache quantized at every start."""
+    """safetensors writes 0600 whatever the umask; a cache follows it as other files do (a cache built as root, in
+    an image, is read by the user that runs it)."""
     previous = os.umask(0o022)
     try:
         logits(folder)
@@ -257,6 +258,59 @@ def test_a_cache_file_follows_the_umask(folder, store):
         os.umask(previous)
     (path,) = files(store)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def negate_codes(path) -> None:
+    """A deliberate edit: every code negated, the key kept and the checksums recomputed (audit 43)."""
+    from safetensors import safe_open
+
+    tensors = load_file(path)
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+    for name in tensors:
+        if name.endswith(".q"):
+            tensors[name] = (-tensors[name]).contiguous()
+    layers = {k.rsplit(".", 1)[0] for k in tensors}
+    metadata["coulisse_crc32"] = json.dumps(cache.checksums(
+        {n: (tensors[f"{n}.q"], tensors[f"{n}.scale"]) for n in layers}), sort_keys=True)
+    save_file(tensors, str(path), metadata=metadata)
+
+
+ROOT_ONLY = pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="chown needs root")
+
+
+@pytest.mark.parametrize("exposure", ["world-writable file", "world-writable folder", "link",
+                                      pytest.param("other owner", marks=ROOT_ONLY),
+                                      pytest.param("other group, group-writable", marks=ROOT_ONLY)])
+def test_a_cache_others_can_write_is_not_read(folder, store, caplog, exposure):
+    """Whoever can write the cache decides the answers: a checksum catches a changed byte, not a hand that
+    recomputes it. An entry or folder that another user owns or can write, or a link, is not read (said once),
+    and the answers are those of codes computed fresh; a checkpoint's own codes negated there would flip them."""
+    _, fresh = logits(folder)
+    (path,) = files(store)
+    negate_codes(path)
+    if exposure == "world-writable file":
+        path.chmod(0o666)
+    elif exposure == "world-writable folder":
+        path.parent.chmod(0o777)
+    elif exposure == "link":
+        target = path.with_name("elsewhere.bin")
+        path.rename(target)
+        path.symlink_to(target.name)
+    elif exposure == "other owner":
+        os.chown(path, 54321, os.getegid())
+    else:
+        os.chown(path, os.geteuid(), 54321)
+        path.chmod(0o664)
+    with caplog.at_level(logging.WARNING, logger="coulisse.engine.cache"):
+        pipe, again = logits(folder)
+        later, last = logits(folder)
+    assert "read from the cache" not in pipe.preparation.fast_path
+    assert np.array_equal(again, fresh) and np.array_equal(last, fresh)
+    # a folder of this user's own: the entry was replaced by fresh codes, read from then on
+    assert ("read from the cache" in later.preparation.fast_path) is (exposure != "world-writable folder")
+    said = [r.getMessage() for r in caplog.records if "decides the model's answers" in r.getMessage()]
+    assert len(said) == 1 and "COULISSE_CACHE" in said[0], said
 
 
 def test_a_relative_xdg_cache_home_is_ignored(monkeypatch, tmp_path):

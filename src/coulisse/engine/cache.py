@@ -8,7 +8,9 @@ scales, not oneDNN's prepacked layout: that is an opaque tensor torch cannot sav
 
 Where: `$COULISSE_CACHE` (a folder; `0` or `off` turns the cache off), else `$XDG_CACHE_HOME/coulisse`,
 else `~/.cache/coulisse`. One safetensors file per key under `int8/`. Safe to delete at any time: a
-missing, unreadable or mismatched file is rebuilt (logged), never an error. A new entry replaces those it
+missing, unreadable or mismatched file is rebuilt (logged), never an error. Whoever writes the cache decides the
+model's answers: an entry or `int8/` folder that another user (root excepted) owns or can write, or a link, is
+not read (`untrusted`). A new entry replaces those it
 supersedes, written for the same checkpoint files (by path), CPU and width under another key: a checkpoint
 rewritten in place (each epoch of a fine-tuning) or an upgrade of coulisse or torch leaves no stale codes behind,
 where the cache would otherwise grow by the codes' size at each (85 MB for a base model). Other checkpoints, and
@@ -34,7 +36,8 @@ import hashlib
 import json
 import logging
 import os
-import threading
+import stat
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -94,8 +97,47 @@ def key_path(folder: Path, key: dict) -> Path:
     return folder / "int8" / f"{name}.safetensors"
 
 
+def untrusted(path: Path) -> str | None:
+    """Why the cache entry or folder at `path` must not be read, or None. Whoever can write it decides the model's
+    answers (a checksum catches a changed byte, not a hand that recomputes it, audit 43), so it must be a plain file
+    or folder, not a link, owned by this user or by root (a cache an image built as root), and writable by no one
+    else: not by every user, nor by a group other than this user's own (umask 002's private group)."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return None  # absent: nothing to trust yet
+    if stat.S_ISLNK(st.st_mode):
+        return "is a symbolic link"
+    if st.st_uid not in (os.geteuid(), 0):
+        return f"belongs to another user (uid {st.st_uid})"
+    if st.st_mode & 0o002:
+        return f"is writable by every user (mode {st.st_mode & 0o777:o})"
+    if st.st_mode & 0o020 and st.st_gid != os.getegid():
+        return f"is writable by group {st.st_gid} (mode {st.st_mode & 0o777:o})"
+    return None
+
+
+_said_untrusted: set[Path] = set()
+
+
+def _refuse_untrusted(path: Path, doing: str, entry: bool = True) -> bool:
+    """Whether the folder, or the entry too, is untrusted (then said once per path and process)."""
+    for where in (path.parent, path) if entry else (path.parent,):
+        reason = untrusted(where)
+        if reason:
+            if where not in _said_untrusted:
+                _said_untrusted.add(where)
+                log.warning("weight cache %s %s: %s, since whoever can write it decides the model's answers; "
+                            "quantizing at load. Give each user a cache folder of their own (COULISSE_CACHE), "
+                            "or `chmod go-w` it.", where, reason, doing)
+            return True
+    return False
+
+
 def load_codes(path: Path, key: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]] | None:
-    """The codes stored under `key`, or None (absent, unreadable, or for another key: logged)."""
+    """The codes stored under `key`, or None (absent, untrusted, unreadable, or for another key: logged)."""
+    if _refuse_untrusted(path, "not read"):
+        return None
     if not path.is_file():
         return None
     if not os.access(path, os.R_OK):
@@ -140,10 +182,16 @@ def save_codes(path: Path, key: dict, codes: dict[str, tuple[torch.Tensor, torch
     tensors = {}
     for name, (q, scale) in codes.items():
         tensors[f"{name}.q"], tensors[f"{name}.scale"] = q.contiguous(), scale.contiguous()
-    # one name per writer: two threads of a process (pipelines built at once) each write their own
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        if _refuse_untrusted(path, "not written", entry=False):  # an untrusted entry is replaced, not read
+            return False
+        # one new name per writer (O_EXCL, not following a link): two threads of a process, pipelines built at
+        # once, each write their own
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
         save_file(tensors, str(tmp), metadata={"coulisse_key": json.dumps(key, sort_keys=True),
                                                "coulisse_crc32": json.dumps(checksums(codes), sort_keys=True)})
         with open(tmp, "rb+") as f:  # on disk before it takes the name: a crash never leaves a torn file there
@@ -156,8 +204,9 @@ def save_codes(path: Path, key: dict, codes: dict[str, tuple[torch.Tensor, torch
         # start quantizes again, nothing worse; a cache never fails the load
         log.warning("could not write the weight cache %s (%s); set COULISSE_CACHE to a writable folder "
                     "or to 0", path, e)
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
         return False
     log.info("weight cache written: %s", path)
     prune_superseded(path, key)
