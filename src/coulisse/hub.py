@@ -119,7 +119,12 @@ def check_links(directory: Path, folders: list[Path] | None = None) -> None:
                 entries += list(inner)
     for entry in entries:
         if entry.is_symlink():
-            target = Path(entry.path).resolve()
+            try:
+                target = Path(entry.path).resolve()
+            except (RuntimeError, OSError) as e:  # Python 3.11-3.12: RuntimeError on a loop; 3.13: OSError
+                raise UnsafeCheckpointError(
+                    f"{entry.path} is a symlink that never reaches a file (a loop: {e}); coulisse reads only "
+                    "files inside the model folder. Remove the link, or put the file itself there.") from None
             if not any(target.is_relative_to(root) for root in roots):
                 raise UnsafeCheckpointError(
                     f"{entry.path} is a symlink to {target}, outside the model folder {roots[0]}; coulisse reads "

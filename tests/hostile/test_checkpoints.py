@@ -138,6 +138,40 @@ def test_shard_paths_stay_inside_the_model_folder(shard, tmp_path):
     _assert_refused(_sharded(tmp_path / "model", shard, tmp_path), "shard path", "model.safetensors.index.json")
 
 
+@pytest.mark.parametrize("what", ["fifo", "folder"])
+def test_a_shard_that_is_no_file_is_said_so(tmp_path, what):
+    """There, but not a file to read: not called missing (audit 43)."""
+    directory = tmp_path / "model"
+    directory.mkdir()
+    if what == "fifo":
+        os.mkfifo(directory / "w.safetensors")
+    else:
+        (directory / "w.safetensors").mkdir()
+    index = {"metadata": {}, "weight_map": {"w": "w.safetensors"}}
+    (directory / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ModelLoadError, match="shard w.safetensors listed in .* is not a regular file in"):
+        read_weights(directory)
+    if what == "folder":
+        (directory / "w.safetensors").rmdir()
+    else:
+        (directory / "w.safetensors").unlink()
+    with pytest.raises(ModelLoadError, match="shard w.safetensors listed in .* is missing from"):
+        read_weights(directory)
+
+
+def test_an_unused_token_type_table_names_type_vocab_size(factory, tmp_path):
+    """type_vocab_size 0 leaves the weights' token-type table unused: the message names that field, not the
+    number of layers (audit 43)."""
+    from coulisse import pipeline
+
+    folder = tmp_path / "model"
+    shutil.copytree(factory.checkpoint("bert", tokenizer="wordpiece"), folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "type_vocab_size": 0}))
+    with pytest.raises(ModelLoadError, match=r"token_type_embeddings.* type_vocab_size in config.json may be wrong"):
+        pipeline("text-classification", model=folder)
+
+
 def test_a_tensor_in_two_shards_is_refused_whichever_would_win(tmp_path):
     directory = tmp_path / "model"
     directory.mkdir()
@@ -240,6 +274,26 @@ def test_a_symlink_leading_outside_the_folder_is_refused(factory, tmp_path, name
     (folder / name).unlink()
     (folder / name).symlink_to(outside / name)
     with pytest.raises(UnsafeCheckpointError, match=f"{name} is a symlink to .*secret.*outside the model folder"):
+        pipeline("text-classification", model=folder)
+
+
+@pytest.mark.parametrize("loop", ["two names", "itself", "in a subfolder"])
+def test_a_symlink_loop_is_one_typed_error(factory, tmp_path, loop):
+    """A link that never reaches a file: Path.resolve raised RuntimeError (Python 3.11), a 50-line traceback from
+    every command and an untyped error from the API (audit 43)."""
+    from coulisse import pipeline
+
+    folder = tmp_path / "model"
+    shutil.copytree(factory.checkpoint("bert", tokenizer="wordpiece"), folder)
+    where = folder / "sub" if loop == "in a subfolder" else folder
+    where.mkdir(exist_ok=True)
+    if loop == "itself":
+        (where / "config.json").unlink()
+        (where / "config.json").symlink_to("config.json")
+    else:
+        (where / "a").symlink_to("b")
+        (where / "b").symlink_to("a")
+    with pytest.raises(UnsafeCheckpointError, match=r"is a symlink that never reaches a file \(a loop"):
         pipeline("text-classification", model=folder)
 
 

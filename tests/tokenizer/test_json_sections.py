@@ -12,6 +12,7 @@ import pickle
 import pytest
 from factory import CORPUS
 
+from coulisse.errors import TokenizerLoadError
 from coulisse.tokenizer import Tokenizer
 
 transformers = pytest.importorskip("transformers")
@@ -109,3 +110,15 @@ def test_a_class_over_another_model_type_is_said(tmp_path, caplog, monkeypatch):
         Tokenizer.from_dir(tmp_path, model_type="bert")
     assert any("reads a WordPiece model, and tokenizer.json holds a Unigram one" in r.getMessage()
                for r in caplog.records)
+
+
+@pytest.mark.parametrize("data", [[], {"model": None}], ids=["a list", "no model"])
+def test_a_file_without_a_model_is_refused_without_the_other_model_warning(tmp_path, caplog, monkeypatch, data):
+    """Nothing to run: the refusal alone, not first a warning about "a no one" (audit 43)."""
+    from coulisse.tokenizer import build
+
+    monkeypatch.setattr(build, "_WARNED", set())
+    (tmp_path / "tokenizer.json").write_text(json.dumps(data), encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="coulisse.tokenizer.build"), pytest.raises(TokenizerLoadError):
+        Tokenizer.from_dir(tmp_path, model_type="bert")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -73,7 +73,10 @@ def version() -> str:
 
 def fingerprint(path: Path) -> dict:
     """What identifies one file's content without reading it all (see the module's docstring)."""
-    real = path.resolve()
+    try:
+        real = path.resolve()
+    except RuntimeError as e:  # a link loop on Python 3.11-3.12 (3.13 raises OSError): the key cannot be read
+        raise OSError(str(e)) from None
     st = real.stat()
     digest = hashlib.sha256()
     with open(real, "rb") as f:

@@ -381,15 +381,17 @@ def _warn_other_model(name: str, reads: str, data: dict, directory: Path) -> Non
     """A rebuilding class over a tokenizer.json of another model type (BertTokenizer over Unigram): coulisse runs
     the file as written, transformers 5 builds the class's model over its vocabulary. Said once per class and
     file model, as an unknown class is."""
-    model = data.get("model")
+    model = data.get("model") if isinstance(data, dict) else None
     holds = model.get("type") if isinstance(model, dict) else None
+    if not isinstance(holds, str):  # no model at all: the file is refused when read, which says so
+        return
     if f"{name} over {holds}" in _WARNED:
         return
     _WARNED.add(f"{name} over {holds}")
     log.warning("tokenizer_class %r (%s) reads a %s model, and tokenizer.json holds a %s one: coulisse runs the "
                 "file as written, where transformers 5 builds %s's own model over its vocabulary (other ids, or no "
                 "load); set tokenizer_class to PreTrainedTokenizerFast in tokenizer_config.json to run the file as "
-                "written in both", name, directory, reads, holds or "no", name)
+                "written in both", name, directory, reads, holds, name)
 
 
 def _warn_unknown_class(name: str, directory: Path) -> None:

@@ -134,6 +134,11 @@ def expected_shapes(module: nn.Module, sources: Callable[[str], list[str]],
     return lookup
 
 
+# the config field that decides whether a tensor is used, by a part of its name; else num_hidden_layers
+CONFIG_FIELDS = (("token_type_embeddings", "type_vocab_size"), ("position_embeddings", "position_biased_input"),
+                 ("rel_embeddings", "relative_attention"))
+
+
 def check_unused(tensors: dict[str, torch.Tensor], used: set[str], source_name: str,
                  encoder_roots: tuple[str, ...] = ("embeddings", "encoder", "transformer")) -> None:
     """Encoder tensors nobody used mean a layout we misread; other heads' tensors are fine. Encoder
@@ -144,9 +149,10 @@ def check_unused(tensors: dict[str, torch.Tensor], used: set[str], source_name: 
     encoder = [k for k in unused if k.removeprefix("{base}.").startswith(roots)]
     if encoder:
         key = encoder[0].replace("{base}.", "")
+        field = next((f for part, f in CONFIG_FIELDS if part in key), "num_hidden_layers")
         raise ModelLoadError(
             f"{source_name} has {len(encoder)} encoder tensor(s) that coulisse does not use, e.g. {key!r} "
-            f"{tuple(tensors[encoder[0]].shape)}; num_hidden_layers in config.json may be wrong."
+            f"{tuple(tensors[encoder[0]].shape)}; {field} in config.json may be wrong."
         )
     if unused:
         log.info("ignored %d tensors not needed for this task (e.g. %s)", len(unused),

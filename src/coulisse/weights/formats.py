@@ -107,7 +107,12 @@ def _shard_path(index_path: Path, shard: object) -> Path:
         )
     shard_path = index_path.parent / shard
     roots = allowed_roots(folder)
-    resolved = shard_path.resolve()
+    try:
+        resolved = shard_path.resolve()
+    except (RuntimeError, OSError) as e:  # a link loop (Python 3.11-3.12 raise RuntimeError, 3.13 OSError)
+        raise UnsafeCheckpointError(
+            f"shard path {shard!r} in {index_path} is a symlink that never reaches a file ({e}). Fix the link or "
+            "download the checkpoint again.") from None
     if not any(resolved.is_relative_to(root) for root in roots):
         raise UnsafeCheckpointError(
             f"shard path {shard!r} in {index_path} is refused: it resolves to {resolved}, outside the model "
@@ -130,8 +135,10 @@ def _read_sharded(index_path: Path, reader) -> dict[str, torch.Tensor]:
     for shard in shards:
         shard_path = _shard_path(index_path, shard)
         if not shard_path.is_file():
+            there = shard_path.exists()  # a folder, a FIFO, a device: there, but no file to read
             raise ModelLoadError(
-                f"shard {shard} listed in {index_path.name} is missing from {index_path.parent}; "
+                f"shard {shard} listed in {index_path.name} is "
+                f"{'not a regular file in' if there else 'missing from'} {index_path.parent}; "
                 "download the complete checkpoint."
             )
         try:
