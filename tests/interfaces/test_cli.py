@@ -275,6 +275,25 @@ def test_usage_mistakes_are_said_before_a_model_is_looked_for(tmp_path, monkeypa
     assert "'-t' / '--threads'" in line  # typed: the option is named, not the variable
 
 
+@pytest.mark.parametrize("args, said", [
+    (["classify", "-i", "in.csv", "-b", "0"], "'-b' / '--batch-rows': 0 is not in the range x>=1"),
+    (["embed", "-i", "in.csv", "-b", "-1"], "'-b' / '--batch-rows': -1 is not in the range x>=1"),
+    (["classify", "--long-text", "chunk", "--stride", "-5", "x"], "'--stride': -5 is not in the range x>=0"),
+    (["ner", "-s", "-1", "x"], "'-s' / '--stride': -1 is not in the range x>=0"),
+    (["qa", "-c", "Le contexte.", "-d", "-3", "Qui ?"], "'-d' / '--doc-stride': -3 is not in the range x>=0"),
+    (["evaluate", "-i", "in.csv", "-n", "0"], "'-n' / '--limit': 0 is not in the range x>=1"),
+    (["evaluate", "-i", "in.csv", "-s", "-2"], "'-s' / '--sample': -2 is not in the range x>=1"),
+], ids=lambda a: " ".join(a) if isinstance(a, list) else None)
+def test_counts_out_of_range_are_usage_errors_before_the_model(tmp_path, monkeypatch, args, said):
+    """A count the command line shows wrong is a usage error (exit 2) naming the flag typed, before the model is
+    looked for (this one does not exist), as -k 0 is; the library said it later, as doc_stride=-3 (audit 43)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.csv").write_text("text,label\nBien.,POSITIVE\n", encoding="utf-8")
+    line = usage_error(CliRunner().invoke(cli, [args[0], "-m", str(tmp_path / "no-such-model"), *args[1:]]))
+    assert said in line, line
+
+
 def test_a_text_that_names_a_file_is_refused_and_dash_reads_stdin(tmp_path, monkeypatch, tf_camembert_dir):
     """`coulisse classify reviews.csv` (-i forgotten) would label the file's name: refused before the model loads
     (this one does not exist), saying how to read the file; `-` alone reads stdin, as it does for most tools."""

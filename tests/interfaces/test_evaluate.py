@@ -263,7 +263,7 @@ def test_an_interrupted_evaluation_says_how_to_run_it_again(tf_camembert_dir, tm
         m.setattr(evaluate_module, "_collect", stop)  # Ctrl-C once the first chunk is classified
         result = CliRunner().invoke(cli, args)
     assert result.exit_code == 130, result.output
-    assert result.stderr.strip() == ("Error: interrupted before the report was written; run the same command "
+    assert result.stderr.strip() == ("interrupted before the report was written; run the same command "
                                      "again to start the evaluation over.")
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 0, again.output

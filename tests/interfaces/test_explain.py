@@ -228,7 +228,11 @@ def test_colour_only_on_a_terminal_without_no_color(monkeypatch):
             return True
 
     monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
     assert use_color(Terminal()) and not use_color(io.StringIO())
+    monkeypatch.setenv("TERM", "dumb")  # a terminal that shows no escape sequence
+    assert not use_color(Terminal())
+    monkeypatch.setenv("TERM", "xterm-256color")
     monkeypatch.setenv("NO_COLOR", "1")
     assert not use_color(Terminal())
 

@@ -377,6 +377,8 @@ def test_cli_keeps_text_mode_and_runs_files(tf_camembert_dir, tmp_path):
     assert result.exit_code == 0 and len(result.stdout.splitlines()) == 5 and not result.stderr
     result = runner.invoke(cli, ["classify", *model, "-i", str(tmp_path / "in.csv")],
                            env={"COULISSE_BATCH_ROWS": "0"})
-    assert result.exit_code == 1 and "--batch-rows 0" in result.output  # the env fallback is read
+    # the env fallback is read, and its bad value named by the variable before any model loads
+    assert result.exit_code == 2 and "environment variable COULISSE_BATCH_ROWS: 0 is not in the range x>=1" \
+        in result.output, result.output
     result = runner.invoke(cli, ["classify", *model, "-i", str(tmp_path / "in.csv"), "Super"])
     assert result.exit_code == 2 and "not both" in result.output

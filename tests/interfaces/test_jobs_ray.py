@@ -252,7 +252,7 @@ def test_a_killed_driver_reruns_to_the_uninterrupted_output(cluster, small, tmp_
     assert 3 <= committed < 15, stderr
     if stop == signal.SIGTERM:
         assert driver.returncode == 143, stderr
-        said = re.fullmatch(rf"Error: interrupted; (\d+) shards committed in {re.escape(str(out))} stay: rerun "
+        said = re.fullmatch(rf"interrupted; (\d+) shards committed in {re.escape(str(out))} stay: rerun "
                             "the same command to go on.", stderr.strip().splitlines()[-1])
         assert said and "SIGTERM" not in stderr, stderr
         assert 3 <= int(said[1]) <= committed  # counted when stopped; a worker may commit one more after

@@ -37,9 +37,10 @@ class Group(click.Group):
             _name_environment(e)
             raise
         except CoulisseError as e:
-            error = click.ClickException(f"{type(e).__name__}: {e}")
-            error.exit_code = getattr(e, "exit_code", 1)  # a stopped job: 128 + the signal
-            raise error from None
+            if hasattr(e, "exit_code"):  # a job stopped by a signal (JobInterrupted): said as it is, not an error
+                click.echo(str(e), err=True)
+                raise click.exceptions.Exit(e.exit_code) from None
+            raise click.ClickException(f"{type(e).__name__}: {e}") from None
         except KeyboardInterrupt as e:
             # Exit as a shell reports a process stopped by the signal (130 for Ctrl-C), without
             # click's "Aborted!": a stop asked for is not an error to report.

@@ -522,10 +522,12 @@ def explain_options(pipe, labels: Any = None, template: str | None = None) -> di
 
 
 def use_color(stream) -> bool:
-    """ANSI colours only on a terminal, and never when NO_COLOR is set (https://no-color.org)."""
+    """ANSI colours only on a terminal that shows them: never when NO_COLOR is set (https://no-color.org), nor on
+    TERM=dumb (Emacs' shell, some CI logs)."""
     import os
 
-    return not os.environ.get("NO_COLOR") and hasattr(stream, "isatty") and stream.isatty()
+    return (not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb" and hasattr(stream, "isatty")
+            and stream.isatty())
 
 
 def _ansi(word: str, value: float, scale: float) -> str:

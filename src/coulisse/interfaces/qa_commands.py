@@ -61,7 +61,7 @@ def read_context(value: str) -> str:
               envvar="COULISSE_MAX_ANSWER_LEN", help="Longest answer, in tokens.")
 @click.option("-s", "--max-seq-len", type=int, default=None, envvar="COULISSE_MAX_SEQ_LEN", callback=positive,
               help="Tokens per window (question + context part); default min(384, the model's limit).")
-@click.option("-d", "--doc-stride", type=int, default=None, envvar="COULISSE_DOC_STRIDE",
+@click.option("-d", "--doc-stride", type=click.IntRange(min=0), default=None, envvar="COULISSE_DOC_STRIDE",
               help="Tokens shared by consecutive windows of a long context (default: min(128, half one)).")
 @click.option("-n", "--impossible", "handle_impossible_answer", is_flag=True, envvar="COULISSE_IMPOSSIBLE",
               help="Allow the empty answer (the context does not say).")

@@ -86,7 +86,7 @@ def ray_options(f):
 @click.option("--long-text", type=click.Choice(["truncate", "chunk"]), default="truncate", show_default=True,
               envvar="COULISSE_LONG_TEXT", help="Texts over the model's limit: keep the start, or average "
               "the logits of overlapping windows that cover the whole text.")
-@click.option("--stride", type=int, default=None, envvar="COULISSE_STRIDE",
+@click.option("--stride", type=click.IntRange(min=0), default=None, envvar="COULISSE_STRIDE",
               help="With --long-text chunk: tokens shared by consecutive windows (default: a quarter).")
 @click.option("--resume", is_flag=True, envvar="COULISSE_RESUME",
               help="Continue an interrupted job where its output ends, with the input and options "
@@ -95,8 +95,8 @@ def ray_options(f):
 @click.option("--quiet", is_flag=True, envvar="COULISSE_QUIET", help="No progress bar, no summary.")
 @click.option("--progress/--no-progress", default=None, envvar="COULISSE_PROGRESS",
               help="Show the progress bar even when stderr is not a terminal (or never).")
-@click.option("-b", "--batch-rows", type=int, default=1024, show_default=True, envvar="COULISSE_BATCH_ROWS",
-              help="Rows read, classified and committed at a time.")
+@click.option("-b", "--batch-rows", type=click.IntRange(min=1), default=1024, show_default=True,
+              envvar="COULISSE_BATCH_ROWS", help="Rows read, classified and committed at a time.")
 @ray_options
 def classify(texts, model, top_k, as_json, threads, quantize, input_path, output, column, encoding, all_scores,
              long_text, stride, resume, overwrite, quiet, progress, batch_rows, on_ray, address, actors,
@@ -272,7 +272,7 @@ def explain_json(pipe, text: str, **asked: str | None) -> str:
               envvar="COULISSE_AGGREGATION",
               help="none: one row per token; simple: adjacent tokens of one entity grouped; first / average "
               "/ max: words kept whole, labelled by their first token, mean scores, or best token.")
-@click.option("-s", "--stride", type=int, default=None, envvar="COULISSE_STRIDE",
+@click.option("-s", "--stride", type=click.IntRange(min=0), default=None, envvar="COULISSE_STRIDE",
               help="Tokens shared by the windows a long text is cut into (default: a quarter of a window; "
               "with --aggregation none, long texts are truncated).")
 @click.option("--ignore-labels", default="O", show_default=True, envvar="COULISSE_IGNORE_LABELS",
@@ -389,8 +389,8 @@ def _with_mask(text: str, mask: str) -> str:
 @click.option("--quiet", is_flag=True, envvar="COULISSE_QUIET", help="No progress bar, no summary.")
 @click.option("--progress/--no-progress", default=None, envvar="COULISSE_PROGRESS",
               help="Show the progress bar even when stderr is not a terminal (or never).")
-@click.option("-b", "--batch-rows", type=int, default=1024, show_default=True, envvar="COULISSE_BATCH_ROWS",
-              help="Rows read, embedded and committed at a time.")
+@click.option("-b", "--batch-rows", type=click.IntRange(min=1), default=1024, show_default=True,
+              envvar="COULISSE_BATCH_ROWS", help="Rows read, embedded and committed at a time.")
 @ray_options
 def embed(texts, model, pooling, normalize, as_json, threads, quantize, input_path, output, column, encoding,
           resume, overwrite, quiet, progress, batch_rows, on_ray, address, actors, shard_format):

@@ -323,10 +323,10 @@ def job_options(f):
                      show_default=True, envvar="COULISSE_LONG_TEXT",
                      help="Texts over the model's limit: keep the start, or average the logits of "
                           "overlapping windows that cover the whole text."),
-        click.option("--stride", type=int, default=None, envvar="COULISSE_STRIDE",
+        click.option("--stride", type=click.IntRange(min=0), default=None, envvar="COULISSE_STRIDE",
                      help="With --long-text chunk: tokens shared by consecutive windows "
                           "(default: a quarter of the window)."),
-        click.option("-b", "--batch-rows", type=int, default=1024, show_default=True,
+        click.option("-b", "--batch-rows", type=click.IntRange(min=1), default=1024, show_default=True,
                      envvar="COULISSE_BATCH_ROWS", help="Rows read, classified and committed at a time."),
         click.option("--quiet", is_flag=True, envvar="COULISSE_QUIET", help="No progress bar, no summary."),
         click.option("--progress/--no-progress", default=None, envvar="COULISSE_PROGRESS",
@@ -352,8 +352,9 @@ def job_options(f):
                    "(a model's name or id after each =).")
 @click.option("-o", "--output-dir", default="coulisse-evaluation", show_default=True,
               envvar="COULISSE_OUTPUT_DIR", help="Report folder: report.md, PNG plots, predictions.")
-@click.option("-n", "--limit", type=int, default=None, envvar="COULISSE_LIMIT", help="Only the first N rows.")
-@click.option("-s", "--sample", type=int, default=None, envvar="COULISSE_SAMPLE",
+@click.option("-n", "--limit", type=click.IntRange(min=1), default=None, envvar="COULISSE_LIMIT",
+              help="Only the first N rows.")
+@click.option("-s", "--sample", type=click.IntRange(min=1), default=None, envvar="COULISSE_SAMPLE",
               help="A uniform random sample of N rows (after --limit), kept in file order.")
 @click.option("--seed", type=int, default=0, show_default=True, envvar="COULISSE_SEED",
               help="Seed of --sample.")
@@ -406,10 +407,8 @@ def evaluate(input_path, label_column, label_map, output_dir, limit, sample, see
             result = evaluate_file(options, load)
         except JobInterrupted as e:
             # No report yet, so the folder holds no finished one: the same command starts over, no --overwrite.
-            error = click.ClickException("interrupted before the report was written; run the same command again "
-                                         "to start the evaluation over.")
-            error.exit_code = e.exit_code
-            raise error from None
+            raise JobInterrupted("interrupted before the report was written; run the same command again to start "
+                                 "the evaluation over.", e.exit_code - 128) from None
     failure = result.summary.failure()
     if failure is not None:  # no prediction to score: one line, exit 1, no report over zero rows
         from coulisse.interfaces.jobs.runner import JobFailedError

@@ -326,13 +326,12 @@ def run_cli(ctx, task: str = "classify") -> None:
         try:
             summary = run(options)
         except KeyboardInterrupt as stop:
+            from coulisse.interfaces.jobs.runner import JobInterrupted
             from coulisse.interfaces.jobs.shards import shards_in
 
             done = shards_in(Path(options.output))
-            error = click.ClickException(f"interrupted; {done:,} shard{'s' * (done != 1)} committed in "
-                                         f"{options.output} stay: rerun the same command to go on.")
-            error.exit_code = 128 + getattr(stop, "signum", 2)
-            raise error from None
+            raise JobInterrupted(f"interrupted; {done:,} shard{'s' * (done != 1)} committed in {options.output} "
+                                 "stay: rerun the same command to go on.", getattr(stop, "signum", 2)) from None
     if (failure := summary.failure()) is not None:
         from coulisse.interfaces.jobs.runner import JobFailedError
 

@@ -120,7 +120,7 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
           api_key,
           max_payload_in_flight, shutdown_timeout, max_connections, header_timeout, body_timeout, keep_alive_timeout,
           send_timeout, access_log, **tei):
-    """Serve MODEL over HTTP with text-embeddings-inference's API and dynamic batching.
+    """Serve the model (-m/--model) over HTTP with text-embeddings-inference's API and dynamic batching.
 
     Ready when `GET /health` answers 200; `/docs` shows the API. SIGTERM stops accepting,
     finishes the requests in flight (those still running after --shutdown-timeout get 503),

@@ -44,7 +44,7 @@ def check_host(host: str, allow_remote: bool) -> None:
                    "can use the studio (it has no API key).")
 @threads_option()
 def studio(model, task, host, port, allow_remote, threads):
-    """Explore MODEL in the browser: attributions, tokens, attention, scores, exact vs int8.
+    """Explore the model (-m/--model) in the browser: attributions, tokens, attention, scores, exact vs int8.
 
     A local web page with a text box. For each text: the answer of the exact (fp32) and the int8 model
     side by side with every label's score and their difference; for a long text, where truncation cuts
