@@ -292,6 +292,32 @@ def test_stop_finishes_what_is_queued():
     assert sorted(i for batch in forward.batches for i in batch) == list(range(5))
 
 
+def test_at_shutdown_the_oldest_requests_run_first_and_whole():
+    """In turn, four requests of four inputs would all finish in the last batch; once stopping, the queue runs
+    them oldest first, so the first ones finish early (a --shutdown-timeout answers them)."""
+    forward = FakeForward(hold_first=True)
+
+    async def main():
+        b = Batcher(forward, BatchLimits(max_batch_requests=4, max_wait_ms=0))
+        await b.start()
+        first = b.submit(items(1, start=90))
+        while not forward.running.is_set():  # the worker holds this one while the others queue
+            await asyncio.sleep(0.01)
+        requests = [b.submit(items(4, start=10 * r)) for r in range(4)]
+        stopping = asyncio.ensure_future(b.stop())
+        await asyncio.sleep(0.05)
+        forward.release.set()
+        await stopping
+        return all(f.done() for r in [first, *requests] for f in r)
+
+    assert asyncio.run(main())
+    # the batch that filled while the worker was held may have been closed in turn, before the stop; every one
+    # after it runs the oldest request's inputs first (in turn: [1, 11, 21, 31], [2, 12, 22, 32], ...)
+    assert forward.batches[0] == [90] and len(forward.batches) == 5
+    rest = [i for batch in forward.batches[2:] for i in batch]
+    assert rest == sorted(rest) and len(rest) == 12, forward.batches
+
+
 # -- through the HTTP app --------------------------------------------------------------------------
 
 

@@ -134,7 +134,7 @@ def tokenizer_keywords(name: str, value: Any) -> dict[str, Any]:
 
 COMMON_OPTIONS = {
     # transformers' DataLoader batch size; here an upper bound on the inputs of one engine batch (which
-    # also closes on its token budget). Batching never changes results.
+    # also closes on its token budget). Batching changes no label, only a score's last bit at most (GEMM order).
     "batch_size": Option(None, FORWARD, check=lambda name, v: positive_int(name, v, allow_none=True),
                          doc="at most this many inputs in one engine batch (results are the same)"),
     # transformers' DataLoader workers; tokenization here is one batched call, so it has no effect.

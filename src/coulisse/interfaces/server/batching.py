@@ -16,7 +16,8 @@ always taken, however long), so none waits for ever.
 The forward pass runs on a single worker thread (torch already uses every core inside one call), never on the
 event loop: the process's `torch_thread()`, where the models were loaded (one OpenMP team: engine/threads.py),
 shared by every model served (`Worker`).
-Entries whose client went away are cancelled futures and are dropped before they cost compute.
+Entries whose client went away are cancelled futures and are dropped before they cost compute. Once the server
+stops (SIGTERM), what is queued runs oldest request first, so that those a --shutdown-timeout can answer do.
 """
 
 from __future__ import annotations
@@ -227,9 +228,42 @@ class Batcher:
     def _take(self) -> list[Entry]:
         """Entries up to the token budget and the count (at least one, however long): one of each request in
         its turn, each request served going behind the others; the batch in the order its entries came."""
+        budget, count = self.limits.max_batch_tokens, self.limits.max_batch_requests
+        if self._closing:
+            batch, tokens = self._take_oldest(budget, count)
+        else:
+            batch, tokens = self._take_in_turn(budget, count)
+        batch.sort(key=lambda e: e.order)
+        self.metrics.queue_size.set(self._queued)
+        if batch:
+            self.metrics.batch_size.observe(len(batch))
+            self.metrics.batch_tokens.observe(tokens)
+        return batch
+
+    def _take_oldest(self, budget: int, count: int) -> tuple[list[Entry], int]:
+        """At shutdown, the oldest requests whole first (TEI's order): in turn, requests of equal size all finished
+        together, every one past a --shutdown-timeout that would have let the first ones answer (audit 43)."""
         batch: list[Entry] = []
         tokens = 0
-        budget, count = self.limits.max_batch_tokens, self.limits.max_batch_requests
+        for key in sorted(self._requests):  # request ids count up: the order they came
+            entries = self._requests[key]
+            while entries and len(batch) < count:
+                if self._dropped(entries[0]):
+                    self._pop(entries)
+                elif batch and tokens + entries[0].tokens > budget:
+                    break
+                else:
+                    entry = self._pop(entries)
+                    batch.append(entry)
+                    tokens += entry.tokens
+            if entries:
+                break  # the batch is full: this request goes on in the next one
+            del self._requests[key]
+        return batch, tokens
+
+    def _take_in_turn(self, budget: int, count: int) -> tuple[list[Entry], int]:
+        batch: list[Entry] = []
+        tokens = 0
         progressed = True
         while progressed and self._requests and len(batch) < count:
             progressed = False
@@ -247,12 +281,7 @@ class Batcher:
                     self._requests.move_to_end(key)  # its next turn comes after every other request's
                 if not entries:
                     del self._requests[key]
-        batch.sort(key=lambda e: e.order)
-        self.metrics.queue_size.set(self._queued)
-        if batch:
-            self.metrics.batch_size.observe(len(batch))
-            self.metrics.batch_tokens.observe(tokens)
-        return batch
+        return batch, tokens
 
     def _pop(self, entries: deque[Entry]) -> Entry:
         entry = entries.popleft()
