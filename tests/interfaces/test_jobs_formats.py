@@ -348,6 +348,20 @@ def test_excels_unnamed_trailing_columns_are_named_as_pandas_names_them(pipe, ex
         run(pipe, source, tmp_path / "dup.csv")
 
 
+def test_a_parquet_schema_naming_a_column_twice_is_refused(pipe, tmp_path):
+    """pyarrow writes `text, n, n`: the second `n` was written over the first in CSV and JSONL, and a Parquet
+    output failed with a KeyError traceback (audit 42); refused as the CSV header is, naming it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source = tmp_path / "dup.parquet"
+    pq.write_table(pa.table([pa.array(TEXTS[:2]), pa.array([1, 2]), pa.array([3, 4])], names=["text", "n", "n"]),
+                   source)
+    for out in ("out.csv", "out.jsonl", "out.parquet"):
+        with pytest.raises(InputError, match="the schema names 'n' more than once"):
+            run(pipe, source, tmp_path / out)
+
+
 def test_a_categorical_or_string_view_column_is_a_text_column(pipe, expected, tmp_path):
     """pandas writes a `category` column of texts as a dictionary of strings: with another name than `text`, it
     was no "string column" and the file was refused ("0 string columns (none)")."""

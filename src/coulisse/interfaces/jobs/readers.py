@@ -213,6 +213,10 @@ class ParquetSource:
             raise InputError(f"{path}: not a readable Parquet file ({e}).") from None
         self.schema = self.file.schema_arrow
         self.columns = list(self.schema.names)
+        duplicated = sorted({c for c in self.columns if self.columns.count(c) > 1})
+        if duplicated:  # pyarrow writes them (pandas and Spark refuse): one would be written over the other
+            raise InputError(f"{path}: the schema names {', '.join(map(repr, duplicated))} more than once; "
+                             "give every column a distinct name (pyarrow: table.rename_columns).")
         self.string_columns = [f.name for f in self.schema if _is_text(f.type)]
         self.batch_rows = batch_rows
         self.total = self.file.metadata.num_rows
