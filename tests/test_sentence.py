@@ -465,3 +465,29 @@ def test_bad_settings_file(minilm_dir, tmp_path):
     (folder / "config_sentence_transformers.json").write_text("{")
     with pytest.raises(ModelLoadError, match="config_sentence_transformers.json is not valid JSON"):
         read_settings(folder)
+
+
+def test_the_layout_before_v2_is_said_and_its_fix_runs(minilm_dir, tmp_path):
+    """sentence-transformers before v2 kept the transformer in `0_Transformer/`: the load said "no config.json,
+    save it with model.config.save_pretrained" (audit 43). It says the layout, and the command it gives (one
+    save by sentence-transformers) makes a folder that encodes as sentence-transformers encodes the old one."""
+    from sentence_transformers import SentenceTransformer
+
+    from coulisse.errors import ModelLoadError
+
+    old = tmp_path / "old"
+    (old / "0_Transformer").mkdir(parents=True)
+    for f in minilm_dir.iterdir():
+        if f.is_file() and f.name not in ("modules.json", "README.md", "config_sentence_transformers.json"):
+            shutil.copy(f, old / "0_Transformer" / f.name)
+    shutil.copytree(minilm_dir / "1_Pooling", old / "1_Pooling")
+    modules = json.loads((minilm_dir / "modules.json").read_text(encoding="utf-8"))
+    modules[0]["path"] = "0_Transformer"
+    (old / "modules.json").write_text(json.dumps(modules[:2]), encoding="utf-8")  # no Normalize then
+    with pytest.raises(ModelLoadError, match=r"keeps the transformer in 0_Transformer/, the layout of "
+                                             r"sentence-transformers before v2.*SentenceTransformer\(folder\)"
+                                             r"\.save\(new_folder\)"):
+        SentenceEncoder(old)
+    theirs = SentenceTransformer(str(old), device="cpu")
+    theirs.save(str(tmp_path / "new"))
+    assert_same(SentenceEncoder(tmp_path / "new").encode(TEXTS[:4]), theirs.encode(TEXTS[:4]))

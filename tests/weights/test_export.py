@@ -23,10 +23,11 @@ import pytest
 import torch
 from factory import TEXTS, assert_close, assert_distinct_rows, assert_same_encoding, train_deberta_spm, write_weights
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from coulisse import pipeline
 from coulisse.checkpoint import load_checkpoint
-from coulisse.errors import InputError
+from coulisse.errors import InputError, ModelLoadError
 from coulisse.export import EXPORTS, convert, head_of, parse_head
 from coulisse.families import FAMILIES
 from coulisse.models.model import resolve
@@ -217,6 +218,26 @@ def test_untied_decoder_is_written_and_untied(sources, tmp_path, arch):
         with safe_open(str(theirs / "model.safetensors"), "pt") as a, \
                 safe_open(str(ours / "model.safetensors"), "pt") as b:
             assert sorted(a.keys()) == sorted(b.keys())
+
+
+DECODERS = {"bert": "cls.predictions.decoder.weight", "roberta": "lm_head.decoder.weight",
+            "distilbert": "vocab_projector.weight", "modernbert": "decoder.weight"}
+
+
+@pytest.mark.parametrize("arch", list(DECODERS))
+def test_an_untied_decoder_missing_from_the_file_is_refused(sources, tmp_path, arch):
+    """tie_word_embeddings false and no decoder tensor: transformers draws a random decoder (reported missing);
+    coulisse used the word embeddings without a word, logits 6-10 away (audit 43). Refused, saying both fixes."""
+    folder = tmp_path / "untied"
+    shutil.copytree(sources.checkpoint(arch, "masked-lm", tie_word_embeddings=False), folder)
+    tensors = load_file(folder / "model.safetensors")
+    assert tensors.pop(DECODERS[arch]) is not None
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ModelLoadError, match=f"tie_word_embeddings: false .* holds no {DECODERS[arch]} tensor"):
+        pipeline("fill-mask", model=folder)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    (folder / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": True}), encoding="utf-8")
+    assert pipeline("fill-mask", model=folder).model is not None  # tied: the embeddings are its decoder
 
 
 # -- every weight format -----------------------------------------------------------------------------------

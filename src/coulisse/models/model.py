@@ -307,6 +307,15 @@ def load_model(directory: Path, config: EncoderConfig, head: str | None = None) 
             f"tensor; architectures: {config.architectures or 'unknown'}); use the task its architectures name, "
             f"'feature-extraction', or a checkpoint fine-tuned for {head}."
         )
+    if config.raw.get("tie_word_embeddings") is False:  # the decoder has weights of its own: never the embeddings
+        for key in keys:
+            mine, _, tied = key.partition("|")
+            if "embeddings" in tied and lookup_tensor(tensors, mine) is None:
+                raise ModelLoadError(
+                    f"config.json in {directory} sets tie_word_embeddings: false (the {head} decoder has weights "
+                    f"of its own), but {path.name} holds no {mine.replace('{base}.', '')} tensor; transformers "
+                    "would draw a random decoder. Download the complete checkpoint, or set tie_word_embeddings: "
+                    "true if its decoder is the word embeddings.")
     state, used = gather_weights(model, tensors, sources, path.name)
     if family.unused_ok:
         used |= {k for k in tensors if k.removeprefix("{base}.").startswith(family.unused_ok)}
