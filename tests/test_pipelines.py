@@ -324,3 +324,28 @@ def test_a_model_folder_without_tokenizer_files_takes_the_tokenizer_given(factor
         assert [x["label"] for x in a] == [x["label"] for x in b]
         assert_close("tokenizer= from another folder", torch.tensor([x["score"] for x in a]),
                      torch.tensor([x["score"] for x in b]))
+
+
+def test_num_labels_against_id2label_is_read_as_transformers_reads_it(factory, tmp_path, caplog):
+    """A hand-edited config.json: num_labels 2 beside three names in id2label. transformers 5 takes num_labels and
+    names the labels LABEL_i; coulisse refused the 2-row head, blaming num_labels, the field that was right
+    (audit 43). Now the same answers, and one warning naming both fields."""
+    import json
+    import logging
+    import shutil
+
+    import transformers
+
+    folder = tmp_path / "model"
+    shutil.copytree(factory.checkpoint("bert", num_labels=2), folder)  # a 2-row head
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config.update(num_labels=2, id2label={"0": "négatif", "1": "positif", "2": "neutre"},
+                  label2id={"négatif": 0, "positif": 1, "neutre": 2})
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="coulisse.config"):
+        ours = pipeline("text-classification", model=folder)
+    theirs = transformers.pipeline("text-classification", model=str(folder), device="cpu")
+    assert_same_results(ours(SHORT, top_k=None), theirs(SHORT, top_k=None))
+    assert {r["label"] for r in ours(SHORT[0], top_k=None)} == {"LABEL_0", "LABEL_1"}
+    said = [r.getMessage() for r in caplog.records if "num_labels" in r.getMessage()]
+    assert len(said) == 1 and "num_labels 2 but names 3 labels in id2label" in said[0], said

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import re
 import reprlib
 import stat
@@ -14,6 +15,8 @@ from typing import Any
 
 from coulisse.errors import ModelLoadError, UnsafeCheckpointError, UnsupportedModelError
 from coulisse.families import FAMILIES, Family
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -91,9 +94,19 @@ class EncoderConfig:
             )
         d = _family_fields(FAMILIES[model_type], data)
         id2label = _labels(d.get("id2label"), "id2label", int, str)
+        label2id = _labels(d.get("label2id"), "label2id", str, int)
+        num_labels = d.get("num_labels")
+        if id2label and isinstance(num_labels, int) and not isinstance(num_labels, bool) \
+                and num_labels != len(id2label):
+            # transformers 5 takes num_labels and names the labels LABEL_i (a hand-edited config): so does coulisse,
+            # and says which field to fix
+            log.warning("config.json says num_labels %d but names %d labels in id2label (%s); as transformers, "
+                        "coulisse takes num_labels and calls them LABEL_0..LABEL_%d. Fix the field that is wrong.",
+                        num_labels, len(id2label), ", ".join(list(id2label.values())[:5]), num_labels - 1)
+            id2label, label2id = {}, {}
         if not id2label:
-            id2label = {i: f"LABEL_{i}" for i in range(2 if d.get("num_labels") is None else d["num_labels"])}
-        label2id = _labels(d.get("label2id"), "label2id", str, int) or {v: k for k, v in id2label.items()}
+            id2label = {i: f"LABEL_{i}" for i in range(2 if num_labels is None else num_labels)}
+        label2id = label2id or {v: k for k, v in id2label.items()}
         known = {f for f in cls.__dataclass_fields__ if f not in {"raw", "id2label", "label2id"}}
         kwargs = {k: v for k, v in d.items() if k in known and v is not None}
         try:
