@@ -12,7 +12,10 @@ from coulisse.errors import InputError
 
 
 @pytest.mark.parametrize("options, word", [({"threads": 0}, "threads"), ({"quantize": "int4"}, "int4"),
-                                           ({"dtype": "float64"}, "dtype")])
+                                           ({"dtype": "float64"}, "dtype"),
+                                           # built, then every call failed in LayerNorm (mixed dtype): audit 43
+                                           ({"quantize": "int8", "dtype": "bfloat16"}, "int8 runs beside float32"),
+                                           ({"quantize": "int8", "dtype": torch.float16}, "not float16 ones")])
 def test_bad_preparation_fails_before_loading(tmp_path, options, word):
     """The folder does not exist: the option error comes first, so it was checked before loading."""
     with pytest.raises(InputError, match=word):

@@ -115,6 +115,19 @@ def test_fast_next_to_quantize_is_one_line(tf_camembert_dir):
                                                       "int8, or drop --fast.")
 
 
+@pytest.mark.parametrize("args, said", [
+    (["--fast", "--dtype", "bfloat16"], "--fast picks the precision itself; drop --dtype bfloat16, or drop --fast."),
+    (["-q", "int8", "--dtype", "bfloat16"], "--quantize int8 runs beside float32 layers, not bfloat16 ones; drop "
+                                            "--dtype bfloat16, or drop --quantize."),
+])
+def test_precisions_that_contradict_each_other_are_usage_errors(tf_camembert_dir, args, said):
+    """int8 beside bf16 layers crashed every request (LayerNorm: mixed dtype) after a 122-line traceback at the
+    warm-up; --fast beside --dtype was the library's InputError, exit 1 (audit 43)."""
+    result = CliRunner().invoke(cli, ["serve", "-m", str(tf_camembert_dir), *args])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1] == f"Error: {said}"
+
+
 # -- real processes ---------------------------------------------------------------------------------------
 
 

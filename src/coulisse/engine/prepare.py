@@ -88,7 +88,7 @@ def check_request(device: torch.device, dtype=None, quantize: str | None = None,
     """What can be refused before any weight is read (`pipeline()` calls it before loading)."""
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise InputError(f"threads={threads!r}; pass a positive number of threads.")
-    resolve_dtype(dtype, device)
+    resolved = resolve_dtype(dtype, device)
     if quantize not in (None, "none"):
         from coulisse.models.quantize import MODES
 
@@ -96,6 +96,10 @@ def check_request(device: torch.device, dtype=None, quantize: str | None = None,
             raise InputError(f"quantize={quantize!r}; use one of {', '.join(MODES)}.")
         if device.type != "cpu":
             raise InputError(f"quantize={quantize!r} runs on the CPU; on {device}, use dtype='float16' instead.")
+        if resolved != torch.float32:  # its layers' activations and the rest of the model are fp32 (audit 43)
+            name = str(resolved).removeprefix("torch.")
+            raise InputError(f"quantize={quantize!r} with dtype={name!r}: int8 runs beside float32 layers, not "
+                             f"{name} ones; pass one of them (fast=True picks the faster on this CPU).")
 
 
 _VECTOR_MATH_SETTLED = False

@@ -159,9 +159,15 @@ def require_model(model: str | None, what: str) -> str:
     return model
 
 
-def check_precision(quantize: str, fast: bool) -> None:
+def check_precision(quantize: str, fast: bool, dtype: str | None = None) -> None:
+    """--fast, --quantize and serve's --dtype: the pairs that contradict each other, as usage errors."""
     if fast and quantize != "none":
         raise click.UsageError(f"--fast picks the precision itself; drop --quantize {quantize}, or drop --fast.")
+    if fast and dtype not in (None, "float32"):
+        raise click.UsageError(f"--fast picks the precision itself; drop --dtype {dtype}, or drop --fast.")
+    if quantize != "none" and dtype not in (None, "float32"):
+        raise click.UsageError(f"--quantize {quantize} runs beside float32 layers, not {dtype} ones; drop --dtype "
+                               f"{dtype}, or drop --quantize.")
 
 
 def load_pipeline(task: str, model: str | None, threads: int | None = None, quantize: str = "none",

@@ -185,7 +185,7 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
     models, tasks, names = served_models(list(model), list(given["model_id"]), list(task),
                                          list(given["served_model_name"]))
     fast = bool(click.get_current_context().meta.get(FAST_KEY))
-    check_precision(quantize, fast)  # here: a usage error said with the command's usage, before any model loads
+    check_precision(quantize, fast, given["dtype"])  # a usage error said with the command's usage, before any load
     served = []
     for model, task, name in zip(models, tasks, names, strict=True):
         if pooling == "splade" and task in (None, "feature-extraction"):
