@@ -143,8 +143,8 @@ class SentenceEncoder:
 
     `model` is a folder, a Hub id or a bundled name, as for `pipeline()`; `prompts`, `default_prompt_name`,
     `similarity_fn_name` and `truncate_dim` override the folder's `config_sentence_transformers.json`, as in
-    sentence-transformers. `device` defaults to the CPU; `dtype`, `quantize`, `threads`, `max_batch_tokens` and
-    `max_batch_size` are `pipeline()`'s.
+    sentence-transformers. `device` defaults to the CPU; `dtype`, `quantize`, `fast` (the fastest mode this CPU
+    runs within its quality gates), `threads`, `max_batch_tokens` and `max_batch_size` are `pipeline()`'s.
 
     sentence-transformers' loading arguments are taken as `pipeline()` takes transformers' (`docs/dropin.md`):
     `revision`, `local_files_only`, `token` (and its old name `use_auth_token`), `model_kwargs`;
@@ -160,12 +160,12 @@ class SentenceEncoder:
                  prompts: dict[str, str] | None = None, default_prompt_name: str | None = None,
                  similarity_fn_name: str | None = None, truncate_dim: int | None = None,
                  revision: str | None = None, dtype: str | torch.dtype | None = None, quantize: str | None = None,
-                 threads: int | None = None, max_batch_tokens: int | None = None,
+                 fast: bool = False, threads: int | None = None, max_batch_tokens: int | None = None,
                  max_batch_size: int = DEFAULT_BATCH_SIZE, local_files_only: bool = False,
                  token: bool | str | None = None, model_kwargs: dict[str, Any] | None = None,
                  **sentence_transformers: Any):
         # What needs no model is checked before it loads.
-        token = _loading_keywords(sentence_transformers, token)
+        token = _loading_keywords(sentence_transformers, token, type(self).__name__)
         positive_int("truncate_dim", truncate_dim, allow_none=True)
         if similarity_fn_name is not None:
             similarity_fn_name = _check_choice("similarity_fn_name", similarity_fn_name, SIMILARITY_FN_NAMES)
@@ -173,8 +173,9 @@ class SentenceEncoder:
             raise InputError(f"prompts={prompts!r}; pass a dict of prompt names to prompt strings.")
         self.pipeline = pipeline(self.TASK, model_name_or_path, revision=revision,
                                  device="cpu" if device is None else device, dtype=dtype or "auto", quantize=quantize,
-                                 threads=threads, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
-                                 local_files_only=local_files_only, token=token, model_kwargs=model_kwargs,
+                                 fast=fast, threads=threads, max_batch_tokens=max_batch_tokens,
+                                 max_batch_size=max_batch_size, local_files_only=local_files_only, token=token,
+                                 model_kwargs=model_kwargs,
                                  **self.PIPELINE_OPTIONS)
         settings = self.pipeline.settings
         # sentence-transformers: the caller's prompts win, the folder's fill the rest; query and document exist
@@ -397,11 +398,11 @@ LOADING_KEYWORDS = ("trust_remote_code", "model_card_data", "use_kernels", "kern
                     "cache_folder", "modules", "processor_kwargs", "config_kwargs", "use_auth_token")
 
 
-def _loading_keywords(given: dict[str, Any], token: Any) -> Any:
+def _loading_keywords(given: dict[str, Any], token: Any, who: str = "SentenceEncoder") -> Any:
     """sentence-transformers' loading keywords that `pipeline()` does not take: checked, and the token to use."""
     unknown = set(given) - set(LOADING_KEYWORDS)
     if unknown:
-        raise TypeError(f"SentenceEncoder() got unexpected keyword argument(s) {', '.join(sorted(unknown))}")
+        raise TypeError(f"{who}() got unexpected keyword argument(s) {', '.join(sorted(unknown))}")
     if given.get("use_auth_token") is not None:
         if token is not None:
             raise InputError("token is given twice, as token= and use_auth_token=; pass token= alone.")
