@@ -5,6 +5,7 @@ fp32."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -122,3 +123,18 @@ def test_a_truncated_shard_is_named_not_its_index(factory, tmp_path, weights):
     message = str(e.value)
     assert message.startswith(f"could not read {shard} (") and "download it again" in message
     assert index.name not in message
+
+
+@pytest.mark.parametrize("files, said", [
+    (["flax_model.msgpack"], "holds Flax weights (flax_model.msgpack), which coulisse does not read; convert"),
+    (["tf_model.h5.index.json", "tf_model-00001-of-00002.h5"], "holds sharded TensorFlow weights"),
+    (["onnx/model.onnx", "model.onnx"], "holds an ONNX graph (model.onnx)"),
+    (["model.ckpt.index", "model.ckpt.data-00000-of-00001"], "an original TensorFlow 1 checkpoint"),
+])
+def test_weights_in_a_format_coulisse_does_not_read_are_named(tmp_path, files, said):
+    """Flax-only, ONNX-only, sharded-TF folders were told to "download the weights", which are there (audit 43)."""
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"\0")
+    with pytest.raises(ModelLoadError, match=re.escape(said)):
+        read_weights(tmp_path)

@@ -174,11 +174,30 @@ READERS = {
 }
 
 
+# weights there in a format coulisse does not read: (how its file names end, what it is, the way out)
+UNREAD_FORMATS = (
+    ("flax_model.msgpack", "Flax weights", "convert them once with transformers 4 and flax: "
+     "`AutoModel.from_pretrained(dir, from_flax=True).save_pretrained(out)` (the task's Auto class for a head)"),
+    ("flax_model.msgpack.index.json", "sharded Flax weights", "convert them once with transformers 4 and flax: "
+     "`AutoModel.from_pretrained(dir, from_flax=True).save_pretrained(out)`"),
+    ("tf_model.h5.index.json", "sharded TensorFlow weights (coulisse reads one tf_model.h5)", "convert them once "
+     "with transformers 4 and TensorFlow: `AutoModel.from_pretrained(dir, from_tf=True).save_pretrained(out)`"),
+    (".onnx", "an ONNX graph", "coulisse runs the checkpoint's PyTorch or TensorFlow weights: download the "
+     "repository's model.safetensors (or pytorch_model.bin) beside it"),
+    ("model.ckpt.index", "an original TensorFlow 1 checkpoint", "convert it with transformers' "
+     "`convert_bert_original_tf_checkpoint_to_pytorch` script, then `save_pretrained`"),
+)
+
+
 def find_weight_file(directory: Path) -> Path:
     for name in WEIGHT_FILES:
         if (directory / name).is_file():
             return directory / name
     found = sorted(p.name for p in directory.iterdir()) if directory.is_dir() else []
+    for ending, what, fix in UNREAD_FORMATS:
+        there = next((name for name in found if name.endswith(ending)), None)
+        if there is not None:
+            raise ModelLoadError(f"{directory} holds {what} ({there}), which coulisse does not read; {fix}.")
     raise ModelLoadError(
         f"no usable weight file in {directory} (found: {', '.join(found) or 'nothing'}); coulisse reads "
         f"{', '.join(WEIGHT_FILES)}. Download the weights, or save them with `model.save_pretrained(dir)`."
