@@ -260,20 +260,38 @@ def test_a_cache_file_follows_the_umask(folder, store):
     assert path.stat().st_mode & 0o777 == 0o644
 
 
-def negate_codes(path) -> None:
-    """A deliberate edit: every code negated, the key kept and the checksums recomputed (audit 43)."""
+def test_scores_that_overflow_from_cached_codes_name_the_cache_file(folder, store):
+    """Cached scales that are finite but absurd (a hand, or a bug, since the checksums): the CLI's "not finite"
+    refusal blamed the checkpoint's weights; it names the cache file to delete (audit 43)."""
+    from click.testing import CliRunner
+
+    from coulisse.interfaces.cli import cli
+
+    logits(folder)
+    (path,) = files(store)
+    rewrite_codes(path, lambda name, t: t * 1e30 if name.endswith(".scale") else t)
+    result = CliRunner().invoke(cli, ["classify", "-m", str(folder), "-q", "int8", TEXTS[0]])
+    assert result.exit_code == 1 and "are not finite" in result.output, result.output
+    assert f"came from the weight cache: delete {path}" in result.output
+
+
+def rewrite_codes(path, change) -> None:
+    """The entry's tensors changed by `change(name, tensor)`, the key kept and the checksums recomputed."""
     from safetensors import safe_open
 
     tensors = load_file(path)
     with safe_open(str(path), framework="pt") as f:
         metadata = f.metadata()
-    for name in tensors:
-        if name.endswith(".q"):
-            tensors[name] = (-tensors[name]).contiguous()
+    tensors = {name: change(name, tensor).contiguous() for name, tensor in tensors.items()}
     layers = {k.rsplit(".", 1)[0] for k in tensors}
     metadata["coulisse_crc32"] = json.dumps(cache.checksums(
         {n: (tensors[f"{n}.q"], tensors[f"{n}.scale"]) for n in layers}), sort_keys=True)
     save_file(tensors, str(path), metadata=metadata)
+
+
+def negate_codes(path) -> None:
+    """A deliberate edit: every code negated, the key kept and the checksums recomputed (audit 43)."""
+    rewrite_codes(path, lambda name, t: -t if name.endswith(".q") else t)
 
 
 ROOT_ONLY = pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="chown needs root")

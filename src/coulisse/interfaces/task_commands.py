@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -144,8 +145,11 @@ def classify(texts, model, top_k, as_json, threads, quantize, input_path, output
         results = pipe(lines, top_k=top_k)
     for i, (text, result) in enumerate(zip(lines, results, strict=True)):
         if not all(math.isfinite(r["score"]) for r in result):  # as corpus jobs and the server: never a NaN score
+            cached = re.search(r"read from the cache (\S+\.safetensors)", pipe.preparation.fast_path)
+            fix = (f"Its int8 codes came from the weight cache: delete {cached[1]}, or run once with "
+                   "COULISSE_CACHE=0." if cached else "Try another revision, or dtype float32.")
             raise click.ClickException(f"the scores of text {i + 1} are not finite (NaN or infinity): the model's "
-                                       "weights overflow on it. Try another revision, or dtype float32.")
+                                       f"weights overflow on it. {fix}")
         best = result[0]
         if as_json:
             record = {"text": text, "label": best["label"], "score": best["score"]}
