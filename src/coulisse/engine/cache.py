@@ -103,7 +103,7 @@ def key_path(folder: Path, key: dict) -> Path:
 def untrusted(path: Path) -> str | None:
     """Why the cache entry or folder at `path` must not be read, or None. Whoever can write it decides the model's
     answers (a checksum catches a changed byte, not a hand that recomputes it, audit 43), so it must be a plain file
-    or folder, not a link, owned by this user or by root (a cache an image built as root), and writable by no one
+    or folder, not a link, owned by this user or by root (a cache built as root, in an image), and writable by no one
     else: not by every user, nor by a group other than this user's own (umask 002's private group)."""
     try:
         st = path.lstat()

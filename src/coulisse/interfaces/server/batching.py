@@ -227,7 +227,8 @@ class Batcher:
 
     def _take(self) -> list[Entry]:
         """Entries up to the token budget and the count (at least one, however long): one of each request in
-        its turn, each request served going behind the others; the batch in the order its entries came."""
+        its turn, each request served going behind the others (at shutdown, the oldest requests' first); the
+        batch in the order its entries came."""
         budget, count = self.limits.max_batch_tokens, self.limits.max_batch_requests
         if self._closing:
             batch, tokens = self._take_oldest(budget, count)
