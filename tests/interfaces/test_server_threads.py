@@ -128,6 +128,19 @@ def test_precisions_that_contradict_each_other_are_usage_errors(tf_camembert_dir
     assert result.output.strip().splitlines()[-1] == f"Error: {said}"
 
 
+@pytest.mark.parametrize("names, said", [
+    (["a", "a"], "two models are served as 'a'; give each its own --served-model-name."),
+    (["a", ""], "--served-model-name is empty; give the model a name"),
+])
+def test_served_names_are_checked_before_any_model_loads(tmp_path, names, said):
+    """Two models under one name were refused once both had loaded, and an empty name fell back to the path
+    (audit 43): usage errors now, before the models are looked for (these folders do not exist)."""
+    args = ["serve", "--port", "0", "-m", str(tmp_path / "x"), "-m", str(tmp_path / "y")]
+    result = CliRunner().invoke(cli, [*args, *[a for n in names for a in ("--served-model-name", n)]])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert said in result.output.strip().splitlines()[-1]
+
+
 # -- real processes ---------------------------------------------------------------------------------------
 
 

@@ -261,6 +261,17 @@ def served_models(models: list[str], model_ids: list[str], tasks: list[str],
             raise click.UsageError(f"{len(values)} {flag} for {len(chosen)} --model; give one per --model, "
                                    "in the same order, or none.")
         paired.append(list(values) or [None] * len(chosen))
+    if any(name is not None and not name.strip("/") for name in paired[1]):
+        raise click.UsageError("--served-model-name is empty; give the model a name (the model's id is the default: "
+                               "leave the option out).")
+    if len(chosen) > 1:  # two models under one name: said before either loads, not after both did
+        from coulisse.errors import InputError
+        from coulisse.interfaces.server.routing import check_names
+
+        try:
+            check_names([name or str(model) for model, name in zip(chosen, paired[1], strict=True)], set())
+        except InputError as e:
+            raise click.UsageError(str(e)) from None
     return chosen, paired[0], paired[1]
 
 
