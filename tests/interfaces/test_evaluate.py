@@ -475,3 +475,35 @@ def test_an_input_that_is_a_folder_or_missing_is_said_so(tmp_path):
     assert result.exit_code == 1, result.output
     assert result.stderr.strip() == (f"Error: InputError: {tmp_path / 'ids.txt'} does not exist; give a labelled CSV, "
                                      "TSV, JSONL or Parquet file.")
+
+
+@pytest.mark.parametrize("problem", ["regression", "one output", "multi_label_classification"])
+def test_a_model_that_does_not_choose_one_label_is_refused(factory, tmp_path, problem):
+    """A regression head was scored: rows labelled 0 read as its only label's id, accuracy 1.0 and an ECE of 3
+    (scores outside [0, 1]); a multi-label one as if its independent scores chose one label (audit 43)."""
+    options = {"num_labels": 1, "problem_type": None if problem == "one output" else "regression"} \
+        if problem != "multi_label_classification" else {"num_labels": 2, "problem_type": problem}
+    source = tmp_path / "in.csv"
+    _labelled_csv(source, n=6)
+    result = CliRunner().invoke(cli, ["evaluate", "-m", str(factory.checkpoint("bert", **options)), "-i",
+                                      str(source), "-o", str(tmp_path / "report"), "--no-plots"])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    said = result.output.strip().splitlines()[-1]
+    assert ("a score, not a choice among labels" if problem != "multi_label_classification"
+            else "is a multi-label classifier") in said, said
+    assert not (tmp_path / "report" / "report.md").exists()
+
+
+def test_calibration_bins_are_printed_to_their_width(tf_camembert_dir, tmp_path):
+    """--bins 20 printed its bounds to one decimal: (0.6, 0.6], (0.7, 0.7] (audit 43)."""
+    source, report = tmp_path / "in.csv", tmp_path / "report"
+    _labelled_csv(source)
+    args = ["evaluate", "-m", str(tf_camembert_dir), "-i", str(source), "-o", str(report), "--no-plots", "--bins",
+            "20"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    rows = [line for line in (report / "report.md").read_text().splitlines() if line.startswith("| [") or
+            line.startswith("| (")]
+    bounds = [row.split("|")[1].strip() for row in rows]
+    assert bounds and all(b.count(",") == 1 for b in bounds)
+    pairs = [tuple(float(x) for x in b.strip("[(]").split(", ")) for b in bounds]
+    assert all(abs(high - low - 0.05) < 1e-9 for low, high in pairs), bounds  # each bin's own width, 1/20

@@ -96,12 +96,18 @@ def _confusion(metrics: Metrics) -> list[str]:
     return _table(["true \\ predicted", *map(md, metrics.labels)], rows)
 
 
+def _bound(value: float) -> str:
+    """A bin's bound as short as its width allows: 0.1, 0.05, 0.333 (--bins 20 printed (0.6, 0.6]: audit 43)."""
+    text = f"{value:.3f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
 def _calibration(metrics: Metrics) -> list[str]:
     rows = []
     for i, b in enumerate(metrics.bins):
         if not b.count:
             continue
-        bounds = f"{'[' if i == 0 else '('}{b.low:.1f}, {b.high:.1f}]"
+        bounds = f"{'[' if i == 0 else '('}{_bound(b.low)}, {_bound(b.high)}]"
         rows.append([bounds, f"{b.count:,}", f"{b.accuracy:.3f}", f"{b.confidence:.3f}",
                      f"{b.accuracy - b.confidence:+.3f}"])
     return _table(["top-1 score", "rows", "accuracy", "mean score", "accuracy - score"], rows)
