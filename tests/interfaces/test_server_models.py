@@ -111,6 +111,11 @@ def test_an_unknown_model_is_404_naming_the_served_ones(server):
     sdk = openai.OpenAI(base_url=f"{server.base}/v1", api_key="unused", max_retries=0)
     with pytest.raises(openai.NotFoundError, match="'nope'.*'camembert-enc'"):
         sdk.embeddings.create(model="nope", input="x")
+    # a prefix that names no model, before /v1: OpenAI's error shape too (TEI's gave the SDK no type: audit 43)
+    prefixed = openai.OpenAI(base_url=f"{server.base}/nope/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.NotFoundError, match="'nope'.*'camembert-enc'") as refused:
+        prefixed.embeddings.create(model="clf", input="x")
+    assert refused.value.type == "NotFound" and refused.value.body["code"] == 404, refused.value.body
     # A trailing slash is another path (TEI: 404), not a 307 to a URL built from the Host header.
     slashed = httpx.post(f"{server.base}/clf/predict/", json={"inputs": "x"})
     assert slashed.status_code == 404 and "location" not in slashed.headers, slashed.headers

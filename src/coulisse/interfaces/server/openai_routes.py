@@ -91,9 +91,10 @@ def retrieve(name: str, served: list[str]) -> dict:
 
 
 def openai_path(path: str) -> bool:
-    """Answered in OpenAI's error shape: its routes, and any other /v1/ path (a chat or completions call), whose
-    404 the SDK then shows with its message (TEI's shape shows as "Error code: 404" alone)."""
-    return path in OPENAI_PATHS or path.startswith("/v1/")
+    """Answered in OpenAI's error shape: its routes, and any other /v1/ path (a chat or completions call, or one
+    under a prefix that names no served model: `OpenAI(base_url=".../nope/v1")`), whose 404 the SDK then shows
+    with its message (TEI's shape shows as "Error code: 404" alone)."""
+    return path in OPENAI_PATHS or path.startswith("/v1/") or "/v1/" in path
 
 
 class OpenAIErrors:
