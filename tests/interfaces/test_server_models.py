@@ -137,6 +137,12 @@ def test_a_prefix_or_x_model_that_disagrees_with_openai_model_says_so(server, pi
     r = httpx.post(f"{server.base}/camembert-enc/v1/embeddings", json={"input": "x", "model": "gpt-4"})
     assert r.status_code == 404 and "'gpt-4', which this server does not serve" in r.json()["error"]["message"]
     assert "--served-model-name" in r.json()["error"]["message"]
+    # a prefix and an X-Model header naming another model, served or not: said, not one of them silently taken
+    for named in ("clf", "nope"):
+        r = httpx.post(f"{server.base}/camembert-enc/embed", json={"inputs": "x"}, headers={"X-Model": named})
+        assert r.status_code == 404, r.text
+        assert r.json()["error"].startswith(f"the route prefix /camembert-enc chose model 'camembert-enc', but the "
+                                            f"X-Model header names {named!r}"), r.text
     # The same name in both, or the prefix alone, reaches the model.
     expected = np.asarray(pipes["camembert-enc"](TEXTS[:1]))
     for body in ({"input": TEXTS[0], "model": "camembert-enc"}, {"input": TEXTS[0]}):

@@ -97,6 +97,10 @@ class ModelRouter:
                 if path == prefix:  # `/{name}` alone is the model's `/`: InferenceClient(base_url=".../{name}")
                     # posts there, and the app redirects no path to its slashed form (as TEI, none is redirected)
                     path = scope["path"] = prefix + "/"
+                named = header(scope, b"x-model")
+                if named is not None and named.decode("utf-8", "replace") != name:  # two choices: said, not one
+                    return await self.disagree(name, f"the route prefix {prefix}", named.decode("utf-8", "replace"),
+                                               scope, receive, send, field="the X-Model header")
                 return await self.chosen(name, f"the route prefix {prefix}", path[len(prefix):], scope, receive,
                                          send)
         named = header(scope, b"x-model")
@@ -133,15 +137,15 @@ class ModelRouter:
                 return await self.disagree(name, how, asked, scope, receive, send)
         await self.models[name](scope, receive, send)
 
-    async def disagree(self, name: str, how: str, asked: str, scope, receive, send) -> None:
+    async def disagree(self, name: str, how: str, asked: str, scope, receive, send,
+                       field: str = "the body's `model`") -> None:
         self.metrics.request_failure.inc(err="not_found")
         if asked in self.models:
-            what = (f"the body's `model` names {asked!r}, another model of this server: send one of the two, or "
-                    "the same name in both")
+            what = (f"{field} names {asked!r}, another model of this server: send one of the two, or the same name "
+                    "in both")
         else:
-            what = (f"the body's `model` names {asked!r}, which this server does not serve: send `model` "
-                    f"{name!r} or none (a client that always sends {asked!r} needs a model served under that "
-                    "name: --served-model-name)")
+            what = (f"{field} names {asked!r}, which this server does not serve: send {name!r} there or nothing (a "
+                    f"client that always sends {asked!r} needs a model served under that name: --served-model-name)")
         await error_response("not_found", f"{how} chose model {name!r}, but {what} (served: {self.served}; "
                              "GET /v1/models)")(scope, receive, send)
 
