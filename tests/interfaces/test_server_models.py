@@ -174,3 +174,11 @@ def test_inference_client_on_a_prefixed_model(server, pipes):
     close(scores, vectors[1:] @ vectors[0])
     classifier = InferenceClient(base_url=f"{server.base}/clf", timeout=60)
     same_labels([r.__dict__ for r in classifier.text_classification(TEXTS[3])], pipes["clf"](TEXTS[3], top_k=None))
+
+
+def test_a_route_the_chosen_model_does_not_serve_names_that_model(server):
+    """With several models, "this server runs text-classification" did not say which one was meant (audit 43)."""
+    r = httpx.post(f"{server.base}/clf/embed", json={"inputs": "x"})
+    assert r.status_code == 424 and "model 'clf' runs text-classification" in r.json()["error"], r.text
+    r = httpx.post(f"{server.base}/predict", json={"inputs": "x"}, headers={"X-Model": "enc/bert"})
+    assert r.status_code == 424 and "model 'enc/bert' runs feature-extraction" in r.json()["error"], r.text

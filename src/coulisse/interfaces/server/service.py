@@ -320,7 +320,7 @@ class Service:
     async def predict(self, sequences: list[tuple[str, str | None]], truncate: bool, raw_scores: bool,
                       disconnected: Disconnected, timings: Timings, side: str = "right") -> list[list[dict]]:
         if not self.classifier:
-            raise ServerError("model_type", f"model is not a classifier model: this server runs "
+            raise ServerError("model_type", f"model is not a classifier model: model {self.served_model_name!r} runs "
                               f"{self.pipe.task}; {self.route_hint()}")
         check_not_empty(sequences)
         prompt = self.prompts.text(None)  # TEI: the server's default prompt, before single texts only
@@ -345,7 +345,7 @@ class Service:
         each text (token ids are decoded first); `dimensions` cuts each vector, then renormalizes when `normalize`.
         `hint`: as `tokenize`'s."""
         if not self.embedding:
-            raise ServerError("model_type", f"model is not an embedding model: this server runs "
+            raise ServerError("model_type", f"model is not an embedding model: model {self.served_model_name!r} runs "
                               f"{self.pipe.task}; {self.route_hint()}")
         if self.sparse and not pooled:  # TEI's refusals for a SPLADE model, same status (424)
             raise ServerError("model_type", "`embed_all` is not available for SPLADE models")
