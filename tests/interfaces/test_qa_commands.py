@@ -68,6 +68,11 @@ def test_a_context_naming_a_missing_file_or_a_folder_is_refused(qa_case, tmp_pat
         assert "Traceback" not in result.output
     result = invoke(["qa", "-m", str(d), "-c", "Paris", "--json", QUESTION])
     assert result.exit_code == 0 and json.loads(result.output)["answer"] == "Paris", result.output
+    (tmp_path / "empty.txt").write_text(" \n", encoding="utf-8")  # the file is named, not "context is empty"
+    for args, stdin, source in ((["-c", str(tmp_path / "empty.txt")], None, "empty.txt holds no text"),
+                                (["-c", "-"], "", "stdin holds no text")):
+        result = invoke(["qa", "-m", str(d), *args, QUESTION], stdin=stdin)
+        assert result.exit_code == 2 and source in result.output and "--context" in result.output, result.output
 
 
 def test_qa_text_output_and_stdin_context(qa_case):

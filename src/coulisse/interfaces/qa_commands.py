@@ -29,7 +29,7 @@ def read_context(value: str) -> str:
     """`-` reads stdin, an existing file is read, anything else is the context itself, unless it names a file
     that is not there or a folder (refused)."""
     if value == "-":
-        return sys.stdin.read()
+        return _not_blank(sys.stdin.read(), "stdin")
     path = Path(value)
     try:
         is_file, is_dir = path.is_file(), path.is_dir()
@@ -44,9 +44,18 @@ def read_context(value: str) -> str:
                                      "text itself (a text with spaces).", param_hint="--context")
         return value
     try:
-        return path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise click.BadParameter(f"cannot read {value}: {e}", param_hint="--context") from None
+    return _not_blank(text, value)
+
+
+def _not_blank(text: str, source: str) -> str:
+    """A context read from a file or stdin holds some text (the pipeline's "context is empty" named no file)."""
+    if not text.strip():
+        raise click.BadParameter(f"{source} holds no text; pass a file with the context, or the context's text.",
+                                 param_hint="--context")
+    return text
 
 
 @click.command()
