@@ -64,9 +64,11 @@ def check_output_path(output: str | Path, flag: str = "--output", example: str =
 
 def unwritable(folder: Path, flag: str, given: str | Path, error: OSError) -> OutputError:
     """The one line for a folder that takes no new file, naming the path the user gave (never a temporary one)."""
+    # a permission or a read-only mount the user can change; anything else (/proc's ENOENT, a full disk) not
+    fix = ("make the folder writable or write somewhere else" if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+           else "write somewhere else")
     return OutputError(f"cannot write in {folder} (for {flag} {given}): {error.strerror} "
-                       f"({errno.errorcode.get(error.errno, error.errno)}); make the folder writable or write "
-                       "somewhere else.")
+                       f"({errno.errorcode.get(error.errno, error.errno)}); {fix}.")
 
 
 def check_writable(given: str | Path, flag: str, folder: bool = False) -> None:
