@@ -467,13 +467,15 @@ def test_bad_settings_file(minilm_dir, tmp_path):
         read_settings(folder)
 
 
-def test_the_layout_before_v2_is_said_and_its_fix_runs(minilm_dir, tmp_path):
-    """sentence-transformers before v2 kept the transformer in `0_Transformer/`: the load said "no config.json,
-    save it with model.config.save_pretrained" (audit 43). It says the layout, and the command it gives (one
-    save by sentence-transformers) makes a folder that encodes as sentence-transformers encodes the old one."""
+def test_the_layout_before_v2_is_read_as_sentence_transformers_reads_it(minilm_dir, tmp_path):
+    """sentence-transformers before v2 kept the transformer in `0_Transformer/` (modules.json names it): the load
+    said "no config.json, save it with model.config.save_pretrained" (audit 43). Read from there, the Pooling
+    module from the folder: the embeddings are sentence-transformers' own of the same folder; `convert` writes
+    the transformer, which transformers loads."""
     from sentence_transformers import SentenceTransformer
 
-    from coulisse.errors import ModelLoadError
+    from coulisse.checkpoint import model_files
+    from coulisse.export import convert
 
     old = tmp_path / "old"
     (old / "0_Transformer").mkdir(parents=True)
@@ -483,15 +485,18 @@ def test_the_layout_before_v2_is_said_and_its_fix_runs(minilm_dir, tmp_path):
     shutil.copytree(minilm_dir / "1_Pooling", old / "1_Pooling")
     modules = json.loads((minilm_dir / "modules.json").read_text(encoding="utf-8"))
     modules[0]["path"] = "0_Transformer"
-    (old / "modules.json").write_text(json.dumps(modules[:2]), encoding="utf-8")  # no Normalize then
-    with pytest.raises(ModelLoadError, match=r"keeps the transformer in 0_Transformer/, the layout of "
-                                             r"sentence-transformers before v2.*SentenceTransformer\(folder\)"
-                                             r"\.save\(new_folder\)"):
-        SentenceEncoder(old)
+    (old / "modules.json").write_text(json.dumps(modules[:2]), encoding="utf-8")  # no Normalize: raw means
     theirs = SentenceTransformer(str(old), device="cpu")
-    theirs.save(str(tmp_path / "new"))
-    assert_same(SentenceEncoder(tmp_path / "new").encode(TEXTS[:4]), theirs.encode(TEXTS[:4]))
+    assert_same(SentenceEncoder(old).encode(TEXTS[:4]), theirs.encode(TEXTS[:4]))
+    files = {p.relative_to(old).as_posix() for p in model_files(old)}  # a job's record, the int8 cache's key
+    assert {"0_Transformer/config.json", "0_Transformer/model.safetensors", "modules.json"} <= files
+    import transformers
 
+    out = convert(old, tmp_path / "converted")[0]
+    reference = transformers.AutoModel.from_pretrained(str(old / "0_Transformer")).eval()
+    converted = transformers.AutoModel.from_pretrained(str(out)).eval()
+    for (name, a), (_, b) in zip(reference.state_dict().items(), converted.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
 
 def test_fast_runs_the_pipelines_fast_mode(minilm_dir, ours):
     """`fast=True`, as pipeline() takes it (SentenceEncoder refused the keyword: audit 43): the mode this CPU's plan

@@ -16,6 +16,7 @@ from coulisse.defaults import BUNDLED_ACCURACY, BUNDLED_MODEL, DEFAULT_MODELS, T
 from coulisse.errors import HubUnreachableError, ModelNotFoundError, TokenizerLoadError
 from coulisse.hub import download_hint, is_offline, local_model, resolve_model
 from coulisse.models import EncoderModel, load_model
+from coulisse.sentence_modules import transformer_folder
 from coulisse.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -23,13 +24,19 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Checkpoint:
-    """Everything loaded from one model folder."""
+    """Everything loaded from one model folder. `model_dir` holds the transformer's own files (config, tokenizer,
+    weights): the folder itself, or the Transformer module's folder of sentence-transformers' layout before v2."""
 
     name: str
     directory: Path
     config: EncoderConfig
     tokenizer: Tokenizer
     model: EncoderModel
+    model_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.model_dir is None:
+            self.model_dir = self.directory
 
 
 def load_checkpoint(model: str | Path, head: str | None, revision: str | None = None,
@@ -37,15 +44,16 @@ def load_checkpoint(model: str | Path, head: str | None, revision: str | None = 
     """The model's folder read: its config, weights and tokenizer (`tokenizer_dir`'s instead, where given:
     `pipeline(model=A, tokenizer=B)`, A's folder then needs no tokenizer files of its own)."""
     directory = resolve_model(model, revision)
-    config = EncoderConfig.from_file(directory / "config.json")
-    source = tokenizer_dir if tokenizer_dir is not None else directory
+    model_dir = transformer_folder(directory)
+    config = EncoderConfig.from_file(model_dir / "config.json")
+    source = tokenizer_dir if tokenizer_dir is not None else model_dir
     tokenizer = Tokenizer.from_dir(source, model_type=config.model_type, max_positions=config.max_positions,
                                    vocab_size=config.vocab_size)
     # Never let truncation exceed what the position table can embed.
     tokenizer.model_max_length = min(tokenizer.model_max_length, config.max_positions)
-    encoder = load_model(directory, config, head)  # first: a vocab_size that the weights contradict is named
+    encoder = load_model(model_dir, config, head)  # first: a vocab_size that the weights contradict is named
     check_tokenizer(tokenizer, config, source)
-    return Checkpoint(str(model), directory, config, tokenizer, encoder)
+    return Checkpoint(str(model), directory, config, tokenizer, encoder, model_dir)
 
 
 def check_tokenizer(tokenizer: Tokenizer, config: EncoderConfig, directory: Path) -> None:
@@ -145,8 +153,10 @@ def model_files(directory: Path) -> list[Path]:
 
     from coulisse.weights.formats import _shard_path, find_weight_file
 
-    files = [directory / name for name in MODEL_FILE_NAMES if (directory / name).is_file()]
-    weights = find_weight_file(directory)
+    inner = transformer_folder(directory)  # sentence-transformers before v2: its 0_Transformer/, and the root's
+    files = [folder / name for folder in dict.fromkeys((inner, directory)) for name in MODEL_FILE_NAMES
+             if (folder / name).is_file()]
+    weights = find_weight_file(inner)
     files.append(weights)
     if weights.name.endswith(".index.json"):
         try:

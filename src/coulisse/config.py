@@ -136,7 +136,10 @@ class EncoderConfig:
         except ModelLoadError:  # not a regular file (a ValueError: kept from the handlers below)
             raise
         except FileNotFoundError as e:
-            raise ModelLoadError(f"no config.json in {path.parent}; {_how_to_get_one(path.parent)}") from e
+            raise ModelLoadError(
+                f"no config.json in {path.parent}; a checkpoint directory needs one "
+                "(save it with `model.config.save_pretrained(dir)`)."
+            ) from e
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ModelLoadError(f"config.json at {path} is not valid JSON: {e}") from e
         except OSError as e:  # a folder named config.json, no permission...
@@ -360,18 +363,3 @@ def _labels(table: Any, name: str, key_type: type, value_type: type) -> dict:
     if key_type is int and sorted(out) != list(range(len(out))):
         raise _config_error(name, table, f"ids 0 to {len(out) - 1}, one per output of the classifier")
     return out
-
-
-def _how_to_get_one(folder: Path) -> str:
-    """The fix for a folder without config.json: sentence-transformers' layout before v2 keeps the transformer in a
-    module folder (`0_Transformer/`), which coulisse does not read there; else save the config."""
-    try:
-        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
-        inner = next(m["path"] for m in modules if str(m.get("type", "")).endswith("Transformer"))
-    except (OSError, ValueError, TypeError, KeyError, AttributeError, StopIteration):
-        inner = ""
-    if isinstance(inner, str) and inner and (folder / inner / "config.json").is_file():
-        return (f"its modules.json keeps the transformer in {inner}/, the layout of sentence-transformers before "
-                "v2, which coulisse does not read. Save it in today's layout once: `SentenceTransformer(folder)"
-                ".save(new_folder)` with sentence-transformers, then load new_folder.")
-    return "a checkpoint directory needs one (save it with `model.config.save_pretrained(dir)`)."

@@ -32,7 +32,14 @@ from coulisse.errors import InputError, ModelLoadError, WeightShapeError
 from coulisse.hub import resolve_model
 from coulisse.models import load_model
 from coulisse.models.model import HEAD_SUFFIXES, _sources  # the name table loading uses: exporting is its inverse
-from coulisse.sentence_modules import MODULE_SETTINGS, MODULES_FILE, SETTINGS_FILE, read_module_json, read_modules
+from coulisse.sentence_modules import (
+    MODULE_SETTINGS,
+    MODULES_FILE,
+    SETTINGS_FILE,
+    read_module_json,
+    read_modules,
+    transformer_folder,
+)
 from coulisse.tokenizer import Tokenizer
 from coulisse.tokenizer.export import TOKENIZER_FILES, save_tokenizer
 from coulisse.weights import normalize_keys, read_weights
@@ -288,6 +295,7 @@ def convert(model: str | Path, out: str | Path, *, head: str | None = None, dtyp
     check_out_dir(Path(out), None, overwrite)
     directory = resolve_model(model, revision)
     check_out_dir(Path(out), directory, overwrite)
+    directory = transformer_folder(directory)  # sentence-transformers before v2: what transformers reads is there
     config = EncoderConfig.from_file(directory / "config.json")
     chosen = default_head(directory, config) if head is None else parse_head(head)
     tokenizer = Tokenizer.from_dir(directory, model_type=config.model_type, max_positions=config.max_positions,

@@ -1,16 +1,20 @@
 """A sentence-transformers folder's `modules.json`: its modules, each module's folder checked to lie inside the
-model's folder. Read by feature extraction and SPLADE to pool, and by `coulisse.export` to carry the modules into
-a converted folder; it sits below both.
+model's folder. Read by feature extraction and SPLADE to pool, by `coulisse.export` to carry the modules into
+a converted folder, and by the load to find the transformer of the layout before sentence-transformers v2
+(`0_Transformer/`); it sits below them.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from coulisse.errors import ModelLoadError
 from coulisse.hub import check_links
 from coulisse.jsonfile import read_json
+
+log = logging.getLogger(__name__)
 
 MODULES_FILE = "modules.json"
 MODULE_SETTINGS = "sentence_bert_config.json"  # the Transformer module's: max_seq_length, do_lower_case
@@ -49,3 +53,21 @@ def read_modules(directory: Path) -> list[tuple[str, Path]] | None:
                         if entry.is_dir() and not entry.is_symlink() and not entry.name.startswith(".")}
     check_links(directory, [folder for _, folder in found if folder.resolve() not in checked])
     return found
+
+
+def transformer_folder(directory: Path) -> Path:
+    """The folder of the transformer's config, tokenizer and weights: `directory`, or where sentence-transformers'
+    layout before v2 kept them, the Transformer module's folder that modules.json names (`0_Transformer/`,
+    checked to lie inside `directory`); its Pooling and Normalize modules are read from `directory` as always."""
+    if (directory / "config.json").exists() or not (directory / "modules.json").is_file():
+        return directory
+    try:
+        modules = read_modules(directory) or []
+    except ModelLoadError:  # a broken modules.json: the load says so where it reads it
+        return directory
+    inner = next((folder for kind, folder in modules if kind == "Transformer"), None)
+    if inner is None or inner.resolve() == directory.resolve() or not (inner / "config.json").is_file():
+        return directory
+    log.info("%s keeps its transformer in %s/ (sentence-transformers' layout before v2): read from there",
+             directory, inner.relative_to(directory))
+    return inner

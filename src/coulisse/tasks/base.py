@@ -269,7 +269,7 @@ class Pipeline:
         if prep.quantize is None and prep.fast_path.startswith("PyTorch ops") and prep.dtype == torch.float32 \
                 and prep.device.type == "cpu":
             return self.model
-        return load_model(self.checkpoint.directory, self.config, self.head)
+        return load_model(self.checkpoint.model_dir, self.config, self.head)
 
     # -- options ---------------------------------------------------------------------------------------
 
@@ -418,7 +418,7 @@ class Pipeline:
         weights it was quantized from) and written in `dtype` (default float32; "float16", "bfloat16"). A
         folder that holds files is refused unless `overwrite`."""
         self.warn_int8_save()
-        return save_checkpoint(self.checkpoint.directory, self.config, self.tokenizer, self.model.task_head,
+        return save_checkpoint(self.checkpoint.model_dir, self.config, self.tokenizer, self.model.task_head,
                                Path(directory), dtype=dtype, overwrite=overwrite)
 
     def warn_int8_save(self) -> None:

@@ -191,7 +191,7 @@ class QuestionAnsweringPipeline(Pipeline):
         outputs = checkpoint.config.num_labels
         if outputs != 2:  # transformers unpacks (start, end) from them and fails on "too many values"
             raise UnsupportedModelError(
-                f"{checkpoint.directory / 'config.json'} gives its question-answering head {outputs} output"
+                f"{checkpoint.model_dir / 'config.json'} gives its question-answering head {outputs} output"
                 f"{'s' if outputs != 1 else ''} (num_labels={outputs}); an extractive QA head has 2, a start and an "
                 "end logit per token. This checkpoint is not a QA model: use one fine-tuned for question-answering.")
         super().__init__(checkpoint, **kwargs)

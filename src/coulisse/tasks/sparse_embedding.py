@@ -137,7 +137,7 @@ class SparseEmbeddingPipeline(FeatureExtractionPipeline):
         """Write the masked-LM checkpoint for transformers (`AutoModelForMaskedLM`), as the base class does for
         a head, with the folder's sentence-transformers modules (modules.json, SpladePooling) beside it."""
         self.warn_int8_save()
-        return save_checkpoint(self.checkpoint.directory, self.config, self.tokenizer, "masked-lm", Path(directory),
+        return save_checkpoint(self.checkpoint.model_dir, self.config, self.tokenizer, "masked-lm", Path(directory),
                                dtype=dtype, overwrite=overwrite)
 
     def preprocess(self, inputs: Any, truncation: bool | str = True, tokenize_kwargs: dict | None = None,
