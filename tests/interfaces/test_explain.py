@@ -433,3 +433,17 @@ def test_an_unwritable_html_path_is_refused_before_the_model_is_looked_for(tmp_p
     assert result.exit_code == 1, result.output
     assert result.stderr.strip() == ("Error: OutputError: cannot write in /proc (for --html /proc/x): No such file or "
                                      "directory (ENOENT); write somewhere else.")
+
+
+def test_word_scoring_refusals_say_what_to_do_for_the_task_given():
+    """An NER model was told `--task text-classification`; `--method` alone was told to add --attributions or
+    --html, where --json takes it too (audit 43 explain)."""
+    from coulisse.errors import InputError
+    from coulisse.interfaces.explain import check_attribution_request
+
+    with pytest.raises(InputError, match="not token-classification; drop it: the stages show the "
+                                         "token-classification answer without it"):
+        check_attribution_request("token-classification", "integrated_gradients", None, True)
+    with pytest.raises(InputError, match="--method chooses how --attributions, --html or --json score words"):
+        check_attribution_request("text-classification", "occlusion", None, False)
+    check_attribution_request("text-classification", "occlusion", None, False, html=True)  # --json counts as it

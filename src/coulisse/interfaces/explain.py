@@ -478,16 +478,16 @@ def check_attribution_request(task: str, method: str, steps: int | None, attribu
     """--attributions / --html and the options that score words (--method, --steps, --target), before any
     loading. --html writes a page for every task; it scores words where the task answers with a label."""
     if attributions and task not in ATTRIBUTION_TASKS:
-        raise InputError(f"--attributions explains {' and '.join(ATTRIBUTION_TASKS)} models, not {task}; drop it, "
-                         "or use --task text-classification.")
+        raise InputError(f"--attributions scores words for {' and '.join(ATTRIBUTION_TASKS)} models, not {task}; "
+                         f"drop it: the stages show the {task} answer without it.")
     scoring = [name for name, given in (("--method", method != "integrated_gradients"), ("--steps", steps is not None),
                                         ("--target", target is not None)) if given]
     if not scoring:
         return
     verb = "chooses" if len(scoring) == 1 else "choose"
     if not (attributions or html):
-        raise InputError(f"{' and '.join(scoring)} {verb} how --attributions or --html score words; add one of "
-                         "them.")
+        raise InputError(f"{' and '.join(scoring)} {verb} how --attributions, --html or --json score words; add "
+                         "one of them.")
     if task not in ATTRIBUTION_TASKS:
         raise InputError(f"{' and '.join(scoring)} {verb} how words are scored, and {task} has no word scores "
                          f"(only {' and '.join(ATTRIBUTION_TASKS)}); drop {'it' if len(scoring) == 1 else 'them'}.")
