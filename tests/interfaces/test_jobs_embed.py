@@ -256,6 +256,28 @@ def test_resume_refuses_a_changed_pooling(st_folder, st_pipe, tmp_path):
     assert output.read_bytes() == reference.read_bytes()
 
 
+def test_resume_refuses_a_folder_whose_default_prompt_changed(st_folder, tmp_path):
+    """config_sentence_transformers.json gained a default prompt between the runs: the resume went on, its rows
+    with the prompt after rows without, one file of two encodings (audit 43). The prompt the job puts before
+    each text is recorded, and a change refused in one line."""
+    import coulisse
+
+    folder = tmp_path / "model"
+    shutil.copytree(st_folder, folder)
+    source, output = tmp_path / "in.csv", tmp_path / "out.npy"
+    make_csv(source, 40)
+    with pytest.raises(JobInterrupted):
+        run(coulisse.pipeline("feature-extraction", model=str(folder)), source, output, stop_after=2,
+            model=str(folder))
+    (folder / "config_sentence_transformers.json").write_text(
+        json.dumps({"prompts": {"query": "query: "}, "default_prompt_name": "query"}), encoding="utf-8")
+    prompted = coulisse.pipeline("feature-extraction", model=str(folder))
+    with pytest.raises(ResumeMismatchError, match=r"the pooling and prompt the model folder sets .*changed .*"
+                                                  r"'prompt': 'query: '") as refused:
+        run(prompted, source, output, resume=True, model=str(folder))
+    assert "\n" not in str(refused.value)
+
+
 class CountingStdin:
     """JSONL lines handed out one at a time, counting how many the job has taken."""
 

@@ -85,6 +85,26 @@ def test_interrupted_resume_is_byte_identical(splade, tmp_path):
     assert output.read_bytes() == reference.read_bytes()
 
 
+def test_resume_refuses_a_folder_whose_max_active_dims_changed(splade, tmp_path):
+    """max_active_dims set in config_sentence_transformers.json between the runs: ~30,000 weights a row before,
+    16 after, in one file (audit 43); recorded now, and a change refused."""
+    import shutil
+
+    from coulisse.interfaces.jobs.state import ResumeMismatchError
+
+    folder = tmp_path / "model"
+    shutil.copytree(splade[0], folder)
+    source, output = tmp_path / "in.csv", tmp_path / "out.parquet"
+    make_csv(source, 50)
+    with pytest.raises(JobInterrupted):
+        run(pipeline("sparse-embedding", model=folder), source, output, stop_after=3, model=str(folder))
+    settings = folder / "config_sentence_transformers.json"
+    data = json.loads(settings.read_text(encoding="utf-8")) if settings.is_file() else {}
+    settings.write_text(json.dumps({**data, "max_active_dims": 16}), encoding="utf-8")
+    with pytest.raises(ResumeMismatchError, match=r"the folder's max_active_dims changed \(was None, now 16\)"):
+        run(pipeline("sparse-embedding", model=folder), source, output, resume=True, model=str(folder))
+
+
 def test_bare_masked_lm_with_pooling_splade_and_npy_refused(task_factory, tmp_path):
     bare = task_factory.checkpoint("bert", "masked-lm")
     source, output = tmp_path / "in.csv", tmp_path / "out.jsonl"

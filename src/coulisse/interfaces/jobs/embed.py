@@ -114,6 +114,11 @@ class Embedder(RowModel):
         for name, default in (("truncate_dim", None), ("renormalize", False), ("prompt_tokens", 0)):
             if recorded.get(name) == default:
                 del recorded[name]
+        # the prompt the folder's config_sentence_transformers.json puts before each text (audit 43: a resume on a
+        # folder whose default prompt had changed mixed the two encodings in one file); none: left out, as above
+        if prompt := self.pipe.prompt_text(self.options["pooling"], self.options["prompt_name"],
+                                           self.options["prompt"]):
+            recorded["prompt"] = prompt
         return {"sentence": recorded}
 
     def _predict(self, texts: list[str]) -> list[Embedding]:
@@ -170,8 +175,14 @@ class SparseEmbedder(RowModel):
         self.truncated = 0
 
     def fingerprint(self) -> dict[str, Any]:
-        """The folder's SPLADE pooling, recorded next to the engine's choices, checked on resume."""
-        return {"splade": asdict(self.pipe.splade)}
+        """The folder's SPLADE pooling, recorded next to the engine's choices, checked on resume; with its prompt and
+        `max_active_dims` where it sets them (left out otherwise: a job an earlier version started resumes)."""
+        recorded = {"splade": asdict(self.pipe.splade)}
+        if prompt := self.pipe.prompt_text("auto", self.options["prompt_name"], self.options["prompt"]):
+            recorded["prompt"] = prompt
+        if self.pipe.max_active_dims is not None:
+            recorded["max_active_dims"] = self.pipe.max_active_dims
+        return recorded
 
     def _predict(self, texts: list[str]) -> list[SparseEmbedding]:
         batch, tensors = self.pipe.run(texts, self.options)

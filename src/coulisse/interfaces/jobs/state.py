@@ -231,7 +231,10 @@ OPTION_NAMES = {"input": "--input", "column": "the text column (--column)", "for
                 "max_length": "the token limit (model_max_length)", "task_options": "the pipeline's task options",
                 "task": "the command (classify or embed)", "fast": "--fast", "pooling": "--pooling",
                 "normalize": "--normalize", "encoding": "--encoding", "revision": "--revision",
-                "sentence": "the pooling the model folder sets (modules.json, 1_Pooling)"}
+                "sentence": "the pooling and prompt the model folder sets (modules.json, 1_Pooling, "
+                            "config_sentence_transformers.json)",
+                "splade": "the SPLADE pooling the model folder sets", "prompt": "the folder's default prompt",
+                "max_active_dims": "the folder's max_active_dims"}
 
 
 def refuse(output: str, what: str) -> ResumeMismatchError:

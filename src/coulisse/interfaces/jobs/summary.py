@@ -49,8 +49,9 @@ class Summary:
             text += (f". {count(self.truncated, 'text')} {'was' if self.truncated == 1 else 'were'} longer than the "
                      "model's token limit: read in overlapping windows, their logits averaged")
         elif self.truncated:
-            text += (f". {count(self.truncated, 'text')} reached the model's token limit and "
-                     f"{'was' if self.truncated == 1 else 'were'} truncated")
+            # counted by length: a text of exactly the limit lost nothing, one beyond it was cut there (audit 43)
+            text += (f". {count(self.truncated, 'text')} reached the model's token limit, the part past it "
+                     "cut")
             if self.verb == "classified":
                 text += f" (--long-text chunk reads {'it' if self.truncated == 1 else 'them'} whole)"
         return text + (f" -> {self.output}" if self.output != STDIO else "")
