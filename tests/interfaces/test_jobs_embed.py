@@ -319,7 +319,10 @@ def test_output_formats_and_usage(st_folder, tmp_path):
     source = tmp_path / "in.csv"
     make_csv(source, 3)
     result = invoke("embed", "-m", str(st_folder), "-i", str(source), "-o", str(tmp_path / "out.csv"))
-    assert result.exit_code == 1 and "for embeddings; use one of .jsonl, .ndjson, .npy, .parquet" in result.output
+    assert result.exit_code == 1 and "CSV and TSV have no list type to hold a vector; use one of .jsonl, .ndjson, " \
+        ".npy, .parquet" in result.output, result.output
+    result = invoke("embed", "-m", str(st_folder), "-i", str(source), "-o", str(tmp_path / "out.vec"))
+    assert result.exit_code == 1 and "unknown extension .vec for embeddings; use one of" in result.output
     result = invoke("embed", "-i", str(source), "-o", str(tmp_path / "out.npy"))
     assert result.exit_code == 2 and "give --model" in result.output
     result = invoke("embed", "-m", str(st_folder), "-i", str(source), "-t", "1", "--quiet")  # JSONL on stdout

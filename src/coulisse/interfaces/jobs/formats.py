@@ -83,9 +83,11 @@ def output_format(path: str, task: str = "classify") -> str:
     suffix = Path(path).suffix.lower()
     formats = EMBED_OUTPUT_FORMATS if task == "embed" else OUTPUT_FORMATS
     if suffix not in formats:
-        raise InputError(f"cannot write {path!r}: unknown extension {suffix or '(none)'}"
-                         f"{' for embeddings' if task == 'embed' else ''}; use one of "
-                         f"{', '.join(sorted(formats))}, or '-' for JSONL on stdout.")
+        # a table format classify writes is known, only not for vectors: CSV and TSV have no list type
+        what = ("CSV and TSV have no list type to hold a vector" if suffix in OUTPUT_FORMATS
+                else f"unknown extension {suffix or '(none)'}{' for embeddings' if task == 'embed' else ''}")
+        raise InputError(f"cannot write {path!r}: {what}; use one of {', '.join(sorted(formats))}, or '-' for "
+                         "JSONL on stdout.")
     return formats[suffix]
 
 
