@@ -18,11 +18,11 @@ from coulisse.interfaces.jobs.runner import JobOptions, Summary, classify_file
 def test_summary_counts_in_words_and_times_to_significant_digits():
     one = Summary("out.csv", rows=1, classified=1, truncated=1, seconds=0.0423).describe()
     assert one.startswith("1 row classified, 0 errored; 1 row in 0.0423 s (23.6 rows/s). 1 text reached "
-                          "the model's token limit and was truncated"), one
+                          "the model's token limit, the part past it cut"), one
     many = Summary("out.csv", rows=300, classified=299, errored=1, resumed_from=100, truncated=2,
                    seconds=12.345).describe()
     assert "299 rows classified, 1 errored" in many and "resumed after 100 rows" in many
-    assert "200 rows in 12.3 s (16.2 rows/s)" in many and "2 texts reached" in many and "were truncated" in many
+    assert "200 rows in 12.3 s (16.2 rows/s)" in many and "2 texts reached the model's token limit" in many
     assert "0.0 s" not in Summary("-", rows=300, classified=300, seconds=0.004).describe()
     loaded = Summary("-", rows=300, classified=300, seconds=0.004, load_seconds=2.314).describe()
     assert "300 rows in 0.004 s (75,000.0 rows/s, after 2.31 s loading the model)" in loaded, loaded
