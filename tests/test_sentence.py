@@ -498,10 +498,12 @@ def test_the_layout_before_v2_is_read_as_sentence_transformers_reads_it(minilm_d
     for (name, a), (_, b) in zip(reference.state_dict().items(), converted.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
 
+
 def test_fast_runs_the_pipelines_fast_mode(minilm_dir, ours):
     """`fast=True`, as pipeline() takes it (SentenceEncoder refused the keyword: audit 43): the mode this CPU's plan
-    picks, and embeddings within its quality gate of the exact ones (all-MiniLM-L6-v2's int8 cosine stays above
-    0.99 on reviews; bf16 above 0.9999)."""
+    picks, and embeddings within the int8 gate of the exact ones, the bounds tests/models/test_quantize.py holds on
+    every CPU (mean 0.99, min 0.98: AVX2's 7-bit weights reached 0.9819 on the worst of 1,000 reviews; bf16, where
+    the plan picks it, stays above 0.9999)."""
     from coulisse.engine.cpu import this_machine
 
     fast = SentenceEncoder(minilm_dir, fast=True)
@@ -511,7 +513,7 @@ def test_fast_runs_the_pipelines_fast_mode(minilm_dir, ours):
         assert fast.pipeline.dtype == torch.bfloat16
     texts = [t for t in TEXTS if len(t) > 20]
     cosine = (fast.encode(texts) * ours.encode(texts)).sum(axis=1)  # both normalized
-    assert cosine.min() > 0.99, cosine
+    assert cosine.mean() >= 0.99 and cosine.min() >= 0.98, cosine
     with pytest.raises(InputError, match="fast=True"):
         SentenceEncoder(minilm_dir, fast=True, quantize="int8")
 
