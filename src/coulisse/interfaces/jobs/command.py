@@ -408,7 +408,7 @@ def evaluate(input_path, label_column, label_map, output_dir, limit, sample, see
         except JobInterrupted as e:
             # No report yet, so the folder holds no finished one: the same command starts over, no --overwrite.
             raise JobInterrupted("interrupted before the report was written; run the same command again to start "
-                                 "the evaluation over.", e.exit_code - 128) from None
+                                 "the evaluation over.", e.signum) from None
     failure = result.summary.failure()
     if failure is not None:  # no prediction to score: one line, exit 1, no report over zero rows
         from coulisse.interfaces.jobs.runner import JobFailedError

@@ -55,6 +55,7 @@ class JobInterrupted(CoulisseError):
 
     def __init__(self, message: str, signum: int = signal.SIGINT):
         super().__init__(message)
+        self.signum = signum
         self.exit_code = 128 + signum
 
 
