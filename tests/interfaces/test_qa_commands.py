@@ -117,7 +117,13 @@ def test_zero_shot_stdin_multi_label_template_top_k(nli_dir):
     assert len(lines[0].split("  ")) == 3  # two labels, then the text
     args = ["zero-shot", "-m", str(nli_dir), "-l", "a,b", "-H", "Sans label.", "Texte."]
     bad = CliRunner().invoke(cli, args)
-    assert bad.exit_code == 1 and "InputError" in bad.output and "Traceback" not in bad.output
+    # the flag the user typed, not the pipeline's keyword, and a usage error said before the model loads
+    assert bad.exit_code == 2 and "Traceback" not in bad.output, bad.output
+    assert "'-H' / '--hypothesis-template': 'Sans label.' must hold one {}" in bad.stderr
+    assert "hypothesis_template" not in bad.stderr and "e.g. 'Sans label {}.'" in bad.stderr
+    explain = CliRunner().invoke(cli, ["explain", "--task", "zero-shot-classification", "-m", str(nli_dir),
+                                       "--labels", "a,b", "--template", "{x}", "Texte."])
+    assert explain.exit_code == 2 and "'--template': '{x}' must hold one {}" in explain.stderr
 
 
 def test_help_carries_examples():

@@ -80,6 +80,25 @@ def some_labels(ctx: click.Context, param: click.Parameter, value):
     return value
 
 
+def some_targets(ctx: click.Context, param: click.Parameter, value):
+    """A click callback: comma-separated target words, at least one (None passes)."""
+    if value is not None and not any(word.strip() for word in value.split(",")):
+        raise click.BadParameter(f"{value!r} holds no word; pass words separated by commas, e.g. bon,mauvais.",
+                                 ctx, param)
+    return value
+
+
+def hypothesis_template(ctx: click.Context, param: click.Parameter, value):
+    """A click callback: a zero-shot hypothesis template, checked as the pipeline checks it but said with the
+    option's name (the pipeline's message names its keyword, `hypothesis_template=`, which the CLI has not)."""
+    if value is not None:
+        from coulisse.tasks.zero_shot import template_problem
+
+        if (problem := template_problem(value)) is not None:
+            raise click.BadParameter(f"{value!r} {problem}", ctx, param)
+    return value
+
+
 def model_option(default_help: str | None = DEFAULT_HELP):
     """`--model`. Without one the command passes None: the pipeline picks the task's default model
     (`coulisse.defaults`), and a task without one asks for `--model` (`require_model`)."""

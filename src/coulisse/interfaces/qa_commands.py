@@ -12,6 +12,7 @@ import click
 from coulisse.interfaces.formatting import one_line, printable
 from coulisse.interfaces.options import (
     engine_options,
+    hypothesis_template,
     load_pipeline,
     model_option,
     positive,
@@ -120,6 +121,7 @@ def qa(questions, context, model, top_k, max_answer_len, max_seq_len, doc_stride
               help="Candidate labels, comma-separated: 'sport,politique,cinéma'.")
 @model_option(default_help=None)
 @click.option("-H", "--hypothesis-template", default=None, envvar="COULISSE_HYPOTHESIS_TEMPLATE",
+              callback=hypothesis_template,
               help="Hypothesis with {} for the label; default in the model's language: "
               "'Ce texte parle de {}.' for French models, else 'This example is {}.'.")
 @click.option("-M", "--multi-label", is_flag=True, envvar="COULISSE_MULTI_LABEL",

@@ -35,12 +35,14 @@ from coulisse.interfaces.jobs.row_models import is_sparse
 from coulisse.interfaces.options import (
     engine_options,
     given_revision,
+    hypothesis_template,
     load_pipeline,
     model_option,
     positive,
     read_texts,
     require_model,
     some_labels,
+    some_targets,
     task_option,
 )
 
@@ -168,7 +170,7 @@ def classify(texts, model, top_k, as_json, threads, quantize, input_path, output
 @click.option("--question", default=None, help="question-answering: the question; TEXT is the context.")
 @click.option("--labels", default=None, callback=some_labels,
               help="zero-shot-classification: candidate labels, comma-separated.")
-@click.option("--template", default=None,
+@click.option("--template", default=None, callback=hypothesis_template,
               help="zero-shot-classification: hypothesis with {} for the label (default: the model's language).")
 @click.option("-a", "--attributions", is_flag=True,
               help="Also score every word's push towards the label: coloured on a terminal, top words listed.")
@@ -320,7 +322,7 @@ def ner(texts, model, aggregation, stride, ignore_labels, as_json, threads, quan
 @model_option(default_help=None)
 @click.option("-k", "--top-k", type=int, default=5, show_default=True, callback=positive,
               help="Proposals per mask.")
-@click.option("-w", "--targets", default=None, envvar="COULISSE_TARGETS",
+@click.option("-w", "--targets", default=None, envvar="COULISSE_TARGETS", callback=some_targets,
               help="Only score these words, comma-separated: 'bon,mauvais'.")
 @click.option("-j", "--json", "as_json", is_flag=True, help="One JSON object per text (text, proposals).")
 @engine_options
@@ -337,10 +339,15 @@ def fill_mask(texts, model, top_k, targets, as_json, threads, quantize):
       coulisse fill-mask -m bert-base-uncased --json "Paris is the [MASK] of France."
     """
     model = require_model(model, "a masked-language-model checkpoint")
-    texts = read_texts(texts)
+    given, texts = bool(texts), read_texts(texts)
     pipe = load_pipeline("fill-mask", model, threads, quantize)
     mask = pipe.tokenizer.special_tokens["mask"]
     lines = [_with_mask(text, mask) for text in texts]
+    for n, line in enumerate(lines, 1):  # said as the command line counts, before the pipeline's texts[0]
+        if mask not in line:
+            where = f"TEXT {n}" if given else f"line {n} of stdin"
+            raise click.UsageError(f"{where} ({line!r:.60}) has no mask token ({mask}); put one where a word is "
+                                   "missing.")
     options = {"top_k": top_k}
     if targets:
         options["targets"] = [t for t in targets.split(",") if t]

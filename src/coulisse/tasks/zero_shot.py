@@ -104,14 +104,20 @@ def zero_shot_scores(logits: np.ndarray, entailment: int, contradiction: int,
     return softmax(logits[:, entailment])
 
 
-def _template(name: str, value: Any) -> str:
+def template_problem(value: Any) -> str | None:
+    """Why `value` cannot be a hypothesis template (None when it can), in words the CLI shows too."""
     try:
         fills = isinstance(value, str) and value.format("x") != value
     except (IndexError, KeyError, ValueError):  # "{0} {1}", "{label}", "{": not one plain {}
         fills = False
-    if not fills:
-        raise InputError(f"{name}={value!r} must hold one {{}} where the label goes, and no other braces; write "
-                         f"e.g. {_example(value)!r}.")
+    if fills:
+        return None
+    return f"must hold one {{}} where the label goes, and no other braces; write e.g. {_example(value)!r}."
+
+
+def _template(name: str, value: Any) -> str:
+    if (problem := template_problem(value)) is not None:
+        raise InputError(f"{name}={value!r} {problem}")
     return value
 
 
