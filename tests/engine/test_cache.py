@@ -331,6 +331,21 @@ def test_a_cache_others_can_write_is_not_read(folder, store, caplog, exposure):
     assert len(said) == 1 and "COULISSE_CACHE" in said[0], said
 
 
+def test_trust_on_windows_reads_no_owner_or_mode(tmp_path, monkeypatch):
+    """Windows has no os.geteuid (the check raised AttributeError at the first int8 load there) and its st_mode
+    says 0o666 for every writable file, which would read as "writable by every user" and never use the cache:
+    there a link is still refused, owner and mode bits are not read (ACLs decide, and a profile's are private)."""
+    entry = tmp_path / "entry.safetensors"
+    entry.write_bytes(b"x")
+    entry.chmod(0o666)
+    (tmp_path / "link.safetensors").symlink_to(entry.name)
+    assert cache.untrusted(entry) is not None  # POSIX: writable by every user
+    monkeypatch.delattr(os, "geteuid")
+    monkeypatch.delattr(os, "getegid")
+    assert cache.untrusted(entry) is None
+    assert cache.untrusted(tmp_path / "link.safetensors") == "is a symbolic link"
+
+
 def test_a_relative_xdg_cache_home_is_ignored(monkeypatch, tmp_path):
     monkeypatch.delenv("COULISSE_CACHE", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))

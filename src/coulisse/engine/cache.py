@@ -111,6 +111,8 @@ def untrusted(path: Path) -> str | None:
         return None  # absent: nothing to trust yet
     if stat.S_ISLNK(st.st_mode):
         return "is a symbolic link"
+    if not hasattr(os, "geteuid"):  # Windows: no owner or mode bits in st (ACLs decide; the profile's are private)
+        return None
     if st.st_uid not in (os.geteuid(), 0):
         return f"belongs to another user (uid {st.st_uid})"
     if st.st_mode & 0o002:
