@@ -287,6 +287,24 @@ def test_a_truncated_text_says_so_in_the_terminal(classifier_dir):
     assert "truncated:" not in run("explain", "-m", str(classifier_dir), REVIEW)
 
 
+def test_unknown_and_mask_tokens_are_pointed_out_to_a_learner(classifier_dir, task_factory):
+    """An emoji the vocabulary lacks becomes <unk>, the same id for any such piece; a <mask> given to a
+    classifier is one more token. Both read as the text in the table, so the stage says what they are."""
+    text = "Trop bien 🍿🎬 ce film <mask> ! 🍿"
+    ids = pipeline("text-classification", model=classifier_dir).tokenizer(text)["input_ids"]
+    unknown = [i for i, n in enumerate(ids) if n == 3]  # CamemBERT's <unk>
+    assert len(unknown) == 2
+    out = " ".join(run("explain", "-m", str(classifier_dir), text).split())
+    assert (f"<unk> stands for '🍿🎬' (token {unknown[0]}), '🍿' (token {unknown[1]}): characters this "
+            "vocabulary does not hold") in out
+    assert f"<mask> (token {ids.index(32004)}) is the mask token, which fill-mask fills" in out
+    plain = " ".join(run("explain", "-m", str(classifier_dir), REVIEW).split())
+    assert "stands for" not in plain and "is the mask token" not in plain
+    filled = run("explain", "--task", "fill-mask", "-m", str(task_factory.checkpoint("camembert", "masked-lm")),
+                 "Le film est <mask>.")
+    assert "is the mask token" not in filled
+
+
 def test_explain_refuses_what_it_cannot_explain_before_loading(tmp_path):
     missing = str(tmp_path / "no-model")
     runner = CliRunner()

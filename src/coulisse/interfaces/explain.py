@@ -154,6 +154,7 @@ def _tokenizer_and_encoder(pipe, text: str, pair: str | None = None) -> tuple[li
     out.append(wrapped("(attention_mask: 1 for a token the model reads, 0 for padding; one text alone needs no "
                        "padding: give several texts to see a padded batch)"))
     out += _truncation_note(tok, read, pair, len(ids))
+    out += _token_notes(pipe, inputs.encodings[0], (read, pair))
 
     # The notebook's call; stage 2 (the encoder's hidden states) and the head's logits apart.
     output = model(**inputs, output_hidden_states=True)
@@ -199,6 +200,28 @@ def batch_lines(pipe, texts: list[str]) -> list[str]:
         out.append(f"model(**inputs).logits, shape {logits.shape}:")
         out += [f"  {np.array2string(row, precision=4)}" for row in logits]
     return out
+
+
+def _token_notes(pipe, encoding, texts: tuple[str, str | None]) -> list[str]:
+    """Point out to a learner the tokens that do not read as the text: an unknown token, and what it stands for
+    (an emoji, a script the vocabulary lacks: every such piece is the same id to the model), and a mask token
+    given to a task that does not fill it."""
+    tok, notes = pipe.tokenizer, []
+    unknown: dict[str, list[int]] = {}
+    for i, (n, seq, (start, end)) in enumerate(zip(encoding.ids, encoding.sequence_ids, encoding.offsets,
+                                                   strict=True)):
+        if n == tok.unk_token_id and seq is not None and texts[seq] is not None:
+            unknown.setdefault(texts[seq][start:end], []).append(i)
+    if unknown:
+        said = ", ".join(f"{piece!r} (token {', '.join(map(str, at))})" for piece, at in unknown.items())
+        notes.append(f"{tok.convert_ids_to_tokens(tok.unk_token_id)} stands for {said}: characters this vocabulary "
+                     "does not hold. The model reads the same unknown id for any such piece: it sees that "
+                     "something is there, not what.")
+    masks = [i for i, n in enumerate(encoding.ids) if n == tok.mask_token_id]
+    if masks and pipe.task != "fill-mask":
+        notes.append(f"{tok.special_tokens['mask']} (token {', '.join(map(str, masks))}) is the mask token, which "
+                     f"fill-mask fills; {pipe.task} reads it as one more token, not as a word left out.")
+    return [wrapped(note) for note in notes]
 
 
 def _truncation_note(tok, text: str, pair: str | None, kept: int) -> list[str]:
