@@ -106,6 +106,22 @@ def test_pytorch_tensors_feed_the_notebook_model_call(pair):
                           [len(e.ids) for e in ours.encode_batch(TEXTS)])
 
 
+def test_the_model_call_takes_what_the_tokenizer_returned(minilm_dir):
+    """`model(**tokenizer(..., return_offsets_mapping=True))` runs in transformers 5 (its forward takes **kwargs):
+    the tokenizer's own fields pass unread; a keyword no one returns is still a TypeError."""
+    from coulisse import pipeline
+
+    pipe = pipeline("feature-extraction", model=minilm_dir)
+    ours, model = pipe.tokenizer, pipe.model
+    plain = ours(TEXTS, padding=True, return_tensors="pt")
+    rich = ours(TEXTS, padding=True, return_tensors="pt", return_offsets_mapping=True,
+                return_special_tokens_mask=True, return_length=True)
+    assert {"offset_mapping", "special_tokens_mask", "length"} <= set(rich)
+    assert torch.equal(model(**rich).last_hidden_state, model(**plain).last_hidden_state)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'offsets'"):
+        model(**plain, offsets=rich["offset_mapping"])
+
+
 FIRSTS = ["J'ai attendu un cours d'HuggingFace toute ma vie, et le voici enfin devant moi.",
           "Un film long, lent et bavard : on s'ennuie ferme pendant deux heures et quart."]
 SECONDS = ["Le scénario est prévisible, mais la fin reste un chef-d'œuvre d'émotion pure.",

@@ -35,6 +35,46 @@ def test_decode_of_rows_and_batch_decode_of_one_sequence(pair, caplog, monkeypat
                                                                                   spaces_between_special_tokens=False)
 
 
+def test_rows_as_a_list_of_tensors_and_ids_that_are_not_integers(pair):
+    """`batch_decode([tensor, tensor])`, a loop's rows, decodes as transformers does (it raised "only one element
+    tensors can be converted"); a float id is refused as tokenizers refuses it, not floored to another token."""
+    ours, theirs = pair
+    rows = list(theirs(TEXTS, padding=True, return_tensors="pt")["input_ids"])
+    assert ours.batch_decode(rows, skip_special_tokens=True) == theirs.batch_decode(rows, skip_special_tokens=True)
+    assert ours.decode(rows[0][1]) == theirs.decode(rows[0][1])  # a 0-d tensor: one id
+    first = int(rows[0][1])
+    for bad in ([first + 0.5], torch.tensor([float(first)]), [torch.tensor(float(first))]):
+        with pytest.raises(TypeError):
+            theirs.decode(bad)
+        with pytest.raises(TypeError, match="token ids are integers"):
+            ours.decode(bad)
+    with pytest.raises(TypeError, match="not a string"):
+        ours.decode("Bof.")
+
+
+def test_tokenize_reads_the_whole_text_whatever_the_last_call_truncated(pair):
+    """Truncation is the backend's state: `tokenize` after a call that truncated to 10 (or a pipeline's 512) gave
+    10 tokens. transformers' tokenize never truncates."""
+    ours, theirs = pair
+    long = "Un film très long et très lent. " * 30
+    ours([long], truncation=True, max_length=10)
+    assert ours.tokenize(long) == theirs.tokenize(long)
+    assert len(ours.tokenize(long)) > 100
+    ours([long], truncation=True, max_length=10)
+    assert ours.tokenize(long, TEXTS[0], add_special_tokens=True) == theirs.tokenize(long, TEXTS[0],
+                                                                                     add_special_tokens=True)
+
+
+def test_a_wrong_padding_side_names_where_it_was_set(pair):
+    ours, _ = pair
+    with pytest.raises(InputError, match="padding_side='middle'; use 'right' or 'left'"):
+        ours(TEXTS, padding=True, padding_side="middle")
+    twin = ours.__copy__()
+    twin.padding_side = "middle"
+    with pytest.raises(InputError, match="the tokenizer's padding_side is 'middle'; use 'right' or 'left'"):
+        twin(TEXTS, padding=True)
+
+
 def test_batch_of_pairs_as_tuples(pair):
     ours, theirs = pair
     options = dict(padding=True, return_offsets_mapping=True)

@@ -9,6 +9,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +22,9 @@ from coulisse.weights import check_unused, expected_shapes, gather_weights, norm
 from coulisse.weights.assign import lookup_tensor
 
 log = logging.getLogger(__name__)
+
+# What a tokenizer call returns beside the model's inputs when asked: `model(**encoding)` passes them unread.
+TOKENIZER_FIELDS = frozenset({"offset_mapping", "special_tokens_mask", "length"})
 
 # transformers' class name of each head, after the family's prefix ("Camembert" + "ForSequenceClassification").
 HEAD_SUFFIXES = {
@@ -149,7 +153,7 @@ class EncoderModel(nn.Module):
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None, position_ids: Tensor | None = None,
                 output_hidden_states: bool = False, output_attentions: bool = False, return_dict: bool = True,
-                labels: Tensor | None = None) -> ModelOutput | tuple:
+                labels: Tensor | None = None, **tokenizer_fields: Any) -> ModelOutput | tuple:
         """The notebook's `model(**inputs)`: padded `(B, L)` tensors in, padding dropped inside.
         A multiple-choice head takes `(B, choices, L)` and returns logits `(B, choices)`.
         `output_hidden_states=True` adds `hidden_states`, the embeddings' output and each layer's (layers + 1 of
@@ -157,7 +161,13 @@ class EncoderModel(nn.Module):
         and the head apart, as `coulisse explain` shows them); `output_attentions=True` adds each layer's
         attention probabilities `(B, heads, L, L)` (zeros where a query or key is padding). `return_dict=False`:
         the output's tuple. `position_ids` `(B, L)`, indices into the position table as transformers takes them,
-        replace the ones made from the ids. Inference only: `labels` (a training loss) are refused."""
+        replace the ones made from the ids. Inference only: `labels` (a training loss) are refused. What else the
+        tokenizer returns when asked (`offset_mapping`, `special_tokens_mask`, `length`, ...) is not the model's,
+        and passes unread, so that `model(**tokenizer(..., return_offsets_mapping=True))` runs as in transformers."""
+        if unknown := sorted(set(tokenizer_fields) - TOKENIZER_FIELDS):
+            raise TypeError(f"forward() got an unexpected keyword argument {unknown[0]!r}; the model reads input_ids, "
+                            "attention_mask, token_type_ids, position_ids, output_hidden_states, output_attentions "
+                            "and return_dict.")
         if labels is not None:
             raise InputError("labels= asks for a training loss; coulisse runs inference only (no loss, no "
                              "gradients). Fine-tune with transformers, then load the saved folder here.")

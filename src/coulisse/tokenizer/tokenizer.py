@@ -93,8 +93,22 @@ def _is_pair_batch(text: Any) -> bool:
 
 
 def _as_lists(ids: Any) -> Any:
-    """Tensors and arrays as (nested) lists of ints; lists as they are."""
-    return ids.tolist() if hasattr(ids, "tolist") and not isinstance(ids, (list, tuple)) else ids
+    """Tensors and arrays as (nested) lists of ints, also inside a list (`[tensor, tensor]`, what a loop over
+    `generate`-like outputs gives); other lists as they are."""
+    if isinstance(ids, (list, tuple)):
+        return [i.tolist() if getattr(i, "ndim", 0) > 0 else i for i in ids]
+    return ids.tolist() if hasattr(ids, "tolist") else ids
+
+
+def _one_token_id(value: Any) -> int:
+    """One id as an int; a float or any other non-integer is refused (int() would floor 72.5 to a token no one
+    asked for), with tokenizers' error class."""
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # a 0-d tensor or array, or a numpy scalar
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"token ids are integers; got {value!r} ({type(value).__name__}). Pass the ids as ints, "
+                        "e.g. the tokenizer's input_ids.")
+    return value
 
 
 def _is_one_id(ids: Any) -> bool:
@@ -689,7 +703,8 @@ class Tokenizer:
         types = "token_type_ids" in self.model_input_names if return_token_type_ids is None else return_token_type_ids
         side = padding_side or self.padding_side
         if side not in ("right", "left"):
-            raise InputError(f"padding_side={padding_side!r}; use 'right' or 'left'.")
+            said = f"padding_side={side!r}" if padding_side else f"the tokenizer's padding_side is {side!r}"
+            raise InputError(f"{said}; use 'right' or 'left'.")
         data = self._collate(encodings, self._width(encodings, padding, max_length, pad_to_multiple_of),
                              types=types, mask=return_attention_mask is not False, offsets=return_offsets_mapping,
                              special_mask=return_special_tokens_mask, left=side == "left")
@@ -844,14 +859,13 @@ class Tokenizer:
         return moses.word_ids(encoding, texts, self.backend.pre_tokenizer, added)
 
     def tokenize(self, text: str, text_pair: str | None = None, *, add_special_tokens: bool = False) -> list[str]:
-        """The text's tokens (without special tokens unless asked, as transformers' tokenize)."""
+        """The text's tokens (without special tokens unless asked, as transformers' tokenize): all of them, whatever
+        truncation the last call set on the backend (a pipeline's call left its 512 there, audit 44)."""
         texts = (text,) if text_pair is None else (text, text_pair)
-        try:
-            return list(self.backend.encode(*texts, add_special_tokens=add_special_tokens).tokens)
-        except BaseException as e:
-            if (error := panic_error(e, self.name_or_path or self.source)) is None:
-                raise
-            raise error from None
+        with self._lock:
+            self._set_truncation(None, 0, "longest_first")
+            (encoding,) = self._encode([texts if text_pair is not None else text], add_special_tokens)
+        return list(encoding.tokens)
 
     def convert_ids_to_tokens(self, ids: int | Sequence[int], skip_special_tokens: bool = False) -> str | list[str]:
         if _is_one_id(ids):
@@ -965,7 +979,10 @@ class Tokenizer:
         ids = _as_lists(ids)
         if isinstance(ids, (list, tuple)) and ids and isinstance(ids[0], (list, tuple)):
             return [self.decode(row, skip_special_tokens, clean_up_tokenization_spaces) for row in ids]
-        ids = [int(ids)] if _is_one_id(ids) else [int(i) for i in ids]
+        if isinstance(ids, str):
+            raise TypeError(f"decode takes token ids, not a string ({ids!r:.40}); pass tokenizer(text)['input_ids'], "
+                            "or convert_tokens_to_ids for tokens.")
+        ids = [_one_token_id(ids)] if _is_one_id(ids) else [_one_token_id(i) for i in ids]
         text = self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
         if clean_up_tokenization_spaces is None:
             clean_up_tokenization_spaces = bool(self.settings.get("clean_up_tokenization_spaces", False))
