@@ -271,7 +271,8 @@ class SentenceEncoder:
         tensor per text. The prompt (`prompt`, else `prompts[prompt_name]`, else the default prompt) is put
         before each text; `truncate_dim` keeps the first dimensions, then `normalize_embeddings` scales to
         length 1; `precision` quantizes last. `batch_size` caps the texts of one batch, which also closes on
-        coulisse's token budget (`max_batch_tokens=` at construction); results do not depend on batching.
+        coulisse's token budget (`max_batch_tokens=` at construction); exact and int8 results do not depend on
+        batching, bf16's move by ~1e-3 on a normalized component.
         `sentences=` is the old name of `inputs`; a multi-process `pool` is refused (`chunk_size` is its), and so
         is `output_value=None` (sentence-transformers' dicts of every output: ask for each one)."""
         texts, single = _texts(_inputs(inputs, sentences, pool))
