@@ -283,3 +283,13 @@ def test_a_memo_that_is_no_small_regular_file_is_no_memo_and_never_blocks(tmp_pa
     else:
         memo.symlink_to("/dev/zero")
     assert checkpoint._unanswered_ago("tblard/tf-allocine") is None
+
+
+def test_the_memo_is_read_where_os_has_no_o_nonblock(tmp_path, monkeypatch):
+    """Windows has no os.O_NONBLOCK (nor O_NOFOLLOW): reading the memo raised AttributeError in the README's first
+    command, `pipeline("sentiment-analysis")` with the default model (audit 44)."""
+    monkeypatch.setenv("COULISSE_CACHE", str(tmp_path))
+    checkpoint._remember_unanswered("tblard/tf-allocine")
+    monkeypatch.delattr(os, "O_NONBLOCK")
+    monkeypatch.delattr(os, "O_NOFOLLOW")
+    assert 0 <= checkpoint._unanswered_ago("tblard/tf-allocine") < 60

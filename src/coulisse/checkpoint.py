@@ -251,7 +251,7 @@ def _read_unanswered(path: Path) -> dict:
     """The memo, or {} for anything else there: never following a link, never waiting on a FIFO, never reading
     more than MEMO_BYTES (a link to /dev/zero reports size 0)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
         return {}
     try:

@@ -151,6 +151,32 @@ def test_this_machine_matches_its_own_flags():
     assert all(line for line in cpu.this_machine().lines())
 
 
+def test_without_cpuinfo_the_kernels_say_what_the_cpu_has(monkeypatch):
+    """macOS, Windows and Linux on arm64 list no `flags` in /proc/cpuinfo: the plan then read an empty set, and
+    `--fast` never chose int8 on an AVX2 or VNNI PC. The flags come from the C kernels' own detection then, which
+    claims nothing /proc/cpuinfo does not list here and finds the features that decide the plan."""
+    import torch
+
+    from coulisse.models.quantize import kernels
+
+    here, capability = cpu.read_flags(), torch.backends.cpu.get_cpu_capability()
+    seen = cpu.flags_from_kernels(capability)
+    assert seen <= here
+    decisive = {"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx512_bf16"}
+    if kernels() is not None:
+        assert seen & decisive == here & decisive
+    monkeypatch.setattr(cpu, "read_flags", lambda path="/proc/cpuinfo": frozenset())
+    cpu.detect.cache_clear()
+    try:
+        assert cpu.detect().flags == seen and cpu.detect().capability == capability
+    finally:
+        cpu.detect.cache_clear()
+    # no C extension: torch's dispatch level, which knows AVX2 and AVX-512 only
+    monkeypatch.setattr("coulisse.models.quantize.kernels", lambda: None)
+    assert cpu.flags_from_kernels("AVX2") == {"avx2", "fma"}
+    assert "avx512f" in cpu.flags_from_kernels("AVX512") and not cpu.flags_from_kernels("DEFAULT")
+
+
 @pytest.mark.parametrize("flags, capability, rows, kernel", [
     (CASCADE_LAKE, "AVX512", 32, "coulisse's VNNI kernel"), (ZEN4, "AVX512", 32, "coulisse's VNNI kernel"),
     (SAPPHIRE_RAPIDS, "AVX512", 6, "coulisse's VNNI kernel"), (ZEN3, "AVX2", 64, "fbgemm"),

@@ -182,3 +182,21 @@ def test_an_output_that_is_the_input_under_another_name_is_refused(tmp_path, lin
             prepare_output(JobOptions(input=str(source), output=str(output), overwrite=overwrite))
     assert source.read_text(encoding="utf-8") == "text\nbon film\n"
     assert not prepare_output(JobOptions(input=str(source), output=str(tmp_path / "other.csv")))
+
+
+def test_without_fcntl_the_job_runs_unlocked_and_says_so_once(tmp_path, monkeypatch, caplog):
+    """Windows has no fcntl: the job warns and runs (it said so twice per job, once when it probed the lock
+    before loading the model and once when it took it)."""
+    import logging
+
+    from coulisse.interfaces.jobs import lock
+
+    monkeypatch.setattr(lock, "fcntl", None)
+    monkeypatch.setattr(lock, "_SAID_UNLOCKED", set())
+    output = str(tmp_path / "out.csv")
+    with caplog.at_level(logging.WARNING, logger="coulisse.interfaces.jobs.lock"):
+        for _ in range(2):
+            with OutputLock(output) as held:
+                assert held.fd is None
+    said = [r.getMessage() for r in caplog.records if "no file locks" in r.getMessage()]
+    assert len(said) == 1 and output in said[0]

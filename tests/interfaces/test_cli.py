@@ -376,3 +376,36 @@ def test_verbose_counts_before_or_after_the_command():
     assert "INFO coulisse.models.model: loaded camembert" in runs["classify -v"]
     assert "INFO coulisse.models.model: loaded camembert" in runs["-v classify"]
     assert runs["classify"] == "" and "DEBUG" not in runs["classify -v"] and "DEBUG" in runs["classify -vv"]
+
+
+def test_output_to_a_file_in_a_code_page_is_written_in_utf8(offline_env):
+    """Windows gives a redirected stdout its ANSI code page, strict: `explain > out.txt` died on SentencePiece's
+    "▁" (UnicodeEncodeError), on every CamemBERT text. Emulated here by that stream; the command writes UTF-8."""
+    env = {k: v for k, v in offline_env.items() if k != "PYTHONIOENCODING"}
+    code = ("import io, sys\n"
+            "sys.stdout = io.TextIOWrapper(sys.stdout.buffer, encoding='cp1252', errors='strict')\n"
+            "from coulisse.interfaces.cli import main\n"
+            "sys.argv = ['coulisse', 'explain', '-m', 'coulisse/mini-allocine', 'Un film génial 😍']\n"
+            "main()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    out = done.stdout.decode("utf-8")
+    assert "▁Un" in out and "'😍'" in out  # the <unk>'s note quotes the emoji
+
+
+def test_utf8_streams_leaves_terminals_utf8_and_an_asked_encoding_alone():
+    import io
+
+    from coulisse.interfaces.cli import utf8_streams
+
+    def stream(encoding: str, tty: bool = False) -> io.TextIOWrapper:
+        s = io.TextIOWrapper(io.BytesIO(), encoding=encoding)
+        s.isatty = lambda: tty
+        return s
+
+    piped, terminal, utf8 = stream("cp1252"), stream("cp1252", tty=True), stream("utf-8")
+    utf8_streams([piped, terminal, utf8], environ={})
+    assert (piped.encoding, terminal.encoding, utf8.encoding) == ("utf-8", "cp1252", "utf-8")
+    asked = stream("cp1252")
+    utf8_streams([asked], environ={"PYTHONIOENCODING": "cp1252"})
+    assert asked.encoding == "cp1252"

@@ -272,11 +272,31 @@ def cpu_name(path: str = "/proc/cpuinfo") -> str:
         return ""
 
 
+def flags_from_kernels(capability: str) -> frozenset[str]:
+    """The flags the plan reads, as coulisse's C kernels see the CPU (`__builtin_cpu_supports`, and the tile state
+    Linux grants), else as torch's dispatch level says: where /proc/cpuinfo lists none (macOS, Windows; Linux on
+    arm64 says `Features`), which judged every fast path unknown there: `--fast` never chose int8 on an AVX2 or
+    VNNI PC, and int8 kept 7-bit weights where VNNI takes 8 (audit 44)."""
+    avx2, avx512 = {"avx2", "fma"}, {"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq"}
+    from coulisse.models.quantize import kernels
+
+    if (_int8 := kernels()) is None:  # no C extension: torch's level, which names no VNNI, BF16 or AMX
+        return frozenset(avx512 if capability.startswith("AVX512") else avx2 if capability == "AVX2" else ())
+    flags = {"avx2": avx2, "avx512": avx512}.get(_int8.isa(), set())
+    for asked, names in ((_int8.has_int8_dot, {"avx512_vnni"}), (_int8.has_bf16_dot, {"avx512_bf16"}),
+                         (_int8.has_amx_int8, {"amx_int8", "amx_tile"}),
+                         (_int8.has_amx_attention, {"amx_bf16", "amx_tile"})):
+        if asked():
+            flags |= names
+    return frozenset(flags)
+
+
 @functools.cache
 def detect() -> Features:
     import torch
 
-    return Features(read_flags(), torch.backends.cpu.get_cpu_capability())
+    capability = torch.backends.cpu.get_cpu_capability()
+    return Features(read_flags() or flags_from_kernels(capability), capability)
 
 
 def backends() -> Backends:

@@ -9,6 +9,7 @@ The commands live beside the interface they drive and share their options throug
 
 from __future__ import annotations
 
+import codecs
 import errno
 import logging
 import os
@@ -127,5 +128,22 @@ for command in (classify, explain, ner, fill_mask, embed, qa, zero_shot, evaluat
     cli.add_command(command)
 
 
+def utf8_streams(streams=None, environ=os.environ) -> None:
+    """stdout and stderr in UTF-8 where they go to a file or a pipe in an encoding that cannot hold every text:
+    Windows gives a redirected stream its ANSI code page (cp1252), strict, so `coulisse explain > out.txt` died on
+    SentencePiece's "▁", `info` on "≤", `classify` on an emoji (audit 44). A terminal keeps its own (Windows
+    writes to the console in UTF-16), and so does an encoding asked for with PYTHONIOENCODING."""
+    if environ.get("PYTHONIOENCODING"):
+        return
+    for stream in (sys.stdout, sys.stderr) if streams is None else streams:
+        try:
+            if stream is None or stream.isatty() or codecs.lookup(stream.encoding).name.startswith("utf"):
+                continue
+            stream.reconfigure(encoding="utf-8")
+        except (AttributeError, LookupError, OSError, ValueError):  # replaced by a caller, or closed: left as is
+            continue
+
+
 def main() -> None:
+    utf8_streams()
     cli(prog_name="coulisse")

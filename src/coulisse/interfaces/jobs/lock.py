@@ -34,6 +34,7 @@ except ImportError:  # not a POSIX system
 log = logging.getLogger(__name__)
 
 UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
+_SAID_UNLOCKED: set[str] = set()
 
 
 class OutputError(CoulisseError):
@@ -109,8 +110,11 @@ class OutputLock:
         self.release()
 
     def acquire(self) -> None:
-        if fcntl is None:
-            log.warning("no file locks on this system: nothing stops a second job writing %s", self.output)
+        if fcntl is None:  # Windows: said once per output, though a job probes its lock before taking it
+            if self.output not in _SAID_UNLOCKED:
+                _SAID_UNLOCKED.add(self.output)
+                log.warning("no file locks on this system (no fcntl): nothing stops a second job writing %s",
+                            self.output)
             return
         while True:
             fd = self._open()
