@@ -301,7 +301,10 @@ def check_listen(host: str, port: int) -> None:
         raise click.ClickException(f"cannot listen on {host}: {getattr(e, 'strerror', None) or e}; pass --host as "
                                    "an address or name of this machine (127.0.0.1, 0.0.0.0...).") from None
     with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_EXCLUSIVEADDRUSE"):  # Windows: SO_REUSEADDR there binds a port in use, and uvicorn
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)  # binds without it (audit 44)
+        else:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(address)
         except OSError as e:
