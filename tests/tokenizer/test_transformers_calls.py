@@ -75,6 +75,22 @@ def test_a_wrong_padding_side_names_where_it_was_set(pair):
         twin(TEXTS, padding=True)
 
 
+def test_max_length_and_text_pair_mistakes_are_refused(pair):
+    """max_length=0 cut and padded to the model's 512 (read as "not given"; transformers then cuts and pads
+    nothing), and a string paired with a list was encoded as a pair (transformers raises TypeError)."""
+    ours, theirs = pair
+    for bad in (0, -3, "10", 2.5, True):
+        with pytest.raises(InputError, match=f"max_length={bad!r}; pass a positive number of tokens"):
+            ours(TEXTS, truncation=True, max_length=bad)
+    assert ours(TEXTS[0], truncation=True, max_length=4)["input_ids"] == theirs(TEXTS[0], truncation=True,
+                                                                                  max_length=4)["input_ids"]
+    for text, text_pair in ((TEXTS[0], [TEXTS[1]]), ([TEXTS[0]], TEXTS[1])):
+        with pytest.raises(TypeError):
+            theirs(text, text_pair)
+        with pytest.raises(InputError, match="pass a string with a string, or lists of the same length"):
+            ours(text, text_pair)
+
+
 def test_batch_of_pairs_as_tuples(pair):
     ours, theirs = pair
     options = dict(padding=True, return_offsets_mapping=True)

@@ -682,12 +682,20 @@ class Tokenizer:
         check_keywords(kwargs, CALL_NO_OPS, CALL_KEYWORDS, "tokenizer(...)")
         if text_pair is None and _is_pair_batch(text):  # [(text, text_pair), ...], as transformers reads it
             text, text_pair = [t[0] for t in text], [t[1] for t in text]
+        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)
+                                       or max_length < 1):
+            raise InputError(f"max_length={max_length!r}; pass a positive number of tokens, or None (the model's "
+                             f"{self.model_max_length}).")
         texts, single = check_texts(text)
         pairs = None
         if single and isinstance(text_pair, str) and not text_pair:
             text_pair = None  # transformers encodes one text with text_pair="" alone (a batch's [""] is a pair)
         if text_pair is not None:
-            pairs, _ = check_texts(text_pair, "text_pair")
+            pairs, single_pair = check_texts(text_pair, "text_pair")
+            if single != single_pair:  # transformers: a TypeError for either mix
+                raise InputError(f"text is {'one string' if single else 'a list'} but text_pair is "
+                                 f"{'one string' if single_pair else 'a list'}; pass a string with a string, or "
+                                 "lists of the same length.")
             if len(pairs) != len(texts):
                 raise InputError(f"got {len(texts)} texts but {len(pairs)} text pairs; pass as many of each.")
         strategy = truncation_strategy(truncation, max_length, padding)
