@@ -97,6 +97,30 @@ def test_output_on_a_read_only_file_system(runner, tmp_path, monkeypatch):
     assert not output.exists()
 
 
+def test_a_read_only_folder_is_refused_though_a_lock_file_was_left_there(runner, tmp_path, monkeypatch):
+    """A lock file left by an earlier run opens again in a read-only folder (no file is created): the folder was
+    then not refused before the model loaded, and the job wrote a chunk it could not commit (audit 44). The
+    folder is probed with a new file of its own."""
+    output = tmp_path / "out.csv"
+    lock_path(output).write_text("4242\n")
+    real_open = os.open
+
+    def read_only(path, flags, *args, **kwargs):  # a read-only mount: what exists opens, nothing new is made
+        if flags & os.O_CREAT and not os.path.exists(path):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    def no_unlink(path, *args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr(os, "open", read_only)
+    monkeypatch.setattr(os, "unlink", no_unlink)
+    assert refused(runner, tmp_path, output) == (
+        f"Error: OutputError: cannot write in {tmp_path} (for --output {output}): Read-only file system "
+        "(EROFS); make the folder writable or write somewhere else.")
+    assert not output.exists()
+
+
 @pytest.mark.skipif(ROOT, reason="root writes into a read-only file anyway")
 def test_output_file_is_read_only(runner, tmp_path):
     output = tmp_path / "out.csv"
@@ -168,7 +192,7 @@ def test_disk_full_keeps_what_was_committed(runner, tf_camembert_dir, tmp_path, 
     assert result.exit_code == 1, result.output
     assert one_line(result.output) == (
         f"Error: OutputError: cannot write {output}: No space left on device (ENOSPC); the 16 rows committed "
-        "before are kept: free some space (or fix the cause) and rerun with --resume.")
+        "before are kept: free some space and rerun with --resume.")
     assert job_state.load(job_state.state_path(output)).rows == 16
     assert not lock_path(output).exists()
     result = runner.invoke(cli, ["classify", "-o", str(output), "--resume", "--quiet"])
@@ -200,7 +224,7 @@ def test_a_real_write_failure_in_a_real_process(runner, tf_camembert_dir, tmp_pa
     rows = job_state.load(job_state.state_path(output)).rows
     assert 0 < rows < 400
     assert line == (f"Error: OutputError: cannot write {output}: File too large (EFBIG); the {rows:,} rows "
-                    "committed before are kept: free some space (or fix the cause) and rerun with --resume.")
+                    "committed before are kept: fix the cause and rerun with --resume.")
     assert output.stat().st_size <= limit
     resumed = subprocess.run([sys.executable, "-c", MAIN, "classify", "-o", str(output), "--resume", "-t", "1",
                               "--quiet"], env=ENV, capture_output=True, timeout=300)

@@ -409,3 +409,16 @@ def test_utf8_streams_leaves_terminals_utf8_and_an_asked_encoding_alone():
     asked = stream("cp1252")
     utf8_streams([asked], environ={"PYTHONIOENCODING": "cp1252"})
     assert asked.encoding == "cp1252"
+
+
+def test_a_signal_while_the_interpreter_shuts_down_ends_it_quietly(offline_env):
+    """A second Ctrl-C after a job's "interrupted: ... rerun with --resume" line, while Python joined its
+    threads, printed a KeyboardInterrupt traceback under it (audit 44): once the command is done, a signal ends
+    the process at once with the signal's status."""
+    code = ("import os, signal, sys, time\nfrom coulisse.interfaces.cli import main\n"
+            "sys.argv = ['coulisse', '--version']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "os.kill(os.getpid(), signal.SIGINT)\ntime.sleep(30)\nprint('not ended')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=offline_env, timeout=60)
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr and "not ended" not in done.stdout and "coulisse" in done.stdout

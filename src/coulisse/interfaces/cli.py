@@ -10,6 +10,7 @@ The commands live beside the interface they drive and share their options throug
 from __future__ import annotations
 
 import codecs
+import contextlib
 import errno
 import logging
 import os
@@ -146,4 +147,23 @@ def utf8_streams(streams=None, environ=os.environ) -> None:
 
 def main() -> None:
     utf8_streams()
-    cli(prog_name="coulisse")
+    try:
+        cli(prog_name="coulisse")
+    finally:
+        _quiet_shutdown()
+
+
+def _quiet_shutdown() -> None:
+    """Once the command is done (its answer or its one-line error said), a second Ctrl-C or SIGTERM while the
+    interpreter shuts down (joining threads, freeing the model) ends the process at once, as the signal's
+    status, instead of a KeyboardInterrupt traceback from threading's shutdown under the line (audit 44)."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError, OSError):  # not the main thread: left as it is
+            signal.signal(signum, _exit_now)
+
+
+def _exit_now(signum: int, frame) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(128 + signum)

@@ -51,8 +51,10 @@ def lock_path(output: str | Path) -> Path:
 
 
 def check_output_path(output: str | Path, flag: str = "--output", example: str = "labelled.csv") -> None:
-    """What makes an output file unwritable before anything is written: it is a folder, its folder is missing,
-    or it is read-only. (A read-only folder shows when the lock file cannot be created, or `check_writable`.)"""
+    """What makes an output file unwritable before anything is written: it is a folder, its folder is missing or
+    takes no new file (the record, the parts and the lock go there: probed, since a lock file left by an earlier
+    run opens in a read-only folder, and the job then loaded its model and wrote a chunk first, audit 44), or it
+    is read-only."""
     path = Path(output)
     folder = path.absolute().parent
     if path.is_dir():
@@ -61,6 +63,7 @@ def check_output_path(output: str | Path, flag: str = "--output", example: str =
         raise InputError(f"{flag} {output}: the folder {folder} does not exist; create it first.")
     if path.exists() and not os.access(path, os.W_OK):
         raise OutputError(f"{flag} {output} is read-only; make it writable or write somewhere else.")
+    check_writable(output, flag)
 
 
 def unwritable(folder: Path, flag: str, given: str | Path, error: OSError) -> OutputError:
@@ -137,7 +140,7 @@ class OutputLock:
                 break
             os.close(fd)  # its holder removed it between our open and our lock: lock the file there now
         previous = _read_pid(fd)
-        if previous:
+        if previous and previous != str(os.getpid()):  # our own: the probe before the model loaded left it
             log.warning("%s: taking over the lock of pid %s, which ended without releasing it", self.output,
                         previous)
         os.ftruncate(fd, 0)

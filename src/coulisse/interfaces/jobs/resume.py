@@ -51,7 +51,8 @@ def check_resumed(options, saved: job_state.JobState, key: dict, reader: Reader,
     for _ in itertools.islice(rows, saved.rows):  # read again through the hash
         pass
     moved = (saved.key.get("input"), key["input"]) if "input" in renamed else None
-    job_state.check_input(saved.input, reader.fingerprint(), saved.rows, options.output, moved)
+    job_state.check_input(saved.input, reader.fingerprint(), saved.rows, options.output, moved,
+                          stdin=key["input"] == STDIO)
     if moved:
         log.info("--input %s is not the path the first run read (%s), but the %s committed rows come from the same "
                  "bytes (sha256 %s…): going on with it", key["input"], moved[0], f"{saved.rows:,}",

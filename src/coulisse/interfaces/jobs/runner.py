@@ -298,8 +298,11 @@ def _writing(output: str, committed: int):
         with contextlib.suppress(CoulisseError):  # the record on disk is what --resume will find
             recorded = job_state.load(job_state.state_path(output))
             committed = recorded.rows if recorded is not None else 0
-        kept = (f"the {count(committed, 'row')} committed before are kept: free some space (or fix the cause) "
-                "and rerun with --resume" if committed else "no row was committed: fix the cause and rerun")
+        fix = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space (or raise the quota)",
+               errno.EACCES: "make the folder and file writable", errno.EPERM: "make the folder and file writable",
+               errno.EROFS: "write on a file system mounted read-write"}.get(e.errno, "fix the cause")
+        kept = (f"the {count(committed, 'row')} committed before are kept: {fix} and rerun with --resume"
+                if committed else f"no row was committed: {fix} and rerun")
         raise OutputError(f"cannot write {output}: {cause}; {kept}.") from None
 
 

@@ -281,12 +281,14 @@ def check_precision(saved: dict[str, Any], current: dict[str, Any], fast: bool, 
 
 
 def check_input(saved: dict[str, Any], current: dict[str, Any], rows: int, output: str,
-                moved: tuple[str, str] | None = None) -> None:
+                moved: tuple[str, str] | None = None, stdin: bool = False) -> None:
     """The committed rows' bytes; `moved`: the first run's input and this one, where their paths differ (the
-    same bytes under another name are the same input, so only the bytes decide)."""
+    same bytes under another name are the same input, so only the bytes decide); `stdin`: both read stdin, which
+    the resume must be given again."""
     if saved == current:
         return
     said = f"--input changed (was {moved[0]!r}, now {moved[1]!r}) and its bytes differ" if moved else \
+        "the input changed (the first run read stdin: pipe the same input into --resume)" if stdin else \
         "the input changed"
     if saved.get("whole"):
         what = (f"{said} (the first run's file had {saved['bytes']:,} bytes with sha256 "
