@@ -120,6 +120,11 @@ def test_the_model_call_takes_what_the_tokenizer_returned(minilm_dir):
     assert torch.equal(model(**rich).last_hidden_state, model(**plain).last_hidden_state)
     with pytest.raises(TypeError, match="unexpected keyword argument 'offsets'"):
         model(**plain, offsets=rich["offset_mapping"])
+    # transformers' BertModel adds pooler_output; coulisse's says it does not compute it, and what to take
+    out = model(**plain)
+    with pytest.raises(AttributeError, match=r"pooler_output is not computed.*last_hidden_state\[:, 0\]"):
+        _ = out.pooler_output
+    assert not hasattr(out, "pooler") and len(out) == 1
 
 
 FIRSTS = ["J'ai attendu un cours d'HuggingFace toute ma vie, et le voici enfin devant moi.",

@@ -97,6 +97,14 @@ class ModelOutput:
     def __iter__(self):
         return iter(self.keys())
 
+    def __getattr__(self, name: str):  # only for names that are not fields
+        if name == "pooler_output":  # transformers' BERT / RoBERTa / MPNet base models return it; coulisse does not
+            raise AttributeError(
+                "pooler_output is not computed: coulisse's base model returns last_hidden_state (and its pooler's "
+                "tanh layer was trained for next-sentence prediction, not as a sentence embedding). Take "
+                "out.last_hidden_state[:, 0] for the first token, or coulisse.SentenceEncoder for embeddings.")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def __len__(self) -> int:
         return len(self.keys())
 
