@@ -47,10 +47,13 @@ def load_checkpoint(model: str | Path, head: str | None, revision: str | None = 
     model_dir = transformer_folder(directory)
     config = EncoderConfig.from_file(model_dir / "config.json")
     source = tokenizer_dir if tokenizer_dir is not None else model_dir
+    # A tokenizer whose folder names no limit cuts at the position table's (docs/dropin.md)...
     tokenizer = Tokenizer.from_dir(source, model_type=config.model_type, max_positions=config.max_positions,
                                    vocab_size=config.vocab_size)
-    # Never let truncation exceed what the position table can embed.
-    tokenizer.model_max_length = min(tokenizer.model_max_length, config.max_positions)
+    if config.position_limit is not None:  # ...and truncation never exceeds what the table can embed; a model that
+        # reads no absolute position (DeBERTa-v3's relative buckets) keeps its tokenizer's own limit, as
+        # transformers does (a long-document fine-tune's 1024 or 2048 was cut at 512, audit 44)
+        tokenizer.model_max_length = min(tokenizer.model_max_length, config.position_limit)
     encoder = load_model(model_dir, config, head)  # first: a vocab_size that the weights contradict is named
     check_tokenizer(tokenizer, config, source)
     return Checkpoint(str(model), directory, config, tokenizer, encoder, model_dir)

@@ -396,3 +396,27 @@ def test_past_the_position_table_without_truncation(deberta, name):
     got = pipe(text, truncation=False, top_k=None)
     assert_close("deberta v3 past 512 tokens", [r["score"] for r in sorted(got, key=lambda r: r["label"])],
                  [float(expected[i]) for i in sorted(LABELS, key=lambda i: LABELS[i])])
+
+
+def test_relative_only_keeps_its_tokenizers_longer_limit(deberta, tmp_path):
+    """DeBERTa-v3 reads no absolute position: a fine-tune whose tokenizer says 1,024 tokens (config.json's table
+    512) was cut at 512, answering otherwise than transformers (audit 44). A model that reads the table is
+    still cut at it."""
+    import transformers
+
+    text = " ".join(["le film est long et lent"] * 80)
+    for name, limit in (("v3", 1024), ("absolute", 512)):
+        directory = tmp_path / name
+        shutil.copytree(deberta.checkpoint(name), directory)
+        (directory / "tokenizer_config.json").write_text(
+            json.dumps({"do_lower_case": False, "vocab_type": "spm", "model_max_length": 1024}), encoding="utf-8")
+        pipe = pipeline("text-classification", model=directory)
+        assert pipe.tokenizer.model_max_length == limit
+        assert 512 < len(pipe.tokenizer(text)["input_ids"]) < 1024
+        if name == "v3":
+            theirs = transformers.pipeline("text-classification", model=str(directory), device="cpu", top_k=None)
+            expected = {r["label"]: r["score"] for r in theirs([text], truncation=True)[0]}
+            got = {r["label"]: r["score"] for r in pipe(text, truncation=True, top_k=None)}
+            assert max_delta("deberta v3 at 1,024 tokens", [got[k] for k in sorted(got)],
+                             [expected[k] for k in sorted(got)]) <= 1e-4
+
