@@ -277,6 +277,59 @@ def test_one_input_the_model_cannot_run_fails_alone_not_its_batch_neighbours():
     assert forward.batches[1:] == [[0], [1], [2], [666], [10], [11]]
 
 
+def test_health_says_a_broken_model_and_a_stuck_thread_and_heals():
+    """/health answered 200 while every forward failed and while the model thread hung (audit 44); TEI answers
+    503 after a failed forward, so a liveness probe restarts the pod. Here: three batches in a row that fail
+    whole, or a forward running for STUCK_AFTER_S; one answered batch heals it; an input that fails alone among
+    answered neighbours is that input's failure, not the model's."""
+    from coulisse.interfaces.server import batching
+
+    forward = FakeForward(fail=True)
+
+    async def scenario(b):
+        assert b.health_problem() is None
+        for n in range(batching.FAILURES_UNHEALTHY):
+            with pytest.raises(ForwardError):
+                await asyncio.gather(*b.submit(items(2, start=10 * n)))
+        broken = b.health_problem()
+        forward.fail = False
+        await asyncio.gather(*b.submit(items(1)))
+        healed = b.health_problem()
+        forward.hold_first, forward.batches = True, []
+        forward.running.clear()
+        held = b.submit(items(1))
+        while not forward.running.is_set():
+            await asyncio.sleep(0.01)
+        stuck = b.health_problem(now=time.monotonic() + batching.STUCK_AFTER_S)
+        fresh = b.health_problem()
+        forward.release.set()
+        await asyncio.gather(*held)
+        return broken, healed, stuck, fresh, b.health_problem()
+
+    broken, healed, stuck, fresh, after = run(BatchLimits(max_wait_ms=0), forward, scenario)
+    assert broken == f"the last {batching.FAILURES_UNHEALTHY} batches failed (ValueError: boom)"
+    assert healed is None and fresh is None and after is None
+    assert stuck is not None and "the model thread looks stuck" in stuck
+
+
+def test_inputs_that_fail_alone_leave_the_model_healthy():
+    from coulisse.interfaces.server import batching
+
+    class Poisoned(FakeForward):
+        def __call__(self, items):
+            if any(it.ids[0] == 666 for it in items):
+                raise IndexError("index out of range in self")
+            return [np.array([it.ids[0], len(it.ids)], dtype=np.float32) for it in items]
+
+    async def scenario(b):
+        for _ in range(batching.FAILURES_UNHEALTHY + 1):
+            poison = b.submit([Item([666] * 5)])
+            await asyncio.gather(*b.submit(items(2)), *poison, return_exceptions=True)
+        return b.health_problem()
+
+    assert run(BatchLimits(max_batch_tokens=10_000, max_wait_ms=50), Poisoned(), scenario) is None
+
+
 def test_stop_finishes_what_is_queued():
     forward = FakeForward()
 

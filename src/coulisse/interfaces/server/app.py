@@ -235,9 +235,10 @@ def add_status_routes(app: FastAPI, service: Service, metrics: ServerMetrics, pr
     @app.get("/health", tags=[TAG], response_class=Response,
              responses={200: {"description": "Ready", "content": None}, **openapi_responses("unhealthy")})
     async def health() -> Response:
-        """200 once the model is loaded and the batching loop runs; 503 while starting or stopping."""
-        if not service.batcher.alive:
-            raise ServerError("unhealthy", "unhealthy: the batching loop is not running")
+        """200 once the model is loaded and answers; 503 while stopping, while a forward pass has run for two
+        minutes (a stuck model thread), or after three batches in a row failed whole (a broken model)."""
+        if (problem := service.batcher.health_problem()) is not None:
+            raise ServerError("unhealthy", f"unhealthy: {problem}")
         return Response(status_code=200)
 
     @app.get("/info", tags=[TAG], dependencies=protected, response_model=None,

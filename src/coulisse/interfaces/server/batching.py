@@ -41,6 +41,11 @@ from coulisse.interfaces.server.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
 
+# GET /health answers 503 when a forward has run this long (no batch within the token budget takes a tenth of it
+# on two cores), or when this many batches in a row failed whole.
+STUCK_AFTER_S = 120.0
+FAILURES_UNHEALTHY = 3
+
 Forward = Callable[[list[Item]], Sequence[np.ndarray]]
 
 
@@ -120,6 +125,9 @@ class Batcher:
         self._task: asyncio.Task | None = None
         self.worker = worker or Worker()
         self._closing = False
+        self._running_since: float | None = None  # the forward on the thread now, when one is
+        self._failed_in_a_row = 0  # batches whose every input failed, since the last that answered one
+        self._last_failure = ""
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -145,6 +153,20 @@ class Batcher:
     @property
     def alive(self) -> bool:
         return self._task is not None and not self._task.done() and not self._closing
+
+    def health_problem(self, now: float | None = None) -> str | None:
+        """Why the model cannot answer, for GET /health (503), or None: the batching loop stopped; a forward has
+        run for STUCK_AFTER_S (a hung model thread answers nothing, and a probe should restart it); or the last
+        FAILURES_UNHEALTHY batches failed whole (a broken model; one input that fails alone does not count, so a
+        client cannot make the server look broken). TEI's /health answers 503 after a failed forward (audit 44)."""
+        if not self.alive:
+            return "the batching loop is not running"
+        now = time.monotonic() if now is None else now
+        if self._running_since is not None and now - self._running_since >= STUCK_AFTER_S:
+            return f"a forward pass has run for {now - self._running_since:.0f} s: the model thread looks stuck"
+        if self._failed_in_a_row >= FAILURES_UNHEALTHY:
+            return f"the last {self._failed_in_a_row} batches failed ({self._last_failure})"
+        return None
 
     # -- producer side (request handlers) ---------------------------------------------------------
 
@@ -305,6 +327,7 @@ class Batcher:
     def _dispatch(self, batch: list[Entry]) -> None:
         started = time.monotonic()
         items = [e.item for e in batch]
+        self._running_since = started
         self._inflight = asyncio.get_running_loop().run_in_executor(self.worker.executor, self._forward, items)
         self._inflight.add_done_callback(partial(self._deliver, batch, started))
 
@@ -338,7 +361,14 @@ class Batcher:
         """On the loop: free the thread, hand each entry its row (or the failure), then wake the queue task."""
         self.worker.release()
         self._wakeup.set()
+        self._running_since = None
         exc = done.exception() if not done.cancelled() else asyncio.CancelledError()
+        failed = exc
+        if exc is None and all(isinstance(row, Exception) for row in done.result()[0]):
+            failed = done.result()[0][0]
+        self._failed_in_a_row = self._failed_in_a_row + 1 if failed is not None else 0
+        if failed is not None:
+            self._last_failure = f"{type(failed).__name__}: {str(failed)[:200]}"
         if exc is not None:
             log.error("forward pass failed for a batch of %d inputs", len(batch), exc_info=exc)
             for entry in batch:
