@@ -304,6 +304,30 @@ def test_all_scores_and_clashing_names(pipe, tmp_path):
         assert r["predicted_score"] == max(r["predicted_score_NEGATIVE"], r["predicted_score_POSITIVE"])
 
 
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_a_file_classified_again_keeps_every_earlier_prediction(pipe, expected, tmp_path, fmt):
+    """A job's output (or evaluate's predictions) classified again by another model: its predicted_* and
+    coulisse_error were taken too, and the names were given once more: JSONL overwrote the first model's values,
+    CSV wrote each name twice (refused as the next input), Parquet stopped on Arrow's duplicate field (audit 44)."""
+    source = tmp_path / f"in.{fmt}"
+    write_input(source, fmt, [{"text": t} for t in TEXTS[:6]])
+    first, second, third = (tmp_path / f"{n}.{fmt}" for n in ("first", "second", "third"))
+    run(pipe, source, first)
+    run(pipe, first, second, all_scores=True)
+    run(pipe, second, third)
+    earlier = read_output(second)
+    out = read_output(third)
+    assert list(out[0]) == [*earlier[0], "predicted_2_label", "predicted_2_score", "coulisse_error_2"]
+    assert list(earlier[0]) == ["text", "label", "score", "error", "predicted_label", "predicted_score",
+                                "predicted_score_NEGATIVE", "predicted_score_POSITIVE", "coulisse_error"]
+    for row, before, want in zip(out, earlier, expected[:6], strict=True):
+        assert {k: row[k] for k in before} == before  # every value of the input as it was
+        assert row["predicted_2_label"] == want["label"] == before["label"] == before["predicted_label"]
+    # a name taken from the second model's --all-scores columns moves the prefix on, as label and score do
+    run(pipe, third, tmp_path / f"fourth.{fmt}", all_scores=True)
+    assert "predicted_3_score_POSITIVE" in read_output(tmp_path / f"fourth.{fmt}")[0]
+
+
 def test_a_later_jsonl_record_keeps_its_own_label_score_and_error(pipe, expected, tmp_path):
     """The added names come from the first record; a later record with its own label, score or error keeps
     them, and gets its prediction under the renamed columns, as a first record with those keys would."""

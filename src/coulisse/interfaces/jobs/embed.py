@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from coulisse.errors import InputError
-from coulisse.interfaces.jobs.formats import Row
+from coulisse.interfaces.jobs.formats import Row, free_name
 from coulisse.interfaces.jobs.predict import RowModel
 from coulisse.interfaces.jobs.state import fsync_dir
 
@@ -55,7 +55,7 @@ class Embedding:
 @dataclass
 class EmbedColumns:
     """Names of the columns an embedding job appends; an input that has an `embedding` or `error` column
-    gets `coulisse_embedding` / `coulisse_error`."""
+    gets `coulisse_embedding` / `coulisse_error` (taken too: `coulisse_embedding_2`..., as `Added` numbers)."""
 
     dim: int
     embedding: str = "embedding"
@@ -64,8 +64,7 @@ class EmbedColumns:
     @classmethod
     def for_columns(cls, columns: list[str], dim: int) -> EmbedColumns:
         taken, name = set(columns), cls.embedding  # the class's own name: embedding, sparse_embedding
-        return cls(dim, f"coulisse_{name}" if name in taken else name,
-                   "coulisse_error" if "error" in taken else "error")
+        return cls(dim, free_name(name, taken), free_name("error", taken))
 
     @property
     def names(self) -> list[str]:

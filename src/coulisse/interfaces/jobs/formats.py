@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,9 @@ class Row:
 @dataclass
 class Added:
     """Names of the columns a job appends. When the input already has a `label`, `score` or `score_*`
-    column, all prediction columns get a `predicted_` prefix (an `error` column: `coulisse_error`)."""
+    column, all prediction columns get a `predicted_` prefix (an `error` column: `coulisse_error`); when those are
+    taken too (a file a job or `evaluate` wrote, classified again by another model), `predicted_2_`,
+    `predicted_3_`... (`coulisse_error_2`...): no input value is overwritten, no name written twice."""
 
     label: str = "label"
     score: str = "score"
@@ -41,9 +44,10 @@ class Added:
     def for_columns(cls, columns: list[str], labels: list[str], all_scores: bool) -> Added:
         taken = set(columns)
         names = ["label", "score"] + ([f"score_{label}" for label in labels] if all_scores else [])
-        prefix = "predicted_" if taken & set(names) else ""
+        prefixes = itertools.chain(("", "predicted_"), (f"predicted_{n}_" for n in itertools.count(2)))
+        prefix = next(p for p in prefixes if not taken & {p + name for name in names})
         scores = {label: f"{prefix}score_{label}" for label in labels} if all_scores else {}
-        error = "coulisse_error" if "error" in taken else "error"
+        error = free_name("error", taken | {prefix + name for name in names})
         return cls(f"{prefix}label", f"{prefix}score", error, scores)
 
     @property
@@ -62,6 +66,12 @@ class Added:
         fields = [pa.field(self.label, pa.string()), pa.field(self.score, pa.float64())]
         fields += [pa.field(c, pa.float64()) for c in self.scores.values()]
         return [*fields, pa.field(self.error, pa.string())]
+
+
+def free_name(name: str, taken: set[str]) -> str:
+    """`name`, else `coulisse_<name>`, else `coulisse_<name>_2`, `_3`...: the first no input column has."""
+    names = itertools.chain((name, f"coulisse_{name}"), (f"coulisse_{name}_{n}" for n in itertools.count(2)))
+    return next(candidate for candidate in names if candidate not in taken)
 
 
 def input_format(path: str) -> str:
