@@ -245,3 +245,66 @@ def test_listening_beyond_this_machine_without_a_key_is_a_warning(monkeypatch, m
     assert result.exit_code == 0, result.output
     said = [r.getMessage() for r in caplog.records if "without --api-key" in r.getMessage()]
     assert bool(said) is warned, said
+
+
+def _serve_captured(monkeypatch, minilm, args, env):
+    """`coulisse serve` up to uvicorn's start, with the fixture's model; the uvicorn configs it built."""
+    from coulisse.interfaces.cli import cli
+    from coulisse.interfaces.server import command
+
+    configs = []
+
+    class Captured:
+        def __init__(self, config, drain):
+            configs.append(config)
+
+        def run(self):
+            pass
+
+    for name in ("COULISSE_PORT", "PORT", "HF_TOKEN", "HF_HUB_CACHE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(command, "load_pipeline", lambda *a, **k: minilm)
+    monkeypatch.setattr(command, "check_listen", lambda host, port: None)
+    monkeypatch.setattr("coulisse.interfaces.server.detect.served_task", lambda task, *a: task or "feature-extraction")
+    monkeypatch.setattr("coulisse.interfaces.server.protocol.DrainingServer", Captured)
+    monkeypatch.setattr(command.signal, "signal", lambda *a: None)
+    return CliRunner().invoke(cli, ["serve", "-m", "minilm", *args], env=env), configs
+
+
+@pytest.mark.parametrize(("env", "port"), [({}, 8080), ({"PORT": "9090"}, 9090)])
+def test_a_kubernetes_service_link_in_coulisse_port_is_no_port(monkeypatch, minilm, caplog, env, port):
+    """Kubernetes sets COULISSE_PORT=tcp://10.0.0.7:8080 in every pod of the namespace of a Service named
+    coulisse: the server refused to start ("not a valid integer range", exit 2: a crash loop), TEI's PORT
+    notwithstanding (audit 44). The link is no setting, said once; typed as --port it is still refused."""
+    import logging
+
+    link = {"COULISSE_PORT": "tcp://10.0.0.7:8080"}
+    with caplog.at_level(logging.WARNING, logger="coulisse.interfaces.server.command"):
+        result, configs = _serve_captured(monkeypatch, minilm, [], {**link, **env})
+    assert result.exit_code == 0, result.output
+    assert configs[0].port == port
+    assert any("is the link Kubernetes sets for a Service named coulisse" in r.getMessage() for r in caplog.records)
+    result, _ = _serve_captured(monkeypatch, minilm, ["--port", "tcp://10.0.0.7:8080"], {})
+    assert result.exit_code == 2 and "not a valid integer range" in result.output
+
+
+def test_teis_launcher_flags_without_counterpart_start_the_server(monkeypatch, minilm, caplog, tmp_path):
+    """A TEI manifest's --prometheus-port, --json-output, --hf-token... stopped the container ("No such option",
+    exit 2: a crash loop). Each is accepted and said to have no effect here, except the token and the cache,
+    carried to huggingface_hub's variables."""
+    import logging
+    import os
+
+    args = ["--prometheus-port", "9000", "--json-output", "--tokenization-workers", "4", "--otlp-endpoint",
+            "http://otel:4317", "--otlp-service-name", "tei", "--disable-spans", "--uds-path", "/tmp/tei",
+            "--dense-path", "2_Dense", "--hf-token", "hf_x", "--huggingface-hub-cache", str(tmp_path)]
+    with caplog.at_level(logging.WARNING, logger="coulisse.interfaces.server.command"):
+        result, configs = _serve_captured(monkeypatch, minilm, args, {})
+        token, cache = os.environ.get("HF_TOKEN"), os.environ.get("HF_HUB_CACHE")
+    assert result.exit_code == 0, result.output
+    said = " ".join(r.getMessage() for r in caplog.records)
+    for flag in ("--prometheus-port", "--json-output", "--tokenization-workers", "--otlp-endpoint",
+                 "--disable-spans", "--uds-path", "--dense-path"):
+        assert f"{flag} (text-embeddings-inference's) is accepted without effect" in said
+    assert "served on --port, at /metrics" in said
+    assert (token, cache) == ("hf_x", str(tmp_path)) and configs

@@ -26,6 +26,13 @@ from coulisse.interfaces.options import (
     threads_option,
 )
 from coulisse.interfaces.server.limits import BATCH, CONNECTION, REQUEST
+from coulisse.interfaces.server.tei_env import (
+    Port,
+    apply_tei_launcher,
+    cors_origins,
+    tei_launcher_options,
+    with_tei_environment,
+)
 
 SERVED_TASKS = ("text-classification", "feature-extraction", "token-classification", "question-answering",
                 "fill-mask", "zero-shot-classification", "sparse-embedding")
@@ -44,7 +51,7 @@ log = logging.getLogger(__name__)
                    "every task `POST /`. Several models: once per --model, in order (COULISSE_TASK: comma-separated).")
 @click.option("-H", "--host", "--hostname", default="127.0.0.1", show_default=True, envvar="COULISSE_HOST",
               help="Address to listen on (0.0.0.0: every interface).")
-@click.option("-p", "--port", type=click.IntRange(0, 65535), default=8080, show_default=True, envvar="COULISSE_PORT",
+@click.option("-p", "--port", type=Port(), default=8080, show_default=True, envvar="COULISSE_PORT",
               help="Port to listen on.")
 @threads_option(help_text="CPU threads for every batch (default: all physical cores; docs/server.md, \"Threads "
                            "and contention\").")
@@ -115,6 +122,7 @@ log = logging.getLogger(__name__)
                    "(default: no prompt; the file's default_prompt_name is not read, as in TEI).")
 @click.option("--default-prompt", default=None, envvar="COULISSE_DEFAULT_PROMPT",
               help="A text put before each text whose request names no prompt (not with --default-prompt-name).")
+@tei_launcher_options
 def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batch_requests, max_wait_ms,
           max_client_batch_size, max_concurrent_requests, auto_truncate, no_auto_truncate, payload_limit, pooling,
           api_key,
@@ -155,8 +163,8 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
         if not value > 0:
             raise click.BadParameter(f"{value} is not a positive number of seconds.", param_hint=name)
     from coulisse.interfaces.server.detect import served_task
-    from coulisse.interfaces.server.tei_env import cors_origins, with_tei_environment
 
+    apply_tei_launcher(tei)
     # TEI's environment (MODEL_ID, PORT, API_KEY...) for what neither the command line nor COULISSE_* set.
     given = with_tei_environment(click.get_current_context(), {**tei, "model": model, "port": port,
                                  "max_batch_tokens": max_batch_tokens, "api_key": api_key,

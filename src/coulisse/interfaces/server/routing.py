@@ -178,11 +178,11 @@ def add_server_routes(app: FastAPI, services: dict[str, Service], metrics: Serve
 
     @app.get("/health", response_class=Response)
     async def health() -> Response:
-        """200 once every model's batching loop runs."""
-        down = [name for name, service in services.items() if not service.batcher.alive]
+        """200 once every model answers (each one's /NAME/health: `Batcher.health_problem`)."""
+        down = [f"{name!r}: {problem}" for name, service in services.items()
+                if (problem := service.batcher.health_problem()) is not None]
         if down:
-            raise ServerError("unhealthy", f"unhealthy: the batching loop of {', '.join(map(repr, down))} "
-                              "is not running")
+            raise ServerError("unhealthy", f"unhealthy: {'; '.join(down)}")
         return Response(status_code=200)
 
     @app.get("/info")

@@ -7,10 +7,14 @@ HOSTNAME is not read: every shell sets it to the machine's name, which TEI would
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 
 import click
 from click.core import ParameterSource
+
+log = logging.getLogger("coulisse.interfaces.server.command")
 
 # parameter of `coulisse serve` -> TEI's environment variable (router/src/main.rs, clap's `env`)
 TEI_ENV = {"model": "MODEL_ID", "port": "PORT", "max_batch_tokens": "MAX_BATCH_TOKENS", "api_key": "API_KEY",
@@ -43,3 +47,63 @@ def cors_origins(value: str | None) -> list[str] | None:
     if not value:
         return None
     return [origin.strip() for origin in value.split(",") if origin.strip()]
+
+
+# TEI launcher flags with no counterpart here, accepted so that a TEI manifest starts (an unknown flag is exit 2,
+# a crash loop): flag -> (parameter, what coulisse does instead). --hf-token and --huggingface-hub-cache are
+# carried to huggingface_hub's variables, which coulisse reads at load.
+TEI_NO_COUNTERPART = {
+    "--prometheus-port": ("prometheus_port", "its metrics are served on --port, at /metrics"),
+    "--json-output": ("json_output", "its logs stay lines of text"),
+    "--tokenization-workers": ("tokenization_workers", "it tokenizes on one thread per model, beside the forwards"),
+    "--otlp-endpoint": ("otlp_endpoint", "it exports no OpenTelemetry spans"),
+    "--otlp-service-name": ("otlp_service_name", "it exports no OpenTelemetry spans"),
+    "--disable-spans": ("disable_spans", "it exports no OpenTelemetry spans"),
+    "--uds-path": ("uds_path", "it runs no Python backend over a Unix socket"),
+    "--dense-path": ("dense_path", "it reads the folder's modules.json for its modules"),
+}
+TEI_CARRIED = {"--hf-token": ("hf_token", "HF_TOKEN"), "--hf-api-token": ("hf_api_token", "HF_TOKEN"),
+               "--huggingface-hub-cache": ("huggingface_hub_cache", "HF_HUB_CACHE")}
+
+
+def tei_launcher_options(f):
+    """The flags of TEI_NO_COUNTERPART and TEI_CARRIED, hidden from --help (docs/server.md lists them)."""
+    for flag, (name, _) in reversed(list(TEI_CARRIED.items())):
+        f = click.option(flag, name, default=None, hidden=True)(f)
+    for flag, (name, _) in reversed(list(TEI_NO_COUNTERPART.items())):
+        if name in ("json_output", "disable_spans"):
+            f = click.option(flag, name, is_flag=True, default=False, hidden=True)(f)
+        else:
+            f = click.option(flag, name, default=None, hidden=True)(f)
+    return f
+
+
+def apply_tei_launcher(values: dict) -> None:
+    """Say once which TEI flags given have no effect here; carry the token and the cache to huggingface_hub."""
+    for flag, (name, instead) in TEI_NO_COUNTERPART.items():
+        if values.get(name):
+            log.warning("%s (text-embeddings-inference's) is accepted without effect: coulisse serve %s", flag,
+                        instead)
+    for name, variable in TEI_CARRIED.values():
+        if values.get(name):
+            os.environ[variable] = values[name]
+
+
+# Kubernetes gives every pod of a namespace `<SERVICE>_PORT=tcp://10.0.0.7:8080` for each Service: a Service
+# named `coulisse` sets COULISSE_PORT to that, which is no port (and TEI's PORT is never set that way).
+SERVICE_LINK = re.compile(r"(tcp|udp|sctp)://[^\s]+:\d+")
+
+
+class Port(click.ParamType):
+    """A port number; from the environment, a Kubernetes service link is read as no setting (said once)."""
+
+    name = "integer range"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and SERVICE_LINK.fullmatch(value.strip()) and ctx is not None and \
+                ctx.get_parameter_source(param.name) == ParameterSource.ENVIRONMENT:
+            log.warning("COULISSE_PORT=%s is the link Kubernetes sets for a Service named coulisse, not a port: "
+                        "ignored (pass --port, or PORT)", value.strip())
+            ctx.set_parameter_source(param.name, ParameterSource.DEFAULT)
+            return param.get_default(ctx)
+        return click.IntRange(0, 65535).convert(value, param, ctx)
