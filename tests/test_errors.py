@@ -27,8 +27,10 @@ BAD_INPUTS = {
     # a column of a data frame or an array: said how to pass its values
     "array": (np.array(["un film", "Bof."]), "got ndarray (a column: pass .tolist()"),
     "0-d array": (np.array("un film"), "got ndarray (one value: pass .item())"),
-    "list-with-NaN-and-a-frame": (["un film", float("nan")], "df.loc[m, 'label'] = "),  # rows kept in line
+    "list-with-NaN-and-a-frame": (["un film", float("nan")], "df.loc[m, 'predicted_label'] = "),  # rows kept in line
     "nested-list": ([["un film"]], "[0] is a list"),
+    # df.text.apply(pipe) reaches a NaN row: one value, said to be a missing one
+    "NaN-alone": (float("nan"), "got float (a missing value: a column's NaN or None; .dropna() first"),
     # transformers 4's legacy pair: said how to pass a pair now
     "pair-as-list": ([["Super film", "Nul"]], "[0] is a list, ['Super film', 'Nul'], not a string. For a text pair"),
     "long-item": ([["x" * 100]], f"[0] is a list, {repr(['x' * 100])[:57]}..., not"),  # clipped with an ellipsis

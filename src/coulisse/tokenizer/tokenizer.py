@@ -116,6 +116,12 @@ def _is_one_id(ids: Any) -> bool:
     return isinstance(ids, (int, np.integer)) or getattr(ids, "ndim", None) == 0
 
 
+def _missing(value: Any) -> bool:
+    """A data frame's missing value: None, NaN, pandas' NA or NaT."""
+    return value is None or (isinstance(value, float) and value != value) or type(value).__name__ in (
+        "NAType", "NaTType")
+
+
 def check_texts(texts: Any, what: str = "text") -> tuple[list[str], bool]:
     """Validate user input; return (list of texts, whether a single string was given)."""
     if isinstance(texts, str):
@@ -129,6 +135,8 @@ def check_texts(texts: Any, what: str = "text") -> tuple[list[str], bool]:
             column = " (a table: pass its text column, df['text'].tolist())"
         elif hasattr(texts, "tolist"):
             column = " (a column: pass .tolist(), after .dropna() if it has missing values)"
+        elif _missing(texts):  # df.text.apply(pipe) on a NaN row
+            column = " (a missing value: a column's NaN or None; .dropna() first, or .fillna(''))"
         else:
             column = ""
         raise InputError(f"{what} must be a string or a list of strings, got {type(texts).__name__}{column}.")
@@ -141,9 +149,8 @@ def check_texts(texts: Any, what: str = "text") -> tuple[list[str], bool]:
                     "tokenizer).") if isinstance(t, (list, tuple)) and len(t) == 2 else ""
             missing = (" A missing value (a column's NaN or None): drop it or fill it (.dropna(), .fillna('')); to "
                        "keep a data frame's rows in line, label the present ones: m = df.text.notna(); "
-                       "df.loc[m, 'label'] = [r['label'] for r in pipe(df.text[m].tolist())]."
-                       if t is None or (isinstance(t, float) and t != t) or type(t).__name__ in ("NAType", "NaTType")
-                       else "")
+                       "df.loc[m, 'predicted_label'] = [r['label'] for r in pipe(df.text[m].tolist())] (a column "
+                       "of its own: the frame's label may hold the true ones)." if _missing(t) else "")
             raise InputError(f"{what}[{i}] is {type_of(t)}, {shown}, not a string.{pair}{missing}")
     return list(texts), False
 
