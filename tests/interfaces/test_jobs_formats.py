@@ -420,3 +420,25 @@ def test_cli_keeps_text_mode_and_runs_files(tf_camembert_dir, tmp_path):
         in result.output, result.output
     result = runner.invoke(cli, ["classify", *model, "-i", str(tmp_path / "in.csv"), "Super"])
     assert result.exit_code == 2 and "not both" in result.output
+
+
+def test_a_csv_piped_on_stdin_is_pointed_to_the_file_path(pipe, tmp_path, caplog):
+    """stdin is JSONL or one text per line: a CSV piped in had its header classified as a review, unsaid, and
+    --column said only "its columns are text" (audit 44)."""
+    import logging
+
+    from coulisse.interfaces.jobs.readers import _reads_like_a_header
+
+    data = b"id,review\n1,Super film\n2,Nul\n"
+    with caplog.at_level(logging.WARNING, logger="coulisse.interfaces.jobs.readers"):
+        classify_file(JobOptions(input="-", output=str(tmp_path / "out.jsonl")), lambda: pipe,
+                      stdin=io.BytesIO(data))
+    assert any("'id,review' reads like a CSV header" in r.getMessage() and "-i FILE.csv" in r.getMessage()
+               for r in caplog.records)
+    with pytest.raises(InputError, match=r"no column 'review'.*stdin is read as JSONL, or as one text per line"):
+        classify_file(JobOptions(input="-", output=str(tmp_path / "col.jsonl"), column="review"), lambda: pipe,
+                      stdin=io.BytesIO(data))
+    for header in ("avis;note", "text\tlabel", '"id","Review Text"'):
+        assert _reads_like_a_header(header), header
+    for text in ("Bof, nul.", "Super, génial !", "Un film, un vrai", "J'ai adoré"):
+        assert not _reads_like_a_header(text), text

@@ -18,6 +18,7 @@ import csv
 import hashlib
 import itertools
 import json
+import logging
 import os
 import re
 import shlex
@@ -30,6 +31,8 @@ from coulisse.interfaces.jobs.encodings import UTF8, InputEncodingError, check_e
 from coulisse.interfaces.jobs.formats import STDIO, Row, input_format, require
 from coulisse.interfaces.jobs.state import sha256_file
 from coulisse.tokenizer import unicode_problem
+
+log = logging.getLogger(__name__)
 
 PEEK_ROWS = 1000  # rows read ahead, at most, to find the columns of a JSONL file
 # Python's csv refuses fields over 128 KiB; a long review is a row to classify (truncated), not a bad record.
@@ -251,7 +254,26 @@ def _stdin_source(stream: BinaryIO, encoding: str | None):
         if content:
             break
     lines = Lines(itertools.chain(peeked, raw), encoding or UTF8)
-    return JsonlSource(lines) if content.startswith(b"{") else TxtSource(lines)
+    if content.startswith(b"{"):
+        return JsonlSource(lines)
+    if _reads_like_a_header(content.decode(encoding or UTF8, errors="replace")):
+        log.warning("stdin's first line %r reads like a CSV header, but stdin is read as JSONL or one text per line "
+                    "(that line is classified as a text): for a CSV or TSV, pass the file, -i FILE.csv",
+                    content[:80].decode(encoding or UTF8, errors="replace"))
+    return TxtSource(lines)
+
+
+# Column names a review file's header holds: with only names around separators, a first line is a header.
+HEADER_NAMES = {"text", "texte", "review", "reviews", "avis", "commentaire", "comment", "content", "sentence",
+                "phrase", "label", "id", "polarity", "rating", "note", "title", "titre"}
+
+
+def _reads_like_a_header(line: str) -> bool:
+    """'id,review' or 'avis;note': two or more short names, one of HEADER_NAMES, between commas, semicolons or
+    tabs. A text such as 'Bof, nul.' is not one."""
+    fields = [f.strip().strip('"').lower() for f in re.split(r"[,;\t]", line)]
+    return (len(fields) >= 2 and any(f in HEADER_NAMES for f in fields)
+            and all(re.fullmatch(r"[a-z_][a-z0-9_ ]{0,30}", f) for f in fields))
 
 
 class Reader:
@@ -384,7 +406,9 @@ def pick_column(requested: str | None, columns: list[str], string_columns: list[
     written without a header line would lose its first row to it, unsaid."""
     if requested is not None:
         if columns and requested not in columns:
-            raise InputError(f"{name} has no column {requested!r}; its columns are {', '.join(columns)}.")
+            stdin = (" (stdin is read as JSONL, or as one text per line, the column text: for a CSV, pass the "
+                     "file, -i FILE.csv)") if name == STDIO else ""
+            raise InputError(f"{name} has no column {requested!r}; its columns are {', '.join(columns)}{stdin}.")
         return requested
     if "text" in columns or not columns:
         return "text"
