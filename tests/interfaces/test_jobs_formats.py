@@ -442,3 +442,14 @@ def test_a_csv_piped_on_stdin_is_pointed_to_the_file_path(pipe, tmp_path, caplog
         assert _reads_like_a_header(header), header
     for text in ("Bof, nul.", "Super, génial !", "Un film, un vrai", "J'ai adoré"):
         assert not _reads_like_a_header(text), text
+
+
+@pytest.mark.parametrize(("name", "hint"), [("reviews.xlsx", "Save As 'CSV UTF-8'"),
+                                            ("reviews.json", "orient='records', lines=True"),
+                                            ("reviews.xml", "")])
+def test_a_spreadsheet_or_a_json_document_says_how_to_convert_it(tmp_path, name, hint):
+    from coulisse.interfaces.jobs.formats import input_format
+
+    with pytest.raises(InputError, match="cannot tell the format") as refused:
+        input_format(str(tmp_path / name))
+    assert hint in str(refused.value) and "use one of .csv" in str(refused.value)

@@ -83,8 +83,21 @@ def input_format(path: str) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in INPUT_FORMATS:
         raise InputError(f"cannot tell the format of {path!r} from its extension {suffix or '(none)'}; "
-                         f"use one of {', '.join(sorted(INPUT_FORMATS))}, or '-' for stdin.")
+                         f"use one of {', '.join(sorted(INPUT_FORMATS))}, or '-' for stdin"
+                         f"{CONVERT.get(suffix, '')}.")
     return INPUT_FORMATS[suffix]
+
+
+# How to turn the files people have into one a job reads (audit 44: refused with no next step).
+CONVERT = {
+    ".xlsx": " (a spreadsheet: in Excel, Save As 'CSV UTF-8'; with pandas, pd.read_excel(path).to_csv('x.csv', "
+             "index=False))",
+    ".xls": " (a spreadsheet: in Excel, Save As 'CSV UTF-8'; with pandas, pd.read_excel(path).to_csv('x.csv', "
+            "index=False))",
+    ".ods": " (a spreadsheet: save it as CSV; with pandas, pd.read_excel(path).to_csv('x.csv', index=False))",
+    ".json": " (one JSON document: write one object per line, .jsonl; with pandas, "
+             "pd.read_json(path).to_json('x.jsonl', orient='records', lines=True, force_ascii=False))",
+}
 
 
 def output_format(path: str, task: str = "classify") -> str:
