@@ -453,3 +453,34 @@ def test_a_spreadsheet_or_a_json_document_says_how_to_convert_it(tmp_path, name,
     with pytest.raises(InputError, match="cannot tell the format") as refused:
         input_format(str(tmp_path / name))
     assert hint in str(refused.value) and "use one of .csv" in str(refused.value)
+
+
+def test_a_parquet_file_pandas_wrote_reads_back_with_its_index_and_dtypes(pipe, expected, tmp_path):
+    """pandas' metadata was dropped from the output: a filtered frame's index came back as a
+    `__index_level_0__` column, and an Int64 column with a missing value as float64, its large ints rounded
+    (audit 44). Kept, with the added columns listed, across chunks (parts) and a resume."""
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"review": TEXTS[:6], "n": pd.array([9007199254740993, None, 3, 4, 5, 6], dtype="Int64")},
+                         index=pd.Index(range(100, 106), name="rid"))
+    frame = frame[frame.index != 102]
+    source, output = tmp_path / "in.parquet", tmp_path / "out.parquet"
+    frame.to_parquet(source)
+    stops = []
+
+    def stop(rows, preds):
+        stops.append(1)
+        if len(stops) == 1:
+            raise KeyboardInterrupt
+
+    from coulisse.interfaces.jobs.runner import JobInterrupted
+
+    with pytest.raises(JobInterrupted):
+        classify_file(JobOptions(input=str(source), output=str(output), column="review", batch_rows=2),
+                      lambda: pipe, on_chunk=stop)
+    run(pipe, source, output, column="review", batch_rows=2, resume=True)
+    out = pd.read_parquet(output)
+    assert list(out.index) == [100, 101, 103, 104, 105] and out.index.name == "rid"
+    assert str(out["n"].dtype) == "Int64" and out["n"].iloc[0] == 9007199254740993 and out["n"].isna().iloc[1]
+    assert list(out.columns) == ["review", "n", "label", "score", "error"]
+    want = [expected[i]["label"] for i in (0, 1, 3, 4, 5)]
+    assert list(out["label"]) == want and str(out["score"].dtype) == "float64"

@@ -247,7 +247,10 @@ class ParquetSink:
         return position
 
     def _schema(self, records: list[dict]):
-        """Carried columns keep the input's Arrow types (else the first chunk's); added ones are fixed."""
+        """Carried columns keep the input's Arrow types (else the first chunk's); added ones are fixed. A Parquet
+        input pandas wrote keeps its pandas metadata, the added columns listed in it: pd.read_parquet then gives
+        back its index (not a `__index_level_0__` column) and its nullable dtypes (an Int64 with a missing value
+        was float64, 9007199254740993 read 9007199254740992.0, audit 44)."""
         pa = self.pa
         if self.input_schema is not None:
             carried = [self.input_schema.field(c) for c in self.columns]
@@ -257,7 +260,24 @@ class ParquetSink:
             for c in self.names:
                 kind = inferred.field(c).type if inferred is not None else pa.null()
                 carried.append(pa.field(c, pa.string() if pa.types.is_null(kind) else kind))
-        return pa.schema(carried + self.added.arrow_fields(pa))
+        added = self.added.arrow_fields(pa)
+        return pa.schema(carried + added, metadata=self._pandas_metadata(added))
+
+    def _pandas_metadata(self, added: list) -> dict | None:
+        raw = (self.input_schema.metadata or {}).get(b"pandas") if self.input_schema is not None else None
+        if raw is None:
+            return None
+        try:
+            meta = json.loads(raw)
+            columns = [c for c in meta["columns"] if c.get("field_name") in self.columns]
+        except (ValueError, KeyError, TypeError, AttributeError):  # not what pandas writes: left out
+            return None
+        for field in added:
+            number = self.pa.types.is_floating(field.type)
+            columns.append({"name": field.name, "field_name": field.name,
+                            "pandas_type": "float64" if number else "unicode",
+                            "numpy_type": "float64" if number else "object", "metadata": None})
+        return {b"pandas": json.dumps({**meta, "columns": columns}).encode()}
 
     def _fit(self, records: list[dict]) -> list[dict]:
         """JSON values that a column of text cannot hold, written as their JSON text: in a carried column that holds
