@@ -109,6 +109,8 @@ class EncoderConfig:
         label2id = label2id or {v: k for k, v in id2label.items()}
         known = {f for f in cls.__dataclass_fields__ if f not in {"raw", "id2label", "label2id"}}
         kwargs = {k: v for k, v in d.items() if k in known and v is not None}
+        if model_type != "electra":  # transformers' ELECTRA reads it (DeBERTa-v2 through its own options); a
+            kwargs.pop("embedding_size", None)  # stray one in a BERT or RoBERTa config.json is ignored there too
         try:
             config = cls(**kwargs, id2label=id2label, label2id=label2id, raw=data)
         except TypeError as e:  # pragma: no cover - dataclass field errors

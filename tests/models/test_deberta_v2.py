@@ -350,7 +350,9 @@ def test_log_buckets_equal_transformers(buckets, max_position):
 @pytest.mark.parametrize("change,message", [({"pos_att_type": "p2p|c2p"}, "p2p"),
                                             ({"conv_kernel_size": 4}, "conv_kernel_size=4"),
                                             ({"conv_kernel_size": 3, "conv_act": "mish"}, "mish"),
-                                            ({"attention_head_size": 64}, "attention_head_size=64")])
+                                            ({"attention_head_size": 64}, "attention_head_size=64"),
+                                            # at load, where the first call failed in torch's words (audit 44)
+                                            ({"pooler_hidden_size": 48}, "pooler_hidden_size=48 .* hidden_size=32")])
 def test_unsupported_configs_say_which_field(deberta, tmp_path, change, message):
     shutil.copytree(deberta.checkpoint("v3"), tmp_path / "ckpt")
     config = json.loads((tmp_path / "ckpt" / "config.json").read_text())

@@ -147,6 +147,20 @@ def test_config_defaults_and_spellings_follow_transformers():
             ours.hidden_act, ours.pre_norm) == (64, 3, 8, 256, "relu", True)
 
 
+@pytest.mark.parametrize("arch", ["bert", "roberta"])
+def test_a_stray_embedding_size_is_ignored_as_transformers_ignores_it(factory, tmp_path, arch):
+    """Only ELECTRA reads embedding_size: in a BERT or RoBERTa config.json, coulisse expected an ELECTRA-style
+    projection and refused the weights with a shape error that never named the field (audit 44)."""
+    folder = tmp_path / arch
+    shutil.copytree(factory.checkpoint(arch), folder)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    (folder / "config.json").write_text(json.dumps({**config, "embedding_size": 16}), encoding="utf-8")
+    texts = ["Un film magnifique.", "Je déteste tellement ça !"]
+    plain = pipeline("text-classification", model=factory.checkpoint(arch))(texts, top_k=None)
+    stray = pipeline("text-classification", model=folder)(texts, top_k=None)
+    assert stray == plain
+
+
 # -- ELECTRA and FlauBERT beyond the classifier oracle -----------------------------------------------------
 
 

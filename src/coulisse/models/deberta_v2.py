@@ -344,6 +344,12 @@ class ContextPoolerHead(nn.Module):
     def __init__(self, config: EncoderConfig, outputs: int | None = None):
         super().__init__()
         opts = DebertaV2Options.from_config(config)
+        if opts.pooler_hidden_size != config.hidden_size:  # transformers' pooler reads hidden_size-wide vectors and
+            # its classifier pooler_hidden_size-wide ones: the two must agree, or the first call fails (audit 44)
+            raise UnsupportedModelError(
+                f"pooler_hidden_size={opts.pooler_hidden_size} in config.json, but hidden_size={config.hidden_size}: "
+                "DeBERTa-v2's classifier pools hidden_size-wide vectors, and transformers fails on this config at "
+                "its first call too. Set pooler_hidden_size to hidden_size.")
         self.pooler = nn.Module()
         self.pooler.dense = nn.Linear(opts.pooler_hidden_size, opts.pooler_hidden_size)
         self.act = _activation(opts.pooler_hidden_act, "pooler_hidden_act")
