@@ -20,7 +20,17 @@ def test_a_token_classifier_asked_for_sentence_labels_lacks_the_pooler(task_fact
     message = str(error.value)
     assert "has no complete sequence-classification head" in message
     assert "pooler.dense.weight" in message and "BertForTokenClassification" in message
+    assert "use task 'token-classification' or task 'feature-extraction'" in message
     assert "does not match its config.json" not in message
+
+
+def test_a_missing_head_names_the_task_the_architectures_run(task_factory):
+    """A masked LM asked for labels was told to use 'feature-extraction' alone (audit 44): the task its
+    architectures run comes first."""
+    directory = task_factory.checkpoint("camembert", "masked-lm")
+    with pytest.raises(ModelLoadError) as error:
+        load_checkpoint(directory, "sequence-classification")
+    assert "use task 'fill-mask' or task 'feature-extraction'" in str(error.value)
 
 
 def test_a_sentence_classifier_read_as_a_token_classifier_warns(factory, caplog):

@@ -283,6 +283,19 @@ def named_heads(config: EncoderConfig) -> set[str]:
             for name in config.architectures if name.endswith(suffix)}
 
 
+# The pipeline task that runs each head (what a refusal tells the user to ask for instead).
+HEAD_TASKS = {"sequence-classification": "text-classification", "token-classification": "token-classification",
+              "question-answering": "question-answering", "masked-lm": "fill-mask",
+              "multiple-choice": "multiple-choice"}
+
+
+def _tasks_named(config: EncoderConfig) -> str:
+    """The tasks the folder's architectures name, then 'feature-extraction' (any checkpoint's encoder): a masked
+    LM was told only 'feature-extraction' (audit 44)."""
+    tasks = sorted({HEAD_TASKS[head] for head in named_heads(config)} - {"multiple-choice"})
+    return " or ".join(f"task {t!r}" for t in [*tasks, "feature-extraction"])
+
+
 def warn_other_head(config: EncoderConfig, head: str | None, directory: Path) -> None:
     """A head read from another head's tensors (a BERT sentence classifier's classifier.* has a token
     classifier's names and shapes) loads, as in transformers; its outputs mean what the other task trained."""
@@ -313,7 +326,7 @@ def load_model(directory: Path, config: EncoderConfig, head: str | None = None) 
     if head and own and all(lookup_tensor(tensors, key) is None for key in own):
         raise ModelLoadError(
             f"{path.name} in {directory} has no {head} head (no {own[0]} tensor; architectures: "
-            f"{config.architectures or 'unknown'}); use task 'feature-extraction', or a checkpoint fine-tuned "
+            f"{config.architectures or 'unknown'}); use {_tasks_named(config)}, or a checkpoint fine-tuned "
             f"for {head}."
         )
     # Part of the head there and part not (a token classifier's classifier.* asked for as a sentence classifier,
@@ -322,8 +335,8 @@ def load_model(directory: Path, config: EncoderConfig, head: str | None = None) 
     if head and missing:
         raise ModelLoadError(
             f"{path.name} in {directory} has no complete {head} head (no {missing[0].replace('{base}.', '')} "
-            f"tensor; architectures: {config.architectures or 'unknown'}); use the task its architectures name, "
-            f"'feature-extraction', or a checkpoint fine-tuned for {head}."
+            f"tensor; architectures: {config.architectures or 'unknown'}); use {_tasks_named(config)}, or a "
+            f"checkpoint fine-tuned for {head}."
         )
     if config.raw.get("tie_word_embeddings") is False:  # the decoder has weights of its own: never the embeddings
         for key in keys:
