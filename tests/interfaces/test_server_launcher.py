@@ -193,7 +193,7 @@ def test_tei_launcher_syntax_and_variables(monkeypatch, minilm, args, env, expec
         def __init__(self, config, drain):
             apps.append(config.app)
 
-        def run(self):
+        def run(self, sockets=None):
             pass
 
     loaded = []
@@ -230,7 +230,7 @@ def test_listening_beyond_this_machine_without_a_key_is_a_warning(monkeypatch, m
         def __init__(self, config, drain):
             pass
 
-        def run(self):
+        def run(self, sockets=None):
             pass
 
     monkeypatch.setattr(command, "load_pipeline", lambda *a, **k: minilm)
@@ -258,7 +258,7 @@ def _serve_captured(monkeypatch, minilm, args, env):
         def __init__(self, config, drain):
             configs.append(config)
 
-        def run(self):
+        def run(self, sockets=None):
             pass
 
     for name in ("COULISSE_PORT", "PORT", "HF_TOKEN", "HF_HUB_CACHE"):

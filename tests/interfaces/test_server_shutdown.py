@@ -134,3 +134,28 @@ def test_ctrl_c_stops_cleanly_with_130(tf_camembert_dir):
     assert code == 130, output
     assert "Aborted" not in output and "Traceback" not in output, output
     assert "Finished server process" in output, output  # uvicorn's graceful shutdown ran
+
+
+@pytest.mark.parametrize("host", ["::", "[::]"])
+def test_listening_on_all_ipv6_addresses_takes_ipv4_too(host):
+    """`--host ::` bound IPv6 only (asyncio's default), so an IPv4 cluster's probes were refused and the pod never
+    became ready (audit 44); TEI's `::` takes both. `[::]`, as URLs write it, was refused."""
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("COULISSE_API_KEY", "COULISSE_PORT", "PORT")}
+    proc = subprocess.Popen([*SERVE, "--model", "coulisse/mini-allocine", "--host", host, "--port", str(port),
+                             "--api-key", "k"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, answers = time.monotonic() + 120, {}
+        while time.monotonic() < deadline and len(answers) < 2 and proc.poll() is None:
+            for base in (f"http://127.0.0.1:{port}", f"http://[::1]:{port}"):
+                try:
+                    answers[base] = httpx.get(f"{base}/health", timeout=1).status_code
+                except httpx.TransportError:
+                    time.sleep(0.1)
+        assert answers == {f"http://127.0.0.1:{port}": 200, f"http://[::1]:{port}": 200}, (
+            answers, proc.poll() is not None and proc.stdout.read())
+    finally:
+        proc.terminate()
+        proc.wait(30)

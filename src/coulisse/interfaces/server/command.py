@@ -186,6 +186,8 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
             "auto_truncate") == ParameterSource.COMMANDLINE:
         raise click.UsageError("--auto-truncate and --no-auto-truncate both given; pass one of them.")
     auto_truncate = given["auto_truncate"] and not no_auto_truncate
+    if host.startswith("[") and host.endswith("]"):  # an IPv6 address as URLs write it, [::] or [::1]
+        host = host[1:-1]
     check_listen(host, port)  # before the models load: a port in use is said at once, in one line
     if not api_key and not is_loopback(host):
         log.warning("listening on %s without --api-key: whoever reaches port %s can use the model; pass --api-key "
@@ -236,7 +238,32 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
     # was there before it; a no-op one lets the command return, so a graceful stop exits 0. Requests
     # still running past --shutdown-timeout are answered 503 by the app (DrainingServer tells it when).
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    DrainingServer(config, app.state.drain).run()
+    server = DrainingServer(config, app.state.drain)
+    if (sockets := dual_stack(host, port)) is not None:
+        server.run(sockets=sockets)
+    else:
+        server.run()
+
+
+def dual_stack(host: str, port: int) -> list | None:
+    """`--host ::` as TEI (and most servers on Linux) take it: every IPv6 and IPv4 address. asyncio binds "::"
+    IPv6-only, so IPv4 clients, an IPv4 cluster's probes among them, were refused (audit 44): the socket is made
+    here, IPV6_V6ONLY off, and handed to uvicorn. None for any other host (uvicorn binds it)."""
+    import socket
+
+    if host.strip("[]") != "::" or not socket.has_ipv6:
+        return None
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("::", port))
+        sock.set_inheritable(True)
+    except OSError as e:
+        sock.close()
+        raise click.ClickException(f"cannot listen on [::]:{port}: {e.strerror or e}; pass --host 0.0.0.0 for "
+                                   "IPv4 alone.") from None
+    return [sock]
 
 
 def load_served(task, model, threads, quantize, fast, **kwargs):
