@@ -50,6 +50,15 @@ def test_every_answer_carries_its_own_request_id(client):
     assert ANSWERS["401"](client).status_code == 401 and ANSWERS["413"](client).status_code == 413
 
 
+def test_a_request_id_the_client_sent_is_kept(client):
+    """A proxy's x-request-id was replaced by a new one, so its logs and the server's never named a request alike
+    (audit 44); kept when it is short and of safe characters, else a new one (it goes into headers and logs)."""
+    for given, kept in (("ingress-7f3a.42:b_c", True), ("x" * 129, False), ("a b", False), ("é", False)):
+        r = client.get("/health", headers={"x-request-id": given.encode("utf-8")})
+        assert r.status_code == 200 and len(r.headers.get_list("x-request-id")) == 1
+        assert (r.headers["x-request-id"] == given) is kept, (given, r.headers["x-request-id"])
+
+
 def test_the_http_layer_answers_carry_one_too():
     """Answers written on the wire below the app (uvicorn's parser, the header timeout) carry an id as well."""
     head = raw_error_response("head_size", "too large").split(b"\r\n\r\n")[0].decode("latin-1").lower()

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any
 
@@ -83,6 +84,19 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
+# An id a proxy or client sent (`x-request-id`) is kept, so that its logs and ours name a request alike (audit
+# 44: a new one replaced it); only a short one of safe characters, since it goes into headers and log lines.
+GIVEN_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def given_request_id(scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            return text if GIVEN_ID.fullmatch(text) else None
+    return None
+
+
 class RequestIds:
     """ASGI, outermost: a request id in the request's state (`request.state.request_id`) and its
     `x-request-id` header on the answer, whoever writes it (a route, an error handler, the key or body checks,
@@ -95,7 +109,7 @@ class RequestIds:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         state = scope.setdefault("state", {})
-        request_id = state.setdefault("request_id", new_request_id())
+        request_id = state.setdefault("request_id", given_request_id(scope) or new_request_id())
         header = (b"x-request-id", request_id.encode("ascii"))
 
         async def tagged(message):
