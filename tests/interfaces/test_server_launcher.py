@@ -262,7 +262,8 @@ def _serve_captured(monkeypatch, minilm, args, env):
             pass
 
     for name in ("COULISSE_PORT", "PORT", "HF_TOKEN", "HF_HUB_CACHE"):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")  # recorded, so that what serve sets (--hf-token...) is undone after the test
+        monkeypatch.delenv(name)
     monkeypatch.setattr(command, "load_pipeline", lambda *a, **k: minilm)
     monkeypatch.setattr(command, "check_listen", lambda host, port: None)
     monkeypatch.setattr("coulisse.interfaces.server.detect.served_task", lambda task, *a: task or "feature-extraction")
