@@ -93,8 +93,8 @@ def _is_pair_batch(text: Any) -> bool:
 
 
 def _as_lists(ids: Any) -> Any:
-    """Tensors and arrays as (nested) lists of ints, also inside a list (`[tensor, tensor]`, what a loop over
-    `generate`-like outputs gives); other lists as they are."""
+    """Tensors and arrays as (nested) lists of ints, also inside a list (`[tensor, tensor]`, what `list()` of a
+    2-D tensor gives); other lists as they are."""
     if isinstance(ids, (list, tuple)):
         return [i.tolist() if getattr(i, "ndim", 0) > 0 else i for i in ids]
     return ids.tolist() if hasattr(ids, "tolist") else ids

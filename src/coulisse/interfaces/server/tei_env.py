@@ -55,12 +55,13 @@ def cors_origins(value: str | None) -> list[str] | None:
 TEI_NO_COUNTERPART = {
     "--prometheus-port": ("prometheus_port", "its metrics are served on --port, at /metrics"),
     "--json-output": ("json_output", "its logs stay lines of text"),
-    "--tokenization-workers": ("tokenization_workers", "it tokenizes on one thread per model, beside the forwards"),
+    "--tokenization-workers": ("tokenization_workers", "it has no pool of tokenization workers to size"),
     "--otlp-endpoint": ("otlp_endpoint", "it exports no OpenTelemetry spans"),
     "--otlp-service-name": ("otlp_service_name", "it exports no OpenTelemetry spans"),
     "--disable-spans": ("disable_spans", "it exports no OpenTelemetry spans"),
     "--uds-path": ("uds_path", "it runs no Python backend over a Unix socket"),
-    "--dense-path": ("dense_path", "it reads the folder's modules.json for its modules"),
+    "--dense-path": ("dense_path", "it runs a folder's Transformer, Pooling and Normalize modules; a Dense "
+                                   "module in modules.json is refused at load"),
 }
 TEI_CARRIED = {"--hf-token": ("hf_token", "HF_TOKEN"), "--hf-api-token": ("hf_api_token", "HF_TOKEN"),
                "--huggingface-hub-cache": ("huggingface_hub_cache", "HF_HUB_CACHE")}
