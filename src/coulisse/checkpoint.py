@@ -54,6 +54,8 @@ def load_checkpoint(model: str | Path, head: str | None, revision: str | None = 
         # reads no absolute position (DeBERTa-v3's relative buckets) keeps its tokenizer's own limit, as
         # transformers does (a long-document fine-tune's 1024 or 2048 was cut at 512, audit 44)
         tokenizer.model_max_length = min(tokenizer.model_max_length, config.position_limit)
+    else:
+        tokenizer.reads_any_length = True
     encoder = load_model(model_dir, config, head)  # first: a vocab_size that the weights contradict is named
     check_tokenizer(tokenizer, config, source)
     return Checkpoint(str(model), directory, config, tokenizer, encoder, model_dir)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -400,7 +401,7 @@ def test_past_the_position_table_without_truncation(deberta, name):
                  [float(expected[i]) for i in sorted(LABELS, key=lambda i: LABELS[i])])
 
 
-def test_relative_only_keeps_its_tokenizers_longer_limit(deberta, tmp_path):
+def test_relative_only_keeps_its_tokenizers_longer_limit(deberta, tmp_path, caplog):
     """DeBERTa-v3 reads no absolute position: a fine-tune whose tokenizer says 1,024 tokens (config.json's table
     512) was cut at 512, answering otherwise than transformers (audit 44). A model that reads the table is
     still cut at it."""
@@ -421,4 +422,11 @@ def test_relative_only_keeps_its_tokenizers_longer_limit(deberta, tmp_path):
             got = {r["label"]: r["score"] for r in pipe(text, truncation=True, top_k=None)}
             assert max_delta("deberta v3 at 1,024 tokens", [got[k] for k in sorted(got)],
                              [expected[k] for k in sorted(got)]) <= 1e-4
+        # a row past the limit, not cut: the warning says whether the model fails on it (v3 runs it)
+        with caplog.at_level(logging.WARNING, logger="coulisse.tokenizer.tokenizer"):
+            pipe.tokenizer(text * 2)
+        said = " ".join(r.getMessage() for r in caplog.records)
+        assert ("reads relative positions only and runs it" in said) is (name == "v3")
+        assert ("the model would fail on it" in said) is (name == "absolute")
+        caplog.clear()
 

@@ -734,6 +734,8 @@ class Tokenizer:
                              self.pad_token_id, self._word_ids_of(texts, pairs))
 
     _warned_longer = False  # `_warn_longer` said it (set on the instance)
+    # set by the checkpoint for a model that reads no position table (DeBERTa-v3): a longer row runs there
+    reads_any_length = False
 
     def _warn_longer(self, encodings: list[Encoding]) -> None:
         """Once per tokenizer, as transformers warns: a row longer than the model reads, left whole by a call
@@ -741,6 +743,11 @@ class Tokenizer:
         longest = max((len(e.ids) for e in encodings), default=0)
         if longest > self.model_max_length and not self._warned_longer:
             self._warned_longer = True
+            if self.reads_any_length:
+                log.warning("a sequence of %d tokens is longer than this tokenizer's limit (%d); the model reads "
+                            "relative positions only and runs it, though it was tuned on shorter ones: pass "
+                            "truncation=True to cut it to %d", longest, self.model_max_length, self.model_max_length)
+                return
             log.warning("a sequence of %d tokens is longer than this model reads (%d); the model would fail on it: "
                         "pass truncation=True to cut it to %d", longest, self.model_max_length, self.model_max_length)
 
