@@ -140,3 +140,23 @@ def test_padded_ids_without_a_mask_or_left_padded_number_positions_as_transforme
         real = mask.bool()
         assert_close(f"{arch} hidden states, left padding", base(input_ids=left, attention_mask=mask)
                      .last_hidden_state[real], theirs[real])
+
+
+@pytest.mark.parametrize("arch", ["bert", "camembert", "distilbert"])
+def test_an_empty_batch_gives_empty_outputs_of_transformers_shapes(factory, arch):
+    """`model(input_ids=(0, L))`: an internal attention error was said (audit 44); the outputs have no row and
+    the shapes a batch would have (transformers 5 raises a reshape error there)."""
+    from coulisse.errors import InputError
+
+    for pipe in (pipeline("text-classification", model=factory.checkpoint(arch)),
+                 pipeline("feature-extraction", model=factory.checkpoint(arch, base=True))):
+        full = pipe.model(**pipe.tokenizer(["Un film."], return_tensors="pt"), output_hidden_states=True)
+        ids = torch.zeros(0, 5, dtype=torch.long)
+        empty = pipe.model(input_ids=ids, attention_mask=ids, output_hidden_states=True)
+        assert empty.keys() == full.keys()
+        for name in empty.keys():
+            mine, theirs = empty[name], full[name]
+            for a, b in zip(*((mine, theirs) if isinstance(mine, tuple) else ((mine,), (theirs,))), strict=True):
+                assert a.shape[0] == 0 and a.shape[2:] == b.shape[2:] and a.dim() == b.dim()
+        with pytest.raises(InputError, match=r"input_ids of shape \(2, 0\)"):
+            pipe.model(input_ids=torch.zeros(2, 0, dtype=torch.long))

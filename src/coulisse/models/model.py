@@ -187,6 +187,14 @@ class EncoderModel(nn.Module):
                  position_ids: Tensor | None, output_hidden_states: bool, output_attentions: bool) -> ModelOutput:
         if input_ids.dim() == 3:
             return self._forward_choices(input_ids, attention_mask, token_type_ids)
+        if input_ids.dim() != 2 or input_ids.shape[1] == 0:
+            raise InputError(f"input_ids of shape {tuple(input_ids.shape)}; pass (batch, length) with length >= 1, "
+                             "as tokenizer(texts, padding=True, return_tensors='pt') gives.")
+        if input_ids.shape[0] == 0:  # an empty batch: transformers' shapes, with no row (an internal error was said)
+            one = self._forward(input_ids.new_zeros(1, input_ids.shape[1]), None, None, None, output_hidden_states,
+                                output_attentions)
+            return ModelOutput(**{name: tuple(t[:0] for t in value) if isinstance(value, tuple) else value[:0]
+                                  for name, value in one.items()})
         limit = self.config.position_limit
         longest = int(attention_mask.sum(-1).max()) if attention_mask is not None and attention_mask.numel() else \
             input_ids.shape[-1]
