@@ -154,7 +154,7 @@ def test_an_empty_batch_gives_empty_outputs_of_transformers_shapes(factory, arch
         ids = torch.zeros(0, 5, dtype=torch.long)
         empty = pipe.model(input_ids=ids, attention_mask=ids, output_hidden_states=True)
         assert empty.keys() == full.keys()
-        for name in empty.keys():
+        for name in empty:
             mine, theirs = empty[name], full[name]
             for a, b in zip(*((mine, theirs) if isinstance(mine, tuple) else ((mine,), (theirs,))), strict=True):
                 assert a.shape[0] == 0 and a.shape[2:] == b.shape[2:] and a.dim() == b.dim()
