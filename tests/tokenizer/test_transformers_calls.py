@@ -91,6 +91,11 @@ def test_max_length_and_text_pair_mistakes_are_refused(pair):
             ours(text, text_pair)
 
 
+def test_vocab_and_pad_token_type_id_as_transformers(pair):
+    ours, theirs = pair
+    assert ours.vocab == theirs.vocab and ours.pad_token_type_id == theirs.pad_token_type_id == 0
+
+
 def test_batch_of_pairs_as_tuples(pair):
     ours, theirs = pair
     options = dict(padding=True, return_offsets_mapping=True)

@@ -971,6 +971,16 @@ class Tokenizer:
     def get_vocab(self) -> dict[str, int]:
         return self.backend.get_vocab(with_added_tokens=True)
 
+    @property
+    def vocab(self) -> dict[str, int]:
+        """`get_vocab()`, as transformers' fast tokenizers expose it."""
+        return self.get_vocab()
+
+    @property
+    def pad_token_type_id(self) -> int:
+        """The token type padding gets (0, as transformers')."""
+        return 0
+
     def convert_tokens_to_string(self, tokens: Sequence[str]) -> str:
         """Tokens back to text through the backend's decoder (how transformers rebuilds NER words)."""
         decoder = self.backend.decoder
