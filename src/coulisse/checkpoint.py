@@ -39,6 +39,11 @@ class Checkpoint:
             self.model_dir = self.directory
 
 
+# A model that reads relative positions only takes its tokenizer's length limit up to this many times its
+# position table (4,096 tokens for DeBERTa-v3's 512).
+RELATIVE_LENGTHS = 8
+
+
 def load_checkpoint(model: str | Path, head: str | None, revision: str | None = None,
                     tokenizer_dir: Path | None = None) -> Checkpoint:
     """The model's folder read: its config, weights and tokenizer (`tokenizer_dir`'s instead, where given:
@@ -52,10 +57,13 @@ def load_checkpoint(model: str | Path, head: str | None, revision: str | None = 
                                    vocab_size=config.vocab_size)
     if config.position_limit is not None:  # ...and truncation never exceeds what the table can embed; a model that
         # reads no absolute position (DeBERTa-v3's relative buckets) keeps its tokenizer's own limit, as
-        # transformers does (a long-document fine-tune's 1024 or 2048 was cut at 512, audit 44)
+        # transformers does (a long-document fine-tune's 1024 or 2048 was cut at 512, audit 44), up to
+        # RELATIVE_LENGTHS times its table: attention's cost grows with the square of the length, and a
+        # tokenizer_config.json saying 999999999 let one request hold a server for minutes (audit 44, review)
         tokenizer.model_max_length = min(tokenizer.model_max_length, config.position_limit)
     else:
         tokenizer.reads_any_length = True
+        tokenizer.model_max_length = min(tokenizer.model_max_length, RELATIVE_LENGTHS * config.max_positions)
     encoder = load_model(model_dir, config, head)  # first: a vocab_size that the weights contradict is named
     check_tokenizer(tokenizer, config, source)
     return Checkpoint(str(model), directory, config, tokenizer, encoder, model_dir)

@@ -409,6 +409,9 @@ def test_utf8_streams_leaves_terminals_utf8_and_an_asked_encoding_alone():
     asked = stream("cp1252")
     utf8_streams([asked], environ={"PYTHONIOENCODING": "cp1252"})
     assert asked.encoding == "cp1252"
+    captured = io.StringIO()  # contextlib.redirect_stdout's: encoding None, left as it is (a TypeError was raised)
+    utf8_streams([captured, None], environ={})
+    assert captured.encoding is None
 
 
 def test_a_signal_while_the_interpreter_shuts_down_ends_it_quietly(offline_env):

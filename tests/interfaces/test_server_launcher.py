@@ -298,7 +298,8 @@ def test_teis_launcher_flags_without_counterpart_start_the_server(monkeypatch, m
 
     args = ["--prometheus-port", "9000", "--json-output", "--tokenization-workers", "4", "--otlp-endpoint",
             "http://otel:4317", "--otlp-service-name", "tei", "--disable-spans", "--uds-path", "/tmp/tei",
-            "--dense-path", "2_Dense", "--hf-token", "hf_x", "--huggingface-hub-cache", str(tmp_path)]
+            "--dense-path", "2_Dense", "--hf-api-token", "hf_old", "--hf-token", "hf_x",
+            "--huggingface-hub-cache", str(tmp_path)]
     with caplog.at_level(logging.WARNING, logger="coulisse.interfaces.server.command"):
         result, configs = _serve_captured(monkeypatch, minilm, args, {})
         token, cache = os.environ.get("HF_TOKEN"), os.environ.get("HF_HUB_CACHE")
@@ -308,4 +309,4 @@ def test_teis_launcher_flags_without_counterpart_start_the_server(monkeypatch, m
                  "--disable-spans", "--uds-path", "--dense-path"):
         assert f"{flag} (text-embeddings-inference's) is accepted without effect" in said
     assert "served on --port, at /metrics" in said
-    assert (token, cache) == ("hf_x", str(tmp_path)) and configs
+    assert (token, cache) == ("hf_x", str(tmp_path)) and configs  # --hf-token wins over its old spelling

@@ -67,7 +67,8 @@ def test_fill_mask_mistakes_are_said_as_the_command_line_reads(task_factory):
     TEXT 2 / line 2 of stdin, and the -w the user typed, before any text runs."""
     directory = str(task_factory.checkpoint("camembert", "masked-lm"))
     for args, stdin, said in [(["Le film est <mask>.", "Pas de masque."], None, "TEXT 2 ('Pas de masque.')"),
-                              ([], "Le film est <mask>.\nPas de masque.\n", "line 2 of stdin ('Pas de masque.')")]:
+                              ([], "Le film est <mask>.\nPas de masque.\n", "line 2 of stdin ('Pas de masque.')"),
+                              (["-"], "Le film est <mask>.\nPas de masque.\n", "line 2 of stdin ('Pas de masque.')")]:
         result = CliRunner().invoke(cli, ["fill-mask", "-m", directory, *args], input=stdin)
         assert result.exit_code == 2 and f"{said} has no mask token (<mask>)" in result.stderr, result.output
         assert result.stdout == ""  # the first text is not answered before the mistake is said

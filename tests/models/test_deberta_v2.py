@@ -429,4 +429,9 @@ def test_relative_only_keeps_its_tokenizers_longer_limit(deberta, tmp_path, capl
         assert ("reads relative positions only and runs it" in said) is (name == "v3")
         assert ("the model would fail on it" in said) is (name == "absolute")
         caplog.clear()
+    # a limit past any DeBERTa's tuning (999999999 held one server request for minutes): 8 times the table
+    directory = tmp_path / "v3"
+    (directory / "tokenizer_config.json").write_text(
+        json.dumps({"do_lower_case": False, "vocab_type": "spm", "model_max_length": 999999999}), encoding="utf-8")
+    assert pipeline("text-classification", model=directory).tokenizer.model_max_length == 8 * 512
 

@@ -82,8 +82,12 @@ def test_max_length_and_text_pair_mistakes_are_refused(pair):
     for bad in (0, -3, "10", 2.5, True):
         with pytest.raises(InputError, match=f"max_length={bad!r}; pass a positive number of tokens"):
             ours(TEXTS, truncation=True, max_length=bad)
-    assert ours(TEXTS[0], truncation=True, max_length=4)["input_ids"] == theirs(TEXTS[0], truncation=True,
-                                                                                  max_length=4)["input_ids"]
+    import numpy as np
+
+    want = theirs(TEXTS[0], truncation=True, max_length=4)["input_ids"]
+    # what df.col.max() gives, a 0-d tensor, a whole float: taken as transformers takes them (audit 44, review)
+    for given in (4, np.int64(4), np.int32(4), torch.tensor(4), 4.0):
+        assert ours(TEXTS[0], truncation=True, max_length=given)["input_ids"] == want, given
     for text, text_pair in ((TEXTS[0], [TEXTS[1]]), ([TEXTS[0]], TEXTS[1])):
         with pytest.raises(TypeError):
             theirs(text, text_pair)

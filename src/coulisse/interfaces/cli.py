@@ -141,7 +141,8 @@ def utf8_streams(streams=None, environ=os.environ) -> None:
             if stream is None or stream.isatty() or codecs.lookup(stream.encoding).name.startswith("utf"):
                 continue
             stream.reconfigure(encoding="utf-8")
-        except (AttributeError, LookupError, OSError, ValueError):  # replaced by a caller, or closed: left as is
+        except (AttributeError, LookupError, OSError, TypeError, ValueError):  # replaced by a caller (a StringIO,
+            # whose encoding is None), or closed: left as is
             continue
 
 

@@ -339,7 +339,7 @@ def fill_mask(texts, model, top_k, targets, as_json, threads, quantize):
       coulisse fill-mask -m bert-base-uncased --json "Paris is the [MASK] of France."
     """
     model = require_model(model, "a masked-language-model checkpoint")
-    given, texts = bool(texts), read_texts(texts)
+    given, texts = bool(texts) and tuple(texts) != ("-",), read_texts(texts)
     pipe = load_pipeline("fill-mask", model, threads, quantize)
     mask = pipe.tokenizer.special_tokens["mask"]
     lines = [_with_mask(text, mask) for text in texts]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import operator
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -114,6 +115,19 @@ def _one_token_id(value: Any) -> int:
 def _is_one_id(ids: Any) -> bool:
     """An int, or a 0-d tensor or array: one id rather than a sequence of them."""
     return isinstance(ids, (int, np.integer)) or getattr(ids, "ndim", None) == 0
+
+
+def _token_count(value: Any, limit: int) -> int:
+    """`max_length` as an int: an int, a numpy integer (what `df.col.max()` gives), a 0-d integer tensor or a whole
+    float, as transformers takes them; 0, a negative, a bool or anything else refused (0 was read as "not given")."""
+    if not isinstance(value, bool):
+        try:
+            count = operator.index(value)
+        except TypeError:
+            count = int(value) if isinstance(value, float) and value.is_integer() else None
+        if count is not None and count >= 1:
+            return count
+    raise InputError(f"max_length={value!r}; pass a positive number of tokens, or None (the model's {limit}).")
 
 
 def _missing(value: Any) -> bool:
@@ -689,10 +703,8 @@ class Tokenizer:
         check_keywords(kwargs, CALL_NO_OPS, CALL_KEYWORDS, "tokenizer(...)")
         if text_pair is None and _is_pair_batch(text):  # [(text, text_pair), ...], as transformers reads it
             text, text_pair = [t[0] for t in text], [t[1] for t in text]
-        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)
-                                       or max_length < 1):
-            raise InputError(f"max_length={max_length!r}; pass a positive number of tokens, or None (the model's "
-                             f"{self.model_max_length}).")
+        if max_length is not None:
+            max_length = _token_count(max_length, self.model_max_length)
         texts, single = check_texts(text)
         pairs = None
         if single and isinstance(text_pair, str) and not text_pair:

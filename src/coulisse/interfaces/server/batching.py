@@ -157,8 +157,10 @@ class Batcher:
     def health_problem(self, now: float | None = None) -> str | None:
         """Why the model cannot answer, for GET /health (503), or None: the batching loop stopped; a forward has
         run for STUCK_AFTER_S (a hung model thread answers nothing, and a probe should restart it); or the last
-        FAILURES_UNHEALTHY batches failed whole (a broken model; one input that fails alone does not count, so a
-        client cannot make the server look broken). TEI's /health answers 503 after a failed forward (audit 44)."""
+        FAILURES_UNHEALTHY batches failed whole (a broken model). An input that fails among answered neighbours
+        does not count (the batch is run again input by input); one alone in its batch does, as TEI's /health
+        answers 503 after any failed forward (audit 44): the server checks every input a client can send (ids
+        against the vocabulary, lengths against the limit) before it is batched, so none is known to fail there."""
         if not self.alive:
             return "the batching loop is not running"
         now = time.monotonic() if now is None else now

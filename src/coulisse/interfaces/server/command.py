@@ -346,7 +346,8 @@ def check_listen(host: str, port: int) -> None:
             hint = {errno.EADDRINUSE: "another process listens there: pass another --port, or stop it",
                     errno.EACCES: "ports below 1024 need privileges: pass a --port above 1023",
                     errno.EADDRNOTAVAIL: "no interface of this machine has that address: check --host"}
-            raise click.ClickException(f"cannot listen on {host}:{port}: {e.strerror or e}; "
+            shown = f"[{host}]" if ":" in host else host  # an IPv6 address, as URLs write it
+            raise click.ClickException(f"cannot listen on {shown}:{port}: {e.strerror or e}; "
                                        f"{hint.get(e.errno, 'check --host and --port')}.") from None
 
 

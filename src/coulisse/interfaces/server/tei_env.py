@@ -63,7 +63,8 @@ TEI_NO_COUNTERPART = {
     "--dense-path": ("dense_path", "it runs a folder's Transformer, Pooling and Normalize modules; a Dense "
                                    "module in modules.json is refused at load"),
 }
-TEI_CARRIED = {"--hf-token": ("hf_token", "HF_TOKEN"), "--hf-api-token": ("hf_api_token", "HF_TOKEN"),
+# (in this order: --hf-token, set last, wins over its deprecated spelling, as in TEI)
+TEI_CARRIED = {"--hf-api-token": ("hf_api_token", "HF_TOKEN"), "--hf-token": ("hf_token", "HF_TOKEN"),
                "--huggingface-hub-cache": ("huggingface_hub_cache", "HF_HUB_CACHE")}
 
 
