@@ -37,6 +37,28 @@ def test_choice_logits_equal_transformers(task_factory, arch):
     assert_close("multiple-choice logits", logits, expected)
 
 
+@pytest.mark.parametrize("arch", ["bert", "camembert"])
+def test_choice_hidden_states_and_attentions_per_sequence_as_transformers(task_factory, arch):
+    """output_hidden_states / output_attentions were dropped for (B, C, L) inputs (audit 44): they come per
+    (prompt, choice) sequence, (B*C, ...), as transformers returns them (padding positions zero here)."""
+    checkpoint = load_checkpoint(task_factory.checkpoint(arch, "multiple-choice"), "multiple-choice")
+    inputs = choice_inputs(checkpoint.tokenizer)
+    out = checkpoint.model(**inputs, output_hidden_states=True, output_attentions=True)
+    with torch.no_grad():
+        expected = task_factory.model(arch, "multiple-choice")(**inputs, output_hidden_states=True,
+                                                                output_attentions=True)
+    assert out.logits.shape == expected.logits.shape
+    real = inputs["attention_mask"].reshape(-1, inputs["attention_mask"].shape[-1]).bool()
+    assert len(out.hidden_states) == len(expected.hidden_states)
+    for ours, theirs in zip(out.hidden_states, expected.hidden_states, strict=True):
+        assert ours.shape == theirs.shape
+        assert_close("multiple-choice hidden states", ours[real], theirs[real])
+    # transformers 5's SDPA attention returns none; ours: one (B*C, heads, L, L) per layer
+    config = checkpoint.config
+    assert [tuple(a.shape) for a in out.attentions] == [
+        (real.shape[0], config.num_attention_heads, real.shape[1], real.shape[1])] * config.num_hidden_layers
+
+
 def test_choices_need_a_multiple_choice_head(task_factory):
     directory = task_factory.checkpoint("bert", "token-classification")
     checkpoint = load_checkpoint(directory, "token-classification")

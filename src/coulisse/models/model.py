@@ -186,7 +186,8 @@ class EncoderModel(nn.Module):
     def _forward(self, input_ids: Tensor, attention_mask: Tensor | None, token_type_ids: Tensor | None,
                  position_ids: Tensor | None, output_hidden_states: bool, output_attentions: bool) -> ModelOutput:
         if input_ids.dim() == 3:
-            return self._forward_choices(input_ids, attention_mask, token_type_ids)
+            return self._forward_choices(input_ids, attention_mask, token_type_ids, output_hidden_states,
+                                         output_attentions)
         if input_ids.dim() != 2 or input_ids.shape[1] == 0:
             raise InputError(f"input_ids of shape {tuple(input_ids.shape)}; pass (batch, length) with length >= 1, "
                              "as tokenizer(texts, padding=True, return_tensors='pt') gives.")
@@ -238,8 +239,8 @@ class EncoderModel(nn.Module):
         out = self.forward_packed(p)
         return ModelOutput(logits=padded(out) if self.per_token else out)
 
-    def _forward_choices(self, input_ids: Tensor, attention_mask: Tensor | None,
-                         token_type_ids: Tensor | None) -> ModelOutput:
+    def _forward_choices(self, input_ids: Tensor, attention_mask: Tensor | None, token_type_ids: Tensor | None,
+                         output_hidden_states: bool = False, output_attentions: bool = False) -> ModelOutput:
         if self.task_head != "multiple-choice":
             raise InputError(f"input_ids of shape {tuple(input_ids.shape)} (batch, choices, length) need a "
                              f"multiple-choice model; this one has head {self.task_head!r}. "
@@ -249,9 +250,13 @@ class EncoderModel(nn.Module):
         def flat(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.reshape(B * C, L)
 
-        # Every (prompt, choice) pair is one sequence; their scores line up as one row per question.
-        logits = self.forward(flat(input_ids), flat(attention_mask), flat(token_type_ids)).logits  # (B*C, 1)
-        return ModelOutput(logits=logits.view(B, C))
+        # Every (prompt, choice) pair is one sequence; their scores line up as one row per question. Hidden states
+        # and attentions stay per sequence, (B*C, ...), as transformers' multiple-choice models return them (they
+        # were dropped, audit 44).
+        out = self.forward(flat(input_ids), flat(attention_mask), flat(token_type_ids),
+                           output_hidden_states=output_hidden_states, output_attentions=output_attentions)
+        out.logits = out.logits.view(B, C)  # (B*C, 1) -> one row per question
+        return out
 
 
 def _sources(family: Family, head: nn.Module | None):
