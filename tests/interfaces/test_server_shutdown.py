@@ -159,3 +159,4 @@ def test_listening_on_all_ipv6_addresses_takes_ipv4_too(host):
     finally:
         proc.terminate()
         proc.wait(30)
+    assert f"running on http://[::]:{port} (every IPv6 and IPv4 address)" in proc.stdout.read()

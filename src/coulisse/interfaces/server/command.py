@@ -239,7 +239,9 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
     # still running past --shutdown-timeout are answered 503 by the app (DrainingServer tells it when).
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     server = DrainingServer(config, app.state.drain)
-    if (sockets := dual_stack(host, port)) is not None:
+    if (sockets := dual_stack(host, port)) is not None:  # uvicorn names no address for a socket it is handed
+        logging.getLogger("uvicorn.error").info("Uvicorn running on http://[::]:%d (every IPv6 and IPv4 address)",
+                                                sockets[0].getsockname()[1])
         server.run(sockets=sockets)
     else:
         server.run()
