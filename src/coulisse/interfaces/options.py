@@ -72,20 +72,20 @@ def positive(ctx: click.Context, param: click.Parameter, value):
     return value
 
 
-def some_labels(ctx: click.Context, param: click.Parameter, value):
-    """A click callback: comma-separated labels, at least one that is not blank (None passes)."""
-    if value is not None and not any(label.strip() for label in value.split(",")):
-        raise click.BadParameter(f"{value!r} holds no label; pass labels separated by commas, e.g. sport,cinéma.",
-                                 ctx, param)
-    return value
+def comma_separated(noun: str, example: str):
+    """A click callback: comma-separated `noun`s, at least one that is not blank (None passes)."""
+
+    def check(ctx: click.Context, param: click.Parameter, value):
+        if value is not None and not any(item.strip() for item in value.split(",")):
+            raise click.BadParameter(f"{value!r} holds no {noun}; pass {noun}s separated by commas, e.g. {example}.",
+                                     ctx, param)
+        return value
+
+    return check
 
 
-def some_targets(ctx: click.Context, param: click.Parameter, value):
-    """A click callback: comma-separated target words, at least one (None passes)."""
-    if value is not None and not any(word.strip() for word in value.split(",")):
-        raise click.BadParameter(f"{value!r} holds no word; pass words separated by commas, e.g. bon,mauvais.",
-                                 ctx, param)
-    return value
+some_labels = comma_separated("label", "sport,cinéma")  # zero-shot's and explain's --labels
+some_targets = comma_separated("word", "bon,mauvais")  # fill-mask's --targets
 
 
 def hypothesis_template(ctx: click.Context, param: click.Parameter, value):

@@ -89,11 +89,11 @@ def input_format(path: str) -> str:
 
 
 # How to turn the files people have into one a job reads (audit 44: refused with no next step).
+_EXCEL = (" (a spreadsheet: in Excel, Save As 'CSV UTF-8'; with pandas, pd.read_excel(path).to_csv('x.csv', "
+          "index=False))")
 CONVERT = {
-    ".xlsx": " (a spreadsheet: in Excel, Save As 'CSV UTF-8'; with pandas, pd.read_excel(path).to_csv('x.csv', "
-             "index=False))",
-    ".xls": " (a spreadsheet: in Excel, Save As 'CSV UTF-8'; with pandas, pd.read_excel(path).to_csv('x.csv', "
-            "index=False))",
+    ".xlsx": _EXCEL,
+    ".xls": _EXCEL,
     ".ods": " (a spreadsheet: save it as CSV; with pandas, pd.read_excel(path).to_csv('x.csv', index=False))",
     ".json": " (one JSON document: write one object per line, .jsonl; with pandas, "
              "pd.read_json(path).to_json('x.jsonl', orient='records', lines=True, force_ascii=False))",

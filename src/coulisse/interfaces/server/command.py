@@ -253,7 +253,7 @@ def dual_stack(host: str, port: int) -> list | None:
     here, IPV6_V6ONLY off, and handed to uvicorn. None for any other host (uvicorn binds it)."""
     import socket
 
-    if host.strip("[]") != "::" or not socket.has_ipv6:
+    if host != "::" or not socket.has_ipv6:  # (brackets, `[::]`, are taken off before)
         return None
     sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
     try:
