@@ -27,7 +27,7 @@ PIPELINE_STAGES = ("coulisse.tokenizer", "coulisse.weights", "coulisse.models", 
 # Finding and assembling a model sits above the stages, the tasks above that, the registry above the
 # tasks, the interfaces above everything.
 ABOVE_STAGES = ("coulisse.hub", "coulisse.defaults", "coulisse.checkpoint", "coulisse.tasks", "coulisse.pipelines",
-                "coulisse.sentence", "coulisse.sparse_encoder", "coulisse.interfaces")
+                "coulisse.auto", "coulisse.sentence", "coulisse.sparse_encoder", "coulisse.interfaces")
 # Commands that take --model, --threads or --quantize (bench's options are the benchmark's own).
 MODEL_COMMANDS = ("coulisse.interfaces.task_commands", "coulisse.interfaces.qa_commands",
                   "coulisse.interfaces.jobs.command", "coulisse.interfaces.server.command",

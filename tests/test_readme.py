@@ -102,3 +102,20 @@ def test_the_baseline_the_readme_describes_is_the_one_computed():
     assert abs(naive - a.baseline_logits[a.target]) > 1e-3
     text = README.read_text(encoding="utf-8")
     assert "each word's vector is replaced by the\npad token's" in text and "keeps its position" in text
+
+
+def test_the_courses_auto_classes_snippet_runs(tf_camembert_dir):
+    """The notebook's cells with coulisse's Auto classes, on the fixture laid out as tblard/tf-allocine (its real
+    tokenizer, a tiny encoder): the shape the README shows (but the hidden size, 768 on the real model) and
+    the label map."""
+    code = subsection_code("The course's Auto classes")
+    code, replaced = re.subn(r'checkpoint = "tblard/tf-allocine"', f"checkpoint = {str(tf_camembert_dir)!r}", code)
+    assert replaced == 1, code
+    namespace: dict = {}
+    exec(compile(code, str(README), "exec"), namespace)
+    shown = re.search(r"last_hidden_state\.shape\s+# torch\.Size\(\[(\d+), (\d+), 768\]\)", code)
+    assert shown, "the README no longer shows the hidden states' shape"
+    hidden = namespace["AutoModel"].from_pretrained(str(tf_camembert_dir))(**namespace["inputs"]).last_hidden_state
+    assert list(hidden.shape[:2]) == [int(shown.group(1)), int(shown.group(2))]
+    assert str(namespace["model"].config.id2label) in code
+    assert namespace["predictions"].shape == (2, 2)

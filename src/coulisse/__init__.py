@@ -10,13 +10,30 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # what type checkers see; at run time each name is imported on first use (__getattr__)
+    from coulisse.auto import (
+        AutoConfig,
+        AutoModel,
+        AutoModelForMaskedLM,
+        AutoModelForMultipleChoice,
+        AutoModelForQuestionAnswering,
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+    )
     from coulisse.pipelines import pipeline
     from coulisse.sentence import SentenceEncoder
     from coulisse.sparse_encoder import SparseEncoder
 
     __version__: str
 
-__all__ = ["SentenceEncoder", "SparseEncoder", "__version__", "pipeline"]
+# transformers' Auto classes, for the course's cells with the import line changed (coulisse.auto)
+AUTO_CLASSES = ("AutoConfig", "AutoModel", "AutoModelForMaskedLM", "AutoModelForMultipleChoice",
+                "AutoModelForQuestionAnswering", "AutoModelForSequenceClassification",
+                "AutoModelForTokenClassification", "AutoTokenizer")
+
+__all__ = ["AutoConfig", "AutoModel", "AutoModelForMaskedLM", "AutoModelForMultipleChoice",
+           "AutoModelForQuestionAnswering", "AutoModelForSequenceClassification", "AutoModelForTokenClassification",
+           "AutoTokenizer", "SentenceEncoder", "SparseEncoder", "__version__", "pipeline"]
 
 
 def __getattr__(name: str):
@@ -33,6 +50,10 @@ def __getattr__(name: str):
         from coulisse.sparse_encoder import SparseEncoder
 
         return SparseEncoder
+    if name in AUTO_CLASSES:
+        from coulisse import auto
+
+        return getattr(auto, name)
     if name == "__version__":  # one source of truth: pyproject.toml, as installed
         from importlib.metadata import PackageNotFoundError, version
 

@@ -52,21 +52,32 @@ def load_checkpoint(model: str | Path, head: str | None, revision: str | None = 
     model_dir = transformer_folder(directory)
     config = EncoderConfig.from_file(model_dir / "config.json")
     source = tokenizer_dir if tokenizer_dir is not None else model_dir
-    # A tokenizer whose folder names no limit cuts at the position table's (docs/dropin.md)...
-    tokenizer = Tokenizer.from_dir(source, model_type=config.model_type, max_positions=config.max_positions,
-                                   vocab_size=config.vocab_size)
-    if config.position_limit is not None:  # ...and truncation never exceeds what the table can embed; a model that
-        # reads no absolute position (DeBERTa-v3's relative buckets) keeps its tokenizer's own limit, as
-        # transformers does (a long-document fine-tune's 1024 or 2048 was cut at 512, audit 44), up to
-        # RELATIVE_LENGTHS times its table: attention's cost grows with the square of the length, and a
-        # tokenizer_config.json saying 999999999 let one request hold a server for minutes (audit 44, review)
-        tokenizer.model_max_length = min(tokenizer.model_max_length, config.position_limit)
-    else:
-        tokenizer.reads_any_length = True
-        tokenizer.model_max_length = min(tokenizer.model_max_length, RELATIVE_LENGTHS * config.max_positions)
+    tokenizer = load_tokenizer(source, config)
     encoder = load_model(model_dir, config, head)  # first: a vocab_size that the weights contradict is named
     check_tokenizer(tokenizer, config, source)
     return Checkpoint(str(model), directory, config, tokenizer, encoder, model_dir)
+
+
+def load_tokenizer(source: Path, config: EncoderConfig) -> Tokenizer:
+    """The tokenizer files in `source`, for the model `config` describes, truncating at most at `length_ceiling`
+    (not yet checked against the model: `check_tokenizer`)."""
+    # A tokenizer whose folder names no limit cuts at the position table's (docs/dropin.md)...
+    tokenizer = Tokenizer.from_dir(source, model_type=config.model_type, max_positions=config.max_positions,
+                                   vocab_size=config.vocab_size)
+    tokenizer.reads_any_length = config.position_limit is None
+    tokenizer.model_max_length = min(tokenizer.model_max_length, length_ceiling(config))
+    return tokenizer
+
+
+def length_ceiling(config: EncoderConfig) -> int:
+    """The longest input a tokenizer of this model may let through: what its position table embeds. A model that
+    reads no absolute position (DeBERTa-v3's relative buckets) keeps its tokenizer's own limit, as transformers
+    does (a long-document fine-tune's 1024 or 2048 was cut at 512, audit 44), up to RELATIVE_LENGTHS times its
+    table: attention's cost grows with the square of the length, and a tokenizer_config.json saying 999999999
+    let one request hold a server for minutes (audit 44, review)."""
+    if config.position_limit is not None:
+        return config.position_limit
+    return RELATIVE_LENGTHS * config.max_positions
 
 
 def check_tokenizer(tokenizer: Tokenizer, config: EncoderConfig, directory: Path) -> None:

@@ -165,7 +165,7 @@ def pipeline(task: str | None = "sentiment-analysis", model: str | Path | None =
         log.info("use_fast=%r: coulisse's tokenizers are the fast (Rust) ones, whose ids transformers' "
                  "slow tokenizers reproduce", use_fast)
     device = resolve_device(device) if device is not None else resolve_device_map(loading["device_map"])
-    dtype = _dtype(loading["dtype"])
+    dtype = dtype_argument(loading["dtype"])
     dtype, quantize = resolve_fast(device, dtype, quantize, fast)  # `fast=True`: the kernel plan's fast mode
     check_request(device, dtype, quantize, threads)  # bad threads, dtype and quantize values fail here too
     if loading["batch_size"] is not None:
@@ -179,9 +179,9 @@ def pipeline(task: str | None = "sentiment-analysis", model: str | Path | None =
             if task not in DEFAULT_MODELS:
                 raise InputError(f"task {task!r} has no default model; pass model= (a Hub id or a local folder).")
             model = default_model(task, revision)
-        model = _model_source(model)
+        model = model_source(model)
         if loading["local_files_only"]:
-            _check_local(model, revision)
+            check_local_files(model, revision)
         tokenizer_dir = _same_or_other("tokenizer", tokenizer, model, revision)
         if _same_or_other("config", config, model, revision) is not None:
             raise InputError(f"config={_name(config)!r} is not the model's; coulisse reads config.json from the "
@@ -266,7 +266,7 @@ def _check_text_only(**components: Any) -> None:
                              f"reads from the model's folder; drop {name}=.")
 
 
-def _dtype(dtype: Any) -> str | torch.dtype | None:
+def dtype_argument(dtype: Any) -> str | torch.dtype | None:
     """transformers' dtype: "auto" (the default) is coulisse's own choice, fp32 on the CPU and fp16 on a
     GPU; a torch dtype or its name ("bfloat16", "float16", "float32", "half", "float") otherwise."""
     if dtype is None or dtype == "auto":
@@ -286,7 +286,7 @@ def _name(value: Any) -> str:
     return str(getattr(value, "name_or_path", "") or getattr(value, "_name_or_path", "") or type(value).__name__)
 
 
-def _model_source(model: Any) -> str | Path:
+def model_source(model: Any) -> str | Path:
     if isinstance(model, (str, os.PathLike)):
         return model
     where = getattr(model, "name_or_path", "")
@@ -312,7 +312,7 @@ def _same_or_other(what: str, value: Any, model: str | Path, revision: str | Non
     return None if folder.resolve() == model_folder.resolve() else folder
 
 
-def _check_local(model: str | Path, revision: str | None) -> None:
+def check_local_files(model: str | Path, revision: str | None) -> None:
     """local_files_only=True: a folder, a bundled model, or one already in the Hugging Face cache."""
     from coulisse.hub import bundled_dir, is_offline
 

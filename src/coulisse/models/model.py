@@ -66,16 +66,25 @@ class ModelOutput:
     every layer's hidden states and attention probabilities. Read like transformers' outputs: by attribute, by
     name or by position over the fields that are set (`out[0]`, `out["logits"]`, `keys()`, `to_tuple()`), in its
     order: logits (or last_hidden_state), hidden_states, attentions; a head's output with output_hidden_states
-    also holds the encoder's last_hidden_state, last (`coulisse explain` shows stage 2 apart from the head)."""
+    also holds the encoder's last_hidden_state, last (`coulisse explain` shows stage 2 apart from the head).
+    A question-answering head's output reads as transformers' does, `start_logits` and `end_logits` `(B, L)` in
+    place of logits (its `logits` attribute, `(B, L, 2)`, stays)."""
 
     last_hidden_state: Tensor | None = None
     logits: Tensor | None = None
     hidden_states: tuple[Tensor, ...] | None = None
     attentions: tuple[Tensor, ...] | None = None
+    start_logits: Tensor | None = None
+    end_logits: Tensor | None = None
 
     def keys(self) -> list[str]:
-        order = (("logits", "hidden_states", "attentions", "last_hidden_state") if self.logits is not None
-                 else ("last_hidden_state", "hidden_states", "attentions"))
+        if self.start_logits is not None:
+            order: tuple[str, ...] = ("start_logits", "end_logits", "hidden_states", "attentions",
+                                      "last_hidden_state")
+        elif self.logits is not None:
+            order = ("logits", "hidden_states", "attentions", "last_hidden_state")
+        else:
+            order = ("last_hidden_state", "hidden_states", "attentions")
         return [name for name in order if getattr(self, name) is not None]
 
     def values(self) -> list:
@@ -181,6 +190,8 @@ class EncoderModel(nn.Module):
                              "gradients). Fine-tune with transformers, then load the saved folder here.")
         out = self._forward(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
                             output_attentions)
+        if self.task_head == "question-answering":  # transformers' names: a start and an end logit per token
+            out.start_logits, out.end_logits = out.logits.unbind(-1)
         return out if return_dict else out.to_tuple()
 
     def _forward(self, input_ids: Tensor, attention_mask: Tensor | None, token_type_ids: Tensor | None,
