@@ -132,7 +132,7 @@ def test_word_scores_are_reachable_by_keyboard(rtl_pipe, tmp_path):
     html = explain_page(rtl_pipe, tmp_path)
     measured = probe(tmp_path, html)
     assert measured["focused"] and measured["shown"]
-    spans = re.findall(r'<span class="word" data-score="([^"]+)"[^>]*>([^<]*)</span>', html)
+    spans = re.findall(r'<span class="word (?:towards|against)" data-score="([^"]+)"[^>]*>([^<]*)</span>', html)
     first_text = len(write_report(rtl_pipe, TEXTS[:1], tmp_path / "one.html", steps=4)[0].attribution.words)
     assert [[r[1], r[2]] for r in measured["rows"]] == [[w, f"{float(s):+.4f}"] for s, w in spans[:first_text]]
 

@@ -137,7 +137,8 @@ def test_openapi_and_docs(client):
     inputs = schema["components"]["schemas"]["PredictRequest"]["properties"]["inputs"]
     assert any(f.get("maxItems") == 32 for f in inputs["anyOf"])
     assert client.get("/api-doc/openapi.json").json() == schema
-    assert "swagger" in client.get("/docs").text.lower()
+    docs = client.get("/docs").text
+    assert "swagger" in docs.lower() and '<html lang="en">' in docs  # a screen reader's language (audit 45)
 
 
 def test_embed_is_pooled_and_normalized(embedder):

@@ -203,7 +203,7 @@ def test_the_words_are_scored_towards_the_answer_shown(client, pipes, monkeypatc
     first = got["windows"][0]["answer"]["label"]
     assert first == exact.config.id2label[0] and got["answers"]["fp32"]["label"] == exact.config.id2label[2]
     assert got["attribution"]["label"] == got["answers"]["fp32"]["label"]
-    headings = [h[2] for h in parse(ask(client, "/", **query).text).find("h3")]
+    headings = [h[2] for h in parse(ask(client, "/", **query).text).find("h4")]  # under the detail's h2, h3
     assert f"Which words pushed towards {got['answers']['fp32']['label']}" in headings, headings
     for target in (first, "0"):
         asked = ask(client, **query, target=target).json()
@@ -292,7 +292,7 @@ def test_the_detailed_views_are_headed_by_the_text_and_its_answer(client, pipes)
     for quantize, pipe in (("none", exact), ("int8", int8)):
         tree = parse(ask(client, "/", text=REVIEW, quantize=quantize, compare=0).text)
         answer = pipe(REVIEW)[0]
-        headings = [h[2] for h in tree.find("h2")]
+        headings = [h[2] for h in tree.find("h3")]  # under the page's "Every stage" h2
         assert len(tree.find("section", "input")) == 1 and not any(h.startswith("Text ") for h in headings)
         assert f"“{REVIEW[:59]}…” → {answer['label']} {answer['score']:.4f}" in headings, quantize
 

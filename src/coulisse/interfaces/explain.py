@@ -672,7 +672,15 @@ def inspect_text(pipe, text: str, *, method: str = "integrated_gradients", steps
                   template=template, qa=qa, truncated=any(r.truncated for r in rows), notes=notes)
     # The rows' offsets index what the model reads: the text, or (a pooled embedding) the prompted text.
     return Inspection(read, pipe.checkpoint.name, pipe.task, rows, pipe.config.hidden_size, norms, attentions,
-                      attention_rollout(attentions), head, attribution, notes, sequences, mine)
+                      attention_rollout(attentions), head, attribution, notes, sequences, mine, pipe_language(pipe))
+
+
+def pipe_language(pipe) -> str | None:
+    """The one language the model declares (config, model card) or its family implies (CamemBERT: French): the
+    pages mark its texts in it."""
+    from coulisse.tasks.zero_shot import model_language
+
+    return model_language(pipe.config.raw, pipe.config.model_type, pipe.checkpoint.model_dir)
 
 
 def _classification_read(pipe, text: str, notes: list[str]):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -298,6 +299,13 @@ class Inspection:
     notes: list[str] = field(default_factory=list)
     sequences: tuple[str, ...] = ()  # a pair task's two texts, in the model's order (TokenRow.sequence indexes it)
     text_sequence: int | None = None  # which of them `text` is; None for a text alone
+    language: str | None = None  # the model's one language ("fr"), which the page marks its texts in
+
+    @property
+    def lang(self) -> str:
+        """The attribute that marks a text of this model's language, so that a screen reader reads a French
+        review with a French voice (the page around it is English); nothing where the model names no language."""
+        return f' lang="{e(self.language)}"' if self.language else ""
 
     @property
     def seen(self) -> list[TokenRow]:
@@ -380,17 +388,19 @@ def render_words(x: Inspection) -> str:
         ids = " ".join(str(a.ids[i]) for i in w.tokens)
         way = "towards" if w.attribution >= 0 else "against"
         title = f"{w.text}\n{_signed(w.attribution)}: {way} {a.label}\npieces: {pieces}\nids: {ids}"
-        out.append(f'<span class="word" data-score="{w.attribution:.6g}" style="{_style(w.attribution, scale)}" '
-                   f'title="{e(title)}">{e(w.text)}</span>')
+        out.append(f'<span class="word {way}" data-score="{w.attribution:.6g}" '
+                   f'style="{_style(w.attribution, scale)}" title="{e(title)}">{e(w.text)}</span>')
         at = w.end
     cut = x.truncated_at
     if cut is not None and cut >= at:
         out.append(e(x.text[at:cut]))
-        out.append(f'<span class="truncated" title="cut at the model\'s limit: not seen">{e(x.text[cut:])}</span>')
+        out.append(f'<span class="truncated" title="cut at the model\'s limit: not seen"><span class="hidden"> (not '
+                   f'seen by the model, cut at its limit:) </span>{e(x.text[cut:])}</span>')
     else:
         out.append(e(x.text[at:]))
-    legend = (f'<div class="legend"><span>against {iso(a.label)} {_signed(-scale)}</span>'
-              f'<span class="ramp"></span><span>{_signed(scale)} towards {iso(a.label)}</span></div>')
+    legend = (f'<div class="legend"><span><span class="against">against</span> {iso(a.label)} {_signed(-scale)}'
+              f'</span><span class="ramp" aria-hidden="true"></span><span>{_signed(scale)} towards {iso(a.label)}'
+              '</span><span>(words against are underlined)</span></div>')
     method = ("Integrated Gradients" if a.method == "integrated_gradients"
               else "Occlusion (each word's vectors replaced by the pad token's)")
     how = f"{a.steps} gradient evaluations, " if a.steps else ""
@@ -401,7 +411,7 @@ def render_words(x: Inspection) -> str:
          if hypothesis is not None else f"the logit of {iso(a.label)}")
     meta = (f'<p class="meta">{method} on the {e(a.weights)} weights, {how}baseline: each word\'s vector replaced '
             f'by the {e(a.baseline)} token\'s, positions kept; F = {f}, before softmax; {gap}</p>')
-    return (f'<p class="attributed" dir="auto">{"".join(out)}</p>{legend}{meta}{render_top_words(x)}'
+    return (f'<p class="attributed" dir="auto"{x.lang}>{"".join(out)}</p>{legend}{meta}{render_top_words(x)}'
             + render_word_scores(x))
 
 
@@ -442,7 +452,7 @@ def render_tokens(x: Inspection) -> str:
         rows.append(f'<tr class="{"truncated" if t.truncated else "seen"}"><td class="num">{i}</td>'
                     f"<td><code>{iso(t.piece)}</code></td><td class=\"num\">{t.id}</td>{seq}"
                     f"<td>{'yes' if t.special else ''}</td>{mask}"
-                    f"<td class=\"num\">[{t.start}:{t.end}]</td><td>{iso(x.chars(t))}</td>"
+                    f"<td class=\"num\">[{t.start}:{t.end}]</td><td{x.lang}>{iso(x.chars(t))}</td>"
                     f"{(score or '<td></td>') if scored else ''}</tr>")
     columns = ["#", "piece", "id", *(["text (A/B)"] if x.sequences else []), "special", "mask", "offsets", "text",
                *(["attribution"] if scored else [])]
@@ -478,8 +488,10 @@ def render_bars(values: list[float], names: list[str], css: str, width: int = 42
                     f'<rect x="{label_w}" y="{y + 3}" width="{w:.1f}" height="{row - 6}"></rect>'
                     f'<text x="{label_w + w + 6:.1f}" y="{y + 15}">{e(fmt.format(v))}</text></g>')
     height = row * len(values)
+    # role="img" makes what is inside presentational: its name says every value, or a screen reader hears none
+    said = "; ".join(f"{name} {fmt.format(v)}" for v, name in zip(values, names, strict=True))
     return (f'<svg class="{css}" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-            f'role="img">{"".join(bars)}</svg>')
+            f'role="img" aria-label="{e(said)}">{"".join(bars)}</svg>')
 
 
 def _answer(label: str, score: float | None = None) -> str:
@@ -535,7 +547,7 @@ def render_entities_in_text(x: Inspection) -> str:
                    f'<sup>{iso(ent["entity_group"])}</sup></mark>')
         at = ent["end"]
     out.append(e(x.text[at:]))
-    return f'<p class="tagged" dir="auto">{"".join(out)}</p>'
+    return f'<p class="tagged" dir="auto"{x.lang}>{"".join(out)}</p>'
 
 
 def render_tagged(x: Inspection) -> str:
@@ -562,7 +574,7 @@ def render_filled(x: Inspection) -> str:
     for n, proposals in enumerate(h.masks, 1):
         names = [p["token_str"] for p in proposals]
         out.append(f"<p>mask {n}:</p>" + render_bars([p["score"] for p in proposals], names, "scores", maximum=1.0))
-        out.append(f'<p class="filled" dir="auto">{e(proposals[0]["sequence"])}</p>')
+        out.append(f'<p class="filled" dir="auto"{x.lang}>{e(proposals[0]["sequence"])}</p>')
     best = h.masks[0][0]
     return "".join(out) + _answer(best["token_str"], best["score"])
 
@@ -575,7 +587,8 @@ def render_answer_in_context(x: Inspection) -> str:
         a = h.answer
         context = (f'{e(h.context[:a["start"]])}<mark class="answer-span" title="{a["score"]:.4f}">'
                    f'{e(h.context[a["start"]:a["end"]])}</mark>{e(h.context[a["end"]:])}')
-    return f'<p>Question: “{iso(h.question)}”</p><p class="context" dir="auto">{context}</p>'
+    return (f'<p>Question: “<span{x.lang}>{iso(h.question)}</span>”</p>'
+            f'<p class="context" dir="auto"{x.lang}>{context}</p>')
 
 
 def render_answered(x: Inspection) -> str:
@@ -681,7 +694,8 @@ def render_attention(x: Inspection, index: int) -> str:
             "connection as half an identity; its colours scale to its largest value off the diagonal, where that "
             f'half identity adds to every token.</p><label>layer <select class="layer">{layer_options}</select>'
             f'</label> <label>head <select class="head">{head_options}</select></label>'
-            '<div class="canvas-wrap"><canvas class="heatmap" width="0" height="0" role="img" aria-label="attention '
+            '<div class="canvas-wrap" tabindex="0" role="region" aria-label="attention heat map, scrolls">'
+            '<canvas class="heatmap" width="0" height="0" role="img" aria-label="attention '
             'heat map of the view chosen above; its values are in the table that follows"></canvas></div>'
             # The canvas says its values to a mouse only (a hover title): the same view as a table, which the
             # script fills and refills with the selects, for a keyboard (the summary takes the focus, the table's
@@ -691,24 +705,26 @@ def render_attention(x: Inspection, index: int) -> str:
             f'</details><script type="application/json" class="attention-data">{payload}</script></div>')
 
 
-def render_section(x: Inspection, index: int, numbered: bool = True) -> str:
+def render_section(x: Inspection, index: int, numbered: bool = True, level: int = 2) -> str:
     """Every view of one text: its heading names the text and the answer; where the task answers with a label,
     the words that pushed towards it come first; then each stage in pipeline order, the task's own last.
-    `numbered`: the heading starts "Text <index>" (a page of several texts)."""
+    `numbered`: the heading starts "Text <index>" (a page of several texts). `level`: the heading's, its views'
+    one below (the studio's detail sits under a heading of its own)."""
     notes = "".join(f'<p class="note">{e(n)}</p>' for n in x.notes)
-    heading = f"“{iso(one_line(x.text, 60, '…'))}” → {headline_html(x.head)}"
+    heading = f"“<span{x.lang}>{iso(one_line(x.text, 60, '…'))}</span>” → {headline_html(x.head)}"
     heading = f"Text {index}: {heading}" if numbered else heading
+    h, sub = f"h{level}", f"h{level + 1}"
     words = ("" if x.attribution is None else
-             f"<h3>Which words pushed towards {iso(x.attribution.label)}</h3>{render_words(x)}")
+             f"<{sub}>Which words pushed towards {iso(x.attribution.label)}</{sub}>{render_words(x)}")
     if type(x.head) in IN_TEXT:
         name, render_in_text = IN_TEXT[type(x.head)]
-        words += f"<h3>{e(name)}</h3>{render_in_text(x)}"
+        words += f"<{sub}>{e(name)}</{sub}>{render_in_text(x)}"
     title, render_head = HEADS[type(x.head)]
-    return (f'<section class="input" id="input-{index}"><h2>{heading}</h2>{notes}{words}'
-            f"<h3>1. Tokenizer: {'text pair' if x.sequences else 'text'} → tokens → ids</h3>{render_tokens(x)}"
-            f"<h3>2. Encoder: ids → hidden states</h3>{render_hidden(x)}"
-            f"<h3>Attention</h3>{render_attention(x, index)}"
-            f"<h3>{e(title)}</h3>{render_head(x)}"
+    return (f'<section class="input" id="input-{index}"><{h}>{heading}</{h}>{notes}{words}'
+            f"<{sub}>1. Tokenizer: {'text pair' if x.sequences else 'text'} → tokens → ids</{sub}>{render_tokens(x)}"
+            f"<{sub}>2. Encoder: ids → hidden states</{sub}>{render_hidden(x)}"
+            f"<{sub}>Attention</{sub}>{render_attention(x, index)}"
+            f"<{sub}>{e(title)}</{sub}>{render_head(x)}"
             "</section>")
 
 
@@ -721,7 +737,7 @@ def render_summary(inspections: list[Inspection]) -> str:
         a = x.attribution
         top = ("" if not scored else "<td></td>" if a is None else
                f"<td>{iso(a.label)}: {' · '.join(iso(w.text) for w in a.top_words(3)) or '—'}</td>")
-        rows.append(f'<tr><td class="num">{i}</td><td><a href="#input-{i}" dir="auto">{e(shown)}</a></td>'
+        rows.append(f'<tr><td class="num">{i}</td><td><a href="#input-{i}" dir="auto"{x.lang}>{e(shown)}</a></td>'
                     f'<td class="label">{headline_html(x.head)}</td>{top}</tr>')
     top_head = "<th>top words towards the label explained</th>" if scored else ""
     return ('<table class="summary"><thead><tr><th>#</th><th>text</th><th>answer</th>'
@@ -771,10 +787,20 @@ class Report:
 
 def scrolling_tables(page: str) -> str:
     """Each table in a box of its own that scrolls sideways, so that a wide one never widens a phone's page;
-    the box takes the keyboard's focus, to scroll it without a mouse. (Texts are escaped: every `<table` and
-    `</table>` in `page` is markup.)"""
-    return (page.replace("<table", '<div class="table-box" tabindex="0" role="region" aria-label="table, scrolls '
-                         'sideways"><table').replace("</table>", "</table></div>"))
+    the box takes the keyboard's focus, to scroll it without a mouse, and is named after its table ("tokens
+    table 2"), so that a screen reader's list of regions tells them apart. (Texts are escaped: every `<table`
+    and `</table>` in `page` is markup.)"""
+    kinds = re.findall(r'<table(?: class="([^"]*)")?', page)
+    seen: dict[str, int] = {}
+
+    def box(match: re.Match) -> str:
+        kind = (match.group(1) or "").replace("-", " ") or "data"
+        seen[kind] = seen.get(kind, 0) + 1
+        repeated = sum(1 for k in kinds if ((k or "").replace("-", " ") or "data") == kind) > 1
+        name = f"{kind} table" + (f" {seen[kind]}" if repeated else "")
+        return f'<div class="table-box" tabindex="0" role="region" aria-label="{name}">{match.group(0)}'
+
+    return re.sub(r'<table(?: class="([^"]*)")?', box, page).replace("</table>", "</table></div>")
 
 
 def render_page(inspections: list[Inspection], title: str = "coulisse explain") -> str:
@@ -786,7 +812,8 @@ def render_page(inspections: list[Inspection], title: str = "coulisse explain") 
     body = "".join(render_section(x, i) for i, x in enumerate(inspections, 1))
     return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{e(title)}</title><style>{STYLE}</style></head><body>{scrolling_tables(header + summary + body)}"
+            f"<title>{e(title)}</title><style>{STYLE}</style></head><body><main>"
+            f"{scrolling_tables(header + summary + body)}</main>"
             f"<script>{SCRIPT}</script></body></html>\n")
 
 
@@ -796,7 +823,8 @@ padding:0 16px}
 h1{font-size:22px}h2{font-size:19px;border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:36px}
 h3{font-size:15px;margin:22px 0 6px}
 .attributed{font-size:18px;line-height:2;white-space:pre-wrap}
-.word{padding:2px 1px;border-radius:3px;cursor:help}
+.word{padding:2px 1px;border-radius:3px;cursor:help}.word.against,.legend .against{text-decoration:underline}
+.hidden{position:absolute;width:1px;height:1px;overflow:hidden;clip-path:inset(50%);white-space:nowrap}
 .truncated{color:#666}.truncated td{color:#666;background:#f4f4f4}
 .legend{display:flex;align-items:center;gap:8px;font-size:13px;color:#444}
 .ramp{display:inline-block;width:220px;height:12px;border:1px solid #ccc;

@@ -116,12 +116,13 @@ def create_app(studio: Studio, allowed_hosts: frozenset[str] | None = frozenset(
         try:
             query = parse_query(given, studio.task)
             if not query.text.strip():
-                return HTMLResponse(render_studio(studio.model, query, task=studio.task))
+                return HTMLResponse(render_studio(studio.model, query, task=studio.task, language=studio.language))
             exploration = await on_torch(studio.explore, query)
         except CoulisseError as error:
             return HTMLResponse(render_studio(studio.model, query, error=f"{type(error).__name__}: {error}",
-                                              task=studio.task), 400)
-        return HTMLResponse(render_studio(studio.model, query, exploration, task=studio.task))
+                                              task=studio.task, language=studio.language), 400)
+        return HTMLResponse(render_studio(studio.model, query, exploration, task=studio.task,
+                                          language=studio.language))
 
     @app.get("/api/explain")
     async def explain(request: Request) -> JSONResponse:

@@ -16,6 +16,7 @@ heaviest entries; an embedding's cosine).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -281,6 +282,13 @@ class Studio:
     @property
     def task(self) -> str:
         return self.exact.task
+
+    @functools.cached_property
+    def language(self) -> str | None:
+        """The model's one language, which the page marks its texts in (None: it names none)."""
+        from coulisse.interfaces.explain import pipe_language
+
+        return pipe_language(self.exact)
 
     def pipeline(self, weights: str):
         if weights == "fp32":

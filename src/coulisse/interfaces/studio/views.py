@@ -37,15 +37,17 @@ PLACEHOLDERS = {"text-classification": "Type a text to classify", "question-answ
                 "fill-mask": "Type a text with its mask token where a word is missing"}
 
 
-def render_form(q: Query, task: str = "text-classification") -> str:
+def render_form(q: Query, task: str = "text-classification", language: str | None = None) -> str:
     """GET /?text=...: works without JavaScript. `compare` is a hidden 0 then the box's 1 (last one wins).
     The fields are the task's: the long-text modes for text-classification, the question for
-    question-answering, the labels and template for zero-shot-classification."""
+    question-answering, the labels and template for zero-shot-classification. The text boxes are marked in the
+    model's `language` (a French voice, a French spell-check)."""
+    lang = f' lang="{e(language)}"' if language else ""
     stride = "" if q.stride is None else str(q.stride)
     placeholder = PLACEHOLDERS.get(task, "Type a text")
     pair = ""
     if task == "question-answering":
-        pair = (f'<label class="pair">question <input type="text" name="question" dir="auto" size="80" '
+        pair = (f'<label class="pair">question <input type="text" name="question" dir="auto"{lang} size="80" '
                 f'value="{e(q.question)}"></label>')
     elif task == "zero-shot-classification":
         pair = (f'<label class="pair">labels <input type="text" name="labels" dir="auto" size="40" '
@@ -64,9 +66,11 @@ def render_form(q: Query, task: str = "text-classification") -> str:
               'placeholder="the answer"></label> ' if task in ATTRIBUTION_TASKS else "")
     # A newline right after <textarea> is dropped by the HTML parser: one is written, so that a text that starts
     # with a newline keeps it when sent again (its offsets would all move by one).
+    # labelled in words that stay once it holds a text (a placeholder alone goes: audit 45)
     return ('<form class="ask" method="get" action="/">'
-            f'<textarea name="text" dir="auto" rows="5" cols="100" placeholder="{e(placeholder)}">\n{e(q.text)}'
-            f'</textarea>{pair}'
+            f'<label class="text">{"context" if task == "question-answering" else "text"}'
+            f'<textarea name="text" dir="auto"{lang} rows="5" cols="100" placeholder="{e(placeholder)}">\n{e(q.text)}'
+            f'</textarea></label>{pair}'
             f'<div class="controls"><label>weights <select name="quantize">'
             f'{_options(QUANTIZE, {"none": "exact (fp32)", "int8": "int8"}, q.quantize)}</select></label> '
             f'{classify}{method}<button type="submit">Explain</button></div></form>')
@@ -128,7 +132,8 @@ def render_truncation(x: Exploration) -> str:
             f'<strong class="limit">{x.limit}</strong> (special tokens included). The cut falls at character '
             f'<strong class="cut-at">{cut}</strong> of {len(text)}: {len(text) - cut} characters '
             f"({x.tokens - x.limit} tokens) are not seen. long_text=chunk reads them in windows.</p>"
-            f'<p class="cut-context" dir="auto">{e(before)}<mark class="cut-mark" title="the model stops here">✂</mark>'
+            f'<p class="cut-context" dir="auto"{x.inspection.lang}>{e(before)}'
+            '<mark class="cut-mark" title="the model stops here">✂</mark>'
             f'<span class="truncated">{e(after)}</span></p></section>')
 
 
@@ -143,7 +148,9 @@ def render_windows(x: Exploration) -> str:
                      f'width="{max(size, 1):.1f}" height="{row - 4}"></rect><text x="{left + 4:.1f}" '
                      f'y="{(n - 1) * row + 14}">{n}</text></g>')
     height = row * len(windows)
-    svg = (f'<svg class="windows" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">'
+    # the table below says the same to a screen reader, and to a phone, where the strip's numbers shrink
+    svg = (f'<svg class="windows" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+           'aria-hidden="true">'
            f'{"".join(strip)}</svg>')
     rows = []
     for n, w in enumerate(windows, 1):
@@ -151,7 +158,7 @@ def render_windows(x: Exploration) -> str:
         shown = x.query.text[start:end]
         shown = shown if len(shown) <= 90 else shown[:44] + " … " + shown[-44:]
         rows.append(f'<tr class="window-row"><td class="num">{n}</td><td class="num">[{w.start}:{w.end})</td>'
-                    f'<td class="num">[{start}:{end})</td><td dir="auto">{e(shown)}</td>'
+                    f'<td class="num">[{start}:{end})</td><td dir="auto"{x.inspection.lang}>{e(shown)}</td>'
                     f'<td class="label">{iso(w.answer.label)}</td>'
                     f'<td class="num">{w.answer.score:.4f}</td></tr>')
     if len(windows) > 1:
@@ -174,7 +181,7 @@ def render_results(x: Exploration) -> str:
     # chunk mode: the stages are the first window's, whose answer (the heading below) is not the text's
     part = f" of the first window (of {len(x.windows)})" if len(x.windows) > 1 else ""
     detail = (f'<h2 class="detail">Every stage{part}, {NAMES[WEIGHTS[x.query.quantize]]} weights</h2>'
-              + render_section(x.inspection, 1, numbered=False))
+              + render_section(x.inspection, 1, numbered=False, level=3))
     if x.task != "text-classification":
         return render_sides(x) + detail
     long_text = render_windows(x) if x.query.long_text == "chunk" else render_truncation(x)
@@ -182,26 +189,30 @@ def render_results(x: Exploration) -> str:
 
 
 def render_studio(model: str, query: Query, exploration: Exploration | None = None, error: str | None = None,
-                  task: str = "text-classification") -> str:
-    """The whole page: the form, an error if the query had one, then the results."""
-    body = render_form(query, task)
+                  task: str = "text-classification", language: str | None = None) -> str:
+    """The whole page: the form, an error if the query had one, then the results. The page's title says the
+    answer (or the error): what a screen reader announces first when the page loads."""
+    body = render_form(query, task, language)
+    title = f"coulisse studio — {model}"
     if error:
         body += f'<p class="error" role="alert">{e(error)}</p>'
+        title = f"Error — {title}"
     if exploration is not None:
         body += render_results(exploration)
-    title = f"coulisse studio — {model}"
+        title = f"{exploration.answer} — {title}"
     words = ("; the words are coloured by what pushed the answer" if task in ATTRIBUTION_TASKS else "")
     header = (f"<h1>coulisse studio</h1><p>Model: <code>{e(model)}</code>, task {e(task)}. A text goes through the "
               f"pipeline's stages: tokenizer, encoder, head, post-processing{words}.</p>")
     return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">'
             f"<title>{e(title)}</title><style>{STYLE}{STUDIO_STYLE}</style></head>"
-            f"<body>{scrolling_tables(header + body)}"
+            f"<body><main>{scrolling_tables(header + body)}</main>"
             f"<script>{SCRIPT}</script></body></html>\n")
 
 
 STUDIO_STYLE = """
-.controls input[type=number]{width:5em}.pair{display:block;margin:6px 0;font-size:14px}
+.controls input[type=number]{width:5em}.controls select{max-width:100%}
+label.text{display:block;font-size:14px}.pair{display:block;margin:6px 0;font-size:14px}
 .ask textarea{width:100%;box-sizing:border-box;font:15px/1.4 system-ui,sans-serif;padding:6px}
 .controls{display:flex;flex-wrap:wrap;gap:10px 18px;align-items:center;margin:6px 0 12px;font-size:14px}
 .sides{display:flex;flex-wrap:wrap;gap:24px}.side{flex:1 1 380px}.side h3{margin:8px 0 4px}
