@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,6 +109,8 @@ class Engine:
         token `(length, ...)` (hidden states, or token logits) — or, with `select_token_id`, one row per
         occurrence of that token `(count, ...)` (fill-mask's masked positions). On `threads` threads when the
         engine has a count (a few microseconds to set and give back)."""
+        if _forking_thread == threading.get_ident():  # a forked child, on the thread that forked: see `forked_thread`
+            return forked_thread().submit(self.run, items, progress, select_token_id, max_batch_size).result()
         with on_threads(self.threads if self.device.type == "cpu" else None):
             return self._run(items, progress, select_token_id, max_batch_size)
 
@@ -132,6 +136,35 @@ class Engine:
 _RUNS = threading.Lock()
 _running = 0  # blocks of `on_threads` open now, in any thread
 _host_threads = 0  # torch's count when the first of them opened: what every one gives back
+
+# fork(): the child inherits torch's OpenMP state but none of its threads. libgomp keeps a team per thread that
+# opened a parallel region, so in a child forked after torch ran on several threads, the thread that forked (the
+# child's only one) waits forever at its next parallel region for a team that is gone: a `multiprocessing` pool
+# with the fork start method, `datasets.map(num_proc=...)`, joblib's multiprocessing backend or `os.fork()` hung
+# (plain torch and transformers' pipelines hang the same way; audit 45). A thread started in the child opens a
+# team of its own, so a forked child runs the engine's batches on one, on every core.
+_forking_thread: int | None = None  # in a forked child, the thread that forked; None in a process never forked
+_forked_thread: ThreadPoolExecutor | None = None
+
+
+def forked_thread() -> ThreadPoolExecutor:
+    """A forked child's thread for the engine's batches (made on first use, kept for the child's life)."""
+    global _forked_thread
+    with _RUNS:
+        if _forked_thread is None:
+            _forked_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coulisse-forked")
+        return _forked_thread
+
+
+def _after_fork_in_child() -> None:
+    global _RUNS, _running, _forking_thread, _forked_thread
+    # the parent's locks may have been held by one of its threads, which the child does not have
+    _RUNS, _running = threading.Lock(), 0
+    _forking_thread, _forked_thread = threading.get_ident(), None
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which never forks
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @contextlib.contextmanager

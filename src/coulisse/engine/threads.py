@@ -83,6 +83,16 @@ _torch_thread: ThreadPoolExecutor | None = None
 _torch_thread_lock = threading.Lock()
 
 
+def _after_fork_in_child() -> None:
+    """A forked child has none of its parent's threads: its first server or studio makes its own."""
+    global _torch_thread, _torch_thread_lock
+    _torch_thread, _torch_thread_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which never forks
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def torch_thread() -> ThreadPoolExecutor:
     """The process's one thread for torch work in a server or the studio (one OpenMP team: see above). Made on
     the first call and kept for the process's life: each server's batcher and each studio hands it its work,
