@@ -61,14 +61,20 @@ def test_fast_conflicts_fail_before_loading(tmp_path, options, word):
 
 
 def test_onednn_cache_bound_is_set_unless_the_user_chose():
-    from coulisse.engine.prepare import ONEDNN_CACHE_ENTRIES, ONEDNN_CACHE_VARIABLE, bound_onednn_cache
+    from coulisse.engine.prepare import (
+        IDEEP_CACHE_ENTRIES,
+        IDEEP_CACHE_VARIABLE,
+        ONEDNN_CACHE_ENTRIES,
+        ONEDNN_CACHE_VARIABLE,
+        bound_onednn_cache,
+    )
 
     environ: dict[str, str] = {}
-    assert "coulisse's" in bound_onednn_cache(environ)
-    assert environ == {ONEDNN_CACHE_VARIABLE: str(ONEDNN_CACHE_ENTRIES)}
-    environ = {ONEDNN_CACHE_VARIABLE: "4096"}
-    assert "yours" in bound_onednn_cache(environ)
-    assert environ == {ONEDNN_CACHE_VARIABLE: "4096"}
+    assert bound_onednn_cache(environ).count("coulisse's") == 2
+    assert environ == {ONEDNN_CACHE_VARIABLE: str(ONEDNN_CACHE_ENTRIES), IDEEP_CACHE_VARIABLE: str(IDEEP_CACHE_ENTRIES)}
+    environ = {ONEDNN_CACHE_VARIABLE: "4096", IDEEP_CACHE_VARIABLE: "2048"}
+    assert bound_onednn_cache(environ).count("yours") == 2
+    assert environ == {ONEDNN_CACHE_VARIABLE: "4096", IDEEP_CACHE_VARIABLE: "2048"}
 
 
 # Prepares a pipeline, then runs oneDNN GEMMs of more row counts than the bound allows, twice over, with

@@ -57,14 +57,23 @@ def test_fast_next_to_quantize_is_one_line_error(tf_camembert_dir):
 def test_info_says_which_onednn_cache_bound_applies(monkeypatch):
     import os
 
-    from coulisse.engine.prepare import ONEDNN_CACHE_ENTRIES, ONEDNN_CACHE_VARIABLE
+    from coulisse.engine.prepare import (
+        IDEEP_CACHE_ENTRIES,
+        IDEEP_CACHE_VARIABLE,
+        ONEDNN_CACHE_ENTRIES,
+        ONEDNN_CACHE_VARIABLE,
+    )
 
     monkeypatch.setenv(ONEDNN_CACHE_VARIABLE, "77")
+    monkeypatch.setenv(IDEEP_CACHE_VARIABLE, "99")
     result = CliRunner().invoke(cli, ["info"])
     assert result.exit_code == 0, result.output
-    assert f"{ONEDNN_CACHE_VARIABLE}=77 (yours)" in result.output
+    assert f"{ONEDNN_CACHE_VARIABLE}=77 (yours), {IDEEP_CACHE_VARIABLE}=99 (yours)" in result.output
     monkeypatch.delenv(ONEDNN_CACHE_VARIABLE)
+    monkeypatch.delenv(IDEEP_CACHE_VARIABLE)  # set first, so that the worker's own value comes back after
     result = CliRunner().invoke(cli, ["info", "--json"])
-    expected = f"{ONEDNN_CACHE_VARIABLE}={ONEDNN_CACHE_ENTRIES} (coulisse's)"
+    expected = (f"{ONEDNN_CACHE_VARIABLE}={ONEDNN_CACHE_ENTRIES} (coulisse's), "
+                f"{IDEEP_CACHE_VARIABLE}={IDEEP_CACHE_ENTRIES} (coulisse's)")
     assert json.loads(result.output)["onednn_primitive_cache"] == expected
-    assert ONEDNN_CACHE_VARIABLE not in os.environ  # info describes; only preparing a pipeline sets it
+    # info describes; only preparing a pipeline sets them
+    assert ONEDNN_CACHE_VARIABLE not in os.environ and IDEEP_CACHE_VARIABLE not in os.environ

@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 # oneDNN's primitive cache: at most this many entries (see `bound_onednn_cache`).
 ONEDNN_CACHE_VARIABLE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
 ONEDNN_CACHE_ENTRIES = 256
+# ideep's (libtorch's layer over oneDNN) cache per GEMM shape, beside oneDNN's (see `bound_onednn_cache`).
+IDEEP_CACHE_VARIABLE = "LRU_CACHE_CAPACITY"
+IDEEP_CACHE_ENTRIES = 64
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
@@ -171,11 +174,20 @@ def bound_onednn_cache(environ: MutableMapping[str, str] = os.environ) -> str:
     oneDNN's default). Corpus jobs set 16 before torch loads (`interfaces/jobs/command.py`,
     `bound_kernel_cache`: full batches need only a forward's shapes), which this then leaves alone.
     oneDNN reads the variable when it creates its first primitive: set here before the first pipeline
-    prepares its model; in a process that ran oneDNN before, the value then in effect stays."""
+    prepares its model; in a process that ran oneDNN before, the value then in effect stays.
+
+    The fp32 linear layers reach oneDNN through ideep (`torch.ops.mkldnn._linear_pointwise`), which keeps a
+    cache of its own per shape, 1,024 entries unless `LRU_CACHE_CAPACITY` says otherwise: with oneDNN's, it was
+    the server's unexplained climb from ~340 to ~700 MB (audit 45), which both bounded at 16 held at ~355 MB.
+    Bounded here at `IDEEP_CACHE_ENTRIES`: the bundled model's pipeline, 4,000 single reviews of varied lengths
+    on one thread, ended at 510 MB unbounded, 465 MB at 256 and 422 MB at 64, in 14, 15 and 13 s (measured once,
+    Intel Xeon with AMX; /tmp scripts of audit 45). Corpus jobs set 16 (`bound_kernel_cache`)."""
     value = environ.setdefault(ONEDNN_CACHE_VARIABLE, str(ONEDNN_CACHE_ENTRIES))
+    ideep = environ.setdefault(IDEEP_CACHE_VARIABLE, str(IDEEP_CACHE_ENTRIES))
     # coulisse's value reads as coulisse's, whoever set it (an earlier pipeline of this process, or you)
     owner = "coulisse's" if value == str(ONEDNN_CACHE_ENTRIES) else "yours"
-    return f"{ONEDNN_CACHE_VARIABLE}={value} ({owner})"
+    ideep_owner = "coulisse's" if ideep == str(IDEEP_CACHE_ENTRIES) else "yours"
+    return f"{ONEDNN_CACHE_VARIABLE}={value} ({owner}), {IDEEP_CACHE_VARIABLE}={ideep} ({ideep_owner})"
 
 
 def _prepare_cpu(model: EncoderModel, files: list[Path], dtype: torch.dtype, quantize: str | None,

@@ -54,7 +54,8 @@ def info(as_json: bool) -> None:
                    else "no model size yet (the first fp32 corpus job times oneDNN against MKL and caches the "
                    "answer)")))
     click.echo(readable(f"int8 weight cache: {where}"))
-    click.echo(readable(f"oneDNN primitive cache (entries, one per GEMM shape and token count): {primitives}"))
+    click.echo(readable(f"oneDNN's and ideep's kernel caches (entries, one per GEMM shape and token count): "
+                        f"{primitives}"))
 
 
 

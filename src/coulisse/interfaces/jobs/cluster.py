@@ -101,6 +101,7 @@ class ShardWorker:
     def __init__(self, options: RayOptions, threads: int):
         # oneDNN keeps one kernel per batch shape; read when torch loads (see command.bound_kernel_cache).
         os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")
+        os.environ.setdefault("LRU_CACHE_CAPACITY", "16")  # ideep's cache of the same kernels
         self.error = None
         self.info: dict = {}
         self.digest = ""

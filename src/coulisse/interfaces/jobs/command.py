@@ -34,6 +34,7 @@ def bound_kernel_cache() -> None:
     no slower (docs/benchmarks.md). Read when torch loads, so set before; a user's setting wins."""
     if "torch" not in sys.modules:
         os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16")
+    os.environ.setdefault("LRU_CACHE_CAPACITY", "16")  # ideep's cache of the same kernels, read at first use
 
 
 # What a resumed job reads from its state record: the record's key -> the `classify` parameter (and --fast,
