@@ -37,6 +37,18 @@ def tf_camembert_dir() -> Path:
     return FIXTURES / "tf_camembert"
 
 
+@pytest.fixture
+def offline_hub(monkeypatch, tmp_path_factory, tf_camembert_dir) -> Path:
+    """A Hugging Face cache holding tblard/tf-allocine (the fixture's files), read offline."""
+    from factory import make_hf_cache
+
+    cache = tmp_path_factory.mktemp("hf") / "hub"
+    make_hf_cache(cache, tf_camembert_dir)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return cache
+
+
 @pytest.fixture(scope="module")
 def classifier(tf_camembert_dir):
     """The TF CamemBERT fixture as a sentiment pipeline, one per test module (tests may patch its forward); the

@@ -16,7 +16,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from factory import FAST_TOKENIZER_ARCHS, assert_close, assert_distinct_rows, make_hf_cache
+from factory import FAST_TOKENIZER_ARCHS, assert_close, assert_distinct_rows
 
 import coulisse
 from coulisse.errors import HubUnreachableError, InputError, ModelLoadError
@@ -259,15 +259,6 @@ def test_int8_and_dtype_are_the_pipelines(factory):
 
 
 # -- the Hub path -------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def offline_hub(monkeypatch, tmp_path_factory, tf_camembert_dir):
-    cache = tmp_path_factory.mktemp("hf") / "hub"
-    make_hf_cache(cache, tf_camembert_dir)
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return cache
 
 
 def test_the_courses_checkpoint_by_its_hub_id(offline_hub, tf_camembert_dir):

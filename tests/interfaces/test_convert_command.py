@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from factory import TEXTS, assert_close, make_hf_cache
+from factory import TEXTS, assert_close
 from safetensors import safe_open
 
 from coulisse.checkpoint import load_checkpoint
@@ -32,14 +32,11 @@ def expected(tf_camembert_dir):
 
 
 @pytest.fixture
-def offline_hub(monkeypatch, tmp_path_factory, tf_camembert_dir):
-    cache = tmp_path_factory.mktemp("hf") / "hub"
-    make_hf_cache(cache, tf_camembert_dir)
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def offline_hub(offline_hub, monkeypatch):
+    """conftest's cache holding tblard/tf-allocine, and none of convert's variables set."""
     for name in ("COULISSE_DTYPE", "COULISSE_CONVERT_DTYPE", "COULISSE_HEAD", "COULISSE_OVERWRITE"):
         monkeypatch.delenv(name, raising=False)
-    return cache
+    return offline_hub
 
 
 def convert(*args):
