@@ -123,12 +123,19 @@ def test_the_studios_answer_is_in_its_title_and_its_text_box_labelled(studio, fr
     assert headings[detail][0] == "h2" and headings[detail + 1][0] == "h3"  # the text's views under it
     empty = parse(studio.get("/").text)
     assert empty.find("textarea")[0][1].get("lang") == "fr" and empty.find("title")[0][2].startswith("coulisse")
+    # the focus goes to the answer when the page loads again (the script finds it by this id)
+    answer = [h for h in tree.find("h2") if h[1].get("id") == "answer"]
+    assert len(answer) == 1 and answer[0][1].get("tabindex") == "-1" and "getElementById('answer')" in html
+    assert not any(h[1].get("id") == "answer" for h in empty.find("h2"))
 
 
 def test_the_studios_error_is_in_its_title(studio):
     response = studio.get("/", params={"text": REVIEW, "stride": "-3"})
     assert response.status_code == 400
-    assert parse(response.text).find("title")[0][2].startswith("Error — coulisse studio")
+    tree = parse(response.text)
+    assert tree.find("title")[0][2].startswith("Error — coulisse studio")
+    (problem,) = tree.find("p", "error")
+    assert problem[1].get("id") == "problem" and problem[1].get("tabindex") == "-1"  # the focus goes there
 
 
 def test_the_studios_window_strip_leaves_its_numbers_to_the_table(studio):

@@ -90,7 +90,8 @@ def render_answers(x: Exploration) -> str:
     what = ("the mean of the windows' logits" if x.query.long_text == "chunk"
             else f"the first {x.limit} tokens" if x.tokens > x.limit else "the whole text")
     sides = "".join(_side(a) for a in x.answers.values())
-    out = f'<section class="compare"><h2>Answer</h2><p>On {what}.</p><div class="sides">{sides}</div>'
+    out = (f'<section class="compare"><h2 id="answer" tabindex="-1">Answer</h2><p>On {what}.</p>'
+           f'<div class="sides">{sides}</div>')
     diff = delta(x.answers)
     if diff is None:
         return out + "</section>"
@@ -114,7 +115,7 @@ def render_sides(x: Exploration) -> str:
     sides = "".join(f'<div class="side" data-weights="{w}"><h3>{NAMES[w]}</h3>'
                     f'<p class="side-answer">{headline_html(view)}</p></div>' for w, view in x.sides.items())
     a = x.agreement
-    return (f'<section class="compare"><h2>Answer</h2><div class="sides">{sides}</div>'
+    return (f'<section class="compare"><h2 id="answer" tabindex="-1">Answer</h2><div class="sides">{sides}</div>'
             f'<p class="meta agreement" data-same="{"true" if a.same else "false"}">Exact against int8'
             f": {e(a.words)}</p></section>")
 
@@ -195,7 +196,7 @@ def render_studio(model: str, query: Query, exploration: Exploration | None = No
     body = render_form(query, task, language)
     title = f"coulisse studio — {model}"
     if error:
-        body += f'<p class="error" role="alert">{e(error)}</p>'
+        body += f'<p class="error" id="problem" role="alert" tabindex="-1">{e(error)}</p>'
         title = f"Error — {title}"
     if exploration is not None:
         body += render_results(exploration)
@@ -207,8 +208,17 @@ def render_studio(model: str, query: Query, exploration: Exploration | None = No
             '<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">'
             f"<title>{e(title)}</title><style>{STYLE}{STUDIO_STYLE}</style></head>"
             f"<body><main>{scrolling_tables(header + body)}</main>"
-            f"<script>{SCRIPT}</script></body></html>\n")
+            f"<script>{SCRIPT}{FOCUS_SCRIPT}</script></body></html>\n")
 
+
+# The page loads again after each query: the keyboard's focus goes to what the query gave, the error or the
+# answer, whose heading a screen reader then reads (it started at the top of the page, audit 45).
+FOCUS_SCRIPT = """
+(function () {
+  var target = document.getElementById('problem') || document.getElementById('answer');
+  if (target) target.focus();
+})();
+"""
 
 STUDIO_STYLE = """
 .controls input[type=number]{width:5em}.controls select{max-width:100%}
