@@ -289,3 +289,64 @@ def test_the_auto_classes_are_in_the_package(tmp_path):
     pipe = coulisse.pipeline("sentiment-analysis", model="coulisse/mini-allocine")
     want = [max(range(2), key=lambda i: row[i]) for row in outputs.logits.tolist()]
     assert [pipe.model.config.label2id[r["label"]] for r in pipe(RAW_INPUTS[:2])] == want
+
+
+def test_a_tokenizer_asked_by_hub_id_saves_the_files_it_was_read_from(offline_hub, tf_camembert_dir, tmp_path,
+                                                                      monkeypatch):
+    """`name_or_path` is the id asked (as in transformers); saving copies the cached folder's files, never a
+    folder of the same relative name in the working directory (audit 45)."""
+    tokenizer = coulisse.AutoTokenizer.from_pretrained("tblard/tf-allocine")
+    assert tokenizer.name_or_path == "tblard/tf-allocine"
+    junk = tmp_path / "tblard" / "tf-allocine"  # made after the load, which would have read it as the folder
+    junk.mkdir(parents=True)
+    (junk / "sentencepiece.bpe.model").write_bytes(b"not a model")
+    monkeypatch.chdir(tmp_path)
+    written = tokenizer.save_pretrained(tmp_path / "saved")
+    assert str(tmp_path / "saved" / "sentencepiece.bpe.model") in written
+    assert (tmp_path / "saved" / "sentencepiece.bpe.model").read_bytes() == \
+        (tf_camembert_dir / "sentencepiece.bpe.model").read_bytes()
+    again = coulisse.AutoTokenizer.from_pretrained(tmp_path / "saved")
+    assert again(RAW_INPUTS)["input_ids"] == tokenizer(RAW_INPUTS)["input_ids"]
+
+
+def test_num_parameters_counts_the_weights_read_as_transformers_does(factory, minilm_dir):
+    """The prepared model's linear weights are neither parameters nor buffers; num_parameters counts what was read,
+    and the state dict, which would save a model without them, is refused (audit 45)."""
+    import transformers
+
+    folder = factory.checkpoint("camembert")
+    theirs = transformers.AutoModelForSequenceClassification.from_pretrained(folder)
+    ours = coulisse.AutoModelForSequenceClassification.from_pretrained(folder)
+    assert ours.num_parameters() == theirs.num_parameters()
+    assert ours.num_parameters(exclude_embeddings=True) == theirs.num_parameters(exclude_embeddings=True)
+    assert ours.num_parameters(only_trainable=True) == 0  # inference only
+    # a base model without the pooler transformers' BERT carries (coulisse computes no pooler_output)
+    base, reference = coulisse.AutoModel.from_pretrained(minilm_dir), transformers.AutoModel.from_pretrained(minilm_dir)
+    pooler = sum(p.numel() for p in reference.pooler.parameters())
+    assert base.num_parameters() == reference.num_parameters() - pooler
+    assert sum(p.numel() for p in base.parameters()) < base.num_parameters()  # the prepacked ones are elsewhere
+    with pytest.raises(InputError, match="prepacked for this CPU") as refused:
+        base.state_dict()
+    assert "\n" not in str(refused.value)
+
+
+def test_what_transformers_has_and_coulisse_does_not_is_said(factory):
+    folder = factory.checkpoint("bert")
+    with pytest.raises(AttributeError, match="Auto classes"):
+        coulisse.BertModel  # noqa: B018
+    assert not hasattr(coulisse, "CamembertForSequenceClassification")  # hasattr still answers
+    with pytest.raises(InputError, match="from_config builds an untrained model"):
+        coulisse.AutoModel.from_config(coulisse.AutoConfig.from_pretrained(folder))
+    model = coulisse.AutoModelForSequenceClassification.from_pretrained(folder)
+    with pytest.raises(AttributeError, match=r"pipeline\(task, model=folder\)\.save_pretrained\(out\)"):
+        model.save_pretrained(folder)
+    inputs = coulisse.AutoTokenizer.from_pretrained(folder)(RAW_INPUTS, padding=True, return_tensors="pt")
+    assert model(**inputs).loss is None  # transformers' outputs without labels
+    import transformers
+
+    theirs = transformers.AutoConfig.from_pretrained(folder)
+    config = coulisse.AutoConfig.from_pretrained(folder)
+    assert (config.hidden_dropout_prob, config.initializer_range) == (theirs.hidden_dropout_prob,
+                                                                      theirs.initializer_range)
+    with pytest.raises(AttributeError, match="no such key"):
+        config.no_such_setting  # noqa: B018

@@ -458,8 +458,9 @@ def test_the_objects_save_report_their_dtype_and_refuse_training(factory, tmp_pa
 
     folder = factory.checkpoint("camembert")
     pipe = pipeline("text-classification", model=folder)
-    written = pipe.tokenizer.save_pretrained(tmp_path / "tokenizer")
-    assert "tokenizer.json" in written and (tmp_path / "tokenizer" / "tokenizer_config.json").is_file()
+    written = pipe.tokenizer.save_pretrained(tmp_path / "tokenizer")  # the paths written, as transformers' tuple
+    assert str(tmp_path / "tokenizer" / "tokenizer.json") in written and isinstance(written, tuple)
+    assert (tmp_path / "tokenizer" / "tokenizer_config.json").is_file()
     theirs = transformers.AutoTokenizer.from_pretrained(tmp_path / "tokenizer")
     assert theirs(SHORT)["input_ids"] == pipe.tokenizer(SHORT)["input_ids"]
     assert pipe.model.config.to_dict() == json.loads((folder / "config.json").read_text(encoding="utf-8"))

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # what type checkers see; at run time each name is imported on first use (__getattr__)
@@ -36,6 +37,11 @@ __all__ = ["AutoConfig", "AutoModel", "AutoModelForMaskedLM", "AutoModelForMulti
            "AutoTokenizer", "SentenceEncoder", "SparseEncoder", "__version__", "pipeline"]
 
 
+# transformers' class names by family (BertModel, CamembertForSequenceClassification...), named in a refusal that
+# points at the Auto classes.
+TRANSFORMERS_CLASS = re.compile(r"[A-Z][A-Za-z0-9]*(Model|Config|Tokenizer|TokenizerFast|For[A-Z][A-Za-z]*)")
+
+
 def __getattr__(name: str):
     # Keep `import coulisse` cheap (the CLI's cold start): torch is imported on first use.
     if name == "pipeline":
@@ -61,6 +67,11 @@ def __getattr__(name: str):
             return version("coulisse")
         except PackageNotFoundError:  # imported from a source tree that was never installed
             return "0+unknown"
+    if TRANSFORMERS_CLASS.fullmatch(name):
+        # transformers' classes by family (BertModel, CamembertTokenizer, BertConfig...): the Auto classes load them
+        raise AttributeError(f"module 'coulisse' has no attribute {name!r}: coulisse has no classes per family; "
+                             "load a checkpoint with its Auto classes (AutoTokenizer, AutoConfig, AutoModel, "
+                             "AutoModelForSequenceClassification...).from_pretrained(folder or Hub id).")
     raise AttributeError(f"module 'coulisse' has no attribute {name!r}")
 
 

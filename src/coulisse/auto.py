@@ -187,6 +187,13 @@ class AutoModel:
         raise TypeError(f"{name} is not built directly; use {name}.from_pretrained(model).")
 
     @classmethod
+    def from_config(cls, config: Any, **kwargs: Any) -> EncoderModel:
+        """transformers' randomly initialised model: not here (inference only, a model comes from its weights)."""
+        raise InputError(f"{cls.__name__}.from_config builds an untrained model, which coulisse does not (it runs "
+                         f"inference on trained weights); load a checkpoint: {cls.__name__}.from_pretrained(folder "
+                         "or Hub id), or train with transformers and load the saved folder.")
+
+    @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args: Any,
                         revision: str | None = None, token: str | bool | None = None, local_files_only: bool = False,
                         dtype: Any = "auto", torch_dtype: Any = None, device_map: str | dict | None = None,

@@ -52,6 +52,15 @@ class EncoderConfig:
         """This model type's row of the family table (`coulisse.families`)."""
         return FAMILIES[self.model_type]
 
+    def __getattr__(self, name: str) -> Any:
+        """A key of config.json that coulisse does not read (`hidden_dropout_prob`, `bos_token_id`...), as
+        transformers' config answers it. Only for names that are not fields (Python looks there first)."""
+        raw = self.__dict__.get("raw")
+        if raw is not None and name in raw and not name.startswith("_"):
+            return copy.deepcopy(raw[name])
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r} (config.json has no such "
+                             "key)")
+
     def to_dict(self) -> dict[str, Any]:
         """config.json as read (a copy), as transformers' `config.to_dict()` gives the file's settings."""
         return copy.deepcopy(self.raw)

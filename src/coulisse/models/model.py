@@ -107,6 +107,8 @@ class ModelOutput:
         return iter(self.keys())
 
     def __getattr__(self, name: str):  # only for names that are not fields
+        if name == "loss":  # transformers' outputs hold a loss only when labels are given; coulisse takes none
+            return None
         if name == "pooler_output":  # transformers' BERT / RoBERTa / MPNet base models return it; coulisse does not
             raise AttributeError(
                 "pooler_output is not computed: coulisse's base model returns last_hidden_state (and its pooler's "
@@ -128,6 +130,42 @@ class EncoderModel(nn.Module):
         self.task_head = head
         self.base = resolve(config.family.model)(config)
         self.head = build_head(config, head) if head else None
+        # What the checkpoint's weights hold, counted when they are read (`load_model`), before the preparation
+        # moves linear weights into packed forms that are neither parameters nor buffers.
+        self.loaded_counts: dict[str, int] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "save_pretrained":  # transformers' models save themselves; this one's weights are prepared
+                raise AttributeError(
+                    "coulisse's model does not save itself (its weights are prepared for this CPU); save the "
+                    "checkpoint with the pipeline's save_pretrained: coulisse.pipeline(task, model=folder)"
+                    ".save_pretrained(out), or `coulisse convert folder out`, which transformers loads.") from None
+            raise
+
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """transformers' count of the model's weights: those read from the checkpoint, whatever the preparation
+        did with them (`sum(p.numel() for p in model.parameters())` misses the prepacked ones). The encoder and
+        its head; a base model has no pooler (coulisse does not compute `pooler_output`), where transformers'
+        BERT, RoBERTa and MPNet base models count theirs. Inference only: nothing is trainable."""
+        if only_trainable:
+            return 0
+        counts = self.loaded_counts or _counts(self)
+        return counts["all"] - (counts["embeddings"] if exclude_embeddings else 0)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """torch's state dict, refused once the preparation has moved weights out of it (prepacked linear layers):
+        `torch.save(model.state_dict())` would save a model without them."""
+        state = super().state_dict(*args, **kwargs)
+        kept = sum(t.numel() for t in state.values() if isinstance(t, Tensor))
+        if self.loaded_counts and kept < self.loaded_counts["state"] and not args and not kwargs.get("prefix"):
+            raise InputError(
+                "this model's linear weights are prepacked for this CPU, outside its state dict, which would save "
+                "the model without them. Save the checkpoint with the pipeline's save_pretrained(folder) (its "
+                "weights as read, for transformers), or load the folder again with transformers.")
+        return state
 
     @property
     def per_token(self) -> bool:
@@ -270,6 +308,13 @@ class EncoderModel(nn.Module):
         return out
 
 
+def _counts(model: EncoderModel) -> dict[str, int]:
+    """The weights' sizes as read: every parameter, the embedding tables among them, and the state dict's."""
+    embeddings = sum(p.numel() for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters())
+    state = sum(t.numel() for t in nn.Module.state_dict(model).values() if isinstance(t, Tensor))
+    return {"all": sum(p.numel() for p in model.parameters()), "embeddings": embeddings, "state": state}
+
+
 def _sources(family: Family, head: nn.Module | None):
     family_keys = resolve(family.checkpoint_keys)
 
@@ -381,6 +426,7 @@ def load_model(directory: Path, config: EncoderConfig, head: str | None = None) 
     check_unused(tensors, used, path.name, tuple(sorted(roots)))
     model.load_state_dict(state, strict=True, assign=True)
     model.eval().requires_grad_(False)
+    model.loaded_counts = _counts(model)
     warn_other_head(config, head, directory)
     log.info("loaded %s (%s, %d layers) from %s in %.2fs", config.model_type, head or "base",
              config.num_hidden_layers, path.name, time.perf_counter() - start)

@@ -306,7 +306,8 @@ class Tokenizer:
         self._word_by_word: bool | None = None  # prefix.reads_word_by_word(backend), once a long text asks
         _ready(backend, settings)
         self.model_type = model_type
-        self.name_or_path = ""  # the folder it was read from (from_dir)
+        self.name_or_path = ""  # the folder it was read from (from_dir), or the name it was asked by (a Hub id)
+        self.directory: Path | None = None  # the folder its files were read from (from_dir): what saving copies
         self.special_tokens = {
             name: self._special(settings, name) for name in ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
         }
@@ -351,6 +352,7 @@ class Tokenizer:
         tokenizer = cls(backend, model_max_length=int(limit), settings=settings, source=source,
                         model_type=model_type)
         tokenizer.name_or_path = str(directory)
+        tokenizer.directory = directory
         return tokenizer
 
     # -- encoding ---------------------------------------------------------------------------------
@@ -966,19 +968,20 @@ class Tokenizer:
         """Whether encoding runs in the Rust tokenizers library alone (FlauBERT's Moses step is Python)."""
         return not self._python
 
-    def save_pretrained(self, directory: str | Path) -> list[str]:
+    def save_pretrained(self, directory: str | Path) -> tuple[str, ...]:
         """Write the tokenizer files as transformers saves them (`tokenizer.json`, the slow files,
-        tokenizer_config.json) into `directory` (made if missing); returns the names written. A whole checkpoint:
-        the pipeline's save_pretrained."""
+        tokenizer_config.json) into `directory` (made if missing); returns the paths written, as transformers
+        does. A whole checkpoint: the pipeline's save_pretrained. The slow files are copied from the folder the
+        tokenizer was read from (`directory`), whatever name it was asked by (a Hub id: audit 45)."""
         from coulisse.tokenizer.export import save_tokenizer
 
         family = family_of(self.model_type, self.settings.get("tokenizer_class"))
-        if not self.name_or_path or family is None:
+        if self.directory is None or family is None:
             raise InputError("this tokenizer was not read from a checkpoint folder of a known family; save the "
                              "pipeline instead (pipe.save_pretrained(folder)).")
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        return save_tokenizer(self, Path(self.name_or_path), out, family)
+        return tuple(str(out / name) for name in save_tokenizer(self, self.directory, out, family))
 
     def get_vocab(self) -> dict[str, int]:
         return self.backend.get_vocab(with_added_tokens=True)
