@@ -164,6 +164,11 @@ def test_question_answering_outputs_read_as_transformers(factory, tmp_path):
     assert torch.equal(ours.logits.unbind(-1)[0], ours.start_logits)
     model = coulisse.AutoModelForQuestionAnswering.from_pretrained(tmp_path)
     assert torch.equal(model(**inputs, return_dict=False)[0], ours.start_logits)
+    # the course's post-processing masks them in place: tensors of their own, outside inference mode (audit 45)
+    kept = ours.logits.clone()
+    ours.start_logits[~mask] = -10000
+    ours.end_logits[~mask] = -10000
+    assert torch.equal(ours.logits, kept)
 
 
 # -- what from_pretrained takes ---------------------------------------------------------------------------
@@ -341,7 +346,9 @@ def test_what_transformers_has_and_coulisse_does_not_is_said(factory):
     with pytest.raises(AttributeError, match=r"pipeline\(task, model=folder\)\.save_pretrained\(out\)"):
         model.save_pretrained(folder)
     inputs = coulisse.AutoTokenizer.from_pretrained(folder)(RAW_INPUTS, padding=True, return_tensors="pt")
-    assert model(**inputs).loss is None  # transformers' outputs without labels
+    outputs = model(**inputs)
+    assert outputs.loss is None  # transformers' outputs without labels
+    assert repr(outputs) == f"ModelOutput(logits={outputs.logits!r})"  # the fields set, as transformers prints
     import transformers
 
     theirs = transformers.AutoConfig.from_pretrained(folder)
@@ -350,3 +357,24 @@ def test_what_transformers_has_and_coulisse_does_not_is_said(factory):
                                                                       theirs.initializer_range)
     with pytest.raises(AttributeError, match="no such key"):
         config.no_such_setting  # noqa: B018
+
+
+def test_a_tokenizer_of_a_family_coulisse_does_not_run_still_loads(factory, tmp_path):
+    """transformers' AutoTokenizer reads a T5 folder's tokenizer; so does coulisse's, the files alone."""
+    import transformers
+
+    transformers.AutoTokenizer.from_pretrained(factory.checkpoint("camembert")).save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "t5", "vocab_size": 32005}', encoding="utf-8")
+    theirs = transformers.AutoTokenizer.from_pretrained(tmp_path)(RAW_INPUTS)["input_ids"]
+    assert coulisse.AutoTokenizer.from_pretrained(tmp_path)(RAW_INPUTS)["input_ids"] == theirs
+    with pytest.raises(coulisse.errors.UnsupportedModelError, match="unsupported model_type 't5'"):
+        coulisse.AutoModel.from_pretrained(tmp_path)  # its model, though, coulisse does not run
+
+
+def test_a_model_max_length_past_what_the_model_reads_is_lowered_aloud(factory, caplog):
+    folder = factory.checkpoint("bert")
+    with caplog.at_level("WARNING", logger="coulisse.auto"):
+        tokenizer = coulisse.AutoTokenizer.from_pretrained(folder, model_max_length=10**6)
+    table = factory.reference("bert").model.config.max_position_embeddings
+    assert tokenizer.model_max_length == table
+    assert f"model_max_length=1000000 is past what {folder} reads ({table} tokens" in caplog.text

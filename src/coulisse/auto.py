@@ -29,7 +29,7 @@ from coulisse.config import EncoderConfig
 from coulisse.defaults import DEFAULT_MODEL, offline_hint
 from coulisse.engine.device import resolve_device_map
 from coulisse.engine.prepare import check_request, prepare_model, resolve_fast
-from coulisse.errors import HubUnreachableError, InputError
+from coulisse.errors import HubUnreachableError, InputError, UnsupportedModelError
 from coulisse.hub import hub_token, resolve_model
 from coulisse.models import EncoderModel, load_model
 from coulisse.pipelines import check_local_files, dtype_argument, model_source
@@ -157,15 +157,24 @@ class AutoTokenizer:
             log.info("use_fast=%r: coulisse's tokenizers are the fast (Rust) ones, whose ids transformers' slow "
                      "tokenizers reproduce", kwargs["use_fast"])
         directory = transformer_folder(_folder(pretrained_model_name_or_path, revision, token, local_files_only))
-        ceiling = None
+        ceiling, config = None, None
         if (directory / "config.json").exists():
-            config = EncoderConfig.from_file(directory / "config.json")
+            try:
+                config = EncoderConfig.from_file(directory / "config.json")
+            except UnsupportedModelError as e:  # a family coulisse does not run (T5...): its tokenizer still loads
+                log.info("%s; reading its tokenizer files alone", e)
+        if config is not None:
             tokenizer = load_tokenizer(directory, config)
             check_tokenizer(tokenizer, config, directory)
             ceiling = length_ceiling(config)
         else:  # a tokenizer saved alone (tokenizer.save_pretrained(folder)): its own settings, no model's limit
             tokenizer = Tokenizer.from_dir(directory)
-        if model_max_length is not None:  # over the folder's, never past what the model embeds
+        if model_max_length is not None:  # over the folder's, never past what the model reads
+            if ceiling is not None and model_max_length > ceiling:
+                log.warning("model_max_length=%d is past what %s reads (%d tokens, its position table%s): "
+                            "truncation cuts at %d", model_max_length, pretrained_model_name_or_path, ceiling,
+                            "" if config.position_limit is not None else " times 8, the most coulisse lets a "
+                            "relative-position model read", ceiling)
             tokenizer.model_max_length = model_max_length if ceiling is None else min(model_max_length, ceiling)
         for name, value in sides.items():
             setattr(tokenizer, name, value)

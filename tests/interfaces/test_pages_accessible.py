@@ -144,3 +144,11 @@ def test_the_studios_window_strip_leaves_its_numbers_to_the_table(studio):
     (strip,) = tree.find("svg", "windows")
     assert strip[1].get("aria-hidden") == "true" and tree.find("table", "windows")
     assert ".controls select{max-width:100%}" in STUDIO_STYLE  # a long option never widens a phone's page
+
+
+def test_only_a_language_tag_marks_a_text():
+    from coulisse.interfaces.report import lang_attribute
+
+    assert lang_attribute("fr") == ' lang="fr"' and lang_attribute("pt-BR") == ' lang="pt-BR"'
+    for card in ("French", "multilingual", '"><script>alert(1)</script>', "", None):
+        assert lang_attribute(card) == ""  # a model card's free text is no tag (audit 45, session review)

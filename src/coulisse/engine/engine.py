@@ -139,12 +139,16 @@ _host_threads = 0  # torch's count when the first of them opened: what every one
 
 # fork(): the child inherits torch's OpenMP state but none of its threads. libgomp keeps a team per thread that
 # opened a parallel region, so in a child forked after torch ran on several threads, the thread that forked (the
-# child's only one) waits forever at its next parallel region for a team that is gone: a `multiprocessing` pool
-# with the fork start method, `datasets.map(num_proc=...)`, joblib's multiprocessing backend or `os.fork()` hung
-# (plain torch and transformers' pipelines hang the same way; audit 45). A thread started in the child opens a
-# team of its own, so a forked child runs the engine's batches on one, on every core.
-_forking_thread: int | None = None  # in a forked child, the thread that forked; None in a process never forked
+# child's only one) waits forever at its next parallel region of more than one thread, for a team that is gone: a
+# `multiprocessing` pool with the fork start method, `datasets.map(num_proc=...)`, joblib's multiprocessing backend
+# or `os.fork()` hung (plain torch and transformers' pipelines hang the same way; audit 45). So in a child forked
+# after coulisse ran torch on several threads, the thread that forked runs torch on one (loading a pipeline there,
+# a SentenceEncoder's normalization, `model(**inputs)` by hand all finish), and the engine's batches run on a
+# thread started in the child, which opens a team of its own, on the parent's count of threads.
+_ran_parallel = False  # coulisse ran torch on more than one thread in this process (or the one it was forked from)
+_forking_thread: int | None = None  # in such a forked child, the thread that forked; else None
 _forked_thread: ThreadPoolExecutor | None = None
+_parent_threads = 1  # torch's count in the thread that forked, before the child set it to 1
 
 
 def forked_thread() -> ThreadPoolExecutor:
@@ -152,15 +156,18 @@ def forked_thread() -> ThreadPoolExecutor:
     global _forked_thread
     with _RUNS:
         if _forked_thread is None:
-            _forked_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coulisse-forked")
+            _forked_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coulisse-forked",
+                                                initializer=torch.set_num_threads, initargs=(_parent_threads,))
         return _forked_thread
 
 
 def _after_fork_in_child() -> None:
-    global _RUNS, _running, _forking_thread, _forked_thread
+    global _RUNS, _running, _forking_thread, _forked_thread, _parent_threads
     # the parent's locks may have been held by one of its threads, which the child does not have
-    _RUNS, _running = threading.Lock(), 0
-    _forking_thread, _forked_thread = threading.get_ident(), None
+    _RUNS, _running, _forked_thread = threading.Lock(), 0, None
+    if _ran_parallel:
+        _forking_thread, _parent_threads = threading.get_ident(), torch.get_num_threads()
+        torch.set_num_threads(1)
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows, which never forks
@@ -176,7 +183,11 @@ def on_threads(threads: int | None) -> Iterator[None]:
     would leave the one a later block set (a thread of a `threads=1` pipeline found 1, set by another thread's
     block, and left it). So every block gives back the count found when the first of the overlapping ones
     opened."""
-    global _running, _host_threads
+    global _running, _host_threads, _ran_parallel
+    if _forking_thread == threading.get_ident():  # a forked child's thread that forked: one thread (see above)
+        threads = 1
+    elif not _ran_parallel and max(threads or 0, torch.get_num_threads()) > 1:
+        _ran_parallel = True
     if threads is None:
         yield
         return

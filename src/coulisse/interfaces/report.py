@@ -305,7 +305,7 @@ class Inspection:
     def lang(self) -> str:
         """The attribute that marks a text of this model's language, so that a screen reader reads a French
         review with a French voice (the page around it is English); nothing where the model names no language."""
-        return f' lang="{e(self.language)}"' if self.language else ""
+        return lang_attribute(self.language)
 
     @property
     def seen(self) -> list[TokenRow]:
@@ -328,6 +328,16 @@ class Inspection:
 
 def e(value: Any) -> str:
     return html.escape(str(value), quote=True)
+
+
+# A language tag as HTML's lang takes it (BCP 47's common shape: "fr", "pt-BR", "zh-Hant"); a model card's
+# "French" or "multilingual" is none, and marks nothing.
+LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*")
+
+
+def lang_attribute(language: str | None) -> str:
+    """` lang="fr"` for a model's language that is a language tag, else nothing."""
+    return f' lang="{e(language)}"' if language and LANGUAGE_TAG.fullmatch(language) else ""
 
 
 def iso(value: Any) -> str:

@@ -122,6 +122,10 @@ class ModelOutput:
     def __contains__(self, key: object) -> bool:
         return key in self.keys()
 
+    def __repr__(self) -> str:
+        """The fields that are set, as transformers prints its outputs (a learner's `print(outputs)`)."""
+        return f"{type(self).__name__}({', '.join(f'{name}={value!r}' for name, value in self.items())})"
+
 
 class EncoderModel(nn.Module):
     def __init__(self, config: EncoderConfig, head: str | None = None):
@@ -204,7 +208,7 @@ class EncoderModel(nn.Module):
     def device(self) -> torch.device:
         return next(t for t in (*self.parameters(), *self.buffers())).device
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: a course's cell edits the outputs in place (start_logits[mask] = -1e4)
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None,
                 token_type_ids: Tensor | None = None, position_ids: Tensor | None = None,
                 output_hidden_states: bool = False, output_attentions: bool = False, return_dict: bool = True,
@@ -228,8 +232,9 @@ class EncoderModel(nn.Module):
                              "gradients). Fine-tune with transformers, then load the saved folder here.")
         out = self._forward(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
                             output_attentions)
-        if self.task_head == "question-answering":  # transformers' names: a start and an end logit per token
-            out.start_logits, out.end_logits = out.logits.unbind(-1)
+        if self.task_head == "question-answering":  # transformers' names: a start and an end logit per token, each
+            # a tensor of its own (masking one in place leaves the other and `logits` as they were)
+            out.start_logits, out.end_logits = (t.contiguous() for t in out.logits.unbind(-1))
         return out if return_dict else out.to_tuple()
 
     def _forward(self, input_ids: Tensor, attention_mask: Tensor | None, token_type_ids: Tensor | None,

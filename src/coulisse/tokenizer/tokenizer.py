@@ -11,6 +11,7 @@ import copy
 import logging
 import math
 import operator
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -282,6 +283,28 @@ def _ready(backend: Backend, settings: dict) -> None:
         backend.encode_special_tokens = True
 
 
+class ForkSafeLock:
+    """A lock that a forked child finds free: a thread of the parent that held it at fork() (tokenizing, in a
+    server or a thread pool) has no counterpart in the child, which would wait for it forever (40 % of the children
+    of such a fork hung, audit 45). Shared as a plain lock is (a shallow copy of a tokenizer shares it)."""
+
+    def __init__(self) -> None:
+        self._pid, self._lock = os.getpid(), threading.Lock()
+
+    def __enter__(self) -> ForkSafeLock:
+        if self._pid != os.getpid():  # the first use in a forked child: a lock of its own
+            self._pid, self._lock = os.getpid(), threading.Lock()
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    def locked(self) -> bool:
+        """Whether a thread of this process holds it."""
+        return self._pid == os.getpid() and self._lock.locked()
+
+
 class Tokenizer:
     def __init__(self, backend: Backend, *, model_max_length: int, settings: dict, source: str,
                  model_type: str | None = None):
@@ -301,7 +324,7 @@ class Tokenizer:
         spelling = family_of(settings.get("tokenizer_class"), model_type)
         self._family_specials = spelling.special_tokens if spelling is not None else {}
         self._family_extras = spelling.extra_special_tokens if spelling is not None else ()
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         self._truncation: tuple[int, int, str, str] | None = None
         self._word_by_word: bool | None = None  # prefix.reads_word_by_word(backend), once a long text asks
         _ready(backend, settings)
@@ -652,7 +675,7 @@ class Tokenizer:
         prepend = "always" if self.settings.get("add_prefix_space", True) else "never"
         backend.pre_tokenizer = pre_tokenizers.Metaspace("▁", prepend_scheme=prepend, split=True)
         twin = copy.copy(self)
-        twin.backend, twin._lock, twin._truncation, twin._word_by_word = backend, threading.Lock(), None, None
+        twin.backend, twin._lock, twin._truncation, twin._word_by_word = backend, ForkSafeLock(), None, None
         backend.no_truncation()
         return twin
 
@@ -671,7 +694,7 @@ class Tokenizer:
         state["backend"] = moses.backend_from_state(state["backend"])
         _ready(state["backend"], state["settings"])
         self.__dict__.update(state)
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         self._truncation = None
 
     def __copy__(self) -> Tokenizer:

@@ -14,6 +14,7 @@ from coulisse.interfaces.report import (
     e,
     headline_html,
     iso,
+    lang_attribute,
     render_bars,
     render_section,
     scrolling_tables,
@@ -42,7 +43,7 @@ def render_form(q: Query, task: str = "text-classification", language: str | Non
     The fields are the task's: the long-text modes for text-classification, the question for
     question-answering, the labels and template for zero-shot-classification. The text boxes are marked in the
     model's `language` (a French voice, a French spell-check)."""
-    lang = f' lang="{e(language)}"' if language else ""
+    lang = lang_attribute(language)
     stride = "" if q.stride is None else str(q.stride)
     placeholder = PLACEHOLDERS.get(task, "Type a text")
     pair = ""
