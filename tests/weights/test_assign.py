@@ -60,8 +60,16 @@ def test_masked_lm_checkpoint_serves_feature_extraction(factory, tmp_path, arch)
 
 
 def test_prefixed_and_bare_base_keys_load_alike(factory):
-    """A base checkpoint (no `roberta.` prefix) and a classifier (prefixed) share one encoder."""
-    bare = pipeline("feature-extraction", model=factory.checkpoint("xlm-roberta", base=True))
-    prefixed = pipeline("feature-extraction", model=factory.checkpoint("xlm-roberta"))
-    for a, b in zip(bare.model.state_dict().items(), prefixed.model.state_dict().items(), strict=True):
+    """A base checkpoint (no `roberta.` prefix) and a classifier (prefixed) share one encoder: every weight as read
+    (before the preparation prepacks the linear ones, whose state dict it then refuses)."""
+    from coulisse.config import EncoderConfig
+    from coulisse.models import load_model
+
+    def encoder(folder):
+        return load_model(folder, EncoderConfig.from_file(folder / "config.json"))
+
+    bare = encoder(factory.checkpoint("xlm-roberta", base=True))
+    prefixed = encoder(factory.checkpoint("xlm-roberta"))
+    for a, b in zip(bare.state_dict().items(), prefixed.state_dict().items(), strict=True):
         assert a[0] == b[0] and torch.equal(a[1], b[1])
+    assert len(bare.state_dict()) > 0
