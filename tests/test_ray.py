@@ -153,3 +153,13 @@ def test_pandas_nulls_of_a_string_column_are_null_rows(embedder, factory):
     labelled = coulisse.ray.Predictor(str(factory.checkpoint("bert")), key="id", threads=1)(df)
     assert labelled["error"].tolist()[1:3] == ["id 2: 'text' is null", "id 3: 'text' is null"]
     assert labelled["label"].isna().tolist() == [False, True, True, False]
+
+
+def test_without_ray_the_install_is_named(monkeypatch):
+    import sys
+
+    import coulisse.ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as where it is not installed
+    with pytest.raises(ImportError, match=r'pip install "coulisse\[ray\]"'):
+        coulisse.ray.classify(["Un film."], "coulisse/mini-allocine")

@@ -133,7 +133,8 @@ class AutoConfig:
 class AutoTokenizer:
     """`AutoTokenizer.from_pretrained(model)`: the tokenizer a pipeline of that model runs (`pipe.tokenizer`),
     truncating at the model's limit; transformers' keywords `model_max_length` (never past what the model
-    embeds), `padding_side` and `truncation_side` override the folder's."""
+    reads: lowered, with a warning), `padding_side` and `truncation_side` override the folder's. A folder of a
+    family coulisse does not run (T5...) gives its tokenizer alone, as a tokenizer saved without config.json."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         raise TypeError("AutoTokenizer is not built directly; use AutoTokenizer.from_pretrained(model).")

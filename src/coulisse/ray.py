@@ -283,7 +283,11 @@ def embed(ds, model: str | None = None, *, concurrency: int | tuple[int, int] | 
 
 
 def _map(ds, mapper: type, model, concurrency, num_cpus, batch_size, batch_format, options):
-    import ray
+    try:
+        import ray
+    except ImportError:  # as the CLI's --ray says it (a bare ModuleNotFoundError was raised: audit 45)
+        raise ImportError('coulisse.ray.classify and embed run on Ray Data, which is not installed: '
+                          'pip install "coulisse[ray]"') from None
 
     if isinstance(num_cpus, bool) or not isinstance(num_cpus, (int, float)) or not num_cpus > 0:
         raise InputError(f"num_cpus={num_cpus!r}; pass a positive number of CPUs per actor (its threads).")
