@@ -27,14 +27,11 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name is imported o
 
     __version__: str
 
-# transformers' Auto classes, for the course's cells with the import line changed (coulisse.auto)
-AUTO_CLASSES = ("AutoConfig", "AutoModel", "AutoModelForMaskedLM", "AutoModelForMultipleChoice",
-                "AutoModelForQuestionAnswering", "AutoModelForSequenceClassification",
-                "AutoModelForTokenClassification", "AutoTokenizer")
-
 __all__ = ["AutoConfig", "AutoModel", "AutoModelForMaskedLM", "AutoModelForMultipleChoice",
            "AutoModelForQuestionAnswering", "AutoModelForSequenceClassification", "AutoModelForTokenClassification",
            "AutoTokenizer", "SentenceEncoder", "SparseEncoder", "__version__", "pipeline"]
+# transformers' Auto classes, for the course's cells with the import line changed (coulisse.auto)
+AUTO_CLASSES = tuple(name for name in __all__ if name.startswith("Auto"))
 
 
 # transformers' class names by family (BertModel, CamembertForSequenceClassification...), named in a refusal that

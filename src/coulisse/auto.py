@@ -32,7 +32,7 @@ from coulisse.engine.prepare import check_request, prepare_model, resolve_fast
 from coulisse.errors import HubUnreachableError, InputError, UnsupportedModelError
 from coulisse.hub import hub_token, resolve_model
 from coulisse.models import EncoderModel, load_model
-from coulisse.pipelines import check_local_files, dtype_argument, model_source
+from coulisse.pipelines import check_local_files, check_token, dtype_argument, model_source, note_use_fast
 from coulisse.sentence_modules import transformer_folder
 from coulisse.tasks.base import one_of, positive_int, unknown_options
 from coulisse.tokenizer import Tokenizer
@@ -98,8 +98,7 @@ def _check_keywords(kwargs: dict[str, Any], taken: list[str], no_effect: dict[st
 def _folder(name: Any, revision: str | None, token: str | bool | None, local_files_only: bool) -> Path:
     """The folder `name` (a folder, a Hub id, the bundled model) resolves to, downloaded where needed."""
     source = model_source(name)
-    if token is not None and not isinstance(token, (str, bool)):
-        raise InputError(f"token={token!r}; pass a Hugging Face token string, True, or False.")
+    check_token(token)
     if not isinstance(local_files_only, bool):
         raise InputError(f"local_files_only={local_files_only!r}; pass True or False.")
     with hub_token(token):
@@ -154,9 +153,7 @@ class AutoTokenizer:
             positive_int("model_max_length", model_max_length)
         sides = {name: one_of("right", "left")(name, value) for name, value in
                  (("padding_side", padding_side), ("truncation_side", truncation_side)) if value is not None}
-        if kwargs.get("use_fast", True) is not True:
-            log.info("use_fast=%r: coulisse's tokenizers are the fast (Rust) ones, whose ids transformers' slow "
-                     "tokenizers reproduce", kwargs["use_fast"])
+        note_use_fast(kwargs.get("use_fast", True))
         directory = transformer_folder(_folder(pretrained_model_name_or_path, revision, token, local_files_only))
         ceiling, config = None, None
         if (directory / "config.json").exists():

@@ -161,9 +161,7 @@ def pipeline(task: str | None = "sentiment-analysis", model: str | Path | None =
                        dtype=dtype, device_map=device_map, **compat)
     _check_text_only(feature_extractor=feature_extractor, image_processor=image_processor,
                      video_processor=video_processor, processor=processor)
-    if use_fast is not True:
-        log.info("use_fast=%r: coulisse's tokenizers are the fast (Rust) ones, whose ids transformers' "
-                 "slow tokenizers reproduce", use_fast)
+    note_use_fast(use_fast)
     device = resolve_device(device) if device is not None else resolve_device_map(loading["device_map"])
     dtype = dtype_argument(loading["dtype"])
     dtype, quantize = resolve_fast(device, dtype, quantize, fast)  # `fast=True`: the kernel plan's fast mode
@@ -253,10 +251,21 @@ def _loading(model_kwargs: dict | None, **given: Any) -> dict[str, Any]:
         positive_int("batch_size", merged["batch_size"])
     if merged.get("num_workers") is not None:
         positive_int("num_workers", merged["num_workers"], allow_zero=True)
-    token = merged.get("token")
+    check_token(merged.get("token"))
+    return merged
+
+
+def check_token(token: Any) -> None:
+    """transformers' `token`: a string, True (huggingface_hub's own), False (none) or None."""
     if token is not None and not isinstance(token, (str, bool)):
         raise InputError(f"token={token!r}; pass a Hugging Face token string, True, or False.")
-    return merged
+
+
+def note_use_fast(use_fast: Any) -> None:
+    """transformers' `use_fast=False` asks for a slow tokenizer, which coulisse does not have: said in the log."""
+    if use_fast is not True:
+        log.info("use_fast=%r: coulisse's tokenizers are the fast (Rust) ones, whose ids transformers' "
+                 "slow tokenizers reproduce", use_fast)
 
 
 def _check_text_only(**components: Any) -> None:

@@ -20,6 +20,7 @@ import base64
 import html
 import json
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -800,17 +801,21 @@ def scrolling_tables(page: str) -> str:
     the box takes the keyboard's focus, to scroll it without a mouse, and is named after its table ("tokens
     table 2"), so that a screen reader's list of regions tells them apart. (Texts are escaped: every `<table`
     and `</table>` in `page` is markup.)"""
-    kinds = re.findall(r'<table(?: class="([^"]*)")?', page)
-    seen: dict[str, int] = {}
+    table = re.compile(r'<table(?: class="([^"]*)")?')
+
+    def kind(match: re.Match) -> str:
+        return (match.group(1) or "").replace("-", " ") or "data"
+
+    total = Counter(kind(m) for m in table.finditer(page))
+    seen: Counter[str] = Counter()
 
     def box(match: re.Match) -> str:
-        kind = (match.group(1) or "").replace("-", " ") or "data"
-        seen[kind] = seen.get(kind, 0) + 1
-        repeated = sum(1 for k in kinds if ((k or "").replace("-", " ") or "data") == kind) > 1
-        name = f"{kind} table" + (f" {seen[kind]}" if repeated else "")
-        return f'<div class="table-box" tabindex="0" role="region" aria-label="{name}">{match.group(0)}'
+        name = kind(match)
+        seen[name] += 1
+        label = f"{name} table" + (f" {seen[name]}" if total[name] > 1 else "")
+        return f'<div class="table-box" tabindex="0" role="region" aria-label="{label}">{match.group(0)}'
 
-    return re.sub(r'<table(?: class="([^"]*)")?', box, page).replace("</table>", "</table></div>")
+    return table.sub(box, page).replace("</table>", "</table></div>")
 
 
 def render_page(inspections: list[Inspection], title: str = "coulisse explain") -> str:
