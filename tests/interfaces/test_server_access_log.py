@@ -5,6 +5,7 @@ included, which uvicorn's access log left out."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import socket
@@ -97,3 +98,69 @@ def test_a_real_server_logs_what_the_app_never_answered(tf_camembert_dir):
         assert httpx.post(f"{quiet.base}/predict", json={"inputs": "x"}).status_code == 200
     finally:
         assert "coulisse.access" not in quiet.stop()
+
+
+def test_the_json_formatter_writes_each_access_line_as_one_object_with_its_fields(classifier, caplog):
+    """--json-output's records: TEI's keys (timestamp, level, message, target), the access line's fields typed
+    (status and timings numbers), and a path with a newline and a quote kept whole in one line."""
+    from coulisse.interfaces.logs import JsonFormatter
+
+    with caplog.at_level(logging.INFO, logger="coulisse.access"), \
+            TestClient(create_app(classifier), raise_server_exceptions=False) as c:
+        ok = c.post("/predict", json={"inputs": "Super film !"})
+        c.get("/a%0Ab%22c")
+    formatted = [JsonFormatter().format(r) for r in caplog.records if r.name == "coulisse.access"]
+    assert all("\n" not in x for x in formatted)
+    first, second = (json.loads(x) for x in formatted)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", first["timestamp"])
+    assert (first["level"], first["target"], first["method"], first["path"], first["status"]) == (
+        "INFO", "coulisse.access", "POST", "/predict", 200)
+    assert first["request_id"] == ok.headers["x-request-id"] and first["peer"] == "testclient:50000"
+    assert first["message"] == caplog.records[0].getMessage()
+    assert isinstance(first["duration_ms"], float) and first["duration_ms"] >= 0
+    assert all(isinstance(first[k], int) for k in ("tokenization_ms", "queue_ms", "inference_ms"))
+    assert (second["path"], second["status"]) == ('/a\nb"c', 404) and "tokenization_ms" not in second
+    warned = logging.LogRecord("coulisse.x", logging.WARNING, __file__, 1, "disk %s", ("full",), None)
+    assert (json.loads(JsonFormatter().format(warned))["level"], json.loads(JsonFormatter().format(warned))[
+        "message"]) == ("WARN", "disk full")  # tracing's name, as TEI writes it
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        import sys
+
+        failed = logging.LogRecord("coulisse.x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    assert "ValueError: boom" in json.loads(JsonFormatter().format(failed))["exception"]
+
+
+@pytest.mark.slow
+def test_json_output_makes_every_line_of_a_real_server_json(tmp_path):
+    """`coulisse serve --json-output` (TEI's flag): every line on stderr is one JSON object, uvicorn's and the
+    startup line included, and the access lines carry their fields; a failed start's one-line error too, with
+    TEI's JSON_OUTPUT variable as with the flag. Before, the flag was accepted without effect."""
+    import os
+    import subprocess
+
+    from test_server_shutdown import SERVE
+
+    server = Server("coulisse/mini-allocine", "--json-output")
+    try:
+        answered = httpx.post(f"{server.base}/predict", json={"inputs": "Super film !"})
+        assert answered.status_code == 200
+    finally:
+        output = server.stop()
+    records = [json.loads(x) for x in output.splitlines()]  # every line parses
+    assert all({"timestamp", "level", "message", "target"} <= set(x) for x in records)
+    started = [x for x in records if x["message"].startswith("coulisse serve: ")]
+    assert len(started) == 1 and (started[0]["task"], started[0]["dtype"]) == ("text-classification", "float32")
+    assert any(x["target"] == "uvicorn.error" and "Started server process" in x["message"] for x in records)
+    assert not any("color_message" in x for x in records)  # uvicorn's terminal colours stay out
+    access = [x for x in records if x["target"] == "coulisse.access" and x["path"] == "/predict"]
+    assert [(x["method"], x["status"], x["request_id"]) for x in access] == [
+        ("POST", 200, answered.headers["x-request-id"])]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COULISSE_")}
+    for args, more in ((["--json-output"], {}), ([], {"JSON_OUTPUT": "true"})):
+        failed = subprocess.run([*SERVE, "--model", str(tmp_path / "absent"), *args], env={**env, **more},
+                                capture_output=True, text=True, timeout=120)
+        assert failed.returncode == 1, failed.stderr
+        [error] = [json.loads(x) for x in failed.stderr.splitlines()]
+        assert error["level"] == "ERROR" and "absent" in error["message"] and "Traceback" not in failed.stderr

@@ -290,13 +290,13 @@ def test_a_kubernetes_service_link_in_coulisse_port_is_no_port(monkeypatch, mini
 
 
 def test_teis_launcher_flags_without_counterpart_start_the_server(monkeypatch, minilm, caplog, tmp_path):
-    """A TEI manifest's --prometheus-port, --json-output, --hf-token... stopped the container ("No such option",
+    """A TEI manifest's --prometheus-port, --otlp-endpoint, --hf-token... stopped the container ("No such option",
     exit 2: a crash loop). Each is accepted and said to have no effect here, except the token and the cache,
     carried to huggingface_hub's variables."""
     import logging
     import os
 
-    args = ["--prometheus-port", "9000", "--json-output", "--tokenization-workers", "4", "--otlp-endpoint",
+    args = ["--prometheus-port", "9000", "--tokenization-workers", "4", "--otlp-endpoint",
             "http://otel:4317", "--otlp-service-name", "tei", "--disable-spans", "--uds-path", "/tmp/tei",
             "--dense-path", "2_Dense", "--hf-api-token", "hf_old", "--hf-token", "hf_x",
             "--huggingface-hub-cache", str(tmp_path)]
@@ -305,7 +305,7 @@ def test_teis_launcher_flags_without_counterpart_start_the_server(monkeypatch, m
         token, cache = os.environ.get("HF_TOKEN"), os.environ.get("HF_HUB_CACHE")
     assert result.exit_code == 0, result.output
     said = " ".join(r.getMessage() for r in caplog.records)
-    for flag in ("--prometheus-port", "--json-output", "--tokenization-workers", "--otlp-endpoint",
+    for flag in ("--prometheus-port", "--tokenization-workers", "--otlp-endpoint",
                  "--disable-spans", "--uds-path", "--dense-path"):
         assert f"{flag} (text-embeddings-inference's) is accepted without effect" in said
     assert "served on --port, at /metrics" in said

@@ -25,6 +25,7 @@ from coulisse.interfaces.bench_command import bench
 from coulisse.interfaces.convert_command import convert
 from coulisse.interfaces.info_command import info
 from coulisse.interfaces.jobs.command import evaluate
+from coulisse.interfaces.options import JSON_LOGS_KEY, OURS_KEY, VERBOSE_KEY
 from coulisse.interfaces.qa_commands import qa, zero_shot
 from coulisse.interfaces.server.command import serve
 from coulisse.interfaces.studio.command import studio
@@ -33,6 +34,16 @@ from coulisse.interfaces.task_commands import classify, embed, explain, fill_mas
 
 class Group(click.Group):
     def invoke(self, ctx: click.Context):
+        try:
+            return self._invoke(ctx)
+        except click.ClickException as e:
+            if not ctx.meta.get(JSON_LOGS_KEY):
+                raise
+            # `serve --json-output`: the one-line error is a record too, so a log pipeline parses every line
+            logging.getLogger("coulisse").error("%s", e.format_message())
+            raise click.exceptions.Exit(e.exit_code) from None
+
+    def _invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except click.BadParameter as e:
@@ -95,8 +106,6 @@ def cli(verbose: int) -> None:
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     set_verbosity(ctx, verbose)
 
-
-VERBOSE_KEY, OURS_KEY = "coulisse.verbose", "coulisse.logging"
 
 
 def set_verbosity(ctx: click.Context, more: int) -> None:

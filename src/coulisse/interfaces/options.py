@@ -25,6 +25,8 @@ QUANTIZE_HELP = "int8: dynamic int8 linear layers (faster on CPU, near-identical
 FAST_HELP = ("The fastest mode this CPU runs within its quality gates (int8 where the CPU has an int8 GEMM, else bf16; "
              "`coulisse info` shows which); without it, exact fp32.")
 FAST_KEY = "coulisse.fast"
+# -v counted so far; whether coulisse configured logging (not a host program); whether logs are JSON (serve)
+VERBOSE_KEY, OURS_KEY, JSON_LOGS_KEY = "coulisse.verbose", "coulisse.logging", "coulisse.json_logs"
 REVISION_KEY = "coulisse.revision"
 REVISION_HELP = ("Hub revision of --model: a branch, tag or commit (default: main); a folder or the bundled model "
                  "has none.")

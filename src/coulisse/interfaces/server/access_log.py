@@ -27,11 +27,28 @@ GONE = 499  # the client closed the connection before its answer
 TIMINGS = (b"x-tokenization-time", b"x-queue-time", b"x-inference-time")  # TEI's headers, in ms
 
 
-def line(method: str, path: str, status: int, ms: float | None, request_id: str, peer, timings: str = "") -> str:
-    shown = json.dumps(path, ensure_ascii=False)[1:-1] if path != "-" else path
-    where = f"{peer[0]}:{peer[1]}" if peer else "-"
+def line(method: str | None, path: str | None, status: int, ms: float | None, request_id: str | None, peer,
+         timings: dict[str, str] | None = None) -> tuple[str, dict]:
+    """The access line of one answer, and its fields (`extra` of the record: JSON's keys under --json-output).
+    None for what the request did not have (no method or path below the app; no request id)."""
+    shown = json.dumps(path, ensure_ascii=False)[1:-1] if path is not None else "-"
+    where = f"{peer[0]}:{peer[1]}" if peer else None
     took = f"{ms:.1f} ms" if ms is not None else "- ms"
-    return f"{method} {shown} {status} {took} id={request_id} peer={where}{timings}"
+    timings = timings or {}
+    text = f"{method or '-'} {shown} {status} {took} id={request_id or '-'} peer={where or '-'}" + "".join(
+        f" {name}={value}" for name, value in timings.items())
+    fields = {"method": method, "path": path, "status": status, "duration_ms": round(ms, 1) if ms is not None else None,
+              "request_id": request_id, "peer": where, **{name: _number(value) for name, value in timings.items()}}
+    return text, fields
+
+
+def _number(text: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 class AccessLog:
@@ -60,11 +77,12 @@ class AccessLog:
         finally:
             status = answered.get("status") or (500 if failed else GONE)
             headers = answered.get("headers", {})
-            timings = "".join(f" {name[2:-5].decode()}_ms={headers[name].decode('latin-1')}"
-                              for name in TIMINGS if name in headers)
-            request_id = headers.get(b"x-request-id", b"-").decode("latin-1")
-            log.info("%s", line(scope["method"], scope["path"], status, (time.perf_counter() - start) * 1000,
-                                request_id, scope.get("client"), timings))
+            timings = {f"{name[2:-5].decode()}_ms": headers[name].decode("latin-1") for name in TIMINGS
+                       if name in headers}
+            request_id = headers[b"x-request-id"].decode("latin-1") if b"x-request-id" in headers else None
+            text, fields = line(scope["method"], scope["path"], status, (time.perf_counter() - start) * 1000,
+                                request_id, scope.get("client"), timings)
+            log.info("%s", text, extra=fields)
 
 
 def logged_protocol(protocol: type, metrics: ServerMetrics) -> type:
@@ -90,6 +108,7 @@ def logged_protocol(protocol: type, metrics: ServerMetrics) -> type:
             answer()
             for kind in kinds:
                 if metrics.request_failure.value(err=kind) > before[kind] and log.isEnabledFor(logging.INFO):
-                    log.info("%s", line("-", "-", ERRORS[kind].status, None, "-", self.client))
+                    text, fields = line(None, None, ERRORS[kind].status, None, None, self.client)
+                    log.info("%s", text, extra=fields)
 
     return Logged

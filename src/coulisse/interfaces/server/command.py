@@ -10,10 +10,13 @@ from functools import partial
 import click
 from click.core import ParameterSource
 
+from coulisse.interfaces.logs import say
 from coulisse.interfaces.options import (
     DEFAULT_HELP,
     ENV_LIST,
     FAST_KEY,
+    JSON_LOGS_KEY,
+    OURS_KEY,
     SERVER_SPINCOUNT,
     EnvChoice,
     check_precision,
@@ -107,6 +110,9 @@ log = logging.getLogger(__name__)
 @click.option("--access-log/--no-access-log", default=True, show_default=True, envvar="COULISSE_ACCESS_LOG",
               help="One log line per request on stderr, as TEI logs each request: method, path (no query string), "
                    "status (499: the client left), milliseconds, request id, peer; never headers.")
+@click.option("--json-output", is_flag=True, default=False, envvar="COULISSE_JSON_OUTPUT",
+              help="Logs as JSON objects, one per line, under TEI's keys (timestamp, level, message, target; the "
+                   "access log's method, path, status, duration_ms, request_id...): for a log pipeline.")
 # text-embeddings-inference's launcher flags (its environment names: tei_env.py).
 @click.option("--model-id", multiple=True, default=None, help="TEI's name for --model (repeatable too).")
 @click.option("--served-model-name", multiple=True, default=None, envvar="COULISSE_SERVED_MODEL_NAME", type=ENV_LIST,
@@ -127,7 +133,7 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
           max_client_batch_size, max_concurrent_requests, auto_truncate, no_auto_truncate, payload_limit, pooling,
           api_key,
           max_payload_in_flight, shutdown_timeout, max_connections, header_timeout, body_timeout, keep_alive_timeout,
-          send_timeout, access_log, **tei):
+          send_timeout, access_log, json_output, **tei):
     """Serve the model (-m/--model) over HTTP with text-embeddings-inference's API and dynamic batching.
 
     Ready when `GET /health` answers 200; `/docs` shows the API. SIGTERM stops accepting,
@@ -146,6 +152,10 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
            --served-model-name allocine --served-model-name minilm
       curl -s localhost:8080/minilm/embed -d '{"inputs": "Le chat dort."}' -H 'Content-Type: application/json'
     """
+    ctx = click.get_current_context()
+    json_output = with_tei_environment(ctx, {"json_output": json_output})["json_output"]
+    if json_output:
+        json_logs(ctx)
     # Before torch loads (docs/server.md, "Threads and contention").
     wait_policy = set_wait_policy("GOMP_SPINCOUNT", SERVER_SPINCOUNT)
     try:
@@ -217,8 +227,12 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
             threads=threads, fast=fast, wait_policy=wait_policy,
             default_prompt_name=given["default_prompt_name"], default_prompt=given["default_prompt"])
         # Said at every verbosity, before uvicorn's address: which model answers, for which task, in what.
-        click.echo(f"coulisse serve: {name or settings.model_id} ({task}, {settings.dtype}"
-                   f"{', --fast' if settings.fast else ''})", err=True)
+        started = (f"coulisse serve: {name or settings.model_id} ({task}, {settings.dtype}"
+                   f"{', --fast' if settings.fast else ''})")
+        if json_output:
+            say(log, started, model=name or settings.model_id, task=task, dtype=settings.dtype, fast=settings.fast)
+        else:
+            click.echo(started, err=True)
         log.info("%s: %s%s; OpenMP wait: %s", name or settings.model_id, pipe.preparation.describe(),
                  " (--fast)" if settings.fast else "", wait_policy)
         served.append((pipe, settings))
@@ -232,7 +246,7 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
     config = uvicorn_config(app, host, port, ProtocolLimits(header_timeout, max_connections, CONNECTION.max_head_bytes,
                                                             send_timeout),
                             keep_alive_timeout=keep_alive_timeout, shutdown_timeout=shutdown_timeout,
-                            access_log=access_log)
+                            access_log=access_log, json_logs=json_output)
     # uvicorn handles SIGTERM: close the socket, wait for in-flight requests, run the lifespan
     # shutdown (which drains the batch queue). It then re-raises the signal under the handler that
     # was there before it; a no-op one lets the command return, so a graceful stop exits 0. Requests
@@ -245,6 +259,17 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
         server.run(sockets=sockets)
     else:
         server.run()
+
+
+def json_logs(ctx: click.Context) -> None:
+    """--json-output: every record as JSON from here on, uvicorn's included (they reach the root logger's
+    handler), and the one-line error of a failed start too (cli.py). A host program's logging (`cli.main` in a
+    program that configured its own) is left as it is, as -v leaves it."""
+    from coulisse.interfaces.logs import use_json_logs
+
+    if ctx.meta.get(OURS_KEY):
+        use_json_logs()
+        ctx.meta[JSON_LOGS_KEY] = True
 
 
 def dual_stack(host: str, port: int) -> list | None:

@@ -246,9 +246,10 @@ def guarded_protocol(limits: ProtocolLimits, metrics: ServerMetrics) -> type[H11
 
 
 def uvicorn_config(app, host: str, port: int, limits: ProtocolLimits, *, keep_alive_timeout: float,
-                   shutdown_timeout: float, access_log: bool = False) -> uvicorn.Config:
+                   shutdown_timeout: float, access_log: bool = False, json_logs: bool = False) -> uvicorn.Config:
     """How `coulisse serve` runs `app` (its `state.metrics` counts the protocol's refusals). The access log is
-    coulisse's (access_log.py) in place of uvicorn's, which has no request id, duration, 499 or 408."""
+    coulisse's (access_log.py) in place of uvicorn's, which has no request id, duration, 499 or 408. With
+    `json_logs`, uvicorn's loggers get no handler of their own: their records reach the root logger's, JSON's."""
     from coulisse.interfaces.server.access_log import logged_protocol
 
     logging.getLogger("coulisse.access").setLevel(logging.INFO if access_log else logging.WARNING)
@@ -256,7 +257,7 @@ def uvicorn_config(app, host: str, port: int, limits: ProtocolLimits, *, keep_al
     return uvicorn.Config(app, host=host, port=port, http=protocol, loop="asyncio",
                           timeout_graceful_shutdown=shutdown_timeout, timeout_keep_alive=keep_alive_timeout,
                           h11_max_incomplete_event_size=limits.max_head_bytes, access_log=False,
-                          log_level="info", server_header=False)
+                          log_level="info", server_header=False, **({"log_config": None} if json_logs else {}))
 
 
 class DrainingServer(uvicorn.Server):

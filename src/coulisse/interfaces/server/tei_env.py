@@ -22,7 +22,8 @@ TEI_ENV = {"model": "MODEL_ID", "port": "PORT", "max_batch_tokens": "MAX_BATCH_T
            "cors_allow_origin": "CORS_ALLOW_ORIGIN", "max_client_batch_size": "MAX_CLIENT_BATCH_SIZE",
            "max_concurrent_requests": "MAX_CONCURRENT_REQUESTS", "payload_limit": "PAYLOAD_LIMIT",
            "default_prompt_name": "DEFAULT_PROMPT_NAME", "default_prompt": "DEFAULT_PROMPT",
-           "auto_truncate": "AUTO_TRUNCATE", "max_batch_requests": "MAX_BATCH_REQUESTS", "pooling": "POOLING"}
+           "auto_truncate": "AUTO_TRUNCATE", "max_batch_requests": "MAX_BATCH_REQUESTS", "pooling": "POOLING",
+           "json_output": "JSON_OUTPUT"}
 
 
 def with_tei_environment(ctx: click.Context, params: dict) -> dict:
@@ -54,7 +55,6 @@ def cors_origins(value: str | None) -> list[str] | None:
 # carried to huggingface_hub's variables, which coulisse reads at load.
 TEI_NO_COUNTERPART = {
     "--prometheus-port": ("prometheus_port", "its metrics are served on --port, at /metrics"),
-    "--json-output": ("json_output", "its logs stay lines of text"),
     "--tokenization-workers": ("tokenization_workers", "it has no pool of tokenization workers to size"),
     "--otlp-endpoint": ("otlp_endpoint", "it exports no OpenTelemetry spans"),
     "--otlp-service-name": ("otlp_service_name", "it exports no OpenTelemetry spans"),
@@ -73,7 +73,7 @@ def tei_launcher_options(f):
     for flag, (name, _) in reversed(list(TEI_CARRIED.items())):
         f = click.option(flag, name, default=None, hidden=True)(f)
     for flag, (name, _) in reversed(list(TEI_NO_COUNTERPART.items())):
-        if name in ("json_output", "disable_spans"):
+        if name == "disable_spans":
             f = click.option(flag, name, is_flag=True, default=False, hidden=True)(f)
         else:
             f = click.option(flag, name, default=None, hidden=True)(f)
