@@ -57,6 +57,35 @@ def test_release_file_pages_drops_every_mapping_of_the_file(weight_file):
     assert sum(v.sum().item() for v in tensors.values()) == total
 
 
+def test_pages_written_in_place_are_kept(weight_file):
+    """A private mapping's written page is the process's own copy: dropping it undid the write (audit 46: a
+    transformers model's weight stepped in place went back to the file's value when a pipeline was built on the
+    same folder). The written pages stay; the rest of the file still leaves the resident set."""
+    tensors = load_file(str(weight_file))
+    original = tensors["a"].clone()
+    tensors["a"][0, :4] = 5.0  # one page of "a" written; the other 4 MB + 2 MB never
+    tensors["b"][-1, -1] = -7.0
+    assert sum(v.sum().item() for v in tensors.values())  # reads every page
+    assert release_file_pages([weight_file]) >= 6 * 2**20 - 4 * 8192
+    assert resident_kb(weight_file) < 64
+    assert tensors["a"][0, :4].tolist() == [5.0] * 4 and tensors["b"][-1, -1].item() == -7.0
+    assert torch.equal(tensors["a"][1:], original[1:])  # the unwritten pages came back from the file
+    assert release_tensor_pages([tensors["a"]], whole_mapping=True) > 0
+    assert tensors["a"][0, :4].tolist() == [5.0] * 4 and tensors["b"][-1, -1].item() == -7.0
+
+
+def test_building_a_pipeline_keeps_another_models_edited_weights(factory):
+    transformers = pytest.importorskip("transformers")
+    directory = factory.checkpoint("camembert")
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(directory)
+    weight = model.classifier.out_proj.weight
+    with torch.no_grad():
+        weight.add_(1.0)  # what an optimizer's step does
+    stepped = weight.clone()
+    pipeline("sentiment-analysis", model=str(directory))
+    assert torch.equal(weight, stepped)
+
+
 def test_anonymous_memory_is_never_released():
     t = torch.arange(2**20, dtype=torch.float32)  # 4 MB of ordinary heap memory
     assert release_tensor_pages([t]) == 0

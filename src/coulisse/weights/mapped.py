@@ -6,10 +6,13 @@ weights (fp32, oneDNN layout) or quantized them (int8), the model never reads th
 they stay resident and count in RSS next to their repacked copies (≈ 340 MB for a base-size model).
 
 `madvise(MADV_DONTNEED)` drops a range of a file mapping from the resident set. It is safe on any
-range we never wrote to: a later read faults the page back in from the page cache, unchanged. Our
-weights are read-only, so tensors still in use (embeddings, LayerNorms) lose nothing, they are paged
-in again on demand. Only ranges inside file-backed mappings are touched, never anonymous memory
-(where DONTNEED would zero the data). Linux only; elsewhere these functions do nothing.
+page nobody wrote to: a later read faults the page back in from the page cache, unchanged, so tensors
+still in use (embeddings, LayerNorms) lose nothing. A written page of a private mapping is the process's
+own copy, and DONTNEED would throw the write away: a weight edited in place (an optimizer's step on a
+transformers model mapping the same file, a head edited by hand) would silently return to the file's
+value (audit 46). So every range is read in `/proc/self/pagemap` first, and the pages written (anonymous
+copies, or swapped out) are kept; only ranges inside file-backed mappings are touched, never anonymous
+memory. Where pagemap cannot be read, nothing is dropped. Linux only; elsewhere these functions do nothing.
 
 The freed heap is the other half of the same bookkeeping: `release_freed_memory` hands the pages of
 garbage (fp32 originals after repacking, a batch's activations) back with glibc's `malloc_trim`. After
@@ -68,15 +71,48 @@ def file_mappings() -> list[tuple[int, int, str]]:
     return out
 
 
+# /proc/self/pagemap: one 64-bit entry per page (Documentation/admin-guide/mm/pagemap.rst)
+PAGE_PRESENT, PAGE_SWAPPED, PAGE_OF_FILE = 1 << 63, 1 << 62, 1 << 61
+
+
+def _written(start: int, end: int) -> torch.Tensor | None:
+    """For each page of [start, end) (page-aligned), whether it was written: present but no longer the file's
+    page (a private copy), or swapped out (only anonymous pages are). None when pagemap cannot be read."""
+    count = (end - start) // PAGE
+    try:
+        with open("/proc/self/pagemap", "rb", buffering=0) as f:
+            f.seek(start // PAGE * 8)
+            raw = f.read(count * 8)
+    except OSError:
+        return None
+    if len(raw) != count * 8:
+        return None
+    entries = torch.frombuffer(bytearray(raw), dtype=torch.int64)
+    present = entries < 0  # bit 63, the sign bit
+    return (present & (entries & PAGE_OF_FILE == 0)) | (entries & PAGE_SWAPPED != 0)
+
+
 def _drop(madvise, start: int, end: int) -> int:
+    """Drop the unwritten pages of [start, end) (whole pages only); return the bytes of the ranges dropped."""
     start = -(-start // PAGE) * PAGE  # only whole pages inside the range
     end = end // PAGE * PAGE
     if end <= start:
         return 0
-    if madvise(start, end - start, MADV_DONTNEED) != 0:
-        log.debug("madvise failed: %s", os.strerror(ctypes.get_errno()))
+    written = _written(start, end)
+    if written is None:
         return 0
-    return end - start
+    runs, first = [], 0  # [first, page) runs of unwritten pages
+    for page in written.nonzero().flatten().tolist() + [len(written)]:
+        if page > first:
+            runs.append((start + first * PAGE, start + page * PAGE))
+        first = page + 1
+    dropped = 0
+    for lo, hi in runs:
+        if madvise(lo, hi - lo, MADV_DONTNEED) != 0:
+            log.debug("madvise failed: %s", os.strerror(ctypes.get_errno()))
+            continue
+        dropped += hi - lo
+    return dropped
 
 
 def _extent(t: torch.Tensor) -> int:
@@ -88,7 +124,8 @@ def release_tensor_pages(tensors: Iterable[torch.Tensor], whole_mapping: bool = 
                          mappings: list[tuple[int, int, str]] | None = None) -> int:
     """Drop the resident pages of tensors that view a mapped file; return the bytes released.
 
-    Call it only on tensors that are no longer read (or are read-only: they come back on demand).
+    Call it only on tensors that are no longer read, or read again later (they come back on demand); pages
+    written since the file was mapped stay (module docstring).
     Tensors in ordinary (anonymous) memory are skipped. `whole_mapping`: drop every page of the file
     mappings that hold them, not only theirs (a page fault maps the file's cached neighbours too, up to
     64 kB around it, so tensors released before may have come back while these were read). `mappings`:
@@ -111,7 +148,8 @@ def release_tensor_pages(tensors: Iterable[torch.Tensor], whole_mapping: bool = 
 
 
 def release_file_pages(paths: Iterable[Path]) -> int:
-    """Drop every resident page of every mapping of these files (e.g. a checkpoint's weight files)."""
+    """Drop every resident page of every mapping of these files (e.g. a checkpoint's weight files), another
+    library's included, but for the pages written in place (module docstring)."""
     madvise = _madvise()
     if madvise is None:
         return 0
