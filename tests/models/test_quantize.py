@@ -105,3 +105,28 @@ def test_pipeline_quantizes_with_the_plans_weight_width(tf_camembert_dir):
     if not codes:
         pytest.skip("no fbgemm in this PyTorch: the codes are only held in oneDNN's opaque layout")
     assert all(q.abs().amax(1).eq(plan_weight_max()).all() for q in codes)
+
+
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_a_hook_that_edits_a_layers_output_in_place_reaches_the_next_layer(tf_camembert_dir, quantize):
+    """An ablation: a forward hook zeroes the first layer's output in place, so every token after it is alike and
+    two different texts score the same. The int8 layers passed the next layer codes attached to the output,
+    which the edit did not reach: it read the old values, and the texts scored apart (audit 46). Hooks on the
+    feed-forward see tensors, never codes alone."""
+    pipe = pipeline("text-classification", model=str(tf_camembert_dir), quantize=quantize, top_k=None)
+    texts = ["Un film magnifique, porté par des acteurs formidables.", "Je déteste tellement ça !"]
+    untouched = [{d["label"]: d["score"] for d in row} for row in pipe(texts)]
+    assert abs(untouched[0]["POSITIVE"] - untouched[1]["POSITIVE"]) > 1e-3  # the texts differ without the hook
+    layer = pipe.model.base.encoder.layer[0]
+    seen = []
+    hooks = [layer.output.register_forward_hook(lambda module, args, out: out.zero_()),
+             layer.intermediate.register_forward_hook(lambda module, args, out: seen.append(type(out)))]
+    try:
+        ablated = [{d["label"]: d["score"] for d in row} for row in pipe(texts)]
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert abs(ablated[0]["POSITIVE"] - ablated[1]["POSITIVE"]) < 1e-6
+    assert seen and all(kind is torch.Tensor for kind in seen)
+    again = [{d["label"]: d["score"] for d in row} for row in pipe(texts)]  # hooks gone: codes pass again
+    assert again == untouched

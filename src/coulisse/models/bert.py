@@ -18,6 +18,8 @@ to None; with None, the code run is the fast path's.
 
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -45,6 +47,27 @@ ACTIVATIONS = {
 # transformers' other names for the same functions; the same objects, so the fused kernels recognise them
 ACTIVATIONS["gelu_python"] = ACTIVATIONS["gelu"]
 ACTIVATIONS["gelu_fast"] = ACTIVATIONS["gelu_new"]
+
+
+_hooked = threading.local()  # .on: this thread's forward runs where hooks see its layers (`hooks_see_rows`)
+
+
+def hooks_see_rows() -> bool:
+    """Whether this forward's layers have hooks that may read or edit the tensors between them. The int8 layers
+    then hand the next layer fp32 rows, never their codes alone (a hook would see no tensor) or attached to the
+    rows (an edit in place would not reach them: the next layer read the old values, audit 46); `seen_by_hooks`
+    sets it for a forward (EncoderModel.forward_packed)."""
+    return getattr(_hooked, "on", False)
+
+
+@contextmanager
+def seen_by_hooks(on: bool):
+    before = hooks_see_rows()
+    _hooked.on = on or before
+    try:
+        yield
+    finally:
+        _hooked.on = before
 
 
 @dataclass
@@ -362,7 +385,8 @@ class Attention(nn.Module):
         # int8 layers on the CPU fast path (models/quantize.py) with the C attention (models/fastpath.py): the
         # attention's rows go to the output projection as its input codes only, never as fp32 rows (SelfAttention
         # says where its kernel makes them: no trace, not first_only)
-        codes = self.self.kernel_gives_codes and not torch.is_grad_enabled() and self.output.takes_codes()
+        codes = (self.self.kernel_gives_codes and not torch.is_grad_enabled() and self.output.takes_codes()
+                 and not hooks_see_rows())
         return self.output(self.self(x, p, first_only, trace, codes, bias), residual)
 
 
@@ -392,7 +416,7 @@ class Layer(nn.Module):
         x = self.attention(x, p, first_only, trace, bias)
         inner = self.intermediate.dense
         if (trace is None and getattr(inner, "codes_out", False) and not torch.is_grad_enabled()
-                and self.output.takes_codes()):
+                and self.output.takes_codes() and not hooks_see_rows()):
             # int8 layers on the CPU fast path (models/quantize.py): the feed-forward's inner rows (its GELU applied,
             # `act` the identity) go from one to the other as the second's input codes only, never as fp32 rows
             return self.output(inner.forward_codes(x), x)

@@ -3,8 +3,10 @@ and `load_model`, which builds it from a checkpoint folder."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,11 +15,12 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules import module as torch_module
 
 from coulisse.config import EncoderConfig
 from coulisse.errors import InputError, ModelLoadError, UnsupportedModelError
 from coulisse.families import Family
-from coulisse.models.bert import Packed, Trace
+from coulisse.models.bert import Packed, Trace, seen_by_hooks
 from coulisse.weights import check_unused, expected_shapes, gather_weights, normalize_keys, read_weights
 from coulisse.weights.assign import lookup_tensor
 
@@ -186,6 +189,22 @@ class EncoderModel(nn.Module):
         with respect to them); a `trace` collects hidden states and attention probabilities (see
         `coulisse.models.bert.Trace`), every query of every layer included. A pooling head (SPLADE) reads
         every token's hidden state and gives one row per sequence."""
+        with seen_by_hooks(self._hooked()):
+            return self._forward_packed(p, select_token_id, inputs_embeds, trace)
+
+    def _hooked(self) -> bool:
+        """Whether a forward hook (on one of the model's modules, or torch's global ones) may see the tensors
+        between layers. The modules are listed at the first forward, once prepared (walking the tree each time
+        cost ~0.1 ms a forward on a base-size model, a few % of a short request)."""
+        if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+            return True
+        modules = self.__dict__.get("_all_modules")
+        if modules is None:
+            modules = self.__dict__["_all_modules"] = list(self.modules())
+        return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
+
+    def _forward_packed(self, p: Packed, select_token_id: int | None, inputs_embeds: Tensor | None,
+                        trace: Trace | None) -> Tensor:
         if getattr(self.head, "pools", False):
             return self.head(self.base(p, inputs_embeds=inputs_embeds, trace=trace), p.lengths)
         if self.per_token:
@@ -335,20 +354,51 @@ def _sources(family: Family, head: nn.Module | None):
     return sources
 
 
+INIT_FUNCTIONS = ("normal_", "uniform_", "kaiming_uniform_", "zeros_", "ones_", "trunc_normal_")
+_skipping = threading.local()  # .depth: skip_init blocks this thread is in
+_installed: dict[str, Any] = {}  # nn.init's functions, while skip_init's wrappers stand in for them
+_install_lock = threading.Lock()
+_builds = 0  # skip_init blocks open, every thread together
+
+
 @contextmanager
 def skip_init():
     """Build modules without random initialisation: the checkpoint overwrites every parameter anyway,
-    and initialising (even meta tensors, whose first use imports torch's decompositions) costs seconds."""
-    names = ("normal_", "uniform_", "kaiming_uniform_", "zeros_", "ones_", "trunc_normal_")
-    saved = {n: getattr(nn.init, n) for n in names}
-    for n in names:
-        setattr(nn.init, n, lambda tensor, *args, **kwargs: tensor)
+    and initialising (even meta tensors, whose first use imports torch's decompositions) costs seconds.
+
+    `torch.nn.init` is the process's: its functions are replaced while a build runs, by wrappers that skip only
+    on a thread inside this block, so a module another thread builds meanwhile is initialised as usual, and
+    the originals are put back when the last build of any thread ends (two loads at once left nn.init patched
+    for good, every Linear built afterwards uninitialised: audit 46)."""
+    global _builds
+    with _install_lock:
+        if _builds == 0:
+            _installed.update({n: getattr(nn.init, n) for n in INIT_FUNCTIONS})
+            for n in INIT_FUNCTIONS:
+                setattr(nn.init, n, _skipped(_installed[n]))
+        _builds += 1
+    _skipping.depth = getattr(_skipping, "depth", 0) + 1
     try:
         with torch.device("meta"):
             yield
     finally:
-        for n, f in saved.items():
-            setattr(nn.init, n, f)
+        _skipping.depth -= 1
+        with _install_lock:
+            _builds -= 1
+            if _builds == 0:
+                for n, f in _installed.items():
+                    setattr(nn.init, n, f)
+                _installed.clear()
+
+
+def _skipped(original):
+    @functools.wraps(original)
+    def init(tensor, *args, **kwargs):
+        if getattr(_skipping, "depth", 0):
+            return tensor
+        return original(tensor, *args, **kwargs)
+
+    return init
 
 
 def named_heads(config: EncoderConfig) -> set[str]:

@@ -37,8 +37,9 @@ feed-forward's GELU, the `*Output` blocks' LayerNorm) also quantize each finishe
 and attach `(codes, scales)` to the output tensor (`CODES`). The next layer takes them instead of
 quantizing the rows again — the same function on the same floats, so the same bits — which saves a pass
 over the activations and a wake-up of the threads, three times per encoder layer. Only tensors our
-layers return carry codes, and nothing writes to them afterwards; a tensor without codes (or of another
-shape) is quantized as before.
+layers return carry codes, and nothing of ours writes to them afterwards; a tensor without codes (or of another
+shape) is quantized as before. A forward whose layers have hooks passes no codes (`bert.hooks_see_rows`): a hook
+may edit a layer's output in place, and the codes attached to it would not follow.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from coulisse.errors import InputError
+from coulisse.models.bert import hooks_see_rows
 from coulisse.weights.mapped import release_freed_memory, release_tensor_pages
 
 log = logging.getLogger(__name__)
@@ -234,7 +236,8 @@ class Int8Linear(nn.Module):
         fp32 rows (12 kB a row for 3,072 columns, written out and read back for the codes) but a block's rows at a
         time in a scratch per thread, which stays in L2. Elsewhere a tensor as `self(x)`, which carries the same
         codes."""
-        if not (self.codes_out and x.dtype == torch.float32 and not (x.requires_grad and torch.is_grad_enabled())):
+        if not (self.codes_out and x.dtype == torch.float32 and not (x.requires_grad and torch.is_grad_enabled())
+                and not hooks_see_rows()):
             return self(x)
         rows = x.reshape(-1, self.in_features).contiguous()
         return self._own(rows, codes_of(x, rows), 1, codes=True, keep=False)
@@ -403,7 +406,7 @@ def codes_of(x: Tensor, rows: Tensor) -> tuple[Tensor, Tensor] | None:
     """The `(codes, scales)` an int8 layer attached to its output `x` (`with_codes`), when they describe
     `rows` (x's rows, `(T, in)`); None otherwise."""
     codes = getattr(x, CODES, None)
-    if codes is None or codes[0].shape != rows.shape:
+    if codes is None or codes[0].shape != rows.shape or hooks_see_rows():
         return None
     return codes
 
