@@ -27,8 +27,10 @@ from click.testing import CliRunner
 from factory import CORPUS, TEXTS
 from job_process import start_job, wait_rows
 
+from coulisse.errors import InputError
 from coulisse.interfaces.cli import cli
 from coulisse.interfaces.jobs.embed import errors_path
+from coulisse.interfaces.jobs.formats import output_format
 from coulisse.interfaces.jobs.runner import JobInterrupted, JobOptions, embed_file
 from coulisse.interfaces.jobs.state import ResumeMismatchError, state_path
 
@@ -329,6 +331,31 @@ def test_output_formats_and_usage(st_folder, tmp_path):
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in result.output.splitlines()]
     assert [r["id"] for r in records] == ["0", "1", "2"] and len(records[0]["embedding"]) == 32
+
+
+def test_an_extension_embed_cannot_write_is_said_before_the_model_is_resolved(tmp_path, monkeypatch):
+    """`embed -o out.csv`: picking the pipeline (`is_sparse`) resolves the model, a Hub id through the Hub; the
+    output's extension is said first, as `classify` says it (audit 46, F14)."""
+    from coulisse.interfaces.jobs import row_models
+
+    resolved = []
+
+    def is_sparse(model, pooling, revision=None):
+        resolved.append(model)
+        raise SystemExit(3)
+
+    monkeypatch.setattr(row_models, "is_sparse", is_sparse)
+    source = tmp_path / "in.csv"
+    make_csv(source, 3)
+    for name in ("out.csv", "out.vec"):
+        output = tmp_path / name
+        with pytest.raises(InputError) as expected:
+            output_format(str(output), "embed")
+        result = invoke("embed", "-m", "org/encoder", "-i", str(source), "-o", str(output))
+        assert result.exit_code == 1 and result.output == f"Error: InputError: {expected.value}\n", result.output
+    assert resolved == []
+    result = invoke("embed", "-m", "org/encoder", "-i", str(source), "-o", str(tmp_path / "out.jsonl"))
+    assert result.exit_code == 3 and resolved == ["org/encoder"]  # where the job asks, for a writable output
 
 
 def _start(model, source, output, *extra):

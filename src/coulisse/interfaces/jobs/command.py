@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from click.core import ParameterSource
@@ -26,6 +27,9 @@ from coulisse.interfaces.options import (
     stop_on_sigterm,
     threads_option,
 )
+
+if TYPE_CHECKING:
+    from coulisse.interfaces.jobs.runner import JobOptions
 
 
 def bound_kernel_cache() -> None:
@@ -76,10 +80,31 @@ def check_encoding_applies(ctx: click.Context) -> None:
 def run_job(ctx: click.Context) -> None:
     """`coulisse classify --input FILE [--output FILE]`: a resumable corpus job, from the command's
     parameters (`ctx.params`); with --resume, the first run's options come from its state record."""
+    _run_corpus_job(ctx, "classify")
+
+
+def run_embed_job(ctx: click.Context) -> None:
+    """`coulisse embed --input FILE [--output FILE]`: the same resumable job, with a sentence embedding per row
+    (`jobs/embed.py`); with --resume, the first run's options come from its state record."""
+    _run_corpus_job(ctx, "embed")
+
+
+# The parameters each job passes to JobOptions, and the record's keys a resume reads back.
+JOB_PARAMS = {
+    "classify": (("column", "all_scores", "long_text", "stride", "resume", "overwrite", "quiet", "progress",
+                  "batch_rows", "model", "quantize", "encoding"), RESUMED),
+    "embed": (("column", "resume", "overwrite", "quiet", "progress", "batch_rows", "model", "quantize", "pooling",
+               "normalize", "encoding"), EMBED_RESUMED),
+}
+
+
+def _run_corpus_job(ctx: click.Context, task: str) -> None:
+    """`classify --input` or `embed --input` (`task`), from the command's parameters."""
     bound_kernel_cache()
     set_wait_policy()  # before torch loads, as the kernel cache's bound
     from coulisse.interfaces.jobs.runner import JobOptions, classify_file
 
+    names, resumed_keys = JOB_PARAMS[task]
     params = dict(ctx.params)
     if params["output"] not in (None, "-"):
         from coulisse.interfaces.jobs.formats import output_format
@@ -89,73 +114,47 @@ def run_job(ctx: click.Context) -> None:
         # is said first, before the state record is read and the model resolved (the Hub, maybe: seconds);
         # the job takes the lock again for its run.
         check_output_path(params["output"])
-        output_format(params["output"])
+        output_format(params["output"], task)
         with OutputLock(params["output"]):
             pass
     if params["resume"] and params["output"]:
-        params.update(resumed_options(ctx, params))
+        params.update(resumed_options(ctx, params, resumed_keys))
     check_job_input(params)  # before the default model is looked up (the Hub, maybe)
     check_file_starts([params["input_path"]], params["encoding"])
     revision = ctx.meta.get(REVISION_KEY)
+    if params["model"] is None and task == "embed":
+        raise click.UsageError("give --model: an encoder (Hub id or folder), or set COULISSE_MODEL.")
     if params["model"] is None:
         from coulisse.checkpoint import default_model
 
         # Recorded as resolved: a resume must not switch between tf-allocine and the bundled model.
         params["model"] = default_model("text-classification", revision)
-    names = ("column", "all_scores", "long_text", "stride", "resume", "overwrite", "quiet", "progress",
-             "batch_rows", "model", "quantize", "encoding")
-    job = JobOptions(input=params["input_path"], output=params["output"] or "-", fast=bool(ctx.meta.get(FAST_KEY)),
-                     revision=revision, **{name: params[name] for name in names})
+    job = JobOptions(input=params["input_path"], output=params["output"] or "-", task=task,
+                     fast=bool(ctx.meta.get(FAST_KEY)), revision=revision, **{name: params[name] for name in names})
+    pipeline_task = _pipeline_task(job)
 
     def load():
-        return load_pipeline("text-classification", job.model, params["threads"], job.quantize, throughput=True,
+        return load_pipeline(pipeline_task, job.model, params["threads"], job.quantize, throughput=True,
                              revision=job.revision)
 
     with stop_on_sigterm():
-        summary = classify_file(job, load)
+        summary = classify_file(job, load)  # `job.task` picks the rows' model and columns
     finish(summary, job.quiet)
 
 
-def run_embed_job(ctx: click.Context) -> None:
-    """`coulisse embed --input FILE [--output FILE]`: the same resumable job (`runner.embed_file`), with a
-    sentence embedding per row; with --resume, the first run's options come from its state record."""
-    bound_kernel_cache()
-    set_wait_policy()
+def _pipeline_task(job: JobOptions) -> str:
+    """The pipeline a job loads. An embedding job runs SPLADE (sparse weights per row) for --pooling splade or a
+    SparseEncoder folder read with auto, which resolves the model: said after every cheaper check."""
+    if job.task == "classify":
+        return "text-classification"
     from coulisse.interfaces.jobs.row_models import is_sparse
-    from coulisse.interfaces.jobs.runner import JobOptions, embed_file
 
-    params = dict(ctx.params)
-    if params["output"] not in (None, "-"):
-        from coulisse.interfaces.jobs.lock import OutputLock, check_output_path
-
-        check_output_path(params["output"])  # said before the record is read, as for classify
-        with OutputLock(params["output"]):
-            pass
-    if params["resume"] and params["output"]:
-        params.update(resumed_options(ctx, params, EMBED_RESUMED))
-    check_job_input(params)
-    check_file_starts([params["input_path"]], params["encoding"])
-    if params["model"] is None:
-        raise click.UsageError("give --model: an encoder (Hub id or folder), or set COULISSE_MODEL.")
-    names = ("column", "resume", "overwrite", "quiet", "progress", "batch_rows", "model", "quantize",
-             "pooling", "normalize", "encoding")
-    job = JobOptions(input=params["input_path"], output=params["output"] or "-", task="embed",
-                     fast=bool(ctx.meta.get(FAST_KEY)), revision=ctx.meta.get(REVISION_KEY),
-                     **{name: params[name] for name in names})
-
-    # SPLADE (--pooling splade, or a SparseEncoder folder read with auto): sparse weights per row.
-    task = "sparse-embedding" if is_sparse(job.model, job.pooling, job.revision) else "feature-extraction"
-    if task == "sparse-embedding" and job.output.endswith(".npy"):
+    if not is_sparse(job.model, job.pooling, job.revision):
+        return "feature-extraction"
+    if job.output.endswith(".npy"):
         raise click.UsageError(f"--output {job.output}: .npy holds dense arrays; write SPLADE weights to .parquet "
                                "or .jsonl (indices and values per row).")
-
-    def load():
-        return load_pipeline(task, job.model, params["threads"], job.quantize, throughput=True,
-                             revision=job.revision)
-
-    with stop_on_sigterm():
-        summary = embed_file(job, load)
-    finish(summary, job.quiet)
+    return "sparse-embedding"
 
 
 def check_job_input(params: dict) -> None:

@@ -279,9 +279,6 @@ class NpySink:
                 with contextlib.suppress(OSError):
                     f.close()
 
-    def exists(self) -> bool:
-        return self.path.exists() and self.path.stat().st_size > 0
-
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
         self.errors_path.unlink(missing_ok=True)

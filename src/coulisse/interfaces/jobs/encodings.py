@@ -13,7 +13,8 @@ encoding shows an accent within a few lines, and a sliver of any big corpus; a f
 file is refused does not depend on --batch-rows. A file is read there and rewound (nothing kept); a pipe has
 those bytes read ahead and kept for its rows (it cannot be read twice, and the refusal must come before the
 model loads and anything is written). `--encoding utf-8`, given, skips the check: a UTF-8 file with a damaged
-line near its top still runs, that line an error row.
+line near its top still runs, that line an error row (a CSV's header line, which names the columns, is refused:
+`readers.CsvSource`).
 
 The other way round, a UTF-8 file read with `--encoding cp1252` decodes without an error, every "é" an "Ã©": an
 input read with another encoding whose first 64 KiB are UTF-8 with a character beyond ASCII is refused too

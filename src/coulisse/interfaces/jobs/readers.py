@@ -53,7 +53,7 @@ class Lines:
         self.line = 0
         self.position = 0
         self.sha256 = hashlib.sha256()  # of the `position` bytes read so far
-        self.bad: dict[int, str] = {}
+        self.bad: dict[int, tuple[str, str]] = {}  # line -> (what is wrong, how to fix it)
 
     def __iter__(self) -> Iterator[str]:
         return self
@@ -69,16 +69,17 @@ class Lines:
             return raw.decode(self.encoding)
         except UnicodeDecodeError as e:
             where = f"byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the line"
-            self.bad[self.line] = (f"line {self.line}: invalid UTF-8 ({where}); re-encode the file as UTF-8"
+            self.bad[self.line] = ((f"invalid UTF-8 ({where})", "re-encode the file as UTF-8")
                                    if self.encoding == UTF8 else
-                                   f"line {self.line}: not valid {self.encoding} ({where}); pass the file's own "
-                                   "--encoding")
+                                   (f"not valid {self.encoding} ({where})", "pass the file's own --encoding"))
             return raw.decode(self.encoding, errors="replace")
 
     def take_bad(self, first: int, last: int) -> str | None:
-        """The first decoding error in lines first..last, forgetting those lines (memory stays bounded)."""
-        found = [self.bad.pop(n) for n in sorted(self.bad) if n <= last]
-        return next((m for m in found if m), None)
+        """The first decoding error in lines first..last, as an error row says it. Every line up to `last` is
+        forgotten (memory stays bounded): lines before `first` belong to no record (the header takes its own)."""
+        taken = sorted(n for n in self.bad if n <= last)
+        found = [(n, self.bad.pop(n)) for n in taken]
+        return next((f"line {n}: {what}; {fix}" for n, (what, fix) in found if n >= first), None)
 
 
 def _numeric(value: str) -> bool:
@@ -91,6 +92,16 @@ def _numeric(value: str) -> bool:
 
 def _where(first: int, last: int) -> str:
     return f"line {first}" if first >= last else f"lines {first}-{last}"
+
+
+def _check_header_bytes(lines: Lines, last: int, name: str) -> None:
+    """A header line the encoding cannot decode is refused: it names every column, so it cannot be one error
+    row as a damaged record is, and read with U+FFFD in it, it would rename a column in the output unsaid."""
+    line = min((n for n in lines.bad if n <= last), default=None)
+    if line is not None:
+        what, fix = lines.bad.pop(line)
+        raise InputEncodingError(f"{name}: the header line (line {line}) is {what}; the header names the columns, "
+                                 f"so it cannot become an error row as a damaged record does: fix that line, or {fix}.")
 
 
 class CsvSource:
@@ -114,6 +125,7 @@ class CsvSource:
             self.columns = []
         except csv.Error as e:
             raise InputError(f"{name}: the header line is not valid CSV ({e}).") from None
+        _check_header_bytes(lines, self.reader.line_num, name)
         # A column without a name (Excel's trailing separators, `text;note;;`) is named as pandas names it
         self.columns = [c if c.strip() else f"Unnamed: {i}" for i, c in enumerate(self.columns)]
         duplicated = sorted({c for c in self.columns if self.columns.count(c) > 1})
@@ -218,6 +230,7 @@ class ParquetSource:
         self.columns = list(self.schema.names)
         duplicated = sorted({c for c in self.columns if self.columns.count(c) > 1})
         if duplicated:  # pyarrow writes them (pandas and Spark refuse): one would be written over the other
+            self.close()
             raise InputError(f"{path}: the schema names {', '.join(map(repr, duplicated))} more than once; "
                              "give every column a distinct name (pyarrow: table.rename_columns).")
         self.string_columns = [f.name for f in self.schema if _is_text(f.type)]
@@ -230,6 +243,9 @@ class ParquetSource:
             for values in batch.to_pylist():
                 self.position += 1
                 yield Row(values, f"row {self.position}")
+
+    def close(self) -> None:
+        self.file.close()  # pyarrow keeps the file open until then, or until garbage collection
 
 
 def _is_text(kind) -> bool:
@@ -287,16 +303,21 @@ class Reader:
         # asked: it takes none, and none is recorded for a resume.
         self.encoding = None if self.format == "parquet" else check_encoding(encoding)
         self._stream: BinaryIO | None = None
+        self._parquet: ParquetSource | None = None
         self._opened: os.stat_result | None = None  # the file as opened: what check_unchanged compares
         self._whole: dict | None = None
-        self.source = self._open(batch_rows, stdin)
-        self._rows = iter(self.source)
-        self._peeked = self._peek() if isinstance(self.source, (JsonlSource, CsvSource)) else []
-        self.columns: list[str] = list(self.source.columns)
-        self.schema = getattr(self.source, "schema", None)
-        string_columns = [c for c in self.source.string_columns if c not in not_text]
-        self.text_column = pick_column(column, self.columns, string_columns, path,
-                                       header_line=isinstance(self.source, CsvSource))
+        try:  # a refused input (its header, its columns) never reaches `with`: close the file here
+            self.source = self._open(batch_rows, stdin)
+            self._rows = iter(self.source)
+            self._peeked = self._peek() if isinstance(self.source, (JsonlSource, CsvSource)) else []
+            self.columns: list[str] = list(self.source.columns)
+            self.schema = getattr(self.source, "schema", None)
+            string_columns = [c for c in self.source.string_columns if c not in not_text]
+            self.text_column = pick_column(column, self.columns, string_columns, path,
+                                           header_line=isinstance(self.source, CsvSource))
+        except BaseException:
+            self.close()
+            raise
 
     def _open(self, batch_rows: int, stdin: BinaryIO | None):
         if self.format == "stdin":
@@ -306,17 +327,14 @@ class Reader:
                 self._opened = os.stat(self.path)
             except OSError as e:
                 raise InputError(f"cannot read {self.path!r}: {e.strerror}.") from None
-            return ParquetSource(self.path, batch_rows)
+            self._parquet = ParquetSource(self.path, batch_rows)
+            return self._parquet
         try:
             self._stream = open(self.path, "rb")  # noqa: SIM115 (closed by close())
         except OSError as e:
             raise InputError(f"cannot read {self.path!r}: {e.strerror}.") from None
         self._opened = os.fstat(self._stream.fileno())
-        try:
-            lines = Lines(checked_start(self._stream, self.encoding, self.path), self.encoding or UTF8)
-        except InputEncodingError:
-            self._stream.close()
-            raise
+        lines = Lines(checked_start(self._stream, self.encoding, self.path), self.encoding or UTF8)
         if self.format in ("csv", "tsv"):
             return CsvSource(lines, "," if self.format == "csv" else "\t", self.path)
         return JsonlSource(lines) if self.format == "jsonl" else TxtSource(lines)
@@ -391,6 +409,8 @@ class Reader:
     def close(self) -> None:
         if self._stream is not None:
             self._stream.close()
+        if self._parquet is not None:
+            self._parquet.close()
 
     def __enter__(self) -> Reader:
         return self
@@ -432,10 +452,6 @@ TEXT_MARKS = re.compile(r"[.!?…,;:\"«»“”'’]")
 def reads_like_text(name: str) -> bool:
     return (TEXT_MARKS.search(name) is not None or len(name.split()) > 3 or len(name) > 48 or _numeric(name)
             or not name.strip())
-
-
-def is_empty(path: str) -> bool:
-    return path != STDIO and (not os.path.exists(path) or os.path.getsize(path) == 0)
 
 
 def json_type(value) -> str:

@@ -178,9 +178,6 @@ class FileSink:
             with contextlib.suppress(OSError):
                 self.file.close()
 
-    def exists(self) -> bool:
-        return self.path.exists() and self.path.stat().st_size > 0
-
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
 
@@ -190,7 +187,6 @@ class StdoutSink(FileSink):
 
     def __init__(self, encoder: Encoder):
         super().__init__("-", encoder)
-        self.written = 0
 
     def open(self, position: int) -> int:
         self.file = sys.stdout.buffer
@@ -207,9 +203,6 @@ class StdoutSink(FileSink):
 
     def close(self) -> None:
         pass  # stdout is not ours to close
-
-    def exists(self) -> bool:
-        return False
 
 
 class ParquetSink:
@@ -361,9 +354,6 @@ class ParquetSink:
 
     def close(self) -> None:
         pass  # parts are written whole, each in its own call
-
-    def exists(self) -> bool:
-        return self.parts.exists() or (self.path.exists() and self.path.stat().st_size > 0)
 
     def remove(self) -> None:
         if self.parts.exists():
