@@ -479,6 +479,24 @@ def test_the_objects_save_report_their_dtype_and_refuse_training(factory, tmp_pa
     assert pipe.model(**padded).logits.shape[0] == 2  # a truncated batch at the limit runs
 
 
+def test_a_left_padded_batch_past_bert_positions_is_one_line(minilm_dir):
+    """BERT numbers positions by column, padding included (as transformers does): a left-padded text of fewer
+    tokens than the table can still reach past it. The check counted the mask's tokens and let torch's IndexError
+    through (audit 46); it says what happened and how to pad instead."""
+    pipe = pipeline("feature-extraction", model=str(minilm_dir))
+    limit = pipe.model.config.position_limit
+    real = pipe.tokenizer(" ".join(["film"] * (limit - 20)), truncation=True, return_tensors="pt")
+    width = limit + 8
+    pad = width - real["input_ids"].shape[1]
+    ids = torch.cat([torch.zeros(1, pad, dtype=torch.long), real["input_ids"]], 1)
+    mask = torch.cat([torch.zeros(1, pad, dtype=torch.long), real["attention_mask"]], 1)
+    with pytest.raises(InputError, match=rf"the last at position {width} counting the padding on its left; this "
+                                         rf"model embeds at most {limit} positions\..*padding_side = 'right'"):
+        pipe.model(input_ids=ids, attention_mask=mask)
+    right = pipe.model(input_ids=real["input_ids"], attention_mask=real["attention_mask"])
+    assert right.last_hidden_state.shape[1] == real["input_ids"].shape[1]  # the same text, right-padded, runs
+
+
 def test_output_attentions_and_hidden_states_equal_transformers_eager():
     """`output_attentions=True` / `output_hidden_states=True` on a padded batch: every layer's probabilities and
     hidden states equal transformers' (its eager attention, the one that returns them) where query and key are real

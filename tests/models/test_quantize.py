@@ -130,3 +130,43 @@ def test_a_hook_that_edits_a_layers_output_in_place_reaches_the_next_layer(tf_ca
     assert seen and all(kind is torch.Tensor for kind in seen)
     again = [{d["label"]: d["score"] for d in row} for row in pipe(texts)]  # hooks gone: codes pass again
     assert again == untouched
+
+
+def test_the_small_batch_weights_are_packed_once_by_threads_arriving_together(monkeypatch):
+    """A served pipeline runs batches on several threads: the layer that packs its few-row weights on its third
+    small batch did it once per thread that got there, and one could read the weights another had just let go
+    (a TypeError; audit 46). One packs; the others wait and use its packing."""
+    import threading
+    import time
+
+    from coulisse.models import quantize as Q
+
+    layer = Q.Int8Linear(nn.Linear(96, 208), 127)  # oneDNN's layer: its few-row packing comes later
+    if layer._unpacked_small is None:
+        pytest.skip("no few-row kernel for a oneDNN layer on this machine (no fbgemm)")
+    packs = []
+
+    def slow_pack(q, scale):
+        packs.append(threading.get_ident())
+        time.sleep(0.2)  # the others arrive meanwhile
+        return ("packed", q, scale)
+
+    monkeypatch.setattr(Q, "_small_pack", slow_pack)
+    monkeypatch.setattr(Q, "_fbgemm_pack", slow_pack)
+    layer._small_calls = Q.PACK_SMALL_AFTER - 1
+    start, seen, failures = threading.Barrier(4), [], []
+
+    def small_batch():
+        start.wait()
+        try:
+            seen.append(layer._small())
+        except Exception as e:  # noqa: BLE001 (what the race raised)
+            failures.append(e)
+
+    threads = [threading.Thread(target=small_batch) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert failures == [] and len(packs) == 1
+    assert len(seen) == 4 and all(s is seen[0] and s[0] == "packed" for s in seen)

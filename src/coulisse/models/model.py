@@ -270,12 +270,21 @@ class EncoderModel(nn.Module):
             return ModelOutput(**{name: tuple(t[:0] for t in value) if isinstance(value, tuple) else value[:0]
                                   for name, value in one.items()})
         limit = self.config.position_limit
-        longest = int(attention_mask.sum(-1).max()) if attention_mask is not None and attention_mask.numel() else \
-            input_ids.shape[-1]
-        if limit is not None and longest > limit and position_ids is None:  # else an IndexError from the table
-            raise InputError(f"an input has {longest} tokens; this model embeds at most {limit} positions. "
+        longest = reach = input_ids.shape[-1]
+        if attention_mask is not None and attention_mask.numel():
+            kept = attention_mask.bool()
+            longest = int(kept.sum(-1).max())
+            # BERT's positions are columns, padding included (Packed.from_padded): a left-padded text reaches past
+            # its length; RoBERTa's count the tokens
+            columns = torch.arange(1, kept.shape[-1] + 1, device=kept.device)
+            reach = longest if self.config.position_offset else int((kept * columns).max())
+        if limit is not None and reach > limit and position_ids is None:  # else an IndexError from the table
+            what = f"{longest} tokens" if reach == longest else \
+                f"{longest} tokens, the last at position {reach} counting the padding on its left"
+            raise InputError(f"an input has {what}; this model embeds at most {limit} positions. "
                              "Tokenize with truncation=True (tokenizer(texts, truncation=True, return_tensors='pt')), "
-                             "or split the text.")
+                             "or split the text" + ("." if reach == longest else
+                                                   ", or pad on the right (tokenizer.padding_side = 'right')."))
         if attention_mask is None and self.config.family.mask_from_pad:
             lengths = input_ids.ne(self.config.pad_token_id).sum(1, keepdim=True)
             attention_mask = (torch.arange(input_ids.shape[1], device=input_ids.device) < lengths).long()

@@ -47,6 +47,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -76,6 +77,7 @@ SMALL_GEMM_ROWS_AMX = 6
 SAFE_WEIGHT_BITS = 7  # exact on every CPU, VNNI or not (see above); 8 only where the plan says VNNI
 CODES = "_coulisse_int8_codes"  # attribute of an output tensor: its rows' `(u8 codes, scales)` (see above)
 PACK_SMALL_AFTER = 3  # small batches a layer sees on oneDNN before it packs its small-batch weights
+_PACKING = threading.Lock()  # held while a layer counts its small batches and packs their weights
 # coulisse's kernels sum u8 codes times s8 weights in int32 lanes, modulo 2^32; the result
 # sum((x - 128) w), |.| <= 128 * 127 * in_features, is exact below this width (2^31 / 16,256 = 132,104).
 MAX_OWN_GEMM_IN = 131072
@@ -143,15 +145,18 @@ class Int8Linear(nn.Module):
 
     def _small(self):
         if self.packed_small is None and self._unpacked_small is not None:
-            self._small_calls += 1
-            if self._small_calls >= PACK_SMALL_AFTER:
-                q, scale = self._unpacked_small
-                self.packed_small = (_small_pack(q, scale) if self.small_kernel == "coulisse"
-                                     else _fbgemm_pack(q, scale))
-                # Codes mapped from the weight cache are read for the last time (and the neighbours that
-                # their page faults mapped again with them go too).
-                release_tensor_pages([q], whole_mapping=True)
-                self._unpacked_small = None
+            # Pipelines run on several threads at once (engine.on_threads): one packs, the others wait for it
+            # (two read `_unpacked_small` as the first set it to None: a TypeError, audit 46).
+            with _PACKING:
+                self._small_calls += 1
+                if self.packed_small is None and self._small_calls >= PACK_SMALL_AFTER:
+                    q, scale = self._unpacked_small
+                    self.packed_small = (_small_pack(q, scale) if self.small_kernel == "coulisse"
+                                         else _fbgemm_pack(q, scale))
+                    # Codes mapped from the weight cache are read for the last time (and the neighbours that
+                    # their page faults mapped again with them go too).
+                    release_tensor_pages([q], whole_mapping=True)
+                    self._unpacked_small = None
         return self.packed_small
 
     def _accumulate(self, x: Tensor) -> tuple[Tensor, Tensor]:
