@@ -212,6 +212,22 @@ def test_an_unwritable_cache_only_warns(folder, tmp_path, monkeypatch, caplog):
     assert any("could not write" in r.getMessage() for r in caplog.records)
 
 
+def test_fbgemms_layers_say_the_cache_does_not_apply(folder, store, monkeypatch):
+    """A torch without oneDNN quantizes with fbgemm, which makes no codes to cache: the load said "the cache could
+    not be written" though nothing failed (audit 46)."""
+    import torch
+
+    from coulisse.models import quantize
+
+    if "fbgemm" not in torch.backends.quantized.supported_engines:
+        pytest.skip("this torch has no fbgemm")
+    monkeypatch.setattr(quantize, "onednn_available", lambda: False)
+    pipe, _ = logits(folder)
+    said = pipe.preparation.fast_path
+    assert "quantized at load (fbgemm's layers: no cache)" in said and "could not be written" not in said, said
+    assert files(store) == []
+
+
 def test_shards_in_a_subfolder_are_in_the_key(factory, tmp_path, store, monkeypatch):
     """An index may put its shards in a subfolder: the key was built from the folder's top-level files, so a
     rewritten shard kept the old codes (logits -1.82/2.10 where transformers gives -0.685/0.781: audit 41)."""

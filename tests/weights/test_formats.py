@@ -138,3 +138,23 @@ def test_weights_in_a_format_coulisse_does_not_read_are_named(tmp_path, files, s
         (tmp_path / name).write_bytes(b"\0")
     with pytest.raises(ModelLoadError, match=re.escape(said)):
         read_weights(tmp_path)
+
+
+@pytest.mark.parametrize(("failure", "said"), [
+    (PermissionError(13, "Permission denied"), "permission denied; give this user read access"),
+    (MemoryError(), "not enough memory to read"),
+])
+def test_a_failure_that_is_not_the_files_fault_does_not_say_download_it_again(factory, monkeypatch, failure, said):
+    """Every reader's exception was "corrupt or truncated — download it again", for a file this user may not read
+    (root, in CI, reads anything: the reader is made to fail as open() would) or a machine short of memory."""
+    from coulisse.weights import formats
+
+    directory = factory.checkpoint("bert")
+
+    def fails(path, expected):
+        raise failure
+
+    monkeypatch.setitem(formats.READERS, "model.safetensors", fails)
+    with pytest.raises(ModelLoadError) as refused:
+        read_weights(directory)
+    assert said in str(refused.value) and "download it again" not in str(refused.value)

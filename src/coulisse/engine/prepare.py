@@ -297,6 +297,8 @@ def _quantize_cached(model: EncoderModel, files: list[Path], features_key: str, 
     quantize_model(model, "int8", weight_bits=bits, small_rows=small_rows, codes=codes, gemm=gemm)
     if hit:
         return f"read from the cache {path}"
-    if codes and cache.save_codes(path, key, codes):
+    if not codes:  # fbgemm's layers (no oneDNN in this torch) make no codes for the cache
+        return "quantized at load (fbgemm's layers: no cache)"
+    if cache.save_codes(path, key, codes):
         return f"quantized at load, cached in {path}"
     return "quantized at load (the cache could not be written)"

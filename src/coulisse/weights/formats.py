@@ -216,6 +216,14 @@ def read_weights(directory: Path, expected: Expected | None = None) -> tuple[dic
     except Exception as e:  # each format fails in its own way on a corrupt file
         if isinstance(e, _UnreadableShard):  # the shard that failed, not the index that lists it
             path, e = e.path, e.__cause__
+        # Not the file's fault: downloading it again would not help (audit 46)
+        if isinstance(e, PermissionError):
+            raise ModelLoadError(f"cannot read {path}: permission denied; give this user read access to the "
+                                 "checkpoint's files (chmod a+r), or copy the folder somewhere it can read.") from e
+        if isinstance(e, MemoryError):
+            raise ModelLoadError(f"not enough memory to read {path} ({path.stat().st_size / 2**20:,.0f} MB); free "
+                                 "memory, or use the checkpoint's model.safetensors, which is mapped rather than "
+                                 "read whole.") from e
         wanted = _unsafe_global(path) if isinstance(e, pickle.UnpicklingError) else None
         if wanted is not None:  # weights_only refused to import what the pickle asks for
             raise UnsafeCheckpointError(
