@@ -359,6 +359,61 @@ def test_what_transformers_has_and_coulisse_does_not_is_said(factory):
         config.no_such_setting  # noqa: B018
 
 
+def test_a_field_of_the_other_kind_of_output_is_an_attribute_error_naming_the_model_that_gives_it(factory):
+    """The lesson of "Behind the pipeline": a base model gives hidden states, a head logits. Reading the other one
+    was None, and the learner's next line failed on 'NoneType' (audit 46); transformers' outputs lack the
+    attribute. Both raise AttributeError; coulisse's says which model to load."""
+    import transformers
+
+    folder = factory.checkpoint("bert")
+    inputs = coulisse.AutoTokenizer.from_pretrained(folder)(RAW_INPUTS, padding=True, return_tensors="pt")
+    theirs = {"base": transformers.AutoModel.from_pretrained(folder)(**inputs),
+              "head": transformers.AutoModelForSequenceClassification.from_pretrained(folder)(**inputs)}
+    ours = {"base": coulisse.AutoModel.from_pretrained(folder)(**inputs),
+            "head": coulisse.AutoModelForSequenceClassification.from_pretrained(folder)(**inputs)}
+    for kind, name, said in (("base", "logits", r"base model's.*AutoModelForSequenceClassification"),
+                             ("head", "last_hidden_state", r"head's.*output_hidden_states=True"),
+                             ("head", "start_logits", "question-answering head's")):
+        with pytest.raises(AttributeError):
+            getattr(theirs[kind], name)
+        with pytest.raises(AttributeError, match=said):
+            getattr(ours[kind], name)
+        assert not hasattr(ours[kind], name) and name not in ours[kind]
+    assert ours["base"].hidden_states is None and ours["head"].attentions is None  # as transformers' when not asked
+    assert theirs["base"].hidden_states is None and theirs["head"].attentions is None
+    with_hidden = coulisse.AutoModelForSequenceClassification.from_pretrained(folder)(**inputs,
+                                                                                     output_hidden_states=True)
+    assert with_hidden.last_hidden_state.shape == ours["base"].last_hidden_state.shape
+
+
+def test_the_courses_first_mistakes_with_model_are_one_line_saying_what_to_pass(factory):
+    """Each was torch's AttributeError ('list' object has no attribute 'dim') or IndexError from inside the
+    forward (audit 46)."""
+    folder = factory.checkpoint("bert")
+    tokenizer = coulisse.AutoTokenizer.from_pretrained(folder)
+    model = coulisse.AutoModelForSequenceClassification.from_pretrained(folder)
+    inputs = tokenizer(RAW_INPUTS, padding=True, return_tensors="pt")
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    vocabulary = model.config.vocab_size
+    mistakes = [
+        (lambda: model(inputs), r"whole output as one argument; unpack it: model\(\*\*inputs\)"),
+        (lambda: model(dict(inputs)), "unpack it"),
+        (lambda: model(**tokenizer(RAW_INPUTS, padding=True)), "input_ids is a list; the model takes torch tensors"),
+        (lambda: model(**tokenizer(RAW_INPUTS, padding=True, return_tensors="np")),
+         r"input_ids is a ndarray.*torch.from_numpy"),
+        (lambda: model(ids, attention_mask=mask.tolist()), "attention_mask is a list"),
+        (lambda: model(ids, attention_mask=mask[:, :3]),
+         rf"attention_mask of shape \({len(RAW_INPUTS)}, 3\) for input_ids of shape"),
+        (lambda: model(ids.clamp(max=0) + vocabulary), f"input id {vocabulary} is outside this model's vocabulary"),
+        (lambda: model(ids - 1000), "is outside this model's vocabulary"),
+        (lambda: model(ids, attention_mask=torch.zeros_like(mask)), "a row of attention_mask is all zeros"),
+    ]
+    for mistake, said in mistakes:
+        with pytest.raises(InputError, match=said):
+            mistake()
+    assert model(**inputs).logits.shape == (len(RAW_INPUTS), model.config.num_labels)  # the right call still runs
+
+
 def test_a_tokenizer_of_a_family_coulisse_does_not_run_still_loads(factory, tmp_path):
     """transformers' AutoTokenizer reads a T5 folder's tokenizer; so does coulisse's, the files alone."""
     import transformers

@@ -226,6 +226,35 @@ def test_three_stages_like_the_notebook(tf_camembert_dir):
     assert_same_results(classifier(raw_inputs[0]), want[:1])
 
 
+def test_stage_three_given_something_else_than_logits_says_so(tf_camembert_dir):
+    """The course computes softmax(outputs.logits) the cell before: passing those probabilities applied a second
+    softmax (scores flattened, silently); argmax's class ids gave one result at 0.5; a base model's output, hidden
+    states or a wrong width answered garbage or a KeyError (audit 46)."""
+    import warnings
+
+    import transformers
+
+    classifier = pipeline("sentiment-analysis", model=tf_camembert_dir)
+    inputs = classifier.tokenizer(["Super film !", "Quel ennui..."], padding=True, return_tensors="pt")
+    logits = classifier.model(**inputs).logits
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        classifier.postprocess(logits)  # logits: no warning
+    with pytest.warns(UserWarning, match="sum to 1, probabilities.*pass outputs.logits"):
+        classifier.postprocess(torch.nn.functional.softmax(logits, dim=-1))
+    from coulisse import AutoModel
+
+    base = AutoModel.from_pretrained(tf_camembert_dir)(**inputs)
+    theirs = transformers.modeling_outputs.BaseModelOutput(last_hidden_state=base.last_hidden_state)
+    ids = logits.argmax(-1)
+    for wrong, said in ((ids, rf"integers \[{ids[0]}, {ids[1]}\] \(class ids"),
+                        (torch.randn(2, 3), "3 scores per text; this model has 2 labels"),
+                        (base, "a base model's output"), (theirs, "a base model's output"),
+                        (base.last_hidden_state, r"shape \(2, \d+, \d+\) \(a base model's last_hidden_state")):
+        with pytest.raises(InputError, match=said):
+            classifier.postprocess(wrong)
+
+
 def test_unknown_task_is_refused(tf_camembert_dir):
     with pytest.raises(InputError, match="summarization") as far:
         pipeline("summarization", model=tf_camembert_dir)

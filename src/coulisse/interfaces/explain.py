@@ -159,7 +159,8 @@ def _tokenizer_and_encoder(pipe, text: str, pair: str | None = None) -> tuple[li
     # The notebook's call; stage 2 (the encoder's hidden states) and the head's logits apart.
     output = model(**inputs, output_hidden_states=True)
     hidden = output.last_hidden_state[0]  # (T, H): one text, no padding
-    logits = None if output.logits is None else output.logits[0]
+    logits = getattr(output, "logits", None)  # a base model has none
+    logits = None if logits is None else logits[0]
     out.append(_title(2, "Encoder: ids -> hidden states"))
     layers, heads = cfg.num_hidden_layers, cfg.num_attention_heads
     out.append(f"{layers} layer{'s' * (layers != 1)}, hidden size {cfg.hidden_size}, "

@@ -8,6 +8,7 @@ import importlib
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +64,13 @@ def build_head(config: EncoderConfig, task: str) -> nn.Module:
     return (resolve(builder) if isinstance(builder, str) else builder)(config)
 
 
-@dataclass
+# Fields one kind of output has and another lacks: a base model's last_hidden_state, a head's logits, a QA head's
+# start and end logits. Unset, reading one is an AttributeError that says which model gives it (as transformers'
+# outputs, which lack the attribute), not a None that fails a line later ('NoneType' has no attribute 'softmax').
+_KIND_FIELDS = frozenset({"last_hidden_state", "logits", "start_logits", "end_logits"})
+
+
+@dataclass(eq=False)
 class ModelOutput:
     """What `model(**inputs)` returns: hidden states `(B, L, H)` for a base model, logits for a head; asked for,
     every layer's hidden states and attention probabilities. Read like transformers' outputs: by attribute, by
@@ -80,21 +87,43 @@ class ModelOutput:
     start_logits: Tensor | None = None
     end_logits: Tensor | None = None
 
+    def __getattribute__(self, name: str):
+        value = object.__getattribute__(self, name)
+        if value is None and name in _KIND_FIELDS:
+            raise AttributeError(name)  # __getattr__ says which model gives it
+        return value
+
+    def _missing(self, name: str) -> str:
+        fields = self.__dict__
+        if name == "logits" or (name in ("start_logits", "end_logits") and fields["logits"] is None):
+            hidden = fields["last_hidden_state"]
+            shape = f" {tuple(hidden.shape)}" if hidden is not None else ""
+            return (f"this output has no {name}: it is a base model's, whose output is last_hidden_state{shape}, "
+                    "one vector per token. A task head computes logits: load the model with its head "
+                    "(AutoModelForSequenceClassification.from_pretrained(...), or pipeline(task, model=...)).")
+        if name in ("start_logits", "end_logits"):
+            return (f"this output has no {name}: they are a question-answering head's; this head gives logits "
+                    f"{tuple(fields['logits'].shape)}.")
+        return ("this output has no last_hidden_state: it is a head's, whose output is logits "
+                f"{tuple(fields['logits'].shape)}. Pass output_hidden_states=True to model(...) for the encoder's "
+                "last_hidden_state beside them, or load AutoModel for the base model alone.")
+
     def keys(self) -> list[str]:
-        if self.start_logits is not None:
+        fields = self.__dict__
+        if fields["start_logits"] is not None:
             order: tuple[str, ...] = ("start_logits", "end_logits", "hidden_states", "attentions",
                                       "last_hidden_state")
-        elif self.logits is not None:
+        elif fields["logits"] is not None:
             order = ("logits", "hidden_states", "attentions", "last_hidden_state")
         else:
             order = ("last_hidden_state", "hidden_states", "attentions")
-        return [name for name in order if getattr(self, name) is not None]
+        return [name for name in order if fields[name] is not None]
 
     def values(self) -> list:
-        return [getattr(self, name) for name in self.keys()]
+        return [self.__dict__[name] for name in self.keys()]
 
     def items(self) -> list[tuple[str, object]]:
-        return [(name, getattr(self, name)) for name in self.keys()]
+        return [(name, self.__dict__[name]) for name in self.keys()]
 
     def to_tuple(self) -> tuple:
         return tuple(self.values())
@@ -109,7 +138,9 @@ class ModelOutput:
     def __iter__(self):
         return iter(self.keys())
 
-    def __getattr__(self, name: str):  # only for names that are not fields
+    def __getattr__(self, name: str):  # for names that are not fields, and a kind's field left unset
+        if name in _KIND_FIELDS:
+            raise AttributeError(self._missing(name))
         if name == "loss":  # transformers' outputs hold a loss only when labels are given; coulisse takes none
             return None
         if name == "pooler_output":  # transformers' BERT / RoBERTa / MPNet base models return it; coulisse does not
@@ -249,12 +280,40 @@ class EncoderModel(nn.Module):
         if labels is not None:
             raise InputError("labels= asks for a training loss; coulisse runs inference only (no loss, no "
                              "gradients). Fine-tune with transformers, then load the saved folder here.")
+        self._check_inputs(input_ids, attention_mask)
         out = self._forward(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
                             output_attentions)
         if self.task_head == "question-answering":  # transformers' names: a start and an end logit per token, each
             # a tensor of its own (masking one in place leaves the other and `logits` as they were)
             out.start_logits, out.end_logits = (t.contiguous() for t in out.logits.unbind(-1))
         return out if return_dict else out.to_tuple()
+
+    def _check_inputs(self, input_ids: Any, attention_mask: Any) -> None:
+        """The course's first mistakes with `model(...)` each fail here in one line saying what to pass (they were
+        torch's AttributeErrors and IndexErrors from inside the forward: audit 46)."""
+        if isinstance(input_ids, Mapping):
+            raise InputError("model() got the tokenizer's whole output as one argument; unpack it: "
+                             "model(**inputs), with inputs = tokenizer(texts, padding=True, return_tensors='pt').")
+        for name, value in (("input_ids", input_ids), ("attention_mask", attention_mask)):
+            if value is not None and not isinstance(value, Tensor):
+                kind = type(value).__name__
+                fix = "torch.from_numpy(...), or " if kind == "ndarray" else ""
+                raise InputError(f"{name} is a {kind}; the model takes torch tensors: {fix}tokenize with "
+                                 "return_tensors='pt' (tokenizer(texts, padding=True, return_tensors='pt')), then "
+                                 "model(**inputs).")
+        if attention_mask is not None and attention_mask.shape != input_ids.shape:
+            raise InputError(f"attention_mask of shape {tuple(attention_mask.shape)} for input_ids of shape "
+                             f"{tuple(input_ids.shape)}; they go together, one mask value per id, as the tokenizer "
+                             "gives them.")
+        if input_ids.numel() and not input_ids.is_floating_point() and input_ids.dim() in (2, 3):
+            low, high = int(input_ids.min()), int(input_ids.max())
+            if low < 0 or high >= self.config.vocab_size:
+                raise InputError(f"input id {high if high >= self.config.vocab_size else low} is outside this model's "
+                                 f"vocabulary (ids 0 to {self.config.vocab_size - 1}): is the tokenizer from another "
+                                 "checkpoint? Load both from the same one.")
+            if attention_mask is not None and not attention_mask.reshape(-1, attention_mask.shape[-1]).any(-1).all():
+                raise InputError("a row of attention_mask is all zeros: that text has no token for the model to read. "
+                                 "Drop it, or give it its tokens (an empty text still has the special tokens).")
 
     def _forward(self, input_ids: Tensor, attention_mask: Tensor | None, token_type_ids: Tensor | None,
                  position_ids: Tensor | None, output_hidden_states: bool, output_attentions: bool) -> ModelOutput:

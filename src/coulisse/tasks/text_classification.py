@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import numpy as np
@@ -224,16 +225,49 @@ class TextClassificationPipeline(Pipeline):
         logits for a text read in several)."""
         if hasattr(outputs, "logits"):
             outputs = outputs.logits
-        array = outputs.detach().float().cpu().numpy() if hasattr(outputs, "detach") else np.asarray(outputs)
+        elif hasattr(outputs, "last_hidden_state"):
+            raise InputError("postprocess got a base model's output (last_hidden_state: a vector per token), which "
+                             "has no logits: the classification head computes them. Load the model with its head "
+                             "(AutoModelForSequenceClassification, or pipeline's own model: classifier.model) and "
+                             "pass model(**inputs).logits.")
+        if hasattr(outputs, "detach"):  # torch: its integer dtype said before the cast to float
+            array = outputs.detach().cpu().numpy() if not outputs.is_floating_point() else \
+                outputs.detach().float().cpu().numpy()
+        else:
+            array = np.asarray(outputs)
+        function = function_to_apply or default_function(self.config.problem_type, self.config.num_labels)
+        self._check_logits(array, function)
         if batch is not None and batch.owners is not None:
             array = np.stack(average_logits(list(array), batch.owners, len(batch.inputs)))
-        function = function_to_apply or default_function(self.config.problem_type, self.config.num_labels)
         if array.ndim == 1:
             return label_scores(array, self.config.id2label, function, top_k, _legacy)
         results = [label_scores(row, self.config.id2label, function, top_k, _legacy) for row in array]
         if batch is not None and batch.single:
             return [results[0]] if _wrap and batch.context else results[0]
         return results
+
+    def _check_logits(self, array: np.ndarray, function: str) -> None:
+        """What the course's stage 3 hands over by mistake answered nothing sensible, silently (audit 46): a base
+        model's hidden states, argmax's class ids, or the softmax's probabilities (softmax applied twice)."""
+        labels = self.config.num_labels
+        fix = "pass the classification head's logits: classifier.postprocess(model(**inputs).logits)"
+        if array.dtype.kind not in "fiub" or array.ndim not in (1, 2):
+            what = f"shape {array.shape}" if array.dtype.kind in "fiucb" else f"{array.dtype} values"
+            hint = " (a base model's last_hidden_state?)" if array.ndim == 3 else ""
+            raise InputError(f"postprocess takes logits (batch, {labels} labels) or ({labels},), got {what}{hint}; "
+                             f"{fix}.")
+        if array.dtype.kind in "iub":
+            raise InputError(f"postprocess got integers {array.tolist()[:8]} (class ids, argmax's?): it takes the "
+                             f"logits and picks the label itself; {fix}.")
+        if array.shape[-1] != labels:
+            raise InputError(f"postprocess got {array.shape[-1]} scores per text; this model has {labels} labels "
+                             f"({', '.join(map(str, self.config.id2label.values()))}); {fix}.")
+        rows = array.reshape(-1, labels)
+        if (function == "softmax" and labels > 1 and rows.size and rows.min() >= 0
+                and np.allclose(rows.sum(-1), 1.0, atol=1e-4)):
+            warnings.warn("postprocess got rows that each sum to 1, probabilities: it applies the softmax itself, "
+                          "and a second one flattens the scores; pass outputs.logits, not softmax(outputs.logits).",
+                          stacklevel=3)
 
     # -- explanations (coulisse.tasks.attributions) --------------------------------------------------------
 
