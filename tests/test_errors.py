@@ -55,6 +55,21 @@ def test_bad_inputs_are_input_errors(classifier, name):
         assert "string" in str(info.value)  # says what to pass instead
 
 
+def test_a_tokenizers_output_given_to_a_pipeline_says_the_pipeline_tokenizes_itself(classifier, factory):
+    """The course's stages mixed up: the tokenizer's output (or its input_ids) handed to the pipeline. It was
+    called a dict missing its 'text' key, or a column to pass with .tolist(), which leads nowhere (audit 46)."""
+    import re
+
+    inputs = classifier.tokenizer(["Super film !", "Nul."], padding=True, return_tensors="pt")
+    features = pipeline("feature-extraction", model=factory.checkpoint("bert", base=True))
+    for call, given, said in ((classifier, inputs, "the pipeline got a tokenizer's output"),
+                              (classifier, dict(inputs), "the pipeline got a tokenizer's output"),
+                              (classifier, inputs["input_ids"], "token ids? a pipeline takes the raw texts"),
+                              (features, inputs, "a tokenizer's output: a pipeline takes the raw texts")):
+        with pytest.raises(InputError, match=r"(?s)" + re.escape(said) + r".*model\(\*\*inputs\)"):
+            call(given)
+
+
 @pytest.mark.parametrize("name", ["None", "empty-list", "list-with-int"])
 def test_bad_inputs_for_feature_extraction(factory, name):
     features = pipeline("feature-extraction", model=factory.checkpoint("bert", base=True))

@@ -364,6 +364,10 @@ class TextClassificationPipeline(Pipeline):
         if _has_dicts(inputs):
             rows = [inputs] if isinstance(inputs, dict) else inputs
             for i, r in enumerate(rows):
+                if isinstance(r, dict) and "input_ids" in r:
+                    raise InputError("the pipeline got a tokenizer's output (input_ids, attention_mask...); it takes "
+                                     "the raw texts and tokenizes them itself: classifier(texts). To run the model "
+                                     "on the ids yourself: classifier.model(**inputs).logits.")
                 if isinstance(r, dict) and "text" not in r:
                     keys = ", ".join(repr(k) for k in list(r)[:4])
                     raise InputError(f"input {i} is a dict without a 'text' key (its keys: {keys}); text pairs are "

@@ -146,6 +146,12 @@ def check_texts(texts: Any, what: str = "text") -> tuple[list[str], bool]:
     if not isinstance(texts, (list, tuple)):
         if getattr(texts, "ndim", None) == 0:  # np.array("text"): one value, not a column
             column = " (one value: pass .item())"
+        elif hasattr(texts, "keys") and "input_ids" in texts:  # a tokenizer's output, given to a pipeline
+            column = (" (a tokenizer's output: a pipeline takes the raw texts and tokenizes them itself; to run the "
+                      "model on ids: pipe.model(**inputs))")
+        elif type(texts).__name__ == "Tensor":  # the tokenizer's input_ids, given back to a pipeline
+            column = (" (token ids? a pipeline takes the raw texts and tokenizes them itself; ids go to the model: "
+                      "pipe.model(**inputs))")
         elif type(texts).__name__ == "DataFrame":
             column = " (a table: pass its text column, df['text'].tolist())"
         elif hasattr(texts, "tolist"):
