@@ -233,6 +233,26 @@ def test_embed_follows_normalize_module_and_lowercasing(tmp_path, tf_camembert_d
     assert np.abs(plain[0] - plain[1]).max() > 1e-3  # the cased tokenizer alone tells them apart
 
 
+def test_create_app_batches_as_coulisse_serve_does(tf_camembert_dir):
+    """limits.py's defaults hold for `create_app(pipe)` too: `coulisse serve`'s --max-batch-tokens and
+    --max-batch-requests (read from the command), lowered to the pipeline's own budget where that is smaller (a batch
+    is cut once). Before, a pipeline's default budget made the server close batches of 256 inputs, where serve's
+    close at 64."""
+    from coulisse.interfaces.server.command import serve
+
+    defaults = {p.name: p.default for p in serve.params}
+    tokens, requests = defaults["max_batch_tokens"], defaults["max_batch_requests"]
+    as_served = coulisse.pipeline("sentiment-analysis", model=str(tf_camembert_dir), max_batch_tokens=tokens,
+                                  max_batch_size=requests)  # as `coulisse serve` loads it
+    plain = coulisse.pipeline("sentiment-analysis", model=str(tf_camembert_dir))
+    for pipe, expected in ((as_served, (tokens, requests)),
+                           (plain, (min(tokens, plain.engine.max_batch_tokens),
+                                    min(requests, plain.engine.max_batch_size)))):
+        with TestClient(create_app(pipe)) as c:
+            info = c.get("/info").json()
+        assert (info["max_batch_tokens"], info["max_batch_requests"]) == expected
+
+
 def test_one_token_budget_for_the_batcher_and_the_engine(tf_camembert_dir):
     """The server batches on the pipeline's own budget (`pipeline(max_batch_tokens=, max_batch_size=)`),
     so the engine never cuts a server batch again; a larger server limit is refused, not silently re-cut."""

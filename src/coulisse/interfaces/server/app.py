@@ -15,8 +15,8 @@ Every GET route answers HEAD too; the key, body limits and shutdown answers are 
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from typing import Annotated
 
@@ -30,7 +30,7 @@ from coulisse.interfaces.server.access_log import AccessLog
 from coulisse.interfaces.server.answers import encoded
 from coulisse.interfaces.server.bodies import RequestIds, StrictJSONRoute, new_request_id
 from coulisse.interfaces.server.docs import add_offline_docs, document_request_limits
-from coulisse.interfaces.server.errors import ServerError, install_handlers, openapi_responses
+from coulisse.interfaces.server.errors import ServerError, error_response, install_handlers, openapi_responses
 from coulisse.interfaces.server.guard import Drain, Guard, GuardLimits
 from coulisse.interfaces.server.inference_api import add_root_routes
 from coulisse.interfaces.server.metrics import ServerMetrics
@@ -107,11 +107,14 @@ class Permits:
         self.limit, self.used = limit, 0
         self.reserve = limit // 16
 
-    def take(self, inputs: int) -> int | None:
+    def take(self, inputs: int, held: int = 0) -> int | None:
         """The permits taken for `inputs`, or None when they are not free now. A batch takes them from all but the
-        reserve (a batch larger than that takes them all: it runs alone), one input from all."""
+        reserve (a batch larger than that takes them all: it runs alone), one input from all. `held`: what the
+        request holds already (its inputs counted again after preprocess: windows), not taken twice."""
         room = self.limit if inputs <= 1 else self.limit - self.reserve
-        wanted = max(1, min(inputs, room))
+        wanted = max(1, min(inputs, room)) - held
+        if wanted <= 0:
+            return 0
         if self.used + wanted > room:
             return None
         self.used += wanted
@@ -146,6 +149,18 @@ class Gate:
         if n > self.settings.max_client_batch_size:
             raise ServerError("batch_size", f"{what} {n} > maximum allowed batch size "
                               f"{self.settings.max_client_batch_size} (--max-client-batch-size)")
+
+    @contextmanager
+    def admitted(self, held: int, inputs: int) -> Iterator[None]:
+        """A permit for each of `inputs`, the model inputs a request counted after preprocess (question answering's
+        windows) while it holds `held`: the others are taken until it ends, or 429 when they are not free now."""
+        taken = self.permits.take(inputs, held)
+        if taken is None:
+            raise ServerError("overloaded", self.permits.refusal(inputs))
+        try:
+            yield
+        finally:
+            self.permits.give(taken)
 
     async def run(self, request: Request, method: str, work: Callable[[Timings], Awaitable[list]], single: bool,
                   inputs: int = 1, runs_model: bool = True) -> Response:
@@ -231,15 +246,28 @@ def add_task_routes(app: FastAPI, service: Service, gate: Gate, protected: list)
     return {"predict": predict, "embed": embed}
 
 
+def health_answer(problems: list[str]) -> Response:
+    """The answer of /health, /ping and GET / (TEI's one `health` handler on the three paths): 200, or 503 naming
+    each problem. Written here, not raised: TEI counts no `te_request_failure` for a failing probe, and a kubelet
+    probing every 10 s would swell the series that dashboards read as failed requests."""
+    if not problems:
+        return Response(status_code=200)
+    return error_response("unhealthy", f"unhealthy: {'; '.join(problems)}")
+
+
 def add_status_routes(app: FastAPI, service: Service, metrics: ServerMetrics, protected: list) -> None:
-    @app.get("/health", tags=[TAG], response_class=Response,
-             responses={200: {"description": "Ready", "content": None}, **openapi_responses("unhealthy")})
     async def health() -> Response:
         """200 once the model is loaded and answers; 503 while stopping, while a forward pass has run for two
-        minutes (a stuck model thread), or after three batches in a row failed whole (a broken model)."""
-        if (problem := service.batcher.health_problem()) is not None:
-            raise ServerError("unhealthy", f"unhealthy: {problem}")
-        return Response(status_code=200)
+        minutes (a stuck model thread), or after three batches in a row failed whole (a broken model). /ping
+        (SageMaker's probe) and GET / (the Inference API's) answer the same."""
+        problem = service.batcher.health_problem()
+        return health_answer([] if problem is None else [problem])
+
+    probe = {"response_class": Response,
+             "responses": {200: {"description": "Ready", "content": None}, **openapi_responses("unhealthy")}}
+    app.add_api_route("/health", health, methods=["GET"], tags=[TAG], **probe)
+    app.add_api_route("/ping", health, methods=["GET"], tags=[TAG], name="ping", **probe)
+    app.add_api_route("/", health, methods=["GET"], include_in_schema=False, name="health_root")
 
     @app.get("/info", tags=[TAG], dependencies=protected, response_model=None,
              responses={200: {"model": Info, "description": "Served model info"},

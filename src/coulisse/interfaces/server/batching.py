@@ -36,7 +36,7 @@ import numpy as np
 
 from coulisse.engine import Item
 from coulisse.engine.threads import torch_thread
-from coulisse.interfaces.server.limits import BATCH, BatchLimits
+from coulisse.interfaces.server.limits import BatchLimits
 from coulisse.interfaces.server.metrics import ServerMetrics
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ class Worker:
 
 
 class Batcher:
-    def __init__(self, forward: Forward, limits: BatchLimits = BATCH,
+    def __init__(self, forward: Forward, limits: BatchLimits,
                  metrics: ServerMetrics | None = None, worker: Worker | None = None):
         """`worker`: the thread the forwards run on, shared with the server's other models (its own otherwise)."""
         self.forward = forward

@@ -31,14 +31,14 @@ Sequences = list[tuple[str | list[int], str | None]]
 T = TypeVar("T")
 
 
-def check_characters(sequences: Sequences, limit: int, hint: str = "") -> None:
+def check_characters(sequences: Sequences, limit: int, hint: str = "", field: str = "inputs") -> None:
     """TEI's bound before tokenizing (core/src/tokenization.rs, MAX_CHAR_MULTIPLIER): an input of more than
     `limit` characters (a pair's two texts together, a token id counting one) is a 422 where it is not
-    truncated, before the tokenizer spends time on it."""
+    truncated, before the tokenizer spends time on it. `field`: the request's name for the sequences."""
     for i, (text, pair) in enumerate(sequences):
         n = len(text) + len(pair or "")
         if n > limit:
-            name = "inputs" if len(sequences) == 1 else f"inputs[{i}]"
+            name = field if len(sequences) == 1 else f"{field}[{i}]"
             raise ServerError("validation", f"Input validation error: `{name}` must have less than {limit} "
                               f"characters. Given: {n}{hint}")
 

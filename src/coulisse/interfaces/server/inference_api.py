@@ -79,13 +79,16 @@ def add_root_routes(app: FastAPI, service: Service, gate, protected: list, handl
         named = inputs.items() if isinstance(inputs, dict) else [("", inputs)]
         for name, text in named:
             check_not_empty([(text, None)], f"inputs.{name}" if name else "inputs")
-        n = 1  # model inputs: one text (a question with its context), or one (text, hypothesis) pair per label
+        # model inputs: one text (a question with its context), or one (text, hypothesis) pair per label; windows
+        # are counted after preprocess (Service.run_task), each then taking its permit
+        n = 1
         if task == "zero-shot-classification":
             n = len(parameters["candidate_labels"])
             gate.check_batch(n, "candidate labels (one input each)")
 
         async def work(t: Timings) -> list:
-            result = await service.run_task(inputs, parameters, partial(client_gone, request), t)
+            result = await service.run_task(inputs, parameters, partial(client_gone, request), t,
+                                            partial(gate.admitted, n))
             return [answer_shape(task, result)]
 
         return await gate.run(request, "single", work, True, n)

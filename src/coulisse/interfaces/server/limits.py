@@ -1,5 +1,5 @@
-"""The server's limits and their defaults, written once: `ServerSettings`, the batcher and the
-`coulisse serve` options all read them from here. Plain dataclasses: the CLI imports this module at
+"""The server's limits and their defaults, written once: `ServerSettings` (so `create_app(pipe)`, the batcher it
+starts) and the `coulisse serve` options all read them from here. Plain dataclasses: the CLI imports this module at
 start-up, so it must not pull numpy, torch or fastapi in.
 """
 

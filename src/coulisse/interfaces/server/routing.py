@@ -11,7 +11,7 @@ Each model keeps everything a one-model server has (its pipeline, task, batcher 
 
 `name` is the model's served name (`--served-model-name`, else `--model` as given); a slash in it stays a
 path separator (`/org/model/embed`, or `%2F`, the same once the server decodes the path). The server's own
-routes answer for all: /health (every batcher runs), /info (TEI's shape for the first model, plus
+routes answer for all: /health, /ping and GET / (every batcher runs), /info (TEI's shape for the first model, plus
 `models`), /v1/models (every name), /metrics (every series labelled `model="NAME"`). The key, body limits,
 the connection cap and the concurrency permits are the server's, shared by every model.
 """
@@ -27,10 +27,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from coulisse import __version__
 from coulisse.errors import InputError
-from coulisse.interfaces.server.app import Gate, Permits, guarded, model_app, serving
+from coulisse.interfaces.server.app import Gate, Permits, guarded, health_answer, model_app, serving
 from coulisse.interfaces.server.batching import Worker
 from coulisse.interfaces.server.bodies import StrictJSONRoute
-from coulisse.interfaces.server.errors import ServerError, error_response, install_handlers
+from coulisse.interfaces.server.errors import error_response, install_handlers
 from coulisse.interfaces.server.guard import header, replay
 from coulisse.interfaces.server.metrics import ServerMetrics, render_by_model
 from coulisse.interfaces.server.openai_routes import model_card, retrieve
@@ -38,8 +38,9 @@ from coulisse.interfaces.server.service import ServerSettings, Service
 from coulisse.tasks.base import Pipeline
 
 log = logging.getLogger(__name__)
-SERVER_PATHS = frozenset({"/health", "/info", "/v1/models", "/metrics"})
+SERVER_PATHS = frozenset({"/health", "/ping", "/info", "/v1/models", "/metrics"})
 OPENAI_EMBEDDINGS = frozenset({"/v1/embeddings", "/embeddings"})
+READS = frozenset({"GET", "HEAD"})
 
 
 def route_prefix(name: str) -> str:
@@ -109,8 +110,8 @@ class ModelRouter:
             if name not in self.models:
                 return await self.unknown(name, scope, receive, send, "no model named")
             return await self.chosen(name, "the X-Model header", path, scope, receive, send)
-        if path in SERVER_PATHS or path.startswith("/v1/models/"):
-            return await self.app(scope, receive, send)
+        if path in SERVER_PATHS or path.startswith("/v1/models/") or (path == "/" and scope["method"] in READS):
+            return await self.app(scope, receive, send)  # GET /: the Inference API's health probe, as /health
         if path in OPENAI_EMBEDDINGS and scope["method"] == "POST":
             body = await read_body(receive)
             name = model_name_of(body)
@@ -176,14 +177,14 @@ def add_server_routes(app: FastAPI, services: dict[str, Service], metrics: Serve
     """The routes that answer for every model. Guard asks /info and /v1/models for the key."""
     default = next(iter(services.values()))
 
-    @app.get("/health", response_class=Response)
     async def health() -> Response:
-        """200 once every model answers (each one's /NAME/health: `Batcher.health_problem`)."""
-        down = [f"{name!r}: {problem}" for name, service in services.items()
-                if (problem := service.batcher.health_problem()) is not None]
-        if down:
-            raise ServerError("unhealthy", f"unhealthy: {'; '.join(down)}")
-        return Response(status_code=200)
+        """200 once every model answers (each one's /NAME/health: `Batcher.health_problem`); /ping and GET / too."""
+        return health_answer([f"{name!r}: {problem}" for name, service in services.items()
+                              if (problem := service.batcher.health_problem()) is not None])
+
+    for path in ("/health", "/ping", "/"):
+        app.add_api_route(path, health, methods=["GET"], response_class=Response,
+                          name=f"health{path.replace('/', '_')}")
 
     @app.get("/info")
     async def info() -> JSONResponse:

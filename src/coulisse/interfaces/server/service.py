@@ -14,7 +14,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TypeVar
 
 import numpy as np
@@ -30,6 +32,15 @@ from coulisse.interfaces.server.embedding import Prompts, cut_dimensions, id_ite
 from coulisse.interfaces.server.errors import ServerError
 from coulisse.interfaces.server.limits import BATCH, CONNECTION, REQUEST
 from coulisse.interfaces.server.metrics import ServerMetrics
+from coulisse.interfaces.server.task_bounds import (
+    PREPROCESS_FIELD,
+    ZERO_SHOT,
+    bounded,
+    check_parameters,
+    joined,
+    probes,
+    too_many,
+)
 from coulisse.tasks.base import POST, PRE, Batch, Pipeline
 from coulisse.tokenizer import unicode_problem
 
@@ -55,8 +66,9 @@ T, R = TypeVar("T"), TypeVar("R")
 @dataclass(frozen=True)
 class ServerSettings:
     model_id: str = ""
-    # None: the pipeline's own budget (`pipeline(max_batch_tokens=, max_batch_size=)`), the one the engine
-    # runs. A batch is cut once, by the batcher; a larger server budget would make the engine cut it again.
+    # None: `coulisse serve`'s default (limits.BATCH), lowered to the pipeline's own budget
+    # (`pipeline(max_batch_tokens=, max_batch_size=)`, the one the engine runs) where that is smaller. A batch is cut
+    # once, by the batcher; a larger server budget would make the engine cut it again.
     max_batch_tokens: int | None = None
     max_batch_requests: int | None = None
     max_wait_ms: float = BATCH.max_wait_ms
@@ -133,10 +145,10 @@ def pooling_of(override: str | None, sparse: bool = False) -> str:
     return override or "auto"
 
 
-def budget(asked: int | None, engine: int, name: str) -> int:
-    """The server's batch limit: the engine's unless a smaller one is asked for."""
+def budget(asked: int | None, default: int, engine: int, name: str) -> int:
+    """The server's batch limit: the one asked for, else `default` (`coulisse serve`'s); never past the engine's."""
     if asked is None:
-        return engine
+        return min(default, engine)
     if asked > engine:
         raise InputError(f"the server's batch limit {asked} exceeds the pipeline's {name}={engine}, which would "
                          f"cut every batch again; build it with pipeline(..., {name}={asked}).")
@@ -166,8 +178,10 @@ class Service:
             self.pooling_mode = found.pooling  # what "auto" chose, for /info
             self.max_input_length = pipe.token_limit(found)
         self.function = pipe.options({})["function_to_apply"] if self.classifier else None
-        limits = BatchLimits(budget(settings.max_batch_tokens, pipe.engine.max_batch_tokens, "max_batch_tokens"),
-                             budget(settings.max_batch_requests, pipe.engine.max_batch_size, "max_batch_size"),
+        limits = BatchLimits(budget(settings.max_batch_tokens, BATCH.max_batch_tokens, pipe.engine.max_batch_tokens,
+                                    "max_batch_tokens"),
+                             budget(settings.max_batch_requests, BATCH.max_batch_requests, pipe.engine.max_batch_size,
+                                    "max_batch_size"),
                              settings.max_wait_ms)
         self.limits = limits
         self.threads = thread_policy(settings.threads)
@@ -380,31 +394,52 @@ class Service:
         return [[{"index": i, "value": v} for i, v in zip(t.indices()[0].tolist(), t.values().tolist(), strict=True)]
                 for t in sparse]
 
-    async def run_task(self, inputs, parameters: dict, disconnected: Disconnected, timings: Timings):
+    async def run_task(self, inputs, parameters: dict, disconnected: Disconnected, timings: Timings,
+                       admit: Callable[[int], AbstractContextManager] | None = None):
         """Any task, through the pipeline's own contract: options checked (a bad one is a 422 naming it),
-        `preprocess` on the tokenizer thread, `forward` in the batcher, `postprocess`."""
+        `preprocess` on the tokenizer thread within task_bounds.py's bounds, `forward` in the batcher,
+        `postprocess`. `admit(n)`: the permits of the n model inputs preprocess made, held while they run."""
         pipe = self.pipe
-        # TEI's /predict: the server's default prompt before a text (the characters are counted without it)
-        texts = self.prompts.text(None) + inputs if self.classifier and isinstance(inputs, str) else inputs
         try:
             options = pipe.options(parameters)
+            check_parameters(pipe, options)
         except InputError as e:
             raise library_error(e, "parameters") from None
-        loop = asyncio.get_running_loop()
+        side = options.get("truncation_side") or pipe.tokenizer.truncation_side
+        texts = bounded(pipe.task, inputs, options, self.max_input_length * CHARS_PER_TOKEN, side)
+        if self.classifier and isinstance(texts, str):  # TEI's /predict: the default prompt (its characters uncounted)
+            texts = self.prompts.text(None) + texts
         start = time.perf_counter()
-        try:
-            batch = await loop.run_in_executor(self._tokenizer_pool, lambda: pipe.preprocess(
-                texts, **pipe.stage_options(options, PRE)))
-        except InputError as e:
-            raise library_error(e, "inputs") from None
+        batch = await self._task_batch(texts, pipe.stage_options(options, PRE), side)
         timings.tokenization_s = time.perf_counter() - start
         self.metrics.tokenization_duration.observe(timings.tokenization_s)
+        if len(batch.items) > self.settings.max_client_batch_size:
+            raise too_many(pipe.task, len(batch.items), self.settings.max_client_batch_size, options)
         timings.tokens = sum(len(item.ids) for item in batch.items)
         timings.characters = characters(inputs)
         for item in batch.items:
             self.metrics.input_length.observe(len(item.ids))
-        rows = await self.infer(batch.items, disconnected, timings)
+        with admit(len(batch.items)) if admit is not None else nullcontext():
+            rows = await self.infer(batch.items, disconnected, timings)
         return pipe.postprocess(rows, batch, **pipe.stage_options(options, POST))
+
+    async def _task_batch(self, texts, pre: dict, side: str) -> Batch:
+        """`preprocess` on the tokenizer thread: zero-shot's labels in turns, a windowed text's windows counted in
+        growing prefixes first (task_bounds.py); what it refuses is a 422 naming the field it is about."""
+        pipe, limit = self.pipe, self.settings.max_client_batch_size
+        try:
+            if pipe.task == ZERO_SHOT:
+                template = pre["hypothesis_template"]
+                return joined(await self.in_turns(
+                    lambda labels: pipe.preprocess(texts, **{**pre, "candidate_labels": labels}),
+                    pre["candidate_labels"], lambda label: len(texts) + len(template) + len(label)))
+            for probe, n in probes(pipe.task, texts, pre, side):
+                counted = len(await self.off_loop(partial(pipe.preprocess, probe, **pre)))
+                if counted > limit:
+                    raise too_many(pipe.task, counted, limit, pre, n, side)
+            return await self.off_loop(partial(pipe.preprocess, texts, **pre))
+        except InputError as e:
+            raise library_error(e, PREPROCESS_FIELD.get(pipe.task, "inputs")) from None
 
     async def rerank(self, query: str, texts: list[str], truncate: bool, raw_scores: bool,
                      disconnected: Disconnected, timings: Timings, side: str = "right") -> list[float]:

@@ -3,8 +3,9 @@
     POST /embed_all   token embeddings            POST /tokenize   tokens, ids, byte offsets
     POST /embed_sparse  SPLADE's sparse weights
     POST /rerank      cross-encoder ranks         POST /decode     ids -> text
-    POST /similarity  cosine of sentence pairs    GET  / , /ping   health (Inference API, SageMaker)
-    POST / , /invocations   the served task: TEI's route for it, or the Inference API's shape (inference_api.py)
+    POST /similarity  cosine of sentence pairs
+
+`POST /` and `/invocations` (the served task) are inference_api.py's; GET /, /ping (health) app.py's.
 
 Each route is an adapter: the numbers come from the pipeline's stages through `Service`.
 """
@@ -204,15 +205,6 @@ def add_tei_routes(app: FastAPI, service: Service, gate, protected: list) -> dic
 
         return await gate.run(request, "batch", work, False, runs_model=False)
 
-    @app.get("/ping", tags=[TAG], response_class=Response,
-             responses={200: {"description": "Ready", "content": None}, **openapi_responses("unhealthy")})
-    async def ping() -> Response:
-        """/health under SageMaker's name (and the Inference API's `GET /`)."""
-        if not service.batcher.alive:
-            raise ServerError("unhealthy", "unhealthy: the batching loop is not running")
-        return Response(status_code=200)
-
-    app.add_api_route("/", ping, methods=["GET"], include_in_schema=False)
     return {"embed_all": embed_all, "embed_sparse": embed_sparse, "rerank": rerank, "similarity": similarity}
 
 
