@@ -188,7 +188,7 @@ BROKEN = {
     "missing-tensor": Broken(missing_tensor, errors.ModelLoadError, ("encoder.layer.1.output.dense.weight",)),
     "too-few-layers": Broken(too_few_layers_in_config, errors.ModelLoadError,
                              ("encoder.layer.1", "num_hidden_layers")),
-    "no-classifier": Broken(no_classifier, errors.ModelLoadError,
+    "no-classifier": Broken(no_classifier, errors.MissingHeadError,
                             ("classification head", "feature-extraction")),
 }
 

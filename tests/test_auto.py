@@ -175,8 +175,10 @@ def test_question_answering_outputs_read_as_transformers(factory, tmp_path):
 
 
 def test_a_base_checkpoint_has_no_head_to_load(task_factory):
-    with pytest.raises(ModelLoadError, match="has no sequence-classification head"):
+    with pytest.raises(ModelLoadError, match="has no sequence-classification head") as refused:
         coulisse.AutoModelForSequenceClassification.from_pretrained(task_factory.checkpoint("bert", "base"))
+    # the way out in the Auto classes' words, not the pipeline's task (audit 46)
+    assert "use AutoModel.from_pretrained(...), or a checkpoint fine-tuned" in str(refused.value)
 
 
 REFUSED = [

@@ -29,7 +29,7 @@ from coulisse.config import EncoderConfig
 from coulisse.defaults import DEFAULT_MODEL, offline_hint
 from coulisse.engine.device import resolve_device_map
 from coulisse.engine.prepare import check_request, prepare_model, resolve_fast
-from coulisse.errors import HubUnreachableError, InputError, UnsupportedModelError
+from coulisse.errors import HubUnreachableError, InputError, MissingHeadError, UnsupportedModelError
 from coulisse.hub import hub_token, resolve_model
 from coulisse.models import EncoderModel, load_model
 from coulisse.pipelines import check_local_files, check_token, dtype_argument, model_source, note_use_fast
@@ -110,6 +110,13 @@ def _folder(name: Any, revision: str | None, token: str | bool | None, local_fil
             if str(source) != DEFAULT_MODEL:
                 raise
             raise HubUnreachableError(offline_hint(str(e))) from None  # the course's model: the bundled one is here
+
+
+# The Auto class of each pipeline task's head (what a missing head's error names in this API)
+AUTO_CLASS_OF_TASK = {"text-classification": "AutoModelForSequenceClassification",
+                      "token-classification": "AutoModelForTokenClassification",
+                      "question-answering": "AutoModelForQuestionAnswering", "fill-mask": "AutoModelForMaskedLM",
+                      "feature-extraction": "AutoModel"}
 
 
 class AutoConfig:
@@ -219,7 +226,12 @@ class AutoModel:
         directory = _folder(pretrained_model_name_or_path, revision, token, local_files_only)
         model_dir = transformer_folder(directory)
         config = EncoderConfig.from_file(model_dir / "config.json")
-        model = load_model(model_dir, config, cls.head)
+        try:
+            model = load_model(model_dir, config, cls.head)
+        except MissingHeadError as e:  # the way out in this API's words: an Auto class, not a pipeline task
+            raise e.reworded(
+                " or ".join(f"{AUTO_CLASS_OF_TASK[t]}.from_pretrained(...)" for t in e.tasks
+                            if t in AUTO_CLASS_OF_TASK)) from None
         # the files the load read key the int8 cache, as for a pipeline of the same folder (whose cache it shares)
         prepare_model(model, model_files(directory), device=device, dtype=dtype, quantize=quantize,
                       name=str(pretrained_model_name_or_path))

@@ -42,6 +42,26 @@ class WeightShapeError(ModelLoadError):
     """A tensor in the checkpoint does not have the shape the config implies."""
 
 
+class MissingHeadError(ModelLoadError):
+    """The checkpoint has no weights for the task head asked for (a base model loaded as a classifier). `found`
+    says what was looked for and not found; `tasks` are the pipeline tasks this checkpoint runs, so that each
+    interface names its own way there (a task, an Auto class, a command)."""
+
+    def __init__(self, found: str, tasks: list[str], head: str):
+        self.found, self.tasks, self.head = found, tasks, head
+        super().__init__(self.said(" or ".join(f"task {t!r}" for t in tasks)))
+
+    def said(self, instead: str) -> str:
+        """The message with `instead` as the way out (a task, an Auto class, a command)."""
+        return f"{self.found}; use {instead}, or a checkpoint fine-tuned for {self.head}."
+
+    def reworded(self, instead: str) -> MissingHeadError:
+        """The same error, its way out said in another interface's words."""
+        error = MissingHeadError(self.found, self.tasks, self.head)
+        error.args = (self.said(instead),)
+        return error
+
+
 class TokenizerLoadError(ModelLoadError):
     """No usable tokenizer files, or a corrupt one."""
 

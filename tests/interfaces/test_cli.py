@@ -348,9 +348,20 @@ def test_a_task_head_the_checkpoint_lacks_is_said_as_such():
     """A sequence classifier asked for token labels: its classifier.dense.* tensors share the token head's
     prefix, and the error still says which head is missing and what the checkpoint is, not a broken file."""
     result = CliRunner().invoke(cli, ["ner", "-m", "coulisse/mini-allocine", "Jean est à Paris."])
-    assert_one_line_error(result, "ModelLoadError", "has no token-classification head",
-                          "CamembertForSequenceClassification")
+    assert_one_line_error(result, "MissingHeadError", "has no token-classification head",
+                          "CamembertForSequenceClassification",
+                          "use `coulisse classify -m ...` or `coulisse embed -m ...`")  # commands, not tasks
     assert "does not match its config.json" not in result.output
+
+
+def test_a_missing_head_names_the_way_out_in_the_commands_words(factory):
+    """The library's "use task 'feature-extraction'" was said by `classify`, which takes no task (audit 46):
+    commands without --task name the command to run, those with one name --task."""
+    base = str(factory.checkpoint("bert", base=True))
+    result = CliRunner().invoke(cli, ["classify", "-m", base, "Un film."])
+    assert_one_line_error(result, "MissingHeadError", "use `coulisse embed -m ...`, or a checkpoint fine-tuned")
+    result = CliRunner().invoke(cli, ["explain", "-m", base, "--attributions", "Un film."])
+    assert_one_line_error(result, "MissingHeadError", "use --task feature-extraction, or a checkpoint fine-tuned")
 
 
 def test_explain_a_base_model_stops_after_the_encoder(factory):

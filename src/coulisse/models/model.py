@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.nn.modules import module as torch_module
 
 from coulisse.config import EncoderConfig
-from coulisse.errors import InputError, ModelLoadError, UnsupportedModelError
+from coulisse.errors import InputError, MissingHeadError, ModelLoadError, UnsupportedModelError
 from coulisse.families import Family
 from coulisse.models.bert import Packed, Trace, seen_by_hooks
 from coulisse.weights import check_unused, expected_shapes, gather_weights, normalize_keys, read_weights
@@ -481,11 +481,11 @@ HEAD_TASKS = {"sequence-classification": "text-classification", "token-classific
               "multiple-choice": "multiple-choice"}
 
 
-def _tasks_named(config: EncoderConfig) -> str:
+def _tasks_named(config: EncoderConfig) -> list[str]:
     """The tasks the folder's architectures name, then 'feature-extraction' (any checkpoint's encoder): a masked
     LM was told only 'feature-extraction' (audit 44)."""
     tasks = sorted({HEAD_TASKS[head] for head in named_heads(config)} - {"multiple-choice"})
-    return " or ".join(f"task {t!r}" for t in [*tasks, "feature-extraction"])
+    return [*tasks, "feature-extraction"]
 
 
 def warn_other_head(config: EncoderConfig, head: str | None, directory: Path) -> None:
@@ -516,20 +516,15 @@ def load_model(directory: Path, config: EncoderConfig, head: str | None = None) 
     keys = [key for name, _ in model.named_parameters() if name.startswith("head.") for key in sources(name)]
     own = [option for key in keys for option in key.split("|") if not option.startswith("{base}.")]
     if head and own and all(lookup_tensor(tensors, key) is None for key in own):
-        raise ModelLoadError(
-            f"{path.name} in {directory} has no {head} head (no {own[0]} tensor; architectures: "
-            f"{config.architectures or 'unknown'}); use {_tasks_named(config)}, or a checkpoint fine-tuned "
-            f"for {head}."
-        )
+        raise MissingHeadError(f"{path.name} in {directory} has no {head} head (no {own[0]} tensor; architectures: "
+                               f"{config.architectures or 'unknown'})", _tasks_named(config), head)
     # Part of the head there and part not (a token classifier's classifier.* asked for as a sentence classifier,
     # which also needs a pooler): the head is what is missing, not a file that disagrees with its config.
     missing = [key for key in keys if lookup_tensor(tensors, key) is None]
     if head and missing:
-        raise ModelLoadError(
-            f"{path.name} in {directory} has no complete {head} head (no {missing[0].replace('{base}.', '')} "
-            f"tensor; architectures: {config.architectures or 'unknown'}); use {_tasks_named(config)}, or a "
-            f"checkpoint fine-tuned for {head}."
-        )
+        raise MissingHeadError(f"{path.name} in {directory} has no complete {head} head (no "
+                               f"{missing[0].replace('{base}.', '')} tensor; architectures: "
+                               f"{config.architectures or 'unknown'})", _tasks_named(config), head)
     if config.raw.get("tie_word_embeddings") is False:  # the decoder has weights of its own: never the embeddings
         for key in keys:
             mine, _, tied = key.partition("|")
