@@ -173,6 +173,23 @@ def test_bad_calls_raise_input_errors(nli, options, message):
         ours("Un texte.", **options)
 
 
+def test_only_a_hypothesis_too_long_is_said_to_be_one(nli, monkeypatch):
+    """A label longer than the model's limit cannot fit, said in the call's words; any other failure of the
+    tokenizer (a panic, TokenizerLoadError) was reworded the same way (audit 46) and stays what it is."""
+    from coulisse.errors import TokenizerLoadError
+
+    ours, _ = nli("bert")
+    with pytest.raises(InputError, match="cannot fit a hypothesis into 64 tokens"):
+        ours("Un texte.", candidate_labels=[" ".join(["mot"] * 200)])
+
+    def panics(*args, **kwargs):
+        raise TokenizerLoadError("the tokenizer's library failed on an input")
+
+    monkeypatch.setattr(ours.tokenizer, "encode_batch", panics)
+    with pytest.raises(TokenizerLoadError, match="failed on an input"):
+        ours("Un texte.", candidate_labels="a,b")
+
+
 @pytest.mark.parametrize("where, call", [
     ("sequences\\[1\\]", lambda ours: ours(["Un texte.", "Un \ud800 texte."], candidate_labels="a,b")),
     ("candidate_labels\\[1\\]", lambda ours: ours("Un texte.", candidate_labels=["a", "b\ud800"])),

@@ -188,7 +188,7 @@ class ZeroShotClassificationPipeline(Pipeline):
         hypotheses = [template.format(label) for _ in texts for label in labels]
         try:
             return self.tokenizer.encode_batch(premises, hypotheses, strategy="only_first")
-        except Exception as e:  # tokenizers: the hypothesis alone is longer than the model's limit
+        except InputError as e:  # the tokenizer's "cannot truncate": the hypothesis alone is longer than the limit
             raise InputError(f"cannot fit a hypothesis into {self.tokenizer.model_max_length} tokens ({e}); "
                              "shorten hypothesis_template or the labels.") from e
 
