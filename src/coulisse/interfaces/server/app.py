@@ -44,19 +44,12 @@ from coulisse.interfaces.server.schemas import (
     side,
 )
 from coulisse.interfaces.server.service import ServerSettings, Service, Timings
-from coulisse.interfaces.server.tei_routes import add_tei_routes, batch_of
+from coulisse.interfaces.server.tei_routes import TAG, add_tei_routes, batch_of, client_gone
 from coulisse.pipelines import Pipeline
 
 log = logging.getLogger(__name__)
-TAG = "Text Embeddings Inference"
 # Refusals that TEI answers before its te_embed_count / te_predict_count counts the inputs (core/src/infer.rs).
 NOT_REACHED = frozenset({"model_type", "empty"})
-
-
-async def client_gone(request: Request) -> None:
-    """Returns when the client disconnects (ASGI `http.disconnect` after the body was read)."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
 
 
 def auth_dependency(api_key: str | None) -> list:

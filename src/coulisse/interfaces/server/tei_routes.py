@@ -43,6 +43,7 @@ TAG = "Text Embeddings Inference"
 
 
 async def client_gone(request: Request) -> None:
+    """Returns when the client disconnects (ASGI `http.disconnect` after the body was read)."""
     while (await request.receive())["type"] != "http.disconnect":
         pass
 
