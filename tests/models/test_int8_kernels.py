@@ -377,7 +377,7 @@ def test_quantized_model_fuses_the_feed_forward_gelu(tf_camembert_dir):
     pipe = pipeline("sentiment-analysis", model=str(tf_camembert_dir), quantize="int8")
     for layer in pipe.model.base.encoder.layer:
         assert layer.intermediate.dense.gelu
-        assert layer.intermediate.act is Q._identity
+        assert layer.intermediate.act is Q.identity
         assert not layer.output.dense.gelu and not layer.attention.self.qkv.gelu
 
 

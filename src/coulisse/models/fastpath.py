@@ -216,7 +216,7 @@ def pack_linears(module: nn.Module, fuse_activation: bool = False, kernel: str =
                 layer = MklLinear(child, c_gelu)  # reads the mapped weight itself
             setattr(module, name, layer)
             if post_op is not None or layer.c_gelu:
-                module.act = _identity
+                module.act = quantize.identity
             count += 1
         else:
             count += pack_linears(child, fuse_activation, kernel)
@@ -232,16 +232,12 @@ def bf16_linears(module: nn.Module, packed: bool) -> int:
             activation = fused_activation(module, name) if packed else None
             setattr(module, name, BF16Linear(child, packed, activation))
             if activation is not None:
-                module.act = _identity
+                module.act = quantize.identity
             release_tensor_pages([child.weight])
             count += 1
         else:
             count += bf16_linears(child, packed)
     return count
-
-
-def _identity(x: Tensor) -> Tensor:
-    return x
 
 
 def c_attention_enabled() -> bool:

@@ -487,7 +487,7 @@ def _swap_linears(module: nn.Module, weight_max: int, small_rows: int, codes: di
             setattr(module, name, Int8Linear(child, weight_max, gelu=gelu, codes=known, small_rows=small_rows,
                                              gemm=gemm))
             if gelu:
-                module.act = _identity
+                module.act = identity
             # The mapped fp32 original is no longer read; nor are codes mapped from the weight cache, now
             # that oneDNN has packed its copy (fbgemm's packing, if small batches come, pages them back in).
             release_tensor_pages([child.weight, known[0]])
@@ -497,7 +497,8 @@ def _swap_linears(module: nn.Module, weight_max: int, small_rows: int, codes: di
     return count
 
 
-def _identity(x: Tensor) -> Tensor:
+def identity(x: Tensor) -> Tensor:
+    """A feed-forward's `act` once its linear layer applies the activation itself (here and models/fastpath.py)."""
     return x
 
 
