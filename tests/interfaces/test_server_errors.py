@@ -476,6 +476,12 @@ def test_docs_load_without_the_key(classifier):
             assert c.get(url).status_code == 200, url
         assert c.get("/docs-assets/swagger-ui.css", headers={"Authorization": "Bearer wrong"}).status_code == 200
         error(c.post("/docs-assets/swagger-ui.css"), 401, "Unauthorized")  # only reading them is public
+        # the files the page loads, not the bundle's folder (its stock index.html fetched the petstore example from
+        # the internet; a 1.9 MB source map): audit 46
+        for name in ("swagger-ui-bundle.js", "favicon-32x32.png"):
+            assert c.get(f"/docs-assets/{name}").status_code == 200
+        for name in ("index.html", "index.j2", "swagger-ui-bundle.js.map", "..%2Fdocs.py"):
+            error(c.get(f"/docs-assets/{name}"), 404, "NotFound")
         error(c.get("/info"), 401, "Unauthorized")
 
 

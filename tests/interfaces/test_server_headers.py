@@ -81,3 +81,14 @@ def test_a_preflight_is_answered_200_and_the_browser_decides(client, origin, met
     simple = client.post("/predict", json={"inputs": "Super"}, headers={**KEY, "origin": origin})
     assert simple.status_code == 200
     assert (simple.headers.get("access-control-allow-origin") == origin) is (origin == ALLOWED)
+
+
+def test_a_key_beyond_ascii_matches_the_bytes_a_client_sends(classifier):
+    """A UTF-8 key ("clé") passed Guard's check (bytes as sent) and failed the route's, which re-encoded
+    Starlette's Latin-1 reading of the header as UTF-8: every request got 401 (audit 46). TEI compares bytes."""
+    with TestClient(create_app(classifier, ServerSettings(api_key="clé"))) as c:
+        sent = {"authorization": "Bearer clé".encode()}
+        assert c.post("/predict", json={"inputs": "Super film !"}, headers=sent).status_code == 200
+        assert c.post("/predict", json={"inputs": "Super film !"}, headers={"authorization": "Bearer cle"}
+                      ).status_code == 401
+        assert c.get("/info", headers=sent).status_code == 200

@@ -310,3 +310,40 @@ def test_teis_launcher_flags_without_counterpart_start_the_server(monkeypatch, m
         assert f"{flag} (text-embeddings-inference's) is accepted without effect" in said
     assert "served on --port, at /metrics" in said
     assert (token, cache) == ("hf_x", str(tmp_path)) and configs  # --hf-token wins over its old spelling
+
+
+@pytest.mark.parametrize(("args", "env", "named"), [
+    (["--api-key", ""], {}, "--api-key"),
+    ([], {"COULISSE_API_KEY": ""}, "COULISSE_API_KEY"),
+    ([], {"API_KEY": ""}, "API_KEY"),
+])
+def test_an_empty_api_key_is_refused_rather_than_serving_everyone(monkeypatch, minilm, args, env, named):
+    """An empty key (a secret that did not reach the manifest) turned the key off: every request was served, with
+    no word (audit 46). It is a usage error naming where it came from."""
+    monkeypatch.setenv("API_KEY", "")  # recorded, so the test's values are undone after it
+    monkeypatch.delenv("API_KEY")
+    result, configs = _serve_captured(monkeypatch, minilm, args, env)
+    assert result.exit_code == 2 and not configs, result.output
+    assert f"Invalid value for {named}" in result.output and "the API key is empty" in result.output
+
+
+@pytest.mark.parametrize("key", [" k", "k ", "k\t", "a\x01b"])
+def test_a_key_no_header_can_carry_is_refused(monkeypatch, minilm, key):
+    """HTTP strips the spaces at a header value's ends: such a key matched no request, every answer a 401."""
+    result, configs = _serve_captured(monkeypatch, minilm, ["--api-key", key], {})
+    assert result.exit_code == 2 and "spaces at an end or control characters" in result.output, result.output
+
+
+@pytest.mark.parametrize(("args", "env", "named"), [
+    (["--api-key", "s3cr3t"], {}, "--api-key"),
+    ([], {"COULISSE_API_KEY": "s3cr3t"}, "COULISSE_API_KEY"),
+    ([], {"API_KEY": "s3cr3t"}, "API_KEY (text-embeddings-inference's variable)"),
+])
+def test_the_start_says_a_key_is_needed_and_where_it_came_from(monkeypatch, minilm, args, env, named):
+    """A stray TEI API_KEY in the environment turned the key on, unsaid: clients just got 401s."""
+    monkeypatch.setenv("API_KEY", "")
+    monkeypatch.delenv("API_KEY")
+    result, configs = _serve_captured(monkeypatch, minilm, args, env)
+    assert result.exit_code == 0 and configs, result.output
+    assert f"requests need `Authorization: Bearer <key>` (the key from {named})" in result.stderr
+    assert "s3cr3t" not in result.output  # the key itself is never said

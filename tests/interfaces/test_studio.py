@@ -308,6 +308,21 @@ def test_only_loopback_host_headers_are_answered(client, pipes):
         assert anyone.get("/health").status_code == 200  # --allow-remote
 
 
+def test_another_sites_page_cannot_make_the_studio_run_the_model(client):
+    """`<img src="http://127.0.0.1:8765/?text=...">` on any site ran the model in a visitor's browser, unseen
+    (audit 46): a cross-site request for a resource is 403 (Fetch Metadata); following a link to the studio, the
+    studio's own page and a client that sends no such header are answered."""
+    query = {"text": "Un film."}
+    for site, mode, dest, status in (("cross-site", "no-cors", "image", 403), ("cross-site", "cors", "empty", 403),
+                                     ("cross-site", "navigate", "iframe", 403),
+                                     ("cross-site", "navigate", "document", 200), ("same-origin", "cors", "empty", 200),
+                                     ("none", "navigate", "document", 200)):
+        headers = {"sec-fetch-site": site, "sec-fetch-mode": mode, "sec-fetch-dest": dest}
+        for path in ("/", "/api/explain"):
+            assert client.get(path, params=query, headers=headers).status_code == status, (site, mode, dest, path)
+    assert client.get("/api/explain", params=query).status_code == 200
+
+
 def test_every_answer_tells_the_browser_to_load_nothing_else(client):
     """Defence in depth (audit 41): a content security policy that allows the page's inline style and script
     and nothing from anywhere, no framing, no sniffing. The chromium tests check the pages still run under it

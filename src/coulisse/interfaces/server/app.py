@@ -62,8 +62,9 @@ def auth_dependency(api_key: str | None) -> list:
     async def check(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
         # Guard already refused a wrong key before reading the body; this dependency documents the
         # scheme in OpenAPI and stays as a second check. Constant-time; the header never reaches a log.
-        given = credentials.credentials.encode() if credentials is not None else b""
-        if not hmac.compare_digest(given, expected):
+        # The header's bytes as sent (Starlette decodes them as Latin-1): a UTF-8 key matches, as in Guard
+        given = credentials.credentials.encode("latin-1") if credentials is not None else b""
+        if not hmac.compare_digest(given.strip(), expected):
             raise ServerError("unauthorized", "missing or wrong API key: send `Authorization: Bearer <key>`")
 
     return [Depends(check)]

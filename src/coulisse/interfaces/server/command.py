@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import signal
 from functools import partial
 
@@ -199,6 +200,9 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
     if host.startswith("[") and host.endswith("]"):  # an IPv6 address as URLs write it, [::] or [::1]
         host = host[1:-1]
     check_listen(host, port)  # before the models load: a port in use is said at once, in one line
+    key_source = api_key_source(click.get_current_context(), api_key)
+    if key_source is not None:
+        check_api_key(api_key or "", key_source)
     if not api_key and not is_loopback(host):
         log.warning("listening on %s without --api-key: whoever reaches port %s can use the model; pass --api-key "
                     "KEY, or --host 127.0.0.1 to answer this machine only", host, port)
@@ -229,8 +233,11 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
         # Said at every verbosity, before uvicorn's address: which model answers, for which task, in what.
         started = (f"coulisse serve: {name or settings.model_id} ({task}, {settings.dtype}"
                    f"{', --fast' if settings.fast else ''})")
+        if key_source is not None:
+            started += f"; requests need `Authorization: Bearer <key>` (the key from {key_source})"
         if json_output:
-            say(log, started, model=name or settings.model_id, task=task, dtype=settings.dtype, fast=settings.fast)
+            say(log, started, model=name or settings.model_id, task=task, dtype=settings.dtype, fast=settings.fast,
+                key_from=key_source)
         else:
             click.echo(started, err=True)
         log.info("%s: %s%s; OpenMP wait: %s", name or settings.model_id, pipe.preparation.describe(),
@@ -259,6 +266,30 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
         server.run(sockets=sockets)
     else:
         server.run()
+
+
+def api_key_source(ctx: click.Context, api_key: str | None) -> str | None:
+    """Where the key came from (said at start-up: a stray TEI API_KEY turns the key on), None without one. An
+    empty value is a key too: refused by check_api_key rather than read as none, which served everyone."""
+    source = ctx.get_parameter_source("api_key")
+    if source == ParameterSource.COMMANDLINE:
+        return "--api-key"
+    if source == ParameterSource.ENVIRONMENT or os.environ.get("COULISSE_API_KEY") == "":  # click reads "" as unset
+        return "COULISSE_API_KEY"
+    return "API_KEY (text-embeddings-inference's variable)" if api_key is not None else None
+
+
+def check_api_key(api_key: str, source: str) -> None:
+    """A key a client can send as it is: not empty (it turned the key off), no spaces or control characters at
+    either end (HTTP strips them from a header's value: such a key never matched)."""
+    if not api_key:
+        raise click.BadParameter("the API key is empty, which would serve every request without one; pass a key, "
+                                 "or leave the option and its variables unset to serve without a key.",
+                                 param_hint=source)
+    if api_key != api_key.strip() or any(ord(c) < 32 or ord(c) == 127 for c in api_key):
+        raise click.BadParameter("the API key has spaces at an end or control characters, which HTTP does not carry "
+                                 "as they are in a header, so no request could match it; pass the key without them.",
+                                 param_hint=source)
 
 
 def json_logs(ctx: click.Context) -> None:

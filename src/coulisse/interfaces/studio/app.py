@@ -6,8 +6,9 @@
 
 It listens on the loopback interface unless told otherwise, and answers only requests whose `Host` names
 that interface: a web page elsewhere that rebinds its domain to 127.0.0.1 (DNS rebinding) gets 400, not the
-studio. The connection layer is `coulisse serve`'s (server/protocol.py: a head deadline, a connection cap,
-JSON 400/431), with room in the head for a text in the query string.
+studio; one that embeds or fetches the studio's address (`Sec-Fetch-Site: cross-site`, not a navigation) 403.
+The connection layer is `coulisse serve`'s (server/protocol.py: a head deadline, a connection cap, JSON 400/431),
+with room in the head for a text in the query string.
 """
 
 from __future__ import annotations
@@ -46,13 +47,27 @@ def host_name(value: str) -> str:
     return match.group(1).strip("[]").lower() if match else ""
 
 
+def cross_site_resource(scope) -> bool:
+    """A request another site's page made for a resource (Fetch Metadata: `<img src=...?text=...>` ran the model in
+    a visitor's browser, unseen: audit 46); following a link to the studio (a navigation) stays allowed, and so does
+    a browser that sends no such header."""
+    headers = dict(scope["headers"])
+    return (headers.get(b"sec-fetch-site") == b"cross-site"
+            and not (headers.get(b"sec-fetch-mode") == b"navigate" and headers.get(b"sec-fetch-dest") == b"document"))
+
+
 class HostCheck:
-    """ASGI middleware: a request whose Host header is not one of `allowed` is answered 400."""
+    """ASGI middleware: a request whose Host header is not one of `allowed` is answered 400, one another site's
+    page made for a resource 403."""
 
     def __init__(self, app, allowed: frozenset[str] | None):
         self.app, self.allowed = app, allowed
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and cross_site_resource(scope):
+            response = PlainTextResponse("a page on another site asked the studio for this (an image, a script, a "
+                                         "fetch); open the studio's address yourself.", status_code=403)
+            return await response(scope, receive, send)
         if scope["type"] == "http" and self.allowed is not None:
             given = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
             if host_name(given) not in self.allowed:
