@@ -262,6 +262,10 @@ def test_unknown_task_is_refused(tf_camembert_dir):
     # The French spelling, a likely first try, gets the closest task.
     with pytest.raises(InputError, match=r"^unknown task 'sentiment-analyse' \(did you mean 'sentiment-analysis'\?\)"):
         pipeline("sentiment-analyse", model=tf_camembert_dir)
+    # the model given first, a common slip: said how to pass it (audit 46)
+    for model in (str(tf_camembert_dir), "tblard/tf-allocine"):
+        with pytest.raises(InputError, match=r"a folder or a Hub id\? the task comes first and the model second"):
+            pipeline(model)
 
 
 def test_max_batch_size_reaches_the_engine(factory):

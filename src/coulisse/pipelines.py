@@ -75,8 +75,11 @@ def _task_class(task: str) -> type[Pipeline]:
     if name not in TASKS:
         known = sorted(set(TASKS) | set(ALIASES))
         near = difflib.get_close_matches(str(task).lower(), known, n=1, cutoff=0.6)
-        raise InputError(f"unknown task {task!r}{f' (did you mean {near[0]!r}?)' if near else ''}; coulisse "
-                         f"supports {', '.join(known)}.")
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        if not near and ("/" in str(task) or os.path.isdir(str(task))):  # pipeline(folder): the model first
+            hint = (f" (a folder or a Hub id? the task comes first and the model second: pipeline('text-"
+                    f"classification', model={str(task)!r}))")
+        raise InputError(f"unknown task {task!r}{hint}; coulisse supports {', '.join(known)}.")
     return TASKS[name]
 
 

@@ -354,6 +354,17 @@ def test_a_task_head_the_checkpoint_lacks_is_said_as_such():
     assert "does not match its config.json" not in result.output
 
 
+@pytest.mark.parametrize(("args", "near"), [
+    (["explain", "--task", "sentiment", "x"], "sentiment-analysis"),
+    (["classify", "--long-text", "chunks", "x"], "chunk"),
+    (["serve", "--dtype", "bf16"], "bfloat16"),
+])
+def test_a_choice_mistyped_names_the_closest(args, near):
+    """pipeline("sentiment") says "did you mean"; the command line's choices only listed them (audit 46)."""
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and f"(did you mean {near!r}?)" in result.output, result.output
+
+
 def test_a_missing_head_names_the_way_out_in_the_commands_words(factory):
     """The library's "use task 'feature-extraction'" was said by `classify`, which takes no task (audit 46):
     commands without --task name the command to run, those with one name --task."""

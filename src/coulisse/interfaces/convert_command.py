@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from coulisse.interfaces.options import REVISION_HELP, given_revision, revision_option
+from coulisse.interfaces.options import REVISION_HELP, Choice, given_revision, revision_option
 
 HEAD_HELP = ("What to save: sequence-classification, token-classification, question-answering, masked-lm, "
              "multiple-choice or base (the encoder alone), or a pipeline task that implies one "
@@ -46,7 +46,7 @@ def _say_server_dtype(ctx: click.Context, dtype: str) -> None:
 @click.command()
 @click.argument("model")
 @click.argument("out_dir", type=click.Path(path_type=Path))
-@click.option("-d", "--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32",
+@click.option("-d", "--dtype", type=Choice(["float32", "float16", "bfloat16"]), default="float32",
               show_default=True, envvar="COULISSE_CONVERT_DTYPE", help="Precision of the weights written.")
 @click.option("-H", "--head", "--task", "head", default=None, envvar="COULISSE_HEAD", help=HEAD_HELP)
 @click.option("--overwrite", is_flag=True, envvar="COULISSE_OVERWRITE",

@@ -8,6 +8,7 @@ the group). Nothing heavy at module level: `coulisse --help` imports every comma
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
 import signal
 import sys
@@ -60,8 +61,22 @@ class EnvList(click.types.StringParamType):
 ENV_LIST = EnvList()
 
 
-class EnvChoice(click.Choice):
-    """`click.Choice`, several values in the environment variable (`split_env_list`)."""
+class Choice(click.Choice):
+    """`click.Choice` that names the closest choice, as `pipeline()` does for a task (`--task sentiment`: did you
+    mean 'sentiment-analysis'?)."""
+
+    def convert(self, value, param, ctx):
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter as e:
+            near = difflib.get_close_matches(str(value).lower(), [str(c) for c in self.choices], n=1, cutoff=0.6)
+            if near:
+                e.message = f"{e.message.rstrip('.')} (did you mean {near[0]!r}?)."
+            raise
+
+
+class EnvChoice(Choice):
+    """`Choice`, several values in the environment variable (`split_env_list`)."""
 
     def split_envvar_value(self, rv: str) -> list[str]:
         return split_env_list(rv)
@@ -142,7 +157,7 @@ def task_option(tasks, help_text: str = "", **kwargs):
     aliases = [alias for alias, task in ALIASES.items() if task in tasks]
     said = f"{help_text}{' ' if help_text else ''}One of: {', '.join(tasks)}" + (
         f"; or transformers' {' and '.join(aliases)}." if aliases else ".")
-    return click.option("--task", type=click.Choice([*tasks, *aliases]), metavar="TASK", help=said,
+    return click.option("--task", type=Choice([*tasks, *aliases]), metavar="TASK", help=said,
                         callback=lambda ctx, param, value: ALIASES.get(value, value), **kwargs)
 
 
@@ -152,7 +167,7 @@ def threads_option(help_text: str = THREADS_HELP, callback=positive):
 
 
 def quantize_option(help_text: str = QUANTIZE_HELP):
-    return click.option("-q", "--quantize", type=click.Choice(["none", "int8"]), default="none",
+    return click.option("-q", "--quantize", type=Choice(["none", "int8"]), default="none",
                         envvar="COULISSE_QUANTIZE", show_default=True, help=help_text)
 
 

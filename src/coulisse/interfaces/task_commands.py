@@ -33,6 +33,7 @@ from coulisse.interfaces.formatting import one_line, printable, probability, ter
 from coulisse.interfaces.jobs.command import check_mode_options, encoding_option, run_embed_job, run_job
 from coulisse.interfaces.jobs.row_models import is_sparse
 from coulisse.interfaces.options import (
+    Choice,
     engine_options,
     given_revision,
     hypothesis_template,
@@ -61,7 +62,7 @@ def ray_options(f):
                      "else a local Ray)."),
         click.option("--actors", type=int, default=None, envvar="COULISSE_ACTORS",
                      help="With --ray: pipelines loaded at once (default: the cluster's CPUs / --threads)."),
-        click.option("--shard-format", type=click.Choice(["parquet", "jsonl"]), default="parquet",
+        click.option("--shard-format", type=Choice(["parquet", "jsonl"]), default="parquet",
                      show_default=True, envvar="COULISSE_SHARD_FORMAT",
                      help="With --ray: the format of the output's shards."),
     ]
@@ -86,7 +87,7 @@ def ray_options(f):
 @encoding_option()
 @click.option("-a", "--all-scores", is_flag=True, envvar="COULISSE_ALL_SCORES",
               help="Add a score_<LABEL> column per label.")
-@click.option("--long-text", type=click.Choice(["truncate", "chunk"]), default="truncate", show_default=True,
+@click.option("--long-text", type=Choice(["truncate", "chunk"]), default="truncate", show_default=True,
               envvar="COULISSE_LONG_TEXT", help="Texts over the model's limit: keep the start, or average "
               "the logits of overlapping windows that cover the whole text.")
 @click.option("--stride", type=click.IntRange(min=0), default=None, envvar="COULISSE_STRIDE",
@@ -177,7 +178,7 @@ def classify(texts, model, top_k, as_json, threads, quantize, input_path, output
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
               help="Write every TEXT's stages, attention and the task's view (attributions for a label) to one "
               "offline HTML page.")
-@click.option("--method", type=click.Choice(ATTRIBUTION_METHODS), default="integrated_gradients", show_default=True,
+@click.option("--method", type=Choice(ATTRIBUTION_METHODS), default="integrated_gradients", show_default=True,
               help="Attributions: Integrated Gradients (fp32 gradients) or occlusion (each word's vectors replaced "
                    "by the pad token's, positions kept).")
 @click.option("--steps", type=int, default=None, callback=positive,
@@ -274,7 +275,7 @@ def explain_json(pipe, text: str, **asked: str | None) -> str:
 @click.command()
 @click.argument("texts", nargs=-1)
 @model_option(default_help=None)
-@click.option("-a", "--aggregation", type=click.Choice(AGGREGATIONS), default="simple", show_default=True,
+@click.option("-a", "--aggregation", type=Choice(AGGREGATIONS), default="simple", show_default=True,
               envvar="COULISSE_AGGREGATION",
               help="none: one row per token; simple: adjacent tokens of one entity grouped; first / average "
               "/ max: words kept whole, labelled by their first token, mean scores, or best token.")
@@ -378,7 +379,7 @@ def _with_mask(text: str, mask: str) -> str:
 @click.command()
 @click.argument("texts", nargs=-1)
 @model_option(default_help=None)
-@click.option("-p", "--pooling", type=click.Choice(["auto", "mean", "cls", "splade"]), default="auto",
+@click.option("-p", "--pooling", type=Choice(["auto", "mean", "cls", "splade"]), default="auto",
               show_default=True, envvar="COULISSE_POOLING",
               help="auto: the folder's sentence-transformers settings (pooling, Normalize, max length; a "
               "SparseEncoder folder is SPLADE), else mean; splade: a masked LM's sparse weights, heaviest first.")

@@ -18,6 +18,7 @@ from coulisse.interfaces.jobs.encodings import check_encoding, check_file_starts
 from coulisse.interfaces.options import (
     FAST_KEY,
     REVISION_KEY,
+    Choice,
     fast_option,
     given_revision,
     load_pipeline,
@@ -319,7 +320,7 @@ def job_options(f):
     options = [
         click.option("-c", "--column", default=None, envvar="COULISSE_COLUMN",
                      help="Text column (default: 'text', else the only string column)."),
-        click.option("--long-text", type=click.Choice(["truncate", "chunk"]), default="truncate",
+        click.option("--long-text", type=Choice(["truncate", "chunk"]), default="truncate",
                      show_default=True, envvar="COULISSE_LONG_TEXT",
                      help="Texts over the model's limit: keep the start, or average the logits of "
                           "overlapping windows that cover the whole text."),

@@ -19,6 +19,7 @@ from coulisse.interfaces.options import (
     JSON_LOGS_KEY,
     OURS_KEY,
     SERVER_SPINCOUNT,
+    Choice,
     EnvChoice,
     check_precision,
     fast_option,
@@ -85,7 +86,7 @@ log = logging.getLogger(__name__)
               callback=positive, envvar="COULISSE_MAX_PAYLOAD_IN_FLIGHT",
               help="Most bytes of request bodies held at once, all requests together (else 429); at least "
                    "--payload-limit.")
-@click.option("--pooling", type=click.Choice(["mean", "cls", "splade"]), default=None, envvar="COULISSE_POOLING",
+@click.option("--pooling", type=Choice(["mean", "cls", "splade"]), default=None, envvar="COULISSE_POOLING",
               help="/embed pooling (default: 1_Pooling/config.json, else mean); splade: a masked-LM model's "
                    "sparse embeddings (/embed_sparse), task sparse-embedding.")
 @click.option("--api-key", default=None, envvar="COULISSE_API_KEY", show_default=False,
@@ -120,7 +121,7 @@ log = logging.getLogger(__name__)
               help="The model's name in /info, /v1/models, OpenAI's `model` field and, with several models, its "
                    "route prefix /NAME/ (default: --model). Several models: once per --model, in order.")
 @click.option("--revision", default=None, envvar="COULISSE_REVISION", help="Hub revision (branch, tag or commit).")
-@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None,
+@click.option("--dtype", type=Choice(["float32", "float16", "bfloat16"]), default=None,
               envvar="COULISSE_DTYPE", help="Weights' dtype (default: float32 on the CPU).")
 @click.option("--cors-allow-origin", default=None, envvar="COULISSE_CORS_ALLOW_ORIGIN",
               help="Origins allowed to call the API from a browser, comma-separated, or * (default: none).")
