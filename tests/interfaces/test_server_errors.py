@@ -502,6 +502,22 @@ def test_no_redoc_page_that_needs_the_internet(classifier):
         assert c.get("/b/docs").status_code == 200
 
 
+def test_behind_a_key_an_unknown_model_names_the_served_ones_only_to_the_keyholder(classifier):
+    """/health is public; with an X-Model header naming no model its 404 listed every served name, which
+    /v1/models keeps behind the key (audit 46)."""
+    from coulisse.interfaces.server.routing import several_models_app
+
+    models = [(classifier, ServerSettings(served_model_name="alpha", api_key="k")),
+              (classifier, ServerSettings(served_model_name="beta", api_key="k"))]
+    with TestClient(several_models_app(models)) as c:
+        hidden = c.get("/health", headers={"X-Model": "zzz"})
+        shown = c.get("/health", headers={"X-Model": "zzz", "Authorization": "Bearer k"})
+        assert c.get("/v1/models").status_code == 401
+    assert hidden.status_code == 404 and "'zzz'" in hidden.json()["error"], hidden.text
+    assert "alpha" not in hidden.text and "beta" not in hidden.text and "send the API key" in hidden.text
+    assert shown.status_code == 404 and "'alpha', 'beta'" in shown.json()["error"], shown.text
+
+
 def test_error_types_are_spelled_as_tei_serializes_them():
     """TEI's `ErrorType` (router/src/lib.rs, docs/openapi.json) derives Serialize without renaming: its
     variants' names. The kinds TEI answers without a body follow the same spelling."""

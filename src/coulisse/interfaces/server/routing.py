@@ -31,7 +31,7 @@ from coulisse.interfaces.server.app import Gate, Permits, guarded, health_answer
 from coulisse.interfaces.server.batching import Worker
 from coulisse.interfaces.server.bodies import StrictJSONRoute
 from coulisse.interfaces.server.errors import error_response, install_handlers
-from coulisse.interfaces.server.guard import header, replay
+from coulisse.interfaces.server.guard import authorized, header, replay
 from coulisse.interfaces.server.metrics import ServerMetrics, render_by_model
 from coulisse.interfaces.server.openai_routes import model_card, retrieve
 from coulisse.interfaces.server.service import ServerSettings, Service
@@ -81,8 +81,9 @@ class ModelRouter:
     """ASGI: send each request to its model's app (prefix, X-Model, OpenAI's `model`), or to the server's
     own routes. Sits inside `Guard`, so the key is checked and the body bounded before it reads one."""
 
-    def __init__(self, app, models: dict[str, FastAPI], metrics: ServerMetrics):
+    def __init__(self, app, models: dict[str, FastAPI], metrics: ServerMetrics, api_key: str | None = None):
         self.app, self.models, self.metrics = app, models, metrics
+        self.expected = api_key.encode() if api_key else None
         self.default = next(iter(models))
         self.prefixes = prefixes_of(models)
         self.routes = {first_segment(getattr(r, "path", "")) for r in models[self.default].routes}
@@ -156,6 +157,11 @@ class ModelRouter:
 
     async def unknown(self, name: str, scope, receive, send, what: str) -> None:
         self.metrics.request_failure.inc(err="not_found")
+        if self.expected is not None and not authorized(scope, self.expected):  # a public route (/health with an
+            # X-Model header): the names are for those with the key, as /v1/models is (audit 46)
+            await error_response("not_found", f"{what} {name!r}; send the API key to see the models served (GET "
+                                 "/v1/models)")(scope, receive, send)
+            return
         await error_response("not_found", f"{what} {name!r}: this server serves {self.served} (choose one by "
                              "route prefix /NAME/..., the X-Model header, or OpenAI's `model`; GET /v1/models)")(
             scope, receive, send)
@@ -234,7 +240,7 @@ def several_models_app(models: Sequence[tuple[Pipeline, ServerSettings]]) -> Fas
     install_handlers(app, metrics)
     add_server_routes(app, services, metrics)
     # Innermost first: the router inside the key and body checks, which see every model's paths.
-    app.add_middleware(ModelRouter, models=apps, metrics=metrics)
+    app.add_middleware(ModelRouter, models=apps, metrics=metrics, api_key=settings.api_key)
     prefixes = tuple(prefix for prefix, _ in prefixes_of(apps))
     log.info("models: %s (route prefixes %s); unprefixed routes serve %r", ", ".join(apps), ", ".join(prefixes),
              names[0])
