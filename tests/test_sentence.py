@@ -327,6 +327,46 @@ def test_pooling_without_the_prompt(minilm_dir, tmp_path, mode):
                   - included.encode(TEXTS, prompt_name="passage")).max() > 1e-2
 
 
+# Prompts glued to the text: nothing may be added between (to SentencePiece an added space is a token of its own;
+# to WordPiece it parts "search" from a text's first word). "Question:" stays apart either way on WordPiece.
+BARE_PROMPTS = ["search", "query", "Question:"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prompt", BARE_PROMPTS)
+def test_a_prompt_without_a_trailing_space_equals_sentence_transformers(ours, theirs, prompt):
+    """sentence-transformers puts `prompt + text` before the tokenizer, with no space added (audit 46, F4)."""
+    assert_same(ours.encode(TEXTS, prompt=prompt), theirs.encode(TEXTS, prompt=prompt))
+    assert_same(ours.encode(TEXTS[:2], output_value="token_embeddings", prompt=prompt),
+                theirs.encode(TEXTS[:2], output_value="token_embeddings", prompt=prompt))
+
+
+@pytest.fixture(scope="module")
+def camembert_encoders(task_factory, tmp_path_factory):
+    """sentence-transformers' own folder (Transformer, mean Pooling) over the tiny CamemBERT with the real
+    SentencePiece tokenizer, written by SentenceTransformer.save, and both encoders read from it."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    folder = tmp_path_factory.mktemp("st-camembert") / "model"
+    transformer = Transformer(str(task_factory.checkpoint("camembert", "base")))
+    pooling = Pooling(transformer.get_embedding_dimension(), "mean")
+    SentenceTransformer(modules=[transformer, pooling], device="cpu").save(str(folder))
+    return SentenceEncoder(folder), SentenceTransformer(str(folder), device="cpu")
+
+
+@pytest.mark.parametrize("prompt", [*BARE_PROMPTS, "query: ", "Requête : "])
+def test_prompts_on_a_sentencepiece_model_equal_sentence_transformers(camembert_encoders, prompt):
+    """CamemBERT's SentencePiece makes a token of the space before a word: "search" glued to "Le" and
+    "search Le" are different ids, so the prompt must be joined exactly as sentence-transformers joins it."""
+    ours, theirs = camembert_encoders
+    texts = TEXTS[:4]
+    assert_same(ours.encode(texts, prompt=prompt), theirs.encode(texts, prompt=prompt))
+    assert_same(ours.encode(texts, output_value="token_embeddings", prompt=prompt),
+                theirs.encode(texts, output_value="token_embeddings", prompt=prompt))
+
+
 def test_a_pooling_coulisse_lacks_is_refused_and_the_way_out_the_message_names_runs(minilm_dir, tmp_path):
     """max pooling: refused by SentenceEncoder and pooling="auto"; pooling="mean" (what the message says to
     pass) ignores the folder's mode and gives the mean pooling of a plain folder."""

@@ -212,3 +212,25 @@ def test_prompts_as_sentence_transformers_applies_them(minilm_dir, tmp_path):
         assert_close(f"without the prompt's tokens {options}", np.asarray(pipe(texts, **options)),
                      st.encode(texts, **options))
     assert np.abs(np.asarray(pipe(texts)) - pooled_with_prompt).max() > 1e-2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_an_explicit_pooling_leaves_the_folders_normalize_out(minilm, minilm_dir, pooling):
+    """all-MiniLM-L6-v2's modules.json ends in Normalize, which pooling="auto" applies; pooling="mean" or "cls"
+    pools transformers' hidden states and no more, unless normalize=True is asked (audit 46, F3)."""
+    import transformers
+
+    tok = transformers.AutoTokenizer.from_pretrained(str(minilm_dir))
+    model = transformers.AutoModel.from_pretrained(str(minilm_dir)).eval()
+    inputs = tok(TEXTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**inputs).last_hidden_state  # (B, L, 384)
+    mask = inputs["attention_mask"][..., None].to(hidden.dtype)
+    expected = (hidden * mask).sum(1) / mask.sum(1) if pooling == "mean" else hidden[:, 0]
+    got = np.asarray(minilm(TEXTS, pooling=pooling), dtype=np.float64)
+    assert_close(f"all-MiniLM-L6-v2 pooling={pooling} vs transformers", got, expected)
+    assert np.linalg.norm(got, axis=1).min() > 1.5  # far from the unit vectors Normalize would give
+    unit = torch.nn.functional.normalize(expected, dim=-1)
+    assert_close(f"all-MiniLM-L6-v2 pooling={pooling}, normalize=True", minilm(TEXTS, pooling=pooling, normalize=True),
+                 unit)

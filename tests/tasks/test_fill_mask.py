@@ -124,3 +124,17 @@ def test_input_errors(pipes):
     with pytest.raises(InputError, match="truncation"):
         ours(f"Le film est {mask}. " + "Encore et encore. " * 300)
     assert ours(f"Le film est {mask}. " + "Encore et encore. " * 300, tokenizer_kwargs={"truncation": True})
+
+
+@pytest.mark.parametrize("options", [{"top_k": 1}, {"top_k": 3}, {"targets": ["bon", "film"], "top_k": 2}],
+                         ids=option_id)
+def test_a_literal_pad_token_leaves_the_sentences_of_several_masks(pipes, options):
+    """With several masks the sentences keep their special tokens, so the pad token a text holds would show in
+    each: transformers drops every pad id from the filled ids before decoding (audit 46, F2)."""
+    ours, theirs = pipes
+    mask, pad = ours.tokenizer.special_tokens["mask"], ours.tokenizer.special_tokens["pad"]
+    inputs = [f"Le film {pad} est {mask} et {mask}.", f"{pad}{mask} {pad} {mask}"]
+    assert all(ours.tokenizer.pad_token_id in ids for ids in ours.tokenizer(inputs)["input_ids"])
+    expected = theirs(inputs, **options)
+    assert all(pad not in p["sequence"] for text in expected for mask_proposals in text for p in mask_proposals)
+    assert_same_proposals(ours(inputs, **options), expected, "fill-mask scores")

@@ -93,6 +93,53 @@ def test_the_oracle_answers_are_not_trivial(oracle):
     assert len(scores) > 20
 
 
+def transformers4_null_scores(tok, model, question: str, context: str, max_seq_len: int,
+                              doc_stride: int) -> tuple[list[list[int]], list[float]]:
+    """Each window's ids and start[CLS] x end[CLS], computed as transformers 4's pipeline did (its preprocess,
+    `_forward` and postprocess) with transformers 5's tokenizer `tok` and `*ForQuestionAnswering` `model`: CLS and
+    the context's tokens kept, the others at -10000 before each softmax."""
+    enc = tok(text=question, text_pair=context, truncation="only_second", max_length=max_seq_len, stride=doc_stride,
+              return_overflowing_tokens=True, return_token_type_ids=True)
+    products = []
+    for i, ids in enumerate(enc["input_ids"]):
+        kept = np.array([s == 1 for s in enc.sequence_ids(i)]) | (np.array(ids) == tok.cls_token_id)
+        with torch.no_grad():
+            out = model(**{k: torch.tensor([enc[k][i]]) for k in tok.model_input_names if k in enc})
+        start, end = (np.where(kept, x[0].numpy().astype(np.float64), -10000.0)
+                      for x in (out.start_logits, out.end_logits))
+        start, end = (np.exp(x - x.max()) / np.exp(x - x.max()).sum() for x in (start, end))
+        products.append(float(start[0] * end[0]))
+    return enc["input_ids"], products
+
+
+def test_the_null_answer_scores_the_lowest_cls_product_of_all_windows(oracle, tmp_path, camembert_spm, minilm_dir):
+    """handle_impossible_answer=True over 6 (CamemBERT) or 9 (BERT) windows: the empty answer scores the lowest
+    start[CLS] x end[CLS] of all windows (transformers 4's rule), here a middle window's. top_k exceeds the
+    number of answers, so the empty one is among them (audit 46, F1)."""
+    import transformers
+
+    qa, record = oracle
+    d = fixture_checkpoint(record["family"], tmp_path, camembert_spm, minilm_dir)
+    tok = transformers.AutoTokenizer.from_pretrained(str(d))
+    model = transformers.AutoModelForQuestionAnswering.from_pretrained(str(d), dtype=torch.float32).eval()
+    recorded = next(c for c in record["cases"] if c["name"] == "long-small-windows")
+    kw = recorded["kwargs"]
+    windows, _ = transformers4_null_scores(tok, model, kw["question"], kw["context"], kw["max_seq_len"],
+                                           kw["doc_stride"])
+    assert windows == recorded["windows"]  # transformers 5's tokenizer cuts transformers 4's windows
+    context = ". ".join(kw["context"].split(". ")[:5]) + "."  # five sentences: a few windows of 40 tokens
+    windows, products = transformers4_null_scores(tok, model, kw["question"], context, 40, 8)
+    assert len(windows) > 4
+    # the first and last windows score higher: one window's product in place of the minimum would show
+    assert min(products) < 0.9 * min(products[0], products[-1])
+    answers = qa(question=kw["question"], context=context, max_seq_len=40, doc_stride=8, top_k=5000,
+                 handle_impossible_answer=True)
+    assert len(answers) < 5000
+    nulls = [a for a in answers if a["answer"] == "" and a["score"] > 0]
+    assert [(a["start"], a["end"]) for a in nulls] == [(0, 0)]
+    assert nulls[0]["score"] == pytest.approx(min(products), rel=1e-4, abs=0)
+
+
 SIDES = json.loads((QA_FIXTURES / "sides.json").read_text(encoding="utf-8"))  # make_sides_fixture.py
 
 
