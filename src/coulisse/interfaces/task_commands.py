@@ -384,7 +384,8 @@ def _with_mask(text: str, mask: str) -> str:
               help="auto: the folder's sentence-transformers settings (pooling, Normalize, max length; a "
               "SparseEncoder folder is SPLADE), else mean; splade: a masked LM's sparse weights, heaviest first.")
 @click.option("--normalize/--no-normalize", default=None, envvar="COULISSE_NORMALIZE",
-              help="Divide each embedding by its L2 norm (default: as the folder says; no without one).")
+              help="Divide each embedding by its L2 norm (default: as the folder says with --pooling auto; no with "
+                   "another --pooling, or without a Normalize module).")
 @click.option("-j", "--json", "as_json", is_flag=True, help="One JSON object per text (text, embedding).")
 @engine_options
 @click.option("-i", "--input", "input_path", default=None, envvar="COULISSE_INPUT",
