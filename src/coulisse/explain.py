@@ -10,7 +10,9 @@
 
 Both take every task of `coulisse explain --task` (`question=` for question-answering, `labels=` and
 `template=` for zero-shot-classification); `report` also takes `method=`, `steps=` and `target=` where the
-task scores words (text-classification, zero-shot-classification).
+task scores words (text-classification, zero-shot-classification). Both read each text as the pipeline's call
+does, with the options the pipeline was built with (`truncation_side`, `max_length`, `tokenize_kwargs`, a
+`prompt`, `max_seq_len`...): what they show is what `classifier(text)` computes.
 """
 
 from __future__ import annotations

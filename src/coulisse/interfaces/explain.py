@@ -4,8 +4,11 @@ Stages 1 (tokenizer) and 2 (encoder) are the same for every task; what follows t
 renderer per task in `STAGES`, the table `explain --task` offers. The CLI reads that table at start-up,
 so this module imports numpy and torch only inside the renderers: `coulisse --help` stays light.
 
-Pair tasks tokenize a text pair in stage 1: question-answering the question and the context (TEXT), in the
-pipeline's order; zero-shot-classification TEXT and the first label's hypothesis (every pair follows).
+Every view, terminal and HTML, reads its input through `read_input`: the pipeline's own preprocess with the
+pipeline's own options (`preprocessed`), so the tokens, ids, embedding and answer it shows are those `pipe(text)`
+computes. Pair tasks show a text pair in stage 1: question-answering the question and the context (TEXT), in the
+pipeline's order, its first window; zero-shot-classification TEXT and the first label's hypothesis (every pair
+follows).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ class Encoded:
     tokens: list[str]
     hidden: Any  # torch.Tensor (T, H)
     logits: Any  # torch.Tensor: (labels,) for a sequence head, (T, ...) for a per-token head; None for a base
-    options: dict[str, Any] = field(default_factory=dict)  # what a pair task was asked (question, labels...)
+    read: Read  # the input as the pipeline read it: its options, its preprocess's batch
 
 
 def packed(first: str, items: list[str], sep: str = "  ") -> str:
@@ -81,80 +84,180 @@ def explain_text(pipe, text: str, *, question: str | None = None, labels: Any = 
         raise InputError(f"coulisse explain has no stages for task {pipe.task!r}; it shows "
                          f"{', '.join(STAGES)}.")
     check_request(pipe.task, question, labels, template)
-    first, second, options = text, None, {}
-    if pipe.task == "question-answering":  # in the order the pipeline pairs them
-        first, second = (question, text) if pipe.question_first else (text, question)
-        options = {"question": question, "context": text}
-    elif pipe.task == "zero-shot-classification":
-        asked = {"candidate_labels": labels, "hypothesis_template": template}
-        chosen = pipe.options(asked)
-        candidates, template = chosen["candidate_labels"], chosen["hypothesis_template"]
-        multi_label = chosen["multi_label"]
-        first, second = text, template.format(candidates[0])
-        options = {"text": text, "labels": candidates, "template": template, "multi_label": multi_label}
-    out, encoded = _tokenizer_and_encoder(pipe, first, second)
-    encoded.options = options
+    seen = read_input(pipe, text, question=question, labels=labels, template=template)
+    out, encoded = _tokenizer_and_encoder(pipe, seen)
     return "\n".join(out + render(pipe, encoded))
 
 
 POOLED_TASKS = ("feature-extraction", "sparse-embedding")  # read as sentence-transformers folders say
 
 
+@dataclass
+class Read:
+    """One input as `pipe(text)` reads it (`read_input`): what every view shows of it."""
+
+    options: dict[str, Any]  # the call's options: the pipeline's own, under what the view adds
+    batch: Any  # coulisse.tasks.base.Batch: the pipeline's preprocess of the input, with those options
+    encoding: Any  # the shown item's encoding (offsets, specials): the first window, the first label's pair
+    sequences: tuple[str, ...]  # the texts the encoding holds, in the model's order
+    mine: int = 0  # which of them is the text (a pooled embedding's: prompted and lowercased, as read)
+    limit: int = 0  # the tokens the pipeline's stage reads at most (a window's, for question-answering)
+    cut: int = 0  # the text's tokens it leaves out (0 for question-answering: its windows read them all)
+    side: str = "right"  # the end truncation cuts: "left" keeps the end of a text
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return self.sequences[self.mine]
+
+    @property
+    def pair(self) -> bool:
+        return len(self.sequences) > 1
+
+
+def preprocessed(pipe, inputs: Any, **given: Any):
+    """The options of the call `pipe(inputs, **given)` (the pipeline's own, under `given`) and its preprocess
+    of `inputs` with them: (options, batch). Every view reads its input here, so what it shows is what the
+    call computes (STYLE 11: explain is an adapter over the pipeline's stages)."""
+    from coulisse.tasks.base import PRE
+
+    options = pipe.options(given)
+    return options, pipe.preprocess(inputs, **pipe.stage_options(options, PRE))
+
+
+def read_input(pipe, text: str, *, question: str | None = None, labels: Any = None, template: str | None = None,
+               label: str | None = None) -> Read:
+    """`text` as the pipeline reads it: its preprocess with its own options (`preprocessed`), and the encoding
+    the views show. A question-answering context: its first window; zero-shot: the pair of `label` (default the
+    first candidate); a feature-extraction pipeline that pools none: the sentence embedding of pooling='auto'."""
+    from coulisse.tasks.question_answering import Example
+
+    if pipe.task == "question-answering":
+        options, batch = preprocessed(pipe, [Example(question, text)])
+        sequences, mine = ((question, text), 1) if pipe.question_first else ((text, question), 0)
+        limit = pipe.window_sizes(options["max_seq_len"], options["doc_stride"])[0]
+        return Read(options, batch, batch.context[0].encoding, sequences, mine, limit)
+    if pipe.task == "zero-shot-classification":
+        options, batch = preprocessed(pipe, text, candidate_labels=labels, hypothesis_template=template)
+        template, label = options["hypothesis_template"], label or options["candidate_labels"][0]
+        encoding = pipe.encode_pairs([text], [label], template)[0]  # the pairs' encoder, as preprocess calls it
+        seen = Read(options, batch, encoding, (text, template.format(label)), 0, pipe.tokenizer.model_max_length)
+    elif pipe.task == "text-classification":
+        options, batch = preprocessed(pipe, text)
+        seen = _classification_read(pipe, text, options, batch)
+    else:
+        pools = pipe.task == "feature-extraction" and pipe.options({})["pooling"] is None
+        options, batch = preprocessed(pipe, text, **({"pooling": "auto"} if pools else {}))
+        seen = _single_read(pipe, options, batch)
+    seen.side = options.get("truncation_side") or pipe.tokenizer.truncation_side
+    whole = pipe.tokenizer.encode_batch([seen.text], truncation=False, add_special_tokens=False)[0]
+    kept = [s == seen.mine and not m for s, m in zip(seen.encoding.sequence_ids, seen.encoding.special_tokens_mask,
+                                                    strict=True)]
+    seen.cut = max(len(whole.ids) - sum(whole.special_tokens_mask) - sum(kept), 0)
+    return seen
+
+
+def _classification_read(pipe, text: str, options: dict[str, Any], batch) -> Read:
+    """text-classification's input as its call reads it (`truncation_side`, `max_length`, `text_pair`...). A text
+    that `long_text="chunk"` reads in several windows has no one input to show: refused."""
+    from coulisse.tasks.base import PRE
+
+    reading = pipe.stage_options(options, PRE)
+    if batch.owners is not None and len(batch.items) > 1:
+        raise InputError(f"this pipeline reads the text in {len(batch.items)} windows (long_text='chunk'), and "
+                         "explain shows one input's tokens and attention; build it with long_text='truncate' to see "
+                         "them, or call pipe.explain(text) for the words' scores over every window.")
+    encoding = pipe.read_texts([text], {**reading, "long_text": "truncate"})[0]
+    if encoding.ids != batch.items[0].ids:
+        raise RuntimeError("explain read other ids than the pipeline's preprocess; this is a bug.")
+    pair = reading["text_pair"] or None
+    limit = pipe.cap_length(reading["max_length"]) or pipe.tokenizer.model_max_length
+    return Read(options, batch, encoding, (text,) if pair is None else (text, pair), 0, limit)
+
+
+def _single_read(pipe, options: dict[str, Any], batch) -> Read:
+    """A text read alone (fill-mask, token-classification, a pooled embedding): the text as the stage read it
+    (a folder's prompt before it, lowercased where it says so), the tokens the stage keeps, and what to say of
+    them."""
+    tok, read, ids = pipe.tokenizer, batch.inputs[0], batch.items[0].ids
+    asked = options.get("tokenize_kwargs") or options.get("tokenizer_kwargs") or {}
+    sentence = batch.context if pipe.task in POOLED_TASKS else None  # the folder's settings, as the stage read them
+    max_length = asked.get("max_length") or (sentence.max_seq_length if sentence is not None else None)
+    limit = pipe.cap_length(max_length) or tok.model_max_length
+    if pipe.task == "token-classification":
+        encoding = batch.context[0][0]  # the text's first window, as the stage encoded it
+    else:  # the stage hands ids only: the same cut again, for the offsets, checked against them
+        specials = asked.get("add_special_tokens", True)
+        encoding = tok.encode_batch([read], max_length=len(ids), add_special_tokens=specials,
+                                    direction=options.get("truncation_side"))[0]
+    if encoding.ids != ids:
+        raise RuntimeError("explain read other ids than the pipeline's preprocess; this is a bug.")
+    seen = Read(options, batch, encoding, (read,), 0, limit)
+    if sentence is None:
+        return seen
+    if prompt := pipe.prompt_text(options.get("pooling", "auto"), options["prompt_name"], options["prompt"]):
+        seen.notes.append(f"The folder's default prompt {prompt!r} comes before the text, as sentence-transformers' "
+                          "encode puts it." if options["prompt"] is None and options["prompt_name"] is None else
+                          f"The prompt {prompt!r} comes before the text.")
+    if sentence.lowercase:
+        seen.notes.append("The folder lowercases the text first (do_lower_case).")
+    if asked.get("max_length") is None and sentence.max_seq_length and limit < tok.model_max_length:
+        seen.notes.append(f"The folder's max_seq_length cuts the input at {limit} tokens (the tokenizer's limit is "
+                          f"{tok.model_max_length}).")
+    return seen
+
+
 def read_as(pipe, text: str) -> tuple[str, int, list[str]]:
-    """What the model reads of `text`, where it is cut, and what to say of it, as the pipeline's preprocess
-    does: for a pooled embedding (`POOLED_TASKS`), the folder's default prompt before the text, lowercased
-    where it says so, cut at its `max_seq_length` (256 for all-MiniLM-L6-v2, whose tokenizer allows 512);
-    otherwise the text, cut at the tokenizer's limit."""
-    limit = pipe.tokenizer.model_max_length
-    if pipe.task not in POOLED_TASKS:
-        return text, limit, []
-    config = pipe.sentence_config("auto", None)
-    prompt = pipe.prompt_text("auto")
-    read, notes = (prompt or "") + text, []
-    if prompt:
-        notes.append(f"The folder's default prompt {prompt!r} comes before the text, as sentence-transformers' "
-                     "encode puts it.")
-    if config.lowercase:
-        read = read.lower()
-        notes.append("The folder lowercases the text first (do_lower_case).")
-    if config.max_seq_length and config.max_seq_length < limit:
-        notes.append(f"The folder's max_seq_length cuts the input at {config.max_seq_length} tokens (the "
-                     f"tokenizer's limit is {limit}).")
-        limit = config.max_seq_length
-    return read, limit, notes
+    """What the model reads of `text` (a pooled embedding's prompted, lowercased text), the tokens the pipeline
+    reads at most, and what to say of it: `read_input`'s, for a task that reads a text alone."""
+    if pipe.task in ("question-answering", "zero-shot-classification"):
+        return text, pipe.tokenizer.model_max_length, []
+    seen = read_input(pipe, text)
+    return seen.text, seen.limit, seen.notes
 
 
-def _tokenizer_and_encoder(pipe, text: str, pair: str | None = None) -> tuple[list[str], Encoded]:
-    cfg, tok, model = pipe.config, pipe.tokenizer, pipe.model
-    read, limit, notes = read_as(pipe, text) if pair is None else (text, tok.model_max_length, [])
-    inputs = tok([read], None if pair is None else [pair], truncation=True, max_length=limit, return_tensors="pt")
-    ids = inputs["input_ids"][0].tolist()
+def _model_inputs(pipe, rows: list, types: list | None = None):
+    """The notebook's `inputs` for `model(**inputs)`: the pipeline's ids, padded (`tokenizer.pad`, as
+    DataCollatorWithPadding pads them), with token types where the model reads them."""
+    tok = pipe.tokenizer
+    features = {"input_ids": rows}
+    if types is not None and "token_type_ids" in tok.model_input_names:
+        features["token_type_ids"] = types
+    return tok.pad(features, padding=True, return_tensors="pt")
+
+
+def _tokenizer_and_encoder(pipe, seen: Read) -> tuple[list[str], Encoded]:
+    cfg, tok, model, encoding = pipe.config, pipe.tokenizer, pipe.model, seen.encoding
+    ids = list(encoding.ids)
+    inputs = _model_inputs(pipe, [ids], [list(encoding.type_ids)])
     tokens = tok.convert_ids_to_tokens(ids)
     name, folder = pipe.checkpoint.name, pipe.checkpoint.directory
     same = Path(name).expanduser().resolve() == Path(folder).resolve()  # a folder given: its path once
     out = [wrapped(f"Model: {name}  ({cfg.model_type}{'' if same else f', folder {folder}'})", indent="  ")]
 
-    out.append(_title(1, "Tokenizer: text -> tokens -> ids" if pair is None else
-                      "Tokenizer: text pair -> tokens -> ids"))
-    out.append(wrapped(f"source: {tok.source}, vocabulary {len(tok)}, truncation at {limit} tokens", indent="  "))
-    out += [wrapped(note, indent="  ") for note in notes]
+    out.append(_title(1, "Tokenizer: text pair -> tokens -> ids" if seen.pair else
+                      "Tokenizer: text -> tokens -> ids"))
+    cut = ("windows of" if pipe.task == "question-answering" else "truncation at")
+    out.append(wrapped(f"source: {tok.source}, vocabulary {len(tok)}, {cut} {seen.limit} tokens", indent="  "))
+    out += [wrapped(note, indent="  ") for note in seen.notes]
     width = max(len(t) for t in tokens)
-    if pair is None:
+    if not seen.pair:
         out += [f"  {i:>3}  {t:<{width}}  {n:>6}" for i, (t, n) in enumerate(zip(tokens, ids, strict=True))]
     else:
-        out.append(f"sequence A {one_line(text, 64)!r}\nsequence B {one_line(pair, 64)!r}\n"
+        first, second = seen.sequences
+        out.append(f"sequence A {one_line(first, 64)!r}\nsequence B {one_line(second, 64)!r}\n"
                    "(seq: A, B, or - for special tokens)")
-        seqs = ["-" if s is None else "AB"[s] for s in inputs.encodings[0].sequence_ids]
+        seqs = ["-" if s is None else "AB"[s] for s in encoding.sequence_ids]
         out += [f"  {i:>3}  {s}  {t:<{width}}  {n:>6}"
                 for i, (s, t, n) in enumerate(zip(seqs, tokens, ids, strict=True))]
     out.append(_row("input_ids", ids))
-    if pair is not None and "token_type_ids" in inputs:
+    if seen.pair and "token_type_ids" in inputs:
         out.append(_row("token_type_ids", inputs["token_type_ids"][0].tolist()))
     out.append(_row("attention_mask", inputs["attention_mask"][0].tolist()))
     out.append(wrapped("(attention_mask: 1 for a token the model reads, 0 for padding; one text alone needs no "
                        "padding: give several texts to see a padded batch)"))
-    out += _truncation_note(tok, read, pair, len(ids))
-    out += _token_notes(pipe, inputs.encodings[0], (read, pair))
+    out += _truncation_note(seen)
+    out += _token_notes(pipe, encoding, seen.sequences)
 
     # The notebook's call; stage 2 (the encoder's hidden states) and the head's logits apart.
     output = model(**inputs, output_hidden_states=True)
@@ -167,7 +270,7 @@ def _tokenizer_and_encoder(pipe, text: str, pair: str | None = None) -> tuple[li
                f"{heads} attention head{'s' * (heads != 1)}")
     out.append(f"last_hidden_state shape: (batch=1, sequence={hidden.shape[0]}, hidden={hidden.shape[1]})")
     out.append(wrapped(f"first token's vector starts {_vector(hidden[0].numpy())}", indent="  "))
-    return out, Encoded(text, ids, tokens, hidden, logits)
+    return out, Encoded(seen.text, ids, tokens, hidden, logits, seen)
 
 
 # The tasks whose texts go in alone (not as pairs): their batch is the course's padded one.
@@ -175,19 +278,21 @@ BATCH_TASKS = ("text-classification", "feature-extraction", "token-classificatio
 
 
 def batch_lines(pipe, texts: list[str]) -> list[str]:
-    """The course's batch: several texts padded to one length, as `tokenizer(texts, padding=True,
-    truncation=True, return_tensors="pt")` gives them, and what the mask does with the padding."""
+    """The course's batch: several texts padded to one length, each read as the pipeline reads it (the ids of
+    its stages above), and what the mask does with the padding."""
     tok = pipe.tokenizer
     title = f"Batch: the {len(texts)} texts together, padded to one length"
     if tok.pad_token_id is None:  # tokenizer(texts, padding=True) is refused, here as in transformers
         return ["\n" + title + "\n" + "-" * len(title),
                 wrapped("This tokenizer has no pad token, so its texts cannot be padded to one batch (transformers "
                         "refuses padding=True too): each text above ran alone.", indent="  ")]
-    inputs = tok(texts, padding=True, truncation=True, return_tensors="pt")
+    encodings = [read_input(pipe, text).encoding for text in texts]
+    inputs = _model_inputs(pipe, [list(e.ids) for e in encodings], [list(e.type_ids) for e in encodings])
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     out = ["\n" + title + "\n" + "-" * len(title),
-           wrapped(f"tokenizer(texts, padding=True, truncation=True, return_tensors=\"pt\"): input_ids shape "
-                   f"{tuple(ids.shape)} (texts x tokens)", indent="  ")]
+           wrapped(f"input_ids shape {tuple(ids.shape)} (texts x tokens): each text's ids above, padded as "
+                   "tokenizer(texts, padding=True, truncation=True, return_tensors=\"pt\") pads them",
+                   indent="  ")]
     out += [_row(f"input_ids[{i}]", row, 17) for i, row in enumerate(ids.tolist())]
     out += [_row(f"attention_mask[{i}]", row, 17) for i, row in enumerate(mask.tolist())]
     pads = int((mask == 0).sum())
@@ -225,15 +330,14 @@ def _token_notes(pipe, encoding, texts: tuple[str, str | None]) -> list[str]:
     return [wrapped(note) for note in notes]
 
 
-def _truncation_note(tok, text: str, pair: str | None, kept: int) -> list[str]:
+def _truncation_note(seen: Read) -> list[str]:
     """Say it when truncation cut the text: the stages below see only the kept tokens."""
-    whole = tok.encode_batch([text], None if pair is None else [pair], truncation=False)[0]
-    if len(whole.ids) <= kept:
+    if not seen.cut:
         return []
-    cut = len(whole.ids) - kept
-    return [wrapped(f"truncated: the text has {len(whole.ids)} tokens and the model reads {kept} (special tokens "
-                    f"included); the last {cut} are cut and play no part below (the studio's long-text modes read "
-                    "all of them).")]
+    kept = len(seen.encoding.ids)
+    return [wrapped(f"truncated: the text has {kept + seen.cut} tokens and the model reads {kept} (special tokens "
+                    f"included); the {'first' if seen.side == 'left' else 'last'} {seen.cut} are cut and play no "
+                    "part below (the studio's long-text modes read all of them).")]
 
 
 def _classification(pipe, e: Encoded) -> list[str]:
@@ -243,7 +347,7 @@ def _classification(pipe, e: Encoded) -> list[str]:
 
     cfg = pipe.config
     logits = e.logits.float().numpy()
-    function = pipe.options({})["function_to_apply"]
+    function = e.read.options["function_to_apply"]
     scores = apply_function(logits, function)
     # ModernBERT's `classifier_pooling: mean` heads read the mean of the token vectors, the others the first token
     reads = "mean of the token vectors" if getattr(pipe.model.head, "pools", False) else "first token"
@@ -257,12 +361,13 @@ def _classification(pipe, e: Encoded) -> list[str]:
     return out
 
 
-def sentence_embedding(pipe, text: str, tokens: int | None = None):
-    """The pipeline's sentence embedding of `text` (pooling='auto'), and how it was pooled, in words (`tokens`:
-    the count to name in them)."""
+def sentence_embedding(pipe, text: str, tokens: int | None = None, seen: Read | None = None):
+    """The pipeline's sentence embedding of `text` (with its pooling, else pooling='auto'), and how it was pooled,
+    in words (`tokens`: the count to name in them); `seen`: the text as `read_input` read it already."""
     import numpy as np
 
-    batch = pipe.preprocess(text, pooling="auto")
+    seen = seen or read_input(pipe, text)
+    batch, pooling = seen.batch, seen.options["pooling"]
     config = batch.context  # the folder's sentence-transformers settings (pooling, Normalize, length, case)
     vector = np.asarray(pipe.postprocess(pipe.forward(batch), batch), dtype=np.float32)
     found = (pipe.checkpoint.directory / "modules.json").is_file()
@@ -270,13 +375,13 @@ def sentence_embedding(pipe, text: str, tokens: int | None = None):
     many = "the" if tokens is None else f"the {tokens}"
     what = f"the mean of {many} token vectors" if config.pooling == "mean" else "the first token's vector"
     then = ", divided by its L2 norm" if config.normalize else ""
-    return vector, f"pooling='auto' ({how}): {what}{then}"
+    return vector, f"pooling={pooling!r}{f' ({how})' if pooling == 'auto' else ''}: {what}{then}"
 
 
 def _embedding(pipe, e: Encoded) -> list[str]:
     import numpy as np
 
-    vector, how = sentence_embedding(pipe, e.text, len(e.ids))
+    vector, how = sentence_embedding(pipe, e.text, len(e.ids), e.read)
     out = [_title(3, "Pooling: hidden states -> one sentence embedding")]
     out.append(wrapped(how, indent="  "))
     out.append(wrapped(f"embedding shape ({len(vector)},), norm {float(np.linalg.norm(vector)):.4f}, "
@@ -297,16 +402,19 @@ def _entities(pipe, e: Encoded) -> list[str]:
     width = max(len(t) for t in e.tokens)
     out += [f"  {i:>3}  {t:<{width}}  {cfg.id2label[int(s.argmax())]:<10} {s.max():.4f}"
             for i, (t, s) in enumerate(zip(e.tokens, scores, strict=True))]
-    whole = pipe.tokenizer.encode_batch([e.text], truncation=False)[0]
-    if len(whole.ids) > len(e.ids):  # as `coulisse ner` and the --html page: the whole text, in windows
-        stride = pipe.tokenizer.model_max_length // 4
-        entities = pipe(e.text, aggregation_strategy="simple", stride=stride)
+    given = entity_options(pipe, e.read)
+    grouped = f"aggregation_strategy={given.get('aggregation_strategy', e.read.options['aggregation_strategy'])!r}"
+    if len(e.read.batch.items) > 1 or "stride" in given:  # the whole text, in windows (`coulisse ner`'s, or the
+        entities = pipe(e.text, **given)  # pipeline's own stride), as the --html page reads it
+        stride = given.get("stride", e.read.options["stride"])
         out.append("\n" + wrapped(f"Entities of the whole text, read in windows of {len(e.ids)} tokens sharing "
-                                  f"{stride} as `coulisse ner` reads it (the tokens above are the first window's; "
-                                  "aggregation_strategy='simple', special tokens and 'O' dropped):"))
+                                  f"{stride}{' as `coulisse ner` reads it' * ('stride' in given)} (the tokens above "
+                                  f"are the first window's; {grouped}, special tokens and 'O' dropped):"))
     else:
-        entities = pipe.postprocess([logits], pipe.preprocess(e.text), aggregation_strategy="simple")
-        out.append("\nEntities (aggregation_strategy='simple', special tokens and 'O' dropped):")
+        from coulisse.tasks.base import POST
+
+        entities = pipe.postprocess([logits], e.read.batch, **pipe.stage_options(pipe.options(given), POST))
+        out.append(f"\nEntities ({grouped}, special tokens and 'O' dropped):")
     out += [f"  {x['entity_group']:<10} {x['score']:.4f}  [{x['start']}:{x['end']}]  {x['word']!r}"
             for x in entities] or ["  (none)"]
     return out
@@ -324,7 +432,9 @@ def _fill_mask(pipe, e: Encoded) -> list[str]:
     out.append(wrapped(f"logits shape ({logits.shape[0]} masked of {len(e.ids)} tokens, vocabulary "
                        f"{logits.shape[1]}): only masked positions are projected"))
     out.append(_title(4, "Post-processing: softmax over the vocabulary -> top 5 tokens"))
-    results = pipe.postprocess([logits], pipe.preprocess(e.text, truncation=True), top_k=5)
+    from coulisse.tasks.base import POST
+
+    results = pipe.postprocess([logits], e.read.batch, **pipe.stage_options(pipe.options({"top_k": 5}), POST))
     for n, proposals in enumerate([results] if isinstance(results[0], dict) else results, 1):
         out.append(f"mask {n}:")
         out += [f"  {p['score']:.4f}  {p['token_str']!r:<16} {p['sequence']}" for p in proposals]
@@ -345,7 +455,7 @@ def _sparse(pipe, e: Encoded, shown: int = 10) -> list[str]:
     with torch.inference_mode():
         weights = head.token_weights(e.hidden)  # (T, vocab): the model's own stage, before pooling
         pooled = head.pool(weights)
-    entries = pipe.postprocess(pooled.numpy())
+    entries = pipe.postprocess(pooled.numpy(), top_k=e.read.options["top_k"])
     vocab = weights.shape[1]
     out = [_title(3, "Head: every token -> vocabulary logits")]
     out.append(wrapped(f"the masked-LM head on all {count(len(e.ids), 'token')}: logits shape "
@@ -370,13 +480,11 @@ def _sparse(pipe, e: Encoded, shown: int = 10) -> list[str]:
 def _question_answering(pipe, e: Encoded) -> list[str]:
     import numpy as np
 
-    from coulisse.tasks.base import POST, PRE
-    from coulisse.tasks.question_answering import NULL_SCORE, Example, char_span, select_starts_ends
+    from coulisse.tasks.base import POST
+    from coulisse.tasks.question_answering import NULL_SCORE, char_span, select_starts_ends
 
-    example = Example(e.options["question"], e.options["context"])
-    options = pipe.options({})
-    batch = pipe.preprocess([example], **pipe.stage_options(options, PRE))
-    windows = batch.context
+    options, batch = e.read.options, e.read.batch
+    example, windows = batch.inputs[0], batch.context
     max_seq_len, doc_stride = pipe.window_sizes(options["max_seq_len"], options["doc_stride"])
     out = [_title(3, "Head: every token -> start and end logits")]
     if [w.encoding.ids for w in windows] == [e.ids]:
@@ -384,8 +492,7 @@ def _question_answering(pipe, e: Encoded) -> list[str]:
     else:  # a long context: the pipeline reads it in windows, and so does what follows
         logits = pipe.forward(batch)
         out.append(f"the pipeline cuts this context into {count(len(windows), 'window')} of at most {max_seq_len} "
-                   f"tokens sharing {doc_stride}: what follows reads each of them (stages 1-2 showed the pair "
-                   f"truncated at {pipe.tokenizer.model_max_length} tokens)")
+                   f"tokens sharing {doc_stride}: what follows reads each of them (stages 1-2 showed the first)")
     post = pipe.stage_options(options, POST)
     spans = []
     for n, (window, lg) in enumerate(zip(windows, logits, strict=True), 1):
@@ -446,9 +553,8 @@ def _zero_shot(pipe, e: Encoded) -> list[str]:
 
     from coulisse.tasks.zero_shot import zero_shot_scores
 
-    text, labels, template = e.options["text"], e.options["labels"], e.options["template"]
-    multi_label = e.options["multi_label"]
-    batch = pipe.preprocess(text, candidate_labels=labels, hypothesis_template=template)
+    options, batch = e.read.options, e.read.batch
+    labels, template, multi_label = batch.context, options["hypothesis_template"], options["multi_label"]
     encodings = batch.items
     outputs = pipe.forward(batch)
     logits = np.stack(outputs)  # (labels, NLI classes)
@@ -618,34 +724,24 @@ def inspect_text(pipe, text: str, *, method: str = "integrated_gradients", steps
     if pipe.task not in STAGES:
         raise InputError(f"coulisse explain has no stages for task {pipe.task!r}; it shows {', '.join(STAGES)}.")
     check_request(pipe.task, question, labels, template)
-    tok, notes = pipe.tokenizer, []
-    attribution = None
-    if pipe.task == "text-classification":
-        kept, pair_text = _classification_read(pipe, text, notes)
+    tok, attribution = pipe.tokenizer, None
+    asked = {"question": question, "labels": labels, "template": template}
+    # zero-shot shows the pair of the label its words are scored for; the others read first (a refusal comes
+    # before the words are scored)
+    seen = None if pipe.task == "zero-shot-classification" else read_input(pipe, text, **asked)
     if pipe.task in ATTRIBUTION_TASKS:
         attribution = pipe.explain(text, target=target, method=method, steps=steps,
                                    **explain_options(pipe, labels, template))
-        if attribution.weights != (ran := weights_of(pipe.preparation)):
-            notes.append(f"The answer and the attention come from the {ran} weights; Integrated Gradients need "
-                         "gradients, taken on the fp32 weights of the same checkpoint.")
-    # The input the model reads: the text alone, or the pipeline's pair (text A, text B).
-    sequences, mine, qa = (), None, None
-    if pipe.task == "question-answering":
-        qa = _qa_windows(pipe, question, text)
-        kept = qa[1].context[0].encoding  # the first window, as the pipeline encodes it
-        sequences, mine = ((question, text), 1) if pipe.question_first else ((text, question), 0)
-    elif pipe.task == "zero-shot-classification":
-        chosen = pipe.options({"candidate_labels": labels, "hypothesis_template": template})
-        kept = pipe.encode_pairs([text], [attribution.label], chosen["hypothesis_template"])[0]
-        sequences, mine = (text, attribution.extra["hypothesis"]), 0
-    read, limit, read_notes = read_as(pipe, text)
-    if pipe.task == "text-classification":  # as the pipeline's call reads it, which is what was explained
-        if pair_text is not None:
-            sequences, mine = (text, pair_text), 0
-    elif pipe.task not in ("question-answering", "zero-shot-classification"):
-        kept = tok.encode_batch([read], truncation=True, max_length=limit)[0]
-        notes += read_notes
-    pair = bool(sequences)
+    if seen is None:
+        seen = read_input(pipe, text, **asked, label=attribution.label)
+    notes, kept = list(seen.notes), seen.encoding
+    if attribution is not None and attribution.weights != (ran := weights_of(pipe.preparation)):
+        notes.append(f"The answer and the attention come from the {ran} weights; Integrated Gradients need "
+                     "gradients, taken on the fp32 weights of the same checkpoint.")
+    if seen.cut and seen.side == "left":
+        notes.append(f"The pipeline keeps the end of the text (truncation_side='left'): its first {seen.cut} "
+                     "tokens are cut, unseen and unscored.")
+    mine = seen.mine if seen.pair else None
     # The vocabulary's pieces (`<unk>` for what it lacks), as convert_ids_to_tokens and the terminal show them;
     # the encoding's own tokens would show the unknown characters as if they were a piece of the vocabulary.
     pieces = tok.convert_ids_to_tokens(kept.ids)
@@ -653,27 +749,24 @@ def inspect_text(pipe, text: str, *, method: str = "integrated_gradients", steps
     if attribution is not None:  # a pair's other text (zero-shot's hypothesis) is held, never scored: blank, not 0
         scores = [None if held and not special else score for score, held, special in
                   zip(attribution.scores, attribution.special, kept.special_tokens_mask, strict=True)]
-    sequence_ids = kept.sequence_ids if pair else [None] * len(kept.ids)
+    sequence_ids = kept.sequence_ids if seen.pair else [None] * len(kept.ids)
     rows = [TokenRow(t, i, bool(s), 1, o[0], o[1], score=score, sequence=q) for t, i, s, o, score, q in
             zip(pieces, kept.ids, kept.special_tokens_mask, kept.offsets, scores, sequence_ids, strict=True)]
-    whole = tok.encode_batch([read], truncation=False)[0]
-    if pipe.task != "question-answering":  # the question-answering pipeline reads a long context in windows
-        seen = [r for r in rows if not r.special and r.sequence == mine]
-        if len(whole.ids) - sum(whole.special_tokens_mask) > len(seen):
-            end = max((r.end for r in seen), default=0)
-            rows += [TokenRow(t, i, False, None, o[0], o[1], truncated=True, sequence=mine) for t, i, s, o in
-                     zip(tok.convert_ids_to_tokens(whole.ids), whole.ids, whole.special_tokens_mask, whole.offsets,
-                         strict=True)
-                     if not s and o[0] >= end]
+    if seen.cut and seen.side == "right":  # the text's tail, unseen (a left cut is said in the notes)
+        whole = tok.encode_batch([seen.text], truncation=False)[0]
+        end = max((r.end for r in rows if not r.special and r.sequence == mine), default=0)
+        rows += [TokenRow(t, i, False, None, o[0], o[1], truncated=True, sequence=mine) for t, i, s, o in
+                 zip(tok.convert_ids_to_tokens(whole.ids), whole.ids, whole.special_tokens_mask, whole.offsets,
+                     strict=True)
+                 if not s and o[0] >= end]
     output, trace = _traced_forward(pipe, kept)
     attentions = np.stack([a[0].float().cpu().numpy() for a in trace.attentions])  # (layers, heads, T, T)
     norms = [float(h.float().norm(dim=-1).mean()) for h in trace.hidden_states]
-    gather = HEAD_VIEWS[pipe.task]
-    head = gather(pipe, text, kept=kept, output=output, trace=trace, question=question, labels=labels,
-                  template=template, qa=qa, truncated=any(r.truncated for r in rows), notes=notes)
+    head = HEAD_VIEWS[pipe.task](pipe, text, seen=seen, output=output, trace=trace, **asked, notes=notes)
     # The rows' offsets index what the model reads: the text, or (a pooled embedding) the prompted text.
-    return Inspection(read, pipe.checkpoint.name, pipe.task, rows, pipe.config.hidden_size, norms, attentions,
-                      attention_rollout(attentions), head, attribution, notes, sequences, mine, pipe_language(pipe))
+    return Inspection(seen.text, pipe.checkpoint.name, pipe.task, rows, pipe.config.hidden_size, norms, attentions,
+                      attention_rollout(attentions), head, attribution, notes, seen.sequences if seen.pair else (),
+                      mine, pipe_language(pipe))
 
 
 def pipe_language(pipe) -> str | None:
@@ -682,25 +775,6 @@ def pipe_language(pipe) -> str | None:
     from coulisse.tasks.zero_shot import model_language
 
     return model_language(pipe.config.raw, pipe.config.model_type, pipe.checkpoint.model_dir)
-
-
-def _classification_read(pipe, text: str, notes: list[str]):
-    """text-classification's input as its call reads it (the pipeline's `truncation_side`, `max_length`,
-    `text_pair`...), and its pair's second text (None: none). A text that `long_text="chunk"` reads in several
-    windows has no one input to show: refused."""
-    options = pipe.reading()
-    if options["long_text"] == "chunk" and (windows := len(pipe.split_texts(
-            [text], options["max_length"], options["stride"], False, None, True)[0].items)) > 1:
-        raise InputError(f"this pipeline reads the text in {windows} windows (long_text='chunk'), and the page shows "
-                         "one input's tokens and attention; build it with long_text='truncate' for the page, or call "
-                         "pipe.explain(text) for the words' scores over every window.")
-    kept = pipe.read_texts([text], {**options, "long_text": "truncate"})[0]
-    if options["truncation_side"] == "left":
-        cut = len(pipe.tokenizer.encode_batch([text], truncation=False)[0].ids) - len(kept.ids)
-        if cut > 0:
-            notes.append(f"The pipeline keeps the end of the text (truncation_side='left'): its first {cut} "
-                         "tokens are cut, unseen and unscored.")
-    return kept, options["text_pair"] or None
 
 
 def _traced_forward(pipe, kept):
@@ -724,55 +798,33 @@ def head_view(pipe, text: str, *, question: str | None = None, labels: Any = Non
     if pipe.task not in HEAD_VIEWS:
         raise InputError(f"coulisse explain has no stages for task {pipe.task!r}; it shows {', '.join(STAGES)}.")
     check_request(pipe.task, question, labels, template)
-    tok, qa, output, trace = pipe.tokenizer, None, None, None
-    read, limit, _ = read_as(pipe, text)
-    if pipe.task == "question-answering":
-        qa = _qa_windows(pipe, question, text)
-        kept = qa[1].context[0].encoding
-    else:
-        kept = tok.encode_batch([read], truncation=True, max_length=limit)[0]
-    whole = tok.encode_batch([read], truncation=False)[0]
-    truncated = len(whole.ids) - sum(whole.special_tokens_mask) > len(kept.ids) - sum(kept.special_tokens_mask)
+    asked = {"question": question, "labels": labels, "template": template}
+    seen, output, trace = read_input(pipe, text, **asked), None, None
     if pipe.task in ("token-classification", "sparse-embedding"):  # their views read the model's own output
-        output, trace = _traced_forward(pipe, kept)
-    return HEAD_VIEWS[pipe.task](pipe, text, kept=kept, output=output, trace=trace, question=question,
-                                 labels=labels, template=template, qa=qa, truncated=truncated, notes=[])
+        output, trace = _traced_forward(pipe, seen.encoding)
+    return HEAD_VIEWS[pipe.task](pipe, text, seen=seen, output=output, trace=trace, **asked, notes=[])
 
 
-def _qa_windows(pipe, question: str, context: str):
-    """The question-answering pipeline's own windows of (question, context): (options, batch)."""
-    from coulisse.tasks.base import PRE
-    from coulisse.tasks.question_answering import Example
-
-    options = pipe.options({})
-    return options, pipe.preprocess([Example(question, context)], **pipe.stage_options(options, PRE))
-
-
-def _classified(pipe, text: str, **_):
+def _classified(pipe, text: str, *, seen: Read, **_):
     import numpy as np
 
     from coulisse.interfaces.report import Classified
-    from coulisse.tasks.base import PRE
     from coulisse.tasks.text_classification import apply_function
 
-    options = pipe.options({})  # the pipeline's own reading options, as its call applies them
-    function = options["function_to_apply"]
-    logits = np.asarray(pipe.forward(pipe.preprocess([text], **pipe.stage_options(options, PRE)).items)[0],
-                        dtype=np.float32)
+    function = seen.options["function_to_apply"]
+    logits = np.asarray(pipe.forward(seen.batch.items)[0], dtype=np.float32)
     return Classified(logits.tolist(), apply_function(logits, function).tolist(), function,
                       dict(pipe.config.id2label), pipe.postprocess(logits, function_to_apply=function))
 
 
-def _ranked(pipe, text: str, *, labels: Any, template: str | None, **_):
+def _ranked(pipe, text: str, *, seen: Read, **_):
     import numpy as np
 
     from coulisse.interfaces.report import Ranked
     from coulisse.tasks.zero_shot import zero_shot_scores
 
-    chosen = pipe.options({"candidate_labels": labels, "hypothesis_template": template})
-    candidates, template, multi_label = (chosen["candidate_labels"], chosen["hypothesis_template"],
-                                         chosen["multi_label"])
-    batch = pipe.preprocess(text, candidate_labels=candidates, hypothesis_template=template)
+    batch, template, multi_label = seen.batch, seen.options["hypothesis_template"], seen.options["multi_label"]
+    candidates = batch.context
     outputs = pipe.forward(batch)
     logits = np.stack(outputs)  # (labels, NLI classes)
     ent, con = pipe.entailment_id, pipe.contradiction_id
@@ -783,33 +835,45 @@ def _ranked(pipe, text: str, *, labels: Any, template: str | None, **_):
                   pipe.postprocess(outputs, batch, multi_label=multi_label))
 
 
-def _tagged(pipe, text: str, *, output, truncated: bool, notes: list[str], **_):
+def entity_options(pipe, seen: Read) -> dict[str, Any]:
+    """What explain's entities add to the pipeline's own options: words grouped ('simple', where the pipeline
+    groups none), and a text longer than the model reads read whole, in windows sharing a quarter of one as
+    `coulisse ner` reads it, where the pipeline sets no stride of its own."""
+    given: dict[str, Any] = {}
+    if seen.options["aggregation_strategy"] == "none":
+        given["aggregation_strategy"] = "simple"
+    if seen.cut and seen.options["stride"] is None:
+        given["stride"] = pipe.tokenizer.model_max_length // 4
+    return given
+
+
+def _tagged(pipe, text: str, *, seen: Read, output, notes: list[str], **_):
     from coulisse.interfaces.report import Tagged
     from coulisse.tasks.functional import softmax
 
     probabilities = softmax(output.float().cpu().numpy())  # (T, labels)
     id2label = pipe.config.id2label
     labels = [(id2label[int(row.argmax())], float(row.max())) for row in probabilities]
-    options = {"aggregation_strategy": "simple"}
-    if truncated:  # as `coulisse ner`: the whole text, in windows sharing a quarter of one
-        options["stride"] = pipe.tokenizer.model_max_length // 4
+    given = entity_options(pipe, seen)
+    if seen.cut:  # the whole text, in windows
+        how = "as `coulisse ner` reads it" if "stride" in given else "the pipeline's stride"
         notes.append(f"The text is longer than the model's {pipe.tokenizer.model_max_length} tokens: the entities "
-                     f"come from windows sharing {options['stride']} tokens, as `coulisse ner` reads it; the token "
-                     "views show the first window.")
-    return Tagged(labels, pipe(text, **options))
+                     f"come from windows sharing {given.get('stride', seen.options['stride'])} tokens, {how}; the "
+                     "token views show the first window.")
+    return Tagged(labels, pipe(text, **given))
 
 
-def _filled(pipe, text: str, *, kept, **_):
+def _filled(pipe, text: str, *, seen: Read, **_):
     from coulisse.interfaces.report import Filled
 
-    if pipe.tokenizer.mask_token_id not in kept.ids:
+    if pipe.tokenizer.mask_token_id not in seen.encoding.ids:
         raise InputError(f"{text!r} has no mask token ({pipe.tokenizer.special_tokens['mask']}) in the tokens the "
                          "model reads; put one where a word is missing.")
     results = pipe(text, top_k=5)
     return Filled([results] if isinstance(results[0], dict) else results, pipe.config.vocab_size)
 
 
-def _answered(pipe, text: str, *, question: str, qa, notes: list[str], **_):
+def _answered(pipe, text: str, *, seen: Read, question: str, notes: list[str], **_):
     import numpy as np
 
     from coulisse.interfaces.report import Answered, Window
@@ -817,7 +881,7 @@ def _answered(pipe, text: str, *, question: str, qa, notes: list[str], **_):
     from coulisse.tasks.functional import softmax
     from coulisse.tasks.question_answering import NULL_SCORE, select_starts_ends
 
-    options, batch = qa
+    options, batch = seen.options, seen.batch
     logits = pipe.forward(batch)
     post = pipe.stage_options(options, POST)
     shown = []
@@ -840,14 +904,14 @@ def _answered(pipe, text: str, *, question: str, qa, notes: list[str], **_):
     return Answered(question, text, shown, answer or None)
 
 
-def _pooled(pipe, text: str, **_):
+def _pooled(pipe, text: str, *, seen: Read, **_):
     from coulisse.interfaces.report import Pooled
 
-    vector, how = sentence_embedding(pipe, text)
+    vector, how = sentence_embedding(pipe, text, seen=seen)
     return Pooled(how, vector.tolist())
 
 
-def _expanded(pipe, text: str, *, kept, trace, shown: int = 20, **_):
+def _expanded(pipe, text: str, *, seen: Read, trace, shown: int = 20, **_):
     import torch
 
     from coulisse.interfaces.report import Expanded
@@ -857,7 +921,7 @@ def _expanded(pipe, text: str, *, kept, trace, shown: int = 20, **_):
         weights = head.token_weights(trace.hidden_states[-1])  # (T, vocab): the model's stage before pooling
     source = weights.argmax(0)
     entries = pipe(text)
-    present = set(kept.ids)
+    present = set(seen.encoding.ids)
     return Expanded(activation_words(head), head.strategy, int(weights.shape[1]), len(entries),
                     [(str(x["token"]), float(x["value"]), x["index"] in present,
                       int(source[x["index"]]) if head.strategy == "max" else None) for x in entries[:shown]])
