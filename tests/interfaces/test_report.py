@@ -352,6 +352,14 @@ def test_the_heat_maps_values_reach_a_keyboard_and_a_screen_reader(report, tmp_p
         assert all(c[0] == "td" for r in rows for c in r[1:])
         expected = np.asarray(x.attentions, dtype=np.float64)[-1].mean(0)[:n, :n]
         assert np.abs(values - expected).max() <= 0.5 / 255 + 0.0005
+    # beside each heat map, what its colours mean: white 0, the darkest blue the view's largest value (audit 46)
+    tops = tree.find("span", "scale-top")
+    assert len(tops) == len(inspections) and len(tree.find("span", "scale-bar")) == len(inspections)
+    for top, x in zip(tops, inspections, strict=True):
+        n = min(len(x.seen), MAX_ATTENTION_TOKENS)
+        largest = np.asarray(x.attentions, dtype=np.float64)[-1].mean(0)[:n, :n].max()
+        shown = float(top[2].split()[0])
+        assert abs(shown - largest) <= 0.5 / 255 + 0.0005 and "the largest value here" in top[2], top[2]
 
 
 BAR_BOXES = """<script>

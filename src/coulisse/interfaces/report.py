@@ -708,6 +708,9 @@ def render_attention(x: Inspection, index: int) -> str:
             '<div class="canvas-wrap" tabindex="0" role="region" aria-label="attention heat map, scrolls">'
             '<canvas class="heatmap" width="0" height="0" role="img" aria-label="attention '
             'heat map of the view chosen above; its values are in the table that follows"></canvas></div>'
+            # What a colour means: white is 0, the darkest blue the view's largest value (the script says it)
+            '<p class="scale">colour scale: <span class="scale-low">0</span> <span class="scale-bar"></span> '
+            '<span class="scale-top"></span></p>'
             # The canvas says its values to a mouse only (a hover title): the same view as a table, which the
             # script fills and refills with the selects, for a keyboard (the summary takes the focus, the table's
             # box scrolls) and a screen reader (each cell named by its row and column headers).
@@ -851,6 +854,9 @@ svg text{font-size:12px;fill:#222}.scores rect{fill:#6a51a3}.norms rect{fill:#88
 .tagged,.context{font-size:17px;line-height:2;white-space:pre-wrap}.entity{padding:1px 3px;border-radius:3px}
 .entity sup{font-size:10px;margin-left:3px;color:#333}.answer-span{background:#c7e9c0;padding:1px 2px}
 .answer{font-size:17px}.canvas-wrap{overflow:auto;max-height:720px}
+.scale{display:flex;align-items:center;gap:.4em;font-size:13px;margin:.3em 0}
+.scale-bar{display:inline-block;width:10em;height:.8em;border:1px solid #888;
+background:linear-gradient(to right,rgb(255,255,255),rgb(33,102,172))}
 .table-box{max-width:100%;overflow-x:auto;margin:4px 0}svg{max-width:100%;height:auto}
 body{overflow-wrap:break-word}.word-scores summary{cursor:pointer;font-size:13px;margin:6px 0}
 """
@@ -905,6 +911,8 @@ SCRIPT = """
         ctx.save(); ctx.translate(margin + i * cell + cell * 0.8, margin - 4); ctx.rotate(-Math.PI / 2);
         ctx.textAlign = 'left'; ctx.fillText(label, 0, 0); ctx.restore();
       });
+      box.querySelector('.scale-top').textContent = top.toFixed(3) + (off
+        ? ' (the largest off the diagonal; the diagonal, above it, is the darkest)' : ' (the largest value here)');
       current = m;
       fill(m);
     }
