@@ -46,3 +46,59 @@ def test_special_token_helpers_equal_transformers(pair):
     assert ours.get_special_tokens_mask(ids, already_has_special_tokens=True) == theirs.get_special_tokens_mask(
         ids, already_has_special_tokens=True)
     assert ours.get_added_vocab() == theirs.get_added_vocab()
+
+
+def _lists(batch) -> dict:
+    return {k: v.tolist() if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_pad_to_max_length_without_one_pads_to_model_max_length(minilm_dir, side):
+    """`pad(padding="max_length")` without max_length padded to the longest row; transformers pads to
+    model_max_length, as the tokenizer's own call does (audit 46, F4: the width rule was written twice)."""
+    from factory import tokenizer_and_transformers
+
+    ours, theirs = tokenizer_and_transformers(minilm_dir, "bert")
+    ours.model_max_length = theirs.model_max_length = 12
+    features = [{"input_ids": ids} for ids in theirs(TEXTS[:2], truncation=True)["input_ids"]]
+    for options in ({"padding": "max_length"}, {"padding": "max_length", "pad_to_multiple_of": 8},
+                    {"padding": "max_length", "return_tensors": "pt"}, {"padding": True, "pad_to_multiple_of": 8}):
+        a = ours.pad([dict(f) for f in features], padding_side=side, **options)
+        b = theirs.pad([dict(f) for f in features], padding_side=side, **options)
+        assert _lists(a) == _lists(b), options
+    assert len(ours.pad([dict(f) for f in features], padding="max_length")["input_ids"][0]) == 12
+    single = ours.pad(dict(features[1]), padding="max_length")
+    assert _lists(single) == _lists(theirs.pad(dict(features[1]), padding="max_length"))
+    # the call and pad: one width
+    called = ours(TEXTS[:2], padding="max_length", padding_side=side)
+    assert ours.pad({"input_ids": called["input_ids"]}, padding="max_length", padding_side=side)[
+        "input_ids"] == called["input_ids"]
+
+
+def test_pad_to_max_length_without_a_limit_pads_nothing(camembert_dir):
+    """A folder that states no model_max_length, read without max_positions: transformers pads nothing to
+    "max_length", in its call and in pad; pad padded to the longest row."""
+    from transformers import AutoTokenizer
+
+    from coulisse.tokenizer import Tokenizer
+
+    ours = Tokenizer.from_dir(camembert_dir, model_type="camembert")
+    theirs = AutoTokenizer.from_pretrained(str(camembert_dir))
+    features = [{"input_ids": ids} for ids in theirs(TEXTS)["input_ids"]]
+    a = ours.pad([dict(f) for f in features], padding="max_length")
+    assert _lists(a) == _lists(theirs.pad([dict(f) for f in features], padding="max_length"))
+    assert [len(row) for row in a["input_ids"]] == [len(f["input_ids"]) for f in features]
+
+
+@pytest.mark.parametrize("value", [0, -8, 2.5, "8", True])
+def test_pad_refuses_a_multiple_that_is_not_a_positive_int_as_the_call_does(pair, value):
+    """transformers fails on these with a ZeroDivisionError or a TypeError (or pads to multiples of True); pad
+    now says it as the call does."""
+    from coulisse.errors import InputError
+
+    ours, theirs = pair
+    features = [{"input_ids": ids} for ids in theirs(TEXTS)["input_ids"]]
+    for call in (lambda: ours.pad(features, pad_to_multiple_of=value),
+                 lambda: ours(TEXTS, padding=True, pad_to_multiple_of=value)):
+        with pytest.raises(InputError, match=rf"pad_to_multiple_of={value!r}; pass a positive int"):
+            call()

@@ -132,3 +132,25 @@ def test_pipelines_truncate_on_the_tokenizer_config_side(tf_camembert_dir, tmp_p
         assert list(pipe.preprocess([long], truncation_side="right").items[0].ids) == theirs(
             long, truncation=True, max_length=limit)["input_ids"]
         theirs.truncation_side = "left"
+
+
+def test_a_truncation_side_that_is_neither_is_an_input_error_naming_it(minilm_dir):
+    """As padding_side's (audit 46, F12): the Rust library's bare ValueError ("Unknown `direction`") said neither
+    where the side was set nor that it is the caller's. Still a ValueError, as transformers raises; a call that
+    does not truncate reads no side, as transformers'."""
+    from factory import tokenizer_and_transformers
+
+    from coulisse.errors import InputError
+
+    ours, theirs = tokenizer_and_transformers(minilm_dir, "bert")
+    ours.truncation_side = theirs.truncation_side = "Left"
+    with pytest.raises(ValueError, match="Left"):
+        theirs(TEXTS, truncation=True, max_length=5)
+    said = "the tokenizer's truncation_side is 'Left'; use 'right' or 'left'"
+    for call in (lambda: ours(TEXTS, truncation=True, max_length=5), lambda: ours.encode_batch(TEXTS),
+                 lambda: ours.encode_windows(TEXTS, PAIRS, max_length=12, stride=2)):
+        with pytest.raises(InputError, match=said):
+            call()
+    with pytest.raises(InputError, match="truncation_side='middle'; use 'right' or 'left'"):
+        ours.encode_batch(TEXTS, max_length=5, direction="middle")
+    assert ours(TEXTS)["input_ids"] == theirs(TEXTS)["input_ids"]

@@ -253,11 +253,52 @@ class BatchEncoding(dict):
 PAD_VALUES = {"token_type_ids": 0, "attention_mask": 0, "special_tokens_mask": 1}
 
 
-def pad(features: Any, *, pad_token_id: int | None, padding: Any = True, max_length: int | None = None,
+def checked_side(key: str, given: str | None, own: str) -> str:
+    """The side a call pads or truncates on: `given` (the call's `padding_side` / `truncation_side`), else `own`
+    (the tokenizer's); an InputError names either where it is neither "right" nor "left" (the Rust library's
+    bare ValueError for a truncation side did not say where it was set)."""
+    side = given or own
+    if side not in ("right", "left"):
+        said = f"{key}={side!r}" if given else f"the tokenizer's {key} is {side!r}"
+        raise InputError(f"{said}; use 'right' or 'left'.")
+    return side
+
+
+def check_multiple(multiple: Any) -> None:
+    """`pad_to_multiple_of` is None or a positive int."""
+    if multiple is not None and (isinstance(multiple, bool) or not isinstance(multiple, (int, np.integer))
+                                 or multiple < 1):
+        raise InputError(f"pad_to_multiple_of={multiple!r}; pass a positive int (e.g. 8), or None.")
+
+
+def pad_width(lengths: list[int], padding: Any, limit: int | None, multiple: int | None = None) -> int:
+    """The length `padding` pads every row to, as transformers' strategies: the longest row (True, "longest"),
+    or `limit` ("max_length": the call's max_length, else the tokenizer's model_max_length; None where neither
+    sets one, and transformers pads nothing then), rounded up to a multiple of `multiple`; 0 for no padding.
+    The one rule of the tokenizer's call and of its `pad`."""
+    if padding in (True, "longest"):
+        width = max(lengths, default=0)
+    elif padding == "max_length":
+        width = limit or 0
+    elif padding in NO_PADDING:
+        return 0
+    else:
+        raise InputError(f"padding={padding!r} is not one of True, False, 'longest', 'max_length'.")
+    return -(-width // multiple) * multiple if multiple else width
+
+
+def pad_rows(rows: list, width: int, value: Any, left: bool = False) -> list[list]:
+    """Each row padded with `value` to `width` on the right (`left`: on the left); a longer row as it is."""
+    return [[value] * (width - len(row)) + list(row) if left else list(row) + [value] * (width - len(row))
+            for row in rows]
+
+
+def pad(features: Any, *, pad_token_id: int | None, padding: Any = True, limit: int | None = None,
         pad_to_multiple_of: int | None = None, padding_side: str = "right", return_attention_mask: bool | None = None,
         return_tensors: Any = None) -> BatchEncoding:
     """transformers' `tokenizer.pad`: features already tokenized (a list of dicts, or a dict of lists) padded to
-    the longest (`padding=True`) or to `max_length` ("max_length"), an attention mask made where missing."""
+    `pad_width` (the longest row, or `limit` for "max_length"), an attention mask made where missing."""
+    check_multiple(pad_to_multiple_of)
     if isinstance(features, (list, tuple)) and features and isinstance(features[0], dict):
         features = {key: [f[key] for f in features] for key in features[0]}
     if not isinstance(features, dict) or "input_ids" not in features:
@@ -268,23 +309,12 @@ def pad(features: Any, *, pad_token_id: int | None, padding: Any = True, max_len
     rows = [ids] if single else ids
     if return_attention_mask is not False and "attention_mask" not in data:
         data["attention_mask"] = [1] * len(ids) if single else [[1] * len(row) for row in rows]
-    if padding in (True, "longest"):
-        width = max((len(row) for row in rows), default=0)
-    elif padding == "max_length":
-        width = max_length or max((len(row) for row in rows), default=0)
-    elif padding in NO_PADDING:
-        width = 0
-    else:
-        raise InputError(f"padding={padding!r} is not one of True, False, 'longest', 'max_length'.")
-    if width and pad_to_multiple_of:
-        width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+    width = pad_width([len(row) for row in rows], padding, limit, pad_to_multiple_of)
     if width:
         for key in ("input_ids", *PAD_VALUES):
             if key in data:
                 value = pad_token_id if key == "input_ids" else PAD_VALUES[key]
-                column = [data[key]] if single else data[key]
-                column = [[value] * (width - len(r)) + list(r) if padding_side == "left"
-                          else list(r) + [value] * (width - len(r)) for r in column]
+                column = pad_rows([data[key]] if single else data[key], width, value, padding_side == "left")
                 data[key] = column[0] if single else column
     if return_attention_mask is False:
         data.pop("attention_mask", None)

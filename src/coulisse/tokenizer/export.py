@@ -5,7 +5,8 @@
 (`coulisse.tokenizer.build`); the slow files (SentencePiece model, vocab.txt, vocab.json + merges.txt) are
 copied unchanged, so that libraries that rebuild a tokenizer from them (transformers 4, sentencepiece) still
 can. The settings are the checkpoint's own, so transformers builds the same tokenizer class with the same
-options, plus what the folder alone must now say: the tokenizer class (a checkpoint may have relied on its
+options, with what was set on the tokenizer since (`tokenizer.pad_token = ...`, `padding_side`, `truncation_side`:
+`live_settings`), plus what the folder alone must now say: the tokenizer class (a checkpoint may have relied on its
 config.json's model_type) and the truncation limit coulisse applies (`model_max_length`: tblard/tf-allocine's
 `{}` tokenizer_config.json gives transformers none, and a review past 512 tokens would then overflow the
 position table).
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING
 from tokenizers import Tokenizer as Backend
 
 from coulisse.families import Family
+from coulisse.tokenizer.batch_encoding import checked_side
 from coulisse.tokenizer.build import SPM_FILES
 
 if TYPE_CHECKING:  # the tokenizer's save_pretrained calls this module
@@ -37,6 +39,22 @@ EXTRA_KEYS = ("additional_special_tokens", "extra_special_tokens")
 
 def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def live_settings(tokenizer: Tokenizer) -> dict:
+    """The tokenizer's settings as it stands now: the ones it was read with, and over them the named special tokens
+    and sides set since (a token set to None is written as null: transformers reads that as none, where a missing
+    key gives its class's default). Only what changed is written, so that an untouched tokenizer saves its
+    checkpoint's settings byte for byte."""
+    settings = dict(tokenizer.settings)
+    for name in SPECIAL_NAMES:
+        if tokenizer.special_tokens[name] != tokenizer.loaded_special(name):
+            settings[f"{name}_token"] = tokenizer.special_tokens[name]
+    for key in ("padding_side", "truncation_side"):
+        side = checked_side(key, None, getattr(tokenizer, key))  # "middle" would make a folder no one loads
+        if side != (settings.get(key) or "right"):
+            settings[key] = side
+    return settings
 
 
 def save_tokenizer(tokenizer: Tokenizer, source: Path, out: Path, family: Family) -> list[str]:
@@ -58,7 +76,7 @@ def save_tokenizer(tokenizer: Tokenizer, source: Path, out: Path, family: Family
         backend.no_padding()
         backend.save(str(out / "tokenizer.json"))
         written.append("tokenizer.json")
-    settings = {k: v for k, v in tokenizer.settings.items() if k not in MACHINE_KEYS}
+    settings = {k: v for k, v in live_settings(tokenizer).items() if k not in MACHINE_KEYS}
     settings.setdefault("tokenizer_class", family.tokenizer_class)
     settings["model_max_length"] = tokenizer.model_max_length
     if (settings.get("extra_special_tokens") == [] and not settings.get("additional_special_tokens")

@@ -21,11 +21,19 @@ import numpy as np
 from tokenizers import Encoding, Regex, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as Backend
 
-from coulisse.errors import InputError, TokenizerLoadError, type_of
+from coulisse.errors import CoulisseError, InputError, TokenizerLoadError, type_of
 from coulisse.families import GENERIC_TOKENIZER_CLASSES, family_of
 from coulisse.tokenizer import batch_encoding, moses, prefix
 from coulisse.tokenizer.added_tokens import model_specific_tokens
-from coulisse.tokenizer.batch_encoding import NO_PADDING, BatchEncoding, to_tensors
+from coulisse.tokenizer.batch_encoding import (
+    NO_PADDING,
+    BatchEncoding,
+    check_multiple,
+    checked_side,
+    pad_rows,
+    pad_width,
+    to_tensors,
+)
 from coulisse.tokenizer.build import SPM_FILES, build_backend
 from coulisse.tokenizer.keywords import CALL_NO_OPS, DECODE_NO_OPS, check_keywords
 
@@ -292,10 +300,14 @@ def _ready(backend: Backend, settings: dict) -> None:
 class ForkSafeLock:
     """A lock that a forked child finds free: a thread of the parent that held it at fork() (tokenizing, in a
     server or a thread pool) has no counterpart in the child, which would wait for it forever (40 % of the children
-    of such a fork hung, audit 45). Shared as a plain lock is (a shallow copy of a tokenizer shares it)."""
+    of such a fork hung, audit 45). Shared as a plain lock is (a shallow copy of a tokenizer shares it).
+    It guards one backend, and keeps the record of the truncation set on that backend (`truncation`): every
+    tokenizer that shares the backend shares the lock, hence the record (a copy with its own record skipped
+    clearing a limit that the original had set: audit 46). A forked child keeps it, as it keeps the backend."""
 
     def __init__(self) -> None:
         self._pid, self._lock = os.getpid(), threading.Lock()
+        self.truncation: tuple[int, int, str, str] | None = None  # None: no truncation
 
     def __enter__(self) -> ForkSafeLock:
         if self._pid != os.getpid():  # the first use in a forked child: a lock of its own
@@ -331,14 +343,13 @@ class Tokenizer:
         self._family_specials = spelling.special_tokens if spelling is not None else {}
         self._family_extras = spelling.extra_special_tokens if spelling is not None else ()
         self._lock = ForkSafeLock()
-        self._truncation: tuple[int, int, str, str] | None = None
         self._word_by_word: bool | None = None  # prefix.reads_word_by_word(backend), once a long text asks
         _ready(backend, settings)
         self.model_type = model_type
         self.name_or_path = ""  # the folder it was read from (from_dir), or the name it was asked by (a Hub id)
         self.directory: Path | None = None  # the folder its files were read from (from_dir): what saving copies
         self.special_tokens = {
-            name: self._special(settings, name) for name in ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
+            name: self.loaded_special(name) for name in ("bos", "eos", "unk", "sep", "pad", "cls", "mask")
         }
         self.pad_token_id = self._id(self.special_tokens["pad"])  # None without one, as in transformers
         # transformers reads both from tokenizer_config.json (defaults "right"); a call's option overrides them,
@@ -346,7 +357,12 @@ class Tokenizer:
         self.padding_side = _side(settings, "padding_side")
         self.truncation_side = _side(settings, "truncation_side")
 
-    def _special(self, settings: dict, name: str) -> str | None:
+    def loaded_special(self, name: str) -> str | None:
+        """The `name` special token the settings give (what loading set; saving writes the ones set since). A
+        token the settings set to null is none, as transformers 5 reads it (it saves a token set to None so)."""
+        settings = self.settings
+        if f"{name}_token" in settings and settings[f"{name}_token"] is None:
+            return None
         value = settings.get(f"{name}_token")
         if isinstance(value, dict):
             value = value.get("content")
@@ -397,9 +413,10 @@ class Tokenizer:
         What truncation cuts off is in each encoding's `overflowing`, as windows that share `stride` tokens
         with the previous one (transformers' `return_overflowing_tokens=True, stride=...`)."""
         limit = (max_length or self.model_max_length) if truncation else None
-        direction = direction or self.truncation_side
         if limit is not None and limit >= UNBOUNDED:
             limit = None
+        if limit is not None:  # the side is read only where truncation applies, as in transformers
+            direction = checked_side("truncation_side", direction, self.truncation_side)
         inputs = list(zip(texts, pairs, strict=True)) if pairs is not None else list(texts)
         try:
             with self._lock:  # truncation is backend state; set it and encode atomically
@@ -620,7 +637,7 @@ class Tokenizer:
         with `return_overflowing_tokens=True, stride=...`: per input, the first window then its overflow.
         Consecutive windows share `stride` tokens of the truncated member. `direction="left"` (None: the
         tokenizer's `truncation_side`) starts from the member's end, as transformers' `truncation_side="left"`."""
-        direction = direction or self.truncation_side
+        direction = checked_side("truncation_side", direction, self.truncation_side)
         names = ("question", "context") if strategy == "only_second" else ("text", "text_pair")
         try:
             return self._windows(texts, pairs, max_length, stride, strategy, direction)
@@ -652,9 +669,21 @@ class Tokenizer:
             try:
                 self._set_truncation(max_length, stride, strategy, direction)
                 encodings = self._encode(list(zip(texts, pairs, strict=True)), True)
-            except Exception as e:  # tokenizers raises a plain Exception when the other member is too long
-                raise refused(f"; {e}") from e
+            except CoulisseError:  # a panic said by `_encode` (TokenizerLoadError): the tokenizer's, not the stride's
+                raise
+            except Exception as e:  # tokenizers' plain Exception when the other member is too long, its ValueError
+                raise refused(f"; {e}") from e  # for a stride past the window
         return [[e, *e.overflowing] for e in encodings]
+
+    @property
+    def _truncation(self) -> tuple[int, int, str, str] | None:
+        """The truncation set on the backend, as the lock records it (shared with every copy that shares the
+        backend); None for none."""
+        return self._lock.truncation
+
+    @_truncation.setter
+    def _truncation(self, state: tuple[int, int, str, str] | None) -> None:
+        self._lock.truncation = state
 
     def _set_truncation(self, limit: int | None, stride: int, strategy: str, direction: str = "right") -> None:
         """Configure the backend's truncation; call with the lock held."""
@@ -681,7 +710,7 @@ class Tokenizer:
         prepend = "always" if self.settings.get("add_prefix_space", True) else "never"
         backend.pre_tokenizer = pre_tokenizers.Metaspace("▁", prepend_scheme=prepend, split=True)
         twin = copy.copy(self)
-        twin.backend, twin._lock, twin._truncation, twin._word_by_word = backend, ForkSafeLock(), None, None
+        twin.backend, twin._lock, twin._word_by_word = backend, ForkSafeLock(), None  # a new lock: no truncation
         backend.no_truncation()
         return twin
 
@@ -692,21 +721,25 @@ class Tokenizer:
         state = {k: v for k, v in self.__dict__.items() if k != "_lock"}
         with self._lock:
             state["backend"] = moses.backend_state(self.backend)
-        state["_truncation"] = None
         return state
 
     def __setstate__(self, state: dict) -> None:
         state = dict(state)
+        state.pop("_truncation", None)  # a pickle of before audit 46 kept it beside the lock
         state["backend"] = moses.backend_from_state(state["backend"])
-        _ready(state["backend"], state["settings"])
+        _ready(state["backend"], state["settings"])  # no truncation, as the new lock records
         self.__dict__.update(state)
         self._lock = ForkSafeLock()
-        self._truncation = None
 
     def __copy__(self) -> Tokenizer:
-        """A shallow copy shares the backend (and its lock), as before `__getstate__`."""
+        """A shallow copy shares the backend, its lock and the lock's record of the backend's truncation, as
+        before `__getstate__`. Its special tokens, settings and input names are its own: a token set on the copy
+        (a question-answering pipeline's `as_transformers4` twin) leaves the original's token and its id as they
+        were (audit 46)."""
         twin = object.__new__(type(self))
         twin.__dict__.update(self.__dict__)
+        twin.special_tokens, twin.settings = dict(self.special_tokens), dict(self.settings)
+        twin.model_input_names = list(self.model_input_names)
         return twin
 
     def __call__(self, text: str | Sequence[str], text_pair: str | Sequence[str] | None = None, *,
@@ -759,13 +792,11 @@ class Tokenizer:
         if strategy == "do_not_truncate" and kwargs.get("verbose", True):  # transformers' verbose=False: silent
             self._warn_longer(encodings)
         types = "token_type_ids" in self.model_input_names if return_token_type_ids is None else return_token_type_ids
-        side = padding_side or self.padding_side
-        if side not in ("right", "left"):
-            said = f"padding_side={side!r}" if padding_side else f"the tokenizer's padding_side is {side!r}"
-            raise InputError(f"{said}; use 'right' or 'left'.")
-        data = self._collate(encodings, self._width(encodings, padding, max_length, pad_to_multiple_of),
-                             types=types, mask=return_attention_mask is not False, offsets=return_offsets_mapping,
-                             special_mask=return_special_tokens_mask, left=side == "left")
+        side = checked_side("padding_side", padding_side, self.padding_side)
+        width = pad_width([len(e) for e in encodings], padding, self._pad_limit(max_length), pad_to_multiple_of)
+        data = self._collate(encodings, width, types=types, mask=return_attention_mask is not False,
+                             offsets=return_offsets_mapping, special_mask=return_special_tokens_mask,
+                             left=side == "left")
         if return_length:
             # transformers' Python tokenizers count a batch's rows before padding them (one text, after)
             rows = encodings if self._python and not single else data["input_ids"]
@@ -806,11 +837,7 @@ class Tokenizer:
         (0: unpadded)."""
 
         def padded(field: str, value: Any) -> list[list]:
-            rows = [list(getattr(e, field)) for e in encodings]
-            if not width:
-                return rows
-            return [[value] * (width - len(row)) + row if left else row + [value] * (width - len(row))
-                    for row in rows]
+            return pad_rows([getattr(e, field) for e in encodings], width, value, left)
 
         data: dict[str, list] = {"input_ids": padded("ids", self.pad_token_id)}
         if types:
@@ -823,20 +850,11 @@ class Tokenizer:
             data["special_tokens_mask"] = padded("special_tokens_mask", 1)
         return data
 
-    def _width(self, encodings: list[Encoding], padding: bool | str, max_length: int | None,
-               multiple: int | None = None) -> int:
-        """The length `padding` pads every row to, rounded up to a multiple of `multiple`; 0 for none."""
-        if padding in (True, "longest"):
-            width = max(len(e.ids) for e in encodings)
-        elif padding == "max_length":
-            width = max_length or self.model_max_length
-            if width >= UNBOUNDED:  # no limit to pad to: transformers does not pad then either
-                return 0
-        elif padding in NO_PADDING:
-            return 0
-        else:
-            raise InputError(f"padding={padding!r} is not one of True, False, 'longest', 'max_length'.")
-        return -(-width // multiple) * multiple if multiple else width
+    def _pad_limit(self, max_length: int | None) -> int | None:
+        """What padding="max_length" pads to (`pad_width`): `max_length`, else `model_max_length`; None where that
+        is the "no limit" sentinel (transformers pads nothing then; 10**9 ids a row would exhaust memory)."""
+        limit = max_length or self.model_max_length
+        return limit if limit < UNBOUNDED else None
 
     def _check_can_pad(self, padding: Any) -> None:
         """Padding needs a pad token: without one, transformers refuses any padding, and so does coulisse (it
@@ -849,10 +867,9 @@ class Tokenizer:
     def _check_multiple(self, multiple: Any, padding: bool | str, strategy: str, max_length: int | None) -> None:
         """`pad_to_multiple_of` is a positive int, and a multiple of the length truncation cuts to when both
         truncation and padding apply (transformers refuses that mismatch too: rows could not be both)."""
+        check_multiple(multiple)
         if multiple is None:
             return
-        if isinstance(multiple, bool) or not isinstance(multiple, (int, np.integer)) or multiple < 1:
-            raise InputError(f"pad_to_multiple_of={multiple!r}; pass a positive int (e.g. 8), or None.")
         limit = max_length or self.model_max_length
         if (strategy != "do_not_truncate" and padding not in NO_PADDING and limit < UNBOUNDED
                 and limit % multiple):
@@ -883,11 +900,14 @@ class Tokenizer:
             return_attention_mask: bool | None = None, return_tensors: str | None = None,
             verbose: bool = True) -> BatchEncoding:
         """transformers' `pad`: tokenized features (a list of dicts, or a dict of lists) padded with the pad
-        token, an attention mask made where missing; what `DataCollatorWithPadding(tokenizer)` calls."""
+        token, an attention mask made where missing; what `DataCollatorWithPadding(tokenizer)` calls. The width is
+        the call's (`pad_width`): "max_length" without max_length pads to model_max_length, as transformers."""
+        if max_length is not None:
+            max_length = _token_count(max_length, self.model_max_length)
         self._check_can_pad(padding)
         return batch_encoding.pad(encoded_inputs, pad_token_id=self.pad_token_id, padding=padding,
-                                  max_length=max_length, pad_to_multiple_of=pad_to_multiple_of,
-                                  padding_side=padding_side or self.padding_side,
+                                  limit=self._pad_limit(max_length), pad_to_multiple_of=pad_to_multiple_of,
+                                  padding_side=checked_side("padding_side", padding_side, self.padding_side),
                                   return_attention_mask=return_attention_mask, return_tensors=return_tensors)
 
     def num_special_tokens_to_add(self, pair: bool = False) -> int:
