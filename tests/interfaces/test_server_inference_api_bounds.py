@@ -13,7 +13,6 @@ import asyncio
 import json
 import shutil
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ pytest.importorskip("fastapi")
 import httpx  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 from test_server_errors import error, until_in_flight  # noqa: E402
-from test_server_tokenizer_bounds import record_lengths  # noqa: E402
+from test_server_tokenizer_bounds import record_jobs, record_lengths  # noqa: E402
 
 import coulisse  # noqa: E402
 from coulisse.interfaces.server import ServerSettings, create_app  # noqa: E402
@@ -138,19 +137,7 @@ def test_zero_shot_pairs_take_turns_with_a_short_request(monkeypatch, zero_shot)
     job each; a short request sent while the first runs goes next. Before, the four were one job."""
     premise = "bon film " * 2000
     assert len(premise) > TURN_CHARACTERS
-    jobs: list[str] = []
-    first_long = threading.Event()
-    encode = zero_shot.tokenizer.encode_batch
-
-    def recording(texts, *args, **kwargs):
-        kind = "long" if sum(len(t) for t in texts) > 1000 else "short"
-        jobs.append(kind)
-        if kind == "long" and not first_long.is_set():
-            first_long.set()
-            time.sleep(0.5)  # the short request arrives meanwhile
-        return encode(texts, *args, **kwargs)
-
-    monkeypatch.setattr(zero_shot.tokenizer, "encode_batch", recording)
+    jobs, first_long = record_jobs(monkeypatch, zero_shot.tokenizer)
     app = create_app(zero_shot)
 
     async def scenario():

@@ -82,18 +82,14 @@ def test_an_embedding_input_of_cjk_is_cut_too(monkeypatch, embedder):
     np.testing.assert_allclose(served.json()[0], embedder(text, pooling="auto", normalize=True), atol=1e-5)
 
 
-@pytest.mark.parametrize("route", ["/predict", "/tokenize"])
-def test_a_request_of_many_long_inputs_takes_turns_with_a_short_one(monkeypatch, classifier, route):
-    """Six inputs of 18,000 characters each (one part each) and a short request sent while the first part
-    runs: the thread runs the short one's job next, before the long request's other five. Before, the long
-    request was one job and the short one waited for all of it."""
-    long_text = "bon film " * 2000
-    assert len(long_text) > TURN_CHARACTERS
-    bodies = {"/predict": ({"inputs": [[long_text]] * 6}, {"inputs": "Super film !"}),
-              "/tokenize": ({"inputs": [long_text] * 6}, {"inputs": "Super film !"})}
+
+def record_jobs(monkeypatch, tokenizer) -> tuple[list[str], threading.Event]:
+    """The kind of each `encode_batch` job the tokenizer thread runs ("long" past 1,000 characters, else
+    "short"), in order, and an event set when the first long one starts: it takes 0.5 s, so that a short request
+    sent on the event arrives meanwhile."""
     jobs: list[str] = []
     first_long = threading.Event()
-    encode = classifier.tokenizer.encode_batch
+    encode = tokenizer.encode_batch
 
     def recording(texts, *args, **kwargs):
         kind = "long" if sum(len(t) for t in texts) > 1000 else "short"
@@ -103,7 +99,19 @@ def test_a_request_of_many_long_inputs_takes_turns_with_a_short_one(monkeypatch,
             time.sleep(0.5)  # the short request arrives meanwhile
         return encode(texts, *args, **kwargs)
 
-    monkeypatch.setattr(classifier.tokenizer, "encode_batch", recording)
+    monkeypatch.setattr(tokenizer, "encode_batch", recording)
+    return jobs, first_long
+
+@pytest.mark.parametrize("route", ["/predict", "/tokenize"])
+def test_a_request_of_many_long_inputs_takes_turns_with_a_short_one(monkeypatch, classifier, route):
+    """Six inputs of 18,000 characters each (one part each) and a short request sent while the first part
+    runs: the thread runs the short one's job next, before the long request's other five. Before, the long
+    request was one job and the short one waited for all of it."""
+    long_text = "bon film " * 2000
+    assert len(long_text) > TURN_CHARACTERS
+    bodies = {"/predict": ({"inputs": [[long_text]] * 6}, {"inputs": "Super film !"}),
+              "/tokenize": ({"inputs": [long_text] * 6}, {"inputs": "Super film !"})}
+    jobs, first_long = record_jobs(monkeypatch, classifier.tokenizer)
     app = create_app(classifier)
 
     async def scenario():
