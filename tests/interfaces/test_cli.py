@@ -358,6 +358,7 @@ def test_a_task_head_the_checkpoint_lacks_is_said_as_such():
     (["explain", "--task", "sentiment", "x"], "sentiment-analysis"),
     (["classify", "--long-text", "chunks", "x"], "chunk"),
     (["serve", "--dtype", "bf16"], "bfloat16"),
+    (["serve", "--task", "sentiment"], "text-classification"),  # pipeline()'s alias, suggested as served
 ])
 def test_a_choice_mistyped_names_the_closest(args, near):
     """pipeline("sentiment") says "did you mean"; the command line's choices only listed them (audit 46)."""
@@ -373,6 +374,9 @@ def test_a_missing_head_names_the_way_out_in_the_commands_words(factory):
     assert_one_line_error(result, "MissingHeadError", "use `coulisse embed -m ...`, or a checkpoint fine-tuned")
     result = CliRunner().invoke(cli, ["explain", "-m", base, "--attributions", "Un film."])
     assert_one_line_error(result, "MissingHeadError", "use --task feature-extraction, or a checkpoint fine-tuned")
+    # serve loads on its torch thread, where click's context is not (the session review): named all the same
+    result = CliRunner().invoke(cli, ["serve", "-m", base, "--task", "text-classification", "--port", "0"])
+    assert result.exit_code == 1 and "use --task feature-extraction, or a checkpoint" in result.stderr, result.output
 
 
 def test_explain_a_base_model_stops_after_the_encoder(factory):

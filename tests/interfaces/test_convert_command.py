@@ -249,7 +249,8 @@ def test_non_empty_output_is_refused_before_any_weight_is_read(tf_camembert_dir,
 def test_errors_are_one_line(tf_camembert_dir, tmp_path):
     out = tmp_path / "out"
     assert_one_line_error(convert(tmp_path / "nope", out), 1, str(tmp_path / "nope"))
-    assert_one_line_error(convert(tf_camembert_dir, out, "--head", "masked-lm"), 1, "ModelLoadError", "masked-lm")
+    assert_one_line_error(convert(tf_camembert_dir, out, "--head", "masked-lm"), 1, "MissingHeadError", "masked-lm",
+                          "use --task text-classification or --task feature-extraction")  # this command's words
     assert not out.exists()
     assert_one_line_error(convert(tf_camembert_dir, tf_camembert_dir, "--overwrite"), 1, "own folder")
     assert_one_line_error(convert(tf_camembert_dir, out, "--head", "classifier"), 2, "'classifier'",

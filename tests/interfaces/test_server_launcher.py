@@ -338,6 +338,7 @@ def test_a_key_no_header_can_carry_is_refused(monkeypatch, minilm, key):
     (["--api-key", "s3cr3t"], {}, "--api-key"),
     ([], {"COULISSE_API_KEY": "s3cr3t"}, "COULISSE_API_KEY"),
     ([], {"API_KEY": "s3cr3t"}, "API_KEY (text-embeddings-inference's variable)"),
+    ([], {"COULISSE_API_KEY": "", "API_KEY": "s3cr3t"}, "API_KEY (text-embeddings-inference's variable)"),
 ])
 def test_the_start_says_a_key_is_needed_and_where_it_came_from(monkeypatch, minilm, args, env, named):
     """A stray TEI API_KEY in the environment turned the key on, unsaid: clients just got 401s."""

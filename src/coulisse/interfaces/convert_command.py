@@ -77,8 +77,13 @@ def convert(ctx, model, out_dir, dtype, head, overwrite):
     _say_server_dtype(ctx, dtype)
     if not out_dir.exists() or out_dir.is_dir():  # a file: convert's own check says so
         check_writable(out_dir, "OUT_DIR", folder=True)  # before the checkpoint is looked for, read and converted
+    from coulisse.errors import MissingHeadError
+
     with stop_on_sigterm():  # as Ctrl-C: the half-written folder is removed (kill -9 leaves it, hidden)
-        out, written = convert_checkpoint(model, out_dir, head=_head(head), dtype=dtype, overwrite=overwrite,
-                                          revision=given_revision())
+        try:
+            out, written = convert_checkpoint(model, out_dir, head=_head(head), dtype=dtype, overwrite=overwrite,
+                                              revision=given_revision())
+        except MissingHeadError as e:  # the way out in this command's words: its --task (--head) takes the tasks
+            raise e.reworded(" or ".join(f"--task {t}" for t in e.tasks)) from None
     architecture = json.loads((out / "config.json").read_text(encoding="utf-8"))["architectures"][0]
     click.echo(f"wrote {out}: {architecture}, {dtype}, {len(written)} files")  # those written, not those there

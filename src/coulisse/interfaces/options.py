@@ -63,15 +63,20 @@ ENV_LIST = EnvList()
 
 class Choice(click.Choice):
     """`click.Choice` that names the closest choice, as `pipeline()` does for a task (`--task sentiment`: did you
-    mean 'sentiment-analysis'?)."""
+    mean 'sentiment-analysis'?). `aliases`: other names of choices (not taken), a close one suggests its choice."""
+
+    def __init__(self, choices, case_sensitive: bool = True, aliases: dict[str, str] | None = None):
+        super().__init__(choices, case_sensitive)
+        self.aliases = aliases or {}
 
     def convert(self, value, param, ctx):
         try:
             return super().convert(value, param, ctx)
         except click.BadParameter as e:
-            near = difflib.get_close_matches(str(value).lower(), [str(c) for c in self.choices], n=1, cutoff=0.6)
+            known = [str(c) for c in self.choices] + list(self.aliases)
+            near = difflib.get_close_matches(str(value).lower(), known, n=1, cutoff=0.6)
             if near:
-                e.message = f"{e.message.rstrip('.')} (did you mean {near[0]!r}?)."
+                e.message = f"{e.message.rstrip('.')} (did you mean {self.aliases.get(near[0], near[0])!r}?)."
             raise
 
 
@@ -207,10 +212,10 @@ def check_precision(quantize: str, fast: bool, dtype: str | None = None) -> None
 
 
 def load_pipeline(task: str, model: str | None, threads: int | None = None, quantize: str = "none",
-                  fast: bool | None = None, **kwargs):
+                  fast: bool | None = None, command: str | None = None, **kwargs):
     """The command's pipeline. `fast`: --fast, read from the command's context unless given (a context is the
     calling thread's: the server loads on its torch thread and passes it); so is --revision, unless
-    `revision=` is given."""
+    `revision=` is given, and the command's name (`command`: what a missing head's error names)."""
     from coulisse.defaults import DEFAULT_MODELS
 
     if model is None and task not in DEFAULT_MODELS:  # the library's "pass model=" is not the CLI's word
@@ -239,8 +244,9 @@ def load_pipeline(task: str, model: str | None, threads: int | None = None, quan
     try:
         return pipeline(task, model=model, threads=threads, **kwargs)
     except MissingHeadError as e:  # the way out in the CLI's words: a command, or --task where the command takes one
-        ctx = click.get_current_context(silent=True)
-        command = ctx.info_name if ctx is not None else None
+        if command is None:
+            ctx = click.get_current_context(silent=True)
+            command = ctx.info_name if ctx is not None else None
         if command in TAKES_TASK:
             raise e.reworded(" or ".join(f"--task {t}" for t in e.tasks)) from None
         raise e.reworded(" or ".join(f"`coulisse {COMMAND_OF_TASK[t]} -m ...`" for t in e.tasks

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -89,12 +90,14 @@ class ModelOutput:
 
     def __getattribute__(self, name: str):
         value = object.__getattribute__(self, name)
-        if value is None and name in _KIND_FIELDS:
-            raise AttributeError(name)  # __getattr__ says which model gives it
+        if value is None and name in _KIND_FIELDS and sys._getframe(1).f_globals.get("__name__") != "dataclasses":
+            raise AttributeError(name)  # __getattr__ says which model gives it; dataclasses.asdict/replace see None
         return value
 
     def _missing(self, name: str) -> str:
         fields = self.__dict__
+        if fields["logits"] is None and fields["last_hidden_state"] is None:
+            return f"this output has no {name}: it holds neither a base model's last_hidden_state nor a head's logits."
         if name == "logits" or (name in ("start_logits", "end_logits") and fields["logits"] is None):
             hidden = fields["last_hidden_state"]
             shape = f" {tuple(hidden.shape)}" if hidden is not None else ""
@@ -311,9 +314,14 @@ class EncoderModel(nn.Module):
                 raise InputError(f"input id {high if high >= self.config.vocab_size else low} is outside this model's "
                                  f"vocabulary (ids 0 to {self.config.vocab_size - 1}): is the tokenizer from another "
                                  "checkpoint? Load both from the same one.")
-            if attention_mask is not None and not attention_mask.reshape(-1, attention_mask.shape[-1]).any(-1).all():
-                raise InputError("a row of attention_mask is all zeros: that text has no token for the model to read. "
-                                 "Drop it, or give it its tokens (an empty text still has the special tokens).")
+            rows = attention_mask.reshape(-1, attention_mask.shape[-1]) if attention_mask is not None else None
+            empty = rows is not None and not rows.any(-1).all()
+            # A row without a token gives zeros where the output is per token (a base model's, as before); a head
+            # that reads each text's first token has none to read (torch's IndexError came through)
+            if empty and (not self.per_token or not rows.any()):
+                raise InputError("a row of attention_mask is all zeros: that text has no token for the model to "
+                                 "read. Drop it, or give it its tokens (an empty text still has the special "
+                                 "tokens), as the tokenizer makes the mask.")
 
     def _forward(self, input_ids: Tensor, attention_mask: Tensor | None, token_type_ids: Tensor | None,
                  position_ids: Tensor | None, output_hidden_states: bool, output_attentions: bool) -> ModelOutput:

@@ -39,6 +39,8 @@ from coulisse.interfaces.server.tei_env import (
     with_tei_environment,
 )
 
+# pipeline()'s other names of served tasks: not taken by --task (TEI's names), but a close one is suggested
+TASK_ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
 SERVED_TASKS = ("text-classification", "feature-extraction", "token-classification", "question-answering",
                 "fill-mask", "zero-shot-classification", "sparse-embedding")
 
@@ -50,7 +52,8 @@ log = logging.getLogger(__name__)
               help=f"Hub id or local folder of the checkpoint (text-classification's {DEFAULT_HELP}); repeat it "
                    "to serve several models in one process (routes: /NAME/..., X-Model, OpenAI's `model`; in "
                    "COULISSE_MODEL: comma-separated).")
-@click.option("--task", type=EnvChoice(list(SERVED_TASKS)), multiple=True, default=None, envvar="COULISSE_TASK",
+@click.option("--task", type=EnvChoice(list(SERVED_TASKS), aliases=TASK_ALIASES), multiple=True, default=None,
+              envvar="COULISSE_TASK",
               help="Override the task read from the checkpoint (modules.json: feature-extraction, else "
                    "config.json's architectures); text-classification serves /predict, feature-extraction /embed, "
                    "every task `POST /`. Several models: once per --model, in order (COULISSE_TASK: comma-separated).")
@@ -275,9 +278,11 @@ def api_key_source(ctx: click.Context, api_key: str | None) -> str | None:
     source = ctx.get_parameter_source("api_key")
     if source == ParameterSource.COMMANDLINE:
         return "--api-key"
-    if source == ParameterSource.ENVIRONMENT or os.environ.get("COULISSE_API_KEY") == "":  # click reads "" as unset
+    if source == ParameterSource.ENVIRONMENT:
         return "COULISSE_API_KEY"
-    return "API_KEY (text-embeddings-inference's variable)" if api_key is not None else None
+    if api_key is not None:  # TEI's, read where neither the option nor COULISSE_API_KEY gave one
+        return "API_KEY (text-embeddings-inference's variable)"
+    return "COULISSE_API_KEY" if os.environ.get("COULISSE_API_KEY") == "" else None  # click reads "" as unset
 
 
 def check_api_key(api_key: str, source: str) -> None:
@@ -331,7 +336,7 @@ def load_served(task, model, threads, quantize, fast, **kwargs):
     from coulisse.engine import Item
     from coulisse.engine.threads import thread_policy
 
-    pipe = load_pipeline(task, model, threads, quantize, fast=fast, **kwargs)
+    pipe = load_pipeline(task, model, threads, quantize, fast=fast, command="serve", **kwargs)
     # The engine itself: every task's inputs differ. On the thread count the batches will run on.
     thread_policy(threads).run(
         lambda: pipe.engine.run([Item(e.ids, e.type_ids) for e in pipe.tokenizer.encode_batch(["warm-up"])]))

@@ -79,6 +79,6 @@ def studio(model, task, host, port, allow_remote, threads):
     check_listen(host, port)  # before the model loads
     # Loaded where its explorations run (`torch_thread()`: one OpenMP team, coulisse/engine/threads.py).
     revision = given_revision()  # read here: the load runs on the torch thread, which has no click context
-    exact = load_on_torch_thread(lambda: load_pipeline(task, model, threads, revision=revision))
+    exact = load_on_torch_thread(lambda: load_pipeline(task, model, threads, revision=revision, command="studio"))
     studio_ = Studio(exact, lambda: load_pipeline(task, str(exact.checkpoint.directory), threads, quantize="int8"))
     run(studio_, host, port, allow_remote)
