@@ -33,6 +33,11 @@ EXAMPLES = {
     "Super 😀 film": ["Super", "😀", "film"],
     # "…" normalised to "...": its pieces "." (9, 10) and "..." (9, 11) overlap (a review of the sample)
     "J’ai aimé…. (les premières)": ["J’ai", "aimé", "….", "(", "les", "premières", ")"],
+    # a decomposed accent (NFD, as some keyboards and macOS files give it) is its letter's, normalised by the
+    # tokenizer: the mark was left out of every word, uncoloured; a ZWJ sequence is one emoji (audit 46)
+    "Cafe\u0301 trop sucre\u0301...": ["Cafe\u0301", "trop", "sucre\u0301", "..."],
+    "Un film 👩\u200d👩\u200d👧 super": ["Un", "film", "👩\u200d👩\u200d👧", "super"],
+    "Noe\u0308l ❤\ufe0f": ["Noe\u0308l", "❤\ufe0f"],
 }
 
 

@@ -176,12 +176,26 @@ def group_words(text: str, offsets: Sequence[tuple[int, int]], word_ids: Sequenc
             pending += tokens
             continue
         tokens, pending = pending + tokens, []
-        words.append(Word(text[start:end], start, end, tokens, float(sum(scores[i] for i in tokens))))
+        while end < len(text) and _joins(text[end]):  # a decomposed accent's mark ("e\u0301", NFC normalised by
+            end += 1  # the tokenizer, its offsets the letter's), a variation selector: the word's own characters
+        score = float(sum(scores[i] for i in tokens))
+        if words and (text[words[-1].end:start] == "\u200d" or (  # a ZWJ sequence (👩‍👩‍👧) is one word
+                start == words[-1].end and words[-1].text.endswith("\u200d"))):
+            last = words[-1]
+            words[-1] = Word(text[last.start:end], last.start, end, last.tokens + tokens, last.attribution + score)
+            continue
+        words.append(Word(text[start:end], start, end, tokens, score))
     if pending and words:
         last = words[-1]
         last.tokens += pending
         last.attribution += float(sum(scores[i] for i in pending))
     return words
+
+
+def _joins(char: str) -> bool:
+    """A character that belongs to the one before it: a combining mark, a variation selector, a zero-width
+    joiner."""
+    return unicodedata.category(char).startswith("M") or char in "\u200d\ufe0e\ufe0f"
 
 
 def _is_punctuation(text: str, span: tuple[int, int]) -> bool:
