@@ -134,3 +134,13 @@ def test_a_call_without_truncation_warns_once_of_a_row_longer_than_the_model_rea
     said = [r.getMessage() for r in caplog.records if "longer than this model reads" in r.getMessage()]
     assert said == [f"a sequence of {n} tokens is longer than this model reads (512); the model would fail on it: "
                     "pass truncation=True to cut it to 512"]
+
+
+def test_tokenize_takes_one_text(tokenizers):
+    """A list was read as pre-split words: all the texts' tokens, flattened, silently (transformers tokenizes the
+    first text only, silently too): refused in one line saying what to write (audit 46)."""
+    ours, theirs = tokenizers
+    assert ours.tokenize("Un film magnifique.") == theirs.tokenize("Un film magnifique.")
+    for call in (lambda: ours.tokenize(["Un film.", "Nul."]), lambda: ours.tokenize("Un film.", ["Nul."])):
+        with pytest.raises(InputError, match=r"tokenize takes one text, a str; text(_pair)? is a list"):
+            call()

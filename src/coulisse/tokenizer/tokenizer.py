@@ -318,10 +318,6 @@ class ForkSafeLock:
     def __exit__(self, *exc: object) -> None:
         self._lock.release()
 
-    def locked(self) -> bool:
-        """Whether a thread of this process holds it."""
-        return self._pid == os.getpid() and self._lock.locked()
-
 
 class Tokenizer:
     def __init__(self, backend: Backend, *, model_max_length: int, settings: dict, source: str,
@@ -410,8 +406,10 @@ class Tokenizer:
         (`direction="left"`: the last ones, transformers' `truncation_side="left"`; None: the tokenizer's
         `truncation_side`); `strategy` says which
         member of a pair gives them up ("longest_first", "only_first", "only_second").
-        What truncation cuts off is in each encoding's `overflowing`, as windows that share `stride` tokens
-        with the previous one (transformers' `return_overflowing_tokens=True, stride=...`)."""
+        With `stride`, what truncation cuts off is in each encoding's `overflowing`, as windows that share
+        `stride` tokens with the previous one (transformers' `return_overflowing_tokens=True, stride=...`); without
+        one, `overflowing` only says whether anything was cut (a long single text is encoded from a prefix: the
+        windows past it are not made; `encode_windows` makes them all)."""
         limit = (max_length or self.model_max_length) if truncation else None
         if limit is not None and limit >= UNBOUNDED:
             limit = None
@@ -946,6 +944,10 @@ class Tokenizer:
     def tokenize(self, text: str, text_pair: str | None = None, *, add_special_tokens: bool = False) -> list[str]:
         """The text's tokens (without special tokens unless asked, as transformers' tokenize): all of them, whatever
         truncation the last call set on the backend (a pipeline's call left its 512 there, audit 44)."""
+        for name, value in (("text", text), ("text_pair", text_pair)):
+            if value is not None and not isinstance(value, str):  # a list was read as pre-split words (audit 46)
+                raise InputError(f"tokenize takes one text, a str; {name} is {type_of(value)}. For several: "
+                                 "[tokenizer.tokenize(t) for t in texts], or tokenizer(texts).tokens(i).")
         texts = (text,) if text_pair is None else (text, text_pair)
         with self._lock:
             self._set_truncation(None, 0, "longest_first")
