@@ -518,6 +518,19 @@ def test_behind_a_key_an_unknown_model_names_the_served_ones_only_to_the_keyhold
     assert shown.status_code == 404 and "'alpha', 'beta'" in shown.json()["error"], shown.text
 
 
+def test_two_x_model_headers_naming_two_models_are_refused(classifier):
+    """A gateway that adds its own X-Model beside the client's: the first one won, unsaid (audit 46)."""
+    from coulisse.interfaces.server.routing import several_models_app
+
+    models = [(classifier, ServerSettings(served_model_name="alpha")),
+              (classifier, ServerSettings(served_model_name="beta"))]
+    with TestClient(several_models_app(models)) as c:
+        both = c.post("/predict", json={"inputs": "Bien."}, headers=[("x-model", "alpha"), ("x-model", "beta")])
+        same = c.post("/predict", json={"inputs": "Bien."}, headers=[("x-model", "beta"), ("x-model", "beta")])
+    assert both.status_code == 404 and "'alpha'" in both.json()["error"] and "'beta'" in both.json()["error"]
+    assert same.status_code == 200
+
+
 def test_error_types_are_spelled_as_tei_serializes_them():
     """TEI's `ErrorType` (router/src/lib.rs, docs/openapi.json) derives Serialize without renaming: its
     variants' names. The kinds TEI answers without a body follow the same spelling."""

@@ -348,3 +348,19 @@ def test_the_start_says_a_key_is_needed_and_where_it_came_from(monkeypatch, mini
     assert result.exit_code == 0 and configs, result.output
     assert f"requests need `Authorization: Bearer <key>` (the key from {named})" in result.stderr
     assert "s3cr3t" not in result.output  # the key itself is never said
+
+
+@pytest.mark.parametrize(("given", "meant"), [("https://a.example/", "https://a.example"),
+                                              ("a.example", "https://a.example"),
+                                              ("http://localhost:3000/app", "http://localhost:3000")])
+def test_a_cors_origin_no_browser_sends_is_a_warning(monkeypatch, minilm, caplog, given, meant):
+    """A browser's Origin is scheme://host[:port]: an origin with a slash or without a scheme matched nothing,
+    unsaid, and every call from that page failed CORS (audit 46; TEI compares the same way)."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="coulisse.interfaces.server.command"):
+        result, configs = _serve_captured(monkeypatch, minilm, ["--cors-allow-origin", f"https://ok.example,{given}"],
+                                          {})
+    assert result.exit_code == 0 and configs, result.output
+    said = [r.getMessage() for r in caplog.records if "matches no browser" in r.getMessage()]
+    assert len(said) == 1 and repr(given) in said[0] and repr(meant) in said[0], said

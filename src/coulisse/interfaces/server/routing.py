@@ -91,6 +91,10 @@ class ModelRouter:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        named_all = [v.decode("utf-8", "replace") for k, v in scope["headers"] if k == b"x-model"]
+        if len(set(named_all)) > 1:  # a gateway's header beside the client's: the first won, unsaid (audit 46)
+            return await self.disagree(named_all[0], "an X-Model header", named_all[1], scope, receive, send,
+                                       field="another X-Model header")
         path = scope["path"]
         for prefix, name in self.prefixes:
             if path == prefix or path.startswith(prefix + "/"):

@@ -47,7 +47,21 @@ def cors_origins(value: str | None) -> list[str] | None:
     """TEI's --cors-allow-origin: origins separated by commas, or "*"."""
     if not value:
         return None
-    return [origin.strip() for origin in value.split(",") if origin.strip()]
+    origins = [origin.strip() for origin in value.split(",") if origin.strip()]
+    for origin in origins:  # compared as they are with the browser's Origin header, as TEI compares them
+        if origin not in ("*", "null") and not ORIGIN.fullmatch(origin):
+            log.warning("--cors-allow-origin %r matches no browser: an Origin is scheme://host[:port], without a "
+                        "path or a trailing slash (e.g. %r)", origin, _as_origin(origin))
+    return origins
+
+
+ORIGIN = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s]+")
+
+
+def _as_origin(value: str) -> str:
+    """What was likely meant: the scheme and host of `value` (https:// where it names none)."""
+    scheme, _, rest = value.partition("://") if "://" in value else ("https", "", value)
+    return f"{scheme}://{rest.split('/')[0]}"
 
 
 # TEI launcher flags with no counterpart here, accepted so that a TEI manifest starts (an unknown flag is exit 2,
