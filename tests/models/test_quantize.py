@@ -170,3 +170,18 @@ def test_the_small_batch_weights_are_packed_once_by_threads_arriving_together(mo
         t.join(10)
     assert failures == [] and len(packs) == 1
     assert len(seen) == 4 and all(s is seen[0] and s[0] == "packed" for s in seen)
+
+
+def test_a_module_put_in_place_after_a_forward_is_looked_at_once_said(tf_camembert_dir):
+    """The hook check lists the model's modules once (a walk per forward cost ~0.1 ms); a module swapped in after
+    a forward is in that list once `modules_changed` is called, as prepare_model calls it (session review)."""
+    pipe = pipeline("text-classification", model=str(tf_camembert_dir), quantize="int8")
+    pipe("Un film.")
+    assert not pipe.model._hooked()
+    layer = pipe.model.base.encoder.layer[0]
+    fresh = nn.Identity()
+    layer.extra = fresh
+    fresh.register_forward_hook(lambda module, args, out: None)
+    assert not pipe.model._hooked()  # the list of the first forward
+    pipe.model.modules_changed()
+    assert pipe.model._hooked()

@@ -152,6 +152,7 @@ def _prepare(model: EncoderModel, files: Iterable[Path], device: torch.device, d
         fast_path = "PyTorch ops"
     # Repacked, quantized or moved weights leave their mapped originals unread: drop those pages.
     release_file_pages(files)
+    model.modules_changed()  # the layers were swapped: the hook check lists them again
     chosen = Preparation(device, dtype, quantize, torch.get_num_threads(), fast_path, batch_tokens)
     log.info("prepared %s: %s", name or "the model", chosen.describe())
     return chosen

@@ -226,10 +226,15 @@ class EncoderModel(nn.Module):
         with seen_by_hooks(self._hooked()):
             return self._forward_packed(p, select_token_id, inputs_embeds, trace)
 
+    def modules_changed(self) -> None:
+        """Say that modules were put in place (prepare_model's swaps): the hook check lists them again."""
+        self.__dict__.pop("_all_modules", None)
+
     def _hooked(self) -> bool:
         """Whether a forward hook (on one of the model's modules, or torch's global ones) may see the tensors
-        between layers. The modules are listed at the first forward, once prepared (walking the tree each time
-        cost ~0.1 ms a forward on a base-size model, a few % of a short request)."""
+        between layers. The modules are listed at the first forward, and again after `modules_changed` (walking
+        the tree each time cost ~0.1 ms a forward on a base-size model, a few % of a short request): a module a
+        user puts in place by hand after a forward calls it."""
         if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
             return True
         modules = self.__dict__.get("_all_modules")
