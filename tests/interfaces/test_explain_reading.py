@@ -143,3 +143,31 @@ def test_entities_come_from_the_pipelines_own_windows(task_factory):
     assert "sharing 32" in flat(out)
     printed = re.findall(r"^  (\S+)\s+([\d.]+)  \[(\d+):(\d+)\]", out, flags=re.MULTILINE)
     assert printed == [(e["entity_group"], f"{e['score']:.4f}", str(e["start"]), str(e["end"])) for e in entities]
+
+
+def test_a_long_text_explained_says_no_stride_to_pass(task_factory, caplog):
+    """Reading through the pipeline's own preprocess made explain log token classification's "truncated; pass
+    stride=N" for a long text, an option explain does not take, while its entities read the text whole (the
+    explain-regression audit); the stages show the first window, and the entities cover the text."""
+    import logging
+
+    pipe = pipeline("token-classification", model=task_factory.checkpoint("camembert", "token-classification"))
+    text = "Jean-Baptiste vit à Montréal et travaille à Paris depuis 2019. " * 50  # over 512 tokens
+    with caplog.at_level(logging.WARNING):
+        out = stages(pipe, text)
+        (x,) = report(pipe, text).inspections
+    assert "Entities of the whole text" in out and x.head.entities
+    assert not [r for r in caplog.records if "pass stride" in r.getMessage()], caplog.text
+    with caplog.at_level(logging.WARNING):
+        pipe(text)  # the pipeline's own call still says it
+    assert any("pass stride" in r.getMessage() for r in caplog.records)
+
+
+def test_a_text_without_a_mask_is_named_among_several(task_factory):
+    """The second of two texts without a mask was said to be "text 0" (the pipeline's numbering of the one text
+    explain hands it at a time)."""
+    from coulisse.errors import InputError
+
+    pipe = pipeline("fill-mask", model=task_factory.checkpoint("camembert", "masked-lm"))
+    with pytest.raises(InputError, match=r"^'Pas de masque ici\.' has no mask token \(<mask>\) in the tokens"):
+        stages(pipe, ["Le film est <mask> !", "Pas de masque ici."])

@@ -6,13 +6,15 @@ so this module imports numpy and torch only inside the renderers: `coulisse --he
 
 Every view, terminal and HTML, reads its input through `read_input`: the pipeline's own preprocess with the
 pipeline's own options (`preprocessed`), so the tokens, ids, embedding and answer it shows are those `pipe(text)`
-computes. Pair tasks show a text pair in stage 1: question-answering the question and the context (TEXT), in the
-pipeline's order, its first window; zero-shot-classification TEXT and the first label's hypothesis (every pair
-follows).
+computes (a feature-extraction pipeline that pools none: pooling='auto''s embedding). Pair tasks show a text
+pair in stage 1: question-answering the question and the context (TEXT), in the pipeline's order, its first
+window; zero-shot-classification TEXT and the first label's hypothesis (every pair follows).
 """
 
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,7 +149,14 @@ def read_input(pipe, text: str, *, question: str | None = None, labels: Any = No
         seen = _classification_read(pipe, text, options, batch)
     else:
         pools = pipe.task == "feature-extraction" and pipe.options({})["pooling"] is None
-        options, batch = preprocessed(pipe, text, **({"pooling": "auto"} if pools else {}))
+        try:
+            with _quiet(pipe):
+                options, batch = preprocessed(pipe, text, **({"pooling": "auto"} if pools else {}))
+        except InputError as e:  # said of this text, in explain's words (preprocess numbers its own texts from 0)
+            if pipe.task == "fill-mask" and "has no mask token" in str(e):
+                raise InputError(f"{text!r} has no mask token ({pipe.tokenizer.special_tokens['mask']}) in the "
+                                 "tokens the model reads; put one where a word is missing.") from None
+            raise
         seen = _single_read(pipe, options, batch)
     seen.side = options.get("truncation_side") or pipe.tokenizer.truncation_side
     whole = pipe.tokenizer.encode_batch([seen.text], truncation=False, add_special_tokens=False)[0]
@@ -155,6 +164,22 @@ def read_input(pipe, text: str, *, question: str | None = None, labels: Any = No
                                                     strict=True)]
     seen.cut = max(len(whole.ids) - sum(whole.special_tokens_mask) - sum(kept), 0)
     return seen
+
+
+@contextmanager
+def _quiet(pipe):
+    """Token classification's "truncated; pass stride=N" warning is not said where explain reads a long text: its
+    stages show the first window, and its entities read the whole text in windows (`entity_options`)."""
+    if pipe.task != "token-classification":
+        yield
+        return
+    logger = logging.getLogger(type(pipe).__module__)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _classification_read(pipe, text: str, options: dict[str, Any], batch) -> Read:
