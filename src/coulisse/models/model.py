@@ -237,9 +237,12 @@ class EncoderModel(nn.Module):
         user puts in place by hand after a forward calls it."""
         if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
             return True
+        if self._forward_hooks or self._forward_pre_hooks:
+            return True
         modules = self.__dict__.get("_all_modules")
-        if modules is None:
-            modules = self.__dict__["_all_modules"] = list(self.modules())
+        if modules is None:  # not the model itself: a reference to itself would keep a dropped model (and its
+            # mapped weights) alive until the garbage collector's next pass
+            modules = self.__dict__["_all_modules"] = [m for m in self.modules() if m is not self]
         return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
 
     def _forward_packed(self, p: Packed, select_token_id: int | None, inputs_embeds: Tensor | None,
