@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from coulisse.interfaces.options import REVISION_HELP, Choice, given_revision, revision_option
+from coulisse.interfaces.options import REVISION_HELP, Choice, given_revision, in_command_words, revision_option
 
 HEAD_HELP = ("What to save: sequence-classification, token-classification, question-answering, masked-lm, "
              "multiple-choice or base (the encoder alone), or a pipeline task that implies one "
@@ -83,7 +83,7 @@ def convert(ctx, model, out_dir, dtype, head, overwrite):
         try:
             out, written = convert_checkpoint(model, out_dir, head=_head(head), dtype=dtype, overwrite=overwrite,
                                               revision=given_revision())
-        except MissingHeadError as e:  # the way out in this command's words: its --task (--head) takes the tasks
-            raise e.reworded(" or ".join(f"--task {t}" for t in e.tasks)) from None
+        except MissingHeadError as e:  # its --task (--head) takes the tasks
+            raise in_command_words(e, "convert") from None
     architecture = json.loads((out / "config.json").read_text(encoding="utf-8"))["architectures"][0]
     click.echo(f"wrote {out}: {architecture}, {dtype}, {len(written)} files")  # those written, not those there

@@ -243,20 +243,26 @@ def load_pipeline(task: str, model: str | None, threads: int | None = None, quan
 
     try:
         return pipeline(task, model=model, threads=threads, **kwargs)
-    except MissingHeadError as e:  # the way out in the CLI's words: a command, or --task where the command takes one
+    except MissingHeadError as e:
         if command is None:
             ctx = click.get_current_context(silent=True)
             command = ctx.info_name if ctx is not None else None
-        if command in TAKES_TASK:
-            raise e.reworded(" or ".join(f"--task {t}" for t in e.tasks)) from None
-        raise e.reworded(" or ".join(f"`coulisse {COMMAND_OF_TASK[t]} -m ...`" for t in e.tasks
-                                     if t in COMMAND_OF_TASK)) from None
+        raise in_command_words(e, command) from None
 
 
 # The command that runs each pipeline task, and those that take --task (a missing head's error names them)
 COMMAND_OF_TASK = {"text-classification": "classify", "token-classification": "ner", "question-answering": "qa",
                    "fill-mask": "fill-mask", "feature-extraction": "embed"}
-TAKES_TASK = frozenset({"explain", "serve", "studio"})
+TAKES_TASK = frozenset({"explain", "serve", "studio", "convert"})
+
+
+def in_command_words(error, command: str | None):
+    """A MissingHeadError with its way out in the CLI's words: --task where `command` takes one, else the
+    command that runs each task the checkpoint has."""
+    if command in TAKES_TASK:
+        return error.reworded(" or ".join(f"--task {t}" for t in error.tasks))
+    return error.reworded(" or ".join(f"`coulisse {COMMAND_OF_TASK[t]} -m ...`" for t in error.tasks
+                                      if t in COMMAND_OF_TASK))
 
 
 def read_texts(texts: tuple[str, ...], stdin: BinaryIO | None = None) -> list[str]:

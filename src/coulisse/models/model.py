@@ -317,7 +317,7 @@ class EncoderModel(nn.Module):
                              f"{tuple(input_ids.shape)}; they go together, one mask value per id, as the tokenizer "
                              "gives them.")
         if input_ids.numel() and not input_ids.is_floating_point() and input_ids.dim() in (2, 3):
-            low, high = int(input_ids.min()), int(input_ids.max())
+            low, high = (int(v) for v in torch.aminmax(input_ids))  # one pass
             if low < 0 or high >= self.config.vocab_size:
                 raise InputError(f"input id {high if high >= self.config.vocab_size else low} is outside this model's "
                                  f"vocabulary (ids 0 to {self.config.vocab_size - 1}): is the tokenizer from another "
