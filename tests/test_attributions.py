@@ -384,7 +384,7 @@ def test_the_baseline_is_each_words_vector_replaced_positions_kept(arch, factory
 
     import transformers
 
-    from coulisse.interfaces.explain import attribution_lines
+    from coulisse.interfaces.attribution_view import attribution_lines
 
     directory = factory.checkpoint(arch)
     pipe = pipeline("text-classification", model=directory)

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from coulisse.interfaces.explain import BATCH_TASKS, batch_lines, explain_text, report
+from coulisse.interfaces.explain import BATCH_TASKS, batch_lines, explain_text
+from coulisse.interfaces.inspection import report
 from coulisse.tokenizer.tokenizer import check_texts
 
 __all__ = ["report", "stages"]

@@ -209,7 +209,7 @@ def test_explain_attributions_with_fewer_steps_than_two_panels(classifier_dir, s
 
 
 def test_coloured_words_read_as_the_text(classifier_dir):
-    from coulisse.interfaces.explain import attribution_lines
+    from coulisse.interfaces.attribution_view import attribution_lines
 
     a = pipeline("text-classification", model=classifier_dir).explain(REVIEW)
     lines = attribution_lines(a, color=True)
@@ -221,7 +221,7 @@ def test_coloured_words_read_as_the_text(classifier_dir):
 
 
 def test_colour_only_on_a_terminal_without_no_color(monkeypatch):
-    from coulisse.interfaces.explain import use_color
+    from coulisse.interfaces.attribution_view import use_color
 
     class Terminal:
         def isatty(self):
@@ -332,7 +332,7 @@ def test_attribution_options_are_checked_before_loading(tmp_path):
 
 
 def test_cli_methods_are_the_librarys():
-    from coulisse.interfaces.explain import ATTRIBUTION_MAX_STEPS, ATTRIBUTION_METHODS
+    from coulisse.interfaces.attribution_view import ATTRIBUTION_MAX_STEPS, ATTRIBUTION_METHODS
     from coulisse.tasks.attributions import METHODS
     from coulisse.tasks.integrated_gradients import MAX_STEPS
 
@@ -457,7 +457,7 @@ def test_word_scoring_refusals_say_what_to_do_for_the_task_given():
     """An NER model was told `--task text-classification`; `--method` alone was told to add --attributions or
     --html, where --json takes it too (audit 43 explain)."""
     from coulisse.errors import InputError
-    from coulisse.interfaces.explain import check_attribution_request
+    from coulisse.interfaces.attribution_view import check_attribution_request
 
     with pytest.raises(InputError, match="not token-classification; drop it: the stages show the "
                                          "token-classification answer without it"):

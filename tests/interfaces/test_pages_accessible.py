@@ -14,8 +14,8 @@ import pytest
 from test_report import parse
 
 from coulisse import pipeline
-from coulisse.interfaces.explain import write_report
-from coulisse.interfaces.report import STYLE
+from coulisse.interfaces.inspection import write_report
+from coulisse.interfaces.page_assets import STYLE
 
 pytest.importorskip("fastapi")
 from starlette.testclient import TestClient  # noqa: E402
@@ -147,7 +147,7 @@ def test_the_studios_window_strip_leaves_its_numbers_to_the_table(studio):
 
 
 def test_only_a_language_tag_marks_a_text():
-    from coulisse.interfaces.report import lang_attribute
+    from coulisse.interfaces.html_parts import lang_attribute
 
     assert lang_attribute("fr") == ' lang="fr"' and lang_attribute("pt-BR") == ' lang="pt-BR"'
     for card in ("French", "multilingual", '"><script>alert(1)</script>', "", None):

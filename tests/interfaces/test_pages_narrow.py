@@ -16,7 +16,7 @@ import pytest
 from test_report import chromium
 
 from coulisse import pipeline
-from coulisse.interfaces.explain import write_report
+from coulisse.interfaces.inspection import write_report
 
 LABELS = {0: "שלילי", 1: "إيجابي"}  # Hebrew, then Arabic: each a right-to-left label
 TEXTS = ["هذا الفيلم رائع جدا 100 مرة، ممثلون 2024", "Un film excellent, mais trop long : 2 h 40 !"]

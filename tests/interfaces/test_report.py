@@ -22,16 +22,10 @@ from factory import LABELS, TEXTS
 
 from coulisse import pipeline
 from coulisse.errors import InputError
-from coulisse.interfaces.explain import write_report
-from coulisse.interfaces.report import (
-    AGAINST,
-    MAX_ATTENTION_TOKENS,
-    STYLE,
-    TOWARDS,
-    diverging_rgb,
-    render_bars,
-    render_page,
-)
+from coulisse.interfaces.html_parts import AGAINST, TOWARDS, diverging_rgb, render_bars
+from coulisse.interfaces.inspection import write_report
+from coulisse.interfaces.page_assets import STYLE
+from coulisse.interfaces.report import MAX_ATTENTION_TOKENS, render_page
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 HOSTILE = '<script>alert("x")</script> Un <b>film</b> & « Amélie » </p>'

@@ -20,9 +20,10 @@ from test_report import chromium, parse
 
 from coulisse import pipeline
 from coulisse.interfaces.cli import cli
-from coulisse.interfaces.explain import STAGES, write_report
+from coulisse.interfaces.explain import STAGES
 from coulisse.interfaces.formatting import one_line
-from coulisse.interfaces.report import HEADS
+from coulisse.interfaces.inspection import write_report
+from coulisse.interfaces.report_heads import HEADS
 
 QA_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "qa"
 SENTENCE = "Jean-Baptiste vit à Montréal et travaille à Paris depuis 2019."
@@ -271,7 +272,7 @@ def test_sparse_embedding_page_names_each_heavy_entry_and_its_token(task_factory
 
 
 def test_every_explain_task_has_a_page_view():
-    from coulisse.interfaces.explain import HEAD_VIEWS
+    from coulisse.interfaces.head_views import HEAD_VIEWS
 
     assert set(HEAD_VIEWS) == set(STAGES)
 
@@ -375,7 +376,7 @@ def test_views_say_when_two_answers_are_the_same_in_the_tasks_terms():
     """Each task's `against`: the same answer where the task's answer is the same (entities by label and
     characters, the best token of each mask, the answer span, the ranking, the heaviest entries as a set, an
     embedding's cosine at int8's gate), not where a score merely moved; and each difference named."""
-    from coulisse.interfaces.report import Answered, Expanded, Filled, Pooled, Ranked, Tagged
+    from coulisse.interfaces.head_views import Answered, Expanded, Filled, Pooled, Ranked, Tagged
 
     marie, paris = entity("PER", "Marie", 0, 0.9), entity("LOC", "Paris", 12, 0.8)
     moved = {**marie, "score": 0.7}

@@ -28,8 +28,9 @@ from starlette.testclient import TestClient  # noqa: E402
 from coulisse import pipeline  # noqa: E402
 from coulisse.errors import InputError  # noqa: E402
 from coulisse.interfaces.cli import cli  # noqa: E402
+from coulisse.interfaces.html_parts import diverging_rgb  # noqa: E402
 from coulisse.interfaces.jobs.predict import Predictor  # noqa: E402
-from coulisse.interfaces.report import MAX_ATTENTION_TOKENS, diverging_rgb  # noqa: E402
+from coulisse.interfaces.report import MAX_ATTENTION_TOKENS  # noqa: E402
 from coulisse.interfaces.studio.app import create_app  # noqa: E402
 from coulisse.interfaces.studio.command import is_loopback  # noqa: E402
 from coulisse.interfaces.studio.explore import Studio, parse_query  # noqa: E402

@@ -87,7 +87,7 @@ def test_chunk_mode_explains_the_mean_of_the_windows(camembert, method):
         assert abs(a.gap) <= 1e-3 * abs(a.delta) + 1e-5 and a.steps >= windows * 32
     for target in LABELS:
         assert pipe.explain(TEXT, method=method, target=target).label == LABELS[target]
-    from coulisse.interfaces.explain import attribution_lines
+    from coulisse.interfaces.attribution_view import attribution_lines
 
     said = " ".join(" ".join(attribution_lines(a, color=False)).split())
     assert f"the mean over the {windows} windows the text is read in. F(x) = {a.logits[a.target]:+.4f}" in said
@@ -104,7 +104,7 @@ def test_chunk_mode_refuses_what_it_refuses_in_a_call(camembert):
 def test_the_page_shows_the_input_and_answer_of_the_call(camembert, options):
     """`coulisse.explain.report` / the studio's views: the token table, the attention and the answer are the
     call's input and answer, which the words' scores explain (the table tokenized apart, with defaults)."""
-    from coulisse.interfaces.explain import inspect_text
+    from coulisse.interfaces.inspection import inspect_text
 
     pipe = pipeline("text-classification", model=camembert, **options)
     want, batch = call_logits(pipe, TEXT)
@@ -120,7 +120,7 @@ def test_the_page_shows_the_input_and_answer_of_the_call(camembert, options):
 
 
 def test_the_page_of_a_text_read_in_windows_is_refused_in_one_line(camembert):
-    from coulisse.interfaces.explain import inspect_text
+    from coulisse.interfaces.inspection import inspect_text
 
     pipe = pipeline("text-classification", model=camembert, long_text="chunk", max_length=10)
     with pytest.raises(InputError, match=r"reads the text in \d+ windows .*long_text='truncate'") as caught:
@@ -152,7 +152,7 @@ def test_every_text_explains_its_own_answer(camembert):
 def test_weights_say_what_ran(camembert):
     """Occlusion runs through the pipeline's own forward: bf16 is labelled bf16 (it said fp32); Integrated
     Gradients take fp32 gradients whatever the pipeline runs."""
-    from coulisse.interfaces.explain import inspect_text
+    from coulisse.interfaces.inspection import inspect_text
 
     try:
         bf16 = pipeline("text-classification", model=camembert, dtype="bfloat16")

@@ -62,7 +62,8 @@ def check_words(text: str, words, special, scores) -> None:
 
 @pytest.mark.parametrize("text", list(EXAMPLES))
 def test_a_lone_piece_goes_with_the_character_it_spans(pipe, text):
-    from coulisse.interfaces.explain import attribution_lines, inspect_text
+    from coulisse.interfaces.attribution_view import attribution_lines
+    from coulisse.interfaces.inspection import inspect_text
     from coulisse.interfaces.report import render_words
 
     a = pipe.explain(text, method="occlusion")

@@ -14,22 +14,19 @@ from pathlib import Path
 
 import click
 
-from coulisse.interfaces.explain import (
+from coulisse.interfaces.attribution_view import (
     ATTRIBUTION_MAX_STEPS,
     ATTRIBUTION_METHODS,
-    BATCH_TASKS,
-    STAGES,
     attribution_lines,
-    batch_lines,
     check_attribution_request,
-    check_request,
     cli_target,
     explain_options,
-    explain_text,
     use_color,
-    write_report,
 )
+from coulisse.interfaces.explain import BATCH_TASKS, STAGES, batch_lines, explain_text
+from coulisse.interfaces.explain_input import check_request
 from coulisse.interfaces.formatting import one_line, printable, probability, terminal_width
+from coulisse.interfaces.inspection import write_report
 from coulisse.interfaces.jobs.command import check_mode_options, encoding_option, run_embed_job, run_job
 from coulisse.interfaces.jobs.row_models import is_sparse
 from coulisse.interfaces.options import (

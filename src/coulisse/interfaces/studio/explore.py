@@ -26,15 +26,10 @@ from typing import Any
 import numpy as np
 
 from coulisse.errors import InputError
-from coulisse.interfaces.explain import (
-    ATTRIBUTION_METHODS,
-    ATTRIBUTION_TASKS,
-    cli_target,
-    head_view,
-    inspect_text,
-    read_as,
-)
-from coulisse.interfaces.report import Agreement, Inspection
+from coulisse.interfaces.attribution_view import ATTRIBUTION_METHODS, ATTRIBUTION_TASKS, cli_target
+from coulisse.interfaces.explain_input import read_as
+from coulisse.interfaces.head_views import Agreement
+from coulisse.interfaces.inspection import Inspection, head_view, inspect_text
 from coulisse.tasks.text_classification import apply_function
 from coulisse.tasks.windows import LONG_TEXT, average_logits, default_stride, split_windows, window_starts
 
@@ -286,7 +281,7 @@ class Studio:
     @functools.cached_property
     def language(self) -> str | None:
         """The model's one language, which the page marks its texts in (None: it names none)."""
-        from coulisse.interfaces.explain import pipe_language
+        from coulisse.interfaces.inspection import pipe_language
 
         return pipe_language(self.exact)
 

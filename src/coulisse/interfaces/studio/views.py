@@ -7,18 +7,10 @@ anywhere but the page itself: inline CSS and JavaScript, an empty data: favicon 
 
 from __future__ import annotations
 
-from coulisse.interfaces.explain import ATTRIBUTION_TASKS
-from coulisse.interfaces.report import (
-    SCRIPT,
-    STYLE,
-    e,
-    headline_html,
-    iso,
-    lang_attribute,
-    render_bars,
-    render_section,
-    scrolling_tables,
-)
+from coulisse.interfaces.attribution_view import ATTRIBUTION_TASKS
+from coulisse.interfaces.html_parts import e, headline_html, iso, lang_attribute, render_bars
+from coulisse.interfaces.page_assets import SCRIPT, STYLE
+from coulisse.interfaces.report import render_section, scrolling_tables
 from coulisse.interfaces.studio.explore import QUANTIZE, WEIGHTS, Answer, Exploration, Query, delta
 from coulisse.tasks.windows import LONG_TEXT
 
