@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from coulisse.models import native
 from coulisse.models import quantize as Q
 from coulisse.weights.mapped import keep_activations_on_heap
 
@@ -121,7 +122,7 @@ def compare(builds, run, rounds: int) -> str:
 
 def pipeline_runner(n: int, batch_tokens: int = 1024):
     """The --fast pipeline over n reviews, run on a given build: the layers look their C module up at each call
-    (quantize.kernels, quantize._gemm_kernels), so swapping those swaps what runs."""
+    (native.kernels, quantize._gemm_kernels), so swapping those swaps what runs."""
     from bench_model import ensure
     from bench_texts import load_texts
 
@@ -132,7 +133,7 @@ def pipeline_runner(n: int, batch_tokens: int = 1024):
                     max_batch_tokens=batch_tokens)
 
     def run(kernel, keep: list | None = None):
-        Q._KERNELS = kernel
+        native._KERNELS = kernel
         Q._gemm_kernels = lambda: kernel
         logits = pipe(texts, top_k=None, function_to_apply="none")
         if keep is not None:

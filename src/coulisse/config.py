@@ -81,7 +81,8 @@ class EncoderConfig:
     def position_limit(self) -> int | None:
         """Longest input the model runs: its position table's, or None where it reads no absolute positions
         (DeBERTa-v2 with `position_biased_input: false`: relative buckets only, any length)."""
-        if self.model_type == "deberta-v2" and self.raw.get("position_biased_input", True) is False:
+        flag = self.family.absolute_positions_flag
+        if flag is not None and self.raw.get(flag, True) is False:
             return None
         return self.max_positions
 

@@ -50,6 +50,9 @@ class Family:
     mask_from_pad: bool = False
     # Base-model checkpoint keys (prefix removed) the model may leave unread without it being an error.
     unused_ok: tuple[str, ...] = ()
+    # A config.json flag that, set false, says the model reads no absolute positions (DeBERTa-v2's
+    # `position_biased_input`: relative buckets only, so any input length runs); None: it always reads them.
+    absolute_positions_flag: str | None = None
     # config.json: our `EncoderConfig` field -> this family's key for it (DistilBERT's "dim"), the family's
     # defaults where they differ from BERT's (by our field names), and fields computed from the others.
     config_keys: Mapping[str, str] = field(default_factory=dict)
@@ -162,6 +165,7 @@ FAMILIES: dict[str, Family] = _rows(
     # `position_biased_input: false` may carry an absolute position table the model never reads.
     Family("deberta-v2", ("deberta",), "deberta_v2.HEADS", model="deberta_v2.DebertaV2Model",
            checkpoint_keys="deberta_v2.checkpoint_keys", unused_ok=("embeddings.position_embeddings.",),
+           absolute_positions_flag="position_biased_input",
            config_defaults={"vocab_size": 128100, "hidden_size": 1536, "num_hidden_layers": 24,
                             "num_attention_heads": 24, "intermediate_size": 6144, "type_vocab_size": 0,
                             "layer_norm_eps": 1e-7},

@@ -172,7 +172,7 @@ def test_without_cpuinfo_the_kernels_say_what_the_cpu_has(monkeypatch):
     finally:
         cpu.detect.cache_clear()
     # no C extension: torch's dispatch level, which knows AVX2 and AVX-512 only
-    monkeypatch.setattr("coulisse.models.quantize.kernels", lambda: None)
+    monkeypatch.setattr("coulisse.models.native.kernels", lambda: None)
     assert cpu.flags_from_kernels("AVX2") == {"avx2", "fma"}
     assert "avx512f" in cpu.flags_from_kernels("AVX512") and not cpu.flags_from_kernels("DEFAULT")
 

@@ -30,7 +30,7 @@ from torch import nn
 
 from coulisse import pipeline
 from coulisse.engine.cpu import this_machine
-from coulisse.models import fastpath
+from coulisse.models import fastpath, native
 from coulisse.models import quantize as Q
 from coulisse.models.bert import DenseNorm, Intermediate
 from coulisse.models.fastpath import BF16Linear, MklLinear, PackedLinear
@@ -165,7 +165,7 @@ def test_add_norm_gives_each_row_its_own_bits_beside_another(cols, threads):
 
 def test_add_norm_fallback_is_the_unfused_ops(monkeypatch):
     acc, scale, bias, residual, norm = dense_norm_inputs(9, 40)
-    monkeypatch.setattr(Q, "_KERNELS", False)
+    monkeypatch.setattr(native, "_KERNELS", False)
     with torch.no_grad():
         out = Q.add_norm_rows(acc.clone(), scale, bias, residual, norm)
         expected = norm(torch.addcmul(bias, acc, scale) + residual)
@@ -198,7 +198,7 @@ def test_int8_pipeline_with_and_without_kernels_agree(factory, monkeypatch):
     way): far below the int8 error budget that tests/models/test_quantize.py checks against fp32."""
     directory = factory.checkpoint("bert")
     fused = pipeline("text-classification", model=directory, quantize="int8")
-    monkeypatch.setattr(Q, "_KERNELS", False)
+    monkeypatch.setattr(native, "_KERNELS", False)
     plain = pipeline("text-classification", model=directory, quantize="int8")
     a, b = (np.array(p.forward(p.preprocess(TEXTS))) for p in (fused, plain))
     exact = pipeline("text-classification", model=directory)
@@ -305,8 +305,8 @@ def test_fp32_dense_norm_uses_the_c_pass(kernel, monkeypatch):
         block.LayerNorm.bias.normal_()
     x, residual = torch.randn(200, 64), torch.randn(200, 48) * 3
     block.dense = fp32_layer(kernel, block.dense, False)
-    calls, real = [], Q.add_norm_rows
-    monkeypatch.setattr(Q, "add_norm_rows", lambda *args: calls.append(len(args)) or real(*args))
+    calls, real = [], native.add_norm_rows
+    monkeypatch.setattr(native, "add_norm_rows", lambda *args: calls.append(len(args)) or real(*args))
     with torch.inference_mode():
         fused = block(x, residual)
         v = block.dense(x) + residual
@@ -343,7 +343,7 @@ def test_pack_linears_runs_the_erf_gelu_in_the_c_pass(kernel, monkeypatch):
 
 
 def test_fp32_layers_without_the_c_kernels_are_plain_linears(monkeypatch):
-    monkeypatch.setattr(Q, "_KERNELS", False)
+    monkeypatch.setattr(native, "_KERNELS", False)
     torch.manual_seed(2)
     linear, norm = nn.Linear(40, 24), nn.LayerNorm(24)
     x, residual = torch.randn(9, 40), torch.randn(9, 24)
@@ -421,7 +421,7 @@ def test_embeddings_take_one_c_pass_within_the_layer_norm_bound(types, monkeypat
                 return lambda *args: calls.append(args) or real.add_norm_rows(*args)
             return getattr(real, name)
 
-    monkeypatch.setattr(Q, "_KERNELS", Counting())
+    monkeypatch.setattr(native, "_KERNELS", Counting())
     with torch.no_grad():
         fused = block(p)
         words, pos = block.word_embeddings(p.input_ids), block.position_embeddings(p.position_ids)

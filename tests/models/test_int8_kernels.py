@@ -17,13 +17,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from coulisse import pipeline
+from coulisse.models import native
 from coulisse.models import quantize as Q
+from coulisse.models.swap import identity
 
 
 @pytest.fixture
 def no_kernels(monkeypatch):
     """Run the PyTorch fallback, as on an install built without a C compiler."""
-    monkeypatch.setattr(Q, "_KERNELS", False)
+    monkeypatch.setattr(native, "_KERNELS", False)
 
 
 @pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
@@ -35,11 +37,11 @@ def threads(request):
 
 
 def fallback(fn, *args):
-    saved, Q._KERNELS = Q._KERNELS, False
+    saved, native._KERNELS = native._KERNELS, False
     try:
         return fn(*args)
     finally:
-        Q._KERNELS = saved
+        native._KERNELS = saved
 
 
 def test_kernels_are_built_where_a_compiler_exists():
@@ -71,7 +73,8 @@ def test_posix_threads_give_the_same_bits(tmp_path):
         pytest.skip("no C kernels")
     script = """
 import sys, torch
-from coulisse.models.quantize import kernels, quantize_rows, dequantize_rows
+from coulisse.models.native import dequantize_rows, kernels
+from coulisse.models.quantize import quantize_rows
 torch.set_num_threads(2); torch.manual_seed(0)
 x = torch.randn(300, 768) * 3; y = torch.randn(300, 3072) * 50
 q, s = quantize_rows(x); d = dequantize_rows(y.clone(), s, torch.randn(3072), True)
@@ -118,7 +121,8 @@ def test_a_nan_in_a_row_reaches_that_row_only(rows):
 
 ISA_SCRIPT = """
 import sys, torch
-from coulisse.models.quantize import add_norm_rows, dequantize_rows, kernels, quantize_rows
+from coulisse.models.native import add_norm_rows, dequantize_rows, kernels
+from coulisse.models.quantize import quantize_rows
 torch.set_num_threads(2); torch.manual_seed(0)
 x = torch.randn(300, 771) * 3; x[1] = 0; x[3, :7] = torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 127.0])
 x[4, 9] = x[5, 770] = float("nan")
@@ -181,7 +185,8 @@ def test_each_instruction_set_gives_the_same_bits(tmp_path):
 
 CODES_SCRIPT = """
 import sys, torch
-from coulisse.models.quantize import CODES, add_norm_rows, dequantize_rows, kernels, quantize_rows
+from coulisse.models.native import CODES, add_norm_rows, dequantize_rows, kernels
+from coulisse.models.quantize import quantize_rows
 torch.set_num_threads(2); torch.manual_seed(1)
 y = torch.randn(300, 3101) * 4; s = torch.rand(300, 1) + 0.5; b = torch.randn(3101)
 y[7, 12] = float("nan"); y[8, 20] = float("inf")
@@ -377,7 +382,7 @@ def test_quantized_model_fuses_the_feed_forward_gelu(tf_camembert_dir):
     pipe = pipeline("sentiment-analysis", model=str(tf_camembert_dir), quantize="int8")
     for layer in pipe.model.base.encoder.layer:
         assert layer.intermediate.dense.gelu
-        assert layer.intermediate.act is Q.identity
+        assert layer.intermediate.act is identity
         assert not layer.output.dense.gelu and not layer.attention.self.qkv.gelu
 
 
@@ -390,7 +395,7 @@ def test_pipeline_same_answers_with_and_without_kernels(tf_camembert_dir, no_ker
     pipe = pipeline("sentiment-analysis", model=str(tf_camembert_dir), quantize="int8")
     items = pipe.preprocess(texts)
     slow = np.array(pipe.forward(items))  # no_kernels: PyTorch ops
-    Q._KERNELS = None  # look the kernels up again
+    native._KERNELS = None  # look the kernels up again
     assert Q.kernels() is not None
     fast = np.array(pipe.forward(items))
     assert np.abs(fast - slow).max() < 1e-4 * max(1.0, np.abs(slow).max())

@@ -278,7 +278,7 @@ def flags_from_kernels(capability: str) -> frozenset[str]:
     arm64 says `Features`), which judged every fast path unknown there: `--fast` never chose int8 on an AVX2 or
     VNNI PC, and int8 kept 7-bit weights where VNNI takes 8 (audit 44)."""
     avx2, avx512 = {"avx2", "fma"}, {"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq"}
-    from coulisse.models.quantize import kernels
+    from coulisse.models.native import kernels
 
     if (_int8 := kernels()) is None:  # no C extension: torch's level, which names no VNNI, BF16 or AMX
         return frozenset(avx512 if capability.startswith("AVX512") else avx2 if capability == "AVX2" else ())
@@ -306,9 +306,9 @@ def backends() -> Backends:
         c_attention_enabled,
         onednn_fp32_available,
     )
+    from coulisse.models.native import kernels
     from coulisse.models.quantize import (
         fbgemm_available,
-        kernels,
         onednn_available,
         own_gemm_enabled,
         small_batches_enabled,

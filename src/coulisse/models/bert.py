@@ -293,7 +293,7 @@ def attend_sequences(qkv: Tensor, p: Packed, heads: int, first_only: bool, bias:
 
 class Embeddings(nn.Module):
     # Set at load by the CPU fast path (models/fastpath.py, `install_c_embeddings`): `norm_kernel(words, None, type
-    # vector, positions, LayerNorm)` (quantize.add_norm_rows), which runs, without gradients, the word and position
+    # vector, positions, LayerNorm)` (native.add_norm_rows), which runs, without gradients, the word and position
     # vectors plus the type vector of a single segment (every type id 0, or none given) and their LayerNorm as one C
     # pass, instead of a third lookup, two adds and LayerNorm. None: the module's ops.
     norm_kernel = None

@@ -42,7 +42,9 @@ import os
 import torch
 from torch import Tensor, nn
 
-from coulisse.models import quantize
+from coulisse.models import native
+from coulisse.models.quantize import Codes
+from coulisse.models.swap import swap_linears
 from coulisse.weights.mapped import release_tensor_pages
 
 log = logging.getLogger(__name__)
@@ -67,7 +69,7 @@ class Fp32Linear(nn.Module):
     def __init__(self, linear: nn.Linear, c_gelu: bool = False):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.c_pass = quantize.kernels() is not None and quantize.fusions_enabled()
+        self.c_pass = native.kernels() is not None and native.fusions_enabled()
         self.c_gelu = c_gelu and self.c_pass
         bias = linear.bias.detach().float() if linear.bias is not None else None
         if bias is None and self.c_gelu:
@@ -83,7 +85,7 @@ class Fp32Linear(nn.Module):
         if not self.c_pass or self.bias is None:
             return self._gemm(rows, self.bias).reshape(*x.shape[:-1], self.out_features)
         # + bias (, GELU), in place
-        out = quantize.dequantize_rows(self._gemm(rows, None), None, self.bias, self.c_gelu)
+        out = native.dequantize_rows(self._gemm(rows, None), None, self.bias, self.c_gelu)
         return out.reshape(*x.shape[:-1], self.out_features)
 
     def forward_add_norm(self, x: Tensor, residual: Tensor, norm: nn.LayerNorm) -> Tensor:
@@ -91,7 +93,7 @@ class Fp32Linear(nn.Module):
         if not self.c_pass or self.bias is None or self.c_gelu:
             return norm(self(x) + residual)
         out = self._gemm(x.reshape(-1, self.in_features), None)
-        out = quantize.add_norm_rows(out, None, self.bias, residual.reshape(out.shape), norm)
+        out = native.add_norm_rows(out, None, self.bias, residual.reshape(out.shape), norm)
         return out.reshape(*x.shape[:-1], self.out_features)
 
     def _epilogue_repr(self) -> str:
@@ -148,18 +150,6 @@ class MklLinear(Fp32Linear):
 POST_OPS = {None: ("none", ""), "gelu": ("gelu", "none"), "gelu_tanh": ("gelu", "tanh"), "relu": ("relu", "")}
 
 
-def fused_activation(module: nn.Module, child_name: str) -> str | None:
-    """The post-op name of `module.act` when it applies to child `child_name`'s output (a feed-forward
-    `act(dense(x))` declares it with `act_input`, as models/quantize.py reads it too); None otherwise."""
-    if getattr(module, "act_input", None) != child_name or not quantize.fusions_enabled():
-        return None
-    from coulisse.models.bert import ACTIVATIONS
-
-    names = {id(ACTIVATIONS["gelu"]): "gelu", id(ACTIVATIONS["gelu_new"]): "gelu_tanh",
-             id(ACTIVATIONS["gelu_pytorch_tanh"]): "gelu_tanh", id(ACTIVATIONS["relu"]): "relu"}
-    return names.get(id(module.act))
-
-
 class BF16Linear(nn.Module):
     """A frozen `nn.Linear` run in bf16: fp32 or bf16 input, bf16 output, fp32 accumulation.
 
@@ -203,47 +193,44 @@ def pack_linears(module: nn.Module, fuse_activation: bool = False, kernel: str =
     `act` then the identity). With `fuse_activation`, a oneDNN layer takes the activation as a post-op
     instead: off by default, as on AVX2 (Zen 3) the post-op measured slower than PyTorch's separate
     GELU (docs/benchmarks.md, "The rest of the layer"); not measured on AVX-512 or AMX."""
-    count = 0
-    for name, child in module.named_children():
-        if isinstance(child, nn.Linear) and child.weight.dtype == torch.float32:
-            activation = fused_activation(module, name)
-            post_op = activation if fuse_activation and kernel == "onednn" else None
-            c_gelu = activation == "gelu" and post_op is None
-            if kernel == "onednn":
-                layer = PackedLinear(child, post_op, c_gelu)
-                release_tensor_pages([child.weight])  # repacked: the mapped original is no longer read
-            else:
-                layer = MklLinear(child, c_gelu)  # reads the mapped weight itself
-            setattr(module, name, layer)
-            if post_op is not None or layer.c_gelu:
-                module.act = quantize.identity
-            count += 1
+    fuse = native.fusions_enabled()
+
+    def fp32_layer(linear: nn.Linear, path: str, activation: str | None) -> tuple[nn.Module, bool] | None:
+        if linear.weight.dtype != torch.float32:
+            return None
+        activation = activation if fuse else None
+        post_op = activation if fuse_activation and kernel == "onednn" else None
+        c_gelu = activation == "gelu" and post_op is None
+        if kernel == "onednn":
+            layer = PackedLinear(linear, post_op, c_gelu)
+            release_tensor_pages([linear.weight])  # repacked: the mapped original is no longer read
         else:
-            count += pack_linears(child, fuse_activation, kernel)
-    return count
+            layer = MklLinear(linear, c_gelu)  # reads the mapped weight itself
+        return layer, post_op is not None or layer.c_gelu
+
+    return swap_linears(module, fp32_layer)
 
 
 def bf16_linears(module: nn.Module, packed: bool) -> int:
     """Swap every fp32 `nn.Linear` under `module` for a `BF16Linear`; return how many. Packed layers
     take a feed-forward's activation as a post-op, like `pack_linears`."""
-    count = 0
-    for name, child in module.named_children():
-        if isinstance(child, nn.Linear) and child.weight.dtype == torch.float32:
-            activation = fused_activation(module, name) if packed else None
-            setattr(module, name, BF16Linear(child, packed, activation))
-            if activation is not None:
-                module.act = quantize.identity
-            release_tensor_pages([child.weight])
-            count += 1
-        else:
-            count += bf16_linears(child, packed)
-    return count
+    fuse = packed and native.fusions_enabled()
+
+    def bf16_layer(linear: nn.Linear, path: str, activation: str | None) -> tuple[nn.Module, bool] | None:
+        if linear.weight.dtype != torch.float32:
+            return None
+        activation = activation if fuse else None
+        layer = BF16Linear(linear, packed, activation)
+        release_tensor_pages([linear.weight])
+        return layer, activation is not None
+
+    return swap_linears(module, bf16_layer)
 
 
 def c_attention_enabled() -> bool:
     """Whether fp32 models prepared now run attention in the C kernel (`install_c_attention`):
     built, fusions on, and not turned off with `COULISSE_C_ATTENTION=0` (A/B runs)."""
-    return (quantize.kernels() is not None and quantize.fusions_enabled()
+    return (native.kernels() is not None and native.fusions_enabled()
             and os.environ.get("COULISSE_C_ATTENTION", "1") != "0")
 
 
@@ -260,7 +247,7 @@ def attention_amx_allowed() -> bool:
 
 def bf16_dot() -> bool:
     """Whether the built attention kernel multiplies bf16 pairs on this CPU (AVX512-BF16)."""
-    k = quantize.kernels()
+    k = native.kernels()
     return k is not None and hasattr(k, "has_bf16_dot") and k.has_bf16_dot()
 
 
@@ -297,27 +284,27 @@ def install_c_attention(module: nn.Module, bf16: bool = False) -> int:
 
 def install_c_embeddings(module: nn.Module) -> int:
     """Give every BERT-style embeddings block under `module` its one C pass (`Embeddings.norm_kernel`:
-    `quantize.add_norm_rows`) where the C kernels are built and fusions are on; return how many."""
+    `native.add_norm_rows`) where the C kernels are built and fusions are on; return how many."""
     from coulisse.models.bert import Embeddings
 
-    if quantize.kernels() is None or not quantize.fusions_enabled():
+    if native.kernels() is None or not native.fusions_enabled():
         return 0
     count = 0
     for child in module.modules():
         if isinstance(child, Embeddings):
-            child.norm_kernel = quantize.add_norm_rows
+            child.norm_kernel = native.add_norm_rows
             count += 1
     return count
 
 
 def c_packed_attention_bf16(qkv: Tensor, p, heads: int, first_only: bool, codes: bool = False,
-                            rel: Tensor | None = None) -> Tensor | quantize.Codes | None:
+                            rel: Tensor | None = None) -> Tensor | Codes | None:
     """`c_packed_attention` with Q K^T and P V in bf16 products, fp32 sums (where the CPU has them)."""
     return c_packed_attention(qkv, p, heads, first_only, bf16=True, codes=codes, rel=rel)
 
 
 def c_packed_attention(qkv: Tensor, p, heads: int, first_only: bool, bf16: bool = False,
-                       codes: bool = False, rel: Tensor | None = None) -> Tensor | quantize.Codes | None:
+                       codes: bool = False, rel: Tensor | None = None) -> Tensor | Codes | None:
     """softmax(q k^T / sqrt(d)) v for every sequence and head of a packed `(T, 3H)` fp32 tensor in one C
     call (coulisse/models/_attention.c): no per-sequence SDPA calls, no padded copy. `(T, H)`, or `(B, H)`
     with `first_only`; None when the C kernels cannot take `qkv` (dtype, device, layout) or when autograd
@@ -331,7 +318,7 @@ def c_packed_attention(qkv: Tensor, p, heads: int, first_only: bool, bf16: bool 
     added to the scores by the key's offset from the query, an fp32 `(heads or 1, 2 W - 1)` table whose column
     `W - 1 + j - i` query i adds to its score of key j (`bert.RelativeBias`; W at least the longest sequence).
     A bias that needs gradients leaves the call to SDPA (None)."""
-    k = quantize.kernels()
+    k = native.kernels()
     bf16_inputs = qkv.dtype == torch.bfloat16
     if (k is None or qkv.dtype not in (torch.float32, torch.bfloat16) or qkv.device.type != "cpu"
             or not qkv.is_contiguous() or qkv.shape[1] % (3 * heads) != 0
@@ -349,7 +336,7 @@ def c_packed_attention(qkv: Tensor, p, heads: int, first_only: bool, bf16: bool 
     if starts.dtype != torch.int64 or starts.device.type != "cpu":
         return None
     out = qkv.new_empty(p.batch_size if first_only else qkv.shape[0], hidden, dtype=torch.float32)
-    result = quantize.Codes(torch.empty(out.shape, dtype=torch.uint8), torch.empty(out.shape[0], 1)) \
+    result = Codes(torch.empty(out.shape, dtype=torch.uint8), torch.empty(out.shape[0], 1)) \
         if codes and not first_only else None
     k.attention(qkv.data_ptr(), out.data_ptr(), starts.data_ptr(), lengths.data_ptr(), p.batch_size, hidden, heads,
                 (hidden // heads) ** -0.5, first_only, torch.get_num_threads(), bf16, bf16_inputs,

@@ -26,11 +26,12 @@ weights are packed once at load, in the layout its few-row kernel reads too: one
 
 Around the GEMM, the per-token quantization and the dequantization (`· x_scale + bias`, and the
 feed-forward's GELU, fused into the same pass) run in small C kernels (`_int8.c`, built at install by
-setup.py; AVX2 chosen at run time): one pass each where PyTorch's ops take five. Without a compiler
-the install skips them and the same arithmetic runs as PyTorch ops (same codes; measured ~7× slower
-for the quantization, see docs/benchmarks.md). `COULISSE_INT8_KERNELS=0` forces that fallback. The
-`*Output` blocks' dequantization, residual add and LayerNorm run as one C pass too (`forward_add_norm`,
-asked for by `models/bert.py`'s DenseNorm); `COULISSE_FUSE=0` keeps them apart (for A/B benchmarks).
+setup.py; AVX2 chosen at run time; models/native.py loads them and holds the passes the fp32 layers share
+too): one pass each where PyTorch's ops take five. Without a compiler the install skips them and the same
+arithmetic runs as PyTorch ops (same codes; measured ~7× slower for the quantization, see
+docs/benchmarks.md). `COULISSE_INT8_KERNELS=0` forces that fallback. The `*Output` blocks' dequantization,
+residual add and LayerNorm run as one C pass too (`forward_add_norm`, asked for by `models/bert.py`'s
+DenseNorm); `COULISSE_FUSE=0` keeps them apart (for A/B benchmarks).
 
 Codes travel with the rows: the passes that finish a layer whose output the next int8 layer reads (the
 feed-forward's GELU, the `*Output` blocks' LayerNorm) also quantize each finished row while it is in L1,
@@ -52,11 +53,20 @@ import warnings
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from coulisse.errors import InputError
 from coulisse.models.bert import hooks_see_rows
+from coulisse.models.native import (
+    CODES,
+    add_norm_rows,
+    code_buffers,
+    dequantize_rows,
+    fusions_enabled,
+    kernels,
+    norm_fusable,
+)
+from coulisse.models.swap import swap_linears
 from coulisse.weights.mapped import release_freed_memory, release_tensor_pages
 
 log = logging.getLogger(__name__)
@@ -75,7 +85,6 @@ SMALL_GEMM_ROWS = 32
 # 2.40 vs 3.37 at 14; a Sapphire Rapids-class Xeon, session 16; by rows the crossover was at ~14, session 15).
 SMALL_GEMM_ROWS_AMX = 6
 SAFE_WEIGHT_BITS = 7  # exact on every CPU, VNNI or not (see above); 8 only where the plan says VNNI
-CODES = "_coulisse_int8_codes"  # attribute of an output tensor: its rows' `(u8 codes, scales)` (see above)
 PACK_SMALL_AFTER = 3  # small batches a layer sees on oneDNN before it packs its small-batch weights
 _PACKING = threading.Lock()  # held while a layer counts its small batches and packs their weights
 # coulisse's kernels sum u8 codes times s8 weights in int32 lanes, modulo 2^32; the result
@@ -217,7 +226,7 @@ class Int8Linear(nn.Module):
             out_ptr, q_ptr, s_ptr = 0, result.q.data_ptr(), result.scale.data_ptr()
         else:
             result = torch.empty(count, self.out_features, dtype=torch.bfloat16 if bf16 else torch.float32)
-            out_ptr, (q_ptr, s_ptr) = result.data_ptr(), _code_buffers(result, codes and op != 0)
+            out_ptr, (q_ptr, s_ptr) = result.data_ptr(), code_buffers(result, codes and op != 0)
         norm_ptrs = (residual.data_ptr(), norm.weight.data_ptr(), norm.bias.data_ptr()) if op == 2 else (0, 0, 0)
         _gemm_kernels().int8_gemm(xq.data_ptr(), w.data_ptr(), colsum.data_ptr(), scale.data_ptr(), out_ptr,
                                   count, width, self.out_features, torch.get_num_threads(), op, x_scale.data_ptr(),
@@ -249,7 +258,7 @@ class Int8Linear(nn.Module):
 
     def takes_codes(self, norm: nn.LayerNorm) -> bool:
         """Whether `forward_add_norm(Codes, residual, norm)` runs: coulisse's GEMM, the fused pass, `norm` fusable."""
-        return self.gemm == "coulisse" and self.fuse_norm and _norm_fusable(norm, self.out_features)
+        return self.gemm == "coulisse" and self.fuse_norm and norm_fusable(norm, self.out_features)
 
     def forward_bf16(self, x: Tensor) -> Tensor:
         """`self(x)` rounded to bf16 (to nearest even) where coulisse's GEMM on AMX tiles can write it so as the fp32
@@ -278,7 +287,7 @@ class Int8Linear(nn.Module):
                             codes=True)
             return reshaped(out, (*residual.shape[:-1], self.out_features))
         if (self.gemm == "coulisse" and x.dtype == residual.dtype == torch.float32 and self.fuse_norm
-                and _norm_fusable(norm, self.out_features)):
+                and norm_fusable(norm, self.out_features)):
             rows = x.reshape(-1, self.in_features).contiguous()
             out = self._own(rows, codes_of(x, rows), 2, residual.reshape(-1, self.out_features).contiguous(), norm,
                             codes=True)
@@ -298,32 +307,6 @@ def quantize_weight(weight: Tensor, weight_max: int) -> tuple[Tensor, Tensor]:
     weight = weight.detach().float()
     scale = weight.abs().amax(1).clamp(min=1e-12) / weight_max  # (out,)
     return torch.round(weight / scale[:, None]).clamp_(-weight_max, weight_max).to(torch.int8), scale
-
-
-def fusions_enabled() -> bool:
-    """Whether layers built now fuse their neighbours (the feed-forward activation as a oneDNN post-op,
-    int8's dequantize + residual + LayerNorm pass, the fp32 layers' C passes in models/fastpath.py).
-    `COULISSE_FUSE=0` at load keeps them apart: the benchmarks' A/B switch (bench/profile_engine.py
-    --ab), read when each layer is built."""
-    return os.environ.get("COULISSE_FUSE", "1") != "0"
-
-
-def kernels():
-    """The fused C kernels (`coulisse.models._int8`), or None where they were not built."""
-    global _KERNELS
-    if _KERNELS is None:
-        try:
-            from coulisse.models import _int8
-
-            _KERNELS = _int8
-        except ImportError:
-            _KERNELS = False
-            log.info("int8: the C kernels are not built (no C compiler at install: with gcc or clang on PATH, "
-                     "install coulisse again from source); using PyTorch ops, more slowly")
-    return _KERNELS or None
-
-
-_KERNELS = None if os.environ.get("COULISSE_INT8_KERNELS", "1") != "0" else False
 
 
 def _gemm_kernels():
@@ -364,12 +347,6 @@ def small_gemm_available(in_features: int, out_features: int, any_rows: bool = F
     k = kernels()
     return (k is not None and hasattr(k, "int8_gemm") and k.has_int8_dot() and in_features % 4 == 0
             and in_features <= MAX_OWN_GEMM_IN and out_features % 16 == 0 and (any_rows or small_batches_enabled()))
-
-
-def _norm_fusable(norm: nn.LayerNorm, width: int) -> bool:
-    """Whether `add_norm_rows`' C pass can apply `norm` to rows of `width` (fp32 weight and bias, that width)."""
-    return (norm.weight is not None and norm.bias is not None and norm.weight.dtype == torch.float32
-            and norm.bias.dtype == torch.float32 and tuple(norm.normalized_shape) == (width,))
 
 
 def _small_pack(q: Tensor, scale: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -425,81 +402,25 @@ def reshaped(out: Tensor, shape: tuple[int, ...]) -> Tensor:
     return result
 
 
-def _code_buffers(out: Tensor, codes: bool) -> tuple[int, int]:
-    """Attach empty `(codes, scales)` for `out`'s rows to `out` when asked; their pointers (0, 0 if not)."""
-    if not codes:
-        return 0, 0
-    q, scale = torch.empty(out.shape, dtype=torch.uint8), torch.empty(out.shape[0], 1)
-    setattr(out, CODES, (q, scale))
-    return q.data_ptr(), scale.data_ptr()
-
-
-def dequantize_rows(out: Tensor, scale: Tensor | None, bias: Tensor, gelu: bool, codes: bool = False) -> Tensor:
-    """`out · scale + bias` (then GELU), in place when the C kernels are built. `scale` None: `out + bias`
-    (an fp32 GEMM's output, models/fastpath.py). With `codes`, where the C kernels run, the result also
-    carries its rows quantized as `quantize_rows` would (`codes_of`), made in the same pass."""
-    k = kernels()
-    if (k is not None and out.dtype == bias.dtype == torch.float32 and out.is_contiguous()
-            and bias.is_contiguous() and out.device.type == "cpu"):
-        q_ptr, s_ptr = _code_buffers(out, codes)
-        k.dequantize_rows(out.data_ptr(), out.shape[0], out.shape[1], 0 if scale is None else scale.data_ptr(),
-                          bias.data_ptr(), torch.get_num_threads(), gelu, q_ptr, s_ptr)
-        return out
-    out = out + bias if scale is None else torch.addcmul(bias, out, scale)
-    return F.gelu(out) if gelu else out
-
-
-def add_norm_rows(out: Tensor, scale: Tensor | None, bias: Tensor, residual: Tensor, norm: nn.LayerNorm,
-                  fused: bool = True, codes: bool = False) -> Tensor:
-    """`norm(out · scale + bias + residual)`, in place in `out` when the C kernels are built (`scale` None:
-    `norm(out + bias + residual)`). The sum before the norm is the unfused path's to the bit (the same
-    fma, then the same add); the norm's mean and variance are summed in fp32 in another order than
-    torch's (tests/models/test_fusions.py). `codes` as for `dequantize_rows`."""
-    k = kernels()
-    fusable = (k is not None and out.dtype == residual.dtype == bias.dtype == torch.float32
-               and out.is_contiguous() and residual.is_contiguous() and bias.is_contiguous() and fused
-               and _norm_fusable(norm, out.shape[1]) and out.device.type == "cpu")
-    if fusable:
-        q_ptr, s_ptr = _code_buffers(out, codes)
-        k.add_norm_rows(out.data_ptr(), out.shape[0], out.shape[1], 0 if scale is None else scale.data_ptr(),
-                        bias.data_ptr(), residual.data_ptr(), norm.weight.data_ptr(), norm.bias.data_ptr(),
-                        float(norm.eps), torch.get_num_threads(), q_ptr, s_ptr)
-        return out
-    return norm(dequantize_rows(out, scale, bias, False) + residual)
-
-
-def _swap_linears(module: nn.Module, weight_max: int, small_rows: int, codes: dict | None, prefix: str = "",
+def _swap_linears(module: nn.Module, weight_max: int, small_rows: int, codes: dict | None,
                   gemm: str = "onednn") -> int:
-    from coulisse.models.bert import ACTIVATIONS
+    """Swap every `nn.Linear` under `module` for an `Int8Linear`; return how many. `codes` as in `quantize_model`."""
 
-    count = 0
-    for name, child in module.named_children():
-        path = f"{prefix}{name}"
-        if isinstance(child, nn.Linear):
-            # A feed-forward `gelu(dense(x))` (a module whose `act` reads child `act_input`): the GELU runs
-            # inside the int8 layer's last pass.
-            gelu = getattr(module, "act_input", None) == name and module.act is ACTIVATIONS["gelu"]
-            known = codes.get(path) if codes is not None else None
-            if known is None:
-                known = quantize_weight(child.weight, weight_max)
-                if codes is not None:
-                    codes[path] = known
-            setattr(module, name, Int8Linear(child, weight_max, gelu=gelu, codes=known, small_rows=small_rows,
-                                             gemm=gemm))
-            if gelu:
-                module.act = identity
-            # The mapped fp32 original is no longer read; nor are codes mapped from the weight cache, now
-            # that oneDNN has packed its copy (fbgemm's packing, if small batches come, pages them back in).
-            release_tensor_pages([child.weight, known[0]])
-            count += 1
-        else:
-            count += _swap_linears(child, weight_max, small_rows, codes, f"{path}.", gemm)
-    return count
+    def int8_layer(linear: nn.Linear, path: str, activation: str | None) -> tuple[nn.Module, bool]:
+        # A feed-forward `gelu(dense(x))`: the GELU runs inside the int8 layer's last pass.
+        gelu = activation == "gelu"
+        known = codes.get(path) if codes is not None else None
+        if known is None:
+            known = quantize_weight(linear.weight, weight_max)
+            if codes is not None:
+                codes[path] = known
+        layer = Int8Linear(linear, weight_max, gelu=gelu, codes=known, small_rows=small_rows, gemm=gemm)
+        # The mapped fp32 original is no longer read; nor are codes mapped from the weight cache, now
+        # that oneDNN has packed its copy (fbgemm's packing, if small batches come, pages them back in).
+        release_tensor_pages([linear.weight, known[0]])
+        return layer, gelu
 
-
-def identity(x: Tensor) -> Tensor:
-    """A feed-forward's `act` once its linear layer applies the activation itself (here and models/fastpath.py)."""
-    return x
+    return swap_linears(module, int8_layer)
 
 
 def _fbgemm(model: nn.Module) -> None:
