@@ -22,7 +22,7 @@ from typing import Any
 
 from coulisse.interfaces.explain import BATCH_TASKS, batch_lines, explain_text
 from coulisse.interfaces.inspection import report
-from coulisse.tokenizer.tokenizer import check_texts
+from coulisse.tokenizer.inputs import check_texts
 
 __all__ = ["report", "stages"]
 

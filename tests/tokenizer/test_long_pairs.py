@@ -11,7 +11,7 @@ import random
 import pytest
 from factory import copy_camembert_layout, train_moses_bpe
 
-import coulisse.tokenizer.tokenizer as module
+import coulisse.tokenizer.truncation as module
 from coulisse.config import EncoderConfig
 from coulisse.errors import InputError
 from coulisse.tokenizer import Tokenizer

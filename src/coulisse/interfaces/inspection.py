@@ -196,7 +196,7 @@ def report(pipe, texts: str | list[str], *, question: str | None = None, labels:
         >>> report(classifier, ["Un film excellent.", "Quel navet !"]).save("report.html")
     """
     from coulisse.interfaces.report import Report
-    from coulisse.tokenizer.tokenizer import check_texts
+    from coulisse.tokenizer.inputs import check_texts
 
     texts, _ = check_texts(texts if isinstance(texts, str) else list(texts), "texts")  # a NaN named, with its row
     if (blank := next((i for i, t in enumerate(texts) if not t.strip()), None)) is not None:

@@ -330,7 +330,7 @@ def _file_name(text: str) -> str | None:
 def _undecoded(text: str) -> str | None:
     """Where a command-line argument held bytes that are not UTF-8 (decoded by Python as U+DC80-U+DCFF), in
     words; None for text that encodes."""
-    from coulisse.tokenizer.tokenizer import lone_surrogate
+    from coulisse.tokenizer.inputs import lone_surrogate
 
     at = lone_surrogate(text)
     if at is None:

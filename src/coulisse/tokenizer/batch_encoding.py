@@ -293,6 +293,26 @@ def pad_rows(rows: list, width: int, value: Any, left: bool = False) -> list[lis
             for row in rows]
 
 
+def collate(encodings: list[Encoding], width: int, pad_token_id: int | None, *, types: bool, mask: bool,
+            offsets: bool, special_mask: bool, left: bool = False) -> dict[str, list]:
+    """The asked-for fields of every encoding, each padded on the right (`left`: on the left) to `width`
+    (0: unpadded); `input_ids` with `pad_token_id`."""
+
+    def padded(field: str, value: Any) -> list[list]:
+        return pad_rows([getattr(e, field) for e in encodings], width, value, left)
+
+    data: dict[str, list] = {"input_ids": padded("ids", pad_token_id)}
+    if types:
+        data["token_type_ids"] = padded("type_ids", 0)
+    if mask:
+        data["attention_mask"] = padded("attention_mask", 0)
+    if offsets:
+        data["offset_mapping"] = padded("offsets", (0, 0))
+    if special_mask:  # padding counts as special, as in transformers
+        data["special_tokens_mask"] = padded("special_tokens_mask", 1)
+    return data
+
+
 def pad(features: Any, *, pad_token_id: int | None, padding: Any = True, limit: int | None = None,
         pad_to_multiple_of: int | None = None, padding_side: str = "right", return_attention_mask: bool | None = None,
         return_tensors: Any = None) -> BatchEncoding:
