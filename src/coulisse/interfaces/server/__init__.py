@@ -5,7 +5,8 @@ Layers, as in TEI: `app` (HTTP routes, limits) -> `service` (tokenize, queue, po
 against hostile clients: `protocol` (uvicorn's h11 with head deadlines, a connection cap, JSON parser
 errors) and `guard` (ASGI: the key before the body, body size and deadline, HEAD, shutdown answers).
 `errors` maps every failure to a status in one table; `metrics` renders Prometheus text; `routing` serves
-several models in one process (a route prefix, X-Model or OpenAI's `model` picks one); `command` is the CLI.
+several models in one process (a route prefix, X-Model or OpenAI's `model` picks one); `settings` holds what a
+model is served with; `command` is the CLI (`listen`: where it listens).
 
     from coulisse import pipeline
     from coulisse.interfaces.server import ServerSettings, create_app
@@ -24,7 +25,7 @@ def __getattr__(name: str):
 
         return create_app
     if name == "ServerSettings":
-        from coulisse.interfaces.server.service import ServerSettings
+        from coulisse.interfaces.server.settings import ServerSettings
 
         return ServerSettings
     raise AttributeError(f"module 'coulisse.interfaces.server' has no attribute {name!r}")

@@ -43,7 +43,8 @@ from coulisse.interfaces.server.schemas import (
     PredictResponse,
     side,
 )
-from coulisse.interfaces.server.service import ServerSettings, Service, Timings
+from coulisse.interfaces.server.service import Service, Timings
+from coulisse.interfaces.server.settings import ServerSettings
 from coulisse.interfaces.server.tei_routes import TAG, add_tei_routes, batch_of, client_gone
 from coulisse.pipelines import Pipeline
 

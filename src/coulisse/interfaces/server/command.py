@@ -1,8 +1,13 @@
-"""The `coulisse serve` command. Every option has an environment fallback (COULISSE_<NAME>)."""
+"""The `coulisse serve` command. Every option has an environment fallback (COULISSE_<NAME>).
+
+`serve` reads top to bottom as the start-up does: options checked (TEI's environment read for those not given),
+the address checked (listen.py), each model loaded and announced (`load_model`), then uvicorn run (`run_server`).
+Nothing loads before every option and the address are checked.
+"""
 
 from __future__ import annotations
 
-import errno
+import importlib
 import logging
 import os
 import signal
@@ -31,6 +36,7 @@ from coulisse.interfaces.options import (
     threads_option,
 )
 from coulisse.interfaces.server.limits import BATCH, CONNECTION, REQUEST
+from coulisse.interfaces.server.listen import allow_open_files, check_listen, dual_stack, is_loopback
 from coulisse.interfaces.server.tei_env import (
     Port,
     apply_tei_launcher,
@@ -163,13 +169,50 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
         json_logs(ctx)
     # Before torch loads (docs/server.md, "Threads and contention").
     wait_policy = set_wait_policy("GOMP_SPINCOUNT", SERVER_SPINCOUNT)
+    require_serve_extra()
+    check_durations(max_wait_ms, shutdown_timeout, header_timeout, body_timeout, keep_alive_timeout, send_timeout)
+    given = tei_options(ctx, tei, {"model": model, "port": port, "max_batch_tokens": max_batch_tokens,
+                                   "api_key": api_key, "max_client_batch_size": max_client_batch_size,
+                                   "max_concurrent_requests": max_concurrent_requests, "payload_limit": payload_limit,
+                                   "auto_truncate": auto_truncate, "max_batch_requests": max_batch_requests,
+                                   "pooling": pooling})
+    check_payload_in_flight(ctx, max_payload_in_flight, given["payload_limit"])
+    auto_truncate = auto_truncation(ctx, given["auto_truncate"], auto_truncate, no_auto_truncate)
+    if host.startswith("[") and host.endswith("]"):  # an IPv6 address as URLs write it, [::] or [::1]
+        host = host[1:-1]
+    port, api_key = given["port"], given["api_key"]
+    check_listen(host, port)  # before the models load: a port in use is said at once, in one line
+    key_source = key_in_use(ctx, api_key, host, port)
+    models, tasks, names = served_models(list(given["model"]), list(given["model_id"]), list(task),
+                                         list(given["served_model_name"]))
+    fast = bool(ctx.meta.get(FAST_KEY))
+    check_precision(quantize, fast, given["dtype"])  # a usage error said with the command's usage, before any load
+    from coulisse.interfaces.server.settings import ServerSettings
+
+    shared = ServerSettings(  # what every model's settings hold; load_model adds each one's own
+        max_wait_ms=max_wait_ms, max_client_batch_size=given["max_client_batch_size"],
+        max_concurrent_requests=given["max_concurrent_requests"], auto_truncate=auto_truncate,
+        payload_limit=given["payload_limit"], max_payload_in_flight=max_payload_in_flight, body_timeout=body_timeout,
+        api_key=api_key or None, pooling=given["pooling"], threads=threads, fast=fast, wait_policy=wait_policy,
+        default_prompt_name=given["default_prompt_name"], default_prompt=given["default_prompt"])
+    served = [load_model(model, task, name, shared, given, quantize, key_source, json_output)
+              for model, task, name in zip(models, tasks, names, strict=True)]
+    run_server(served_app(served), host, port, max_connections=max_connections, header_timeout=header_timeout,
+               send_timeout=send_timeout, keep_alive_timeout=keep_alive_timeout, shutdown_timeout=shutdown_timeout,
+               access_log=access_log, json_output=json_output)
+
+
+def require_serve_extra() -> None:
+    """The server's own dependencies (fastapi, uvicorn): a missing one is said in one line, with the fix."""
     try:
-        from coulisse.interfaces.server.app import create_app
-        from coulisse.interfaces.server.protocol import DrainingServer, ProtocolLimits, uvicorn_config
-        from coulisse.interfaces.server.service import ServerSettings
+        for module in ("app", "protocol", "service"):
+            importlib.import_module(f"coulisse.interfaces.server.{module}")
     except ImportError as e:
         raise click.ClickException(f"{e.name} is missing: pip install 'coulisse[serve]'") from None
 
+
+def check_durations(max_wait_ms: float, shutdown_timeout: float, header_timeout: float, body_timeout: float,
+                    keep_alive_timeout: float, send_timeout: float) -> None:
     for name, value in (("--max-wait-ms", max_wait_ms), ("--shutdown-timeout", shutdown_timeout)):
         if value < 0:
             raise click.BadParameter(f"{value} is negative; pass 0 or more.", param_hint=name)
@@ -177,82 +220,103 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
                         ("--keep-alive-timeout", keep_alive_timeout), ("--send-timeout", send_timeout)):
         if not value > 0:
             raise click.BadParameter(f"{value} is not a positive number of seconds.", param_hint=name)
-    from coulisse.interfaces.server.detect import served_task
 
+
+def tei_options(ctx: click.Context, tei: dict, params: dict) -> dict:
+    """The options TEI's launcher takes too: its flags without effect said, and its environment (MODEL_ID, PORT,
+    API_KEY...) for what neither the command line nor COULISSE_* set."""
     apply_tei_launcher(tei)
-    # TEI's environment (MODEL_ID, PORT, API_KEY...) for what neither the command line nor COULISSE_* set.
-    given = with_tei_environment(click.get_current_context(), {**tei, "model": model, "port": port,
-                                 "max_batch_tokens": max_batch_tokens, "api_key": api_key,
-                                 "max_client_batch_size": max_client_batch_size,
-                                 "max_concurrent_requests": max_concurrent_requests, "payload_limit": payload_limit,
-                                 "auto_truncate": auto_truncate, "max_batch_requests": max_batch_requests,
-                                 "pooling": pooling})
+    given = with_tei_environment(ctx, {**tei, **params})
     if given["default_prompt_name"] is not None and given["default_prompt"] is not None:
         raise click.UsageError("--default-prompt-name and --default-prompt both given; pass one of them.")
-    model, port, max_batch_tokens, api_key = given["model"], given["port"], given["max_batch_tokens"], given["api_key"]
-    max_client_batch_size, max_concurrent_requests = given["max_client_batch_size"], given["max_concurrent_requests"]
-    payload_limit, max_batch_requests, pooling = given["payload_limit"], given["max_batch_requests"], given["pooling"]
-    if max_payload_in_flight < payload_limit and click.get_current_context().get_parameter_source(
+    return given
+
+
+def check_payload_in_flight(ctx: click.Context, max_payload_in_flight: int, payload_limit: int) -> None:
+    if max_payload_in_flight < payload_limit and ctx.get_parameter_source(
             "max_payload_in_flight") != ParameterSource.DEFAULT:  # the default rises to --payload-limit
         raise click.BadParameter(f"{max_payload_in_flight} bytes is less than --payload-limit {payload_limit}: a body "
                                  f"of that size could never be served; pass {payload_limit} or more.",
                                  param_hint="--max-payload-in-flight")
-    if no_auto_truncate and auto_truncate and click.get_current_context().get_parameter_source(
+
+
+def auto_truncation(ctx: click.Context, given: bool, auto_truncate: bool, no_auto_truncate: bool) -> bool:
+    """--auto-truncate as given (TEI's AUTO_TRUNCATE included), off with --no-auto-truncate; not both on the
+    command line."""
+    if no_auto_truncate and auto_truncate and ctx.get_parameter_source(
             "auto_truncate") == ParameterSource.COMMANDLINE:
         raise click.UsageError("--auto-truncate and --no-auto-truncate both given; pass one of them.")
-    auto_truncate = given["auto_truncate"] and not no_auto_truncate
-    if host.startswith("[") and host.endswith("]"):  # an IPv6 address as URLs write it, [::] or [::1]
-        host = host[1:-1]
-    check_listen(host, port)  # before the models load: a port in use is said at once, in one line
-    key_source = api_key_source(click.get_current_context(), api_key)
+    return given and not no_auto_truncate
+
+
+def key_in_use(ctx: click.Context, api_key: str | None, host: str, port: int) -> str | None:
+    """Where the API key came from (None: no key), the key checked; a warning where no key guards a port other
+    machines reach."""
+    key_source = api_key_source(ctx, api_key)
     if key_source is not None:
         check_api_key(api_key or "", key_source)
     if not api_key and not is_loopback(host):
         log.warning("listening on %s without --api-key: whoever reaches port %s can use the model; pass --api-key "
                     "KEY, or --host 127.0.0.1 to answer this machine only", host, port)
-    models, tasks, names = served_models(list(model), list(given["model_id"]), list(task),
-                                         list(given["served_model_name"]))
-    fast = bool(click.get_current_context().meta.get(FAST_KEY))
-    check_precision(quantize, fast, given["dtype"])  # a usage error said with the command's usage, before any load
-    served = []
-    for model, task, name in zip(models, tasks, names, strict=True):
-        if pooling == "splade" and task in (None, "feature-extraction"):
-            task = "sparse-embedding"  # TEI's --pooling splade on a masked-LM checkpoint
-        task = served_task(task, model, given["revision"])
-        # One budget: the pipeline's engine runs the batches the server's batcher closes on the same limits.
-        # Several models share torch's threads: one process, and one thread for all its torch work, the loading
-        # included (one OpenMP team; coulisse/engine/threads.py): the thread the batchers run forwards on.
-        pipe = load_on_torch_thread(partial(load_served, task, model, threads, quantize, fast,
-                                            revision=given["revision"], dtype=given["dtype"] or "auto",
-                                            max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_requests))
-        settings = ServerSettings(
-            model_id=model or pipe.checkpoint.name, max_wait_ms=max_wait_ms,
-            max_client_batch_size=max_client_batch_size, max_concurrent_requests=max_concurrent_requests,
-            auto_truncate=auto_truncate, payload_limit=payload_limit, max_payload_in_flight=max_payload_in_flight,
-            body_timeout=body_timeout,
-            api_key=api_key or None, pooling=pooling,
-            dtype=precision(pipe), served_model_name=name, cors_allow_origin=cors_origins(given["cors_allow_origin"]),
-            threads=threads, fast=fast, wait_policy=wait_policy,
-            default_prompt_name=given["default_prompt_name"], default_prompt=given["default_prompt"])
-        # Said at every verbosity, before uvicorn's address: which model answers, for which task, in what.
-        started = (f"coulisse serve: {name or settings.model_id} ({task}, {settings.dtype}"
-                   f"{', --fast' if settings.fast else ''})")
-        if key_source is not None:
-            started += f"; requests need `Authorization: Bearer <key>` (the key from {key_source})"
-        if json_output:
-            say(log, started, model=name or settings.model_id, task=task, dtype=settings.dtype, fast=settings.fast,
-                key_from=key_source)
-        else:
-            click.echo(started, err=True)
-        log.info("%s: %s%s; OpenMP wait: %s", name or settings.model_id, pipe.preparation.describe(),
-                 " (--fast)" if settings.fast else "", wait_policy)
-        served.append((pipe, settings))
-    if len(served) == 1:
-        app = create_app(*served[0])
-    else:
-        from coulisse.interfaces.server.routing import several_models_app
+    return key_source
 
-        app = several_models_app(served)
+
+def load_model(model: str | None, task: str | None, name: str | None, shared, given: dict, quantize,
+               key_source: str | None, json_output: bool) -> tuple:
+    """One --model: its task, its pipeline loaded on the torch thread, its settings (`shared`'s, with its own id,
+    dtype, name and CORS origins); said once loaded."""
+    from dataclasses import replace
+
+    from coulisse.interfaces.server.detect import served_task
+
+    if shared.pooling == "splade" and task in (None, "feature-extraction"):
+        task = "sparse-embedding"  # TEI's --pooling splade on a masked-LM checkpoint
+    task = served_task(task, model, given["revision"])
+    # One budget: the pipeline's engine runs the batches the server's batcher closes on the same limits.
+    # Several models share torch's threads: one process, and one thread for all its torch work, the loading
+    # included (one OpenMP team; coulisse/engine/threads.py): the thread the batchers run forwards on.
+    pipe = load_on_torch_thread(partial(load_served, task, model, shared.threads, quantize, shared.fast,
+                                        revision=given["revision"], dtype=given["dtype"] or "auto",
+                                        max_batch_tokens=given["max_batch_tokens"],
+                                        max_batch_size=given["max_batch_requests"]))
+    settings = replace(shared, model_id=model or pipe.checkpoint.name, dtype=precision(pipe), served_model_name=name,
+                       cors_allow_origin=cors_origins(given["cors_allow_origin"]))
+    announce(settings, task, pipe, key_source, json_output)
+    return pipe, settings
+
+
+def announce(settings, task: str, pipe, key_source: str | None, json_output: bool) -> None:
+    """Said at every verbosity, before uvicorn's address: which model answers, for which task, in what."""
+    name = settings.served_model_name
+    started = (f"coulisse serve: {name or settings.model_id} ({task}, {settings.dtype}"
+               f"{', --fast' if settings.fast else ''})")
+    if key_source is not None:
+        started += f"; requests need `Authorization: Bearer <key>` (the key from {key_source})"
+    if json_output:
+        say(log, started, model=name or settings.model_id, task=task, dtype=settings.dtype, fast=settings.fast,
+            key_from=key_source)
+    else:
+        click.echo(started, err=True)
+    log.info("%s: %s%s; OpenMP wait: %s", name or settings.model_id, pipe.preparation.describe(),
+             " (--fast)" if settings.fast else "", settings.wait_policy)
+
+
+def served_app(served: list):
+    """One model's app, or the app that routes between several (routing.py)."""
+    from coulisse.interfaces.server.app import create_app
+
+    if len(served) == 1:
+        return create_app(*served[0])
+    from coulisse.interfaces.server.routing import several_models_app
+
+    return several_models_app(served)
+
+
+def run_server(app, host: str, port: int, *, max_connections: int, header_timeout: float, send_timeout: float,
+               keep_alive_timeout: float, shutdown_timeout: float, access_log: bool, json_output: bool) -> None:
+    """uvicorn on `app` with protocol.py's connection layer, until SIGTERM or Ctrl-C."""
+    from coulisse.interfaces.server.protocol import DrainingServer, ProtocolLimits, uvicorn_config
+
     allow_open_files(max_connections)
     config = uvicorn_config(app, host, port, ProtocolLimits(header_timeout, max_connections, CONNECTION.max_head_bytes,
                                                             send_timeout),
@@ -309,27 +373,6 @@ def json_logs(ctx: click.Context) -> None:
         ctx.meta[JSON_LOGS_KEY] = True
 
 
-def dual_stack(host: str, port: int) -> list | None:
-    """`--host ::` as TEI (and most servers on Linux) take it: every IPv6 and IPv4 address. asyncio binds "::"
-    IPv6-only, so IPv4 clients, an IPv4 cluster's probes among them, were refused (audit 44): the socket is made
-    here, IPV6_V6ONLY off, and handed to uvicorn. None for any other host (uvicorn binds it)."""
-    import socket
-
-    if host != "::" or not socket.has_ipv6:  # (brackets, `[::]`, are taken off before)
-        return None
-    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("::", port))
-        sock.set_inheritable(True)
-    except OSError as e:
-        sock.close()
-        raise click.ClickException(f"cannot listen on [::]:{port}: {e.strerror or e}; pass --host 0.0.0.0 for "
-                                   "IPv4 alone.") from None
-    return [sock]
-
-
 def load_served(task, model, threads, quantize, fast, **kwargs):
     """The pipeline, loaded and run once (the first forward pays one-off costs; not a client), on the calling
     thread: the server's torch thread."""
@@ -372,64 +415,3 @@ def served_models(models: list[str], model_ids: list[str], tasks: list[str],
         except InputError as e:
             raise click.UsageError(str(e)) from None
     return chosen, paired[0], paired[1]
-
-
-def is_loopback(host: str) -> bool:
-    """`localhost` or a loopback address (127.0.0.0/8, ::1): only this machine is answered. A name is not
-    resolved (it could point anywhere)."""
-    import ipaddress
-
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def check_listen(host: str, port: int) -> None:
-    """Bind host:port once and let it go: a port in use, or one this user may not take, is refused in one line
-    before the models load, instead of in uvicorn's traceback after they did. uvicorn binds it again (with
-    SO_REUSEADDR, as here); another process can take the port in between, which uvicorn then reports."""
-    import socket
-
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                                              flags=socket.AI_PASSIVE)[0]
-    except (socket.gaierror, UnicodeError) as e:
-        raise click.ClickException(f"cannot listen on {host}: {getattr(e, 'strerror', None) or e}; pass --host as "
-                                   "an address or name of this machine (127.0.0.1, 0.0.0.0...).") from None
-    with socket.socket(family, kind, proto) as probe:
-        if hasattr(socket, "SO_EXCLUSIVEADDRUSE"):  # Windows: SO_REUSEADDR there binds a port in use, and uvicorn
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)  # binds without it (audit 44)
-        else:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(address)
-        except OSError as e:
-            hint = {errno.EADDRINUSE: "another process listens there: pass another --port, or stop it",
-                    errno.EACCES: "ports below 1024 need privileges: pass a --port above 1023",
-                    errno.EADDRNOTAVAIL: "no interface of this machine has that address: check --host"}
-            shown = f"[{host}]" if ":" in host else host  # an IPv6 address, as URLs write it
-            raise click.ClickException(f"cannot listen on {shown}:{port}: {e.strerror or e}; "
-                                       f"{hint.get(e.errno, 'check --host and --port')}.") from None
-
-
-def allow_open_files(max_connections: int) -> None:
-    """Raise the soft limit on open files to fit --max-connections (plus the model's files and logs):
-    past it, accept() fails and the connections beyond never reach the cap's 503."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        return
-    needed = max_connections + 128
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        except (ValueError, OSError):
-            target = soft
-        if target < needed:
-            log.warning("open files are limited to %d (ulimit -n): fewer than --max-connections %d needs",
-                        target, max_connections)

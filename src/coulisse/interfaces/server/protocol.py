@@ -30,6 +30,7 @@ import contextlib
 import logging
 import struct
 from dataclasses import dataclass
+from typing import ClassVar
 
 import h11
 import uvicorn
@@ -91,27 +92,87 @@ def closing(send):
     return send_and_close
 
 
-def guarded_protocol(limits: ProtocolLimits, metrics: ServerMetrics) -> type[H11Protocol]:
-    """uvicorn's `http=`: one protocol instance per connection, all sharing `limits` and `metrics`."""
+def over_capacity(app, limits: ProtocolLimits, metrics: ServerMetrics):
+    """`app` for a connection past --max-connections that no waiting one made room for: a liveness probe is
+    answered as usual, then the connection closed; any other request gets the JSON 503 `connections`."""
+    async def answer(scope, receive, send) -> None:
+        if scope["type"] == "http" and liveness(scope):
+            return await app(scope, receive, closing(send))
+        metrics.request_failure.inc(err="connections")
+        response = error_response("connections", f"more than {limits.max_connections} connections are open "
+                                  "(--max-connections); retry later")
+        await response(scope, receive, send)
+
+    return answer
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a head deadline, a connection cap and a send deadline (the module's docstring).
+    One instance per connection; `guarded_protocol` makes the subclass a server runs, which holds what all its
+    connections share."""
+
+    protocol_limits: ClassVar[ProtocolLimits]  # what it was built with, for whoever reads a running server's config
+    protocol_metrics: ClassVar[ServerMetrics]
     # The connections waiting for a request head (fresh, idle between requests, or sending one), oldest first,
     # each with the loop time it began to wait.
-    waiting: dict[GuardedH11Protocol, float] = {}
+    waiting: ClassVar[dict[GuardedH11Protocol, float]]
+    head_timer: asyncio.TimerHandle | None = None
+    send_timer: asyncio.TimerHandle | None = None
+    untaken: int = 0  # `unsent` bytes when the send timer was armed
 
-    def over_capacity(app):
-        async def answer(scope, receive, send) -> None:
-            if scope["type"] == "http" and liveness(scope):
-                return await app(scope, receive, closing(send))
-            metrics.request_failure.inc(err="connections")
-            response = error_response("connections", f"more than {limits.max_connections} connections are open "
-                                      "(--max-connections); retry later")
-            await response(scope, receive, send)
+    # -- uvicorn's events -------------------------------------------------------------------------
 
-        return answer
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if hasattr(transport, "max_size"):
+            # asyncio reads up to 256 KiB per recv, and uvicorn parses all of it into the request's body
+            # before the app can refuse it: 64 KiB per read (uvicorn's own high-water mark) caps what a
+            # client without the key costs until its 401.
+            transport.max_size = READ_SIZE
+        limits = self.protocol_limits
+        if len(self.connections) > limits.max_connections and not self.make_room(self.loop.time()):
+            # this connection's requests; the others keep the real app
+            self.app = over_capacity(self.app, limits, self.protocol_metrics)
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
+                                                            self.timeout_keep_alive_handler)
+        self.wait_for_head()
+        self.arm_head_timer()
 
-    def make_room(now: float) -> bool:
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.waiting.pop(self, None)
+        self.disarm_head_timer()
+        self.disarm_send_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.head_timer is None and self.conn.their_state is h11.IDLE:
+            self.arm_head_timer()  # the first byte of a next request: its head has --header-timeout
+        super().data_received(data)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.conn.their_state is not h11.IDLE:  # a whole head arrived: the body is Guard's
+            self.waiting.pop(self, None)
+            self.disarm_head_timer()
+
+    def on_response_complete(self) -> None:
+        if not self.transport.is_closing():
+            self.wait_for_head()
+            if self.conn.trailing_data[0]:
+                self.arm_head_timer()  # part of a pipelined head is there already; uvicorn reads it next
+        super().on_response_complete()
+
+    # -- past --max-connections -------------------------------------------------------------------
+
+    def wait_for_head(self) -> None:
+        self.waiting.pop(self, None)
+        self.waiting[self] = self.loop.time()  # the newest
+
+    @classmethod
+    def make_room(cls, now: float) -> bool:
         """Close the connection that has waited longest for a request, if it has waited `EVICTABLE_AFTER_S` and
         holds no answer still being sent; False where none has."""
-        for connection, since in waiting.items():
+        for connection, since in cls.waiting.items():
             if now - since < EVICTABLE_AFTER_S:
                 return False
             if not connection.transport.is_closing() and connection.transport.get_write_buffer_size() == 0:
@@ -119,130 +180,99 @@ def guarded_protocol(limits: ProtocolLimits, metrics: ServerMetrics) -> type[H11
                 return True
         return False
 
-    class GuardedH11Protocol(H11Protocol):
-        protocol_limits = limits  # what it was built with, for whoever reads a running server's config
-        head_timer: asyncio.TimerHandle | None = None
-        send_timer: asyncio.TimerHandle | None = None
-        untaken: int = 0  # `unsent` bytes when the send timer was armed
+    def evict(self) -> None:
+        self.waiting.pop(self, None)
+        if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:  # a head begun: say why
+            self.protocol_metrics.request_failure.inc(err="connections")
+            self.transport.write(raw_error_response(
+                "connections", f"more than {self.protocol_limits.max_connections} connections are open "
+                "(--max-connections): this one, which sent no whole request for the longest, was closed; retry"))
+        self.transport.close()  # an idle one, as its keep-alive timeout would
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            if hasattr(transport, "max_size"):
-                # asyncio reads up to 256 KiB per recv, and uvicorn parses all of it into the request's body
-                # before the app can refuse it: 64 KiB per read (uvicorn's own high-water mark) caps what a
-                # client without the key costs until its 401.
-                transport.max_size = READ_SIZE
-            if len(self.connections) > limits.max_connections and not make_room(self.loop.time()):
-                self.app = over_capacity(self.app)  # this connection's requests; the others keep the real app
-            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
-                                                                self.timeout_keep_alive_handler)
-            self.wait_for_head()
-            self.arm_head_timer()
+    # -- --header-timeout -------------------------------------------------------------------------
 
-        def connection_lost(self, exc: Exception | None) -> None:
-            waiting.pop(self, None)
-            self.disarm_head_timer()
-            self.disarm_send_timer()
-            super().connection_lost(exc)
+    def arm_head_timer(self) -> None:
+        self.disarm_head_timer()
+        self.head_timer = self.loop.call_later(self.protocol_limits.header_timeout, self.head_timed_out)
 
-        def data_received(self, data: bytes) -> None:
-            if self.head_timer is None and self.conn.their_state is h11.IDLE:
-                self.arm_head_timer()  # the first byte of a next request: its head has --header-timeout
-            super().data_received(data)
-
-        def handle_events(self) -> None:
-            super().handle_events()
-            if self.conn.their_state is not h11.IDLE:  # a whole head arrived: the body is Guard's
-                waiting.pop(self, None)
-                self.disarm_head_timer()
-
-        def on_response_complete(self) -> None:
-            if not self.transport.is_closing():
-                self.wait_for_head()
-                if self.conn.trailing_data[0]:
-                    self.arm_head_timer()  # part of a pipelined head is there already; uvicorn reads it next
-            super().on_response_complete()
-
-        def wait_for_head(self) -> None:
-            waiting.pop(self, None)
-            waiting[self] = self.loop.time()  # the newest
-
-        def evict(self) -> None:
-            waiting.pop(self, None)
-            if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:  # a head begun: say why
-                metrics.request_failure.inc(err="connections")
-                self.transport.write(raw_error_response(
-                    "connections", f"more than {limits.max_connections} connections are open (--max-connections): "
-                    "this one, which sent no whole request for the longest, was closed; retry"))
-            self.transport.close()  # an idle one, as its keep-alive timeout would
-
-        def arm_head_timer(self) -> None:
-            self.disarm_head_timer()
-            self.head_timer = self.loop.call_later(limits.header_timeout, self.head_timed_out)
-
-        def disarm_head_timer(self) -> None:
-            if self.head_timer is not None:
-                self.head_timer.cancel()
-                self.head_timer = None
-
-        def head_timed_out(self) -> None:
+    def disarm_head_timer(self) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
             self.head_timer = None
-            if self.transport.is_closing() or (self.cycle is not None and not self.cycle.response_complete):
-                return  # a request is being answered
-            if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
-                metrics.request_failure.inc(err="head_timeout")
-                self.transport.write(raw_error_response(
-                    "head_timeout", f"the request line and headers did not arrive within "
-                    f"{limits.header_timeout:g} s (--header-timeout)"))
-            self.transport.close()
 
-        def pause_writing(self) -> None:
-            """The transport's buffer passed its high-water mark: the client reads slower than we write."""
-            super().pause_writing()
-            self.arm_send_timer()
+    def head_timed_out(self) -> None:
+        self.head_timer = None
+        if self.transport.is_closing() or (self.cycle is not None and not self.cycle.response_complete):
+            return  # a request is being answered
+        if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
+            self.protocol_metrics.request_failure.inc(err="head_timeout")
+            self.transport.write(raw_error_response(
+                "head_timeout", f"the request line and headers did not arrive within "
+                f"{self.protocol_limits.header_timeout:g} s (--header-timeout)"))
+        self.transport.close()
 
-        def resume_writing(self) -> None:
-            self.disarm_send_timer()
-            super().resume_writing()
+    # -- --send-timeout ---------------------------------------------------------------------------
 
-        def arm_send_timer(self) -> None:
-            self.disarm_send_timer()
-            self.untaken = unsent(self.transport)
-            self.send_timer = self.loop.call_later(limits.send_timeout, self.send_timed_out)
+    def pause_writing(self) -> None:
+        """The transport's buffer passed its high-water mark: the client reads slower than we write."""
+        super().pause_writing()
+        self.arm_send_timer()
 
-        def disarm_send_timer(self) -> None:
-            if self.send_timer is not None:
-                self.send_timer.cancel()
-                self.send_timer = None
+    def resume_writing(self) -> None:
+        self.disarm_send_timer()
+        super().resume_writing()
 
-        def send_timed_out(self) -> None:
+    def arm_send_timer(self) -> None:
+        self.disarm_send_timer()
+        self.untaken = unsent(self.transport)
+        self.send_timer = self.loop.call_later(self.protocol_limits.send_timeout, self.send_timed_out)
+
+    def disarm_send_timer(self) -> None:
+        if self.send_timer is not None:
+            self.send_timer.cancel()
             self.send_timer = None
-            left = unsent(self.transport)
-            if self.transport.get_write_buffer_size() and left < self.untaken:
-                return self.arm_send_timer()  # the client took some of it: another period
-            if self.transport.get_write_buffer_size():
-                metrics.request_failure.inc(err="send_timeout")
-                log.info("a client took no byte of its answer in %g s (--send-timeout): %d bytes dropped, "
-                         "connection closed", limits.send_timeout, left)
-                self.transport.abort()  # close() would keep the buffer until the client reads it
 
-        def send_400_response(self, msg: str) -> None:
-            """uvicorn calls this on a parser error (h11's RemoteProtocolError)."""
-            if len(self.conn.trailing_data[0]) > limits.max_head_bytes:
-                kind, message = "head_size", (f"the request line and headers are larger than "
-                                              f"{limits.max_head_bytes} bytes")
-            else:
-                kind, message = "bad_request", ("the request is not valid HTTP/1.1 (request line, a header, or "
-                                                "the body's framing)")
-            running = self.cycle is not None and not self.cycle.response_complete
-            if running:
-                self.cycle.disconnected = True  # the app's next receive() sees the client gone
-            if not (running and self.cycle.response_started):  # else the answer is cut where it is
-                metrics.request_failure.inc(err=kind)
-                self.transport.write(raw_error_response(kind, message))
-            self.transport.close()
+    def send_timed_out(self) -> None:
+        self.send_timer = None
+        left = unsent(self.transport)
+        if self.transport.get_write_buffer_size() and left < self.untaken:
+            return self.arm_send_timer()  # the client took some of it: another period
+        if self.transport.get_write_buffer_size():
+            self.protocol_metrics.request_failure.inc(err="send_timeout")
+            log.info("a client took no byte of its answer in %g s (--send-timeout): %d bytes dropped, "
+                     "connection closed", self.protocol_limits.send_timeout, left)
+            self.transport.abort()  # close() would keep the buffer until the client reads it
 
-    return GuardedH11Protocol
+    # -- the parser's errors ----------------------------------------------------------------------
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn calls this on a parser error (h11's RemoteProtocolError)."""
+        limits = self.protocol_limits
+        if len(self.conn.trailing_data[0]) > limits.max_head_bytes:
+            kind, message = "head_size", (f"the request line and headers are larger than "
+                                          f"{limits.max_head_bytes} bytes")
+        else:
+            kind, message = "bad_request", ("the request is not valid HTTP/1.1 (request line, a header, or "
+                                            "the body's framing)")
+        running = self.cycle is not None and not self.cycle.response_complete
+        if running:
+            self.cycle.disconnected = True  # the app's next receive() sees the client gone
+        if not (running and self.cycle.response_started):  # else the answer is cut where it is
+            self.protocol_metrics.request_failure.inc(err=kind)
+            self.transport.write(raw_error_response(kind, message))
+        self.transport.close()
+
+
+def guarded_protocol(limits: ProtocolLimits, metrics: ServerMetrics) -> type[H11Protocol]:
+    """uvicorn's `http=`: one protocol instance per connection, all sharing `limits`, `metrics` and the table of
+    connections waiting for a head (one server's own: each call makes a new one)."""
+
+    class ServerProtocol(GuardedH11Protocol):
+        protocol_limits = limits
+        protocol_metrics = metrics
+        waiting = {}
+
+    return ServerProtocol
 
 
 def uvicorn_config(app, host: str, port: int, limits: ProtocolLimits, *, keep_alive_timeout: float,

@@ -34,7 +34,8 @@ from coulisse.interfaces.server.errors import error_response, install_handlers
 from coulisse.interfaces.server.guard import authorized, header, replay
 from coulisse.interfaces.server.metrics import ServerMetrics, render_by_model
 from coulisse.interfaces.server.openai_routes import model_card, retrieve
-from coulisse.interfaces.server.service import ServerSettings, Service
+from coulisse.interfaces.server.service import Service
+from coulisse.interfaces.server.settings import ServerSettings
 from coulisse.tasks.base import Pipeline
 
 log = logging.getLogger(__name__)

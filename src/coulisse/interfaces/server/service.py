@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
@@ -30,8 +30,9 @@ from coulisse.interfaces.server.batching import Batcher, BatchLimits, ForwardErr
 from coulisse.interfaces.server.bounds import CHARS_PER_TOKEN, characters_of, check_characters, cut_characters, parts
 from coulisse.interfaces.server.embedding import Prompts, cut_dimensions, id_item, library_error
 from coulisse.interfaces.server.errors import ServerError
-from coulisse.interfaces.server.limits import BATCH, CONNECTION, REQUEST
+from coulisse.interfaces.server.limits import BATCH
 from coulisse.interfaces.server.metrics import ServerMetrics
+from coulisse.interfaces.server.settings import ServerSettings
 from coulisse.interfaces.server.task_bounds import (
     PREPROCESS_FIELD,
     ZERO_SHOT,
@@ -61,34 +62,6 @@ TASKS = ("text-classification", "feature-extraction", "token-classification", "q
 # Returns when the client goes away; None where no client can (tests, in-process calls).
 Disconnected = Callable[[], Awaitable[None]] | None
 T, R = TypeVar("T"), TypeVar("R")
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    model_id: str = ""
-    # None: `coulisse serve`'s default (limits.BATCH), lowered to the pipeline's own budget
-    # (`pipeline(max_batch_tokens=, max_batch_size=)`, the one the engine runs) where that is smaller. A batch is cut
-    # once, by the batcher; a larger server budget would make the engine cut it again.
-    max_batch_tokens: int | None = None
-    max_batch_requests: int | None = None
-    max_wait_ms: float = BATCH.max_wait_ms
-    max_client_batch_size: int = REQUEST.max_client_batch_size
-    max_concurrent_requests: int = REQUEST.max_concurrent_requests
-    auto_truncate: bool = True
-    payload_limit: int = REQUEST.payload_limit
-    max_payload_in_flight: int = REQUEST.max_payload_in_flight  # bytes of bodies held at once (at least payload_limit)
-    body_timeout: float = CONNECTION.body_timeout  # seconds for a whole request body to arrive, else 408
-    api_key: str | None = field(default=None, repr=False)  # never in a log line, not even a debug one
-    pooling: str | None = None
-    dtype: str = "float32"
-    served_model_name: str | None = None  # TEI's: the name /info, OpenAI's `model` and /v1/models use
-    cors_allow_origin: list[str] | None = None  # browsers' origins allowed; None: no CORS headers
-    threads: int | None = None  # --threads: the count for every batch; None: the engine's thread policy
-    fast: bool = False  # --fast: `dtype` is then what it resolved to on this CPU
-    wait_policy: str = ""  # how idle OpenMP threads wait, in words (`options.wait_policy_in_effect`)
-    # TEI's --default-prompt-name / --default-prompt: before a text whose request names no prompt; else none
-    default_prompt_name: str | None = None
-    default_prompt: str | None = None
 
 
 @dataclass

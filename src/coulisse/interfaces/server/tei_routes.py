@@ -84,13 +84,23 @@ def tokens_of(encoding, text: str) -> list[dict]:
 
 def add_tei_routes(app: FastAPI, service: Service, gate, protected: list) -> dict:
     """Register the routes; returns the handlers `POST /` dispatches to."""
-    settings = service.settings
-    auth = ("unauthorized",) if settings.api_key else ()
+    auth = ("unauthorized",) if service.settings.api_key else ()
     errors = openapi_responses("validation", "json_syntax", "payload_size", *auth, "empty", "batch_size",
                                "input_length", "model_type", "overloaded", "backend", "unhealthy")
+    handlers = {**add_embedding_routes(app, service, gate, protected, errors),
+                **add_pair_routes(app, service, gate, protected, errors)}
+    add_tokenizer_routes(app, service, gate, protected, auth)
+    return handlers
 
-    def truncate_of(value):
-        return settings.auto_truncate if value is None else value
+
+def truncate_of(value: bool | None, auto_truncate: bool) -> bool:
+    """A body's `truncate`, the server's --auto-truncate where it says none."""
+    return auto_truncate if value is None else value
+
+
+def add_embedding_routes(app: FastAPI, service: Service, gate, protected: list, errors: dict) -> dict:
+    """/embed_all and /embed_sparse (/embed is app.py's)."""
+    settings = service.settings
 
     @app.post("/embed_all", tags=[TAG], dependencies=protected, response_model=None,
               include_in_schema=service.embedding,
@@ -100,7 +110,7 @@ def add_tei_routes(app: FastAPI, service: Service, gate, protected: list) -> dic
         inputs, single = batch_of(body.inputs)
         gate.check_batch(len(inputs))
         return await gate.run(request, "single" if single else "batch", lambda t: service.embed(
-            inputs, truncate_of(body.truncate), False, partial(client_gone, request), t,
+            inputs, truncate_of(body.truncate, settings.auto_truncate), False, partial(client_gone, request), t,
             prompt_name=body.prompt_name, pooled=False, side=side(body.truncation_direction)), False, len(inputs))
 
     @app.post("/embed_sparse", tags=[TAG], dependencies=protected, response_model=None,
@@ -114,8 +124,15 @@ def add_tei_routes(app: FastAPI, service: Service, gate, protected: list) -> dic
         gate.check_batch(len(inputs))
         method = "single" if single else "batch"
         return await gate.run(request, method, lambda t: service.embed_sparse(
-            inputs, truncate_of(body.truncate), partial(client_gone, request), t, prompt_name=body.prompt_name,
-            side=side(body.truncation_direction)), False, len(inputs))
+            inputs, truncate_of(body.truncate, settings.auto_truncate), partial(client_gone, request), t,
+            prompt_name=body.prompt_name, side=side(body.truncation_direction)), False, len(inputs))
+
+    return {"embed_all": embed_all, "embed_sparse": embed_sparse}
+
+
+def add_pair_routes(app: FastAPI, service: Service, gate, protected: list, errors: dict) -> dict:
+    """/rerank (a cross-encoder's score of each query-text pair) and /similarity (cosine of sentence pairs)."""
+    settings = service.settings
 
     @app.post("/rerank", tags=[TAG], dependencies=protected, response_model=None,
               include_in_schema=service.reranker,
@@ -129,8 +146,9 @@ def add_tei_routes(app: FastAPI, service: Service, gate, protected: list) -> dic
         check_not_empty([(text, None) for text in body.texts], "texts")
 
         async def work(t: Timings) -> list:
-            scores = await service.rerank(body.query, body.texts, truncate_of(body.truncate), body.raw_scores,
-                                          partial(client_gone, request), t, side(body.truncation_direction))
+            scores = await service.rerank(body.query, body.texts, truncate_of(body.truncate, settings.auto_truncate),
+                                          body.raw_scores, partial(client_gone, request), t,
+                                          side(body.truncation_direction))
             ranks = [{"index": i, **({"text": body.texts[i]} if body.return_text else {}), "score": s}
                      for i, s in enumerate(scores)]
             return sorted(ranks, key=lambda r: r["score"])[::-1]  # TEI: ascending sort, reversed
@@ -152,16 +170,22 @@ def add_tei_routes(app: FastAPI, service: Service, gate, protected: list) -> dic
 
         async def work(t: Timings) -> list:
             vectors = await service.embed([body.inputs.source_sentence, *body.inputs.sentences],
-                                          truncate_of(parameters.truncate), False, partial(client_gone, request),
-                                          t, prompt_name=parameters.prompt_name,
+                                          truncate_of(parameters.truncate, settings.auto_truncate), False,
+                                          partial(client_gone, request), t, prompt_name=parameters.prompt_name,
                                           side=side(parameters.truncation_direction), hint=PARAMETERS_TRUNCATE_HINT)
             return cosine(vectors[0], vectors[1:])
 
         return await gate.run(request, "batch", work, False, len(body.inputs.sentences) + 1)
 
+    return {"rerank": rerank, "similarity": similarity}
+
+
+def add_tokenizer_routes(app: FastAPI, service: Service, gate, protected: list, auth: tuple) -> None:
+    """/tokenize and /decode: the tokenizer alone, no model (TEI: no timing headers, no metrics)."""
+    errors = openapi_responses("validation", "json_syntax", *auth, "empty", "batch_size")
+
     @app.post("/tokenize", tags=[TAG], dependencies=protected, response_model=None,
-              responses={200: {"model": list[list[SimpleToken]], "description": "Tokens per input"},
-                         **openapi_responses("validation", "json_syntax", *auth, "empty", "batch_size")})
+              responses={200: {"model": list[list[SimpleToken]], "description": "Tokens per input"}, **errors})
     async def tokenize(body: TokenizeRequest, request: Request) -> Response:
         """The tokenizer's tokens of each text (after the prompt, if any): id, text, special, byte offsets."""
         texts, _ = batch_of(body.inputs)
@@ -185,8 +209,7 @@ def add_tei_routes(app: FastAPI, service: Service, gate, protected: list) -> dic
         return await gate.run(request, "batch", work, False, runs_model=False)  # TEI: no timing headers, metrics
 
     @app.post("/decode", tags=[TAG], dependencies=protected, response_model=None,
-              responses={200: {"model": list[str], "description": "One text per id list"},
-                         **openapi_responses("validation", "json_syntax", *auth, "empty", "batch_size")})
+              responses={200: {"model": list[str], "description": "One text per id list"}, **errors})
     async def decode(body: DecodeRequest, request: Request) -> Response:
         """Token ids back to text, through the tokenizer's decoder."""
         batch, _ = batch_of(body.ids, ())
@@ -205,8 +228,6 @@ def add_tei_routes(app: FastAPI, service: Service, gate, protected: list) -> dic
                 ids, skip_special_tokens=body.skip_special_tokens) for ids in batch])
 
         return await gate.run(request, "batch", work, False, runs_model=False)
-
-    return {"embed_all": embed_all, "embed_sparse": embed_sparse, "rerank": rerank, "similarity": similarity}
 
 
 def labels_of(zero_shot: dict) -> list[dict]:

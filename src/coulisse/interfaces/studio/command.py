@@ -18,7 +18,7 @@ from coulisse.interfaces.options import (
     task_option,
     threads_option,
 )
-from coulisse.interfaces.server.command import check_listen, is_loopback
+from coulisse.interfaces.server.listen import check_listen, is_loopback
 
 log = logging.getLogger(__name__)
 
