@@ -52,14 +52,24 @@ def shown_id(value: int) -> str:
     return text if len(text) <= 20 else f"{text[:12]}... ({len(text)} digits)"
 
 
+# OpenAI's route: what sends ids of another tokenizer, and how to make it send the text (docs/server.md)
+FOREIGN_IDS_HINT = ("; ids of another tokenizer? LangChain's OpenAIEmbeddings sends tiktoken's (OpenAI's) unless "
+                    "given check_embedding_ctx_length=False, which sends the text")
+
+
+def check_ids(ids: list[int], vocab_size: int, field: str, hint: str = "") -> None:
+    """Token ids given by the client are ids of this model's vocabulary: a 422 naming the first that is not."""
+    bad = next((i for i in ids if i >= vocab_size), None)
+    if bad is not None:
+        raise ServerError("validation", f"Input validation error: {field} holds token id {shown_id(bad)}, outside this "
+                          f"model's vocabulary (0..{vocab_size - 1}){hint}")
+
+
 def id_item(ids: list[int], vocab_size: int, max_length: int, truncate: bool, field: str,
             side: str = "right") -> Item:
     """Token ids given by the client: the model's own ids, special tokens included, as TEI takes them; a
     list too long is cut as given, at its end (`side="left"`: at its start, special tokens included)."""
-    bad = next((i for i in ids if i >= vocab_size), None)
-    if bad is not None:
-        raise ServerError("validation", f"Input validation error: {field} holds token id {shown_id(bad)}, outside this "
-                          f"model's vocabulary (0..{vocab_size - 1})")
+    check_ids(ids, vocab_size, field)
     if truncate and len(ids) > max_length:
         ids = ids[-max_length:] if side == "left" else ids[:max_length]
     return Item(list(ids), [0] * len(ids))

@@ -256,7 +256,7 @@ def install_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
 
     async def on_tokenizer(request: Request, exc: TokenizerLoadError) -> JSONResponse:
         # a tokenizer that loaded but fails on this request's text (a tokenizer.json regex that gives up:
-        # `tokenizer.panic_error`): the model's files are at fault, and the other requests go on
+        # `tokenizer.inputs.panic_error`): the model's files are at fault, and the other requests go on
         log.warning("request %s: %s", getattr(request.state, "request_id", "-"), exc)
         return respond(request, "backend", str(exc))
 

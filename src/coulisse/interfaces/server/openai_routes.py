@@ -22,7 +22,7 @@ from coulisse.interfaces.server.compat_schemas import (
     OpenAIModel,
     OpenAIModelList,
 )
-from coulisse.interfaces.server.embedding import as_base64
+from coulisse.interfaces.server.embedding import FOREIGN_IDS_HINT, as_base64, check_ids
 from coulisse.interfaces.server.errors import ERRORS, ServerError
 from coulisse.interfaces.server.guard import without_prefix
 from coulisse.interfaces.server.schemas import side
@@ -52,6 +52,10 @@ def add_openai_routes(app: FastAPI, service: Service, gate, protected: list) -> 
         inputs, single = batch_of(body.input)
         gate.check_batch(len(inputs), field="input")  # OpenAI's name for the field
         check_not_empty([(x, None) for x in inputs], "input")
+        vocab = len(service.pipe.tokenizer)
+        for i, x in enumerate(inputs):
+            if not isinstance(x, str):
+                check_ids(x, vocab, "input" if single else f"input[{i}]", FOREIGN_IDS_HINT)
 
         async def work(t: Timings) -> list:
             vectors = await service.embed(inputs, service.settings.auto_truncate, True,
