@@ -22,6 +22,28 @@ def test_data_collator_with_padding_equals_transformers(pair):
         assert all(torch.equal(a[k], b[k]) for k in b)
 
 
+def test_collator_features_as_tensors_and_float_labels_equal_transformers(pair):
+    """A dataset formatted as torch (`set_format("torch")`) hands the collator one tensor per row: padded as
+    transformers pads them, not refused ("sequences have different lengths"); a regression's or soft labels'
+    floats stay float32 (they were cast to int64: 0.7 became 0); rows given as tensors or arrays come back so."""
+    import numpy as np
+    from transformers import DataCollatorWithPadding
+
+    ours, theirs = pair
+    for label in (lambda i: 0.25 + i, lambda i: [0.5, 0.5] if i else [1.0, 0.0], lambda i: torch.tensor(0.7 * i)):
+        features = [{**{k: torch.tensor(v) for k, v in theirs(t).items()}, "label": label(i)}
+                    for i, t in enumerate(TEXTS)]
+        a = DataCollatorWithPadding(ours)([dict(f) for f in features])
+        b = DataCollatorWithPadding(theirs)([dict(f) for f in features])
+        assert list(a.keys()) == list(b.keys())
+        assert all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in b), {k: a[k] for k in a}
+    rows = theirs(TEXTS)["input_ids"]
+    for kind, make in (("pt", torch.tensor), ("np", np.asarray)):
+        a, b = ours.pad({"input_ids": [make(r) for r in rows]}), theirs.pad({"input_ids": [make(r) for r in rows]})
+        assert type(a["input_ids"]) is type(b["input_ids"]) and a["input_ids"].tolist() == b["input_ids"].tolist()
+        assert a["attention_mask"].tolist() == b["attention_mask"].tolist(), kind
+
+
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_pad_equals_transformers(pair, side):
     ours, theirs = pair

@@ -16,6 +16,7 @@ import numpy as np
 from tokenizers import Encoding
 
 from coulisse.errors import InputError
+from coulisse.tokenizer.inputs import as_lists
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,11 @@ def to_tensors(data: dict[str, Any], return_tensors: Any, prepend_batch_axis: bo
             out[key] = value
             continue
         try:
-            array = np.asarray([value] if prepend_batch_axis else value, dtype=np.int64)
+            array = np.asarray([value] if prepend_batch_axis else value)
+            # ids and masks as int64; a column of floats (a collator's regression or soft labels) as float32, as
+            # torch.tensor makes it in transformers; booleans stay booleans
+            kind = array.dtype.kind if array.size else "i"  # an empty list reads as float64
+            array = array.astype(np.float32 if kind == "f" else bool if kind == "b" else np.int64, copy=False)
         except (ValueError, TypeError) as e:
             raise InputError("sequences have different lengths; pass padding=True to get tensors.") from e
         if return_tensors == "pt":
@@ -323,7 +328,9 @@ def pad(features: Any, *, pad_token_id: int | None, padding: Any = True, limit: 
         features = {key: [f[key] for f in features] for key in features[0]}
     if not isinstance(features, dict) or "input_ids" not in features:
         raise InputError("pad takes what the tokenizer returned (a dict with input_ids, or a list of them).")
-    data = {k: _as_lists(v) for k, v in features.items()}
+    if return_tensors is None:  # rows given as tensors come back as tensors of that kind, as in transformers
+        return_tensors = _tensor_kind(features["input_ids"])
+    data = {k: as_lists(v) for k, v in features.items()}  # tensors, also one per row (a collator's features)
     ids = data["input_ids"]
     single = not is_batch(ids)
     rows = [ids] if single else ids
@@ -341,5 +348,13 @@ def pad(features: Any, *, pad_token_id: int | None, padding: Any = True, limit: 
     return BatchEncoding(to_tensors(data, return_tensors), None, None, padding_side, pad_token_id)
 
 
-def _as_lists(value: Any) -> Any:
-    return value.tolist() if hasattr(value, "tolist") else value
+def _tensor_kind(ids: Any) -> str | None:
+    """"pt" or "np" where `pad`'s rows are torch tensors or numpy arrays (transformers reads the first row's first
+    element, or the first row where rows are lists); None for lists of ints."""
+    first = ids[0] if isinstance(ids, (list, tuple)) and ids else ids
+    if isinstance(first, (list, tuple)):
+        first = next((row[0] for row in ids if len(row)), first)
+    if type(first).__module__.startswith("torch"):
+        return "pt"
+    return "np" if isinstance(first, np.ndarray) else None
+
