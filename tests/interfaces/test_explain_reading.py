@@ -171,3 +171,19 @@ def test_a_text_without_a_mask_is_named_among_several(task_factory):
     pipe = pipeline("fill-mask", model=task_factory.checkpoint("camembert", "masked-lm"))
     with pytest.raises(InputError, match=r"^'Pas de masque ici\.' has no mask token \(<mask>\) in the tokens"):
         stages(pipe, ["Le film est <mask> !", "Pas de masque ici."])
+
+
+def test_a_zero_shot_pipeline_built_with_its_labels_is_explained_with_them(nli_dir):
+    """`pipeline("zero-shot-classification", candidate_labels=..., hypothesis_template=...)` answers `zs(text)`
+    with the labels it was built with; `stages(zs, text)` and `report(zs, text)` asked for `labels=` all the same
+    (note 46's leftover). Labels given to the call still win, as in the pipeline's call."""
+    labels, template = ["cinéma", "sport"], "Ce texte parle de {}."
+    built = pipeline("zero-shot-classification", model=str(nli_dir), candidate_labels=labels,
+                              hypothesis_template=template)
+    text = "Un film magnifique, des acteurs formidables."
+    assert stages(built, text) == stages(built, text, labels=labels, template=template)
+    assert "Ce texte parle de sport." in stages(built, text)
+    other = stages(built, text, labels=["météo", "politique"])
+    assert "Ce texte parle de météo." in other and "sport" not in other
+    page = report(built, text)
+    assert "Ce texte parle de" in page.html()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from coulisse.errors import InputError
-from coulisse.interfaces.explain_input import Read, check_request, read_input
+from coulisse.interfaces.explain_input import Read, built_labels, check_request, read_input
 from coulisse.interfaces.formatting import count, one_line, printable, terminal_width, wrapped
 
 
@@ -68,6 +68,7 @@ def explain_text(pipe, text: str, *, question: str | None = None, labels: Any = 
     if render is None:
         raise InputError(f"coulisse explain has no stages for task {pipe.task!r}; it shows "
                          f"{', '.join(STAGES)}.")
+    labels, template = built_labels(pipe, labels, template)
     check_request(pipe.task, question, labels, template)
     seen = read_input(pipe, text, question=question, labels=labels, template=template)
     out, encoded = _tokenizer_and_encoder(pipe, seen)

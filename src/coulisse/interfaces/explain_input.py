@@ -33,6 +33,16 @@ def check_request(task: str, question: str | None = None, labels: Any = None,
         raise InputError(f"--labels and --template are for --task zero-shot-classification, not {task}.")
 
 
+def built_labels(pipe, labels: Any, template: str | None) -> tuple[Any, str | None]:
+    """zero-shot-classification's candidate labels and template, where the explain call gives none: those the
+    pipeline was built with (`pipeline(..., candidate_labels=[...])`), as `zs(text)` reads them."""
+    if pipe.task != "zero-shot-classification":
+        return labels, template
+    built = getattr(pipe, "defaults", {})
+    return (built.get("candidate_labels") if labels is None else labels,
+            built.get("hypothesis_template") if template is None else template)
+
+
 POOLED_TASKS = ("feature-extraction", "sparse-embedding")  # read as sentence-transformers folders say
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from coulisse.errors import InputError
 from coulisse.interfaces.attribution_view import ATTRIBUTION_TASKS, explain_options
 from coulisse.interfaces.explain import STAGES
-from coulisse.interfaces.explain_input import Read, check_request, read_input
+from coulisse.interfaces.explain_input import Read, built_labels, check_request, read_input
 from coulisse.interfaces.head_views import HEAD_VIEWS
 
 
@@ -206,6 +206,7 @@ def report(pipe, texts: str | list[str], *, question: str | None = None, labels:
                                                or target is not None):
         raise InputError(f"method, steps and target choose how words are scored, and {pipe.task} has no word scores "
                          f"(only {' and '.join(ATTRIBUTION_TASKS)}); drop them.")
+    labels, template = built_labels(pipe, labels, template)
     options = {"question": question, "labels": labels, "template": template, "method": method, "steps": steps,
                "target": target}
     return Report([inspect_text(pipe, text, **options) for text in texts], f"coulisse explain — {pipe.checkpoint.name}")
