@@ -12,9 +12,9 @@ Both take every task of `coulisse explain --task` (`question=` for question-answ
 zero-shot-classification, else those the pipeline was built with); `report` also takes `method=`, `steps=` and
 `target=` where the task scores words (text-classification, zero-shot-classification). Both read each text as the
 pipeline's call does, with the options the pipeline was built with (`truncation_side`, `max_length`,
-`tokenize_kwargs`, a `prompt`, `max_seq_len`...): what they show is what `classifier(text)` computes (a feature-
-extraction pipeline that pools none, whose call gives token vectors: the sentence embedding pooling='auto' would
-give).
+`tokenize_kwargs`, a `prompt`, `max_seq_len`...): what they show is what `classifier(text)` computes (a
+feature-extraction pipeline that pools none, whose call gives token vectors: the sentence embedding pooling='auto'
+would give).
 """
 
 from __future__ import annotations
