@@ -518,6 +518,22 @@ def test_behind_a_key_an_unknown_model_names_the_served_ones_only_to_the_keyhold
     assert shown.status_code == 404 and "'alpha', 'beta'" in shown.json()["error"], shown.text
 
 
+def test_behind_a_key_a_served_name_is_not_a_secret(classifier):
+    """What docs/server.md says: a model's health and documentation answer without the key, as /health and
+    /docs do (probes need none), so a served name answers 200 where a guessed one is 401; its models, inputs and
+    info stay behind the key."""
+    from coulisse.interfaces.server.routing import several_models_app
+
+    models = [(classifier, ServerSettings(served_model_name="alpha", api_key="k")),
+              (classifier, ServerSettings(served_model_name="beta", api_key="k"))]
+    with TestClient(several_models_app(models)) as c:
+        for path in ("/beta/health", "/beta/docs", "/beta/openapi.json"):
+            assert c.get(path).status_code == 200, path
+        for path in ("/gamma/health", "/gamma/docs", "/beta/info"):
+            assert c.get(path).status_code == 401, path
+        assert c.post("/beta/predict", json={"inputs": "Bien."}).status_code == 401
+
+
 def test_two_x_model_headers_naming_two_models_are_refused(classifier):
     """A gateway that adds its own X-Model beside the client's: the first one won, unsaid (audit 46)."""
     from coulisse.interfaces.server.routing import several_models_app

@@ -391,8 +391,8 @@ class Attention(nn.Module):
 
 
 class Intermediate(nn.Module):
-    # `act` applies to this child's output: the int8 and oneDNN layers fuse the two (models/quantize.py,
-    # models/fastpath.py), `act` then being the identity
+    # `act` applies to this child's output: the int8 and oneDNN layers fuse the two (models/swap.py swaps them in,
+    # models/quantize.py and models/fastpath.py build them), `act` then being the identity
     act_input = "dense"
 
     def __init__(self, config: EncoderConfig):

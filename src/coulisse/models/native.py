@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("coulisse.models.quantize")  # its lines kept their logger when this module left quantize.py
 
 CODES = "_coulisse_int8_codes"  # attribute of an output tensor: its rows' `(u8 codes, scales)` (models/quantize.py)
 

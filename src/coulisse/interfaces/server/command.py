@@ -1,7 +1,7 @@
 """The `coulisse serve` command. Every option has an environment fallback (COULISSE_<NAME>).
 
 `serve` reads top to bottom as the start-up does: options checked (TEI's environment read for those not given),
-the address checked (listen.py), each model loaded and announced (`load_model`), then uvicorn run (`run_server`).
+the address checked (listen.py), each model loaded and announced (`load_served_model`), then uvicorn run (`run_server`).
 Nothing loads before every option and the address are checked.
 """
 
@@ -189,13 +189,13 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
     check_precision(quantize, fast, given["dtype"])  # a usage error said with the command's usage, before any load
     from coulisse.interfaces.server.settings import ServerSettings
 
-    shared = ServerSettings(  # what every model's settings hold; load_model adds each one's own
+    shared = ServerSettings(  # what every model's settings hold; load_served_model adds each one's own
         max_wait_ms=max_wait_ms, max_client_batch_size=given["max_client_batch_size"],
         max_concurrent_requests=given["max_concurrent_requests"], auto_truncate=auto_truncate,
         payload_limit=given["payload_limit"], max_payload_in_flight=max_payload_in_flight, body_timeout=body_timeout,
         api_key=api_key or None, pooling=given["pooling"], threads=threads, fast=fast, wait_policy=wait_policy,
         default_prompt_name=given["default_prompt_name"], default_prompt=given["default_prompt"])
-    served = [load_model(model, task, name, shared, given, quantize, key_source, json_output)
+    served = [load_served_model(model, task, name, shared, given, quantize, key_source, json_output)
               for model, task, name in zip(models, tasks, names, strict=True)]
     run_server(served_app(served), host, port, max_connections=max_connections, header_timeout=header_timeout,
                send_timeout=send_timeout, keep_alive_timeout=keep_alive_timeout, shutdown_timeout=shutdown_timeout,
@@ -261,7 +261,7 @@ def key_in_use(ctx: click.Context, api_key: str | None, host: str, port: int) ->
     return key_source
 
 
-def load_model(model: str | None, task: str | None, name: str | None, shared, given: dict, quantize,
+def load_served_model(model: str | None, task: str | None, name: str | None, shared, given: dict, quantize,
                key_source: str | None, json_output: bool) -> tuple:
     """One --model: its task, its pipeline loaded on the torch thread, its settings (`shared`'s, with its own id,
     dtype, name and CORS origins); said once loaded."""

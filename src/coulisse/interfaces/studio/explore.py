@@ -169,7 +169,7 @@ class Exploration:
     windows: list[Window]  # chunk mode, for the detailed weights
     inspection: Inspection
     task: str = "text-classification"
-    sides: dict[str, Any] = field(default_factory=dict)  # another task: weights -> its view (report.HEADS)
+    sides: dict[str, Any] = field(default_factory=dict)  # another task: weights -> its view (report_heads.HEADS)
     agreement: Agreement | None = None  # exact against int8, when both answered
 
     @property
@@ -184,7 +184,7 @@ class Exploration:
         if not self.answers:
             return self.inspection.head.headline
         a = self.detailed
-        return f"{a.label} {a.score:.4f}"  # as the heading words it (report.Classified.headline)
+        return f"{a.label} {a.score:.4f}"  # as the heading words it (head_views.Classified.headline)
 
     def to_dict(self) -> dict[str, Any]:
         x = self.inspection
@@ -198,7 +198,7 @@ class Exploration:
             "length": {"tokens": self.tokens, "limit": self.limit, "truncated_at": x.truncated_at},
             "windows": [asdict(w) for w in self.windows],
             "tokens": [asdict(t) for t in x.tokens],
-            "view": asdict(x.head),  # what the task's stage shows (report.HEADS): scores, entities, masks...
+            "view": asdict(x.head),  # what the task's stage shows (report_heads.HEADS): scores, entities, masks...
             "attribution": None if x.attribution is None else x.attribution.to_dict(),
         }
 
