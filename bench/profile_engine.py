@@ -29,7 +29,7 @@ from bench_texts import load_texts  # noqa: E402  (bench/ is run as a script fol
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from coulisse import pipeline
-from coulisse.models import fastpath, quantize
+from coulisse.models import fastpath, native, quantize
 
 DEFAULT_MODEL = Path.home() / ".cache" / "coulisse-bench" / "camembert-base-random"
 MODES = {"exact": {}, "exact-job": {"throughput": True}, "int8": {"quantize": "int8"}, "bf16": {"dtype": "bfloat16"},
@@ -66,8 +66,10 @@ def _instrument_int8() -> None:
             return original_attention(*args, **kwargs)
 
     fastpath.c_packed_attention = timed_attention
-    for name in ("quantize_rows", "dequantize_rows", "add_norm_rows"):
-        original = getattr(quantize, name, None)
+    # the row passes are looked up per call in quantize (int8) and in native (fp32 layers, embeddings)
+    for module, name in ((quantize, "quantize_rows"), (quantize, "dequantize_rows"), (quantize, "add_norm_rows"),
+                         (native, "dequantize_rows"), (native, "add_norm_rows")):
+        original = getattr(module, name, None)
         if original is None:
             continue
 
@@ -75,14 +77,15 @@ def _instrument_int8() -> None:
             with record_function(_label):
                 return _f(*args, **kwargs)
 
-        setattr(quantize, name, timed)
-    original_own = quantize.Int8Linear._own
+        setattr(module, name, timed)
+    for method in ("_int8_gemm", "_few_rows"):  # coulisse's GEMM: blocks of rows, and the few-row kernel
+        original = getattr(quantize.Int8Linear, method)
 
-    def timed_own(*args, **kwargs):
-        with record_function("coulisse::int8_gemm"):
-            return original_own(*args, **kwargs)
+        def timed_gemm(*args, _f=original, **kwargs):
+            with record_function("coulisse::int8_gemm"):
+                return _f(*args, **kwargs)
 
-    quantize.Int8Linear._own = timed_own
+        setattr(quantize.Int8Linear, method, timed_gemm)
 
 
 def shares(prof, wall_us: float) -> dict[str, float]:

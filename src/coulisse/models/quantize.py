@@ -173,7 +173,7 @@ class Int8Linear(nn.Module):
         rows = x.reshape(-1, self.in_features).float().contiguous()  # (T, in)
         xq, x_scale = codes_of(x, rows) or quantize_rows(rows)  # u8 codes (T, in), fp32 scales (T, 1)
         if self.gemm == "coulisse":
-            return self._own(rows, (xq, x_scale), 0), x_scale
+            return self._product(xq, x_scale), x_scale
         if rows.shape[0] <= self.small_rows and self._small() is not None:
             if self.small_kernel == "coulisse":
                 return self._few_rows(xq), x_scale
@@ -197,48 +197,68 @@ class Int8Linear(nn.Module):
                                    xq.shape[0], self.in_features, self.out_features, torch.get_num_threads())
         return out
 
-    def _own(self, rows: Tensor | None, known: tuple[Tensor, Tensor] | None, op: int, residual: Tensor | None = None,
-             norm: nn.LayerNorm | None = None, codes: bool = False, bf16: bool = False,
-             keep: bool = True) -> Tensor | Codes:
-        """coulisse's GEMM (`gemm == "coulisse"`) on contiguous fp32 `rows (T, in)`, or on their codes `known`
-        (`(u8 codes, scales)`, from the previous layer's pass; `rows` may then be None): `(T, out)` fp32. `op` 0:
-        the product only (`_accumulate`'s); 1: dequantized (+ bias, GELU if the layer has it); 2: dequantized,
-        + bias + `residual`, `norm`ed. A few rows go to the few-row kernel, then to the row pass; more go to
-        `int8_gemm`, which quantizes each block of rows (where no codes are known) and finishes it in the
-        same call. With `codes` (ops 1 and 2), the result carries its rows' codes for the next int8 layer, as
-        `dequantize_rows` attaches them. `bf16` (op 1, no codes, AMX tiles: `forward_bf16`): the result in bf16.
-        Without `keep` (op 1 with codes), `int8_gemm` keeps no fp32 rows and the result is their `Codes` alone."""
-        (count, width), (w, colsum, scale) = (rows if rows is not None else known[0]).shape, self.packed_small
+    # coulisse's GEMM (`gemm == "coulisse"`), by what it gives. Each takes contiguous fp32 `rows (T, in)`, or their
+    # codes `known` (`(u8 codes, scales)`, from the previous layer's pass; `rows` may then be None). A few rows go to
+    # the few-row kernel, then to the row pass (`native.py`); more go to `int8_gemm` (`_int8_gemm`), which finishes
+    # each block of rows in the same call.
+
+    def _product(self, xq: Tensor, x_scale: Tensor) -> Tensor:
+        """`sum(xq · wq) · w_scale (T, out)` on codes `xq (T, in)`, scales `x_scale (T, 1)`: not dequantized
+        (`_accumulate`'s)."""
+        if xq.shape[0] <= self.small_rows and self.small_kernel == "coulisse":
+            return self._few_rows(xq)
+        out = torch.empty(xq.shape[0], self.out_features)
+        self._int8_gemm(None, (xq, x_scale), 0, out.data_ptr())
+        return out
+
+    def _dequantized(self, rows: Tensor, known: tuple[Tensor, Tensor] | None, codes: bool) -> Tensor:
+        """`(T, out)` fp32, dequantized: `· x_scale + bias`, GELU if the layer has it. With `codes`, the result
+        carries its rows' codes for the next int8 layer, as `dequantize_rows` attaches them."""
+        count = rows.shape[0]
         if count <= self.small_rows and self.small_kernel == "coulisse":
             xq, x_scale = known or quantize_rows(rows)
-            out = self._few_rows(xq)
-            if op == 1:
-                return dequantize_rows(out, x_scale, self.bias, self.gelu, codes=codes)
-            if op == 2:
-                return add_norm_rows(out, x_scale, self.bias, residual, norm, self.fuse_norm, codes=codes)
-            return out
+            return dequantize_rows(self._few_rows(xq), x_scale, self.bias, self.gelu, codes=codes)
+        out = torch.empty(count, self.out_features)
+        self._int8_gemm(rows, known, 1, out.data_ptr(), *code_buffers(out, codes))
+        return out
+
+    def _add_norm(self, rows: Tensor | None, known: tuple[Tensor, Tensor] | None, residual: Tensor,
+                  norm: nn.LayerNorm) -> Tensor:
+        """`norm(dequantized + bias + residual)` `(T, out)` fp32, carrying its rows' codes for the next int8 layer."""
+        residual = residual.reshape(-1, self.out_features).contiguous()
+        count = rows.shape[0] if rows is not None else known[0].shape[0]
+        if count <= self.small_rows and self.small_kernel == "coulisse":
+            xq, x_scale = known or quantize_rows(rows)
+            return add_norm_rows(self._few_rows(xq), x_scale, self.bias, residual, norm, self.fuse_norm, codes=True)
+        out = torch.empty(count, self.out_features)
+        self._int8_gemm(rows, known, 2, out.data_ptr(), *code_buffers(out, True), residual, norm)
+        return out
+
+    def _int8_gemm(self, rows: Tensor | None, known: tuple[Tensor, Tensor] | None, op: int, out_ptr: int,
+                   q_ptr: int = 0, s_ptr: int = 0, residual: Tensor | None = None, norm: nn.LayerNorm | None = None,
+                   bf16: bool = False) -> None:
+        """The call into `int8_gemm`: the product of `rows` (or of their codes `known`), finished by `op` — 0: the
+        product only; 1: dequantized (+ bias, GELU if the layer has it); 2: dequantized + bias + `residual`,
+        `norm`ed — and written at `out_ptr` (fp32 `(T, out)`; bf16 with `bf16`, op 1 on AMX tiles; 0: not written)
+        and, where `q_ptr` and `s_ptr` are not 0, as its rows' codes and scales there."""
         if known is None:  # the kernel quantizes each block's rows into these first, as quantize_rows would
+            count, width = rows.shape
             xq, x_scale, source = torch.empty(count, width, dtype=torch.uint8), torch.empty(count, 1), rows.data_ptr()
         else:
             (xq, x_scale), source = (t.contiguous() for t in known), 0
-        if not keep:  # the codes alone: int8_gemm keeps each block's fp32 rows in a scratch of its thread's
-            result = Codes(torch.empty(count, self.out_features, dtype=torch.uint8), torch.empty(count, 1))
-            out_ptr, q_ptr, s_ptr = 0, result.q.data_ptr(), result.scale.data_ptr()
-        else:
-            result = torch.empty(count, self.out_features, dtype=torch.bfloat16 if bf16 else torch.float32)
-            out_ptr, (q_ptr, s_ptr) = result.data_ptr(), code_buffers(result, codes and op != 0)
+            count, width = xq.shape
+        w, colsum, scale = self.packed_small
         norm_ptrs = (residual.data_ptr(), norm.weight.data_ptr(), norm.bias.data_ptr()) if op == 2 else (0, 0, 0)
         _gemm_kernels().int8_gemm(xq.data_ptr(), w.data_ptr(), colsum.data_ptr(), scale.data_ptr(), out_ptr,
                                   count, width, self.out_features, torch.get_num_threads(), op, x_scale.data_ptr(),
                                   self.bias.data_ptr() if op else 0, self.gelu and op == 1, *norm_ptrs,
                                   float(norm.eps) if op == 2 else 0.0, q_ptr, s_ptr, source, bf16)
-        return result
 
     def forward(self, x: Tensor) -> Tensor:
         codes = self.gelu and self.fuse_norm  # a feed-forward's GELU output goes to the next int8 layer only
         if self.gemm == "coulisse" and x.dtype == torch.float32:
             rows = x.reshape(-1, self.in_features).contiguous()
-            out = self._own(rows, codes_of(x, rows), 1, codes=codes)
+            out = self._dequantized(rows, codes_of(x, rows), codes)
             return reshaped(out, (*x.shape[:-1], self.out_features))  # · x_scale + bias (, GELU)
         out, x_scale = self._accumulate(x)
         out = dequantize_rows(out, x_scale, self.bias, self.gelu, codes=codes)
@@ -254,7 +274,13 @@ class Int8Linear(nn.Module):
                 and not hooks_see_rows()):
             return self(x)
         rows = x.reshape(-1, self.in_features).contiguous()
-        return self._own(rows, codes_of(x, rows), 1, codes=True, keep=False)
+        known, count = codes_of(x, rows), rows.shape[0]
+        if count <= self.small_rows and self.small_kernel == "coulisse":
+            return self._dequantized(rows, known, True)  # a tensor: the few-row kernel's rows carry the codes
+        # int8_gemm keeps each block's fp32 rows in a scratch of its thread's, and writes their codes alone
+        result = Codes(torch.empty(count, self.out_features, dtype=torch.uint8), torch.empty(count, 1))
+        self._int8_gemm(rows, known, 1, 0, result.q.data_ptr(), result.scale.data_ptr())
+        return result
 
     def takes_codes(self, norm: nn.LayerNorm) -> bool:
         """Whether `forward_add_norm(Codes, residual, norm)` runs: coulisse's GEMM, the fused pass, `norm` fusable."""
@@ -271,7 +297,8 @@ class Int8Linear(nn.Module):
                 and rows.shape[0] > self.small_rows and amx_tiles(self.in_features)):
             return self.forward(x)
         rows = rows.contiguous()
-        out = self._own(rows, codes_of(x, rows), 1, bf16=True)
+        out = torch.empty(rows.shape[0], self.out_features, dtype=torch.bfloat16)
+        self._int8_gemm(rows, codes_of(x, rows), 1, out.data_ptr(), bf16=True)
         return out.reshape(*x.shape[:-1], self.out_features)
 
     def forward_add_norm(self, x: Tensor | Codes, residual: Tensor, norm: nn.LayerNorm) -> Tensor:
@@ -283,14 +310,11 @@ class Int8Linear(nn.Module):
             if not (self.takes_codes(norm) and residual.dtype == torch.float32):
                 raise ValueError("forward_add_norm: codes alone need coulisse's GEMM, the fused pass and an fp32 "
                                  "residual (takes_codes); this is a bug")
-            out = self._own(None, (x.q, x.scale), 2, residual.reshape(-1, self.out_features).contiguous(), norm,
-                            codes=True)
-            return reshaped(out, (*residual.shape[:-1], self.out_features))
-        if (self.gemm == "coulisse" and x.dtype == residual.dtype == torch.float32 and self.fuse_norm
-                and norm_fusable(norm, self.out_features)):
+            return reshaped(self._add_norm(None, (x.q, x.scale), residual, norm),
+                            (*residual.shape[:-1], self.out_features))
+        if x.dtype == residual.dtype == torch.float32 and self.takes_codes(norm):
             rows = x.reshape(-1, self.in_features).contiguous()
-            out = self._own(rows, codes_of(x, rows), 2, residual.reshape(-1, self.out_features).contiguous(), norm,
-                            codes=True)
+            out = self._add_norm(rows, codes_of(x, rows), residual, norm)
             return reshaped(out, (*x.shape[:-1], self.out_features))
         out, x_scale = self._accumulate(x)
         out = add_norm_rows(out, x_scale, self.bias, residual.reshape(out.shape), norm, self.fuse_norm,
