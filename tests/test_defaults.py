@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from factory import make_hf_cache
 
-from coulisse import checkpoint, defaults, pipeline
+from coulisse import defaults, hub_fallback, pipeline
 from coulisse.errors import ModelNotFoundError
 
 COURSE = ["J'ai attendu un cours d'HuggingFace toute ma vie.", "Je déteste tellement ça !"]
@@ -43,8 +43,8 @@ def stand_in_bundle(monkeypatch, tf_camembert_dir, tmp_path):
     cache folder of its own for the memo other processes read)."""
     monkeypatch.setenv("COULISSE_CACHE", str(tmp_path / "coulisse-cache"))
     monkeypatch.setattr(defaults, "BUNDLED_DIR", tf_camembert_dir)
-    monkeypatch.setattr(checkpoint, "_FELL_BACK", set())
-    monkeypatch.setattr(checkpoint, "_HUB_FAILED", {})
+    monkeypatch.setattr(hub_fallback, "_FELL_BACK", set())
+    monkeypatch.setattr(hub_fallback, "_HUB_FAILED", {})
     return tf_camembert_dir
 
 
@@ -73,7 +73,7 @@ def test_no_model_and_no_hub_falls_back_with_one_warning(no_hub, stand_in_bundle
 def test_the_fallback_is_a_warning_once_per_process(no_hub, stand_in_bundle, caplog, monkeypatch):
     """A notebook or a loop that builds the pipeline again falls back again, said at INFO after the first
     warning; a Hub that failed is asked again after HUB_RETRY_AFTER."""
-    monkeypatch.setattr(checkpoint, "HUB_RETRY_AFTER", 0.0)
+    monkeypatch.setattr(hub_fallback, "HUB_RETRY_AFTER", 0.0)
     with caplog.at_level(logging.INFO, logger="coulisse"):
         for _ in range(3):
             assert pipeline("sentiment-analysis").checkpoint.name == defaults.BUNDLED_MODEL
@@ -121,7 +121,7 @@ def test_a_silent_hub_is_said_while_awaited_and_not_asked_again_at_once(silent_h
                                                                         monkeypatch):
     """The wait is said before the fallback (a silent minute looks like a hang), and the next pipeline of the
     process does not wait again; after HUB_RETRY_AFTER, the Hub is asked again."""
-    monkeypatch.setattr(checkpoint, "HUB_NOTICE_AFTER", 0.2)
+    monkeypatch.setattr(hub_fallback, "HUB_NOTICE_AFTER", 0.2)
     with caplog.at_level(logging.INFO, logger="coulisse"):
         assert pipeline("sentiment-analysis").checkpoint.name == defaults.BUNDLED_MODEL
         messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
@@ -135,7 +135,7 @@ def test_a_silent_hub_is_said_while_awaited_and_not_asked_again_at_once(silent_h
         assert len(silent_hub) == asked  # no connection: nothing waited for (a timer would flake under load)
         assert [r.levelno for r in caplog.records if "failed to answer" in r.getMessage()] == [logging.INFO]
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
-        monkeypatch.setattr(checkpoint, "HUB_RETRY_AFTER", 0.0)
+        monkeypatch.setattr(hub_fallback, "HUB_RETRY_AFTER", 0.0)
         assert pipeline("sentiment-analysis").checkpoint.name == defaults.BUNDLED_MODEL
         assert len(silent_hub) > asked
 
@@ -222,7 +222,7 @@ def test_the_notice_quotes_the_cards_accuracy():
 def test_the_fallback_notice_keeps_the_reason_and_the_cache_whole():
     """A timeout's reason holds its own "; ..." advice inside the parentheses: the notice's first sentence
     goes on past it, to the cache that was searched."""
-    from coulisse.checkpoint import _first_sentence
+    from coulisse.hub_fallback import _first_sentence
 
     message = ("could not get 'a/b' from the Hugging Face Hub at https://hf.co (ReadTimeout: timed out; a slow "
                "link needs a larger HF_HUB_DOWNLOAD_TIMEOUT / HF_HUB_ETAG_TIMEOUT (seconds)), and it is not in the "
@@ -253,15 +253,15 @@ def test_a_memo_for_another_endpoint_or_an_odd_memo_is_no_memo(tmp_path, monkeyp
     import time
 
     monkeypatch.setenv("COULISSE_CACHE", str(tmp_path))
-    memo = tmp_path / checkpoint.UNANSWERED_FILE
-    here, name = checkpoint._endpoint(), "tblard/tf-allocine"
+    memo = tmp_path / hub_fallback.UNANSWERED_FILE
+    here, name = hub_fallback._endpoint(), "tblard/tf-allocine"
     for text in (json.dumps({"http://elsewhere": {name: time.time()}}), "not json", "[1, 2]",
                  json.dumps({here: {name: True}}), json.dumps({here: [name]}),
                  json.dumps({here: {name: time.time() + 3600}})):  # a clock set back
         memo.write_text(text)
-        assert checkpoint._unanswered_ago(name) is None, text
+        assert hub_fallback._unanswered_ago(name) is None, text
     memo.write_text(json.dumps({here: {name: time.time() - 5}}))
-    assert 4 < checkpoint._unanswered_ago(name) < 60
+    assert 4 < hub_fallback._unanswered_ago(name) < 60
 
 
 @pytest.mark.parametrize("kind", ["fifo", "link to /dev/zero", "huge"])
@@ -271,25 +271,25 @@ def test_a_memo_that_is_no_small_regular_file_is_no_memo_and_never_blocks(tmp_pa
     from fifo import fifo_at
 
     monkeypatch.setenv("COULISSE_CACHE", str(tmp_path))
-    memo = tmp_path / checkpoint.UNANSWERED_FILE
+    memo = tmp_path / hub_fallback.UNANSWERED_FILE
     if kind == "fifo":
         with fifo_at(memo):
-            assert checkpoint._unanswered_ago("tblard/tf-allocine") is None
-            checkpoint._remember_unanswered("tblard/tf-allocine")  # replaces it, never writes through it
-        assert memo.is_file() and checkpoint._unanswered_ago("tblard/tf-allocine") is not None
+            assert hub_fallback._unanswered_ago("tblard/tf-allocine") is None
+            hub_fallback._remember_unanswered("tblard/tf-allocine")  # replaces it, never writes through it
+        assert memo.is_file() and hub_fallback._unanswered_ago("tblard/tf-allocine") is not None
         return
     if kind == "huge":
-        memo.write_text('{"x": "' + "y" * checkpoint.MEMO_BYTES + '"}')
+        memo.write_text('{"x": "' + "y" * hub_fallback.MEMO_BYTES + '"}')
     else:
         memo.symlink_to("/dev/zero")
-    assert checkpoint._unanswered_ago("tblard/tf-allocine") is None
+    assert hub_fallback._unanswered_ago("tblard/tf-allocine") is None
 
 
 def test_the_memo_is_read_where_os_has_no_o_nonblock(tmp_path, monkeypatch):
     """Windows has no os.O_NONBLOCK (nor O_NOFOLLOW): reading the memo raised AttributeError in the README's first
     command, `pipeline("sentiment-analysis")` with the default model (audit 44)."""
     monkeypatch.setenv("COULISSE_CACHE", str(tmp_path))
-    checkpoint._remember_unanswered("tblard/tf-allocine")
+    hub_fallback._remember_unanswered("tblard/tf-allocine")
     monkeypatch.delattr(os, "O_NONBLOCK")
     monkeypatch.delattr(os, "O_NOFOLLOW")
-    assert 0 <= checkpoint._unanswered_ago("tblard/tf-allocine") < 60
+    assert 0 <= hub_fallback._unanswered_ago("tblard/tf-allocine") < 60

@@ -1,5 +1,5 @@
 """Which model runs when the caller names none, and the model that ships inside the package: names and
-places only (the choice itself, which asks the Hub, is `coulisse.checkpoint.default_model`).
+places only (the choice itself, which asks the Hub, is `coulisse.hub_fallback.default_model`).
 
 `pipeline("sentiment-analysis")` and `coulisse classify` without a model use the course's
 `tblard/tf-allocine` when it is in the Hugging Face cache or the Hub answers; otherwise (offline, no

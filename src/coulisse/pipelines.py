@@ -22,13 +22,14 @@ from typing import Any, Literal, overload
 
 import torch
 
-from coulisse.checkpoint import Checkpoint, default_model, load_checkpoint
+from coulisse.checkpoint import Checkpoint, load_checkpoint
 from coulisse.defaults import ALIASES, DEFAULT_MODELS, offline_hint
 from coulisse.engine import DEFAULT_BATCH_SIZE
 from coulisse.engine.device import resolve_device, resolve_device_map
 from coulisse.engine.prepare import DTYPES, check_request, resolve_dtype, resolve_fast
 from coulisse.errors import HubUnreachableError, InputError
 from coulisse.hub import hub_token, resolve_model
+from coulisse.hub_fallback import default_model
 from coulisse.tasks import (
     TASKS,
     FeatureExtractionPipeline,

@@ -356,7 +356,7 @@ def _checked_options(ds, mapper: type, model: str | None, options: dict[str, Any
     if model is None:
         if mapper is not Predictor:
             raise InputError("embed() needs model=: an encoder (Hub id or folder).")
-        from coulisse.checkpoint import default_model
+        from coulisse.hub_fallback import default_model
 
         model = default_model("text-classification", options.get("revision"))
     return model

@@ -365,12 +365,12 @@ def test_missing_matplotlib_stops_before_the_model_loads(tmp_path, monkeypatch):
 
 def test_missing_matplotlib_stops_before_the_default_model_is_looked_for(tmp_path, monkeypatch):
     """Without --model, the default model is resolved (the Hub, maybe, and a warning) only once the request holds."""
-    import coulisse.checkpoint
+    import coulisse.hub_fallback
 
     def no_lookup(task):
         raise AssertionError("the default model was looked for")
 
-    monkeypatch.setattr(coulisse.checkpoint, "default_model", no_lookup)
+    monkeypatch.setattr(coulisse.hub_fallback, "default_model", no_lookup)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.delenv("COULISSE_MODEL", raising=False)
     source = tmp_path / "in.csv"

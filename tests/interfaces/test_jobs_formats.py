@@ -427,10 +427,10 @@ def test_a_csv_piped_on_stdin_is_pointed_to_the_file_path(pipe, tmp_path, caplog
     --column said only "its columns are text" (audit 44)."""
     import logging
 
-    from coulisse.interfaces.jobs.readers import _reads_like_a_header
+    from coulisse.interfaces.jobs.sources import _reads_like_a_header
 
     data = b"id,review\n1,Super film\n2,Nul\n"
-    with caplog.at_level(logging.WARNING, logger="coulisse.interfaces.jobs.readers"):
+    with caplog.at_level(logging.WARNING, logger="coulisse.interfaces.jobs.sources"):
         classify_file(JobOptions(input="-", output=str(tmp_path / "out.jsonl")), lambda: pipe,
                       stdin=io.BytesIO(data))
     assert any("'id,review' reads like a CSV header" in r.getMessage() and "-i FILE.csv" in r.getMessage()

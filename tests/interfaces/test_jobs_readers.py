@@ -14,7 +14,8 @@ from coulisse.errors import InputError
 from coulisse.interfaces.cli import cli
 from coulisse.interfaces.jobs import command
 from coulisse.interfaces.jobs.encodings import InputEncodingError
-from coulisse.interfaces.jobs.readers import Lines, Reader
+from coulisse.interfaces.jobs.readers import Reader
+from coulisse.interfaces.jobs.sources import Lines
 
 
 @pytest.mark.parametrize(("encoding", "byte", "said"), [("utf-8", 0xFF, "invalid UTF-8"),

@@ -217,12 +217,12 @@ def test_sigkill_then_resume_is_byte_identical(tf_camembert_dir, tmp_path):
 def test_resume_without_a_job_record_says_so_before_looking_for_a_model(tmp_path, monkeypatch):
     """`-o FILE --resume` where no job ran (or it finished and took its record away): one line that says there is
     nothing to resume, before the default model is looked for (which may ask the Hub and warn)."""
-    import coulisse.checkpoint
+    import coulisse.hub_fallback
 
     def no_lookup(task):
         raise AssertionError("the default model was looked for")
 
-    monkeypatch.setattr(coulisse.checkpoint, "default_model", no_lookup)
+    monkeypatch.setattr(coulisse.hub_fallback, "default_model", no_lookup)
     (tmp_path / "done.csv").write_text("text,label\nBon,POSITIVE\n", encoding="utf-8")
     for output in ("done.csv", "never.csv"):
         result = CliRunner().invoke(cli, ["classify", "-o", str(tmp_path / output), "--resume"])
@@ -236,12 +236,12 @@ def test_resume_without_a_job_record_says_so_before_looking_for_a_model(tmp_path
 def test_an_output_extension_no_writer_has_is_said_before_looking_for_a_model(tmp_path, monkeypatch):
     """`-o out.txt` with no --model: the default model's lookup may wait for the Hub; the extension is said
     first."""
-    import coulisse.checkpoint
+    import coulisse.hub_fallback
 
     def no_lookup(task):
         raise AssertionError("the default model was looked for")
 
-    monkeypatch.setattr(coulisse.checkpoint, "default_model", no_lookup)
+    monkeypatch.setattr(coulisse.hub_fallback, "default_model", no_lookup)
     (tmp_path / "in.csv").write_text("text\nBon\n", encoding="utf-8")
     result = CliRunner().invoke(cli, ["classify", "-i", str(tmp_path / "in.csv"), "-o", str(tmp_path / "out.txt")])
     assert result.exit_code == 1, result.output

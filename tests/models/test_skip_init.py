@@ -8,7 +8,7 @@ import threading
 import torch
 from torch import nn
 
-from coulisse.models.model import INIT_FUNCTIONS, skip_init
+from coulisse.models.skip_init import INIT_FUNCTIONS, skip_init
 
 
 def filled(value: float) -> torch.Tensor:

@@ -100,13 +100,13 @@ def test_split_special_tokens_reads_them_as_text_also_after_a_pickle(tmp_path):
 def test_a_class_over_another_model_type_is_said(tmp_path, caplog, monkeypatch):
     """BertTokenizer over a Unigram file: transformers 5 builds a WordPiece over its vocabulary (mostly [UNK]);
     coulisse runs the file as written, and says so (once per process: a fresh record of what was said)."""
-    from coulisse.tokenizer import build
+    from coulisse.tokenizer import tokenizer_json
 
-    monkeypatch.setattr(build, "_WARNED", set())
+    monkeypatch.setattr(tokenizer_json, "_WARNED", set())
     (tmp_path / "tokenizer.json").write_text(json.dumps(unigram()), encoding="utf-8")
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer"}),
                                                     encoding="utf-8")
-    with caplog.at_level(logging.WARNING, logger="coulisse.tokenizer.build"):
+    with caplog.at_level(logging.WARNING, logger="coulisse.tokenizer.tokenizer_json"):
         Tokenizer.from_dir(tmp_path, model_type="bert")
     assert any("reads a WordPiece model, and tokenizer.json holds a Unigram one" in r.getMessage()
                for r in caplog.records)
@@ -115,10 +115,11 @@ def test_a_class_over_another_model_type_is_said(tmp_path, caplog, monkeypatch):
 @pytest.mark.parametrize("data", [[], {"model": None}], ids=["a list", "no model"])
 def test_a_file_without_a_model_is_refused_without_the_other_model_warning(tmp_path, caplog, monkeypatch, data):
     """Nothing to run: the refusal alone, not first a warning about "a no one" (audit 43)."""
-    from coulisse.tokenizer import build
+    from coulisse.tokenizer import tokenizer_json
 
-    monkeypatch.setattr(build, "_WARNED", set())
+    monkeypatch.setattr(tokenizer_json, "_WARNED", set())
     (tmp_path / "tokenizer.json").write_text(json.dumps(data), encoding="utf-8")
-    with caplog.at_level(logging.WARNING, logger="coulisse.tokenizer.build"), pytest.raises(TokenizerLoadError):
+    with (caplog.at_level(logging.WARNING, logger="coulisse.tokenizer.tokenizer_json"),
+          pytest.raises(TokenizerLoadError)):
         Tokenizer.from_dir(tmp_path, model_type="bert")
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -239,10 +239,10 @@ def test_a_class_coulisse_cannot_rebuild_is_named_in_one_warning(tmp_path, name,
     in transformers), so coulisse says so, once per class and process, in one line naming it and the fix."""
     from transformers import AutoTokenizer
 
-    from coulisse.tokenizer import build
+    from coulisse.tokenizer import tokenizer_json
 
     folder = with_class(tmp_path, name, tokenizer_class)
-    build._WARNED.discard(tokenizer_class)
+    tokenizer_json._WARNED.discard(tokenizer_class)
     with caplog.at_level("WARNING", logger="coulisse"):
         ours = Tokenizer.from_dir(folder, model_type=model_type_of(folder), max_positions=512)
         Tokenizer.from_dir(folder, model_type=model_type_of(folder), max_positions=512)  # said once

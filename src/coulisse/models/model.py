@@ -1,17 +1,12 @@
 """An encoder with an optional task head, its padded (transformers-style) and packed entry points,
-and `load_model`, which builds it from a checkpoint folder."""
+and `load_model`, which builds it from a checkpoint folder (without initialising it: `skip_init.py`)."""
 
 from __future__ import annotations
 
-import functools
 import importlib
 import logging
-import sys
-import threading
 import time
 from collections.abc import Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +18,8 @@ from coulisse.config import EncoderConfig
 from coulisse.errors import InputError, MissingHeadError, ModelLoadError, UnsupportedModelError
 from coulisse.families import Family
 from coulisse.models.bert import Packed, Trace, seen_by_hooks
+from coulisse.models.outputs import ModelOutput
+from coulisse.models.skip_init import skip_init
 from coulisse.weights import check_unused, expected_shapes, gather_weights, normalize_keys, read_weights
 from coulisse.weights.assign import lookup_tensor
 
@@ -63,105 +60,6 @@ def build_head(config: EncoderConfig, task: str) -> nn.Module:
         )
     builder = heads[task]
     return (resolve(builder) if isinstance(builder, str) else builder)(config)
-
-
-# Fields one kind of output has and another lacks: a base model's last_hidden_state, a head's logits, a QA head's
-# start and end logits. Unset, reading one is an AttributeError that says which model gives it (as transformers'
-# outputs, which lack the attribute), not a None that fails a line later ('NoneType' has no attribute 'softmax').
-_KIND_FIELDS = frozenset({"last_hidden_state", "logits", "start_logits", "end_logits"})
-
-
-@dataclass(eq=False)
-class ModelOutput:
-    """What `model(**inputs)` returns: hidden states `(B, L, H)` for a base model, logits for a head; asked for,
-    every layer's hidden states and attention probabilities. Read like transformers' outputs: by attribute, by
-    name or by position over the fields that are set (`out[0]`, `out["logits"]`, `keys()`, `to_tuple()`), in its
-    order: logits (or last_hidden_state), hidden_states, attentions; a head's output with output_hidden_states
-    also holds the encoder's last_hidden_state, last (`coulisse explain` shows stage 2 apart from the head).
-    A question-answering head's output reads as transformers' does, `start_logits` and `end_logits` `(B, L)` in
-    place of logits (its `logits` attribute, `(B, L, 2)`, stays)."""
-
-    last_hidden_state: Tensor | None = None
-    logits: Tensor | None = None
-    hidden_states: tuple[Tensor, ...] | None = None
-    attentions: tuple[Tensor, ...] | None = None
-    start_logits: Tensor | None = None
-    end_logits: Tensor | None = None
-
-    def __getattribute__(self, name: str):
-        value = object.__getattribute__(self, name)
-        if value is None and name in _KIND_FIELDS and sys._getframe(1).f_globals.get("__name__") != "dataclasses":
-            raise AttributeError(name)  # __getattr__ says which model gives it; dataclasses.asdict/replace see None
-        return value
-
-    def _missing(self, name: str) -> str:
-        fields = self.__dict__
-        if fields["logits"] is None and fields["last_hidden_state"] is None:
-            return f"this output has no {name}: it holds neither a base model's last_hidden_state nor a head's logits."
-        if name == "logits" or (name in ("start_logits", "end_logits") and fields["logits"] is None):
-            hidden = fields["last_hidden_state"]
-            shape = f" {tuple(hidden.shape)}" if hidden is not None else ""
-            return (f"this output has no {name}: it is a base model's, whose output is last_hidden_state{shape}, "
-                    "one vector per token. A task head computes logits: load the model with its head "
-                    "(AutoModelForSequenceClassification.from_pretrained(...), or pipeline(task, model=...)).")
-        if name in ("start_logits", "end_logits"):
-            return (f"this output has no {name}: they are a question-answering head's; this head gives logits "
-                    f"{tuple(fields['logits'].shape)}.")
-        return ("this output has no last_hidden_state: it is a head's, whose output is logits "
-                f"{tuple(fields['logits'].shape)}. Pass output_hidden_states=True to model(...) for the encoder's "
-                "last_hidden_state beside them, or load AutoModel for the base model alone.")
-
-    def keys(self) -> list[str]:
-        fields = self.__dict__
-        if fields["start_logits"] is not None:
-            order: tuple[str, ...] = ("start_logits", "end_logits", "hidden_states", "attentions",
-                                      "last_hidden_state")
-        elif fields["logits"] is not None:
-            order = ("logits", "hidden_states", "attentions", "last_hidden_state")
-        else:
-            order = ("last_hidden_state", "hidden_states", "attentions")
-        return [name for name in order if fields[name] is not None]
-
-    def values(self) -> list:
-        return [self.__dict__[name] for name in self.keys()]
-
-    def items(self) -> list[tuple[str, object]]:
-        return [(name, self.__dict__[name]) for name in self.keys()]
-
-    def to_tuple(self) -> tuple:
-        return tuple(self.values())
-
-    def __getitem__(self, key: int | slice | str):
-        if isinstance(key, str):
-            if key not in self.keys():
-                raise KeyError(f"{key!r}; this output holds {', '.join(self.keys())}")
-            return getattr(self, key)
-        return self.to_tuple()[key]
-
-    def __iter__(self):
-        return iter(self.keys())
-
-    def __getattr__(self, name: str):  # for names that are not fields, and a kind's field left unset
-        if name in _KIND_FIELDS:
-            raise AttributeError(self._missing(name))
-        if name == "loss":  # transformers' outputs hold a loss only when labels are given; coulisse takes none
-            return None
-        if name == "pooler_output":  # transformers' BERT / RoBERTa / MPNet base models return it; coulisse does not
-            raise AttributeError(
-                "pooler_output is not computed: coulisse's base model returns last_hidden_state (and its pooler's "
-                "tanh layer was trained for next-sentence prediction, not as a sentence embedding). Take "
-                "out.last_hidden_state[:, 0] for the first token, or coulisse.SentenceEncoder for embeddings.")
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    def __len__(self) -> int:
-        return len(self.keys())
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.keys()
-
-    def __repr__(self) -> str:
-        """The fields that are set, as transformers prints its outputs (a learner's `print(outputs)`)."""
-        return f"{type(self).__name__}({', '.join(f'{name}={value!r}' for name, value in self.items())})"
 
 
 class EncoderModel(nn.Module):
@@ -436,53 +334,6 @@ def _sources(family: Family, head: nn.Module | None):
         return [f"{head.KEYS[module]}.{param}"]
 
     return sources
-
-
-INIT_FUNCTIONS = ("normal_", "uniform_", "kaiming_uniform_", "zeros_", "ones_", "trunc_normal_")
-_skipping = threading.local()  # .depth: skip_init blocks this thread is in
-_installed: dict[str, Any] = {}  # nn.init's functions, while skip_init's wrappers stand in for them
-_install_lock = threading.Lock()
-_builds = 0  # skip_init blocks open, every thread together
-
-
-@contextmanager
-def skip_init():
-    """Build modules without random initialisation: the checkpoint overwrites every parameter anyway,
-    and initialising (even meta tensors, whose first use imports torch's decompositions) costs seconds.
-
-    `torch.nn.init` is the process's: its functions are replaced while a build runs, by wrappers that skip only
-    on a thread inside this block, so a module another thread builds meanwhile is initialised as usual, and
-    the originals are put back when the last build of any thread ends (two loads at once left nn.init patched
-    for good, every Linear built afterwards uninitialised: audit 46)."""
-    global _builds
-    with _install_lock:
-        if _builds == 0:
-            _installed.update({n: getattr(nn.init, n) for n in INIT_FUNCTIONS})
-            for n in INIT_FUNCTIONS:
-                setattr(nn.init, n, _skipped(_installed[n]))
-        _builds += 1
-    _skipping.depth = getattr(_skipping, "depth", 0) + 1
-    try:
-        with torch.device("meta"):
-            yield
-    finally:
-        _skipping.depth -= 1
-        with _install_lock:
-            _builds -= 1
-            if _builds == 0:
-                for n, f in _installed.items():
-                    setattr(nn.init, n, f)
-                _installed.clear()
-
-
-def _skipped(original):
-    @functools.wraps(original)
-    def init(tensor, *args, **kwargs):
-        if getattr(_skipping, "depth", 0):
-            return tensor
-        return original(tensor, *args, **kwargs)
-
-    return init
 
 
 def named_heads(config: EncoderConfig) -> set[str]:

@@ -22,6 +22,7 @@ from tokenizers import Tokenizer as Backend
 from coulisse.errors import InputError, TokenizerLoadError, type_of
 from coulisse.families import GENERIC_TOKENIZER_CLASSES, family_of
 from coulisse.tokenizer import batch_encoding, moses, prefix
+from coulisse.tokenizer.backend import build_backend
 from coulisse.tokenizer.backend_state import ForkSafeLock, ready_backend
 from coulisse.tokenizer.batch_encoding import (
     NO_PADDING,
@@ -32,7 +33,7 @@ from coulisse.tokenizer.batch_encoding import (
     pad_width,
     to_tensors,
 )
-from coulisse.tokenizer.build import SPM_FILES, build_backend
+from coulisse.tokenizer.build import SPM_FILES
 from coulisse.tokenizer.inputs import (
     as_lists,
     call_texts,

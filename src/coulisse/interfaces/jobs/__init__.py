@@ -1,7 +1,8 @@
 """Corpus jobs: `coulisse classify --input FILE --output FILE`, `coulisse embed --input` and `evaluate`.
 
     formats.py   extensions -> formats, rows, predictions, added column names
-    readers.py   CSV/TSV/JSONL/TXT/Parquet/stdin, one row at a time; bad records become error rows
+    sources.py   CSV/TSV/JSONL/TXT/Parquet/stdin, one row at a time; bad records become error rows
+    readers.py   the column to read, each row checked, the input checked unchanged on --resume
     writers.py   appended CSV/TSV/JSONL, Parquet from durable parts, stdout
     state.py     the commit record that makes --resume exact
     predict.py   chunks through pipe.preprocess / pipe.forward / label_scores; long-text windows

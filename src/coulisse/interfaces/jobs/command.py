@@ -126,7 +126,7 @@ def _run_corpus_job(ctx: click.Context, task: str) -> None:
     if params["model"] is None and task == "embed":
         raise click.UsageError("give --model: an encoder (Hub id or folder), or set COULISSE_MODEL.")
     if params["model"] is None:
-        from coulisse.checkpoint import default_model
+        from coulisse.hub_fallback import default_model
 
         # Recorded as resolved: a resume must not switch between tf-allocine and the bundled model.
         params["model"] = default_model("text-classification", revision)
@@ -396,7 +396,7 @@ def evaluate(input_path, label_column, label_map, output_dir, limit, sample, see
     check_file_starts([input_path], encoding)
     revision = given_revision()
     if model is None:
-        from coulisse.checkpoint import default_model
+        from coulisse.hub_fallback import default_model
 
         model = job.model = default_model("text-classification", revision)  # the report names the model that ran
 

@@ -313,7 +313,7 @@ def run_cli(ctx, task: str = "classify") -> None:
     if model is None and task == "embed":
         raise click.UsageError("give --model: an encoder (Hub id or folder), or set COULISSE_MODEL.")
     if model is None:
-        from coulisse.checkpoint import default_model
+        from coulisse.hub_fallback import default_model
 
         model = default_model("text-classification", ctx.meta.get(REVISION_KEY))  # here: every node loads it
     names = ("column", "all_scores", "long_text", "stride", "batch_rows", "quantize", "threads", "actors",

@@ -1,6 +1,6 @@
 """The text encoding of a job's input: `--encoding` checked, and the start of an input read as UTF-8 checked.
 
-Files are read as bytes, split on the byte 0x0a and decoded line by line (`readers.Lines`), so that a line the
+Files are read as bytes, split on the byte 0x0a and decoded line by line (`sources.Lines`), so that a line the
 encoding cannot decode is one error row that names it. A file that is not UTF-8 at all would then be a file of
 error rows, exit 0 (a CSV that Excel saved in cp1252: every line with an accent). So an input read as UTF-8 by
 default (no `--encoding`) whose first 64 KiB hold a byte UTF-8 cannot decode is refused when it is opened,
@@ -14,7 +14,7 @@ file is refused does not depend on --batch-rows. A file is read there and rewoun
 those bytes read ahead and kept for its rows (it cannot be read twice, and the refusal must come before the
 model loads and anything is written). `--encoding utf-8`, given, skips the check: a UTF-8 file with a damaged
 line near its top still runs, that line an error row (a CSV's header line, which names the columns, is refused:
-`readers.CsvSource`).
+`sources.CsvSource`).
 
 The other way round, a UTF-8 file read with `--encoding cp1252` decodes without an error, every "é" an "Ã©": an
 input read with another encoding whose first 64 KiB are UTF-8 with a character beyond ASCII is refused too
