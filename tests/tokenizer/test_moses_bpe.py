@@ -10,7 +10,7 @@ import sys
 import pytest
 from factory import CORPUS, TEXTS, as_lists, assert_same_encoding, train_moses_bpe
 
-from coulisse.errors import TokenizerLoadError
+from coulisse.errors import InputError, TokenizerLoadError
 from coulisse.tokenizer import Tokenizer
 
 pytest.importorskip("sacremoses", reason="FlauBERT's tokenizer needs sacremoses (pip install -e '.[test]')")
@@ -198,3 +198,11 @@ def test_added_tokens_saved_by_transformers_keep_their_ids(tmp_path, layout):
     assert sorted(ours.all_special_tokens) == sorted(theirs.all_special_tokens)
     ids = theirs(texts[0])["input_ids"]
     assert ours.decode(ids, skip_special_tokens=True) == theirs.decode(ids, skip_special_tokens=True)
+
+
+def test_words_split_beforehand_are_refused_with_the_way_out(flaubert):
+    """FlauBERT's tokenizer runs Moses in Python before the Rust library: its pre-tokenized input would skip
+    that, so `is_split_into_words=True` is refused, saying what to do instead."""
+    ours, _ = flaubert
+    with pytest.raises(InputError, match="is_split_into_words=True is not read by this tokenizer"):
+        ours([["Le", "chat"]], is_split_into_words=True)

@@ -56,6 +56,21 @@ def test_deepcopy_encodes_the_same_and_is_independent(tokenizer):
     assert _encodings(pickle.loads(pickle.dumps(tokenizer))) == _encodings(tokenizer)  # pickled twice
 
 
+def test_calls_leave_the_pickle_unchanged(tokenizer):
+    """datasets fingerprints a `.map()` by pickling its function, tokenizer included: the truncation a call set on
+    the backend made each fingerprint new, so a second identical map tokenized everything again where
+    transformers' tokenizer finds its cache (training-interop audit)."""
+    datasets = pytest.importorskip("datasets")
+    fresh = copy.deepcopy(tokenizer)
+    before = pickle.dumps(fresh)
+    fresh(SAMPLES, truncation=True, max_length=5)
+    fresh([SAMPLES[0] * 400], truncation=True, max_length=9)  # a long text: word-by-word judged once
+    fresh(SAMPLES[:2], padding="max_length", max_length=12, truncation=True)
+    assert pickle.dumps(fresh) == before
+    assert datasets.fingerprint.Hasher.hash(fresh) == datasets.fingerprint.Hasher.hash(copy.deepcopy(tokenizer))
+    assert fresh(SAMPLES)["input_ids"] == tokenizer(SAMPLES)["input_ids"]  # and the next call sets its own
+
+
 def test_copy_is_still_shallow(tokenizer):
     twin = copy.copy(tokenizer)
     assert twin.backend is tokenizer.backend and twin(SAMPLES[0])["input_ids"] == tokenizer(SAMPLES[0])["input_ids"]

@@ -45,7 +45,9 @@ def is_batch(ids: Any) -> bool:
 
 
 def to_tensors(data: dict[str, Any], return_tensors: Any, prepend_batch_axis: bool = False) -> dict[str, Any]:
-    """`data`'s lists as int64 arrays ("np") or torch tensors ("pt"); None leaves them lists."""
+    """`data`'s lists as int64 arrays ("np") or torch tensors ("pt"); None leaves them lists. A column of floats
+    (a collator's regression or soft labels) stays floats, as transformers makes it: float64 arrays, float32
+    tensors (torch.tensor's default); booleans stay booleans."""
     return_tensors = getattr(return_tensors, "value", return_tensors)  # transformers' TensorType members too
     if return_tensors is None:
         return data
@@ -58,12 +60,17 @@ def to_tensors(data: dict[str, Any], return_tensors: Any, prepend_batch_axis: bo
             continue
         try:
             array = np.asarray([value] if prepend_batch_axis else value)
-            # ids and masks as int64; a column of floats (a collator's regression or soft labels) as float32, as
-            # torch.tensor makes it in transformers; booleans stay booleans
             kind = array.dtype.kind if array.size else "i"  # an empty list reads as float64
-            array = array.astype(np.float32 if kind == "f" else bool if kind == "b" else np.int64, copy=False)
+            if kind == "f":
+                array = array.astype(np.float32, copy=False) if return_tensors == "pt" else array
+            elif kind != "b":
+                array = array.astype(np.int64, copy=False)
         except (ValueError, TypeError) as e:
-            raise InputError("sequences have different lengths; pass padding=True to get tensors.") from e
+            if key == "input_ids" or key in PAD_VALUES:
+                raise InputError("sequences have different lengths; pass padding=True to get tensors.") from e
+            raise InputError(f"column {key!r} cannot be made {'a tensor' if return_tensors == 'pt' else 'an array'}: "
+                             f"its values are not numbers of one shape ({e}); drop it (a data set's "
+                             "remove_columns) or make it one number per row.") from e
         if return_tensors == "pt":
             import torch
 

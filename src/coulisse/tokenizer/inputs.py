@@ -127,6 +127,34 @@ def call_texts(text: Any, text_pair: Any) -> tuple[list[str], list[str] | None, 
             raise InputError(f"got {len(texts)} texts but {len(pairs)} text pairs; pass as many of each.")
     return texts, pairs, single
 
+def split_words(text: Any, text_pair: Any) -> tuple[list[list[str]], list[list[str]] | None, bool]:
+    """`is_split_into_words=True`: a text is a list of words (one text), or a list of them (a batch), as
+    transformers reads it; `text_pair` likewise. (texts, pairs or None, whether one text was given)."""
+    def read(value: Any, what: str) -> tuple[list[list[str]], bool]:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list) or not value:
+            raise InputError(f"{what} with is_split_into_words=True is a list of words (one text) or a list of "
+                             f"such lists (a batch), got {type_of(value)}.")
+        single = all(isinstance(w, str) for w in value)
+        rows = [value] if single else value
+        for i, row in enumerate(rows):
+            if not isinstance(row, (list, tuple)) or not all(isinstance(w, str) for w in row):
+                where = what if single else f"{what}[{i}]"
+                raise InputError(f"{where} with is_split_into_words=True must be a list of words (strings), got "
+                                 f"{type_of(row)}.")
+        return [list(row) for row in rows], single
+
+    texts, single = read(text, "text")
+    if text_pair is None:
+        return texts, None, single
+    pairs, single_pair = read(text_pair, "text_pair")
+    if single != single_pair or len(pairs) != len(texts):
+        raise InputError(f"text holds {len(texts)} word list(s) and text_pair {len(pairs)}: pass as many of each, "
+                         "both one list of words or both a batch of them.")
+    return texts, pairs, single
+
+
 def truncation_strategy(truncation: Any, max_length: int | None, padding: Any) -> str:
     """transformers' reading of `truncation`: True is "longest_first", False "do_not_truncate", and None means
     "longest_first" only when a `max_length` is given without padding."""

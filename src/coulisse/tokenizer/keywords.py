@@ -2,7 +2,7 @@
 
 transformers 5 ignores a keyword it does not know (`paddding=True` pads nothing, silently); coulisse refuses
 it in one line naming the closest valid keyword, so that a typo is seen. A keyword transformers knows, at the
-value that changes nothing (`stride=0`, `verbose=False`, `is_split_into_words=False`...), is accepted, as code
+value that changes nothing (`stride=0`, `verbose=False`, `return_overflowing_tokens=False`...), is accepted, as code
 copied from transformers' documentation passes them; at another value it is refused, saying that coulisse
 cannot honour it.
 """
@@ -19,7 +19,7 @@ ANY = object()  # any value is a no-op
 
 # keyword -> the values that change nothing (ANY: every value)
 CALL_NO_OPS: dict[str, Any] = {
-    "verbose": ANY, "stride": (0,), "is_split_into_words": (False,), "return_overflowing_tokens": (False,),
+    "verbose": ANY, "stride": (0,), "return_overflowing_tokens": (False,),
     "text_target": (None,), "text_pair_target": (None,), "split_special_tokens": (False,),
 }
 DECODE_NO_OPS: dict[str, Any] = {"spaces_between_special_tokens": ANY, "use_source_tokenizer": ANY, "verbose": ANY}
@@ -27,7 +27,6 @@ WHY = {
     "stride": "overlapping windows come with return_overflowing_tokens, which coulisse's tokenizer does not "
               "return (its pipelines window long texts themselves: stride= on a pipeline)",
     "return_overflowing_tokens": "the pipelines window long texts themselves (stride= on a pipeline)",
-    "is_split_into_words": "pass the words joined by spaces, and read word_ids() for the word of each token",
     "text_target": "targets are for sequence-to-sequence training; coulisse runs encoders for inference",
     "text_pair_target": "targets are for sequence-to-sequence training; coulisse runs encoders for inference",
     "split_special_tokens": "special tokens written in the text are read as tokenizer_config.json's "
@@ -47,7 +46,8 @@ def check_keywords(kwargs: dict[str, Any], no_ops: dict[str, Any], valid: Iterab
         accepted = no_ops[name]
         if accepted is not ANY and not any(value is v or (type(value) is type(v) and value == v)
                                            for v in accepted):
-            default = accepted[0]
-            why = WHY.get(name, "")
-            raise InputError(f"{where} cannot honour {name}={value!r}: only {name}={default!r} (what it does "
+            default, why, shown = accepted[0], WHY.get(name, ""), repr(value)
+            if len(shown) > 60:  # text_target= with a whole column of texts: its start and its size
+                shown = f"{shown[:40]}... ({type(value).__name__} of {len(shown):,} characters as written)"
+            raise InputError(f"{where} cannot honour {name}={shown}: only {name}={default!r} (what it does "
                              f"by default) is accepted{'; ' + why if why else ''}.")

@@ -41,6 +41,7 @@ from coulisse.tokenizer.inputs import (
     one_token_id,
     panic_error,
     refuse_bad_unicode,
+    split_words,
     token_count,
     truncation_strategy,
 )
@@ -68,7 +69,7 @@ CLEAN_UP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), ("
 CALL_KEYWORDS = ("text", "text_pair", "padding", "truncation", "max_length", "return_tensors", "add_special_tokens",
                  "return_offsets_mapping", "return_token_type_ids", "return_attention_mask",
                  "return_special_tokens_mask", "padding_side", "pad_to_multiple_of", "return_length",
-                 "tokenizer_kwargs")
+                 "is_split_into_words", "tokenizer_kwargs")
 
 
 def _warn_once(logger: logging.Logger, message: str) -> None:
@@ -201,13 +202,14 @@ class Tokenizer:
                              "is too short to cut that much; raise max_length, or use truncation='longest_first'."
                              ) from None
 
-    def _encode(self, inputs: list, add_special_tokens: bool) -> list[Encoding]:
+    def _encode(self, inputs: list, add_special_tokens: bool, is_pretokenized: bool = False) -> list[Encoding]:
         """The backend's encodings; call with the lock held. A tokenizer running Python code encodes one input
         at a time: the backend's threads would only queue for the GIL (500 reviews on 2 cores: 1.3 s alone,
         2.0-3.3 s threaded). Every encoding path ends here, so the library's panic is said here (`panic_error`)."""
         try:
             if not self._python:
-                return self.backend.encode_batch(inputs, add_special_tokens=add_special_tokens)
+                return self.backend.encode_batch(inputs, add_special_tokens=add_special_tokens,
+                                                 is_pretokenized=is_pretokenized)
             return [self.backend.encode(*(x if isinstance(x, tuple) else (x,)), add_special_tokens=add_special_tokens)
                     for x in inputs]
         except BaseException as e:
@@ -278,8 +280,13 @@ class Tokenizer:
     # pre-tokenizer, which the Rust library cannot serialize, beside it; `moses.backend_state`) ---------------
 
     def __getstate__(self) -> dict:
-        state = {k: v for k, v in self.__dict__.items() if k != "_lock"}
+        # What a call leaves behind is not state: the truncation it set on the backend (the next call sets its own)
+        # and what was judged or said once. So the pickle of a tokenizer is the same before and after calls, as
+        # `datasets` needs to fingerprint a `.map()` and find its cache again.
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_lock", "_warned_longer")}
+        state["_word_by_word"] = None
         with self._lock:
+            self._set_truncation(None, 0, "longest_first")
             state["backend"] = moses.backend_state(self.backend)
         return state
 
@@ -309,33 +316,44 @@ class Tokenizer:
                  return_attention_mask: bool | None = None,
                  return_special_tokens_mask: bool = False, padding_side: str | None = None,
                  pad_to_multiple_of: int | None = None, return_length: bool = False,
-                 tokenizer_kwargs: dict | None = None, **kwargs: Any) -> BatchEncoding:
+                 is_split_into_words: bool = False, tokenizer_kwargs: dict | None = None,
+                 **kwargs: Any) -> BatchEncoding:
         """transformers' call: one text or a batch (with `text_pair`s), padded, truncated, as lists or tensors.
         `truncation` is True, False or a strategy ("longest_first", "only_first", "only_second",
         "do_not_truncate"). `padding_side` ("right" or "left") overrides the tokenizer's for this call.
         `pad_to_multiple_of` rounds the padded length up to a multiple of it (with `padding` only).
         `return_length` adds `length`: each row's length, padding included (as transformers' fast tokenizers
         count it; its Python ones, such as FlauBERT's, count a batch's rows before padding).
-        `return_token_type_ids` / `return_attention_mask` default to what the model reads."""
+        `return_token_type_ids` / `return_attention_mask` default to what the model reads.
+        `is_split_into_words=True`: each text is a list of words (a token classification data set's), tokenized word
+        by word as transformers' fast tokenizers do: `word_ids()` gives each token's index in that list."""
         if tokenizer_kwargs:  # transformers merges them into the call's keywords
             return self(text, text_pair, **{**dict(
                 padding=padding, truncation=truncation, max_length=max_length, return_tensors=return_tensors,
                 add_special_tokens=add_special_tokens, return_offsets_mapping=return_offsets_mapping,
                 return_token_type_ids=return_token_type_ids, return_attention_mask=return_attention_mask,
                 return_special_tokens_mask=return_special_tokens_mask, padding_side=padding_side,
-                pad_to_multiple_of=pad_to_multiple_of, return_length=return_length), **kwargs, **tokenizer_kwargs})
+                pad_to_multiple_of=pad_to_multiple_of, return_length=return_length,
+                is_split_into_words=is_split_into_words), **kwargs, **tokenizer_kwargs})
         check_keywords(kwargs, CALL_NO_OPS, CALL_KEYWORDS, "tokenizer(...)")
         if max_length is not None:
             max_length = token_count(max_length, self.model_max_length)
-        texts, pairs, single = call_texts(text, text_pair)
+        if is_split_into_words:
+            texts, pairs, single = split_words(text, text_pair)
+        else:
+            texts, pairs, single = call_texts(text, text_pair)
         strategy = truncation_strategy(truncation, max_length, padding)
         if strategy == "only_second" and pairs is None:
             raise InputError("truncation='only_second' cuts the second text of pairs, but no text_pair was given; "
                              "pass text_pair=, or truncation=True.")
         self._check_multiple(pad_to_multiple_of, padding, strategy, max_length)
         self._check_can_pad(padding)
-        encodings = self.encode_batch(texts, pairs, truncation=strategy != "do_not_truncate", max_length=max_length,
-                                      add_special_tokens=add_special_tokens, strategy=strategy)
+        if is_split_into_words:
+            encodings = self._encode_words(texts, pairs, strategy, max_length, add_special_tokens)
+        else:
+            encodings = self.encode_batch(texts, pairs, truncation=strategy != "do_not_truncate",
+                                          max_length=max_length, add_special_tokens=add_special_tokens,
+                                          strategy=strategy)
         if strategy == "do_not_truncate" and kwargs.get("verbose", True):  # transformers' verbose=False: silent
             self._warn_longer(encodings)
         types = "token_type_ids" in self.model_input_names if return_token_type_ids is None else return_token_type_ids
@@ -370,6 +388,27 @@ class Tokenizer:
                 return
             log.warning("a sequence of %d tokens is longer than this model reads (%d); the model would fail on it: "
                         "pass truncation=True to cut it to %d", longest, self.model_max_length, self.model_max_length)
+
+    def _encode_words(self, texts: list[list[str]], pairs: list[list[str]] | None, strategy: str,
+                      max_length: int | None, add_special_tokens: bool) -> list[Encoding]:
+        """Texts given as lists of words, through the backend's pre-tokenized input, truncated by the backend, as
+        transformers' fast tokenizers read `is_split_into_words=True` (each word is pre-tokenized on its own)."""
+        if self._python:
+            raise InputError("is_split_into_words=True is not read by this tokenizer (it runs Python code around "
+                             "the Rust library, FlauBERT's Moses): pass each text as one string, and read "
+                             "word_ids() for the word of each token.")
+        limit = None if strategy == "do_not_truncate" else max_length or self.model_max_length
+        if limit is not None and limit >= UNBOUNDED:
+            limit = None
+        direction = checked_side("truncation_side", None, self.truncation_side) if limit is not None else "right"
+        inputs = list(zip(texts, pairs, strict=True)) if pairs is not None else texts
+        with self._lock:
+            self._set_truncation(limit, 0, strategy, direction)
+            try:
+                return self._encode(inputs, add_special_tokens, is_pretokenized=True)
+            except (TypeError, ValueError):
+                refuse_bad_unicode([" ".join(t) for t in texts], [" ".join(p) for p in pairs] if pairs else None)
+                raise
 
     def _word_ids_of(self, texts: list[str], pairs: list[str] | None):
         """`word_ids` for the texts of a call, by batch index; None where the backend's are right."""
@@ -436,6 +475,22 @@ class Tokenizer:
                                   limit=self._pad_limit(max_length), pad_to_multiple_of=pad_to_multiple_of,
                                   padding_side=checked_side("padding_side", padding_side, self.padding_side),
                                   return_attention_mask=return_attention_mask, return_tensors=return_tensors)
+
+    @property
+    def backend_tokenizer(self):
+        """The Rust `tokenizers.Tokenizer` that encodes (transformers' name for it); each call sets its truncation
+        and padding on it, so set neither here."""
+        return self.backend
+
+    def add_tokens(self, *args: Any, **kwargs: Any) -> int:
+        raise InputError("coulisse's tokenizer has no add_tokens: a new token has no embedding in the model. Add it "
+                         "with transformers (tokenizer.add_tokens, then model.resize_token_embeddings), save both, "
+                         "and load that folder: its added tokens are read.")
+
+    def add_special_tokens(self, *args: Any, **kwargs: Any) -> int:
+        raise InputError("coulisse's tokenizer has no add_special_tokens: a new token has no embedding in the model; "
+                         "set an existing one (tokenizer.pad_token = tokenizer.eos_token), or add it with "
+                         "transformers, resize the model's embeddings, save both, and load that folder.")
 
     def num_special_tokens_to_add(self, pair: bool = False) -> int:
         """How many special tokens a text (a pair) gets."""
