@@ -172,3 +172,19 @@ def test_backend_tokenizer_is_the_rust_tokenizer_that_encodes(pair):
     assert ours.backend_tokenizer is ours.backend
     expected = ours(text)["input_ids"]  # a call without truncation leaves none on the backend
     assert ours.backend_tokenizer.encode(text).ids == expected
+
+
+def test_labels_padded_with_minus_100_are_said_when_decoded(pair):
+    """The course decodes labels in compute_metrics: -100 (the positions a loss ignores) is no id. transformers
+    raises the Rust library's OverflowError ("out of range integral type conversion attempted"); coulisse raises
+    the same class, saying what -100 is and how to decode such labels."""
+    ours, theirs = pair
+    ids = ours("Un film magnifique !")["input_ids"] + [-100, -100]
+    with pytest.raises(OverflowError):
+        theirs.decode(ids)
+    with pytest.raises(OverflowError, match="-100 marks the labels a loss ignores.*pad_token_id"):
+        ours.decode(ids)
+    with pytest.raises(OverflowError, match="token id -3 is no token"):
+        ours.batch_decode([[5, -3]])
+    fixed = [i if i != -100 else ours.pad_token_id for i in ids]
+    assert ours.decode(fixed, skip_special_tokens=True) == theirs.decode(fixed, skip_special_tokens=True)

@@ -655,6 +655,11 @@ class Tokenizer:
             raise TypeError(f"decode takes token ids, not a string ({ids!r:.40}); pass tokenizer(text)['input_ids'], "
                             "or convert_tokens_to_ids for tokens.")
         ids = [one_token_id(ids)] if is_one_id(ids) else [one_token_id(i) for i in ids]
+        if ids and min(ids) < 0:  # the Rust library's OverflowError, as transformers gives it, saying why
+            raise OverflowError(f"token id {min(ids)} is no token: ids are 0 or more"
+                                + ("; -100 marks the labels a loss ignores (padding): put the pad token's id there "
+                                   "before decoding, np.where(labels != -100, labels, tokenizer.pad_token_id)"
+                                   if -100 in ids else "") + ".")
         text = self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
         if clean_up_tokenization_spaces is None:
             clean_up_tokenization_spaces = bool(self.settings.get("clean_up_tokenization_spaces", False))
