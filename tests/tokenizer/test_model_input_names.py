@@ -22,6 +22,8 @@ CASES = {
     "generic-class-names-with-types": {"tokenizer_class": "PreTrainedTokenizerFast",
                                        "model_input_names": ["input_ids", "token_type_ids", "attention_mask"]},
     "tokenizers-backend": {"tokenizer_class": "TokenizersBackend"},
+    # no attention_mask returned (the call and pad): it was always returned (training-interop audit)
+    "names-without-mask": {"model_input_names": ["input_ids", "token_type_ids"]},
 }
 
 
@@ -59,3 +61,16 @@ def test_pair_logits_equal_transformers(folder):
     for a, b in zip(got, want, strict=True):
         assert [x["label"] for x in a] == [x["label"] for x in b]
         assert_close("pair logits", [x["score"] for x in a], [x["score"] for x in b])
+
+
+def test_names_set_at_run_time_decide_the_mask_too(minilm_dir):
+    import transformers
+
+    theirs = transformers.AutoTokenizer.from_pretrained(str(minilm_dir))
+    ours = Tokenizer.from_dir(minilm_dir, model_type="bert")
+    rows = [[101, 2023, 102], [101, 102]]
+    for names in (["input_ids"], ["input_ids", "attention_mask"]):
+        ours.model_input_names, theirs.model_input_names = list(names), list(names)
+        assert as_lists(ours(PAIRS[0]["text"])) == {k: list(v) for k, v in theirs(PAIRS[0]["text"]).items()}
+        assert as_lists(ours.pad({"input_ids": rows})) == as_lists(theirs.pad({"input_ids": rows}))
+        assert "attention_mask" in ours(PAIRS[0]["text"], return_attention_mask=True)

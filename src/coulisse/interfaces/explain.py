@@ -82,7 +82,8 @@ def _model_inputs(pipe, rows: list, types: list | None = None):
     features = {"input_ids": rows}
     if types is not None and "token_type_ids" in tok.model_input_names:
         features["token_type_ids"] = types
-    return tok.pad(features, padding=True, return_tensors="pt")
+    # the mask the pipeline's batches have, also where the folder's model_input_names leaves it out
+    return tok.pad(features, padding=True, return_attention_mask=True, return_tensors="pt")
 
 
 def _tokenizer_and_encoder(pipe, seen: Read) -> tuple[list[str], Encoded]:

@@ -89,6 +89,13 @@ def _side(settings: dict, key: str) -> str:
     return value
 
 
+def _names_without_mask(settings: dict) -> bool:
+    """Whether tokenizer_config.json's `model_input_names` lists the model's inputs without `attention_mask`."""
+    names = settings.get("model_input_names")
+    return (isinstance(names, list) and bool(names) and all(isinstance(name, str) for name in names)
+            and "attention_mask" not in names)
+
+
 def _returns_types(settings: dict) -> bool:
     """Whether transformers 5's tokenizer for these settings returns token types: tokenizer_config.json's
     `model_input_names` when it lists them (a BERT exported without `token_type_ids` leaves every token type 0,
@@ -117,6 +124,8 @@ class Tokenizer:
         uses_types = family is not None and family.token_types and _returns_types(settings)
         self.model_input_names = ["input_ids", "token_type_ids", "attention_mask"] if uses_types else [
             "input_ids", "attention_mask"]
+        if _names_without_mask(settings):  # a folder whose model reads no mask: none returned, as in transformers
+            self.model_input_names.remove("attention_mask")
         # FlauBERT's tokenizer runs Python code (Moses), as transformers' only tokenizer for it does.
         self._python = family is not None and family.python_tokenizer
         # The special tokens are the tokenizer class's (XLM-R's on a BERT model that reads its vocabulary).
@@ -359,7 +368,8 @@ class Tokenizer:
         types = "token_type_ids" in self.model_input_names if return_token_type_ids is None else return_token_type_ids
         side = checked_side("padding_side", padding_side, self.padding_side)
         width = pad_width([len(e) for e in encodings], padding, self._pad_limit(max_length), pad_to_multiple_of)
-        data = collate(encodings, width, self.pad_token_id, types=types, mask=return_attention_mask is not False,
+        mask = "attention_mask" in self.model_input_names if return_attention_mask is None else return_attention_mask
+        data = collate(encodings, width, self.pad_token_id, types=types, mask=mask,
                        offsets=return_offsets_mapping, special_mask=return_special_tokens_mask, left=side == "left")
         if return_length:
             # transformers' Python tokenizers count a batch's rows before padding them (one text, after)
@@ -474,7 +484,9 @@ class Tokenizer:
         return batch_encoding.pad(encoded_inputs, pad_token_id=self.pad_token_id, padding=padding,
                                   limit=self._pad_limit(max_length), pad_to_multiple_of=pad_to_multiple_of,
                                   padding_side=checked_side("padding_side", padding_side, self.padding_side),
-                                  return_attention_mask=return_attention_mask, return_tensors=return_tensors)
+                                  return_attention_mask=("attention_mask" in self.model_input_names
+                                                         if return_attention_mask is None else return_attention_mask),
+                                  return_tensors=return_tensors)
 
     @property
     def backend_tokenizer(self):
