@@ -206,3 +206,9 @@ def test_words_split_beforehand_are_refused_with_the_way_out(flaubert):
     ours, _ = flaubert
     with pytest.raises(InputError, match="is_split_into_words=True is not read by this tokenizer"):
         ours([["Le", "chat"]], is_split_into_words=True)
+
+
+def test_overflowing_windows_are_refused_with_the_way_out(flaubert):
+    ours, _ = flaubert
+    with pytest.raises(InputError, match="return_overflowing_tokens=True is not read by this tokenizer"):
+        ours("Le chat dort. " * 40, truncation=True, max_length=16, stride=4, return_overflowing_tokens=True)

@@ -123,7 +123,7 @@ def test_transformers_keywords_at_their_defaults_are_accepted(pair):
 @pytest.mark.parametrize(("call", "words"), [
     (lambda t: t(TEXTS, paddding=True), ["unknown keyword 'paddding'", "did you mean 'padding'"]),
     (lambda t: t(TEXTS, return_tensor="pt"), ["'return_tensor'", "did you mean 'return_tensors'"]),
-    (lambda t: t(TEXTS, stride=128, return_overflowing_tokens=True), ["cannot honour stride=128", "stride=0"]),
+    (lambda t: t(TEXTS, stride=-1, return_overflowing_tokens=True), ["stride=-1 is the number of tokens"]),
     (lambda t: t(TEXTS, text_target=TEXTS * 300), ["cannot honour text_target=['", "characters as written)"]),
     (lambda t: t(TEXTS[0], is_split_into_words=True), ["text with is_split_into_words=True is a list of words"]),
     (lambda t: t([["a", 1]], is_split_into_words=True), ["text[0] with is_split_into_words=True must be a list"]),
@@ -188,3 +188,40 @@ def test_labels_padded_with_minus_100_are_said_when_decoded(pair):
         ours.batch_decode([[5, -3]])
     fixed = [i if i != -100 else ours.pad_token_id for i in ids]
     assert ours.decode(fixed, skip_special_tokens=True) == theirs.decode(fixed, skip_special_tokens=True)
+
+
+QUESTIONS = ["Où dort le chat ?", "Qui ?", "Et la souris ?"]
+CONTEXTS = ["Le chat dort sur le canapé depuis ce matin, et la souris danse. " * 3, "Personne.",
+            "Elle danse dans la cuisine, loin du chat endormi. " * 5]
+
+
+@pytest.mark.parametrize(("args", "options"), [
+    # the course's question answering preprocessing (chapter 7)
+    ((QUESTIONS, CONTEXTS), dict(max_length=24, truncation="only_second", stride=6, return_overflowing_tokens=True,
+                                 return_offsets_mapping=True, padding="max_length")),
+    ((QUESTIONS, CONTEXTS), dict(max_length=24, truncation="only_second", stride=6, return_overflowing_tokens=True,
+                                 return_tensors="pt", padding=True)),
+    ((CONTEXTS, QUESTIONS), dict(max_length=24, truncation="only_first", stride=4, return_overflowing_tokens=True)),
+    ((QUESTIONS, CONTEXTS), dict(max_length=24, truncation=True, stride=6, return_overflowing_tokens=True)),
+    ((QUESTIONS, CONTEXTS), dict(return_overflowing_tokens=True)),
+    ((QUESTIONS[0], CONTEXTS[0]), dict(max_length=24, truncation="only_second", stride=6,
+                                       return_overflowing_tokens=True)),
+    (([CONTEXTS[0], "court"],), dict(max_length=12, truncation=True, stride=3, return_overflowing_tokens=True,
+                                     return_offsets_mapping=True)),
+    (([CONTEXTS[0], "court"],), dict(max_length=12, truncation=True, stride=3)),  # no overflow asked: none given
+])
+def test_overflowing_windows_equal_transformers(pair, args, options):
+    """`return_overflowing_tokens=True, stride=...` was refused: the course's question answering (chapter 7)
+    cuts each context into windows this way and reads `overflow_to_sample_mapping`, `sequence_ids(i)` and the
+    offsets of each window (training-interop audit)."""
+    ours, theirs = pair
+    for side in ("right", "left"):
+        ours.truncation_side = theirs.truncation_side = side
+        try:
+            a, b = ours(*args, **options), theirs(*args, **options)
+        finally:
+            ours.truncation_side = theirs.truncation_side = "right"
+        assert list(a.keys()) == list(b.keys())
+        assert_same_encoding(a, b)
+        for i in range(len(b["input_ids"])):
+            assert a.sequence_ids(i) == b.sequence_ids(i) and a.word_ids(i) == b.word_ids(i), (side, i)

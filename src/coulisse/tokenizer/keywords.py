@@ -2,7 +2,7 @@
 
 transformers 5 ignores a keyword it does not know (`paddding=True` pads nothing, silently); coulisse refuses
 it in one line naming the closest valid keyword, so that a typo is seen. A keyword transformers knows, at the
-value that changes nothing (`stride=0`, `verbose=False`, `return_overflowing_tokens=False`...), is accepted, as code
+value that changes nothing (`verbose=False`, `text_target=None`, `split_special_tokens=False`...), is accepted, as code
 copied from transformers' documentation passes them; at another value it is refused, saying that coulisse
 cannot honour it.
 """
@@ -19,14 +19,11 @@ ANY = object()  # any value is a no-op
 
 # keyword -> the values that change nothing (ANY: every value)
 CALL_NO_OPS: dict[str, Any] = {
-    "verbose": ANY, "stride": (0,), "return_overflowing_tokens": (False,),
+    "verbose": ANY,
     "text_target": (None,), "text_pair_target": (None,), "split_special_tokens": (False,),
 }
 DECODE_NO_OPS: dict[str, Any] = {"spaces_between_special_tokens": ANY, "use_source_tokenizer": ANY, "verbose": ANY}
 WHY = {
-    "stride": "overlapping windows come with return_overflowing_tokens, which coulisse's tokenizer does not "
-              "return (its pipelines window long texts themselves: stride= on a pipeline)",
-    "return_overflowing_tokens": "the pipelines window long texts themselves (stride= on a pipeline)",
     "text_target": "targets are for sequence-to-sequence training; coulisse runs encoders for inference",
     "text_pair_target": "targets are for sequence-to-sequence training; coulisse runs encoders for inference",
     "split_special_tokens": "special tokens written in the text are read as tokenizer_config.json's "

@@ -69,7 +69,7 @@ CLEAN_UP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), ("
 CALL_KEYWORDS = ("text", "text_pair", "padding", "truncation", "max_length", "return_tensors", "add_special_tokens",
                  "return_offsets_mapping", "return_token_type_ids", "return_attention_mask",
                  "return_special_tokens_mask", "padding_side", "pad_to_multiple_of", "return_length",
-                 "is_split_into_words", "tokenizer_kwargs")
+                 "is_split_into_words", "stride", "return_overflowing_tokens", "tokenizer_kwargs")
 
 
 def _warn_once(logger: logging.Logger, message: str) -> None:
@@ -325,8 +325,8 @@ class Tokenizer:
                  return_attention_mask: bool | None = None,
                  return_special_tokens_mask: bool = False, padding_side: str | None = None,
                  pad_to_multiple_of: int | None = None, return_length: bool = False,
-                 is_split_into_words: bool = False, tokenizer_kwargs: dict | None = None,
-                 **kwargs: Any) -> BatchEncoding:
+                 is_split_into_words: bool = False, stride: int = 0, return_overflowing_tokens: bool = False,
+                 tokenizer_kwargs: dict | None = None, **kwargs: Any) -> BatchEncoding:
         """transformers' call: one text or a batch (with `text_pair`s), padded, truncated, as lists or tensors.
         `truncation` is True, False or a strategy ("longest_first", "only_first", "only_second",
         "do_not_truncate"). `padding_side` ("right" or "left") overrides the tokenizer's for this call.
@@ -335,7 +335,10 @@ class Tokenizer:
         count it; its Python ones, such as FlauBERT's, count a batch's rows before padding).
         `return_token_type_ids` / `return_attention_mask` default to what the model reads.
         `is_split_into_words=True`: each text is a list of words (a token classification data set's), tokenized word
-        by word as transformers' fast tokenizers do: `word_ids()` gives each token's index in that list."""
+        by word as transformers' fast tokenizers do: `word_ids()` gives each token's index in that list.
+        `return_overflowing_tokens=True` with `stride`: what truncation cuts off comes back as more rows, windows
+        that share `stride` tokens with the one before (of the member truncation cuts, for pairs), and
+        `overflow_to_sample_mapping` says each row's input: the course's question answering preprocessing."""
         if tokenizer_kwargs:  # transformers merges them into the call's keywords
             return self(text, text_pair, **{**dict(
                 padding=padding, truncation=truncation, max_length=max_length, return_tensors=return_tensors,
@@ -343,7 +346,8 @@ class Tokenizer:
                 return_token_type_ids=return_token_type_ids, return_attention_mask=return_attention_mask,
                 return_special_tokens_mask=return_special_tokens_mask, padding_side=padding_side,
                 pad_to_multiple_of=pad_to_multiple_of, return_length=return_length,
-                is_split_into_words=is_split_into_words), **kwargs, **tokenizer_kwargs})
+                is_split_into_words=is_split_into_words, stride=stride,
+                return_overflowing_tokens=return_overflowing_tokens), **kwargs, **tokenizer_kwargs})
         check_keywords(kwargs, CALL_NO_OPS, CALL_KEYWORDS, "tokenizer(...)")
         if max_length is not None:
             max_length = token_count(max_length, self.model_max_length)
@@ -357,8 +361,13 @@ class Tokenizer:
                              "pass text_pair=, or truncation=True.")
         self._check_multiple(pad_to_multiple_of, padding, strategy, max_length)
         self._check_can_pad(padding)
+        sample_map = None
         if is_split_into_words:
             encodings = self._encode_words(texts, pairs, strategy, max_length, add_special_tokens)
+        elif return_overflowing_tokens:
+            windows = self._overflowing(texts, pairs, strategy, max_length, stride, add_special_tokens)
+            encodings = [w for ws in windows for w in ws]
+            sample_map, single = [i for i, ws in enumerate(windows) for _ in ws], False  # rows, even for one text
         else:
             encodings = self.encode_batch(texts, pairs, truncation=strategy != "do_not_truncate",
                                           max_length=max_length, add_special_tokens=add_special_tokens,
@@ -371,6 +380,8 @@ class Tokenizer:
         mask = "attention_mask" in self.model_input_names if return_attention_mask is None else return_attention_mask
         data = collate(encodings, width, self.pad_token_id, types=types, mask=mask,
                        offsets=return_offsets_mapping, special_mask=return_special_tokens_mask, left=side == "left")
+        if sample_map is not None:
+            data["overflow_to_sample_mapping"] = sample_map
         if return_length:
             # transformers' Python tokenizers count a batch's rows before padding them (one text, after)
             rows = encodings if self._python and not single else data["input_ids"]
@@ -398,6 +409,26 @@ class Tokenizer:
                 return
             log.warning("a sequence of %d tokens is longer than this model reads (%d); the model would fail on it: "
                         "pass truncation=True to cut it to %d", longest, self.model_max_length, self.model_max_length)
+
+    def _overflowing(self, texts: list[str], pairs: list[str] | None, strategy: str, max_length: int | None,
+                     stride: Any, add_special_tokens: bool) -> list[list[Encoding]]:
+        """`return_overflowing_tokens=True`: per input, its first row then the windows truncation cut off, as
+        transformers' fast tokenizers make them (`encode_windows` for a pair whose one member is cut)."""
+        if self._python:
+            raise InputError("return_overflowing_tokens=True is not read by this tokenizer (it runs Python code "
+                             "around the Rust library, FlauBERT's Moses); its pipelines window long texts "
+                             "themselves (stride= on a pipeline).")
+        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 0:
+            raise InputError(f"stride={stride!r} is the number of tokens two windows share: pass an int, 0 or more.")
+        if strategy == "do_not_truncate":  # nothing cut, nothing overflows: one row per input
+            return [[e] for e in self.encode_batch(texts, pairs, truncation=False,
+                                                   add_special_tokens=add_special_tokens)]
+        limit = max_length or self.model_max_length
+        if pairs is not None and strategy != "longest_first" and add_special_tokens:
+            return self.encode_windows(texts, pairs, max_length=limit, stride=stride, strategy=strategy)
+        encodings = self.encode_batch(texts, pairs, max_length=limit, add_special_tokens=add_special_tokens,
+                                      strategy=strategy, stride=stride)
+        return [[e, *e.overflowing] for e in encodings]
 
     def _encode_words(self, texts: list[list[str]], pairs: list[list[str]] | None, strategy: str,
                       max_length: int | None, add_special_tokens: bool) -> list[Encoding]:
