@@ -35,7 +35,6 @@ class Progress:
             return
         from tqdm import tqdm
 
-        self.by_rows = reader.format == "parquet" or reader.total is None
         # The first frame reads `classify:   0%|          | [00:00<?, 0 rows]`: nothing done yet (a
         # header already read is not progress), and tqdm puts its ", " before the postfix, so the
         # postfix goes where tqdm's own statistics end. A resume starts at the reader's position, past the
