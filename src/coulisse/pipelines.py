@@ -152,7 +152,31 @@ def pipeline(task: str | None = "sentiment-analysis", model: str | Path | None =
         raise InputError("task=None: coulisse does not guess the task from the Hub; pass one, e.g. "
                          "pipeline('text-classification', model=...).")
     cls = _pipeline_class(task, pipeline_class)
-    # Every name and value is checked here, before any file is read.
+    compat = _checked_options(cls, task, kwargs)  # every name and value, before any file is read
+    loading = _loading(model_kwargs, revision=revision, token=token, trust_remote_code=trust_remote_code,
+                       dtype=dtype, device_map=device_map, **compat)
+    _check_text_only(feature_extractor=feature_extractor, image_processor=image_processor,
+                     video_processor=video_processor, processor=processor)
+    note_use_fast(use_fast)
+    device, dtype, quantize = _engine_request(device, loading, quantize, fast, threads)
+    if loading["batch_size"] is not None:
+        max_batch_size = min(max_batch_size, loading["batch_size"])
+    revision = loading["revision"]
+    # The downloads of this load send the token given (a string, or False for none), else huggingface_hub's.
+    with hub_token(loading["token"]):
+        model, tokenizer_dir, checkpoint = _checkpoint(cls, task, model, config, tokenizer, revision,
+                                                       loading["local_files_only"])
+    # Threads, quantization, dtype and the fast path are chosen in one place: `engine.prepare.prepare_model`.
+    pipe = cls(checkpoint, device=device, dtype=dtype, quantize=quantize, threads=threads,
+               max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size, throughput=throughput, **kwargs)
+    pipe.binary_output = bool(loading["binary_output"])
+    pipe.recipe = (pipeline, _pickled_recipe(recipe, model, checkpoint, tokenizer_dir))
+    return pipe
+
+
+def _checked_options(cls: type[Pipeline], task: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Take transformers' keywords out of `kwargs` (returned); what is left is the task's options, each checked:
+    an unknown name fails in one line that names the closest valid one."""
     compat = {name: kwargs.pop(name) for name in list(kwargs) if name in TRANSFORMERS_KEYWORDS}
     unknown = set(kwargs) - set(cls.option_table())
     if unknown:
@@ -161,44 +185,49 @@ def pipeline(task: str | None = "sentiment-analysis", model: str | Path | None =
         offered = {v for v in valid if not v.startswith("_") and v not in (*TEXT_ONLY, "kwargs")}
         raise unknown_options(unknown, offered, f"pipeline({task!r})")
     cls.check_defaults(cls.check_options(kwargs))  # values too: a bad top_k fails now, not at the first call
-    loading = _loading(model_kwargs, revision=revision, token=token, trust_remote_code=trust_remote_code,
-                       dtype=dtype, device_map=device_map, **compat)
-    _check_text_only(feature_extractor=feature_extractor, image_processor=image_processor,
-                     video_processor=video_processor, processor=processor)
-    note_use_fast(use_fast)
+    return compat
+
+
+def _engine_request(device: Any, loading: dict[str, Any], quantize: str | None, fast: bool,
+                    threads: int | None) -> tuple[torch.device, str | torch.dtype | None, str | None]:
+    """The device, dtype and quantization asked for, resolved and checked before anything loads."""
     device = resolve_device(device) if device is not None else resolve_device_map(loading["device_map"])
     dtype = dtype_argument(loading["dtype"])
     dtype, quantize = resolve_fast(device, dtype, quantize, fast)  # `fast=True`: the kernel plan's fast mode
     check_request(device, dtype, quantize, threads)  # bad threads, dtype and quantize values fail here too
-    if loading["batch_size"] is not None:
-        max_batch_size = min(max_batch_size, loading["batch_size"])
-    revision = loading["revision"]
-    # The downloads of this load send the token given (a string, or False for none), else huggingface_hub's.
-    with hub_token(loading["token"]):
-        if model is None:
-            if tokenizer is not None or config is not None:
-                raise InputError("tokenizer= or config= without model=: pass the model they belong to.")
-            if task not in DEFAULT_MODELS:
-                raise InputError(f"task {task!r} has no default model; pass model= (a Hub id or a local folder).")
-            model = default_model(task, revision)
-        model = model_source(model)
-        if loading["local_files_only"]:
-            check_local_files(model, revision)
-        tokenizer_dir = _same_or_other("tokenizer", tokenizer, model, revision)
-        if _same_or_other("config", config, model, revision) is not None:
-            raise InputError(f"config={_name(config)!r} is not the model's; coulisse reads config.json from the "
-                             "model's own folder. Drop config=, or save the model with that config.")
-        try:
-            checkpoint = load_checkpoint(model, cls.head, revision, tokenizer_dir)
-        except HubUnreachableError as e:
-            if cls.task != "text-classification":
-                raise
-            # A sentiment user without the Hub has a French classifier at hand: say so (never a silent swap).
-            raise HubUnreachableError(offline_hint(str(e))) from None
-    # Threads, quantization, dtype and the fast path are chosen in one place: `engine.prepare.prepare_model`.
-    pipe = cls(checkpoint, device=device, dtype=dtype, quantize=quantize, threads=threads,
-               max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size, throughput=throughput, **kwargs)
-    pipe.binary_output = bool(loading["binary_output"])
+    return device, dtype, quantize
+
+
+def _checkpoint(cls: type[Pipeline], task: str, model: Any, config: Any, tokenizer: Any, revision: str | None,
+                local_files_only: bool) -> tuple[str | Path, Path | None, Checkpoint]:
+    """The model's source (the task's default when none is given), the tokenizer's folder when it is another
+    checkpoint's, and the checkpoint loaded for the task's head."""
+    if model is None:
+        if tokenizer is not None or config is not None:
+            raise InputError("tokenizer= or config= without model=: pass the model they belong to.")
+        if task not in DEFAULT_MODELS:
+            raise InputError(f"task {task!r} has no default model; pass model= (a Hub id or a local folder).")
+        model = default_model(task, revision)
+    model = model_source(model)
+    if local_files_only:
+        check_local_files(model, revision)
+    tokenizer_dir = _same_or_other("tokenizer", tokenizer, model, revision)
+    if _same_or_other("config", config, model, revision) is not None:
+        raise InputError(f"config={_name(config)!r} is not the model's; coulisse reads config.json from the "
+                         "model's own folder. Drop config=, or save the model with that config.")
+    try:
+        checkpoint = load_checkpoint(model, cls.head, revision, tokenizer_dir)
+    except HubUnreachableError as e:
+        if cls.task != "text-classification":
+            raise
+        # A sentiment user without the Hub has a French classifier at hand: say so (never a silent swap).
+        raise HubUnreachableError(offline_hint(str(e))) from None
+    return model, tokenizer_dir, checkpoint
+
+
+def _pickled_recipe(recipe: dict[str, Any], model: str | Path, checkpoint: Checkpoint,
+                    tokenizer_dir: Path | None) -> dict[str, Any]:
+    """`recipe` (the call's arguments) as pickling the pipeline stores it: what rebuilds the same pipeline."""
     # The model as resolved (a default chosen once is not chosen again), the tokenizer as the folder it names.
     # Folders as absolute paths: unpickled in another working directory, "m" would be asked of the Hub.
     recipe.update(model=str(checkpoint.directory.resolve()) if _is_folder(model) else model, config=None,
@@ -207,8 +236,7 @@ def pipeline(task: str | None = "sentiment-analysis", model: str | Path | None =
     recipe["token"] = None
     if isinstance(recipe.get("model_kwargs"), dict):
         recipe["model_kwargs"] = {k: v for k, v in recipe["model_kwargs"].items() if k != "token"}
-    pipe.recipe = (pipeline, recipe)
-    return pipe
+    return recipe
 
 
 def _is_folder(model: str | Path) -> bool:

@@ -210,6 +210,28 @@ def explain(texts, model, task, question, labels, template, attributions, html_p
     `attribution` holds them (--method chooses how; --attributions adds nothing to it).
     """
     lines = read_texts(texts)
+    _check_explain_output(lines, attributions, html_path, steps, target, as_json)
+    check_request(task, question, labels, template)  # before loading a model
+    check_attribution_request(task, method, steps, attributions, html_path is not None or as_json, target)
+    pipe = load_pipeline(task, model)
+    if task == "fill-mask":  # either spelling, as `coulisse fill-mask` takes it
+        lines = [_with_mask(text, pipe.tokenizer.special_tokens["mask"]) for text in lines]
+    if as_json:
+        click.echo(explain_json(pipe, lines[0], question=question, labels=labels, template=template, method=method,
+                                target=target))
+        return
+    options = {"method": method, "steps": steps, "target": cli_target(pipe, target, labels)}
+    asked = {"question": question, "labels": labels, "template": template}
+    if html_path is not None:
+        _write_explain_page(pipe, lines, html_path, options, asked)
+        if not attributions:
+            return
+    _print_explanations(pipe, task, lines, attributions, options, asked)
+
+
+def _check_explain_output(lines: list[str], attributions: bool, html_path: str | None, steps: int | None,
+                          target: str | None, as_json: bool) -> None:
+    """What `explain` is asked to write (--json, --html, --target), checked before the model loads."""
     if as_json:  # the document's `attribution` is what --attributions adds: with --json, -a changes nothing
         if html_path is not None:
             raise click.UsageError("--json prints one document on stdout and --html writes a page; run them apart.")
@@ -228,30 +250,24 @@ def explain(texts, model, task, question, labels, template, attributions, html_p
         from coulisse.interfaces.jobs.lock import check_writable
 
         check_writable(html_path, "--html")  # before the model loads and the page is computed
-    check_request(task, question, labels, template)  # before loading a model
-    check_attribution_request(task, method, steps, attributions, html_path is not None or as_json, target)
-    pipe = load_pipeline(task, model)
-    if task == "fill-mask":  # either spelling, as `coulisse fill-mask` takes it
-        lines = [_with_mask(text, pipe.tokenizer.special_tokens["mask"]) for text in lines]
-    if as_json:
-        click.echo(explain_json(pipe, lines[0], question=question, labels=labels, template=template, method=method,
-                                target=target))
-        return
-    options = {"method": method, "steps": steps, "target": cli_target(pipe, target, labels)}
-    if html_path is not None:
-        asked = {"question": question, "labels": labels, "template": template}
-        for x in write_report(pipe, lines, html_path, **options, **asked):
-            click.echo(f"{printable(x.head.headline)}  {one_line(x.text)}")
-        click.echo(f"wrote {html_path} ({len(lines)} text{'s' if len(lines) > 1 else ''})", err=True)
-        if not attributions:
-            return
+
+
+def _write_explain_page(pipe, lines: list[str], html_path: str, options: dict, asked: dict) -> None:
+    """`explain --html`: the page for every text, one headline per text on stdout."""
+    for x in write_report(pipe, lines, html_path, **options, **asked):
+        click.echo(f"{printable(x.head.headline)}  {one_line(x.text)}")
+    click.echo(f"wrote {html_path} ({len(lines)} text{'s' if len(lines) > 1 else ''})", err=True)
+
+
+def _print_explanations(pipe, task: str, lines: list[str], attributions: bool, options: dict, asked: dict) -> None:
+    """Every text's stages on the terminal (with its words' attributions when asked), then the batch's view."""
     color = use_color(sys.stdout)
     for n, text in enumerate(lines):
         if n:
             click.echo("\n" + "=" * min(72, terminal_width()))
-        out = explain_text(pipe, text, question=question, labels=labels, template=template)
+        out = explain_text(pipe, text, **asked)
         if attributions:
-            explained = pipe.explain(text, **options, **explain_options(pipe, labels, template))
+            explained = pipe.explain(text, **options, **explain_options(pipe, asked["labels"], asked["template"]))
             out += "\n" + "\n".join(attribution_lines(explained, color))
         click.echo(out, color=color)
     if len(lines) > 1 and task in BATCH_TASKS:

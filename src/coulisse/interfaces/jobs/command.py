@@ -380,9 +380,8 @@ def evaluate(input_path, label_column, label_map, output_dir, limit, sample, see
     """
     bound_kernel_cache()
     set_wait_policy()  # before torch loads, which the imports below do
-    from coulisse.interfaces.jobs.evaluate import EvalOptions, check_request, evaluate_file, parse_label_map
-    from coulisse.interfaces.jobs.report import covered, write_report
-    from coulisse.interfaces.jobs.runner import JobInterrupted, JobOptions
+    from coulisse.interfaces.jobs.evaluate import EvalOptions, check_request, parse_label_map
+    from coulisse.interfaces.jobs.runner import JobOptions
 
     if bins < 1:
         raise click.BadParameter(f"{bins}; pass a positive number of bins.", param_hint="--bins")
@@ -403,6 +402,16 @@ def evaluate(input_path, label_column, label_map, output_dir, limit, sample, see
     def load():
         return load_pipeline("text-classification", model, threads, quantize, throughput=True, revision=revision)
 
+    result = _run_evaluation(options, load)
+    _report_evaluation(result, output_dir, quiet)
+
+
+def _run_evaluation(options, load):
+    """Every row predicted and scored (SIGTERM stops it as Ctrl-C does); a run in which no row could be predicted
+    exits 1 in one line, with no report over zero rows."""
+    from coulisse.interfaces.jobs.evaluate import evaluate_file
+    from coulisse.interfaces.jobs.runner import JobInterrupted
+
     with stop_on_sigterm():
         try:
             result = evaluate_file(options, load)
@@ -415,6 +424,14 @@ def evaluate(input_path, label_column, label_map, output_dir, limit, sample, see
         from coulisse.interfaces.jobs.runner import JobFailedError
 
         raise JobFailedError(failure)
+    return result
+
+
+def _report_evaluation(result, output_dir: str, quiet: bool) -> None:
+    """The report written to `output_dir`, its headline on stdout, the summary and any caveat on stderr; a label
+    map key that dropped a class from the scores fails once the report is written."""
+    from coulisse.interfaces.jobs.report import covered, write_report
+
     metrics = write_report(result)
     if not quiet:
         click.echo(result.summary.describe(), err=True)

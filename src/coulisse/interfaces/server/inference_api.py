@@ -14,6 +14,7 @@ Every answer comes from the pipeline's stages (`Service.run_task`): options, pre
 forward, postprocess; only the outer shape is the Inference API's.
 """
 
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Union
 
@@ -68,10 +69,27 @@ def answer_shape(task: str, result):
 
 
 def add_root_routes(app: FastAPI, service: Service, gate, protected: list, handlers: dict) -> None:
+    """`POST /` and `POST /invocations` on `app`: the bodies the served task takes, each sent to its handler."""
     task = service.pipe.task
     errors = openapi_responses("validation", "json_syntax", "payload_size",
                                *(("unauthorized",) if service.settings.api_key else ()),
                                "empty", "batch_size", "input_length", "overloaded", "backend", "unhealthy")
+    body_type, dispatch = _root_dispatch(service, handlers, _task_runner(service, gate))
+
+    async def root(body: body_type, request: Request) -> Response:  # type: ignore[valid-type]
+        return await dispatch(body, request)
+
+    doc = (f"The served task ({task}): TEI's body for its route, or the Hugging Face Inference API's "
+           '{"inputs", "parameters"}, as `huggingface_hub.InferenceClient(base_url)` sends it.')
+    for path in ("/", "/invocations"):
+        app.add_api_route(path, root, methods=["POST"], tags=[TAG], dependencies=protected, response_model=None,
+                          responses={200: {"description": f"The {task} result"}, **errors}, description=doc,
+                          summary=f"{task} (Inference API / TEI)", name=f"root{path.replace('/', '_')}")
+
+
+def _task_runner(service: Service, gate) -> Callable[..., Awaitable[Response]]:
+    """The handler of an Inference API body: the served task's stages (`Service.run_task`) behind the gate."""
+    task = service.pipe.task
 
     async def run_task(body, request: Request) -> Response:
         inputs, parameters = pipeline_call(task, body)
@@ -93,6 +111,12 @@ def add_root_routes(app: FastAPI, service: Service, gate, protected: list, handl
 
         return await gate.run(request, "single", work, True, n)
 
+    return run_task
+
+
+def _root_dispatch(service: Service, handlers: dict, run_task) -> tuple[object, Callable[..., Awaitable[Response]]]:
+    """The bodies `/` takes for the served model (a type FastAPI validates against), and the handler each goes to:
+    TEI's route for the model, or `run_task` for the Inference API's body."""
     if service.sparse:  # TEI's route for a SPLADE model
         body_type = EmbedSparseRequest
 
@@ -120,15 +144,6 @@ def add_root_routes(app: FastAPI, service: Service, gate, protected: list, handl
                 return await handlers["predict"](body, request)
             return await run_task(body, request)
     else:
-        body_type = TASK_BODIES[task]
+        body_type = TASK_BODIES[service.pipe.task]
         dispatch = run_task
-
-    async def root(body: body_type, request: Request) -> Response:  # type: ignore[valid-type]
-        return await dispatch(body, request)
-
-    doc = (f"The served task ({task}): TEI's body for its route, or the Hugging Face Inference API's "
-           '{"inputs", "parameters"}, as `huggingface_hub.InferenceClient(base_url)` sends it.')
-    for path in ("/", "/invocations"):
-        app.add_api_route(path, root, methods=["POST"], tags=[TAG], dependencies=protected, response_model=None,
-                          responses={200: {"description": f"The {task} result"}, **errors}, description=doc,
-                          summary=f"{task} (Inference API / TEI)", name=f"root{path.replace('/', '_')}")
+    return body_type, dispatch
