@@ -14,7 +14,8 @@ from factory import ALLOCINE_FILES, COMMIT, make_hf_cache
 
 from coulisse import pipeline
 from coulisse.errors import ModelNotFoundError
-from coulisse.hub import hub_cache_dir, resolve_model
+from coulisse.hub import resolve_model
+from coulisse.hub_cache import hub_cache_dir
 
 REPO = "tblard/tf-allocine"
 

@@ -24,7 +24,9 @@ from test_hub_network import coulisse_command, online, reply, serving  # noqa: F
 
 from coulisse import SparseEncoder, pipeline
 from coulisse.errors import HubUnreachableError, ModelLoadError
-from coulisse.hub import TOKENIZER_FILES, VOCABULARY_FILES, resolve_model
+from coulisse.hub import resolve_model
+from coulisse.hub_cache import VOCABULARY_FILES
+from coulisse.hub_download import TOKENIZER_FILES
 from coulisse.tokenizer.build import SPM_FILES
 
 REPO = "some-org/some-model"
@@ -241,7 +243,7 @@ def test_every_file_the_tokenizer_reads_is_downloaded():
 def test_a_revision_never_writes_a_ref_outside_the_repos_refs(tmp_path):
     """The ref is written from the revision asked for: `refs/pr/1` nests as huggingface_hub nests it; a revision
     that climbs out of refs/ writes nothing (a Hub would have refused it; a fake one may not)."""
-    from coulisse.hub import _write_ref
+    from coulisse.hub_download import _write_ref
 
     refs = tmp_path / "models--a--b" / "refs"
     _write_ref(refs, "../../../escape", COMMIT)

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from coulisse import hub
+from coulisse import hub_download
 from coulisse.errors import HubUnreachableError, ModelNotFoundError
-from coulisse.hub import download_hint, resolve_model
+from coulisse.hub import resolve_model
+from coulisse.hub_download import download_hint
 
 MODEL = "some-org/some-model"
 Answer = Callable[[http.server.BaseHTTPRequestHandler, threading.Event], None]
@@ -285,7 +286,7 @@ def test_the_hint_names_the_command_the_installed_huggingface_hub_provides():
 @pytest.mark.parametrize(("scripts", "command"), [({"hf", "tiny-agents"}, "hf"), ({"huggingface-cli"},
                                                    "huggingface-cli"), (set(), "huggingface-cli")])
 def test_the_hint_follows_the_console_scripts(monkeypatch, scripts, command):
-    monkeypatch.setattr(hub, "_hub_commands", lambda: scripts)
+    monkeypatch.setattr(hub_download, "_hub_commands", lambda: scripts)
     assert download_hint(MODEL) == f"`{command} download {MODEL}` while online"
     assert download_hint(MODEL, "v2") == f"`{command} download {MODEL} --revision v2` while online"
 
@@ -297,7 +298,7 @@ def test_offline_with_an_empty_cache_suggests_the_installed_command(tmp_path, mo
         resolve_model(MODEL)
     message = str(info.value)
     assert download_hint(MODEL) in message and str(tmp_path / "empty") in message
-    if "hf" in hub._hub_commands():
+    if "hf" in hub_download._hub_commands():
         assert "huggingface-cli" not in message
 
 

@@ -26,7 +26,8 @@ KNOWN_LAZY_CIRCLES: set[frozenset[str]] = set()  # none left; a new one must be 
 PIPELINE_STAGES = ("coulisse.tokenizer", "coulisse.weights", "coulisse.models", "coulisse.engine")
 # Finding and assembling a model sits above the stages, the tasks above that, the registry above the
 # tasks, the interfaces above everything.
-ABOVE_STAGES = ("coulisse.hub", "coulisse.defaults", "coulisse.hub_fallback", "coulisse.checkpoint", "coulisse.tasks",
+ABOVE_STAGES = ("coulisse.hub", "coulisse.hub_cache", "coulisse.hub_download", "coulisse.defaults",
+                "coulisse.hub_fallback", "coulisse.checkpoint", "coulisse.tasks",
                 "coulisse.pipelines", "coulisse.auto", "coulisse.sentence", "coulisse.sparse_encoder",
                 "coulisse.interfaces")
 # Commands that take --model, --threads or --quantize (bench's options are the benchmark's own).

@@ -30,7 +30,8 @@ from coulisse.defaults import DEFAULT_MODEL, offline_hint
 from coulisse.engine.device import resolve_device_map
 from coulisse.engine.prepare import check_request, prepare_model, resolve_fast
 from coulisse.errors import HubUnreachableError, InputError, MissingHeadError, UnsupportedModelError
-from coulisse.hub import hub_token, resolve_model
+from coulisse.hub import resolve_model
+from coulisse.hub_download import hub_token
 from coulisse.models import EncoderModel, load_model
 from coulisse.pipelines import check_local_files, check_token, dtype_argument, model_source, note_use_fast
 from coulisse.sentence_modules import transformer_folder

@@ -17,7 +17,9 @@ from pathlib import Path
 
 from coulisse.defaults import BUNDLED_ACCURACY, BUNDLED_MODEL, DEFAULT_MODELS, TF_ALLOCINE_ACCURACY
 from coulisse.errors import HubUnreachableError, ModelNotFoundError
-from coulisse.hub import download_hint, is_offline, local_model, resolve_model
+from coulisse.hub import local_model, resolve_model
+from coulisse.hub_cache import is_offline
+from coulisse.hub_download import download_hint
 
 # The name these lines had before they left checkpoint.py, kept: the README shows it, and a user may filter on it.
 log = logging.getLogger("coulisse.checkpoint")

@@ -28,7 +28,8 @@ from coulisse.engine import DEFAULT_BATCH_SIZE
 from coulisse.engine.device import resolve_device, resolve_device_map
 from coulisse.engine.prepare import DTYPES, check_request, resolve_dtype, resolve_fast
 from coulisse.errors import HubUnreachableError, InputError
-from coulisse.hub import hub_token, resolve_model
+from coulisse.hub import resolve_model
+from coulisse.hub_download import hub_token
 from coulisse.hub_fallback import default_model
 from coulisse.tasks import (
     TASKS,

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from coulisse.engine import DEFAULT_BATCH_SIZE
 from coulisse.engine.device import resolve_device
 from coulisse.errors import InputError
-from coulisse.hub import hub_cache_dir
+from coulisse.hub_cache import hub_cache_dir
 from coulisse.pipelines import pipeline
 from coulisse.tasks.base import FORWARD, POST, PRE, positive_int
 from coulisse.tasks.feature_extraction import read_settings  # noqa: F401 (where it was imported from)

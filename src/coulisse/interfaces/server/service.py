@@ -25,7 +25,7 @@ from coulisse import __version__
 from coulisse.engine import Item
 from coulisse.engine.threads import thread_policy
 from coulisse.errors import InputError
-from coulisse.hub import snapshot_commit
+from coulisse.hub_cache import snapshot_commit
 from coulisse.interfaces.server.batching import Batcher, BatchLimits, ForwardError, Result, Worker
 from coulisse.interfaces.server.bounds import CHARS_PER_TOKEN, characters_of, check_characters, cut_characters, parts
 from coulisse.interfaces.server.embedding import Prompts, cut_dimensions, id_item, library_error
