@@ -133,7 +133,7 @@ def split_words(text: Any, text_pair: Any) -> tuple[list[list[str]], list[list[s
     def read(value: Any, what: str) -> tuple[list[list[str]], bool]:
         if isinstance(value, tuple):
             value = list(value)
-        if not isinstance(value, list) or not value:
+        if not isinstance(value, list):
             raise InputError(f"{what} with is_split_into_words=True is a list of words (one text) or a list of "
                              f"such lists (a batch), got {type_of(value)}.")
         single = all(isinstance(w, str) for w in value)
@@ -200,7 +200,7 @@ def refuse_bad_unicode(texts: Sequence[str], pairs: Sequence[str] | None, names:
                 raise InputError(f"{what} {i} is {problem}; remove or replace it.") from None
 
 
-def panic_error(error: BaseException, where: str) -> TokenizerLoadError | None:
+def panic_error(error: BaseException, where: str) -> TokenizerLoadError | InputError | None:
     """The Rust library's panic as a one-line error, or None for any other exception. pyo3 raises a panic as
     `pyo3_runtime.PanicException`, a BaseException that a caller's `except Exception` (a server's, a job's) would
     miss. A tokenizer.json regex that backtracks without end ((a+)+$ on a run of a's) loads, then panics on the
@@ -210,6 +210,10 @@ def panic_error(error: BaseException, where: str) -> TokenizerLoadError | None:
             type(error).__name__ != "PanicException"):
         return None
     first = str(error).strip().splitlines()[0][:200] if str(error).strip() else "no message"
+    if "stride" in first:  # return_overflowing_tokens: a window that keeps no more than the stride of a member
+        return InputError(f"cannot cut windows with this stride: the tokenizers library panicked ({first}); each "
+                          "window must keep more tokens of the text it cuts than the stride: lower stride=, or raise "
+                          "max_length.")
     if "regex" in first.lower() or "onig" in first.lower():
         return TokenizerLoadError(
             f"the tokenizer of {where} gave up on this text: its own pattern (a Split or Replace regex of "
