@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -39,10 +41,12 @@ def test_collator_features_as_tensors_and_float_labels_equal_transformers(pair):
         b = DataCollatorWithPadding(theirs)([dict(f) for f in features])
         assert list(a.keys()) == list(b.keys())
         assert all(a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]) for k in b), {k: a[k] for k in a}
-    floats = [{**theirs(t), "label": 0.25 + i} for i, t in enumerate(TEXTS)]
-    for kind in ("np", "pt"):  # float64 arrays, float32 tensors, as transformers makes them
-        a, b = ours.pad([dict(f) for f in floats], return_tensors=kind), theirs.pad(floats, return_tensors=kind)
-        assert a["label"].dtype == b["label"].dtype and a["label"].tolist() == b["label"].tolist(), kind
+    labels = (lambda i: 0.25 + i, lambda i: torch.tensor(0.25 + i), lambda i: torch.tensor(0.25 + i).double())
+    for label, rows in itertools.product(labels, (list, torch.tensor)):  # rows as lists, or as tensors
+        floats = [{"input_ids": rows(theirs(t)["input_ids"]), "label": label(i)} for i, t in enumerate(TEXTS)]
+        for kind in ("np", "pt"):  # the dtypes transformers makes (float64 arrays, float32 tensors, mostly)
+            a, b = ours.pad([dict(f) for f in floats], return_tensors=kind), theirs.pad(floats, return_tensors=kind)
+            assert a["label"].dtype == b["label"].dtype and a["label"].tolist() == b["label"].tolist(), (kind, rows)
     # a column that is no number (a text column left in the data set) is named, not called a length mismatch
     with pytest.raises(InputError, match="column 'text' cannot be made a tensor"):
         DataCollatorWithPadding(ours)([{**theirs(t), "text": t} for t in TEXTS])

@@ -46,8 +46,8 @@ def is_batch(ids: Any) -> bool:
 
 def to_tensors(data: dict[str, Any], return_tensors: Any, prepend_batch_axis: bool = False) -> dict[str, Any]:
     """`data`'s lists as int64 arrays ("np") or torch tensors ("pt"); None leaves them lists. A column of floats
-    (a collator's regression or soft labels) stays floats, as transformers makes it: float64 arrays, float32
-    tensors (torch.tensor's default); booleans stay booleans."""
+    (a collator's regression or soft labels) stays floats, of the dtype transformers gives it (np.asarray's, or
+    torch.tensor's: float32 for Python floats); booleans stay booleans."""
     return_tensors = getattr(return_tensors, "value", return_tensors)  # transformers' TensorType members too
     if return_tensors is None:
         return data
@@ -61,8 +61,9 @@ def to_tensors(data: dict[str, Any], return_tensors: Any, prepend_batch_axis: bo
         try:
             array = np.asarray([value] if prepend_batch_axis else value)
             kind = array.dtype.kind if array.size else "i"  # an empty list reads as float64
-            if kind == "f":
-                array = array.astype(np.float32, copy=False) if return_tensors == "pt" else array
+            if kind == "f":  # torch.tensor makes Python floats float32, and keeps a tensor's or array's dtype
+                array = array.astype(np.float32, copy=False) if return_tensors == "pt" and _python_floats(
+                    value) else array
             elif kind != "b":
                 array = array.astype(np.int64, copy=False)
         except (ValueError, TypeError) as e:
@@ -335,9 +336,12 @@ def pad(features: Any, *, pad_token_id: int | None, padding: Any = True, limit: 
         features = {key: [f[key] for f in features] for key in features[0]}
     if not isinstance(features, dict) or "input_ids" not in features:
         raise InputError("pad takes what the tokenizer returned (a dict with input_ids, or a list of them).")
+    kind = _tensor_kind(features["input_ids"])
     if return_tensors is None:  # rows given as tensors come back as tensors of that kind, as in transformers
-        return_tensors = _tensor_kind(features["input_ids"])
-    data = {k: as_lists(v) for k, v in features.items()}  # tensors, also one per row (a collator's features)
+        return_tensors = kind
+    # tensors, also one per row (a collator's features); where the rows are tensors, every column becomes Python
+    # numbers first, as transformers converts them (a float32 label tensor then gives float64 arrays there too)
+    data = {k: _python(v) if kind is not None else as_lists(v) for k, v in features.items()}
     ids = data["input_ids"]
     single = not is_batch(ids)
     rows = [ids] if single else ids
@@ -353,6 +357,20 @@ def pad(features: Any, *, pad_token_id: int | None, padding: Any = True, limit: 
     if return_attention_mask is False:
         data.pop("attention_mask", None)
     return BatchEncoding(to_tensors(data, return_tensors), None, None, padding_side, pad_token_id)
+
+
+def _python_floats(value: Any) -> bool:
+    """Whether a column's first number is a Python float (not a tensor's or an array's)."""
+    while isinstance(value, (list, tuple)) and value:
+        value = value[0]
+    return type(value) is float
+
+
+def _python(value: Any) -> Any:
+    """A column as Python numbers: a tensor or an array, or a list of them (0-d ones included)."""
+    if isinstance(value, (list, tuple)):
+        return [v.tolist() if hasattr(v, "tolist") else v for v in value]
+    return value.tolist() if hasattr(value, "tolist") else value
 
 
 def _tensor_kind(ids: Any) -> str | None:
