@@ -53,7 +53,15 @@ from coulisse.tokenizer.special_tokens import (
     token_of_settings,
     token_property,
 )
-from coulisse.tokenizer.truncation import cut_windows, encode_from_prefixes, longest_first_pairs, truncate_as_python
+from coulisse.tokenizer.truncation import (
+    check_stride,
+    cut_windows,
+    encode_from_prefixes,
+    encode_words,
+    longest_first_pairs,
+    overflow_windows,
+    truncate_as_python,
+)
 
 log = logging.getLogger(__name__)
 _WARNED: set[str] = set()  # messages logged once per process, as transformers' `warning_once`
@@ -361,22 +369,9 @@ class Tokenizer:
                              "pass text_pair=, or truncation=True.")
         self._check_multiple(pad_to_multiple_of, padding, strategy, max_length)
         self._check_can_pad(padding)
-        sample_map = None
-        self._check_stride(stride, strategy, max_length, pairs is not None, add_special_tokens)
-        if is_split_into_words or return_overflowing_tokens:
-            if is_split_into_words:
-                windows = self._encode_words(texts, pairs, strategy, max_length, add_special_tokens, stride)
-            else:
-                windows = self._overflowing(texts, pairs, strategy, max_length, stride, add_special_tokens)
-            if not return_overflowing_tokens:  # the first row of each: what truncation keeps
-                windows = [ws[:1] for ws in windows]
-            encodings = [w for ws in windows for w in ws]
-            if return_overflowing_tokens:
-                sample_map, single = [i for i, ws in enumerate(windows) for _ in ws], False  # rows, even for one
-        else:
-            encodings = self.encode_batch(texts, pairs, truncation=strategy != "do_not_truncate",
-                                          max_length=max_length, add_special_tokens=add_special_tokens,
-                                          strategy=strategy)
+        encodings, sample_map = self._call_encodings(texts, pairs, strategy, max_length, add_special_tokens,
+                                                     is_split_into_words, return_overflowing_tokens, stride)
+        single = single and sample_map is None  # overflowing rows are a batch, even for one text
         if strategy == "do_not_truncate" and kwargs.get("verbose", True):  # transformers' verbose=False: silent
             self._warn_longer(encodings)
         types = "token_type_ids" in self.model_input_names if return_token_type_ids is None else return_token_type_ids
@@ -415,66 +410,24 @@ class Tokenizer:
             log.warning("a sequence of %d tokens is longer than this model reads (%d); the model would fail on it: "
                         "pass truncation=True to cut it to %d", longest, self.model_max_length, self.model_max_length)
 
-    def _overflowing(self, texts: list[str], pairs: list[str] | None, strategy: str, max_length: int | None,
-                     stride: Any, add_special_tokens: bool) -> list[list[Encoding]]:
-        """`return_overflowing_tokens=True`: per input, its first row then the windows truncation cut off, as
-        transformers' fast tokenizers make them (`encode_windows` for a pair whose one member is cut)."""
-        if self._python:
-            raise InputError("return_overflowing_tokens=True is not read by this tokenizer (it runs Python code "
-                             "around the Rust library, FlauBERT's Moses); its pipelines window long texts "
-                             "themselves (stride= on a pipeline).")
-        if strategy == "do_not_truncate":  # nothing cut, nothing overflows: one row per input
-            return [[e] for e in self.encode_batch(texts, pairs, truncation=False,
-                                                   add_special_tokens=add_special_tokens)]
-        limit = max_length or self.model_max_length
-        if pairs is not None and strategy != "longest_first" and add_special_tokens:
-            return self.encode_windows(texts, pairs, max_length=limit, stride=stride, strategy=strategy)
-        # the backend's own truncation, which keeps every window (encode_batch's plans keep the first alone)
-        direction = checked_side("truncation_side", None, self.truncation_side)
-        inputs = list(zip(texts, pairs, strict=True)) if pairs is not None else list(texts)
-        with self._lock:
-            self._set_truncation(limit, stride, strategy, direction)
-            try:
-                encodings = self._encode(inputs, add_special_tokens)
-            except (TypeError, ValueError):
-                refuse_bad_unicode(texts, pairs)
-                raise
-        return [[e, *e.overflowing] for e in encodings]
-
-    def _check_stride(self, stride: Any, strategy: str, max_length: int | None, pair: bool,
-                      add_special_tokens: bool) -> None:
-        """`stride` is a count of tokens, less than what a row keeps of its text, as the library checks it."""
-        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 0:
-            raise InputError(f"stride={stride!r} is the number of tokens two windows share: pass an int, 0 or more.")
-        if stride and strategy != "do_not_truncate":
-            specials = self.num_special_tokens_to_add(pair) if add_special_tokens else 0
-            room = (max_length or self.model_max_length) - specials
-            if stride >= room:
-                raise InputError(f"stride={stride} is not less than the {room} tokens a row keeps of its text "
-                                 f"(max_length less the special tokens), as transformers requires: lower stride=.")
-
-    def _encode_words(self, texts: list[list[str]], pairs: list[list[str]] | None, strategy: str,
-                      max_length: int | None, add_special_tokens: bool, stride: int = 0) -> list[list[Encoding]]:
-        """Texts given as lists of words, through the backend's pre-tokenized input, truncated by the backend, as
-        transformers' fast tokenizers read `is_split_into_words=True` (each word is pre-tokenized on its own); per
-        input, its first row then the windows truncation cut off (`stride` tokens shared)."""
-        if self._python:
-            raise InputError("is_split_into_words=True is not read by this tokenizer (it runs Python code around "
-                             "the Rust library, FlauBERT's Moses): pass each text as one string, and read "
-                             "word_ids() for the word of each token.")
-        limit = None if strategy == "do_not_truncate" else max_length or self.model_max_length
-        if limit is not None and limit >= UNBOUNDED:
-            limit = None
-        direction = checked_side("truncation_side", None, self.truncation_side) if limit is not None else "right"
-        inputs = list(zip(texts, pairs, strict=True)) if pairs is not None else texts
-        with self._lock:
-            self._set_truncation(limit, stride if limit is not None else 0, strategy, direction)
-            try:
-                encodings = self._encode(inputs, add_special_tokens, is_pretokenized=True)
-            except (TypeError, ValueError):
-                refuse_bad_unicode([" ".join(t) for t in texts], [" ".join(p) for p in pairs] if pairs else None)
-                raise
-        return [[e, *e.overflowing] for e in encodings]
+    def _call_encodings(self, texts: list, pairs: list | None, strategy: str, max_length: int | None,
+                        add_special_tokens: bool, words: bool, overflowing: bool,
+                        stride: Any) -> tuple[list[Encoding], list[int] | None]:
+        """A call's encodings, and with `overflowing` the input of each row: texts as `encode_batch` truncates
+        them, words split beforehand (`words`), or every window truncation cuts off (truncation.py)."""
+        check_stride(self, stride, strategy, max_length, pairs is not None, add_special_tokens)
+        if not (words or overflowing):
+            return self.encode_batch(texts, pairs, truncation=strategy != "do_not_truncate", max_length=max_length,
+                                     add_special_tokens=add_special_tokens, strategy=strategy), None
+        if words:
+            limit = None if strategy == "do_not_truncate" else max_length or self.model_max_length
+            limit = None if limit is not None and limit >= UNBOUNDED else limit
+            windows = encode_words(self, texts, pairs, strategy, limit, add_special_tokens, stride)
+        else:
+            windows = overflow_windows(self, texts, pairs, strategy, max_length, stride, add_special_tokens)
+        if not overflowing:  # the first row of each: what truncation keeps
+            return [ws[0] for ws in windows], None
+        return [w for ws in windows for w in ws], [i for i, ws in enumerate(windows) for _ in ws]
 
     def _word_ids_of(self, texts: list[str], pairs: list[str] | None):
         """`word_ids` for the texts of a call, by batch index; None where the backend's are right."""

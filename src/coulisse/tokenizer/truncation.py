@@ -5,8 +5,10 @@ The backend truncates by cutting a text into windows (a pair: every window of on
 the other); these plans give the same ids, types and offsets from prefixes of the texts (`coulisse.tokenizer.
 prefix`): single texts cut from the right (`encode_from_prefixes`), pairs under `longest_first`
 (`longest_first_pairs`), the Python tokenizers' own truncation (`truncate_as_python`), and question answering's
-overlapping windows (`cut_windows`). Each takes the `Tokenizer` and works through its `_encode` and
-`_set_truncation`, with its lock held (`cut_windows` takes it).
+overlapping windows (`cut_windows`). A call's `return_overflowing_tokens=True` keeps every window the backend's
+own truncation cuts (`overflow_windows`, `check_stride`), and `is_split_into_words=True` reads words given
+beforehand (`encode_words`). Each takes the `Tokenizer` and works through its `_encode` and `_set_truncation`, with
+its lock held (`cut_windows`, `overflow_windows` and `encode_words` take it).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from tokenizers import Encoding
 
 from coulisse.errors import CoulisseError, InputError
 from coulisse.tokenizer import prefix
+from coulisse.tokenizer.batch_encoding import checked_side
+from coulisse.tokenizer.inputs import refuse_bad_unicode
 
 if TYPE_CHECKING:  # the tokenizer calls this module
     from coulisse.tokenizer.tokenizer import Tokenizer
@@ -267,4 +271,66 @@ def cut_windows(tok: Tokenizer, texts: Sequence[str], pairs: Sequence[str], max_
             raise
         except Exception as e:  # tokenizers' plain Exception when the other member is too long, its ValueError
             raise refused(f"; {e}") from e  # for a stride past the window
+    return [[e, *e.overflowing] for e in encodings]
+
+
+def overflow_windows(tok: Tokenizer, texts: list[str], pairs: list[str] | None, strategy: str,
+                     max_length: int | None, stride: int, add_special_tokens: bool) -> list[list[Encoding]]:
+    """`return_overflowing_tokens=True`: per input, its first row then the windows truncation cut off, as
+    transformers' fast tokenizers make them (`encode_windows` for a pair whose one member is cut)."""
+    if tok._python:
+        raise InputError("return_overflowing_tokens=True is not read by this tokenizer (it runs Python code "
+                         "around the Rust library, FlauBERT's Moses); its pipelines window long texts "
+                         "themselves (stride= on a pipeline).")
+    if strategy == "do_not_truncate":  # nothing cut, nothing overflows: one row per input
+        return [[e] for e in tok.encode_batch(texts, pairs, truncation=False,
+                                               add_special_tokens=add_special_tokens)]
+    limit = max_length or tok.model_max_length
+    if pairs is not None and strategy != "longest_first" and add_special_tokens:
+        return tok.encode_windows(texts, pairs, max_length=limit, stride=stride, strategy=strategy)
+    # the backend's own truncation, which keeps every window (encode_batch's plans keep the first alone)
+    direction = checked_side("truncation_side", None, tok.truncation_side)
+    inputs = list(zip(texts, pairs, strict=True)) if pairs is not None else list(texts)
+    with tok._lock:
+        tok._set_truncation(limit, stride, strategy, direction)
+        try:
+            encodings = tok._encode(inputs, add_special_tokens)
+        except (TypeError, ValueError):
+            refuse_bad_unicode(texts, pairs)
+            raise
+    return [[e, *e.overflowing] for e in encodings]
+
+
+def check_stride(tok: Tokenizer, stride: object, strategy: str, max_length: int | None, pair: bool,
+                 add_special_tokens: bool) -> None:
+    """`stride` is a count of tokens, less than what a row keeps of its text, as the library checks it."""
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 0:
+        raise InputError(f"stride={stride!r} is the number of tokens two windows share: pass an int, 0 or more.")
+    if stride and strategy != "do_not_truncate":
+        specials = tok.num_special_tokens_to_add(pair) if add_special_tokens else 0
+        room = (max_length or tok.model_max_length) - specials
+        if stride >= room:
+            raise InputError(f"stride={stride} is not less than the {room} tokens a row keeps of its text "
+                             f"(max_length less the special tokens), as transformers requires: lower stride=.")
+
+
+def encode_words(tok: Tokenizer, texts: list[list[str]], pairs: list[list[str]] | None, strategy: str,
+                 limit: int | None, add_special_tokens: bool, stride: int = 0) -> list[list[Encoding]]:
+    """Texts given as lists of words, through the backend's pre-tokenized input, truncated by the backend, as
+    transformers' fast tokenizers read `is_split_into_words=True` (each word is pre-tokenized on its own); per
+    input, its first row then the windows truncation cut off (`stride` tokens shared). `limit`: None, no
+    truncation."""
+    if tok._python:
+        raise InputError("is_split_into_words=True is not read by this tokenizer (it runs Python code around "
+                         "the Rust library, FlauBERT's Moses): pass each text as one string, and read "
+                         "word_ids() for the word of each token.")
+    direction = checked_side("truncation_side", None, tok.truncation_side) if limit is not None else "right"
+    inputs = list(zip(texts, pairs, strict=True)) if pairs is not None else texts
+    with tok._lock:
+        tok._set_truncation(limit, stride if limit is not None else 0, strategy, direction)
+        try:
+            encodings = tok._encode(inputs, add_special_tokens, is_pretokenized=True)
+        except (TypeError, ValueError):
+            refuse_bad_unicode([" ".join(t) for t in texts], [" ".join(p) for p in pairs] if pairs else None)
+            raise
     return [[e, *e.overflowing] for e in encodings]
