@@ -23,7 +23,7 @@ def test_the_users_count_wins_else_every_core():
     assert thread_policy(None, available=4, spin=False).describe() == "4 threads (coulisse); idle threads sleep"
     assert thread_policy(1, available=4, spin=True).describe() == "1 thread (--threads); idle threads spin"
     assert thread_policy(3, available=4, spin=True).as_dict() == {"threads": 3, "chosen_by": "--threads",
-                                                                  "idle_threads_spin": True}
+                                                                  "idle_threads_spin": True, "cpu_limit": None}
 
 
 @pytest.mark.parametrize(("environ", "spin"), [

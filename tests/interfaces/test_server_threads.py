@@ -21,6 +21,8 @@ from click.testing import CliRunner  # noqa: E402
 from starlette.testclient import TestClient  # noqa: E402
 
 import coulisse  # noqa: E402
+from coulisse.engine.cpu_limit import cpu_limit  # noqa: E402
+from coulisse.engine.threads import capped  # noqa: E402
 from coulisse.interfaces.cli import cli  # noqa: E402
 from coulisse.interfaces.options import SERVER_SPINCOUNT  # noqa: E402
 from coulisse.interfaces.server import ServerSettings, create_app  # noqa: E402
@@ -51,10 +53,10 @@ def observe_threads(monkeypatch, pipe) -> list[tuple[int, int]]:
     return seen
 
 
-@pytest.mark.parametrize(("threads", "expected"), [(None, 2), (1, 1)])
+@pytest.mark.parametrize(("threads", "expected"), [(None, capped(2)), (1, 1)])
 def test_each_batch_runs_on_the_policys_threads(classifier, monkeypatch, two_threads, threads, expected):
-    """Every core (torch's count when the server starts, 2 here) or --threads, in the forward thread itself,
-    for a short request and a long one alike."""
+    """Every core (torch's count when the server starts, 2 here, at most a container's CPU limit) or --threads,
+    in the forward thread itself, for a short request and a long one alike."""
     seen = observe_threads(monkeypatch, classifier)
     with TestClient(create_app(classifier, ServerSettings(threads=threads))) as c:
         for text in ("Bof.", " ".join(["film"] * 300)):
@@ -188,10 +190,11 @@ def openmp_read(stderr: str, name: str) -> str:
 
 
 def fresh_thread_count() -> int:
-    """torch's own default in a new process (this one runs tests on one thread)."""
+    """torch's own default in a new process (this one runs tests on one thread), at most a container's CPU
+    limit rounded up (`coulisse.engine.cpu_limit`: a server in this process's cgroup runs no more)."""
     out = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
                          capture_output=True, text=True, check=True)
-    return int(out.stdout)
+    return capped(int(out.stdout))
 
 
 @pytest.mark.slow
@@ -213,7 +216,8 @@ def test_fast_server_says_its_precision_and_sets_a_short_spin(tf_camembert_dir):
     assert info["omp_wait_policy"] == (f"GOMP_SPINCOUNT={SERVER_SPINCOUNT} (coulisse's; set OMP_WAIT_POLICY or "
                                        "GOMP_SPINCOUNT to choose)")
     n = fresh_thread_count()
-    assert info["threads"] == {"threads": n, "chosen_by": "coulisse", "idle_threads_spin": True}
+    assert info["threads"] == {"threads": n, "chosen_by": "coulisse", "idle_threads_spin": True,
+                               "cpu_limit": cpu_limit()}
 
 
 @pytest.mark.slow
@@ -229,7 +233,8 @@ def test_the_users_settings_win(tf_camembert_dir):
     assert openmp_read(err, "GOMP_SPINCOUNT") == "1234"
     assert info["omp_wait_policy"] == "GOMP_SPINCOUNT=1234 (yours)"
     n = fresh_thread_count()
-    assert info["threads"] == {"threads": n, "chosen_by": "coulisse", "idle_threads_spin": True}
+    assert info["threads"] == {"threads": n, "chosen_by": "coulisse", "idle_threads_spin": True,
+                               "cpu_limit": cpu_limit()}
     assert (info["fast"], info["model_dtype"]) == (False, "float32")
     proc, base = start(tf_camembert_dir, "--threads", "1", OMP_WAIT_POLICY="ACTIVE")
     try:
@@ -237,7 +242,8 @@ def test_the_users_settings_win(tf_camembert_dir):
     finally:
         err = stop(proc)
     assert openmp_read(err, "OMP_WAIT_POLICY") == "ACTIVE"
-    assert info["threads"] == {"threads": 1, "chosen_by": "--threads", "idle_threads_spin": True}
+    assert info["threads"] == {"threads": 1, "chosen_by": "--threads", "idle_threads_spin": True,
+                               "cpu_limit": cpu_limit()}
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from coulisse.engine.cpu_limit import thread_cap
 from coulisse.errors import InputError
 from coulisse.models import EncoderModel, Packed
 from coulisse.weights.mapped import heap_trimmer, keep_activations_on_heap
@@ -51,7 +52,8 @@ class Engine:
                  device: str | torch.device = "cpu", uses_token_types: bool = False, threads: int | None = None):
         self.model = model
         # The pipeline's `threads`: set for each run in the calling thread, the caller's count given back after
-        # (torch's count is the process's: a pipeline must not change it for the host program's own work).
+        # (torch's count is the process's: a pipeline must not change it for the host program's own work). None:
+        # torch's count, at most a container's CPU quota rounded up (`_threads`).
         self.threads = threads
         self.max_batch_tokens = max_batch_tokens
         self.max_batch_size = max_batch_size
@@ -111,8 +113,18 @@ class Engine:
         engine has a count (a few microseconds to set and give back)."""
         if _forking_thread == threading.get_ident():  # a forked child, on the thread that forked: see `forked_thread`
             return forked_thread().submit(self.run, items, progress, select_token_id, max_batch_size).result()
-        with on_threads(self.threads if self.device.type == "cpu" else None):
+        with on_threads(self._threads()):
             return self._run(items, progress, select_token_id, max_batch_size)
+
+    def _threads(self) -> int | None:
+        """The pipeline's count; without one, torch's, at most this process's CPU quota rounded up (a container's
+        limit: `cpu_limit.py`); None where that leaves torch's count as it is."""
+        if self.device.type != "cpu":
+            return None
+        if self.threads is not None:
+            return self.threads
+        cap = thread_cap()
+        return None if cap is None or torch.get_num_threads() <= cap else cap
 
     def _run(self, items: Sequence[Item], progress: Callable[[int], None] | None,
              select_token_id: int | None, max_batch_size: int | None) -> list[np.ndarray]:

@@ -13,7 +13,8 @@ threads. Corpus jobs therefore set OMP_WAIT_POLICY=PASSIVE before torch loads (`
 Every batch runs on every thread, a short request included: with threads that sleep (or barely spin) a
 second thread costs little and gets more of a shared CPU; one thread for short batches was measured and
 lost (camembert-base through the server: 278-511 ms p50 vs 184-293 ms). So the count is the user's
-`--threads` (COULISSE_THREADS), else all physical cores (torch's default).
+`--threads` (COULISSE_THREADS), else all physical cores (torch's default), at most the container's CPU quota
+rounded up (`cpu_limit.py`: torch's team over a quota it cannot use waits out the quota's periods).
 
 OpenMP's thread count belongs to the calling thread, so `run` sets it in the thread that runs the batch:
 the server's forward thread runs the policy's count whatever another thread set.
@@ -39,14 +40,17 @@ from typing import TypeVar
 
 import torch
 
+from coulisse.engine.cpu_limit import cpu_limit, in_cpus, thread_cap
+
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class ThreadPolicy:
     threads: int
-    chosen_by: str  # "--threads" (the user's count) or "coulisse" (all physical cores)
+    chosen_by: str  # "--threads" (the user's count) or "coulisse" (all physical cores, at most the CPU limit's)
     spin: bool  # whether idle OpenMP threads spin (the wait variables the runtime read), for /info
+    cpu_limit: float | None = None  # the container's CPU quota in CPUs (`cpu_limit.py`), None without one
 
     def run(self, forward: Callable[[], T]) -> T:
         """`forward()` on the policy's count, set in the calling thread (well under a microsecond)."""
@@ -55,10 +59,12 @@ class ThreadPolicy:
 
     def describe(self) -> str:
         wait = "spin" if self.spin else "sleep"
-        return f"{self.threads} thread{'s' if self.threads > 1 else ''} ({self.chosen_by}); idle threads {wait}"
+        limit = "" if self.cpu_limit is None else f", under a CPU limit of {in_cpus(self.cpu_limit)}"
+        return f"{self.threads} thread{'s' if self.threads > 1 else ''} ({self.chosen_by}{limit}); idle threads {wait}"
 
     def as_dict(self) -> dict:
-        return {"threads": self.threads, "chosen_by": self.chosen_by, "idle_threads_spin": self.spin}
+        return {"threads": self.threads, "chosen_by": self.chosen_by, "idle_threads_spin": self.spin,
+                "cpu_limit": self.cpu_limit}
 
 
 def threads_spin(environ: Mapping[str, str] = os.environ) -> bool:
@@ -72,11 +78,21 @@ def threads_spin(environ: Mapping[str, str] = os.environ) -> bool:
 
 def thread_policy(threads: int | None, available: int | None = None, spin: bool | None = None) -> ThreadPolicy:
     """`threads`: the user's count (`--threads`); None: `available` (default: torch's count now, all physical
-    cores unless set). `spin` (default: `threads_spin()` of this process's environment) is reported only."""
+    cores unless set, at most this process's CPU limit rounded up: `capped`). `spin` (default: `threads_spin()`
+    of this process's environment) is reported only."""
     spin = threads_spin() if spin is None else spin
+    if available is not None:  # the caller's count and machine (tests)
+        return ThreadPolicy(threads or available, "coulisse" if threads is None else "--threads", spin)
+    limit = cpu_limit()
     if threads is not None:
-        return ThreadPolicy(threads, "--threads", spin)
-    return ThreadPolicy(available or torch.get_num_threads(), "coulisse", spin)
+        return ThreadPolicy(threads, "--threads", spin, limit)
+    return ThreadPolicy(capped(torch.get_num_threads()), "coulisse", spin, limit)
+
+
+def capped(count: int) -> int:
+    """`count` threads, at most this process's CPU quota rounded up (`cpu_limit.py`): a count coulisse chooses."""
+    cap = thread_cap()
+    return count if cap is None else min(count, cap)
 
 
 _torch_thread: ThreadPoolExecutor | None = None

@@ -25,14 +25,17 @@ def info(as_json: bool) -> None:
 
     from coulisse.engine import cache
     from coulisse.engine.cpu import FLAGS, this_machine
+    from coulisse.engine.cpu_limit import cpu_limit, in_cpus
     from coulisse.engine.gemm_choice import cached_choices
     from coulisse.engine.prepare import bound_onednn_cache
+    from coulisse.engine.threads import capped
 
     plan = this_machine()
     primitives = bound_onednn_cache(dict(os.environ))  # what a pipeline would apply; this process keeps its own
     folder = cache.cache_dir()
     where = str(folder) if folder is not None else "off (COULISSE_CACHE=0)"
     jobs = cached_choices(plan.features.key) if plan.fp32.kernel == "onednn" else []
+    threads, limit = capped(torch.get_num_threads()), cpu_limit()  # what a command runs on (`--threads` aside)
     if as_json:
         choices = {name: {"kernel": c.kernel, "detail": c.detail, "why": c.why, "faster_than_fp32": c.fast,
                           **c.options} for name, c in (("fp32", plan.fp32), ("int8", plan.int8), ("bf16", plan.bf16),
@@ -41,12 +44,13 @@ def info(as_json: bool) -> None:
                      "mkl_s": c.mkl_s, "cached_in": str(c.path)} for c in jobs]
         click.echo(json.dumps({"flags": sorted(plan.features.flags & set(FLAGS)),
                                "torch_capability": plan.features.capability, "torch": torch.__version__,
-                               "threads": torch.get_num_threads(), "kernels": choices, "fp32_corpus_jobs": measured,
+                               "threads": threads, "cpu_limit": limit, "kernels": choices, "fp32_corpus_jobs": measured,
                                "fast": {"mode": plan.fast, "why": plan.fast_why}, "weight_cache": where,
                                "onednn_primitive_cache": primitives},
                               ensure_ascii=False))
         return
-    click.echo(f"torch {torch.__version__}, {count(torch.get_num_threads(), 'thread')}")
+    limited = "" if limit is None else f" (this process's cgroup allows {in_cpus(limit)})"
+    click.echo(f"torch {torch.__version__}, {count(threads, 'thread')}{limited}")
     for line in plan.lines():
         click.echo(readable(line))
     if plan.fp32.kernel == "onednn":

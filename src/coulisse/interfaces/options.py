@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import logging
 import os
 import signal
 import sys
@@ -20,8 +21,10 @@ import click
 from coulisse.defaults import BUNDLED_MODEL, DEFAULT_MODEL
 from coulisse.errors import InputError
 
+log = logging.getLogger(__name__)
+
 DEFAULT_HELP = f"default: {DEFAULT_MODEL}, or the bundled {BUNDLED_MODEL} when that is neither cached nor downloadable"
-THREADS_HELP = "CPU threads (default: all physical cores)."
+THREADS_HELP = "CPU threads (default: all physical cores, at most a container's CPU limit)."
 QUANTIZE_HELP = "int8: dynamic int8 linear layers (faster on CPU, near-identical scores)."
 FAST_HELP = ("The fastest mode this CPU runs within its quality gates (int8 where the CPU has an int8 GEMM, else bf16; "
              "`coulisse info` shows which); without it, exact fp32.")
@@ -211,6 +214,21 @@ def check_precision(quantize: str, fast: bool, dtype: str | None = None) -> None
                                f"{dtype}, or drop --quantize.")
 
 
+def cap_threads() -> None:
+    """torch's count for this process at most its CPU quota rounded up (a container's limit), said in the log: a
+    command owns its process, so its explanations and warm-ups run under the cap too, not only its batches."""
+    import torch
+
+    from coulisse.engine.cpu_limit import cpu_limit, in_cpus
+    from coulisse.engine.threads import capped
+
+    found, cap = torch.get_num_threads(), capped(torch.get_num_threads())
+    if cap < found:
+        torch.set_num_threads(cap)
+        log.info("%d CPU thread%s rather than %d: this process's cgroup allows %s (--threads to choose)",
+                 cap, "" if cap == 1 else "s", found, in_cpus(cpu_limit()))
+
+
 def load_pipeline(task: str, model: str | None, threads: int | None = None, quantize: str = "none",
                   fast: bool | None = None, command: str | None = None, **kwargs):
     """The command's pipeline. `fast`: --fast, read from the command's context unless given (a context is the
@@ -239,6 +257,8 @@ def load_pipeline(task: str, model: str | None, threads: int | None = None, quan
         import torch
 
         torch.set_num_threads(threads)
+    else:
+        cap_threads()
     from coulisse.errors import MissingHeadError
 
     try:

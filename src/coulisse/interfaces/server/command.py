@@ -67,8 +67,8 @@ log = logging.getLogger(__name__)
               help="Address to listen on (0.0.0.0: every interface).")
 @click.option("-p", "--port", type=Port(), default=8080, show_default=True, envvar="COULISSE_PORT",
               help="Port to listen on.")
-@threads_option(help_text="CPU threads for every batch (default: all physical cores; docs/server.md, \"Threads "
-                           "and contention\").")
+@threads_option(help_text="CPU threads for every batch (default: all physical cores, at most a container's CPU "
+                           "limit; docs/server.md, \"Threads and contention\").")
 @quantize_option(help_text="int8: dynamic int8 linear layers.")
 @fast_option()
 @click.option("-T", "--max-batch-tokens", type=int, default=BATCH.max_batch_tokens, show_default=True,
