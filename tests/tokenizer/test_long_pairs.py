@@ -67,9 +67,11 @@ def test_the_lengths_kept_are_the_backends(minilm_dir):
 def test_pairs_are_truncated_as_from_the_whole_texts(tokenizer, monkeypatch, direction):
     """Every field of 200 random pairs (words cut, emoji, ligatures NFKC expands, spaces), at limits from 4 to
     70 tokens, equals the truncation of the whole texts; on the right, the prefixes were used (fewer windows
-    left over) for most pairs, so the comparison is not of a path with itself."""
+    left over) for most pairs, so the comparison is not of a path with itself. From the left, where no prefix is
+    read (the path is the whole texts'), the first 60 of those pairs: each is slow there (every window kept)."""
     rng = random.Random(7)
     pairs = [(texts(rng, 120), texts(rng, 120), rng.randint(4, 70)) for _ in range(200)]
+    pairs = pairs if direction == "right" else pairs[:60]
     shortened = 0
     for a, b, limit in pairs:
         ours, = tokenizer.encode_batch([a], [b], max_length=limit, direction=direction)
