@@ -31,7 +31,8 @@ ABOVE_STAGES = ("coulisse.hub", "coulisse.hub_cache", "coulisse.hub_download", "
                 "coulisse.pipelines", "coulisse.auto", "coulisse.sentence", "coulisse.sparse_encoder",
                 "coulisse.interfaces")
 # Commands that take --model, --threads or --quantize (bench's options are the benchmark's own).
-MODEL_COMMANDS = ("coulisse.interfaces.task_commands", "coulisse.interfaces.qa_commands",
+MODEL_COMMANDS = ("coulisse.interfaces.task_commands", "coulisse.interfaces.explain_command",
+                  "coulisse.interfaces.qa_commands",
                   "coulisse.interfaces.jobs.command", "coulisse.interfaces.server.command",
                   "coulisse.interfaces.studio.command")
 

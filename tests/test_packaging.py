@@ -117,8 +117,8 @@ def test_bench_from_the_wheel_says_it_needs_a_checkout(wheel, tmp_path):
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         assert not any(name.startswith("bench/") for name in names)
-        for module in ("cli", "options", "bench_command", "task_commands", "qa_commands", "jobs/command",
-                       "server/command", "server/limits"):
+        for module in ("cli", "options", "bench_command", "task_commands", "explain_command", "qa_commands",
+                       "jobs/command", "server/command", "server/limits"):
             assert f"coulisse/interfaces/{module}.py" in names, module
         archive.extractall(tmp_path / "site")
     # The unpacked wheel first on the path, run from an empty folder: no source tree in sight.

@@ -23,13 +23,14 @@ from click.core import ParameterSource
 from coulisse.errors import CoulisseError
 from coulisse.interfaces.bench_command import bench
 from coulisse.interfaces.convert_command import convert
+from coulisse.interfaces.explain_command import explain
 from coulisse.interfaces.info_command import info
 from coulisse.interfaces.jobs.command import evaluate
 from coulisse.interfaces.options import JSON_LOGS_KEY, OURS_KEY, VERBOSE_KEY
 from coulisse.interfaces.qa_commands import qa, zero_shot
 from coulisse.interfaces.server.command import serve
 from coulisse.interfaces.studio.command import studio
-from coulisse.interfaces.task_commands import classify, embed, explain, fill_mask, ner
+from coulisse.interfaces.task_commands import classify, embed, fill_mask, ner
 
 
 class Group(click.Group):

@@ -422,3 +422,14 @@ def load_on_torch_thread(work):
             with contextlib.suppress(Exception):
                 stream.flush()
         os._exit(128 + getattr(stop, "signum", signal.SIGINT))
+
+
+MASK_SPELLINGS = ("<mask>", "[MASK]")
+
+
+def with_mask(text: str, mask: str) -> str:
+    """`text` with either spelling of the mask token (CamemBERT's `<mask>`, BERT's `[MASK]`) as the model's."""
+    for other in MASK_SPELLINGS:
+        if other != mask:
+            text = text.replace(other, mask)
+    return text
