@@ -18,7 +18,14 @@ from pathlib import Path
 
 from coulisse.defaults import BUNDLED_MODEL, bundled_dir
 from coulisse.errors import HubUnreachableError, InvalidModelIdError, ModelNotFoundError, UnsafeCheckpointError
-from coulisse.hub_cache import _from_cache, hub_cache_dir, is_offline, missing_parts, snapshot_complete
+from coulisse.hub_cache import (
+    _from_cache,
+    homeless_cache,
+    hub_cache_dir,
+    is_offline,
+    missing_parts,
+    snapshot_complete,
+)
 from coulisse.hub_download import _download, download_hint
 from coulisse.weights.formats import allowed_roots
 
@@ -87,6 +94,11 @@ def _resolve_model(model: str | os.PathLike, revision: str | None = None) -> Pat
     if text != BUNDLED_MODEL and _near_bundled(text):
         raise ModelNotFoundError(f"model {text!r} is not shipped with coulisse, nor in the Hugging Face cache; "
                                  f"did you mean {BUNDLED_MODEL!r}, the model coulisse ships?")
+    if homeless_cache():
+        raise ModelNotFoundError(
+            f"model {text!r} is a Hub id, and the Hugging Face cache has no place here: this process has no home "
+            "folder (HOME is unset and its user has no passwd entry). Set HF_HOME to a writable folder (the cache "
+            f"goes there), or pass a local folder.{_no_folder_either(text)}")
     if is_offline():
         raise HubUnreachableError(
             f"model {text!r} is not in the Hugging Face cache ({hub_cache_dir()}) and HF_HUB_OFFLINE is set. "

@@ -22,10 +22,23 @@ TRUE = {"1", "true", "yes", "on"}
 
 
 def hub_cache_dir() -> Path:
+    """Where huggingface_hub keeps its cache, found as it finds it (`huggingface_hub.constants`: `~` and `$VAR`
+    expanded; without a home folder, `~` stays as it is rather than failing)."""
     if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+        return Path(_expanded(os.environ["HF_HUB_CACHE"]))
     home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
-    return Path(home).expanduser() / "hub"
+    return Path(_expanded(home)) / "hub"
+
+
+def _expanded(path: str) -> str:
+    return os.path.expandvars(os.path.expanduser(path))
+
+
+def homeless_cache() -> bool:
+    """Whether the Hugging Face cache has no place: its path still starts with `~`, this process having no home
+    folder (HOME unset, its user without a passwd entry) and no HF_HOME / HF_HUB_CACHE / XDG_CACHE_HOME to say
+    where (huggingface_hub then fails with "Could not determine home directory")."""
+    return str(hub_cache_dir()).startswith("~")
 
 
 def is_offline() -> bool:
@@ -44,6 +57,8 @@ def _from_cache(repo_id: str, revision: str | None) -> Path | None:
     from huggingface_hub import snapshot_download
     from huggingface_hub.utils import HFValidationError
 
+    if homeless_cache():  # no cache to look in
+        return None
     snapshots = hub_cache_dir() / f"models--{repo_id.replace('/', '--')}" / "snapshots"
     ref = snapshots.parent / "refs" / (revision or "main")
     # huggingface_hub opens the ref to read the commit it names: a FIFO there would block it forever.

@@ -178,3 +178,15 @@ def test_corpus_jobs_ask_for_throughput(monkeypatch, tmp_path):
     # and no --revision given: none asked (the jobs pass the one their record holds, here none)
     assert seen == [("text-classification", {"throughput": True, "revision": None}),
                     ("feature-extraction", {"throughput": True, "revision": None})]
+
+
+def test_a_measurement_that_cannot_be_cached_says_how_to_give_it_a_place(tmp_path, caplog):
+    """The timing is measured again by every job where it cannot be written (a read-only cache, a container's
+    read-only home): the warning says so and names the variable, as the int8 cache's does (audit 48)."""
+    import logging
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")  # a file where the folder would go: no write, root or not
+    with caplog.at_level(logging.WARNING, logger="coulisse.engine.gemm_choice"):
+        assert gemm_choice._write(blocked / "kernels" / "x.json", {"k": 1}, (1.0, 2.0)) is False
+    assert "every job measures again; set COULISSE_CACHE to a writable folder" in caplog.text

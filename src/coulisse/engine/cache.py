@@ -32,6 +32,7 @@ The key, hashed into the file name and stored whole in the file's metadata (chec
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -50,7 +51,8 @@ SAMPLES, BLOCK = 16, 4096
 
 
 def cache_dir() -> Path | None:
-    """The cache folder, or None when `COULISSE_CACHE` turns the cache off."""
+    """The cache folder, or None when `COULISSE_CACHE` turns the cache off (or, unset, where this process has no
+    home folder and no XDG_CACHE_HOME: said once)."""
     value = os.environ.get("COULISSE_CACHE")
     if value is not None and value.strip().lower() in ("0", "off", "false", "no", ""):
         return None
@@ -58,7 +60,19 @@ def cache_dir() -> Path | None:
         return Path(value).expanduser()
     base = os.environ.get("XDG_CACHE_HOME", "")
     # the XDG spec: a relative path is invalid and ignored (it would put the cache in each working directory)
-    return (Path(base) if os.path.isabs(base) else Path.home() / ".cache") / "coulisse"
+    if os.path.isabs(base):
+        return Path(base) / "coulisse"
+    home = os.path.expanduser("~")
+    if home == "~":  # no HOME and no passwd entry for this uid (`env -i`, a container's `--user 4242` without HOME)
+        _say_no_home()
+        return None
+    return Path(home) / ".cache" / "coulisse"
+
+
+@functools.cache
+def _say_no_home() -> None:
+    log.warning("the cache is off: this process has no home folder (HOME is unset and its user has no passwd "
+                "entry); set COULISSE_CACHE to a writable folder to keep int8 codes and kernel timings")
 
 
 def version() -> str:

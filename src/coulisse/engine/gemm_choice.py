@@ -175,5 +175,6 @@ def _write(path: Path, fields: dict, times: tuple[float, float]) -> bool:
         os.replace(partial, path)
         return True
     except OSError as error:
-        log.warning("could not cache the fp32 GEMM measurement in %s: %s", path, error)
+        log.warning("could not cache the fp32 GEMM measurement in %s (%s): every job measures again; set "
+                    "COULISSE_CACHE to a writable folder (or 0 to turn the cache off)", path, error)
         return False

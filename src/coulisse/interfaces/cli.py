@@ -158,10 +158,21 @@ def utf8_streams(streams=None, environ=os.environ) -> None:
 
 def main() -> None:
     utf8_streams()
+    stop_as_pid_1()
     try:
         cli(prog_name="coulisse")
     finally:
         _quiet_shutdown()
+
+
+def stop_as_pid_1() -> None:
+    """As a container's first process (PID 1, `docker run` without `--init`), SIGTERM stops coulisse as it stops any
+    other process. The kernel delivers PID 1 no signal left to its default action: until a command set its own
+    handler (serve once its models loaded, a job once it opens its input), `docker stop` and Kubernetes' SIGTERM
+    were ignored, and the load went on to serve or finish the job (audit 48). Here the default action, by hand:
+    the status a shell reports for a process killed by SIGTERM (143), at once."""
+    if os.getpid() == 1 and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _exit_now)
 
 
 def _quiet_shutdown() -> None:

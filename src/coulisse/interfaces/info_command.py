@@ -33,7 +33,9 @@ def info(as_json: bool) -> None:
     plan = this_machine()
     primitives = bound_onednn_cache(dict(os.environ))  # what a pipeline would apply; this process keeps its own
     folder = cache.cache_dir()
-    where = str(folder) if folder is not None else "off (COULISSE_CACHE=0)"
+    off = ("off (COULISSE_CACHE=0)" if os.environ.get("COULISSE_CACHE") is not None
+           else "off (no home folder: set COULISSE_CACHE)")
+    where = str(folder) if folder is not None else off
     jobs = cached_choices(plan.features.key) if plan.fp32.kernel == "onednn" else []
     threads, limit = capped(torch.get_num_threads()), cpu_limit()  # what a command runs on (`--threads` aside)
     if as_json:
