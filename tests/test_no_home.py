@@ -41,11 +41,15 @@ def no_home(monkeypatch, tmp_path):
         Path.home()
 
 
-def test_the_weight_cache_is_off_and_says_how_to_turn_it_on(no_home, caplog):
+def test_the_weight_cache_is_off_and_says_how_to_turn_it_on(no_home, caplog, monkeypatch):
     with caplog.at_level(logging.WARNING, logger="coulisse.engine.cache"):
         assert cache.cache_dir() is None
     assert "the cache is off: this process has no home folder" in caplog.text
     assert "set COULISSE_CACHE" in caplog.text
+    monkeypatch.setenv("COULISSE_CACHE", "~/cache")  # a folder under the home that is not there
+    assert cache.cache_dir() is None
+    monkeypatch.setenv("COULISSE_CACHE", "/srv/cache")
+    assert cache.cache_dir() == Path("/srv/cache")
 
 
 def test_a_hub_id_says_to_set_hf_home_and_the_default_model_falls_back(no_home, caplog):

@@ -56,17 +56,18 @@ def cache_dir() -> Path | None:
     value = os.environ.get("COULISSE_CACHE")
     if value is not None and value.strip().lower() in ("0", "off", "false", "no", ""):
         return None
-    if value:
-        return Path(value).expanduser()
     base = os.environ.get("XDG_CACHE_HOME", "")
     # the XDG spec: a relative path is invalid and ignored (it would put the cache in each working directory)
-    if os.path.isabs(base):
+    if value:
+        folder = os.path.expanduser(value)
+    elif os.path.isabs(base):
         return Path(base) / "coulisse"
-    home = os.path.expanduser("~")
-    if home == "~":  # no HOME and no passwd entry for this uid (`env -i`, a container's `--user 4242` without HOME)
+    else:
+        folder = os.path.join(os.path.expanduser("~"), ".cache", "coulisse")
+    if folder.startswith("~"):  # no HOME and no passwd entry for this uid (`env -i`, a container's bare uid)
         _say_no_home()
         return None
-    return Path(home) / ".cache" / "coulisse"
+    return Path(folder)
 
 
 @functools.cache
