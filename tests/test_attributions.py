@@ -660,3 +660,14 @@ def test_occlusion_and_integrated_gradients_agree_on_a_pad_the_text_holds(factor
             assert occluded.scores[where] == 0.0 and integrated.scores[where] == 0.0
         assert max_delta(f"F(baseline) [{baseline}]", np.asarray(occluded.baseline_logits),
                          np.asarray(integrated.baseline_logits)) <= 1e-5
+
+
+def test_a_budget_that_runs_out_says_the_evaluations_it_ran(tf_camembert_dir, caplog):
+    """The warning's count is the attribution's `steps` (what was run), its budget beside it (audit 48: the
+    budget, 8, was said as what was spent, 7)."""
+    import logging
+
+    pipe = pipeline("sentiment-analysis", model=str(tf_camembert_dir))
+    with caplog.at_level(logging.WARNING, logger="coulisse.tasks.integrated_gradients"):
+        a = pipe.explain("Un film excellent, mais beaucoup trop long et ennuyeux.", steps=1)
+    assert f"ran {a.steps} gradient evaluations (its budget for steps=1:" in caplog.text, caplog.text

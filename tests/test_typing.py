@@ -33,6 +33,20 @@ reveal_type(pipeline("fill-mask", model="x"))
 reveal_type(pipeline("feature-extraction", model="x", device=-1))
 reveal_type(SentenceEncoder)
 reveal_type(coulisse.__version__)
+reveal_type(explanation)
+reveal_type(classifier.explain(["Un film excellent."]))
+print(explanation.ids, explanation.special, explanation.baseline_id, explanation.baseline_logits[explanation.target])
+
+
+def update(n: int) -> bool | None:  # tqdm's update, which docs/dropin.md passes as progress=
+    return None
+
+
+classifier(["Un film excellent."], progress=update)
+tokenizer = classifier.tokenizer  # transformers' keyword names
+print(tokenizer.decode(token_ids=[5, 6]), tokenizer.tokenize("Un film.", pair="Bon."))
+tokenizer.save_pretrained(save_directory="out")
+classifier.save_pretrained(save_directory="out")
 """
 
 
@@ -55,6 +69,8 @@ def test_the_readme_example_type_checks_with_each_tasks_class(tmp_path):
                             "coulisse.tasks.feature_extraction.FeatureExtractionPipeline"], run.stdout
     assert revealed[4].startswith("def (") and "coulisse.sentence.SentenceEncoder" in revealed[4], revealed[4]
     assert revealed[5] in ("builtins.str", "str")  # (spelt either way by mypy versions)
+    assert revealed[6] == "coulisse.tasks.attributions.Attribution", run.stdout
+    assert revealed[7].removeprefix("builtins.") == "list[coulisse.tasks.attributions.Attribution]", run.stdout
 
 
 def test_a_misspelt_method_is_an_error_not_any(tmp_path):

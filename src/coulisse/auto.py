@@ -253,8 +253,8 @@ class AutoModelForTokenClassification(AutoModel):
 
 
 class AutoModelForQuestionAnswering(AutoModel):
-    """The encoder and its span head: `(batch, length, 2)` logits, start and end (transformers splits them into
-    `start_logits` and `end_logits`: `logits.unbind(-1)`)."""
+    """The encoder and its span head: the output's `start_logits` and `end_logits`, `(batch, length)` each, as
+    transformers' are (its keys are those two)."""
 
     head = "question-answering"
 

@@ -265,7 +265,8 @@ class SentenceEncoder:
                device: str | torch.device | None = None, normalize_embeddings: bool = False,
                truncate_dim: int | None = None, pool: Any = None, chunk_size: int | None = None, *,
                sentences: str | list[str] | tuple[str, ...] | np.ndarray | None = None) -> Any:
-        """Embeddings of `sentences`, as sentence-transformers returns them: a string gives one vector `(D,)`,
+        """Embeddings of `inputs` (`sentences=`, sentence-transformers' older name, is taken too), as
+        sentence-transformers returns them: a string gives one vector `(D,)`,
         a list gives `(N, D)`; a numpy array by default, a tensor with `convert_to_tensor=True`, a list of
         row tensors with `convert_to_numpy=False`. `output_value="token_embeddings"`: one `(tokens, H)`
         tensor per text. The prompt (`prompt`, else `prompts[prompt_name]`, else the default prompt) is put

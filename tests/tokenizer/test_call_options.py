@@ -142,5 +142,5 @@ def test_tokenize_takes_one_text(tokenizers):
     ours, theirs = tokenizers
     assert ours.tokenize("Un film magnifique.") == theirs.tokenize("Un film magnifique.")
     for call in (lambda: ours.tokenize(["Un film.", "Nul."]), lambda: ours.tokenize("Un film.", ["Nul."])):
-        with pytest.raises(InputError, match=r"tokenize takes one text, a str; text(_pair)? is a list"):
+        with pytest.raises(InputError, match=r"tokenize takes one text, a str; (text|pair) is a list"):
             call()

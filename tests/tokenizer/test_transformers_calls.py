@@ -240,3 +240,15 @@ def test_overflowing_windows_equal_transformers(pair, args, options):
         assert_same_encoding(a, b)
         for i in range(len(b.encodings)):  # rows (one text without overflow is not a batch)
             assert a.sequence_ids(i) == b.sequence_ids(i) and a.word_ids(i) == b.word_ids(i), (side, i)
+
+
+def test_transformers_keyword_names(pair, tmp_path):
+    """The keywords transformers' own signatures name: `decode(token_ids=)`, `tokenize(text, pair=)`,
+    `save_pretrained(save_directory=)`, `encode(..., stride=0)` (audit 48: TypeError, or refused as unknown)."""
+    ours, theirs = pair
+    ids = theirs("Je déteste tellement ça !")["input_ids"]
+    assert ours.decode(token_ids=ids) == theirs.decode(token_ids=ids)
+    assert ours.tokenize("Le film", pair="est bon.") == theirs.tokenize("Le film", pair="est bon.")
+    assert ours.encode("Le film est bon.", stride=0) == theirs.encode("Le film est bon.", stride=0)
+    written = ours.save_pretrained(save_directory=tmp_path / "saved")
+    assert (tmp_path / "saved" / "tokenizer.json").is_file() and written

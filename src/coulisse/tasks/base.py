@@ -338,7 +338,7 @@ class Pipeline:
         limit = self.config.position_limit
         return max_length if max_length is None or limit is None else min(max_length, limit)
 
-    def forward(self, items: Sequence[Item], progress: Callable[[int], None] | None = None,
+    def forward(self, items: Sequence[Item], progress: Callable[[int], object] | None = None,
                 batch_size: int | None = None) -> list:
         """One array per item, in order (see `Engine.run`); `batch_size` caps the inputs of one batch."""
         items = list(items)
@@ -357,7 +357,7 @@ class Pipeline:
     def postprocess(self, outputs: Any, batch: Batch | None = None, **options: Any) -> Any:
         raise NotImplementedError
 
-    def __call__(self, *args: Any, progress: Callable[[int], None] | bool | None = None, **kwargs: Any) -> Any:
+    def __call__(self, *args: Any, progress: Callable[[int], object] | bool | None = None, **kwargs: Any) -> Any:
         """Run the task, as transformers' pipeline call: a string (or a dict: a text pair, a question) gives one
         result, a list or tuple a list of results in input order; a generator, an iterator, a torch or `datasets`
         dataset or a dataset's column a lazy iterator of results, read `WINDOW` inputs at a time.
@@ -395,31 +395,31 @@ class Pipeline:
         return self.dtype
 
     def run(self, inputs: Any, options: dict[str, Any],
-            progress: Callable[[int], None] | None = None) -> tuple[Batch, Any]:
+            progress: Callable[[int], object] | None = None) -> tuple[Batch, Any]:
         """The three stages on one call's inputs, with its resolved options: the batch and the results."""
         batch = self.preprocess(inputs, **self.stage_options(options, PRE))
         outputs = self.forward(batch.items, progress, **self.stage_options(options, FORWARD))
         return batch, self.postprocess(outputs, batch, **self.stage_options(options, POST))
 
     def run_window(self, window: list, options: dict[str, Any],
-                   progress: Callable[[int], None] | None = None) -> list:
+                   progress: Callable[[int], object] | None = None) -> list:
         """One result per input of a stream's window (a task that unwraps a one-input list gets it back
         wrapped)."""
         batch, results = self.run(window, options, progress)
         return [results] if batch.single else results
 
-    def save_pretrained(self, directory: str | Path, *, dtype: str | torch.dtype | None = None,
+    def save_pretrained(self, save_directory: str | Path, *, dtype: str | torch.dtype | None = None,
                         overwrite: bool = False) -> Path:
         """Write this pipeline's checkpoint for transformers: config.json naming the PyTorch class of its head
         (`CamembertForSequenceClassification`), model.safetensors, the tokenizer files (`coulisse.export`).
-        `transformers.AutoModelFor...from_pretrained(directory)` then gives the same ids and logits.
+        `transformers.AutoModelFor...from_pretrained(save_directory)` then gives the same ids and logits.
 
         The weights are the checkpoint's, read again in fp32 (whatever this pipeline runs: int8 saves the
         weights it was quantized from) and written in `dtype` (default float32; "float16", "bfloat16"). A
         folder that holds files is refused unless `overwrite`."""
         self.warn_int8_save()
         return save_checkpoint(self.checkpoint.model_dir, self.config, self.tokenizer, self.model.task_head,
-                               Path(directory), dtype=dtype, overwrite=overwrite)
+                               Path(save_directory), dtype=dtype, overwrite=overwrite)
 
     def warn_int8_save(self) -> None:
         """What `save_pretrained` writes of an int8 pipeline: the weights it was quantized from, said."""

@@ -201,8 +201,8 @@ def integrated_gradients(model: EncoderModel, ids: list[int], type_ids: list[int
     scores = panels.scores()
     gap = float(scores.sum()) - (logits[target] - base[target])
     if panels.counted > allowed and abs(gap) > allowed:  # the budget ran out first, and it shows in the sum
-        log.warning("Integrated Gradients spent its budget of %d gradient evaluations (steps=%d) with a completeness "
-                    "gap of %+.2e, above the %.2e allowed (%.1f %% of |F(x) − F(x')| = %.2e, at least 1e-5): the "
-                    "scores are that far off; pass a larger steps.", budget, steps, gap, allowed, 100 * tolerance,
-                    abs(logits[target] - base[target]))
+        log.warning("Integrated Gradients ran %d gradient evaluations (its budget for steps=%d: %d) with a "
+                    "completeness gap of %+.2e, above the %.2e allowed (%.1f %% of |F(x) − F(x')| = %.2e, at least "
+                    "1e-5): the scores are that far off; pass a larger steps.", used, steps, budget, gap, allowed,
+                    100 * tolerance, abs(logits[target] - base[target]))
     return scores, logits, base, target, used

@@ -9,8 +9,7 @@ and prompts; a bare `*ForMaskedLM` folder (naver/splade-v3 before sentence-trans
 max of log(1 + ReLU), TEI's `--pooling splade`.
 
     >>> pipe = pipeline("sparse-embedding", model="naver/splade-v3")
-    >>> pipe("Le chat dort.", top_k=3)   # the heaviest vocabulary entries first
-    [{'index': 4937, 'token': 'chat', 'value': 2.31}, ...]
+    >>> pipe("Le chat dort.", top_k=3)   # the 3 heaviest vocabulary entries: [{"index", "token", "value"}, ...]
 """
 
 from __future__ import annotations
@@ -133,12 +132,12 @@ class SparseEmbeddingPipeline(FeatureExtractionPipeline):
     def resolve_options(self, options: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
         return super().resolve_options({**options, "pooling": "auto", "normalize": None}, given)
 
-    def save_pretrained(self, directory: str | Path, *, dtype: str | Any = None, overwrite: bool = False) -> Path:
+    def save_pretrained(self, save_directory: str | Path, *, dtype: str | Any = None, overwrite: bool = False) -> Path:
         """Write the masked-LM checkpoint for transformers (`AutoModelForMaskedLM`), as the base class does for
         a head, with the folder's sentence-transformers modules (modules.json, SpladePooling) beside it."""
         self.warn_int8_save()
-        return save_checkpoint(self.checkpoint.model_dir, self.config, self.tokenizer, "masked-lm", Path(directory),
-                               dtype=dtype, overwrite=overwrite)
+        return save_checkpoint(self.checkpoint.model_dir, self.config, self.tokenizer, "masked-lm",
+                               Path(save_directory), dtype=dtype, overwrite=overwrite)
 
     def preprocess(self, inputs: Any, truncation: bool | str = True, tokenize_kwargs: dict | None = None,
                    truncation_side: str | None = None, prompt_name: str | None = None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -270,6 +270,14 @@ class TextClassificationPipeline(Pipeline):
                           stacklevel=3)
 
     # -- explanations (coulisse.tasks.attributions) --------------------------------------------------------
+
+    @overload
+    def explain(self, inputs: str, target: int | str | None = None, method: str = "integrated_gradients",
+                steps: int | None = None, baseline: str = "pad", **reading: Any) -> Attribution: ...
+
+    @overload
+    def explain(self, inputs: list[str], target: int | str | None = None, method: str = "integrated_gradients",
+                steps: int | None = None, baseline: str = "pad", **reading: Any) -> list[Attribution]: ...
 
     def explain(self, inputs: str | list[str], target: int | str | None = None,
                 method: str = "integrated_gradients", steps: int | None = None,

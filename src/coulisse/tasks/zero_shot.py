@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -215,6 +215,18 @@ class ZeroShotClassificationPipeline(Pipeline):
         return {"sequence": sequence, "labels": [labels[i] for i in order], "scores": scores[order].tolist()}
 
     # -- explanations (coulisse.tasks.attributions) --------------------------------------------------------
+
+    @overload
+    def explain(self, inputs: str, candidate_labels: Any = None, target: int | str | None = None,
+                hypothesis_template: str | None = None, multi_label: bool | None = None,
+                method: str = "integrated_gradients", steps: int | None = None,
+                baseline: str = "pad") -> Attribution: ...
+
+    @overload
+    def explain(self, inputs: list[str], candidate_labels: Any = None, target: int | str | None = None,
+                hypothesis_template: str | None = None, multi_label: bool | None = None,
+                method: str = "integrated_gradients", steps: int | None = None,
+                baseline: str = "pad") -> list[Attribution]: ...
 
     def explain(self, inputs: str | list[str], candidate_labels: Any = None, target: int | str | None = None,
                 hypothesis_template: str | None = None, multi_label: bool | None = None,

@@ -468,14 +468,14 @@ class Tokenizer:
                truncation: bool | str | None = None, max_length: int | None = None,
                return_tensors: str | None = None, padding: bool | str = False, **kwargs: Any):
         """One text's ids (a list; with return_tensors, a `(1, L)` tensor or array), as transformers' encode;
-        the call's other keywords (`padding_side`, `pad_to_multiple_of`, the no-op ones) pass through."""
+        the call's other keywords (`padding_side`, `pad_to_multiple_of`, `stride`, the no-op ones) pass through."""
         if not isinstance(text, str):
             raise InputError(f"encode takes one text (a string), got {type(text).__name__}; call the tokenizer "
                              "itself for a batch.")
-        ids_only = {k: v for k, v in kwargs.items() if k in ("padding_side", "pad_to_multiple_of")}
+        ids_only = {k: v for k, v in kwargs.items() if k in ("padding_side", "pad_to_multiple_of", "stride")}
         check_keywords({k: v for k, v in kwargs.items() if k not in ids_only}, CALL_NO_OPS,
                        ("add_special_tokens", "truncation", "max_length", "return_tensors", "padding", "padding_side",
-                        "pad_to_multiple_of"), "encode(...)")
+                        "pad_to_multiple_of", "stride"), "encode(...)")
         out = self(text, text_pair, add_special_tokens=add_special_tokens, truncation=truncation,
                    max_length=max_length, return_tensors=return_tensors, padding=padding, **ids_only)
         return out["input_ids"]
@@ -546,17 +546,18 @@ class Tokenizer:
         texts = (text,) if text_pair is None else (text, text_pair)
         return moses.word_ids(encoding, texts, self.backend.pre_tokenizer, added)
 
-    def tokenize(self, text: str, text_pair: str | None = None, *, add_special_tokens: bool = False) -> list[str]:
-        """The text's tokens (without special tokens unless asked, as transformers' tokenize): all of them, whatever
-        truncation the last call set on the backend (a pipeline's call left its 512 there, audit 44)."""
-        for name, value in (("text", text), ("text_pair", text_pair)):
+    def tokenize(self, text: str, pair: str | None = None, *, add_special_tokens: bool = False) -> list[str]:
+        """The text's tokens (without special tokens unless asked, as transformers' tokenize, whose second text is
+        `pair`): all of them, whatever truncation the last call set on the backend (a pipeline's call left its 512
+        there, audit 44)."""
+        for name, value in (("text", text), ("pair", pair)):
             if value is not None and not isinstance(value, str):  # a list was read as pre-split words (audit 46)
                 raise InputError(f"tokenize takes one text, a str; {name} is {type_of(value)}. For several: "
                                  "[tokenizer.tokenize(t) for t in texts], or tokenizer(texts).tokens(i).")
-        texts = (text,) if text_pair is None else (text, text_pair)
+        texts = (text,) if pair is None else (text, pair)
         with self._lock:
             self._set_truncation(None, 0, "longest_first")
-            (encoding,) = self._encode([texts if text_pair is not None else text], add_special_tokens)
+            (encoding,) = self._encode([texts if pair is not None else text], add_special_tokens)
         return list(encoding.tokens)
 
     def convert_ids_to_tokens(self, ids: int | Sequence[int], skip_special_tokens: bool = False) -> str | list[str]:
@@ -614,9 +615,9 @@ class Tokenizer:
         """Whether encoding runs in the Rust tokenizers library alone (FlauBERT's Moses step is Python)."""
         return not self._python
 
-    def save_pretrained(self, directory: str | Path) -> tuple[str, ...]:
+    def save_pretrained(self, save_directory: str | Path) -> tuple[str, ...]:
         """Write the tokenizer files as transformers saves them (`tokenizer.json`, the slow files,
-        tokenizer_config.json) into `directory` (made if missing); returns the paths written, as transformers
+        tokenizer_config.json) into `save_directory` (made if missing); returns the paths written, as transformers
         does. A whole checkpoint: the pipeline's save_pretrained. The slow files are copied from the folder the
         tokenizer was read from (`directory`), whatever name it was asked by (a Hub id: audit 45)."""
         from coulisse.tokenizer.export import save_tokenizer
@@ -625,7 +626,7 @@ class Tokenizer:
         if self.directory is None or family is None:
             raise InputError("this tokenizer was not read from a checkpoint folder of a known family; save the "
                              "pipeline instead (pipe.save_pretrained(folder)).")
-        out = Path(directory)
+        out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
         return tuple(str(out / name) for name in save_tokenizer(self, self.directory, out, family))
 
@@ -661,15 +662,15 @@ class Tokenizer:
             return [out]
         return out
 
-    def decode(self, ids: Any, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None,
-               **kwargs: Any) -> str | list[str]:
+    def decode(self, token_ids: Any, skip_special_tokens: bool = False,
+               clean_up_tokenization_spaces: bool | None = None, **kwargs: Any) -> str | list[str]:
         """transformers 5's decode: the backend's, then its space clean-up when the tokenizer config asks
         for it (`clean_up_tokenization_spaces`), except on BPE models, where it would corrupt the text. One
         id (an int, or a tensor of one) decodes alone; rows of ids (a list of lists, a 2-D tensor) give a list of
         strings."""
         check_keywords(kwargs, DECODE_NO_OPS, ("token_ids", "skip_special_tokens", "clean_up_tokenization_spaces"),
                        "decode(...)")
-        ids = as_lists(ids)
+        ids = as_lists(token_ids)
         if isinstance(ids, (list, tuple)) and ids and isinstance(ids[0], (list, tuple)):
             return [self.decode(row, skip_special_tokens, clean_up_tokenization_spaces) for row in ids]
         if isinstance(ids, str):
