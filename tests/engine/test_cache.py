@@ -398,3 +398,18 @@ def test_two_threads_writing_one_entry_both_succeed(tmp_path, monkeypatch):
     loaded = cache.load_codes(path, key)
     assert loaded is not None and torch.equal(loaded["layer"][0], codes["layer"][0])
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
+
+
+def test_an_entry_keyed_by_every_file_of_the_folder_is_pruned(folder, store, monkeypatch):
+    """Before the keys listed only the files a load reads, they listed every file of the folder (a README among
+    them): the same checkpoint's entry under such a key goes when the new one is written (audit 48: it stayed,
+    85 MB a base model, after every upgrade)."""
+    (folder / "README.md").write_text("# a model card\n")
+    make_key = cache.make_key
+    monkeypatch.setattr(cache, "make_key", lambda files, *a: make_key(list(folder.iterdir()), *a))
+    logits(folder)
+    (older,) = files(store)
+    monkeypatch.setattr(cache, "make_key", make_key)
+    pipe, _ = logits(folder)
+    assert "read from the cache" not in pipe.preparation.fast_path  # another key: quantized again
+    assert len(files(store)) == 1 and files(store) != [older]

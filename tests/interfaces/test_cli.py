@@ -451,3 +451,14 @@ def test_a_signal_while_the_interpreter_shuts_down_ends_it_quietly(offline_env):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=offline_env, timeout=60)
     assert done.returncode == 130, done.stderr
     assert "Traceback" not in done.stderr and "not ended" not in done.stdout and "coulisse" in done.stdout
+
+
+@pytest.mark.parametrize(("argv", "long"), [(["serve", "-k", "secret"], "--api-key"),
+                                            (["ner", "-i", "O", "Paris"], "--ignore-labels")])
+def test_a_removed_short_option_names_the_long_one(argv, long):
+    """An older script's `serve -k KEY` (the short options that meant another thing than elsewhere are gone):
+    the usage error says which option it was (audit 48: click's bare "No such option")."""
+    result = CliRunner().invoke(cli, argv)
+    assert result.exit_code == 2
+    assert f"No such option '{argv[1]}'. It was {long} in `coulisse {argv[0]}`" in result.output
+    assert f"write {long}." in result.output

@@ -82,7 +82,8 @@ def test_refuses_to_overwrite_and_checks_resume(pipe, tmp_path):
     make_csv(source, 30)
     output = tmp_path / "out.csv"
     output.write_text("precious\n")
-    with pytest.raises(InputError, match="exists and is not empty; pass --resume .* or --overwrite"):
+    with pytest.raises(InputError, match="exists and is not empty, with no interrupted job to resume .*; pass "
+                                         "--overwrite to replace it"):
         run(pipe, source, output)
     assert output.read_text() == "precious\n"
     with pytest.raises(InputError, match="has no resume state"):
@@ -261,3 +262,19 @@ def test_a_flag_that_differs_from_the_recorded_run_is_said_as_a_flag(pipe, tmp_p
     assert result.exit_code == 1, result.output
     assert f"cannot resume {output} with --all-scores: the first run had no --all-scores" in result.output
     assert "True" not in result.output and "False" not in result.output
+
+
+def test_a_record_of_another_format_says_how_to_run_the_job_again(pipe, tmp_path):
+    """A record written by an older coulisse (another format) cannot be resumed: the one line says so, with the
+    first run's input, model and --batch-rows as the record names them (audit 48: only "pass --overwrite")."""
+    source, output = tmp_path / "in.csv", tmp_path / "out.csv"
+    make_csv(source, 30)
+    output.write_text("id,text,label,score,error\n0,x,POSITIVE,0.9,\n")
+    state_path(output).write_text(json.dumps({"version": 1, "key": {"input": str(source), "model": "m",
+                                                                    "batch_rows": 32}, "rows": 1}))
+    with pytest.raises(InputError) as refused:
+        run(pipe, source, output, resume=True)
+    message = str(refused.value)
+    assert f"written by another coulisse version (its record format 1, this one reads {job_state.VERSION})" in message
+    assert f"run the job again with --overwrite (its first run had --input {source} --model m --batch-rows 32)" \
+        in message

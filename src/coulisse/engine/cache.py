@@ -26,7 +26,8 @@ The key, hashed into the file name and stored whole in the file's metadata (chec
   keeps no reliable times. Hub checkpoints are content-addressed blobs, so their resolved path names
   their hash too.
 - the CPU features that choose the codes (`Features.key`) and the weight width,
-- the coulisse version and the cache format, so an upgrade never reads an older layout.
+- the coulisse version and the cache format (`FORMAT`, raised whenever the codes' layout changes: a development
+  checkout keeps its version between commits, so the format is what guards the layout there).
 """
 
 from __future__ import annotations
@@ -233,9 +234,17 @@ def save_codes(path: Path, key: dict, codes: dict[str, tuple[torch.Tensor, torch
     return True
 
 
-def _identity(key: dict) -> tuple:
-    """What two keys of the same checkpoint and CPU share whatever the files' contents and the versions."""
-    return key["cpu"], key["weight_bits"], tuple(f["path"] for f in key["files"])
+def _identity(key: dict) -> tuple[str, int, frozenset[str]]:
+    """What two keys of the same checkpoint and CPU share whatever the files' contents and the versions: the CPU,
+    the width and the files' paths (`_same_checkpoint` compares those)."""
+    return key["cpu"], key["weight_bits"], frozenset(f["path"] for f in key["files"])
+
+
+def _same_checkpoint(a: tuple[str, int, frozenset[str]], b: tuple[str, int, frozenset[str]]) -> bool:
+    """Same CPU and width, and one key's files all among the other's: the same files, or the same checkpoint keyed
+    by an older version that listed every file of its folder (README.md, .gitattributes), where keys now list
+    the files a load reads (audit 48: those entries were never pruned)."""
+    return a[:2] == b[:2] and bool(a[2]) and bool(b[2]) and (a[2] <= b[2] or b[2] <= a[2])
 
 
 def prune_superseded(path: Path, key: dict) -> int:
@@ -253,7 +262,7 @@ def prune_superseded(path: Path, key: dict) -> int:
         try:
             with safe_open(str(other), framework="pt") as f:
                 stored = json.loads((f.metadata() or {}).get("coulisse_key", "null"))
-            superseded = _identity(stored) == mine
+            superseded = _same_checkpoint(_identity(stored), mine)
         except Exception:  # not ours, truncated, another layout: not this function's to judge
             continue
         if superseded:

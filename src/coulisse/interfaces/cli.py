@@ -50,6 +50,9 @@ class Group(click.Group):
         except click.BadParameter as e:
             _name_environment(e)
             raise
+        except click.NoSuchOption as e:
+            _name_removed_short_option(e)
+            raise
         except CoulisseError as e:
             if hasattr(e, "exit_code"):  # a job stopped by a signal (JobInterrupted): said as it is, not an error
                 click.echo(str(e), err=True)
@@ -63,6 +66,19 @@ class Group(click.Group):
             if e.errno == errno.EPIPE:
                 raise  # stdout closed by its reader (`| head`): click exits 1, quietly
             raise click.ClickException(_os_error(e)) from None
+
+
+# Short options that meant another thing than in every other command, removed (CHANGELOG): said with the long one.
+REMOVED_SHORT = {("serve", "-k"): ("--api-key", "--top-k"), ("ner", "-i"): ("--ignore-labels", "--input")}
+
+
+def _name_removed_short_option(e: click.NoSuchOption) -> None:
+    """`serve -k KEY` of an older script: click's "No such option: -k" said with the option it was (audit 48)."""
+    command = e.ctx.info_name if e.ctx is not None else None
+    if (found := REMOVED_SHORT.get((command, e.option_name))) is not None:
+        long, elsewhere = found
+        e.message = (f"No such option '{e.option_name}'. It was {long} in `coulisse {command}`, and is gone as it "
+                     f"means {elsewhere} in the other commands: write {long}.")
 
 
 def _name_environment(e: click.BadParameter) -> None:

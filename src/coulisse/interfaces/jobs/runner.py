@@ -133,9 +133,11 @@ def prepare_output(options: JobOptions, reader: Reader | None = None) -> job_sta
             raise InputError(f"{out} exists but has no resume state ({path.name}): it is finished or was not "
                              "written by coulisse. Pass --overwrite to redo it.")
         return saved
-    if (saved is not None or exists) and not options.overwrite:
-        what = "holds an interrupted job" if saved is not None else "exists and is not empty"
-        raise InputError(f"{out} {what}; pass --resume to continue it or --overwrite to replace it.")
+    if saved is not None and not options.overwrite:
+        raise InputError(f"{out} holds an interrupted job; pass --resume to continue it or --overwrite to replace it.")
+    if exists and not options.overwrite:  # no record: nothing a --resume could go on with (audit 48: it sent there)
+        raise InputError(f"{out} exists and is not empty, with no interrupted job to resume (no {path.name}); pass "
+                         "--overwrite to replace it, or write to another --output.")
     return None
 
 

@@ -94,6 +94,16 @@ def save(path: Path, state: JobState) -> None:
     write_atomic(path, json.dumps(asdict(state), ensure_ascii=False, sort_keys=True).encode())
 
 
+def _first_run(data: object) -> str:
+    """What a record of another format says of its run (input, model, --batch-rows), for the way out."""
+    key = data.get("key") if isinstance(data, dict) else None
+    if not isinstance(key, dict):
+        return ""
+    given = [f"{flag} {key[name]}" for flag, name in (("--input", "input"), ("--model", "model"),
+                                                       ("--batch-rows", "batch_rows")) if key.get(name)]
+    return f" (its first run had {' '.join(given)})" if given else ""
+
+
 def load(path: Path) -> JobState | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -103,7 +113,9 @@ def load(path: Path) -> JobState | None:
         raise InputError(f"cannot read the resume state {path}: {e}; pass --overwrite to start over.") \
             from None
     if not isinstance(data, dict) or data.get("version") != VERSION:
-        raise InputError(f"{path} was written by another coulisse version; pass --overwrite to start over.")
+        raise InputError(f"{path} was written by another coulisse version (its record format "
+                         f"{data.get('version') if isinstance(data, dict) else None!r}, this one reads {VERSION}): "
+                         f"its job cannot be resumed; run the job again with --overwrite{_first_run(data)}.")
     try:
         saved = JobState(**data)
     except TypeError:
