@@ -401,3 +401,9 @@ def test_a_dropped_pipeline_frees_its_model_without_the_garbage_collector(factor
             assert model() is None, quantize
         finally:
             gc.enable()
+
+
+def test_the_checkpoints_repr_is_short(tf_camembert_dir):
+    """Where it was read from and what it is (audit 48: every field of the config, tokenizer and model, 2.3 kB)."""
+    text = repr(pipeline("sentiment-analysis", model=str(tf_camembert_dir)).checkpoint)
+    assert text.startswith("Checkpoint(name=") and "model_type='camembert'" in text and len(text) < 300, text

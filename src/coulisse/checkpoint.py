@@ -32,6 +32,12 @@ class Checkpoint:
         if self.model_dir is None:
             self.model_dir = self.directory
 
+    def __repr__(self) -> str:
+        """Where it was read from and what it is, not every field of the config, tokenizer and model (2 kB)."""
+        c = self.config
+        return (f"Checkpoint(name={self.name!r}, directory={str(self.directory)!r}, model_type={c.model_type!r}, "
+                f"layers={c.num_hidden_layers}, hidden_size={c.hidden_size}, labels={c.num_labels})")
+
 
 # A model that reads relative positions only takes its tokenizer's length limit up to this many times its
 # position table (4,096 tokens for DeBERTa-v3's 512).
