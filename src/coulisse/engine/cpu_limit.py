@@ -21,8 +21,11 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 @functools.cache
@@ -45,19 +48,25 @@ def in_cpus(limit: float) -> str:
 def read_cpu_limit(root: Path = Path("/")) -> float | None:
     """The tightest CPU quota over this process's cgroups (v1's cpu controller, v2) and their ancestors under
     each mount, in CPUs; `root` is where the file system starts (tests give a folder laid out like one)."""
+    limits = [limit for folder, mount in cgroup_folders("cpu", root) for limit in limits_up_to(folder, mount, _limit)]
+    return min(limits, default=None)
+
+
+def cgroup_folders(controller: str, root: Path = Path("/")) -> list[tuple[Path, Path]]:
+    """(this process's cgroup folder, its hierarchy's mount point) for cgroup v2 and v1's `controller` ("cpu",
+    "memory"), under `root`; [] where /proc cannot be read."""
     try:
         memberships = (root / "proc/self/cgroup").read_text()
         mountinfo = (root / "proc/self/mountinfo").read_text()
     except (OSError, UnicodeDecodeError):
-        return None
-    limits = [limit for folder, mount in _cgroup_folders(memberships, mountinfo)
-              for limit in _limits_up_to(root / folder.lstrip("/"), root / mount.lstrip("/"))]
-    return min(limits, default=None)
+        return []
+    return [(root / folder.lstrip("/"), root / mount.lstrip("/"))
+            for folder, mount in _cgroup_folders(memberships, mountinfo, controller)]
 
 
-def _cgroup_folders(memberships: str, mountinfo: str) -> Iterator[tuple[str, str]]:
-    """(the process's cgroup folder, its mount point) for the cgroup v2 hierarchy and v1's cpu controller."""
-    paths: dict[str, str] = {}  # "v2" or "cpu" -> the process's path in that hierarchy
+def _cgroup_folders(memberships: str, mountinfo: str, controller: str) -> Iterator[tuple[str, str]]:
+    """(the process's cgroup folder, its mount point) for the cgroup v2 hierarchy and v1's `controller`."""
+    paths: dict[str, str] = {}  # "v2" or the v1 controller -> the process's path in that hierarchy
     for line in memberships.splitlines():
         parts = line.split(":", 2)
         if len(parts) != 3:
@@ -65,10 +74,10 @@ def _cgroup_folders(memberships: str, mountinfo: str) -> Iterator[tuple[str, str
         number, controllers, path = parts
         if number == "0" and controllers == "":
             paths["v2"] = path
-        elif "cpu" in controllers.split(","):
-            paths["cpu"] = path
+        elif controller in controllers.split(","):
+            paths[controller] = path
     for mount_root, mount_point, fstype, options in _mounts(mountinfo):
-        kind = "v2" if fstype == "cgroup2" else "cpu" if fstype == "cgroup" and "cpu" in options else None
+        kind = "v2" if fstype == "cgroup2" else controller if fstype == "cgroup" and controller in options else None
         if kind is not None and kind in paths:
             yield _under(mount_root, mount_point, paths[kind]), mount_point
 
@@ -97,10 +106,11 @@ def _under(mount_root: str, mount_point: str, path: str) -> str:
     return mount_point.rstrip("/") + "/" + relative.strip("/")
 
 
-def _limits_up_to(folder: Path, mount: Path) -> Iterator[float]:
-    """Each quota (in CPUs) set from `folder` up to `mount`, the hierarchy's top as this process sees it."""
+def limits_up_to(folder: Path, mount: Path, limit_of: Callable[[Path], T | None]) -> Iterator[T]:
+    """Each limit (`limit_of` a cgroup folder) set from `folder` up to `mount`, the hierarchy's top as this
+    process sees it."""
     while True:
-        limit = _limit(folder)
+        limit = limit_of(folder)
         if limit is not None:
             yield limit
         if folder == mount or mount not in folder.parents:

@@ -197,9 +197,32 @@ def serve(model, task, host, port, threads, quantize, max_batch_tokens, max_batc
         default_prompt_name=given["default_prompt_name"], default_prompt=given["default_prompt"])
     served = [load_served_model(model, task, name, shared, given, quantize, key_source, json_output)
               for model, task, name in zip(models, tasks, names, strict=True)]
+    check_memory(max_payload_in_flight)
     run_server(served_app(served), host, port, max_connections=max_connections, header_timeout=header_timeout,
                send_timeout=send_timeout, keep_alive_timeout=keep_alive_timeout, shutdown_timeout=shutdown_timeout,
                access_log=access_log, json_output=json_output)
+
+
+# What a body in flight may cost, times its size: bytes, text and the parsed request (docs/server.md, "Bodies in
+# memory": a 2 MB body of emoji took 7.6 MB).
+BODY_COST = 4
+
+
+def check_memory(max_payload_in_flight: int) -> None:
+    """Said at start when the container's memory limit may not hold what the server holds with its models loaded
+    plus its bodies in flight: past the limit the kernel kills it without a word (exit 137; audit 48)."""
+    from coulisse.engine.memory_limit import memory_limit, resident_bytes
+
+    limit, held = memory_limit(), resident_bytes()
+    if limit is None or held is None or held + BODY_COST * max_payload_in_flight <= limit:
+        return
+    room = (limit - held) // BODY_COST
+    way = (f"pass --max-payload-in-flight {room} or less (at least --payload-limit), or raise the limit" if room > 0
+           else "raise the limit: the models alone fill it")
+    log.warning("this container's memory limit is %.0f MB; the server holds %.0f MB with its models loaded, and "
+                "its bodies in flight may take up to %d x --max-payload-in-flight = %.0f MB more: past the limit "
+                "the kernel kills it without a word (exit 137). %s.", limit / 1e6, held / 1e6, BODY_COST,
+                BODY_COST * max_payload_in_flight / 1e6, way[0].upper() + way[1:])
 
 
 def require_serve_extra() -> None:
