@@ -407,3 +407,12 @@ def test_the_checkpoints_repr_is_short(tf_camembert_dir):
     """Where it was read from and what it is (audit 48: every field of the config, tokenizer and model, 2.3 kB)."""
     text = repr(pipeline("sentiment-analysis", model=str(tf_camembert_dir)).checkpoint)
     assert text.startswith("Checkpoint(name=") and "model_type='camembert'" in text and len(text) < 300, text
+
+
+def test_save_pretrained_takes_the_older_directory_keyword_with_a_warning(tf_camembert_dir, tmp_path):
+    """`save_directory` is transformers' name; 0.1.0's `directory=` works one release more, said (audit 48)."""
+    pipe = pipeline("sentiment-analysis", model=str(tf_camembert_dir))
+    with pytest.warns(FutureWarning, match=r"save_pretrained\(directory=...\) is now save_pretrained\(save_directory"):
+        saved = pipe.save_pretrained(directory=tmp_path / "old")
+    assert (saved / "model.safetensors").is_file()
+    assert (pipe.save_pretrained(save_directory=tmp_path / "new") / "model.safetensors").is_file()

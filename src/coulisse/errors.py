@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from os import PathLike
+from typing import Any
+
 
 class CoulisseError(Exception):
     """Base class of every error coulisse raises on purpose."""
@@ -79,3 +82,24 @@ def type_of(value: object) -> str:
     """`value`'s type as an error says it: "an int", "a float", "a NoneType"."""
     name = type(value).__name__
     return f"{'an' if name[:1] in 'aeiouAEIOU' else 'a'} {name}"
+
+
+def renamed_keyword(new_value: Any, old_value: Any, old: str, new: str, where: str, stacklevel: int = 3) -> Any:
+    """`where(old=...)`, a keyword renamed to transformers' name `new`: its value, with a FutureWarning (kept one
+    release, as transformers keeps its renamed arguments); both given is a TypeError, as Python says it."""
+    import warnings
+
+    if new_value is not None:
+        raise TypeError(f"{where}() got {new}= and {old}=, its older name; pass {new}= alone.")
+    warnings.warn(f"{where}({old}=...) is now {where}({new}=...), transformers' name; {old}= goes in a later "
+                  "release.", FutureWarning, stacklevel=stacklevel)
+    return old_value
+
+
+def given_save_directory(save_directory: str | PathLike | None, directory: str | PathLike | None) -> Any:
+    """`save_pretrained`'s folder: `save_directory` (transformers' name), or `directory=` (coulisse 0.1.0's)."""
+    if directory is not None:
+        return renamed_keyword(save_directory, directory, "directory", "save_directory", "save_pretrained", 4)
+    if save_directory is None:
+        raise TypeError("save_pretrained() missing 1 required positional argument: 'save_directory'")
+    return save_directory

@@ -274,8 +274,8 @@ def test_resume_refuses_a_folder_whose_default_prompt_changed(st_folder, tmp_pat
     (folder / "config_sentence_transformers.json").write_text(
         json.dumps({"prompts": {"query": "query: "}, "default_prompt_name": "query"}), encoding="utf-8")
     prompted = coulisse.pipeline("feature-extraction", model=str(folder))
-    with pytest.raises(ResumeMismatchError, match=r"the pooling and prompt the model folder sets .*changed .*"
-                                                  r"'prompt': 'query: '") as refused:
+    with pytest.raises(ResumeMismatchError, match=r"the model folder puts a default prompt before each text "
+                                                  r"\('query: '\) that the job's record does not hold") as refused:
         run(prompted, source, output, resume=True, model=str(folder))
     assert "\n" not in str(refused.value)
 

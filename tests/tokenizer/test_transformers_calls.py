@@ -252,3 +252,22 @@ def test_transformers_keyword_names(pair, tmp_path):
     assert ours.encode("Le film est bon.", stride=0) == theirs.encode("Le film est bon.", stride=0)
     written = ours.save_pretrained(save_directory=tmp_path / "saved")
     assert (tmp_path / "saved" / "tokenizer.json").is_file() and written
+
+
+def test_coulisse_0_1_keyword_names_still_work_with_a_warning(pair, tmp_path):
+    """The names 0.1.0 had (`decode(ids=)`, `tokenize(text_pair=)`, `save_pretrained(directory=)`) give the same
+    answer for one release, with a FutureWarning naming transformers' (audit 48: a TypeError that never said
+    `ids`); both names at once is a TypeError."""
+    ours, _ = pair
+    ids = ours("Je déteste tellement ça !")["input_ids"]
+    with pytest.warns(FutureWarning, match=r"decode\(ids=...\) is now decode\(token_ids=...\)"):
+        assert ours.decode(ids=ids) == ours.decode(ids)
+    with pytest.warns(FutureWarning, match=r"tokenize\(text_pair=...\) is now tokenize\(pair=...\)"):
+        assert ours.tokenize("Le film", text_pair="est bon.") == ours.tokenize("Le film", "est bon.")
+    with pytest.warns(FutureWarning, match=r"save_pretrained\(directory=...\) is now"):
+        ours.save_pretrained(directory=tmp_path / "old")
+    assert (tmp_path / "old" / "tokenizer.json").is_file()
+    with pytest.raises(TypeError, match="pass token_ids= alone"):
+        ours.decode(ids, ids=ids)
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'token_ids'"):
+        ours.decode()

@@ -30,7 +30,7 @@ import torch
 from coulisse.checkpoint import Checkpoint, model_files
 from coulisse.engine import DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TOKENS, Engine, Item
 from coulisse.engine.prepare import DTYPES, prepare_model, resolve_dtype
-from coulisse.errors import InputError
+from coulisse.errors import InputError, given_save_directory
 from coulisse.export import save_pretrained as save_checkpoint
 from coulisse.tasks.streams import Results, as_stream
 
@@ -408,8 +408,8 @@ class Pipeline:
         batch, results = self.run(window, options, progress)
         return [results] if batch.single else results
 
-    def save_pretrained(self, save_directory: str | Path, *, dtype: str | torch.dtype | None = None,
-                        overwrite: bool = False) -> Path:
+    def save_pretrained(self, save_directory: str | Path | None = None, *, dtype: str | torch.dtype | None = None,
+                        overwrite: bool = False, directory: str | Path | None = None) -> Path:
         """Write this pipeline's checkpoint for transformers: config.json naming the PyTorch class of its head
         (`CamembertForSequenceClassification`), model.safetensors, the tokenizer files (`coulisse.export`).
         `transformers.AutoModelFor...from_pretrained(save_directory)` then gives the same ids and logits.
@@ -417,6 +417,7 @@ class Pipeline:
         The weights are the checkpoint's, read again in fp32 (whatever this pipeline runs: int8 saves the
         weights it was quantized from) and written in `dtype` (default float32; "float16", "bfloat16"). A
         folder that holds files is refused unless `overwrite`."""
+        save_directory = given_save_directory(save_directory, directory)
         self.warn_int8_save()
         return save_checkpoint(self.checkpoint.model_dir, self.config, self.tokenizer, self.model.task_head,
                                Path(save_directory), dtype=dtype, overwrite=overwrite)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from coulisse.errors import UnsupportedModelError
+from coulisse.errors import UnsupportedModelError, given_save_directory
 from coulisse.export import save_pretrained as save_checkpoint
 from coulisse.tasks.base import POST, Batch, Option, positive_int
 from coulisse.tasks.feature_extraction import (
@@ -132,9 +132,11 @@ class SparseEmbeddingPipeline(FeatureExtractionPipeline):
     def resolve_options(self, options: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
         return super().resolve_options({**options, "pooling": "auto", "normalize": None}, given)
 
-    def save_pretrained(self, save_directory: str | Path, *, dtype: str | Any = None, overwrite: bool = False) -> Path:
+    def save_pretrained(self, save_directory: str | Path | None = None, *, dtype: str | Any = None,
+                        overwrite: bool = False, directory: str | Path | None = None) -> Path:
         """Write the masked-LM checkpoint for transformers (`AutoModelForMaskedLM`), as the base class does for
         a head, with the folder's sentence-transformers modules (modules.json, SpladePooling) beside it."""
+        save_directory = given_save_directory(save_directory, directory)
         self.warn_int8_save()
         return save_checkpoint(self.checkpoint.model_dir, self.config, self.tokenizer, "masked-lm",
                                Path(save_directory), dtype=dtype, overwrite=overwrite)

@@ -19,7 +19,7 @@ from typing import Any
 from tokenizers import Encoding, Regex, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as Backend
 
-from coulisse.errors import InputError, TokenizerLoadError, type_of
+from coulisse.errors import InputError, TokenizerLoadError, given_save_directory, renamed_keyword, type_of
 from coulisse.families import GENERIC_TOKENIZER_CLASSES, family_of
 from coulisse.tokenizer import batch_encoding, moses, prefix
 from coulisse.tokenizer.backend import build_backend
@@ -546,10 +546,13 @@ class Tokenizer:
         texts = (text,) if text_pair is None else (text, text_pair)
         return moses.word_ids(encoding, texts, self.backend.pre_tokenizer, added)
 
-    def tokenize(self, text: str, pair: str | None = None, *, add_special_tokens: bool = False) -> list[str]:
+    def tokenize(self, text: str, pair: str | None = None, *, add_special_tokens: bool = False,
+                 text_pair: str | None = None) -> list[str]:
         """The text's tokens (without special tokens unless asked, as transformers' tokenize, whose second text is
         `pair`): all of them, whatever truncation the last call set on the backend (a pipeline's call left its 512
         there, audit 44)."""
+        if text_pair is not None:  # coulisse 0.1.0's name
+            pair = renamed_keyword(pair, text_pair, "text_pair", "pair", "tokenize")
         for name, value in (("text", text), ("pair", pair)):
             if value is not None and not isinstance(value, str):  # a list was read as pre-split words (audit 46)
                 raise InputError(f"tokenize takes one text, a str; {name} is {type_of(value)}. For several: "
@@ -615,13 +618,15 @@ class Tokenizer:
         """Whether encoding runs in the Rust tokenizers library alone (FlauBERT's Moses step is Python)."""
         return not self._python
 
-    def save_pretrained(self, save_directory: str | Path) -> tuple[str, ...]:
+    def save_pretrained(self, save_directory: str | Path | None = None, *,
+                        directory: str | Path | None = None) -> tuple[str, ...]:
         """Write the tokenizer files as transformers saves them (`tokenizer.json`, the slow files,
         tokenizer_config.json) into `save_directory` (made if missing); returns the paths written, as transformers
         does. A whole checkpoint: the pipeline's save_pretrained. The slow files are copied from the folder the
         tokenizer was read from (`directory`), whatever name it was asked by (a Hub id: audit 45)."""
         from coulisse.tokenizer.export import save_tokenizer
 
+        save_directory = given_save_directory(save_directory, directory)
         family = family_of(self.model_type, self.settings.get("tokenizer_class"))
         if self.directory is None or family is None:
             raise InputError("this tokenizer was not read from a checkpoint folder of a known family; save the "
@@ -662,12 +667,16 @@ class Tokenizer:
             return [out]
         return out
 
-    def decode(self, token_ids: Any, skip_special_tokens: bool = False,
+    def decode(self, token_ids: Any = None, skip_special_tokens: bool = False,
                clean_up_tokenization_spaces: bool | None = None, **kwargs: Any) -> str | list[str]:
         """transformers 5's decode: the backend's, then its space clean-up when the tokenizer config asks
         for it (`clean_up_tokenization_spaces`), except on BPE models, where it would corrupt the text. One
         id (an int, or a tensor of one) decodes alone; rows of ids (a list of lists, a 2-D tensor) give a list of
         strings."""
+        if "ids" in kwargs:  # coulisse 0.1.0's name
+            token_ids = renamed_keyword(token_ids, kwargs.pop("ids"), "ids", "token_ids", "decode")
+        elif token_ids is None:
+            raise TypeError("decode() missing 1 required positional argument: 'token_ids'")
         check_keywords(kwargs, DECODE_NO_OPS, ("token_ids", "skip_special_tokens", "clean_up_tokenization_spaces"),
                        "decode(...)")
         ids = as_lists(token_ids)
@@ -698,3 +707,4 @@ class Tokenizer:
         return (f"Tokenizer(name_or_path={self.name_or_path!r}, source={self.source!r}, vocab_size={len(self)}, "
                 f"model_max_length={self.model_max_length}, padding_side={self.padding_side!r}, "
                 f"special_tokens={specials})")
+

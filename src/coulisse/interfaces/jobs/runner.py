@@ -275,6 +275,7 @@ def _fingerprinted(options, saved, current, pipe, model, reader, sink, predictor
     if saved is not None:
         job_state.check_model(saved.model, current.model, options.output)
         job_state.check_precision(saved.engine, current.engine, options.fast, options.output)
+        job_state.check_unrecorded_prompt(saved.engine, current.engine, options.output)
         job_state.check_key(saved.engine, current.engine, options.output)
         return saved
     current.input = reader.fingerprint()

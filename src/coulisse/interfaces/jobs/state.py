@@ -249,6 +249,22 @@ OPTION_NAMES = {"input": "--input", "column": "the text column (--column)", "for
                 "max_active_dims": "the folder's max_active_dims"}
 
 
+def check_unrecorded_prompt(saved: dict[str, Any], current: dict[str, Any], output: str) -> None:
+    """An embedding job whose record holds no default prompt where the folder now has one: the folder gained it,
+    or an earlier coulisse started the job without recording prompts (before audit 43). The record cannot tell
+    which: both are said (audit 48: the second was said as a change of the folder, which had not changed)."""
+    was, now = saved.get("sentence"), current.get("sentence")
+    if not (isinstance(was, dict) and isinstance(now, dict)) or "prompt" in was or "prompt" not in now:
+        return
+    if {k: v for k, v in now.items() if k != "prompt"} == was:
+        raise ResumeMismatchError(
+            f"cannot resume {output}: the model folder puts a default prompt before each text ({now['prompt']!r}) "
+            "that the job's record does not hold: the folder gained it since the first run, or an earlier coulisse "
+            "started the job without recording prompts; the rows already written cannot be checked against it. "
+            "Finish the job with the version that started it (if that is the cause), or pass --overwrite to start "
+            "over.")
+
+
 def refuse(output: str, what: str) -> ResumeMismatchError:
     return ResumeMismatchError(f"cannot resume {output}: {what}; the rows already written were computed "
                                "with the first run's. Rerun with the first run's input, model and options, "
