@@ -211,13 +211,14 @@ def test_an_oversized_body_is_refused_from_its_length_or_as_it_arrives(server):
 
 def dribble(port: int, n: int, payload: bytes, every_s: float, limit_s: float) -> list[tuple[float, bytes]]:
     """`n` connections each sending `payload` one byte per `every_s`; for each, when the server closed it
-    (seconds after its connect) and what it answered. Bounded by `limit_s`."""
+    (seconds after its connect began: a clock read after `connect` returned could start late on a loaded machine,
+    and a close then look early) and what it answered. Bounded by `limit_s`."""
     socks, opened, answers, closed_at = [], [], [b""] * n, [None] * n
     for _ in range(n):
+        opened.append(time.monotonic())
         s = socket.create_connection(("127.0.0.1", port))
         s.setblocking(False)
         socks.append(s)
-        opened.append(time.monotonic())
     sent, start = 0, time.monotonic()
     try:
         while any(c is None for c in closed_at) and time.monotonic() - start < limit_s:

@@ -80,3 +80,17 @@ def test_spawn_pool_encodes_as_the_parent(tokenizer):
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         ids = pool.map(tokenizer.encode, SAMPLES[:6])
     assert ids == [tokenizer.encode(text) for text in SAMPLES[:6]]
+
+
+def test_a_pickle_of_an_older_build_saves_as_a_pipeline_says(tokenizer, tmp_path):
+    """A tokenizer pickled before it kept the folder it was read from (`directory`): it encodes as before, and
+    `save_pretrained` says to save the pipeline, not AttributeError: 'directory' (audit 48)."""
+    from coulisse.errors import InputError
+
+    state = tokenizer.__getstate__()
+    del state["directory"]
+    old = object.__new__(Tokenizer)
+    old.__setstate__(state)
+    assert _encodings(old) == _encodings(tokenizer)
+    with pytest.raises(InputError, match="save the pipeline instead"):
+        old.save_pretrained(tmp_path / "saved")

@@ -310,6 +310,7 @@ class Tokenizer:
     def __setstate__(self, state: dict) -> None:
         state = dict(state)
         state.pop("_truncation", None)  # a pickle of before audit 46 kept it beside the lock
+        state.setdefault("directory", None)  # before audit 45 (an older build's pickle): saved only as a pipeline
         state["backend"] = moses.backend_from_state(state["backend"])
         ready_backend(state["backend"], state["settings"])  # no truncation, as the new lock records
         self.__dict__.update(state)
