@@ -6,7 +6,7 @@ when they may not fit, with the setting that bounds them (audit 48: a server wit
 rest, was killed under a 300 MB limit by 60 concurrent 1.9 MB requests with the defaults, and served them with
 `--max-payload-in-flight 16000000`).
 
-Read as the CPU quota is (`cpu_limit.py`): this process's cgroup and its ancestors under the mount, the tightest
+Read as the CPU quota is (`cgroups.py`): this process's cgroup and its ancestors under the mount, the tightest
 limit; cgroup v2's `memory.max` ("max": none), v1's `memory.limit_in_bytes` (a value near 2**63: none).
 """
 
@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from coulisse.engine.cpu_limit import cgroup_folders, limits_up_to
+from coulisse.engine.cgroups import tightest
+from coulisse.weights.mapped import resident_bytes
+
+__all__ = ["memory_limit", "resident_bytes"]
 
 NO_LIMIT = 1 << 60  # v1 writes "no limit" as the largest page-aligned value under 2**63
 
@@ -22,20 +25,7 @@ NO_LIMIT = 1 << 60  # v1 writes "no limit" as the largest page-aligned value und
 def memory_limit(root: Path = Path("/")) -> int | None:
     """This process's memory limit in bytes (the tightest over its cgroups and their ancestors), None without one;
     `root` is where the file system starts (tests give a folder laid out like one)."""
-    limits = [limit for folder, mount in cgroup_folders("memory", root)
-              for limit in limits_up_to(folder, mount, _limit)]
-    return min(limits, default=None)
-
-
-def resident_bytes() -> int | None:
-    """This process's resident set now (VmRSS), None where /proc cannot say."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+    return tightest("memory", _limit, root)
 
 
 def _limit(folder: Path) -> int | None:
